@@ -1,0 +1,75 @@
+//! Builds the built-in plugins (`plugins/*`) for wasm32-wasip2 and embeds their bytes in the
+//! binary, so one `airlock` binary runs anywhere. They are loaded through exactly the same path as
+//! a third-party `.wasm` file; only where the bytes come from differs.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().expect("host/ sits in the workspace root").to_path_buf();
+    for watched in ["plugins", "plugin-sdk", "wit"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    let plugins = plugin_crates(&root.join("plugins"));
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("builtin-plugins");
+
+    if plugins.is_empty() {
+        write_generated(&[], &target_dir);
+        return;
+    }
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target_dir);
+    for (_, package) in &plugins {
+        cmd.args(["-p", package]);
+    }
+    // Flags meant for the host build must not leak into the guest build.
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("cannot run cargo to build the built-in plugins");
+    assert!(
+        status.success(),
+        "building the built-in plugins for wasm32-wasip2 failed; is the target installed? \
+         (`rustup target add wasm32-wasip2`)"
+    );
+
+    write_generated(&plugins, &target_dir);
+}
+
+fn write_generated(plugins: &[(String, String)], target_dir: &Path) {
+    let mut generated = String::from("/// Built-in plugins: (name, component bytes).\npub static BUILTINS: &[(&str, &[u8])] = &[\n");
+    for (name, package) in plugins {
+        let wasm = target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", package.replace('-', "_")));
+        assert!(wasm.is_file(), "built-in plugin `{name}` was not built at {}", wasm.display());
+        writeln!(generated, "    ({name:?}, include_bytes!({:?})),", wasm.display().to_string()).unwrap();
+    }
+    generated.push_str("];\n");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("builtin_plugins.rs");
+    std::fs::write(out, generated).expect("cannot write builtin_plugins.rs");
+}
+
+/// (config name, package name) of each crate under `plugins/`.
+fn plugin_crates(dir: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let manifest = entry.path().join("Cargo.toml");
+        if manifest.is_file() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            found.push((name.clone(), format!("airlock-plugin-{name}")));
+        }
+    }
+    found.sort();
+    found
+}

@@ -1,0 +1,252 @@
+//! The shape of `airlock.toml`, as serde types. Unknown keys are errors everywhere.
+//!
+//! Only syntax and types are checked here; references between sections (a route naming an
+//! upstream, a chain entry naming a plugin) are checked when the gateway is built from the config,
+//! where every error can still point at the key's line through the `Spanned` fields.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the gateway accepts client connections.
+    #[serde(default = "default_listeners")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Size limits applied to every request unless a route overrides them.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Timeouts applied to every upstream unless an upstream or route overrides them.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// The Wasm runtime: compile cache and sandbox sizing.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// Named plugin definitions: where the component comes from and what it may do.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Named upstreams: the backends routes send requests to.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Chain entries that run on every route, before the route's own.
+    #[serde(default)]
+    pub global: GlobalConfig,
+    /// Routes, matched by host, method and path (see `router` for precedence).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn default_listeners() -> Vec<ListenerConfig> {
+    vec![ListenerConfig { address: Spanned::new(0..0, "127.0.0.1:8080".to_owned()) }]
+}
+
+/// One listening socket (plain HTTP/1.1 and HTTP/2 prior knowledge on the same port).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `ip:port` to bind, e.g. `"0.0.0.0:8080"`. Port 0 picks a free port.
+    pub address: Spanned<String>,
+}
+
+/// Request size limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request line plus headers accepted, in bytes (431 beyond it).
+    pub max_header_bytes: usize,
+    /// Largest number of request headers accepted (431 beyond it).
+    pub max_headers: usize,
+    /// Largest request body accepted, and largest body buffered for a plugin, in bytes (413 beyond it).
+    pub max_body_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_header_bytes: 32 * 1024, max_headers: 100, max_body_bytes: 10 * 1024 * 1024 }
+    }
+}
+
+/// Timeouts, in milliseconds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Time to open a TCP connection to an upstream target (504 beyond it).
+    pub connect_ms: u64,
+    /// Time from sending the request upstream to receiving the response headers (504 beyond it).
+    pub request_ms: u64,
+    /// How long an idle keep-alive connection (client side or upstream side) is kept open.
+    pub idle_ms: u64,
+    /// On shutdown, how long in-flight requests get to finish before connections are closed.
+    pub drain_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self { connect_ms: 5_000, request_ms: 30_000, idle_ms: 60_000, drain_ms: 10_000 }
+    }
+}
+
+/// The Wasm sandbox and its compile cache.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached (default: `$XDG_CACHE_HOME/airlock` or `~/.cache/airlock`).
+    pub cache_dir: Option<PathBuf>,
+    /// Set to false to compile every component at every start.
+    pub compile_cache: bool,
+    /// Most plugin instances alive at once, over all plugins (sizes the pooling allocator).
+    pub max_instances: u32,
+    /// Default memory cap of one plugin instance, in MiB.
+    pub memory_mb: u32,
+    /// Default CPU deadline of one phase call, in milliseconds.
+    pub cpu_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { cache_dir: None, compile_cache: true, max_instances: 512, memory_mb: 64, cpu_ms: 100 }
+    }
+}
+
+/// How a plugin's instances are shared between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// A pool of warm, configured instances; one request at a time per instance.
+    #[default]
+    Pool,
+    /// A fresh instance for every phase call: no instance ever sees two requests.
+    Request,
+}
+
+/// What the gateway does when a plugin traps, overruns its deadline or its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Answer 500 with a request id (the safe default for auth and policy plugins).
+    #[default]
+    Closed,
+    /// Skip the failed plugin and go on as if it had returned `continue`.
+    Open,
+}
+
+/// A named plugin definition.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// `builtin:<name>` or a path to a `.wasm` component (relative to the config file).
+    pub source: Spanned<String>,
+    /// Host capabilities granted beyond `log` (none exist yet beyond the WASI baseline).
+    #[serde(default)]
+    pub capabilities: Vec<Spanned<String>>,
+    /// Memory cap of one instance, in MiB (default: `runtime.memory_mb`).
+    pub memory_mb: Option<u32>,
+    /// CPU deadline of one phase call, in milliseconds (default: `runtime.cpu_ms`).
+    pub cpu_ms: Option<u64>,
+    /// Instance sharing (default `pool`).
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Failure policy for chain entries that do not set their own (default `closed`).
+    #[serde(default)]
+    pub failure: FailurePolicy,
+    /// Most warm instances kept idle per chain entry.
+    pub pool_size: Option<usize>,
+    /// Uses after which a warm instance is retired and replaced.
+    pub max_uses: Option<u64>,
+}
+
+/// Where `Host` sent upstream comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostHeader {
+    /// The upstream target's `host:port` (like nginx's default and Kong's `preserve_host = false`).
+    #[default]
+    Upstream,
+    /// The `Host` the client sent.
+    Preserve,
+}
+
+/// A named upstream: one or more targets, balanced round-robin.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port` of each target.
+    pub targets: Spanned<Vec<String>>,
+    /// `Host` header policy (default `upstream`).
+    #[serde(default)]
+    pub host_header: HostHeader,
+    /// Overrides `timeouts.connect_ms`.
+    pub connect_timeout_ms: Option<u64>,
+    /// Overrides `timeouts.request_ms`.
+    pub request_timeout_ms: Option<u64>,
+    /// Most idle keep-alive connections kept per target.
+    pub max_idle_connections: Option<usize>,
+}
+
+/// Chain entries shared by every route.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalConfig {
+    /// Entries that run before each route's own, in this order.
+    #[serde(default)]
+    pub plugins: Vec<ChainEntryConfig>,
+}
+
+/// One entry of a plugin chain: a plugin plus this entry's config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainEntryConfig {
+    /// The name of a `[plugins.<name>]` definition, or a source directly (`builtin:headers`,
+    /// `./plugins/x.wasm`) with default limits and no extra capabilities.
+    pub plugin: Spanned<String>,
+    /// This entry's config, handed to the plugin's `configure` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Overrides the plugin definition's failure policy for this entry.
+    pub failure: Option<FailurePolicy>,
+}
+
+/// One route.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in logs, metrics and plugins (`route-id`); default `route-<index>`.
+    pub id: Option<String>,
+    /// Hosts this route answers for: exact (`api.example.com`) or one leading wildcard
+    /// (`*.example.com`). Empty: any host.
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    /// Methods this route answers for. Empty: any method.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Exact path pattern, with `{name}` segments captured as params (e.g. `/users/{id}`).
+    pub path: Option<Spanned<String>>,
+    /// Path prefix on segment boundaries: `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
+    pub path_prefix: Option<Spanned<String>>,
+    /// The upstream requests go to. Optional when the chain always answers itself.
+    pub upstream: Option<Spanned<String>>,
+    /// Removed from the start of the path before it goes upstream.
+    pub strip_prefix: Option<Spanned<String>>,
+    /// Replaces the upstream path; may use `${param.name}` (e.g. `/v2/users/${param.id}`).
+    pub rewrite: Option<Spanned<String>>,
+    /// Overrides the upstream's `host_header`.
+    pub host_header: Option<HostHeader>,
+    /// Overrides `limits.max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
+    /// Overrides the upstream's request timeout.
+    pub timeout_ms: Option<u64>,
+    /// Whether `[global]` plugins run on this route (default true).
+    #[serde(default = "yes")]
+    pub global_plugins: bool,
+    /// This route's chain, after the global entries.
+    #[serde(default)]
+    pub plugins: Vec<ChainEntryConfig>,
+}
+
+fn yes() -> bool {
+    true
+}

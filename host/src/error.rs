@@ -1,0 +1,128 @@
+//! Errors a request can end in, and the one place each kind becomes an HTTP status.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::proxy::body::ProxyBody;
+
+/// Why the gateway answered a request itself with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No route matches the request's host, method and path.
+    #[error("no route matches {method} {path}")]
+    NoRoute {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// The request line and headers exceed the configured limit.
+    #[error("request headers are too large: {0}")]
+    HeadersTooLarge(String),
+    /// The request body exceeds the route's limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The request could not be read or is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A plugin failed (trap, deadline, memory) and its chain entry fails closed.
+    #[error("plugin `{plugin}` failed: {reason}")]
+    PluginFailed {
+        /// The chain entry's plugin name.
+        plugin: String,
+        /// What happened, e.g. "CPU deadline of 100 ms exceeded".
+        reason: String,
+    },
+    /// The route has no upstream and no plugin answered.
+    #[error("route `{0}` has no upstream and no plugin answered the request")]
+    NoUpstream(String),
+    /// The upstream refused the connection or broke it.
+    #[error("upstream `{upstream}` is unavailable: {reason}")]
+    UpstreamUnavailable {
+        /// Upstream name.
+        upstream: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Connecting to or waiting for the upstream took too long.
+    #[error("upstream `{upstream}` timed out: {reason}")]
+    UpstreamTimeout {
+        /// Upstream name.
+        upstream: String,
+        /// Which timeout.
+        reason: String,
+    },
+    /// The upstream's response body exceeds the limit a body-reading plugin can be handed.
+    #[error("upstream response body exceeds the limit of {limit} bytes")]
+    UpstreamBodyTooLarge {
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The plugin pool cannot create another instance right now.
+    #[error("plugin `{0}` has no free instance")]
+    PluginBusy(String),
+}
+
+impl GatewayError {
+    /// The status this kind of error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::PluginFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::NoUpstream(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::PluginBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short machine-readable code for the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::NoRoute { .. } => "no_route",
+            GatewayError::HeadersTooLarge(_) => "headers_too_large",
+            GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::PluginFailed { .. } => "plugin_failed",
+            GatewayError::NoUpstream(_) => "no_upstream",
+            GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
+            GatewayError::PluginBusy(_) => "plugin_busy",
+        }
+    }
+
+    /// The message shown to the client. Plugin failures are not detailed to clients (the log has
+    /// the reason under the same request id): a trap message could leak plugin internals.
+    fn public_message(&self) -> String {
+        match self {
+            GatewayError::PluginFailed { .. } => "a gateway plugin failed".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The JSON error response, carrying the request id.
+    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+        let body = serde_json::json!({
+            "status": self.status().as_u16(),
+            "error": self.code(),
+            "message": self.public_message(),
+            "request_id": request_id,
+        });
+        let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Ok(value) = HeaderValue::from_str(request_id) {
+            headers.insert(crate::proxy::headers::X_REQUEST_ID, value);
+        }
+        response
+    }
+}

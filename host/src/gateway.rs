@@ -1,0 +1,398 @@
+//! A [`Gateway`] is everything one config turns into: routes, their plugin chains, upstreams and
+//! limits. Building one validates the whole config (references, routes, and every plugin loaded
+//! and configured), so a config either builds completely or is rejected with every problem found,
+//! each located at its file, line and key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use http::uri::Authority;
+use toml::Spanned;
+
+use crate::config::{
+    ChainEntryConfig, Config, ConfigError, ConfigIssue, ConfigSource, FailurePolicy, HostHeader, LimitsConfig,
+    PluginConfig, RouteConfig, TimeoutsConfig,
+};
+use crate::proxy::upstream::{DEFAULT_MAX_IDLE, Upstream, UpstreamSettings};
+use crate::router::{PathMatch, RouteSpec, RouteTable};
+use crate::runtime::cache::CompileCache;
+use crate::runtime::engine::MAX_PLUGIN_MEMORY;
+use crate::runtime::pool::{DEFAULT_MAX_USES, DEFAULT_POOL_SIZE};
+use crate::runtime::{ChainEntry, InstancePool, InstanceSettings, LoadedPlugin, PluginChain, SandboxEngine};
+
+/// One route, ready to serve.
+pub struct Route {
+    /// Route id (config `id`, or `route-<index>`).
+    pub id: Arc<str>,
+    /// Where requests go, unless a plugin answers.
+    pub upstream: Option<Arc<Upstream>>,
+    /// The plugin chain (global entries first).
+    pub chain: PluginChain,
+    /// Removed from the front of the path before it goes upstream.
+    pub strip_prefix: Option<String>,
+    /// Replaces the upstream path, with `${param.x}` substituted.
+    pub rewrite: Option<String>,
+    /// `Host` policy.
+    pub host_header: HostHeader,
+    /// Body limit.
+    pub max_body_bytes: u64,
+    /// Upstream response timeout (also caps plugin delays).
+    pub timeout: Duration,
+}
+
+impl Route {
+    /// The path sent upstream for a client path, after `rewrite` or `strip_prefix`.
+    pub fn upstream_path(&self, path: &str, params: &[(String, String)]) -> String {
+        if let Some(template) = &self.rewrite {
+            let mut out = template.clone();
+            for (name, value) in params {
+                let encoded = percent_encoding::utf8_percent_encode(value, PATH_SEGMENT).to_string();
+                out = out.replace(&format!("${{param.{name}}}"), &encoded);
+            }
+            return out;
+        }
+        if let Some(prefix) = &self.strip_prefix
+            && let Some(rest) = path.strip_prefix(prefix.as_str())
+        {
+            if rest.is_empty() {
+                return "/".to_owned();
+            }
+            if rest.starts_with('/') {
+                return rest.to_owned();
+            }
+        }
+        path.to_owned()
+    }
+}
+
+/// Characters escaped when a param value is put back into a path segment.
+const PATH_SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b'?').add(b'<').add(b'>').add(b'`').add(b'{').add(b'}');
+
+/// Everything one config turns into.
+pub struct Gateway {
+    /// The routes.
+    pub routes: RouteTable<Route>,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Timeouts.
+    pub timeouts: TimeoutsConfig,
+    /// The sandbox the plugins run in.
+    pub sandbox: SandboxEngine,
+}
+
+/// What a config names as a plugin: a definition, or a source used directly.
+struct PluginDef {
+    source: String,
+    capabilities: Vec<String>,
+    settings: InstanceSettings,
+    failure: FailurePolicy,
+}
+
+impl Gateway {
+    /// Builds a gateway from a parsed config, loading and configuring every plugin. All problems
+    /// found are returned together.
+    pub async fn build(source: &ConfigSource, config: &Config, sandbox: SandboxEngine) -> Result<Self, ConfigError> {
+        let mut issues: Vec<ConfigIssue> = Vec::new();
+        let cache = CompileCache::new(if config.runtime.compile_cache {
+            config.runtime.cache_dir.clone().or_else(CompileCache::default_dir)
+        } else {
+            None
+        });
+
+        let upstreams = build_upstreams(source, config, &mut issues);
+        let defs = plugin_defs(source, config, &mut issues);
+
+        let mut loader = Loader { sandbox: &sandbox, cache: &cache, source, loaded: HashMap::new() };
+        for (name, def) in &config.plugins {
+            if let Some(d) = defs.get(name.as_str()) {
+                let key = format!("plugins.{name}.source");
+                if let Err(Some(issue)) = loader.load(name, d, &def.source, &key).await {
+                    issues.push(issue);
+                }
+            }
+        }
+
+        let mut global = Vec::new();
+        for (i, entry) in config.global.plugins.iter().enumerate() {
+            let key = format!("global.plugins[{i}]");
+            match build_entry(&mut loader, config, &defs, entry, &key, "(global)").await {
+                Ok(e) => global.push(e),
+                Err(issue) => issues.extend(issue),
+            }
+        }
+        let mut specs = Vec::new();
+        let mut routes = Vec::new();
+        for (index, route) in config.routes.iter().enumerate() {
+            let id: Arc<str> = route.id.clone().unwrap_or_else(|| format!("route-{index}")).into();
+            let key = format!("routes[{index}]");
+            let Some(spec) = route_spec(source, route, &id, &key, &mut issues) else { continue };
+            let upstream = match &route.upstream {
+                Some(name) => match upstreams.get(name.get_ref().as_str()) {
+                    Some(u) => Some(u.clone()),
+                    None => {
+                        issues.push(source.issue(
+                            Some(name.span()),
+                            &format!("{key}.upstream"),
+                            format!("no upstream named `{}` (defined: {})", name.get_ref(), names(config.upstreams.keys())),
+                        ));
+                        None
+                    }
+                },
+                None => None,
+            };
+            let mut entries = if route.global_plugins { global.clone() } else { Vec::new() };
+            for (i, entry) in route.plugins.iter().enumerate() {
+                let entry_key = format!("{key}.plugins[{i}]");
+                match build_entry(&mut loader, config, &defs, entry, &entry_key, &id).await {
+                    Ok(e) => entries.push(e),
+                    Err(issue) => issues.extend(issue),
+                }
+            }
+            let timeout = route
+                .timeout_ms
+                .or_else(|| upstream.as_ref().map(|u| u.request_timeout.as_millis() as u64))
+                .unwrap_or(config.timeouts.request_ms);
+            routes.push(Route {
+                id,
+                host_header: route.host_header.or(upstream.as_ref().map(|u| u.host_header)).unwrap_or_default(),
+                upstream,
+                chain: PluginChain::new(entries),
+                strip_prefix: route.strip_prefix.as_ref().map(|s| s.get_ref().trim_end_matches('/').to_owned()),
+                rewrite: route.rewrite.as_ref().map(|s| s.get_ref().clone()),
+                max_body_bytes: route.max_body_bytes.unwrap_or(config.limits.max_body_bytes),
+                timeout: Duration::from_millis(timeout),
+            });
+            specs.push((index, spec));
+        }
+
+        let (indices, specs): (Vec<usize>, Vec<RouteSpec>) = specs.into_iter().unzip();
+        let table = RouteTable::build(&specs, routes);
+        let routes = match table {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let index = indices[e.index];
+                let route = &config.routes[index];
+                let span = route.path.as_ref().or(route.path_prefix.as_ref()).map(|s| s.span());
+                issues.push(source.issue(span, &format!("routes[{index}]"), e.to_string()));
+                None
+            }
+        };
+        match routes {
+            Some(routes) if issues.is_empty() => {
+                Ok(Self { routes, limits: config.limits.clone(), timeouts: config.timeouts.clone(), sandbox })
+            }
+            _ => {
+                issues.sort_by_key(|i| i.line.unwrap_or(0));
+                Err(ConfigError::Invalid(issues))
+            }
+        }
+    }
+}
+
+fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let list: Vec<&str> = keys.map(String::as_str).collect();
+    if list.is_empty() { "none".into() } else { list.join(", ") }
+}
+
+fn build_upstreams(source: &ConfigSource, config: &Config, issues: &mut Vec<ConfigIssue>) -> HashMap<String, Arc<Upstream>> {
+    let mut out = HashMap::new();
+    for (name, up) in &config.upstreams {
+        let key = format!("upstreams.{name}.targets");
+        let mut targets = Vec::new();
+        for target in up.targets.get_ref() {
+            match target.parse::<Authority>() {
+                Ok(a) if a.port_u16().is_some() => targets.push(a),
+                _ => issues.push(source.issue(
+                    Some(up.targets.span()),
+                    &key,
+                    format!("target `{target}` is not `host:port`"),
+                )),
+            }
+        }
+        if up.targets.get_ref().is_empty() {
+            issues.push(source.issue(Some(up.targets.span()), &key, "an upstream needs at least one target"));
+            continue;
+        }
+        let settings = UpstreamSettings {
+            connect_timeout: Duration::from_millis(up.connect_timeout_ms.unwrap_or(config.timeouts.connect_ms)),
+            request_timeout: Duration::from_millis(up.request_timeout_ms.unwrap_or(config.timeouts.request_ms)),
+            idle_timeout: Duration::from_millis(config.timeouts.idle_ms),
+            max_idle: up.max_idle_connections.unwrap_or(DEFAULT_MAX_IDLE),
+            host_header: up.host_header,
+        };
+        if !targets.is_empty() {
+            out.insert(name.clone(), Arc::new(Upstream::new(name, targets, settings)));
+        }
+    }
+    out
+}
+
+fn settings_for(config: &Config, def: Option<&PluginConfig>) -> InstanceSettings {
+    let memory_mb = def.and_then(|d| d.memory_mb).unwrap_or(config.runtime.memory_mb);
+    InstanceSettings {
+        memory_bytes: (memory_mb as usize).saturating_mul(1024 * 1024).min(MAX_PLUGIN_MEMORY),
+        cpu_deadline: Duration::from_millis(def.and_then(|d| d.cpu_ms).unwrap_or(config.runtime.cpu_ms)),
+        isolation: def.map(|d| d.isolation).unwrap_or_default(),
+        pool_size: def.and_then(|d| d.pool_size).unwrap_or(DEFAULT_POOL_SIZE),
+        max_uses: def.and_then(|d| d.max_uses).unwrap_or(DEFAULT_MAX_USES).max(1),
+    }
+}
+
+fn plugin_defs<'a>(source: &ConfigSource, config: &'a Config, issues: &mut Vec<ConfigIssue>) -> HashMap<&'a str, PluginDef> {
+    let known = crate::runtime::capabilities::known_capabilities();
+    let mut defs = HashMap::new();
+    for (name, def) in &config.plugins {
+        for cap in &def.capabilities {
+            if !known.contains(&cap.get_ref().as_str()) {
+                issues.push(source.issue(
+                    Some(cap.span()),
+                    &format!("plugins.{name}.capabilities"),
+                    format!("unknown capability `{}` (known: {})", cap.get_ref(), known.join(", ")),
+                ));
+            }
+        }
+        if let Some(mb) = def.memory_mb
+            && (mb == 0 || mb as usize * 1024 * 1024 > MAX_PLUGIN_MEMORY)
+        {
+            issues.push(source.issue(
+                Some(def.source.span()),
+                &format!("plugins.{name}.memory_mb"),
+                format!("must be between 1 and {}", MAX_PLUGIN_MEMORY / (1024 * 1024)),
+            ));
+        }
+        defs.insert(
+            name.as_str(),
+            PluginDef {
+                source: def.source.get_ref().clone(),
+                capabilities: def.capabilities.iter().map(|c| c.get_ref().clone()).collect(),
+                settings: settings_for(config, Some(def)),
+                failure: def.failure,
+            },
+        );
+    }
+    defs
+}
+
+/// A source written directly in a chain entry: `builtin:<name>` or something that looks like a path.
+fn is_inline_source(s: &str) -> bool {
+    s.starts_with("builtin:") || s.ends_with(".wasm") || s.contains('/')
+}
+
+/// Loads each distinct (source, grants) component once per config. A failed load is reported
+/// once, where it was first referenced; later references to it add no duplicate error.
+struct Loader<'a> {
+    sandbox: &'a SandboxEngine,
+    cache: &'a CompileCache,
+    source: &'a ConfigSource,
+    loaded: HashMap<(String, Vec<String>), Option<Arc<LoadedPlugin>>>,
+}
+
+impl Loader<'_> {
+    /// `Err(None)`: this component already failed and was reported.
+    async fn load(
+        &mut self,
+        name: &str,
+        def: &PluginDef,
+        at: &Spanned<String>,
+        key: &str,
+    ) -> Result<Arc<LoadedPlugin>, Option<ConfigIssue>> {
+        let cache_key = (def.source.clone(), def.capabilities.clone());
+        if let Some(p) = self.loaded.get(&cache_key) {
+            return p.clone().ok_or(None);
+        }
+        match LoadedPlugin::load(self.sandbox, self.cache, &def.source, &self.source.base_dir, &def.capabilities).await {
+            Ok(p) => {
+                self.loaded.insert(cache_key, Some(p.clone()));
+                Ok(p)
+            }
+            Err(e) => {
+                self.loaded.insert(cache_key, None);
+                Err(Some(self.source.issue(Some(at.span()), key, format!("plugin `{name}`: {e}"))))
+            }
+        }
+    }
+}
+
+async fn build_entry(
+    loader: &mut Loader<'_>,
+    config: &Config,
+    defs: &HashMap<&str, PluginDef>,
+    entry: &ChainEntryConfig,
+    key: &str,
+    route: &str,
+) -> Result<Arc<ChainEntry>, Option<ConfigIssue>> {
+    let source = loader.source;
+    let name = entry.plugin.get_ref();
+    let plugin_key = format!("{key}.plugin");
+    let inline;
+    let def = match defs.get(name.as_str()) {
+        Some(d) => d,
+        None if is_inline_source(name) => {
+            inline = PluginDef {
+                source: name.clone(),
+                capabilities: Vec::new(),
+                settings: settings_for(config, None),
+                failure: FailurePolicy::default(),
+            };
+            &inline
+        }
+        None => {
+            return Err(Some(source.issue(
+                Some(entry.plugin.span()),
+                &plugin_key,
+                format!(
+                    "no plugin named `{name}` (defined: {}); use a [plugins.{name}] definition, `builtin:<name>` or a path to a .wasm file",
+                    names(config.plugins.keys())
+                ),
+            )));
+        }
+    };
+    let plugin = loader.load(name, def, &entry.plugin, &plugin_key).await?;
+    let json = serde_json::to_string(&entry.config)
+        .map_err(|e| Some(source.issue(Some(entry.plugin.span()), &format!("{key}.config"), e.to_string())))?;
+    let descriptor = plugin.descriptor;
+    match InstancePool::new(plugin, name.as_str().into(), json, def.settings.clone()).await {
+        Ok(pool) => Ok(Arc::new(ChainEntry { pool, failure: entry.failure.unwrap_or(def.failure), descriptor })),
+        Err(e) => Err(Some(source.issue(
+            Some(entry.plugin.span()),
+            &format!("{key}.config"),
+            format!("plugin `{name}` on route `{route}`: {e}"),
+        ))),
+    }
+}
+
+fn route_spec(source: &ConfigSource, route: &RouteConfig, id: &str, key: &str, issues: &mut Vec<ConfigIssue>) -> Option<RouteSpec> {
+    let path = match (&route.path, &route.path_prefix) {
+        (Some(p), None) => PathMatch::Exact(p.get_ref().clone()),
+        (None, Some(p)) => PathMatch::Prefix(p.get_ref().clone()),
+        (Some(p), Some(_)) => {
+            issues.push(source.issue(Some(p.span()), &format!("{key}.path"), "set either `path` or `path_prefix`, not both"));
+            return None;
+        }
+        (None, None) => {
+            issues.push(source.issue(None, key, format!("route `{id}` needs `path` or `path_prefix`")));
+            return None;
+        }
+    };
+    let mut methods = Vec::new();
+    for m in &route.methods {
+        match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+            Ok(method) => methods.push(method),
+            Err(_) => issues.push(source.issue(Some(m.span()), &format!("{key}.methods"), format!("`{}` is not an HTTP method", m.get_ref()))),
+        }
+    }
+    if let Some(prefix) = &route.strip_prefix
+        && !prefix.get_ref().starts_with('/')
+    {
+        issues.push(source.issue(Some(prefix.span()), &format!("{key}.strip_prefix"), "must start with `/`"));
+    }
+    if let Some(rewrite) = &route.rewrite
+        && !rewrite.get_ref().starts_with('/')
+    {
+        issues.push(source.issue(Some(rewrite.span()), &format!("{key}.rewrite"), "must start with `/`"));
+    }
+    Some(RouteSpec { id: id.to_owned(), hosts: route.hosts.iter().map(|h| h.get_ref().clone()).collect(), methods, path })
+}

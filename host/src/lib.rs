@@ -1,0 +1,115 @@
+//! Airlock: an API gateway whose every policy phase runs in a sandboxed WebAssembly component.
+//!
+//! # Reading this crate top-down
+//! - A request enters in [`server`] (listeners, HTTP/1.1 and h2c, graceful drain) and is handed to
+//!   [`gateway::Gateway::handle`], whose phases are laid out in [`proxy`]: limits, [`router`],
+//!   the plugin chain's request phases, the upstream ([`proxy::upstream`]), the response phases,
+//!   and the response back to the client.
+//! - Which plugins run is decided by the route's [`runtime::PluginChain`], built from the config
+//!   ([`config`]) by [`gateway::Gateway::build`].
+//! - A plugin call goes through [`runtime`]: warm instance pools, deadlines, memory caps, and the
+//!   host interfaces a plugin can reach ([`runtime::host`], one file per WIT interface).
+//! - Errors a request can end in, and their statuses, are in [`error`].
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod demo_upstream;
+pub mod error;
+pub mod exchange;
+pub mod gateway;
+pub mod proxy;
+pub mod router;
+pub mod runtime;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError, ConfigSource};
+use crate::gateway::Gateway;
+use crate::runtime::SandboxEngine;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is invalid (every problem, located).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("{0}")]
+    Listen(#[from] std::io::Error),
+    /// The Wasm sandbox could not be created.
+    #[error("cannot create the plugin sandbox: {0}")]
+    Sandbox(String),
+}
+
+/// Parses and fully validates a config: every reference, route and plugin (loaded and
+/// configured). This is `airlock check`, and the first half of `airlock run`.
+pub async fn load(source: &ConfigSource) -> Result<(Config, Gateway), StartError> {
+    let config = source.parse()?;
+    let sandbox = SandboxEngine::new(&config.runtime).map_err(|e| StartError::Sandbox(format!("{e:#}")))?;
+    let gateway = Gateway::build(source, &config, sandbox).await?;
+    Ok((config, gateway))
+}
+
+/// A gateway serving in the background of the current tokio runtime.
+pub struct RunningGateway {
+    addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    gateway: Arc<Gateway>,
+}
+
+impl RunningGateway {
+    /// The bound address of each listener, in config order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The first listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// The gateway being served.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Stops accepting, drains in-flight requests (up to `timeouts.drain_ms`), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+        self.gateway.sandbox.stop();
+    }
+}
+
+/// Loads `source` and starts serving it on its listeners.
+pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> {
+    let (config, gateway) = load(source).await?;
+    let mut addresses = Vec::new();
+    let mut issues = Vec::new();
+    for (i, listener) in config.listeners.iter().enumerate() {
+        match listener.address.get_ref().parse::<SocketAddr>() {
+            Ok(a) => addresses.push(a),
+            Err(e) => issues.push(source.issue(
+                Some(listener.address.span()),
+                &format!("listeners[{i}].address"),
+                format!("`{}` is not `ip:port`: {e}", listener.address.get_ref()),
+            )),
+        }
+    }
+    if !issues.is_empty() {
+        return Err(ConfigError::Invalid(issues).into());
+    }
+    let listeners = server::bind(&addresses).await?;
+    let addrs = listeners.iter().map(|l| l.local_addr()).collect::<Result<Vec<_>, _>>()?;
+    let gateway = Arc::new(gateway);
+    let (shutdown, stop) = watch::channel(false);
+    let task = tokio::spawn(server::serve(gateway.clone(), listeners, stop));
+    Ok(RunningGateway { addrs, shutdown, task, gateway })
+}

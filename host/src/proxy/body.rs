@@ -1,0 +1,120 @@
+//! The one body type the proxy sends both ways: streamed from the peer untouched, or whole bytes
+//! (buffered for a plugin, produced by a plugin, or an error). An enum, not a boxed trait object,
+//! so passing a body through costs no allocation.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+
+/// Errors a body can yield while streaming.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+// Variant fields are described on the variants (pin-project-lite takes no field attributes).
+#[allow(missing_docs)]
+mod projected {
+    use super::*;
+
+    pin_project! {
+        /// A request or response body on its way through the gateway.
+        #[project = ProxyBodyProj]
+        pub enum ProxyBody {
+            /// Streamed from the peer as it arrives.
+            Streaming { #[pin] body: Incoming },
+            /// Streamed, but cut off with an error past a size limit (chunked bodies of unknown length).
+            Limited { #[pin] body: Limited<Incoming> },
+            /// Whole bytes, sent as one frame.
+            Full { data: Option<Bytes> },
+        }
+    }
+}
+pub use projected::ProxyBody;
+use projected::ProxyBodyProj;
+
+impl ProxyBody {
+    /// A body of these bytes.
+    pub fn full(data: Bytes) -> Self {
+        ProxyBody::Full { data: (!data.is_empty()).then_some(data) }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        ProxyBody::Full { data: None }
+    }
+
+    /// A streamed body.
+    pub fn streaming(body: Incoming) -> Self {
+        ProxyBody::Streaming { body }
+    }
+
+    /// A streamed body that fails once more than `limit` bytes have passed.
+    pub fn limited(body: Incoming, limit: u64) -> Self {
+        ProxyBody::Limited { body: Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)) }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ProxyBodyProj::Streaming { body } => body.poll_frame(cx).map_err(Into::into),
+            ProxyBodyProj::Limited { body } => body.poll_frame(cx),
+            ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Streaming { body } => body.is_end_stream(),
+            ProxyBody::Limited { body } => body.is_end_stream(),
+            ProxyBody::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Streaming { body } => body.size_hint(),
+            ProxyBody::Limited { body } => body.size_hint(),
+            ProxyBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+/// Why a body could not be buffered.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    /// The body is longer than the limit.
+    #[error("body exceeds {0} bytes")]
+    TooLarge(u64),
+    /// The peer broke off or sent a malformed body.
+    #[error("body could not be read: {0}")]
+    Read(String),
+}
+
+/// Reads a whole body into memory, refusing more than `limit` bytes.
+pub async fn buffer(body: Incoming, limit: u64) -> Result<Bytes, BufferError> {
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BufferError::TooLarge(limit)),
+        Err(e) => Err(BufferError::Read(e.to_string())),
+    }
+}
+
+/// True if `error` (or what caused it) is a body length limit being hit.
+pub fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}

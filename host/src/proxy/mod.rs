@@ -1,0 +1,302 @@
+//! The request lifecycle, as a list of named phases (after Pingora's `ProxyHttp`):
+//!
+//! 1. [`Gateway::check_limits`]: header size and count (431), declared body size (413);
+//! 2. [`Gateway::route`]: pick the route (404 if none);
+//! 3. [`Gateway::read_request`]: build the [`RequestState`] plugins see, buffering the body only if
+//!    a plugin in the chain declared it needs it;
+//! 4. the chain's request phases ([`crate::runtime::PluginChain::run_request_phases`]);
+//! 5. [`Gateway::call_upstream`]: unless a plugin answered, send the request upstream (502/504);
+//! 6. the chain's response phases, in reverse order;
+//! 7. [`Gateway::write_response`]: the response as the client gets it.
+//!
+//! Any phase can end the request with a [`GatewayError`], answered as JSON with the request id.
+
+pub mod body;
+pub mod headers;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use self::body::ProxyBody;
+use crate::error::GatewayError;
+use crate::exchange::{RequestState, ResponseState};
+use crate::gateway::{Gateway, Route};
+use crate::runtime::RequestOutcome;
+
+/// What the listener knows about the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// "http" or "https".
+    pub scheme: &'static str,
+}
+
+/// A response on its way to the client: its head, and its body either buffered (in the state) or
+/// still streaming from the upstream.
+struct PendingResponse {
+    state: ResponseState,
+    stream: Option<Incoming>,
+    version: Version,
+}
+
+impl Gateway {
+    /// Handles one client request end to end. Never fails: errors become JSON error responses.
+    pub async fn handle(&self, request: Request<Incoming>, conn: ConnectionInfo) -> Response<ProxyBody> {
+        let request_id: Arc<str> = headers::request_id(request.headers()).into();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        match self.proxy(request, conn, &request_id).await {
+            Ok(response) => response,
+            Err(error) => {
+                let status = error.status();
+                if status.is_server_error() {
+                    tracing::warn!(request_id = &*request_id, %method, path, status = status.as_u16(), "{error}");
+                } else {
+                    tracing::debug!(request_id = &*request_id, %method, path, status = status.as_u16(), "{error}");
+                }
+                error.into_response(&request_id)
+            }
+        }
+    }
+
+    async fn proxy(
+        &self,
+        request: Request<Incoming>,
+        conn: ConnectionInfo,
+        request_id: &Arc<str>,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
+        self.check_limits(&request)?;
+        let (route, params) = self.route(&request)?;
+        let client_path = request.uri().path().to_owned();
+        let (state, stream) = self.read_request(request, route, params, conn, request_id).await?;
+
+        let chain = &route.chain;
+        let (state, ran, outcome) = chain.run_request_phases(state, route.timeout).await?;
+        let pending = match outcome {
+            RequestOutcome::Respond(response) => {
+                PendingResponse { state: response, stream: None, version: Version::HTTP_11 }
+            }
+            RequestOutcome::Upstream => self.call_upstream(route, &state, stream, &client_path).await?,
+        };
+        let PendingResponse { state: response, stream, version } = pending;
+        let (_, response) = chain.run_response_phases(ran, state, response).await?;
+        Ok(write_response(response, stream, version, request_id))
+    }
+
+    /// Phase 1: refuses oversized headers and declared bodies before any work is done.
+    fn check_limits(&self, request: &Request<Incoming>) -> Result<(), GatewayError> {
+        let limits = &self.limits;
+        if request.headers().len() > limits.max_headers {
+            return Err(GatewayError::HeadersTooLarge(format!(
+                "{} headers, limit {}",
+                request.headers().len(),
+                limits.max_headers
+            )));
+        }
+        let size = headers::header_bytes(request.method(), request.uri(), request.headers());
+        if size > limits.max_header_bytes {
+            return Err(GatewayError::HeadersTooLarge(format!("{size} bytes, limit {}", limits.max_header_bytes)));
+        }
+        Ok(())
+    }
+
+    /// Phase 2: the route for this host, method and path.
+    fn route(&self, request: &Request<Incoming>) -> Result<(&Route, Vec<(String, String)>), GatewayError> {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        match self.routes.find(host, request.method(), request.uri().path()) {
+            Some(found) => Ok((found.route, found.params)),
+            None => Err(GatewayError::NoRoute {
+                method: request.method().to_string(),
+                path: request.uri().path().to_owned(),
+            }),
+        }
+    }
+
+    /// Phase 3: the request as plugins see it. The body is buffered only when the chain needs it;
+    /// otherwise it is handed back to stream to the upstream.
+    async fn read_request(
+        &self,
+        request: Request<Incoming>,
+        route: &Route,
+        params: Vec<(String, String)>,
+        conn: ConnectionInfo,
+        request_id: &Arc<str>,
+    ) -> Result<(RequestState, Option<ProxyBody>), GatewayError> {
+        let limit = route.max_body_bytes;
+        if let Some(length) = content_length(request.headers())? {
+            if length > limit {
+                return Err(GatewayError::BodyTooLarge { limit });
+            }
+        }
+        let (parts, incoming) = request.into_parts();
+        let mut headers = parts.headers;
+        let client_host = headers.get(header::HOST).cloned().or_else(|| {
+            parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let declared_length = headers.contains_key(header::CONTENT_LENGTH);
+        headers::strip_hop_by_hop(&mut headers);
+        headers::add_forwarded(&mut headers, conn.peer, conn.scheme, client_host.as_ref());
+        headers::add_via(&mut headers, parts.version);
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            headers.insert(headers::X_REQUEST_ID, id);
+        }
+        match client_host {
+            Some(host) => {
+                headers.insert(header::HOST, host);
+            }
+            None => {
+                headers.remove(header::HOST);
+            }
+        }
+
+        let (body, stream) = if route.chain.needs_request_body() {
+            let bytes = body::buffer(incoming, limit).await.map_err(|e| match e {
+                body::BufferError::TooLarge(limit) => GatewayError::BodyTooLarge { limit },
+                body::BufferError::Read(reason) => GatewayError::BadRequest(reason),
+            })?;
+            (Some(bytes), None)
+        } else if declared_length {
+            (None, Some(ProxyBody::streaming(incoming)))
+        } else {
+            (None, Some(ProxyBody::limited(incoming, limit)))
+        };
+
+        let state = RequestState {
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers,
+            params,
+            route_id: route.id.clone(),
+            client_addr: conn.peer,
+            scheme: conn.scheme,
+            request_id: request_id.clone(),
+            body,
+            context: Default::default(),
+        };
+        Ok((state, stream))
+    }
+
+    /// Phase 5: sends the request upstream and waits for the response head. The response body is
+    /// buffered only when a plugin in the chain declared it needs it.
+    async fn call_upstream(
+        &self,
+        route: &Route,
+        state: &RequestState,
+        stream: Option<ProxyBody>,
+        client_path: &str,
+    ) -> Result<PendingResponse, GatewayError> {
+        let Some(upstream) = &route.upstream else {
+            return Err(GatewayError::NoUpstream(route.id.to_string()));
+        };
+        let target = upstream.pick();
+        let path = if state.path == client_path { route.upstream_path(&state.path, &state.params) } else { state.path.clone() };
+        let uri = match &state.query {
+            Some(q) => format!("http://{target}{path}?{q}"),
+            None => format!("http://{target}{path}"),
+        };
+        let uri: Uri = uri.parse().map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
+
+        let mut headers = state.headers.clone();
+        match route.host_header {
+            crate::config::HostHeader::Preserve => {}
+            crate::config::HostHeader::Upstream => {
+                if let Ok(host) = HeaderValue::from_str(target.as_str()) {
+                    headers.insert(header::HOST, host);
+                }
+            }
+        }
+        let body = match (&state.body, stream) {
+            (Some(bytes), _) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                ProxyBody::full(bytes.clone())
+            }
+            (None, Some(stream)) => stream,
+            (None, None) => ProxyBody::empty(),
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = state.method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers;
+
+        let response = upstream.send(request, route.timeout).await.map_err(|e| match e {
+            upstream::SendError::BodyTooLarge => GatewayError::BodyTooLarge { limit: route.max_body_bytes },
+            other => upstream.error(other),
+        })?;
+        let (parts, incoming) = response.into_parts();
+        let mut headers = parts.headers;
+        headers::strip_hop_by_hop(&mut headers);
+        if route.chain.needs_response_body() {
+            let bytes = body::buffer(incoming, route.max_body_bytes).await.map_err(|e| match e {
+                body::BufferError::TooLarge(limit) => GatewayError::UpstreamBodyTooLarge { limit },
+                body::BufferError::Read(reason) => {
+                    GatewayError::UpstreamUnavailable { upstream: upstream.name.to_string(), reason }
+                }
+            })?;
+            Ok(PendingResponse {
+                state: ResponseState { status: parts.status, headers, body: Some(bytes) },
+                stream: None,
+                version: parts.version,
+            })
+        } else {
+            Ok(PendingResponse {
+                state: ResponseState { status: parts.status, headers, body: None },
+                stream: Some(incoming),
+                version: parts.version,
+            })
+        }
+    }
+}
+
+/// Phase 7: the response as the client gets it: buffered bodies get an exact `Content-Length`,
+/// streamed ones pass through; `Via` and `X-Request-Id` are added.
+fn write_response(state: ResponseState, stream: Option<Incoming>, version: Version, request_id: &str) -> Response<ProxyBody> {
+    let ResponseState { status, mut headers, body } = state;
+    let body = match (body, stream) {
+        (Some(bytes), _) => {
+            headers.remove(header::TRANSFER_ENCODING);
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            ProxyBody::full(bytes)
+        }
+        (None, Some(stream)) => ProxyBody::streaming(stream),
+        (None, None) => ProxyBody::full(Bytes::new()),
+    };
+    headers::add_via(&mut headers, version);
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert(headers::X_REQUEST_ID, id);
+    }
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The declared `Content-Length`, if any; a malformed or conflicting one is a 400 (a request
+/// smuggling pattern must never be forwarded ambiguously).
+fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, GatewayError> {
+    let mut found: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let parsed = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| GatewayError::BadRequest("malformed Content-Length".into()))?;
+        if found.is_some_and(|f| f != parsed) {
+            return Err(GatewayError::BadRequest("conflicting Content-Length headers".into()));
+        }
+        found = Some(parsed);
+    }
+    Ok(found)
+}

@@ -1,0 +1,370 @@
+//! Picking the route for a request.
+//!
+//! # Precedence (most specific wins)
+//! 1. **Host**: routes listing the exact host beat routes with a wildcard host (`*.example.com`,
+//!    longest suffix first), which beat routes for any host. A more specific host that has no
+//!    matching path falls through to the next level.
+//! 2. **Path**, within one host level: a `path` route that matches beats every `path_prefix` route;
+//!    among `path` patterns a static segment beats a `{param}` segment (matchit's order), so
+//!    `path = "/users/me"` beats `path = "/users/{id}"`; among prefixes the longest wins. Prefixes
+//!    are literal and match on segment boundaries: `/api` matches `/api`, `/api/` and `/api/x`.
+//! 3. **Method**: at the same host level and path, a route listing the method beats a route for any
+//!    method.
+//!
+//! Two routes with the same host, path and method are a config error, as are two patterns
+//! matchit cannot tell apart (`/a/{x}` and `/a/{y}`).
+
+use std::collections::HashMap;
+
+use http::Method;
+
+/// How a route matches paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// The whole path matches this pattern (`/users/{id}`).
+    Exact(String),
+    /// The path starts with this prefix on a segment boundary.
+    Prefix(String),
+}
+
+/// What the router needs to know of a route.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// Route id, for error messages.
+    pub id: String,
+    /// Hosts (exact or `*.suffix`); empty for any host.
+    pub hosts: Vec<String>,
+    /// Methods; empty for any method.
+    pub methods: Vec<Method>,
+    /// Path matching.
+    pub path: PathMatch,
+}
+
+/// Why a route table could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("route `{route}`: {message}")]
+pub struct RouteError {
+    /// Index of the route at fault.
+    pub index: usize,
+    /// Its id.
+    pub route: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Default)]
+struct Level {
+    by_method: HashMap<Method, matchit::Router<usize>>,
+    any_method: matchit::Router<usize>,
+    /// Prefix routes: (prefix without trailing `/`, method or any, route index), longest first,
+    /// method-specific before any-method at equal length.
+    prefixes: Vec<(String, Option<Method>, usize)>,
+    /// (method or None, pattern) -> route index, to name duplicates.
+    seen: HashMap<(Option<Method>, String), usize>,
+}
+
+/// The compiled routes of one config.
+pub struct RouteTable<T> {
+    routes: Vec<T>,
+    exact_hosts: HashMap<String, Level>,
+    wildcard_hosts: Vec<(String, Level)>,
+    any_host: Level,
+}
+
+/// A matched route and the params its pattern captured.
+pub struct RouteMatch<'a, T> {
+    /// The route.
+    pub route: &'a T,
+    /// Captured params, percent-decoded.
+    pub params: Vec<(String, String)>,
+}
+
+impl<T> RouteTable<T> {
+    /// Builds the table. `routes[i]` is the value returned when `specs[i]` matches.
+    pub fn build(specs: &[RouteSpec], routes: Vec<T>) -> Result<Self, RouteError> {
+        let mut exact_hosts: HashMap<String, Level> = HashMap::new();
+        let mut wildcard_hosts: HashMap<String, Level> = HashMap::new();
+        let mut any_host = Level::default();
+
+        // Method-specific routes first, so they take a pattern before an any-method route does.
+        let mut order: Vec<usize> = (0..specs.len()).collect();
+        order.sort_by_key(|&i| specs[i].methods.is_empty());
+
+        for &index in &order {
+            let spec = &specs[index];
+            let err = |message: String| RouteError { index, route: spec.id.clone(), message };
+            check_path(&spec.path).map_err(err)?;
+            for host in &spec.hosts {
+                let wildcard_ok = host.strip_prefix("*.").is_some_and(|rest| !rest.is_empty() && !rest.contains('*'));
+                if host.contains('*') && !wildcard_ok {
+                    return Err(err(format!("host `{host}`: a wildcard must be one leading `*.`, as in `*.example.com`")));
+                }
+            }
+            insert_everywhere(spec, index, &mut any_host, &mut exact_hosts, &mut wildcard_hosts).map_err(err)?;
+        }
+
+        for level in exact_hosts.values_mut().chain(wildcard_hosts.values_mut()).chain(std::iter::once(&mut any_host)) {
+            level.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| b.1.is_some().cmp(&a.1.is_some())));
+        }
+        let mut wildcard_hosts: Vec<(String, Level)> = wildcard_hosts.into_iter().collect();
+        wildcard_hosts.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Ok(Self { routes, exact_hosts, wildcard_hosts, any_host })
+    }
+
+    /// Finds the route for a request. `host` may carry a port; it is ignored.
+    pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<RouteMatch<'_, T>> {
+        if let Some(host) = host {
+            let host = strip_port(host);
+            let lowered;
+            let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                lowered = host.to_ascii_lowercase();
+                lowered.as_str()
+            } else {
+                host
+            };
+            if let Some(found) = self.exact_hosts.get(host).and_then(|l| self.find_in(l, method, path)) {
+                return Some(found);
+            }
+            for (suffix, level) in &self.wildcard_hosts {
+                if host.len() > suffix.len()
+                    && host.ends_with(suffix.as_str())
+                    && let Some(found) = self.find_in(level, method, path)
+                {
+                    return Some(found);
+                }
+            }
+        }
+        self.find_in(&self.any_host, method, path)
+    }
+
+    fn find_in(&self, level: &Level, method: &Method, path: &str) -> Option<RouteMatch<'_, T>> {
+        let router = level.by_method.get(method).unwrap_or(&level.any_method);
+        if let Ok(matched) = router.at(path) {
+            let params = matched
+                .params
+                .iter()
+                .map(|(k, v)| (k.to_owned(), percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned()))
+                .collect();
+            return Some(RouteMatch { route: self.routes.get(*matched.value)?, params });
+        }
+        level
+            .prefixes
+            .iter()
+            .find(|(prefix, m, _)| {
+                m.as_ref().is_none_or(|m| m == method)
+                    && path.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .and_then(|(_, _, index)| Some(RouteMatch { route: self.routes.get(*index)?, params: Vec::new() }))
+    }
+
+    /// Every route, in config order.
+    pub fn routes(&self) -> &[T] {
+        &self.routes
+    }
+}
+
+fn insert_everywhere(
+    spec: &RouteSpec,
+    index: usize,
+    any_host: &mut Level,
+    exact_hosts: &mut HashMap<String, Level>,
+    wildcard_hosts: &mut HashMap<String, Level>,
+) -> Result<(), String> {
+    if spec.hosts.is_empty() {
+        insert(any_host, spec, index)?;
+    }
+    for host in &spec.hosts {
+        let host = host.to_ascii_lowercase();
+        let level = match host.strip_prefix('*') {
+            Some(suffix) => wildcard_hosts.entry(suffix.to_owned()).or_default(),
+            None => exact_hosts.entry(host).or_default(),
+        };
+        insert(level, spec, index)?;
+    }
+    Ok(())
+}
+
+fn insert(level: &mut Level, spec: &RouteSpec, index: usize) -> Result<(), String> {
+    let methods: Vec<Option<Method>> =
+        if spec.methods.is_empty() { vec![None] } else { spec.methods.iter().cloned().map(Some).collect() };
+    for method in methods {
+        let (kind, pattern) = match &spec.path {
+            PathMatch::Exact(p) => ("path", p.clone()),
+            PathMatch::Prefix(p) => ("prefix", p.trim_end_matches('/').to_owned()),
+        };
+        if let Some(&other) = level.seen.get(&(method.clone(), format!("{kind} {pattern}"))) {
+            if other == index {
+                continue;
+            }
+            return Err(format!(
+                "same host, method and {kind} as route #{other}{}",
+                method.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+            ));
+        }
+        level.seen.insert((method.clone(), format!("{kind} {pattern}")), index);
+        if kind == "prefix" {
+            level.prefixes.push((pattern, method, index));
+            continue;
+        }
+        match &method {
+            Some(m) => {
+                // Method routers are created before any any-method route is inserted (method-specific
+                // routes are inserted first), so each starts empty and receives those later.
+                let router = level.by_method.entry(m.clone()).or_default();
+                router.insert(pattern.clone(), index).map_err(|e| conflict(&pattern, e))?;
+            }
+            None => {
+                level.any_method.insert(pattern.clone(), index).map_err(|e| conflict(&pattern, e))?;
+                // Any-method routes also answer every listed method, unless a method-specific
+                // route already holds the same pattern.
+                for router in level.by_method.values_mut() {
+                    match router.insert(pattern.clone(), index) {
+                        Ok(()) | Err(matchit::InsertError::Conflict { .. }) => {}
+                        Err(e) => return Err(format!("path `{pattern}`: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Explains a pattern matchit cannot add beside another.
+fn conflict(pattern: &str, error: matchit::InsertError) -> String {
+    match error {
+        matchit::InsertError::Conflict { with } => format!(
+            "path `{pattern}` cannot be told apart from `{with}` of an earlier route \
+             (params at the same place must have the same name)"
+        ),
+        other => format!("path `{pattern}`: {other}"),
+    }
+}
+
+/// Checks a route's path or prefix.
+fn check_path(path: &PathMatch) -> Result<(), String> {
+    let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = path;
+    if !p.starts_with('/') {
+        return Err(format!("path `{p}` must start with `/`"));
+    }
+    if p.contains("{*") {
+        return Err(format!("path `{p}`: use `path_prefix` instead of a catch-all segment"));
+    }
+    if matches!(path, PathMatch::Prefix(_)) && (p.contains('{') || p.contains('}')) {
+        return Err(format!("path_prefix `{p}` is literal: `{{params}}` belong in `path`"));
+    }
+    Ok(())
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str, hosts: &[&str], methods: &[&str], path: PathMatch) -> RouteSpec {
+        RouteSpec {
+            id: id.into(),
+            hosts: hosts.iter().map(|s| s.to_string()).collect(),
+            methods: methods.iter().map(|m| m.parse().unwrap()).collect(),
+            path,
+        }
+    }
+
+    fn table(specs: Vec<RouteSpec>) -> RouteTable<String> {
+        let ids = specs.iter().map(|s| s.id.clone()).collect();
+        RouteTable::build(&specs, ids).unwrap()
+    }
+
+    fn find(t: &RouteTable<String>, host: &str, method: &str, path: &str) -> Option<String> {
+        t.find(Some(host), &method.parse().unwrap(), path).map(|m| m.route.clone())
+    }
+
+    #[test]
+    fn static_beats_param_beats_prefix() {
+        let t = table(vec![
+            spec("prefix", &[], &[], PathMatch::Prefix("/users".into())),
+            spec("param", &[], &[], PathMatch::Exact("/users/{id}".into())),
+            spec("me", &[], &[], PathMatch::Exact("/users/me".into())),
+        ]);
+        assert_eq!(find(&t, "x", "GET", "/users/me").as_deref(), Some("me"));
+        assert_eq!(find(&t, "x", "GET", "/users/42").as_deref(), Some("param"));
+        assert_eq!(find(&t, "x", "GET", "/users/42/posts").as_deref(), Some("prefix"));
+        assert_eq!(find(&t, "x", "GET", "/users").as_deref(), Some("prefix"));
+        assert_eq!(find(&t, "x", "GET", "/users/").as_deref(), Some("prefix"));
+        assert_eq!(find(&t, "x", "GET", "/usersx"), None);
+    }
+
+    #[test]
+    fn longer_prefix_wins() {
+        let t = table(vec![
+            spec("root", &[], &[], PathMatch::Prefix("/".into())),
+            spec("api", &[], &[], PathMatch::Prefix("/api".into())),
+            spec("v2", &[], &[], PathMatch::Prefix("/api/v2".into())),
+        ]);
+        assert_eq!(find(&t, "x", "GET", "/api/v2/x").as_deref(), Some("v2"));
+        assert_eq!(find(&t, "x", "GET", "/api/v1/x").as_deref(), Some("api"));
+        assert_eq!(find(&t, "x", "GET", "/other").as_deref(), Some("root"));
+        assert_eq!(find(&t, "x", "GET", "/").as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn method_specific_beats_any_method_on_same_path() {
+        let t = table(vec![
+            spec("any", &[], &[], PathMatch::Exact("/items".into())),
+            spec("post", &[], &["POST"], PathMatch::Exact("/items".into())),
+        ]);
+        assert_eq!(find(&t, "x", "POST", "/items").as_deref(), Some("post"));
+        assert_eq!(find(&t, "x", "GET", "/items").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn method_only_route_does_not_match_other_methods() {
+        let t = table(vec![spec("get", &[], &["GET"], PathMatch::Exact("/a".into()))]);
+        assert_eq!(find(&t, "x", "GET", "/a").as_deref(), Some("get"));
+        assert_eq!(find(&t, "x", "DELETE", "/a"), None);
+    }
+
+    #[test]
+    fn exact_host_beats_wildcard_beats_any_and_falls_through() {
+        let t = table(vec![
+            spec("any", &[], &[], PathMatch::Prefix("/".into())),
+            spec("wild", &["*.example.com"], &[], PathMatch::Prefix("/".into())),
+            spec("exact", &["api.example.com"], &[], PathMatch::Exact("/only".into())),
+        ]);
+        assert_eq!(find(&t, "api.example.com:8080", "GET", "/only").as_deref(), Some("exact"));
+        assert_eq!(find(&t, "API.example.com", "GET", "/other").as_deref(), Some("wild"));
+        assert_eq!(find(&t, "www.example.com", "GET", "/x").as_deref(), Some("wild"));
+        assert_eq!(find(&t, "example.com", "GET", "/x").as_deref(), Some("any"));
+        assert_eq!(find(&t, "other.org", "GET", "/x").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn params_are_captured_and_decoded() {
+        let specs = vec![spec("p", &[], &[], PathMatch::Exact("/users/{id}/files/{name}".into()))];
+        let t = RouteTable::build(&specs, vec![()]).unwrap();
+        let m = t.find(None, &Method::GET, "/users/7/files/a%20b").unwrap();
+        assert_eq!(m.params, vec![("id".into(), "7".into()), ("name".into(), "a b".into())]);
+    }
+
+    #[test]
+    fn duplicates_and_conflicts_are_errors() {
+        let dup = vec![
+            spec("a", &[], &["GET"], PathMatch::Exact("/x".into())),
+            spec("b", &[], &["GET"], PathMatch::Exact("/x".into())),
+        ];
+        let err = RouteTable::build(&dup, vec![(), ()]).err().unwrap();
+        assert_eq!(err.index, 1);
+        let conflict = vec![
+            spec("a", &[], &[], PathMatch::Exact("/x/{id}".into())),
+            spec("b", &[], &[], PathMatch::Exact("/x/{name}".into())),
+        ];
+        assert!(RouteTable::build(&conflict, vec![(), ()]).is_err());
+        let bad = vec![spec("a", &["a.*.com"], &[], PathMatch::Exact("/".into()))];
+        assert!(RouteTable::build(&bad, vec![()]).is_err());
+    }
+}

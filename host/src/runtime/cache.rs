@@ -1,0 +1,78 @@
+//! Compiled components cached on disk, keyed by the component's content hash and the engine's
+//! compatibility hash: compiling a plugin takes tens of milliseconds, loading it back well under one.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Where compiled components are kept, or nowhere.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: Option<PathBuf>,
+}
+
+impl CompileCache {
+    /// A cache in `dir`, created on first write; `None` disables caching.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self { dir }
+    }
+
+    /// The default directory: `$XDG_CACHE_HOME/airlock`, else `$HOME/.cache/airlock`.
+    pub fn default_dir() -> Option<PathBuf> {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("airlock"))
+    }
+
+    /// Returns the compiled component for `bytes`, from the cache if present, else compiled now
+    /// (and cached). Cache problems are logged and never fatal: the component is compiled instead.
+    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.dir else {
+            return Component::new(engine, bytes);
+        };
+        let path = dir.join(cache_file_name(engine, bytes));
+        if path.is_file() {
+            match deserialize_cached(engine, &path) {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e}"),
+            }
+        }
+        let compiled = engine.precompile_component(bytes)?;
+        if let Err(e) = write_atomically(dir, &path, &compiled) {
+            tracing::warn!(dir = %dir.display(), "cannot write compile cache: {e}");
+        }
+        // SAFETY: see `deserialize_cached`; these bytes were produced by this engine just now.
+        #[allow(unsafe_code)]
+        unsafe {
+            Component::deserialize(engine, &compiled)
+        }
+    }
+}
+
+/// The one place Airlock deserializes native code. Safe because the file's name binds it to this
+/// exact engine configuration and component content, and the cache directory is the operator's
+/// own (like the binary itself): whoever can write there can already replace the gateway.
+#[allow(unsafe_code)]
+fn deserialize_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: as documented above; wasmtime also checks the engine compatibility header.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+fn cache_file_name(engine: &Engine, bytes: &[u8]) -> String {
+    let content = hex::encode(Sha256::digest(bytes));
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    env!("CARGO_PKG_VERSION").hash(&mut hasher);
+    format!("{content}-{:016x}.cwasm", hasher.finish())
+}
+
+fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-{}-{:016x}", std::process::id(), fastrand::u64(..)));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,78 @@
+//! A component's imports are its capabilities. This module decides, at load time, whether every
+//! import of a component is either part of the harmless baseline or granted by the config, and
+//! refuses the component with a message naming the import otherwise.
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Interfaces every plugin may import: the Airlock contract itself and the WASI baseline that a
+/// Rust std guest imports without using (DESIGN.md section 2). Matched as prefixes of the import
+/// name, so any `0.2.x` WASI patch version is accepted.
+const BASELINE: &[&str] = &[
+    "airlock:plugin/types@0.1.",
+    "airlock:plugin/log@0.1.",
+    "wasi:io/error@0.2.",
+    "wasi:io/poll@0.2.",
+    "wasi:io/streams@0.2.",
+    "wasi:cli/environment@0.2.",
+    "wasi:cli/exit@0.2.",
+    "wasi:cli/stdin@0.2.",
+    "wasi:cli/stdout@0.2.",
+    "wasi:cli/stderr@0.2.",
+    "wasi:cli/terminal-input@0.2.",
+    "wasi:cli/terminal-output@0.2.",
+    "wasi:cli/terminal-stdin@0.2.",
+    "wasi:cli/terminal-stdout@0.2.",
+    "wasi:cli/terminal-stderr@0.2.",
+    "wasi:clocks/wall-clock@0.2.",
+    "wasi:clocks/monotonic-clock@0.2.",
+    "wasi:random/random@0.2.",
+    "wasi:random/insecure@0.2.",
+    "wasi:random/insecure-seed@0.2.",
+];
+
+/// Capabilities a config may grant, with the imports each one covers. None is implemented by
+/// this version of the host yet; they are listed so errors can say what an import would need.
+const GRANTABLE: &[(&str, &str)] = &[
+    ("state", "airlock:plugin/state@"),
+    ("http-client", "airlock:plugin/http-client@"),
+    ("metrics", "airlock:plugin/metrics@"),
+    ("files", "wasi:filesystem/"),
+];
+
+/// Imports never granted to any plugin, with the reason given to the operator.
+const NEVER: &[(&str, &str)] = &[
+    ("wasi:sockets/", "network sockets are never available to plugins"),
+    ("wasi:http/", "outbound HTTP goes through the `http-client` capability, not wasi:http"),
+];
+
+/// Capability names a config may mention.
+pub fn known_capabilities() -> Vec<&'static str> {
+    GRANTABLE.iter().map(|(name, _)| *name).collect()
+}
+
+/// Checks every import of `component` against the baseline and `granted`.
+pub fn check(engine: &Engine, component: &Component, granted: &[String]) -> Result<(), String> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        if BASELINE.iter().any(|prefix| name.starts_with(prefix)) {
+            continue;
+        }
+        if let Some((_, why)) = NEVER.iter().find(|(prefix, _)| name.starts_with(prefix)) {
+            return Err(format!("imports `{name}`, which Airlock never grants: {why}"));
+        }
+        if let Some((capability, _)) = GRANTABLE.iter().find(|(_, prefix)| name.starts_with(prefix)) {
+            if granted.iter().any(|g| g == capability) {
+                return Err(format!(
+                    "imports `{name}` (capability `{capability}`), which this version of Airlock does not provide yet"
+                ));
+            }
+            return Err(format!(
+                "imports `{name}`, which needs capability `{capability}`; it was not granted \
+                 (add `capabilities = [\"{capability}\"]` to its [plugins.<name>] definition)"
+            ));
+        }
+        return Err(format!("imports `{name}`, which is not an Airlock capability or part of the WASI baseline"));
+    }
+    Ok(())
+}

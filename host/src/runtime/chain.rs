@@ -1,0 +1,140 @@
+//! A route's plugin chain and its two phases, in the order DESIGN.md section 1 gives:
+//!
+//! - [`PluginChain::run_request_phases`]: each entry's `on-request`, in chain order, until one
+//!   responds (short-circuit) or all continue;
+//! - [`PluginChain::run_response_phases`]: `on-response` of the entries whose request phase ran,
+//!   in reverse order.
+//!
+//! A failed call follows the entry's failure policy: fail closed (the request ends in a 500 with
+//! its request id) or fail open (the entry is skipped as if it had continued).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::failure::Failure;
+use super::plugin::Descriptor;
+use super::pool::{InstancePool, PhaseAction};
+use crate::config::FailurePolicy;
+use crate::error::GatewayError;
+use crate::exchange::{RequestState, ResponseState};
+
+/// One entry of a chain: a plugin instance pool with its failure policy.
+pub struct ChainEntry {
+    /// The pool of the plugin with this entry's config.
+    pub pool: InstancePool,
+    /// What a failure does.
+    pub failure: FailurePolicy,
+    /// The plugin's phases and body needs.
+    pub descriptor: Descriptor,
+}
+
+impl ChainEntry {
+    /// The entry's plugin name.
+    pub fn name(&self) -> &str {
+        self.pool.name()
+    }
+}
+
+/// The ordered entries a route runs (global entries first).
+#[derive(Default, Clone)]
+pub struct PluginChain {
+    entries: Vec<Arc<ChainEntry>>,
+    request_body: bool,
+    response_body: bool,
+}
+
+/// How the request phases ended.
+#[derive(Debug)]
+pub enum RequestOutcome {
+    /// Every entry continued: go to the upstream.
+    Upstream,
+    /// An entry answered: skip the rest and the upstream.
+    Respond(ResponseState),
+}
+
+impl PluginChain {
+    /// A chain of these entries, in order.
+    pub fn new(entries: Vec<Arc<ChainEntry>>) -> Self {
+        let request_body = entries.iter().any(|e| e.descriptor.request_body);
+        let response_body = entries.iter().any(|e| e.descriptor.response_body);
+        Self { entries, request_body, response_body }
+    }
+
+    /// The entries in order.
+    pub fn entries(&self) -> &[Arc<ChainEntry>] {
+        &self.entries
+    }
+
+    /// Whether the request body must be buffered before the request phases.
+    pub fn needs_request_body(&self) -> bool {
+        self.request_body
+    }
+
+    /// Whether the upstream response body must be buffered before the response phases.
+    pub fn needs_response_body(&self) -> bool {
+        self.response_body
+    }
+
+    /// Runs the request phases. Returns the (possibly changed) request, how many entries ran
+    /// (the response phases run for those), and the outcome.
+    pub async fn run_request_phases(
+        &self,
+        mut request: RequestState,
+        max_delay: Duration,
+    ) -> Result<(RequestState, usize, RequestOutcome), GatewayError> {
+        for (index, entry) in self.entries.iter().enumerate() {
+            if !entry.descriptor.on_request {
+                continue;
+            }
+            let (returned, result) = entry.pool.on_request(request, entry.descriptor.request_body).await;
+            request = returned;
+            match result {
+                Ok(PhaseAction::Continue) => {}
+                Ok(PhaseAction::Delay(wait)) => tokio::time::sleep(wait.min(max_delay)).await,
+                Ok(PhaseAction::Respond(response)) => {
+                    return Ok((request, index + 1, RequestOutcome::Respond(response)));
+                }
+                Err(failure) => entry_failed(entry, &request, "on-request", failure)?,
+            }
+        }
+        Ok((request, self.entries.len(), RequestOutcome::Upstream))
+    }
+
+    /// Runs the response phases of the first `ran` entries, in reverse order.
+    pub async fn run_response_phases(
+        &self,
+        ran: usize,
+        mut request: RequestState,
+        mut response: ResponseState,
+    ) -> Result<(RequestState, ResponseState), GatewayError> {
+        for entry in self.entries[..ran.min(self.entries.len())].iter().rev() {
+            if !entry.descriptor.on_response {
+                continue;
+            }
+            let (req, resp, result) = entry.pool.on_response(request, response, entry.descriptor.response_body).await;
+            request = req;
+            response = resp;
+            if let Err(failure) = result {
+                entry_failed(entry, &request, "on-response", failure)?;
+            }
+        }
+        Ok((request, response))
+    }
+}
+
+/// Logs a failed call and applies the entry's failure policy.
+fn entry_failed(entry: &ChainEntry, request: &RequestState, phase: &str, failure: Failure) -> Result<(), GatewayError> {
+    let plugin = entry.name();
+    let request_id = &*request.request_id;
+    let route = &*request.route_id;
+    match entry.failure {
+        FailurePolicy::Closed => {
+            tracing::error!(plugin, phase, route, request_id, kind = failure.kind(), "plugin failed ({failure}); failing closed");
+            Err(GatewayError::PluginFailed { plugin: plugin.to_owned(), reason: failure.to_string() })
+        }
+        FailurePolicy::Open => {
+            tracing::warn!(plugin, phase, route, request_id, kind = failure.kind(), "plugin failed ({failure}); failing open");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The once-only part of the sandbox: the wasmtime engine (pooling allocator, epoch interruption),
+//! the linker holding exactly the granted host interfaces, and the epoch ticker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use super::host::{HostState, Plugin, wasi};
+use crate::config::RuntimeConfig;
+
+/// How often the epoch advances. Deadlines are checked at this granularity, and a plugin running
+/// long yields to the async runtime this often, so other requests on its thread keep moving.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Largest memory cap any plugin can be given, in bytes: sizes each pooled memory slot.
+pub const MAX_PLUGIN_MEMORY: usize = 1024 * 1024 * 1024;
+
+/// Wasm stack per call: deep enough for real plugins, small enough that runaway recursion traps fast.
+const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// Host stack of one async call's fiber; must exceed the Wasm stack plus host frames.
+const ASYNC_STACK: usize = 2 * 1024 * 1024;
+
+/// Linear memory kept resident in a pooled slot between instances (DESIGN.md section 3: makes
+/// fresh instantiation scale on two threads).
+const KEEP_RESIDENT_MEMORY: usize = 2 * 1024 * 1024;
+
+/// Table memory kept resident in a pooled slot between instances.
+const KEEP_RESIDENT_TABLE: usize = 64 * 1024;
+
+/// Core instances, memories and tables one plugin component may hold (a Rust wasip2 component
+/// has one main module plus a few adapter shims).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+const TABLES_PER_COMPONENT: u32 = 8;
+
+/// The shared sandbox: one per gateway process.
+#[derive(Clone)]
+pub struct SandboxEngine {
+    /// The wasmtime engine.
+    pub engine: Engine,
+    /// Host interfaces every plugin may import (the baseline; capabilities come in later).
+    pub linker: Arc<Linker<HostState>>,
+    ticker: Arc<EpochTicker>,
+}
+
+impl SandboxEngine {
+    /// Builds the engine and linker and starts the epoch ticker.
+    pub fn new(config: &RuntimeConfig) -> wasmtime::Result<Self> {
+        let slots = config.max_instances.max(8);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 4)
+            .total_memories(slots * MEMORIES_PER_COMPONENT)
+            .total_tables(slots * 4)
+            .total_stacks(slots)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .max_memory_size(MAX_PLUGIN_MEMORY)
+            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE);
+
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .max_wasm_stack(MAX_WASM_STACK)
+            .async_stack_size(ASYNC_STACK)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm)?;
+
+        let mut linker = Linker::new(&engine);
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        wasi::add_baseline_to_linker(&mut linker)?;
+
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self { engine, linker: Arc::new(linker), ticker })
+    }
+
+    /// Stops the epoch ticker (also done when the last clone is dropped).
+    pub fn stop(&self) {
+        self.ticker.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until stopped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Arc<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let spawned = std::thread::Builder::new().name("airlock-epoch".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the epoch ticker thread, plugin deadlines are not enforced: {e}");
+        }
+        Arc::new(Self { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,61 @@
+//! How a call into a plugin can fail, told apart so logs and metrics say what happened.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::host::HostState;
+use super::limits::MemoryCapExceeded;
+
+/// A plugin call that did not return normally. The instance is discarded afterwards.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The call ran past its CPU deadline and was interrupted.
+    Deadline(Duration),
+    /// The plugin tried to grow its memory past its cap.
+    OutOfMemory(usize),
+    /// The plugin trapped (a panic, `unreachable`, a bad memory access, a stack overflow, exit).
+    Trap(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Deadline(d) => write!(f, "CPU deadline of {} ms exceeded", d.as_millis()),
+            Failure::OutOfMemory(cap) => write!(f, "memory cap of {} MiB exceeded", cap / (1024 * 1024)),
+            Failure::Trap(msg) => write!(f, "trapped: {msg}"),
+        }
+    }
+}
+
+impl Failure {
+    /// A short label for metrics and log fields: `deadline`, `out_of_memory` or `trap`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Deadline(_) => "deadline",
+            Failure::OutOfMemory(_) => "out_of_memory",
+            Failure::Trap(_) => "trap",
+        }
+    }
+}
+
+/// Marks an epoch-deadline interruption raised by the store's deadline callback.
+#[derive(Debug, thiserror::Error)]
+#[error("CPU deadline exceeded")]
+pub struct DeadlineExceeded;
+
+/// Works out why a call failed, from the error and what the store recorded during the call.
+pub fn classify(state: &HostState, error: wasmtime::Error) -> Failure {
+    if state.deadline_hit || error.is::<DeadlineExceeded>() {
+        return Failure::Deadline(state.cpu_deadline);
+    }
+    if state.limiter.oom_hit || error.is::<MemoryCapExceeded>() {
+        return Failure::OutOfMemory(state.limiter.memory_bytes);
+    }
+    let trap = error.downcast_ref::<wasmtime::Trap>().map(ToString::to_string);
+    let root = error.root_cause().to_string();
+    Failure::Trap(match trap {
+        Some(t) if t != root => format!("{t} ({root})"),
+        Some(t) => t,
+        None => root,
+    })
+}

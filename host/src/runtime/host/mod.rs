@@ -1,0 +1,99 @@
+//! What the host gives a plugin instance: the store data every host interface reads, and the
+//! one `bindgen!` of the `airlock:plugin` world. Each WIT interface the host implements lives in its
+//! own file here, named after it, so each capability is one place to audit:
+//!
+//! - [`types`]: the `request` and `response` resources (always linked);
+//! - [`log`]: writing to the gateway log (always linked);
+//! - [`wasi`]: the harmless WASI baseline (io, cli, clocks, random), and nothing else of WASI.
+
+pub mod log;
+pub mod types;
+pub mod wasi;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::WasiCtx;
+
+use crate::exchange::{RequestState, ResponseState};
+use crate::runtime::limits::MemoryLimiter;
+
+/// The generated bindings of the `airlock:plugin` world (the WIT is their documentation).
+#[allow(missing_docs)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit",
+        with: {
+            "airlock:plugin/types.request": super::types::RequestHandle,
+            "airlock:plugin/types.response": super::types::ResponseHandle,
+        },
+        exports: { default: async },
+    });
+}
+pub use bindings::*;
+
+/// Most entries a plugin's WASI resource table may hold (streams, pollables): a plugin that leaks
+/// handles in a loop hits this instead of growing host memory.
+pub const MAX_TABLE_ENTRIES: usize = 1024;
+
+/// The data of one plugin instance's store: everything host interfaces can reach for it.
+pub struct HostState {
+    /// The chain entry's plugin name, for log lines and errors.
+    pub plugin: Arc<str>,
+    /// The WASI baseline's context (no env, no args, no preopens, stdio into the log).
+    pub wasi: WasiCtx,
+    /// WASI resources (streams, pollables) of this instance.
+    pub table: ResourceTable,
+    /// The memory cap, and whether the plugin ran into it.
+    pub limiter: MemoryLimiter,
+    /// The request of the phase call in progress (the `request` resource reads and writes it).
+    pub request: Option<RequestState>,
+    /// The response of the response-phase call in progress.
+    pub response: Option<ResponseState>,
+    /// Whether the plugin being called declared body access (else `body()` is `none`).
+    pub body_access: bool,
+    /// True during response phases: request setters are ignored.
+    pub request_read_only: bool,
+    /// When the current call started, for the CPU deadline.
+    pub call_started: Instant,
+    /// The CPU deadline of one call.
+    pub cpu_deadline: Duration,
+    /// Set when the deadline interrupted the current call.
+    pub deadline_hit: bool,
+}
+
+impl HostState {
+    /// Fresh state for a new instance of plugin `plugin`.
+    pub fn new(plugin: Arc<str>, memory_bytes: usize, cpu_deadline: Duration) -> Self {
+        Self {
+            wasi: wasi::baseline_ctx(&plugin),
+            plugin,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory_bytes, MAX_TABLE_ENTRIES),
+            request: None,
+            response: None,
+            body_access: false,
+            request_read_only: false,
+            call_started: Instant::now(),
+            cpu_deadline,
+            deadline_hit: false,
+        }
+    }
+
+    /// Resets the per-call bookkeeping before a call into the guest.
+    pub fn begin_call(&mut self, body_access: bool, request_read_only: bool) {
+        self.body_access = body_access;
+        self.request_read_only = request_read_only;
+        self.call_started = Instant::now();
+        self.deadline_hit = false;
+        self.limiter.oom_hit = false;
+    }
+}
+
+impl wasmtime_wasi::WasiView for HostState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}

@@ -1,0 +1,344 @@
+//! `airlock:plugin/types`: the `request` and `response` resources a plugin is handed.
+//!
+//! The guest only ever holds `borrow` handles for the duration of one phase call. The request and
+//! response themselves live in the store's [`HostState`] slots, moved there (not copied) before
+//! the call and moved back after it, so a handle needs no table entry: the handle's rep is unused.
+//! Each method copies across the boundary only what it names. Setters validate and ignore bad
+//! input with a log line naming the plugin, rather than trapping: a plugin's typo should not fail
+//! the request.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+use wasmtime::component::Resource;
+
+use super::HostState;
+use super::airlock::plugin::types::{Host, HostRequest, HostResponse};
+use crate::exchange::{RequestState, ResponseState};
+
+/// Marker type of the `request` resource (its data lives in [`HostState::request`]).
+pub struct RequestHandle;
+/// Marker type of the `response` resource (its data lives in [`HostState::response`]).
+pub struct ResponseHandle;
+
+/// Most bytes a plugin may set as one header value (larger values are refused).
+const MAX_HEADER_VALUE_BYTES: usize = 64 * 1024;
+
+impl Host for HostState {}
+
+impl HostState {
+    fn req(&self) -> Option<&RequestState> {
+        self.request.as_ref()
+    }
+
+    /// The request, if it may be changed in this call.
+    fn req_mut(&mut self, what: &str) -> Option<&mut RequestState> {
+        if self.request_read_only {
+            tracing::warn!(plugin = %self.plugin, "{what} ignored: the request is read-only in on-response");
+            return None;
+        }
+        self.request.as_mut()
+    }
+
+    fn resp(&self) -> Option<&ResponseState> {
+        self.response.as_ref()
+    }
+
+    fn resp_mut(&mut self) -> Option<&mut ResponseState> {
+        self.response.as_mut()
+    }
+}
+
+fn header_first(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
+    headers.get(name).map(|v| v.as_bytes().to_vec())
+}
+
+fn header_all(headers: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
+    headers.get_all(name).iter().map(|v| v.as_bytes().to_vec()).collect()
+}
+
+fn header_names(headers: &HeaderMap) -> Vec<String> {
+    headers.keys().map(|k| k.as_str().to_owned()).collect()
+}
+
+/// Parses a plugin-supplied header; logs and returns `None` when it is not valid HTTP.
+fn parse_header(plugin: &str, name: &str, value: Vec<u8>) -> Option<(HeaderName, HeaderValue)> {
+    let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+        tracing::warn!(plugin, header = name, "invalid header name from plugin ignored");
+        return None;
+    };
+    if value.len() > MAX_HEADER_VALUE_BYTES {
+        tracing::warn!(plugin, header = %name, len = value.len(), "oversized header value from plugin ignored");
+        return None;
+    }
+    match HeaderValue::from_bytes(&value) {
+        Ok(value) => Some((name, value)),
+        Err(_) => {
+            tracing::warn!(plugin, header = %name, "header value with control characters from plugin ignored");
+            None
+        }
+    }
+}
+
+fn set_header(plugin: &str, headers: &mut HeaderMap, name: String, value: Vec<u8>) {
+    if let Some((name, value)) = parse_header(plugin, &name, value) {
+        headers.insert(name, value);
+    }
+}
+
+fn append_header(plugin: &str, headers: &mut HeaderMap, name: String, value: Vec<u8>) {
+    if let Some((name, value)) = parse_header(plugin, &name, value) {
+        headers.append(name, value);
+    }
+}
+
+/// First value of `name` in a query string, decoded as `application/x-www-form-urlencoded`.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(key) == name).then(|| form_decode(value))
+    })
+}
+
+fn form_decode(s: &str) -> String {
+    let plus_as_space = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space).decode_utf8_lossy().into_owned()
+}
+
+fn valid_path(path: &str) -> bool {
+    path.starts_with('/') && http::uri::PathAndQuery::try_from(path).is_ok_and(|pq| pq.query().is_none())
+}
+
+impl HostRequest for HostState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req().map(|r| r.method.as_str().to_owned()).unwrap_or_default()
+    }
+
+    fn set_method(&mut self, _: Resource<RequestHandle>, method: String) {
+        let plugin = self.plugin.clone();
+        if let Some(req) = self.req_mut("set-method") {
+            match Method::from_bytes(method.as_bytes()) {
+                Ok(m) => req.method = m,
+                Err(_) => tracing::warn!(plugin = %plugin, method, "invalid method from plugin ignored"),
+            }
+        }
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req().map(|r| r.path.clone()).unwrap_or_default()
+    }
+
+    fn set_path(&mut self, _: Resource<RequestHandle>, path: String) {
+        let plugin = self.plugin.clone();
+        if let Some(req) = self.req_mut("set-path") {
+            if valid_path(&path) {
+                req.path = path;
+            } else {
+                tracing::warn!(plugin = %plugin, path, "invalid path from plugin ignored");
+            }
+        }
+    }
+
+    fn query(&mut self, _: Resource<RequestHandle>) -> Option<String> {
+        self.req().and_then(|r| r.query.clone())
+    }
+
+    fn set_query(&mut self, _: Resource<RequestHandle>, query: Option<String>) {
+        let plugin = self.plugin.clone();
+        if let Some(req) = self.req_mut("set-query") {
+            match query {
+                Some(q) if http::uri::PathAndQuery::try_from(format!("/?{q}")).is_err() => {
+                    tracing::warn!(plugin = %plugin, query = q, "invalid query from plugin ignored");
+                }
+                q => req.query = q.filter(|q| !q.is_empty()),
+            }
+        }
+    }
+
+    fn query_param(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
+        self.req().and_then(|r| r.query.as_deref()).and_then(|q| query_param(q, &name))
+    }
+
+    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<Vec<u8>> {
+        self.req().and_then(|r| header_first(&r.headers, &name))
+    }
+
+    fn header_all(&mut self, _: Resource<RequestHandle>, name: String) -> Vec<Vec<u8>> {
+        self.req().map(|r| header_all(&r.headers, &name)).unwrap_or_default()
+    }
+
+    fn header_names(&mut self, _: Resource<RequestHandle>) -> Vec<String> {
+        self.req().map(|r| header_names(&r.headers)).unwrap_or_default()
+    }
+
+    fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) {
+        let plugin = self.plugin.clone();
+        if let Some(req) = self.req_mut("set-header") {
+            set_header(&plugin, &mut req.headers, name, value);
+        }
+    }
+
+    fn append_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) {
+        let plugin = self.plugin.clone();
+        if let Some(req) = self.req_mut("append-header") {
+            append_header(&plugin, &mut req.headers, name, value);
+        }
+    }
+
+    fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) {
+        if let Some(req) = self.req_mut("remove-header") {
+            req.headers.remove(name.as_str());
+        }
+    }
+
+    fn param(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
+        self.req().and_then(|r| r.params.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()))
+    }
+
+    fn route_id(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req().map(|r| r.route_id.to_string()).unwrap_or_default()
+    }
+
+    fn client_addr(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req().map(|r| r.client_addr.to_string()).unwrap_or_default()
+    }
+
+    fn scheme(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req().map(|r| r.scheme.to_owned()).unwrap_or_default()
+    }
+
+    fn request_id(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req().map(|r| r.request_id.to_string()).unwrap_or_default()
+    }
+
+    fn body(&mut self, _: Resource<RequestHandle>) -> Option<Vec<u8>> {
+        if !self.body_access {
+            return None;
+        }
+        self.req().and_then(|r| r.body.as_ref()).map(|b| b.to_vec())
+    }
+
+    fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) {
+        if !self.body_access {
+            tracing::warn!(plugin = %self.plugin, "set-body ignored: the plugin did not declare request-body access");
+            return;
+        }
+        if let Some(req) = self.req_mut("set-body") {
+            req.body = Some(Bytes::from(body));
+        }
+    }
+
+    fn context_get(&mut self, _: Resource<RequestHandle>, key: String) -> Option<String> {
+        self.req().and_then(|r| r.context.get(&key)).map(str::to_owned)
+    }
+
+    fn context_set(&mut self, _: Resource<RequestHandle>, key: String, value: String) {
+        // The context stays writable in response phases: it feeds the access log.
+        if let Some(req) = self.request.as_mut() {
+            req.context.set(key, value);
+        }
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl HostResponse for HostState {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> u16 {
+        self.resp().map(|r| r.status.as_u16()).unwrap_or_default()
+    }
+
+    fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) {
+        let plugin = self.plugin.clone();
+        if let Some(resp) = self.resp_mut() {
+            match StatusCode::from_u16(status) {
+                Ok(s) => resp.status = s,
+                Err(_) => tracing::warn!(plugin = %plugin, status, "invalid status from plugin ignored"),
+            }
+        }
+    }
+
+    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> Option<Vec<u8>> {
+        self.resp().and_then(|r| header_first(&r.headers, &name))
+    }
+
+    fn header_all(&mut self, _: Resource<ResponseHandle>, name: String) -> Vec<Vec<u8>> {
+        self.resp().map(|r| header_all(&r.headers, &name)).unwrap_or_default()
+    }
+
+    fn header_names(&mut self, _: Resource<ResponseHandle>) -> Vec<String> {
+        self.resp().map(|r| header_names(&r.headers)).unwrap_or_default()
+    }
+
+    fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) {
+        let plugin = self.plugin.clone();
+        if let Some(resp) = self.resp_mut() {
+            set_header(&plugin, &mut resp.headers, name, value);
+        }
+    }
+
+    fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) {
+        let plugin = self.plugin.clone();
+        if let Some(resp) = self.resp_mut() {
+            append_header(&plugin, &mut resp.headers, name, value);
+        }
+    }
+
+    fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) {
+        if let Some(resp) = self.resp_mut() {
+            resp.headers.remove(name.as_str());
+        }
+    }
+
+    fn body(&mut self, _: Resource<ResponseHandle>) -> Option<Vec<u8>> {
+        if !self.body_access {
+            return None;
+        }
+        self.resp().and_then(|r| r.body.as_ref()).map(|b| b.to_vec())
+    }
+
+    fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) {
+        if !self.body_access {
+            tracing::warn!(plugin = %self.plugin, "set-body ignored: the plugin did not declare response-body access");
+            return;
+        }
+        if let Some(resp) = self.resp_mut() {
+            resp.body = Some(Bytes::from(body));
+        }
+    }
+
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_param_decodes_form_encoding() {
+        assert_eq!(query_param("a=1&b=x+y%21", "b").as_deref(), Some("x y!"));
+        assert_eq!(query_param("flag&a=1", "flag").as_deref(), Some(""));
+        assert_eq!(query_param("a=1", "b"), None);
+    }
+
+    #[test]
+    fn paths_are_validated() {
+        assert!(valid_path("/users/42"));
+        assert!(!valid_path("users"));
+        assert!(!valid_path("/a?b"));
+        assert!(!valid_path("/a b"));
+    }
+
+    #[test]
+    fn non_utf8_header_values_survive() {
+        let mut headers = HeaderMap::new();
+        set_header("t", &mut headers, "X-Bin".into(), vec![0xff, 0xfe, b'a']);
+        assert_eq!(header_first(&headers, "x-bin"), Some(vec![0xff, 0xfe, b'a']));
+        set_header("t", &mut headers, "bad name".into(), b"v".to_vec());
+        set_header("t", &mut headers, "x-ctl".into(), b"a\nb".to_vec());
+        assert_eq!(headers.len(), 1);
+    }
+}

@@ -1,0 +1,144 @@
+//! The WASI baseline every plugin gets, and nothing more of WASI.
+//!
+//! A Rust std guest built for wasm32-wasip2 imports `wasi:io/*` and `wasi:cli/*` even when it uses
+//! nothing else (DESIGN.md section 2). Those are linked here with harmless implementations: an empty
+//! environment and no arguments, no stdin, stdout and stderr into the gateway log with the plugin's
+//! name, `exit` as a trap. Clocks and random are harmless too. Sockets, filesystem and every other
+//! WASI interface are never linked: a component importing them is refused at load (see
+//! `runtime::capabilities`), and even so the socket switches are turned off here.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime::component::Linker;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::bindings::{cli, clocks, random};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
+
+use super::HostState;
+
+/// Longest single stdout/stderr write a plugin may make (cuts a flood down to log-sized lines).
+const MAX_STDIO_WRITE: usize = 4096;
+
+/// The WASI context of a plugin instance: nothing from the host process leaks in.
+pub fn baseline_ctx(plugin: &Arc<str>) -> WasiCtx {
+    WasiCtxBuilder::new()
+        .stdout(LogStdio { plugin: plugin.clone(), stream: "stdout" })
+        .stderr(LogStdio { plugin: plugin.clone(), stream: "stderr" })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+/// Links exactly the WASI baseline interfaces into `linker`.
+pub fn add_baseline_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::WasiCli;
+    use wasmtime_wasi::clocks::WasiClocks;
+    use wasmtime_wasi::random::WasiRandom;
+    use wasmtime_wasi::{WasiView, p2::bindings::io};
+
+    io::error::add_to_linker::<HostState, IoTable>(linker, |s| &mut s.table)?;
+    io::poll::add_to_linker::<HostState, IoTable>(linker, |s| &mut s.table)?;
+    io::streams::add_to_linker::<HostState, IoTable>(linker, |s| &mut s.table)?;
+
+    use wasmtime_wasi::cli::WasiCliView as _;
+    use wasmtime_wasi::clocks::WasiClocksView as _;
+    let l = linker;
+    cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_input::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_output::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    random::random::add_to_linker::<HostState, WasiRandom>(l, |s| s.ctx().ctx.random())?;
+    random::insecure::add_to_linker::<HostState, WasiRandom>(l, |s| s.ctx().ctx.random())?;
+    random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |s| s.ctx().ctx.random())?;
+    Ok(())
+}
+
+/// `wasi:io` host functions only need the resource table.
+struct IoTable;
+
+impl wasmtime::component::HasData for IoTable {
+    type Data<'a> = &'a mut wasmtime::component::ResourceTable;
+}
+
+/// A plugin's stdout or stderr: each write becomes a log line carrying the plugin's name.
+#[derive(Clone)]
+struct LogStdio {
+    plugin: Arc<str>,
+    stream: &'static str,
+}
+
+impl LogStdio {
+    fn emit(&self, bytes: &[u8]) {
+        let bytes = &bytes[..bytes.len().min(MAX_STDIO_WRITE)];
+        let text = String::from_utf8_lossy(bytes);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::warn!(target: "airlock::plugin", plugin = %self.plugin, stream = self.stream, "{line}");
+        }
+    }
+}
+
+impl IsTerminal for LogStdio {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStdio {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LogStdio {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LogStdio {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.emit(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_STDIO_WRITE)
+    }
+}
+
+impl AsyncWrite for LogStdio {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.emit(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,24 @@
+//! The plugin runtime: WebAssembly components in a wasmtime sandbox.
+//!
+//! Once-only steps (per process or per config load), in the order they happen:
+//! [`engine`] builds the engine and linker; [`plugin`] loads a component (from [`builtin`] bytes or a
+//! file), checks its [`capabilities`], compiles it through the [`cache`] and describes it;
+//! [`pool`] configures a first instance per chain entry. Per request: [`chain`] runs the phases,
+//! each call through [`pool`], under the caps of [`limits`] and the epoch deadline, with failures
+//! sorted by [`failure`]. What a plugin can reach is in [`host`], one file per WIT interface.
+
+pub mod builtin;
+pub mod cache;
+pub mod capabilities;
+pub mod chain;
+pub mod engine;
+pub mod failure;
+pub mod host;
+pub mod limits;
+pub mod plugin;
+pub mod pool;
+
+pub use chain::{ChainEntry, PluginChain, RequestOutcome};
+pub use engine::SandboxEngine;
+pub use plugin::{Descriptor, LoadedPlugin, PluginError};
+pub use pool::{InstancePool, InstanceSettings};

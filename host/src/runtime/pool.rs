@@ -1,0 +1,286 @@
+//! The per-request step: a chain entry's pool of warm, configured plugin instances, and the calls
+//! into them.
+//!
+//! `isolation = "pool"` (the default) keeps up to `pool_size` idle instances, each configured once
+//! and then used by one call at a time; an instance is retired after a failure and after
+//! `max_uses` calls. `isolation = "request"` makes a fresh instance for every phase call, so no
+//! instance ever sees two requests. Every call runs under the entry's CPU deadline and memory cap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use wasmtime::component::Resource;
+use wasmtime::{Store, UpdateDeadline};
+
+use super::failure::{DeadlineExceeded, Failure, classify};
+use super::host::airlock::plugin::types::Action as WitAction;
+use super::host::{HostState, Plugin};
+use super::plugin::{LoadedPlugin, PluginError};
+use crate::config::Isolation;
+use crate::exchange::{RequestState, ResponseState};
+
+/// Default number of idle warm instances kept per chain entry.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// Default number of calls after which a warm instance is replaced (bounds slow leaks in a guest).
+pub const DEFAULT_MAX_USES: u64 = 10_000;
+
+/// The per-entry sandbox settings.
+#[derive(Debug, Clone)]
+pub struct InstanceSettings {
+    /// Memory cap of one instance, in bytes.
+    pub memory_bytes: usize,
+    /// CPU deadline of one call.
+    pub cpu_deadline: Duration,
+    /// Instance sharing mode.
+    pub isolation: Isolation,
+    /// Most idle instances kept.
+    pub pool_size: usize,
+    /// Calls after which an instance is retired.
+    pub max_uses: u64,
+}
+
+/// What a request phase asked the host to do.
+#[derive(Debug)]
+pub enum PhaseAction {
+    /// Go on.
+    Continue,
+    /// Answer now with this response.
+    Respond(ResponseState),
+    /// Wait, then go on.
+    Delay(Duration),
+}
+
+/// One live instance with its store.
+struct Instance {
+    store: Store<HostState>,
+    bindings: Plugin,
+    uses: u64,
+}
+
+/// The pool of one chain entry: a plugin, its config, and its warm instances.
+pub struct InstancePool {
+    plugin: Arc<LoadedPlugin>,
+    name: Arc<str>,
+    config_json: String,
+    settings: InstanceSettings,
+    idle: ArrayQueue<Instance>,
+}
+
+/// Makes a store interruptible: each epoch tick past the deadline either yields to the async
+/// runtime (so a long call cannot starve other requests on its thread) or, once the call's CPU
+/// deadline has passed, interrupts it.
+pub(crate) fn arm_store(store: &mut Store<HostState>) {
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_callback(|mut cx| {
+        let state = cx.data_mut();
+        if state.call_started.elapsed() >= state.cpu_deadline {
+            state.deadline_hit = true;
+            return Err(DeadlineExceeded.into());
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store.set_epoch_deadline(1);
+}
+
+impl InstancePool {
+    /// Builds the pool and configures a first instance, so a bad config is rejected at load.
+    pub async fn new(
+        plugin: Arc<LoadedPlugin>,
+        name: Arc<str>,
+        config_json: String,
+        settings: InstanceSettings,
+    ) -> Result<Self, PluginError> {
+        let pool = Self { idle: ArrayQueue::new(settings.pool_size.max(1)), plugin, name, config_json, settings };
+        let first = pool.instantiate().await.map_err(|e| match e {
+            InstantiateError::Configure(msg) => PluginError::Configure(msg),
+            InstantiateError::Failed(f) => PluginError::Failed(f),
+        })?;
+        if pool.settings.isolation == Isolation::Pool {
+            let _ = pool.idle.push(first);
+        }
+        Ok(pool)
+    }
+
+    /// The chain entry's plugin name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The loaded plugin behind this pool.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// Number of idle warm instances right now.
+    pub fn idle_len(&self) -> usize {
+        self.idle.len()
+    }
+
+    async fn instantiate(&self) -> Result<Instance, InstantiateError> {
+        let state = HostState::new(self.name.clone(), self.settings.memory_bytes, self.settings.cpu_deadline);
+        let mut store = Store::new(&self.plugin.sandbox.engine, state);
+        arm_store(&mut store);
+        store.data_mut().begin_call(false, false);
+        let bindings = match self.plugin.pre.instantiate_async(&mut store).await {
+            Ok(b) => b,
+            Err(e) => return Err(InstantiateError::Failed(classify(store.data(), e))),
+        };
+        store.set_epoch_deadline(1);
+        store.data_mut().begin_call(false, false);
+        match bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json).await {
+            Ok(Ok(())) => Ok(Instance { store, bindings, uses: 0 }),
+            Ok(Err(msg)) => Err(InstantiateError::Configure(msg)),
+            Err(e) => Err(InstantiateError::Failed(classify(store.data(), e))),
+        }
+    }
+
+    async fn acquire(&self) -> Result<Instance, Failure> {
+        if self.settings.isolation == Isolation::Pool
+            && let Some(instance) = self.idle.pop()
+        {
+            return Ok(instance);
+        }
+        match self.instantiate().await {
+            Ok(instance) => Ok(instance),
+            Err(InstantiateError::Failed(f)) => Err(f),
+            // The config was accepted at load; a refusal now is the plugin misbehaving.
+            Err(InstantiateError::Configure(msg)) => Err(Failure::Trap(format!("configure failed at runtime: {msg}"))),
+        }
+    }
+
+    fn release(&self, mut instance: Instance) {
+        instance.uses += 1;
+        if self.settings.isolation == Isolation::Pool && instance.uses < self.settings.max_uses {
+            // A full queue drops the instance: the pool stays bounded.
+            let _ = self.idle.push(instance);
+        }
+    }
+
+    /// Runs `on-request`. The request comes back in every case (changed or not), with the
+    /// plugin's action or the reason it failed.
+    pub async fn on_request(&self, request: RequestState, body_access: bool) -> (RequestState, Result<PhaseAction, Failure>) {
+        let mut instance = match self.acquire().await {
+            Ok(i) => i,
+            Err(f) => return (request, Err(f)),
+        };
+        let state = instance.store.data_mut();
+        state.request = Some(request);
+        state.begin_call(body_access, false);
+        instance.store.set_epoch_deadline(1);
+        let result = instance
+            .bindings
+            .airlock_plugin_handler()
+            .call_on_request(&mut instance.store, Resource::new_borrow(0))
+            .await;
+        let state = instance.store.data_mut();
+        let Some(request) = state.request.take() else {
+            unreachable_state(&self.name);
+            return (placeholder_request(), Err(Failure::Trap("request state lost".into())));
+        };
+        match result {
+            Ok(action) => {
+                self.release(instance);
+                (request, Ok(convert_action(action, &self.name)))
+            }
+            Err(e) => {
+                let failure = classify(instance.store.data(), e);
+                (request, Err(failure))
+            }
+        }
+    }
+
+    /// Runs `on-response`. Request and response come back in every case.
+    pub async fn on_response(
+        &self,
+        request: RequestState,
+        response: ResponseState,
+        body_access: bool,
+    ) -> (RequestState, ResponseState, Result<(), Failure>) {
+        let mut instance = match self.acquire().await {
+            Ok(i) => i,
+            Err(f) => return (request, response, Err(f)),
+        };
+        let state = instance.store.data_mut();
+        state.request = Some(request);
+        state.response = Some(response);
+        state.begin_call(body_access, true);
+        instance.store.set_epoch_deadline(1);
+        let result = instance
+            .bindings
+            .airlock_plugin_handler()
+            .call_on_response(&mut instance.store, Resource::new_borrow(0), Resource::new_borrow(0))
+            .await;
+        let state = instance.store.data_mut();
+        let (Some(request), Some(response)) = (state.request.take(), state.response.take()) else {
+            unreachable_state(&self.name);
+            return (placeholder_request(), placeholder_response(), Err(Failure::Trap("request state lost".into())));
+        };
+        match result {
+            Ok(()) => {
+                self.release(instance);
+                (request, response, Ok(()))
+            }
+            Err(e) => {
+                let failure = classify(instance.store.data(), e);
+                (request, response, Err(failure))
+            }
+        }
+    }
+}
+
+enum InstantiateError {
+    Configure(String),
+    Failed(Failure),
+}
+
+/// Longest delay a plugin may ask for in one `delay` action.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
+fn convert_action(action: WitAction, plugin: &str) -> PhaseAction {
+    match action {
+        WitAction::Continue => PhaseAction::Continue,
+        WitAction::Delay(ms) => PhaseAction::Delay(Duration::from_millis(u64::from(ms)).min(MAX_DELAY)),
+        WitAction::Respond(init) => {
+            let status = http::StatusCode::from_u16(init.status).unwrap_or_else(|_| {
+                tracing::warn!(plugin, status = init.status, "plugin responded with an invalid status; sending 500");
+                http::StatusCode::INTERNAL_SERVER_ERROR
+            });
+            let mut headers = http::HeaderMap::with_capacity(init.headers.len());
+            for h in init.headers {
+                match (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(&h.value)) {
+                    (Ok(name), Ok(value)) => {
+                        headers.append(name, value);
+                    }
+                    _ => tracing::warn!(plugin, header = h.name, "invalid header in plugin response ignored"),
+                }
+            }
+            PhaseAction::Respond(ResponseState { status, headers, body: Some(init.body.into()) })
+        }
+    }
+}
+
+fn unreachable_state(plugin: &str) {
+    tracing::error!(plugin, "internal error: request state missing from the plugin store after a call");
+}
+
+fn placeholder_request() -> RequestState {
+    RequestState {
+        method: http::Method::GET,
+        path: "/".into(),
+        query: None,
+        headers: http::HeaderMap::new(),
+        params: Vec::new(),
+        route_id: "".into(),
+        client_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        scheme: "http",
+        request_id: "".into(),
+        body: None,
+        context: Default::default(),
+    }
+}
+
+fn placeholder_response() -> ResponseState {
+    ResponseState { status: http::StatusCode::INTERNAL_SERVER_ERROR, headers: http::HeaderMap::new(), body: None }
+}

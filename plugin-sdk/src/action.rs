@@ -1,0 +1,127 @@
+//! [`Action`]: what a request phase tells the gateway to do next.
+
+use serde::Serialize;
+
+use crate::bindings::airlock::plugin::types as raw;
+
+/// What the gateway does after [`Plugin::on_request`](crate::Plugin::on_request) returns.
+///
+/// ```
+/// use airlock_sdk::{Action, ResponseInit};
+///
+/// let go_on = Action::Continue;
+/// let not_found = Action::text(404, "no such thing\n");
+/// let moved = Action::Respond(ResponseInit::new(308).header("location", "/v2/"));
+/// let wait = Action::Delay(250);
+/// # let _ = (go_on, not_found, moved, wait);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Action {
+    /// Go on to the next plugin's request phase, then to the upstream. Changes made to the request
+    /// are kept.
+    #[default]
+    Continue,
+    /// Answer the client now with this response. Later request phases and the upstream are
+    /// skipped; the response phases of this plugin and of the plugins that ran before it still see
+    /// the response.
+    Respond(ResponseInit),
+    /// Wait this many milliseconds (asynchronously: no gateway thread is held), then continue with
+    /// the next plugin. For throttling; the gateway caps the wait at the route's request timeout.
+    Delay(u32),
+}
+
+impl Action {
+    /// Answers now with `status`, no headers and an empty body.
+    pub fn respond(status: u16) -> Self {
+        Action::Respond(ResponseInit::new(status))
+    }
+
+    /// Answers now with `status` and a text body (`content-type: text/plain; charset=utf-8`).
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Action::Respond(ResponseInit::new(status).header("content-type", "text/plain; charset=utf-8").body(body.into()))
+    }
+
+    /// Answers now with `status` and `value` serialized as a JSON body
+    /// (`content-type: application/json`).
+    ///
+    /// If `value` cannot be serialized (a map with non-string keys, a failing `Serialize` impl),
+    /// the error is logged and the answer is a 500 with a short text body instead.
+    pub fn json(status: u16, value: &impl Serialize) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => {
+                Action::Respond(ResponseInit::new(status).header("content-type", "application/json").body(body))
+            }
+            Err(e) => {
+                crate::log::error(format!("cannot serialize the JSON response: {e}"));
+                Action::text(500, "internal error: unserializable response\n")
+            }
+        }
+    }
+
+    pub(crate) fn into_raw(self) -> raw::Action {
+        match self {
+            Action::Continue => raw::Action::Continue,
+            Action::Respond(init) => raw::Action::Respond(init.into_raw()),
+            Action::Delay(ms) => raw::Action::Delay(ms),
+        }
+    }
+}
+
+impl From<ResponseInit> for Action {
+    /// [`Action::Respond`] with this response.
+    fn from(init: ResponseInit) -> Self {
+        Action::Respond(init)
+    }
+}
+
+/// A complete response produced by a plugin instead of the upstream: [`Action::Respond`].
+///
+/// Built with [`ResponseInit::new`] and the chaining [`header`](ResponseInit::header) and
+/// [`body`](ResponseInit::body) methods:
+///
+/// ```
+/// use airlock_sdk::{Action, ResponseInit};
+///
+/// let action: Action = ResponseInit::new(429)
+///     .header("retry-after", "1")
+///     .header("content-type", "text/plain")
+///     .body("slow down\n")
+///     .into();
+/// # let _ = action;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseInit {
+    /// HTTP status code, 100-999 (the gateway answers 500 for anything else).
+    pub status: u16,
+    /// Headers in order, as (name, raw value bytes). `content-length` is set by the gateway.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body bytes (may be empty).
+    pub body: Vec<u8>,
+}
+
+impl ResponseInit {
+    /// A response with `status`, no headers and an empty body.
+    pub fn new(status: u16) -> Self {
+        Self { status, headers: Vec::new(), body: Vec::new() }
+    }
+
+    /// Adds a header (keeping any earlier value of the same name).
+    pub fn header(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub(crate) fn into_raw(self) -> raw::ResponseInit {
+        raw::ResponseInit {
+            status: self.status,
+            headers: self.headers.into_iter().map(|(name, value)| raw::Header { name, value }).collect(),
+            body: self.body,
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! [`Request`] and [`Response`]: handles to the gateway's request and response.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::bindings::airlock::plugin::types as raw;
+
+/// The client's request as it will be sent upstream, handed to both phases.
+///
+/// A handle to the gateway's copy: each method copies only what it names across the sandbox
+/// boundary (reading one header copies one header), so read what you need, when you need it.
+/// Changes made in [`Plugin::on_request`](crate::Plugin::on_request) are what the upstream
+/// receives; in [`Plugin::on_response`](crate::Plugin::on_response) the request is read-only and
+/// setters have no effect (the context can still be read).
+///
+/// Header names are matched case-insensitively; values are raw bytes, never re-encoded.
+#[repr(transparent)]
+pub struct Request(raw::Request);
+
+/// The response on its way back to the client (the upstream's, or one a plugin produced), handed
+/// to [`Plugin::on_response`](crate::Plugin::on_response).
+///
+/// A handle, like [`Request`]: each method copies only what it names.
+#[repr(transparent)]
+pub struct Response(raw::Response);
+
+impl Request {
+    /// Views a borrowed WIT handle as the SDK type.
+    pub(crate) fn from_raw(raw: &raw::Request) -> &Self {
+        // SAFETY: `Request` is `repr(transparent)` over `raw::Request`.
+        unsafe { &*(raw as *const raw::Request).cast::<Self>() }
+    }
+
+    /// Request method, e.g. `"GET"`.
+    pub fn method(&self) -> String {
+        self.0.method()
+    }
+
+    /// Replaces the method sent upstream.
+    pub fn set_method(&self, method: &str) {
+        self.0.set_method(method)
+    }
+
+    /// Path without the query string, as received (percent-encoding kept), e.g. `"/users/42"`.
+    pub fn path(&self) -> String {
+        self.0.path()
+    }
+
+    /// Replaces the path sent upstream. Must start with `/`; an invalid path is ignored and logged
+    /// by the gateway.
+    pub fn set_path(&self, path: &str) {
+        self.0.set_path(path)
+    }
+
+    /// Raw query string without the leading `?`, if the request has one.
+    pub fn query(&self) -> Option<String> {
+        self.0.query()
+    }
+
+    /// Replaces the query string sent upstream (`None` removes it).
+    pub fn set_query(&self, query: Option<&str>) {
+        self.0.set_query(query)
+    }
+
+    /// First value of a query parameter, percent-decoded (`+` is a space).
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.0.query_param(name)
+    }
+
+    /// First value of a header, as raw bytes.
+    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.0.header(name)
+    }
+
+    /// First value of a header as text; bytes that are not UTF-8 become U+FFFD.
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        self.0.header(name).map(lossy)
+    }
+
+    /// Every value of a header, in order (empty if absent).
+    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+        self.0.header_all(name)
+    }
+
+    /// Names of every header present, lower-case, each once.
+    pub fn header_names(&self) -> Vec<String> {
+        self.0.header_names()
+    }
+
+    /// Replaces every value of a header with this one. Invalid names or values are ignored and
+    /// logged by the gateway.
+    pub fn set_header(&self, name: &str, value: impl AsRef<[u8]>) {
+        self.0.set_header(name, value.as_ref())
+    }
+
+    /// Adds a value to a header, keeping the values already there.
+    pub fn append_header(&self, name: &str, value: impl AsRef<[u8]>) {
+        self.0.append_header(name, value.as_ref())
+    }
+
+    /// Removes every value of a header.
+    pub fn remove_header(&self, name: &str) {
+        self.0.remove_header(name)
+    }
+
+    /// A route parameter captured by the route's path pattern (`/users/{id}` gives `id`).
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.0.param(name)
+    }
+
+    /// The id of the route that matched, as written in the config.
+    pub fn route_id(&self) -> String {
+        self.0.route_id()
+    }
+
+    /// The client's address as the gateway saw it (the TCP peer), e.g. `"203.0.113.7:51234"`.
+    pub fn client_addr(&self) -> String {
+        self.0.client_addr()
+    }
+
+    /// `"http"` or `"https"`: the scheme the client used to reach the gateway.
+    pub fn scheme(&self) -> String {
+        self.0.scheme()
+    }
+
+    /// The gateway's id for this request (also sent upstream and back as `x-request-id`).
+    pub fn request_id(&self) -> String {
+        self.0.request_id()
+    }
+
+    /// The buffered request body. `None` unless [`Descriptor::request_body`](crate::Descriptor)
+    /// is set (and in the response phase).
+    pub fn body(&self) -> Option<Vec<u8>> {
+        self.0.body()
+    }
+
+    /// Replaces the request body sent upstream; `content-length` is fixed up by the gateway.
+    /// Ignored unless [`Descriptor::request_body`](crate::Descriptor) is set.
+    pub fn set_body(&self, body: impl AsRef<[u8]>) {
+        self.0.set_body(body.as_ref())
+    }
+
+    /// The buffered request body parsed as JSON into `T`.
+    ///
+    /// `Ok(None)` if there is no buffered body (see [`Request::body`]); `Err` if it is not JSON
+    /// or does not fit `T`, with the key path in the message.
+    pub fn json_body<T: DeserializeOwned>(&self) -> Result<Option<T>, String> {
+        self.0.body().map(|bytes| crate::json::body_from_slice(&bytes)).transpose()
+    }
+
+    /// Replaces the request body with `value` serialized as JSON and sets
+    /// `content-type: application/json`. Needs [`Descriptor::request_body`](crate::Descriptor),
+    /// like [`Request::set_body`]. Nothing changes if `value` cannot be serialized.
+    pub fn set_json_body(&self, value: &impl Serialize) -> Result<(), String> {
+        let body = serde_json::to_vec(value).map_err(|e| format!("cannot serialize the JSON body: {e}"))?;
+        self.0.set_body(&body);
+        self.0.set_header("content-type", b"application/json");
+        Ok(())
+    }
+
+    /// Reads a value of the per-request context shared along the chain (e.g. `consumer`, set by
+    /// an authentication plugin).
+    pub fn context_get(&self, key: &str) -> Option<String> {
+        self.0.context_get(key)
+    }
+
+    /// Sets a value in the per-request context; later plugins, the response phases and the access
+    /// log see it.
+    pub fn context_set(&self, key: &str, value: &str) {
+        self.0.context_set(key, value)
+    }
+}
+
+impl Response {
+    /// Views a borrowed WIT handle as the SDK type.
+    pub(crate) fn from_raw(raw: &raw::Response) -> &Self {
+        // SAFETY: `Response` is `repr(transparent)` over `raw::Response`.
+        unsafe { &*(raw as *const raw::Response).cast::<Self>() }
+    }
+
+    /// HTTP status code.
+    pub fn status(&self) -> u16 {
+        self.0.status()
+    }
+
+    /// Replaces the status code sent to the client (100-999; others are ignored and logged).
+    pub fn set_status(&self, status: u16) {
+        self.0.set_status(status)
+    }
+
+    /// First value of a header, as raw bytes.
+    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.0.header(name)
+    }
+
+    /// First value of a header as text; bytes that are not UTF-8 become U+FFFD.
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        self.0.header(name).map(lossy)
+    }
+
+    /// Every value of a header, in order (empty if absent).
+    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+        self.0.header_all(name)
+    }
+
+    /// Names of every header present, lower-case, each once.
+    pub fn header_names(&self) -> Vec<String> {
+        self.0.header_names()
+    }
+
+    /// Replaces every value of a header with this one. Invalid names or values are ignored and
+    /// logged by the gateway.
+    pub fn set_header(&self, name: &str, value: impl AsRef<[u8]>) {
+        self.0.set_header(name, value.as_ref())
+    }
+
+    /// Adds a value to a header, keeping the values already there.
+    pub fn append_header(&self, name: &str, value: impl AsRef<[u8]>) {
+        self.0.append_header(name, value.as_ref())
+    }
+
+    /// Removes every value of a header.
+    pub fn remove_header(&self, name: &str) {
+        self.0.remove_header(name)
+    }
+
+    /// The buffered response body. `None` unless [`Descriptor::response_body`](crate::Descriptor)
+    /// is set.
+    pub fn body(&self) -> Option<Vec<u8>> {
+        self.0.body()
+    }
+
+    /// Replaces the response body; `content-length` is fixed up by the gateway. Ignored unless
+    /// [`Descriptor::response_body`](crate::Descriptor) is set.
+    pub fn set_body(&self, body: impl AsRef<[u8]>) {
+        self.0.set_body(body.as_ref())
+    }
+
+    /// The buffered response body parsed as JSON into `T`.
+    ///
+    /// `Ok(None)` if there is no buffered body (see [`Response::body`]); `Err` if it is not JSON
+    /// or does not fit `T`, with the key path in the message.
+    pub fn json_body<T: DeserializeOwned>(&self) -> Result<Option<T>, String> {
+        self.0.body().map(|bytes| crate::json::body_from_slice(&bytes)).transpose()
+    }
+
+    /// Replaces the response body with `value` serialized as JSON and sets
+    /// `content-type: application/json`. Needs [`Descriptor::response_body`](crate::Descriptor),
+    /// like [`Response::set_body`]. Nothing changes if `value` cannot be serialized.
+    pub fn set_json_body(&self, value: &impl Serialize) -> Result<(), String> {
+        let body = serde_json::to_vec(value).map_err(|e| format!("cannot serialize the JSON body: {e}"))?;
+        self.0.set_body(&body);
+        self.0.set_header("content-type", b"application/json");
+        Ok(())
+    }
+}
+
+fn lossy(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}

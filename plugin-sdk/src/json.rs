@@ -1,0 +1,133 @@
+//! JSON to Rust values, with errors that name the key path instead of a line and column.
+
+use serde::de::DeserializeOwned;
+use serde_json::error::Category;
+
+/// Deserializes a plugin config from the JSON text the gateway hands to `configure`.
+///
+/// An empty text counts as `{}`, and `{}` is also accepted by types that take no config at all
+/// (`()`, unit structs), which deserialize from `null` but not from an empty map. Deserializes
+/// straight from the text, so tables keep the order they were written in.
+pub(crate) fn config_from_str<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    match from_slice(text.as_bytes(), "the config") {
+        Ok(config) => Ok(config),
+        Err(first) => {
+            let empty = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+                .is_ok_and(|map| map.is_empty());
+            // `()` and unit structs deserialize from `null` only.
+            match serde_json::from_str::<T>("null") {
+                Ok(config) if empty => Ok(config),
+                _ => Err(first),
+            }
+        }
+    }
+}
+
+/// Deserializes a JSON body.
+pub(crate) fn body_from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    from_slice(bytes, "the body")
+}
+
+/// Deserializes JSON text. Errors in the data read "`a.b[2].c`: message" (just "message" at the
+/// root), without a line and column; syntax errors keep their position.
+fn from_slice<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.classify() != Category::Data {
+            return format!("{what} is not valid JSON: {inner}");
+        }
+        let mut message = inner.to_string();
+        let position = format!(" at line {} column {}", inner.line(), inner.column());
+        if let Some(stripped) = message.strip_suffix(&position) {
+            message.truncate(stripped.len());
+        }
+        if path == "." || path.chars().all(|c| c == '?' || c == '.') { message } else { format!("`{path}`: {message}") }
+    })?;
+    de.end().map_err(|e| format!("{what} is not valid JSON: {e}"))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize, Default, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Rules {
+        set: BTreeMap<String, String>,
+    }
+
+    #[derive(Debug, Deserialize, Default, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Config {
+        request: Rules,
+    }
+
+    #[test]
+    fn errors_name_the_key_path_without_positions() {
+        let err = config_from_str::<Config>(r#"{"request": {"set": {"x-a": 5}}}"#).unwrap_err();
+        assert_eq!(err, "`request.set.x-a`: invalid type: integer `5`, expected a string");
+        let err = config_from_str::<Config>(r#"{"request": {"sett": {}}}"#).unwrap_err();
+        assert_eq!(err, "`request.sett`: unknown field `sett`, expected `set`");
+        let err = config_from_str::<Config>(r#"{"nope": 1}"#).unwrap_err();
+        assert_eq!(err, "`nope`: unknown field `nope`, expected `request`");
+    }
+
+    #[test]
+    fn empty_config_fits_unit_and_defaulted_structs() {
+        config_from_str::<()>("{}").unwrap();
+        config_from_str::<()>("").unwrap();
+        assert_eq!(config_from_str::<Config>("{}").unwrap(), Config::default());
+        #[derive(Deserialize)]
+        struct Unit;
+        config_from_str::<Unit>("{}").unwrap();
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Required {
+            ms: u32,
+        }
+        assert_eq!(config_from_str::<Required>("{}").unwrap_err(), "missing field `ms`");
+    }
+
+    #[test]
+    fn syntax_errors_keep_their_position() {
+        let err = config_from_str::<Config>("{").unwrap_err();
+        assert!(err.starts_with("the config is not valid JSON: EOF"), "{err}");
+        let err = body_from_slice::<Config>(b"{\"request\": ").unwrap_err();
+        assert!(err.starts_with("the body is not valid JSON"), "{err}");
+        let err = body_from_slice::<Config>(b"{} x").unwrap_err();
+        assert_eq!(err, "the body is not valid JSON: trailing characters at line 1 column 4");
+    }
+
+    #[test]
+    fn tables_keep_their_order() {
+        #[derive(Deserialize)]
+        struct Ordered(#[serde(deserialize_with = "keys")] Vec<String>);
+        fn keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Vec<String>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a map")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some((k, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                        keys.push(k);
+                    }
+                    Ok(keys)
+                }
+            }
+            d.deserialize_map(V)
+        }
+        let Ordered(keys) = config_from_str(r#"{"b": 1, "a": 2, "c": 3}"#).unwrap();
+        assert_eq!(keys, ["b", "a", "c"]);
+    }
+}

@@ -1,0 +1,262 @@
+//! `builtin:headers`: edits request and response headers.
+//!
+//! ```toml
+//! [[routes.plugins]]
+//! plugin = "builtin:headers"
+//! [routes.plugins.config.request]           # every key is optional
+//! remove = ["x-secret"]                     # remove every value
+//! rename = { "x-old" = "x-new" }            # move every value to the new name (replacing it)
+//! set = { "x-route" = "${param.id}" }       # replace every value with this one
+//! add = { "x-default" = "v" }               # set only if the header is absent
+//! append = { "x-multi" = "v" }              # add another value
+//! [routes.plugins.config.response]          # the same five keys
+//! set = { "x-served-by" = "airlock" }
+//! ```
+//!
+//! Each direction applies its rules in the order remove, rename, set, add, append. Values of
+//! `set`, `add` and `append` are templates (see `src/template.rs`): `${context.KEY}`,
+//! `${param.NAME}`, `${header.NAME}` (always the request's header, also in response rules),
+//! `${query.NAME}`, `${request_id}`, `${route}`; `$${` is a literal `${`, and a variable without
+//! a value expands to nothing. Templates are parsed once, at configure: a malformed template, an
+//! unknown variable, an invalid header name or an unknown key rejects the config, naming the key.
+
+use airlock_sdk::{Action, Plugin, Request, Response, export_plugin};
+use serde::Deserialize;
+
+mod names;
+mod template;
+
+use names::{HeaderMap, HeaderName};
+use template::{Source, Template};
+
+/// The plugin's config.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    request: Rules,
+    response: Rules,
+}
+
+/// The rules for one direction.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Rules {
+    remove: Vec<HeaderName>,
+    rename: HeaderMap<HeaderName>,
+    set: HeaderMap<Template>,
+    add: HeaderMap<Template>,
+    append: HeaderMap<Template>,
+}
+
+impl Rules {
+    fn is_empty(&self) -> bool {
+        self.remove.is_empty()
+            && self.rename.0.is_empty()
+            && self.set.0.is_empty()
+            && self.add.0.is_empty()
+            && self.append.0.is_empty()
+    }
+
+    fn validate(&self, direction: &str) -> Result<(), String> {
+        if let Some((name, _)) = self.rename.0.iter().find(|(from, to)| *from == to.0) {
+            return Err(format!("`{direction}.rename.{name}`: renames `{name}` to itself"));
+        }
+        Ok(())
+    }
+
+    /// Applies the rules to `target`, expanding templates from `source` (the request).
+    fn apply(&self, target: &impl Headers, source: &impl Source) {
+        for HeaderName(name) in &self.remove {
+            target.remove(name);
+        }
+        for (from, HeaderName(to)) in &self.rename.0 {
+            let values = target.get_all(from);
+            if values.is_empty() {
+                continue;
+            }
+            target.remove(from);
+            target.remove(to);
+            for value in values {
+                target.append(to, &value);
+            }
+        }
+        for (name, template) in &self.set.0 {
+            target.set(name, &template.expand(source));
+        }
+        for (name, template) in &self.add.0 {
+            if target.get(name).is_none() {
+                target.set(name, &template.expand(source));
+            }
+        }
+        for (name, template) in &self.append.0 {
+            target.append(name, &template.expand(source));
+        }
+    }
+}
+
+/// The header operations the rules need, on a request or a response.
+trait Headers {
+    fn get(&self, name: &str) -> Option<Vec<u8>>;
+    fn get_all(&self, name: &str) -> Vec<Vec<u8>>;
+    fn set(&self, name: &str, value: &[u8]);
+    fn append(&self, name: &str, value: &[u8]);
+    fn remove(&self, name: &str);
+}
+
+impl Headers for Request {
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        self.header(name)
+    }
+    fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
+        self.header_all(name)
+    }
+    fn set(&self, name: &str, value: &[u8]) {
+        self.set_header(name, value)
+    }
+    fn append(&self, name: &str, value: &[u8]) {
+        self.append_header(name, value)
+    }
+    fn remove(&self, name: &str) {
+        self.remove_header(name)
+    }
+}
+
+impl Headers for Response {
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        self.header(name)
+    }
+    fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
+        self.header_all(name)
+    }
+    fn set(&self, name: &str, value: &[u8]) {
+        self.set_header(name, value)
+    }
+    fn append(&self, name: &str, value: &[u8]) {
+        self.append_header(name, value)
+    }
+    fn remove(&self, name: &str) {
+        self.remove_header(name)
+    }
+}
+
+/// Template variables come from the request, in both directions.
+struct RequestSource<'a>(&'a Request);
+
+impl Source for RequestSource<'_> {
+    fn context(&self, key: &str) -> Option<String> {
+        self.0.context_get(key)
+    }
+    fn param(&self, name: &str) -> Option<String> {
+        self.0.param(name)
+    }
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.0.header(name)
+    }
+    fn query(&self, name: &str) -> Option<String> {
+        self.0.query_param(name)
+    }
+    fn request_id(&self) -> String {
+        self.0.request_id()
+    }
+    fn route(&self) -> String {
+        self.0.route_id()
+    }
+}
+
+/// The configured plugin.
+#[derive(Debug)]
+struct HeadersPlugin {
+    request: Rules,
+    response: Rules,
+}
+
+impl Plugin for HeadersPlugin {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        config.request.validate("request")?;
+        config.response.validate("response")?;
+        Ok(Self { request: config.request, response: config.response })
+    }
+
+    // Both phases: `describe` runs before any config is seen, so it cannot turn off the
+    // direction a chain entry has no rules for; the phases return at once instead.
+
+    fn on_request(&self, req: &Request) -> Action {
+        if !self.request.is_empty() {
+            self.request.apply(req, &RequestSource(req));
+        }
+        Action::Continue
+    }
+
+    fn on_response(&self, req: &Request, resp: &Response) {
+        if !self.response.is_empty() {
+            self.response.apply(resp, &RequestSource(req));
+        }
+    }
+}
+
+export_plugin!(HeadersPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configure(json: &str) -> Result<HeadersPlugin, String> {
+        airlock_sdk::configure::<HeadersPlugin>(json)
+    }
+
+    #[test]
+    fn a_full_config_parses_in_order() {
+        let p = configure(
+            r#"{"request": {"remove": ["X-Secret"], "rename": {"x-old": "X-New"},
+                "set": {"x-b": "${param.id}", "x-a": "1"}, "add": {"x-d": "d"}, "append": {"x-m": "m"}},
+                "response": {"set": {"x-served-by": "airlock"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.request.remove, [HeaderName("x-secret".into())]);
+        assert_eq!(p.request.rename.0, [("x-old".to_owned(), HeaderName("x-new".into()))]);
+        let set: Vec<&str> = p.request.set.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(set, ["x-b", "x-a"], "written order is kept");
+        assert!(!p.response.is_empty());
+        assert!(configure("{}").unwrap().request.is_empty());
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let err = |json: &str| configure(json).unwrap_err();
+        assert_eq!(
+            err(r#"{"request": {"set": {"x-a": 5}}}"#),
+            "`request.set.x-a`: invalid type: integer `5`, expected a string"
+        );
+        assert!(
+            err(r#"{"request": {"set": {"x-a": "${nope}"}}}"#)
+                .starts_with("`request.set.x-a`: unknown variable `${nope}`"),
+        );
+        assert!(
+            err(r#"{"response": {"append": {"x-a": "${param.id"}}}"#)
+                .starts_with("`response.append.x-a`: unclosed `${`"),
+        );
+        assert!(
+            err(r#"{"request": {"set": {"bad header": "x"}}}"#)
+                .contains("invalid header name `bad header`: use letters, digits"),
+        );
+        assert!(err(r#"{"request": {"set": {"bad header": "x"}}}"#).starts_with("`request.set"));
+        assert!(
+            err(r#"{"request": {"remove": ["x", "a b"]}}"#).starts_with("`request.remove[1]`: invalid header name")
+        );
+        assert_eq!(
+            err(r#"{"request": {"sett": {}}}"#),
+            "`request.sett`: unknown field `sett`, expected one of `remove`, `rename`, `set`, `add`, `append`"
+        );
+        assert_eq!(
+            err(r#"{"requests": {}}"#),
+            "`requests`: unknown field `requests`, expected `request` or `response`"
+        );
+        assert_eq!(
+            err(r#"{"request": {"set": {"X-A": "1", "x-a": "2"}}}"#),
+            "`request.set`: header `x-a` appears twice (header names are case-insensitive)"
+        );
+        assert_eq!(err(r#"{"request": {"rename": {"x-a": "X-A"}}}"#), "`request.rename.x-a`: renames `x-a` to itself");
+    }
+}

@@ -1,0 +1,252 @@
+//! Header value templates: literal text with `${...}` variables, parsed once at configure.
+//!
+//! | variable            | expands to                                              |
+//! |---------------------|---------------------------------------------------------|
+//! | `${context.KEY}`    | the request context value `KEY`                         |
+//! | `${param.NAME}`     | the route parameter `NAME` (`/users/{id}` gives `id`)    |
+//! | `${header.NAME}`    | the first value of the *request* header `NAME`          |
+//! | `${query.NAME}`     | the first value of query parameter `NAME`, decoded       |
+//! | `${request_id}`     | the gateway's request id                                 |
+//! | `${route}`          | the id of the route that matched                         |
+//!
+//! `$${` is a literal `${` (before a `{`, each `$$` is one literal `$`, so `$$${param.id}` is a
+//! `$` then the parameter); any other `$` is literal. A variable without a value expands to
+//! nothing.
+
+use crate::names::header_name;
+
+/// Where variables get their values: the request (a fake one in tests).
+pub trait Source {
+    /// A request context value.
+    fn context(&self, key: &str) -> Option<String>;
+    /// A route parameter.
+    fn param(&self, name: &str) -> Option<String>;
+    /// The first value of a request header.
+    fn header(&self, name: &str) -> Option<Vec<u8>>;
+    /// The first value of a query parameter, decoded.
+    fn query(&self, name: &str) -> Option<String>;
+    /// The request id.
+    fn request_id(&self) -> String;
+    /// The route id.
+    fn route(&self) -> String;
+}
+
+/// One piece of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Text copied as is.
+    Literal(Vec<u8>),
+    /// `${context.KEY}`.
+    Context(String),
+    /// `${param.NAME}`.
+    Param(String),
+    /// `${header.NAME}` (name lower-cased).
+    Header(String),
+    /// `${query.NAME}`.
+    Query(String),
+    /// `${request_id}`.
+    RequestId,
+    /// `${route}`.
+    Route,
+}
+
+/// A parsed header value template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+const VARIABLES: &str = "${context.KEY}, ${param.NAME}, ${header.NAME}, ${query.NAME}, ${request_id} or ${route}";
+
+impl Template {
+    /// Parses `text`; the error says what is wrong and what is expected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(dollar) = rest.find('$') {
+            literal.push_str(&rest[..dollar]);
+            rest = &rest[dollar..];
+            let run = rest.len() - rest.trim_start_matches('$').len();
+            let Some(after) = rest[run..].strip_prefix('{') else {
+                // Dollars not followed by `{` are literal.
+                literal.push_str(&rest[..run]);
+                rest = &rest[run..];
+                continue;
+            };
+            // Before a `{`, `$$` is a literal `$` and a last single `$` opens a variable.
+            literal.push_str(&rest[..run / 2]);
+            if run.is_multiple_of(2) {
+                literal.push('{');
+                rest = after;
+                continue;
+            }
+            let Some(end) = after.find('}') else {
+                return Err(format!(
+                    "unclosed `${{` in `{text}`: close the variable with `}}`, or write `$${{` for a literal `${{`"
+                ));
+            };
+            if !literal.is_empty() {
+                parts.push(Part::Literal(std::mem::take(&mut literal).into_bytes()));
+            }
+            parts.push(variable(&after[..end])?);
+            rest = &after[end + 1..];
+        }
+        literal.push_str(rest);
+        if let Some(bad) = literal.chars().find(|&c| (c.is_control() && c != '\t') || c == '\u{7f}') {
+            return Err(format!("a header value cannot contain the control character {bad:?}"));
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal.into_bytes()));
+        }
+        Ok(Self { parts })
+    }
+
+    /// The parts, in order.
+    #[cfg(test)]
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    /// Expands the template for one request.
+    pub fn expand(&self, source: &impl Source) -> Vec<u8> {
+        // The common cases, a constant or a single variable, without a second copy.
+        if let [only] = self.parts.as_slice() {
+            return expand_part(only, source);
+        }
+        let mut out = Vec::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(bytes) => out.extend_from_slice(bytes),
+                other => out.extend_from_slice(&expand_part(other, source)),
+            }
+        }
+        out
+    }
+}
+
+fn expand_part(part: &Part, source: &impl Source) -> Vec<u8> {
+    match part {
+        Part::Literal(bytes) => bytes.clone(),
+        Part::Context(key) => source.context(key).map(String::into_bytes).unwrap_or_default(),
+        Part::Param(name) => source.param(name).map(String::into_bytes).unwrap_or_default(),
+        Part::Header(name) => source.header(name).unwrap_or_default(),
+        Part::Query(name) => source.query(name).map(String::into_bytes).unwrap_or_default(),
+        Part::RequestId => source.request_id().into_bytes(),
+        Part::Route => source.route().into_bytes(),
+    }
+}
+
+/// Parses the inside of `${...}`.
+fn variable(expr: &str) -> Result<Part, String> {
+    match expr {
+        "request_id" => return Ok(Part::RequestId),
+        "route" => return Ok(Part::Route),
+        _ => {}
+    }
+    let Some((namespace, name)) = expr.split_once('.') else {
+        return Err(if expr.is_empty() {
+            format!("empty variable `${{}}`: expected {VARIABLES}")
+        } else {
+            format!("unknown variable `${{{expr}}}`: expected {VARIABLES}")
+        });
+    };
+    let known = ["context", "param", "header", "query"];
+    if !known.contains(&namespace) {
+        return Err(format!("unknown variable `${{{expr}}}`: expected {VARIABLES}"));
+    }
+    if name.is_empty() {
+        return Err(format!("`${{{expr}}}` names no {namespace}: write `${{{namespace}.NAME}}`"));
+    }
+    Ok(match namespace {
+        "context" => Part::Context(name.to_owned()),
+        "param" => Part::Param(name.to_owned()),
+        "query" => Part::Query(name.to_owned()),
+        _ => Part::Header(header_name(name).map_err(|e| format!("in `${{{expr}}}`: {e}"))?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake;
+
+    impl Source for Fake {
+        fn context(&self, key: &str) -> Option<String> {
+            (key == "consumer").then(|| "alice".to_owned())
+        }
+        fn param(&self, name: &str) -> Option<String> {
+            (name == "id").then(|| "42".to_owned())
+        }
+        fn header(&self, name: &str) -> Option<Vec<u8>> {
+            (name == "user-agent").then(|| b"curl/8\xff".to_vec())
+        }
+        fn query(&self, name: &str) -> Option<String> {
+            (name == "q").then(|| "search me".to_owned())
+        }
+        fn request_id(&self) -> String {
+            "req-1".to_owned()
+        }
+        fn route(&self) -> String {
+            "users".to_owned()
+        }
+    }
+
+    fn expand(text: &str) -> Vec<u8> {
+        Template::parse(text).unwrap().expand(&Fake)
+    }
+
+    #[test]
+    fn literals_and_variables() {
+        assert_eq!(Template::parse("plain").unwrap().parts(), [Part::Literal(b"plain".to_vec())]);
+        assert_eq!(Template::parse("").unwrap().parts(), []);
+        assert_eq!(
+            Template::parse("user-${param.id}/${route}").unwrap().parts(),
+            [Part::Literal(b"user-".to_vec()), Part::Param("id".into()), Part::Literal(b"/".to_vec()), Part::Route,]
+        );
+        assert_eq!(Template::parse("${header.User-Agent}").unwrap().parts(), [Part::Header("user-agent".into())]);
+        assert_eq!(Template::parse("${context.a.b}").unwrap().parts(), [Part::Context("a.b".into())]);
+    }
+
+    #[test]
+    fn expansion() {
+        assert_eq!(expand("${param.id}"), b"42");
+        assert_eq!(expand("id=${param.id};q=${query.q}"), b"id=42;q=search me");
+        assert_eq!(expand("${context.consumer}@${route}#${request_id}"), b"alice@users#req-1");
+        assert_eq!(expand("${header.user-agent}"), b"curl/8\xff", "bytes are kept as they are");
+        assert_eq!(expand("[${param.missing}][${context.nope}][${header.x}][${query.x}]"), b"[][][][]");
+    }
+
+    #[test]
+    fn dollars() {
+        assert_eq!(expand("$${param.id}"), b"${param.id}");
+        assert_eq!(expand("$$${param.id}"), b"$42");
+        assert_eq!(expand("$$$${param.id}"), b"$${param.id}");
+        assert_eq!(expand("a$${b}c"), b"a${b}c");
+        assert_eq!(expand("{}$"), b"{}$");
+        assert_eq!(expand("cost: $5, $"), b"cost: $5, $");
+        assert_eq!(expand("$$"), b"$$");
+        assert_eq!(expand("${param.id}$"), b"42$");
+    }
+
+    #[test]
+    fn malformed_templates_are_errors() {
+        let err = |text: &str| Template::parse(text).unwrap_err();
+        assert_eq!(
+            err("x-${param.id"),
+            "unclosed `${` in `x-${param.id`: close the variable with `}`, or write `$${` for a literal `${`"
+        );
+        assert_eq!(
+            err("${}"),
+            "empty variable `${}`: expected ${context.KEY}, ${param.NAME}, ${header.NAME}, ${query.NAME}, ${request_id} or ${route}"
+        );
+        assert!(err("${env.HOME}").starts_with("unknown variable `${env.HOME}`: expected ${context.KEY}"));
+        assert!(err("${params.id}").starts_with("unknown variable `${params.id}`"));
+        assert!(err("${request-id}").starts_with("unknown variable `${request-id}`"));
+        assert!(err("${ param.id }").starts_with("unknown variable `${ param.id }`"));
+        assert_eq!(err("${param.}"), "`${param.}` names no param: write `${param.NAME}`");
+        assert!(err("${header.bad name}").starts_with("in `${header.bad name}`: invalid header name `bad name`"));
+        assert_eq!(err("a\r\nb"), "a header value cannot contain the control character '\\r'");
+    }
+}

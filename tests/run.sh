@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need, builds everything, runs every test.
+# `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Guests (built-in plugins, test plugins, the example plugin) compile to wasm32-wasip2.
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+
+# The end-to-end tests run the real `airlock` binary as well as the library.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked "$@"

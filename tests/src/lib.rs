@@ -1,0 +1,289 @@
+//! Shared harness for the end-to-end tests: a real upstream server, the real gateway (in-process
+//! or the `airlock` binary), real HTTP/1.1 and HTTP/2 clients, and the guest plugins built for
+//! wasm32-wasip2 by this crate's build script.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use airlock::config::ConfigSource;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// Paths of the guest plugins built for the tests.
+pub mod plugins {
+    include!(concat!(env!("OUT_DIR"), "/guest_plugins.rs"));
+}
+
+/// A real HTTP upstream on a free loopback port. Behaviour by path:
+/// - `/slow/<ms>`: waits, then echoes;
+/// - `/status/<code>`: answers that status;
+/// - `/hop`: answers with hop-by-hop headers that must not reach the client;
+/// - `/big/<bytes>`: answers a body of that many `x` bytes;
+/// - anything else: a JSON echo of method, path, query, headers (each name to a list of values)
+///   and body.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts the upstream.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async move { Ok::<_, Infallible>(upstream_answer(req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Self { addr, hits, task }
+    }
+
+    /// How many requests reached it.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn upstream_answer(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    if let Some(ms) = path.strip_prefix("/slow/").and_then(|s| s.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(code) = path.strip_prefix("/status/").and_then(|s| s.parse::<u16>().ok()) {
+        let mut r = Response::new(Full::new(Bytes::from(format!("status {code}"))));
+        *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT);
+        return r;
+    }
+    if let Some(n) = path.strip_prefix("/big/").and_then(|s| s.parse::<usize>().ok()) {
+        return Response::new(Full::new(Bytes::from(vec![b'x'; n])));
+    }
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in req.headers() {
+        headers.entry(k.as_str().to_owned()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let echo = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let mut r = Response::new(Full::new(Bytes::from(echo.to_string())));
+    r.headers_mut().insert("content-type", "application/json".parse().expect("static"));
+    if path == "/hop" {
+        let h = r.headers_mut();
+        h.insert("connection", "x-upstream-hop".parse().expect("static"));
+        h.insert("x-upstream-hop", "secret".parse().expect("static"));
+        h.insert("keep-alive", "timeout=5".parse().expect("static"));
+        h.insert("x-upstream-end", "kept".parse().expect("static"));
+    }
+    r
+}
+
+/// A gateway running in this process on a free port, with its config in a temporary directory
+/// (so relative plugin paths resolve there).
+pub struct Gateway {
+    running: Option<airlock::RunningGateway>,
+    /// The config directory (kept alive with the gateway).
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts a gateway from `toml`. `{upstream}` is replaced by `upstream`'s address, and a
+    /// listener on `127.0.0.1:0` is added when the config names none.
+    pub async fn start(toml: &str, upstream: Option<&Upstream>) -> Self {
+        Self::try_start(toml, upstream).await.unwrap_or_else(|e| panic!("gateway failed to start:\n{e}"))
+    }
+
+    /// Like [`Gateway::start`], returning the error instead of panicking.
+    pub async fn try_start(toml: &str, upstream: Option<&Upstream>) -> Result<Self, airlock::StartError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = render(toml, upstream);
+        std::fs::write(dir.path().join("airlock.toml"), &text).expect("write config");
+        let source = ConfigSource::inline("airlock.toml", &text, dir.path().to_path_buf());
+        let running = airlock::start(&source).await?;
+        Ok(Self { running: Some(running), dir })
+    }
+
+    /// The gateway's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.running.as_ref().expect("running").addr()
+    }
+
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    /// Shuts the gateway down, draining.
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// Applies the harness substitutions to a config text.
+pub fn render(toml: &str, upstream: Option<&Upstream>) -> String {
+    let mut text = toml.to_owned();
+    if let Some(u) = upstream {
+        text = text.replace("{upstream}", &u.addr.to_string());
+    }
+    for (name, path) in guest_plugin_paths() {
+        text = text.replace(&format!("{{plugin:{name}}}"), &path);
+    }
+    if !text.contains("[[listeners]]") {
+        text = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n{text}");
+    }
+    text
+}
+
+/// `{plugin:<name>}` placeholders and the `.wasm` paths they stand for.
+pub fn guest_plugin_paths() -> Vec<(&'static str, String)> {
+    vec![
+        ("panic", plugins::PANIC.to_owned()),
+        ("loop", plugins::LOOP.to_owned()),
+        ("alloc", plugins::ALLOC.to_owned()),
+        ("echo-context", plugins::ECHO_CONTEXT.to_owned()),
+        ("body-upper", plugins::BODY_UPPER.to_owned()),
+        ("delay", plugins::DELAY.to_owned()),
+        ("fail-configure", plugins::FAIL_CONFIGURE.to_owned()),
+        ("hello", plugins::HELLO_PLUGIN.to_owned()),
+    ]
+}
+
+/// A response as the tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body bytes.
+    pub body: Bytes,
+    /// HTTP version the response came in.
+    pub version: http::Version,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body text if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+
+    /// Every value of a header, as text.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect()
+    }
+
+    /// Values the upstream echo says it received for `name`.
+    pub fn upstream_header(&self, name: &str) -> Vec<String> {
+        self.json()["headers"][name]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A real HTTP client: HTTP/1.1 with keep-alive, or HTTP/2 with prior knowledge.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpClient {
+    /// An HTTP/1.1 client.
+    pub fn http1() -> Self {
+        Self { inner: Client::builder(TokioExecutor::new()).build_http() }
+    }
+
+    /// An HTTP/2 prior-knowledge (h2c) client.
+    pub fn http2() -> Self {
+        Self { inner: Client::builder(TokioExecutor::new()).http2_only(true).build_http() }
+    }
+
+    /// Sends a request built by the caller.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Reply {
+        let response = tokio::time::timeout(Duration::from_secs(30), self.inner.request(request))
+            .await
+            .expect("request timed out after 30 s")
+            .expect("request failed");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("read body").to_bytes();
+        Reply { status: parts.status, headers: parts.headers, body, version: parts.version }
+    }
+
+    /// GET `url`.
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send(Request::get(url).body(Full::default()).expect("request")).await
+    }
+
+    /// A request with method, url, headers and body.
+    pub async fn request(&self, method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut builder = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        self.send(builder.body(Full::new(Bytes::copy_from_slice(body))).expect("request")).await
+    }
+}
+
+/// The `airlock` binary built by `cargo build` (the test command builds it before the tests).
+pub fn airlock_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
+    let bin = dir.join("airlock");
+    assert!(bin.is_file(), "{} not found: run `cargo build -p airlock` first", bin.display());
+    bin
+}
+
+/// Path of a fixture file under `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}

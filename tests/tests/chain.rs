@@ -1,0 +1,250 @@
+//! Plugin chains, end to end: order both ways, short-circuits, the built-in `headers` and
+//! `respond` plugins, body access, the delay action, isolation modes and the third-party example.
+
+use std::time::{Duration, Instant};
+
+use airlock_tests::{Gateway, HttpClient, Upstream};
+
+const ORDER: &str = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[global.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "global" }
+
+[[routes]]
+id = "ordered"
+path = "/ordered"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "a", expose = ["user"] }
+[[routes.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "b" }
+
+[[routes]]
+id = "short"
+path = "/short"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "before" }
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = { status = 202, body = "answered by a plugin", headers = { "x-mock" = "yes" } }
+[[routes.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "after" }
+
+[[routes]]
+id = "no-global"
+path = "/no-global"
+upstream = "backend"
+global_plugins = false
+"#;
+
+#[tokio::test]
+async fn chain_runs_in_order_and_responses_in_reverse() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ORDER, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.request("GET", &gw.url("/ordered"), &[("x-set-context", "user=alice")], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header("x-chain"), vec!["global", "a", "b"], "request phases in chain order");
+    assert_eq!(r.header_all("x-chain-resp"), vec!["b", "a", "global"], "response phases in reverse");
+    assert_eq!(r.header("x-context-user").as_deref(), Some("alice"), "context shared along the chain");
+
+    let r = client.get(&gw.url("/no-global")).await;
+    assert!(r.upstream_header("x-chain").is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn short_circuit_skips_later_plugins_and_the_upstream() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ORDER, Some(&upstream)).await;
+    let r = HttpClient::http1().get(&gw.url("/short")).await;
+    assert_eq!(r.status, 202);
+    assert_eq!(r.text(), "answered by a plugin");
+    assert_eq!(r.header("x-mock").as_deref(), Some("yes"));
+    assert_eq!(r.header("content-length").as_deref(), Some("20"));
+    assert_eq!(upstream.hits(), 0, "the upstream was never called");
+    // Response phases of the plugins that ran before the responder still see the response;
+    // the plugin after it never ran.
+    assert_eq!(r.header_all("x-chain-resp"), vec!["before", "global"]);
+    gw.stop().await;
+}
+
+const HEADERS: &str = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+id = "edit"
+path = "/items/{id}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+[routes.plugins.config.request]
+remove = ["x-secret"]
+rename = { "x-old" = "x-new" }
+set = { "x-item" = "${param.id}", "x-agent" = "${header.user-agent}", "x-q" = "${query.q}" }
+add = { "x-default" = "d", "x-present" = "not-used" }
+append = { "x-multi" = "second" }
+[routes.plugins.config.response]
+set = { "x-served-by" = "airlock", "x-route" = "${route}" }
+remove = ["x-upstream-end"]
+"#;
+
+#[tokio::test]
+async fn headers_plugin_edits_both_directions() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(HEADERS, Some(&upstream)).await;
+    let r = HttpClient::http1()
+        .request(
+            "GET",
+            &gw.url("/items/5?q=search+me"),
+            &[
+                ("x-secret", "s3cret"),
+                ("x-old", "moved"),
+                ("user-agent", "test-agent/1"),
+                ("x-present", "kept"),
+                ("x-multi", "first"),
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.upstream_header("x-secret").is_empty());
+    assert!(r.upstream_header("x-old").is_empty());
+    assert_eq!(r.upstream_header("x-new"), vec!["moved"]);
+    assert_eq!(r.upstream_header("x-item"), vec!["5"]);
+    assert_eq!(r.upstream_header("x-agent"), vec!["test-agent/1"]);
+    assert_eq!(r.upstream_header("x-q"), vec!["search me"]);
+    assert_eq!(r.upstream_header("x-default"), vec!["d"]);
+    assert_eq!(r.upstream_header("x-present"), vec!["kept"], "add does not overwrite");
+    assert_eq!(r.upstream_header("x-multi"), vec!["first", "second"]);
+    assert_eq!(r.header("x-served-by").as_deref(), Some("airlock"));
+    assert_eq!(r.header("x-route").as_deref(), Some("edit"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn body_plugins_get_buffered_bodies_with_fixed_lengths() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{plugin:body-upper}"
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let r = HttpClient::http1().request("POST", &gw.url("/echo"), &[], b"make me loud").await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.ends_with('!'), "response body changed by the plugin: {text}");
+    let echo: serde_json::Value = serde_json::from_str(&text[..text.len() - 1]).unwrap();
+    assert_eq!(echo["body"], "MAKE ME LOUD");
+    assert_eq!(echo["headers"]["content-length"][0], "12");
+    assert_eq!(r.header("content-length"), Some(text.len().to_string()));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn delay_action_waits_then_continues() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{plugin:delay}"
+config = { ms = 300 }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let started = Instant::now();
+    let r = HttpClient::http1().get(&gw.url("/")).await;
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert_eq!(r.upstream_header("x-delayed"), vec!["1"]);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn strict_isolation_serves_like_the_pool() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+[plugins.strict]
+source = "{plugin:echo-context}"
+isolation = "request"
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "strict"
+config = { tag = "strict", expose = ["k"] }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    for i in 0..5 {
+        let r = client.request("GET", &gw.url("/"), &[("x-set-context", &format!("k=v{i}"))], b"").await;
+        assert_eq!(r.upstream_header("x-chain"), vec!["strict"]);
+        assert_eq!(r.header("x-context-k"), Some(format!("v{i}")));
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn third_party_example_plugin_runs_from_its_wasm_file() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+[[routes]]
+path_prefix = "/hello"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{plugin:hello}"
+config = { greeting = "hi from a test" }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.get(&gw.url("/hello/world")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header("x-hello"), vec!["hi from a test"]);
+    assert_eq!(r.header("x-hello-plugin").as_deref(), Some("seen"));
+    let r = client.get(&gw.url("/hello/teapot")).await;
+    assert_eq!(r.status, 418);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn plugin_config_errors_name_route_and_plugin() {
+    let config = r#"
+[[routes]]
+id = "mock"
+path = "/x"
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = { status = 42 }
+"#;
+    let err = Gateway::try_start(config, None).await.err().expect("config must be rejected").to_string();
+    assert!(err.contains("routes[0].plugins[0].config"), "{err}");
+    assert!(err.contains("builtin:respond"), "{err}");
+    assert!(err.contains("route `mock`"), "{err}");
+
+    let config = "[[routes]]\npath = \"/x\"\n[[routes.plugins]]\nplugin = \"{plugin:fail-configure}\"\n";
+    let err = Gateway::try_start(config, None).await.err().expect("config must be rejected").to_string();
+    assert!(err.contains("this plugin refuses every config"), "{err}");
+    // Line 4 of the text above, after the 3 lines of listener the harness puts first.
+    assert!(err.contains("airlock.toml:7:"), "points at the line of the entry: {err}");
+}

@@ -1,0 +1,58 @@
+//! Invalid configs as fixture pairs (`tests/fixtures/bad-*.toml` beside the exact error
+//! `airlock check` must print, `bad-*.err`), so error messages are reviewed as text.
+//! Set `AIRLOCK_BLESS=1` to rewrite the `.err` files after an intended change, then review the diff.
+
+use std::process::Command;
+
+use airlock_tests::{airlock_binary, fixture};
+
+#[test]
+fn every_bad_fixture_prints_its_expected_error() {
+    let dir = fixture("");
+    let mut checked = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("bad-") && name.ends_with(".toml")) {
+            continue;
+        }
+        let output = Command::new(airlock_binary())
+            .args(["check", "-c", &name])
+            .current_dir(&dir)
+            .env("RUST_LOG", "off")
+            .env("XDG_CACHE_HOME", std::env::temp_dir().join("airlock-test-cache"))
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let expected_path = path.with_extension("err");
+        if std::env::var_os("AIRLOCK_BLESS").is_some() {
+            std::fs::write(&expected_path, &stderr).unwrap();
+        }
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("{} is missing (run with AIRLOCK_BLESS=1 and review it)", expected_path.display()));
+        assert_eq!(stderr, expected, "{name}: error text changed");
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} fixtures found");
+}
+
+#[test]
+fn good_configs_pass_check() {
+    for config in ["../../examples/quickstart/airlock.toml", "good-full.toml"] {
+        let output = Command::new(airlock_binary())
+            .args(["check", "-c", config])
+            .current_dir(fixture(""))
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{config}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains(": ok ("));
+    }
+}

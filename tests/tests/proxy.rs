@@ -1,0 +1,394 @@
+//! Proxy core, end to end: routing, proxy header semantics, limits, timeouts and upstream errors,
+//! HTTP/2 clients, graceful shutdown. A real upstream, the real gateway, real clients.
+
+use std::time::Duration;
+
+use airlock_tests::{Gateway, HttpClient, Upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ROUTES: &str = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+id = "prefix"
+path_prefix = "/api"
+upstream = "backend"
+
+[[routes]]
+id = "user"
+path = "/api/users/{id}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+[routes.plugins.config.request.set]
+"x-route" = "${route}"
+"x-user" = "${param.id}"
+
+[[routes]]
+id = "me"
+path = "/api/users/me"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+[routes.plugins.config.request.set]
+"x-route" = "${route}"
+
+[[routes]]
+id = "post-only"
+path = "/api/items"
+methods = ["POST"]
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+[routes.plugins.config.request.set]
+"x-route" = "${route}"
+
+[[routes]]
+id = "host-specific"
+hosts = ["special.example"]
+path_prefix = "/api"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+[routes.plugins.config.request.set]
+"x-route" = "${route}"
+
+[[routes]]
+id = "stripped"
+path_prefix = "/strip"
+strip_prefix = "/strip"
+upstream = "backend"
+
+[[routes]]
+id = "rewritten"
+path = "/old/{id}"
+rewrite = "/new/items/${param.id}"
+upstream = "backend"
+"#;
+
+#[tokio::test]
+async fn routing_priority_params_and_path_rewrites() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http1();
+
+    let r = client.get(&gw.url("/api/users/42")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header("x-route"), vec!["user"]);
+    assert_eq!(r.upstream_header("x-user"), vec!["42"]);
+
+    let r = client.get(&gw.url("/api/users/me")).await;
+    assert_eq!(r.upstream_header("x-route"), vec!["me"], "static segment beats param");
+
+    let r = client.get(&gw.url("/api/users/42/orders")).await;
+    assert!(r.upstream_header("x-route").is_empty(), "the prefix route has no plugins");
+    assert_eq!(r.json()["path"], "/api/users/42/orders");
+
+    let r = client.request("POST", &gw.url("/api/items"), &[], b"").await;
+    assert_eq!(r.upstream_header("x-route"), vec!["post-only"]);
+    let r = client.get(&gw.url("/api/items")).await;
+    assert!(r.upstream_header("x-route").is_empty(), "GET falls back to the prefix route");
+
+    let r = client.request("GET", &gw.url("/api/users/42"), &[("host", "special.example")], b"").await;
+    assert_eq!(r.upstream_header("x-route"), vec!["host-specific"], "host beats path");
+
+    let r = client.get(&gw.url("/strip/a/b?q=1")).await;
+    assert_eq!(r.json()["path"], "/a/b");
+    assert_eq!(r.json()["query"], "q=1");
+    let r = client.get(&gw.url("/strip")).await;
+    assert_eq!(r.json()["path"], "/");
+
+    let r = client.get(&gw.url("/old/7")).await;
+    assert_eq!(r.json()["path"], "/new/items/7");
+
+    let r = client.get(&gw.url("/nothing-here")).await;
+    assert_eq!(r.status, 404);
+    let body = r.json();
+    assert_eq!(body["error"], "no_route");
+    assert_eq!(body["request_id"].as_str(), r.header("x-request-id").as_deref());
+    gw.stop().await;
+}
+
+const PLAIN: &str = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+"#;
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_both_ways() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(PLAIN, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client
+        .request(
+            "GET",
+            &gw.url("/hop"),
+            &[
+                ("connection", "x-drop-me"),
+                ("x-drop-me", "1"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("proxy-authorization", "Basic eDp5"),
+                ("upgrade", "websocket"),
+                ("x-keep-me", "1"),
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    for gone in ["x-drop-me", "keep-alive", "te", "proxy-authorization", "upgrade"] {
+        assert!(r.upstream_header(gone).is_empty(), "{gone} reached the upstream");
+    }
+    assert_eq!(r.upstream_header("x-keep-me"), vec!["1"]);
+    // The upstream's own hop-by-hop headers stay on its hop.
+    assert_eq!(r.header("x-upstream-hop"), None);
+    assert_eq!(r.header("keep-alive"), None);
+    assert_eq!(r.header("x-upstream-end").as_deref(), Some("kept"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn forwarded_headers_via_and_request_id() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(PLAIN, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client
+        .request(
+            "GET",
+            &gw.url("/x"),
+            &[("x-forwarded-for", "203.0.113.9"), ("host", "shop.example:8443"), ("x-request-id", "trace-me-1")],
+            b"",
+        )
+        .await;
+    assert_eq!(r.upstream_header("x-forwarded-for"), vec!["203.0.113.9, 127.0.0.1"]);
+    assert_eq!(r.upstream_header("x-forwarded-proto"), vec!["http"]);
+    assert_eq!(r.upstream_header("x-forwarded-host"), vec!["shop.example:8443"]);
+    assert_eq!(r.upstream_header("via"), vec!["1.1 airlock"]);
+    assert_eq!(r.upstream_header("x-request-id"), vec!["trace-me-1"]);
+    assert_eq!(r.header("x-request-id").as_deref(), Some("trace-me-1"));
+    assert_eq!(r.header("via").as_deref(), Some("1.1 airlock"));
+    // Default host policy: the upstream's own authority.
+    assert_eq!(r.upstream_header("host"), vec![upstream.addr.to_string()]);
+
+    let r = client.get(&gw.url("/x")).await;
+    let generated = r.header("x-request-id").expect("generated request id");
+    assert_eq!(generated.len(), 32);
+    assert_eq!(r.upstream_header("x-request-id"), vec![generated]);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn host_header_can_be_preserved() {
+    let upstream = Upstream::start().await;
+    let config = PLAIN.replace("upstream = \"backend\"", "upstream = \"backend\"\nhost_header = \"preserve\"");
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let r = HttpClient::http1().request("GET", &gw.url("/"), &[("host", "public.example")], b"").await;
+    assert_eq!(r.upstream_header("host"), vec!["public.example"]);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn round_robin_over_targets() {
+    let a = Upstream::start().await;
+    let b = Upstream::start().await;
+    let config = format!(
+        "[upstreams.pair]\ntargets = [\"{}\", \"{}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"pair\"\n",
+        a.addr, b.addr
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    for _ in 0..10 {
+        assert_eq!(client.get(&gw.url("/")).await.status, 200);
+    }
+    assert_eq!((a.hits(), b.hits()), (5, 5));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    // A port that was just free: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let upstream = Upstream::start().await;
+    let config = format!(
+        r#"
+[upstreams.down]
+targets = ["{closed}"]
+[upstreams.slow]
+targets = ["{{upstream}}"]
+request_timeout_ms = 300
+
+[[routes]]
+path_prefix = "/down"
+upstream = "down"
+[[routes]]
+path_prefix = "/slow"
+upstream = "slow"
+[[routes]]
+path = "/ok"
+upstream = "slow"
+"#
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.get(&gw.url("/down")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "upstream_unavailable");
+    assert!(r.json()["request_id"].is_string());
+
+    let started = std::time::Instant::now();
+    let r = client.get(&gw.url("/slow/3000")).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["error"], "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_millis(2500), "timed out late: {:?}", started.elapsed());
+
+    assert_eq!(client.get(&gw.url("/ok")).await.status, 200, "the gateway keeps serving");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn connect_timeout_is_504() {
+    // A loopback listener with a full accept queue drops further SYNs, so connecting hangs until
+    // the gateway's connect timeout: a connect timeout without leaving this machine.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+            fillers.push(s);
+        }
+    }
+    let config = format!(
+        "[upstreams.full]\ntargets = [\"{addr}\"]\nconnect_timeout_ms = 200\n[[routes]]\npath_prefix = \"/\"\nupstream = \"full\"\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    let started = std::time::Instant::now();
+    let r = HttpClient::http1().get(&gw.url("/")).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("connect"), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(listener);
+    gw.stop().await;
+}
+
+const LIMITS: &str = r#"
+[limits]
+max_header_bytes = 2048
+max_headers = 20
+max_body_bytes = 1000
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+
+[[routes]]
+path_prefix = "/buffered"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{plugin:body-upper}"
+"#;
+
+#[tokio::test]
+async fn header_and_body_limits() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(LIMITS, Some(&upstream)).await;
+    let client = HttpClient::http1();
+
+    let big = "v".repeat(3000);
+    let r = client.request("GET", &gw.url("/"), &[("x-big", &big)], b"").await;
+    assert_eq!(r.status, 431);
+    assert_eq!(r.json()["error"], "headers_too_large");
+
+    let many: Vec<(String, String)> = (0..30).map(|i| (format!("x-h{i}"), "1".to_owned())).collect();
+    let refs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(client.request("GET", &gw.url("/"), &refs, b"").await.status, 431);
+
+    // Declared length over the limit: refused before the upstream is called.
+    let hits = upstream.hits();
+    let r = client.request("POST", &gw.url("/"), &[], &[b'a'; 1001]).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"], "body_too_large");
+    assert_eq!(upstream.hits(), hits);
+
+    // At the limit: passes, streamed.
+    let r = client.request("POST", &gw.url("/"), &[], &[b'a'; 1000]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body"].as_str().unwrap().len(), 1000);
+
+    // Buffered for a body plugin: over the limit is 413 too.
+    assert_eq!(client.request("POST", &gw.url("/buffered"), &[], &[b'a'; 1001]).await.status, 413);
+    assert_eq!(upstream.hits(), hits + 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_limit_is_refused() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(LIMITS, Some(&upstream)).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let chunk = "a".repeat(600);
+    let request = format!(
+        "POST /buffered HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn conflicting_content_lengths_are_rejected_not_forwarded() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(PLAIN, Some(&upstream)).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 5\r\nconnection: close\r\n\r\nabcde")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert_eq!(upstream.hits(), 0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http2();
+    let r = client.get(&gw.url("/api/users/9")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.version, http::Version::HTTP_2);
+    assert_eq!(r.upstream_header("x-user"), vec!["9"]);
+    // The upstream hop is HTTP/1.1 with a Host taken from :authority.
+    assert_eq!(r.json()["version"], "HTTP/1.1");
+    assert_eq!(r.upstream_header("via"), vec!["2 airlock"]);
+    let posted = client.request("POST", &gw.url("/api/items"), &[], b"hello h2").await;
+    assert_eq!(posted.json()["body"], "hello h2");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(PLAIN, Some(&upstream)).await;
+    let url = gw.url("/slow/500");
+    let in_flight = tokio::spawn(async move { HttpClient::http1().get(&url).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let addr = gw.addr();
+    gw.stop().await;
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request completed during the drain");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
