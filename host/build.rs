@@ -26,9 +26,12 @@ fn main() {
     }
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // Built-ins ship inside the binary: build them small (no debug info, stripped, LTO).
     cmd.current_dir(&root)
         .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(&target_dir);
+        .arg(&target_dir)
+        .args(["--config", "profile.release.debug=false", "--config", "profile.release.strip=true"])
+        .args(["--config", "profile.release.lto=true", "--config", "profile.release.codegen-units=1"]);
     for (_, package) in &plugins {
         cmd.args(["-p", package]);
     }

@@ -103,6 +103,16 @@ impl Gateway {
         });
 
         let upstreams = build_upstreams(source, config, &mut issues);
+        let mut consumer_ids = std::collections::HashSet::new();
+        for (i, consumer) in config.consumers.iter().enumerate() {
+            if !consumer_ids.insert(consumer.id.get_ref().as_str()) {
+                issues.push(source.issue(
+                    Some(consumer.id.span()),
+                    &format!("consumers[{i}].id"),
+                    format!("consumer id `{}` is used twice", consumer.id.get_ref()),
+                ));
+            }
+        }
         let defs = plugin_defs(source, config, &mut issues);
 
         let mut loader = Loader { sandbox: &sandbox, cache: &cache, source, loaded: HashMap::new() };
@@ -351,11 +361,29 @@ async fn build_entry(
         }
     };
     let plugin = loader.load(name, def, &entry.plugin, &plugin_key).await?;
-    let json = serde_json::to_string(&entry.config)
+    let mut plugin_config = serde_json::to_value(&entry.config)
         .map_err(|e| Some(source.issue(Some(entry.plugin.span()), &format!("{key}.config"), e.to_string())))?;
-    let descriptor = plugin.descriptor;
+    if crate::runtime::capabilities::consumers_granted(&def.source, &def.capabilities)
+        && let Some(object) = plugin_config.as_object_mut()
+        && !config.consumers.is_empty()
+    {
+        if object.contains_key("consumers") {
+            return Err(Some(source.issue(
+                Some(entry.plugin.span()),
+                &format!("{key}.config.consumers"),
+                "`consumers` is filled in by the gateway from [[consumers]]; remove it here",
+            )));
+        }
+        let consumers = serde_json::to_value(&config.consumers)
+            .map_err(|e| Some(source.issue(None, "consumers", e.to_string())))?;
+        object.insert("consumers".to_owned(), consumers);
+    }
+    let json = plugin_config.to_string();
     match InstancePool::new(plugin, name.as_str().into(), json, def.settings.clone()).await {
-        Ok(pool) => Ok(Arc::new(ChainEntry { pool, failure: entry.failure.unwrap_or(def.failure), descriptor })),
+        Ok(pool) => {
+            let descriptor = pool.descriptor();
+            Ok(Arc::new(ChainEntry { pool, failure: entry.failure.unwrap_or(def.failure), descriptor }))
+        }
         Err(e) => Err(Some(source.issue(
             Some(entry.plugin.span()),
             &format!("{key}.config"),

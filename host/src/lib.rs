@@ -103,6 +103,9 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
             )),
         }
     }
+    if config.listeners.is_empty() {
+        issues.push(source.issue(None, "listeners", "at least one listener is needed to run"));
+    }
     if !issues.is_empty() {
         return Err(ConfigError::Invalid(issues).into());
     }

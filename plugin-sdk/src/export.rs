@@ -42,7 +42,9 @@ macro_rules! export_plugin {
                     $crate::__private::describe::<$plugin>()
                 }
 
-                fn configure(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
+                fn configure(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<$crate::__private::RawDescriptor, ::std::string::String> {
                     __AIRLOCK_PLUGIN.with(|slot| $crate::__private::configure::<$plugin>(slot, &config))
                 }
 
@@ -62,7 +64,10 @@ macro_rules! export_plugin {
 
 /// `handler.describe`.
 pub fn describe<P: Plugin>() -> raw::Descriptor {
-    let d = P::descriptor();
+    to_raw(P::descriptor())
+}
+
+fn to_raw(d: crate::Descriptor) -> raw::Descriptor {
     raw::Descriptor {
         on_request: d.on_request,
         on_response: d.on_response,
@@ -71,15 +76,17 @@ pub fn describe<P: Plugin>() -> raw::Descriptor {
     }
 }
 
-/// `handler.configure`: parses the config, builds the plugin, keeps it in `slot`.
-pub fn configure<P: Plugin>(slot: &OnceCell<P>, config: &str) -> Result<(), String> {
+/// `handler.configure`: parses the config, builds the plugin, keeps it in `slot`, and reports
+/// the phases it uses.
+pub fn configure<P: Plugin>(slot: &OnceCell<P>, config: &str) -> Result<raw::Descriptor, String> {
     if slot.get().is_some() {
         return Err("this instance is already configured (the gateway called `configure` twice)".to_owned());
     }
     let plugin = crate::configure::<P>(config)?;
+    let descriptor = to_raw(plugin.configured_descriptor());
     // Cannot fail: checked empty above, and an instance runs one call at a time.
     let _ = slot.set(plugin);
-    Ok(())
+    Ok(descriptor)
 }
 
 const NOT_CONFIGURED: &str = "plugin not configured\n";

@@ -46,6 +46,17 @@ pub trait Plugin: Sized + 'static {
         Descriptor::default()
     }
 
+    /// The phases and bodies this configured instance actually uses, reported to the gateway right
+    /// after [`Plugin::new`] succeeds. The gateway only narrows with it: anything
+    /// [`Plugin::descriptor`] left off stays off. Turn off what the config makes a no-op (a headers
+    /// plugin without response rules needs no `on_response` call) and every request through this
+    /// chain entry skips it.
+    ///
+    /// The default returns [`Plugin::descriptor`] unchanged.
+    fn configured_descriptor(&self) -> Descriptor {
+        Self::descriptor()
+    }
+
     /// Request phase: runs for every request on a route whose chain holds this plugin, before the
     /// upstream is called, in chain order (global entries first).
     ///

@@ -145,6 +145,11 @@ impl Gateway {
         self.running.as_ref().expect("running").addr()
     }
 
+    /// The gateway being served (routes, chains, limits), for checks that need its insides.
+    pub fn inner(&self) -> &airlock::gateway::Gateway {
+        self.running.as_ref().expect("running").gateway()
+    }
+
     /// `http://addr` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr())

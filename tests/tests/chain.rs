@@ -248,3 +248,28 @@ config = { status = 42 }
     // Line 4 of the text above, after the 3 lines of listener the harness puts first.
     assert!(err.contains("airlock.toml:7:"), "points at the line of the entry: {err}");
 }
+
+#[tokio::test]
+async fn configured_entries_narrow_their_phases() {
+    let config = r#"
+[[routes]]
+path = "/a"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { set = { "x-a" = "1" } } }
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { set = { "x-b" = "1" } } }
+[[routes.plugins]]
+plugin = "builtin:respond"
+"#;
+    let gw = Gateway::start(config, None).await;
+    let route = &gw.inner().routes.routes()[0];
+    let phases: Vec<(bool, bool)> =
+        route.chain.entries().iter().map(|e| (e.descriptor.on_request, e.descriptor.on_response)).collect();
+    assert_eq!(phases, vec![(true, false), (false, true), (true, false)]);
+    let r = HttpClient::http1().get(&gw.url("/a")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-b").as_deref(), Some("1"), "the response-only entry still ran");
+    gw.stop().await;
+}

@@ -38,6 +38,26 @@ pub struct Config {
     /// Routes, matched by host, method and path (see `router` for precedence).
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// API consumers: who may call, with their credentials, for auth plugins.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerConfig>,
+}
+
+/// One API consumer. Auth plugins granted the `consumers` capability receive every consumer in
+/// their config (under `consumers`); on success they set `consumer` and `consumer.groups` in the
+/// request context.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// The consumer's id, unique (shown in logs, sent upstream as `X-Consumer-Id` when asked).
+    pub id: Spanned<String>,
+    /// Groups, for ACLs.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Credentials by kind, read by the auth plugin of that kind (e.g. `keys`, `basic`, `jwt`):
+    /// see each plugin's documentation. Secrets may be given as hashes.
+    #[serde(default)]
+    pub credentials: toml::Table,
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {

@@ -40,6 +40,15 @@ const GRANTABLE: &[(&str, &str)] = &[
     ("files", "wasi:filesystem/"),
 ];
 
+/// Grants that are data rather than imports: the host hands them to the plugin's `configure`.
+/// `consumers`: the `[[consumers]]` list, credentials included. Built-in plugins have it by default.
+const DATA_GRANTS: &[&str] = &["consumers"];
+
+/// Whether `grants` (or the plugin being built in) allows the `consumers` list.
+pub fn consumers_granted(source: &str, grants: &[String]) -> bool {
+    source.starts_with("builtin:") || grants.iter().any(|g| g == "consumers")
+}
+
 /// Imports never granted to any plugin, with the reason given to the operator.
 const NEVER: &[(&str, &str)] = &[
     ("wasi:sockets/", "network sockets are never available to plugins"),
@@ -48,7 +57,7 @@ const NEVER: &[(&str, &str)] = &[
 
 /// Capability names a config may mention.
 pub fn known_capabilities() -> Vec<&'static str> {
-    GRANTABLE.iter().map(|(name, _)| *name).collect()
+    GRANTABLE.iter().map(|(name, _)| *name).chain(DATA_GRANTS.iter().copied()).collect()
 }
 
 /// Checks every import of `component` against the baseline and `granted`.

@@ -16,7 +16,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::Action as WitAction;
 use super::host::{HostState, Plugin};
-use super::plugin::{LoadedPlugin, PluginError};
+use super::plugin::{Descriptor, LoadedPlugin, PluginError};
 use crate::config::Isolation;
 use crate::exchange::{RequestState, ResponseState};
 
@@ -66,6 +66,7 @@ pub struct InstancePool {
     config_json: String,
     settings: InstanceSettings,
     idle: ArrayQueue<Instance>,
+    descriptor: Descriptor,
 }
 
 /// Makes a store interruptible: each epoch tick past the deadline either yields to the async
@@ -92,11 +93,26 @@ impl InstancePool {
         config_json: String,
         settings: InstanceSettings,
     ) -> Result<Self, PluginError> {
-        let pool = Self { idle: ArrayQueue::new(settings.pool_size.max(1)), plugin, name, config_json, settings };
-        let first = pool.instantiate().await.map_err(|e| match e {
+        let mut pool = Self {
+            idle: ArrayQueue::new(settings.pool_size.max(1)),
+            descriptor: plugin.descriptor,
+            plugin,
+            name,
+            config_json,
+            settings,
+        };
+        let (first, configured) = pool.instantiate().await.map_err(|e| match e {
             InstantiateError::Configure(msg) => PluginError::Configure(msg),
             InstantiateError::Failed(f) => PluginError::Failed(f),
         })?;
+        // The configured entry may only narrow what the component declared.
+        let declared = pool.plugin.descriptor;
+        pool.descriptor = Descriptor {
+            on_request: declared.on_request && configured.on_request,
+            on_response: declared.on_response && configured.on_response,
+            request_body: declared.request_body && configured.request_body,
+            response_body: declared.response_body && configured.response_body,
+        };
         if pool.settings.isolation == Isolation::Pool {
             let _ = pool.idle.push(first);
         }
@@ -113,12 +129,17 @@ impl InstancePool {
         &self.plugin
     }
 
+    /// The phases and bodies this entry uses (the component's, narrowed by its configure answer).
+    pub fn descriptor(&self) -> Descriptor {
+        self.descriptor
+    }
+
     /// Number of idle warm instances right now.
     pub fn idle_len(&self) -> usize {
         self.idle.len()
     }
 
-    async fn instantiate(&self) -> Result<Instance, InstantiateError> {
+    async fn instantiate(&self) -> Result<(Instance, Descriptor), InstantiateError> {
         let state = HostState::new(self.name.clone(), self.settings.memory_bytes, self.settings.cpu_deadline);
         let mut store = Store::new(&self.plugin.sandbox.engine, state);
         arm_store(&mut store);
@@ -130,7 +151,15 @@ impl InstancePool {
         store.set_epoch_deadline(1);
         store.data_mut().begin_call(false, false);
         match bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json).await {
-            Ok(Ok(())) => Ok(Instance { store, bindings, uses: 0 }),
+            Ok(Ok(d)) => Ok((
+                Instance { store, bindings, uses: 0 },
+                Descriptor {
+                    on_request: d.on_request,
+                    on_response: d.on_response,
+                    request_body: d.request_body,
+                    response_body: d.response_body,
+                },
+            )),
             Ok(Err(msg)) => Err(InstantiateError::Configure(msg)),
             Err(e) => Err(InstantiateError::Failed(classify(store.data(), e))),
         }
@@ -143,7 +172,7 @@ impl InstancePool {
             return Ok(instance);
         }
         match self.instantiate().await {
-            Ok(instance) => Ok(instance),
+            Ok((instance, _)) => Ok(instance),
             Err(InstantiateError::Failed(f)) => Err(f),
             // The config was accepted at load; a refusal now is the plugin misbehaving.
             Err(InstantiateError::Configure(msg)) => Err(Failure::Trap(format!("configure failed at runtime: {msg}"))),

@@ -20,7 +20,7 @@
 //! a value expands to nothing. Templates are parsed once, at configure: a malformed template, an
 //! unknown variable, an invalid header name or an unknown key rejects the config, naming the key.
 
-use airlock_sdk::{Action, Plugin, Request, Response, export_plugin};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, export_plugin};
 use serde::Deserialize;
 
 mod names;
@@ -179,8 +179,10 @@ impl Plugin for HeadersPlugin {
         Ok(Self { request: config.request, response: config.response })
     }
 
-    // Both phases: `describe` runs before any config is seen, so it cannot turn off the
-    // direction a chain entry has no rules for; the phases return at once instead.
+    /// A direction without rules is switched off, so the gateway skips that call entirely.
+    fn configured_descriptor(&self) -> Descriptor {
+        Descriptor::default().with_on_request(!self.request.is_empty()).with_on_response(!self.response.is_empty())
+    }
 
     fn on_request(&self, req: &Request) -> Action {
         if !self.request.is_empty() {
