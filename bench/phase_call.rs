@@ -45,6 +45,7 @@ fn pool(rt: &tokio::runtime::Runtime, isolation: Isolation) -> Arc<InstancePool>
             isolation,
             pool_size: 4,
             max_uses: u64::MAX,
+            state: None,
         };
         let config = r#"{"request":{"set":{"x-out":"${header.x-in}"}}}"#.to_owned();
         Arc::new(InstancePool::new(plugin, "headers".into(), config, settings).await.expect("configure"))

@@ -31,7 +31,8 @@ fn main() {
         .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(&target_dir)
         .args(["--config", "profile.release.debug=false", "--config", "profile.release.strip=true"])
-        .args(["--config", "profile.release.lto=true", "--config", "profile.release.codegen-units=1"]);
+        .args(["--config", "profile.release.lto=true", "--config", "profile.release.codegen-units=1"])
+        .args(["--config", "profile.release.opt-level=\"s\""]);
     for (_, package) in &plugins {
         cmd.args(["-p", package]);
     }
@@ -42,8 +43,8 @@ fn main() {
     let status = cmd.status().expect("cannot run cargo to build the built-in plugins");
     assert!(
         status.success(),
-        "building the built-in plugins for wasm32-wasip2 failed; is the target installed? \
-         (`rustup target add wasm32-wasip2`)"
+        "building the built-in plugins for wasm32-wasip2 failed: see the compiler output above \
+         (if the target is missing: `rustup target add wasm32-wasip2`)"
     );
 
     write_generated(&plugins, &target_dir);

@@ -9,6 +9,11 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
+# The rate-limit tests start a real Redis (tests/tests/rate_limit.rs spawns it on a free port).
+if ! command -v redis-server >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq redis-server
+fi
+
 # The end-to-end tests run the real `airlock` binary as well as the library.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

@@ -21,6 +21,7 @@ use crate::runtime::cache::CompileCache;
 use crate::runtime::engine::MAX_PLUGIN_MEMORY;
 use crate::runtime::pool::{DEFAULT_MAX_USES, DEFAULT_POOL_SIZE};
 use crate::runtime::{ChainEntry, InstancePool, InstanceSettings, LoadedPlugin, PluginChain, SandboxEngine};
+use crate::state::{ScopedState, StateStore};
 
 /// One route, ready to serve.
 pub struct Route {
@@ -81,6 +82,8 @@ pub struct Gateway {
     pub timeouts: TimeoutsConfig,
     /// The sandbox the plugins run in.
     pub sandbox: SandboxEngine,
+    /// The backend of the plugins' `state` capability (`[state]`).
+    pub state: Arc<StateStore>,
 }
 
 /// What a config names as a plugin: a definition, or a source used directly.
@@ -114,8 +117,15 @@ impl Gateway {
             }
         }
         let defs = plugin_defs(source, config, &mut issues);
+        let state = match StateStore::from_config(&config.state) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                issues.push(source.issue(None, "state", e.to_string()));
+                Arc::new(StateStore::Memory(crate::state::memory::MemoryStore::new(1)))
+            }
+        };
 
-        let mut loader = Loader { sandbox: &sandbox, cache: &cache, source, loaded: HashMap::new() };
+        let mut loader = Loader { sandbox: &sandbox, cache: &cache, source, loaded: HashMap::new(), state: state.clone() };
         for (name, def) in &config.plugins {
             if let Some(d) = defs.get(name.as_str()) {
                 let key = format!("plugins.{name}.source");
@@ -192,7 +202,7 @@ impl Gateway {
         };
         match routes {
             Some(routes) if issues.is_empty() => {
-                Ok(Self { routes, limits: config.limits.clone(), timeouts: config.timeouts.clone(), sandbox })
+                Ok(Self { routes, limits: config.limits.clone(), timeouts: config.timeouts.clone(), sandbox, state })
             }
             _ => {
                 issues.sort_by_key(|i| i.line.unwrap_or(0));
@@ -248,6 +258,7 @@ fn settings_for(config: &Config, def: Option<&PluginConfig>) -> InstanceSettings
         isolation: def.map(|d| d.isolation).unwrap_or_default(),
         pool_size: def.and_then(|d| d.pool_size).unwrap_or(DEFAULT_POOL_SIZE),
         max_uses: def.and_then(|d| d.max_uses).unwrap_or(DEFAULT_MAX_USES).max(1),
+        state: None,
     }
 }
 
@@ -277,7 +288,10 @@ fn plugin_defs<'a>(source: &ConfigSource, config: &'a Config, issues: &mut Vec<C
             name.as_str(),
             PluginDef {
                 source: def.source.get_ref().clone(),
-                capabilities: def.capabilities.iter().map(|c| c.get_ref().clone()).collect(),
+                capabilities: crate::runtime::capabilities::effective_grants(
+                    def.source.get_ref(),
+                    &def.capabilities.iter().map(|c| c.get_ref().clone()).collect::<Vec<_>>(),
+                ),
                 settings: settings_for(config, Some(def)),
                 failure: def.failure,
             },
@@ -298,6 +312,8 @@ struct Loader<'a> {
     cache: &'a CompileCache,
     source: &'a ConfigSource,
     loaded: HashMap<(String, Vec<String>), Option<Arc<LoadedPlugin>>>,
+    /// The gateway's state store; each chain entry gets its own scope of it.
+    state: Arc<StateStore>,
 }
 
 impl Loader<'_> {
@@ -343,7 +359,7 @@ async fn build_entry(
         None if is_inline_source(name) => {
             inline = PluginDef {
                 source: name.clone(),
-                capabilities: Vec::new(),
+                capabilities: crate::runtime::capabilities::effective_grants(name, &[]),
                 settings: settings_for(config, None),
                 failure: FailurePolicy::default(),
             };
@@ -379,7 +395,16 @@ async fn build_entry(
         object.insert("consumers".to_owned(), consumers);
     }
     let json = plugin_config.to_string();
-    match InstancePool::new(plugin, name.as_str().into(), json, def.settings.clone()).await {
+    // State namespace: the definition's name, or for a source written in the chain, the route and
+    // the entry's position (`api.plugins[0]`), so two inline entries never share keys.
+    let namespace = if defs.contains_key(name.as_str()) {
+        name.clone()
+    } else {
+        format!("{route}.{}", key.rsplit('.').next().unwrap_or(key))
+    };
+    let mut settings = def.settings.clone();
+    settings.state = Some(ScopedState::new(loader.state.clone(), &namespace));
+    match InstancePool::new(plugin, name.as_str().into(), json, settings).await {
         Ok(pool) => {
             let descriptor = pool.descriptor();
             Ok(Arc::new(ChainEntry { pool, failure: entry.failure.unwrap_or(def.failure), descriptor }))

@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

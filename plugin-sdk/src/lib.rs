@@ -71,7 +71,8 @@
 //!
 //! What a plugin can reach is exactly what its component imports: a plugin built with this crate
 //! imports the request and response it is handed, [`log`], and the WASI basics every Rust
-//! program links (stdio, clocks, random); stdout and stderr go to the gateway log.
+//! program links (stdio, clocks, random); stdout and stderr go to the gateway log. A plugin that
+//! uses [`state`] also imports that capability, which the operator must grant.
 //!
 //! [Airlock]: https://example.invalid/airlock
 #![deny(missing_docs)]
@@ -82,6 +83,7 @@ mod http;
 mod json;
 pub mod log;
 mod plugin;
+pub mod state;
 
 pub use action::{Action, ResponseInit};
 pub use http::{Request, Response};

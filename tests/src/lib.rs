@@ -188,6 +188,7 @@ pub fn guest_plugin_paths() -> Vec<(&'static str, String)> {
         ("body-upper", plugins::BODY_UPPER.to_owned()),
         ("delay", plugins::DELAY.to_owned()),
         ("fail-configure", plugins::FAIL_CONFIGURE.to_owned()),
+        ("reads-file", plugins::READS_FILE.to_owned()),
         ("hello", plugins::HELLO_PLUGIN.to_owned()),
     ]
 }

@@ -146,3 +146,21 @@ async fn other_routes_keep_answering_while_plugins_misbehave() {
     }
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_component_importing_an_ungranted_capability_is_refused_at_load() {
+    let config = r#"
+[plugins.snoop]
+source = "{plugin:reads-file}"
+
+[[routes]]
+path = "/"
+[[routes.plugins]]
+plugin = "snoop"
+"#;
+    let err = Gateway::try_start(config, None).await.err().expect("must be refused").to_string();
+    assert!(err.contains("plugins.snoop.source"), "{err}");
+    assert!(err.contains("plugin `snoop`"), "{err}");
+    assert!(err.contains("wasi:filesystem/"), "{err}");
+    assert!(err.contains("capability `files`"), "{err}");
+}

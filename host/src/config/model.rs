@@ -41,6 +41,45 @@ pub struct Config {
     /// API consumers: who may call, with their credentials, for auth plugins.
     #[serde(default)]
     pub consumers: Vec<ConsumerConfig>,
+    /// Where the `state` capability keeps its counters (rate limits, quotas).
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// Which backend holds plugins' `state` (counters and keyed values with expiry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackend {
+    /// In this process's memory: exact for one gateway, lost on restart.
+    #[default]
+    Memory,
+    /// A shared Redis (standalone, or Redis Cluster through a cluster-aware proxy): limits hold
+    /// across every gateway using it.
+    Redis,
+}
+
+/// `[state]`: the backend of the `state` capability.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// `memory` (default) or `redis`.
+    pub backend: StateBackend,
+    /// Most keys the memory backend holds; past it, expired keys are evicted and, if none has
+    /// expired, new keys are refused (counted in the store's stats).
+    pub max_keys: usize,
+    /// `redis://[user:password@]host:port[/db]`, required with `backend = "redis"`.
+    pub redis_url: Option<String>,
+    /// Time to open a connection to Redis, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Time one state operation may take, connection included, in milliseconds; past it the
+    /// operation fails as `unavailable` and the plugin's policy applies.
+    pub timeout_ms: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self { backend: StateBackend::Memory, max_keys: 1_000_000, redis_url: None, connect_timeout_ms: 1_000, timeout_ms: 100 }
+    }
 }
 
 /// One API consumer. Auth plugins granted the `consumers` capability receive every consumer in

@@ -78,12 +78,15 @@ impl Gateway {
         let (state, stream) = self.read_request(request, route, params, conn, request_id).await?;
 
         let chain = &route.chain;
-        let (state, ran, outcome) = chain.run_request_phases(state, route.timeout).await?;
+        let (mut state, ran, outcome) = chain.run_request_phases(state, route.timeout).await?;
         let pending = match outcome {
             RequestOutcome::Respond(response) => {
                 PendingResponse { state: response, stream: None, version: Version::HTTP_11 }
             }
-            RequestOutcome::Upstream => self.call_upstream(route, &state, stream, &client_path).await?,
+            RequestOutcome::Upstream => {
+                let keep_request = chain.has_response_phases(ran);
+                self.call_upstream(route, &mut state, keep_request, stream, &client_path).await?
+            }
         };
         let PendingResponse { state: response, stream, version } = pending;
         let (_, response) = chain.run_response_phases(ran, state, response).await?;
@@ -189,11 +192,13 @@ impl Gateway {
     }
 
     /// Phase 5: sends the request upstream and waits for the response head. The response body is
-    /// buffered only when a plugin in the chain declared it needs it.
+    /// buffered only when a plugin in the chain declared it needs it. The request's headers are
+    /// moved, not copied, unless a response phase will still read them (`keep_request`).
     async fn call_upstream(
         &self,
         route: &Route,
-        state: &RequestState,
+        state: &mut RequestState,
+        keep_request: bool,
         stream: Option<ProxyBody>,
         client_path: &str,
     ) -> Result<PendingResponse, GatewayError> {
@@ -208,7 +213,7 @@ impl Gateway {
         };
         let uri: Uri = uri.parse().map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
 
-        let mut headers = state.headers.clone();
+        let mut headers = if keep_request { state.headers.clone() } else { std::mem::take(&mut state.headers) };
         match route.host_header {
             crate::config::HostHeader::Preserve => {}
             crate::config::HostHeader::Upstream => {

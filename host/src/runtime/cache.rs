@@ -76,3 +76,38 @@ fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()>
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiled_components_are_cached_and_reused() {
+        let engine = Engine::default();
+        let bytes = crate::runtime::builtin::bytes("respond").expect("built-in respond");
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(Some(dir.path().join("cache")));
+        let first = cache.load(&engine, bytes).unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("cache")).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1, "one entry written");
+        let name = files[0].file_name().to_string_lossy().into_owned();
+        assert!(name.starts_with(&hex::encode(Sha256::digest(bytes))), "{name}");
+        let modified = files[0].metadata().unwrap().modified().unwrap();
+        let second = cache.load(&engine, bytes).unwrap();
+        assert_eq!(files[0].metadata().unwrap().modified().unwrap(), modified, "read back, not rewritten");
+        assert_eq!(
+            first.component_type().imports(&engine).count(),
+            second.component_type().imports(&engine).count()
+        );
+    }
+
+    #[test]
+    fn a_corrupt_cache_entry_is_recompiled() {
+        let engine = Engine::default();
+        let bytes = crate::runtime::builtin::bytes("respond").expect("built-in respond");
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(Some(dir.path().to_path_buf()));
+        std::fs::write(dir.path().join(cache_file_name(&engine, bytes)), b"not a compiled component").unwrap();
+        assert!(cache.load(&engine, bytes).is_ok());
+    }
+}

@@ -31,8 +31,8 @@ const BASELINE: &[&str] = &[
     "wasi:random/insecure-seed@0.2.",
 ];
 
-/// Capabilities a config may grant, with the imports each one covers. None is implemented by
-/// this version of the host yet; they are listed so errors can say what an import would need.
+/// Capabilities a config may grant, with the imports each one covers. Those not in
+/// [`IMPLEMENTED`] are listed so errors can say what an import would need.
 const GRANTABLE: &[(&str, &str)] = &[
     ("state", "airlock:plugin/state@"),
     ("http-client", "airlock:plugin/http-client@"),
@@ -40,13 +40,38 @@ const GRANTABLE: &[(&str, &str)] = &[
     ("files", "wasi:filesystem/"),
 ];
 
+/// Capabilities this version of the host links.
+const IMPLEMENTED: &[&str] = &["state"];
+
+/// Capabilities built-in plugins have without a grant in the config: they ship inside the binary,
+/// are reviewed with it, and use `state` only through their own namespace.
+const BUILTIN_GRANTS: &[&str] = &["state"];
+
+/// The capabilities a plugin from `source` has: those `grants` lists, plus [`BUILTIN_GRANTS`]
+/// for `builtin:` sources.
+pub fn effective_grants(source: &str, grants: &[String]) -> Vec<String> {
+    let mut all = grants.to_vec();
+    if source.starts_with("builtin:") {
+        for g in BUILTIN_GRANTS {
+            if !all.iter().any(|x| x == g) {
+                all.push((*g).to_owned());
+            }
+        }
+    }
+    all
+}
+
 /// Grants that are data rather than imports: the host hands them to the plugin's `configure`.
-/// `consumers`: the `[[consumers]]` list, credentials included. Built-in plugins have it by default.
+/// `consumers`: the `[[consumers]]` list, credentials included. The built-in plugins that check
+/// credentials have it by default; no other plugin sees secrets unless granted.
 const DATA_GRANTS: &[&str] = &["consumers"];
 
-/// Whether `grants` (or the plugin being built in) allows the `consumers` list.
+/// Built-in plugins that verify consumer credentials, and so receive `[[consumers]]` ungranted.
+const CREDENTIAL_BUILTINS: &[&str] = &["builtin:key-auth", "builtin:basic-auth", "builtin:jwt"];
+
+/// Whether `grants` (or the plugin being a credential-checking built-in) allows the `consumers` list.
 pub fn consumers_granted(source: &str, grants: &[String]) -> bool {
-    source.starts_with("builtin:") || grants.iter().any(|g| g == "consumers")
+    CREDENTIAL_BUILTINS.contains(&source) || grants.iter().any(|g| g == "consumers")
 }
 
 /// Imports never granted to any plugin, with the reason given to the operator.
@@ -72,6 +97,9 @@ pub fn check(engine: &Engine, component: &Component, granted: &[String]) -> Resu
         }
         if let Some((capability, _)) = GRANTABLE.iter().find(|(_, prefix)| name.starts_with(prefix)) {
             if granted.iter().any(|g| g == capability) {
+                if IMPLEMENTED.contains(capability) {
+                    continue;
+                }
                 return Err(format!(
                     "imports `{name}` (capability `{capability}`), which this version of Airlock does not provide yet"
                 ));

@@ -70,6 +70,12 @@ impl PluginChain {
         self.request_body
     }
 
+    /// Whether any of the first `ran` entries has a response phase (else the request is not
+    /// needed once it has been sent upstream).
+    pub fn has_response_phases(&self, ran: usize) -> bool {
+        self.entries[..ran.min(self.entries.len())].iter().any(|e| e.descriptor.on_response)
+    }
+
     /// Whether the upstream response body must be buffered before the response phases.
     pub fn needs_response_body(&self) -> bool {
         self.response_body

@@ -39,6 +39,8 @@ pub struct InstanceSettings {
     pub pool_size: usize,
     /// Calls after which an instance is retired.
     pub max_uses: u64,
+    /// The entry's scope of the state store (capability `state`).
+    pub state: Option<crate::state::ScopedState>,
 }
 
 /// What a request phase asked the host to do.
@@ -140,7 +142,8 @@ impl InstancePool {
     }
 
     async fn instantiate(&self) -> Result<(Instance, Descriptor), InstantiateError> {
-        let state = HostState::new(self.name.clone(), self.settings.memory_bytes, self.settings.cpu_deadline);
+        let mut state = HostState::new(self.name.clone(), self.settings.memory_bytes, self.settings.cpu_deadline);
+        state.state = self.settings.state.clone();
         let mut store = Store::new(&self.plugin.sandbox.engine, state);
         arm_store(&mut store);
         store.data_mut().begin_call(false, false);

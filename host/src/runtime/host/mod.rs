@@ -4,9 +4,11 @@
 //!
 //! - [`types`]: the `request` and `response` resources (always linked);
 //! - [`log`]: writing to the gateway log (always linked);
-//! - [`wasi`]: the harmless WASI baseline (io, cli, clocks, random), and nothing else of WASI.
+//! - [`wasi`]: the harmless WASI baseline (io, cli, clocks, random), and nothing else of WASI;
+//! - [`state`]: counters and keyed values with expiry (capability `state`).
 
 pub mod log;
+pub mod state;
 pub mod types;
 pub mod wasi;
 
@@ -29,6 +31,7 @@ mod bindings {
             "airlock:plugin/types.request": super::types::RequestHandle,
             "airlock:plugin/types.response": super::types::ResponseHandle,
         },
+        imports: { "airlock:plugin/state": async },
         exports: { default: async },
     });
 }
@@ -62,6 +65,8 @@ pub struct HostState {
     pub cpu_deadline: Duration,
     /// Set when the deadline interrupted the current call.
     pub deadline_hit: bool,
+    /// The chain entry's view of the state store (capability `state`), keys already scoped.
+    pub state: Option<crate::state::ScopedState>,
 }
 
 impl HostState {
@@ -79,6 +84,7 @@ impl HostState {
             call_started: Instant::now(),
             cpu_deadline,
             deadline_hit: false,
+            state: None,
         }
     }
 

@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Side-by-side load benchmark: the upstream directly, nginx as a reverse proxy, and Airlock with
+several plugin chains, alternated A B A B over several rounds, medians reported.
+
+Run by hand (not in CI):  bench/compare.py [--rounds 3] [--duration 10] [--connections 32]
+Writes bench/results/<date>.md and prints the table. Installs nginx, wrk and h2load (Debian
+packages) if missing. Everything listens on 127.0.0.1 only.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM_PORT = 19100
+NGINX_PORT = 19200
+AIRLOCK_PORT = 19300
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def ensure_tools():
+    missing = [pkg for tool, pkg in (("nginx", "nginx"), ("wrk", "wrk"), ("h2load", "nghttp2-client")) if not shutil.which(tool)]
+    if missing:
+        sh("apt-get", "update", "-qq")
+        sh("apt-get", "install", "-y", "-qq", *missing)
+
+
+def build():
+    sh("cargo", "build", "--release", "--locked", "-p", "airlock", cwd=ROOT)
+    return ROOT / "target" / "release" / "airlock"
+
+
+def wait_port(port, timeout=60):
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def wait_port_free(port, timeout=30):
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.05)
+
+
+NGINX_CONF = """
+worker_processes {workers};
+pid {dir}/nginx-{name}.pid;
+error_log {dir}/nginx-{name}-error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port} {http2};
+        location / {{ {body} }}
+    }}
+}}
+"""
+
+
+def start_nginx(tmp, name, port, body, workers, http2=""):
+    conf = Path(tmp) / f"nginx-{name}.conf"
+    conf.write_text(NGINX_CONF.format(workers=workers, dir=tmp, name=name, port=port, upstream=UPSTREAM_PORT, body=body, http2=http2))
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc
+
+
+def airlock_config(chain, extra=""):
+    return f"""
+[[listeners]]
+address = "127.0.0.1:{AIRLOCK_PORT}"
+[upstreams.backend]
+targets = ["127.0.0.1:{UPSTREAM_PORT}"]
+max_idle_connections = 128
+{extra}
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+{chain}
+"""
+
+
+def headers_entry(i):
+    return f"""[[routes.plugins]]
+plugin = "builtin:headers"
+config = {{ request = {{ set = {{ "x-bench-{i}" = "1" }} }}, response = {{ set = {{ "x-bench-resp-{i}" = "1" }} }} }}
+"""
+
+
+def cases(binary):
+    c = [
+        ("upstream direct", None, None),
+        ("nginx proxy_pass", "nginx", None),
+        ("airlock, no plugins", "airlock", airlock_config("")),
+    ]
+    typical = """[[routes.plugins]]
+plugin = "builtin:key-auth"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = { limits = [{ name = "bench", rate = 100000000, per = "second", burst = 100000000 }] }
+""" + headers_entry(0)
+    consumers = '[[consumers]]\nid = "bench"\ncredentials = { keys = ["bench-key"] }\n'
+    c.append(("airlock, key-auth + rate-limit + headers (warm)", "airlock", airlock_config(typical, consumers)))
+    strict = typical.replace('plugin = "builtin:', 'plugin = "strict-')
+    defs = consumers + "".join(
+        f'[plugins.strict-{n}]\nsource = "builtin:{n}"\nisolation = "request"\n' for n in ("key-auth", "rate-limit", "headers")
+    )
+    c.append(("same chain, isolation = request", "airlock", airlock_config(strict, defs)))
+    for n in (1, 2, 4, 8):
+        c.append((f"airlock, {n} x headers", "airlock", airlock_config("".join(headers_entry(i) for i in range(n)))))
+    body_plugin = ROOT / "target/test-plugins/wasm32-wasip2/release/airlock_test_body_upper.wasm"
+    for size in (1024, 65536):
+        chain = f'[[routes.plugins]]\nplugin = "{body_plugin}"\n'
+        c.append((f"airlock, {size // 1024} KiB body through a body-reading plugin", f"body:{size}", airlock_config(chain)))
+    return c
+
+
+def run_wrk(url, duration, connections, headers, body_file=None):
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for h in headers:
+        args += ["-H", h]
+    if body_file:
+        args += ["-s", body_file]
+    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def lat(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": lat(50), "p99": lat(99), "errors": int(non2xx.group(1)) if non2xx else 0}
+
+
+def peak_rss_mib(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2, help="gateway worker threads and nginx workers")
+    args = ap.parse_args()
+
+    ensure_tools()
+    binary = build()
+    tmp = tempfile.mkdtemp(prefix="airlock-bench-")
+    upstream = start_nginx(tmp, "upstream", UPSTREAM_PORT, 'return 200 "ok";', args.threads)
+    nginx = start_nginx(tmp, "proxy", NGINX_PORT, "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";", args.threads)
+    results = {}
+    skipped = {}
+    all_cases = cases(binary)
+    try:
+        for rnd in range(args.rounds):
+            for name, kind, config in all_cases:
+                if name in skipped:
+                    continue
+                headers = ["x-api-key: bench-key"]
+                proc = None
+                if kind is None:
+                    url = f"http://127.0.0.1:{UPSTREAM_PORT}/"
+                elif kind == "nginx":
+                    url = f"http://127.0.0.1:{NGINX_PORT}/"
+                else:
+                    path = Path(tmp) / "airlock.toml"
+                    path.write_text(config)
+                    check = subprocess.run([str(binary), "check", "-c", str(path)], capture_output=True, text=True)
+                    if check.returncode != 0:
+                        skipped[name] = check.stderr.strip().splitlines()[0]
+                        continue
+                    env = dict(os.environ, RUST_LOG="warn", TOKIO_WORKER_THREADS=str(args.threads))
+                    proc = subprocess.Popen([str(binary), "run", "-c", str(path)], env=env, stderr=subprocess.DEVNULL)
+                    wait_port(AIRLOCK_PORT)
+                    url = f"http://127.0.0.1:{AIRLOCK_PORT}/"
+                script = None
+                if kind.startswith("body:") if kind else False:
+                    script = str(Path(tmp) / f"post-{kind[5:]}.lua")
+                    Path(script).write_text(f'wrk.method = "POST"\nwrk.body = string.rep("a", {kind[5:]})\n')
+                run_wrk(url, 2, args.connections, headers, script)  # warm-up
+                r = run_wrk(url, args.duration, args.connections, headers, script)
+                if proc:
+                    r["rss"] = peak_rss_mib(proc.pid)
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=30)
+                    wait_port_free(AIRLOCK_PORT)
+                results.setdefault(name, []).append(r)
+                print(f"round {rnd + 1}: {name}: {r['rps']:.0f} req/s p50 {r['p50']:.3f} ms p99 {r['p99']:.3f} ms", flush=True)
+    finally:
+        for p in (upstream, nginx):
+            p.send_signal(signal.SIGQUIT)
+            p.wait(timeout=30)
+
+    def med(name, key):
+        vals = [r[key] for r in results[name] if key in r]
+        return statistics.median(vals) if vals else float("nan")
+
+    nginx_rps, nginx_p99 = med("nginx proxy_pass", "rps"), med("nginx proxy_pass", "p99")
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor())
+    lines = [
+        f"# Load benchmark, {datetime.date.today()}",
+        "",
+        f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
+        f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds alternated, medians. "
+        f"Gateway threads / nginx workers: {args.threads}. Upstream: nginx `return 200`.",
+        "",
+        "| case | req/s | p50 ms | p99 ms | peak RSS MiB | req/s vs nginx | p99 vs nginx | non-2xx |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, _, _ in all_cases:
+        if name in skipped:
+            lines.append(f"| {name} | skipped: {skipped[name]} | | | | | | |")
+            continue
+        rps, p50, p99 = med(name, "rps"), med(name, "p50"), med(name, "p99")
+        rss = med(name, "rss")
+        errors = sum(r["errors"] for r in results[name])
+        rss_s = "" if rss != rss else f"{rss:.1f}"
+        lines.append(f"| {name} | {rps:.0f} | {p50:.3f} | {p99:.3f} | {rss_s} | {rps / nginx_rps:.2f}x | {p99 / nginx_p99:.2f}x | {errors} |")
+    report = "\n".join(lines) + "\n"
+    out = ROOT / "bench" / "results" / f"{datetime.date.today()}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(report)
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

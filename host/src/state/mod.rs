@@ -1,0 +1,445 @@
+//! The backends of the `state` capability: atomic counters, token buckets, fixed windows and
+//! keyed values with expiry, in this process's memory ([`memory`]) or in a shared Redis
+//! ([`redis`]). The WIT side (`airlock:plugin/state`) is `runtime::host::state`; it reaches a
+//! store only through a [`ScopedState`], which prefixes every key with the plugin's namespace.
+//!
+//! Both backends implement the same operations with the same arithmetic (checked against each
+//! other in the tests): GCRA for `acquire`, a first-hit fixed window for `window`. In both, the
+//! check and the update are one atomic step, and a refused request takes nothing.
+
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::config::{StateBackend, StateConfig};
+
+/// Longest key a plugin may use, in bytes (keys are per-client, e.g. a consumer id or an IP: this
+/// leaves room for combinations while bounding what one key costs the backend).
+pub const MAX_KEY_BYTES: usize = 512;
+
+/// Largest value `set` accepts, in bytes (state is for counters and small records, not a cache).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Longest namespace kept in a key, in bytes (names come from the operator's config).
+pub const MAX_NAMESPACE_BYTES: usize = 256;
+
+/// How often the "state backend unavailable" warning is logged at most (an outage must not flood
+/// the log with one line per request).
+pub const UNAVAILABLE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a state operation did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The backend could not be reached or did not answer in time.
+    #[error("state backend unavailable: {0}")]
+    Unavailable(String),
+    /// The arguments were refused.
+    #[error("invalid state operation: {0}")]
+    Invalid(String),
+    /// The memory backend is at `max_keys` and nothing has expired.
+    #[error("state store full")]
+    Full,
+}
+
+/// Why a store could not be built from `[state]`.
+#[derive(Debug, thiserror::Error)]
+pub enum StateConfigError {
+    /// `backend = "redis"` without `redis_url`.
+    #[error("`state.redis_url` is required with `backend = \"redis\"`")]
+    MissingUrl,
+    /// The Redis URL does not parse.
+    #[error("`state.redis_url`: {0}")]
+    BadUrl(String),
+    /// A bound is zero.
+    #[error("`state.{0}` must be at least 1")]
+    Zero(&'static str),
+}
+
+/// The outcome of a limiter step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the cost was taken.
+    pub allowed: bool,
+    /// Units left after this step.
+    pub remaining: u64,
+    /// The limit the numbers refer to (burst or window limit).
+    pub limit: u64,
+    /// Milliseconds until the limit is fully available again.
+    pub reset_after_ms: u64,
+    /// When refused, milliseconds until the same cost would fit; 0 when allowed.
+    pub retry_after_ms: u64,
+}
+
+/// Counters describing a store's health, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct StateStats {
+    /// Operations that failed because the backend was unreachable or slow.
+    pub unavailable: AtomicU64,
+    /// Keys refused because the memory backend was at `max_keys`.
+    pub cap_hits: AtomicU64,
+    /// Expired keys evicted by the memory backend's sweeps.
+    pub evicted: AtomicU64,
+    /// When "unavailable" was last logged: milliseconds since `started`, plus one (0: never).
+    last_logged: AtomicU64,
+    /// The clock origin of `last_logged`: the first recorded failure.
+    started: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl StateStats {
+    /// Counts an unavailable error and logs it, at most once per [`UNAVAILABLE_LOG_INTERVAL`].
+    pub fn record_unavailable(&self, backend: &str, error: &StateError) {
+        let total = self.unavailable.fetch_add(1, Ordering::Relaxed) + 1;
+        let started = *self.started.get_or_init(std::time::Instant::now);
+        let now = started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_logged.load(Ordering::Relaxed);
+        let interval = UNAVAILABLE_LOG_INTERVAL.as_millis() as u64;
+        if (last == 0 || now.saturating_sub(last) >= interval)
+            && self.last_logged.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(
+                backend,
+                failures_so_far = total,
+                "{error}; limiters apply their on_state_error policy (logged at most every {}s)",
+                UNAVAILABLE_LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+}
+
+/// A state backend, shared by every plugin of a gateway.
+pub enum StateStore {
+    /// In-process memory.
+    Memory(memory::MemoryStore),
+    /// A shared Redis (boxed: it is much larger than the memory store's handle).
+    Redis(Box<redis::RedisStore>),
+}
+
+impl StateStore {
+    /// Builds the store `[state]` asks for. Redis is not contacted here: the first operation
+    /// connects, so a gateway starts (and its limiters apply their policy) while Redis is down.
+    pub fn from_config(config: &StateConfig) -> Result<Self, StateConfigError> {
+        match config.backend {
+            StateBackend::Memory => {
+                if config.max_keys == 0 {
+                    return Err(StateConfigError::Zero("max_keys"));
+                }
+                Ok(Self::Memory(memory::MemoryStore::new(config.max_keys)))
+            }
+            StateBackend::Redis => {
+                let url = config.redis_url.as_deref().ok_or(StateConfigError::MissingUrl)?;
+                if config.timeout_ms == 0 {
+                    return Err(StateConfigError::Zero("timeout_ms"));
+                }
+                if config.connect_timeout_ms == 0 {
+                    return Err(StateConfigError::Zero("connect_timeout_ms"));
+                }
+                let store = redis::RedisStore::new(
+                    url,
+                    config.max_keys.max(1),
+                    Duration::from_millis(config.connect_timeout_ms),
+                    Duration::from_millis(config.timeout_ms),
+                )
+                .map_err(StateConfigError::BadUrl)?;
+                Ok(Self::Redis(Box::new(store)))
+            }
+        }
+    }
+
+    /// The backend's name, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    /// Health counters.
+    pub fn stats(&self) -> &StateStats {
+        match self {
+            Self::Memory(m) => m.stats(),
+            Self::Redis(r) => r.stats(),
+        }
+    }
+
+    /// Counts (and logs, rate-limited) an unavailable backend.
+    fn observe<T>(&self, result: Result<T, StateError>) -> Result<T, StateError> {
+        if let Err(e @ StateError::Unavailable(_)) = &result {
+            self.stats().record_unavailable(self.backend(), e);
+        }
+        result
+    }
+
+    /// Adds `delta` to a counter; a new key expires after `ttl_ms` (0: never).
+    pub async fn incr(&self, key: &str, delta: u64, ttl_ms: u64) -> Result<u64, StateError> {
+        let r = match self {
+            Self::Memory(m) => m.incr(key, delta, ttl_ms),
+            Self::Redis(r) => r.incr(key, delta, ttl_ms).await,
+        };
+        self.observe(r)
+    }
+
+    /// This gateway's own memory: the store itself for `memory`, the local fallback for `redis`.
+    pub fn local(&self) -> &memory::MemoryStore {
+        match self {
+            Self::Memory(m) => m,
+            Self::Redis(r) => r.local(),
+        }
+    }
+
+    /// GCRA token bucket step.
+    pub async fn acquire(&self, key: &str, limit: &Gcra, cost: u64) -> Result<Decision, StateError> {
+        let r = match self {
+            Self::Memory(m) => m.acquire(key, limit, cost),
+            Self::Redis(r) => r.acquire(key, limit, cost).await,
+        };
+        self.observe(r)
+    }
+
+    /// Fixed window step.
+    pub async fn window(&self, key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<Decision, StateError> {
+        let r = match self {
+            Self::Memory(m) => m.window(key, limit, window_ms, cost),
+            Self::Redis(r) => r.window(key, limit, window_ms, cost).await,
+        };
+        self.observe(r)
+    }
+
+    /// Reads a value.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let r = match self {
+            Self::Memory(m) => m.get(key),
+            Self::Redis(r) => r.get(key).await,
+        };
+        self.observe(r)
+    }
+
+    /// Stores a value expiring after `ttl_ms` (0: never).
+    pub async fn set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StateError> {
+        let r = match self {
+            Self::Memory(m) => m.set(key, value, ttl_ms),
+            Self::Redis(r) => r.set(key, value, ttl_ms).await,
+        };
+        self.observe(r)
+    }
+
+    /// Removes a key.
+    pub async fn delete(&self, key: &str) -> Result<(), StateError> {
+        let r = match self {
+            Self::Memory(m) => m.delete(key),
+            Self::Redis(r) => r.delete(key).await,
+        };
+        self.observe(r)
+    }
+}
+
+/// A token bucket's parameters, validated: `burst` units of capacity, refilled at `rate` units
+/// per `period_ms`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gcra {
+    /// Milliseconds between two units of refill (`period_ms / rate`), fractional.
+    pub emission_ms: f64,
+    /// Capacity, in units.
+    pub burst: u64,
+}
+
+impl Gcra {
+    /// Validates the parameters of `acquire`.
+    pub fn new(rate: u64, period_ms: u64, burst: u64) -> Result<Self, StateError> {
+        if rate == 0 || period_ms == 0 || burst == 0 {
+            return Err(StateError::Invalid("rate, period-ms and burst must be at least 1".into()));
+        }
+        Ok(Self { emission_ms: period_ms as f64 / rate as f64, burst })
+    }
+
+    /// One GCRA step at time `now_ms` against the stored theoretical arrival time `tat_ms` (None:
+    /// a fresh, full bucket). Returns the decision and, when allowed, the new TAT to store.
+    pub fn step(&self, tat_ms: Option<f64>, now_ms: f64, cost: u64) -> (Decision, Option<f64>) {
+        let tat = tat_ms.unwrap_or(now_ms).max(now_ms);
+        let tolerance = self.emission_ms * self.burst as f64;
+        let new_tat = tat + self.emission_ms * cost as f64;
+        let used_after = new_tat - now_ms;
+        if used_after <= tolerance + 1e-6 {
+            let remaining = ((tolerance - used_after) / self.emission_ms + 1e-9).floor().max(0.0) as u64;
+            let decision = Decision {
+                allowed: true,
+                remaining,
+                limit: self.burst,
+                reset_after_ms: used_after.ceil().max(0.0) as u64,
+                retry_after_ms: 0,
+            };
+            (decision, Some(new_tat))
+        } else {
+            let used = tat - now_ms;
+            let remaining = ((tolerance - used) / self.emission_ms + 1e-9).floor().max(0.0) as u64;
+            let decision = Decision {
+                allowed: false,
+                remaining,
+                limit: self.burst,
+                reset_after_ms: used.ceil().max(0.0) as u64,
+                retry_after_ms: (used_after - tolerance).ceil().max(1.0) as u64,
+            };
+            (decision, None)
+        }
+    }
+}
+
+/// One fixed-window step: `count` units used so far in a window ending in `ttl_ms`.
+pub fn window_step(count: u64, limit: u64, ttl_ms: u64, cost: u64) -> Decision {
+    if count.saturating_add(cost) <= limit {
+        Decision {
+            allowed: true,
+            remaining: limit - count - cost,
+            limit,
+            reset_after_ms: ttl_ms,
+            retry_after_ms: 0,
+        }
+    } else {
+        Decision {
+            allowed: false,
+            remaining: limit.saturating_sub(count),
+            limit,
+            reset_after_ms: ttl_ms,
+            // A cost above the limit never fits; the end of the window is still the honest answer.
+            retry_after_ms: ttl_ms.max(1),
+        }
+    }
+}
+
+/// A store seen through one plugin's namespace: every key is prefixed, so plugins never meet.
+#[derive(Clone)]
+pub struct ScopedState {
+    store: Arc<StateStore>,
+    prefix: Arc<str>,
+}
+
+impl std::fmt::Debug for ScopedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopedState").field("backend", &self.store.backend()).field("prefix", &self.prefix).finish()
+    }
+}
+
+impl ScopedState {
+    /// Scopes `store` to `namespace` (escaped, so no namespace is a prefix of another's keys).
+    pub fn new(store: Arc<StateStore>, namespace: &str) -> Self {
+        let mut prefix = String::from("airlock:");
+        escape_into(&mut prefix, super::runtime::host::log::truncate(namespace, MAX_NAMESPACE_BYTES), true);
+        prefix.push(':');
+        Self { store, prefix: prefix.into() }
+    }
+
+    /// The store behind this scope.
+    pub fn store(&self) -> &Arc<StateStore> {
+        &self.store
+    }
+
+    /// The backend key for a plugin's `key`. `{` and `}` are escaped so a plugin cannot choose a
+    /// Redis Cluster hash tag: every key hashes as a whole, and each operation touches one key,
+    /// so all of them are cluster-safe and spread over the slots.
+    pub fn key(&self, key: &str) -> Result<String, StateError> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(StateError::Invalid(format!("key longer than {MAX_KEY_BYTES} bytes")));
+        }
+        let mut out = String::with_capacity(self.prefix.len() + key.len() + 8);
+        out.push_str(&self.prefix);
+        escape_into(&mut out, key, false);
+        Ok(out)
+    }
+}
+
+/// Percent-escapes `%`, `{`, `}` (and `:` in a namespace, which ends at the first `:`).
+fn escape_into(out: &mut String, s: &str, namespace: bool) {
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            ':' if namespace => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_namespaced_and_escaped() {
+        let store = Arc::new(StateStore::Memory(memory::MemoryStore::new(10)));
+        let a = ScopedState::new(store.clone(), "a:b");
+        let b = ScopedState::new(store.clone(), "a");
+        assert_eq!(a.key("c").unwrap(), "airlock:a%3Ab:c");
+        assert_eq!(b.key("b:c").unwrap(), "airlock:a:b:c");
+        assert_ne!(a.key("c").unwrap(), b.key("b:c").unwrap());
+        assert_eq!(b.key("{x}%").unwrap(), "airlock:a:%7Bx%7D%25");
+        assert!(matches!(b.key(&"k".repeat(MAX_KEY_BYTES + 1)), Err(StateError::Invalid(_))));
+    }
+
+    #[test]
+    fn gcra_admits_burst_then_rate() {
+        // 10 per second, burst 5.
+        let g = Gcra::new(10, 1000, 5).unwrap();
+        let mut tat = None;
+        let mut allowed = 0;
+        for _ in 0..20 {
+            let (d, t) = g.step(tat, 0.0, 1);
+            if d.allowed {
+                allowed += 1;
+                tat = t;
+            } else {
+                assert_eq!(d.retry_after_ms, 100);
+                assert_eq!(d.remaining, 0);
+            }
+        }
+        assert_eq!(allowed, 5);
+        // 250 ms later: 2 more units (one every 100 ms).
+        let mut later = 0;
+        for _ in 0..5 {
+            let (d, t) = g.step(tat, 250.0, 1);
+            if d.allowed {
+                later += 1;
+                tat = t;
+            }
+        }
+        assert_eq!(later, 2);
+        // A refused step leaves the TAT alone: nothing was taken.
+        let (d, t) = g.step(tat, 250.0, 1);
+        assert!(!d.allowed && t.is_none());
+        assert_eq!(d.retry_after_ms, 50);
+    }
+
+    #[test]
+    fn gcra_remaining_and_reset() {
+        let g = Gcra::new(1, 1000, 3).unwrap();
+        let (d, tat) = g.step(None, 0.0, 1);
+        assert_eq!((d.allowed, d.remaining, d.limit, d.reset_after_ms), (true, 2, 3, 1000));
+        let (d, _) = g.step(tat, 0.0, 2);
+        assert_eq!((d.allowed, d.remaining, d.reset_after_ms), (true, 0, 3000));
+        let (d, _) = g.step(None, 0.0, 4);
+        assert!(!d.allowed);
+        assert!(Gcra::new(0, 1000, 1).is_err());
+    }
+
+    #[test]
+    fn window_refusals_take_nothing() {
+        let d = window_step(9, 10, 500, 1);
+        assert_eq!((d.allowed, d.remaining, d.reset_after_ms), (true, 0, 500));
+        let d = window_step(10, 10, 500, 1);
+        assert_eq!((d.allowed, d.remaining, d.retry_after_ms), (false, 0, 500));
+        let d = window_step(8, 10, 400, 5);
+        assert_eq!((d.allowed, d.remaining), (false, 2));
+    }
+
+    #[test]
+    fn config_errors() {
+        let mut c = StateConfig { backend: StateBackend::Redis, ..StateConfig::default() };
+        assert!(matches!(StateStore::from_config(&c), Err(StateConfigError::MissingUrl)));
+        c.redis_url = Some("nonsense".into());
+        assert!(matches!(StateStore::from_config(&c), Err(StateConfigError::BadUrl(_))));
+        c.redis_url = Some("redis://127.0.0.1:1".into());
+        assert_eq!(StateStore::from_config(&c).unwrap().backend(), "redis");
+    }
+}

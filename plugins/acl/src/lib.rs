@@ -1,0 +1,179 @@
+//! `builtin:acl`: allows or denies the authenticated consumer by id or group.
+//!
+//! ```toml
+//! [[routes.plugins]]
+//! plugin = "builtin:key-auth"            # or any plugin that sets the `consumer` context
+//! [[routes.plugins]]
+//! plugin = "builtin:acl"
+//! [routes.plugins.config]
+//! allow = ["alice", "group:admin"]       # consumer ids, or `group:<name>`
+//! deny = ["group:suspended"]             # checked first: a match is refused
+//! # no_consumer_status = 403              # 401 or 403 when no consumer is set (default 403)
+//! ```
+//!
+//! Reads the request context an authentication plugin earlier in the chain set: `consumer` (the
+//! id) and `consumer.groups` (comma-separated). A consumer matching any `deny` entry is refused;
+//! then, if `allow` is not empty, a consumer matching no `allow` entry is refused. At least one
+//! of the two lists must be given. Refusals are `403` with
+//! `{"error":"forbidden","message":"access denied"}`, which does not say which rule matched.
+//!
+//! With no consumer in the context (no authentication plugin before this one, or one that let the
+//! request through unauthenticated) the answer is `no_consumer_status`: 403 by default, since the
+//! route is misconfigured or open rather than asking for credentials; 401 if the operator wants
+//! clients told to authenticate. An anonymous consumer (see `key-auth`'s `anonymous`) is an
+//! ordinary consumer here: list its id or groups as for any other.
+
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+#[cfg(target_arch = "wasm32")]
+use airlock_sdk::export_plugin;
+use airlock_sdk::{Action, Descriptor, Plugin, Request};
+use serde::Deserialize;
+
+/// The plugin's config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default = "default_no_consumer_status")]
+    no_consumer_status: u16,
+    /// Filled in by the gateway for built-in plugins; the ACL does not need it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    consumers: serde_json::Value,
+}
+
+fn default_no_consumer_status() -> u16 {
+    403
+}
+
+/// One `allow` or `deny` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rule {
+    Consumer(String),
+    Group(String),
+}
+
+/// The configured plugin.
+struct Acl {
+    allow: Vec<Rule>,
+    deny: Vec<Rule>,
+    no_consumer_status: u16,
+}
+
+impl Plugin for Acl {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        if config.allow.is_empty() && config.deny.is_empty() {
+            return Err("give `allow` or `deny` (or both): consumer ids or `group:<name>`".into());
+        }
+        if !matches!(config.no_consumer_status, 401 | 403) {
+            return Err(format!("`no_consumer_status`: {} is not 401 or 403", config.no_consumer_status));
+        }
+        Ok(Self {
+            allow: rules(&config.allow, "allow")?,
+            deny: rules(&config.deny, "deny")?,
+            no_consumer_status: config.no_consumer_status,
+        })
+    }
+
+    fn descriptor() -> Descriptor {
+        Descriptor::request_only()
+    }
+
+    fn on_request(&self, req: &Request) -> Action {
+        let Some(consumer) = req.context_get("consumer").filter(|c| !c.is_empty()) else {
+            return if self.no_consumer_status == 401 {
+                Action::json(401, &serde_json::json!({"error": "unauthorized", "message": "authentication required"}))
+            } else {
+                forbidden()
+            };
+        };
+        let groups = req.context_get("consumer.groups").unwrap_or_default();
+        if self.decide(&consumer, &groups) { Action::Continue } else { forbidden() }
+    }
+}
+
+impl Acl {
+    /// Whether `consumer` with these comma-separated `groups` may pass.
+    fn decide(&self, consumer: &str, groups: &str) -> bool {
+        let groups: Vec<&str> = groups.split(',').map(str::trim).filter(|g| !g.is_empty()).collect();
+        let matches = |rule: &Rule| match rule {
+            Rule::Consumer(id) => id == consumer,
+            Rule::Group(group) => groups.contains(&group.as_str()),
+        };
+        if self.deny.iter().any(matches) {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.iter().any(matches)
+    }
+}
+
+fn forbidden() -> Action {
+    Action::json(403, &serde_json::json!({"error": "forbidden", "message": "access denied"}))
+}
+
+fn rules(entries: &[String], key: &str) -> Result<Vec<Rule>, String> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let rule = match entry.strip_prefix("group:") {
+                Some(group) => Rule::Group(group.trim().to_owned()),
+                None => Rule::Consumer(entry.trim().to_owned()),
+            };
+            match &rule {
+                Rule::Consumer(s) | Rule::Group(s) if s.is_empty() => {
+                    Err(format!("`{key}[{i}]`: empty; use a consumer id or `group:<name>`"))
+                }
+                Rule::Group(g) if g.contains(',') => Err(format!("`{key}[{i}]`: a group name cannot contain `,`")),
+                _ => Ok(rule),
+            }
+        })
+        .collect()
+}
+
+#[cfg(target_arch = "wasm32")]
+export_plugin!(Acl);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(json: &str) -> Result<Acl, String> {
+        airlock_sdk::configure::<Acl>(json)
+    }
+
+    #[test]
+    fn deny_wins_then_allow_decides() {
+        let acl = build(r#"{"allow": ["alice", "group:admin"], "deny": ["group:banned", "mallory"]}"#).unwrap();
+        assert!(acl.decide("alice", ""));
+        assert!(acl.decide("carol", "x, admin"));
+        assert!(!acl.decide("carol", "administrators"), "groups match whole names");
+        assert!(!acl.decide("alice", "banned"));
+        assert!(!acl.decide("mallory", "admin"));
+        assert!(!acl.decide("bob", ""));
+        let deny_only = build(r#"{"deny": ["group:banned"], "consumers": []}"#).unwrap();
+        assert!(deny_only.decide("bob", ""));
+        assert!(!deny_only.decide("bob", "banned"));
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        assert!(build("{}").err().unwrap().contains("`allow` or `deny`"));
+        assert_eq!(
+            build(r#"{"allow": ["a", "group:"]}"#).err().unwrap(),
+            "`allow[1]`: empty; use a consumer id or `group:<name>`"
+        );
+        assert_eq!(
+            build(r#"{"deny": ["x"], "no_consumer_status": 404}"#).err().unwrap(),
+            "`no_consumer_status`: 404 is not 401 or 403"
+        );
+        assert!(build(r#"{"allow": "a"}"#).err().unwrap().starts_with("`allow`: invalid type"));
+    }
+}

@@ -1,0 +1,341 @@
+//! `builtin:cors`: Cross-Origin Resource Sharing (the Fetch standard's CORS protocol) at the
+//! gateway.
+//!
+//! ```toml
+//! [[routes.plugins]]
+//! plugin = "builtin:cors"              # put it before authentication: preflights carry no credentials
+//! [routes.plugins.config]
+//! origins = [
+//!   "https://app.example.com",         # exact (scheme, host and port)
+//!   "https://*.example.com",           # any subdomain (one or more labels), not example.com itself
+//!   "regex:^https://pr-[0-9]+\\.preview\\.example\\.net$",  # a regular expression, anchored
+//! ]                                    # or ["*"]: any origin (not with credentials)
+//! methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]  # the default
+//! headers = ["content-type", "authorization"]  # allowed request headers; default: echo the requested ones
+//! expose_headers = ["x-request-id"]    # response headers scripts may read (default none)
+//! credentials = false                  # Access-Control-Allow-Credentials: true
+//! max_age = 600                        # seconds browsers may cache a preflight (default: not sent)
+//! ```
+//!
+//! A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is answered here and
+//! never reaches the upstream: `204` with `Access-Control-Allow-Origin`,
+//! `-Allow-Methods`, `-Allow-Headers`, `-Max-Age` and `-Allow-Credentials` as configured, if the
+//! origin, the method and every requested header are allowed; otherwise `403` without any CORS
+//! header, which the browser reports as a CORS failure. Other requests go on; on their response,
+//! an allowed `Origin` gets `Access-Control-Allow-Origin` (the origin itself, or `*` when
+//! `origins = ["*"]` without credentials), `-Allow-Credentials` and `-Expose-Headers`, replacing
+//! whatever the upstream sent; a disallowed origin gets no CORS headers (the browser then hides
+//! the response from the script). Every response whose headers depend on `Origin` (all of them,
+//! unless `origins = ["*"]`) carries `Vary: Origin` so that caches keep them apart.
+//!
+//! `*` with `credentials = true` is refused at configure (browsers reject it, and reflecting any
+//! origin with credentials would let every site act as the user). Methods are case-sensitive
+//! tokens; header names are compared case-insensitively.
+
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+#[cfg(target_arch = "wasm32")]
+use airlock_sdk::export_plugin;
+use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseInit};
+use serde::Deserialize;
+
+/// The plugin's config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    origins: Vec<String>,
+    #[serde(default = "default_methods")]
+    methods: Vec<String>,
+    #[serde(default)]
+    headers: Option<Vec<String>>,
+    #[serde(default)]
+    expose_headers: Vec<String>,
+    #[serde(default)]
+    credentials: bool,
+    #[serde(default)]
+    max_age: Option<u32>,
+    /// Filled in by the gateway for built-in plugins; not used here.
+    #[serde(default)]
+    #[allow(dead_code)]
+    consumers: serde_json::Value,
+}
+
+fn default_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec()
+}
+
+/// One `origins` entry.
+#[derive(Debug)]
+enum OriginRule {
+    Any,
+    Exact(String),
+    /// `scheme://*.suffix[:port]`: (`scheme://`, `.suffix[:port]`).
+    Subdomain(String, String),
+    Regex(regex_lite::Regex),
+}
+
+/// The configured plugin.
+struct Cors {
+    origins: Vec<OriginRule>,
+    /// `origins = ["*"]` (without credentials): answers `*`, responses do not vary.
+    any_origin: bool,
+    methods: Vec<String>,
+    /// Allowed request headers, lower-case; `None` echoes what the preflight asks for.
+    headers: Option<Vec<String>>,
+    expose_headers: String,
+    credentials: bool,
+    max_age: Option<u32>,
+}
+
+impl Plugin for Cors {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        if config.origins.is_empty() {
+            return Err("`origins`: give at least one origin, `*`, `https://*.example.com` or `regex:...`".into());
+        }
+        let mut origins = Vec::new();
+        for (i, origin) in config.origins.iter().enumerate() {
+            origins.push(origin_rule(origin).map_err(|e| format!("`origins[{i}]`: {e}"))?);
+        }
+        let has_any = origins.iter().any(|o| matches!(o, OriginRule::Any));
+        if has_any && config.credentials {
+            return Err("`credentials`: cannot be true with `*` in `origins`: browsers refuse `Access-Control-Allow-Origin: *` \
+                        with credentials; list the allowed origins instead"
+                .into());
+        }
+        if has_any && origins.len() > 1 {
+            return Err("`origins`: `*` allows every origin; give it alone".into());
+        }
+        for (i, method) in config.methods.iter().enumerate() {
+            if !is_token(method) || method == "*" {
+                return Err(format!("`methods[{i}]`: `{method}` is not an HTTP method"));
+            }
+        }
+        let headers = match config.headers {
+            None => None,
+            Some(list) => Some(header_names(&list, "headers")?),
+        };
+        let expose = header_names(&config.expose_headers, "expose_headers")?;
+        Ok(Self {
+            any_origin: has_any,
+            origins,
+            methods: config.methods,
+            headers,
+            expose_headers: expose.join(", "),
+            credentials: config.credentials,
+            max_age: config.max_age,
+        })
+    }
+
+    fn descriptor() -> Descriptor {
+        Descriptor::new()
+    }
+
+    fn on_request(&self, req: &Request) -> Action {
+        let Some((origin, method)) = preflight(req) else {
+            return Action::Continue;
+        };
+        let requested = req.header_str("access-control-request-headers").unwrap_or_default();
+        let requested: Vec<String> =
+            requested.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+        let method_ok = self.methods.contains(&method);
+        let headers_ok =
+            requested.iter().all(|h| is_token(h) && self.headers.as_ref().is_none_or(|allowed| allowed.contains(h)));
+        if !self.allows(&origin) || !method_ok || !headers_ok {
+            return Action::json(403, &serde_json::json!({"error": "forbidden", "message": "CORS preflight refused"}));
+        }
+        let mut answer = ResponseInit::new(204)
+            .header("access-control-allow-origin", self.allow_origin_value(&origin))
+            .header("access-control-allow-methods", self.methods.join(", "));
+        let allow_headers = match &self.headers {
+            Some(list) => list.join(", "),
+            None => requested.join(", "),
+        };
+        if !allow_headers.is_empty() {
+            answer = answer.header("access-control-allow-headers", allow_headers);
+        }
+        if self.credentials {
+            answer = answer.header("access-control-allow-credentials", "true");
+        }
+        if let Some(age) = self.max_age {
+            answer = answer.header("access-control-max-age", age.to_string());
+        }
+        answer.header("vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers").into()
+    }
+
+    fn on_response(&self, req: &Request, resp: &Response) {
+        if preflight(req).is_some() {
+            return; // answered (or refused) by on_request, with its own headers
+        }
+        if !self.any_origin {
+            add_vary_origin(resp);
+        }
+        let Some(origin) = req.header_str("origin") else {
+            return;
+        };
+        if !self.allows(&origin) {
+            for name in
+                ["access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"]
+            {
+                resp.remove_header(name);
+            }
+            return;
+        }
+        resp.set_header("access-control-allow-origin", self.allow_origin_value(&origin));
+        if self.credentials {
+            resp.set_header("access-control-allow-credentials", "true");
+        }
+        if !self.expose_headers.is_empty() {
+            resp.set_header("access-control-expose-headers", &self.expose_headers);
+        }
+    }
+}
+
+impl Cors {
+    fn allows(&self, origin: &str) -> bool {
+        let origin = origin.trim();
+        if origin.is_empty() {
+            return false;
+        }
+        let lower = origin.to_ascii_lowercase();
+        self.origins.iter().any(|rule| match rule {
+            OriginRule::Any => true,
+            OriginRule::Exact(exact) => *exact == lower,
+            OriginRule::Subdomain(scheme, suffix) => lower
+                .strip_prefix(scheme.as_str())
+                .and_then(|rest| rest.strip_suffix(suffix.as_str()))
+                .is_some_and(|labels| {
+                    !labels.is_empty()
+                        && !labels.starts_with('.')
+                        && !labels.ends_with('.')
+                        && !labels.contains("..")
+                        && labels.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                }),
+            OriginRule::Regex(re) => re.is_match(origin),
+        })
+    }
+
+    fn allow_origin_value<'a>(&self, origin: &'a str) -> &'a str {
+        if self.any_origin { "*" } else { origin.trim() }
+    }
+}
+
+/// `(origin, requested method)` if the request is a CORS preflight.
+fn preflight(req: &Request) -> Option<(String, String)> {
+    if req.method() != "OPTIONS" {
+        return None;
+    }
+    let origin = req.header_str("origin")?;
+    let method = req.header_str("access-control-request-method")?;
+    Some((origin, method.trim().to_owned()))
+}
+
+/// Adds `Origin` to `Vary` unless it is there already (or `Vary: *`).
+fn add_vary_origin(resp: &Response) {
+    let present = resp.header_all("vary").iter().any(|value| {
+        String::from_utf8_lossy(value).split(',').any(|v| v.trim().eq_ignore_ascii_case("origin") || v.trim() == "*")
+    });
+    if !present {
+        resp.append_header("vary", "Origin");
+    }
+}
+
+fn origin_rule(origin: &str) -> Result<OriginRule, String> {
+    if origin == "*" {
+        return Ok(OriginRule::Any);
+    }
+    if let Some(pattern) = origin.strip_prefix("regex:") {
+        let re = regex_lite::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("invalid regex: {e}"))?;
+        return Ok(OriginRule::Regex(re));
+    }
+    let lower = origin.to_ascii_lowercase();
+    let (scheme, rest) = lower
+        .split_once("://")
+        .filter(|(scheme, rest)| !scheme.is_empty() && !rest.is_empty() && !rest.contains('/'))
+        .ok_or_else(|| {
+            format!("`{origin}` is not an origin like \"https://app.example.com\" (no path, no trailing `/`)")
+        })?;
+    if let Some(suffix) = rest.strip_prefix("*.") {
+        if suffix.is_empty() || suffix.contains('*') {
+            return Err(format!("`{origin}`: a wildcard is `scheme://*.domain`"));
+        }
+        return Ok(OriginRule::Subdomain(format!("{scheme}://"), format!(".{suffix}")));
+    }
+    if rest.contains('*') {
+        return Err(format!("`{origin}`: `*` is only allowed as the first label (`https://*.example.com`)"));
+    }
+    Ok(OriginRule::Exact(lower))
+}
+
+fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn header_names(names: &[String], key: &str) -> Result<Vec<String>, String> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            if !is_token(name) || name == "*" {
+                return Err(format!("`{key}[{i}]`: `{name}` is not a header name"));
+            }
+            Ok(name.to_ascii_lowercase())
+        })
+        .collect()
+}
+
+#[cfg(target_arch = "wasm32")]
+export_plugin!(Cors);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(json: &str) -> Result<Cors, String> {
+        airlock_sdk::configure::<Cors>(json)
+    }
+
+    #[test]
+    fn origin_rules() {
+        let cors = build(
+            r#"{"origins": ["https://app.example.com", "https://*.example.org", "http://*.dev.test:8080", "regex:https://pr-[0-9]+\\.preview\\.net"]}"#,
+        )
+        .unwrap();
+        assert!(cors.allows("https://app.example.com"));
+        assert!(cors.allows("HTTPS://APP.EXAMPLE.COM"));
+        assert!(!cors.allows("http://app.example.com"), "scheme matters");
+        assert!(!cors.allows("https://app.example.com:8443"), "port matters");
+        assert!(!cors.allows("https://app.example.com.evil.net"));
+        assert!(cors.allows("https://a.example.org"));
+        assert!(cors.allows("https://a.b.example.org"));
+        assert!(!cors.allows("https://example.org"), "the wildcard needs a label");
+        assert!(!cors.allows("https://evilexample.org"));
+        assert!(!cors.allows("https://a.example.org.evil.net"));
+        assert!(!cors.allows("https://a/b.example.org"));
+        assert!(cors.allows("http://x.dev.test:8080"));
+        assert!(!cors.allows("http://x.dev.test"));
+        assert!(cors.allows("https://pr-12.preview.net"));
+        assert!(!cors.allows("https://pr-12.preview.net.evil.com"), "regexes are anchored");
+        assert!(!cors.allows("null"));
+        assert!(!cors.allows(""));
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let err = |json: &str| build(json).err().unwrap();
+        assert!(err(r#"{"origins": ["*"], "credentials": true}"#).starts_with("`credentials`: cannot be true"));
+        assert!(err(r#"{"origins": []}"#).starts_with("`origins`:"));
+        assert!(err(r#"{}"#).contains("missing field `origins`"));
+        assert!(err(r#"{"origins": ["https://a.com/"]}"#).starts_with("`origins[0]`:"));
+        assert!(err(r#"{"origins": ["a.com"]}"#).starts_with("`origins[0]`:"));
+        assert!(err(r#"{"origins": ["https://a.*.com"]}"#).starts_with("`origins[0]`:"));
+        assert!(err(r#"{"origins": ["regex:("]}"#).starts_with("`origins[0]`: invalid regex"));
+        assert!(err(r#"{"origins": ["*", "https://a.com"]}"#).contains("alone"));
+        assert!(err(r#"{"origins": ["*"], "methods": ["GET", "P T"]}"#).starts_with("`methods[1]`:"));
+        assert!(err(r#"{"origins": ["*"], "headers": ["x y"]}"#).starts_with("`headers[0]`:"));
+        assert!(err(r#"{"origins": ["*"], "expose_headers": ["*"]}"#).starts_with("`expose_headers[0]`:"));
+        assert!(build(r#"{"origins": ["*"], "max_age": 60, "consumers": []}"#).is_ok());
+    }
+}

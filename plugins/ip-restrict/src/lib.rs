@@ -1,0 +1,263 @@
+//! `builtin:ip-restrict`: allows or denies clients by IP address.
+//!
+//! ```toml
+//! [[routes.plugins]]
+//! plugin = "builtin:ip-restrict"
+//! [routes.plugins.config]
+//! allow = ["10.0.0.0/8", "2001:db8::/32", "203.0.113.7"]   # CIDRs or single addresses
+//! deny = ["10.6.6.0/24"]                                   # checked first
+//! trusted_proxies = ["192.0.2.0/24"]                       # whose X-Forwarded-For is believed
+//! # status = 403                                            # 401, 403 or 404
+//! ```
+//!
+//! The client's address is the TCP peer, unless the peer is a trusted proxy: then
+//! `X-Forwarded-For` is walked from the right (the entry nearest the gateway first), skipping
+//! addresses that are themselves trusted proxies, and the first untrusted address is the client.
+//! Entries left of it were written by parties nobody vouches for and are ignored. If every entry
+//! is trusted, the leftmost one is the client. An entry that is not an IP address (or a header
+//! that is not text) makes the address unknown, and an unknown address is refused whenever a rule
+//! could apply. Without `trusted_proxies`, `X-Forwarded-For` is never read. IPv4-mapped IPv6
+//! addresses (`::ffff:192.0.2.1`) are treated as the IPv4 address.
+//!
+//! An address matching any `deny` entry is refused; then, if `allow` is not empty, an address
+//! matching no `allow` entry is refused. At least one of the two lists must be given. Refusals
+//! are `status` (403 by default) with `{"error":"forbidden","message":"access denied"}`. The
+//! context gets `client.ip`, the address the decision was made on.
+
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+use std::net::IpAddr;
+
+#[cfg(target_arch = "wasm32")]
+use airlock_sdk::export_plugin;
+use airlock_sdk::{Action, Descriptor, Plugin, Request};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The plugin's config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default = "default_status")]
+    status: u16,
+    /// Filled in by the gateway for built-in plugins; not used here.
+    #[serde(default)]
+    #[allow(dead_code)]
+    consumers: serde_json::Value,
+}
+
+fn default_status() -> u16 {
+    403
+}
+
+/// The configured plugin.
+struct IpRestrict {
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+    trusted: Vec<IpNet>,
+    status: u16,
+}
+
+impl Plugin for IpRestrict {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        if config.allow.is_empty() && config.deny.is_empty() {
+            return Err("give `allow` or `deny` (or both): CIDRs such as \"10.0.0.0/8\" or addresses".into());
+        }
+        if !matches!(config.status, 401 | 403 | 404) {
+            return Err(format!("`status`: {} is not 401, 403 or 404", config.status));
+        }
+        Ok(Self {
+            allow: nets(&config.allow, "allow")?,
+            deny: nets(&config.deny, "deny")?,
+            trusted: nets(&config.trusted_proxies, "trusted_proxies")?,
+            status: config.status,
+        })
+    }
+
+    fn descriptor() -> Descriptor {
+        Descriptor::request_only()
+    }
+
+    fn on_request(&self, req: &Request) -> Action {
+        let peer = peer_ip(&req.client_addr());
+        let xff = if self.trusted.is_empty() { Vec::new() } else { req.header_all("x-forwarded-for") };
+        let client = peer.and_then(|peer| self.client_ip(peer, &xff));
+        if let Some(ip) = client {
+            req.context_set("client.ip", &ip.to_string());
+        }
+        if client.is_some_and(|ip| self.permits(ip)) {
+            Action::Continue
+        } else {
+            Action::json(self.status, &serde_json::json!({"error": "forbidden", "message": "access denied"}))
+        }
+    }
+}
+
+impl IpRestrict {
+    /// The client's address: the peer, or (behind trusted proxies) the rightmost untrusted
+    /// `X-Forwarded-For` entry. `None` if an entry that must be read is not an address.
+    fn client_ip(&self, peer: IpAddr, xff: &[Vec<u8>]) -> Option<IpAddr> {
+        if !self.is_trusted(peer) {
+            return Some(peer);
+        }
+        let mut entries = Vec::new();
+        for value in xff {
+            let text = std::str::from_utf8(value).ok()?;
+            entries.extend(text.split(',').map(str::trim).filter(|e| !e.is_empty()));
+        }
+        // The gateway appends the peer it saw; that entry is `peer` itself, not news.
+        if entries.last().and_then(|e| parse_ip(e)) == Some(peer) {
+            entries.pop();
+        }
+        let mut client = peer;
+        while self.is_trusted(client) {
+            let Some(entry) = entries.pop() else { break };
+            client = parse_ip(entry)?;
+        }
+        Some(client)
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    fn permits(&self, ip: IpAddr) -> bool {
+        if self.deny.iter().any(|net| net.contains(&ip)) {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// The IP of `ip:port` or `[ip6]:port` (or a bare address).
+fn peer_ip(addr: &str) -> Option<IpAddr> {
+    addr.parse::<std::net::SocketAddr>().map(|a| canonical(a.ip())).ok().or_else(|| parse_ip(addr))
+}
+
+/// An `X-Forwarded-For` entry: an address, possibly `[v6]`, `v4:port` or `[v6]:port`.
+fn parse_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(sock) = entry.parse::<std::net::SocketAddr>() {
+        return Some(canonical(sock.ip()));
+    }
+    entry.strip_prefix('[')?.strip_suffix(']')?.parse::<IpAddr>().ok().map(canonical)
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn nets(entries: &[String], key: &str) -> Result<Vec<IpNet>, String> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let entry = entry.trim();
+            let net = match entry.parse::<IpNet>() {
+                Ok(net) => net,
+                Err(_) => match entry.parse::<IpAddr>() {
+                    Ok(ip) => IpNet::from(ip),
+                    Err(_) => {
+                        return Err(format!(
+                            "`{key}[{i}]`: `{entry}` is not a CIDR (\"10.0.0.0/8\", \"2001:db8::/32\") or an IP address"
+                        ));
+                    }
+                },
+            };
+            // A CIDR with host bits set ("10.1.2.3/8") means its network; say nothing, as iptables.
+            Ok(match net {
+                IpNet::V6(v6) if v6.prefix_len() >= 96 && v6.addr().to_ipv4_mapped().is_some() => {
+                    let v4 = v6.addr().to_ipv4_mapped().expect("checked");
+                    IpNet::V4(ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).expect("prefix <= 32")).trunc()
+                }
+                net => net.trunc(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(target_arch = "wasm32")]
+export_plugin!(IpRestrict);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(json: &str) -> IpRestrict {
+        airlock_sdk::configure::<IpRestrict>(json).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidr_edges() {
+        let p = build(
+            r#"{"allow": ["192.0.2.7/32", "10.0.0.0/8", "2001:db8::/32", "::ffff:198.51.100.0/120"], "deny": ["10.6.6.0/24"]}"#,
+        );
+        assert!(p.permits(ip("192.0.2.7")));
+        assert!(!p.permits(ip("192.0.2.8")));
+        assert!(p.permits(ip("10.255.255.255")));
+        assert!(!p.permits(ip("10.6.6.1")));
+        assert!(!p.permits(ip("11.0.0.0")));
+        assert!(p.permits(ip("2001:db8:ffff::1")));
+        assert!(!p.permits(ip("2001:db9::1")));
+        assert!(p.permits(ip("198.51.100.9")), "a mapped CIDR matches the IPv4 address");
+        let all4 = build(r#"{"allow": ["0.0.0.0/0"]}"#);
+        assert!(all4.permits(ip("255.255.255.255")));
+        assert!(!all4.permits(ip("::1")), "0.0.0.0/0 is IPv4 only");
+        let deny_all6 = build(r#"{"deny": ["::/0"]}"#);
+        assert!(!deny_all6.permits(ip("::1")));
+        assert!(deny_all6.permits(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_from_the_right_past_trusted_proxies() {
+        let p = build(r#"{"deny": ["203.0.113.66"], "trusted_proxies": ["10.0.0.0/8", "fd00::/8"]}"#);
+        let xff = |s: &str| vec![s.as_bytes().to_vec()];
+        // Untrusted peer: XFF ignored.
+        assert_eq!(p.client_ip(ip("198.51.100.1"), &xff("1.1.1.1")), Some(ip("198.51.100.1")));
+        // Trusted peer; the gateway's own appended entry is skipped; spoofed left entries ignored.
+        assert_eq!(
+            p.client_ip(ip("10.0.0.1"), &xff("6.6.6.6, 203.0.113.5, 10.0.0.2, 10.0.0.1")),
+            Some(ip("203.0.113.5"))
+        );
+        assert_eq!(
+            p.client_ip(ip("10.0.0.1"), &xff("10.0.0.3, 10.0.0.1")),
+            Some(ip("10.0.0.3")),
+            "all trusted: leftmost"
+        );
+        assert_eq!(p.client_ip(ip("10.0.0.1"), &xff("10.0.0.1")), Some(ip("10.0.0.1")));
+        assert_eq!(p.client_ip(ip("10.0.0.1"), &xff("junk, 10.0.0.1")), None);
+        assert_eq!(
+            p.client_ip(ip("10.0.0.1"), &[b"1.2.3.4".to_vec(), b"[fd00::1]:80, 10.0.0.1".to_vec()]),
+            Some(ip("1.2.3.4"))
+        );
+        assert_eq!(peer_ip("[::ffff:10.0.0.1]:4"), Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let err = |json: &str| airlock_sdk::configure::<IpRestrict>(json).err().unwrap();
+        assert!(err("{}").contains("`allow` or `deny`"));
+        assert!(err(r#"{"allow": ["10.0.0.0/33"]}"#).starts_with("`allow[0]`: `10.0.0.0/33` is not a CIDR"));
+        assert!(err(r#"{"deny": ["::1"], "trusted_proxies": ["1.2.3"]}"#).starts_with("`trusted_proxies[0]`:"));
+        assert_eq!(err(r#"{"deny": ["::1"], "status": 500}"#), "`status`: 500 is not 401, 403 or 404");
+    }
+}

@@ -1,0 +1,578 @@
+//! `builtin:jwt`: verifies a JSON Web Token (RFC 7519, JWS compact form) and names the consumer.
+//!
+//! ```toml
+//! [[consumers]]
+//! id = "mobile-app"
+//! groups = ["apps"]
+//! # Keys bound to a consumer: a token verified with one of them authenticates that consumer.
+//! # `issuer` (optional, on any key): tokens verified with this key must carry exactly this `iss`.
+//! credentials = { jwt = [{ kid = "app-2026", alg = "ES256", issuer = "mobile-app", pem = """-----BEGIN PUBLIC KEY-----
+//! ...
+//! -----END PUBLIC KEY-----""" }] }
+//!
+//! [[routes.plugins]]
+//! plugin = "builtin:jwt"
+//! [routes.plugins.config]
+//! keys = [                                      # plugin-level keys (no consumer bound)
+//!   { kid = "idp-1", alg = "RS256", pem = "-----BEGIN PUBLIC KEY-----..." },
+//!   { kid = "hs", alg = "HS256", secret = "at least 32 bytes of secret......" },
+//!   { jwk = { kty = "OKP", crv = "Ed25519", x = "...", kid = "ed", alg = "EdDSA" } },
+//! ]
+//! issuers = ["https://idp.example.com/"]       # `iss` must be one of these (default: not checked)
+//! audiences = ["orders-api"]                   # `aud` must contain one of these (default: not checked)
+//! required_claims = ["sub", "exp"]             # claims that must be present (default ["exp"])
+//! leeway = 30                                  # seconds of clock skew allowed for exp/nbf/iat
+//! consumer_claim = "sub"                       # consumer id from this claim (for plugin-level keys)
+//! cookie = "session"                           # also read the token from this cookie
+//! claims_to_headers = { sub = "x-user-id" }    # upstream headers from claims
+//! claims_to_context = { tenant = "tenant" }    # request context entries from claims
+//! realm = "airlock"                            # WWW-Authenticate: Bearer realm="airlock"
+//! hide_credentials = true                      # remove `Authorization` before the upstream (a cookie stays)
+//! upstream_headers = true                      # X-Consumer-Id / X-Consumer-Groups when a consumer is known
+//! anonymous = "guest"                          # consumer id used when no valid token is presented
+//! ```
+//!
+//! Algorithms: HS256/384/512 (`secret`, or a JWK `kty = "oct"`), RS256/384/512 and PS256/384/512
+//! (RSA public key of at least 2048 bits, PEM `PUBLIC KEY`/`RSA PUBLIC KEY` or JWK `kty = "RSA"`),
+//! ES256/ES384 (P-256/P-384, PEM or JWK `kty = "EC"`), EdDSA (Ed25519, PEM or JWK `kty = "OKP"`).
+//! Every key has exactly one algorithm, given by `alg` (or the JWK's `alg`), checked against its
+//! key type at configure; a token is only verified with a key of the algorithm its header names,
+//! so `alg: none` and HMAC-with-a-public-key are impossible by construction. A token with a `kid`
+//! is verified only with the key of that `kid` (an unknown `kid` is refused); a token without one
+//! with every key of its algorithm. JWKS files and JWKS URLs are not supported yet (a URL needs
+//! the `http-client` capability, which the gateway does not offer yet).
+//!
+//! Tokens come from `Authorization: Bearer <token>` (scheme case-insensitive), then from the
+//! `cookie` if configured. Checks: signature, `exp` (required unless removed from
+//! `required_claims`) and `nbf` against now ± `leeway`, `iat` not in the future, `iss`, `aud`,
+//! `required_claims`. A failure is `401` with `WWW-Authenticate: Bearer realm="<realm>",
+//! error="invalid_token"` and `{"error":"unauthorized","message":"invalid token"}`; the reason
+//! is only logged at debug level, never sent.
+//!
+//! Consumer: the consumer owning the key that verified the token; else, with `consumer_claim`,
+//! the consumer whose id is that claim's value (a token naming no known consumer is refused).
+//! The context gets `consumer`/`consumer.groups` (as `builtin:key-auth`), plus `jwt.sub` and
+//! `jwt.iss` when present.
+
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+use std::collections::BTreeMap;
+
+#[cfg(target_arch = "wasm32")]
+use airlock_sdk::export_plugin;
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::Value;
+
+mod keys;
+
+use keys::{Alg, Key};
+
+/// The plugin's config.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    keys: Vec<keys::KeyConfig>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    required_claims: Vec<String>,
+    leeway: u64,
+    consumer_claim: Option<String>,
+    cookie: Option<String>,
+    claims_to_headers: BTreeMap<String, String>,
+    claims_to_context: BTreeMap<String, String>,
+    realm: String,
+    hide_credentials: bool,
+    upstream_headers: bool,
+    anonymous: Option<String>,
+    consumers: Vec<Consumer>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            required_claims: vec!["exp".to_owned()],
+            leeway: 30,
+            consumer_claim: None,
+            cookie: None,
+            claims_to_headers: BTreeMap::new(),
+            claims_to_context: BTreeMap::new(),
+            realm: "airlock".to_owned(),
+            hide_credentials: true,
+            upstream_headers: true,
+            anonymous: None,
+            consumers: Vec::new(),
+        }
+    }
+}
+
+/// One `[[consumers]]` entry as the gateway hands it over.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Consumer {
+    id: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    credentials: Credentials,
+}
+
+/// The credential kinds this plugin reads; other kinds belong to other plugins.
+#[derive(Debug, Default, Deserialize)]
+struct Credentials {
+    #[serde(default)]
+    jwt: Vec<keys::KeyConfig>,
+}
+
+/// Who a request runs as, once authenticated.
+#[derive(Debug, Clone)]
+struct Identity {
+    id: String,
+    groups: String,
+}
+
+/// The configured plugin.
+struct Jwt {
+    /// Keys, each with the index of the consumer it authenticates, if any.
+    keys: Vec<(Key, Option<usize>)>,
+    identities: Vec<Identity>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    required_claims: Vec<String>,
+    leeway: i64,
+    consumer_claim: Option<String>,
+    cookie: Option<String>,
+    claims_to_headers: Vec<(String, String)>,
+    claims_to_context: Vec<(String, String)>,
+    challenge: String,
+    hide_credentials: bool,
+    upstream_headers: bool,
+    anonymous: Option<Identity>,
+}
+
+impl Plugin for Jwt {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        let mut keys = Vec::new();
+        for (i, key) in config.keys.iter().enumerate() {
+            keys.push((key.build().map_err(|e| format!("`keys[{i}]`: {e}"))?, None));
+        }
+        let mut identities = Vec::new();
+        for (c, consumer) in config.consumers.iter().enumerate() {
+            identities.push(Identity { id: consumer.id.clone(), groups: consumer.groups.join(",") });
+            for (i, key) in consumer.credentials.jwt.iter().enumerate() {
+                let key = key
+                    .build()
+                    .map_err(|e| format!("`consumers[{c}].credentials.jwt[{i}]` (consumer `{}`): {e}", consumer.id))?;
+                keys.push((key, Some(c)));
+            }
+        }
+        if keys.is_empty() {
+            return Err("no keys: give `keys`, or `credentials.jwt` keys to [[consumers]]".into());
+        }
+        for (i, (key, _)) in keys.iter().enumerate() {
+            if let Some(kid) = &key.kid
+                && keys[..i].iter().any(|(other, _)| other.kid.as_ref() == Some(kid))
+            {
+                return Err(format!("two keys have the kid `{kid}`; each kid must name one key"));
+            }
+        }
+        let mut claims_to_headers = Vec::new();
+        for (claim, header) in &config.claims_to_headers {
+            let valid = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if header.is_empty() || !header.bytes().all(valid) {
+                return Err(format!("`claims_to_headers.{claim}`: `{header}` is not a header name"));
+            }
+            claims_to_headers.push((claim.clone(), header.to_ascii_lowercase()));
+        }
+        let realm = &config.realm;
+        if realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+            return Err("`realm`: cannot contain quotes, backslashes or control characters".into());
+        }
+        let anonymous = match &config.anonymous {
+            None => None,
+            Some(id) => Some(
+                identities
+                    .iter()
+                    .find(|c| &c.id == id)
+                    .cloned()
+                    .ok_or_else(|| format!("`anonymous`: no consumer with id `{id}` in [[consumers]]"))?,
+            ),
+        };
+        Ok(Self {
+            keys,
+            identities,
+            issuers: config.issuers,
+            audiences: config.audiences,
+            required_claims: config.required_claims,
+            leeway: i64::try_from(config.leeway).map_err(|_| "`leeway`: too large")?,
+            consumer_claim: config.consumer_claim,
+            cookie: config.cookie,
+            claims_to_headers,
+            claims_to_context: config.claims_to_context.into_iter().collect(),
+            challenge: format!("Bearer realm=\"{realm}\""),
+            hide_credentials: config.hide_credentials,
+            upstream_headers: config.upstream_headers,
+            anonymous,
+        })
+    }
+
+    fn descriptor() -> Descriptor {
+        Descriptor::request_only()
+    }
+
+    fn on_request(&self, req: &Request) -> Action {
+        for name in ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"] {
+            req.remove_header(name);
+        }
+        let (token, from_header) = match self.find_token(req) {
+            Some(found) => found,
+            None => return self.fallback(req, false),
+        };
+        let now = now();
+        let (claims, owner) = match self.verify(&token, now) {
+            Ok(verified) => verified,
+            Err(reason) => {
+                debug(&format!("token refused: {reason}"));
+                return self.fallback(req, true);
+            }
+        };
+        let identity = match (owner, &self.consumer_claim) {
+            (Some(index), _) => Some(&self.identities[index]),
+            (None, Some(claim)) => {
+                let value = claims.get(claim).and_then(Value::as_str);
+                match value.and_then(|id| self.identities.iter().find(|c| c.id == id)) {
+                    Some(identity) => Some(identity),
+                    None => {
+                        debug(&format!("token refused: claim `{claim}` names no consumer"));
+                        return self.fallback(req, true);
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        if self.hide_credentials && from_header {
+            req.remove_header("authorization");
+        }
+        if let Some(identity) = identity {
+            self.admit(req, identity, false);
+        }
+        for key in ["sub", "iss"] {
+            if let Some(value) = claims.get(key).and_then(Value::as_str) {
+                req.context_set(&format!("jwt.{key}"), value);
+            }
+        }
+        for (claim, header) in &self.claims_to_headers {
+            req.remove_header(header);
+            if let Some(value) = claims.get(claim).map(claim_text) {
+                req.set_header(header, value);
+            }
+        }
+        for (claim, key) in &self.claims_to_context {
+            if let Some(value) = claims.get(claim).map(claim_text) {
+                req.context_set(key, &value);
+            }
+        }
+        Action::Continue
+    }
+}
+
+impl Jwt {
+    /// The token and whether it came from the `Authorization` header.
+    fn find_token(&self, req: &Request) -> Option<(String, bool)> {
+        if let Some(value) = req.header("authorization") {
+            let value = String::from_utf8_lossy(&value);
+            let value = value.trim();
+            if let Some((scheme, token)) = value.split_once(' ')
+                && scheme.eq_ignore_ascii_case("bearer")
+                && !token.trim().is_empty()
+            {
+                return Some((token.trim().to_owned(), true));
+            }
+        }
+        let name = self.cookie.as_ref()?;
+        for header in req.header_all("cookie") {
+            let header = String::from_utf8_lossy(&header);
+            for pair in header.split(';') {
+                if let Some((k, v)) = pair.trim().split_once('=')
+                    && k.trim() == name
+                    && !v.trim().is_empty()
+                {
+                    return Some((v.trim().trim_matches('"').to_owned(), false));
+                }
+            }
+        }
+        None
+    }
+
+    /// The verified claims and the consumer owning the key, or why the token is refused.
+    fn verify(&self, token: &str, now: i64) -> Result<(serde_json::Map<String, Value>, Option<usize>), String> {
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("not three dot-separated parts".into());
+        };
+        let header: serde_json::Map<String, Value> =
+            serde_json::from_slice(&b64(header_b64).ok_or("header is not base64url")?)
+                .map_err(|_| "header is not a JSON object")?;
+        let alg_name = header.get("alg").and_then(Value::as_str).ok_or("no `alg` in the header")?;
+        let alg = Alg::parse(alg_name).ok_or_else(|| format!("algorithm `{alg_name}` is not accepted"))?;
+        if header.get("crit").is_some() {
+            return Err("`crit` header parameters are not supported".into());
+        }
+        let signature = b64(signature_b64).ok_or("signature is not base64url")?;
+        let message = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.as_str()),
+            Some(_) => return Err("`kid` is not a string".into()),
+        };
+        let candidates = self.keys.iter().filter(|(key, _)| match kid {
+            Some(kid) => key.kid.as_deref() == Some(kid),
+            None => true,
+        });
+        let mut owner = None;
+        let mut issuer = None;
+        let mut verified = false;
+        let mut known_kid = kid.is_none();
+        for (key, index) in candidates {
+            known_kid = true;
+            if key.alg == alg && key.verify(message, &signature) {
+                verified = true;
+                owner = *index;
+                issuer = key.issuer.as_deref();
+                break;
+            }
+        }
+        if !known_kid {
+            return Err("unknown `kid`".into());
+        }
+        if !verified {
+            return Err("bad signature, or no key for this algorithm".into());
+        }
+        let claims: serde_json::Map<String, Value> =
+            serde_json::from_slice(&b64(payload_b64).ok_or("payload is not base64url")?)
+                .map_err(|_| "payload is not a JSON object")?;
+        self.check_claims(&claims, now)?;
+        if let Some(issuer) = issuer
+            && claims.get("iss").and_then(Value::as_str) != Some(issuer)
+        {
+            return Err("`iss` is not the issuer bound to the key".into());
+        }
+        Ok((claims, owner))
+    }
+
+    fn check_claims(&self, claims: &serde_json::Map<String, Value>, now: i64) -> Result<(), String> {
+        for claim in &self.required_claims {
+            if !claims.contains_key(claim) {
+                return Err(format!("claim `{claim}` is missing"));
+            }
+        }
+        let time = |name: &str| -> Result<Option<i64>, String> {
+            match claims.get(name) {
+                None => Ok(None),
+                Some(v) => v.as_f64().map(|f| Some(f as i64)).ok_or_else(|| format!("`{name}` is not a number")),
+            }
+        };
+        if let Some(exp) = time("exp")?
+            && now > exp.saturating_add(self.leeway)
+        {
+            return Err("expired".into());
+        }
+        if let Some(nbf) = time("nbf")?
+            && now < nbf.saturating_sub(self.leeway)
+        {
+            return Err("not valid yet".into());
+        }
+        if let Some(iat) = time("iat")?
+            && now < iat.saturating_sub(self.leeway)
+        {
+            return Err("issued in the future".into());
+        }
+        if !self.issuers.is_empty() {
+            let iss = claims.get("iss").and_then(Value::as_str).ok_or("no `iss`")?;
+            if !self.issuers.iter().any(|i| i == iss) {
+                return Err("wrong issuer".into());
+            }
+        }
+        if !self.audiences.is_empty() {
+            let ok = match claims.get("aud") {
+                Some(Value::String(aud)) => self.audiences.contains(aud),
+                Some(Value::Array(list)) => {
+                    list.iter().filter_map(Value::as_str).any(|a| self.audiences.iter().any(|x| x == a))
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err("wrong audience".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// No valid token: the anonymous consumer if configured, otherwise 401.
+    fn fallback(&self, req: &Request, presented: bool) -> Action {
+        if let Some(anonymous) = &self.anonymous {
+            self.admit(req, anonymous, true);
+            return Action::Continue;
+        }
+        let (challenge, message) = if presented {
+            (format!("{}, error=\"invalid_token\"", self.challenge), "invalid token")
+        } else {
+            (self.challenge.clone(), "no bearer token found in the request")
+        };
+        let body = serde_json::json!({ "error": "unauthorized", "message": message });
+        ResponseInit::new(401)
+            .header("www-authenticate", challenge)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .into()
+    }
+
+    fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {
+        req.context_set("consumer", &identity.id);
+        req.context_set("consumer.groups", &identity.groups);
+        if anonymous {
+            req.context_set("consumer.anonymous", "true");
+        }
+        if self.upstream_headers {
+            req.set_header("x-consumer-id", &identity.id);
+            if !identity.groups.is_empty() {
+                req.set_header("x-consumer-groups", &identity.groups);
+            }
+            if anonymous {
+                req.set_header("x-anonymous-consumer", "true");
+            }
+        }
+    }
+}
+
+/// A claim as header or context text: strings as they are, anything else as JSON.
+fn claim_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// base64url without padding (padding tolerated).
+pub(crate) fn b64(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn debug(message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    airlock_sdk::log::debug(message);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = message;
+}
+
+#[cfg(target_arch = "wasm32")]
+export_plugin!(Jwt);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(json: &str) -> Result<Jwt, String> {
+        airlock_sdk::configure::<Jwt>(json)
+    }
+
+    fn hs256(secret: &[u8], header: &str, claims: &str) -> String {
+        use hmac::Mac;
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let message = format!("{}.{}", enc(header), enc(claims));
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        mac.update(message.as_bytes());
+        format!("{message}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn hs256_and_claims() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let jwt = build(&format!(
+            r#"{{"keys": [{{"kid": "k", "alg": "HS256", "secret": "{secret}"}}], "issuers": ["i"], "audiences": ["a"], "leeway": 10}}"#
+        ))
+        .unwrap();
+        let h = r#"{"alg":"HS256","kid":"k"}"#;
+        let ok = hs256(secret.as_bytes(), h, r#"{"exp": 1000, "iss": "i", "aud": ["x", "a"]}"#);
+        assert!(jwt.verify(&ok, 1005).is_ok());
+        assert_eq!(jwt.verify(&ok, 1011).unwrap_err(), "expired");
+        let wrong = hs256(b"another secret of 32 bytes......", h, r#"{"exp": 1000}"#);
+        assert!(jwt.verify(&wrong, 0).is_err());
+        let unknown = hs256(secret.as_bytes(), r#"{"alg":"HS256","kid":"zz"}"#, r#"{"exp": 1000}"#);
+        assert_eq!(jwt.verify(&unknown, 0).unwrap_err(), "unknown `kid`");
+        let none = hs256(secret.as_bytes(), r#"{"alg":"none"}"#, r#"{"exp": 1000}"#);
+        assert!(jwt.verify(&none, 0).unwrap_err().contains("not accepted"));
+        let aud = hs256(secret.as_bytes(), h, r#"{"exp": 1000, "iss": "i", "aud": "b"}"#);
+        assert_eq!(jwt.verify(&aud, 0).unwrap_err(), "wrong audience");
+        let nbf = hs256(secret.as_bytes(), h, r#"{"exp": 1000, "nbf": 500, "iss": "i", "aud": "a"}"#);
+        assert_eq!(jwt.verify(&nbf, 400).unwrap_err(), "not valid yet");
+        let bound =
+            build(&format!(r#"{{"keys": [{{"alg": "HS256", "issuer": "i", "secret": "{secret}"}}]}}"#)).unwrap();
+        let from_i = hs256(secret.as_bytes(), r#"{"alg":"HS256"}"#, r#"{"exp": 1000, "iss": "i"}"#);
+        assert!(bound.verify(&from_i, 0).is_ok());
+        let from_j = hs256(secret.as_bytes(), r#"{"alg":"HS256"}"#, r#"{"exp": 1000, "iss": "j"}"#);
+        assert_eq!(bound.verify(&from_j, 0).unwrap_err(), "`iss` is not the issuer bound to the key");
+        let no_iss = hs256(secret.as_bytes(), r#"{"alg":"HS256"}"#, r#"{"exp": 1000}"#);
+        assert!(bound.verify(&no_iss, 0).is_err());
+        for bad in ["", "a", "a.b", "a.b.c.d", "!.!.!", "e30.e30.", "e30.e30.e30"] {
+            assert!(jwt.verify(bad, 0).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rfc_example_tokens_verify() {
+        // RFC 7515 appendix A.1: HS256 with the example JWK `k`; exp = 1300819380.
+        let k = "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
+        let jwt = build(&format!(r#"{{"keys": [{{"jwk": {{"kty": "oct", "k": "{k}", "alg": "HS256"}}}}]}}"#)).unwrap();
+        let token = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9\
+                     .eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ\
+                     .dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let (claims, _) = jwt.verify(token, 1300819380).unwrap();
+        assert_eq!(claims["iss"], "joe");
+        assert_eq!(jwt.verify(token, 1300819380 + 31).unwrap_err(), "expired");
+        // RFC 8037 appendix A.4: Ed25519 (its payload is not a claims set, so check the signature).
+        let key = keys::KeyConfig::jwk_for_tests(serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "alg": "EdDSA"
+        }))
+        .build()
+        .unwrap();
+        let message = b"eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc";
+        let signature =
+            b64("hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg").unwrap();
+        assert!(key.verify(message, &signature));
+        assert!(!key.verify(b"eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmC", &signature));
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let err = |json: &str| build(json).err().unwrap();
+        assert!(err("{}").starts_with("no keys"));
+        assert!(err(r#"{"keys": [{"alg": "none", "secret": "x"}]}"#).starts_with("`keys[0]`:"));
+        assert!(
+            err(r#"{"keys": [{"alg": "RS256", "secret": "0123456789abcdef0123456789abcdef"}]}"#)
+                .starts_with("`keys[0]`:")
+        );
+        assert!(err(r#"{"keys": [{"alg": "HS256", "secret": "short"}]}"#).contains("at least"));
+        assert!(err(r#"{"keys": [{"alg": "ES256", "pem": "nope"}]}"#).starts_with("`keys[0]`:"));
+        assert!(
+            err(r#"{"keys": [{"alg": "HS256", "secret": "0123456789abcdef0123456789abcdef", "pem": "x"}]}"#)
+                .starts_with("`keys[0]`:")
+        );
+    }
+}

@@ -1,0 +1,403 @@
+//! `builtin:key-auth`: authenticates the caller by an API key and names the consumer.
+//!
+//! ```toml
+//! [[consumers]]
+//! id = "alice"
+//! groups = ["admin", "beta"]
+//! # Plain keys are hashed (SHA-256) at configure; `sha256:<64 hex digits>` keeps the key itself
+//! # out of the config file (`printf %s "$KEY" | sha256sum`).
+//! credentials = { keys = ["alice-key-1", "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"] }
+//!
+//! [[routes.plugins]]
+//! plugin = "builtin:key-auth"
+//! [routes.plugins.config]            # every key is optional
+//! header_names = ["x-api-key"]       # headers searched in order; [] to use only the query
+//! query_param = "apikey"             # also accept ?apikey=... (default: no query parameter)
+//! realm = "airlock"                  # WWW-Authenticate: Key realm="airlock"
+//! hide_credentials = true            # remove the key (header or query parameter) before the upstream
+//! upstream_headers = true            # send X-Consumer-Id / X-Consumer-Groups upstream
+//! anonymous = "guest"                # consumer id used when no valid key is presented
+//! ```
+//!
+//! Consumers come from the gateway's `[[consumers]]` (the gateway fills in `consumers`; a consumer
+//! without `credentials.keys` cannot log in with a key). A key is compared by its SHA-256 digest,
+//! in constant time, against every stored digest (no early exit), so neither timing nor the error
+//! tells which part of a key was wrong. The same key given to two consumers rejects the config.
+//!
+//! On success the request context gets `consumer` (the id) and `consumer.groups` (the groups,
+//! comma-joined), for `builtin:acl`, rate limiting and the access log. With `upstream_headers`
+//! the upstream also receives `X-Consumer-Id` and `X-Consumer-Groups`; whatever the client sent
+//! under those names (and `X-Anonymous-Consumer`) is always removed first, so they cannot be
+//! forged.
+//!
+//! Without a valid key: with `anonymous`, the request goes on as that consumer (context
+//! `consumer.anonymous = "true"`, upstream header `X-Anonymous-Consumer: true`); a wrong key
+//! counts as no key, as in Kong. Otherwise the answer is `401` with
+//! `WWW-Authenticate: Key realm="<realm>"` and `{"error":"unauthorized","message":...}`, whose
+//! message only says whether a key was found, never why it did not match.
+
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+#[cfg(target_arch = "wasm32")]
+use airlock_sdk::export_plugin;
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The plugin's config.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    header_names: Vec<String>,
+    query_param: Option<String>,
+    realm: String,
+    hide_credentials: bool,
+    upstream_headers: bool,
+    anonymous: Option<String>,
+    consumers: Vec<Consumer>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            header_names: vec!["x-api-key".to_owned()],
+            query_param: None,
+            realm: "airlock".to_owned(),
+            hide_credentials: true,
+            upstream_headers: true,
+            anonymous: None,
+            consumers: Vec::new(),
+        }
+    }
+}
+
+/// One `[[consumers]]` entry as the gateway hands it over.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Consumer {
+    id: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    credentials: Credentials,
+}
+
+/// The credential kinds this plugin reads; other kinds belong to other plugins.
+#[derive(Debug, Default, Deserialize)]
+struct Credentials {
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+/// Who a request runs as, once authenticated.
+#[derive(Debug, Clone)]
+struct Identity {
+    id: String,
+    groups: String,
+}
+
+/// The configured plugin.
+struct KeyAuth {
+    header_names: Vec<String>,
+    query_param: Option<String>,
+    challenge: String,
+    hide_credentials: bool,
+    upstream_headers: bool,
+    anonymous: Option<Identity>,
+    /// SHA-256 digests of every key, and the index of the consumer owning each.
+    digests: Vec<([u8; 32], usize)>,
+    identities: Vec<Identity>,
+}
+
+impl Plugin for KeyAuth {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        let mut header_names = Vec::new();
+        for (i, name) in config.header_names.iter().enumerate() {
+            header_names.push(header_name(name).map_err(|e| format!("`header_names[{i}]`: {e}"))?);
+        }
+        if let Some(q) = &config.query_param
+            && q.is_empty()
+        {
+            return Err("`query_param`: cannot be empty (leave it out to accept no query parameter)".into());
+        }
+        if header_names.is_empty() && config.query_param.is_none() {
+            return Err("`header_names` is empty and no `query_param` is set: the key could never be found".into());
+        }
+        let challenge = format!("Key realm=\"{}\"", quoted(&config.realm).map_err(|e| format!("`realm`: {e}"))?);
+
+        let mut identities = Vec::new();
+        let mut digests: Vec<([u8; 32], usize)> = Vec::new();
+        for (i, consumer) in config.consumers.iter().enumerate() {
+            identities.push(Identity { id: consumer.id.clone(), groups: consumer.groups.join(",") });
+            for (k, key) in consumer.credentials.keys.iter().enumerate() {
+                let at = || format!("`consumers[{i}].credentials.keys[{k}]` (consumer `{}`)", consumer.id);
+                let digest = key_digest(key).map_err(|e| format!("{}: {e}", at()))?;
+                if let Some((_, owner)) = digests.iter().find(|(d, _)| *d == digest) {
+                    return Err(format!(
+                        "{}: the same key is already given to consumer `{}`; each key must name one consumer",
+                        at(),
+                        config.consumers[*owner].id
+                    ));
+                }
+                digests.push((digest, i));
+            }
+        }
+        let anonymous = match &config.anonymous {
+            None => None,
+            Some(id) => Some(
+                identities
+                    .iter()
+                    .find(|c| &c.id == id)
+                    .cloned()
+                    .ok_or_else(|| format!("`anonymous`: no consumer with id `{id}` in [[consumers]]"))?,
+            ),
+        };
+        Ok(Self {
+            header_names,
+            query_param: config.query_param,
+            challenge,
+            hide_credentials: config.hide_credentials,
+            upstream_headers: config.upstream_headers,
+            anonymous,
+            digests,
+            identities,
+        })
+    }
+
+    fn descriptor() -> Descriptor {
+        Descriptor::request_only()
+    }
+
+    fn on_request(&self, req: &Request) -> Action {
+        for name in ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"] {
+            req.remove_header(name);
+        }
+        let found = self.find_key(req);
+        let identity = match &found {
+            Some((key, _)) => self.lookup(key.as_bytes()),
+            None => None,
+        };
+        if let Some(identity) = identity {
+            if self.hide_credentials {
+                match found.as_ref().map(|(_, from)| from) {
+                    Some(Source::Header(name)) => req.remove_header(name),
+                    Some(Source::Query) => {
+                        if let (Some(query), Some(param)) = (req.query(), &self.query_param) {
+                            let kept = without_param(&query, param);
+                            req.set_query(if kept.is_empty() { None } else { Some(&kept) });
+                        }
+                    }
+                    None => {}
+                }
+            }
+            self.admit(req, identity, false);
+            return Action::Continue;
+        }
+        if let Some(anonymous) = &self.anonymous {
+            self.admit(req, anonymous, true);
+            return Action::Continue;
+        }
+        let message = if found.is_some() { "invalid API key" } else { "no API key found in the request" };
+        unauthorized(&self.challenge, message)
+    }
+}
+
+/// Where the key was found.
+enum Source {
+    Header(String),
+    Query,
+}
+
+impl KeyAuth {
+    /// The first non-empty key in the configured headers, then in the query parameter.
+    fn find_key(&self, req: &Request) -> Option<(String, Source)> {
+        for name in &self.header_names {
+            if let Some(value) = req.header(name) {
+                let key = String::from_utf8_lossy(&value).trim().to_owned();
+                if !key.is_empty() {
+                    return Some((key, Source::Header(name.clone())));
+                }
+            }
+        }
+        let param = self.query_param.as_ref()?;
+        let key = req.query_param(param)?;
+        (!key.is_empty()).then_some((key, Source::Query))
+    }
+
+    /// The consumer owning `key`: compares its digest with every stored digest in constant time.
+    fn lookup(&self, key: &[u8]) -> Option<&Identity> {
+        let digest: [u8; 32] = Sha256::digest(key).into();
+        let mut owner = None;
+        for (stored, index) in &self.digests {
+            if bool::from(stored.ct_eq(&digest)) {
+                owner = Some(*index);
+            }
+        }
+        owner.map(|i| &self.identities[i])
+    }
+
+    fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {
+        req.context_set("consumer", &identity.id);
+        req.context_set("consumer.groups", &identity.groups);
+        if anonymous {
+            req.context_set("consumer.anonymous", "true");
+        }
+        if self.upstream_headers {
+            req.set_header("x-consumer-id", &identity.id);
+            if !identity.groups.is_empty() {
+                req.set_header("x-consumer-groups", &identity.groups);
+            }
+            if anonymous {
+                req.set_header("x-anonymous-consumer", "true");
+            }
+        }
+    }
+}
+
+/// The 401 answer: a challenge and a JSON body that says only what the client can fix.
+fn unauthorized(challenge: &str, message: &str) -> Action {
+    let body = serde_json::json!({ "error": "unauthorized", "message": message });
+    ResponseInit::new(401)
+        .header("www-authenticate", challenge)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .into()
+}
+
+/// The SHA-256 digest of a configured key: `sha256:<hex>` as given, anything else hashed.
+fn key_digest(key: &str) -> Result<[u8; 32], String> {
+    if key.is_empty() {
+        return Err("an empty key is not allowed".into());
+    }
+    match key.strip_prefix("sha256:") {
+        Some(hex) => {
+            let bytes = decode_hex(hex).filter(|b| b.len() == 32).ok_or_else(|| {
+                "`sha256:` must be followed by 64 hex digits (the SHA-256 digest of the key)".to_owned()
+            })?;
+            let mut digest = [0; 32];
+            digest.copy_from_slice(&bytes);
+            Ok(digest)
+        }
+        None => Ok(Sha256::digest(key.as_bytes()).into()),
+    }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Checks an HTTP header name (an RFC 9110 token) and lower-cases it.
+fn header_name(name: &str) -> Result<String, String> {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(valid) {
+        return Err(format!("invalid header name `{name}`: use letters, digits and !#$%&'*+-.^_`|~"));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Checks that `text` can stand inside a quoted string of a header value.
+fn quoted(text: &str) -> Result<&str, String> {
+    if text.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        return Err(format!("`{text}` cannot contain quotes, backslashes or control characters"));
+    }
+    Ok(text)
+}
+
+/// `query` without any `param=...` pair (the name compared after percent-decoding).
+fn without_param(query: &str, param: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            !pair.is_empty() && percent_decode(name) != param
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => match text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                None => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// Natively (unit tests) there is no component to export: the export symbols are wasm-only.
+#[cfg(target_arch = "wasm32")]
+export_plugin!(KeyAuth);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(json: &str) -> Result<KeyAuth, String> {
+        airlock_sdk::configure::<KeyAuth>(json)
+    }
+
+    #[test]
+    fn keys_are_stored_as_digests_and_matched() {
+        let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"; // sha256("test")
+        let plugin = build(&format!(
+            r#"{{"consumers": [{{"id": "alice", "groups": ["a", "b"], "credentials": {{"keys": ["k1", "sha256:{digest}"]}}}},
+                               {{"id": "bob", "credentials": {{"basic": {{"username": "bob"}}}}}}]}}"#
+        ))
+        .unwrap();
+        assert_eq!(plugin.lookup(b"k1").unwrap().id, "alice");
+        assert_eq!(plugin.lookup(b"test").unwrap().groups, "a,b");
+        assert!(plugin.lookup(b"k2").is_none());
+        assert!(plugin.lookup(b"").is_none());
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let err = build(r#"{"consumers": [{"id": "a", "credentials": {"keys": ["sha256:zz"]}}]}"#).err().unwrap();
+        assert!(err.starts_with("`consumers[0].credentials.keys[0]` (consumer `a`): `sha256:`"), "{err}");
+        let err = build(r#"{"consumers": [{"id": "a", "credentials": {"keys": ["x"]}}, {"id": "b", "credentials": {"keys": ["x"]}}]}"#)
+            .err()
+            .unwrap();
+        assert!(err.contains("`consumers[1].credentials.keys[0]`") && err.contains("consumer `a`"), "{err}");
+        assert!(!err.contains("\"x\""), "never echoes the key: {err}");
+        let err = build(r#"{"anonymous": "ghost"}"#).err().unwrap();
+        assert_eq!(err, "`anonymous`: no consumer with id `ghost` in [[consumers]]");
+        let err = build(r#"{"header_names": ["bad name"]}"#).err().unwrap();
+        assert!(err.starts_with("`header_names[0]`: invalid header name"), "{err}");
+        let err = build(r#"{"header_names": []}"#).err().unwrap();
+        assert!(err.contains("could never be found"), "{err}");
+        let err = build(r#"{"realm": "a\"b"}"#).err().unwrap();
+        assert!(err.starts_with("`realm`:"), "{err}");
+        let err = build(r#"{"header": "x"}"#).err().unwrap();
+        assert!(err.starts_with("`header`: unknown field"), "{err}");
+        assert!(build(r#"{"header_names": [], "query_param": "apikey"}"#).is_ok());
+    }
+
+    #[test]
+    fn query_param_is_removed_by_decoded_name() {
+        assert_eq!(without_param("a=1&apikey=s&b=2", "apikey"), "a=1&b=2");
+        assert_eq!(without_param("api%6Bey=s", "apikey"), "");
+        assert_eq!(without_param("apikey=s&apikey=t&x", "apikey"), "x");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%41%zz+"), "A%zz ");
+    }
+}

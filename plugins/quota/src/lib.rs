@@ -1,0 +1,326 @@
+//! `builtin:quota`: request quotas per consumer over long periods (hour, day, week, month), for
+//! usage plans: every consumer gets the default quotas, or those of the first plan (in config
+//! order) named by one of its groups. Place it after the auth plugin, which sets `consumer`
+//! (and `consumer.groups`, comma-separated) in the request context.
+//!
+//! ```toml
+//! [[routes.plugins]]
+//! plugin = "builtin:quota"
+//! [routes.plugins.config]
+//! quotas = { daily = { limit = 1000, period = "day" }, monthly = { limit = 20000, period = "month" } }
+//! plans = { gold = { daily = 10000, monthly = 200000 } }   # group -> quota name -> limit
+//! anonymous = "reject"             # no consumer: "reject" (401) or "ip" (quota per client IP)
+//! headers = "draft"                # "draft" (RateLimit-Policy / RateLimit) or "off"
+//! on_state_error = "fail-open"     # shared backend down: "fail-open" counts in this gateway's
+//!                                  # memory meanwhile, "fail-closed" answers 503
+//! ```
+//!
+//! A period starts at the consumer's first request in it and lasts `hour`, `day`, `week` or
+//! `month` (30 days). Counting is one atomic step per quota in the gateway's `state` (Redis when
+//! configured, so a quota holds across gateways); a refused request takes nothing from the quota
+//! that refused it. Over quota: 429 with `Retry-After` (whole seconds, at least 1, until the
+//! period ends). Remaining quota is sent on every response in the draft-ietf-httpapi-ratelimit-
+//! headers-10 fields: `RateLimit-Policy: "daily";q=1000;w=86400` and `RateLimit: "daily";r=998;t=86020`.
+
+use airlock_sdk::state::{self, Decision, StateError};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, Response, export_plugin};
+use serde::Deserialize;
+
+/// Context key carrying the headers of an allowed request to `on_response`.
+const CONTEXT_KEY: &str = "quota.headers";
+
+/// Most quotas one entry may have (each is one state call per request).
+const MAX_QUOTAS: usize = 8;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    quotas: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    plans: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    anonymous: Anonymous,
+    #[serde(default)]
+    headers: Headers,
+    #[serde(default)]
+    on_state_error: OnError,
+    /// Filled in by the gateway from `[[consumers]]` for built-ins; not used here.
+    #[serde(default)]
+    #[allow(dead_code)]
+    consumers: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaConfig {
+    limit: u64,
+    period: Period,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum Period {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+impl Period {
+    fn ms(self) -> u64 {
+        match self {
+            Self::Hour => 3_600_000,
+            Self::Day => 86_400_000,
+            Self::Week => 7 * 86_400_000,
+            Self::Month => 30 * 86_400_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum Anonymous {
+    #[default]
+    Reject,
+    Ip,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum Headers {
+    #[default]
+    Draft,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum OnError {
+    #[default]
+    FailOpen,
+    FailClosed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Quota {
+    name: String,
+    limit: u64,
+    period_ms: u64,
+}
+
+/// The configured plugin.
+#[derive(Debug)]
+struct QuotaPlugin {
+    quotas: Vec<Quota>,
+    /// (group, limit per quota, in `quotas` order).
+    plans: Vec<(String, Vec<u64>)>,
+    anonymous: Anonymous,
+    headers: Headers,
+    on_error: OnError,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+impl Plugin for QuotaPlugin {
+    type Config = Config;
+
+    fn new(c: Config) -> Result<Self, String> {
+        if c.quotas.is_empty() || c.quotas.len() > MAX_QUOTAS {
+            return Err(format!("`quotas`: give 1 to {MAX_QUOTAS} quotas"));
+        }
+        let mut quotas = Vec::new();
+        for (name, value) in c.quotas {
+            if !valid_name(&name) {
+                return Err(format!("`quotas.{name}`: names are letters, digits, `-`, `_` or `.`"));
+            }
+            let q: QuotaConfig = serde_json::from_value(value).map_err(|e| format!("`quotas.{name}`: {e}"))?;
+            if q.limit == 0 {
+                return Err(format!("`quotas.{name}.limit` must be at least 1"));
+            }
+            quotas.push(Quota { name, limit: q.limit, period_ms: q.period.ms() });
+        }
+        let mut plans = Vec::new();
+        for (group, value) in c.plans {
+            let limits: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_value(value).map_err(|e| format!("`plans.{group}`: {e}"))?;
+            let mut per_quota: Vec<u64> = quotas.iter().map(|q| q.limit).collect();
+            for (name, limit) in limits {
+                let i = quotas
+                    .iter()
+                    .position(|q| q.name == name)
+                    .ok_or_else(|| format!("`plans.{group}.{name}`: no quota named `{name}`"))?;
+                per_quota[i] = match limit.as_u64() {
+                    Some(l) if l > 0 => l,
+                    _ => return Err(format!("`plans.{group}.{name}`: a limit is a whole number, at least 1")),
+                };
+            }
+            plans.push((group, per_quota));
+        }
+        Ok(Self { quotas, plans, anonymous: c.anonymous, headers: c.headers, on_error: c.on_state_error })
+    }
+
+    fn descriptor() -> Descriptor {
+        Descriptor::new()
+    }
+
+    fn configured_descriptor(&self) -> Descriptor {
+        Descriptor::request_only().with_on_response(self.headers != Headers::Off)
+    }
+
+    fn on_request(&self, req: &Request) -> Action {
+        let key = match req.context_get("consumer") {
+            Some(c) => format!("c={c}"),
+            None if self.anonymous == Anonymous::Ip => format!("ip={}", client_ip(&req.client_addr())),
+            None => return Action::text(401, "a consumer is required: authenticate first\n"),
+        };
+        let limits = self.limits_for(req.context_get("consumer.groups").as_deref());
+        let decisions = match self.check(&key, &limits, false) {
+            Ok(d) => d,
+            Err(StateError::Unavailable(_)) if self.on_error == OnError::FailOpen => match self.check(&key, &limits, true) {
+                Ok(d) => d,
+                Err(_) => return Action::Continue,
+            },
+            Err(_) if self.on_error == OnError::FailOpen => return Action::Continue,
+            Err(e) => {
+                airlock_sdk::log::debug(format!("quota not checked, failing closed: {e}"));
+                return Action::Respond(
+                    ResponseInit::new(503)
+                        .header("retry-after", "1")
+                        .header("content-type", "text/plain; charset=utf-8")
+                        .body(b"Service Unavailable: quota state unavailable\n".to_vec()),
+                );
+            }
+        };
+        let headers = self.header_lines(&limits, &decisions);
+        match decisions.iter().find(|d| !d.allowed) {
+            Some(refused) => {
+                let mut response = ResponseInit::new(429)
+                    .header("retry-after", refused.retry_after_ms.div_ceil(1000).max(1).to_string())
+                    .header("content-type", "text/plain; charset=utf-8");
+                for (name, value) in headers {
+                    response = response.header(name, value);
+                }
+                Action::Respond(response.body(b"Quota exceeded\n".to_vec()))
+            }
+            None => {
+                if !headers.is_empty() {
+                    let packed: Vec<String> = headers.into_iter().map(|(n, v)| format!("{n}\t{v}")).collect();
+                    req.context_set(CONTEXT_KEY, &packed.join("\n"));
+                }
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_response(&self, req: &Request, resp: &Response) {
+        let Some(packed) = req.context_get(CONTEXT_KEY) else { return };
+        for line in packed.lines() {
+            if let Some((name, value)) = line.split_once('\t') {
+                resp.set_header(name, value);
+            }
+        }
+    }
+}
+
+fn client_ip(addr: &str) -> &str {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.trim_start_matches('[').trim_end_matches(']'),
+        _ => addr,
+    }
+}
+
+impl QuotaPlugin {
+    /// The limits of the consumer's plan: the first plan one of its groups names, else the defaults.
+    fn limits_for(&self, groups: Option<&str>) -> Vec<u64> {
+        let groups: Vec<&str> = groups.unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()).collect();
+        self.plans
+            .iter()
+            .find(|(plan, _)| groups.contains(&plan.as_str()))
+            .map(|(_, limits)| limits.clone())
+            .unwrap_or_else(|| self.quotas.iter().map(|q| q.limit).collect())
+    }
+
+    fn check(&self, key: &str, limits: &[u64], local: bool) -> Result<Vec<Decision>, StateError> {
+        let mut decisions = Vec::with_capacity(self.quotas.len());
+        for (q, limit) in self.quotas.iter().zip(limits) {
+            // The limit is part of the key: moving to another plan starts a fresh count.
+            let k = format!("{}:{limit}:{key}", q.name);
+            let d = if local {
+                state::window_local(&k, *limit, q.period_ms, 1)?
+            } else {
+                state::window(&k, *limit, q.period_ms, 1)?
+            };
+            let refused = !d.allowed;
+            decisions.push(d);
+            if refused {
+                break;
+            }
+        }
+        Ok(decisions)
+    }
+
+    fn header_lines(&self, limits: &[u64], decisions: &[Decision]) -> Vec<(String, String)> {
+        if self.headers == Headers::Off {
+            return Vec::new();
+        }
+        let policy: Vec<String> = self
+            .quotas
+            .iter()
+            .zip(limits)
+            .take(decisions.len())
+            .map(|(q, l)| format!("\"{}\";q={l};w={}", q.name, q.period_ms / 1000))
+            .collect();
+        let current: Vec<String> = self
+            .quotas
+            .iter()
+            .zip(decisions)
+            .map(|(q, d)| format!("\"{}\";r={};t={}", q.name, d.remaining, d.reset_after_ms.div_ceil(1000)))
+            .collect();
+        vec![("ratelimit-policy".into(), policy.join(", ")), ("ratelimit".into(), current.join(", "))]
+    }
+}
+
+export_plugin!(QuotaPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(json: &str) -> QuotaPlugin {
+        airlock_sdk::configure::<QuotaPlugin>(json).unwrap()
+    }
+
+    fn err(json: &str) -> String {
+        airlock_sdk::configure::<QuotaPlugin>(json).unwrap_err()
+    }
+
+    #[test]
+    fn plans_pick_limits_by_group() {
+        let p = ok(r#"{"quotas": {"daily": {"limit": 10, "period": "day"}, "monthly": {"limit": 100, "period": "month"}},
+                       "plans": {"gold": {"daily": 50}, "silver": {"monthly": 70}}}"#);
+        assert_eq!(p.limits_for(None), [10, 100]);
+        assert_eq!(p.limits_for(Some("staff, gold")), [50, 100]);
+        assert_eq!(p.limits_for(Some("silver,gold")), [50, 100], "the first plan in config order wins");
+        assert_eq!(p.limits_for(Some("silver")), [10, 70]);
+        assert_eq!(p.quotas[1].period_ms, 30 * 86_400_000);
+    }
+
+    #[test]
+    fn config_errors() {
+        assert!(err(r#"{"quotas": {}}"#).contains("give 1 to"));
+        assert!(err(r#"{"quotas": {"d": {"limit": 1, "period": "year"}}}"#).contains("`quotas.d`: unknown variant"));
+        assert!(err(r#"{"quotas": {"d": {"limit": 1, "period": "day"}}, "plans": {"g": {"x": 5}}}"#).contains("no quota named `x`"));
+        assert!(err(r#"{"quotas": {"d": {"limit": 0, "period": "day"}}}"#).contains("at least 1"));
+    }
+
+    #[test]
+    fn draft_headers() {
+        let p = ok(r#"{"quotas": {"daily": {"limit": 1000, "period": "day"}}}"#);
+        let d = Decision { allowed: true, remaining: 998, limit: 1000, reset_after_ms: 86_019_500, retry_after_ms: 0 };
+        let h = p.header_lines(&[1000], &[d]);
+        assert_eq!(h[0].1, "\"daily\";q=1000;w=86400");
+        assert_eq!(h[1].1, "\"daily\";r=998;t=86020");
+    }
+}

@@ -1,0 +1,497 @@
+//! `builtin:rate-limit`: token buckets (GCRA: a steady rate with a burst, AWS API Gateway
+//! semantics) and fixed windows (per second, minute, hour or day, Kong semantics), several at
+//! once, on counters kept by the gateway's `state` capability (memory, or Redis shared by every
+//! gateway), so limits hold across a cluster.
+//!
+//! ```toml
+//! [[routes.plugins]]
+//! plugin = "builtin:rate-limit"
+//! [routes.plugins.config]
+//! by = ["consumer"]                # key parts: "consumer" (falls back to the client IP),
+//!                                  # "ip", "route", "header:<name>", "param:<name>"; default ["consumer"]
+//! cost = 1                         # units one request takes (default 1)
+//! headers = "draft"                # "draft" (RateLimit-Policy / RateLimit), "legacy", or "off"
+//! on_state_error = "fail-open"     # if the shared state backend (Redis) is unreachable or slow:
+//!                                  # "fail-open" applies the same limits in this gateway's own
+//!                                  # memory until it is back, "fail-closed" answers 503
+//! limits = [
+//!   { name = "burst", rate = 10, per = "second", burst = 20 },   # token bucket
+//!   { name = "daily", limit = 1000, window = "day" },            # fixed window
+//! ]
+//! ```
+//!
+//! A bucket holds `burst` units (default: `rate`) and refills at `rate` per `per` (`second`,
+//! `minute`, `hour`, `day`) or per `period_ms`. A window allows `limit` units per `window`
+//! (same names) or `window_ms`, starting at its first request. The check and the update of each
+//! limit are one atomic step in the backend, and a refused request takes nothing from the limit
+//! that refused it. With several limits, they are taken in order and the first refusal stops:
+//! the limits before it have been charged (as in Kong); put the tightest limit first.
+//!
+//! Refused requests get 429 with `Retry-After` (whole seconds, at least 1). Headers, on refused
+//! and allowed responses alike:
+//! - `draft` (draft-ietf-httpapi-ratelimit-headers-10): `RateLimit-Policy: "burst";q=20;w=2,
+//!   "daily";q=1000;w=86400` and `RateLimit: "burst";r=19;t=1, "daily";r=999;t=86400`
+//!   (`q` quota, `w` window or full-refill seconds, `r` remaining, `t` seconds until reset).
+//! - `legacy`: `RateLimit-Limit` / `RateLimit-Remaining` / `RateLimit-Reset` of the tightest
+//!   limit (fewest remaining), plus `X-RateLimit-Limit-<Period>` /
+//!   `X-RateLimit-Remaining-<Period>` for each limit with a named period (`Second` ... `Day`).
+
+use airlock_sdk::state::{self, Decision, StateError};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, Response, export_plugin};
+use serde::Deserialize;
+
+/// Context key carrying the headers of an allowed request to `on_response`.
+const CONTEXT_KEY: &str = "rate-limit.headers";
+
+/// Most limits one entry may have (each is one state call per request).
+const MAX_LIMITS: usize = 8;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_by")]
+    by: Vec<String>,
+    #[serde(default = "one")]
+    cost: u64,
+    #[serde(default)]
+    headers: HeaderMode,
+    #[serde(default)]
+    on_state_error: OnError,
+    limits: Vec<LimitConfig>,
+    /// Filled in by the gateway from `[[consumers]]` for built-ins; not used here.
+    #[serde(default)]
+    #[allow(dead_code)]
+    consumers: Option<serde::de::IgnoredAny>,
+}
+
+fn default_by() -> Vec<String> {
+    vec!["consumer".into()]
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum HeaderMode {
+    #[default]
+    Draft,
+    Legacy,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum OnError {
+    #[default]
+    FailOpen,
+    FailClosed,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum Period {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Period {
+    fn ms(self) -> u64 {
+        match self {
+            Self::Second => 1_000,
+            Self::Minute => 60_000,
+            Self::Hour => 3_600_000,
+            Self::Day => 86_400_000,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Second => "Second",
+            Self::Minute => "Minute",
+            Self::Hour => "Hour",
+            Self::Day => "Day",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitConfig {
+    name: Option<String>,
+    rate: Option<u64>,
+    per: Option<Period>,
+    period_ms: Option<u64>,
+    burst: Option<u64>,
+    limit: Option<u64>,
+    window: Option<Period>,
+    window_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    Bucket { rate: u64, period_ms: u64, burst: u64 },
+    Window { limit: u64, window_ms: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Limit {
+    name: String,
+    kind: Kind,
+    period: Option<Period>,
+}
+
+impl Limit {
+    fn quota(&self) -> u64 {
+        match self.kind {
+            Kind::Bucket { burst, .. } => burst,
+            Kind::Window { limit, .. } => limit,
+        }
+    }
+
+    /// `w` of the draft: the window, or the time a bucket takes to refill from empty, in seconds.
+    fn window_secs(&self) -> u64 {
+        let ms = match self.kind {
+            Kind::Bucket { rate, period_ms, burst } => (burst as u128 * period_ms as u128).div_ceil(rate as u128) as u64,
+            Kind::Window { window_ms, .. } => window_ms,
+        };
+        ms.div_ceil(1000).max(1)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum KeyPart {
+    Consumer,
+    Ip,
+    Route,
+    Header(String),
+    Param(String),
+}
+
+/// The configured plugin.
+#[derive(Debug)]
+struct RateLimit {
+    by: Vec<KeyPart>,
+    cost: u64,
+    headers: HeaderMode,
+    on_error: OnError,
+    limits: Vec<Limit>,
+}
+
+fn limit_from(i: usize, c: LimitConfig, cost: u64) -> Result<Limit, String> {
+    let at = format!("`limits[{i}]`");
+    let period = |named: Option<Period>, ms: Option<u64>, what: &str| -> Result<(u64, Option<Period>), String> {
+        match (named, ms) {
+            (Some(p), None) => Ok((p.ms(), Some(p))),
+            (None, Some(0)) => Err(format!("{at}: `{what}_ms` must be at least 1")),
+            (None, Some(ms)) => Ok((ms, None)),
+            (Some(_), Some(_)) => Err(format!("{at}: give a named period or milliseconds, not both")),
+            (None, None) => Err(format!("{at}: a period is needed")),
+        }
+    };
+    let (kind, named) = match (c.rate, c.limit) {
+        (Some(rate), None) => {
+            if c.window.is_some() || c.window_ms.is_some() {
+                return Err(format!("{at}: `window` goes with `limit`, not with `rate`"));
+            }
+            let (period_ms, named) = period(c.per, c.period_ms, "period")
+                .map_err(|e| e.replace("a period is needed", "a bucket needs `per` (second, minute, hour, day) or `period_ms`"))?;
+            let burst = c.burst.unwrap_or(rate);
+            if rate == 0 || burst == 0 {
+                return Err(format!("{at}: `rate` and `burst` must be at least 1"));
+            }
+            (Kind::Bucket { rate, period_ms, burst }, named)
+        }
+        (None, Some(limit)) => {
+            if c.per.is_some() || c.period_ms.is_some() || c.burst.is_some() {
+                return Err(format!("{at}: `per`, `period_ms` and `burst` go with `rate`, not with `limit`"));
+            }
+            let (window_ms, named) = period(c.window, c.window_ms, "window")
+                .map_err(|e| e.replace("a period is needed", "a window needs `window` (second, minute, hour, day) or `window_ms`"))?;
+            if limit == 0 {
+                return Err(format!("{at}: `limit` must be at least 1"));
+            }
+            (Kind::Window { limit, window_ms }, named)
+        }
+        _ => return Err(format!("{at}: give either `rate` (a token bucket) or `limit` (a fixed window)")),
+    };
+    let name = match c.name {
+        Some(n) => n,
+        None => match named {
+            Some(p) => format!("{p:?}").to_lowercase(),
+            None => format!("limit{i}"),
+        },
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(format!("{at}: `name` `{name}` must be letters, digits, `-`, `_` or `.`"));
+    }
+    let limit = Limit { name, kind, period: named };
+    if cost > limit.quota() {
+        return Err(format!("{at}: `cost` {cost} is more than the limit's {} units: no request would ever pass", limit.quota()));
+    }
+    Ok(limit)
+}
+
+impl Plugin for RateLimit {
+    type Config = Config;
+
+    fn new(c: Config) -> Result<Self, String> {
+        if c.limits.is_empty() {
+            return Err("`limits`: give at least one limit".into());
+        }
+        if c.limits.len() > MAX_LIMITS {
+            return Err(format!("`limits`: at most {MAX_LIMITS}"));
+        }
+        if c.cost == 0 {
+            return Err("`cost` must be at least 1".into());
+        }
+        let mut by = Vec::new();
+        for part in &c.by {
+            by.push(match part.as_str() {
+                "consumer" => KeyPart::Consumer,
+                "ip" => KeyPart::Ip,
+                "route" => KeyPart::Route,
+                p => match p.split_once(':') {
+                    Some(("header", h)) if !h.is_empty() => KeyPart::Header(h.to_ascii_lowercase()),
+                    Some(("param", n)) if !n.is_empty() => KeyPart::Param(n.to_owned()),
+                    _ => {
+                        return Err(format!(
+                            "`by`: unknown key part `{p}` (use consumer, ip, route, header:<name>, param:<name>)"
+                        ));
+                    }
+                },
+            });
+        }
+        if by.is_empty() {
+            return Err("`by`: give at least one key part".into());
+        }
+        let mut limits = Vec::new();
+        for (i, l) in c.limits.into_iter().enumerate() {
+            let limit = limit_from(i, l, c.cost)?;
+            if limits.iter().any(|x: &Limit| x.name == limit.name) {
+                return Err(format!("`limits[{i}]`: the name `{}` is used twice", limit.name));
+            }
+            limits.push(limit);
+        }
+        Ok(Self { by, cost: c.cost, headers: c.headers, on_error: c.on_state_error, limits })
+    }
+
+    fn descriptor() -> Descriptor {
+        Descriptor::new()
+    }
+
+    fn configured_descriptor(&self) -> Descriptor {
+        Descriptor::request_only().with_on_response(self.headers != HeaderMode::Off)
+    }
+
+    fn on_request(&self, req: &Request) -> Action {
+        let key = self.key(req);
+        let decisions = match self.check(&key, false) {
+            Ok(d) => d,
+            // Fail-open falls back to this gateway's own limits while the shared backend is away.
+            Err(StateError::Unavailable(_)) if self.on_error == OnError::FailOpen => match self.check(&key, true) {
+                Ok(d) => d,
+                Err(e) => return self.state_failed(&e),
+            },
+            Err(e) => return self.state_failed(&e),
+        };
+        let headers = self.header_lines(&decisions);
+        match decisions.iter().find(|d| !d.allowed) {
+            Some(refused) => {
+                let mut response = ResponseInit::new(429)
+                    .header("retry-after", retry_after_secs(refused.retry_after_ms).to_string())
+                    .header("content-type", "text/plain; charset=utf-8");
+                for (name, value) in headers {
+                    response = response.header(name, value);
+                }
+                Action::Respond(response.body(b"Too Many Requests\n".to_vec()))
+            }
+            None => {
+                if !headers.is_empty() {
+                    let packed: Vec<String> = headers.into_iter().map(|(n, v)| format!("{n}\t{v}")).collect();
+                    req.context_set(CONTEXT_KEY, &packed.join("\n"));
+                }
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_response(&self, req: &Request, resp: &Response) {
+        let Some(packed) = req.context_get(CONTEXT_KEY) else { return };
+        for line in packed.lines() {
+            if let Some((name, value)) = line.split_once('\t') {
+                resp.set_header(name, value);
+            }
+        }
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up, never 0.
+fn retry_after_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
+}
+
+fn client_ip(addr: &str) -> &str {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.trim_start_matches('[').trim_end_matches(']'),
+        _ => addr,
+    }
+}
+
+impl RateLimit {
+    fn key(&self, req: &Request) -> String {
+        let mut parts = Vec::with_capacity(self.by.len());
+        for part in &self.by {
+            parts.push(match part {
+                KeyPart::Consumer => match req.context_get("consumer") {
+                    Some(c) => format!("c={c}"),
+                    None => format!("ip={}", client_ip(&req.client_addr())),
+                },
+                KeyPart::Ip => format!("ip={}", client_ip(&req.client_addr())),
+                KeyPart::Route => format!("r={}", req.route_id()),
+                KeyPart::Header(h) => {
+                    format!("h={}", req.header(h).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default())
+                }
+                KeyPart::Param(p) => format!("p={}", req.param(p).unwrap_or_default()),
+            });
+        }
+        parts.join("|")
+    }
+
+    /// Takes the cost from each limit in order, stopping at the first refusal. `local`: in this
+    /// gateway's memory instead of the configured backend.
+    fn check(&self, key: &str, local: bool) -> Result<Vec<Decision>, StateError> {
+        let mut decisions = Vec::with_capacity(self.limits.len());
+        for (i, limit) in self.limits.iter().enumerate() {
+            let k = format!("{i}:{}:{key}", limit.name);
+            let d = match (limit.kind.clone(), local) {
+                (Kind::Bucket { rate, period_ms, burst }, false) => state::acquire(&k, rate, period_ms, burst, self.cost)?,
+                (Kind::Bucket { rate, period_ms, burst }, true) => state::acquire_local(&k, rate, period_ms, burst, self.cost)?,
+                (Kind::Window { limit, window_ms }, false) => state::window(&k, limit, window_ms, self.cost)?,
+                (Kind::Window { limit, window_ms }, true) => state::window_local(&k, limit, window_ms, self.cost)?,
+            };
+            let refused = !d.allowed;
+            decisions.push(d);
+            if refused {
+                break;
+            }
+        }
+        Ok(decisions)
+    }
+
+    fn state_failed(&self, e: &StateError) -> Action {
+        match self.on_error {
+            // Outages were already retried locally; what is left (a full memory store) lets the
+            // request through. The gateway logs backend trouble once per interval.
+            OnError::FailOpen => Action::Continue,
+            OnError::FailClosed => {
+                airlock_sdk::log::debug(format!("rate limit not checked, failing closed: {e}"));
+                Action::Respond(
+                    ResponseInit::new(503)
+                        .header("retry-after", "1")
+                        .header("content-type", "text/plain; charset=utf-8")
+                        .body(b"Service Unavailable: rate limit state unavailable\n".to_vec()),
+                )
+            }
+        }
+    }
+
+    /// The header lines for these decisions (one per limit checked, in order).
+    fn header_lines(&self, decisions: &[Decision]) -> Vec<(String, String)> {
+        let pairs: Vec<(&Limit, &Decision)> = self.limits.iter().zip(decisions).collect();
+        match self.headers {
+            HeaderMode::Off => Vec::new(),
+            HeaderMode::Draft => {
+                let policy: Vec<String> =
+                    pairs.iter().map(|(l, _)| format!("\"{}\";q={};w={}", l.name, l.quota(), l.window_secs())).collect();
+                let current: Vec<String> = pairs
+                    .iter()
+                    .map(|(l, d)| format!("\"{}\";r={};t={}", l.name, d.remaining, d.reset_after_ms.div_ceil(1000)))
+                    .collect();
+                vec![("ratelimit-policy".into(), policy.join(", ")), ("ratelimit".into(), current.join(", "))]
+            }
+            HeaderMode::Legacy => {
+                let mut out = Vec::new();
+                if let Some((l, d)) = pairs.iter().min_by_key(|(_, d)| d.remaining) {
+                    out.push(("ratelimit-limit".into(), l.quota().to_string()));
+                    out.push(("ratelimit-remaining".into(), d.remaining.to_string()));
+                    out.push(("ratelimit-reset".into(), d.reset_after_ms.div_ceil(1000).to_string()));
+                }
+                for (l, d) in &pairs {
+                    if let Some(p) = l.period {
+                        out.push((format!("x-ratelimit-limit-{}", p.title().to_lowercase()), l.quota().to_string()));
+                        out.push((format!("x-ratelimit-remaining-{}", p.title().to_lowercase()), d.remaining.to_string()));
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+export_plugin!(RateLimit);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        airlock_sdk::configure::<RateLimit>(json).unwrap_err()
+    }
+
+    fn ok(json: &str) -> RateLimit {
+        airlock_sdk::configure::<RateLimit>(json).unwrap()
+    }
+
+    fn d(allowed: bool, remaining: u64, reset: u64) -> Decision {
+        Decision { allowed, remaining, limit: 0, reset_after_ms: reset, retry_after_ms: 0 }
+    }
+
+    #[test]
+    fn config_is_validated() {
+        assert!(err(r#"{"limits": []}"#).contains("at least one limit"));
+        assert!(err(r#"{"limits": [{"rate": 1}]}"#).contains("needs `per`"));
+        assert!(err(r#"{"limits": [{"rate": 1, "limit": 2, "per": "second"}]}"#).contains("either `rate`"));
+        assert!(err(r#"{"limits": [{"limit": 2, "per": "second"}]}"#).contains("go with `rate`"));
+        assert!(err(r#"{"by": ["cookie"], "limits": [{"limit": 2, "window": "minute"}]}"#).contains("unknown key part"));
+        assert!(err(r#"{"cost": 5, "limits": [{"limit": 2, "window": "minute"}]}"#).contains("no request would ever pass"));
+        assert!(err(r#"{"limits": [{"limit": 2, "window": "week"}]}"#).contains("unknown variant"));
+        assert!(err(r#"{"limits": [{"limit": 2, "window": "minute"}, {"limit": 3, "window": "minute"}]}"#).contains("used twice"));
+        let p = ok(r#"{"by": ["route", "header:X-Key", "param:id"], "limits": [{"rate": 5, "per": "second"}]}"#);
+        assert_eq!(p.by, [KeyPart::Route, KeyPart::Header("x-key".into()), KeyPart::Param("id".into())]);
+        assert_eq!(p.limits[0], Limit { name: "second".into(), kind: Kind::Bucket { rate: 5, period_ms: 1000, burst: 5 }, period: Some(Period::Second) });
+    }
+
+    #[test]
+    fn draft_headers() {
+        let p = ok(r#"{"limits": [{"name": "burst", "rate": 100, "per": "minute", "burst": 100}, {"name": "daily", "limit": 1000, "window": "day"}]}"#);
+        let h = p.header_lines(&[d(true, 50, 29_001), d(true, 999, 86_400_000)]);
+        assert_eq!(h[0], ("ratelimit-policy".into(), "\"burst\";q=100;w=60, \"daily\";q=1000;w=86400".into()));
+        assert_eq!(h[1], ("ratelimit".into(), "\"burst\";r=50;t=30, \"daily\";r=999;t=86400".into()));
+    }
+
+    #[test]
+    fn legacy_headers() {
+        let p = ok(r#"{"headers": "legacy", "limits": [{"limit": 10, "window": "second"}, {"limit": 100, "window": "minute"}]}"#);
+        let h = p.header_lines(&[d(true, 9, 1000), d(true, 5, 30_000)]);
+        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("ratelimit-limit"), Some("100"));
+        assert_eq!(get("ratelimit-remaining"), Some("5"));
+        assert_eq!(get("ratelimit-reset"), Some("30"));
+        assert_eq!(get("x-ratelimit-limit-second"), Some("10"));
+        assert_eq!(get("x-ratelimit-remaining-minute"), Some("5"));
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_never_zero() {
+        assert_eq!(retry_after_secs(0), 1);
+        assert_eq!(retry_after_secs(1), 1);
+        assert_eq!(retry_after_secs(1000), 1);
+        assert_eq!(retry_after_secs(1001), 2);
+        assert_eq!(client_ip("203.0.113.7:51234"), "203.0.113.7");
+        assert_eq!(client_ip("[::1]:8080"), "::1");
+    }
+}

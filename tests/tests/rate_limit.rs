@@ -1,0 +1,502 @@
+//! `builtin:rate-limit` and the `state` capability, end to end: exact admission under
+//! concurrency (memory backend), the token bucket's formula, header formats, the capability
+//! grant, `builtin:throttle`'s delays, and two gateways sharing a real Redis that is killed and
+//! restarted mid-test.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use airlock_tests::{Gateway, HttpClient, Reply, Upstream};
+
+/// A route limited by a fixed window of `limit` per minute, keyed by client IP.
+fn window_config(limit: u64, headers: &str) -> String {
+    format!(
+        r#"
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[[routes]]
+id = "limited"
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = {{ by = ["ip"], headers = "{headers}", limits = [{{ name = "minute", limit = {limit}, window = "minute" }}] }}
+"#
+    )
+}
+
+/// Sends `total` GETs from `clients` concurrent tasks; returns every reply.
+async fn hammer(urls: &[String], clients: usize, total: usize) -> Vec<Reply> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let urls = Arc::new(urls.to_vec());
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (next, urls) = (next.clone(), urls.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = HttpClient::http1();
+            let mut replies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                replies.push(client.get(&urls[i % urls.len()]).await);
+            }
+            replies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client task"));
+    }
+    all
+}
+
+fn count(replies: &[Reply], status: u16) -> usize {
+    replies.iter().filter(|r| r.status.as_u16() == status).count()
+}
+
+/// `Retry-After` is a whole number of seconds, at least 1.
+fn assert_retry_after(r: &Reply) {
+    let v = r.header("retry-after").expect("429 carries Retry-After");
+    let secs: u64 = v.parse().unwrap_or_else(|_| panic!("Retry-After `{v}` is not an integer"));
+    assert!(secs >= 1, "Retry-After is never 0");
+}
+
+/// Checks a draft-10 `RateLimit` / `RateLimit-Policy` pair for one policy and returns (r, t) and (q, w).
+fn draft(r: &Reply) -> ((u64, u64), (u64, u64)) {
+    let policy = r.header("ratelimit-policy").expect("RateLimit-Policy");
+    let current = r.header("ratelimit").expect("RateLimit");
+    let params = |item: &str, a: &str, b: &str| -> (u64, u64) {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("");
+        assert!(name.starts_with('"') && name.ends_with('"') && name.len() > 2, "`{item}`: the name is an sf-string");
+        let mut x = None;
+        let mut y = None;
+        for p in parts {
+            let (k, v) = p.split_once('=').unwrap_or_else(|| panic!("`{item}`: parameter without value"));
+            let v: u64 = v.parse().unwrap_or_else(|_| panic!("`{item}`: `{k}` is not a non-negative integer"));
+            if k == a {
+                x = Some(v);
+            } else if k == b {
+                y = Some(v);
+            }
+        }
+        (x.unwrap_or_else(|| panic!("`{item}` lacks `{a}`")), y.unwrap_or_else(|| panic!("`{item}` lacks `{b}`")))
+    };
+    (params(&current, "r", "t"), params(&policy, "q", "w"))
+}
+
+#[tokio::test]
+async fn memory_window_admits_exactly_the_limit_under_concurrency() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&window_config(50, "draft"), Some(&upstream)).await;
+    let replies = hammer(&[gw.url("/x")], 16, 300).await;
+    assert_eq!(count(&replies, 200), 50, "exactly the limit is admitted");
+    assert_eq!(count(&replies, 429), 250);
+    assert_eq!(upstream.hits(), 50, "refused requests never reach the upstream");
+    for r in &replies {
+        let ((remaining, reset), (quota, window)) = draft(r);
+        assert_eq!((quota, window), (50, 60));
+        assert!(remaining <= 49 && (1..=60).contains(&reset), "r={remaining} t={reset}");
+        if r.status == 429 {
+            assert_retry_after(r);
+            assert_eq!(remaining, 0);
+        }
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn token_bucket_admits_burst_plus_rate_times_elapsed() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path = "/b"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = { by = ["route"], limits = [{ name = "burst", rate = 20, per = "second", burst = 10 }] }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let url = gw.url("/b");
+    let started = Instant::now();
+    let mut admitted = 0u64;
+    let mut refused = Vec::new();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let replies = hammer(std::slice::from_ref(&url), 4, 20).await;
+        admitted += count(&replies, 200) as u64;
+        refused.extend(replies.into_iter().filter(|r| r.status == 429));
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    // burst + rate x elapsed (one unit every 50 ms), plus one for the unit being refilled.
+    let max = 10 + elapsed_ms / 50 + 1;
+    let min = 10 + 1000 / 50;
+    assert!((min..=max).contains(&admitted), "admitted {admitted}, expected {min}..={max} in {elapsed_ms} ms");
+    assert!(!refused.is_empty());
+    for r in &refused {
+        assert_retry_after(r);
+        let ((_, _), (q, w)) = draft(r);
+        assert_eq!((q, w), (10, 1), "q = burst, w = time to refill the burst");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn header_modes_and_keys() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+# Built-ins are handed `consumers`; the limiters accept and ignore it.
+[[consumers]]
+id = "alice"
+
+[[routes]]
+path = "/legacy"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = { by = ["ip"], headers = "legacy", limits = [{ limit = 3, window = "second" }, { limit = 2, window = "hour" }] }
+
+[[routes]]
+path = "/off"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = { by = ["ip"], headers = "off", limits = [{ limit = 1, window = "minute" }] }
+
+[[routes]]
+path = "/users/{id}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "auth" }
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = { by = ["consumer", "param:id"], limits = [{ name = "per-user", limit = 1, window = "minute" }] }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+
+    let r = client.get(&gw.url("/legacy")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit-limit").as_deref(), Some("2"), "the tightest limit: fewest remaining");
+    assert_eq!(r.header("ratelimit-remaining").as_deref(), Some("1"));
+    assert_eq!(r.header("x-ratelimit-limit-second").as_deref(), Some("3"));
+    assert_eq!(r.header("x-ratelimit-remaining-second").as_deref(), Some("2"));
+    assert_eq!(r.header("x-ratelimit-limit-hour").as_deref(), Some("2"));
+    assert_eq!(r.header("x-ratelimit-remaining-hour").as_deref(), Some("1"));
+    let reset: u64 = r.header("ratelimit-reset").expect("reset").parse().expect("integer");
+    assert!((3599..=3600).contains(&reset));
+    assert!(r.header("ratelimit").is_none());
+    client.get(&gw.url("/legacy")).await;
+    let r = client.get(&gw.url("/legacy")).await;
+    assert_eq!(r.status, 429);
+    assert_retry_after(&r);
+    assert_eq!(r.header("x-ratelimit-remaining-hour").as_deref(), Some("0"));
+
+    assert_eq!(client.get(&gw.url("/off")).await.header("ratelimit"), None);
+    let r = client.get(&gw.url("/off")).await;
+    assert_eq!((r.status.as_u16(), r.header("ratelimit-policy")), (429, None));
+    assert_retry_after(&r);
+
+    // Keyed by consumer (set in the context by an earlier plugin) and a path param.
+    let as_user = |who: &'static str, path: &'static str| {
+        let (client, url) = (client.clone(), gw.url(path));
+        async move { client.request("GET", &url, &[("x-set-context", &format!("consumer={who}"))], b"").await.status.as_u16() }
+    };
+    assert_eq!(as_user("alice", "/users/1").await, 200);
+    assert_eq!(as_user("alice", "/users/1").await, 429);
+    assert_eq!(as_user("bob", "/users/1").await, 200, "another consumer has its own limit");
+    assert_eq!(as_user("alice", "/users/2").await, 200, "another param value has its own limit");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_plugin_importing_state_without_the_grant_is_refused_at_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wasm = dir.path().join("limiter.wasm");
+    std::fs::write(&wasm, airlock::runtime::builtin::bytes("rate-limit").expect("built-in")).expect("write");
+    let config = |grant: &str| {
+        format!(
+            r#"
+[plugins.limiter]
+source = "{}"
+{grant}
+
+[[routes]]
+path = "/"
+[[routes.plugins]]
+plugin = "limiter"
+config = {{ limits = [{{ limit = 1, window = "second" }}] }}
+[[routes.plugins]]
+plugin = "builtin:respond"
+"#,
+            wasm.display()
+        )
+    };
+    let err = match Gateway::try_start(&config(""), None).await {
+        Ok(_) => panic!("a plugin importing state without the grant was loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("plugin `limiter`"), "names the plugin: {err}");
+    assert!(err.contains("airlock:plugin/state") && err.contains("capability `state`"), "names the capability: {err}");
+    assert!(err.contains("capabilities = [\"state\"]"), "says how to grant it: {err}");
+
+    let gw = Gateway::start(&config(r#"capabilities = ["state"]"#), None).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.url("/")).await.status, 200);
+    assert_eq!(client.get(&gw.url("/")).await.status, 429);
+    gw.stop().await;
+}
+
+/// A `redis-server` on a free port, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: Option<u16>) -> Self {
+        let port = port.unwrap_or_else(|| {
+            TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+        });
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start redis-server: install it (tests/run.sh does) ");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn redis_config(port: u16, limit: u64) -> String {
+    format!(
+        r#"
+[state]
+backend = "redis"
+redis_url = "redis://127.0.0.1:{port}"
+timeout_ms = 200
+connect_timeout_ms = 200
+
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[plugins.limiter]
+source = "builtin:rate-limit"
+
+[[routes]]
+path = "/shared"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "limiter"
+config = {{ by = ["route"], limits = [{{ name = "shared", limit = {limit}, window = "minute" }}] }}
+
+[[routes]]
+path = "/open"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "limiter"
+config = {{ by = ["route"], on_state_error = "fail-open", limits = [{{ limit = 1, window = "minute" }}] }}
+
+[[routes]]
+path = "/closed"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "limiter"
+config = {{ by = ["route"], on_state_error = "fail-closed", limits = [{{ limit = 1, window = "minute" }}] }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn two_gateways_share_redis_and_survive_it_going_away() {
+    let mut redis = Redis::start(None);
+    let upstream = Upstream::start().await;
+    let a = Gateway::start(&redis_config(redis.port, 100), Some(&upstream)).await;
+    let b = Gateway::start(&redis_config(redis.port, 100), Some(&upstream)).await;
+
+    // Load split between the two gateways: the limit holds in total, exactly.
+    let replies = hammer(&[a.url("/shared"), b.url("/shared")], 16, 400).await;
+    assert_eq!(count(&replies, 200), 100, "two gateways sharing Redis admit the limit in total");
+    assert_eq!(count(&replies, 429), 300);
+    for r in replies.iter().filter(|r| r.status == 429) {
+        assert_retry_after(r);
+    }
+    let client = HttpClient::http1();
+    for path in ["/open", "/closed"] {
+        assert_eq!(client.get(&a.url(path)).await.status, 200);
+        assert_eq!(client.get(&b.url(path)).await.status, 429, "{path}: the other gateway sees the count");
+    }
+
+    // Redis goes away: each limiter follows its policy, and nothing waits past the timeout
+    // (200 ms here, above the plugins' 100 ms CPU deadline: waiting on Redis is not plugin CPU).
+    // Fail-open falls back to each gateway's own memory: 1 per minute per gateway.
+    let port = redis.port;
+    redis.stop();
+    for round in 0..5 {
+        let open = if round == 0 { 200 } else { 429 };
+        for (gw, path, expected) in [(&a, "/open", open), (&b, "/open", open), (&a, "/closed", 503), (&b, "/closed", 503)] {
+            let started = Instant::now();
+            let r = client.get(&gw.url(path)).await;
+            let took = started.elapsed();
+            assert_eq!(r.status.as_u16(), expected, "{path} with Redis down, round {round}");
+            assert!(took < Duration::from_millis(1000), "{path} took {took:?} with Redis down");
+            if expected == 503 {
+                assert_retry_after(&r);
+            }
+        }
+    }
+    assert!(a.inner().state.stats().unavailable.load(Ordering::Relaxed) > 0, "the outage is counted");
+
+    // Redis comes back (empty): limits are enforced again once the gateways reconnect.
+    let _redis = Redis::start(Some(port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let first = client.get(&a.url("/closed")).await.status.as_u16();
+        if first == 200 || first == 429 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gateway A did not recover after Redis restarted (last status {first})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = client.get(&b.url("/closed")).await.status.as_u16();
+        if status == 429 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gateway B did not enforce the limit after Redis restarted (last status {status})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn throttle_delays_in_arrival_order_up_to_the_max_wait() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path = "/slow"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:throttle"
+config = { rate = 10, per = "second", burst = 1, max_wait_ms = 1000 }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..15u64 {
+        let url = gw.url("/slow");
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i * 10)).await;
+            let sent = started.elapsed();
+            let r = HttpClient::http1().get(&url).await;
+            (i, r, sent, started.elapsed())
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("client task"));
+    }
+    let admitted: Vec<_> = results.iter().filter(|(_, r, _, _)| r.status == 200).collect();
+    let refused: Vec<_> = results.iter().filter(|(_, r, _, _)| r.status == 503).collect();
+    assert_eq!(admitted.len() + refused.len(), 15, "only 200 or 503");
+    // burst 1 + 10 queued (1000 ms / 100 ms), plus what refilled while the 140 ms of arrivals went on.
+    assert!((11..=13).contains(&admitted.len()), "admitted {}", admitted.len());
+    for (i, _, sent, done) in &admitted {
+        let waited = done.saturating_sub(*sent);
+        assert!(waited <= Duration::from_millis(1000 + 300), "request {i} waited {waited:?}, past the max wait");
+    }
+    // Admitted requests finish in arrival order, one slot (100 ms) apart.
+    for pair in admitted.windows(2) {
+        let ((a, _, _, done_a), (b, _, _, done_b)) = (pair[0], pair[1]);
+        assert!(*done_a <= *done_b + Duration::from_millis(20), "request {a} finished after {b}");
+    }
+    let last = admitted.last().expect("some admitted").3;
+    assert!(last >= Duration::from_millis(900), "the queue spreads requests over the max wait, last at {last:?}");
+    for (i, r, sent, done) in &refused {
+        assert_retry_after(r);
+        assert!(done.saturating_sub(*sent) < Duration::from_millis(300), "request {i} was refused at once");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn quota_per_consumer_with_plans() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path = "/q"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "auth" }
+[[routes.plugins]]
+plugin = "builtin:quota"
+config = { quotas = { daily = { limit = 2, period = "day" }, monthly = { limit = 10, period = "month" } }, plans = { gold = { daily = 4 } } }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let url = gw.url("/q");
+    let call = |ctx: &'static [&'static str]| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let headers: Vec<(&str, &str)> = ctx.iter().map(|c| ("x-set-context", *c)).collect();
+            client.request("GET", &url, &headers, b"").await
+        }
+    };
+    assert_eq!(call(&[]).await.status, 401, "no consumer, anonymous = reject");
+
+    let r = call(&["consumer=alice"]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit-policy").as_deref(), Some("\"daily\";q=2;w=86400, \"monthly\";q=10;w=2592000"));
+    assert_eq!(r.header("ratelimit").as_deref(), Some("\"daily\";r=1;t=86400, \"monthly\";r=9;t=2592000"));
+    assert_eq!(call(&["consumer=alice"]).await.status, 200);
+    let r = call(&["consumer=alice"]).await;
+    assert_eq!(r.status, 429);
+    assert_retry_after(&r);
+    let secs: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("integer");
+    assert!((86_399..=86_400).contains(&secs), "until the day's period ends: {secs}");
+
+    // A gold consumer gets the plan's daily quota.
+    for _ in 0..4 {
+        assert_eq!(call(&["consumer=carol", "consumer.groups=staff,gold"]).await.status, 200);
+    }
+    assert_eq!(call(&["consumer=carol", "consumer.groups=staff,gold"]).await.status, 429);
+    assert_eq!(upstream.hits(), 6);
+    gw.stop().await;
+}
