@@ -116,7 +116,23 @@ impl Gateway {
                 ));
             }
         }
-        let defs = plugin_defs(source, config, &mut issues);
+        let outbound = if crate::grants::needs_outbound_client(config.plugins.values()) {
+            // Loading the system's root certificates reads files: off the async workers.
+            match tokio::task::spawn_blocking(crate::runtime::host::http_client::OutboundClient::new).await {
+                Ok(Ok(client)) => Some(client),
+                Ok(Err(e)) => {
+                    issues.push(source.issue(None, "plugins", e));
+                    None
+                }
+                Err(e) => {
+                    issues.push(source.issue(None, "plugins", e.to_string()));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let defs = plugin_defs(source, config, outbound.as_ref(), &mut issues);
         let state = match StateStore::from_config(&config.state) {
             Ok(s) => Arc::new(s),
             Err(e) => {
@@ -259,10 +275,17 @@ fn settings_for(config: &Config, def: Option<&PluginConfig>) -> InstanceSettings
         pool_size: def.and_then(|d| d.pool_size).unwrap_or(DEFAULT_POOL_SIZE),
         max_uses: def.and_then(|d| d.max_uses).unwrap_or(DEFAULT_MAX_USES).max(1),
         state: None,
+        files: None,
+        http: None,
     }
 }
 
-fn plugin_defs<'a>(source: &ConfigSource, config: &'a Config, issues: &mut Vec<ConfigIssue>) -> HashMap<&'a str, PluginDef> {
+fn plugin_defs<'a>(
+    source: &ConfigSource,
+    config: &'a Config,
+    outbound: Option<&crate::runtime::host::http_client::OutboundClient>,
+    issues: &mut Vec<ConfigIssue>,
+) -> HashMap<&'a str, PluginDef> {
     let known = crate::runtime::capabilities::known_capabilities();
     let mut defs = HashMap::new();
     for (name, def) in &config.plugins {
@@ -284,6 +307,10 @@ fn plugin_defs<'a>(source: &ConfigSource, config: &'a Config, issues: &mut Vec<C
                 format!("must be between 1 and {}", MAX_PLUGIN_MEMORY / (1024 * 1024)),
             ));
         }
+        let grants = crate::grants::resolve(source, name, def, outbound, issues);
+        let mut settings = settings_for(config, Some(def));
+        settings.files = grants.files;
+        settings.http = grants.http;
         defs.insert(
             name.as_str(),
             PluginDef {
@@ -292,7 +319,7 @@ fn plugin_defs<'a>(source: &ConfigSource, config: &'a Config, issues: &mut Vec<C
                     def.source.get_ref(),
                     &def.capabilities.iter().map(|c| c.get_ref().clone()).collect::<Vec<_>>(),
                 ),
-                settings: settings_for(config, Some(def)),
+                settings,
                 failure: def.failure,
             },
         );

@@ -8,7 +8,8 @@
 //! - Which plugins run is decided by the route's [`runtime::PluginChain`], built from the config
 //!   ([`config`]) by [`gateway::Gateway::build`].
 //! - A plugin call goes through [`runtime`]: warm instance pools, deadlines, memory caps, and the
-//!   host interfaces a plugin can reach ([`runtime::host`], one file per WIT interface).
+//!   host interfaces a plugin can reach ([`runtime::host`], one file per WIT interface), as its
+//!   grants allow ([`grants`]).
 //! - Errors a request can end in, and their statuses, are in [`error`].
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod demo_upstream;
 pub mod error;
 pub mod exchange;
 pub mod gateway;
+pub mod grants;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

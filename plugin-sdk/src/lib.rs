@@ -78,8 +78,11 @@
 #![deny(missing_docs)]
 
 mod action;
+pub mod crypto;
 mod export;
+pub mod files;
 mod http;
+pub mod http_client;
 mod json;
 pub mod log;
 mod plugin;

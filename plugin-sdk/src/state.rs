@@ -102,6 +102,18 @@ pub fn window(key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<Decisi
     raw::window(key, limit, window_ms, cost).map(Into::into).map_err(Into::into)
 }
 
+/// Sliding window: `limit` units per `window_ms`, counting the current window plus the previous
+/// one weighted by how much of it the last `window_ms` still covers. Takes `cost` units if they
+/// fit, else takes nothing.
+pub fn sliding_window(key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<Decision, StateError> {
+    raw::sliding_window(key, limit, window_ms, cost).map(Into::into).map_err(Into::into)
+}
+
+/// Like [`sliding_window`], but always in this gateway's own memory (see [`acquire_local`]).
+pub fn sliding_window_local(key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<Decision, StateError> {
+    raw::sliding_window_local(key, limit, window_ms, cost).map(Into::into).map_err(Into::into)
+}
+
 /// Like [`acquire`], but always in this gateway's own memory, whatever the configured backend:
 /// the local limit to fall back to while the shared backend is [`StateError::Unavailable`].
 pub fn acquire_local(key: &str, rate: u64, period_ms: u64, burst: u64, cost: u64) -> Result<Decision, StateError> {

@@ -500,3 +500,43 @@ config = { quotas = { daily = { limit = 2, period = "day" }, monthly = { limit =
     assert_eq!(upstream.hits(), 6);
     gw.stop().await;
 }
+
+/// Sliding windows, on both backends: under concurrency exactly the limit is admitted (the check
+/// and the update are one step), refused requests get a usable `Retry-After`. (The weighting of
+/// the previous window is checked exactly in the host's unit tests, and the Redis script against
+/// the memory backend in `state::redis`'s.) The window is 10 s: a burst of a few hundred
+/// milliseconds that happens to cross a window boundary still admits exactly the limit, because
+/// the previous window then weighs at least 98%.
+#[tokio::test]
+async fn sliding_windows_admit_exactly_the_limit_on_both_backends() {
+    let redis = Redis::start(None);
+    let upstream = Upstream::start().await;
+    for state in ["", &format!("[state]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{}\"\n", redis.port)] {
+        let config = format!(
+            r#"
+{state}
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[[routes]]
+path = "/sliding"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = {{ by = ["route"], limits = [{{ name = "s", limit = 20, window_ms = 10000, window_type = "sliding" }}] }}
+"#
+        );
+        let gw = Gateway::start(&config, Some(&upstream)).await;
+        let replies = hammer(&[gw.url("/sliding")], 8, 60).await;
+        assert_eq!(count(&replies, 200), 20, "backend {state:?}");
+        assert_eq!(count(&replies, 429), 40, "backend {state:?}");
+        for r in replies.iter().filter(|r| r.status == 429) {
+            assert_retry_after(r);
+        }
+        gw.stop().await;
+    }
+    // `window_type` belongs to windows, not buckets.
+    let bad = "[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:rate-limit\"\nconfig = { limits = [{ rate = 1, per = \"second\", window_type = \"sliding\" }] }\n";
+    let err = Gateway::try_start(bad, None).await.err().unwrap().to_string();
+    assert!(err.contains("`limits[0]`") && err.contains("window_type"), "{err}");
+}

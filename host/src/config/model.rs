@@ -199,9 +199,14 @@ pub enum FailurePolicy {
 pub struct PluginConfig {
     /// `builtin:<name>` or a path to a `.wasm` component (relative to the config file).
     pub source: Spanned<String>,
-    /// Host capabilities granted beyond `log` (none exist yet beyond the WASI baseline).
+    /// Host capabilities granted beyond the baseline (`log`, `crypto`, the harmless WASI part):
+    /// `state`, `http-client`, `files`, `consumers`.
     #[serde(default)]
     pub capabilities: Vec<Spanned<String>>,
+    /// What the `http-client` capability allows: required with it, refused without it.
+    pub http_client: Option<HttpClientGrantConfig>,
+    /// What the `files` capability allows: required with it, refused without it.
+    pub files: Option<FilesGrantConfig>,
     /// Memory cap of one instance, in MiB (default: `runtime.memory_mb`).
     pub memory_mb: Option<u32>,
     /// CPU deadline of one phase call, in milliseconds (default: `runtime.cpu_ms`).
@@ -216,6 +221,36 @@ pub struct PluginConfig {
     pub pool_size: Option<usize>,
     /// Uses after which a warm instance is retired and replaced.
     pub max_uses: Option<u64>,
+}
+
+/// `[plugins.<name>.http_client]`: where a plugin granted `http-client` may call.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpClientGrantConfig {
+    /// Origins (`scheme://host[:port]`, http or https) calls may go to; nothing else is reachable.
+    pub allow: Vec<Spanned<String>>,
+    /// Longest one call may take, in milliseconds (default 5000).
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Largest response body the plugin receives, in bytes (default 1 MiB).
+    #[serde(default = "default_http_max_response_bytes")]
+    pub max_response_bytes: u64,
+}
+
+fn default_http_timeout_ms() -> u64 {
+    crate::runtime::host::http_client::DEFAULT_TIMEOUT_MS
+}
+
+fn default_http_max_response_bytes() -> u64 {
+    crate::runtime::host::http_client::DEFAULT_MAX_RESPONSE_BYTES
+}
+
+/// `[plugins.<name>.files]`: the directory a plugin granted `files` may read.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesGrantConfig {
+    /// The directory (relative to the config file), read-only; the plugin sees it as `/`.
+    pub dir: Spanned<String>,
 }
 
 /// Where `Host` sent upstream comes from.

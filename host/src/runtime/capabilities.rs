@@ -11,6 +11,7 @@ use wasmtime::component::Component;
 const BASELINE: &[&str] = &[
     "airlock:plugin/types@0.1.",
     "airlock:plugin/log@0.1.",
+    "airlock:plugin/crypto@0.1.",
     "wasi:io/error@0.2.",
     "wasi:io/poll@0.2.",
     "wasi:io/streams@0.2.",
@@ -41,11 +42,15 @@ const GRANTABLE: &[(&str, &str)] = &[
 ];
 
 /// Capabilities this version of the host links.
-const IMPLEMENTED: &[&str] = &["state"];
+const IMPLEMENTED: &[&str] = &["state", "http-client", "files"];
 
-/// Capabilities built-in plugins have without a grant in the config: they ship inside the binary,
-/// are reviewed with it, and use `state` only through their own namespace.
-const BUILTIN_GRANTS: &[&str] = &["state"];
+/// Capabilities built-in plugins may import without a grant in the config: they ship inside the
+/// binary and are reviewed with it. `state` is reached only through their own namespace. The
+/// other two reach nothing until the operator grants them: `http-client` without
+/// `[plugins.<name>.http_client]` has no allowed origin (every call is denied), and `files`
+/// without `[plugins.<name>.files]` has no directory (no file can be opened). So `builtin:jwt`
+/// loads anywhere, and fetches a JWKS only where its origin is granted.
+const BUILTIN_GRANTS: &[&str] = &["state", "http-client", "files"];
 
 /// The capabilities a plugin from `source` has: those `grants` lists, plus [`BUILTIN_GRANTS`]
 /// for `builtin:` sources.

@@ -42,7 +42,8 @@ const TABLES_PER_COMPONENT: u32 = 8;
 pub struct SandboxEngine {
     /// The wasmtime engine.
     pub engine: Engine,
-    /// Host interfaces every plugin may import (the baseline; capabilities come in later).
+    /// Every host interface Airlock implements. What a given plugin may import is decided at load
+    /// by `runtime::capabilities`, against its grants.
     pub linker: Arc<Linker<HostState>>,
     ticker: Arc<EpochTicker>,
 }
@@ -77,6 +78,7 @@ impl SandboxEngine {
         let mut linker = Linker::new(&engine);
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         wasi::add_baseline_to_linker(&mut linker)?;
+        wasi::add_files_to_linker(&mut linker)?;
 
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self { engine, linker: Arc::new(linker), ticker })

@@ -16,9 +16,9 @@ pub struct MemoryLimiter {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl MemoryLimiter {
-    /// A limiter allowing `memory_bytes` of linear memory. `_resource_entries` is reserved for the
-    /// WASI resource table cap, enforced by the table itself.
-    pub fn new(memory_bytes: usize, _resource_entries: usize) -> Self {
+    /// A limiter allowing `memory_bytes` of linear memory. (The resource table has its own cap,
+    /// set on the table: `host::MAX_TABLE_ENTRIES`.)
+    pub fn new(memory_bytes: usize) -> Self {
         Self { memory_bytes, table_elements: MAX_TABLE_ELEMENTS, oom_hit: false }
     }
 }

@@ -15,7 +15,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::Action as WitAction;
-use super::host::{HostState, Plugin};
+use super::host::{HostState, Plugin, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
 use crate::config::Isolation;
 use crate::exchange::{RequestState, ResponseState};
@@ -41,6 +41,10 @@ pub struct InstanceSettings {
     pub max_uses: u64,
     /// The entry's scope of the state store (capability `state`).
     pub state: Option<crate::state::ScopedState>,
+    /// The directory granted read-only (capability `files`), as an absolute host path.
+    pub files: Option<std::path::PathBuf>,
+    /// The origins granted for outbound calls (capability `http-client`).
+    pub http: Option<Arc<crate::runtime::host::http_client::HttpClientGrant>>,
 }
 
 /// What a request phase asked the host to do.
@@ -144,6 +148,10 @@ impl InstancePool {
     async fn instantiate(&self) -> Result<(Instance, Descriptor), InstantiateError> {
         let mut state = HostState::new(self.name.clone(), self.settings.memory_bytes, self.settings.cpu_deadline);
         state.state = self.settings.state.clone();
+        state.http = self.settings.http.clone();
+        if let Some(dir) = &self.settings.files {
+            state.wasi = wasi::files_ctx(&self.name, dir).map_err(|e| InstantiateError::Failed(Failure::Trap(e)))?;
+        }
         let mut store = Store::new(&self.plugin.sandbox.engine, state);
         arm_store(&mut store);
         store.data_mut().begin_call(false, false);

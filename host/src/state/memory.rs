@@ -22,6 +22,9 @@ enum Value {
     Counter(u64),
     /// A token bucket's theoretical arrival time, in ms since the store's epoch.
     Tat(f64),
+    /// A sliding window: the index of the current window (ms since the store's epoch divided by
+    /// the window) and the units counted in the previous and current windows.
+    Sliding { index: u64, prev: u64, curr: u64 },
     Bytes(Vec<u8>),
 }
 
@@ -186,6 +189,31 @@ impl MemoryStore {
         })
     }
 
+    /// See `StateStore::sliding_window`.
+    pub fn sliding_window(&self, key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<Decision, StateError> {
+        if window_ms == 0 {
+            return Err(StateError::Invalid("window-ms must be at least 1".into()));
+        }
+        let epoch = self.epoch;
+        self.update(key, |entry, now| {
+            let now_ms = u64::try_from(now.duration_since(epoch).as_millis()).unwrap_or(u64::MAX);
+            let index = now_ms / window_ms;
+            let elapsed = now_ms % window_ms;
+            let (prev, curr) = match entry {
+                Some(Entry { value: Value::Sliding { index: i, prev, curr }, .. }) if *i == index => (*prev, *curr),
+                Some(Entry { value: Value::Sliding { index: i, curr, .. }, .. }) if i + 1 == index => (*curr, 0),
+                _ => (0, 0),
+            };
+            let decision = super::sliding_step(prev, curr, elapsed, window_ms, limit, cost);
+            let new = decision.allowed.then(|| Entry {
+                value: Value::Sliding { index, prev, curr: curr + cost },
+                // Counted until the end of the next window, when it stops weighing.
+                expires: Some(now + Duration::from_millis(2 * window_ms - elapsed)),
+            });
+            (decision, new)
+        })
+    }
+
     /// See `StateStore::window`.
     pub fn window(&self, key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<Decision, StateError> {
         if window_ms == 0 {
@@ -210,8 +238,8 @@ impl MemoryStore {
         Ok(map.get(key).filter(|e| e.live(now)).map(|e| match &e.value {
             Value::Bytes(b) => b.clone(),
             Value::Counter(n) => n.to_string().into_bytes(),
-            // A bucket's internal time means nothing outside this store.
-            Value::Tat(_) => Vec::new(),
+            // A limiter's internal state means nothing outside this store.
+            Value::Tat(_) | Value::Sliding { .. } => Vec::new(),
         }))
     }
 

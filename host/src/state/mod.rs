@@ -207,6 +207,15 @@ impl StateStore {
         self.observe(r)
     }
 
+    /// Sliding window step (see [`sliding_step`]).
+    pub async fn sliding_window(&self, key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<Decision, StateError> {
+        let r = match self {
+            Self::Memory(m) => m.sliding_window(key, limit, window_ms, cost),
+            Self::Redis(r) => r.sliding_window(key, limit, window_ms, cost).await,
+        };
+        self.observe(r)
+    }
+
     /// Reads a value.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let r = match self {
@@ -308,6 +317,47 @@ pub fn window_step(count: u64, limit: u64, ttl_ms: u64, cost: u64) -> Decision {
     }
 }
 
+/// One sliding-window step (Kong's `window_type = "sliding"`, the approximation Cloudflare
+/// describes): windows of `window_ms` aligned to the backend's clock, and a request counted
+/// against the current window's units plus the previous window's, weighted by how much of the
+/// previous window the sliding window still covers. `prev` and `curr` are the units counted in the
+/// previous and current window, `elapsed_ms` the time since the current window began. Returns the
+/// decision; when allowed, the caller adds `cost` to `curr`. Mirrored by the Redis script.
+pub fn sliding_step(prev: u64, curr: u64, elapsed_ms: u64, window_ms: u64, limit: u64, cost: u64) -> Decision {
+    let w = window_ms.max(1) as f64;
+    let e = (elapsed_ms as f64).min(w);
+    let (prev_f, curr_f, limit_f, cost_f) = (prev as f64, curr as f64, limit as f64, cost as f64);
+    let estimate = prev_f * (w - e) / w + curr_f;
+    let floor = |x: f64| (x + 1e-9).floor().max(0.0) as u64;
+    if estimate + cost_f <= limit_f + 1e-9 {
+        let reset = if curr + cost > 0 { 2.0 * w - e } else { w - e };
+        return Decision {
+            allowed: true,
+            remaining: floor(limit_f - estimate - cost_f),
+            limit,
+            reset_after_ms: reset.ceil() as u64,
+            retry_after_ms: 0,
+        };
+    }
+    let retry = if curr_f + cost_f <= limit_f && prev > 0 {
+        // Later in this window the previous window's weight has fallen enough.
+        (w - (limit_f - curr_f - cost_f) * w / prev_f) - e
+    } else if cost_f <= limit_f && curr > 0 {
+        // In the next window, once this window's weight has fallen enough.
+        (w - e) + (w - (limit_f - cost_f) * w / curr_f).max(0.0)
+    } else {
+        // A cost above the limit never fits; the end of the next window is the honest answer.
+        2.0 * w - e
+    };
+    Decision {
+        allowed: false,
+        remaining: floor(limit_f - estimate),
+        limit,
+        reset_after_ms: (if curr > 0 { 2.0 * w - e } else { w - e }).ceil() as u64,
+        retry_after_ms: retry.ceil().max(1.0) as u64,
+    }
+}
+
 /// A store seen through one plugin's namespace: every key is prefixed, so plugins never meet.
 #[derive(Clone)]
 pub struct ScopedState {
@@ -365,6 +415,28 @@ fn escape_into(out: &mut String, s: &str, namespace: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sliding_windows_weigh_the_previous_window() {
+        // Fresh: the current window alone counts.
+        let d = sliding_step(0, 9, 0, 1000, 10, 1);
+        assert!(d.allowed && d.remaining == 0);
+        assert!(!sliding_step(0, 10, 0, 1000, 10, 1).allowed);
+        // 10 used in the previous window, 250 ms into this one: 7.5 still weigh, 2 fit.
+        let d = sliding_step(10, 0, 250, 1000, 10, 1);
+        assert!(d.allowed && d.remaining == 1, "{d:?}");
+        let d = sliding_step(10, 2, 250, 1000, 10, 1);
+        assert!(!d.allowed, "{d:?}");
+        // 10 * (1000 - t) / 1000 + 3 <= 10  <=>  t >= 300: 50 ms from now.
+        assert_eq!(d.retry_after_ms, 50);
+        // The current window is full: wait into the next one, until its weight allows the cost.
+        let d = sliding_step(0, 10, 600, 1000, 10, 1);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_ms, 400 + 100, "{d:?}");
+        // A cost above the limit never fits, and still gets a finite, non-zero answer.
+        let d = sliding_step(0, 0, 0, 1000, 10, 11);
+        assert!(!d.allowed && d.retry_after_ms == 2000);
+    }
 
     #[test]
     fn keys_are_namespaced_and_escaped() {

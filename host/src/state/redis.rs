@@ -74,6 +74,47 @@ end
 return {0, math.max(0, limit - count), ttl, math.max(1, ttl)}
 ";
 
+/// Sliding window: KEYS[1] is a hash of the current window's index `i` (Redis clock ms divided by
+/// the window) and the units counted in the previous (`p`) and current (`c`) windows.
+/// ARGV: limit, window (ms), cost. Returns {allowed, remaining, reset_ms, retry_ms}.
+/// Mirrors `sliding_step` and `MemoryStore::sliding_window`.
+const SLIDING: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local w = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local index = math.floor(now / w)
+local e = now - index * w
+local v = redis.call('HMGET', KEYS[1], 'i', 'p', 'c')
+local i = tonumber(v[1])
+local prev, curr = 0, 0
+if i == index then
+  prev, curr = tonumber(v[2]) or 0, tonumber(v[3]) or 0
+elseif i == index - 1 then
+  prev = tonumber(v[3]) or 0
+end
+local estimate = prev * (w - e) / w + curr
+if estimate + cost <= limit + 0.000000001 then
+  redis.call('HSET', KEYS[1], 'i', index, 'p', prev, 'c', curr + cost)
+  redis.call('PEXPIRE', KEYS[1], 2 * w - e)
+  local reset = w - e
+  if curr + cost > 0 then reset = 2 * w - e end
+  return {1, math.max(0, math.floor(limit - estimate - cost + 0.000000001)), math.ceil(reset), 0}
+end
+local retry
+if curr + cost <= limit and prev > 0 then
+  retry = (w - (limit - curr - cost) * w / prev) - e
+elseif cost <= limit and curr > 0 then
+  retry = (w - e) + math.max(0, w - (limit - cost) * w / curr)
+else
+  retry = 2 * w - e
+end
+local reset = w - e
+if curr > 0 then reset = 2 * w - e end
+return {0, math.max(0, math.floor(limit - estimate + 0.000000001)), math.ceil(reset), math.max(1, math.ceil(retry))}
+";
+
 /// Counter: INCRBY, with an expiry set only when this call created the key.
 /// ARGV: delta, ttl (ms, 0: none). Returns the new value.
 const INCR: &str = r"
@@ -99,6 +140,7 @@ pub struct RedisStore {
 struct Scripts {
     acquire: redis::Script,
     window: redis::Script,
+    sliding: redis::Script,
     incr: redis::Script,
 }
 
@@ -115,6 +157,7 @@ impl RedisStore {
             scripts: Scripts {
                 acquire: redis::Script::new(ACQUIRE),
                 window: redis::Script::new(WINDOW),
+                sliding: redis::Script::new(SLIDING),
                 incr: redis::Script::new(INCR),
             },
             stats: StateStats::default(),
@@ -189,6 +232,14 @@ impl RedisStore {
             return Err(StateError::Invalid("window-ms must be at least 1".into()));
         }
         self.decision(&self.scripts.window, key, [limit.to_string(), window_ms.to_string(), cost.to_string()], limit).await
+    }
+
+    /// See `StateStore::sliding_window`.
+    pub async fn sliding_window(&self, key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<Decision, StateError> {
+        if window_ms == 0 {
+            return Err(StateError::Invalid("window-ms must be at least 1".into()));
+        }
+        self.decision(&self.scripts.sliding, key, [limit.to_string(), window_ms.to_string(), cost.to_string()], limit).await
     }
 
     /// See `StateStore::incr`.
@@ -294,6 +345,13 @@ mod tests {
             let m = memory.window("w", 2, 60_000, 1).unwrap();
             assert_eq!((r.allowed, r.remaining, r.limit), (m.allowed, m.remaining, m.limit), "step {i}");
             assert!(r.reset_after_ms.abs_diff(m.reset_after_ms) <= 50);
+        }
+
+        for i in 0..3 {
+            let r = redis.sliding_window("s", 2, 60_000, 1).await.unwrap();
+            let m = memory.sliding_window("s", 2, 60_000, 1).unwrap();
+            assert_eq!((r.allowed, r.remaining, r.limit), (m.allowed, m.remaining, m.limit), "sliding step {i}");
+            assert_eq!(r.allowed, i < 2, "sliding step {i}");
         }
 
         assert_eq!(redis.incr("c", 2, 50).await.unwrap(), 2);

@@ -19,6 +19,8 @@
 //! Passwords are stored as one of:
 //! - `bcrypt:<hash>`: a `$2a$`/`$2b$`/`$2y$` bcrypt hash (`htpasswd -nbBC 8 user pass`);
 //! - `argon2:<PHC string>`: `$argon2id$v=19$m=...,t=...,p=...$salt$hash` (also argon2i/argon2d);
+//! - `file:<path>`: any of these, read from that file in the directory granted to the plugin
+//!   (`capabilities = ["files"]`, `files = { dir = "..." }`), its newline dropped;
 //! - `sha256:<64 hex digits>`: an unsalted SHA-256 of the password (fast: for long random
 //!   passwords only);
 //! - `plain:<password>` (or any text without a `scheme:` prefix): the password itself, accepted
@@ -181,7 +183,8 @@ impl Plugin for BasicAuth {
                 if login.username.is_empty() || login.username.contains(':') {
                     return Err(format!("`{at}.username`: must be non-empty and contain no `:` (RFC 7617)"));
                 }
-                let stored = parse_password(&login.password).map_err(|e| format!("`{at}.password`: {e}"))?;
+                let password = airlock_sdk::files::secret(&login.password).map_err(|e| format!("`{at}.password`: {e}"))?;
+                let stored = parse_password(&password).map_err(|e| format!("`{at}.password`: {e}"))?;
                 if let Some((_, owner)) = users.get(&login.username) {
                     return Err(format!(
                         "`{at}.username`: `{}` is already a login of consumer `{}`",

@@ -1,6 +1,8 @@
-//! Verification keys: parsed at configure (PEM, JWK or an HMAC secret), each bound to one
-//! algorithm.
+//! Verification keys: parsed at configure (PEM, JWK, an HMAC secret, or a JWKS document), each
+//! bound to one algorithm. Public keys are handed to the gateway (`airlock_sdk::crypto`), which
+//! verifies natively; HMAC is computed here.
 
+use airlock_sdk::crypto::{PublicKey, SignatureAlgorithm};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -52,18 +54,26 @@ pub(crate) struct KeyConfig {
     issuer: Option<String>,
     alg: Option<String>,
     secret: Option<String>,
+    secret_file: Option<String>,
     pem: Option<String>,
+    pem_file: Option<String>,
     jwk: Option<Value>,
 }
 
-/// The key material, by type.
-#[derive(Debug)]
+/// The key material: an HMAC secret (checked here, HMAC is fast in Wasm and the secret stays in
+/// the plugin) or a public key held and checked natively by the gateway (`airlock_sdk::crypto`).
 enum Material {
     Hmac(Vec<u8>),
-    Rsa(rsa::RsaPublicKey),
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
-    Ed25519(ed25519_dalek::VerifyingKey),
+    Public(PublicKey),
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Material::Hmac(_) => "Hmac(..)",
+            Material::Public(_) => "Public(..)",
+        })
+    }
 }
 
 /// A verification key with its one algorithm.
@@ -79,13 +89,8 @@ pub(crate) struct Key {
 const ALGS: &str = "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
 
 impl KeyConfig {
-    /// A config holding only a JWK, for unit tests.
-    #[cfg(test)]
-    pub(crate) fn jwk_for_tests(jwk: Value) -> Self {
-        Self { kid: None, issuer: None, alg: None, secret: None, pem: None, jwk: Some(jwk) }
-    }
-
-    /// Parses and checks the key.
+    /// Parses and checks the key, reading `secret_file` / `pem_file` from the plugin's granted
+    /// directory (capability `files`).
     pub(crate) fn build(&self) -> Result<Key, String> {
         let jwk = self.jwk.as_ref().map(|v| v.as_object().ok_or("`jwk` must be a table")).transpose()?;
         let jwk_str = |name: &str| jwk.and_then(|j| j.get(name)).and_then(Value::as_str);
@@ -96,127 +101,99 @@ impl KeyConfig {
             .ok_or_else(|| format!("`alg` is required (one of {ALGS})"))?;
         let alg = Alg::parse(alg_name).ok_or_else(|| format!("`alg`: `{alg_name}` is not one of {ALGS}"))?;
         let kid = self.kid.clone().or_else(|| jwk_str("kid").map(str::to_owned));
-        let given = [self.secret.is_some(), self.pem.is_some(), jwk.is_some()].iter().filter(|g| **g).count();
-        if given != 1 {
-            return Err("give exactly one of `secret` (HS*), `pem` or `jwk`".into());
+        let given = [self.secret.is_some(), self.secret_file.is_some(), self.pem.is_some(), self.pem_file.is_some(), jwk.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err("give exactly one of `secret` or `secret_file` (HS*), `pem`, `pem_file` or `jwk`".into());
         }
         let material = if let Some(secret) = &self.secret {
             Material::Hmac(secret.as_bytes().to_vec())
-        } else if let Some(pem) = &self.pem {
-            from_pem(alg, pem)?
+        } else if let Some(path) = &self.secret_file {
+            Material::Hmac(read_granted_file("secret_file", path)?.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
+        } else if let Some(jwk) = jwk
+            && jwk.get("kty").and_then(Value::as_str) == Some("oct")
+        {
+            Material::Hmac(jwk.get("k").and_then(Value::as_str).and_then(b64).ok_or("`jwk.k`: missing or not base64url")?)
         } else {
-            from_jwk(alg, jwk.expect("counted"))?
-        };
-        let fits = match (&material, alg) {
-            (Material::Hmac(secret), Alg::HS256 | Alg::HS384 | Alg::HS512) => {
-                let min = match alg {
-                    Alg::HS256 => 32,
-                    Alg::HS384 => 48,
-                    _ => 64,
+            let sig = alg.public().ok_or_else(|| format!("{alg_name} takes a `secret`, not a public key"))?;
+            Material::Public(if let Some(jwk) = jwk {
+                PublicKey::from_jwk(sig, &Value::Object(jwk.clone()).to_string()).map_err(|e| format!("`jwk`: {e}"))?
+            } else {
+                let (key, pem) = match (&self.pem, &self.pem_file) {
+                    (Some(pem), _) => ("pem", pem.clone()),
+                    (None, Some(path)) => ("pem_file", read_granted_file("pem_file", path)?),
+                    (None, None) => return Err("no key material".into()),
                 };
-                if secret.len() < min {
-                    return Err(format!("`secret`: {alg_name} needs a secret of at least {min} bytes (RFC 7518 3.2)"));
-                }
-                true
-            }
-            (Material::Rsa(key), Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512) => {
-                use rsa::traits::PublicKeyParts;
-                if key.size() * 8 < 2048 {
-                    return Err(format!("the RSA key has {} bits; at least 2048 are required", key.size() * 8));
-                }
-                true
-            }
-            (Material::P256(_), Alg::ES256) | (Material::P384(_), Alg::ES384) | (Material::Ed25519(_), Alg::EdDSA) => {
-                true
-            }
-            _ => false,
+                PublicKey::from_pem(sig, &pem).map_err(|e| format!("`{key}`: {e}"))?
+            })
         };
-        if !fits {
-            return Err(format!("the key does not fit `alg = \"{alg_name}\"`"));
+        if let Material::Hmac(secret) = &material {
+            let min = match alg {
+                Alg::HS256 => 32,
+                Alg::HS384 => 48,
+                Alg::HS512 => 64,
+                _ => return Err(format!("the key does not fit `alg = \"{alg_name}\"`: a secret is only for HS*")),
+            };
+            if secret.len() < min {
+                return Err(format!("`secret`: {alg_name} needs a secret of at least {min} bytes (RFC 7518 3.2)"));
+            }
         }
         Ok(Key { kid, issuer: self.issuer.clone(), alg, material })
     }
 }
 
-fn from_pem(alg: Alg, pem: &str) -> Result<Material, String> {
-    let pem = pem.trim();
-    let bad = |e: &dyn std::fmt::Display| format!("`pem`: not a public key for {alg:?}: {e}");
-    Ok(match alg {
-        Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => {
-            use rsa::pkcs1::DecodeRsaPublicKey;
-            use rsa::pkcs8::DecodePublicKey;
-            let key = match rsa::RsaPublicKey::from_public_key_pem(pem) {
-                Ok(key) => key,
-                Err(e) => rsa::RsaPublicKey::from_pkcs1_pem(pem).map_err(|_| bad(&e))?,
-            };
-            Material::Rsa(key)
+impl Alg {
+    /// The host-verified algorithm, for the public-key ones.
+    fn public(self) -> Option<SignatureAlgorithm> {
+        match self {
+            Alg::HS256 | Alg::HS384 | Alg::HS512 => None,
+            Alg::RS256 => Some(SignatureAlgorithm::Rs256),
+            Alg::RS384 => Some(SignatureAlgorithm::Rs384),
+            Alg::RS512 => Some(SignatureAlgorithm::Rs512),
+            Alg::PS256 => Some(SignatureAlgorithm::Ps256),
+            Alg::PS384 => Some(SignatureAlgorithm::Ps384),
+            Alg::PS512 => Some(SignatureAlgorithm::Ps512),
+            Alg::ES256 => Some(SignatureAlgorithm::Es256),
+            Alg::ES384 => Some(SignatureAlgorithm::Es384),
+            Alg::EdDSA => Some(SignatureAlgorithm::EdDsa),
         }
-        Alg::ES256 => {
-            use p256::pkcs8::DecodePublicKey;
-            Material::P256(p256::ecdsa::VerifyingKey::from_public_key_pem(pem).map_err(|e| bad(&e))?)
-        }
-        Alg::ES384 => {
-            use p384::pkcs8::DecodePublicKey;
-            Material::P384(p384::ecdsa::VerifyingKey::from_public_key_pem(pem).map_err(|e| bad(&e))?)
-        }
-        Alg::EdDSA => {
-            use ed25519_dalek::pkcs8::DecodePublicKey;
-            Material::Ed25519(ed25519_dalek::VerifyingKey::from_public_key_pem(pem).map_err(|e| bad(&e))?)
-        }
-        Alg::HS256 | Alg::HS384 | Alg::HS512 => {
-            return Err("`pem`: HMAC algorithms take a `secret`".into());
-        }
-    })
+    }
 }
 
-fn from_jwk(alg: Alg, jwk: &serde_json::Map<String, Value>) -> Result<Material, String> {
-    let field = |name: &str| -> Result<Vec<u8>, String> {
-        jwk.get(name)
-            .and_then(Value::as_str)
-            .and_then(b64)
-            .ok_or_else(|| format!("`jwk.{name}`: missing or not base64url"))
+/// Reads a file from the directory granted to the plugin (capability `files`), naming the key.
+pub(crate) fn read_granted_file(key: &str, path: &str) -> Result<String, String> {
+    airlock_sdk::files::read_to_string(path).map_err(|e| format!("`{key}`: {e}"))
+}
+
+/// A key from a JWKS document (RFC 7517 section 5): public keys only, `use` absent or `sig`.
+/// Without `alg`, the algorithm follows from the key: `EC` P-256 is ES256, P-384 ES384, `OKP`
+/// Ed25519 EdDSA, `RSA` RS256.
+pub(crate) fn from_jwks_entry(jwk: &serde_json::Map<String, Value>) -> Result<Key, String> {
+    let text = |name: &str| jwk.get(name).and_then(Value::as_str);
+    if let Some(usage) = text("use")
+        && usage != "sig"
+    {
+        return Err(format!("`use` is `{usage}`"));
+    }
+    let alg_name = match (text("alg"), text("kty"), text("crv")) {
+        (Some(alg), _, _) => alg,
+        (None, Some("EC"), Some("P-256")) => "ES256",
+        (None, Some("EC"), Some("P-384")) => "ES384",
+        (None, Some("OKP"), Some("Ed25519")) => "EdDSA",
+        (None, Some("RSA"), _) => "RS256",
+        (None, kty, _) => return Err(format!("no `alg`, and key type `{}` names none", kty.unwrap_or("?"))),
     };
-    let kty = jwk.get("kty").and_then(Value::as_str).ok_or("`jwk.kty`: missing")?;
-    let crv = jwk.get("crv").and_then(Value::as_str).unwrap_or("");
-    Ok(match (kty, crv) {
-        ("oct", _) => Material::Hmac(field("k")?),
-        ("RSA", _) => {
-            let n = rsa::BigUint::from_bytes_be(&field("n")?);
-            let e = rsa::BigUint::from_bytes_be(&field("e")?);
-            Material::Rsa(rsa::RsaPublicKey::new(n, e).map_err(|e| format!("`jwk`: invalid RSA key: {e}"))?)
-        }
-        ("EC", "P-256") => {
-            let (x, y) = (field("x")?, field("y")?);
-            if x.len() != 32 || y.len() != 32 {
-                return Err("`jwk`: P-256 coordinates are 32 bytes".into());
-            }
-            let sec1 = [&[4u8][..], &x, &y].concat();
-            Material::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| "`jwk`: not a P-256 point")?)
-        }
-        ("EC", "P-384") => {
-            let (x, y) = (field("x")?, field("y")?);
-            if x.len() != 48 || y.len() != 48 {
-                return Err("`jwk`: P-384 coordinates are 48 bytes".into());
-            }
-            let sec1 = [&[4u8][..], &x, &y].concat();
-            Material::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| "`jwk`: not a P-384 point")?)
-        }
-        ("OKP", "Ed25519") => {
-            let x: [u8; 32] = field("x")?.try_into().map_err(|_| "`jwk.x`: an Ed25519 key is 32 bytes")?;
-            Material::Ed25519(ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|_| "`jwk.x`: not an Ed25519 key")?)
-        }
-        _ => {
-            return Err(format!("`jwk`: unsupported key type `{kty}` {crv} for {alg:?}"));
-        }
-    })
+    let alg = Alg::parse(alg_name).ok_or_else(|| format!("algorithm `{alg_name}` is not accepted"))?;
+    let sig = alg.public().ok_or("symmetric keys are not taken from a JWKS document")?;
+    let key = PublicKey::from_jwk(sig, &Value::Object(jwk.clone()).to_string())?;
+    Ok(Key { kid: text("kid").map(str::to_owned), issuer: None, alg, material: Material::Public(key) })
 }
 
 impl Key {
     /// Whether `signature` is this key's signature of `message` under its algorithm.
     pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        use rsa::signature::Verifier;
-        match (&self.material, self.alg) {
-            (Material::Hmac(secret), alg) => {
+        match &self.material {
+            Material::Public(key) => key.verify(message, signature),
+            Material::Hmac(secret) => {
                 use hmac::Mac;
                 macro_rules! check {
                     ($hash:ty) => {{
@@ -227,49 +204,13 @@ impl Key {
                         mac.verify_slice(signature).is_ok()
                     }};
                 }
-                match alg {
+                match self.alg {
                     Alg::HS256 => check!(sha2::Sha256),
                     Alg::HS384 => check!(sha2::Sha384),
                     Alg::HS512 => check!(sha2::Sha512),
                     _ => false,
                 }
             }
-            (Material::Rsa(key), alg) => {
-                macro_rules! pkcs1 {
-                    ($hash:ty) => {{
-                        let Ok(sig) = rsa::pkcs1v15::Signature::try_from(signature) else {
-                            return false;
-                        };
-                        rsa::pkcs1v15::VerifyingKey::<$hash>::new(key.clone()).verify(message, &sig).is_ok()
-                    }};
-                }
-                macro_rules! pss {
-                    ($hash:ty) => {{
-                        let Ok(sig) = rsa::pss::Signature::try_from(signature) else {
-                            return false;
-                        };
-                        rsa::pss::VerifyingKey::<$hash>::new(key.clone()).verify(message, &sig).is_ok()
-                    }};
-                }
-                match alg {
-                    Alg::RS256 => pkcs1!(sha2::Sha256),
-                    Alg::RS384 => pkcs1!(sha2::Sha384),
-                    Alg::RS512 => pkcs1!(sha2::Sha512),
-                    Alg::PS256 => pss!(sha2::Sha256),
-                    Alg::PS384 => pss!(sha2::Sha384),
-                    Alg::PS512 => pss!(sha2::Sha512),
-                    _ => false,
-                }
-            }
-            (Material::P256(key), Alg::ES256) => {
-                p256::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok())
-            }
-            (Material::P384(key), Alg::ES384) => {
-                p384::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok())
-            }
-            (Material::Ed25519(key), Alg::EdDSA) => ed25519_dalek::Signature::from_slice(signature)
-                .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
-            _ => false,
         }
     }
 }

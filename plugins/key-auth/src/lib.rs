@@ -7,6 +7,8 @@
 //! # Plain keys are hashed (SHA-256) at configure; `sha256:<64 hex digits>` keeps the key itself
 //! # out of the config file (`printf %s "$KEY" | sha256sum`).
 //! credentials = { keys = ["alice-key-1", "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"] }
+//! # `file:<path>`: the key (plain or `sha256:`) is read from that file in the directory granted
+//! # to the plugin (`capabilities = ["files"]`, `files = { dir = "..." }`), its newline dropped.
 //!
 //! [[routes.plugins]]
 //! plugin = "builtin:key-auth"
@@ -135,7 +137,8 @@ impl Plugin for KeyAuth {
             identities.push(Identity { id: consumer.id.clone(), groups: consumer.groups.join(",") });
             for (k, key) in consumer.credentials.keys.iter().enumerate() {
                 let at = || format!("`consumers[{i}].credentials.keys[{k}]` (consumer `{}`)", consumer.id);
-                let digest = key_digest(key).map_err(|e| format!("{}: {e}", at()))?;
+                let key = airlock_sdk::files::secret(key).map_err(|e| format!("{}: {e}", at()))?;
+                let digest = key_digest(&key).map_err(|e| format!("{}: {e}", at()))?;
                 if let Some((_, owner)) = digests.iter().find(|(d, _)| *d == digest) {
                     return Err(format!(
                         "{}: the same key is already given to consumer `{}`; each key must name one consumer",

@@ -17,12 +17,16 @@
 //! limits = [
 //!   { name = "burst", rate = 10, per = "second", burst = 20 },   # token bucket
 //!   { name = "daily", limit = 1000, window = "day" },            # fixed window
+//!   { name = "minute", limit = 100, window = "minute", window_type = "sliding" },
 //! ]
 //! ```
 //!
 //! A bucket holds `burst` units (default: `rate`) and refills at `rate` per `per` (`second`,
 //! `minute`, `hour`, `day`) or per `period_ms`. A window allows `limit` units per `window`
-//! (same names) or `window_ms`, starting at its first request. The check and the update of each
+//! (same names) or `window_ms`, starting at its first request; with `window_type = "sliding"`
+//! (Kong's sliding windows) windows are aligned to the backend's clock and a request counts the
+//! current window plus the previous one weighted by how much of it the last `window` still
+//! covers, so a client cannot spend two windows' worth across a boundary. The check and the update of each
 //! limit are one atomic step in the backend, and a refused request takes nothing from the limit
 //! that refused it. With several limits, they are taken in order and the first refusal stops:
 //! the limits before it have been charged (as in Kong); put the tightest limit first.
@@ -129,12 +133,25 @@ struct LimitConfig {
     limit: Option<u64>,
     window: Option<Period>,
     window_ms: Option<u64>,
+    #[serde(default)]
+    window_type: WindowType,
+}
+
+/// How a window counts (Kong's `window_type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum WindowType {
+    /// `limit` per window, the window starting at its first request.
+    #[default]
+    Fixed,
+    /// The current window plus the previous one, weighted: no double burst at a boundary.
+    Sliding,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Kind {
     Bucket { rate: u64, period_ms: u64, burst: u64 },
-    Window { limit: u64, window_ms: u64 },
+    Window { limit: u64, window_ms: u64, sliding: bool },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,8 +211,8 @@ fn limit_from(i: usize, c: LimitConfig, cost: u64) -> Result<Limit, String> {
     };
     let (kind, named) = match (c.rate, c.limit) {
         (Some(rate), None) => {
-            if c.window.is_some() || c.window_ms.is_some() {
-                return Err(format!("{at}: `window` goes with `limit`, not with `rate`"));
+            if c.window.is_some() || c.window_ms.is_some() || c.window_type != WindowType::Fixed {
+                return Err(format!("{at}: `window` and `window_type` go with `limit`, not with `rate`"));
             }
             let (period_ms, named) = period(c.per, c.period_ms, "period")
                 .map_err(|e| e.replace("a period is needed", "a bucket needs `per` (second, minute, hour, day) or `period_ms`"))?;
@@ -214,7 +231,7 @@ fn limit_from(i: usize, c: LimitConfig, cost: u64) -> Result<Limit, String> {
             if limit == 0 {
                 return Err(format!("{at}: `limit` must be at least 1"));
             }
-            (Kind::Window { limit, window_ms }, named)
+            (Kind::Window { limit, window_ms, sliding: c.window_type == WindowType::Sliding }, named)
         }
         _ => return Err(format!("{at}: give either `rate` (a token bucket) or `limit` (a fixed window)")),
     };
@@ -370,8 +387,14 @@ impl RateLimit {
             let d = match (limit.kind.clone(), local) {
                 (Kind::Bucket { rate, period_ms, burst }, false) => state::acquire(&k, rate, period_ms, burst, self.cost)?,
                 (Kind::Bucket { rate, period_ms, burst }, true) => state::acquire_local(&k, rate, period_ms, burst, self.cost)?,
-                (Kind::Window { limit, window_ms }, false) => state::window(&k, limit, window_ms, self.cost)?,
-                (Kind::Window { limit, window_ms }, true) => state::window_local(&k, limit, window_ms, self.cost)?,
+                (Kind::Window { limit, window_ms, sliding: false }, false) => state::window(&k, limit, window_ms, self.cost)?,
+                (Kind::Window { limit, window_ms, sliding: false }, true) => state::window_local(&k, limit, window_ms, self.cost)?,
+                (Kind::Window { limit, window_ms, sliding: true }, false) => {
+                    state::sliding_window(&k, limit, window_ms, self.cost)?
+                }
+                (Kind::Window { limit, window_ms, sliding: true }, true) => {
+                    state::sliding_window_local(&k, limit, window_ms, self.cost)?
+                }
             };
             let refused = !d.allowed;
             decisions.push(d);

@@ -5,8 +5,13 @@
 //! - [`types`]: the `request` and `response` resources (always linked);
 //! - [`log`]: writing to the gateway log (always linked);
 //! - [`wasi`]: the harmless WASI baseline (io, cli, clocks, random), and nothing else of WASI;
-//! - [`state`]: counters and keyed values with expiry (capability `state`).
+//! - [`crypto`]: public-key signature verification, natively (always linked);
+//! - [`state`]: counters and keyed values with expiry (capability `state`);
+//! - [`http_client`]: outbound HTTP to granted origins (capability `http-client`);
+//! - [`wasi`] also links `wasi:filesystem`, read-only over the granted directory (capability `files`).
 
+pub mod crypto;
+pub mod http_client;
 pub mod log;
 pub mod state;
 pub mod types;
@@ -30,15 +35,16 @@ mod bindings {
         with: {
             "airlock:plugin/types.request": super::types::RequestHandle,
             "airlock:plugin/types.response": super::types::ResponseHandle,
+            "airlock:plugin/crypto.public-key": super::crypto::PublicKey,
         },
-        imports: { "airlock:plugin/state": async },
+        imports: { "airlock:plugin/state": async, "airlock:plugin/http-client": async },
         exports: { default: async },
     });
 }
 pub use bindings::*;
 
-/// Most entries a plugin's WASI resource table may hold (streams, pollables): a plugin that leaks
-/// handles in a loop hits this instead of growing host memory.
+/// Most entries a plugin's resource table may hold (WASI streams and pollables, open files, public
+/// keys): a plugin that leaks handles in a loop hits this instead of growing host memory.
 pub const MAX_TABLE_ENTRIES: usize = 1024;
 
 /// The data of one plugin instance's store: everything host interfaces can reach for it.
@@ -67,16 +73,20 @@ pub struct HostState {
     pub deadline_hit: bool,
     /// The chain entry's view of the state store (capability `state`), keys already scoped.
     pub state: Option<crate::state::ScopedState>,
+    /// The entry's `http-client` grant, if it has one.
+    pub http: Option<Arc<http_client::HttpClientGrant>>,
 }
 
 impl HostState {
     /// Fresh state for a new instance of plugin `plugin`.
     pub fn new(plugin: Arc<str>, memory_bytes: usize, cpu_deadline: Duration) -> Self {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_TABLE_ENTRIES);
         Self {
             wasi: wasi::baseline_ctx(&plugin),
             plugin,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(memory_bytes, MAX_TABLE_ENTRIES),
+            table,
+            limiter: MemoryLimiter::new(memory_bytes),
             request: None,
             response: None,
             body_access: false,
@@ -85,6 +95,7 @@ impl HostState {
             cpu_deadline,
             deadline_hit: false,
             state: None,
+            http: None,
         }
     }
 
@@ -96,6 +107,16 @@ impl HostState {
         self.deadline_hit = false;
         self.limiter.oom_hit = false;
     }
+}
+
+/// Awaits `op`, a host call waiting on something outside the plugin (a backend, the network), and
+/// keeps that wait out of the call's CPU deadline: the deadline bounds the plugin's own work, and
+/// each capability bounds its waits with its own timeout.
+pub(crate) async fn waited<T>(state: &mut HostState, op: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = op.await;
+    state.call_started += started.elapsed();
+    out
 }
 
 impl wasmtime_wasi::WasiView for HostState {

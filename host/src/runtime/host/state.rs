@@ -1,11 +1,9 @@
-//! `airlock:plugin/state`: atomic counters, token buckets, fixed windows and keyed values with
+//! `airlock:plugin/state`: atomic counters, token buckets, fixed and sliding windows, and keyed values with
 //! expiry (capability `state`). Every key goes through the instance's [`ScopedState`], which
 //! prefixes it with the chain entry's namespace, so a plugin reaches only its own keys. The
 //! operations are async: with Redis they wait on the network, holding no thread.
 
-use std::time::Instant;
-
-use super::HostState;
+use super::{HostState, waited};
 use super::airlock::plugin::state::{Decision as WitDecision, Host, StateError as WitError};
 use crate::state::{Decision, Gcra, StateError};
 
@@ -25,15 +23,6 @@ fn decision(d: Decision) -> WitDecision {
         reset_after_ms: d.reset_after_ms,
         retry_after_ms: d.retry_after_ms,
     }
-}
-
-/// Runs a backend operation, keeping the time spent waiting on it out of the call's CPU deadline
-/// (the deadline bounds the plugin's own work; the backend has its own `[state] timeout_ms`).
-async fn waited<T>(state: &mut HostState, op: impl Future<Output = T>) -> T {
-    let started = Instant::now();
-    let out = op.await;
-    state.call_started += started.elapsed();
-    out
 }
 
 /// The instance's scope, or the error a plugin sees if the host gave it none (only possible for
@@ -74,6 +63,16 @@ impl Host for HostState {
     async fn window_local(&mut self, key: String, limit: u64, window_ms: u64, cost: u64) -> Result<WitDecision, WitError> {
         let (scope, key) = scoped!(self, key);
         scope.store().local().window(&key, limit, window_ms, cost).map(decision).map_err(to_wit)
+    }
+
+    async fn sliding_window(&mut self, key: String, limit: u64, window_ms: u64, cost: u64) -> Result<WitDecision, WitError> {
+        let (scope, key) = scoped!(self, key);
+        waited(self, scope.store().sliding_window(&key, limit, window_ms, cost)).await.map(decision).map_err(to_wit)
+    }
+
+    async fn sliding_window_local(&mut self, key: String, limit: u64, window_ms: u64, cost: u64) -> Result<WitDecision, WitError> {
+        let (scope, key) = scoped!(self, key);
+        scope.store().local().sliding_window(&key, limit, window_ms, cost).map(decision).map_err(to_wit)
     }
 
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitError> {

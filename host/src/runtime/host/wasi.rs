@@ -3,11 +3,16 @@
 //! A Rust std guest built for wasm32-wasip2 imports `wasi:io/*` and `wasi:cli/*` even when it uses
 //! nothing else (DESIGN.md section 2). Those are linked here with harmless implementations: an empty
 //! environment and no arguments, no stdin, stdout and stderr into the gateway log with the plugin's
-//! name, `exit` as a trap. Clocks and random are harmless too. Sockets, filesystem and every other
-//! WASI interface are never linked: a component importing them is refused at load (see
+//! name, `exit` as a trap. Clocks and random are harmless too. Sockets and every other WASI
+//! interface are never linked: a component importing them is refused at load (see
 //! `runtime::capabilities`), and even so the socket switches are turned off here.
+//!
+//! `wasi:filesystem` is linked for capability `files`: only components granted it pass the load
+//! check, and their instances get exactly one preopen, the granted directory, read-only, as `/`.
+//! Every other instance has no preopen, so it could open nothing even if it got past the check.
 
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,22 +23,49 @@ use wasmtime::component::Linker;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::bindings::{cli, clocks, random};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::HostState;
 
 /// Longest single stdout/stderr write a plugin may make (cuts a flood down to log-sized lines).
 const MAX_STDIO_WRITE: usize = 4096;
 
+/// Where a plugin granted `files` sees its directory.
+pub const FILES_GUEST_PATH: &str = "/";
+
 /// The WASI context of a plugin instance: nothing from the host process leaks in.
 pub fn baseline_ctx(plugin: &Arc<str>) -> WasiCtx {
-    WasiCtxBuilder::new()
+    builder(plugin).build()
+}
+
+/// The WASI context of an instance granted `files`: the baseline plus `dir`, read-only, as `/`.
+/// Opening the directory is one local `open` syscall per instance.
+pub fn files_ctx(plugin: &Arc<str>, dir: &Path) -> Result<WasiCtx, String> {
+    let mut builder = builder(plugin);
+    builder
+        .preopened_dir(dir, FILES_GUEST_PATH, FsPerms::ReadOnly)
+        .map_err(|e| format!("cannot open the granted directory `{}`: {e}", dir.display()))?;
+    Ok(builder.build())
+}
+
+fn builder(plugin: &Arc<str>) -> WasiCtxBuilder {
+    let mut builder = WasiCtxBuilder::new();
+    builder
         .stdout(LogStdio { plugin: plugin.clone(), stream: "stdout" })
         .stderr(LogStdio { plugin: plugin.clone(), stream: "stderr" })
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build()
+        .allow_ip_name_lookup(false);
+    builder
+}
+
+/// Links `wasi:filesystem` (types and preopens), for capability `files`.
+pub fn add_files_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
+    use wasmtime_wasi::p2::bindings::filesystem;
+    filesystem::types::add_to_linker::<HostState, WasiFilesystem>(linker, HostState::filesystem)?;
+    filesystem::preopens::add_to_linker::<HostState, WasiFilesystem>(linker, HostState::filesystem)?;
+    Ok(())
 }
 
 /// Links exactly the WASI baseline interfaces into `linker`.
