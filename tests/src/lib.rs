@@ -186,9 +186,10 @@ pub fn render(toml: &str, upstream: Option<&Upstream>) -> String {
     if !text.contains("[[listeners]]") {
         text = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n{text}");
     }
-    // Never the default 127.0.0.1:9901: tests run in parallel.
+    // Never the default 127.0.0.1:9901: tests run in parallel. Appended, so the line numbers
+    // tests expect in config errors stay as they are.
     if !text.contains("[admin]") {
-        text = format!("[admin]\naddress = \"127.0.0.1:0\"\n\n{text}");
+        text.push_str("\n[admin]\naddress = \"127.0.0.1:0\"\n");
     }
     text
 }
