@@ -146,9 +146,15 @@ impl Gateway {
         self.running.as_ref().expect("running").addr()
     }
 
-    /// The admin listener's address (the harness puts it on a free loopback port).
+    /// The admin listener's address (the harness puts it on a free loopback port); `None` when
+    /// the config disables it.
+    pub fn admin_listener(&self) -> Option<SocketAddr> {
+        self.running.as_ref().expect("running").admin_addr()
+    }
+
+    /// The admin listener's address (panics when the config disables it).
     pub fn admin_addr(&self) -> SocketAddr {
-        self.running.as_ref().expect("running").admin_addr().expect("the admin listener is enabled")
+        self.admin_listener().expect("the admin listener is enabled")
     }
 
     /// `http://admin-addr` + `path`.

@@ -163,6 +163,10 @@ const TRAFFIC: &str = r#"
 [metrics]
 consumer_labels = 1
 
+[runtime]
+cpu_ms = 50
+memory_mb = 16
+
 [upstreams.backend]
 targets = ["{upstream}"]
 [upstreams.dead]
@@ -170,6 +174,10 @@ targets = ["127.0.0.1:1"]
 
 [plugins.panic]
 source = "{plugin:panic}"
+[plugins.loop]
+source = "{plugin:loop}"
+[plugins.alloc]
+source = "{plugin:alloc}"
 
 [[consumers]]
 id = "alice"
@@ -190,6 +198,20 @@ path = "/boom"
 upstream = "backend"
 [[routes.plugins]]
 plugin = "panic"
+
+[[routes]]
+id = "spin"
+path = "/spin"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "loop"
+
+[[routes]]
+id = "hog"
+path = "/hog"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "alloc"
 
 [[routes]]
 id = "down"
@@ -226,6 +248,8 @@ async fn metrics_count_exactly_the_traffic_sent() {
     for _ in 0..2 {
         assert_eq!(client.get(&gw.url("/boom")).await.status, 500);
     }
+    assert_eq!(client.get(&gw.url("/spin")).await.status, 500);
+    assert_eq!(client.get(&gw.url("/hog")).await.status, 500);
     assert_eq!(client.get(&gw.url("/down")).await.status, 502);
     assert_eq!(client.get(&gw.url("/nowhere")).await.status, 404);
     for _ in 0..2 {
@@ -259,7 +283,7 @@ async fn metrics_count_exactly_the_traffic_sent() {
             ref other => panic!("airlock_requests_total is {other:?}"),
         })
         .sum();
-    assert_eq!(total, 15.0, "every request counted once");
+    assert_eq!(total, 17.0, "every request counted once");
 
     // Latency histograms: one observation per request; upstream ones only where it answered.
     assert_eq!(sample(&m, "airlock_request_duration_seconds", &[("route", "api")]), 7.0);
@@ -272,6 +296,11 @@ async fn metrics_count_exactly_the_traffic_sent() {
     // Failures by plugin and kind; upstream errors by upstream and kind.
     assert_eq!(sample(&m, "airlock_plugin_failures_total", &[("plugin", "panic"), ("kind", "trap")]), 2.0);
     assert_eq!(sample(&m, "airlock_plugin_failures_total", &[("plugin", "panic"), ("kind", "deadline")]), 0.0);
+    assert_eq!(sample(&m, "airlock_plugin_failures_total", &[("plugin", "loop"), ("kind", "deadline")]), 1.0);
+    assert_eq!(sample(&m, "airlock_plugin_failures_total", &[("plugin", "loop"), ("kind", "trap")]), 0.0);
+    assert_eq!(sample(&m, "airlock_plugin_failures_total", &[("plugin", "alloc"), ("kind", "out_of_memory")]), 1.0);
+    assert_eq!(requests("spin", "GET", "5xx", "none"), 1.0);
+    assert_eq!(requests("hog", "GET", "5xx", "none"), 1.0);
     assert_eq!(sample(&m, "airlock_upstream_errors_total", &[("upstream", "dead"), ("kind", "unavailable")]), 1.0);
     assert_eq!(sample(&m, "airlock_upstream_errors_total", &[("upstream", "dead"), ("kind", "timeout")]), 0.0);
     for kind in ["unavailable", "timeout"] {
@@ -477,5 +506,49 @@ async fn access_log_lines_match_requests_and_the_file_reopens_on_sigusr1() {
     let old_lines = read_lines(&rotated);
     assert_eq!(old_lines.len(), 4, "the rotated file keeps its lines and gets no new ones");
     assert!(line_for(&old_lines, "after-rotation").is_none());
+    gw.stop().await;
+}
+
+const UNREACHABLE_STATE: &str = r#"
+[state]
+backend = "redis"
+redis_url = "redis://:state-pass-55@127.0.0.1:1/0"
+connect_timeout_ms = 200
+timeout_ms = 200
+
+[[routes]]
+path = "/"
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = { status = 204 }
+"#;
+
+#[tokio::test]
+async fn ready_reports_an_unreachable_state_backend_and_counts_its_errors() {
+    let gw = Gateway::start(UNREACHABLE_STATE, None).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.admin_url("/health")).await.status, 200, "alive even when not ready");
+    let ready = client.get(&gw.admin_url("/ready")).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    let body = ready.json();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["checks"]["state_backend"]["ok"], false);
+    assert_eq!(body["checks"]["state_backend"]["backend"], "redis");
+    assert!(body["checks"]["state_backend"]["error"].is_string());
+    let m = scrape(&client, &gw, None).await;
+    assert!(sample(&m, "airlock_state_backend_errors_total", &[]) >= 1.0);
+    let config = client.get(&gw.admin_url("/admin/config")).await.text();
+    assert!(!config.contains("state-pass-55"), "redis password shown: {config}");
+    assert!(config.contains("redis://:[redacted]@127.0.0.1:1/0"), "{config}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_listener_can_be_turned_off() {
+    let config = "[admin]\nenabled = false\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n";
+    let gw = Gateway::start(config, None).await;
+    assert!(gw.inner().telemetry.access_log().is_none());
+    assert_eq!(gw.admin_listener(), None, "no admin listener when disabled");
+    assert_eq!(HttpClient::http1().get(&gw.url("/")).await.status, 200);
     gw.stop().await;
 }
