@@ -125,6 +125,7 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
     let admin_listener = admin::bind(&config).await?;
     let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let access_log = gateway.telemetry.start_access_log(&config, &source.base_dir)?;
+    gateway.telemetry.start_otlp(&config);
     let gateway = Arc::new(gateway);
     let (shutdown, stop) = watch::channel(false);
     if let Some(log) = access_log {

@@ -552,3 +552,140 @@ async fn the_admin_listener_can_be_turned_off() {
     assert_eq!(HttpClient::http1().get(&gw.url("/")).await.status, 200);
     gw.stop().await;
 }
+
+/// An OTLP/HTTP collector in the test: decodes every export request's protobuf body.
+struct Collector {
+    addr: std::net::SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    async fn start() -> Self {
+        use http_body_util::BodyExt;
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let sink = sink.clone();
+                        async move {
+                            assert_eq!(req.uri().path(), "/v1/traces");
+                            assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let export = ExportTraceServiceRequest::decode(body).expect("a valid OTLP protobuf body");
+                            for resource in export.resource_spans {
+                                for scope in resource.scope_spans {
+                                    sink.lock().unwrap().extend(scope.spans);
+                                }
+                            }
+                            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, received, task }
+    }
+
+    fn span_of_trace(&self, trace_id: &str) -> Option<opentelemetry_proto::tonic::trace::v1::Span> {
+        self.received.lock().unwrap().iter().find(|s| hex(&s.trace_id) == trace_id).cloned()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref()).map(|v| match v {
+        V::StringValue(s) => s.clone(),
+        V::IntValue(i) => i.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+#[tokio::test]
+async fn sampled_requests_are_exported_as_otlp_spans() {
+    let upstream = Upstream::start().await;
+    let collector = Collector::start().await;
+    let config = format!(
+        "[otlp]\nendpoint = \"http://{}/v1/traces\"\nflush_ms = 20\nservice_name = \"edge-test\"\n\n[tracing]\nsample_ratio = 0.0\nresponse_header = \"x-trace-id\"\n{}",
+        collector.addr,
+        &TRACING[TRACING.find("[upstreams.backend]").unwrap()..]
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+
+    // Not sampled (ratio 0, no parent): never exported.
+    let unsampled = client.get(&gw.url("/quiet")).await.header("x-trace-id").unwrap();
+    // Sampled by the client's flag.
+    let parent = "00-11112222333344445555666677778888-aaaabbbbccccdddd-01";
+    let r = client.request("GET", &gw.url("/loud"), &[("traceparent", parent), ("x-request-id", "otlp-1")], b"").await;
+    assert_eq!(r.status, 200);
+    let (_, gateway_span, _) = traceparent_fields(&r.upstream_header("traceparent")[0]);
+
+    let span = eventually("the exported span", || collector.span_of_trace("11112222333344445555666677778888")).await;
+    assert_eq!(hex(&span.parent_span_id), "aaaabbbbccccdddd");
+    assert_eq!(hex(&span.span_id), gateway_span, "the span the upstream was told is its parent");
+    assert_eq!(span.kind, opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32);
+    assert!(span.end_time_unix_nano >= span.start_time_unix_nano && span.start_time_unix_nano > 0);
+    assert_eq!(attribute(&span, "url.path").as_deref(), Some("/loud"));
+    assert_eq!(attribute(&span, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(attribute(&span, "http.request.method").as_deref(), Some("GET"));
+    assert_eq!(attribute(&span, "airlock.request_id").as_deref(), Some("otlp-1"));
+    assert_eq!(attribute(&span, "http.route").as_deref(), Some("route-0"));
+    // Spans are queued in order; the unsampled request came first and is not there.
+    assert!(collector.span_of_trace(&unsampled).is_none(), "an unsampled trace was exported");
+
+    let m = scrape(&client, &gw, None).await;
+    assert_eq!(sample(&m, "airlock_otlp_spans_exported_total", &[]), 1.0);
+    assert_eq!(sample(&m, "airlock_otlp_spans_dropped_total", &[]), 0.0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_down_collector_drops_and_counts_spans_without_slowing_requests() {
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "[otlp]\nendpoint = \"http://127.0.0.1:1/v1/traces\"\nflush_ms = 20\ntimeout_ms = 500\n\n{}",
+        &TRACING[TRACING.find("[upstreams.backend]").unwrap()..]
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    for _ in 0..5 {
+        assert_eq!(client.get(&gw.url("/x")).await.status, 200);
+    }
+    let m = eventually_scrape(&client, &gw, |m| sample(m, "airlock_otlp_spans_dropped_total", &[]) == 5.0).await;
+    assert_eq!(sample(&m, "airlock_otlp_spans_exported_total", &[]), 0.0);
+    gw.stop().await;
+}
+
+/// Scrapes until `done` holds (bounded).
+async fn eventually_scrape(client: &HttpClient, gw: &Gateway, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    for _ in 0..250 {
+        let m = scrape(client, gw, None).await;
+        if done(&m) {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the metrics never reached the expected state");
+}

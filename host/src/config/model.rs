@@ -56,6 +56,9 @@ pub struct Config {
     /// The JSON access log.
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// OTLP span export.
+    #[serde(default)]
+    pub otlp: OtlpConfig,
 }
 
 /// Which backend holds plugins' `state` (counters and keyed values with expiry).
@@ -387,5 +390,36 @@ pub struct AccessLogConfig {
 impl Default for AccessLogConfig {
     fn default() -> Self {
         Self { enabled: false, path: None, queue_lines: Spanned::new(0..0, 8192) }
+    }
+}
+
+/// `[otlp]`: export a span per sampled request to an OpenTelemetry collector (OTLP/HTTP, protobuf).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// The collector's traces URL, `http://host:port/v1/traces`; absent: no export.
+    pub endpoint: Option<Spanned<String>>,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// Most spans sent in one request to the collector.
+    pub batch_spans: usize,
+    /// Spans waiting to be sent; past it, new spans are dropped and counted.
+    pub queue_spans: Spanned<usize>,
+    /// Longest a span waits for its batch to fill, in milliseconds.
+    pub flush_ms: u64,
+    /// Time one export request may take, in milliseconds; past it the batch is dropped and counted.
+    pub timeout_ms: u64,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: "airlock".to_owned(),
+            batch_spans: 512,
+            queue_spans: Spanned::new(0..0, 4096),
+            flush_ms: 1_000,
+            timeout_ms: 2_000,
+        }
     }
 }

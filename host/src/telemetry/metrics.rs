@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::histogram::LatencyHistogram;
+use super::otlp::ExportCounters;
 use crate::state::StateStore;
 
 /// Consumer label of requests no auth plugin identified.
@@ -93,6 +94,8 @@ pub struct Metrics {
     active_connections: Gauge,
     /// Access log lines dropped because the queue was full.
     pub access_log_dropped: Counter,
+    /// OTLP span export counters.
+    pub otlp: ExportCounters,
     consumers: Arc<ConsumerLabels>,
 }
 
@@ -132,6 +135,13 @@ impl Metrics {
             "Access log lines dropped because the write queue was full",
             access_log_dropped.clone(),
         );
+        let otlp = ExportCounters::default();
+        registry.register("otlp_spans_exported", "Spans an OTLP collector accepted", otlp.exported.clone());
+        registry.register(
+            "otlp_spans_dropped",
+            "Spans dropped: export queue full, or the collector unreachable or refusing",
+            otlp.dropped.clone(),
+        );
         let config_reloads = Counter::<u64>::default();
         registry.register("config_reloads", "Configs loaded after the first (reload is not implemented yet)", config_reloads);
         registry.register_collector(Box::new(StateCollector { state }));
@@ -145,6 +155,7 @@ impl Metrics {
             upstream_errors,
             active_connections,
             access_log_dropped,
+            otlp,
             consumers: Arc::new(ConsumerLabels::new(consumer_labels)),
         }
     }

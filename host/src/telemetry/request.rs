@@ -14,6 +14,7 @@ use super::Telemetry;
 use super::access_log::AccessEntry;
 use super::metrics::RouteMetrics;
 use super::observed_body::ObservedBody;
+use super::otlp::RequestSpan;
 use super::trace_context::TraceContext;
 use crate::proxy::ConnectionInfo;
 use crate::proxy::body::ProxyBody;
@@ -37,6 +38,8 @@ pub struct RequestRecord<'a> {
     request_id: Arc<str>,
     /// Collected only when the access log is on.
     access: Option<AccessStart>,
+    /// The path, kept only for a sampled request when spans are exported.
+    span_path: Option<String>,
 }
 
 /// Access log fields known at arrival.
@@ -70,7 +73,9 @@ impl<'a> RequestRecord<'a> {
                 .get(header::USER_AGENT)
                 .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(MAX_USER_AGENT)]).into_owned()),
         });
+        let span_path = (trace.sampled && telemetry.otlp().is_some()).then(|| request.uri().path().to_owned());
         Self {
+            span_path,
             started: Instant::now(),
             trace,
             span,
@@ -138,6 +143,22 @@ impl<'a> RequestRecord<'a> {
     pub fn finish(self, telemetry: &Telemetry, mut response: Response<ProxyBody>) -> Response<ObservedBody> {
         let status = response.status();
         let elapsed = self.started.elapsed();
+        if let Some(path) = self.span_path
+            && let Some(exporter) = telemetry.otlp()
+        {
+            let end = SystemTime::now();
+            exporter.submit(RequestSpan {
+                trace: self.trace.clone(),
+                start: end.checked_sub(elapsed).unwrap_or(end),
+                end,
+                method: self.method.clone(),
+                path,
+                route: self.route_id.clone(),
+                status: status.as_u16(),
+                request_id: self.request_id.clone(),
+                consumer: self.consumer.clone(),
+            });
+        }
         self.span.record("status", status.as_u16());
         let route = self.route.unwrap_or(&telemetry.unrouted);
         route.record_request(&self.method, status, self.consumer.as_deref(), elapsed);
