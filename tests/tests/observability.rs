@@ -530,6 +530,7 @@ async fn ready_reports_an_unreachable_state_backend_and_counts_its_errors() {
     assert_eq!(client.get(&gw.admin_url("/health")).await.status, 200, "alive even when not ready");
     let ready = client.get(&gw.admin_url("/ready")).await;
     assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(!ready.text().contains("state-pass-55"), "the open /ready shows the redis password: {}", ready.text());
     let body = ready.json();
     assert_eq!(body["ready"], false);
     assert_eq!(body["checks"]["state_backend"]["ok"], false);
