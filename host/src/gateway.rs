@@ -11,6 +11,7 @@ use http::Method;
 use http::uri::Authority;
 use toml::Spanned;
 
+use crate::admin::inventory::PluginFacts;
 use crate::config::{
     ChainEntryConfig, Config, ConfigError, ConfigIssue, ConfigSource, FailurePolicy, HostHeader, LimitsConfig,
     PluginConfig, RouteConfig, TimeoutsConfig,
@@ -22,6 +23,8 @@ use crate::runtime::engine::MAX_PLUGIN_MEMORY;
 use crate::runtime::pool::{DEFAULT_MAX_USES, DEFAULT_POOL_SIZE};
 use crate::runtime::{ChainEntry, InstancePool, InstanceSettings, LoadedPlugin, PluginChain, SandboxEngine};
 use crate::state::{ScopedState, StateStore};
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::RouteMetrics;
 
 /// One route, ready to serve.
 pub struct Route {
@@ -41,6 +44,8 @@ pub struct Route {
     pub max_body_bytes: u64,
     /// Upstream response timeout (also caps plugin delays).
     pub timeout: Duration,
+    /// This route's metric handles.
+    pub metrics: RouteMetrics,
 }
 
 impl Route {
@@ -84,6 +89,8 @@ pub struct Gateway {
     pub sandbox: SandboxEngine,
     /// The backend of the plugins' `state` capability (`[state]`).
     pub state: Arc<StateStore>,
+    /// Metrics, trace settings and the access log.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// What a config names as a plugin: a definition, or a source used directly.
@@ -141,7 +148,16 @@ impl Gateway {
             }
         };
 
-        let mut loader = Loader { sandbox: &sandbox, cache: &cache, source, loaded: HashMap::new(), state: state.clone() };
+        let telemetry = Arc::new(Telemetry::new(source, config, state.clone(), &mut issues));
+        issues.extend(crate::admin::config_issues(source, config));
+        let mut loader = Loader {
+            sandbox: &sandbox,
+            cache: &cache,
+            source,
+            loaded: HashMap::new(),
+            state: state.clone(),
+            telemetry: telemetry.clone(),
+        };
         for (name, def) in &config.plugins {
             if let Some(d) = defs.get(name.as_str()) {
                 let key = format!("plugins.{name}.source");
@@ -191,7 +207,9 @@ impl Gateway {
                 .timeout_ms
                 .or_else(|| upstream.as_ref().map(|u| u.request_timeout.as_millis() as u64))
                 .unwrap_or(config.timeouts.request_ms);
+            let metrics = telemetry.metrics.route(id.clone(), upstream.as_ref().map(|u| &*u.name));
             routes.push(Route {
+                metrics,
                 id,
                 host_header: route.host_header.or(upstream.as_ref().map(|u| u.host_header)).unwrap_or_default(),
                 upstream,
@@ -218,7 +236,7 @@ impl Gateway {
         };
         match routes {
             Some(routes) if issues.is_empty() => {
-                Ok(Self { routes, limits: config.limits.clone(), timeouts: config.timeouts.clone(), sandbox, state })
+                Ok(Self { routes, limits: config.limits.clone(), timeouts: config.timeouts.clone(), sandbox, state, telemetry })
             }
             _ => {
                 issues.sort_by_key(|i| i.line.unwrap_or(0));
@@ -341,6 +359,8 @@ struct Loader<'a> {
     loaded: HashMap<(String, Vec<String>), Option<Arc<LoadedPlugin>>>,
     /// The gateway's state store; each chain entry gets its own scope of it.
     state: Arc<StateStore>,
+    /// Where chain entries get their metric handles.
+    telemetry: Arc<Telemetry>,
 }
 
 impl Loader<'_> {
@@ -431,10 +451,20 @@ async fn build_entry(
     };
     let mut settings = def.settings.clone();
     settings.state = Some(ScopedState::new(loader.state.clone(), &namespace));
+    let facts = PluginFacts {
+        source: def.source.clone(),
+        capabilities: def.capabilities.clone(),
+        memory_bytes: settings.memory_bytes,
+        cpu_ms: settings.cpu_deadline.as_millis() as u64,
+        isolation: settings.isolation,
+        pool_size: settings.pool_size,
+        max_uses: settings.max_uses,
+    };
     match InstancePool::new(plugin, name.as_str().into(), json, settings).await {
         Ok(pool) => {
             let descriptor = pool.descriptor();
-            Ok(Arc::new(ChainEntry { pool, failure: entry.failure.unwrap_or(def.failure), descriptor }))
+            let metrics = loader.telemetry.metrics.plugin(name.as_str().into());
+            Ok(Arc::new(ChainEntry { pool, failure: entry.failure.unwrap_or(def.failure), descriptor, metrics, facts }))
         }
         Err(e) => Err(Some(source.issue(
             Some(entry.plugin.span()),

@@ -11,9 +11,12 @@
 //!   host interfaces a plugin can reach ([`runtime::host`], one file per WIT interface), as its
 //!   grants allow ([`grants`]).
 //! - Errors a request can end in, and their statuses, are in [`error`].
+//! - Metrics, trace context and the access log are in [`telemetry`]; the admin listener that
+//!   serves metrics and the admin API is in [`admin`].
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod demo_upstream;
 pub mod error;
@@ -25,6 +28,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +66,7 @@ pub async fn load(source: &ConfigSource) -> Result<(Config, Gateway), StartError
 /// A gateway serving in the background of the current tokio runtime.
 pub struct RunningGateway {
     addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
     gateway: Arc<Gateway>,
@@ -76,6 +81,11 @@ impl RunningGateway {
     /// The first listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The admin listener's address, if `[admin]` is enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The gateway being served.
@@ -114,8 +124,19 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
     }
     let listeners = server::bind(&addresses).await?;
     let addrs = listeners.iter().map(|l| l.local_addr()).collect::<Result<Vec<_>, _>>()?;
+    let admin_listener = admin::bind(&config).await?;
+    let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let access_log = gateway.telemetry.start_access_log(&config, &source.base_dir)?;
+    gateway.telemetry.start_otlp(&config);
     let gateway = Arc::new(gateway);
     let (shutdown, stop) = watch::channel(false);
+    if let Some(log) = access_log {
+        telemetry::access_log::reopen_on_sigusr1(log, stop.clone());
+    }
+    if let Some(listener) = admin_listener {
+        let state = Arc::new(admin::AdminState::new(gateway.clone(), &config));
+        tokio::spawn(admin::serve(state, listener, stop.clone()));
+    }
     let task = tokio::spawn(server::serve(gateway.clone(), listeners, stop));
-    Ok(RunningGateway { addrs, shutdown, task, gateway })
+    Ok(RunningGateway { addrs, admin_addr, shutdown, task, gateway })
 }

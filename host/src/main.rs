@@ -128,6 +128,9 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool) -> ExitCode {
     for addr in running.addrs() {
         tracing::info!(%addr, config = %source.name, "airlock listening");
     }
+    if let Some(addr) = running.admin_addr() {
+        tracing::info!(%addr, "admin listener (health, ready, metrics, admin API)");
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, draining in-flight requests (signal again to force)");
     tokio::select! {

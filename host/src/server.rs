@@ -66,6 +66,7 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<TcpListener>, shutdown:
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _open = gateway.telemetry.metrics.connection_opened();
                     let conn = ConnectionInfo { peer, scheme: "http" };
                     let service = service_fn(move |request| {
                         let gateway = gateway.clone();

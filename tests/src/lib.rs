@@ -125,7 +125,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts a gateway from `toml`. `{upstream}` is replaced by `upstream`'s address, and a
-    /// listener on `127.0.0.1:0` is added when the config names none.
+    /// listener on `127.0.0.1:0` (and an admin listener on `127.0.0.1:0`) is added when the config
+    /// names none.
     pub async fn start(toml: &str, upstream: Option<&Upstream>) -> Self {
         Self::try_start(toml, upstream).await.unwrap_or_else(|e| panic!("gateway failed to start:\n{e}"))
     }
@@ -143,6 +144,22 @@ impl Gateway {
     /// The gateway's address.
     pub fn addr(&self) -> SocketAddr {
         self.running.as_ref().expect("running").addr()
+    }
+
+    /// The admin listener's address (the harness puts it on a free loopback port); `None` when
+    /// the config disables it.
+    pub fn admin_listener(&self) -> Option<SocketAddr> {
+        self.running.as_ref().expect("running").admin_addr()
+    }
+
+    /// The admin listener's address (panics when the config disables it).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener().expect("the admin listener is enabled")
+    }
+
+    /// `http://admin-addr` + `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr())
     }
 
     /// The gateway being served (routes, chains, limits), for checks that need its insides.
@@ -174,6 +191,11 @@ pub fn render(toml: &str, upstream: Option<&Upstream>) -> String {
     }
     if !text.contains("[[listeners]]") {
         text = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n{text}");
+    }
+    // Never the default 127.0.0.1:9901: tests run in parallel. Appended, so the line numbers
+    // tests expect in config errors stay as they are.
+    if !text.contains("[admin]") {
+        text.push_str("\n[admin]\naddress = \"127.0.0.1:0\"\n");
     }
     text
 }

@@ -44,6 +44,21 @@ pub struct Config {
     /// Where the `state` capability keeps its counters (rate limits, quotas).
     #[serde(default)]
     pub state: StateConfig,
+    /// The admin listener: health, readiness, metrics and the admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Prometheus metrics served on the admin listener.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Correlation ids and W3C trace context.
+    #[serde(default)]
+    pub tracing: TracingConfig,
+    /// The JSON access log.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// OTLP span export.
+    #[serde(default)]
+    pub otlp: OtlpConfig,
 }
 
 /// Which backend holds plugins' `state` (counters and keyed values with expiry).
@@ -343,4 +358,103 @@ pub struct RouteConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// `[admin]`: the admin listener (health, readiness, `/metrics`, `/admin/*`). On by default, on
+/// loopback only.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Set to false to run without an admin listener.
+    pub enabled: bool,
+    /// `ip:port` to bind (default `127.0.0.1:9901`; port 0 picks a free port).
+    pub address: Spanned<String>,
+    /// When set, `/metrics` and `/admin/*` require `Authorization: Bearer <token>`.
+    pub token: Option<Spanned<String>>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { enabled: true, address: Spanned::new(0..0, "127.0.0.1:9901".to_owned()), token: None }
+    }
+}
+
+/// `[metrics]`: label cardinality of the Prometheus metrics.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// How many distinct consumers get their own `consumer` label; consumers seen after that are
+    /// counted as `other`.
+    pub consumer_labels: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { consumer_labels: 20 }
+    }
+}
+
+/// `[tracing]`: W3C trace context.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// Share of new traces marked sampled, 0.0 to 1.0 (a client's `traceparent` keeps its own flag).
+    pub sample_ratio: Spanned<f64>,
+    /// When set, the trace id is returned to the client in this response header.
+    pub response_header: Option<Spanned<String>>,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self { sample_ratio: Spanned::new(0..0, 1.0), response_header: None }
+    }
+}
+
+/// `[access_log]`: one JSON line per request.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// Set to true to write the access log.
+    pub enabled: bool,
+    /// File to append to (relative to the config file); absent: standard output. Reopened on SIGUSR1.
+    pub path: Option<PathBuf>,
+    /// Lines waiting to be written; past it, new lines are dropped and counted.
+    pub queue_lines: Spanned<usize>,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self { enabled: false, path: None, queue_lines: Spanned::new(0..0, 8192) }
+    }
+}
+
+/// `[otlp]`: export a span per sampled request to an OpenTelemetry collector (OTLP/HTTP, protobuf).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// The collector's traces URL, `http://host:port/v1/traces`; absent: no export.
+    pub endpoint: Option<Spanned<String>>,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// Most spans sent in one request to the collector.
+    pub batch_spans: usize,
+    /// Spans waiting to be sent; past it, new spans are dropped and counted.
+    pub queue_spans: Spanned<usize>,
+    /// Longest a span waits for its batch to fill, in milliseconds.
+    pub flush_ms: u64,
+    /// Time one export request may take, in milliseconds; past it the batch is dropped and counted.
+    pub timeout_ms: u64,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: "airlock".to_owned(),
+            batch_spans: 512,
+            queue_spans: Spanned::new(0..0, 4096),
+            flush_ms: 1_000,
+            timeout_ms: 2_000,
+        }
+    }
 }

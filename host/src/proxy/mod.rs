@@ -17,17 +17,21 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use self::body::ProxyBody;
 use crate::error::GatewayError;
 use crate::exchange::{RequestState, ResponseState};
 use crate::gateway::{Gateway, Route};
 use crate::runtime::RequestOutcome;
+use crate::telemetry::observed_body::ObservedBody;
+use crate::telemetry::request::RequestRecord;
 
 /// What the listener knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -48,48 +52,85 @@ struct PendingResponse {
 
 impl Gateway {
     /// Handles one client request end to end. Never fails: errors become JSON error responses.
-    pub async fn handle(&self, request: Request<Incoming>, conn: ConnectionInfo) -> Response<ProxyBody> {
+    /// Its telemetry (span, trace context, metrics, access log line) is kept in a
+    /// [`RequestRecord`] the phases fill in.
+    pub async fn handle(&self, request: Request<Incoming>, conn: ConnectionInfo) -> Response<ObservedBody> {
         let request_id: Arc<str> = headers::request_id(request.headers()).into();
+        let mut record = RequestRecord::begin(&self.telemetry, &request, conn, request_id.clone());
+        let span = record.span().clone();
+        let response = self.answer(request, conn, &request_id, &mut record).instrument(span).await;
+        record.finish(&self.telemetry, response)
+    }
+
+    /// The response to one request, errors included.
+    async fn answer<'a>(
+        &'a self,
+        request: Request<Incoming>,
+        conn: ConnectionInfo,
+        request_id: &Arc<str>,
+        record: &mut RequestRecord<'a>,
+    ) -> Response<ProxyBody> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        match self.proxy(request, conn, &request_id).await {
+        match self.proxy(request, conn, request_id, record).await {
             Ok(response) => response,
             Err(error) => {
                 let status = error.status();
                 if status.is_server_error() {
-                    tracing::warn!(request_id = &*request_id, %method, path, status = status.as_u16(), "{error}");
+                    tracing::warn!(request_id = &**request_id, %method, path, status = status.as_u16(), "{error}");
                 } else {
-                    tracing::debug!(request_id = &*request_id, %method, path, status = status.as_u16(), "{error}");
+                    tracing::debug!(request_id = &**request_id, %method, path, status = status.as_u16(), "{error}");
                 }
-                error.into_response(&request_id)
+                error.into_response(request_id)
             }
         }
     }
 
-    async fn proxy(
-        &self,
+    async fn proxy<'a>(
+        &'a self,
         request: Request<Incoming>,
         conn: ConnectionInfo,
         request_id: &Arc<str>,
+        record: &mut RequestRecord<'a>,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         self.check_limits(&request)?;
         let (route, params) = self.route(&request)?;
+        record.matched(&route.id, &route.metrics);
         let client_path = request.uri().path().to_owned();
-        let (state, stream) = self.read_request(request, route, params, conn, request_id).await?;
+        let declared_length = content_length(request.headers())?;
+        let (mut state, stream) = self.read_request(request, route, params, conn, request_id).await?;
+        let body_bytes = state.body.as_ref().map(|b| b.len() as u64).or(declared_length).unwrap_or(0);
+        record.forwarding(&mut state.headers, body_bytes);
 
         let chain = &route.chain;
-        let (mut state, ran, outcome) = chain.run_request_phases(state, route.timeout).await?;
+        let started = Instant::now();
+        let phases = chain.run_request_phases(state, route.timeout).await;
+        record.plugins_took(started.elapsed());
+        let (mut state, ran, outcome) = phases?;
         let pending = match outcome {
             RequestOutcome::Respond(response) => {
                 PendingResponse { state: response, stream: None, version: Version::HTTP_11 }
             }
             RequestOutcome::Upstream => {
                 let keep_request = chain.has_response_phases(ran);
-                self.call_upstream(route, &mut state, keep_request, stream, &client_path).await?
+                let started = Instant::now();
+                let span = tracing::debug_span!("upstream", upstream = route.upstream.as_ref().map(|u| &*u.name));
+                let called = self.call_upstream(route, &mut state, keep_request, stream, &client_path).instrument(span).await;
+                match &called {
+                    Ok(_) => record.upstream_took(started.elapsed()),
+                    Err(GatewayError::UpstreamUnavailable { .. }) => record.upstream_failed(false),
+                    Err(GatewayError::UpstreamTimeout { .. }) => record.upstream_failed(true),
+                    Err(_) => {}
+                }
+                called?
             }
         };
         let PendingResponse { state: response, stream, version } = pending;
-        let (_, response) = chain.run_response_phases(ran, state, response).await?;
+        let started = Instant::now();
+        let phases = chain.run_response_phases(ran, state, response).await;
+        record.plugins_took(started.elapsed());
+        let (request, response) = phases?;
+        record.consumer(request.context.get("consumer"));
         Ok(write_response(response, stream, version, request_id))
     }
 

@@ -9,12 +9,16 @@
 //! its request id) or fail open (the entry is skipped as if it had continued).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
 
 use super::failure::Failure;
 use super::plugin::Descriptor;
 use super::pool::{InstancePool, PhaseAction};
+use crate::admin::inventory::PluginFacts;
 use crate::config::FailurePolicy;
+use crate::telemetry::metrics::PluginMetrics;
 use crate::error::GatewayError;
 use crate::exchange::{RequestState, ResponseState};
 
@@ -26,6 +30,10 @@ pub struct ChainEntry {
     pub failure: FailurePolicy,
     /// The plugin's phases and body needs.
     pub descriptor: Descriptor,
+    /// Call latency and failure counters.
+    pub metrics: PluginMetrics,
+    /// What the entry was built with, for the admin API.
+    pub facts: PluginFacts,
 }
 
 impl ChainEntry {
@@ -92,7 +100,10 @@ impl PluginChain {
             if !entry.descriptor.on_request {
                 continue;
             }
-            let (returned, result) = entry.pool.on_request(request, entry.descriptor.request_body).await;
+            let started = Instant::now();
+            let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-request");
+            let (returned, result) = entry.pool.on_request(request, entry.descriptor.request_body).instrument(span).await;
+            entry.metrics.record_call(false, started.elapsed());
             request = returned;
             match result {
                 Ok(PhaseAction::Continue) => {}
@@ -117,7 +128,11 @@ impl PluginChain {
             if !entry.descriptor.on_response {
                 continue;
             }
-            let (req, resp, result) = entry.pool.on_response(request, response, entry.descriptor.response_body).await;
+            let started = Instant::now();
+            let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-response");
+            let (req, resp, result) =
+                entry.pool.on_response(request, response, entry.descriptor.response_body).instrument(span).await;
+            entry.metrics.record_call(true, started.elapsed());
             request = req;
             response = resp;
             if let Err(failure) = result {
@@ -133,6 +148,7 @@ fn entry_failed(entry: &ChainEntry, request: &RequestState, phase: &str, failure
     let plugin = entry.name();
     let request_id = &*request.request_id;
     let route = &*request.route_id;
+    entry.metrics.record_failure(failure.kind());
     match entry.failure {
         FailurePolicy::Closed => {
             tracing::error!(plugin, phase, route, request_id, kind = failure.kind(), "plugin failed ({failure}); failing closed");

@@ -1,0 +1,119 @@
+//! What the admin API lists: each route with its chain (`/admin/routes`), and each plugin with
+//! its source, hash, grants, limits and call statistics (`/admin/plugins`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::config::{FailurePolicy, Isolation};
+use crate::gateway::Gateway;
+use crate::runtime::ChainEntry;
+
+/// What a chain entry was built with, kept for the admin API.
+#[derive(Debug, Clone)]
+pub struct PluginFacts {
+    /// `builtin:<name>` or the `.wasm` path as configured.
+    pub source: String,
+    /// Capabilities granted (beyond the WASI baseline and `log`).
+    pub capabilities: Vec<String>,
+    /// Memory cap of one instance, in bytes.
+    pub memory_bytes: usize,
+    /// CPU deadline of one call, in milliseconds.
+    pub cpu_ms: u64,
+    /// Instance sharing.
+    pub isolation: Isolation,
+    /// Most idle warm instances.
+    pub pool_size: usize,
+    /// Calls after which an instance is replaced.
+    pub max_uses: u64,
+}
+
+/// `/admin/routes`: every route and its chain, in config order.
+pub fn routes(gateway: &Gateway) -> Value {
+    let routes: Vec<Value> = gateway
+        .routes
+        .routes()
+        .iter()
+        .map(|route| {
+            json!({
+                "id": &*route.id,
+                "upstream": route.upstream.as_ref().map(|u| json!({
+                    "name": &*u.name,
+                    "targets": u.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })),
+                "timeout_ms": route.timeout.as_millis() as u64,
+                "max_body_bytes": route.max_body_bytes,
+                "chain": route.chain.entries().iter().map(|e| chain_entry(e)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "routes": routes })
+}
+
+fn chain_entry(entry: &ChainEntry) -> Value {
+    json!({
+        "plugin": entry.name(),
+        "source": entry.facts.source,
+        "failure": failure_name(entry.failure),
+        "on_request": entry.descriptor.on_request,
+        "on_response": entry.descriptor.on_response,
+        "request_body": entry.descriptor.request_body,
+        "response_body": entry.descriptor.response_body,
+    })
+}
+
+fn failure_name(policy: FailurePolicy) -> &'static str {
+    match policy {
+        FailurePolicy::Closed => "closed",
+        FailurePolicy::Open => "open",
+    }
+}
+
+/// `/admin/plugins`: every plugin (by name) used by a chain, with the routes using it and its
+/// call statistics since start. Percentiles are bucket upper bounds of the latency histogram.
+pub fn plugins(gateway: &Gateway) -> Value {
+    let mut by_name: BTreeMap<&str, (&Arc<ChainEntry>, Vec<&str>)> = BTreeMap::new();
+    for route in gateway.routes.routes() {
+        for entry in route.chain.entries() {
+            let (_, routes) = by_name.entry(entry.name()).or_insert((entry, Vec::new()));
+            if !routes.contains(&&*route.id) {
+                routes.push(&route.id);
+            }
+        }
+    }
+    let plugins: Vec<Value> = by_name
+        .into_iter()
+        .map(|(name, (entry, routes))| {
+            let facts = &entry.facts;
+            let metrics = &entry.metrics;
+            let failures: BTreeMap<&str, u64> = metrics.failures().collect();
+            json!({
+                "name": name,
+                "source": facts.source,
+                "sha256": entry.pool.plugin().sha256,
+                "capabilities": facts.capabilities,
+                "limits": {
+                    "memory_bytes": facts.memory_bytes,
+                    "cpu_ms": facts.cpu_ms,
+                    "isolation": match facts.isolation { Isolation::Pool => "pool", Isolation::Request => "request" },
+                    "pool_size": facts.pool_size,
+                    "max_uses": facts.max_uses,
+                },
+                "routes": routes,
+                "calls": metrics.calls(),
+                "failures": failures,
+                "p99_ms": {
+                    "on_request": metrics.on_request().quantile_upper_bound(0.99).map(seconds_to_ms),
+                    "on_response": metrics.on_response().quantile_upper_bound(0.99).map(seconds_to_ms),
+                },
+            })
+        })
+        .collect();
+    json!({ "plugins": plugins })
+}
+
+/// Milliseconds for JSON; `null` for an unbounded bucket.
+fn seconds_to_ms(seconds: f64) -> Option<f64> {
+    seconds.is_finite().then_some(seconds * 1000.0)
+}

@@ -1,0 +1,204 @@
+//! The admin listener: a separate, loopback-by-default HTTP/1.1 port for operators.
+//!
+//! | path | what | token |
+//! |---|---|---|
+//! | `/health` | 200 while the process serves | never |
+//! | `/ready` | 200 when config, plugins and state backend are ready, else 503 ([`readiness`]) | never |
+//! | `/metrics` | Prometheus text format ([`crate::telemetry::metrics`]) | if set |
+//! | `/admin/config` | the effective config, secrets redacted ([`redact`]) | if set |
+//! | `/admin/routes` | each route and its chain ([`inventory`]) | if set |
+//! | `/admin/plugins` | each plugin: source, hash, grants, limits, calls, failures, p99 ([`inventory`]) | if set |
+//!
+//! With `admin.token` set, the token-protected paths need `Authorization: Bearer <token>` (401
+//! otherwise). Health and readiness stay open so probes need no secret.
+
+pub mod inventory;
+pub mod readiness;
+pub mod redact;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigIssue, ConfigSource};
+use crate::gateway::Gateway;
+
+/// What the admin endpoints answer from.
+pub struct AdminState {
+    gateway: Arc<Gateway>,
+    config: serde_json::Value,
+    token: Option<String>,
+}
+
+impl AdminState {
+    /// The admin view of a running gateway and the config it was built from.
+    pub fn new(gateway: Arc<Gateway>, config: &Config) -> Self {
+        Self {
+            gateway,
+            config: redact::redacted_config(config),
+            token: config.admin.token.as_ref().map(|t| t.get_ref().clone()),
+        }
+    }
+}
+
+/// Checks `[admin]`: the address must be `ip:port` and the token, if set, not empty.
+pub fn config_issues(source: &ConfigSource, config: &Config) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    let admin = &config.admin;
+    if admin.enabled
+        && let Err(e) = admin.address.get_ref().parse::<SocketAddr>()
+    {
+        issues.push(source.issue(
+            Some(admin.address.span()),
+            "admin.address",
+            format!("`{}` is not `ip:port`: {e}", admin.address.get_ref()),
+        ));
+    }
+    if let Some(token) = &admin.token
+        && token.get_ref().trim().is_empty()
+    {
+        issues.push(source.issue(Some(token.span()), "admin.token", "must not be empty (remove it to run without a token)"));
+    }
+    issues
+}
+
+/// Binds the admin listener `[admin]` asks for, or `None` when it is disabled.
+pub async fn bind(config: &Config) -> std::io::Result<Option<TcpListener>> {
+    if !config.admin.enabled {
+        return Ok(None);
+    }
+    let address = config.admin.address.get_ref();
+    let addr: SocketAddr = address
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("admin.address `{address}`: {e}")))?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the admin listener is reachable beyond this machine; set admin.token");
+    }
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin): {e}")))?;
+    Ok(Some(listener))
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` turns true.
+pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let state = state.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(answer(&state, request).await) }
+            });
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!("admin connection ended with an error: {e}");
+            }
+        });
+    }
+}
+
+/// Answers one admin request.
+async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({ "error": "method_not_allowed" }));
+    }
+    let path = request.uri().path();
+    let open = matches!(path, "/health" | "/ready");
+    if !open && !authorized(state.token.as_deref(), &request) {
+        let mut response = json(StatusCode::UNAUTHORIZED, &serde_json::json!({ "error": "unauthorized" }));
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let gateway = &state.gateway;
+    match path {
+        "/health" => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        "/ready" => {
+            let (ready, body) = readiness::check(gateway).await;
+            json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+        }
+        "/metrics" => match gateway.telemetry.metrics.encode() {
+            Ok(text) => {
+                let mut response = Response::new(Full::new(Bytes::from(text)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(prometheus_client::encoding::prometheus_text::CONTENT_TYPE),
+                );
+                response
+            }
+            Err(e) => {
+                tracing::error!("cannot encode metrics: {e}");
+                json(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({ "error": "metrics_encoding" }))
+            }
+        },
+        "/admin/config" => json(StatusCode::OK, &state.config),
+        "/admin/routes" => json(StatusCode::OK, &inventory::routes(gateway)),
+        "/admin/plugins" => json(StatusCode::OK, &inventory::plugins(gateway)),
+        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found", "path": path })),
+    }
+}
+
+/// Whether the request carries the token (always true without one). Compared in constant time.
+fn authorized<B>(token: Option<&str>, request: &Request<B>) -> bool {
+    let Some(token) = token else { return true };
+    let Some(given) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_must_match_exactly() {
+        let with = |value: &str| Request::get("/metrics").header("authorization", value).body(()).unwrap();
+        assert!(authorized(None, &Request::get("/").body(()).unwrap()));
+        assert!(authorized(Some("s3cret"), &with("Bearer s3cret")));
+        assert!(!authorized(Some("s3cret"), &with("Bearer s3cre")));
+        assert!(!authorized(Some("s3cret"), &with("Bearer s3cret2")));
+        assert!(!authorized(Some("s3cret"), &with("Basic s3cret")));
+        assert!(!authorized(Some("s3cret"), &Request::get("/").body(()).unwrap()));
+    }
+}

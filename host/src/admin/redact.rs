@@ -1,0 +1,120 @@
+//! The effective config as the admin API shows it: every value the gateway runs with, secrets
+//! replaced by `[redacted]` (consumer credentials, the Redis password, the admin token, and any
+//! key in a plugin's config whose name says it holds a secret).
+
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// What a secret is replaced by.
+pub const REDACTED: &str = "[redacted]";
+
+/// Parts of key names that mark a value as secret.
+const SECRET_KEY_PARTS: [&str; 7] = ["secret", "password", "passwd", "token", "credential", "private", "api_key"];
+
+/// `config` as JSON with its secrets redacted.
+pub fn redacted_config(config: &Config) -> Value {
+    let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
+    if let Some(consumers) = value.get_mut("consumers").and_then(Value::as_array_mut) {
+        for consumer in consumers {
+            if let Some(credentials) = consumer.get_mut("credentials") {
+                redact_all(credentials);
+            }
+        }
+    }
+    if let Some(url) = value.pointer_mut("/state/redis_url")
+        && let Some(text) = url.as_str()
+    {
+        *url = Value::String(redact_url_password(text));
+    }
+    if let Some(token) = value.pointer_mut("/admin/token")
+        && !token.is_null()
+    {
+        *token = Value::String(REDACTED.into());
+    }
+    redact_secret_keys(&mut value);
+    value
+}
+
+/// Replaces every leaf under `value`, keeping the shape (so an operator still sees which kinds
+/// of credentials a consumer has).
+fn redact_all(value: &mut Value) {
+    match value {
+        Value::Object(map) => map.values_mut().for_each(redact_all),
+        Value::Array(items) => items.iter_mut().for_each(redact_all),
+        Value::Null => {}
+        leaf => *leaf = Value::String(REDACTED.into()),
+    }
+}
+
+/// Redacts, anywhere in the tree, values under keys that name a secret.
+fn redact_secret_keys(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                let lower = key.to_ascii_lowercase();
+                if SECRET_KEY_PARTS.iter().any(|part| lower.contains(part)) {
+                    redact_all(inner);
+                } else {
+                    redact_secret_keys(inner);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_secret_keys),
+        _ => {}
+    }
+}
+
+/// `redis://user:secret@host` becomes `redis://user:[redacted]@host`.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    let userinfo = &rest[..at];
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    let redacted = if userinfo.contains(':') || !user.is_empty() { format!("{user}:{REDACTED}") } else { String::new() };
+    format!("{scheme}://{redacted}{}", &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::ConfigSource;
+
+    #[test]
+    fn secrets_are_redacted_and_the_rest_kept() {
+        let text = r#"
+[admin]
+token = "admin-secret-1"
+[state]
+backend = "redis"
+redis_url = "redis://app:redis-secret-2@127.0.0.1:6379/0"
+[[consumers]]
+id = "alice"
+credentials = { keys = ["alice-key-3"], basic = { password = "pw-4" } }
+[[routes]]
+path = "/"
+[[routes.plugins]]
+plugin = "builtin:jwt"
+config = { hs256_secret = "jwt-secret-5", issuer = "me" }
+"#;
+        let config = ConfigSource::inline("a.toml", text, PathBuf::new()).parse().unwrap();
+        let value = redacted_config(&config);
+        let shown = value.to_string();
+        for secret in ["admin-secret-1", "redis-secret-2", "alice-key-3", "pw-4", "jwt-secret-5"] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        assert_eq!(value["state"]["redis_url"], "redis://app:[redacted]@127.0.0.1:6379/0");
+        assert_eq!(value["consumers"][0]["id"], "alice");
+        assert_eq!(value["consumers"][0]["credentials"]["keys"][0], REDACTED);
+        assert_eq!(value["routes"][0]["plugins"][0]["config"]["issuer"], "me");
+    }
+
+    #[test]
+    fn urls_without_passwords_are_unchanged() {
+        assert_eq!(redact_url_password("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact_url_password("redis://:pw@h:1"), "redis://:[redacted]@h:1");
+    }
+}

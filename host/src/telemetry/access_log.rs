@@ -1,0 +1,351 @@
+//! The JSON access log: one line per request, written by a dedicated thread so file I/O never
+//! runs on the async workers. Requests hand their line over through a bounded queue and never
+//! wait: when the queue is full the line is dropped and counted (`airlock_access_log_dropped_total`).
+//! A file target is reopened on request (SIGUSR1), for log rotation by rename.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime};
+
+use http::Method;
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+
+use super::trace_context::TraceId;
+
+/// Where access log lines go.
+#[derive(Debug, Clone)]
+pub enum LogTarget {
+    /// The process's standard output.
+    Stdout,
+    /// A file, appended to and created if missing.
+    File(PathBuf),
+}
+
+/// What is known about one finished request.
+#[derive(Debug)]
+pub struct AccessEntry {
+    /// When the request arrived.
+    pub time: SystemTime,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// Request method.
+    pub method: Method,
+    /// Request path as the client sent it (without the query).
+    pub path: String,
+    /// The matched route's id.
+    pub route: Option<Arc<str>>,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Request body bytes (as buffered or declared by `Content-Length`).
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// From arrival to the last response byte.
+    pub total: Duration,
+    /// From sending upstream to the response head, if the upstream was called.
+    pub upstream: Option<Duration>,
+    /// Time spent in plugin phases.
+    pub plugins: Duration,
+    /// The consumer an auth plugin identified (request context key `consumer`).
+    pub consumer: Option<String>,
+    /// The W3C trace id.
+    pub trace_id: TraceId,
+    /// The request id (`X-Request-Id`).
+    pub request_id: Arc<str>,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+/// The line as written.
+#[derive(Serialize)]
+struct AccessLine<'a> {
+    time: String,
+    client_ip: IpAddr,
+    method: &'a str,
+    path: &'a str,
+    route: Option<&'a str>,
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_ms: f64,
+    upstream_ms: Option<f64>,
+    plugins_ms: f64,
+    consumer: Option<&'a str>,
+    trace_id: String,
+    request_id: &'a str,
+    user_agent: Option<&'a str>,
+}
+
+impl AccessEntry {
+    /// The entry as one JSON line (with the trailing newline).
+    pub fn to_json_line(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let line = AccessLine {
+            time: humantime::format_rfc3339_micros(self.time).to_string(),
+            client_ip: self.client_ip,
+            method: self.method.as_str(),
+            path: &self.path,
+            route: self.route.as_deref(),
+            status: self.status,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            duration_ms: ms(self.total),
+            upstream_ms: self.upstream.map(ms),
+            plugins_ms: ms(self.plugins),
+            consumer: self.consumer.as_deref(),
+            trace_id: self.trace_id.to_string(),
+            request_id: &self.request_id,
+            user_agent: self.user_agent.as_deref(),
+        };
+        let mut text = serde_json::to_string(&line).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}
+
+enum Message {
+    Entry(Box<AccessEntry>),
+    /// Wakes the writer to act on a reopen request.
+    Wake,
+}
+
+/// The access log's request-side handle.
+pub struct AccessLog {
+    sender: SyncSender<Message>,
+    reopen: Arc<AtomicBool>,
+    dropped: Counter,
+}
+
+impl AccessLog {
+    /// Opens `target` (so a bad path fails at start) and starts the writer thread, with room for
+    /// `queue` waiting lines. `dropped` counts lines dropped.
+    pub fn open(target: LogTarget, queue: usize, dropped: Counter) -> io::Result<Self> {
+        let sink = Sink::open(target)?;
+        Self::with_sink(sink, queue, dropped)
+    }
+
+    fn with_sink(sink: Sink, queue: usize, dropped: Counter) -> io::Result<Self> {
+        let (sender, receiver) = sync_channel(queue.max(1));
+        let reopen = Arc::new(AtomicBool::new(false));
+        let flag = reopen.clone();
+        std::thread::Builder::new().name("airlock-access-log".into()).spawn(move || write_lines(receiver, sink, &flag))?;
+        Ok(Self { sender, reopen, dropped })
+    }
+
+    /// Queues a line; never waits. A full queue drops the line and counts it.
+    pub fn submit(&self, entry: Box<AccessEntry>) {
+        match self.sender.try_send(Message::Entry(entry)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+            }
+        }
+    }
+
+    /// Asks the writer to reopen its file before the next line (after a rotation by rename).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+        // If the queue is full the writer is busy and sees the flag at its next line anyway.
+        let _ = self.sender.try_send(Message::Wake);
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+}
+
+/// Reopens `log` on every SIGUSR1 until `stop` turns true. The signal handler is installed
+/// before this returns, so a SIGUSR1 sent afterwards never takes its default action (exit).
+pub fn reopen_on_sigusr1(log: Arc<AccessLog>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut signals = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGUSR1, the access log will not be reopened: {e}");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    received = signals.recv() => {
+                        if received.is_none() {
+                            return;
+                        }
+                        tracing::info!("SIGUSR1: reopening the access log");
+                        log.reopen();
+                    }
+                    changed = stop.changed() => {
+                        if changed.is_err() || *stop.borrow() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (log, &mut stop);
+    }
+}
+
+/// The writer thread's output.
+struct Sink {
+    target: LogTarget,
+    out: Box<dyn Write + Send>,
+}
+
+impl Sink {
+    fn open(target: LogTarget) -> io::Result<Self> {
+        let out = Self::writer(&target)?;
+        Ok(Self { target, out })
+    }
+
+    fn writer(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
+        Ok(match target {
+            LogTarget::Stdout => Box::new(BufWriter::new(io::stdout())),
+            LogTarget::File(path) => Box::new(BufWriter::new(append(path)?)),
+        })
+    }
+
+    fn reopen(&mut self) {
+        if matches!(self.target, LogTarget::Stdout) {
+            return;
+        }
+        let _ = self.out.flush();
+        match Self::writer(&self.target) {
+            Ok(out) => self.out = out,
+            Err(e) => tracing::error!("cannot reopen the access log, still writing to the old file: {e}"),
+        }
+    }
+}
+
+fn append(path: &PathBuf) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open access log `{}`: {e}", path.display())))
+}
+
+/// The writer thread: writes lines as they come, flushing whenever the queue is empty; ends when
+/// every sender is gone.
+fn write_lines(receiver: Receiver<Message>, mut sink: Sink, reopen: &AtomicBool) {
+    let mut failed = false;
+    while let Ok(mut message) = receiver.recv() {
+        loop {
+            if reopen.swap(false, Ordering::AcqRel) {
+                sink.reopen();
+            }
+            if let Message::Entry(entry) = message
+                && let Err(e) = sink.out.write_all(entry.to_json_line().as_bytes())
+                && !failed
+            {
+                failed = true;
+                tracing::error!("cannot write the access log: {e}");
+            }
+            match receiver.try_recv() {
+                Ok(next) => message = next,
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = sink.out.flush()
+            && !failed
+        {
+            failed = true;
+            tracing::error!("cannot write the access log: {e}");
+        }
+    }
+    let _ = sink.out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn entry(n: usize) -> Box<AccessEntry> {
+        Box::new(AccessEntry {
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            method: Method::GET,
+            path: format!("/{n}"),
+            route: Some("r".into()),
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 5,
+            total: Duration::from_millis(3),
+            upstream: Some(Duration::from_millis(2)),
+            plugins: Duration::ZERO,
+            consumer: None,
+            trace_id: TraceId(1),
+            request_id: "id".into(),
+            user_agent: Some("t/1".into()),
+        })
+    }
+
+    #[test]
+    fn a_line_is_one_json_object() {
+        let line = entry(7).to_json_line();
+        assert!(line.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["path"], "/7");
+        assert_eq!(v["time"], "2023-11-14T22:13:20.000000Z");
+        assert_eq!(v["trace_id"], "00000000000000000000000000000001");
+        assert_eq!(v["upstream_ms"], 2.0);
+    }
+
+    /// A writer that blocks until the test lets it go, collecting what it was given.
+    struct Gate {
+        gate: Arc<Mutex<()>>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _open = self.gate.lock().unwrap();
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let gate = Arc::new(Mutex::new(()));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let closed = gate.lock().unwrap();
+        let sink = Sink { target: LogTarget::Stdout, out: Box::new(Gate { gate: gate.clone(), written: written.clone() }) };
+        let log = AccessLog::with_sink(sink, 2, Counter::default()).unwrap();
+        for n in 0..10 {
+            log.submit(entry(n));
+        }
+        // At most one line is with the (blocked) writer and two wait in the queue.
+        let dropped = log.dropped();
+        assert!(dropped >= 7, "dropped {dropped}");
+        drop(closed);
+        drop(log);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = written.lock().unwrap().iter().filter(|&&b| b == b'\n').count() as u64;
+            if lines + dropped == 10 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{lines} lines written, {dropped} dropped");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

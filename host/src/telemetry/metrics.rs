@@ -1,0 +1,401 @@
+//! The gateway's Prometheus metrics: one registry per gateway, and handles resolved once per
+//! route and per chain entry when the config is built, so recording on the request path takes no
+//! lock and allocates nothing (except the first request of a label set, and requests with a
+//! consumer, whose label is looked up).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::histogram::LatencyHistogram;
+use super::otlp::ExportCounters;
+use crate::state::StateStore;
+
+/// Consumer label of requests no auth plugin identified.
+pub const NO_CONSUMER: &str = "none";
+/// Consumer label of consumers past the `metrics.consumer_labels` bound.
+pub const OTHER_CONSUMER: &str = "other";
+/// Route label of requests that matched no route.
+pub const NO_ROUTE: &str = "none";
+
+/// Methods with their own label; any other is `OTHER`.
+const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER"];
+/// Status class labels, by hundreds digit minus one.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Labels of `airlock_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route id (`none` when no route matched).
+    pub route: Arc<str>,
+    /// Request method (`OTHER` beyond the common ones).
+    pub method: &'static str,
+    /// `1xx` .. `5xx`.
+    pub status: &'static str,
+    /// Consumer id set by an auth plugin, `none`, or `other` past the bound.
+    pub consumer: Arc<str>,
+}
+
+/// Labels of per-route histograms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route id.
+    pub route: Arc<str>,
+}
+
+/// Labels of per-plugin-phase histograms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// Plugin name (definition name or source).
+    pub plugin: Arc<str>,
+    /// `on-request` or `on-response`.
+    pub phase: &'static str,
+}
+
+/// Labels of plugin failures.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// Plugin name.
+    pub plugin: Arc<str>,
+    /// `trap`, `deadline` or `out_of_memory`.
+    pub kind: &'static str,
+}
+
+/// Labels of upstream errors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    /// Upstream name.
+    pub upstream: Arc<str>,
+    /// `unavailable` (refused, reset, broken) or `timeout`.
+    pub kind: &'static str,
+}
+
+/// Failure kinds counted per plugin, as [`crate::runtime::failure::Failure::kind`] names them.
+pub const FAILURE_KINDS: [&str; 3] = ["trap", "deadline", "out_of_memory"];
+
+/// Every metric family of one gateway, and its registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabels, LatencyHistogram>,
+    upstream_duration: Family<RouteLabels, LatencyHistogram>,
+    plugin_duration: Family<PhaseLabels, LatencyHistogram>,
+    plugin_failures: Family<FailureLabels, Counter>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    active_connections: Gauge,
+    /// Access log lines dropped because the queue was full.
+    pub access_log_dropped: Counter,
+    /// OTLP span export counters.
+    pub otlp: ExportCounters,
+    consumers: Arc<ConsumerLabels>,
+}
+
+impl Metrics {
+    /// Registers every family. `consumer_labels` bounds the `consumer` label's values.
+    pub fn new(consumer_labels: usize, state: Arc<StateStore>) -> Self {
+        let mut registry = Registry::with_prefix("airlock");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Requests answered, by route, method, status class and consumer", requests.clone());
+        let request_duration = Family::<RouteLabels, LatencyHistogram>::default();
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request's arrival to the response head, by route",
+            request_duration.clone(),
+        );
+        let upstream_duration = Family::<RouteLabels, LatencyHistogram>::default();
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending the request upstream to the response head, by route",
+            upstream_duration.clone(),
+        );
+        let plugin_duration = Family::<PhaseLabels, LatencyHistogram>::default();
+        registry.register("plugin_phase_duration_seconds", "Time of one plugin phase call", plugin_duration.clone());
+        let plugin_failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "plugin_failures",
+            "Plugin calls that trapped, ran past their CPU deadline or out of memory",
+            plugin_failures.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register("upstream_errors", "Upstream requests that failed to connect, broke or timed out", upstream_errors.clone());
+        let active_connections = Gauge::default();
+        registry.register("active_connections", "Client connections open now", active_connections.clone());
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the write queue was full",
+            access_log_dropped.clone(),
+        );
+        let otlp = ExportCounters::default();
+        registry.register("otlp_spans_exported", "Spans an OTLP collector accepted", otlp.exported.clone());
+        registry.register(
+            "otlp_spans_dropped",
+            "Spans dropped: export queue full, or the collector unreachable or refusing",
+            otlp.dropped.clone(),
+        );
+        let config_reloads = Counter::<u64>::default();
+        registry.register("config_reloads", "Configs loaded after the first (reload is not implemented yet)", config_reloads);
+        registry.register_collector(Box::new(StateCollector { state }));
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            plugin_duration,
+            plugin_failures,
+            upstream_errors,
+            active_connections,
+            access_log_dropped,
+            otlp,
+            consumers: Arc::new(ConsumerLabels::new(consumer_labels)),
+        }
+    }
+
+    /// The metrics in the Prometheus text format (version 0.0.4).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Handles for one route (`upstream`: the route's upstream name, if it has one).
+    pub fn route(&self, route: Arc<str>, upstream: Option<&str>) -> RouteMetrics {
+        let labels = RouteLabels { route: route.clone() };
+        let upstream_errors = upstream.map(|name| {
+            let name: Arc<str> = name.into();
+            [
+                self.upstream_errors.get_or_create_owned(&UpstreamErrorLabels { upstream: name.clone(), kind: "unavailable" }),
+                self.upstream_errors.get_or_create_owned(&UpstreamErrorLabels { upstream: name, kind: "timeout" }),
+            ]
+        });
+        RouteMetrics {
+            duration: self.request_duration.get_or_create_owned(&labels),
+            upstream_duration: self.upstream_duration.get_or_create_owned(&labels),
+            upstream_errors,
+            anonymous: Default::default(),
+            requests: self.requests.clone(),
+            consumers: self.consumers.clone(),
+            route,
+        }
+    }
+
+    /// Handles for one chain entry's plugin.
+    pub fn plugin(&self, plugin: Arc<str>) -> PluginMetrics {
+        let phase = |phase| self.plugin_duration.get_or_create_owned(&PhaseLabels { plugin: plugin.clone(), phase });
+        let failure = |kind| self.plugin_failures.get_or_create_owned(&FailureLabels { plugin: plugin.clone(), kind });
+        PluginMetrics {
+            on_request: phase("on-request"),
+            on_response: phase("on-response"),
+            failures: FAILURE_KINDS.map(failure),
+        }
+    }
+
+    /// Counts a client connection as open until the returned guard is dropped.
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        self.active_connections.inc();
+        ConnectionGuard { gauge: self.active_connections.clone() }
+    }
+
+    /// Client connections open now.
+    pub fn active_connections(&self) -> i64 {
+        self.active_connections.get()
+    }
+}
+
+/// Keeps a connection counted in `airlock_active_connections`.
+pub struct ConnectionGuard {
+    gauge: Gauge<i64, AtomicI64>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// One route's metric handles.
+pub struct RouteMetrics {
+    route: Arc<str>,
+    duration: LatencyHistogram,
+    upstream_duration: LatencyHistogram,
+    /// `[unavailable, timeout]` of the route's upstream.
+    upstream_errors: Option<[Counter; 2]>,
+    /// Request counters without a consumer, by method and status class, made on first use.
+    anonymous: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHODS.len()],
+    requests: Family<RequestLabels, Counter>,
+    consumers: Arc<ConsumerLabels>,
+}
+
+impl RouteMetrics {
+    /// Records a request answered with `status` after `elapsed`.
+    pub fn record_request(&self, method: &Method, status: StatusCode, consumer: Option<&str>, elapsed: Duration) {
+        self.duration.observe(elapsed);
+        let method_index = method_index(method);
+        let class = usize::from(status.as_u16() / 100).clamp(1, STATUS_CLASSES.len()) - 1;
+        match consumer {
+            None => self.anonymous[method_index][class]
+                .get_or_init(|| self.requests.get_or_create_owned(&self.labels(method_index, class, NO_CONSUMER.into())))
+                .inc(),
+            Some(consumer) => {
+                let consumer = self.consumers.label(consumer);
+                self.requests.get_or_create(&self.labels(method_index, class, consumer)).inc()
+            }
+        };
+    }
+
+    fn labels(&self, method: usize, class: usize, consumer: Arc<str>) -> RequestLabels {
+        RequestLabels { route: self.route.clone(), method: METHODS[method], status: STATUS_CLASSES[class], consumer }
+    }
+
+    /// Records the time the upstream took to answer.
+    pub fn record_upstream(&self, elapsed: Duration) {
+        self.upstream_duration.observe(elapsed);
+    }
+
+    /// Counts an upstream failure: `timeout` true for connect and response timeouts.
+    pub fn record_upstream_error(&self, timeout: bool) {
+        if let Some(counters) = &self.upstream_errors {
+            counters[usize::from(timeout)].inc();
+        }
+    }
+}
+
+fn method_index(method: &Method) -> usize {
+    METHODS.iter().position(|m| *m == method.as_str()).unwrap_or(METHODS.len() - 1)
+}
+
+/// One chain entry's plugin metric handles.
+pub struct PluginMetrics {
+    on_request: LatencyHistogram,
+    on_response: LatencyHistogram,
+    /// By [`FAILURE_KINDS`] order.
+    failures: [Counter; FAILURE_KINDS.len()],
+}
+
+impl PluginMetrics {
+    /// Records one phase call's duration (`response`: the on-response phase).
+    pub fn record_call(&self, response: bool, elapsed: Duration) {
+        if response { &self.on_response } else { &self.on_request }.observe(elapsed);
+    }
+
+    /// Counts a failed call of this `kind` ([`FAILURE_KINDS`]).
+    pub fn record_failure(&self, kind: &str) {
+        if let Some(i) = FAILURE_KINDS.iter().position(|k| *k == kind) {
+            self.failures[i].inc();
+        }
+    }
+
+    /// Phase calls made so far (both phases).
+    pub fn calls(&self) -> u64 {
+        self.on_request.count() + self.on_response.count()
+    }
+
+    /// Failures so far, by kind.
+    pub fn failures(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        FAILURE_KINDS.iter().zip(&self.failures).map(|(kind, c)| (*kind, c.get()))
+    }
+
+    /// The on-request phase's latency histogram.
+    pub fn on_request(&self) -> &LatencyHistogram {
+        &self.on_request
+    }
+
+    /// The on-response phase's latency histogram.
+    pub fn on_response(&self) -> &LatencyHistogram {
+        &self.on_response
+    }
+}
+
+/// Bounds the `consumer` label: the first `limit` distinct consumers seen get their own value,
+/// later ones share `other`, so a flood of identities cannot grow the series without end.
+#[derive(Debug)]
+pub struct ConsumerLabels {
+    limit: usize,
+    known: RwLock<HashMap<Box<str>, Arc<str>>>,
+    other: Arc<str>,
+}
+
+impl ConsumerLabels {
+    /// A bound of `limit` distinct consumers.
+    pub fn new(limit: usize) -> Self {
+        Self { limit, known: RwLock::new(HashMap::new()), other: OTHER_CONSUMER.into() }
+    }
+
+    /// The label for `consumer`.
+    pub fn label(&self, consumer: &str) -> Arc<str> {
+        if let Ok(known) = self.known.read() {
+            if let Some(label) = known.get(consumer) {
+                return label.clone();
+            }
+            if known.len() >= self.limit {
+                return self.other.clone();
+            }
+        }
+        let Ok(mut known) = self.known.write() else { return self.other.clone() };
+        if let Some(label) = known.get(consumer) {
+            return label.clone();
+        }
+        if known.len() >= self.limit {
+            return self.other.clone();
+        }
+        let label: Arc<str> = consumer.into();
+        known.insert(consumer.into(), label.clone());
+        label
+    }
+}
+
+/// Exposes the state backend's health counters at scrape time.
+struct StateCollector {
+    state: Arc<StateStore>,
+}
+
+impl std::fmt::Debug for StateCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateCollector").field("backend", &self.state.backend()).finish()
+    }
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.state.stats();
+        let errors = ConstCounter::new(stats.unavailable.load(Ordering::Relaxed));
+        let metric = encoder.encode_descriptor(
+            "state_backend_errors",
+            "State operations that failed because the backend was unreachable or slow",
+            None,
+            errors.metric_type(),
+        )?;
+        errors.encode(metric)?;
+        let refused = ConstCounter::new(stats.cap_hits.load(Ordering::Relaxed));
+        let metric = encoder.encode_descriptor(
+            "state_keys_refused",
+            "Keys the memory backend refused because it held `max_keys`",
+            None,
+            refused.metric_type(),
+        )?;
+        refused.encode(metric)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_labels_are_bounded() {
+        let labels = ConsumerLabels::new(2);
+        assert_eq!(&*labels.label("alice"), "alice");
+        assert_eq!(&*labels.label("bob"), "bob");
+        assert_eq!(&*labels.label("carol"), OTHER_CONSUMER);
+        assert_eq!(&*labels.label("alice"), "alice");
+    }
+}

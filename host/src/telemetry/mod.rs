@@ -1,0 +1,148 @@
+//! Host-native telemetry (DESIGN.md section 5): Prometheus [`metrics`], W3C [`trace_context`]
+//! with a `tracing` span per request, the JSON [`access_log`], and [`otlp`] span export.
+//!
+//! One [`Telemetry`] belongs to each [`crate::gateway::Gateway`]. The proxy opens a
+//! [`request::RequestRecord`] when a request arrives, tells it what happened phase by phase, and
+//! finishes it with the response; metric handles are resolved per route and per chain entry when
+//! the config is built, so the request path records without lookups.
+
+pub mod access_log;
+pub mod histogram;
+pub mod metrics;
+pub mod observed_body;
+pub mod otlp;
+pub mod request;
+pub mod trace_context;
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use http::header::HeaderName;
+use toml::Spanned;
+
+use self::access_log::{AccessLog, LogTarget};
+use self::metrics::{Metrics, NO_ROUTE, RouteMetrics};
+use self::otlp::SpanExporter;
+use crate::config::{Config, ConfigIssue, ConfigSource};
+use crate::state::StateStore;
+
+/// One gateway's telemetry: its metrics, trace settings and access log.
+pub struct Telemetry {
+    /// The Prometheus metrics.
+    pub metrics: Metrics,
+    /// Share of new traces sampled.
+    sample_ratio: f64,
+    /// Response header carrying the trace id, if configured.
+    response_header: Option<HeaderName>,
+    /// Set when the gateway starts serving with `[access_log] enabled = true`.
+    access_log: OnceLock<Arc<AccessLog>>,
+    /// The collector URL, when `[otlp] endpoint` is set and valid.
+    otlp_endpoint: Option<http::Uri>,
+    /// Set when the gateway starts serving with an OTLP endpoint.
+    otlp: OnceLock<SpanExporter>,
+    /// Metrics of requests no route matched.
+    unrouted: RouteMetrics,
+}
+
+impl Telemetry {
+    /// Telemetry for `config`, whose `[metrics]` and `[tracing]` sections are checked, problems
+    /// added to `issues`.
+    pub fn new(source: &ConfigSource, config: &Config, state: Arc<StateStore>, issues: &mut Vec<ConfigIssue>) -> Self {
+        let ratio = &config.tracing.sample_ratio;
+        if !(0.0..=1.0).contains(ratio.get_ref()) {
+            issues.push(source.issue(Some(ratio.span()), "tracing.sample_ratio", "must be between 0.0 and 1.0"));
+        }
+        let response_header = parse_optional(
+            source,
+            config.tracing.response_header.as_ref(),
+            "tracing.response_header",
+            "is not a valid header name",
+            |name| HeaderName::from_bytes(name.as_bytes()).ok(),
+            issues,
+        );
+        let otlp_endpoint = parse_optional(
+            source,
+            config.otlp.endpoint.as_ref(),
+            "otlp.endpoint",
+            "is not an `http://host:port/path` URL",
+            |url| url.parse::<http::Uri>().ok().filter(|u| u.scheme_str() == Some("http") && u.authority().is_some()),
+            issues,
+        );
+        at_least_one(source, &config.access_log.queue_lines, "access_log.queue_lines", issues);
+        at_least_one(source, &config.otlp.queue_spans, "otlp.queue_spans", issues);
+        let metrics = Metrics::new(config.metrics.consumer_labels, state);
+        let unrouted = metrics.route(NO_ROUTE.into(), None);
+        Self {
+            metrics,
+            sample_ratio: *ratio.get_ref(),
+            response_header,
+            access_log: OnceLock::new(),
+            otlp_endpoint,
+            otlp: OnceLock::new(),
+            unrouted,
+        }
+    }
+
+    /// Starts the access log `[access_log]` asks for (relative paths are resolved against
+    /// `base_dir`), once. Returns it, or `None` when it is off.
+    pub fn start_access_log(&self, config: &Config, base_dir: &Path) -> std::io::Result<Option<Arc<AccessLog>>> {
+        if !config.access_log.enabled {
+            return Ok(None);
+        }
+        if let Some(log) = self.access_log.get() {
+            return Ok(Some(log.clone()));
+        }
+        let target = match &config.access_log.path {
+            Some(path) => LogTarget::File(base_dir.join(path)),
+            None => LogTarget::Stdout,
+        };
+        let log = Arc::new(AccessLog::open(
+            target,
+            *config.access_log.queue_lines.get_ref(),
+            self.metrics.access_log_dropped.clone(),
+        )?);
+        Ok(Some(self.access_log.get_or_init(|| log).clone()))
+    }
+
+    /// Starts OTLP export if `[otlp] endpoint` is set (on the current tokio runtime), once.
+    pub fn start_otlp(&self, config: &Config) {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            self.otlp
+                .get_or_init(|| SpanExporter::start(&config.otlp, endpoint.clone(), self.metrics.otlp.clone()));
+        }
+    }
+
+    /// The running span exporter, if any.
+    pub fn otlp(&self) -> Option<&SpanExporter> {
+        self.otlp.get()
+    }
+
+    /// The running access log, if any.
+    pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.access_log.get()
+    }
+}
+
+/// Parses an optional text key, reporting `` `value` <problem> `` at its line when `parse` fails.
+fn parse_optional<T>(
+    source: &ConfigSource,
+    value: Option<&Spanned<String>>,
+    key: &str,
+    problem: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<T> {
+    let value = value?;
+    let parsed = parse(value.get_ref());
+    if parsed.is_none() {
+        issues.push(source.issue(Some(value.span()), key, format!("`{}` {problem}", value.get_ref())));
+    }
+    parsed
+}
+
+/// Reports a count that must be at least 1.
+fn at_least_one(source: &ConfigSource, value: &Spanned<usize>, key: &str, issues: &mut Vec<ConfigIssue>) {
+    if *value.get_ref() == 0 {
+        issues.push(source.issue(Some(value.span()), key, "must be at least 1"));
+    }
+}

@@ -1,0 +1,229 @@
+//! OTLP span export (OTLP/HTTP with protobuf bodies) to `[otlp] endpoint`, off the request path:
+//! a finished, sampled request hands its span to a bounded queue without waiting; one task
+//! batches spans (up to `batch_spans`, or every `flush_ms`) and POSTs them. When the queue is full
+//! or the collector is down, spans are dropped and counted (`airlock_otlp_spans_dropped_total`);
+//! requests never wait for the collector.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use prometheus_client::metrics::counter::Counter;
+use prost::Message;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use super::trace_context::TraceContext;
+use crate::config::OtlpConfig;
+
+/// One finished request, as exported: a server span.
+#[derive(Debug)]
+pub struct RequestSpan {
+    /// Trace id, span id, parent and `tracestate`.
+    pub trace: TraceContext,
+    /// When the request arrived.
+    pub start: SystemTime,
+    /// When the response head was ready.
+    pub end: SystemTime,
+    /// Request method.
+    pub method: Method,
+    /// Request path (without the query).
+    pub path: String,
+    /// Matched route id.
+    pub route: Option<Arc<str>>,
+    /// Status answered.
+    pub status: u16,
+    /// The request id.
+    pub request_id: Arc<str>,
+    /// The consumer an auth plugin identified.
+    pub consumer: Option<String>,
+}
+
+/// The request-side handle of the exporter.
+pub struct SpanExporter {
+    sender: mpsc::Sender<RequestSpan>,
+    dropped: Counter,
+}
+
+/// Counters the exporter keeps.
+#[derive(Clone, Default)]
+pub struct ExportCounters {
+    /// Spans the collector accepted.
+    pub exported: Counter,
+    /// Spans dropped: queue full, collector unreachable or refusing.
+    pub dropped: Counter,
+}
+
+impl SpanExporter {
+    /// Starts the export task on the current tokio runtime. `endpoint` must be an `http://` URI.
+    pub fn start(config: &OtlpConfig, endpoint: Uri, counters: ExportCounters) -> Self {
+        let (sender, receiver) = mpsc::channel(config.queue_spans.get_ref().max(&1).to_owned());
+        let batcher = Batcher {
+            endpoint,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            batch: config.batch_spans.max(1),
+            flush: Duration::from_millis(config.flush_ms.max(1)),
+            timeout: Duration::from_millis(config.timeout_ms.max(1)),
+            service_name: config.service_name.clone(),
+            counters: counters.clone(),
+        };
+        tokio::spawn(batcher.run(receiver));
+        Self { sender, dropped: counters.dropped }
+    }
+
+    /// Queues a span; never waits. A full queue drops it and counts it.
+    pub fn submit(&self, span: RequestSpan) {
+        if let Err(TrySendError::Full(_) | TrySendError::Closed(_)) = self.sender.try_send(span) {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// The export task's state.
+struct Batcher {
+    endpoint: Uri,
+    client: Client<HttpConnector, Full<Bytes>>,
+    batch: usize,
+    flush: Duration,
+    timeout: Duration,
+    service_name: String,
+    counters: ExportCounters,
+}
+
+impl Batcher {
+    /// Collects spans into batches and sends them until every sender is gone.
+    async fn run(self, mut receiver: mpsc::Receiver<RequestSpan>) {
+        let mut failures_logged = false;
+        loop {
+            let Some(first) = receiver.recv().await else { return };
+            let mut spans = vec![first];
+            let deadline = tokio::time::Instant::now() + self.flush;
+            let mut closed = false;
+            while spans.len() < self.batch {
+                tokio::select! {
+                    next = receiver.recv() => match next {
+                        Some(span) => spans.push(span),
+                        None => { closed = true; break; }
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            let count = spans.len() as u64;
+            match self.send(spans).await {
+                Ok(()) => {
+                    self.counters.exported.inc_by(count);
+                    failures_logged = false;
+                }
+                Err(reason) => {
+                    self.counters.dropped.inc_by(count);
+                    if !failures_logged {
+                        failures_logged = true;
+                        tracing::warn!(endpoint = %self.endpoint, "OTLP export failed, dropping spans until it recovers: {reason}");
+                    }
+                }
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, spans: Vec<RequestSpan>) -> Result<(), String> {
+        let body = self.encode(spans).encode_to_vec();
+        let request = Request::post(self.endpoint.clone())
+            .header(header::CONTENT_TYPE, "application/x-protobuf")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| format!("no answer within {} ms", self.timeout.as_millis()))?
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        // Read the body so the connection can be reused.
+        let _ = tokio::time::timeout(self.timeout, response.into_body().collect()).await;
+        if status.is_success() { Ok(()) } else { Err(format!("collector answered {status}")) }
+    }
+
+    fn encode(&self, spans: Vec<RequestSpan>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![text("service.name", self.service_name.clone())],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "airlock".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    spans: spans.into_iter().map(to_proto).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+}
+
+/// The OTLP form of a request span.
+fn to_proto(span: RequestSpan) -> Span {
+    let name = format!("{} {}", span.method, span.path_label());
+    let mut attributes = vec![
+        text("http.request.method", span.method.as_str().to_owned()),
+        text("url.path", span.path),
+        int("http.response.status_code", i64::from(span.status)),
+        text("airlock.request_id", span.request_id.to_string()),
+    ];
+    if let Some(route) = span.route {
+        attributes.push(text("http.route", route.to_string()));
+    }
+    if let Some(consumer) = span.consumer {
+        attributes.push(text("airlock.consumer", consumer));
+    }
+    let trace = span.trace;
+    Span {
+        trace_id: trace.trace_id.0.to_be_bytes().to_vec(),
+        span_id: trace.span_id.0.to_be_bytes().to_vec(),
+        trace_state: trace.tracestate.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
+        parent_span_id: trace.parent_id.map(|p| p.0.to_be_bytes().to_vec()).unwrap_or_default(),
+        flags: u32::from(trace.sampled),
+        name,
+        kind: span::SpanKind::Server as i32,
+        start_time_unix_nano: unix_nanos(span.start),
+        end_time_unix_nano: unix_nanos(span.end),
+        attributes,
+        status: Some(Status {
+            message: String::new(),
+            code: if span.status >= 500 { status::StatusCode::Error } else { status::StatusCode::Unset } as i32,
+        }),
+        ..Default::default()
+    }
+}
+
+impl RequestSpan {
+    /// Bounded span names: the route id, not the raw path.
+    fn path_label(&self) -> &str {
+        self.route.as_deref().unwrap_or("(no route)")
+    }
+}
+
+fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0)
+}
+
+fn text(key: &str, value: String) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }), ..Default::default() }
+}
+
+fn int(key: &str, value: i64) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }), ..Default::default() }
+}

@@ -1,0 +1,196 @@
+//! What the gateway learns about one request as it passes through the phases, and what is done
+//! with it at the end: metrics recorded, trace header returned, access log line handed over when
+//! the response body has been sent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response};
+use tracing::Span;
+use tracing::field::Empty;
+
+use super::Telemetry;
+use super::access_log::AccessEntry;
+use super::metrics::RouteMetrics;
+use super::observed_body::ObservedBody;
+use super::otlp::RequestSpan;
+use super::trace_context::TraceContext;
+use crate::proxy::ConnectionInfo;
+use crate::proxy::body::ProxyBody;
+
+/// Longest `User-Agent` kept for the access log.
+const MAX_USER_AGENT: usize = 256;
+
+/// One request's telemetry, filled in by the proxy phases.
+pub struct RequestRecord<'a> {
+    started: Instant,
+    /// The request's trace context (continued from the client or new).
+    pub trace: TraceContext,
+    span: Span,
+    method: Method,
+    route: Option<&'a RouteMetrics>,
+    route_id: Option<Arc<str>>,
+    upstream: Option<Duration>,
+    plugins: Duration,
+    bytes_in: u64,
+    consumer: Option<String>,
+    request_id: Arc<str>,
+    /// Collected only when the access log is on.
+    access: Option<AccessStart>,
+    /// The path, kept only for a sampled request when spans are exported.
+    span_path: Option<String>,
+}
+
+/// Access log fields known at arrival.
+struct AccessStart {
+    time: SystemTime,
+    conn: ConnectionInfo,
+    path: String,
+    user_agent: Option<String>,
+}
+
+impl<'a> RequestRecord<'a> {
+    /// Starts the record of a request that just arrived.
+    pub fn begin<B>(telemetry: &Telemetry, request: &Request<B>, conn: ConnectionInfo, request_id: Arc<str>) -> Self {
+        let trace = TraceContext::from_headers(request.headers(), telemetry.sample_ratio);
+        let span = tracing::info_span!(
+            "request",
+            request_id = &*request_id,
+            trace_id = %trace.trace_id,
+            method = %request.method(),
+            path = request.uri().path(),
+            route = Empty,
+            consumer = Empty,
+            status = Empty,
+        );
+        let access = telemetry.access_log().is_some().then(|| AccessStart {
+            time: SystemTime::now(),
+            conn,
+            path: request.uri().path().to_owned(),
+            user_agent: request
+                .headers()
+                .get(header::USER_AGENT)
+                .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(MAX_USER_AGENT)]).into_owned()),
+        });
+        let span_path = (trace.sampled && telemetry.otlp().is_some()).then(|| request.uri().path().to_owned());
+        Self {
+            span_path,
+            started: Instant::now(),
+            trace,
+            span,
+            method: request.method().clone(),
+            route: None,
+            route_id: None,
+            upstream: None,
+            plugins: Duration::ZERO,
+            bytes_in: 0,
+            consumer: None,
+            request_id,
+            access,
+        }
+    }
+
+    /// The request's `tracing` span; plugin phases and the upstream call are its children.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// The route that matched.
+    pub fn matched(&mut self, route_id: &Arc<str>, metrics: &'a RouteMetrics) {
+        self.span.record("route", &**route_id);
+        self.route = Some(metrics);
+        self.route_id = Some(route_id.clone());
+    }
+
+    /// The request is about to go through the chain: adds the trace context to the headers the
+    /// plugins and the upstream see, and notes the request body size.
+    pub fn forwarding(&mut self, headers: &mut HeaderMap, body_bytes: u64) {
+        self.trace.inject(headers);
+        self.bytes_in = body_bytes;
+    }
+
+    /// Adds time spent in plugin phases.
+    pub fn plugins_took(&mut self, elapsed: Duration) {
+        self.plugins += elapsed;
+    }
+
+    /// The upstream answered (response head) after `elapsed`.
+    pub fn upstream_took(&mut self, elapsed: Duration) {
+        self.upstream = Some(elapsed);
+        if let Some(route) = self.route {
+            route.record_upstream(elapsed);
+        }
+    }
+
+    /// The upstream call failed; `timeout` tells a timeout from a refused or broken connection.
+    pub fn upstream_failed(&mut self, timeout: bool) {
+        if let Some(route) = self.route {
+            route.record_upstream_error(timeout);
+        }
+    }
+
+    /// The consumer an auth plugin identified (request context key `consumer`).
+    pub fn consumer(&mut self, consumer: Option<&str>) {
+        if let Some(c) = consumer {
+            self.span.record("consumer", c);
+            self.consumer = Some(c.to_owned());
+        }
+    }
+
+    /// Ends the record: counts the request, adds the trace header if configured, and wraps the
+    /// body so the access log line is written once the body has been sent.
+    pub fn finish(self, telemetry: &Telemetry, mut response: Response<ProxyBody>) -> Response<ObservedBody> {
+        let status = response.status();
+        let elapsed = self.started.elapsed();
+        if let Some(path) = self.span_path
+            && let Some(exporter) = telemetry.otlp()
+        {
+            let end = SystemTime::now();
+            exporter.submit(RequestSpan {
+                trace: self.trace.clone(),
+                start: end.checked_sub(elapsed).unwrap_or(end),
+                end,
+                method: self.method.clone(),
+                path,
+                route: self.route_id.clone(),
+                status: status.as_u16(),
+                request_id: self.request_id.clone(),
+                consumer: self.consumer.clone(),
+            });
+        }
+        self.span.record("status", status.as_u16());
+        let route = self.route.unwrap_or(&telemetry.unrouted);
+        route.record_request(&self.method, status, self.consumer.as_deref(), elapsed);
+        if let Some(name) = &telemetry.response_header
+            && let Ok(value) = HeaderValue::from_str(&self.trace.trace_id.to_string())
+        {
+            response.headers_mut().insert(name.clone(), value);
+        }
+        let pending = match (self.access, telemetry.access_log()) {
+            (Some(start), Some(log)) => Some((
+                log.clone(),
+                Box::new(AccessEntry {
+                    time: start.time,
+                    client_ip: start.conn.peer.ip(),
+                    method: self.method,
+                    path: start.path,
+                    route: self.route_id,
+                    status: status.as_u16(),
+                    bytes_in: self.bytes_in,
+                    bytes_out: 0,
+                    total: elapsed,
+                    upstream: self.upstream,
+                    plugins: self.plugins,
+                    consumer: self.consumer,
+                    trace_id: self.trace.trace_id,
+                    request_id: self.request_id,
+                    user_agent: start.user_agent,
+                }),
+                self.started,
+            )),
+            _ => None,
+        };
+        response.map(|body| ObservedBody::new(body, pending))
+    }
+}

@@ -1,0 +1,204 @@
+//! W3C Trace Context (<https://www.w3.org/TR/trace-context/>): the client's `traceparent` is
+//! continued (same trace id, the gateway's own new span id, the parent's sampled flag) and its
+//! `tracestate` passed on; without a valid one a new trace starts, sampled at the configured ratio.
+
+use std::fmt;
+
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+
+/// `traceparent`: version, trace id, parent span id, flags.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate`: vendor data, passed on unchanged with a valid `traceparent`.
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The `sampled` bit of the trace flags.
+const SAMPLED: u8 = 0x01;
+
+/// A 16-byte trace id, shown as 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId(pub u128);
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// An 8-byte span id, shown as 16 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanId(pub u64);
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// The gateway's place in a trace for one request.
+#[derive(Debug, Clone)]
+pub struct TraceContext {
+    /// The trace this request belongs to.
+    pub trace_id: TraceId,
+    /// The gateway's own span: the parent of the upstream's.
+    pub span_id: SpanId,
+    /// The client's span, when the trace was continued.
+    pub parent_id: Option<SpanId>,
+    /// Whether the trace is sampled.
+    pub sampled: bool,
+    /// The client's `tracestate`, passed on when the trace was continued.
+    pub tracestate: Option<HeaderValue>,
+}
+
+impl TraceContext {
+    /// Continues the trace in `headers` if it has a valid `traceparent`, else starts a new one
+    /// sampled with probability `sample_ratio`.
+    pub fn from_headers(headers: &HeaderMap, sample_ratio: f64) -> Self {
+        let span_id = SpanId(nonzero_u64());
+        if let Some(parent) = headers.get(TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes())) {
+            return Self {
+                trace_id: parent.trace_id,
+                span_id,
+                parent_id: Some(parent.span_id),
+                sampled: parent.flags & SAMPLED != 0,
+                tracestate: headers.get(TRACESTATE).cloned(),
+            };
+        }
+        Self {
+            trace_id: TraceId(nonzero_u128()),
+            span_id,
+            parent_id: None,
+            sampled: sample_ratio >= 1.0 || (sample_ratio > 0.0 && fastrand::f64() < sample_ratio),
+            tracestate: None,
+        }
+    }
+
+    /// The `traceparent` value sent upstream: this trace, the gateway's span as parent.
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, if self.sampled { SAMPLED } else { 0 })
+    }
+
+    /// Sets `traceparent` (and `tracestate`, if the client sent one) on the upstream request.
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        if let Ok(value) = HeaderValue::from_str(&self.traceparent()) {
+            headers.insert(TRACEPARENT, value);
+        }
+        match &self.tracestate {
+            Some(state) => {
+                headers.insert(TRACESTATE, state.clone());
+            }
+            None => {
+                headers.remove(TRACESTATE);
+            }
+        }
+    }
+}
+
+/// The fields of a parsed `traceparent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    /// Trace id.
+    pub trace_id: TraceId,
+    /// The caller's span id.
+    pub span_id: SpanId,
+    /// Trace flags.
+    pub flags: u8,
+}
+
+/// Parses `traceparent` as the spec says: version 00 is exactly 55 characters; a higher version
+/// may carry more after a `-`; `ff`, all-zero ids and upper-case hex are invalid.
+pub fn parse_traceparent(value: &[u8]) -> Option<TraceParent> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if text.len() < 55 {
+        return None;
+    }
+    let (head, rest) = text.split_at(55);
+    let version = &head[0..2];
+    if !is_lower_hex(version) || version == "ff" || (version == "00" && !rest.is_empty()) || (!rest.is_empty() && !rest.starts_with('-')) {
+        return None;
+    }
+    let bytes = head.as_bytes();
+    if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
+        return None;
+    }
+    let (trace, span, flags) = (&head[3..35], &head[36..52], &head[53..55]);
+    if !(is_lower_hex(trace) && is_lower_hex(span) && is_lower_hex(flags)) {
+        return None;
+    }
+    let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
+    let span_id = u64::from_str_radix(span, 16).ok().filter(|&s| s != 0)?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(TraceParent { trace_id: TraceId(trace_id), span_id: SpanId(span_id), flags })
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn nonzero_u128() -> u128 {
+    fastrand::u128(1..)
+}
+
+fn nonzero_u64() -> u64 {
+    fastrand::u64(1..)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_is_continued_with_a_new_span() {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static(PARENT));
+        h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
+        let ctx = TraceContext::from_headers(&h, 0.0);
+        assert_eq!(ctx.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ctx.parent_id, Some(SpanId(0x00f0_67aa_0ba9_02b7)));
+        assert_ne!(ctx.span_id, SpanId(0x00f0_67aa_0ba9_02b7));
+        assert!(ctx.sampled, "the parent's sampled flag wins over the ratio");
+        let mut out = HeaderMap::new();
+        ctx.inject(&mut out);
+        let sent = out[TRACEPARENT].to_str().unwrap();
+        assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-01"), "{sent}");
+        assert_eq!(out[TRACESTATE], "vendor=x");
+    }
+
+    #[test]
+    fn invalid_traceparents_start_a_new_trace() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(parse_traceparent(bad.as_bytes()), None, "{bad}");
+        }
+        assert!(parse_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-later").is_some());
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
+        h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
+        let ctx = TraceContext::from_headers(&h, 0.0);
+        assert_eq!(ctx.parent_id, None);
+        assert!(!ctx.sampled);
+        let mut out = HeaderMap::new();
+        out.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
+        ctx.inject(&mut out);
+        assert!(!out.contains_key(TRACESTATE), "tracestate without a valid traceparent is dropped");
+        assert!(out[TRACEPARENT].to_str().unwrap().ends_with("-00"));
+    }
+
+    #[test]
+    fn new_traces_follow_the_sample_ratio() {
+        let h = HeaderMap::new();
+        assert!(TraceContext::from_headers(&h, 1.0).sampled);
+        assert!(!TraceContext::from_headers(&h, 0.0).sampled);
+        let sampled = (0..2000).filter(|_| TraceContext::from_headers(&h, 0.25).sampled).count();
+        assert!((300..700).contains(&sampled), "{sampled} of 2000 sampled at 0.25");
+    }
+}

@@ -1,0 +1,692 @@
+//! Observability end to end: the admin listener (health, readiness, token, redacted config,
+//! routes, plugins), Prometheus metrics checked with an independent parser against the exact
+//! traffic sent, W3C trace context and `X-Request-Id` as the upstream and client see them, and
+//! the JSON access log (lines matched to requests, reopened on SIGUSR1).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use airlock_tests::{Gateway, HttpClient, Reply, Upstream};
+use prometheus_parse::{Scrape, Value};
+
+/// Bounded wait for something written off the request path (the access log) to appear.
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..500 {
+        if let Some(found) = check() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+async fn scrape(client: &HttpClient, gw: &Gateway, token: Option<&str>) -> Scrape {
+    let headers: Vec<(&str, String)> = token.map(|t| ("authorization", format!("Bearer {t}"))).into_iter().collect();
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = client.request("GET", &gw.admin_url("/metrics"), &headers, b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("content-type").unwrap_or_default().starts_with("text/plain; version=0.0.4"));
+    Scrape::parse(r.text().lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text format")
+}
+
+/// The value of the sample `metric` whose labels include all of `labels` (0 if absent).
+/// Histograms give their observation count.
+fn sample(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+            Value::Summary(_) => panic!("no summaries expected"),
+        })
+        .collect();
+    assert!(found.len() <= 1, "{metric} {labels:?} matches {} samples", found.len());
+    found.first().copied().unwrap_or(0.0)
+}
+
+const TOKEN: &str = "admin-token-7f3e";
+
+const ADMIN: &str = r#"
+[admin]
+address = "127.0.0.1:0"
+token = "admin-token-7f3e"
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[consumers]]
+id = "alice"
+credentials = { keys = ["alice-key-secret-91"] }
+
+[[routes]]
+id = "open"
+path_prefix = "/open"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { set = { "x-route" = "${route}" } } }
+
+[[routes]]
+id = "auth"
+path = "/auth"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+"#;
+
+#[tokio::test]
+async fn admin_endpoints_enforce_the_token_and_redact_secrets() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ADMIN, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    assert!(gw.admin_addr().ip().is_loopback());
+    assert_ne!(gw.admin_addr(), gw.addr());
+
+    // Probes need no token.
+    let health = client.get(&gw.admin_url("/health")).await;
+    assert_eq!(health.status, 200);
+    let ready = client.get(&gw.admin_url("/ready")).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let ready = ready.json();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["checks"]["state_backend"]["backend"], "memory");
+    assert_eq!(ready["checks"]["plugins_instantiated"]["chain_entries"], 2);
+
+    // Everything else does.
+    let bearer = format!("Bearer {TOKEN}");
+    for path in ["/metrics", "/admin/config", "/admin/routes", "/admin/plugins"] {
+        let none = client.get(&gw.admin_url(path)).await;
+        assert_eq!(none.status, 401, "{path} without a token");
+        assert_eq!(none.header("www-authenticate").as_deref(), Some("Bearer"));
+        let wrong = client.request("GET", &gw.admin_url(path), &[("authorization", "Bearer admin-token-7f3")], b"").await;
+        assert_eq!(wrong.status, 401, "{path} with a wrong token");
+        let right = client.request("GET", &gw.admin_url(path), &[("authorization", &bearer)], b"").await;
+        assert_eq!(right.status, 200, "{path} with the token: {}", right.text());
+    }
+    let unknown = client.request("GET", &gw.admin_url("/nope"), &[("authorization", &bearer)], b"").await;
+    assert_eq!(unknown.status, 404);
+
+    // The effective config, secrets redacted.
+    let config = client.request("GET", &gw.admin_url("/admin/config"), &[("authorization", &bearer)], b"").await;
+    let text = config.text();
+    assert!(!text.contains("alice-key-secret-91"), "consumer key shown: {text}");
+    assert!(!text.contains(TOKEN), "admin token shown: {text}");
+    let config = config.json();
+    assert_eq!(config["consumers"][0]["id"], "alice");
+    assert_eq!(config["consumers"][0]["credentials"]["keys"][0], "[redacted]");
+    assert_eq!(config["admin"]["token"], "[redacted]");
+    assert_eq!(config["routes"][1]["id"], "auth");
+
+    // Some traffic, then the inventories.
+    for _ in 0..3 {
+        assert_eq!(client.get(&gw.url("/open/x")).await.status, 200);
+    }
+    assert_eq!(client.request("GET", &gw.url("/auth"), &[("x-api-key", "alice-key-secret-91")], b"").await.status, 200);
+    assert_eq!(client.get(&gw.url("/auth")).await.status, 401);
+
+    let routes = client.request("GET", &gw.admin_url("/admin/routes"), &[("authorization", &bearer)], b"").await.json();
+    let routes = routes["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0]["id"], "open");
+    assert_eq!(routes[0]["upstream"]["name"], "backend");
+    assert_eq!(routes[0]["upstream"]["targets"][0], upstream.addr.to_string());
+    assert_eq!(routes[0]["chain"][0]["plugin"], "builtin:headers");
+    assert_eq!(routes[1]["chain"][0]["plugin"], "builtin:key-auth");
+    assert_eq!(routes[1]["chain"][0]["failure"], "closed");
+
+    let plugins = client.request("GET", &gw.admin_url("/admin/plugins"), &[("authorization", &bearer)], b"").await.json();
+    let plugins = plugins["plugins"].as_array().unwrap();
+    let by_name: HashMap<&str, &serde_json::Value> = plugins.iter().map(|p| (p["name"].as_str().unwrap(), p)).collect();
+    let headers = by_name["builtin:headers"];
+    assert_eq!(headers["source"], "builtin:headers");
+    let hash = headers["sha256"].as_str().unwrap();
+    assert!(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{hash}");
+    assert_eq!(headers["routes"], serde_json::json!(["open"]));
+    assert_eq!(headers["failures"]["trap"], 0);
+    assert!(headers["limits"]["memory_bytes"].as_u64().unwrap() > 0);
+    assert!(headers["p99_ms"]["on_request"].as_f64().unwrap() > 0.0);
+    let key_auth = by_name["builtin:key-auth"];
+    assert!(key_auth["capabilities"].is_array(), "{key_auth}");
+    // Calls are counted per phase the entry runs: three requests through `headers` (on-request
+    // only), two through `key-auth`.
+    let header_calls = headers["calls"].as_u64().unwrap();
+    assert_eq!(header_calls % 3, 0, "{headers}");
+    assert!(header_calls >= 3);
+    assert!(key_auth["calls"].as_u64().unwrap() >= 2);
+    gw.stop().await;
+}
+
+const TRAFFIC: &str = r#"
+[metrics]
+consumer_labels = 1
+
+[runtime]
+cpu_ms = 50
+memory_mb = 16
+
+[upstreams.backend]
+targets = ["{upstream}"]
+[upstreams.dead]
+targets = ["127.0.0.1:1"]
+
+[plugins.panic]
+source = "{plugin:panic}"
+[plugins.loop]
+source = "{plugin:loop}"
+[plugins.alloc]
+source = "{plugin:alloc}"
+
+[[consumers]]
+id = "alice"
+credentials = { keys = ["alice-key"] }
+[[consumers]]
+id = "bob"
+credentials = { keys = ["bob-key"] }
+
+[[routes]]
+id = "api"
+path_prefix = "/api"
+strip_prefix = "/api"
+upstream = "backend"
+
+[[routes]]
+id = "boom"
+path = "/boom"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "panic"
+
+[[routes]]
+id = "spin"
+path = "/spin"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "loop"
+
+[[routes]]
+id = "hog"
+path = "/hog"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "alloc"
+
+[[routes]]
+id = "down"
+path = "/down"
+upstream = "dead"
+
+[[routes]]
+id = "auth"
+path = "/auth"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_the_traffic_sent() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(TRAFFIC, Some(&upstream)).await;
+    let client = HttpClient::http1();
+
+    let before = scrape(&client, &gw, None).await;
+    assert_eq!(sample(&before, "airlock_requests_total", &[]), 0.0);
+    assert_eq!(sample(&before, "airlock_config_reloads_total", &[]), 0.0);
+    assert_eq!(sample(&before, "airlock_state_backend_errors_total", &[]), 0.0);
+
+    for _ in 0..3 {
+        assert_eq!(client.get(&gw.url("/api/a")).await.status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(client.request("POST", &gw.url("/api/b"), &[], b"hello").await.status, 200);
+    }
+    assert_eq!(client.get(&gw.url("/api/status/404")).await.status, 404);
+    assert_eq!(client.get(&gw.url("/api/status/503")).await.status, 503);
+    for _ in 0..2 {
+        assert_eq!(client.get(&gw.url("/boom")).await.status, 500);
+    }
+    assert_eq!(client.get(&gw.url("/spin")).await.status, 500);
+    assert_eq!(client.get(&gw.url("/hog")).await.status, 500);
+    assert_eq!(client.get(&gw.url("/down")).await.status, 502);
+    assert_eq!(client.get(&gw.url("/nowhere")).await.status, 404);
+    for _ in 0..2 {
+        assert_eq!(client.request("GET", &gw.url("/auth"), &[("x-api-key", "alice-key")], b"").await.status, 200);
+    }
+    // Past `consumer_labels = 1`, bob is `other`.
+    assert_eq!(client.request("GET", &gw.url("/auth"), &[("x-api-key", "bob-key")], b"").await.status, 200);
+    assert_eq!(client.get(&gw.url("/auth")).await.status, 401);
+
+    let m = scrape(&client, &gw, None).await;
+    let requests = |route, method, status, consumer| {
+        sample(&m, "airlock_requests_total", &[("route", route), ("method", method), ("status", status), ("consumer", consumer)])
+    };
+    assert_eq!(requests("api", "GET", "2xx", "none"), 3.0);
+    assert_eq!(requests("api", "POST", "2xx", "none"), 2.0);
+    assert_eq!(requests("api", "GET", "4xx", "none"), 1.0);
+    assert_eq!(requests("api", "GET", "5xx", "none"), 1.0);
+    assert_eq!(requests("boom", "GET", "5xx", "none"), 2.0);
+    assert_eq!(requests("down", "GET", "5xx", "none"), 1.0);
+    assert_eq!(requests("none", "GET", "4xx", "none"), 1.0);
+    assert_eq!(requests("auth", "GET", "2xx", "alice"), 2.0);
+    assert_eq!(requests("auth", "GET", "2xx", "other"), 1.0);
+    assert_eq!(requests("auth", "GET", "4xx", "none"), 1.0);
+    assert_eq!(sample(&m, "airlock_requests_total", &[("consumer", "bob")]), 0.0, "bob is past the label bound");
+    let total: f64 = m
+        .samples
+        .iter()
+        .filter(|s| s.metric == "airlock_requests_total")
+        .map(|s| match s.value {
+            Value::Counter(v) | Value::Untyped(v) => v,
+            ref other => panic!("airlock_requests_total is {other:?}"),
+        })
+        .sum();
+    assert_eq!(total, 17.0, "every request counted once");
+
+    // Latency histograms: one observation per request; upstream ones only where it answered.
+    assert_eq!(sample(&m, "airlock_request_duration_seconds", &[("route", "api")]), 7.0);
+    assert_eq!(sample(&m, "airlock_upstream_duration_seconds", &[("route", "api")]), 7.0);
+    assert_eq!(sample(&m, "airlock_upstream_duration_seconds", &[("route", "boom")]), 0.0);
+    assert_eq!(sample(&m, "airlock_upstream_duration_seconds", &[("route", "down")]), 0.0);
+    assert_eq!(sample(&m, "airlock_plugin_phase_duration_seconds", &[("plugin", "panic"), ("phase", "on-request")]), 2.0);
+    assert_eq!(sample(&m, "airlock_plugin_phase_duration_seconds", &[("plugin", "builtin:key-auth"), ("phase", "on-request")]), 4.0);
+
+    // Failures by plugin and kind; upstream errors by upstream and kind.
+    assert_eq!(sample(&m, "airlock_plugin_failures_total", &[("plugin", "panic"), ("kind", "trap")]), 2.0);
+    assert_eq!(sample(&m, "airlock_plugin_failures_total", &[("plugin", "panic"), ("kind", "deadline")]), 0.0);
+    assert_eq!(sample(&m, "airlock_plugin_failures_total", &[("plugin", "loop"), ("kind", "deadline")]), 1.0);
+    assert_eq!(sample(&m, "airlock_plugin_failures_total", &[("plugin", "loop"), ("kind", "trap")]), 0.0);
+    assert_eq!(sample(&m, "airlock_plugin_failures_total", &[("plugin", "alloc"), ("kind", "out_of_memory")]), 1.0);
+    assert_eq!(requests("spin", "GET", "5xx", "none"), 1.0);
+    assert_eq!(requests("hog", "GET", "5xx", "none"), 1.0);
+    assert_eq!(sample(&m, "airlock_upstream_errors_total", &[("upstream", "dead"), ("kind", "unavailable")]), 1.0);
+    assert_eq!(sample(&m, "airlock_upstream_errors_total", &[("upstream", "dead"), ("kind", "timeout")]), 0.0);
+    for kind in ["unavailable", "timeout"] {
+        assert_eq!(sample(&m, "airlock_upstream_errors_total", &[("upstream", "backend"), ("kind", kind)]), 0.0);
+    }
+    assert_eq!(sample(&m, "airlock_state_backend_errors_total", &[]), 0.0);
+    assert_eq!(sample(&m, "airlock_access_log_dropped_total", &[]), 0.0);
+    // The scrape itself is on the admin listener; the client's keep-alive connection to the
+    // gateway is still open.
+    assert!(sample(&m, "airlock_active_connections", &[]) >= 1.0);
+    gw.stop().await;
+}
+
+const TRACING: &str = r#"
+[tracing]
+sample_ratio = 0.0
+response_header = "x-trace-id"
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+"#;
+
+fn traceparent_fields(value: &str) -> (String, String, String) {
+    let parts: Vec<&str> = value.split('-').collect();
+    assert_eq!(parts.len(), 4, "{value}");
+    assert_eq!(parts[0], "00");
+    assert_eq!((parts[1].len(), parts[2].len()), (32, 16), "{value}");
+    (parts[1].to_owned(), parts[2].to_owned(), parts[3].to_owned())
+}
+
+#[tokio::test]
+async fn trace_context_and_request_id_reach_the_upstream_and_come_back() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(TRACING, Some(&upstream)).await;
+    let client = HttpClient::http1();
+
+    // A client trace is continued: same trace id, a new span id, its flags and tracestate.
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let r = client
+        .request("GET", &gw.url("/a"), &[("traceparent", parent), ("tracestate", "congo=t61rcWkgMzE"), ("x-request-id", "req-abc.123")], b"")
+        .await;
+    assert_eq!(r.status, 200);
+    let sent = r.upstream_header("traceparent");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (trace, span, flags) = traceparent_fields(&sent[0]);
+    assert_eq!(trace, "0af7651916cd43dd8448eb211c80319c");
+    assert_ne!(span, "b7ad6b7169203331");
+    assert_eq!(flags, "01", "the client's sampled flag is kept");
+    assert_eq!(r.upstream_header("tracestate"), vec!["congo=t61rcWkgMzE"]);
+    assert_eq!(r.header("x-trace-id").as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
+    assert_eq!(r.upstream_header("x-request-id"), vec!["req-abc.123"]);
+    assert_eq!(r.header("x-request-id").as_deref(), Some("req-abc.123"));
+
+    // Without one (or with an invalid one) a new trace starts, unsampled at ratio 0.
+    for headers in [vec![], vec![("traceparent", "00-zz-bad-01"), ("tracestate", "x=y")]] {
+        let r = client.request("GET", &gw.url("/b"), &headers, b"").await;
+        let sent = r.upstream_header("traceparent");
+        let (trace, span, flags) = traceparent_fields(&sent[0]);
+        assert_ne!(trace, "0".repeat(32));
+        assert_ne!(span, "0".repeat(16));
+        assert_eq!(flags, "00");
+        assert_eq!(r.header("x-trace-id"), Some(trace));
+        assert!(r.upstream_header("tracestate").is_empty(), "no tracestate without a valid parent");
+    }
+
+    // Two requests, two traces.
+    let a = client.get(&gw.url("/c")).await.header("x-trace-id");
+    let b = client.get(&gw.url("/c")).await.header("x-trace-id");
+    assert_ne!(a, b);
+
+    // An unusable X-Request-Id is replaced; the same generated id goes upstream and back.
+    let long = "x".repeat(200);
+    for bad in ["has space", long.as_str(), "tab\there"] {
+        let r = client.request("GET", &gw.url("/d"), &[("x-request-id", bad)], b"").await;
+        let id = r.header("x-request-id").expect("request id returned");
+        assert_ne!(id, bad);
+        assert_eq!(id.len(), 32);
+        assert_eq!(r.upstream_header("x-request-id"), vec![id]);
+    }
+    gw.stop().await;
+}
+
+fn read_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+fn line_for<'a>(lines: &'a [serde_json::Value], request_id: &str) -> Option<&'a serde_json::Value> {
+    lines.iter().find(|l| l["request_id"] == request_id)
+}
+
+const ACCESS_LOG: &str = r#"
+[access_log]
+enabled = true
+path = "access.log"
+
+[tracing]
+response_header = "x-trace-id"
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[consumers]]
+id = "carol"
+credentials = { keys = ["carol-key"] }
+
+[[routes]]
+id = "files"
+path_prefix = "/files"
+strip_prefix = "/files"
+upstream = "backend"
+
+[[routes]]
+id = "member"
+path = "/member"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+"#;
+
+async fn send(client: &HttpClient, gw: &Gateway, method: &str, path: &str, id: &str, body: &[u8], extra: &[(&str, &str)]) -> Reply {
+    let mut headers = vec![("x-request-id", id), ("user-agent", "obs-test/1.0")];
+    headers.extend_from_slice(extra);
+    client.request(method, &gw.url(path), &headers, body).await
+}
+
+#[tokio::test]
+async fn access_log_lines_match_requests_and_the_file_reopens_on_sigusr1() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ACCESS_LOG, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let log = gw.dir.path().join("access.log");
+
+    let big = send(&client, &gw, "GET", "/files/big/3000", "log-1", b"", &[]).await;
+    assert_eq!(big.status, 200);
+    assert_eq!(big.body.len(), 3000);
+    let posted = send(&client, &gw, "POST", "/files/up", "log-2", b"twelve bytes", &[]).await;
+    assert_eq!(posted.status, 200);
+    let member = send(&client, &gw, "GET", "/member", "log-3", b"", &[("x-api-key", "carol-key")]).await;
+    assert_eq!(member.status, 200);
+    let missing = send(&client, &gw, "GET", "/nothing-here", "log-4", b"", &[]).await;
+    assert_eq!(missing.status, 404);
+
+    let lines = eventually("four access log lines", || {
+        let lines = read_lines(&log);
+        (lines.len() >= 4).then_some(lines)
+    })
+    .await;
+    assert_eq!(lines.len(), 4, "{lines:?}");
+
+    let l1 = line_for(&lines, "log-1").expect("line for log-1");
+    assert_eq!(l1["method"], "GET");
+    assert_eq!(l1["path"], "/files/big/3000");
+    assert_eq!(l1["route"], "files");
+    assert_eq!(l1["status"], 200);
+    assert_eq!(l1["bytes_out"], 3000);
+    assert_eq!(l1["bytes_in"], 0);
+    assert_eq!(l1["client_ip"], "127.0.0.1");
+    assert_eq!(l1["user_agent"], "obs-test/1.0");
+    assert_eq!(l1["consumer"], serde_json::Value::Null);
+    assert_eq!(l1["trace_id"].as_str(), big.header("x-trace-id").as_deref());
+    assert!(l1["upstream_ms"].as_f64().unwrap() <= l1["duration_ms"].as_f64().unwrap());
+    assert!(l1["time"].as_str().unwrap().ends_with('Z'));
+
+    let l2 = line_for(&lines, "log-2").expect("line for log-2");
+    assert_eq!(l2["method"], "POST");
+    assert_eq!(l2["bytes_in"], 12);
+    assert_eq!(l2["bytes_out"], posted.body.len());
+
+    let l3 = line_for(&lines, "log-3").expect("line for log-3");
+    assert_eq!(l3["route"], "member");
+    assert_eq!(l3["consumer"], "carol");
+    assert!(l3["plugins_ms"].as_f64().unwrap() > 0.0);
+
+    let l4 = line_for(&lines, "log-4").expect("line for log-4");
+    assert_eq!(l4["status"], 404);
+    assert_eq!(l4["route"], serde_json::Value::Null);
+    assert_eq!(l4["upstream_ms"], serde_json::Value::Null);
+    assert_eq!(l4["bytes_out"], missing.body.len());
+
+    // Rotate: rename, signal, and new lines go to a new file at the configured path.
+    let rotated = gw.dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let status = std::process::Command::new("kill").args(["-USR1", &std::process::id().to_string()]).status().unwrap();
+    assert!(status.success());
+    // The writer creates the file at the configured path when it reopens.
+    eventually("the reopened access log", || std::fs::metadata(&log).ok()).await;
+    let after = send(&client, &gw, "GET", "/files/after", "after-rotation", b"", &[]).await;
+    assert_eq!(after.status, 200);
+    let new_lines = eventually("the line after rotation", || {
+        let lines = read_lines(&log);
+        line_for(&lines, "after-rotation").is_some().then_some(lines)
+    })
+    .await;
+    assert!(line_for(&new_lines, "log-1").is_none());
+    let old_lines = read_lines(&rotated);
+    assert_eq!(old_lines.len(), 4, "the rotated file keeps its lines and gets no new ones");
+    assert!(line_for(&old_lines, "after-rotation").is_none());
+    gw.stop().await;
+}
+
+const UNREACHABLE_STATE: &str = r#"
+[state]
+backend = "redis"
+redis_url = "redis://:state-pass-55@127.0.0.1:1/0"
+connect_timeout_ms = 200
+timeout_ms = 200
+
+[[routes]]
+path = "/"
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = { status = 204 }
+"#;
+
+#[tokio::test]
+async fn ready_reports_an_unreachable_state_backend_and_counts_its_errors() {
+    let gw = Gateway::start(UNREACHABLE_STATE, None).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.admin_url("/health")).await.status, 200, "alive even when not ready");
+    let ready = client.get(&gw.admin_url("/ready")).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(!ready.text().contains("state-pass-55"), "the open /ready shows the redis password: {}", ready.text());
+    let body = ready.json();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["checks"]["state_backend"]["ok"], false);
+    assert_eq!(body["checks"]["state_backend"]["backend"], "redis");
+    assert!(body["checks"]["state_backend"]["error"].is_string());
+    let m = scrape(&client, &gw, None).await;
+    assert!(sample(&m, "airlock_state_backend_errors_total", &[]) >= 1.0);
+    let config = client.get(&gw.admin_url("/admin/config")).await.text();
+    assert!(!config.contains("state-pass-55"), "redis password shown: {config}");
+    assert!(config.contains("redis://:[redacted]@127.0.0.1:1/0"), "{config}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_listener_can_be_turned_off() {
+    let config = "[admin]\nenabled = false\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n";
+    let gw = Gateway::start(config, None).await;
+    assert!(gw.inner().telemetry.access_log().is_none());
+    assert_eq!(gw.admin_listener(), None, "no admin listener when disabled");
+    assert_eq!(HttpClient::http1().get(&gw.url("/")).await.status, 200);
+    gw.stop().await;
+}
+
+/// An OTLP/HTTP collector in the test: decodes every export request's protobuf body.
+struct Collector {
+    addr: std::net::SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    async fn start() -> Self {
+        use http_body_util::BodyExt;
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let sink = sink.clone();
+                        async move {
+                            assert_eq!(req.uri().path(), "/v1/traces");
+                            assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let export = ExportTraceServiceRequest::decode(body).expect("a valid OTLP protobuf body");
+                            for resource in export.resource_spans {
+                                for scope in resource.scope_spans {
+                                    sink.lock().unwrap().extend(scope.spans);
+                                }
+                            }
+                            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, received, task }
+    }
+
+    fn span_of_trace(&self, trace_id: &str) -> Option<opentelemetry_proto::tonic::trace::v1::Span> {
+        self.received.lock().unwrap().iter().find(|s| hex(&s.trace_id) == trace_id).cloned()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref()).map(|v| match v {
+        V::StringValue(s) => s.clone(),
+        V::IntValue(i) => i.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+#[tokio::test]
+async fn sampled_requests_are_exported_as_otlp_spans() {
+    let upstream = Upstream::start().await;
+    let collector = Collector::start().await;
+    let config = format!(
+        "[otlp]\nendpoint = \"http://{}/v1/traces\"\nflush_ms = 20\nservice_name = \"edge-test\"\n\n[tracing]\nsample_ratio = 0.0\nresponse_header = \"x-trace-id\"\n{}",
+        collector.addr,
+        &TRACING[TRACING.find("[upstreams.backend]").unwrap()..]
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+
+    // Not sampled (ratio 0, no parent): never exported.
+    let unsampled = client.get(&gw.url("/quiet")).await.header("x-trace-id").unwrap();
+    // Sampled by the client's flag.
+    let parent = "00-11112222333344445555666677778888-aaaabbbbccccdddd-01";
+    let r = client.request("GET", &gw.url("/loud"), &[("traceparent", parent), ("x-request-id", "otlp-1")], b"").await;
+    assert_eq!(r.status, 200);
+    let (_, gateway_span, _) = traceparent_fields(&r.upstream_header("traceparent")[0]);
+
+    let span = eventually("the exported span", || collector.span_of_trace("11112222333344445555666677778888")).await;
+    assert_eq!(hex(&span.parent_span_id), "aaaabbbbccccdddd");
+    assert_eq!(hex(&span.span_id), gateway_span, "the span the upstream was told is its parent");
+    assert_eq!(span.kind, opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32);
+    assert!(span.end_time_unix_nano >= span.start_time_unix_nano && span.start_time_unix_nano > 0);
+    assert_eq!(attribute(&span, "url.path").as_deref(), Some("/loud"));
+    assert_eq!(attribute(&span, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(attribute(&span, "http.request.method").as_deref(), Some("GET"));
+    assert_eq!(attribute(&span, "airlock.request_id").as_deref(), Some("otlp-1"));
+    assert_eq!(attribute(&span, "http.route").as_deref(), Some("route-0"));
+    // Spans are queued in order; the unsampled request came first and is not there.
+    assert!(collector.span_of_trace(&unsampled).is_none(), "an unsampled trace was exported");
+
+    let m = scrape(&client, &gw, None).await;
+    assert_eq!(sample(&m, "airlock_otlp_spans_exported_total", &[]), 1.0);
+    assert_eq!(sample(&m, "airlock_otlp_spans_dropped_total", &[]), 0.0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_down_collector_drops_and_counts_spans_without_slowing_requests() {
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "[otlp]\nendpoint = \"http://127.0.0.1:1/v1/traces\"\nflush_ms = 20\ntimeout_ms = 500\n\n{}",
+        &TRACING[TRACING.find("[upstreams.backend]").unwrap()..]
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    for _ in 0..5 {
+        assert_eq!(client.get(&gw.url("/x")).await.status, 200);
+    }
+    let m = eventually_scrape(&client, &gw, |m| sample(m, "airlock_otlp_spans_dropped_total", &[]) == 5.0).await;
+    assert_eq!(sample(&m, "airlock_otlp_spans_exported_total", &[]), 0.0);
+    gw.stop().await;
+}
+
+/// Scrapes until `done` holds (bounded).
+async fn eventually_scrape(client: &HttpClient, gw: &Gateway, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    for _ in 0..250 {
+        let m = scrape(client, gw, None).await;
+        if done(&m) {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the metrics never reached the expected state");
+}
