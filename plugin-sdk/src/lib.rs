@@ -74,16 +74,25 @@
 //! program links (stdio, clocks, random); stdout and stderr go to the gateway log. A plugin that
 //! uses [`state`] also imports that capability, which the operator must grant.
 //!
+//! # Shared config building blocks
+//!
+//! [`template`] (values with `${param.id}`, `${header.x}`, `${context.consumer}`, ...) and
+//! [`header_rules`] (remove, rename, set, add, append) are what the built-in plugins use to read
+//! values and header edits from config; a plugin that takes the same kind of config can use them
+//! too, so operators meet one syntax everywhere.
+//!
 //! [Airlock]: https://example.invalid/airlock
 #![deny(missing_docs)]
 
 mod action;
 mod export;
+pub mod header_rules;
 mod http;
 mod json;
 pub mod log;
 mod plugin;
 pub mod state;
+pub mod template;
 
 pub use action::{Action, ResponseInit};
 pub use http::{Request, Response};
