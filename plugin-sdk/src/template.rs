@@ -176,6 +176,87 @@ impl<'de> Deserialize<'de> for Template {
     }
 }
 
+/// A [`Source`] holding fixed values: for unit-testing templates (and the plugins that expand
+/// them) without a gateway.
+///
+/// ```
+/// use airlock_sdk::template::{MapSource, Template};
+///
+/// let source = MapSource::default().param("id", "42").context("consumer", "alice");
+/// let t = Template::parse("${context.consumer}/${param.id}").unwrap();
+/// assert_eq!(t.expand_string(&source), "alice/42");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MapSource {
+    values: Vec<(&'static str, String, Vec<u8>)>,
+}
+
+impl MapSource {
+    fn with(mut self, kind: &'static str, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.values.push((kind, name.to_owned(), value.as_ref().to_vec()));
+        self
+    }
+
+    fn get(&self, kind: &str, name: &str) -> Option<Vec<u8>> {
+        self.values.iter().find(|(k, n, _)| *k == kind && n == name).map(|(_, _, v)| v.clone())
+    }
+
+    fn text(&self, kind: &str, name: &str) -> Option<String> {
+        self.get(kind, name).map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    /// Adds a context value.
+    pub fn context(self, key: &str, value: &str) -> Self {
+        self.with("context", key, value)
+    }
+
+    /// Adds a route parameter.
+    pub fn param(self, name: &str, value: &str) -> Self {
+        self.with("param", name, value)
+    }
+
+    /// Adds a request header (raw bytes).
+    pub fn header(self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.with("header", name, value)
+    }
+
+    /// Adds a query parameter (decoded).
+    pub fn query(self, name: &str, value: &str) -> Self {
+        self.with("query", name, value)
+    }
+
+    /// Sets the request id.
+    pub fn request_id(self, id: &str) -> Self {
+        self.with("request_id", "", id)
+    }
+
+    /// Sets the route id.
+    pub fn route(self, id: &str) -> Self {
+        self.with("route", "", id)
+    }
+}
+
+impl Source for MapSource {
+    fn context(&self, key: &str) -> Option<String> {
+        self.text("context", key)
+    }
+    fn param(&self, name: &str) -> Option<String> {
+        self.text("param", name)
+    }
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.get("header", name)
+    }
+    fn query(&self, name: &str) -> Option<String> {
+        self.text("query", name)
+    }
+    fn request_id(&self) -> String {
+        self.text("request_id", "").unwrap_or_default()
+    }
+    fn route(&self) -> String {
+        self.text("route", "").unwrap_or_default()
+    }
+}
+
 impl Source for Request {
     fn context(&self, key: &str) -> Option<String> {
         self.context_get(key)
@@ -242,31 +323,18 @@ fn variable(expr: &str) -> Result<Part, String> {
 mod tests {
     use super::*;
 
-    struct Fake;
-
-    impl Source for Fake {
-        fn context(&self, key: &str) -> Option<String> {
-            (key == "consumer").then(|| "alice".to_owned())
-        }
-        fn param(&self, name: &str) -> Option<String> {
-            (name == "id").then(|| "42".to_owned())
-        }
-        fn header(&self, name: &str) -> Option<Vec<u8>> {
-            (name == "user-agent").then(|| b"curl/8\xff".to_vec())
-        }
-        fn query(&self, name: &str) -> Option<String> {
-            (name == "q").then(|| "search me".to_owned())
-        }
-        fn request_id(&self) -> String {
-            "req-1".to_owned()
-        }
-        fn route(&self) -> String {
-            "users".to_owned()
-        }
+    fn fake() -> MapSource {
+        MapSource::default()
+            .context("consumer", "alice")
+            .param("id", "42")
+            .header("user-agent", b"curl/8\xff")
+            .query("q", "search me")
+            .request_id("req-1")
+            .route("users")
     }
 
     fn expand(text: &str) -> Vec<u8> {
-        Template::parse(text).unwrap().expand(&Fake)
+        Template::parse(text).unwrap().expand(&fake())
     }
 
     #[test]

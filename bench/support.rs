@@ -1,0 +1,53 @@
+//! What the benchmarks share: a configured plugin's instance pool, and the request a phase call
+//! is measured on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock::config::{Isolation, RuntimeConfig};
+use airlock::exchange::RequestState;
+use airlock::runtime::cache::CompileCache;
+use airlock::runtime::{InstancePool, InstanceSettings, LoadedPlugin, SandboxEngine};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+/// The instance pool of built-in plugin `name` with `config` (JSON), as a chain entry has it.
+pub fn pool(rt: &tokio::runtime::Runtime, name: &str, config: &str, isolation: Isolation) -> Arc<InstancePool> {
+    rt.block_on(async {
+        let sandbox = SandboxEngine::new(&RuntimeConfig::default()).expect("sandbox");
+        let cache = CompileCache::new(CompileCache::default_dir());
+        let plugin = LoadedPlugin::load(&sandbox, &cache, &format!("builtin:{name}"), std::path::Path::new("."), &[])
+            .await
+            .expect("load the plugin");
+        let settings = InstanceSettings {
+            memory_bytes: 64 << 20,
+            cpu_deadline: Duration::from_millis(1000),
+            isolation,
+            pool_size: 4,
+            max_uses: u64::MAX,
+            state: None,
+        };
+        Arc::new(InstancePool::new(plugin, name.into(), config.to_owned(), settings).await.expect("configure"))
+    })
+}
+
+/// A request on route `bench` with these headers and (buffered) body.
+pub fn request(method: Method, headers: &[(&'static str, &'static str)], body: Option<Bytes>) -> RequestState {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    RequestState {
+        method,
+        path: "/bench".into(),
+        query: None,
+        headers: map,
+        params: Vec::new(),
+        route_id: "bench".into(),
+        client_addr: "127.0.0.1:1".parse().expect("addr"),
+        scheme: "http",
+        request_id: "bench-request".into(),
+        body,
+        context: Default::default(),
+    }
+}
