@@ -41,7 +41,7 @@ fn split(token: &str) -> (Vec<u8>, Vec<u8>) {
 fn request(token: &str) -> RequestState {
     let mut headers = HeaderMap::new();
     headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).expect("header"));
-    support::request(headers)
+    support::request_with_headers(http::Method::GET, headers, None)
 }
 
 fn jws_verify(c: &mut Criterion) {
@@ -60,7 +60,7 @@ fn jws_verify(c: &mut Criterion) {
         {"kid": "es256", "alg": "ES256", "pem": P256_PUBLIC},
     ]});
     let grants = ["state", "http-client", "files"];
-    let pool = support::pool(&rt, "builtin:jwt", &grants, config.to_string(), Isolation::Pool);
+    let pool = support::pool_with_grants(&rt, "jwt", &grants, &config.to_string(), Isolation::Pool);
     for alg in [Algorithm::RS256, Algorithm::ES256] {
         let token = token(alg);
         let (req, result) = rt.block_on(pool.on_request(request(&token), false));

@@ -3,26 +3,22 @@
 //! `isolation = "request"` (a fresh instance per call). Run: `cargo bench -p airlock --bench phase_call`.
 //! Targets (DESIGN.md section 3, issue 2): warm <= 3 us median; strict isolation <= 8 us.
 
-#[path = "support.rs"]
-mod support;
-
 use airlock::config::Isolation;
 use airlock::exchange::RequestState;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, HeaderValue};
+use http::Method;
+
+#[path = "support.rs"]
+mod support;
 
 fn request() -> RequestState {
-    let mut headers = HeaderMap::new();
-    headers.insert("x-in", HeaderValue::from_static("value-to-copy"));
-    headers.insert("user-agent", HeaderValue::from_static("bench/1"));
-    support::request(headers)
+    support::request(Method::GET, &[("x-in", "value-to-copy"), ("user-agent", "bench/1")], None)
 }
 
 fn phase_call(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     for (label, isolation) in [("warm_pool", Isolation::Pool), ("isolation_request", Isolation::Request)] {
-        let config = r#"{"request":{"set":{"x-out":"${header.x-in}"}}}"#.to_owned();
-        let pool = support::pool(&rt, "builtin:headers", &[], config, isolation);
+        let pool = support::pool(&rt, "headers", r#"{"request":{"set":{"x-out":"${header.x-in}"}}}"#, isolation);
         // Check the call does what is measured.
         let (req, result) = rt.block_on(pool.on_request(request(), false));
         assert!(result.is_ok());

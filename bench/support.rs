@@ -1,5 +1,8 @@
-//! What the criterion benches share: a request as the proxy hands it to a chain, and a warm pool
-//! of one loaded, configured plugin.
+//! What the benchmarks share: a configured plugin's instance pool, and the request a phase call
+//! is measured on.
+
+// Each bench includes this module and uses a part of it.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,37 +11,32 @@ use airlock::config::{Isolation, RuntimeConfig};
 use airlock::exchange::RequestState;
 use airlock::runtime::cache::CompileCache;
 use airlock::runtime::{InstancePool, InstanceSettings, LoadedPlugin, SandboxEngine};
-use http::{HeaderMap, Method};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-/// A GET of `/bench` with these headers.
-pub fn request(headers: HeaderMap) -> RequestState {
-    RequestState {
-        method: Method::GET,
-        path: "/bench".into(),
-        query: None,
-        headers,
-        params: Vec::new(),
-        route_id: "bench".into(),
-        client_addr: "127.0.0.1:1".parse().expect("addr"),
-        scheme: "http",
-        request_id: "bench-request".into(),
-        body: None,
-        context: Default::default(),
-    }
+/// The instance pool of built-in plugin `name` with `config` (JSON), as a chain entry has it.
+pub fn pool(rt: &tokio::runtime::Runtime, name: &str, config: &str, isolation: Isolation) -> Arc<InstancePool> {
+    pool_with_grants(rt, name, &[], config, isolation)
 }
 
-/// Loads `source` with `grants` and configures a pool of it with `config` (JSON).
-pub fn pool(rt: &tokio::runtime::Runtime, source: &str, grants: &[&str], config: String, isolation: Isolation) -> Arc<InstancePool> {
+/// Like [`pool`], with the plugin granted `grants` (as a `[plugins.<name>]` definition would).
+pub fn pool_with_grants(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    grants: &[&str],
+    config: &str,
+    isolation: Isolation,
+) -> Arc<InstancePool> {
     rt.block_on(async {
         let sandbox = SandboxEngine::new(&RuntimeConfig::default()).expect("sandbox");
         let cache = CompileCache::new(CompileCache::default_dir());
         let grants: Vec<String> = grants.iter().map(|g| (*g).to_owned()).collect();
-        let plugin = LoadedPlugin::load(&sandbox, &cache, source, std::path::Path::new("."), &grants)
+        let plugin = LoadedPlugin::load(&sandbox, &cache, &format!("builtin:{name}"), std::path::Path::new("."), &grants)
             .await
             .expect("load the plugin");
         let settings = InstanceSettings {
             memory_bytes: 64 << 20,
-            cpu_deadline: Duration::from_millis(100),
+            cpu_deadline: Duration::from_millis(1000),
             isolation,
             pool_size: 4,
             max_uses: u64::MAX,
@@ -46,6 +44,32 @@ pub fn pool(rt: &tokio::runtime::Runtime, source: &str, grants: &[&str], config:
             files: None,
             http: None,
         };
-        Arc::new(InstancePool::new(plugin, source.into(), config, settings).await.expect("configure"))
+        Arc::new(InstancePool::new(plugin, name.into(), config.to_owned(), settings).await.expect("configure"))
     })
+}
+
+/// A request on route `bench` with these headers and (buffered) body.
+pub fn request(method: Method, headers: &[(&'static str, &'static str)], body: Option<Bytes>) -> RequestState {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    request_with_headers(method, map, body)
+}
+
+/// A request on route `bench` with this header map and (buffered) body.
+pub fn request_with_headers(method: Method, map: HeaderMap, body: Option<Bytes>) -> RequestState {
+    RequestState {
+        method,
+        path: "/bench".into(),
+        query: None,
+        headers: map,
+        params: Vec::new(),
+        route_id: "bench".into(),
+        client_addr: "127.0.0.1:1".parse().expect("addr"),
+        scheme: "http",
+        request_id: "bench-request".into(),
+        body,
+        context: Default::default(),
+    }
 }

@@ -64,6 +64,19 @@ pub enum GatewayError {
     /// The plugin pool cannot create another instance right now.
     #[error("plugin `{0}` has no free instance")]
     PluginBusy(String),
+    /// The client's body has a `Content-Encoding` the gateway cannot decode for a body-reading
+    /// plugin.
+    #[error("request {0}")]
+    UnsupportedEncoding(String),
+    /// The upstream's body has a `Content-Encoding` the gateway cannot decode for a body-reading
+    /// plugin, or is not valid for its coding.
+    #[error("upstream `{upstream}` answered a body the gateway cannot decode: {reason}")]
+    UpstreamBadEncoding {
+        /// Upstream name.
+        upstream: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl GatewayError {
@@ -80,6 +93,8 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::PluginBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::UpstreamBadEncoding { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -96,6 +111,8 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
             GatewayError::PluginBusy(_) => "plugin_busy",
+            GatewayError::UnsupportedEncoding(_) => "unsupported_encoding",
+            GatewayError::UpstreamBadEncoding { .. } => "upstream_bad_encoding",
         }
     }
 

@@ -58,6 +58,12 @@ impl Action {
         }
     }
 
+    /// Answers now with an error in the gateway's own format (see [`error_json`]), so clients
+    /// see one error shape whether the gateway or a plugin refused the request.
+    pub fn error(status: u16, code: &str, message: &str, request_id: &str) -> Self {
+        Action::json(status, &error_json(status, code, message, request_id))
+    }
+
     pub(crate) fn into_raw(self) -> raw::Action {
         match self {
             Action::Continue => raw::Action::Continue,
@@ -65,6 +71,18 @@ impl Action {
             Action::Delay(ms) => raw::Action::Delay(ms),
         }
     }
+}
+
+/// The gateway's error body: `{"status", "error", "message", "request_id"}`, where `error` is a
+/// short snake_case code (`invalid_json`) and `message` says what is wrong.
+///
+/// ```
+/// let body = airlock_sdk::error_json(400, "invalid_json", "the body is not JSON", "req-1");
+/// assert_eq!(body["error"], "invalid_json");
+/// assert_eq!(body["request_id"], "req-1");
+/// ```
+pub fn error_json(status: u16, code: &str, message: &str, request_id: &str) -> serde_json::Value {
+    serde_json::json!({"status": status, "error": code, "message": message, "request_id": request_id})
 }
 
 impl From<ResponseInit> for Action {

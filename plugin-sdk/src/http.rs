@@ -253,6 +253,18 @@ impl Response {
         self.0.set_header("content-type", b"application/json");
         Ok(())
     }
+
+    /// Replaces the whole response with `status` and `value` as a JSON body, and removes the
+    /// upstream's validators (`etag`, `last-modified`, `content-md5`), which described the body
+    /// that is gone. Needs [`Descriptor::response_body`](crate::Descriptor).
+    pub fn replace_with_json(&self, status: u16, value: &serde_json::Value) {
+        self.0.set_status(status);
+        self.0.set_body(value.to_string().as_bytes());
+        self.0.set_header("content-type", b"application/json");
+        for stale in ["etag", "last-modified", "content-md5"] {
+            self.0.remove_header(stale);
+        }
+    }
 }
 
 fn lossy(bytes: Vec<u8>) -> String {

@@ -74,6 +74,13 @@
 //! program links (stdio, clocks, random); stdout and stderr go to the gateway log. A plugin that
 //! uses [`state`] also imports that capability, which the operator must grant.
 //!
+//! # Shared config building blocks
+//!
+//! [`template`] (values with `${param.id}`, `${header.x}`, `${context.consumer}`, ...) and
+//! [`header_rules`] (remove, rename, set, add, append) are what the built-in plugins use to read
+//! values and header edits from config; a plugin that takes the same kind of config can use them
+//! too, so operators meet one syntax everywhere.
+//!
 //! [Airlock]: https://example.invalid/airlock
 #![deny(missing_docs)]
 
@@ -81,14 +88,16 @@ mod action;
 pub mod crypto;
 mod export;
 pub mod files;
+pub mod header_rules;
 mod http;
 pub mod http_client;
 mod json;
 pub mod log;
 mod plugin;
 pub mod state;
+pub mod template;
 
-pub use action::{Action, ResponseInit};
+pub use action::{Action, ResponseInit, error_json};
 pub use http::{Request, Response};
 pub use plugin::{Descriptor, Plugin};
 

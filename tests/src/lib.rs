@@ -44,6 +44,16 @@ pub struct Upstream {
 impl Upstream {
     /// Starts the upstream.
     pub async fn start() -> Self {
+        Self::with_handler(upstream_answer).await
+    }
+
+    /// Starts an upstream that answers every request with `handler` (HTTP/1.1 and h2c), for
+    /// tests that need answers the echo does not give (encoded bodies, other protocols).
+    pub async fn with_handler<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let hits = Arc::new(AtomicUsize::new(0));
@@ -52,10 +62,12 @@ impl Upstream {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let counter = counter.clone();
+                let handler = handler.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        async move { Ok::<_, Infallible>(upstream_answer(req).await) }
+                        let answer = handler(req);
+                        async move { Ok::<_, Infallible>(answer.await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
                 });

@@ -12,6 +12,7 @@
 //! Any phase can end the request with a [`GatewayError`], answered as JSON with the request id.
 
 pub mod body;
+pub mod encoding;
 pub mod headers;
 pub mod upstream;
 
@@ -209,6 +210,11 @@ impl Gateway {
                 body::BufferError::TooLarge(limit) => GatewayError::BodyTooLarge { limit },
                 body::BufferError::Read(reason) => GatewayError::BadRequest(reason),
             })?;
+            let bytes = encoding::decode_body(&mut headers, bytes, limit).map_err(|e| match e {
+                encoding::DecodeError::TooLarge(limit) => GatewayError::BodyTooLarge { limit },
+                unsupported @ encoding::DecodeError::Unsupported(_) => GatewayError::UnsupportedEncoding(unsupported.to_string()),
+                corrupt @ encoding::DecodeError::Corrupt { .. } => GatewayError::BadRequest(format!("request {corrupt}")),
+            })?;
             (Some(bytes), None)
         } else if declared_length {
             (None, Some(ProxyBody::streaming(incoming)))
@@ -263,6 +269,9 @@ impl Gateway {
                 }
             }
         }
+        if route.chain.needs_response_body() {
+            encoding::restrict_accept_encoding(&mut headers);
+        }
         let body = match (&state.body, stream) {
             (Some(bytes), _) => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -290,6 +299,10 @@ impl Gateway {
                 body::BufferError::Read(reason) => {
                     GatewayError::UpstreamUnavailable { upstream: upstream.name.to_string(), reason }
                 }
+            })?;
+            let bytes = encoding::decode_body(&mut headers, bytes, route.max_body_bytes).map_err(|e| match e {
+                encoding::DecodeError::TooLarge(limit) => GatewayError::UpstreamBodyTooLarge { limit },
+                other => GatewayError::UpstreamBadEncoding { upstream: upstream.name.to_string(), reason: other.to_string() },
             })?;
             Ok(PendingResponse {
                 state: ResponseState { status: parts.status, headers, body: Some(bytes) },

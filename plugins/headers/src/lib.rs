@@ -14,160 +14,33 @@
 //! ```
 //!
 //! Each direction applies its rules in the order remove, rename, set, add, append. Values of
-//! `set`, `add` and `append` are templates (see `src/template.rs`): `${context.KEY}`,
+//! `set`, `add` and `append` are templates (`airlock_sdk::template`): `${context.KEY}`,
 //! `${param.NAME}`, `${header.NAME}` (always the request's header, also in response rules),
 //! `${query.NAME}`, `${request_id}`, `${route}`; `$${` is a literal `${`, and a variable without
 //! a value expands to nothing. Templates are parsed once, at configure: a malformed template, an
 //! unknown variable, an invalid header name or an unknown key rejects the config, naming the key.
+//! The rules themselves are `airlock_sdk::header_rules`, shared with `builtin:transform`.
 
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+use airlock_sdk::header_rules::HeaderRules;
 use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, export_plugin};
 use serde::Deserialize;
-
-mod names;
-mod template;
-
-use names::{HeaderMap, HeaderName};
-use template::{Source, Template};
 
 /// The plugin's config.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Config {
-    request: Rules,
-    response: Rules,
-}
-
-/// The rules for one direction.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Rules {
-    remove: Vec<HeaderName>,
-    rename: HeaderMap<HeaderName>,
-    set: HeaderMap<Template>,
-    add: HeaderMap<Template>,
-    append: HeaderMap<Template>,
-}
-
-impl Rules {
-    fn is_empty(&self) -> bool {
-        self.remove.is_empty()
-            && self.rename.0.is_empty()
-            && self.set.0.is_empty()
-            && self.add.0.is_empty()
-            && self.append.0.is_empty()
-    }
-
-    fn validate(&self, direction: &str) -> Result<(), String> {
-        if let Some((name, _)) = self.rename.0.iter().find(|(from, to)| *from == to.0) {
-            return Err(format!("`{direction}.rename.{name}`: renames `{name}` to itself"));
-        }
-        Ok(())
-    }
-
-    /// Applies the rules to `target`, expanding templates from `source` (the request).
-    fn apply(&self, target: &impl Headers, source: &impl Source) {
-        for HeaderName(name) in &self.remove {
-            target.remove(name);
-        }
-        for (from, HeaderName(to)) in &self.rename.0 {
-            let values = target.get_all(from);
-            if values.is_empty() {
-                continue;
-            }
-            target.remove(from);
-            target.remove(to);
-            for value in values {
-                target.append(to, &value);
-            }
-        }
-        for (name, template) in &self.set.0 {
-            target.set(name, &template.expand(source));
-        }
-        for (name, template) in &self.add.0 {
-            if target.get(name).is_none() {
-                target.set(name, &template.expand(source));
-            }
-        }
-        for (name, template) in &self.append.0 {
-            target.append(name, &template.expand(source));
-        }
-    }
-}
-
-/// The header operations the rules need, on a request or a response.
-trait Headers {
-    fn get(&self, name: &str) -> Option<Vec<u8>>;
-    fn get_all(&self, name: &str) -> Vec<Vec<u8>>;
-    fn set(&self, name: &str, value: &[u8]);
-    fn append(&self, name: &str, value: &[u8]);
-    fn remove(&self, name: &str);
-}
-
-impl Headers for Request {
-    fn get(&self, name: &str) -> Option<Vec<u8>> {
-        self.header(name)
-    }
-    fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
-        self.header_all(name)
-    }
-    fn set(&self, name: &str, value: &[u8]) {
-        self.set_header(name, value)
-    }
-    fn append(&self, name: &str, value: &[u8]) {
-        self.append_header(name, value)
-    }
-    fn remove(&self, name: &str) {
-        self.remove_header(name)
-    }
-}
-
-impl Headers for Response {
-    fn get(&self, name: &str) -> Option<Vec<u8>> {
-        self.header(name)
-    }
-    fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
-        self.header_all(name)
-    }
-    fn set(&self, name: &str, value: &[u8]) {
-        self.set_header(name, value)
-    }
-    fn append(&self, name: &str, value: &[u8]) {
-        self.append_header(name, value)
-    }
-    fn remove(&self, name: &str) {
-        self.remove_header(name)
-    }
-}
-
-/// Template variables come from the request, in both directions.
-struct RequestSource<'a>(&'a Request);
-
-impl Source for RequestSource<'_> {
-    fn context(&self, key: &str) -> Option<String> {
-        self.0.context_get(key)
-    }
-    fn param(&self, name: &str) -> Option<String> {
-        self.0.param(name)
-    }
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.0.header(name)
-    }
-    fn query(&self, name: &str) -> Option<String> {
-        self.0.query_param(name)
-    }
-    fn request_id(&self) -> String {
-        self.0.request_id()
-    }
-    fn route(&self) -> String {
-        self.0.route_id()
-    }
+    request: HeaderRules,
+    response: HeaderRules,
 }
 
 /// The configured plugin.
 #[derive(Debug)]
 struct HeadersPlugin {
-    request: Rules,
-    response: Rules,
+    request: HeaderRules,
+    response: HeaderRules,
 }
 
 impl Plugin for HeadersPlugin {
@@ -186,14 +59,14 @@ impl Plugin for HeadersPlugin {
 
     fn on_request(&self, req: &Request) -> Action {
         if !self.request.is_empty() {
-            self.request.apply(req, &RequestSource(req));
+            self.request.apply(req, req);
         }
         Action::Continue
     }
 
     fn on_response(&self, req: &Request, resp: &Response) {
         if !self.response.is_empty() {
-            self.response.apply(resp, &RequestSource(req));
+            self.response.apply(resp, req);
         }
     }
 }
@@ -202,6 +75,8 @@ export_plugin!(HeadersPlugin);
 
 #[cfg(test)]
 mod tests {
+    use airlock_sdk::header_rules::HeaderName;
+
     use super::*;
 
     fn configure(json: &str) -> Result<HeadersPlugin, String> {

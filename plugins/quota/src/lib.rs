@@ -22,6 +22,9 @@
 //! period ends). Remaining quota is sent on every response in the draft-ietf-httpapi-ratelimit-
 //! headers-10 fields: `RateLimit-Policy: "daily";q=1000;w=86400` and `RateLimit: "daily";r=998;t=86020`.
 
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use airlock_sdk::state::{self, Decision, StateError};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, Response, export_plugin};
 use serde::Deserialize;

@@ -40,6 +40,9 @@
 //!   limit (fewest remaining), plus `X-RateLimit-Limit-<Period>` /
 //!   `X-RateLimit-Remaining-<Period>` for each limit with a named period (`Second` ... `Day`).
 
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use airlock_sdk::state::{self, Decision, StateError};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, Response, export_plugin};
 use serde::Deserialize;

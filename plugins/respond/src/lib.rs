@@ -17,6 +17,9 @@
 //! Everything is validated and the response built once, at configure. Only the request phase
 //! runs.
 
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};

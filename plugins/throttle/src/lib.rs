@@ -22,6 +22,9 @@
 //! unit reserves the request's turn; the time past `burst`'s worth is its wait. A request refused
 //! takes nothing. The wait is capped by the route's timeout.
 
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use airlock_sdk::state::{self, StateError};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin};
 use serde::Deserialize;

@@ -1,4 +1,6 @@
-//! Header value templates: literal text with `${...}` variables, parsed once at configure.
+//! Templates: literal text with `${...}` variables taken from the request, parsed once at
+//! configure and expanded per request. Shared by the built-in plugins that write values from
+//! config (`builtin:headers`, `builtin:transform`), so every plugin understands the same variables:
 //!
 //! | variable            | expands to                                              |
 //! |---------------------|---------------------------------------------------------|
@@ -12,10 +14,25 @@
 //! `$${` is a literal `${` (before a `{`, each `$$` is one literal `$`, so `$$${param.id}` is a
 //! `$` then the parameter); any other `$` is literal. A variable without a value expands to
 //! nothing.
+//!
+//! ```
+//! use airlock_sdk::template::Template;
+//!
+//! let t = Template::parse("user-${param.id}").unwrap();
+//! assert!(!t.is_literal());
+//! let err = Template::parse("${nope}").unwrap_err();
+//! assert!(err.starts_with("unknown variable `${nope}`"));
+//! ```
+//!
+//! In a plugin config, a `Template` field deserializes from a string and a malformed template is
+//! a config error naming the key.
 
-use crate::names::header_name;
+use serde::de::{self, Deserialize, Deserializer};
 
-/// Where variables get their values: the request (a fake one in tests).
+use crate::Request;
+use crate::header_rules::header_name;
+
+/// Where variables get their values: a [`Request`] (in both phases), or a fake one in tests.
 pub trait Source {
     /// A request context value.
     fn context(&self, key: &str) -> Option<String>;
@@ -50,7 +67,7 @@ pub enum Part {
     Route,
 }
 
-/// A parsed header value template.
+/// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     parts: Vec<Part>,
@@ -93,19 +110,34 @@ impl Template {
             rest = &after[end + 1..];
         }
         literal.push_str(rest);
-        if let Some(bad) = literal.chars().find(|&c| (c.is_control() && c != '\t') || c == '\u{7f}') {
-            return Err(format!("a header value cannot contain the control character {bad:?}"));
-        }
         if !literal.is_empty() {
             parts.push(Part::Literal(literal.into_bytes()));
         }
         Ok(Self { parts })
     }
 
+    /// Parses `text` as a header value: as [`Template::parse`], and its literal text may hold no
+    /// control character but tab.
+    pub fn parse_header_value(text: &str) -> Result<Self, String> {
+        let template = Self::parse(text)?;
+        for part in &template.parts {
+            if let Part::Literal(bytes) = part
+                && let Some(bad) = String::from_utf8_lossy(bytes).chars().find(|&c| (c.is_control() && c != '\t') || c == '\u{7f}')
+            {
+                return Err(format!("a header value cannot contain the control character {bad:?}"));
+            }
+        }
+        Ok(template)
+    }
+
     /// The parts, in order.
-    #[cfg(test)]
     pub fn parts(&self) -> &[Part] {
         &self.parts
+    }
+
+    /// True if the template has no variable (it always expands to the same text).
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
     }
 
     /// Expands the template for one request.
@@ -114,14 +146,135 @@ impl Template {
         if let [only] = self.parts.as_slice() {
             return expand_part(only, source);
         }
+        self.expand_with(source, |value, out| out.extend_from_slice(value))
+    }
+
+    /// Expands the template as text; bytes that are not UTF-8 (in header values) become U+FFFD.
+    pub fn expand_string(&self, source: &impl Source) -> String {
+        String::from_utf8_lossy(&self.expand(source)).into_owned()
+    }
+
+    /// Expands the template, writing each variable's value through `encode` (literal text is
+    /// copied as it is): for example to percent-encode values put into a path.
+    pub fn expand_with(&self, source: &impl Source, mut encode: impl FnMut(&[u8], &mut Vec<u8>)) -> Vec<u8> {
         let mut out = Vec::new();
         for part in &self.parts {
             match part {
                 Part::Literal(bytes) => out.extend_from_slice(bytes),
-                other => out.extend_from_slice(&expand_part(other, source)),
+                other => encode(&expand_part(other, source), &mut out),
             }
         }
         out
+    }
+}
+
+impl<'de> Deserialize<'de> for Template {
+    /// From a string, parsed with [`Template::parse`].
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Template::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+/// A [`Source`] holding fixed values: for unit-testing templates (and the plugins that expand
+/// them) without a gateway.
+///
+/// ```
+/// use airlock_sdk::template::{MapSource, Template};
+///
+/// let source = MapSource::default().param("id", "42").context("consumer", "alice");
+/// let t = Template::parse("${context.consumer}/${param.id}").unwrap();
+/// assert_eq!(t.expand_string(&source), "alice/42");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MapSource {
+    values: Vec<(&'static str, String, Vec<u8>)>,
+}
+
+impl MapSource {
+    fn with(mut self, kind: &'static str, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.values.push((kind, name.to_owned(), value.as_ref().to_vec()));
+        self
+    }
+
+    fn get(&self, kind: &str, name: &str) -> Option<Vec<u8>> {
+        self.values.iter().find(|(k, n, _)| *k == kind && n == name).map(|(_, _, v)| v.clone())
+    }
+
+    fn text(&self, kind: &str, name: &str) -> Option<String> {
+        self.get(kind, name).map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    /// Adds a context value.
+    pub fn context(self, key: &str, value: &str) -> Self {
+        self.with("context", key, value)
+    }
+
+    /// Adds a route parameter.
+    pub fn param(self, name: &str, value: &str) -> Self {
+        self.with("param", name, value)
+    }
+
+    /// Adds a request header (raw bytes).
+    pub fn header(self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.with("header", name, value)
+    }
+
+    /// Adds a query parameter (decoded).
+    pub fn query(self, name: &str, value: &str) -> Self {
+        self.with("query", name, value)
+    }
+
+    /// Sets the request id.
+    pub fn request_id(self, id: &str) -> Self {
+        self.with("request_id", "", id)
+    }
+
+    /// Sets the route id.
+    pub fn route(self, id: &str) -> Self {
+        self.with("route", "", id)
+    }
+}
+
+impl Source for MapSource {
+    fn context(&self, key: &str) -> Option<String> {
+        self.text("context", key)
+    }
+    fn param(&self, name: &str) -> Option<String> {
+        self.text("param", name)
+    }
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.get("header", name)
+    }
+    fn query(&self, name: &str) -> Option<String> {
+        self.text("query", name)
+    }
+    fn request_id(&self) -> String {
+        self.text("request_id", "").unwrap_or_default()
+    }
+    fn route(&self) -> String {
+        self.text("route", "").unwrap_or_default()
+    }
+}
+
+impl Source for Request {
+    fn context(&self, key: &str) -> Option<String> {
+        self.context_get(key)
+    }
+    fn param(&self, name: &str) -> Option<String> {
+        Request::param(self, name)
+    }
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        Request::header(self, name)
+    }
+    fn query(&self, name: &str) -> Option<String> {
+        self.query_param(name)
+    }
+    fn request_id(&self) -> String {
+        Request::request_id(self)
+    }
+    fn route(&self) -> String {
+        self.route_id()
     }
 }
 
@@ -170,31 +323,18 @@ fn variable(expr: &str) -> Result<Part, String> {
 mod tests {
     use super::*;
 
-    struct Fake;
-
-    impl Source for Fake {
-        fn context(&self, key: &str) -> Option<String> {
-            (key == "consumer").then(|| "alice".to_owned())
-        }
-        fn param(&self, name: &str) -> Option<String> {
-            (name == "id").then(|| "42".to_owned())
-        }
-        fn header(&self, name: &str) -> Option<Vec<u8>> {
-            (name == "user-agent").then(|| b"curl/8\xff".to_vec())
-        }
-        fn query(&self, name: &str) -> Option<String> {
-            (name == "q").then(|| "search me".to_owned())
-        }
-        fn request_id(&self) -> String {
-            "req-1".to_owned()
-        }
-        fn route(&self) -> String {
-            "users".to_owned()
-        }
+    fn fake() -> MapSource {
+        MapSource::default()
+            .context("consumer", "alice")
+            .param("id", "42")
+            .header("user-agent", b"curl/8\xff")
+            .query("q", "search me")
+            .request_id("req-1")
+            .route("users")
     }
 
     fn expand(text: &str) -> Vec<u8> {
-        Template::parse(text).unwrap().expand(&Fake)
+        Template::parse(text).unwrap().expand(&fake())
     }
 
     #[test]
@@ -247,6 +387,10 @@ mod tests {
         assert!(err("${ param.id }").starts_with("unknown variable `${ param.id }`"));
         assert_eq!(err("${param.}"), "`${param.}` names no param: write `${param.NAME}`");
         assert!(err("${header.bad name}").starts_with("in `${header.bad name}`: invalid header name `bad name`"));
-        assert_eq!(err("a\r\nb"), "a header value cannot contain the control character '\\r'");
+        assert_eq!(
+            Template::parse_header_value("a\r\nb").unwrap_err(),
+            "a header value cannot contain the control character '\\r'"
+        );
+        assert!(Template::parse("a\r\nb").is_ok(), "only header values refuse control characters");
     }
 }

@@ -1,0 +1,214 @@
+//! Declarative header rules (remove, rename, set, add, append) for plugin configs, shared by the
+//! built-in plugins that edit headers (`builtin:headers`, `builtin:transform`) so that both read
+//! and apply them the same way.
+//!
+//! ```toml
+//! remove = ["x-secret"]                     # remove every value
+//! rename = { "x-old" = "x-new" }            # move every value to the new name (replacing it)
+//! set = { "x-route" = "${param.id}" }       # replace every value with this one
+//! add = { "x-default" = "v" }               # set only if the header is absent
+//! append = { "x-multi" = "v" }              # add another value
+//! ```
+//!
+//! Rules apply in the order remove, rename, set, add, append. Values are
+//! [templates](crate::template). Names and values are validated while the config is
+//! deserialized, so errors carry the key path (`` `request.set.bad name`: invalid header name``).
+//!
+//! ```
+//! use airlock_sdk::header_rules::HeaderRules;
+//!
+//! let rules: HeaderRules = serde_json::from_str(r#"{"set": {"X-A": "${param.id}"}}"#).unwrap();
+//! assert!(!rules.is_empty());
+//! assert!(rules.validate("request").is_ok());
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use crate::template::{Source, Template};
+use crate::{Request, Response};
+
+/// Checks an HTTP header name (an RFC 9110 token) and lower-cases it.
+pub fn header_name(name: &str) -> Result<String, String> {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() {
+        return Err("empty header name".to_owned());
+    }
+    if !name.bytes().all(valid) {
+        return Err(format!("invalid header name `{name}`: use letters, digits and !#$%&'*+-.^_`|~"));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// A valid header name, lower-case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderName(pub String);
+
+impl<'de> Deserialize<'de> for HeaderName {
+    /// From a string, checked and lower-cased by [`header_name`].
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        header_name(&text).map(HeaderName).map_err(de::Error::custom)
+    }
+}
+
+/// A header value template: a [`Template`] whose literal text is a valid header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderValue(pub Template);
+
+impl<'de> Deserialize<'de> for HeaderValue {
+    /// From a string, parsed with [`Template::parse_header_value`].
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Template::parse_header_value(&text).map(HeaderValue).map_err(de::Error::custom)
+    }
+}
+
+/// A table of header name to `V`, in the order written; a header may appear once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMap<V>(pub Vec<(String, V)>);
+
+impl<V> Default for HeaderMap<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for HeaderMap<V> {
+    /// From a table; a name written twice (in any case) is an error.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = HeaderMap<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table of header names")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries: Vec<(String, V)> = Vec::new();
+                while let Some(HeaderName(name)) = map.next_key()? {
+                    let value = map.next_value()?;
+                    if entries.iter().any(|(seen, _)| *seen == name) {
+                        return Err(de::Error::custom(format!(
+                            "header `{name}` appears twice (header names are case-insensitive)"
+                        )));
+                    }
+                    entries.push((name, value));
+                }
+                Ok(HeaderMap(entries))
+            }
+        }
+
+        deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
+/// The header rules for one direction (request or response); every key is optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeaderRules {
+    /// Headers whose every value is removed.
+    pub remove: Vec<HeaderName>,
+    /// Every value of the key moves to the value's name, replacing what was there.
+    pub rename: HeaderMap<HeaderName>,
+    /// Every value is replaced with this one.
+    pub set: HeaderMap<HeaderValue>,
+    /// Set only if the header is absent.
+    pub add: HeaderMap<HeaderValue>,
+    /// Another value is added.
+    pub append: HeaderMap<HeaderValue>,
+}
+
+impl HeaderRules {
+    /// True if there is no rule.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty()
+            && self.rename.0.is_empty()
+            && self.set.0.is_empty()
+            && self.add.0.is_empty()
+            && self.append.0.is_empty()
+    }
+
+    /// Checks what deserializing cannot: a rename to the same name. `key` is where the rules
+    /// sit in the config (e.g. `request`), for the message.
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        if let Some((name, _)) = self.rename.0.iter().find(|(from, to)| *from == to.0) {
+            return Err(format!("`{key}.rename.{name}`: renames `{name}` to itself"));
+        }
+        Ok(())
+    }
+
+    /// Applies the rules to `target`, expanding templates from `source` (the request).
+    pub fn apply(&self, target: &impl Headers, source: &impl Source) {
+        for HeaderName(name) in &self.remove {
+            target.remove(name);
+        }
+        for (from, HeaderName(to)) in &self.rename.0 {
+            let values = target.get_all(from);
+            if values.is_empty() {
+                continue;
+            }
+            target.remove(from);
+            target.remove(to);
+            for value in values {
+                target.append(to, &value);
+            }
+        }
+        for (name, HeaderValue(template)) in &self.set.0 {
+            target.set(name, &template.expand(source));
+        }
+        for (name, HeaderValue(template)) in &self.add.0 {
+            if target.get(name).is_none() {
+                target.set(name, &template.expand(source));
+            }
+        }
+        for (name, HeaderValue(template)) in &self.append.0 {
+            target.append(name, &template.expand(source));
+        }
+    }
+}
+
+/// The header operations [`HeaderRules::apply`] needs, on a [`Request`] or a [`Response`].
+pub trait Headers {
+    /// The first value of `name`.
+    fn get(&self, name: &str) -> Option<Vec<u8>>;
+    /// Every value of `name`.
+    fn get_all(&self, name: &str) -> Vec<Vec<u8>>;
+    /// Replaces every value of `name` with `value`.
+    fn set(&self, name: &str, value: &[u8]);
+    /// Adds a value to `name`.
+    fn append(&self, name: &str, value: &[u8]);
+    /// Removes every value of `name`.
+    fn remove(&self, name: &str);
+}
+
+/// Implements [`Headers`] for a type with the SDK's header methods.
+macro_rules! impl_headers {
+    ($ty:ty) => {
+        impl Headers for $ty {
+            fn get(&self, name: &str) -> Option<Vec<u8>> {
+                self.header(name)
+            }
+            fn get_all(&self, name: &str) -> Vec<Vec<u8>> {
+                self.header_all(name)
+            }
+            fn set(&self, name: &str, value: &[u8]) {
+                self.set_header(name, value)
+            }
+            fn append(&self, name: &str, value: &[u8]) {
+                self.append_header(name, value)
+            }
+            fn remove(&self, name: &str) {
+                self.remove_header(name)
+            }
+        }
+    };
+}
+
+impl_headers!(Request);
+impl_headers!(Response);

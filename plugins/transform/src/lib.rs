@@ -1,0 +1,333 @@
+//! `builtin:transform`: declarative rewrites of the request (path, query, headers, JSON body) and
+//! the response (headers, JSON body). No code: rules in the chain entry's config.
+//!
+//! ```toml
+//! [[routes.plugins]]
+//! plugin = "builtin:transform"
+//! [routes.plugins.config.request]
+//! path = "/v2/accounts/${param.id}"                    # a template; variables percent-encoded
+//! query = { set = { "api-version" = "2" }, remove = ["debug"] }
+//! headers = { set = { "x-consumer" = "${context.consumer}" } }
+//! [routes.plugins.config.request.body]
+//! remove = ["password", "**.ssn"]
+//! set = { "meta.requested_by" = "${context.consumer}" }
+//! non_json = "reject"                                  # 415 for bodies that are not JSON
+//! [routes.plugins.config.response.body]
+//! unwrap = "data.items"
+//! remove = ["**.token"]
+//! ```
+//!
+//! - `request`: `path`, `query`, `headers`, `body`, applied in the order `body`, `path`, `query`,
+//!   `headers` (a template reads the request as the sections before it left it).
+//! - `response`: `body`, then `headers`.
+//! - `headers` and `query`: `remove`, `rename`, `set`, `add`, `append`, in that order
+//!   (`airlock_sdk::header_rules`, shared with `builtin:headers`; [`query`]).
+//! - `body`: `unwrap`, `remove`, `rename`, `move`, `copy`, `set`, `add`, `wrap`, in that order,
+//!   with paths in the [`path`] language (dotted with `*` and `**`, or JSON Pointer), and
+//!   `non_json = "pass" | "reject"` ([`body`]).
+//!
+//! Templates are `airlock_sdk::template`s: `${param.NAME}`, `${query.NAME}`, `${header.NAME}`,
+//! `${context.KEY}`, `${request_id}`, `${route}`. Everything is parsed and checked at configure;
+//! an error names the key.
+//!
+//! The gateway buffers a body only for a direction whose `body` has a rule (or `non_json =
+//! "reject"`): `configured_descriptor` asks for nothing else, so routes without body rules keep
+//! streaming. A body is JSON when its `content-type` is `application/json` or `*/*+json`, or when
+//! it has no `content-type`. Invalid JSON is answered 400 on the request side and 502 on the
+//! response side, with a JSON error naming the parser's complaint; an empty body is left empty.
+
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+pub mod body;
+pub mod path;
+pub mod query;
+pub mod table;
+pub mod value;
+
+use airlock_sdk::header_rules::HeaderRules;
+use airlock_sdk::template::{Source, Template};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, Response};
+use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use body::{BodyRules, Outcome};
+use query::QueryRules;
+
+/// The plugin's config: rules for each direction.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Rules applied to the request before it goes upstream.
+    pub request: RequestRules,
+    /// Rules applied to the response before it goes to the client.
+    pub response: ResponseRules,
+}
+
+/// The request's rules; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestRules {
+    /// The path sent upstream.
+    pub path: Option<PathTemplate>,
+    /// Query parameter rules.
+    pub query: QueryRules,
+    /// Header rules.
+    pub headers: HeaderRules,
+    /// JSON body rules.
+    pub body: BodyRules,
+}
+
+/// The response's rules; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResponseRules {
+    /// Header rules.
+    pub headers: HeaderRules,
+    /// JSON body rules.
+    pub body: BodyRules,
+}
+
+/// A path template: starts with `/`; variables are percent-encoded as one path segment each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate(pub Template);
+
+/// Bytes escaped when a variable's value is put into a path segment.
+const PATH_SEGMENT: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b'?').add(b'<').add(b'>').add(b'`').add(b'{').add(b'}');
+
+impl PathTemplate {
+    /// The path for one request.
+    pub fn expand(&self, source: &impl Source) -> String {
+        let bytes = self.0.expand_with(source, |value, out| {
+            out.extend(percent_encode(value, PATH_SEGMENT).flat_map(str::bytes));
+        });
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl<'de> Deserialize<'de> for PathTemplate {
+    /// From a template string starting with `/`, without `?` or `#` in its literal text.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if !text.starts_with('/') {
+            return Err(de::Error::custom(format!("`{text}`: a path starts with `/`")));
+        }
+        if text.contains(['?', '#', ' ']) {
+            return Err(de::Error::custom(format!(
+                "`{text}`: a path holds no `?`, `#` or space (set query parameters with `request.query`)"
+            )));
+        }
+        Template::parse(&text).map(PathTemplate).map_err(de::Error::custom)
+    }
+}
+
+impl RequestRules {
+    fn is_empty(&self) -> bool {
+        self.path.is_none() && self.query.is_empty() && self.headers.is_empty() && !self.body.needs_body()
+    }
+}
+
+impl ResponseRules {
+    fn is_empty(&self) -> bool {
+        self.headers.is_empty() && !self.body.needs_body()
+    }
+}
+
+/// The configured plugin.
+#[derive(Debug)]
+pub struct Transform {
+    request: RequestRules,
+    response: ResponseRules,
+}
+
+impl Plugin for Transform {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        let Config { request, response } = config;
+        request.headers.validate("request.headers")?;
+        request.query.validate("request.query")?;
+        request.body.validate("request.body")?;
+        response.headers.validate("response.headers")?;
+        response.body.validate("response.body")?;
+        Ok(Self { request, response })
+    }
+
+    fn descriptor() -> Descriptor {
+        Descriptor::new().with_request_body().with_response_body()
+    }
+
+    /// Only the directions with rules run, and a body is asked for only where a body rule is.
+    fn configured_descriptor(&self) -> Descriptor {
+        Descriptor {
+            on_request: !self.request.is_empty(),
+            on_response: !self.response.is_empty(),
+            request_body: self.request.body.needs_body(),
+            response_body: self.response.body.needs_body(),
+        }
+    }
+
+    fn on_request(&self, req: &Request) -> Action {
+        let rules = &self.request;
+        if rules.body.needs_body()
+            && let Some(refused) = transform_request_body(&rules.body, req)
+        {
+            return refused;
+        }
+        if let Some(path) = &rules.path {
+            req.set_path(&path.expand(req));
+        }
+        if !rules.query.is_empty() {
+            let query = rules.query.apply(req.query().as_deref(), req);
+            req.set_query(query.as_deref());
+        }
+        if !rules.headers.is_empty() {
+            rules.headers.apply(req, req);
+        }
+        Action::Continue
+    }
+
+    fn on_response(&self, req: &Request, resp: &Response) {
+        let rules = &self.response;
+        if rules.body.needs_body() {
+            transform_response_body(&rules.body, req, resp);
+        }
+        if !rules.headers.is_empty() {
+            rules.headers.apply(resp, req);
+        }
+    }
+}
+
+/// Applies the body rules to the request body; `Some` is the answer refusing the request.
+fn transform_request_body(rules: &BodyRules, req: &Request) -> Option<Action> {
+    let body = req.body()?;
+    let content_type = req.header_str("content-type");
+    let mut warnings = Vec::new();
+    let outcome = rules.transform(&body, content_type.as_deref(), req, &mut warnings);
+    log_warnings("request", &warnings);
+    match outcome {
+        Outcome::Unchanged => None,
+        Outcome::Changed(json) => {
+            req.set_body(json);
+            if content_type.is_none() {
+                req.set_header("content-type", "application/json");
+            }
+            None
+        }
+        Outcome::NotJson(ct) => Some(Action::error(
+            415,
+            "unsupported_media_type",
+            &format!("this route takes a JSON request body (content-type `application/json`), not `{ct}`"),
+            &req.request_id(),
+        )),
+        Outcome::Invalid(why) => Some(Action::error(
+            400,
+            "invalid_json",
+            &format!("the request body is not valid JSON: {why}"),
+            &req.request_id(),
+        )),
+    }
+}
+
+/// Applies the body rules to the response body; a body that cannot be transformed becomes a 502.
+fn transform_response_body(rules: &BodyRules, req: &Request, resp: &Response) {
+    let Some(body) = resp.body() else { return };
+    let content_type = resp.header_str("content-type");
+    let mut warnings = Vec::new();
+    let outcome = rules.transform(&body, content_type.as_deref(), req, &mut warnings);
+    log_warnings("response", &warnings);
+    let (code, message) = match outcome {
+        Outcome::Unchanged => return,
+        Outcome::Changed(json) => {
+            resp.set_body(json);
+            // Validators of the upstream's bytes do not describe the changed body.
+            resp.remove_header("etag");
+            resp.remove_header("content-md5");
+            if content_type.is_none() {
+                resp.set_header("content-type", "application/json");
+            }
+            return;
+        }
+        Outcome::NotJson(ct) => {
+            ("upstream_not_json", format!("the upstream answered `{ct}`, but this route transforms JSON response bodies"))
+        }
+        Outcome::Invalid(why) => ("upstream_invalid_json", format!("the upstream's response body is not valid JSON: {why}")),
+    };
+    airlock_sdk::log::warn(&message);
+    resp.replace_with_json(502, &airlock_sdk::error_json(502, code, &message, &req.request_id()));
+}
+
+fn log_warnings(direction: &str, warnings: &[String]) {
+    for warning in warnings {
+        airlock_sdk::log::warn(format!("{direction} body: {warning}"));
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+airlock_sdk::export_plugin!(Transform);
+
+#[cfg(test)]
+mod tests {
+    use airlock_sdk::template::MapSource;
+
+    use super::*;
+
+    fn configure(json: &str) -> Result<Transform, String> {
+        airlock_sdk::configure::<Transform>(json)
+    }
+
+    #[test]
+    fn body_access_is_asked_for_only_where_a_body_rule_is() {
+        let d = configure(r#"{"request": {"headers": {"set": {"x-a": "1"}}}}"#).unwrap().configured_descriptor();
+        assert_eq!((d.on_request, d.request_body, d.on_response, d.response_body), (true, false, false, false));
+        let d = configure(r#"{"response": {"body": {"remove": ["**.token"]}}}"#).unwrap().configured_descriptor();
+        assert_eq!((d.on_request, d.request_body, d.on_response, d.response_body), (false, false, true, true));
+        let d = configure(r#"{"request": {"body": {"non_json": "reject"}, "path": "/x"}}"#).unwrap().configured_descriptor();
+        assert_eq!((d.on_request, d.request_body), (true, true), "rejecting non-JSON needs the body");
+        let d = configure(r#"{"request": {"body": {"non_json": "pass"}}}"#).unwrap().configured_descriptor();
+        assert_eq!((d.on_request, d.request_body), (false, false), "passing everything needs nothing");
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let err = |json: &str| configure(json).unwrap_err();
+        assert_eq!(
+            err(r#"{"request": {"body": {"set": {"a..b": 1}}}}"#),
+            "`request.body.set.a..b`: `a..b` has an empty segment: write `a.b` (a JSON Pointer, `/a/b`, for keys holding dots)"
+        );
+        assert_eq!(
+            err(r#"{"response": {"body": {"unwrapp": "data"}}}"#),
+            "`response.body.unwrapp`: unknown field `unwrapp`, expected one of `unwrap`, `remove`, `rename`, `move`, `copy`, `set`, `add`, `wrap`, `non_json`"
+        );
+        assert_eq!(
+            err(r#"{"request": {"body": {"set": {"user.id": "${params.id}"}}}}"#),
+            "`request.body.set.user.id`: unknown variable `${params.id}`: expected ${context.KEY}, ${param.NAME}, ${header.NAME}, ${query.NAME}, ${request_id} or ${route}"
+        );
+        assert_eq!(err(r#"{"request": {"path": "v2/x"}}"#), "`request.path`: `v2/x`: a path starts with `/`");
+        assert!(err(r#"{"request": {"path": "/x?a=1"}}"#).contains("set query parameters with `request.query`"));
+        assert_eq!(
+            err(r#"{"response": {"body": {"wrap": "a.*"}}}"#),
+            "`response.body.wrap`: `a.*`: wildcards (`*`, `**`) are only allowed in `remove` and `rename`, which act on every match"
+        );
+        assert_eq!(
+            err(r#"{"request": {"headers": {"rename": {"x-a": "X-A"}}}}"#),
+            "`request.headers.rename.x-a`: renames `x-a` to itself"
+        );
+        assert_eq!(
+            err(r#"{"response": {"path": "/x"}}"#),
+            "`response.path`: unknown field `path`, expected `headers` or `body`"
+        );
+        assert_eq!(
+            err(r#"{"request": {"body": {"rename": {"**.pwd": "a.b"}}}}"#),
+            "`request.body.rename.**.pwd`: `a.b` is a path, but `rename` gives the field a new name in the same place: use `move` to move a field elsewhere"
+        );
+    }
+
+    #[test]
+    fn path_variables_are_encoded_as_one_segment() {
+        let p = configure(r#"{"request": {"path": "/v2/users/${param.id}/x"}}"#).unwrap();
+        assert_eq!(p.request.path.unwrap().expand(&MapSource::default().param("id", "a b/c")), "/v2/users/a%20b%2Fc/x");
+    }
+}

@@ -1,0 +1,313 @@
+//! `builtin:graphql`, end to end: REST routes through the real gateway to a real GraphQL server
+//! (async-graphql), with queries, a mutation, typed variables from every source, and errors.
+
+use std::sync::{Arc, Mutex};
+
+use airlock_tests::{Gateway, HttpClient, Upstream};
+use async_graphql::{EmptySubscription, Error, ErrorExtensions, ID, InputObject, Object, Schema, SimpleObject};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+#[derive(SimpleObject, Clone)]
+struct User {
+    id: ID,
+    name: String,
+    age: i32,
+    score: f64,
+    tags: Vec<String>,
+}
+
+fn user(id: &str) -> User {
+    User { id: ID(id.to_owned()), name: format!("user {id}"), age: 30, score: 4.5, tags: vec![] }
+}
+
+struct Query;
+
+#[Object]
+impl Query {
+    /// One user; id `404` does not exist.
+    async fn user(&self, id: ID) -> Result<User, Error> {
+        if id.as_str() == "404" {
+            return Err(Error::new(format!("no user {}", id.as_str())).extend_with(|_, e| e.set("code", "NOT_FOUND")));
+        }
+        Ok(user(id.as_str()))
+    }
+
+    /// The first users, optionally only active ones (even ids).
+    async fn users(&self, first: i32, active: Option<bool>) -> Vec<User> {
+        (1..=first).filter(|i| active != Some(true) || i % 2 == 0).map(|i| user(&i.to_string())).collect()
+    }
+
+    /// Always fails, nullable: partial data.
+    async fn flaky(&self) -> Result<Option<i32>, Error> {
+        Err(Error::new("flaky failed"))
+    }
+
+    /// Always fails, non-null: no data at all.
+    async fn boom(&self) -> Result<i32, Error> {
+        Err(Error::new("internal failure"))
+    }
+}
+
+#[derive(InputObject)]
+struct NewUser {
+    name: String,
+    age: i32,
+    tags: Vec<String>,
+}
+
+struct Mutation;
+
+#[Object]
+impl Mutation {
+    async fn create_user(&self, input: NewUser, by: String, score: f64) -> Result<User, Error> {
+        if input.age < 0 {
+            return Err(Error::new("age must not be negative").extend_with(|_, e| e.set("code", "BAD_USER_INPUT")));
+        }
+        Ok(User { id: ID(format!("new-by-{by}")), name: input.name, age: input.age, score, tags: input.tags })
+    }
+}
+
+type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// A GraphQL server on `POST /graphql` only; it keeps every request body it received.
+async fn graphql_server() -> (Upstream, Arc<Mutex<Vec<Value>>>) {
+    let schema: AppSchema = Schema::build(Query, Mutation, EmptySubscription).finish();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let upstream = Upstream::with_handler(move |req: Request<Incoming>| {
+        let schema = schema.clone();
+        let log = log.clone();
+        async move { serve(schema, log, req).await }
+    })
+    .await;
+    (upstream, seen)
+}
+
+async fn serve(schema: AppSchema, log: Arc<Mutex<Vec<Value>>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: Vec<u8>| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        r
+    };
+    if req.method() != "POST" || req.uri().path() != "/graphql" || req.uri().query().is_some() {
+        return reply(StatusCode::NOT_FOUND, format!("{} {} is not the GraphQL endpoint", req.method(), req.uri()).into_bytes());
+    }
+    let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+        log.lock().unwrap().push(value);
+    }
+    match serde_json::from_slice::<async_graphql::Request>(&body) {
+        Ok(request) => {
+            let response = schema.execute(request).await;
+            reply(StatusCode::OK, serde_json::to_vec(&response).unwrap())
+        }
+        Err(e) => reply(StatusCode::BAD_REQUEST, format!("bad GraphQL request: {e}").into_bytes()),
+    }
+}
+
+const ROUTES: &str = r#"
+[upstreams.graphql]
+targets = ["{upstream}"]
+
+[[routes]]
+path = "/users/{id}"
+methods = ["GET"]
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+[routes.plugins.config]
+query = "query User($id: ID!) { user(id: $id) { id name age score } }"
+operation_name = "User"
+result = "user"
+variables = { id = { from = "param.id" } }
+errors = [{ code = "NOT_FOUND", status = 404 }]
+
+[[routes]]
+path = "/users"
+methods = ["GET"]
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+[routes.plugins.config]
+query = "query Users($first: Int!, $active: Boolean) { users(first: $first, active: $active) { id name } }"
+result = "users"
+[routes.plugins.config.variables]
+first = { from = "query.first", type = "int", default = 3 }
+active = { from = "query.active", type = "bool" }
+
+[[routes]]
+path = "/users"
+methods = ["POST"]
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+[routes.plugins.config]
+query = """
+mutation Create($input: NewUser!, $by: String!, $score: Float!) {
+  createUser(input: $input, by: $by, score: $score) { id name age score tags }
+}
+"""
+result = "createUser"
+[routes.plugins.config.variables]
+input = { from = "body.user", type = "json", required = true }
+score = { from = "body.score", type = "float", default = 1.5 }
+by = { from = "header.x-user", required = true }
+
+[[routes]]
+path = "/partial"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+config = { query = "{ users(first: 1) { id } flaky }", errors_field = "graphql_errors" }
+
+[[routes]]
+path = "/boom"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+config = { query = "{ boom }" }
+
+[[routes]]
+path = "/invalid"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+config = { query = "{ nope }", errors = [{ message = "Unknown field", status = 400 }] }
+"#;
+
+#[tokio::test]
+async fn a_get_route_runs_a_query_with_a_path_variable() {
+    let (upstream, seen) = graphql_server().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let r = HttpClient::http1().get(&gw.url("/users/7?ignored=1")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"id": "7", "name": "user 7", "age": 30, "score": 4.5}));
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string()));
+    let sent = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(sent["variables"], json!({"id": "7"}));
+    assert_eq!(sent["operationName"], "User");
+    assert_eq!(sent["query"], "query User($id: ID!) { user(id: $id) { id name age score } }");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn query_string_variables_are_typed_and_defaulted() {
+    let (upstream, seen) = graphql_server().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.get(&gw.url("/users?first=4&active=true")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!([{"id": "2", "name": "user 2"}, {"id": "4", "name": "user 4"}]));
+    assert_eq!(seen.lock().unwrap().pop().unwrap()["variables"], json!({"first": 4, "active": true}));
+
+    let r = client.get(&gw.url("/users")).await;
+    assert_eq!(r.json().as_array().map(Vec::len), Some(3), "default first = 3");
+    assert_eq!(seen.lock().unwrap().pop().unwrap()["variables"], json!({"first": 3}), "absent `active` is left out");
+
+    let hits = upstream.hits();
+    let r = client.get(&gw.url("/users?first=many")).await;
+    assert_eq!(r.status, 400);
+    let err = r.json();
+    assert_eq!(err["error"], "invalid_variable");
+    assert_eq!(err["message"], "variable `first` from query parameter `first`: `many` is not an integer");
+    assert_eq!(upstream.hits(), hits, "a bad variable never reaches the GraphQL server");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_post_route_runs_a_mutation_with_body_and_header_variables() {
+    let (upstream, seen) = graphql_server().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let body = json!({"user": {"name": "Ada", "age": 36, "tags": ["math"]}, "score": 9.25});
+    let r = client
+        .request("POST", &gw.url("/users"), &[("content-type", "application/json"), ("x-user", "admin")], body.to_string().as_bytes())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"id": "new-by-admin", "name": "Ada", "age": 36, "score": 9.25, "tags": ["math"]}));
+    let sent = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(sent["variables"], json!({"by": "admin", "input": {"name": "Ada", "age": 36, "tags": ["math"]}, "score": 9.25}));
+
+    // BAD_USER_INPUT with no data: 400 by default, the GraphQL errors kept.
+    let bad = json!({"user": {"name": "Neg", "age": -1, "tags": []}});
+    let r = client
+        .request("POST", &gw.url("/users"), &[("x-user", "admin")], bad.to_string().as_bytes())
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let err = r.json();
+    assert_eq!(err["error"], "graphql_error");
+    assert_eq!(err["message"], "age must not be negative");
+    assert_eq!(err["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+
+    // Missing required variables and invalid JSON never reach the server.
+    let hits = upstream.hits();
+    let r = client.request("POST", &gw.url("/users"), &[], bad.to_string().as_bytes()).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["message"], "variable `by` is required: send header `x-user`");
+    let r = client.request("POST", &gw.url("/users"), &[("x-user", "a")], b"{\"user\":").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_json");
+    assert_eq!(upstream.hits(), hits);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn graphql_errors_map_to_statuses() {
+    let (upstream, _) = graphql_server().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http1();
+
+    let r = client.get(&gw.url("/users/404")).await;
+    assert_eq!(r.status, 404, "configured rule: NOT_FOUND -> 404");
+    assert_eq!(r.json()["message"], "no user 404");
+
+    let r = client.get(&gw.url("/boom")).await;
+    assert_eq!(r.status, 502, "no data, no client-class code: the upstream failed");
+    assert_eq!(r.json()["errors"][0]["message"], "internal failure");
+
+    let r = client.get(&gw.url("/invalid")).await;
+    assert_eq!(r.status, 400, "configured rule on the message: {}", r.text());
+    assert!(r.json()["message"].as_str().unwrap().contains("Unknown field \"nope\""), "{}", r.text());
+
+    let r = client.get(&gw.url("/partial")).await;
+    assert_eq!(r.status, 200, "partial data is a success");
+    let body = r.json();
+    assert_eq!(body["users"], json!([{"id": "1"}]));
+    assert_eq!(body["flaky"], Value::Null);
+    assert_eq!(body["graphql_errors"][0]["message"], "flaky failed");
+    assert_eq!(body["graphql_errors"][0]["path"], json!(["flaky"]));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn answers_that_are_not_graphql_are_a_502_or_passed_through() {
+    // A route pointed at a path the server does not serve: its 404 text is passed through.
+    let (upstream, _) = graphql_server().await;
+    let config = r#"
+[upstreams.graphql]
+targets = ["{upstream}"]
+[[routes]]
+path = "/x"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+config = { query = "{ boom }", path = "/not-graphql" }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let r = HttpClient::http1().get(&gw.url("/x")).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text(), "POST /not-graphql is not the GraphQL endpoint");
+    gw.stop().await;
+
+    let echo = Upstream::start().await;
+    let gw = Gateway::start(&config.replace("/not-graphql", "/graphql"), Some(&echo)).await;
+    let r = HttpClient::http1().get(&gw.url("/x")).await;
+    assert_eq!(r.status, 502, "a 200 that is not a GraphQL response");
+    assert_eq!(r.json()["error"], "upstream_not_graphql");
+    gw.stop().await;
+}
