@@ -311,3 +311,40 @@ config = { query = "{ boom }", path = "/not-graphql" }
     assert_eq!(r.json()["error"], "upstream_not_graphql");
     gw.stop().await;
 }
+
+/// The document can live in a file of the directory granted to the plugin (capability `files`).
+#[tokio::test]
+async fn the_query_can_be_read_from_a_granted_file() {
+    let (upstream, seen) = graphql_server().await;
+    let granted = tempfile::tempdir().unwrap();
+    let document = "query User($id: ID!) {\n  user(id: $id) { id name }\n}\n";
+    std::fs::write(granted.path().join("user.graphql"), document).unwrap();
+    let config = format!(
+        r#"
+[upstreams.graphql]
+targets = ["{{upstream}}"]
+
+[plugins.users]
+source = "builtin:graphql"
+capabilities = ["files"]
+files = {{ dir = "{}" }}
+
+[[routes]]
+path = "/users/{{id}}"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "users"
+config = {{ query = "file:user.graphql", result = "user", variables = {{ id = {{ from = "param.id" }} }} }}
+"#,
+        granted.path().display()
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let r = HttpClient::http1().get(&gw.url("/users/3")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"id": "3", "name": "user 3"}));
+    assert_eq!(seen.lock().unwrap().pop().unwrap()["query"], document);
+    gw.stop().await;
+    let missing = config.replace("file:user.graphql", "file:nope.graphql");
+    let err = Gateway::try_start(&missing, Some(&upstream)).await.err().unwrap().to_string();
+    assert!(err.contains("`query`: cannot read `nope.graphql`"), "{err}");
+}

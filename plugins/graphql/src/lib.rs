@@ -34,7 +34,8 @@
 //! response is a 502 if its status is 2xx and passed through as it is otherwise (a 401 from the
 //! GraphQL server reaches the client).
 //!
-//! The query is inline; reading it from a file needs the `files` capability, not available yet.
+//! The query is inline, or `query = "file:<path>"`: read at configure from the directory granted
+//! to the plugin (`capabilities = ["files"]`, `files = { dir = "..." }`).
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -55,7 +56,7 @@ use variables::{From, Raw, Variable};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The GraphQL document (inline).
+    /// The GraphQL document, inline or `file:<path>` in the granted directory.
     pub query: String,
     /// `operationName`, for a document with several operations.
     pub operation_name: Option<String>,
@@ -99,7 +100,10 @@ pub struct GraphQl {
 impl Plugin for GraphQl {
     type Config = Config;
 
-    fn new(config: Config) -> Result<Self, String> {
+    fn new(mut config: Config) -> Result<Self, String> {
+        if let Some(path) = config.query.strip_prefix("file:") {
+            config.query = airlock_sdk::files::read_to_string(path).map_err(|e| format!("`query`: {e}"))?;
+        }
         if config.query.trim().is_empty() {
             return Err("`query`: empty GraphQL document".to_owned());
         }
