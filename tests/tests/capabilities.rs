@@ -410,3 +410,16 @@ plugins = [{{ plugin = "basic" }}]
     let err = Gateway::try_start(&missing, Some(&upstream)).await.err().unwrap().to_string();
     assert!(err.contains("consumers[0].credentials.keys[0]") && err.contains("cannot read `nobody.key`"), "{err}");
 }
+
+#[tokio::test]
+async fn algorithms_narrow_what_jwks_keys_may_verify() {
+    let upstream = Upstream::start().await;
+    let granted = tempfile::tempdir().unwrap();
+    std::fs::write(granted.path().join("jwks.json"), jwks(&[p256_jwk("k1"), ed_jwk("k2")])).unwrap();
+    let config = jwt_files_config(granted.path(), r#"{ jwks_file = "jwks.json", algorithms = ["ES256"] }"#);
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    assert_eq!(call(&client, &gw, &token(Algorithm::ES256, "k1")).await.status, 200);
+    assert_eq!(call(&client, &gw, &token(Algorithm::EdDSA, "k2")).await.status, 401, "EdDSA is not in `algorithms`");
+    gw.stop().await;
+}

@@ -30,6 +30,7 @@
 //! hide_credentials = true                      # remove the token (header or cookie) before the upstream
 //! upstream_headers = true                      # X-Consumer-Id / X-Consumer-Groups when a consumer is known
 //! anonymous = "guest"                          # consumer id used when no valid token is presented
+//! algorithms = ["RS256", "ES256"]              # `alg`s a token may name (default: those of the keys)
 //! ```
 //!
 //! Algorithms: HS256/384/512 (`secret`, or a JWK `kty = "oct"`), RS256/384/512 and PS256/384/512
@@ -111,6 +112,7 @@ struct Config {
     jwks_url: Option<String>,
     jwks_refresh_secs: u64,
     jwks_min_refresh_secs: u64,
+    algorithms: Vec<String>,
     consumers: Vec<Consumer>,
 }
 
@@ -134,6 +136,7 @@ impl Default for Config {
             jwks_url: None,
             jwks_refresh_secs: 300,
             jwks_min_refresh_secs: 10,
+            algorithms: Vec::new(),
             consumers: Vec::new(),
         }
     }
@@ -170,6 +173,8 @@ struct Jwt {
     keys: Vec<(Key, Option<usize>)>,
     /// Keys from a JWKS document (no consumer bound), reloaded as it changes.
     jwks: Option<RefCell<Jwks>>,
+    /// The `alg`s a token may name; empty: any algorithm one of the keys has.
+    algorithms: Vec<Alg>,
     identities: Vec<Identity>,
     issuers: Vec<String>,
     audiences: Vec<String>,
@@ -202,6 +207,15 @@ impl Plugin for Jwt {
                     .map_err(|e| format!("`consumers[{c}].credentials.jwt[{i}]` (consumer `{}`): {e}", consumer.id))?;
                 keys.push((key, Some(c)));
             }
+        }
+        let mut algorithms = Vec::new();
+        for (i, name) in config.algorithms.iter().enumerate() {
+            algorithms.push(Alg::parse(name).ok_or_else(|| format!("`algorithms[{i}]`: `{name}` is not a JWS algorithm this plugin verifies"))?);
+        }
+        if !algorithms.is_empty()
+            && let Some((key, _)) = keys.iter().find(|(k, _)| !algorithms.contains(&k.alg))
+        {
+            return Err(format!("a key has `alg = \"{:?}\"`, which `algorithms` does not allow", key.alg));
         }
         let refresh_ms = config.jwks_refresh_secs.max(1).saturating_mul(1000);
         let min_refresh_ms = config.jwks_min_refresh_secs.saturating_mul(1000);
@@ -247,6 +261,7 @@ impl Plugin for Jwt {
         Ok(Self {
             keys,
             jwks,
+            algorithms,
             identities,
             issuers: config.issuers,
             audiences: config.audiences,
@@ -367,7 +382,9 @@ impl Jwt {
             serde_json::from_slice(&b64(header_b64).ok_or("header is not base64url")?)
                 .map_err(|_| "header is not a JSON object")?;
         let alg_name = header.get("alg").and_then(Value::as_str).ok_or("no `alg` in the header")?;
-        let alg = Alg::parse(alg_name).ok_or_else(|| format!("algorithm `{alg_name}` is not accepted"))?;
+        let alg = Alg::parse(alg_name)
+            .filter(|a| self.algorithms.is_empty() || self.algorithms.contains(a))
+            .ok_or_else(|| format!("algorithm `{alg_name}` is not accepted"))?;
         if header.get("crit").is_some() {
             return Err("`crit` header parameters are not supported".into());
         }
@@ -595,6 +612,16 @@ mod tests {
         assert_eq!(jwt.verify(&ok, 1011).unwrap_err(), "expired");
         let wrong = hs256(b"another secret of 32 bytes......", h, r#"{"exp": 1000}"#);
         assert!(jwt.verify(&wrong, 0).is_err());
+        let listed = build(&format!(
+            r#"{{"algorithms": ["HS256", "HS512"], "keys": [{{"kid": "k", "alg": "HS256", "secret": "{secret}"}}]}}"#
+        ))
+        .unwrap();
+        assert!(listed.verify(&hs256(secret.as_bytes(), h, r#"{"exp": 1000}"#), 0).is_ok());
+        let narrowed = build(&format!(
+            r#"{{"algorithms": ["HS512"], "keys": [{{"kid": "k", "alg": "HS512", "secret": "{secret}{secret}"}}]}}"#
+        ))
+        .unwrap();
+        assert!(narrowed.verify(&ok, 1005).unwrap_err().contains("not accepted"), "HS256 is not in `algorithms`");
         let unknown = hs256(secret.as_bytes(), r#"{"alg":"HS256","kid":"zz"}"#, r#"{"exp": 1000}"#);
         assert_eq!(jwt.verify(&unknown, 0).unwrap_err(), "unknown `kid`");
         let none = hs256(secret.as_bytes(), r#"{"alg":"none"}"#, r#"{"exp": 1000}"#);
@@ -642,6 +669,11 @@ mod tests {
         );
         assert!(err(r#"{"keys": [{"alg": "HS256", "secret": "short"}]}"#).contains("at least"));
         assert!(err(r#"{"jwks_file": "a", "jwks_url": "b"}"#).contains("not both"));
+        assert!(err(r#"{"algorithms": ["none"], "keys": []}"#).starts_with("`algorithms[0]`: `none`"));
+        assert!(
+            err(r#"{"algorithms": ["RS256"], "keys": [{"alg": "HS256", "secret": "0123456789abcdef0123456789abcdef"}]}"#)
+                .contains("`algorithms` does not allow")
+        );
         assert!(
             err(r#"{"keys": [{"alg": "HS256", "secret": "0123456789abcdef0123456789abcdef", "pem": "x"}]}"#)
                 .starts_with("`keys[0]`:")
