@@ -71,16 +71,16 @@ impl Gateway {
         request_id: &Arc<str>,
         record: &mut RequestRecord<'a>,
     ) -> Response<ProxyBody> {
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
         match self.proxy(request, conn, request_id, record).await {
             Ok(response) => response,
             Err(error) => {
+                // The request span (see `handle`) already carries the request id, method and
+                // path, so nothing is copied per request just in case an error is logged.
                 let status = error.status();
                 if status.is_server_error() {
-                    tracing::warn!(request_id = &**request_id, %method, path, status = status.as_u16(), "{error}");
+                    tracing::warn!(status = status.as_u16(), "{error}");
                 } else {
-                    tracing::debug!(request_id = &**request_id, %method, path, status = status.as_u16(), "{error}");
+                    tracing::debug!(status = status.as_u16(), "{error}");
                 }
                 error.into_response(request_id)
             }
