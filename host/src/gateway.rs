@@ -464,7 +464,14 @@ async fn build_entry(
         Ok(pool) => {
             let descriptor = pool.descriptor();
             let metrics = loader.telemetry.metrics.plugin(name.as_str().into());
-            Ok(Arc::new(ChainEntry { pool, failure: entry.failure.unwrap_or(def.failure), descriptor, metrics, facts }))
+            Ok(Arc::new(ChainEntry {
+                pool,
+                failure: entry.failure.unwrap_or(def.failure),
+                descriptor,
+                metrics,
+                facts,
+                slots: Default::default(),
+            }))
         }
         Err(e) => Err(Some(source.issue(
             Some(entry.plugin.span()),

@@ -28,6 +28,61 @@ pub enum Action {
     /// Wait this many milliseconds (asynchronously: no gateway thread is held), then continue with
     /// the next plugin. For throttling; the gateway caps the wait at the route's request timeout.
     Delay(u32),
+    /// Wait for one of a limited number of concurrency slots, then continue holding it until the
+    /// response has been sent (or the client went away); refused with [`SlotRequest::refuse`] when
+    /// the queue is full or the wait too long.
+    AcquireSlot(SlotRequest),
+}
+
+/// A concurrency slot to wait for: see [`Action::AcquireSlot`].
+///
+/// ```
+/// use airlock_sdk::{Action, ResponseInit, SlotRequest};
+///
+/// // At most 4 requests per route in flight, 8 more waiting up to 2 s each.
+/// let busy = ResponseInit::new(503).header("retry-after", "1");
+/// let action = Action::AcquireSlot(SlotRequest::new("route=orders", 4, busy).queue(8).max_wait_ms(2000));
+/// # let _ = action;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRequest {
+    /// Requests of this chain entry with the same key share `limit` slots (per gateway process).
+    pub key: String,
+    /// Most requests with this key in flight at once (at least 1).
+    pub limit: u32,
+    /// Most requests waiting for a slot, served in arrival order; one more is refused at once.
+    pub queue: u32,
+    /// Longest wait for a slot, in ms (capped by the gateway at the route's request timeout).
+    pub max_wait_ms: u32,
+    /// A delay to wait before queueing (a rate throttle's), in ms.
+    pub delay_ms: u32,
+    /// The answer when the request is refused.
+    pub refuse: ResponseInit,
+}
+
+impl SlotRequest {
+    /// `limit` slots for `key`, no queue, no wait, refused with `refuse`.
+    pub fn new(key: impl Into<String>, limit: u32, refuse: ResponseInit) -> Self {
+        Self { key: key.into(), limit, queue: 0, max_wait_ms: 0, delay_ms: 0, refuse }
+    }
+
+    /// Lets up to `queue` requests wait for a slot.
+    pub fn queue(mut self, queue: u32) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Waits at most `ms` for a slot.
+    pub fn max_wait_ms(mut self, ms: u32) -> Self {
+        self.max_wait_ms = ms;
+        self
+    }
+
+    /// Waits `ms` before queueing.
+    pub fn delay_ms(mut self, ms: u32) -> Self {
+        self.delay_ms = ms;
+        self
+    }
 }
 
 impl Action {
@@ -69,6 +124,14 @@ impl Action {
             Action::Continue => raw::Action::Continue,
             Action::Respond(init) => raw::Action::Respond(init.into_raw()),
             Action::Delay(ms) => raw::Action::Delay(ms),
+            Action::AcquireSlot(slot) => raw::Action::AcquireSlot(raw::SlotRequest {
+                key: slot.key,
+                limit: slot.limit,
+                queue: slot.queue,
+                max_wait_ms: slot.max_wait_ms,
+                delay_ms: slot.delay_ms,
+                refuse: slot.refuse.into_raw(),
+            }),
         }
     }
 }

@@ -97,7 +97,7 @@ mod plugin;
 pub mod state;
 pub mod template;
 
-pub use action::{Action, ResponseInit, error_json};
+pub use action::{Action, ResponseInit, SlotRequest, error_json};
 pub use http::{Request, Response};
 pub use plugin::{Descriptor, Plugin};
 

@@ -65,7 +65,8 @@ pub trait Plugin: Sized + 'static {
     /// [`Action::Continue`] goes on to the next plugin and then the upstream,
     /// [`Action::Respond`] answers the client now (later request phases and the upstream are
     /// skipped; the response phases of this plugin and of the plugins before it still run), and
-    /// [`Action::Delay`] waits, then continues with the next plugin.
+    /// [`Action::Delay`] waits, then continues with the next plugin, and [`Action::AcquireSlot`]
+    /// waits for a concurrency slot held until the response is sent.
     ///
     /// The default returns [`Action::Continue`] without touching the request.
     fn on_request(&self, req: &Request) -> Action {

@@ -327,3 +327,23 @@ pub fn airlock_binary() -> PathBuf {
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
+
+/// Scrapes the gateway's `/metrics` (admin listener, no token) and returns the value of the sample
+/// `metric` whose labels include all of `labels`, or 0 if there is none. Parsed with an
+/// independent Prometheus text-format parser.
+pub async fn metric_value(gw: &Gateway, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let r = HttpClient::http1().get(&gw.admin_url("/metrics")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let scrape = prometheus_parse::Scrape::parse(r.text().lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text format");
+    let found: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .filter_map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    assert!(found.len() <= 1, "{metric} {labels:?} matches {} samples", found.len());
+    found.first().copied().unwrap_or(0.0)
+}

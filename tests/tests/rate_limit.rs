@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use airlock_tests::{Gateway, HttpClient, Reply, Upstream};
+use airlock_tests::{Gateway, HttpClient, Reply, Upstream, metric_value};
 
 /// A route limited by a fixed window of `limit` per minute, keyed by client IP.
 fn window_config(limit: u64, headers: &str) -> String {
@@ -56,6 +56,11 @@ async fn hammer(urls: &[String], clients: usize, total: usize) -> Vec<Reply> {
     all
 }
 
+/// `airlock_plugin_decisions_total` of `plugin` for `decision`, from /metrics.
+async fn decisions(gw: &Gateway, plugin: &str, decision: &str) -> f64 {
+    metric_value(gw, "airlock_plugin_decisions_total", &[("plugin", plugin), ("decision", decision)]).await
+}
+
 fn count(replies: &[Reply], status: u16) -> usize {
     replies.iter().filter(|r| r.status.as_u16() == status).count()
 }
@@ -99,6 +104,9 @@ async fn memory_window_admits_exactly_the_limit_under_concurrency() {
     assert_eq!(count(&replies, 200), 50, "exactly the limit is admitted");
     assert_eq!(count(&replies, 429), 250);
     assert_eq!(upstream.hits(), 50, "refused requests never reach the upstream");
+    // Each decision is counted on /metrics.
+    let rate_limit = |d| decisions(&gw, "builtin:rate-limit", d);
+    assert_eq!((rate_limit("continue").await, rate_limit("respond").await), (50.0, 250.0));
     for r in &replies {
         let ((remaining, reset), (quota, window)) = draft(r);
         assert_eq!((quota, window), (50, 60));
@@ -539,4 +547,171 @@ config = {{ by = ["route"], limits = [{{ name = "s", limit = 20, window_ms = 100
     let bad = "[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:rate-limit\"\nconfig = { limits = [{ rate = 1, per = \"second\", window_type = \"sliding\" }] }\n";
     let err = Gateway::try_start(bad, None).await.err().unwrap().to_string();
     assert!(err.contains("`limits[0]`") && err.contains("window_type"), "{err}");
+}
+
+/// An upstream that holds every request until the test opens its gate, and records the order
+/// requests arrived in (by `x-seq`) and the most it held at once.
+struct GatedUpstream {
+    upstream: Upstream,
+    gate: Arc<tokio::sync::Semaphore>,
+    arrived: Arc<std::sync::Mutex<Vec<String>>>,
+    most: Arc<AtomicUsize>,
+}
+
+impl GatedUpstream {
+    async fn start() -> Self {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (in_flight, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (g, a, f, m) = (gate.clone(), arrived.clone(), in_flight.clone(), most.clone());
+        let upstream = Upstream::with_handler(move |req: http::Request<hyper::body::Incoming>| {
+            let (gate, arrived, in_flight, most) = (g.clone(), a.clone(), f.clone(), m.clone());
+            async move {
+                let seq = req.headers().get("x-seq").map(|v| v.to_str().unwrap_or("?").to_owned()).unwrap_or_default();
+                arrived.lock().unwrap().push(seq);
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // Each request takes one permit and puts it back, so one `add_permits(1)` opens the gate for all.
+                if let Ok(permit) = gate.acquire().await {
+                    drop(permit);
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"done")))
+            }
+        })
+        .await;
+        Self { upstream, gate, arrived, most }
+    }
+
+    fn arrived(&self) -> Vec<String> {
+        self.arrived.lock().unwrap().clone()
+    }
+
+    async fn wait_arrived(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.arrived().len() < n {
+            assert!(Instant::now() < deadline, "only {:?} reached the upstream, expected {n}", self.arrived());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Sends a GET with `x-seq: seq` on its own connection, in the background.
+fn send_seq(url: &str, seq: usize) -> tokio::task::JoinHandle<Reply> {
+    let url = url.to_owned();
+    tokio::spawn(async move { HttpClient::http1().request("GET", &url, &[("x-seq", &seq.to_string())], b"").await })
+}
+
+/// Opens a raw connection and sends a GET with `x-seq: seq`, without reading the answer.
+async fn raw_request(addr: std::net::SocketAddr, seq: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!("GET /busy HTTP/1.1\r\nhost: gw\r\nx-seq: {seq}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write request");
+    stream
+}
+
+#[tokio::test]
+async fn throttle_concurrency_queue_bound_order_and_cancelled_clients() {
+    let gated = GatedUpstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path = "/busy"
+upstream = "backend"
+timeout_ms = 20000
+[[routes.plugins]]
+plugin = "builtin:throttle"
+config = { concurrency = 2, queue = 2, max_wait_ms = 15000 }
+"#;
+    let gw = Gateway::start(config, Some(&gated.upstream)).await;
+    let url = gw.url("/busy");
+    let settle = || tokio::time::sleep(Duration::from_millis(150));
+
+    // Two take the slots and reach the upstream.
+    let holders = [send_seq(&url, 0), send_seq(&url, 1)];
+    gated.wait_arrived(2).await;
+    // Two queue, in arrival order, and do not reach the upstream.
+    let mut queued = Vec::new();
+    for seq in 2..4 {
+        queued.push(send_seq(&url, seq));
+        settle().await;
+    }
+    assert_eq!(gated.arrived().len(), 2, "queued requests wait for a slot");
+    // The queue is full: the next is refused at once with Retry-After.
+    let started = Instant::now();
+    let refused = HttpClient::http1().request("GET", &url, &[("x-seq", "x")], b"").await;
+    assert_eq!(refused.status, 503);
+    assert_retry_after(&refused);
+    assert!(started.elapsed() < Duration::from_secs(2), "a full queue refuses without waiting");
+
+    // Open the gate: everyone admitted finishes, never more than 2 at the upstream, queued ones in order.
+    gated.gate.add_permits(1);
+    for h in holders.into_iter().chain(queued) {
+        assert_eq!(h.await.expect("client task").status, 200);
+    }
+    assert_eq!(gated.most.load(Ordering::SeqCst), 2, "at most `concurrency` requests in flight");
+    assert_eq!(gated.arrived(), ["0", "1", "2", "3"]);
+    let throttle = |d| decisions(&gw, "builtin:throttle", d);
+    assert_eq!((throttle("slot").await, throttle("slot_refused").await), (4.0, 1.0));
+
+    // Cancelled clients: close the gate again, fill the slots (10 on a raw connection), queue
+    // two raw clients, and let the first go away.
+    gated.gate.forget_permits(1);
+    let holder = raw_request(gw.addr(), 10).await;
+    let other = send_seq(&url, 11);
+    gated.wait_arrived(6).await;
+    let gone = raw_request(gw.addr(), 12).await;
+    settle().await;
+    let stays = raw_request(gw.addr(), 13).await;
+    settle().await;
+    drop(gone);
+    settle().await;
+    // The place it left is free: a new request queues instead of being refused.
+    let late = send_seq(&url, 14);
+    settle().await;
+    assert!(!late.is_finished(), "the queue had room again after a queued client went away");
+    // The client holding a slot goes away: its slot goes to the head of the queue (13) while
+    // the upstream still holds everything else.
+    drop(holder);
+    gated.wait_arrived(7).await;
+    assert_eq!(gated.arrived()[6], "13", "the freed slot went to the queue's head");
+    gated.gate.add_permits(1);
+    assert_eq!(other.await.expect("client task").status, 200);
+    assert_eq!(late.await.expect("client task").status, 200);
+    let arrived = gated.arrived();
+    assert_eq!(&arrived[4..], ["10", "11", "13", "14"], "the cancelled request never reached the upstream");
+    drop(stays);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_memory_backends_key_cap_holds_and_is_counted() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[state]
+max_keys = 3
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = { by = ["header:x-key"], on_state_error = "fail-closed", limits = [{ name = "minute", limit = 10, window = "minute" }] }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let mut statuses = Vec::new();
+    for key in ["a", "b", "c", "d", "e", "a"] {
+        statuses.push(client.request("GET", &gw.url("/x"), &[("x-key", key)], b"").await.status.as_u16());
+    }
+    // Three keys fit; new ones beyond the cap are refused (fail-closed: 503); known keys still work.
+    assert_eq!(statuses, [200, 200, 200, 503, 503, 200]);
+    assert_eq!(metric_value(&gw, "airlock_state_keys_refused_total", &[]).await, 2.0);
+    gw.stop().await;
 }

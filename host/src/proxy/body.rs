@@ -11,6 +11,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use crate::runtime::slots::SlotGuard;
+
 /// Errors a body can yield while streaming.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -29,6 +31,8 @@ mod projected {
             Limited { #[pin] body: Limited<Incoming> },
             /// Whole bytes, sent as one frame.
             Full { data: Option<Bytes> },
+            /// Another body, with the concurrency slots its request holds until it is done.
+            Holding { body: Pin<Box<ProxyBody>>, slots: Vec<SlotGuard> },
         }
     }
 }
@@ -51,6 +55,11 @@ impl ProxyBody {
         ProxyBody::Streaming { body }
     }
 
+    /// This body, keeping `slots` until it has been sent or dropped.
+    pub fn holding(self, slots: Vec<SlotGuard>) -> Self {
+        ProxyBody::Holding { body: Box::pin(self), slots }
+    }
+
     /// A streamed body that fails once more than `limit` bytes have passed.
     pub fn limited(body: Incoming, limit: u64) -> Self {
         ProxyBody::Limited { body: Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)) }
@@ -66,6 +75,7 @@ impl Body for ProxyBody {
             ProxyBodyProj::Streaming { body } => body.poll_frame(cx).map_err(Into::into),
             ProxyBodyProj::Limited { body } => body.poll_frame(cx),
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBodyProj::Holding { body, .. } => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -74,6 +84,7 @@ impl Body for ProxyBody {
             ProxyBody::Streaming { body } => body.is_end_stream(),
             ProxyBody::Limited { body } => body.is_end_stream(),
             ProxyBody::Full { data } => data.is_none(),
+            ProxyBody::Holding { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -82,6 +93,7 @@ impl Body for ProxyBody {
             ProxyBody::Streaming { body } => body.size_hint(),
             ProxyBody::Limited { body } => body.size_hint(),
             ProxyBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            ProxyBody::Holding { body, .. } => body.size_hint(),
         }
     }
 }

@@ -105,7 +105,9 @@ impl Gateway {
 
         let chain = &route.chain;
         let started = Instant::now();
-        let phases = chain.run_request_phases(state, route.timeout).await;
+        // Concurrency slots granted to this request: kept until its response body is done.
+        let mut held = Vec::new();
+        let phases = chain.run_request_phases(state, route.timeout, &mut held).await;
         record.plugins_took(started.elapsed());
         let (mut state, ran, outcome) = phases?;
         let pending = match outcome {
@@ -132,7 +134,11 @@ impl Gateway {
         record.plugins_took(started.elapsed());
         let (request, response) = phases?;
         record.consumer(request.context.get("consumer"));
-        Ok(write_response(response, stream, version, request_id))
+        let mut response = write_response(response, stream, version, request_id);
+        if !held.is_empty() {
+            response = response.map(|body| body.holding(held));
+        }
+        Ok(response)
     }
 
     /// Phase 1: refuses oversized headers and declared bodies before any work is done.

@@ -15,10 +15,11 @@ use tracing::Instrument;
 
 use super::failure::Failure;
 use super::plugin::Descriptor;
-use super::pool::{InstancePool, PhaseAction};
+use super::pool::{InstancePool, PhaseAction, SlotRequest};
+use super::slots::{SlotGuard, SlotTable};
 use crate::admin::inventory::PluginFacts;
 use crate::config::FailurePolicy;
-use crate::telemetry::metrics::PluginMetrics;
+use crate::telemetry::metrics::{Decision, PluginMetrics};
 use crate::error::GatewayError;
 use crate::exchange::{RequestState, ResponseState};
 
@@ -34,6 +35,8 @@ pub struct ChainEntry {
     pub metrics: PluginMetrics,
     /// What the entry was built with, for the admin API.
     pub facts: PluginFacts,
+    /// Concurrency slots its `acquire-slot` actions compete for.
+    pub slots: Arc<SlotTable>,
 }
 
 impl ChainEntry {
@@ -90,11 +93,13 @@ impl PluginChain {
     }
 
     /// Runs the request phases. Returns the (possibly changed) request, how many entries ran
-    /// (the response phases run for those), and the outcome.
+    /// (the response phases run for those), and the outcome. Concurrency slots granted on the way
+    /// are pushed to `held`: the caller keeps them until the response has been sent.
     pub async fn run_request_phases(
         &self,
         mut request: RequestState,
         max_delay: Duration,
+        held: &mut Vec<SlotGuard>,
     ) -> Result<(RequestState, usize, RequestOutcome), GatewayError> {
         for (index, entry) in self.entries.iter().enumerate() {
             if !entry.descriptor.on_request {
@@ -106,11 +111,25 @@ impl PluginChain {
             entry.metrics.record_call(false, started.elapsed());
             request = returned;
             match result {
-                Ok(PhaseAction::Continue) => {}
-                Ok(PhaseAction::Delay(wait)) => tokio::time::sleep(wait.min(max_delay)).await,
+                Ok(PhaseAction::Continue) => entry.metrics.record_decision(Decision::Continue),
+                Ok(PhaseAction::Delay(wait)) => {
+                    entry.metrics.record_decision(Decision::Delay);
+                    tokio::time::sleep(wait.min(max_delay)).await;
+                }
                 Ok(PhaseAction::Respond(response)) => {
+                    entry.metrics.record_decision(Decision::Respond);
                     return Ok((request, index + 1, RequestOutcome::Respond(response)));
                 }
+                Ok(PhaseAction::AcquireSlot(slot)) => match acquire_slot(entry, &request, slot, max_delay).await {
+                    Ok(guard) => {
+                        entry.metrics.record_decision(Decision::Slot);
+                        held.push(guard);
+                    }
+                    Err(refuse) => {
+                        entry.metrics.record_decision(Decision::SlotRefused);
+                        return Ok((request, index + 1, RequestOutcome::Respond(refuse)));
+                    }
+                },
                 Err(failure) => entry_failed(entry, &request, "on-request", failure)?,
             }
         }
@@ -141,6 +160,23 @@ impl PluginChain {
         }
         Ok((request, response))
     }
+}
+
+/// Waits out the slot request's delay, then for a slot; the request's refusal when none is granted.
+async fn acquire_slot(
+    entry: &ChainEntry,
+    request: &RequestState,
+    slot: SlotRequest,
+    max_delay: Duration,
+) -> Result<SlotGuard, ResponseState> {
+    if !slot.delay.is_zero() {
+        tokio::time::sleep(slot.delay.min(max_delay)).await;
+    }
+    let max_wait = slot.max_wait.min(max_delay);
+    entry.slots.acquire(&slot.key, slot.limit, slot.queue, max_wait).await.map_err(|refused| {
+        tracing::debug!(plugin = entry.name(), route = &*request.route_id, "concurrency slot refused: {refused}");
+        slot.refuse
+    })
 }
 
 /// Logs a failed call and applies the entry's failure policy.

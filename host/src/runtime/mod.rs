@@ -5,7 +5,8 @@
 //! file), checks its [`capabilities`], compiles it through the [`cache`] and describes it;
 //! [`pool`] configures a first instance per chain entry. Per request: [`chain`] runs the phases,
 //! each call through [`pool`], under the caps of [`limits`] and the epoch deadline, with failures
-//! sorted by [`failure`]. What a plugin can reach is in [`host`], one file per WIT interface.
+//! sorted by [`failure`]; concurrency slots a request holds come from [`slots`]. What a plugin
+//! can reach is in [`host`], one file per WIT interface.
 
 pub mod builtin;
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod host;
 pub mod limits;
 pub mod plugin;
 pub mod pool;
+pub mod slots;
 
 pub use chain::{ChainEntry, PluginChain, RequestOutcome};
 pub use engine::SandboxEngine;

@@ -14,7 +14,7 @@ use wasmtime::component::Resource;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::failure::{DeadlineExceeded, Failure, classify};
-use super::host::airlock::plugin::types::Action as WitAction;
+use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
 use super::host::{HostState, Plugin, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
 use crate::config::Isolation;
@@ -56,6 +56,25 @@ pub enum PhaseAction {
     Respond(ResponseState),
     /// Wait, then go on.
     Delay(Duration),
+    /// Wait for a concurrency slot, then go on holding it.
+    AcquireSlot(SlotRequest),
+}
+
+/// A plugin's request for a concurrency slot ([`super::slots::SlotTable`]).
+#[derive(Debug)]
+pub struct SlotRequest {
+    /// Which slots the request competes for, within its chain entry.
+    pub key: String,
+    /// Slots for the key (at least 1).
+    pub limit: u32,
+    /// Most requests waiting.
+    pub queue: u32,
+    /// Longest wait for a slot.
+    pub max_wait: Duration,
+    /// Wait before queueing.
+    pub delay: Duration,
+    /// The answer when refused.
+    pub refuse: ResponseState,
 }
 
 /// One live instance with its store.
@@ -281,24 +300,40 @@ pub const MAX_DELAY: Duration = Duration::from_secs(60);
 fn convert_action(action: WitAction, plugin: &str) -> PhaseAction {
     match action {
         WitAction::Continue => PhaseAction::Continue,
-        WitAction::Delay(ms) => PhaseAction::Delay(Duration::from_millis(u64::from(ms)).min(MAX_DELAY)),
-        WitAction::Respond(init) => {
-            let status = http::StatusCode::from_u16(init.status).unwrap_or_else(|_| {
-                tracing::warn!(plugin, status = init.status, "plugin responded with an invalid status; sending 500");
-                http::StatusCode::INTERNAL_SERVER_ERROR
-            });
-            let mut headers = http::HeaderMap::with_capacity(init.headers.len());
-            for h in init.headers {
-                match (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(&h.value)) {
-                    (Ok(name), Ok(value)) => {
-                        headers.append(name, value);
-                    }
-                    _ => tracing::warn!(plugin, header = h.name, "invalid header in plugin response ignored"),
-                }
+        WitAction::Delay(ms) => PhaseAction::Delay(millis(ms)),
+        WitAction::Respond(init) => PhaseAction::Respond(convert_response(init, plugin)),
+        WitAction::AcquireSlot(slot) => PhaseAction::AcquireSlot(SlotRequest {
+            key: slot.key,
+            limit: slot.limit.max(1),
+            queue: slot.queue,
+            max_wait: millis(slot.max_wait_ms),
+            delay: millis(slot.delay_ms),
+            refuse: convert_response(slot.refuse, plugin),
+        }),
+    }
+}
+
+/// A plugin's wait, capped at [`MAX_DELAY`].
+fn millis(ms: u32) -> Duration {
+    Duration::from_millis(u64::from(ms)).min(MAX_DELAY)
+}
+
+/// A plugin-made response; an invalid status becomes 500 and invalid headers are dropped, each logged.
+fn convert_response(init: ResponseInit, plugin: &str) -> ResponseState {
+    let status = http::StatusCode::from_u16(init.status).unwrap_or_else(|_| {
+        tracing::warn!(plugin, status = init.status, "plugin responded with an invalid status; sending 500");
+        http::StatusCode::INTERNAL_SERVER_ERROR
+    });
+    let mut headers = http::HeaderMap::with_capacity(init.headers.len());
+    for h in init.headers {
+        match (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(&h.value)) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
             }
-            PhaseAction::Respond(ResponseState { status, headers, body: Some(init.body.into()) })
+            _ => tracing::warn!(plugin, header = h.name, "invalid header in plugin response ignored"),
         }
     }
+    ResponseState { status, headers, body: Some(init.body.into()) }
 }
 
 fn unreachable_state(plugin: &str) {

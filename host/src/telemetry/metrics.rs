@@ -70,6 +70,20 @@ pub struct FailureLabels {
     pub kind: &'static str,
 }
 
+/// Labels of plugin decisions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// Plugin name.
+    pub plugin: Arc<str>,
+    /// One of [`DECISIONS`].
+    pub decision: &'static str,
+}
+
+/// What a request phase decided, as counted in `airlock_plugin_decisions_total`: `continue`,
+/// `respond` (answered, e.g. a rate limit's 429), `delay`, `slot` (a concurrency slot granted),
+/// `slot_refused` (queue full or waited too long).
+pub const DECISIONS: [&str; 5] = ["continue", "respond", "delay", "slot", "slot_refused"];
+
 /// Labels of upstream errors.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
@@ -90,6 +104,7 @@ pub struct Metrics {
     upstream_duration: Family<RouteLabels, LatencyHistogram>,
     plugin_duration: Family<PhaseLabels, LatencyHistogram>,
     plugin_failures: Family<FailureLabels, Counter>,
+    plugin_decisions: Family<DecisionLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     active_connections: Gauge,
     /// Access log lines dropped because the queue was full.
@@ -125,6 +140,12 @@ impl Metrics {
             "Plugin calls that trapped, ran past their CPU deadline or out of memory",
             plugin_failures.clone(),
         );
+        let plugin_decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "plugin_decisions",
+            "What plugins' request phases decided: continue, respond (e.g. a rate limit's 429), delay, slot, slot_refused",
+            plugin_decisions.clone(),
+        );
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         registry.register("upstream_errors", "Upstream requests that failed to connect, broke or timed out", upstream_errors.clone());
         let active_connections = Gauge::default();
@@ -152,6 +173,7 @@ impl Metrics {
             upstream_duration,
             plugin_duration,
             plugin_failures,
+            plugin_decisions,
             upstream_errors,
             active_connections,
             access_log_dropped,
@@ -192,10 +214,12 @@ impl Metrics {
     pub fn plugin(&self, plugin: Arc<str>) -> PluginMetrics {
         let phase = |phase| self.plugin_duration.get_or_create_owned(&PhaseLabels { plugin: plugin.clone(), phase });
         let failure = |kind| self.plugin_failures.get_or_create_owned(&FailureLabels { plugin: plugin.clone(), kind });
+        let decision = |decision| self.plugin_decisions.get_or_create_owned(&DecisionLabels { plugin: plugin.clone(), decision });
         PluginMetrics {
             on_request: phase("on-request"),
             on_response: phase("on-response"),
             failures: FAILURE_KINDS.map(failure),
+            decisions: DECISIONS.map(decision),
         }
     }
 
@@ -279,6 +303,8 @@ pub struct PluginMetrics {
     on_response: LatencyHistogram,
     /// By [`FAILURE_KINDS`] order.
     failures: [Counter; FAILURE_KINDS.len()],
+    /// By [`DECISIONS`] order.
+    decisions: [Counter; DECISIONS.len()],
 }
 
 impl PluginMetrics {
@@ -292,6 +318,11 @@ impl PluginMetrics {
         if let Some(i) = FAILURE_KINDS.iter().position(|k| *k == kind) {
             self.failures[i].inc();
         }
+    }
+
+    /// Counts a request phase's decision, by its index in [`DECISIONS`].
+    pub fn record_decision(&self, decision: Decision) {
+        self.decisions[decision as usize].inc();
     }
 
     /// Phase calls made so far (both phases).
@@ -313,6 +344,21 @@ impl PluginMetrics {
     pub fn on_response(&self) -> &LatencyHistogram {
         &self.on_response
     }
+}
+
+/// A request phase's decision, indexing [`DECISIONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Went on.
+    Continue = 0,
+    /// Answered the request.
+    Respond = 1,
+    /// Delayed it.
+    Delay = 2,
+    /// Was granted a concurrency slot.
+    Slot = 3,
+    /// Was refused a concurrency slot.
+    SlotRefused = 4,
 }
 
 /// Bounds the `consumer` label: the first `limit` distinct consumers seen get their own value,

@@ -1,7 +1,16 @@
-//! `builtin:throttle`: smooths traffic to a steady rate by delaying requests instead of refusing
-//! them. Requests over the rate wait (the gateway's `delay` action: asynchronously, holding no
-//! thread) for their turn, in arrival order, up to `max_wait_ms`; those that would wait longer are
-//! answered at once with `status` (503 by default, or 429) and `Retry-After`.
+//! `builtin:throttle`: shapes traffic by making requests wait instead of refusing them, by rate,
+//! by concurrency, or both.
+//!
+//! - **Rate**: requests over the rate wait (the gateway's `delay` action: asynchronously, holding
+//!   no thread) for their turn, in arrival order, up to `max_wait_ms`.
+//! - **Concurrency**: at most `concurrency` requests in flight at once (from the end of this phase
+//!   until the response has been sent, or the client went away); up to `queue` more wait for a
+//!   slot, in arrival order, up to `max_wait_ms`. A queued request whose client disconnects leaves
+//!   the queue. Slots are counted per gateway process.
+//!
+//! Requests that would wait longer than `max_wait_ms` (both waits together), or find the queue
+//! full, are answered at once with `status` (503 by default, or 429) and `Retry-After` (the
+//! bucket's time until a turn frees up for the rate; 1 s for concurrency, which has no schedule).
 //!
 //! ```toml
 //! [[routes.plugins]]
@@ -10,6 +19,8 @@
 //! rate = 10                        # requests ...
 //! per = "second"                   # ... per second, minute, hour or day (or `period_ms = 250`)
 //! burst = 1                        # sent on without waiting when the route has been quiet (default 1)
+//! concurrency = 4                  # at most 4 in flight at once (optional; give `rate`, this, or both)
+//! queue = 16                       # at most 16 waiting for a slot (default: `concurrency`)
 //! max_wait_ms = 2000               # the longest any request waits (default 1000)
 //! by = ["route"]                   # who shares a queue: consumer, ip, route, header:<name>,
 //!                                  # param:<name>; default ["route"]
@@ -17,22 +28,23 @@
 //! on_state_error = "fail-open"     # "fail-open" sends requests on undelayed, "fail-closed" answers 503
 //! ```
 //!
-//! How: a GCRA token bucket of capacity `burst + max_wait / (period / rate)` on the gateway's
-//! `state` (shared through Redis when configured, so the rate holds across gateways). Taking a
-//! unit reserves the request's turn; the time past `burst`'s worth is its wait. A request refused
-//! takes nothing. The wait is capped by the route's timeout.
+//! How: the rate is a GCRA token bucket of capacity `burst + max_wait / (period / rate)` on the
+//! gateway's `state` (shared through Redis when configured, so the rate holds across gateways).
+//! Taking a unit reserves the request's turn; the time past `burst`'s worth is its wait. A request
+//! refused takes nothing. Concurrency is the gateway's `acquire-slot` action. Waits are capped by
+//! the route's timeout.
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use airlock_sdk::state::{self, StateError};
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, SlotRequest, export_plugin};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    rate: u64,
+    rate: Option<u64>,
     per: Option<Period>,
     period_ms: Option<u64>,
     #[serde(default = "one")]
@@ -45,6 +57,8 @@ struct Config {
     status: u16,
     #[serde(default)]
     on_state_error: OnError,
+    concurrency: Option<u32>,
+    queue: Option<u32>,
     /// Filled in by the gateway from `[[consumers]]` for built-ins; not used here.
     #[serde(default)]
     #[allow(dead_code)]
@@ -96,15 +110,30 @@ enum KeyPart {
     Param(String),
 }
 
-/// The configured plugin.
-#[derive(Debug)]
-struct Throttle {
+/// The rate half: a GCRA bucket whose overflow is waited out.
+#[derive(Debug, PartialEq)]
+struct Rate {
     rate: u64,
     period_ms: u64,
     /// Bucket capacity: the burst plus the units that fit in the max wait.
     capacity: u64,
     /// `burst` units' worth of time, in ms: what a reservation may use without waiting.
     free_ms: u64,
+}
+
+/// The concurrency half: slots and a bounded queue.
+#[derive(Debug, PartialEq)]
+struct Concurrency {
+    limit: u32,
+    queue: u32,
+}
+
+/// The configured plugin.
+#[derive(Debug)]
+struct Throttle {
+    rate: Option<Rate>,
+    concurrency: Option<Concurrency>,
+    max_wait_ms: u64,
     by: Vec<KeyPart>,
     status: u16,
     on_error: OnError,
@@ -114,27 +143,26 @@ impl Plugin for Throttle {
     type Config = Config;
 
     fn new(c: Config) -> Result<Self, String> {
-        let period_ms = match (c.per, c.period_ms) {
-            (Some(Period::Second), None) => 1_000,
-            (Some(Period::Minute), None) => 60_000,
-            (Some(Period::Hour), None) => 3_600_000,
-            (Some(Period::Day), None) => 86_400_000,
-            (None, Some(ms)) if ms > 0 => ms,
-            (None, Some(_)) => return Err("`period_ms` must be at least 1".into()),
-            (Some(_), Some(_)) => return Err("give `per` or `period_ms`, not both".into()),
-            (None, None) => return Err("give `per` (second, minute, hour, day) or `period_ms`".into()),
-        };
-        if c.rate == 0 || c.burst == 0 {
-            return Err("`rate` and `burst` must be at least 1".into());
-        }
         if c.max_wait_ms > MAX_WAIT_MS {
             return Err(format!("`max_wait_ms` is at most {MAX_WAIT_MS}"));
         }
         if c.status != 503 && c.status != 429 {
             return Err("`status` is 503 or 429".into());
         }
-        let emission_ms = period_ms as f64 / c.rate as f64;
-        let queue = (c.max_wait_ms as f64 / emission_ms).floor() as u64;
+        let rate = match c.rate {
+            Some(rate) => Some(Rate::new(rate, c.per, c.period_ms, c.burst, c.max_wait_ms)?),
+            None if c.per.is_some() || c.period_ms.is_some() => return Err("`per`/`period_ms` need a `rate`".into()),
+            None => None,
+        };
+        let concurrency = match (c.concurrency, c.queue) {
+            (Some(0), _) => return Err("`concurrency` must be at least 1".into()),
+            (Some(limit), queue) => Some(Concurrency { limit, queue: queue.unwrap_or(limit) }),
+            (None, Some(_)) => return Err("`queue` needs a `concurrency`".into()),
+            (None, None) => None,
+        };
+        if rate.is_none() && concurrency.is_none() {
+            return Err("give a `rate` (with `per` or `period_ms`), a `concurrency`, or both".into());
+        }
         let mut by = Vec::new();
         for part in &c.by {
             by.push(match part.as_str() {
@@ -148,15 +176,7 @@ impl Plugin for Throttle {
                 },
             });
         }
-        Ok(Self {
-            rate: c.rate,
-            period_ms,
-            capacity: c.burst + queue,
-            free_ms: (emission_ms * c.burst as f64).ceil() as u64,
-            by,
-            status: c.status,
-            on_error: c.on_state_error,
-        })
+        Ok(Self { rate, concurrency, max_wait_ms: c.max_wait_ms, by, status: c.status, on_error: c.on_state_error })
     }
 
     fn descriptor() -> Descriptor {
@@ -165,19 +185,56 @@ impl Plugin for Throttle {
 
     fn on_request(&self, req: &Request) -> Action {
         let key = self.key(req);
-        match state::acquire(&key, self.rate, self.period_ms, self.capacity, 1) {
-            Ok(d) if d.allowed => match d.reset_after_ms.saturating_sub(self.free_ms) {
-                0 => Action::Continue,
-                wait => Action::Delay(u32::try_from(wait).unwrap_or(u32::MAX)),
+        let delay_ms = match &self.rate {
+            None => 0,
+            Some(rate) => match state::acquire(&key, rate.rate, rate.period_ms, rate.capacity, 1) {
+                Ok(d) if d.allowed => d.reset_after_ms.saturating_sub(rate.free_ms),
+                Ok(d) => return Action::Respond(self.refusal(d.retry_after_ms)),
+                Err(e) => match self.state_failed(&e) {
+                    Some(refusal) => return refusal,
+                    None => 0,
+                },
             },
-            Ok(d) => Action::Respond(
-                ResponseInit::new(self.status)
-                    .header("retry-after", d.retry_after_ms.div_ceil(1000).max(1).to_string())
-                    .header("content-type", "text/plain; charset=utf-8")
-                    .body(b"Too busy: try again later\n".to_vec()),
-            ),
-            Err(e) => self.state_failed(&e),
+        };
+        let delay_ms = delay_ms.min(self.max_wait_ms);
+        match &self.concurrency {
+            Some(c) => {
+                // A slot has no schedule to compute a retry time from: a second is the hint.
+                Action::AcquireSlot(
+                    SlotRequest::new(key, c.limit, self.refusal(1000))
+                        .queue(c.queue)
+                        .delay_ms(as_u32(delay_ms))
+                        .max_wait_ms(as_u32(self.max_wait_ms - delay_ms)),
+                )
+            }
+            None if delay_ms == 0 => Action::Continue,
+            None => Action::Delay(as_u32(delay_ms)),
         }
+    }
+}
+
+fn as_u32(ms: u64) -> u32 {
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
+impl Rate {
+    fn new(rate: u64, per: Option<Period>, period_ms: Option<u64>, burst: u64, max_wait_ms: u64) -> Result<Self, String> {
+        let period_ms = match (per, period_ms) {
+            (Some(Period::Second), None) => 1_000,
+            (Some(Period::Minute), None) => 60_000,
+            (Some(Period::Hour), None) => 3_600_000,
+            (Some(Period::Day), None) => 86_400_000,
+            (None, Some(ms)) if ms > 0 => ms,
+            (None, Some(_)) => return Err("`period_ms` must be at least 1".into()),
+            (Some(_), Some(_)) => return Err("give `per` or `period_ms`, not both".into()),
+            (None, None) => return Err("give `per` (second, minute, hour, day) or `period_ms`".into()),
+        };
+        if rate == 0 || burst == 0 {
+            return Err("`rate` and `burst` must be at least 1".into());
+        }
+        let emission_ms = period_ms as f64 / rate as f64;
+        let queue = (max_wait_ms as f64 / emission_ms).floor() as u64;
+        Ok(Self { rate, period_ms, capacity: burst + queue, free_ms: (emission_ms * burst as f64).ceil() as u64 })
     }
 }
 
@@ -209,17 +266,26 @@ impl Throttle {
         parts.join("|")
     }
 
-    fn state_failed(&self, e: &StateError) -> Action {
+    /// The answer to a request that would wait too long: `status` with `Retry-After`.
+    fn refusal(&self, retry_after_ms: u64) -> ResponseInit {
+        ResponseInit::new(self.status)
+            .header("retry-after", retry_after_ms.div_ceil(1000).max(1).to_string())
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(b"Too busy: try again later\n".to_vec())
+    }
+
+    /// The refusal when the rate could not be checked and the policy fails closed.
+    fn state_failed(&self, e: &StateError) -> Option<Action> {
         match self.on_error {
-            OnError::FailOpen => Action::Continue,
+            OnError::FailOpen => None,
             OnError::FailClosed => {
                 airlock_sdk::log::debug(format!("throttle not checked, failing closed: {e}"));
-                Action::Respond(
+                Some(Action::Respond(
                     ResponseInit::new(503)
                         .header("retry-after", "1")
                         .header("content-type", "text/plain; charset=utf-8")
                         .body(b"Service Unavailable: throttle state unavailable\n".to_vec()),
-                )
+                ))
             }
         }
     }
@@ -234,11 +300,21 @@ mod tests {
     #[test]
     fn the_queue_is_what_fits_in_the_max_wait() {
         let t = airlock_sdk::configure::<Throttle>(r#"{"rate": 10, "per": "second", "max_wait_ms": 1000}"#).unwrap();
-        assert_eq!((t.capacity, t.free_ms), (11, 100));
+        let r = t.rate.unwrap();
+        assert_eq!((r.capacity, r.free_ms), (11, 100));
+        assert_eq!(t.concurrency, None);
         let t = airlock_sdk::configure::<Throttle>(r#"{"rate": 4, "period_ms": 1000, "burst": 2, "max_wait_ms": 0}"#).unwrap();
-        assert_eq!((t.capacity, t.free_ms), (2, 500));
+        let r = t.rate.unwrap();
+        assert_eq!((r.capacity, r.free_ms), (2, 500));
+        let t = airlock_sdk::configure::<Throttle>(r#"{"concurrency": 3}"#).unwrap();
+        assert_eq!((t.rate, t.concurrency), (None, Some(Concurrency { limit: 3, queue: 3 })));
+        let t = airlock_sdk::configure::<Throttle>(r#"{"concurrency": 3, "queue": 0}"#).unwrap();
+        assert_eq!(t.concurrency, Some(Concurrency { limit: 3, queue: 0 }));
         let err = |j: &str| airlock_sdk::configure::<Throttle>(j).unwrap_err();
         assert!(err(r#"{"rate": 1}"#).contains("give `per`"));
+        assert!(err(r#"{}"#).contains("a `concurrency`, or both"));
+        assert!(err(r#"{"concurrency": 0}"#).contains("at least 1"));
+        assert!(err(r#"{"queue": 2}"#).contains("needs a `concurrency`"));
         assert!(err(r#"{"rate": 1, "per": "second", "status": 500}"#).contains("503 or 429"));
         assert!(err(r#"{"rate": 1, "per": "second", "max_wait_ms": 100000}"#).contains("at most"));
         assert!(err(r#"{"rate": 1, "per": "second", "by": ["x"]}"#).contains("unknown key part"));
