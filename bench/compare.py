@@ -3,8 +3,10 @@
 several plugin chains, alternated A B A B over several rounds, medians reported.
 
 Run by hand (not in CI):  bench/compare.py [--rounds 3] [--duration 10] [--connections 32]
-Writes bench/results/<date>.md and prints the table. Installs nginx, wrk and h2load (Debian
-packages) if missing. Everything listens on 127.0.0.1 only.
+                              [--only SUBSTRING ...] [--name SUFFIX]
+Writes bench/results/<date>[-SUFFIX].md and prints the table. `--only` keeps the cases whose name
+contains one of the substrings (nginx is always run: every ratio is to it). Installs nginx, wrk,
+h2load and redis-server (Debian packages) if missing. Everything listens on 127.0.0.1 only.
 """
 
 import argparse
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_PORT = 19100
 NGINX_PORT = 19200
 AIRLOCK_PORT = 19300
+REDIS_PORT = 19400
 
 
 def sh(*args, **kw):
@@ -32,7 +35,8 @@ def sh(*args, **kw):
 
 
 def ensure_tools():
-    missing = [pkg for tool, pkg in (("nginx", "nginx"), ("wrk", "wrk"), ("h2load", "nghttp2-client")) if not shutil.which(tool)]
+    tools = (("nginx", "nginx"), ("wrk", "wrk"), ("h2load", "nghttp2-client"), ("redis-server", "redis-server"))
+    missing = [pkg for tool, pkg in tools if not shutil.which(tool)]
     if missing:
         sh("apt-get", "update", "-qq")
         sh("apt-get", "install", "-y", "-qq", *missing)
@@ -125,6 +129,11 @@ config = { limits = [{ name = "bench", rate = 100000000, per = "second", burst =
 """ + headers_entry(0)
     consumers = '[[consumers]]\nid = "bench"\ncredentials = { keys = ["bench-key"] }\n'
     c.append(("airlock, key-auth + rate-limit + headers (warm)", "airlock", airlock_config(typical, consumers)))
+    # The rate limit's own overhead: the same chain without it, and with its state in Redis.
+    without = typical.split("[[routes.plugins]]\nplugin = \"builtin:rate-limit\"")[0] + headers_entry(0)
+    c.append(("airlock, key-auth + headers (no rate-limit)", "airlock", airlock_config(without, consumers)))
+    redis = f'[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:{REDIS_PORT}"\n'
+    c.append(("airlock, key-auth + rate-limit (Redis) + headers", "airlock", airlock_config(typical, consumers + redis)))
     strict = typical.replace('plugin = "builtin:', 'plugin = "strict-')
     defs = consumers + "".join(
         f'[plugins.strict-{n}]\nsource = "builtin:{n}"\nisolation = "request"\n' for n in ("key-auth", "rate-limit", "headers")
@@ -173,6 +182,8 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2, help="gateway worker threads and nginx workers")
+    ap.add_argument("--only", nargs="*", default=None, help="run only cases whose name contains one of these")
+    ap.add_argument("--name", default="", help="suffix of the results file")
     args = ap.parse_args()
 
     ensure_tools()
@@ -182,7 +193,14 @@ def main():
     nginx = start_nginx(tmp, "proxy", NGINX_PORT, "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";", args.threads)
     results = {}
     skipped = {}
-    all_cases = cases(binary)
+    all_cases = [c for c in cases(binary) if args.only is None or c[1] == "nginx" or any(o in c[0] for o in args.only)]
+    redis = None
+    if any("Redis" in name for name, _, _ in all_cases):
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_port(REDIS_PORT)
     try:
         for rnd in range(args.rounds):
             for name, kind, config in all_cases:
@@ -222,6 +240,9 @@ def main():
         for p in (upstream, nginx):
             p.send_signal(signal.SIGQUIT)
             p.wait(timeout=30)
+        if redis:
+            redis.terminate()
+            redis.wait(timeout=30)
 
     def med(name, key):
         vals = [r[key] for r in results[name] if key in r]
@@ -249,7 +270,8 @@ def main():
         rss_s = "" if rss != rss else f"{rss:.1f}"
         lines.append(f"| {name} | {rps:.0f} | {p50:.3f} | {p99:.3f} | {rss_s} | {rps / nginx_rps:.2f}x | {p99 / nginx_p99:.2f}x | {errors} |")
     report = "\n".join(lines) + "\n"
-    out = ROOT / "bench" / "results" / f"{datetime.date.today()}.md"
+    suffix = f"-{args.name}" if args.name else ""
+    out = ROOT / "bench" / "results" / f"{datetime.date.today()}{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     print(report)
