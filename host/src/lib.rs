@@ -13,6 +13,8 @@
 //! - Errors a request can end in, and their statuses, are in [`error`].
 //! - Metrics, trace context and the access log are in [`telemetry`]; the admin listener that
 //!   serves metrics and the admin API is in [`admin`].
+//! - Beside the gateway, for plugin authors: [`scaffold`] (`airlock plugin new`) and
+//!   [`plugin_trial`] (`airlock plugin test`: one request through one plugin).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -23,8 +25,10 @@ pub mod error;
 pub mod exchange;
 pub mod gateway;
 pub mod grants;
+pub mod plugin_trial;
 pub mod proxy;
 pub mod router;
+pub mod scaffold;
 pub mod runtime;
 pub mod server;
 pub mod state;

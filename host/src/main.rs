@@ -1,9 +1,12 @@
-//! The `airlock` command: run the gateway, or check a config.
+//! The `airlock` command: run the gateway, check a config, and the plugin author's tools
+//! (`airlock plugin new`, `airlock plugin test`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use airlock::config::{ConfigSource, QUICKSTART};
+use airlock::plugin_trial::{self, Trial};
+use airlock::scaffold::SdkSource;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -44,6 +47,57 @@ enum Command {
         #[arg(short, long, default_value = "airlock.toml")]
         config: PathBuf,
     },
+    /// Tools for plugin authors.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Write a new plugin crate (builds with `cargo build --target wasm32-wasip2 --release`).
+    New {
+        /// Plugin (and crate) name: lower-case letters, digits and `-`.
+        name: String,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Depend on the airlock-sdk in this directory (default: the SDK beside the sources this
+        /// binary was built from, else the published crate).
+        #[arg(long, conflicts_with = "sdk_git")]
+        sdk_path: Option<PathBuf>,
+        /// Depend on the airlock-sdk of this git repository.
+        #[arg(long)]
+        sdk_git: Option<String>,
+    },
+    /// Run one request through a plugin, outside a gateway, and print what it decided.
+    Test {
+        /// `builtin:<name>` or a path to a `.wasm` component.
+        plugin: String,
+        /// The request, as a `.http` file: request line, headers, blank line, body.
+        #[arg(long)]
+        request: PathBuf,
+        /// The upstream's response, as a `.http` file (default: 200 with an empty body).
+        #[arg(long)]
+        response: Option<PathBuf>,
+        /// The chain entry's config, as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// A route param, `name=value` (repeatable).
+        #[arg(long = "param", value_parser = key_value)]
+        params: Vec<(String, String)>,
+        /// A request context entry set by earlier plugins, `key=value` (repeatable).
+        #[arg(long = "context", value_parser = key_value)]
+        context: Vec<(String, String)>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected key=value, found `{s}`"))
 }
 
 fn main() -> ExitCode {
@@ -65,6 +119,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Check { config } => check(config).await,
             Command::Run { config, quickstart, demo_upstream } => run(config, quickstart, demo_upstream).await,
+            Command::Plugin { command: PluginCommand::New { name, dir, sdk_path, sdk_git } } => new_plugin(name, dir, sdk_path, sdk_git),
+            Command::Plugin { command: PluginCommand::Test { plugin, request, response, config, params, context, json } } => {
+                test_plugin(Trial { plugin, config_json: config, params, context }, request, response, json).await
+            }
         }
     })
 }
@@ -92,6 +150,81 @@ async fn check(path: PathBuf) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn new_plugin(name: String, dir: Option<PathBuf>, sdk_path: Option<PathBuf>, sdk_git: Option<String>) -> ExitCode {
+    let sdk = match (sdk_path, sdk_git) {
+        (Some(path), _) => match path.canonicalize() {
+            Ok(p) => SdkSource::Path(p),
+            Err(e) => {
+                eprintln!("error: --sdk-path {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, Some(url)) => SdkSource::Git(url),
+        (None, None) => SdkSource::default_for_this_build(),
+    };
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+    match airlock::scaffold::new_plugin(&name, &dir, &sdk) {
+        Ok(files) => {
+            for f in files {
+                println!("created {}", f.display());
+            }
+            println!("\nnext: cd {} && cargo build --target wasm32-wasip2 --release (see its README.md)", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn test_plugin(trial: Trial, request: PathBuf, response: Option<PathBuf>, json: bool) -> ExitCode {
+    let read = |path: &PathBuf| std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    let parsed = read(&request)
+        .and_then(|text| plugin_trial::parse_request(&request.display().to_string(), &text).map_err(|e| e.to_string()))
+        .and_then(|req| {
+            let resp = match &response {
+                Some(path) => read(path).and_then(|text| {
+                    plugin_trial::parse_response(&path.display().to_string(), &text).map_err(|e| e.to_string())
+                })?,
+                None => airlock::exchange::ResponseState {
+                    status: http::StatusCode::OK,
+                    headers: http::HeaderMap::new(),
+                    body: Some(bytes::Bytes::new()),
+                },
+            };
+            Ok((req, resp))
+        });
+    let (req, resp) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let base = std::env::current_dir().unwrap_or_default();
+    match plugin_trial::run(&trial, &base, req, resp).await {
+        Ok(outcome) if json => match serde_json::to_string_pretty(&outcome) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(outcome) => {
+            print!("{outcome}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", trial.plugin);
+            ExitCode::from(2)
         }
     }
 }

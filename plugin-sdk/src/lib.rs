@@ -130,7 +130,7 @@ pub fn configure<P: Plugin>(config_json: &str) -> Result<P, String> {
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "plugin",
         pub_export_macro: true,
         default_bindings_module: "airlock_sdk::bindings",

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use airlock::config::ConfigSource;
 use bytes::Bytes;
@@ -346,4 +347,47 @@ pub async fn metric_value(gw: &Gateway, metric: &str, labels: &[(&str, &str)]) -
         .collect();
     assert!(found.len() <= 1, "{metric} {labels:?} matches {} samples", found.len());
     found.first().copied().unwrap_or(0.0)
+}
+
+/// Starts the real `airlock` binary with `args` in `dir`, as the README and the examples run it
+/// (listening on the documented 127.0.0.1:8080), and waits until it listens. Tests using it must
+/// be the only test of their test binary (test binaries run one after the other).
+pub async fn start_documented(args: &[&str], dir: &Path) -> Child {
+    let mut child = Command::new(airlock_binary())
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start airlock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect("127.0.0.1:8080").await.is_err() {
+        assert!(Instant::now() < deadline, "airlock did not start listening on 127.0.0.1:8080");
+        assert!(child.try_wait().unwrap().is_none(), "airlock exited early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child
+}
+
+/// Stops a [`start_documented`] gateway with SIGTERM, checks it exited cleanly and that the port
+/// is free again.
+pub async fn stop_documented(mut child: Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "airlock exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "airlock did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The ports are free again for the next run.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect("127.0.0.1:8080").await.is_ok() {
+        assert!(Instant::now() < deadline, "port 8080 still answers after exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

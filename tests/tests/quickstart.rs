@@ -3,48 +3,8 @@
 //! HTTP client, then stopped with SIGTERM. One test, so the two runs never share the ports.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use airlock_tests::{HttpClient, airlock_binary};
-
-async fn start(args: &[&str], dir: &Path) -> Child {
-    let mut child = Command::new(airlock_binary())
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start airlock");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect("127.0.0.1:8080").await.is_err() {
-        assert!(Instant::now() < deadline, "airlock did not start listening on 127.0.0.1:8080");
-        assert!(child.try_wait().unwrap().is_none(), "airlock exited early");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    child
-}
-
-async fn stop(mut child: Child) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "airlock exited with {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "airlock did not stop after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The ports are free again for the next run.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect("127.0.0.1:8080").await.is_ok() {
-        assert!(Instant::now() < deadline, "port 8080 still answers after exit");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use airlock_tests::{HttpClient, start_documented as start, stop_documented as stop};
 
 #[tokio::test]
 async fn quickstart_and_example_plugin_run_as_documented() {

@@ -5,13 +5,18 @@
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// The version of the `airlock:plugin` WIT package this host speaks (wit/plugin.wit).
+pub const WIT_VERSION: &str = "0.2.0";
+/// The versions compatible with [`WIT_VERSION`] (same minor version, before 1.0).
+const WIT_SERIES: &str = "0.2.";
+
 /// Interfaces every plugin may import: the Airlock contract itself and the WASI baseline that a
 /// Rust std guest imports without using (DESIGN.md section 2). Matched as prefixes of the import
 /// name, so any `0.2.x` WASI patch version is accepted.
 const BASELINE: &[&str] = &[
-    "airlock:plugin/types@0.1.",
-    "airlock:plugin/log@0.1.",
-    "airlock:plugin/crypto@0.1.",
+    "airlock:plugin/types@0.2.",
+    "airlock:plugin/log@0.2.",
+    "airlock:plugin/crypto@0.2.",
     "wasi:io/error@0.2.",
     "wasi:io/poll@0.2.",
     "wasi:io/streams@0.2.",
@@ -96,6 +101,14 @@ pub fn check(engine: &Engine, component: &Component, granted: &[String]) -> Resu
     for (name, _) in ty.imports(engine) {
         if BASELINE.iter().any(|prefix| name.starts_with(prefix)) {
             continue;
+        }
+        if let Some(version) = name.strip_prefix("airlock:plugin/").and_then(|rest| rest.split_once('@')).map(|(_, v)| v)
+            && !version.starts_with(WIT_SERIES)
+        {
+            return Err(format!(
+                "was built against airlock:plugin@{version} (it imports `{name}`), but this gateway speaks \
+                 airlock:plugin@{WIT_VERSION}: rebuild it against this gateway's airlock-sdk"
+            ));
         }
         if let Some((_, why)) = NEVER.iter().find(|(prefix, _)| name.starts_with(prefix)) {
             return Err(format!("imports `{name}`, which Airlock never grants: {why}"));

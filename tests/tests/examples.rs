@@ -1,0 +1,64 @@
+//! Every scenario folder under `examples/` (its `airlock.toml` and README), as a new user runs it:
+//! `airlock check` accepts the config, `airlock run -c airlock.toml --demo-upstream` serves it on
+//! the documented 127.0.0.1:8080, and every `curl` line of the README's shell blocks, run with the
+//! real `curl`, answers the status written after it (`# 200`). One test: the examples share the
+//! port and run one after the other.
+
+use std::path::Path;
+use std::process::Command;
+
+use airlock_tests::{airlock_binary, start_documented, stop_documented};
+
+/// The examples run here; `quickstart` and `hello-plugin` are run by tests/tests/quickstart.rs.
+const SCENARIOS: [&str; 4] = ["public-api", "jwt-internal", "graphql-facade", "mock-respond"];
+
+/// The README's shell blocks, as (variable assignments, curl lines with their expected status).
+fn documented_commands(readme: &str) -> (Vec<String>, Vec<(String, u16)>) {
+    let (mut vars, mut curls) = (Vec::new(), Vec::new());
+    let mut in_sh = false;
+    for line in readme.lines() {
+        match line.trim() {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            l if in_sh && l.starts_with("curl ") => {
+                let (cmd, status) = l.rsplit_once('#').expect("every curl line ends with `# <status>`");
+                let status = status.trim().parse().unwrap_or_else(|_| panic!("`{l}`: `# <status>` expected"));
+                curls.push((cmd.trim().to_owned(), status));
+            }
+            l if in_sh && l.split_once('=').is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c == '_')) => {
+                vars.push(l.to_owned())
+            }
+            _ => {}
+        }
+    }
+    (vars, curls)
+}
+
+#[tokio::test]
+async fn every_example_checks_runs_and_answers_as_its_readme_says() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    for name in SCENARIOS {
+        let dir = root.join("examples").join(name);
+        let check = Command::new(airlock_binary()).args(["check", "-c", "airlock.toml"]).current_dir(&dir).output().expect("run check");
+        assert!(check.status.success(), "{name}: airlock check: {}", String::from_utf8_lossy(&check.stderr));
+        let readme = std::fs::read_to_string(dir.join("README.md")).expect("README.md");
+        assert!(readme.contains("airlock run -c airlock.toml --demo-upstream"), "{name}: README shows how to run it");
+        let (vars, curls) = documented_commands(&readme);
+        assert!(curls.len() >= 3, "{name}: README has curl lines");
+
+        let child = start_documented(&["run", "-c", "airlock.toml", "--demo-upstream"], &dir).await;
+        let mut wrong = Vec::new();
+        for (cmd, expected) in &curls {
+            // The README's line as written (with its variables), its status printed by curl.
+            let script = format!("{}\n{cmd} -s -o /dev/null -w '%{{http_code}}'", vars.join("\n"));
+            let out = tokio::process::Command::new("sh").arg("-c").arg(&script).output().await.expect("run curl");
+            let status = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if status != expected.to_string() {
+                wrong.push(format!("`{cmd}` answered {status}, the README says {expected}"));
+            }
+        }
+        // Stopped before asserting, so a failure never leaves the gateway holding the port.
+        stop_documented(child).await;
+        assert!(wrong.is_empty(), "{name}:\n{}", wrong.join("\n"));
+    }
+}
