@@ -21,7 +21,8 @@ use crate::router::{PathMatch, RouteSpec, RouteTable};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::engine::MAX_PLUGIN_MEMORY;
 use crate::runtime::pool::{DEFAULT_MAX_USES, DEFAULT_POOL_SIZE};
-use crate::runtime::{ChainEntry, InstancePool, InstanceSettings, LoadedPlugin, PluginChain, SandboxEngine};
+use crate::runtime::{ChainEntry, InstancePool, InstanceSettings, LoadedPlugin, PluginChain, PluginError, SandboxEngine};
+use crate::signing::{self, PublicKey, SigningError};
 use crate::state::{ScopedState, StateStore};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::RouteMetrics;
@@ -157,6 +158,7 @@ impl Gateway {
             loaded: HashMap::new(),
             state: state.clone(),
             telemetry: telemetry.clone(),
+            trusted: trusted_keys(source, config, &mut issues),
         };
         for (name, def) in &config.plugins {
             if let Some(d) = defs.get(name.as_str()) {
@@ -361,6 +363,24 @@ struct Loader<'a> {
     state: Arc<StateStore>,
     /// Where chain entries get their metric handles.
     telemetry: Arc<Telemetry>,
+    /// With `[trust] require_signatures`: the keys a third-party component must be signed by.
+    trusted: Option<Vec<PublicKey>>,
+}
+
+/// The `[trust]` keys, when signatures are required; a malformed key is an issue at its line.
+fn trusted_keys(source: &ConfigSource, config: &Config, issues: &mut Vec<ConfigIssue>) -> Option<Vec<PublicKey>> {
+    let trust = &config.trust;
+    let mut keys = Vec::new();
+    for (i, key) in trust.keys.iter().enumerate() {
+        match PublicKey::parse(key.get_ref()) {
+            Ok(k) => keys.push(k),
+            Err(e) => issues.push(source.issue(Some(key.span()), &format!("trust.keys[{i}]"), e.to_string())),
+        }
+    }
+    if trust.require_signatures && trust.keys.is_empty() {
+        issues.push(source.issue(None, "trust.keys", "`require_signatures = true` needs at least one trusted key"));
+    }
+    trust.require_signatures.then_some(keys)
 }
 
 impl Loader<'_> {
@@ -376,7 +396,15 @@ impl Loader<'_> {
         if let Some(p) = self.loaded.get(&cache_key) {
             return p.clone().ok_or(None);
         }
-        match LoadedPlugin::load(self.sandbox, self.cache, &def.source, &self.source.base_dir, &def.capabilities).await {
+        let loaded = match (&self.trusted, def.source.starts_with("builtin:")) {
+            // Built-ins are part of the binary and trusted with it.
+            (Some(trusted), false) => match self.signed_bytes(&def.source, trusted).await {
+                Ok(bytes) => LoadedPlugin::from_bytes(self.sandbox, self.cache, &def.source, &bytes, &def.capabilities).await,
+                Err(reason) => Err(PluginError::Untrusted(reason)),
+            },
+            _ => LoadedPlugin::load(self.sandbox, self.cache, &def.source, &self.source.base_dir, &def.capabilities).await,
+        };
+        match loaded {
             Ok(p) => {
                 self.loaded.insert(cache_key, Some(p.clone()));
                 Ok(p)
@@ -386,6 +414,22 @@ impl Loader<'_> {
                 Err(Some(self.source.issue(Some(at.span()), key, format!("plugin `{name}`: {e}"))))
             }
         }
+    }
+}
+
+impl Loader<'_> {
+    /// The component's bytes, if its signature file verifies against `trusted`.
+    async fn signed_bytes(&self, plugin_source: &str, trusted: &[PublicKey]) -> Result<Vec<u8>, String> {
+        let path = self.source.base_dir.join(plugin_source);
+        let bytes = tokio::fs::read(&path).await.map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let sig_path = signing::signature_path(&path);
+        let shown = sig_path.display().to_string();
+        let sig = match tokio::fs::read_to_string(&sig_path).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SigningError::Unsigned(shown).to_string()),
+            Err(e) => return Err(format!("{shown}: {e}")),
+        };
+        signing::verify(&bytes, &sig, &shown, trusted).map(|_| bytes).map_err(|e| e.to_string())
     }
 }
 

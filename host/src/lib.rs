@@ -14,11 +14,14 @@
 //! - Metrics, trace context and the access log are in [`telemetry`]; the admin listener that
 //!   serves metrics and the admin API is in [`admin`].
 //! - Beside the gateway, for plugin authors: [`scaffold`] (`airlock plugin new`) and
-//!   [`plugin_trial`] (`airlock plugin test`: one request through one plugin).
+//!   [`plugin_trial`] (`airlock plugin test`: one request through one plugin); for security
+//!   teams: [`audit`] (`airlock inspect`, `airlock audit`) and [`signing`] (`airlock plugin
+//!   keygen/sign/verify`, `[trust]`).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod demo_upstream;
 pub mod error;
@@ -31,6 +34,7 @@ pub mod router;
 pub mod scaffold;
 pub mod runtime;
 pub mod server;
+pub mod signing;
 pub mod state;
 pub mod telemetry;
 

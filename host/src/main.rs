@@ -1,5 +1,5 @@
-//! The `airlock` command: run the gateway, check a config, and the plugin author's tools
-//! (`airlock plugin new`, `airlock plugin test`).
+//! The `airlock` command: run the gateway, check a config, the plugin author's tools
+//! (`airlock plugin new/test/keygen/sign/verify`) and the security team's (`inspect`, `audit`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use airlock::config::{ConfigSource, QUICKSTART};
 use airlock::plugin_trial::{self, Trial};
 use airlock::scaffold::SdkSource;
+use airlock::signing::{self, PublicKey};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -47,6 +48,29 @@ enum Command {
         #[arg(short, long, default_value = "airlock.toml")]
         config: PathBuf,
     },
+    /// Show what a plugin component is and asks for: hash, contract, imports and capabilities,
+    /// phases, signature.
+    Inspect {
+        /// `builtin:<name>` or a path to a `.wasm` component.
+        plugin: String,
+        /// A trusted public key (`ed25519:...` or a `.pub` file) to check its signature against
+        /// (repeatable).
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// For every route of a config: each plugin's requested and granted capabilities, limits,
+    /// isolation, failure policy and signature.
+    Audit {
+        /// Config file.
+        #[arg(short, long, default_value = "airlock.toml")]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Tools for plugin authors.
     Plugin {
         #[command(subcommand)]
@@ -70,6 +94,28 @@ enum PluginCommand {
         /// Depend on the airlock-sdk of this git repository.
         #[arg(long)]
         sdk_git: Option<String>,
+    },
+    /// Make an ed25519 key pair for signing plugins: KEY (private, PKCS#8 PEM) and KEY.pub.
+    Keygen {
+        /// Where to write the private key (the public key goes to `<out>.pub`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a component: writes `<plugin>.sig` beside it.
+    Sign {
+        /// The `.wasm` component.
+        plugin: PathBuf,
+        /// The private key file from `airlock plugin keygen`.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check a component's `<plugin>.sig` against trusted keys.
+    Verify {
+        /// The `.wasm` component.
+        plugin: PathBuf,
+        /// A trusted public key (`ed25519:...` or a `.pub` file); repeatable.
+        #[arg(long = "trusted-key", required = true)]
+        trusted_keys: Vec<String>,
     },
     /// Run one request through a plugin, outside a gateway, and print what it decided.
     Test {
@@ -120,6 +166,11 @@ fn main() -> ExitCode {
             Command::Check { config } => check(config).await,
             Command::Run { config, quickstart, demo_upstream } => run(config, quickstart, demo_upstream).await,
             Command::Plugin { command: PluginCommand::New { name, dir, sdk_path, sdk_git } } => new_plugin(name, dir, sdk_path, sdk_git),
+            Command::Plugin { command: PluginCommand::Keygen { out } } => keygen(&out),
+            Command::Plugin { command: PluginCommand::Sign { plugin, key } } => sign(&plugin, &key),
+            Command::Plugin { command: PluginCommand::Verify { plugin, trusted_keys } } => verify(&plugin, &trusted_keys),
+            Command::Inspect { plugin, trusted_keys, json } => inspect(&plugin, &trusted_keys, json).await,
+            Command::Audit { config, json } => audit(config, json).await,
             Command::Plugin { command: PluginCommand::Test { plugin, request, response, config, params, context, json } } => {
                 test_plugin(Trial { plugin, config_json: config, params, context }, request, response, json).await
             }
@@ -151,6 +202,128 @@ async fn check(path: PathBuf) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints `value` as pretty JSON or `text` with Display.
+fn print_report<T: serde::Serialize + std::fmt::Display>(value: &T, json: bool) -> ExitCode {
+    if !json {
+        print!("{value}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+/// Trusted keys given on the command line, as key text or `.pub` files.
+fn trusted(keys: &[String]) -> Result<Vec<PublicKey>, String> {
+    keys.iter()
+        .map(|k| {
+            let text = if k.starts_with("ed25519:") {
+                k.clone()
+            } else {
+                std::fs::read_to_string(k).map_err(|e| format!("--trusted-key {k}: {e}"))?
+            };
+            PublicKey::parse(&text).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn keygen(out: &std::path::Path) -> ExitCode {
+    let (private, public) = match signing::generate() {
+        Ok(pair) => pair,
+        Err(e) => return fail(e),
+    };
+    let mut public_path = out.as_os_str().to_owned();
+    public_path.push(".pub");
+    let write_private = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(out)?.write_all(private.as_bytes())
+    };
+    if let Err(e) = write_private() {
+        return fail(format!("{}: {e}", out.display()));
+    }
+    if let Err(e) = std::fs::write(&public_path, format!("{public}\n")) {
+        return fail(format!("{}: {e}", PathBuf::from(&public_path).display()));
+    }
+    println!("private key: {} (keep it secret)\npublic key:  {} ({public})", out.display(), PathBuf::from(public_path).display());
+    println!("trust it with:  [trust] require_signatures = true, keys = [\"{public}\"]");
+    ExitCode::SUCCESS
+}
+
+fn sign(plugin: &std::path::Path, key: &std::path::Path) -> ExitCode {
+    let bytes = match std::fs::read(plugin) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("{}: {e}", plugin.display())),
+    };
+    let pem = match std::fs::read_to_string(key) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("{}: {e}", key.display())),
+    };
+    match signing::sign(&bytes, &pem, &key.display().to_string()) {
+        Ok(sig) => {
+            let path = signing::signature_path(plugin);
+            if let Err(e) = std::fs::write(&path, sig) {
+                return fail(format!("{}: {e}", path.display()));
+            }
+            println!("signed: {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn verify(plugin: &std::path::Path, keys: &[String]) -> ExitCode {
+    let keys = match trusted(keys) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    let bytes = match std::fs::read(plugin) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("{}: {e}", plugin.display())),
+    };
+    match signing::verify_file(plugin, &bytes, &keys) {
+        Ok(key) => {
+            println!("{}: signature ok, signed by {key}", plugin.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{}: {e}", plugin.display())),
+    }
+}
+
+async fn inspect(plugin: &str, keys: &[String], json: bool) -> ExitCode {
+    let keys = match trusted(keys) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    match airlock::audit::inspect(plugin, &keys).await {
+        Ok(report) => print_report(&report, json),
+        Err(e) => fail(e),
+    }
+}
+
+async fn audit(path: PathBuf, json: bool) -> ExitCode {
+    let source = match ConfigSource::read(&path) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match airlock::load(&source).await {
+        Ok((config, gateway)) => print_report(&airlock::audit::audit(&config, &gateway, &source.base_dir), json),
+        Err(e) => fail(e),
     }
 }
 

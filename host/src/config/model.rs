@@ -59,6 +59,21 @@ pub struct Config {
     /// OTLP span export.
     #[serde(default)]
     pub otlp: OtlpConfig,
+    /// Which plugin signatures are trusted, and whether third-party plugins must be signed.
+    #[serde(default)]
+    pub trust: TrustConfig,
+}
+
+/// `[trust]`: plugin signing policy. With `require_signatures`, every third-party component must
+/// carry a `<file>.sig` (from `airlock plugin sign`) by one of `keys`; built-ins are trusted with
+/// the binary.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// Refuse third-party plugins that are unsigned, tampered with, or signed by an untrusted key.
+    pub require_signatures: bool,
+    /// Trusted public keys, `ed25519:<base64>` (from `airlock plugin keygen`).
+    pub keys: Vec<Spanned<String>>,
 }
 
 /// Which backend holds plugins' `state` (counters and keyed values with expiry).

@@ -95,6 +95,50 @@ pub fn known_capabilities() -> Vec<&'static str> {
     GRANTABLE.iter().map(|(name, _)| *name).chain(DATA_GRANTS.iter().copied()).collect()
 }
 
+/// What one import of a component amounts to, for `airlock inspect` and `airlock audit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportKind {
+    /// The Airlock contract or the harmless WASI baseline: always linked.
+    Baseline,
+    /// Needs this capability granted.
+    Capability(&'static str),
+    /// Never granted to any plugin, for this reason.
+    Never(&'static str),
+    /// Neither Airlock nor WASI baseline: the component cannot load.
+    Unknown,
+}
+
+/// Classifies one import by its full name.
+pub fn classify(name: &str) -> ImportKind {
+    if BASELINE.iter().any(|prefix| name.starts_with(prefix)) {
+        ImportKind::Baseline
+    } else if let Some((_, why)) = NEVER.iter().find(|(prefix, _)| name.starts_with(prefix)) {
+        ImportKind::Never(why)
+    } else if let Some((capability, _)) = GRANTABLE.iter().find(|(_, prefix)| name.starts_with(prefix)) {
+        ImportKind::Capability(capability)
+    } else {
+        ImportKind::Unknown
+    }
+}
+
+/// The full names of every interface `component` imports, in its order.
+pub fn import_names(engine: &Engine, component: &Component) -> Vec<String> {
+    component.component_type().imports(engine).map(|(name, _)| name.to_owned()).collect()
+}
+
+/// The capabilities `imports` ask for, each once, in order of first use.
+pub fn requested(imports: &[String]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for name in imports {
+        if let ImportKind::Capability(c) = classify(name)
+            && !out.contains(&c)
+        {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Checks every import of `component` against the baseline and `granted`.
 pub fn check(engine: &Engine, component: &Component, granted: &[String]) -> Result<(), String> {
     let ty = component.component_type();

@@ -73,6 +73,9 @@ pub enum PluginError {
     /// The plugin refused its config.
     #[error("plugin rejected its config: {0}")]
     Configure(String),
+    /// `[trust] require_signatures` is on and the component's signature does not hold.
+    #[error("refused by [trust]: {0}")]
+    Untrusted(String),
 }
 
 /// A compiled, linked, described plugin component, shared by every chain entry that uses it.
@@ -87,6 +90,8 @@ pub struct LoadedPlugin {
     pub pre: PluginPre<HostState>,
     /// Its declared phases and body needs.
     pub descriptor: Descriptor,
+    /// Every interface it imports (what it asked to be able to do), by full name.
+    pub imports: Vec<String>,
 }
 
 impl LoadedPlugin {
@@ -141,7 +146,8 @@ impl LoadedPlugin {
             .map_err(|e| PluginError::World { source_name: source.to_owned(), reason: format!("{e:#}") })?;
 
         let descriptor = describe(&sandbox.engine, &pre, source).await?;
-        Ok(Arc::new(Self { source: source.to_owned(), sha256, sandbox: sandbox.clone(), pre, descriptor }))
+        let imports = capabilities::import_names(&sandbox.engine, &component);
+        Ok(Arc::new(Self { source: source.to_owned(), sha256, sandbox: sandbox.clone(), pre, descriptor, imports }))
     }
 }
 
