@@ -14,6 +14,11 @@ if ! command -v redis-server >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq redis-server
 fi
 
+# The examples and TLS tests drive the gateway with the real `curl`, as the READMEs do.
+if ! command -v curl >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq curl
+fi
+
 # The end-to-end tests run the real `airlock` binary as well as the library.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

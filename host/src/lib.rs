@@ -1,7 +1,7 @@
 //! Airlock: an API gateway whose every policy phase runs in a sandboxed WebAssembly component.
 //!
 //! # Reading this crate top-down
-//! - A request enters in [`server`] (listeners, HTTP/1.1 and h2c, graceful drain) and is handed to
+//! - A request enters in [`server`] (listeners, HTTP/1.1 and h2c, [`tls`], graceful drain) and is handed to
 //!   [`gateway::Gateway::handle`], whose phases are laid out in [`proxy`]: limits, [`router`],
 //!   the plugin chain's request phases, the upstream ([`proxy::upstream`]), the response phases,
 //!   and the response back to the client.
@@ -37,6 +37,7 @@ pub mod server;
 pub mod signing;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,6 +114,7 @@ impl RunningGateway {
 pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> {
     let (config, gateway) = load(source).await?;
     let mut addresses = Vec::new();
+    let mut acceptors = Vec::new();
     let mut issues = Vec::new();
     for (i, listener) in config.listeners.iter().enumerate() {
         match listener.address.get_ref().parse::<SocketAddr>() {
@@ -123,6 +125,25 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
                 format!("`{}` is not `ip:port`: {e}", listener.address.get_ref()),
             )),
         }
+        acceptors.push(match &listener.tls {
+            None => None,
+            Some(t) if t.certificates.is_empty() => {
+                issues.push(source.issue(
+                    Some(listener.address.span()),
+                    &format!("listeners[{i}].tls.certificates"),
+                    "a TLS listener needs at least one `{ cert, key }`",
+                ));
+                None
+            }
+            Some(t) => match tls::server_config(t, &source.base_dir) {
+                Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
+                Err(e) => {
+                    let at = t.certificates.first().map(|c| c.cert.span());
+                    issues.push(source.issue(at, &format!("listeners[{i}].tls"), e.to_string()));
+                    None
+                }
+            },
+        });
     }
     if config.listeners.is_empty() {
         issues.push(source.issue(None, "listeners", "at least one listener is needed to run"));
@@ -132,6 +153,7 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
     }
     let listeners = server::bind(&addresses).await?;
     let addrs = listeners.iter().map(|l| l.local_addr()).collect::<Result<Vec<_>, _>>()?;
+    let listeners: Vec<_> = listeners.into_iter().zip(acceptors).collect();
     let admin_listener = admin::bind(&config).await?;
     let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let access_log = gateway.telemetry.start_access_log(&config, &source.base_dir)?;

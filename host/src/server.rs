@@ -1,5 +1,6 @@
 //! Where requests enter: listeners accept connections and serve HTTP/1.1 and HTTP/2 (prior
-//! knowledge, h2c) on the same port, handing each request to [`Gateway::handle`]. Shutdown stops
+//! knowledge, h2c; or HTTPS with ALPN on a TLS listener, see [`crate::tls`]) on the same port,
+//! handing each request to [`Gateway::handle`]. Shutdown stops
 //! accepting, lets in-flight requests finish within the drain timeout, then closes.
 
 use std::convert::Infallible;
@@ -14,15 +15,22 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use tokio_rustls::TlsAcceptor;
+
 use crate::gateway::Gateway;
 use crate::proxy::ConnectionInfo;
+use crate::tls;
 
 /// Slack over the configured header limits given to hyper's own parser, so oversized headers
 /// reach the gateway's check and get its JSON 431 with a request id (hyper's own is bare).
 const PARSER_HEADER_SLACK: usize = 2;
 
-/// Serves `gateway` on `listeners` until `shutdown` turns true, then drains.
-pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
+/// Longest a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `gateway` on `listeners` (each with its TLS acceptor, if it serves HTTPS) until
+/// `shutdown` turns true, then drains.
+pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<(TcpListener, Option<TlsAcceptor>)>, shutdown: watch::Receiver<bool>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let limits = &gateway.limits;
     let idle = Duration::from_millis(gateway.timeouts.idle_ms);
@@ -42,7 +50,7 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<TcpListener>, shutdown:
     let graceful = Arc::new(GracefulShutdown::new());
 
     let mut accept_loops = tokio::task::JoinSet::new();
-    for listener in listeners {
+    for (listener, tls) in listeners {
         let gateway = gateway.clone();
         let builder = builder.clone();
         let graceful = graceful.clone();
@@ -65,11 +73,34 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<TcpListener>, shutdown:
                 let gateway = gateway.clone();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let _open = gateway.telemetry.metrics.connection_opened();
-                    let conn = ConnectionInfo { peer, scheme: "http" };
-                    let service = service_fn(move |request| {
+                    let Some(tls) = tls else {
+                        let conn = ConnectionInfo { peer, scheme: "http" };
+                        let service = service_fn(move |request| {
+                            let gateway = gateway.clone();
+                            async move { Ok::<_, Infallible>(gateway.handle(request, conn).await) }
+                        });
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = watcher.watch(connection.into_owned()).await {
+                            tracing::debug!(%peer, "connection ended with an error: {e}");
+                        }
+                        return;
+                    };
+                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    // The client certificate, if mTLS verified one, identifies every request on it.
+                    let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::client_identity).map(Arc::new);
+                    let conn = ConnectionInfo { peer, scheme: "https" };
+                    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                         let gateway = gateway.clone();
+                        if let Some(id) = &identity {
+                            request.extensions_mut().insert(id.clone());
+                        }
                         async move { Ok::<_, Infallible>(gateway.handle(request, conn).await) }
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service);

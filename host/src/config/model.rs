@@ -130,7 +130,7 @@ pub struct ConsumerConfig {
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {
-    vec![ListenerConfig { address: Spanned::new(0..0, "127.0.0.1:8080".to_owned()) }]
+    vec![ListenerConfig { address: Spanned::new(0..0, "127.0.0.1:8080".to_owned()), tls: None }]
 }
 
 /// One listening socket (plain HTTP/1.1 and HTTP/2 prior knowledge on the same port).
@@ -139,6 +139,45 @@ fn default_listeners() -> Vec<ListenerConfig> {
 pub struct ListenerConfig {
     /// `ip:port` to bind, e.g. `"0.0.0.0:8080"`. Port 0 picks a free port.
     pub address: Spanned<String>,
+    /// Serve HTTPS on this listener (otherwise plain HTTP/1.1 and h2c).
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// `[listeners.tls]`: certificates (chosen by SNI), and optional client certificate
+/// authentication (mTLS).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// Certificate chains with their keys; the first is served to clients whose SNI names no
+    /// other (or who send none).
+    pub certificates: Vec<CertificatePair>,
+    /// PEM bundle of the CAs client certificates must chain to; enables mTLS.
+    pub client_ca: Option<Spanned<String>>,
+    /// With `client_ca`: `required` (default) refuses clients without a valid certificate,
+    /// `optional` lets them in without an identity.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// One certificate chain and its private key, PEM files relative to the config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePair {
+    /// The chain, leaf first.
+    pub cert: Spanned<String>,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<String>,
+}
+
+/// Whether a TLS listener with `client_ca` requires a client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// A valid client certificate is required to connect.
+    #[default]
+    Required,
+    /// A client certificate is verified if presented; clients without one get no identity.
+    Optional,
 }
 
 /// Request size limits.

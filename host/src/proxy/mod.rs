@@ -34,6 +34,11 @@ use crate::runtime::RequestOutcome;
 use crate::telemetry::observed_body::ObservedBody;
 use crate::telemetry::request::RequestRecord;
 
+/// Request context key holding a verified mTLS client certificate's subject DN.
+pub const CLIENT_SUBJECT: &str = "tls.client.subject";
+/// Request context key holding its DNS/email/URI SANs, comma-separated.
+pub const CLIENT_SANS: &str = "tls.client.sans";
+
 /// What the listener knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionInfo {
@@ -228,6 +233,11 @@ impl Gateway {
             (None, Some(ProxyBody::limited(incoming, limit)))
         };
 
+        let mut context = crate::exchange::Context::default();
+        if let Some(client) = parts.extensions.get::<Arc<crate::tls::ClientIdentity>>() {
+            context.set(CLIENT_SUBJECT.to_owned(), client.subject.clone());
+            context.set(CLIENT_SANS.to_owned(), client.sans.join(","));
+        }
         let state = RequestState {
             method: parts.method,
             path: parts.uri.path().to_owned(),
@@ -239,7 +249,7 @@ impl Gateway {
             scheme: conn.scheme,
             request_id: request_id.clone(),
             body,
-            context: Default::default(),
+            context,
         };
         Ok((state, stream))
     }

@@ -1,0 +1,219 @@
+//! TLS listeners with real clients: rustls clients (the tests' own) and `curl`. Certificates
+//! chosen by SNI, ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3, and mTLS: clients without a valid
+//! certificate refused, a verified client's subject and SANs handed to plugins. Certificates come
+//! from a test CA made by rcgen.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use airlock_tests::{Gateway, Upstream, plugins};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// A CA for servers, one for clients, their certificates, written as PEM files into a directory.
+struct Pki {
+    dir: tempfile::TempDir,
+    server_ca: CertificateDer<'static>,
+    client_cert: CertificateDer<'static>,
+    client_key: PrivateKeyDer<'static>,
+}
+
+fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("key")).expect("CA")
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write PEM");
+    let server_ca = ca("Airlock test server CA");
+    write("server-ca.pem", &server_ca.pem());
+    for name in ["api", "admin"] {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![format!("{name}.example.test")])
+            .expect("params")
+            .signed_by(&key, &*server_ca)
+            .expect("sign");
+        write(&format!("{name}.pem"), &cert.pem());
+        write(&format!("{name}.key"), &key.serialize_pem());
+    }
+    let client_ca = ca("Airlock test client CA");
+    write("client-ca.pem", &client_ca.pem());
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["billing.internal".to_owned()]).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "billing");
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Example");
+    let client = params.signed_by(&key, &*client_ca).expect("sign");
+    write("client.pem", &client.pem());
+    write("client.key", &key.serialize_pem());
+    Pki {
+        server_ca: server_ca.der().clone(),
+        client_cert: client.der().clone(),
+        client_key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        dir,
+    }
+}
+
+fn config(dir: &Path, mtls: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+[[listeners]]
+address = "127.0.0.1:0"
+[listeners.tls]
+certificates = [{{ cert = "{d}/api.pem", key = "{d}/api.key" }}, {{ cert = "{d}/admin.pem", key = "{d}/admin.key" }}]
+{mtls}
+
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{echo}"
+config = {{ expose = ["tls.client.subject", "tls.client.sans"] }}
+"#,
+        echo = plugins::ECHO_CONTEXT
+    )
+}
+
+/// A rustls client config trusting the server CA, offering `alpn`, limited to `versions`.
+fn client_config(
+    pki: &Pki,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    client_cert: bool,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.server_ca.clone()).expect("root");
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots);
+    let mut config = if client_cert {
+        builder.with_client_auth_cert(vec![pki.client_cert.clone()], pki.client_key.clone_key()).expect("client cert")
+    } else {
+        builder.with_no_client_auth()
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// What one HTTPS request saw: the negotiated protocol, the server certificate's names, the
+/// TLS version, and the response status with its headers.
+struct Seen {
+    alpn: Option<Vec<u8>>,
+    server_cert: CertificateDer<'static>,
+    version: Option<rustls::ProtocolVersion>,
+    status: u16,
+    headers: http::HeaderMap,
+}
+
+async fn https_get(gw: &Gateway, sni: &str, config: Arc<rustls::ClientConfig>) -> Result<Seen, String> {
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let name = ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
+    let tls = connector.connect(name, tcp).await.map_err(|e| format!("handshake: {e}"))?;
+    let (_, session) = tls.get_ref();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let server_cert = session.peer_certificates().and_then(|c| c.first()).expect("server certificate").clone().into_owned();
+    let version = session.protocol_version();
+    let request = http::Request::get(format!("https://{sni}/hello")).body(Empty::<Bytes>::new()).expect("request");
+    let response = if alpn.as_deref() == Some(b"h2") {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        send.send_request(request).await.map_err(|e| e.to_string())?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        send.send_request(request).await.map_err(|e| format!("request: {e}"))?
+    };
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let _ = response.into_body().collect().await;
+    Ok(Seen { alpn, server_cert, version, status, headers })
+}
+
+fn cert_names(cert: &CertificateDer<'_>) -> String {
+    String::from_utf8_lossy(cert.as_ref()).into_owned()
+}
+
+#[tokio::test]
+async fn https_with_sni_alpn_and_tls_versions() {
+    let pki = pki();
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&config(pki.dir.path(), ""), Some(&upstream)).await;
+    let all = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+    // SNI picks the certificate; ALPN h2 is preferred, http/1.1 served to clients asking only for it.
+    let api = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2", b"http/1.1"], all, false)).await.expect("api");
+    assert_eq!((api.status, api.alpn.as_deref()), (200, Some(&b"h2"[..])));
+    assert!(cert_names(&api.server_cert).contains("api.example.test"));
+    let admin = https_get(&gw, "admin.example.test", client_config(&pki, &[b"http/1.1"], all, false)).await.expect("admin");
+    assert_eq!((admin.status, admin.alpn.as_deref()), (200, Some(&b"http/1.1"[..])));
+    assert!(cert_names(&admin.server_cert).contains("admin.example.test"));
+    // A name no certificate covers gets the first one, which the client then refuses.
+    let err = https_get(&gw, "other.example.test", client_config(&pki, &[b"h2"], all, false)).await.err().expect("refused");
+    assert!(err.contains("handshake"), "{err}");
+    // TLS 1.2 and 1.3 both work.
+    let v12 = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], &[&rustls::version::TLS12], false)).await.expect("1.2");
+    assert_eq!((v12.status, v12.version), (200, Some(rustls::ProtocolVersion::TLSv1_2)));
+    assert_eq!(api.version, Some(rustls::ProtocolVersion::TLSv1_3));
+
+    // curl, as an operator checks it.
+    let port = gw.addr().port();
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", "--cacert"])
+        .arg(pki.dir.path().join("server-ca.pem"))
+        .args(["--resolve", &format!("api.example.test:{port}:127.0.0.1"), &format!("https://api.example.test:{port}/x")])
+        .output()
+        .await
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 2", "{}", String::from_utf8_lossy(&out.stderr));
+    gw.stop().await;
+
+    // A certificate file that does not exist is a config error naming it.
+    let bad = config(pki.dir.path(), "").replace("api.pem", "missing.pem");
+    let err = Gateway::try_start(&bad, Some(&upstream)).await.err().expect("refused").to_string();
+    assert!(err.contains("listeners[0].tls") && err.contains("missing.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn mtls_refuses_unknown_clients_and_names_known_ones_to_plugins() {
+    let pki = pki();
+    let upstream = Upstream::start().await;
+    let mtls = format!("client_ca = \"{}/client-ca.pem\"", pki.dir.path().display());
+    let gw = Gateway::start(&config(pki.dir.path(), &mtls), Some(&upstream)).await;
+    let all = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+    let known = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, true)).await.expect("client with a certificate");
+    assert_eq!(known.status, 200);
+    let subject = known.headers.get("x-context-tls.client.subject").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(subject.contains("CN=billing") && subject.contains("O=Example"), "{subject}");
+    assert_eq!(known.headers.get("x-context-tls.client.sans").and_then(|v| v.to_str().ok()), Some("billing.internal"));
+    // Without a certificate the connection is refused (TLS 1.3 reports it on first use).
+    let unknown = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, false)).await;
+    assert!(unknown.is_err(), "a client without a certificate got {:?}", unknown.map(|s| s.status));
+
+    // curl with and without the client certificate.
+    let port = gw.addr().port();
+    let curl = |with_cert: bool| {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"]).arg(pki.dir.path().join("server-ca.pem"));
+        if with_cert {
+            cmd.arg("--cert").arg(pki.dir.path().join("client.pem")).arg("--key").arg(pki.dir.path().join("client.key"));
+        }
+        cmd.args(["--resolve", &format!("api.example.test:{port}:127.0.0.1"), &format!("https://api.example.test:{port}/")]);
+        cmd
+    };
+    assert_eq!(String::from_utf8_lossy(&curl(true).output().await.expect("curl").stdout), "200");
+    assert_ne!(String::from_utf8_lossy(&curl(false).output().await.expect("curl").stdout), "200");
+    gw.stop().await;
+}
