@@ -94,21 +94,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// The DNS names a certificate is for (its SANs, else its subject CN), lower-case.
 fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else { return Vec::new() };
-    let mut names: Vec<String> = parsed
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut names: Vec<String> = alternative_names(&parsed, true).into_iter().map(|n| n.to_ascii_lowercase()).collect();
     if names.is_empty()
         && let Some(cn) = parsed.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok())
     {
@@ -120,24 +106,22 @@ fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
 /// The identity in a client's (already verified) certificate.
 pub fn client_identity(cert: &CertificateDer<'_>) -> Option<ClientIdentity> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let sans = parsed
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
-                    x509_parser::extensions::GeneralName::RFC822Name(e) => Some((*e).to_owned()),
-                    x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
-                    _ => None,
-                })
-                .collect()
+    Some(ClientIdentity { subject: parsed.subject().to_string(), sans: alternative_names(&parsed, false) })
+}
+
+/// A certificate's subject alternative names: DNS names only, or DNS names, emails and URIs.
+fn alternative_names(cert: &x509_parser::certificate::X509Certificate<'_>, dns_only: bool) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some((*d).to_owned()),
+            GeneralName::RFC822Name(v) | GeneralName::URI(v) if !dns_only => Some((*v).to_owned()),
+            _ => None,
         })
-        .unwrap_or_default();
-    Some(ClientIdentity { subject: parsed.subject().to_string(), sans })
+        .collect()
 }
 
 /// Picks a certificate by SNI: an exact name, then a `*.` wildcard one label up, then the first
