@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use airlock_tests::{Gateway, HttpClient, Upstream};
+use airlock_tests::{Gateway, HttpClient, Upstream, metric_value};
 
 const HOSTILE: &str = r#"
 [runtime]
@@ -163,4 +163,100 @@ plugin = "snoop"
     assert!(err.contains("plugin `snoop`"), "{err}");
     assert!(err.contains("wasi:filesystem/"), "{err}");
     assert!(err.contains("capability `files`"), "{err}");
+}
+
+/// The hostile plugin in `mode`, as a chain entry on route `path`.
+fn hostile_route(path: &str, plugin: &str, config: &str) -> String {
+    format!("\n[[routes]]\npath = \"{path}\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"{plugin}\"\nconfig = {config}\n")
+}
+
+/// Resident memory of this process (the in-process gateway's), in MiB.
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(0, |kb| kb / 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursion_floods_host_waits_and_the_environment_are_contained() {
+    // A server that accepts connections and never answers: what a plugin waits on forever.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hole = black_hole.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = black_hole.accept().await {
+            open.push(s);
+        }
+    });
+    let upstream = Upstream::start().await;
+    let up = upstream.addr;
+    let mut config = format!(
+        r#"
+[runtime]
+cpu_ms = 50
+memory_mb = 16
+
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[[routes]]
+path = "/healthy"
+upstream = "backend"
+"#
+    );
+    // The component imports `http-client`, so every definition grants it (only the waiter and the
+    // crafter use it); the origins are a black hole and the upstream.
+    for (name, origin, timeout) in [("waiter", hole, 300), ("crafter", up, 5000), ("recursion", hole, 300), ("flood", hole, 300), ("calls", hole, 300)] {
+        config += &format!(
+            "\n[plugins.{name}]\nsource = \"{{plugin:hostile}}\"\ncapabilities = [\"http-client\"]\nhttp_client = {{ allow = [\"http://{origin}\"], timeout_ms = {timeout} }}\n"
+        );
+    }
+    config += &hostile_route("/recursion", "recursion", r#"{ mode = "recursion" }"#);
+    config += &hostile_route("/response-headers", "flood", r#"{ mode = "response-headers" }"#);
+    config += &hostile_route("/request-headers", "flood", r#"{ mode = "request-headers", count = 100000 }"#);
+    config += &hostile_route("/host-calls", "calls", r#"{ mode = "host-calls" }"#);
+    config += &hostile_route("/env", "flood", r#"{ mode = "env" }"#);
+    config += &hostile_route("/wait", "waiter", &format!(r#"{{ mode = "wait-on-host", url = "http://{hole}/" }}"#));
+    config += &hostile_route("/crafted", "crafter", &format!(r#"{{ mode = "crafted-host", url = "http://{up}/echo", host = "evil.example" }}"#));
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+
+    // The environment is empty and there are no arguments: nothing of the gateway's leaks in.
+    let env = client.get(&gw.url("/env")).await;
+    assert_eq!((env.header("x-env-count").as_deref(), env.header("x-args-count").as_deref()), (Some("0"), Some("0")));
+    // A crafted Host header cannot redirect an outbound call: the granted origin is the Host.
+    let crafted = client.get(&gw.url("/crafted")).await;
+    assert_eq!(crafted.status, 200, "{}", crafted.text());
+    assert_eq!(crafted.json()["headers"]["host"], serde_json::json!([up.to_string()]));
+
+    let baseline = rss_mib();
+    for round in 0..3 {
+        // Stack overflow and a host-call flood: stopped at the trap and at the CPU deadline.
+        for path in ["/recursion", "/host-calls"] {
+            assert_fails_closed(&client, &gw.url(path)).await;
+        }
+        // Waiting on the host again and again: cut at the CPU deadline plus one wait (350 ms).
+        let started = Instant::now();
+        assert_fails_closed(&client, &gw.url("/wait")).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "round {round}: held {:?} by host waits", started.elapsed());
+        // Header floods: refused as a bad plugin answer, never a broken connection.
+        for path in ["/response-headers", "/request-headers"] {
+            let r = client.get(&gw.url(path)).await;
+            assert!(r.status.is_server_error(), "{path}: {}", r.status);
+        }
+        assert_eq!(client.get(&gw.url("/healthy")).await.status, 200, "round {round}");
+    }
+    let failures = |plugin: &'static str, kind: &'static str| {
+        let gw = &gw;
+        async move { metric_value(gw, "airlock_plugin_failures_total", &[("plugin", plugin), ("kind", kind)]).await }
+    };
+    assert_eq!(failures("recursion", "trap").await, 3.0);
+    assert_eq!(failures("calls", "deadline").await, 3.0);
+    assert_eq!(failures("waiter", "deadline").await, 3.0);
+    // Memory comes back: discarded instances are freed (a loose bound: allocator slack, not leaks).
+    let after = rss_mib();
+    assert!(after < baseline + 128, "RSS grew from {baseline} MiB to {after} MiB");
+    gw.stop().await;
+    held.abort();
 }

@@ -11,6 +11,9 @@ use super::limits::MemoryCapExceeded;
 pub enum Failure {
     /// The call ran past its CPU deadline and was interrupted.
     Deadline(Duration),
+    /// The call held the request past its wall-clock limit (its CPU deadline plus the longest
+    /// single wait its capabilities allow), e.g. by waiting on the host again and again.
+    WallClock(Duration),
     /// The plugin tried to grow its memory past its cap.
     OutOfMemory(usize),
     /// The plugin trapped (a panic, `unreachable`, a bad memory access, a stack overflow, exit).
@@ -21,6 +24,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Deadline(d) => write!(f, "CPU deadline of {} ms exceeded", d.as_millis()),
+            Failure::WallClock(d) => write!(f, "held the request past its limit of {} ms (CPU deadline plus host waits)", d.as_millis()),
             Failure::OutOfMemory(cap) => write!(f, "memory cap of {} MiB exceeded", cap / (1024 * 1024)),
             Failure::Trap(msg) => write!(f, "trapped: {msg}"),
         }
@@ -31,7 +35,7 @@ impl Failure {
     /// A short label for metrics and log fields: `deadline`, `out_of_memory` or `trap`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Failure::Deadline(_) => "deadline",
+            Failure::Deadline(_) | Failure::WallClock(_) => "deadline",
             Failure::OutOfMemory(_) => "out_of_memory",
             Failure::Trap(_) => "trap",
         }
@@ -43,8 +47,16 @@ impl Failure {
 #[error("CPU deadline exceeded")]
 pub struct DeadlineExceeded;
 
+/// Marks a call cancelled because it held the request past its wall-clock limit.
+#[derive(Debug, thiserror::Error)]
+#[error("wall-clock limit of {} ms exceeded", .0.as_millis())]
+pub struct WallClockExceeded(pub Duration);
+
 /// Works out why a call failed, from the error and what the store recorded during the call.
 pub fn classify(state: &HostState, error: wasmtime::Error) -> Failure {
+    if let Some(WallClockExceeded(limit)) = error.downcast_ref::<WallClockExceeded>() {
+        return Failure::WallClock(*limit);
+    }
     if state.deadline_hit || error.is::<DeadlineExceeded>() {
         return Failure::Deadline(state.cpu_deadline);
     }

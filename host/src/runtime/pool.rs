@@ -13,7 +13,7 @@ use crossbeam_queue::ArrayQueue;
 use wasmtime::component::Resource;
 use wasmtime::{Store, UpdateDeadline};
 
-use super::failure::{DeadlineExceeded, Failure, classify};
+use super::failure::{DeadlineExceeded, Failure, WallClockExceeded, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
 use super::host::{HostState, Plugin, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
@@ -45,6 +45,18 @@ pub struct InstanceSettings {
     pub files: Option<std::path::PathBuf>,
     /// The origins granted for outbound calls (capability `http-client`).
     pub http: Option<Arc<crate::runtime::host::http_client::HttpClientGrant>>,
+}
+
+impl InstanceSettings {
+    /// The longest one phase call may hold a request: its CPU deadline plus the longest single
+    /// wait its capabilities allow (an outbound call's timeout, a state backend's). Waiting on
+    /// the host is kept out of the CPU deadline, so without this a plugin could hold a request
+    /// indefinitely by waiting again and again.
+    pub fn wall_limit(&self) -> Duration {
+        let http = self.http.as_ref().map_or(Duration::ZERO, |g| g.timeout);
+        let state = self.state.as_ref().map_or(Duration::ZERO, |s| s.max_wait());
+        self.cpu_deadline + http.max(state)
+    }
 }
 
 /// What a request phase asked the host to do.
@@ -228,11 +240,10 @@ impl InstancePool {
         state.request = Some(request);
         state.begin_call(body_access, false);
         instance.store.set_epoch_deadline(1);
-        let result = instance
-            .bindings
-            .airlock_plugin_handler()
-            .call_on_request(&mut instance.store, Resource::new_borrow(0))
-            .await;
+        let wall = self.settings.wall_limit();
+        let call = instance.bindings.airlock_plugin_handler().call_on_request(&mut instance.store, Resource::new_borrow(0));
+        // Dropping the call on timeout cancels it; the instance is then discarded, not reused.
+        let result = tokio::time::timeout(wall, call).await.unwrap_or_else(|_| Err(WallClockExceeded(wall).into()));
         let state = instance.store.data_mut();
         let Some(request) = state.request.take() else {
             unreachable_state(&self.name);
@@ -266,11 +277,10 @@ impl InstancePool {
         state.response = Some(response);
         state.begin_call(body_access, true);
         instance.store.set_epoch_deadline(1);
-        let result = instance
-            .bindings
-            .airlock_plugin_handler()
-            .call_on_response(&mut instance.store, Resource::new_borrow(0), Resource::new_borrow(0))
-            .await;
+        let wall = self.settings.wall_limit();
+        let call =
+            instance.bindings.airlock_plugin_handler().call_on_response(&mut instance.store, Resource::new_borrow(0), Resource::new_borrow(0));
+        let result = tokio::time::timeout(wall, call).await.unwrap_or_else(|_| Err(WallClockExceeded(wall).into()));
         let state = instance.store.data_mut();
         let (Some(request), Some(response)) = (state.request.take(), state.response.take()) else {
             unreachable_state(&self.name);

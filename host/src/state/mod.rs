@@ -118,6 +118,14 @@ pub enum StateStore {
 }
 
 impl StateStore {
+    /// The longest one operation can wait on the backend (connecting included); zero in memory.
+    pub fn max_wait(&self) -> Duration {
+        match self {
+            StateStore::Memory(_) => Duration::ZERO,
+            StateStore::Redis(r) => r.max_wait(),
+        }
+    }
+
     /// Builds the store `[state]` asks for. Redis is not contacted here: the first operation
     /// connects, so a gateway starts (and its limiters apply their policy) while Redis is down.
     pub fn from_config(config: &StateConfig) -> Result<Self, StateConfigError> {
@@ -372,6 +380,11 @@ impl std::fmt::Debug for ScopedState {
 }
 
 impl ScopedState {
+    /// The longest one operation can wait on the backend.
+    pub fn max_wait(&self) -> std::time::Duration {
+        self.store.max_wait()
+    }
+
     /// Scopes `store` to `namespace` (escaped, so no namespace is a prefix of another's keys).
     pub fn new(store: Arc<StateStore>, namespace: &str) -> Self {
         let mut prefix = String::from("airlock:");

@@ -191,6 +191,11 @@ impl RedisStore {
         self.connection.get().cloned().ok_or_else(|| StateError::Unavailable("no connection".into()))
     }
 
+    /// The longest one operation can wait: connecting, then the exchange.
+    pub fn max_wait(&self) -> Duration {
+        self.connect_timeout + self.timeout
+    }
+
     /// Runs one Redis exchange under the per-operation deadline.
     async fn timed<T>(&self, f: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StateError> {
         match tokio::time::timeout(self.timeout, f).await {

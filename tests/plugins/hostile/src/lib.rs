@@ -1,0 +1,96 @@
+//! Misbehaves as `mode` says, in its request phase:
+//! - `recursion`: recurses without bound (stack overflow);
+//! - `response-headers`: answers with `count` headers (default 200 000);
+//! - `request-headers`: appends `count` headers to the request going upstream;
+//! - `host-calls`: calls the host (`req.header`) `count` times (default 50 000 000);
+//! - `env`: answers 200 with `x-env-count` / `x-args-count`: what the environment exposes;
+//! - `wait-on-host`: outbound calls to `url` (granted, never answering), one after the other, forever;
+//! - `crafted-host`: calls `url` (granted) with `host: <host>`, and answers with what came back.
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin, http_client};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    mode: String,
+    count: Option<u64>,
+    url: Option<String>,
+    host: Option<String>,
+}
+
+struct Hostile(Config);
+
+impl Plugin for Hostile {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(Hostile(config))
+    }
+
+    fn descriptor() -> Descriptor {
+        Descriptor::request_only()
+    }
+
+    fn on_request(&self, req: &Request) -> Action {
+        let c = &self.0;
+        match c.mode.as_str() {
+            "recursion" => {
+                let depth = recurse(std::hint::black_box(1));
+                Action::text(200, format!("returned from {depth} levels\n"))
+            }
+            "response-headers" => {
+                let mut init = ResponseInit::new(200);
+                for i in 0..c.count.unwrap_or(200_000) {
+                    init = init.header(format!("x-flood-{i}"), "v");
+                }
+                Action::Respond(init)
+            }
+            "request-headers" => {
+                for i in 0..c.count.unwrap_or(200_000) {
+                    req.append_header("x-flood", i.to_string());
+                }
+                Action::Continue
+            }
+            "host-calls" => {
+                let mut seen = 0u64;
+                for _ in 0..c.count.unwrap_or(50_000_000) {
+                    seen += u64::from(req.header("x-probe").is_some());
+                }
+                Action::text(200, format!("{seen}\n"))
+            }
+            "env" => Action::Respond(
+                ResponseInit::new(200)
+                    .header("x-env-count", std::env::vars_os().count().to_string())
+                    .header("x-args-count", std::env::args_os().count().to_string()),
+            ),
+            "wait-on-host" => loop {
+                let request = http_client::Request {
+                    method: "GET".into(),
+                    url: c.url.clone().unwrap_or_default(),
+                    headers: Vec::new(),
+                    body: None,
+                    timeout_ms: 0,
+                };
+                let _ = http_client::send(&request);
+            },
+            "crafted-host" => {
+                let url = c.url.clone().unwrap_or_default();
+                let headers = c.host.iter().map(|h| ("host".to_owned(), h.as_bytes().to_vec())).collect();
+                let request = http_client::Request { method: "GET".into(), url, headers, body: None, timeout_ms: 0 };
+                match http_client::send(&request) {
+                    Ok(r) => Action::text(200, String::from_utf8_lossy(&r.body).into_owned()),
+                    Err(e) => Action::text(502, format!("{e:?}\n")),
+                }
+            }
+            other => Action::text(500, format!("unknown mode {other}\n")),
+        }
+    }
+}
+
+/// Recurses with a frame the optimizer cannot drop.
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    if std::hint::black_box(frame[0]) == 0 { 0 } else { recurse(depth + 1) + frame[63] }
+}
+
+export_plugin!(Hostile);
