@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 use self::body::ProxyBody;
 use crate::error::GatewayError;
-use crate::exchange::{RequestState, ResponseState};
+use crate::exchange::{RequestState, ResponseState, RouteParams};
 use crate::gateway::{Gateway, Route};
 use crate::runtime::RequestOutcome;
 use crate::telemetry::observed_body::ObservedBody;
@@ -164,7 +164,7 @@ impl Gateway {
     }
 
     /// Phase 2: the route for this host, method and path.
-    fn route(&self, request: &Request<Incoming>) -> Result<(&Route, Vec<(String, String)>), GatewayError> {
+    fn route(&self, request: &Request<Incoming>) -> Result<(&Route, RouteParams), GatewayError> {
         let host = request
             .headers()
             .get(header::HOST)
@@ -190,10 +190,10 @@ impl Gateway {
         request_id: &Arc<str>,
     ) -> Result<(RequestState, Option<ProxyBody>), GatewayError> {
         let limit = route.max_body_bytes;
-        if let Some(length) = content_length(request.headers())? {
-            if length > limit {
-                return Err(GatewayError::BodyTooLarge { limit });
-            }
+        if let Some(length) = content_length(request.headers())?
+            && length > limit
+        {
+            return Err(GatewayError::BodyTooLarge { limit });
         }
         let (parts, incoming) = request.into_parts();
         let mut headers = parts.headers;
