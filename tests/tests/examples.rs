@@ -62,3 +62,20 @@ async fn every_example_checks_runs_and_answers_as_its_readme_says() {
         assert!(wrong.is_empty(), "{name}:\n{}", wrong.join("\n"));
     }
 }
+
+#[test]
+fn the_deployment_config_checks_and_the_configmap_carries_the_same_text() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join("examples/deploy");
+    let check = Command::new(airlock_binary()).args(["check", "-c", "airlock.toml"]).current_dir(&dir).output().expect("run check");
+    assert!(check.status.success(), "airlock check: {}", String::from_utf8_lossy(&check.stderr));
+    let config = std::fs::read_to_string(dir.join("airlock.toml")).expect("airlock.toml");
+    let k8s = std::fs::read_to_string(dir.join("kubernetes.yaml")).expect("kubernetes.yaml");
+    let block = k8s.split_once("  airlock.toml: |\n").expect("the ConfigMap's airlock.toml").1;
+    let block = block.split_once("\n---").expect("end of the ConfigMap").0;
+    let embedded: String = block.lines().map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l))).collect();
+    assert_eq!(embedded, config, "kubernetes.yaml's ConfigMap and airlock.toml differ");
+    let unit = std::fs::read_to_string(dir.join("airlock.service")).expect("airlock.service");
+    assert!(unit.contains("ExecStart=/usr/local/bin/airlock run -c /etc/airlock/airlock.toml"));
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("rustup target add wasm32-wasip2") && dockerfile.contains("distroless"));
+}
