@@ -87,7 +87,12 @@ impl Gateway {
                 } else {
                     tracing::debug!(status = status.as_u16(), "{error}");
                 }
-                error.into_response(request_id)
+                let mut response = error.into_response(request_id);
+                if status == http::StatusCode::BAD_REQUEST {
+                    // After a malformed request the connection's framing cannot be trusted.
+                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
             }
         }
     }
@@ -148,6 +153,11 @@ impl Gateway {
 
     /// Phase 1: refuses oversized headers and declared bodies before any work is done.
     fn check_limits(&self, request: &Request<Incoming>) -> Result<(), GatewayError> {
+        // RFC 9112 6.3: a request framed both ways is a smuggling pattern; refuse it (and the
+        // 400 closes the connection, so nothing pipelined behind it is read as a request).
+        if request.headers().contains_key(header::TRANSFER_ENCODING) && request.headers().contains_key(header::CONTENT_LENGTH) {
+            return Err(GatewayError::BadRequest("both Transfer-Encoding and Content-Length: ambiguous framing refused".into()));
+        }
         let limits = &self.limits;
         if request.headers().len() > limits.max_headers {
             return Err(GatewayError::HeadersTooLarge(format!(
