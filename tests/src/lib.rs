@@ -327,3 +327,51 @@ pub fn airlock_binary() -> PathBuf {
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
+
+/// Reading `/metrics` with an independent Prometheus text-format parser, and waiting for what
+/// the gateway does off the request path.
+pub mod metrics {
+    use std::time::Duration;
+
+    use prometheus_parse::{Scrape, Value};
+
+    use super::{Gateway, HttpClient};
+
+    /// Bounded wait for something written off the request path (the access log, an export) to appear.
+    pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..500 {
+            if let Some(found) = check() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("gave up waiting for {what}");
+    }
+
+    /// GETs `/metrics` (with the admin token, if given) and parses it.
+    pub async fn scrape(client: &HttpClient, gw: &Gateway, token: Option<&str>) -> Scrape {
+        let headers: Vec<(&str, String)> = token.map(|t| ("authorization", format!("Bearer {t}"))).into_iter().collect();
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = client.request("GET", &gw.admin_url("/metrics"), &headers, b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.header("content-type").unwrap_or_default().starts_with("text/plain; version=0.0.4"));
+        Scrape::parse(r.text().lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text format")
+    }
+
+    /// The value of the sample `metric` whose labels include all of `labels` (0 if absent).
+    /// Histograms give their observation count.
+    pub fn sample(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+        let found: Vec<f64> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match &s.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+                Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+                Value::Summary(_) => panic!("no summaries expected"),
+            })
+            .collect();
+        assert!(found.len() <= 1, "{metric} {labels:?} matches {} samples", found.len());
+        found.first().copied().unwrap_or(0.0)
+    }
+}

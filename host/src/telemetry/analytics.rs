@@ -385,6 +385,12 @@ impl Analytics {
         }
     }
 
+    /// Applies one sample under the shared lock at once: the unsharded way [`Analytics::record`]
+    /// avoids, kept as the baseline `bench/analytics.rs` compares it with.
+    pub fn record_direct(&self, sample: Sample) {
+        lock(&self.aggregate).apply(&sample, self.settings.max_consumers);
+    }
+
     fn flush_shard(&self, index: usize) {
         let samples = {
             let mut shard = lock(&self.shards[index]);
