@@ -1,9 +1,8 @@
 //! Pool sizes, read when `/metrics` is scraped: each plugin's warm instance pool (idle instances
-//! and capacity) and each upstream's open connections. Pools register themselves when the
-//! gateway is built; the registry holds them weakly, so a dropped gateway leaves nothing behind.
+//! and capacity). Pools register themselves when the gateway is built; the registry holds them
+//! weakly, so a dropped gateway leaves nothing behind.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use prometheus_client::collector::Collector;
@@ -25,18 +24,12 @@ pub trait PoolStats: Send + Sync {
 #[derive(Default)]
 pub struct PoolRegistry {
     plugins: Mutex<Vec<Weak<dyn PoolStats>>>,
-    upstreams: Mutex<BTreeMap<Arc<str>, Arc<AtomicI64>>>,
 }
 
 impl PoolRegistry {
     /// Adds a plugin instance pool.
     pub fn register_plugin(&self, pool: Weak<dyn PoolStats>) {
         self.plugins.lock().unwrap_or_else(PoisonError::into_inner).push(pool);
-    }
-
-    /// The gauge of open connections to upstream `name` (shared by its connector).
-    pub fn upstream_connections(&self, name: &str) -> Arc<AtomicI64> {
-        self.upstreams.lock().unwrap_or_else(PoisonError::into_inner).entry(name.into()).or_default().clone()
     }
 
     /// (idle, capacity) summed per plugin name.
@@ -93,21 +86,6 @@ impl Collector for PoolCollector {
             "Most idle warm instances the pools keep, by plugin",
             "plugin",
             sizes.iter().map(|(k, v)| (k.clone(), v.1)),
-        )?;
-        let upstreams: Vec<(String, i64)> = self
-            .0
-            .upstreams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(name, open)| (name.to_string(), open.load(Ordering::Relaxed)))
-            .collect();
-        gauges(
-            &mut encoder,
-            "upstream_open_connections",
-            "Connections to the upstream open now (in use or idle in the keep-alive pool)",
-            "upstream",
-            upstreams.into_iter(),
         )
     }
 }
