@@ -138,26 +138,21 @@ impl AnalyticsSettings {
 struct Slot {
     /// Which slot (since the origin) these figures are of.
     epoch: u64,
-    requests: u64,
-    errors_5xx: u64,
-    errors_4xx: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    /// Latencies in µs, made on first use.
-    latency: Option<Histogram<u32>>,
+    figures: Totals,
 }
 
 impl Slot {
     fn add(&mut self, sample: &Sample) {
-        self.requests += 1;
-        self.errors_5xx += u64::from(sample.status >= 500);
-        self.errors_4xx += u64::from((400..500).contains(&sample.status));
-        self.bytes_in += sample.bytes_in;
-        self.bytes_out += sample.bytes_out;
-        if self.latency.is_none() {
-            self.latency = new_histogram();
+        let f = &mut self.figures;
+        f.requests += 1;
+        f.errors_5xx += u64::from(sample.status >= 500);
+        f.errors_4xx += u64::from((400..500).contains(&sample.status));
+        f.bytes_in += sample.bytes_in;
+        f.bytes_out += sample.bytes_out;
+        if f.latency.is_none() {
+            f.latency = new_histogram();
         }
-        if let Some(h) = &mut self.latency {
+        if let Some(h) = &mut f.latency {
             let micros = u64::try_from(sample.latency.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_MICROS);
             h.saturating_record(micros);
         }
@@ -165,14 +160,11 @@ impl Slot {
 
     fn reset(&mut self, epoch: u64) {
         self.epoch = epoch;
-        self.requests = 0;
-        self.errors_5xx = 0;
-        self.errors_4xx = 0;
-        self.bytes_in = 0;
-        self.bytes_out = 0;
-        if let Some(h) = &mut self.latency {
+        let latency = self.figures.latency.take().map(|mut h| {
             h.reset();
-        }
+            h
+        });
+        self.figures = Totals { latency, ..Default::default() };
     }
 }
 
@@ -208,26 +200,13 @@ impl Window {
         let oldest = now_epoch.saturating_sub(self.shape.slots as u64 - 1);
         let mut totals = Totals::default();
         for slot in self.slots.iter().filter(|s| s.epoch != u64::MAX && s.epoch >= oldest && s.epoch <= now_epoch) {
-            totals.requests += slot.requests;
-            totals.errors_5xx += slot.errors_5xx;
-            totals.errors_4xx += slot.errors_4xx;
-            totals.bytes_in += slot.bytes_in;
-            totals.bytes_out += slot.bytes_out;
-            if let Some(h) = &slot.latency {
-                if totals.latency.is_none() {
-                    totals.latency = new_histogram();
-                }
-                if let Some(t) = &mut totals.latency {
-                    // Same bounds: adding cannot fail.
-                    let _ = t.add(h);
-                }
-            }
+            totals.merge(&slot.figures);
         }
         totals
     }
 }
 
-/// A window's figures, merged over its slots.
+/// Figures of a slot, or of a window merged over its slots.
 #[derive(Default)]
 struct Totals {
     requests: u64,
@@ -239,6 +218,23 @@ struct Totals {
 }
 
 impl Totals {
+    fn merge(&mut self, other: &Totals) {
+        self.requests += other.requests;
+        self.errors_5xx += other.errors_5xx;
+        self.errors_4xx += other.errors_4xx;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        if let Some(h) = &other.latency {
+            if self.latency.is_none() {
+                self.latency = new_histogram();
+            }
+            if let Some(t) = &mut self.latency {
+                // Same bounds: adding cannot fail.
+                let _ = t.add(h);
+            }
+        }
+    }
+
     fn to_json(&self, name: &str, seconds: f64) -> Value {
         let share = |n: u64| if self.requests == 0 { 0.0 } else { n as f64 / self.requests as f64 };
         let quantile = |q: f64| {
@@ -474,9 +470,11 @@ mod tests {
     fn settings() -> AnalyticsSettings {
         let source = ConfigSource::inline("t.toml", "", ".".into());
         let mut issues = Vec::new();
-        let mut config = AnalyticsConfig::default();
-        config.max_consumers = toml::Spanned::new(0..0, 2);
-        config.top = toml::Spanned::new(0..0, 2);
+        let config = AnalyticsConfig {
+            max_consumers: toml::Spanned::new(0..0, 2),
+            top: toml::Spanned::new(0..0, 2),
+            ..Default::default()
+        };
         let s = AnalyticsSettings::from_config(&source, &config, &mut issues);
         assert!(issues.is_empty());
         s
