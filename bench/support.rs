@@ -43,6 +43,7 @@ pub fn pool_with_grants(
             state: None,
             files: None,
             http: None,
+            metrics: None,
         };
         Arc::new(InstancePool::new(plugin, name.into(), config.to_owned(), settings).await.expect("configure"))
     })

@@ -19,6 +19,11 @@ if ! command -v curl >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq curl
 fi
 
+# The dashboard test loads the admin dashboard in headless Chromium (tests/tests/analytics.rs).
+if ! command -v chromium >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq chromium
+fi
+
 # The end-to-end tests run the real `airlock` binary as well as the library.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

@@ -297,6 +297,7 @@ fn settings_for(config: &Config, def: Option<&PluginConfig>) -> InstanceSettings
         state: None,
         files: None,
         http: None,
+        metrics: None,
     }
 }
 
@@ -495,6 +496,9 @@ async fn build_entry(
     };
     let mut settings = def.settings.clone();
     settings.state = Some(ScopedState::new(loader.state.clone(), &namespace));
+    if def.capabilities.iter().any(|c| c == "metrics") {
+        settings.metrics = Some(loader.telemetry.metrics.plugin_metrics.set_for(name));
+    }
     let facts = PluginFacts {
         source: def.source.clone(),
         capabilities: def.capabilities.clone(),
@@ -508,14 +512,17 @@ async fn build_entry(
         Ok(pool) => {
             let descriptor = pool.descriptor();
             let metrics = loader.telemetry.metrics.plugin(name.as_str().into());
-            Ok(Arc::new(ChainEntry {
+            let entry = Arc::new(ChainEntry {
                 pool,
                 failure: entry.failure.unwrap_or(def.failure),
                 descriptor,
                 metrics,
                 facts,
                 slots: Default::default(),
-            }))
+            });
+            let weak: std::sync::Weak<dyn crate::telemetry::pools::PoolStats> = Arc::downgrade(&entry) as _;
+            loader.telemetry.metrics.pools.register_plugin(weak);
+            Ok(entry)
         }
         Err(e) => Err(Some(source.issue(
             Some(entry.plugin.span()),

@@ -177,8 +177,8 @@ fn split_message(file: &str, text: &str) -> Result<(String, usize, HeaderMap, By
 pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, response: ResponseState) -> Result<TrialOutcome, TrialError> {
     let sandbox = SandboxEngine::new(&RuntimeConfig::default()).map_err(|e| TrialError::Sandbox(e.to_string()))?;
     let cache = CompileCache::new(CompileCache::default_dir());
-    // `state` is the only capability that needs no parameters; its store here is the trial's own.
-    let grants = crate::runtime::capabilities::effective_grants(&trial.plugin, &["state".to_owned()]);
+    // `state` and `metrics` need no parameters; the trial has its own store and metric set.
+    let grants = crate::runtime::capabilities::effective_grants(&trial.plugin, &["state".to_owned(), "metrics".to_owned()]);
     let plugin = LoadedPlugin::load(&sandbox, &cache, &trial.plugin, base_dir, &grants).await?;
     let runtime = RuntimeConfig::default();
     let settings = InstanceSettings {
@@ -190,6 +190,7 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
         state: Some(ScopedState::new(Arc::new(StateStore::Memory(crate::state::memory::MemoryStore::new(10_000))), "trial")),
         files: None,
         http: None,
+        metrics: Some(crate::telemetry::plugin_metrics::PluginMetricStore::default().set_for(&trial.plugin)),
     };
     let pool = InstancePool::new(plugin, trial.plugin.as_str().into(), trial.config_json.clone(), settings).await?;
     let descriptor = pool.descriptor();

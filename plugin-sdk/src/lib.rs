@@ -72,7 +72,8 @@
 //! What a plugin can reach is exactly what its component imports: a plugin built with this crate
 //! imports the request and response it is handed, [`log`], and the WASI basics every Rust
 //! program links (stdio, clocks, random); stdout and stderr go to the gateway log. A plugin that
-//! uses [`state`] also imports that capability, which the operator must grant.
+//! uses [`state`] also imports that capability, which the operator must grant; likewise
+//! [`metrics`] (the plugin's own counters, gauges and histograms on the gateway's `/metrics`).
 //!
 //! # Shared config building blocks
 //!
@@ -93,6 +94,7 @@ mod http;
 pub mod http_client;
 mod json;
 pub mod log;
+pub mod metrics;
 mod plugin;
 pub mod state;
 pub mod template;

@@ -330,24 +330,10 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
-/// Scrapes the gateway's `/metrics` (admin listener, no token) and returns the value of the sample
-/// `metric` whose labels include all of `labels`, or 0 if there is none. Parsed with an
-/// independent Prometheus text-format parser.
+/// The value of the sample `metric` whose labels include all of `labels` on the gateway's
+/// `/metrics` (admin listener, no token), or 0 if there is none.
 pub async fn metric_value(gw: &Gateway, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    let r = HttpClient::http1().get(&gw.admin_url("/metrics")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let scrape = prometheus_parse::Scrape::parse(r.text().lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text format");
-    let found: Vec<f64> = scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .filter_map(|s| match &s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(*v),
-            _ => None,
-        })
-        .collect();
-    assert!(found.len() <= 1, "{metric} {labels:?} matches {} samples", found.len());
-    found.first().copied().unwrap_or(0.0)
+    metrics::sample(&metrics::scrape(&HttpClient::http1(), gw, None).await, metric, labels)
 }
 
 /// Starts the real `airlock` binary with `args` in `dir`, as the README and the examples run it
@@ -390,5 +376,53 @@ pub async fn stop_documented(mut child: Child) {
     while tokio::net::TcpStream::connect("127.0.0.1:8080").await.is_ok() {
         assert!(Instant::now() < deadline, "port 8080 still answers after exit");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reading `/metrics` with an independent Prometheus text-format parser, and waiting for what
+/// the gateway does off the request path.
+pub mod metrics {
+    use std::time::Duration;
+
+    use prometheus_parse::{Scrape, Value};
+
+    use super::{Gateway, HttpClient};
+
+    /// Bounded wait for something written off the request path (the access log, an export) to appear.
+    pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..500 {
+            if let Some(found) = check() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("gave up waiting for {what}");
+    }
+
+    /// GETs `/metrics` (with the admin token, if given) and parses it.
+    pub async fn scrape(client: &HttpClient, gw: &Gateway, token: Option<&str>) -> Scrape {
+        let headers: Vec<(&str, String)> = token.map(|t| ("authorization", format!("Bearer {t}"))).into_iter().collect();
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = client.request("GET", &gw.admin_url("/metrics"), &headers, b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.header("content-type").unwrap_or_default().starts_with("text/plain; version=0.0.4"));
+        Scrape::parse(r.text().lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text format")
+    }
+
+    /// The value of the sample `metric` whose labels include all of `labels` (0 if absent).
+    /// Histograms give their observation count.
+    pub fn sample(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+        let found: Vec<f64> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match &s.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+                Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+                Value::Summary(_) => panic!("no summaries expected"),
+            })
+            .collect();
+        assert!(found.len() <= 1, "{metric} {labels:?} matches {} samples", found.len());
+        found.first().copied().unwrap_or(0.0)
     }
 }

@@ -7,45 +7,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use airlock_tests::metrics::{eventually, sample, scrape};
 use airlock_tests::{Gateway, HttpClient, Reply, Upstream};
 use prometheus_parse::{Scrape, Value};
-
-/// Bounded wait for something written off the request path (the access log) to appear.
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..500 {
-        if let Some(found) = check() {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("gave up waiting for {what}");
-}
-
-async fn scrape(client: &HttpClient, gw: &Gateway, token: Option<&str>) -> Scrape {
-    let headers: Vec<(&str, String)> = token.map(|t| ("authorization", format!("Bearer {t}"))).into_iter().collect();
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let r = client.request("GET", &gw.admin_url("/metrics"), &headers, b"").await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.header("content-type").unwrap_or_default().starts_with("text/plain; version=0.0.4"));
-    Scrape::parse(r.text().lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text format")
-}
-
-/// The value of the sample `metric` whose labels include all of `labels` (0 if absent).
-/// Histograms give their observation count.
-fn sample(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    let found: Vec<f64> = scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
-            Value::Summary(_) => panic!("no summaries expected"),
-        })
-        .collect();
-    assert!(found.len() <= 1, "{metric} {labels:?} matches {} samples", found.len());
-    found.first().copied().unwrap_or(0.0)
-}
 
 const TOKEN: &str = "admin-token-7f3e";
 
@@ -602,6 +566,12 @@ impl Collector {
     fn span_of_trace(&self, trace_id: &str) -> Option<opentelemetry_proto::tonic::trace::v1::Span> {
         self.received.lock().unwrap().iter().find(|s| hex(&s.trace_id) == trace_id).cloned()
     }
+
+    /// Every span of a trace, once at least `n` have arrived.
+    fn spans_of_trace(&self, trace_id: &str, n: usize) -> Option<Vec<opentelemetry_proto::tonic::trace::v1::Span>> {
+        let spans: Vec<_> = self.received.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).cloned().collect();
+        (spans.len() >= n).then_some(spans)
+    }
 }
 
 impl Drop for Collector {
@@ -659,6 +629,90 @@ async fn sampled_requests_are_exported_as_otlp_spans() {
     let m = scrape(&client, &gw, None).await;
     assert_eq!(sample(&m, "airlock_otlp_spans_exported_total", &[]), 1.0);
     assert_eq!(sample(&m, "airlock_otlp_spans_dropped_total", &[]), 0.0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn exported_requests_have_child_spans_per_plugin_phase_and_upstream_call() {
+    let upstream = Upstream::start().await;
+    let collector = Collector::start().await;
+    let config = format!(
+        r#"[otlp]
+endpoint = "http://{}/v1/traces"
+flush_ms = 20
+
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[[routes]]
+id = "traced"
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{echo}"
+config = {{ tag = "a", expose = ["consumer"] }}
+
+[[routes]]
+id = "teapot"
+path_prefix = "/teapot"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{echo}"
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = {{ status = 418, body = "short-circuit" }}
+"#,
+        collector.addr,
+        echo = airlock_tests::plugins::ECHO_CONTEXT,
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let echo = airlock_tests::plugins::ECHO_CONTEXT;
+
+    // Through both plugins to the upstream.
+    let parent = "00-0000000000000000000000000000c0de-1111111111111111-01";
+    let r = client
+        .request("GET", &gw.url("/ok"), &[("traceparent", parent), ("x-set-context", "consumer=carol")], b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The request span, then echo on-request, the upstream call, echo on-response.
+    let spans = eventually("the request's spans", || collector.spans_of_trace("0000000000000000000000000000c0de", 4)).await;
+    let server = spans.iter().find(|s| hex(&s.parent_span_id) == "1111111111111111").expect("the request span");
+    let children: Vec<_> = spans.iter().filter(|s| s.span_id != server.span_id).collect();
+    assert_eq!(children.len(), 3, "{:?}", children.iter().map(|s| &s.name).collect::<Vec<_>>());
+    for child in &children {
+        assert_eq!(child.parent_span_id, server.span_id, "{} is a child of the request span", child.name);
+        assert_ne!(child.span_id, server.span_id);
+        assert!(child.start_time_unix_nano >= server.start_time_unix_nano, "{} starts inside its parent", child.name);
+        assert!(child.end_time_unix_nano <= server.end_time_unix_nano, "{} ends inside its parent", child.name);
+        assert!(child.end_time_unix_nano >= child.start_time_unix_nano);
+        assert_eq!(attribute(child, "http.route").as_deref(), Some("traced"));
+        assert_eq!(attribute(child, "airlock.consumer").as_deref(), Some("carol"));
+        assert!(attribute(child, "airlock.duration_ms").is_some());
+    }
+    let named = |name: &str| *children.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no span {name}"));
+    let upstream_span = named("upstream backend");
+    assert_eq!(upstream_span.kind, opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as i32);
+    assert_eq!(attribute(upstream_span, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(attribute(upstream_span, "airlock.upstream").as_deref(), Some("backend"));
+    let first = named(&format!("plugin {echo} on-request"));
+    assert_eq!(attribute(first, "airlock.plugin").as_deref(), Some(echo));
+    assert_eq!(attribute(first, "airlock.phase").as_deref(), Some("on-request"));
+    assert_eq!(attribute(first, "airlock.outcome").as_deref(), Some("continue"));
+    let last = named(&format!("plugin {echo} on-response"));
+    // The phases are in order: request phases, then the upstream, then the response phase.
+    assert!(first.end_time_unix_nano <= upstream_span.start_time_unix_nano);
+    assert!(upstream_span.end_time_unix_nano <= last.start_time_unix_nano);
+
+    // A plugin that answers: its span says so, and there is no upstream span.
+    let parent = "00-0000000000000000000000000000beef-2222222222222222-01";
+    let r = client.request("GET", &gw.url("/teapot"), &[("traceparent", parent)], b"").await;
+    assert_eq!(r.status, 418);
+    let spans = eventually("the short-circuited request's spans", || collector.spans_of_trace("0000000000000000000000000000beef", 3)).await;
+    assert!(spans.iter().all(|s| !s.name.starts_with("upstream")), "no upstream call was made");
+    let respond = spans.iter().find(|s| s.name == "plugin builtin:respond on-request").expect("the respond span");
+    assert_eq!(attribute(respond, "airlock.outcome").as_deref(), Some("respond"));
+    assert_eq!(attribute(respond, "http.response.status_code").as_deref(), Some("418"));
     gw.stop().await;
 }
 

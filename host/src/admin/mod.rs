@@ -8,10 +8,14 @@
 //! | `/admin/config` | the effective config, secrets redacted ([`redact`]) | if set |
 //! | `/admin/routes` | each route and its chain ([`inventory`]) | if set |
 //! | `/admin/plugins` | each plugin: source, hash, grants, limits, calls, failures, p99 ([`inventory`]) | if set |
+//! | `/admin/analytics` | usage per route and consumer (1 m, 1 h), top lists, anomaly flags ([`crate::telemetry::analytics`]) | if set |
+//! | `/` | the live dashboard ([`dashboard`]): a static page that polls the two above with the token | never |
 //!
 //! With `admin.token` set, the token-protected paths need `Authorization: Bearer <token>` (401
-//! otherwise). Health and readiness stay open so probes need no secret.
+//! otherwise). Health and readiness stay open so probes need no secret, and so does the dashboard
+//! page, which holds no data and asks the browser for the token.
 
+pub mod dashboard;
 pub mod inventory;
 pub mod readiness;
 pub mod redact;
@@ -131,7 +135,7 @@ async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full
         return json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({ "error": "method_not_allowed" }));
     }
     let path = request.uri().path();
-    let open = matches!(path, "/health" | "/ready");
+    let open = matches!(path, "/health" | "/ready" | "/");
     if !open && !authorized(state.token.as_deref(), &request) {
         let mut response = json(StatusCode::UNAUTHORIZED, &serde_json::json!({ "error": "unauthorized" }));
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -161,6 +165,11 @@ async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full
         "/admin/config" => json(StatusCode::OK, &state.config),
         "/admin/routes" => json(StatusCode::OK, &inventory::routes(gateway)),
         "/admin/plugins" => json(StatusCode::OK, &inventory::plugins(gateway)),
+        "/admin/analytics" => match gateway.telemetry.analytics() {
+            Some(analytics) => json(StatusCode::OK, &analytics.snapshot(std::time::Instant::now())),
+            None => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "analytics_disabled" })),
+        },
+        "/" => dashboard::page(),
         _ => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found", "path": path })),
     }
 }

@@ -62,6 +62,9 @@ pub struct Config {
     /// Which plugin signatures are trusted, and whether third-party plugins must be signed.
     #[serde(default)]
     pub trust: TrustConfig,
+    /// Usage analytics and anomaly flags (`/admin/analytics`, the dashboard).
+    #[serde(default)]
+    pub analytics: AnalyticsConfig,
 }
 
 /// `[trust]`: plugin signing policy. With `require_signatures`, every third-party component must
@@ -509,6 +512,63 @@ impl Default for OtlpConfig {
             queue_spans: Spanned::new(0..0, 4096),
             flush_ms: 1_000,
             timeout_ms: 2_000,
+        }
+    }
+}
+
+/// `[analytics]`: usage analytics per route and consumer (1 min and 1 h windows) and the anomaly
+/// flags raised from the same traffic. Checked in `telemetry::analytics::AnalyticsSettings`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Set to false to keep no analytics (and raise no anomaly flags).
+    pub enabled: bool,
+    /// How many consumers and endpoints the top lists show.
+    pub top: Spanned<usize>,
+    /// Distinct consumers tracked with their own figures; later ones are counted as `other`.
+    pub max_consumers: Spanned<usize>,
+    /// Distinct client IPs tracked for authentication failures; past it, new IPs are not tracked.
+    pub max_clients: Spanned<usize>,
+    /// Length of one interval of the per-consumer request-rate baseline, in milliseconds.
+    pub rate_interval_ms: Spanned<u64>,
+    /// Weight of the newest interval in the rate baseline (EWMA), above 0 and at most 1.
+    pub rate_alpha: Spanned<f64>,
+    /// A consumer is flagged when an interval departs from its baseline by more than this many
+    /// standard deviations.
+    pub rate_threshold: Spanned<f64>,
+    /// Intervals a consumer must have been seen before its rate can be flagged.
+    pub rate_warmup_intervals: u32,
+    /// Smallest departure, in requests per interval, that can be flagged (small numbers are noise).
+    pub rate_min_delta: u64,
+    /// Window in which 401/403 answers to one client IP are counted, in milliseconds.
+    pub auth_failure_window_ms: Spanned<u64>,
+    /// 401/403 answers to one client IP within the window that flag credential stuffing.
+    pub auth_failure_threshold: Spanned<usize>,
+    /// Requests a route must have answered in the last one or two intervals before its 5xx share is judged.
+    pub error_min_requests: u64,
+    /// Rise of a route's 5xx share over its baseline (0 to 1) that flags it.
+    pub error_rate_rise: Spanned<f64>,
+    /// Most anomaly flags kept for `/admin/analytics` (the oldest go first).
+    pub max_anomalies: Spanned<usize>,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            top: Spanned::new(0..0, 10),
+            max_consumers: Spanned::new(0..0, 100),
+            max_clients: Spanned::new(0..0, 10_000),
+            rate_interval_ms: Spanned::new(0..0, 10_000),
+            rate_alpha: Spanned::new(0..0, 0.3),
+            rate_threshold: Spanned::new(0..0, 4.0),
+            rate_warmup_intervals: 6,
+            rate_min_delta: 10,
+            auth_failure_window_ms: Spanned::new(0..0, 60_000),
+            auth_failure_threshold: Spanned::new(0..0, 20),
+            error_min_requests: 20,
+            error_rate_rise: Spanned::new(0..0, 0.5),
+            max_anomalies: Spanned::new(0..0, 100),
         }
     }
 }

@@ -64,7 +64,9 @@ impl Gateway {
         let request_id: Arc<str> = headers::request_id(request.headers()).into();
         let mut record = RequestRecord::begin(&self.telemetry, &request, conn, request_id.clone());
         let span = record.span().clone();
-        let response = self.answer(request, conn, &request_id, &mut record).instrument(span).await;
+        let children = record.child_spans();
+        let answer = self.answer(request, conn, &request_id, &mut record).instrument(span);
+        let response = crate::telemetry::spans::collect(children, answer).await;
         record.finish(&self.telemetry, response)
     }
 
@@ -129,6 +131,11 @@ impl Gateway {
                 let started = Instant::now();
                 let span = tracing::debug_span!("upstream", upstream = route.upstream.as_ref().map(|u| &*u.name));
                 let called = self.call_upstream(route, &mut state, keep_request, stream, &client_path).instrument(span).await;
+                crate::telemetry::spans::record(|| {
+                    let name = route.upstream.as_ref().map(|u| &*u.name).unwrap_or("(none)");
+                    let result = called.as_ref().map(|p| p.state.status.as_u16()).map_err(ToString::to_string);
+                    crate::telemetry::spans::ChildSpan::upstream(name, started, result)
+                });
                 match &called {
                     Ok(_) => record.upstream_took(started.elapsed()),
                     Err(GatewayError::UpstreamUnavailable { .. }) => record.upstream_failed(false),

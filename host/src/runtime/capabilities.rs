@@ -47,7 +47,7 @@ const GRANTABLE: &[(&str, &str)] = &[
 ];
 
 /// Capabilities this version of the host links.
-const IMPLEMENTED: &[&str] = &["state", "http-client", "files"];
+const IMPLEMENTED: &[&str] = &["state", "http-client", "files", "metrics"];
 
 /// Capabilities built-in plugins may import without a grant in the config: they ship inside the
 /// binary and are reviewed with it. `state` is reached only through their own namespace. The

@@ -46,6 +46,20 @@ impl ChainEntry {
     }
 }
 
+impl crate::telemetry::pools::PoolStats for ChainEntry {
+    fn plugin_name(&self) -> &str {
+        self.name()
+    }
+
+    fn idle(&self) -> usize {
+        self.pool.idle_len()
+    }
+
+    fn capacity(&self) -> usize {
+        self.pool.capacity()
+    }
+}
+
 /// The ordered entries a route runs (global entries first).
 #[derive(Default, Clone)]
 pub struct PluginChain {
@@ -109,6 +123,7 @@ impl PluginChain {
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-request");
             let (returned, result) = entry.pool.on_request(request, entry.descriptor.request_body).instrument(span).await;
             entry.metrics.record_call(false, started.elapsed());
+            crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::request_phase(entry.name(), started, &result));
             request = returned;
             match result {
                 Ok(PhaseAction::Continue) => entry.metrics.record_decision(Decision::Continue),
@@ -152,6 +167,7 @@ impl PluginChain {
             let (req, resp, result) =
                 entry.pool.on_response(request, response, entry.descriptor.response_body).instrument(span).await;
             entry.metrics.record_call(true, started.elapsed());
+            crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::response_phase(entry.name(), started, &result));
             request = req;
             response = resp;
             if let Err(failure) = result {

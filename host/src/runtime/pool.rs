@@ -45,6 +45,8 @@ pub struct InstanceSettings {
     pub files: Option<std::path::PathBuf>,
     /// The origins granted for outbound calls (capability `http-client`).
     pub http: Option<Arc<crate::runtime::host::http_client::HttpClientGrant>>,
+    /// The plugin's own metric set (capability `metrics`).
+    pub metrics: Option<Arc<crate::telemetry::plugin_metrics::PluginMetricSet>>,
 }
 
 impl InstanceSettings {
@@ -176,10 +178,16 @@ impl InstancePool {
         self.idle.len()
     }
 
+    /// Most idle warm instances kept (0 with `isolation = "request"`).
+    pub fn capacity(&self) -> usize {
+        if self.settings.isolation == Isolation::Pool { self.idle.capacity() } else { 0 }
+    }
+
     async fn instantiate(&self) -> Result<(Instance, Descriptor), InstantiateError> {
         let mut state = HostState::new(self.name.clone(), self.settings.memory_bytes, self.settings.cpu_deadline);
         state.state = self.settings.state.clone();
         state.http = self.settings.http.clone();
+        state.metrics = self.settings.metrics.clone();
         if let Some(dir) = &self.settings.files {
             state.wasi = wasi::files_ctx(&self.name, dir).map_err(|e| InstantiateError::Failed(Failure::Trap(e)))?;
         }

@@ -93,6 +93,13 @@ pub struct UpstreamErrorLabels {
     pub kind: &'static str,
 }
 
+/// Labels of anomaly flags.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AnomalyLabels {
+    /// One of [`super::anomaly::ANOMALY_KINDS`].
+    pub kind: &'static str,
+}
+
 /// Failure kinds counted per plugin, as [`crate::runtime::failure::Failure::kind`] names them.
 pub const FAILURE_KINDS: [&str; 3] = ["trap", "deadline", "out_of_memory"];
 
@@ -107,6 +114,11 @@ pub struct Metrics {
     plugin_decisions: Family<DecisionLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     active_connections: Gauge,
+    anomalies: Family<AnomalyLabels, Counter>,
+    /// Plugin instance pools, read at scrape time.
+    pub pools: Arc<super::pools::PoolRegistry>,
+    /// Metrics plugins define (capability `metrics`).
+    pub plugin_metrics: Arc<super::plugin_metrics::PluginMetricStore>,
     /// Access log lines dropped because the queue was full.
     pub access_log_dropped: Counter,
     /// OTLP span export counters.
@@ -166,6 +178,12 @@ impl Metrics {
         let config_reloads = Counter::<u64>::default();
         registry.register("config_reloads", "Configs loaded after the first (reload is not implemented yet)", config_reloads);
         registry.register_collector(Box::new(StateCollector { state }));
+        let anomalies = Family::<AnomalyLabels, Counter>::default();
+        registry.register("anomalies", "Anomaly flags raised, by kind (see /admin/analytics)", anomalies.clone());
+        let pools = Arc::new(super::pools::PoolRegistry::default());
+        registry.register_collector(Box::new(super::pools::PoolCollector(pools.clone())));
+        let plugin_metrics = Arc::new(super::plugin_metrics::PluginMetricStore::default());
+        registry.register_collector(Box::new(super::plugin_metrics::PluginMetricCollector(plugin_metrics.clone())));
         Self {
             registry,
             requests,
@@ -176,6 +194,9 @@ impl Metrics {
             plugin_decisions,
             upstream_errors,
             active_connections,
+            anomalies,
+            pools,
+            plugin_metrics,
             access_log_dropped,
             otlp,
             consumers: Arc::new(ConsumerLabels::new(consumer_labels)),
@@ -221,6 +242,11 @@ impl Metrics {
             failures: FAILURE_KINDS.map(failure),
             decisions: DECISIONS.map(decision),
         }
+    }
+
+    /// The counters of each anomaly kind, in [`super::anomaly::ANOMALY_KINDS`] order.
+    pub fn anomaly_counters(&self) -> [Counter; super::anomaly::ANOMALY_KINDS.len()] {
+        super::anomaly::ANOMALY_KINDS.map(|kind| self.anomalies.get_or_create_owned(&AnomalyLabels { kind }))
     }
 
     /// Counts a client connection as open until the returned guard is dropped.

@@ -1,5 +1,7 @@
 //! Host-native telemetry (DESIGN.md section 5): Prometheus [`metrics`], W3C [`trace_context`]
-//! with a `tracing` span per request, the JSON [`access_log`], and [`otlp`] span export.
+//! with a `tracing` span per request, the JSON [`access_log`], [`otlp`] span export, usage
+//! [`analytics`] with [`anomaly`] flags, pool sizes ([`pools`]) and the metrics plugins define
+//! ([`plugin_metrics`]).
 //!
 //! One [`Telemetry`] belongs to each [`crate::gateway::Gateway`]. The proxy opens a
 //! [`request::RequestRecord`] when a request arrives, tells it what happened phase by phase, and
@@ -7,11 +9,16 @@
 //! the config is built, so the request path records without lookups.
 
 pub mod access_log;
+pub mod analytics;
+pub mod anomaly;
 pub mod histogram;
 pub mod metrics;
 pub mod observed_body;
 pub mod otlp;
+pub mod plugin_metrics;
+pub mod pools;
 pub mod request;
+pub mod spans;
 pub mod trace_context;
 
 use std::path::Path;
@@ -21,6 +28,7 @@ use http::header::HeaderName;
 use toml::Spanned;
 
 use self::access_log::{AccessLog, LogTarget};
+use self::analytics::{Analytics, AnalyticsSettings};
 use self::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use self::otlp::SpanExporter;
 use crate::config::{Config, ConfigIssue, ConfigSource};
@@ -42,6 +50,8 @@ pub struct Telemetry {
     otlp: OnceLock<SpanExporter>,
     /// Metrics of requests no route matched.
     unrouted: RouteMetrics,
+    /// Usage analytics and anomaly flags, unless `[analytics] enabled = false`.
+    analytics: Option<Arc<Analytics>>,
 }
 
 impl Telemetry {
@@ -72,6 +82,11 @@ impl Telemetry {
         at_least_one(source, &config.otlp.queue_spans, "otlp.queue_spans", issues);
         let metrics = Metrics::new(config.metrics.consumer_labels, state);
         let unrouted = metrics.route(NO_ROUTE.into(), None);
+        let analytics_settings = AnalyticsSettings::from_config(source, &config.analytics, issues);
+        let analytics = config
+            .analytics
+            .enabled
+            .then(|| Arc::new(Analytics::new(analytics_settings, metrics.anomaly_counters())));
         Self {
             metrics,
             sample_ratio: *ratio.get_ref(),
@@ -80,7 +95,13 @@ impl Telemetry {
             otlp_endpoint,
             otlp: OnceLock::new(),
             unrouted,
+            analytics,
         }
+    }
+
+    /// The usage analytics, unless turned off.
+    pub fn analytics(&self) -> Option<&Arc<Analytics>> {
+        self.analytics.as_ref()
     }
 
     /// Starts the access log `[access_log]` asks for (relative paths are resolved against

@@ -1,6 +1,6 @@
 //! The response body as sent to the client, counted: when it has been sent (or the client went
 //! away), the request's access log line is completed with the bytes sent and the total time, and
-//! handed to the access log.
+//! handed to the access log; its analytics sample gets the bytes sent and is recorded.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,22 +11,27 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::access_log::{AccessEntry, AccessLog};
+use super::analytics::{Analytics, Sample};
 use crate::proxy::body::{BoxError, ProxyBody};
 
 /// A line waiting for its body to finish: the log, the entry, and when the request arrived.
 pub type PendingLine = (Arc<AccessLog>, Box<AccessEntry>, Instant);
 
-/// A response body that completes its access log line when it is done.
+/// A sample waiting for its body to finish, and where it goes.
+pub type PendingSample = (Arc<Analytics>, Box<Sample>);
+
+/// A response body that completes its access log line and analytics sample when it is done.
 pub struct ObservedBody {
     inner: ProxyBody,
     sent: u64,
     pending: Option<PendingLine>,
+    sample: Option<PendingSample>,
 }
 
 impl ObservedBody {
-    /// Wraps `inner`; `pending` is `None` when the access log is off.
-    pub fn new(inner: ProxyBody, pending: Option<PendingLine>) -> Self {
-        Self { inner, sent: 0, pending }
+    /// Wraps `inner`; `pending` is `None` when the access log is off, `sample` when analytics are.
+    pub fn new(inner: ProxyBody, pending: Option<PendingLine>, sample: Option<PendingSample>) -> Self {
+        Self { inner, sent: 0, pending, sample }
     }
 }
 
@@ -59,6 +64,10 @@ impl Drop for ObservedBody {
             entry.bytes_out = self.sent;
             entry.total = started.elapsed();
             log.submit(entry);
+        }
+        if let Some((analytics, mut sample)) = self.sample.take() {
+            sample.bytes_out = self.sent;
+            analytics.record(*sample);
         }
     }
 }

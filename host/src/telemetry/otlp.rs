@@ -5,7 +5,7 @@
 //! requests never wait for the collector.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Method, Request, Uri, header};
@@ -21,6 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use super::spans::{ChildKind, ChildSpan};
 use super::trace_context::TraceContext;
 use crate::config::OtlpConfig;
 
@@ -45,6 +46,10 @@ pub struct RequestSpan {
     pub request_id: Arc<str>,
     /// The consumer an auth plugin identified.
     pub consumer: Option<String>,
+    /// When the request arrived, on the monotonic clock the children's times are on.
+    pub started: Instant,
+    /// Plugin phase and upstream calls, exported as child spans of this one.
+    pub children: Vec<ChildSpan>,
 }
 
 /// The request-side handle of the exporter.
@@ -165,7 +170,7 @@ impl Batcher {
                         version: env!("CARGO_PKG_VERSION").into(),
                         ..Default::default()
                     }),
-                    spans: spans.into_iter().map(to_proto).collect(),
+                    spans: spans.into_iter().flat_map(to_proto).collect(),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -174,22 +179,84 @@ impl Batcher {
     }
 }
 
-/// The OTLP form of a request span.
-fn to_proto(span: RequestSpan) -> Span {
+/// The OTLP form of a request span, followed by its children.
+fn to_proto(mut span: RequestSpan) -> Vec<Span> {
+    let children = std::mem::take(&mut span.children);
+    let mut out = Vec::with_capacity(children.len() + 1);
+    out.push(request_to_proto(&span));
+    out.extend(children.iter().map(|c| child_to_proto(&span, c)));
+    out
+}
+
+/// A child span: same trace, the request span as parent, its own random span id.
+fn child_to_proto(parent: &RequestSpan, child: &ChildSpan) -> Span {
+    let at = |t: Instant| parent.start + t.saturating_duration_since(parent.started);
+    let mut attributes = Vec::new();
+    if let Some(route) = &parent.route {
+        attributes.push(text("http.route", route.to_string()));
+    }
+    if let Some(consumer) = &parent.consumer {
+        attributes.push(text("airlock.consumer", consumer.clone()));
+    }
+    let duration_ms = child.end.saturating_duration_since(child.start).as_secs_f64() * 1000.0;
+    attributes.push(double("airlock.duration_ms", duration_ms));
+    let (name, kind, failed) = match &child.kind {
+        ChildKind::Plugin { plugin, phase, outcome, status } => {
+            attributes.push(text("airlock.plugin", plugin.clone()));
+            attributes.push(text("airlock.phase", (*phase).to_owned()));
+            attributes.push(text("airlock.outcome", outcome.clone()));
+            if let Some(status) = status {
+                attributes.push(int("http.response.status_code", i64::from(*status)));
+            }
+            (format!("plugin {plugin} {phase}"), span::SpanKind::Internal, outcome.starts_with("failed"))
+        }
+        ChildKind::Upstream { upstream, status, error } => {
+            attributes.push(text("airlock.upstream", upstream.clone()));
+            if let Some(status) = status {
+                attributes.push(int("http.response.status_code", i64::from(*status)));
+            }
+            if let Some(error) = error {
+                attributes.push(text("error.message", error.clone()));
+            }
+            let failed = error.is_some() || status.is_some_and(|s| s >= 500);
+            (format!("upstream {upstream}"), span::SpanKind::Client, failed)
+        }
+    };
+    let trace = &parent.trace;
+    Span {
+        trace_id: trace.trace_id.0.to_be_bytes().to_vec(),
+        span_id: fastrand::u64(1..).to_be_bytes().to_vec(),
+        parent_span_id: trace.span_id.0.to_be_bytes().to_vec(),
+        flags: u32::from(trace.sampled),
+        name,
+        kind: kind as i32,
+        start_time_unix_nano: unix_nanos(at(child.start)),
+        end_time_unix_nano: unix_nanos(at(child.end)),
+        attributes,
+        status: Some(Status {
+            message: String::new(),
+            code: if failed { status::StatusCode::Error } else { status::StatusCode::Unset } as i32,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The OTLP form of the request span itself.
+fn request_to_proto(span: &RequestSpan) -> Span {
     let name = format!("{} {}", span.method, span.path_label());
     let mut attributes = vec![
         text("http.request.method", span.method.as_str().to_owned()),
-        text("url.path", span.path),
+        text("url.path", span.path.clone()),
         int("http.response.status_code", i64::from(span.status)),
         text("airlock.request_id", span.request_id.to_string()),
     ];
-    if let Some(route) = span.route {
+    if let Some(route) = &span.route {
         attributes.push(text("http.route", route.to_string()));
     }
-    if let Some(consumer) = span.consumer {
-        attributes.push(text("airlock.consumer", consumer));
+    if let Some(consumer) = &span.consumer {
+        attributes.push(text("airlock.consumer", consumer.clone()));
     }
-    let trace = span.trace;
+    let trace = &span.trace;
     Span {
         trace_id: trace.trace_id.0.to_be_bytes().to_vec(),
         span_id: trace.span_id.0.to_be_bytes().to_vec(),
@@ -222,6 +289,10 @@ fn unix_nanos(time: SystemTime) -> u64 {
 
 fn text(key: &str, value: String) -> KeyValue {
     KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }), ..Default::default() }
+}
+
+fn double(key: &str, value: f64) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::DoubleValue(value)) }), ..Default::default() }
 }
 
 fn int(key: &str, value: i64) -> KeyValue {

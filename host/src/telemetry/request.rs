@@ -12,6 +12,7 @@ use tracing::field::Empty;
 
 use super::Telemetry;
 use super::access_log::AccessEntry;
+use super::analytics::Sample;
 use super::metrics::RouteMetrics;
 use super::observed_body::ObservedBody;
 use super::otlp::RequestSpan;
@@ -36,10 +37,13 @@ pub struct RequestRecord<'a> {
     bytes_in: u64,
     consumer: Option<String>,
     request_id: Arc<str>,
+    client_ip: std::net::IpAddr,
     /// Collected only when the access log is on.
     access: Option<AccessStart>,
     /// The path, kept only for a sampled request when spans are exported.
     span_path: Option<String>,
+    /// Child spans (plugin phases, upstream call), collected only when `span_path` is kept.
+    children: Option<super::spans::Collector>,
 }
 
 /// Access log fields known at arrival.
@@ -75,6 +79,7 @@ impl<'a> RequestRecord<'a> {
         });
         let span_path = (trace.sampled && telemetry.otlp().is_some()).then(|| request.uri().path().to_owned());
         Self {
+            children: span_path.as_ref().map(|_| Default::default()),
             span_path,
             started: Instant::now(),
             trace,
@@ -87,8 +92,14 @@ impl<'a> RequestRecord<'a> {
             bytes_in: 0,
             consumer: None,
             request_id,
+            client_ip: conn.peer.ip(),
             access,
         }
+    }
+
+    /// Where the request's child spans are collected, if it is exported (see [`super::spans`]).
+    pub fn child_spans(&self) -> Option<super::spans::Collector> {
+        self.children.clone()
     }
 
     /// The request's `tracing` span; plugin phases and the upstream call are its children.
@@ -140,7 +151,7 @@ impl<'a> RequestRecord<'a> {
 
     /// Ends the record: counts the request, adds the trace header if configured, and wraps the
     /// body so the access log line is written once the body has been sent.
-    pub fn finish(self, telemetry: &Telemetry, mut response: Response<ProxyBody>) -> Response<ObservedBody> {
+    pub fn finish(mut self, telemetry: &Telemetry, mut response: Response<ProxyBody>) -> Response<ObservedBody> {
         let status = response.status();
         let elapsed = self.started.elapsed();
         if let Some(path) = self.span_path
@@ -157,6 +168,8 @@ impl<'a> RequestRecord<'a> {
                 status: status.as_u16(),
                 request_id: self.request_id.clone(),
                 consumer: self.consumer.clone(),
+                started: self.started,
+                children: self.children.as_ref().map(super::spans::take).unwrap_or_default(),
             });
         }
         self.span.record("status", status.as_u16());
@@ -167,6 +180,21 @@ impl<'a> RequestRecord<'a> {
         {
             response.headers_mut().insert(name.clone(), value);
         }
+        let sample = telemetry.analytics().map(|analytics| {
+            // The consumer is moved into the access log line when there is one.
+            let consumer = if self.access.is_some() { self.consumer.clone() } else { self.consumer.take() };
+            let sample = Sample {
+                at: Instant::now(),
+                route: self.route_id.clone(),
+                consumer,
+                client_ip: self.client_ip,
+                status: status.as_u16(),
+                latency: elapsed,
+                bytes_in: self.bytes_in,
+                bytes_out: 0,
+            };
+            (analytics.clone(), Box::new(sample))
+        });
         let pending = match (self.access, telemetry.access_log()) {
             (Some(start), Some(log)) => Some((
                 log.clone(),
@@ -191,6 +219,6 @@ impl<'a> RequestRecord<'a> {
             )),
             _ => None,
         };
-        response.map(|body| ObservedBody::new(body, pending))
+        response.map(|body| ObservedBody::new(body, pending, sample))
     }
 }

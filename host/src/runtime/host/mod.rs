@@ -8,11 +8,13 @@
 //! - [`crypto`]: public-key signature verification, natively (always linked);
 //! - [`state`]: counters and keyed values with expiry (capability `state`);
 //! - [`http_client`]: outbound HTTP to granted origins (capability `http-client`);
+//! - [`metrics`]: the plugin's own counters, gauges and histograms (capability `metrics`);
 //! - [`wasi`] also links `wasi:filesystem`, read-only over the granted directory (capability `files`).
 
 pub mod crypto;
 pub mod http_client;
 pub mod log;
+pub mod metrics;
 pub mod state;
 pub mod types;
 pub mod wasi;
@@ -75,6 +77,8 @@ pub struct HostState {
     pub state: Option<crate::state::ScopedState>,
     /// The entry's `http-client` grant, if it has one.
     pub http: Option<Arc<http_client::HttpClientGrant>>,
+    /// The plugin's own metrics (capability `metrics`), if granted.
+    pub metrics: Option<Arc<crate::telemetry::plugin_metrics::PluginMetricSet>>,
 }
 
 impl HostState {
@@ -96,6 +100,7 @@ impl HostState {
             deadline_hit: false,
             state: None,
             http: None,
+            metrics: None,
         }
     }
 

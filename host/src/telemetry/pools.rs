@@ -1,0 +1,91 @@
+//! Pool sizes, read when `/metrics` is scraped: each plugin's warm instance pool (idle instances
+//! and capacity). Pools register themselves when the gateway is built; the registry holds them
+//! weakly, so a dropped gateway leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+/// What a plugin instance pool tells about its size.
+pub trait PoolStats: Send + Sync {
+    /// The plugin's name (the label).
+    fn plugin_name(&self) -> &str;
+    /// Warm instances idle now.
+    fn idle(&self) -> usize;
+    /// Most idle instances kept (0 with `isolation = "request"`).
+    fn capacity(&self) -> usize;
+}
+
+/// Every pool of one gateway.
+#[derive(Default)]
+pub struct PoolRegistry {
+    plugins: Mutex<Vec<Weak<dyn PoolStats>>>,
+}
+
+impl PoolRegistry {
+    /// Adds a plugin instance pool.
+    pub fn register_plugin(&self, pool: Weak<dyn PoolStats>) {
+        self.plugins.lock().unwrap_or_else(PoisonError::into_inner).push(pool);
+    }
+
+    /// (idle, capacity) summed per plugin name.
+    fn plugin_sizes(&self) -> BTreeMap<String, (i64, i64)> {
+        let mut sizes: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for pool in self.plugins.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(Weak::upgrade) {
+            let entry = sizes.entry(pool.plugin_name().to_owned()).or_default();
+            entry.0 += pool.idle() as i64;
+            entry.1 += pool.capacity() as i64;
+        }
+        sizes
+    }
+}
+
+/// Encodes the pool gauges at scrape time.
+#[derive(Debug)]
+pub struct PoolCollector(pub Arc<PoolRegistry>);
+
+impl std::fmt::Debug for PoolRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolRegistry").finish_non_exhaustive()
+    }
+}
+
+/// Encodes one gauge family with a single label.
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl Iterator<Item = (String, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (value_label, value) in values {
+        let labels = [(label, value_label)];
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sizes = self.0.plugin_sizes();
+        gauges(
+            &mut encoder,
+            "plugin_pool_idle_instances",
+            "Warm plugin instances idle in their pools, by plugin",
+            "plugin",
+            sizes.iter().map(|(k, v)| (k.clone(), v.0)),
+        )?;
+        gauges(
+            &mut encoder,
+            "plugin_pool_capacity",
+            "Most idle warm instances the pools keep, by plugin",
+            "plugin",
+            sizes.iter().map(|(k, v)| (k.clone(), v.1)),
+        )
+    }
+}

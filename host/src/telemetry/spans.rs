@@ -1,0 +1,117 @@
+//! Child spans of an exported request: one per plugin phase call and one per upstream call,
+//! with their plugin or upstream, outcome and timing. They are collected only for a request
+//! whose span will be exported (sampled, with `[otlp] endpoint` set): the proxy runs such a
+//! request inside [`collect`], and the phases report through [`record`], which does nothing (one
+//! task-local lookup) for every other request.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use crate::runtime::pool::PhaseAction;
+use crate::runtime::failure::Failure;
+
+/// What a child span was.
+#[derive(Debug, Clone)]
+pub enum ChildKind {
+    /// A plugin phase call.
+    Plugin {
+        /// The chain entry's plugin name.
+        plugin: String,
+        /// `on-request` or `on-response`.
+        phase: &'static str,
+        /// `continue`, `respond`, `delay` or `failed: <kind>`.
+        outcome: String,
+        /// The status of a plugin's own response (`respond`).
+        status: Option<u16>,
+    },
+    /// The call to the upstream (to the response head).
+    Upstream {
+        /// The upstream's name.
+        upstream: String,
+        /// The upstream's status, if it answered.
+        status: Option<u16>,
+        /// Why it failed, if it did.
+        error: Option<String>,
+    },
+}
+
+/// One child span.
+#[derive(Debug, Clone)]
+pub struct ChildSpan {
+    /// What it was.
+    pub kind: ChildKind,
+    /// When it started.
+    pub start: Instant,
+    /// When it ended.
+    pub end: Instant,
+}
+
+impl ChildSpan {
+    /// A request phase call that started at `start` and just returned `result`.
+    pub fn request_phase(plugin: &str, start: Instant, result: &Result<PhaseAction, Failure>) -> Self {
+        let (outcome, status) = match result {
+            Ok(PhaseAction::Continue) => ("continue".to_owned(), None),
+            Ok(PhaseAction::Respond(r)) => ("respond".to_owned(), Some(r.status.as_u16())),
+            Ok(PhaseAction::Delay(_)) => ("delay".to_owned(), None),
+            Ok(PhaseAction::AcquireSlot(_)) => ("acquire-slot".to_owned(), None),
+            Err(f) => (format!("failed: {}", f.kind()), None),
+        };
+        Self::plugin(plugin, "on-request", start, outcome, status)
+    }
+
+    /// A response phase call that started at `start` and just returned `result`.
+    pub fn response_phase(plugin: &str, start: Instant, result: &Result<(), Failure>) -> Self {
+        let outcome = match result {
+            Ok(()) => "continue".to_owned(),
+            Err(f) => format!("failed: {}", f.kind()),
+        };
+        Self::plugin(plugin, "on-response", start, outcome, None)
+    }
+
+    fn plugin(plugin: &str, phase: &'static str, start: Instant, outcome: String, status: Option<u16>) -> Self {
+        Self { kind: ChildKind::Plugin { plugin: plugin.to_owned(), phase, outcome, status }, start, end: Instant::now() }
+    }
+
+    /// An upstream call that started at `start` and just ended with `status` or an error.
+    pub fn upstream(upstream: &str, start: Instant, result: Result<u16, String>) -> Self {
+        let (status, error) = match result {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
+        };
+        Self { kind: ChildKind::Upstream { upstream: upstream.to_owned(), status, error }, start, end: Instant::now() }
+    }
+}
+
+/// Where one request's child spans are collected.
+pub type Collector = Arc<Mutex<Vec<ChildSpan>>>;
+
+/// Most child spans kept per request (a long chain, not a runaway).
+const MAX_CHILDREN: usize = 64;
+
+tokio::task_local! {
+    static CHILDREN: Collector;
+}
+
+/// Runs `future` collecting the child spans its phases [`record`] into `collector` (if any).
+pub async fn collect<F: Future>(collector: Option<Collector>, future: F) -> F::Output {
+    match collector {
+        Some(c) => CHILDREN.scope(c, future).await,
+        None => future.await,
+    }
+}
+
+/// Records the span `make` builds, if the running request collects child spans.
+pub fn record(make: impl FnOnce() -> ChildSpan) {
+    let _ = CHILDREN.try_with(|c| {
+        let mut spans = c.lock().unwrap_or_else(PoisonError::into_inner);
+        if spans.len() < MAX_CHILDREN {
+            spans.push(make());
+        }
+    });
+}
+
+/// Takes the collected spans.
+pub fn take(collector: &Collector) -> Vec<ChildSpan> {
+    std::mem::take(&mut *collector.lock().unwrap_or_else(PoisonError::into_inner))
+}
