@@ -296,7 +296,7 @@ fn convert_action(action: WitAction, plugin: &str) -> PhaseAction {
                     _ => tracing::warn!(plugin, header = h.name, "invalid header in plugin response ignored"),
                 }
             }
-            PhaseAction::Respond(ResponseState { status, headers, body: Some(init.body.into()) })
+            PhaseAction::Respond(ResponseState { status, headers, body: Some(init.body.into()), trailers: None })
         }
     }
 }
@@ -322,5 +322,5 @@ fn placeholder_request() -> RequestState {
 }
 
 fn placeholder_response() -> ResponseState {
-    ResponseState { status: http::StatusCode::INTERNAL_SERVER_ERROR, headers: http::HeaderMap::new(), body: None }
+    ResponseState { status: http::StatusCode::INTERNAL_SERVER_ERROR, headers: http::HeaderMap::new(), body: None, trailers: None }
 }
