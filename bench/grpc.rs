@@ -2,7 +2,9 @@
 //! loopback) made by a native tonic client, against the same call made by an HTTP/1.1 JSON client
 //! through the gateway, which transcodes JSON to protobuf and back (request and response phases
 //! on warm pooled instances, an h2c upstream connection shared by the requests). The difference is
-//! what the gateway and the plugin add. Run: `cargo bench -p airlock --bench grpc`.
+//! what the gateway and the plugin add. A third case, the native client through the gateway on a
+//! pass-through route (no plugin), splits that into the proxy's share and the transcoding's.
+//! Run: `cargo bench -p airlock --bench grpc`.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -114,6 +116,9 @@ source = "builtin:grpc-transcode"
 capabilities = ["files"]
 files = {{ dir = "protos" }}
 [[routes]]
+path_prefix = "/bench.Echo"
+upstream = "grpc"
+[[routes]]
 path = "/say"
 upstream = "grpc"
 [[routes.plugins]]
@@ -142,6 +147,15 @@ mappings = [{{ method = "bench.Echo/Say", http = "POST /say", body = "*" }}]
     assert_eq!(&body[..], JSON_BODY.as_bytes());
     c.bench_function("grpc/json_through_gateway_transcoded", |b| {
         b.to_async(&rt).iter(|| send(client.clone(), url.clone()))
+    });
+
+    // The native client through the gateway, passed through untouched (h2c both sides).
+    let proxied = rt
+        .block_on(tonic::transport::Endpoint::from_shared(format!("http://{}", gateway.addr())).expect("endpoint").connect())
+        .expect("connect to the gateway");
+    assert_eq!(rt.block_on(call(proxied.clone(), request.clone())), request);
+    c.bench_function("grpc/native_tonic_client_through_gateway", |b| {
+        b.to_async(&rt).iter(|| call(proxied.clone(), request.clone()))
     });
     rt.block_on(gateway.shutdown());
 }

@@ -90,29 +90,19 @@ fn settings(
         issues.push(source.issue(Some(up.targets.span()), &key, "targets mix `https://` and cleartext: give every target the same scheme"));
     }
     let protocol = *up.protocol.get_ref();
-    let protocol_key = format!("upstreams.{name}.protocol");
+    // A scheme that contradicts the protocol: what is wrong, and what to write instead.
+    let conflict = match protocol {
+        UpstreamProtocol::H2c if https => Some(("`h2c` is cleartext HTTP/2 but the targets are `https://`", "protocol = \"h2\" for HTTP/2 over TLS")),
+        UpstreamProtocol::H2 if http => Some(("`h2` is HTTP/2 over TLS but the targets are `http://`", "protocol = \"h2c\" for cleartext HTTP/2")),
+        _ => None,
+    };
+    if let Some((what, instead)) = conflict {
+        issues.push(source.issue(Some(up.protocol.span()), &format!("upstreams.{name}.protocol"), format!("{what}: use {instead}")));
+    }
     let tls = match protocol {
         UpstreamProtocol::Http1 => https,
-        UpstreamProtocol::H2c => {
-            if https {
-                issues.push(source.issue(
-                    Some(up.protocol.span()),
-                    &protocol_key,
-                    "`h2c` is cleartext HTTP/2 but the targets are `https://`: use protocol = \"h2\" for HTTP/2 over TLS",
-                ));
-            }
-            false
-        }
-        UpstreamProtocol::H2 => {
-            if http {
-                issues.push(source.issue(
-                    Some(up.protocol.span()),
-                    &protocol_key,
-                    "`h2` is HTTP/2 over TLS but the targets are `http://`: use protocol = \"h2c\" for cleartext HTTP/2",
-                ));
-            }
-            true
-        }
+        UpstreamProtocol::H2c => false,
+        UpstreamProtocol::H2 => true,
     };
     let tls_settings = match (&up.tls, tls) {
         (Some(t), true) => Some(TlsSettings {
