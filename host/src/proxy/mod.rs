@@ -205,8 +205,8 @@ impl Gateway {
         let te_trailers = headers::accepts_trailers(&headers);
         headers::strip_hop_by_hop(&mut headers);
         if te_trailers {
-            // `TE: trailers` is the one TE value passed on: it tells the upstream (a gRPC server,
-            // say) that trailers reach the client, which they do.
+            // `TE: trailers` is the one TE value kept (for HTTP/2 upstreams only, see
+            // `call_upstream`): it tells a gRPC server that trailers reach the client.
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         headers::add_forwarded(&mut headers, conn.peer, conn.scheme, client_host.as_ref());
@@ -292,6 +292,11 @@ impl Gateway {
             encoding::restrict_accept_encoding(&mut headers);
         }
         grpc::set_timeout(&mut headers, route.timeout);
+        if upstream.version() != Version::HTTP_2 {
+            // TE is hop-by-hop; HTTP/2 allows only `TE: trailers`, which gRPC needs, so only
+            // HTTP/2 upstreams get it.
+            headers.remove(header::TE);
+        }
         let body = match (&state.body, body.stream) {
             (Some(bytes), _) => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
