@@ -57,8 +57,8 @@ pub fn bindings(pool: &DescriptorPool, services: &[String], annotations: bool, m
         }
     }
     let mut out = Vec::new();
-    if annotations {
-        if let Some(http) = pool.get_extension_by_name("google.api.http") {
+    if annotations
+        && let Some(http) = pool.get_extension_by_name("google.api.http") {
             for service in pool.services().filter(|s| services.is_empty() || services.iter().any(|n| n == s.full_name())) {
                 for method in service.methods() {
                     let options = method.options();
@@ -71,7 +71,6 @@ pub fn bindings(pool: &DescriptorPool, services: &[String], annotations: bool, m
                 }
             }
         }
-    }
     for (i, mapping) in mappings.iter().enumerate() {
         out.push(from_config(pool, mapping).map_err(|e| format!("`mappings[{i}]`: {e}"))?);
     }
@@ -104,11 +103,10 @@ fn from_rule(rule: &DynamicMessage, method: &MethodDescriptor, out: &mut Vec<Bin
             pattern = Some((verb.to_ascii_uppercase(), path));
         }
     }
-    if let Some(Value::Message(custom)) = rule.get_field_by_name("custom").as_deref() {
-        if let (Some(kind), Some(path)) = (string_field(custom, "kind"), string_field(custom, "path")) {
+    if let Some(Value::Message(custom)) = rule.get_field_by_name("custom").as_deref()
+        && let (Some(kind), Some(path)) = (string_field(custom, "kind"), string_field(custom, "path")) {
             pattern = Some((kind.to_ascii_uppercase(), path));
         }
-    }
     if let Some((verb, path)) = pattern {
         let template = Template::parse(&path).map_err(|e| format!("{}: {e}", at()))?;
         let binding = Binding {
@@ -120,15 +118,14 @@ fn from_rule(rule: &DynamicMessage, method: &MethodDescriptor, out: &mut Vec<Bin
         };
         out.push(check(binding).map_err(|e| format!("{}: {e}", at()))?);
     }
-    if depth == 0 {
-        if let Some(Value::List(more)) = rule.get_field_by_name("additional_bindings").as_deref() {
+    if depth == 0
+        && let Some(Value::List(more)) = rule.get_field_by_name("additional_bindings").as_deref() {
             for extra in more {
                 if let Value::Message(extra) = extra {
                     from_rule(extra, method, out, depth + 1)?;
                 }
             }
         }
-    }
     Ok(())
 }
 
@@ -171,15 +168,13 @@ fn check(binding: Binding) -> Result<Binding, String> {
     for field in binding.template.fields() {
         crate::message::field_path(&input, field).map_err(|e| format!("path variable `{field}`: {e}"))?;
     }
-    if let Some(body) = binding.body.as_deref().filter(|b| *b != "*") {
-        if input.get_field_by_name(body).is_none() {
+    if let Some(body) = binding.body.as_deref().filter(|b| *b != "*")
+        && input.get_field_by_name(body).is_none() {
             return Err(format!("`body`: message `{}` has no field `{body}`", input.full_name()));
         }
-    }
-    if let Some(field) = &binding.response_body {
-        if method.output().get_field_by_name(field).is_none() {
+    if let Some(field) = &binding.response_body
+        && method.output().get_field_by_name(field).is_none() {
             return Err(format!("`response_body`: message `{}` has no field `{field}`", method.output().full_name()));
         }
-    }
     Ok(binding)
 }

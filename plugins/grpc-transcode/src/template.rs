@@ -100,17 +100,16 @@ fn parse_segments(text: &str, variables_allowed: bool) -> Result<Vec<Segment>, S
             rest = &rest[end..];
         }
         match rest.strip_prefix('/') {
-            Some(after) if after.is_empty() => return Err("a trailing `/`".into()),
+            Some("") => return Err("a trailing `/`".into()),
             Some(after) => rest = after,
             None if rest.is_empty() => {}
             None => return Err(format!("unexpected `{rest}`")),
         }
     }
-    if let Some(i) = segments.iter().position(|s| *s == Segment::Rest || matches!(s, Segment::Variable { pattern, .. } if pattern.contains(&Segment::Rest))) {
-        if i + 1 != segments.len() {
+    if let Some(i) = segments.iter().position(|s| *s == Segment::Rest || matches!(s, Segment::Variable { pattern, .. } if pattern.contains(&Segment::Rest)))
+        && i + 1 != segments.len() {
             return Err("`**` is only allowed at the end".into());
         }
-    }
     Ok(segments)
 }
 
@@ -151,13 +150,12 @@ pub fn decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+        if bytes[i] == b'%' && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                 out.push(h * 16 + l);
                 i += 3;
                 continue;
             }
-        }
         out.push(bytes[i]);
         i += 1;
     }

@@ -78,15 +78,13 @@ pub fn details_json(pool: &DescriptorPool, raw: Option<&str>) -> Vec<Value> {
 
 fn detail_json(pool: &DescriptorPool, any: AnyProto) -> Value {
     let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
-    if let Some(descriptor) = pool.get_message_by_name(type_name) {
-        if let Ok(message) = DynamicMessage::decode(descriptor, any.value.as_slice()) {
-            if let Ok(Value::Object(mut fields)) = crate::message::to_json(&message, None).map(|b| serde_json::from_slice(&b).unwrap_or(Value::Null)) {
+    if let Some(descriptor) = pool.get_message_by_name(type_name)
+        && let Ok(message) = DynamicMessage::decode(descriptor, any.value.as_slice())
+            && let Ok(Value::Object(mut fields)) = crate::message::to_json(&message, None).map(|b| serde_json::from_slice(&b).unwrap_or(Value::Null)) {
                 let mut out = serde_json::Map::new();
                 out.insert("@type".into(), Value::String(any.type_url.clone()));
                 out.append(&mut fields);
                 return Value::Object(out);
             }
-        }
-    }
     json!({ "@type": any.type_url, "value": base64::engine::general_purpose::STANDARD.encode(&any.value) })
 }
