@@ -11,7 +11,7 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("tests/ sits in the workspace root").to_path_buf();
     let target_root = env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    for watched in ["tests/plugins", "examples/hello-plugin", "plugin-sdk", "wit"] {
+    for watched in ["tests/plugins", "tests/protos", "examples/hello-plugin", "plugin-sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
@@ -38,8 +38,25 @@ fn main() {
         example.join("hello_plugin.wasm").display().to_string()
     )
     .unwrap();
-    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("guest_plugins.rs");
-    std::fs::write(out, generated).expect("cannot write guest_plugins.rs");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(out_dir.join("guest_plugins.rs"), generated).expect("cannot write guest_plugins.rs");
+    compile_protos(&root.join("tests/protos"), &out_dir);
+}
+
+/// Compiles the test protos with protox (pure Rust: no protoc on these machines): the
+/// FileDescriptorSet the grpc-transcode plugin reads (`demo.pb`, imports included, options such
+/// as `google.api.http` kept), and the tonic server and prost messages of the test gRPC server.
+fn compile_protos(protos: &Path, out_dir: &Path) {
+    let mut compiler = protox::Compiler::new([protos]).expect("protox compiler");
+    compiler.include_imports(true).include_source_info(false);
+    compiler.open_files(["demo/v1/users.proto"]).expect("tests/protos/demo/v1/users.proto compiles");
+    std::fs::write(out_dir.join("demo.pb"), compiler.encode_file_descriptor_set()).expect("cannot write demo.pb");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .out_dir(out_dir)
+        .compile_fds(compiler.file_descriptor_set())
+        .expect("tonic-prost-build generates the demo service");
 }
 
 /// Builds every crate of `manifest`'s workspace for wasm32-wasip2; returns the output directory.

@@ -75,6 +75,9 @@ pub struct ResponseState {
     /// The buffered body: always present for plugin-made responses, and for upstream responses
     /// when a plugin in the chain declared response-body access.
     pub body: Option<Bytes>,
+    /// The trailers sent after the body: the upstream's when the body was buffered (gRPC puts
+    /// `grpc-status` there), or set by a plugin. Streamed bodies carry theirs in the stream.
+    pub trailers: Option<HeaderMap>,
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use http::uri::Authority;
 use toml::Spanned;
 
 use crate::admin::inventory::PluginFacts;
@@ -16,7 +15,7 @@ use crate::config::{
     ChainEntryConfig, Config, ConfigError, ConfigIssue, ConfigSource, FailurePolicy, HostHeader, LimitsConfig,
     PluginConfig, RouteConfig, TimeoutsConfig,
 };
-use crate::proxy::upstream::{DEFAULT_MAX_IDLE, Upstream, UpstreamSettings};
+use crate::proxy::upstream::Upstream;
 use crate::router::{PathMatch, RouteSpec, RouteTable};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::engine::MAX_PLUGIN_MEMORY;
@@ -113,7 +112,7 @@ impl Gateway {
             None
         });
 
-        let upstreams = build_upstreams(source, config, &mut issues);
+        let upstreams = crate::proxy::upstream_config::build_upstreams(source, config, &mut issues).await;
         let mut consumer_ids = std::collections::HashSet::new();
         for (i, consumer) in config.consumers.iter().enumerate() {
             if !consumer_ids.insert(consumer.id.get_ref().as_str()) {
@@ -251,39 +250,6 @@ impl Gateway {
 fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
     let list: Vec<&str> = keys.map(String::as_str).collect();
     if list.is_empty() { "none".into() } else { list.join(", ") }
-}
-
-fn build_upstreams(source: &ConfigSource, config: &Config, issues: &mut Vec<ConfigIssue>) -> HashMap<String, Arc<Upstream>> {
-    let mut out = HashMap::new();
-    for (name, up) in &config.upstreams {
-        let key = format!("upstreams.{name}.targets");
-        let mut targets = Vec::new();
-        for target in up.targets.get_ref() {
-            match target.parse::<Authority>() {
-                Ok(a) if a.port_u16().is_some() => targets.push(a),
-                _ => issues.push(source.issue(
-                    Some(up.targets.span()),
-                    &key,
-                    format!("target `{target}` is not `host:port`"),
-                )),
-            }
-        }
-        if up.targets.get_ref().is_empty() {
-            issues.push(source.issue(Some(up.targets.span()), &key, "an upstream needs at least one target"));
-            continue;
-        }
-        let settings = UpstreamSettings {
-            connect_timeout: Duration::from_millis(up.connect_timeout_ms.unwrap_or(config.timeouts.connect_ms)),
-            request_timeout: Duration::from_millis(up.request_timeout_ms.unwrap_or(config.timeouts.request_ms)),
-            idle_timeout: Duration::from_millis(config.timeouts.idle_ms),
-            max_idle: up.max_idle_connections.unwrap_or(DEFAULT_MAX_IDLE),
-            host_header: up.host_header,
-        };
-        if !targets.is_empty() {
-            out.insert(name.clone(), Arc::new(Upstream::new(name, targets, settings)));
-        }
-    }
-    out
 }
 
 fn settings_for(config: &Config, def: Option<&PluginConfig>) -> InstanceSettings {

@@ -368,6 +368,7 @@ async fn test_plugin(trial: Trial, request: PathBuf, response: Option<PathBuf>, 
                     status: http::StatusCode::OK,
                     headers: http::HeaderMap::new(),
                     body: Some(bytes::Bytes::new()),
+                    trailers: None,
                 },
             };
             Ok((req, resp))

@@ -140,7 +140,7 @@ pub fn parse_response(file: &str, text: &str) -> Result<ResponseState, TrialErro
         line,
         reason: format!("expected a status code, found `{first}`"),
     })?;
-    Ok(ResponseState { status, headers, body: Some(body) })
+    Ok(ResponseState { status, headers, body: Some(body), trailers: None })
 }
 
 /// The first line (and its number), the headers and the body of a `.http` message.

@@ -236,6 +236,36 @@ impl Response {
         self.0.set_body(body.as_ref())
     }
 
+    /// First value of a trailer (a field sent after the body, such as gRPC's `grpc-status`),
+    /// name matched case-insensitively. Trailers are only known for a buffered body: `None`
+    /// unless [`Descriptor::response_body`](crate::Descriptor) is set.
+    pub fn trailer(&self, name: &str) -> Option<Vec<u8>> {
+        self.0.trailer(name)
+    }
+
+    /// First value of a trailer as text, if it is there and valid UTF-8.
+    pub fn trailer_str(&self, name: &str) -> Option<String> {
+        self.trailer(name).and_then(|v| String::from_utf8(v).ok())
+    }
+
+    /// Names of every trailer present, lower-case. Empty unless
+    /// [`Descriptor::response_body`](crate::Descriptor) is set.
+    pub fn trailer_names(&self) -> Vec<String> {
+        self.0.trailer_names()
+    }
+
+    /// Replaces every value of a trailer with this one (HTTP/2 clients receive trailers; HTTP/1.1
+    /// clients do not). Ignored unless [`Descriptor::response_body`](crate::Descriptor) is set.
+    pub fn set_trailer(&self, name: &str, value: impl AsRef<[u8]>) {
+        self.0.set_trailer(name, value.as_ref())
+    }
+
+    /// Removes every value of a trailer. Ignored unless
+    /// [`Descriptor::response_body`](crate::Descriptor) is set.
+    pub fn remove_trailer(&self, name: &str) {
+        self.0.remove_trailer(name)
+    }
+
     /// The buffered response body parsed as JSON into `T`.
     ///
     /// `Ok(None)` if there is no buffered body (see [`Response::body`]); `Err` if it is not JSON

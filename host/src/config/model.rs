@@ -336,12 +336,41 @@ pub enum HostHeader {
     Preserve,
 }
 
+/// The protocol an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, cleartext or (with `https://` targets) TLS.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over cleartext TCP (gRPC servers without TLS).
+    H2c,
+    /// HTTP/2 over TLS, negotiated by ALPN.
+    H2,
+}
+
+/// `[upstreams.<name>.tls]`: how TLS upstreams are verified.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file of the CAs trusted for this upstream (relative to the config file), instead of
+    /// the system's root certificates.
+    pub ca_file: Option<Spanned<String>>,
+    /// Name sent as SNI and checked against the certificate (default: the target's host).
+    pub server_name: Option<Spanned<String>>,
+}
+
 /// A named upstream: one or more targets, balanced round-robin.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `host:port` of each target.
+    /// `host:port`, `http://host:port` or `https://host:port` of each target (one scheme for all).
     pub targets: Spanned<Vec<String>>,
+    /// `http1` (default), `h2c` or `h2` (TLS; targets need no `https://`).
+    #[serde(default = "default_protocol")]
+    pub protocol: Spanned<UpstreamProtocol>,
+    /// TLS verification settings, for `https://` targets or protocol `h2`.
+    pub tls: Option<UpstreamTlsConfig>,
     /// `Host` header policy (default `upstream`).
     #[serde(default)]
     pub host_header: HostHeader,
@@ -351,6 +380,10 @@ pub struct UpstreamConfig {
     pub request_timeout_ms: Option<u64>,
     /// Most idle keep-alive connections kept per target.
     pub max_idle_connections: Option<usize>,
+}
+
+fn default_protocol() -> Spanned<UpstreamProtocol> {
+    Spanned::new(0..0, UpstreamProtocol::Http1)
 }
 
 /// Chain entries shared by every route.

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -29,8 +30,8 @@ mod projected {
             Streaming { #[pin] body: Incoming },
             /// Streamed, but cut off with an error past a size limit (chunked bodies of unknown length).
             Limited { #[pin] body: Limited<Incoming> },
-            /// Whole bytes, sent as one frame.
-            Full { data: Option<Bytes> },
+            /// Whole bytes, sent as one frame, then the trailers if there are any.
+            Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
             /// Another body, with the concurrency slots its request holds until it is done.
             Holding { body: Pin<Box<ProxyBody>>, slots: Vec<SlotGuard> },
         }
@@ -42,12 +43,17 @@ use projected::ProxyBodyProj;
 impl ProxyBody {
     /// A body of these bytes.
     pub fn full(data: Bytes) -> Self {
-        ProxyBody::Full { data: (!data.is_empty()).then_some(data) }
+        ProxyBody::Full { data: (!data.is_empty()).then_some(data), trailers: None }
+    }
+
+    /// A body of these bytes followed by these trailers (none when the map is empty).
+    pub fn with_trailers(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        ProxyBody::Full { data: (!data.is_empty()).then_some(data), trailers: trailers.filter(|t| !t.is_empty()) }
     }
 
     /// An empty body.
     pub fn empty() -> Self {
-        ProxyBody::Full { data: None }
+        ProxyBody::Full { data: None, trailers: None }
     }
 
     /// A streamed body.
@@ -74,7 +80,10 @@ impl Body for ProxyBody {
         match self.project() {
             ProxyBodyProj::Streaming { body } => body.poll_frame(cx).map_err(Into::into),
             ProxyBodyProj::Limited { body } => body.poll_frame(cx),
-            ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBodyProj::Full { data, trailers } => Poll::Ready(match data.take() {
+                Some(d) => Some(Ok(Frame::data(d))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
             ProxyBodyProj::Holding { body, .. } => body.as_mut().poll_frame(cx),
         }
     }
@@ -83,7 +92,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Streaming { body } => body.is_end_stream(),
             ProxyBody::Limited { body } => body.is_end_stream(),
-            ProxyBody::Full { data } => data.is_none(),
+            ProxyBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
             ProxyBody::Holding { body, .. } => body.is_end_stream(),
         }
     }
@@ -92,7 +101,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Streaming { body } => body.size_hint(),
             ProxyBody::Limited { body } => body.size_hint(),
-            ProxyBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            ProxyBody::Full { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ProxyBody::Holding { body, .. } => body.size_hint(),
         }
     }
@@ -109,11 +118,23 @@ pub enum BufferError {
     Read(String),
 }
 
-/// Reads a whole body into memory, refusing more than `limit` bytes.
-pub async fn buffer(body: Incoming, limit: u64) -> Result<Bytes, BufferError> {
+/// A body read whole: its bytes and the trailers that followed them, if any.
+#[derive(Debug, Default)]
+pub struct Buffered {
+    /// The body bytes.
+    pub bytes: Bytes,
+    /// The trailer fields sent after the body (HTTP/2, or chunked HTTP/1.1).
+    pub trailers: Option<HeaderMap>,
+}
+
+/// Reads a whole body into memory, with its trailers, refusing more than `limit` bytes.
+pub async fn buffer(body: Incoming, limit: u64) -> Result<Buffered, BufferError> {
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            Ok(Buffered { bytes: collected.to_bytes(), trailers })
+        }
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BufferError::TooLarge(limit)),
         Err(e) => Err(BufferError::Read(e.to_string())),
     }

@@ -13,7 +13,10 @@
 
 pub mod body;
 pub mod encoding;
+pub mod grpc;
 pub mod headers;
+pub mod tls;
+pub mod upstream_config;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -46,6 +49,13 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     /// "http" or "https".
     pub scheme: &'static str,
+}
+
+/// The request body on its way upstream: streamed from the client, or (when `state.body` holds
+/// the buffered bytes) the trailers that followed them.
+struct UpstreamBody {
+    stream: Option<ProxyBody>,
+    trailers: Option<http::HeaderMap>,
 }
 
 /// A response on its way to the client: its head, and its body either buffered (in the state) or
@@ -111,7 +121,7 @@ impl Gateway {
         record.matched(&route.id, &route.metrics);
         let client_path = request.uri().path().to_owned();
         let declared_length = content_length(request.headers())?;
-        let (mut state, stream) = self.read_request(request, route, params, conn, request_id).await?;
+        let (mut state, stream, request_trailers) = self.read_request(request, route, params, conn, request_id).await?;
         let body_bytes = state.body.as_ref().map(|b| b.len() as u64).or(declared_length).unwrap_or(0);
         record.forwarding(&mut state.headers, body_bytes);
 
@@ -130,7 +140,8 @@ impl Gateway {
                 let keep_request = chain.has_response_phases(ran);
                 let started = Instant::now();
                 let span = tracing::debug_span!("upstream", upstream = route.upstream.as_ref().map(|u| &*u.name));
-                let called = self.call_upstream(route, &mut state, keep_request, stream, &client_path).instrument(span).await;
+                let body = UpstreamBody { stream, trailers: request_trailers };
+                let called = self.call_upstream(route, &mut state, keep_request, body, &client_path).instrument(span).await;
                 crate::telemetry::spans::record(|| {
                     let name = route.upstream.as_ref().map(|u| &*u.name).unwrap_or("(none)");
                     let result = called.as_ref().map(|p| p.state.status.as_u16()).map_err(ToString::to_string);
@@ -196,8 +207,9 @@ impl Gateway {
         }
     }
 
-    /// Phase 3: the request as plugins see it. The body is buffered only when the chain needs it;
-    /// otherwise it is handed back to stream to the upstream.
+    /// Phase 3: the request as plugins see it. The body is buffered only when the chain needs it
+    /// (its trailers are then handed back beside it); otherwise it is handed back to stream to the
+    /// upstream, trailers included.
     async fn read_request(
         &self,
         request: Request<Incoming>,
@@ -205,7 +217,7 @@ impl Gateway {
         params: Vec<(String, String)>,
         conn: ConnectionInfo,
         request_id: &Arc<str>,
-    ) -> Result<(RequestState, Option<ProxyBody>), GatewayError> {
+    ) -> Result<(RequestState, Option<ProxyBody>, Option<http::HeaderMap>), GatewayError> {
         let limit = route.max_body_bytes;
         if let Some(length) = content_length(request.headers())?
             && length > limit
@@ -218,7 +230,13 @@ impl Gateway {
             parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         let declared_length = headers.contains_key(header::CONTENT_LENGTH);
+        let te_trailers = headers::accepts_trailers(&headers);
         headers::strip_hop_by_hop(&mut headers);
+        if te_trailers {
+            // `TE: trailers` is the one TE value kept (for HTTP/2 upstreams only, see
+            // `call_upstream`): it tells a gRPC server that trailers reach the client.
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         headers::add_forwarded(&mut headers, conn.peer, conn.scheme, client_host.as_ref());
         headers::add_via(&mut headers, parts.version);
         if let Ok(id) = HeaderValue::from_str(request_id) {
@@ -233,8 +251,8 @@ impl Gateway {
             }
         }
 
-        let (body, stream) = if route.chain.needs_request_body() {
-            let bytes = body::buffer(incoming, limit).await.map_err(|e| match e {
+        let (body, stream, trailers) = if route.chain.needs_request_body() {
+            let body::Buffered { bytes, trailers } = body::buffer(incoming, limit).await.map_err(|e| match e {
                 body::BufferError::TooLarge(limit) => GatewayError::BodyTooLarge { limit },
                 body::BufferError::Read(reason) => GatewayError::BadRequest(reason),
             })?;
@@ -243,11 +261,11 @@ impl Gateway {
                 unsupported @ encoding::DecodeError::Unsupported(_) => GatewayError::UnsupportedEncoding(unsupported.to_string()),
                 corrupt @ encoding::DecodeError::Corrupt { .. } => GatewayError::BadRequest(format!("request {corrupt}")),
             })?;
-            (Some(bytes), None)
+            (Some(bytes), None, trailers)
         } else if declared_length {
-            (None, Some(ProxyBody::streaming(incoming)))
+            (None, Some(ProxyBody::streaming(incoming)), None)
         } else {
-            (None, Some(ProxyBody::limited(incoming, limit)))
+            (None, Some(ProxyBody::limited(incoming, limit)), None)
         };
 
         let mut context = crate::exchange::Context::default();
@@ -268,7 +286,7 @@ impl Gateway {
             body,
             context,
         };
-        Ok((state, stream))
+        Ok((state, stream, trailers))
     }
 
     /// Phase 5: sends the request upstream and waits for the response head. The response body is
@@ -279,7 +297,7 @@ impl Gateway {
         route: &Route,
         state: &mut RequestState,
         keep_request: bool,
-        stream: Option<ProxyBody>,
+        body: UpstreamBody,
         client_path: &str,
     ) -> Result<PendingResponse, GatewayError> {
         let Some(upstream) = &route.upstream else {
@@ -287,9 +305,10 @@ impl Gateway {
         };
         let target = upstream.pick();
         let path = if state.path == client_path { route.upstream_path(&state.path, &state.params) } else { state.path.clone() };
+        let scheme = upstream.scheme();
         let uri = match &state.query {
-            Some(q) => format!("http://{target}{path}?{q}"),
-            None => format!("http://{target}{path}"),
+            Some(q) => format!("{scheme}://{target}{path}?{q}"),
+            None => format!("{scheme}://{target}{path}"),
         };
         let uri: Uri = uri.parse().map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
 
@@ -305,10 +324,16 @@ impl Gateway {
         if route.chain.needs_response_body() {
             encoding::restrict_accept_encoding(&mut headers);
         }
-        let body = match (&state.body, stream) {
+        grpc::set_timeout(&mut headers, route.timeout);
+        if upstream.version() != Version::HTTP_2 {
+            // TE is hop-by-hop; HTTP/2 allows only `TE: trailers`, which gRPC needs, so only
+            // HTTP/2 upstreams get it.
+            headers.remove(header::TE);
+        }
+        let body = match (&state.body, body.stream) {
             (Some(bytes), _) => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                ProxyBody::full(bytes.clone())
+                ProxyBody::with_trailers(bytes.clone(), body.trailers)
             }
             (None, Some(stream)) => stream,
             (None, None) => ProxyBody::empty(),
@@ -316,7 +341,7 @@ impl Gateway {
         let mut request = Request::new(body);
         *request.method_mut() = state.method.clone();
         *request.uri_mut() = uri;
-        *request.version_mut() = Version::HTTP_11;
+        *request.version_mut() = upstream.version();
         *request.headers_mut() = headers;
 
         let response = upstream.send(request, route.timeout).await.map_err(|e| match e {
@@ -327,7 +352,7 @@ impl Gateway {
         let mut headers = parts.headers;
         headers::strip_hop_by_hop(&mut headers);
         if route.chain.needs_response_body() {
-            let bytes = body::buffer(incoming, route.max_body_bytes).await.map_err(|e| match e {
+            let body::Buffered { bytes, trailers } = body::buffer(incoming, route.max_body_bytes).await.map_err(|e| match e {
                 body::BufferError::TooLarge(limit) => GatewayError::UpstreamBodyTooLarge { limit },
                 body::BufferError::Read(reason) => {
                     GatewayError::UpstreamUnavailable { upstream: upstream.name.to_string(), reason }
@@ -338,13 +363,13 @@ impl Gateway {
                 other => GatewayError::UpstreamBadEncoding { upstream: upstream.name.to_string(), reason: other.to_string() },
             })?;
             Ok(PendingResponse {
-                state: ResponseState { status: parts.status, headers, body: Some(bytes) },
+                state: ResponseState { status: parts.status, headers, body: Some(bytes), trailers },
                 stream: None,
                 version: parts.version,
             })
         } else {
             Ok(PendingResponse {
-                state: ResponseState { status: parts.status, headers, body: None },
+                state: ResponseState { status: parts.status, headers, body: None, trailers: None },
                 stream: Some(incoming),
                 version: parts.version,
             })
@@ -352,15 +377,16 @@ impl Gateway {
     }
 }
 
-/// Phase 7: the response as the client gets it: buffered bodies get an exact `Content-Length`,
-/// streamed ones pass through; `Via` and `X-Request-Id` are added.
+/// Phase 7: the response as the client gets it: buffered bodies get an exact `Content-Length`
+/// and are followed by their trailers (sent to HTTP/2 clients), streamed ones pass through with
+/// theirs; `Via` and `X-Request-Id` are added.
 fn write_response(state: ResponseState, stream: Option<Incoming>, version: Version, request_id: &str) -> Response<ProxyBody> {
-    let ResponseState { status, mut headers, body } = state;
+    let ResponseState { status, mut headers, body, trailers } = state;
     let body = match (body, stream) {
         (Some(bytes), _) => {
             headers.remove(header::TRANSFER_ENCODING);
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            ProxyBody::full(bytes)
+            ProxyBody::with_trailers(bytes, trailers)
         }
         (None, Some(stream)) => ProxyBody::streaming(stream),
         (None, None) => ProxyBody::full(Bytes::new()),

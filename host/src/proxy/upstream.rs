@@ -1,18 +1,23 @@
-//! Upstreams: named groups of targets, balanced round-robin, each with a pooled keep-alive client.
+//! Upstreams: named groups of targets, balanced round-robin, each with a pooled keep-alive client
+//! speaking the upstream's protocol: HTTP/1.1 (cleartext or TLS), HTTP/2 with prior knowledge
+//! (h2c), or HTTP/2 over TLS negotiated by ALPN (h2). HTTP/2 connections are shared: requests to
+//! one target are multiplexed on one pooled connection.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::ProxyBody;
-use crate::config::HostHeader;
+use super::tls::{self, Alpn, TlsError, TlsSettings};
+use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::GatewayError;
 
 /// Default most idle keep-alive connections kept per target.
@@ -28,8 +33,18 @@ pub struct Upstream {
     pub host_header: HostHeader,
     /// Time allowed from sending the request to the response headers.
     pub request_timeout: Duration,
+    /// The protocol spoken to every target.
+    pub protocol: UpstreamProtocol,
+    /// True if connections are TLS (`https://` targets, or protocol `h2`).
+    pub tls: bool,
     next: AtomicUsize,
-    client: Client<HttpConnector, ProxyBody>,
+    client: Transport,
+}
+
+/// The pooled client: plain TCP, or TLS on top of it.
+enum Transport {
+    Plain(Client<HttpConnector, ProxyBody>),
+    Tls(Client<HttpsConnector<HttpConnector>, ProxyBody>),
 }
 
 /// Settings an upstream is built with.
@@ -44,28 +59,59 @@ pub struct UpstreamSettings {
     pub max_idle: usize,
     /// `Host` policy.
     pub host_header: HostHeader,
+    /// HTTP/1.1, h2c or h2.
+    pub protocol: UpstreamProtocol,
+    /// TLS settings; `Some` makes every connection TLS.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Upstream {
-    /// Builds an upstream; `targets` must be non-empty.
-    pub fn new(name: &str, targets: Vec<Authority>, settings: UpstreamSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
+    /// Builds an upstream; `targets` must be non-empty. With TLS this reads certificate files:
+    /// call it off the async workers.
+    pub fn new(name: &str, targets: Vec<Authority>, settings: UpstreamSettings) -> Result<Self, TlsError> {
+        let http2 = settings.protocol != UpstreamProtocol::Http1;
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(settings.idle_timeout)
             .pool_max_idle_per_host(settings.max_idle)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connector);
-        Self {
+            .http2_only(http2);
+        let client = match &settings.tls {
+            None => {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(settings.connect_timeout));
+                connector.set_nodelay(true);
+                connector.enforce_http(true);
+                Transport::Plain(builder.build(connector))
+            }
+            Some(tls_settings) => {
+                let alpn = if http2 { Alpn::H2 } else { Alpn::Http1 };
+                Transport::Tls(builder.build(tls::connector(tls_settings, alpn, settings.connect_timeout)?))
+            }
+        };
+        Ok(Self {
             name: name.into(),
             targets,
             host_header: settings.host_header,
             request_timeout: settings.request_timeout,
+            protocol: settings.protocol,
+            tls: settings.tls.is_some(),
             next: AtomicUsize::new(0),
             client,
+        })
+    }
+
+    /// The URI scheme requests to this upstream carry: `https` over TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// The HTTP version requests to this upstream are sent with.
+    pub fn version(&self) -> Version {
+        match self.protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
         }
     }
 
@@ -78,7 +124,11 @@ impl Upstream {
     /// Sends `request` (whose URI already names the target) and waits for the response headers,
     /// at most `timeout`.
     pub async fn send(&self, request: Request<ProxyBody>, timeout: Duration) -> Result<Response<Incoming>, SendError> {
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
+        let sent = match &self.client {
+            Transport::Plain(client) => tokio::time::timeout(timeout, client.request(request)).await,
+            Transport::Tls(client) => tokio::time::timeout(timeout, client.request(request)).await,
+        };
+        match sent {
             Err(_) => Err(SendError::Timeout(format!("no response within {} ms", timeout.as_millis()))),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(classify(&e)),

@@ -351,7 +351,7 @@ fn convert_response(init: ResponseInit, plugin: &str) -> ResponseState {
             _ => tracing::warn!(plugin, header = h.name, "invalid header in plugin response ignored"),
         }
     }
-    ResponseState { status, headers, body: Some(init.body.into()) }
+    ResponseState { status, headers, body: Some(init.body.into()), trailers: None }
 }
 
 fn unreachable_state(plugin: &str) {
@@ -375,5 +375,5 @@ fn placeholder_request() -> RequestState {
 }
 
 fn placeholder_response() -> ResponseState {
-    ResponseState { status: http::StatusCode::INTERNAL_SERVER_ERROR, headers: http::HeaderMap::new(), body: None }
+    ResponseState { status: http::StatusCode::INTERNAL_SERVER_ERROR, headers: http::HeaderMap::new(), body: None, trailers: None }
 }

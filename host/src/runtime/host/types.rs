@@ -308,6 +308,41 @@ impl HostResponse for HostState {
         }
     }
 
+    fn trailer(&mut self, _: Resource<ResponseHandle>, name: String) -> Option<Vec<u8>> {
+        if !self.body_access {
+            return None;
+        }
+        self.resp().and_then(|r| r.trailers.as_ref()).and_then(|t| header_first(t, &name))
+    }
+
+    fn trailer_names(&mut self, _: Resource<ResponseHandle>) -> Vec<String> {
+        if !self.body_access {
+            return Vec::new();
+        }
+        self.resp().and_then(|r| r.trailers.as_ref()).map(header_names).unwrap_or_default()
+    }
+
+    fn set_trailer(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) {
+        if !self.body_access {
+            tracing::warn!(plugin = %self.plugin, "set-trailer ignored: the plugin did not declare response-body access");
+            return;
+        }
+        let plugin = self.plugin.clone();
+        if let Some(resp) = self.resp_mut() {
+            set_header(&plugin, resp.trailers.get_or_insert_with(HeaderMap::new), name, value);
+        }
+    }
+
+    fn remove_trailer(&mut self, _: Resource<ResponseHandle>, name: String) {
+        if !self.body_access {
+            tracing::warn!(plugin = %self.plugin, "remove-trailer ignored: the plugin did not declare response-body access");
+            return;
+        }
+        if let Some(trailers) = self.resp_mut().and_then(|r| r.trailers.as_mut()) {
+            trailers.remove(name.as_str());
+        }
+    }
+
     fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
         Ok(())
     }

@@ -1,0 +1,96 @@
+//! TLS to upstreams: the rustls client config an `https` upstream connects with (the system's
+//! root certificates, or only the CAs of a configured file), and the HTTPS connector built on it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// Why the TLS settings of an upstream could not be turned into a client config.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The system's root certificates could not be loaded.
+    #[error("cannot load the system's root certificates: {0}")]
+    NativeRoots(String),
+    /// The CA file could not be read or holds no usable certificate.
+    #[error("CA file `{path}`: {reason}")]
+    CaFile {
+        /// The file, as configured (resolved against the config's directory).
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `server_name` is not a DNS name or IP address.
+    #[error("`{0}` is not a valid TLS server name")]
+    ServerName(String),
+    /// rustls refused the protocol versions (never expected with its defaults).
+    #[error("TLS setup failed: {0}")]
+    Setup(String),
+}
+
+/// Which ALPN protocol an HTTPS upstream is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// `http/1.1` only.
+    Http1,
+    /// `h2` only.
+    H2,
+}
+
+/// How to reach an upstream over TLS.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// PEM file of the CAs that may sign the upstream's certificate; `None`: the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name sent as SNI and checked against the certificate; `None`: the target's host.
+    pub server_name: Option<String>,
+}
+
+/// Builds the HTTPS connector for an upstream. Reads certificate files: call it off the async
+/// workers.
+pub fn connector(settings: &TlsSettings, alpn: Alpn, connect_timeout: Duration) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match &settings.ca_file {
+        None => builder.with_native_roots().map_err(|e| TlsError::NativeRoots(e.to_string()))?,
+        Some(path) => builder.with_tls_config(client_config(path)?),
+    };
+    let mut builder = builder.https_only();
+    if let Some(name) = &settings.server_name {
+        let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name.clone()))?;
+        builder = builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = match alpn {
+        Alpn::Http1 => builder.enable_http1().wrap_connector(http),
+        Alpn::H2 => builder.enable_http2().wrap_connector(http),
+    };
+    Ok(connector)
+}
+
+/// A client config trusting exactly the CAs in `path`.
+fn client_config(path: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let shown = path.display().to_string();
+    let ca_error = |reason: String| TlsError::CaFile { path: shown.clone(), reason };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| ca_error(e.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| ca_error(e.to_string()))?;
+        roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_error("no certificate in it".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

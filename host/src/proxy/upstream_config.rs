@@ -1,0 +1,151 @@
+//! `[upstreams.<name>]` turned into [`Upstream`]s: targets parsed, protocol and TLS settings
+//! checked against each other, every problem reported with the file, line and key it is at.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::Authority;
+
+use super::tls::TlsSettings;
+use super::upstream::{DEFAULT_MAX_IDLE, Upstream, UpstreamSettings};
+use crate::config::{Config, ConfigIssue, ConfigSource, UpstreamConfig, UpstreamProtocol};
+
+/// The scheme a target was written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    /// `host:port`: the protocol decides.
+    None,
+    /// `http://host:port`.
+    Http,
+    /// `https://host:port`.
+    Https,
+}
+
+/// Parses one target: `host:port`, `http://host:port` or `https://host:port`.
+fn parse_target(target: &str) -> Result<(Scheme, Authority), String> {
+    let (scheme, rest) = if let Some(rest) = target.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else if let Some(rest) = target.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else {
+        (Scheme::None, target)
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    match rest.parse::<Authority>() {
+        Ok(a) if a.port_u16().is_some() => Ok((scheme, a)),
+        _ => Err(format!("target `{target}` is not `host:port`, `http://host:port` or `https://host:port`")),
+    }
+}
+
+/// Builds every upstream of `config`; problems are added to `issues` and the upstream left out.
+/// TLS upstreams read certificate files, which is done off the async workers.
+pub async fn build_upstreams(source: &ConfigSource, config: &Config, issues: &mut Vec<ConfigIssue>) -> HashMap<String, Arc<Upstream>> {
+    let mut out = HashMap::new();
+    for (name, up) in &config.upstreams {
+        let Some((targets, settings)) = settings(source, config, name, up, issues) else { continue };
+        let owned_name = name.clone();
+        let built = tokio::task::spawn_blocking(move || Upstream::new(&owned_name, targets, settings)).await;
+        match built {
+            Ok(Ok(upstream)) => {
+                out.insert(name.clone(), Arc::new(upstream));
+            }
+            Ok(Err(e)) => {
+                let span = up.tls.as_ref().and_then(|t| t.ca_file.as_ref().map(|c| c.span())).or(Some(up.targets.span()));
+                issues.push(source.issue(span, &format!("upstreams.{name}.tls"), e.to_string()));
+            }
+            Err(e) => issues.push(source.issue(None, &format!("upstreams.{name}"), format!("internal error: {e}"))),
+        }
+    }
+    out
+}
+
+/// The targets and settings of one upstream, or `None` after reporting why not.
+fn settings(
+    source: &ConfigSource,
+    config: &Config,
+    name: &str,
+    up: &UpstreamConfig,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<(Vec<Authority>, UpstreamSettings)> {
+    let key = format!("upstreams.{name}.targets");
+    let before = issues.len();
+    let mut targets = Vec::new();
+    let mut schemes = Vec::new();
+    for target in up.targets.get_ref() {
+        match parse_target(target) {
+            Ok((scheme, authority)) => {
+                schemes.push(scheme);
+                targets.push(authority);
+            }
+            Err(message) => issues.push(source.issue(Some(up.targets.span()), &key, message)),
+        }
+    }
+    if up.targets.get_ref().is_empty() {
+        issues.push(source.issue(Some(up.targets.span()), &key, "an upstream needs at least one target"));
+    }
+    let https = schemes.contains(&Scheme::Https);
+    let http = schemes.contains(&Scheme::Http);
+    if https && schemes.iter().any(|s| *s != Scheme::Https) {
+        issues.push(source.issue(Some(up.targets.span()), &key, "targets mix `https://` and cleartext: give every target the same scheme"));
+    }
+    let protocol = *up.protocol.get_ref();
+    // A scheme that contradicts the protocol: what is wrong, and what to write instead.
+    let conflict = match protocol {
+        UpstreamProtocol::H2c if https => Some(("`h2c` is cleartext HTTP/2 but the targets are `https://`", "protocol = \"h2\" for HTTP/2 over TLS")),
+        UpstreamProtocol::H2 if http => Some(("`h2` is HTTP/2 over TLS but the targets are `http://`", "protocol = \"h2c\" for cleartext HTTP/2")),
+        _ => None,
+    };
+    if let Some((what, instead)) = conflict {
+        issues.push(source.issue(Some(up.protocol.span()), &format!("upstreams.{name}.protocol"), format!("{what}: use {instead}")));
+    }
+    let tls = match protocol {
+        UpstreamProtocol::Http1 => https,
+        UpstreamProtocol::H2c => false,
+        UpstreamProtocol::H2 => true,
+    };
+    let tls_settings = match (&up.tls, tls) {
+        (Some(t), true) => Some(TlsSettings {
+            ca_file: t.ca_file.as_ref().map(|f| source.base_dir.join(f.get_ref())),
+            server_name: t.server_name.as_ref().map(|n| n.get_ref().clone()),
+        }),
+        (None, true) => Some(TlsSettings::default()),
+        (Some(t), false) => {
+            let span = t.ca_file.as_ref().map(|c| c.span()).or(t.server_name.as_ref().map(|n| n.span()));
+            issues.push(source.issue(
+                span,
+                &format!("upstreams.{name}.tls"),
+                "TLS settings on a cleartext upstream: use `https://` targets or protocol = \"h2\"",
+            ));
+            None
+        }
+        (None, false) => None,
+    };
+    if issues.len() > before {
+        return None;
+    }
+    let settings = UpstreamSettings {
+        connect_timeout: Duration::from_millis(up.connect_timeout_ms.unwrap_or(config.timeouts.connect_ms)),
+        request_timeout: Duration::from_millis(up.request_timeout_ms.unwrap_or(config.timeouts.request_ms)),
+        idle_timeout: Duration::from_millis(config.timeouts.idle_ms),
+        max_idle: up.max_idle_connections.unwrap_or(DEFAULT_MAX_IDLE),
+        host_header: up.host_header,
+        protocol,
+        tls: tls_settings,
+    };
+    Some((targets, settings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_take_an_optional_scheme() {
+        assert_eq!(parse_target("a.example:80").map(|(s, a)| (s, a.to_string())), Ok((Scheme::None, "a.example:80".into())));
+        assert_eq!(parse_target("https://a.example:443/").map(|(s, _)| s), Ok(Scheme::Https));
+        assert_eq!(parse_target("http://10.0.0.1:8080").map(|(s, _)| s), Ok(Scheme::Http));
+        assert!(parse_target("https://a.example").is_err());
+        assert!(parse_target("a.example:80/x").is_err());
+    }
+}

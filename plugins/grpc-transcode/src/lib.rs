@@ -1,0 +1,199 @@
+//! `builtin:grpc-transcode`: REST/JSON clients calling unary gRPC methods.
+//!
+//! ```toml
+//! [upstreams.users]
+//! targets = ["127.0.0.1:50051"]
+//! protocol = "h2c"                          # or "h2" (TLS): gRPC needs HTTP/2
+//!
+//! [plugins.users-grpc]
+//! source = "builtin:grpc-transcode"
+//! capabilities = ["files"]
+//! files = { dir = "protos" }                # the descriptor set is read from here
+//!
+//! [[routes]]
+//! path_prefix = "/v1"
+//! upstream = "users"
+//! [[routes.plugins]]
+//! plugin = "users-grpc"
+//! [routes.plugins.config]
+//! descriptor = "users.pb"                   # a FileDescriptorSet (protoc -o / protox), imports included
+//! services = ["demo.v1.Users"]              # default: every service in the set
+//! # annotations = false                     # ignore google.api.http, use only `mappings`
+//! [[routes.plugins.config.mappings]]        # explicit bindings, beside the annotations
+//! method = "demo.v1.Users/Ping"
+//! http = "POST /v1/ping"
+//! body = "*"                                # "*", a field name, or absent for no body
+//! # response_body = "field"                 # answer one field of the response message
+//! ```
+//!
+//! A request is matched against every binding (annotations first, in the set's order, then
+//! `mappings`): method and path template (`{field}`, `{field=a/*/b/*}`, `**`, `:verb`). None
+//! matching is a 404, never a request passed through untranscoded. The request message is built
+//! from the JSON body (`body: "*"`: the whole message; `body: "f"`: field `f`), then the query
+//! parameters (dotted field paths, repeated fields by repeating the parameter; not allowed when
+//! the body is the whole message), then the path variables. The proto3 JSON mapping applies
+//! (int64 as strings or numbers, enums by name, well-known types); an unknown field or query
+//! parameter, or JSON that does not fit, is a 400.
+//!
+//! The upstream gets `POST /package.Service/Method` with `content-type: application/grpc`,
+//! `te: trailers` and the framed message; the gateway adds `grpc-timeout` from the route's
+//! timeout. The answer: `grpc-status` (from the trailers, or the headers of a trailers-only
+//! response) `0` gives 200 with the response message as proto3 JSON (64-bit integers as strings,
+//! enums by name, fields with default values left out); any other code gives the HTTP status of
+//! the Envoy / grpc-gateway table with the `google.rpc.Status` JSON body
+//! `{"code", "message", "details"}`; a missing or unparsable `grpc-status` is a 502.
+//!
+//! Streaming methods are refused at load: a server- or client-streaming method with a mapping
+//! fails `configure` with a message naming it.
+
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+pub mod mapping;
+pub mod message;
+pub mod status;
+pub mod template;
+pub mod upstream_status;
+
+use std::collections::HashMap;
+
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, Response};
+use prost_reflect::{DescriptorPool, MessageDescriptor};
+use serde::Deserialize;
+
+use mapping::{Binding, MappingConfig};
+
+/// The plugin's config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The FileDescriptorSet file in the granted directory (`file:` prefix allowed).
+    pub descriptor: String,
+    /// Services whose annotations are used (default: all).
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Whether `google.api.http` annotations are used (default true).
+    #[serde(default = "yes")]
+    pub annotations: bool,
+    /// Explicit bindings.
+    #[serde(default)]
+    pub mappings: Vec<MappingConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The configured plugin.
+pub struct GrpcTranscode {
+    bindings: Vec<Binding>,
+    /// Response message and `response_body` field, by upstream path `/package.Service/Method`.
+    outputs: HashMap<String, (MessageDescriptor, Option<String>)>,
+    pool: DescriptorPool,
+}
+
+impl Plugin for GrpcTranscode {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        let path = config.descriptor.strip_prefix("file:").unwrap_or(&config.descriptor);
+        let full = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+        let bytes = std::fs::read(&full)
+            .map_err(|e| format!("`descriptor`: cannot read `{path}` ({e}); is it inside the directory granted by `files`?"))?;
+        let pool = DescriptorPool::decode(bytes.as_slice())
+            .map_err(|e| format!("`descriptor`: `{path}` is not a FileDescriptorSet (protoc -o / protox): {e}"))?;
+        let bindings = mapping::bindings(&pool, &config.services, config.annotations, &config.mappings)?;
+        let mut outputs = HashMap::new();
+        for binding in &bindings {
+            let entry = (binding.method.output(), binding.response_body.clone());
+            outputs.entry(binding.grpc_path()).or_insert(entry);
+        }
+        Ok(Self { bindings, outputs, pool })
+    }
+
+    /// Both bodies: the JSON request becomes a gRPC message, the gRPC answer JSON.
+    fn descriptor() -> Descriptor {
+        Descriptor::new().with_request_body().with_response_body()
+    }
+
+    fn on_request(&self, req: &Request) -> Action {
+        let method = req.method();
+        let path = req.path();
+        let found = self.bindings.iter().find_map(|b| {
+            if b.verb != method {
+                return None;
+            }
+            b.template.matches(&path).map(|captures| (b, captures))
+        });
+        let Some((binding, captures)) = found else {
+            let message = format!("no gRPC method is mapped to {method} {path}");
+            return error(status::NOT_FOUND, 404, &message);
+        };
+        let query = req.query();
+        let body = if binding.body.is_some() || method != "GET" { req.body() } else { None };
+        let framed = message::request_json(binding, &captures, query.as_deref(), body.as_deref())
+            .and_then(|json| message::encode_request(&binding.method.input(), &json));
+        let framed = match framed {
+            Ok(framed) => framed,
+            Err(message::BadRequest(message)) => return error(status::INVALID_ARGUMENT, 400, &message),
+        };
+        req.set_method("POST");
+        req.set_path(&binding.grpc_path());
+        req.set_query(None);
+        req.set_header("content-type", "application/grpc");
+        req.set_header("te", "trailers");
+        for stale in ["content-encoding", "accept-encoding", "content-length"] {
+            req.remove_header(stale);
+        }
+        req.set_body(framed);
+        Action::Continue
+    }
+
+    fn on_response(&self, req: &Request, resp: &Response) {
+        let Some((output, field)) = self.outputs.get(&req.path()) else { return };
+        if req.method() != "POST" || req.header_str("content-type").as_deref() != Some("application/grpc") {
+            // This plugin answered the request itself (404/400): nothing to transcode.
+            return;
+        }
+        let (status, body) = match upstream_status::read(resp) {
+            upstream_status::Outcome::Ok => match resp.body().map(|b| message::decode_response(output, &b, field.as_deref())) {
+                Some(Ok(json)) => (200, json),
+                Some(Err(message)) => {
+                    airlock_sdk::log::warn(&message);
+                    (502, status_body(status::INTERNAL, &message, Vec::new()))
+                }
+                None => (502, status_body(status::INTERNAL, "no gRPC answer body", Vec::new())),
+            },
+            upstream_status::Outcome::Error { code, message, details } => {
+                let details = upstream_status::details_json(&self.pool, details.as_deref());
+                (status::http_status(code), status_body(code, &message, details))
+            }
+            upstream_status::Outcome::Missing(message) => {
+                airlock_sdk::log::warn(&message);
+                (502, status_body(status::UNAVAILABLE, &message, Vec::new()))
+            }
+        };
+        resp.set_status(status);
+        resp.set_body(body);
+        resp.set_header("content-type", "application/json");
+        for name in resp.header_names() {
+            if name.starts_with("grpc-") {
+                resp.remove_header(&name);
+            }
+        }
+        for name in resp.trailer_names() {
+            resp.remove_trailer(&name);
+        }
+    }
+}
+
+fn status_body(code: i32, message: &str, details: Vec<serde_json::Value>) -> Vec<u8> {
+    status::body(code, message, details).to_string().into_bytes()
+}
+
+/// An answer made by the plugin: HTTP `http` with a `google.rpc.Status` body of `code`.
+fn error(code: i32, http: u16, message: &str) -> Action {
+    ResponseInit::new(http).header("content-type", "application/json").body(status_body(code, message, Vec::new())).into()
+}
+
+airlock_sdk::export_plugin!(GrpcTranscode);

@@ -1,0 +1,176 @@
+//! Messages both ways: the request message built from path variables, query parameters and the
+//! JSON body (proto3 JSON mapping, unknown fields refused), framed for gRPC; the response message
+//! unframed and written as proto3 JSON.
+
+use prost::Message as _;
+use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, SerializeOptions};
+use serde_json::{Map, Value};
+
+use crate::mapping::Binding;
+use crate::template::decode;
+
+/// Bytes of the gRPC message prefix: compressed flag, then the length as a big-endian u32.
+const PREFIX: usize = 5;
+
+/// The field at a dotted path (`user.id`) of `message`, by proto or JSON name; every step but
+/// the last must be a singular message field.
+pub fn field_path(message: &MessageDescriptor, path: &str) -> Result<FieldDescriptor, String> {
+    let mut current = message.clone();
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let field = current
+            .get_field_by_name(part)
+            .or_else(|| current.get_field_by_json_name(part))
+            .ok_or_else(|| format!("message `{}` has no field `{part}`", current.full_name()))?;
+        if parts.peek().is_none() {
+            return Ok(field);
+        }
+        match field.kind() {
+            Kind::Message(inner) if !field.is_list() && !field.is_map() => current = inner,
+            _ => return Err(format!("field `{part}` of `{}` is not a message", current.full_name())),
+        }
+    }
+    Err("empty field path".into())
+}
+
+/// The JSON value a text from a path or query string stands for, for this field's type.
+fn leaf(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
+    let boolean = |t: &str| match t {
+        "true" => Ok(Value::Bool(true)),
+        "false" => Ok(Value::Bool(false)),
+        other => Err(format!("`{}` expects true or false, not `{other}`", field.name())),
+    };
+    match field.kind() {
+        Kind::Bool => boolean(text),
+        Kind::Message(m) if m.full_name() == "google.protobuf.BoolValue" => boolean(text),
+        Kind::Message(m) if !m.full_name().starts_with("google.protobuf.") => {
+            Err(format!("`{}` is a message: it cannot be set from a path or query string", field.name()))
+        }
+        // Strings, bytes (base64), enums (by name) and numbers: proto3 JSON takes each as a string.
+        _ => Ok(Value::String(text.to_owned())),
+    }
+}
+
+/// Sets `value` at the dotted `path` inside `object`, creating objects on the way; a repeated
+/// field collects values into an array.
+fn insert(object: &mut Map<String, Value>, path: &str, value: Value, repeated: bool) {
+    let (head, rest) = match path.split_once('.') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (path, None),
+    };
+    match rest {
+        Some(rest) => {
+            let slot = object.entry(head.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            if let Value::Object(inner) = slot {
+                insert(inner, rest, value, repeated);
+            }
+        }
+        None if repeated => match object.entry(head.to_owned()).or_insert_with(|| Value::Array(Vec::new())) {
+            Value::Array(items) => items.push(value),
+            other => *other = Value::Array(vec![value]),
+        },
+        None => {
+            object.insert(head.to_owned(), value);
+        }
+    }
+}
+
+/// What is wrong with the client's request (answered 400).
+#[derive(Debug)]
+pub struct BadRequest(pub String);
+
+/// The request message as JSON: the body (whole, or under the binding's body field), the query
+/// parameters (when the body is not the whole message) and the path variables, which win.
+pub fn request_json(binding: &Binding, captures: &[(String, String)], query: Option<&str>, body: Option<&[u8]>) -> Result<Value, BadRequest> {
+    let input = binding.method.input();
+    let body = body.filter(|b| !b.iter().all(u8::is_ascii_whitespace));
+    let parsed: Option<Value> = match body {
+        Some(bytes) if binding.body.is_some() => {
+            Some(serde_json::from_slice(bytes).map_err(|e| BadRequest(format!("the request body is not valid JSON: {e}")))?)
+        }
+        Some(_) => return Err(BadRequest(format!("{} {} takes no request body", binding.verb, binding.grpc_path()))),
+        None => None,
+    };
+    let mut object = match (binding.body.as_deref(), parsed) {
+        (Some("*"), Some(Value::Object(map))) => map,
+        (Some("*"), Some(_)) => return Err(BadRequest("the request body must be a JSON object".into())),
+        (Some(field), Some(value)) => {
+            let mut map = Map::new();
+            map.insert(field.to_owned(), value);
+            map
+        }
+        (None, Some(_)) | (_, None) => Map::new(),
+    };
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = decode(&name.replace('+', " "));
+            let value = decode(&value.replace('+', " "));
+            if binding.body.as_deref() == Some("*") {
+                return Err(BadRequest(format!("unknown query parameter `{name}`: the request body is the whole message")));
+            }
+            let field = field_path(&input, &name).map_err(|e| BadRequest(format!("unknown query parameter `{name}`: {e}")))?;
+            if binding.body.as_deref() == Some(name.as_str()) {
+                return Err(BadRequest(format!("query parameter `{name}` is the request body's field")));
+            }
+            insert(&mut object, &name, leaf(&field, &value).map_err(BadRequest)?, field.is_list());
+        }
+    }
+    for (name, value) in captures {
+        let field = field_path(&input, name).map_err(BadRequest)?;
+        insert(&mut object, name, leaf(&field, value).map_err(BadRequest)?, field.is_list());
+    }
+    Ok(Value::Object(object))
+}
+
+/// The request message for `json`, encoded and framed (uncompressed).
+pub fn encode_request(input: &MessageDescriptor, json: &Value) -> Result<Vec<u8>, BadRequest> {
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    let message = DynamicMessage::deserialize_with_options(input.clone(), json, &options)
+        .map_err(|e| BadRequest(format!("the request does not fit `{}`: {e}", input.full_name())))?;
+    let length = message.encoded_len();
+    let mut framed = Vec::with_capacity(PREFIX + length);
+    framed.push(0);
+    framed.extend_from_slice(&u32::try_from(length).unwrap_or(u32::MAX).to_be_bytes());
+    message.encode(&mut framed).map_err(|e| BadRequest(format!("cannot encode the request: {e}")))?;
+    Ok(framed)
+}
+
+/// The response message of a gRPC body (one framed message), as proto3 JSON; `field` picks one
+/// field of it instead of the whole message.
+pub fn decode_response(output: &MessageDescriptor, body: &[u8], field: Option<&str>) -> Result<Vec<u8>, String> {
+    if body.len() < PREFIX {
+        return Err(format!("the gRPC answer holds no message ({} bytes)", body.len()));
+    }
+    if body[0] != 0 {
+        return Err("the gRPC answer is compressed (grpc-encoding), which grpc-transcode does not request or decode".into());
+    }
+    let length = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let payload = body
+        .get(PREFIX..PREFIX + length)
+        .ok_or_else(|| format!("the gRPC message is cut short: {} of {length} bytes", body.len() - PREFIX))?;
+    if body.len() > PREFIX + length {
+        return Err("the gRPC answer holds more than one message (a streaming method?)".into());
+    }
+    let message = DynamicMessage::decode(output.clone(), payload)
+        .map_err(|e| format!("the gRPC answer is not a valid `{}`: {e}", output.full_name()))?;
+    to_json(&message, field)
+}
+
+/// A message as proto3 JSON (64-bit integers as strings, enums by name, defaults left out).
+pub fn to_json(message: &DynamicMessage, field: Option<&str>) -> Result<Vec<u8>, String> {
+    let options = SerializeOptions::new();
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::new(&mut out);
+    message
+        .serialize_with_options(&mut serializer, &options)
+        .map_err(|e| format!("cannot write `{}` as JSON: {e}", message.descriptor().full_name()))?;
+    let Some(field) = field else { return Ok(out) };
+    let json_name = message.descriptor().get_field_by_name(field).map(|f| f.json_name().to_owned()).unwrap_or_else(|| field.to_owned());
+    let mut value: Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
+    let picked = value.get_mut(&json_name).map(Value::take).unwrap_or(Value::Null);
+    serde_json::to_vec(&picked).map_err(|e| e.to_string())
+}

@@ -1,0 +1,209 @@
+//! `google.api.http` path templates (`/v1/users/{id}`, `/v1/{name=shelves/*/books/*}:get`):
+//! parsed once at configure, matched against request paths, yielding the captured fields.
+
+/// One piece of a template's pattern.
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    /// A literal segment.
+    Literal(String),
+    /// `*`: exactly one segment.
+    One,
+    /// `**`: any number of segments (only last).
+    Rest,
+    /// `{field}` or `{field=pattern}`: the segments the pattern matches, captured for `field`.
+    Variable { field: String, pattern: Vec<Segment> },
+}
+
+/// A parsed path template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    segments: Vec<Segment>,
+    verb: Option<String>,
+}
+
+impl Template {
+    /// Parses a template; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(format!("path template `{text}` does not start with `/`"));
+        };
+        let (body, verb) = split_verb(rest);
+        let segments = parse_segments(body, true).map_err(|e| format!("path template `{text}`: {e}"))?;
+        Ok(Self { segments, verb: verb.map(str::to_owned) })
+    }
+
+    /// The fields captured from `path` (percent-decoded), or `None` if it does not match.
+    pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+        let rest = path.strip_prefix('/')?;
+        let (body, verb) = split_verb(rest);
+        if verb != self.verb.as_deref() {
+            return None;
+        }
+        let parts: Vec<&str> = if body.is_empty() { Vec::new() } else { body.split('/').collect() };
+        let mut captures = Vec::new();
+        let used = match_segments(&self.segments, &parts, &mut captures)?;
+        (used == parts.len()).then_some(captures)
+    }
+
+    /// The fields this template captures.
+    pub fn fields(&self) -> Vec<&str> {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Variable { field, .. } => Some(field.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Splits `a/b:verb` into `a/b` and `verb` (a `:` after the last `/` and outside braces).
+fn split_verb(path: &str) -> (&str, Option<&str>) {
+    let last = path.rfind('/').map_or(0, |i| i + 1);
+    let close = path.rfind('}').map_or(0, |i| i + 1);
+    match path[last.max(close)..].find(':') {
+        Some(i) => {
+            let at = last.max(close) + i;
+            (&path[..at], Some(&path[at + 1..]))
+        }
+        None => (path, None),
+    }
+}
+
+fn parse_segments(text: &str, variables_allowed: bool) -> Result<Vec<Segment>, String> {
+    let mut segments = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        if let Some(inner) = rest.strip_prefix('{') {
+            if !variables_allowed {
+                return Err("a variable inside a variable".into());
+            }
+            let end = inner.find('}').ok_or("`{` without `}`")?;
+            let (field, pattern) = match inner[..end].split_once('=') {
+                Some((field, pattern)) => (field, parse_segments(pattern, false)?),
+                None => (&inner[..end], vec![Segment::One]),
+            };
+            if field.is_empty() || !field.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+                return Err(format!("`{field}` is not a field path"));
+            }
+            segments.push(Segment::Variable { field: field.to_owned(), pattern });
+            rest = &inner[end + 1..];
+        } else {
+            let end = rest.find('/').unwrap_or(rest.len());
+            let part = &rest[..end];
+            segments.push(match part {
+                "*" => Segment::One,
+                "**" => Segment::Rest,
+                "" => return Err("an empty segment".into()),
+                literal => Segment::Literal(literal.to_owned()),
+            });
+            rest = &rest[end..];
+        }
+        match rest.strip_prefix('/') {
+            Some("") => return Err("a trailing `/`".into()),
+            Some(after) => rest = after,
+            None if rest.is_empty() => {}
+            None => return Err(format!("unexpected `{rest}`")),
+        }
+    }
+    if let Some(i) = segments.iter().position(|s| *s == Segment::Rest || matches!(s, Segment::Variable { pattern, .. } if pattern.contains(&Segment::Rest)))
+        && i + 1 != segments.len() {
+            return Err("`**` is only allowed at the end".into());
+        }
+    Ok(segments)
+}
+
+/// Matches `segments` against the start of `parts`; returns how many parts they used.
+fn match_segments(segments: &[Segment], parts: &[&str], captures: &mut Vec<(String, String)>) -> Option<usize> {
+    let mut at = 0;
+    for segment in segments {
+        match segment {
+            Segment::Literal(literal) => {
+                if parts.get(at).map(|p| decode(p)) != Some(literal.clone()) {
+                    return None;
+                }
+                at += 1;
+            }
+            Segment::One => {
+                parts.get(at).filter(|p| !p.is_empty())?;
+                at += 1;
+            }
+            Segment::Rest => at = parts.len(),
+            Segment::Variable { field, pattern } => {
+                let mut inner = Vec::new();
+                let used = match_segments(pattern, &parts[at..], &mut inner)?;
+                if used == 0 {
+                    return None;
+                }
+                let value = if used == 1 { decode(parts[at]) } else { parts[at..at + used].join("/") };
+                captures.push((field.clone(), value));
+                at += used;
+            }
+        }
+    }
+    Some(at)
+}
+
+/// Percent-decodes a path segment or query component (`+` is kept: paths do not use it for spaces).
+pub fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(t: &str, path: &str) -> Option<Vec<(String, String)>> {
+        Template::parse(t).map_err(|e| panic!("{e}")).ok()?.matches(path)
+    }
+
+    #[test]
+    fn simple_variables_match_one_segment() {
+        assert_eq!(caps("/v1/users/{id}", "/v1/users/42"), Some(vec![("id".into(), "42".into())]));
+        assert_eq!(caps("/v1/users/{id}", "/v1/users/a%20b"), Some(vec![("id".into(), "a b".into())]));
+        assert_eq!(caps("/v1/users/{id}", "/v1/users/42/x"), None);
+        assert_eq!(caps("/v1/users/{id}", "/v1/users"), None);
+        assert_eq!(caps("/v1/users/{user.id}/posts", "/v1/users/7/posts"), Some(vec![("user.id".into(), "7".into())]));
+    }
+
+    #[test]
+    fn patterns_and_verbs() {
+        assert_eq!(
+            caps("/v1/{name=shelves/*/books/*}", "/v1/shelves/1/books/2"),
+            Some(vec![("name".into(), "shelves/1/books/2".into())])
+        );
+        assert_eq!(caps("/v1/{name=shelves/*}", "/v1/shelf/1"), None);
+        assert_eq!(caps("/v1/files/{path=**}", "/v1/files/a/b/c"), Some(vec![("path".into(), "a/b/c".into())]));
+        assert_eq!(caps("/v1/users/{id}:undelete", "/v1/users/3:undelete"), Some(vec![("id".into(), "3".into())]));
+        assert_eq!(caps("/v1/users/{id}:undelete", "/v1/users/3"), None);
+    }
+
+    #[test]
+    fn bad_templates_are_refused() {
+        for bad in ["v1/x", "/v1//x", "/v1/{", "/v1/{a b}", "/v1/**/x", "/v1/x/"] {
+            assert!(Template::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

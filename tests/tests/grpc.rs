@@ -1,0 +1,791 @@
+//! `builtin:grpc-transcode` and HTTP/2 upstreams, end to end: REST/JSON clients through the real
+//! gateway to a real tonic gRPC server (h2c, and h2 over TLS with a test CA made by rcgen), every
+//! mapping kind, well-known types, every status code, a large message; what the server received
+//! is compared field by field. Trailers are carried both ways for a real HTTP/2 client, and seen
+//! by a response phase.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use airlock_tests::{Gateway, HttpClient, Reply};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::Message as _;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tonic::{Code, Status};
+
+#[allow(clippy::all, missing_docs)]
+mod pb {
+    tonic::include_proto!("demo.v1");
+}
+
+use pb::users_client::UsersClient;
+use pb::users_server::{Users, UsersServer};
+use pb::{BigReply, BigRequest, CreateUserRequest, Everything, FailRequest, Filter, GetUserRequest, PingReply, PingRequest, Role, User};
+
+/// The FileDescriptorSet of tests/protos (imports included), compiled by build.rs with protox.
+const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo.pb"));
+
+// ---------------------------------------------------------------------------------------------
+// The gRPC server
+
+/// What the server received, per method, and the metadata of the last call.
+#[derive(Default)]
+struct Seen {
+    get: Mutex<Option<GetUserRequest>>,
+    create: Mutex<Option<CreateUserRequest>>,
+    update: Mutex<Option<User>>,
+    echo: Mutex<Option<Everything>>,
+    big: Mutex<Option<(u32, usize)>>,
+    metadata: Mutex<Option<HeaderMap>>,
+    calls: Mutex<usize>,
+}
+
+impl Seen {
+    fn record<T>(&self, request: &tonic::Request<T>) {
+        *self.metadata.lock().unwrap() = Some(request.metadata().clone().into_headers());
+        *self.calls.lock().unwrap() += 1;
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.metadata.lock().unwrap().as_ref()?.get(name).map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    fn calls(&self) -> usize {
+        *self.calls.lock().unwrap()
+    }
+}
+
+/// `google.rpc.Status`, for `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+struct Demo(Arc<Seen>);
+
+fn created_at() -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }
+}
+
+#[tonic::async_trait]
+impl Users for Demo {
+    async fn get_user(&self, request: tonic::Request<GetUserRequest>) -> Result<tonic::Response<User>, Status> {
+        self.0.record(&request);
+        let r = request.into_inner();
+        *self.0.get.lock().unwrap() = Some(r.clone());
+        if r.id == 404 {
+            return Err(Status::not_found("no user 404"));
+        }
+        Ok(tonic::Response::new(User {
+            id: r.id,
+            display_name: format!("user {}", r.id),
+            role: Role::Admin as i32,
+            created_at: Some(created_at()),
+            tags: r.fields,
+        }))
+    }
+
+    async fn create_user(&self, request: tonic::Request<CreateUserRequest>) -> Result<tonic::Response<User>, Status> {
+        self.0.record(&request);
+        let r = request.into_inner();
+        *self.0.create.lock().unwrap() = Some(r.clone());
+        Ok(tonic::Response::new(User { id: 7, ..r.user.unwrap_or_default() }))
+    }
+
+    async fn update_user(&self, request: tonic::Request<User>) -> Result<tonic::Response<User>, Status> {
+        self.0.record(&request);
+        let r = request.into_inner();
+        *self.0.update.lock().unwrap() = Some(r.clone());
+        Ok(tonic::Response::new(r))
+    }
+
+    async fn echo(&self, request: tonic::Request<Everything>) -> Result<tonic::Response<Everything>, Status> {
+        self.0.record(&request);
+        let r = request.into_inner();
+        *self.0.echo.lock().unwrap() = Some(r.clone());
+        Ok(tonic::Response::new(r))
+    }
+
+    async fn fail(&self, request: tonic::Request<FailRequest>) -> Result<tonic::Response<()>, Status> {
+        self.0.record(&request);
+        let r = request.into_inner();
+        if r.code == 0 {
+            return Ok(tonic::Response::new(()));
+        }
+        let code = Code::from_i32(r.code);
+        if r.message == "details" {
+            let detail = Filter { name_prefix: "x".into(), limit: 3 };
+            let status = RpcStatus {
+                code: r.code,
+                message: "with details".into(),
+                details: vec![prost_types::Any { type_url: "type.googleapis.com/demo.v1.Filter".into(), value: detail.encode_to_vec() }],
+            };
+            return Err(Status::with_details(code, "with details", status.encode_to_vec().into()));
+        }
+        Err(Status::new(code, r.message))
+    }
+
+    async fn big(&self, request: tonic::Request<BigRequest>) -> Result<tonic::Response<BigReply>, Status> {
+        self.0.record(&request);
+        let r = request.into_inner();
+        *self.0.big.lock().unwrap() = Some((r.size, r.payload.len()));
+        Ok(tonic::Response::new(BigReply { data: vec![b'x'; r.size as usize], received: r.payload.len() as u32 }))
+    }
+
+    async fn ping(&self, request: tonic::Request<PingRequest>) -> Result<tonic::Response<PingReply>, Status> {
+        self.0.record(&request);
+        Ok(tonic::Response::new(PingReply { note: request.into_inner().note }))
+    }
+}
+
+/// Serves `service` over HTTP/2 only: h2c, or TLS (ALPN h2) with `tls`.
+fn spawn_h2<S, B>(listener: TcpListener, tls: Option<TlsAcceptor>, service: S) -> tokio::task::JoinHandle<()>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let service = service.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                match tls {
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                    }
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// A running tonic server.
+struct GrpcServer {
+    addr: std::net::SocketAddr,
+    seen: Arc<Seen>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GrpcServer {
+    async fn start(tls: Option<TlsAcceptor>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let routes = tonic::service::Routes::new(UsersServer::new(Demo(seen.clone())).max_decoding_message_size(16 << 20));
+        let task = spawn_h2(listener, tls, hyper_util::service::TowerToHyperService::new(routes));
+        Self { addr, seen, task }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway configs
+
+/// The config of a gateway transcoding `/v1` to `server` (h2c), with `extra` plugin config lines
+/// (service `demo.v1.Users` only, unless they name `services`: `demo.v1.Feed` streams).
+fn config(server: &GrpcServer, extra: &str) -> String {
+    let services = if extra.contains("services") { "" } else { "services = [\"demo.v1.Users\"]" };
+    format!(
+        r#"
+[upstreams.grpc]
+targets = ["{addr}"]
+protocol = "h2c"
+
+[plugins.users]
+source = "builtin:grpc-transcode"
+capabilities = ["files"]
+files = {{ dir = "protos" }}
+cpu_ms = 5000
+
+[[routes]]
+path_prefix = "/"
+upstream = "grpc"
+timeout_ms = 5000
+[[routes.plugins]]
+plugin = "users"
+[routes.plugins.config]
+descriptor = "demo.pb"
+{services}
+{extra}
+"#,
+        addr = server.addr
+    )
+}
+
+/// Starts a gateway whose config directory holds `protos/demo.pb`.
+async fn gateway(toml: &str) -> Result<Gateway, airlock::StartError> {
+    // The plugin reads the descriptor at load: write it where the config grants it, first.
+    let staging = tempfile::tempdir().unwrap();
+    let protos = staging.path().join("protos");
+    std::fs::create_dir_all(&protos).unwrap();
+    std::fs::write(protos.join("demo.pb"), DESCRIPTOR_SET).unwrap();
+    let toml = toml.replace("dir = \"protos\"", &format!("dir = \"{}\"", protos.display()));
+    let started = Gateway::try_start(&toml, None).await;
+    // Keep the descriptor directory as long as the test runs.
+    std::mem::forget(staging);
+    started
+}
+
+async fn json_call(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let client = HttpClient::http1();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let reply: Reply = client.request(method, &gw.url(path), &[("content-type", "application/json")], body.as_bytes()).await;
+    let value = if reply.body.is_empty() { Value::Null } else { reply.json() };
+    (reply.status, value)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mappings
+
+#[tokio::test]
+async fn get_with_path_variable_and_query_fields() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let (status, body) = json_call(
+        &gw,
+        "GET",
+        "/v1/users/42?view=full&fields=a&fields=b%20c&role=ROLE_READER&verbose=true&filter.name_prefix=al&filter.limit=5",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"id": "42", "displayName": "user 42", "role": "ROLE_ADMIN", "createdAt": "2023-11-14T22:13:20Z", "tags": ["a", "b c"]})
+    );
+    let got = server.seen.get.lock().unwrap().clone().unwrap();
+    assert_eq!(got.id, 42);
+    assert_eq!(got.view, "full");
+    assert_eq!(got.fields, vec!["a".to_owned(), "b c".to_owned()]);
+    assert_eq!(got.role, Role::Reader as i32);
+    assert!(got.verbose);
+    assert_eq!(got.filter, Some(Filter { name_prefix: "al".into(), limit: 5 }));
+    // What made it a gRPC call, and the deadline from the route's timeout.
+    assert_eq!(server.seen.header("content-type").as_deref(), Some("application/grpc"));
+    assert_eq!(server.seen.header("te").as_deref(), Some("trailers"));
+    assert_eq!(server.seen.header("grpc-timeout").as_deref(), Some("5000m"));
+}
+
+#[tokio::test]
+async fn post_with_the_body_in_one_field_and_patch_with_the_whole_body() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let user = json!({"displayName": "Ann", "role": "ROLE_READER", "createdAt": "2024-01-02T03:04:05.500Z", "tags": ["x"]});
+    let (status, body) = json_call(&gw, "POST", "/v1/users", Some(user)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"id": "7", "displayName": "Ann", "role": "ROLE_READER", "createdAt": "2024-01-02T03:04:05.500Z", "tags": ["x"]}));
+    let got = server.seen.create.lock().unwrap().clone().unwrap();
+    let expected = User {
+        id: 0,
+        display_name: "Ann".into(),
+        role: Role::Reader as i32,
+        created_at: Some(prost_types::Timestamp { seconds: 1_704_164_645, nanos: 500_000_000 }),
+        tags: vec!["x".into()],
+    };
+    assert_eq!(got.user, Some(expected));
+    assert_eq!(got.request_tag, "");
+
+    // body: "*" with the id from the path; the path variable wins over the body.
+    let (status, body) = json_call(&gw, "PATCH", "/v1/users/9", Some(json!({"id": "1", "display_name": "B"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"id": "9", "displayName": "B"}));
+    let got = server.seen.update.lock().unwrap().clone().unwrap();
+    assert_eq!(got, User { id: 9, display_name: "B".into(), ..Default::default() });
+}
+
+#[tokio::test]
+async fn every_scalar_and_well_known_type_round_trips() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let sent = json!({
+        "text": "héllo",
+        "i32": -7,
+        "i64": "9007199254740993",
+        "u64": "18446744073709551615",
+        "s64": "-5",
+        "f64": "7",
+        "flag": true,
+        "dbl": 1.5,
+        "flt": 2.5,
+        "raw": "aGVsbG8=",
+        "role": "ROLE_ADMIN",
+        "at": "2024-05-06T07:08:09.123Z",
+        "took": "3.500s",
+        "maybeText": "",
+        "maybeI64": "12",
+        "maybeFlag": false,
+        "doc": {"a": 1.0, "b": [true, null, "x"]},
+        "anyValue": [1.0, "two"],
+        "numbers": ["1", "-2"],
+        "labels": {"k": "v"},
+        "nested": {"namePrefix": "n", "limit": 1},
+        "nestedList": [{"namePrefix": "a"}, {"limit": 2}]
+    });
+    let (status, body) = json_call(&gw, "POST", "/v1/echo", Some(sent.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    // proto3 JSON both ways: the echo comes back as it was sent (int64 as strings, enums by
+    // name, wrappers as plain values, set wrappers kept even when they hold the default).
+    assert_eq!(body, sent);
+
+    let got = server.seen.echo.lock().unwrap().clone().unwrap();
+    assert_eq!(got.text, "héllo");
+    assert_eq!(got.i32, -7);
+    assert_eq!(got.i64, 9_007_199_254_740_993);
+    assert_eq!(got.u64, u64::MAX);
+    assert_eq!(got.s64, -5);
+    assert_eq!(got.f64, 7);
+    assert!(got.flag);
+    assert_eq!(got.dbl, 1.5);
+    assert_eq!(got.flt, 2.5);
+    assert_eq!(got.raw, b"hello");
+    assert_eq!(got.role, Role::Admin as i32);
+    assert_eq!(got.at, Some(prost_types::Timestamp { seconds: 1_714_979_289, nanos: 123_000_000 }));
+    assert_eq!(got.took, Some(prost_types::Duration { seconds: 3, nanos: 500_000_000 }));
+    assert_eq!(got.maybe_text.as_deref(), Some(""));
+    assert_eq!(got.maybe_i64, Some(12));
+    assert_eq!(got.maybe_flag, Some(false));
+    let doc = got.doc.unwrap();
+    assert_eq!(doc.fields["a"].kind, Some(prost_types::value::Kind::NumberValue(1.0)));
+    let Some(prost_types::value::Kind::ListValue(list)) = &doc.fields["b"].kind else { panic!("b is a list: {doc:?}") };
+    assert_eq!(list.values.len(), 3);
+    assert_eq!(list.values[0].kind, Some(prost_types::value::Kind::BoolValue(true)));
+    assert!(matches!(list.values[1].kind, Some(prost_types::value::Kind::NullValue(_))));
+    assert_eq!(list.values[2].kind, Some(prost_types::value::Kind::StringValue("x".into())));
+    assert!(matches!(got.any_value.unwrap().kind, Some(prost_types::value::Kind::ListValue(_))));
+    assert_eq!(got.numbers, vec![1, -2]);
+    assert_eq!(got.labels, HashMap::from([("k".to_owned(), "v".to_owned())]));
+    assert_eq!(got.nested, Some(Filter { name_prefix: "n".into(), limit: 1 }));
+    assert_eq!(got.nested_list, vec![Filter { name_prefix: "a".into(), limit: 0 }, Filter { name_prefix: String::new(), limit: 2 }]);
+
+    // The additional binding: GET with a path variable and query parameters of every kind.
+    let (status, body) = json_call(&gw, "GET", "/v1/echo/hello%20world?i64=-3&role=ROLE_READER&numbers=4&numbers=5&at=2024-01-01T00:00:00Z&maybe_flag=true", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"text": "hello world", "i64": "-3", "role": "ROLE_READER", "at": "2024-01-01T00:00:00Z", "maybeFlag": true, "numbers": ["4", "5"]})
+    );
+    let got = server.seen.echo.lock().unwrap().clone().unwrap();
+    assert_eq!((got.text.as_str(), got.i64, got.numbers.clone(), got.maybe_flag), ("hello world", -3, vec![4, 5], Some(true)));
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400_and_unmapped_ones_404_without_reaching_the_server() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let cases: &[(&str, &str, Option<Value>, u16, &str)] = &[
+        ("POST", "/v1/echo", Some(json!({"nope": 1})), 400, "nope"),
+        ("GET", "/v1/users/42?nope=1", None, 400, "unknown query parameter `nope`"),
+        ("GET", "/v1/users/abc", None, 400, "GetUserRequest"),
+        ("POST", "/v1/echo", Some(json!({"i32": "x"})), 400, "does not fit `demo.v1.Everything`"),
+        ("POST", "/v1/echo", Some(json!({"role": "ROLE_NOPE"})), 400, "ROLE_NOPE"),
+        ("POST", "/v1/echo?text=a", Some(json!({})), 400, "unknown query parameter `text`"),
+        ("GET", "/v1/users/1?verbose=maybe", None, 400, "true or false"),
+        ("GET", "/v1/nothing", None, 404, "no gRPC method is mapped to GET /v1/nothing"),
+        ("DELETE", "/v1/users/1", None, 404, "DELETE /v1/users/1"),
+        ("GET", "/demo.v1.Users/GetUser", None, 404, "no gRPC method"),
+    ];
+    for (method, path, body, expected, text) in cases {
+        let (status, reply) = json_call(&gw, method, path, body.clone()).await;
+        assert_eq!(status.as_u16(), *expected, "{method} {path}: {reply}");
+        let code = if *expected == 400 { 3 } else { 5 };
+        assert_eq!(reply["code"], code, "{method} {path}: {reply}");
+        assert!(reply["message"].as_str().unwrap().contains(text), "{method} {path}: {reply}");
+        assert_eq!(reply["details"], json!([]));
+    }
+    // Invalid JSON.
+    let reply = HttpClient::http1().request("POST", &gw.url("/v1/echo"), &[], b"{not json").await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.json()["message"].as_str().unwrap().contains("not valid JSON"));
+    assert_eq!(server.seen.calls(), 0, "nothing reached the gRPC server");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statuses
+
+#[tokio::test]
+async fn every_grpc_status_maps_to_its_http_status() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let table = [
+        (1, 499),
+        (2, 500),
+        (3, 400),
+        (4, 504),
+        (5, 404),
+        (6, 409),
+        (7, 403),
+        (8, 429),
+        (9, 400),
+        (10, 409),
+        (11, 400),
+        (12, 501),
+        (13, 500),
+        (14, 503),
+        (15, 500),
+        (16, 401),
+    ];
+    for (code, http) in table {
+        let (status, body) = json_call(&gw, "GET", &format!("/v1/fail/{code}?message=boom%20{code}%20%C3%A9"), None).await;
+        assert_eq!(status.as_u16(), http, "grpc code {code}: {body}");
+        assert_eq!(body, json!({"code": code, "message": format!("boom {code} é"), "details": []}), "grpc code {code}");
+    }
+    let (status, body) = json_call(&gw, "GET", "/v1/fail/0", None).await;
+    assert_eq!((status.as_u16(), body), (200, json!({})));
+
+    // A real error from a handler (trailers-only answer), and google.rpc.Status details.
+    let (status, body) = json_call(&gw, "GET", "/v1/users/404", None).await;
+    assert_eq!((status.as_u16(), body), (404, json!({"code": 5, "message": "no user 404", "details": []})));
+    let (status, body) = json_call(&gw, "GET", "/v1/fail/9?message=details", None).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"code": 9, "message": "with details", "details": [{"@type": "type.googleapis.com/demo.v1.Filter", "namePrefix": "x", "limit": 3}]})
+    );
+}
+
+/// An HTTP/2 upstream that answers like a broken gRPC server: `/no-status` without any
+/// grpc-status, `/bad-status` with an unparsable one.
+async fn broken_grpc_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = service_fn(|req: Request<Incoming>| async move {
+        let path = req.uri().path().to_owned();
+        let _ = req.into_body().collect().await;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("abc"));
+        let data = Some(Bytes::from_static(b"\0\0\0\0\0"));
+        // `/Ping`: an unparsable grpc-status in the trailers; anything else: no trailers at all.
+        let body = TrailerBody { data, trailers: path.ends_with("/Ping").then_some(trailers) };
+        let mut response = Response::new(body);
+        response.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+        Ok::<_, Infallible>(response)
+    });
+    (addr, spawn_h2(listener, None, service))
+}
+
+#[tokio::test]
+async fn a_missing_or_unparsable_grpc_status_is_502() {
+    let (addr, task) = broken_grpc_upstream().await;
+    let server = GrpcServer { addr, seen: Arc::default(), task };
+    let toml = config(
+        &server,
+        r#"[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Ping"
+http = "POST /ping"
+body = "*""#,
+    );
+    let gw = gateway(&toml).await.unwrap();
+    let (status, body) = json_call(&gw, "GET", "/v1/users/1", None).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["code"], 14, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("no grpc-status"), "{body}");
+    let (status, body) = json_call(&gw, "POST", "/ping", Some(json!({"note": "n"}))).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("`abc` is not a status code"), "{body}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large messages, explicit mappings, load-time refusals
+
+#[tokio::test]
+async fn a_large_message_both_ways() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let payload = vec![7u8; 1 << 20];
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&payload);
+    let (status, body) = json_call(&gw, "POST", "/v1/big", Some(json!({"size": 3_000_000, "payload": encoded}))).await;
+    assert_eq!(status, 200);
+    // response_body: "data" answers that field alone: bytes as base64.
+    let data = base64::engine::general_purpose::STANDARD.decode(body.as_str().unwrap()).unwrap();
+    assert_eq!(data.len(), 3_000_000);
+    assert!(data.iter().all(|b| *b == b'x'));
+    assert_eq!(*server.seen.big.lock().unwrap(), Some((3_000_000, 1 << 20)));
+}
+
+#[tokio::test]
+async fn explicit_mappings_without_annotations() {
+    let server = GrpcServer::start(None).await;
+    let extra = r#"annotations = false
+[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Ping"
+http = "POST /ping"
+body = "*"
+[[routes.plugins.config.mappings]]
+method = "demo.v1.Users.GetUser"
+http = "GET /people/{id}"
+response_body = "display_name""#;
+    let gw = gateway(&config(&server, extra)).await.unwrap();
+    let (status, body) = json_call(&gw, "POST", "/ping", Some(json!({"note": "hi"}))).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"note": "hi"})));
+    let (status, body) = json_call(&gw, "GET", "/people/5", None).await;
+    assert_eq!((status.as_u16(), body), (200, json!("user 5")));
+    let (status, _) = json_call(&gw, "GET", "/v1/users/5", None).await;
+    assert_eq!(status, 404, "annotations are off");
+}
+
+#[tokio::test]
+async fn streaming_methods_bad_mappings_and_ungranted_descriptors_are_refused_at_load() {
+    let server = GrpcServer::start(None).await;
+    let cases = [
+        (r#"services = ["demo.v1.Feed"]"#, "method `demo.v1.Feed.Watch` is server-streaming"),
+        (r#"services = ["demo.v1.Nope"]"#, "no service `demo.v1.Nope`"),
+        (
+            "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/Nope\"\nhttp = \"GET /x\"",
+            "`mappings[0]`: `method`: service `demo.v1.Users` has no method `Nope`",
+        ),
+        (
+            "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/GetUser\"\nhttp = \"GET /x/{nope}\"",
+            "path variable `nope`",
+        ),
+        ("annotations = false", "no method is mapped"),
+    ];
+    for (extra, expected) in cases {
+        let error = gateway(&config(&server, extra)).await.err().unwrap_or_else(|| panic!("{extra} loaded")).to_string();
+        assert!(error.contains(expected), "{extra}: {error}");
+    }
+    let ungranted = config(&server, "").replace("capabilities = [\"files\"]\n", "").replace("files = { dir = \"protos\" }\n", "");
+    let error = gateway(&ungranted).await.err().expect("no files grant").to_string();
+    assert!(error.contains("files"), "{error}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream protocols
+
+/// A test CA and a server certificate for `grpc.test` it signed, made by rcgen.
+struct TestPki {
+    ca_pem: String,
+    acceptor: TlsAcceptor,
+}
+
+fn test_pki() -> TestPki {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Airlock test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["grpc.test".to_owned()]).unwrap().signed_by(&key, &*ca).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    TestPki { ca_pem: ca.pem(), acceptor: TlsAcceptor::from(Arc::new(config)) }
+}
+
+#[tokio::test]
+async fn h2_over_tls_upstream_with_a_configured_ca_and_server_name() {
+    let pki = test_pki();
+    let server = GrpcServer::start(Some(pki.acceptor.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let tls = format!("[upstreams.grpc.tls]\nca_file = \"{}\"\nserver_name = \"grpc.test\"\n", ca_file.display());
+    let toml = config(&server, "").replace("protocol = \"h2c\"\n", &format!("protocol = \"h2\"\n{tls}"));
+    let gw = gateway(&toml).await.unwrap();
+    let (status, body) = json_call(&gw, "GET", "/v1/users/5", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["displayName"], "user 5");
+    assert_eq!(server.seen.get.lock().unwrap().as_ref().map(|r| r.id), Some(5));
+
+    // The certificate is checked: the system's roots do not know the test CA, and the name must fit.
+    let untrusted = config(&server, "").replace("protocol = \"h2c\"\n", "protocol = \"h2\"\n");
+    let gw = gateway(&untrusted).await.unwrap();
+    let (status, _) = json_call(&gw, "GET", "/v1/users/5", None).await;
+    assert_eq!(status, 502);
+    let wrong_name = toml.replace("server_name = \"grpc.test\"", "server_name = \"other.test\"");
+    let gw = gateway(&wrong_name).await.unwrap();
+    let (status, _) = json_call(&gw, "GET", "/v1/users/5", None).await;
+    assert_eq!(status, 502);
+    assert_eq!(server.seen.calls(), 1);
+}
+
+#[tokio::test]
+async fn upstream_protocol_errors_name_file_line_and_key() {
+    let cases = [
+        ("targets = [\"https://127.0.0.1:1\"]\nprotocol = \"h2c\"", "upstreams.u.protocol", 3, "use protocol = \"h2\""),
+        ("targets = [\"http://127.0.0.1:1\"]\nprotocol = \"h2\"", "upstreams.u.protocol", 3, "use protocol = \"h2c\""),
+        ("targets = [\"https://127.0.0.1:1\", \"127.0.0.1:2\"]", "upstreams.u.targets", 2, "same scheme"),
+        ("targets = [\"127.0.0.1:1\"]\ntls = { server_name = \"x\" }", "upstreams.u.tls", 3, "cleartext upstream"),
+        ("targets = [\"127.0.0.1:1\"]\nprotocol = \"h3\"", "upstreams.u.protocol", 3, "h3"),
+        ("targets = [\"https://127.0.0.1:1\"]\ntls = { ca_file = \"missing.pem\" }", "upstreams.u.tls", 3, "missing.pem"),
+    ];
+    for (upstream, key, line, text) in cases {
+        let toml = format!("[upstreams.u]\n{upstream}\n");
+        let error = Gateway::try_start(&toml, None).await.err().unwrap_or_else(|| panic!("{upstream} loaded")).to_string();
+        assert!(error.contains(key), "{upstream}: {error}");
+        // The harness puts a 3-line [[listeners]] table first.
+        assert!(error.contains(&format!("airlock.toml:{}:", line + 3)), "{upstream}: line {line}: {error}");
+        assert!(error.contains(text), "{upstream}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn native_grpc_clients_pass_through_with_their_trailers() {
+    let server = GrpcServer::start(None).await;
+    let toml = format!(
+        "[upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/demo.v1.Users\"\nupstream = \"grpc\"\ntimeout_ms = 3000\n",
+        server.addr
+    );
+    let gw = Gateway::start(&toml, None).await;
+    let mut client = UsersClient::connect(gw.url("")).await.unwrap();
+    let user = client.get_user(GetUserRequest { id: 3, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(user.display_name, "user 3");
+    // The status lives in the trailers (or a trailers-only answer): it reaches the client.
+    let error = client.fail(FailRequest { code: 7, message: "denied".into() }).await.unwrap_err();
+    assert_eq!((error.code(), error.message()), (Code::PermissionDenied, "denied"));
+    assert_eq!(server.seen.header("grpc-timeout").as_deref(), Some("3000m"), "the route's timeout, sent on");
+    assert_eq!(server.seen.header("te").as_deref(), Some("trailers"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trailers
+
+/// A body of one data frame followed by trailers.
+struct TrailerBody {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl TrailerBody {
+    fn new(data: Bytes, trailers: HeaderMap) -> Self {
+        Self { data: Some(data), trailers: Some(trailers) }
+    }
+}
+
+impl Body for TrailerBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+}
+
+/// An h2c upstream that answers with the request trailers it received as JSON, and with the
+/// response trailers `x-upstream-trailer: done` and `x-secret: s`.
+async fn trailer_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = service_fn(|req: Request<Incoming>| async move {
+        let version = format!("{:?}", req.version());
+        let collected = req.into_body().collect().await.unwrap();
+        let got: HashMap<String, String> = collected
+            .trailers()
+            .map(|t| t.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect())
+            .unwrap_or_default();
+        let body = json!({"version": version, "body": String::from_utf8_lossy(&collected.to_bytes()), "trailers": got});
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-upstream-trailer", HeaderValue::from_static("done"));
+        trailers.insert("x-secret", HeaderValue::from_static("s"));
+        Ok::<_, Infallible>(Response::new(TrailerBody::new(Bytes::from(body.to_string()), trailers)))
+    });
+    (addr, spawn_h2(listener, None, service))
+}
+
+/// Sends `body` followed by the trailer `x-client-trailer: sum` over HTTP/2; returns the
+/// response's status, headers, JSON body (without the `!` body-upper appends) and trailers.
+async fn send_with_trailers(url: &str, body: &'static str) -> (StatusCode, HeaderMap, Value, HeaderMap) {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<TrailerBody>();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-client-trailer", HeaderValue::from_static("sum"));
+    let request = Request::post(url).header("te", "trailers").body(TrailerBody::new(Bytes::from_static(body.as_bytes()), trailers)).unwrap();
+    let response = client.request(request).await.unwrap();
+    let (parts, incoming) = response.into_parts();
+    let collected = incoming.collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let bytes = collected.to_bytes();
+    let json = serde_json::from_str(String::from_utf8_lossy(&bytes).trim_end_matches('!')).unwrap();
+    (parts.status, parts.headers, json, trailers)
+}
+
+#[tokio::test]
+async fn trailers_are_carried_both_ways_for_http2_clients() {
+    let (addr, _task) = trailer_upstream().await;
+    let toml = format!(
+        r#"
+[upstreams.h2]
+targets = ["{addr}"]
+protocol = "h2c"
+
+[[routes]]
+path = "/stream"
+upstream = "h2"
+
+[[routes]]
+path = "/buffered"
+upstream = "h2"
+[[routes.plugins]]
+plugin = "{{plugin:body-upper}}"
+[[routes.plugins]]
+plugin = "{{plugin:trailers}}"
+"#
+    );
+    let gw = Gateway::start(&toml, None).await;
+
+    // Streamed both ways: the bodies are never buffered, the trailers travel with them.
+    let (status, _, body, trailers) = send_with_trailers(&gw.url("/stream"), "hello").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"version": "HTTP/2.0", "body": "hello", "trailers": {"x-client-trailer": "sum"}}));
+    assert_eq!(trailers.get("x-upstream-trailer").unwrap(), "done");
+    assert_eq!(trailers.get("x-secret").unwrap(), "s");
+
+    // Buffered both ways (body-upper reads both bodies): the request trailers still reach the
+    // upstream, and the response phase sees the upstream's trailers and changes them.
+    let (status, headers, body, trailers) = send_with_trailers(&gw.url("/buffered"), "hello").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"version": "HTTP/2.0", "body": "HELLO", "trailers": {"x-client-trailer": "sum"}}));
+    assert_eq!(headers.get("x-seen-trailer").unwrap(), "done");
+    assert_eq!(headers.get("x-trailer-names").unwrap(), "x-secret,x-upstream-trailer");
+    assert_eq!(trailers.get("x-upstream-trailer").unwrap(), "done");
+    assert_eq!(trailers.get("x-added").unwrap(), "1");
+    assert!(trailers.get("x-secret").is_none(), "removed by the plugin: {trailers:?}");
+    let client = HttpClient::http2();
+    let reply = client.request("POST", &gw.url("/buffered"), &[], b"abc").await;
+    // body-upper appended `!` to the JSON: strip it to read what the upstream saw.
+    let text = reply.text();
+    let seen: Value = serde_json::from_str(text.trim_end_matches('!')).unwrap();
+    assert_eq!(seen["body"], "ABC");
+}
