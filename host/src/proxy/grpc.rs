@@ -26,10 +26,10 @@ pub fn set_timeout(headers: &mut HeaderMap, timeout: Duration) {
     if !is_grpc(headers) {
         return;
     }
-    if let Some(asked) = headers.get(&GRPC_TIMEOUT).and_then(|v| v.to_str().ok()).and_then(parse_timeout) {
-        if asked <= timeout {
-            return;
-        }
+    if let Some(asked) = headers.get(&GRPC_TIMEOUT).and_then(|v| v.to_str().ok()).and_then(parse_timeout)
+        && asked <= timeout
+    {
+        return;
     }
     headers.insert(GRPC_TIMEOUT, format_timeout(timeout));
 }
