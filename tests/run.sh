@@ -19,6 +19,11 @@ if ! command -v curl >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq curl
 fi
 
+# The hot-reload test keeps a real load generator running through 20 reloads (tests/tests/reload.rs).
+if ! command -v wrk >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq wrk
+fi
+
 # The dashboard test loads the admin dashboard in headless Chromium (tests/tests/analytics.rs).
 if ! command -v chromium >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq chromium

@@ -106,6 +106,36 @@ impl Gateway {
     /// found are returned together.
     pub async fn build(source: &ConfigSource, config: &Config, sandbox: SandboxEngine) -> Result<Self, ConfigError> {
         let mut issues: Vec<ConfigIssue> = Vec::new();
+        let state = match StateStore::from_config(&config.state) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                issues.push(source.issue(None, "state", e.to_string()));
+                Arc::new(StateStore::Memory(crate::state::memory::MemoryStore::new(1)))
+            }
+        };
+        let telemetry = Arc::new(Telemetry::new(source, config, state.clone(), &mut issues));
+        issues.extend(crate::admin::config_issues(source, config));
+        Self::assemble(source, config, sandbox, state, telemetry, issues).await
+    }
+
+    /// Builds the gateway a reload swaps in for `previous`: the new config's routes, chains and
+    /// upstreams, served with `previous`'s sandbox, state store and telemetry, which outlive
+    /// reloads (so rate-limit windows and metric counters carry over). The sections those come
+    /// from take effect only on restart (see [`crate::reload`]).
+    pub async fn rebuild(source: &ConfigSource, config: &Config, previous: &Gateway) -> Result<Self, ConfigError> {
+        let (sandbox, state, telemetry) = (previous.sandbox.clone(), previous.state.clone(), previous.telemetry.clone());
+        Self::assemble(source, config, sandbox, state, telemetry, Vec::new()).await
+    }
+
+    /// Everything that one config builds, given the parts that outlive it.
+    async fn assemble(
+        source: &ConfigSource,
+        config: &Config,
+        sandbox: SandboxEngine,
+        state: Arc<StateStore>,
+        telemetry: Arc<Telemetry>,
+        mut issues: Vec<ConfigIssue>,
+    ) -> Result<Self, ConfigError> {
         let cache = CompileCache::new(if config.runtime.compile_cache {
             config.runtime.cache_dir.clone().or_else(CompileCache::default_dir)
         } else {
@@ -140,16 +170,6 @@ impl Gateway {
             None
         };
         let defs = plugin_defs(source, config, outbound.as_ref(), &mut issues);
-        let state = match StateStore::from_config(&config.state) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                issues.push(source.issue(None, "state", e.to_string()));
-                Arc::new(StateStore::Memory(crate::state::memory::MemoryStore::new(1)))
-            }
-        };
-
-        let telemetry = Arc::new(Telemetry::new(source, config, state.clone(), &mut issues));
-        issues.extend(crate::admin::config_issues(source, config));
         let mut loader = Loader {
             sandbox: &sandbox,
             cache: &cache,

@@ -2,7 +2,7 @@
 //!
 //! # Reading this crate top-down
 //! - A request enters in [`server`] (listeners, HTTP/1.1 and h2c, [`tls`], graceful drain) and is handed to
-//!   [`gateway::Gateway::handle`], whose phases are laid out in [`proxy`]: limits, [`router`],
+//!   [`gateway::Gateway::handle`] of the generation [`reload`] keeps current, whose phases are laid out in [`proxy`]: limits, [`router`],
 //!   the plugin chain's request phases, the upstream ([`proxy::upstream`]), the response phases,
 //!   and the response back to the client.
 //! - Which plugins run is decided by the route's [`runtime::PluginChain`], built from the config
@@ -30,6 +30,7 @@ pub mod gateway;
 pub mod grants;
 pub mod plugin_trial;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod scaffold;
 pub mod runtime;
@@ -47,6 +48,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::gateway::Gateway;
+use crate::reload::LiveGateway;
 use crate::runtime::SandboxEngine;
 
 /// Why the gateway could not start.
@@ -78,7 +80,7 @@ pub struct RunningGateway {
     admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
-    gateway: Arc<Gateway>,
+    live: Arc<LiveGateway>,
 }
 
 impl RunningGateway {
@@ -97,76 +99,44 @@ impl RunningGateway {
         self.admin_addr
     }
 
-    /// The gateway being served.
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
+    /// The gateway serving new requests now.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.live.gateway()
+    }
+
+    /// The served generation and the way to reload it.
+    pub fn live(&self) -> &Arc<LiveGateway> {
+        &self.live
     }
 
     /// Stops accepting, drains in-flight requests (up to `timeouts.drain_ms`), and returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
-        self.gateway.sandbox.stop();
+        self.live.gateway().sandbox.stop();
     }
 }
 
 /// Loads `source` and starts serving it on its listeners.
 pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> {
     let (config, gateway) = load(source).await?;
-    let mut addresses = Vec::new();
-    let mut acceptors = Vec::new();
-    let mut issues = Vec::new();
-    for (i, listener) in config.listeners.iter().enumerate() {
-        match listener.address.get_ref().parse::<SocketAddr>() {
-            Ok(a) => addresses.push(a),
-            Err(e) => issues.push(source.issue(
-                Some(listener.address.span()),
-                &format!("listeners[{i}].address"),
-                format!("`{}` is not `ip:port`: {e}", listener.address.get_ref()),
-            )),
-        }
-        acceptors.push(match &listener.tls {
-            None => None,
-            Some(t) if t.certificates.is_empty() => {
-                issues.push(source.issue(
-                    Some(listener.address.span()),
-                    &format!("listeners[{i}].tls.certificates"),
-                    "a TLS listener needs at least one `{ cert, key }`",
-                ));
-                None
-            }
-            Some(t) => match tls::server_config(t, &source.base_dir) {
-                Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
-                Err(e) => {
-                    let at = t.certificates.first().map(|c| c.cert.span());
-                    issues.push(source.issue(at, &format!("listeners[{i}].tls"), e.to_string()));
-                    None
-                }
-            },
-        });
-    }
-    if config.listeners.is_empty() {
-        issues.push(source.issue(None, "listeners", "at least one listener is needed to run"));
-    }
-    if !issues.is_empty() {
-        return Err(ConfigError::Invalid(issues).into());
-    }
-    let listeners = server::bind(&addresses).await?;
+    let plan = server::plan_listeners(source, &config)?;
+    let listeners = server::bind(&plan.addresses).await?;
     let addrs = listeners.iter().map(|l| l.local_addr()).collect::<Result<Vec<_>, _>>()?;
-    let listeners: Vec<_> = listeners.into_iter().zip(acceptors).collect();
     let admin_listener = admin::bind(&config).await?;
     let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let access_log = gateway.telemetry.start_access_log(&config, &source.base_dir)?;
     gateway.telemetry.start_otlp(&config);
-    let gateway = Arc::new(gateway);
+    let admin_token = config.admin.token.as_ref().map(|t| t.get_ref().clone());
+    let live = Arc::new(LiveGateway::new(gateway, plan.tls, config, source.clone()));
     let (shutdown, stop) = watch::channel(false);
     if let Some(log) = access_log {
         telemetry::access_log::reopen_on_sigusr1(log, stop.clone());
     }
     if let Some(listener) = admin_listener {
-        let state = Arc::new(admin::AdminState::new(gateway.clone(), &config));
+        let state = Arc::new(admin::AdminState::new(live.clone(), admin_token));
         tokio::spawn(admin::serve(state, listener, stop.clone()));
     }
-    let task = tokio::spawn(server::serve(gateway.clone(), listeners, stop));
-    Ok(RunningGateway { addrs, admin_addr, shutdown, task, gateway })
+    let task = tokio::spawn(server::serve(live.clone(), listeners, stop));
+    Ok(RunningGateway { addrs, admin_addr, shutdown, task, live })
 }

@@ -41,6 +41,13 @@ enum Command {
         /// Also start the demo echo upstream on 127.0.0.1:9090 (for examples).
         #[arg(long)]
         demo_upstream: bool,
+        /// Reload when the config file's content changes (checked every `--watch-interval-ms`).
+        /// SIGHUP and `POST /admin/reload` reload with or without it.
+        #[arg(long, conflicts_with = "quickstart")]
+        watch: bool,
+        /// How often `--watch` reads the config file, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+        watch_interval_ms: u64,
     },
     /// Validate a config: parse it, load and configure every plugin, and report every problem.
     Check {
@@ -164,7 +171,10 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Check { config } => check(config).await,
-            Command::Run { config, quickstart, demo_upstream } => run(config, quickstart, demo_upstream).await,
+            Command::Run { config, quickstart, demo_upstream, watch, watch_interval_ms } => {
+                let watch = watch.then(|| std::time::Duration::from_millis(watch_interval_ms));
+                run(config, quickstart, demo_upstream, watch).await
+            }
             Command::Plugin { command: PluginCommand::New { name, dir, sdk_path, sdk_git } } => new_plugin(name, dir, sdk_path, sdk_git),
             Command::Plugin { command: PluginCommand::Keygen { out } } => keygen(&out),
             Command::Plugin { command: PluginCommand::Sign { plugin, key } } => sign(&plugin, &key),
@@ -403,7 +413,7 @@ async fn test_plugin(trial: Trial, request: PathBuf, response: Option<PathBuf>, 
     }
 }
 
-async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool) -> ExitCode {
+async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option<std::time::Duration>) -> ExitCode {
     if quickstart || demo_upstream {
         let upstream = airlock::demo_upstream::DEMO_UPSTREAM_ADDR;
         match airlock::demo_upstream::spawn(upstream).await {
@@ -437,6 +447,16 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool) -> ExitCode {
     }
     if let Some(addr) = running.admin_addr() {
         tracing::info!(%addr, "admin listener (health, ready, metrics, admin API)");
+    }
+    #[cfg(unix)]
+    if let Err(e) = airlock::reload::reload_on_sighup(running.live().clone()) {
+        tracing::warn!("cannot listen for SIGHUP, reload through POST /admin/reload only: {e}");
+    }
+    if let Some(interval) = watch {
+        match airlock::reload::reload_on_change(running.live().clone(), interval) {
+            Ok(()) => tracing::info!(config = %source.name, "watching the config file for changes"),
+            Err(e) => return fail(e),
+        }
     }
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, draining in-flight requests (signal again to force)");

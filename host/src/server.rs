@@ -1,6 +1,7 @@
 //! Where requests enter: listeners accept connections and serve HTTP/1.1 and HTTP/2 (prior
 //! knowledge, h2c; or HTTPS with ALPN on a TLS listener, see [`crate::tls`]) on the same port,
-//! handing each request to [`Gateway::handle`]. Shutdown stops
+//! handing each request to [`crate::gateway::Gateway::handle`] of the gateway current when it
+//! arrives ([`crate::reload`]). Shutdown stops
 //! accepting, lets in-flight requests finish within the drain timeout, then closes.
 
 use std::convert::Infallible;
@@ -11,14 +12,15 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use tokio_rustls::TlsAcceptor;
 
-use crate::gateway::Gateway;
+use crate::config::{Config, ConfigError, ConfigSource, LimitsConfig, TimeoutsConfig};
 use crate::proxy::ConnectionInfo;
+use crate::reload::LiveGateway;
 use crate::tls;
 
 /// Slack over the configured header limits given to hyper's own parser, so oversized headers
@@ -28,12 +30,10 @@ const PARSER_HEADER_SLACK: usize = 2;
 /// Longest a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `gateway` on `listeners` (each with its TLS acceptor, if it serves HTTPS) until
-/// `shutdown` turns true, then drains.
-pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<(TcpListener, Option<TlsAcceptor>)>, shutdown: watch::Receiver<bool>) {
+/// The HTTP/1.1 and HTTP/2 connection settings `[limits]` and `[timeouts]` ask for.
+pub fn connection_builder(limits: &LimitsConfig, timeouts: &TimeoutsConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    let limits = &gateway.limits;
-    let idle = Duration::from_millis(gateway.timeouts.idle_ms);
+    let idle = Duration::from_millis(timeouts.idle_ms);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -46,13 +46,66 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<(TcpListener, Option<Tl
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes * PARSER_HEADER_SLACK).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(idle / 2));
-    let builder = Arc::new(builder);
+    builder
+}
+
+/// The addresses the listeners bind, and each one's TLS acceptor.
+pub struct ListenerPlan {
+    /// Where each listener binds, in config order.
+    pub addresses: Vec<SocketAddr>,
+    /// Each listener's TLS acceptor (certificates read from their files), or `None` for plain HTTP.
+    pub tls: Vec<Option<TlsAcceptor>>,
+}
+
+/// Reads `[[listeners]]`: addresses, and TLS certificates and keys from their PEM files (blocking
+/// reads: at startup, or off the async workers on reload). Every problem is reported, located.
+pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<ListenerPlan, ConfigError> {
+    let mut plan = ListenerPlan { addresses: Vec::new(), tls: Vec::new() };
+    let mut issues = Vec::new();
+    for (i, listener) in config.listeners.iter().enumerate() {
+        match listener.address.get_ref().parse::<SocketAddr>() {
+            Ok(a) => plan.addresses.push(a),
+            Err(e) => issues.push(source.issue(
+                Some(listener.address.span()),
+                &format!("listeners[{i}].address"),
+                format!("`{}` is not `ip:port`: {e}", listener.address.get_ref()),
+            )),
+        }
+        plan.tls.push(match &listener.tls {
+            None => None,
+            Some(t) if t.certificates.is_empty() => {
+                issues.push(source.issue(
+                    Some(listener.address.span()),
+                    &format!("listeners[{i}].tls.certificates"),
+                    "a TLS listener needs at least one `{ cert, key }`",
+                ));
+                None
+            }
+            Some(t) => match tls::server_config(t, &source.base_dir) {
+                Ok(c) => Some(TlsAcceptor::from(c)),
+                Err(e) => {
+                    let at = t.certificates.first().map(|c| c.cert.span());
+                    issues.push(source.issue(at, &format!("listeners[{i}].tls"), e.to_string()));
+                    None
+                }
+            },
+        });
+    }
+    if config.listeners.is_empty() {
+        issues.push(source.issue(None, "listeners", "at least one listener is needed to run"));
+    }
+    if issues.is_empty() { Ok(plan) } else { Err(ConfigError::Invalid(issues)) }
+}
+
+/// Serves the live gateway on `listeners` (in config order) until `shutdown` turns true, then
+/// drains. Each connection gets the current generation's settings and TLS certificates, and
+/// each request the gateway current when it arrives, so a reload applies to the next request.
+pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
     let graceful = Arc::new(GracefulShutdown::new());
 
     let mut accept_loops = tokio::task::JoinSet::new();
-    for (listener, tls) in listeners {
-        let gateway = gateway.clone();
-        let builder = builder.clone();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let live = live.clone();
         let graceful = graceful.clone();
         let mut shutdown = shutdown.clone();
         accept_loops.spawn(async move {
@@ -70,50 +123,14 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<(TcpListener, Option<Tl
                     _ = stopped(&mut shutdown) => break,
                 };
                 let _ = stream.set_nodelay(true);
-                let gateway = gateway.clone();
-                let builder = builder.clone();
                 let watcher = graceful.watcher();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let _open = gateway.telemetry.metrics.connection_opened();
-                    let Some(tls) = tls else {
-                        let conn = ConnectionInfo { peer, scheme: "http" };
-                        let service = service_fn(move |request| {
-                            let gateway = gateway.clone();
-                            async move { Ok::<_, Infallible>(gateway.handle(request, conn).await) }
-                        });
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = watcher.watch(connection.into_owned()).await {
-                            tracing::debug!(%peer, "connection ended with an error: {e}");
-                        }
-                        return;
-                    };
-                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                    };
-                    // The client certificate, if mTLS verified one, identifies every request on it.
-                    let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::client_identity).map(Arc::new);
-                    let conn = ConnectionInfo { peer, scheme: "https" };
-                    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                        let gateway = gateway.clone();
-                        if let Some(id) = &identity {
-                            request.extensions_mut().insert(id.clone());
-                        }
-                        async move { Ok::<_, Infallible>(gateway.handle(request, conn).await) }
-                    });
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(connection.into_owned()).await {
-                        tracing::debug!(%peer, "connection ended with an error: {e}");
-                    }
-                });
+                tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher));
             }
         });
     }
     while accept_loops.join_next().await.is_some() {}
 
-    let drain = Duration::from_millis(gateway.timeouts.drain_ms);
+    let drain = Duration::from_millis(live.gateway().timeouts.drain_ms);
     // The accept loops, the only other holders, have ended.
     let Ok(graceful) = Arc::try_unwrap(graceful) else {
         tracing::error!("internal error: connection tracker still shared; closing without drain");
@@ -122,6 +139,51 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<(TcpListener, Option<Tl
     tracing::info!(in_flight_connections = graceful.count(), "draining");
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timeout of {} ms passed; closing remaining connections", drain.as_millis());
+    }
+}
+
+/// Serves one accepted connection of listener `index` (after the TLS handshake, if it has TLS).
+async fn serve_connection(live: Arc<LiveGateway>, index: usize, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+    let generation = live.current();
+    let _open = generation.gateway.telemetry.metrics.connection_opened();
+    let builder = generation.connections.clone();
+    let tls = generation.tls.get(index).cloned().flatten();
+    drop(generation);
+    let Some(tls) = tls else {
+        let conn = ConnectionInfo { peer, scheme: "http" };
+        return serve_http(live, &builder, TokioIo::new(stream), conn, None, watcher).await;
+    };
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
+        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+    };
+    // The client certificate, if mTLS verified one, identifies every request on it.
+    let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::client_identity).map(Arc::new);
+    let conn = ConnectionInfo { peer, scheme: "https" };
+    serve_http(live, &builder, TokioIo::new(stream), conn, identity, watcher).await;
+}
+
+/// Serves HTTP on one connection until it closes or the drain ends it.
+async fn serve_http<I>(
+    live: Arc<LiveGateway>,
+    builder: &auto::Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    conn: ConnectionInfo,
+    identity: Option<Arc<tls::ClientIdentity>>,
+    watcher: Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let gateway = live.gateway();
+        if let Some(id) = &identity {
+            request.extensions_mut().insert(id.clone());
+        }
+        async move { Ok::<_, Infallible>(gateway.handle(request, conn).await) }
+    });
+    if let Err(e) = watcher.watch(builder.serve_connection(io, service).into_owned()).await {
+        tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}");
     }
 }
 

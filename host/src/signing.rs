@@ -189,7 +189,7 @@ mod tests {
         let mut raw = B64.decode(line).unwrap();
         raw[0] ^= 1;
         let forged = sig.replace(line, &B64.encode(raw));
-        assert!(matches!(verify(bytes, &forged, "x.sig", &[public.clone()]), Err(SigningError::Invalid(_))));
+        assert!(matches!(verify(bytes, &forged, "x.sig", std::slice::from_ref(&public)), Err(SigningError::Invalid(_))));
         assert!(matches!(verify(bytes, "nonsense", "x.sig", &[public]), Err(SigningError::Malformed { .. })));
         assert!(PublicKey::parse("ed25519:short").is_err());
         assert!(sign(bytes, "not a key", "k.pem").is_err());

@@ -149,7 +149,9 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = render(toml, upstream);
         std::fs::write(dir.path().join("airlock.toml"), &text).expect("write config");
-        let source = ConfigSource::inline("airlock.toml", &text, dir.path().to_path_buf());
+        let mut source = ConfigSource::inline("airlock.toml", &text, dir.path().to_path_buf());
+        // Read again from there on reload (the name stays `airlock.toml` in error messages).
+        source.path = Some(dir.path().join("airlock.toml"));
         let running = airlock::start(&source).await?;
         Ok(Self { running: Some(running), dir })
     }
@@ -176,8 +178,20 @@ impl Gateway {
     }
 
     /// The gateway being served (routes, chains, limits), for checks that need its insides.
-    pub fn inner(&self) -> &airlock::gateway::Gateway {
+    pub fn inner(&self) -> std::sync::Arc<airlock::gateway::Gateway> {
         self.running.as_ref().expect("running").gateway()
+    }
+
+    /// Writes `toml` (with the [`Gateway::start`] substitutions) over the config file and
+    /// reloads it; returns the new generation, or why the running one was kept.
+    pub async fn reload(&self, toml: &str, upstream: Option<&Upstream>) -> Result<u64, airlock::reload::ReloadError> {
+        std::fs::write(self.dir.path().join("airlock.toml"), render(toml, upstream)).expect("write config");
+        self.live().reload().await
+    }
+
+    /// The served generation and the way to reload it.
+    pub fn live(&self) -> &std::sync::Arc<airlock::reload::LiveGateway> {
+        self.running.as_ref().expect("running").live()
     }
 
     /// `http://addr` + `path`.
@@ -293,13 +307,19 @@ impl HttpClient {
 
     /// Sends a request built by the caller.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Reply {
+        self.try_send(request).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Sends a request, returning a failure (timeout, connection refused or reset, broken body)
+    /// as text instead of panicking: for tests that count failures under load.
+    pub async fn try_send(&self, request: Request<Full<Bytes>>) -> Result<Reply, String> {
         let response = tokio::time::timeout(Duration::from_secs(30), self.inner.request(request))
             .await
-            .expect("request timed out after 30 s")
-            .expect("request failed");
+            .map_err(|_| "request timed out after 30 s".to_owned())?
+            .map_err(|e| format!("request failed: {e:?}"))?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("read body").to_bytes();
-        Reply { status: parts.status, headers: parts.headers, body, version: parts.version }
+        let body = body.collect().await.map_err(|e| format!("read body: {e:?}"))?.to_bytes();
+        Ok(Reply { status: parts.status, headers: parts.headers, body, version: parts.version })
     }
 
     /// GET `url`.

@@ -264,7 +264,8 @@ config = { response = { set = { "x-b" = "1" } } }
 plugin = "builtin:respond"
 "#;
     let gw = Gateway::start(config, None).await;
-    let route = &gw.inner().routes.routes()[0];
+    let inner = gw.inner();
+    let route = &inner.routes.routes()[0];
     let phases: Vec<(bool, bool)> =
         route.chain.entries().iter().map(|e| (e.descriptor.on_request, e.descriptor.on_response)).collect();
     assert_eq!(phases, vec![(true, false), (false, true), (true, false)]);

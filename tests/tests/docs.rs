@@ -17,10 +17,11 @@ fn every_config_key_is_in_the_operator_reference() {
             in_struct = true;
         } else if trimmed == "}" {
             in_struct = false;
-        } else if in_struct && let Some(rest) = trimmed.strip_prefix("pub ") {
-            if let Some((name, _)) = rest.split_once(':') {
-                fields.push(name.trim().to_owned());
-            }
+        } else if in_struct
+            && let Some(rest) = trimmed.strip_prefix("pub ")
+            && let Some((name, _)) = rest.split_once(':')
+        {
+            fields.push(name.trim().to_owned());
         }
     }
     assert!(fields.len() > 30, "parsed only {} fields", fields.len());

@@ -191,19 +191,19 @@ async fn recursion_floods_host_waits_and_the_environment_are_contained() {
     });
     let upstream = Upstream::start().await;
     let up = upstream.addr;
-    let mut config = format!(
+    let mut config = String::from(
         r#"
 [runtime]
 cpu_ms = 50
 memory_mb = 16
 
 [upstreams.backend]
-targets = ["{{upstream}}"]
+targets = ["{upstream}"]
 
 [[routes]]
 path = "/healthy"
 upstream = "backend"
-"#
+"#,
     );
     // The component imports `http-client`, so every definition grants it (only the waiter and the
     // crafter use it); the origins are a black hole and the upstream.

@@ -27,19 +27,25 @@ fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
     rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("key")).expect("CA")
 }
 
+/// Writes `<name>.pem` and `<name>.key` into `dir`: a certificate for `<name>.example.test`
+/// issued by `ca`.
+fn server_certificate(dir: &Path, name: &str, ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec![format!("{name}.example.test")])
+        .expect("params")
+        .signed_by(&key, &**ca)
+        .expect("sign");
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write PEM");
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write PEM");
+}
+
 fn pki() -> Pki {
     let dir = tempfile::tempdir().expect("tempdir");
     let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write PEM");
     let server_ca = ca("Airlock test server CA");
     write("server-ca.pem", &server_ca.pem());
     for name in ["api", "admin"] {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec![format!("{name}.example.test")])
-            .expect("params")
-            .signed_by(&key, &*server_ca)
-            .expect("sign");
-        write(&format!("{name}.pem"), &cert.pem());
-        write(&format!("{name}.key"), &key.serialize_pem());
+        server_certificate(dir.path(), name, &server_ca);
     }
     let client_ca = ca("Airlock test client CA");
     write("client-ca.pem", &client_ca.pem());
@@ -215,5 +221,40 @@ async fn mtls_refuses_unknown_clients_and_names_known_ones_to_plugins() {
     };
     assert_eq!(String::from_utf8_lossy(&curl(true).output().await.expect("curl").stdout), "200");
     assert_ne!(String::from_utf8_lossy(&curl(false).output().await.expect("curl").stdout), "200");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn certificates_are_read_again_on_reload() {
+    let mut pki = pki();
+    let upstream = Upstream::start().await;
+    let toml = config(pki.dir.path(), "");
+    let gw = Gateway::start(&toml, Some(&upstream)).await;
+    let all = &[&rustls::version::TLS13, &rustls::version::TLS12];
+    let before = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, false)).await.expect("first certificate");
+    assert_eq!(before.status, 200);
+
+    // The certificate is renewed by another CA; served only once the config is reloaded.
+    let old_ca = pki.server_ca.clone();
+    let rotated = ca("Airlock test server CA, rotated");
+    server_certificate(pki.dir.path(), "api", &rotated);
+    let still = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, false)).await.expect("before reload");
+    assert_eq!(still.server_cert, before.server_cert, "files are read on reload, not behind the operator's back");
+    assert_eq!(gw.reload(&toml, Some(&upstream)).await.expect("reload"), 2);
+    pki.server_ca = rotated.der().clone();
+    let after = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, false)).await.expect("renewed certificate");
+    assert_eq!(after.status, 200);
+    assert_ne!(after.server_cert, before.server_cert);
+    pki.server_ca = old_ca;
+    let err = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, false)).await.err().expect("old CA refused");
+    assert!(err.contains("handshake"), "{err}");
+
+    // A broken key file: the reload is refused, naming the listener, and the renewed certificate stays.
+    std::fs::write(pki.dir.path().join("api.key"), "not a key").expect("write");
+    let err = gw.reload(&toml, Some(&upstream)).await.expect_err("refused").to_string();
+    assert!(err.contains("listeners[0].tls"), "{err}");
+    pki.server_ca = rotated.der().clone();
+    let kept = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, false)).await.expect("kept");
+    assert_eq!(kept.server_cert, after.server_cert);
     gw.stop().await;
 }

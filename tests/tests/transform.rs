@@ -415,7 +415,8 @@ async fn without_body_rules_bodies_stream_untouched() {
         r#"{ request = { headers = { set = { "x-a" = "1" } } }, response = { headers = { set = { "x-b" = "2" } }, body = { non_json = "pass" } } }"#,
     );
     let gw = Gateway::start(&config, Some(&upstream)).await;
-    let chain = &gw.inner().routes.routes()[0].chain;
+    let inner = gw.inner();
+    let chain = &inner.routes.routes()[0].chain;
     assert!(!chain.needs_request_body() && !chain.needs_response_body(), "no body rule: no buffering");
 
     let client = HttpClient::http1();

@@ -8,6 +8,7 @@
 //! | `/admin/config` | the effective config, secrets redacted ([`redact`]) | if set |
 //! | `/admin/routes` | each route and its chain ([`inventory`]) | if set |
 //! | `/admin/plugins` | each plugin: source, hash, grants, limits, calls, failures, p99 ([`inventory`]) | if set |
+//! | `POST /admin/reload` | reads the config file again and swaps it in, or says why not ([`crate::reload`]) | if set |
 //! | `/admin/analytics` | usage per route and consumer (1 m, 1 h), top lists, anomaly flags ([`crate::telemetry::analytics`]) | if set |
 //! | `/` | the live dashboard ([`dashboard`]): a static page that polls the two above with the token | never |
 //!
@@ -36,23 +37,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigIssue, ConfigSource};
-use crate::gateway::Gateway;
+use crate::reload::{LiveGateway, ReloadError};
 
 /// What the admin endpoints answer from.
 pub struct AdminState {
-    gateway: Arc<Gateway>,
-    config: serde_json::Value,
+    live: Arc<LiveGateway>,
     token: Option<String>,
 }
 
 impl AdminState {
-    /// The admin view of a running gateway and the config it was built from.
-    pub fn new(gateway: Arc<Gateway>, config: &Config) -> Self {
-        Self {
-            gateway,
-            config: redact::redacted_config(config),
-            token: config.admin.token.as_ref().map(|t| t.get_ref().clone()),
-        }
+    /// The admin view of a live gateway; `token` is `admin.token` (`[admin]` changes need a restart).
+    pub fn new(live: Arc<LiveGateway>, token: Option<String>) -> Self {
+        Self { live, token }
     }
 }
 
@@ -131,17 +127,19 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: 
 
 /// Answers one admin request.
 async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
+    let path = request.uri().path();
+    let allowed = if path == "/admin/reload" { request.method() == Method::POST } else { request.method() == Method::GET || request.method() == Method::HEAD };
+    if !allowed {
         return json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({ "error": "method_not_allowed" }));
     }
-    let path = request.uri().path();
     let open = matches!(path, "/health" | "/ready" | "/");
     if !open && !authorized(state.token.as_deref(), &request) {
         let mut response = json(StatusCode::UNAUTHORIZED, &serde_json::json!({ "error": "unauthorized" }));
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     }
-    let gateway = &state.gateway;
+    let generation = state.live.current();
+    let gateway = &generation.gateway;
     match path {
         "/health" => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         "/ready" => {
@@ -162,7 +160,8 @@ async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full
                 json(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({ "error": "metrics_encoding" }))
             }
         },
-        "/admin/config" => json(StatusCode::OK, &state.config),
+        "/admin/config" => json(StatusCode::OK, &redact::redacted_config(&generation.config)),
+        "/admin/reload" => reload(&state.live).await,
         "/admin/routes" => json(StatusCode::OK, &inventory::routes(gateway)),
         "/admin/plugins" => json(StatusCode::OK, &inventory::plugins(gateway)),
         "/admin/analytics" => match gateway.telemetry.analytics() {
@@ -172,6 +171,36 @@ async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full
         "/" => dashboard::page(),
         _ => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found", "path": path })),
     }
+}
+
+/// `POST /admin/reload`: 200 with the new generation, or the reasons the running one was kept.
+async fn reload(live: &LiveGateway) -> Response<Full<Bytes>> {
+    match live.reload().await {
+        Ok(generation) => json(StatusCode::OK, &serde_json::json!({ "status": "reloaded", "generation": generation })),
+        Err(ReloadError::NoFile) => json(
+            StatusCode::CONFLICT,
+            &serde_json::json!({ "error": "no_config_file", "message": ReloadError::NoFile.to_string() }),
+        ),
+        Err(e) => {
+            let issues: Vec<serde_json::Value> = match &e {
+                ReloadError::Config(c) => c.issues().iter().map(issue_json).collect(),
+                _ => Vec::new(),
+            };
+            let body = serde_json::json!({
+                "error": "reload_failed",
+                "message": e.to_string(),
+                "issues": issues,
+                "generation": live.current().number,
+            });
+            json(StatusCode::UNPROCESSABLE_ENTITY, &body)
+        }
+    }
+}
+
+fn issue_json(issue: &ConfigIssue) -> serde_json::Value {
+    serde_json::json!({
+        "file": issue.file, "line": issue.line, "column": issue.column, "key": issue.key, "message": issue.message,
+    })
 }
 
 /// Whether the request carries the token (always true without one). Compared in constant time.

@@ -21,6 +21,8 @@ pub struct ConfigSource {
     pub base_dir: PathBuf,
     /// The file's text.
     pub text: Arc<str>,
+    /// The file it was read from, which a reload reads again (`None` for an embedded config).
+    pub path: Option<PathBuf>,
 }
 
 impl ConfigSource {
@@ -29,12 +31,12 @@ impl ConfigSource {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(Self { name: path.display().to_string(), base_dir, text: text.into() })
+        Ok(Self { name: path.display().to_string(), base_dir, text: text.into(), path: Some(path.to_path_buf()) })
     }
 
     /// A config held in memory (the embedded quickstart, tests).
     pub fn inline(name: &str, text: &str, base_dir: PathBuf) -> Self {
-        Self { name: name.to_owned(), base_dir, text: text.into() }
+        Self { name: name.to_owned(), base_dir, text: text.into(), path: None }
     }
 
     /// Parses the text into a [`Config`]; syntax, type and unknown-key errors carry line and key.

@@ -123,6 +123,8 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// OTLP span export counters.
     pub otlp: ExportCounters,
+    /// Config reloads.
+    pub reloads: ReloadMetrics,
     consumers: Arc<ConsumerLabels>,
 }
 
@@ -175,8 +177,14 @@ impl Metrics {
             "Spans dropped: export queue full, or the collector unreachable or refusing",
             otlp.dropped.clone(),
         );
-        let config_reloads = Counter::<u64>::default();
-        registry.register("config_reloads", "Configs loaded after the first (reload is not implemented yet)", config_reloads);
+        let reloads = ReloadMetrics::default();
+        registry.register("config_reloads", "Config reloads, by result (ok, error)", reloads.results.clone());
+        registry.register("config_generation", "The served config's generation: 1 at start, one more per reload", reloads.generation.clone());
+        registry.register(
+            "config_last_reload_successful",
+            "1 if the last reload succeeded (or none was tried), 0 if the running config was kept",
+            reloads.last_successful.clone(),
+        );
         registry.register_collector(Box::new(StateCollector { state }));
         let anomalies = Family::<AnomalyLabels, Counter>::default();
         registry.register("anomalies", "Anomaly flags raised, by kind (see /admin/analytics)", anomalies.clone());
@@ -199,6 +207,7 @@ impl Metrics {
             plugin_metrics,
             access_log_dropped,
             otlp,
+            reloads,
             consumers: Arc::new(ConsumerLabels::new(consumer_labels)),
         }
     }
@@ -258,6 +267,41 @@ impl Metrics {
     /// Client connections open now.
     pub fn active_connections(&self) -> i64 {
         self.active_connections.get()
+    }
+}
+
+/// Labels of `airlock_config_reloads_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// What config reloads are counted in.
+#[derive(Clone, Default)]
+pub struct ReloadMetrics {
+    results: Family<ReloadLabels, Counter>,
+    generation: Gauge,
+    last_successful: Gauge,
+}
+
+impl ReloadMetrics {
+    /// The config the process started with: generation `number`, no reload tried.
+    pub fn generation(&self, number: u64) {
+        self.generation.set(i64::try_from(number).unwrap_or(i64::MAX));
+        self.last_successful.set(1);
+    }
+
+    /// A reload swapped in generation `number`.
+    pub fn succeeded(&self, number: u64) {
+        self.results.get_or_create(&ReloadLabels { result: "ok" }).inc();
+        self.generation(number);
+    }
+
+    /// A reload failed; the running config was kept.
+    pub fn failed(&self) {
+        self.results.get_or_create(&ReloadLabels { result: "error" }).inc();
+        self.last_successful.set(0);
     }
 }
 

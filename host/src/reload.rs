@@ -1,0 +1,286 @@
+//! Hot reload (DESIGN.md section 4): the listeners serve whatever [`Generation`] is current, and a
+//! reload swaps in a new one atomically, or nothing at all.
+//!
+//! A reload (SIGHUP, `POST /admin/reload`, or `airlock run --watch` noticing the file changed)
+//! reads the config file again and builds a complete new generation first: parse, validate,
+//! load, compile and configure every plugin, read the TLS certificates. If anything fails, the
+//! running generation keeps serving and the error is reported (log, the
+//! `airlock_config_reloads_total{result="error"}` metric, the admin response). Otherwise the new
+//! generation is swapped in with one atomic store. Each request takes the generation current when
+//! it arrives and finishes on it; an old generation (its plugin instances, upstream connection
+//! pools) is torn down when its last request ends.
+//!
+//! What lives for the whole process is kept across reloads: the plugin sandbox, the state store
+//! (rate-limit windows carry over), telemetry (counters keep counting), the listening sockets and
+//! the admin listener. The config sections those come from take effect only on restart; a reload
+//! whose file changes one of them is refused, naming it, so a successful reload always means the
+//! whole file is in effect.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, ConfigError, ConfigIssue, ConfigSource};
+use crate::gateway::Gateway;
+use crate::server;
+
+/// Sections built once per process: changing them needs a restart.
+const RESTART_ONLY: [&str; 7] = ["admin", "state", "metrics", "tracing", "access_log", "otlp", "analytics"];
+
+/// Why a reload did not happen; the running generation keeps serving in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The gateway runs a config that was not read from a file (the embedded quickstart).
+    #[error("this gateway runs an embedded config; there is no file to reload")]
+    NoFile,
+    /// The file is unreadable or invalid, or changes a section that needs a restart.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A blocking read could not be run.
+    #[error("internal error while reloading: {0}")]
+    Internal(String),
+}
+
+/// Everything one config turns into, as the listeners serve it.
+pub struct Generation {
+    /// 1 for the config the process started with, then one more per successful reload.
+    pub number: u64,
+    /// Routes, chains, upstreams and limits.
+    pub gateway: Arc<Gateway>,
+    /// Each listener's TLS acceptor (its certificates), in config order; `None` for plain HTTP.
+    pub tls: Vec<Option<TlsAcceptor>>,
+    /// The HTTP/1.1 and HTTP/2 connection settings (`[limits]`, `[timeouts]`) new connections get.
+    pub connections: Arc<auto::Builder<TokioExecutor>>,
+    /// The config, as parsed.
+    pub config: Config,
+    /// The file it was read from.
+    pub source: ConfigSource,
+}
+
+impl Generation {
+    fn new(number: u64, gateway: Gateway, tls: Vec<Option<TlsAcceptor>>, config: Config, source: ConfigSource) -> Self {
+        let connections = Arc::new(server::connection_builder(&config.limits, &config.timeouts));
+        Self { number, gateway: Arc::new(gateway), tls, connections, config, source }
+    }
+}
+
+/// The generation being served, and the one way to replace it.
+pub struct LiveGateway {
+    current: ArcSwap<Generation>,
+    /// Reloads run one at a time, each building on the generation the last one left.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl LiveGateway {
+    /// Serves `gateway`, built from `config` read from `source`, as generation 1.
+    pub fn new(gateway: Gateway, tls: Vec<Option<TlsAcceptor>>, config: Config, source: ConfigSource) -> Self {
+        gateway.telemetry.metrics.reloads.generation(1);
+        Self { current: ArcSwap::from_pointee(Generation::new(1, gateway, tls, config, source)), reloading: Default::default() }
+    }
+
+    /// The generation new requests and connections get.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// The gateway a request arriving now runs on: it keeps it until it ends.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.current.load().gateway.clone()
+    }
+
+    /// Reads the config file again and, if all of it builds, swaps it in. Returns the new
+    /// generation's number; on error the running one keeps serving. Logged and counted either way.
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let current = self.current();
+        let reloads = &current.gateway.telemetry.metrics.reloads;
+        match self.build_next(&current).await {
+            Ok(next) => {
+                let number = next.number;
+                self.current.store(Arc::new(next));
+                reloads.succeeded(number);
+                tracing::info!(generation = number, config = %current.source.name, "config reloaded");
+                Ok(number)
+            }
+            Err(e) => {
+                reloads.failed();
+                tracing::error!("config reload failed; still serving generation {}:\n{e}", current.number);
+                Err(e)
+            }
+        }
+    }
+
+    async fn build_next(&self, current: &Generation) -> Result<Generation, ReloadError> {
+        let path = current.source.path.clone().ok_or(ReloadError::NoFile)?;
+        let mut source = blocking(move || ConfigSource::read(&path)).await??;
+        // Errors name the file as the operator first gave it.
+        source.name.clone_from(&current.source.name);
+        let config = source.parse()?;
+        let mut issues = restart_only_changes(&source, &current.config, &config);
+        let plan = {
+            let (source, config) = (source.clone(), config.clone());
+            blocking(move || server::plan_listeners(&source, &config)).await?
+        };
+        let tls = match plan {
+            Ok(plan) => plan.tls,
+            Err(e) => {
+                issues.extend(e.issues().iter().cloned());
+                Vec::new()
+            }
+        };
+        match Gateway::rebuild(&source, &config, &current.gateway).await {
+            Ok(gateway) if issues.is_empty() => Ok(Generation::new(current.number + 1, gateway, tls, config, source)),
+            Ok(_) => Err(ConfigError::Invalid(issues).into()),
+            Err(e) => {
+                issues.extend(e.issues().iter().cloned());
+                issues.sort_by_key(|i| i.line.unwrap_or(0));
+                Err(if issues.is_empty() { e } else { ConfigError::Invalid(issues) }.into())
+            }
+        }
+    }
+}
+
+/// Runs blocking file reads off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ReloadError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ReloadError::Internal(e.to_string()))
+}
+
+/// Where `new` changes what only a restart applies: listener addresses, `runtime.max_instances`
+/// (sizes the sandbox) and the [`RESTART_ONLY`] sections. Each is an issue located in `source`.
+fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Vec<ConfigIssue> {
+    let restart = "takes effect only on restart; the running config was kept (restart the gateway to apply it)";
+    let mut issues = Vec::new();
+    let old_addresses: Vec<&String> = old.listeners.iter().map(|l| l.address.get_ref()).collect();
+    let new_addresses: Vec<&String> = new.listeners.iter().map(|l| l.address.get_ref()).collect();
+    if old_addresses != new_addresses {
+        let at = new.listeners.iter().zip(&old_addresses).find(|(n, o)| n.address.get_ref() != **o).map(|(n, _)| n.address.span());
+        let at = at.or_else(|| new.listeners.last().map(|l| l.address.span()));
+        issues.push(source.issue(at, "listeners", format!("listener addresses changed ({old_addresses:?} to {new_addresses:?}): {restart}")));
+    }
+    if old.runtime.max_instances != new.runtime.max_instances {
+        let at = section_span(&source.text, "runtime");
+        issues.push(source.issue(at, "runtime.max_instances", format!("sizes the plugin sandbox: {restart}")));
+    }
+    let as_json = |config: &Config| serde_json::to_value(config).unwrap_or_default();
+    let (old_json, new_json) = (as_json(old), as_json(new));
+    for section in RESTART_ONLY {
+        if old_json.get(section) != new_json.get(section) {
+            issues.push(source.issue(section_span(&source.text, section), section, format!("this section {restart}")));
+        }
+    }
+    issues
+}
+
+/// Where `section` starts in TOML `text`: its `[section]` (or `[section.x]`) header, or a
+/// dotted `section.key = ...` line.
+fn section_span(text: &str, section: &str) -> Option<Range<usize>> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let header = trimmed.strip_prefix('[').map(|h| h.trim_start());
+        let names_it = |rest: &str| rest.strip_prefix(section).is_some_and(|after| after.starts_with(['.', ']', ' ', '=']));
+        if header.is_some_and(names_it) || names_it(trimmed) {
+            let start = offset + (line.len() - trimmed.len());
+            return Some(start..start + trimmed.trim_end().len());
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Reloads on every SIGHUP, for as long as the process runs.
+#[cfg(unix)]
+pub fn reload_on_sighup(live: Arc<LiveGateway>) -> std::io::Result<()> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            // The outcome is logged and counted by `reload`.
+            let _ = live.reload().await;
+        }
+    });
+    Ok(())
+}
+
+/// Checks the config file every `interval` and reloads when its content changes (`airlock run
+/// --watch`). A content that failed to reload is not tried again until the file changes again.
+pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<(), ReloadError> {
+    let path: PathBuf = live.current().source.path.clone().ok_or(ReloadError::NoFile)?;
+    tokio::spawn(async move {
+        let mut tried: Option<Arc<str>> = None;
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let text = match tokio::fs::read_to_string(&path).await {
+                Ok(text) => text,
+                // Mid-save (an editor's rename) or gone: look again next tick.
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), "config watch: cannot read: {e}");
+                    continue;
+                }
+            };
+            let running = live.current().source.text.clone();
+            if *running == *text || tried.as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            tracing::info!(path = %path.display(), "config file changed: reloading");
+            tried = Some(text.into());
+            let _ = live.reload().await;
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(text: &str) -> ConfigSource {
+        ConfigSource::inline("airlock.toml", text, PathBuf::from("."))
+    }
+
+    fn changes(old: &str, new: &str) -> Vec<ConfigIssue> {
+        let (old, new_source) = (source(old).parse().unwrap(), source(new));
+        restart_only_changes(&new_source, &old, &new_source.parse().unwrap())
+    }
+
+    #[test]
+    fn routes_plugins_limits_and_tls_reload_without_restart() {
+        let old = "[[routes]]\npath = \"/a\"\nupstream = \"u\"\n[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n";
+        let new = "[limits]\nmax_body_bytes = 10\n[[routes]]\npath = \"/b\"\nupstream = \"u\"\n[upstreams.u]\ntargets = [\"127.0.0.1:2\"]\n";
+        assert!(changes(old, new).is_empty());
+    }
+
+    #[test]
+    fn a_restart_only_section_is_named_at_its_line() {
+        let issues = changes("", "[[routes]]\npath = \"/\"\n\n[state]\nmax_keys = 5\n");
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!((issues[0].key.as_str(), issues[0].line), ("state", Some(4)));
+        assert!(issues[0].message.contains("only on restart"), "{}", issues[0].message);
+    }
+
+    #[test]
+    fn a_changed_listener_address_is_named_at_its_line() {
+        let issues = changes(
+            "[[listeners]]\naddress = \"127.0.0.1:1000\"\n",
+            "[[listeners]]\naddress = \"127.0.0.1:2000\"\n[admin]\nenabled = false\n",
+        );
+        let keys: Vec<(&str, Option<usize>)> = issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
+        assert_eq!(keys, [("listeners", Some(2)), ("admin", Some(3))]);
+    }
+
+    #[test]
+    fn sections_are_found_by_header_or_dotted_key() {
+        let text = "[routesx]\n[ admin ]\nstate.backend = \"memory\"\n";
+        assert_eq!(section_span(text, "admin"), Some(10..19));
+        assert_eq!(section_span(text, "state"), Some(20..44));
+        assert_eq!(section_span(text, "routes"), None);
+    }
+}

@@ -1,0 +1,476 @@
+//! Hot reload and shutdown: a reload swaps routes and chains atomically or not at all, requests
+//! in flight finish on the chain they started with, old plugin instances go when their last
+//! request ends; and, with the real binary under load from `wrk`, 20 reloads (SIGHUP,
+//! `POST /admin/reload`, `--watch`; valid and invalid mixed) fail or reset no request. SIGTERM
+//! drains; a second signal exits at once.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use airlock::reload::ReloadError;
+use airlock_tests::metrics::{eventually, sample, scrape};
+use airlock_tests::{Gateway, HttpClient, Upstream, airlock_binary, render};
+use bytes::Bytes;
+use http_body_util::Full;
+
+/// One route through a `headers` plugin named `name`, which labels responses `x-chain: name`,
+/// and a route `/only-<name>` that exists only in this config.
+fn chain(name: &str) -> String {
+    r#"
+[plugins.NAME]
+source = "builtin:headers"
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path = "/only-NAME"
+upstream = "backend"
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "NAME"
+[routes.plugins.config.response.set]
+"x-chain" = "NAME"
+"#
+    .replace("NAME", name)
+}
+
+async fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
+    sample(&scrape(&HttpClient::http1(), gw, None).await, name, labels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_the_chain_and_in_flight_requests_finish_on_theirs() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&chain("first"), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.url("/")).await.header("x-chain").as_deref(), Some("first"));
+    assert_eq!(metric(&gw, "airlock_config_generation", &[]).await, 1.0);
+
+    let url = gw.url("/slow/1500");
+    let in_flight = tokio::spawn(async move { HttpClient::http1().get(&url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.reload(&chain("second"), Some(&upstream)).await.expect("reload"), 2);
+
+    let r = client.get(&gw.url("/")).await;
+    assert_eq!(r.header("x-chain").as_deref(), Some("second"), "new requests get the new chain");
+    assert_eq!(client.get(&gw.url("/only-second")).await.status, 200, "a route added by the reload answers");
+    let gone = client.get(&gw.url("/only-first")).await;
+    assert_eq!(gone.header("x-chain").as_deref(), Some("second"), "a removed route falls to the catch-all");
+    // The old generation lives while its request is in flight: its plugin's pool is still there.
+    assert!(metric(&gw, "airlock_plugin_pool_capacity", &[("plugin", "first")]).await >= 1.0);
+
+    let slow = in_flight.await.expect("in-flight request");
+    assert_eq!(slow.status, 200);
+    assert_eq!(slow.header("x-chain").as_deref(), Some("first"), "the in-flight request finished on its chain");
+    // Its last request ended: the old generation, its instances and pools are gone.
+    let client2 = HttpClient::http1();
+    let mut gone = false;
+    for _ in 0..100 {
+        let m = scrape(&client2, &gw, None).await;
+        if sample(&m, "airlock_plugin_pool_capacity", &[("plugin", "first")]) == 0.0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the old generation's plugin pool was torn down after its last request");
+    let m = scrape(&client2, &gw, None).await;
+    assert!(sample(&m, "airlock_plugin_pool_capacity", &[("plugin", "second")]) >= 1.0);
+    assert_eq!(sample(&m, "airlock_config_reloads_total", &[("result", "ok")]), 1.0);
+    assert_eq!(sample(&m, "airlock_config_generation", &[]), 2.0);
+    assert_eq!(sample(&m, "airlock_config_last_reload_successful", &[]), 1.0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_reload_keeps_the_running_config_and_says_where() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&chain("first"), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let issues = |e: ReloadError| match e {
+        ReloadError::Config(c) => c.issues().iter().map(|i| (i.key.clone(), i.line, i.message.clone())).collect::<Vec<_>>(),
+        other => panic!("unexpected reload error: {other}"),
+    };
+
+    let syntax = gw.reload("[[routes]\npath = \"/\"\n", Some(&upstream)).await.expect_err("a syntax error");
+    // Line 4: the harness puts a three-line `[[listeners]]` in front.
+    assert_eq!(issues(syntax)[0].1, Some(4));
+
+    let unknown = chain("first").replace("plugin = \"first\"", "plugin = \"nope\"");
+    let found = issues(gw.reload(&unknown, Some(&upstream)).await.expect_err("an unknown plugin"));
+    assert_eq!(found[0].0, "routes[1].plugins[0].plugin", "{found:?}");
+    assert!(found[0].2.contains("no plugin named `nope`"), "{found:?}");
+
+    let restart = format!("{}\n[state]\nmax_keys = 10\n", chain("first"));
+    let found = issues(gw.reload(&restart, Some(&upstream)).await.expect_err("a restart-only section"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "state");
+    assert!(found[0].1.is_some() && found[0].2.contains("only on restart"), "{found:?}");
+
+    // The same through the admin API: 422 with the issues, located.
+    std::fs::write(gw.dir.path().join("airlock.toml"), render(&unknown, Some(&upstream))).expect("write");
+    let r = client.request("POST", &gw.admin_url("/admin/reload"), &[], b"").await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["error"], "reload_failed");
+    assert_eq!(body["generation"], 1);
+    assert_eq!(body["issues"][0]["key"], "routes[1].plugins[0].plugin");
+    assert_eq!(body["issues"][0]["file"], "airlock.toml");
+    assert!(body["issues"][0]["line"].as_u64().is_some());
+    assert_eq!(client.get(&gw.admin_url("/admin/reload")).await.status, 405, "reload is a POST");
+
+    // Still serving the first config, and the failures are counted.
+    assert_eq!(client.get(&gw.url("/")).await.header("x-chain").as_deref(), Some("first"));
+    assert_eq!(client.get(&gw.url("/only-first")).await.status, 200);
+    assert_eq!(metric(&gw, "airlock_config_reloads_total", &[("result", "error")]).await, 4.0);
+    assert_eq!(metric(&gw, "airlock_config_last_reload_successful", &[]).await, 0.0);
+    assert_eq!(metric(&gw, "airlock_config_generation", &[]).await, 1.0);
+
+    // A valid file through the admin API.
+    std::fs::write(gw.dir.path().join("airlock.toml"), render(&chain("second"), Some(&upstream))).expect("write");
+    let r = client.request("POST", &gw.admin_url("/admin/reload"), &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["generation"], 2);
+    assert_eq!(client.get(&gw.url("/")).await.header("x-chain").as_deref(), Some("second"));
+    assert_eq!(metric(&gw, "airlock_config_last_reload_successful", &[]).await, 1.0);
+    gw.stop().await;
+}
+
+/// A free loopback port (bound, then released for the binary to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The `airlock` binary serving a config file in a temporary directory; killed if a test fails.
+struct Airlock {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    admin: u16,
+}
+
+impl Airlock {
+    /// Writes `config` (`{upstream}` substituted, listener and admin on free ports) and starts
+    /// `airlock run -c airlock.toml <args>` on it; waits until it serves.
+    async fn start(config: &str, upstream: &Upstream, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, admin) = (free_port(), free_port());
+        write_config(dir.path(), port, admin, config, upstream);
+        let child = Command::new(airlock_binary())
+            .args(["run", "-c", "airlock.toml"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start airlock");
+        let mut airlock = Self { child, dir, port, admin };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(airlock.child.try_wait().expect("wait").is_none(), "airlock exited early");
+            assert!(Instant::now() < deadline, "airlock did not start listening");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        airlock
+    }
+
+    /// Replaces the config file (same listener and admin ports).
+    fn write(&self, config: &str, upstream: &Upstream) {
+        write_config(self.dir.path(), self.port, self.admin, config, upstream);
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args([&format!("-{name}"), &pid]).status().expect("kill").success());
+    }
+
+    /// A sample of the admin listener's `/metrics`.
+    async fn metric(&self, client: &HttpClient, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = client.get(&self.admin_url("/metrics")).await.text();
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("metrics");
+        sample(&scrape, name, labels)
+    }
+
+    /// Waits until `name{labels}` reaches `value`.
+    async fn metric_reaches(&self, client: &HttpClient, name: &str, labels: &[(&str, &str)], value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = self.metric(client, name, labels).await;
+            if now == value {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name}{labels:?} stayed at {now}, expected {value}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit within `limit`; returns its exit status.
+    async fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(started.elapsed() < limit, "airlock did not exit within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Writes the config whole, then renames it over `airlock.toml`, so a watcher never reads half.
+fn write_config(dir: &Path, port: u16, admin: u16, config: &str, upstream: &Upstream) {
+    let text = format!("[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n{config}");
+    let text = render(&text, Some(upstream));
+    let partial = dir.join("airlock.toml.partial");
+    std::fs::write(&partial, text).expect("write config");
+    std::fs::rename(partial, dir.join("airlock.toml")).expect("rename config");
+}
+
+impl Drop for Airlock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Config version `v`: `/steady` answers with `x-version: v` (set by a plugin), and `/v<v>` is a
+/// route only this version has.
+fn version(v: usize) -> String {
+    r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path = "/vV"
+upstream = "backend"
+
+[[routes]]
+path = "/steady"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+[routes.plugins.config.response.set]
+"x-version" = "V"
+"#
+    .replace('V', &v.to_string())
+}
+
+/// Invalid configs, each wrong in another way.
+fn broken(i: usize) -> String {
+    match i % 4 {
+        0 => "[[routes]\npath = \"/steady\"\n".to_owned(),
+        1 => version(99).replace("upstream = \"backend\"", "upstream = \"nowhere\""),
+        2 => format!("{}\n[state]\nmax_keys = 7\n", version(99)),
+        _ => version(99).replace("builtin:headers", "missing-plugin.wasm"),
+    }
+}
+
+/// Clients that GET `url` in a loop on keep-alive connections until stopped, keeping every
+/// failure: a transport error, or any status but 200.
+struct SteadyClients {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl SteadyClients {
+    fn start(url: String, clients: usize) -> Self {
+        let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, sent, url) = (stop.clone(), sent.clone(), url.clone());
+                tokio::spawn(async move {
+                    let client = HttpClient::http1();
+                    let mut failures = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let request = http::Request::get(&url).body(Full::<Bytes>::default()).expect("request");
+                        match client.try_send(request).await {
+                            Ok(r) if r.status == 200 => {}
+                            Ok(r) => failures.push(format!("{}: {}", r.status, r.text())),
+                            Err(e) => failures.push(e),
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Self { stop, sent, tasks }
+    }
+
+    /// Stops them; returns (requests sent, failures).
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for task in self.tasks {
+            failures.extend(task.await.expect("client task"));
+        }
+        (self.sent.load(Ordering::Relaxed), failures)
+    }
+}
+
+/// What `wrk` reported.
+struct WrkReport {
+    requests: u64,
+    output: String,
+}
+
+/// Stops a running `wrk` with SIGINT (it then prints its summary) and reads the summary.
+fn stop_wrk(wrk: Child) -> WrkReport {
+    let pid = wrk.id().to_string();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let out = wrk.wait_with_output().expect("wrk output");
+    let output = String::from_utf8_lossy(&out.stdout).into_owned();
+    let requests = output
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{output}"));
+    WrkReport { requests, output }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_reloads_under_load_fail_no_request_and_apply_new_routes() {
+    let upstream = Upstream::start().await;
+    let airlock = Airlock::start(&version(1), &upstream, &[]).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&airlock.url("/steady")).await.header("x-version").as_deref(), Some("1"));
+
+    // The load: wrk on 16 keep-alive connections, and the test's own clients checking each answer.
+    let wrk = Command::new("wrk")
+        .args(["-t1", "-c16", "-d300s", "--timeout", "20s", &airlock.url("/steady")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run wrk (installed by tests/run.sh)");
+    let steady = SteadyClients::start(airlock.url("/steady"), 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (mut current, mut ok, mut errors) = (1, 0.0, 0.0);
+    for i in 0..20 {
+        let valid = i % 3 != 2;
+        let next = current + 1;
+        if valid {
+            airlock.write(&version(next), &upstream);
+        } else {
+            airlock.write(&broken(i), &upstream);
+        }
+        if i % 2 == 0 {
+            airlock.signal("HUP");
+        } else {
+            let r = client.request("POST", &airlock.admin_url("/admin/reload"), &[], b"").await;
+            assert_eq!(r.status, if valid { 200 } else { 422 }, "reload {i}: {}", r.text());
+        }
+        if valid {
+            ok += 1.0;
+            airlock.metric_reaches(&client, "airlock_config_reloads_total", &[("result", "ok")], ok).await;
+            current = next;
+            let r = client.get(&airlock.url(&format!("/v{current}"))).await;
+            assert_eq!(r.status, 200, "reload {i}: the new route answers");
+            let r = client.get(&airlock.url(&format!("/v{}", current - 1))).await;
+            assert_eq!(r.status, 404, "reload {i}: the removed route is gone");
+        } else {
+            errors += 1.0;
+            airlock.metric_reaches(&client, "airlock_config_reloads_total", &[("result", "error")], errors).await;
+        }
+        let r = client.get(&airlock.url("/steady")).await;
+        assert_eq!(r.header("x-version"), Some(current.to_string()), "reload {i}: /steady runs the current chain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(airlock.metric(&client, "airlock_config_generation", &[]).await, current as f64);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = stop_wrk(wrk);
+    let (sent, failures) = steady.finish().await;
+    assert!(failures.is_empty(), "{} of {sent} requests failed during reloads: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(sent > 100 && report.requests > 1000, "the load ran: {sent} client requests, wrk:\n{}", report.output);
+    assert!(!report.output.contains("Socket errors"), "wrk saw connection errors or resets:\n{}", report.output);
+    assert!(!report.output.contains("Non-2xx"), "wrk saw failed requests:\n{}", report.output);
+    assert_eq!((current, errors), (15, 6.0), "14 valid reloads and 6 invalid ones");
+    eprintln!("{sent} requests from the test's clients, all 200; wrk:\n{}", report.output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reloads_a_changed_file_and_tries_a_broken_one_once() {
+    let upstream = Upstream::start().await;
+    let airlock = Airlock::start(&version(1), &upstream, &["--watch", "--watch-interval-ms", "50"]).await;
+    let client = HttpClient::http1();
+    airlock.write(&version(2), &upstream);
+    airlock.metric_reaches(&client, "airlock_config_generation", &[], 2.0).await;
+    assert_eq!(client.get(&airlock.url("/v2")).await.status, 200);
+
+    airlock.write(&broken(1), &upstream);
+    airlock.metric_reaches(&client, "airlock_config_reloads_total", &[("result", "error")], 1.0).await;
+    // Many checks later, the same broken content has not been tried again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(airlock.metric(&client, "airlock_config_reloads_total", &[("result", "error")]).await, 1.0);
+    assert_eq!(client.get(&airlock.url("/steady")).await.header("x-version").as_deref(), Some("2"));
+
+    airlock.write(&version(3), &upstream);
+    airlock.metric_reaches(&client, "airlock_config_generation", &[], 3.0).await;
+    assert_eq!(client.get(&airlock.url("/steady")).await.header("x-version").as_deref(), Some("3"));
+}
+
+const DRAINING: &str = r#"
+[timeouts]
+drain_ms = 60000
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_a_second_signal_exits_at_once() {
+    let upstream = Upstream::start().await;
+
+    // One signal: no new connections, the in-flight request completes, then a clean exit.
+    let mut airlock = Airlock::start(DRAINING, &upstream, &[]).await;
+    let url = airlock.url("/slow/1500");
+    let in_flight = tokio::spawn(async move { HttpClient::http1().get(&url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    airlock.signal("TERM");
+    let port = airlock.port;
+    let refused = eventually("the listener to close", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err().then_some(())
+    });
+    refused.await;
+    let r = in_flight.await.expect("in-flight request");
+    assert_eq!(r.status, 200, "the in-flight request completed during the drain");
+    assert!(airlock.exit_within(Duration::from_secs(10)).await.success());
+
+    // Two signals: the drain (60 s) is cut short, the process exits now.
+    let mut airlock = Airlock::start(DRAINING, &upstream, &[]).await;
+    let url = airlock.url("/slow/30000");
+    let in_flight = tokio::spawn(async move {
+        let request = http::Request::get(&url).body(Full::<Bytes>::default()).expect("request");
+        HttpClient::http1().try_send(request).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    airlock.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(airlock.child.try_wait().expect("wait").is_none(), "still draining after one signal");
+    airlock.signal("TERM");
+    airlock.exit_within(Duration::from_secs(3)).await;
+    assert!(in_flight.await.expect("task").is_err(), "the cut request saw its connection close");
+}
