@@ -1,7 +1,7 @@
 //! Usage analytics and anomaly flags end to end: `/admin/analytics` checked against the exact
 //! traffic the test sent (per route and consumer: requests, error shares, bytes, percentiles),
-//! traffic that must and must not raise the `route_5xx` and `auth_failures` flags (the detectors'
-//! finer cases, and `consumer_rate`, are fed synthetic traffic in `telemetry::anomaly`'s unit
+//! traffic that must and must not raise the `route_5xx`, `auth_failures` and `consumer_rate`
+//! flags (the detectors' finer cases are fed synthetic traffic in `telemetry::anomaly`'s unit
 //! tests), and the dashboard loaded in headless Chromium after traffic.
 
 use std::path::PathBuf;
@@ -176,6 +176,67 @@ async fn analytics_match_the_traffic_sent_and_flag_only_real_anomalies() {
 }
 
 /// Where test artifacts go: `<target>/test-artifacts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_leaving_its_own_rate_is_flagged_and_a_steady_one_is_not() {
+    let upstream = Upstream::start().await;
+    // Short intervals so a baseline forms in a second or two; a departure must be 25 requests
+    // per interval and 4 deviations, far above what scheduling jitter makes of 3 per interval.
+    let toml = config().replace(
+        "[analytics]\n",
+        "[analytics]\nrate_interval_ms = 250\nrate_warmup_intervals = 4\nrate_min_delta = 25\nrate_threshold = 4.0\n",
+    );
+    let gw = Gateway::start(&toml, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let send = |consumer: &'static str| {
+        let (client, url) = (client.clone(), gw.url("/api/rate"));
+        async move {
+            let header = format!("consumer={consumer}");
+            let r = client.request("GET", &url, &[("x-set-context", &header)], b"").await;
+            assert_eq!(r.status, 200);
+        }
+    };
+    for _ in 0..7 {
+        for _ in 0..3 {
+            send("steady").await;
+            send("spiky").await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let a = analytics(&client, &gw).await;
+    assert!(anomalies(&a).is_empty(), "a steady baseline raised nothing: {}", a["anomalies"]);
+
+    // 100 requests at once from one consumer; the other keeps its pace.
+    let burst: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn({
+                let one = send("spiky");
+                let more: Vec<_> = (0..9).map(|_| send("spiky")).collect();
+                async move {
+                    one.await;
+                    for request in more {
+                        request.await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in burst {
+        task.await.expect("burst");
+    }
+    for _ in 0..3 {
+        send("steady").await;
+    }
+    let a = analytics(&client, &gw).await;
+    let flagged = anomalies(&a);
+    assert_eq!(flagged, [("consumer_rate".to_owned(), "spiky".to_owned())], "{}", a["anomalies"]);
+    let evidence = &a["anomalies"][0]["evidence"];
+    assert_eq!(evidence["direction"], "above", "{evidence}");
+    assert!(evidence["requests_in_interval"].as_u64().unwrap_or(0) >= 25, "{evidence}");
+    let m = scrape(&client, &gw, Some(TOKEN)).await;
+    assert_eq!(sample(&m, "airlock_anomalies_total", &[("kind", "consumer_rate")]), 1.0);
+    gw.stop().await;
+}
+
 fn artifact_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
