@@ -21,7 +21,7 @@ use crate::runtime::cache::CompileCache;
 use crate::runtime::engine::MAX_PLUGIN_MEMORY;
 use crate::runtime::pool::{DEFAULT_MAX_USES, DEFAULT_POOL_SIZE};
 use crate::runtime::{ChainEntry, InstancePool, InstanceSettings, LoadedPlugin, PluginChain, PluginError, SandboxEngine};
-use crate::signing::{self, PublicKey, SigningError};
+use crate::signing::{self, PublicKey};
 use crate::state::{ScopedState, StateStore};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::RouteMetrics;
@@ -410,13 +410,8 @@ impl Loader<'_> {
         let path = self.source.base_dir.join(plugin_source);
         let bytes = tokio::fs::read(&path).await.map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
         let sig_path = signing::signature_path(&path);
-        let shown = sig_path.display().to_string();
-        let sig = match tokio::fs::read_to_string(&sig_path).await {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SigningError::Unsigned(shown).to_string()),
-            Err(e) => return Err(format!("{shown}: {e}")),
-        };
-        signing::verify(&bytes, &sig, &shown, trusted).map(|_| bytes).map_err(|e| e.to_string())
+        let sig = signing::signature_text(&sig_path, tokio::fs::read_to_string(&sig_path).await).map_err(|e| e.to_string())?;
+        signing::verify(&bytes, &sig, &sig_path.display().to_string(), trusted).map(|_| bytes).map_err(|e| e.to_string())
     }
 }
 

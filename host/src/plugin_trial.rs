@@ -222,19 +222,13 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
             }
         };
     }
-    if !answered && !descriptor.response_body {
-        // Without declared body access the plugin sees no body; the client still gets it.
-        let body = response.body.take();
-        if descriptor.on_response {
-            let (req, resp, result) = pool.on_response(request, response, false).await;
-            result.map_err(|f| TrialError::Failed { phase: "on-response", reason: f.to_string() })?;
-            (request, response) = (req, resp);
-        }
-        response.body = response.body.or(body);
-    } else if descriptor.on_response {
+    if descriptor.on_response {
+        // Without declared body access the plugin sees no upstream body; the client still gets it.
+        let hidden = if !answered && !descriptor.response_body { response.body.take() } else { None };
         let (req, resp, result) = pool.on_response(request, response, descriptor.response_body).await;
         result.map_err(|f| TrialError::Failed { phase: "on-response", reason: f.to_string() })?;
         (request, response) = (req, resp);
+        response.body = response.body.or(hidden);
     }
     let context = request.context.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let target = match &request.query {

@@ -161,13 +161,21 @@ pub fn verify(bytes: &[u8], sig: &str, sig_file: &str, trusted: &[PublicKey]) ->
 /// Verifies the component at `path` (whose bytes are `bytes`) by its `<path>.sig`.
 pub fn verify_file(path: &Path, bytes: &[u8], trusted: &[PublicKey]) -> Result<PublicKey, SigningError> {
     let sig_path = signature_path(path);
-    let shown = sig_path.display().to_string();
-    let text = match std::fs::read_to_string(&sig_path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SigningError::Unsigned(shown)),
-        Err(e) => return Err(SigningError::Io { path: shown, reason: e.to_string() }),
-    };
-    verify(bytes, &text, &shown, trusted)
+    let text = signature_text(&sig_path, std::fs::read_to_string(&sig_path))?;
+    verify(bytes, &text, &sig_path.display().to_string(), trusted)
+}
+
+/// The outcome of reading the signature file `sig_path` (read by the caller, blocking or not):
+/// a missing file means the component is unsigned.
+pub fn signature_text(sig_path: &Path, read: std::io::Result<String>) -> Result<String, SigningError> {
+    read.map_err(|e| {
+        let shown = sig_path.display().to_string();
+        if e.kind() == std::io::ErrorKind::NotFound {
+            SigningError::Unsigned(shown)
+        } else {
+            SigningError::Io { path: shown, reason: e.to_string() }
+        }
+    })
 }
 
 #[cfg(test)]
