@@ -196,7 +196,12 @@ async fn check(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match airlock::load(&source).await {
+    // Everything `run` reads: the config, every plugin, and the listeners' certificates.
+    let loaded = airlock::load(&source).await.and_then(|(config, gateway)| {
+        airlock::server::plan_listeners(&source, &config).map_err(airlock::StartError::from)?;
+        Ok((config, gateway))
+    });
+    match loaded {
         Ok((config, gateway)) => {
             let plugins: usize = gateway.routes.routes().iter().map(|r| r.chain.entries().len()).sum();
             println!(
