@@ -83,6 +83,14 @@ async fn signing_keys_trust_and_refusals() {
     let r = client.get(&gw.url("/hello/x")).await;
     assert_eq!((r.status.as_u16(), r.header("x-hello-plugin").as_deref()), (200, Some("seen")));
     assert_eq!(client.get(&gw.url("/other")).await.header("x-checked").as_deref(), Some("yes"));
+    // A reload checks signatures again: the component swapped for other bytes is refused and
+    // the signed one keeps serving.
+    let original = std::fs::read(&signed).expect("read");
+    std::fs::write(&signed, [original.as_slice(), b"\0"].concat()).expect("write");
+    let err = gw.reload(&trusted_config(&key, &signed.display().to_string()), Some(&upstream)).await.expect_err("refused").to_string();
+    assert!(err.contains("refused by [trust]") && err.contains("tampered"), "{err}");
+    assert_eq!(client.get(&gw.url("/hello/x")).await.header("x-hello-plugin").as_deref(), Some("seen"));
+    std::fs::write(&signed, original).expect("restore");
     gw.stop().await;
 
     // Unsigned, tampered and signed-by-a-stranger components are refused at load, by name.
