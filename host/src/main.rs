@@ -419,6 +419,9 @@ async fn test_plugin(trial: Trial, request: PathBuf, response: Option<PathBuf>, 
 }
 
 async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option<std::time::Duration>) -> ExitCode {
+    // From here on SIGHUP means reload (once serving), never the default of exiting.
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     if quickstart || demo_upstream {
         let upstream = airlock::demo_upstream::DEMO_UPSTREAM_ADDR;
         match airlock::demo_upstream::spawn(upstream).await {
@@ -454,8 +457,9 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option
         tracing::info!(%addr, "admin listener (health, ready, metrics, admin API)");
     }
     #[cfg(unix)]
-    if let Err(e) = airlock::reload::reload_on_sighup(running.live().clone()) {
-        tracing::warn!("cannot listen for SIGHUP, reload through POST /admin/reload only: {e}");
+    match hangups {
+        Ok(hangups) => airlock::reload::reload_on_sighup(running.live().clone(), hangups),
+        Err(e) => tracing::warn!("cannot listen for SIGHUP, reload through POST /admin/reload only: {e}"),
     }
     if let Some(interval) = watch {
         match airlock::reload::reload_on_change(running.live().clone(), interval) {

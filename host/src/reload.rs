@@ -194,10 +194,11 @@ fn section_span(text: &str, section: &str) -> Option<Range<usize>> {
     None
 }
 
-/// Reloads on every SIGHUP, for as long as the process runs.
+/// Reloads on every SIGHUP `hangups` receives, for as long as the process runs. Make `hangups`
+/// (`tokio::signal::unix::signal(SignalKind::hangup())`) before loading the config: from then on
+/// a SIGHUP no longer ends the process, and one that arrives while it starts is served once it runs.
 #[cfg(unix)]
-pub fn reload_on_sighup(live: Arc<LiveGateway>) -> std::io::Result<()> {
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+pub fn reload_on_sighup(live: Arc<LiveGateway>, mut hangups: tokio::signal::unix::Signal) {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the config");
@@ -205,7 +206,6 @@ pub fn reload_on_sighup(live: Arc<LiveGateway>) -> std::io::Result<()> {
             let _ = live.reload().await;
         }
     });
-    Ok(())
 }
 
 /// Checks the config file every `interval` and reloads when its content changes (`airlock run
