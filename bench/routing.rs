@@ -26,7 +26,9 @@ fn spec(i: usize) -> RouteSpec {
 fn routing(c: &mut Criterion) {
     let specs: Vec<RouteSpec> = (0..ROUTES).map(spec).collect();
     let table = RouteTable::build(&specs, (0..ROUTES).collect::<Vec<usize>>()).expect("a valid table");
-    let cases: [(&str, Option<&str>, Method, &str, Option<usize>); 5] = [
+    // (label, host, method, path, the route it must find)
+    type Case = (&'static str, Option<&'static str>, Method, &'static str, Option<usize>);
+    let cases: [Case; 5] = [
         ("first_exact_with_param", None, Method::GET, "/svc0/items/42", Some(0)),
         ("middle_prefix", None, Method::GET, "/svc501/deep/path/under/it", Some(501)),
         ("last_exact_post", None, Method::POST, "/orders999/7/lines", Some(999)),
