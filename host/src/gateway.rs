@@ -149,6 +149,9 @@ impl Gateway {
         };
 
         let telemetry = Arc::new(Telemetry::new(source, config, state.clone(), &mut issues));
+        for upstream in upstreams.values() {
+            telemetry.metrics.pools.register_upstream(upstream.name.clone(), &upstream.open_connections);
+        }
         issues.extend(crate::admin::config_issues(source, config));
         let mut loader = Loader {
             sandbox: &sandbox,

@@ -12,6 +12,7 @@
 //! Any phase can end the request with a [`GatewayError`], answered as JSON with the request id.
 
 pub mod body;
+pub mod counted;
 pub mod encoding;
 pub mod grpc;
 pub mod headers;
