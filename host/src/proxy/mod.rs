@@ -76,7 +76,10 @@ impl Gateway {
         let mut record = RequestRecord::begin(&self.telemetry, &request, conn, request_id.clone());
         let span = record.span().clone();
         let children = record.child_spans();
-        let answer = self.answer(request, conn, &request_id, &mut record).instrument(span);
+        // Boxed: hyper keeps each connection's request future in a box of that future's size
+        // for as long as the connection lives; boxing the phases' large state here makes that
+        // box small, so an idle keep-alive connection does not hold it.
+        let answer = Box::pin(self.answer(request, conn, &request_id, &mut record)).instrument(span);
         let response = crate::telemetry::spans::collect(children, answer).await;
         record.finish(&self.telemetry, response)
     }
