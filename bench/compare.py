@@ -44,7 +44,7 @@ def ensure_tools():
 
 def build():
     sh("cargo", "build", "--release", "--locked", "-p", "airlock", cwd=ROOT)
-    return ROOT / "target" / "release" / "airlock"
+    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "airlock"
 
 
 def wait_port(port, timeout=60):
@@ -141,7 +141,8 @@ config = { limits = [{ name = "bench", rate = 100000000, per = "second", burst =
     c.append(("same chain, isolation = request", "airlock", airlock_config(strict, defs)))
     for n in (1, 2, 4, 8):
         c.append((f"airlock, {n} x headers", "airlock", airlock_config("".join(headers_entry(i) for i in range(n)))))
-    body_plugin = ROOT / "target/test-plugins/wasm32-wasip2/release/airlock_test_body_upper.wasm"
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    body_plugin = target / "test-plugins/wasm32-wasip2/release/airlock_test_body_upper.wasm"
     for size in (1024, 65536):
         chain = f'[[routes.plugins]]\nplugin = "{body_plugin}"\n'
         c.append((f"airlock, {size // 1024} KiB body through a body-reading plugin", f"body:{size}", airlock_config(chain)))

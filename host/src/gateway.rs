@@ -170,6 +170,9 @@ impl Gateway {
             None
         };
         let defs = plugin_defs(source, config, outbound.as_ref(), &mut issues);
+        for upstream in upstreams.values() {
+            telemetry.metrics.pools.register_upstream(upstream.name.clone(), &upstream.open_connections);
+        }
         let mut loader = Loader {
             sandbox: &sandbox,
             cache: &cache,

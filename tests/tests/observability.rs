@@ -744,3 +744,45 @@ async fn eventually_scrape(client: &HttpClient, gw: &Gateway, done: impl Fn(&Scr
     }
     panic!("the metrics never reached the expected state");
 }
+
+/// The open upstream connections gauge follows the real pool: N concurrent slow requests need N
+/// connections to the upstream; after the idle timeout the pool closes them and the gauge falls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_connection_gauge_follows_the_pool() {
+    const CONCURRENT: usize = 4;
+    let upstream = Upstream::start().await;
+    // A short idle timeout, so the pool closes idle upstream connections within the test.
+    let config = format!("[timeouts]\nidle_ms = 400\n\n{}", &TRACING[TRACING.find("[upstreams.backend]").unwrap()..]);
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let admin = HttpClient::http1();
+    let open = |m: &Scrape| sample(m, "airlock_upstream_connections", &[("upstream", "backend")]);
+    let before = scrape(&admin, &gw, None).await;
+    assert!(before.samples.iter().any(|s| s.metric == "airlock_upstream_connections"), "the gauge is exported");
+    assert_eq!(open(&before), 0.0);
+
+    // One client per request: each its own connection to the gateway, so the gateway needs one
+    // upstream connection per request in flight.
+    let url = gw.url("/slow/700");
+    let requests: Vec<_> = (0..CONCURRENT)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { HttpClient::http1().get(&url).await.status })
+        })
+        .collect();
+    let during = eventually_scrape(&admin, &gw, |m| open(m) >= CONCURRENT as f64).await;
+    assert_eq!(open(&during), CONCURRENT as f64, "one connection per request in flight");
+    for request in requests {
+        assert_eq!(request.await.expect("request task"), 200);
+    }
+    assert_eq!(upstream.hits(), CONCURRENT);
+    // Idle in the pool, then closed by the pool's idle timeout.
+    let after = eventually_scrape(&admin, &gw, |m| open(m) == 0.0).await;
+    assert_eq!(open(&after), 0.0);
+
+    // A reused connection is not counted twice: sequential requests share one.
+    for _ in 0..5 {
+        assert_eq!(admin.get(&gw.url("/x")).await.status, 200);
+    }
+    assert_eq!(open(&scrape(&admin, &gw, None).await), 1.0);
+    gw.stop().await;
+}

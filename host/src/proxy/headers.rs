@@ -2,6 +2,7 @@
 //! `X-Forwarded-*` and `Via` record the gateway, `X-Request-Id` correlates the request end to end.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -63,7 +64,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'stat
         Some(existing) if !existing.trim().is_empty() => format!("{existing}, {ip}"),
         _ => ip,
     };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
         // Several XFF lines would be joined by peers anyway; send one.
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -81,11 +82,11 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'stat
 /// Appends this gateway to `Via` (`1.1 airlock`, or `2 airlock` for HTTP/2).
 pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
     let me = if version == http::Version::HTTP_2 { "2 airlock" } else { "1.1 airlock" };
-    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {me}"),
-        _ => me.to_owned(),
+    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => HeaderValue::from_str(&format!("{existing}, {me}")).ok(),
+        _ => Some(HeaderValue::from_static(me)),
     };
-    if let Ok(value) = HeaderValue::from_str(&via) {
+    if let Some(value) = value {
         headers.insert(header::VIA, value);
     }
 }
@@ -93,17 +94,26 @@ pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
 /// Longest client-supplied request id kept.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The request id: the client's `X-Request-Id` if it is short printable ASCII, else a new random id.
-pub fn request_id(headers: &HeaderMap) -> String {
+/// The request id: the client's `X-Request-Id` if it is short printable ASCII, else a new random id
+/// (32 hex digits, written in place: the `Arc` is the only allocation).
+pub fn request_id(headers: &HeaderMap) -> Arc<str> {
     if let Some(id) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
         && !id.is_empty()
         && id.len() <= MAX_REQUEST_ID_LEN
         && id.bytes().all(|b| b.is_ascii_graphic())
     {
-        return id.to_owned();
+        return id.into();
     }
-    format!("{:032x}", fastrand::u128(..))
+    let mut hex = [0u8; 32];
+    let mut n = fastrand::u128(..);
+    for digit in hex.iter_mut().rev() {
+        *digit = HEX_DIGITS[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    std::str::from_utf8(&hex).unwrap_or_default().into()
 }
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Total size of the request line and headers, as counted against `limits.max_header_bytes`.
 pub fn header_bytes(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> usize {
@@ -144,10 +154,11 @@ mod tests {
     fn request_id_is_kept_when_sane() {
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&h), "abc-123");
+        assert_eq!(&*request_id(&h), "abc-123");
         h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
         let generated = request_id(&h);
         assert_eq!(generated.len(), 32);
+        assert!(generated.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(generated, request_id(&h));
     }
 }

@@ -12,6 +12,7 @@
 //! Any phase can end the request with a [`GatewayError`], answered as JSON with the request id.
 
 pub mod body;
+pub mod counted;
 pub mod encoding;
 pub mod grpc;
 pub mod headers;
@@ -71,11 +72,14 @@ impl Gateway {
     /// Its telemetry (span, trace context, metrics, access log line) is kept in a
     /// [`RequestRecord`] the phases fill in.
     pub async fn handle(&self, request: Request<Incoming>, conn: ConnectionInfo) -> Response<ObservedBody> {
-        let request_id: Arc<str> = headers::request_id(request.headers()).into();
+        let request_id = headers::request_id(request.headers());
         let mut record = RequestRecord::begin(&self.telemetry, &request, conn, request_id.clone());
         let span = record.span().clone();
         let children = record.child_spans();
-        let answer = self.answer(request, conn, &request_id, &mut record).instrument(span);
+        // Boxed: hyper keeps each connection's request future in a box of that future's size
+        // for as long as the connection lives; boxing the phases' large state here makes that
+        // box small, so an idle keep-alive connection does not hold it.
+        let answer = Box::pin(self.answer(request, conn, &request_id, &mut record)).instrument(span);
         let response = crate::telemetry::spans::collect(children, answer).await;
         record.finish(&self.telemetry, response)
     }
@@ -304,13 +308,17 @@ impl Gateway {
             return Err(GatewayError::NoUpstream(route.id.to_string()));
         };
         let target = upstream.pick();
-        let path = if state.path == client_path { route.upstream_path(&state.path, &state.params) } else { state.path.clone() };
-        let scheme = upstream.scheme();
-        let uri = match &state.query {
-            Some(q) => format!("{scheme}://{target}{path}?{q}"),
-            None => format!("{scheme}://{target}{path}"),
-        };
-        let uri: Uri = uri.parse().map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
+        let mut path = if state.path == client_path { route.upstream_path(&state.path, &state.params) } else { state.path.clone() };
+        if let Some(q) = &state.query {
+            path.push('?');
+            path.push_str(q);
+        }
+        let uri = Uri::builder()
+            .scheme(upstream.scheme())
+            .authority(target.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
 
         let mut headers = if keep_request { state.headers.clone() } else { std::mem::take(&mut state.headers) };
         match route.host_header {

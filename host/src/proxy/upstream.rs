@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::ProxyBody;
+use super::counted::{CountingConnector, OpenConnections};
 use super::tls::{self, Alpn, TlsError, TlsSettings};
 use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::GatewayError;
@@ -37,14 +38,16 @@ pub struct Upstream {
     pub protocol: UpstreamProtocol,
     /// True if connections are TLS (`https://` targets, or protocol `h2`).
     pub tls: bool,
+    /// Connections to its targets open now (pooled idle ones included).
+    pub open_connections: OpenConnections,
     next: AtomicUsize,
     client: Transport,
 }
 
-/// The pooled client: plain TCP, or TLS on top of it.
+/// The pooled client: plain TCP, or TLS on top of it; its connections are counted.
 enum Transport {
-    Plain(Client<HttpConnector, ProxyBody>),
-    Tls(Client<HttpsConnector<HttpConnector>, ProxyBody>),
+    Plain(Client<CountingConnector<HttpConnector>, ProxyBody>),
+    Tls(Client<CountingConnector<HttpsConnector<HttpConnector>>, ProxyBody>),
 }
 
 /// Settings an upstream is built with.
@@ -77,17 +80,19 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(http2);
+        let open_connections = OpenConnections::default();
         let client = match &settings.tls {
             None => {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(settings.connect_timeout));
                 connector.set_nodelay(true);
                 connector.enforce_http(true);
-                Transport::Plain(builder.build(connector))
+                Transport::Plain(builder.build(CountingConnector::new(connector, open_connections.clone())))
             }
             Some(tls_settings) => {
                 let alpn = if http2 { Alpn::H2 } else { Alpn::Http1 };
-                Transport::Tls(builder.build(tls::connector(tls_settings, alpn, settings.connect_timeout)?))
+                let connector = tls::connector(tls_settings, alpn, settings.connect_timeout)?;
+                Transport::Tls(builder.build(CountingConnector::new(connector, open_connections.clone())))
             }
         };
         Ok(Self {
@@ -97,6 +102,7 @@ impl Upstream {
             request_timeout: settings.request_timeout,
             protocol: settings.protocol,
             tls: settings.tls.is_some(),
+            open_connections,
             next: AtomicUsize::new(0),
             client,
         })

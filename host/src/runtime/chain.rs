@@ -123,7 +123,9 @@ impl PluginChain {
             }
             let started = Instant::now();
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-request");
-            let (returned, result) = entry.pool.on_request(request, entry.descriptor.request_body).instrument(span).await;
+            // Boxed: the Wasm call's future is large, and inline it would make every request's
+            // future (plugins or not) that large, copied each time it moves.
+            let (returned, result) = Box::pin(entry.pool.on_request(request, entry.descriptor.request_body)).instrument(span).await;
             entry.metrics.record_call(false, started.elapsed());
             crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::request_phase(entry.name(), started, &result));
             request = returned;
@@ -167,7 +169,7 @@ impl PluginChain {
             let started = Instant::now();
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-response");
             let (req, resp, result) =
-                entry.pool.on_response(request, response, entry.descriptor.response_body).instrument(span).await;
+                Box::pin(entry.pool.on_response(request, response, entry.descriptor.response_body)).instrument(span).await;
             entry.metrics.record_call(true, started.elapsed());
             crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::response_phase(entry.name(), started, &result));
             request = req;

@@ -1,14 +1,18 @@
 //! Pool sizes, read when `/metrics` is scraped: each plugin's warm instance pool (idle instances
-//! and capacity). Pools register themselves when the gateway is built; the registry holds them
-//! weakly, so a dropped gateway leaves nothing behind.
+//! and capacity) and each upstream's connection pool (connections open). Pools register
+//! themselves when the gateway is built; the registry holds them weakly, so a dropped gateway
+//! leaves nothing behind.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::proxy::counted::OpenConnections;
 
 /// What a plugin instance pool tells about its size.
 pub trait PoolStats: Send + Sync {
@@ -24,9 +28,29 @@ pub trait PoolStats: Send + Sync {
 #[derive(Default)]
 pub struct PoolRegistry {
     plugins: Mutex<Vec<Weak<dyn PoolStats>>>,
+    upstreams: Mutex<Vec<(Arc<str>, Weak<AtomicI64>)>>,
 }
 
 impl PoolRegistry {
+    /// Adds an upstream's open connection count. It is held weakly: once the upstream and all
+    /// its connections are gone, it is no longer listed.
+    pub fn register_upstream(&self, name: Arc<str>, open: &OpenConnections) {
+        let mut upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+        upstreams.retain(|(_, count)| count.strong_count() > 0);
+        upstreams.push((name, open.downgrade()));
+    }
+
+    /// Open connections summed per upstream name.
+    fn upstream_connections(&self) -> BTreeMap<String, i64> {
+        let mut sizes: BTreeMap<String, i64> = BTreeMap::new();
+        for (name, count) in self.upstreams.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            if let Some(count) = count.upgrade() {
+                *sizes.entry(name.to_string()).or_default() += count.load(Ordering::Relaxed);
+            }
+        }
+        sizes
+    }
+
     /// Adds a plugin instance pool.
     pub fn register_plugin(&self, pool: Weak<dyn PoolStats>) {
         self.plugins.lock().unwrap_or_else(PoisonError::into_inner).push(pool);
@@ -86,6 +110,13 @@ impl Collector for PoolCollector {
             "Most idle warm instances the pools keep, by plugin",
             "plugin",
             sizes.iter().map(|(k, v)| (k.clone(), v.1)),
+        )?;
+        gauges(
+            &mut encoder,
+            "upstream_connections",
+            "Connections to upstream targets open now (in use or idle in the pool), by upstream",
+            "upstream",
+            self.0.upstream_connections().into_iter(),
         )
     }
 }

@@ -80,7 +80,7 @@ impl TraceContext {
 
     /// Sets `traceparent` (and `tracestate`, if the client sent one) on the upstream request.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        if let Ok(value) = HeaderValue::from_str(&self.traceparent()) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(self.traceparent())) {
             headers.insert(TRACEPARENT, value);
         }
         match &self.tracestate {

@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Gateway CPU time (user + sys, from /proc) per request: less sensitive to a busy machine than
+req/s. For each binary given, alternated over rounds: start it with one of compare.py's configs
+(nginx `return 200` upstream), warm up, send N keep-alive requests with h2load (-c32, HTTP/1.1)
+and divide the CPU time the gateway used by the requests answered. callgrind cannot run the
+gateway (valgrind cannot reserve the pooling allocator's address space), hence this.
+
+Run by hand:  ROUNDS=3 N=40000 bench/cpu_per_request.py "no plugins" BINARY [BINARY ...]
+"""
+import sys, os, subprocess, signal, statistics, tempfile, importlib.util, re
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("compare", Path(__file__).resolve().parent / "compare.py"); c = importlib.util.module_from_spec(spec); spec.loader.exec_module(c)
+case = sys.argv[1]; bins = sys.argv[2:]; rounds = int(os.environ.get("ROUNDS", "3")); N = int(os.environ.get("N", "40000"))
+tmp = tempfile.mkdtemp()
+up = c.start_nginx(tmp, "upstream", c.UPSTREAM_PORT, 'return 200 "ok";', 2)
+name, kind, config = next(x for x in c.cases(None) if case in x[0] and x[1] == "airlock")
+path = Path(tmp) / "a.toml"; path.write_text(config)
+tick = os.sysconf("SC_CLK_TCK")
+def cpu(pid):
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
+def load(n):
+    out = subprocess.run(["h2load", "--h1", f"-n{n}", "-c32", "-H", "x-api-key: bench-key", f"http://127.0.0.1:{c.AIRLOCK_PORT}/"], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"(\d+) succeeded", out).group(1))
+res = {}
+try:
+    for r in range(rounds):
+        for b in bins:
+            env = dict(os.environ, RUST_LOG="warn", TOKIO_WORKER_THREADS="2")
+            p = subprocess.Popen([b, "run", "-c", str(path)], env=env, stderr=subprocess.DEVNULL); c.wait_port(c.AIRLOCK_PORT)
+            load(2000)
+            t0 = cpu(p.pid); ok = load(N); t1 = cpu(p.pid)
+            p.send_signal(signal.SIGTERM); p.wait(); c.wait_port_free(c.AIRLOCK_PORT)
+            res.setdefault(b, []).append((t1 - t0) / ok * 1e6)
+finally:
+    up.send_signal(3); up.wait()
+print(f"case: {name}; gateway CPU time (user+sys) per request, {N} requests x {rounds} rounds")
+for k, v in res.items():
+    print(f"{Path(k).name:20s} {statistics.median(v):6.1f} us/request  runs {[round(x,1) for x in v]}")

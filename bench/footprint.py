@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Issue 8's memory and startup figures, on the release binary:
+
+1. peak RSS under load with every built-in plugin loaded (one route per built-in, each with a
+   config it accepts; wrk on the typical chain key-auth + rate-limit + headers);
+2. RSS added by 10,000 idle keep-alive client connections (each sent one request, then left open);
+3. startup to the first served request: with a warm compile cache, and cold (an empty cache, so
+   every built-in is compiled).
+
+Run by hand:  bench/footprint.py [--connections 10000] [--binary PATH]
+Prints a small table. Everything listens on 127.0.0.1 only.
+"""
+
+import argparse
+import importlib.util
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+spec = importlib.util.spec_from_file_location("compare", HERE / "compare.py")
+compare = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compare)
+
+PORT = compare.AIRLOCK_PORT
+
+# One route per built-in (grpc-transcode is left out: it needs a .proto tree and a gRPC upstream).
+BUILTINS = {
+    "acl": '{ allow = ["bench"] }',
+    "basic-auth": '{ realm = "bench" }',
+    "cors": '{ origins = ["*"] }',
+    "graphql": '{ query = "query U($id: ID!) { user(id: $id) { id } }", result = "user", variables = { id = { from = "header.x-id" } } }',
+    "headers": '{ request = { set = { "x-a" = "1" } } }',
+    "ip-restrict": '{ allow = ["127.0.0.1/32"] }',
+    "jwt": '{ keys = [{ kid = "k", alg = "HS256", secret = "bench-secret-bench-secret-bench-secret!" }] }',
+    "key-auth": "{}",
+    "quota": '{ quotas = { daily = { limit = 100000000, period = "day" } } }',
+    "rate-limit": '{ limits = [{ name = "b", rate = 100000000, per = "second", burst = 100000000 }] }',
+    "respond": '{ status = 200, body = "ok" }',
+    "throttle": '{ rate = 100000000, per = "second", burst = 100000000, max_wait_ms = 1000 }',
+    "transform": '{ request = { body = { remove = ["password"] } } }',
+}
+
+
+def all_builtins_config(cache_dir):
+    routes = "".join(
+        f'[[routes]]\nid = "{name}"\npath_prefix = "/{name}"\nupstream = "backend"\n'
+        f'[[routes.plugins]]\nplugin = "builtin:{name}"\nconfig = {config}\n'
+        for name, config in BUILTINS.items()
+    )
+    typical = (
+        '[[routes]]\nid = "typical"\npath_prefix = "/"\nupstream = "backend"\n'
+        '[[routes.plugins]]\nplugin = "builtin:key-auth"\n'
+        '[[routes.plugins]]\nplugin = "builtin:rate-limit"\n'
+        'config = { limits = [{ name = "bench", rate = 100000000, per = "second", burst = 100000000 }] }\n'
+        + compare.headers_entry(0)
+    )
+    return f"""
+[runtime]
+cache_dir = "{cache_dir}"
+[[listeners]]
+address = "127.0.0.1:{PORT}"
+[upstreams.backend]
+targets = ["127.0.0.1:{compare.UPSTREAM_PORT}"]
+max_idle_connections = 128
+[[consumers]]
+id = "bench"
+credentials = {{ keys = ["bench-key"] }}
+{routes}{typical}"""
+
+
+def status_field(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def get_ok(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: b\r\nx-api-key: bench-key\r\nConnection: close\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def start(binary, config_path, threads):
+    env = dict(os.environ, RUST_LOG="warn", TOKIO_WORKER_THREADS=str(threads))
+    t0 = time.monotonic()
+    proc = subprocess.Popen([str(binary), "run", "-c", str(config_path)], env=env, stderr=subprocess.DEVNULL)
+    while not get_ok(PORT):
+        if proc.poll() is not None:
+            raise RuntimeError("the gateway exited")
+        if time.monotonic() - t0 > 300:
+            raise RuntimeError("the gateway never answered")
+        time.sleep(0.002)
+    return proc, time.monotonic() - t0
+
+
+def stop(proc):
+    proc.terminate()
+    proc.wait(timeout=30)
+    compare.wait_port_free(PORT)
+
+
+def idle_connections(n):
+    socks = []
+    request = b"GET / HTTP/1.1\r\nHost: b\r\nx-api-key: bench-key\r\n\r\n"
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", PORT))
+        s.sendall(request)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += s.recv(4096)
+        socks.append(s)
+    return socks
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--connections", type=int, default=10000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--binary", default=None, help="default: $CARGO_TARGET_DIR or target, release/airlock")
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    target = Path(os.environ.get("CARGO_TARGET_DIR", compare.ROOT / "target"))
+    binary = Path(args.binary) if args.binary else target / "release" / "airlock"
+    tmp = Path(tempfile.mkdtemp(prefix="airlock-footprint-"))
+    cache = tmp / "cache"
+    config = tmp / "airlock.toml"
+    config.write_text(all_builtins_config(cache))
+    check = subprocess.run([str(binary), "check", "-c", str(config)], capture_output=True, text=True)
+    if check.returncode != 0:
+        sys.exit(f"config refused:\n{check.stderr}")
+    shutil.rmtree(cache, ignore_errors=True)
+    upstream = compare.start_nginx(str(tmp), "upstream", compare.UPSTREAM_PORT, 'return 200 "ok";', args.threads)
+    rows = []
+    try:
+        proc, cold = start(binary, config, args.threads)
+        stop(proc)
+        warm = []
+        for _ in range(3):
+            proc, took = start(binary, config, args.threads)
+            warm.append(took)
+            stop(proc)
+        rows.append(("startup to first served request, cold (empty compile cache, 13 built-ins)", f"{cold * 1000:.0f} ms", "stated"))
+        rows.append(("startup to first served request, warm compile cache (median of 3)", f"{sorted(warm)[1] * 1000:.0f} ms", "<= 100 ms"))
+
+        proc, _ = start(binary, config, args.threads)
+        rss_idle = status_field(proc.pid, "VmRSS")
+        compare.run_wrk(f"http://127.0.0.1:{PORT}/", args.duration, 32, ["x-api-key: bench-key"])
+        peak = status_field(proc.pid, "VmHWM")
+        rows.append(("RSS after start, all built-ins loaded", f"{rss_idle:.1f} MiB", ""))
+        rows.append((f"peak RSS under wrk -c32 -d{args.duration}s on the typical chain", f"{peak:.1f} MiB", "<= 64 MiB"))
+        before = status_field(proc.pid, "VmRSS")
+        socks = idle_connections(args.connections)
+        time.sleep(1)
+        after = status_field(proc.pid, "VmRSS")
+        rows.append((f"RSS added by {args.connections} idle keep-alive connections", f"{after - before:.1f} MiB ({(after - before) * 1024 * 1024 / args.connections:.0f} B each)", "<= 50 MiB"))
+        for s in socks:
+            s.close()
+        stop(proc)
+    finally:
+        upstream.send_signal(15)
+        upstream.wait(timeout=30)
+    print("| measure | value | target |\n|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
