@@ -192,20 +192,19 @@ async fn recursion_floods_host_waits_and_the_environment_are_contained() {
     });
     let upstream = Upstream::start().await;
     let up = upstream.addr;
-    let mut config = format!(
-        r#"
+    let mut config = r#"
 [runtime]
 cpu_ms = 50
 memory_mb = 16
 
 [upstreams.backend]
-targets = ["{{upstream}}"]
+targets = ["{upstream}"]
 
 [[routes]]
 path = "/healthy"
 upstream = "backend"
 "#
-    );
+    .to_owned();
     // The component imports `http-client`, so every definition grants it (only the waiter and the
     // crafter use it); the origins are a black hole and the upstream.
     for (name, origin, timeout) in [("waiter", hole, 300), ("crafter", up, 5000), ("recursion", hole, 300), ("flood", hole, 300), ("calls", hole, 300)] {

@@ -103,6 +103,8 @@ fn check_routes<'a>(specs: &[RouteSpec], requests: impl Iterator<Item = (Option<
                 assert!(rest.is_some_and(|r| r.is_empty() || r.starts_with('/')), "{path} matched prefix {spec:?}");
             }
             PathMatch::Exact(pattern) if !pattern.contains(['{', '}']) => assert_eq!(path, pattern, "{spec:?}"),
+            // `{{` and `}}` are matchit's escaped braces: names are only compared without them.
+            PathMatch::Exact(pattern) if pattern.contains("{{") || pattern.contains("}}") => {}
             PathMatch::Exact(pattern) => {
                 for (name, _) in &found.params {
                     assert!(pattern.contains(&format!("{{{name}}}")), "param {name} is not in {pattern}");
