@@ -28,6 +28,9 @@ pub enum GatewayError {
     /// The request could not be read or is malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The client stopped before the end of its request body (closed or broke the connection).
+    #[error("the client aborted its request: {0}")]
+    ClientAborted(String),
     /// A plugin failed (trap, deadline, memory) and its chain entry fails closed.
     #[error("plugin `{plugin}` failed: {reason}")]
     PluginFailed {
@@ -86,7 +89,7 @@ impl GatewayError {
             GatewayError::NoRoute { .. } => StatusCode::NOT_FOUND,
             GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest(_) | GatewayError::ClientAborted(_) => StatusCode::BAD_REQUEST,
             GatewayError::PluginFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::NoUpstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
@@ -105,6 +108,7 @@ impl GatewayError {
             GatewayError::HeadersTooLarge(_) => "headers_too_large",
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::ClientAborted(_) => "client_aborted",
             GatewayError::PluginFailed { .. } => "plugin_failed",
             GatewayError::NoUpstream(_) => "no_upstream",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",

@@ -52,12 +52,7 @@ impl Route {
     /// The path sent upstream for a client path, after `rewrite` or `strip_prefix`.
     pub fn upstream_path(&self, path: &str, params: &[(String, String)]) -> String {
         if let Some(template) = &self.rewrite {
-            let mut out = template.clone();
-            for (name, value) in params {
-                let encoded = percent_encoding::utf8_percent_encode(value, PATH_SEGMENT).to_string();
-                out = out.replace(&format!("${{param.{name}}}"), &encoded);
-            }
-            return out;
+            return rewrite_path(template, params);
         }
         if let Some(prefix) = &self.strip_prefix
             && let Some(rest) = path.strip_prefix(prefix.as_str())
@@ -71,6 +66,22 @@ impl Route {
         }
         path.to_owned()
     }
+}
+
+/// A route's `rewrite` template with each `${param.NAME}` replaced by that param, encoded as one
+/// path segment: a value cannot add segments (`/`), start a query (`?`), or climb out of its
+/// place (`.` and `..` are sent as `%2E` and `%2E%2E`, so the upstream does not resolve them).
+pub fn rewrite_path(template: &str, params: &[(String, String)]) -> String {
+    let mut out = template.to_owned();
+    for (name, value) in params {
+        let encoded = match value.as_str() {
+            "." => "%2E".to_owned(),
+            ".." => "%2E%2E".to_owned(),
+            _ => percent_encoding::utf8_percent_encode(value, PATH_SEGMENT).to_string(),
+        };
+        out = out.replace(&format!("${{param.{name}}}"), &encoded);
+    }
+    out
 }
 
 /// Characters escaped when a param value is put back into a path segment.
@@ -547,4 +558,24 @@ fn route_spec(source: &ConfigSource, route: &RouteConfig, id: &str, key: &str, i
         issues.push(source.issue(Some(rewrite.span()), &format!("{key}.rewrite"), "must start with `/`"));
     }
     Some(RouteSpec { id: id.to_owned(), hosts: route.hosts.iter().map(|h| h.get_ref().clone()).collect(), methods, path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite_path;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn rewrite_param_cannot_climb_out_with_dot_segments() {
+        // Found by the `template` fuzz target: `/users/%2e%2e` gives the param `..`, which was put
+        // into the upstream path as is (`/v2/users/../profile` is `/v2/profile` upstream).
+        let t = "/v2/users/${param.id}/profile";
+        assert_eq!(rewrite_path(t, &params(&[("id", "..")])), "/v2/users/%2E%2E/profile");
+        assert_eq!(rewrite_path(t, &params(&[("id", ".")])), "/v2/users/%2E/profile");
+        assert_eq!(rewrite_path(t, &params(&[("id", "...")])), "/v2/users/.../profile");
+        assert_eq!(rewrite_path(t, &params(&[("id", "a/../b?c")])), "/v2/users/a%2F..%2Fb%3Fc/profile");
+    }
 }

@@ -238,6 +238,7 @@ pub fn guest_plugin_paths() -> Vec<(&'static str, String)> {
         ("delay", plugins::DELAY.to_owned()),
         ("fail-configure", plugins::FAIL_CONFIGURE.to_owned()),
         ("reads-file", plugins::READS_FILE.to_owned()),
+        ("sockets", plugins::SOCKETS.to_owned()),
         ("hostile", plugins::HOSTILE.to_owned()),
         ("trailers", plugins::TRAILERS.to_owned()),
         ("hello", plugins::HELLO_PLUGIN.to_owned()),

@@ -1,6 +1,7 @@
 //! Hostile plugins: one that panics, one that loops forever, one that allocates without bound.
 //! Each is contained: its route answers 500 with a request id (or passes, when failing open),
-//! other routes keep answering 200 during and after, and the pool recovers.
+//! other routes keep answering 200 during and after, and the pool recovers. Components importing
+//! what they are not granted (files) or what is never linked (WASI sockets) are refused at load.
 
 use std::time::{Duration, Instant};
 
@@ -191,8 +192,7 @@ async fn recursion_floods_host_waits_and_the_environment_are_contained() {
     });
     let upstream = Upstream::start().await;
     let up = upstream.addr;
-    let mut config = String::from(
-        r#"
+    let mut config = r#"
 [runtime]
 cpu_ms = 50
 memory_mb = 16
@@ -203,8 +203,8 @@ targets = ["{upstream}"]
 [[routes]]
 path = "/healthy"
 upstream = "backend"
-"#,
-    );
+"#
+    .to_owned();
     // The component imports `http-client`, so every definition grants it (only the waiter and the
     // crafter use it); the origins are a black hole and the upstream.
     for (name, origin, timeout) in [("waiter", hole, 300), ("crafter", up, 5000), ("recursion", hole, 300), ("flood", hole, 300), ("calls", hole, 300)] {
@@ -259,4 +259,133 @@ upstream = "backend"
     assert!(after < baseline + 128, "RSS grew from {baseline} MiB to {after} MiB");
     gw.stop().await;
     held.abort();
+}
+
+/// A loopback listener that counts the connections it accepts (and holds them open).
+struct CountingListener {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingListener {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                open.push(stream);
+            }
+        });
+        Self { addr, accepted, task }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_importing_wasi_sockets_is_refused_and_never_connects() {
+    let target = CountingListener::start().await;
+    let upstream = Upstream::start().await;
+    // Even granted everything grantable (`files` is also imported: std's networking pulls it in),
+    // sockets are never linked.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sockets_config = format!(
+        r#"
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[plugins.sockets]
+source = "{{plugin:sockets}}"
+capabilities = ["files", "http-client", "state", "metrics"]
+files = {{ dir = "{dir}" }}
+http_client = {{ allow = ["http://{target}"] }}
+
+[[routes]]
+path = "/healthy"
+upstream = "backend"
+
+[[routes]]
+path = "/connect"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "sockets"
+config = {{ target = "{target}" }}
+"#,
+        dir = dir.path().display(),
+        target = target.addr,
+    );
+    let rendered = airlock_tests::render(&sockets_config, Some(&upstream));
+    std::fs::write(dir.path().join("airlock.toml"), &rendered).expect("write config");
+
+    // The component really asks for sockets: `airlock inspect` lists the imports as never granted.
+    let sockets_wasm = airlock_tests::guest_plugin_paths().into_iter().find(|(name, _)| *name == "sockets").expect("built").1;
+    let inspect = std::process::Command::new(airlock_tests::airlock_binary()).args(["inspect", &sockets_wasm]).output().expect("inspect");
+    let listing = String::from_utf8_lossy(&inspect.stdout);
+    assert!(listing.contains("wasi:sockets/tcp@"), "{listing}");
+    assert!(listing.contains("(never: network sockets are never available to plugins)"), "{listing}");
+
+    // `airlock check` refuses the config, naming the plugin and the import.
+    let check = std::process::Command::new(airlock_tests::airlock_binary())
+        .args(["check", "-c", "airlock.toml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("airlock check");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success(), "accepted: {stderr}");
+    assert!(stderr.contains("plugins.sockets.source"), "{stderr}");
+    assert!(stderr.contains("plugin `sockets`"), "{stderr}");
+    assert!(stderr.contains("wasi:sockets/"), "{stderr}");
+    assert!(stderr.contains("never grants"), "{stderr}");
+
+    // A running gateway keeps answering, under load, while a gateway with the plugin is refused
+    // at start (the same load as `airlock run` does).
+    let gw = Gateway::start("[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath = \"/healthy\"\nupstream = \"backend\"\n", Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let url = gw.url("/healthy");
+    let load = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let mut ok = 0;
+            for _ in 0..50 {
+                ok += usize::from(client.get(&url).await.status == 200);
+            }
+            ok
+        }
+    });
+    for _ in 0..3 {
+        let err = Gateway::try_start(&sockets_config, Some(&upstream)).await.err().expect("must be refused").to_string();
+        assert!(err.contains("plugin `sockets`"), "{err}");
+        assert!(err.contains("wasi:sockets/"), "{err}");
+    }
+    assert_eq!(load.await.expect("load"), 50, "the running gateway kept answering");
+    // Reloading the running gateway onto it is refused the same way; the old config keeps serving.
+    let err = gw.reload(&sockets_config, Some(&upstream)).await.expect_err("must be refused").to_string();
+    assert!(err.contains("plugin `sockets`") && err.contains("wasi:sockets/"), "{err}");
+    assert_eq!(client.get(&gw.url("/healthy")).await.status, 200);
+
+    // Nothing ever connected: not at inspect, check, or start (configure never ran).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(target.accepted(), 0, "a connection reached the listener");
+    // The listener is real: a connection from here is counted.
+    let _probe = tokio::net::TcpStream::connect(target.addr).await.expect("connect");
+    let counted = Instant::now();
+    while target.accepted() == 0 && counted.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(target.accepted(), 1);
+    gw.stop().await;
 }

@@ -16,13 +16,18 @@ path_prefix = "/"
 upstream = "backend"
 "#;
 
-/// What the gateway answered to raw bytes: the status line, or "" if it closed without answering.
-async fn send_raw(gw: &Gateway, bytes: &[u8]) -> String {
+/// The whole answer the gateway wrote to raw bytes ("" if it closed without answering).
+async fn send_raw_full(gw: &Gateway, bytes: &[u8]) -> String {
     let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
     stream.write_all(bytes).await.expect("write");
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
-    String::from_utf8_lossy(&response).lines().next().unwrap_or_default().to_owned()
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// What the gateway answered to raw bytes: the status line, or "" if it closed without answering.
+async fn send_raw(gw: &Gateway, bytes: &[u8]) -> String {
+    send_raw_full(gw, bytes).await.lines().next().unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
@@ -51,14 +56,11 @@ async fn ambiguous_and_malformed_requests_are_refused_and_never_forwarded() {
 
     // Content-Length and Transfer-Encoding together: Transfer-Encoding frames it (RFC 9112 6.3)
     // and the upstream never receives both, so it cannot read the body differently.
-    let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
-    stream
-        .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 40\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
-        .await
-        .expect("write");
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw)).await;
-    let text = String::from_utf8_lossy(&raw);
+    let text = send_raw_full(
+        &gw,
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 40\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
     if text.starts_with("HTTP/1.1 200") {
         let echo: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n").map_or("", |(_, b)| b)).expect("echo JSON");
         let headers = &echo["headers"];
@@ -67,5 +69,65 @@ async fn ambiguous_and_malformed_requests_are_refused_and_never_forwarded() {
     } else {
         assert!(text.starts_with("HTTP/1.1 400") || text.is_empty(), "{text}");
     }
+    gw.stop().await;
+}
+
+/// Sends `bytes`, then closes the writing half, and reads the whole answer.
+async fn send_then_half_close(gw: &Gateway, bytes: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    stream.shutdown().await.expect("half-close");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn malformed_chunked_body_is_a_client_error_not_an_upstream_one() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(CONFIG, Some(&upstream)).await;
+    let upstream_errors = || async {
+        let mut total = 0.0;
+        for kind in ["unavailable", "timeout"] {
+            total += airlock_tests::metric_value(&gw, "airlock_upstream_errors_total", &[("upstream", "backend"), ("kind", kind)]).await;
+        }
+        total
+    };
+
+    // An invalid chunk size line: the body is streamed upstream, and fails while being sent.
+    let text =
+        send_raw_full(&gw, b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n").await;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.starts_with("HTTP/1.1 400"), "a malformed body is the client's fault: {text}");
+    assert!(head.to_ascii_lowercase().contains("\r\nconnection: close"), "the connection is closed after it: {head}");
+    let error: serde_json::Value = serde_json::from_str(body).expect("a JSON error body");
+    assert_eq!(error["status"], 400, "{error}");
+    assert_eq!(error["error"], "bad_request", "{error}");
+    assert!(error["message"].as_str().unwrap_or_default().contains("chunk"), "{error}");
+    assert!(error["request_id"].is_string(), "{error}");
+    assert_eq!(upstream_errors().await, 0.0, "not counted against the upstream");
+    let client_errors = airlock_tests::metric_value(&gw, "airlock_requests_total", &[("route", "route-0"), ("status", "4xx")]).await;
+    assert_eq!(client_errors, 1.0, "counted as a client error");
+    let server_errors = airlock_tests::metric_value(&gw, "airlock_requests_total", &[("route", "route-0"), ("status", "5xx")]).await;
+    assert_eq!(server_errors, 0.0);
+
+    // A client that stops mid-body (declared length, or chunked) and closes: never a 502 blamed on
+    // the upstream.
+    let cases: [(&str, &[u8]); 2] = [
+        ("content-length", b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc"),
+        ("chunked", b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab"),
+    ];
+    for (what, bytes) in cases {
+        let answer = send_then_half_close(&gw, bytes).await;
+        let status = answer.lines().next().unwrap_or_default();
+        assert!(status.is_empty() || status.starts_with("HTTP/1.1 4"), "{what}: answered `{status}`");
+        assert_eq!(upstream_errors().await, 0.0, "{what}: counted against the upstream");
+    }
+    let server_errors = airlock_tests::metric_value(&gw, "airlock_requests_total", &[("route", "route-0"), ("status", "5xx")]).await;
+    assert_eq!(server_errors, 0.0, "no 5xx recorded for client aborts");
+
+    // And the gateway keeps serving.
+    let ok = send_raw(&gw, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     gw.stop().await;
 }

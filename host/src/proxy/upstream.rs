@@ -147,6 +147,8 @@ impl Upstream {
             SendError::Timeout(reason) => GatewayError::UpstreamTimeout { upstream: self.name.to_string(), reason },
             SendError::Unavailable(reason) => GatewayError::UpstreamUnavailable { upstream: self.name.to_string(), reason },
             SendError::BodyTooLarge => GatewayError::BodyTooLarge { limit: 0 },
+            SendError::ClientBody(reason) => GatewayError::BadRequest(reason),
+            SendError::ClientAborted(reason) => GatewayError::ClientAborted(reason),
         }
     }
 }
@@ -160,13 +162,26 @@ pub enum SendError {
     Unavailable(String),
     /// The streamed request body went over the route's limit.
     BodyTooLarge,
+    /// The client's streamed request body is malformed (e.g. an invalid chunk size line).
+    ClientBody(String),
+    /// The client stopped before the end of its streamed request body.
+    ClientAborted(String),
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> SendError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // Set past hyper's "error from user's Body stream": what follows is the client's body failing.
+    let mut in_request_body = false;
     while let Some(err) = source {
         if super::body::is_length_limit(err) {
             return SendError::BodyTooLarge;
+        }
+        if let Some(hyper_error) = err.downcast_ref::<hyper::Error>() {
+            if hyper_error.is_user() {
+                in_request_body = true;
+            } else if in_request_body {
+                return client_body_error(hyper_error);
+            }
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
@@ -183,4 +198,18 @@ fn classify(e: &hyper_util::client::legacy::Error) -> SendError {
         source = err.source();
     }
     SendError::Unavailable(reason)
+}
+
+/// The client's body failed while it was streamed upstream: the client's fault, never the upstream's.
+fn client_body_error(e: &hyper::Error) -> SendError {
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    let reason = match io {
+        Some(io) => format!("the request body could not be read: {io}"),
+        None => format!("the request body could not be read: {e}"),
+    };
+    if e.is_incomplete_message() || io.is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof) {
+        SendError::ClientAborted(reason)
+    } else {
+        SendError::ClientBody(reason)
+    }
 }

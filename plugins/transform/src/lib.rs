@@ -100,8 +100,11 @@ const PATH_SEGMENT: &AsciiSet =
 impl PathTemplate {
     /// The path for one request.
     pub fn expand(&self, source: &impl Source) -> String {
-        let bytes = self.0.expand_with(source, |value, out| {
-            out.extend(percent_encode(value, PATH_SEGMENT).flat_map(str::bytes));
+        let bytes = self.0.expand_with(source, |value, out| match value {
+            // A whole segment `.` or `..` would be resolved by the upstream: sent encoded.
+            b"." => out.extend_from_slice(b"%2E"),
+            b".." => out.extend_from_slice(b"%2E%2E"),
+            _ => out.extend(percent_encode(value, PATH_SEGMENT).flat_map(str::bytes)),
         });
         String::from_utf8_lossy(&bytes).into_owned()
     }
@@ -329,5 +332,15 @@ mod tests {
     fn path_variables_are_encoded_as_one_segment() {
         let p = configure(r#"{"request": {"path": "/v2/users/${param.id}/x"}}"#).unwrap();
         assert_eq!(p.request.path.unwrap().expand(&MapSource::default().param("id", "a b/c")), "/v2/users/a%20b%2Fc/x");
+    }
+
+    #[test]
+    fn path_variable_cannot_climb_out_with_dot_segments() {
+        // Found by the `template` fuzz target: a param `..` (from `/users/%2e%2e`) was put into the
+        // path as is, and the upstream resolves `/v2/users/../x` to `/v2/x`.
+        let p = configure(r#"{"request": {"path": "/v2/users/${param.id}/x"}}"#).unwrap().request.path.unwrap();
+        assert_eq!(p.expand(&MapSource::default().param("id", "..")), "/v2/users/%2E%2E/x");
+        assert_eq!(p.expand(&MapSource::default().param("id", ".")), "/v2/users/%2E/x");
+        assert_eq!(p.expand(&MapSource::default().param("id", "..a")), "/v2/users/..a/x");
     }
 }
