@@ -39,6 +39,7 @@ pub mod signing;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -127,6 +128,7 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
     let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let access_log = gateway.telemetry.start_access_log(&config, &source.base_dir)?;
     gateway.telemetry.start_otlp(&config);
+    let config_workers = config.runtime.worker_count();
     let admin_token = config.admin.token.as_ref().map(|t| t.get_ref().clone());
     let live = Arc::new(LiveGateway::new(gateway, plan.tls, config, source.clone()));
     let (shutdown, stop) = watch::channel(false);
@@ -137,6 +139,7 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
         let state = Arc::new(admin::AdminState::new(live.clone(), admin_token));
         tokio::spawn(admin::serve(state, listener, stop.clone()));
     }
-    let task = tokio::spawn(server::serve(live.clone(), listeners, stop));
+    let workers = workers::Workers::start(config_workers)?;
+    let task = tokio::spawn(server::serve(live.clone(), listeners, stop, workers));
     Ok(RunningGateway { addrs, admin_addr, shutdown, task, live })
 }

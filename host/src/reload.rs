@@ -152,7 +152,8 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 /// Where `new` changes what only a restart applies: listener addresses, `runtime.max_instances`
-/// (sizes the sandbox) and the [`RESTART_ONLY`] sections. Each is an issue located in `source`.
+/// (sizes the sandbox), `runtime.worker_threads` and the [`RESTART_ONLY`] sections. Each is an
+/// issue located in `source`.
 fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Vec<ConfigIssue> {
     let restart = "takes effect only on restart; the running config was kept (restart the gateway to apply it)";
     let mut issues = Vec::new();
@@ -166,6 +167,10 @@ fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Ve
     if old.runtime.max_instances != new.runtime.max_instances {
         let at = section_span(&source.text, "runtime");
         issues.push(source.issue(at, "runtime.max_instances", format!("sizes the plugin sandbox: {restart}")));
+    }
+    if old.runtime.worker_threads != new.runtime.worker_threads {
+        let at = section_span(&source.text, "runtime");
+        issues.push(source.issue(at, "runtime.worker_threads", format!("the worker threads run for the process: {restart}")));
     }
     let as_json = |config: &Config| serde_json::to_value(config).unwrap_or_default();
     let (old_json, new_json) = (as_json(old), as_json(new));
@@ -264,6 +269,15 @@ mod tests {
         assert_eq!(issues.len(), 1, "{issues:?}");
         assert_eq!((issues[0].key.as_str(), issues[0].line), ("state", Some(4)));
         assert!(issues[0].message.contains("only on restart"), "{}", issues[0].message);
+    }
+
+    #[test]
+    fn sandbox_size_and_worker_threads_are_restart_only() {
+        let issues = changes("", "[[routes]]\npath = \"/\"\n\n[runtime]\nworker_threads = 3\nmax_instances = 64\n");
+        let keys: Vec<(&str, Option<usize>)> = issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
+        assert_eq!(keys, [("runtime.max_instances", Some(4)), ("runtime.worker_threads", Some(4))]);
+        // Other `[runtime]` settings reload.
+        assert!(changes("", "[runtime]\ncpu_ms = 50\n").is_empty());
     }
 
     #[test]

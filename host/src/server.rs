@@ -22,6 +22,7 @@ use crate::config::{Config, ConfigError, ConfigSource, LimitsConfig, TimeoutsCon
 use crate::proxy::ConnectionInfo;
 use crate::reload::LiveGateway;
 use crate::tls;
+use crate::workers::Workers;
 
 /// Slack over the configured header limits given to hyper's own parser, so oversized headers
 /// reach the gateway's check and get its JSON 431 with a request id (hyper's own is bare).
@@ -98,37 +99,37 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
 }
 
 /// Serves the live gateway on `listeners` (in config order) until `shutdown` turns true, then
-/// drains. Each connection gets the current generation's settings and TLS certificates, and
-/// each request the gateway current when it arrives, so a reload applies to the next request.
-pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
+/// drains. Every worker accepts on every listener and serves what it accepted
+/// ([`crate::workers`]). Each connection gets the current generation's settings and TLS
+/// certificates, and each request the gateway current when it arrives, so a reload applies to
+/// the next request.
+pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>, workers: Workers) {
     let graceful = Arc::new(GracefulShutdown::new());
 
-    let mut accept_loops = tokio::task::JoinSet::new();
+    let mut accept_loops = Vec::new();
     for (index, listener) in listeners.into_iter().enumerate() {
-        let live = live.clone();
-        let graceful = graceful.clone();
-        let mut shutdown = shutdown.clone();
-        accept_loops.spawn(async move {
-            loop {
-                let (stream, peer) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            // EMFILE and friends: back off briefly rather than spin.
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    },
-                    _ = stopped(&mut shutdown) => break,
-                };
-                let _ = stream.set_nodelay(true);
-                let watcher = graceful.watcher();
-                tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher));
+        let listener = match listener.into_std() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("listener {index} cannot be handed to the workers: {e}");
+                continue;
             }
-        });
+        };
+        for worker in 0..workers.count() {
+            let listener = match listener.try_clone() {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("listener {index} cannot be shared with worker {worker}: {e}");
+                    continue;
+                }
+            };
+            let accept = accept_loop(live.clone(), index, listener, graceful.clone(), shutdown.clone());
+            accept_loops.push(workers.spawn(worker, accept));
+        }
     }
-    while accept_loops.join_next().await.is_some() {}
+    for accept in accept_loops {
+        let _ = accept.await;
+    }
 
     let drain = Duration::from_millis(live.gateway().timeouts.drain_ms);
     // The accept loops, the only other holders, have ended.
@@ -139,6 +140,39 @@ pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<TcpListener>, shutdown
     tracing::info!(in_flight_connections = graceful.count(), "draining");
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timeout of {} ms passed; closing remaining connections", drain.as_millis());
+    }
+    drop(workers);
+}
+
+/// One worker's accept loop on listener `index` (a handle of the shared listening socket): serves
+/// each connection it accepts on this worker, until shutdown.
+async fn accept_loop(
+    live: Arc<LiveGateway>,
+    index: usize,
+    listener: std::net::TcpListener,
+    graceful: Arc<GracefulShutdown>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!("listener {index} cannot be registered on a worker: {e}"),
+    };
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher));
     }
 }
 

@@ -474,3 +474,48 @@ async fn sigterm_drains_in_flight_requests_and_a_second_signal_exits_at_once() {
     airlock.exit_within(Duration::from_secs(3)).await;
     assert!(in_flight.await.expect("task").is_err(), "the cut request saw its connection close");
 }
+
+/// `runtime.worker_threads` starts that many request workers (named threads of the process),
+/// every one of them accepts and serves, and changing it is refused by a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_worker_threads_serve_and_changing_them_needs_a_restart() {
+    let upstream = Upstream::start().await;
+    let config = |workers: usize| format!("[runtime]\nworker_threads = {workers}\n{}", chain("first"));
+    let airlock = Airlock::start(&config(3), &upstream, &[]).await;
+    let workers = || {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", airlock.child.id())).expect("tasks");
+        let names: Vec<String> = tasks.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok()).collect();
+        let mut workers: Vec<String> = names.into_iter().map(|n| n.trim().to_owned()).filter(|n| n.starts_with("airlock-w")).collect();
+        workers.sort();
+        workers
+    };
+    assert_eq!(workers(), ["airlock-w0", "airlock-w1", "airlock-w2"]);
+
+    // Many connections at once, all served.
+    let url = airlock.url("/");
+    let clients: Vec<_> = (0..24)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = HttpClient::http1();
+                let mut chains = Vec::new();
+                for _ in 0..5 {
+                    chains.push(client.get(&url).await.header("x-chain"));
+                }
+                chains
+            })
+        })
+        .collect();
+    for c in clients {
+        assert!(c.await.expect("client").iter().all(|chain| chain.as_deref() == Some("first")));
+    }
+    assert_eq!(upstream.hits(), 24 * 5);
+
+    airlock.write(&config(1), &upstream);
+    let client = HttpClient::http1();
+    let r = client.request("POST", &airlock.admin_url("/admin/reload"), &[], b"").await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["issues"][0]["key"], "runtime.worker_threads");
+    assert_eq!(workers().len(), 3, "still three workers");
+    assert_eq!(client.get(&url).await.status, 200);
+}

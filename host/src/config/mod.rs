@@ -181,6 +181,15 @@ mod tests {
     }
 
     #[test]
+    fn zero_worker_threads_is_refused_at_its_line() {
+        let err = src("[runtime]\nworker_threads = 0\n").parse().unwrap_err();
+        let issue = &err.issues()[0];
+        assert_eq!((issue.line, issue.key.as_str()), (Some(2), "runtime.worker_threads"));
+        assert!(issue.message.contains("nonzero"), "{}", issue.message);
+        assert_eq!(src("[runtime]\nworker_threads = 3\n").parse().unwrap().runtime.worker_count(), 3);
+    }
+
+    #[test]
     fn defaults_apply() {
         let config = src("").parse().unwrap();
         assert_eq!(config.listeners.len(), 1);

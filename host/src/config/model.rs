@@ -235,11 +235,21 @@ pub struct RuntimeConfig {
     pub memory_mb: u32,
     /// Default CPU deadline of one phase call, in milliseconds.
     pub cpu_ms: u64,
+    /// Request worker threads, each serving its connections start to finish (default: one per
+    /// core).
+    pub worker_threads: Option<std::num::NonZeroUsize>,
+}
+
+impl RuntimeConfig {
+    /// The number of request worker threads: `worker_threads`, or one per core.
+    pub fn worker_count(&self) -> usize {
+        self.worker_threads.or_else(|| std::thread::available_parallelism().ok()).map_or(1, std::num::NonZeroUsize::get)
+    }
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { cache_dir: None, compile_cache: true, max_instances: 512, memory_mb: 64, cpu_ms: 100 }
+        Self { cache_dir: None, compile_cache: true, max_instances: 512, memory_mb: 64, cpu_ms: 100, worker_threads: None }
     }
 }
 

@@ -41,7 +41,9 @@ pub struct Upstream {
     /// Connections to its targets open now (pooled idle ones included).
     pub open_connections: OpenConnections,
     next: AtomicUsize,
-    client: Transport,
+    /// One pooled client per request worker ([`crate::workers`]), so a request's upstream
+    /// connection is driven on the thread serving it.
+    clients: Box<[Transport]>,
 }
 
 /// The pooled client: plain TCP, or TLS on top of it; its connections are counted.
@@ -58,8 +60,10 @@ pub struct UpstreamSettings {
     pub request_timeout: Duration,
     /// Idle keep-alive timeout of pooled connections.
     pub idle_timeout: Duration,
-    /// Most idle connections per target.
+    /// Most idle connections per target, over all workers.
     pub max_idle: usize,
+    /// Request workers: each gets its own pool.
+    pub workers: usize,
     /// `Host` policy.
     pub host_header: HostHeader,
     /// HTTP/1.1, h2c or h2.
@@ -72,29 +76,11 @@ impl Upstream {
     /// Builds an upstream; `targets` must be non-empty. With TLS this reads certificate files:
     /// call it off the async workers.
     pub fn new(name: &str, targets: Vec<Authority>, settings: UpstreamSettings) -> Result<Self, TlsError> {
-        let http2 = settings.protocol != UpstreamProtocol::Http1;
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(settings.max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(http2);
         let open_connections = OpenConnections::default();
-        let client = match &settings.tls {
-            None => {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(settings.connect_timeout));
-                connector.set_nodelay(true);
-                connector.enforce_http(true);
-                Transport::Plain(builder.build(CountingConnector::new(connector, open_connections.clone())))
-            }
-            Some(tls_settings) => {
-                let alpn = if http2 { Alpn::H2 } else { Alpn::Http1 };
-                let connector = tls::connector(tls_settings, alpn, settings.connect_timeout)?;
-                Transport::Tls(builder.build(CountingConnector::new(connector, open_connections.clone())))
-            }
-        };
+        let workers = settings.workers.max(1);
+        let clients = (0..workers)
+            .map(|_| Self::client(&settings, settings.max_idle.div_ceil(workers), &open_connections))
+            .collect::<Result<Box<[_]>, _>>()?;
         Ok(Self {
             name: name.into(),
             targets,
@@ -104,7 +90,33 @@ impl Upstream {
             tls: settings.tls.is_some(),
             open_connections,
             next: AtomicUsize::new(0),
-            client,
+            clients,
+        })
+    }
+
+    /// One worker's pooled client, its connections counted in `open`.
+    fn client(settings: &UpstreamSettings, max_idle: usize, open: &OpenConnections) -> Result<Transport, TlsError> {
+        let http2 = settings.protocol != UpstreamProtocol::Http1;
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(settings.idle_timeout)
+            .pool_max_idle_per_host(max_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(http2);
+        Ok(match &settings.tls {
+            None => {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(settings.connect_timeout));
+                connector.set_nodelay(true);
+                connector.enforce_http(true);
+                Transport::Plain(builder.build(CountingConnector::new(connector, open.clone())))
+            }
+            Some(tls_settings) => {
+                let alpn = if http2 { Alpn::H2 } else { Alpn::Http1 };
+                let connector = tls::connector(tls_settings, alpn, settings.connect_timeout)?;
+                Transport::Tls(builder.build(CountingConnector::new(connector, open.clone())))
+            }
         })
     }
 
@@ -130,7 +142,8 @@ impl Upstream {
     /// Sends `request` (whose URI already names the target) and waits for the response headers,
     /// at most `timeout`.
     pub async fn send(&self, request: Request<ProxyBody>, timeout: Duration) -> Result<Response<Incoming>, SendError> {
-        let sent = match &self.client {
+        let client = &self.clients[crate::workers::current() % self.clients.len()];
+        let sent = match client {
             Transport::Plain(client) => tokio::time::timeout(timeout, client.request(request)).await,
             Transport::Tls(client) => tokio::time::timeout(timeout, client.request(request)).await,
         };

@@ -129,6 +129,7 @@ fn settings(
         request_timeout: Duration::from_millis(up.request_timeout_ms.unwrap_or(config.timeouts.request_ms)),
         idle_timeout: Duration::from_millis(config.timeouts.idle_ms),
         max_idle: up.max_idle_connections.unwrap_or(DEFAULT_MAX_IDLE),
+        workers: config.runtime.worker_count(),
         host_header: up.host_header,
         protocol,
         tls: tls_settings,
