@@ -614,7 +614,13 @@ async fn raw_request(addr: std::net::SocketAddr, seq: usize) -> tokio::net::TcpS
 #[tokio::test]
 async fn throttle_concurrency_queue_bound_order_and_cancelled_clients() {
     let gated = GatedUpstream::start().await;
+    // One request worker: slots are granted in queue order on any number of workers, but two
+    // requests granted a microsecond apart on two workers race each other to the upstream, and
+    // this test reads the grant order from the order they arrive there.
     let config = r#"
+[runtime]
+worker_threads = 1
+
 [upstreams.backend]
 targets = ["{upstream}"]
 
