@@ -125,11 +125,12 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
     let plan = server::plan_listeners(source, &config)?;
     let listeners = server::bind(&plan.addresses).await?;
     let addrs = listeners.iter().map(|l| l.local_addr()).collect::<Result<Vec<_>, _>>()?;
+    let workers = workers::Workers::start(config.runtime.worker_count())?;
+    let listeners = server::share(listeners, workers.count())?;
     let admin_listener = admin::bind(&config).await?;
     let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let access_log = gateway.telemetry.start_access_log(&config, &source.base_dir)?;
     gateway.telemetry.start_otlp(&config);
-    let config_workers = config.runtime.worker_count();
     let admin_token = config.admin.token.as_ref().map(|t| t.get_ref().clone());
     let live = Arc::new(LiveGateway::new(gateway, plan.tls, config, source.clone()));
     let (shutdown, stop) = watch::channel(false);
@@ -140,7 +141,6 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
         let state = Arc::new(admin::AdminState::new(live.clone(), admin_token));
         tokio::spawn(admin::serve(state, listener, stop.clone()));
     }
-    let workers = workers::Workers::start(config_workers)?;
     let task = tokio::spawn(server::serve(live.clone(), listeners, stop, workers));
     Ok(RunningGateway { addrs, admin_addr, shutdown, task, live })
 }

@@ -164,13 +164,14 @@ fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Ve
         let at = at.or_else(|| new.listeners.last().map(|l| l.address.span()));
         issues.push(source.issue(at, "listeners", format!("listener addresses changed ({old_addresses:?} to {new_addresses:?}): {restart}")));
     }
-    if old.runtime.max_instances != new.runtime.max_instances {
-        let at = section_span(&source.text, "runtime");
-        issues.push(source.issue(at, "runtime.max_instances", format!("sizes the plugin sandbox: {restart}")));
-    }
-    if old.runtime.worker_threads != new.runtime.worker_threads {
-        let at = section_span(&source.text, "runtime");
-        issues.push(source.issue(at, "runtime.worker_threads", format!("the worker threads run for the process: {restart}")));
+    let runtime = [
+        ("runtime.max_instances", old.runtime.max_instances != new.runtime.max_instances, "sizes the plugin sandbox"),
+        ("runtime.worker_threads", old.runtime.worker_threads != new.runtime.worker_threads, "the worker threads run for the process"),
+    ];
+    for (key, changed, why) in runtime {
+        if changed {
+            issues.push(source.issue(section_span(&source.text, "runtime"), key, format!("{why}: {restart}")));
+        }
     }
     let as_json = |config: &Config| serde_json::to_value(config).unwrap_or_default();
     let (old_json, new_json) = (as_json(old), as_json(new));

@@ -103,26 +103,12 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
 /// ([`crate::workers`]). Each connection gets the current generation's settings and TLS
 /// certificates, and each request the gateway current when it arrives, so a reload applies to
 /// the next request.
-pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>, workers: Workers) {
+pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<SharedListener>, shutdown: watch::Receiver<bool>, workers: Workers) {
     let graceful = Arc::new(GracefulShutdown::new());
 
     let mut accept_loops = Vec::new();
-    for (index, listener) in listeners.into_iter().enumerate() {
-        let listener = match listener.into_std() {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("listener {index} cannot be handed to the workers: {e}");
-                continue;
-            }
-        };
-        for worker in 0..workers.count() {
-            let listener = match listener.try_clone() {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!("listener {index} cannot be shared with worker {worker}: {e}");
-                    continue;
-                }
-            };
+    for (index, handles) in listeners.into_iter().enumerate() {
+        for (worker, listener) in handles.into_iter().enumerate() {
             let accept = accept_loop(live.clone(), index, listener, graceful.clone(), shutdown.clone());
             accept_loops.push(workers.spawn(worker, accept));
         }
@@ -221,6 +207,23 @@ async fn serve_http<I>(
     }
 }
 
+/// One listening socket as the workers share it: a handle (duplicated descriptor) per worker.
+pub type SharedListener = Vec<std::net::TcpListener>;
+
+/// Gives each of `workers` its own handle of every listener, so each accepts on its own
+/// runtime. Fails (at startup, before serving) if a descriptor cannot be duplicated.
+pub fn share(listeners: Vec<TcpListener>, workers: usize) -> std::io::Result<Vec<SharedListener>> {
+    listeners
+        .into_iter()
+        .map(|listener| {
+            let listener = listener.into_std()?;
+            let mut handles = (1..workers).map(|_| listener.try_clone()).collect::<std::io::Result<Vec<_>>>()?;
+            handles.push(listener);
+            Ok(handles)
+        })
+        .collect()
+}
+
 /// Binds every configured listener (port 0 picks a free port).
 pub async fn bind(addresses: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     let mut listeners = Vec::with_capacity(addresses.len());
@@ -239,5 +242,27 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
         if shutdown.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn each_worker_gets_a_handle_of_every_listener() {
+        let listeners = bind(&["127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()]).await.unwrap();
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let shared = share(listeners, 3).unwrap();
+        assert_eq!(shared.len(), 2);
+        for (handles, addr) in shared.iter().zip(&addrs) {
+            assert_eq!(handles.len(), 3);
+            assert!(handles.iter().all(|h| h.local_addr().unwrap() == *addr), "one socket, three handles");
+        }
+        // A connection to the socket is accepted on any of its handles.
+        let _client = std::net::TcpStream::connect(addrs[0]).unwrap();
+        let last = &shared[0][2];
+        last.set_nonblocking(false).unwrap();
+        assert!(last.accept().is_ok());
     }
 }
