@@ -22,11 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ConfigError, ConfigIssue, ConfigSource};
+use crate::connections::ConnectionBuilders;
 use crate::gateway::Gateway;
 use crate::server;
 
@@ -56,7 +55,7 @@ pub struct Generation {
     /// Each listener's TLS acceptor (its certificates), in config order; `None` for plain HTTP.
     pub tls: Vec<Option<TlsAcceptor>>,
     /// The HTTP/1.1 and HTTP/2 connection settings (`[limits]`, `[timeouts]`) new connections get.
-    pub connections: Arc<auto::Builder<TokioExecutor>>,
+    pub connections: Arc<ConnectionBuilders>,
     /// The config, as parsed.
     pub config: Config,
     /// The file it was read from.
@@ -65,7 +64,7 @@ pub struct Generation {
 
 impl Generation {
     fn new(number: u64, gateway: Gateway, tls: Vec<Option<TlsAcceptor>>, config: Config, source: ConfigSource) -> Self {
-        let connections = Arc::new(server::connection_builder(&config.limits, &config.timeouts));
+        let connections = Arc::new(ConnectionBuilders::new(&config.limits, &config.timeouts));
         Self { number, gateway: Arc::new(gateway), tls, connections, config, source }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,37 +18,15 @@ use tokio::sync::watch;
 
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, ConfigError, ConfigSource, LimitsConfig, TimeoutsConfig};
+use crate::config::{Config, ConfigError, ConfigSource};
+use crate::connections::{ConnectionBuilders, Protocol};
 use crate::proxy::ConnectionInfo;
 use crate::reload::LiveGateway;
 use crate::tls;
 use crate::workers::Workers;
 
-/// Slack over the configured header limits given to hyper's own parser, so oversized headers
-/// reach the gateway's check and get its JSON 431 with a request id (hyper's own is bare).
-const PARSER_HEADER_SLACK: usize = 2;
-
 /// Longest a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The HTTP/1.1 and HTTP/2 connection settings `[limits]` and `[timeouts]` ask for.
-pub fn connection_builder(limits: &LimitsConfig, timeouts: &TimeoutsConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let idle = Duration::from_millis(timeouts.idle_ms);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(idle)
-        .max_headers(limits.max_headers * PARSER_HEADER_SLACK + 16)
-        .max_buf_size((limits.max_header_bytes * PARSER_HEADER_SLACK).max(8192) + 8192);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes * PARSER_HEADER_SLACK).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(idle / 2));
-    builder
-}
 
 /// The addresses the listeners bind, and each one's TLS acceptor.
 pub struct ListenerPlan {
@@ -158,30 +136,62 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
-        tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher));
+        tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher, shutdown.clone()));
     }
 }
 
-/// Serves one accepted connection of listener `index` (after the TLS handshake, if it has TLS).
-async fn serve_connection(live: Arc<LiveGateway>, index: usize, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+/// Serves one accepted connection of listener `index` (after the TLS handshake, if it has TLS),
+/// with hyper set up for the protocol the connection turns out to speak ([`crate::connections`]).
+async fn serve_connection(
+    live: Arc<LiveGateway>,
+    index: usize,
+    stream: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let generation = live.current();
     let _open = generation.gateway.telemetry.metrics.connection_opened();
-    let builder = generation.connections.clone();
+    let builders = generation.connections.clone();
     let tls = generation.tls.get(index).cloned().flatten();
     drop(generation);
-    let Some(tls) = tls else {
-        let conn = ConnectionInfo { peer, scheme: "http" };
-        return serve_http(live, &builder, TokioIo::new(stream), conn, None, watcher).await;
+    if let Some(tls) = tls {
+        // Boxed: this task lives as long as the connection, and sized for a TLS session and its
+        // handshake it would cost every cleartext connection 7.1 KB instead of 2 KB.
+        return Box::pin(serve_tls(live, &builders, tls, stream, peer, watcher)).await;
+    }
+    // Until its first bytes arrive a connection is not yet watched by the drain: a shutdown
+    // closes it here instead.
+    let protocol = tokio::select! {
+        protocol = Protocol::sniff(&stream) => protocol,
+        _ = stopped(&mut shutdown) => return,
     };
-    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+    let conn = ConnectionInfo { peer, scheme: "http" };
+    serve_http(live, builders.get(protocol), TokioIo::new(stream), conn, None, watcher).await;
+}
+
+/// Serves a connection on a TLS listener: the handshake, then HTTP in the protocol ALPN agreed.
+async fn serve_tls(
+    live: Arc<LiveGateway>,
+    builders: &ConnectionBuilders,
+    tls: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+) {
+    // Boxed, so the handshake's state is freed once it is done rather than kept with the connection.
+    let handshake = Box::pin(tls.accept(stream));
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
     };
+    let session = stream.get_ref().1;
+    let protocol = Protocol::from_alpn(session.alpn_protocol());
     // The client certificate, if mTLS verified one, identifies every request on it.
-    let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::client_identity).map(Arc::new);
+    let identity = session.peer_certificates().and_then(|c| c.first()).and_then(tls::client_identity).map(Arc::new);
     let conn = ConnectionInfo { peer, scheme: "https" };
-    serve_http(live, &builder, TokioIo::new(stream), conn, identity, watcher).await;
+    serve_http(live, builders.get(protocol), TokioIo::new(stream), conn, identity, watcher).await;
 }
 
 /// Serves HTTP on one connection until it closes or the drain ends it.
@@ -200,7 +210,10 @@ async fn serve_http<I>(
         if let Some(id) = &identity {
             request.extensions_mut().insert(id.clone());
         }
-        async move { Ok::<_, Infallible>(gateway.handle(request, conn).await) }
+        // Boxed: hyper's HTTP/1 connection holds a slot the size of this future for its whole
+        // life, idle or not; a box keeps that slot one pointer and the request's state is freed
+        // when the response is done (~1 KB less per idle keep-alive connection).
+        Box::pin(async move { Ok::<_, Infallible>(gateway.handle(request, conn).await) })
     });
     if let Err(e) = watcher.watch(builder.serve_connection(io, service).into_owned()).await {
         tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}");

@@ -392,3 +392,55 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert_eq!(r.status, 200, "the in-flight request completed during the drain");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
+
+/// The gateway tells a cleartext connection's protocol from its first bytes without consuming
+/// them (so hyper's buffers stay small): bytes that arrive one at a time, a method sharing the
+/// HTTP/2 preface's first letters, and a client that never speaks all have to come out right.
+#[tokio::test]
+async fn a_connections_protocol_is_told_from_its_first_bytes_however_they_arrive() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&format!("[timeouts]\ndrain_ms = 30000\n{PLAIN}"), Some(&upstream)).await;
+
+    // A POST whose first byte ("P", as in the preface "PRI * HTTP/2.0") comes alone, then the rest.
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let request = b"POST /split HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\nhello";
+    for chunk in [&request[..1], &request[1..2], &request[2..]] {
+        tcp.write_all(chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut head = vec![0u8; 4096];
+    let n = tcp.read(&mut head).await.unwrap();
+    let text = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(r#""body":"hello""#) && text.contains(r#""path":"/split""#), "{text}");
+    // The connection stays usable for a second request (keep-alive, HTTP/1 from then on).
+    tcp.write_all(b"GET /again HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let n = tcp.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).contains(r#""path":"/again""#));
+
+    // HTTP/2 prior knowledge and HTTP/1 on the same port, one after the other.
+    let h2 = HttpClient::http2().get(&gw.url("/h2")).await;
+    assert_eq!(h2.status, 200);
+    assert_eq!(h2.version, http::Version::HTTP_2);
+    let h1 = HttpClient::http1().get(&gw.url("/h1")).await;
+    assert_eq!(h1.status, 200);
+    assert_eq!(h1.version, http::Version::HTTP_11);
+
+    // Something that starts like the preface and is not HTTP at all gets an error, not a hang,
+    // and the port keeps serving.
+    let mut junk = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    junk.write_all(b"PRI * HTTP/9.9\r\n\r\nXX\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), junk.read_to_end(&mut answer)).await.expect("the connection is answered or closed");
+    assert!(answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(HttpClient::http1().get(&gw.url("/after")).await.status, 200);
+
+    // A client that connects and never sends a byte does not hold up shutdown: it is closed
+    // at once rather than after the 30 s drain.
+    let mut silent = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(15), gw.stop()).await.expect("shutdown waited out the drain for a silent client");
+    let mut byte = [0u8; 1];
+    assert_eq!(silent.read(&mut byte).await.unwrap_or(0), 0, "closed without an answer");
+}

@@ -165,6 +165,9 @@ async fn https_with_sni_alpn_and_tls_versions() {
     let admin = https_get(&gw, "admin.example.test", client_config(&pki, &[b"http/1.1"], all, false)).await.expect("admin");
     assert_eq!((admin.status, admin.alpn.as_deref()), (200, Some(&b"http/1.1"[..])));
     assert!(cert_names(&admin.server_cert).contains("admin.example.test"));
+    // A client offering no ALPN at all is served too (the protocol is then read from its bytes).
+    let plain = https_get(&gw, "api.example.test", client_config(&pki, &[], all, false)).await.expect("no alpn");
+    assert_eq!((plain.status, plain.alpn), (200, None));
     // A name no certificate covers gets the first one, which the client then refuses.
     let err = https_get(&gw, "other.example.test", client_config(&pki, &[b"h2"], all, false)).await.err().expect("refused");
     assert!(err.contains("handshake"), "{err}");
