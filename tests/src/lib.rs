@@ -236,6 +236,7 @@ pub fn guest_plugin_paths() -> Vec<(&'static str, String)> {
         ("echo-context", plugins::ECHO_CONTEXT.to_owned()),
         ("body-upper", plugins::BODY_UPPER.to_owned()),
         ("delay", plugins::DELAY.to_owned()),
+        ("memory-probe", plugins::MEMORY_PROBE.to_owned()),
         ("fail-configure", plugins::FAIL_CONFIGURE.to_owned()),
         ("reads-file", plugins::READS_FILE.to_owned()),
         ("sockets", plugins::SOCKETS.to_owned()),

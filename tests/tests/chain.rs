@@ -203,6 +203,53 @@ config = { tag = "strict", expose = ["k"] }
     gw.stop().await;
 }
 
+/// `isolation = "request"` is a security promise: no request's plugin instance sees memory an
+/// earlier request's wrote. The probe plugin writes a marker into zero-initialised memory pages
+/// away from its data segment (the pages the sandbox must find dirty and reset) and counts its
+/// calls in a global; the pooled route shows the probe notices reuse, the strict one that
+/// nothing survives.
+#[tokio::test]
+async fn strict_isolation_leaves_no_memory_behind() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[runtime]
+worker_threads = 1
+[upstreams.backend]
+targets = ["{upstream}"]
+[plugins.probe-strict]
+source = "{plugin:memory-probe}"
+isolation = "request"
+[plugins.probe-pooled]
+source = "{plugin:memory-probe}"
+[[routes]]
+path_prefix = "/strict"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "probe-strict"
+[[routes]]
+path_prefix = "/pooled"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "probe-pooled"
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let mut pooled = Vec::new();
+    for _ in 0..5 {
+        let r = client.get(&gw.url("/pooled")).await;
+        pooled.push((r.upstream_header("x-calls"), r.upstream_header("x-leftover")));
+    }
+    // One worker, requests one at a time: the warm instance is reused and remembers.
+    assert_eq!(pooled.last().unwrap(), &(vec!["5".to_owned()], vec!["seen".to_owned()]), "{pooled:?}");
+    for i in 0..20 {
+        let r = client.get(&gw.url("/strict")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.upstream_header("x-calls"), vec!["1"], "request {i} saw an earlier request's global");
+        assert_eq!(r.upstream_header("x-leftover"), vec!["none"], "request {i} saw an earlier request's memory");
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn third_party_example_plugin_runs_from_its_wasm_file() {
     let upstream = Upstream::start().await;
