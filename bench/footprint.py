@@ -163,7 +163,9 @@ def main():
         rows.append((f"peak RSS under wrk -c32 -d{args.duration}s on the typical chain", f"{peak:.1f} MiB", "<= 64 MiB"))
         before = status_field(proc.pid, "VmRSS")
         socks = idle_connections(args.connections)
-        time.sleep(1)
+        # Idle: quiet for longer than the gateway waits before it parks a connection
+        # (host/src/keepalive.rs, PARK_AFTER = 100 ms; parked within two checks).
+        time.sleep(3)
         after = status_field(proc.pid, "VmRSS")
         rows.append((f"RSS added by {args.connections} idle keep-alive connections", f"{after - before:.1f} MiB ({(after - before) * 1024 * 1024 / args.connections:.0f} B each)", "<= 50 MiB"))
         for s in socks:

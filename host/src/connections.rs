@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
@@ -68,37 +69,65 @@ impl Protocol {
 /// per [`Protocol`] a new connection may turn out to speak.
 pub struct ConnectionBuilders {
     detect: auto::Builder<TokioExecutor>,
-    http1: auto::Builder<TokioExecutor>,
     http2: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    idle: Duration,
 }
 
 impl ConnectionBuilders {
-    /// Builds the three from the config's limits and timeouts.
+    /// Builds them from the config's limits and timeouts.
     pub fn new(limits: &LimitsConfig, timeouts: &TimeoutsConfig) -> Self {
-        let detect = builder(limits, timeouts);
-        Self { http1: detect.clone().http1_only(), http2: detect.clone().http2_only(), detect }
+        let idle = Duration::from_millis(timeouts.idle_ms);
+        let detect = builder(limits, idle);
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(idle)
+            .max_headers(parser_max_headers(limits))
+            .max_buf_size(parser_max_buf(limits));
+        Self { http2: detect.clone().http2_only(), detect, http1, idle }
     }
 
-    /// The builder for a connection speaking `protocol` (`Unknown`: one that detects it).
-    pub fn get(&self, protocol: Protocol) -> &auto::Builder<TokioExecutor> {
+    /// The builder for a connection speaking HTTP/2, or one whose protocol hyper must detect
+    /// (`Unknown`; HTTP/1 connections get [`Self::http1`]).
+    pub fn auto(&self, protocol: Protocol) -> &auto::Builder<TokioExecutor> {
         match protocol {
-            Protocol::Http1 => &self.http1,
             Protocol::Http2 => &self.http2,
-            Protocol::Unknown => &self.detect,
+            Protocol::Http1 | Protocol::Unknown => &self.detect,
         }
+    }
+
+    /// The builder for a connection known to speak HTTP/1.x.
+    pub fn http1(&self) -> &http1::Builder {
+        &self.http1
+    }
+
+    /// How long an idle keep-alive connection is kept (`timeouts.idle_ms`).
+    pub fn idle(&self) -> Duration {
+        self.idle
     }
 }
 
-fn builder(limits: &LimitsConfig, timeouts: &TimeoutsConfig) -> auto::Builder<TokioExecutor> {
+/// Most header lines hyper's HTTP/1 parser accepts.
+fn parser_max_headers(limits: &LimitsConfig) -> usize {
+    limits.max_headers * PARSER_HEADER_SLACK + 16
+}
+
+/// hyper's HTTP/1 read buffer limit: room for the largest accepted head plus some body.
+fn parser_max_buf(limits: &LimitsConfig) -> usize {
+    (limits.max_header_bytes * PARSER_HEADER_SLACK).max(8192) + 8192
+}
+
+fn builder(limits: &LimitsConfig, idle: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    let idle = Duration::from_millis(timeouts.idle_ms);
     builder
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(idle)
-        .max_headers(limits.max_headers * PARSER_HEADER_SLACK + 16)
-        .max_buf_size((limits.max_header_bytes * PARSER_HEADER_SLACK).max(8192) + 8192);
+        .max_headers(parser_max_headers(limits))
+        .max_buf_size(parser_max_buf(limits));
     builder
         .http2()
         .timer(TokioTimer::new())

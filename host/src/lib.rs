@@ -2,7 +2,7 @@
 //!
 //! # Reading this crate top-down
 //! - A request enters in [`server`] (listeners, HTTP/1.1 and h2c, [`tls`], graceful drain; hyper set up per
-//!   connection by [`connections`]), on one of the
+//!   connection by [`connections`]; an idle HTTP/1.1 keep-alive connection parked by [`keepalive`]), on one of the
 //!   [`workers`] (a thread per core that serves its connections start to finish), and is handed to
 //!   [`gateway::Gateway::handle`] of the generation [`reload`] keeps current, whose phases are laid out in [`proxy`]: limits, [`router`],
 //!   the plugin chain's request phases, the upstream ([`proxy::upstream`]), the response phases,
@@ -26,6 +26,7 @@ pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod connections;
+pub mod keepalive;
 pub mod demo_upstream;
 pub mod error;
 pub mod exchange;

@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper::body::Incoming;
+use hyper::service::{Service, service_fn};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -20,7 +21,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::connections::{ConnectionBuilders, Protocol};
+use crate::keepalive::{self, Activity};
 use crate::proxy::ConnectionInfo;
+use crate::telemetry::observed_body::ObservedBody;
 use crate::reload::LiveGateway;
 use crate::tls;
 use crate::workers::Workers;
@@ -152,6 +155,7 @@ async fn serve_connection(
 ) {
     let generation = live.current();
     let _open = generation.gateway.telemetry.metrics.connection_opened();
+    let parked = generation.gateway.telemetry.metrics.parked_connections();
     let builders = generation.connections.clone();
     let tls = generation.tls.get(index).cloned().flatten();
     drop(generation);
@@ -167,7 +171,22 @@ async fn serve_connection(
         _ = stopped(&mut shutdown) => return,
     };
     let conn = ConnectionInfo { peer, scheme: "http" };
-    serve_http(live, builders.get(protocol), TokioIo::new(stream), conn, None, watcher).await;
+    if protocol == Protocol::Http1 {
+        // Served and parked while idle by `keepalive`, which watches `shutdown` itself; the
+        // drain waits for it as long as `_drain` lives.
+        let _drain = watcher;
+        let activity = Arc::new(Activity::default());
+        let service = gateway_service(live, conn, None, Some(activity.clone()));
+        let served = keepalive::serve(&builders, stream, service, activity, parked, shutdown).await;
+        if let Err(e) = served {
+            tracing::debug!(%peer, "connection ended with an error: {e}");
+        }
+        return;
+    }
+    // Boxed like the TLS path, so an HTTP/1 connection's task is not sized for HTTP/2.
+    let service = gateway_service(live, conn, None, None);
+    let connection = builders.auto(protocol).serve_connection(TokioIo::new(stream), service).into_owned();
+    Box::pin(watch_connection(connection, watcher, peer)).await;
 }
 
 /// Serves a connection on a TLS listener: the handshake, then HTTP in the protocol ALPN agreed.
@@ -191,33 +210,54 @@ async fn serve_tls(
     // The client certificate, if mTLS verified one, identifies every request on it.
     let identity = session.peer_certificates().and_then(|c| c.first()).and_then(tls::client_identity).map(Arc::new);
     let conn = ConnectionInfo { peer, scheme: "https" };
-    serve_http(live, builders.get(protocol), TokioIo::new(stream), conn, identity, watcher).await;
+    let service = gateway_service(live, conn, identity, None);
+    let io = TokioIo::new(stream);
+    if protocol == Protocol::Http1 {
+        watch_connection(builders.http1().serve_connection(io, service), watcher, peer).await;
+    } else {
+        watch_connection(builders.auto(protocol).serve_connection(io, service).into_owned(), watcher, peer).await;
+    }
 }
 
-/// Serves HTTP on one connection until it closes or the drain ends it.
-async fn serve_http<I>(
+/// Serves one connection until it closes or the drain ends it.
+async fn watch_connection<C>(connection: C, watcher: Watcher, peer: SocketAddr)
+where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(%peer, "connection ended with an error: {e}");
+    }
+}
+
+/// The service hyper calls for each request on one connection: the gateway current when the
+/// request arrives, told about the connection (and its verified client certificate). With
+/// `activity`, each request is marked as being answered until its response head is ready
+/// ([`keepalive`] parks a connection only while none is).
+fn gateway_service(
     live: Arc<LiveGateway>,
-    builder: &auto::Builder<TokioExecutor>,
-    io: TokioIo<I>,
     conn: ConnectionInfo,
     identity: Option<Arc<tls::ClientIdentity>>,
-    watcher: Watcher,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+    activity: Option<Arc<Activity>>,
+) -> impl Service<Request<Incoming>, Response = Response<ObservedBody>, Error = Infallible, Future: Unpin + Send + 'static>
++ Unpin
++ Send
++ 'static {
+    service_fn(move |mut request: Request<Incoming>| {
         let gateway = live.gateway();
         if let Some(id) = &identity {
             request.extensions_mut().insert(id.clone());
         }
+        let answering = activity.as_ref().map(|a| a.answering());
         // Boxed: hyper's HTTP/1 connection holds a slot the size of this future for its whole
         // life, idle or not; a box keeps that slot one pointer and the request's state is freed
         // when the response is done (~1 KB less per idle keep-alive connection).
-        Box::pin(async move { Ok::<_, Infallible>(gateway.handle(request, conn).await) })
-    });
-    if let Err(e) = watcher.watch(builder.serve_connection(io, service).into_owned()).await {
-        tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}");
-    }
+        Box::pin(async move {
+            let response = gateway.handle(request, conn).await;
+            drop(answering);
+            Ok::<_, Infallible>(response)
+        })
+    })
 }
 
 /// One listening socket as the workers share it: a handle (duplicated descriptor) per worker.
@@ -250,7 +290,7 @@ pub async fn bind(addresses: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>>
 }
 
 /// Resolves once shutdown is requested (or the sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     while !*shutdown.borrow_and_update() {
         if shutdown.changed().await.is_err() {
             return;

@@ -444,3 +444,110 @@ async fn a_connections_protocol_is_told_from_its_first_bytes_however_they_arrive
     let mut byte = [0u8; 1];
     assert_eq!(silent.read(&mut byte).await.unwrap_or(0), 0, "closed without an answer");
 }
+
+/// Reads one HTTP/1.1 response (head and content-length body) from `tcp`.
+async fn read_response(tcp: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().expect("content-length"));
+            if got.len() >= end + 4 + length {
+                assert_eq!(got.len(), end + 4 + length, "one response at a time");
+                return String::from_utf8_lossy(&got).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk)).await.expect("a response").unwrap();
+        assert!(n > 0, "connection closed mid-response: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `airlock_parked_connections` as the admin listener reports it.
+async fn parked_connections(gw: &Gateway) -> u64 {
+    let metrics = HttpClient::http1().get(&gw.admin_url("/metrics")).await.text();
+    let line = metrics.lines().find(|l| l.starts_with("airlock_parked_connections ")).expect("the gauge is exported");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// An HTTP/1.1 keep-alive connection quiet for longer than `keepalive::PARK_AFTER` (100 ms) gives
+/// hyper's buffers back and is parked; to its client it is one ordinary connection: the next
+/// request, a request whose start arrived before parking, a slow answer and pipelined requests
+/// all work on it, and a parked connection does not hold up shutdown.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_parked_and_serves_on_when_the_client_speaks() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&format!("[timeouts]\ndrain_ms = 30000\n{PLAIN}"), Some(&upstream)).await;
+    let park = Duration::from_millis(2500);
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+
+    tcp.write_all(b"GET /first HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut tcp).await.contains(r#""path":"/first""#));
+    tokio::time::sleep(park).await;
+    assert_eq!(parked_connections(&gw).await, 1, "quiet for a while");
+
+    // The next request picks it up.
+    tcp.write_all(b"GET /second HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let second = read_response(&mut tcp).await;
+    assert!(second.starts_with("HTTP/1.1 200") && second.contains(r#""path":"/second""#), "{second}");
+    assert_eq!(parked_connections(&gw).await, 0);
+
+    // A request whose first bytes came before the pause: they are kept for the next hyper,
+    // and a slow client pausing again mid-request keeps its keep-alive connection.
+    tcp.write_all(b"POST /third HTTP/1.1\r\nhost: a\r\ncontent-le").await.unwrap();
+    tokio::time::sleep(park).await;
+    tcp.write_all(b"ngth: 3\r\n").await.unwrap();
+    tokio::time::sleep(park).await;
+    tcp.write_all(b"\r\nabc").await.unwrap();
+    let third = read_response(&mut tcp).await;
+    assert!(third.contains(r#""path":"/third""#) && third.contains(r#""body":"abc""#), "{third}");
+    assert!(!third.to_ascii_lowercase().contains("connection: close"), "{third}");
+
+    // An answer slower than the park delay is not cut short and keeps the connection open.
+    tcp.write_all(b"GET /slow/2500 HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let slow = read_response(&mut tcp).await;
+    assert!(slow.starts_with("HTTP/1.1 200"), "{slow}");
+    assert!(!slow.to_ascii_lowercase().contains("connection: close"), "{slow}");
+
+    // Pipelined requests after a park: both answered, in order.
+    tokio::time::sleep(park).await;
+    tcp.write_all(b"GET /p1 HTTP/1.1\r\nhost: a\r\n\r\nGET /p2 HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let mut both = String::new();
+    let mut buf = [0u8; 16384];
+    while both.matches("HTTP/1.1 200").count() < 2 || !both.contains(r#""path":"/p2""#) {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await.expect("answers").unwrap();
+        assert!(n > 0, "closed: {both}");
+        both.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(both.find(r#""path":"/p1""#) < both.find(r#""path":"/p2""#), "{both}");
+
+    // Parked at shutdown: closed at once, not after the 30 s drain.
+    tokio::time::sleep(park).await;
+    assert_eq!(parked_connections(&gw).await, 1);
+    tokio::time::timeout(Duration::from_secs(15), gw.stop()).await.expect("shutdown waited out the drain for a parked connection");
+    let mut byte = [0u8; 1];
+    assert_eq!(tcp.read(&mut byte).await.unwrap_or(0), 0, "closed");
+}
+
+/// Parking does not restart hyper's header read timeout: a client that sends half a request
+/// and goes quiet is still closed once `idle_ms` has passed.
+#[tokio::test]
+async fn half_a_request_still_times_out_across_parks() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&format!("[timeouts]\nidle_ms = 3000\n{PLAIN}"), Some(&upstream)).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    tcp.write_all(b"GET /first HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut tcp).await.contains(r#""path":"/first""#));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tcp.write_all(b"GET /never-finished HTTP/1.1\r\nho").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(12), tcp.read_to_end(&mut rest)).await.expect("closed by the header read timeout").ok();
+    assert!(started.elapsed() >= Duration::from_secs(2), "not before the timeout: {:?}", started.elapsed());
+    assert!(rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&rest));
+}

@@ -114,6 +114,7 @@ pub struct Metrics {
     plugin_decisions: Family<DecisionLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     active_connections: Gauge,
+    parked_connections: Gauge,
     anomalies: Family<AnomalyLabels, Counter>,
     /// Plugin instance pools, read at scrape time.
     pub pools: Arc<super::pools::PoolRegistry>,
@@ -164,6 +165,12 @@ impl Metrics {
         registry.register("upstream_errors", "Upstream requests that failed to connect, broke or timed out", upstream_errors.clone());
         let active_connections = Gauge::default();
         registry.register("active_connections", "Client connections open now", active_connections.clone());
+        let parked_connections = Gauge::default();
+        registry.register(
+            "parked_connections",
+            "Idle HTTP/1.1 keep-alive client connections parked now, holding no HTTP buffers",
+            parked_connections.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -202,6 +209,7 @@ impl Metrics {
             plugin_decisions,
             upstream_errors,
             active_connections,
+            parked_connections,
             anomalies,
             pools,
             plugin_metrics,
@@ -268,6 +276,12 @@ impl Metrics {
     pub fn active_connections(&self) -> i64 {
         self.active_connections.get()
     }
+
+    /// The count of parked idle connections (`airlock_parked_connections`), for the connection
+    /// tasks that park them.
+    pub fn parked_connections(&self) -> ConnectionCount {
+        ConnectionCount { gauge: self.parked_connections.clone() }
+    }
 }
 
 /// Labels of `airlock_config_reloads_total`.
@@ -305,7 +319,21 @@ impl ReloadMetrics {
     }
 }
 
-/// Keeps a connection counted in `airlock_active_connections`.
+/// A gauge of connections in one state, held by the tasks that move connections into it.
+#[derive(Clone)]
+pub struct ConnectionCount {
+    gauge: Gauge<i64, AtomicI64>,
+}
+
+impl ConnectionCount {
+    /// Counts a connection until the returned guard is dropped.
+    pub fn enter(&self) -> ConnectionGuard {
+        self.gauge.inc();
+        ConnectionGuard { gauge: self.gauge.clone() }
+    }
+}
+
+/// Keeps a connection counted in a gauge (`airlock_active_connections`, `airlock_parked_connections`).
 pub struct ConnectionGuard {
     gauge: Gauge<i64, AtomicI64>,
 }

@@ -1,0 +1,235 @@
+//! A cleartext HTTP/1.1 keep-alive connection: served by hyper while requests flow, and parked
+//! without hyper while it sits idle.
+//!
+//! Why: hyper holds an 8 KiB read buffer and an 8 KiB write buffer for an HTTP/1 connection's
+//! whole life, idle or not, so 10,000 idle keep-alive clients cost ~150 MiB (~40 MiB parked).
+//! After [`PARK_AFTER`] without traffic, the connection's hyper state is closed gracefully (it
+//! is idle, so nothing is cut short) and the socket is kept, waiting for readability with no
+//! buffer at all. The client's next bytes start a fresh hyper connection on the same socket; bytes hyper
+//! had already read are handed to it first. The client sees one ordinary keep-alive connection.
+//!
+//! Safety of the hand-over: hyper is only asked to stop once it has answered a request, when no
+//! request is being answered (no service call pending) and nothing was read or written for
+//! [`PARK_AFTER`]. A response whose head is already sent finishes first, unchanged; hyper then
+//! returns the socket.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use hyper::body::Incoming;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::service::HttpService;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::connections::ConnectionBuilders;
+use crate::telemetry::metrics::ConnectionCount;
+
+/// How long a keep-alive connection must be quiet (checked every this often, so it is parked
+/// within two of these) before hyper's buffers are given back. Short, as nginx frees a
+/// keep-alive connection's buffers as soon as it is idle: a burst of clients that then sit idle
+/// never holds all their buffers at once (which the allocator would keep resident), and a
+/// client back after a pause pays only for a new hyper connection (two 8 KiB buffers). The
+/// check costs one timer wake-up per connection per period, so at most one per request on a
+/// connection busier than ten requests a second.
+pub const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// What happened on one connection since it was last looked at: its socket's reads and writes,
+/// and the requests being answered. Shared by the loop here and by hyper's side of the
+/// connection (its socket and its service).
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Reads and writes that moved bytes.
+    io: AtomicU64,
+    /// Requests whose response (head) is not yet produced.
+    answering: AtomicU64,
+    /// Requests begun, ever.
+    requests: AtomicU64,
+}
+
+impl Activity {
+    /// Marks a request as being answered until the returned guard is dropped.
+    pub fn answering(self: &Arc<Self>) -> Answering {
+        self.answering.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Answering(self.clone())
+    }
+
+    fn io_ops(&self) -> u64 {
+        self.io.load(Ordering::Relaxed)
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn is_answering(&self) -> bool {
+        self.answering.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// A request being answered ([`Activity::answering`]); dropped with the request's service future.
+#[derive(Debug)]
+pub struct Answering(Arc<Activity>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves HTTP/1.1 on `stream` until the client closes it, an error ends it, its idle time runs
+/// out, or `shutdown` turns true (after the request in progress, if any). `service` must mark
+/// each request it answers with `activity` ([`Activity::answering`]); `parked` counts the
+/// connection while it is parked.
+pub async fn serve<S>(
+    builders: &ConnectionBuilders,
+    stream: TcpStream,
+    mut service: S,
+    activity: Arc<Activity>,
+    parked: ConnectionCount,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    S: HttpService<Incoming> + Unpin,
+    S::Future: Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut io = CountedIo { io: TokioIo::new(stream), unread: Bytes::new(), activity: activity.clone() };
+    loop {
+        // Only a hyper connection that has answered a request is idle between requests;
+        // before its first one (a new socket, or one with half a request), asking it to
+        // stop would mark that request's response `connection: close`. Until then hyper's
+        // own header read timeout governs.
+        let requests_before = activity.requests();
+        // Boxed: this task outlives any one hyper connection, and parked it should hold no
+        // more than the socket.
+        let mut conn = Box::new(builders.http1().serve_connection(io, service));
+        let mut stopping = false;
+        let mut parking = false;
+        let mut seen = activity.io_ops();
+        let check = tokio::time::sleep(PARK_AFTER);
+        tokio::pin!(check);
+        loop {
+            tokio::select! {
+                done = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                    done?;
+                    break;
+                }
+                () = &mut check, if !parking && !stopping => {
+                    let now = activity.io_ops();
+                    let answered = activity.requests() > requests_before && !activity.is_answering();
+                    if now == seen && answered {
+                        parking = true;
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    } else {
+                        seen = now;
+                        check.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+                    }
+                }
+                () = crate::server::stopped(&mut shutdown), if !stopping => {
+                    stopping = true;
+                    Pin::new(&mut *conn).graceful_shutdown();
+                }
+            }
+        }
+        // hyper has finished: the client closed, or it stopped on request, with everything
+        // it wrote flushed.
+        let parts = (*conn).into_parts();
+        (io, service) = (parts.io, parts.service);
+        if !parking || stopping {
+            // A close the client asked for, or the drain: done. Errors closing are moot.
+            let _ = io.io.inner_mut().shutdown().await;
+            return Ok(());
+        }
+        if !parts.read_buf.is_empty() {
+            // The start of the next request was already read: serve it at once.
+            io.unread = parts.read_buf;
+            continue;
+        }
+        // Even empty, the buffer handle keeps hyper's whole read buffer allocated.
+        drop(parts.read_buf);
+        // Parked: only the socket and this task remain until the client sends again.
+        let _parked = parked.enter();
+        let wait = builders.idle().saturating_sub(PARK_AFTER);
+        tokio::select! {
+            ready = io.io.inner().readable() => if ready.is_err() { return Ok(()) },
+            () = tokio::time::sleep(wait) => return Ok(()),
+            () = crate::server::stopped(&mut shutdown) => return Ok(()),
+        }
+    }
+}
+
+/// The socket as hyper sees it: bytes an earlier hyper connection read but did not use come
+/// first, and every read or write that moves bytes counts as activity.
+struct CountedIo {
+    io: TokioIo<TcpStream>,
+    unread: Bytes,
+    activity: Arc<Activity>,
+}
+
+impl CountedIo {
+    fn moved(&self) {
+        self.activity.io.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Read for CountedIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if polled.is_ready() {
+            this.moved();
+        }
+        polled
+    }
+}
+
+impl Write for CountedIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        if polled.is_ready() {
+            this.moved();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if polled.is_ready() {
+            this.moved();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
