@@ -65,6 +65,21 @@ impl Protocol {
     }
 }
 
+/// Applies the HTTP/1 settings to hyper's own HTTP/1 builder and to the auto builder's HTTP/1
+/// half alike (two types with the same methods), so the two cannot drift apart. The parser gets
+/// slack over the configured header limits, and its read buffer room for the largest accepted
+/// head plus some body.
+macro_rules! http1_settings {
+    ($builder:expr, $limits:expr, $idle:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout($idle)
+            .max_headers($limits.max_headers * PARSER_HEADER_SLACK + 16)
+            .max_buf_size(($limits.max_header_bytes * PARSER_HEADER_SLACK).max(8192) + 8192)
+    };
+}
+
 /// The HTTP/1.1 and HTTP/2 connection settings `[limits]` and `[timeouts]` ask for, one builder
 /// per [`Protocol`] a new connection may turn out to speak.
 pub struct ConnectionBuilders {
@@ -80,12 +95,7 @@ impl ConnectionBuilders {
         let idle = Duration::from_millis(timeouts.idle_ms);
         let detect = builder(limits, idle);
         let mut http1 = http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(idle)
-            .max_headers(parser_max_headers(limits))
-            .max_buf_size(parser_max_buf(limits));
+        http1_settings!(http1, limits, idle);
         Self { http2: detect.clone().http2_only(), detect, http1, idle }
     }
 
@@ -109,25 +119,9 @@ impl ConnectionBuilders {
     }
 }
 
-/// Most header lines hyper's HTTP/1 parser accepts.
-fn parser_max_headers(limits: &LimitsConfig) -> usize {
-    limits.max_headers * PARSER_HEADER_SLACK + 16
-}
-
-/// hyper's HTTP/1 read buffer limit: room for the largest accepted head plus some body.
-fn parser_max_buf(limits: &LimitsConfig) -> usize {
-    (limits.max_header_bytes * PARSER_HEADER_SLACK).max(8192) + 8192
-}
-
 fn builder(limits: &LimitsConfig, idle: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(idle)
-        .max_headers(parser_max_headers(limits))
-        .max_buf_size(parser_max_buf(limits));
+    http1_settings!(builder.http1(), limits, idle);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -5,8 +5,9 @@
 //! whole life, idle or not, so 10,000 idle keep-alive clients cost ~150 MiB (~40 MiB parked).
 //! After [`PARK_AFTER`] without traffic, the connection's hyper state is closed gracefully (it
 //! is idle, so nothing is cut short) and the socket is kept, waiting for readability with no
-//! buffer at all. The client's next bytes start a fresh hyper connection on the same socket; bytes hyper
-//! had already read are handed to it first. The client sees one ordinary keep-alive connection.
+//! buffer at all. The client's next bytes start a fresh hyper connection on the same socket;
+//! bytes hyper had already read are handed to it first. The client sees one ordinary
+//! keep-alive connection.
 //!
 //! Safety of the hand-over: hyper is only asked to stop once it has answered a request, when no
 //! request is being answered (no service call pending) and nothing was read or written for

@@ -23,8 +23,8 @@ use crate::config::{Config, ConfigError, ConfigSource};
 use crate::connections::{ConnectionBuilders, Protocol};
 use crate::keepalive::{self, Activity};
 use crate::proxy::ConnectionInfo;
-use crate::telemetry::observed_body::ObservedBody;
 use crate::reload::LiveGateway;
+use crate::telemetry::observed_body::ObservedBody;
 use crate::tls;
 use crate::workers::Workers;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use airlock_tests::{Gateway, HttpClient, Upstream};
+use airlock_tests::{Gateway, HttpClient, Upstream, metric_value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROUTES: &str = r#"
@@ -468,16 +468,26 @@ async fn read_response(tcp: &mut tokio::net::TcpStream) -> String {
 }
 
 /// `airlock_parked_connections` as the admin listener reports it.
-async fn parked_connections(gw: &Gateway) -> u64 {
-    let metrics = HttpClient::http1().get(&gw.admin_url("/metrics")).await.text();
-    let line = metrics.lines().find(|l| l.starts_with("airlock_parked_connections ")).expect("the gauge is exported");
-    line.rsplit(' ').next().unwrap().parse().unwrap()
+async fn parked_connections(gw: &Gateway) -> f64 {
+    metric_value(gw, "airlock_parked_connections", &[]).await
+}
+
+/// Waits (up to 5 s) for `airlock_parked_connections` to read `n`.
+async fn parked_connections_reach(gw: &Gateway, n: f64) {
+    for _ in 0..100 {
+        if parked_connections(gw).await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(parked_connections(gw).await, n);
 }
 
 /// An HTTP/1.1 keep-alive connection quiet for longer than `keepalive::PARK_AFTER` (100 ms) gives
 /// hyper's buffers back and is parked; to its client it is one ordinary connection: the next
 /// request, a request whose start arrived before parking, a slow answer and pipelined requests
-/// all work on it, and a parked connection does not hold up shutdown.
+/// all work on it; garbage or a client leaving while parked costs nothing else; and a parked
+/// connection does not hold up shutdown.
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_parked_and_serves_on_when_the_client_speaks() {
     let upstream = Upstream::start().await;
@@ -489,13 +499,13 @@ async fn an_idle_keep_alive_connection_is_parked_and_serves_on_when_the_client_s
     tcp.write_all(b"GET /first HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
     assert!(read_response(&mut tcp).await.contains(r#""path":"/first""#));
     tokio::time::sleep(park).await;
-    assert_eq!(parked_connections(&gw).await, 1, "quiet for a while");
+    assert_eq!(parked_connections(&gw).await, 1.0, "quiet for a while");
 
     // The next request picks it up.
     tcp.write_all(b"GET /second HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
     let second = read_response(&mut tcp).await;
     assert!(second.starts_with("HTTP/1.1 200") && second.contains(r#""path":"/second""#), "{second}");
-    assert_eq!(parked_connections(&gw).await, 0);
+    assert_eq!(parked_connections(&gw).await, 0.0);
 
     // A request whose first bytes came before the pause: they are kept for the next hyper,
     // and a slow client pausing again mid-request keeps its keep-alive connection.
@@ -526,9 +536,27 @@ async fn an_idle_keep_alive_connection_is_parked_and_serves_on_when_the_client_s
     }
     assert!(both.find(r#""path":"/p1""#) < both.find(r#""path":"/p2""#), "{both}");
 
+    // Garbage on a parked connection gets hyper's 400 (or a close); a client that leaves while
+    // parked is forgotten; the port keeps serving.
+    let mut junk = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    junk.write_all(b"GET /j HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut junk).await.contains(r#""path":"/j""#));
+    let mut leaving = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    leaving.write_all(b"GET /l HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut leaving).await.contains(r#""path":"/l""#));
+    tokio::time::sleep(park).await;
+    assert_eq!(parked_connections(&gw).await, 3.0, "these two and the first");
+    junk.write_all(b"\x16\x03\x01 not http\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), junk.read_to_end(&mut answer)).await.expect("answered or closed").ok();
+    assert!(answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+    drop(leaving);
+    parked_connections_reach(&gw, 1.0).await;
+    assert_eq!(HttpClient::http1().get(&gw.url("/still")).await.status, 200);
+
     // Parked at shutdown: closed at once, not after the 30 s drain.
     tokio::time::sleep(park).await;
-    assert_eq!(parked_connections(&gw).await, 1);
+    assert_eq!(parked_connections(&gw).await, 1.0);
     tokio::time::timeout(Duration::from_secs(15), gw.stop()).await.expect("shutdown waited out the drain for a parked connection");
     let mut byte = [0u8; 1];
     assert_eq!(tcp.read(&mut byte).await.unwrap_or(0), 0, "closed");

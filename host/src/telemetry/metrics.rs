@@ -268,8 +268,7 @@ impl Metrics {
 
     /// Counts a client connection as open until the returned guard is dropped.
     pub fn connection_opened(&self) -> ConnectionGuard {
-        self.active_connections.inc();
-        ConnectionGuard { gauge: self.active_connections.clone() }
+        ConnectionCount { gauge: self.active_connections.clone() }.enter()
     }
 
     /// Client connections open now.
