@@ -240,6 +240,7 @@ pub fn guest_plugin_paths() -> Vec<(&'static str, String)> {
         ("fail-configure", plugins::FAIL_CONFIGURE.to_owned()),
         ("reads-file", plugins::READS_FILE.to_owned()),
         ("sockets", plugins::SOCKETS.to_owned()),
+        ("spin", plugins::SPIN.to_owned()),
         ("hostile", plugins::HOSTILE.to_owned()),
         ("trailers", plugins::TRAILERS.to_owned()),
         ("hello", plugins::HELLO_PLUGIN.to_owned()),

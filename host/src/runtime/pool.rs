@@ -7,13 +7,14 @@
 //! instance ever sees two requests. Every call runs under the entry's CPU deadline and memory cap.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use wasmtime::component::Resource;
 use wasmtime::{Store, UpdateDeadline};
 
-use super::failure::{DeadlineExceeded, Failure, WallClockExceeded, classify};
+use super::call_clock::{CallClock, Metered, within_wall_limit};
+use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
 use super::host::{HostState, Plugin, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
@@ -53,7 +54,8 @@ impl InstanceSettings {
     /// The longest one phase call may hold a request: its CPU deadline plus the longest single
     /// wait its capabilities allow (an outbound call's timeout, a state backend's). Waiting on
     /// the host is kept out of the CPU deadline, so without this a plugin could hold a request
-    /// indefinitely by waiting again and again.
+    /// indefinitely by waiting again and again. The turns a long call yields to other requests
+    /// on its worker are added to it as they happen (`call_clock::within_wall_limit`).
     pub fn wall_limit(&self) -> Duration {
         let http = self.http.as_ref().map_or(Duration::ZERO, |g| g.timeout);
         let state = self.state.as_ref().map_or(Duration::ZERO, |s| s.max_wait());
@@ -96,6 +98,8 @@ struct Instance {
     store: Store<HostState>,
     bindings: Plugin,
     uses: u64,
+    /// The store's call clock, held here too so a call can be metered while it borrows the store.
+    clock: Arc<CallClock>,
 }
 
 /// The pool of one chain entry: a plugin, its config, and its warm instances.
@@ -109,16 +113,18 @@ pub struct InstancePool {
 }
 
 /// Makes a store interruptible: each epoch tick past the deadline either yields to the async
-/// runtime (so a long call cannot starve other requests on its thread) or, once the call's CPU
-/// deadline has passed, interrupts it.
+/// runtime (so a long call cannot starve other requests on its thread) or, once the call has run
+/// for its CPU deadline, interrupts it. Running time is the call clock's: turns given to other
+/// requests and waits on the host are not in it (see `call_clock`).
 pub(crate) fn arm_store(store: &mut Store<HostState>) {
     store.limiter(|s| &mut s.limiter);
     store.epoch_deadline_callback(|mut cx| {
         let state = cx.data_mut();
-        if state.call_started.elapsed() >= state.cpu_deadline {
+        if state.clock.running(Instant::now()) >= state.cpu_deadline {
             state.deadline_hit = true;
             return Err(DeadlineExceeded.into());
         }
+        state.clock.yielding();
         Ok(UpdateDeadline::Yield(1))
     });
     store.set_epoch_deadline(1);
@@ -194,15 +200,17 @@ impl InstancePool {
         let mut store = Store::new(&self.plugin.sandbox.engine, state);
         arm_store(&mut store);
         store.data_mut().begin_call(false, false);
-        let bindings = match self.plugin.pre.instantiate_async(&mut store).await {
+        let clock = store.data().clock.clone();
+        let bindings = match Metered::new(&clock, self.plugin.pre.instantiate_async(&mut store)).await {
             Ok(b) => b,
             Err(e) => return Err(InstantiateError::Failed(classify(store.data(), e))),
         };
         store.set_epoch_deadline(1);
         store.data_mut().begin_call(false, false);
-        match bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json).await {
+        let configure = bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json);
+        match Metered::new(&clock, configure).await {
             Ok(Ok(d)) => Ok((
-                Instance { store, bindings, uses: 0 },
+                Instance { store, bindings, uses: 0, clock },
                 Descriptor {
                     on_request: d.on_request,
                     on_response: d.on_response,
@@ -248,10 +256,9 @@ impl InstancePool {
         state.request = Some(request);
         state.begin_call(body_access, false);
         instance.store.set_epoch_deadline(1);
-        let wall = self.settings.wall_limit();
         let call = instance.bindings.airlock_plugin_handler().call_on_request(&mut instance.store, Resource::new_borrow(0));
-        // Dropping the call on timeout cancels it; the instance is then discarded, not reused.
-        let result = tokio::time::timeout(wall, call).await.unwrap_or_else(|_| Err(WallClockExceeded(wall).into()));
+        // A call cancelled on timeout leaves its instance discarded, not reused.
+        let result = within_wall_limit(&instance.clock, self.settings.wall_limit(), call).await;
         let state = instance.store.data_mut();
         let Some(request) = state.request.take() else {
             unreachable_state(&self.name);
@@ -285,10 +292,9 @@ impl InstancePool {
         state.response = Some(response);
         state.begin_call(body_access, true);
         instance.store.set_epoch_deadline(1);
-        let wall = self.settings.wall_limit();
         let call =
             instance.bindings.airlock_plugin_handler().call_on_response(&mut instance.store, Resource::new_borrow(0), Resource::new_borrow(0));
-        let result = tokio::time::timeout(wall, call).await.unwrap_or_else(|_| Err(WallClockExceeded(wall).into()));
+        let result = within_wall_limit(&instance.clock, self.settings.wall_limit(), call).await;
         let state = instance.store.data_mut();
         let (Some(request), Some(response)) = (state.request.take(), state.response.take()) else {
             unreachable_state(&self.name);

@@ -198,7 +198,7 @@ impl Host for HostState {
         let outcome = match grant.prepare(request) {
             Ok((request, timeout)) => {
                 let call = tokio::time::timeout(timeout, grant.send(request));
-                super::waited(self, call).await.unwrap_or(Err(HttpError::Timeout))
+                call.await.unwrap_or(Err(HttpError::Timeout))
             }
             Err(e) => Err(e),
         };

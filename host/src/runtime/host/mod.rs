@@ -26,6 +26,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::WasiCtx;
 
 use crate::exchange::{RequestState, ResponseState};
+use crate::runtime::call_clock::CallClock;
 use crate::runtime::limits::MemoryLimiter;
 
 /// The generated bindings of the `airlock:plugin` world (the WIT is their documentation).
@@ -67,8 +68,9 @@ pub struct HostState {
     pub body_access: bool,
     /// True during response phases: request setters are ignored.
     pub request_read_only: bool,
-    /// When the current call started, for the CPU deadline.
-    pub call_started: Instant,
+    /// The current call's running and yielded time, for its CPU deadline and wall-clock limit
+    /// (shared with the future that polls the call).
+    pub clock: Arc<CallClock>,
     /// The CPU deadline of one call.
     pub cpu_deadline: Duration,
     /// Set when the deadline interrupted the current call.
@@ -95,7 +97,7 @@ impl HostState {
             response: None,
             body_access: false,
             request_read_only: false,
-            call_started: Instant::now(),
+            clock: Arc::new(CallClock::new()),
             cpu_deadline,
             deadline_hit: false,
             state: None,
@@ -108,20 +110,10 @@ impl HostState {
     pub fn begin_call(&mut self, body_access: bool, request_read_only: bool) {
         self.body_access = body_access;
         self.request_read_only = request_read_only;
-        self.call_started = Instant::now();
+        self.clock.begin(Instant::now());
         self.deadline_hit = false;
         self.limiter.oom_hit = false;
     }
-}
-
-/// Awaits `op`, a host call waiting on something outside the plugin (a backend, the network), and
-/// keeps that wait out of the call's CPU deadline: the deadline bounds the plugin's own work, and
-/// each capability bounds its waits with its own timeout.
-pub(crate) async fn waited<T>(state: &mut HostState, op: impl Future<Output = T>) -> T {
-    let started = Instant::now();
-    let out = op.await;
-    state.call_started += started.elapsed();
-    out
 }
 
 impl wasmtime_wasi::WasiView for HostState {

@@ -1,9 +1,10 @@
 //! `airlock:plugin/state`: atomic counters, token buckets, fixed and sliding windows, and keyed values with
 //! expiry (capability `state`). Every key goes through the instance's [`ScopedState`], which
 //! prefixes it with the chain entry's namespace, so a plugin reaches only its own keys. The
-//! operations are async: with Redis they wait on the network, holding no thread.
+//! operations are async: with Redis they wait on the network, holding no thread, and the wait
+//! is not counted against the plugin's CPU deadline (the call is suspended, see `call_clock`).
 
-use super::{HostState, waited};
+use super::HostState;
 use super::airlock::plugin::state::{Decision as WitDecision, Host, StateError as WitError};
 use crate::state::{Decision, Gcra, StateError};
 
@@ -40,18 +41,18 @@ macro_rules! scoped {
 impl Host for HostState {
     async fn incr(&mut self, key: String, delta: u64, ttl_ms: u64) -> Result<u64, WitError> {
         let (scope, key) = scoped!(self, key);
-        waited(self, scope.store().incr(&key, delta, ttl_ms)).await.map_err(to_wit)
+        scope.store().incr(&key, delta, ttl_ms).await.map_err(to_wit)
     }
 
     async fn acquire(&mut self, key: String, rate: u64, period_ms: u64, burst: u64, cost: u64) -> Result<WitDecision, WitError> {
         let (scope, key) = scoped!(self, key);
         let gcra = Gcra::new(rate, period_ms, burst).map_err(to_wit)?;
-        waited(self, scope.store().acquire(&key, &gcra, cost)).await.map(decision).map_err(to_wit)
+        scope.store().acquire(&key, &gcra, cost).await.map(decision).map_err(to_wit)
     }
 
     async fn window(&mut self, key: String, limit: u64, window_ms: u64, cost: u64) -> Result<WitDecision, WitError> {
         let (scope, key) = scoped!(self, key);
-        waited(self, scope.store().window(&key, limit, window_ms, cost)).await.map(decision).map_err(to_wit)
+        scope.store().window(&key, limit, window_ms, cost).await.map(decision).map_err(to_wit)
     }
 
     async fn acquire_local(&mut self, key: String, rate: u64, period_ms: u64, burst: u64, cost: u64) -> Result<WitDecision, WitError> {
@@ -67,7 +68,7 @@ impl Host for HostState {
 
     async fn sliding_window(&mut self, key: String, limit: u64, window_ms: u64, cost: u64) -> Result<WitDecision, WitError> {
         let (scope, key) = scoped!(self, key);
-        waited(self, scope.store().sliding_window(&key, limit, window_ms, cost)).await.map(decision).map_err(to_wit)
+        scope.store().sliding_window(&key, limit, window_ms, cost).await.map(decision).map_err(to_wit)
     }
 
     async fn sliding_window_local(&mut self, key: String, limit: u64, window_ms: u64, cost: u64) -> Result<WitDecision, WitError> {
@@ -77,16 +78,16 @@ impl Host for HostState {
 
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitError> {
         let (scope, key) = scoped!(self, key);
-        waited(self, scope.store().get(&key)).await.map_err(to_wit)
+        scope.store().get(&key).await.map_err(to_wit)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), WitError> {
         let (scope, key) = scoped!(self, key);
-        waited(self, scope.store().set(&key, &value, ttl_ms)).await.map_err(to_wit)
+        scope.store().set(&key, &value, ttl_ms).await.map_err(to_wit)
     }
 
     async fn delete(&mut self, key: String) -> Result<(), WitError> {
         let (scope, key) = scoped!(self, key);
-        waited(self, scope.store().delete(&key)).await.map_err(to_wit)
+        scope.store().delete(&key).await.map_err(to_wit)
     }
 }

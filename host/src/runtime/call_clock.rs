@@ -1,0 +1,260 @@
+//! The clock of one phase call: how long the plugin has been *running*, for its CPU deadline,
+//! and how long it has held the request, for its wall-clock limit.
+//!
+//! A call into a guest is a future. It is suspended in two ways: on a host wait (a Redis reply,
+//! an outbound HTTP call), and every epoch tick, when the deadline callback yields so that one
+//! long call cannot starve the other requests on its worker thread. Neither is the plugin
+//! running, so neither counts against its CPU deadline: [`Metered`] stops the clock whenever the
+//! call is suspended and restarts it when the call is polled again. Without that, a busy worker
+//! turns fair sharing into failures: sixteen calls of 6 ms interleaved tick by tick all take
+//! ~100 ms of wall time and all hit a 100 ms deadline.
+//!
+//! The wall-clock limit ([`within_wall_limit`]) bounds what the CPU deadline leaves out, the
+//! waits on the host; the time a call spent yielded to other requests is added back to it.
+//!
+//! The clock is shared by the poller and the deadline callback, which runs inside the call on
+//! the same thread; its fields are atomics only so that the store stays `Send`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use super::failure::WallClockExceeded;
+
+/// Running and yielded time of the call in progress on one store.
+#[derive(Debug)]
+pub struct CallClock {
+    /// Origin of the nanosecond fields below.
+    origin: Instant,
+    /// When the call began.
+    started: AtomicU64,
+    /// When the call was last resumed (it is running since then, unless suspended).
+    resumed: AtomicU64,
+    /// Running time of the call before its last resumption.
+    ran: AtomicU64,
+    /// When the call was last suspended.
+    suspended: AtomicU64,
+    /// Time the call spent yielded to other requests (not waiting on the host).
+    queued: AtomicU64,
+    /// Set by the deadline callback when it yields: the coming suspension is a turn given to
+    /// other requests, not a wait on the host.
+    yielding: AtomicBool,
+}
+
+impl Default for CallClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CallClock {
+    /// A clock with no call in progress.
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            started: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
+            ran: AtomicU64::new(0),
+            suspended: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            yielding: AtomicBool::new(false),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Starts a new call at `now`: it is running from then on.
+    pub fn begin(&self, now: Instant) {
+        let at = self.nanos(now);
+        self.started.store(at, Relaxed);
+        self.resumed.store(at, Relaxed);
+        self.ran.store(0, Relaxed);
+        self.queued.store(0, Relaxed);
+        self.yielding.store(false, Relaxed);
+    }
+
+    /// When the current call began.
+    pub fn started(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.started.load(Relaxed))
+    }
+
+    /// How long the current call has been running, as of `now` (called while it runs).
+    pub fn running(&self, now: Instant) -> Duration {
+        let since = self.nanos(now).saturating_sub(self.resumed.load(Relaxed));
+        Duration::from_nanos(self.ran.load(Relaxed).saturating_add(since))
+    }
+
+    /// Time the current call has spent yielded to other requests.
+    pub fn queued(&self) -> Duration {
+        Duration::from_nanos(self.queued.load(Relaxed))
+    }
+
+    /// Called by the deadline callback as it yields to the runtime.
+    pub fn yielding(&self) {
+        self.yielding.store(true, Relaxed);
+    }
+
+    /// The call returned `Pending`: it stops running.
+    fn suspend(&self) {
+        let now = self.nanos(Instant::now());
+        let ran = self.ran.load(Relaxed) + now.saturating_sub(self.resumed.load(Relaxed));
+        self.ran.store(ran, Relaxed);
+        self.suspended.store(now, Relaxed);
+    }
+
+    /// The call is polled again after a suspension: it runs from now on.
+    fn resume(&self) {
+        let now = self.nanos(Instant::now());
+        if self.yielding.swap(false, Relaxed) {
+            let gap = now.saturating_sub(self.suspended.load(Relaxed));
+            self.queued.store(self.queued.load(Relaxed).saturating_add(gap), Relaxed);
+        }
+        self.resumed.store(now, Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call into the guest whose [`CallClock`] runs only while the call is being polled.
+    /// A call that completes in its first poll (most do) costs no clock reading here: the one
+    /// taken when the call began is enough.
+    pub struct Metered<'c, F> {
+        #[pin]
+        call: F,
+        clock: &'c CallClock,
+        suspended: bool,
+    }
+}
+
+impl<'c, F: Future> Metered<'c, F> {
+    /// Meters `call`, which begins now (see [`CallClock::begin`]).
+    pub fn new(clock: &'c CallClock, call: F) -> Self {
+        Self { call, clock, suspended: false }
+    }
+}
+
+impl<F: Future> Future for Metered<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if *this.suspended {
+            this.clock.resume();
+            *this.suspended = false;
+        }
+        let out = this.call.poll(cx);
+        if out.is_pending() {
+            this.clock.suspend();
+            *this.suspended = true;
+        }
+        out
+    }
+}
+
+/// Runs a metered call that may hold its request at most `limit`, not counting the time it
+/// spent yielded to other requests on a busy worker. Dropping the call on timeout cancels it.
+pub async fn within_wall_limit<T>(
+    clock: &CallClock,
+    limit: Duration,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    let call = Metered::new(clock, call);
+    let mut call = std::pin::pin!(call);
+    let started = clock.started();
+    let mut deadline = started + limit;
+    loop {
+        match tokio::time::timeout_at(deadline.into(), call.as_mut()).await {
+            Ok(out) => return out,
+            Err(_) => {
+                let extended = started + limit + clock.queued();
+                if extended <= Instant::now() {
+                    return Err(WallClockExceeded(limit).into());
+                }
+                deadline = extended;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that runs busily for `work`, then yields its turn as the deadline callback does,
+    /// `left` times, then completes.
+    struct Busy<'c> {
+        clock: &'c CallClock,
+        left: u32,
+        work: Duration,
+    }
+
+    impl Future for Busy<'_> {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let until = Instant::now() + self.work;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            if self.left == 0 {
+                return Poll::Ready(());
+            }
+            self.left -= 1;
+            self.clock.yielding();
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn time_yielded_to_other_calls_is_not_running_time() {
+        let clocks: [CallClock; 4] = std::array::from_fn(|_| CallClock::new());
+        let work = Duration::from_millis(2);
+        let call = |clock: &'static CallClock| async move {
+            clock.begin(Instant::now());
+            Metered::new(clock, Busy { clock, left: 5, work }).await
+        };
+        let clocks: &'static [CallClock; 4] = Box::leak(Box::new(clocks));
+        // Four calls interleaved on one thread, as on a worker's current-thread runtime.
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let started = Instant::now();
+        rt.block_on(async { tokio::join!(call(&clocks[0]), call(&clocks[1]), call(&clocks[2]), call(&clocks[3])) });
+        let wall = started.elapsed();
+        for clock in clocks {
+            // Six slices of 2 ms each (five before a suspension); the others' in between are not.
+            let ran = Duration::from_nanos(clock.ran.load(Relaxed));
+            assert!(ran >= 5 * work, "ran {ran:?}");
+            assert!(ran < wall / 2, "ran {ran:?} of {wall:?}: the others' turns were counted");
+            assert!(clock.queued() >= 3 * work, "yielded turns are recorded as queued: {:?}", clock.queued());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_wall_limit_leaves_out_turns_given_to_others_but_not_host_waits() {
+        // Waiting on the host (suspensions not marked as turns) runs into the limit.
+        let clock = CallClock::new();
+        clock.begin(Instant::now());
+        let waits = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(())
+        };
+        let out = within_wall_limit(&clock, Duration::from_millis(50), waits).await;
+        assert!(out.unwrap_err().is::<WallClockExceeded>());
+
+        // The same wall time spent yielded to other requests does not.
+        let clock = CallClock::new();
+        clock.begin(Instant::now());
+        let turns = async {
+            let until = Instant::now() + Duration::from_millis(200);
+            while Instant::now() < until {
+                clock.yielding();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(())
+        };
+        within_wall_limit(&clock, Duration::from_millis(50), turns).await.unwrap();
+        assert!(clock.queued() >= Duration::from_millis(150), "queued {:?}", clock.queued());
+    }
+}

@@ -1,0 +1,106 @@
+//! The CPU deadline counts a call's own running time. A CPU-heavy but well-behaved plugin on a
+//! busy worker shares the thread with the other requests (each call yields every epoch tick),
+//! so its calls take many times their running time in wall time: they must not fail for it.
+//! A call that really runs past its deadline is still stopped.
+//!
+//! Its own test binary: it loads one worker thread on purpose, and other test files measure the
+//! process's memory.
+
+use std::time::{Duration, Instant};
+
+use airlock_tests::{Gateway, HttpClient, Upstream, metric_value};
+
+/// One worker thread, a plugin that burns what the request asks, the default 100 ms deadline.
+const SPIN: &str = r#"
+[runtime]
+worker_threads = 1
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[plugins.spin]
+source = "{plugin:spin}"
+
+[[routes]]
+path = "/spin"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "spin"
+"#;
+
+/// Requests at once in the burst: with calls of ~20 ms each, ~1 s of work on one thread.
+const BURST: usize = 48;
+
+/// Sends one request to `/spin` that burns `iterations`; returns the status, the body and the
+/// latency.
+async fn spin(client: &HttpClient, gw: &Gateway, iterations: u64) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let r = client.request("GET", &gw.url("/spin"), &[("x-spin", &iterations.to_string())], b"").await;
+    if r.status == 200 {
+        assert_eq!(r.upstream_header("x-spun"), vec![iterations.to_string()], "the plugin ran to the end");
+    }
+    (r.status.as_u16(), r.text(), started.elapsed())
+}
+
+/// Iterations of the spin plugin that take about 20 ms alone on the worker (median of three).
+async fn iterations_for_20_ms(client: &HttpClient, gw: &Gateway) -> u64 {
+    let (_, _, base) = spin(client, gw, 0).await;
+    let mut iterations = 1u64 << 20;
+    loop {
+        let mut took: Vec<Duration> = Vec::new();
+        for _ in 0..3 {
+            let (status, body, t) = spin(client, gw, iterations).await;
+            assert_eq!(status, 200, "{iterations} iterations alone: {body}");
+            took.push(t.saturating_sub(base));
+        }
+        took.sort();
+        let median = took[1];
+        if median >= Duration::from_millis(8) || iterations >= 1 << 34 {
+            return (iterations as f64 * 0.020 / median.as_secs_f64().max(1e-6)) as u64;
+        }
+        iterations *= 2;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_turns_on_a_busy_worker_do_not_count_against_its_cpu_deadline() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(SPIN, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let iterations = iterations_for_20_ms(&client, &gw).await;
+
+    // The burst shares the one worker: every call is interleaved with the others tick by tick,
+    // so each takes many times its ~20 ms in wall time, well past 100 ms.
+    let calls: Vec<_> = (0..BURST)
+        .map(|_| {
+            let url = gw.url("/spin");
+            tokio::spawn(async move {
+                let client = HttpClient::http1();
+                let started = Instant::now();
+                let r = client.request("GET", &url, &[("x-spin", &iterations.to_string())], b"").await;
+                (r.status.as_u16(), r.text(), started.elapsed())
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for call in calls {
+        let (status, body, took) = call.await.expect("request task");
+        assert_eq!(status, 200, "a call well within its CPU deadline failed on a busy worker: {body}");
+        slowest = slowest.max(took);
+    }
+    assert!(slowest > Duration::from_millis(150), "the calls did not share the worker (slowest {slowest:?}): the test proves nothing");
+    let deadline_failures = || metric_value(&gw, "airlock_plugin_failures_total", &[("plugin", "spin"), ("kind", "deadline")]);
+    assert_eq!(deadline_failures().await, 0.0);
+
+    // The plugin's own work is still bounded: far more than 100 ms of it is stopped at the deadline.
+    let (status, body, took) = spin(&client, &gw, iterations * 50).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("plugin_failed"), "{body}");
+    assert!(took < Duration::from_secs(1), "stopped after {took:?}");
+    assert_eq!(deadline_failures().await, 1.0);
+
+    // And the worker serves on.
+    let (status, body, _) = spin(&client, &gw, 0).await;
+    assert_eq!(status, 200, "{body}");
+    gw.stop().await;
+}
