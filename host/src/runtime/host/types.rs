@@ -71,7 +71,8 @@ fn parse_header(plugin: &str, name: &str, value: Vec<u8>) -> Option<(HeaderName,
         tracing::warn!(plugin, header = %name, len = value.len(), "oversized header value from plugin ignored");
         return None;
     }
-    match HeaderValue::from_bytes(&value) {
+    // Takes the lifted bytes as they are: validated, not copied.
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         Ok(value) => Some((name, value)),
         Err(_) => {
             tracing::warn!(plugin, header = %name, "header value with control characters from plugin ignored");
