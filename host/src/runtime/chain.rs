@@ -108,10 +108,11 @@ impl PluginChain {
         self.response_body
     }
 
-    /// Runs the request phases. Returns the (possibly changed) request, how many entries ran
-    /// (the response phases run for those), and the outcome. The future holds a Wasm call's
-    /// state (~3 KB): callers box it once per request rather than carry it inline. Concurrency slots granted on the way
-    /// are pushed to `held`: the caller keeps them until the response has been sent.
+    /// Runs the request phases. Returns the (possibly changed) request, how many entries ran (the
+    /// response phases run for those), and the outcome. The future holds a Wasm call's state
+    /// (~3 KB): callers box it once per request rather than carry it inline. Concurrency slots
+    /// granted on the way are pushed to `held`: the caller keeps them until the response has
+    /// been sent.
     pub async fn run_request_phases(
         &self,
         mut request: RequestState,

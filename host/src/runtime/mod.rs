@@ -1,13 +1,12 @@
 //! The plugin runtime: WebAssembly components in a wasmtime sandbox.
 //!
-//! Once-only steps (per process or per config load), in the order they happen:
-//! [`engine`] builds the engine and linker; [`plugin`] loads a component (from [`builtin`] bytes or a
-//! file), checks its [`capabilities`], compiles it through the [`cache`] and describes it;
-//! [`pool`] configures a first instance per chain entry. Per request: [`chain`] runs the phases,
-//! each call through [`pool`], under the caps of [`limits`] and the epoch deadline (its running
-//! time kept by [`call_clock`]), with failures
-//! sorted by [`failure`]; concurrency slots a request holds come from [`slots`]. What a plugin
-//! can reach is in [`host`], one file per WIT interface.
+//! Once-only steps (per process or per config load), in the order they happen: [`engine`] builds
+//! the engine and linker; [`plugin`] loads a component (from [`builtin`] bytes or a file), checks
+//! its [`capabilities`], compiles it through the [`cache`] and describes it; [`pool`] configures a
+//! first instance per chain entry. Per request: [`chain`] runs the phases, each call through
+//! [`pool`], under the caps of [`limits`] and the epoch deadline (its running time kept by
+//! [`call_clock`]), with failures sorted by [`failure`]; concurrency slots a request holds come
+//! from [`slots`]. What a plugin can reach is in [`host`], one file per WIT interface.
 
 pub mod builtin;
 pub mod cache;
