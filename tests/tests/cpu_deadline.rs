@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use airlock_tests::{Gateway, HttpClient, Upstream, metric_value};
+use airlock_tests::{Gateway, GatewayProcess, HttpClient, Upstream, metric_value};
 
 /// One worker thread, a plugin that burns what the request asks, the default 100 ms deadline.
 const SPIN: &str = r#"
@@ -34,8 +34,13 @@ const BURST: usize = 48;
 /// Sends one request to `/spin` that burns `iterations`; returns the status, the body and the
 /// latency.
 async fn spin(client: &HttpClient, gw: &Gateway, iterations: u64) -> (u16, String, Duration) {
+    spin_at(client, &gw.url("/spin"), iterations).await
+}
+
+/// [`spin`] at the spin route's `url`.
+async fn spin_at(client: &HttpClient, url: &str, iterations: u64) -> (u16, String, Duration) {
     let started = Instant::now();
-    let r = client.request("GET", &gw.url("/spin"), &[("x-spin", &iterations.to_string())], b"").await;
+    let r = client.request("GET", url, &[("x-spin", &iterations.to_string())], b"").await;
     if r.status == 200 {
         assert_eq!(r.upstream_header("x-spun"), vec![iterations.to_string()], "the plugin ran to the end");
     }
@@ -44,12 +49,17 @@ async fn spin(client: &HttpClient, gw: &Gateway, iterations: u64) -> (u16, Strin
 
 /// Iterations of the spin plugin that take about 20 ms alone on the worker (median of three).
 async fn iterations_for_20_ms(client: &HttpClient, gw: &Gateway) -> u64 {
-    let (_, _, base) = spin(client, gw, 0).await;
+    iterations_for_20_ms_at(client, &gw.url("/spin")).await
+}
+
+/// [`iterations_for_20_ms`] at the spin route's `url`.
+async fn iterations_for_20_ms_at(client: &HttpClient, url: &str) -> u64 {
+    let (_, _, base) = spin_at(client, url, 0).await;
     let mut iterations = 1u64 << 20;
     loop {
         let mut took: Vec<Duration> = Vec::new();
         for _ in 0..3 {
-            let (status, body, t) = spin(client, gw, iterations).await;
+            let (status, body, t) = spin_at(client, url, iterations).await;
             assert_eq!(status, 200, "{iterations} iterations alone: {body}");
             took.push(t.saturating_sub(base));
         }
@@ -103,4 +113,38 @@ async fn a_calls_turns_on_a_busy_worker_do_not_count_against_its_cpu_deadline() 
     let (status, body, _) = spin(&client, &gw, 0).await;
     assert_eq!(status, 200, "{body}");
     gw.stop().await;
+}
+
+/// The thread running a call can stop without the plugin doing anything: descheduled, blocked
+/// in the kernel on a page fault, its VM paused. Such a stall is not the plugin running and
+/// must not spend its CPU deadline. Here the whole gateway process is stopped (SIGSTOP) for
+/// 300 ms, three times the deadline, in the middle of a ~60 ms call: the call completes.
+/// The real binary, so that stopping it does not stop the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_of_the_thread_mid_call_does_not_count_against_the_cpu_deadline() {
+    let upstream = Upstream::start().await;
+    let mut airlock = GatewayProcess::start(SPIN, &upstream, &[]).await;
+    let url = airlock.url("/spin");
+    let client = HttpClient::http1();
+    let iterations = iterations_for_20_ms_at(&client, &url).await * 3;
+
+    let call = {
+        let url = url.clone();
+        tokio::spawn(async move { spin_at(&HttpClient::http1(), &url, iterations).await })
+    };
+    // Well inside the call (it starts within a few ms of the request being sent).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    airlock.signal("STOP");
+    std::thread::sleep(Duration::from_millis(300));
+    airlock.signal("CONT");
+    let (status, body, took) = call.await.expect("request task");
+    assert!(took > Duration::from_millis(300), "the stall was not inside the request ({took:?}): the test proves nothing");
+    assert_eq!(status, 200, "a ~60 ms call failed after a 300 ms stall of its thread: {body}");
+
+    // The deadline still stops a call that runs past it.
+    let (status, body, _) = spin_at(&client, &url, iterations * 20).await;
+    assert_eq!(status, 500, "{body}");
+
+    airlock.signal("TERM");
+    assert!(airlock.exit_within(Duration::from_secs(15)).await.success());
 }

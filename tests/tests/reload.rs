@@ -4,15 +4,14 @@
 //! `POST /admin/reload`, `--watch`; valid and invalid mixed) fail or reset no request. SIGTERM
 //! drains; a second signal exits at once.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use airlock::reload::ReloadError;
 use airlock_tests::metrics::{eventually, sample, scrape};
-use airlock_tests::{Gateway, HttpClient, Upstream, airlock_binary, render};
+use airlock_tests::{Gateway, GatewayProcess as Airlock, HttpClient, Upstream, render};
 use bytes::Bytes;
 use http_body_util::Full;
 
@@ -141,112 +140,6 @@ async fn an_invalid_reload_keeps_the_running_config_and_says_where() {
     assert_eq!(client.get(&gw.url("/")).await.header("x-chain").as_deref(), Some("second"));
     assert_eq!(metric(&gw, "airlock_config_last_reload_successful", &[]).await, 1.0);
     gw.stop().await;
-}
-
-/// A free loopback port (bound, then released for the binary to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// The `airlock` binary serving a config file in a temporary directory; killed if a test fails.
-struct Airlock {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-    admin: u16,
-}
-
-impl Airlock {
-    /// Writes `config` (`{upstream}` substituted, listener and admin on free ports) and starts
-    /// `airlock run -c airlock.toml <args>` on it; waits until it serves.
-    async fn start(config: &str, upstream: &Upstream, args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (port, admin) = (free_port(), free_port());
-        write_config(dir.path(), port, admin, config, upstream);
-        let child = Command::new(airlock_binary())
-            .args(["run", "-c", "airlock.toml"])
-            .args(args)
-            .current_dir(dir.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start airlock");
-        let mut airlock = Self { child, dir, port, admin };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(airlock.child.try_wait().expect("wait").is_none(), "airlock exited early");
-            assert!(Instant::now() < deadline, "airlock did not start listening");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        airlock
-    }
-
-    /// Replaces the config file (same listener and admin ports).
-    fn write(&self, config: &str, upstream: &Upstream) {
-        write_config(self.dir.path(), self.port, self.admin, config, upstream);
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn admin_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.admin)
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args([&format!("-{name}"), &pid]).status().expect("kill").success());
-    }
-
-    /// A sample of the admin listener's `/metrics`.
-    async fn metric(&self, client: &HttpClient, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = client.get(&self.admin_url("/metrics")).await.text();
-        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("metrics");
-        sample(&scrape, name, labels)
-    }
-
-    /// Waits until `name{labels}` reaches `value`.
-    async fn metric_reaches(&self, client: &HttpClient, name: &str, labels: &[(&str, &str)], value: f64) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let now = self.metric(client, name, labels).await;
-            if now == value {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{name}{labels:?} stayed at {now}, expected {value}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits for the process to exit within `limit`; returns its exit status.
-    async fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(started.elapsed() < limit, "airlock did not exit within {limit:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// Writes the config whole, then renames it over `airlock.toml`, so a watcher never reads half.
-fn write_config(dir: &Path, port: u16, admin: u16, config: &str, upstream: &Upstream) {
-    let text = format!("[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n{config}");
-    let text = render(&text, Some(upstream));
-    let partial = dir.join("airlock.toml.partial");
-    std::fs::write(&partial, text).expect("write config");
-    std::fs::rename(partial, dir.join("airlock.toml")).expect("rename config");
-}
-
-impl Drop for Airlock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Config version `v`: `/steady` answers with `x-version: v` (set by a plugin), and `/v<v>` is a
@@ -450,7 +343,7 @@ async fn sigterm_drains_in_flight_requests_and_a_second_signal_exits_at_once() {
     let in_flight = tokio::spawn(async move { HttpClient::http1().get(&url).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     airlock.signal("TERM");
-    let port = airlock.port;
+    let port = airlock.port();
     let refused = eventually("the listener to close", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err().then_some(())
     });
@@ -469,7 +362,7 @@ async fn sigterm_drains_in_flight_requests_and_a_second_signal_exits_at_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     airlock.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(airlock.child.try_wait().expect("wait").is_none(), "still draining after one signal");
+    assert!(!airlock.has_exited(), "still draining after one signal");
     airlock.signal("TERM");
     airlock.exit_within(Duration::from_secs(3)).await;
     assert!(in_flight.await.expect("task").is_err(), "the cut request saw its connection close");
@@ -483,7 +376,7 @@ async fn the_configured_worker_threads_serve_and_changing_them_needs_a_restart()
     let config = |workers: usize| format!("[runtime]\nworker_threads = {workers}\n{}", chain("first"));
     let airlock = Airlock::start(&config(3), &upstream, &[]).await;
     let workers = || {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", airlock.child.id())).expect("tasks");
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", airlock.pid())).expect("tasks");
         let names: Vec<String> = tasks.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok()).collect();
         let mut workers: Vec<String> = names.into_iter().map(|n| n.trim().to_owned()).filter(|n| n.starts_with("airlock-w")).collect();
         workers.sort();

@@ -9,8 +9,17 @@
 //! turns fair sharing into failures: sixteen calls of 6 ms interleaved tick by tick all take
 //! ~100 ms of wall time and all hit a 100 ms deadline.
 //!
+//! Nor is a stall of the thread under the call: descheduled, blocked in the kernel on a page
+//! fault, its VM paused. Guest code passes an epoch check at every function entry and loop
+//! back-edge, and the deadline callback suspends the call at the first check after each tick,
+//! so a call that is really running is suspended about once per [`EPOCH_TICK`]. A stretch
+//! between two suspensions far longer than that is mostly time the thread was not running the
+//! call, so each stretch counts for at most [`LONGEST_STRETCH`]. Without that, one 100 ms
+//! stall of the thread fails a ~2 us call at its 100 ms deadline.
+//!
 //! The wall-clock limit ([`within_wall_limit`]) bounds what the CPU deadline leaves out, the
-//! waits on the host; the time a call spent yielded to other requests is added back to it.
+//! waits on the host; the time a call spent yielded to other requests, and stalled beyond
+//! [`LONGEST_STRETCH`], is added back to it.
 //!
 //! The clock is shared by the poller and the deadline callback, which runs inside the call on
 //! the same thread; its fields are atomics only so that the store stays `Send`.
@@ -21,7 +30,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::engine::EPOCH_TICK;
 use super::failure::WallClockExceeded;
+
+/// The most running time one stretch of a call (from a resumption to the next suspension or
+/// deadline check) is counted for: a few epoch ticks, the longest a call that is really running
+/// goes between suspensions, with room for a late tick.
+pub const LONGEST_STRETCH: Duration = EPOCH_TICK.saturating_mul(5);
+const LONGEST_STRETCH_NANOS: u64 = LONGEST_STRETCH.as_nanos() as u64;
 
 /// Running and yielded time of the call in progress on one store.
 #[derive(Debug)]
@@ -38,6 +54,9 @@ pub struct CallClock {
     suspended: AtomicU64,
     /// Time the call spent yielded to other requests (not waiting on the host).
     queued: AtomicU64,
+    /// Time of the call's running stretches beyond [`LONGEST_STRETCH`] each: the thread stalled
+    /// under the call.
+    stalled: AtomicU64,
     /// Set by the deadline callback when it yields: the coming suspension is a turn given to
     /// other requests, not a wait on the host.
     yielding: AtomicBool,
@@ -59,6 +78,7 @@ impl CallClock {
             ran: AtomicU64::new(0),
             suspended: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
             yielding: AtomicBool::new(false),
         }
     }
@@ -74,6 +94,7 @@ impl CallClock {
         self.resumed.store(at, Relaxed);
         self.ran.store(0, Relaxed);
         self.queued.store(0, Relaxed);
+        self.stalled.store(0, Relaxed);
         self.yielding.store(false, Relaxed);
     }
 
@@ -84,13 +105,28 @@ impl CallClock {
 
     /// How long the current call has been running, as of `now` (called while it runs).
     pub fn running(&self, now: Instant) -> Duration {
-        let since = self.nanos(now).saturating_sub(self.resumed.load(Relaxed));
-        Duration::from_nanos(self.ran.load(Relaxed).saturating_add(since))
+        Duration::from_nanos(self.ran.load(Relaxed).saturating_add(self.stretch(now)))
+    }
+
+    /// Running time of the stretch since the last resumption, as of `now`: at most
+    /// [`LONGEST_STRETCH`].
+    fn stretch(&self, now: Instant) -> u64 {
+        self.since_resumed(now).min(LONGEST_STRETCH_NANOS)
+    }
+
+    fn since_resumed(&self, now: Instant) -> u64 {
+        self.nanos(now).saturating_sub(self.resumed.load(Relaxed))
     }
 
     /// Time the current call has spent yielded to other requests.
     pub fn queued(&self) -> Duration {
         Duration::from_nanos(self.queued.load(Relaxed))
+    }
+
+    /// Wall time of the current call so far that neither deadline holds against it: its turns
+    /// yielded to other requests and the stalls of its thread.
+    pub fn excused(&self) -> Duration {
+        Duration::from_nanos(self.queued.load(Relaxed).saturating_add(self.stalled.load(Relaxed)))
     }
 
     /// Called by the deadline callback as it yields to the runtime.
@@ -100,10 +136,14 @@ impl CallClock {
 
     /// The call returned `Pending`: it stops running.
     fn suspend(&self) {
-        let now = self.nanos(Instant::now());
-        let ran = self.ran.load(Relaxed) + now.saturating_sub(self.resumed.load(Relaxed));
-        self.ran.store(ran, Relaxed);
-        self.suspended.store(now, Relaxed);
+        let now = Instant::now();
+        let stretch = self.since_resumed(now);
+        let (ran, stalled) = (stretch.min(LONGEST_STRETCH_NANOS), stretch.saturating_sub(LONGEST_STRETCH_NANOS));
+        self.ran.store(self.ran.load(Relaxed).saturating_add(ran), Relaxed);
+        if stalled > 0 {
+            self.stalled.store(self.stalled.load(Relaxed).saturating_add(stalled), Relaxed);
+        }
+        self.suspended.store(self.nanos(now), Relaxed);
     }
 
     /// The call is polled again after a suspension: it runs from now on.
@@ -155,7 +195,8 @@ impl<F: Future> Future for Metered<'_, F> {
 }
 
 /// Runs a metered call that may hold its request at most `limit`, not counting the time it
-/// spent yielded to other requests on a busy worker. Dropping the call on timeout cancels it.
+/// spent yielded to other requests on a busy worker nor the stalls of its thread (see
+/// [`CallClock::excused`]). Dropping the call on timeout cancels it.
 pub async fn within_wall_limit<T>(
     clock: &CallClock,
     limit: Duration,
@@ -169,7 +210,7 @@ pub async fn within_wall_limit<T>(
         match tokio::time::timeout_at(deadline.into(), call.as_mut()).await {
             Ok(out) => return out,
             Err(_) => {
-                let extended = started + limit + clock.queued();
+                let extended = started + limit + clock.excused();
                 if extended <= Instant::now() {
                     return Err(WallClockExceeded(limit).into());
                 }
@@ -229,6 +270,28 @@ mod tests {
             assert!(ran < wall / 2, "ran {ran:?} of {wall:?}: the others' turns were counted");
             assert!(clock.queued() >= 3 * work, "yielded turns are recorded as queued: {:?}", clock.queued());
         }
+    }
+
+    #[test]
+    fn a_stretch_counts_for_at_most_the_longest_a_running_call_goes_unchecked() {
+        let clock = CallClock::new();
+        clock.begin(Instant::now());
+        // The thread stops under the call (here: sleeps) for far longer than a tick.
+        std::thread::sleep(LONGEST_STRETCH * 6);
+        assert_eq!(clock.running(Instant::now()), LONGEST_STRETCH);
+        // And the stretch ends there: suspended, then resumed and running on. The rest of the
+        // stall is excused from the wall-clock limit.
+        clock.suspend();
+        assert!(clock.excused() >= LONGEST_STRETCH * 5, "excused {:?}", clock.excused());
+        clock.resume();
+        let resumed = Instant::now();
+        let short = Duration::from_micros(300);
+        while resumed.elapsed() < short {
+            std::hint::spin_loop();
+        }
+        let running = clock.running(Instant::now());
+        assert!(running >= LONGEST_STRETCH + short, "{running:?}");
+        assert!(running < LONGEST_STRETCH * 2, "{running:?}");
     }
 
     #[tokio::test]

@@ -1,0 +1,133 @@
+//! The real `airlock` binary as a child process, for tests that signal it (reload, shutdown,
+//! stopping the whole process) or run it as operators do.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::metrics::sample;
+use crate::{HttpClient, Upstream, airlock_binary, render};
+
+/// A free loopback port (bound, then released for the binary to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The `airlock` binary serving a config file in a temporary directory; killed if a test fails.
+pub struct GatewayProcess {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    admin: u16,
+}
+
+impl GatewayProcess {
+    /// Writes `config` (`{upstream}` substituted, listener and admin on free ports) and starts
+    /// `airlock run -c airlock.toml <args>` on it; waits until it serves.
+    pub async fn start(config: &str, upstream: &Upstream, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, admin) = (free_port(), free_port());
+        write_config(dir.path(), port, admin, config, upstream);
+        let child = Command::new(airlock_binary())
+            .args(["run", "-c", "airlock.toml"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start airlock");
+        let mut airlock = Self { child, dir, port, admin };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(airlock.child.try_wait().expect("wait").is_none(), "airlock exited early");
+            assert!(Instant::now() < deadline, "airlock did not start listening");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        airlock
+    }
+
+    /// Replaces the config file (same listener and admin ports).
+    pub fn write(&self, config: &str, upstream: &Upstream) {
+        write_config(self.dir.path(), self.port, self.admin, config, upstream);
+    }
+
+    /// `http://listener` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `http://admin-listener` + `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    /// The listener's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_some()
+    }
+
+    /// Sends signal `name` (`TERM`, `HUP`, `STOP`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args([&format!("-{name}"), &pid]).status().expect("kill").success());
+    }
+
+    /// A sample of the admin listener's `/metrics`.
+    pub async fn metric(&self, client: &HttpClient, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = client.get(&self.admin_url("/metrics")).await.text();
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("metrics");
+        sample(&scrape, name, labels)
+    }
+
+    /// Waits until `name{labels}` reaches `value`.
+    pub async fn metric_reaches(&self, client: &HttpClient, name: &str, labels: &[(&str, &str)], value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = self.metric(client, name, labels).await;
+            if now == value {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name}{labels:?} stayed at {now}, expected {value}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit within `limit`; returns its exit status.
+    pub async fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(started.elapsed() < limit, "airlock did not exit within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Writes the config whole, then renames it over `airlock.toml`, so a watcher never reads half.
+fn write_config(dir: &Path, port: u16, admin: u16, config: &str, upstream: &Upstream) {
+    let text = format!("[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n{config}");
+    let text = render(&text, Some(upstream));
+    let partial = dir.join("airlock.toml.partial");
+    std::fs::write(&partial, text).expect("write config");
+    std::fs::rename(partial, dir.join("airlock.toml")).expect("rename config");
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
