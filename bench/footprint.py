@@ -3,7 +3,8 @@
 
 1. peak RSS under load with every built-in plugin loaded (one route per built-in, each with a
    config it accepts; wrk on the typical chain key-auth + rate-limit + headers);
-2. RSS added by 10,000 idle keep-alive client connections (each sent one request, then left open);
+2. RSS added by 10,000 idle keep-alive client connections (each sent one request, then left open),
+   in cleartext and over TLS (HTTP/1.1 by ALPN, on a second listener with a self-signed certificate);
 3. startup to the first served request: with a warm compile cache, and cold (an empty cache, so
    every built-in is compiled).
 
@@ -17,6 +18,7 @@ import os
 import resource
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,7 @@ compare = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(compare)
 
 PORT = compare.AIRLOCK_PORT
+TLS_PORT = PORT + 1
 
 # One route per built-in (grpc-transcode is left out: it needs a .proto tree and a gRPC upstream).
 BUILTINS = {
@@ -48,7 +51,7 @@ BUILTINS = {
 }
 
 
-def all_builtins_config(cache_dir):
+def all_builtins_config(cache_dir, tls_dir):
     routes = "".join(
         f'[[routes]]\nid = "{name}"\npath_prefix = "/{name}"\nupstream = "backend"\n'
         f'[[routes.plugins]]\nplugin = "builtin:{name}"\nconfig = {config}\n'
@@ -66,6 +69,10 @@ def all_builtins_config(cache_dir):
 cache_dir = "{cache_dir}"
 [[listeners]]
 address = "127.0.0.1:{PORT}"
+[[listeners]]
+address = "127.0.0.1:{TLS_PORT}"
+[listeners.tls]
+certificates = [{{ cert = "{tls_dir}/cert.pem", key = "{tls_dir}/key.pem" }}]
 [upstreams.backend]
 targets = ["127.0.0.1:{compare.UPSTREAM_PORT}"]
 max_idle_connections = 128
@@ -110,17 +117,46 @@ def stop(proc):
     compare.wait_port_free(PORT)
 
 
-def idle_connections(n):
+def self_signed(tls_dir):
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(tls_dir / "key.pem"), "-out", str(tls_dir / "cert.pem"), "-days", "2",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True)
+
+
+def idle_connections(n, tls=False):
     socks = []
     request = b"GET / HTTP/1.1\r\nHost: b\r\nx-api-key: bench-key\r\n\r\n"
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
     for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", PORT))
+        s = socket.create_connection(("127.0.0.1", TLS_PORT if tls else PORT))
+        if tls:
+            s = ctx.wrap_socket(s, server_hostname="localhost")
         s.sendall(request)
         got = b""
         while b"\r\n\r\n" not in got:
             got += s.recv(4096)
         socks.append(s)
     return socks
+
+
+def idle_rss(proc, n, tls):
+    """The table row for the RSS that `n` idle keep-alive connections add to the gateway."""
+    before = status_field(proc.pid, "VmRSS")
+    socks = idle_connections(n, tls)
+    # Idle: quiet for longer than the gateway waits before it parks a connection
+    # (host/src/keepalive.rs, PARK_AFTER = 100 ms; parked within two checks).
+    time.sleep(3)
+    after = status_field(proc.pid, "VmRSS")
+    for s in socks:
+        s.close()
+    kind = "TLS connections" if tls else "connections"
+    each = (after - before) * 1024 * 1024 / n
+    return (f"RSS added by {n} idle keep-alive {kind}", f"{after - before:.1f} MiB ({each:.0f} B each)", "" if tls else "<= 50 MiB")
 
 
 def main():
@@ -137,7 +173,8 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="airlock-footprint-"))
     cache = tmp / "cache"
     config = tmp / "airlock.toml"
-    config.write_text(all_builtins_config(cache))
+    self_signed(tmp)
+    config.write_text(all_builtins_config(cache, tmp))
     check = subprocess.run([str(binary), "check", "-c", str(config)], capture_output=True, text=True)
     if check.returncode != 0:
         sys.exit(f"config refused:\n{check.stderr}")
@@ -161,15 +198,11 @@ def main():
         peak = status_field(proc.pid, "VmHWM")
         rows.append(("RSS after start, all built-ins loaded", f"{rss_idle:.1f} MiB", ""))
         rows.append((f"peak RSS under wrk -c32 -d{args.duration}s on the typical chain", f"{peak:.1f} MiB", "<= 64 MiB"))
-        before = status_field(proc.pid, "VmRSS")
-        socks = idle_connections(args.connections)
-        # Idle: quiet for longer than the gateway waits before it parks a connection
-        # (host/src/keepalive.rs, PARK_AFTER = 100 ms; parked within two checks).
-        time.sleep(3)
-        after = status_field(proc.pid, "VmRSS")
-        rows.append((f"RSS added by {args.connections} idle keep-alive connections", f"{after - before:.1f} MiB ({(after - before) * 1024 * 1024 / args.connections:.0f} B each)", "<= 50 MiB"))
-        for s in socks:
-            s.close()
+        rows.append(idle_rss(proc, args.connections, tls=False))
+        stop(proc)
+        # A fresh gateway: memory the cleartext connections freed would hide what TLS ones take.
+        proc, _ = start(binary, config, args.threads)
+        rows.append(idle_rss(proc, args.connections, tls=True))
         stop(proc)
     finally:
         upstream.send_signal(15)

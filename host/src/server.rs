@@ -24,6 +24,7 @@ use crate::connections::{ConnectionBuilders, Protocol};
 use crate::keepalive::{self, Activity};
 use crate::proxy::ConnectionInfo;
 use crate::reload::LiveGateway;
+use crate::telemetry::metrics::ConnectionCount;
 use crate::telemetry::observed_body::ObservedBody;
 use crate::tls;
 use crate::workers::Workers;
@@ -162,7 +163,7 @@ async fn serve_connection(
     if let Some(tls) = tls {
         // Boxed: this task lives as long as the connection, and sized for a TLS session and its
         // handshake it would cost every cleartext connection 7.1 KB instead of 2 KB.
-        return Box::pin(serve_tls(live, &builders, tls, stream, peer, watcher)).await;
+        return Box::pin(serve_tls(live, &builders, tls, stream, peer, watcher, parked, shutdown)).await;
     }
     // Until its first bytes arrive a connection is not yet watched by the drain: a shutdown
     // closes it here instead.
@@ -172,16 +173,7 @@ async fn serve_connection(
     };
     let conn = ConnectionInfo { peer, scheme: "http" };
     if protocol == Protocol::Http1 {
-        // Served and parked while idle by `keepalive`, which watches `shutdown` itself; the
-        // drain waits for it as long as `_drain` lives.
-        let _drain = watcher;
-        let activity = Arc::new(Activity::default());
-        let service = gateway_service(live, conn, None, Some(activity.clone()));
-        let served = keepalive::serve(&builders, stream, service, activity, parked, shutdown).await;
-        if let Err(e) = served {
-            tracing::debug!(%peer, "connection ended with an error: {e}");
-        }
-        return;
+        return serve_http1(live, &builders, conn, None, stream, watcher, parked, shutdown).await;
     }
     // Boxed like the TLS path, so an HTTP/1 connection's task is not sized for HTTP/2.
     let service = gateway_service(live, conn, None, None);
@@ -189,7 +181,9 @@ async fn serve_connection(
     Box::pin(watch_connection(connection, watcher, peer)).await;
 }
 
-/// Serves a connection on a TLS listener: the handshake, then HTTP in the protocol ALPN agreed.
+/// Serves a connection on a TLS listener: the handshake, then HTTP in the protocol ALPN agreed
+/// (HTTP/1.1 parked while idle, as on cleartext).
+#[allow(clippy::too_many_arguments)]
 async fn serve_tls(
     live: Arc<LiveGateway>,
     builders: &ConnectionBuilders,
@@ -197,6 +191,8 @@ async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     watcher: Watcher,
+    parked: ConnectionCount,
+    shutdown: watch::Receiver<bool>,
 ) {
     // Boxed, so the handshake's state is freed once it is done rather than kept with the connection.
     let handshake = Box::pin(tls.accept(stream));
@@ -210,12 +206,31 @@ async fn serve_tls(
     // The client certificate, if mTLS verified one, identifies every request on it.
     let identity = session.peer_certificates().and_then(|c| c.first()).and_then(tls::client_identity).map(Arc::new);
     let conn = ConnectionInfo { peer, scheme: "https" };
-    let service = gateway_service(live, conn, identity, None);
-    let io = TokioIo::new(stream);
     if protocol == Protocol::Http1 {
-        watch_connection(builders.http1().serve_connection(io, service), watcher, peer).await;
+        serve_http1(live, builders, conn, identity, stream, watcher, parked, shutdown).await;
     } else {
-        watch_connection(builders.auto(protocol).serve_connection(io, service).into_owned(), watcher, peer).await;
+        let service = gateway_service(live, conn, identity, None);
+        watch_connection(builders.auto(protocol).serve_connection(TokioIo::new(stream), service).into_owned(), watcher, peer).await;
+    }
+}
+
+/// Serves an HTTP/1.1 connection (cleartext or TLS), parked while idle by [`keepalive`], which
+/// watches `shutdown` itself; the drain waits for it as long as `_drain` lives.
+#[allow(clippy::too_many_arguments)]
+async fn serve_http1<T: keepalive::Parkable>(
+    live: Arc<LiveGateway>,
+    builders: &ConnectionBuilders,
+    conn: ConnectionInfo,
+    identity: Option<Arc<tls::ClientIdentity>>,
+    stream: T,
+    _drain: Watcher,
+    parked: ConnectionCount,
+    shutdown: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::default());
+    let service = gateway_service(live, conn, identity, Some(activity.clone()));
+    if let Err(e) = keepalive::serve(builders, stream, service, activity, parked, shutdown).await {
+        tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}");
     }
 }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use airlock_tests::{Gateway, Upstream, plugins};
+use airlock_tests::{Gateway, Upstream, metric_value, plugins};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -260,4 +260,50 @@ async fn certificates_are_read_again_on_reload() {
     let kept = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, false)).await.expect("kept");
     assert_eq!(kept.server_cert, after.server_cert);
     gw.stop().await;
+}
+
+/// An idle HTTP/1.1 keep-alive connection over TLS is parked like a cleartext one (hyper's
+/// buffers given back, the TLS session kept), and the client's next request on it is served
+/// with the same session: the mTLS identity still reaches plugins. A drain closes it at once.
+#[tokio::test]
+async fn an_idle_tls_keep_alive_connection_is_parked_and_serves_on() {
+    let pki = pki();
+    let upstream = Upstream::start().await;
+    let mtls = format!("client_ca = \"{}/client-ca.pem\"", pki.dir.path().display());
+    let gw = Gateway::start(&format!("[timeouts]\ndrain_ms = 30000\n{}", config(pki.dir.path(), &mtls)), Some(&upstream)).await;
+    let parked = || metric_value(&gw, "airlock_parked_connections", &[]);
+    let config = client_config(&pki, &[b"http/1.1"], &[&rustls::version::TLS13, &rustls::version::TLS12], true);
+
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
+    let name = ServerName::try_from("api.example.test").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("handshake");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("http1");
+    let client = tokio::spawn(conn);
+    let mut get = async |path: &str| {
+        let request = http::Request::get(path).header("host", "api.example.test").body(Empty::<Bytes>::new()).expect("request");
+        let response = send.send_request(request).await.expect("the same connection serves on");
+        let subject = response.headers().get("x-context-tls.client.subject").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        (subject.unwrap_or_default(), String::from_utf8_lossy(&body).into_owned())
+    };
+
+    for round in 0..3 {
+        let path = format!("/round-{round}");
+        let (subject, body) = get(&path).await;
+        assert!(subject.contains("CN=billing"), "round {round}: {subject}");
+        assert!(body.contains(&format!(r#""path":"{path}""#)), "round {round}: {body}");
+        let mut waited = 0;
+        while parked().await != 1.0 {
+            waited += 1;
+            assert!(waited < 100, "round {round}: the idle TLS connection was not parked");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    // A drain does not wait 30 s for a parked connection: it is closed at once.
+    let started = std::time::Instant::now();
+    gw.stop().await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "drain took {:?}", started.elapsed());
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), client).await;
+    assert!(closed.is_ok(), "the client's connection was not closed by the drain");
 }
