@@ -109,7 +109,9 @@ impl Parkable for TcpStream {
     }
 }
 
-impl Parkable for TlsStream<TcpStream> {
+/// Boxed: the session is ~1.2 KB, and each async fn it passes through on its way here would
+/// otherwise keep a slot of that size in the connection's task for the connection's life.
+impl Parkable for Box<TlsStream<TcpStream>> {
     fn readable(&self) -> impl Future<Output = io::Result<()>> {
         self.get_ref().0.readable()
     }

@@ -197,7 +197,8 @@ async fn serve_tls(
     // Boxed, so the handshake's state is freed once it is done rather than kept with the connection.
     let handshake = Box::pin(tls.accept(stream));
     let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(s)) => s,
+        // Boxed: the session (~1.2 KB) then moves through the serving futures as a pointer.
+        Ok(Ok(s)) => Box::new(s),
         Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
     };
@@ -209,8 +210,10 @@ async fn serve_tls(
     if protocol == Protocol::Http1 {
         serve_http1(live, builders, conn, identity, stream, watcher, parked, shutdown).await;
     } else {
+        // Boxed, so an HTTP/1.1 connection's task, parked or not, is not sized for HTTP/2.
         let service = gateway_service(live, conn, identity, None);
-        watch_connection(builders.auto(protocol).serve_connection(TokioIo::new(stream), service).into_owned(), watcher, peer).await;
+        let connection = builders.auto(protocol).serve_connection(TokioIo::new(stream), service).into_owned();
+        Box::pin(watch_connection(connection, watcher, peer)).await;
     }
 }
 
