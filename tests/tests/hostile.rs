@@ -140,7 +140,11 @@ async fn other_routes_keep_answering_while_plugins_misbehave() {
     for attacker in attackers {
         assert!(attacker.await.unwrap() > 0, "every hostile request must fail closed");
     }
-    assert!(healthy > 10, "healthy route starved: only {healthy} answers in 1.5 s");
+    // Sharing a worker with two looping calls, a healthy request waits about one slice (an
+    // epoch tick) per I/O event it needs: well over a hundred answers in 1.5 s. Were the
+    // loops' yields to skip the worker's I/O driver, each event would wait ~60 slices, and
+    // barely ten would be answered.
+    assert!(healthy > 40, "healthy route starved: only {healthy} answers in 1.5 s");
     // And after the attack.
     for _ in 0..20 {
         assert_eq!(client.get(&gw.url("/healthy")).await.status, 200);
