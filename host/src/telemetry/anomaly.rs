@@ -22,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
 
+use super::analytics::NameMap;
+
 /// The kinds of flag, as labelled in metrics and JSON.
 pub const ANOMALY_KINDS: [&str; 3] = ["consumer_rate", "auth_failures", "route_5xx"];
 
@@ -138,9 +140,9 @@ pub struct Observation<'a> {
 pub struct Detector {
     settings: AnomalySettings,
     origin: Instant,
-    consumers: HashMap<Arc<str>, RateBaseline>,
+    consumers: NameMap<RateBaseline>,
     clients: HashMap<IpAddr, AuthFailures>,
-    routes: HashMap<Arc<str>, ErrorBaseline>,
+    routes: NameMap<ErrorBaseline>,
     flags: VecDeque<Anomaly>,
     raised: [u64; ANOMALY_KINDS.len()],
     counters: [Counter; ANOMALY_KINDS.len()],
@@ -154,9 +156,9 @@ impl Detector {
         Self {
             settings,
             origin,
-            consumers: HashMap::new(),
+            consumers: NameMap::default(),
             clients: HashMap::new(),
-            routes: HashMap::new(),
+            routes: NameMap::default(),
             flags: VecDeque::new(),
             raised: [0; ANOMALY_KINDS.len()],
             counters,
