@@ -31,8 +31,8 @@ use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
 
 use crate::connections::ConnectionBuilders;
 use crate::telemetry::metrics::ConnectionCount;

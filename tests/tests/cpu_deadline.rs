@@ -31,14 +31,9 @@ plugin = "spin"
 /// Requests at once in the burst: with calls of ~20 ms each, ~1 s of work on one thread.
 const BURST: usize = 48;
 
-/// Sends one request to `/spin` that burns `iterations`; returns the status, the body and the
-/// latency.
-async fn spin(client: &HttpClient, gw: &Gateway, iterations: u64) -> (u16, String, Duration) {
-    spin_at(client, &gw.url("/spin"), iterations).await
-}
-
-/// [`spin`] at the spin route's `url`.
-async fn spin_at(client: &HttpClient, url: &str, iterations: u64) -> (u16, String, Duration) {
+/// Sends one request to the spin route's `url` that burns `iterations`; returns the status, the
+/// body and the latency.
+async fn spin(client: &HttpClient, url: &str, iterations: u64) -> (u16, String, Duration) {
     let started = Instant::now();
     let r = client.request("GET", url, &[("x-spin", &iterations.to_string())], b"").await;
     if r.status == 200 {
@@ -47,19 +42,15 @@ async fn spin_at(client: &HttpClient, url: &str, iterations: u64) -> (u16, Strin
     (r.status.as_u16(), r.text(), started.elapsed())
 }
 
-/// Iterations of the spin plugin that take about 20 ms alone on the worker (median of three).
-async fn iterations_for_20_ms(client: &HttpClient, gw: &Gateway) -> u64 {
-    iterations_for_20_ms_at(client, &gw.url("/spin")).await
-}
-
-/// [`iterations_for_20_ms`] at the spin route's `url`.
-async fn iterations_for_20_ms_at(client: &HttpClient, url: &str) -> u64 {
-    let (_, _, base) = spin_at(client, url, 0).await;
+/// Iterations of the spin plugin (at `url`) that take about 20 ms alone on the worker (median
+/// of three).
+async fn iterations_for_20_ms(client: &HttpClient, url: &str) -> u64 {
+    let (_, _, base) = spin(client, url, 0).await;
     let mut iterations = 1u64 << 20;
     loop {
         let mut took: Vec<Duration> = Vec::new();
         for _ in 0..3 {
-            let (status, body, t) = spin_at(client, url, iterations).await;
+            let (status, body, t) = spin(client, url, iterations).await;
             assert_eq!(status, 200, "{iterations} iterations alone: {body}");
             took.push(t.saturating_sub(base));
         }
@@ -77,7 +68,7 @@ async fn a_calls_turns_on_a_busy_worker_do_not_count_against_its_cpu_deadline() 
     let upstream = Upstream::start().await;
     let gw = Gateway::start(SPIN, Some(&upstream)).await;
     let client = HttpClient::http1();
-    let iterations = iterations_for_20_ms(&client, &gw).await;
+    let iterations = iterations_for_20_ms(&client, &gw.url("/spin")).await;
 
     // The burst shares the one worker: every call is interleaved with the others tick by tick,
     // so each takes many times its ~20 ms in wall time, well past 100 ms.
@@ -103,14 +94,14 @@ async fn a_calls_turns_on_a_busy_worker_do_not_count_against_its_cpu_deadline() 
     assert_eq!(deadline_failures().await, 0.0);
 
     // The plugin's own work is still bounded: far more than 100 ms of it is stopped at the deadline.
-    let (status, body, took) = spin(&client, &gw, iterations * 50).await;
+    let (status, body, took) = spin(&client, &gw.url("/spin"), iterations * 50).await;
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("plugin_failed"), "{body}");
     assert!(took < Duration::from_secs(1), "stopped after {took:?}");
     assert_eq!(deadline_failures().await, 1.0);
 
     // And the worker serves on.
-    let (status, body, _) = spin(&client, &gw, 0).await;
+    let (status, body, _) = spin(&client, &gw.url("/spin"), 0).await;
     assert_eq!(status, 200, "{body}");
     gw.stop().await;
 }
@@ -126,23 +117,23 @@ async fn a_stall_of_the_thread_mid_call_does_not_count_against_the_cpu_deadline(
     let mut airlock = GatewayProcess::start(SPIN, &upstream, &[]).await;
     let url = airlock.url("/spin");
     let client = HttpClient::http1();
-    let iterations = iterations_for_20_ms_at(&client, &url).await * 3;
+    let iterations = iterations_for_20_ms(&client, &url).await * 3;
 
     let call = {
         let url = url.clone();
-        tokio::spawn(async move { spin_at(&HttpClient::http1(), &url, iterations).await })
+        tokio::spawn(async move { spin(&HttpClient::http1(), &url, iterations).await })
     };
     // Well inside the call (it starts within a few ms of the request being sent).
     tokio::time::sleep(Duration::from_millis(20)).await;
     airlock.signal("STOP");
-    std::thread::sleep(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(300)).await;
     airlock.signal("CONT");
     let (status, body, took) = call.await.expect("request task");
     assert!(took > Duration::from_millis(300), "the stall was not inside the request ({took:?}): the test proves nothing");
     assert_eq!(status, 200, "a ~60 ms call failed after a 300 ms stall of its thread: {body}");
 
     // The deadline still stops a call that runs past it.
-    let (status, body, _) = spin_at(&client, &url, iterations * 20).await;
+    let (status, body, _) = spin(&client, &url, iterations * 20).await;
     assert_eq!(status, 500, "{body}");
 
     airlock.signal("TERM");

@@ -3,12 +3,12 @@
 //! grant, `builtin:throttle`'s delays, and two gateways sharing a real Redis that is killed and
 //! restarted mid-test.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use airlock_tests::process::free_port;
 use airlock_tests::{Gateway, HttpClient, Reply, Upstream, metric_value};
 
 /// A route limited by a fixed window of `limit` per minute, keyed by client IP.
@@ -275,9 +275,7 @@ struct Redis {
 
 impl Redis {
     fn start(port: Option<u16>) -> Self {
-        let port = port.unwrap_or_else(|| {
-            TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-        });
+        let port = port.unwrap_or_else(free_port);
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())

@@ -10,6 +10,7 @@ use airlock_tests::{Gateway, Upstream, metric_value, plugins};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// A CA for servers, one for clients, their certificates, written as PEM files into a directory.
@@ -299,6 +300,29 @@ async fn an_idle_tls_keep_alive_connection_is_parked_and_serves_on() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+
+    // Bytes that are not TLS under a parked session: that connection is closed, others serve on.
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
+    let name = ServerName::try_from("api.example.test").expect("name");
+    let config = client_config(&pki, &[b"http/1.1"], &[&rustls::version::TLS13], true);
+    let mut broken = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("handshake");
+    broken.write_all(b"GET /before HTTP/1.1\r\nhost: api.example.test\r\n\r\n").await.expect("write");
+    let mut answer = vec![0u8; 16384];
+    let n = broken.read(&mut answer).await.expect("answer");
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
+    let mut waited = 0;
+    while parked().await != 2.0 {
+        waited += 1;
+        assert!(waited < 100, "the second idle TLS connection was not parked");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    broken.get_mut().0.write_all(b"\x17\x03\x03\x00\x05junk!").await.expect("write junk");
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), broken.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "a connection with a broken record was left open");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let (subject, body) = get("/after-junk").await;
+    assert!(subject.contains("CN=billing") && body.contains("/after-junk"), "{subject} {body}");
 
     // A drain does not wait 30 s for a parked connection: it is closed at once.
     let started = std::time::Instant::now();
