@@ -28,6 +28,11 @@ upstream = "backend"
 plugin = "spin"
 "#;
 
+/// Held by each test for its whole run: both measure a plugin's running time, which the other's
+/// load on this machine's two cores would inflate (the stall test failed its deadline once in
+/// CI while the burst ran beside it).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Requests at once in the burst: with calls of ~20 ms each, ~1 s of work on one thread.
 const BURST: usize = 48;
 
@@ -65,6 +70,7 @@ async fn iterations_for_20_ms(client: &HttpClient, url: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calls_turns_on_a_busy_worker_do_not_count_against_its_cpu_deadline() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let upstream = Upstream::start().await;
     let gw = Gateway::start(SPIN, Some(&upstream)).await;
     let client = HttpClient::http1();
@@ -113,6 +119,7 @@ async fn a_calls_turns_on_a_busy_worker_do_not_count_against_its_cpu_deadline() 
 /// The real binary, so that stopping it does not stop the test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_of_the_thread_mid_call_does_not_count_against_the_cpu_deadline() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let upstream = Upstream::start().await;
     let mut airlock = GatewayProcess::start(SPIN, &upstream, &[]).await;
     let url = airlock.url("/spin");
