@@ -64,7 +64,9 @@ pub enum GatewayError {
         /// The limit in force.
         limit: u64,
     },
-    /// The plugin pool cannot create another instance right now.
+    /// No instance of the plugin could be made: every place of the sandbox
+    /// (`runtime.max_instances`) stayed busy for as long as the call could wait. Answered with
+    /// `Retry-After`, as a retry soon is likely to be served.
     #[error("plugin `{0}` has no free instance")]
     PluginBusy(String),
     /// The client's body has a `Content-Encoding` the gateway cannot decode for a body-reading
@@ -131,6 +133,7 @@ impl GatewayError {
 
     /// The JSON error response, carrying the request id.
     pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+        let is_busy = matches!(self, GatewayError::PluginBusy(_));
         let body = serde_json::json!({
             "status": self.status().as_u16(),
             "error": self.code(),
@@ -143,6 +146,9 @@ impl GatewayError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Ok(value) = HeaderValue::from_str(request_id) {
             headers.insert(crate::proxy::headers::X_REQUEST_ID, value);
+        }
+        if is_busy {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

@@ -184,6 +184,7 @@ impl Gateway {
         for upstream in upstreams.values() {
             telemetry.metrics.pools.register_upstream(upstream.name.clone(), &upstream.open_connections);
         }
+        telemetry.metrics.pools.register_budget(&sandbox.budget);
         let mut loader = Loader {
             sandbox: &sandbox,
             cache: &cache,

@@ -403,11 +403,12 @@ pub async fn stop_documented(mut child: Child) {
     }
 }
 
-/// Reading `/metrics` with an independent Prometheus text-format parser, and waiting for what
-/// the gateway does off the request path.
 pub mod process;
 pub use process::GatewayProcess;
+pub mod spin;
 
+/// Reading `/metrics` with an independent Prometheus text-format parser, and waiting for what
+/// the gateway does off the request path.
 pub mod metrics {
     use std::time::Duration;
 

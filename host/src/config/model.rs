@@ -229,7 +229,8 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Set to false to compile every component at every start.
     pub compile_cache: bool,
-    /// Most plugin instances alive at once, over all plugins (sizes the pooling allocator).
+    /// Most plugin instances alive at once, over all plugins (sizes the pooling allocator); a call
+    /// finding them all taken waits for a place, then is answered 503 (`runtime::budget`).
     pub max_instances: u32,
     /// Default memory cap of one plugin instance, in MiB.
     pub memory_mb: u32,

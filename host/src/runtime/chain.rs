@@ -206,6 +206,11 @@ fn entry_failed(entry: &ChainEntry, request: &RequestState, phase: &str, failure
     let route = &*request.route_id;
     entry.metrics.record_failure(failure.kind());
     match entry.failure {
+        // The sandbox was full: the gateway's capacity, not the plugin's fault, answered 503.
+        FailurePolicy::Closed if matches!(failure, Failure::Busy { .. }) => {
+            tracing::warn!(plugin, phase, route, request_id, kind = failure.kind(), "{failure}; answering 503");
+            Err(GatewayError::PluginBusy(plugin.to_owned()))
+        }
         FailurePolicy::Closed => {
             tracing::error!(plugin, phase, route, request_id, kind = failure.kind(), "plugin failed ({failure}); failing closed");
             Err(GatewayError::PluginFailed { plugin: plugin.to_owned(), reason: failure.to_string() })

@@ -1,5 +1,6 @@
 //! The once-only part of the sandbox: the wasmtime engine (pooling allocator, epoch interruption),
-//! the linker holding exactly the granted host interfaces, and the epoch ticker.
+//! the linker holding exactly the granted host interfaces, the instance budget, and the epoch
+//! ticker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
+use super::budget::{InstanceBudget, LOAD_RESERVE};
 use super::host::{HostState, Plugin, wasi};
 use crate::config::RuntimeConfig;
 
@@ -47,13 +49,18 @@ pub struct SandboxEngine {
     /// Every host interface Airlock implements. What a given plugin may import is decided at load
     /// by `runtime::capabilities`, against its grants.
     pub linker: Arc<Linker<HostState>>,
+    /// How many instances may serve requests at once (`runtime.max_instances`), shared by every
+    /// pool of every config this sandbox serves.
+    pub budget: Arc<InstanceBudget>,
     ticker: Arc<EpochTicker>,
 }
 
 impl SandboxEngine {
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(config: &RuntimeConfig) -> wasmtime::Result<Self> {
-        let slots = config.max_instances.max(8);
+        // The serving budget, plus a few slots for the instances a config load makes.
+        let serving = config.max_instances.max(1);
+        let slots = serving.saturating_add(LOAD_RESERVE);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(slots)
             .total_core_instances(slots * 4)
@@ -88,7 +95,8 @@ impl SandboxEngine {
         wasi::add_files_to_linker(&mut linker)?;
 
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Self { engine, linker: Arc::new(linker), ticker })
+        let budget = Arc::new(InstanceBudget::new(serving as usize));
+        Ok(Self { engine, linker: Arc::new(linker), budget, ticker })
     }
 
     /// Stops the epoch ticker (also done when the last clone is dropped).

@@ -18,6 +18,14 @@ pub enum Failure {
     OutOfMemory(usize),
     /// The plugin trapped (a panic, `unreachable`, a bad memory access, a stack overflow, exit).
     Trap(String),
+    /// No instance could be made: the sandbox's `limit` instances (`runtime.max_instances`) were
+    /// all busy for `waited`. The gateway's capacity, not the plugin's fault.
+    Busy {
+        /// The sandbox's instance limit.
+        limit: usize,
+        /// How long the call waited for a place.
+        waited: Duration,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -27,17 +35,23 @@ impl fmt::Display for Failure {
             Failure::WallClock(d) => write!(f, "held the request past its limit of {} ms (CPU deadline plus host waits)", d.as_millis()),
             Failure::OutOfMemory(cap) => write!(f, "memory cap of {} MiB exceeded", cap / (1024 * 1024)),
             Failure::Trap(msg) => write!(f, "trapped: {msg}"),
+            Failure::Busy { limit, waited } => write!(
+                f,
+                "no instance free: all {limit} plugin instances (runtime.max_instances) stayed busy for {} ms",
+                waited.as_millis()
+            ),
         }
     }
 }
 
 impl Failure {
-    /// A short label for metrics and log fields: `deadline`, `out_of_memory` or `trap`.
+    /// A short label for metrics and log fields: `deadline`, `out_of_memory`, `trap` or `busy`.
     pub fn kind(&self) -> &'static str {
         match self {
             Failure::Deadline(_) | Failure::WallClock(_) => "deadline",
             Failure::OutOfMemory(_) => "out_of_memory",
             Failure::Trap(_) => "trap",
+            Failure::Busy { .. } => "busy",
         }
     }
 }

@@ -5,6 +5,9 @@
 //! and then used by one call at a time; an instance is retired after a failure and after
 //! `max_uses` calls. `isolation = "request"` makes a fresh instance for every phase call, so no
 //! instance ever sees two requests. Every call runs under the entry's CPU deadline and memory cap.
+//! Every new instance first takes a place in the sandbox's [`InstanceBudget`] (which may reclaim
+//! other pools' idle instances for it, or wait for a busy one); idle instances are given up to it
+//! while calls wait for a place.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +16,7 @@ use crossbeam_queue::ArrayQueue;
 use wasmtime::component::Resource;
 use wasmtime::{Store, UpdateDeadline};
 
+use super::budget::{IdleInstances, InstanceBudget, InstancePermit};
 use super::call_clock::{CallClock, Metered, within_wall_limit};
 use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
@@ -100,6 +104,18 @@ struct Instance {
     uses: u64,
     /// The store's call clock, held here too so a call can be metered while it borrows the store.
     clock: Arc<CallClock>,
+    /// Its place in the sandbox's budget; `None` for an instance made while loading the config,
+    /// which is never kept. Declared after `store`, so it is given back after the slot is freed.
+    permit: Option<InstancePermit>,
+}
+
+/// A pool's idle warm instances, which the sandbox's budget may reclaim.
+struct IdleQueue(ArrayQueue<Instance>);
+
+impl IdleInstances for IdleQueue {
+    fn reclaim_one(&self) -> bool {
+        self.0.pop().is_some()
+    }
 }
 
 /// The pool of one chain entry: a plugin, its config, and its warm instances.
@@ -108,7 +124,7 @@ pub struct InstancePool {
     name: Arc<str>,
     config_json: String,
     settings: InstanceSettings,
-    idle: ArrayQueue<Instance>,
+    idle: Arc<IdleQueue>,
     descriptor: Descriptor,
 }
 
@@ -143,14 +159,17 @@ impl InstancePool {
         settings: InstanceSettings,
     ) -> Result<Self, PluginError> {
         let mut pool = Self {
-            idle: ArrayQueue::new(settings.pool_size.max(1)),
+            idle: Arc::new(IdleQueue(ArrayQueue::new(settings.pool_size.max(1)))),
             descriptor: plugin.descriptor,
             plugin,
             name,
             config_json,
             settings,
         };
-        let (first, configured) = pool.instantiate().await.map_err(|e| match e {
+        // The first instance checks the config. It is kept warm only if the budget has a place
+        // for it now; else it used one of the slots reserved for loading and is dropped.
+        let permit = pool.plugin.sandbox.budget.try_acquire();
+        let (first, configured) = pool.instantiate(permit).await.map_err(|e| match e {
             InstantiateError::Configure(msg) => PluginError::Configure(msg),
             InstantiateError::Failed(f) => PluginError::Failed(f),
         })?;
@@ -163,7 +182,11 @@ impl InstancePool {
             response_body: declared.response_body && configured.response_body,
         };
         if pool.settings.isolation == Isolation::Pool {
-            let _ = pool.idle.push(first);
+            let idle: Arc<dyn IdleInstances> = pool.idle.clone();
+            pool.budget().register(Arc::downgrade(&idle));
+            if first.permit.is_some() {
+                let _ = pool.idle.0.push(first);
+            }
         }
         Ok(pool)
     }
@@ -185,15 +208,19 @@ impl InstancePool {
 
     /// Number of idle warm instances right now.
     pub fn idle_len(&self) -> usize {
-        self.idle.len()
+        self.idle.0.len()
     }
 
     /// Most idle warm instances kept (0 with `isolation = "request"`).
     pub fn capacity(&self) -> usize {
-        if self.settings.isolation == Isolation::Pool { self.idle.capacity() } else { 0 }
+        if self.settings.isolation == Isolation::Pool { self.idle.0.capacity() } else { 0 }
     }
 
-    async fn instantiate(&self) -> Result<(Instance, Descriptor), InstantiateError> {
+    fn budget(&self) -> &InstanceBudget {
+        &self.plugin.sandbox.budget
+    }
+
+    async fn instantiate(&self, permit: Option<InstancePermit>) -> Result<(Instance, Descriptor), InstantiateError> {
         let mut state = HostState::new(self.name.clone(), self.settings.memory_bytes, self.settings.cpu_deadline);
         state.state = self.settings.state.clone();
         state.http = self.settings.http.clone();
@@ -214,7 +241,7 @@ impl InstancePool {
         let configure = bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json);
         match Metered::new(&clock, configure).await {
             Ok(Ok(d)) => Ok((
-                Instance { store, bindings, uses: 0, clock },
+                Instance { store, bindings, uses: 0, clock, permit },
                 Descriptor {
                     on_request: d.on_request,
                     on_response: d.on_response,
@@ -229,11 +256,16 @@ impl InstancePool {
 
     async fn acquire(&self) -> Result<Instance, Failure> {
         if self.settings.isolation == Isolation::Pool
-            && let Some(instance) = self.idle.pop()
+            && let Some(instance) = self.idle.0.pop()
         {
             return Ok(instance);
         }
-        match self.instantiate().await {
+        // Waiting for a place is bounded by what the call itself could hold the request for.
+        let wait = self.settings.wall_limit();
+        let Some(permit) = self.budget().acquire(wait).await else {
+            return Err(Failure::Busy { limit: self.budget().limit(), waited: wait });
+        };
+        match self.instantiate(Some(permit)).await {
             Ok((instance, _)) => Ok(instance),
             Err(InstantiateError::Failed(f)) => Err(f),
             // The config was accepted at load; a refusal now is the plugin misbehaving.
@@ -241,11 +273,18 @@ impl InstancePool {
         }
     }
 
+    /// Keeps a used instance warm, or drops it: after `max_uses` calls, with strict isolation,
+    /// when it holds no place in the budget, and while other calls wait for a place (its slot
+    /// goes to them).
     fn release(&self, mut instance: Instance) {
         instance.uses += 1;
-        if self.settings.isolation == Isolation::Pool && instance.uses < self.settings.max_uses {
+        if self.settings.isolation == Isolation::Pool
+            && instance.uses < self.settings.max_uses
+            && instance.permit.is_some()
+            && !self.budget().has_waiters()
+        {
             // A full queue drops the instance: the pool stays bounded.
-            let _ = self.idle.push(instance);
+            let _ = self.idle.0.push(instance);
         }
     }
 

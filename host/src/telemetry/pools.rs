@@ -1,7 +1,8 @@
 //! Pool sizes, read when `/metrics` is scraped: each plugin's warm instance pool (idle instances
-//! and capacity) and each upstream's connection pool (connections open). Pools register
-//! themselves when the gateway is built; the registry holds them weakly, so a dropped gateway
-//! leaves nothing behind.
+//! and capacity), the sandbox's instance budget (instances alive against `runtime.max_instances`,
+//! waits for a place, idle instances reclaimed) and each upstream's connection pool (connections
+//! open). Pools register themselves when the gateway is built; the registry holds them weakly, so
+//! a dropped gateway leaves nothing behind.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -10,9 +11,11 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::proxy::counted::OpenConnections;
+use crate::runtime::budget::InstanceBudget;
 
 /// What a plugin instance pool tells about its size.
 pub trait PoolStats: Send + Sync {
@@ -29,9 +32,15 @@ pub trait PoolStats: Send + Sync {
 pub struct PoolRegistry {
     plugins: Mutex<Vec<Weak<dyn PoolStats>>>,
     upstreams: Mutex<Vec<(Arc<str>, Weak<AtomicI64>)>>,
+    budget: Mutex<Weak<InstanceBudget>>,
 }
 
 impl PoolRegistry {
+    /// Sets the sandbox whose instance budget is reported (the one the gateway serves with).
+    pub fn register_budget(&self, budget: &Arc<InstanceBudget>) {
+        *self.budget.lock().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(budget);
+    }
+
     /// Adds an upstream's open connection count. It is held weakly: once the upstream and all
     /// its connections are gone, it is no longer listed.
     pub fn register_upstream(&self, name: Arc<str>, open: &OpenConnections) {
@@ -94,8 +103,29 @@ fn gauges(
     Ok(())
 }
 
+/// Encodes one unlabelled gauge or counter.
+fn single(encoder: &mut DescriptorEncoder, name: &str, help: &str, kind: MetricType, value: u64) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, kind)?;
+    match kind {
+        MetricType::Counter => ConstCounter::new(value).encode(metric),
+        _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric),
+    }
+}
+
 impl Collector for PoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let budget = self.0.budget.lock().unwrap_or_else(PoisonError::into_inner).upgrade();
+        if let Some(budget) = budget {
+            let e = &mut encoder;
+            let in_use = budget.in_use() as u64;
+            single(e, "plugin_instances", "Plugin instances alive now, busy or idle, over all plugins", MetricType::Gauge, in_use)?;
+            let limit = budget.limit() as u64;
+            single(e, "plugin_instance_limit", "Most plugin instances alive at once (runtime.max_instances)", MetricType::Gauge, limit)?;
+            let help = "Calls that found every instance place taken and waited for one";
+            single(e, "plugin_instance_waits", help, MetricType::Counter, budget.waits())?;
+            let help = "Idle warm instances dropped to make room for another plugin's";
+            single(e, "plugin_instances_reclaimed", help, MetricType::Counter, budget.reclaimed())?;
+        }
         let sizes = self.0.plugin_sizes();
         gauges(
             &mut encoder,
