@@ -144,19 +144,55 @@ def idle_connections(n, tls=False):
     return socks
 
 
-def idle_rss(proc, n, tls):
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def hpack_literal(name, value):
+    """A header as an HPACK literal without indexing, new name, no Huffman (RFC 7541 6.2.2)."""
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+# GET / on stream 1: :method GET, :scheme http, :path / from the static table; the rest literal.
+H2_REQUEST = (b"\x82\x86\x84" + hpack_literal(b":authority", b"b") + hpack_literal(b"x-api-key", b"bench-key"))
+
+
+def idle_h2_connections(n):
+    """`n` HTTP/2 (h2c, prior knowledge) connections, each after one request answered."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", PORT))
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) + h2_frame(1, 0x5, 1, H2_REQUEST))
+        buf, done = b"", False
+        while not done:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise RuntimeError("the gateway closed an HTTP/2 connection")
+            buf += chunk
+            while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                size, kind, flags, stream = int.from_bytes(buf[:3], "big"), buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+                buf = buf[9 + size:]
+                if kind == 4 and not flags & 0x1:
+                    s.sendall(h2_frame(4, 0x1, 0))  # SETTINGS ack
+                if stream == 1 and kind in (0, 1) and flags & 0x1:
+                    done = True  # END_STREAM of the response
+        socks.append(s)
+    return socks
+
+
+def idle_rss(proc, n, tls, h2=False):
     """The table row for the RSS that `n` idle keep-alive connections add to the gateway."""
     before = status_field(proc.pid, "VmRSS")
-    socks = idle_connections(n, tls)
+    socks = idle_h2_connections(n) if h2 else idle_connections(n, tls)
     # Idle: quiet for longer than the gateway waits before it parks a connection
     # (host/src/keepalive.rs, PARK_AFTER = 100 ms; parked within two checks).
     time.sleep(3)
     after = status_field(proc.pid, "VmRSS")
     for s in socks:
         s.close()
-    kind = "TLS connections" if tls else "connections"
+    kind = "HTTP/2 (h2c) connections" if h2 else "TLS connections" if tls else "connections"
     each = (after - before) * 1024 * 1024 / n
-    return (f"RSS added by {n} idle keep-alive {kind}", f"{after - before:.1f} MiB ({each:.0f} B each)", "" if tls else "<= 50 MiB")
+    return (f"RSS added by {n} idle keep-alive {kind}", f"{after - before:.1f} MiB ({each:.0f} B each)", "" if tls or h2 else "<= 50 MiB")
 
 
 def main():
@@ -203,6 +239,9 @@ def main():
         # A fresh gateway: memory the cleartext connections freed would hide what TLS ones take.
         proc, _ = start(binary, config, args.threads)
         rows.append(idle_rss(proc, args.connections, tls=True))
+        stop(proc)
+        proc, _ = start(binary, config, args.threads)
+        rows.append(idle_rss(proc, args.connections, tls=False, h2=True))
         stop(proc)
     finally:
         upstream.send_signal(15)

@@ -1,5 +1,8 @@
-//! An HTTP/1.1 keep-alive connection, cleartext or TLS: served by hyper while requests flow, and
-//! parked without hyper while it sits idle.
+//! A client connection between requests. HTTP/1.1 keep-alive connections, cleartext or TLS, are
+//! served by hyper while requests flow and parked without hyper while idle ([`serve`]); HTTP/2
+//! connections cannot drop hyper's state between requests, and are closed (GOAWAY) once idle
+//! for `timeouts.idle_ms` ([`serve_until_idle`]). Either way an idle client connection holds
+//! no more than `timeouts.idle_ms` allows.
 //!
 //! Why: hyper holds an 8 KiB read buffer and an 8 KiB write buffer for an HTTP/1 connection's
 //! whole life, idle or not, so 10,000 idle keep-alive clients cost ~150 MiB (~40 MiB parked);
@@ -73,6 +76,12 @@ impl Activity {
 
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests begun so far and whether one is being answered now, in one word: it changes
+    /// whenever the connection is not idle.
+    fn busy_mark(&self) -> (u64, bool) {
+        (self.requests(), self.is_answering())
     }
 
     fn is_answering(&self) -> bool {
@@ -206,6 +215,46 @@ where
             ready = io.io.inner().readable() => if ready.is_err() { return Ok(()) },
             () = tokio::time::sleep(wait) => return Ok(()),
             () = crate::server::stopped(&mut shutdown) => return Ok(()),
+        }
+    }
+}
+
+/// How many checks one idle period is split into: an idle connection is closed between
+/// `idle_ms` and 1.25 x `idle_ms` after its last request.
+const IDLE_CHECKS: u32 = 4;
+
+/// Serves a connection hyper runs without parking (HTTP/2; also one whose protocol hyper had to
+/// detect itself) until it ends, `shutdown` turns true, or no request has begun nor been in
+/// answer for `idle`: then it is shut down gracefully (HTTP/2: GOAWAY), so streams still
+/// sending their response finish and the client opens a new connection for its next request.
+/// Without this, hyper keeps an idle HTTP/2 connection open for as long as the client answers
+/// its keep-alive pings, with ~35 KB of buffers and HPACK tables (bench/footprint.py).
+/// `service` must mark each request it answers with `activity` ([`Activity::answering`]).
+pub async fn serve_until_idle<C>(connection: C, activity: Arc<Activity>, idle: Duration, mut shutdown: watch::Receiver<bool>) -> Result<(), C::Error>
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+{
+    tokio::pin!(connection);
+    let period = idle / IDLE_CHECKS;
+    let mut last = activity.busy_mark();
+    let mut quiet = 0;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            done = connection.as_mut() => return done,
+            () = tokio::time::sleep(period), if !closing => {
+                let now = activity.busy_mark();
+                quiet = if now == last && !now.1 { quiet + 1 } else { 0 };
+                last = now;
+                if quiet >= IDLE_CHECKS {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            () = crate::server::stopped(&mut shutdown), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::service::{Service, service_fn};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown, Watcher};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -176,9 +176,7 @@ async fn serve_connection(
         return serve_http1(live, &builders, conn, None, stream, watcher, parked, shutdown).await;
     }
     // Boxed like the TLS path, so an HTTP/1 connection's task is not sized for HTTP/2.
-    let service = gateway_service(live, conn, None, None);
-    let connection = builders.auto(protocol).serve_connection(TokioIo::new(stream), service).into_owned();
-    Box::pin(watch_connection(connection, watcher, peer)).await;
+    Box::pin(serve_http2(live, &builders, protocol, conn, None, stream, watcher, shutdown)).await;
 }
 
 /// Serves a connection on a TLS listener: the handshake, then HTTP in the protocol ALPN agreed
@@ -211,9 +209,7 @@ async fn serve_tls(
         serve_http1(live, builders, conn, identity, stream, watcher, parked, shutdown).await;
     } else {
         // Boxed, so an HTTP/1.1 connection's task, parked or not, is not sized for HTTP/2.
-        let service = gateway_service(live, conn, identity, None);
-        let connection = builders.auto(protocol).serve_connection(TokioIo::new(stream), service).into_owned();
-        Box::pin(watch_connection(connection, watcher, peer)).await;
+        Box::pin(serve_http2(live, builders, protocol, conn, identity, stream, watcher, shutdown)).await;
     }
 }
 
@@ -237,14 +233,27 @@ async fn serve_http1<T: keepalive::Parkable>(
     }
 }
 
-/// Serves one connection until it closes or the drain ends it.
-async fn watch_connection<C>(connection: C, watcher: Watcher, peer: SocketAddr)
-where
-    C: GracefulConnection,
-    C::Error: std::fmt::Display,
+/// Serves an HTTP/2 connection (or one whose protocol hyper detects itself), closed once idle
+/// for `timeouts.idle_ms` by [`keepalive::serve_until_idle`], which watches `shutdown` itself;
+/// the drain waits for it as long as `_drain` lives.
+#[allow(clippy::too_many_arguments)]
+async fn serve_http2<T>(
+    live: Arc<LiveGateway>,
+    builders: &ConnectionBuilders,
+    protocol: Protocol,
+    conn: ConnectionInfo,
+    identity: Option<Arc<tls::ClientIdentity>>,
+    stream: T,
+    _drain: Watcher,
+    shutdown: watch::Receiver<bool>,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(%peer, "connection ended with an error: {e}");
+    let activity = Arc::new(Activity::default());
+    let service = gateway_service(live, conn, identity, Some(activity.clone()));
+    let connection = builders.auto(protocol).serve_connection(TokioIo::new(stream), service).into_owned();
+    if let Err(e) = keepalive::serve_until_idle(connection, activity, builders.idle(), shutdown).await {
+        tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}");
     }
 }
 

@@ -579,3 +579,93 @@ async fn half_a_request_still_times_out_across_parks() {
     assert!(started.elapsed() >= Duration::from_secs(2), "not before the timeout: {:?}", started.elapsed());
     assert!(rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&rest));
 }
+
+/// One HTTP/2 (prior knowledge) connection to the gateway, as a real client holds it: the
+/// request sender, and the moment the connection ended (the gateway closed it).
+async fn http2_connection(
+    gw: &Gateway,
+) -> (hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>, tokio::sync::oneshot::Receiver<std::time::Instant>) {
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    let (ended, ended_at) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = connection.await;
+        let _ = ended.send(std::time::Instant::now());
+    });
+    (sender, ended_at)
+}
+
+/// GETs `path` on an HTTP/2 connection; the status and the whole body.
+async fn http2_get(sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>, path: &str) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let request = http::Request::get(format!("http://gateway{path}")).body(http_body_util::Empty::new()).unwrap();
+    let response = sender.send_request(request).await.expect("answered");
+    let status = response.status().as_u16();
+    (status, response.into_body().collect().await.expect("whole body").to_bytes().to_vec())
+}
+
+/// `timeouts.idle_ms` holds for HTTP/2 client connections too: a busy one stays open past it,
+/// an idle one is closed once it has passed (hyper alone kept it open for as long as the client
+/// answered its pings, each holding ~35 KB).
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_idle_ms_and_a_busy_one_is_not() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&format!("[timeouts]\nidle_ms = 400\n{PLAIN}"), Some(&upstream)).await;
+    let (mut sender, mut ended_at) = http2_connection(&gw).await;
+    // Busy for three idle periods: a request every 150 ms.
+    for i in 0..8 {
+        let (status, body) = http2_get(&mut sender, &format!("/busy/{i}")).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(ended_at.try_recv().is_err(), "closed while in use (after request {i})");
+    }
+    // Then idle: closed after idle_ms, not before.
+    let last = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), ended_at).await.expect("an idle HTTP/2 connection was kept open").unwrap();
+    let idle_for = ended - last;
+    assert!(idle_for >= Duration::from_millis(250), "closed {idle_for:?} after the last request");
+    assert!(sender.ready().await.is_err(), "the connection still takes requests");
+    assert_eq!(HttpClient::http2().get(&gw.url("/after")).await.status, 200, "a new connection is served");
+}
+
+/// Closing an idle HTTP/2 connection is graceful: a response still streaming its body when the
+/// connection goes idle (no request begun, none awaiting its head) is sent to the end.
+#[tokio::test]
+async fn an_http2_idle_close_lets_a_streaming_response_finish() {
+    // An upstream that sends its body in 12 chunks over ~1.2 s, three idle periods.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8; 1];
+                    if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                tcp.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
+                for i in 0..12 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tcp.write_all(format!("6\r\nchunk{:x}\r\n", i).as_bytes()).await.unwrap();
+                }
+                tcp.write_all(b"0\r\n\r\n").await.unwrap();
+            });
+        }
+    });
+    let config = format!("[timeouts]\nidle_ms = 300\n{}", PLAIN.replace("{upstream}", &upstream_addr.to_string()));
+    let gw = Gateway::start(&config, None).await;
+    let (mut sender, ended_at) = http2_connection(&gw).await;
+    let (status, body) = http2_get(&mut sender, "/stream").await;
+    let body_done = std::time::Instant::now();
+    assert_eq!(status, 200);
+    let expected: String = (0..12).map(|i| format!("chunk{i:x}")).collect();
+    assert_eq!(String::from_utf8_lossy(&body), expected, "the body was cut short");
+    // The connection went idle during the stream (GOAWAY sent): it ends as soon as the stream
+    // is done, not an idle period later.
+    let ended = tokio::time::timeout(Duration::from_secs(5), ended_at).await.expect("closed after the stream").unwrap();
+    assert!(ended - body_done < Duration::from_millis(300), "closed {:?} after the stream: not during it", ended - body_done);
+}

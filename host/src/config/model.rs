@@ -209,7 +209,8 @@ pub struct TimeoutsConfig {
     pub connect_ms: u64,
     /// Time from sending the request upstream to receiving the response headers (504 beyond it).
     pub request_ms: u64,
-    /// How long an idle keep-alive connection (client side or upstream side) is kept open.
+    /// How long an idle keep-alive connection (client side or upstream side) is kept open; an idle
+    /// HTTP/2 client connection gets a GOAWAY (`keepalive::serve_until_idle`).
     pub idle_ms: u64,
     /// On shutdown, how long in-flight requests get to finish before connections are closed.
     pub drain_ms: u64,
