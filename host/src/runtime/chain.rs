@@ -125,7 +125,9 @@ impl PluginChain {
             }
             let started = Instant::now();
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-request");
-            let (returned, result) = entry.pool.on_request(request, entry.descriptor.request_body).instrument(span).await;
+            // Pinned where it is made, so the call's ~1 KB future is not copied into the span.
+            let call = std::pin::pin!(entry.pool.on_request(request, entry.descriptor.request_body));
+            let (returned, result) = call.instrument(span).await;
             entry.metrics.record_call(false, started.elapsed());
             crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::request_phase(entry.name(), started, &result));
             request = returned;
@@ -169,7 +171,8 @@ impl PluginChain {
             }
             let started = Instant::now();
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-response");
-            let (req, resp, result) = entry.pool.on_response(request, response, entry.descriptor.response_body).instrument(span).await;
+            let call = std::pin::pin!(entry.pool.on_response(request, response, entry.descriptor.response_body));
+            let (req, resp, result) = call.instrument(span).await;
             entry.metrics.record_call(true, started.elapsed());
             crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::response_phase(entry.name(), started, &result));
             request = req;

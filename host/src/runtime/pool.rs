@@ -260,6 +260,13 @@ impl InstancePool {
         {
             return Ok(instance);
         }
+        // Boxed: instantiating is a large future (~2 KB) that every phase call would otherwise
+        // carry and copy, warm or not; it is the slow path, where one allocation is nothing.
+        Box::pin(self.instantiate_new()).await
+    }
+
+    /// A new configured instance, once the budget has given it a place.
+    async fn instantiate_new(&self) -> Result<Instance, Failure> {
         // Waiting for a place is bounded by what the call itself could hold the request for.
         let wait = self.settings.wall_limit();
         let Some(permit) = self.budget().acquire(wait).await else {
@@ -299,9 +306,12 @@ impl InstancePool {
         state.request = Some(request);
         state.begin_call(body_access, false);
         instance.store.set_epoch_deadline(1);
-        let call = instance.bindings.airlock_plugin_handler().call_on_request(&mut instance.store, Resource::new_borrow(0));
-        // A call cancelled on timeout leaves its instance discarded, not reused.
-        let result = within_wall_limit(&instance.clock, self.settings.wall_limit(), call).await;
+        // A call cancelled on timeout leaves its instance discarded, not reused. Pinned where it
+        // is made: the call future is ~1 KB, moved by value it was copied at every layer.
+        let result = {
+            let call = std::pin::pin!(instance.bindings.airlock_plugin_handler().call_on_request(&mut instance.store, Resource::new_borrow(0)));
+            within_wall_limit(&instance.clock, self.settings.wall_limit(), call).await
+        };
         let state = instance.store.data_mut();
         let Some(request) = state.request.take() else {
             unreachable_state(&self.name);
@@ -335,9 +345,11 @@ impl InstancePool {
         state.response = Some(response);
         state.begin_call(body_access, true);
         instance.store.set_epoch_deadline(1);
-        let call =
-            instance.bindings.airlock_plugin_handler().call_on_response(&mut instance.store, Resource::new_borrow(0), Resource::new_borrow(0));
-        let result = within_wall_limit(&instance.clock, self.settings.wall_limit(), call).await;
+        let result = {
+            let handler = instance.bindings.airlock_plugin_handler();
+            let call = std::pin::pin!(handler.call_on_response(&mut instance.store, Resource::new_borrow(0), Resource::new_borrow(0)));
+            within_wall_limit(&instance.clock, self.settings.wall_limit(), call).await
+        };
         let state = instance.store.data_mut();
         let (Some(request), Some(response)) = (state.request.take(), state.response.take()) else {
             unreachable_state(&self.name);
