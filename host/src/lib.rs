@@ -2,14 +2,15 @@
 //!
 //! # Reading this crate top-down
 //! - A request enters in [`server`] (listeners, HTTP/1.1 and h2c, [`tls`], graceful drain; hyper set up per
-//!   connection by [`connections`]; an idle HTTP/1.1 keep-alive connection parked by [`keepalive`]), on one of the
+//!   connection by [`connections`]; an idle HTTP/1.1 keep-alive connection parked, an idle HTTP/2 one closed, by [`keepalive`]), on one of the
 //!   [`workers`] (a thread per core that serves its connections start to finish), and is handed to
 //!   [`gateway::Gateway::handle`] of the generation [`reload`] keeps current, whose phases are laid out in [`proxy`]: limits, [`router`],
 //!   the plugin chain's request phases, the upstream ([`proxy::upstream`]), the response phases,
 //!   and the response back to the client.
 //! - Which plugins run is decided by the route's [`runtime::PluginChain`], built from the config
 //!   ([`config`]) by [`gateway::Gateway::build`].
-//! - A plugin call goes through [`runtime`]: warm instance pools, deadlines, memory caps, and the
+//! - A plugin call goes through [`runtime`]: warm instance pools within the sandbox's instance
+//!   budget ([`runtime::budget`]), deadlines, memory caps, and the
 //!   host interfaces a plugin can reach ([`runtime::host`], one file per WIT interface), as its
 //!   grants allow ([`grants`]).
 //! - Errors a request can end in, and their statuses, are in [`error`].

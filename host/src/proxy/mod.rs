@@ -7,7 +7,7 @@
 //! 4. the chain's request phases ([`crate::runtime::PluginChain::run_request_phases`]);
 //! 5. [`Gateway::call_upstream`]: unless a plugin answered, send the request upstream (502/504);
 //! 6. the chain's response phases, in reverse order;
-//! 7. [`Gateway::write_response`]: the response as the client gets it.
+//! 7. [`write_response`]: the response as the client gets it.
 //!
 //! Any phase can end the request with a [`GatewayError`], answered as JSON with the request id.
 

@@ -1,5 +1,5 @@
 //! `airlock:plugin/state`: atomic counters, token buckets, fixed and sliding windows, and keyed values with
-//! expiry (capability `state`). Every key goes through the instance's [`ScopedState`], which
+//! expiry (capability `state`). Every key goes through the instance's [`ScopedState`](crate::state::ScopedState), which
 //! prefixes it with the chain entry's namespace, so a plugin reaches only its own keys. The
 //! operations are async: with Redis they wait on the network, holding no thread, and the wait
 //! is not counted against the plugin's CPU deadline (the call is suspended, see `call_clock`).
