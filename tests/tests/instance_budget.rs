@@ -17,8 +17,8 @@ async fn sandbox_metric(gw: &Gateway, name: &str) -> f64 {
     metric_value(gw, name, &[]).await
 }
 
-/// Four places, one worker, the spin plugin (long CPU deadline) on two routes under two names:
-/// two warm pools, told apart in the metrics.
+/// Four places, one worker, the spin plugin (long CPU deadline) on three routes under three
+/// names: three warm pools, told apart in the metrics.
 const FOUR_PLACES: &str = r#"
 [runtime]
 worker_threads = 1
@@ -35,6 +35,10 @@ cpu_ms = 3000
 source = "{plugin:spin}"
 cpu_ms = 3000
 
+[plugins.third]
+source = "{plugin:spin}"
+cpu_ms = 3000
+
 [[routes]]
 path = "/a"
 upstream = "backend"
@@ -46,6 +50,12 @@ path = "/b"
 upstream = "backend"
 [[routes.plugins]]
 plugin = "other"
+
+[[routes]]
+path = "/c"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "third"
 "#;
 
 /// Running time of one call of a burst: long enough that the calls of a burst are all in flight
@@ -75,7 +85,7 @@ async fn calls_beyond_max_instances_wait_for_a_place_instead_of_failing() {
     let iterations = iterations_for(&client, &gw.url("/a"), CALL).await;
     assert_eq!(sandbox_metric(&gw, "airlock_plugin_instance_limit").await, 4.0);
 
-    // Twice as many calls in flight as the 4 places: some wait for one.
+    // Far more calls in flight than /a's 3 places (its share of 4): some wait for one.
     burst(&gw, "/a", 8, iterations).await;
     assert!(sandbox_metric(&gw, "airlock_plugin_instance_waits_total").await > 0.0, "no call waited: the test proves nothing");
     assert!(sandbox_metric(&gw, "airlock_plugin_instances").await <= 4.0);
@@ -87,63 +97,68 @@ async fn calls_beyond_max_instances_wait_for_a_place_instead_of_failing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_instances_of_one_route_make_room_for_another() {
     let upstream = Upstream::start().await;
+    // Loaded: each route's pool holds one configured instance; one place is left.
     let gw = Gateway::start(FOUR_PLACES, Some(&upstream)).await;
     let client = HttpClient::http1();
     let iterations = iterations_for(&client, &gw.url("/a"), CALL).await;
-
-    // A burst on /a leaves every place of the sandbox held by /a's idle warm instances (/b's
-    // first instance among those given up for them).
-    burst(&gw, "/a", 8, iterations).await;
     let idle = || async {
         let m = scrape(&HttpClient::http1(), &gw, None).await;
         let idle = |plugin| sample(&m, "airlock_plugin_pool_idle_instances", &[("plugin", plugin)]);
-        (idle("spin"), idle("other"))
+        (idle("spin"), idle("other"), idle("third"))
     };
-    assert_eq!(idle().await, (4.0, 0.0), "the burst did not fill the sandbox: the test proves nothing");
-    let reclaimed_before = sandbox_metric(&gw, "airlock_plugin_instances_reclaimed_total").await;
+    assert_eq!(idle().await, (1.0, 1.0, 1.0));
 
-    // /b needs an instance of its own: one of /a's idle ones is given up for it, at once.
-    let started = Instant::now();
-    let (status, body, _) = spin(&client, &gw.url("/b"), 0).await;
-    assert_eq!(status, 200, "{body}");
-    assert!(started.elapsed() < Duration::from_secs(1), "served only after {:?}", started.elapsed());
-    assert!(sandbox_metric(&gw, "airlock_plugin_instances_reclaimed_total").await > reclaimed_before);
-    assert_eq!(idle().await, (3.0, 1.0));
+    // A burst on /a takes its share, 3 places: the free one and one given up by /b or /c.
+    burst(&gw, "/a", 8, iterations).await;
+    let after_burst = idle().await;
+    assert_eq!(after_burst.0, 3.0, "the burst did not take /a's share: the test proves nothing");
+    assert_eq!(after_burst.1 + after_burst.2, 1.0, "{after_burst:?}");
+    assert!(sandbox_metric(&gw, "airlock_plugin_instances_reclaimed_total").await >= 1.0);
+    assert_eq!(sandbox_metric(&gw, "airlock_plugin_instances").await, 4.0);
+
+    // The route that gave up its instance is served at once, by taking one of the others'.
+    for path in ["/b", "/c"] {
+        let started = Instant::now();
+        let (status, body, _) = spin(&client, &gw.url(path), 0).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{path} served only after {:?}", started.elapsed());
+    }
+    assert!(sandbox_metric(&gw, "airlock_plugin_instances_reclaimed_total").await >= 2.0);
+    assert!(sandbox_metric(&gw, "airlock_plugin_instances").await <= 4.0);
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_that_finds_no_place_in_time_is_answered_503_busy_and_the_gateway_serves_on() {
-    let upstream = Upstream::start().await;
-    // One place. `holder` may run for seconds; `quick` and `optional` wait at most their own
-    // 30 ms CPU deadline for a place; `optional` fails open.
-    let gw = Gateway::start(
+/// `places` places, one worker, and three routes: `/slow` (plugin `slow`, calls may run for
+/// seconds), `/quick` and `/optional` (plugins that wait at most their own 30 ms CPU deadline
+/// for a place; `optional` fails open).
+fn slow_and_quick(places: u32) -> String {
+    format!(
         r#"
 [runtime]
 worker_threads = 1
-max_instances = 1
+max_instances = {places}
 
 [upstreams.backend]
-targets = ["{upstream}"]
+targets = ["{{upstream}}"]
 
-[plugins.holder]
-source = "{plugin:spin}"
+[plugins.slow]
+source = "{{plugin:spin}}"
 cpu_ms = 5000
 
 [plugins.quick]
-source = "{plugin:spin}"
+source = "{{plugin:spin}}"
 cpu_ms = 30
 
 [plugins.optional]
-source = "{plugin:spin}"
+source = "{{plugin:spin}}"
 cpu_ms = 30
 failure = "open"
 
 [[routes]]
-path = "/hold"
+path = "/slow"
 upstream = "backend"
 [[routes.plugins]]
-plugin = "holder"
+plugin = "slow"
 
 [[routes]]
 path = "/quick"
@@ -156,16 +171,54 @@ path = "/optional"
 upstream = "backend"
 [[routes.plugins]]
 plugin = "optional"
-"#,
-        Some(&upstream),
+"#
     )
-    .await;
-    let client = HttpClient::http1();
-    let iterations = iterations_for(&client, &gw.url("/hold"), Duration::from_millis(800)).await;
+}
 
-    // The holder's call takes the one place for ~800 ms.
+/// A plugin whose calls are all slow (here: long-running; in production, waiting on a slow
+/// origin) takes at most three quarters of the places: the others' calls are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_plugin_with_slow_calls_cannot_take_every_place() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&slow_and_quick(4), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let iterations = iterations_for(&client, &gw.url("/slow"), Duration::from_millis(200)).await;
+    // Four slow calls at once: three take /slow's share, the fourth waits for one of them.
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let url = gw.url("/slow");
+            tokio::spawn(async move {
+                let (status, body, _) = spin(&HttpClient::http1(), &url, iterations).await;
+                (status, body, Instant::now())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // /quick waits at most its 30 ms deadline for a place: the fourth place is there for it.
+    let (status, body, _) = spin(&client, &gw.url("/quick"), 0).await;
+    let quick_answered = Instant::now();
+    assert_eq!(status, 200, "the slow plugin took every place: {body}");
+    let mut last_slow = quick_answered;
+    for call in slow {
+        let (status, body, done) = call.await.expect("slow call");
+        assert_eq!(status, 200, "a slow call beyond the share was not served in turn: {body}");
+        last_slow = last_slow.max(done);
+    }
+    assert!(last_slow > quick_answered, "the slow calls were over before /quick: the test proves nothing");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_finds_no_place_in_time_is_answered_503_busy_and_the_gateway_serves_on() {
+    let upstream = Upstream::start().await;
+    // One place.
+    let gw = Gateway::start(&slow_and_quick(1), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let iterations = iterations_for(&client, &gw.url("/slow"), Duration::from_millis(800)).await;
+
+    // A slow call takes the one place for ~800 ms.
     let holder = {
-        let url = gw.url("/hold");
+        let url = gw.url("/slow");
         tokio::spawn(async move {
             let (status, body, _) = spin(&HttpClient::http1(), &url, iterations).await;
             (status, body, Instant::now())

@@ -14,6 +14,11 @@
 //! 3. else gives up: the call fails as `busy` (503 `plugin_busy`, or skipped if the entry fails
 //!    open), naming the plugin and the setting to raise.
 //!
+//! No one chain entry may hold more than its [`EntryShare`] (three quarters of the places): a
+//! plugin whose calls wait long on the host (an outbound call to a slow origin) under load
+//! would otherwise take every place and leave every other plugin answering 503. An entry at its
+//! share waits for one of its own instances instead.
+//!
 //! A few slots beyond the budget ([`LOAD_RESERVE`]) are kept for the instances made while
 //! loading a config (describing and configuring each plugin once), so a reload at full load
 //! does not fail for want of a slot.
@@ -28,9 +33,24 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// configure of each plugin, one or two at a time).
 pub const LOAD_RESERVE: u32 = 8;
 
-/// A serving instance's claim on the budget, given back when the instance is dropped (it must be
-/// dropped after the instance's store, which frees the slot).
-pub type InstancePermit = OwnedSemaphorePermit;
+/// The part of the places one chain entry may hold: numerator and denominator (3/4).
+const SHARE: (usize, usize) = (3, 4);
+
+/// A serving instance's claim on the budget (a place, and one of its entry's share), given back
+/// when the instance is dropped (it must be dropped after the instance's store, which frees the
+/// slot).
+#[derive(Debug)]
+pub struct InstancePermit {
+    _place: OwnedSemaphorePermit,
+    _share: OwnedSemaphorePermit,
+}
+
+/// One chain entry's share of the places: at most [`SHARE`] of them, however busy it is.
+#[derive(Debug)]
+pub struct EntryShare {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
 
 /// Idle instances the budget may reclaim: each warm pool registers its idle queue.
 pub trait IdleInstances: Send + Sync {
@@ -88,10 +108,16 @@ impl InstanceBudget {
         self.limit - self.permits.available_permits()
     }
 
-    /// Whether calls are waiting for a slot: a finished instance should then be dropped, not
-    /// kept idle.
-    pub fn has_waiters(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) > 0
+    /// The share of a new chain entry: three quarters of the places (at least one).
+    pub fn entry_share(&self) -> EntryShare {
+        let size = (self.limit * SHARE.0).div_ceil(SHARE.1).max(1);
+        EntryShare { permits: Arc::new(Semaphore::new(size)), waiting: AtomicUsize::new(0) }
+    }
+
+    /// Whether calls are waiting for a place, anywhere or in `share`'s entry: a finished
+    /// instance of that entry should then be dropped, not kept idle.
+    pub fn has_waiters(&self, share: &EntryShare) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0 || share.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Lets the budget reclaim `pool`'s idle instances. Held weakly: a dropped pool leaves.
@@ -101,16 +127,36 @@ impl InstanceBudget {
         pools.queues.push(pool);
     }
 
-    /// A permit at once if one is free (no reclaiming, no waiting).
-    pub fn try_acquire(&self) -> Option<InstancePermit> {
-        self.permits.clone().try_acquire_owned().ok()
+    /// A permit for an instance of `share`'s entry at once if a place is free and the entry is
+    /// within its share (no reclaiming, no waiting).
+    pub fn try_acquire(&self, share: &EntryShare) -> Option<InstancePermit> {
+        let share = share.permits.clone().try_acquire_owned().ok()?;
+        let place = self.permits.clone().try_acquire_owned().ok()?;
+        Some(InstancePermit { _place: place, _share: share })
     }
 
-    /// A permit for a new instance: a free one, else one freed by reclaiming idle instances, else
-    /// the first one a busy instance gives back within `wait`. `None` when none came.
-    pub async fn acquire(&self, wait: Duration) -> Option<InstancePermit> {
+    /// A permit for a new instance of `share`'s entry, within `wait`: first a place in the
+    /// entry's share (waiting for one of its own instances if it holds its whole share), then a
+    /// place in the sandbox ([`Self::acquire_place`]). `None` when either did not come in time.
+    pub async fn acquire(&self, share: &EntryShare, wait: Duration) -> Option<InstancePermit> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let in_share = match share.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.waits.fetch_add(1, Ordering::Relaxed);
+                let _waiting = Waiting::enter(&share.waiting);
+                tokio::time::timeout_at(deadline, share.permits.clone().acquire_owned()).await.ok()?.ok()?
+            }
+        };
+        let place = self.acquire_place(deadline).await?;
+        Some(InstancePermit { _place: place, _share: in_share })
+    }
+
+    /// A place in the sandbox: a free one, else one freed by reclaiming idle instances, else the
+    /// first one a busy instance gives back before `deadline`.
+    async fn acquire_place(&self, deadline: tokio::time::Instant) -> Option<OwnedSemaphorePermit> {
         loop {
-            if let Some(permit) = self.try_acquire() {
+            if let Ok(permit) = self.permits.clone().try_acquire_owned() {
                 return Some(permit);
             }
             // A reclaimed slot goes to the longest waiter first (the semaphore is fair), so keep
@@ -121,7 +167,7 @@ impl InstanceBudget {
         }
         self.waits.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting::enter(&self.waiting);
-        match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
+        match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(permit),
             // The semaphore is never closed; a timeout is the only other way out.
             Ok(Err(_)) | Err(_) => None,
@@ -187,46 +233,70 @@ mod tests {
     #[tokio::test]
     async fn idle_instances_of_other_pools_are_reclaimed_before_waiting() {
         let budget = Arc::new(InstanceBudget::new(2));
-        let idle = Arc::new(Idle(Mutex::new(vec![budget.try_acquire().unwrap(), budget.try_acquire().unwrap()])));
+        let (mine, theirs) = (budget.entry_share(), budget.entry_share());
+        let idle = Arc::new(Idle(Mutex::new(vec![budget.try_acquire(&theirs).unwrap(), budget.try_acquire(&theirs).unwrap()])));
         let weak: Weak<dyn IdleInstances> = Arc::downgrade(&(idle.clone() as Arc<dyn IdleInstances>));
         budget.register(weak);
-        assert!(budget.try_acquire().is_none());
+        assert!(budget.try_acquire(&mine).is_none());
         assert_eq!(budget.in_use(), 2);
 
-        let first = budget.acquire(Duration::ZERO).await.expect("an idle instance is reclaimed");
+        let first = budget.acquire(&mine, Duration::ZERO).await.expect("an idle instance is reclaimed");
         assert_eq!(idle.0.lock().unwrap().len(), 1);
-        let second = budget.acquire(Duration::ZERO).await.expect("and the other");
+        let second = budget.acquire(&mine, Duration::ZERO).await.expect("and the other");
         assert!(idle.0.lock().unwrap().is_empty());
-        assert!(budget.acquire(Duration::from_millis(20)).await.is_none(), "nothing idle, nothing freed: busy");
+        assert!(budget.acquire(&mine, Duration::from_millis(20)).await.is_none(), "nothing idle, nothing freed: busy");
         drop((first, second));
         assert_eq!(budget.in_use(), 0);
         assert_eq!((budget.reclaimed(), budget.waits()), (2, 1));
     }
 
     #[tokio::test]
-    async fn a_waiter_gets_the_next_slot_given_back_and_is_counted_while_it_waits() {
+    async fn a_waiter_gets_the_next_place_given_back_and_is_counted_while_it_waits() {
         let budget = Arc::new(InstanceBudget::new(1));
-        let busy = budget.try_acquire().unwrap();
+        let (share, other) = (Arc::new(budget.entry_share()), budget.entry_share());
+        let busy = budget.try_acquire(&other).unwrap();
         let waiter = tokio::spawn({
-            let budget = budget.clone();
-            async move { budget.acquire(WAIT).await.is_some() }
+            let (budget, share) = (budget.clone(), share.clone());
+            async move { budget.acquire(&share, WAIT).await.is_some() }
         });
-        while !budget.has_waiters() {
+        while !budget.has_waiters(&other) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         drop(busy);
         assert!(waiter.await.unwrap());
-        assert!(!budget.has_waiters());
+        assert!(!budget.has_waiters(&other));
+    }
+
+    #[tokio::test]
+    async fn one_entry_holds_at_most_three_quarters_of_the_places() {
+        let budget = Arc::new(InstanceBudget::new(4));
+        let (greedy, other) = (Arc::new(budget.entry_share()), budget.entry_share());
+        let held: Vec<_> = (0..3).map(|_| budget.try_acquire(&greedy).expect("within its share")).collect();
+        assert!(budget.try_acquire(&greedy).is_none(), "a fourth is past its share");
+        assert!(budget.acquire(&greedy, Duration::from_millis(20)).await.is_none());
+        assert!(budget.try_acquire(&other).is_some(), "the last place is there for another entry");
+        // An entry waiting at its share gets the place one of its own instances gives back.
+        let waiter = tokio::spawn({
+            let (budget, greedy) = (budget.clone(), greedy.clone());
+            async move { budget.acquire(&greedy, WAIT).await.is_some() }
+        });
+        while !budget.has_waiters(&greedy) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(held);
+        assert!(waiter.await.unwrap());
+        assert_eq!(InstanceBudget::new(1).entry_share().permits.available_permits(), 1, "a share is never empty");
     }
 
     #[tokio::test]
     async fn a_dropped_pool_is_skipped_and_forgotten() {
         let budget = InstanceBudget::new(1);
-        let held = budget.try_acquire().unwrap();
+        let share = budget.entry_share();
+        let held = budget.try_acquire(&budget.entry_share()).unwrap();
         let idle: Arc<dyn IdleInstances> = Arc::new(Idle(Mutex::new(Vec::new())));
         budget.register(Arc::downgrade(&idle));
         drop(idle);
-        assert!(budget.acquire(Duration::from_millis(10)).await.is_none());
+        assert!(budget.acquire(&share, Duration::from_millis(10)).await.is_none());
         budget.register(Arc::downgrade(&(Arc::new(Idle(Mutex::new(Vec::new()))) as Arc<dyn IdleInstances>)));
         assert_eq!(budget.pools.lock().unwrap().queues.len(), 1, "the dead entry was pruned");
         drop(held);

@@ -18,8 +18,9 @@ pub enum Failure {
     OutOfMemory(usize),
     /// The plugin trapped (a panic, `unreachable`, a bad memory access, a stack overflow, exit).
     Trap(String),
-    /// No instance could be made: the sandbox's `limit` instances (`runtime.max_instances`) were
-    /// all busy for `waited`. The gateway's capacity, not the plugin's fault.
+    /// No instance could be made: the sandbox's `limit` instances (`runtime.max_instances`), or
+    /// the entry's share of them, stayed taken for `waited`. The gateway's capacity, not the
+    /// plugin's fault.
     Busy {
         /// The sandbox's instance limit.
         limit: usize,
@@ -37,7 +38,8 @@ impl fmt::Display for Failure {
             Failure::Trap(msg) => write!(f, "trapped: {msg}"),
             Failure::Busy { limit, waited } => write!(
                 f,
-                "no instance free: all {limit} plugin instances (runtime.max_instances) stayed busy for {} ms",
+                "no instance free within {} ms: the {limit} places of runtime.max_instances, or this entry's share of \
+                 them (three quarters), stayed taken",
                 waited.as_millis()
             ),
         }

@@ -16,7 +16,7 @@ use crossbeam_queue::ArrayQueue;
 use wasmtime::component::Resource;
 use wasmtime::{Store, UpdateDeadline};
 
-use super::budget::{IdleInstances, InstanceBudget, InstancePermit};
+use super::budget::{EntryShare, IdleInstances, InstanceBudget, InstancePermit};
 use super::call_clock::{CallClock, Metered, within_wall_limit};
 use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
@@ -125,6 +125,8 @@ pub struct InstancePool {
     config_json: String,
     settings: InstanceSettings,
     idle: Arc<IdleQueue>,
+    /// This entry's share of the sandbox's places.
+    share: EntryShare,
     descriptor: Descriptor,
 }
 
@@ -160,6 +162,7 @@ impl InstancePool {
     ) -> Result<Self, PluginError> {
         let mut pool = Self {
             idle: Arc::new(IdleQueue(ArrayQueue::new(settings.pool_size.max(1)))),
+            share: plugin.sandbox.budget.entry_share(),
             descriptor: plugin.descriptor,
             plugin,
             name,
@@ -168,7 +171,7 @@ impl InstancePool {
         };
         // The first instance checks the config. It is kept warm only if the budget has a place
         // for it now; else it used one of the slots reserved for loading and is dropped.
-        let permit = pool.plugin.sandbox.budget.try_acquire();
+        let permit = pool.plugin.sandbox.budget.try_acquire(&pool.share);
         let (first, configured) = pool.instantiate(permit).await.map_err(|e| match e {
             InstantiateError::Configure(msg) => PluginError::Configure(msg),
             InstantiateError::Failed(f) => PluginError::Failed(f),
@@ -269,7 +272,7 @@ impl InstancePool {
     async fn instantiate_new(&self) -> Result<Instance, Failure> {
         // Waiting for a place is bounded by what the call itself could hold the request for.
         let wait = self.settings.wall_limit();
-        let Some(permit) = self.budget().acquire(wait).await else {
+        let Some(permit) = self.budget().acquire(&self.share, wait).await else {
             return Err(Failure::Busy { limit: self.budget().limit(), waited: wait });
         };
         match self.instantiate(Some(permit)).await {
@@ -288,7 +291,7 @@ impl InstancePool {
         if self.settings.isolation == Isolation::Pool
             && instance.uses < self.settings.max_uses
             && instance.permit.is_some()
-            && !self.budget().has_waiters()
+            && !self.budget().has_waiters(&self.share)
         {
             // A full queue drops the instance: the pool stays bounded.
             let _ = self.idle.0.push(instance);
