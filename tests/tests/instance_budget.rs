@@ -60,7 +60,7 @@ plugin = "third"
 
 /// Running time of one call of a burst: long enough that the calls of a burst are all in flight
 /// together even on a loaded machine.
-const CALL: Duration = Duration::from_millis(60);
+const CALL: Duration = Duration::from_millis(100);
 
 /// `count` calls of `iterations` at once on `path`, each yielding every millisecond on the one
 /// worker, so they are all in flight together; every one must succeed.
@@ -100,7 +100,8 @@ async fn idle_instances_of_one_route_make_room_for_another() {
     // Loaded: each route's pool holds one configured instance; one place is left.
     let gw = Gateway::start(FOUR_PLACES, Some(&upstream)).await;
     let client = HttpClient::http1();
-    let iterations = iterations_for(&client, &gw.url("/a"), CALL).await;
+    // Three calls of ~300 ms at once: on the one worker they all run together.
+    let iterations = iterations_for(&client, &gw.url("/a"), Duration::from_millis(300)).await;
     let idle = || async {
         let m = scrape(&HttpClient::http1(), &gw, None).await;
         let idle = |plugin| sample(&m, "airlock_plugin_pool_idle_instances", &[("plugin", plugin)]);
@@ -108,8 +109,9 @@ async fn idle_instances_of_one_route_make_room_for_another() {
     };
     assert_eq!(idle().await, (1.0, 1.0, 1.0));
 
-    // A burst on /a takes its share, 3 places: the free one and one given up by /b or /c.
-    burst(&gw, "/a", 8, iterations).await;
+    // They take /a's share, 3 places: its own instance, the free place and one given up by /b
+    // or /c; then they stay idle in /a's pool.
+    burst(&gw, "/a", 3, iterations).await;
     let after_burst = idle().await;
     assert_eq!(after_burst.0, 3.0, "the burst did not take /a's share: the test proves nothing");
     assert_eq!(after_burst.1 + after_burst.2, 1.0, "{after_burst:?}");
