@@ -65,8 +65,8 @@ pub enum GatewayError {
         limit: u64,
     },
     /// No instance of the plugin could be made: every place of the sandbox
-    /// (`runtime.max_instances`) stayed busy for as long as the call could wait. Answered with
-    /// `Retry-After`, as a retry soon is likely to be served.
+    /// (`runtime.max_instances`), or the entry's share of them, stayed taken for as long as the
+    /// call could wait. Answered with `Retry-After`, as a retry soon is likely to be served.
     #[error("plugin `{0}` has no free instance")]
     PluginBusy(String),
     /// The client's body has a `Content-Encoding` the gateway cannot decode for a body-reading

@@ -235,7 +235,8 @@ where
     C: hyper_util::server::graceful::GracefulConnection,
 {
     tokio::pin!(connection);
-    let period = idle / IDLE_CHECKS;
+    // At least a millisecond, so `idle_ms = 0` closes an idle connection rather than spinning.
+    let period = (idle / IDLE_CHECKS).max(Duration::from_millis(1));
     let mut last = activity.busy_mark();
     let mut quiet = 0;
     let mut closing = false;

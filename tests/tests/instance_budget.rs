@@ -17,46 +17,24 @@ async fn sandbox_metric(gw: &Gateway, name: &str) -> f64 {
     metric_value(gw, name, &[]).await
 }
 
-/// Four places, one worker, the spin plugin (long CPU deadline) on three routes under three
-/// names: three warm pools, told apart in the metrics.
-const FOUR_PLACES: &str = r#"
-[runtime]
-worker_threads = 1
-max_instances = 4
+/// One worker, `places` instance places, and per `(path, plugin, settings)` a route whose one
+/// entry is the spin plugin defined under that name with those `[plugins.<name>]` lines: one
+/// warm pool per route, told apart in the metrics.
+fn spin_routes(places: u32, routes: &[(&str, &str, &str)]) -> String {
+    let mut toml = format!("[runtime]\nworker_threads = 1\nmax_instances = {places}\n\n[upstreams.backend]\ntargets = [\"{{upstream}}\"]\n");
+    for (path, plugin, settings) in routes {
+        toml += &format!(
+            "\n[plugins.{plugin}]\nsource = \"{{plugin:spin}}\"\n{settings}\n\n\
+             [[routes]]\npath = \"{path}\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"{plugin}\"\n"
+        );
+    }
+    toml
+}
 
-[upstreams.backend]
-targets = ["{upstream}"]
-
-[plugins.spin]
-source = "{plugin:spin}"
-cpu_ms = 3000
-
-[plugins.other]
-source = "{plugin:spin}"
-cpu_ms = 3000
-
-[plugins.third]
-source = "{plugin:spin}"
-cpu_ms = 3000
-
-[[routes]]
-path = "/a"
-upstream = "backend"
-[[routes.plugins]]
-plugin = "spin"
-
-[[routes]]
-path = "/b"
-upstream = "backend"
-[[routes.plugins]]
-plugin = "other"
-
-[[routes]]
-path = "/c"
-upstream = "backend"
-[[routes.plugins]]
-plugin = "third"
-"#;
+/// Four places; the spin plugin (long CPU deadline) under three names on /a, /b and /c.
+fn four_places() -> String {
+    spin_routes(4, &[("/a", "spin", "cpu_ms = 3000"), ("/b", "other", "cpu_ms = 3000"), ("/c", "third", "cpu_ms = 3000")])
+}
 
 /// Running time of one call of a burst: long enough that the calls of a burst are all in flight
 /// together even on a loaded machine.
@@ -80,7 +58,7 @@ async fn burst(gw: &Gateway, path: &str, count: usize, iterations: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_max_instances_wait_for_a_place_instead_of_failing() {
     let upstream = Upstream::start().await;
-    let gw = Gateway::start(FOUR_PLACES, Some(&upstream)).await;
+    let gw = Gateway::start(&four_places(), Some(&upstream)).await;
     let client = HttpClient::http1();
     let iterations = iterations_for(&client, &gw.url("/a"), CALL).await;
     assert_eq!(sandbox_metric(&gw, "airlock_plugin_instance_limit").await, 4.0);
@@ -98,7 +76,7 @@ async fn calls_beyond_max_instances_wait_for_a_place_instead_of_failing() {
 async fn idle_instances_of_one_route_make_room_for_another() {
     let upstream = Upstream::start().await;
     // Loaded: each route's pool holds one configured instance; one place is left.
-    let gw = Gateway::start(FOUR_PLACES, Some(&upstream)).await;
+    let gw = Gateway::start(&four_places(), Some(&upstream)).await;
     let client = HttpClient::http1();
     // Three calls of ~300 ms at once: on the one worker they all run together.
     let iterations = iterations_for(&client, &gw.url("/a"), Duration::from_millis(300)).await;
@@ -130,50 +108,13 @@ async fn idle_instances_of_one_route_make_room_for_another() {
     gw.stop().await;
 }
 
-/// `places` places, one worker, and three routes: `/slow` (plugin `slow`, calls may run for
-/// seconds), `/quick` and `/optional` (plugins that wait at most their own 30 ms CPU deadline
-/// for a place; `optional` fails open).
+/// `places` places and three routes: `/slow` (plugin `slow`, calls may run for seconds),
+/// `/quick` and `/optional` (plugins that wait at most their own 30 ms CPU deadline for a place;
+/// `optional` fails open).
 fn slow_and_quick(places: u32) -> String {
-    format!(
-        r#"
-[runtime]
-worker_threads = 1
-max_instances = {places}
-
-[upstreams.backend]
-targets = ["{{upstream}}"]
-
-[plugins.slow]
-source = "{{plugin:spin}}"
-cpu_ms = 5000
-
-[plugins.quick]
-source = "{{plugin:spin}}"
-cpu_ms = 30
-
-[plugins.optional]
-source = "{{plugin:spin}}"
-cpu_ms = 30
-failure = "open"
-
-[[routes]]
-path = "/slow"
-upstream = "backend"
-[[routes.plugins]]
-plugin = "slow"
-
-[[routes]]
-path = "/quick"
-upstream = "backend"
-[[routes.plugins]]
-plugin = "quick"
-
-[[routes]]
-path = "/optional"
-upstream = "backend"
-[[routes.plugins]]
-plugin = "optional"
-"#
+    spin_routes(
+        places,
+        &[("/slow", "slow", "cpu_ms = 5000"), ("/quick", "quick", "cpu_ms = 30"), ("/optional", "optional", "cpu_ms = 30\nfailure = \"open\"")],
     )
 }
 

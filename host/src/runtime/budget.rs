@@ -88,7 +88,7 @@ impl InstanceBudget {
         }
     }
 
-    /// Calls so far that found the sandbox full and waited for a place (metrics).
+    /// Calls so far that found the sandbox full, or their entry at its share, and waited (metrics).
     pub fn waits(&self) -> u64 {
         self.waits.load(Ordering::Relaxed)
     }
@@ -142,11 +142,7 @@ impl InstanceBudget {
         let deadline = tokio::time::Instant::now() + wait;
         let in_share = match share.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
-            Err(_) => {
-                self.waits.fetch_add(1, Ordering::Relaxed);
-                let _waiting = Waiting::enter(&share.waiting);
-                tokio::time::timeout_at(deadline, share.permits.clone().acquire_owned()).await.ok()?.ok()?
-            }
+            Err(_) => self.wait_for(&share.permits, &share.waiting, deadline).await?,
         };
         let place = self.acquire_place(deadline).await?;
         Some(InstancePermit { _place: place, _share: in_share })
@@ -165,11 +161,17 @@ impl InstanceBudget {
                 break;
             }
         }
+        self.wait_for(&self.permits, &self.waiting, deadline).await
+    }
+
+    /// Waits in line on `permits` until `deadline`, counted in `waiting` while it waits (however
+    /// the wait ends) and in the waits metric.
+    async fn wait_for(&self, permits: &Arc<Semaphore>, waiting: &AtomicUsize, deadline: tokio::time::Instant) -> Option<OwnedSemaphorePermit> {
         self.waits.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting::enter(&self.waiting);
-        match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
+        let _waiting = Waiting::enter(waiting);
+        match tokio::time::timeout_at(deadline, permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(permit),
-            // The semaphore is never closed; a timeout is the only other way out.
+            // The semaphores are never closed; a timeout is the only other way out.
             Ok(Err(_)) | Err(_) => None,
         }
     }

@@ -121,7 +121,7 @@ impl Collector for PoolCollector {
             single(e, "plugin_instances", "Plugin instances alive now, busy or idle, over all plugins", MetricType::Gauge, in_use)?;
             let limit = budget.limit() as u64;
             single(e, "plugin_instance_limit", "Most plugin instances alive at once (runtime.max_instances)", MetricType::Gauge, limit)?;
-            let help = "Calls that found every instance place taken and waited for one";
+            let help = "Calls that found every instance place taken, or their entry's share of them, and waited";
             single(e, "plugin_instance_waits", help, MetricType::Counter, budget.waits())?;
             let help = "Idle warm instances dropped to make room for another plugin's";
             single(e, "plugin_instances_reclaimed", help, MetricType::Counter, budget.reclaimed())?;
