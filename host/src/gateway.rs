@@ -320,15 +320,6 @@ fn plugin_defs<'a>(
                 ));
             }
         }
-        if let Some(mb) = def.memory_mb
-            && (mb == 0 || mb as usize * 1024 * 1024 > MAX_PLUGIN_MEMORY)
-        {
-            issues.push(source.issue(
-                Some(def.source.span()),
-                &format!("plugins.{name}.memory_mb"),
-                format!("must be between 1 and {}", MAX_PLUGIN_MEMORY / (1024 * 1024)),
-            ));
-        }
         let grants = crate::grants::resolve(source, name, def, outbound, issues);
         let mut settings = settings_for(config, Some(def));
         settings.files = grants.files;

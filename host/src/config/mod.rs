@@ -1,5 +1,6 @@
 //! `airlock.toml`: reading it, and errors that point at the file, line and key at fault.
 
+mod bounds;
 mod model;
 
 use std::fmt;

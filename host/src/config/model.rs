@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::bounds;
+
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -99,13 +101,16 @@ pub struct StateConfig {
     pub backend: StateBackend,
     /// Most keys the memory backend holds; past it, expired keys are evicted and, if none has
     /// expired, new keys are refused (counted in the store's stats).
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub max_keys: usize,
     /// `redis://[user:password@]host:port[/db]`, required with `backend = "redis"`.
     pub redis_url: Option<String>,
     /// Time to open a connection to Redis, in milliseconds.
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub connect_timeout_ms: u64,
     /// Time one state operation may take, connection included, in milliseconds; past it the
     /// operation fails as `unavailable` and the plugin's policy applies.
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub timeout_ms: u64,
 }
 
@@ -188,8 +193,10 @@ pub enum ClientAuth {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest request line plus headers accepted, in bytes (431 beyond it).
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub max_header_bytes: usize,
     /// Largest number of request headers accepted (431 beyond it).
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub max_headers: usize,
     /// Largest request body accepted, and largest body buffered for a plugin, in bytes (413 beyond it).
     pub max_body_bytes: u64,
@@ -206,11 +213,14 @@ impl Default for LimitsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {
     /// Time to open a TCP connection to an upstream target (504 beyond it).
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub connect_ms: u64,
     /// Time from sending the request upstream to receiving the response headers (504 beyond it).
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub request_ms: u64,
     /// How long an idle keep-alive connection (client side or upstream side) is kept open; an idle
     /// HTTP/2 client connection gets a GOAWAY (`keepalive::serve_until_idle`).
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub idle_ms: u64,
     /// On shutdown, how long in-flight requests get to finish before connections are closed.
     pub drain_ms: u64,
@@ -232,10 +242,13 @@ pub struct RuntimeConfig {
     pub compile_cache: bool,
     /// Most plugin instances alive at once, over all plugins (sizes the pooling allocator); a call
     /// finding them all taken waits for a place, then is answered 503 (`runtime::budget`).
+    #[serde(deserialize_with = "bounds::instances")]
     pub max_instances: u32,
     /// Default memory cap of one plugin instance, in MiB.
+    #[serde(deserialize_with = "bounds::memory_mb")]
     pub memory_mb: u32,
     /// Default CPU deadline of one phase call, in milliseconds.
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub cpu_ms: u64,
     /// Request worker threads, each serving its connections start to finish (default: one per
     /// core).
@@ -292,8 +305,10 @@ pub struct PluginConfig {
     /// What the `files` capability allows: required with it, refused without it.
     pub files: Option<FilesGrantConfig>,
     /// Memory cap of one instance, in MiB (default: `runtime.memory_mb`).
+    #[serde(default, deserialize_with = "bounds::memory_mb_opt")]
     pub memory_mb: Option<u32>,
     /// CPU deadline of one phase call, in milliseconds (default: `runtime.cpu_ms`).
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub cpu_ms: Option<u64>,
     /// Instance sharing (default `pool`).
     #[serde(default)]
@@ -304,6 +319,7 @@ pub struct PluginConfig {
     /// Most warm instances kept idle per chain entry.
     pub pool_size: Option<usize>,
     /// Uses after which a warm instance is retired and replaced.
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub max_uses: Option<u64>,
 }
 
@@ -387,8 +403,10 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub host_header: HostHeader,
     /// Overrides `timeouts.connect_ms`.
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub connect_timeout_ms: Option<u64>,
     /// Overrides `timeouts.request_ms`.
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub request_timeout_ms: Option<u64>,
     /// Most idle keep-alive connections kept per target.
     pub max_idle_connections: Option<usize>,
@@ -449,6 +467,7 @@ pub struct RouteConfig {
     /// Overrides `limits.max_body_bytes`.
     pub max_body_bytes: Option<u64>,
     /// Overrides the upstream's request timeout.
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub timeout_ms: Option<u64>,
     /// Whether `[global]` plugins run on this route (default true).
     #[serde(default = "yes")]
@@ -539,12 +558,15 @@ pub struct OtlpConfig {
     /// `service.name` of the exported resource.
     pub service_name: String,
     /// Most spans sent in one request to the collector.
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub batch_spans: usize,
     /// Spans waiting to be sent; past it, new spans are dropped and counted.
     pub queue_spans: Spanned<usize>,
     /// Longest a span waits for its batch to fill, in milliseconds.
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub flush_ms: u64,
     /// Time one export request may take, in milliseconds; past it the batch is dropped and counted.
+    #[serde(deserialize_with = "bounds::at_least_one")]
     pub timeout_ms: u64,
 }
 

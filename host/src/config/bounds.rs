@@ -1,0 +1,110 @@
+//! Numbers the config refuses as they are read, so the error names the file, line and key.
+//!
+//! A zero here would not mean "off": a timeout of 0 ms fires at once, a CPU deadline of 0 ms stops
+//! every call, `max_instances = 0` leaves no place for any plugin. Such values are refused with the
+//! range that is accepted, through `#[serde(deserialize_with = ...)]` on the field.
+
+use serde::{Deserialize, Deserializer};
+
+/// Most plugin instances `runtime.max_instances` may ask for: the pooling allocator reserves
+/// address space for every place's memories up front (~8 GiB each), and 16,000 places no longer
+/// fit in a 47-bit address space.
+pub const MAX_INSTANCES: u64 = 10_000;
+
+/// Largest memory cap of one plugin instance, in MiB (`runtime::engine::MAX_PLUGIN_MEMORY`).
+pub const MAX_MEMORY_MB: u64 = (crate::runtime::engine::MAX_PLUGIN_MEMORY / (1024 * 1024)) as u64;
+
+/// A count or duration that must be at least 1.
+pub fn at_least_one<'de, D: Deserializer<'de>, T: Deserialize<'de> + Copy + TryInto<u64>>(d: D) -> Result<T, D::Error> {
+    within(d, 1, u64::MAX)
+}
+
+/// [`at_least_one`], for a field that may be left out.
+pub fn at_least_one_opt<'de, D: Deserializer<'de>, T: Deserialize<'de> + Copy + TryInto<u64>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)?.map(|v| check(v, 1, u64::MAX)).transpose()
+}
+
+/// `runtime.max_instances`: 1 to [`MAX_INSTANCES`].
+pub fn instances<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    within(d, 1, MAX_INSTANCES)
+}
+
+/// A memory cap in MiB: 1 to [`MAX_MEMORY_MB`].
+pub fn memory_mb<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    within(d, 1, MAX_MEMORY_MB)
+}
+
+/// [`memory_mb`], for a field that may be left out.
+pub fn memory_mb_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Option::<u32>::deserialize(d)?.map(|v| check(v, 1, MAX_MEMORY_MB)).transpose()
+}
+
+fn within<'de, D: Deserializer<'de>, T: Deserialize<'de> + Copy + TryInto<u64>>(
+    d: D,
+    min: u64,
+    max: u64,
+) -> Result<T, D::Error> {
+    check(T::deserialize(d)?, min, max)
+}
+
+fn check<E: serde::de::Error, T: Copy + TryInto<u64>>(value: T, min: u64, max: u64) -> Result<T, E> {
+    match value.try_into() {
+        Ok(v) if (min..=max).contains(&v) => Ok(value),
+        Ok(v) if max == u64::MAX => Err(E::custom(format!("must be at least {min}, not {v}"))),
+        Ok(v) => Err(E::custom(format!("must be between {min} and {max}, not {v}"))),
+        Err(_) => Err(E::custom(format!("must be between {min} and {max}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::config::ConfigSource;
+
+    /// The one issue parsing `text` reports, as (line, key, message).
+    fn refused(text: &str) -> (Option<usize>, String, String) {
+        let err = ConfigSource::inline("airlock.toml", text, PathBuf::from(".")).parse().unwrap_err();
+        let issue = &err.issues()[0];
+        (issue.line, issue.key.clone(), issue.message.clone())
+    }
+
+    #[test]
+    fn zero_timeouts_and_deadlines_are_refused_at_their_line() {
+        for (text, key) in [
+            ("[timeouts]\nconnect_ms = 100\nidle_ms = 0\n", "timeouts.idle_ms"),
+            ("[timeouts]\nrequest_ms = 0\n", "timeouts.request_ms"),
+            ("[runtime]\ncompile_cache = true\ncpu_ms = 0\n", "runtime.cpu_ms"),
+            ("[plugins.p]\nsource = \"p.wasm\"\ncpu_ms = 0\n", "plugins.p.cpu_ms"),
+            ("[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\nconnect_timeout_ms = 0\n", "upstreams.u.connect_timeout_ms"),
+        ] {
+            let (line, got_key, message) = refused(text);
+            assert_eq!((line, got_key.as_str()), (Some(text.lines().count()), key), "{text}");
+            assert_eq!(message, "must be at least 1, not 0", "{text}");
+        }
+    }
+
+    #[test]
+    fn sandbox_sizes_are_refused_outside_their_range() {
+        let (line, key, message) = refused("[runtime]\nmax_instances = 0\n");
+        assert_eq!((line, key.as_str(), message.as_str()), (Some(2), "runtime.max_instances", "must be between 1 and 10000, not 0"));
+        let (_, _, message) = refused("[runtime]\nmax_instances = 20000\n");
+        assert_eq!(message, "must be between 1 and 10000, not 20000");
+        let (line, key, message) = refused("[runtime]\nmemory_mb = 4096\n");
+        assert_eq!((line, key.as_str(), message.as_str()), (Some(2), "runtime.memory_mb", "must be between 1 and 1024, not 4096"));
+        let (line, key, _) = refused("[plugins.p]\nsource = \"p.wasm\"\nmemory_mb = 0\n");
+        assert_eq!((line, key.as_str()), (Some(3), "plugins.p.memory_mb"));
+    }
+
+    #[test]
+    fn values_in_range_and_left_out_fields_are_taken() {
+        let text = "[runtime]\nmax_instances = 10000\nmemory_mb = 1024\ncpu_ms = 1\n[timeouts]\ndrain_ms = 0\n\
+                    [plugins.p]\nsource = \"p.wasm\"\n";
+        let config = ConfigSource::inline("airlock.toml", text, PathBuf::from(".")).parse().unwrap();
+        assert_eq!((config.runtime.max_instances, config.runtime.memory_mb, config.runtime.cpu_ms), (10_000, 1024, 1));
+        assert_eq!(config.timeouts.drain_ms, 0, "no grace on shutdown is a choice, not a mistake");
+        assert_eq!((config.plugins["p"].cpu_ms, config.plugins["p"].memory_mb), (None, None));
+    }
+}
