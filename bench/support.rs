@@ -72,5 +72,6 @@ pub fn request_with_headers(method: Method, map: HeaderMap, body: Option<Bytes>)
         request_id: "bench-request".into(),
         body,
         context: Default::default(),
+        response_edits: Default::default(),
     }
 }

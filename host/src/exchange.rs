@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::header::{Entry, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
 /// Values captured from the route's path pattern (`/users/{id}` gives `id`).
@@ -38,6 +39,95 @@ impl Context {
     }
 }
 
+/// Most response edits one request may carry (`request.edit-response`): past it a plugin's edits
+/// are ignored and logged, so a plugin cannot grow host memory by asking in a loop.
+pub const MAX_RESPONSE_EDITS: usize = 256;
+
+/// Response header edits plugins asked for from their request phase (`request.edit-response`),
+/// each kept with the chain entry that asked: the chain makes them at that entry's place in the
+/// response phases, as if its `on-response` had, without a call into the plugin. Unallocated
+/// until a plugin asks.
+#[derive(Debug, Default)]
+pub struct ResponseEdits {
+    /// The chain entry whose request phase is running: edits recorded now are its.
+    running: usize,
+    edits: Vec<(usize, ResponseEdit)>,
+}
+
+/// One response header edit, validated when recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseEdit {
+    /// Replace every value of the header.
+    Set(HeaderName, HeaderValue),
+    /// Set the header only if the response does not have it.
+    Add(HeaderName, HeaderValue),
+    /// Add a value after the existing ones.
+    Append(HeaderName, HeaderValue),
+    /// Remove every value.
+    Remove(HeaderName),
+    /// Move every value of the first name to the second, replacing the second's.
+    Rename(HeaderName, HeaderName),
+}
+
+impl ResponseEdits {
+    /// Edits recorded from now on belong to chain entry `entry` (the chain calls this before
+    /// each request phase).
+    pub fn begin(&mut self, entry: usize) {
+        self.running = entry;
+    }
+
+    /// Records an edit for the running entry; false (and nothing recorded) past
+    /// [`MAX_RESPONSE_EDITS`].
+    pub fn record(&mut self, edit: ResponseEdit) -> bool {
+        if self.edits.len() >= MAX_RESPONSE_EDITS {
+            return false;
+        }
+        self.edits.push((self.running, edit));
+        true
+    }
+
+    /// Whether any entry asked for an edit.
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+
+    /// Whether an entry before `ran` asked for an edit (those past it never ran).
+    pub fn any_before(&self, ran: usize) -> bool {
+        self.edits.iter().any(|(entry, _)| *entry < ran)
+    }
+
+    /// Makes the edits of chain entry `entry`, in the order asked.
+    pub fn apply(&self, entry: usize, headers: &mut HeaderMap) {
+        for (_, edit) in self.edits.iter().filter(|(e, _)| *e == entry) {
+            match edit {
+                ResponseEdit::Set(name, value) => {
+                    headers.insert(name, value.clone());
+                }
+                ResponseEdit::Add(name, value) => {
+                    if let Entry::Vacant(slot) = headers.entry(name) {
+                        slot.insert(value.clone());
+                    }
+                }
+                ResponseEdit::Append(name, value) => {
+                    headers.append(name, value.clone());
+                }
+                ResponseEdit::Remove(name) => {
+                    headers.remove(name);
+                }
+                ResponseEdit::Rename(from, to) => {
+                    if let Entry::Occupied(moved) = headers.entry(from) {
+                        let values: Vec<HeaderValue> = moved.remove_entry_mult().1.collect();
+                        headers.remove(to);
+                        for value in values {
+                            headers.append(to, value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The request on its way through the request phases to the upstream.
 #[derive(Debug)]
 pub struct RequestState {
@@ -63,6 +153,8 @@ pub struct RequestState {
     pub body: Option<Bytes>,
     /// The per-request context.
     pub context: Context,
+    /// Response header edits asked for in the request phases.
+    pub response_edits: ResponseEdits,
 }
 
 /// The response on its way back through the response phases to the client.
@@ -93,5 +185,61 @@ mod tests {
         assert_eq!(cx.get("a"), Some("3"));
         assert_eq!(cx.iter().collect::<Vec<_>>(), vec![("a", "3"), ("b", "2")]);
         assert_eq!(cx.get("zz"), None);
+    }
+
+    fn name(s: &'static str) -> HeaderName {
+        HeaderName::from_static(s)
+    }
+
+    fn value(s: &'static str) -> HeaderValue {
+        HeaderValue::from_static(s)
+    }
+
+    #[test]
+    fn response_edits_are_made_per_entry_in_the_order_asked() {
+        let mut edits = ResponseEdits::default();
+        edits.begin(0);
+        assert!(edits.record(ResponseEdit::Set(name("x-a"), value("0"))));
+        edits.begin(2);
+        edits.record(ResponseEdit::Remove(name("server")));
+        edits.record(ResponseEdit::Rename(name("x-old"), name("x-new")));
+        edits.record(ResponseEdit::Add(name("x-a"), value("kept-if-absent")));
+        edits.record(ResponseEdit::Append(name("x-multi"), value("2")));
+        edits.record(ResponseEdit::Set(name("x-a"), value("2")));
+        assert!(edits.any_before(3) && edits.any_before(1) && !edits.any_before(0));
+
+        let mut headers = HeaderMap::new();
+        headers.insert("server", value("upstream"));
+        headers.append("x-old", value("o1"));
+        headers.append("x-old", value("o2"));
+        headers.insert("x-new", value("replaced"));
+        headers.insert("x-multi", value("1"));
+        edits.apply(1, &mut headers);
+        assert_eq!(headers.len(), 5, "entry 1 asked for nothing");
+        edits.apply(2, &mut headers);
+        assert!(headers.get("server").is_none() && headers.get("x-old").is_none());
+        let all = |h: &HeaderMap, n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+        assert_eq!(all(&headers, "x-new"), ["o1", "o2"]);
+        assert_eq!(all(&headers, "x-multi"), ["1", "2"]);
+        assert_eq!(all(&headers, "x-a"), ["2"], "add when absent, then set");
+        edits.apply(0, &mut headers);
+        assert_eq!(all(&headers, "x-a"), ["0"], "entry 0 comes last on the way back and has the last word");
+
+        let mut no_source = HeaderMap::new();
+        no_source.insert("x-new", value("stays"));
+        edits.apply(2, &mut no_source);
+        assert_eq!(all(&no_source, "x-new"), ["stays"], "renaming an absent header changes nothing");
+    }
+
+    #[test]
+    fn response_edits_are_bounded() {
+        let mut edits = ResponseEdits::default();
+        for _ in 0..MAX_RESPONSE_EDITS {
+            assert!(edits.record(ResponseEdit::Append(name("x-n"), value("1"))));
+        }
+        assert!(!edits.record(ResponseEdit::Append(name("x-n"), value("1"))));
+        let mut headers = HeaderMap::new();
+        edits.apply(0, &mut headers);
+        assert_eq!(headers.get_all("x-n").iter().count(), MAX_RESPONSE_EDITS);
     }
 }

@@ -128,6 +128,7 @@ pub fn parse_request(file: &str, text: &str) -> Result<RequestState, TrialError>
         request_id: "trial-request".into(),
         body: Some(body),
         context: Context::default(),
+        response_edits: Default::default(),
     })
 }
 
@@ -222,6 +223,8 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
             }
         };
     }
+    // Response edits asked for in `on-request` are made where its `on-response` runs, before it.
+    request.response_edits.apply(0, &mut response.headers);
     if descriptor.on_response {
         // Without declared body access the plugin sees no upstream body; the client still gets it.
         let hidden = if !answered && !descriptor.response_body { response.body.take() } else { None };

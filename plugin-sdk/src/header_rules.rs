@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::template::{Source, Template};
-use crate::{Request, Response};
+use crate::{Request, Response, ResponseEdit};
 
 /// Checks an HTTP header name (an RFC 9110 token) and lower-cases it.
 pub fn header_name(name: &str) -> Result<String, String> {
@@ -169,6 +169,39 @@ impl HeaderRules {
         }
         for (name, HeaderValue(template)) in &self.append.0 {
             target.append(name, &template.expand(source));
+        }
+    }
+}
+
+impl HeaderRules {
+    /// True if applying the rules to the response from the request phase
+    /// ([`HeaderRules::apply_to_response`]) gives the same response as applying them in
+    /// `on_response`: every template is [settled](Template::is_settled_at_request) when the
+    /// request phase runs.
+    pub fn settled_at_request(&self) -> bool {
+        let templates = self.set.0.iter().chain(&self.add.0).chain(&self.append.0);
+        templates.map(|(_, HeaderValue(t))| t).all(Template::is_settled_at_request)
+    }
+
+    /// Applies the rules to the response `req` will get, from its request phase: the same
+    /// changes in the same order, recorded with [`Request::edit_response`] and made by the gateway
+    /// where this plugin's `on_response` would run, without a call into it. Templates expand from
+    /// `source` now, so use it only when [`HeaderRules::settled_at_request`].
+    pub fn apply_to_response(&self, req: &Request, source: &impl Source) {
+        for HeaderName(name) in &self.remove {
+            req.edit_response(ResponseEdit::Remove(name));
+        }
+        for (from, HeaderName(to)) in &self.rename.0 {
+            req.edit_response(ResponseEdit::Rename(from, to));
+        }
+        for (name, HeaderValue(template)) in &self.set.0 {
+            req.edit_response(ResponseEdit::Set(name, &template.expand(source)));
+        }
+        for (name, HeaderValue(template)) in &self.add.0 {
+            req.edit_response(ResponseEdit::Add(name, &template.expand(source)));
+        }
+        for (name, HeaderValue(template)) in &self.append.0 {
+            req.edit_response(ResponseEdit::Append(name, &template.expand(source)));
         }
     }
 }

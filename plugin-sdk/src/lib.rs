@@ -100,7 +100,7 @@ pub mod state;
 pub mod template;
 
 pub use action::{Action, ResponseInit, SlotRequest, error_json};
-pub use http::{Request, Response};
+pub use http::{Request, Response, ResponseEdit};
 pub use plugin::{Descriptor, Plugin};
 
 /// Builds a plugin from a config in JSON text, exactly as the gateway's `configure` call does:

@@ -140,6 +140,13 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
     }
 
+    /// True if the template expands to the same text at every point of a request's way through
+    /// the chain: it reads only what no plugin can change (the route's params, the request id,
+    /// the route), not headers, the query or the context, which later plugins may still set.
+    pub fn is_settled_at_request(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_) | Part::Param(_) | Part::RequestId | Part::Route))
+    }
+
     /// Expands the template for one request.
     pub fn expand(&self, source: &impl Source) -> Vec<u8> {
         // The common cases, a constant or a single variable, without a second copy.

@@ -308,6 +308,9 @@ config = { request = { set = { "x-a" = "1" } } }
 plugin = "builtin:headers"
 config = { response = { set = { "x-b" = "1" } } }
 [[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { set = { "x-c" = "${header.x-in}" } } }
+[[routes.plugins]]
 plugin = "builtin:respond"
 "#;
     let gw = Gateway::start(config, None).await;
@@ -315,9 +318,83 @@ plugin = "builtin:respond"
     let route = &inner.routes.routes()[0];
     let phases: Vec<(bool, bool)> =
         route.chain.entries().iter().map(|e| (e.descriptor.on_request, e.descriptor.on_response)).collect();
-    assert_eq!(phases, vec![(true, false), (false, true), (true, false)]);
-    let r = HttpClient::http1().get(&gw.url("/a")).await;
+    // Response rules with settled templates are made from on-request (response edits): no
+    // on-response call; a rule reading a request header waits for on-response.
+    assert_eq!(phases, vec![(true, false), (true, false), (false, true), (true, false)]);
+    let r = HttpClient::http1().request("GET", &gw.url("/a"), &[("x-in", "seen")], b"").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-b").as_deref(), Some("1"), "the response-only entry still ran");
+    assert_eq!(r.header("x-b").as_deref(), Some("1"), "the response edit was made");
+    assert_eq!(r.header("x-c").as_deref(), Some("seen"), "the response-only entry still ran");
+    gw.stop().await;
+}
+
+const EDITS: &str = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+[upstreams.down]
+targets = ["127.0.0.1:1"]
+
+[[routes]]
+id = "mixed"
+path = "/mixed"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { set = { "x-word" = "0" }, append = { "x-chain-resp" = "edit-0" } } }
+[[routes.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "1" }
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { set = { "x-word" = "2" }, append = { "x-chain-resp" = "edit-2 ${route}" } } }
+[[routes.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "3" }
+
+[[routes]]
+id = "answered"
+path = "/answered"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { append = { "x-chain-resp" = "edit-0" } } }
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = { status = 202, body = "early" }
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { set = { "x-never" = "1" } } }
+
+[[routes]]
+id = "down"
+path = "/down"
+upstream = "down"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { set = { "x-word" = "0" } } }
+"#;
+
+/// Response edits asked for in on-request are made where the entry's on-response would run: in
+/// reverse chain order among the other entries' response phases, on plugin-made responses too,
+/// and not for entries that never ran nor on the gateway's own errors.
+#[tokio::test]
+async fn response_edits_are_made_in_the_entrys_place_on_the_way_back() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(EDITS, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.get(&gw.url("/mixed")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header_all("x-chain-resp"), vec!["3", "edit-2 mixed", "1", "edit-0"]);
+    assert_eq!(r.header_all("x-word"), vec!["0"], "the first entry is the last on the way back");
+
+    let r = client.get(&gw.url("/answered")).await;
+    assert_eq!(r.status, 202);
+    assert_eq!(r.text(), "early");
+    assert_eq!(r.header_all("x-chain-resp"), vec!["edit-0"], "made on a plugin's response");
+    assert!(r.header("x-never").is_none(), "the entry after the responder never ran");
+
+    let r = client.get(&gw.url("/down")).await;
+    assert_eq!(r.status, 502);
+    assert!(r.header("x-word").is_none(), "no response phase on the gateway's own error");
     gw.stop().await;
 }

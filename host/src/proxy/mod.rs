@@ -147,7 +147,7 @@ impl Gateway {
                 PendingResponse { state: response, stream: None, version: Version::HTTP_11 }
             }
             RequestOutcome::Upstream => {
-                let keep_request = chain.has_response_phases(ran);
+                let keep_request = chain.calls_on_response(ran);
                 let started = Instant::now();
                 let span = tracing::debug_span!("upstream", upstream = route.upstream.as_ref().map(|u| &*u.name));
                 let body = UpstreamBody { stream, trailers: request_trailers };
@@ -168,7 +168,7 @@ impl Gateway {
         };
         let PendingResponse { state: response, stream, version } = pending;
         let started = Instant::now();
-        let phases = if chain.has_response_phases(ran) {
+        let phases = if chain.has_response_phases(ran, &state) {
             Box::pin(chain.run_response_phases(ran, state, response)).await
         } else {
             Ok((state, response))
@@ -299,6 +299,7 @@ impl Gateway {
             request_id: request_id.clone(),
             body,
             context,
+            response_edits: Default::default(),
         };
         Ok((state, stream, trailers))
     }

@@ -2,8 +2,9 @@
 //!
 //! - [`PluginChain::run_request_phases`]: each entry's `on-request`, in chain order, until one
 //!   responds (short-circuit) or all continue;
-//! - [`PluginChain::run_response_phases`]: `on-response` of the entries whose request phase ran,
-//!   in reverse order.
+//! - [`PluginChain::run_response_phases`]: for the entries whose request phase ran, in reverse
+//!   order, the response edits each asked for from `on-request` (`request.edit-response`, made by
+//!   the host without a call), then its `on-response`.
 //!
 //! A failed call follows the entry's failure policy: fail closed (the request ends in a 500 with
 //! its request id) or fail open (the entry is skipped as if it had continued).
@@ -97,10 +98,16 @@ impl PluginChain {
         self.request_body
     }
 
-    /// Whether any of the first `ran` entries has a response phase (else the request is not
-    /// needed once it has been sent upstream).
-    pub fn has_response_phases(&self, ran: usize) -> bool {
+    /// Whether any of the first `ran` entries has an `on-response` to call: it reads the request,
+    /// which must then be kept intact when sent upstream (else its headers are moved, not copied).
+    pub fn calls_on_response(&self, ran: usize) -> bool {
         self.entries[..ran.min(self.entries.len())].iter().any(|e| e.descriptor.on_response)
+    }
+
+    /// Whether the response phases have anything to do for the first `ran` entries: an
+    /// `on-response` to call or a response edit to make.
+    pub fn has_response_phases(&self, ran: usize, request: &RequestState) -> bool {
+        self.calls_on_response(ran) || request.response_edits.any_before(ran)
     }
 
     /// Whether the upstream response body must be buffered before the response phases.
@@ -123,6 +130,7 @@ impl PluginChain {
             if !entry.descriptor.on_request {
                 continue;
             }
+            request.response_edits.begin(index);
             let started = Instant::now();
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-request");
             // Pinned where it is made, so the call's ~1 KB future is not copied into the span.
@@ -157,15 +165,16 @@ impl PluginChain {
         Ok((request, self.entries.len(), RequestOutcome::Upstream))
     }
 
-    /// Runs the response phases of the first `ran` entries, in reverse order (boxed by the
-    /// caller, like the request phases).
+    /// Runs the response phases of the first `ran` entries, in reverse order: each entry's
+    /// response edits, then its `on-response` (boxed by the caller, like the request phases).
     pub async fn run_response_phases(
         &self,
         ran: usize,
         mut request: RequestState,
         mut response: ResponseState,
     ) -> Result<(RequestState, ResponseState), GatewayError> {
-        for entry in self.entries[..ran.min(self.entries.len())].iter().rev() {
+        for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
+            request.response_edits.apply(index, &mut response.headers);
             if !entry.descriptor.on_response {
                 continue;
             }

@@ -435,6 +435,7 @@ fn placeholder_request() -> RequestState {
         request_id: "".into(),
         body: None,
         context: Default::default(),
+        response_edits: Default::default(),
     }
 }
 

@@ -20,6 +20,12 @@
 //! a value expands to nothing. Templates are parsed once, at configure: a malformed template, an
 //! unknown variable, an invalid header name or an unknown key rejects the config, naming the key.
 //! The rules themselves are `airlock_sdk::header_rules`, shared with `builtin:transform`.
+//!
+//! Response rules whose templates read only what no later plugin can change (literals,
+//! `${param.NAME}`, `${request_id}`, `${route}`) are handed to the gateway from `on-request` as
+//! response edits (`request.edit-response`), made where `on-response` would run: the same
+//! response, without a second call into the plugin per request. Rules reading headers, the query
+//! or the context stay in `on-response`, where they see what later plugins set.
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -41,6 +47,9 @@ struct Config {
 struct HeadersPlugin {
     request: HeaderRules,
     response: HeaderRules,
+    /// The response rules are handed to the gateway from `on-request` (their templates read
+    /// nothing a later plugin can change), so there is no `on-response` to call.
+    response_from_request: bool,
 }
 
 impl Plugin for HeadersPlugin {
@@ -49,23 +58,31 @@ impl Plugin for HeadersPlugin {
     fn new(config: Config) -> Result<Self, String> {
         config.request.validate("request")?;
         config.response.validate("response")?;
-        Ok(Self { request: config.request, response: config.response })
+        let response_from_request = !config.response.is_empty() && config.response.settled_at_request();
+        Ok(Self { request: config.request, response: config.response, response_from_request })
     }
 
-    /// A direction without rules is switched off, so the gateway skips that call entirely.
+    /// A phase with nothing to do is switched off, so the gateway skips that call entirely;
+    /// response rules made in `on-request` need no `on-response`.
     fn configured_descriptor(&self) -> Descriptor {
-        Descriptor::default().with_on_request(!self.request.is_empty()).with_on_response(!self.response.is_empty())
+        let response_phase = !self.response.is_empty() && !self.response_from_request;
+        Descriptor::default()
+            .with_on_request(!self.request.is_empty() || self.response_from_request)
+            .with_on_response(response_phase)
     }
 
     fn on_request(&self, req: &Request) -> Action {
         if !self.request.is_empty() {
             self.request.apply(req, req);
         }
+        if self.response_from_request {
+            self.response.apply_to_response(req, req);
+        }
         Action::Continue
     }
 
     fn on_response(&self, req: &Request, resp: &Response) {
-        if !self.response.is_empty() {
+        if !self.response_from_request {
             self.response.apply(resp, req);
         }
     }
@@ -135,5 +152,23 @@ mod tests {
             "`request.set`: header `x-a` appears twice (header names are case-insensitive)"
         );
         assert_eq!(err(r#"{"request": {"rename": {"x-a": "X-A"}}}"#), "`request.rename.x-a`: renames `x-a` to itself");
+    }
+
+    #[test]
+    fn response_rules_no_later_plugin_can_change_are_made_from_the_request_phase() {
+        let settled = configure(
+            r#"{"response": {"remove": ["server"], "set": {"x-served-by": "airlock", "x-at": "${route}/${param.id}"}}}"#,
+        )
+        .unwrap();
+        let d = settled.configured_descriptor();
+        assert!(settled.response_from_request && d.on_request && !d.on_response, "{d:?}");
+        for template in ["${context.consumer}", "${header.x-user}", "${query.q}", "v-${header.x-user}"] {
+            let json = format!(r#"{{"request": {{"set": {{"x-a": "1"}}}}, "response": {{"append": {{"x-b": "{template}"}}}}}}"#);
+            let later = configure(&json).unwrap();
+            let d = later.configured_descriptor();
+            assert!(!later.response_from_request && d.on_request && d.on_response, "{template}: {d:?}");
+        }
+        let none = configure(r#"{"request": {"set": {"x-a": "1"}}}"#).unwrap();
+        assert!(!none.response_from_request && !none.configured_descriptor().on_response);
     }
 }

@@ -26,11 +26,8 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use airlock_sdk::state::{self, Decision, StateError};
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, Response, export_plugin};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit, export_plugin};
 use serde::Deserialize;
-
-/// Context key carrying the headers of an allowed request to `on_response`.
-const CONTEXT_KEY: &str = "quota.headers";
 
 /// Most quotas one entry may have (each is one state call per request).
 const MAX_QUOTAS: usize = 8;
@@ -164,12 +161,10 @@ impl Plugin for QuotaPlugin {
         Ok(Self { quotas, plans, anonymous: c.anonymous, headers: c.headers, on_error: c.on_state_error })
     }
 
+    /// Request phase only: the limit headers of an allowed request are response edits the
+    /// gateway makes (`Request::edit_response`), so there is no `on-response` to call.
     fn descriptor() -> Descriptor {
-        Descriptor::new()
-    }
-
-    fn configured_descriptor(&self) -> Descriptor {
-        Descriptor::request_only().with_on_response(self.headers != Headers::Off)
+        Descriptor::request_only()
     }
 
     fn on_request(&self, req: &Request) -> Action {
@@ -208,20 +203,11 @@ impl Plugin for QuotaPlugin {
                 Action::Respond(response.body(b"Quota exceeded\n".to_vec()))
             }
             None => {
-                if !headers.is_empty() {
-                    let packed: Vec<String> = headers.into_iter().map(|(n, v)| format!("{n}\t{v}")).collect();
-                    req.context_set(CONTEXT_KEY, &packed.join("\n"));
+                // Made by the gateway on the response, without an `on-response` call.
+                for (name, value) in &headers {
+                    req.edit_response(ResponseEdit::Set(name, value.as_bytes()));
                 }
                 Action::Continue
-            }
-        }
-    }
-
-    fn on_response(&self, req: &Request, resp: &Response) {
-        let Some(packed) = req.context_get(CONTEXT_KEY) else { return };
-        for line in packed.lines() {
-            if let Some((name, value)) = line.split_once('\t') {
-                resp.set_header(name, value);
             }
         }
     }

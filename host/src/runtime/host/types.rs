@@ -13,8 +13,8 @@ use http::{HeaderMap, Method, StatusCode};
 use wasmtime::component::Resource;
 
 use super::HostState;
-use super::airlock::plugin::types::{Host, HostRequest, HostResponse};
-use crate::exchange::{RequestState, ResponseState};
+use super::airlock::plugin::types::{Host, HostRequest, HostResponse, ResponseEdit as WitResponseEdit};
+use crate::exchange::{MAX_RESPONSE_EDITS, RequestState, ResponseEdit, ResponseState};
 
 /// Marker type of the `request` resource (its data lives in [`HostState::request`]).
 pub struct RequestHandle;
@@ -79,6 +79,24 @@ fn parse_header(plugin: &str, name: &str, value: Vec<u8>) -> Option<(HeaderName,
             None
         }
     }
+}
+
+/// Validates a plugin's response edit like the header setters do; `None` (logged) when invalid.
+fn response_edit(plugin: &str, edit: WitResponseEdit) -> Option<ResponseEdit> {
+    let name = |name: &str| match HeaderName::from_bytes(name.as_bytes()) {
+        Ok(name) => Some(name),
+        Err(_) => {
+            tracing::warn!(plugin, header = name, "invalid header name from plugin ignored");
+            None
+        }
+    };
+    Some(match edit {
+        WitResponseEdit::Set(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::Set(n, v))?,
+        WitResponseEdit::Add(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::Add(n, v))?,
+        WitResponseEdit::Append(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::Append(n, v))?,
+        WitResponseEdit::Remove(n) => ResponseEdit::Remove(name(&n)?),
+        WitResponseEdit::Rename((from, to)) => ResponseEdit::Rename(name(&from)?, name(&to)?),
+    })
 }
 
 fn set_header(plugin: &str, headers: &mut HeaderMap, name: String, value: Vec<u8>) {
@@ -240,6 +258,16 @@ impl HostRequest for HostState {
         }
     }
 
+    fn edit_response(&mut self, _: Resource<RequestHandle>, edit: WitResponseEdit) {
+        let plugin = self.plugin.clone();
+        let Some(edit) = response_edit(&plugin, edit) else { return };
+        if let Some(req) = self.req_mut("edit-response")
+            && !req.response_edits.record(edit)
+        {
+            tracing::warn!(plugin = %plugin, limit = MAX_RESPONSE_EDITS, "response edit ignored: too many for one request");
+        }
+    }
+
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         Ok(())
     }
@@ -352,6 +380,20 @@ impl HostResponse for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_edits_from_plugins_are_validated() {
+        use super::super::airlock::plugin::types::Header;
+        let header = |name: &str, value: &[u8]| Header { name: name.into(), value: value.to_vec() };
+        assert_eq!(
+            response_edit("p", WitResponseEdit::Set(header("X-A", b"1"))),
+            Some(ResponseEdit::Set(HeaderName::from_static("x-a"), HeaderValue::from_static("1")))
+        );
+        assert_eq!(response_edit("p", WitResponseEdit::Append(header("bad name", b"1"))), None);
+        assert_eq!(response_edit("p", WitResponseEdit::Add(header("x-a", b"line\nbreak"))), None);
+        assert_eq!(response_edit("p", WitResponseEdit::Remove("".into())), None);
+        assert_eq!(response_edit("p", WitResponseEdit::Rename(("x-a".into(), "bad:name".into()))), None);
+    }
 
     #[test]
     fn query_param_decodes_form_encoding() {
