@@ -19,7 +19,9 @@
 //!
 //! - `request`: `path`, `query`, `headers`, `body`, applied in the order `body`, `path`, `query`,
 //!   `headers` (a template reads the request as the sections before it left it).
-//! - `response`: `body`, then `headers`.
+//! - `response`: `body`, then `headers`. Header rules alone, whose templates read only what no
+//!   later plugin can change (literals, params, request id, route), are made from `on-request`
+//!   as response edits, with no `on-response` call (as `builtin:headers` does).
 //! - `headers` and `query`: `remove`, `rename`, `set`, `add`, `append`, in that order
 //!   (`airlock_sdk::header_rules`, shared with `builtin:headers`; [`query`]).
 //! - `body`: `unwrap`, `remove`, `rename`, `move`, `copy`, `set`, `add`, `wrap`, in that order,
@@ -136,6 +138,12 @@ impl ResponseRules {
     fn is_empty(&self) -> bool {
         self.headers.is_empty() && !self.body.needs_body()
     }
+
+    /// Header rules only, reading nothing a later plugin can change: they are made from
+    /// `on-request` as response edits (`Request::edit_response`), with no `on-response` call.
+    fn made_in_request_phase(&self) -> bool {
+        !self.headers.is_empty() && !self.body.needs_body() && self.headers.settled_at_request()
+    }
 }
 
 /// The configured plugin.
@@ -143,6 +151,8 @@ impl ResponseRules {
 pub struct Transform {
     request: RequestRules,
     response: ResponseRules,
+    /// [`ResponseRules::made_in_request_phase`], decided once at configure.
+    response_from_request: bool,
 }
 
 impl Plugin for Transform {
@@ -155,7 +165,8 @@ impl Plugin for Transform {
         request.body.validate("request.body")?;
         response.headers.validate("response.headers")?;
         response.body.validate("response.body")?;
-        Ok(Self { request, response })
+        let response_from_request = response.made_in_request_phase();
+        Ok(Self { request, response, response_from_request })
     }
 
     fn descriptor() -> Descriptor {
@@ -165,14 +176,18 @@ impl Plugin for Transform {
     /// Only the directions with rules run, and a body is asked for only where a body rule is.
     fn configured_descriptor(&self) -> Descriptor {
         Descriptor {
-            on_request: !self.request.is_empty(),
-            on_response: !self.response.is_empty(),
+            on_request: !self.request.is_empty() || self.response_from_request,
+            on_response: !self.response.is_empty() && !self.response_from_request,
             request_body: self.request.body.needs_body(),
             response_body: self.response.body.needs_body(),
         }
     }
 
     fn on_request(&self, req: &Request) -> Action {
+        // First, so a refused body still gets them, as it would from on-response.
+        if self.response_from_request {
+            self.response.headers.apply_to_response(req, req);
+        }
         let rules = &self.request;
         if rules.body.needs_body()
             && let Some(refused) = transform_request_body(&rules.body, req)
@@ -194,6 +209,9 @@ impl Plugin for Transform {
 
     fn on_response(&self, req: &Request, resp: &Response) {
         let rules = &self.response;
+        if self.response_from_request {
+            return;
+        }
         if rules.body.needs_body() {
             transform_response_body(&rules.body, req, resp);
         }
@@ -291,6 +309,21 @@ mod tests {
         assert_eq!((d.on_request, d.request_body), (true, true), "rejecting non-JSON needs the body");
         let d = configure(r#"{"request": {"body": {"non_json": "pass"}}}"#).unwrap().configured_descriptor();
         assert_eq!((d.on_request, d.request_body), (false, false), "passing everything needs nothing");
+    }
+
+    #[test]
+    fn settled_response_header_rules_are_made_from_the_request_phase() {
+        let phases = |json: &str| {
+            let d = configure(json).unwrap().configured_descriptor();
+            (d.on_request, d.on_response)
+        };
+        assert_eq!(phases(r#"{"response": {"headers": {"set": {"x-r": "${route}"}, "remove": ["server"]}}}"#), (true, false));
+        assert_eq!(phases(r#"{"response": {"headers": {"set": {"x-c": "${context.consumer}"}}}}"#), (false, true));
+        assert_eq!(
+            phases(r#"{"response": {"headers": {"set": {"x-a": "1"}}, "body": {"remove": ["token"]}}}"#),
+            (false, true),
+            "with body rules the headers follow the body in on-response"
+        );
     }
 
     #[test]
