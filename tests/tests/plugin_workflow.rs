@@ -108,3 +108,29 @@ config = {{ require_header = "x-client", tag = "live" }}
     assert_eq!((refused.status.as_u16(), refused.text()), (400, "missing header `x-client`\n".to_owned()));
     gw.stop().await;
 }
+
+/// `airlock plugin test` makes the response edits a plugin asked for in its request phase, as the
+/// gateway does: `builtin:headers` hands settled response rules over from `on-request`.
+#[tokio::test]
+async fn plugin_test_makes_the_response_edits_of_the_request_phase() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let request = tmp.path().join("get.http");
+    std::fs::write(&request, "GET /items/7 HTTP/1.1\nx-in: v\n\n").expect("write request");
+    let response = tmp.path().join("upstream.http");
+    std::fs::write(&response, "HTTP/1.1 200 OK\nserver: upstream/1\nx-old: moved\n\nok").expect("write response");
+    let config = r#"{"response": {"remove": ["server"], "rename": {"x-old": "x-new"}, "set": {"x-item": "${param.id}"}}}"#;
+    let out = run_ok(
+        Command::new(airlock_binary())
+            .args(["plugin", "test", "builtin:headers", "--param", "id=7", "--json", "--config", config, "--request"])
+            .arg(&request)
+            .arg("--response")
+            .arg(&response),
+        "airlock plugin test",
+    )
+    .await;
+    let outcome: serde_json::Value = serde_json::from_str(&out).expect("JSON outcome");
+    let mut headers: Vec<String> = outcome["response"]["headers"].as_array().expect("headers").iter().map(|h| h.to_string()).collect();
+    headers.sort();
+    assert_eq!(headers, [r#"["x-item","7"]"#, r#"["x-new","moved"]"#], "{outcome}");
+    assert_eq!(outcome["response"]["body"], "ok");
+}
