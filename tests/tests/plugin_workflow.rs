@@ -106,6 +106,7 @@ config = {{ require_header = "x-client", tag = "live" }}
     assert_eq!(ok.upstream_header("x-demo-tag"), ["live"]);
     let refused = client.get(&gw.url("/echo")).await;
     assert_eq!((refused.status.as_u16(), refused.text()), (400, "missing header `x-client`\n".to_owned()));
+    assert_eq!(refused.header("x-demo-tag").as_deref(), Some("live"), "the response edit is made on its own refusal too");
     gw.stop().await;
 }
 
