@@ -63,6 +63,8 @@ pub enum ResponseEdit {
     Add(HeaderName, HeaderValue),
     /// Add a value after the existing ones.
     Append(HeaderName, HeaderValue),
+    /// Add a token to a comma-separated list header unless it is listed already (or `*` is).
+    AddToken(HeaderName, HeaderValue),
     /// Remove every value.
     Remove(HeaderName),
     /// Move every value of the first name to the second, replacing the second's.
@@ -111,6 +113,11 @@ impl ResponseEdits {
                 ResponseEdit::Append(name, value) => {
                     headers.append(name, value.clone());
                 }
+                ResponseEdit::AddToken(name, token) => {
+                    if !lists_token(headers, name, token) {
+                        headers.append(name, token.clone());
+                    }
+                }
                 ResponseEdit::Remove(name) => {
                     headers.remove(name);
                 }
@@ -126,6 +133,14 @@ impl ResponseEdits {
             }
         }
     }
+}
+
+/// Whether a value of the list header `name` lists `token` (ASCII case-insensitively) or `*`.
+fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &HeaderValue) -> bool {
+    let token = token.as_bytes().trim_ascii();
+    headers.get_all(name).iter().any(|value| {
+        value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii).any(|t| t == b"*" || t.eq_ignore_ascii_case(token))
+    })
 }
 
 /// The request on its way through the request phases to the upstream.
@@ -205,6 +220,8 @@ mod tests {
         edits.record(ResponseEdit::Rename(name("x-old"), name("x-new")));
         edits.record(ResponseEdit::Add(name("x-a"), value("kept-if-absent")));
         edits.record(ResponseEdit::Append(name("x-multi"), value("2")));
+        edits.record(ResponseEdit::AddToken(name("vary"), value("Origin")));
+        edits.record(ResponseEdit::AddToken(name("x-listed"), value("Origin")));
         edits.record(ResponseEdit::Set(name("x-a"), value("2")));
         assert!(edits.any_before(3) && edits.any_before(1) && !edits.any_before(0));
 
@@ -214,13 +231,21 @@ mod tests {
         headers.append("x-old", value("o2"));
         headers.insert("x-new", value("replaced"));
         headers.insert("x-multi", value("1"));
+        headers.insert("vary", value("Accept-Encoding"));
+        headers.insert("x-listed", value("accept, origin"));
         edits.apply(1, &mut headers);
-        assert_eq!(headers.len(), 5, "entry 1 asked for nothing");
+        assert_eq!(headers.len(), 7, "entry 1 asked for nothing");
         edits.apply(2, &mut headers);
         assert!(headers.get("server").is_none() && headers.get("x-old").is_none());
         let all = |h: &HeaderMap, n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
         assert_eq!(all(&headers, "x-new"), ["o1", "o2"]);
         assert_eq!(all(&headers, "x-multi"), ["1", "2"]);
+        assert_eq!(all(&headers, "vary"), ["Accept-Encoding", "Origin"]);
+        assert_eq!(all(&headers, "x-listed"), ["accept, origin"], "listed already, in any case");
+        let mut star = HeaderMap::new();
+        star.insert("vary", value("*"));
+        edits.apply(2, &mut star);
+        assert_eq!(all(&star, "vary"), ["*"], "`*` lists everything");
         assert_eq!(all(&headers, "x-a"), ["2"], "add when absent, then set");
         edits.apply(0, &mut headers);
         assert_eq!(all(&headers, "x-a"), ["0"], "entry 0 comes last on the way back and has the last word");

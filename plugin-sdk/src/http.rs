@@ -183,6 +183,7 @@ impl Request {
             ResponseEdit::Set(name, value) => raw::ResponseEdit::Set(header(name, value)),
             ResponseEdit::Add(name, value) => raw::ResponseEdit::Add(header(name, value)),
             ResponseEdit::Append(name, value) => raw::ResponseEdit::Append(header(name, value)),
+            ResponseEdit::AddToken(name, token) => raw::ResponseEdit::AddToken(header(name, token.as_bytes())),
             ResponseEdit::Remove(name) => raw::ResponseEdit::Remove(name.to_owned()),
             ResponseEdit::Rename(from, to) => raw::ResponseEdit::Rename((from.to_owned(), to.to_owned())),
         })
@@ -199,6 +200,9 @@ pub enum ResponseEdit<'a> {
     Add(&'a str, &'a [u8]),
     /// Add a value after the header's existing ones.
     Append(&'a str, &'a [u8]),
+    /// Add a token to a comma-separated list header (like `vary`) unless one of its values
+    /// already lists it, in any case, or lists `*`.
+    AddToken(&'a str, &'a str),
     /// Remove every value of the header.
     Remove(&'a str),
     /// Move every value of the first header to the second, replacing the second's.

@@ -26,7 +26,10 @@
 //! `origins = ["*"]` without credentials), `-Allow-Credentials` and `-Expose-Headers`, replacing
 //! whatever the upstream sent; a disallowed origin gets no CORS headers (the browser then hides
 //! the response from the script). Every response whose headers depend on `Origin` (all of them,
-//! unless `origins = ["*"]`) carries `Vary: Origin` so that caches keep them apart.
+//! unless `origins = ["*"]`) carries `Vary: Origin` so that caches keep them apart. These
+//! response headers are decided in the request phase, from the `Origin` the request has when it
+//! reaches this plugin, and made by the gateway on the way back as response edits: the plugin
+//! has no `on-response`, one call per request.
 //!
 //! `*` with `credentials = true` is refused at configure (browsers reject it, and reflecting any
 //! origin with credentials would let every site act as the user). Methods are case-sensitive
@@ -37,7 +40,7 @@
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseInit};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit};
 use serde::Deserialize;
 
 /// The plugin's config.
@@ -129,12 +132,15 @@ impl Plugin for Cors {
         })
     }
 
+    /// Request phase only: the headers of a non-preflight response are response edits the
+    /// gateway makes on the way back (`Request::edit_response`), with no `on-response` call.
     fn descriptor() -> Descriptor {
-        Descriptor::new()
+        Descriptor::request_only()
     }
 
     fn on_request(&self, req: &Request) -> Action {
         let Some((origin, method)) = preflight(req) else {
+            self.edit_actual_response(req);
             return Action::Continue;
         };
         let requested = req.header_str("access-control-request-headers").unwrap_or_default();
@@ -165,35 +171,35 @@ impl Plugin for Cors {
         answer.header("vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers").into()
     }
 
-    fn on_response(&self, req: &Request, resp: &Response) {
-        if preflight(req).is_some() {
-            return; // answered (or refused) by on_request, with its own headers
-        }
+}
+
+impl Cors {
+    /// The CORS headers of a non-preflight request's response (the upstream's, or one a later
+    /// plugin made), decided from the request's `Origin` as it reaches this plugin and made by
+    /// the gateway where the response phase would run.
+    fn edit_actual_response(&self, req: &Request) {
         if !self.any_origin {
-            add_vary_origin(resp);
+            // The answer depends on the origin: caches must keep one per origin.
+            req.edit_response(ResponseEdit::AddToken("vary", "Origin"));
         }
         let Some(origin) = req.header_str("origin") else {
             return;
         };
         if !self.allows(&origin) {
-            for name in
-                ["access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"]
-            {
-                resp.remove_header(name);
+            for name in ["access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"] {
+                req.edit_response(ResponseEdit::Remove(name));
             }
             return;
         }
-        resp.set_header("access-control-allow-origin", self.allow_origin_value(&origin));
+        req.edit_response(ResponseEdit::Set("access-control-allow-origin", self.allow_origin_value(&origin).as_bytes()));
         if self.credentials {
-            resp.set_header("access-control-allow-credentials", "true");
+            req.edit_response(ResponseEdit::Set("access-control-allow-credentials", b"true"));
         }
         if !self.expose_headers.is_empty() {
-            resp.set_header("access-control-expose-headers", &self.expose_headers);
+            req.edit_response(ResponseEdit::Set("access-control-expose-headers", self.expose_headers.as_bytes()));
         }
     }
-}
 
-impl Cors {
     fn allows(&self, origin: &str) -> bool {
         let origin = origin.trim();
         if origin.is_empty() {
@@ -232,15 +238,6 @@ fn preflight(req: &Request) -> Option<(String, String)> {
     Some((origin, method.trim().to_owned()))
 }
 
-/// Adds `Origin` to `Vary` unless it is there already (or `Vary: *`).
-fn add_vary_origin(resp: &Response) {
-    let present = resp.header_all("vary").iter().any(|value| {
-        String::from_utf8_lossy(value).split(',').any(|v| v.trim().eq_ignore_ascii_case("origin") || v.trim() == "*")
-    });
-    if !present {
-        resp.append_header("vary", "Origin");
-    }
-}
 
 fn origin_rule(origin: &str) -> Result<OriginRule, String> {
     if origin == "*" {

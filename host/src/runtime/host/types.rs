@@ -94,6 +94,7 @@ fn response_edit(plugin: &str, edit: WitResponseEdit) -> Option<ResponseEdit> {
         WitResponseEdit::Set(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::Set(n, v))?,
         WitResponseEdit::Add(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::Add(n, v))?,
         WitResponseEdit::Append(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::Append(n, v))?,
+        WitResponseEdit::AddToken(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::AddToken(n, v))?,
         WitResponseEdit::Remove(n) => ResponseEdit::Remove(name(&n)?),
         WitResponseEdit::Rename((from, to)) => ResponseEdit::Rename(name(&from)?, name(&to)?),
     })
