@@ -170,6 +170,18 @@ plugin = "snoop"
     assert!(err.contains("capability `files`"), "{err}");
 }
 
+/// Sends `GET path` on a new connection to `addr` and returns the response head as text.
+async fn raw_response_head(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).await.expect("read");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+}
+
 /// The hostile plugin in `mode`, as a chain entry on route `path`.
 fn hostile_route(path: &str, plugin: &str, config: &str) -> String {
     format!("\n[[routes]]\npath = \"{path}\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"{plugin}\"\nconfig = {config}\n")
@@ -221,6 +233,7 @@ upstream = "backend"
     config += &hostile_route("/request-headers", "flood", r#"{ mode = "request-headers", count = 100000 }"#);
     config += &hostile_route("/host-calls", "calls", r#"{ mode = "host-calls" }"#);
     config += &hostile_route("/env", "flood", r#"{ mode = "env" }"#);
+    config += &hostile_route("/response-edits", "flood", r#"{ mode = "response-edits", count = 1000 }"#);
     config += &hostile_route("/wait", "waiter", &format!(r#"{{ mode = "wait-on-host", url = "http://{hole}/" }}"#));
     config += &hostile_route("/crafted", "crafter", &format!(r#"{{ mode = "crafted-host", url = "http://{up}/echo", host = "evil.example" }}"#));
     let gw = Gateway::start(&config, Some(&upstream)).await;
@@ -244,6 +257,15 @@ upstream = "backend"
         let started = Instant::now();
         assert_fails_closed(&client, &gw.url("/wait")).await;
         assert!(started.elapsed() < Duration::from_secs(2), "round {round}: held {:?} by host waits", started.elapsed());
+        // Response edits: invalid ones ignored, a flood cut at the per-request bound; the
+        // upstream's answer still goes out.
+        // upstream's answer still goes out. Read raw: 256 header lines are more than an HTTP
+        // client library accepts by default.
+        let head = raw_response_head(gw.addr(), "/response-edits").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {}", &head[..head.len().min(200)]);
+        let edited = head.lines().filter(|l| l.to_ascii_lowercase().starts_with("x-edit:")).count();
+        assert_eq!(edited, airlock::exchange::MAX_RESPONSE_EDITS, "round {round}");
+        assert!(!head.contains("x-split") && !head.contains("bad name"));
         // Header floods: refused as a bad plugin answer, never a broken connection.
         for path in ["/response-headers", "/request-headers"] {
             let r = client.get(&gw.url(path)).await;

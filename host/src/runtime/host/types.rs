@@ -61,12 +61,18 @@ fn header_names(headers: &HeaderMap) -> Vec<String> {
     headers.keys().map(|k| k.as_str().to_owned()).collect()
 }
 
+/// Parses a plugin-supplied header name; logs and returns `None` when it is not valid HTTP.
+fn parse_name(plugin: &str, name: &str) -> Option<HeaderName> {
+    let parsed = HeaderName::from_bytes(name.as_bytes()).ok();
+    if parsed.is_none() {
+        tracing::warn!(plugin, header = name, "invalid header name from plugin ignored");
+    }
+    parsed
+}
+
 /// Parses a plugin-supplied header; logs and returns `None` when it is not valid HTTP.
 fn parse_header(plugin: &str, name: &str, value: Vec<u8>) -> Option<(HeaderName, HeaderValue)> {
-    let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-        tracing::warn!(plugin, header = name, "invalid header name from plugin ignored");
-        return None;
-    };
+    let name = parse_name(plugin, name)?;
     if value.len() > MAX_HEADER_VALUE_BYTES {
         tracing::warn!(plugin, header = %name, len = value.len(), "oversized header value from plugin ignored");
         return None;
@@ -83,13 +89,7 @@ fn parse_header(plugin: &str, name: &str, value: Vec<u8>) -> Option<(HeaderName,
 
 /// Validates a plugin's response edit like the header setters do; `None` (logged) when invalid.
 fn response_edit(plugin: &str, edit: WitResponseEdit) -> Option<ResponseEdit> {
-    let name = |name: &str| match HeaderName::from_bytes(name.as_bytes()) {
-        Ok(name) => Some(name),
-        Err(_) => {
-            tracing::warn!(plugin, header = name, "invalid header name from plugin ignored");
-            None
-        }
-    };
+    let name = |name: &str| parse_name(plugin, name);
     Some(match edit {
         WitResponseEdit::Set(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::Set(n, v))?,
         WitResponseEdit::Add(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::Add(n, v))?,

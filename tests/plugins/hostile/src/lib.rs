@@ -4,9 +4,10 @@
 //! - `request-headers`: appends `count` headers to the request going upstream;
 //! - `host-calls`: calls the host (`req.header`) `count` times (default 50 000 000);
 //! - `env`: answers 200 with `x-env-count` / `x-args-count`: what the environment exposes;
+//! - `response-edits`: asks for invalid response edits, then `count` valid ones (default 100 000);
 //! - `wait-on-host`: outbound calls to `url` (granted, never answering), one after the other, forever;
 //! - `crafted-host`: calls `url` (granted) with `host: <host>`, and answers with what came back.
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin, http_client};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit, export_plugin, http_client};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -73,6 +74,16 @@ impl Plugin for Hostile {
                 };
                 let _ = http_client::send(&request);
             },
+            "response-edits" => {
+                // Invalid edits first (refused one by one), then far more valid ones than allowed.
+                req.edit_response(ResponseEdit::Set("bad name", b"v"));
+                req.edit_response(ResponseEdit::Set("x-split", b"line\nbreak"));
+                req.edit_response(ResponseEdit::Rename("x-edit", "bad:name"));
+                for _ in 0..c.count.unwrap_or(100_000) {
+                    req.edit_response(ResponseEdit::Append("x-edit", b"v"));
+                }
+                Action::Continue
+            }
             "crafted-host" => {
                 let url = c.url.clone().unwrap_or_default();
                 let headers = c.host.iter().map(|h| ("host".to_owned(), h.as_bytes().to_vec())).collect();
