@@ -39,6 +39,55 @@ impl Context {
     }
 }
 
+/// How many header lines, and how many bytes of them, one side of an exchange may carry: the
+/// gateway holds plugins' header changes to the same `[limits]` it holds clients and upstreams
+/// to, so no plugin can build a request the upstream refuses or a response the client refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderBound {
+    /// Most header lines (`limits.max_headers`, `limits.max_response_headers`).
+    pub count: usize,
+    /// Most bytes of header lines, each counted as name, value and four bytes of framing
+    /// (`limits.max_header_bytes`, `limits.max_response_header_bytes`).
+    pub bytes: usize,
+}
+
+impl HeaderBound {
+    /// No bound at all: for the tools that run a plugin outside the gateway.
+    pub const NONE: HeaderBound = HeaderBound { count: usize::MAX, bytes: usize::MAX };
+
+    /// Whether `headers` stays within the bound once `value` is added under `name`, after every
+    /// value of `name` is removed first when `replacing` (an insert rather than an append).
+    pub fn admits(&self, headers: &HeaderMap, name: &HeaderName, value: &HeaderValue, replacing: bool) -> bool {
+        let line = |v: &HeaderValue| name.as_str().len() + v.len() + 4;
+        let (gone_count, gone_bytes) = if replacing {
+            headers.get_all(name).iter().fold((0, 0), |(n, b), v| (n + 1, b + line(v)))
+        } else {
+            (0, 0)
+        };
+        if headers.len() - gone_count >= self.count {
+            return false;
+        }
+        // Counted only when the line count allows it: the common case is a short map.
+        let bytes = headers.iter().fold(0usize, |sum, (n, v)| sum + n.as_str().len() + v.len() + 4);
+        bytes - gone_bytes + line(value) <= self.bytes
+    }
+}
+
+/// The header bounds of one request: what plugins may make of the request sent upstream and of
+/// the response sent back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderLimits {
+    /// The request's headers (`limits.max_headers`, `limits.max_header_bytes`).
+    pub request: HeaderBound,
+    /// The response's headers (`limits.max_response_headers`, `limits.max_response_header_bytes`).
+    pub response: HeaderBound,
+}
+
+impl HeaderLimits {
+    /// No bounds: for the tools that run a plugin outside the gateway.
+    pub const NONE: HeaderLimits = HeaderLimits { request: HeaderBound::NONE, response: HeaderBound::NONE };
+}
+
 /// Most response edits one request may carry (`request.edit-response`): past it a plugin's edits
 /// are ignored and logged, so a plugin cannot grow host memory by asking in a loop.
 pub const MAX_RESPONSE_EDITS: usize = 256;
@@ -98,23 +147,36 @@ impl ResponseEdits {
         self.edits.iter().any(|(entry, _)| *entry < ran)
     }
 
-    /// Makes the edits of chain entry `entry`, in the order asked.
-    pub fn apply(&self, entry: usize, headers: &mut HeaderMap) {
+    /// Makes the edits of chain entry `entry`, in the order asked. An edit that would take the
+    /// response past `bound` is not made (logged once with `plugin`, the entry's name).
+    pub fn apply(&self, entry: usize, headers: &mut HeaderMap, bound: HeaderBound, plugin: &str) {
+        let mut refusals = RefusalLog::default();
+        let mut admits = |headers: &HeaderMap, name: &HeaderName, value: &HeaderValue, replacing: bool| {
+            let fits = bound.admits(headers, name, value, replacing);
+            if !fits {
+                refusals.refused(plugin, "response edit", bound);
+            }
+            fits
+        };
         for (_, edit) in self.edits.iter().filter(|(e, _)| *e == entry) {
             match edit {
                 ResponseEdit::Set(name, value) => {
-                    headers.insert(name, value.clone());
+                    if admits(headers, name, value, true) {
+                        headers.insert(name, value.clone());
+                    }
                 }
                 ResponseEdit::Add(name, value) => {
-                    if let Entry::Vacant(slot) = headers.entry(name) {
-                        slot.insert(value.clone());
+                    if !headers.contains_key(name) && admits(headers, name, value, false) {
+                        headers.insert(name, value.clone());
                     }
                 }
                 ResponseEdit::Append(name, value) => {
-                    headers.append(name, value.clone());
+                    if admits(headers, name, value, false) {
+                        headers.append(name, value.clone());
+                    }
                 }
                 ResponseEdit::AddToken(name, token) => {
-                    if !lists_token(headers, name, token) {
+                    if !lists_token(headers, name, token) && admits(headers, name, token, false) {
                         headers.append(name, token.clone());
                     }
                 }
@@ -131,6 +193,27 @@ impl ResponseEdits {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Logs the first of a plugin's header changes refused for taking the headers past their bound,
+/// and no further ones: a plugin adding headers in a loop gets one log line, not one per header.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    logged: bool,
+}
+
+impl RefusalLog {
+    /// Records a refusal of `what` (e.g. "set-header"); logs only the first.
+    pub fn refused(&mut self, plugin: &str, what: &str, bound: HeaderBound) {
+        if !std::mem::replace(&mut self.logged, true) {
+            tracing::warn!(
+                plugin,
+                max_headers = bound.count,
+                max_bytes = bound.bytes,
+                "{what} ignored: it would take the headers past the gateway's [limits] (further ones in this call are not logged)"
+            );
         }
     }
 }
@@ -170,6 +253,8 @@ pub struct RequestState {
     pub context: Context,
     /// Response header edits asked for in the request phases.
     pub response_edits: ResponseEdits,
+    /// What plugins may make of this request's and its response's headers.
+    pub header_limits: HeaderLimits,
 }
 
 /// The response on its way back through the response phases to the client.
@@ -233,9 +318,9 @@ mod tests {
         headers.insert("x-multi", value("1"));
         headers.insert("vary", value("Accept-Encoding"));
         headers.insert("x-listed", value("accept, origin"));
-        edits.apply(1, &mut headers);
+        edits.apply(1, &mut headers, HeaderBound::NONE, "test");
         assert_eq!(headers.len(), 7, "entry 1 asked for nothing");
-        edits.apply(2, &mut headers);
+        edits.apply(2, &mut headers, HeaderBound::NONE, "test");
         assert!(headers.get("server").is_none() && headers.get("x-old").is_none());
         let all = |h: &HeaderMap, n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
         assert_eq!(all(&headers, "x-new"), ["o1", "o2"]);
@@ -244,15 +329,15 @@ mod tests {
         assert_eq!(all(&headers, "x-listed"), ["accept, origin"], "listed already, in any case");
         let mut star = HeaderMap::new();
         star.insert("vary", value("*"));
-        edits.apply(2, &mut star);
+        edits.apply(2, &mut star, HeaderBound::NONE, "test");
         assert_eq!(all(&star, "vary"), ["*"], "`*` lists everything");
         assert_eq!(all(&headers, "x-a"), ["2"], "add when absent, then set");
-        edits.apply(0, &mut headers);
+        edits.apply(0, &mut headers, HeaderBound::NONE, "test");
         assert_eq!(all(&headers, "x-a"), ["0"], "entry 0 comes last on the way back and has the last word");
 
         let mut no_source = HeaderMap::new();
         no_source.insert("x-new", value("stays"));
-        edits.apply(2, &mut no_source);
+        edits.apply(2, &mut no_source, HeaderBound::NONE, "test");
         assert_eq!(all(&no_source, "x-new"), ["stays"], "renaming an absent header changes nothing");
     }
 
@@ -264,7 +349,34 @@ mod tests {
         }
         assert!(!edits.record(ResponseEdit::Append(name("x-n"), value("1"))));
         let mut headers = HeaderMap::new();
-        edits.apply(0, &mut headers);
+        edits.apply(0, &mut headers, HeaderBound::NONE, "test");
         assert_eq!(headers.get_all("x-n").iter().count(), MAX_RESPONSE_EDITS);
+    }
+
+    #[test]
+    fn header_bounds_count_lines_and_bytes_and_credit_what_a_set_replaces() {
+        // Lines of `x-a: 12` are 3 + 2 + 4 = 9 bytes.
+        let bound = HeaderBound { count: 3, bytes: 27 };
+        let mut headers = HeaderMap::new();
+        headers.append("x-a", value("12"));
+        headers.append("x-a", value("34"));
+        assert!(bound.admits(&headers, &name("x-b"), &value("56"), false), "third line, 27 bytes");
+        assert!(!bound.admits(&headers, &name("x-b"), &value("567"), false), "28 bytes");
+        headers.append("x-b", value("56"));
+        assert!(!bound.admits(&headers, &name("x-c"), &value(""), false), "a fourth line");
+        assert!(bound.admits(&headers, &name("x-a"), &value("99"), true), "a set replaces both x-a lines");
+        assert!(!bound.admits(&headers, &name("x-a"), &value("99"), false), "an append does not");
+
+        let mut edits = ResponseEdits::default();
+        edits.record(ResponseEdit::Append(name("x-c"), value("1")));
+        edits.record(ResponseEdit::Set(name("x-a"), value("long value")));
+        edits.record(ResponseEdit::Set(name("x-b"), value("7")));
+        edits.apply(0, &mut headers, bound, "test");
+        let all = |h: &HeaderMap, n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+        assert!(all(&headers, "x-c").is_empty(), "a fourth line is refused");
+        assert_eq!(all(&headers, "x-a"), ["long value"], "3 + 10 + 4 + 9 = 26 bytes fit once both old lines go");
+        assert_eq!(all(&headers, "x-b"), ["7"]);
+        assert_eq!(headers.len(), 2);
+        assert!(HeaderBound::NONE.admits(&headers, &name("x-z"), &value("1"), false));
     }
 }

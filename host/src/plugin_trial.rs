@@ -129,6 +129,8 @@ pub fn parse_request(file: &str, text: &str) -> Result<RequestState, TrialError>
         body: Some(body),
         context: Context::default(),
         response_edits: Default::default(),
+        // The gateway's default `[limits]`, so a trial refuses what a default gateway would.
+        header_limits: crate::config::LimitsConfig::default().header_limits(),
     })
 }
 
@@ -224,7 +226,7 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
         };
     }
     // Response edits asked for in `on-request` are made where its `on-response` runs, before it.
-    request.response_edits.apply(0, &mut response.headers);
+    request.response_edits.apply(0, &mut response.headers, request.header_limits.response, "trial");
     if descriptor.on_response {
         // Without declared body access the plugin sees no upstream body; the client still gets it.
         let hidden = if !answered && !descriptor.response_body { response.body.take() } else { None };

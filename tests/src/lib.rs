@@ -99,6 +99,13 @@ async fn upstream_answer(req: Request<Incoming>) -> Response<Full<Bytes>> {
         *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT);
         return r;
     }
+    if let Some(n) = path.strip_prefix("/headers/").and_then(|s| s.parse::<usize>().ok()) {
+        let mut r = Response::new(Full::new(Bytes::from(format!("{n} headers"))));
+        for i in 0..n {
+            r.headers_mut().append(format!("x-h-{i}").parse::<http::HeaderName>().expect("valid"), "1".parse().expect("static"));
+        }
+        return r;
+    }
     if let Some(n) = path.strip_prefix("/big/").and_then(|s| s.parse::<usize>().ok()) {
         return Response::new(Full::new(Bytes::from(vec![b'x'; n])));
     }

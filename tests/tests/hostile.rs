@@ -229,8 +229,9 @@ upstream = "backend"
         );
     }
     config += &hostile_route("/recursion", "recursion", r#"{ mode = "recursion" }"#);
-    config += &hostile_route("/response-headers", "flood", r#"{ mode = "response-headers" }"#);
+    config += &hostile_route("/response-headers", "flood", r#"{ mode = "response-headers", count = 1000 }"#);
     config += &hostile_route("/request-headers", "flood", r#"{ mode = "request-headers", count = 100000 }"#);
+    config += &hostile_route("/request-headers-1000", "flood", r#"{ mode = "request-headers", count = 1000 }"#);
     config += &hostile_route("/host-calls", "calls", r#"{ mode = "host-calls" }"#);
     config += &hostile_route("/env", "flood", r#"{ mode = "env" }"#);
     config += &hostile_route("/response-edits", "flood", r#"{ mode = "response-edits", count = 1000 }"#);
@@ -257,20 +258,32 @@ upstream = "backend"
         let started = Instant::now();
         assert_fails_closed(&client, &gw.url("/wait")).await;
         assert!(started.elapsed() < Duration::from_secs(2), "round {round}: held {:?} by host waits", started.elapsed());
-        // Response edits: invalid ones ignored, a flood cut at the per-request bound; the
-        // upstream's answer still goes out.
-        // upstream's answer still goes out. Read raw: 256 header lines are more than an HTTP
-        // client library accepts by default.
+        // Response edits: invalid ones ignored, a flood cut where the response reaches
+        // `limits.max_response_headers` (100): the upstream's three lines and 97 edits. The
+        // upstream's answer still goes out, with only the gateway's own three lines past the 100.
         let head = raw_response_head(gw.addr(), "/response-edits").await;
         assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {}", &head[..head.len().min(200)]);
-        let edited = head.lines().filter(|l| l.to_ascii_lowercase().starts_with("x-edit:")).count();
-        assert_eq!(edited, airlock::exchange::MAX_RESPONSE_EDITS, "round {round}");
+        let lines: Vec<String> = head.lines().skip(1).map(str::to_ascii_lowercase).collect();
+        let edited = lines.iter().filter(|l| l.starts_with("x-edit:")).count();
+        let own = lines.iter().filter(|l| ["via:", "x-request-id:", "connection:"].iter().any(|p| l.starts_with(p))).count();
+        assert_eq!((edited, lines.len() - own), (97, 100), "round {round}: {lines:?}");
         assert!(!head.contains("x-split") && !head.contains("bad name"));
-        // Header floods: refused as a bad plugin answer, never a broken connection.
-        for path in ["/response-headers", "/request-headers"] {
-            let r = client.get(&gw.url(path)).await;
-            assert!(r.status.is_server_error(), "{path}: {}", r.status);
-        }
+        // A plugin-made response with 1000 headers: sent with the first 100.
+        let head = raw_response_head(gw.addr(), "/response-headers").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {}", &head[..head.len().min(200)]);
+        assert_eq!(head.lines().filter(|l| l.starts_with("x-flood-")).count(), 100, "round {round}");
+        assert!(head.contains("\r\nx-flood-99: v") && !head.contains("x-flood-100:"));
+        // 1000 request headers appended: the upstream gets the request with 100 header lines
+        // (`limits.max_headers`), the plugin's last ones ignored.
+        let r = client.get(&gw.url("/request-headers-1000")).await;
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        let seen: usize = r.json()["headers"].as_object().map_or(0, |h| h.values().filter_map(|v| v.as_array()).map(Vec::len).sum());
+        let flood = r.upstream_header("x-flood");
+        assert!(seen <= 100 + 4 && flood.len() >= 90, "round {round}: {seen} header lines upstream, {} x-flood", flood.len());
+        assert_eq!(flood[..3], ["0", "1", "2"], "the first ones are kept");
+        // 100,000 host calls to do it: stopped at the CPU deadline, a 5xx, not a broken connection.
+        let r = client.get(&gw.url("/request-headers")).await;
+        assert!(r.status.is_server_error(), "round {round}: {}", r.status);
         assert_eq!(client.get(&gw.url("/healthy")).await.status, 200, "round {round}");
     }
     let failures = |plugin: &'static str, kind: &'static str| {

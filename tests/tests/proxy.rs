@@ -282,6 +282,7 @@ const LIMITS: &str = r#"
 max_header_bytes = 2048
 max_headers = 20
 max_body_bytes = 1000
+max_response_headers = 30
 
 [upstreams.backend]
 targets = ["{upstream}"]
@@ -327,6 +328,15 @@ async fn header_and_body_limits() {
     // Buffered for a body plugin: over the limit is 413 too.
     assert_eq!(client.request("POST", &gw.url("/buffered"), &[], &[b'a'; 1001]).await.status, 413);
     assert_eq!(upstream.hits(), hits + 1);
+
+    // An upstream answer with more header lines than `max_response_headers` is a bad answer (502);
+    // one within it goes through (25 of its own plus content-length and date).
+    let r = client.get(&gw.url("/headers/25")).await;
+    assert_eq!((r.status.as_u16(), r.header_all("x-h-24").len()), (200, 1), "{}", r.text());
+    let r = client.get(&gw.url("/headers/40")).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_unavailable");
+    assert_eq!(client.get(&gw.url("/headers/1")).await.status, 200, "the gateway keeps serving");
     gw.stop().await;
 }
 

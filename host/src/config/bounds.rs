@@ -14,6 +14,15 @@ pub const MAX_INSTANCES: u64 = 10_000;
 /// Largest memory cap of one plugin instance, in MiB (`runtime::engine::MAX_PLUGIN_MEMORY`).
 pub const MAX_MEMORY_MB: u64 = (crate::runtime::engine::MAX_PLUGIN_MEMORY / (1024 * 1024)) as u64;
 
+/// Most header lines `limits.max_headers` and `limits.max_response_headers` may allow: well below
+/// the 32,768 a header map can hold at all, so no count the config allows can overflow one.
+pub const MAX_HEADER_LINES: u64 = 10_000;
+
+/// `limits.max_headers`, `limits.max_response_headers`: 1 to [`MAX_HEADER_LINES`].
+pub fn header_lines<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    within(d, 1, MAX_HEADER_LINES)
+}
+
 /// A count or duration that must be at least 1.
 pub fn at_least_one<'de, D: Deserializer<'de>, T: Deserialize<'de> + Copy + TryInto<u64>>(d: D) -> Result<T, D::Error> {
     within(d, 1, u64::MAX)
@@ -96,6 +105,10 @@ mod tests {
         assert_eq!((line, key.as_str(), message.as_str()), (Some(2), "runtime.memory_mb", "must be between 1 and 1024, not 4096"));
         let (line, key, _) = refused("[plugins.p]\nsource = \"p.wasm\"\nmemory_mb = 0\n");
         assert_eq!((line, key.as_str()), (Some(3), "plugins.p.memory_mb"));
+        let (line, key, message) = refused("[limits]\nmax_headers = 50\nmax_response_headers = 40000\n");
+        assert_eq!((line, key.as_str(), message.as_str()), (Some(3), "limits.max_response_headers", "must be between 1 and 10000, not 40000"));
+        let (_, key, _) = refused("[limits]\nmax_response_header_bytes = 0\n");
+        assert_eq!(key, "limits.max_response_header_bytes");
     }
 
     #[test]

@@ -188,23 +188,50 @@ pub enum ClientAuth {
     Optional,
 }
 
-/// Request size limits.
+/// Request and response size limits.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Largest request line plus headers accepted, in bytes (431 beyond it).
+    /// Largest request line plus headers accepted, in bytes (431 beyond it); also the most bytes
+    /// of header lines a plugin's changes may make of them.
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub max_header_bytes: usize,
-    /// Largest number of request headers accepted (431 beyond it).
-    #[serde(deserialize_with = "bounds::at_least_one")]
+    /// Largest number of request headers accepted (431 beyond it); also the most a plugin's
+    /// changes may make of them.
+    #[serde(deserialize_with = "bounds::header_lines")]
     pub max_headers: usize,
     /// Largest request body accepted, and largest body buffered for a plugin, in bytes (413 beyond it).
     pub max_body_bytes: u64,
+    /// Most response header lines: an upstream response with more is answered 502, and a
+    /// plugin's header changes past it are ignored (and logged), so clients never see more.
+    #[serde(deserialize_with = "bounds::header_lines")]
+    pub max_response_headers: usize,
+    /// Most bytes of response header lines a plugin's changes may make (each line counted as
+    /// name, value and four bytes): its changes past it are ignored (and logged).
+    #[serde(deserialize_with = "bounds::at_least_one")]
+    pub max_response_header_bytes: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_header_bytes: 32 * 1024, max_headers: 100, max_body_bytes: 10 * 1024 * 1024 }
+        Self {
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 10 * 1024 * 1024,
+            max_response_headers: 100,
+            max_response_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The bounds plugins' header changes are held to: the same as the gateway's own.
+    pub fn header_limits(&self) -> crate::exchange::HeaderLimits {
+        use crate::exchange::{HeaderBound, HeaderLimits};
+        HeaderLimits {
+            request: HeaderBound { count: self.max_headers, bytes: self.max_header_bytes },
+            response: HeaderBound { count: self.max_response_headers, bytes: self.max_response_header_bytes },
+        }
     }
 }
 

@@ -300,6 +300,7 @@ impl Gateway {
             body,
             context,
             response_edits: Default::default(),
+            header_limits: self.limits.header_limits(),
         };
         Ok((state, stream, trailers))
     }

@@ -70,6 +70,8 @@ pub struct UpstreamSettings {
     pub protocol: UpstreamProtocol,
     /// TLS settings; `Some` makes every connection TLS.
     pub tls: Option<TlsSettings>,
+    /// Most header lines an HTTP/1.1 response may carry (`limits.max_response_headers`; 502 past it).
+    pub max_response_headers: usize,
 }
 
 impl Upstream {
@@ -103,6 +105,7 @@ impl Upstream {
             .pool_max_idle_per_host(max_idle)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            .http1_max_headers(settings.max_response_headers)
             .http2_only(http2);
         Ok(match &settings.tls {
             None => {

@@ -133,6 +133,7 @@ fn settings(
         host_header: up.host_header,
         protocol,
         tls: tls_settings,
+        max_response_headers: config.limits.max_response_headers,
     };
     Some((targets, settings))
 }

@@ -23,7 +23,7 @@ use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
 use super::host::{HostState, Plugin, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
 use crate::config::Isolation;
-use crate::exchange::{RequestState, ResponseState};
+use crate::exchange::{HeaderBound, RefusalLog, RequestState, ResponseState};
 
 /// Default number of idle warm instances kept per chain entry.
 pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -323,7 +323,8 @@ impl InstancePool {
         match result {
             Ok(action) => {
                 self.release(instance);
-                (request, Ok(convert_action(action, &self.name)))
+                let action = convert_action(action, &self.name, request.header_limits.response);
+                (request, Ok(action))
             }
             Err(e) => {
                 let failure = classify(instance.store.data(), e);
@@ -379,18 +380,18 @@ enum InstantiateError {
 /// Longest delay a plugin may ask for in one `delay` action.
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
-fn convert_action(action: WitAction, plugin: &str) -> PhaseAction {
+fn convert_action(action: WitAction, plugin: &str, bound: HeaderBound) -> PhaseAction {
     match action {
         WitAction::Continue => PhaseAction::Continue,
         WitAction::Delay(ms) => PhaseAction::Delay(millis(ms)),
-        WitAction::Respond(init) => PhaseAction::Respond(convert_response(init, plugin)),
+        WitAction::Respond(init) => PhaseAction::Respond(convert_response(init, plugin, bound)),
         WitAction::AcquireSlot(slot) => PhaseAction::AcquireSlot(SlotRequest {
             key: slot.key,
             limit: slot.limit.max(1),
             queue: slot.queue,
             max_wait: millis(slot.max_wait_ms),
             delay: millis(slot.delay_ms),
-            refuse: convert_response(slot.refuse, plugin),
+            refuse: convert_response(slot.refuse, plugin, bound),
         }),
     }
 }
@@ -400,17 +401,23 @@ fn millis(ms: u32) -> Duration {
     Duration::from_millis(u64::from(ms)).min(MAX_DELAY)
 }
 
-/// A plugin-made response; an invalid status becomes 500 and invalid headers are dropped, each logged.
-fn convert_response(init: ResponseInit, plugin: &str) -> ResponseState {
+/// A plugin-made response; an invalid status becomes 500, and invalid headers and those past the
+/// response header limits are dropped, each logged.
+fn convert_response(init: ResponseInit, plugin: &str, bound: HeaderBound) -> ResponseState {
     let status = http::StatusCode::from_u16(init.status).unwrap_or_else(|_| {
         tracing::warn!(plugin, status = init.status, "plugin responded with an invalid status; sending 500");
         http::StatusCode::INTERNAL_SERVER_ERROR
     });
-    let mut headers = http::HeaderMap::with_capacity(init.headers.len());
+    let mut headers = http::HeaderMap::with_capacity(init.headers.len().min(bound.count).min(64));
+    let mut refusals = RefusalLog::default();
     for h in init.headers {
         match (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(&h.value)) {
             (Ok(name), Ok(value)) => {
-                headers.append(name, value);
+                if bound.admits(&headers, &name, &value, false) {
+                    headers.append(name, value);
+                } else {
+                    refusals.refused(plugin, "response header", bound);
+                }
             }
             _ => tracing::warn!(plugin, header = h.name, "invalid header in plugin response ignored"),
         }
@@ -436,6 +443,7 @@ fn placeholder_request() -> RequestState {
         body: None,
         context: Default::default(),
         response_edits: Default::default(),
+        header_limits: crate::exchange::HeaderLimits::NONE,
     }
 }
 

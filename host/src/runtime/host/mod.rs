@@ -75,6 +75,8 @@ pub struct HostState {
     pub cpu_deadline: Duration,
     /// Set when the deadline interrupted the current call.
     pub deadline_hit: bool,
+    /// Header changes of the current call refused past the header limits (logged once a call).
+    pub header_refusals: crate::exchange::RefusalLog,
     /// The chain entry's view of the state store (capability `state`), keys already scoped.
     pub state: Option<crate::state::ScopedState>,
     /// The entry's `http-client` grant, if it has one.
@@ -100,6 +102,7 @@ impl HostState {
             clock: Arc::new(CallClock::new()),
             cpu_deadline,
             deadline_hit: false,
+            header_refusals: Default::default(),
             state: None,
             http: None,
             metrics: None,
@@ -113,6 +116,7 @@ impl HostState {
         self.clock.begin(Instant::now());
         self.deadline_hit = false;
         self.limiter.oom_hit = false;
+        self.header_refusals = Default::default();
     }
 }
 

@@ -14,7 +14,7 @@ use wasmtime::component::Resource;
 
 use super::HostState;
 use super::airlock::plugin::types::{Host, HostRequest, HostResponse, ResponseEdit as WitResponseEdit};
-use crate::exchange::{MAX_RESPONSE_EDITS, RequestState, ResponseEdit, ResponseState};
+use crate::exchange::{HeaderBound, MAX_RESPONSE_EDITS, RequestState, ResponseEdit, ResponseState};
 
 /// Marker type of the `request` resource (its data lives in [`HostState::request`]).
 pub struct RequestHandle;
@@ -46,6 +46,29 @@ impl HostState {
 
     fn resp_mut(&mut self) -> Option<&mut ResponseState> {
         self.response.as_mut()
+    }
+
+    /// The bound the response's headers (and trailers) are held to: the request's response limits.
+    fn resp_bound(&self) -> HeaderBound {
+        self.request.as_ref().map_or(HeaderBound::NONE, |r| r.header_limits.response)
+    }
+
+    /// The response's headers and their bound.
+    fn resp_headers_mut(&mut self) -> Option<(&mut HeaderMap, HeaderBound)> {
+        let bound = self.resp_bound();
+        self.response.as_mut().map(|r| (&mut r.headers, bound))
+    }
+
+    /// Logs (once per call) a header change refused for taking the headers past their bound.
+    fn refused(&mut self, admitted: bool, what: &str, bound: HeaderBound) {
+        if !admitted {
+            self.header_refusals.refused(&self.plugin, what, bound);
+        }
+    }
+
+    /// The request's headers and their bound, if the request may be changed in this call.
+    fn req_headers_mut(&mut self, what: &str) -> Option<(&mut HeaderMap, HeaderBound)> {
+        self.req_mut(what).map(|r| (&mut r.headers, r.header_limits.request))
     }
 }
 
@@ -100,16 +123,27 @@ fn response_edit(plugin: &str, edit: WitResponseEdit) -> Option<ResponseEdit> {
     })
 }
 
-fn set_header(plugin: &str, headers: &mut HeaderMap, name: String, value: Vec<u8>) {
-    if let Some((name, value)) = parse_header(plugin, &name, value) {
-        headers.insert(name, value);
+/// Sets (`replacing`) or appends a header unless invalid (logged) or past `bound`: false only in
+/// the second case.
+fn put_header(plugin: &str, (headers, bound): (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>, replacing: bool) -> bool {
+    let Some((name, value)) = parse_header(plugin, &name, value) else { return true };
+    if !bound.admits(headers, &name, &value, replacing) {
+        return false;
     }
-}
-
-fn append_header(plugin: &str, headers: &mut HeaderMap, name: String, value: Vec<u8>) {
-    if let Some((name, value)) = parse_header(plugin, &name, value) {
+    if replacing {
+        headers.insert(name, value);
+    } else {
         headers.append(name, value);
     }
+    true
+}
+
+fn set_header(plugin: &str, headers: (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>) -> bool {
+    put_header(plugin, headers, name, value, true)
+}
+
+fn append_header(plugin: &str, headers: (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>) -> bool {
+    put_header(plugin, headers, name, value, false)
 }
 
 /// First value of `name` in a query string, decoded as `application/x-www-form-urlencoded`.
@@ -193,15 +227,19 @@ impl HostRequest for HostState {
 
     fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) {
         let plugin = self.plugin.clone();
-        if let Some(req) = self.req_mut("set-header") {
-            set_header(&plugin, &mut req.headers, name, value);
+        if let Some(headers) = self.req_headers_mut("set-header") {
+            let bound = headers.1;
+            let admitted = set_header(&plugin, headers, name, value);
+            self.refused(admitted, "set-header", bound);
         }
     }
 
     fn append_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) {
         let plugin = self.plugin.clone();
-        if let Some(req) = self.req_mut("append-header") {
-            append_header(&plugin, &mut req.headers, name, value);
+        if let Some(headers) = self.req_headers_mut("append-header") {
+            let bound = headers.1;
+            let admitted = append_header(&plugin, headers, name, value);
+            self.refused(admitted, "append-header", bound);
         }
     }
 
@@ -303,15 +341,19 @@ impl HostResponse for HostState {
 
     fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) {
         let plugin = self.plugin.clone();
-        if let Some(resp) = self.resp_mut() {
-            set_header(&plugin, &mut resp.headers, name, value);
+        if let Some(headers) = self.resp_headers_mut() {
+            let bound = headers.1;
+            let admitted = set_header(&plugin, headers, name, value);
+            self.refused(admitted, "set-header", bound);
         }
     }
 
     fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) {
         let plugin = self.plugin.clone();
-        if let Some(resp) = self.resp_mut() {
-            append_header(&plugin, &mut resp.headers, name, value);
+        if let Some(headers) = self.resp_headers_mut() {
+            let bound = headers.1;
+            let admitted = append_header(&plugin, headers, name, value);
+            self.refused(admitted, "append-header", bound);
         }
     }
 
@@ -358,8 +400,10 @@ impl HostResponse for HostState {
             return;
         }
         let plugin = self.plugin.clone();
+        let bound = self.resp_bound();
         if let Some(resp) = self.resp_mut() {
-            set_header(&plugin, resp.trailers.get_or_insert_with(HeaderMap::new), name, value);
+            let admitted = set_header(&plugin, (resp.trailers.get_or_insert_with(HeaderMap::new), bound), name, value);
+            self.refused(admitted, "set-trailer", bound);
         }
     }
 
@@ -414,10 +458,15 @@ mod tests {
     #[test]
     fn non_utf8_header_values_survive() {
         let mut headers = HeaderMap::new();
-        set_header("t", &mut headers, "X-Bin".into(), vec![0xff, 0xfe, b'a']);
+        assert!(set_header("t", (&mut headers, HeaderBound::NONE), "X-Bin".into(), vec![0xff, 0xfe, b'a']));
         assert_eq!(header_first(&headers, "x-bin"), Some(vec![0xff, 0xfe, b'a']));
-        set_header("t", &mut headers, "bad name".into(), b"v".to_vec());
-        set_header("t", &mut headers, "x-ctl".into(), b"a\nb".to_vec());
+        set_header("t", (&mut headers, HeaderBound::NONE), "bad name".into(), b"v".to_vec());
+        set_header("t", (&mut headers, HeaderBound::NONE), "x-ctl".into(), b"a\nb".to_vec());
         assert_eq!(headers.len(), 1);
+        let two = HeaderBound { count: 2, bytes: usize::MAX };
+        assert!(append_header("t", (&mut headers, two), "x-n".into(), b"1".to_vec()));
+        assert!(!append_header("t", (&mut headers, two), "x-n".into(), b"2".to_vec()), "a third line");
+        assert!(set_header("t", (&mut headers, two), "x-n".into(), b"3".to_vec()), "a set replaces");
+        assert_eq!(header_all(&headers, "x-n"), [b"3".to_vec()]);
     }
 }
