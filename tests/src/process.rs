@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use crate::metrics::sample;
 use crate::{HttpClient, Upstream, airlock_binary, render};
 
+/// Where [`GatewayProcess::start_logging`] writes the gateway's log, in its directory.
+const LOG_FILE: &str = "airlock.log";
+
 /// A free loopback port (bound, then released for the binary to take).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -25,16 +28,29 @@ impl GatewayProcess {
     /// Writes `config` (`{upstream}` substituted, listener and admin on free ports) and starts
     /// `airlock run -c airlock.toml <args>` on it; waits until it serves.
     pub async fn start(config: &str, upstream: &Upstream, args: &[&str]) -> Self {
+        Self::spawn(config, upstream, args, false).await
+    }
+
+    /// [`Self::start`], with the log written to a file that [`Self::log`] reads.
+    pub async fn start_logging(config: &str, upstream: &Upstream, args: &[&str]) -> Self {
+        Self::spawn(config, upstream, args, true).await
+    }
+
+    async fn spawn(config: &str, upstream: &Upstream, args: &[&str], log_to_file: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, admin) = (free_port(), free_port());
         write_config(dir.path(), port, admin, config, upstream);
+        let stderr = match log_to_file {
+            true => Stdio::from(std::fs::File::create(dir.path().join(LOG_FILE)).expect("create the log file")),
+            false => Stdio::inherit(),
+        };
         let child = Command::new(airlock_binary())
             .args(["run", "-c", "airlock.toml"])
             .args(args)
             .current_dir(dir.path())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start airlock");
         let mut airlock = Self { child, dir, port, admin };
@@ -45,6 +61,11 @@ impl GatewayProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         airlock
+    }
+
+    /// What the gateway logged so far (started with [`Self::start_logging`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(LOG_FILE)).unwrap_or_default()
     }
 
     /// Replaces the config file (same listener and admin ports).

@@ -428,3 +428,40 @@ config = {{ target = "{target}" }}
     assert_eq!(target.accepted(), 1);
     gw.stop().await;
 }
+
+/// A plugin that logs in a loop (its own lines, stderr, and bad input the host warns about)
+/// causes at most `MAX_LOG_LINES_PER_CALL` log lines per call, not one per iteration, and the
+/// request still goes through.
+#[tokio::test]
+async fn a_plugin_logging_in_a_loop_gets_a_bounded_number_of_lines() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[plugins.logger]
+source = "{plugin:hostile}"
+capabilities = ["http-client"]
+http_client = { allow = ["http://127.0.0.1:9"] }
+
+[[routes]]
+path = "/flood"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "logger"
+config = { mode = "log-flood", count = 500 }
+"#;
+    let gw = airlock_tests::process::GatewayProcess::start_logging(config, &upstream, &[]).await;
+    let client = HttpClient::http1();
+    let limit = airlock::runtime::host::log::MAX_LOG_LINES_PER_CALL as usize;
+    for round in 1..=2 {
+        let r = client.get(&gw.url("/flood")).await;
+        assert_eq!(r.status, 200, "round {round}: {}\n{}", r.text(), gw.log());
+        // The log is written as the call runs; give the file a moment to settle.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = gw.log();
+        let lines = log.lines().filter(|l| l.contains("\"logger\"")).count();
+        assert_eq!(lines, limit * round, "round {round}: each call's lines stop at the limit (the last saying so)\n{log}");
+        assert_eq!(log.matches("log line limit").count(), round, "one line per call says the rest are dropped");
+    }
+}

@@ -229,7 +229,7 @@ impl InstancePool {
         state.http = self.settings.http.clone();
         state.metrics = self.settings.metrics.clone();
         if let Some(dir) = &self.settings.files {
-            state.wasi = wasi::files_ctx(&self.name, dir).map_err(|e| InstantiateError::Failed(Failure::Trap(e)))?;
+            state.wasi = wasi::files_ctx(&state.log, dir).map_err(|e| InstantiateError::Failed(Failure::Trap(e)))?;
         }
         let mut store = Store::new(&self.plugin.sandbox.engine, state);
         arm_store(&mut store);

@@ -1,4 +1,8 @@
-//! `airlock:plugin/log`: a plugin's log lines, into the gateway's log under the plugin's name.
+//! `airlock:plugin/log`: a plugin's log lines, into the gateway's log under the plugin's name,
+//! and the per-call budget that bounds every line a plugin causes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::HostState;
 use super::airlock::plugin::log::{Host, Level};
@@ -6,8 +10,79 @@ use super::airlock::plugin::log::{Host, Level};
 /// Longest log message kept from a plugin; longer ones are cut (a plugin must not flood the log).
 const MAX_MESSAGE_BYTES: usize = 4096;
 
+/// Most log lines one phase call may cause: its own (`log.write`, stdout, stderr) and the
+/// gateway's warnings about what it asked for (an invalid header, say). Past it the call's
+/// lines are dropped, with one line saying so: a plugin logging in a loop within its CPU
+/// deadline would otherwise write tens of thousands of lines per request.
+pub const MAX_LOG_LINES_PER_CALL: u32 = 64;
+
+/// The log lines the current call of one instance may still cause. Shared (atomically) with
+/// the instance's stdout and stderr streams, which live in the WASI context, not the host state.
+#[derive(Debug)]
+pub struct LogBudget {
+    plugin: Arc<str>,
+    left: AtomicU32,
+}
+
+impl LogBudget {
+    /// A full budget for the instances of `plugin`.
+    pub fn new(plugin: Arc<str>) -> Arc<Self> {
+        Arc::new(Self { plugin, left: AtomicU32::new(MAX_LOG_LINES_PER_CALL) })
+    }
+
+    /// The plugin's name, for the lines themselves.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// Fills the budget again (a call begins).
+    pub fn reset(&self) {
+        self.left.store(MAX_LOG_LINES_PER_CALL, Ordering::Relaxed);
+    }
+
+    /// Takes one line from the budget: false once it is spent (the line that spends it says
+    /// that the rest of the call's lines are dropped).
+    pub fn take(&self) -> bool {
+        match self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1)) {
+            Ok(1) => {
+                tracing::warn!(
+                    plugin = &*self.plugin,
+                    limit = MAX_LOG_LINES_PER_CALL,
+                    "this plugin call reached its log line limit: its further lines are dropped"
+                );
+                false
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+}
+
+/// A warning about what a plugin asked for, logged with its name if its call's
+/// [`LogBudget`] allows: `plugin_warn!(budget, field = value, "message")`.
+macro_rules! plugin_warn {
+    ($budget:expr, $($rest:tt)+) => {{
+        let budget: &$crate::runtime::host::log::LogBudget = $budget;
+        if budget.take() {
+            tracing::warn!(plugin = budget.plugin(), $($rest)+);
+        }
+    }};
+}
+pub(crate) use plugin_warn;
+
 impl Host for HostState {
     fn write(&mut self, level: Level, message: String) {
+        // Lines below the log level are free: they cost nothing and spend no budget.
+        let enabled = match level {
+            Level::Trace => tracing::enabled!(target: "airlock::plugin", tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(target: "airlock::plugin", tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(target: "airlock::plugin", tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(target: "airlock::plugin", tracing::Level::WARN),
+            Level::Error => tracing::enabled!(target: "airlock::plugin", tracing::Level::ERROR),
+        };
+        if !enabled || !self.log.take() {
+            return;
+        }
         let message = truncate(&message, MAX_MESSAGE_BYTES);
         let plugin = &*self.plugin;
         let request_id = self.request.as_ref().map(|r| &*r.request_id).unwrap_or("");
@@ -35,6 +110,15 @@ pub fn truncate(s: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_call_s_log_budget_is_spent_then_refilled() {
+        let budget = super::LogBudget::new("p".into());
+        let taken = (0..super::MAX_LOG_LINES_PER_CALL * 2).filter(|_| budget.take()).count();
+        assert_eq!(taken, super::MAX_LOG_LINES_PER_CALL as usize - 1, "the last place says the rest are dropped");
+        budget.reset();
+        assert!(budget.take());
+    }
+
     #[test]
     fn truncate_respects_char_boundaries() {
         assert_eq!(super::truncate("héllo", 2), "h");

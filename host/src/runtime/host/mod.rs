@@ -56,6 +56,8 @@ pub struct HostState {
     pub plugin: Arc<str>,
     /// The WASI baseline's context (no env, no args, no preopens, stdio into the log).
     pub wasi: WasiCtx,
+    /// The log lines the current call may still cause (shared with stdout and stderr).
+    pub log: Arc<log::LogBudget>,
     /// WASI resources (streams, pollables) of this instance.
     pub table: ResourceTable,
     /// The memory cap, and whether the plugin ran into it.
@@ -90,8 +92,10 @@ impl HostState {
     pub fn new(plugin: Arc<str>, memory_bytes: usize, cpu_deadline: Duration) -> Self {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_TABLE_ENTRIES);
+        let log = log::LogBudget::new(plugin.clone());
         Self {
-            wasi: wasi::baseline_ctx(&plugin),
+            wasi: wasi::baseline_ctx(&log),
+            log,
             plugin,
             table,
             limiter: MemoryLimiter::new(memory_bytes),
@@ -117,6 +121,7 @@ impl HostState {
         self.deadline_hit = false;
         self.limiter.oom_hit = false;
         self.header_refusals = Default::default();
+        self.log.reset();
     }
 }
 

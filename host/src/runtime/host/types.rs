@@ -13,6 +13,7 @@ use http::{HeaderMap, Method, StatusCode};
 use wasmtime::component::Resource;
 
 use super::HostState;
+use super::log::{LogBudget, plugin_warn};
 use super::airlock::plugin::types::{Host, HostRequest, HostResponse, ResponseEdit as WitResponseEdit};
 use crate::exchange::{HeaderBound, MAX_RESPONSE_EDITS, RequestState, ResponseEdit, ResponseState};
 
@@ -34,7 +35,7 @@ impl HostState {
     /// The request, if it may be changed in this call.
     fn req_mut(&mut self, what: &str) -> Option<&mut RequestState> {
         if self.request_read_only {
-            tracing::warn!(plugin = %self.plugin, "{what} ignored: the request is read-only in on-response");
+            plugin_warn!(&self.log, "{what} ignored: the request is read-only in on-response");
             return None;
         }
         self.request.as_mut()
@@ -85,39 +86,39 @@ fn header_names(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// Parses a plugin-supplied header name; logs and returns `None` when it is not valid HTTP.
-fn parse_name(plugin: &str, name: &str) -> Option<HeaderName> {
+fn parse_name(log: &LogBudget, name: &str) -> Option<HeaderName> {
     let parsed = HeaderName::from_bytes(name.as_bytes()).ok();
     if parsed.is_none() {
-        tracing::warn!(plugin, header = name, "invalid header name from plugin ignored");
+        plugin_warn!(log, header = name, "invalid header name from plugin ignored");
     }
     parsed
 }
 
 /// Parses a plugin-supplied header; logs and returns `None` when it is not valid HTTP.
-fn parse_header(plugin: &str, name: &str, value: Vec<u8>) -> Option<(HeaderName, HeaderValue)> {
-    let name = parse_name(plugin, name)?;
+fn parse_header(log: &LogBudget, name: &str, value: Vec<u8>) -> Option<(HeaderName, HeaderValue)> {
+    let name = parse_name(log, name)?;
     if value.len() > MAX_HEADER_VALUE_BYTES {
-        tracing::warn!(plugin, header = %name, len = value.len(), "oversized header value from plugin ignored");
+        plugin_warn!(log, header = %name, len = value.len(), "oversized header value from plugin ignored");
         return None;
     }
     // Takes the lifted bytes as they are: validated, not copied.
     match HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         Ok(value) => Some((name, value)),
         Err(_) => {
-            tracing::warn!(plugin, header = %name, "header value with control characters from plugin ignored");
+            plugin_warn!(log, header = %name, "header value with control characters from plugin ignored");
             None
         }
     }
 }
 
 /// Validates a plugin's response edit like the header setters do; `None` (logged) when invalid.
-fn response_edit(plugin: &str, edit: WitResponseEdit) -> Option<ResponseEdit> {
-    let name = |name: &str| parse_name(plugin, name);
+fn response_edit(log: &LogBudget, edit: WitResponseEdit) -> Option<ResponseEdit> {
+    let name = |name: &str| parse_name(log, name);
     Some(match edit {
-        WitResponseEdit::Set(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::Set(n, v))?,
-        WitResponseEdit::Add(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::Add(n, v))?,
-        WitResponseEdit::Append(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::Append(n, v))?,
-        WitResponseEdit::AddToken(h) => parse_header(plugin, &h.name, h.value).map(|(n, v)| ResponseEdit::AddToken(n, v))?,
+        WitResponseEdit::Set(h) => parse_header(log, &h.name, h.value).map(|(n, v)| ResponseEdit::Set(n, v))?,
+        WitResponseEdit::Add(h) => parse_header(log, &h.name, h.value).map(|(n, v)| ResponseEdit::Add(n, v))?,
+        WitResponseEdit::Append(h) => parse_header(log, &h.name, h.value).map(|(n, v)| ResponseEdit::Append(n, v))?,
+        WitResponseEdit::AddToken(h) => parse_header(log, &h.name, h.value).map(|(n, v)| ResponseEdit::AddToken(n, v))?,
         WitResponseEdit::Remove(n) => ResponseEdit::Remove(name(&n)?),
         WitResponseEdit::Rename((from, to)) => ResponseEdit::Rename(name(&from)?, name(&to)?),
     })
@@ -125,8 +126,8 @@ fn response_edit(plugin: &str, edit: WitResponseEdit) -> Option<ResponseEdit> {
 
 /// Sets (`replacing`) or appends a header unless invalid (logged) or past `bound`: false only in
 /// the second case.
-fn put_header(plugin: &str, (headers, bound): (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>, replacing: bool) -> bool {
-    let Some((name, value)) = parse_header(plugin, &name, value) else { return true };
+fn put_header(log: &LogBudget, (headers, bound): (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>, replacing: bool) -> bool {
+    let Some((name, value)) = parse_header(log, &name, value) else { return true };
     if !bound.admits(headers, &name, &value, replacing) {
         return false;
     }
@@ -138,12 +139,12 @@ fn put_header(plugin: &str, (headers, bound): (&mut HeaderMap, HeaderBound), nam
     true
 }
 
-fn set_header(plugin: &str, headers: (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>) -> bool {
-    put_header(plugin, headers, name, value, true)
+fn set_header(log: &LogBudget, headers: (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>) -> bool {
+    put_header(log, headers, name, value, true)
 }
 
-fn append_header(plugin: &str, headers: (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>) -> bool {
-    put_header(plugin, headers, name, value, false)
+fn append_header(log: &LogBudget, headers: (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>) -> bool {
+    put_header(log, headers, name, value, false)
 }
 
 /// First value of `name` in a query string, decoded as `application/x-www-form-urlencoded`.
@@ -169,11 +170,11 @@ impl HostRequest for HostState {
     }
 
     fn set_method(&mut self, _: Resource<RequestHandle>, method: String) {
-        let plugin = self.plugin.clone();
+        let log = self.log.clone();
         if let Some(req) = self.req_mut("set-method") {
             match Method::from_bytes(method.as_bytes()) {
                 Ok(m) => req.method = m,
-                Err(_) => tracing::warn!(plugin = %plugin, method, "invalid method from plugin ignored"),
+                Err(_) => plugin_warn!(&log, method, "invalid method from plugin ignored"),
             }
         }
     }
@@ -183,12 +184,12 @@ impl HostRequest for HostState {
     }
 
     fn set_path(&mut self, _: Resource<RequestHandle>, path: String) {
-        let plugin = self.plugin.clone();
+        let log = self.log.clone();
         if let Some(req) = self.req_mut("set-path") {
             if valid_path(&path) {
                 req.path = path;
             } else {
-                tracing::warn!(plugin = %plugin, path, "invalid path from plugin ignored");
+                plugin_warn!(&log, path, "invalid path from plugin ignored");
             }
         }
     }
@@ -198,11 +199,11 @@ impl HostRequest for HostState {
     }
 
     fn set_query(&mut self, _: Resource<RequestHandle>, query: Option<String>) {
-        let plugin = self.plugin.clone();
+        let log = self.log.clone();
         if let Some(req) = self.req_mut("set-query") {
             match query {
                 Some(q) if http::uri::PathAndQuery::try_from(format!("/?{q}")).is_err() => {
-                    tracing::warn!(plugin = %plugin, query = q, "invalid query from plugin ignored");
+                    plugin_warn!(&log, query = q, "invalid query from plugin ignored");
                 }
                 q => req.query = q.filter(|q| !q.is_empty()),
             }
@@ -226,19 +227,19 @@ impl HostRequest for HostState {
     }
 
     fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) {
-        let plugin = self.plugin.clone();
+        let log = self.log.clone();
         if let Some(headers) = self.req_headers_mut("set-header") {
             let bound = headers.1;
-            let admitted = set_header(&plugin, headers, name, value);
+            let admitted = set_header(&log, headers, name, value);
             self.refused(admitted, "set-header", bound);
         }
     }
 
     fn append_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) {
-        let plugin = self.plugin.clone();
+        let log = self.log.clone();
         if let Some(headers) = self.req_headers_mut("append-header") {
             let bound = headers.1;
-            let admitted = append_header(&plugin, headers, name, value);
+            let admitted = append_header(&log, headers, name, value);
             self.refused(admitted, "append-header", bound);
         }
     }
@@ -278,7 +279,7 @@ impl HostRequest for HostState {
 
     fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) {
         if !self.body_access {
-            tracing::warn!(plugin = %self.plugin, "set-body ignored: the plugin did not declare request-body access");
+            plugin_warn!(&self.log, "set-body ignored: the plugin did not declare request-body access");
             return;
         }
         if let Some(req) = self.req_mut("set-body") {
@@ -298,12 +299,12 @@ impl HostRequest for HostState {
     }
 
     fn edit_response(&mut self, _: Resource<RequestHandle>, edit: WitResponseEdit) {
-        let plugin = self.plugin.clone();
-        let Some(edit) = response_edit(&plugin, edit) else { return };
+        let log = self.log.clone();
+        let Some(edit) = response_edit(&log, edit) else { return };
         if let Some(req) = self.req_mut("edit-response")
             && !req.response_edits.record(edit)
         {
-            tracing::warn!(plugin = %plugin, limit = MAX_RESPONSE_EDITS, "response edit ignored: too many for one request");
+            plugin_warn!(&log, limit = MAX_RESPONSE_EDITS, "response edit ignored: too many for one request");
         }
     }
 
@@ -318,11 +319,11 @@ impl HostResponse for HostState {
     }
 
     fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) {
-        let plugin = self.plugin.clone();
+        let log = self.log.clone();
         if let Some(resp) = self.resp_mut() {
             match StatusCode::from_u16(status) {
                 Ok(s) => resp.status = s,
-                Err(_) => tracing::warn!(plugin = %plugin, status, "invalid status from plugin ignored"),
+                Err(_) => plugin_warn!(&log, status, "invalid status from plugin ignored"),
             }
         }
     }
@@ -340,19 +341,19 @@ impl HostResponse for HostState {
     }
 
     fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) {
-        let plugin = self.plugin.clone();
+        let log = self.log.clone();
         if let Some(headers) = self.resp_headers_mut() {
             let bound = headers.1;
-            let admitted = set_header(&plugin, headers, name, value);
+            let admitted = set_header(&log, headers, name, value);
             self.refused(admitted, "set-header", bound);
         }
     }
 
     fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) {
-        let plugin = self.plugin.clone();
+        let log = self.log.clone();
         if let Some(headers) = self.resp_headers_mut() {
             let bound = headers.1;
-            let admitted = append_header(&plugin, headers, name, value);
+            let admitted = append_header(&log, headers, name, value);
             self.refused(admitted, "append-header", bound);
         }
     }
@@ -372,7 +373,7 @@ impl HostResponse for HostState {
 
     fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) {
         if !self.body_access {
-            tracing::warn!(plugin = %self.plugin, "set-body ignored: the plugin did not declare response-body access");
+            plugin_warn!(&self.log, "set-body ignored: the plugin did not declare response-body access");
             return;
         }
         if let Some(resp) = self.resp_mut() {
@@ -396,20 +397,20 @@ impl HostResponse for HostState {
 
     fn set_trailer(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) {
         if !self.body_access {
-            tracing::warn!(plugin = %self.plugin, "set-trailer ignored: the plugin did not declare response-body access");
+            plugin_warn!(&self.log, "set-trailer ignored: the plugin did not declare response-body access");
             return;
         }
-        let plugin = self.plugin.clone();
+        let log = self.log.clone();
         let bound = self.resp_bound();
         if let Some(resp) = self.resp_mut() {
-            let admitted = set_header(&plugin, (resp.trailers.get_or_insert_with(HeaderMap::new), bound), name, value);
+            let admitted = set_header(&log, (resp.trailers.get_or_insert_with(HeaderMap::new), bound), name, value);
             self.refused(admitted, "set-trailer", bound);
         }
     }
 
     fn remove_trailer(&mut self, _: Resource<ResponseHandle>, name: String) {
         if !self.body_access {
-            tracing::warn!(plugin = %self.plugin, "remove-trailer ignored: the plugin did not declare response-body access");
+            plugin_warn!(&self.log, "remove-trailer ignored: the plugin did not declare response-body access");
             return;
         }
         if let Some(trailers) = self.resp_mut().and_then(|r| r.trailers.as_mut()) {
@@ -428,16 +429,17 @@ mod tests {
 
     #[test]
     fn response_edits_from_plugins_are_validated() {
+        let log = LogBudget::new("p".into());
         use super::super::airlock::plugin::types::Header;
         let header = |name: &str, value: &[u8]| Header { name: name.into(), value: value.to_vec() };
         assert_eq!(
-            response_edit("p", WitResponseEdit::Set(header("X-A", b"1"))),
+            response_edit(&log, WitResponseEdit::Set(header("X-A", b"1"))),
             Some(ResponseEdit::Set(HeaderName::from_static("x-a"), HeaderValue::from_static("1")))
         );
-        assert_eq!(response_edit("p", WitResponseEdit::Append(header("bad name", b"1"))), None);
-        assert_eq!(response_edit("p", WitResponseEdit::Add(header("x-a", b"line\nbreak"))), None);
-        assert_eq!(response_edit("p", WitResponseEdit::Remove("".into())), None);
-        assert_eq!(response_edit("p", WitResponseEdit::Rename(("x-a".into(), "bad:name".into()))), None);
+        assert_eq!(response_edit(&log, WitResponseEdit::Append(header("bad name", b"1"))), None);
+        assert_eq!(response_edit(&log, WitResponseEdit::Add(header("x-a", b"line\nbreak"))), None);
+        assert_eq!(response_edit(&log, WitResponseEdit::Remove("".into())), None);
+        assert_eq!(response_edit(&log, WitResponseEdit::Rename(("x-a".into(), "bad:name".into()))), None);
     }
 
     #[test]
@@ -457,16 +459,17 @@ mod tests {
 
     #[test]
     fn non_utf8_header_values_survive() {
+        let log = LogBudget::new("t".into());
         let mut headers = HeaderMap::new();
-        assert!(set_header("t", (&mut headers, HeaderBound::NONE), "X-Bin".into(), vec![0xff, 0xfe, b'a']));
+        assert!(set_header(&log, (&mut headers, HeaderBound::NONE), "X-Bin".into(), vec![0xff, 0xfe, b'a']));
         assert_eq!(header_first(&headers, "x-bin"), Some(vec![0xff, 0xfe, b'a']));
-        set_header("t", (&mut headers, HeaderBound::NONE), "bad name".into(), b"v".to_vec());
-        set_header("t", (&mut headers, HeaderBound::NONE), "x-ctl".into(), b"a\nb".to_vec());
+        set_header(&log, (&mut headers, HeaderBound::NONE), "bad name".into(), b"v".to_vec());
+        set_header(&log, (&mut headers, HeaderBound::NONE), "x-ctl".into(), b"a\nb".to_vec());
         assert_eq!(headers.len(), 1);
         let two = HeaderBound { count: 2, bytes: usize::MAX };
-        assert!(append_header("t", (&mut headers, two), "x-n".into(), b"1".to_vec()));
-        assert!(!append_header("t", (&mut headers, two), "x-n".into(), b"2".to_vec()), "a third line");
-        assert!(set_header("t", (&mut headers, two), "x-n".into(), b"3".to_vec()), "a set replaces");
+        assert!(append_header(&log, (&mut headers, two), "x-n".into(), b"1".to_vec()));
+        assert!(!append_header(&log, (&mut headers, two), "x-n".into(), b"2".to_vec()), "a third line");
+        assert!(set_header(&log, (&mut headers, two), "x-n".into(), b"3".to_vec()), "a set replaces");
         assert_eq!(header_all(&headers, "x-n"), [b"3".to_vec()]);
     }
 }

@@ -26,6 +26,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::HostState;
+use super::log::LogBudget;
 
 /// Longest single stdout/stderr write a plugin may make (cuts a flood down to log-sized lines).
 const MAX_STDIO_WRITE: usize = 4096;
@@ -34,25 +35,25 @@ const MAX_STDIO_WRITE: usize = 4096;
 pub const FILES_GUEST_PATH: &str = "/";
 
 /// The WASI context of a plugin instance: nothing from the host process leaks in.
-pub fn baseline_ctx(plugin: &Arc<str>) -> WasiCtx {
-    builder(plugin).build()
+pub fn baseline_ctx(log: &Arc<LogBudget>) -> WasiCtx {
+    builder(log).build()
 }
 
 /// The WASI context of an instance granted `files`: the baseline plus `dir`, read-only, as `/`.
 /// Opening the directory is one local `open` syscall per instance.
-pub fn files_ctx(plugin: &Arc<str>, dir: &Path) -> Result<WasiCtx, String> {
-    let mut builder = builder(plugin);
+pub fn files_ctx(log: &Arc<LogBudget>, dir: &Path) -> Result<WasiCtx, String> {
+    let mut builder = builder(log);
     builder
         .preopened_dir(dir, FILES_GUEST_PATH, FsPerms::ReadOnly)
         .map_err(|e| format!("cannot open the granted directory `{}`: {e}", dir.display()))?;
     Ok(builder.build())
 }
 
-fn builder(plugin: &Arc<str>) -> WasiCtxBuilder {
+fn builder(log: &Arc<LogBudget>) -> WasiCtxBuilder {
     let mut builder = WasiCtxBuilder::new();
     builder
-        .stdout(LogStdio { plugin: plugin.clone(), stream: "stdout" })
-        .stderr(LogStdio { plugin: plugin.clone(), stream: "stderr" })
+        .stdout(LogStdio { log: log.clone(), stream: "stdout" })
+        .stderr(LogStdio { log: log.clone(), stream: "stderr" })
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
@@ -107,10 +108,11 @@ impl wasmtime::component::HasData for IoTable {
     type Data<'a> = &'a mut wasmtime::component::ResourceTable;
 }
 
-/// A plugin's stdout or stderr: each write becomes a log line carrying the plugin's name.
+/// A plugin's stdout or stderr: each line written becomes a log line carrying the plugin's name,
+/// as its call's log budget allows.
 #[derive(Clone)]
 struct LogStdio {
-    plugin: Arc<str>,
+    log: Arc<LogBudget>,
     stream: &'static str,
 }
 
@@ -119,7 +121,10 @@ impl LogStdio {
         let bytes = &bytes[..bytes.len().min(MAX_STDIO_WRITE)];
         let text = String::from_utf8_lossy(bytes);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::warn!(target: "airlock::plugin", plugin = %self.plugin, stream = self.stream, "{line}");
+            if !self.log.take() {
+                return;
+            }
+            tracing::warn!(target: "airlock::plugin", plugin = self.log.plugin(), stream = self.stream, "{line}");
         }
     }
 }

@@ -6,7 +6,9 @@
 //! - `env`: answers 200 with `x-env-count` / `x-args-count`: what the environment exposes;
 //! - `response-edits`: asks for invalid response edits, then `count` valid ones (default 100 000);
 //! - `wait-on-host`: outbound calls to `url` (granted, never answering), one after the other, forever;
-//! - `crafted-host`: calls `url` (granted) with `host: <host>`, and answers with what came back.
+//! - `crafted-host`: calls `url` (granted) with `host: <host>`, and answers with what came back;
+//! - `log-flood`: `count` times each: a warning through `log`, a line on stderr and an invalid
+//!   header name (which the host warns about), then continues.
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit, export_plugin, http_client};
 use serde::Deserialize;
 
@@ -74,6 +76,14 @@ impl Plugin for Hostile {
                 };
                 let _ = http_client::send(&request);
             },
+            "log-flood" => {
+                for i in 0..c.count.unwrap_or(100_000) {
+                    airlock_sdk::log::warn(format!("flood line {i}"));
+                    eprintln!("stderr line {i}");
+                    req.set_header("bad name", "v");
+                }
+                Action::Continue
+            }
             "response-edits" => {
                 // Invalid edits first (refused one by one), then far more valid ones than allowed.
                 req.edit_response(ResponseEdit::Set("bad name", b"v"));
