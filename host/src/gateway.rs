@@ -49,6 +49,12 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether the route sends upstream another path than the client's (`rewrite`,
+    /// `strip_prefix`).
+    pub fn changes_path(&self) -> bool {
+        self.rewrite.is_some() || self.strip_prefix.is_some()
+    }
+
     /// The path sent upstream for a client path, after `rewrite` or `strip_prefix`.
     pub fn upstream_path(&self, path: &str, params: &[(String, String)]) -> String {
         if let Some(template) = &self.rewrite {

@@ -1,6 +1,7 @@
 //! Proxy header semantics (RFC 9110 section 7.6): hop-by-hop headers stay on their hop,
 //! `X-Forwarded-*` and `Via` record the gateway, `X-Request-Id` correlates the request end to end.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -39,12 +40,16 @@ pub fn accepts_trailers(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers: the fixed list, `Upgrade`, and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // `Connection: keep-alive` / `close`, the common cases, name nothing to collect: those are
+    // removed below or are no header at all.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| !name.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_str())))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
@@ -59,12 +64,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` are set to what the gateway itself saw (a client's own
 /// values are not trusted at the edge).
 pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'static str, host: Option<&HeaderValue>) {
-    let ip = client.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {ip}"),
-        _ => ip,
+    // The IP written in place (at most 39 bytes for IPv6): the header value's copy is the one
+    // allocation.
+    let mut buf = [0u8; 48];
+    let len = {
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        if write!(cursor, "{}", client.ip()).is_err() {
+            return;
+        }
+        cursor.position() as usize
     };
-    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+    let ip = &buf[..len];
+    let value = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(existing) if !existing.trim_ascii().is_empty() => HeaderValue::from_bytes(&[existing, b", ", ip].concat()),
+        _ => HeaderValue::from_bytes(ip),
+    };
+    if let Ok(value) = value {
         // Several XFF lines would be joined by peers anyway; send one.
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -105,15 +120,22 @@ pub fn request_id(headers: &HeaderMap) -> Arc<str> {
         return id.into();
     }
     let mut hex = [0u8; 32];
-    let mut n = fastrand::u128(..);
-    for digit in hex.iter_mut().rev() {
-        *digit = HEX_DIGITS[(n & 0xf) as usize];
-        n >>= 4;
-    }
+    crate::telemetry::trace_context::hex_into(&mut hex, fastrand::u128(..));
     std::str::from_utf8(&hex).unwrap_or_default().into()
 }
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+/// The request id as a header value sharing the id's own allocation: made once per request
+/// (one small allocation), then cloned into the upstream request and the response by reference
+/// count, where `HeaderValue::from_str` would copy it each time.
+pub fn request_id_header(id: &Arc<str>) -> Option<HeaderValue> {
+    struct Shared(Arc<str>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(Shared(id.clone()))).ok()
+}
 
 /// Total size of the request line and headers, as counted against `limits.max_header_bytes`.
 pub fn header_bytes(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> usize {
@@ -148,6 +170,11 @@ mod tests {
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.1, 10.0.0.9");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "a.example");
+        // The longest IPv6 text, alone (a blank client value is not kept), and no host.
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("  "));
+        add_forwarded(&mut h, "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1".parse().unwrap(), "https", None);
+        assert_eq!(h[X_FORWARDED_FOR], "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+        assert!(!h.contains_key(X_FORWARDED_HOST));
     }
 
     #[test]
@@ -160,5 +187,7 @@ mod tests {
         assert_eq!(generated.len(), 32);
         assert!(generated.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(generated, request_id(&h));
+        assert_eq!(request_id_header(&generated).unwrap().as_bytes(), generated.as_bytes());
+        assert!(request_id_header(&"bad\nid".into()).is_none());
     }
 }

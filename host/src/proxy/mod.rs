@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tracing::Instrument;
@@ -76,10 +77,9 @@ impl Gateway {
         let mut record = RequestRecord::begin(&self.telemetry, &request, conn, request_id.clone());
         let span = record.span().clone();
         let children = record.child_spans();
-        // Boxed: hyper keeps each connection's request future in a box of that future's size
-        // for as long as the connection lives; boxing the phases' large state here makes that
-        // box small, so an idle keep-alive connection does not hold it.
-        let answer = Box::pin(self.answer(request, conn, &request_id, &mut record)).instrument(span);
+        // Not boxed again here: the server boxes the whole request future once
+        // (`server::gateway_service`), so an idle keep-alive connection holds a pointer, not it.
+        let answer = self.answer(request, conn, &request_id, &mut record).instrument(span);
         let response = crate::telemetry::spans::collect(children, answer).await;
         record.finish(&self.telemetry, response)
     }
@@ -123,9 +123,13 @@ impl Gateway {
         self.check_limits(&request)?;
         let (route, params) = self.route(&request)?;
         record.matched(&route.id, &route.metrics);
-        let client_path = request.uri().path().to_owned();
+        // The client's path and query, shared, not copied: sent upstream as they are unless a
+        // plugin or the route changes them.
+        let client_target = request.uri().path_and_query().cloned();
         let declared_length = content_length(request.headers())?;
-        let (mut state, stream, request_trailers) = self.read_request(request, route, params, conn, request_id).await?;
+        // One header value for the request id, shared by the upstream request and the response.
+        let id_header = headers::request_id_header(request_id);
+        let (mut state, stream, request_trailers) = self.read_request(request, route, params, conn, request_id, id_header.clone()).await?;
         let body_bytes = state.body.as_ref().map(|b| b.len() as u64).or(declared_length).unwrap_or(0);
         record.forwarding(&mut state.headers, body_bytes);
 
@@ -151,7 +155,7 @@ impl Gateway {
                 let started = Instant::now();
                 let span = tracing::debug_span!("upstream", upstream = route.upstream.as_ref().map(|u| &*u.name));
                 let body = UpstreamBody { stream, trailers: request_trailers };
-                let called = self.call_upstream(route, &mut state, keep_request, body, &client_path).instrument(span).await;
+                let called = self.call_upstream(route, &mut state, keep_request, body, client_target.as_ref()).instrument(span).await;
                 crate::telemetry::spans::record(|| {
                     let name = route.upstream.as_ref().map(|u| &*u.name).unwrap_or("(none)");
                     let result = called.as_ref().map(|p| p.state.status.as_u16()).map_err(ToString::to_string);
@@ -176,7 +180,7 @@ impl Gateway {
         record.plugins_took(started.elapsed());
         let (request, response) = phases?;
         record.consumer(request.context.get("consumer"));
-        let mut response = write_response(response, stream, version, request_id);
+        let mut response = write_response(response, stream, version, id_header);
         if !held.is_empty() {
             response = response.map(|body| body.holding(held));
         }
@@ -231,6 +235,7 @@ impl Gateway {
         params: Vec<(String, String)>,
         conn: ConnectionInfo,
         request_id: &Arc<str>,
+        id_header: Option<HeaderValue>,
     ) -> Result<(RequestState, Option<ProxyBody>, Option<http::HeaderMap>), GatewayError> {
         let limit = route.max_body_bytes;
         if let Some(length) = content_length(request.headers())?
@@ -253,7 +258,7 @@ impl Gateway {
         }
         headers::add_forwarded(&mut headers, conn.peer, conn.scheme, client_host.as_ref());
         headers::add_via(&mut headers, parts.version);
-        if let Ok(id) = HeaderValue::from_str(request_id) {
+        if let Some(id) = id_header {
             headers.insert(headers::X_REQUEST_ID, id);
         }
         match client_host {
@@ -314,21 +319,32 @@ impl Gateway {
         state: &mut RequestState,
         keep_request: bool,
         body: UpstreamBody,
-        client_path: &str,
+        client_target: Option<&PathAndQuery>,
     ) -> Result<PendingResponse, GatewayError> {
         let Some(upstream) = &route.upstream else {
             return Err(GatewayError::NoUpstream(route.id.to_string()));
         };
-        let target = upstream.pick();
-        let mut path = if state.path == client_path { route.upstream_path(&state.path, &state.params) } else { state.path.clone() };
-        if let Some(q) = &state.query {
-            path.push('?');
-            path.push_str(q);
-        }
+        let (target, target_host) = upstream.pick();
+        let client_path = client_target.map_or("", PathAndQuery::path);
+        let path_and_query = match client_target {
+            // Nothing changed it: the client's own, shared.
+            Some(client) if !route.changes_path() && state.path == client.path() && state.query.as_deref() == client.query() => {
+                client.clone()
+            }
+            _ => {
+                let mut path =
+                    if state.path == client_path { route.upstream_path(&state.path, &state.params) } else { state.path.clone() };
+                if let Some(q) = &state.query {
+                    path.push('?');
+                    path.push_str(q);
+                }
+                PathAndQuery::try_from(path).map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?
+            }
+        };
         let uri = Uri::builder()
             .scheme(upstream.scheme())
             .authority(target.clone())
-            .path_and_query(path)
+            .path_and_query(path_and_query)
             .build()
             .map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
 
@@ -336,8 +352,8 @@ impl Gateway {
         match route.host_header {
             crate::config::HostHeader::Preserve => {}
             crate::config::HostHeader::Upstream => {
-                if let Ok(host) = HeaderValue::from_str(target.as_str()) {
-                    headers.insert(header::HOST, host);
+                if let Some(host) = target_host {
+                    headers.insert(header::HOST, host.clone());
                 }
             }
         }
@@ -400,7 +416,7 @@ impl Gateway {
 /// Phase 7: the response as the client gets it: buffered bodies get an exact `Content-Length`
 /// and are followed by their trailers (sent to HTTP/2 clients), streamed ones pass through with
 /// theirs; `Via` and `X-Request-Id` are added.
-fn write_response(state: ResponseState, stream: Option<Incoming>, version: Version, request_id: &str) -> Response<ProxyBody> {
+fn write_response(state: ResponseState, stream: Option<Incoming>, version: Version, id_header: Option<HeaderValue>) -> Response<ProxyBody> {
     let ResponseState { status, mut headers, body, trailers } = state;
     let body = match (body, stream) {
         (Some(bytes), _) => {
@@ -412,7 +428,7 @@ fn write_response(state: ResponseState, stream: Option<Incoming>, version: Versi
         (None, None) => ProxyBody::full(Bytes::new()),
     };
     headers::add_via(&mut headers, version);
-    if let Ok(id) = HeaderValue::from_str(request_id) {
+    if let Some(id) = id_header {
         headers.insert(headers::X_REQUEST_ID, id);
     }
     let mut response = Response::new(body);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::uri::Authority;
-use http::{Request, Response, Version};
+use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -41,6 +41,8 @@ pub struct Upstream {
     /// Connections to its targets open now (pooled idle ones included).
     pub open_connections: OpenConnections,
     next: AtomicUsize,
+    /// Each target's `Host` header value (`host_header = "upstream"`), made once, shared per request.
+    host_values: Box<[Option<HeaderValue>]>,
     /// One pooled client per request worker ([`crate::workers`]), so a request's upstream
     /// connection is driven on the thread serving it.
     clients: Box<[Transport]>,
@@ -83,8 +85,10 @@ impl Upstream {
         let clients = (0..workers)
             .map(|_| Self::client(&settings, settings.max_idle.div_ceil(workers), &open_connections))
             .collect::<Result<Box<[_]>, _>>()?;
+        let host_values = targets.iter().map(|t| HeaderValue::from_str(t.as_str()).ok()).collect();
         Ok(Self {
             name: name.into(),
+            host_values,
             targets,
             host_header: settings.host_header,
             request_timeout: settings.request_timeout,
@@ -136,10 +140,10 @@ impl Upstream {
         }
     }
 
-    /// The next target, round-robin.
-    pub fn pick(&self) -> &Authority {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.targets[i % self.targets.len()]
+    /// The next target, round-robin, with its `Host` header value.
+    pub fn pick(&self) -> (&Authority, Option<&HeaderValue>) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+        (&self.targets[i], self.host_values.get(i).and_then(Option::as_ref))
     }
 
     /// Sends `request` (whose URI already names the target) and waits for the response headers,

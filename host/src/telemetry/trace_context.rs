@@ -73,14 +73,20 @@ impl TraceContext {
         }
     }
 
-    /// The `traceparent` value sent upstream: this trace, the gateway's span as parent.
-    pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, if self.sampled { SAMPLED } else { 0 })
+    /// The `traceparent` value sent upstream: this trace, the gateway's span as parent
+    /// (`00-<trace id>-<span id>-<flags>`, 55 bytes, written in place).
+    pub fn traceparent(&self) -> [u8; 55] {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&mut out[3..35], self.trace_id.0);
+        hex_into(&mut out[36..52], u128::from(self.span_id.0));
+        hex_into(&mut out[53..55], u128::from(if self.sampled { SAMPLED } else { 0 }));
+        out
     }
 
     /// Sets `traceparent` (and `tracestate`, if the client sent one) on the upstream request.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(self.traceparent())) {
+        // One allocation: the header value's copy of the 55 bytes.
+        if let Ok(value) = HeaderValue::from_bytes(&self.traceparent()) {
             headers.insert(TRACEPARENT, value);
         }
         match &self.tracestate {
@@ -91,6 +97,16 @@ impl TraceContext {
                 headers.remove(TRACESTATE);
             }
         }
+    }
+}
+
+/// Writes `n` into `dst` as lowercase hex digits, right-aligned (the high digits that do not
+/// fit are dropped): ids written in place, without formatting machinery or a `String`.
+pub fn hex_into(dst: &mut [u8], mut n: u128) {
+    const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for digit in dst.iter_mut().rev() {
+        *digit = HEX_DIGITS[(n & 0xf) as usize];
+        n >>= 4;
     }
 }
 
@@ -163,6 +179,8 @@ mod tests {
         ctx.inject(&mut out);
         let sent = out[TRACEPARENT].to_str().unwrap();
         assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-01"), "{sent}");
+        assert_eq!(&sent[36..52], format!("{:016x}", ctx.span_id.0));
+        assert_eq!(parse_traceparent(sent.as_bytes()).map(|p| p.span_id), Some(ctx.span_id));
         assert_eq!(out[TRACESTATE], "vendor=x");
     }
 
