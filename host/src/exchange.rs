@@ -147,9 +147,17 @@ impl ResponseEdits {
         self.edits.iter().any(|(entry, _)| *entry < ran)
     }
 
-    /// Makes the edits of chain entry `entry`, in the order asked. An edit that would take the
-    /// response past `bound` is not made (logged once with `plugin`, the entry's name).
-    pub fn apply(&self, entry: usize, headers: &mut HeaderMap, bound: HeaderBound, plugin: &str) {
+    /// Makes the edits of chain entry `entry`, in the order asked, and forgets them (each entry's
+    /// are made once, where its response phase runs: moved into the response, not copied). An
+    /// edit that would take the response past `bound` is not made (logged once with `plugin`,
+    /// the entry's name).
+    pub fn apply(&mut self, entry: usize, headers: &mut HeaderMap, bound: HeaderBound, plugin: &str) {
+        // Recorded in chain order (the request phases run in it), so an entry's edits are one run.
+        let start = self.edits.partition_point(|(e, _)| *e < entry);
+        let end = self.edits.partition_point(|(e, _)| *e <= entry);
+        if start == end {
+            return;
+        }
         let mut refusals = RefusalLog::default();
         let mut admits = |headers: &HeaderMap, name: &HeaderName, value: &HeaderValue, replacing: bool| {
             let fits = bound.admits(headers, name, value, replacing);
@@ -158,37 +166,37 @@ impl ResponseEdits {
             }
             fits
         };
-        for (_, edit) in self.edits.iter().filter(|(e, _)| *e == entry) {
+        for (_, edit) in self.edits.drain(start..end) {
             match edit {
                 ResponseEdit::Set(name, value) => {
-                    if admits(headers, name, value, true) {
-                        headers.insert(name, value.clone());
+                    if admits(headers, &name, &value, true) {
+                        headers.insert(name, value);
                     }
                 }
                 ResponseEdit::Add(name, value) => {
-                    if !headers.contains_key(name) && admits(headers, name, value, false) {
-                        headers.insert(name, value.clone());
+                    if !headers.contains_key(&name) && admits(headers, &name, &value, false) {
+                        headers.insert(name, value);
                     }
                 }
                 ResponseEdit::Append(name, value) => {
-                    if admits(headers, name, value, false) {
-                        headers.append(name, value.clone());
+                    if admits(headers, &name, &value, false) {
+                        headers.append(name, value);
                     }
                 }
                 ResponseEdit::AddToken(name, token) => {
-                    if !lists_token(headers, name, token) && admits(headers, name, token, false) {
-                        headers.append(name, token.clone());
+                    if !lists_token(headers, &name, &token) && admits(headers, &name, &token, false) {
+                        headers.append(name, token);
                     }
                 }
                 ResponseEdit::Remove(name) => {
-                    headers.remove(name);
+                    headers.remove(&name);
                 }
                 ResponseEdit::Rename(from, to) => {
-                    if let Entry::Occupied(moved) = headers.entry(from) {
+                    if let Entry::Occupied(moved) = headers.entry(&from) {
                         let values: Vec<HeaderValue> = moved.remove_entry_mult().1.collect();
-                        headers.remove(to);
+                        headers.remove(&to);
                         for value in values {
-                            headers.append(to, value);
+                            headers.append(&to, value);
                         }
                     }
                 }
@@ -297,17 +305,22 @@ mod tests {
 
     #[test]
     fn response_edits_are_made_per_entry_in_the_order_asked() {
-        let mut edits = ResponseEdits::default();
-        edits.begin(0);
-        assert!(edits.record(ResponseEdit::Set(name("x-a"), value("0"))));
-        edits.begin(2);
-        edits.record(ResponseEdit::Remove(name("server")));
-        edits.record(ResponseEdit::Rename(name("x-old"), name("x-new")));
-        edits.record(ResponseEdit::Add(name("x-a"), value("kept-if-absent")));
-        edits.record(ResponseEdit::Append(name("x-multi"), value("2")));
-        edits.record(ResponseEdit::AddToken(name("vary"), value("Origin")));
-        edits.record(ResponseEdit::AddToken(name("x-listed"), value("Origin")));
-        edits.record(ResponseEdit::Set(name("x-a"), value("2")));
+        // Entry 2's edits, recorded again for each response they are tried on.
+        let entry_two = || {
+            let mut edits = ResponseEdits::default();
+            edits.begin(0);
+            assert!(edits.record(ResponseEdit::Set(name("x-a"), value("0"))));
+            edits.begin(2);
+            edits.record(ResponseEdit::Remove(name("server")));
+            edits.record(ResponseEdit::Rename(name("x-old"), name("x-new")));
+            edits.record(ResponseEdit::Add(name("x-a"), value("kept-if-absent")));
+            edits.record(ResponseEdit::Append(name("x-multi"), value("2")));
+            edits.record(ResponseEdit::AddToken(name("vary"), value("Origin")));
+            edits.record(ResponseEdit::AddToken(name("x-listed"), value("Origin")));
+            edits.record(ResponseEdit::Set(name("x-a"), value("2")));
+            edits
+        };
+        let mut edits = entry_two();
         assert!(edits.any_before(3) && edits.any_before(1) && !edits.any_before(0));
 
         let mut headers = HeaderMap::new();
@@ -327,18 +340,24 @@ mod tests {
         assert_eq!(all(&headers, "x-multi"), ["1", "2"]);
         assert_eq!(all(&headers, "vary"), ["Accept-Encoding", "Origin"]);
         assert_eq!(all(&headers, "x-listed"), ["accept, origin"], "listed already, in any case");
-        let mut star = HeaderMap::new();
-        star.insert("vary", value("*"));
-        edits.apply(2, &mut star, HeaderBound::NONE, "test");
-        assert_eq!(all(&star, "vary"), ["*"], "`*` lists everything");
         assert_eq!(all(&headers, "x-a"), ["2"], "add when absent, then set");
+        let before = headers.clone();
+        edits.apply(2, &mut headers, HeaderBound::NONE, "test");
+        assert_eq!(headers, before, "an entry's edits are made once");
         edits.apply(0, &mut headers, HeaderBound::NONE, "test");
         assert_eq!(all(&headers, "x-a"), ["0"], "entry 0 comes last on the way back and has the last word");
+        assert!(edits.is_empty());
+
+        let mut star = HeaderMap::new();
+        star.insert("vary", value("*"));
+        entry_two().apply(2, &mut star, HeaderBound::NONE, "test");
+        assert_eq!(all(&star, "vary"), ["*"], "`*` lists everything");
 
         let mut no_source = HeaderMap::new();
         no_source.insert("x-new", value("stays"));
-        edits.apply(2, &mut no_source, HeaderBound::NONE, "test");
+        entry_two().apply(2, &mut no_source, HeaderBound::NONE, "test");
         assert_eq!(all(&no_source, "x-new"), ["stays"], "renaming an absent header changes nothing");
+        assert_eq!(all(&no_source, "x-a"), ["2"]);
     }
 
     #[test]

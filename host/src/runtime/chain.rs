@@ -174,7 +174,8 @@ impl PluginChain {
         mut response: ResponseState,
     ) -> Result<(RequestState, ResponseState), GatewayError> {
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
-            request.response_edits.apply(index, &mut response.headers, request.header_limits.response, entry.name());
+            let bound = request.header_limits.response;
+            request.response_edits.apply(index, &mut response.headers, bound, entry.name());
             if !entry.descriptor.on_response {
                 continue;
             }

@@ -77,6 +77,8 @@ pub struct HostState {
     pub cpu_deadline: Duration,
     /// Set when the deadline interrupted the current call.
     pub deadline_hit: bool,
+    /// The header names this instance's plugin used last, parsed once.
+    pub header_names: types::HeaderNames,
     /// Header changes of the current call refused past the header limits (logged once a call).
     pub header_refusals: crate::exchange::RefusalLog,
     /// The chain entry's view of the state store (capability `state`), keys already scoped.
@@ -106,6 +108,7 @@ impl HostState {
             clock: Arc::new(CallClock::new()),
             cpu_deadline,
             deadline_hit: false,
+            header_names: Default::default(),
             header_refusals: Default::default(),
             state: None,
             http: None,

@@ -54,22 +54,68 @@ impl HostState {
         self.request.as_ref().map_or(HeaderBound::NONE, |r| r.header_limits.response)
     }
 
-    /// The response's headers and their bound.
-    fn resp_headers_mut(&mut self) -> Option<(&mut HeaderMap, HeaderBound)> {
-        let bound = self.resp_bound();
-        self.response.as_mut().map(|r| (&mut r.headers, bound))
-    }
-
-    /// Logs (once per call) a header change refused for taking the headers past their bound.
-    fn refused(&mut self, admitted: bool, what: &str, bound: HeaderBound) {
-        if !admitted {
+    /// Sets (`replacing`) or appends a header the plugin asked for on `side`: refused, and
+    /// logged, when the name or value is not valid HTTP, when the request is read-only, or when
+    /// it would take the headers past their bound (logged once per call).
+    fn put_header(&mut self, side: Side, what: &str, name: &str, value: Vec<u8>, replacing: bool) {
+        if side == Side::Request && self.request_read_only {
+            plugin_warn!(&self.log, "{what} ignored: the request is read-only in on-response");
+            return;
+        }
+        let Some((name, value)) = parse_header(&self.log, &mut self.header_names, name, value) else { return };
+        let response_bound = self.resp_bound();
+        let (headers, bound) = match side {
+            Side::Request => match self.request.as_mut() {
+                Some(r) => (&mut r.headers, r.header_limits.request),
+                None => return,
+            },
+            Side::Response => match self.response.as_mut() {
+                Some(r) => (&mut r.headers, response_bound),
+                None => return,
+            },
+            Side::Trailers => match self.response.as_mut() {
+                Some(r) => (r.trailers.get_or_insert_with(HeaderMap::new), response_bound),
+                None => return,
+            },
+        };
+        if !bound.admits(headers, &name, &value, replacing) {
             self.header_refusals.refused(&self.plugin, what, bound);
+        } else if replacing {
+            headers.insert(name, value);
+        } else {
+            headers.append(name, value);
         }
     }
+}
 
-    /// The request's headers and their bound, if the request may be changed in this call.
-    fn req_headers_mut(&mut self, what: &str) -> Option<(&mut HeaderMap, HeaderBound)> {
-        self.req_mut(what).map(|r| (&mut r.headers, r.header_limits.request))
+/// Which header map of the exchange a setter changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Request,
+    Response,
+    Trailers,
+}
+
+/// The header names this instance's plugin used last, parsed: naming one again costs a lookup
+/// and a reference count, where parsing a custom name copies it into a new allocation (and its
+/// first clone into a header map another). Per instance, at most [`HeaderNames::MAX`].
+#[derive(Debug, Default)]
+pub struct HeaderNames(Vec<HeaderName>);
+
+impl HeaderNames {
+    /// Most names kept: a plugin's fixed few, not every name a request carries.
+    const MAX: usize = 16;
+
+    /// `name` parsed, from the cache when it was used before; `None` when it is not valid HTTP.
+    fn parse(&mut self, name: &str) -> Option<HeaderName> {
+        if let Some(known) = self.0.iter().find(|n| n.as_str().eq_ignore_ascii_case(name)) {
+            return Some(known.clone());
+        }
+        let parsed = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        if self.0.len() < Self::MAX {
+            self.0.push(parsed.clone());
+        }
+        Some(parsed)
     }
 }
 
@@ -86,8 +132,8 @@ fn header_names(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// Parses a plugin-supplied header name; logs and returns `None` when it is not valid HTTP.
-fn parse_name(log: &LogBudget, name: &str) -> Option<HeaderName> {
-    let parsed = HeaderName::from_bytes(name.as_bytes()).ok();
+fn parse_name(log: &LogBudget, names: &mut HeaderNames, name: &str) -> Option<HeaderName> {
+    let parsed = names.parse(name);
     if parsed.is_none() {
         plugin_warn!(log, header = name, "invalid header name from plugin ignored");
     }
@@ -95,8 +141,8 @@ fn parse_name(log: &LogBudget, name: &str) -> Option<HeaderName> {
 }
 
 /// Parses a plugin-supplied header; logs and returns `None` when it is not valid HTTP.
-fn parse_header(log: &LogBudget, name: &str, value: Vec<u8>) -> Option<(HeaderName, HeaderValue)> {
-    let name = parse_name(log, name)?;
+fn parse_header(log: &LogBudget, names: &mut HeaderNames, name: &str, value: Vec<u8>) -> Option<(HeaderName, HeaderValue)> {
+    let name = parse_name(log, names, name)?;
     if value.len() > MAX_HEADER_VALUE_BYTES {
         plugin_warn!(log, header = %name, len = value.len(), "oversized header value from plugin ignored");
         return None;
@@ -112,39 +158,15 @@ fn parse_header(log: &LogBudget, name: &str, value: Vec<u8>) -> Option<(HeaderNa
 }
 
 /// Validates a plugin's response edit like the header setters do; `None` (logged) when invalid.
-fn response_edit(log: &LogBudget, edit: WitResponseEdit) -> Option<ResponseEdit> {
-    let name = |name: &str| parse_name(log, name);
+fn response_edit(log: &LogBudget, names: &mut HeaderNames, edit: WitResponseEdit) -> Option<ResponseEdit> {
     Some(match edit {
-        WitResponseEdit::Set(h) => parse_header(log, &h.name, h.value).map(|(n, v)| ResponseEdit::Set(n, v))?,
-        WitResponseEdit::Add(h) => parse_header(log, &h.name, h.value).map(|(n, v)| ResponseEdit::Add(n, v))?,
-        WitResponseEdit::Append(h) => parse_header(log, &h.name, h.value).map(|(n, v)| ResponseEdit::Append(n, v))?,
-        WitResponseEdit::AddToken(h) => parse_header(log, &h.name, h.value).map(|(n, v)| ResponseEdit::AddToken(n, v))?,
-        WitResponseEdit::Remove(n) => ResponseEdit::Remove(name(&n)?),
-        WitResponseEdit::Rename((from, to)) => ResponseEdit::Rename(name(&from)?, name(&to)?),
+        WitResponseEdit::Set(h) => parse_header(log, names, &h.name, h.value).map(|(n, v)| ResponseEdit::Set(n, v))?,
+        WitResponseEdit::Add(h) => parse_header(log, names, &h.name, h.value).map(|(n, v)| ResponseEdit::Add(n, v))?,
+        WitResponseEdit::Append(h) => parse_header(log, names, &h.name, h.value).map(|(n, v)| ResponseEdit::Append(n, v))?,
+        WitResponseEdit::AddToken(h) => parse_header(log, names, &h.name, h.value).map(|(n, v)| ResponseEdit::AddToken(n, v))?,
+        WitResponseEdit::Remove(n) => ResponseEdit::Remove(parse_name(log, names, &n)?),
+        WitResponseEdit::Rename((from, to)) => ResponseEdit::Rename(parse_name(log, names, &from)?, parse_name(log, names, &to)?),
     })
-}
-
-/// Sets (`replacing`) or appends a header unless invalid (logged) or past `bound`: false only in
-/// the second case.
-fn put_header(log: &LogBudget, (headers, bound): (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>, replacing: bool) -> bool {
-    let Some((name, value)) = parse_header(log, &name, value) else { return true };
-    if !bound.admits(headers, &name, &value, replacing) {
-        return false;
-    }
-    if replacing {
-        headers.insert(name, value);
-    } else {
-        headers.append(name, value);
-    }
-    true
-}
-
-fn set_header(log: &LogBudget, headers: (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>) -> bool {
-    put_header(log, headers, name, value, true)
-}
-
-fn append_header(log: &LogBudget, headers: (&mut HeaderMap, HeaderBound), name: String, value: Vec<u8>) -> bool {
-    put_header(log, headers, name, value, false)
 }
 
 /// First value of `name` in a query string, decoded as `application/x-www-form-urlencoded`.
@@ -227,21 +249,11 @@ impl HostRequest for HostState {
     }
 
     fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) {
-        let log = self.log.clone();
-        if let Some(headers) = self.req_headers_mut("set-header") {
-            let bound = headers.1;
-            let admitted = set_header(&log, headers, name, value);
-            self.refused(admitted, "set-header", bound);
-        }
+        self.put_header(Side::Request, "set-header", &name, value, true);
     }
 
     fn append_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) {
-        let log = self.log.clone();
-        if let Some(headers) = self.req_headers_mut("append-header") {
-            let bound = headers.1;
-            let admitted = append_header(&log, headers, name, value);
-            self.refused(admitted, "append-header", bound);
-        }
+        self.put_header(Side::Request, "append-header", &name, value, false);
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) {
@@ -299,12 +311,15 @@ impl HostRequest for HostState {
     }
 
     fn edit_response(&mut self, _: Resource<RequestHandle>, edit: WitResponseEdit) {
-        let log = self.log.clone();
-        let Some(edit) = response_edit(&log, edit) else { return };
-        if let Some(req) = self.req_mut("edit-response")
+        if self.request_read_only {
+            plugin_warn!(&self.log, "edit-response ignored: the request is read-only in on-response");
+            return;
+        }
+        let Some(edit) = response_edit(&self.log, &mut self.header_names, edit) else { return };
+        if let Some(req) = self.request.as_mut()
             && !req.response_edits.record(edit)
         {
-            plugin_warn!(&log, limit = MAX_RESPONSE_EDITS, "response edit ignored: too many for one request");
+            plugin_warn!(&self.log, limit = MAX_RESPONSE_EDITS, "response edit ignored: too many for one request");
         }
     }
 
@@ -341,21 +356,11 @@ impl HostResponse for HostState {
     }
 
     fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) {
-        let log = self.log.clone();
-        if let Some(headers) = self.resp_headers_mut() {
-            let bound = headers.1;
-            let admitted = set_header(&log, headers, name, value);
-            self.refused(admitted, "set-header", bound);
-        }
+        self.put_header(Side::Response, "set-header", &name, value, true);
     }
 
     fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) {
-        let log = self.log.clone();
-        if let Some(headers) = self.resp_headers_mut() {
-            let bound = headers.1;
-            let admitted = append_header(&log, headers, name, value);
-            self.refused(admitted, "append-header", bound);
-        }
+        self.put_header(Side::Response, "append-header", &name, value, false);
     }
 
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) {
@@ -400,12 +405,7 @@ impl HostResponse for HostState {
             plugin_warn!(&self.log, "set-trailer ignored: the plugin did not declare response-body access");
             return;
         }
-        let log = self.log.clone();
-        let bound = self.resp_bound();
-        if let Some(resp) = self.resp_mut() {
-            let admitted = set_header(&log, (resp.trailers.get_or_insert_with(HeaderMap::new), bound), name, value);
-            self.refused(admitted, "set-trailer", bound);
-        }
+        self.put_header(Side::Trailers, "set-trailer", &name, value, true);
     }
 
     fn remove_trailer(&mut self, _: Resource<ResponseHandle>, name: String) {
@@ -430,16 +430,17 @@ mod tests {
     #[test]
     fn response_edits_from_plugins_are_validated() {
         let log = LogBudget::new("p".into());
+        let mut names = HeaderNames::default();
         use super::super::airlock::plugin::types::Header;
         let header = |name: &str, value: &[u8]| Header { name: name.into(), value: value.to_vec() };
         assert_eq!(
-            response_edit(&log, WitResponseEdit::Set(header("X-A", b"1"))),
+            response_edit(&log, &mut names, WitResponseEdit::Set(header("X-A", b"1"))),
             Some(ResponseEdit::Set(HeaderName::from_static("x-a"), HeaderValue::from_static("1")))
         );
-        assert_eq!(response_edit(&log, WitResponseEdit::Append(header("bad name", b"1"))), None);
-        assert_eq!(response_edit(&log, WitResponseEdit::Add(header("x-a", b"line\nbreak"))), None);
-        assert_eq!(response_edit(&log, WitResponseEdit::Remove("".into())), None);
-        assert_eq!(response_edit(&log, WitResponseEdit::Rename(("x-a".into(), "bad:name".into()))), None);
+        assert_eq!(response_edit(&log, &mut names, WitResponseEdit::Append(header("bad name", b"1"))), None);
+        assert_eq!(response_edit(&log, &mut names, WitResponseEdit::Add(header("x-a", b"line\nbreak"))), None);
+        assert_eq!(response_edit(&log, &mut names, WitResponseEdit::Remove("".into())), None);
+        assert_eq!(response_edit(&log, &mut names, WitResponseEdit::Rename(("x-a".into(), "bad:name".into()))), None);
     }
 
     #[test]
@@ -458,18 +459,25 @@ mod tests {
     }
 
     #[test]
-    fn non_utf8_header_values_survive() {
-        let log = LogBudget::new("t".into());
-        let mut headers = HeaderMap::new();
-        assert!(set_header(&log, (&mut headers, HeaderBound::NONE), "X-Bin".into(), vec![0xff, 0xfe, b'a']));
-        assert_eq!(header_first(&headers, "x-bin"), Some(vec![0xff, 0xfe, b'a']));
-        set_header(&log, (&mut headers, HeaderBound::NONE), "bad name".into(), b"v".to_vec());
-        set_header(&log, (&mut headers, HeaderBound::NONE), "x-ctl".into(), b"a\nb".to_vec());
-        assert_eq!(headers.len(), 1);
-        let two = HeaderBound { count: 2, bytes: usize::MAX };
-        assert!(append_header(&log, (&mut headers, two), "x-n".into(), b"1".to_vec()));
-        assert!(!append_header(&log, (&mut headers, two), "x-n".into(), b"2".to_vec()), "a third line");
-        assert!(set_header(&log, (&mut headers, two), "x-n".into(), b"3".to_vec()), "a set replaces");
-        assert_eq!(header_all(&headers, "x-n"), [b"3".to_vec()]);
+    fn setters_validate_keep_bytes_and_hold_the_bound() {
+        let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
+        let mut request = crate::plugin_trial::parse_request("t.http", "GET / HTTP/1.1\n\n").unwrap();
+        request.header_limits.request = HeaderBound { count: 2, bytes: usize::MAX };
+        state.request = Some(request);
+        let headers = |state: &HostState| state.request.as_ref().unwrap().headers.clone();
+        state.put_header(Side::Request, "set-header", "X-Bin", vec![0xff, 0xfe, b'a'], true);
+        assert_eq!(header_first(&headers(&state), "x-bin"), Some(vec![0xff, 0xfe, b'a']), "non-UTF-8 bytes survive");
+        state.put_header(Side::Request, "set-header", "bad name", b"v".to_vec(), true);
+        state.put_header(Side::Request, "set-header", "x-ctl", b"a\nb".to_vec(), true);
+        assert_eq!(headers(&state).len(), 1, "an invalid name or value is ignored");
+        state.put_header(Side::Request, "append-header", "X-N", b"1".to_vec(), false);
+        state.put_header(Side::Request, "append-header", "x-n", b"2".to_vec(), false);
+        assert_eq!(header_all(&headers(&state), "x-n"), [b"1".to_vec()], "a third line is past the bound");
+        state.put_header(Side::Request, "set-header", "x-N", b"3".to_vec(), true);
+        assert_eq!(header_all(&headers(&state), "x-n"), [b"3".to_vec()], "a set replaces");
+        assert_eq!(state.header_names.0.len(), 3, "x-bin, x-ctl and x-n, each parsed once whatever its case");
+        state.request_read_only = true;
+        state.put_header(Side::Request, "set-header", "x-bin", b"v".to_vec(), true);
+        assert_eq!(header_first(&headers(&state), "x-bin"), Some(vec![0xff, 0xfe, b'a']), "read-only in on-response");
     }
 }
