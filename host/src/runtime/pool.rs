@@ -20,6 +20,7 @@ use super::budget::{EntryShare, IdleInstances, InstanceBudget, InstancePermit};
 use super::call_clock::{CallClock, Metered, within_wall_limit};
 use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
+use super::host::log::{LogBudget, plugin_warn};
 use super::host::{HostState, Plugin, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
 use crate::config::Isolation;
@@ -322,8 +323,8 @@ impl InstancePool {
         };
         match result {
             Ok(action) => {
+                let action = convert_action(action, &instance.store.data().log, request.header_limits.response);
                 self.release(instance);
-                let action = convert_action(action, &self.name, request.header_limits.response);
                 (request, Ok(action))
             }
             Err(e) => {
@@ -380,18 +381,18 @@ enum InstantiateError {
 /// Longest delay a plugin may ask for in one `delay` action.
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
-fn convert_action(action: WitAction, plugin: &str, bound: HeaderBound) -> PhaseAction {
+fn convert_action(action: WitAction, log: &LogBudget, bound: HeaderBound) -> PhaseAction {
     match action {
         WitAction::Continue => PhaseAction::Continue,
         WitAction::Delay(ms) => PhaseAction::Delay(millis(ms)),
-        WitAction::Respond(init) => PhaseAction::Respond(convert_response(init, plugin, bound)),
+        WitAction::Respond(init) => PhaseAction::Respond(convert_response(init, log, bound)),
         WitAction::AcquireSlot(slot) => PhaseAction::AcquireSlot(SlotRequest {
             key: slot.key,
             limit: slot.limit.max(1),
             queue: slot.queue,
             max_wait: millis(slot.max_wait_ms),
             delay: millis(slot.delay_ms),
-            refuse: convert_response(slot.refuse, plugin, bound),
+            refuse: convert_response(slot.refuse, log, bound),
         }),
     }
 }
@@ -403,9 +404,9 @@ fn millis(ms: u32) -> Duration {
 
 /// A plugin-made response; an invalid status becomes 500, and invalid headers and those past the
 /// response header limits are dropped, each logged.
-fn convert_response(init: ResponseInit, plugin: &str, bound: HeaderBound) -> ResponseState {
+fn convert_response(init: ResponseInit, log: &LogBudget, bound: HeaderBound) -> ResponseState {
     let status = http::StatusCode::from_u16(init.status).unwrap_or_else(|_| {
-        tracing::warn!(plugin, status = init.status, "plugin responded with an invalid status; sending 500");
+        plugin_warn!(log, status = init.status, "plugin responded with an invalid status; sending 500");
         http::StatusCode::INTERNAL_SERVER_ERROR
     });
     let mut headers = http::HeaderMap::with_capacity(init.headers.len().min(bound.count).min(64));
@@ -416,10 +417,10 @@ fn convert_response(init: ResponseInit, plugin: &str, bound: HeaderBound) -> Res
                 if bound.admits(&headers, &name, &value, false) {
                     headers.append(name, value);
                 } else {
-                    refusals.refused(plugin, "response header", bound);
+                    refusals.refused(log.plugin(), "response header", bound);
                 }
             }
-            _ => tracing::warn!(plugin, header = h.name, "invalid header in plugin response ignored"),
+            _ => plugin_warn!(log, header = h.name, "invalid header in plugin response ignored"),
         }
     }
     ResponseState { status, headers, body: Some(init.body.into()), trailers: None }

@@ -204,7 +204,7 @@ impl Host for HostState {
         };
         match &outcome {
             Ok(r) => tracing::debug!(plugin = %self.plugin, %url, status = r.status, "outbound call"),
-            Err(e) => tracing::warn!(plugin = %self.plugin, %url, error = ?e, "outbound call failed"),
+            Err(e) => super::log::plugin_warn!(&self.log, %url, error = ?e, "outbound call failed"),
         }
         outcome
     }

@@ -8,7 +8,7 @@
 //! - `wait-on-host`: outbound calls to `url` (granted, never answering), one after the other, forever;
 //! - `crafted-host`: calls `url` (granted) with `host: <host>`, and answers with what came back;
 //! - `log-flood`: `count` times each: a warning through `log`, a line on stderr and an invalid
-//!   header name (which the host warns about), then continues.
+//!   header name (which the host warns about), then answers 200 with `count` invalid headers.
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit, export_plugin, http_client};
 use serde::Deserialize;
 
@@ -77,12 +77,14 @@ impl Plugin for Hostile {
                 let _ = http_client::send(&request);
             },
             "log-flood" => {
+                let mut answer = ResponseInit::new(200);
                 for i in 0..c.count.unwrap_or(100_000) {
                     airlock_sdk::log::warn(format!("flood line {i}"));
                     eprintln!("stderr line {i}");
                     req.set_header("bad name", "v");
+                    answer = answer.header("bad name", "v");
                 }
-                Action::Continue
+                Action::Respond(answer)
             }
             "response-edits" => {
                 // Invalid edits first (refused one by one), then far more valid ones than allowed.
