@@ -88,12 +88,14 @@ impl Request {
     }
 
     /// Replaces every value of a header with this one. Invalid names or values are ignored and
-    /// logged by the gateway.
+    /// logged by the gateway, and so is a change past its header limits (`[limits]`: 100 lines
+    /// by default on each side).
     pub fn set_header(&self, name: &str, value: impl AsRef<[u8]>) {
         self.0.set_header(name, value.as_ref())
     }
 
-    /// Adds a value to a header, keeping the values already there.
+    /// Adds a value to a header, keeping the values already there (within the gateway's header
+    /// limits, as `set_header`).
     pub fn append_header(&self, name: &str, value: impl AsRef<[u8]>) {
         self.0.append_header(name, value.as_ref())
     }
@@ -247,12 +249,14 @@ impl Response {
     }
 
     /// Replaces every value of a header with this one. Invalid names or values are ignored and
-    /// logged by the gateway.
+    /// logged by the gateway, and so is a change past its header limits (`[limits]`: 100 lines
+    /// by default on each side).
     pub fn set_header(&self, name: &str, value: impl AsRef<[u8]>) {
         self.0.set_header(name, value.as_ref())
     }
 
-    /// Adds a value to a header, keeping the values already there.
+    /// Adds a value to a header, keeping the values already there (within the gateway's header
+    /// limits, as `set_header`).
     pub fn append_header(&self, name: &str, value: impl AsRef<[u8]>) {
         self.0.append_header(name, value.as_ref())
     }
