@@ -58,7 +58,7 @@ impl HeaderBound {
     /// Whether `headers` stays within the bound once `value` is added under `name`, after every
     /// value of `name` is removed first when `replacing` (an insert rather than an append).
     pub fn admits(&self, headers: &HeaderMap, name: &HeaderName, value: &HeaderValue, replacing: bool) -> bool {
-        let line = |v: &HeaderValue| name.as_str().len() + v.len() + 4;
+        let line = |v: &HeaderValue| line_bytes(name, v);
         let (gone_count, gone_bytes) = if replacing {
             headers.get_all(name).iter().fold((0, 0), |(n, b), v| (n + 1, b + line(v)))
         } else {
@@ -68,9 +68,18 @@ impl HeaderBound {
             return false;
         }
         // Counted only when the line count allows it: the common case is a short map.
-        let bytes = headers.iter().fold(0usize, |sum, (n, v)| sum + n.as_str().len() + v.len() + 4);
-        bytes - gone_bytes + line(value) <= self.bytes
+        header_lines_bytes(headers) - gone_bytes + line(value) <= self.bytes
     }
+}
+
+/// Bytes of one header line: name, value, and four of framing (`: ` and CRLF).
+fn line_bytes(name: &HeaderName, value: &HeaderValue) -> usize {
+    name.as_str().len() + value.len() + 4
+}
+
+/// Bytes of every header line of `headers`, as `[limits]` counts them.
+pub fn header_lines_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(name, value)| line_bytes(name, value)).sum()
 }
 
 /// The header bounds of one request: what plugins may make of the request sent upstream and of

@@ -779,9 +779,13 @@ async fn the_upstream_connection_gauge_follows_the_pool() {
     let after = eventually_scrape(&admin, &gw, |m| open(m) == 0.0).await;
     assert_eq!(open(&after), 0.0);
 
-    // A reused connection is not counted twice: sequential requests share one.
+    // A reused connection is not counted twice: sequential requests share one. Each waits a
+    // moment after the one before: hyper puts a finished connection back in its pool from a
+    // task of its own, so a request sent at once could find none idle and open another (the
+    // client's to the gateway, landing on the other worker, or the gateway's to the upstream).
     for _ in 0..5 {
         assert_eq!(admin.get(&gw.url("/x")).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(open(&scrape(&admin, &gw, None).await), 1.0);
     gw.stop().await;

@@ -76,7 +76,10 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'stat
     };
     let ip = &buf[..len];
     let value = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(existing) if !existing.trim_ascii().is_empty() => HeaderValue::from_bytes(&[existing, b", ", ip].concat()),
+        // The joined bytes become the value as they are (`concat` allocates exactly their length).
+        Some(existing) if !existing.trim_ascii().is_empty() => {
+            HeaderValue::from_maybe_shared(bytes::Bytes::from([existing, b", ", ip].concat()))
+        }
         _ => HeaderValue::from_bytes(ip),
     };
     if let Ok(value) = value {
@@ -120,7 +123,8 @@ pub fn request_id(headers: &HeaderMap) -> Arc<str> {
         return id.into();
     }
     let mut hex = [0u8; 32];
-    crate::telemetry::trace_context::hex_into(&mut hex, fastrand::u128(..));
+    // 16 random bytes into exactly 32 digits: encoding cannot fail.
+    let _ = hex::encode_to_slice(fastrand::u128(..).to_be_bytes(), &mut hex);
     std::str::from_utf8(&hex).unwrap_or_default().into()
 }
 
@@ -140,7 +144,7 @@ pub fn request_id_header(id: &Arc<str>) -> Option<HeaderValue> {
 /// Total size of the request line and headers, as counted against `limits.max_header_bytes`.
 pub fn header_bytes(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> usize {
     let line = method.as_str().len() + uri.path_and_query().map_or(1, |pq| pq.as_str().len()) + 12;
-    headers.iter().fold(line, |sum, (name, value)| sum + name.as_str().len() + value.len() + 4)
+    line + crate::exchange::header_lines_bytes(headers)
 }
 
 #[cfg(test)]

@@ -77,9 +77,11 @@ impl TraceContext {
     /// (`00-<trace id>-<span id>-<flags>`, 55 bytes, written in place).
     pub fn traceparent(&self) -> [u8; 55] {
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        hex_into(&mut out[3..35], self.trace_id.0);
-        hex_into(&mut out[36..52], u128::from(self.span_id.0));
-        hex_into(&mut out[53..55], u128::from(if self.sampled { SAMPLED } else { 0 }));
+        let flags = if self.sampled { SAMPLED } else { 0 };
+        // Each slice is exactly twice its field's byte length, so encoding cannot fail.
+        let _ = hex::encode_to_slice(self.trace_id.0.to_be_bytes(), &mut out[3..35]);
+        let _ = hex::encode_to_slice(self.span_id.0.to_be_bytes(), &mut out[36..52]);
+        let _ = hex::encode_to_slice([flags], &mut out[53..55]);
         out
     }
 
@@ -97,16 +99,6 @@ impl TraceContext {
                 headers.remove(TRACESTATE);
             }
         }
-    }
-}
-
-/// Writes `n` into `dst` as lowercase hex digits, right-aligned (the high digits that do not
-/// fit are dropped): ids written in place, without formatting machinery or a `String`.
-pub fn hex_into(dst: &mut [u8], mut n: u128) {
-    const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for digit in dst.iter_mut().rev() {
-        *digit = HEX_DIGITS[(n & 0xf) as usize];
-        n >>= 4;
     }
 }
 

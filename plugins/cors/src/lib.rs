@@ -170,7 +170,6 @@ impl Plugin for Cors {
         }
         answer.header("vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers").into()
     }
-
 }
 
 impl Cors {
@@ -237,7 +236,6 @@ fn preflight(req: &Request) -> Option<(String, String)> {
     let method = req.header_str("access-control-request-method")?;
     Some((origin, method.trim().to_owned()))
 }
-
 
 fn origin_rule(origin: &str) -> Result<OriginRule, String> {
     if origin == "*" {

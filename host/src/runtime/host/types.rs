@@ -32,10 +32,17 @@ impl HostState {
         self.request.as_ref()
     }
 
-    /// The request, if it may be changed in this call.
-    fn req_mut(&mut self, what: &str) -> Option<&mut RequestState> {
+    /// True (and `what` logged as ignored) when the request may not be changed in this call.
+    fn request_locked(&self, what: &str) -> bool {
         if self.request_read_only {
             plugin_warn!(&self.log, "{what} ignored: the request is read-only in on-response");
+        }
+        self.request_read_only
+    }
+
+    /// The request, if it may be changed in this call.
+    fn req_mut(&mut self, what: &str) -> Option<&mut RequestState> {
+        if self.request_locked(what) {
             return None;
         }
         self.request.as_mut()
@@ -58,8 +65,7 @@ impl HostState {
     /// logged, when the name or value is not valid HTTP, when the request is read-only, or when
     /// it would take the headers past their bound (logged once per call).
     fn put_header(&mut self, side: Side, what: &str, name: &str, value: Vec<u8>, replacing: bool) {
-        if side == Side::Request && self.request_read_only {
-            plugin_warn!(&self.log, "{what} ignored: the request is read-only in on-response");
+        if side == Side::Request && self.request_locked(what) {
             return;
         }
         let Some((name, value)) = parse_header(&self.log, &mut self.header_names, name, value) else { return };
@@ -311,8 +317,7 @@ impl HostRequest for HostState {
     }
 
     fn edit_response(&mut self, _: Resource<RequestHandle>, edit: WitResponseEdit) {
-        if self.request_read_only {
-            plugin_warn!(&self.log, "edit-response ignored: the request is read-only in on-response");
+        if self.request_locked("edit-response") {
             return;
         }
         let Some(edit) = response_edit(&self.log, &mut self.header_names, edit) else { return };
