@@ -9,10 +9,10 @@
 //! other pools' idle instances for it, or wait for a busy one); idle instances are given up to it
 //! while calls wait for a place.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
 use wasmtime::component::Resource;
 use wasmtime::{Store, UpdateDeadline};
 
@@ -110,12 +110,58 @@ struct Instance {
     permit: Option<InstancePermit>,
 }
 
-/// A pool's idle warm instances, which the sandbox's budget may reclaim.
-struct IdleQueue(ArrayQueue<Instance>);
+/// Stacks of idle instances a pool keeps, one per request worker (workers past this many share).
+const IDLE_STACKS: usize = 16;
 
-impl IdleInstances for IdleQueue {
+/// A pool's idle warm instances, which the sandbox's budget may reclaim: a stack per request
+/// worker ([`crate::workers`]). A worker takes back the instance it released last, whose memory,
+/// stack and store are still in its core's caches; from one shared first-in-first-out queue it
+/// took the instance released longest ago, often by the other core, and the call began by
+/// moving that instance's memory between caches. A worker with none takes one from another's.
+struct IdleStacks<T> {
+    stacks: [Mutex<Vec<T>>; IDLE_STACKS],
+    /// Instances in all stacks, at most `capacity`.
+    len: AtomicUsize,
+    capacity: usize,
+}
+
+impl<T> IdleStacks<T> {
+    fn new(capacity: usize) -> Self {
+        Self { stacks: std::array::from_fn(|_| Mutex::new(Vec::new())), len: AtomicUsize::new(0), capacity }
+    }
+
+    fn stack(&self, index: usize) -> MutexGuard<'_, Vec<T>> {
+        self.stacks[index % IDLE_STACKS].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The instance worker `home` released last; else one another worker released.
+    fn pop(&self, home: usize) -> Option<T> {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let instance = (0..IDLE_STACKS).find_map(|step| self.stack(home + step).pop())?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        Some(instance)
+    }
+
+    /// Keeps `instance` on worker `home`'s stack; gives it back when the pool is full.
+    fn push(&self, home: usize, instance: T) -> Result<(), T> {
+        if self.len.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            return Err(instance);
+        }
+        self.stack(home).push(instance);
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
+impl IdleInstances for IdleStacks<Instance> {
     fn reclaim_one(&self) -> bool {
-        self.0.pop().is_some()
+        self.pop(0).is_some()
     }
 }
 
@@ -125,7 +171,7 @@ pub struct InstancePool {
     name: Arc<str>,
     config_json: String,
     settings: InstanceSettings,
-    idle: Arc<IdleQueue>,
+    idle: Arc<IdleStacks<Instance>>,
     /// This entry's share of the sandbox's places.
     share: EntryShare,
     descriptor: Descriptor,
@@ -162,7 +208,7 @@ impl InstancePool {
         settings: InstanceSettings,
     ) -> Result<Self, PluginError> {
         let mut pool = Self {
-            idle: Arc::new(IdleQueue(ArrayQueue::new(settings.pool_size.max(1)))),
+            idle: Arc::new(IdleStacks::new(settings.pool_size.max(1))),
             share: plugin.sandbox.budget.entry_share(),
             descriptor: plugin.descriptor,
             plugin,
@@ -189,7 +235,7 @@ impl InstancePool {
             let idle: Arc<dyn IdleInstances> = pool.idle.clone();
             pool.budget().register(Arc::downgrade(&idle));
             if first.permit.is_some() {
-                let _ = pool.idle.0.push(first);
+                let _ = pool.idle.push(crate::workers::current(), first);
             }
         }
         Ok(pool)
@@ -212,12 +258,12 @@ impl InstancePool {
 
     /// Number of idle warm instances right now.
     pub fn idle_len(&self) -> usize {
-        self.idle.0.len()
+        self.idle.len()
     }
 
     /// Most idle warm instances kept (0 with `isolation = "request"`).
     pub fn capacity(&self) -> usize {
-        if self.settings.isolation == Isolation::Pool { self.idle.0.capacity() } else { 0 }
+        if self.settings.isolation == Isolation::Pool { self.idle.capacity } else { 0 }
     }
 
     fn budget(&self) -> &InstanceBudget {
@@ -260,7 +306,7 @@ impl InstancePool {
 
     async fn acquire(&self) -> Result<Instance, Failure> {
         if self.settings.isolation == Isolation::Pool
-            && let Some(instance) = self.idle.0.pop()
+            && let Some(instance) = self.idle.pop(crate::workers::current())
         {
             return Ok(instance);
         }
@@ -294,8 +340,8 @@ impl InstancePool {
             && instance.permit.is_some()
             && !self.budget().has_waiters(&self.share)
         {
-            // A full queue drops the instance: the pool stays bounded.
-            let _ = self.idle.0.push(instance);
+            // A full pool drops the instance: it stays bounded.
+            let _ = self.idle.push(crate::workers::current(), instance);
         }
     }
 
@@ -450,4 +496,36 @@ fn placeholder_request() -> RequestState {
 
 fn placeholder_response() -> ResponseState {
     ResponseState { status: http::StatusCode::INTERNAL_SERVER_ERROR, headers: http::HeaderMap::new(), body: None, trailers: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdleStacks;
+
+    #[test]
+    fn a_worker_takes_back_the_instance_it_released_last() {
+        let idle = IdleStacks::new(8);
+        for (worker, instance) in [(0, "a"), (1, "b"), (0, "c"), (1, "d")] {
+            idle.push(worker, instance).unwrap();
+        }
+        assert_eq!(idle.len(), 4);
+        assert_eq!(idle.pop(0), Some("c"));
+        assert_eq!(idle.pop(1), Some("d"));
+        assert_eq!(idle.pop(0), Some("a"));
+        // Worker 0 has none left: it takes worker 1's rather than make a new instance.
+        assert_eq!(idle.pop(0), Some("b"));
+        assert_eq!((idle.pop(0), idle.pop(1), idle.len()), (None, None, 0));
+    }
+
+    #[test]
+    fn the_pool_keeps_at_most_its_capacity_over_all_workers() {
+        let idle = IdleStacks::new(2);
+        assert_eq!(idle.push(0, 1), Ok(()));
+        assert_eq!(idle.push(1, 2), Ok(()));
+        assert_eq!(idle.push(0, 3), Err(3), "full: the instance is handed back to be dropped");
+        assert_eq!(idle.len(), 2);
+        assert_eq!(idle.pop(1), Some(2));
+        assert_eq!(idle.push(0, 3), Ok(()));
+        assert_eq!(idle.len(), 2);
+    }
 }
