@@ -130,6 +130,7 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
     let listeners = server::bind(&plan.addresses).await?;
     let addrs = listeners.iter().map(|l| l.local_addr()).collect::<Result<Vec<_>, _>>()?;
     let workers = workers::Workers::start(config.runtime.worker_count())?;
+    gateway.telemetry.metrics.pools.register_workers(workers.balancer().clone());
     let listeners = server::share(listeners, workers.count())?;
     let admin_listener = admin::bind(&config).await?;
     let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;

@@ -27,7 +27,7 @@ use crate::reload::LiveGateway;
 use crate::telemetry::metrics::ConnectionCount;
 use crate::telemetry::observed_body::ObservedBody;
 use crate::tls;
-use crate::workers::Workers;
+use crate::workers::{self, ConnectionBalancer, Placement, Workers};
 
 /// Longest a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,7 +91,8 @@ pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<SharedListener>, shutd
     let mut accept_loops = Vec::new();
     for (index, handles) in listeners.into_iter().enumerate() {
         for (worker, listener) in handles.into_iter().enumerate() {
-            let accept = accept_loop(live.clone(), index, listener, graceful.clone(), shutdown.clone());
+            let balancer = workers.balancer().clone();
+            let accept = accept_loop(live.clone(), index, listener, balancer, graceful.clone(), shutdown.clone());
             accept_loops.push(workers.spawn(worker, accept));
         }
     }
@@ -113,11 +114,13 @@ pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<SharedListener>, shutd
 }
 
 /// One worker's accept loop on listener `index` (a handle of the shared listening socket): serves
-/// each connection it accepts on this worker, until shutdown.
+/// each connection it accepts on the worker `balancer` places it on (this one unless another
+/// serves fewer connections), until shutdown.
 async fn accept_loop(
     live: Arc<LiveGateway>,
     index: usize,
     listener: std::net::TcpListener,
+    balancer: ConnectionBalancer,
     graceful: Arc<GracefulShutdown>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -140,18 +143,40 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
-        tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher, shutdown.clone()));
+        let placement = balancer.place(workers::current());
+        if placement.worker() == workers::current() {
+            tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher, placement, shutdown.clone()));
+            continue;
+        }
+        // Moved to the other worker's runtime: taken off this one's event loop, registered on
+        // that one's, so its I/O wakes the thread that serves it.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, "accepted connection could not be moved to worker {}: {e}", placement.worker());
+                continue;
+            }
+        };
+        let (live, shutdown) = (live.clone(), shutdown.clone());
+        balancer.spawn(placement.worker(), async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve_connection(live, index, stream, peer, watcher, placement, shutdown).await,
+                Err(e) => tracing::warn!(%peer, "accepted connection could not be registered on worker {}: {e}", placement.worker()),
+            }
+        });
     }
 }
 
 /// Serves one accepted connection of listener `index` (after the TLS handshake, if it has TLS),
 /// with hyper set up for the protocol the connection turns out to speak ([`crate::connections`]).
+/// It counts on its worker as long as `_placement` lives.
 async fn serve_connection(
     live: Arc<LiveGateway>,
     index: usize,
     stream: TcpStream,
     peer: SocketAddr,
     watcher: Watcher,
+    _placement: Placement,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let generation = live.current();

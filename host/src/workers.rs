@@ -2,12 +2,17 @@
 //! single-threaded tokio runtime. A worker accepts connections on every listener and serves each
 //! one start to finish: the client connection, its plugin calls and the upstream connections it
 //! uses all stay on one thread, so a request never waits for a wake-up from another core. The
-//! kernel hands a new connection to whichever worker is free to accept it first.
+//! kernel wakes every worker for a new connection and the first to call `accept` gets it, so one
+//! worker can take a whole burst; each accepted connection is therefore placed on the worker
+//! serving the fewest ([`ConnectionBalancer`], as Envoy's exact connection balance), which is the
+//! one that accepted it unless another serves fewer.
 //!
 //! Everything else (admin listener, reload, background exporters) runs on the main runtime.
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -27,7 +32,7 @@ pub fn current() -> usize {
 /// Running worker threads. Dropping it stops them: tasks still on them are dropped, so the
 /// server drops it only after draining.
 pub struct Workers {
-    handles: Vec<Handle>,
+    balancer: ConnectionBalancer,
     _stop: watch::Sender<()>,
 }
 
@@ -47,12 +52,14 @@ impl Workers {
                 runtime.block_on(async move { while stopped.changed().await.is_ok() {} });
             })?;
         }
-        Ok(Self { handles, _stop: stop })
+        let connections = handles.iter().map(|_| AtomicUsize::new(0)).collect();
+        let balancer = ConnectionBalancer { shared: Arc::new(Shared { handles: handles.into(), connections }) };
+        Ok(Self { balancer, _stop: stop })
     }
 
     /// How many workers run.
     pub fn count(&self) -> usize {
-        self.handles.len()
+        self.balancer.count()
     }
 
     /// Runs `task` on worker `index`.
@@ -61,7 +68,86 @@ impl Workers {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handles[index % self.handles.len()].spawn(task)
+        self.balancer.spawn(index, task)
+    }
+
+    /// Where the accept loops place connections (it does not keep the workers running).
+    pub fn balancer(&self) -> &ConnectionBalancer {
+        &self.balancer
+    }
+}
+
+/// Places each accepted connection on the worker serving the fewest client connections, so a
+/// burst of connections accepted by one worker is still served by all of them. Cloned into
+/// every accept loop; also read by `/metrics` (`airlock_worker_connections`).
+#[derive(Clone)]
+pub struct ConnectionBalancer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    handles: Box<[Handle]>,
+    /// Client connections placed on each worker and not yet closed.
+    connections: Box<[AtomicUsize]>,
+}
+
+impl ConnectionBalancer {
+    /// How many workers there are.
+    pub fn count(&self) -> usize {
+        self.shared.handles.len()
+    }
+
+    /// Picks the worker to serve a connection accepted on worker `here`: the one serving the
+    /// fewest connections, `here` itself unless another serves strictly fewer (so a balanced
+    /// gateway never moves a connection). The connection counts there until the placement is
+    /// dropped.
+    pub fn place(&self, here: usize) -> Placement {
+        let counts = &self.shared.connections;
+        let here = here % counts.len();
+        let mut worker = here;
+        let mut fewest = counts[here].load(Ordering::Relaxed);
+        for (i, count) in counts.iter().enumerate() {
+            let n = count.load(Ordering::Relaxed);
+            if n < fewest {
+                (worker, fewest) = (i, n);
+            }
+        }
+        counts[worker].fetch_add(1, Ordering::Relaxed);
+        Placement { shared: self.shared.clone(), worker }
+    }
+
+    /// Runs `task` on worker `index`.
+    pub fn spawn<F>(&self, index: usize, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.shared.handles[index % self.shared.handles.len()].spawn(task)
+    }
+
+    /// Client connections each worker serves now, by worker index.
+    pub fn connections(&self) -> Vec<usize> {
+        self.shared.connections.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+}
+
+/// A client connection counted on the worker [`ConnectionBalancer::place`] chose, until dropped
+/// (held by the connection's task).
+pub struct Placement {
+    shared: Arc<Shared>,
+    worker: usize,
+}
+
+impl Placement {
+    /// The worker that serves the connection.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        self.shared.connections[self.worker].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -81,5 +167,27 @@ mod tests {
         let pending = workers.spawn(1, std::future::pending::<()>());
         drop(workers);
         assert!(pending.await.unwrap_err().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn connections_go_to_the_worker_serving_fewest_and_stay_where_accepted_when_balanced() {
+        let workers = Workers::start(3).unwrap();
+        let balancer = workers.balancer().clone();
+        // A burst accepted by worker 1 alone is spread over all three, worker 1 first on ties.
+        let burst: Vec<Placement> = (0..6).map(|_| balancer.place(1)).collect();
+        assert_eq!(burst.iter().map(Placement::worker).collect::<Vec<_>>(), [1, 0, 2, 1, 0, 2]);
+        assert_eq!(balancer.connections(), [2, 2, 2]);
+        // Balanced: the accepting worker keeps the connection.
+        let kept = balancer.place(2);
+        assert_eq!(kept.worker(), 2);
+        // A closed connection frees its place, which the next connection takes.
+        drop(kept);
+        let mut burst = burst;
+        let closed = burst.remove(1);
+        assert_eq!(closed.worker(), 0);
+        drop(closed);
+        assert_eq!(balancer.connections(), [1, 2, 2]);
+        assert_eq!(balancer.place(2).worker(), 0);
+        assert_eq!(balancer.connections(), [1, 2, 2], "the last placement was dropped at once");
     }
 }

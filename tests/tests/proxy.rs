@@ -679,3 +679,47 @@ async fn an_http2_idle_close_lets_a_streaming_response_finish() {
     let ended = tokio::time::timeout(Duration::from_secs(5), ended_at).await.expect("closed after the stream").unwrap();
     assert!(ended - body_done < Duration::from_millis(300), "closed {:?} after the stream: not during it", ended - body_done);
 }
+
+/// `airlock_worker_connections` of each of the two workers.
+async fn worker_connections(gw: &Gateway) -> [f64; 2] {
+    [
+        metric_value(gw, "airlock_worker_connections", &[("worker", "0")]).await,
+        metric_value(gw, "airlock_worker_connections", &[("worker", "1")]).await,
+    ]
+}
+
+/// Every worker wakes for a new connection and the first to accept takes it, so one worker
+/// could take a whole burst; each connection is instead served by the worker serving fewest.
+/// A burst of connections ends up split evenly, whichever worker accepted them, and a
+/// connection moved to the other worker serves request after request there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_evenly_over_the_workers() {
+    const CONNECTIONS: usize = 16;
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&format!("[runtime]\nworker_threads = 2\n{PLAIN}"), Some(&upstream)).await;
+    assert_eq!(worker_connections(&gw).await, [0.0, 0.0]);
+    let addr = gw.addr();
+    let burst = (0..CONNECTIONS).map(|_| tokio::spawn(tokio::net::TcpStream::connect(addr)));
+    let mut connections = Vec::new();
+    for connecting in burst {
+        connections.push(connecting.await.unwrap().unwrap());
+    }
+    for round in ["first", "again"] {
+        for (i, tcp) in connections.iter_mut().enumerate() {
+            tcp.write_all(format!("GET /{round}/{i} HTTP/1.1\r\nhost: a\r\n\r\n").as_bytes()).await.unwrap();
+            let response = read_response(tcp).await;
+            assert!(response.starts_with("HTTP/1.1 200") && response.contains(&format!("/{round}/{i}")), "{response}");
+        }
+        assert_eq!(worker_connections(&gw).await, [8.0, 8.0], "{CONNECTIONS} connections, half per worker");
+    }
+    assert_eq!(upstream.hits(), 2 * CONNECTIONS);
+    drop(connections);
+    for _ in 0..100 {
+        if worker_connections(&gw).await == [0.0, 0.0] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(worker_connections(&gw).await, [0.0, 0.0], "closed connections leave their worker");
+    gw.stop().await;
+}

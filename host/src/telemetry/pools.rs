@@ -2,7 +2,8 @@
 //! and capacity), the sandbox's instance budget (instances alive against `runtime.max_instances`,
 //! waits for a place, idle instances reclaimed) and each upstream's connection pool (connections
 //! open). Pools register themselves when the gateway is built; the registry holds them weakly, so
-//! a dropped gateway leaves nothing behind.
+//! a dropped gateway leaves nothing behind. Also the request workers' share of the client
+//! connections, set once the workers start.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -16,6 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::proxy::counted::OpenConnections;
 use crate::runtime::budget::InstanceBudget;
+use crate::workers::ConnectionBalancer;
 
 /// What a plugin instance pool tells about its size.
 pub trait PoolStats: Send + Sync {
@@ -33,12 +35,18 @@ pub struct PoolRegistry {
     plugins: Mutex<Vec<Weak<dyn PoolStats>>>,
     upstreams: Mutex<Vec<(Arc<str>, Weak<AtomicI64>)>>,
     budget: Mutex<Weak<InstanceBudget>>,
+    workers: Mutex<Option<ConnectionBalancer>>,
 }
 
 impl PoolRegistry {
     /// Sets the sandbox whose instance budget is reported (the one the gateway serves with).
     pub fn register_budget(&self, budget: &Arc<InstanceBudget>) {
         *self.budget.lock().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(budget);
+    }
+
+    /// Sets the request workers whose client connections are reported, one gauge per worker.
+    pub fn register_workers(&self, balancer: ConnectionBalancer) {
+        *self.workers.lock().unwrap_or_else(PoisonError::into_inner) = Some(balancer);
     }
 
     /// Adds an upstream's open connection count. It is held weakly: once the upstream and all
@@ -140,6 +148,14 @@ impl Collector for PoolCollector {
             "Most idle warm instances the pools keep, by plugin",
             "plugin",
             sizes.iter().map(|(k, v)| (k.clone(), v.1)),
+        )?;
+        let workers = self.0.workers.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(ConnectionBalancer::connections);
+        gauges(
+            &mut encoder,
+            "worker_connections",
+            "Client connections each request worker serves now, by worker (placed on the worker serving fewest)",
+            "worker",
+            workers.unwrap_or_default().into_iter().enumerate().map(|(i, n)| (i.to_string(), n as i64)),
         )?;
         gauges(
             &mut encoder,
