@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use airlock_tests::metrics;
+use prometheus_parse::Value;
 use airlock_tests::{Gateway, HttpClient, Upstream};
 
 const ORDER: &str = r#"
@@ -174,6 +176,18 @@ config = { ms = 300 }
     assert_eq!(r.status, 200);
     assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
     assert_eq!(r.upstream_header("x-delayed"), vec!["1"]);
+    // The wait is the request's, not the plugin call's nor the upstream's: the request took at
+    // least 300 ms, the call and the upstream (which answers at once) each under 250 ms.
+    let m = metrics::scrape(&HttpClient::http1(), &gw, None).await;
+    let within = |metric: &str, le: f64| {
+        let found = m.samples.iter().find(|s| s.metric == metric).unwrap_or_else(|| panic!("no {metric}"));
+        let Value::Histogram(buckets) = &found.value else { panic!("{metric} is not a histogram") };
+        buckets.iter().find(|b| b.less_than == le).map(|b| b.count).unwrap_or_else(|| panic!("{metric} has no bucket {le}"))
+    };
+    assert_eq!(within("airlock_request_duration_seconds", 0.25), 0.0, "the request waited");
+    assert_eq!(within("airlock_request_duration_seconds", 0.5), 1.0);
+    assert_eq!(within("airlock_plugin_phase_duration_seconds", 0.25), 1.0, "the call itself did not wait");
+    assert_eq!(within("airlock_upstream_duration_seconds", 0.25), 1.0, "the upstream's time does not hold the wait");
     gw.stop().await;
 }
 

@@ -142,6 +142,8 @@ source = "{plugin:panic}"
 source = "{plugin:loop}"
 [plugins.alloc]
 source = "{plugin:alloc}"
+# The memory cap stops it, never the CPU deadline, however slow the machine is.
+cpu_ms = 5000
 
 [[consumers]]
 id = "alice"

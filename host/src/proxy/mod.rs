@@ -134,7 +134,9 @@ impl Gateway {
         record.forwarding(&mut state.headers, body_bytes);
 
         let chain = &route.chain;
-        let started = Instant::now();
+        // The clock is read once at each boundary between phases: the reading that ends one
+        // (a plugin call, the request phases, the upstream call) starts the next.
+        let mut clock = Instant::now();
         // Concurrency slots granted to this request: kept until its response body is done.
         let mut held = Vec::new();
         // The phases' futures hold a Wasm call's state (~3 KB): boxed once per request and
@@ -142,9 +144,11 @@ impl Gateway {
         let phases = if chain.entries().is_empty() {
             Ok((state, 0, RequestOutcome::Upstream))
         } else {
-            Box::pin(chain.run_request_phases(state, route.timeout, &mut held)).await
+            let started = clock;
+            let phases = Box::pin(chain.run_request_phases(state, route.timeout, &mut held, &mut clock)).await;
+            record.plugins_took(clock.duration_since(started));
+            phases
         };
-        record.plugins_took(started.elapsed());
         let (mut state, ran, outcome) = phases?;
         let pending = match outcome {
             RequestOutcome::Respond(response) => {
@@ -152,17 +156,18 @@ impl Gateway {
             }
             RequestOutcome::Upstream => {
                 let keep_request = chain.calls_on_response(ran);
-                let started = Instant::now();
+                let started = clock;
                 let span = tracing::debug_span!("upstream", upstream = route.upstream.as_ref().map(|u| &*u.name));
                 let body = UpstreamBody { stream, trailers: request_trailers };
                 let called = self.call_upstream(route, &mut state, keep_request, body, client_target.as_ref()).instrument(span).await;
+                clock = Instant::now();
                 crate::telemetry::spans::record(|| {
                     let name = route.upstream.as_ref().map(|u| &*u.name).unwrap_or("(none)");
                     let result = called.as_ref().map(|p| p.state.status.as_u16()).map_err(ToString::to_string);
-                    crate::telemetry::spans::ChildSpan::upstream(name, started, result)
+                    crate::telemetry::spans::ChildSpan::upstream(name, started, clock, result)
                 });
                 match &called {
-                    Ok(_) => record.upstream_took(started.elapsed()),
+                    Ok(_) => record.upstream_took(clock.duration_since(started)),
                     Err(GatewayError::UpstreamUnavailable { .. }) => record.upstream_failed(false),
                     Err(GatewayError::UpstreamTimeout { .. }) => record.upstream_failed(true),
                     Err(_) => {}
@@ -171,13 +176,14 @@ impl Gateway {
             }
         };
         let PendingResponse { state: response, stream, version } = pending;
-        let started = Instant::now();
         let phases = if chain.has_response_phases(ran, &state) {
-            Box::pin(chain.run_response_phases(ran, state, response)).await
+            let started = clock;
+            let phases = Box::pin(chain.run_response_phases(ran, state, response, &mut clock)).await;
+            record.plugins_took(clock.duration_since(started));
+            phases
         } else {
             Ok((state, response))
         };
-        record.plugins_took(started.elapsed());
         let (request, response) = phases?;
         record.consumer(request.context.get("consumer"));
         let mut response = write_response(response, stream, version, id_header);

@@ -120,30 +120,38 @@ impl PluginChain {
     /// (~3 KB): callers box it once per request rather than carry it inline. Concurrency slots
     /// granted on the way are pushed to `held`: the caller keeps them until the response has
     /// been sent.
+    ///
+    /// `clock` is a reading taken as the phases begin. Each call is timed from it, and it is
+    /// moved to the call's end (and past any wait a plugin asked for), so one reading ends a call
+    /// and starts the next, and the caller starts its next phase from it without reading the
+    /// clock again.
     pub async fn run_request_phases(
         &self,
         mut request: RequestState,
         max_delay: Duration,
         held: &mut Vec<SlotGuard>,
+        clock: &mut Instant,
     ) -> Result<(RequestState, usize, RequestOutcome), GatewayError> {
         for (index, entry) in self.entries.iter().enumerate() {
             if !entry.descriptor.on_request {
                 continue;
             }
             request.response_edits.begin(index);
-            let started = Instant::now();
+            let started = *clock;
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-request");
             // Pinned where it is made, so the call's ~1 KB future is not copied into the span.
             let call = std::pin::pin!(entry.pool.on_request(request, entry.descriptor.request_body));
             let (returned, result) = call.instrument(span).await;
-            entry.metrics.record_call(false, started.elapsed());
-            crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::request_phase(entry.name(), started, &result));
+            *clock = Instant::now();
+            entry.metrics.record_call(false, clock.duration_since(started));
+            crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::request_phase(entry.name(), started, *clock, &result));
             request = returned;
             match result {
                 Ok(PhaseAction::Continue) => entry.metrics.record_decision(Decision::Continue),
                 Ok(PhaseAction::Delay(wait)) => {
                     entry.metrics.record_decision(Decision::Delay);
                     tokio::time::sleep(wait.min(max_delay)).await;
+                    *clock = Instant::now();
                 }
                 Ok(PhaseAction::Respond(response)) => {
                     entry.metrics.record_decision(Decision::Respond);
@@ -151,10 +159,12 @@ impl PluginChain {
                 }
                 Ok(PhaseAction::AcquireSlot(slot)) => match acquire_slot(entry, &request, slot, max_delay).await {
                     Ok(guard) => {
+                        *clock = Instant::now();
                         entry.metrics.record_decision(Decision::Slot);
                         held.push(guard);
                     }
                     Err(refuse) => {
+                        *clock = Instant::now();
                         entry.metrics.record_decision(Decision::SlotRefused);
                         return Ok((request, index + 1, RequestOutcome::Respond(refuse)));
                     }
@@ -167,11 +177,13 @@ impl PluginChain {
 
     /// Runs the response phases of the first `ran` entries, in reverse order: each entry's
     /// response edits, then its `on-response` (boxed by the caller, like the request phases).
+    /// `clock` is moved along as in [`PluginChain::run_request_phases`].
     pub async fn run_response_phases(
         &self,
         ran: usize,
         mut request: RequestState,
         mut response: ResponseState,
+        clock: &mut Instant,
     ) -> Result<(RequestState, ResponseState), GatewayError> {
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
             let bound = request.header_limits.response;
@@ -179,12 +191,13 @@ impl PluginChain {
             if !entry.descriptor.on_response {
                 continue;
             }
-            let started = Instant::now();
+            let started = *clock;
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-response");
             let call = std::pin::pin!(entry.pool.on_response(request, response, entry.descriptor.response_body));
             let (req, resp, result) = call.instrument(span).await;
-            entry.metrics.record_call(true, started.elapsed());
-            crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::response_phase(entry.name(), started, &result));
+            *clock = Instant::now();
+            entry.metrics.record_call(true, clock.duration_since(started));
+            crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::response_phase(entry.name(), started, *clock, &result));
             request = req;
             response = resp;
             if let Err(failure) = result {

@@ -184,7 +184,7 @@ impl<'a> RequestRecord<'a> {
             // The consumer is moved into the access log line when there is one.
             let consumer = if self.access.is_some() { self.consumer.clone() } else { self.consumer.take() };
             let sample = Sample {
-                at: Instant::now(),
+                at: self.started + elapsed,
                 route: self.route_id.clone(),
                 consumer,
                 client_ip: self.client_ip,

@@ -48,8 +48,8 @@ pub struct ChildSpan {
 }
 
 impl ChildSpan {
-    /// A request phase call that started at `start` and just returned `result`.
-    pub fn request_phase(plugin: &str, start: Instant, result: &Result<PhaseAction, Failure>) -> Self {
+    /// A request phase call from `start` to `end` that returned `result`.
+    pub fn request_phase(plugin: &str, start: Instant, end: Instant, result: &Result<PhaseAction, Failure>) -> Self {
         let (outcome, status) = match result {
             Ok(PhaseAction::Continue) => ("continue".to_owned(), None),
             Ok(PhaseAction::Respond(r)) => ("respond".to_owned(), Some(r.status.as_u16())),
@@ -57,29 +57,29 @@ impl ChildSpan {
             Ok(PhaseAction::AcquireSlot(_)) => ("acquire-slot".to_owned(), None),
             Err(f) => (format!("failed: {}", f.kind()), None),
         };
-        Self::plugin(plugin, "on-request", start, outcome, status)
+        Self::plugin(plugin, "on-request", (start, end), outcome, status)
     }
 
-    /// A response phase call that started at `start` and just returned `result`.
-    pub fn response_phase(plugin: &str, start: Instant, result: &Result<(), Failure>) -> Self {
+    /// A response phase call from `start` to `end` that returned `result`.
+    pub fn response_phase(plugin: &str, start: Instant, end: Instant, result: &Result<(), Failure>) -> Self {
         let outcome = match result {
             Ok(()) => "continue".to_owned(),
             Err(f) => format!("failed: {}", f.kind()),
         };
-        Self::plugin(plugin, "on-response", start, outcome, None)
+        Self::plugin(plugin, "on-response", (start, end), outcome, None)
     }
 
-    fn plugin(plugin: &str, phase: &'static str, start: Instant, outcome: String, status: Option<u16>) -> Self {
-        Self { kind: ChildKind::Plugin { plugin: plugin.to_owned(), phase, outcome, status }, start, end: Instant::now() }
+    fn plugin(plugin: &str, phase: &'static str, (start, end): (Instant, Instant), outcome: String, status: Option<u16>) -> Self {
+        Self { kind: ChildKind::Plugin { plugin: plugin.to_owned(), phase, outcome, status }, start, end }
     }
 
-    /// An upstream call that started at `start` and just ended with `status` or an error.
-    pub fn upstream(upstream: &str, start: Instant, result: Result<u16, String>) -> Self {
+    /// An upstream call from `start` to `end` that ended with `status` or an error.
+    pub fn upstream(upstream: &str, start: Instant, end: Instant, result: Result<u16, String>) -> Self {
         let (status, error) = match result {
             Ok(s) => (Some(s), None),
             Err(e) => (None, Some(e)),
         };
-        Self { kind: ChildKind::Upstream { upstream: upstream.to_owned(), status, error }, start, end: Instant::now() }
+        Self { kind: ChildKind::Upstream { upstream: upstream.to_owned(), status, error }, start, end }
     }
 }
 
