@@ -160,7 +160,7 @@ impl ResponseEdits {
     /// are made once, where its response phase runs: moved into the response, not copied). An
     /// edit that would take the response past `bound` is not made (logged once with `plugin`,
     /// the entry's name).
-    pub fn apply(&mut self, entry: usize, headers: &mut HeaderMap, bound: HeaderBound, plugin: &str) {
+    pub fn apply(&mut self, entry: usize, headers: &mut HeaderMap, bound: HeaderBound, plugin: &str, request_id: &str) {
         // Recorded in chain order (the request phases run in it), so an entry's edits are one run.
         let start = self.edits.partition_point(|(e, _)| *e < entry);
         let end = self.edits.partition_point(|(e, _)| *e <= entry);
@@ -171,7 +171,7 @@ impl ResponseEdits {
         let mut admits = |headers: &HeaderMap, name: &HeaderName, value: &HeaderValue, replacing: bool| {
             let fits = bound.admits(headers, name, value, replacing);
             if !fits {
-                refusals.refused(plugin, "response edit", bound);
+                refusals.refused(plugin, request_id, "response edit", bound);
             }
             fits
         };
@@ -222,11 +222,13 @@ pub struct RefusalLog {
 }
 
 impl RefusalLog {
-    /// Records a refusal of `what` (e.g. "set-header"); logs only the first.
-    pub fn refused(&mut self, plugin: &str, what: &str, bound: HeaderBound) {
+    /// Records a refusal of `what` (e.g. "set-header") by `plugin` in its call for the request
+    /// `request_id`; logs only the first.
+    pub fn refused(&mut self, plugin: &str, request_id: &str, what: &str, bound: HeaderBound) {
         if !std::mem::replace(&mut self.logged, true) {
             tracing::warn!(
                 plugin,
+                request_id,
                 max_headers = bound.count,
                 max_bytes = bound.bytes,
                 "{what} ignored: it would take the headers past the gateway's [limits] (further ones in this call are not logged)"
@@ -340,9 +342,9 @@ mod tests {
         headers.insert("x-multi", value("1"));
         headers.insert("vary", value("Accept-Encoding"));
         headers.insert("x-listed", value("accept, origin"));
-        edits.apply(1, &mut headers, HeaderBound::NONE, "test");
+        edits.apply(1, &mut headers, HeaderBound::NONE, "test", "req-1");
         assert_eq!(headers.len(), 7, "entry 1 asked for nothing");
-        edits.apply(2, &mut headers, HeaderBound::NONE, "test");
+        edits.apply(2, &mut headers, HeaderBound::NONE, "test", "req-1");
         assert!(headers.get("server").is_none() && headers.get("x-old").is_none());
         let all = |h: &HeaderMap, n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
         assert_eq!(all(&headers, "x-new"), ["o1", "o2"]);
@@ -351,20 +353,20 @@ mod tests {
         assert_eq!(all(&headers, "x-listed"), ["accept, origin"], "listed already, in any case");
         assert_eq!(all(&headers, "x-a"), ["2"], "add when absent, then set");
         let before = headers.clone();
-        edits.apply(2, &mut headers, HeaderBound::NONE, "test");
+        edits.apply(2, &mut headers, HeaderBound::NONE, "test", "req-1");
         assert_eq!(headers, before, "an entry's edits are made once");
-        edits.apply(0, &mut headers, HeaderBound::NONE, "test");
+        edits.apply(0, &mut headers, HeaderBound::NONE, "test", "req-1");
         assert_eq!(all(&headers, "x-a"), ["0"], "entry 0 comes last on the way back and has the last word");
         assert!(edits.is_empty());
 
         let mut star = HeaderMap::new();
         star.insert("vary", value("*"));
-        entry_two().apply(2, &mut star, HeaderBound::NONE, "test");
+        entry_two().apply(2, &mut star, HeaderBound::NONE, "test", "req-1");
         assert_eq!(all(&star, "vary"), ["*"], "`*` lists everything");
 
         let mut no_source = HeaderMap::new();
         no_source.insert("x-new", value("stays"));
-        entry_two().apply(2, &mut no_source, HeaderBound::NONE, "test");
+        entry_two().apply(2, &mut no_source, HeaderBound::NONE, "test", "req-1");
         assert_eq!(all(&no_source, "x-new"), ["stays"], "renaming an absent header changes nothing");
         assert_eq!(all(&no_source, "x-a"), ["2"]);
     }
@@ -377,7 +379,7 @@ mod tests {
         }
         assert!(!edits.record(ResponseEdit::Append(name("x-n"), value("1"))));
         let mut headers = HeaderMap::new();
-        edits.apply(0, &mut headers, HeaderBound::NONE, "test");
+        edits.apply(0, &mut headers, HeaderBound::NONE, "test", "req-1");
         assert_eq!(headers.get_all("x-n").iter().count(), MAX_RESPONSE_EDITS);
     }
 
@@ -399,7 +401,7 @@ mod tests {
         edits.record(ResponseEdit::Append(name("x-c"), value("1")));
         edits.record(ResponseEdit::Set(name("x-a"), value("long value")));
         edits.record(ResponseEdit::Set(name("x-b"), value("7")));
-        edits.apply(0, &mut headers, bound, "test");
+        edits.apply(0, &mut headers, bound, "test", "req-1");
         let all = |h: &HeaderMap, n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
         assert!(all(&headers, "x-c").is_empty(), "a fourth line is refused");
         assert_eq!(all(&headers, "x-a"), ["long value"], "3 + 10 + 4 + 9 = 26 bytes fit once both old lines go");

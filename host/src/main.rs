@@ -9,7 +9,9 @@ use airlock::plugin_trial::{self, Trial};
 use airlock::scaffold::SdkSource;
 use airlock::signing::{self, PublicKey};
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
+use airlock::telemetry::log_filter::LogFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Airlock: an API gateway whose every policy phase runs in a sandboxed WebAssembly component.
 #[derive(Parser)]
@@ -155,11 +157,12 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let (targets, env_filter) = LogFilter::from_env().into_layers();
+    let subscriber = tracing_subscriber::registry().with(targets).with(env_filter);
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match cli.log_format {
-        LogFormat::Text => subscriber.init(),
-        LogFormat::Json => subscriber.json().init(),
+        LogFormat::Text => subscriber.with(lines).init(),
+        LogFormat::Json => subscriber.with(lines.json()).init(),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -227,7 +227,7 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
     }
     // Response edits asked for in `on-request` are made where its `on-response` runs, before it.
     let bound = request.header_limits.response;
-    request.response_edits.apply(0, &mut response.headers, bound, "trial");
+    request.response_edits.apply(0, &mut response.headers, bound, "trial", &request.request_id);
     if descriptor.on_response {
         // Without declared body access the plugin sees no upstream body; the client still gets it.
         let hidden = if !answered && !descriptor.response_body { response.body.take() } else { None };

@@ -466,5 +466,10 @@ config = { mode = "log-flood", count = 500 }
         let lines = log.lines().filter(|l| l.contains("\"logger\"")).count();
         assert_eq!(lines, limit * round, "round {round}: each call's lines stop at the limit (the last saying so)\n{log}");
         assert_eq!(log.matches("log line limit").count(), round, "one line per call says the rest are dropped");
+        // Every line the call caused (its own, the gateway's warnings about it, the limit's)
+        // names the request it served.
+        let id = r.header("x-request-id").expect("a request id");
+        let named = log.lines().filter(|l| l.contains("\"logger\"") && l.contains(&format!("\"{id}\""))).count();
+        assert_eq!(named, limit, "round {round}: each of this call's lines names request {id}\n{log}");
     }
 }

@@ -792,3 +792,32 @@ async fn the_upstream_connection_gauge_follows_the_pool() {
     assert_eq!(open(&scrape(&admin, &gw, None).await), 1.0);
     gw.stop().await;
 }
+
+/// The per-request span is a debug one, so a request that fails with a 5xx names itself in its
+/// warning: request id, method, path and route, on the default and `warn` levels too.
+#[tokio::test]
+async fn a_failed_requests_warning_names_the_request() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.dead]
+targets = ["127.0.0.1:1"]
+
+[[routes]]
+id = "down"
+path_prefix = "/down"
+upstream = "dead"
+"#;
+    let gw = airlock_tests::process::GatewayProcess::start_logging(config, &upstream, &[]).await;
+    let r = HttpClient::http1().get(&gw.url("/down/here?q=1")).await;
+    assert_eq!(r.status, 502);
+    let id = r.header("x-request-id").expect("a request id");
+    let log = eventually("the warning", || {
+        let log = gw.log();
+        log.contains(&id).then_some(log)
+    })
+    .await;
+    let line = log.lines().find(|l| l.contains(&id)).expect("a line naming the request");
+    for part in ["WARN", "GET", "\"/down/here\"", "\"down\"", "status"] {
+        assert!(line.contains(part), "{part} missing from: {line}");
+    }
+}

@@ -92,14 +92,24 @@ impl Gateway {
         request_id: &Arc<str>,
         record: &mut RequestRecord<'a>,
     ) -> Response<ProxyBody> {
-        match self.proxy(request, conn, request_id, record).await {
+        // The client's path and query, shared, not copied: sent upstream as they are unless a
+        // plugin or the route changes them, and named in the warning if the request fails.
+        let client_target = request.uri().path_and_query().cloned();
+        match self.proxy(request, conn, request_id, record, client_target.as_ref()).await {
             Ok(response) => response,
             Err(error) => {
-                // The request span (see `handle`) already carries the request id, method and
-                // path, so nothing is copied per request just in case an error is logged.
                 let status = error.status();
                 if status.is_server_error() {
-                    tracing::warn!(status = status.as_u16(), "{error}");
+                    // The request's span is a debug one (`RequestRecord::begin`): the request
+                    // is named here.
+                    tracing::warn!(
+                        status = status.as_u16(),
+                        request_id = &**request_id,
+                        method = %record.method(),
+                        path = client_target.as_ref().map_or("", PathAndQuery::path),
+                        route = record.route_id().unwrap_or(""),
+                        "{error}"
+                    );
                 } else {
                     tracing::debug!(status = status.as_u16(), "{error}");
                 }
@@ -119,13 +129,11 @@ impl Gateway {
         conn: ConnectionInfo,
         request_id: &Arc<str>,
         record: &mut RequestRecord<'a>,
+        client_target: Option<&PathAndQuery>,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         self.check_limits(&request)?;
         let (route, params) = self.route(&request)?;
         record.matched(&route.id, &route.metrics);
-        // The client's path and query, shared, not copied: sent upstream as they are unless a
-        // plugin or the route changes them.
-        let client_target = request.uri().path_and_query().cloned();
         let declared_length = content_length(request.headers())?;
         // One header value for the request id, shared by the upstream request and the response.
         let id_header = headers::request_id_header(request_id);
@@ -159,7 +167,7 @@ impl Gateway {
                 let started = clock;
                 let span = tracing::debug_span!("upstream", upstream = route.upstream.as_ref().map(|u| &*u.name));
                 let body = UpstreamBody { stream, trailers: request_trailers };
-                let called = self.call_upstream(route, &mut state, keep_request, body, client_target.as_ref()).instrument(span).await;
+                let called = self.call_upstream(route, &mut state, keep_request, body, client_target).instrument(span).await;
                 clock = Instant::now();
                 crate::telemetry::spans::record(|| {
                     let name = route.upstream.as_ref().map(|u| &*u.name).unwrap_or("(none)");

@@ -187,7 +187,7 @@ impl PluginChain {
     ) -> Result<(RequestState, ResponseState), GatewayError> {
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
             let bound = request.header_limits.response;
-            request.response_edits.apply(index, &mut response.headers, bound, entry.name());
+            request.response_edits.apply(index, &mut response.headers, bound, entry.name(), &request.request_id);
             if !entry.descriptor.on_response {
                 continue;
             }

@@ -12,6 +12,7 @@ pub mod access_log;
 pub mod analytics;
 pub mod anomaly;
 pub mod histogram;
+pub mod log_filter;
 pub mod metrics;
 pub mod observed_body;
 pub mod otlp;

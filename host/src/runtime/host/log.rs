@@ -1,8 +1,8 @@
 //! `airlock:plugin/log`: a plugin's log lines, into the gateway's log under the plugin's name,
 //! and the per-call budget that bounds every line a plugin causes.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::HostState;
 use super::airlock::plugin::log::{Host, Level};
@@ -16,18 +16,20 @@ const MAX_MESSAGE_BYTES: usize = 4096;
 /// deadline would otherwise write tens of thousands of lines per request.
 pub const MAX_LOG_LINES_PER_CALL: u32 = 64;
 
-/// The log lines the current call of one instance may still cause. Shared (atomically) with
-/// the instance's stdout and stderr streams, which live in the WASI context, not the host state.
+/// The log lines the current call of one instance may still cause, and the request the call
+/// serves (every line names it). Shared with the instance's stdout and stderr streams, which
+/// live in the WASI context, not the host state.
 #[derive(Debug)]
 pub struct LogBudget {
     plugin: Arc<str>,
     left: AtomicU32,
+    request_id: Mutex<Option<Arc<str>>>,
 }
 
 impl LogBudget {
     /// A full budget for the instances of `plugin`.
     pub fn new(plugin: Arc<str>) -> Arc<Self> {
-        Arc::new(Self { plugin, left: AtomicU32::new(MAX_LOG_LINES_PER_CALL) })
+        Arc::new(Self { plugin, left: AtomicU32::new(MAX_LOG_LINES_PER_CALL), request_id: Mutex::new(None) })
     }
 
     /// The plugin's name, for the lines themselves.
@@ -35,9 +37,15 @@ impl LogBudget {
         &self.plugin
     }
 
-    /// Fills the budget again (a call begins).
-    pub fn reset(&self) {
+    /// The id of the request the current call serves ("" outside a request, as in `configure`).
+    pub fn request_id(&self) -> Arc<str> {
+        self.request_id.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or_else(|| Arc::from(""))
+    }
+
+    /// Fills the budget again: a call for the request `request_id` begins.
+    pub fn reset(&self, request_id: Option<Arc<str>>) {
         self.left.store(MAX_LOG_LINES_PER_CALL, Ordering::Relaxed);
+        *self.request_id.lock().unwrap_or_else(PoisonError::into_inner) = request_id;
     }
 
     /// Takes one line from the budget: false once it is spent (the line that spends it says
@@ -47,6 +55,7 @@ impl LogBudget {
             Ok(1) => {
                 tracing::warn!(
                     plugin = &*self.plugin,
+                    request_id = &*self.request_id(),
                     limit = MAX_LOG_LINES_PER_CALL,
                     "this plugin call reached its log line limit: its further lines are dropped"
                 );
@@ -64,7 +73,7 @@ macro_rules! plugin_warn {
     ($budget:expr, $($rest:tt)+) => {{
         let budget: &$crate::runtime::host::log::LogBudget = $budget;
         if budget.take() {
-            tracing::warn!(plugin = budget.plugin(), $($rest)+);
+            tracing::warn!(plugin = budget.plugin(), request_id = &*budget.request_id(), $($rest)+);
         }
     }};
 }
@@ -115,8 +124,10 @@ mod tests {
         let budget = super::LogBudget::new("p".into());
         let taken = (0..super::MAX_LOG_LINES_PER_CALL * 2).filter(|_| budget.take()).count();
         assert_eq!(taken, super::MAX_LOG_LINES_PER_CALL as usize - 1, "the last place says the rest are dropped");
-        budget.reset();
+        assert_eq!(&*budget.request_id(), "", "no request yet");
+        budget.reset(Some("req-7".into()));
         assert!(budget.take());
+        assert_eq!(&*budget.request_id(), "req-7", "the lines of the next call name its request");
     }
 
     #[test]

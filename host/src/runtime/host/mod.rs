@@ -124,7 +124,7 @@ impl HostState {
         self.deadline_hit = false;
         self.limiter.oom_hit = false;
         self.header_refusals = Default::default();
-        self.log.reset();
+        self.log.reset(self.request.as_ref().map(|r| r.request_id.clone()));
     }
 }
 

@@ -85,7 +85,8 @@ impl HostState {
             },
         };
         if !bound.admits(headers, &name, &value, replacing) {
-            self.header_refusals.refused(&self.plugin, what, bound);
+            let request_id = self.request.as_ref().map_or("", |r| &*r.request_id);
+            self.header_refusals.refused(&self.plugin, request_id, what, bound);
         } else if replacing {
             headers.insert(name, value);
         } else {

@@ -124,7 +124,8 @@ impl LogStdio {
             if !self.log.take() {
                 return;
             }
-            tracing::warn!(target: "airlock::plugin", plugin = self.log.plugin(), stream = self.stream, "{line}");
+            let request_id = self.log.request_id();
+            tracing::warn!(target: "airlock::plugin", plugin = self.log.plugin(), request_id = &*request_id, stream = self.stream, "{line}");
         }
     }
 }
