@@ -164,6 +164,7 @@ async fn delay_action_waits_then_continues() {
 [upstreams.backend]
 targets = ["{upstream}"]
 [[routes]]
+id = "delayed"
 path_prefix = "/"
 upstream = "backend"
 [[routes.plugins]]
@@ -179,15 +180,23 @@ config = { ms = 300 }
     // The wait is the request's, not the plugin call's nor the upstream's: the request took at
     // least 300 ms, the call and the upstream (which answers at once) each under 250 ms.
     let m = metrics::scrape(&HttpClient::http1(), &gw, None).await;
-    let within = |metric: &str, le: f64| {
-        let found = m.samples.iter().find(|s| s.metric == metric).unwrap_or_else(|| panic!("no {metric}"));
+    // Observations up to `le` seconds in the histogram `metric` with the label `label`.
+    let within = |metric: &str, (key, value): (&str, &str), le: f64| {
+        let found = m
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && s.labels.get(key) == Some(value))
+            .unwrap_or_else(|| panic!("no {metric} with {key}={value}"));
         let Value::Histogram(buckets) = &found.value else { panic!("{metric} is not a histogram") };
         buckets.iter().find(|b| b.less_than == le).map(|b| b.count).unwrap_or_else(|| panic!("{metric} has no bucket {le}"))
     };
-    assert_eq!(within("airlock_request_duration_seconds", 0.25), 0.0, "the request waited");
-    assert_eq!(within("airlock_request_duration_seconds", 0.5), 1.0);
-    assert_eq!(within("airlock_plugin_phase_duration_seconds", 0.25), 1.0, "the call itself did not wait");
-    assert_eq!(within("airlock_upstream_duration_seconds", 0.25), 1.0, "the upstream's time does not hold the wait");
+    let route = ("route", "delayed");
+    assert_eq!(within("airlock_request_duration_seconds", route, 0.25), 0.0, "the request waited");
+    assert_eq!(within("airlock_request_duration_seconds", route, 0.5), 1.0);
+    let call = ("phase", "on-request");
+    assert_eq!(within("airlock_plugin_phase_duration_seconds", call, 0.25), 1.0, "the call itself did not wait");
+    let upstream_time = within("airlock_upstream_duration_seconds", route, 0.25);
+    assert_eq!(upstream_time, 1.0, "the upstream's time does not hold the wait");
     gw.stop().await;
 }
 
