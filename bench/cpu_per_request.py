@@ -6,6 +6,8 @@ and divide the CPU time the gateway used by the requests answered. callgrind can
 gateway (valgrind cannot reserve the pooling allocator's address space), hence this.
 
 Run by hand:  ROUNDS=3 N=40000 bench/cpu_per_request.py "no plugins" BINARY [BINARY ...]
+LOG=info measures at another log level (default warn, as compare.py runs); WORKERS=1 sets
+`runtime.worker_threads` (default: one per core).
 """
 import sys, os, subprocess, signal, statistics, tempfile, importlib.util, re
 from pathlib import Path
@@ -14,6 +16,9 @@ case = sys.argv[1]; bins = sys.argv[2:]; rounds = int(os.environ.get("ROUNDS", "
 tmp = tempfile.mkdtemp()
 up = c.start_nginx(tmp, "upstream", c.UPSTREAM_PORT, 'return 200 "ok";', 2)
 name, kind, config = next(x for x in c.cases(None) if case in x[0] and x[1] == "airlock")
+log = os.environ.get("LOG", "warn")
+if "WORKERS" in os.environ:
+    config = f"[runtime]\nworker_threads = {int(os.environ['WORKERS'])}\n" + config
 path = Path(tmp) / "a.toml"; path.write_text(config)
 tick = os.sysconf("SC_CLK_TCK")
 def cpu(pid):
@@ -26,7 +31,7 @@ res = {}
 try:
     for r in range(rounds):
         for b in bins:
-            env = dict(os.environ, RUST_LOG="warn", TOKIO_WORKER_THREADS="2")
+            env = dict(os.environ, RUST_LOG=log)
             p = subprocess.Popen([b, "run", "-c", str(path)], env=env, stderr=subprocess.DEVNULL); c.wait_port(c.AIRLOCK_PORT)
             load(2000)
             t0 = cpu(p.pid); ok = load(N); t1 = cpu(p.pid)
@@ -34,6 +39,6 @@ try:
             res.setdefault(b, []).append((t1 - t0) / ok * 1e6)
 finally:
     up.send_signal(3); up.wait()
-print(f"case: {name}; gateway CPU time (user+sys) per request, {N} requests x {rounds} rounds")
+print(f"case: {name}; log level {log}; gateway CPU time (user+sys) per request, {N} requests x {rounds} rounds")
 for k, v in res.items():
     print(f"{Path(k).name:20s} {statistics.median(v):6.1f} us/request  runs {[round(x,1) for x in v]}")
