@@ -37,30 +37,58 @@ impl GatewayProcess {
     }
 
     async fn spawn(config: &str, upstream: &Upstream, args: &[&str], log_to_file: bool) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (port, admin) = (free_port(), free_port());
-        write_config(dir.path(), port, admin, config, upstream);
-        let stderr = match log_to_file {
-            true => Stdio::from(std::fs::File::create(dir.path().join(LOG_FILE)).expect("create the log file")),
-            false => Stdio::inherit(),
-        };
-        let child = Command::new(airlock_binary())
-            .args(["run", "-c", "airlock.toml"])
-            .args(args)
-            .current_dir(dir.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start airlock");
-        let mut airlock = Self { child, dir, port, admin };
+        // The ports are free when picked but only taken when the binary binds them: a test
+        // running in parallel (its gateway, or an outgoing connection's ephemeral port) can take
+        // one in between, and the binary then exits at startup. Such a start is tried again on
+        // new ports; a config the binary refuses fails every attempt.
+        const ATTEMPTS: usize = 5;
+        let mut attempt = 1;
+        loop {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (port, admin) = (free_port(), free_port());
+            write_config(dir.path(), port, admin, config, upstream);
+            let stderr = match log_to_file {
+                true => Stdio::from(std::fs::File::create(dir.path().join(LOG_FILE)).expect("create the log file")),
+                false => Stdio::inherit(),
+            };
+            let child = Command::new(airlock_binary())
+                .args(["run", "-c", "airlock.toml"])
+                .args(args)
+                .current_dir(dir.path())
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("start airlock");
+            let mut airlock = Self { child, dir, port, admin };
+            match airlock.listening().await {
+                Ok(()) => return airlock,
+                Err(exited) if attempt < ATTEMPTS => eprintln!("attempt {attempt}: {exited}; trying other ports"),
+                Err(exited) => panic!("{exited} ({ATTEMPTS} attempts)"),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Waits until both listeners answer, and the process is still running a moment later (a
+    /// port another process holds answers too, but then this one has exited).
+    async fn listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(airlock.child.try_wait().expect("wait").is_none(), "airlock exited early");
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Err(format!("airlock exited early ({status})"));
+            }
+            let main = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok();
+            if main && tokio::net::TcpStream::connect(("127.0.0.1", self.admin)).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return match self.child.try_wait().expect("wait") {
+                    Some(status) => Err(format!("airlock exited early ({status})")),
+                    None => Ok(()),
+                };
+            }
             assert!(Instant::now() < deadline, "airlock did not start listening");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        airlock
     }
 
     /// What the gateway logged so far (started with [`Self::start_logging`]).
