@@ -157,12 +157,16 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (targets, env_filter) = LogFilter::from_env().into_layers();
+    let (filter, unreadable) = LogFilter::from_env();
+    let (targets, env_filter) = filter.into_layers();
     let subscriber = tracing_subscriber::registry().with(targets).with(env_filter);
     let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => subscriber.with(lines).init(),
         LogFormat::Json => subscriber.with(lines.json()).init(),
+    }
+    if let Some(problem) = unreadable {
+        tracing::warn!("{problem}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

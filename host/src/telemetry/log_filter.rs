@@ -27,24 +27,28 @@ pub enum LogFilter {
 }
 
 impl LogFilter {
-    /// The filter `RUST_LOG` asks for.
-    pub fn from_env() -> Self {
+    /// The filter `RUST_LOG` asks for, and why it was not read if it could not be (to be logged
+    /// once logging is set up).
+    pub fn from_env() -> (Self, Option<String>) {
         Self::from_spec(std::env::var(EnvFilter::DEFAULT_ENV).ok().as_deref())
     }
 
     /// The filter for `spec` (`None`: unset). A spec of targets and levels only is static; any
     /// other is read as `EnvFilter` reads it, and one neither can read falls back to
-    /// [`DEFAULT_SPEC`].
-    pub fn from_spec(spec: Option<&str>) -> Self {
+    /// [`DEFAULT_SPEC`], with the reason.
+    pub fn from_spec(spec: Option<&str>) -> (Self, Option<String>) {
         let spec = spec.unwrap_or(DEFAULT_SPEC);
         let simple = !spec.trim().is_empty()
             && spec.split(',').all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"_:=-".contains(&b)));
         if simple && let Ok(targets) = Targets::from_str(spec) {
-            return Self::Static(targets);
+            return (Self::Static(targets), None);
         }
         match EnvFilter::try_new(spec) {
-            Ok(filter) => Self::Dynamic(filter),
-            Err(_) => Self::Static(Targets::from_str(DEFAULT_SPEC).unwrap_or_default()),
+            Ok(filter) => (Self::Dynamic(filter), None),
+            Err(e) => (
+                Self::Static(Targets::from_str(DEFAULT_SPEC).unwrap_or_default()),
+                Some(format!("RUST_LOG `{spec}` cannot be read ({e}); logging at `{DEFAULT_SPEC}`")),
+            ),
         }
     }
 
@@ -72,12 +76,12 @@ mod tests {
 
     #[test]
     fn targets_and_levels_are_static_and_mean_what_env_filter_means() {
-        let unset = LogFilter::from_spec(None);
+        let unset = LogFilter::from_spec(None).0;
         let t = static_levels(&unset);
         assert!(t.would_enable("airlock::proxy", &Level::INFO));
         assert!(!t.would_enable("airlock::proxy", &Level::DEBUG));
 
-        let mixed = LogFilter::from_spec(Some("warn,airlock::plugin=debug,hyper=error"));
+        let mixed = LogFilter::from_spec(Some("warn,airlock::plugin=debug,hyper=error")).0;
         let t = static_levels(&mixed);
         assert!(t.would_enable("airlock::plugin", &Level::DEBUG));
         assert!(t.would_enable("airlock::proxy", &Level::WARN));
@@ -85,20 +89,22 @@ mod tests {
         assert!(!t.would_enable("hyper::proto", &Level::WARN));
         assert!(t.would_enable("hyper::proto", &Level::ERROR));
 
-        let off = LogFilter::from_spec(Some("off"));
+        let off = LogFilter::from_spec(Some("off")).0;
         assert!(!static_levels(&off).would_enable("airlock", &Level::ERROR));
     }
 
     #[test]
     fn span_and_field_directives_need_the_env_filter() {
         for spec in ["[request]=debug", "airlock[request{route=api}]=trace"] {
-            assert!(matches!(LogFilter::from_spec(Some(spec)), LogFilter::Dynamic(_)), "{spec}");
+            assert!(matches!(LogFilter::from_spec(Some(spec)), (LogFilter::Dynamic(_), None)), "{spec}");
         }
     }
 
     #[test]
     fn an_unreadable_spec_falls_back_to_info() {
-        let filter = LogFilter::from_spec(Some("airlock=loud"));
+        let (filter, problem) = LogFilter::from_spec(Some("airlock=loud"));
+        let problem = problem.expect("the fallback is reported");
+        assert!(problem.contains("`airlock=loud`") && problem.contains("`info`"), "{problem}");
         let t = static_levels(&filter);
         assert!(t.would_enable("airlock", &Level::INFO));
         assert!(!t.would_enable("airlock", &Level::DEBUG));
