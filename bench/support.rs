@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock::config::{Isolation, RuntimeConfig};
+use airlock::config::{Isolation, RuntimeConfig, StateConfig};
 use airlock::exchange::RequestState;
 use airlock::runtime::cache::CompileCache;
 use airlock::runtime::{InstancePool, InstanceSettings, LoadedPlugin, SandboxEngine};
+use airlock::state::{ScopedState, StateStore};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
@@ -31,16 +32,23 @@ pub fn pool_with_grants(
         let sandbox = SandboxEngine::new(&RuntimeConfig::default()).expect("sandbox");
         let cache = CompileCache::new(CompileCache::default_dir());
         let grants: Vec<String> = grants.iter().map(|g| (*g).to_owned()).collect();
+        // As the gateway loads a built-in: with the built-ins' default grants added.
+        let grants = airlock::runtime::capabilities::effective_grants(&format!("builtin:{name}"), &grants);
         let plugin = LoadedPlugin::load(&sandbox, &cache, &format!("builtin:{name}"), std::path::Path::new("."), &grants)
             .await
             .expect("load the plugin");
+        // A `state` grant gets the in-memory store, as the gateway's default backend.
+        let state = grants.iter().any(|g| g == "state").then(|| {
+            let store = StateStore::from_config(&StateConfig::default()).expect("memory state store");
+            ScopedState::new(Arc::new(store), name)
+        });
         let settings = InstanceSettings {
             memory_bytes: 64 << 20,
             cpu_deadline: Duration::from_millis(1000),
             isolation,
             pool_size: 4,
             max_uses: u64::MAX,
-            state: None,
+            state,
             files: None,
             http: None,
             metrics: None,

@@ -25,4 +25,4 @@ pub mod slots;
 pub use chain::{ChainEntry, PluginChain, RequestOutcome};
 pub use engine::SandboxEngine;
 pub use plugin::{Descriptor, LoadedPlugin, PluginError};
-pub use pool::{InstancePool, InstanceSettings};
+pub use pool::{InstancePool, InstanceSettings, PhaseAction};

@@ -43,6 +43,8 @@
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use std::fmt::Write;
+
 use airlock_sdk::state::{self, Decision, StateError};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit, export_plugin};
 use serde::Deserialize;
@@ -196,6 +198,8 @@ struct RateLimit {
     headers: HeaderMode,
     on_error: OnError,
     limits: Vec<Limit>,
+    /// The draft `RateLimit-Policy` value: the same on every answer, so made once.
+    policy: String,
 }
 
 fn limit_from(i: usize, c: LimitConfig, cost: u64) -> Result<Limit, String> {
@@ -293,7 +297,8 @@ impl Plugin for RateLimit {
             }
             limits.push(limit);
         }
-        Ok(Self { by, cost: c.cost, headers: c.headers, on_error: c.on_state_error, limits })
+        let policy: Vec<String> = limits.iter().map(|l| format!("\"{}\";q={};w={}", l.name, l.quota(), l.window_secs())).collect();
+        Ok(Self { by, cost: c.cost, headers: c.headers, on_error: c.on_state_error, limits, policy: policy.join(", ") })
     }
 
     /// Request phase only: the limit headers of an allowed request are response edits the
@@ -348,23 +353,25 @@ fn client_ip(addr: &str) -> &str {
 }
 
 impl RateLimit {
+    /// The limited key: each `by` part, `|`-separated, written into one string.
     fn key(&self, req: &Request) -> String {
-        let mut parts = Vec::with_capacity(self.by.len());
-        for part in &self.by {
-            parts.push(match part {
+        let mut key = String::with_capacity(64);
+        for (i, part) in self.by.iter().enumerate() {
+            if i > 0 {
+                key.push('|');
+            }
+            let _ = match part {
                 KeyPart::Consumer => match req.context_get("consumer") {
-                    Some(c) => format!("c={c}"),
-                    None => format!("ip={}", client_ip(&req.client_addr())),
+                    Some(c) => write!(key, "c={c}"),
+                    None => write!(key, "ip={}", client_ip(&req.client_addr())),
                 },
-                KeyPart::Ip => format!("ip={}", client_ip(&req.client_addr())),
-                KeyPart::Route => format!("r={}", req.route_id()),
-                KeyPart::Header(h) => {
-                    format!("h={}", req.header(h).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default())
-                }
-                KeyPart::Param(p) => format!("p={}", req.param(p).unwrap_or_default()),
-            });
+                KeyPart::Ip => write!(key, "ip={}", client_ip(&req.client_addr())),
+                KeyPart::Route => write!(key, "r={}", req.route_id()),
+                KeyPart::Header(h) => write!(key, "h={}", req.header(h).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default()),
+                KeyPart::Param(p) => write!(key, "p={}", req.param(p).unwrap_or_default()),
+            };
         }
-        parts.join("|")
+        key
     }
 
     /// Takes the cost from each limit in order, stopping at the first refusal. `local`: in this
@@ -417,13 +424,12 @@ impl RateLimit {
         match self.headers {
             HeaderMode::Off => Vec::new(),
             HeaderMode::Draft => {
-                let policy: Vec<String> =
-                    pairs.iter().map(|(l, _)| format!("\"{}\";q={};w={}", l.name, l.quota(), l.window_secs())).collect();
-                let current: Vec<String> = pairs
-                    .iter()
-                    .map(|(l, d)| format!("\"{}\";r={};t={}", l.name, d.remaining, d.reset_after_ms.div_ceil(1000)))
-                    .collect();
-                vec![("ratelimit-policy".into(), policy.join(", ")), ("ratelimit".into(), current.join(", "))]
+                let mut current = String::with_capacity(32 * pairs.len());
+                for (i, (l, d)) in pairs.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    let _ = write!(current, "{sep}\"{}\";r={};t={}", l.name, d.remaining, d.reset_after_ms.div_ceil(1000));
+                }
+                vec![("ratelimit-policy".into(), self.policy.clone()), ("ratelimit".into(), current)]
             }
             HeaderMode::Legacy => {
                 let mut out = Vec::new();
