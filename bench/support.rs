@@ -31,10 +31,11 @@ pub fn pool_with_grants(
     rt.block_on(async {
         let sandbox = SandboxEngine::new(&RuntimeConfig::default()).expect("sandbox");
         let cache = CompileCache::new(CompileCache::default_dir());
+        let source = format!("builtin:{name}");
         let grants: Vec<String> = grants.iter().map(|g| (*g).to_owned()).collect();
         // As the gateway loads a built-in: with the built-ins' default grants added.
-        let grants = airlock::runtime::capabilities::effective_grants(&format!("builtin:{name}"), &grants);
-        let plugin = LoadedPlugin::load(&sandbox, &cache, &format!("builtin:{name}"), std::path::Path::new("."), &grants)
+        let grants = airlock::runtime::capabilities::effective_grants(&source, &grants);
+        let plugin = LoadedPlugin::load(&sandbox, &cache, &source, std::path::Path::new("."), &grants)
             .await
             .expect("load the plugin");
         // A `state` grant gets the in-memory store, as the gateway's default backend.

@@ -28,15 +28,20 @@ impl GatewayProcess {
     /// Writes `config` (`{upstream}` substituted, listener and admin on free ports) and starts
     /// `airlock run -c airlock.toml <args>` on it; waits until it serves.
     pub async fn start(config: &str, upstream: &Upstream, args: &[&str]) -> Self {
-        Self::spawn(config, upstream, args, false).await
+        Self::spawn(config, upstream, args, false, "warn").await
     }
 
     /// [`Self::start`], with the log written to a file that [`Self::log`] reads.
     pub async fn start_logging(config: &str, upstream: &Upstream, args: &[&str]) -> Self {
-        Self::spawn(config, upstream, args, true).await
+        Self::spawn(config, upstream, args, true, "warn").await
     }
 
-    async fn spawn(config: &str, upstream: &Upstream, args: &[&str], log_to_file: bool) -> Self {
+    /// [`Self::start_logging`] with `RUST_LOG` set to `rust_log` instead of `warn`.
+    pub async fn start_logging_at(config: &str, upstream: &Upstream, rust_log: &str) -> Self {
+        Self::spawn(config, upstream, &[], true, rust_log).await
+    }
+
+    async fn spawn(config: &str, upstream: &Upstream, args: &[&str], log_to_file: bool, rust_log: &str) -> Self {
         // The ports are free when picked but only taken when the binary binds them: a test
         // running in parallel (its gateway, or an outgoing connection's ephemeral port) can take
         // one in between, and the binary then exits at startup. Such a start is tried again on
@@ -55,7 +60,7 @@ impl GatewayProcess {
                 .args(["run", "-c", "airlock.toml"])
                 .args(args)
                 .current_dir(dir.path())
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", rust_log)
                 .stdout(Stdio::null())
                 .stderr(stderr)
                 .spawn()

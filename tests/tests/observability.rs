@@ -821,3 +821,23 @@ upstream = "dead"
         assert!(line.contains(part), "{part} missing from: {line}");
     }
 }
+
+/// A `RUST_LOG` the gateway cannot read is bad input like any other: the gateway says so once,
+/// names what it logs at instead (`info`), and serves.
+#[tokio::test]
+async fn an_unreadable_rust_log_is_reported_and_the_gateway_serves() {
+    let upstream = Upstream::start().await;
+    let config = "[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n[upstreams.backend]\ntargets = [\"{upstream}\"]\n";
+    let gw = airlock_tests::process::GatewayProcess::start_logging_at(config, &upstream, "airlock=loud").await;
+    assert_eq!(HttpClient::http1().get(&gw.url("/served")).await.status, 200);
+    let log = eventually("the warning", || {
+        let log = gw.log();
+        log.contains("RUST_LOG").then_some(log)
+    })
+    .await;
+    let line = log.lines().find(|l| l.contains("RUST_LOG")).expect("the warning line");
+    for part in ["WARN", "`airlock=loud`", "cannot be read", "`info`"] {
+        assert!(line.contains(part), "{part} missing from: {line}");
+    }
+    assert!(log.lines().any(|l| l.contains("INFO")), "the fallback level is info: {log}");
+}
