@@ -43,8 +43,19 @@ def ensure_tools():
 
 
 def build():
-    sh("cargo", "build", "--release", "--locked", "-p", "airlock", cwd=ROOT)
+    """Builds the gateway and `bench/hyper_floor.rs` (the same stack without the gateway's logic)."""
+    sh("cargo", "build", "--release", "--locked", "-p", "airlock", "--bins", "--example", "hyper_floor", cwd=ROOT)
     return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "airlock"
+
+
+def floor_binary(binary):
+    """`bench/hyper_floor.rs`, built beside the gateway by `build()`."""
+    return Path(binary).parent / "examples" / "hyper_floor"
+
+
+def floor_command(binary, threads):
+    """Starts the hyper floor on the gateway's port, in front of the same upstream."""
+    return [str(floor_binary(binary)), f"127.0.0.1:{AIRLOCK_PORT}", f"127.0.0.1:{UPSTREAM_PORT}", str(threads)]
 
 
 def wait_port(port, timeout=60):
@@ -119,6 +130,8 @@ def cases(binary):
     c = [
         ("upstream direct", None, None),
         ("nginx proxy_pass", "nginx", None),
+        # hyper server + hyper-util client, one runtime per core, nothing else: Airlock's floor.
+        ("hyper floor (bench/hyper_floor.rs)", "floor", None),
         ("airlock, no plugins", "airlock", airlock_config("")),
     ]
     typical = """[[routes.plugins]]
@@ -213,6 +226,10 @@ def main():
                     url = f"http://127.0.0.1:{UPSTREAM_PORT}/"
                 elif kind == "nginx":
                     url = f"http://127.0.0.1:{NGINX_PORT}/"
+                elif kind == "floor":
+                    proc = subprocess.Popen(floor_command(binary, args.threads), stderr=subprocess.DEVNULL)
+                    wait_port(AIRLOCK_PORT)
+                    url = f"http://127.0.0.1:{AIRLOCK_PORT}/"
                 else:
                     path = Path(tmp) / "airlock.toml"
                     path.write_text(config)

@@ -6,6 +6,7 @@ and divide the CPU time the gateway used by the requests answered. callgrind can
 gateway (valgrind cannot reserve the pooling allocator's address space), hence this.
 
 Run by hand:  ROUNDS=3 N=40000 bench/cpu_per_request.py "no plugins" BINARY [BINARY ...]
+"hyper floor" as the case measures `bench/hyper_floor.rs` built beside each BINARY instead.
 LOG=info measures at another log level (default warn, as compare.py runs); WORKERS=1 sets
 `runtime.worker_threads` (default: one per core).
 """
@@ -15,11 +16,11 @@ spec = importlib.util.spec_from_file_location("compare", Path(__file__).resolve(
 case = sys.argv[1]; bins = sys.argv[2:]; rounds = int(os.environ.get("ROUNDS", "3")); N = int(os.environ.get("N", "40000"))
 tmp = tempfile.mkdtemp()
 up = c.start_nginx(tmp, "upstream", c.UPSTREAM_PORT, 'return 200 "ok";', 2)
-name, kind, config = next(x for x in c.cases(None) if case in x[0] and x[1] == "airlock")
+name, kind, config = next(x for x in c.cases(None) if case in x[0] and x[1] in ("airlock", "floor"))
 log = os.environ.get("LOG", "warn")
 if "WORKERS" in os.environ:
-    config = f"[runtime]\nworker_threads = {int(os.environ['WORKERS'])}\n" + config
-path = Path(tmp) / "a.toml"; path.write_text(config)
+    config = f"[runtime]\nworker_threads = {int(os.environ['WORKERS'])}\n" + (config or "")
+path = Path(tmp) / "a.toml"; path.write_text(config or "")
 tick = os.sysconf("SC_CLK_TCK")
 def cpu(pid):
     f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -32,7 +33,9 @@ try:
     for r in range(rounds):
         for b in bins:
             env = dict(os.environ, RUST_LOG=log)
-            p = subprocess.Popen([b, "run", "-c", str(path)], env=env, stderr=subprocess.DEVNULL); c.wait_port(c.AIRLOCK_PORT)
+            # The hyper floor case runs `bench/hyper_floor.rs` built beside each binary given.
+            cmd = c.floor_command(b, int(os.environ.get("WORKERS", os.cpu_count()))) if kind == "floor" else [b, "run", "-c", str(path)]
+            p = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL); c.wait_port(c.AIRLOCK_PORT)
             load(2000)
             t0 = cpu(p.pid); ok = load(N); t1 = cpu(p.pid)
             p.send_signal(signal.SIGTERM); p.wait(); c.wait_port_free(c.AIRLOCK_PORT)
