@@ -76,11 +76,17 @@ impl Gateway {
         let request_id = headers::request_id(request.headers());
         let mut record = RequestRecord::begin(&self.telemetry, &request, conn, request_id.clone());
         let span = record.span().clone();
-        let children = record.child_spans();
         // Not boxed again here: the server boxes the whole request future once
         // (`server::gateway_service`), so an idle keep-alive connection holds a pointer, not it.
-        let answer = self.answer(request, conn, &request_id, &mut record).instrument(span);
-        let response = crate::telemetry::spans::collect(children, answer).await;
+        // Each branch awaits the answer where it is made, so the request's state holds it once.
+        let response = match record.child_spans() {
+            // An exported request collects its phases' child spans (a task-local scope).
+            Some(children) => {
+                let answer = self.answer(request, conn, &request_id, &mut record).instrument(span);
+                crate::telemetry::spans::collect(children, answer).await
+            }
+            None => self.answer(request, conn, &request_id, &mut record).instrument(span).await,
+        };
         record.finish(&self.telemetry, response)
     }
 

@@ -93,12 +93,11 @@ tokio::task_local! {
     static CHILDREN: Collector;
 }
 
-/// Runs `future` collecting the child spans its phases [`record`] into `collector` (if any).
-pub async fn collect<F: Future>(collector: Option<Collector>, future: F) -> F::Output {
-    match collector {
-        Some(c) => CHILDREN.scope(c, future).await,
-        None => future.await,
-    }
+/// Runs `future` collecting the child spans its phases [`record`] into `collector`. Not an
+/// `async fn`: one would keep `future` twice in its state (as its argument and as the future it
+/// awaits), and a request's future is ~4 KB, moved and copied with it.
+pub fn collect<F: Future>(collector: Collector, future: F) -> impl Future<Output = F::Output> {
+    CHILDREN.scope(collector, future)
 }
 
 /// Records the span `make` builds, if the running request collects child spans.
