@@ -87,12 +87,13 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
 /// the next request.
 pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<SharedListener>, shutdown: watch::Receiver<bool>, workers: Workers) {
     let graceful = Arc::new(GracefulShutdown::new());
+    let shutdowns = WorkerShutdowns::relay(shutdown, workers.count());
 
     let mut accept_loops = Vec::new();
     for (index, handles) in listeners.into_iter().enumerate() {
         for (worker, listener) in handles.into_iter().enumerate() {
             let balancer = workers.balancer().clone();
-            let accept = accept_loop(live.clone(), index, listener, balancer, graceful.clone(), shutdown.clone());
+            let accept = accept_loop(live.clone(), index, listener, balancer, graceful.clone(), shutdowns.clone());
             accept_loops.push(workers.spawn(worker, accept));
         }
     }
@@ -122,8 +123,9 @@ async fn accept_loop(
     listener: std::net::TcpListener,
     balancer: ConnectionBalancer,
     graceful: Arc<GracefulShutdown>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdowns: WorkerShutdowns,
 ) {
+    let mut shutdown = shutdowns.of(workers::current());
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => return tracing::error!("listener {index} cannot be registered on a worker: {e}"),
@@ -144,8 +146,10 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let placement = balancer.place(workers::current());
+        // The connection watches the shutdown signal of the worker serving it.
+        let shutdown = shutdowns.of(placement.worker());
         if placement.worker() == workers::current() {
-            tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher, placement, shutdown.clone()));
+            tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher, placement, shutdown));
             continue;
         }
         // Moved to the other worker's runtime: taken off this one's event loop, registered on
@@ -157,7 +161,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (live, shutdown) = (live.clone(), shutdown.clone());
+        let live = live.clone();
         balancer.spawn(placement.worker(), async move {
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve_connection(live, index, stream, peer, watcher, placement, shutdown).await,
@@ -339,6 +343,32 @@ pub async fn bind(addresses: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>>
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// The shutdown signal as each request worker's connections watch it: one `watch` channel per
+/// worker, set by a relay when the gateway's own signal is. A connection polls its signal on
+/// every wake-up, and polling a waiting `watch` takes the lock of the channel's waiter list: one
+/// channel shared by every connection would be a lock all cores contend for on every wake-up.
+#[derive(Clone)]
+struct WorkerShutdowns(Arc<[watch::Receiver<bool>]>);
+
+impl WorkerShutdowns {
+    /// One signal per worker, each set once `shutdown` is (by a task on the calling runtime).
+    fn relay(mut shutdown: watch::Receiver<bool>, workers: usize) -> Self {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers.max(1)).map(|_| watch::channel(false)).unzip();
+        tokio::spawn(async move {
+            stopped(&mut shutdown).await;
+            for sender in senders {
+                sender.send_replace(true);
+            }
+        });
+        Self(receivers.into())
+    }
+
+    /// Worker `worker`'s signal.
+    fn of(&self, worker: usize) -> watch::Receiver<bool> {
+        self.0[worker % self.0.len()].clone()
+    }
 }
 
 /// Resolves once shutdown is requested (or the sender is gone).
