@@ -385,6 +385,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn every_worker_signal_is_set_when_the_gateway_stops() {
+        let (stop, shutdown) = watch::channel(false);
+        let shutdowns = WorkerShutdowns::relay(shutdown, 3);
+        let mut signals: Vec<_> = (0..3).map(|w| shutdowns.of(w)).collect();
+        assert!(signals.iter().all(|s| !*s.borrow()), "set before the gateway stops");
+        stop.send_replace(true);
+        for signal in &mut signals {
+            tokio::time::timeout(Duration::from_secs(5), stopped(signal)).await.expect("worker signal set");
+        }
+        // A signal made after the stop is set too (the relay has already run).
+        assert!(*shutdowns.of(7).borrow());
+    }
+
+    #[tokio::test]
     async fn each_worker_gets_a_handle_of_every_listener() {
         let listeners = bind(&["127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()]).await.unwrap();
         let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
