@@ -122,3 +122,26 @@ async fn a_stall_of_the_thread_mid_call_does_not_count_against_the_cpu_deadline(
     airlock.signal("TERM");
     assert!(airlock.exit_within(Duration::from_secs(15)).await.success());
 }
+
+/// The epoch ticker sleeps while no plugin runs (an idle gateway would otherwise wake 1,000
+/// times a second): a call that starts after a quiet spell must get it ticking again (the call
+/// wakes it, and its deadline callback keeps it awake), or a runaway call would be checked only
+/// at the sleeping ticker's 100 ms safety tick, each such stretch counted as 5 ms of running,
+/// and would run its whole second of work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_call_after_a_quiet_spell_is_still_stopped_at_its_deadline() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(SPIN, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let iterations = iterations_for(&client, &gw.url("/spin"), TWENTY_MS).await;
+
+    // Well past the ticker's 100 idle ticks: it is asleep when the next call starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body, took) = spin(&client, &gw.url("/spin"), iterations * 50).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("plugin_failed"), "{body}");
+    // ~1 s of work, stopped at the 100 ms deadline.
+    assert!(took < Duration::from_millis(700), "stopped after {took:?}");
+    gw.stop().await;
+}

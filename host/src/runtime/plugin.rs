@@ -145,7 +145,7 @@ impl LoadedPlugin {
         let pre = PluginPre::new(instance_pre)
             .map_err(|e| PluginError::World { source_name: source.to_owned(), reason: format!("{e:#}") })?;
 
-        let descriptor = describe(&sandbox.engine, &pre, source).await?;
+        let descriptor = describe(sandbox, &pre, source).await?;
         let imports = capabilities::import_names(&sandbox.engine, &component);
         Ok(Arc::new(Self { source: source.to_owned(), sha256, sandbox: sandbox.clone(), pre, descriptor, imports }))
     }
@@ -155,9 +155,10 @@ impl LoadedPlugin {
 const DESCRIBE_MEMORY: usize = 64 * 1024 * 1024;
 const DESCRIBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn describe(engine: &wasmtime::Engine, pre: &PluginPre<HostState>, source: &str) -> Result<Descriptor, PluginError> {
-    let mut store = Store::new(engine, HostState::new(source.into(), DESCRIBE_MEMORY, DESCRIBE_DEADLINE));
-    super::pool::arm_store(&mut store);
+async fn describe(sandbox: &SandboxEngine, pre: &PluginPre<HostState>, source: &str) -> Result<Descriptor, PluginError> {
+    let mut store = Store::new(&sandbox.engine, HostState::new(source.into(), DESCRIBE_MEMORY, DESCRIBE_DEADLINE));
+    super::pool::arm_store(&mut store, sandbox);
+    sandbox.plugin_running();
     store.data_mut().begin_call(false, false);
     let result = async {
         let bindings = pre.instantiate_async(&mut store).await?;

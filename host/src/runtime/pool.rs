@@ -18,6 +18,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::budget::{EntryShare, IdleInstances, InstanceBudget, InstancePermit};
 use super::call_clock::{CallClock, Metered, within_wall_limit};
+use super::engine::SandboxEngine;
 use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
 use super::host::log::{LogBudget, plugin_warn};
@@ -181,9 +182,12 @@ pub struct InstancePool {
 /// runtime (so a long call cannot starve other requests on its thread) or, once the call has run
 /// for its CPU deadline, interrupts it. Running time is the call clock's: turns given to other
 /// requests and waits on the host are not in it (see `call_clock`).
-pub(crate) fn arm_store(store: &mut Store<HostState>) {
+pub(crate) fn arm_store(store: &mut Store<HostState>, sandbox: &SandboxEngine) {
     store.limiter(|s| &mut s.limiter);
-    store.epoch_deadline_callback(|mut cx| {
+    let ticker = sandbox.ticker().clone();
+    store.epoch_deadline_callback(move |mut cx| {
+        // Still running: keeps the epoch ticker from going to sleep under a long call.
+        ticker.running();
         let state = cx.data_mut();
         if state.clock.running(Instant::now()) >= state.cpu_deadline {
             state.deadline_hit = true;
@@ -279,7 +283,8 @@ impl InstancePool {
             state.wasi = wasi::files_ctx(&state.log, dir).map_err(|e| InstantiateError::Failed(Failure::Trap(e)))?;
         }
         let mut store = Store::new(&self.plugin.sandbox.engine, state);
-        arm_store(&mut store);
+        arm_store(&mut store, &self.plugin.sandbox);
+        self.plugin.sandbox.plugin_running();
         store.data_mut().begin_call(false, false);
         let clock = store.data().clock.clone();
         let bindings = match Metered::new(&clock, self.plugin.pre.instantiate_async(&mut store)).await {
@@ -287,6 +292,7 @@ impl InstancePool {
             Err(e) => return Err(InstantiateError::Failed(classify(store.data(), e))),
         };
         store.set_epoch_deadline(1);
+        self.plugin.sandbox.plugin_running();
         store.data_mut().begin_call(false, false);
         let configure = bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json);
         match Metered::new(&clock, configure).await {
@@ -356,6 +362,7 @@ impl InstancePool {
         state.request = Some(request);
         state.begin_call(body_access, false);
         instance.store.set_epoch_deadline(1);
+        self.plugin.sandbox.plugin_running();
         // A call cancelled on timeout leaves its instance discarded, not reused. Pinned where it
         // is made: the call future is ~1 KB, moved by value it was copied at every layer.
         let result = {
@@ -396,6 +403,7 @@ impl InstancePool {
         state.response = Some(response);
         state.begin_call(body_access, true);
         instance.store.set_epoch_deadline(1);
+        self.plugin.sandbox.plugin_running();
         let result = {
             let handler = instance.bindings.airlock_plugin_handler();
             let call = std::pin::pin!(handler.call_on_response(&mut instance.store, Resource::new_borrow(0), Resource::new_borrow(0)));
