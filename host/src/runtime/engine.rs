@@ -105,9 +105,9 @@ impl SandboxEngine {
         self.ticker.stop();
     }
 
-    /// Tells the epoch ticker a plugin call is running: called as each call starts and on every
-    /// epoch deadline while one runs ([`super::pool::arm_store`]), so the ticker runs while
-    /// plugins do and sleeps while none has for [`IDLE_AFTER`].
+    /// Tells the epoch ticker a plugin call is running: called as each call starts
+    /// (`pool::start_call`) and on every epoch deadline while one runs (`pool::arm_store`), so
+    /// the ticker runs while plugins do and sleeps after 100 ticks without one.
     #[inline]
     pub fn plugin_running(&self) {
         self.ticker.running();

@@ -203,6 +203,15 @@ pub(crate) fn arm_store(store: &mut Store<HostState>, sandbox: &SandboxEngine) {
     store.set_epoch_deadline(1);
 }
 
+/// Starts a call into the store's instance (instantiation, configure, describe or a phase): its
+/// clock and per-call state ([`HostState::begin_call`]), a fresh epoch deadline, and the epoch
+/// ticker told a call runs (it sleeps while none does). Every entry into Wasm goes through here.
+pub(crate) fn start_call(store: &mut Store<HostState>, sandbox: &SandboxEngine, body_access: bool, request_read_only: bool) {
+    store.data_mut().begin_call(body_access, request_read_only);
+    store.set_epoch_deadline(1);
+    sandbox.plugin_running();
+}
+
 impl InstancePool {
     /// Builds the pool and configures a first instance, so a bad config is rejected at load.
     pub async fn new(
@@ -284,16 +293,13 @@ impl InstancePool {
         }
         let mut store = Store::new(&self.plugin.sandbox.engine, state);
         arm_store(&mut store, &self.plugin.sandbox);
-        self.plugin.sandbox.plugin_running();
-        store.data_mut().begin_call(false, false);
+        start_call(&mut store, &self.plugin.sandbox, false, false);
         let clock = store.data().clock.clone();
         let bindings = match Metered::new(&clock, self.plugin.pre.instantiate_async(&mut store)).await {
             Ok(b) => b,
             Err(e) => return Err(InstantiateError::Failed(classify(store.data(), e))),
         };
-        store.set_epoch_deadline(1);
-        self.plugin.sandbox.plugin_running();
-        store.data_mut().begin_call(false, false);
+        start_call(&mut store, &self.plugin.sandbox, false, false);
         let configure = bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json);
         match Metered::new(&clock, configure).await {
             Ok(Ok(d)) => Ok((
@@ -360,9 +366,7 @@ impl InstancePool {
         };
         let state = instance.store.data_mut();
         state.request = Some(request);
-        state.begin_call(body_access, false);
-        instance.store.set_epoch_deadline(1);
-        self.plugin.sandbox.plugin_running();
+        start_call(&mut instance.store, &self.plugin.sandbox, body_access, false);
         // A call cancelled on timeout leaves its instance discarded, not reused. Pinned where it
         // is made: the call future is ~1 KB, moved by value it was copied at every layer.
         let result = {
@@ -401,9 +405,7 @@ impl InstancePool {
         let state = instance.store.data_mut();
         state.request = Some(request);
         state.response = Some(response);
-        state.begin_call(body_access, true);
-        instance.store.set_epoch_deadline(1);
-        self.plugin.sandbox.plugin_running();
+        start_call(&mut instance.store, &self.plugin.sandbox, body_access, true);
         let result = {
             let handler = instance.bindings.airlock_plugin_handler();
             let call = std::pin::pin!(handler.call_on_response(&mut instance.store, Resource::new_borrow(0), Resource::new_borrow(0)));
