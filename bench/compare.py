@@ -42,10 +42,24 @@ def ensure_tools():
         sh("apt-get", "install", "-y", "-qq", *missing)
 
 
+def target_dir():
+    """Where cargo puts this workspace's builds."""
+    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+
+
+def body_plugin():
+    """The body-reading test plugin of the body cases, built by `build()` where the tests build it."""
+    return target_dir() / "test-plugins/wasm32-wasip2/release/airlock_test_body_upper.wasm"
+
+
 def build():
-    """Builds the gateway and `bench/hyper_floor.rs` (the same stack without the gateway's logic)."""
+    """Builds the gateway, `bench/hyper_floor.rs` (the same stack without the gateway's logic) and
+    the body cases' plugin (so they run on a checkout whose tests have never been built)."""
     sh("cargo", "build", "--release", "--locked", "-p", "airlock", "--bins", "--example", "hyper_floor", cwd=ROOT)
-    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "airlock"
+    env = {k: v for k, v in os.environ.items() if k not in ("CARGO_TARGET_DIR", "RUSTFLAGS", "CARGO_BUILD_TARGET")}
+    sh("cargo", "build", "--release", "--target", "wasm32-wasip2", "--manifest-path", str(ROOT / "tests/plugins/Cargo.toml"),
+       "-p", "airlock-test-body-upper", "--target-dir", str(target_dir() / "test-plugins"), cwd=ROOT, env=env)
+    return target_dir() / "release" / "airlock"
 
 
 def floor_binary(binary):
@@ -154,10 +168,8 @@ config = { limits = [{ name = "bench", rate = 100000000, per = "second", burst =
     c.append(("same chain, isolation = request", "airlock", airlock_config(strict, defs)))
     for n in (1, 2, 4, 8):
         c.append((f"airlock, {n} x headers", "airlock", airlock_config("".join(headers_entry(i) for i in range(n)))))
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    body_plugin = target / "test-plugins/wasm32-wasip2/release/airlock_test_body_upper.wasm"
     for size in (1024, 65536):
-        chain = f'[[routes.plugins]]\nplugin = "{body_plugin}"\n'
+        chain = f'[[routes.plugins]]\nplugin = "{body_plugin()}"\n'
         c.append((f"airlock, {size // 1024} KiB body through a body-reading plugin", f"body:{size}", airlock_config(chain)))
     return c
 
