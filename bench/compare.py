@@ -3,10 +3,12 @@
 several plugin chains, alternated A B A B over several rounds, medians reported.
 
 Run by hand (not in CI):  bench/compare.py [--rounds 3] [--duration 10] [--connections 32]
-                              [--only SUBSTRING ...] [--name SUFFIX]
-Writes bench/results/<date>[-SUFFIX].md and prints the table. `--only` keeps the cases whose name
-contains one of the substrings (nginx is always run: every ratio is to it). Installs nginx, wrk,
-h2load and redis-server (Debian packages) if missing. Everything listens on 127.0.0.1 only.
+                              [--h2-streams 1] [--only SUBSTRING ...] [--name SUFFIX]
+Writes bench/results/<date>[-SUFFIX].md and prints the table. HTTP/1.1 cases are loaded by wrk,
+the HTTP/2 cases (cleartext, prior knowledge) by h2load, each compared with nginx over the same
+protocol. `--only` keeps the cases whose name contains one of the substrings (nginx is always
+run: every ratio is to it). Installs nginx, wrk, h2load and redis-server (Debian packages) if
+missing. Everything listens on 127.0.0.1 only.
 """
 
 import argparse
@@ -26,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_PORT = 19100
 NGINX_PORT = 19200
+NGINX_H2_PORT = 19201
 AIRLOCK_PORT = 19300
 REDIS_PORT = 19400
 
@@ -171,7 +174,16 @@ config = { limits = [{ name = "bench", rate = 100000000, per = "second", burst =
     for size in (1024, 65536):
         chain = f'[[routes.plugins]]\nplugin = "{body_plugin()}"\n'
         c.append((f"airlock, {size // 1024} KiB body through a body-reading plugin", f"body:{size}", airlock_config(chain)))
+    # HTTP/2 from the client (h2load, cleartext with prior knowledge); every upstream hop stays HTTP/1.1.
+    c.append(("nginx proxy_pass, HTTP/2", "nginx-h2", None))
+    c.append(("airlock, no plugins, HTTP/2", "airlock-h2", airlock_config("")))
+    c.append(("airlock, key-auth + rate-limit + headers (warm), HTTP/2", "airlock-h2", airlock_config(typical, consumers)))
     return c
+
+
+def baseline(kind):
+    """The nginx case a case's ratios are to: nginx over the same client protocol."""
+    return "nginx proxy_pass, HTTP/2" if kind and kind.endswith("-h2") else "nginx proxy_pass"
 
 
 def run_wrk(url, duration, connections, headers, body_file=None):
@@ -192,6 +204,26 @@ def run_wrk(url, duration, connections, headers, body_file=None):
     return {"rps": rps, "p50": lat(50), "p99": lat(99), "errors": int(non2xx.group(1)) if non2xx else 0}
 
 
+def run_h2load(url, duration, connections, streams, headers, log_file):
+    """HTTP/2 load: h2load, one thread, `connections` clients with up to `streams` requests in
+    flight each. Percentiles come from its per-request log (it prints only min, max and mean)."""
+    args = ["h2load", "-t1", f"-c{connections}", f"-m{streams}", f"-D{duration}", "--warm-up-time=1", "--log-file", log_file]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    failed = int(re.search(r"(\d+) failed", out).group(1))
+    micros = sorted(int(line.split("\t")[2]) for line in Path(log_file).read_text().splitlines() if line.count("\t") == 2)
+    if not micros:
+        raise RuntimeError(f"h2load answered no request:\n{out}")
+
+    def lat(p):
+        return micros[min(len(micros) - 1, len(micros) * p // 100)] / 1000
+
+    return {"rps": rps, "p50": lat(50), "p99": lat(99), "errors": failed + int(codes.group(3)) + int(codes.group(4))}
+
+
 def peak_rss_mib(pid):
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -208,6 +240,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2, help="gateway worker threads and nginx workers")
+    ap.add_argument("--h2-streams", type=int, default=1, help="HTTP/2 cases: requests in flight per connection")
     ap.add_argument("--only", nargs="*", default=None, help="run only cases whose name contains one of these")
     ap.add_argument("--name", default="", help="suffix of the results file")
     args = ap.parse_args()
@@ -216,10 +249,14 @@ def main():
     binary = build()
     tmp = tempfile.mkdtemp(prefix="airlock-bench-")
     upstream = start_nginx(tmp, "upstream", UPSTREAM_PORT, 'return 200 "ok";', args.threads)
-    nginx = start_nginx(tmp, "proxy", NGINX_PORT, "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";", args.threads)
+    proxy = "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+    nginx = start_nginx(tmp, "proxy", NGINX_PORT, proxy, args.threads)
+    nginx_h2 = start_nginx(tmp, "proxy-h2", NGINX_H2_PORT, proxy, args.threads, http2="http2")
     results = {}
     skipped = {}
-    all_cases = [c for c in cases(binary) if args.only is None or c[1] == "nginx" or any(o in c[0] for o in args.only)]
+    selected = [c for c in cases(binary) if args.only is None or any(o in c[0] for o in args.only)]
+    baselines = {baseline(kind) for _, kind, _ in selected}
+    all_cases = [c for c in cases(binary) if c in selected or c[0] in baselines]
     redis = None
     if any("Redis" in name for name, _, _ in all_cases):
         redis = subprocess.Popen(
@@ -238,6 +275,8 @@ def main():
                     url = f"http://127.0.0.1:{UPSTREAM_PORT}/"
                 elif kind == "nginx":
                     url = f"http://127.0.0.1:{NGINX_PORT}/"
+                elif kind == "nginx-h2":
+                    url = f"http://127.0.0.1:{NGINX_H2_PORT}/"
                 elif kind == "floor":
                     proc = subprocess.Popen(floor_command(binary, args.threads), stderr=subprocess.DEVNULL)
                     wait_port(AIRLOCK_PORT)
@@ -257,8 +296,11 @@ def main():
                 if kind.startswith("body:") if kind else False:
                     script = str(Path(tmp) / f"post-{kind[5:]}.lua")
                     Path(script).write_text(f'wrk.method = "POST"\nwrk.body = string.rep("a", {kind[5:]})\n')
-                run_wrk(url, 2, args.connections, headers, script)  # warm-up
-                r = run_wrk(url, args.duration, args.connections, headers, script)
+                if kind and kind.endswith("-h2"):
+                    r = run_h2load(url, args.duration, args.connections, args.h2_streams, headers, str(Path(tmp) / "h2load.tsv"))
+                else:
+                    run_wrk(url, 2, args.connections, headers, script)  # warm-up
+                    r = run_wrk(url, args.duration, args.connections, headers, script)
                 if proc:
                     r["rss"] = peak_rss_mib(proc.pid)
                     proc.send_signal(signal.SIGTERM)
@@ -267,7 +309,7 @@ def main():
                 results.setdefault(name, []).append(r)
                 print(f"round {rnd + 1}: {name}: {r['rps']:.0f} req/s p50 {r['p50']:.3f} ms p99 {r['p99']:.3f} ms", flush=True)
     finally:
-        for p in (upstream, nginx):
+        for p in (upstream, nginx, nginx_h2):
             p.send_signal(signal.SIGQUIT)
             p.wait(timeout=30)
         if redis:
@@ -278,19 +320,19 @@ def main():
         vals = [r[key] for r in results[name] if key in r]
         return statistics.median(vals) if vals else float("nan")
 
-    nginx_rps, nginx_p99 = med("nginx proxy_pass", "rps"), med("nginx proxy_pass", "p99")
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor())
     lines = [
         f"# Load benchmark, {datetime.date.today()}",
         "",
         f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
-        f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds alternated, medians. "
-        f"Gateway threads / nginx workers: {args.threads}. Upstream: nginx `return 200`.",
+        f"wrk -t1 -c{args.connections} -d{args.duration}s (HTTP/2 rows: h2load -t1 -c{args.connections} "
+        f"-m{args.h2_streams} -D{args.duration}, ratios to nginx over HTTP/2), {args.rounds} rounds alternated, "
+        f"medians. Gateway threads / nginx workers: {args.threads}. Upstream: nginx `return 200` over HTTP/1.1.",
         "",
         "| case | req/s | p50 ms | p99 ms | peak RSS MiB | req/s vs nginx | p99 vs nginx | non-2xx |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, _, _ in all_cases:
+    for name, kind, _ in all_cases:
         if name in skipped:
             lines.append(f"| {name} | skipped: {skipped[name]} | | | | | | |")
             continue
@@ -298,6 +340,7 @@ def main():
         rss = med(name, "rss")
         errors = sum(r["errors"] for r in results[name])
         rss_s = "" if rss != rss else f"{rss:.1f}"
+        nginx_rps, nginx_p99 = med(baseline(kind), "rps"), med(baseline(kind), "p99")
         lines.append(f"| {name} | {rps:.0f} | {p50:.3f} | {p99:.3f} | {rss_s} | {rps / nginx_rps:.2f}x | {p99 / nginx_p99:.2f}x | {errors} |")
     report = "\n".join(lines) + "\n"
     suffix = f"-{args.name}" if args.name else ""
