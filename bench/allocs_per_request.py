@@ -16,9 +16,9 @@ if not bins:
     sys.exit(__doc__)
 if subprocess.run(["sh", "-c", "command -v heaptrack"], capture_output=True).returncode != 0:
     subprocess.run(["apt-get", "install", "-y", "-qq", "heaptrack"], check=True)
+name, kind, config = c.find_case(case, ("airlock",))
 tmp = tempfile.mkdtemp()
 up = c.start_nginx(tmp, "upstream", c.UPSTREAM_PORT, 'return 200 "ok";', 2)
-name, kind, config = next(x for x in c.cases(None) if case in x[0] and x[1] == "airlock")
 path = Path(tmp) / "a.toml"; path.write_text(config)
 
 def allocations(binary, n):

@@ -86,6 +86,24 @@ def wait_port(port, timeout=60):
     raise RuntimeError(f"nothing listening on {port}")
 
 
+def ensure_free(port):
+    """Refuses to start a server on a port something already answers on: `wait_port` would
+    then measure the stranger (a leftover nginx or gateway of an interrupted run)."""
+    import socket
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            raise RuntimeError(f"127.0.0.1:{port} is already in use (a process left by an interrupted run?); stop it first")
+
+
+def find_case(substring, kinds):
+    """The first case whose name contains `substring` and whose kind is one of `kinds`."""
+    found = next((x for x in cases(None) if substring in x[0] and x[1] in kinds), None)
+    if found is None:
+        names = "\n  ".join(x[0] for x in cases(None) if x[1] in kinds)
+        sys.exit(f"no case named like {substring!r}; the cases are:\n  {names}")
+    return found
+
+
 def wait_port_free(port, timeout=30):
     import socket
     deadline = time.time() + timeout
@@ -115,6 +133,7 @@ http {{
 
 def start_nginx(tmp, name, port, body, workers, http2=""):
     conf = Path(tmp) / f"nginx-{name}.conf"
+    ensure_free(port)
     conf.write_text(NGINX_CONF.format(workers=workers, dir=tmp, name=name, port=port, upstream=UPSTREAM_PORT, body=body, http2=http2))
     proc = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
@@ -207,6 +226,8 @@ def run_wrk(url, duration, connections, headers, body_file=None):
 def run_h2load(url, duration, connections, streams, headers, log_file):
     """HTTP/2 load: h2load, one thread, `connections` clients with up to `streams` requests in
     flight each. Percentiles come from its per-request log (it prints only min, max and mean)."""
+    # h2load appends to its log: each run starts from an empty one.
+    Path(log_file).unlink(missing_ok=True)
     args = ["h2load", "-t1", f"-c{connections}", f"-m{streams}", f"-D{duration}", "--warm-up-time=1", "--log-file", log_file]
     for h in headers:
         args += ["-H", h]
@@ -278,6 +299,7 @@ def main():
                 elif kind == "nginx-h2":
                     url = f"http://127.0.0.1:{NGINX_H2_PORT}/"
                 elif kind == "floor":
+                    ensure_free(AIRLOCK_PORT)
                     proc = subprocess.Popen(floor_command(binary, args.threads), stderr=subprocess.DEVNULL)
                     wait_port(AIRLOCK_PORT)
                     url = f"http://127.0.0.1:{AIRLOCK_PORT}/"
@@ -289,6 +311,7 @@ def main():
                         skipped[name] = check.stderr.strip().splitlines()[0]
                         continue
                     env = dict(os.environ, RUST_LOG="warn", TOKIO_WORKER_THREADS=str(args.threads))
+                    ensure_free(AIRLOCK_PORT)
                     proc = subprocess.Popen([str(binary), "run", "-c", str(path)], env=env, stderr=subprocess.DEVNULL)
                     wait_port(AIRLOCK_PORT)
                     url = f"http://127.0.0.1:{AIRLOCK_PORT}/"

@@ -14,9 +14,9 @@ import sys, os, subprocess, signal, statistics, tempfile, importlib.util, re
 from pathlib import Path
 spec = importlib.util.spec_from_file_location("compare", Path(__file__).resolve().parent / "compare.py"); c = importlib.util.module_from_spec(spec); spec.loader.exec_module(c)
 case = sys.argv[1]; bins = sys.argv[2:]; rounds = int(os.environ.get("ROUNDS", "3")); N = int(os.environ.get("N", "40000"))
+name, kind, config = c.find_case(case, ("airlock", "floor"))
 tmp = tempfile.mkdtemp()
 up = c.start_nginx(tmp, "upstream", c.UPSTREAM_PORT, 'return 200 "ok";', 2)
-name, kind, config = next(x for x in c.cases(None) if case in x[0] and x[1] in ("airlock", "floor"))
 log = os.environ.get("LOG", "warn")
 if "WORKERS" in os.environ:
     config = f"[runtime]\nworker_threads = {int(os.environ['WORKERS'])}\n" + (config or "")
