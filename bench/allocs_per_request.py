@@ -24,6 +24,7 @@ path = Path(tmp) / "a.toml"; path.write_text(config)
 def allocations(binary, n):
     out = Path(tmp) / f"heap-{os.getpid()}-{n}"
     env = dict(os.environ, RUST_LOG="warn", TOKIO_WORKER_THREADS="2")
+    c.ensure_free(c.AIRLOCK_PORT)
     p = subprocess.Popen(["heaptrack", "-o", str(out), binary, "run", "-c", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     c.wait_port(c.AIRLOCK_PORT)
     subprocess.run(["h2load", "--h1", f"-n{n}", "-c32", "-H", "x-api-key: bench-key", f"http://127.0.0.1:{c.AIRLOCK_PORT}/"], capture_output=True, check=True)

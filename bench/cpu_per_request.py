@@ -35,6 +35,7 @@ try:
             env = dict(os.environ, RUST_LOG=log)
             # The hyper floor case runs `bench/hyper_floor.rs` built beside each binary given.
             cmd = c.floor_command(b, int(os.environ.get("WORKERS", os.cpu_count()))) if kind == "floor" else [b, "run", "-c", str(path)]
+            c.ensure_free(c.AIRLOCK_PORT)
             p = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL); c.wait_port(c.AIRLOCK_PORT)
             load(2000)
             t0 = cpu(p.pid); ok = load(N); t1 = cpu(p.pid)

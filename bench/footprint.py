@@ -100,6 +100,7 @@ def get_ok(port):
 
 def start(binary, config_path, threads):
     env = dict(os.environ, RUST_LOG="warn", TOKIO_WORKER_THREADS=str(threads))
+    compare.ensure_free(PORT)
     t0 = time.monotonic()
     proc = subprocess.Popen([str(binary), "run", "-c", str(config_path)], env=env, stderr=subprocess.DEVNULL)
     while not get_ok(PORT):
