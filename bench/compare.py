@@ -200,9 +200,14 @@ config = { limits = [{ name = "bench", rate = 100000000, per = "second", burst =
     return c
 
 
+def is_h2(kind):
+    """Whether a case's client speaks HTTP/2 (loaded by h2load, not wrk)."""
+    return bool(kind) and kind.endswith("-h2")
+
+
 def baseline(kind):
     """The nginx case a case's ratios are to: nginx over the same client protocol."""
-    return "nginx proxy_pass, HTTP/2" if kind and kind.endswith("-h2") else "nginx proxy_pass"
+    return "nginx proxy_pass, HTTP/2" if is_h2(kind) else "nginx proxy_pass"
 
 
 def run_wrk(url, duration, connections, headers, body_file=None):
@@ -268,6 +273,9 @@ def main():
 
     ensure_tools()
     binary = build()
+    # Checked before anything starts, so a busy port leaves no server of this run behind.
+    for port in (UPSTREAM_PORT, NGINX_PORT, NGINX_H2_PORT, AIRLOCK_PORT, REDIS_PORT):
+        ensure_free(port)
     tmp = tempfile.mkdtemp(prefix="airlock-bench-")
     upstream = start_nginx(tmp, "upstream", UPSTREAM_PORT, 'return 200 "ok";', args.threads)
     proxy = "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";"
@@ -319,7 +327,7 @@ def main():
                 if kind.startswith("body:") if kind else False:
                     script = str(Path(tmp) / f"post-{kind[5:]}.lua")
                     Path(script).write_text(f'wrk.method = "POST"\nwrk.body = string.rep("a", {kind[5:]})\n')
-                if kind and kind.endswith("-h2"):
+                if is_h2(kind):
                     r = run_h2load(url, args.duration, args.connections, args.h2_streams, headers, str(Path(tmp) / "h2load.tsv"))
                 else:
                     run_wrk(url, 2, args.connections, headers, script)  # warm-up

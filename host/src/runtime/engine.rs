@@ -107,7 +107,7 @@ impl SandboxEngine {
 
     /// Tells the epoch ticker a plugin call is running: called as each call starts
     /// (`pool::start_call`) and on every epoch deadline while one runs (`pool::arm_store`), so
-    /// the ticker runs while plugins do and sleeps after 100 ticks without one.
+    /// the ticker runs while plugins do and sleeps after `IDLE_AFTER` ticks without one.
     #[inline]
     pub fn plugin_running(&self) {
         self.ticker.running();
