@@ -166,7 +166,8 @@ def cases(binary):
     c = [
         ("upstream direct", None, None),
         ("nginx proxy_pass", "nginx", None),
-        # hyper server + hyper-util client, one runtime per core, nothing else: Airlock's floor.
+        # hyper server + hyper HTTP/1.1 client connections kept per worker (Airlock's Http1Pool),
+        # one runtime per core, nothing else: Airlock's floor.
         ("hyper floor (bench/hyper_floor.rs)", "floor", None),
         ("airlock, no plugins", "airlock", airlock_config("")),
     ]

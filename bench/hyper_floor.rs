@@ -1,6 +1,7 @@
 //! The floor under Airlock's proxy core: a reverse proxy made of nothing but the stack the gateway
-//! is built on (a hyper HTTP/1.1 server, hyper-util's pooled keep-alive client, one
-//! single-threaded tokio runtime per core, connections handed to the workers round-robin) and no
+//! is built on (a hyper HTTP/1.1 server, hyper's HTTP/1.1 client connections kept alive per
+//! worker by Airlock's `Http1Pool`, one single-threaded tokio runtime per core, connections
+//! handed to the workers round-robin) and no
 //! gateway logic at all: no routing, no limits, no headers added, no telemetry. What it costs
 //! per request is what Airlock without plugins cannot go below without replacing hyper; what
 //! Airlock costs above it is Airlock's own. `bench/compare.py` and `bench/cpu_per_request.py`
@@ -12,6 +13,11 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock::proxy::body::ProxyBody;
+use airlock::proxy::http1_pool::Http1Pool;
 
 use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response, StatusCode};
@@ -19,9 +25,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::mpsc;
 
 type Body = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -62,7 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// One core: its own runtime and its own pooled client, serving the connections it is given.
+/// Upstream connections kept alive by one worker, as Airlock keeps them.
+type Pool = Arc<Http1Pool<HttpConnector>>;
+
+/// One core: its own runtime and its own upstream connections, serving the connections it is given.
 fn worker(mut connections: mpsc::UnboundedReceiver<std::net::TcpStream>, upstream: Authority) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -74,10 +82,7 @@ fn worker(mut connections: mpsc::UnboundedReceiver<std::net::TcpStream>, upstrea
     runtime.block_on(async move {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(128)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let client: Pool = Http1Pool::new(connector, Scheme::HTTP, 100, 128, Duration::from_secs(90));
         while let Some(stream) = connections.recv().await {
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
             let client = client.clone();
@@ -94,7 +99,7 @@ fn worker(mut connections: mpsc::UnboundedReceiver<std::net::TcpStream>, upstrea
 }
 
 /// Sends the request on to the upstream as it came and answers with what comes back.
-async fn forward(client: Client<HttpConnector, Body>, upstream: Authority, request: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
+async fn forward(client: Pool, upstream: Authority, request: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
     let (mut parts, body) = request.into_parts();
     let mut uri = Uri::builder().scheme(Scheme::HTTP).authority(upstream);
     if let Some(path) = parts.uri.path_and_query() {
@@ -104,7 +109,7 @@ async fn forward(client: Client<HttpConnector, Body>, upstream: Authority, reque
         Ok(uri) => uri,
         Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
     };
-    match client.request(Request::from_parts(parts, body.boxed_unsync())).await {
+    match client.send(Request::from_parts(parts, ProxyBody::streaming(body))).await {
         Ok(response) => Ok(response.map(BodyExt::boxed_unsync)),
         Err(_) => Ok(status(StatusCode::BAD_GATEWAY)),
     }

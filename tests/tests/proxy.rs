@@ -723,3 +723,43 @@ async fn connections_are_spread_evenly_over_the_workers() {
     assert_eq!(worker_connections(&gw).await, [0.0, 0.0], "closed connections leave their worker");
     gw.stop().await;
 }
+
+/// An upstream that closes each keep-alive connection after one answer (as one whose keep-alive
+/// timer fires between requests does) costs the client nothing: the gateway sees the kept
+/// connection closed, drops it, and sends the next request on a new one.
+#[tokio::test]
+async fn an_upstream_closing_its_kept_connections_costs_no_request() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                // No `connection: close`: the connection looks reusable, then goes away.
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    let config = format!("[[routes]]\npath_prefix = \"/\"\nupstream = \"closing\"\n[upstreams.closing]\ntargets = [\"{addr}\"]\n");
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    for i in 0..6 {
+        let r = client.get(&gw.url("/x")).await;
+        assert_eq!((i, r.status.as_u16(), r.text()), (i, 200, "ok".to_owned()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 6, "a new upstream connection for each request");
+    gw.stop().await;
+    server.abort();
+}

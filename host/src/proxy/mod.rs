@@ -16,6 +16,7 @@ pub mod counted;
 pub mod encoding;
 pub mod grpc;
 pub mod headers;
+pub mod http1_pool;
 pub mod tls;
 pub mod upstream_config;
 pub mod upstream;

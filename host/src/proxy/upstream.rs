@@ -1,13 +1,14 @@
-//! Upstreams: named groups of targets, balanced round-robin, each with a pooled keep-alive client
-//! speaking the upstream's protocol: HTTP/1.1 (cleartext or TLS), HTTP/2 with prior knowledge
-//! (h2c), or HTTP/2 over TLS negotiated by ALPN (h2). HTTP/2 connections are shared: requests to
-//! one target are multiplexed on one pooled connection.
+//! Upstreams: named groups of targets, balanced round-robin, each with keep-alive connections
+//! per request worker speaking the upstream's protocol: HTTP/1.1 (cleartext or TLS, in
+//! [`Http1Pool`]), HTTP/2 with prior knowledge (h2c), or HTTP/2 over TLS negotiated by ALPN (h2).
+//! HTTP/2 connections are shared: requests to one target are multiplexed on one pooled
+//! connection of hyper-util's client.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::uri::Authority;
+use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -17,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::ProxyBody;
 use super::counted::{CountingConnector, OpenConnections};
+use super::http1_pool::Http1Pool;
 use super::tls::{self, Alpn, TlsError, TlsSettings};
 use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::GatewayError;
@@ -43,15 +45,21 @@ pub struct Upstream {
     next: AtomicUsize,
     /// Each target's `Host` header value (`host_header = "upstream"`), made once, shared per request.
     host_values: Box<[Option<HeaderValue>]>,
-    /// One pooled client per request worker ([`crate::workers`]), so a request's upstream
+    /// One set of connections per request worker ([`crate::workers`]), so a request's upstream
     /// connection is driven on the thread serving it.
     clients: Box<[Transport]>,
 }
 
-/// The pooled client: plain TCP, or TLS on top of it; its connections are counted.
+/// One worker's connections: plain TCP, or TLS on top of it; all counted.
 enum Transport {
-    Plain(Client<CountingConnector<HttpConnector>, ProxyBody>),
-    Tls(Client<CountingConnector<HttpsConnector<HttpConnector>>, ProxyBody>),
+    /// HTTP/1.1, over TCP.
+    Http1Plain(Arc<Http1Pool<CountingConnector<HttpConnector>>>),
+    /// HTTP/1.1, over TLS.
+    Http1Tls(Arc<Http1Pool<CountingConnector<HttpsConnector<HttpConnector>>>>),
+    /// HTTP/2 with prior knowledge (h2c).
+    H2Plain(Client<CountingConnector<HttpConnector>, ProxyBody>),
+    /// HTTP/2 over TLS (h2).
+    H2Tls(Client<CountingConnector<HttpsConnector<HttpConnector>>, ProxyBody>),
 }
 
 /// Settings an upstream is built with.
@@ -82,8 +90,11 @@ impl Upstream {
     pub fn new(name: &str, targets: Vec<Authority>, settings: UpstreamSettings) -> Result<Self, TlsError> {
         let open_connections = OpenConnections::default();
         let workers = settings.workers.max(1);
+        // An HTTP/1.1 pool keeps one list for every target of its worker: its bound is the
+        // per-target one times the targets.
+        let max_idle = settings.max_idle.div_ceil(workers);
         let clients = (0..workers)
-            .map(|_| Self::client(&settings, settings.max_idle.div_ceil(workers), &open_connections))
+            .map(|_| Self::client(&settings, max_idle, max_idle.saturating_mul(targets.len()), &open_connections))
             .collect::<Result<Box<[_]>, _>>()?;
         let host_values = targets.iter().map(|t| HeaderValue::from_str(t.as_str()).ok()).collect();
         Ok(Self {
@@ -100,29 +111,41 @@ impl Upstream {
         })
     }
 
-    /// One worker's pooled client, its connections counted in `open`.
-    fn client(settings: &UpstreamSettings, max_idle: usize, open: &OpenConnections) -> Result<Transport, TlsError> {
+    /// One worker's connections, counted in `open`: at most `max_idle` idle per target over HTTP/2,
+    /// `kept` in all over HTTP/1.1.
+    fn client(settings: &UpstreamSettings, max_idle: usize, kept: usize, open: &OpenConnections) -> Result<Transport, TlsError> {
         let http2 = settings.protocol != UpstreamProtocol::Http1;
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http1_max_headers(settings.max_response_headers)
-            .http2_only(http2);
+        let h2_client = || {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .pool_idle_timeout(settings.idle_timeout)
+                .pool_max_idle_per_host(max_idle)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .http2_only(true);
+            builder
+        };
         Ok(match &settings.tls {
             None => {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(settings.connect_timeout));
                 connector.set_nodelay(true);
                 connector.enforce_http(true);
-                Transport::Plain(builder.build(CountingConnector::new(connector, open.clone())))
+                let connector = CountingConnector::new(connector, open.clone());
+                if http2 {
+                    Transport::H2Plain(h2_client().build(connector))
+                } else {
+                    Transport::Http1Plain(Http1Pool::new(connector, Scheme::HTTP, settings.max_response_headers, kept, settings.idle_timeout))
+                }
             }
             Some(tls_settings) => {
                 let alpn = if http2 { Alpn::H2 } else { Alpn::Http1 };
-                let connector = tls::connector(tls_settings, alpn, settings.connect_timeout)?;
-                Transport::Tls(builder.build(CountingConnector::new(connector, open.clone())))
+                let connector = CountingConnector::new(tls::connector(tls_settings, alpn, settings.connect_timeout)?, open.clone());
+                if http2 {
+                    Transport::H2Tls(h2_client().build(connector))
+                } else {
+                    Transport::Http1Tls(Http1Pool::new(connector, Scheme::HTTPS, settings.max_response_headers, kept, settings.idle_timeout))
+                }
             }
         })
     }
@@ -151,13 +174,14 @@ impl Upstream {
     pub async fn send(&self, request: Request<ProxyBody>, timeout: Duration) -> Result<Response<Incoming>, SendError> {
         let client = &self.clients[crate::workers::current() % self.clients.len()];
         let sent = match client {
-            Transport::Plain(client) => tokio::time::timeout(timeout, client.request(request)).await,
-            Transport::Tls(client) => tokio::time::timeout(timeout, client.request(request)).await,
+            Transport::Http1Plain(pool) => tokio::time::timeout(timeout, pool.send(request)).await.map(|r| r.map_err(|e| classify(&*e))),
+            Transport::Http1Tls(pool) => tokio::time::timeout(timeout, pool.send(request)).await.map(|r| r.map_err(|e| classify(&*e))),
+            Transport::H2Plain(client) => tokio::time::timeout(timeout, client.request(request)).await.map(|r| r.map_err(|e| classify(&e))),
+            Transport::H2Tls(client) => tokio::time::timeout(timeout, client.request(request)).await.map(|r| r.map_err(|e| classify(&e))),
         };
         match sent {
             Err(_) => Err(SendError::Timeout(format!("no response within {} ms", timeout.as_millis()))),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(result) => result,
         }
     }
 
@@ -188,7 +212,7 @@ pub enum SendError {
     ClientAborted(String),
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> SendError {
+fn classify(e: &(dyn std::error::Error + 'static)) -> SendError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     // Set past hyper's "error from user's Body stream": what follows is the client's body failing.
     let mut in_request_body = false;
@@ -211,7 +235,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> SendError {
         source = err.source();
     }
     let mut reason = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(err) = source {
         reason.push_str(": ");
         reason.push_str(&err.to_string());
