@@ -17,6 +17,7 @@
 //! before it was written is sent again on a new connection (the upstream closing a keep-alive
 //! connection just as it is reused).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -40,9 +41,11 @@ pub struct Http1Pool<C> {
     builder: Builder,
     max_idle: usize,
     idle_timeout: Duration,
-    /// Connections handed back, newest last. One may still be reading its last response body
-    /// (not ready yet) or closed by the upstream since; checkout skips and drops those.
-    idle: Mutex<Vec<Kept>>,
+    /// Connections handed back, oldest first. One may still be reading its last response body
+    /// (not ready yet) or closed by the upstream since; checkout skips and drops those. The
+    /// oldest is the likeliest to be ready, so checkout looks from the front and usually takes
+    /// the first.
+    idle: Mutex<VecDeque<Kept>>,
     /// Whether this pool's sweeper task runs (started by the first connection made).
     sweeping: std::sync::atomic::AtomicBool,
 }
@@ -71,7 +74,7 @@ where
             builder,
             max_idle,
             idle_timeout,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
             sweeping: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -111,9 +114,9 @@ where
         while i < idle.len() {
             let kept = &idle[i];
             if kept.sender.is_closed() {
-                idle.swap_remove(i);
+                idle.remove(i);
             } else if kept.sender.is_ready() && kept.target == *target {
-                return Some(idle.swap_remove(i).sender);
+                return idle.remove(i).map(|kept| kept.sender);
             } else {
                 i += 1;
             }
@@ -128,7 +131,7 @@ where
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < self.max_idle {
-            idle.push(Kept { target, sender, since: Instant::now() });
+            idle.push_back(Kept { target, sender, since: Instant::now() });
         }
     }
 
