@@ -18,6 +18,7 @@
 //! connection just as it is reused).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,7 @@ pub struct Http1Pool<C> {
     /// the first.
     idle: Mutex<VecDeque<Kept>>,
     /// Whether this pool's sweeper task runs (started by the first connection made).
-    sweeping: std::sync::atomic::AtomicBool,
+    sweeping: AtomicBool,
 }
 
 /// A connection handed back to the pool.
@@ -75,7 +76,7 @@ where
             max_idle,
             idle_timeout,
             idle: Mutex::new(VecDeque::new()),
-            sweeping: std::sync::atomic::AtomicBool::new(false),
+            sweeping: AtomicBool::new(false),
         })
     }
 
@@ -152,7 +153,7 @@ where
     /// Starts, once, the task closing connections idle past `idle_timeout`. It holds the pool
     /// weakly and ends with it (an upstream replaced by a reload).
     fn start_sweeper(self: &Arc<Self>) {
-        if self.sweeping.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
             return;
         }
         let pool: Weak<Self> = Arc::downgrade(self);
