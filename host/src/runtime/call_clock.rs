@@ -12,7 +12,8 @@
 //! Nor is a stall of the thread under the call: descheduled, blocked in the kernel on a page
 //! fault, its VM paused. Guest code passes an epoch check at every function entry and loop
 //! back-edge, and the deadline callback suspends the call at the first check after each tick,
-//! so a call that is really running is suspended about once per [`EPOCH_TICK`]. A stretch
+//! so a call that is really running is suspended at least once per [`QUIET_TICK`] (once per
+//! [`EPOCH_TICK`] after its first two: `engine::tick`). A stretch
 //! between two suspensions far longer than that is mostly time the thread was not running the
 //! call, so each stretch counts for at most [`LONGEST_STRETCH`]. Without that, one 100 ms
 //! stall of the thread fails a ~2 us call at its 100 ms deadline.
@@ -30,13 +31,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::engine::EPOCH_TICK;
+use super::engine::{EPOCH_TICK, QUIET_TICK};
 use super::failure::WallClockExceeded;
 
 /// The most running time one stretch of a call (from a resumption to the next suspension or
-/// deadline check) is counted for: a few epoch ticks, the longest a call that is really running
-/// goes between suspensions, with room for a late tick.
-pub const LONGEST_STRETCH: Duration = EPOCH_TICK.saturating_mul(5);
+/// deadline check) is counted for: the longest a call that is really running goes between
+/// suspensions (a quiet tick), with room for a late tick.
+pub const LONGEST_STRETCH: Duration = QUIET_TICK.saturating_add(EPOCH_TICK);
 const LONGEST_STRETCH_NANOS: u64 = LONGEST_STRETCH.as_nanos() as u64;
 
 /// Running and yielded time of the call in progress on one store.

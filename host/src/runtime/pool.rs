@@ -186,8 +186,8 @@ pub(crate) fn arm_store(store: &mut Store<HostState>, sandbox: &SandboxEngine) {
     store.limiter(|s| &mut s.limiter);
     let ticker = sandbox.ticker().clone();
     store.epoch_deadline_callback(move |mut cx| {
-        // Still running: keeps the epoch ticker from going to sleep under a long call.
-        ticker.running();
+        // Still running: keeps the epoch ticker awake, ticking finely, under a long call.
+        ticker.caught_running();
         let state = cx.data_mut();
         if state.clock.running(Instant::now()) >= state.cpu_deadline {
             state.deadline_hit = true;
