@@ -389,6 +389,17 @@ plugin = "builtin:headers"
 config = { response = { set = { "x-never" = "1" } } }
 
 [[routes]]
+id = "edits"
+path = "/edits"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { set = { "x-word" = "0" }, append = { "x-chain-resp" = "edit-0" } } }
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { set = { "x-word" = "1" }, append = { "x-chain-resp" = "edit-1 ${route}" } } }
+
+[[routes]]
 id = "down"
 path = "/down"
 upstream = "down"
@@ -408,6 +419,12 @@ async fn response_edits_are_made_in_the_entrys_place_on_the_way_back() {
     let r = client.get(&gw.url("/mixed")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header_all("x-chain-resp"), vec!["3", "edit-2 mixed", "1", "edit-0"]);
+    assert_eq!(r.header_all("x-word"), vec!["0"], "the first entry is the last on the way back");
+
+    // Edits only, no `on-response` in the chain: the same order, without a call.
+    let r = client.get(&gw.url("/edits")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header_all("x-chain-resp"), vec!["edit-1 edits", "edit-0"]);
     assert_eq!(r.header_all("x-word"), vec!["0"], "the first entry is the last on the way back");
 
     let r = client.get(&gw.url("/answered")).await;

@@ -190,16 +190,17 @@ impl Gateway {
                 called?
             }
         };
-        let PendingResponse { state: response, stream, version } = pending;
-        let phases = if chain.has_response_phases(ran, &state) {
+        let PendingResponse { state: mut response, stream, version } = pending;
+        let (request, response) = if chain.calls_on_response(ran) {
             let started = clock;
             let phases = Box::pin(chain.run_response_phases(ran, state, response, &mut clock)).await;
             record.plugins_took(clock.duration_since(started));
-            phases
+            phases?
         } else {
-            Ok((state, response))
+            // Response edits at most: made in place, no call and so no future to box.
+            chain.apply_response_edits(ran, &mut state, &mut response);
+            (state, response)
         };
-        let (request, response) = phases?;
         record.consumer(request.context.get("consumer"));
         let mut response = write_response(response, stream, version, id_header);
         if !held.is_empty() {

@@ -104,10 +104,18 @@ impl PluginChain {
         self.entries[..ran.min(self.entries.len())].iter().any(|e| e.descriptor.on_response)
     }
 
-    /// Whether the response phases have anything to do for the first `ran` entries: an
-    /// `on-response` to call or a response edit to make.
-    pub fn has_response_phases(&self, ran: usize, request: &RequestState) -> bool {
-        self.calls_on_response(ran) || request.response_edits.any_before(ran)
+    /// The response phases of the first `ran` entries when none of them has an `on-response`
+    /// ([`PluginChain::calls_on_response`] false): only their response edits, in the same
+    /// reverse order, made in place. Chains whose response work is all edits (`headers`,
+    /// `rate-limit`'s `RateLimit` headers, `cors`) so skip boxing a call's future per request.
+    pub fn apply_response_edits(&self, ran: usize, request: &mut RequestState, response: &mut ResponseState) {
+        if !request.response_edits.any_before(ran) {
+            return;
+        }
+        let bound = request.header_limits.response;
+        for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
+            request.response_edits.apply(index, &mut response.headers, bound, entry.name(), &request.request_id);
+        }
     }
 
     /// Whether the upstream response body must be buffered before the response phases.
