@@ -131,3 +131,100 @@ async fn malformed_chunked_body_is_a_client_error_not_an_upstream_one() {
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     gw.stop().await;
 }
+
+const PATHS_CONFIG: &str = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+# Stands for a protected prefix: whatever reaches this route is refused.
+[[routes]]
+id = "admin"
+path_prefix = "/admin"
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = { status = 403, body = "admin only" }
+
+[[routes]]
+id = "users"
+path = "/users/{id}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { set = { "x-user-id" = "${param.id}" } } }
+
+[[routes]]
+id = "open"
+path_prefix = "/"
+upstream = "backend"
+"#;
+
+/// Status line and body of a raw `GET target` (one request, connection closed after it).
+async fn get_raw(gw: &Gateway, target: &str) -> (String, String) {
+    let text = send_raw_full(gw, format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn the_path_routed_on_is_the_path_forwarded() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(PATHS_CONFIG, Some(&upstream)).await;
+
+    // Dot segments (plain or percent-encoded) and doubled slashes reach the route they resolve
+    // to, never a looser one that an upstream would then resolve to the protected path.
+    for target in ["/public/../admin/secret", "/public/%2e%2e/admin/secret", "/public/%2E./admin", "//admin/secret", "/public/./x/../../admin"] {
+        let (status, body) = get_raw(&gw, target).await;
+        assert!(status.starts_with("HTTP/1.1 403"), "{target}: {status}");
+        assert_eq!(body, "admin only", "{target}");
+    }
+    assert_eq!(upstream.hits(), 0, "none of them was forwarded");
+
+    // A path climbing above the root, or hiding a dot segment from the gateway behind an encoded
+    // slash, a backslash or a `;` parameter, is refused rather than guessed at.
+    for (target, reason) in [
+        ("/../etc/passwd", "above the root"),
+        ("/public/%2e%2e/%2e%2e/etc/passwd", "above the root"),
+        ("/public/..%2Fadmin/secret", "hides"),
+        ("/public/..%5cadmin/secret", "hides"),
+        ("/public/..;/admin/secret", "hides"),
+    ] {
+        let (status, body) = get_raw(&gw, target).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{target}: {status}");
+        let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error body");
+        assert_eq!(error["error"], "bad_request", "{target}: {error}");
+        assert!(error["message"].as_str().unwrap_or_default().contains(reason), "{target}: {error}");
+    }
+    assert_eq!(upstream.hits(), 0, "none of them was forwarded");
+
+    // What is forwarded is the normalized path; the query is the client's, byte for byte.
+    let (status, body) = get_raw(&gw, "/public/./a//b/../c?q=/../x&r=%2e%2e").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let echo: serde_json::Value = serde_json::from_str(&body).expect("echo JSON");
+    assert_eq!(echo["path"], "/public/a/c");
+    assert_eq!(echo["query"], "q=/../x&r=%2e%2e");
+
+    // Route params and the plugins see the same path as the upstream.
+    let (status, body) = get_raw(&gw, "/elsewhere/../users/42").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let echo: serde_json::Value = serde_json::from_str(&body).expect("echo JSON");
+    assert_eq!(echo["path"], "/users/42");
+    assert_eq!(echo["headers"]["x-user-id"], serde_json::json!(["42"]));
+
+    // Anything else is left exactly as the client sent it: other encodings, an encoded slash
+    // that is data, dots inside a segment.
+    for target in ["/files/a%2Fb/caf%C3%A9", "/v1/x..y/%2e%2e%2e", "/a.b/.hidden"] {
+        let (status, body) = get_raw(&gw, target).await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{target}: {status}");
+        let echo: serde_json::Value = serde_json::from_str(&body).expect("echo JSON");
+        assert_eq!(echo["path"], target);
+    }
+
+    // HTTP/2 requests take the same way.
+    let client = airlock_tests::HttpClient::http2();
+    let r = client.get(&gw.url("/public/../admin/secret")).await;
+    assert_eq!(r.status, 403);
+    let r = client.get(&gw.url("/public/%2e%2e/%2e%2e/x")).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(upstream.hits(), 5, "only the five normal requests were forwarded");
+    gw.stop().await;
+}

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use airlock::config::ConfigSource;
+use airlock::proxy::path::normalize;
 use airlock::router::{PathMatch, RouteSpec, RouteTable};
 use airlock_sdk::template::{Source, Template};
 use http::Method;
@@ -76,7 +77,21 @@ pub fn router(data: &[u8]) {
             _ => {}
         }
     }
+    for (_, _, path) in &requests {
+        check_normalized(path);
+    }
     check_routes(&specs, requests.into_iter());
+}
+
+/// The path the gateway routes on: normal once normalized (no `//`, no dot segment, a second
+/// pass changes nothing), or refused.
+fn check_normalized(path: &str) {
+    let Ok(normalized) = normalize(path) else { return };
+    let Some(normalized) = normalized else { return };
+    assert!(normalized.starts_with('/'), "{path} -> {normalized}");
+    assert!(!normalized.contains("//"), "{path} -> {normalized}");
+    assert!(normalized.split('/').all(|s| s != "." && s != ".."), "{path} -> {normalized}");
+    assert_eq!(normalize(&normalized), Ok(None), "{path} -> {normalized} is not stable");
 }
 
 /// Builds the table and checks every request's match against the spec it names.

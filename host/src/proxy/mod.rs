@@ -1,7 +1,9 @@
 //! The request lifecycle, as a list of named phases (after Pingora's `ProxyHttp`):
 //!
-//! 1. [`Gateway::check_limits`]: header size and count (431), declared body size (413);
-//! 2. [`Gateway::route`]: pick the route (404 if none);
+//! 1. [`path::normalize_uri`]: dot segments and `//` resolved (400 if the path climbs above the
+//!    root or hides a dot segment), so the route, the plugins and the upstream see one path;
+//!    [`Gateway::check_limits`]: header size and count (431), declared body size (413);
+//! 2. [`Gateway::route`]: pick the route on that path (404 if none);
 //! 3. [`Gateway::read_request`]: build the [`RequestState`] plugins see, buffering the body only if
 //!    a plugin in the chain declared it needs it;
 //! 4. the chain's request phases ([`crate::runtime::PluginChain::run_request_phases`]);
@@ -17,6 +19,7 @@ pub mod encoding;
 pub mod grpc;
 pub mod headers;
 pub mod http1_pool;
+pub mod path;
 pub mod tls;
 pub mod upstream_config;
 pub mod upstream;
@@ -94,15 +97,22 @@ impl Gateway {
     /// The response to one request, errors included.
     async fn answer<'a>(
         &'a self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         conn: ConnectionInfo,
         request_id: &Arc<str>,
         record: &mut RequestRecord<'a>,
     ) -> Response<ProxyBody> {
+        // Routed on, shown to plugins and forwarded: the same path (the access log keeps the
+        // client's own, from `RequestRecord::begin`).
+        let normalized = path::normalize_uri(request.uri_mut()).map_err(|e| GatewayError::BadRequest(e.to_string()));
         // The client's path and query, shared, not copied: sent upstream as they are unless a
         // plugin or the route changes them, and named in the warning if the request fails.
         let client_target = request.uri().path_and_query().cloned();
-        match self.proxy(request, conn, request_id, record, client_target.as_ref()).await {
+        let answered = match normalized {
+            Ok(()) => self.proxy(request, conn, request_id, record, client_target.as_ref()).await,
+            Err(refused) => Err(refused),
+        };
+        match answered {
             Ok(response) => response,
             Err(error) => {
                 let status = error.status();

@@ -1,0 +1,231 @@
+//! The request path the gateway routes on is the path it forwards, and no upstream can read it as
+//! another one.
+//!
+//! Without this, `/public/../admin` matches a `/public/` route (no authentication) and reaches an
+//! upstream that resolves it to `/admin`; `//admin` misses an `/admin` route and lands on a
+//! catch-all; `/public/%2e%2e/admin` does the same with the dots percent-encoded. So, before
+//! routing (as nginx does before matching its locations, and Envoy with `normalize_path` and
+//! `merge_slashes`):
+//!
+//! - dot segments are removed (RFC 3986 section 5.2.4), `%2e` counted as a dot (section 6.2.2.2);
+//! - empty segments are merged (`//` is `/`);
+//! - a path that climbs above the root (`/../etc/passwd`) is refused, like nginx does;
+//! - so is a segment that hides a dot segment behind an encoded or back slash (`..%2f`, `..\`,
+//!   `%2e%2e%5c`) or a path parameter (`..;`): an upstream that decodes `%2f`, reads `\` as `/`
+//!   (nginx, IIS) or drops `;` parameters (Tomcat) would resolve it where the gateway did not
+//!   route it.
+//!
+//! Everything else is kept byte for byte: other percent-encodings, the query, the case. The
+//! upstream, the plugins (`path`) and the route all see the normalized path; the access log keeps
+//! the client's own.
+
+use http::Uri;
+use http::uri::PathAndQuery;
+
+/// Why a request's path was refused (answered 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// A `..` segment with nothing left to remove.
+    #[error("the path climbs above the root with `..`")]
+    AboveRoot,
+    /// A segment holding a dot segment behind `%2f`, `%5c`, `\` or `;`.
+    #[error("the path hides a `.` or `..` segment behind an encoded slash, a backslash or a `;`")]
+    HiddenDotSegment,
+    /// The normalized path did not make a valid URI again (not expected: it only drops bytes).
+    #[error("the normalized path is not a valid request target")]
+    Invalid,
+}
+
+/// Normalizes the request's path in place (its URI is rebuilt only when the path changes).
+pub fn normalize_uri(uri: &mut Uri) -> Result<(), PathError> {
+    let Some(path) = normalize(uri.path())? else {
+        return Ok(());
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    let target = match parts.path_and_query.as_ref().and_then(PathAndQuery::query) {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    parts.path_and_query = Some(PathAndQuery::try_from(target).map_err(|_| PathError::Invalid)?);
+    *uri = Uri::from_parts(parts).map_err(|_| PathError::Invalid)?;
+    Ok(())
+}
+
+/// The normalized form of `path`, or `None` when it is already normal (the common case, found
+/// with one pass over its bytes and no allocation). Paths not starting with `/` (`*`) are left.
+pub fn normalize(path: &str) -> Result<Option<String>, PathError> {
+    if !path.starts_with('/') || is_normal(path.as_bytes()) {
+        return Ok(None);
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    let mut segments = path[1..].split('/').peekable();
+    // Whether the output ends with `/`: after a trailing empty, `.` or `..` segment.
+    let mut trailing_slash = false;
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match dots(segment) {
+            Some(Dots::One) => trailing_slash = last,
+            Some(Dots::Two) => {
+                kept.pop().ok_or(PathError::AboveRoot)?;
+                trailing_slash = last;
+            }
+            None if segment.is_empty() => trailing_slash = last,
+            None => {
+                if hides_dot_segment(segment) {
+                    return Err(PathError::HiddenDotSegment);
+                }
+                kept.push(segment);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing_slash || kept.is_empty() {
+        out.push('/');
+    }
+    Ok(if out == path { None } else { Some(out) })
+}
+
+/// True when nothing in the path can need normalizing: no `//`, no `/.`, no `%`, no `\`.
+fn is_normal(path: &[u8]) -> bool {
+    let mut previous = 0u8;
+    for &byte in path {
+        match byte {
+            b'%' | b'\\' => return false,
+            b'/' | b'.' if previous == b'/' => return false,
+            _ => {}
+        }
+        previous = byte;
+    }
+    true
+}
+
+enum Dots {
+    One,
+    Two,
+}
+
+/// Whether a segment is `.` or `..`, with `%2e` read as a dot.
+fn dots(segment: &str) -> Option<Dots> {
+    let mut count = 0;
+    let mut rest = segment.as_bytes();
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return None,
+        };
+        count += 1;
+    }
+    match count {
+        1 => Some(Dots::One),
+        2 => Some(Dots::Two),
+        _ => None,
+    }
+}
+
+/// Whether splitting the segment again at `%2f`, `%5c`, `\` and `;` gives a `.` or `..` piece.
+fn hides_dot_segment(segment: &str) -> bool {
+    let bytes = segment.as_bytes();
+    let mut pieces = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let width = match &bytes[i..] {
+            [b'\\' | b';', ..] => 1,
+            [b'%', b'2', b'f' | b'F', ..] | [b'%', b'5', b'c' | b'C', ..] => 3,
+            _ => 0,
+        };
+        if width == 0 {
+            i += 1;
+        } else {
+            pieces.push(&segment[start..i]);
+            i += width;
+            start = i;
+        }
+    }
+    if pieces.is_empty() {
+        return false;
+    }
+    pieces.push(&segment[start..]);
+    pieces.into_iter().any(|piece| dots(piece).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(path: &str) -> Result<String, PathError> {
+        normalize(path).map(|n| n.unwrap_or_else(|| path.to_owned()))
+    }
+
+    #[test]
+    fn normal_paths_are_left_as_they_are() {
+        for path in ["/", "/users/42", "/a.b/c.d", "/a/b/", "/v1/x..y", "*", "/a-./.b", "/m;v=1/n"] {
+            assert_eq!(normalize(path), Ok(None), "{path}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_removed() {
+        assert_eq!(norm("/public/../admin"), Ok("/admin".into()));
+        assert_eq!(norm("/a/./b/./c"), Ok("/a/b/c".into()));
+        assert_eq!(norm("/a/b/.."), Ok("/a/".into()));
+        assert_eq!(norm("/a/b/."), Ok("/a/b/".into()));
+        assert_eq!(norm("/a/.."), Ok("/".into()));
+        assert_eq!(norm("/."), Ok("/".into()));
+        assert_eq!(norm("/a/b/../../c/"), Ok("/c/".into()));
+    }
+
+    #[test]
+    fn percent_encoded_dots_count_as_dots() {
+        assert_eq!(norm("/public/%2e%2e/admin"), Ok("/admin".into()));
+        assert_eq!(norm("/public/%2E./admin"), Ok("/admin".into()));
+        assert_eq!(norm("/public/.%2e/admin"), Ok("/admin".into()));
+        assert_eq!(norm("/a/%2e/b"), Ok("/a/b".into()));
+        // Not a dot segment: kept as it is, encoding included.
+        assert_eq!(normalize("/a%2eb/%2e%2e%2e"), Ok(None));
+        assert_eq!(normalize("/caf%C3%A9/x%20y"), Ok(None));
+    }
+
+    #[test]
+    fn empty_segments_are_merged() {
+        assert_eq!(norm("//admin"), Ok("/admin".into()));
+        assert_eq!(norm("/a//b///c"), Ok("/a/b/c".into()));
+        assert_eq!(norm("/a//"), Ok("/a/".into()));
+        assert_eq!(norm("//"), Ok("/".into()));
+    }
+
+    #[test]
+    fn climbing_above_the_root_is_refused() {
+        assert_eq!(normalize("/../etc/passwd"), Err(PathError::AboveRoot));
+        assert_eq!(normalize("/a/../../b"), Err(PathError::AboveRoot));
+        assert_eq!(normalize("/%2e%2e/x"), Err(PathError::AboveRoot));
+        assert_eq!(normalize("/.."), Err(PathError::AboveRoot));
+    }
+
+    #[test]
+    fn dot_segments_behind_encoded_or_back_slashes_are_refused() {
+        for path in ["/public/..%2fadmin", "/public/..%2Fadmin", "/p/%2e%2e%5cadmin", "/p/..\\admin", "/p/a%2f..", "/p/x%2F.%2Fy", "/public/..;/admin", "/p/.;x=1/y"] {
+            assert_eq!(normalize(path), Err(PathError::HiddenDotSegment), "{path}");
+        }
+        // An encoded slash alone is data (a file name, a key): kept.
+        assert_eq!(normalize("/files/a%2Fb"), Ok(None));
+        assert_eq!(normalize("/files/..a%2F..b"), Ok(None));
+    }
+
+    #[test]
+    fn the_uri_keeps_its_query_and_authority() {
+        let mut uri: Uri = "http://example.com/a/../b?x=/../y".parse().unwrap();
+        normalize_uri(&mut uri).unwrap();
+        assert_eq!(uri.to_string(), "http://example.com/b?x=/../y");
+        let mut uri: Uri = "/a//b".parse().unwrap();
+        normalize_uri(&mut uri).unwrap();
+        assert_eq!(uri.to_string(), "/a/b");
+        let mut uri: Uri = "/../x?q".parse().unwrap();
+        assert_eq!(normalize_uri(&mut uri), Err(PathError::AboveRoot));
+    }
+}
