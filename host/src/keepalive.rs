@@ -30,6 +30,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::upgrade::OnUpgrade;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -60,6 +61,9 @@ pub struct Activity {
     answering: AtomicU64,
     /// Requests begun, ever.
     requests: AtomicU64,
+    /// The upstream side of a connection the last response switched to another protocol
+    /// (`crate::proxy::upgrade`), for this task to join once hyper has sent the 101.
+    switched: std::sync::Mutex<Option<OnUpgrade>>,
 }
 
 impl Activity {
@@ -92,6 +96,14 @@ impl Activity {
 /// A request being answered ([`Activity::answering`]); dropped with the request's service future.
 #[derive(Debug)]
 pub struct Answering(Arc<Activity>);
+
+impl Answering {
+    /// Hands the connection's task the upstream side of a switched connection: the response
+    /// being answered is a `101 Switching Protocols`.
+    pub fn switch_to(&self, upstream: OnUpgrade) {
+        *self.0.switched.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(upstream);
+    }
+}
 
 impl Drop for Answering {
     fn drop(&mut self) {
@@ -192,6 +204,12 @@ where
         // hyper has finished: the client closed, or it stopped on request, with everything
         // it wrote flushed.
         let parts = (*conn).into_parts();
+        let switched = activity.switched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(upstream) = switched {
+            // hyper stopped after sending a 101: the rest of the connection is the tunnel's.
+            crate::proxy::upgrade::tunnel(parts.io.io.into_inner(), parts.read_buf, upstream, shutdown).await;
+            return Ok(());
+        }
         (io, service) = (parts.io, parts.service);
         if !parking || stopping {
             // A close the client asked for, or the drain: done. Errors closing are moot.

@@ -309,7 +309,14 @@ fn gateway_service(
         // life, idle or not; a box keeps that slot one pointer and the request's state is freed
         // when the response is done (~1 KB less per idle keep-alive connection).
         Box::pin(async move {
-            let response = gateway.handle(request, conn).await;
+            let mut response = gateway.handle(request, conn).await;
+            if let Some(upgrade) = response.extensions_mut().remove::<crate::proxy::upgrade::UpstreamUpgrade>()
+                && crate::proxy::upgrade::switches(response.status())
+                && let Some(answering) = &answering
+            {
+                // The connection's task joins it to the upstream once hyper has sent the 101.
+                answering.switch_to(upgrade.0);
+            }
             drop(answering);
             Ok::<_, Infallible>(response)
         })

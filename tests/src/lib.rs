@@ -413,6 +413,7 @@ pub async fn stop_documented(mut child: Child) {
 pub mod process;
 pub use process::GatewayProcess;
 pub mod spin;
+pub mod websocket;
 
 /// Reading `/metrics` with an independent Prometheus text-format parser, and waiting for what
 /// the gateway does off the request path.

@@ -331,3 +331,35 @@ async fn an_idle_tls_keep_alive_connection_is_parked_and_serves_on() {
     let closed = tokio::time::timeout(std::time::Duration::from_secs(10), client).await;
     assert!(closed.is_ok(), "the client's connection was not closed by the drain");
 }
+
+/// WebSocket over an HTTPS listener (`wss://`): the switched connection is joined through the
+/// client's TLS session, both ways.
+#[tokio::test]
+async fn websocket_over_a_tls_listener() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    let pki = pki();
+    let ws = airlock_tests::websocket::EchoServer::start().await;
+    let d = pki.dir.path().display();
+    let toml = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[listeners.tls]\ncertificates = [{{ cert = \"{d}/api.pem\", key = \"{d}/api.key\" }}]\n\n\
+         [upstreams.ws]\ntargets = [\"{}\"]\n\n[[routes]]\npath = \"/chat\"\nupstream = \"ws\"\n",
+        ws.addr
+    );
+    let gw = Gateway::start(&toml, None).await;
+    let config = client_config(&pki, &[b"http/1.1"], &[&rustls::version::TLS13], false);
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
+    let name = ServerName::try_from("api.example.test").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("handshake");
+    let request = "wss://api.example.test/chat".into_client_request().expect("request");
+    let (mut socket, response) = tokio_tungstenite::client_async(request, tls).await.expect("WebSocket handshake over TLS");
+    assert_eq!(response.status(), 101);
+    for i in 0..3 {
+        socket.send(Message::text(format!("over tls {i}"))).await.expect("send");
+        assert_eq!(socket.next().await.expect("reply").expect("message"), Message::text(format!("echo: over tls {i}")));
+    }
+    socket.close(None).await.expect("close");
+    assert_eq!(ws.handshakes.lock().unwrap().len(), 1);
+    gw.stop().await;
+}

@@ -96,7 +96,10 @@ where
             };
             match conn.try_send_request(request).await {
                 Ok(response) => {
-                    self.checkin(target, conn);
+                    // A connection that switched protocols is the tunnel's, not the pool's.
+                    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                        self.checkin(target, conn);
+                    }
                     return Ok(response);
                 }
                 Err(mut failed) => match failed.take_message() {
@@ -142,7 +145,8 @@ where
         let io = self.connector.clone().call(uri).await.map_err(Into::into)?;
         let (sender, connection) = self.builder.handshake(io).await?;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // With upgrades: a 101 hands the connection to the request that switched it.
+            if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection closed with an error");
             }
         });

@@ -9,7 +9,8 @@
 //! 4. the chain's request phases ([`crate::runtime::PluginChain::run_request_phases`]);
 //! 5. [`Gateway::call_upstream`]: unless a plugin answered, send the request upstream (502/504);
 //! 6. the chain's response phases, in reverse order;
-//! 7. [`write_response`]: the response as the client gets it.
+//! 7. [`write_response`]: the response as the client gets it; after a `101 Switching Protocols`
+//!    the connection is the client's and the upstream's, joined ([`upgrade`]).
 //!
 //! Any phase can end the request with a [`GatewayError`], answered as JSON with the request id.
 
@@ -21,6 +22,7 @@ pub mod headers;
 pub mod http1_pool;
 pub mod path;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream_config;
 pub mod upstream;
 
@@ -70,6 +72,8 @@ struct PendingResponse {
     state: ResponseState,
     stream: Option<Incoming>,
     version: Version,
+    /// The upstream's side of a `101 Switching Protocols` ([`upgrade`]).
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl Gateway {
@@ -177,7 +181,7 @@ impl Gateway {
         let (mut state, ran, outcome) = phases?;
         let pending = match outcome {
             RequestOutcome::Respond(response) => {
-                PendingResponse { state: response, stream: None, version: Version::HTTP_11 }
+                PendingResponse { state: response, stream: None, version: Version::HTTP_11, upgrade: None }
             }
             RequestOutcome::Upstream => {
                 let keep_request = chain.calls_on_response(ran);
@@ -200,7 +204,7 @@ impl Gateway {
                 called?
             }
         };
-        let PendingResponse { state: mut response, stream, version } = pending;
+        let PendingResponse { state: mut response, stream, version, upgrade } = pending;
         let (request, response) = if chain.calls_on_response(ran) {
             let started = clock;
             let phases = Box::pin(chain.run_response_phases(ran, state, response, &mut clock)).await;
@@ -213,6 +217,10 @@ impl Gateway {
         };
         record.consumer(request.context.get("consumer"));
         let mut response = write_response(response, stream, version, id_header);
+        if let Some(upgrade) = upgrade {
+            // Taken by the client connection's task once the 101 is sent (`server`, `keepalive`).
+            response.extensions_mut().insert(upgrade::UpstreamUpgrade(upgrade));
+        }
         if !held.is_empty() {
             response = response.map(|body| body.holding(held));
         }
@@ -282,7 +290,14 @@ impl Gateway {
         });
         let declared_length = headers.contains_key(header::CONTENT_LENGTH);
         let te_trailers = headers::accepts_trailers(&headers);
+        let switch_to = upgrade::requested(&headers, parts.version);
         headers::strip_hop_by_hop(&mut headers);
+        if let Some(protocol) = switch_to
+            && route.upstream.as_ref().is_some_and(|u| u.version() == Version::HTTP_11)
+        {
+            // Only an HTTP/1.1 upstream can switch; others get the request without it.
+            upgrade::restore(&mut headers, protocol);
+        }
         if te_trailers {
             // `TE: trailers` is the one TE value kept (for HTTP/2 upstreams only, see
             // `call_upstream`): it tells a gRPC server that trailers reach the client.
@@ -406,6 +421,7 @@ impl Gateway {
             (None, Some(stream)) => stream,
             (None, None) => ProxyBody::empty(),
         };
+        let asked_upgrade = headers.contains_key(header::UPGRADE);
         let mut request = Request::new(body);
         *request.method_mut() = state.method.clone();
         *request.uri_mut() = uri;
@@ -416,6 +432,9 @@ impl Gateway {
             upstream::SendError::BodyTooLarge => GatewayError::BodyTooLarge { limit: route.max_body_bytes },
             other => upstream.error(other),
         })?;
+        if upgrade::switches(response.status()) {
+            return switched(response, asked_upgrade, &upstream.name);
+        }
         let (parts, incoming) = response.into_parts();
         let mut headers = parts.headers;
         headers::strip_hop_by_hop(&mut headers);
@@ -434,15 +453,42 @@ impl Gateway {
                 state: ResponseState { status: parts.status, headers, body: Some(bytes), trailers },
                 stream: None,
                 version: parts.version,
+                upgrade: None,
             })
         } else {
             Ok(PendingResponse {
                 state: ResponseState { status: parts.status, headers, body: None, trailers: None },
                 stream: Some(incoming),
                 version: parts.version,
+                upgrade: None,
             })
         }
     }
+}
+
+/// An upstream's `101 Switching Protocols`: the head the client gets (with its `Upgrade`), and
+/// the upstream connection's side to join to the client's. Refused if nothing asked for it.
+fn switched(mut response: Response<Incoming>, asked: bool, upstream: &str) -> Result<PendingResponse, GatewayError> {
+    if !asked {
+        return Err(GatewayError::UpstreamUnavailable {
+            upstream: upstream.to_owned(),
+            reason: "it switched protocols (101) though the request asked for no upgrade".into(),
+        });
+    }
+    let on_upgrade = hyper::upgrade::on(&mut response);
+    let (parts, _) = response.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    let mut headers = parts.headers;
+    headers::strip_hop_by_hop(&mut headers);
+    if let Some(protocol) = protocol {
+        upgrade::restore(&mut headers, protocol);
+    }
+    Ok(PendingResponse {
+        state: ResponseState { status: parts.status, headers, body: None, trailers: None },
+        stream: None,
+        version: parts.version,
+        upgrade: Some(on_upgrade),
+    })
 }
 
 /// Phase 7: the response as the client gets it: buffered bodies get an exact `Content-Length`

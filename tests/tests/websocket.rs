@@ -1,0 +1,126 @@
+//! WebSocket through the gateway (`host/src/proxy/upgrade.rs`): a real tokio-tungstenite server
+//! behind it and a real client in front. The handshake runs the route's request phases like any
+//! request (so `key-auth` guards it); once the upstream switches protocols, messages flow both
+//! ways until either side closes, and the gateway keeps serving.
+
+use airlock_tests::websocket::EchoServer;
+use airlock_tests::{Gateway, HttpClient};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+fn config(ws: &EchoServer, plain: &airlock_tests::Upstream) -> String {
+    format!(
+        r#"
+[upstreams.ws]
+targets = ["{ws}"]
+
+[upstreams.plain]
+targets = ["{plain}"]
+
+[[consumers]]
+id = "alice"
+credentials = {{ keys = ["alice-key"] }}
+
+[[routes]]
+id = "chat"
+path = "/chat"
+upstream = "ws"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = {{ request = {{ set = {{ "x-chat-route" = "${{route}}" }} }}, response = {{ set = {{ "x-via-gateway" = "yes" }} }} }}
+
+[[routes]]
+id = "plain"
+path_prefix = "/"
+upstream = "plain"
+"#,
+        ws = ws.addr,
+        plain = plain.addr,
+    )
+}
+
+#[tokio::test]
+async fn websocket_messages_flow_through_the_gateway_after_the_chain_admits_the_handshake() {
+    let ws = EchoServer::start().await;
+    let plain = airlock_tests::Upstream::start().await;
+    let gw = Gateway::start(&config(&ws, &plain), None).await;
+    let url = format!("ws://{}/chat", gw.addr());
+
+    // key-auth guards the handshake like any request: refused, the upstream never sees it.
+    let refused = tokio_tungstenite::connect_async(&url).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected a 401 handshake, got {other:?}"),
+    }
+    assert!(ws.handshakes.lock().unwrap().is_empty(), "a refused handshake reached the upstream");
+
+    // Admitted: the upstream gets the plugins' changes, the client the 101 and its headers.
+    let mut request = url.as_str().into_client_request().expect("request");
+    request.headers_mut().insert("x-api-key", "alice-key".parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.expect("handshake through the gateway");
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers().get("x-via-gateway").map(|v| v.to_str().unwrap()), Some("yes"));
+    assert!(response.headers().get("sec-websocket-accept").is_some(), "the upstream's accept key reaches the client");
+    {
+        let seen = ws.handshakes.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].get("x-chat-route").map(|v| v.to_str().unwrap()), Some("chat"));
+        assert_eq!(seen[0].get("x-consumer-id").map(|v| v.to_str().unwrap()), Some("alice"));
+        assert!(seen[0].get("x-api-key").is_none(), "key-auth hides the key from the upstream");
+    }
+
+    // Messages both ways, several, then a close from the client.
+    for i in 0..5 {
+        socket.send(Message::text(format!("hello {i}"))).await.expect("send");
+        let reply = socket.next().await.expect("a reply").expect("a message");
+        assert_eq!(reply, Message::text(format!("echo: hello {i}")));
+    }
+    // A message larger than a socket read, split across reads, arrives whole.
+    let big = "x".repeat(200_000);
+    socket.send(Message::text(big.clone())).await.expect("send big");
+    let reply = socket.next().await.expect("a reply").expect("a message");
+    assert_eq!(reply.into_text().expect("text").len(), big.len() + "echo: ".len());
+    socket.close(None).await.expect("close");
+
+    // The gateway keeps serving plain requests, on new connections and with a second socket open.
+    let (mut second, _) = {
+        let mut request = url.as_str().into_client_request().expect("request");
+        request.headers_mut().insert("x-api-key", "alice-key".parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.expect("second handshake")
+    };
+    let client = HttpClient::http1();
+    let r = client.get(&gw.url("/plain")).await;
+    assert_eq!(r.status, 200);
+    second.send(Message::text("still here")).await.expect("send");
+    assert_eq!(second.next().await.expect("reply").expect("message"), Message::text("echo: still here"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_switches_unasked_is_refused() {
+    // An upstream answering 101 to a plain request: the client gets a 502, not a switched
+    // connection it never asked for.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n").await;
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    let toml = format!("[upstreams.odd]\ntargets = [\"{addr}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"odd\"\n");
+    let gw = Gateway::start(&toml, None).await;
+    let r = HttpClient::http1().get(&gw.url("/x")).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("asked for no upgrade"), "{}", r.text());
+    gw.stop().await;
+    server.abort();
+}
