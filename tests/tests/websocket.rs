@@ -85,6 +85,17 @@ async fn websocket_messages_flow_through_the_gateway_after_the_chain_admits_the_
     assert_eq!(reply.into_text().expect("text").len(), big.len() + "echo: ".len());
     socket.close(None).await.expect("close");
 
+    // An upstream that does not switch (a plain HTTP server answering 200): the client's
+    // handshake fails with that answer, not a hang, and the upstream did get the upgrade asked.
+    match tokio_tungstenite::connect_async(format!("ws://{}/plain", gw.addr())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 200);
+            let echo: serde_json::Value = serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("echo JSON");
+            assert_eq!(echo["headers"]["upgrade"], serde_json::json!(["websocket"]), "{echo}");
+        }
+        other => panic!("expected the upstream's 200, got {other:?}"),
+    }
+
     // The gateway keeps serving plain requests, on new connections and with a second socket open.
     let (mut second, _) = {
         let mut request = url.as_str().into_client_request().expect("request");

@@ -43,6 +43,11 @@ fn always_hop_by_hop(name: &HeaderName) -> bool {
     *name == header::UPGRADE || HOP_BY_HOP.contains(name)
 }
 
+/// The options `Connection` lists (header names, `close`, `upgrade`, ...), trimmed, as sent.
+pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+}
+
 /// Removes hop-by-hop headers: the fixed list, `Upgrade`, and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most requests and many responses carry none: one pass over their few names costs less
@@ -52,12 +57,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // `Connection: keep-alive` / `close`, the common cases, name nothing to collect: those are
     // removed below or are no header at all.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    let named: Vec<HeaderName> = connection_tokens(headers)
         .filter(|name| !name.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_str())))
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();

@@ -28,12 +28,7 @@ pub fn requested(headers: &HeaderMap, version: Version) -> Option<HeaderValue> {
         return None;
     }
     let upgrade = headers.get(header::UPGRADE)?;
-    let named = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let named = super::headers::connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"));
     named.then(|| upgrade.clone())
 }
 
