@@ -5,6 +5,8 @@
 
 use airlock_tests::websocket::EchoServer;
 use airlock_tests::{Gateway, HttpClient};
+use std::time::{Duration, Instant};
+
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
@@ -107,6 +109,44 @@ async fn websocket_messages_flow_through_the_gateway_after_the_chain_admits_the_
     assert_eq!(r.status, 200);
     second.send(Message::text("still here")).await.expect("send");
     assert_eq!(second.next().await.expect("reply").expect("message"), Message::text("echo: still here"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_with_nothing_passing_is_closed_after_tunnel_idle_ms() {
+    let ws = EchoServer::start().await;
+    let plain = airlock_tests::Upstream::start().await;
+    let idle = Duration::from_millis(1500);
+    let toml = format!("[timeouts]\ntunnel_idle_ms = {}\n{}", idle.as_millis(), config(&ws, &plain));
+    let gw = Gateway::start(&toml, None).await;
+    let connect = || async {
+        let mut request = format!("ws://{}/chat", gw.addr()).into_client_request().expect("request");
+        request.headers_mut().insert("x-api-key", "alice-key".parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.expect("handshake through the gateway").0
+    };
+    let mut socket = connect().await;
+
+    // Traffic keeps it open: a message every 200 ms for over twice the idle time.
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < idle * 3 {
+        socket.send(Message::text(format!("ping {sent}"))).await.expect("an active tunnel stays open");
+        let reply = socket.next().await.expect("a reply").expect("an active tunnel stays open");
+        assert_eq!(reply, Message::text(format!("echo: ping {sent}")));
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Nothing passing: the gateway closes both sides, no sooner than the idle time.
+    let quiet = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("the gateway closes an idle tunnel");
+    assert!(matches!(end, None | Some(Err(_))), "expected the connection closed, got {end:?}");
+    assert!(quiet.elapsed() >= idle * 2 / 3, "closed after {:?}, before the idle time", quiet.elapsed());
+
+    // The gateway serves on: a new socket works.
+    let mut again = connect().await;
+    again.send(Message::text("after")).await.expect("send");
+    assert_eq!(again.next().await.expect("reply").expect("message"), Message::text("echo: after"));
     gw.stop().await;
 }
 

@@ -249,13 +249,17 @@ pub struct TimeoutsConfig {
     /// HTTP/2 client connection gets a GOAWAY (`keepalive::serve_until_idle`).
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub idle_ms: u64,
+    /// How long a switched connection (a WebSocket after its `101`) is kept with no byte passing
+    /// either way; then both sides are closed (`proxy::upgrade::tunnel`).
+    #[serde(deserialize_with = "bounds::at_least_one")]
+    pub tunnel_idle_ms: u64,
     /// On shutdown, how long in-flight requests get to finish before connections are closed.
     pub drain_ms: u64,
 }
 
 impl Default for TimeoutsConfig {
     fn default() -> Self {
-        Self { connect_ms: 5_000, request_ms: 30_000, idle_ms: 60_000, drain_ms: 10_000 }
+        Self { connect_ms: 5_000, request_ms: 30_000, idle_ms: 60_000, tunnel_idle_ms: 300_000, drain_ms: 10_000 }
     }
 }
 
