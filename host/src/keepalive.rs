@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 
 use crate::connections::ConnectionBuilders;
-use crate::telemetry::metrics::ConnectionCount;
+use crate::telemetry::metrics::ConnectionGauges;
 
 /// How long a keep-alive connection must be quiet (checked every this often, so it is parked
 /// within two of these) before hyper's buffers are given back. Short, as nginx frees a
@@ -146,14 +146,14 @@ impl Parkable for Box<TlsStream<TcpStream>> {
 
 /// Serves HTTP/1.1 on `stream` until the client closes it, an error ends it, its idle time runs
 /// out, or `shutdown` turns true (after the request in progress, if any). `service` must mark
-/// each request it answers with `activity` ([`Activity::answering`]); `parked` counts the
-/// connection while it is parked.
+/// each request it answers with `activity` ([`Activity::answering`]); `gauges` count the
+/// connection while it is parked or switched.
 pub async fn serve<T, S>(
     builders: &ConnectionBuilders,
     stream: T,
     mut service: S,
     activity: Arc<Activity>,
-    parked: ConnectionCount,
+    gauges: ConnectionGauges,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error>
 where
@@ -207,6 +207,7 @@ where
         let switched = activity.switched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(upstream) = switched {
             // hyper stopped after sending a 101: the rest of the connection is the tunnel's.
+            let _switched = gauges.switched.enter();
             crate::proxy::upgrade::tunnel(parts.io.io.into_inner(), parts.read_buf, upstream, builders.tunnel_idle(), shutdown).await;
             return Ok(());
         }
@@ -227,7 +228,7 @@ where
         // Even empty, the buffer handle keeps hyper's whole read buffer allocated.
         drop(parts.read_buf);
         // Parked: only the socket and this task remain until the client sends again.
-        let _parked = parked.enter();
+        let _parked = gauges.parked.enter();
         let wait = builders.idle().saturating_sub(PARK_AFTER);
         tokio::select! {
             ready = io.io.inner().readable() => if ready.is_err() { return Ok(()) },

@@ -24,7 +24,7 @@ use crate::connections::{ConnectionBuilders, Protocol};
 use crate::keepalive::{self, Activity};
 use crate::proxy::ConnectionInfo;
 use crate::reload::LiveGateway;
-use crate::telemetry::metrics::ConnectionCount;
+use crate::telemetry::metrics::ConnectionGauges;
 use crate::telemetry::observed_body::ObservedBody;
 use crate::tls;
 use crate::workers::{self, ConnectionBalancer, Placement, Workers};
@@ -185,14 +185,14 @@ async fn serve_connection(
 ) {
     let generation = live.current();
     let _open = generation.gateway.telemetry.metrics.connection_opened();
-    let parked = generation.gateway.telemetry.metrics.parked_connections();
+    let gauges = generation.gateway.telemetry.metrics.connection_gauges();
     let builders = generation.connections.clone();
     let tls = generation.tls.get(index).cloned().flatten();
     drop(generation);
     if let Some(tls) = tls {
         // Boxed: this task lives as long as the connection, and sized for a TLS session and its
         // handshake it would cost every cleartext connection 7.1 KB instead of 2 KB.
-        return Box::pin(serve_tls(live, &builders, tls, stream, peer, watcher, parked, shutdown)).await;
+        return Box::pin(serve_tls(live, &builders, tls, stream, peer, watcher, gauges, shutdown)).await;
     }
     // Until its first bytes arrive a connection is not yet watched by the drain: a shutdown
     // closes it here instead.
@@ -202,7 +202,7 @@ async fn serve_connection(
     };
     let conn = ConnectionInfo { peer, scheme: "http" };
     if protocol == Protocol::Http1 {
-        return serve_http1(live, &builders, conn, None, stream, watcher, parked, shutdown).await;
+        return serve_http1(live, &builders, conn, None, stream, watcher, gauges, shutdown).await;
     }
     // Boxed like the TLS path, so an HTTP/1 connection's task is not sized for HTTP/2.
     Box::pin(serve_http2(live, &builders, protocol, conn, None, stream, watcher, shutdown)).await;
@@ -218,7 +218,7 @@ async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     watcher: Watcher,
-    parked: ConnectionCount,
+    gauges: ConnectionGauges,
     shutdown: watch::Receiver<bool>,
 ) {
     // Boxed, so the handshake's state is freed once it is done rather than kept with the connection.
@@ -235,7 +235,7 @@ async fn serve_tls(
     let identity = session.peer_certificates().and_then(|c| c.first()).and_then(tls::client_identity).map(Arc::new);
     let conn = ConnectionInfo { peer, scheme: "https" };
     if protocol == Protocol::Http1 {
-        serve_http1(live, builders, conn, identity, stream, watcher, parked, shutdown).await;
+        serve_http1(live, builders, conn, identity, stream, watcher, gauges, shutdown).await;
     } else {
         // Boxed, so an HTTP/1.1 connection's task, parked or not, is not sized for HTTP/2.
         Box::pin(serve_http2(live, builders, protocol, conn, identity, stream, watcher, shutdown)).await;
@@ -252,12 +252,12 @@ async fn serve_http1<T: keepalive::Parkable>(
     identity: Option<Arc<tls::ClientIdentity>>,
     stream: T,
     _drain: Watcher,
-    parked: ConnectionCount,
+    gauges: ConnectionGauges,
     shutdown: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::default());
     let service = gateway_service(live, conn, identity, Some(activity.clone()));
-    if let Err(e) = keepalive::serve(builders, stream, service, activity, parked, shutdown).await {
+    if let Err(e) = keepalive::serve(builders, stream, service, activity, gauges, shutdown).await {
         tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}");
     }
 }

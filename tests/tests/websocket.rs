@@ -124,7 +124,23 @@ async fn a_websocket_with_nothing_passing_is_closed_after_tunnel_idle_ms() {
         request.headers_mut().insert("x-api-key", "alice-key".parse().unwrap());
         tokio_tungstenite::connect_async(request).await.expect("handshake through the gateway").0
     };
+    // The gauge moves once the connection's task has joined the two sides, just after the 101.
+    let switched_reach = |n: f64| {
+        let gw = &gw;
+        async move {
+            let mut seen = f64::NAN;
+            for _ in 0..100 {
+                seen = airlock_tests::metric_value(gw, "airlock_switched_connections", &[]).await;
+                if seen == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("airlock_switched_connections stayed at {seen}, not {n}");
+        }
+    };
     let mut socket = connect().await;
+    switched_reach(1.0).await;
 
     // Traffic keeps it open: a message every 200 ms for over twice the idle time.
     let started = Instant::now();
@@ -142,11 +158,13 @@ async fn a_websocket_with_nothing_passing_is_closed_after_tunnel_idle_ms() {
     let end = tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("the gateway closes an idle tunnel");
     assert!(matches!(end, None | Some(Err(_))), "expected the connection closed, got {end:?}");
     assert!(quiet.elapsed() >= idle * 2 / 3, "closed after {:?}, before the idle time", quiet.elapsed());
+    switched_reach(0.0).await;
 
     // The gateway serves on: a new socket works.
     let mut again = connect().await;
     again.send(Message::text("after")).await.expect("send");
     assert_eq!(again.next().await.expect("reply").expect("message"), Message::text("echo: after"));
+    switched_reach(1.0).await;
     gw.stop().await;
 }
 

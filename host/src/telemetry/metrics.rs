@@ -115,6 +115,7 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     active_connections: Gauge,
     parked_connections: Gauge,
+    switched_connections: Gauge,
     anomalies: Family<AnomalyLabels, Counter>,
     /// Plugin instance pools, read at scrape time.
     pub pools: Arc<super::pools::PoolRegistry>,
@@ -171,6 +172,12 @@ impl Metrics {
             "Idle HTTP/1.1 keep-alive client connections parked now, holding no HTTP buffers",
             parked_connections.clone(),
         );
+        let switched_connections = Gauge::default();
+        registry.register(
+            "switched_connections",
+            "Client connections switched to another protocol (WebSocket) and joined to their upstream now",
+            switched_connections.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -210,6 +217,7 @@ impl Metrics {
             upstream_errors,
             active_connections,
             parked_connections,
+            switched_connections,
             anomalies,
             pools,
             plugin_metrics,
@@ -276,11 +284,22 @@ impl Metrics {
         self.active_connections.get()
     }
 
-    /// The count of parked idle connections (`airlock_parked_connections`), for the connection
-    /// tasks that park them.
-    pub fn parked_connections(&self) -> ConnectionCount {
-        ConnectionCount { gauge: self.parked_connections.clone() }
+    /// The gauges a client connection's task moves it in and out of, as its state changes.
+    pub fn connection_gauges(&self) -> ConnectionGauges {
+        ConnectionGauges {
+            parked: ConnectionCount { gauge: self.parked_connections.clone() },
+            switched: ConnectionCount { gauge: self.switched_connections.clone() },
+        }
     }
+}
+
+/// The states an HTTP/1.1 client connection is counted in besides open.
+#[derive(Clone)]
+pub struct ConnectionGauges {
+    /// Idle and parked (`airlock_parked_connections`).
+    pub parked: ConnectionCount,
+    /// Switched protocols and joined to its upstream (`airlock_switched_connections`).
+    pub switched: ConnectionCount,
 }
 
 /// Labels of `airlock_config_reloads_total`.
@@ -332,7 +351,8 @@ impl ConnectionCount {
     }
 }
 
-/// Keeps a connection counted in a gauge (`airlock_active_connections`, `airlock_parked_connections`).
+/// Keeps a connection counted in a gauge (`airlock_active_connections`, `airlock_parked_connections`,
+/// `airlock_switched_connections`).
 pub struct ConnectionGuard {
     gauge: Gauge<i64, AtomicI64>,
 }
