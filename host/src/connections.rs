@@ -133,7 +133,9 @@ fn builder(limits: &LimitsConfig, idle: Duration) -> auto::Builder<TokioExecutor
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes * PARSER_HEADER_SLACK).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(idle / 2));
+        .keep_alive_interval(Some(idle / 2))
+        // WebSocket over HTTP/2 (RFC 8441, `proxy::upgrade`).
+        .enable_connect_protocol();
     builder
 }
 

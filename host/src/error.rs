@@ -82,6 +82,13 @@ pub enum GatewayError {
         /// What is wrong.
         reason: String,
     },
+    /// An HTTP/2 WebSocket handshake (extended CONNECT) was answered with a success that is not
+    /// a switch: passed on, it would open a stream with nothing behind it.
+    #[error("the WebSocket handshake was answered {0} without switching protocols")]
+    NotSwitched(u16),
+    /// An HTTP/2 extended CONNECT for a protocol other than `websocket` (RFC 8441 allows any).
+    #[error("extended CONNECT for `{0}` is not supported, only `websocket`")]
+    UnsupportedProtocol(String),
 }
 
 impl GatewayError {
@@ -100,6 +107,8 @@ impl GatewayError {
             GatewayError::PluginBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::UpstreamBadEncoding { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::NotSwitched(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UnsupportedProtocol(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -119,6 +128,8 @@ impl GatewayError {
             GatewayError::PluginBusy(_) => "plugin_busy",
             GatewayError::UnsupportedEncoding(_) => "unsupported_encoding",
             GatewayError::UpstreamBadEncoding { .. } => "upstream_bad_encoding",
+            GatewayError::NotSwitched(_) => "not_switched",
+            GatewayError::UnsupportedProtocol(_) => "unsupported_protocol",
         }
     }
 

@@ -24,6 +24,7 @@ use crate::connections::{ConnectionBuilders, Protocol};
 use crate::keepalive::{self, Activity};
 use crate::proxy::ConnectionInfo;
 use crate::reload::LiveGateway;
+use crate::proxy::upgrade::{self, StreamTunnels};
 use crate::telemetry::metrics::ConnectionGauges;
 use crate::telemetry::observed_body::ObservedBody;
 use crate::tls;
@@ -205,7 +206,7 @@ async fn serve_connection(
         return serve_http1(live, &builders, conn, None, stream, watcher, gauges, shutdown).await;
     }
     // Boxed like the TLS path, so an HTTP/1 connection's task is not sized for HTTP/2.
-    Box::pin(serve_http2(live, &builders, protocol, conn, None, stream, watcher, shutdown)).await;
+    Box::pin(serve_http2(live, &builders, protocol, conn, None, stream, watcher, gauges, shutdown)).await;
 }
 
 /// Serves a connection on a TLS listener: the handshake, then HTTP in the protocol ALPN agreed
@@ -238,7 +239,7 @@ async fn serve_tls(
         serve_http1(live, builders, conn, identity, stream, watcher, gauges, shutdown).await;
     } else {
         // Boxed, so an HTTP/1.1 connection's task, parked or not, is not sized for HTTP/2.
-        Box::pin(serve_http2(live, builders, protocol, conn, identity, stream, watcher, shutdown)).await;
+        Box::pin(serve_http2(live, builders, protocol, conn, identity, stream, watcher, gauges, shutdown)).await;
     }
 }
 
@@ -256,7 +257,8 @@ async fn serve_http1<T: keepalive::Parkable>(
     shutdown: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::default());
-    let service = gateway_service(live, conn, identity, Some(activity.clone()));
+    // A switch is joined by `keepalive::serve` itself, after hyper has sent the 101.
+    let service = gateway_service(live, conn, identity, Some(activity.clone()), None);
     if let Err(e) = keepalive::serve(builders, stream, service, activity, gauges, shutdown).await {
         tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}");
     }
@@ -274,13 +276,15 @@ async fn serve_http2<T>(
     identity: Option<Arc<tls::ClientIdentity>>,
     stream: T,
     _drain: Watcher,
+    gauges: ConnectionGauges,
     shutdown: watch::Receiver<bool>,
 ) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::default());
-    let service = gateway_service(live, conn, identity, Some(activity.clone()));
-    let connection = builders.auto(protocol).serve_connection(TokioIo::new(stream), service).into_owned();
+    let tunnels = StreamTunnels { idle: builders.tunnel_idle(), gauge: gauges.switched, shutdown: shutdown.clone() };
+    let service = gateway_service(live, conn, identity, Some(activity.clone()), Some(tunnels));
+    let connection = builders.auto(protocol).serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
     if let Err(e) = keepalive::serve_until_idle(connection, activity, builders.idle(), shutdown).await {
         tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}");
     }
@@ -289,12 +293,15 @@ async fn serve_http2<T>(
 /// The service hyper calls for each request on one connection: the gateway current when the
 /// request arrives, told about the connection (and its verified client certificate). With
 /// `activity`, each request is marked as being answered until its response head is ready
-/// ([`keepalive`] parks a connection only while none is).
+/// ([`keepalive`] parks a connection only while none is). With `tunnels`, a request that
+/// switches protocols (WebSocket over HTTP/2, or over HTTP/1.1 that hyper's protocol detection
+/// serves) is joined to its upstream on a task of its own; without, the connection's task joins it.
 fn gateway_service(
     live: Arc<LiveGateway>,
     conn: ConnectionInfo,
     identity: Option<Arc<tls::ClientIdentity>>,
     activity: Option<Arc<Activity>>,
+    tunnels: Option<StreamTunnels>,
 ) -> impl Service<Request<Incoming>, Response = Response<ObservedBody>, Error = Infallible, Future: Unpin + Send + 'static>
 + Unpin
 + Send
@@ -305,19 +312,27 @@ fn gateway_service(
             request.extensions_mut().insert(id.clone());
         }
         let answering = activity.as_ref().map(|a| a.answering());
+        // The client's side of a switch, and what its task needs: only for requests asking one.
+        let stream_tunnel = tunnels.as_ref().and_then(|t| Some((upgrade::client_side(&mut request)?, t.clone())));
         // Boxed: hyper's HTTP/1 connection holds a slot the size of this future for its whole
         // life, idle or not; a box keeps that slot one pointer and the request's state is freed
         // when the response is done (~1 KB less per idle keep-alive connection).
         Box::pin(async move {
             let mut response = gateway.handle(request, conn).await;
-            if let Some(upgrade) = response.extensions_mut().remove::<crate::proxy::upgrade::UpstreamUpgrade>()
-                && crate::proxy::upgrade::switches(response.status())
-                && let Some(answering) = &answering
-            {
-                // The connection's task joins it to the upstream once hyper has sent the 101.
-                answering.switch_to(upgrade.0);
+            if let Some(upstream) = response.extensions_mut().remove::<upgrade::UpstreamUpgrade>() {
+                match stream_tunnel {
+                    // A task of its own joins them once hyper has sent the response.
+                    Some((client, tunnels)) => tunnels.join(client, upstream.0, answering),
+                    // The connection's task joins them once hyper has sent the 101.
+                    None => {
+                        if let Some(answering) = &answering
+                            && upgrade::switches(response.status())
+                        {
+                            answering.switch_to(upstream.0);
+                        }
+                    }
+                }
             }
-            drop(answering);
             Ok::<_, Infallible>(response)
         })
     })

@@ -348,18 +348,25 @@ async fn websocket_over_a_tls_listener() {
         ws.addr
     );
     let gw = Gateway::start(&toml, None).await;
-    let config = client_config(&pki, &[b"http/1.1"], &[&rustls::version::TLS13], false);
-    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
-    let name = ServerName::try_from("api.example.test").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("handshake");
-    let request = "wss://api.example.test/chat".into_client_request().expect("request");
-    let (mut socket, response) = tokio_tungstenite::client_async(request, tls).await.expect("WebSocket handshake over TLS");
-    assert_eq!(response.status(), 101);
-    for i in 0..3 {
-        socket.send(Message::text(format!("over tls {i}"))).await.expect("send");
-        assert_eq!(socket.next().await.expect("reply").expect("message"), Message::text(format!("echo: over tls {i}")));
+    // With ALPN `http/1.1`, as browsers send for wss://; and with none, as many WebSocket
+    // libraries do (the gateway then reads the protocol from the client's bytes).
+    let alpns: [&[&[u8]]; 2] = [&[b"http/1.1"], &[]];
+    for alpn in alpns {
+        let config = client_config(&pki, alpn, &[&rustls::version::TLS13], false);
+        let tcp = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
+        let name = ServerName::try_from("api.example.test").expect("name");
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("handshake");
+        let request = "wss://api.example.test/chat".into_client_request().expect("request");
+        let (mut socket, response) = tokio_tungstenite::client_async(request, tls).await.expect("WebSocket handshake over TLS");
+        assert_eq!(response.status(), 101, "ALPN {alpn:?}");
+        for i in 0..3 {
+            socket.send(Message::text(format!("over tls {i}"))).await.expect("send");
+            let reply = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next()).await;
+            let reply = reply.unwrap_or_else(|_| panic!("no reply through the tunnel, ALPN {alpn:?}"));
+            assert_eq!(reply.expect("reply").expect("message"), Message::text(format!("echo: over tls {i}")), "ALPN {alpn:?}");
+        }
+        socket.close(None).await.expect("close");
     }
-    socket.close(None).await.expect("close");
-    assert_eq!(ws.handshakes.lock().unwrap().len(), 1);
+    assert_eq!(ws.handshakes.lock().unwrap().len(), 2);
     gw.stop().await;
 }

@@ -7,7 +7,12 @@ use airlock_tests::websocket::EchoServer;
 use airlock_tests::{Gateway, HttpClient};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
@@ -42,6 +47,20 @@ upstream = "plain"
         ws = ws.addr,
         plain = plain.addr,
     )
+}
+
+/// Waits (up to 5 s) for the gateway's `metric` to read `n`: a tunnel's gauge moves once its
+/// two sides are joined, just after the response that opened it.
+async fn metric_reaches(gw: &Gateway, metric: &str, n: f64) {
+    let mut seen = f64::NAN;
+    for _ in 0..100 {
+        seen = airlock_tests::metric_value(gw, metric, &[]).await;
+        if seen == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{metric} stayed at {seen}, not {n}");
 }
 
 #[tokio::test]
@@ -112,6 +131,123 @@ async fn websocket_messages_flow_through_the_gateway_after_the_chain_admits_the_
     gw.stop().await;
 }
 
+/// Opens an HTTP/2 connection (prior knowledge) to `addr`, as a browser does over TLS.
+async fn http2_connection(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// An extended CONNECT (RFC 8441) for `protocol` on `path`, with `headers`.
+fn extended_connect(addr: std::net::SocketAddr, path: &str, protocol: &'static str, headers: &[(&str, &str)]) -> http::Request<Empty<Bytes>> {
+    let mut builder = http::Request::builder().method(http::Method::CONNECT).uri(format!("http://{addr}{path}")).version(http::Version::HTTP_2);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let mut request = builder.body(Empty::new()).expect("request");
+    request.extensions_mut().insert(hyper::ext::Protocol::from_static(protocol));
+    request
+}
+
+#[tokio::test]
+async fn websocket_over_http2_reaches_an_http1_upstream() {
+    let ws = EchoServer::start().await;
+    let plain = airlock_tests::Upstream::start().await;
+    let gw = Gateway::start(&config(&ws, &plain), None).await;
+    let mut h2 = http2_connection(gw.addr()).await;
+    // A plain request first: the gateway's SETTINGS (extended CONNECT enabled) are then in.
+    let plain_response = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
+    assert_eq!(plain_response.status(), 200);
+
+    // key-auth guards it like any handshake: refused, the upstream never sees it.
+    let refused = h2.send_request(extended_connect(gw.addr(), "/chat", "websocket", &[("sec-websocket-version", "13")])).await.expect("CONNECT");
+    assert_eq!(refused.status(), 401);
+    assert!(ws.handshakes.lock().unwrap().is_empty(), "a refused handshake reached the upstream");
+
+    // Admitted: the stream opens with a 200 carrying the plugins' response headers, and the
+    // upstream got an HTTP/1.1 handshake with the plugins' request changes.
+    let headers = [("sec-websocket-version", "13"), ("x-api-key", "alice-key")];
+    let mut opened = h2.send_request(extended_connect(gw.addr(), "/chat", "websocket", &headers)).await.expect("CONNECT");
+    assert_eq!(opened.status(), 200);
+    assert_eq!(opened.headers().get("x-via-gateway").map(|v| v.to_str().unwrap()), Some("yes"));
+    assert!(opened.headers().get("sec-websocket-accept").is_none(), "the HTTP/1.1 handshake's answer stays on its hop");
+    {
+        let seen = ws.handshakes.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].get("upgrade").map(|v| v.to_str().unwrap()), Some("websocket"));
+        assert!(seen[0].get("sec-websocket-key").is_some(), "the gateway makes the HTTP/1.1 handshake's key");
+        assert_eq!(seen[0].get("x-consumer-id").map(|v| v.to_str().unwrap()), Some("alice"));
+    }
+    let stream = hyper::upgrade::on(&mut opened).await.expect("the stream opens");
+    let mut socket = WebSocketStream::from_raw_socket(TokioIo::new(stream), Role::Client, None).await;
+    metric_reaches(&gw, "airlock_switched_connections", 1.0).await;
+    for i in 0..3 {
+        socket.send(Message::text(format!("over h2 {i}"))).await.expect("send");
+        assert_eq!(socket.next().await.expect("reply").expect("message"), Message::text(format!("echo: over h2 {i}")));
+    }
+    let big = "y".repeat(100_000);
+    socket.send(Message::text(big.clone())).await.expect("send big");
+    assert_eq!(socket.next().await.expect("reply").expect("message").into_text().expect("text").len(), big.len() + 6);
+
+    // The same connection serves other requests meanwhile.
+    let again = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
+    assert_eq!(again.status(), 200);
+
+    // An upstream that does not switch: no stream opens to nothing; the client gets a 502.
+    let not_switched = h2.send_request(extended_connect(gw.addr(), "/plain", "websocket", &[("sec-websocket-version", "13")])).await.expect("CONNECT");
+    assert_eq!(not_switched.status(), 502);
+    // Another protocol than websocket: refused.
+    let other = h2.send_request(extended_connect(gw.addr(), "/plain", "connect-udp", &[])).await.expect("CONNECT");
+    assert_eq!(other.status(), 501);
+
+    socket.send(Message::text("still open")).await.expect("send");
+    assert_eq!(socket.next().await.expect("reply").expect("message"), Message::text("echo: still open"));
+    socket.close(None).await.expect("close");
+    drop(socket);
+    metric_reaches(&gw, "airlock_switched_connections", 0.0).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_drain_closes_open_websockets_over_http1_and_http2() {
+    let ws = EchoServer::start().await;
+    let plain = airlock_tests::Upstream::start().await;
+    // A drain long enough that waiting it out would show.
+    let gw = Gateway::start(&format!("[timeouts]\ndrain_ms = 60000\n{}", config(&ws, &plain)), None).await;
+    let mut request = format!("ws://{}/chat", gw.addr()).into_client_request().expect("request");
+    request.headers_mut().insert("x-api-key", "alice-key".parse().unwrap());
+    let (mut over_h1, _) = tokio_tungstenite::connect_async(request).await.expect("handshake over HTTP/1.1");
+    let mut h2 = http2_connection(gw.addr()).await;
+    h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
+    let headers = [("sec-websocket-version", "13"), ("x-api-key", "alice-key")];
+    let mut opened = h2.send_request(extended_connect(gw.addr(), "/chat", "websocket", &headers)).await.expect("CONNECT");
+    assert_eq!(opened.status(), 200);
+    let stream = hyper::upgrade::on(&mut opened).await.expect("the stream opens");
+    let mut over_h2 = WebSocketStream::from_raw_socket(TokioIo::new(stream), Role::Client, None).await;
+    echoes(&mut over_h1, "before").await;
+    echoes(&mut over_h2, "before").await;
+    metric_reaches(&gw, "airlock_switched_connections", 2.0).await;
+
+    let stopped = tokio::time::timeout(Duration::from_secs(20), gw.stop()).await;
+    assert!(stopped.is_ok(), "the drain waited on the open tunnels instead of closing them");
+    closed(&mut over_h1).await;
+    closed(&mut over_h2).await;
+}
+
+/// Sends `text` and checks the echo server's answer comes back.
+async fn echoes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(socket: &mut WebSocketStream<S>, text: &str) {
+    socket.send(Message::text(text)).await.expect("send");
+    assert_eq!(socket.next().await.expect("reply").expect("message"), Message::text(format!("echo: {text}")));
+}
+
+/// Checks the socket is closed (or closes within 5 s).
+async fn closed<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(socket: &mut WebSocketStream<S>) {
+    let end = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("the tunnel is closed");
+    assert!(matches!(end, None | Some(Err(_))), "expected the connection closed, got {end:?}");
+}
+
 #[tokio::test]
 async fn a_websocket_with_nothing_passing_is_closed_after_tunnel_idle_ms() {
     let ws = EchoServer::start().await;
@@ -124,23 +260,8 @@ async fn a_websocket_with_nothing_passing_is_closed_after_tunnel_idle_ms() {
         request.headers_mut().insert("x-api-key", "alice-key".parse().unwrap());
         tokio_tungstenite::connect_async(request).await.expect("handshake through the gateway").0
     };
-    // The gauge moves once the connection's task has joined the two sides, just after the 101.
-    let switched_reach = |n: f64| {
-        let gw = &gw;
-        async move {
-            let mut seen = f64::NAN;
-            for _ in 0..100 {
-                seen = airlock_tests::metric_value(gw, "airlock_switched_connections", &[]).await;
-                if seen == n {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("airlock_switched_connections stayed at {seen}, not {n}");
-        }
-    };
     let mut socket = connect().await;
-    switched_reach(1.0).await;
+    metric_reaches(&gw, "airlock_switched_connections", 1.0).await;
 
     // Traffic keeps it open: a message every 200 ms for over twice the idle time.
     let started = Instant::now();
@@ -158,13 +279,13 @@ async fn a_websocket_with_nothing_passing_is_closed_after_tunnel_idle_ms() {
     let end = tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("the gateway closes an idle tunnel");
     assert!(matches!(end, None | Some(Err(_))), "expected the connection closed, got {end:?}");
     assert!(quiet.elapsed() >= idle * 2 / 3, "closed after {:?}, before the idle time", quiet.elapsed());
-    switched_reach(0.0).await;
+    metric_reaches(&gw, "airlock_switched_connections", 0.0).await;
 
     // The gateway serves on: a new socket works.
     let mut again = connect().await;
     again.send(Message::text("after")).await.expect("send");
     assert_eq!(again.next().await.expect("reply").expect("message"), Message::text("echo: after"));
-    switched_reach(1.0).await;
+    metric_reaches(&gw, "airlock_switched_connections", 1.0).await;
     gw.stop().await;
 }
 

@@ -112,9 +112,18 @@ impl Gateway {
         // The client's path and query, shared, not copied: sent upstream as they are unless a
         // plugin or the route changes them, and named in the warning if the request fails.
         let client_target = request.uri().path_and_query().cloned();
+        let extended_connect = request.extensions().get::<upgrade::ExtendedConnect>().is_some();
         let answered = match normalized {
             Ok(()) => self.proxy(request, conn, request_id, record, client_target.as_ref()).await,
             Err(refused) => Err(refused),
+        };
+        let answered = match answered {
+            // An HTTP/2 WebSocket: the upstream's 101 opens the stream with a 200.
+            Ok(mut response) if extended_connect => match upgrade::answer_extended_connect(&mut response) {
+                Ok(()) => Ok(response),
+                Err(status) => Err(GatewayError::NotSwitched(status.as_u16())),
+            },
+            other => other,
         };
         match answered {
             Ok(response) => response,
@@ -234,6 +243,11 @@ impl Gateway {
         if request.headers().contains_key(header::TRANSFER_ENCODING) && request.headers().contains_key(header::CONTENT_LENGTH) {
             return Err(GatewayError::BadRequest("both Transfer-Encoding and Content-Length: ambiguous framing refused".into()));
         }
+        // An extended CONNECT still carrying its `:protocol` is not a WebSocket's
+        // (`upgrade::client_side` takes those).
+        if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
+            return Err(GatewayError::UnsupportedProtocol(protocol.as_str().to_owned()));
+        }
         let limits = &self.limits;
         if request.headers().len() > limits.max_headers {
             return Err(GatewayError::HeadersTooLarge(format!(
@@ -290,7 +304,8 @@ impl Gateway {
         });
         let declared_length = headers.contains_key(header::CONTENT_LENGTH);
         let te_trailers = headers::accepts_trailers(&headers);
-        let switch_to = upgrade::requested(&headers, parts.version);
+        let extended_connect = parts.extensions.get::<upgrade::ExtendedConnect>().is_some();
+        let switch_to = upgrade::requested(&headers, parts.version, extended_connect);
         headers::strip_hop_by_hop(&mut headers);
         if let Some(protocol) = switch_to
             && route.upstream.as_ref().is_some_and(|u| u.version() == Version::HTTP_11)

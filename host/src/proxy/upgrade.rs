@@ -7,10 +7,21 @@
 //!
 //! `Upgrade` and `Connection: upgrade` are hop-by-hop: they are removed as always and put back
 //! only on this path. An upstream's 101 to a request that asked for no upgrade is refused (502).
+//!
+//! WebSocket over HTTP/2 (RFC 8441): a client's extended CONNECT with `:protocol = websocket` is
+//! read as that same HTTP/1.1 handshake ([`client_side`]), goes the same way, and the upstream's
+//! 101 reaches the client as the `200` that opens the stream ([`answer_extended_connect`]).
+//!
+//! Who joins the two sides: an HTTP/1.1 connection's own task once hyper has sent the 101
+//! (`keepalive`); on HTTP/2 streams, and on HTTP/1.1 that hyper's protocol detection serves, a
+//! task of the tunnel's own ([`StreamTunnels`]).
 
+use base64::Engine;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::pin::Pin;
@@ -25,10 +36,15 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct UpstreamUpgrade(pub OnUpgrade);
 
-/// The protocol an HTTP/1.1 request asks to switch to (its `Upgrade` value), when its
-/// `Connection` names `upgrade`.
-pub fn requested(headers: &HeaderMap, version: Version) -> Option<HeaderValue> {
-    if version != Version::HTTP_11 {
+/// Marks a request read from an HTTP/2 extended CONNECT ([`client_side`]): it asks for a switch
+/// though it is HTTP/2, and its answer must be the `200` that opens the stream.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtendedConnect;
+
+/// The protocol an HTTP/1.1 request (or one read from an HTTP/2 extended CONNECT) asks to switch
+/// to (its `Upgrade` value), when its `Connection` names `upgrade`.
+pub fn requested(headers: &HeaderMap, version: Version, extended_connect: bool) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 && !extended_connect {
         return None;
     }
     let upgrade = headers.get(header::UPGRADE)?;
@@ -40,6 +56,93 @@ pub fn requested(headers: &HeaderMap, version: Version) -> Option<HeaderValue> {
 pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, protocol);
+}
+
+/// The client's side of a switch on a connection whose task does not join it itself: taken from
+/// the request before it is answered ([`client_side`]), joined by [`StreamTunnels::join`].
+pub struct ClientSide(OnUpgrade);
+
+/// Readies a request for a switch on an HTTP/2 stream, or on HTTP/1.1 served by hyper's protocol
+/// detection. An extended CONNECT for `websocket` (RFC 8441 section 5) becomes the HTTP/1.1
+/// handshake the rest of the gateway knows (routes, plugins and the upstream see a `GET` with
+/// `Upgrade: websocket` and a fresh `Sec-WebSocket-Key`); an HTTP/1.1 upgrade request stays as
+/// it is. Either way the client's side is taken. Any other request: `None`, untouched.
+pub fn client_side(request: &mut Request<Incoming>) -> Option<ClientSide> {
+    if request.version() == Version::HTTP_2 {
+        if request.method() != Method::CONNECT
+            || !request.extensions().get::<Protocol>().is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+        {
+            return None;
+        }
+        request.extensions_mut().remove::<Protocol>();
+        request.extensions_mut().insert(ExtendedConnect);
+        *request.method_mut() = Method::GET;
+        let headers = request.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+    } else {
+        requested(request.headers(), request.version(), false)?;
+    }
+    Some(ClientSide(hyper::upgrade::on(request)))
+}
+
+/// A handshake key (RFC 6455 section 4.1: 16 random bytes, base64): a nonce the upstream echoes
+/// back digested, not a secret.
+fn websocket_key() -> HeaderValue {
+    let key = base64::engine::general_purpose::STANDARD.encode(fastrand::u128(..).to_be_bytes());
+    // Base64 is always a valid header value.
+    HeaderValue::from_str(&key).unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
+/// The answer to a request read from an extended CONNECT: the upstream's 101 becomes the `200`
+/// that opens the stream (without the HTTP/1.1 handshake's headers); any other success would
+/// open it too, with no upstream behind it, so it is refused instead (`Err` with its status).
+pub fn answer_extended_connect<B>(response: &mut Response<B>) -> Result<(), StatusCode> {
+    let status = response.status();
+    if !switches(status) {
+        // A plugin may have changed a 101's status: no switch then.
+        response.extensions_mut().remove::<UpstreamUpgrade>();
+        return if status.is_success() { Err(status) } else { Ok(()) };
+    }
+    if response.extensions().get::<UpstreamUpgrade>().is_none() {
+        return Err(status);
+    }
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+    headers.remove(header::UPGRADE);
+    headers.remove(header::CONNECTION);
+    Ok(())
+}
+
+/// What a tunnel on its own task needs from its connection: the idle time, the gauge it is
+/// counted in, and the gateway's shutdown signal.
+#[derive(Clone)]
+pub struct StreamTunnels {
+    /// `timeouts.tunnel_idle_ms`.
+    pub idle: Duration,
+    /// `airlock_switched_connections`.
+    pub gauge: crate::telemetry::metrics::ConnectionCount,
+    /// Turns true when the gateway drains.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl StreamTunnels {
+    /// Joins `client` to `upstream` on a task of its own, once hyper has sent the response;
+    /// `busy` (the request's mark on its connection) is held meanwhile, so an HTTP/2 connection
+    /// with an open tunnel is not closed as idle.
+    pub fn join<G: Send + 'static>(&self, client: ClientSide, upstream: OnUpgrade, busy: G) {
+        let (idle, gauge, shutdown) = (self.idle, self.gauge.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            let _busy = busy;
+            let _open = gauge.enter();
+            match client.0.await {
+                Ok(client) => tunnel(TokioIo::new(client), Bytes::new(), upstream, idle, shutdown).await,
+                Err(e) => tracing::debug!("the client connection did not switch protocols: {e}"),
+            }
+        });
+    }
 }
 
 /// Whether a response switches protocols.
@@ -158,9 +261,10 @@ mod tests {
     #[test]
     fn an_upgrade_needs_connection_to_name_it() {
         let asked = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
-        assert_eq!(requested(&asked, Version::HTTP_11), Some(HeaderValue::from_static("websocket")));
-        assert_eq!(requested(&asked, Version::HTTP_2), None, "HTTP/2 has no Upgrade");
-        assert_eq!(requested(&headers(&[("upgrade", "websocket")]), Version::HTTP_11), None);
-        assert_eq!(requested(&headers(&[("connection", "upgrade")]), Version::HTTP_11), None);
+        assert_eq!(requested(&asked, Version::HTTP_11, false), Some(HeaderValue::from_static("websocket")));
+        assert_eq!(requested(&asked, Version::HTTP_2, false), None, "HTTP/2 has no Upgrade");
+        assert_eq!(requested(&asked, Version::HTTP_2, true), Some(HeaderValue::from_static("websocket")), "but an extended CONNECT asks");
+        assert_eq!(requested(&headers(&[("upgrade", "websocket")]), Version::HTTP_11, false), None);
+        assert_eq!(requested(&headers(&[("connection", "upgrade")]), Version::HTTP_11, false), None);
     }
 }
