@@ -290,6 +290,24 @@ async fn a_websocket_with_nothing_passing_is_closed_after_tunnel_idle_ms() {
 }
 
 #[tokio::test]
+async fn an_h2c_upgrade_is_not_passed_on() {
+    // h2c smuggling: were `Upgrade: h2c` passed on and switched, the client would speak HTTP/2
+    // straight to the upstream, every later request past the routes and plugins. Only
+    // `websocket` is passed on; anything else goes as a plain request.
+    let ws = EchoServer::start().await;
+    let plain = airlock_tests::Upstream::start().await;
+    let gw = Gateway::start(&config(&ws, &plain), None).await;
+    let headers = [("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c"), ("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA")];
+    let r = HttpClient::http1().request("GET", &gw.url("/plain"), &headers, b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let echo: serde_json::Value = serde_json::from_str(&r.text()).expect("echo JSON");
+    for name in ["upgrade", "http2-settings", "connection"] {
+        assert!(echo["headers"].get(name).is_none(), "the upstream got `{name}`: {echo}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn an_upstream_that_switches_unasked_is_refused() {
     // An upstream answering 101 to a plain request: the client gets a 502, not a switched
     // connection it never asked for.

@@ -1,9 +1,10 @@
-//! Protocol upgrades (RFC 9110 section 7.8), for WebSocket: an HTTP/1.1 request asking to switch
-//! protocols is routed and runs its chain's request phases like any other (authentication, rate
-//! limits, header changes), then goes to an HTTP/1.1 upstream with its `Upgrade` kept. If the
-//! upstream answers `101 Switching Protocols`, the response phases see that head, the client gets
-//! it, and from then on the two connections are joined byte for byte ([`tunnel`]) until either
-//! side closes, nothing passes for `timeouts.tunnel_idle_ms`, or the gateway drains.
+//! Protocol upgrades (RFC 9110 section 7.8), for WebSocket only ([`requested`]): an HTTP/1.1
+//! request asking to switch to `websocket` is routed and runs its chain's request phases like
+//! any other (authentication, rate limits, header changes), then goes to an HTTP/1.1 upstream
+//! with its `Upgrade` kept. If the upstream answers `101 Switching Protocols`, the response
+//! phases see that head, the client gets it, and from then on the two connections are joined
+//! byte for byte ([`tunnel`]) until either side closes, nothing passes for
+//! `timeouts.tunnel_idle_ms`, or the gateway drains.
 //!
 //! `Upgrade` and `Connection: upgrade` are hop-by-hop: they are removed as always and put back
 //! only on this path. An upstream's 101 to a request that asked for no upgrade is refused (502).
@@ -42,12 +43,19 @@ pub struct UpstreamUpgrade(pub OnUpgrade);
 pub struct ExtendedConnect;
 
 /// The protocol an HTTP/1.1 request (or one read from an HTTP/2 extended CONNECT) asks to switch
-/// to (its `Upgrade` value), when its `Connection` names `upgrade`.
+/// to (its `Upgrade` value), when its `Connection` names `upgrade` and the protocol is
+/// `websocket`. Any other upgrade is dropped with the hop-by-hop headers and the request goes on
+/// as a plain one: above all `h2c`, whose tunnel would let the client speak HTTP/2 straight to
+/// the upstream, every later request on it past the gateway's routes and plugins ("h2c
+/// smuggling").
 pub fn requested(headers: &HeaderMap, version: Version, extended_connect: bool) -> Option<HeaderValue> {
     if version != Version::HTTP_11 && !extended_connect {
         return None;
     }
     let upgrade = headers.get(header::UPGRADE)?;
+    if !upgrade.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket") {
+        return None;
+    }
     let named = super::headers::connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"));
     named.then(|| upgrade.clone())
 }
@@ -266,5 +274,14 @@ mod tests {
         assert_eq!(requested(&asked, Version::HTTP_2, true), Some(HeaderValue::from_static("websocket")), "but an extended CONNECT asks");
         assert_eq!(requested(&headers(&[("upgrade", "websocket")]), Version::HTTP_11, false), None);
         assert_eq!(requested(&headers(&[("connection", "upgrade")]), Version::HTTP_11, false), None);
+    }
+
+    #[test]
+    fn only_websocket_is_switched_to() {
+        let asking = |protocol: &str| headers(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", protocol)]);
+        assert_eq!(requested(&asking("WebSocket"), Version::HTTP_11, false), Some(HeaderValue::from_static("WebSocket")));
+        for other in ["h2c", "websocket, h2c", "TLS/1.2", "websocketx", ""] {
+            assert_eq!(requested(&asking(other), Version::HTTP_11, false), None, "{other}");
+        }
     }
 }
