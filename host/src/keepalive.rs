@@ -207,8 +207,8 @@ where
         let switched = activity.switched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(upstream) = switched {
             // hyper stopped after sending a 101: the rest of the connection is the tunnel's.
-            let _switched = gauges.switched.enter();
-            crate::proxy::upgrade::tunnel(parts.io.io.into_inner(), parts.read_buf, upstream, builders.tunnel_idle(), shutdown).await;
+            let io = parts.io.io.into_inner();
+            crate::proxy::upgrade::tunnel(io, parts.read_buf, upstream, builders.tunnel_idle(), &gauges.tunnels, shutdown).await;
             return Ok(());
         }
         (io, service) = (parts.io, parts.service);

@@ -280,6 +280,15 @@ async fn a_websocket_with_nothing_passing_is_closed_after_tunnel_idle_ms() {
     assert!(matches!(end, None | Some(Err(_))), "expected the connection closed, got {end:?}");
     assert!(quiet.elapsed() >= idle * 2 / 3, "closed after {:?}, before the idle time", quiet.elapsed());
     metric_reaches(&gw, "airlock_switched_connections", 0.0).await;
+    // Counted as an idle end, with the bytes each way: at least the messages' payloads (framing
+    // and the client's masks come on top).
+    assert_eq!(airlock_tests::metric_value(&gw, "airlock_tunnels_closed_total", &[("reason", "idle")]).await, 1.0);
+    let payload: usize = (0..sent).map(|i| format!("ping {i}").len()).sum();
+    let up = airlock_tests::metric_value(&gw, "airlock_tunnel_bytes_total", &[("direction", "client_to_upstream")]).await;
+    let down = airlock_tests::metric_value(&gw, "airlock_tunnel_bytes_total", &[("direction", "upstream_to_client")]).await;
+    assert!(up >= payload as f64 && up <= (payload + 14 * sent) as f64, "{up} bytes up for {payload} of payload in {sent} frames");
+    let echoed = payload + "echo: ".len() * sent;
+    assert!(down >= echoed as f64 && down <= (echoed + 10 * sent) as f64, "{down} bytes down for {echoed} of payload in {sent} frames");
 
     // The gateway serves on: a new socket works.
     let mut again = connect().await;

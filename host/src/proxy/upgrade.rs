@@ -32,6 +32,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
+use crate::telemetry::metrics::TunnelMetrics;
+
 /// The upstream side of a switched connection, carried in the response's extensions from the
 /// upstream call to the client connection's task.
 #[derive(Clone)]
@@ -124,14 +126,14 @@ pub fn answer_extended_connect<B>(response: &mut Response<B>) -> Result<(), Stat
     Ok(())
 }
 
-/// What a tunnel on its own task needs from its connection: the idle time, the gauge it is
+/// What a tunnel on its own task needs from its connection: the idle time, the metrics it is
 /// counted in, and the gateway's shutdown signal.
 #[derive(Clone)]
 pub struct StreamTunnels {
     /// `timeouts.tunnel_idle_ms`.
     pub idle: Duration,
-    /// `airlock_switched_connections`.
-    pub gauge: crate::telemetry::metrics::ConnectionCount,
+    /// `airlock_switched_connections` and the tunnels' end counters.
+    pub metrics: TunnelMetrics,
     /// Turns true when the gateway drains.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -141,13 +143,15 @@ impl StreamTunnels {
     /// `busy` (the request's mark on its connection) is held meanwhile, so an HTTP/2 connection
     /// with an open tunnel is not closed as idle.
     pub fn join<G: Send + 'static>(&self, client: ClientSide, upstream: OnUpgrade, busy: G) {
-        let (idle, gauge, shutdown) = (self.idle, self.gauge.clone(), self.shutdown.clone());
+        let (idle, metrics, shutdown) = (self.idle, self.metrics.clone(), self.shutdown.clone());
         tokio::spawn(async move {
             let _busy = busy;
-            let _open = gauge.enter();
             match client.0.await {
-                Ok(client) => tunnel(TokioIo::new(client), Bytes::new(), upstream, idle, shutdown).await,
-                Err(e) => tracing::debug!("the client connection did not switch protocols: {e}"),
+                Ok(client) => tunnel(TokioIo::new(client), Bytes::new(), upstream, idle, &metrics, shutdown).await,
+                Err(e) => {
+                    tracing::debug!("the client connection did not switch protocols: {e}");
+                    metrics.ended("not_switched", 0, 0);
+                }
             }
         });
     }
@@ -161,27 +165,47 @@ pub fn switches(status: StatusCode) -> bool {
 /// Joins the client's connection to the upstream's once both have switched: `early` (bytes the
 /// client sent after its request, already read) goes first. Ends when either side closes, when
 /// no byte has passed either way for `idle` (checked [`IDLE_CHECKS`] times per period, so within
-/// 1.25 x `idle`), or when `shutdown` turns true; the last two close both sides.
-pub async fn tunnel<C>(client: C, early: Bytes, upstream: OnUpgrade, idle: Duration, mut shutdown: watch::Receiver<bool>)
+/// 1.25 x `idle`), or when `shutdown` turns true; the last two close both sides. Counted in
+/// `metrics` while open, and once ended (why, and the bytes each way).
+pub async fn tunnel<C>(client: C, early: Bytes, upstream: OnUpgrade, idle: Duration, metrics: &TunnelMetrics, shutdown: watch::Receiver<bool>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let traffic = AtomicU64::new(0);
-    let mut client = Traffic { io: client, bytes: &traffic };
+    let _open = metrics.open.enter();
+    let (to_upstream, to_client) = (AtomicU64::new(early.len() as u64), AtomicU64::new(0));
+    let reason = join(client, early, upstream, idle, shutdown, &to_upstream, &to_client).await;
+    metrics.ended(reason, to_upstream.load(Ordering::Relaxed), to_client.load(Ordering::Relaxed));
+}
+
+/// [`tunnel`]'s work: the reason it ended, having added the bytes read from each side to its
+/// count.
+async fn join<C>(
+    client: C,
+    early: Bytes,
+    upstream: OnUpgrade,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    to_upstream: &AtomicU64,
+    to_client: &AtomicU64,
+) -> &'static str
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut client = Traffic { io: client, bytes: to_upstream };
     let upstream = match upstream.await {
         Ok(upgraded) => upgraded,
         Err(e) => {
             tracing::debug!("the upstream connection did not switch protocols: {e}");
             let _ = client.shutdown().await;
-            return;
+            return "not_switched";
         }
     };
-    let mut upstream = Traffic { io: TokioIo::new(upstream), bytes: &traffic };
+    let mut upstream = Traffic { io: TokioIo::new(upstream), bytes: to_client };
     if !early.is_empty() && upstream.write_all(&early).await.is_err() {
         let _ = client.shutdown().await;
-        return;
+        return "error";
     }
-    {
+    let reason = {
         let joined = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(joined);
         // At least a millisecond, so a tiny `idle` closes rather than spins.
@@ -192,33 +216,37 @@ where
         loop {
             tokio::select! {
                 joined = &mut joined => {
-                    if let Err(e) = joined {
-                        tracing::debug!("switched connection ended with an error: {e}");
-                    }
-                    return;
+                    return match joined {
+                        Ok(_) => "closed",
+                        Err(e) => {
+                            tracing::debug!("switched connection ended with an error: {e}");
+                            "error"
+                        }
+                    };
                 }
                 _ = checks.tick() => {
-                    let now = traffic.load(Ordering::Relaxed);
+                    let now = to_upstream.load(Ordering::Relaxed) + to_client.load(Ordering::Relaxed);
                     quiet = if now == last { quiet + 1 } else { 0 };
                     last = now;
                     if quiet >= IDLE_CHECKS {
                         tracing::debug!(idle_ms = idle.as_millis(), "closing a switched connection: nothing passed for timeouts.tunnel_idle_ms");
-                        break;
+                        break "idle";
                     }
                 }
-                () = crate::server::stopped(&mut shutdown) => break,
+                () = crate::server::stopped(&mut shutdown) => break "drain",
             }
         }
-    }
+    };
     let _ = client.shutdown().await;
     let _ = upstream.shutdown().await;
+    reason
 }
 
 /// How many checks one idle period of a tunnel is split into.
 const IDLE_CHECKS: u32 = 4;
 
-/// One side of a tunnel, adding what it reads to a count both sides share: a count that has not
-/// moved since the last check means nothing passed either way.
+/// One side of a tunnel, adding what it reads to its direction's count: counts that have not
+/// moved since the last check mean nothing passed either way.
 struct Traffic<'a, T> {
     io: T,
     bytes: &'a AtomicU64,

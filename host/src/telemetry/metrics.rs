@@ -116,6 +116,8 @@ pub struct Metrics {
     active_connections: Gauge,
     parked_connections: Gauge,
     switched_connections: Gauge,
+    tunnels_closed: Family<TunnelEndLabels, Counter>,
+    tunnel_bytes: Family<TunnelBytesLabels, Counter>,
     anomalies: Family<AnomalyLabels, Counter>,
     /// Plugin instance pools, read at scrape time.
     pub pools: Arc<super::pools::PoolRegistry>,
@@ -178,6 +180,18 @@ impl Metrics {
             "Client connections switched to another protocol (WebSocket) and joined to their upstream now",
             switched_connections.clone(),
         );
+        let tunnels_closed = Family::<TunnelEndLabels, Counter>::default();
+        registry.register(
+            "tunnels_closed",
+            "Switched connections (WebSocket) ended, by reason: closed (a side closed), idle (timeouts.tunnel_idle_ms), drain, error, not_switched",
+            tunnels_closed.clone(),
+        );
+        let tunnel_bytes = Family::<TunnelBytesLabels, Counter>::default();
+        registry.register(
+            "tunnel_bytes",
+            "Bytes passed through switched connections once they ended, by direction (client_to_upstream, upstream_to_client)",
+            tunnel_bytes.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -218,6 +232,8 @@ impl Metrics {
             active_connections,
             parked_connections,
             switched_connections,
+            tunnels_closed,
+            tunnel_bytes,
             anomalies,
             pools,
             plugin_metrics,
@@ -288,7 +304,11 @@ impl Metrics {
     pub fn connection_gauges(&self) -> ConnectionGauges {
         ConnectionGauges {
             parked: ConnectionCount { gauge: self.parked_connections.clone() },
-            switched: ConnectionCount { gauge: self.switched_connections.clone() },
+            tunnels: TunnelMetrics {
+                open: ConnectionCount { gauge: self.switched_connections.clone() },
+                closed: self.tunnels_closed.clone(),
+                bytes: self.tunnel_bytes.clone(),
+            },
         }
     }
 }
@@ -298,8 +318,41 @@ impl Metrics {
 pub struct ConnectionGauges {
     /// Idle and parked (`airlock_parked_connections`).
     pub parked: ConnectionCount,
-    /// Switched protocols and joined to its upstream (`airlock_switched_connections`).
-    pub switched: ConnectionCount,
+    /// Switched protocols and joined to its upstream.
+    pub tunnels: TunnelMetrics,
+}
+
+/// Labels of `airlock_tunnels_closed_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TunnelEndLabels {
+    /// Why it ended: `closed`, `idle`, `drain`, `error` or `not_switched`.
+    pub reason: &'static str,
+}
+
+/// Labels of `airlock_tunnel_bytes_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TunnelBytesLabels {
+    /// `client_to_upstream` or `upstream_to_client`.
+    pub direction: &'static str,
+}
+
+/// What switched connections (WebSocket tunnels) are counted in: the request metrics see only
+/// their handshake.
+#[derive(Clone)]
+pub struct TunnelMetrics {
+    /// Open now (`airlock_switched_connections`).
+    pub open: ConnectionCount,
+    closed: Family<TunnelEndLabels, Counter>,
+    bytes: Family<TunnelBytesLabels, Counter>,
+}
+
+impl TunnelMetrics {
+    /// Counts a tunnel that ended for `reason`, after `to_upstream` and `to_client` bytes.
+    pub fn ended(&self, reason: &'static str, to_upstream: u64, to_client: u64) {
+        self.closed.get_or_create(&TunnelEndLabels { reason }).inc();
+        self.bytes.get_or_create(&TunnelBytesLabels { direction: "client_to_upstream" }).inc_by(to_upstream);
+        self.bytes.get_or_create(&TunnelBytesLabels { direction: "upstream_to_client" }).inc_by(to_client);
+    }
 }
 
 /// Labels of `airlock_config_reloads_total`.
