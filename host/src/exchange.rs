@@ -82,6 +82,13 @@ pub fn header_lines_bytes(headers: &HeaderMap) -> usize {
     headers.iter().map(|(name, value)| line_bytes(name, value)).sum()
 }
 
+/// A status a plugin may give a response: a final one (200-999). A 1xx answers nothing: hyper
+/// would send a 101 to an HTTP/1.1 client with no protocol behind it and reset an HTTP/2 stream;
+/// a switch comes only from the upstream's own `101` (`proxy::upgrade`).
+pub fn final_status(status: u16) -> Option<StatusCode> {
+    StatusCode::from_u16(status).ok().filter(|s| !s.is_informational())
+}
+
 /// The header bounds of one request: what plugins may make of the request sent upstream and of
 /// the response sent back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,6 +301,15 @@ pub struct ResponseState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugins_give_final_statuses_only() {
+        assert_eq!(final_status(200), Some(StatusCode::OK));
+        assert_eq!(final_status(599), Some(StatusCode::from_u16(599).unwrap()));
+        for no in [0, 42, 100, 101, 103, 199, 1000] {
+            assert_eq!(final_status(no), None, "{no}");
+        }
+    }
 
     #[test]
     fn context_set_replaces_and_keeps_order() {

@@ -325,9 +325,7 @@ fn gateway_service(
                     Some((client, tunnels)) => tunnels.join(client, upstream.0, answering),
                     // The connection's task joins them once hyper has sent the 101.
                     None => {
-                        if let Some(answering) = &answering
-                            && upgrade::switches(response.status())
-                        {
+                        if let Some(answering) = &answering {
                             answering.switch_to(upstream.0);
                         }
                     }

@@ -181,7 +181,8 @@ pub struct ResponseInit {
 }
 
 impl ResponseInit {
-    /// A response with `status`, no headers and an empty body.
+    /// A response with `status` (200-999: anything else, 1xx included, reaches the client as a
+    /// 500, logged), no headers and an empty body.
     pub fn new(status: u16) -> Self {
         Self { status, headers: Vec::new(), body: Vec::new() }
     }

@@ -223,7 +223,8 @@ impl Response {
         self.0.status()
     }
 
-    /// Replaces the status code sent to the client (100-999; others are ignored and logged).
+    /// Replaces the status code sent to the client (200-999; others, 1xx included, are ignored
+    /// and logged: only an upstream's own `101` switches protocols).
     pub fn set_status(&self, status: u16) {
         self.0.set_status(status)
     }

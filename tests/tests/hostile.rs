@@ -474,3 +474,31 @@ config = { mode = "log-flood", count = 500 }
         assert_eq!(named, limit, "round {round}: each of this call's lines names request {id}\n{log}");
     }
 }
+
+/// A plugin answering with a 1xx status: no final answer, so the client gets a 500 over
+/// HTTP/1.1 and HTTP/2 (not a 101 with no protocol behind it, nor a reset stream), a WebSocket
+/// handshake gets that 500 too, and the gateway serves on.
+#[tokio::test]
+async fn a_plugin_answering_an_informational_status_gets_the_client_a_500() {
+    let upstream = Upstream::start().await;
+    let mut config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath = \"/healthy\"\nupstream = \"backend\"\n".to_owned();
+    config += "\n[plugins.status]\nsource = \"{plugin:hostile}\"\ncapabilities = [\"http-client\"]\nhttp_client = { allow = [\"http://127.0.0.1:1\"] }\n";
+    config += &hostile_route("/101", "status", r#"{ mode = "status", count = 101 }"#);
+    config += &hostile_route("/103", "status", r#"{ mode = "status", count = 103 }"#);
+    config += &hostile_route("/204", "status", r#"{ mode = "status", count = 204 }"#);
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    for client in [HttpClient::http1(), HttpClient::http2()] {
+        for path in ["/101", "/103"] {
+            let r = client.get(&gw.url(path)).await;
+            assert_eq!(r.status, 500, "{path}: {}", r.text());
+        }
+        assert_eq!(client.get(&gw.url("/204")).await.status, 204, "a final status is kept");
+    }
+    let handshake = tokio_tungstenite::connect_async(format!("ws://{}/101", gw.addr())).await;
+    match handshake {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 500),
+        other => panic!("expected a 500 handshake, got {other:?}"),
+    }
+    assert_eq!(HttpClient::http1().get(&gw.url("/healthy")).await.status, 200);
+    gw.stop().await;
+}

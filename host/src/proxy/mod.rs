@@ -227,8 +227,7 @@ impl Gateway {
         record.consumer(request.context.get("consumer"));
         let mut response = write_response(response, stream, version, id_header);
         if let Some(upgrade) = upgrade {
-            // Taken by the client connection's task once the 101 is sent (`server`, `keepalive`).
-            response.extensions_mut().insert(upgrade::UpstreamUpgrade(upgrade));
+            upgrade::keep_switch(&mut response, upgrade);
         }
         if !held.is_empty() {
             response = response.map(|body| body.holding(held));

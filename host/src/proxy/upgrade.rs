@@ -105,18 +105,27 @@ fn websocket_key() -> HeaderValue {
     HeaderValue::from_str(&key).unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
+/// After the response phases: the upstream's side of a switch goes with the response for the
+/// client connection's task to join (`server`, `keepalive`), while the response still switches.
+/// A response phase that changed the 101's status has called it off: the upstream connection is
+/// dropped, and the upgrade headers with it.
+pub fn keep_switch<B>(response: &mut Response<B>, upstream: OnUpgrade) {
+    if switches(response.status()) {
+        response.extensions_mut().insert(UpstreamUpgrade(upstream));
+    } else {
+        response.headers_mut().remove(header::UPGRADE);
+        response.headers_mut().remove(header::CONNECTION);
+    }
+}
+
 /// The answer to a request read from an extended CONNECT: the upstream's 101 becomes the `200`
 /// that opens the stream (without the HTTP/1.1 handshake's headers); any other success would
 /// open it too, with no upstream behind it, so it is refused instead (`Err` with its status).
 pub fn answer_extended_connect<B>(response: &mut Response<B>) -> Result<(), StatusCode> {
     let status = response.status();
+    // A 101 here is the upstream's (plugins cannot make one: `exchange::final_status`).
     if !switches(status) {
-        // A plugin may have changed a 101's status: no switch then.
-        response.extensions_mut().remove::<UpstreamUpgrade>();
         return if status.is_success() { Err(status) } else { Ok(()) };
-    }
-    if response.extensions().get::<UpstreamUpgrade>().is_none() {
-        return Err(status);
     }
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();

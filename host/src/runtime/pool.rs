@@ -458,11 +458,11 @@ fn millis(ms: u32) -> Duration {
     Duration::from_millis(u64::from(ms)).min(MAX_DELAY)
 }
 
-/// A plugin-made response; an invalid status becomes 500, and invalid headers and those past the
-/// response header limits are dropped, each logged.
+/// A plugin-made response; an invalid or informational (1xx: no final answer) status becomes
+/// 500, and invalid headers and those past the response header limits are dropped, each logged.
 fn convert_response(init: ResponseInit, log: &LogBudget, bound: HeaderBound) -> ResponseState {
-    let status = http::StatusCode::from_u16(init.status).unwrap_or_else(|_| {
-        plugin_warn!(log, status = init.status, "plugin responded with an invalid status; sending 500");
+    let status = crate::exchange::final_status(init.status).unwrap_or_else(|| {
+        plugin_warn!(log, status = init.status, "plugin responded with an invalid or informational (1xx) status; sending 500");
         http::StatusCode::INTERNAL_SERVER_ERROR
     });
     let mut headers = http::HeaderMap::with_capacity(init.headers.len().min(bound.count).min(64));

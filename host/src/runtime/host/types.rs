@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method};
 use wasmtime::component::Resource;
 
 use super::HostState;
@@ -342,9 +342,11 @@ impl HostResponse for HostState {
     fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) {
         let log = self.log.clone();
         if let Some(resp) = self.resp_mut() {
-            match StatusCode::from_u16(status) {
-                Ok(s) => resp.status = s,
-                Err(_) => plugin_warn!(&log, status, "invalid status from plugin ignored"),
+            match crate::exchange::final_status(status) {
+                Some(s) => resp.status = s,
+                // A 1xx is no final answer; a 101 switches only as the upstream's own.
+                None if status == resp.status.as_u16() => {}
+                None => plugin_warn!(&log, status, "invalid or informational (1xx) status from plugin ignored"),
             }
         }
     }

@@ -7,6 +7,7 @@
 //! - `response-edits`: asks for invalid response edits, then `count` valid ones (default 100 000);
 //! - `wait-on-host`: outbound calls to `url` (granted, never answering), one after the other, forever;
 //! - `crafted-host`: calls `url` (granted) with `host: <host>`, and answers with what came back;
+//! - `status`: answers with status `count`, whatever it is (a 1xx included);
 //! - `log-flood`: `count` times each: a warning through `log`, a line on stderr and an invalid
 //!   header name (which the host warns about), then answers 200 with `count` invalid headers.
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit, export_plugin, http_client};
@@ -61,6 +62,7 @@ impl Plugin for Hostile {
                 }
                 Action::text(200, format!("{seen}\n"))
             }
+            "status" => Action::Respond(ResponseInit::new(c.count.and_then(|s| u16::try_from(s).ok()).unwrap_or(0))),
             "env" => Action::Respond(
                 ResponseInit::new(200)
                     .header("x-env-count", std::env::vars_os().count().to_string())
