@@ -10,7 +10,7 @@
 //! while calls wait for a place.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::Resource;
@@ -109,6 +109,8 @@ struct Instance {
     /// Its place in the sandbox's budget; `None` for an instance made while loading the config,
     /// which is never kept. Declared after `store`, so it is given back after the slot is freed.
     permit: Option<InstancePermit>,
+    /// Its place among the instances the pool keeps warm; `None` until it is first kept.
+    kept: Option<KeptPlace>,
 }
 
 /// Stacks of idle instances a pool keeps, one per request worker (workers past this many share).
@@ -119,44 +121,87 @@ const IDLE_STACKS: usize = 16;
 /// stack and store are still in its core's caches; from one shared first-in-first-out queue it
 /// took the instance released longest ago, often by the other core, and the call began by
 /// moving that instance's memory between caches. A worker with none takes one from another's.
+///
+/// A warm call touches only its worker's stack, which has a cache line of its own. The bound
+/// (`capacity`) counts the instances the pool keeps, idle or lent out, so it changes only when
+/// an instance is made or dropped: an idle count, changed by every pop and push, was a line
+/// both cores wrote twice per plugin call.
 struct IdleStacks<T> {
-    stacks: [Mutex<Vec<T>>; IDLE_STACKS],
-    /// Instances in all stacks, at most `capacity`.
-    len: AtomicUsize,
+    stacks: [WorkerStack<T>; IDLE_STACKS],
+    kept: Arc<KeptCount>,
     capacity: usize,
+}
+
+/// One worker's idle instances, alone on its cache lines (128 bytes: x86 fetches lines in pairs).
+#[repr(align(128))]
+struct WorkerStack<T> {
+    items: Mutex<Vec<T>>,
+    /// `items.len()`, for a worker looking for a stack to take from without locking each.
+    len: AtomicUsize,
+}
+
+/// The number of instances a pool keeps, idle or lent out; on cache lines of its own.
+#[repr(align(128))]
+struct KeptCount(AtomicUsize);
+
+/// An instance's place among the `capacity` its pool keeps; given back when the instance is
+/// dropped, whatever drops it (a trap, a timeout, retirement, the budget reclaiming it).
+struct KeptPlace(Arc<KeptCount>);
+
+impl Drop for KeptPlace {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<T> IdleStacks<T> {
     fn new(capacity: usize) -> Self {
-        Self { stacks: std::array::from_fn(|_| Mutex::new(Vec::new())), len: AtomicUsize::new(0), capacity }
-    }
-
-    fn stack(&self, index: usize) -> MutexGuard<'_, Vec<T>> {
-        self.stacks[index % IDLE_STACKS].lock().unwrap_or_else(PoisonError::into_inner)
+        Self {
+            stacks: std::array::from_fn(|_| WorkerStack { items: Mutex::new(Vec::new()), len: AtomicUsize::new(0) }),
+            kept: Arc::new(KeptCount(AtomicUsize::new(0))),
+            capacity,
+        }
     }
 
     /// The instance worker `home` released last; else one another worker released.
     fn pop(&self, home: usize) -> Option<T> {
-        if self.len.load(Ordering::Relaxed) == 0 {
+        let own = home % IDLE_STACKS;
+        self.take(own).or_else(|| {
+            (1..IDLE_STACKS)
+                .map(|step| (own + step) % IDLE_STACKS)
+                .filter(|&other| self.stacks[other].len.load(Ordering::Relaxed) > 0)
+                .find_map(|other| self.take(other))
+        })
+    }
+
+    fn take(&self, index: usize) -> Option<T> {
+        let stack = &self.stacks[index];
+        let mut items = stack.items.lock().unwrap_or_else(PoisonError::into_inner);
+        let instance = items.pop();
+        stack.len.store(items.len(), Ordering::Relaxed);
+        instance
+    }
+
+    /// A place for one more kept instance; `None` when the pool keeps `capacity` already.
+    fn admit(&self) -> Option<KeptPlace> {
+        if self.kept.0.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.kept.0.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        let instance = (0..IDLE_STACKS).find_map(|step| self.stack(home + step).pop())?;
-        self.len.fetch_sub(1, Ordering::Relaxed);
-        Some(instance)
+        Some(KeptPlace(self.kept.clone()))
     }
 
-    /// Keeps `instance` on worker `home`'s stack; gives it back when the pool is full.
-    fn push(&self, home: usize, instance: T) -> Result<(), T> {
-        if self.len.fetch_add(1, Ordering::Relaxed) >= self.capacity {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-            return Err(instance);
-        }
-        self.stack(home).push(instance);
-        Ok(())
+    /// Keeps an instance that holds a place ([`Self::admit`]) on worker `home`'s stack.
+    fn push(&self, home: usize, instance: T) {
+        let stack = &self.stacks[home % IDLE_STACKS];
+        let mut items = stack.items.lock().unwrap_or_else(PoisonError::into_inner);
+        items.push(instance);
+        stack.len.store(items.len(), Ordering::Relaxed);
     }
 
+    /// Idle instances now, over all workers.
     fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.stacks.iter().map(|stack| stack.len.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -248,7 +293,7 @@ impl InstancePool {
             let idle: Arc<dyn IdleInstances> = pool.idle.clone();
             pool.budget().register(Arc::downgrade(&idle));
             if first.permit.is_some() {
-                let _ = pool.idle.push(crate::workers::current(), first);
+                pool.keep(first);
             }
         }
         Ok(pool)
@@ -303,7 +348,7 @@ impl InstancePool {
         let configure = bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json);
         match Metered::new(&clock, configure).await {
             Ok(Ok(d)) => Ok((
-                Instance { store, bindings, uses: 0, clock, permit },
+                Instance { store, bindings, uses: 0, clock, permit, kept: None },
                 Descriptor {
                     on_request: d.on_request,
                     on_response: d.on_response,
@@ -352,8 +397,18 @@ impl InstancePool {
             && instance.permit.is_some()
             && !self.budget().has_waiters(&self.share)
         {
-            // A full pool drops the instance: it stays bounded.
-            let _ = self.idle.push(crate::workers::current(), instance);
+            self.keep(instance);
+        }
+    }
+
+    /// Keeps `instance` idle on this worker's stack, unless the pool keeps `capacity` others:
+    /// then it is dropped, and the pool stays bounded.
+    fn keep(&self, mut instance: Instance) {
+        if instance.kept.is_none() {
+            instance.kept = self.idle.admit();
+        }
+        if instance.kept.is_some() {
+            self.idle.push(crate::workers::current(), instance);
         }
     }
 
@@ -510,13 +565,13 @@ fn placeholder_response() -> ResponseState {
 
 #[cfg(test)]
 mod tests {
-    use super::IdleStacks;
+    use super::{IDLE_STACKS, IdleStacks};
 
     #[test]
     fn a_worker_takes_back_the_instance_it_released_last() {
         let idle = IdleStacks::new(8);
         for (worker, instance) in [(0, "a"), (1, "b"), (0, "c"), (1, "d")] {
-            idle.push(worker, instance).unwrap();
+            idle.push(worker, instance);
         }
         assert_eq!(idle.len(), 4);
         assert_eq!(idle.pop(0), Some("c"));
@@ -525,17 +580,27 @@ mod tests {
         // Worker 0 has none left: it takes worker 1's rather than make a new instance.
         assert_eq!(idle.pop(0), Some("b"));
         assert_eq!((idle.pop(0), idle.pop(1), idle.len()), (None, None, 0));
+        // Workers past the stacks share them; a stack found from the far end is found too.
+        idle.push(IDLE_STACKS + 3, "e");
+        assert_eq!(idle.pop(3), Some("e"));
+        idle.push(IDLE_STACKS - 1, "f");
+        assert_eq!(idle.pop(0), Some("f"));
     }
 
     #[test]
-    fn the_pool_keeps_at_most_its_capacity_over_all_workers() {
-        let idle = IdleStacks::new(2);
-        assert_eq!(idle.push(0, 1), Ok(()));
-        assert_eq!(idle.push(1, 2), Ok(()));
-        assert_eq!(idle.push(0, 3), Err(3), "full: the instance is handed back to be dropped");
-        assert_eq!(idle.len(), 2);
-        assert_eq!(idle.pop(1), Some(2));
-        assert_eq!(idle.push(0, 3), Ok(()));
-        assert_eq!(idle.len(), 2);
+    fn the_pool_keeps_at_most_its_capacity_idle_or_lent_out() {
+        let idle: IdleStacks<u32> = IdleStacks::new(2);
+        let first = idle.admit().expect("room for two");
+        let second = idle.admit().expect("room for two");
+        assert!(idle.admit().is_none(), "full: a third instance is not kept");
+        // Lent out or idle, a kept instance holds its place until it is dropped.
+        idle.push(0, 1);
+        assert_eq!(idle.pop(1), Some(1));
+        assert!(idle.admit().is_none());
+        drop(first);
+        let third = idle.admit().expect("a dropped instance gave its place back");
+        assert!(idle.admit().is_none());
+        drop((second, third));
+        assert!(idle.admit().is_some());
     }
 }
