@@ -3,7 +3,7 @@
 //! request (so `key-auth` guards it); once the upstream switches protocols, messages flow both
 //! ways until either side closes, and the gateway keeps serving.
 
-use airlock_tests::websocket::EchoServer;
+use airlock_tests::websocket::{EchoServer, Http2EchoServer};
 use airlock_tests::{Gateway, HttpClient};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,11 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
 fn config(ws: &EchoServer, plain: &airlock_tests::Upstream) -> String {
+    config_for(&ws.addr.to_string(), plain)
+}
+
+/// The test gateway's config with its WebSocket route's upstream at `ws`.
+fn config_for(ws: &str, plain: &airlock_tests::Upstream) -> String {
     format!(
         r#"
 [upstreams.ws]
@@ -44,7 +49,6 @@ id = "plain"
 path_prefix = "/"
 upstream = "plain"
 "#,
-        ws = ws.addr,
         plain = plain.addr,
     )
 }
@@ -206,6 +210,89 @@ async fn websocket_over_http2_reaches_an_http1_upstream() {
     assert_eq!(socket.next().await.expect("reply").expect("message"), Message::text("echo: still open"));
     socket.close(None).await.expect("close");
     drop(socket);
+    metric_reaches(&gw, "airlock_switched_connections", 0.0).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_reaches_an_http2_upstream_as_an_extended_connect() {
+    let ws = Http2EchoServer::start().await;
+    // An h2c server that does not allow extended CONNECT (hyper's default).
+    let plain = airlock_tests::Upstream::start().await;
+    let config = config_for(&ws.addr.to_string(), &plain)
+        .replace("[upstreams.ws]\n", "[upstreams.ws]\nprotocol = \"h2c\"\n")
+        .replace("[upstreams.plain]\n", "[upstreams.plain]\nprotocol = \"h2c\"\n");
+    let gw = Gateway::start(&config, None).await;
+    let url = format!("ws://{}/chat", gw.addr());
+
+    // An HTTP/1.1 client's handshake: the upstream gets an extended CONNECT carrying the
+    // plugins' changes and no HTTP/1.1 key; the client gets a 101 whose accept key matches its
+    // own key (tungstenite checks it) and the response phases' headers.
+    let mut request = url.as_str().into_client_request().expect("request");
+    request.headers_mut().insert("x-api-key", "alice-key".parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.expect("handshake through the gateway");
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers().get("x-via-gateway").map(|v| v.to_str().unwrap()), Some("yes"));
+    {
+        let seen = ws.requests.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        let (method, protocol, headers) = &seen[0];
+        assert_eq!((method, protocol.as_deref()), (&http::Method::CONNECT, Some("websocket")));
+        assert_eq!(headers.get("sec-websocket-version").map(|v| v.to_str().unwrap()), Some("13"));
+        assert!(headers.get("sec-websocket-key").is_none(), "RFC 8441 has no key: {headers:?}");
+        assert_eq!(headers.get("x-consumer-id").map(|v| v.to_str().unwrap()), Some("alice"));
+        assert_eq!(headers.get("x-chat-route").map(|v| v.to_str().unwrap()), Some("chat"));
+    }
+    for i in 0..3 {
+        socket.send(Message::text(format!("to h2 {i}"))).await.expect("send");
+        assert_eq!(socket.next().await.expect("reply").expect("message"), Message::text(format!("echo: to h2 {i}")));
+    }
+    let big = "z".repeat(150_000);
+    socket.send(Message::text(big.clone())).await.expect("send big");
+    assert_eq!(socket.next().await.expect("reply").expect("message").into_text().expect("text").len(), big.len() + 6);
+    metric_reaches(&gw, "airlock_switched_connections", 1.0).await;
+
+    // An HTTP/2 client's extended CONNECT goes on as one, and its stream opens with a 200.
+    let mut h2 = http2_connection(gw.addr()).await;
+    let warm = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
+    assert_eq!(warm.status(), 200);
+    let headers = [("sec-websocket-version", "13"), ("x-api-key", "alice-key")];
+    let mut opened = h2.send_request(extended_connect(gw.addr(), "/chat", "websocket", &headers)).await.expect("CONNECT");
+    assert_eq!(opened.status(), 200);
+    assert!(opened.headers().get("sec-websocket-accept").is_none());
+    let stream = hyper::upgrade::on(&mut opened).await.expect("the stream opens");
+    let mut over_h2 = WebSocketStream::from_raw_socket(TokioIo::new(stream), Role::Client, None).await;
+    over_h2.send(Message::text("h2 both ways")).await.expect("send");
+    assert_eq!(over_h2.next().await.expect("reply").expect("message"), Message::text("echo: h2 both ways"));
+    metric_reaches(&gw, "airlock_switched_connections", 2.0).await;
+
+    // The upstream refuses the CONNECT: the client's handshake gets that answer.
+    let mut request = url.as_str().into_client_request().expect("request");
+    request.headers_mut().insert("x-api-key", "alice-key".parse().unwrap());
+    request.headers_mut().insert("x-refuse", "yes".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected the upstream's 403, got {other:?}"),
+    }
+    // An HTTP/2 upstream that does not allow extended CONNECT: a 502, not a hang.
+    match tokio_tungstenite::connect_async(format!("ws://{}/plain", gw.addr())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 502);
+            let error: serde_json::Value = serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("JSON");
+            assert_eq!(error["error"], "upstream_unavailable");
+            assert!(error["message"].as_str().unwrap_or_default().contains("extended CONNECT"), "{error}");
+        }
+        other => panic!("expected a 502, got {other:?}"),
+    }
+
+    // Both sockets still work; the gateway serves plain requests over h2c meanwhile.
+    socket.send(Message::text("still here")).await.expect("send");
+    assert_eq!(socket.next().await.expect("reply").expect("message"), Message::text("echo: still here"));
+    let r = HttpClient::http1().get(&gw.url("/plain")).await;
+    assert_eq!(r.status, 200);
+    socket.close(None).await.expect("close");
+    over_h2.close(None).await.expect("close");
+    drop((socket, over_h2));
     metric_reaches(&gw, "airlock_switched_connections", 0.0).await;
     gw.stop().await;
 }

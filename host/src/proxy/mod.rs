@@ -306,10 +306,9 @@ impl Gateway {
         let extended_connect = parts.extensions.get::<upgrade::ExtendedConnect>().is_some();
         let switch_to = upgrade::requested(&headers, parts.version, extended_connect);
         headers::strip_hop_by_hop(&mut headers);
-        if let Some(protocol) = switch_to
-            && route.upstream.as_ref().is_some_and(|u| u.version() == Version::HTTP_11)
-        {
-            // Only an HTTP/1.1 upstream can switch; others get the request without it.
+        if let Some(protocol) = switch_to {
+            // Plugins see the handshake as HTTP/1.1's, whatever the upstream speaks (an HTTP/2
+            // upstream gets it as an extended CONNECT: `call_upstream`).
             upgrade::restore(&mut headers, protocol);
         }
         if te_trailers {
@@ -436,16 +435,29 @@ impl Gateway {
             (None, None) => ProxyBody::empty(),
         };
         let asked_upgrade = headers.contains_key(header::UPGRADE);
-        let mut request = Request::new(body);
+        // A WebSocket handshake (`prepare` put its `Upgrade` back) to an HTTP/2 upstream leaves
+        // as an extended CONNECT.
+        let extended_connect =
+            upstream.version() == Version::HTTP_2 && upgrade::requested(&headers, Version::HTTP_11, false).is_some();
+        let mut request = Request::new(if extended_connect { ProxyBody::empty() } else { body });
         *request.method_mut() = state.method.clone();
         *request.uri_mut() = uri;
         *request.version_mut() = upstream.version();
         *request.headers_mut() = headers;
+        let websocket_key = extended_connect.then(|| upgrade::to_extended_connect(&mut request));
 
-        let response = upstream.send(request, route.timeout).await.map_err(|e| match e {
+        let mut response = upstream.send(request, route.timeout).await.map_err(|e| match e {
             upstream::SendError::BodyTooLarge => GatewayError::BodyTooLarge { limit: route.max_body_bytes },
+            // Most often the upstream does not allow extended CONNECT (it resets the stream).
+            upstream::SendError::Unavailable(reason) if websocket_key.is_some() => GatewayError::UpstreamUnavailable {
+                upstream: upstream.name.to_string(),
+                reason: format!("WebSocket over HTTP/2 (RFC 8441 extended CONNECT) failed; does the upstream allow it? {reason}"),
+            },
             other => upstream.error(other),
         })?;
+        if let Some(key) = websocket_key {
+            upgrade::switch_from_extended_connect(&mut response, key.as_ref());
+        }
         if upgrade::switches(response.status()) {
             return switched(response, asked_upgrade, &upstream.name);
         }

@@ -1,7 +1,7 @@
 //! Protocol upgrades (RFC 9110 section 7.8), for WebSocket only ([`requested`]): an HTTP/1.1
 //! request asking to switch to `websocket` is routed and runs its chain's request phases like
-//! any other (authentication, rate limits, header changes), then goes to an HTTP/1.1 upstream
-//! with its `Upgrade` kept. If the upstream answers `101 Switching Protocols`, the response
+//! any other (authentication, rate limits, header changes), then goes to the upstream with its
+//! `Upgrade` kept. If the upstream answers `101 Switching Protocols`, the response
 //! phases see that head, the client gets it, and from then on the two connections are joined
 //! byte for byte ([`tunnel`]) until either side closes, nothing passes for
 //! `timeouts.tunnel_idle_ms`, or the gateway drains.
@@ -11,7 +11,11 @@
 //!
 //! WebSocket over HTTP/2 (RFC 8441): a client's extended CONNECT with `:protocol = websocket` is
 //! read as that same HTTP/1.1 handshake ([`client_side`]), goes the same way, and the upstream's
-//! 101 reaches the client as the `200` that opens the stream ([`answer_extended_connect`]).
+//! 101 reaches the client as the `200` that opens the stream ([`answer_extended_connect`]). To
+//! an HTTP/2 upstream (h2c or h2) the handshake leaves as an extended CONNECT itself
+//! ([`to_extended_connect`]), and the `200` that opens the upstream's stream is read as a 101
+//! ([`switch_from_extended_connect`]): routes, plugins and the client see one handshake,
+//! whichever HTTP version each side speaks.
 //!
 //! Who joins the two sides: an HTTP/1.1 connection's own task once hyper has sent the 101
 //! (`keepalive`); on HTTP/2 streams, and on HTTP/1.1 that hyper's protocol detection serves, a
@@ -103,6 +107,48 @@ fn websocket_key() -> HeaderValue {
     let key = base64::engine::general_purpose::STANDARD.encode(fastrand::u128(..).to_be_bytes());
     // Base64 is always a valid header value.
     HeaderValue::from_str(&key).unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
+/// Readies a WebSocket handshake for an HTTP/2 upstream (RFC 8441 section 4): it leaves as an
+/// extended CONNECT with `:protocol = websocket`, without the HTTP/1.1 handshake's hop-by-hop
+/// headers, key or body. The client's key comes back, for [`switch_from_extended_connect`].
+pub fn to_extended_connect<B>(request: &mut Request<B>) -> Option<HeaderValue> {
+    *request.method_mut() = Method::CONNECT;
+    request.extensions_mut().insert(Protocol::from_static("websocket"));
+    let headers = request.headers_mut();
+    headers.remove(header::UPGRADE);
+    headers.remove(header::CONNECTION);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::SEC_WEBSOCKET_KEY)
+}
+
+/// An HTTP/2 upstream's answer to [`to_extended_connect`]: a `2xx` opened the stream, so the
+/// client gets the HTTP/1.1 handshake's `101` with the `Sec-WebSocket-Accept` its `key` asks for
+/// (an HTTP/2 client gets its `200` back from [`answer_extended_connect`]). Any other answer
+/// (a refusal, a redirect) goes to the client as it is.
+pub fn switch_from_extended_connect<B>(response: &mut Response<B>, key: Option<&HeaderValue>) {
+    if !response.status().is_success() {
+        return;
+    }
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.remove(header::CONTENT_LENGTH);
+    restore(headers, HeaderValue::from_static("websocket"));
+    if let Some(key) = key {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, websocket_accept(key));
+    }
+}
+
+/// The `Sec-WebSocket-Accept` for a handshake `key` (RFC 6455 section 4.2.2): base64 of the
+/// SHA-1 of the key and the protocol's GUID.
+fn websocket_accept(key: &HeaderValue) -> HeaderValue {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut sha1 = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    sha1.update(key.as_bytes());
+    sha1.update(GUID);
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha1.finish());
+    // Base64 is always a valid header value.
+    HeaderValue::from_str(&accept).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// After the response phases: the upstream's side of a switch goes with the response for the
@@ -301,6 +347,33 @@ mod tests {
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         pairs.iter().map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap())).collect()
+    }
+
+    #[test]
+    fn a_websocket_to_an_http2_upstream_is_an_extended_connect_answered_as_a_switch() {
+        let mut request = Request::get("http://up/chat").body(()).unwrap();
+        let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        restore(request.headers_mut(), HeaderValue::from_static("websocket"));
+        request.headers_mut().insert(header::SEC_WEBSOCKET_KEY, key.clone());
+        request.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        assert_eq!(to_extended_connect(&mut request), Some(key.clone()));
+        assert_eq!(request.method(), Method::CONNECT);
+        assert_eq!(request.extensions().get::<Protocol>().map(Protocol::as_str), Some("websocket"));
+        let left: Vec<_> = request.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["sec-websocket-version"]);
+
+        // RFC 6455 section 1.3's example key and answer.
+        let mut opened = Response::new(());
+        switch_from_extended_connect(&mut opened, Some(&key));
+        assert_eq!(opened.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(opened.headers()[header::SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(requested(opened.headers(), Version::HTTP_11, false), Some(HeaderValue::from_static("websocket")));
+        // A refusal stays what it is.
+        let mut refused = Response::new(());
+        *refused.status_mut() = StatusCode::FORBIDDEN;
+        switch_from_extended_connect(&mut refused, Some(&key));
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(refused.headers().is_empty());
     }
 
     #[test]
