@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper::upgrade::OnUpgrade;
+use crate::proxy::upgrade::UpstreamUpgrade;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -63,7 +63,7 @@ pub struct Activity {
     requests: AtomicU64,
     /// The upstream side of a connection the last response switched to another protocol
     /// (`crate::proxy::upgrade`), for this task to join once hyper has sent the 101.
-    switched: std::sync::Mutex<Option<OnUpgrade>>,
+    switched: std::sync::Mutex<Option<UpstreamUpgrade>>,
 }
 
 impl Activity {
@@ -100,7 +100,7 @@ pub struct Answering(Arc<Activity>);
 impl Answering {
     /// Hands the connection's task the upstream side of a switched connection: the response
     /// being answered is a `101 Switching Protocols`.
-    pub fn switch_to(&self, upstream: OnUpgrade) {
+    pub fn switch_to(&self, upstream: UpstreamUpgrade) {
         *self.0.switched.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(upstream);
     }
 }
@@ -208,7 +208,8 @@ where
         if let Some(upstream) = switched {
             // hyper stopped after sending a 101: the rest of the connection is the tunnel's.
             let io = parts.io.io.into_inner();
-            crate::proxy::upgrade::tunnel(io, parts.read_buf, upstream, builders.tunnel_idle(), &gauges.tunnels, shutdown).await;
+            let idle = upstream.idle.unwrap_or(builders.tunnel_idle());
+            crate::proxy::upgrade::tunnel(io, parts.read_buf, upstream.side, idle, &gauges.tunnels, shutdown).await;
             return Ok(());
         }
         (io, service) = (parts.io, parts.service);

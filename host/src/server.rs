@@ -322,11 +322,11 @@ fn gateway_service(
             if let Some(upstream) = response.extensions_mut().remove::<upgrade::UpstreamUpgrade>() {
                 match stream_tunnel {
                     // A task of its own joins them once hyper has sent the response.
-                    Some((client, tunnels)) => tunnels.join(client, upstream.0, answering),
+                    Some((client, tunnels)) => tunnels.join(client, upstream, answering),
                     // The connection's task joins them once hyper has sent the 101.
                     None => {
                         if let Some(answering) = &answering {
-                            answering.switch_to(upstream.0);
+                            answering.switch_to(upstream);
                         }
                     }
                 }

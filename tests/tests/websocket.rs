@@ -155,6 +155,19 @@ fn extended_connect(addr: std::net::SocketAddr, path: &str, protocol: &'static s
     request
 }
 
+/// A WebSocket to `path` over a new HTTP/2 connection (an extended CONNECT as alice), open.
+async fn websocket_over_http2(gw: &Gateway, path: &str) -> WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
+    let mut h2 = http2_connection(gw.addr()).await;
+    // A plain request first: the gateway's SETTINGS (extended CONNECT enabled) are then in.
+    let warm = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
+    assert_eq!(warm.status(), 200);
+    let headers = [("sec-websocket-version", "13"), ("x-api-key", "alice-key")];
+    let mut opened = h2.send_request(extended_connect(gw.addr(), path, "websocket", &headers)).await.expect("CONNECT");
+    assert_eq!(opened.status(), 200);
+    let stream = hyper::upgrade::on(&mut opened).await.expect("the stream opens");
+    WebSocketStream::from_raw_socket(TokioIo::new(stream), Role::Client, None).await
+}
+
 #[tokio::test]
 async fn websocket_over_http2_reaches_an_http1_upstream() {
     let ws = EchoServer::start().await;
@@ -306,13 +319,7 @@ async fn the_drain_closes_open_websockets_over_http1_and_http2() {
     let mut request = format!("ws://{}/chat", gw.addr()).into_client_request().expect("request");
     request.headers_mut().insert("x-api-key", "alice-key".parse().unwrap());
     let (mut over_h1, _) = tokio_tungstenite::connect_async(request).await.expect("handshake over HTTP/1.1");
-    let mut h2 = http2_connection(gw.addr()).await;
-    h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
-    let headers = [("sec-websocket-version", "13"), ("x-api-key", "alice-key")];
-    let mut opened = h2.send_request(extended_connect(gw.addr(), "/chat", "websocket", &headers)).await.expect("CONNECT");
-    assert_eq!(opened.status(), 200);
-    let stream = hyper::upgrade::on(&mut opened).await.expect("the stream opens");
-    let mut over_h2 = WebSocketStream::from_raw_socket(TokioIo::new(stream), Role::Client, None).await;
+    let mut over_h2 = websocket_over_http2(&gw, "/chat").await;
     echoes(&mut over_h1, "before").await;
     echoes(&mut over_h2, "before").await;
     metric_reaches(&gw, "airlock_switched_connections", 2.0).await;
@@ -382,6 +389,41 @@ async fn a_websocket_with_nothing_passing_is_closed_after_tunnel_idle_ms() {
     again.send(Message::text("after")).await.expect("send");
     assert_eq!(again.next().await.expect("reply").expect("message"), Message::text("echo: after"));
     metric_reaches(&gw, "airlock_switched_connections", 1.0).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_route_sets_its_own_tunnel_idle_time_over_http1_and_http2() {
+    let ws = EchoServer::start().await;
+    let plain = airlock_tests::Upstream::start().await;
+    let idle = Duration::from_millis(800);
+    // The global idle time is long; `/chat` sets a short one, `/lobby` keeps the global one.
+    let toml = format!("[timeouts]\ntunnel_idle_ms = 60000\n{}", config(&ws, &plain)).replace(
+        "path = \"/chat\"\nupstream = \"ws\"\n",
+        &format!("path = \"/chat\"\nupstream = \"ws\"\ntunnel_idle_ms = {}\n", idle.as_millis()),
+    ) + "\n[[routes]]\nid = \"lobby\"\npath = \"/lobby\"\nupstream = \"ws\"\n";
+    let gw = Gateway::start(&toml, None).await;
+    let mut request = format!("ws://{}/chat", gw.addr()).into_client_request().expect("request");
+    request.headers_mut().insert("x-api-key", "alice-key".parse().unwrap());
+    let (mut short_h1, _) = tokio_tungstenite::connect_async(request).await.expect("handshake");
+    let (mut lobby, _) = tokio_tungstenite::connect_async(format!("ws://{}/lobby", gw.addr())).await.expect("handshake");
+    let mut short_h2 = websocket_over_http2(&gw, "/chat").await;
+    echoes(&mut short_h1, "h1").await;
+    echoes(&mut short_h2, "h2").await;
+    echoes(&mut lobby, "lobby").await;
+    metric_reaches(&gw, "airlock_switched_connections", 3.0).await;
+
+    // Quiet: both `/chat` sockets close after the route's time, not the global minute.
+    let quiet = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), short_h1.next()).await.expect("the route's idle time closes it");
+    assert!(matches!(end, None | Some(Err(_))), "expected the connection closed, got {end:?}");
+    let end = tokio::time::timeout(Duration::from_secs(10), short_h2.next()).await.expect("the route's idle time closes it");
+    assert!(matches!(end, None | Some(Err(_))), "expected the stream closed, got {end:?}");
+    assert!(quiet.elapsed() >= idle * 2 / 3, "closed after {:?}, before the route's idle time", quiet.elapsed());
+    metric_reaches(&gw, "airlock_switched_connections", 1.0).await;
+    assert_eq!(airlock_tests::metric_value(&gw, "airlock_tunnels_closed_total", &[("reason", "idle")]).await, 2.0);
+    // `/lobby`, as quiet all along, is still open under the global time.
+    echoes(&mut lobby, "still here").await;
     gw.stop().await;
 }
 

@@ -86,6 +86,7 @@ mod tests {
             ("[timeouts]\nconnect_ms = 100\nidle_ms = 0\n", "timeouts.idle_ms"),
             ("[timeouts]\nrequest_ms = 0\n", "timeouts.request_ms"),
             ("[timeouts]\ntunnel_idle_ms = 0\n", "timeouts.tunnel_idle_ms"),
+            ("[[routes]]\npath = \"/\"\ntunnel_idle_ms = 0\n", "routes[0].tunnel_idle_ms"),
             ("[runtime]\ncompile_cache = true\ncpu_ms = 0\n", "runtime.cpu_ms"),
             ("[plugins.p]\nsource = \"p.wasm\"\ncpu_ms = 0\n", "plugins.p.cpu_ms"),
             ("[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\nconnect_timeout_ms = 0\n", "upstreams.u.connect_timeout_ms"),

@@ -500,6 +500,9 @@ pub struct RouteConfig {
     /// Overrides the upstream's request timeout.
     #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub timeout_ms: Option<u64>,
+    /// Overrides `timeouts.tunnel_idle_ms` for this route's WebSockets.
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
+    pub tunnel_idle_ms: Option<u64>,
     /// Whether `[global]` plugins run on this route (default true).
     #[serde(default = "yes")]
     pub global_plugins: bool,

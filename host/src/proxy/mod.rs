@@ -227,7 +227,7 @@ impl Gateway {
         record.consumer(request.context.get("consumer"));
         let mut response = write_response(response, stream, version, id_header);
         if let Some(upgrade) = upgrade {
-            upgrade::keep_switch(&mut response, upgrade);
+            upgrade::keep_switch(&mut response, upgrade, route.tunnel_idle);
         }
         if !held.is_empty() {
             response = response.map(|body| body.holding(held));

@@ -40,8 +40,13 @@ use crate::telemetry::metrics::TunnelMetrics;
 
 /// The upstream side of a switched connection, carried in the response's extensions from the
 /// upstream call to the client connection's task.
-#[derive(Clone)]
-pub struct UpstreamUpgrade(pub OnUpgrade);
+#[derive(Clone, Debug)]
+pub struct UpstreamUpgrade {
+    /// The upstream connection, once it has switched.
+    pub side: OnUpgrade,
+    /// The route's `tunnel_idle_ms`, if it sets one.
+    pub idle: Option<Duration>,
+}
 
 /// Marks a request read from an HTTP/2 extended CONNECT ([`client_side`]): it asks for a switch
 /// though it is HTTP/2, and its answer must be the `200` that opens the stream.
@@ -155,9 +160,9 @@ fn websocket_accept(key: &HeaderValue) -> HeaderValue {
 /// client connection's task to join (`server`, `keepalive`), while the response still switches.
 /// A response phase that changed the 101's status has called it off: the upstream connection is
 /// dropped, and the upgrade headers with it.
-pub fn keep_switch<B>(response: &mut Response<B>, upstream: OnUpgrade) {
+pub fn keep_switch<B>(response: &mut Response<B>, upstream: OnUpgrade, idle: Option<Duration>) {
     if switches(response.status()) {
-        response.extensions_mut().insert(UpstreamUpgrade(upstream));
+        response.extensions_mut().insert(UpstreamUpgrade { side: upstream, idle });
     } else {
         response.headers_mut().remove(header::UPGRADE);
         response.headers_mut().remove(header::CONNECTION);
@@ -197,8 +202,9 @@ impl StreamTunnels {
     /// Joins `client` to `upstream` on a task of its own, once hyper has sent the response;
     /// `busy` (the request's mark on its connection) is held meanwhile, so an HTTP/2 connection
     /// with an open tunnel is not closed as idle.
-    pub fn join<G: Send + 'static>(&self, client: ClientSide, upstream: OnUpgrade, busy: G) {
-        let (idle, metrics, shutdown) = (self.idle, self.metrics.clone(), self.shutdown.clone());
+    pub fn join<G: Send + 'static>(&self, client: ClientSide, upstream: UpstreamUpgrade, busy: G) {
+        let (idle, metrics, shutdown) = (upstream.idle.unwrap_or(self.idle), self.metrics.clone(), self.shutdown.clone());
+        let upstream = upstream.side;
         tokio::spawn(async move {
             let _busy = busy;
             match client.0.await {
