@@ -427,6 +427,41 @@ async fn a_route_sets_its_own_tunnel_idle_time_over_http1_and_http2() {
     gw.stop().await;
 }
 
+/// A response phase that changes the upstream's 101 calls the switch off: the client gets that
+/// status, no tunnel opens, and the upstream's switched connection is dropped.
+#[tokio::test]
+async fn a_response_phase_that_changes_the_101_calls_the_switch_off() {
+    let ws = EchoServer::start().await;
+    let plain = airlock_tests::Upstream::start().await;
+    let toml = config(&ws, &plain)
+        // The test plugin imports `http-client` for its other modes; nothing is allowed.
+        + "\n[plugins.unswitch]\nsource = \"{plugin:hostile}\"\ncapabilities = [\"http-client\"]\nhttp_client = { allow = [\"http://127.0.0.1:1\"] }\n"
+        + "\n[[routes]]\nid = \"off\"\npath = \"/off\"\nupstream = \"ws\"\n[[routes.plugins]]\nplugin = \"unswitch\"\n"
+        + "config = { mode = \"response-status\", count = 403 }\n";
+    let gw = Gateway::start(&toml, None).await;
+    match tokio_tungstenite::connect_async(format!("ws://{}/off", gw.addr())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+            assert!(response.headers().get("upgrade").is_none(), "{:?}", response.headers());
+        }
+        other => panic!("expected the plugin's 403, got {other:?}"),
+    }
+    let mut h2 = http2_connection(gw.addr()).await;
+    let warm = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
+    assert_eq!(warm.status(), 200);
+    let refused = h2.send_request(extended_connect(gw.addr(), "/off", "websocket", &[("sec-websocket-version", "13")])).await.expect("CONNECT");
+    assert_eq!(refused.status(), 403);
+    // Both handshakes reached the upstream and switched there; neither became a tunnel.
+    assert_eq!(ws.handshakes.lock().unwrap().len(), 2);
+    assert_eq!(airlock_tests::metric_value(&gw, "airlock_switched_connections", &[]).await, 0.0);
+    // The gateway serves on, WebSockets on other routes included.
+    let again = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
+    assert_eq!(again.status(), 200);
+    let mut socket = websocket_over_http2(&gw, "/chat").await;
+    echoes(&mut socket, "after").await;
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn an_h2c_upgrade_is_not_passed_on() {
     // h2c smuggling: were `Upgrade: h2c` passed on and switched, the client would speak HTTP/2

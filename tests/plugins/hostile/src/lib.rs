@@ -8,9 +8,11 @@
 //! - `wait-on-host`: outbound calls to `url` (granted, never answering), one after the other, forever;
 //! - `crafted-host`: calls `url` (granted) with `host: <host>`, and answers with what came back;
 //! - `status`: answers with status `count`, whatever it is (a 1xx included);
+//! - `response-status`: in its response phase instead, sets the upstream's answer's status to
+//!   `count` (a 101 included);
 //! - `log-flood`: `count` times each: a warning through `log`, a line on stderr and an invalid
 //!   header name (which the host warns about), then answers 200 with `count` invalid headers.
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit, export_plugin, http_client};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseEdit, ResponseInit, export_plugin, http_client};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -32,7 +34,17 @@ impl Plugin for Hostile {
     }
 
     fn descriptor() -> Descriptor {
-        Descriptor::request_only()
+        Descriptor::request_only().with_on_response(true)
+    }
+
+    /// `response-status` works in the response phase only; every other mode in the request's.
+    fn configured_descriptor(&self) -> Descriptor {
+        let on_response = self.0.mode == "response-status";
+        Descriptor::request_only().with_on_request(!on_response).with_on_response(on_response)
+    }
+
+    fn on_response(&self, _req: &Request, resp: &Response) {
+        resp.set_status(self.0.count.and_then(|s| u16::try_from(s).ok()).unwrap_or(0));
     }
 
     fn on_request(&self, req: &Request) -> Action {
