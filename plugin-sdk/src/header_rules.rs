@@ -43,6 +43,22 @@ pub fn header_name(name: &str) -> Result<String, String> {
     Ok(name.to_ascii_lowercase())
 }
 
+/// Headers the gateway sets for each hop and ignores (with a warning) when a plugin sets them:
+/// a message's framing and its connection's management. A value that disagreed with the body
+/// would split the message on a kept-alive connection, and an `upgrade` would switch an
+/// upstream connection the client never asked to switch.
+pub const GATEWAY_MANAGED: [&str; 6] = ["connection", "content-length", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+
+/// Checks a header name a plugin's config sets or adds: valid ([`header_name`]), lower-cased,
+/// and not one of [`GATEWAY_MANAGED`].
+pub fn settable_header_name(name: &str) -> Result<String, String> {
+    let name = header_name(name)?;
+    if GATEWAY_MANAGED.contains(&name.as_str()) {
+        return Err(format!("`{name}` is set by the gateway for each hop (message framing and connection), not by plugins"));
+    }
+    Ok(name)
+}
+
 /// A valid header name, lower-case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderName(pub String);
@@ -134,11 +150,18 @@ impl HeaderRules {
             && self.append.0.is_empty()
     }
 
-    /// Checks what deserializing cannot: a rename to the same name. `key` is where the rules
-    /// sit in the config (e.g. `request`), for the message.
+    /// Checks what deserializing cannot: a rename to the same name, and a header the gateway
+    /// manages ([`GATEWAY_MANAGED`]) set, added or renamed to. `key` is where the rules sit in
+    /// the config (e.g. `request`), for the message.
     pub fn validate(&self, key: &str) -> Result<(), String> {
         if let Some((name, _)) = self.rename.0.iter().find(|(from, to)| *from == to.0) {
             return Err(format!("`{key}.rename.{name}`: renames `{name}` to itself"));
+        }
+        let written = [("set", &self.set), ("add", &self.add), ("append", &self.append)];
+        let targets = written.iter().flat_map(|(rule, map)| map.0.iter().map(move |(name, _)| (*rule, name, name)));
+        let renamed = self.rename.0.iter().map(|(from, HeaderName(to))| ("rename", from, to));
+        for (rule, at, name) in targets.chain(renamed) {
+            settable_header_name(name).map_err(|e| format!("`{key}.{rule}.{at}`: {e}"))?;
         }
         Ok(())
     }

@@ -502,3 +502,51 @@ async fn a_plugin_answering_an_informational_status_gets_the_client_a_500() {
     assert_eq!(HttpClient::http1().get(&gw.url("/healthy")).await.status, 200);
     gw.stop().await;
 }
+
+/// A plugin cannot set a message's framing or its connection's management (`Content-Length`,
+/// `Transfer-Encoding`, `Connection`, `Keep-Alive`, `Upgrade`): before, a request with them
+/// hung (the upstream waited for a body the `Content-Length` promised), a `Content-Length`
+/// shorter than a response's body split it on the client's kept-alive connection (hyper trusts
+/// the header in release builds and asserts in debug ones), and `Upgrade: h2c` reached the
+/// upstream. They are ignored and logged; the plugin's other headers apply, and each next
+/// request on the same connection gets its own answer. The built-in plugins refuse them in
+/// their config.
+#[tokio::test]
+async fn a_plugin_cannot_set_framing_or_connection_headers() {
+    let upstream = Upstream::start().await;
+    let mut config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n".to_owned();
+    config += "\n[plugins.managed]\nsource = \"{plugin:hostile}\"\ncapabilities = [\"http-client\"]\nhttp_client = { allow = [\"http://127.0.0.1:1\"] }\n";
+    config += &hostile_route("/edited", "managed", r#"{ mode = "managed-headers" }"#);
+    config += "\n[[routes]]\npath = \"/answered\"\n[[routes.plugins]]\nplugin = \"managed\"\nconfig = { mode = \"managed-headers\", count = 1 }\n";
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    for client in [HttpClient::http1(), HttpClient::http2()] {
+        for round in 0..3 {
+            let r = client.get(&gw.url("/edited")).await;
+            assert_eq!(r.status, 200, "round {round}");
+            assert_eq!(r.header("x-kept").as_deref(), Some("resp"), "the plugin's other headers apply");
+            for name in ["transfer-encoding", "upgrade", "keep-alive", "proxy-connection"] {
+                assert!(r.header(name).is_none(), "{name} reached the client: {:?}", r.headers);
+            }
+            assert_ne!(r.header("content-length").as_deref(), Some("5"));
+            assert_ne!(r.header("connection").as_deref(), Some("upgrade, x-kept"));
+            let echo: serde_json::Value = serde_json::from_str(&r.text()).expect("the whole body, as JSON");
+            let sent = &echo["headers"];
+            assert_eq!(sent["x-kept"], serde_json::json!(["req"]), "{echo}");
+            for name in ["content-length", "transfer-encoding", "connection", "upgrade", "keep-alive", "proxy-connection"] {
+                assert!(sent.get(name).is_none(), "{name} reached the upstream: {echo}");
+            }
+
+            let r = client.get(&gw.url("/answered")).await;
+            assert_eq!(r.status, 200, "round {round}");
+            assert_eq!(r.text(), "answered by the plugin");
+            assert_eq!(r.header("x-kept").as_deref(), Some("respond"));
+            assert!(r.header("upgrade").is_none() && r.header("transfer-encoding").is_none());
+        }
+    }
+    gw.stop().await;
+
+    // The built-in plugins refuse them in their config, naming the key.
+    let refused = "[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:headers\"\nconfig = { response = { set = { \"Content-Length\" = \"5\" } } }\n";
+    let error = Gateway::try_start(refused, None).await.err().expect("refused").to_string();
+    assert!(error.contains("`response.set.content-length`: `content-length` is set by the gateway"), "{error}");
+}

@@ -16,11 +16,14 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 /// `x-forwarded-host`: the host the client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Headers that are always hop-by-hop, whatever `Connection` says.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
@@ -36,6 +39,22 @@ pub fn accepts_trailers(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")))
+}
+
+/// True for a header no plugin may set: a message's framing (`Content-Length`,
+/// `Transfer-Encoding`) and its connection's management (`Connection`, `Keep-Alive`,
+/// `Proxy-Connection`, `Upgrade`). The gateway and hyper set those for each hop. One from a
+/// plugin that disagreed with the body would split the message on a kept-alive connection (a
+/// response the client reads as two, a request a shared upstream connection reads as two), and
+/// an `Upgrade` would switch an upstream connection the client never asked to switch (h2c
+/// smuggling). `TE` is not among them: `call_upstream` keeps only `TE: trailers`, for HTTP/2.
+pub fn gateway_managed(name: &HeaderName) -> bool {
+    *name == header::CONTENT_LENGTH
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::CONNECTION
+        || *name == header::UPGRADE
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
 }
 
 /// True for a header that is hop-by-hop whatever `Connection` says (the fixed list and `Upgrade`).

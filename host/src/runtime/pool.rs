@@ -524,6 +524,9 @@ fn convert_response(init: ResponseInit, log: &LogBudget, bound: HeaderBound) -> 
     let mut refusals = RefusalLog::default();
     for h in init.headers {
         match (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(&h.value)) {
+            (Ok(name), Ok(_)) if crate::proxy::headers::gateway_managed(&name) => {
+                plugin_warn!(log, header = %name, "framing or connection header in plugin response ignored: the gateway sets it");
+            }
             (Ok(name), Ok(value)) => {
                 if bound.admits(&headers, &name, &value, false) {
                     headers.append(name, value);

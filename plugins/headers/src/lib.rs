@@ -152,6 +152,13 @@ mod tests {
             "`request.set`: header `x-a` appears twice (header names are case-insensitive)"
         );
         assert_eq!(err(r#"{"request": {"rename": {"x-a": "X-A"}}}"#), "`request.rename.x-a`: renames `x-a` to itself");
+        assert_eq!(
+            err(r#"{"response": {"set": {"Content-Length": "5"}}}"#),
+            "`response.set.content-length`: `content-length` is set by the gateway for each hop (message framing and connection), not by plugins"
+        );
+        assert!(err(r#"{"request": {"append": {"connection": "x"}}}"#).starts_with("`request.append.connection`: `connection` is set by the gateway"));
+        assert!(err(r#"{"request": {"rename": {"x-up": "Upgrade"}}}"#).starts_with("`request.rename.x-up`: `upgrade` is set by the gateway"));
+        assert!(configure(r#"{"request": {"remove": ["connection"], "rename": {"upgrade": "x-up"}}}"#).is_ok(), "removing them is fine");
     }
 
     #[test]

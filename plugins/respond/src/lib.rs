@@ -20,6 +20,7 @@
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use airlock_sdk::header_rules::settable_header_name;
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -84,7 +85,7 @@ impl<'de> Deserialize<'de> for Headers {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
                 let mut headers = Vec::new();
                 while let Some(name) = map.next_key::<String>()? {
-                    let name = header_name(&name).map_err(de::Error::custom)?;
+                    let name = settable_header_name(&name).map_err(de::Error::custom)?;
                     let value: HeaderValue = map.next_value()?;
                     headers.push((name, value.0));
                 }
@@ -105,15 +106,6 @@ impl<'de> Deserialize<'de> for HeaderValue {
         header_value(&value).map_err(de::Error::custom)?;
         Ok(HeaderValue(value))
     }
-}
-
-/// Checks an HTTP header name (an RFC 9110 token) and lower-cases it.
-fn header_name(name: &str) -> Result<String, String> {
-    let valid = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(valid) {
-        return Err(format!("invalid header name `{name}`: use letters, digits and !#$%&'*+-.^_`|~"));
-    }
-    Ok(name.to_ascii_lowercase())
 }
 
 fn header_value(value: &str) -> Result<(), String> {
@@ -240,6 +232,10 @@ mod tests {
             "`body` and `json` are exclusive: give a text `body` or a `json` value, not both"
         );
         assert!(error(r#"{"headers": {"bad name": "x"}}"#).starts_with("`headers`: invalid header name `bad name`"));
+        assert!(
+            error(r#"{"headers": {"Content-Length": "5"}}"#).contains("`content-length` is set by the gateway"),
+            "the body's length is the gateway's to state"
+        );
         assert_eq!(
             error(r#"{"headers": {"x-a": "1\n2"}}"#),
             "`headers.x-a`: a header value cannot contain the control character '\\n'"

@@ -147,9 +147,21 @@ fn parse_name(log: &LogBudget, names: &mut HeaderNames, name: &str) -> Option<He
     parsed
 }
 
-/// Parses a plugin-supplied header; logs and returns `None` when it is not valid HTTP.
-fn parse_header(log: &LogBudget, names: &mut HeaderNames, name: &str, value: Vec<u8>) -> Option<(HeaderName, HeaderValue)> {
+/// Parses the name of a header a plugin writes; logs and returns `None` when it is not valid
+/// or is one the gateway manages ([`crate::proxy::headers::gateway_managed`]).
+fn parse_writable(log: &LogBudget, names: &mut HeaderNames, name: &str) -> Option<HeaderName> {
     let name = parse_name(log, names, name)?;
+    if crate::proxy::headers::gateway_managed(&name) {
+        plugin_warn!(log, header = %name, "framing or connection header from plugin ignored: the gateway sets it");
+        return None;
+    }
+    Some(name)
+}
+
+/// Parses a plugin-supplied header; logs and returns `None` when it is not valid HTTP or not
+/// the plugin's to write.
+fn parse_header(log: &LogBudget, names: &mut HeaderNames, name: &str, value: Vec<u8>) -> Option<(HeaderName, HeaderValue)> {
+    let name = parse_writable(log, names, name)?;
     if value.len() > MAX_HEADER_VALUE_BYTES {
         plugin_warn!(log, header = %name, len = value.len(), "oversized header value from plugin ignored");
         return None;
@@ -172,7 +184,7 @@ fn response_edit(log: &LogBudget, names: &mut HeaderNames, edit: WitResponseEdit
         WitResponseEdit::Append(h) => parse_header(log, names, &h.name, h.value).map(|(n, v)| ResponseEdit::Append(n, v))?,
         WitResponseEdit::AddToken(h) => parse_header(log, names, &h.name, h.value).map(|(n, v)| ResponseEdit::AddToken(n, v))?,
         WitResponseEdit::Remove(n) => ResponseEdit::Remove(parse_name(log, names, &n)?),
-        WitResponseEdit::Rename((from, to)) => ResponseEdit::Rename(parse_name(log, names, &from)?, parse_name(log, names, &to)?),
+        WitResponseEdit::Rename((from, to)) => ResponseEdit::Rename(parse_name(log, names, &from)?, parse_writable(log, names, &to)?),
     })
 }
 

@@ -8,6 +8,10 @@
 //! - `wait-on-host`: outbound calls to `url` (granted, never answering), one after the other, forever;
 //! - `crafted-host`: calls `url` (granted) with `host: <host>`, and answers with what came back;
 //! - `status`: answers with status `count`, whatever it is (a 1xx included);
+//! - `managed-headers`: sets every header the gateway manages (`Content-Length: 5`,
+//!   `Transfer-Encoding`, `Connection`, `Upgrade: h2c`, ...) on the request and, as response
+//!   edits, on the response, each beside `x-kept`; with `count = 1` it answers itself instead,
+//!   with those headers and a 22-byte body;
 //! - `response-status`: in its response phase instead, sets the upstream's answer's status to
 //!   `count` (a 101 included);
 //! - `log-flood`: `count` times each: a warning through `log`, a line on stderr and an invalid
@@ -73,6 +77,30 @@ impl Plugin for Hostile {
                     seen += u64::from(req.header("x-probe").is_some());
                 }
                 Action::text(200, format!("{seen}\n"))
+            }
+            "managed-headers" => {
+                const MANAGED: [(&str, &str); 6] = [
+                    ("content-length", "5"),
+                    ("transfer-encoding", "chunked"),
+                    ("connection", "upgrade, x-kept"),
+                    ("upgrade", "h2c"),
+                    ("keep-alive", "timeout=1"),
+                    ("proxy-connection", "close"),
+                ];
+                if c.count == Some(1) {
+                    let answer = MANAGED.iter().fold(ResponseInit::new(200), |a, (n, v)| a.header(*n, v));
+                    return Action::Respond(answer.header("x-kept", "respond").body("answered by the plugin"));
+                }
+                for (name, value) in MANAGED {
+                    req.set_header(name, value);
+                    req.append_header(name, value);
+                    req.edit_response(ResponseEdit::Set(name, value.as_bytes()));
+                    req.edit_response(ResponseEdit::Append(name, value.as_bytes()));
+                }
+                req.edit_response(ResponseEdit::Rename("x-kept", "content-length"));
+                req.set_header("x-kept", "req");
+                req.edit_response(ResponseEdit::Set("x-kept", b"resp"));
+                Action::Continue
             }
             "status" => Action::Respond(ResponseInit::new(c.count.and_then(|s| u16::try_from(s).ok()).unwrap_or(0))),
             "env" => Action::Respond(
