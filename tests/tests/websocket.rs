@@ -232,7 +232,7 @@ async fn websocket_reaches_an_http2_upstream_as_an_extended_connect() {
     let ws = Http2EchoServer::start().await;
     // An h2c server that does not allow extended CONNECT (hyper's default).
     let plain = airlock_tests::Upstream::start().await;
-    let config = config_for(&ws.addr.to_string(), &plain)
+    let config = format!("[timeouts]\nidle_ms = 300\n{}", config_for(&ws.addr.to_string(), &plain))
         .replace("[upstreams.ws]\n", "[upstreams.ws]\nprotocol = \"h2c\"\n")
         .replace("[upstreams.plain]\n", "[upstreams.plain]\nprotocol = \"h2c\"\n");
     let gw = Gateway::start(&config, None).await;
@@ -264,6 +264,13 @@ async fn websocket_reaches_an_http2_upstream_as_an_extended_connect() {
     socket.send(Message::text(big.clone())).await.expect("send big");
     assert_eq!(socket.next().await.expect("reply").expect("message").into_text().expect("text").len(), big.len() + 6);
     metric_reaches(&gw, "airlock_switched_connections", 1.0).await;
+    // The tunnel outlives the upstream pool's idle time (`idle_ms`, 300 ms here): an open
+    // stream keeps its shared HTTP/2 connection.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1200) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        echoes(&mut socket, "still streaming").await;
+    }
 
     // An HTTP/2 client's extended CONNECT goes on as one, and its stream opens with a 200.
     let mut h2 = http2_connection(gw.addr()).await;
