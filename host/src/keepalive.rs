@@ -30,7 +30,6 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use crate::proxy::upgrade::UpstreamUpgrade;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -39,6 +38,7 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 
 use crate::connections::ConnectionBuilders;
+use crate::proxy::upgrade::UpstreamUpgrade;
 use crate::telemetry::metrics::ConnectionGauges;
 
 /// How long a keep-alive connection must be quiet (checked every this often, so it is parked
