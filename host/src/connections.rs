@@ -87,7 +87,6 @@ pub struct ConnectionBuilders {
     http2: auto::Builder<TokioExecutor>,
     http1: http1::Builder,
     idle: Duration,
-    tunnel_idle: Duration,
 }
 
 impl ConnectionBuilders {
@@ -97,8 +96,7 @@ impl ConnectionBuilders {
         let detect = builder(limits, idle);
         let mut http1 = http1::Builder::new();
         http1_settings!(http1, limits, idle);
-        let tunnel_idle = Duration::from_millis(timeouts.tunnel_idle_ms);
-        Self { http2: detect.clone().http2_only(), detect, http1, idle, tunnel_idle }
+        Self { http2: detect.clone().http2_only(), detect, http1, idle }
     }
 
     /// The builder for a connection speaking HTTP/2, or one whose protocol hyper must detect
@@ -118,11 +116,6 @@ impl ConnectionBuilders {
     /// How long an idle keep-alive connection is kept (`timeouts.idle_ms`).
     pub fn idle(&self) -> Duration {
         self.idle
-    }
-
-    /// How long a switched connection is kept with nothing passing (`timeouts.tunnel_idle_ms`).
-    pub fn tunnel_idle(&self) -> Duration {
-        self.tunnel_idle
     }
 }
 

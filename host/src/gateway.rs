@@ -44,9 +44,9 @@ pub struct Route {
     pub max_body_bytes: u64,
     /// Upstream response timeout (also caps plugin delays).
     pub timeout: Duration,
-    /// How long this route's switched connections (WebSockets) may pass nothing; `None`:
-    /// `timeouts.tunnel_idle_ms`, which the connection knows.
-    pub tunnel_idle: Option<Duration>,
+    /// How long this route's switched connections (WebSockets) may pass nothing: its
+    /// `tunnel_idle_ms`, else `timeouts.tunnel_idle_ms`.
+    pub tunnel_idle: Duration,
     /// This route's metric handles.
     pub metrics: RouteMetrics,
 }
@@ -263,7 +263,7 @@ impl Gateway {
                 rewrite: route.rewrite.as_ref().map(|s| s.get_ref().clone()),
                 max_body_bytes: route.max_body_bytes.unwrap_or(config.limits.max_body_bytes),
                 timeout: Duration::from_millis(timeout),
-                tunnel_idle: route.tunnel_idle_ms.map(Duration::from_millis),
+                tunnel_idle: Duration::from_millis(route.tunnel_idle_ms.unwrap_or(config.timeouts.tunnel_idle_ms)),
             });
             specs.push((index, spec));
         }

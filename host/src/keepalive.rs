@@ -208,8 +208,7 @@ where
         if let Some(upstream) = switched {
             // hyper stopped after sending a 101: the rest of the connection is the tunnel's.
             let io = parts.io.io.into_inner();
-            let idle = upstream.idle.unwrap_or(builders.tunnel_idle());
-            crate::proxy::upgrade::tunnel(io, parts.read_buf, upstream.side, idle, &gauges.tunnels, shutdown).await;
+            crate::proxy::upgrade::tunnel(io, parts.read_buf, upstream.side, upstream.idle, &gauges.tunnels, shutdown).await;
             return Ok(());
         }
         (io, service) = (parts.io, parts.service);

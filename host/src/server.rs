@@ -282,7 +282,7 @@ async fn serve_http2<T>(
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::default());
-    let tunnels = StreamTunnels { idle: builders.tunnel_idle(), metrics: gauges.tunnels, shutdown: shutdown.clone() };
+    let tunnels = StreamTunnels { metrics: gauges.tunnels, shutdown: shutdown.clone() };
     let service = gateway_service(live, conn, identity, Some(activity.clone()), Some(tunnels));
     let connection = builders.auto(protocol).serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
     if let Err(e) = keepalive::serve_until_idle(connection, activity, builders.idle(), shutdown).await {

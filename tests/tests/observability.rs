@@ -97,6 +97,7 @@ async fn admin_endpoints_enforce_the_token_and_redact_secrets() {
     assert_eq!(routes[0]["id"], "open");
     assert_eq!(routes[0]["upstream"]["name"], "backend");
     assert_eq!(routes[0]["upstream"]["targets"][0], upstream.addr.to_string());
+    assert_eq!(routes[0]["tunnel_idle_ms"], 300_000, "the global default, as the route sets none");
     assert_eq!(routes[0]["chain"][0]["plugin"], "builtin:headers");
     assert_eq!(routes[1]["chain"][0]["plugin"], "builtin:key-auth");
     assert_eq!(routes[1]["chain"][0]["failure"], "closed");

@@ -43,6 +43,7 @@ pub fn routes(gateway: &Gateway) -> Value {
                     "targets": u.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 })),
                 "timeout_ms": route.timeout.as_millis() as u64,
+                "tunnel_idle_ms": route.tunnel_idle.as_millis() as u64,
                 "max_body_bytes": route.max_body_bytes,
                 "chain": route.chain.entries().iter().map(|e| chain_entry(e)).collect::<Vec<_>>(),
             })

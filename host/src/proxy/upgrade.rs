@@ -44,8 +44,8 @@ use crate::telemetry::metrics::TunnelMetrics;
 pub struct UpstreamUpgrade {
     /// The upstream connection, once it has switched.
     pub side: OnUpgrade,
-    /// The route's `tunnel_idle_ms`, if it sets one.
-    pub idle: Option<Duration>,
+    /// How long the tunnel may pass nothing (the route's `tunnel_idle_ms`, or the global one).
+    pub idle: Duration,
 }
 
 /// Marks a request read from an HTTP/2 extended CONNECT ([`client_side`]): it asks for a switch
@@ -160,7 +160,7 @@ fn websocket_accept(key: &HeaderValue) -> HeaderValue {
 /// client connection's task to join (`server`, `keepalive`), while the response still switches.
 /// A response phase that changed the 101's status has called it off: the upstream connection is
 /// dropped, and the upgrade headers with it.
-pub fn keep_switch<B>(response: &mut Response<B>, upstream: OnUpgrade, idle: Option<Duration>) {
+pub fn keep_switch<B>(response: &mut Response<B>, upstream: OnUpgrade, idle: Duration) {
     if switches(response.status()) {
         response.extensions_mut().insert(UpstreamUpgrade { side: upstream, idle });
     } else {
@@ -186,12 +186,10 @@ pub fn answer_extended_connect<B>(response: &mut Response<B>) -> Result<(), Stat
     Ok(())
 }
 
-/// What a tunnel on its own task needs from its connection: the idle time, the metrics it is
-/// counted in, and the gateway's shutdown signal.
+/// What a tunnel on its own task needs from its connection: the metrics it is counted in, and
+/// the gateway's shutdown signal.
 #[derive(Clone)]
 pub struct StreamTunnels {
-    /// `timeouts.tunnel_idle_ms`.
-    pub idle: Duration,
     /// `airlock_switched_connections` and the tunnels' end counters.
     pub metrics: TunnelMetrics,
     /// Turns true when the gateway drains.
@@ -203,8 +201,8 @@ impl StreamTunnels {
     /// `busy` (the request's mark on its connection) is held meanwhile, so an HTTP/2 connection
     /// with an open tunnel is not closed as idle.
     pub fn join<G: Send + 'static>(&self, client: ClientSide, upstream: UpstreamUpgrade, busy: G) {
-        let (idle, metrics, shutdown) = (upstream.idle.unwrap_or(self.idle), self.metrics.clone(), self.shutdown.clone());
-        let upstream = upstream.side;
+        let (metrics, shutdown) = (self.metrics.clone(), self.shutdown.clone());
+        let UpstreamUpgrade { side: upstream, idle } = upstream;
         tokio::spawn(async move {
             let _busy = busy;
             match client.0.await {
