@@ -28,6 +28,13 @@ pub mod plugins {
     include!(concat!(env!("OUT_DIR"), "/guest_plugins.rs"));
 }
 
+/// A `[plugins.<name>]` definition of the hostile test plugin (`tests/plugins/hostile`). It
+/// imports `http-client` for its outbound modes, so that capability is granted, toward an
+/// address where nothing answers.
+pub fn hostile_plugin(name: &str) -> String {
+    format!("\n[plugins.{name}]\nsource = \"{{plugin:hostile}}\"\ncapabilities = [\"http-client\"]\nhttp_client = {{ allow = [\"http://127.0.0.1:1\"] }}\n")
+}
+
 /// A real HTTP upstream on a free loopback port. Behaviour by path:
 /// - `/slow/<ms>`: waits, then echoes;
 /// - `/status/<code>`: answers that status;

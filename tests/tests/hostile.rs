@@ -482,7 +482,7 @@ config = { mode = "log-flood", count = 500 }
 async fn a_plugin_answering_an_informational_status_gets_the_client_a_500() {
     let upstream = Upstream::start().await;
     let mut config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath = \"/healthy\"\nupstream = \"backend\"\n".to_owned();
-    config += "\n[plugins.status]\nsource = \"{plugin:hostile}\"\ncapabilities = [\"http-client\"]\nhttp_client = { allow = [\"http://127.0.0.1:1\"] }\n";
+    config += &airlock_tests::hostile_plugin("status");
     config += &hostile_route("/101", "status", r#"{ mode = "status", count = 101 }"#);
     config += &hostile_route("/103", "status", r#"{ mode = "status", count = 103 }"#);
     config += &hostile_route("/204", "status", r#"{ mode = "status", count = 204 }"#);
@@ -515,7 +515,7 @@ async fn a_plugin_answering_an_informational_status_gets_the_client_a_500() {
 async fn a_plugin_cannot_set_framing_or_connection_headers() {
     let upstream = Upstream::start().await;
     let mut config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n".to_owned();
-    config += "\n[plugins.managed]\nsource = \"{plugin:hostile}\"\ncapabilities = [\"http-client\"]\nhttp_client = { allow = [\"http://127.0.0.1:1\"] }\n";
+    config += &airlock_tests::hostile_plugin("managed");
     config += &hostile_route("/edited", "managed", r#"{ mode = "managed-headers" }"#);
     config += "\n[[routes]]\npath = \"/answered\"\n[[routes.plugins]]\nplugin = \"managed\"\nconfig = { mode = \"managed-headers\", count = 1 }\n";
     let gw = Gateway::start(&config, Some(&upstream)).await;

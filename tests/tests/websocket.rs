@@ -155,12 +155,17 @@ fn extended_connect(addr: std::net::SocketAddr, path: &str, protocol: &'static s
     request
 }
 
+/// A plain `GET /plain` on an HTTP/2 connection to the gateway, answered 200.
+async fn plain_over_http2(h2: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>, gw: &Gateway) {
+    let response = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
+    assert_eq!(response.status(), 200);
+}
+
 /// A WebSocket to `path` over a new HTTP/2 connection (an extended CONNECT as alice), open.
 async fn websocket_over_http2(gw: &Gateway, path: &str) -> WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
     let mut h2 = http2_connection(gw.addr()).await;
     // A plain request first: the gateway's SETTINGS (extended CONNECT enabled) are then in.
-    let warm = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
-    assert_eq!(warm.status(), 200);
+    plain_over_http2(&mut h2, gw).await;
     let headers = [("sec-websocket-version", "13"), ("x-api-key", "alice-key")];
     let mut opened = h2.send_request(extended_connect(gw.addr(), path, "websocket", &headers)).await.expect("CONNECT");
     assert_eq!(opened.status(), 200);
@@ -175,8 +180,7 @@ async fn websocket_over_http2_reaches_an_http1_upstream() {
     let gw = Gateway::start(&config(&ws, &plain), None).await;
     let mut h2 = http2_connection(gw.addr()).await;
     // A plain request first: the gateway's SETTINGS (extended CONNECT enabled) are then in.
-    let plain_response = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
-    assert_eq!(plain_response.status(), 200);
+    plain_over_http2(&mut h2, &gw).await;
 
     // key-auth guards it like any handshake: refused, the upstream never sees it.
     let refused = h2.send_request(extended_connect(gw.addr(), "/chat", "websocket", &[("sec-websocket-version", "13")])).await.expect("CONNECT");
@@ -209,8 +213,7 @@ async fn websocket_over_http2_reaches_an_http1_upstream() {
     assert_eq!(socket.next().await.expect("reply").expect("message").into_text().expect("text").len(), big.len() + 6);
 
     // The same connection serves other requests meanwhile.
-    let again = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
-    assert_eq!(again.status(), 200);
+    plain_over_http2(&mut h2, &gw).await;
 
     // An upstream that does not switch: no stream opens to nothing; the client gets a 502.
     let not_switched = h2.send_request(extended_connect(gw.addr(), "/plain", "websocket", &[("sec-websocket-version", "13")])).await.expect("CONNECT");
@@ -274,8 +277,7 @@ async fn websocket_reaches_an_http2_upstream_as_an_extended_connect() {
 
     // An HTTP/2 client's extended CONNECT goes on as one, and its stream opens with a 200.
     let mut h2 = http2_connection(gw.addr()).await;
-    let warm = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
-    assert_eq!(warm.status(), 200);
+    plain_over_http2(&mut h2, &gw).await;
     let headers = [("sec-websocket-version", "13"), ("x-api-key", "alice-key")];
     let mut opened = h2.send_request(extended_connect(gw.addr(), "/chat", "websocket", &headers)).await.expect("CONNECT");
     assert_eq!(opened.status(), 200);
@@ -441,8 +443,7 @@ async fn a_response_phase_that_changes_the_101_calls_the_switch_off() {
     let ws = EchoServer::start().await;
     let plain = airlock_tests::Upstream::start().await;
     let toml = config(&ws, &plain)
-        // The test plugin imports `http-client` for its other modes; nothing is allowed.
-        + "\n[plugins.unswitch]\nsource = \"{plugin:hostile}\"\ncapabilities = [\"http-client\"]\nhttp_client = { allow = [\"http://127.0.0.1:1\"] }\n"
+        + &airlock_tests::hostile_plugin("unswitch")
         + "\n[[routes]]\nid = \"off\"\npath = \"/off\"\nupstream = \"ws\"\n[[routes.plugins]]\nplugin = \"unswitch\"\n"
         + "config = { mode = \"response-status\", count = 403 }\n";
     let gw = Gateway::start(&toml, None).await;
@@ -454,16 +455,14 @@ async fn a_response_phase_that_changes_the_101_calls_the_switch_off() {
         other => panic!("expected the plugin's 403, got {other:?}"),
     }
     let mut h2 = http2_connection(gw.addr()).await;
-    let warm = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
-    assert_eq!(warm.status(), 200);
+    plain_over_http2(&mut h2, &gw).await;
     let refused = h2.send_request(extended_connect(gw.addr(), "/off", "websocket", &[("sec-websocket-version", "13")])).await.expect("CONNECT");
     assert_eq!(refused.status(), 403);
     // Both handshakes reached the upstream and switched there; neither became a tunnel.
     assert_eq!(ws.handshakes.lock().unwrap().len(), 2);
     assert_eq!(airlock_tests::metric_value(&gw, "airlock_switched_connections", &[]).await, 0.0);
     // The gateway serves on, WebSockets on other routes included.
-    let again = h2.send_request(http::Request::get(format!("http://{}/plain", gw.addr())).body(Empty::new()).unwrap()).await.expect("GET");
-    assert_eq!(again.status(), 200);
+    plain_over_http2(&mut h2, &gw).await;
     let mut socket = websocket_over_http2(&gw, "/chat").await;
     echoes(&mut socket, "after").await;
     gw.stop().await;

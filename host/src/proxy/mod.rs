@@ -434,11 +434,10 @@ impl Gateway {
             (None, Some(stream)) => stream,
             (None, None) => ProxyBody::empty(),
         };
-        let asked_upgrade = headers.contains_key(header::UPGRADE);
-        // A WebSocket handshake (`prepare` put its `Upgrade` back) to an HTTP/2 upstream leaves
-        // as an extended CONNECT.
-        let extended_connect =
-            upstream.version() == Version::HTTP_2 && upgrade::requested(&headers, Version::HTTP_11, false).is_some();
+        // A WebSocket handshake (`prepare` put its `Upgrade` back; plugins cannot add one); to an
+        // HTTP/2 upstream it leaves as an extended CONNECT.
+        let asked_upgrade = upgrade::requested(&headers, Version::HTTP_11, false).is_some();
+        let extended_connect = asked_upgrade && upstream.version() == Version::HTTP_2;
         let mut request = Request::new(if extended_connect { ProxyBody::empty() } else { body });
         *request.method_mut() = state.method.clone();
         *request.uri_mut() = uri;
