@@ -518,6 +518,14 @@ async fn ip_restrict_cidr_edges_and_trusted_proxies() {
     assert_eq!(call("/proxied", Some("::ffff:203.0.113.5")).await, 200, "IPv4-mapped IPv6 is IPv4");
     assert_eq!(call("/proxied", Some("not-an-ip")).await, 403, "unknown address fails closed");
     assert_eq!(call("/proxied", None).await, 403, "the trusted proxy itself is not allowed");
+    // Lines are one list (RFC 9110 5.3): a proxy in front that adds a line of its own puts the
+    // client it saw in the last one, which must not be dropped for the client's own first line.
+    let lines = |first: &'static str, second: &'static str| {
+        let (client, url) = (client.clone(), gw.url("/proxied"));
+        async move { client.request("GET", &url, &[("x-forwarded-for", first), ("x-forwarded-for", second)], b"").await.status.as_u16() }
+    };
+    assert_eq!(lines("203.0.113.5", "198.51.100.1").await, 403, "a spoofed first line is not the client");
+    assert_eq!(lines("198.51.100.1", "203.0.113.5").await, 200, "the last line's address is the client");
 
     assert_eq!(call("/v4-only", Some("2001:db8::1")).await, 403, "::/0 denies every IPv6 address");
     assert_eq!(call("/v4-only", Some("203.0.113.9")).await, 200, "::/0 does not cover IPv4");

@@ -104,15 +104,19 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'stat
         cursor.position() as usize
     };
     let ip = &buf[..len];
-    let value = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+    let value = match list_lines(headers, &X_FORWARDED_FOR) {
         // The joined bytes become the value as they are (`concat` allocates exactly their length).
-        Some(existing) if !existing.trim_ascii().is_empty() => {
-            HeaderValue::from_maybe_shared(bytes::Bytes::from([existing, b", ", ip].concat()))
+        Lines::One(existing) => HeaderValue::from_maybe_shared(bytes::Bytes::from([existing, b", ", ip].concat())),
+        Lines::Several(mut joined) => {
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
         }
-        _ => HeaderValue::from_bytes(ip),
+        Lines::None => HeaderValue::from_bytes(ip),
     };
     if let Ok(value) = value {
-        // Several XFF lines would be joined by peers anyway; send one.
+        // One line, holding every earlier hop: the lines are one list (RFC 9110 5.3), and a
+        // proxy in front that adds a line of its own puts the client it saw in the last one.
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
@@ -126,14 +130,40 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'stat
     }
 }
 
-/// Appends this gateway to `Via` (`1.1 airlock`, or `2 airlock` for HTTP/2).
+/// The non-blank lines of a comma-separated list header: none, one (borrowed), or several
+/// joined with `, ` into one list, as RFC 9110 5.3 says they mean.
+enum Lines<'a> {
+    None,
+    One(&'a [u8]),
+    Several(Vec<u8>),
+}
+
+fn list_lines<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Lines<'a> {
+    let mut lines = headers.get_all(name).iter().map(HeaderValue::as_bytes).filter(|v| !v.trim_ascii().is_empty());
+    let Some(first) = lines.next() else { return Lines::None };
+    let Some(second) = lines.next() else { return Lines::One(first) };
+    let mut joined = [first, b", ", second].concat();
+    for line in lines {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(line);
+    }
+    Lines::Several(joined)
+}
+
+/// Appends this gateway to `Via` (`1.1 airlock`, or `2 airlock` for HTTP/2), after every hop
+/// already listed, on however many lines they came.
 pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
     let me = if version == http::Version::HTTP_2 { "2 airlock" } else { "1.1 airlock" };
-    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => HeaderValue::from_str(&format!("{existing}, {me}")).ok(),
-        _ => Some(HeaderValue::from_static(me)),
+    let value = match list_lines(headers, &header::VIA) {
+        Lines::None => Ok(HeaderValue::from_static(me)),
+        Lines::One(existing) => HeaderValue::from_bytes(&[existing, b", ", me.as_bytes()].concat()),
+        Lines::Several(mut joined) => {
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(me.as_bytes());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
+        }
     };
-    if let Some(value) = value {
+    if let Ok(value) = value {
         headers.insert(header::VIA, value);
     }
 }
@@ -224,6 +254,28 @@ mod tests {
         add_forwarded(&mut h, "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1".parse().unwrap(), "https", None);
         assert_eq!(h[X_FORWARDED_FOR], "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
         assert!(!h.contains_key(X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn every_forwarded_for_and_via_line_is_kept_in_order() {
+        // A proxy in front that adds its own line (HAProxy's `option forwardfor`) puts the
+        // client it saw last: dropping later lines let the client's own first line pass for it.
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static(" "));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
+        add_forwarded(&mut h, "10.0.0.9:5555".parse().unwrap(), "http", None);
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9");
+        h.append(header::VIA, HeaderValue::from_static("1.1 edge"));
+        h.append(header::VIA, HeaderValue::from_static("1.1 lb"));
+        add_via(&mut h, http::Version::HTTP_11);
+        assert_eq!(h[header::VIA], "1.1 edge, 1.1 lb, 1.1 airlock");
+        add_via(&mut h, http::Version::HTTP_2);
+        assert_eq!(h[header::VIA], "1.1 edge, 1.1 lb, 1.1 airlock, 2 airlock");
+        let mut fresh = HeaderMap::new();
+        add_via(&mut fresh, http::Version::HTTP_2);
+        assert_eq!(fresh[header::VIA], "2 airlock");
     }
 
     #[test]
