@@ -13,7 +13,7 @@ use toml::Spanned;
 use crate::admin::inventory::PluginFacts;
 use crate::config::{
     ChainEntryConfig, Config, ConfigError, ConfigIssue, ConfigSource, FailurePolicy, HostHeader, LimitsConfig,
-    PluginConfig, RouteConfig, TimeoutsConfig,
+    PluginConfig, RouteConfig, TimeoutsConfig, route_rules,
 };
 use crate::proxy::upstream::Upstream;
 use crate::router::{PathMatch, RouteSpec, RouteTable};
@@ -222,9 +222,18 @@ impl Gateway {
         }
         let mut specs = Vec::new();
         let mut routes = Vec::new();
+        let mut route_ids = std::collections::HashSet::new();
         for (index, route) in config.routes.iter().enumerate() {
-            let id: Arc<str> = route.id.clone().unwrap_or_else(|| format!("route-{index}")).into();
+            let id: Arc<str> = route.id.as_ref().map_or_else(|| format!("route-{index}"), |id| id.get_ref().clone()).into();
             let key = format!("routes[{index}]");
+            // Rate-limit keys, metrics and the admin API tell routes apart by id.
+            if !route_ids.insert(id.clone()) {
+                issues.push(source.issue(
+                    route.id.as_ref().map(Spanned::span),
+                    &format!("{key}.id"),
+                    format!("route id `{id}` is used twice (ids name a route in rate-limit keys, metrics and the admin API)"),
+                ));
+            }
             let Some(spec) = route_spec(source, route, &id, &key, &mut issues) else { continue };
             let upstream = match &route.upstream {
                 Some(name) => match upstreams.get(name.get_ref().as_str()) {
@@ -538,10 +547,17 @@ fn route_spec(source: &ConfigSource, route: &RouteConfig, id: &str, key: &str, i
             return None;
         }
         (None, None) => {
-            issues.push(source.issue(None, key, format!("route `{id}` needs `path` or `path_prefix`")));
+            // At the route's first spanned key: a table header has no span of its own.
+            let span = route.id.as_ref().or(route.upstream.as_ref()).or(route.rewrite.as_ref()).map(Spanned::span);
+            issues.push(source.issue(span, key, format!("route `{id}` needs `path` or `path_prefix`")));
             return None;
         }
     };
+    for host in &route.hosts {
+        if let Some(problem) = route_rules::host_problem(host.get_ref()) {
+            issues.push(source.issue(Some(host.span()), &format!("{key}.hosts"), problem));
+        }
+    }
     let mut methods = Vec::new();
     for m in &route.methods {
         match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
@@ -549,15 +565,29 @@ fn route_spec(source: &ConfigSource, route: &RouteConfig, id: &str, key: &str, i
             Err(_) => issues.push(source.issue(Some(m.span()), &format!("{key}.methods"), format!("`{}` is not an HTTP method", m.get_ref()))),
         }
     }
-    if let Some(prefix) = &route.strip_prefix
-        && !prefix.get_ref().starts_with('/')
-    {
-        issues.push(source.issue(Some(prefix.span()), &format!("{key}.strip_prefix"), "must start with `/`"));
+    let (pattern, is_prefix_route) = match &path {
+        PathMatch::Exact(p) => (p.as_str(), false),
+        PathMatch::Prefix(p) => (p.as_str(), true),
+    };
+    if let Some(prefix) = &route.strip_prefix {
+        let problem = if prefix.get_ref().starts_with('/') {
+            route_rules::strip_prefix_problem(prefix.get_ref(), pattern, is_prefix_route)
+        } else {
+            Some("must start with `/`".to_owned())
+        };
+        if let Some(problem) = problem {
+            issues.push(source.issue(Some(prefix.span()), &format!("{key}.strip_prefix"), problem));
+        }
     }
-    if let Some(rewrite) = &route.rewrite
-        && !rewrite.get_ref().starts_with('/')
-    {
-        issues.push(source.issue(Some(rewrite.span()), &format!("{key}.rewrite"), "must start with `/`"));
+    if let Some(rewrite) = &route.rewrite {
+        let problem = if rewrite.get_ref().starts_with('/') {
+            route_rules::rewrite_problem(rewrite.get_ref(), (!is_prefix_route).then_some(pattern))
+        } else {
+            Some("must start with `/`".to_owned())
+        };
+        if let Some(problem) = problem {
+            issues.push(source.issue(Some(rewrite.span()), &format!("{key}.rewrite"), problem));
+        }
     }
     Some(RouteSpec { id: id.to_owned(), hosts: route.hosts.iter().map(|h| h.get_ref().clone()).collect(), methods, path })
 }

@@ -75,9 +75,14 @@ pub enum StartError {
 /// configured). This is `airlock check`, and the first half of `airlock run`.
 pub async fn load(source: &ConfigSource) -> Result<(Config, Gateway), StartError> {
     let config = source.parse()?;
-    let sandbox = SandboxEngine::new(&config.runtime).map_err(|e| StartError::Sandbox(format!("{e:#}")))?;
-    let gateway = Gateway::build(source, &config, sandbox).await?;
+    let gateway = build(source, &config).await?;
     Ok((config, gateway))
+}
+
+/// Builds the gateway a parsed config describes, in a sandbox of its own.
+pub async fn build(source: &ConfigSource, config: &Config) -> Result<Gateway, StartError> {
+    let sandbox = SandboxEngine::new(&config.runtime).map_err(|e| StartError::Sandbox(format!("{e:#}")))?;
+    Ok(Gateway::build(source, config, sandbox).await?)
 }
 
 /// A gateway serving in the background of the current tokio runtime.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use airlock::config::{ConfigSource, QUICKSTART};
+use airlock::config::{ConfigError, ConfigSource, QUICKSTART};
 use airlock::plugin_trial::{self, Trial};
 use airlock::scaffold::SdkSource;
 use airlock::signing::{self, PublicKey};
@@ -209,13 +209,29 @@ async fn check(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Everything `run` reads: the config, every plugin, and the listeners' certificates.
-    let loaded = airlock::load(&source).await.and_then(|(config, gateway)| {
-        airlock::server::plan_listeners(&source, &config).map_err(airlock::StartError::from)?;
-        Ok((config, gateway))
-    });
+    let config = match source.parse() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Everything `run` reads: every plugin, and the listeners' certificates and addresses. The
+    // problems of both are reported together, in line order.
+    let built = airlock::build(&source, &config).await;
+    let listeners = airlock::server::plan_listeners(&source, &config);
+    let loaded = match (built, listeners) {
+        (Ok(gateway), Ok(_)) => Ok(gateway),
+        (Err(airlock::StartError::Config(ConfigError::Invalid(mut issues))), Err(ConfigError::Invalid(more))) => {
+            issues.extend(more);
+            issues.sort_by_key(|i| i.line.unwrap_or(0));
+            Err(airlock::StartError::Config(ConfigError::Invalid(issues)))
+        }
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e.into()),
+    };
     match loaded {
-        Ok((config, gateway)) => {
+        Ok(gateway) => {
             let plugins: usize = gateway.routes.routes().iter().map(|r| r.chain.entries().len()).sum();
             println!(
                 "{}: ok ({} routes, {} upstreams, {} chain entries)",
@@ -257,12 +273,11 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 fn trusted(keys: &[String]) -> Result<Vec<PublicKey>, String> {
     keys.iter()
         .map(|k| {
-            let text = if k.starts_with("ed25519:") {
-                k.clone()
-            } else {
-                std::fs::read_to_string(k).map_err(|e| format!("--trusted-key {k}: {e}"))?
-            };
-            PublicKey::parse(&text).map_err(|e| e.to_string())
+            if k.starts_with("ed25519:") {
+                return PublicKey::parse(k).map_err(|e| format!("--trusted-key: {e}"));
+            }
+            let text = std::fs::read_to_string(k).map_err(|e| format!("--trusted-key {k}: {e}"))?;
+            PublicKey::parse(&text).map_err(|e| format!("--trusted-key {k}: {e}"))
         })
         .collect()
 }
@@ -339,7 +354,12 @@ async fn inspect(plugin: &str, keys: &[String], json: bool) -> ExitCode {
         Err(e) => return fail(e),
     };
     match airlock::audit::inspect(plugin, &keys).await {
-        Ok(report) => print_report(&report, json),
+        // The report is printed either way; a component that cannot load as a plugin fails the
+        // command, as it fails `airlock check`.
+        Ok(report) => match (print_report(&report, json), &report.load_error) {
+            (ExitCode::SUCCESS, Some(_)) => ExitCode::FAILURE,
+            (code, _) => code,
+        },
         Err(e) => fail(e),
     }
 }

@@ -78,7 +78,31 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
     if config.listeners.is_empty() {
         issues.push(source.issue(None, "listeners", "at least one listener is needed to run"));
     }
+    // Two sockets on one address cannot both be bound: found here, so `airlock check` finds it.
+    let admin = config.admin.enabled.then(|| config.admin.address.get_ref().parse::<SocketAddr>().ok()).flatten();
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let Ok(address) = listener.address.get_ref().parse::<SocketAddr>() else { continue };
+        let earlier = config.listeners[..i]
+            .iter()
+            .position(|other| other.address.get_ref().parse().is_ok_and(|other| same_socket(address, other)));
+        let clash = match earlier {
+            Some(j) => Some(format!("`{address}` is also bound by listeners[{j}]")),
+            None => admin.filter(|a| same_socket(address, *a)).map(|a| format!("`{address}` is also bound by the admin listener (`admin.address = \"{a}\"`)")),
+        };
+        if let Some(clash) = clash {
+            issues.push(source.issue(Some(listener.address.span()), &format!("listeners[{i}].address"), clash));
+        }
+    }
     if issues.is_empty() { Ok(plan) } else { Err(ConfigError::Invalid(issues)) }
+}
+
+/// Whether binding both addresses would clash: the same port (not 0, which picks a free one) on
+/// the same IP, or on one IP and the wildcard address of its family.
+fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Serves the live gateway on `listeners` (in config order) until `shutdown` turns true, then

@@ -26,8 +26,9 @@ const HEADER: &str = "airlock-plugin-signature v1";
 /// Why signing or verifying failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SigningError {
-    /// A public key is not `ed25519:<base64 of 32 bytes>`.
-    #[error("`{0}` is not a public key: expected `ed25519:<base64 of 32 bytes>` (from `airlock plugin keygen`)")]
+    /// A public key is not `ed25519:<base64 of 32 bytes>`. Holds what was given as
+    /// [`PublicKey::parse`] describes it: never a private key's text.
+    #[error("{0} is not a public key: expected `ed25519:<base64 of 32 bytes>` (from `airlock plugin keygen`)")]
     BadPublicKey(String),
     /// The private key file is not an ed25519 PKCS#8 key.
     #[error("{0}: not an ed25519 private key (PKCS#8 PEM, from `airlock plugin keygen`)")]
@@ -74,11 +75,25 @@ pub struct PublicKey([u8; 32]);
 impl PublicKey {
     /// Parses `ed25519:<base64>`.
     pub fn parse(text: &str) -> Result<Self, SigningError> {
-        let bad = || SigningError::BadPublicKey(text.to_owned());
+        let bad = || SigningError::BadPublicKey(describe_non_key(text));
         let b64 = text.trim().strip_prefix("ed25519:").ok_or_else(bad)?;
         let bytes = B64.decode(b64).map_err(|_| bad())?;
         Ok(Self(bytes.try_into().map_err(|_| bad())?))
     }
+}
+
+/// What was given where a public key belongs, fit for an error message and a CI log: a private
+/// key (the easy mix-up with `keygen`'s two files) is named, never printed, and other long text
+/// only counted.
+fn describe_non_key(text: &str) -> String {
+    let text = text.trim();
+    if text.contains("PRIVATE KEY") {
+        return "a private key (keep it secret; the public key is the `.pub` file `keygen` wrote beside it)".to_owned();
+    }
+    if text.len() <= 64 && !text.contains('\n') {
+        return format!("`{text}`");
+    }
+    format!("a {}-line value of {} characters", text.lines().count(), text.chars().count())
 }
 
 impl std::fmt::Display for PublicKey {
@@ -201,5 +216,18 @@ mod tests {
         assert!(matches!(verify(bytes, "nonsense", "x.sig", &[public]), Err(SigningError::Malformed { .. })));
         assert!(PublicKey::parse("ed25519:short").is_err());
         assert!(sign(bytes, "not a key", "k.pem").is_err());
+    }
+
+    #[test]
+    fn a_private_key_given_as_a_public_one_is_named_never_printed() {
+        let (pem, _) = generate().unwrap();
+        let secret_line = pem.lines().nth(1).unwrap();
+        let message = PublicKey::parse(&pem).unwrap_err().to_string();
+        assert!(message.contains("a private key") && !message.contains(secret_line), "{message}");
+        let long = "x".repeat(500);
+        let message = PublicKey::parse(&long).unwrap_err().to_string();
+        assert!(message.contains("500 characters") && !message.contains(&long), "{message}");
+        let message = PublicKey::parse("ed25519:short").unwrap_err().to_string();
+        assert!(message.starts_with("`ed25519:short` is not a public key"), "{message}");
     }
 }

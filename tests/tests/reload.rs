@@ -123,7 +123,9 @@ async fn an_invalid_reload_keeps_the_running_config_and_says_where() {
     assert_eq!(body["issues"][0]["key"], "routes[1].plugins[0].plugin");
     assert_eq!(body["issues"][0]["file"], "airlock.toml");
     assert!(body["issues"][0]["line"].as_u64().is_some());
-    assert_eq!(client.get(&gw.admin_url("/admin/reload")).await.status, 405, "reload is a POST");
+    let wrong_method = client.get(&gw.admin_url("/admin/reload")).await;
+    assert_eq!(wrong_method.status, 405, "reload is a POST");
+    assert_eq!(wrong_method.header("allow").as_deref(), Some("POST"), "a 405 names the method to use");
 
     // Still serving the first config, and the failures are counted.
     assert_eq!(client.get(&gw.url("/")).await.header("x-chain").as_deref(), Some("first"));

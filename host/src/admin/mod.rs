@@ -128,9 +128,16 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: 
 /// Answers one admin request.
 async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path();
-    let allowed = if path == "/admin/reload" { request.method() == Method::POST } else { request.method() == Method::GET || request.method() == Method::HEAD };
+    let (allowed, allow) = if path == "/admin/reload" {
+        (request.method() == Method::POST, "POST")
+    } else {
+        (request.method() == Method::GET || request.method() == Method::HEAD, "GET, HEAD")
+    };
     if !allowed {
-        return json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({ "error": "method_not_allowed" }));
+        // RFC 9110 15.5.6: a 405 names the methods the resource takes.
+        let mut response = json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({ "error": "method_not_allowed" }));
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        return response;
     }
     let open = matches!(path, "/health" | "/ready" | "/");
     if !open && !authorized(state.token.as_deref(), &request) {

@@ -1,6 +1,6 @@
 //! The effective config as the admin API shows it: every value the gateway runs with, secrets
 //! replaced by `[redacted]` (consumer credentials, the Redis password, the admin token, and any
-//! key in a plugin's config whose name says it holds a secret).
+//! key in a plugin's config whose name says it holds a secret, credential headers included).
 
 use serde_json::Value;
 
@@ -9,8 +9,10 @@ use crate::config::Config;
 /// What a secret is replaced by.
 pub const REDACTED: &str = "[redacted]";
 
-/// Parts of key names that mark a value as secret.
-const SECRET_KEY_PARTS: [&str; 7] = ["secret", "password", "passwd", "token", "credential", "private", "api_key"];
+/// Parts of key names that mark a value as secret: config keys, and the header names a
+/// `headers` or `transform` rule may set (`"authorization" = "Bearer ..."`).
+const SECRET_KEY_PARTS: [&str; 11] =
+    ["secret", "password", "passwd", "token", "credential", "private", "api_key", "api-key", "apikey", "authorization", "cookie"];
 
 /// `config` as JSON with its secrets redacted.
 pub fn redacted_config(config: &Config) -> Value {
@@ -99,17 +101,24 @@ path = "/"
 [[routes.plugins]]
 plugin = "builtin:jwt"
 config = { hs256_secret = "jwt-secret-5", issuer = "me" }
+[[routes.plugins]]
+plugin = "builtin:headers"
+[routes.plugins.config.request.set]
+"Authorization" = "Bearer upstream-secret-6"
+"x-api-key" = "upstream-key-7"
+"x-tenant" = "acme"
 "#;
         let config = ConfigSource::inline("a.toml", text, PathBuf::new()).parse().unwrap();
         let value = redacted_config(&config);
         let shown = value.to_string();
-        for secret in ["admin-secret-1", "redis-secret-2", "alice-key-3", "pw-4", "jwt-secret-5"] {
+        for secret in ["admin-secret-1", "redis-secret-2", "alice-key-3", "pw-4", "jwt-secret-5", "upstream-secret-6", "upstream-key-7"] {
             assert!(!shown.contains(secret), "{secret} shown in {shown}");
         }
         assert_eq!(value["state"]["redis_url"], "redis://app:[redacted]@127.0.0.1:6379/0");
         assert_eq!(value["consumers"][0]["id"], "alice");
         assert_eq!(value["consumers"][0]["credentials"]["keys"][0], REDACTED);
         assert_eq!(value["routes"][0]["plugins"][0]["config"]["issuer"], "me");
+        assert_eq!(value["routes"][0]["plugins"][1]["config"]["request"]["set"]["x-tenant"], "acme");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod bounds;
 mod model;
+pub mod route_rules;
 
 use std::fmt;
 use std::ops::Range;
@@ -45,7 +46,9 @@ impl ConfigSource {
         let de = toml::Deserializer::parse(&self.text)
             .map_err(|e| self.error_at(e.span(), "", e.message()))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
+            // A `Spanned` field adds toml's private inner field name to the path: not the
+            // operator's key.
+            let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
             let key = if key == "." { String::new() } else { key };
             let inner = e.into_inner();
             self.error_at(inner.span(), &key, inner.message())

@@ -474,8 +474,9 @@ pub struct ChainEntryConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Name used in logs, metrics and plugins (`route-id`); default `route-<index>`.
-    pub id: Option<String>,
+    /// Name used in logs, metrics and plugins (`route-id`); default `route-<index>`. Unique:
+    /// rate-limit keys, metrics and the admin API tell routes apart by it.
+    pub id: Option<Spanned<String>>,
     /// Hosts this route answers for: exact (`api.example.com`) or one leading wildcard
     /// (`*.example.com`). Empty: any host.
     #[serde(default)]
@@ -572,7 +573,7 @@ pub struct AccessLogConfig {
     /// Set to true to write the access log.
     pub enabled: bool,
     /// File to append to (relative to the config file); absent: standard output. Reopened on SIGUSR1.
-    pub path: Option<PathBuf>,
+    pub path: Option<Spanned<PathBuf>>,
     /// Lines waiting to be written; past it, new lines are dropped and counted.
     pub queue_lines: Spanned<usize>,
 }

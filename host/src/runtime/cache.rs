@@ -31,6 +31,9 @@ impl CompileCache {
     /// Returns the compiled component for `bytes`, from the cache if present, else compiled now
     /// (and cached). Cache problems are logged and never fatal: the component is compiled instead.
     pub fn load(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+        if let Some(problem) = shape_problem(bytes) {
+            return Err(wasmtime::Error::msg(problem));
+        }
         let Some(dir) = &self.dir else {
             return Component::new(engine, bytes);
         };
@@ -51,6 +54,18 @@ impl CompileCache {
             Component::deserialize(engine, &compiled)
         }
     }
+}
+
+/// Why `bytes` cannot be a component at all, said plainly: wasmtime's own error for a file that
+/// is not Wasm prints the expected and found magic bytes as two multi-line arrays.
+fn shape_problem(bytes: &[u8]) -> Option<&'static str> {
+    if !bytes.starts_with(b"\0asm") || bytes.len() < 8 {
+        return Some("not a WebAssembly file (it does not start with the `\\0asm` magic bytes)");
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Some("a core WebAssembly module, not a component: build the plugin for `wasm32-wasip2`");
+    }
+    None
 }
 
 /// The one place Airlock deserializes native code. Safe because the file's name binds it to this

@@ -6,7 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -227,6 +227,18 @@ impl Sink {
             Ok(out) => self.out = out,
             Err(e) => tracing::error!("cannot reopen the access log, still writing to the old file: {e}"),
         }
+    }
+}
+
+/// Why the access log could not be opened at `path`, if its folder is missing or not a folder:
+/// checked when the config is (`airlock check` included), so it is not found only at `run`.
+/// Blocking: called while a config is loaded at startup, before the gateway serves.
+pub fn folder_problem(path: &Path) -> Option<String> {
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty())?;
+    match std::fs::metadata(folder) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some(format!("`{}` is not a folder, so the access log `{}` cannot be created", folder.display(), path.display())),
+        Err(e) => Some(format!("the access log's folder `{}` cannot be used: {e}", folder.display())),
     }
 }
 

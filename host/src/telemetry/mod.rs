@@ -80,6 +80,12 @@ impl Telemetry {
             issues,
         );
         at_least_one(source, &config.access_log.queue_lines, "access_log.queue_lines", issues);
+        if config.access_log.enabled
+            && let Some(path) = &config.access_log.path
+            && let Some(problem) = access_log::folder_problem(&source.base_dir.join(path.get_ref()))
+        {
+            issues.push(source.issue(Some(path.span()), "access_log.path", problem));
+        }
         at_least_one(source, &config.otlp.queue_spans, "otlp.queue_spans", issues);
         let metrics = Metrics::new(config.metrics.consumer_labels, state);
         let unrouted = metrics.route(NO_ROUTE.into(), None);
@@ -115,7 +121,7 @@ impl Telemetry {
             return Ok(Some(log.clone()));
         }
         let target = match &config.access_log.path {
-            Some(path) => LogTarget::File(base_dir.join(path)),
+            Some(path) => LogTarget::File(base_dir.join(path.get_ref())),
             None => LogTarget::Stdout,
         };
         let log = Arc::new(AccessLog::open(
