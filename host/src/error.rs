@@ -89,6 +89,9 @@ pub enum GatewayError {
     /// An HTTP/2 extended CONNECT for a protocol other than `websocket` (RFC 8441 allows any).
     #[error("extended CONNECT for `{0}` is not supported, only `websocket`")]
     UnsupportedProtocol(String),
+    /// A plain `CONNECT host:port`: a forward proxy's tunnel, which an API gateway does not open.
+    #[error("CONNECT to `{0}` is a forward proxy's tunnel; this gateway serves routes, not tunnels")]
+    ConnectNotServed(String),
 }
 
 impl GatewayError {
@@ -108,7 +111,7 @@ impl GatewayError {
             GatewayError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::UpstreamBadEncoding { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::NotSwitched(_) => StatusCode::BAD_GATEWAY,
-            GatewayError::UnsupportedProtocol(_) => StatusCode::NOT_IMPLEMENTED,
+            GatewayError::UnsupportedProtocol(_) | GatewayError::ConnectNotServed(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -130,6 +133,7 @@ impl GatewayError {
             GatewayError::UpstreamBadEncoding { .. } => "upstream_bad_encoding",
             GatewayError::NotSwitched(_) => "not_switched",
             GatewayError::UnsupportedProtocol(_) => "unsupported_protocol",
+            GatewayError::ConnectNotServed(_) => "connect_not_served",
         }
     }
 

@@ -305,6 +305,17 @@ impl Reply {
     }
 }
 
+/// Writes raw bytes to `addr` and returns everything written back until the other side closes
+/// (at most 5 s): "" if it closed without answering. For requests no real client would send.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
 /// A real HTTP client: HTTP/1.1 with keep-alive, or HTTP/2 with prior knowledge.
 #[derive(Clone)]
 pub struct HttpClient {

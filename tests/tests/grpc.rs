@@ -707,31 +707,62 @@ impl Body for TrailerBody {
 async fn trailer_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = service_fn(|req: Request<Incoming>| async move {
-        let version = format!("{:?}", req.version());
-        let collected = req.into_body().collect().await.unwrap();
-        let got: HashMap<String, String> = collected
-            .trailers()
-            .map(|t| t.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect())
-            .unwrap_or_default();
-        let body = json!({"version": version, "body": String::from_utf8_lossy(&collected.to_bytes()), "trailers": got});
-        let mut trailers = HeaderMap::new();
-        trailers.insert("x-upstream-trailer", HeaderValue::from_static("done"));
-        trailers.insert("x-secret", HeaderValue::from_static("s"));
-        Ok::<_, Infallible>(Response::new(TrailerBody::new(Bytes::from(body.to_string()), trailers)))
+    (addr, spawn_h2(listener, None, service_fn(trailer_answer)))
+}
+
+/// The same answers over HTTP/1.1, where a sender declares its trailers (`Trailer`) first.
+async fn trailer_upstream_http1() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let mut response = trailer_answer(req).await?;
+                    response.headers_mut().insert("trailer", HeaderValue::from_static("x-upstream-trailer, x-secret"));
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+            });
+        }
     });
-    (addr, spawn_h2(listener, None, service))
+    (addr, task)
+}
+
+/// Answers with the request's version, body and trailers as JSON, followed by two trailers.
+async fn trailer_answer(req: Request<Incoming>) -> Result<Response<TrailerBody>, Infallible> {
+    let version = format!("{:?}", req.version());
+    let collected = req.into_body().collect().await.unwrap();
+    let got: HashMap<String, String> = collected
+        .trailers()
+        .map(|t| t.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect())
+        .unwrap_or_default();
+    let body = json!({"version": version, "body": String::from_utf8_lossy(&collected.to_bytes()), "trailers": got});
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-upstream-trailer", HeaderValue::from_static("done"));
+    trailers.insert("x-secret", HeaderValue::from_static("s"));
+    Ok(Response::new(TrailerBody::new(Bytes::from(body.to_string()), trailers)))
 }
 
 /// Sends `body` followed by the trailer `x-client-trailer: sum` over HTTP/2; returns the
 /// response's status, headers, JSON body (without the `!` body-upper appends) and trailers.
 async fn send_with_trailers(url: &str, body: &'static str) -> (StatusCode, HeaderMap, Value, HeaderMap) {
+    send_with_trailers_over(true, url, body).await
+}
+
+/// [`send_with_trailers`] over HTTP/2, or over HTTP/1.1 (declaring its trailer with `Trailer`).
+async fn send_with_trailers_over(http2: bool, url: &str, body: &'static str) -> (StatusCode, HeaderMap, Value, HeaderMap) {
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(true)
+        .http2_only(http2)
         .build_http::<TrailerBody>();
     let mut trailers = HeaderMap::new();
     trailers.insert("x-client-trailer", HeaderValue::from_static("sum"));
-    let request = Request::post(url).header("te", "trailers").body(TrailerBody::new(Bytes::from_static(body.as_bytes()), trailers)).unwrap();
+    let request = Request::post(url)
+        .header("te", "trailers")
+        .header("trailer", "x-client-trailer")
+        .body(TrailerBody::new(Bytes::from_static(body.as_bytes()), trailers))
+        .unwrap();
     let response = client.request(request).await.unwrap();
     let (parts, incoming) = response.into_parts();
     let collected = incoming.collect().await.unwrap();
@@ -739,6 +770,30 @@ async fn send_with_trailers(url: &str, body: &'static str) -> (StatusCode, Heade
     let bytes = collected.to_bytes();
     let json = serde_json::from_str(String::from_utf8_lossy(&bytes).trim_end_matches('!')).unwrap();
     (parts.status, parts.headers, json, trailers)
+}
+
+#[tokio::test]
+async fn trailers_are_carried_both_ways_over_http1() {
+    // HTTP/1.1 on both hops: each sender declares its trailers in `Trailer`, an end-to-end
+    // header (RFC 9110 6.6.2) the gateway passes on, so hyper on the next hop sends them.
+    let (addr, _task) = trailer_upstream_http1().await;
+    let toml = format!(
+        r#"
+[upstreams.h1]
+targets = ["{addr}"]
+
+[[routes]]
+path = "/stream"
+upstream = "h1"
+"#
+    );
+    let gw = Gateway::start(&toml, None).await;
+    let (status, _, body, trailers) = send_with_trailers_over(false, &gw.url("/stream"), "hello").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"version": "HTTP/1.1", "body": "hello", "trailers": {"x-client-trailer": "sum"}}));
+    assert_eq!(trailers.get("x-upstream-trailer").map(HeaderValue::as_bytes), Some(&b"done"[..]), "{trailers:?}");
+    assert_eq!(trailers.get("x-secret").map(HeaderValue::as_bytes), Some(&b"s"[..]));
+    gw.stop().await;
 }
 
 #[tokio::test]

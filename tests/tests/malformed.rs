@@ -18,11 +18,7 @@ upstream = "backend"
 
 /// The whole answer the gateway wrote to raw bytes ("" if it closed without answering).
 async fn send_raw_full(gw: &Gateway, bytes: &[u8]) -> String {
-    let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
-    stream.write_all(bytes).await.expect("write");
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
-    String::from_utf8_lossy(&response).into_owned()
+    airlock_tests::raw_exchange(gw.addr(), bytes).await
 }
 
 /// What the gateway answered to raw bytes: the status line, or "" if it closed without answering.

@@ -19,15 +19,16 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Headers that are always hop-by-hop, whatever `Connection` says.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that are always hop-by-hop, whatever `Connection` says. Not `Trailer`: it is
+/// end-to-end (RFC 9110 6.6.2), and hyper sends an HTTP/1.1 message's trailers only when it
+/// declares them, so dropping it dropped every trailer on an HTTP/1.1 hop.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 
@@ -150,6 +151,51 @@ fn list_lines<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Lines<'a> {
     Lines::Several(joined)
 }
 
+/// Joins the `Cookie` fields an HTTP/2 client may send one per cookie (RFC 9113 8.2.3) into
+/// one, `; `-separated, as an HTTP/1.1 upstream (which may read only the first) and plugins
+/// expect. One field, the usual case, is left as it is.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    if fields.next().is_none() || fields.next().is_none() {
+        return;
+    }
+    let joined = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect::<Vec<_>>().join(&b"; "[..]);
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// Whether a `Host` value is `host[:port]` (RFC 9110 7.2): a registered name or an IP literal,
+/// and an all-digit port; no user info, path, list or spaces, which would let the gateway and
+/// the upstream read different hosts. Empty is valid (RFC 9112 3.2: a target with no authority).
+pub fn valid_host(value: &[u8]) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(literal) => {
+            let Some(end) = literal.iter().position(|&b| b == b']') else { return false };
+            let port = match &literal[end + 1..] {
+                [] => None,
+                [b':', port @ ..] => Some(port),
+                _ => return false,
+            };
+            let ip = &literal[..end];
+            if ip.is_empty() || !ip.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                return false;
+            }
+            (None, port)
+        }
+        None => match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (Some(&value[..colon]), Some(&value[colon + 1..])),
+            None => (Some(value), None),
+        },
+    };
+    let name_ok = host.is_none_or(|h| !h.is_empty() && h.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+;=".contains(&b)));
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    name_ok && port_ok
+}
+
 /// Appends this gateway to `Via` (`1.1 airlock`, or `2 airlock` for HTTP/2), after every hop
 /// already listed, on however many lines they came.
 pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
@@ -254,6 +300,29 @@ mod tests {
         add_forwarded(&mut h, "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1".parse().unwrap(), "https", None);
         assert_eq!(h[X_FORWARDED_FOR], "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
         assert!(!h.contains_key(X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn host_values_are_one_host_and_port() {
+        for ok in ["api.example.com", "api.example.com:8080", "127.0.0.1:1", "[::1]", "[2001:db8::1]:443", "", "a_b.local", "host:"] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["evil@x", "a, b", "x/../admin", "internal.example:abc", "a b", "[::1", "[::1]x", "[]", ":80", "x:123456", "h\\x"] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn split_cookie_fields_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1");
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2; c=3");
     }
 
     #[test]

@@ -33,8 +33,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::{Body as _, Incoming};
 use tracing::Instrument;
 
 use self::body::ProxyBody;
@@ -247,6 +247,28 @@ impl Gateway {
         if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
             return Err(GatewayError::UnsupportedProtocol(protocol.as_str().to_owned()));
         }
+        if request.method() == Method::CONNECT {
+            let target = request.uri().authority().map_or("", |a| a.as_str());
+            return Err(GatewayError::ConnectNotServed(target.to_owned()));
+        }
+        // RFC 9112 3.2 and RFC 9113 8.3.1: one Host, a well-formed one, and over HTTP/2 the
+        // same as `:authority`. The gateway routes on one host and the upstream gets it: a
+        // second or ambiguous one could be read differently further on.
+        let mut hosts = request.headers().get_all(header::HOST).iter();
+        if let Some(host) = hosts.next() {
+            if hosts.next().is_some() {
+                return Err(GatewayError::BadRequest("more than one Host header".into()));
+            }
+            if !headers::valid_host(host.as_bytes()) {
+                return Err(GatewayError::BadRequest("malformed Host header: expected host[:port]".into()));
+            }
+            if request.version() == Version::HTTP_2
+                && let Some(authority) = request.uri().authority()
+                && !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes())
+            {
+                return Err(GatewayError::BadRequest("the Host header differs from :authority".into()));
+            }
+        }
         let limits = &self.limits;
         if request.headers().len() > limits.max_headers {
             return Err(GatewayError::HeadersTooLarge(format!(
@@ -262,13 +284,15 @@ impl Gateway {
         Ok(())
     }
 
-    /// Phase 2: the route for this host, method and path.
+    /// Phase 2: the route for this host, method and path. The host is the request target's
+    /// authority when it has one (absolute form, HTTP/2's `:authority`: RFC 9112 3.2.2), else
+    /// `Host`.
     fn route(&self, request: &Request<Incoming>) -> Result<(&Route, RouteParams), GatewayError> {
         let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
         match self.routes.find(host, request.method(), request.uri().path()) {
             Some(found) => Ok((found.route, found.params)),
             None => Err(GatewayError::NoRoute {
@@ -298,22 +322,28 @@ impl Gateway {
         }
         let (parts, incoming) = request.into_parts();
         let mut headers = parts.headers;
-        let client_host = headers.get(header::HOST).cloned().or_else(|| {
-            parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The host `route` matched on: the target's authority, else `Host`.
+        let client_host = match parts.uri.authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => headers.get(header::HOST).cloned(),
+        };
         let declared_length = headers.contains_key(header::CONTENT_LENGTH);
         let te_trailers = headers::accepts_trailers(&headers);
         let extended_connect = parts.extensions.get::<upgrade::ExtendedConnect>().is_some();
         let switch_to = upgrade::requested(&headers, parts.version, extended_connect);
         headers::strip_hop_by_hop(&mut headers);
+        if parts.version == Version::HTTP_2 {
+            headers::join_cookies(&mut headers);
+        }
         if let Some(protocol) = switch_to {
             // Plugins see the handshake as HTTP/1.1's, whatever the upstream speaks (an HTTP/2
             // upstream gets it as an extended CONNECT: `call_upstream`).
             upgrade::restore(&mut headers, protocol);
         }
         if te_trailers {
-            // `TE: trailers` is the one TE value kept (for HTTP/2 upstreams only, see
-            // `call_upstream`): it tells a gRPC server that trailers reach the client.
+            // `TE: trailers` is the one TE value kept (`call_upstream` sends it on): it tells
+            // the upstream that trailers reach the client (gRPC needs it; hyper's HTTP/1.1
+            // server sends none without it).
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         headers::add_forwarded(&mut headers, conn.peer, conn.scheme, client_host.as_ref());
@@ -421,10 +451,17 @@ impl Gateway {
             encoding::restrict_accept_encoding(&mut headers);
         }
         grpc::set_timeout(&mut headers, route.timeout);
-        if upstream.version() != Version::HTTP_2 {
-            // TE is hop-by-hop; HTTP/2 allows only `TE: trailers`, which gRPC needs, so only
-            // HTTP/2 upstreams get it.
-            headers.remove(header::TE);
+        // `TE: trailers` alone goes on (HTTP/2 allows no other TE, and a transfer coding a
+        // plugin asked for is not one the gateway decodes). TE is hop-by-hop: on HTTP/1.1 its
+        // sender names it in `Connection` (RFC 9110 10.1.4); HTTP/2 has no `Connection`.
+        match headers.get(header::TE) {
+            Some(te) if !te.as_bytes().eq_ignore_ascii_case(b"trailers") => {
+                headers.remove(header::TE);
+            }
+            Some(_) if upstream.version() != Version::HTTP_2 => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("te"));
+            }
+            _ => {}
         }
         let body = match (&state.body, body.stream) {
             (Some(bytes), _) => {
@@ -434,6 +471,15 @@ impl Gateway {
             (None, Some(stream)) => stream,
             (None, None) => ProxyBody::empty(),
         };
+        if upstream.version() != Version::HTTP_2
+            && (state.method == Method::GET || state.method == Method::HEAD)
+            && body.size_hint().exact().is_none()
+            && !body.is_end_stream()
+        {
+            // hyper sends a GET or HEAD body of unknown length only when told to chunk it: a
+            // client's chunked (or HTTP/2 unsized) body on one was dropped without a word.
+            headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
         // A WebSocket handshake (`prepare` put its `Upgrade` back; plugins cannot add one); to an
         // HTTP/2 upstream it leaves as an extended CONNECT.
         let asked_upgrade = upgrade::requested(&headers, Version::HTTP_11, false).is_some();
@@ -454,6 +500,13 @@ impl Gateway {
             },
             other => upstream.error(other),
         })?;
+        if response.status().as_u16() > 599 {
+            // RFC 9110 15: no such status class; a client treats it as a server error.
+            return Err(GatewayError::UpstreamUnavailable {
+                upstream: upstream.name.to_string(),
+                reason: format!("it answered with status {}, outside 100-599", response.status().as_u16()),
+            });
+        }
         if let Some(key) = websocket_key {
             upgrade::switch_from_extended_connect(&mut response, key.as_ref());
         }
@@ -462,6 +515,11 @@ impl Gateway {
         }
         let (parts, incoming) = response.into_parts();
         let mut headers = parts.headers;
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            // Framed both ways, the body was read by its Transfer-Encoding: the Content-Length
+            // goes (RFC 9112 6.3), or the client would read a body cut or padded to it.
+            headers.remove(header::CONTENT_LENGTH);
+        }
         headers::strip_hop_by_hop(&mut headers);
         if route.chain.needs_response_body() {
             let body::Buffered { bytes, trailers } = body::buffer(incoming, route.max_body_bytes).await.map_err(|e| match e {

@@ -1,0 +1,139 @@
+//! HTTP semantics an intermediary owes both sides (RFC 9110, 9112, 9113), each found by probing
+//! the gateway with hand-written requests and misbehaving upstreams: a response framed both
+//! ways, a status outside 100-599, `Cookie` split by an HTTP/2 client, and the host a request
+//! names (absolute form, duplicated or malformed `Host`).
+
+use std::net::SocketAddr;
+
+use airlock_tests::{Gateway, HttpClient, Upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// An HTTP/1.1 upstream that answers every request with `answer`, byte for byte, then closes.
+async fn raw_upstream(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp.write_all(answer).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+fn one_route(upstream: SocketAddr) -> String {
+    format!("[upstreams.raw]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"raw\"\n")
+}
+
+#[tokio::test]
+async fn a_response_framed_both_ways_is_read_by_its_chunks_and_loses_its_length() {
+    // RFC 9112 6.3: Transfer-Encoding wins, and a forwarder drops the Content-Length. Kept, it
+    // cut the client's body to 3 bytes (or padded it with a wait for 10) on a kept connection.
+    let (addr, _task) = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
+    let gw = Gateway::start(&one_route(addr), None).await;
+    for client in [HttpClient::http1(), HttpClient::http2()] {
+        let reply = client.get(&gw.url("/both")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "hello", "{:?}", reply.version);
+        assert_ne!(reply.header("content-length").as_deref(), Some("3"));
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_status_outside_100_to_599_is_a_502() {
+    let (addr, _task) = raw_upstream(b"HTTP/1.1 999 Weird\r\nContent-Length: 2\r\n\r\nok").await;
+    let gw = Gateway::start(&one_route(addr), None).await;
+    let reply = HttpClient::http1().get(&gw.url("/weird")).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(reply.text().contains("999"), "the error names the status: {}", reply.text());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn cookies_split_by_an_http2_client_reach_an_http1_upstream_as_one_field() {
+    let upstream = Upstream::start().await;
+    let toml = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n";
+    let gw = Gateway::start(toml, Some(&upstream)).await;
+    let reply = HttpClient::http2().request("GET", &gw.url("/echo"), &[("cookie", "a=1"), ("cookie", "b=2")], b"").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.upstream_header("cookie"), vec!["a=1; b=2".to_owned()], "RFC 9113 8.2.3");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_get_with_a_chunked_body_reaches_the_upstream_with_it() {
+    let upstream = Upstream::start().await;
+    let toml = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n";
+    let gw = Gateway::start(toml, Some(&upstream)).await;
+    let answer = exchange(&gw, b"GET /search HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nBODY\r\n0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""body":"BODY""#), "the body went upstream: {answer}");
+    // A GET without a body still goes without one (no empty chunked body).
+    let reply = HttpClient::http1().get(&gw.url("/plain")).await;
+    assert!(reply.upstream_header("transfer-encoding").is_empty(), "{}", reply.text());
+    gw.stop().await;
+}
+
+const HOSTS: &str = r#"
+[[routes]]
+id = "public"
+hosts = ["public.example"]
+path_prefix = "/"
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = { status = 200, body = "public" }
+
+[[routes]]
+id = "internal"
+hosts = ["internal.example"]
+path_prefix = "/"
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = { status = 200, body = "internal" }
+"#;
+
+/// Sends `request` (which asks to close the connection after it) and reads the whole answer.
+async fn exchange(gw: &Gateway, request: &[u8]) -> String {
+    airlock_tests::raw_exchange(gw.addr(), request).await
+}
+
+#[tokio::test]
+async fn the_host_is_the_targets_authority_and_one_well_formed_host_field() {
+    let gw = Gateway::start(HOSTS, None).await;
+    let answer = exchange(&gw, b"GET /x HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("public"), "{answer}");
+
+    // RFC 9112 3.2.2: an absolute-form target's authority is the host; `Host` is ignored.
+    let answer = exchange(&gw, b"GET http://internal.example/x HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("internal"), "{answer}");
+
+    // A forward proxy's tunnel is not an API route.
+    let answer = exchange(&gw, b"CONNECT internal.example:443 HTTP/1.1\r\nHost: internal.example:443\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 501") && answer.contains("connect_not_served"), "{answer}");
+
+    // RFC 9112 3.2: a second Host, or one that is not host[:port], is a 400.
+    for request in [
+        &b"GET /x HTTP/1.1\r\nHost: public.example\r\nHost: internal.example\r\n\r\n"[..],
+        b"GET /x HTTP/1.1\r\nHost: evil@public.example\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: public.example, internal.example\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: internal.example:abc\r\n\r\n",
+    ] {
+        let answer = exchange(&gw, request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{}: {answer}", String::from_utf8_lossy(request));
+        assert!(answer.contains("Host"), "the error says why: {answer}");
+    }
+    gw.stop().await;
+}
