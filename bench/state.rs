@@ -40,6 +40,7 @@ impl Drop for Redis {
 }
 
 fn store(backend: StateBackend, redis_url: Option<String>) -> StateStore {
+    let redis_url = redis_url.map(|url| toml::Spanned::new(0..0, url));
     let config = StateConfig { backend, redis_url, ..StateConfig::default() };
     StateStore::from_config(&config).expect("state store")
 }

@@ -104,7 +104,7 @@ pub struct StateConfig {
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub max_keys: usize,
     /// `redis://[user:password@]host:port[/db]`, required with `backend = "redis"`.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Spanned<String>>,
     /// Time to open a connection to Redis, in milliseconds.
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub connect_timeout_ms: u64,

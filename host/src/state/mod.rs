@@ -44,18 +44,28 @@ pub enum StateError {
     Full,
 }
 
-/// Why a store could not be built from `[state]`.
+/// Why a store could not be built from `[state]` (the key it is about: [`Self::key`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StateConfigError {
     /// `backend = "redis"` without `redis_url`.
-    #[error("`state.redis_url` is required with `backend = \"redis\"`")]
+    #[error("required with `backend = \"redis\"`")]
     MissingUrl,
     /// The Redis URL does not parse.
-    #[error("`state.redis_url`: {0}")]
+    #[error("{0}")]
     BadUrl(String),
     /// A bound is zero.
-    #[error("`state.{0}` must be at least 1")]
+    #[error("must be at least 1")]
     Zero(&'static str),
+}
+
+impl StateConfigError {
+    /// The `[state]` key the problem is with, as a config error names it.
+    pub fn key(&self) -> String {
+        match self {
+            StateConfigError::MissingUrl | StateConfigError::BadUrl(_) => "state.redis_url".to_owned(),
+            StateConfigError::Zero(field) => format!("state.{field}"),
+        }
+    }
 }
 
 /// The outcome of a limiter step.
@@ -137,7 +147,7 @@ impl StateStore {
                 Ok(Self::Memory(memory::MemoryStore::new(config.max_keys)))
             }
             StateBackend::Redis => {
-                let url = config.redis_url.as_deref().ok_or(StateConfigError::MissingUrl)?;
+                let url = config.redis_url.as_ref().map(|u| u.get_ref().as_str()).ok_or(StateConfigError::MissingUrl)?;
                 if config.timeout_ms == 0 {
                     return Err(StateConfigError::Zero("timeout_ms"));
                 }
@@ -522,9 +532,9 @@ mod tests {
     fn config_errors() {
         let mut c = StateConfig { backend: StateBackend::Redis, ..StateConfig::default() };
         assert!(matches!(StateStore::from_config(&c), Err(StateConfigError::MissingUrl)));
-        c.redis_url = Some("nonsense".into());
+        c.redis_url = Some(toml::Spanned::new(0..0, "nonsense".into()));
         assert!(matches!(StateStore::from_config(&c), Err(StateConfigError::BadUrl(_))));
-        c.redis_url = Some("redis://127.0.0.1:1".into());
+        c.redis_url = Some(toml::Spanned::new(0..0, "redis://127.0.0.1:1".into()));
         assert_eq!(StateStore::from_config(&c).unwrap().backend(), "redis");
     }
 }

@@ -148,7 +148,9 @@ impl RedisStore {
     /// A store for `url` (checked here; nothing is contacted until the first operation).
     /// `max_keys` bounds the local fallback store (`acquire-local`, `window-local`).
     pub fn new(url: &str, max_keys: usize, connect_timeout: Duration, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        // redis' own message names its error kind (`InvalidClientConfig`): say what is expected.
+        let client = redis::Client::open(url)
+            .map_err(|_| "not a Redis URL: expected redis://[user:password@]host[:port][/db] (rediss:// for TLS)".to_owned())?;
         Ok(Self {
             client,
             connection: OnceLock::new(),
