@@ -4,6 +4,7 @@
 //! names (absolute form, duplicated or malformed `Host`).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use airlock_tests::{Gateway, HttpClient, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,6 +12,11 @@ use tokio::net::TcpListener;
 
 /// An HTTP/1.1 upstream that answers every request with `answer`, byte for byte, then closes.
 async fn raw_upstream(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    raw_upstream_holding(answer, Duration::ZERO).await
+}
+
+/// [`raw_upstream`], keeping each connection open `hold` after its answer before closing it.
+async fn raw_upstream_holding(answer: &'static [u8], hold: Duration) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move {
@@ -26,6 +32,7 @@ async fn raw_upstream(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHa
                     }
                 }
                 let _ = tcp.write_all(answer).await;
+                tokio::time::sleep(hold).await;
                 let _ = tcp.shutdown().await;
             });
         }
@@ -48,6 +55,22 @@ async fn a_response_framed_both_ways_is_read_by_its_chunks_and_loses_its_length(
         assert_eq!(reply.status, 200);
         assert_eq!(reply.text(), "hello", "{:?}", reply.version);
         assert_ne!(reply.header("content-length").as_deref(), Some("3"));
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_response_body_the_upstream_stops_sending_is_cut_off_after_body_idle_ms() {
+    // 3 of 10 bytes, then silence with the connection open: the client was held until the
+    // upstream closed (here 60 s), however long that took.
+    let (addr, _task) = raw_upstream_holding(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", Duration::from_secs(60)).await;
+    let toml = format!("{}\n[timeouts]\nbody_idle_ms = 300\n", one_route(addr));
+    let gw = Gateway::start(&toml, None).await;
+    for client in [HttpClient::http1(), HttpClient::http2()] {
+        let request = http::Request::get(gw.url("/stalls")).body(Default::default()).expect("request");
+        let outcome = tokio::time::timeout(Duration::from_secs(20), client.try_send(request)).await;
+        let Ok(result) = outcome else { panic!("the client was still held after 20 s") };
+        assert!(result.is_err(), "a cut-off body is not a complete answer: {result:?}");
     }
     gw.stop().await;
 }

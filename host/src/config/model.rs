@@ -253,13 +253,25 @@ pub struct TimeoutsConfig {
     /// either way; then both sides are closed (`proxy::upgrade::tunnel`).
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub tunnel_idle_ms: u64,
+    /// Longest wait for the next piece of an upstream's streamed response body; past it the
+    /// response is cut off (`proxy::body::IdleWatch`), so a stalled upstream cannot hold a
+    /// client connection for good. Long enough by default for quiet event streams.
+    #[serde(deserialize_with = "bounds::at_least_one")]
+    pub body_idle_ms: u64,
     /// On shutdown, how long in-flight requests get to finish before connections are closed.
     pub drain_ms: u64,
 }
 
 impl Default for TimeoutsConfig {
     fn default() -> Self {
-        Self { connect_ms: 5_000, request_ms: 30_000, idle_ms: 60_000, tunnel_idle_ms: 300_000, drain_ms: 10_000 }
+        Self {
+            connect_ms: 5_000,
+            request_ms: 30_000,
+            idle_ms: 60_000,
+            tunnel_idle_ms: 300_000,
+            body_idle_ms: 300_000,
+            drain_ms: 10_000,
+        }
     }
 }
 

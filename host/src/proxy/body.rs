@@ -2,6 +2,7 @@
 //! (buffered for a plugin, produced by a plugin, or an error). An enum, not a boxed trait object,
 //! so passing a body through costs no allocation.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -34,9 +35,25 @@ mod projected {
             Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
             /// Another body, with the concurrency slots its request holds until it is done.
             Holding { body: Pin<Box<ProxyBody>>, slots: Vec<SlotGuard> },
+            /// A streamed body cut off when its peer stalls (boxed: most bodies end at once).
+            Watched { body: Pin<Box<IdleWatch>> },
+        }
+    }
+
+    pin_project! {
+        /// A streamed body that fails once it has waited `limit` for its next frame. The timer
+        /// is armed only while the peer is awaited: a client slow to read is not timed.
+        pub struct IdleWatch {
+            #[pin]
+            pub(super) body: ProxyBody,
+            #[pin]
+            pub(super) timer: tokio::time::Sleep,
+            pub(super) limit: std::time::Duration,
+            pub(super) armed: bool,
         }
     }
 }
+pub use projected::IdleWatch;
 pub use projected::ProxyBody;
 use projected::ProxyBodyProj;
 
@@ -66,6 +83,16 @@ impl ProxyBody {
         ProxyBody::Holding { body: Box::pin(self), slots }
     }
 
+    /// This body, cut off with [`BodyStalled`] once it has waited `limit` for its next frame
+    /// (`timeouts.body_idle_ms`). A body that has already ended is left as it is.
+    pub fn watched(self, limit: std::time::Duration) -> Self {
+        if self.is_end_stream() {
+            return self;
+        }
+        let timer = tokio::time::sleep(limit);
+        ProxyBody::Watched { body: Box::pin(IdleWatch { body: self, timer, limit, armed: false }) }
+    }
+
     /// A streamed body that fails once more than `limit` bytes have passed.
     pub fn limited(body: Incoming, limit: u64) -> Self {
         ProxyBody::Limited { body: Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)) }
@@ -85,6 +112,7 @@ impl Body for ProxyBody {
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
             }),
             ProxyBodyProj::Holding { body, .. } => body.as_mut().poll_frame(cx),
+            ProxyBodyProj::Watched { body } => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -94,6 +122,7 @@ impl Body for ProxyBody {
             ProxyBody::Limited { body } => body.is_end_stream(),
             ProxyBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
             ProxyBody::Holding { body, .. } => body.is_end_stream(),
+            ProxyBody::Watched { body } => body.body.is_end_stream(),
         }
     }
 
@@ -103,7 +132,49 @@ impl Body for ProxyBody {
             ProxyBody::Limited { body } => body.size_hint(),
             ProxyBody::Full { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ProxyBody::Holding { body, .. } => body.size_hint(),
+            ProxyBody::Watched { body } => body.body.size_hint(),
         }
+    }
+}
+
+/// A streamed body's peer sent nothing for `timeouts.body_idle_ms`.
+#[derive(Debug, thiserror::Error)]
+#[error("no body data for {} ms (timeouts.body_idle_ms)", .0.as_millis())]
+pub struct BodyStalled(pub std::time::Duration);
+
+impl Body for IdleWatch {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.body.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                *this.armed = false;
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                if !*this.armed {
+                    this.timer.as_mut().reset(tokio::time::Instant::now() + *this.limit);
+                    *this.armed = true;
+                }
+                match this.timer.poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::warn!(idle_ms = this.limit.as_millis() as u64, "an upstream's response body stalled: cut off");
+                        Poll::Ready(Some(Err(Box::new(BodyStalled(*this.limit)))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -28,7 +28,7 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -225,7 +225,8 @@ impl Gateway {
             (state, response)
         };
         record.consumer(request.context.get("consumer"));
-        let mut response = write_response(response, stream, version, id_header);
+        let body_idle = Duration::from_millis(self.timeouts.body_idle_ms);
+        let mut response = write_response(response, stream, version, id_header, body_idle);
         if let Some(upgrade) = upgrade {
             upgrade::keep_switch(&mut response, upgrade, route.tunnel_idle);
         }
@@ -577,7 +578,13 @@ fn switched(mut response: Response<Incoming>, asked: bool, upstream: &str) -> Re
 /// Phase 7: the response as the client gets it: buffered bodies get an exact `Content-Length`
 /// and are followed by their trailers (sent to HTTP/2 clients), streamed ones pass through with
 /// theirs; `Via` and `X-Request-Id` are added.
-fn write_response(state: ResponseState, stream: Option<Incoming>, version: Version, id_header: Option<HeaderValue>) -> Response<ProxyBody> {
+fn write_response(
+    state: ResponseState,
+    stream: Option<Incoming>,
+    version: Version,
+    id_header: Option<HeaderValue>,
+    body_idle: Duration,
+) -> Response<ProxyBody> {
     let ResponseState { status, mut headers, body, trailers } = state;
     let body = match (body, stream) {
         (Some(bytes), _) => {
@@ -585,7 +592,7 @@ fn write_response(state: ResponseState, stream: Option<Incoming>, version: Versi
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             ProxyBody::with_trailers(bytes, trailers)
         }
-        (None, Some(stream)) => ProxyBody::streaming(stream),
+        (None, Some(stream)) => ProxyBody::streaming(stream).watched(body_idle),
         (None, None) => ProxyBody::full(Bytes::new()),
     };
     headers::add_via(&mut headers, version);
