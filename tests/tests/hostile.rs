@@ -143,8 +143,9 @@ async fn other_routes_keep_answering_while_plugins_misbehave() {
     // Sharing a worker with two looping calls, a healthy request waits about one slice (an
     // epoch tick) per I/O event it needs: well over a hundred answers in 1.5 s. Were the
     // loops' yields to skip the worker's I/O driver, each event would wait ~60 slices, and
-    // barely ten would be answered.
-    assert!(healthy > 40, "healthy route starved: only {healthy} answers in 1.5 s");
+    // barely ten would be answered. The bound sits between the two, nearer starvation: a CI
+    // run sharing its two cores with a compile once gave 36.
+    assert!(healthy > 20, "healthy route starved: only {healthy} answers in 1.5 s");
     // And after the attack.
     for _ in 0..20 {
         assert_eq!(client.get(&gw.url("/healthy")).await.status, 200);
