@@ -147,9 +147,13 @@ async fn the_host_is_the_targets_authority_and_one_well_formed_host_field() {
     let answer = exchange(&gw, b"CONNECT internal.example:443 HTTP/1.1\r\nHost: internal.example:443\r\nConnection: close\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 501") && answer.contains("connect_not_served"), "{answer}");
 
-    // RFC 9112 3.2: a second Host, or one that is not host[:port], is a 400.
+    // RFC 9112 3.2: an HTTP/1.1 request without Host, a second Host, or one that is not
+    // host[:port], is a 400. HTTP/1.0 need not name its host (no route here answers none).
+    let answer = exchange(&gw, b"GET /x HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 404") || answer.starts_with("HTTP/1.1 404"), "{answer}");
     for request in [
-        &b"GET /x HTTP/1.1\r\nHost: public.example\r\nHost: internal.example\r\n\r\n"[..],
+        &b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"GET /x HTTP/1.1\r\nHost: public.example\r\nHost: internal.example\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: evil@public.example\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: public.example, internal.example\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: internal.example:abc\r\n\r\n",

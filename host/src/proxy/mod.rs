@@ -2,7 +2,8 @@
 //!
 //! 1. [`path::normalize_uri`]: dot segments and `//` resolved (400 if the path climbs above the
 //!    root or hides a dot segment), so the route, the plugins and the upstream see one path;
-//!    [`Gateway::check_limits`]: header size and count (431), declared body size (413);
+//!    [`Gateway::check_limits`]: ambiguous framing and the host rules (400), header size and
+//!    count (431), declared body size (413);
 //! 2. [`Gateway::route`]: pick the route on that path (404 if none);
 //! 3. [`Gateway::read_request`]: build the [`RequestState`] plugins see, buffering the body only if
 //!    a plugin in the chain declared it needs it;
@@ -252,24 +253,7 @@ impl Gateway {
             let target = request.uri().authority().map_or("", |a| a.as_str());
             return Err(GatewayError::ConnectNotServed(target.to_owned()));
         }
-        // RFC 9112 3.2 and RFC 9113 8.3.1: one Host, a well-formed one, and over HTTP/2 the
-        // same as `:authority`. The gateway routes on one host and the upstream gets it: a
-        // second or ambiguous one could be read differently further on.
-        let mut hosts = request.headers().get_all(header::HOST).iter();
-        if let Some(host) = hosts.next() {
-            if hosts.next().is_some() {
-                return Err(GatewayError::BadRequest("more than one Host header".into()));
-            }
-            if !headers::valid_host(host.as_bytes()) {
-                return Err(GatewayError::BadRequest("malformed Host header: expected host[:port]".into()));
-            }
-            if request.version() == Version::HTTP_2
-                && let Some(authority) = request.uri().authority()
-                && !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes())
-            {
-                return Err(GatewayError::BadRequest("the Host header differs from :authority".into()));
-            }
-        }
+        check_host(request)?;
         let limits = &self.limits;
         if request.headers().len() > limits.max_headers {
             return Err(GatewayError::HeadersTooLarge(format!(
@@ -603,6 +587,33 @@ fn write_response(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// Phase 1's host rules (RFC 9112 3.2, RFC 9113 8.3.1): an HTTP/1.1 request names its host,
+/// in one well-formed `Host` (HTTP/1.0 need not, and an absolute-form target carries it), and
+/// over HTTP/2 a `Host` says what `:authority` says. The gateway routes on one host and the
+/// upstream gets it: a missing, second or ambiguous one could be read differently further on.
+fn check_host(request: &Request<Incoming>) -> Result<(), GatewayError> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        if request.version() == Version::HTTP_11 && request.uri().authority().is_none() {
+            return Err(GatewayError::BadRequest("an HTTP/1.1 request needs a Host header".into()));
+        }
+        return Ok(());
+    };
+    if hosts.next().is_some() {
+        return Err(GatewayError::BadRequest("more than one Host header".into()));
+    }
+    if !headers::valid_host(host.as_bytes()) {
+        return Err(GatewayError::BadRequest("malformed Host header: expected host[:port]".into()));
+    }
+    if request.version() == Version::HTTP_2
+        && let Some(authority) = request.uri().authority()
+        && !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes())
+    {
+        return Err(GatewayError::BadRequest("the Host header differs from :authority".into()));
+    }
+    Ok(())
 }
 
 /// The declared `Content-Length`, if any; a malformed or conflicting one is a 400 (a request
