@@ -83,8 +83,11 @@ async fn websocket_messages_flow_through_the_gateway_after_the_chain_admits_the_
     assert!(ws.handshakes.lock().unwrap().is_empty(), "a refused handshake reached the upstream");
 
     // Admitted: the upstream gets the plugins' changes, the client the 101 and its headers.
+    // The client also accepts trailers: the `Connection: te` the gateway then sends must not
+    // take the place of the handshake's `Connection: upgrade`.
     let mut request = url.as_str().into_client_request().expect("request");
     request.headers_mut().insert("x-api-key", "alice-key".parse().unwrap());
+    request.headers_mut().insert("te", "trailers".parse().unwrap());
     let (mut socket, response) = tokio_tungstenite::connect_async(request).await.expect("handshake through the gateway");
     assert_eq!(response.status(), 101);
     assert_eq!(response.headers().get("x-via-gateway").map(|v| v.to_str().unwrap()), Some("yes"));

@@ -444,7 +444,8 @@ impl Gateway {
                 headers.remove(header::TE);
             }
             Some(_) if upstream.version() != Version::HTTP_2 => {
-                headers.insert(header::CONNECTION, HeaderValue::from_static("te"));
+                // Appended: a WebSocket handshake's `Connection: upgrade` stays.
+                headers.append(header::CONNECTION, HeaderValue::from_static("te"));
             }
             _ => {}
         }
