@@ -40,6 +40,10 @@ async fn raw_upstream_holding(answer: &'static [u8], hold: Duration) -> (SocketA
     (addr, task)
 }
 
+/// Every path to the test echo upstream, which answers with what it received.
+const ECHO: &str = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n";
+
+/// Every path to the raw upstream at `upstream`.
 fn one_route(upstream: SocketAddr) -> String {
     format!("[upstreams.raw]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"raw\"\n")
 }
@@ -88,8 +92,7 @@ async fn an_upstream_status_outside_100_to_599_is_a_502() {
 #[tokio::test]
 async fn cookies_split_by_an_http2_client_reach_an_http1_upstream_as_one_field() {
     let upstream = Upstream::start().await;
-    let toml = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n";
-    let gw = Gateway::start(toml, Some(&upstream)).await;
+    let gw = Gateway::start(ECHO, Some(&upstream)).await;
     let reply = HttpClient::http2().request("GET", &gw.url("/echo"), &[("cookie", "a=1"), ("cookie", "b=2")], b"").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.upstream_header("cookie"), vec!["a=1; b=2".to_owned()], "RFC 9113 8.2.3");
@@ -99,8 +102,7 @@ async fn cookies_split_by_an_http2_client_reach_an_http1_upstream_as_one_field()
 #[tokio::test]
 async fn a_get_with_a_chunked_body_reaches_the_upstream_with_it() {
     let upstream = Upstream::start().await;
-    let toml = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n";
-    let gw = Gateway::start(toml, Some(&upstream)).await;
+    let gw = Gateway::start(ECHO, Some(&upstream)).await;
     let answer = exchange(&gw, b"GET /search HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nBODY\r\n0\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r#""body":"BODY""#), "the body went upstream: {answer}");
