@@ -531,11 +531,18 @@ async fn build_entry(
             loader.telemetry.metrics.pools.register_plugin(weak);
             Ok(entry)
         }
-        Err(e) => Err(Some(source.issue(
-            Some(entry.plugin.span()),
-            &format!("{key}.config"),
-            format!("plugin `{name}` on route `{route}`: {e}"),
-        ))),
+        Err(e) => {
+            // A refused config points at the key the plugin names, else at `config`.
+            let named = match &e {
+                PluginError::Configure(message) => crate::config::locate::leading_key(message),
+                _ => None,
+            };
+            let span = named
+                .and_then(|k| source.key_span(&format!("{key}.config.{k}")))
+                .or_else(|| source.key_span(&format!("{key}.config")))
+                .unwrap_or_else(|| entry.plugin.span());
+            Err(Some(source.issue(Some(span), &format!("{key}.config"), format!("plugin `{name}` on route `{route}`: {e}"))))
+        }
     }
 }
 

@@ -31,7 +31,8 @@ pub trait Plugin: Sized + 'static {
     /// gateway config at load time (or a reload, keeping the old config serving); its text is
     /// shown to the operator next to the route and plugin, so say what is wrong and what is
     /// expected. Errors while deserializing [`Plugin::Config`] are reported the same way, prefixed
-    /// with the key path.
+    /// with the key path (`` `limits[1].rate`: ... ``). Start your own messages with the key in
+    /// backticks too: the gateway then points the operator at that key's line in the config file.
     fn new(config: Self::Config) -> Result<Self, String>;
 
     /// Tells the gateway which phases this plugin implements and whether it needs bodies.

@@ -1,6 +1,7 @@
 //! `airlock.toml`: reading it, and errors that point at the file, line and key at fault.
 
 mod bounds;
+pub mod locate;
 mod model;
 pub mod route_rules;
 
@@ -53,6 +54,11 @@ impl ConfigSource {
             let inner = e.into_inner();
             self.error_at(inner.span(), &key, inner.message())
         })
+    }
+
+    /// Where the value at key path `key` is written in this file (see [`locate::key_span`]).
+    pub fn key_span(&self, key: &str) -> Option<Range<usize>> {
+        locate::key_span(&self.text, key)
     }
 
     /// Builds an error located at `span` (a byte range of the text) for the key path `key`.
