@@ -35,6 +35,12 @@ pub fn pool_with_grants(
         let grants: Vec<String> = grants.iter().map(|g| (*g).to_owned()).collect();
         // As the gateway loads a built-in: with the built-ins' default grants added.
         let grants = airlock::runtime::capabilities::effective_grants(&source, &grants);
+        // `AIRLOCK_BENCH_PLUGINS=<dir>` measures the built-ins built there instead (e.g. a
+        // plugin built another way), without building the benchmark again.
+        let source = match std::env::var("AIRLOCK_BENCH_PLUGINS") {
+            Ok(dir) => format!("{dir}/airlock_plugin_{}.wasm", name.replace('-', "_")),
+            Err(_) => source,
+        };
         let plugin = LoadedPlugin::load(&sandbox, &cache, &source, std::path::Path::new("."), &grants)
             .await
             .expect("load the plugin");

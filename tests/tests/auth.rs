@@ -103,12 +103,18 @@ async fn key_auth_header_query_and_stripping() {
         .request(
             "GET",
             &gw.url("/default"),
-            &[("x-api-key", "bob-secret-key"), ("x-consumer-id", "alice"), ("x-consumer-groups", "admin")],
+            &[
+                ("x-api-key", "bob-secret-key"),
+                ("x-consumer-id", "alice"),
+                ("x-consumer-groups", "admin"),
+                ("x-anonymous-consumer", "true"),
+            ],
             b"",
         )
         .await;
     assert_eq!(r.upstream_header("x-consumer-id"), vec!["bob"]);
     assert!(r.upstream_header("x-consumer-groups").is_empty());
+    assert!(r.upstream_header("x-anonymous-consumer").is_empty());
 
     // The query parameter is only read where configured; stripped, other parameters kept.
     let r = client.get(&gw.url("/default?apikey=alice-secret-key")).await;
@@ -130,8 +136,12 @@ async fn key_auth_header_query_and_stripping() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["query"], "apikey=alice-secret-key");
     assert!(r.upstream_header("x-consumer-id").is_empty());
-    let r = client.request("GET", &gw.url("/keep"), &[("x-api-key", "alice-secret-key")], b"").await;
+    let forged = [("x-api-key", "alice-secret-key"), ("x-consumer-id", "bob"), ("x-consumer-groups", "admin"), ("x-anonymous-consumer", "true")];
+    let r = client.request("GET", &gw.url("/keep"), &forged, b"").await;
     assert_eq!(r.upstream_header("x-api-key"), vec!["alice-secret-key"]);
+    for name in ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"] {
+        assert!(r.upstream_header(name).is_empty(), "a forged {name} is removed without upstream_headers too");
+    }
     gw.stop().await;
 }
 

@@ -176,9 +176,8 @@ impl Plugin for KeyAuth {
     }
 
     fn on_request(&self, req: &Request) -> Action {
-        for name in ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"] {
-            req.remove_header(name);
-        }
+        // The consumer headers a client sent are replaced or removed by `admit`, the only way
+        // to the upstream; a 401 goes nowhere.
         let found = self.find_key(req);
         let identity = match &found {
             Some((key, _)) => self.lookup(key.as_bytes()),
@@ -243,21 +242,22 @@ impl KeyAuth {
         owner.map(|i| &self.identities[i])
     }
 
+    /// Names the consumer in the context and, with `upstream_headers`, to the upstream. Each
+    /// consumer header is set or removed, so whatever the client sent under those names (one
+    /// host call per header: `set-header` replaces every value) never reaches the upstream.
     fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {
         req.context_set("consumer", &identity.id);
         req.context_set("consumer.groups", &identity.groups);
         if anonymous {
             req.context_set("consumer.anonymous", "true");
         }
-        if self.upstream_headers {
-            req.set_header("x-consumer-id", &identity.id);
-            if !identity.groups.is_empty() {
-                req.set_header("x-consumer-groups", &identity.groups);
-            }
-            if anonymous {
-                req.set_header("x-anonymous-consumer", "true");
-            }
-        }
+        let set_or_remove = |name: &str, value: Option<&str>| match value {
+            Some(value) if self.upstream_headers => req.set_header(name, value),
+            _ => req.remove_header(name),
+        };
+        set_or_remove("x-consumer-id", Some(&identity.id));
+        set_or_remove("x-consumer-groups", (!identity.groups.is_empty()).then_some(identity.groups.as_str()));
+        set_or_remove("x-anonymous-consumer", anonymous.then_some("true"));
     }
 }
 

@@ -43,7 +43,7 @@
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-use std::fmt::Write;
+use std::borrow::Cow;
 
 use airlock_sdk::state::{self, Decision, StateError};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit, export_plugin};
@@ -162,6 +162,10 @@ struct Limit {
     kind: Kind,
     period: Option<Period>,
 }
+
+/// A header line for the response: its name and value, borrowed where they are the same on
+/// every answer.
+type HeaderLine<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 impl Limit {
     fn quota(&self) -> u64 {
@@ -325,7 +329,7 @@ impl Plugin for RateLimit {
                     .header("retry-after", retry_after_secs(refused.retry_after_ms).to_string())
                     .header("content-type", "text/plain; charset=utf-8");
                 for (name, value) in headers {
-                    response = response.header(name, value);
+                    response = response.header(name, value.as_bytes());
                 }
                 Action::Respond(response.body(b"Too Many Requests\n".to_vec()))
             }
@@ -337,6 +341,23 @@ impl Plugin for RateLimit {
                 Action::Continue
             }
         }
+    }
+}
+
+/// Appends `n` in decimal, without the `fmt` machinery (on every request's path).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(d as char);
     }
 }
 
@@ -360,16 +381,19 @@ impl RateLimit {
             if i > 0 {
                 key.push('|');
             }
-            let _ = match part {
+            // Pushed piece by piece: `format!` machinery showed in the guest's profile.
+            let (tag, value) = match part {
                 KeyPart::Consumer => match req.context_get("consumer") {
-                    Some(c) => write!(key, "c={c}"),
-                    None => write!(key, "ip={}", client_ip(&req.client_addr())),
+                    Some(c) => ("c=", Cow::Owned(c)),
+                    None => ("ip=", Cow::Owned(client_ip(&req.client_addr()).to_owned())),
                 },
-                KeyPart::Ip => write!(key, "ip={}", client_ip(&req.client_addr())),
-                KeyPart::Route => write!(key, "r={}", req.route_id()),
-                KeyPart::Header(h) => write!(key, "h={}", req.header(h).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default()),
-                KeyPart::Param(p) => write!(key, "p={}", req.param(p).unwrap_or_default()),
+                KeyPart::Ip => ("ip=", Cow::Owned(client_ip(&req.client_addr()).to_owned())),
+                KeyPart::Route => ("r=", Cow::Owned(req.route_id())),
+                KeyPart::Header(h) => ("h=", req.header(h).map(|v| Cow::Owned(String::from_utf8_lossy(&v).into_owned())).unwrap_or_default()),
+                KeyPart::Param(p) => ("p=", req.param(p).map(Cow::Owned).unwrap_or_default()),
             };
+            key.push_str(tag);
+            key.push_str(&value);
         }
         key
     }
@@ -378,8 +402,15 @@ impl RateLimit {
     /// gateway's memory instead of the configured backend.
     fn check(&self, key: &str, local: bool) -> Result<Vec<Decision>, StateError> {
         let mut decisions = Vec::with_capacity(self.limits.len());
+        let mut k = String::with_capacity(key.len() + 24);
         for (i, limit) in self.limits.iter().enumerate() {
-            let k = format!("{i}:{}:{key}", limit.name);
+            // `<index>:<name>:<key>`, the state key's form since the first release.
+            k.clear();
+            push_u64(&mut k, i as u64);
+            k.push(':');
+            k.push_str(&limit.name);
+            k.push(':');
+            k.push_str(key);
             let d = match (limit.kind.clone(), local) {
                 (Kind::Bucket { rate, period_ms, burst }, false) => state::acquire(&k, rate, period_ms, burst, self.cost)?,
                 (Kind::Bucket { rate, period_ms, burst }, true) => state::acquire_local(&k, rate, period_ms, burst, self.cost)?,
@@ -419,29 +450,36 @@ impl RateLimit {
     }
 
     /// The header lines for these decisions (one per limit checked, in order).
-    fn header_lines(&self, decisions: &[Decision]) -> Vec<(String, String)> {
+    fn header_lines(&self, decisions: &[Decision]) -> Vec<HeaderLine<'_>> {
         let pairs: Vec<(&Limit, &Decision)> = self.limits.iter().zip(decisions).collect();
         match self.headers {
             HeaderMode::Off => Vec::new(),
             HeaderMode::Draft => {
                 let mut current = String::with_capacity(32 * pairs.len());
                 for (i, (l, d)) in pairs.iter().enumerate() {
-                    let sep = if i == 0 { "" } else { ", " };
-                    let _ = write!(current, "{sep}\"{}\";r={};t={}", l.name, d.remaining, d.reset_after_ms.div_ceil(1000));
+                    if i > 0 {
+                        current.push_str(", ");
+                    }
+                    current.push('"');
+                    current.push_str(&l.name);
+                    current.push_str("\";r=");
+                    push_u64(&mut current, d.remaining);
+                    current.push_str(";t=");
+                    push_u64(&mut current, d.reset_after_ms.div_ceil(1000));
                 }
-                vec![("ratelimit-policy".into(), self.policy.clone()), ("ratelimit".into(), current)]
+                vec![(Cow::Borrowed("ratelimit-policy"), Cow::Borrowed(self.policy.as_str())), (Cow::Borrowed("ratelimit"), Cow::Owned(current))]
             }
             HeaderMode::Legacy => {
-                let mut out = Vec::new();
+                let mut out: Vec<HeaderLine<'_>> = Vec::new();
                 if let Some((l, d)) = pairs.iter().min_by_key(|(_, d)| d.remaining) {
-                    out.push(("ratelimit-limit".into(), l.quota().to_string()));
-                    out.push(("ratelimit-remaining".into(), d.remaining.to_string()));
-                    out.push(("ratelimit-reset".into(), d.reset_after_ms.div_ceil(1000).to_string()));
+                    out.push(("ratelimit-limit".into(), l.quota().to_string().into()));
+                    out.push(("ratelimit-remaining".into(), d.remaining.to_string().into()));
+                    out.push(("ratelimit-reset".into(), d.reset_after_ms.div_ceil(1000).to_string().into()));
                 }
                 for (l, d) in &pairs {
                     if let Some(p) = l.period {
-                        out.push((format!("x-ratelimit-limit-{}", p.title().to_lowercase()), l.quota().to_string()));
-                        out.push((format!("x-ratelimit-remaining-{}", p.title().to_lowercase()), d.remaining.to_string()));
+                        out.push((format!("x-ratelimit-limit-{}", p.title().to_lowercase()).into(), l.quota().to_string().into()));
+                        out.push((format!("x-ratelimit-remaining-{}", p.title().to_lowercase()).into(), d.remaining.to_string().into()));
                     }
                 }
                 out
@@ -495,12 +533,21 @@ mod tests {
     fn legacy_headers() {
         let p = ok(r#"{"headers": "legacy", "limits": [{"limit": 10, "window": "second"}, {"limit": 100, "window": "minute"}]}"#);
         let h = p.header_lines(&[d(true, 9, 1000), d(true, 5, 30_000)]);
-        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_ref());
         assert_eq!(get("ratelimit-limit"), Some("100"));
         assert_eq!(get("ratelimit-remaining"), Some("5"));
         assert_eq!(get("ratelimit-reset"), Some("30"));
         assert_eq!(get("x-ratelimit-limit-second"), Some("10"));
         assert_eq!(get("x-ratelimit-remaining-minute"), Some("5"));
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 99, 1000, 86_400, u64::MAX] {
+            let mut out = String::from("x");
+            push_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
     }
 
     #[test]
