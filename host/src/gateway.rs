@@ -331,6 +331,9 @@ fn plugin_defs<'a>(
     let known = crate::runtime::capabilities::known_capabilities();
     let mut defs = HashMap::new();
     for (name, def) in &config.plugins {
+        if let Some(problem) = definition_name_problem(name) {
+            issues.push(source.issue(Some(def.source.span()), &format!("plugins.{name:?}"), problem));
+        }
         for cap in &def.capabilities {
             if !known.contains(&cap.get_ref().as_str()) {
                 issues.push(source.issue(
@@ -358,6 +361,24 @@ fn plugin_defs<'a>(
         );
     }
     defs
+}
+
+/// Longest `[plugins.<name>]` name, in bytes.
+const MAX_DEFINITION_NAME_BYTES: usize = 64;
+
+/// Why a `[plugins.<name>]` name is refused. A definition's name is its state namespace, and a
+/// source written in a chain gets `<route>.plugins[<i>]`: with brackets refused, no definition can
+/// take an entry's namespace (and read or reset its counters).
+fn definition_name_problem(name: &str) -> Option<String> {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+    if name.is_empty() || name.len() > MAX_DEFINITION_NAME_BYTES || !name.bytes().all(valid) {
+        let shown = crate::runtime::host::log::truncate(name, MAX_DEFINITION_NAME_BYTES);
+        return Some(format!(
+            "plugin name `{}` must be 1 to {MAX_DEFINITION_NAME_BYTES} letters, digits, `-`, `_` or `.`",
+            shown.escape_debug()
+        ));
+    }
+    None
 }
 
 /// A source written directly in a chain entry: `builtin:<name>` or something that looks like a path.

@@ -23,7 +23,8 @@ pub const MAX_KEY_BYTES: usize = 512;
 /// Largest value `set` accepts, in bytes (state is for counters and small records, not a cache).
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
-/// Longest namespace kept in a key, in bytes (names come from the operator's config).
+/// Longest namespace kept whole in a key, in bytes (names come from the operator's config); a
+/// longer one keeps its start and a digest of the whole, so two long names never share keys.
 pub const MAX_NAMESPACE_BYTES: usize = 256;
 
 /// How often the "state backend unavailable" warning is logged at most (an outage must not flood
@@ -398,7 +399,16 @@ impl ScopedState {
     /// Scopes `store` to `namespace` (escaped, so no namespace is a prefix of another's keys).
     pub fn new(store: Arc<StateStore>, namespace: &str) -> Self {
         let mut prefix = String::from("airlock:");
-        escape_into(&mut prefix, super::runtime::host::log::truncate(namespace, MAX_NAMESPACE_BYTES), true);
+        if namespace.len() <= MAX_NAMESPACE_BYTES {
+            escape_into(&mut prefix, namespace, true);
+        } else {
+            // Cut, it would share keys with every name of the same start: the digest of the
+            // whole name (after `~`, which no name of at most the limit gets) tells them apart.
+            use sha2::{Digest, Sha256};
+            escape_into(&mut prefix, super::runtime::host::log::truncate(namespace, MAX_NAMESPACE_BYTES - 33), true);
+            prefix.push('~');
+            prefix.push_str(&hex::encode(&Sha256::digest(namespace.as_bytes())[..16]));
+        }
         prefix.push(':');
         Self { store, prefix: prefix.into() }
     }
@@ -471,6 +481,20 @@ mod tests {
         assert_ne!(a.key("c").unwrap(), b.key("b:c").unwrap());
         assert_eq!(b.key("{x}%").unwrap(), "airlock:a:%7Bx%7D%25");
         assert!(matches!(b.key(&"k".repeat(MAX_KEY_BYTES + 1)), Err(StateError::Invalid(_))));
+    }
+
+    #[test]
+    fn long_namespaces_sharing_a_start_keep_their_own_keys() {
+        let store = Arc::new(StateStore::Memory(memory::MemoryStore::new(10)));
+        let long = |end: &str| ScopedState::new(store.clone(), &format!("{}{end}", "n".repeat(MAX_NAMESPACE_BYTES)));
+        let (one, two) = (long("1").key("k").unwrap(), long("2").key("k").unwrap());
+        assert_ne!(one, two);
+        assert!(one.len() < MAX_NAMESPACE_BYTES + 20, "{one}");
+        assert_eq!(one, long("1").key("k").unwrap(), "the same name, the same keys");
+        // A name at the limit is kept whole, and is no other name's cut.
+        let exact = ScopedState::new(store.clone(), &"n".repeat(MAX_NAMESPACE_BYTES)).key("k").unwrap();
+        assert_eq!(exact, format!("airlock:{}:k", "n".repeat(MAX_NAMESPACE_BYTES)));
+        assert_ne!(exact, one);
     }
 
     #[test]
