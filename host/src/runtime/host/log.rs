@@ -92,7 +92,7 @@ impl Host for HostState {
         if !enabled || !self.log.take() {
             return;
         }
-        let message = truncate(&message, MAX_MESSAGE_BYTES);
+        let message = one_line(truncate(&message, MAX_MESSAGE_BYTES));
         let plugin = &*self.plugin;
         let request_id = self.request.as_ref().map(|r| &*r.request_id).unwrap_or("");
         match level {
@@ -103,6 +103,23 @@ impl Host for HostState {
             Level::Error => tracing::error!(target: "airlock::plugin", plugin, request_id, "{message}"),
         }
     }
+}
+
+/// `s` as one log line: a line break or other control character a plugin writes is shown
+/// escaped (`\n`), so its text cannot start a line of its own that reads as the gateway's.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
@@ -128,6 +145,14 @@ mod tests {
         budget.reset(Some("req-7".into()));
         assert!(budget.take());
         assert_eq!(&*budget.request_id(), "req-7", "the lines of the next call name its request");
+    }
+
+    #[test]
+    fn plugin_text_stays_on_one_line() {
+        assert_eq!(super::one_line("plain\ttext é"), "plain\ttext é");
+        let forged = super::one_line("ok\n2026-12-03T12:00:00Z  INFO airlock: admin token accepted\r\x1b[2K");
+        assert_eq!(forged, "ok\\n2026-12-03T12:00:00Z  INFO airlock: admin token accepted\\r\\u{1b}[2K");
+        assert!(!forged.contains('\n') && !forged.contains('\r'));
     }
 
     #[test]

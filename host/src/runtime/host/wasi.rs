@@ -125,6 +125,7 @@ impl LogStdio {
                 return;
             }
             let request_id = self.log.request_id();
+            let line = super::log::one_line(line);
             tracing::warn!(target: "airlock::plugin", plugin = self.log.plugin(), request_id = &*request_id, stream = self.stream, "{line}");
         }
     }
