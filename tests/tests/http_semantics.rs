@@ -169,3 +169,55 @@ async fn the_host_is_the_targets_authority_and_one_well_formed_host_field() {
     assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("public"), "{answer}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_204_205_or_304_carries_no_content_whoever_framed_one() {
+    // RFC 9110 8.6, 15.3.5: a 204 has no Content-Length. Passed on, a client that trusts it
+    // waits for bytes that never come on a kept connection.
+    let (addr, _task) = raw_upstream(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-From: upstream\r\n\r\n").await;
+    let gw = Gateway::start(&one_route(addr), None).await;
+    let answer = exchange(&gw, b"DELETE /item HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 204") && answer.contains("x-from: upstream"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("content-length"), "{answer}");
+    gw.stop().await;
+
+    // A plugin's answer with a body: the body is dropped for 204 and 205 (RFC 9110 15.3.6: a
+    // 205 has no content; its length is said as 0) and 304.
+    let config = r#"
+[[routes]]
+path = "/204"
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = { status = 204, body = "not sent" }
+
+[[routes]]
+path = "/205"
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = { status = 205, body = "not sent" }
+
+[[routes]]
+path = "/304"
+[[routes.plugins]]
+plugin = "builtin:respond"
+config = { status = 304, body = "not sent" }
+"#;
+    let gw = Gateway::start(config, None).await;
+    for (path, length) in [("/204", None), ("/205", Some("content-length: 0")), ("/304", None)] {
+        let answer = exchange(&gw, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        let status = &path[1..];
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(answer.ends_with("\r\n\r\n"), "no content after the head: {answer}");
+        let lower = answer.to_ascii_lowercase();
+        match length {
+            Some(line) => assert!(lower.contains(line), "{answer}"),
+            None => assert!(!lower.contains("content-length"), "{answer}"),
+        }
+    }
+    // The connection stays in step: the same client's next request gets its own answer.
+    let client = HttpClient::http1();
+    for _ in 0..2 {
+        assert_eq!(client.get(&gw.url("/205")).await.status, 205);
+    }
+    gw.stop().await;
+}

@@ -571,7 +571,21 @@ fn write_response(
     body_idle: Duration,
 ) -> Response<ProxyBody> {
     let ResponseState { status, mut headers, body, trailers } = state;
+    // RFC 9110 6.4.1, 8.6, 15.3.5-6: a 204, 205 or 304 has no content, and a 204 no
+    // Content-Length; whatever a plugin or the upstream framed for one is dropped.
+    let no_content = matches!(status.as_u16(), 204 | 205 | 304);
+    if no_content {
+        headers.remove(header::TRANSFER_ENCODING);
+        match status.as_u16() {
+            204 => drop(headers.remove(header::CONTENT_LENGTH)),
+            205 => drop(headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"))),
+            // A 304's Content-Length, when the upstream sent one, is the selected representation's.
+            _ if body.is_some() => drop(headers.remove(header::CONTENT_LENGTH)),
+            _ => {}
+        }
+    }
     let body = match (body, stream) {
+        _ if no_content => ProxyBody::full(Bytes::new()),
         (Some(bytes), _) => {
             headers.remove(header::TRANSFER_ENCODING);
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
