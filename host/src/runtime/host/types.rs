@@ -201,8 +201,15 @@ fn form_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(&plus_as_space).decode_utf8_lossy().into_owned()
 }
 
+/// An origin-form path: `http` would take a `#` as the start of a fragment and drop the rest
+/// silently, so one is refused like any other invalid path.
 fn valid_path(path: &str) -> bool {
-    path.starts_with('/') && http::uri::PathAndQuery::try_from(path).is_ok_and(|pq| pq.query().is_none())
+    path.starts_with('/') && !path.contains('#') && http::uri::PathAndQuery::try_from(path).is_ok_and(|pq| pq.query().is_none())
+}
+
+/// A query string (without `?`); a `#` is refused as in [`valid_path`].
+fn valid_query(query: &str) -> bool {
+    !query.contains('#') && http::uri::PathAndQuery::try_from(format!("/?{query}")).is_ok()
 }
 
 impl HostRequest for HostState {
@@ -243,7 +250,7 @@ impl HostRequest for HostState {
         let log = self.log.clone();
         if let Some(req) = self.req_mut("set-query") {
             match query {
-                Some(q) if http::uri::PathAndQuery::try_from(format!("/?{q}")).is_err() => {
+                Some(q) if !valid_query(&q) => {
                     plugin_warn!(&log, query = q, "invalid query from plugin ignored");
                 }
                 q => req.query = q.filter(|q| !q.is_empty()),
@@ -476,6 +483,10 @@ mod tests {
         assert!(!valid_path("users"));
         assert!(!valid_path("/a?b"));
         assert!(!valid_path("/a b"));
+        assert!(!valid_path("/a#frag"), "a fragment would be dropped with what follows");
+        assert!(valid_query("a=1&b=%23"));
+        assert!(!valid_query("a#b"));
+        assert!(!valid_query("a b"));
     }
 
     #[test]
