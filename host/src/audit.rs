@@ -81,6 +81,10 @@ pub struct AuditEntry {
     pub granted: Vec<String>,
     /// Whether it receives the `[[consumers]]` list (credentials included).
     pub consumers: bool,
+    /// The directory its `files` grant opens (read-only), if any: what it can read.
+    pub files_dir: Option<String>,
+    /// What its `http-client` grant lets it call, if anything.
+    pub http_client: Option<crate::admin::inventory::HttpReach>,
     /// Memory cap of one instance, in bytes.
     pub memory_bytes: usize,
     /// CPU deadline of one call, in ms.
@@ -231,6 +235,8 @@ pub fn audit(config: &Config, gateway: &Gateway, base_dir: &Path) -> Audit {
                         requested: capabilities::requested(&plugin.imports),
                         granted: facts.capabilities.clone(),
                         consumers: capabilities::consumers_granted(&facts.source, &facts.capabilities),
+                        files_dir: facts.files_dir.as_ref().map(|d| d.display().to_string()),
+                        http_client: facts.http.clone(),
                         memory_bytes: facts.memory_bytes,
                         cpu_ms: facts.cpu_ms,
                         max_body_bytes: route.max_body_bytes,
@@ -301,6 +307,18 @@ impl std::fmt::Display for Audit {
                 writeln!(f, "  {}. {} ({})", i + 1, e.plugin, e.source)?;
                 writeln!(f, "     sha256 {}", e.sha256)?;
                 writeln!(f, "     requested: {}; granted: {}{}", list(&e.requested), list(&granted), if e.consumers { "; receives [[consumers]]" } else { "" })?;
+                if let Some(dir) = &e.files_dir {
+                    writeln!(f, "     reads files under: {dir}")?;
+                }
+                if let Some(http) = &e.http_client {
+                    writeln!(
+                        f,
+                        "     calls: {} (timeout {} ms, responses up to {} bytes)",
+                        if http.allow.is_empty() { "nothing".to_owned() } else { http.allow.join(", ") },
+                        http.timeout_ms,
+                        http.max_response_bytes
+                    )?;
+                }
                 writeln!(
                     f,
                     "     limits: memory {} MiB, cpu {} ms, body {} bytes, isolation {}, fails {}",

@@ -535,6 +535,12 @@ async fn build_entry(
         isolation: settings.isolation,
         pool_size: settings.pool_size,
         max_uses: settings.max_uses,
+        files_dir: settings.files.clone(),
+        http: settings.http.as_ref().map(|grant| crate::admin::inventory::HttpReach {
+            allow: grant.allow.iter().map(ToString::to_string).collect(),
+            timeout_ms: grant.timeout.as_millis() as u64,
+            max_response_bytes: grant.max_response_bytes,
+        }),
     };
     match InstancePool::new(plugin, name.as_str().into(), json, settings).await {
         Ok(pool) => {

@@ -136,13 +136,16 @@ async fn inspect_and_audit_report_requests_grants_and_limits() {
             r#"
 [plugins.reader]
 source = "{}"
-capabilities = ["files"]
+capabilities = ["files", "http-client"]
 memory_mb = 16
 cpu_ms = 50
 isolation = "request"
 failure = "open"
 [plugins.reader.files]
 dir = "."
+[plugins.reader.http_client]
+allow = ["https://IdP.example.com", "http://127.0.0.1:8081"]
+timeout_ms = 2500
 
 [upstreams.backend]
 targets = ["127.0.0.1:9"]
@@ -175,7 +178,14 @@ upstream = "backend"
     assert_eq!(chain[0]["consumers"], true, "key-auth receives the consumers list");
     let reader = &chain[1];
     assert_eq!(reader["requested"], serde_json::json!(["files"]));
-    assert_eq!(reader["granted"], serde_json::json!(["files"]));
+    assert_eq!(reader["granted"], serde_json::json!(["files", "http-client"]));
+    // What the grants reach: the directory and the origins, so widening either shows in a diff.
+    let files_dir = reader["files_dir"].as_str().expect("files_dir");
+    assert_eq!(std::fs::canonicalize(files_dir).ok(), std::fs::canonicalize(dir.path()).ok(), "{files_dir}");
+    assert_eq!(reader["http_client"]["allow"], serde_json::json!(["https://idp.example.com:443", "http://127.0.0.1:8081"]));
+    assert_eq!(reader["http_client"]["timeout_ms"], 2500);
+    assert!(reader["http_client"]["max_response_bytes"].as_u64().is_some_and(|n| n > 0));
+    assert_eq!(chain[0]["files_dir"], serde_json::Value::Null, "key-auth is granted no directory");
     assert_eq!(reader["consumers"], false);
     assert_eq!(
         (reader["memory_bytes"].as_u64(), reader["cpu_ms"].as_u64(), reader["max_body_bytes"].as_u64()),
@@ -185,5 +195,7 @@ upstream = "backend"
     assert_eq!(reader["signature"], "unsigned");
     assert!(routes.iter().find(|r| r["route"] == "open").expect("open route")["chain"].as_array().expect("chain").is_empty());
     let text = stdout(&airlock(&["audit"], dir.path()));
-    assert!(text.contains("route files") && text.contains("requested: files; granted: files"), "{text}");
+    assert!(text.contains("route files") && text.contains("requested: files; granted: files, http-client"), "{text}");
+    assert!(text.contains("calls: https://idp.example.com:443, http://127.0.0.1:8081 (timeout 2500 ms"), "{text}");
+    assert!(text.contains("reads files under: "), "{text}");
 }

@@ -27,6 +27,21 @@ pub struct PluginFacts {
     pub pool_size: usize,
     /// Calls after which an instance is replaced.
     pub max_uses: u64,
+    /// The directory the `files` grant opens to it (read-only), if any.
+    pub files_dir: Option<std::path::PathBuf>,
+    /// What the `http-client` grant lets it call, if anything.
+    pub http: Option<HttpReach>,
+}
+
+/// The reach of an `http-client` grant, as `airlock audit` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HttpReach {
+    /// The origins calls may go to, normalised (`https://idp.example.com:443`).
+    pub allow: Vec<String>,
+    /// Longest one call may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// Largest response body accepted, in bytes.
+    pub max_response_bytes: usize,
 }
 
 /// `/admin/routes`: every route and its chain, in config order.
