@@ -234,10 +234,16 @@ impl HostRequest for HostState {
     fn set_path(&mut self, _: Resource<RequestHandle>, path: String) {
         let log = self.log.clone();
         if let Some(req) = self.req_mut("set-path") {
-            if valid_path(&path) {
-                req.path = path;
-            } else {
+            if !valid_path(&path) {
                 plugin_warn!(&log, path, "invalid path from plugin ignored");
+                return;
+            }
+            // Normalized as a client's path is (proxy::path): what later plugins and the
+            // upstream see is one path, not one each resolves its own way.
+            match crate::proxy::path::normalize(&path) {
+                Ok(None) => req.path = path,
+                Ok(Some(normal)) => req.path = normal,
+                Err(e) => plugin_warn!(&log, path, "path from plugin ignored: {e}"),
             }
         }
     }
@@ -510,5 +516,21 @@ mod tests {
         state.request_read_only = true;
         state.put_header(Side::Request, "set-header", "x-bin", b"v".to_vec(), true);
         assert_eq!(header_first(&headers(&state), "x-bin"), Some(vec![0xff, 0xfe, b'a']), "read-only in on-response");
+    }
+
+    #[test]
+    fn a_plugins_path_is_normalized_like_a_clients() {
+        let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
+        state.request = Some(crate::plugin_trial::parse_request("t.http", "GET /start HTTP/1.1\n\n").unwrap());
+        let mut set = |path: &str| {
+            state.set_path(Resource::new_borrow(0), path.to_owned());
+            state.request.as_ref().unwrap().path.clone()
+        };
+        assert_eq!(set("/v2/users/../orders/./7"), "/v2/orders/7");
+        assert_eq!(set("/a/%2e%2e/b"), "/b", "an encoded dot counts");
+        // Above the root, or a dot segment behind an encoded slash: refused, the path kept.
+        for refused in ["/../secret", "/a/%2e%2e/%2E%2E/secret", "/..%2fadmin", "/a#frag"] {
+            assert_eq!(set(refused), "/b", "{refused}");
+        }
     }
 }
