@@ -161,6 +161,29 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Writes a report to stdout. A reader that went away (`airlock audit | head`) ends the
+/// output, not the program: the command still exits with its own status.
+fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_fmt(args).and_then(|()| if newline { stdout.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = written.and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: cannot write to stdout: {e}");
+    }
+}
+
+/// `print!` to stdout through [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*), false) };
+}
+
+/// `println!` to stdout through [`write_stdout`].
+macro_rules! outln {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*), true) };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (filter, unreadable) = LogFilter::from_env();
@@ -233,7 +256,7 @@ async fn check(path: PathBuf) -> ExitCode {
     match loaded {
         Ok(gateway) => {
             let plugins: usize = gateway.routes.routes().iter().map(|r| r.chain.entries().len()).sum();
-            println!(
+            outln!(
                 "{}: ok ({} routes, {} upstreams, {} chain entries)",
                 source.name,
                 config.routes.len(),
@@ -252,12 +275,12 @@ async fn check(path: PathBuf) -> ExitCode {
 /// Prints `value` as pretty JSON or `text` with Display.
 fn print_report<T: serde::Serialize + std::fmt::Display>(value: &T, json: bool) -> ExitCode {
     if !json {
-        print!("{value}");
+        out!("{value}");
         return ExitCode::SUCCESS;
     }
     match serde_json::to_string_pretty(value) {
         Ok(text) => {
-            println!("{text}");
+            outln!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -303,8 +326,8 @@ fn keygen(out: &std::path::Path) -> ExitCode {
     if let Err(e) = std::fs::write(&public_path, format!("{public}\n")) {
         return fail(format!("{}: {e}", PathBuf::from(&public_path).display()));
     }
-    println!("private key: {} (keep it secret)\npublic key:  {} ({public})", out.display(), PathBuf::from(public_path).display());
-    println!("trust it with:  [trust] require_signatures = true, keys = [\"{public}\"]");
+    outln!("private key: {} (keep it secret)\npublic key:  {} ({public})", out.display(), PathBuf::from(public_path).display());
+    outln!("trust it with:  [trust] require_signatures = true, keys = [\"{public}\"]");
     ExitCode::SUCCESS
 }
 
@@ -323,7 +346,7 @@ fn sign(plugin: &std::path::Path, key: &std::path::Path) -> ExitCode {
             if let Err(e) = std::fs::write(&path, sig) {
                 return fail(format!("{}: {e}", path.display()));
             }
-            println!("signed: {}", path.display());
+            outln!("signed: {}", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -341,7 +364,7 @@ fn verify(plugin: &std::path::Path, keys: &[String]) -> ExitCode {
     };
     match signing::verify_file(plugin, &bytes, &keys) {
         Ok(key) => {
-            println!("{}: signature ok, signed by {key}", plugin.display());
+            outln!("{}: signature ok, signed by {key}", plugin.display());
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("{}: {e}", plugin.display())),
@@ -391,9 +414,9 @@ fn new_plugin(name: String, dir: Option<PathBuf>, sdk_path: Option<PathBuf>, sdk
     match airlock::scaffold::new_plugin(&name, &dir, &sdk) {
         Ok(files) => {
             for f in files {
-                println!("created {}", f.display());
+                outln!("created {}", f.display());
             }
-            println!("\nnext: cd {} && cargo build --target wasm32-wasip2 --release (see its README.md)", dir.display());
+            outln!("\nnext: cd {} && cargo build --target wasm32-wasip2 --release (see its README.md)", dir.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -432,7 +455,7 @@ async fn test_plugin(trial: Trial, request: PathBuf, response: Option<PathBuf>, 
     match plugin_trial::run(&trial, &base, req, resp).await {
         Ok(outcome) if json => match serde_json::to_string_pretty(&outcome) {
             Ok(text) => {
-                println!("{text}");
+                outln!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -441,7 +464,7 @@ async fn test_plugin(trial: Trial, request: PathBuf, response: Option<PathBuf>, 
             }
         },
         Ok(outcome) => {
-            print!("{outcome}");
+            out!("{outcome}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -199,3 +199,25 @@ upstream = "backend"
     assert!(text.contains("calls: https://idp.example.com:443, http://127.0.0.1:8081 (timeout 2500 ms"), "{text}");
     assert!(text.contains("reads files under: "), "{text}");
 }
+
+#[test]
+fn a_report_read_only_in_part_ends_quietly_with_the_commands_status() {
+    // `airlock audit | head -1`: the reader goes away while the report is written.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("airlock.toml"), "[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\nconfig = { status = 200 }\n")
+        .expect("write config");
+    for args in [&["audit"][..], &["audit", "--json"], &["check"]] {
+        let mut child = Command::new(airlock_binary())
+            .args(args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "off")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run airlock");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !stderr.contains("panicked"), "{args:?}: {:?} {stderr}", out.status);
+    }
+}
