@@ -72,7 +72,9 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &SdkSource) -> Result<Vec<PathBuf
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-')
-        && name.len() <= 64;
+        && name.len() <= 64
+        // Path keywords cannot name a crate, and `self` would make the plugin's type `Self`.
+        && !matches!(name, "self" | "super" | "crate");
     if !valid {
         return Err(ScaffoldError::BadName(name.to_owned()));
     }
@@ -115,7 +117,7 @@ mod tests {
     fn names_are_checked_and_templates_filled() {
         let dir = tempfile::tempdir().unwrap();
         let sdk = SdkSource::Registry("0.1.0".into());
-        for bad in ["", "Upper", "9lives", "with space", "trailing-", "under_score"] {
+        for bad in ["", "Upper", "9lives", "with space", "trailing-", "under_score", "self", "super", "crate"] {
             assert!(matches!(new_plugin(bad, &dir.path().join("x"), &sdk), Err(ScaffoldError::BadName(_))), "{bad}");
         }
         let target = dir.path().join("tag-requests");
