@@ -146,16 +146,22 @@ impl GatewayError {
         }
     }
 
-    /// The JSON error response, carrying the request id.
-    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
-        let is_busy = matches!(self, GatewayError::PluginBusy(_));
-        let body = serde_json::json!({
+    /// The JSON body of the error response: status, code, public message and request id.
+    pub fn json_body(&self, request_id: &str) -> String {
+        serde_json::json!({
             "status": self.status().as_u16(),
             "error": self.code(),
             "message": self.public_message(),
             "request_id": request_id,
-        });
-        let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
+        })
+        .to_string()
+    }
+
+    /// The JSON error response, carrying the request id.
+    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+        let is_busy = matches!(self, GatewayError::PluginBusy(_));
+        let body = self.json_body(request_id);
+        let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

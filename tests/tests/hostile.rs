@@ -487,11 +487,16 @@ async fn a_plugin_answering_an_informational_status_gets_the_client_a_500() {
     config += &hostile_route("/101", "status", r#"{ mode = "status", count = 101 }"#);
     config += &hostile_route("/103", "status", r#"{ mode = "status", count = 103 }"#);
     config += &hostile_route("/204", "status", r#"{ mode = "status", count = 204 }"#);
+    config += &hostile_route("/1000", "status", r#"{ mode = "status", count = 1000 }"#);
     let gw = Gateway::start(&config, Some(&upstream)).await;
     for client in [HttpClient::http1(), HttpClient::http2()] {
-        for path in ["/101", "/103"] {
+        for path in ["/101", "/103", "/1000"] {
             let r = client.get(&gw.url(path)).await;
             assert_eq!(r.status, 500, "{path}: {}", r.text());
+            // The gateway's own answer, as for any plugin failure: not the plugin's headers and
+            // body under another status, which would pass for a deliberate answer.
+            assert_eq!(r.json()["error"], "plugin_failed", "{path}: {}", r.text());
+            assert_eq!(r.json()["request_id"].as_str(), r.header("x-request-id").as_deref(), "{path}");
         }
         assert_eq!(client.get(&gw.url("/204")).await.status, 204, "a final status is kept");
     }

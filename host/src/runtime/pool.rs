@@ -513,13 +513,19 @@ fn millis(ms: u32) -> Duration {
     Duration::from_millis(u64::from(ms)).min(MAX_DELAY)
 }
 
-/// A plugin-made response; an invalid or informational (1xx: no final answer) status becomes
-/// 500, and invalid headers and those past the response header limits are dropped, each logged.
+/// A plugin-made response; invalid headers and those past the response header limits are
+/// dropped, each logged. An invalid or informational (1xx: no final answer) status makes it the
+/// gateway's own 500 `plugin_failed` answer instead: the plugin's headers and body would pass
+/// for a deliberate answer.
 fn convert_response(init: ResponseInit, log: &LogBudget, bound: HeaderBound) -> ResponseState {
-    let status = crate::exchange::final_status(init.status).unwrap_or_else(|| {
-        plugin_warn!(log, status = init.status, "plugin responded with an invalid or informational (1xx) status; sending 500");
-        http::StatusCode::INTERNAL_SERVER_ERROR
-    });
+    let Some(status) = crate::exchange::final_status(init.status) else {
+        plugin_warn!(log, status = init.status, "plugin responded with an invalid or informational (1xx) status; sending 500 plugin_failed");
+        let failed = crate::error::GatewayError::PluginFailed { plugin: log.plugin().to_owned(), reason: format!("status {}", init.status) };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        let body = failed.json_body(&log.request_id());
+        return ResponseState { status: failed.status(), headers, body: Some(body.into()), trailers: None };
+    };
     let mut headers = http::HeaderMap::with_capacity(init.headers.len().min(bound.count).min(64));
     let mut refusals = RefusalLog::default();
     for h in init.headers {
