@@ -556,3 +556,33 @@ async fn a_plugin_cannot_set_framing_or_connection_headers() {
     let error = Gateway::try_start(refused, None).await.err().expect("refused").to_string();
     assert!(error.contains("`response.set.content-length`: `content-length` is set by the gateway"), "{error}");
 }
+
+/// A panic's message reaches the failure report (and so `check`'s error for a panic in
+/// `configure`), not only the plugin's separate stderr lines; Rust's `RUST_BACKTRACE` hint,
+/// which no one can act on in a plugin, is not logged.
+#[tokio::test]
+async fn a_panics_message_is_in_the_failure_report() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[plugins.panic]
+source = "{plugin:panic}"
+
+[[routes]]
+path = "/panic"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "panic"
+"#;
+    let gw = airlock_tests::process::GatewayProcess::start_logging(config, &upstream, &[]).await;
+    let r = HttpClient::http1().get(&gw.url("/panic")).await;
+    assert_eq!(r.status, 500);
+    assert!(!r.text().contains("on purpose"), "the client learns nothing of it: {}", r.text());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = gw.log();
+    let report = log.lines().find(|l| l.contains("trapped")).unwrap_or_else(|| panic!("no failure line\n{log}"));
+    assert!(report.contains("panics on purpose") && report.contains("panicked at"), "{report}");
+    assert!(!log.contains("RUST_BACKTRACE"), "{log}");
+}

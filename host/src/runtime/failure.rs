@@ -81,9 +81,14 @@ pub fn classify(state: &HostState, error: wasmtime::Error) -> Failure {
     }
     let trap = error.downcast_ref::<wasmtime::Trap>().map(ToString::to_string);
     let root = error.root_cause().to_string();
-    Failure::Trap(match trap {
+    let what = match trap {
         Some(t) if t != root => format!("{t} ({root})"),
         Some(t) => t,
         None => root,
+    };
+    // A Rust plugin's panic prints its location and message to stderr before it traps.
+    Failure::Trap(match state.log.stderr_tail() {
+        Some(stderr) => format!("{what}; its stderr: {stderr}"),
+        None => what,
     })
 }

@@ -1,7 +1,7 @@
 //! `airlock:plugin/log`: a plugin's log lines, into the gateway's log under the plugin's name,
 //! and the per-call budget that bounds every line a plugin causes.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::HostState;
@@ -16,6 +16,14 @@ const MAX_MESSAGE_BYTES: usize = 4096;
 /// deadline would otherwise write tens of thousands of lines per request.
 pub const MAX_LOG_LINES_PER_CALL: u32 = 64;
 
+/// How much of the end of a call's stderr is kept for its failure report (a Rust panic's
+/// location and message).
+const MAX_STDERR_TAIL_BYTES: usize = 400;
+
+/// The hint Rust's panic handler prints: nothing a plugin's operator or author can act on (a
+/// plugin has no environment to set it in), so it is neither logged nor kept.
+const BACKTRACE_HINT: &str = "note: run with `RUST_BACKTRACE=";
+
 /// The log lines the current call of one instance may still cause, and the request the call
 /// serves (every line names it). Shared with the instance's stdout and stderr streams, which
 /// live in the WASI context, not the host state.
@@ -24,12 +32,23 @@ pub struct LogBudget {
     plugin: Arc<str>,
     left: AtomicU32,
     request_id: Mutex<Option<Arc<str>>>,
+    /// The end of what the current call wrote to stderr, joined into one line: a trap's report
+    /// carries it, so a panic's message reaches the error and not only the log.
+    stderr_tail: Mutex<String>,
+    /// Whether `stderr_tail` holds anything (checked per call without the lock).
+    stderr_written: AtomicBool,
 }
 
 impl LogBudget {
     /// A full budget for the instances of `plugin`.
     pub fn new(plugin: Arc<str>) -> Arc<Self> {
-        Arc::new(Self { plugin, left: AtomicU32::new(MAX_LOG_LINES_PER_CALL), request_id: Mutex::new(None) })
+        Arc::new(Self {
+            plugin,
+            left: AtomicU32::new(MAX_LOG_LINES_PER_CALL),
+            request_id: Mutex::new(None),
+            stderr_tail: Mutex::new(String::new()),
+            stderr_written: AtomicBool::new(false),
+        })
     }
 
     /// The plugin's name, for the lines themselves.
@@ -46,6 +65,41 @@ impl LogBudget {
     pub fn reset(&self, request_id: Option<Arc<str>>) {
         self.left.store(MAX_LOG_LINES_PER_CALL, Ordering::Relaxed);
         *self.request_id.lock().unwrap_or_else(PoisonError::into_inner) = request_id;
+        if self.stderr_written.swap(false, Ordering::Relaxed) {
+            self.stderr_tail.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
+    }
+
+    /// Keeps a line the current call wrote to stderr (see `stderr_tail`); false for the panic
+    /// handler's backtrace hint, which is dropped.
+    pub fn note_stderr(&self, line: &str) -> bool {
+        let line = line.trim();
+        if line.starts_with(BACKTRACE_HINT) {
+            return false;
+        }
+        self.stderr_written.store(true, Ordering::Relaxed);
+        let mut tail = self.stderr_tail.lock().unwrap_or_else(PoisonError::into_inner);
+        if !tail.is_empty() {
+            tail.push(' ');
+        }
+        tail.push_str(line);
+        if tail.len() > MAX_STDERR_TAIL_BYTES {
+            let mut cut = tail.len() - MAX_STDERR_TAIL_BYTES;
+            while !tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            tail.drain(..cut);
+        }
+        true
+    }
+
+    /// The end of what the current call wrote to stderr, if anything.
+    pub fn stderr_tail(&self) -> Option<String> {
+        if !self.stderr_written.load(Ordering::Relaxed) {
+            return None;
+        }
+        let tail = self.stderr_tail.lock().unwrap_or_else(PoisonError::into_inner);
+        (!tail.is_empty()).then(|| tail.clone())
     }
 
     /// Takes one line from the budget: false once it is spent (the line that spends it says
@@ -153,6 +207,20 @@ mod tests {
         let forged = super::one_line("ok\n2026-12-03T12:00:00Z  INFO airlock: admin token accepted\r\x1b[2K");
         assert_eq!(forged, "ok\\n2026-12-03T12:00:00Z  INFO airlock: admin token accepted\\r\\u{1b}[2K");
         assert!(!forged.contains('\n') && !forged.contains('\r'));
+    }
+
+    #[test]
+    fn a_calls_stderr_tail_is_kept_until_the_next_call() {
+        let budget = super::LogBudget::new("p".into());
+        assert_eq!(budget.stderr_tail(), None);
+        assert!(budget.note_stderr("thread '<unnamed>' panicked at src/lib.rs:5:9:"));
+        assert!(budget.note_stderr("boom in new\n"));
+        assert!(!budget.note_stderr("note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace"));
+        assert_eq!(budget.stderr_tail().as_deref(), Some("thread '<unnamed>' panicked at src/lib.rs:5:9: boom in new"));
+        budget.note_stderr(&"x".repeat(1000));
+        assert_eq!(budget.stderr_tail().map(|t| t.len()), Some(super::MAX_STDERR_TAIL_BYTES), "the end is kept, bounded");
+        budget.reset(None);
+        assert_eq!(budget.stderr_tail(), None, "a new call starts empty");
     }
 
     #[test]

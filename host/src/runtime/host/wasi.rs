@@ -121,6 +121,9 @@ impl LogStdio {
         let bytes = &bytes[..bytes.len().min(MAX_STDIO_WRITE)];
         let text = String::from_utf8_lossy(bytes);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if self.stream == "stderr" && !self.log.note_stderr(line) {
+                continue;
+            }
             if !self.log.take() {
                 return;
             }
