@@ -65,7 +65,9 @@ impl LogBudget {
     pub fn reset(&self, request_id: Option<Arc<str>>) {
         self.left.store(MAX_LOG_LINES_PER_CALL, Ordering::Relaxed);
         *self.request_id.lock().unwrap_or_else(PoisonError::into_inner) = request_id;
-        if self.stderr_written.swap(false, Ordering::Relaxed) {
+        // A plain load per call: the flag is only ever set during a call of this instance.
+        if self.stderr_written.load(Ordering::Relaxed) {
+            self.stderr_written.store(false, Ordering::Relaxed);
             self.stderr_tail.lock().unwrap_or_else(PoisonError::into_inner).clear();
         }
     }
