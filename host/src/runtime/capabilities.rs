@@ -142,6 +142,8 @@ pub fn requested(imports: &[String]) -> Vec<&'static str> {
 /// Checks every import of `component` against the baseline and `granted`.
 pub fn check(engine: &Engine, component: &Component, granted: &[String]) -> Result<(), String> {
     let ty = component.component_type();
+    // Every capability missing is named at once, not one per `check` run.
+    let mut missing: Vec<(&str, String)> = Vec::new();
     for (name, _) in ty.imports(engine) {
         if BASELINE.iter().any(|prefix| name.starts_with(prefix)) {
             continue;
@@ -166,12 +168,55 @@ pub fn check(engine: &Engine, component: &Component, granted: &[String]) -> Resu
                     "imports `{name}` (capability `{capability}`), which this version of Airlock does not provide yet"
                 ));
             }
-            return Err(format!(
-                "imports `{name}`, which needs capability `{capability}`; it was not granted \
-                 (add `capabilities = [\"{capability}\"]` to its [plugins.<name>] definition)"
-            ));
+            if !missing.iter().any(|(c, _)| c == capability) {
+                missing.push((capability, name.to_string()));
+            }
+            continue;
         }
         return Err(format!("imports `{name}`, which is not an Airlock capability or part of the WASI baseline"));
     }
-    Ok(())
+    match missing_grants_problem(&missing) {
+        None => Ok(()),
+        Some(problem) => Err(problem),
+    }
+}
+
+/// The error for imports whose capabilities were not granted, `(capability, import)` each: one
+/// message naming them all, with the `capabilities` line that grants them.
+fn missing_grants_problem(missing: &[(&str, String)]) -> Option<String> {
+    Some(match missing {
+        [] => return None,
+        [(capability, name)] => format!(
+            "imports `{name}`, which needs capability `{capability}`; it was not granted \
+             (add `capabilities = [\"{capability}\"]` to its [plugins.<name>] definition)"
+        ),
+        several => {
+            let imports: Vec<String> = several.iter().map(|(c, n)| format!("`{n}` (capability `{c}`)")).collect();
+            let names: Vec<String> = several.iter().map(|(c, _)| format!("\"{c}\"")).collect();
+            format!(
+                "imports {}, which were not granted (add `capabilities = [{}]` to its [plugins.<name>] definition)",
+                imports.join(", "),
+                names.join(", ")
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_missing_grant_is_named_in_one_error() {
+        assert_eq!(missing_grants_problem(&[]), None);
+        let one = missing_grants_problem(&[("state", "airlock:plugin/state@0.2.0".into())]).unwrap();
+        assert!(one.contains("needs capability `state`") && one.contains(r#"capabilities = ["state"]"#), "{one}");
+        let two = missing_grants_problem(&[
+            ("state", "airlock:plugin/state@0.2.0".into()),
+            ("http-client", "airlock:plugin/http-client@0.2.0".into()),
+        ])
+        .unwrap();
+        assert!(two.contains("`airlock:plugin/state@0.2.0` (capability `state`), `airlock:plugin/http-client@0.2.0`"), "{two}");
+        assert!(two.contains(r#"capabilities = ["state", "http-client"]"#), "{two}");
+    }
 }
