@@ -498,8 +498,13 @@ fn convert_action(action: WitAction, log: &LogBudget, bound: HeaderBound) -> Pha
         WitAction::Delay(ms) => PhaseAction::Delay(millis(ms)),
         WitAction::Respond(init) => PhaseAction::Respond(convert_response(init, log, bound)),
         WitAction::AcquireSlot(slot) => PhaseAction::AcquireSlot(SlotRequest {
+            limit: if slot.limit == 0 {
+                plugin_warn!(log, key = slot.key, "acquire-slot with limit 0 taken as limit 1 (at least one request must be able to run)");
+                1
+            } else {
+                slot.limit
+            },
             key: slot.key,
-            limit: slot.limit.max(1),
             queue: slot.queue,
             max_wait: millis(slot.max_wait_ms),
             delay: millis(slot.delay_ms),
