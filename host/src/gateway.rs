@@ -347,6 +347,22 @@ fn plugin_defs<'a>(
         let mut settings = settings_for(config, Some(def));
         settings.files = grants.files;
         settings.http = grants.http;
+        if def.capabilities.iter().any(|c| c.get_ref() == "metrics")
+            && let Some((other, _)) = config.plugins.range::<String, _>(..name).find(|(other, d)| {
+                d.capabilities.iter().any(|c| c.get_ref() == "metrics") && crate::telemetry::plugin_metrics::names_could_collide(other, name)
+            })
+        {
+            issues.push(source.issue(
+                Some(def.source.span()),
+                &format!("plugins.{name:?}"),
+                format!(
+                    "plugins `{other}` and `{name}` are both granted `metrics`, and their metric names \
+                     (`airlock_custom_{}_*`, `airlock_custom_{}_*`) could be the same: rename one",
+                    crate::telemetry::plugin_metrics::name_part(other),
+                    crate::telemetry::plugin_metrics::name_part(name)
+                ),
+            ));
+        }
         defs.insert(
             name.as_str(),
             PluginDef {

@@ -1,5 +1,5 @@
 //! Counters, gauges and histograms of the plugin's own, exported on the gateway's `/metrics` as
-//! `airlock_plugin_<plugin>_<name>`: capability `metrics`.
+//! `airlock_custom_<plugin>_<name>`: capability `metrics`.
 //!
 //! A plugin that calls anything in this module imports `airlock:plugin/metrics`, and the gateway
 //! loads it only if its `[plugins.<name>]` definition grants it (`capabilities = ["metrics"]`).
@@ -13,7 +13,7 @@
 //! ```no_run
 //! use airlock_sdk::metrics;
 //!
-//! // airlock_plugin_<plugin>_cache_lookups_total{result="hit"}
+//! // airlock_custom_<plugin>_cache_lookups_total{result="hit"}
 //! let _ = metrics::counter_add("cache_lookups", &[("result", "hit")], 1);
 //! let _ = metrics::gauge_set("cache_entries", &[], 1234.0);
 //! let _ = metrics::histogram_observe("lookup_seconds", &[], 0.0021);

@@ -42,14 +42,14 @@ async fn plugin_metrics_are_exported_under_the_plugin_name_checked_and_bounded()
     assert_eq!(client.request("GET", &gw.url("/observed/path"), &[("x-observe", "0.02")], b"").await.status, 200);
 
     let m = scrape(&client, &gw, None).await;
-    assert_eq!(sample(&m, "airlock_plugin_counter_requests_total", &[("method", "get")]), 4.0);
-    assert_eq!(sample(&m, "airlock_plugin_counter_requests_total", &[("method", "post")]), 2.0);
-    assert_eq!(sample(&m, "airlock_plugin_counter_last_path_len", &[]), "/observed/path".len() as f64);
-    assert_eq!(sample(&m, "airlock_plugin_counter_observed", &[]), 1.0);
+    assert_eq!(sample(&m, "airlock_custom_counter_requests_total", &[("method", "get")]), 4.0);
+    assert_eq!(sample(&m, "airlock_custom_counter_requests_total", &[("method", "post")]), 2.0);
+    assert_eq!(sample(&m, "airlock_custom_counter_last_path_len", &[]), "/observed/path".len() as f64);
+    assert_eq!(sample(&m, "airlock_custom_counter_observed", &[]), 1.0);
     let bucket = m
         .samples
         .iter()
-        .find(|s| s.metric == "airlock_plugin_counter_observed")
+        .find(|s| s.metric == "airlock_custom_counter_observed")
         .and_then(|s| match &s.value {
             prometheus_parse::Value::Histogram(b) => b.iter().find(|b| b.less_than == 0.025).map(|b| b.count),
             _ => None,
@@ -75,9 +75,9 @@ async fn plugin_metrics_are_exported_under_the_plugin_name_checked_and_bounded()
     }
     assert_eq!(refused_at, Some(252));
     let m = scrape(&client, &gw, None).await;
-    let series = m.samples.iter().filter(|s| s.metric == "airlock_plugin_counter_dynamic_total").count();
+    let series = m.samples.iter().filter(|s| s.metric == "airlock_custom_counter_dynamic_total").count();
     assert_eq!(series, 252);
-    assert!(sample(&m, "airlock_plugin_counter_requests_total", &[("method", "get")]) > 250.0);
+    assert!(sample(&m, "airlock_custom_counter_requests_total", &[("method", "get")]) > 250.0);
 
     // The plugin's instance pool.
     assert_eq!(sample(&m, "airlock_plugin_pool_capacity", &[("plugin", "counter")]), 16.0);

@@ -1,5 +1,7 @@
 //! Metrics plugins define through the `metrics` capability, exported on `/metrics` as
-//! `airlock_plugin_<plugin>_<name>` (counters get the usual `_total`). Each plugin's series live
+//! `airlock_custom_<plugin>_<name>` (counters get the usual `_total`): a namespace of their own,
+//! apart from the gateway's `airlock_plugin_*` families, which a plugin must not be able to add
+//! series to. Each plugin's series live
 //! in its own [`PluginMetricSet`], which only that plugin's instances can reach; names and labels
 //! are validated, and a plugin has at most [`MAX_SERIES_PER_PLUGIN`] distinct series (name and
 //! label values), so a buggy or hostile plugin cannot grow the scrape without end.
@@ -71,7 +73,7 @@ impl Family {
 #[derive(Debug)]
 pub struct PluginMetricSet {
     plugin: String,
-    /// `plugin_<plugin>_`: the exported name's middle part (the registry adds `airlock_`).
+    /// `custom_<plugin>_`: the exported name's middle part (the registry adds `airlock_`).
     prefix: String,
     families: Mutex<BTreeMap<String, Family>>,
 }
@@ -86,9 +88,7 @@ enum Kind {
 
 impl PluginMetricSet {
     fn new(plugin: &str) -> Self {
-        let sanitized: String =
-            plugin.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
-        Self { plugin: plugin.to_owned(), prefix: format!("plugin_{sanitized}_"), families: Mutex::new(BTreeMap::new()) }
+        Self { plugin: plugin.to_owned(), prefix: format!("custom_{}_", name_part(plugin)), families: Mutex::new(BTreeMap::new()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Family>> {
@@ -236,6 +236,19 @@ fn check_name(name: &str, what: &str) -> Result<(), PluginMetricError> {
     Ok(())
 }
 
+/// A plugin's name as its metrics carry it: lower-cased, other characters than letters and
+/// digits as `_`.
+pub fn name_part(plugin: &str) -> String {
+    plugin.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
+}
+
+/// Whether the metrics of plugins `a` and `b` could get the same name: their name parts are
+/// equal, or one followed by `_` starts the other (`a` + `b_hits` and `a_b` + `hits`).
+pub fn names_could_collide(a: &str, b: &str) -> bool {
+    let (a, b) = (name_part(a), name_part(b));
+    a == b || b.starts_with(&format!("{a}_")) || a.starts_with(&format!("{b}_"))
+}
+
 /// Every plugin's metric set, and their collector.
 #[derive(Debug, Default)]
 pub struct PluginMetricStore {
@@ -276,7 +289,9 @@ mod tests {
     #[test]
     fn names_are_checked_and_types_kept() {
         let set = PluginMetricSet::new("my-plugin");
-        assert_eq!(set.prefix, "plugin_my_plugin_");
+        assert_eq!(set.prefix, "custom_my_plugin_");
+        assert!(names_could_collide("a", "a_b") && names_could_collide("A-B", "a_b") && names_could_collide("a.b", "a"));
+        assert!(!names_could_collide("ab", "a") && !names_could_collide("a", "b") && !names_could_collide("abc", "ab_"));
         assert!(set.counter_add("hits", labels(&[("kind", "a")]), 2).is_ok());
         assert!(matches!(set.counter_add("Hits", vec![], 1), Err(PluginMetricError::Invalid(_))));
         assert!(matches!(set.counter_add("a-b", vec![], 1), Err(PluginMetricError::Invalid(_))));
