@@ -216,7 +216,7 @@ impl Gateway {
         let mut global = Vec::new();
         for (i, entry) in config.global.plugins.iter().enumerate() {
             let key = format!("global.plugins[{i}]");
-            match build_entry(&mut loader, config, &defs, entry, &key, "(global)").await {
+            match build_entry(&mut loader, config, &defs, entry, &key, GLOBAL_CHAIN).await {
                 Ok(e) => global.push(e),
                 Err(issue) => issues.extend(issue),
             }
@@ -228,7 +228,13 @@ impl Gateway {
             let id: Arc<str> = route.id.as_ref().map_or_else(|| format!("route-{index}"), |id| id.get_ref().clone()).into();
             let key = format!("routes[{index}]");
             // Rate-limit keys, metrics and the admin API tell routes apart by id.
-            if !route_ids.insert(id.clone()) {
+            if &*id == GLOBAL_CHAIN {
+                issues.push(source.issue(
+                    route.id.as_ref().map(Spanned::span),
+                    &format!("{key}.id"),
+                    format!("route id `{GLOBAL_CHAIN}` is the global chain's: its entries' state and metrics would be shared"),
+                ));
+            } else if !route_ids.insert(id.clone()) {
                 issues.push(source.issue(
                     route.id.as_ref().map(Spanned::span),
                     &format!("{key}.id"),
@@ -347,21 +353,8 @@ fn plugin_defs<'a>(
         let mut settings = settings_for(config, Some(def));
         settings.files = grants.files;
         settings.http = grants.http;
-        if def.capabilities.iter().any(|c| c.get_ref() == "metrics")
-            && let Some((other, _)) = config.plugins.range::<String, _>(..name).find(|(other, d)| {
-                d.capabilities.iter().any(|c| c.get_ref() == "metrics") && crate::telemetry::plugin_metrics::names_could_collide(other, name)
-            })
-        {
-            issues.push(source.issue(
-                Some(def.source.span()),
-                &format!("plugins.{name:?}"),
-                format!(
-                    "plugins `{other}` and `{name}` are both granted `metrics`, and their metric names \
-                     (`airlock_custom_{}_*`, `airlock_custom_{}_*`) could be the same: rename one",
-                    crate::telemetry::plugin_metrics::name_part(other),
-                    crate::telemetry::plugin_metrics::name_part(name)
-                ),
-            ));
+        if let Some(problem) = metric_names_problem(config, name, def) {
+            issues.push(source.issue(Some(def.source.span()), &format!("plugins.{name:?}"), problem));
         }
         defs.insert(
             name.as_str(),
@@ -378,6 +371,27 @@ fn plugin_defs<'a>(
     }
     defs
 }
+
+/// Why definition `name` cannot have `metrics`: an earlier definition granted it too, whose
+/// metric names could fold into the same as this one's (`a` and `a_b`, `A-B` and `a_b`).
+fn metric_names_problem(config: &Config, name: &str, def: &crate::config::PluginConfig) -> Option<String> {
+    use crate::telemetry::plugin_metrics::{name_part, names_could_collide};
+    let has_metrics = |d: &crate::config::PluginConfig| d.capabilities.iter().any(|c| c.get_ref() == "metrics");
+    if !has_metrics(def) {
+        return None;
+    }
+    let (other, _) = config.plugins.range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(name))).find(|(other, d)| has_metrics(d) && names_could_collide(other, name))?;
+    Some(format!(
+        "plugins `{other}` and `{name}` are both granted `metrics`, and their metric names \
+         (`airlock_custom_{}_*`, `airlock_custom_{}_*`) could be the same: rename one",
+        name_part(other),
+        name_part(name)
+    ))
+}
+
+/// What the global chain's entries name as their route (in state namespaces, logs and
+/// metrics); no route may take it.
+const GLOBAL_CHAIN: &str = "(global)";
 
 /// Longest `[plugins.<name>]` name, in bytes.
 const MAX_DEFINITION_NAME_BYTES: usize = 64;
