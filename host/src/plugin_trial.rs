@@ -227,7 +227,7 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
     }
     // Response edits asked for in `on-request` are made where its `on-response` runs, before it.
     let bound = request.header_limits.response;
-    request.response_edits.apply(0, &mut response.headers, bound, "trial", &request.request_id);
+    request.response_edits.apply(0, &mut response.headers, bound, &trial.plugin, &request.request_id);
     if descriptor.on_response {
         // Without declared body access the plugin sees no upstream body; the client still gets it.
         let hidden = if !answered && !descriptor.response_body { response.body.take() } else { None };
@@ -235,6 +235,10 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
         result.map_err(|f| TrialError::Failed { phase: "on-response", reason: f.to_string() })?;
         (request, response) = (req, resp);
         response.body = response.body.or(hidden);
+    }
+    // What the gateway would send: a 204, 205 or 304 goes without content.
+    if crate::proxy::frame_no_content(response.status, &mut response.headers, response.body.is_some()) {
+        response.body = None;
     }
     let context = request.context.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let target = match &request.query {

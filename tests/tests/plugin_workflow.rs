@@ -135,3 +135,24 @@ async fn plugin_test_makes_the_response_edits_of_the_request_phase() {
     assert_eq!(headers, [r#"["x-item","7"]"#, r#"["x-new","moved"]"#], "{outcome}");
     assert_eq!(outcome["response"]["body"], "ok");
 }
+
+/// `airlock plugin test` shows the response the gateway would send: a plugin's 204 goes
+/// without its body (and without a Content-Length), as `write_response` sends it.
+#[tokio::test]
+async fn plugin_test_shows_a_204_without_content() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let request = tmp.path().join("delete.http");
+    std::fs::write(&request, "DELETE /items/7 HTTP/1.1\n\n").expect("write request");
+    let out = run_ok(
+        Command::new(airlock_binary())
+            .args(["plugin", "test", "builtin:respond", "--json", "--config", r#"{"status": 204, "body": "not sent"}"#, "--request"])
+            .arg(&request),
+        "airlock plugin test",
+    )
+    .await;
+    let outcome: serde_json::Value = serde_json::from_str(&out).expect("JSON outcome");
+    assert_eq!(outcome["response"]["status"], 204, "{outcome}");
+    assert_eq!(outcome["response"]["body"], serde_json::Value::Null, "{outcome}");
+    let headers = outcome["response"]["headers"].to_string();
+    assert!(!headers.contains("content-length"), "{outcome}");
+}

@@ -563,6 +563,24 @@ fn switched(mut response: Response<Incoming>, asked: bool, upstream: &str) -> Re
 /// Phase 7: the response as the client gets it: buffered bodies get an exact `Content-Length`
 /// and are followed by their trailers (sent to HTTP/2 clients), streamed ones pass through with
 /// theirs; `Via` and `X-Request-Id` are added.
+/// RFC 9110 6.4.1, 8.6, 15.3.5-6: a 204, 205 or 304 has no content, and a 204 no
+/// Content-Length. For one of those, drops the framing a plugin or the upstream gave it (a 205
+/// says `Content-Length: 0`; a 304 keeps the upstream's, the selected representation's, unless
+/// `replaced_body`) and returns true: its body is not sent. `plugin test` shows the same.
+pub fn frame_no_content(status: http::StatusCode, headers: &mut http::HeaderMap, replaced_body: bool) -> bool {
+    if !matches!(status.as_u16(), 204 | 205 | 304) {
+        return false;
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+    match status.as_u16() {
+        204 => drop(headers.remove(header::CONTENT_LENGTH)),
+        205 => drop(headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"))),
+        _ if replaced_body => drop(headers.remove(header::CONTENT_LENGTH)),
+        _ => {}
+    }
+    true
+}
+
 fn write_response(
     state: ResponseState,
     stream: Option<Incoming>,
@@ -571,19 +589,7 @@ fn write_response(
     body_idle: Duration,
 ) -> Response<ProxyBody> {
     let ResponseState { status, mut headers, body, trailers } = state;
-    // RFC 9110 6.4.1, 8.6, 15.3.5-6: a 204, 205 or 304 has no content, and a 204 no
-    // Content-Length; whatever a plugin or the upstream framed for one is dropped.
-    let no_content = matches!(status.as_u16(), 204 | 205 | 304);
-    if no_content {
-        headers.remove(header::TRANSFER_ENCODING);
-        match status.as_u16() {
-            204 => drop(headers.remove(header::CONTENT_LENGTH)),
-            205 => drop(headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"))),
-            // A 304's Content-Length, when the upstream sent one, is the selected representation's.
-            _ if body.is_some() => drop(headers.remove(header::CONTENT_LENGTH)),
-            _ => {}
-        }
-    }
+    let no_content = frame_no_content(status, &mut headers, body.is_some());
     let body = match (body, stream) {
         _ if no_content => ProxyBody::full(Bytes::new()),
         (Some(bytes), _) => {
