@@ -183,26 +183,10 @@ async fn a_204_205_or_304_carries_no_content_whoever_framed_one() {
 
     // A plugin's answer with a body: the body is dropped for 204 and 205 (RFC 9110 15.3.6: a
     // 205 has no content; its length is said as 0) and 304.
-    let config = r#"
-[[routes]]
-path = "/204"
-[[routes.plugins]]
-plugin = "builtin:respond"
-config = { status = 204, body = "not sent" }
-
-[[routes]]
-path = "/205"
-[[routes.plugins]]
-plugin = "builtin:respond"
-config = { status = 205, body = "not sent" }
-
-[[routes]]
-path = "/304"
-[[routes.plugins]]
-plugin = "builtin:respond"
-config = { status = 304, body = "not sent" }
-"#;
-    let gw = Gateway::start(config, None).await;
+    let config: String = [204, 205, 304]
+        .map(|status| format!("[[routes]]\npath = \"/{status}\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\nconfig = {{ status = {status}, body = \"not sent\" }}\n"))
+        .concat();
+    let gw = Gateway::start(&config, None).await;
     for (path, length) in [("/204", None), ("/205", Some("content-length: 0")), ("/304", None)] {
         let answer = exchange(&gw, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await;
         let status = &path[1..];

@@ -565,9 +565,10 @@ fn switched(mut response: Response<Incoming>, asked: bool, upstream: &str) -> Re
 /// theirs; `Via` and `X-Request-Id` are added.
 /// RFC 9110 6.4.1, 8.6, 15.3.5-6: a 204, 205 or 304 has no content, and a 204 no
 /// Content-Length. For one of those, drops the framing a plugin or the upstream gave it (a 205
-/// says `Content-Length: 0`; a 304 keeps the upstream's, the selected representation's, unless
-/// `replaced_body`) and returns true: its body is not sent. `plugin test` shows the same.
-pub fn frame_no_content(status: http::StatusCode, headers: &mut http::HeaderMap, replaced_body: bool) -> bool {
+/// says `Content-Length: 0`; a 304 keeps a streamed upstream's, the selected representation's,
+/// but not one that came with a `held_body`, a plugin's or a buffered one) and returns true:
+/// its body is not sent. `plugin test` shows the same.
+pub fn frame_no_content(status: http::StatusCode, headers: &mut http::HeaderMap, held_body: bool) -> bool {
     if !matches!(status.as_u16(), 204 | 205 | 304) {
         return false;
     }
@@ -575,7 +576,7 @@ pub fn frame_no_content(status: http::StatusCode, headers: &mut http::HeaderMap,
     match status.as_u16() {
         204 => drop(headers.remove(header::CONTENT_LENGTH)),
         205 => drop(headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"))),
-        _ if replaced_body => drop(headers.remove(header::CONTENT_LENGTH)),
+        _ if held_body => drop(headers.remove(header::CONTENT_LENGTH)),
         _ => {}
     }
     true

@@ -440,6 +440,8 @@ fn escape_into(out: &mut String, s: &str, namespace: bool) {
             '{' => out.push_str("%7B"),
             '}' => out.push_str("%7D"),
             ':' if namespace => out.push_str("%3A"),
+            // Marks a long namespace's digest (`ScopedState::new`): no name written whole has one.
+            '~' if namespace => out.push_str("%7E"),
             c => out.push(c),
         }
     }
@@ -495,6 +497,9 @@ mod tests {
         let exact = ScopedState::new(store.clone(), &"n".repeat(MAX_NAMESPACE_BYTES)).key("k").unwrap();
         assert_eq!(exact, format!("airlock:{}:k", "n".repeat(MAX_NAMESPACE_BYTES)));
         assert_ne!(exact, one);
+        // Nor can a short name spell a long one's digest form.
+        let spelled = one.trim_start_matches("airlock:").trim_end_matches(":k");
+        assert_ne!(ScopedState::new(store.clone(), spelled).key("k").unwrap(), one);
     }
 
     #[test]
