@@ -281,6 +281,9 @@ pub struct RequestState {
     pub response_edits: ResponseEdits,
     /// What plugins may make of this request's and its response's headers.
     pub header_limits: HeaderLimits,
+    /// A plugin set or appended `Host`: it goes upstream as the plugin left it, whatever the
+    /// route's `host_header` (a plugin that routes by tenant, say, names the virtual host).
+    pub host_from_plugin: bool,
 }
 
 /// The response on its way back through the response phases to the client.

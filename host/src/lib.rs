@@ -132,12 +132,12 @@ impl RunningGateway {
 pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> {
     let (config, gateway) = load(source).await?;
     let plan = server::plan_listeners(source, &config)?;
-    let listeners = server::bind(&plan.addresses).await?;
+    let listeners = server::bind(source, &config, &plan.addresses).await?;
     let addrs = listeners.iter().map(|l| l.local_addr()).collect::<Result<Vec<_>, _>>()?;
     let workers = workers::Workers::start(config.runtime.worker_count())?;
     gateway.telemetry.metrics.pools.register_workers(workers.balancer().clone());
     let listeners = server::share(listeners, workers.count())?;
-    let admin_listener = admin::bind(&config).await?;
+    let admin_listener = admin::bind(source, &config).await?;
     let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let access_log = gateway.telemetry.start_access_log(&config, &source.base_dir)?;
     gateway.telemetry.start_otlp(&config);

@@ -377,16 +377,30 @@ pub fn share(listeners: Vec<TcpListener>, workers: usize) -> std::io::Result<Vec
         .collect()
 }
 
-/// Binds every configured listener (port 0 picks a free port).
-pub async fn bind(addresses: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
+/// Binds every configured listener (port 0 picks a free port). A failure is reported at the
+/// listener's `address` in the config: the operator's next step is to change that line.
+pub async fn bind(source: &ConfigSource, config: &Config, addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, ConfigError> {
     let mut listeners = Vec::with_capacity(addresses.len());
-    for address in addresses {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))?;
+    for (i, address) in addresses.iter().enumerate() {
+        let listener = TcpListener::bind(address).await.map_err(|e| {
+            let span = config.listeners.get(i).map(|l| l.address.span());
+            ConfigError::Invalid(vec![source.issue(span, &format!("listeners[{i}].address"), cannot_listen(*address, &e))])
+        })?;
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// Why `address` cannot be listened on, with the usual cause of the usual failure named.
+pub fn cannot_listen(address: SocketAddr, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "cannot listen on {address}: {e}; another process (another gateway?) holds it: pick a free port, or port 0 for any"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!("cannot listen on {address}: {e}; no interface of this machine has that IP"),
+        std::io::ErrorKind::PermissionDenied => format!("cannot listen on {address}: {e}; ports below 1024 need privileges"),
+        _ => format!("cannot listen on {address}: {e}"),
+    }
 }
 
 /// The shutdown signal as each request worker's connections watch it: one `watch` channel per
@@ -444,7 +458,9 @@ mod tests {
 
     #[tokio::test]
     async fn each_worker_gets_a_handle_of_every_listener() {
-        let listeners = bind(&["127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()]).await.unwrap();
+        let config = ConfigSource::inline("t.toml", "", ".".into());
+        let listeners =
+            bind(&config, &config.parse().unwrap(), &["127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()]).await.unwrap();
         let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let shared = share(listeners, 3).unwrap();
         assert_eq!(shared.len(), 2);

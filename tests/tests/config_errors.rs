@@ -56,3 +56,38 @@ fn good_configs_pass_check() {
         assert!(String::from_utf8_lossy(&output.stdout).contains(": ok ("));
     }
 }
+
+/// A port another process holds stops `run` with the config line to change, for the client
+/// listeners and for the admin listener alike.
+#[test]
+fn a_port_in_use_is_reported_at_its_address() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            format!("[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n"),
+            format!("airlock.toml:2:11: `listeners[0].address`: cannot listen on 127.0.0.1:{port}: "),
+        ),
+        (
+            format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[admin]\naddress = \"127.0.0.1:{port}\"\n"),
+            format!("airlock.toml:5:11: `admin.address`: cannot listen on 127.0.0.1:{port}: "),
+        ),
+    ];
+    for (config, expected) in cases {
+        let route = "[[routes]]\npath_prefix = \"/\"\nplugins = [{ plugin = \"builtin:respond\", config = { status = 200 } }]\n";
+        std::fs::write(dir.path().join("airlock.toml"), format!("{config}\n{route}")).unwrap();
+        let output = Command::new(airlock_binary())
+            .args(["run", "-c", "airlock.toml"])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "off")
+            .env("XDG_CACHE_HOME", std::env::temp_dir().join("airlock-test-cache"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{config}: started on a held port");
+        assert!(stderr.contains(&expected), "{config}: {stderr}");
+        assert!(stderr.contains("another process (another gateway?) holds it"), "{stderr}");
+    }
+    drop(held);
+}

@@ -196,6 +196,25 @@ async fn host_header_can_be_preserved() {
     gw.stop().await;
 }
 
+/// A plugin that sets `Host` means it: it goes upstream under either `host_header` policy.
+#[tokio::test]
+async fn a_plugin_sets_the_host_sent_upstream() {
+    let upstream = Upstream::start().await;
+    for policy in ["upstream", "preserve"] {
+        let config = format!(
+            "{PLAIN}host_header = \"{policy}\"\n[[routes.plugins]]\nplugin = \"builtin:headers\"\n\
+             [routes.plugins.config.request.set]\n\"host\" = \"tenant-a.internal\"\n"
+        );
+        let gw = Gateway::start(&config, Some(&upstream)).await;
+        let r = HttpClient::http1().request("GET", &gw.url("/"), &[("host", "public.example")], b"").await;
+        assert_eq!(r.status, 200, "{policy}");
+        assert_eq!(r.upstream_header("host"), vec!["tenant-a.internal"], "{policy}");
+        // The client's host is still what the forwarding headers name.
+        assert_eq!(r.upstream_header("x-forwarded-host"), vec!["public.example"], "{policy}");
+        gw.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn round_robin_over_targets() {
     let a = Upstream::start().await;

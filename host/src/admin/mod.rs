@@ -36,7 +36,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigIssue, ConfigSource};
+use crate::config::{Config, ConfigError, ConfigIssue, ConfigSource};
 use crate::reload::{LiveGateway, ReloadError};
 
 /// What the admin endpoints answer from.
@@ -73,21 +73,25 @@ pub fn config_issues(source: &ConfigSource, config: &Config) -> Vec<ConfigIssue>
     issues
 }
 
-/// Binds the admin listener `[admin]` asks for, or `None` when it is disabled.
-pub async fn bind(config: &Config) -> std::io::Result<Option<TcpListener>> {
+/// Binds the admin listener `[admin]` asks for, or `None` when it is disabled. A failure is
+/// reported at `admin.address` in the config.
+pub async fn bind(source: &ConfigSource, config: &Config) -> Result<Option<TcpListener>, ConfigError> {
     if !config.admin.enabled {
         return Ok(None);
     }
     let address = config.admin.address.get_ref();
-    let addr: SocketAddr = address
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("admin.address `{address}`: {e}")))?;
+    let at = |message: String| ConfigError::Invalid(vec![source.issue(Some(config.admin.address.span()), "admin.address", message)]);
+    let addr: SocketAddr = address.parse().map_err(|e| at(format!("`{address}` is not `ip:port`: {e}")))?;
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the admin listener is reachable beyond this machine; set admin.token");
     }
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin): {e}")))?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        let mut message = crate::server::cannot_listen(addr, &e);
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            message.push_str(" (`[admin] address`; `enabled = false` runs without it)");
+        }
+        at(message)
+    })?;
     Ok(Some(listener))
 }
 

@@ -381,6 +381,7 @@ impl Gateway {
             context,
             response_edits: Default::default(),
             header_limits: self.limits.header_limits(),
+            host_from_plugin: false,
         };
         Ok((state, stream, trailers))
     }
@@ -425,6 +426,8 @@ impl Gateway {
 
         let mut headers = if keep_request { state.headers.clone() } else { std::mem::take(&mut state.headers) };
         match route.host_header {
+            // A plugin's `Host` is what it meant to send; the client's goes on as it came.
+            _ if state.host_from_plugin => {}
             crate::config::HostHeader::Preserve => {}
             crate::config::HostHeader::Upstream => {
                 if let Some(host) = target_host {

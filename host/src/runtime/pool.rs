@@ -570,6 +570,7 @@ fn placeholder_request() -> RequestState {
         context: Default::default(),
         response_edits: Default::default(),
         header_limits: crate::exchange::HeaderLimits::NONE,
+        host_from_plugin: false,
     }
 }
 

@@ -87,10 +87,16 @@ impl HostState {
         if !bound.admits(headers, &name, &value, replacing) {
             let request_id = self.request.as_ref().map_or("", |r| &*r.request_id);
             self.header_refusals.refused(&self.plugin, request_id, what, bound);
-        } else if replacing {
+            return;
+        }
+        let sets_host = side == Side::Request && name == http::header::HOST;
+        if replacing {
             headers.insert(name, value);
         } else {
             headers.append(name, value);
+        }
+        if let (true, Some(req)) = (sets_host, self.request.as_mut()) {
+            req.host_from_plugin = true;
         }
     }
 }
