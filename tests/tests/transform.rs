@@ -91,6 +91,36 @@ async fn request_rules_rewrite_path_query_headers_and_a_nested_body() {
     gw.stop().await;
 }
 
+/// A path template's values cannot move the request elsewhere: `.`, `..` (plain, or hidden
+/// behind `/`, `\` or `;`) and an empty value in the middle are refused with a 400, never sent
+/// as a resolved path nor as the client's own. Values that fit one segment go through encoded.
+#[tokio::test]
+async fn path_template_values_cannot_climb_out_of_their_segment() {
+    let upstream = Upstream::start().await;
+    let config = catch_all("", r#"{ request = { path = "/tenants/${header.x-tenant}/files/${query.version}" } }"#);
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let ok = client.request("GET", &gw.url("/x?version=v%201"), &[("x-tenant", "acme/eu")], b"").await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["path"], "/tenants/acme%2Feu/files/v%201");
+    let hits = upstream.hits();
+    for (tenant, version) in [
+        ("..", "admin"),
+        ("acme", ".."),
+        (".", "admin"),
+        ("acme", "a%2F..%2Fadmin"),
+        ("a\\..", "x"),
+        ("a;..", "x"),
+        ("", "admin"),
+    ] {
+        let r = client.request("GET", &gw.url(&format!("/x?version={version}")), &[("x-tenant", tenant)], b"").await;
+        assert_eq!(r.status, 400, "tenant {tenant:?}, version {version:?}: {}", r.text());
+        assert_eq!(r.json()["error"], "bad_request", "{}", r.text());
+    }
+    assert_eq!(upstream.hits(), hits, "no refused request reached the upstream");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_body_no_rule_matches_is_sent_byte_for_byte() {
     let upstream = Upstream::start().await;

@@ -90,13 +90,15 @@ pub fn normalize(path: &str) -> Result<Option<String>, PathError> {
     Ok(if out == path { None } else { Some(out) })
 }
 
-/// True when nothing in the path can need normalizing: no `//`, no `/.`, no `%`, no `\`.
+/// True when nothing in the path can need normalizing: no `//`, no `/.`, no `;.`, no `%`, no `\`.
 fn is_normal(path: &[u8]) -> bool {
     let mut previous = 0u8;
     for &byte in path {
         match byte {
             b'%' | b'\\' => return false,
             b'/' | b'.' if previous == b'/' => return false,
+            // `a;..` hides `..` behind a `;` as `..;` does: read by `hides_dot_segment`.
+            b'.' if previous == b';' => return false,
             _ => {}
         }
         previous = byte;
@@ -209,7 +211,7 @@ mod tests {
 
     #[test]
     fn dot_segments_behind_encoded_or_back_slashes_are_refused() {
-        for path in ["/public/..%2fadmin", "/public/..%2Fadmin", "/p/%2e%2e%5cadmin", "/p/..\\admin", "/p/a%2f..", "/p/x%2F.%2Fy", "/public/..;/admin", "/p/.;x=1/y"] {
+        for path in ["/public/..%2fadmin", "/public/..%2Fadmin", "/p/%2e%2e%5cadmin", "/p/..\\admin", "/p/a%2f..", "/p/x%2F.%2Fy", "/public/..;/admin", "/p/.;x=1/y", "/p/a;../b", "/p/a;."] {
             assert_eq!(normalize(path), Err(PathError::HiddenDotSegment), "{path}");
         }
         // An encoded slash alone is data (a file name, a key): kept.

@@ -195,7 +195,19 @@ impl Plugin for Transform {
             return refused;
         }
         if let Some(path) = &rules.path {
-            req.set_path(&path.expand(req));
+            let path = path.expand(req);
+            req.set_path(&path);
+            // The gateway normalizes a path a plugin sets as it does a client's, and ignores one
+            // it refuses. A value that is empty, `.` or `..` (or hides one behind `/`) would so
+            // move the request to another path or leave it on the client's: refused here.
+            if req.path() != path {
+                return Action::error(
+                    400,
+                    "bad_request",
+                    "the upstream path cannot be built from this request: a value in it is empty, `.` or `..`, or hides one",
+                    &req.request_id(),
+                );
+            }
         }
         if !rules.query.is_empty() {
             let query = rules.query.apply(req.query().as_deref(), req);
