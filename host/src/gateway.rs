@@ -173,6 +173,13 @@ impl Gateway {
                     format!("consumer id `{}` is used twice", consumer.id.get_ref()),
                 ));
             }
+            for (j, group) in consumer.groups.iter().enumerate() {
+                if let Some(problem) = group_name_problem(group) {
+                    let key = format!("consumers[{i}].groups[{j}]");
+                    let at = source.key_span(&key).or_else(|| Some(consumer.id.span()));
+                    issues.push(source.issue(at, &key, problem));
+                }
+            }
         }
         let outbound = if crate::grants::needs_outbound_client(config.plugins.values()) {
             // Loading the system's root certificates reads files: off the async workers.
@@ -395,6 +402,21 @@ const GLOBAL_CHAIN: &str = "(global)";
 
 /// Longest `[plugins.<name>]` name, in bytes.
 const MAX_DEFINITION_NAME_BYTES: usize = 64;
+
+/// Why a consumer's group name cannot be one: plugins pass a consumer's groups on as one
+/// comma-separated list (`consumer.groups`, `X-Consumer-Groups`), so a group `eng,admin` would
+/// read as two, the second granting what `acl` allows `admin`.
+fn group_name_problem(group: &str) -> Option<String> {
+    if group.trim().is_empty() {
+        Some("a group name cannot be empty".to_owned())
+    } else if group.contains(',') {
+        Some(format!("`{group}`: a group name cannot hold `,` (groups travel as one comma-separated list); list each group on its own"))
+    } else if group.trim() != group {
+        Some(format!("`{group}`: a group name cannot start or end with white space"))
+    } else {
+        None
+    }
+}
 
 /// Why a `[plugins.<name>]` name is refused. A definition's name is its state namespace, and a
 /// source written in a chain gets `<route>.plugins[<i>]`: with brackets refused, no definition can
