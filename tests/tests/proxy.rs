@@ -232,6 +232,42 @@ async fn round_robin_over_targets() {
     gw.stop().await;
 }
 
+/// The gateway's own answer after the request phases ran (the upstream down, here) carries the
+/// response headers those phases asked for: CORS (else a browser reads the 502 as a CORS
+/// failure), `RateLimit`, a `headers` plugin's. The body stays the gateway's error.
+#[tokio::test]
+async fn a_gateway_error_after_the_plugins_keeps_the_headers_they_asked_for() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = format!(
+        r#"
+[upstreams.down]
+targets = ["{closed}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "down"
+[[routes.plugins]]
+plugin = "builtin:cors"
+config = {{ origins = ["https://app.example.com"] }}
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = {{ by = ["ip"], headers = "draft", limits = [{{ name = "minute", limit = 100, window = "minute" }}] }}
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = {{ response = {{ set = {{ "x-served-by" = "edge-1" }} }} }}
+"#
+    );
+    let gw = Gateway::start(&config, None).await;
+    let r = HttpClient::http1().request("GET", &gw.url("/items"), &[("origin", "https://app.example.com")], b"").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_unavailable");
+    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("https://app.example.com"), "{:?}", r.headers);
+    assert!(r.header("ratelimit").is_some(), "{:?}", r.headers);
+    assert_eq!(r.header("x-served-by").as_deref(), Some("edge-1"));
+    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
     // A port that was just free: nothing listens there.

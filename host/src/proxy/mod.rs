@@ -128,30 +128,40 @@ impl Gateway {
         };
         match answered {
             Ok(response) => response,
-            Err(error) => {
-                let status = error.status();
-                if status.is_server_error() {
-                    // The request's span is a debug one (`RequestRecord::begin`): the request
-                    // is named here.
-                    tracing::warn!(
-                        status = status.as_u16(),
-                        request_id = &**request_id,
-                        method = %record.method(),
-                        path = client_target.as_ref().map_or("", PathAndQuery::path),
-                        route = record.route_id().unwrap_or(""),
-                        "{error}"
-                    );
-                } else {
-                    tracing::debug!(status = status.as_u16(), "{error}");
-                }
-                let mut response = error.into_response(request_id);
-                if status == http::StatusCode::BAD_REQUEST {
-                    // After a malformed request the connection's framing cannot be trusted.
-                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                response
-            }
+            Err(error) => self.error_response(error, request_id, record, client_target.as_ref()),
         }
+    }
+
+    /// The gateway's own answer to a request it could not serve, logged: a warning for a server
+    /// error (with the request named), a debug line for the client's.
+    fn error_response(
+        &self,
+        error: GatewayError,
+        request_id: &Arc<str>,
+        record: &RequestRecord<'_>,
+        client_target: Option<&PathAndQuery>,
+    ) -> Response<ProxyBody> {
+        let status = error.status();
+        if status.is_server_error() {
+            // The request's span is a debug one (`RequestRecord::begin`): the request
+            // is named here.
+            tracing::warn!(
+                status = status.as_u16(),
+                request_id = &**request_id,
+                method = %record.method(),
+                path = client_target.map_or("", PathAndQuery::path),
+                route = record.route_id().unwrap_or(""),
+                "{error}"
+            );
+        } else {
+            tracing::debug!(status = status.as_u16(), "{error}");
+        }
+        let mut response = error.into_response(request_id);
+        if status == http::StatusCode::BAD_REQUEST {
+            // After a malformed request the connection's framing cannot be trusted.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 
     async fn proxy<'a>(
@@ -211,7 +221,18 @@ impl Gateway {
                     Err(GatewayError::UpstreamTimeout { .. }) => record.upstream_failed(true),
                     Err(_) => {}
                 }
-                called?
+                match called {
+                    Ok(pending) => pending,
+                    // The request phases ran and asked for response headers (CORS, RateLimit):
+                    // the gateway's own answer gets them too, or a browser reads a 502 as a CORS
+                    // failure. Their `on-response` is not called: it expects the upstream's answer.
+                    Err(error) => {
+                        let mut response = self.error_response(error, request_id, record, client_target);
+                        chain.apply_response_edits_to(ran, &mut state, response.headers_mut());
+                        record.consumer(state.context.get("consumer"));
+                        return Ok(response);
+                    }
+                }
             }
         };
         let PendingResponse { state: mut response, stream, version, upgrade } = pending;

@@ -109,12 +109,19 @@ impl PluginChain {
     /// reverse order, made in place. Chains whose response work is all edits (`headers`,
     /// `rate-limit`'s `RateLimit` headers, `cors`) so skip boxing a call's future per request.
     pub fn apply_response_edits(&self, ran: usize, request: &mut RequestState, response: &mut ResponseState) {
+        self.apply_response_edits_to(ran, request, &mut response.headers);
+    }
+
+    /// [`PluginChain::apply_response_edits`] on a response's headers alone: also how the
+    /// gateway's own answer to a request whose phases ran (a 502 when the upstream is down) gets
+    /// the headers those phases asked for (CORS, `RateLimit`), as Envoy's local replies do.
+    pub fn apply_response_edits_to(&self, ran: usize, request: &mut RequestState, headers: &mut http::HeaderMap) {
         if !request.response_edits.any_before(ran) {
             return;
         }
         let bound = request.header_limits.response;
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
-            request.response_edits.apply(index, &mut response.headers, bound, entry.name(), &request.request_id);
+            request.response_edits.apply(index, headers, bound, entry.name(), &request.request_id);
         }
     }
 
