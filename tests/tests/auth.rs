@@ -514,6 +514,10 @@ async fn ip_restrict_cidr_edges_and_trusted_proxies() {
     assert_eq!(call("/local", None).await, 200, "/32 matches the peer");
     assert_eq!(call("/local", Some("198.51.100.1")).await, 200, "XFF is not read without trusted proxies");
     assert_eq!(call("/denied", None).await, 404, "configured status");
+    // A 404 chosen to hide the route reads as the gateway's own answer for no route.
+    let hidden = client.get(&gw.url("/denied")).await;
+    assert_eq!(hidden.json()["error"], "no_route", "{}", hidden.text());
+    assert_eq!(hidden.json()["message"], "no route matches GET /denied");
     assert_eq!(call("/untrusted", Some("203.0.113.5")).await, 403, "an untrusted peer cannot claim an address");
 
     // The peer (127.0.0.1) is trusted: the rightmost untrusted XFF entry is the client.

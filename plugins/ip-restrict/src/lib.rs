@@ -21,7 +21,8 @@
 //!
 //! An address matching any `deny` entry is refused; then, if `allow` is not empty, an address
 //! matching no `allow` entry is refused. At least one of the two lists must be given. Refusals
-//! are `status` (403 by default) with `{"error":"forbidden","message":"access denied"}`. The
+//! are `status` (403 by default) with `{"error":"forbidden","message":"access denied"}`; with
+//! `status = 404`, the gateway's own `no_route` answer, so the route does not show. The
 //! context gets `client.ip`, the address the decision was made on.
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
@@ -96,6 +97,10 @@ impl Plugin for IpRestrict {
         }
         if client.is_some_and(|ip| self.permits(ip)) {
             Action::Continue
+        } else if self.status == 404 {
+            // Chosen to hide the route: answered as the gateway answers a path it has no route for.
+            let message = format!("no route matches {} {}", req.method(), req.path());
+            Action::error(404, "no_route", &message, &req.request_id())
         } else {
             Action::json(self.status, &serde_json::json!({"error": "forbidden", "message": "access denied"}))
         }

@@ -238,11 +238,11 @@ impl Plugin for Jwt {
         }
         let mut claims_to_headers = Vec::new();
         for (claim, header) in &config.claims_to_headers {
-            let valid = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-            if header.is_empty() || !header.bytes().all(valid) {
-                return Err(format!("`claims_to_headers.{claim}`: `{header}` is not a header name"));
-            }
-            claims_to_headers.push((claim.clone(), header.to_ascii_lowercase()));
+            // As `builtin:headers` checks its names: a framing header would only be ignored
+            // (and warned about) on every request.
+            let header = airlock_sdk::header_rules::settable_header_name(header)
+                .map_err(|e| format!("`claims_to_headers.{claim}`: {e}"))?;
+            claims_to_headers.push((claim.clone(), header));
         }
         let realm = &config.realm;
         if realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
@@ -678,5 +678,12 @@ mod tests {
             err(r#"{"keys": [{"alg": "HS256", "secret": "0123456789abcdef0123456789abcdef", "pem": "x"}]}"#)
                 .starts_with("`keys[0]`:")
         );
+        let key = r#""keys": [{"alg": "HS256", "secret": "0123456789abcdef0123456789abcdef"}]"#;
+        assert_eq!(
+            err(&format!(r#"{{{key}, "claims_to_headers": {{"sub": "Content-Length"}}}}"#)),
+            "`claims_to_headers.sub`: `content-length` is set by the gateway for each hop (message framing and connection), not by plugins"
+        );
+        assert!(err(&format!(r#"{{{key}, "claims_to_headers": {{"sub": "x user"}}}}"#)).starts_with("`claims_to_headers.sub`: invalid header name"));
+        assert!(build(&format!(r#"{{{key}, "claims_to_headers": {{"sub": "X-User-Id"}}}}"#)).is_ok());
     }
 }

@@ -147,6 +147,10 @@ impl Plugin for Respond {
             }
             (None, None) => (Vec::new(), None),
         };
+        if matches!(status, 204 | 205 | 304) && !body.is_empty() {
+            // RFC 9110 15.3.5, 15.3.6, 15.4.5: no content; the gateway would drop it unseen.
+            return Err(format!("`body`: a {status} response has no content: remove `body`/`json`, or answer 200"));
+        }
         let mut response = ResponseInit::new(status);
         for (name, value) in headers.0 {
             response = response.header(name, value);
@@ -231,6 +235,14 @@ mod tests {
             error(r#"{"body": "x", "json": {"a": 1}}"#),
             "`body` and `json` are exclusive: give a text `body` or a `json` value, not both"
         );
+        for status in [204, 205, 304] {
+            assert_eq!(
+                error(&format!(r#"{{"status": {status}, "body": "gone"}}"#)),
+                format!("`body`: a {status} response has no content: remove `body`/`json`, or answer 200")
+            );
+            assert!(error(&format!(r#"{{"status": {status}, "json": {{}}}}"#)).starts_with("`body`: a"));
+            assert_eq!(response(&format!(r#"{{"status": {status}}}"#)).headers, [], "no content type for no content");
+        }
         assert!(error(r#"{"headers": {"bad name": "x"}}"#).starts_with("`headers`: invalid header name `bad name`"));
         assert!(
             error(r#"{"headers": {"Content-Length": "5"}}"#).contains("`content-length` is set by the gateway"),
