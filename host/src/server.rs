@@ -220,9 +220,11 @@ async fn serve_connection(
         return Box::pin(serve_tls(live, &builders, tls, stream, peer, watcher, gauges, shutdown)).await;
     }
     // Until its first bytes arrive a connection is not yet watched by the drain: a shutdown
-    // closes it here instead.
+    // closes it here instead. One that sends nothing is idle like any other (`idle_ms`): kept
+    // forever, such connections would hold every file descriptor the gateway has.
     let protocol = tokio::select! {
         protocol = Protocol::sniff(&stream) => protocol,
+        () = tokio::time::sleep(builders.idle()) => return tracing::debug!(%peer, "closed: no request within timeouts.idle_ms"),
         _ = stopped(&mut shutdown) => return,
     };
     let conn = ConnectionInfo { peer, scheme: "http" };

@@ -649,6 +649,23 @@ async fn half_a_request_still_times_out_across_parks() {
     assert!(rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&rest));
 }
 
+/// A connection that never sends a byte is idle too: closed after `idle_ms`, not held forever
+/// (enough of them would take every file descriptor the gateway has).
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_idle_ms() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&format!("[timeouts]\nidle_ms = 500\n{PLAIN}"), Some(&upstream)).await;
+    let mut silent = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut byte)).await.expect("closed by the gateway");
+    assert_eq!(read.unwrap_or(0), 0, "closed without an answer");
+    assert!(started.elapsed() >= Duration::from_millis(400), "not before idle_ms: {:?}", started.elapsed());
+    // The gateway serves on.
+    assert_eq!(HttpClient::http1().get(&gw.url("/")).await.status, 200);
+    gw.stop().await;
+}
+
 /// One HTTP/2 (prior knowledge) connection to the gateway, as a real client holds it: the
 /// request sender, and the moment the connection ended (the gateway closed it).
 async fn http2_connection(
