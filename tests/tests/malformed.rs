@@ -168,7 +168,16 @@ async fn the_path_routed_on_is_the_path_forwarded() {
 
     // Dot segments (plain or percent-encoded) and doubled slashes reach the route they resolve
     // to, never a looser one that an upstream would then resolve to the protected path.
-    for target in ["/public/../admin/secret", "/public/%2e%2e/admin/secret", "/public/%2E./admin", "//admin/secret", "/public/./x/../../admin"] {
+    // So do encoded unreserved characters (`%61` is `a`, RFC 3986 6.2.2.2).
+    for target in [
+        "/public/../admin/secret",
+        "/public/%2e%2e/admin/secret",
+        "/public/%2E./admin",
+        "//admin/secret",
+        "/public/./x/../../admin",
+        "/%61dmin/secret",
+        "/adm%69n",
+    ] {
         let (status, body) = get_raw(&gw, target).await;
         assert!(status.starts_with("HTTP/1.1 403"), "{target}: {status}");
         assert_eq!(body, "admin only", "{target}");
@@ -183,6 +192,7 @@ async fn the_path_routed_on_is_the_path_forwarded() {
         ("/public/..%2Fadmin/secret", "hides"),
         ("/public/..%5cadmin/secret", "hides"),
         ("/public/..;/admin/secret", "hides"),
+        ("/public/a;../admin/secret", "hides"),
     ] {
         let (status, body) = get_raw(&gw, target).await;
         assert!(status.starts_with("HTTP/1.1 400"), "{target}: {status}");
@@ -206,13 +216,17 @@ async fn the_path_routed_on_is_the_path_forwarded() {
     assert_eq!(echo["path"], "/users/42");
     assert_eq!(echo["headers"]["x-user-id"], serde_json::json!(["42"]));
 
-    // Anything else is left exactly as the client sent it: other encodings, an encoded slash
-    // that is data, dots inside a segment.
-    for target in ["/files/a%2Fb/caf%C3%A9", "/v1/x..y/%2e%2e%2e", "/a.b/.hidden"] {
+    // Anything else is left as the client sent it: other encodings, an encoded slash that is
+    // data, dots inside a segment (encoded ones decoded, as every unreserved character is).
+    for (target, forwarded) in [
+        ("/files/a%2Fb/caf%C3%A9", "/files/a%2Fb/caf%C3%A9"),
+        ("/v1/x..y/%2e%2e%2e", "/v1/x..y/..."),
+        ("/a.b/.hidden", "/a.b/.hidden"),
+    ] {
         let (status, body) = get_raw(&gw, target).await;
         assert!(status.starts_with("HTTP/1.1 200"), "{target}: {status}");
         let echo: serde_json::Value = serde_json::from_str(&body).expect("echo JSON");
-        assert_eq!(echo["path"], target);
+        assert_eq!(echo["path"], forwarded);
     }
 
     // HTTP/2 requests take the same way.

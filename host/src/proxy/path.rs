@@ -13,7 +13,8 @@
 //! - so is a segment that hides a dot segment behind an encoded or back slash (`..%2f`, `..\`,
 //!   `%2e%2e%5c`) or a path parameter (`..;`): an upstream that decodes `%2f`, reads `\` as `/`
 //!   (nginx, IIS) or drops `;` parameters (Tomcat) would resolve it where the gateway did not
-//!   route it.
+//!   route it;
+//! - percent-encoded unreserved characters are decoded (section 6.2.2.2): `/%61dmin` is `/admin`.
 //!
 //! Everything else is kept byte for byte: other percent-encodings, the query, the case. The
 //! upstream, the plugins (`path`) and the route all see the normalized path; the access log keeps
@@ -57,7 +58,7 @@ pub fn normalize(path: &str) -> Result<Option<String>, PathError> {
     if !path.starts_with('/') || is_normal(path.as_bytes()) {
         return Ok(None);
     }
-    let mut kept: Vec<&str> = Vec::new();
+    let mut kept: Vec<std::borrow::Cow<'_, str>> = Vec::new();
     let mut segments = path[1..].split('/').peekable();
     // Whether the output ends with `/`: after a trailing empty, `.` or `..` segment.
     let mut trailing_slash = false;
@@ -74,7 +75,7 @@ pub fn normalize(path: &str) -> Result<Option<String>, PathError> {
                 if hides_dot_segment(segment) {
                     return Err(PathError::HiddenDotSegment);
                 }
-                kept.push(segment);
+                kept.push(decode_unreserved(segment));
                 trailing_slash = false;
             }
         }
@@ -104,6 +105,38 @@ fn is_normal(path: &[u8]) -> bool {
         previous = byte;
     }
     true
+}
+
+/// The segment with percent-encoded unreserved characters (letters, digits, `-`, `.`, `_`, `~`)
+/// decoded (RFC 3986 6.2.2.2): `/%61dmin` is `/admin`, and must match the `/admin` route.
+/// Other encodings (`%2F`, `%20`, ...) are data and stay as sent.
+fn decode_unreserved(segment: &str) -> std::borrow::Cow<'_, str> {
+    let unreserved_at = |i: usize| -> Option<u8> {
+        let hex = segment.get(i + 1..i + 3)?;
+        let byte = u8::from_str_radix(hex, 16).ok()?;
+        (byte.is_ascii_alphanumeric() || b"-._~".contains(&byte)).then_some(byte)
+    };
+    if !segment.bytes().enumerate().any(|(i, b)| b == b'%' && unreserved_at(i).is_some()) {
+        return std::borrow::Cow::Borrowed(segment);
+    }
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < segment.len() {
+        match unreserved_at(i).filter(|_| segment.as_bytes()[i] == b'%') {
+            Some(byte) => {
+                out.push(char::from(byte));
+                i += 3;
+            }
+            None => {
+                // Char boundaries: `%` and the bytes around it are ASCII; anything else is
+                // copied whole, one char at a time.
+                let Some(c) = segment[i..].chars().next() else { break };
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 enum Dots {
@@ -188,8 +221,8 @@ mod tests {
         assert_eq!(norm("/public/%2E./admin"), Ok("/admin".into()));
         assert_eq!(norm("/public/.%2e/admin"), Ok("/admin".into()));
         assert_eq!(norm("/a/%2e/b"), Ok("/a/b".into()));
-        // Not a dot segment: kept as it is, encoding included.
-        assert_eq!(normalize("/a%2eb/%2e%2e%2e"), Ok(None));
+        // Not a dot segment: kept, its dots decoded as any unreserved character is.
+        assert_eq!(norm("/a%2eb/%2e%2e%2e"), Ok("/a.b/...".into()));
         assert_eq!(normalize("/caf%C3%A9/x%20y"), Ok(None));
     }
 
@@ -199,6 +232,16 @@ mod tests {
         assert_eq!(norm("/a//b///c"), Ok("/a/b/c".into()));
         assert_eq!(norm("/a//"), Ok("/a/".into()));
         assert_eq!(norm("//"), Ok("/".into()));
+    }
+
+    #[test]
+    fn encoded_unreserved_characters_are_decoded_and_other_encodings_kept() {
+        assert_eq!(norm("/%61dmin"), Ok("/admin".to_owned()));
+        assert_eq!(norm("/adm%69n/x"), Ok("/admin/x".to_owned()));
+        assert_eq!(norm("/a%2D%5F%7E%2e%41"), Ok("/a-_~.A".to_owned()));
+        assert_eq!(norm("/files/a%2Fb%20c%25"), Ok("/files/a%2Fb%20c%25".to_owned()));
+        assert_eq!(norm("/caf%C3%A9/%6"), Ok("/caf%C3%A9/%6".to_owned()));
+        assert_eq!(norm("/é%41"), Ok("/éA".to_owned()));
     }
 
     #[test]
