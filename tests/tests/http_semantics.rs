@@ -164,6 +164,17 @@ async fn the_host_is_the_targets_authority_and_one_well_formed_host_field() {
         assert!(answer.starts_with("HTTP/1.1 400"), "{}: {answer}", String::from_utf8_lossy(request));
         assert!(answer.contains("Host"), "the error says why: {answer}");
     }
+    // The target's authority is held to the same rules: user info (which missed the `hosts`
+    // route and reached the upstream as its `Host`) and an empty host are a 400.
+    for request in [
+        &b"GET http://evil.example@internal.example/x HTTP/1.1\r\nHost: internal.example\r\n\r\n"[..],
+        b"GET http://user:pw@internal.example/x HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+        b"GET http://:80/x HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+    ] {
+        let answer = exchange(&gw, request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{}: {answer}", String::from_utf8_lossy(request));
+        assert!(answer.contains("authority"), "the error says why: {answer}");
+    }
     // The bad requests cost nothing but their own answers.
     let answer = exchange(&gw, b"GET /x HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("public"), "{answer}");
@@ -181,11 +192,15 @@ async fn a_204_205_or_304_carries_no_content_whoever_framed_one() {
     assert!(!answer.to_ascii_lowercase().contains("content-length"), "{answer}");
     gw.stop().await;
 
-    // A plugin's answer with a body: the body is dropped for 204 and 205 (RFC 9110 15.3.6: a
-    // 205 has no content; its length is said as 0) and 304.
-    let config: String = [204, 205, 304]
-        .map(|status| format!("[[routes]]\npath = \"/{status}\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\nconfig = {{ status = {status}, body = \"not sent\" }}\n"))
-        .concat();
+    // A plugin's answer with a body (`builtin:respond` refuses one in its config; a third
+    // party's plugin may send it): the body is dropped for 204 and 205 (RFC 9110 15.3.6: a 205
+    // has no content; its length is said as 0) and 304.
+    let config: String = airlock_tests::hostile_plugin("status")
+        + &[204, 205, 304]
+            .map(|status| {
+                format!("[[routes]]\npath = \"/{status}\"\n[[routes.plugins]]\nplugin = \"status\"\nconfig = {{ mode = \"status\", count = {status}, body = \"not sent\" }}\n")
+            })
+            .concat();
     let gw = Gateway::start(&config, None).await;
     for (path, length) in [("/204", None), ("/205", Some("content-length: 0")), ("/304", None)] {
         let answer = exchange(&gw, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await;

@@ -136,17 +136,24 @@ async fn plugin_test_makes_the_response_edits_of_the_request_phase() {
     assert_eq!(outcome["response"]["body"], "ok");
 }
 
-/// `airlock plugin test` shows the response the gateway would send: a plugin's 204 goes
-/// without its body (and without a Content-Length), as `write_response` sends it.
+/// `airlock plugin test` shows the response the gateway would send: a 204 goes without the
+/// body a plugin gave it (and without a Content-Length), as `write_response` sends it.
 #[tokio::test]
 async fn plugin_test_shows_a_204_without_content() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let request = tmp.path().join("delete.http");
     std::fs::write(&request, "DELETE /items/7 HTTP/1.1\n\n").expect("write request");
+    // `builtin:respond` refuses a body for a 204; a third party's plugin may still set one
+    // (body-upper appends `!` to the response body it is given).
+    let response = tmp.path().join("no-content.http");
+    std::fs::write(&response, "HTTP/1.1 204\n\nnot sent").expect("write response");
+    let body_upper = airlock_tests::guest_plugin_paths().into_iter().find(|(name, _)| *name == "body-upper").expect("body-upper plugin").1;
     let out = run_ok(
         Command::new(airlock_binary())
-            .args(["plugin", "test", "builtin:respond", "--json", "--config", r#"{"status": 204, "body": "not sent"}"#, "--request"])
-            .arg(&request),
+            .args(["plugin", "test", &body_upper, "--json", "--request"])
+            .arg(&request)
+            .arg("--response")
+            .arg(&response),
         "airlock plugin test",
     )
     .await;

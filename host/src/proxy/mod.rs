@@ -640,6 +640,14 @@ fn write_response(
 /// over HTTP/2 a `Host` says what `:authority` says. The gateway routes on one host and the
 /// upstream gets it: a missing, second or ambiguous one could be read differently further on.
 fn check_host(request: &Request<Incoming>) -> Result<(), GatewayError> {
+    // An absolute-form target's or HTTP/2 `:authority`'s host is the request's host (RFC 9112
+    // 3.2.2): held to the rules of a `Host` header, and never with user info (RFC 9110 4.2.4),
+    // which would otherwise miss a `hosts` route and reach the upstream as its `Host`.
+    if let Some(authority) = request.uri().authority()
+        && (authority.as_str().is_empty() || !headers::valid_host(authority.as_str().as_bytes()))
+    {
+        return Err(GatewayError::BadRequest("malformed authority in the request target: expected host[:port], without user info".into()));
+    }
     let mut hosts = request.headers().get_all(header::HOST).iter();
     let Some(host) = hosts.next() else {
         if request.version() == Version::HTTP_11 && request.uri().authority().is_none() {

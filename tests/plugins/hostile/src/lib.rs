@@ -26,6 +26,8 @@ struct Config {
     count: Option<u64>,
     url: Option<String>,
     host: Option<String>,
+    /// The body `status` answers with.
+    body: Option<String>,
 }
 
 struct Hostile(Config);
@@ -102,7 +104,10 @@ impl Plugin for Hostile {
                 req.edit_response(ResponseEdit::Set("x-kept", b"resp"));
                 Action::Continue
             }
-            "status" => Action::Respond(ResponseInit::new(c.count.and_then(|s| u16::try_from(s).ok()).unwrap_or(0))),
+            "status" => Action::Respond(
+                ResponseInit::new(c.count.and_then(|s| u16::try_from(s).ok()).unwrap_or(0))
+                    .body(c.body.clone().unwrap_or_default().into_bytes()),
+            ),
             "env" => Action::Respond(
                 ResponseInit::new(200)
                     .header("x-env-count", std::env::vars_os().count().to_string())
