@@ -92,6 +92,10 @@ pub enum GatewayError {
     /// A plain `CONNECT host:port`: a forward proxy's tunnel, which an API gateway does not open.
     #[error("CONNECT to `{0}` is a forward proxy's tunnel; this gateway serves routes, not tunnels")]
     ConnectNotServed(String),
+    /// A request body in a transfer coding other than `chunked` (RFC 9112 6.1: a 501): hyper
+    /// removes only the chunking, so the rest would reach the upstream unlabelled.
+    #[error("request Transfer-Encoding `{0}` is not supported, only `chunked`")]
+    UnsupportedTransferCoding(String),
 }
 
 impl GatewayError {
@@ -111,7 +115,9 @@ impl GatewayError {
             GatewayError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::UpstreamBadEncoding { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::NotSwitched(_) => StatusCode::BAD_GATEWAY,
-            GatewayError::UnsupportedProtocol(_) | GatewayError::ConnectNotServed(_) => StatusCode::NOT_IMPLEMENTED,
+            GatewayError::UnsupportedProtocol(_) | GatewayError::ConnectNotServed(_) | GatewayError::UnsupportedTransferCoding(_) => {
+                StatusCode::NOT_IMPLEMENTED
+            }
         }
     }
 
@@ -134,6 +140,7 @@ impl GatewayError {
             GatewayError::NotSwitched(_) => "not_switched",
             GatewayError::UnsupportedProtocol(_) => "unsupported_protocol",
             GatewayError::ConnectNotServed(_) => "connect_not_served",
+            GatewayError::UnsupportedTransferCoding(_) => "unsupported_transfer_coding",
         }
     }
 

@@ -181,6 +181,26 @@ async fn the_host_is_the_targets_authority_and_one_well_formed_host_field() {
     gw.stop().await;
 }
 
+/// A transfer coding other than `chunked` is not taken off by the gateway: a request in one is a
+/// 501 (RFC 9112 6.1) and an upstream's answer in one a 502, where before the coded bytes went
+/// on unlabelled (`Transfer-Encoding` is hop-by-hop).
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_refused_both_ways() {
+    let (addr, _task) = raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
+    let gw = Gateway::start(&one_route(addr), None).await;
+    let answer = exchange(
+        &gw,
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 501") && answer.contains("unsupported_transfer_coding"), "{answer}");
+    assert!(answer.contains("`gzip`"), "names the coding: {answer}");
+    let answer = exchange(&gw, b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 502") && answer.contains("upstream_bad_encoding"), "{answer}");
+    assert!(!answer.contains("hello"), "{answer}");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_204_205_or_304_carries_no_content_whoever_framed_one() {
     // RFC 9110 8.6, 15.3.5: a 204 has no Content-Length. Passed on, a client that trusts it

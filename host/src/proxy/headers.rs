@@ -68,6 +68,18 @@ pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
+/// The first transfer coding in `Transfer-Encoding` other than `chunked`, if any: hyper takes
+/// off the chunking alone, so a body in any other coding is not one the gateway can pass on.
+pub fn other_transfer_coding(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("(not text)").split(','))
+        .map(str::trim)
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("chunked"))
+        .map(str::to_owned)
+}
+
 /// Removes hop-by-hop headers: the fixed list, `Upgrade`, and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most requests and many responses carry none: one pass over their few names costs less
@@ -199,7 +211,12 @@ pub fn valid_host(value: &[u8]) -> bool {
 /// Appends this gateway to `Via` (`1.1 airlock`, or `2 airlock` for HTTP/2), after every hop
 /// already listed, on however many lines they came.
 pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
-    let me = if version == http::Version::HTTP_2 { "2 airlock" } else { "1.1 airlock" };
+    // RFC 9110 7.6.3: the protocol version of the message received.
+    let me = match version {
+        http::Version::HTTP_2 => "2 airlock",
+        http::Version::HTTP_10 => "1.0 airlock",
+        _ => "1.1 airlock",
+    };
     let value = match list_lines(headers, &header::VIA) {
         Lines::None => Ok(HeaderValue::from_static(me)),
         Lines::One(existing) => HeaderValue::from_bytes(&[existing, b", ", me.as_bytes()].concat()),
@@ -345,6 +362,9 @@ mod tests {
         let mut fresh = HeaderMap::new();
         add_via(&mut fresh, http::Version::HTTP_2);
         assert_eq!(fresh[header::VIA], "2 airlock");
+        let mut from_http10 = HeaderMap::new();
+        add_via(&mut from_http10, http::Version::HTTP_10);
+        assert_eq!(from_http10[header::VIA], "1.0 airlock", "the version received (RFC 9110 7.6.3)");
     }
 
     #[test]

@@ -265,6 +265,9 @@ impl Gateway {
         if request.headers().contains_key(header::TRANSFER_ENCODING) && request.headers().contains_key(header::CONTENT_LENGTH) {
             return Err(GatewayError::BadRequest("both Transfer-Encoding and Content-Length: ambiguous framing refused".into()));
         }
+        if let Some(coding) = headers::other_transfer_coding(request.headers()) {
+            return Err(GatewayError::UnsupportedTransferCoding(coding));
+        }
         // An extended CONNECT still carrying its `:protocol` is not a WebSocket's
         // (`upgrade::client_side` takes those).
         if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
@@ -525,6 +528,12 @@ impl Gateway {
         }
         let (parts, incoming) = response.into_parts();
         let mut headers = parts.headers;
+        if let Some(coding) = headers::other_transfer_coding(&headers) {
+            return Err(GatewayError::UpstreamBadEncoding {
+                upstream: upstream.name.to_string(),
+                reason: format!("its Transfer-Encoding `{coding}` is not one the gateway decodes (only `chunked`)"),
+            });
+        }
         if headers.contains_key(header::TRANSFER_ENCODING) {
             // Framed both ways, the body was read by its Transfer-Encoding: the Content-Length
             // goes (RFC 9112 6.3), or the client would read a body cut or padded to it.
