@@ -211,7 +211,7 @@ async fn non_json_bodies_pass_or_are_refused_and_invalid_json_is_a_clear_400() {
 }
 
 /// An upstream answering canned bodies by path: `/doc` a nested JSON document, `/text` plain text,
-/// `/broken` invalid JSON, `/gzip`, `/deflate`, `/br` the document encoded (with a strong ETag),
+/// `/broken` invalid JSON, `/error` a 503 with a JSON error, `/gzip`, `/deflate`, `/br` the document encoded (with a strong ETag),
 /// `/json/<n>` a JSON array of about `n` bytes. Every answer echoes the request's
 /// `accept-encoding` in `x-seen-accept-encoding`.
 async fn canned(req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -222,6 +222,12 @@ async fn canned(req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/doc" => (doc, "application/json", None),
         "/text" => (b"plain words".to_vec(), "text/plain", None),
         "/broken" => (b"{\"data\": [1, 2".to_vec(), "application/json", None),
+        "/error" => {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"{\"error\":\"db down\"}")));
+            *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+            return response;
+        }
         "/gzip" => (gzip(&doc), "application/json", Some("gzip")),
         "/deflate" => (zlib(&doc), "application/json", Some("deflate")),
         "/br" => (brotli_encode(&doc), "application/json", Some("br")),
@@ -315,6 +321,24 @@ async fn response_rules_unwrap_redact_and_wrap_with_an_exact_length() {
     assert_eq!(r.header("x-transformed").as_deref(), Some("yes"));
     assert_eq!(r.header("etag"), None, "the upstream's validator does not describe the new body");
     gw.stop().await;
+}
+
+/// `statuses` limits the body rules to the answers they were written for: an upstream's error
+/// body goes through as it came, where `unwrap` would have made it `{"items":null}`.
+#[tokio::test]
+async fn response_body_rules_can_be_limited_to_some_statuses() {
+    let upstream = Upstream::with_handler(canned).await;
+    for (statuses, error_body) in [("", json!({"items": null})), ("statuses = [\"2xx\"]", json!({"error": "db down"}))] {
+        let config = RESPONSE_RULES.replace("non_json = \"reject\"", &format!("non_json = \"reject\"\n{statuses}"));
+        let gw = Gateway::start(&config, Some(&upstream)).await;
+        let client = HttpClient::http1();
+        let r = client.get(&gw.url("/error")).await;
+        assert_eq!(r.status, 503, "{statuses}: {}", r.text());
+        assert_eq!(r.json(), error_body, "{statuses}");
+        let r = client.get(&gw.url("/doc")).await;
+        assert_eq!(r.json(), expected_items(), "{statuses}");
+        gw.stop().await;
+    }
 }
 
 #[tokio::test]

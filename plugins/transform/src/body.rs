@@ -45,6 +45,61 @@ impl<'de> Deserialize<'de> for NewName {
     }
 }
 
+/// A response status the body rules apply to: one code (`200`) or a class (`"2xx"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// This status.
+    Code(u16),
+    /// Every status of this hundred (2 for `"2xx"`).
+    Class(u16),
+}
+
+impl StatusMatch {
+    /// Whether `status` is this one.
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Code(code) => code == status,
+            StatusMatch::Class(class) => status / 100 == class,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusMatch {
+    /// From a status code 100-599 or a class `"1xx"` to `"5xx"`.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = StatusMatch;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a status code (200) or a class (\"2xx\")")
+            }
+
+            fn visit_u64<E: de::Error>(self, code: u64) -> Result<StatusMatch, E> {
+                match u16::try_from(code) {
+                    Ok(code @ 100..=599) => Ok(StatusMatch::Code(code)),
+                    _ => Err(E::custom(format!("{code} is not a status code, 100-599"))),
+                }
+            }
+
+            fn visit_i64<E: de::Error>(self, code: i64) -> Result<StatusMatch, E> {
+                match u64::try_from(code) {
+                    Ok(code) => self.visit_u64(code),
+                    Err(_) => Err(E::custom(format!("{code} is not a status code, 100-599"))),
+                }
+            }
+
+            fn visit_str<E: de::Error>(self, class: &str) -> Result<StatusMatch, E> {
+                match class.as_bytes() {
+                    [digit @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => Ok(StatusMatch::Class(u16::from(digit - b'0'))),
+                    _ => Err(E::custom(format!("`{class}` is not a status class: write \"2xx\", or a code as a number"))),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// The body rules of one direction; every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -68,6 +123,9 @@ pub struct BodyRules {
     pub wrap: Option<FieldPath>,
     /// What to do with a body that is not JSON.
     pub non_json: NonJson,
+    /// Response bodies only: the statuses the rules apply to (empty: every status). A body
+    /// under another status (an upstream's error, say) goes through untouched.
+    pub statuses: Vec<StatusMatch>,
 }
 
 /// What became of one body.
@@ -102,12 +160,20 @@ impl BodyRules {
 
     /// Checks what deserializing cannot; `key` is where the rules sit (e.g. `request.body`).
     pub fn validate(&self, key: &str) -> Result<(), String> {
+        if key.starts_with("request") && !self.statuses.is_empty() {
+            return Err(format!("`{key}.statuses`: a request has no status; `statuses` is for `response.body`"));
+        }
         if let Some((pattern, _)) = self.rename.iter().find(|(p, _)| p.last_key().is_none()) {
             return Err(format!(
                 "`{key}.rename.{pattern}`: a rename must end in a field name, not a wildcard (`a.*.old`, not `a.*`)"
             ));
         }
         Ok(())
+    }
+
+    /// Whether the rules apply to a response with this status.
+    pub fn applies_to(&self, status: u16) -> bool {
+        self.statuses.is_empty() || self.statuses.iter().any(|s| s.matches(status))
     }
 
     /// Transforms one body. `content_type` is the body's `content-type` header; without one the

@@ -26,7 +26,8 @@
 //!   (`airlock_sdk::header_rules`, shared with `builtin:headers`; [`query`]).
 //! - `body`: `unwrap`, `remove`, `rename`, `move`, `copy`, `set`, `add`, `wrap`, in that order,
 //!   with paths in the [`path`] language (dotted with `*` and `**`, or JSON Pointer), and
-//!   `non_json = "pass" | "reject"` ([`body`]).
+//!   `non_json = "pass" | "reject"` ([`body`]); a response's also `statuses` (codes or `"2xx"`
+//!   classes; empty: every status).
 //!
 //! Templates are `airlock_sdk::template`s: `${param.NAME}`, `${query.NAME}`, `${header.NAME}`,
 //! `${context.KEY}`, `${request_id}`, `${route}`. Everything is parsed and checked at configure;
@@ -266,6 +267,9 @@ fn transform_request_body(rules: &BodyRules, req: &Request) -> Option<Action> {
 
 /// Applies the body rules to the response body; a body that cannot be transformed becomes a 502.
 fn transform_response_body(rules: &BodyRules, req: &Request, resp: &Response) {
+    if !rules.applies_to(resp.status()) {
+        return;
+    }
     let Some(body) = resp.body() else { return };
     let content_type = resp.header_str("content-type");
     let mut warnings = Vec::new();
@@ -347,8 +351,17 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"response": {"body": {"unwrapp": "data"}}}"#),
-            "`response.body.unwrapp`: unknown field `unwrapp`, expected one of `unwrap`, `remove`, `rename`, `move`, `copy`, `set`, `add`, `wrap`, `non_json`"
+            "`response.body.unwrapp`: unknown field `unwrapp`, expected one of `unwrap`, `remove`, `rename`, `move`, `copy`, `set`, `add`, `wrap`, `non_json`, `statuses`"
         );
+        assert_eq!(
+            err(r#"{"request": {"body": {"unwrap": "data", "statuses": [200]}}}"#),
+            "`request.body.statuses`: a request has no status; `statuses` is for `response.body`"
+        );
+        assert!(err(r#"{"response": {"body": {"unwrap": "data", "statuses": [600]}}}"#).contains("600 is not a status code"));
+        assert!(err(r#"{"response": {"body": {"unwrap": "data", "statuses": ["20x"]}}}"#).contains("`20x` is not a status class"));
+        let ok = configure(r#"{"response": {"body": {"unwrap": "data", "statuses": ["2xx", 404]}}}"#).unwrap();
+        assert!(ok.response.body.applies_to(201) && ok.response.body.applies_to(404));
+        assert!(!ok.response.body.applies_to(503) && !ok.response.body.applies_to(400));
         assert_eq!(
             err(r#"{"request": {"body": {"set": {"user.id": "${params.id}"}}}}"#),
             "`request.body.set.user.id`: unknown variable `${params.id}`: expected ${context.KEY}, ${param.NAME}, ${header.NAME}, ${query.NAME}, ${request_id} or ${route}"

@@ -157,14 +157,20 @@ impl FieldPath {
         let Some((last, parents)) = keys.split_last() else {
             return Ok(false);
         };
+        // A missing parent is made an array when the key after it is `-` (its end: `tags.-`
+        // starts a list), else an object.
+        let new_parent = |depth: usize| match keys.get(depth + 1) {
+            Some(&"-") => Value::Array(Vec::new()),
+            _ => Value::Object(Map::new()),
+        };
         let mut current = root;
         for (depth, key) in parents.iter().enumerate() {
             current = match current {
-                Value::Object(map) => map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new())),
+                Value::Object(map) => map.entry(key.to_string()).or_insert_with(|| new_parent(depth)),
                 Value::Array(items) => {
                     let at = index(key, items.len()).ok_or_else(|| self.not_there(depth))?;
                     if at == items.len() {
-                        items.push(Value::Object(Map::new()));
+                        items.push(new_parent(depth));
                     }
                     &mut items[at]
                 }
@@ -481,6 +487,12 @@ mod tests {
         assert_eq!(err, "cannot put `n.x`: `n` is neither an object nor an array");
         let mut scalar = json!("text");
         assert!(put(&mut scalar, "a", json!(1), false).unwrap_err().contains("the document is neither"));
+        // `-` under a missing parent starts a list there, at any depth.
+        assert_eq!(put(&mut doc, "tags.-", json!("new"), false), Ok(true));
+        assert_eq!(put(&mut doc, "tags.-", json!("next"), false), Ok(true));
+        assert_eq!(doc["tags"], json!(["new", "next"]));
+        assert_eq!(put(&mut doc, "meta.notes.-.text", json!("hi"), false), Ok(true));
+        assert_eq!(doc["meta"]["notes"], json!([{"text": "hi"}]));
     }
 
     #[test]
