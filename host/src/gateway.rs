@@ -271,6 +271,17 @@ impl Gateway {
                     Err(issue) => issues.extend(issue),
                 }
             }
+            if !spec.methods.is_empty()
+                && !spec.methods.contains(&http::Method::OPTIONS)
+                && entries.iter().any(|e| e.facts.source == "builtin:cors")
+            {
+                // A browser's preflight is an OPTIONS: on this route it finds no route (404).
+                tracing::warn!(
+                    route = &*id,
+                    config = %source.name,
+                    "{key}.methods leaves out OPTIONS, so builtin:cors never sees a preflight (they get a 404): add \"OPTIONS\""
+                );
+            }
             let timeout = route
                 .timeout_ms
                 .or_else(|| upstream.as_ref().map(|u| u.request_timeout.as_millis() as u64))

@@ -91,3 +91,26 @@ fn a_port_in_use_is_reported_at_its_address() {
     }
     drop(held);
 }
+
+/// A CORS route that lists `methods` without `OPTIONS` never sees a browser's preflight (it
+/// finds no route): `check` says so, and says nothing once `OPTIONS` is listed.
+#[test]
+fn a_cors_route_without_options_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    for (methods, warned) in [(r#"["POST"]"#, true), (r#"["POST", "OPTIONS"]"#, false), ("[]", false)] {
+        let config = format!(
+            "[[routes]]\npath = \"/items\"\nmethods = {methods}\nplugins = [{{ plugin = \"builtin:cors\", config = {{ origins = [\"https://a.example\"] }} }}, {{ plugin = \"builtin:respond\" }}]\n"
+        );
+        std::fs::write(dir.path().join("airlock.toml"), config).unwrap();
+        let output = Command::new(airlock_binary())
+            .args(["check", "-c", "airlock.toml"])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .env("XDG_CACHE_HOME", std::env::temp_dir().join("airlock-test-cache"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{methods}: {}", String::from_utf8_lossy(&output.stderr));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.contains("routes[0].methods leaves out OPTIONS"), warned, "{methods}: {stderr}");
+    }
+}
