@@ -22,7 +22,7 @@
 //! `{"query", "variables", "operationName"}`; the client's query string is dropped and its method
 //! replaced. Variables come from `param.NAME`, `query.NAME`, `header.NAME`, `body` (the whole
 //! JSON request body) or `body.PATH` (a dotted path into it) and are converted to their `type`;
-//! a missing value takes `default`, is answered 400 if `required`, and is otherwise left out.
+//! a missing value (or an empty one, for any type but `string`) takes `default`, is answered 400 if `required`, and is otherwise left out.
 //!
 //! The response: `data` (or the value at `result` under it) with status 200. When `data` is null
 //! and there are `errors`, the status is the first `[[errors]]` rule matching any error, else 400
@@ -128,7 +128,15 @@ impl Plugin for GraphQl {
             }
             Some(path) => variables::pointer(path),
         };
-        let variables: Vec<(String, Variable)> = config.variables.into_iter().collect();
+        let mut variables: Vec<(String, Variable)> = config.variables.into_iter().collect();
+        for (name, variable) in &mut variables {
+            // Checked (and converted: `default = "3"` for an int is 3) once, here: a default of
+            // the wrong type would reach the upstream as its own GraphQL error on every request.
+            if let Some(default) = variable.default.take() {
+                let converted = variable.kind.convert(Raw::Json(default)).map_err(|why| format!("`variables.{name}.default`: {why}"))?;
+                variable.default = Some(converted);
+            }
+        }
         Ok(Self {
             reads_body: variables.iter().any(|(_, v)| v.from.is_body()),
             query: config.query,
@@ -276,6 +284,12 @@ mod tests {
             "`variables.id.type`: unknown variant `uuid`, expected one of `string`, `int`, `float`, `bool`, `json`"
         );
         assert!(err(r#"{"query": "{ a }", "variables": {"id": {"from": "cookie.id"}}}"#).starts_with("`variables.id.from`: `cookie.id`"));
+        assert_eq!(
+            err(r#"{"query": "{ a }", "variables": {"n": {"from": "query.n", "type": "int", "default": "abc"}}}"#),
+            "`variables.n.default`: `\"abc\"` is not an integer"
+        );
+        let ok = configure(r#"{"query": "{ a }", "variables": {"n": {"from": "query.n", "type": "int", "default": "3"}}}"#).unwrap();
+        assert_eq!(ok.variables[0].1.default, Some(serde_json::json!(3)), "converted once, at configure");
         assert_eq!(
             err(r#"{"query": "{ a }", "errors": [{"code": "X", "status": 302}]}"#),
             "`errors[0].status`: 302 is not an error status (400-599)"

@@ -163,7 +163,9 @@ pub fn build(
 ) -> Result<Map<String, Value>, String> {
     let mut variables = Map::new();
     for (name, variable) in declared {
-        match read(&variable.from) {
+        // An empty text value (`?posts=`) is no value for a typed variable: its default applies.
+        let raw = read(&variable.from).filter(|raw| !matches!((raw, variable.kind), (Raw::Text(t), kind) if t.is_empty() && kind != Kind::String));
+        match raw {
             Some(raw) => {
                 let value = variable
                     .kind
@@ -242,5 +244,14 @@ mod tests {
         assert_eq!(err, "variable `token` is required: send header `x-token`");
         let err = build(&declared, |_| Some(Raw::Text("x".into()))).unwrap_err();
         assert_eq!(err, "variable `id` from route parameter `id`: `x` is not an integer");
+        // `?limit=` is no value for an int: the default; for a string, the empty string.
+        let empty = build(&declared, |from| match from {
+            From::Param(_) => Some(Raw::Text("5".into())),
+            From::Header(_) => Some(Raw::Text("t".into())),
+            From::Query(_) => Some(Raw::Text(String::new())),
+            From::Body(_) => None,
+        })
+        .unwrap();
+        assert_eq!(Value::Object(empty), json!({"id": 5, "limit": 10, "after": "", "token": "t"}));
     }
 }
