@@ -22,7 +22,8 @@
 //! `{"query", "variables", "operationName"}`; the client's query string is dropped and its method
 //! replaced. Variables come from `param.NAME`, `query.NAME`, `header.NAME`, `body` (the whole
 //! JSON request body) or `body.PATH` (a dotted path into it) and are converted to their `type`;
-//! a missing value (or an empty one, for any type but `string`) takes `default`, is answered 400 if `required`, and is otherwise left out.
+//! a missing value (or an empty one, for any type but `string`) takes `default`, is answered
+//! 400 if `required`, and is otherwise left out.
 //!
 //! The response: `data` (or the value at `result` under it) with status 200. When `data` is null
 //! and there are `errors`, the status is the first `[[errors]]` rule matching any error, else 400
