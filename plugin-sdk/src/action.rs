@@ -116,7 +116,7 @@ impl Action {
     /// Answers now with an error in the gateway's own format (see [`error_json`]), so clients
     /// see one error shape whether the gateway or a plugin refused the request.
     pub fn error(status: u16, code: &str, message: &str, request_id: &str) -> Self {
-        Action::json(status, &error_json(status, code, message, request_id))
+        Action::Respond(ResponseInit::error(status, code, message, request_id))
     }
 
     pub(crate) fn into_raw(self) -> raw::Action {
@@ -197,6 +197,22 @@ impl ResponseInit {
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
+    }
+
+    /// An error in the gateway's own format ([`error_json`], `content-type: application/json`),
+    /// to which headers can still be added (`Retry-After` on a 429, say): what
+    /// [`Action::error`] answers.
+    ///
+    /// ```
+    /// let refusal = airlock_sdk::ResponseInit::error(429, "rate_limited", "too many requests", "req-1")
+    ///     .header("retry-after", "3");
+    /// assert_eq!(refusal.status, 429);
+    /// assert!(refusal.body.starts_with(br#"{"status":429,"error":"rate_limited""#));
+    /// ```
+    pub fn error(status: u16, code: &str, message: &str, request_id: &str) -> Self {
+        // A map of strings and a number: serializing it cannot fail.
+        let body = serde_json::to_vec(&error_json(status, code, message, request_id)).unwrap_or_default();
+        Self::new(status).header("content-type", "application/json").body(body)
     }
 
     pub(crate) fn into_raw(self) -> raw::ResponseInit {

@@ -65,11 +65,19 @@ fn count(replies: &[Reply], status: u16) -> usize {
     replies.iter().filter(|r| r.status.as_u16() == status).count()
 }
 
-/// `Retry-After` is a whole number of seconds, at least 1.
+/// `Retry-After` is a whole number of seconds, at least 1, and the body is the gateway's error
+/// format (as every refusal is), with the request's id.
 fn assert_retry_after(r: &Reply) {
     let v = r.header("retry-after").expect("429 carries Retry-After");
     let secs: u64 = v.parse().unwrap_or_else(|_| panic!("Retry-After `{v}` is not an integer"));
     assert!(secs >= 1, "Retry-After is never 0");
+    let body = r.json();
+    assert_eq!(body["status"], r.status.as_u16(), "{body}");
+    assert!(
+        ["rate_limited", "quota_exceeded", "too_busy", "state_unavailable"].contains(&body["error"].as_str().unwrap_or_default()),
+        "{body}"
+    );
+    assert_eq!(body["request_id"].as_str(), r.header("x-request-id").as_deref(), "{body}");
 }
 
 /// Checks a draft-10 `RateLimit` / `RateLimit-Policy` pair for one policy and returns (r, t) and (q, w).

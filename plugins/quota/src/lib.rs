@@ -171,7 +171,7 @@ impl Plugin for QuotaPlugin {
         let key = match req.context_get("consumer") {
             Some(c) => format!("c={c}"),
             None if self.anonymous == Anonymous::Ip => format!("ip={}", client_ip(&req.client_addr())),
-            None => return Action::text(401, "a consumer is required: authenticate first\n"),
+            None => return Action::error(401, "consumer_required", "a consumer is required: authenticate first", &req.request_id()),
         };
         let limits = self.limits_for(req.context_get("consumer.groups").as_deref());
         let decisions = match self.check(&key, &limits, false) {
@@ -183,24 +183,21 @@ impl Plugin for QuotaPlugin {
             Err(_) if self.on_error == OnError::FailOpen => return Action::Continue,
             Err(e) => {
                 airlock_sdk::log::debug(format!("quota not checked, failing closed: {e}"));
-                return Action::Respond(
-                    ResponseInit::new(503)
-                        .header("retry-after", "1")
-                        .header("content-type", "text/plain; charset=utf-8")
-                        .body(b"Service Unavailable: quota state unavailable\n".to_vec()),
-                );
+                let message = "the quota cannot be checked: its state is unavailable";
+                return Action::Respond(ResponseInit::error(503, "state_unavailable", message, &req.request_id()).header("retry-after", "1"));
             }
         };
         let headers = self.header_lines(&limits, &decisions);
         match decisions.iter().find(|d| !d.allowed) {
             Some(refused) => {
-                let mut response = ResponseInit::new(429)
-                    .header("retry-after", refused.retry_after_ms.div_ceil(1000).max(1).to_string())
-                    .header("content-type", "text/plain; charset=utf-8");
+                let retry_after = refused.retry_after_ms.div_ceil(1000).max(1);
+                let message = format!("quota exceeded: try again in {retry_after} s");
+                let mut response = ResponseInit::error(429, "quota_exceeded", &message, &req.request_id())
+                    .header("retry-after", retry_after.to_string());
                 for (name, value) in headers {
                     response = response.header(name, value);
                 }
-                Action::Respond(response.body(b"Quota exceeded\n".to_vec()))
+                Action::Respond(response)
             }
             None => {
                 // Made by the gateway on the response, without an `on-response` call.

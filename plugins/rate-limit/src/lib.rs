@@ -318,20 +318,21 @@ impl Plugin for RateLimit {
             // Fail-open falls back to this gateway's own limits while the shared backend is away.
             Err(StateError::Unavailable(_)) if self.on_error == OnError::FailOpen => match self.check(&key, true) {
                 Ok(d) => d,
-                Err(e) => return self.state_failed(&e),
+                Err(e) => return self.state_failed(&e, req),
             },
-            Err(e) => return self.state_failed(&e),
+            Err(e) => return self.state_failed(&e, req),
         };
         let headers = self.header_lines(&decisions);
         match decisions.iter().find(|d| !d.allowed) {
             Some(refused) => {
-                let mut response = ResponseInit::new(429)
-                    .header("retry-after", retry_after_secs(refused.retry_after_ms).to_string())
-                    .header("content-type", "text/plain; charset=utf-8");
+                let retry_after = retry_after_secs(refused.retry_after_ms);
+                let message = format!("too many requests: try again in {retry_after} s");
+                let mut response = ResponseInit::error(429, "rate_limited", &message, &req.request_id())
+                    .header("retry-after", retry_after.to_string());
                 for (name, value) in headers {
                     response = response.header(name, value.as_bytes());
                 }
-                Action::Respond(response.body(b"Too Many Requests\n".to_vec()))
+                Action::Respond(response)
             }
             None => {
                 // Made by the gateway on the response, without an `on-response` call.
@@ -432,19 +433,15 @@ impl RateLimit {
         Ok(decisions)
     }
 
-    fn state_failed(&self, e: &StateError) -> Action {
+    fn state_failed(&self, e: &StateError, req: &Request) -> Action {
         match self.on_error {
             // Outages were already retried locally; what is left (a full memory store) lets the
             // request through. The gateway logs backend trouble once per interval.
             OnError::FailOpen => Action::Continue,
             OnError::FailClosed => {
                 airlock_sdk::log::debug(format!("rate limit not checked, failing closed: {e}"));
-                Action::Respond(
-                    ResponseInit::new(503)
-                        .header("retry-after", "1")
-                        .header("content-type", "text/plain; charset=utf-8")
-                        .body(b"Service Unavailable: rate limit state unavailable\n".to_vec()),
-                )
+                let message = "the rate limit cannot be checked: its state is unavailable";
+                Action::Respond(ResponseInit::error(503, "state_unavailable", message, &req.request_id()).header("retry-after", "1"))
             }
         }
     }

@@ -185,12 +185,13 @@ impl Plugin for Throttle {
 
     fn on_request(&self, req: &Request) -> Action {
         let key = self.key(req);
+        let request_id = req.request_id();
         let delay_ms = match &self.rate {
             None => 0,
             Some(rate) => match state::acquire(&key, rate.rate, rate.period_ms, rate.capacity, 1) {
                 Ok(d) if d.allowed => d.reset_after_ms.saturating_sub(rate.free_ms),
-                Ok(d) => return Action::Respond(self.refusal(d.retry_after_ms)),
-                Err(e) => match self.state_failed(&e) {
+                Ok(d) => return Action::Respond(self.refusal(d.retry_after_ms, &request_id)),
+                Err(e) => match self.state_failed(&e, &request_id) {
                     Some(refusal) => return refusal,
                     None => 0,
                 },
@@ -201,7 +202,7 @@ impl Plugin for Throttle {
             Some(c) => {
                 // A slot has no schedule to compute a retry time from: a second is the hint.
                 Action::AcquireSlot(
-                    SlotRequest::new(key, c.limit, self.refusal(1000))
+                    SlotRequest::new(key, c.limit, self.refusal(1000, &request_id))
                         .queue(c.queue)
                         .delay_ms(as_u32(delay_ms))
                         .max_wait_ms(as_u32(self.max_wait_ms - delay_ms)),
@@ -267,25 +268,20 @@ impl Throttle {
     }
 
     /// The answer to a request that would wait too long: `status` with `Retry-After`.
-    fn refusal(&self, retry_after_ms: u64) -> ResponseInit {
-        ResponseInit::new(self.status)
-            .header("retry-after", retry_after_ms.div_ceil(1000).max(1).to_string())
-            .header("content-type", "text/plain; charset=utf-8")
-            .body(b"Too busy: try again later\n".to_vec())
+    fn refusal(&self, retry_after_ms: u64, request_id: &str) -> ResponseInit {
+        let retry_after = retry_after_ms.div_ceil(1000).max(1);
+        let message = format!("too busy: try again in {retry_after} s");
+        ResponseInit::error(self.status, "too_busy", &message, request_id).header("retry-after", retry_after.to_string())
     }
 
     /// The refusal when the rate could not be checked and the policy fails closed.
-    fn state_failed(&self, e: &StateError) -> Option<Action> {
+    fn state_failed(&self, e: &StateError, request_id: &str) -> Option<Action> {
         match self.on_error {
             OnError::FailOpen => None,
             OnError::FailClosed => {
                 airlock_sdk::log::debug(format!("throttle not checked, failing closed: {e}"));
-                Some(Action::Respond(
-                    ResponseInit::new(503)
-                        .header("retry-after", "1")
-                        .header("content-type", "text/plain; charset=utf-8")
-                        .body(b"Service Unavailable: throttle state unavailable\n".to_vec()),
-                ))
+                let message = "the throttle cannot be checked: its state is unavailable";
+                Some(Action::Respond(ResponseInit::error(503, "state_unavailable", message, request_id).header("retry-after", "1")))
             }
         }
     }
