@@ -144,9 +144,7 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
     let admin_token = config.admin.token.as_ref().map(|t| t.get_ref().clone());
     let live = Arc::new(LiveGateway::new(gateway, plan.tls, config, source.clone()));
     let (shutdown, stop) = watch::channel(false);
-    if let Some(log) = access_log {
-        telemetry::access_log::reopen_on_sigusr1(log, stop.clone());
-    }
+    telemetry::access_log::reopen_on_sigusr1(access_log, stop.clone());
     if let Some(listener) = admin_listener {
         let state = Arc::new(admin::AdminState::new(live.clone(), admin_token));
         tokio::spawn(admin::serve(state, listener, stop.clone()));

@@ -526,10 +526,16 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, draining in-flight requests (signal again to force)");
     tokio::select! {
-        _ = running.shutdown() => tracing::info!("stopped"),
-        _ = wait_for_signal() => tracing::warn!("second signal: exiting now"),
+        _ = running.shutdown() => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        _ = wait_for_signal() => {
+            // Requests in flight were abandoned: a supervisor should know it was not a clean stop.
+            tracing::warn!("second signal: exiting now, abandoning requests in flight");
+            ExitCode::FAILURE
+        }
     }
-    ExitCode::SUCCESS
 }
 
 async fn wait_for_signal() {

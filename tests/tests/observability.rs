@@ -201,7 +201,12 @@ async fn metrics_count_exactly_the_traffic_sent() {
 
     let before = scrape(&client, &gw, None).await;
     assert_eq!(sample(&before, "airlock_requests_total", &[]), 0.0);
-    assert_eq!(sample(&before, "airlock_config_reloads_total", &[]), 0.0);
+    // Both reload series exist from the start, at 0, so the first failed reload is an increase.
+    for result in ["ok", "error"] {
+        let exists = before.samples.iter().any(|s| s.metric == "airlock_config_reloads_total" && s.labels.get("result") == Some(result));
+        assert!(exists, "airlock_config_reloads_total{{result=\"{result}\"}} is missing before any reload");
+        assert_eq!(sample(&before, "airlock_config_reloads_total", &[("result", result)]), 0.0);
+    }
     assert_eq!(sample(&before, "airlock_state_backend_errors_total", &[]), 0.0);
 
     for _ in 0..3 {
@@ -821,6 +826,19 @@ upstream = "dead"
     for part in ["WARN", "GET", "\"/down/here\"", "\"down\"", "status"] {
         assert!(line.contains(part), "{part} missing from: {line}");
     }
+}
+
+/// SIGUSR1 (a log rotation hook's signal, often sent to every gateway on a host) does not kill a
+/// gateway whose access log is off: it says so and serves on.
+#[tokio::test]
+async fn sigusr1_without_an_access_log_is_harmless() {
+    let upstream = Upstream::start().await;
+    let config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n";
+    let mut gw = airlock_tests::process::GatewayProcess::start_logging_at(config, &upstream, "info").await;
+    gw.signal("USR1");
+    eventually("the SIGUSR1 line", || gw.log().contains("SIGUSR1: the access log is off").then_some(())).await;
+    assert!(!gw.has_exited(), "SIGUSR1 killed the gateway");
+    assert_eq!(HttpClient::http1().get(&gw.url("/x")).await.status, 200);
 }
 
 /// A `RUST_LOG` the gateway cannot read is bad input like any other: the gateway says so once,

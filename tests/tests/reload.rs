@@ -366,7 +366,8 @@ async fn sigterm_drains_in_flight_requests_and_a_second_signal_exits_at_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!airlock.has_exited(), "still draining after one signal");
     airlock.signal("TERM");
-    airlock.exit_within(Duration::from_secs(3)).await;
+    let status = airlock.exit_within(Duration::from_secs(3)).await;
+    assert!(!status.success(), "a forced stop that abandoned a request is not a clean exit: {status}");
     assert!(in_flight.await.expect("task").is_err(), "the cut request saw its connection close");
 }
 

@@ -221,7 +221,8 @@ fn authorized<B>(token: Option<&str>, request: &Request<B>) -> bool {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme is case-insensitive (RFC 9110 11.1): `bearer` is `Bearer`.
+        .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, token)| token))
     else {
         return false;
     };
@@ -248,6 +249,9 @@ mod tests {
         assert!(!authorized(Some("s3cret"), &with("Bearer s3cre")));
         assert!(!authorized(Some("s3cret"), &with("Bearer s3cret2")));
         assert!(!authorized(Some("s3cret"), &with("Basic s3cret")));
+        assert!(authorized(Some("s3cret"), &with("bearer s3cret")), "the scheme is case-insensitive");
+        assert!(authorized(Some("s3cret"), &with("BEARER s3cret")));
+        assert!(!authorized(Some("s3cret"), &with("Bearers3cret")));
         assert!(!authorized(Some("s3cret"), &Request::get("/").body(()).unwrap()));
     }
 }

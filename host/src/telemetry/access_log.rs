@@ -163,7 +163,9 @@ impl AccessLog {
 
 /// Reopens `log` on every SIGUSR1 until `stop` turns true. The signal handler is installed
 /// before this returns, so a SIGUSR1 sent afterwards never takes its default action (exit).
-pub fn reopen_on_sigusr1(log: Arc<AccessLog>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Installed without an access log too: a log rotation hook shared by several gateways sends
+/// the signal to all of them, and one with the log off must not die of it.
+pub fn reopen_on_sigusr1(log: Option<Arc<AccessLog>>, mut stop: tokio::sync::watch::Receiver<bool>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -181,8 +183,13 @@ pub fn reopen_on_sigusr1(log: Arc<AccessLog>, mut stop: tokio::sync::watch::Rece
                         if received.is_none() {
                             return;
                         }
-                        tracing::info!("SIGUSR1: reopening the access log");
-                        log.reopen();
+                        match &log {
+                            Some(log) => {
+                                tracing::info!("SIGUSR1: reopening the access log");
+                                log.reopen();
+                            }
+                            None => tracing::info!("SIGUSR1: the access log is off, nothing to reopen"),
+                        }
                     }
                     changed = stop.changed() => {
                         if changed.is_err() || *stop.borrow() {
