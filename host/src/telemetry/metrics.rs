@@ -252,7 +252,10 @@ impl Metrics {
     /// The metrics in the Prometheus text format (version 0.0.4).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)?;
+        // Prometheus's own text format, 0.0.4: the content type `/metrics` declares. (The
+        // OpenMetrics encoder names a counter's family without `_total`, which a 0.0.4 parser
+        // reads as an empty counter beside untyped `_total` samples.)
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
 
