@@ -460,6 +460,13 @@ pub mod metrics {
         let r = client.request("GET", &gw.admin_url("/metrics"), &headers, b"").await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert!(r.header("content-type").unwrap_or_default().starts_with("text/plain; version=0.0.4"));
+        // In that format a counter's TYPE names its `_total` series (OpenMetrics names the family
+        // without it, which a 0.0.4 parser reads as untyped samples).
+        let text = r.text();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ") && l.ends_with(" counter")) {
+            assert!(line.split(' ').nth(2).is_some_and(|name| name.ends_with("_total")), "{line}");
+        }
+        assert!(!text.contains("# EOF"), "an OpenMetrics end marker in the 0.0.4 format");
         Scrape::parse(r.text().lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text format")
     }
 
