@@ -124,7 +124,11 @@ impl RunningGateway {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
-        self.live.gateway().sandbox.stop();
+        let gateway = self.live.gateway();
+        if let Some(exporter) = gateway.telemetry.otlp() {
+            exporter.flush().await;
+        }
+        gateway.sandbox.stop();
     }
 }
 

@@ -634,10 +634,32 @@ async fn sampled_requests_are_exported_as_otlp_spans() {
     // Spans are queued in order; the unsampled request came first and is not there.
     assert!(collector.span_of_trace(&unsampled).is_none(), "an unsampled trace was exported");
 
-    let m = scrape(&client, &gw, None).await;
-    assert_eq!(sample(&m, "airlock_otlp_spans_exported_total", &[]), 1.0);
+    // Spans, not requests: the server span and its upstream call's.
+    let m = eventually_scrape(&client, &gw, |m| sample(m, "airlock_otlp_spans_exported_total", &[]) == 2.0).await;
     assert_eq!(sample(&m, "airlock_otlp_spans_dropped_total", &[]), 0.0);
+    assert_eq!(collector.received.lock().unwrap().len(), 2, "the collector got what was counted");
     gw.stop().await;
+}
+
+/// Spans still queued when the gateway stops are sent before it exits, not lost with it (here
+/// `flush_ms` is a minute: only the shutdown can send them).
+#[tokio::test]
+async fn queued_spans_are_sent_on_shutdown() {
+    let upstream = Upstream::start().await;
+    let collector = Collector::start().await;
+    let config = format!(
+        "[otlp]\nendpoint = \"http://{}/v1/traces\"\nflush_ms = 60000\n\n{}",
+        collector.addr,
+        &TRACING[TRACING.find("[upstreams.backend]").unwrap()..]
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let parent = "00-0000000000000000000000000000f1e5-3333333333333333-01";
+    let r = HttpClient::http1().request("GET", &gw.url("/last"), &[("traceparent", parent)], b"").await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(collector.span_of_trace("0000000000000000000000000000f1e5").is_none(), "not sent before flush_ms");
+    gw.stop().await;
+    assert!(collector.spans_of_trace("0000000000000000000000000000f1e5", 2).is_some(), "sent when the gateway stopped");
 }
 
 #[tokio::test]
@@ -721,6 +743,11 @@ config = {{ status = 418, body = "short-circuit" }}
     let respond = spans.iter().find(|s| s.name == "plugin builtin:respond on-request").expect("the respond span");
     assert_eq!(attribute(respond, "airlock.outcome").as_deref(), Some("respond"));
     assert_eq!(attribute(respond, "http.response.status_code").as_deref(), Some("418"));
+    // The counter counts spans, as the collector received them (not one per request).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = collector.received.lock().unwrap().len() as f64;
+    assert!(received >= 7.0, "{received}");
+    eventually_scrape(&client, &gw, |m| sample(m, "airlock_otlp_spans_exported_total", &[]) == received).await;
     gw.stop().await;
 }
 
@@ -736,7 +763,8 @@ async fn a_down_collector_drops_and_counts_spans_without_slowing_requests() {
     for _ in 0..5 {
         assert_eq!(client.get(&gw.url("/x")).await.status, 200);
     }
-    let m = eventually_scrape(&client, &gw, |m| sample(m, "airlock_otlp_spans_dropped_total", &[]) == 5.0).await;
+    // Five requests, each a server span and an upstream call's span.
+    let m = eventually_scrape(&client, &gw, |m| sample(m, "airlock_otlp_spans_dropped_total", &[]) == 10.0).await;
     assert_eq!(sample(&m, "airlock_otlp_spans_exported_total", &[]), 0.0);
     gw.stop().await;
 }

@@ -209,7 +209,7 @@ impl Metrics {
         // Both series from the start, at 0: an alert on `increase(...{result="error"}[5m])`
         // then sees the first failed reload too (a series born at 1 shows no increase).
         for result in ["ok", "error"] {
-            reloads.results.get_or_create(&ReloadLabels { result });
+            let _ = reloads.results.get_or_create(&ReloadLabels { result });
         }
         registry.register("config_reloads", "Config reloads, by result (ok, error)", reloads.results.clone());
         registry.register("config_generation", "The served config's generation: 1 at start, one more per reload", reloads.generation.clone());

@@ -52,16 +52,33 @@ pub struct RequestSpan {
     pub children: Vec<ChildSpan>,
 }
 
+impl RequestSpan {
+    /// The spans this request is exported as: its server span and one per child.
+    fn span_count(&self) -> u64 {
+        1 + self.children.len() as u64
+    }
+}
+
+/// What the export task is handed: a request's spans, or a request to send what it holds now.
+enum Export {
+    /// A finished request's spans.
+    Span(RequestSpan),
+    /// Send the spans queued before this at once (a shutdown), then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The request-side handle of the exporter.
 pub struct SpanExporter {
-    sender: mpsc::Sender<RequestSpan>,
+    sender: mpsc::Sender<Export>,
     dropped: Counter,
+    /// How long a flush may take: the collector's timeout, and some.
+    flush_limit: Duration,
 }
 
 /// Counters the exporter keeps.
 #[derive(Clone, Default)]
 pub struct ExportCounters {
-    /// Spans the collector accepted.
+    /// Spans the collector accepted (a request's server span and each child span).
     pub exported: Counter,
     /// Spans dropped: queue full, collector unreachable or refusing.
     pub dropped: Counter,
@@ -80,14 +97,30 @@ impl SpanExporter {
             service_name: config.service_name.clone(),
             counters: counters.clone(),
         };
+        let flush_limit = batcher.timeout + Duration::from_secs(1);
         tokio::spawn(batcher.run(receiver));
-        Self { sender, dropped: counters.dropped }
+        Self { sender, dropped: counters.dropped, flush_limit }
     }
 
-    /// Queues a span; never waits. A full queue drops it and counts it.
+    /// Queues a request's spans; never waits. A full queue drops them and counts them.
     pub fn submit(&self, span: RequestSpan) {
-        if let Err(TrySendError::Full(_) | TrySendError::Closed(_)) = self.sender.try_send(span) {
-            self.dropped.inc();
+        let count = span.span_count();
+        if let Err(TrySendError::Full(_) | TrySendError::Closed(_)) = self.sender.try_send(Export::Span(span)) {
+            self.dropped.inc_by(count);
+        }
+    }
+
+    /// Sends every span queued so far and waits for the collector's answer (at most its
+    /// timeout): on shutdown, so the last `flush_ms` of traces are not lost with the process.
+    pub async fn flush(&self) {
+        let (done, sent) = tokio::sync::oneshot::channel();
+        let flushed = async {
+            if self.sender.send(Export::Flush(done)).await.is_ok() {
+                let _ = sent.await;
+            }
+        };
+        if tokio::time::timeout(self.flush_limit, flushed).await.is_err() {
+            tracing::warn!("OTLP: the last spans were not sent within the collector's timeout");
         }
     }
 }
@@ -105,24 +138,37 @@ struct Batcher {
 
 impl Batcher {
     /// Collects spans into batches and sends them until every sender is gone.
-    async fn run(self, mut receiver: mpsc::Receiver<RequestSpan>) {
+    async fn run(self, mut receiver: mpsc::Receiver<Export>) {
         let mut failures_logged = false;
         loop {
-            let Some(first) = receiver.recv().await else { return };
+            let first = match receiver.recv().await {
+                None => return,
+                Some(Export::Flush(done)) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                Some(Export::Span(span)) => span,
+            };
             let mut spans = vec![first];
             let deadline = tokio::time::Instant::now() + self.flush;
             let mut closed = false;
+            let mut flushed = None;
             while spans.len() < self.batch {
                 tokio::select! {
                     next = receiver.recv() => match next {
-                        Some(span) => spans.push(span),
+                        Some(Export::Span(span)) => spans.push(span),
+                        Some(Export::Flush(done)) => { flushed = Some(done); break; }
                         None => { closed = true; break; }
                     },
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            let count = spans.len() as u64;
-            match self.send(spans).await {
+            let count = spans.iter().map(RequestSpan::span_count).sum();
+            let result = self.send(spans).await;
+            if let Some(done) = flushed {
+                let _ = done.send(());
+            }
+            match result {
                 Ok(()) => {
                     self.counters.exported.inc_by(count);
                     failures_logged = false;
