@@ -481,6 +481,33 @@ async fn access_log_lines_match_requests_and_the_file_reopens_on_sigusr1() {
     gw.stop().await;
 }
 
+/// A request the client gives up on before the answer (here: it closes the connection while
+/// the upstream is slow) is still logged and counted, with status 499 ("client closed request").
+#[tokio::test]
+async fn a_request_the_client_abandons_is_logged_and_counted_as_499() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ACCESS_LOG, Some(&upstream)).await;
+    let log = gw.dir.path().join("access.log");
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    tcp.write_all(b"GET /files/slow/3000 HTTP/1.1\r\nhost: a\r\nx-request-id: gave-up\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(tcp);
+    let lines = eventually("the abandoned request's line", || {
+        let lines = read_lines(&log);
+        line_for(&lines, "gave-up").is_some().then_some(lines)
+    })
+    .await;
+    let line = line_for(&lines, "gave-up").unwrap();
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["route"], "files");
+    assert_eq!(line["bytes_out"], 0);
+    let client = HttpClient::http1();
+    let m = scrape(&client, &gw, None).await;
+    assert_eq!(sample(&m, "airlock_requests_total", &[("route", "files"), ("status", "4xx")]), 1.0);
+    gw.stop().await;
+}
+
 const UNREACHABLE_STATE: &str = r#"
 [state]
 backend = "redis"

@@ -96,7 +96,7 @@ impl Gateway {
             }
             None => self.answer(request, conn, &request_id, &mut record).instrument(span).await,
         };
-        record.finish(&self.telemetry, response)
+        record.finish(response)
     }
 
     /// The response to one request, errors included.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use tracing::Span;
 use tracing::field::Empty;
 
@@ -14,7 +14,7 @@ use super::Telemetry;
 use super::access_log::AccessEntry;
 use super::analytics::Sample;
 use super::metrics::RouteMetrics;
-use super::observed_body::ObservedBody;
+use super::observed_body::{ObservedBody, PendingLine, PendingSample};
 use super::otlp::RequestSpan;
 use super::trace_context::TraceContext;
 use crate::proxy::ConnectionInfo;
@@ -23,8 +23,13 @@ use crate::proxy::body::ProxyBody;
 /// Longest `User-Agent` kept for the access log.
 const MAX_USER_AGENT: usize = 256;
 
-/// One request's telemetry, filled in by the proxy phases.
+/// One request's telemetry, filled in by the proxy phases. Dropped without
+/// [`RequestRecord::finish`] (the client went away, or a forced shutdown cut the request), it
+/// still counts and logs the request, with status 499 (nginx's "client closed request").
 pub struct RequestRecord<'a> {
+    telemetry: &'a Telemetry,
+    /// Set by `finish`: nothing is left for `drop` to record.
+    finished: bool,
     started: Instant,
     /// The request's trace context (continued from the client or new).
     pub trace: TraceContext,
@@ -56,7 +61,7 @@ struct AccessStart {
 
 impl<'a> RequestRecord<'a> {
     /// Starts the record of a request that just arrived.
-    pub fn begin<B>(telemetry: &Telemetry, request: &Request<B>, conn: ConnectionInfo, request_id: Arc<str>) -> Self {
+    pub fn begin<B>(telemetry: &'a Telemetry, request: &Request<B>, conn: ConnectionInfo, request_id: Arc<str>) -> Self {
         let trace = TraceContext::from_headers(request.headers(), telemetry.sample_ratio);
         // A debug span: at the default `info` level, creating, entering and formatting a span
         // for every request cost ~15% of a proxied request's CPU. Request-path warnings name
@@ -82,6 +87,8 @@ impl<'a> RequestRecord<'a> {
         });
         let span_path = (trace.sampled && telemetry.otlp().is_some()).then(|| request.uri().path().to_owned());
         Self {
+            telemetry,
+            finished: false,
             children: span_path.as_ref().map(|_| Default::default()),
             span_path,
             started: Instant::now(),
@@ -164,10 +171,24 @@ impl<'a> RequestRecord<'a> {
 
     /// Ends the record: counts the request, adds the trace header if configured, and wraps the
     /// body so the access log line is written once the body has been sent.
-    pub fn finish(mut self, telemetry: &Telemetry, mut response: Response<ProxyBody>) -> Response<ObservedBody> {
+    pub fn finish(mut self, mut response: Response<ProxyBody>) -> Response<ObservedBody> {
         let status = response.status();
+        if let Some(name) = &self.telemetry.response_header
+            && let Ok(value) = HeaderValue::from_str(&self.trace.trace_id.to_string())
+        {
+            response.headers_mut().insert(name.clone(), value);
+        }
+        let (pending, sample) = self.close(status);
+        response.map(|body| ObservedBody::new(body, pending, sample))
+    }
+
+    /// Counts the request as answered with `status` and exports its span; the access log line
+    /// and analytics sample are returned, to be completed when the body has been sent.
+    fn close(&mut self, status: StatusCode) -> (Option<PendingLine>, Option<PendingSample>) {
+        self.finished = true;
+        let telemetry = self.telemetry;
         let elapsed = self.started.elapsed();
-        if let Some(path) = self.span_path
+        if let Some(path) = self.span_path.take()
             && let Some(exporter) = telemetry.otlp()
         {
             let end = SystemTime::now();
@@ -188,11 +209,6 @@ impl<'a> RequestRecord<'a> {
         self.span.record("status", status.as_u16());
         let route = self.route.unwrap_or(&telemetry.unrouted);
         route.record_request(&self.method, status, self.consumer.as_deref(), elapsed);
-        if let Some(name) = &telemetry.response_header
-            && let Ok(value) = HeaderValue::from_str(&self.trace.trace_id.to_string())
-        {
-            response.headers_mut().insert(name.clone(), value);
-        }
         let sample = telemetry.analytics().map(|analytics| {
             // The consumer is moved into the access log line when there is one.
             let consumer = if self.access.is_some() { self.consumer.clone() } else { self.consumer.take() };
@@ -208,30 +224,49 @@ impl<'a> RequestRecord<'a> {
             };
             (analytics.clone(), Box::new(sample))
         });
-        let pending = match (self.access, telemetry.access_log()) {
+        let pending = match (self.access.take(), telemetry.access_log()) {
             (Some(start), Some(log)) => Some((
                 log.clone(),
                 Box::new(AccessEntry {
                     time: start.time,
                     client_ip: start.conn.peer.ip(),
-                    method: self.method,
+                    method: self.method.clone(),
                     path: start.path,
-                    route: self.route_id,
+                    route: self.route_id.take(),
                     status: status.as_u16(),
                     bytes_in: self.bytes_in,
                     bytes_out: 0,
                     total: elapsed,
                     upstream: self.upstream,
                     plugins: self.plugins,
-                    consumer: self.consumer,
+                    consumer: self.consumer.take(),
                     trace_id: self.trace.trace_id,
-                    request_id: self.request_id,
+                    request_id: self.request_id.clone(),
                     user_agent: start.user_agent,
                 }),
                 self.started,
             )),
             _ => None,
         };
-        response.map(|body| ObservedBody::new(body, pending, sample))
+        (pending, sample)
+    }
+}
+
+/// Status 499, nginx's "client closed request": a request that ended before the gateway
+/// answered it (the client went away, or a forced shutdown cut it).
+const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
+impl Drop for RequestRecord<'_> {
+    /// A request the gateway never answered is counted, logged and sampled all the same.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let (pending, sample) = self.close(CLIENT_CLOSED);
+        // No body will be sent: the line and the sample are complete now.
+        drop(ObservedBody::new(ProxyBody::empty(), pending, sample));
     }
 }
