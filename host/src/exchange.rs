@@ -82,11 +82,12 @@ pub fn header_lines_bytes(headers: &HeaderMap) -> usize {
     headers.iter().map(|(name, value)| line_bytes(name, value)).sum()
 }
 
-/// A status a plugin may give a response: a final one (200-999). A 1xx answers nothing: hyper
+/// A status a plugin may give a response: a final one (200-599). A 1xx answers nothing: hyper
 /// would send a 101 to an HTTP/1.1 client with no protocol behind it and reset an HTTP/2 stream;
-/// a switch comes only from the upstream's own `101` (`proxy::upgrade`).
+/// a switch comes only from the upstream's own `101` (`proxy::upgrade`). Beyond 599 there is no
+/// status class (RFC 9110 15): the gateway refuses one from an upstream too.
 pub fn final_status(status: u16) -> Option<StatusCode> {
-    StatusCode::from_u16(status).ok().filter(|s| !s.is_informational())
+    StatusCode::from_u16(status).ok().filter(|s| (200..=599).contains(&s.as_u16()))
 }
 
 /// The header bounds of one request: what plugins may make of the request sent upstream and of
@@ -309,7 +310,7 @@ mod tests {
     fn plugins_give_final_statuses_only() {
         assert_eq!(final_status(200), Some(StatusCode::OK));
         assert_eq!(final_status(599), Some(StatusCode::from_u16(599).unwrap()));
-        for no in [0, 42, 100, 101, 103, 199, 1000] {
+        for no in [0, 42, 100, 101, 103, 199, 600, 999, 1000] {
             assert_eq!(final_status(no), None, "{no}");
         }
     }

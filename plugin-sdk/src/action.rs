@@ -172,7 +172,7 @@ impl From<ResponseInit> for Action {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseInit {
-    /// HTTP status code, 100-999 (the gateway answers 500 for anything else).
+    /// HTTP status code, 200-599 (the gateway answers 500 for anything else).
     pub status: u16,
     /// Headers in order, as (name, raw value bytes). `content-length` is set by the gateway.
     pub headers: Vec<(String, Vec<u8>)>,
@@ -181,7 +181,7 @@ pub struct ResponseInit {
 }
 
 impl ResponseInit {
-    /// A response with `status` (200-999: anything else, 1xx included, reaches the client as a
+    /// A response with `status` (200-599: anything else, 1xx included, reaches the client as a
     /// 500, logged), no headers and an empty body.
     pub fn new(status: u16) -> Self {
         Self { status, headers: Vec::new(), body: Vec::new() }

@@ -223,7 +223,7 @@ impl Response {
         self.0.status()
     }
 
-    /// Replaces the status code sent to the client (200-999; others, 1xx included, are ignored
+    /// Replaces the status code sent to the client (200-599; others, 1xx included, are ignored
     /// and logged: only an upstream's own `101` switches protocols).
     pub fn set_status(&self, status: u16) {
         self.0.set_status(status)

@@ -488,9 +488,10 @@ async fn a_plugin_answering_an_informational_status_gets_the_client_a_500() {
     config += &hostile_route("/103", "status", r#"{ mode = "status", count = 103 }"#);
     config += &hostile_route("/204", "status", r#"{ mode = "status", count = 204 }"#);
     config += &hostile_route("/1000", "status", r#"{ mode = "status", count = 1000 }"#);
+    config += &hostile_route("/999", "status", r#"{ mode = "status", count = 999 }"#);
     let gw = Gateway::start(&config, Some(&upstream)).await;
     for client in [HttpClient::http1(), HttpClient::http2()] {
-        for path in ["/101", "/103", "/1000"] {
+        for path in ["/101", "/103", "/999", "/1000"] {
             let r = client.get(&gw.url(path)).await;
             assert_eq!(r.status, 500, "{path}: {}", r.text());
             // The gateway's own answer, as for any plugin failure: not the plugin's headers and

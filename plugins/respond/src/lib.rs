@@ -4,7 +4,7 @@
 //! [[routes.plugins]]
 //! plugin = "builtin:respond"
 //! [routes.plugins.config]
-//! status = 503                                   # 200-999, default 200
+//! status = 503                                   # 200-599, default 200
 //! headers = { "retry-after" = "3600" }           # name -> value, optional
 //! body = "Down for maintenance.\n"               # a text body, or:
 //! # json = { status = "down" }                   # any value, sent as JSON
@@ -49,13 +49,13 @@ fn status<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
         type Value = u16;
 
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a final HTTP status code, 200-999")
+            f.write_str("a final HTTP status code, 200-599")
         }
 
         fn visit_i64<E: de::Error>(self, status: i64) -> Result<u16, E> {
             match u16::try_from(status) {
-                Ok(s @ 200..=999) => Ok(s),
-                _ => Err(E::custom(format!("invalid status {status}: expected a final HTTP status code, 200-999"))),
+                Ok(s @ 200..=599) => Ok(s),
+                _ => Err(E::custom(format!("invalid status {status}: expected a final HTTP status code, 200-599"))),
             }
         }
 
@@ -217,19 +217,24 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        assert_eq!(error(r#"{"status": 42}"#), "`status`: invalid status 42: expected a final HTTP status code, 200-999");
+        assert_eq!(error(r#"{"status": 42}"#), "`status`: invalid status 42: expected a final HTTP status code, 200-599");
         assert_eq!(
             error(r#"{"status": 101}"#),
-            "`status`: invalid status 101: expected a final HTTP status code, 200-999",
+            "`status`: invalid status 101: expected a final HTTP status code, 200-599",
             "a 1xx answers nothing"
         );
         assert_eq!(
             error(r#"{"status": 70000}"#),
-            "`status`: invalid status 70000: expected a final HTTP status code, 200-999"
+            "`status`: invalid status 70000: expected a final HTTP status code, 200-599"
+        );
+        assert_eq!(
+            error(r#"{"status": 999}"#),
+            "`status`: invalid status 999: expected a final HTTP status code, 200-599",
+            "no status class beyond 5xx (RFC 9110 15): the gateway refuses one from an upstream too"
         );
         assert_eq!(
             error(r#"{"status": "200"}"#),
-            "`status`: invalid type: string \"200\", expected a final HTTP status code, 200-999"
+            "`status`: invalid type: string \"200\", expected a final HTTP status code, 200-599"
         );
         assert_eq!(
             error(r#"{"body": "x", "json": {"a": 1}}"#),
