@@ -213,21 +213,39 @@ pub fn reload_on_sighup(live: Arc<LiveGateway>, mut hangups: tokio::signal::unix
     });
 }
 
+/// How long the watched file may stay unreadable (an editor's save) before the watch warns.
+const UNREADABLE_WARNING: Duration = Duration::from_secs(2);
+
 /// Checks the config file every `interval` and reloads when its content changes (`airlock run
 /// --watch`). A content that failed to reload is not tried again until the file changes again.
+/// A file that stays unreadable is warned about once, and the running config kept.
 pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<(), ReloadError> {
     let path: PathBuf = live.current().source.path.clone().ok_or(ReloadError::NoFile)?;
     tokio::spawn(async move {
         let mut tried: Option<Arc<str>> = None;
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Unreadable since when, and whether that was said: mid-save (an editor's rename) it
+        // is a tick or two; longer, the file is gone and the operator should know.
+        let mut unreadable: Option<(std::time::Instant, bool)> = None;
         loop {
             ticks.tick().await;
             let text = match tokio::fs::read_to_string(&path).await {
-                Ok(text) => text,
-                // Mid-save (an editor's rename) or gone: look again next tick.
+                Ok(text) => {
+                    if let Some((_, true)) = unreadable {
+                        tracing::info!(path = %path.display(), "config watch: the file is readable again");
+                    }
+                    unreadable = None;
+                    text
+                }
                 Err(e) => {
-                    tracing::debug!(path = %path.display(), "config watch: cannot read: {e}");
+                    let (since, warned) = unreadable.get_or_insert((std::time::Instant::now(), false));
+                    if !*warned && since.elapsed() >= UNREADABLE_WARNING.max(interval * 3) {
+                        *warned = true;
+                        tracing::warn!(path = %path.display(), "config watch: cannot read the config file ({e}); still serving the running config");
+                    } else {
+                        tracing::debug!(path = %path.display(), "config watch: cannot read: {e}");
+                    }
                     continue;
                 }
             };

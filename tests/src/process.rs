@@ -106,6 +106,11 @@ impl GatewayProcess {
         write_config(self.dir.path(), self.port, self.admin, config, upstream);
     }
 
+    /// Removes the config file (a reload then has nothing to read).
+    pub fn remove_config(&self) {
+        std::fs::remove_file(self.dir.path().join("airlock.toml")).expect("remove the config file");
+    }
+
     /// `http://listener` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)

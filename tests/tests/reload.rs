@@ -323,6 +323,27 @@ async fn watch_reloads_a_changed_file_and_tries_a_broken_one_once() {
     assert_eq!(client.get(&airlock.url("/steady")).await.header("x-version").as_deref(), Some("3"));
 }
 
+/// A config file that goes away (deleted, not mid-save) is said, once, by the watch and by a
+/// reload's answer (which names the file), and the running config keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_that_goes_away_is_reported_and_the_running_config_kept() {
+    let upstream = Upstream::start().await;
+    let airlock = Airlock::start_logging(&version(1), &upstream, &["--watch", "--watch-interval-ms", "50"]).await;
+    let client = HttpClient::http1();
+    airlock.remove_config();
+    eventually("the watch's warning", || airlock.log().contains("config watch: cannot read the config file").then_some(())).await;
+    assert_eq!(airlock.log().matches("config watch: cannot read the config file").count(), 1, "said once");
+    let r = client.request("POST", &airlock.admin_url("/admin/reload"), &[], b"").await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let issue = &r.json()["issues"][0];
+    assert!(issue["file"].as_str().unwrap_or_default().ends_with("airlock.toml"), "{issue}");
+    assert!(issue["message"].as_str().unwrap_or_default().starts_with("cannot read config"), "{issue}");
+    assert_eq!(client.get(&airlock.url("/steady")).await.header("x-version").as_deref(), Some("1"));
+    airlock.write(&version(2), &upstream);
+    // Back: the watch reloads it.
+    airlock.metric_reaches(&client, "airlock_config_generation", &[], 2.0).await;
+}
+
 const DRAINING: &str = r#"
 [timeouts]
 drain_ms = 60000
