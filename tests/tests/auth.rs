@@ -186,6 +186,7 @@ async fn key_auth_anonymous_fallback() {
     assert_eq!(r.upstream_header("x-anonymous-consumer"), vec!["true"]);
     let r = client.request("GET", &gw.url("/anon"), &[("x-api-key", "wrong")], b"").await;
     assert_eq!(r.upstream_header("x-consumer-id"), vec!["guest"], "a wrong key falls back too");
+    assert!(r.upstream_header("x-api-key").is_empty(), "and is hidden from the upstream like a right one");
     let r = client
         .request("GET", &gw.url("/anon"), &[("x-api-key", "alice-secret-key"), ("x-anonymous-consumer", "true")], b"")
         .await;
@@ -887,6 +888,28 @@ keys = [
         let r = call(&client, &gw, &format!("Bearer {token}")).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.upstream_header("x-consumer-id"), vec!["bob"]);
+        gw.stop().await;
+    }
+
+    /// With `anonymous`, a refused token goes on as the anonymous consumer, and is stripped as a
+    /// valid one is: the upstream never gets a token it could take for checked.
+    #[tokio::test]
+    async fn a_refused_token_let_through_as_anonymous_is_hidden() {
+        let upstream = Upstream::start().await;
+        let config = config()
+            .replace("[[consumers]]\nid = \"alice\"", "[[consumers]]\nid = \"guest\"\n\n[[consumers]]\nid = \"alice\"")
+            .replace("cookie = \"session\"", "cookie = \"session\"\nanonymous = \"guest\"");
+        let gw = Gateway::start(&config, Some(&upstream)).await;
+        let client = HttpClient::http1();
+        let mut expired = claims();
+        expired["exp"] = serde_json::json!(now() - 3600);
+        let token = mint(Algorithm::HS256, Some("hs256"), &expired);
+        let r = call(&client, &gw, &format!("Bearer {token}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.upstream_header("x-consumer-id"), vec!["guest"]);
+        assert!(r.upstream_header("authorization").is_empty(), "the refused token is stripped");
+        let r = client.request("GET", &gw.url("/api"), &[("cookie", &format!("theme=dark; session={token}"))], b"").await;
+        assert_eq!(r.upstream_header("cookie"), vec!["theme=dark"], "from the cookie too, the other cookies kept");
         gw.stop().await;
     }
 

@@ -236,6 +236,11 @@ impl Plugin for BasicAuth {
             return Action::Continue;
         }
         if let Some(anonymous) = &self.anonymous {
+            // Wrong credentials let through as anonymous are hidden too: the upstream never
+            // gets a password, whether or not it matched.
+            if presented.is_some() && self.hide_credentials {
+                req.remove_header("authorization");
+            }
             self.admit(req, anonymous, true);
             return Action::Continue;
         }

@@ -288,14 +288,14 @@ impl Plugin for Jwt {
         }
         let (token, from_header) = match self.find_token(req) {
             Some(found) => found,
-            None => return self.fallback(req, false),
+            None => return self.fallback(req, None),
         };
         let now = now();
         let (claims, owner) = match self.verify(&token, now) {
             Ok(verified) => verified,
             Err(reason) => {
                 debug(&format!("token refused: {reason}"));
-                return self.fallback(req, true);
+                return self.fallback(req, Some(from_header));
             }
         };
         let identity = match (owner, &self.consumer_claim) {
@@ -306,19 +306,13 @@ impl Plugin for Jwt {
                     Some(identity) => Some(identity),
                     None => {
                         debug(&format!("token refused: claim `{claim}` names no consumer"));
-                        return self.fallback(req, true);
+                        return self.fallback(req, Some(from_header));
                     }
                 }
             }
             (None, None) => None,
         };
-        if self.hide_credentials {
-            match (from_header, &self.cookie) {
-                (true, _) => req.remove_header("authorization"),
-                (false, Some(cookie)) => strip_cookie(req, cookie),
-                (false, None) => {}
-            }
-        }
+        self.hide_token(req, from_header);
         if let Some(identity) = identity {
             self.admit(req, identity, false);
         }
@@ -488,13 +482,30 @@ impl Jwt {
         Ok(())
     }
 
-    /// No valid token: the anonymous consumer if configured, otherwise 401.
-    fn fallback(&self, req: &Request, presented: bool) -> Action {
+    /// Removes the token from where it was found (the `authorization` header, or the cookie),
+    /// when `hide_credentials`.
+    fn hide_token(&self, req: &Request, from_header: bool) {
+        if self.hide_credentials {
+            match (from_header, &self.cookie) {
+                (true, _) => req.remove_header("authorization"),
+                (false, Some(cookie)) => strip_cookie(req, cookie),
+                (false, None) => {}
+            }
+        }
+    }
+
+    /// No valid token (`presented`: one was found, in the header or not): the anonymous
+    /// consumer if configured, otherwise 401. A refused token let through as anonymous is
+    /// hidden too: the upstream never gets a token, valid or not.
+    fn fallback(&self, req: &Request, presented: Option<bool>) -> Action {
         if let Some(anonymous) = &self.anonymous {
+            if let Some(from_header) = presented {
+                self.hide_token(req, from_header);
+            }
             self.admit(req, anonymous, true);
             return Action::Continue;
         }
-        let (challenge, message) = if presented {
+        let (challenge, message) = if presented.is_some() {
             (format!("{}, error=\"invalid_token\"", self.challenge), "invalid token")
         } else {
             (self.challenge.clone(), "no bearer token found in the request")

@@ -34,7 +34,8 @@
 //!
 //! Without a valid key: with `anonymous`, the request goes on as that consumer (context
 //! `consumer.anonymous = "true"`, upstream header `X-Anonymous-Consumer: true`); a wrong key
-//! counts as no key, as in Kong. Otherwise the answer is `401` with
+//! counts as no key, as in Kong, and is removed as a valid one is (`hide_credentials`): the
+//! upstream gets no key either way. Otherwise the answer is `401` with
 //! `WWW-Authenticate: Key realm="<realm>"` and `{"error":"unauthorized","message":...}`, whose
 //! message only says whether a key was found, never why it did not match.
 
@@ -183,7 +184,14 @@ impl Plugin for KeyAuth {
             Some((key, _)) => self.lookup(key.as_bytes()),
             None => None,
         };
-        if let Some(identity) = identity {
+        let admitted = match (identity, &self.anonymous) {
+            (Some(identity), _) => Some((identity, false)),
+            (None, Some(anonymous)) => Some((anonymous, true)),
+            (None, None) => None,
+        };
+        if let Some((identity, anonymous)) = admitted {
+            // A wrong key let through as anonymous is hidden too: the upstream gets no key,
+            // whether or not it matched.
             if self.hide_credentials {
                 match found.as_ref().map(|(_, from)| from) {
                     Some(Source::Header(name)) => req.remove_header(name),
@@ -196,11 +204,7 @@ impl Plugin for KeyAuth {
                     None => {}
                 }
             }
-            self.admit(req, identity, false);
-            return Action::Continue;
-        }
-        if let Some(anonymous) = &self.anonymous {
-            self.admit(req, anonymous, true);
+            self.admit(req, identity, anonymous);
             return Action::Continue;
         }
         let message = if found.is_some() { "invalid API key" } else { "no API key found in the request" };
