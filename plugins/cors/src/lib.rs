@@ -32,8 +32,10 @@
 //! has no `on-response`, one call per request.
 //!
 //! `*` with `credentials = true` is refused at configure (browsers reject it, and reflecting any
-//! origin with credentials would let every site act as the user). Methods are case-sensitive
-//! tokens; header names are compared case-insensitively.
+//! origin with credentials would let every site act as the user), and so is a `regex:` that
+//! matches any origin; so is a wildcard right under a top-level domain (`https://*.com`).
+//! Methods are case-sensitive tokens, except the six browsers upper-case themselves (`get` is
+//! taken as `GET`); header names are compared case-insensitively.
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -111,9 +113,23 @@ impl Plugin for Cors {
         if has_any && origins.len() > 1 {
             return Err("`origins`: `*` allows every origin; give it alone".into());
         }
-        for (i, method) in config.methods.iter().enumerate() {
+        if config.credentials
+            && let Some(i) = origins.iter().position(|o| matches!(o, OriginRule::Regex(re) if re.is_match(STRANGER)))
+        {
+            return Err(format!(
+                "`origins[{i}]`: with `credentials = true` this regex lets any site act as the user (it matches `{STRANGER}`): \
+                 anchor it to your own domains"
+            ));
+        }
+        let mut methods = config.methods;
+        for (i, method) in methods.iter_mut().enumerate() {
             if !is_token(method) || method == "*" {
                 return Err(format!("`methods[{i}]`: `{method}` is not an HTTP method"));
+            }
+            // Browsers send these six upper-cased whatever the script wrote (Fetch's method
+            // normalization): `get` here would never match their preflight's `GET`.
+            if let Some(normal) = FETCH_NORMALIZED.iter().find(|m| m.eq_ignore_ascii_case(method)) {
+                *method = (*normal).to_owned();
             }
         }
         let headers = match config.headers {
@@ -124,7 +140,7 @@ impl Plugin for Cors {
         Ok(Self {
             any_origin: has_any,
             origins,
-            methods: config.methods,
+            methods,
             headers,
             expose_headers: expose.join(", "),
             credentials: config.credentials,
@@ -237,6 +253,12 @@ fn preflight(req: &Request) -> Option<(String, String)> {
     Some((origin, method.trim().to_owned()))
 }
 
+/// The methods Fetch upper-cases before sending (every other method goes as written).
+const FETCH_NORMALIZED: [&str; 6] = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"];
+
+/// An origin no operator means to allow: a regex that matches it matches any site.
+const STRANGER: &str = "https://airlock-cors-probe.invalid";
+
 fn origin_rule(origin: &str) -> Result<OriginRule, String> {
     if origin == "*" {
         return Ok(OriginRule::Any);
@@ -255,6 +277,12 @@ fn origin_rule(origin: &str) -> Result<OriginRule, String> {
     if let Some(suffix) = rest.strip_prefix("*.") {
         if suffix.is_empty() || suffix.contains('*') {
             return Err(format!("`{origin}`: a wildcard is `scheme://*.domain`"));
+        }
+        let host = suffix.rsplit_once(':').map_or(suffix, |(host, _port)| host);
+        if !host.contains('.') {
+            return Err(format!(
+                "`{origin}`: a wildcard right under `{host}` allows every site there: give your domain (`{scheme}://*.example.{host}`)"
+            ));
         }
         return Ok(OriginRule::Subdomain(format!("{scheme}://"), format!(".{suffix}")));
     }
@@ -315,6 +343,9 @@ mod tests {
         assert!(!cors.allows("https://pr-12.preview.net.evil.com"), "regexes are anchored");
         assert!(!cors.allows("null"));
         assert!(!cors.allows(""));
+        // The methods browsers upper-case are taken upper-cased; others as written.
+        let cors = build(r#"{"origins": ["*"], "methods": ["get", "Post", "patch"]}"#).unwrap();
+        assert_eq!(cors.methods, ["GET", "POST", "patch"]);
     }
 
     #[test]
@@ -329,6 +360,11 @@ mod tests {
         assert!(err(r#"{"origins": ["regex:("]}"#).starts_with("`origins[0]`: invalid regex"));
         assert!(err(r#"{"origins": ["*", "https://a.com"]}"#).contains("alone"));
         assert!(err(r#"{"origins": ["*"], "methods": ["GET", "P T"]}"#).starts_with("`methods[1]`:"));
+        assert!(err(r#"{"origins": ["https://*.com"]}"#).contains("allows every site there"));
+        assert!(err(r#"{"origins": ["https://*.dev:8443"]}"#).contains("allows every site there"));
+        let any = err(r#"{"origins": ["regex:.*"], "credentials": true}"#);
+        assert!(any.starts_with("`origins[0]`: with `credentials = true` this regex lets any site act as the user"), "{any}");
+        assert!(err(r#"{"origins": ["https://a.example", "regex:https://.+"], "credentials": true}"#).starts_with("`origins[1]`"));
         assert!(err(r#"{"origins": ["*"], "headers": ["x y"]}"#).starts_with("`headers[0]`:"));
         assert!(err(r#"{"origins": ["*"], "expose_headers": ["*"]}"#).starts_with("`expose_headers[0]`:"));
         assert!(build(r#"{"origins": ["*"], "max_age": 60, "consumers": []}"#).is_ok());
