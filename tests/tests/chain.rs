@@ -409,8 +409,8 @@ config = { response = { set = { "x-word" = "0" } } }
 "#;
 
 /// Response edits asked for in on-request are made where the entry's on-response would run: in
-/// reverse chain order among the other entries' response phases, on plugin-made responses too,
-/// and not for entries that never ran nor on the gateway's own errors.
+/// reverse chain order among the other entries' response phases, on plugin-made responses and
+/// on the gateway's own errors after the request phases too, and not for entries that never ran.
 #[tokio::test]
 async fn response_edits_are_made_in_the_entrys_place_on_the_way_back() {
     let upstream = Upstream::start().await;
@@ -435,6 +435,7 @@ async fn response_edits_are_made_in_the_entrys_place_on_the_way_back() {
 
     let r = client.get(&gw.url("/down")).await;
     assert_eq!(r.status, 502);
-    assert!(r.header("x-word").is_none(), "no response phase on the gateway's own error");
+    assert_eq!(r.header_all("x-word"), vec!["0"], "the edit is made on the gateway's own error too");
+    assert_eq!(r.json()["error"], "upstream_unavailable", "the body stays the gateway's");
     gw.stop().await;
 }
