@@ -627,11 +627,19 @@ async fn build_entry(
                 PluginError::Configure(message) => crate::config::locate::leading_key(message),
                 _ => None,
             };
+            let message = format!("plugin `{name}` on route `{route}`: {e}");
+            // A consumer's credentials (handed to the plugin under `consumers`, in file order)
+            // are in the file's own `[[consumers]]`: pointed at there.
+            if let Some(consumer_key) = named.filter(|k| k.starts_with("consumers["))
+                && let Some(span) = source.key_span(consumer_key)
+            {
+                return Err(Some(source.issue(Some(span), consumer_key, message)));
+            }
             let span = named
                 .and_then(|k| source.key_span(&format!("{key}.config.{k}")))
                 .or_else(|| source.key_span(&format!("{key}.config")))
                 .unwrap_or_else(|| entry.plugin.span());
-            Err(Some(source.issue(Some(span), &format!("{key}.config"), format!("plugin `{name}` on route `{route}`: {e}"))))
+            Err(Some(source.issue(Some(span), &format!("{key}.config"), message)))
         }
     }
 }

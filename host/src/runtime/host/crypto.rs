@@ -29,6 +29,17 @@ const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
+/// A key type as an operator knows it (`an RSA key`), its OID only when it is none of these.
+fn key_type(oid: ObjectIdentifier) -> String {
+    match oid {
+        RSA_ENCRYPTION => "an RSA key".to_owned(),
+        RSA_PSS => "an RSA-PSS key".to_owned(),
+        EC_PUBLIC_KEY => "an EC key".to_owned(),
+        ED25519 => "an Ed25519 key".to_owned(),
+        other => format!("a key of type {other}"),
+    }
+}
+
 /// A parsed public key with the one algorithm it verifies (the `public-key` resource).
 pub struct PublicKey {
     material: Material,
@@ -91,7 +102,7 @@ impl PublicKey {
                 raw(alg, key, len, name)
             }
             Family::Ed25519 if oid == ED25519 => raw(&signature::ED25519, key, 32, "Ed25519"),
-            _ => Err(format!("the key's type ({oid}) does not fit the algorithm")),
+            _ => Err(format!("the key is {}, which does not fit the algorithm", key_type(oid))),
         }
     }
 
@@ -226,5 +237,8 @@ mod tests {
         let wrong_curve = r#"{"kty":"EC","crv":"P-384","x":"AA","y":"AA"}"#;
         assert!(err(PublicKey::from_jwk(SignatureAlgorithm::Es256, wrong_curve)).contains("P-256"));
         assert!(err(PublicKey::from_pem(SignatureAlgorithm::Es256, "not pem")).contains("not a PEM block"));
+        // The key's type is named as an operator knows it, not by its OID.
+        let rsa = include_str!("../../../../tests/fixtures/jwt/rsa-public.pem");
+        assert_eq!(err(PublicKey::from_pem(SignatureAlgorithm::EdDsa, rsa)), "the key is an RSA key, which does not fit the algorithm");
     }
 }
