@@ -228,14 +228,14 @@ async fn check(path: PathBuf) -> ExitCode {
     let source = match ConfigSource::read(&path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_error(&e);
             return ExitCode::FAILURE;
         }
     };
     let config = match source.parse() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_error(&e);
             return ExitCode::FAILURE;
         }
     };
@@ -266,7 +266,7 @@ async fn check(path: PathBuf) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_error(&e);
             ExitCode::FAILURE
         }
     }
@@ -288,8 +288,23 @@ fn print_report<T: serde::Serialize + std::fmt::Display>(value: &T, json: bool) 
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
+    eprint_error(&e);
     ExitCode::FAILURE
+}
+
+/// Prints an error to stderr, `error: ` before each problem of it: a config's problems are one
+/// per line, each followed by its source line (indented), so every one reads as an error.
+fn eprint_error(e: &dyn std::fmt::Display) {
+    let text = e.to_string();
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            out.push_str("error: ");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    eprint!("{out}");
 }
 
 /// Trusted keys given on the command line, as key text or `.pub` files.
@@ -420,7 +435,7 @@ fn new_plugin(name: String, dir: Option<PathBuf>, sdk_path: Option<PathBuf>, sdk
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_error(&e);
             ExitCode::FAILURE
         }
     }
@@ -447,7 +462,7 @@ async fn test_plugin(trial: Trial, request: PathBuf, response: Option<PathBuf>, 
     let (req, resp) = match parsed {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_error(&e);
             return ExitCode::FAILURE;
         }
     };
@@ -459,7 +474,7 @@ async fn test_plugin(trial: Trial, request: PathBuf, response: Option<PathBuf>, 
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprint_error(&e);
                 ExitCode::FAILURE
             }
         },
@@ -494,7 +509,7 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option
         match ConfigSource::read(&path) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprint_error(&e);
                 return ExitCode::FAILURE;
             }
         }
@@ -502,7 +517,7 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option
     let running = match airlock::start(&source).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_error(&e);
             return ExitCode::FAILURE;
         }
     };

@@ -43,17 +43,78 @@ impl ConfigSource {
     }
 
     /// Parses the text into a [`Config`]; syntax, type and unknown-key errors carry line and key.
+    /// Every problem is reported, not only the first: serde stops at the first, so a config that
+    /// does not read whole is read again part by part ([`ConfigSource::part_issues`]).
     pub fn parse(&self) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::parse(&self.text)
-            .map_err(|e| self.error_at(e.span(), "", e.message()))?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let (root, syntax) = toml::de::DeTable::parse_recoverable(&self.text);
+        if !syntax.is_empty() {
+            return Err(ConfigError::Invalid(syntax.iter().map(|e| self.issue(e.span(), "", e.message())).collect()));
+        }
+        match self.read_part::<Config>(root.clone()) {
+            Ok(config) => Ok(config),
+            Err(first) => {
+                let mut issues = self.part_issues(root);
+                if issues.is_empty() {
+                    issues.push(first);
+                }
+                Err(ConfigError::Invalid(issues))
+            }
+        }
+    }
+
+    /// Reads `table` (spans into this file's text) as a `T`; the first problem, located.
+    fn read_part<T: serde::de::DeserializeOwned>(&self, table: toml::Spanned<toml::de::DeTable<'_>>) -> Result<T, ConfigIssue> {
+        serde_path_to_error::deserialize(toml::Deserializer::from(table)).map_err(|e| {
             // A `Spanned` field adds toml's private inner field name to the path: not the
             // operator's key.
             let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
             let key = if key == "." { String::new() } else { key };
             let inner = e.into_inner();
-            self.error_at(inner.span(), &key, inner.message())
+            self.issue(inner.span(), &key, inner.message())
         })
+    }
+
+    /// The first problem of each part of a config that does not read whole: each top-level
+    /// section on its own, each element of an array of tables (`[[routes]]`) and each named
+    /// plugin or upstream on its own, the rest of the file left out (every section has its
+    /// defaults). An element is read as the first of its array, and its key renumbered.
+    fn part_issues(&self, root: toml::Spanned<toml::de::DeTable<'_>>) -> Vec<ConfigIssue> {
+        use toml::de::{DeArray, DeTable, DeValue};
+        let span = root.span();
+        let one = |key: &toml::Spanned<std::borrow::Cow<'_, str>>, value: toml::Spanned<DeValue<'_>>| {
+            let mut table = DeTable::new();
+            table.insert(key.clone(), value);
+            self.read_part::<Config>(toml::Spanned::new(span.clone(), table)).err()
+        };
+        let mut issues = Vec::new();
+        for (key, value) in root.into_inner() {
+            let value_span = value.span();
+            match value.into_inner() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.into_iter().enumerate() {
+                        let alone: DeArray<'_> = std::iter::once(item).collect();
+                        if let Some(mut issue) = one(&key, toml::Spanned::new(value_span.clone(), DeValue::Array(alone))) {
+                            let first = format!("{}[0]", key.get_ref());
+                            if let Some(rest) = issue.key.strip_prefix(&first) {
+                                issue.key = format!("{}[{i}]{rest}", key.get_ref());
+                            }
+                            issues.push(issue);
+                        }
+                    }
+                }
+                DeValue::Table(entries) if matches!(key.get_ref().as_ref(), "plugins" | "upstreams") => {
+                    for (name, entry) in entries {
+                        let mut alone = DeTable::new();
+                        alone.insert(name, entry);
+                        issues.extend(one(&key, toml::Spanned::new(value_span.clone(), DeValue::Table(alone))));
+                    }
+                }
+                other => issues.extend(one(&key, toml::Spanned::new(value_span, other))),
+            }
+        }
+        issues.sort_by_key(|i| (i.line.unwrap_or(0), i.column.unwrap_or(0)));
+        issues.dedup_by(|a, b| a.line == b.line && a.key == b.key && a.message == b.message);
+        issues
     }
 
     /// Where the value at key path `key` is written in this file (see [`locate::key_span`]).
@@ -175,6 +236,55 @@ mod tests {
         assert_eq!(issue.line, Some(3));
         assert_eq!(issue.key, "routes[0].upstrem");
         assert!(issue.message.contains("unknown field `upstrem`"), "{}", issue.message);
+    }
+
+    #[test]
+    fn every_section_element_and_entry_reports_its_first_problem() {
+        let text = "\
+[limits]
+max_headers = \"many\"
+
+[[routes]]
+path = \"/ok\"
+
+[[routes]]
+path = \"/a\"
+upstrem = \"x\"
+
+[upstreams.good]
+targets = [\"127.0.0.1:1\"]
+
+[upstreams.bad]
+targets = 5
+
+[plugins.p]
+source = \"builtin:headers\"
+pool_sise = 3
+
+[[consumers]]
+id = 7
+
+[tracing]
+sample_ratio = \"all\"
+";
+        let err = src(text).parse().unwrap_err();
+        let found: Vec<(Option<usize>, &str)> = err.issues().iter().map(|i| (i.line, i.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (Some(2), "limits.max_headers"),
+                (Some(9), "routes[1].upstrem"),
+                (Some(15), "upstreams.bad.targets"),
+                (Some(19), "plugins.p.pool_sise"),
+                (Some(22), "consumers[0].id"),
+                (Some(25), "tracing.sample_ratio"),
+            ],
+            "{err}"
+        );
+        // Syntax errors: every one the parser recovers from, nothing read further.
+        let err = src("[limits\nmax_headers = 1\n[[routes]]\npath = \"/\"\nx = = 2\n").parse().unwrap_err();
+        assert!(err.issues().len() >= 2, "{err}");
+        assert!(err.issues().iter().all(|i| i.key.is_empty()), "{err}");
     }
 
     #[test]
