@@ -31,6 +31,9 @@ pub enum GatewayError {
     /// The client stopped before the end of its request body (closed or broke the connection).
     #[error("the client aborted its request: {0}")]
     ClientAborted(String),
+    /// The client stopped sending its streamed body for `timeouts.body_idle_ms` (408).
+    #[error("{0}")]
+    ClientTimeout(String),
     /// A plugin failed (trap, deadline, memory) and its chain entry fails closed.
     #[error("plugin `{plugin}` failed: {reason}")]
     PluginFailed {
@@ -106,6 +109,7 @@ impl GatewayError {
             GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequest(_) | GatewayError::ClientAborted(_) => StatusCode::BAD_REQUEST,
+            GatewayError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::PluginFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::NoUpstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
@@ -129,6 +133,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::ClientAborted(_) => "client_aborted",
+            GatewayError::ClientTimeout(_) => "request_timeout",
             GatewayError::PluginFailed { .. } => "plugin_failed",
             GatewayError::NoUpstream(_) => "no_upstream",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",

@@ -666,6 +666,40 @@ async fn a_connection_that_sends_nothing_is_closed_after_idle_ms() {
     gw.stop().await;
 }
 
+/// The wait for the upstream's answer (`request_timeout_ms`) starts once the request body has
+/// been sent: a slow upload that keeps coming is not a slow upstream (before, it got a 504 and
+/// counted as an upstream timeout). A client that stops sending its body is cut off after
+/// `body_idle_ms` with a 408, and the upstream connection is not held.
+#[tokio::test]
+async fn a_slow_upload_is_not_an_upstream_timeout_and_a_stalled_one_is_a_408() {
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "[timeouts]\nbody_idle_ms = 400\n{}",
+        PLAIN.replace("targets = [\"{upstream}\"]", "targets = [\"{upstream}\"]\nrequest_timeout_ms = 300")
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+
+    // 8 pieces, 150 ms apart: 1.05 s of upload under a 300 ms response timeout.
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 8\r\nconnection: close\r\n\r\n").await.unwrap();
+    for piece in b"abcdefgh" {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        tcp.write_all(&[*piece]).await.unwrap();
+    }
+    let answer = read_response(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""body":"abcdefgh""#), "{answer}");
+
+    // Half a body, then nothing.
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 8\r\n\r\nabcd").await.unwrap();
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_response(&mut tcp)).await.expect("answered");
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(350), "not before body_idle_ms: {:?}", started.elapsed());
+    gw.stop().await;
+}
+
 /// One HTTP/2 (prior knowledge) connection to the gateway, as a real client holds it: the
 /// request sender, and the moment the connection ended (the gateway closed it).
 async fn http2_connection(

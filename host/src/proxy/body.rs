@@ -37,12 +37,16 @@ mod projected {
             Holding { body: Pin<Box<ProxyBody>>, slots: Vec<SlotGuard> },
             /// A streamed body cut off when its peer stalls (boxed: most bodies end at once).
             Watched { body: Pin<Box<IdleWatch>> },
+            /// A request body on its way upstream that says when it has been sent whole (or
+            /// dropped): the wait for the response starts then (`Upstream::send`).
+            Telling { body: Pin<Box<ProxyBody>>, sent: Option<tokio::sync::oneshot::Sender<()>> },
         }
     }
 
     pin_project! {
         /// A streamed body that fails once it has waited `limit` for its next frame. The timer
-        /// is armed only while the peer is awaited: a client slow to read is not timed.
+        /// is armed only while the peer is awaited: a client slow to read is not timed. `peer`
+        /// says whose body it is in the warning (`an upstream's response body`).
         pub struct IdleWatch {
             #[pin]
             pub(super) body: ProxyBody,
@@ -50,6 +54,7 @@ mod projected {
             pub(super) timer: tokio::time::Sleep,
             pub(super) limit: std::time::Duration,
             pub(super) armed: bool,
+            pub(super) peer: &'static str,
         }
     }
 }
@@ -84,14 +89,20 @@ impl ProxyBody {
     }
 
     /// This body, cut off with [`BodyStalled`] once it has waited `limit` for its next frame
-    /// (`timeouts.body_idle_ms`). A body that has already ended is left as it is.
-    pub fn watched(self, limit: std::time::Duration) -> Self {
+    /// (`timeouts.body_idle_ms`). A body that has already ended is left as it is. `peer` says
+    /// whose body it is in the warning (`an upstream's response body`).
+    pub fn watched(self, limit: std::time::Duration, peer: &'static str) -> Self {
         if self.is_end_stream() {
             return self;
         }
         // Set to a real deadline when the body first waits: most end without ever waiting.
         let timer = tokio::time::sleep_until(unarmed());
-        ProxyBody::Watched { body: Box::pin(IdleWatch { body: self, timer, limit, armed: false }) }
+        ProxyBody::Watched { body: Box::pin(IdleWatch { body: self, timer, limit, armed: false, peer }) }
+    }
+
+    /// This body, telling `sent` when it has yielded its last frame (or is dropped unfinished).
+    pub fn telling_when_sent(self, sent: tokio::sync::oneshot::Sender<()>) -> Self {
+        ProxyBody::Telling { body: Box::pin(self), sent: Some(sent) }
     }
 
     /// A streamed body that fails once more than `limit` bytes have passed.
@@ -114,6 +125,15 @@ impl Body for ProxyBody {
             }),
             ProxyBodyProj::Holding { body, .. } => body.as_mut().poll_frame(cx),
             ProxyBodyProj::Watched { body } => body.as_mut().poll_frame(cx),
+            ProxyBodyProj::Telling { body, sent } => {
+                let polled = body.as_mut().poll_frame(cx);
+                if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
+                    if let Some(sent) = sent.take() {
+                        let _ = sent.send(());
+                    }
+                }
+                polled
+            }
         }
     }
 
@@ -124,6 +144,7 @@ impl Body for ProxyBody {
             ProxyBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
             ProxyBody::Holding { body, .. } => body.is_end_stream(),
             ProxyBody::Watched { body } => body.body.is_end_stream(),
+            ProxyBody::Telling { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -134,6 +155,7 @@ impl Body for ProxyBody {
             ProxyBody::Full { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ProxyBody::Holding { body, .. } => body.size_hint(),
             ProxyBody::Watched { body } => body.body.size_hint(),
+            ProxyBody::Telling { body, .. } => body.size_hint(),
         }
     }
 }
@@ -168,7 +190,7 @@ impl Body for IdleWatch {
                 }
                 match this.timer.poll(cx) {
                     Poll::Ready(()) => {
-                        tracing::warn!(idle_ms = this.limit.as_millis() as u64, "an upstream's response body stalled: cut off");
+                        tracing::warn!(idle_ms = this.limit.as_millis() as u64, "{} stalled: cut off", this.peer);
                         Poll::Ready(Some(Err(Box::new(BodyStalled(*this.limit)))))
                     }
                     Poll::Pending => Poll::Pending,

@@ -481,7 +481,9 @@ impl Gateway {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
                 ProxyBody::with_trailers(bytes.clone(), body.trailers)
             }
-            (None, Some(stream)) => stream,
+            // A client that stops sending its body mid-way is cut off like a stalled upstream
+            // body (a 408), rather than holding the upstream connection.
+            (None, Some(stream)) => stream.watched(Duration::from_millis(self.timeouts.body_idle_ms), "a client's request body"),
             (None, None) => ProxyBody::empty(),
         };
         if upstream.version() != Version::HTTP_2
@@ -631,7 +633,7 @@ fn write_response(
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             ProxyBody::with_trailers(bytes, trailers)
         }
-        (None, Some(stream)) => ProxyBody::streaming(stream).watched(body_idle),
+        (None, Some(stream)) => ProxyBody::streaming(stream).watched(body_idle, "an upstream's response body"),
         (None, None) => ProxyBody::full(Bytes::new()),
     };
     headers::add_via(&mut headers, version);

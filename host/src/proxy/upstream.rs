@@ -171,17 +171,38 @@ impl Upstream {
 
     /// Sends `request` (whose URI already names the target) and waits for the response headers,
     /// at most `timeout`.
-    pub async fn send(&self, request: Request<ProxyBody>, timeout: Duration) -> Result<Response<Incoming>, SendError> {
+    ///
+    /// The wait for the response head (`timeout`) starts once the request body has been sent,
+    /// as Envoy's route timeout does: a large upload on a slow link is not the upstream being
+    /// slow. (A client that stops sending is cut off by its body's idle watch instead.)
+    pub async fn send(&self, mut request: Request<ProxyBody>, timeout: Duration) -> Result<Response<Incoming>, SendError> {
         let client = &self.clients[crate::workers::current() % self.clients.len()];
-        let sent = match client {
-            Transport::Http1Plain(pool) => tokio::time::timeout(timeout, pool.send(request)).await.map(|r| r.map_err(|e| classify(&*e))),
-            Transport::Http1Tls(pool) => tokio::time::timeout(timeout, pool.send(request)).await.map(|r| r.map_err(|e| classify(&*e))),
-            Transport::H2Plain(client) => tokio::time::timeout(timeout, client.request(request)).await.map(|r| r.map_err(|e| classify(&e))),
-            Transport::H2Tls(client) => tokio::time::timeout(timeout, client.request(request)).await.map(|r| r.map_err(|e| classify(&e))),
+        let body_sent = if http_body::Body::is_end_stream(request.body()) {
+            None
+        } else {
+            let (sent, told) = tokio::sync::oneshot::channel();
+            let body = std::mem::replace(request.body_mut(), ProxyBody::empty());
+            *request.body_mut() = body.telling_when_sent(sent);
+            Some(told)
         };
-        match sent {
-            Err(_) => Err(SendError::Timeout(format!("no response within {} ms", timeout.as_millis()))),
-            Ok(result) => result,
+        let deadline = async {
+            if let Some(told) = body_sent {
+                // Sent, or dropped by hyper (an error): either way the body is no longer awaited.
+                let _ = told.await;
+            }
+            tokio::time::sleep(timeout).await;
+        };
+        let call = async {
+            match client {
+                Transport::Http1Plain(pool) => pool.send(request).await.map_err(|e| classify(&*e)),
+                Transport::Http1Tls(pool) => pool.send(request).await.map_err(|e| classify(&*e)),
+                Transport::H2Plain(client) => client.request(request).await.map_err(|e| classify(&e)),
+                Transport::H2Tls(client) => client.request(request).await.map_err(|e| classify(&e)),
+            }
+        };
+        tokio::select! {
+            result = call => result,
+            () = deadline => Err(SendError::Timeout(format!("no response within {} ms", timeout.as_millis()))),
         }
     }
 
@@ -193,6 +214,7 @@ impl Upstream {
             SendError::BodyTooLarge => GatewayError::BodyTooLarge { limit: 0 },
             SendError::ClientBody(reason) => GatewayError::BadRequest(reason),
             SendError::ClientAborted(reason) => GatewayError::ClientAborted(reason),
+            SendError::ClientStalled(reason) => GatewayError::ClientTimeout(reason),
         }
     }
 }
@@ -210,6 +232,8 @@ pub enum SendError {
     ClientBody(String),
     /// The client stopped before the end of its streamed request body.
     ClientAborted(String),
+    /// The client's streamed request body stalled (`timeouts.body_idle_ms`).
+    ClientStalled(String),
 }
 
 fn classify(e: &(dyn std::error::Error + 'static)) -> SendError {
@@ -226,6 +250,9 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> SendError {
             } else if in_request_body {
                 return client_body_error(hyper_error);
             }
+        }
+        if in_request_body && let Some(stalled) = err.downcast_ref::<super::body::BodyStalled>() {
+            return SendError::ClientStalled(format!("the client sent no more of its body for {} ms", stalled.0.as_millis()));
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
