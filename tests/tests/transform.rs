@@ -341,6 +341,20 @@ async fn response_body_rules_can_be_limited_to_some_statuses() {
     }
 }
 
+/// A HEAD through body rules: there is no body to transform, so the answer claims no length
+/// (not `Content-Length: 0`, nor the upstream's length of a body the rules would change).
+#[tokio::test]
+async fn a_head_through_body_rules_claims_no_length() {
+    let upstream = Upstream::with_handler(canned).await;
+    let gw = Gateway::start(RESPONSE_RULES, Some(&upstream)).await;
+    let answer = airlock_tests::raw_exchange(gw.addr(), b"HEAD /doc HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("content-length"), "{answer}");
+    let get = HttpClient::http1().get(&gw.url("/doc")).await;
+    assert_eq!(get.json(), expected_items(), "the GET is transformed as before");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn upstream_bodies_that_are_not_json_become_a_clear_502() {
     let upstream = Upstream::with_handler(canned).await;

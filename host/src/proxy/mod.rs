@@ -248,7 +248,8 @@ impl Gateway {
         };
         record.consumer(request.context.get("consumer"));
         let body_idle = Duration::from_millis(self.timeouts.body_idle_ms);
-        let mut response = write_response(response, stream, version, id_header, body_idle);
+        let head = request.method == Method::HEAD;
+        let mut response = write_response(response, stream, version, id_header, body_idle, head);
         if let Some(upgrade) = upgrade {
             upgrade::keep_switch(&mut response, upgrade, route.tunnel_idle);
         }
@@ -553,6 +554,12 @@ impl Gateway {
                 encoding::DecodeError::TooLarge(limit) => GatewayError::UpstreamBodyTooLarge { limit },
                 other => GatewayError::UpstreamBadEncoding { upstream: upstream.name.to_string(), reason: other.to_string() },
             })?;
+            if state.method == Method::HEAD {
+                // No body to decode or transform: the length and coding a GET would get through
+                // this chain are not known here, so none is claimed (RFC 9110 9.3.2 allows it).
+                headers.remove(header::CONTENT_LENGTH);
+                headers.remove(header::CONTENT_ENCODING);
+            }
             Ok(PendingResponse {
                 state: ResponseState { status: parts.status, headers, body: Some(bytes), trailers },
                 stream: None,
@@ -617,12 +624,16 @@ pub fn frame_no_content(status: http::StatusCode, headers: &mut http::HeaderMap,
     true
 }
 
+/// Phase 7: the response as it leaves for the client, framed (a buffered body's
+/// `Content-Length`, none for no content), with `Via` and the request id. `head`: it answers
+/// a HEAD, whose buffered body is empty and says nothing of the GET's length.
 fn write_response(
     state: ResponseState,
     stream: Option<Incoming>,
     version: Version,
     id_header: Option<HeaderValue>,
     body_idle: Duration,
+    head: bool,
 ) -> Response<ProxyBody> {
     let ResponseState { status, mut headers, body, trailers } = state;
     let no_content = frame_no_content(status, &mut headers, body.is_some());
@@ -630,7 +641,10 @@ fn write_response(
         _ if no_content => ProxyBody::full(Bytes::new()),
         (Some(bytes), _) => {
             headers.remove(header::TRANSFER_ENCODING);
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            // A HEAD's buffered answer is empty: `Content-Length: 0` would claim the GET's is.
+            if !(head && bytes.is_empty()) {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            }
             ProxyBody::with_trailers(bytes, trailers)
         }
         (None, Some(stream)) => ProxyBody::streaming(stream).watched(body_idle, "an upstream's response body"),
