@@ -48,7 +48,7 @@ enum Command {
         #[arg(long, conflicts_with = "quickstart")]
         watch: bool,
         /// How often `--watch` reads the config file, in milliseconds.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+        #[arg(long, requires = "watch", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
         watch_interval_ms: u64,
     },
     /// Validate a config: parse it, load and configure every plugin, and report every problem.

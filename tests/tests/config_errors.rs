@@ -114,3 +114,11 @@ fn a_cors_route_without_options_is_warned_about() {
         assert_eq!(stderr.contains("routes[0].methods leaves out OPTIONS"), warned, "{methods}: {stderr}");
     }
 }
+
+/// `--watch-interval-ms` without `--watch` would be ignored: the CLI refuses it instead.
+#[test]
+fn a_watch_interval_without_watch_is_refused() {
+    let output = Command::new(airlock_binary()).args(["run", "--watch-interval-ms", "50", "-c", "none.toml"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--watch"), "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -85,7 +85,8 @@ struct AccessLine<'a> {
 impl AccessEntry {
     /// The entry as one JSON line (with the trailing newline).
     pub fn to_json_line(&self) -> String {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        // Whole microseconds, in milliseconds: `1.224846`, not `1.2248459999999999`.
+        let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
         let line = AccessLine {
             time: humantime::format_rfc3339_micros(self.time).to_string(),
             client_ip: self.client_ip,
@@ -323,6 +324,11 @@ mod tests {
         assert_eq!(v["time"], "2023-11-14T22:13:20.000000Z");
         assert_eq!(v["trace_id"], "00000000000000000000000000000001");
         assert_eq!(v["upstream_ms"], 2.0);
+        // Whole microseconds, printed without float noise.
+        let mut odd = entry(8);
+        odd.total = Duration::from_nanos(1_224_846_999);
+        let v: serde_json::Value = serde_json::from_str(&odd.to_json_line()).unwrap();
+        assert_eq!(v["duration_ms"].to_string(), "1224.846");
     }
 
     /// A writer that blocks until the test lets it go, collecting what it was given.
