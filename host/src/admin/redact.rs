@@ -14,6 +14,24 @@ pub const REDACTED: &str = "[redacted]";
 const SECRET_KEY_PARTS: [&str; 11] =
     ["secret", "password", "passwd", "token", "credential", "private", "api_key", "api-key", "apikey", "authorization", "cookie"];
 
+/// Whether a config key (or a header name a rule sets) names a secret.
+pub fn names_secret(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    SECRET_KEY_PARTS.iter().any(|part| lower.contains(part)) || lower.contains("redis_url")
+}
+
+/// A config file's line as an error shows it, with its value redacted when its key, or the
+/// key path the error is about, names a secret: error messages reach logs and the admin API's
+/// reload answer, where `/admin/config` would have redacted the same value.
+pub fn redacted_line(key_path: &str, line: &str) -> String {
+    let Some((key, _value)) = line.split_once('=') else { return line.to_owned() };
+    if names_secret(key_path) || names_secret(key) {
+        format!("{} = \"{REDACTED}\"", key.trim_end())
+    } else {
+        line.to_owned()
+    }
+}
+
 /// `config` as JSON with its secrets redacted.
 pub fn redacted_config(config: &Config) -> Value {
     let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
@@ -119,6 +137,18 @@ plugin = "builtin:headers"
         assert_eq!(value["consumers"][0]["credentials"]["keys"][0], REDACTED);
         assert_eq!(value["routes"][0]["plugins"][0]["config"]["issuer"], "me");
         assert_eq!(value["routes"][0]["plugins"][1]["config"]["request"]["set"]["x-tenant"], "acme");
+    }
+
+    #[test]
+    fn an_error_line_holding_a_secret_is_redacted() {
+        assert_eq!(redacted_line("admin.token", "token = \"\""), "token = \"[redacted]\"");
+        assert_eq!(
+            redacted_line("consumers[0].credentials.keys[0]", "credentials = { keys = [\"sha256:zz\"] }"),
+            "credentials = \"[redacted]\""
+        );
+        assert_eq!(redacted_line("routes[0].plugins[0].config", "  secret = 5"), "  secret = \"[redacted]\"");
+        assert_eq!(redacted_line("limits.max_headers", "max_headers = \"many\""), "max_headers = \"many\"");
+        assert_eq!(redacted_line("routes[1]", "[[routes]]"), "[[routes]]");
     }
 
     #[test]

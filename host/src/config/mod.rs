@@ -132,7 +132,7 @@ impl ConfigSource {
         let (line, column, snippet) = match span {
             Some(span) if span.end > 0 || span.start > 0 => {
                 let (line, column) = line_col(&self.text, span.start);
-                let snippet = self.text.lines().nth(line - 1).map(str::to_owned);
+                let snippet = self.text.lines().nth(line - 1).map(|l| crate::admin::redact::redacted_line(key, l));
                 (Some(line), Some(column), snippet)
             }
             _ => (None, None, None),
