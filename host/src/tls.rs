@@ -51,8 +51,16 @@ pub fn server_config(tls: &ListenerTlsConfig, base_dir: &Path) -> Result<Arc<Ser
         let key = PrivateKeyDer::from_pem_file(&key_path)
             .map_err(|e| TlsError::File { path: key_path.display().to_string(), reason: format!("no private key: {e}") })?;
         let names = dns_names(&chain[0]);
-        let certified = CertifiedKey::from_der(chain, key, &provider)
-            .map_err(|e| TlsError::Rustls(format!("{}: {e}", pair.cert.get_ref())))?;
+        let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+            let reason = match e {
+                rustls::Error::InconsistentKeys(_) => format!(
+                    "the private key in `{}` is not the key of the certificate (is it another certificate's key?)",
+                    pair.key.get_ref()
+                ),
+                other => other.to_string(),
+            };
+            TlsError::Rustls(format!("{}: {reason}", pair.cert.get_ref()))
+        })?;
         resolver.add(names, Arc::new(certified));
     }
     let builder = ServerConfig::builder_with_provider(provider.clone())

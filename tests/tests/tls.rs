@@ -152,6 +152,20 @@ fn cert_names(cert: &CertificateDer<'_>) -> String {
     String::from_utf8_lossy(cert.as_ref()).into_owned()
 }
 
+/// A key that is not the certificate's is named as such, at the listener, not as rustls's
+/// `InconsistentKeys(KeyMismatch)`.
+#[tokio::test]
+async fn a_key_that_is_not_the_certificates_is_named() {
+    let pki = pki();
+    let d = pki.dir.path().display();
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[listeners.tls]\ncertificates = [{{ cert = \"{d}/api.pem\", key = \"{d}/admin.key\" }}]\n\n[[routes]]\npath = \"/\"\nplugins = [{{ plugin = \"builtin:respond\" }}]\n"
+    );
+    let err = Gateway::try_start(&config, None).await.err().expect("refused").to_string();
+    assert!(err.contains("listeners[0].tls"), "{err}");
+    assert!(err.contains("admin.key` is not the key of the certificate"), "{err}");
+}
+
 #[tokio::test]
 async fn https_with_sni_alpn_and_tls_versions() {
     let pki = pki();

@@ -571,9 +571,10 @@ fn claim_text(value: &Value) -> String {
     }
 }
 
-/// base64url without padding (padding tolerated).
+/// base64url without padding, as JWS writes every segment (RFC 7515 2): a padded segment is
+/// refused, so one token has one spelling.
 pub(crate) fn b64(text: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()
 }
 
 fn now() -> i64 {
@@ -621,6 +622,8 @@ mod tests {
         let ok = hs256(secret.as_bytes(), h, r#"{"exp": 1000, "iss": "i", "aud": ["x", "a"]}"#);
         assert!(jwt.verify(&ok, 1005).is_ok());
         assert_eq!(jwt.verify(&ok, 1011).unwrap_err(), "expired");
+        // One token, one spelling: a padded segment is not base64url as JWS writes it.
+        assert_eq!(jwt.verify(&format!("{ok}=="), 1005).unwrap_err(), "signature is not base64url");
         let wrong = hs256(b"another secret of 32 bytes......", h, r#"{"exp": 1000}"#);
         assert!(jwt.verify(&wrong, 0).is_err());
         let listed = build(&format!(
