@@ -197,7 +197,9 @@ impl BodyRules {
                 NonJson::Reject => Outcome::NotJson(ct.to_owned()),
             };
         }
-        let document: Value = match serde_json::from_slice(body) {
+        // RFC 8259 8.1: a parser may ignore a byte order mark; some Windows clients send one.
+        let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+        let document: Value = match serde_json::from_slice(text) {
             Ok(document) => document,
             Err(e) => return Outcome::Invalid(e.to_string()),
         };
@@ -349,6 +351,7 @@ mod tests {
         assert_eq!(t(br#"{"secret":1}"#, Some("application/vnd.api+json; charset=utf-8")), Outcome::Changed(b"{}".to_vec()));
         assert_eq!(t(b"secret=1", Some("application/x-www-form-urlencoded")), Outcome::Unchanged);
         assert_eq!(t(b"", Some("application/json")), Outcome::Unchanged, "an empty body is left empty");
+        assert_eq!(t(b"\xEF\xBB\xBF{\"secret\":1}", Some("application/json")), Outcome::Changed(b"{}".to_vec()), "a BOM is read past");
         match t(b"{\"a\": ", Some("application/json")) {
             Outcome::Invalid(why) => assert_eq!(why, "EOF while parsing a value at line 1 column 6"),
             other => panic!("{other:?}"),
