@@ -271,6 +271,13 @@ impl Gateway {
                     Err(issue) => issues.extend(issue),
                 }
             }
+            if route.upstream.is_none() && entries.is_empty() {
+                tracing::warn!(
+                    route = &*id,
+                    config = %source.name,
+                    "{key} has neither an upstream nor a plugin: every request to it is a 502 no_upstream"
+                );
+            }
             if !spec.methods.is_empty()
                 && !spec.methods.contains(&http::Method::OPTIONS)
                 && entries.iter().any(|e| e.facts.source == "builtin:cors")

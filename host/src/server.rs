@@ -80,6 +80,13 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
     }
     // Two sockets on one address cannot both be bound: found here, so `airlock check` finds it.
     let admin = config.admin.enabled.then(|| config.admin.address.get_ref().parse::<SocketAddr>().ok()).flatten();
+    // Said by `check` as well as `run`: the admin API (reload, config) open beyond loopback.
+    if let Some(addr) = admin
+        && !addr.ip().is_loopback()
+        && config.admin.token.is_none()
+    {
+        tracing::warn!(%addr, config = %source.name, "the admin listener is reachable beyond this machine without admin.token: set one");
+    }
     for (i, listener) in config.listeners.iter().enumerate() {
         let Ok(address) = listener.address.get_ref().parse::<SocketAddr>() else { continue };
         let earlier = config.listeners[..i]

@@ -122,3 +122,23 @@ fn a_watch_interval_without_watch_is_refused() {
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--watch"), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// `check` says what `run` would only show later: an admin listener open beyond loopback
+/// without a token, and a route that can only answer 502 (no upstream, no plugin).
+#[test]
+fn check_warns_of_an_open_admin_listener_and_a_route_that_can_only_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[admin]\naddress = \"0.0.0.0:0\"\n\n[[routes]]\nid = \"nowhere\"\npath = \"/x\"\n";
+    std::fs::write(dir.path().join("airlock.toml"), config).unwrap();
+    let output = Command::new(airlock_binary())
+        .args(["check", "-c", "airlock.toml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("airlock-test-cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("reachable beyond this machine without admin.token"), "{stderr}");
+    assert!(stderr.contains("routes[0] has neither an upstream nor a plugin"), "{stderr}");
+}

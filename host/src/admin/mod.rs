@@ -82,9 +82,6 @@ pub async fn bind(source: &ConfigSource, config: &Config) -> Result<Option<TcpLi
     let address = config.admin.address.get_ref();
     let at = |message: String| ConfigError::Invalid(vec![source.issue(Some(config.admin.address.span()), "admin.address", message)]);
     let addr: SocketAddr = address.parse().map_err(|e| at(format!("`{address}` is not `ip:port`: {e}")))?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "the admin listener is reachable beyond this machine; set admin.token");
-    }
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         let mut message = crate::server::cannot_listen(addr, &e);
         if e.kind() == std::io::ErrorKind::AddrInUse {
