@@ -49,6 +49,8 @@ pub struct Route {
     pub tunnel_idle: Duration,
     /// This route's metric handles.
     pub metrics: RouteMetrics,
+    /// What requests it matches (hosts, methods, path), for the admin API.
+    pub matches: RouteSpec,
 }
 
 impl Route {
@@ -305,6 +307,7 @@ impl Gateway {
                 max_body_bytes: route.max_body_bytes.unwrap_or(config.limits.max_body_bytes),
                 timeout: Duration::from_millis(timeout),
                 tunnel_idle: Duration::from_millis(route.tunnel_idle_ms.unwrap_or(config.timeouts.tunnel_idle_ms)),
+                matches: spec.clone(),
             });
             specs.push((index, spec));
         }

@@ -95,6 +95,12 @@ async fn admin_endpoints_enforce_the_token_and_redact_secrets() {
     let routes = routes["routes"].as_array().unwrap();
     assert_eq!(routes.len(), 2);
     assert_eq!(routes[0]["id"], "open");
+    // What each route matches.
+    assert_eq!(routes[0]["path_prefix"], "/open");
+    assert_eq!(routes[0]["path"], serde_json::Value::Null);
+    assert_eq!(routes[1]["path"], "/auth");
+    assert_eq!(routes[0]["hosts"], serde_json::json!([]));
+    assert_eq!(routes[0]["methods"], serde_json::json!([]));
     assert_eq!(routes[0]["upstream"]["name"], "backend");
     assert_eq!(routes[0]["upstream"]["targets"][0], upstream.addr.to_string());
     assert_eq!(routes[0]["tunnel_idle_ms"], 300_000, "the global default, as the route sets none");

@@ -51,8 +51,16 @@ pub fn routes(gateway: &Gateway) -> Value {
         .routes()
         .iter()
         .map(|route| {
+            let (path, path_prefix) = match &route.matches.path {
+                crate::router::PathMatch::Exact(p) => (Some(p.as_str()), None),
+                crate::router::PathMatch::Prefix(p) => (None, Some(p.as_str())),
+            };
             json!({
                 "id": &*route.id,
+                "hosts": route.matches.hosts,
+                "methods": route.matches.methods.iter().map(http::Method::as_str).collect::<Vec<_>>(),
+                "path": path,
+                "path_prefix": path_prefix,
                 "upstream": route.upstream.as_ref().map(|u| json!({
                     "name": &*u.name,
                     "targets": u.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
