@@ -700,6 +700,38 @@ async fn a_slow_upload_is_not_an_upstream_timeout_and_a_stalled_one_is_a_408() {
     gw.stop().await;
 }
 
+/// An upstream that stops taking the request body (it accepted the connection and reads no
+/// more) does not hold the request forever now that its response timeout waits for the body:
+/// after `body_idle_ms` without progress the client gets a 504 that says so.
+#[tokio::test]
+async fn an_upstream_that_stops_taking_the_body_is_a_504() {
+    // A small receive buffer, so the gateway's writes stall after little of the body.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let deaf = socket.listen(8).unwrap();
+    let addr = deaf.local_addr().unwrap();
+    let _held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((stream, _)) = deaf.accept().await {
+            kept.push(stream);
+        }
+    });
+    let config = format!(
+        "[timeouts]\nbody_idle_ms = 400\nrequest_ms = 60000\ndrain_ms = 500\n[limits]\nmax_body_bytes = 67108864\n\n[upstreams.deaf]\ntargets = [\"{addr}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"deaf\"\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    let body = vec![b'x'; 12 << 20];
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(20), HttpClient::http1().request("POST", &gw.url("/in"), &[], &body))
+        .await
+        .expect("answered, not held");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("took none of the request body"), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    gw.stop().await;
+}
+
 /// One HTTP/2 (prior knowledge) connection to the gateway, as a real client holds it: the
 /// request sender, and the moment the connection ended (the gateway closed it).
 async fn http2_connection(

@@ -37,9 +37,9 @@ mod projected {
             Holding { body: Pin<Box<ProxyBody>>, slots: Vec<SlotGuard> },
             /// A streamed body cut off when its peer stalls (boxed: most bodies end at once).
             Watched { body: Pin<Box<IdleWatch>> },
-            /// A request body on its way upstream that says when it has been sent whole (or
-            /// dropped): the wait for the response starts then (`Upstream::send`).
-            Telling { body: Pin<Box<ProxyBody>>, sent: Option<tokio::sync::oneshot::Sender<()>> },
+            /// A request body on its way upstream that tells `Upstream::send` how it goes: each
+            /// frame taken, and when it has been sent whole (or dropped).
+            Telling { body: Pin<Box<ProxyBody>>, progress: std::sync::Arc<UploadProgress>, sent: Option<tokio::sync::oneshot::Sender<()>> },
         }
     }
 
@@ -100,9 +100,10 @@ impl ProxyBody {
         ProxyBody::Watched { body: Box::pin(IdleWatch { body: self, timer, limit, armed: false, peer }) }
     }
 
-    /// This body, telling `sent` when it has yielded its last frame (or is dropped unfinished).
-    pub fn telling_when_sent(self, sent: tokio::sync::oneshot::Sender<()>) -> Self {
-        ProxyBody::Telling { body: Box::pin(self), sent: Some(sent) }
+    /// This body, counting the frames taken from it in `progress` and telling `sent` when it
+    /// has yielded its last one (or is dropped unfinished).
+    pub fn telling(self, progress: std::sync::Arc<UploadProgress>, sent: tokio::sync::oneshot::Sender<()>) -> Self {
+        ProxyBody::Telling { body: Box::pin(self), progress, sent: Some(sent) }
     }
 
     /// A streamed body that fails once more than `limit` bytes have passed.
@@ -125,8 +126,11 @@ impl Body for ProxyBody {
             }),
             ProxyBodyProj::Holding { body, .. } => body.as_mut().poll_frame(cx),
             ProxyBodyProj::Watched { body } => body.as_mut().poll_frame(cx),
-            ProxyBodyProj::Telling { body, sent } => {
+            ProxyBodyProj::Telling { body, progress, sent } => {
                 let polled = body.as_mut().poll_frame(cx);
+                if matches!(polled, Poll::Ready(Some(Ok(_)))) {
+                    progress.frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
                     if let Some(sent) = sent.take() {
                         let _ = sent.send(());
@@ -158,6 +162,15 @@ impl Body for ProxyBody {
             ProxyBody::Telling { body, .. } => body.size_hint(),
         }
     }
+}
+
+/// How far a request body's upload has gone: the frames the upstream connection has taken.
+/// `Upstream::send` reads it to tell an upstream that stopped taking the body from one still
+/// taking a slow client's.
+#[derive(Debug, Default)]
+pub struct UploadProgress {
+    /// Frames taken so far.
+    pub frames: std::sync::atomic::AtomicU64,
 }
 
 /// The deadline of an idle watch not yet armed: far away, and made once, so a watch costs no

@@ -507,7 +507,8 @@ impl Gateway {
         *request.headers_mut() = headers;
         let websocket_key = extended_connect.then(|| upgrade::to_extended_connect(&mut request));
 
-        let mut response = upstream.send(request, route.timeout).await.map_err(|e| match e {
+        let body_idle = Duration::from_millis(self.timeouts.body_idle_ms);
+        let mut response = upstream.send(request, route.timeout, body_idle).await.map_err(|e| match e {
             upstream::SendError::BodyTooLarge => GatewayError::BodyTooLarge { limit: route.max_body_bytes },
             // Most often the upstream does not allow extended CONNECT (it resets the stream).
             upstream::SendError::Unavailable(reason) if websocket_key.is_some() => GatewayError::UpstreamUnavailable {

@@ -174,23 +174,39 @@ impl Upstream {
     ///
     /// The wait for the response head (`timeout`) starts once the request body has been sent,
     /// as Envoy's route timeout does: a large upload on a slow link is not the upstream being
-    /// slow. (A client that stops sending is cut off by its body's idle watch instead.)
-    pub async fn send(&self, mut request: Request<ProxyBody>, timeout: Duration) -> Result<Response<Incoming>, SendError> {
+    /// slow. Meanwhile the upload must go on: an upstream that takes none of it for
+    /// `body_idle` is a timeout too (a client that stops sending is cut off by its body's idle
+    /// watch instead).
+    pub async fn send(&self, mut request: Request<ProxyBody>, timeout: Duration, body_idle: Duration) -> Result<Response<Incoming>, SendError> {
         let client = &self.clients[crate::workers::current() % self.clients.len()];
-        let body_sent = if http_body::Body::is_end_stream(request.body()) {
+        let upload = if http_body::Body::is_end_stream(request.body()) {
             None
         } else {
             let (sent, told) = tokio::sync::oneshot::channel();
+            let progress = std::sync::Arc::new(super::body::UploadProgress::default());
             let body = std::mem::replace(request.body_mut(), ProxyBody::empty());
-            *request.body_mut() = body.telling_when_sent(sent);
-            Some(told)
+            *request.body_mut() = body.telling(progress.clone(), sent);
+            Some((told, progress))
         };
         let deadline = async {
-            if let Some(told) = body_sent {
-                // Sent, or dropped by hyper (an error): either way the body is no longer awaited.
-                let _ = told.await;
+            if let Some((mut told, progress)) = upload {
+                let mut seen = 0;
+                loop {
+                    tokio::select! {
+                        // Sent, or dropped by hyper (an error): the body is no longer awaited.
+                        _ = &mut told => break,
+                        () = tokio::time::sleep(body_idle) => {
+                            let now = progress.frames.load(std::sync::atomic::Ordering::Relaxed);
+                            if now == seen {
+                                return format!("the upstream took none of the request body for {} ms", body_idle.as_millis());
+                            }
+                            seen = now;
+                        }
+                    }
+                }
             }
             tokio::time::sleep(timeout).await;
+            format!("no response within {} ms", timeout.as_millis())
         };
         let call = async {
             match client {
@@ -202,7 +218,7 @@ impl Upstream {
         };
         tokio::select! {
             result = call => result,
-            () = deadline => Err(SendError::Timeout(format!("no response within {} ms", timeout.as_millis()))),
+            reason = deadline => Err(SendError::Timeout(reason)),
         }
     }
 
