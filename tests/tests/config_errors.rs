@@ -57,6 +57,20 @@ fn good_configs_pass_check() {
     }
 }
 
+/// Writes `config` as `airlock.toml` in `dir` and runs `airlock <command> -c airlock.toml` there
+/// with `RUST_LOG=<log>`: its exit status and its stderr.
+fn airlock_on(dir: &std::path::Path, command: &str, log: &str, config: &str) -> (std::process::ExitStatus, String) {
+    std::fs::write(dir.join("airlock.toml"), config).unwrap();
+    let output = Command::new(airlock_binary())
+        .args([command, "-c", "airlock.toml"])
+        .current_dir(dir)
+        .env("RUST_LOG", log)
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("airlock-test-cache"))
+        .output()
+        .unwrap();
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 /// A port another process holds stops `run` with the config line to change, for the client
 /// listeners and for the admin listener alike.
 #[test]
@@ -76,16 +90,8 @@ fn a_port_in_use_is_reported_at_its_address() {
     ];
     for (config, expected) in cases {
         let route = "[[routes]]\npath_prefix = \"/\"\nplugins = [{ plugin = \"builtin:respond\", config = { status = 200 } }]\n";
-        std::fs::write(dir.path().join("airlock.toml"), format!("{config}\n{route}")).unwrap();
-        let output = Command::new(airlock_binary())
-            .args(["run", "-c", "airlock.toml"])
-            .current_dir(dir.path())
-            .env("RUST_LOG", "off")
-            .env("XDG_CACHE_HOME", std::env::temp_dir().join("airlock-test-cache"))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{config}: started on a held port");
+        let (status, stderr) = airlock_on(dir.path(), "run", "off", &format!("{config}\n{route}"));
+        assert!(!status.success(), "{config}: started on a held port");
         assert!(stderr.contains(&expected), "{config}: {stderr}");
         assert!(stderr.contains("another process (another gateway?) holds it"), "{stderr}");
     }
@@ -101,16 +107,8 @@ fn a_cors_route_without_options_is_warned_about() {
         let config = format!(
             "[[routes]]\npath = \"/items\"\nmethods = {methods}\nplugins = [{{ plugin = \"builtin:cors\", config = {{ origins = [\"https://a.example\"] }} }}, {{ plugin = \"builtin:respond\" }}]\n"
         );
-        std::fs::write(dir.path().join("airlock.toml"), config).unwrap();
-        let output = Command::new(airlock_binary())
-            .args(["check", "-c", "airlock.toml"])
-            .current_dir(dir.path())
-            .env("RUST_LOG", "warn")
-            .env("XDG_CACHE_HOME", std::env::temp_dir().join("airlock-test-cache"))
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{methods}: {}", String::from_utf8_lossy(&output.stderr));
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (status, stderr) = airlock_on(dir.path(), "check", "warn", &config);
+        assert!(status.success(), "{methods}: {stderr}");
         assert_eq!(stderr.contains("routes[0].methods leaves out OPTIONS"), warned, "{methods}: {stderr}");
     }
 }
@@ -129,16 +127,8 @@ fn a_watch_interval_without_watch_is_refused() {
 fn check_warns_of_an_open_admin_listener_and_a_route_that_can_only_fail() {
     let dir = tempfile::tempdir().unwrap();
     let config = "[admin]\naddress = \"0.0.0.0:0\"\n\n[[routes]]\nid = \"nowhere\"\npath = \"/x\"\n";
-    std::fs::write(dir.path().join("airlock.toml"), config).unwrap();
-    let output = Command::new(airlock_binary())
-        .args(["check", "-c", "airlock.toml"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .env("XDG_CACHE_HOME", std::env::temp_dir().join("airlock-test-cache"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let (status, stderr) = airlock_on(dir.path(), "check", "warn", config);
+    assert!(status.success(), "{stderr}");
     assert!(stderr.contains("reachable beyond this machine without admin.token"), "{stderr}");
     assert!(stderr.contains("routes[0] has neither an upstream nor a plugin"), "{stderr}");
 }

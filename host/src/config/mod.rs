@@ -55,7 +55,7 @@ impl ConfigSource {
             Err(first) => {
                 let mut issues = self.part_issues(root);
                 if issues.is_empty() {
-                    issues.push(first);
+                    issues.push(*first);
                 }
                 Err(ConfigError::Invalid(issues))
             }
@@ -63,14 +63,14 @@ impl ConfigSource {
     }
 
     /// Reads `table` (spans into this file's text) as a `T`; the first problem, located.
-    fn read_part<T: serde::de::DeserializeOwned>(&self, table: toml::Spanned<toml::de::DeTable<'_>>) -> Result<T, ConfigIssue> {
+    fn read_part<T: serde::de::DeserializeOwned>(&self, table: toml::Spanned<toml::de::DeTable<'_>>) -> Result<T, Box<ConfigIssue>> {
         serde_path_to_error::deserialize(toml::Deserializer::from(table)).map_err(|e| {
             // A `Spanned` field adds toml's private inner field name to the path: not the
             // operator's key.
             let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
             let key = if key == "." { String::new() } else { key };
             let inner = e.into_inner();
-            self.issue(inner.span(), &key, inner.message())
+            Box::new(self.issue(inner.span(), &key, inner.message()))
         })
     }
 
@@ -84,7 +84,7 @@ impl ConfigSource {
         let one = |key: &toml::Spanned<std::borrow::Cow<'_, str>>, value: toml::Spanned<DeValue<'_>>| {
             let mut table = DeTable::new();
             table.insert(key.clone(), value);
-            self.read_part::<Config>(toml::Spanned::new(span.clone(), table)).err()
+            self.read_part::<Config>(toml::Spanned::new(span.clone(), table)).err().map(|issue| *issue)
         };
         let mut issues = Vec::new();
         for (key, value) in root.into_inner() {

@@ -131,10 +131,10 @@ impl Body for ProxyBody {
                 if matches!(polled, Poll::Ready(Some(Ok(_)))) {
                     progress.frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
-                    if let Some(sent) = sent.take() {
-                        let _ = sent.send(());
-                    }
+                if (matches!(polled, Poll::Ready(None)) || body.is_end_stream())
+                    && let Some(sent) = sent.take()
+                {
+                    let _ = sent.send(());
                 }
                 polled
             }

@@ -60,6 +60,9 @@ impl RequestSpan {
 }
 
 /// What the export task is handed: a request's spans, or a request to send what it holds now.
+// The queue held `RequestSpan`s by value before `Flush` (once per process) was added: boxing
+// them would add an allocation per exported request for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Export {
     /// A finished request's spans.
     Span(RequestSpan),
