@@ -110,26 +110,39 @@ config = {{ require_header = "x-client", tag = "live" }}
     gw.stop().await;
 }
 
+/// `airlock plugin test <args> --json` on this request and upstream response (`.http` texts):
+/// the JSON outcome it prints.
+async fn plugin_test_outcome(args: &[&str], request: &str, response: &str) -> serde_json::Value {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (request_file, response_file) = (tmp.path().join("request.http"), tmp.path().join("response.http"));
+    std::fs::write(&request_file, request).expect("write request");
+    std::fs::write(&response_file, response).expect("write response");
+    let out = run_ok(
+        Command::new(airlock_binary())
+            .args(["plugin", "test"])
+            .args(args)
+            .arg("--json")
+            .arg("--request")
+            .arg(&request_file)
+            .arg("--response")
+            .arg(&response_file),
+        "airlock plugin test",
+    )
+    .await;
+    serde_json::from_str(&out).expect("JSON outcome")
+}
+
 /// `airlock plugin test` makes the response edits a plugin asked for in its request phase, as the
 /// gateway does: `builtin:headers` hands settled response rules over from `on-request`.
 #[tokio::test]
 async fn plugin_test_makes_the_response_edits_of_the_request_phase() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let request = tmp.path().join("get.http");
-    std::fs::write(&request, "GET /items/7 HTTP/1.1\nx-in: v\n\n").expect("write request");
-    let response = tmp.path().join("upstream.http");
-    std::fs::write(&response, "HTTP/1.1 200 OK\nserver: upstream/1\nx-old: moved\n\nok").expect("write response");
     let config = r#"{"response": {"remove": ["server"], "rename": {"x-old": "x-new"}, "set": {"x-item": "${param.id}"}}}"#;
-    let out = run_ok(
-        Command::new(airlock_binary())
-            .args(["plugin", "test", "builtin:headers", "--param", "id=7", "--json", "--config", config, "--request"])
-            .arg(&request)
-            .arg("--response")
-            .arg(&response),
-        "airlock plugin test",
+    let outcome = plugin_test_outcome(
+        &["builtin:headers", "--param", "id=7", "--config", config],
+        "GET /items/7 HTTP/1.1\nx-in: v\n\n",
+        "HTTP/1.1 200 OK\nserver: upstream/1\nx-old: moved\n\nok",
     )
     .await;
-    let outcome: serde_json::Value = serde_json::from_str(&out).expect("JSON outcome");
     let mut headers: Vec<String> = outcome["response"]["headers"].as_array().expect("headers").iter().map(|h| h.to_string()).collect();
     headers.sort();
     assert_eq!(headers, [r#"["x-item","7"]"#, r#"["x-new","moved"]"#], "{outcome}");
@@ -140,24 +153,10 @@ async fn plugin_test_makes_the_response_edits_of_the_request_phase() {
 /// body a plugin gave it (and without a Content-Length), as `write_response` sends it.
 #[tokio::test]
 async fn plugin_test_shows_a_204_without_content() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let request = tmp.path().join("delete.http");
-    std::fs::write(&request, "DELETE /items/7 HTTP/1.1\n\n").expect("write request");
     // `builtin:respond` refuses a body for a 204; a third party's plugin may still set one
     // (body-upper appends `!` to the response body it is given).
-    let response = tmp.path().join("no-content.http");
-    std::fs::write(&response, "HTTP/1.1 204\n\nnot sent").expect("write response");
     let body_upper = airlock_tests::guest_plugin_paths().into_iter().find(|(name, _)| *name == "body-upper").expect("body-upper plugin").1;
-    let out = run_ok(
-        Command::new(airlock_binary())
-            .args(["plugin", "test", &body_upper, "--json", "--request"])
-            .arg(&request)
-            .arg("--response")
-            .arg(&response),
-        "airlock plugin test",
-    )
-    .await;
-    let outcome: serde_json::Value = serde_json::from_str(&out).expect("JSON outcome");
+    let outcome = plugin_test_outcome(&[&body_upper], "DELETE /items/7 HTTP/1.1\n\n", "HTTP/1.1 204\n\nnot sent").await;
     assert_eq!(outcome["response"]["status"], 204, "{outcome}");
     assert_eq!(outcome["response"]["body"], serde_json::Value::Null, "{outcome}");
     let headers = outcome["response"]["headers"].to_string();

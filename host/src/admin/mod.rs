@@ -192,8 +192,13 @@ async fn reload(live: &LiveGateway) -> Response<Full<Bytes>> {
         Err(e) => {
             let issues: Vec<serde_json::Value> = match &e {
                 // The file itself, unread: the issue names it, with no line to point at.
-                ReloadError::Config(ConfigError::Read { path, source }) => vec![serde_json::json!({
-                    "file": path, "line": null, "column": null, "key": "", "message": format!("cannot read config: {source}"),
+                ReloadError::Config(ConfigError::Read { path, source }) => vec![issue_json(&ConfigIssue {
+                    file: path.clone(),
+                    line: None,
+                    column: None,
+                    key: String::new(),
+                    message: format!("cannot read config: {source}"),
+                    snippet: None,
                 })],
                 ReloadError::Config(c) => c.issues().iter().map(issue_json).collect(),
                 _ => Vec::new(),

@@ -17,7 +17,7 @@ const SECRET_KEY_PARTS: [&str; 11] =
 /// Whether a config key (or a header name a rule sets) names a secret.
 pub fn names_secret(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
-    SECRET_KEY_PARTS.iter().any(|part| lower.contains(part)) || lower.contains("redis_url")
+    SECRET_KEY_PARTS.iter().any(|part| lower.contains(part))
 }
 
 /// A config file's line as an error shows it, with its value redacted when its key, or the
@@ -25,7 +25,8 @@ pub fn names_secret(key: &str) -> bool {
 /// reload answer, where `/admin/config` would have redacted the same value.
 pub fn redacted_line(key_path: &str, line: &str) -> String {
     let Some((key, _value)) = line.split_once('=') else { return line.to_owned() };
-    if names_secret(key_path) || names_secret(key) {
+    // `redis_url` may carry a password (the admin API redacts just that part of it).
+    if names_secret(key_path) || names_secret(key) || key.trim() == "redis_url" {
         format!("{} = \"{REDACTED}\"", key.trim_end())
     } else {
         line.to_owned()
@@ -72,8 +73,7 @@ fn redact_secret_keys(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (key, inner) in map.iter_mut() {
-                let lower = key.to_ascii_lowercase();
-                if SECRET_KEY_PARTS.iter().any(|part| lower.contains(part)) {
+                if names_secret(key) {
                     redact_all(inner);
                 } else {
                     redact_secret_keys(inner);

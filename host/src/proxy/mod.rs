@@ -477,6 +477,7 @@ impl Gateway {
             }
             _ => {}
         }
+        let body_idle = Duration::from_millis(self.timeouts.body_idle_ms);
         let body = match (&state.body, body.stream) {
             (Some(bytes), _) => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -484,7 +485,7 @@ impl Gateway {
             }
             // A client that stops sending its body mid-way is cut off like a stalled upstream
             // body (a 408), rather than holding the upstream connection.
-            (None, Some(stream)) => stream.watched(Duration::from_millis(self.timeouts.body_idle_ms), "a client's request body"),
+            (None, Some(stream)) => stream.watched(body_idle, "a client's request body"),
             (None, None) => ProxyBody::empty(),
         };
         if upstream.version() != Version::HTTP_2
@@ -507,7 +508,6 @@ impl Gateway {
         *request.headers_mut() = headers;
         let websocket_key = extended_connect.then(|| upgrade::to_extended_connect(&mut request));
 
-        let body_idle = Duration::from_millis(self.timeouts.body_idle_ms);
         let mut response = upstream.send(request, route.timeout, body_idle).await.map_err(|e| match e {
             upstream::SendError::BodyTooLarge => GatewayError::BodyTooLarge { limit: route.max_body_bytes },
             // Most often the upstream does not allow extended CONNECT (it resets the stream).
@@ -670,7 +670,7 @@ fn check_host(request: &Request<Incoming>) -> Result<(), GatewayError> {
     // 3.2.2): held to the rules of a `Host` header, and never with user info (RFC 9110 4.2.4),
     // which would otherwise miss a `hosts` route and reach the upstream as its `Host`.
     if let Some(authority) = request.uri().authority()
-        && (authority.as_str().is_empty() || !headers::valid_host(authority.as_str().as_bytes()))
+        && !headers::valid_host(authority.as_str().as_bytes())
     {
         return Err(GatewayError::BadRequest("malformed authority in the request target: expected host[:port], without user info".into()));
     }

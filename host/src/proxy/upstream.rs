@@ -169,8 +169,7 @@ impl Upstream {
         (&self.targets[i], self.host_values.get(i).and_then(Option::as_ref))
     }
 
-    /// Sends `request` (whose URI already names the target) and waits for the response headers,
-    /// at most `timeout`.
+    /// Sends `request` (whose URI already names the target) and waits for the response headers.
     ///
     /// The wait for the response head (`timeout`) starts once the request body has been sent,
     /// as Envoy's route timeout does: a large upload on a slow link is not the upstream being
