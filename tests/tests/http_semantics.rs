@@ -181,6 +181,40 @@ async fn the_host_is_the_targets_authority_and_one_well_formed_host_field() {
     gw.stop().await;
 }
 
+/// An HTTP/2 client names the host in `:authority`: held to the same rules as an HTTP/1.1
+/// target's authority (user info there missed the `hosts` route), and routed by it.
+#[tokio::test]
+async fn an_http2_authority_is_held_to_the_host_rules() {
+    let gw = Gateway::start(HOSTS, None).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut answer = |uri: &'static str| {
+        let request = http::Request::get(uri).body(http_body_util::Empty::<bytes::Bytes>::new()).expect("request");
+        let sent = sender.send_request(request);
+        async move {
+            let response = sent.await.expect("an answer");
+            let status = response.status();
+            let body = http_body_util::BodyExt::collect(response.into_body()).await.expect("body").to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, body) = answer("http://internal.example/x").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "internal"));
+    for uri in ["http://evil.example@internal.example/x", "http://user:pw@public.example/x"] {
+        let (status, body) = answer(uri).await;
+        assert_eq!(status, 400, "{uri}: {body}");
+        assert!(body.contains("authority"), "the error says why: {body}");
+    }
+    // The connection still serves.
+    let (status, body) = answer("http://public.example/x").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "public"));
+    gw.stop().await;
+}
+
 /// A transfer coding other than `chunked` is not taken off by the gateway: a request in one is a
 /// 501 (RFC 9112 6.1) and an upstream's answer in one a 502, where before the coded bytes went
 /// on unlabelled (`Transfer-Encoding` is hop-by-hop).
