@@ -150,9 +150,9 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     tokio::task::spawn_blocking(work).await.map_err(|e| ReloadError::Internal(e.to_string()))
 }
 
-/// Where `new` changes what only a restart applies: listener addresses, `runtime.max_instances`
-/// (sizes the sandbox), `runtime.worker_threads` and the [`RESTART_ONLY`] sections. Each is an
-/// issue located in `source`.
+/// Where `new` changes what only a restart applies: listener addresses, a listener's TLS
+/// switched on or off, `runtime.max_instances` (sizes the sandbox), `runtime.worker_threads` and
+/// the [`RESTART_ONLY`] sections. Each is an issue located in `source`.
 fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Vec<ConfigIssue> {
     let restart = "takes effect only on restart; the running config was kept (restart the gateway to apply it)";
     let mut issues = Vec::new();
@@ -162,6 +162,16 @@ fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Ve
         let at = new.listeners.iter().zip(&old_addresses).find(|(n, o)| n.address.get_ref() != **o).map(|(n, _)| n.address.span());
         let at = at.or_else(|| new.listeners.last().map(|l| l.address.span()));
         issues.push(source.issue(at, "listeners", format!("listener addresses changed ({old_addresses:?} to {new_addresses:?}): {restart}")));
+    } else {
+        // A port's scheme is what its clients connect with: TLS switched off on reload would
+        // serve plaintext where clients (and auditors) expect HTTPS. New certificates reload.
+        for (i, (new_listener, old_listener)) in new.listeners.iter().zip(&old.listeners).enumerate() {
+            if new_listener.tls.is_some() != old_listener.tls.is_some() {
+                let (was, now) = if old_listener.tls.is_some() { ("HTTPS", "plain HTTP") } else { ("plain HTTP", "HTTPS") };
+                let message = format!("listener {} would change from {was} to {now}: {restart}", new_listener.address.get_ref());
+                issues.push(source.issue(Some(new_listener.address.span()), &format!("listeners[{i}].tls"), message));
+            }
+        }
     }
     let runtime = [
         ("runtime.max_instances", old.runtime.max_instances != new.runtime.max_instances, "sizes the plugin sandbox"),
@@ -306,6 +316,19 @@ mod tests {
         );
         let keys: Vec<(&str, Option<usize>)> = issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
         assert_eq!(keys, [("listeners", Some(2)), ("admin", Some(3))]);
+    }
+
+    #[test]
+    fn switching_a_listeners_tls_on_or_off_is_restart_only_and_new_certificates_reload() {
+        let plain = "[[listeners]]\naddress = \"127.0.0.1:1000\"\n";
+        let tls = |cert: &str| format!("[[listeners]]\naddress = \"127.0.0.1:1000\"\n[listeners.tls]\ncertificates = [{{ cert = \"{cert}\", key = \"k.pem\" }}]\n");
+        for (old, new, message) in [(tls("a.pem"), plain.to_owned(), "from HTTPS to plain HTTP"), (plain.to_owned(), tls("a.pem"), "from plain HTTP to HTTPS")] {
+            let issues = changes(&old, &new);
+            assert_eq!(issues.len(), 1, "{issues:?}");
+            assert_eq!((issues[0].key.as_str(), issues[0].line), ("listeners[0].tls", Some(2)));
+            assert!(issues[0].message.contains(message) && issues[0].message.contains("only on restart"), "{}", issues[0].message);
+        }
+        assert!(changes(&tls("a.pem"), &tls("b.pem")).is_empty());
     }
 
     #[test]
