@@ -83,6 +83,7 @@ pub fn request_with_headers(method: Method, map: HeaderMap, body: Option<Bytes>)
         params: Vec::new(),
         route_id: "bench".into(),
         client_addr: "127.0.0.1:1".parse().expect("addr"),
+        client_ip: [127, 0, 0, 1].into(),
         scheme: "http",
         request_id: "bench-request".into(),
         body,

@@ -270,6 +270,8 @@ pub struct RequestState {
     pub route_id: Arc<str>,
     /// The client's TCP peer address.
     pub client_addr: SocketAddr,
+    /// The client's IP: the peer's, or the one the listener's trusted proxies name.
+    pub client_ip: std::net::IpAddr,
     /// "http" or "https".
     pub scheme: &'static str,
     /// The request id (also in `x-request-id`).

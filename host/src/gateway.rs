@@ -15,6 +15,7 @@ use crate::config::{
     ChainEntryConfig, Config, ConfigError, ConfigIssue, ConfigSource, FailurePolicy, HostHeader, LimitsConfig,
     PluginConfig, RouteConfig, TimeoutsConfig, route_rules,
 };
+use crate::proxy::client_ip::TrustedProxies;
 use crate::proxy::upstream::Upstream;
 use crate::router::{PathMatch, RouteSpec, RouteTable};
 use crate::runtime::cache::CompileCache;
@@ -113,6 +114,23 @@ pub struct Gateway {
     pub state: Arc<StateStore>,
     /// Metrics, trace settings and the access log.
     pub telemetry: Arc<Telemetry>,
+    /// Each listener's trusted proxies, in config order: who a request's client is.
+    pub trusted_proxies: Vec<TrustedProxies>,
+}
+
+/// Each listener's `trusted_proxies`, parsed; a bad entry is an issue at its line.
+fn trusted_proxies(source: &ConfigSource, config: &Config, issues: &mut Vec<ConfigIssue>) -> Vec<TrustedProxies> {
+    let listeners = config.listeners.iter().enumerate();
+    let networks = |(i, listener): (usize, &crate::config::ListenerConfig)| {
+        let entries = listener.trusted_proxies.iter().enumerate();
+        entries
+            .filter_map(|(j, entry)| {
+                let parsed = TrustedProxies::network(entry.get_ref());
+                parsed.map_err(|e| issues.push(source.issue(Some(entry.span()), &format!("listeners[{i}].trusted_proxies[{j}]"), e))).ok()
+            })
+            .collect()
+    };
+    listeners.map(networks).collect()
 }
 
 /// What a config names as a plugin: a definition, or a source used directly.
@@ -166,6 +184,7 @@ impl Gateway {
         });
 
         let upstreams = crate::proxy::upstream_config::build_upstreams(source, config, &mut issues).await;
+        let trusted_proxies = trusted_proxies(source, config, &mut issues);
         let mut consumer_ids = std::collections::HashSet::new();
         for (i, consumer) in config.consumers.iter().enumerate() {
             if !consumer_ids.insert(consumer.id.get_ref().as_str()) {
@@ -326,7 +345,8 @@ impl Gateway {
         };
         match routes {
             Some(routes) if issues.is_empty() => {
-                Ok(Self { routes, limits: config.limits.clone(), timeouts: config.timeouts.clone(), sandbox, state, telemetry })
+                let (limits, timeouts) = (config.limits.clone(), config.timeouts.clone());
+                Ok(Self { routes, limits, timeouts, sandbox, state, telemetry, trusted_proxies })
             }
             _ => {
                 issues.sort_by_key(|i| i.line.unwrap_or(0));

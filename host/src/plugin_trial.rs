@@ -124,6 +124,7 @@ pub fn parse_request(file: &str, text: &str) -> Result<RequestState, TrialError>
         params: Vec::new(),
         route_id: "trial".into(),
         client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+        client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
         scheme: "http",
         request_id: "trial-request".into(),
         body: Some(body),

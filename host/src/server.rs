@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::connections::{ConnectionBuilders, Protocol};
 use crate::keepalive::{self, Activity};
-use crate::proxy::ConnectionInfo;
+use crate::proxy::{client_ip, ConnectionInfo};
 use crate::proxy::upgrade::{self, StreamTunnels};
 use crate::reload::LiveGateway;
 use crate::telemetry::metrics::ConnectionGauges;
@@ -224,7 +224,7 @@ async fn serve_connection(
     if let Some(tls) = tls {
         // Boxed: this task lives as long as the connection, and sized for a TLS session and its
         // handshake it would cost every cleartext connection 7.1 KB instead of 2 KB.
-        return Box::pin(serve_tls(live, &builders, tls, stream, peer, watcher, gauges, shutdown)).await;
+        return Box::pin(serve_tls(live, &builders, tls, stream, peer, index, watcher, gauges, shutdown)).await;
     }
     // Until its first bytes arrive a connection is not yet watched by the drain: a shutdown
     // closes it here instead. One that sends nothing is idle like any other (`idle_ms`): kept
@@ -234,7 +234,7 @@ async fn serve_connection(
         () = tokio::time::sleep(builders.idle()) => return tracing::debug!(%peer, "closed: no request within timeouts.idle_ms"),
         _ = stopped(&mut shutdown) => return,
     };
-    let conn = ConnectionInfo { peer, scheme: "http" };
+    let conn = ConnectionInfo { peer, client: client_ip::canonical(peer.ip()), listener: index, scheme: "http" };
     if protocol == Protocol::Http1 {
         return serve_http1(live, &builders, conn, None, stream, watcher, gauges, shutdown).await;
     }
@@ -251,6 +251,7 @@ async fn serve_tls(
     tls: TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
+    index: usize,
     watcher: Watcher,
     gauges: ConnectionGauges,
     shutdown: watch::Receiver<bool>,
@@ -267,7 +268,7 @@ async fn serve_tls(
     let protocol = Protocol::from_alpn(session.alpn_protocol());
     // The client certificate, if mTLS verified one, identifies every request on it.
     let identity = session.peer_certificates().and_then(|c| c.first()).and_then(tls::client_identity).map(Arc::new);
-    let conn = ConnectionInfo { peer, scheme: "https" };
+    let conn = ConnectionInfo { peer, client: client_ip::canonical(peer.ip()), listener: index, scheme: "https" };
     if protocol == Protocol::Http1 {
         serve_http1(live, builders, conn, identity, stream, watcher, gauges, shutdown).await;
     } else {

@@ -116,8 +116,16 @@ impl Request {
     }
 
     /// The client's address as the gateway saw it (the TCP peer), e.g. `"203.0.113.7:51234"`.
+    /// Behind a load balancer this is the balancer: see [`Request::client_ip`].
     pub fn client_addr(&self) -> String {
         self.0.client_addr()
+    }
+
+    /// The client's IP, e.g. `"203.0.113.7"`: the TCP peer's, or, when the listener trusts the
+    /// peer as a proxy (`trusted_proxies`), the rightmost `X-Forwarded-For` address that is not
+    /// a trusted proxy. What per-client limits should key on.
+    pub fn client_ip(&self) -> String {
+        self.0.client_ip()
     }
 
     /// `"http"` or `"https"`: the scheme the client used to reach the gateway.

@@ -740,3 +740,84 @@ config = { by = ["header:x-key"], on_state_error = "fail-closed", limits = [{ na
     assert_eq!(metric_value(&gw, "airlock_state_keys_refused_total", &[]).await, 2.0);
     gw.stop().await;
 }
+
+/// Behind a load balancer every request's TCP peer is the balancer. A listener that names it in
+/// `trusted_proxies` gets each request's client from `X-Forwarded-For`: rate-limit's `ip` key,
+/// ip-restrict and the access log see the client, not the balancer, and a client cannot choose
+/// its address by writing the header itself. Without `trusted_proxies` the header is ignored.
+#[tokio::test]
+async fn behind_trusted_proxies_each_client_is_limited_and_logged_as_itself() {
+    let upstream = Upstream::start().await;
+    let routes = r#"
+[access_log]
+enabled = true
+path = "access.log"
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path = "/limited"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = { by = ["ip"], limits = [{ limit = 1, window = "minute" }] }
+
+[[routes]]
+path = "/guarded"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:ip-restrict"
+config = { deny = ["203.0.113.66"] }
+"#;
+    // 127.0.0.1 plays the balancer: every test request comes from it.
+    let behind = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n{routes}");
+    let gw = Gateway::start(&behind, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let from = |xff: &'static str, path: &'static str| {
+        let (client, url) = (client.clone(), gw.url(path));
+        async move { client.request("GET", &url, &[("x-forwarded-for", xff)], b"").await }
+    };
+    assert_eq!(from("203.0.113.1", "/limited").await.status, 200);
+    assert_eq!(from("203.0.113.1", "/limited").await.status, 429, "the same client, limited");
+    assert_eq!(from("203.0.113.2", "/limited").await.status, 200, "another client behind the same balancer");
+    // Two proxies deep; what the client wrote itself (left of its own address) is not believed.
+    assert_eq!(from("198.51.100.9, 203.0.113.3, 10.1.2.3", "/limited").await.status, 200);
+    assert_eq!(from("203.0.113.2, 203.0.113.3, 10.9.9.9", "/limited").await.status, 429, "still 203.0.113.3");
+    // ip-restrict without proxies of its own decides on the same client IP.
+    assert_eq!(from("203.0.113.66", "/guarded").await.status, 403);
+    let through = from("203.0.113.66, 203.0.113.7", "/guarded").await;
+    assert_eq!(through.status, 200, "a client cannot put the denied address in its place");
+    // The upstream still learns the whole chain, the balancer appended.
+    assert_eq!(through.upstream_header("x-forwarded-for"), ["203.0.113.66, 203.0.113.7, 127.0.0.1"]);
+
+    let log = gw.dir.path().join("access.log");
+    let logged = airlock_tests::metrics::eventually("seven access log lines", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        (lines.len() >= 7).then_some(lines)
+    })
+    .await;
+    let ips: Vec<&str> = logged.iter().map(|l| l["client_ip"].as_str().unwrap_or("?")).collect();
+    assert_eq!(ips, ["203.0.113.1", "203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.3", "203.0.113.66", "203.0.113.7"]);
+    gw.stop().await;
+
+    // The same routes on a listener trusting nobody: the header is the client's word only.
+    let gw = Gateway::start(routes, Some(&upstream)).await;
+    let from = |xff: &'static str| {
+        let (client, url) = (client.clone(), gw.url("/limited"));
+        async move { client.request("GET", &url, &[("x-forwarded-for", xff)], b"").await.status }
+    };
+    assert_eq!(from("203.0.113.1").await, 200);
+    assert_eq!(from("203.0.113.2").await, 429, "one client (the peer), whatever it claims");
+    gw.stop().await;
+}
+
+/// A `trusted_proxies` entry that is not an address or a CIDR is a config error at its line.
+#[tokio::test]
+async fn a_bad_trusted_proxies_entry_is_a_located_config_error() {
+    let config = "[[listeners]]\naddress = \"127.0.0.1:0\"\ntrusted_proxies = [\n  \"10.0.0.0/8\",\n  \"lb.internal\",\n]\n";
+    let err = Gateway::try_start(config, None).await.err().expect("refused").to_string();
+    assert!(err.contains("airlock.toml:5") && err.contains("listeners[0].trusted_proxies[1]"), "{err}");
+    assert!(err.contains("`lb.internal` is not an address or a CIDR"), "{err}");
+}

@@ -138,7 +138,7 @@ pub struct ConsumerConfig {
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {
-    vec![ListenerConfig { address: Spanned::new(0..0, "127.0.0.1:8080".to_owned()), tls: None }]
+    vec![ListenerConfig { address: Spanned::new(0..0, "127.0.0.1:8080".to_owned()), tls: None, trusted_proxies: Vec::new() }]
 }
 
 /// One listening socket (plain HTTP/1.1 and HTTP/2 prior knowledge on the same port).
@@ -149,6 +149,11 @@ pub struct ListenerConfig {
     pub address: Spanned<String>,
     /// Serve HTTPS on this listener (otherwise plain HTTP/1.1 and h2c).
     pub tls: Option<ListenerTlsConfig>,
+    /// Load balancers in front of this listener (CIDRs or addresses) whose `X-Forwarded-For`
+    /// names the client: the request's client IP is then the rightmost address in it that is not
+    /// one of them. Empty: the client is the TCP peer.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 /// `[listeners.tls]`: certificates (chosen by SNI), and optional client certificate

@@ -16,6 +16,7 @@
 //! Any phase can end the request with a [`GatewayError`], answered as JSON with the request id.
 
 pub mod body;
+pub mod client_ip;
 pub mod counted;
 pub mod encoding;
 pub mod grpc;
@@ -54,8 +55,13 @@ pub const CLIENT_SANS: &str = "tls.client.sans";
 /// What the listener knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionInfo {
-    /// The client's address.
+    /// The TCP peer's address.
     pub peer: SocketAddr,
+    /// The client's IP: the peer's, or behind the listener's trusted proxies the one
+    /// `X-Forwarded-For` names ([`client_ip`]); resolved per request by [`Gateway::handle`].
+    pub client: std::net::IpAddr,
+    /// Which `[[listeners]]` entry accepted the connection (its index in the config).
+    pub listener: usize,
     /// "http" or "https".
     pub scheme: &'static str,
 }
@@ -81,7 +87,10 @@ impl Gateway {
     /// Handles one client request end to end. Never fails: errors become JSON error responses.
     /// Its telemetry (span, trace context, metrics, access log line) is kept in a
     /// [`RequestRecord`] the phases fill in.
-    pub async fn handle(&self, request: Request<Incoming>, conn: ConnectionInfo) -> Response<ObservedBody> {
+    pub async fn handle(&self, request: Request<Incoming>, mut conn: ConnectionInfo) -> Response<ObservedBody> {
+        if let Some(trusted) = self.trusted_proxies.get(conn.listener).filter(|t| !t.is_empty()) {
+            conn.client = trusted.client(conn.peer.ip(), request.headers());
+        }
         let request_id = headers::request_id(request.headers());
         let mut record = RequestRecord::begin(&self.telemetry, &request, conn, request_id.clone());
         let span = record.span().clone();
@@ -400,6 +409,7 @@ impl Gateway {
             params,
             route_id: route.id.clone(),
             client_addr: conn.peer,
+            client_ip: conn.client,
             scheme: conn.scheme,
             request_id: request_id.clone(),
             body,

@@ -564,6 +564,7 @@ fn placeholder_request() -> RequestState {
         params: Vec::new(),
         route_id: "".into(),
         client_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        client_ip: std::net::IpAddr::from([0, 0, 0, 0]),
         scheme: "http",
         request_id: "".into(),
         body: None,

@@ -102,7 +102,7 @@ impl<'a> RequestRecord<'a> {
             bytes_in: 0,
             consumer: None,
             request_id,
-            client_ip: conn.peer.ip(),
+            client_ip: conn.client,
             access,
         }
     }
@@ -229,7 +229,7 @@ impl<'a> RequestRecord<'a> {
                 log.clone(),
                 Box::new(AccessEntry {
                     time: start.time,
-                    client_ip: start.conn.peer.ip(),
+                    client_ip: start.conn.client,
                     method: self.method.clone(),
                     path: start.path,
                     route: self.route_id.take(),

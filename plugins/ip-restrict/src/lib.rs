@@ -10,14 +10,19 @@
 //! # status = 403                                            # 401, 403 or 404
 //! ```
 //!
-//! The client's address is the TCP peer, unless the peer is a trusted proxy: then
+//! Without `trusted_proxies` here, the client's address is the request's client IP as the
+//! gateway's listener worked it out (the TCP peer, or behind the listener's own
+//! `trusted_proxies` the client its load balancer named). With them, the plugin works it out
+//! itself from the TCP peer: the peer is the client unless it is a trusted proxy; then
 //! `X-Forwarded-For` is walked from the right (the entry nearest the gateway first), skipping
 //! addresses that are themselves trusted proxies, and the first untrusted address is the client.
 //! Entries left of it were written by parties nobody vouches for and are ignored. If every entry
 //! is trusted, the leftmost one is the client. An entry that is not an IP address (or a header
 //! that is not text) makes the address unknown, and an unknown address is refused whenever a rule
-//! could apply. Without `trusted_proxies`, `X-Forwarded-For` is never read. IPv4-mapped IPv6
-//! addresses (`::ffff:192.0.2.1`) are treated as the IPv4 address.
+//! could apply. IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) are treated as the IPv4 address.
+//! The listener's `trusted_proxies` is the one place to name a load balancer for every plugin
+//! (rate-limit, throttle and quota key `ip` on the same client IP); this one remains for a route
+//! whose proxies the rest of the gateway should not trust.
 //!
 //! An address matching any `deny` entry is refused; then, if `allow` is not empty, an address
 //! matching no `allow` entry is refused. At least one of the two lists must be given. Refusals
@@ -89,9 +94,13 @@ impl Plugin for IpRestrict {
     }
 
     fn on_request(&self, req: &Request) -> Action {
-        let peer = peer_ip(&req.client_addr());
-        let xff = if self.trusted.is_empty() { Vec::new() } else { req.header_all("x-forwarded-for") };
-        let client = peer.and_then(|peer| self.client_ip(peer, &xff));
+        // Without its own `trusted_proxies`, the client the gateway's listener worked out.
+        let client = if self.trusted.is_empty() {
+            parse_ip(&req.client_ip())
+        } else {
+            let xff = req.header_all("x-forwarded-for");
+            peer_ip(&req.client_addr()).and_then(|peer| self.client_ip(peer, &xff))
+        };
         if let Some(ip) = client {
             req.context_set("client.ip", &ip.to_string());
         }

@@ -170,7 +170,7 @@ impl Plugin for QuotaPlugin {
     fn on_request(&self, req: &Request) -> Action {
         let key = match req.context_get("consumer") {
             Some(c) => format!("c={c}"),
-            None if self.anonymous == Anonymous::Ip => format!("ip={}", client_ip(&req.client_addr())),
+            None if self.anonymous == Anonymous::Ip => format!("ip={}", req.client_ip()),
             None => return Action::error(401, "consumer_required", "a consumer is required: authenticate first", &req.request_id()),
         };
         let limits = self.limits_for(req.context_get("consumer.groups").as_deref());
@@ -207,13 +207,6 @@ impl Plugin for QuotaPlugin {
                 Action::Continue
             }
         }
-    }
-}
-
-fn client_ip(addr: &str) -> &str {
-    match addr.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.trim_start_matches('[').trim_end_matches(']'),
-        _ => addr,
     }
 }
 

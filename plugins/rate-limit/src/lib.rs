@@ -367,13 +367,6 @@ fn retry_after_secs(ms: u64) -> u64 {
     ms.div_ceil(1000).max(1)
 }
 
-fn client_ip(addr: &str) -> &str {
-    match addr.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.trim_start_matches('[').trim_end_matches(']'),
-        _ => addr,
-    }
-}
-
 impl RateLimit {
     /// The limited key: each `by` part, `|`-separated, written into one string.
     fn key(&self, req: &Request) -> String {
@@ -386,9 +379,9 @@ impl RateLimit {
             let (tag, value) = match part {
                 KeyPart::Consumer => match req.context_get("consumer") {
                     Some(c) => ("c=", Cow::Owned(c)),
-                    None => ("ip=", Cow::Owned(client_ip(&req.client_addr()).to_owned())),
+                    None => ("ip=", Cow::Owned(req.client_ip())),
                 },
-                KeyPart::Ip => ("ip=", Cow::Owned(client_ip(&req.client_addr()).to_owned())),
+                KeyPart::Ip => ("ip=", Cow::Owned(req.client_ip())),
                 KeyPart::Route => ("r=", Cow::Owned(req.route_id())),
                 KeyPart::Header(h) => ("h=", req.header(h).map(|v| Cow::Owned(String::from_utf8_lossy(&v).into_owned())).unwrap_or_default()),
                 KeyPart::Param(p) => ("p=", req.param(p).map(Cow::Owned).unwrap_or_default()),
@@ -553,7 +546,5 @@ mod tests {
         assert_eq!(retry_after_secs(1), 1);
         assert_eq!(retry_after_secs(1000), 1);
         assert_eq!(retry_after_secs(1001), 2);
-        assert_eq!(client_ip("203.0.113.7:51234"), "203.0.113.7");
-        assert_eq!(client_ip("[::1]:8080"), "::1");
     }
 }

@@ -239,13 +239,6 @@ impl Rate {
     }
 }
 
-fn client_ip(addr: &str) -> &str {
-    match addr.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.trim_start_matches('[').trim_end_matches(']'),
-        _ => addr,
-    }
-}
-
 impl Throttle {
     fn key(&self, req: &Request) -> String {
         let parts: Vec<String> = self
@@ -254,9 +247,9 @@ impl Throttle {
             .map(|part| match part {
                 KeyPart::Consumer => match req.context_get("consumer") {
                     Some(c) => format!("c={c}"),
-                    None => format!("ip={}", client_ip(&req.client_addr())),
+                    None => format!("ip={}", req.client_ip()),
                 },
-                KeyPart::Ip => format!("ip={}", client_ip(&req.client_addr())),
+                KeyPart::Ip => format!("ip={}", req.client_ip()),
                 KeyPart::Route => format!("r={}", req.route_id()),
                 KeyPart::Header(h) => {
                     format!("h={}", req.header(h).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default())

@@ -312,6 +312,10 @@ impl HostRequest for HostState {
         self.req().map(|r| r.client_addr.to_string()).unwrap_or_default()
     }
 
+    fn client_ip(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req().map(|r| r.client_ip.to_string()).unwrap_or_default()
+    }
+
     fn scheme(&mut self, _: Resource<RequestHandle>) -> String {
         self.req().map(|r| r.scheme.to_owned()).unwrap_or_default()
     }
