@@ -215,6 +215,29 @@ async fn a_plugin_sets_the_host_sent_upstream() {
     }
 }
 
+/// `Host` is one value, well formed: a plugin appending it replaces it (two would split the
+/// upstream's idea of the target from the gateway's), and a malformed one (here built from what
+/// the client sent) is refused and logged, so the route's own policy applies.
+#[tokio::test]
+async fn a_plugin_host_is_one_valid_value() {
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "{PLAIN}[[routes.plugins]]\nplugin = \"builtin:headers\"\n\
+         [routes.plugins.config.request.append]\n\"host\" = \"${{header.x-tenant}}.internal\"\n"
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.request("GET", &gw.url("/"), &[("host", "public.example"), ("x-tenant", "admin")], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header("host"), vec!["admin.internal"]);
+    for tenant in ["evil@x", "a,b", "a/b", "x:99999"] {
+        let r = client.request("GET", &gw.url("/"), &[("host", "public.example"), ("x-tenant", tenant)], b"").await;
+        assert_eq!(r.status, 200, "{tenant}");
+        assert_eq!(r.upstream_header("host"), vec![upstream.addr.to_string()], "{tenant}: the route's policy, not the plugin's value");
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn round_robin_over_targets() {
     let a = Upstream::start().await;

@@ -204,7 +204,8 @@ pub fn valid_host(value: &[u8]) -> bool {
         },
     };
     let name_ok = host.is_none_or(|h| !h.is_empty() && h.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+;=".contains(&b)));
-    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    // A port is at most 65535 (an empty one is allowed, RFC 3986 3.2.3).
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65535);
     name_ok && port_ok
 }
 
@@ -321,10 +322,10 @@ mod tests {
 
     #[test]
     fn host_values_are_one_host_and_port() {
-        for ok in ["api.example.com", "api.example.com:8080", "127.0.0.1:1", "[::1]", "[2001:db8::1]:443", "", "a_b.local", "host:"] {
+        for ok in ["api.example.com", "api.example.com:8080", "127.0.0.1:1", "[::1]", "[2001:db8::1]:443", "", "a_b.local", "host:", "x:65535"] {
             assert!(valid_host(ok.as_bytes()), "{ok}");
         }
-        for bad in ["evil@x", "a, b", "x/../admin", "internal.example:abc", "a b", "[::1", "[::1]x", "[]", ":80", "x:123456", "h\\x"] {
+        for bad in ["evil@x", "a, b", "x/../admin", "internal.example:abc", "a b", "[::1", "[::1]x", "[]", ":80", "x:123456", "x:99999", "x:1:2", "h\\x"] {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
         }
     }

@@ -63,7 +63,8 @@ impl HostState {
 
     /// Sets (`replacing`) or appends a header the plugin asked for on `side`: refused, and
     /// logged, when the name or value is not valid HTTP, when the request is read-only, or when
-    /// it would take the headers past their bound (logged once per call).
+    /// it would take the headers past their bound (logged once per call). A request's `Host` is
+    /// always replaced, and only by a valid `host[:port]`.
     fn put_header(&mut self, side: Side, what: &str, name: &str, value: Vec<u8>, replacing: bool) {
         if side == Side::Request && self.request_locked(what) {
             return;
@@ -90,7 +91,13 @@ impl HostState {
             return;
         }
         let sets_host = side == Side::Request && name == http::header::HOST;
-        if replacing {
+        // One well-formed `Host`, as from a client: a second would split the upstream's (and any
+        // proxy's between) idea of the target; `a@b` or `a,b` would reach it as a host.
+        if sets_host && (value.is_empty() || !crate::proxy::headers::valid_host(value.as_bytes())) {
+            plugin_warn!(&self.log, header = "host", "host from plugin ignored: not host[:port]");
+            return;
+        }
+        if replacing || sets_host {
             headers.insert(name, value);
         } else {
             headers.append(name, value);
