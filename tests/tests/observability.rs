@@ -549,6 +549,32 @@ async fn ready_reports_an_unreachable_state_backend_and_counts_its_errors() {
     gw.stop().await;
 }
 
+/// A web page in the operator's browser cannot use the default (loopback, no token) admin
+/// listener: a DNS name rebound to 127.0.0.1 is refused, and so is a cross-site reload.
+#[tokio::test]
+async fn the_open_admin_listener_refuses_what_a_web_page_could_send() {
+    let config = "[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n";
+    let gw = Gateway::start(config, None).await;
+    let admin = gw.admin_addr();
+    let ask = |request: String| async move { airlock_tests::raw_exchange(admin, request.as_bytes()).await };
+    let rebound = ask("GET /admin/config HTTP/1.1\r\nHost: rebind.attacker.example\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(rebound.starts_with("HTTP/1.1 403") && rebound.contains("host_not_allowed"), "{rebound}");
+    assert!(!rebound.contains("routes"), "no config in the refusal: {rebound}");
+    let local = ask(format!("GET /admin/config HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n")).await;
+    assert!(local.starts_with("HTTP/1.1 200") && local.contains("routes"), "{local}");
+    let named = ask("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(named.starts_with("HTTP/1.1 200"), "{named}");
+    let cross_site = ask(format!(
+        "POST /admin/reload HTTP/1.1\r\nHost: {admin}\r\nOrigin: http://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    assert!(cross_site.starts_with("HTTP/1.1 403") && cross_site.contains("cross_site_request"), "{cross_site}");
+    assert_eq!(gw.live().current().number, 1, "not reloaded");
+    let scripted = ask(format!("POST /admin/reload HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
+    assert!(scripted.starts_with("HTTP/1.1 200") && scripted.contains("reloaded"), "{scripted}");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn the_admin_listener_can_be_turned_off() {
     let config = "[admin]\nenabled = false\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n";

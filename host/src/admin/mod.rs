@@ -14,8 +14,11 @@
 //!
 //! With `admin.token` set, the token-protected paths need `Authorization: Bearer <token>` (401
 //! otherwise). Health and readiness stay open so probes need no secret, and so does the dashboard
-//! page, which holds no data and asks the browser for the token.
+//! page, which holds no data and asks the browser for the token. Requests a web page could make
+//! of the operator's browser (a rebound DNS name, a cross-site `POST`) are refused first
+//! ([`browser`]).
 
+pub mod browser;
 pub mod dashboard;
 pub mod inventory;
 pub mod readiness;
@@ -95,6 +98,7 @@ pub async fn bind(source: &ConfigSource, config: &Config) -> Result<Option<TcpLi
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.
 pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let open_loopback = state.token.is_none() && listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -117,7 +121,7 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: 
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&state, request).await) }
+                async move { Ok::<_, Infallible>(answer(&state, request, open_loopback).await) }
             });
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!("admin connection ended with an error: {e}");
@@ -126,8 +130,13 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: 
     }
 }
 
-/// Answers one admin request.
-async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers one admin request. `open_loopback`: on a loopback address without a token
+/// ([`browser`]'s DNS rebinding guard applies).
+async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: bool) -> Response<Full<Bytes>> {
+    if let Err(refusal) = browser::check(request.method(), request.headers(), open_loopback) {
+        let (error, message) = refusal.answer();
+        return json(StatusCode::FORBIDDEN, &serde_json::json!({ "error": error, "message": message }));
+    }
     let path = request.uri().path();
     let (allowed, allow) = if path == "/admin/reload" {
         (request.method() == Method::POST, "POST")
@@ -220,7 +229,8 @@ fn issue_json(issue: &ConfigIssue) -> serde_json::Value {
     })
 }
 
-/// Whether the request carries the token (always true without one). Compared in constant time.
+/// Whether the request carries the token (always true without one). Their digests are compared,
+/// in constant time: neither the token's bytes nor its length show in the time taken.
 fn authorized<B>(token: Option<&str>, request: &Request<B>) -> bool {
     let Some(token) = token else { return true };
     let Some(given) = request
@@ -232,8 +242,9 @@ fn authorized<B>(token: Option<&str>, request: &Request<B>) -> bool {
     else {
         return false;
     };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::Digest as _;
+    let (a, b) = (sha2::Sha256::digest(given.trim().as_bytes()), sha2::Sha256::digest(token.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
