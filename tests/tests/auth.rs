@@ -145,6 +145,39 @@ async fn key_auth_header_query_and_stripping() {
     gw.stop().await;
 }
 
+/// `x_consumer_id` is `x-consumer-id` to a CGI-style upstream (PHP, Rack, WSGI all read both as
+/// `HTTP_X_CONSUMER_ID`): a client's underscore spelling of a header an auth plugin vouches for
+/// must not reach it. Dropped by default (as nginx does), a 400 with `reject`, kept with `allow`.
+#[tokio::test]
+async fn underscore_spellings_of_identity_headers_do_not_reach_the_upstream() {
+    let upstream = Upstream::start().await;
+    let forged = [("x-api-key", "bob-secret-key"), ("x_consumer_id", "alice"), ("x-consumer_groups", "admin"), ("x_anonymous_consumer", "true")];
+    let gw = Gateway::start(&key_auth_config(), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.request("GET", &gw.url("/default"), &forged, b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id"), vec!["bob"]);
+    for name in ["x_consumer_id", "x-consumer_groups", "x_anonymous_consumer"] {
+        assert!(r.upstream_header(name).is_empty(), "{name} was dropped");
+    }
+    gw.stop().await;
+
+    let reject = format!("[limits]\nheaders_with_underscores = \"reject\"\n{}", key_auth_config());
+    let gw = Gateway::start(&reject, Some(&upstream)).await;
+    let r = client.request("GET", &gw.url("/default"), &forged, b"").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("underscore"), "{}", r.text());
+    let r = client.request("GET", &gw.url("/default"), &forged[..1], b"").await;
+    assert_eq!(r.status, 200, "a request without one is served");
+    gw.stop().await;
+
+    let allow = format!("[limits]\nheaders_with_underscores = \"allow\"\n{}", key_auth_config());
+    let gw = Gateway::start(&allow, Some(&upstream)).await;
+    let r = client.request("GET", &gw.url("/default"), &forged, b"").await;
+    assert_eq!(r.upstream_header("x_consumer_id"), vec!["alice"], "the operator chose to keep them");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn key_auth_rejects_without_leaking() {
     let upstream = Upstream::start().await;

@@ -215,6 +215,24 @@ pub struct LimitsConfig {
     /// name, value and four bytes): its changes past it are ignored (and logged).
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub max_response_header_bytes: usize,
+    /// What becomes of a client's request header whose name has an underscore.
+    pub headers_with_underscores: UnderscoreHeaders,
+}
+
+/// A client's request header named with `_` (`x_consumer_id`): CGI-style upstreams (PHP, Rack,
+/// WSGI) read it as the `x-consumer-id` an auth plugin vouches for, so a client could slip an
+/// identity past the plugin that strips the dashed name (the CVE-2024-45614 class). nginx drops
+/// such headers by default; Envoy's `headers_with_underscores_action` offers the same three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnderscoreHeaders {
+    /// Removed before routing: plugins and the upstream never see them.
+    #[default]
+    Drop,
+    /// The request is answered 400.
+    Reject,
+    /// Kept, as any other header.
+    Allow,
 }
 
 impl Default for LimitsConfig {
@@ -225,6 +243,7 @@ impl Default for LimitsConfig {
             max_body_bytes: 10 * 1024 * 1024,
             max_response_headers: 100,
             max_response_header_bytes: 64 * 1024,
+            headers_with_underscores: UnderscoreHeaders::Drop,
         }
     }
 }

@@ -209,6 +209,26 @@ pub fn valid_host(value: &[u8]) -> bool {
     name_ok && port_ok
 }
 
+/// Applies `[limits] headers_with_underscores` to a client's request headers: drops the names
+/// with `_`, or (`reject`) says which one makes the request a 400. Scans the names only; nothing
+/// is allocated unless such a name is there.
+pub fn underscored_names(headers: &mut HeaderMap, policy: crate::config::UnderscoreHeaders) -> Result<(), String> {
+    use crate::config::UnderscoreHeaders;
+    if policy == UnderscoreHeaders::Allow {
+        return Ok(());
+    }
+    let underscored = |name: &HeaderName| name.as_str().as_bytes().contains(&b'_');
+    let Some(first) = headers.keys().find(|n| underscored(n)) else { return Ok(()) };
+    if policy == UnderscoreHeaders::Reject {
+        return Err(format!("header name `{first}` has an underscore (`[limits] headers_with_underscores = \"reject\"`)"));
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| underscored(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+    Ok(())
+}
+
 /// Appends this gateway to `Via` (`1.1 airlock`, or `2 airlock` for HTTP/2), after every hop
 /// already listed, on however many lines they came.
 pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
