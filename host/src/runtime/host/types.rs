@@ -217,12 +217,17 @@ fn form_decode(s: &str) -> String {
 /// An origin-form path: `http` would take a `#` as the start of a fragment and drop the rest
 /// silently, so one is refused like any other invalid path.
 fn valid_path(path: &str) -> bool {
-    path.starts_with('/') && !path.contains('#') && http::uri::PathAndQuery::try_from(path).is_ok_and(|pq| pq.query().is_none())
+    // ASCII only: the request line has no place for other bytes (RFC 9112 3.2), which the
+    // `http` crate lets through; a plugin percent-encodes them.
+    path.starts_with('/')
+        && path.is_ascii()
+        && !path.contains('#')
+        && http::uri::PathAndQuery::try_from(path).is_ok_and(|pq| pq.query().is_none())
 }
 
 /// A query string (without `?`); a `#` is refused as in [`valid_path`].
 fn valid_query(query: &str) -> bool {
-    !query.contains('#') && http::uri::PathAndQuery::try_from(format!("/?{query}")).is_ok()
+    query.is_ascii() && !query.contains('#') && http::uri::PathAndQuery::try_from(format!("/?{query}")).is_ok()
 }
 
 impl HostRequest for HostState {
@@ -234,6 +239,9 @@ impl HostRequest for HostState {
         let log = self.log.clone();
         if let Some(req) = self.req_mut("set-method") {
             match Method::from_bytes(method.as_bytes()) {
+                // CONNECT would make the upstream call a tunnel to the target (the path gone);
+                // TRACE echoes the request, credentials included, to whoever asked.
+                Ok(Method::CONNECT | Method::TRACE) => plugin_warn!(&log, method, "method from plugin ignored: CONNECT and TRACE are not proxied"),
                 Ok(m) => req.method = m,
                 Err(_) => plugin_warn!(&log, method, "invalid method from plugin ignored"),
             }
@@ -507,9 +515,22 @@ mod tests {
         assert!(!valid_path("/a?b"));
         assert!(!valid_path("/a b"));
         assert!(!valid_path("/a#frag"), "a fragment would be dropped with what follows");
+        assert!(!valid_path("/\u{f8}"), "raw non-ASCII is not a request target");
+        assert!(valid_path("/%C3%B8"));
         assert!(valid_query("a=1&b=%23"));
         assert!(!valid_query("a#b"));
         assert!(!valid_query("a b"));
+        assert!(!valid_query("q=\u{f8}"));
+    }
+
+    #[test]
+    fn connect_and_trace_are_not_methods_a_plugin_can_set() {
+        let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
+        state.request = Some(crate::plugin_trial::parse_request("t.http", "GET / HTTP/1.1\n\n").unwrap());
+        for (asked, got) in [("PUT", "PUT"), ("CONNECT", "PUT"), ("TRACE", "PUT"), ("bad method", "PUT"), ("PURGE", "PURGE")] {
+            state.set_method(Resource::new_own(0), asked.into());
+            assert_eq!(state.request.as_ref().unwrap().method.as_str(), got, "{asked}");
+        }
     }
 
     #[test]
