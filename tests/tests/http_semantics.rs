@@ -215,6 +215,31 @@ async fn an_http2_authority_is_held_to_the_host_rules() {
     gw.stop().await;
 }
 
+/// A HEAD's answer has no body (RFC 9110 9.3.2). Over HTTP/2 bytes after its headers are a
+/// protocol error, so a plugin's answer and the gateway's own errors (no route, a dead
+/// upstream) must say their length and send nothing: the HTTP/2 client got a reset before.
+#[tokio::test]
+async fn a_head_answered_by_a_plugin_or_the_gateway_has_no_body_over_either_protocol() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let config = format!(
+        "[[routes]]\npath = \"/answered\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\nconfig = {{ status = 200, body = \"hello\" }}\n\n\
+         [upstreams.dead]\ntargets = [\"{dead}\"]\n\n[[routes]]\npath = \"/dead\"\nupstream = \"dead\"\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    for client in [HttpClient::http2(), HttpClient::http1()] {
+        for (path, status, length) in [("/answered", 200, Some("5")), ("/nowhere", 404, None), ("/dead", 502, None)] {
+            let request = http::Request::head(gw.url(path)).body(http_body_util::Full::default()).expect("request");
+            let reply = client.try_send(request).await.unwrap_or_else(|e| panic!("HEAD {path}: {e}"));
+            assert_eq!(reply.status, status, "{path}");
+            assert!(reply.body.is_empty(), "{path}: {:?}", reply.body);
+            if let Some(length) = length {
+                assert_eq!(reply.header("content-length").as_deref(), Some(length), "{path}: the GET's length");
+            }
+        }
+    }
+    gw.stop().await;
+}
+
 /// A transfer coding other than `chunked` is not taken off by the gateway: a request in one is a
 /// 501 (RFC 9112 6.1) and an upstream's answer in one a 502, where before the coded bytes went
 /// on unlabelled (`Transfer-Encoding` is hop-by-hop).

@@ -170,6 +170,13 @@ impl Gateway {
             // After a malformed request the connection's framing cannot be trusted.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if record.method() == Method::HEAD {
+            // Over HTTP/2 a body after a HEAD's headers is a protocol error (hyper's HTTP/1.1
+            // server drops it itself): its length is said, its bytes are not sent.
+            let length = response.body().size_hint().exact().unwrap_or(0);
+            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            *response.body_mut() = ProxyBody::full(Bytes::new());
+        }
         response
     }
 
@@ -257,7 +264,8 @@ impl Gateway {
         };
         record.consumer(request.context.get("consumer"));
         let body_idle = Duration::from_millis(self.timeouts.body_idle_ms);
-        let head = request.method == Method::HEAD;
+        // The client's method: a plugin may have sent the upstream another.
+        let head = record.method() == Method::HEAD;
         let mut response = write_response(response, stream, version, id_header, body_idle, head);
         if let Some(upgrade) = upgrade {
             upgrade::keep_switch(&mut response, upgrade, route.tunnel_idle);
@@ -657,7 +665,9 @@ fn write_response(
             if !(head && bytes.is_empty()) {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             }
-            ProxyBody::with_trailers(bytes, trailers)
+            // A plugin's answer to a HEAD may carry the GET's body: its length is said, its
+            // bytes not sent (over HTTP/2 they would be a protocol error).
+            if head { ProxyBody::full(Bytes::new()) } else { ProxyBody::with_trailers(bytes, trailers) }
         }
         (None, Some(stream)) => ProxyBody::streaming(stream).watched(body_idle, "an upstream's response body"),
         (None, None) => ProxyBody::full(Bytes::new()),
