@@ -15,27 +15,53 @@ use http::{HeaderMap, Method, StatusCode};
 pub type RouteParams = Vec<(String, String)>;
 
 /// The per-request context map shared along the chain (`consumer`, `consumer.groups`, ...).
-/// A small vector: a handful of keys, looked up linearly, cheaper than hashing.
+/// A small vector: a handful of keys, looked up linearly, cheaper than hashing. Held outside
+/// any plugin's memory cap, so bounded itself: [`Context::MAX_KEYS`] keys, [`Context::MAX_BYTES`]
+/// of keys and values.
 #[derive(Debug, Default, Clone)]
-pub struct Context(Vec<(String, String)>);
+pub struct Context {
+    entries: Vec<(String, String)>,
+    bytes: usize,
+}
 
 impl Context {
+    /// Most keys one request's context holds.
+    pub const MAX_KEYS: usize = 64;
+    /// Most bytes of keys and values one request's context holds.
+    pub const MAX_BYTES: usize = 64 * 1024;
+
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
-    /// Sets `key` to `value`, replacing an earlier value.
-    pub fn set(&mut self, key: String, value: String) {
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((key, value)),
+    /// Sets `key` to `value`, replacing an earlier value. `false` (and nothing changed) when that
+    /// would take the context past [`Context::MAX_KEYS`] or [`Context::MAX_BYTES`].
+    pub fn set(&mut self, key: String, value: String) -> bool {
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => {
+                let bytes = self.bytes - slot.1.len() + value.len();
+                if bytes > Self::MAX_BYTES {
+                    return false;
+                }
+                self.bytes = bytes;
+                slot.1 = value;
+            }
+            None => {
+                let bytes = self.bytes + key.len() + value.len();
+                if bytes > Self::MAX_BYTES || self.entries.len() >= Self::MAX_KEYS {
+                    return false;
+                }
+                self.bytes = bytes;
+                self.entries.push((key, value));
+            }
         }
+        true
     }
 
     /// Every key and value, in the order first set.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 }
 

@@ -236,6 +236,7 @@ upstream = "backend"
     config += &hostile_route("/host-calls", "calls", r#"{ mode = "host-calls" }"#);
     config += &hostile_route("/env", "flood", r#"{ mode = "env" }"#);
     config += &hostile_route("/response-edits", "flood", r#"{ mode = "response-edits", count = 1000 }"#);
+    config += &hostile_route("/context-flood", "flood", r#"{ mode = "context-flood", count = 1000 }"#);
     config += &hostile_route("/wait", "waiter", &format!(r#"{{ mode = "wait-on-host", url = "http://{hole}/" }}"#));
     config += &hostile_route("/crafted", "crafter", &format!(r#"{{ mode = "crafted-host", url = "http://{up}/echo", host = "evil.example" }}"#));
     let gw = Gateway::start(&config, Some(&upstream)).await;
@@ -288,6 +289,10 @@ upstream = "backend"
         // 50 ms deadline): stopped at the CPU deadline, a 5xx, not a broken connection.
         let r = client.get(&gw.url("/request-headers")).await;
         assert!(r.status.is_server_error(), "round {round}: {}", r.status);
+        // The request's context lives outside the plugin's memory cap: a 1 MiB value is refused,
+        // and 1000 values of 1 KiB stop at 64 KiB (63 of them, with their keys).
+        let r = client.get(&gw.url("/context-flood")).await;
+        assert_eq!((r.status.as_u16(), r.text().trim()), (200, "big=false kept=63"), "round {round}");
         assert_eq!(client.get(&gw.url("/healthy")).await.status, 200, "round {round}");
     }
     let failures = |plugin: &'static str, kind: &'static str| {

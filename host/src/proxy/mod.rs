@@ -407,6 +407,8 @@ impl Gateway {
 
         let mut context = crate::exchange::Context::default();
         if let Some(client) = parts.extensions.get::<Arc<crate::tls::ClientIdentity>>() {
+            // Set on an empty context: only a certificate naming more than `Context::MAX_BYTES`
+            // would leave a key unset.
             context.set(CLIENT_SUBJECT.to_owned(), client.subject.clone());
             context.set(CLIENT_SANS.to_owned(), client.sans.join(","));
         }

@@ -362,8 +362,11 @@ impl HostRequest for HostState {
 
     fn context_set(&mut self, _: Resource<RequestHandle>, key: String, value: String) {
         // The context stays writable in response phases: it feeds the access log.
-        if let Some(req) = self.request.as_mut() {
-            req.context.set(key, value);
+        if let Some(req) = self.request.as_mut()
+            && !req.context.set(key, value)
+        {
+            let (keys, bytes) = (crate::exchange::Context::MAX_KEYS, crate::exchange::Context::MAX_BYTES);
+            plugin_warn!(&self.log, keys, bytes, "context value ignored: the request's context is full");
         }
     }
 

@@ -143,6 +143,16 @@ impl Plugin for Hostile {
                 }
                 Action::Continue
             }
+            "context-flood" => {
+                // One value of 1 MiB, then `count` keys of 1 KiB: answers how many were kept.
+                req.context_set("big", &"x".repeat(1 << 20));
+                let value = "v".repeat(1024);
+                for i in 0..c.count.unwrap_or(100_000) {
+                    req.context_set(&format!("k{i}"), &value);
+                }
+                let kept = (0..c.count.unwrap_or(100_000)).filter(|i| req.context_get(&format!("k{i}")).is_some()).count();
+                Action::text(200, format!("big={} kept={kept}\n", req.context_get("big").is_some()))
+            }
             "crafted-host" => {
                 let url = c.url.clone().unwrap_or_default();
                 let headers = c.host.iter().map(|h| ("host".to_owned(), h.as_bytes().to_vec())).collect();
