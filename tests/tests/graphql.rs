@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use airlock_tests::{Gateway, HttpClient, Upstream};
-use async_graphql::{EmptySubscription, Error, ErrorExtensions, ID, InputObject, Object, Schema, SimpleObject};
+use async_graphql::{Context, EmptySubscription, Error, ErrorExtensions, ID, InputObject, Object, Schema, SimpleObject};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -34,6 +34,20 @@ impl Query {
             return Err(Error::new(format!("no user {}", id.as_str())).extend_with(|_, e| e.set("code", "NOT_FOUND")));
         }
         Ok(user(id.as_str()))
+    }
+
+    /// One user or null, the usual GraphQL "not found": id `404` is
+    /// `{"data": {"findUser": null}, "errors": [...]}` with a `NOT_FOUND` error at its path, id
+    /// `500` the same with an error without code. (A resolver's `Err` would leave the field out
+    /// of `data`, here `data: null`: the error is added beside the null instead.)
+    async fn find_user(&self, ctx: &Context<'_>, id: ID) -> Option<User> {
+        let error = match id.as_str() {
+            "404" => Error::new("no such user").extend_with(|_, e| e.set("code", "NOT_FOUND")),
+            "500" => Error::new("user store unreachable"),
+            _ => return Some(user(id.as_str())),
+        };
+        ctx.add_error(ctx.set_error_path(error.into_server_error(ctx.item.pos)));
+        None
     }
 
     /// The first users, optionally only active ones (even ids).
@@ -124,6 +138,18 @@ plugin = "builtin:graphql"
 query = "query User($id: ID!) { user(id: $id) { id name age score } }"
 operation_name = "User"
 result = "user"
+variables = { id = { from = "param.id" } }
+errors = [{ code = "NOT_FOUND", status = 404 }]
+
+[[routes]]
+path = "/people/{id}"
+methods = ["GET"]
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+[routes.plugins.config]
+query = "query FindUser($id: ID!) { findUser(id: $id) { id name } }"
+result = "findUser"
 variables = { id = { from = "param.id" } }
 errors = [{ code = "NOT_FOUND", status = 404 }]
 
@@ -281,6 +307,70 @@ async fn graphql_errors_map_to_statuses() {
     assert_eq!(body["flaky"], Value::Null);
     assert_eq!(body["graphql_errors"][0]["message"], "flaky failed");
     assert_eq!(body["graphql_errors"][0]["path"], json!(["flaky"]));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_null_result_with_errors_takes_the_error_rules_like_null_data() {
+    let (upstream, _) = graphql_server().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.get(&gw.url("/people/3")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"id": "3", "name": "user 3"}));
+
+    // {"data": {"findUser": null}, "errors": [{"message": "no such user", "path": ["findUser"],
+    // "extensions": {"code": "NOT_FOUND"}}]}: the configured rule, as for `data: null`.
+    let r = client.get(&gw.url("/people/404")).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let err = r.json();
+    assert_eq!(err["error"], "graphql_error");
+    assert_eq!(err["message"], "no such user");
+    assert_eq!(err["errors"][0]["path"], json!(["findUser"]));
+    assert_eq!(err["errors"][0]["extensions"]["code"], "NOT_FOUND");
+
+    // No rule matches and no client-class code: the upstream failed.
+    let r = client.get(&gw.url("/people/500")).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["message"], "user store unreachable");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn null_data_without_a_list_of_errors_is_a_502_saying_so() {
+    // Answers a GraphQL server should not give, by upstream path.
+    let upstream = Upstream::with_handler(|req: Request<Incoming>| async move {
+        let body = match req.uri().path() {
+            "/empty-errors" => r#"{"data": null, "errors": []}"#,
+            "/object-errors" => r#"{"data": null, "errors": {"message": "one error, not a list"}}"#,
+            "/null-data" => r#"{"data": null}"#,
+            _ => r#"{"errors": []}"#,
+        };
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        r
+    })
+    .await;
+    let mut config = String::from("[upstreams.graphql]\ntargets = [\"{upstream}\"]\n");
+    for path in ["/empty-errors", "/object-errors", "/null-data", "/no-data"] {
+        config.push_str(&format!(
+            "[[routes]]\npath = \"{path}\"\nupstream = \"graphql\"\n[[routes.plugins]]\nplugin = \"builtin:graphql\"\nconfig = {{ query = \"{{ a }}\", path = \"{path}\" }}\n"
+        ));
+    }
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let cases = [
+        ("/empty-errors", "the GraphQL response has `data: null` and no errors"),
+        ("/object-errors", "the GraphQL response has `data: null` and its `errors` is not a list"),
+        ("/null-data", "the GraphQL response has `data: null` and no errors"),
+        ("/no-data", "the GraphQL response has neither data nor errors"),
+    ];
+    for (path, message) in cases {
+        let r = HttpClient::http1().get(&gw.url(path)).await;
+        assert_eq!(r.status, 502, "{path}: {}", r.text());
+        let err = r.json();
+        assert_eq!(err["error"], "graphql_error", "{path}");
+        assert_eq!(err["message"], message, "{path}");
+    }
     gw.stop().await;
 }
 

@@ -556,6 +556,84 @@ response_body = "display_name""#;
 }
 
 #[tokio::test]
+async fn each_binding_of_a_method_answers_with_its_own_response_body() {
+    let server = GrpcServer::start(None).await;
+    // One method, several bindings: an annotation without `response_body` and a mapping with one
+    // (GetUser), an annotation with one and a mapping without (Big), two mappings (Ping).
+    let extra = r#"[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/GetUser"
+http = "GET /v1/users/{id}/name"
+response_body = "display_name"
+[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Big"
+http = "POST /v1/big/whole"
+body = "*"
+[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Ping"
+http = "POST /ping/note"
+body = "*"
+response_body = "note"
+[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Ping"
+http = "POST /ping"
+body = "*""#;
+    let gw = gateway(&config(&server, extra)).await.unwrap();
+    let (status, body) = json_call(&gw, "GET", "/v1/users/5", None).await;
+    assert_eq!((status.as_u16(), body["displayName"].clone()), (200, json!("user 5")), "the whole message");
+    let (status, body) = json_call(&gw, "GET", "/v1/users/5/name", None).await;
+    assert_eq!((status.as_u16(), body), (200, json!("user 5")), "only display_name");
+
+    let (status, body) = json_call(&gw, "POST", "/v1/big", Some(json!({"size": 3}))).await;
+    assert_eq!((status.as_u16(), body), (200, json!("eHh4")), "only data (the annotation's response_body)");
+    let (status, body) = json_call(&gw, "POST", "/v1/big/whole", Some(json!({"size": 3}))).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"data": "eHh4"})), "the whole message");
+
+    let (status, body) = json_call(&gw, "POST", "/ping/note", Some(json!({"note": "hi"}))).await;
+    assert_eq!((status.as_u16(), body), (200, json!("hi")), "only note");
+    let (status, body) = json_call(&gw, "POST", "/ping", Some(json!({"note": "hi"}))).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"note": "hi"})), "the whole message");
+}
+
+#[tokio::test]
+async fn undecodable_values_repeated_singular_fields_and_unexpected_bodies_are_400_naming_them() {
+    let server = GrpcServer::start(None).await;
+    let extra = r#"[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/GetUser"
+http = "DELETE /v1/users/{id}""#;
+    let gw = gateway(&config(&server, extra)).await.unwrap();
+    let cases: &[(&str, &str, Option<Value>, &str)] = &[
+        // Percent-encoded bytes that are not UTF-8 (grpc-gateway: 400), never U+FFFD sent on.
+        ("GET", "/v1/echo/%E9", None, "path variable `text` is not valid UTF-8"),
+        ("GET", "/v1/echo/a%FFb", None, "path variable `text` is not valid UTF-8"),
+        ("GET", "/v1/users/1?view=%E9t%E9", None, "query parameter `view` is not valid UTF-8"),
+        ("GET", "/v1/users/1?vi%E9w=x", None, "query parameter name `vi%E9w` is not valid UTF-8"),
+        // A singular field takes one value (grpc-gateway: "too many values").
+        ("GET", "/v1/echo/x?i64=1&i64=2", None, "query parameter `i64` is given more than once, but field `i64` of `demo.v1.Everything` is not repeated"),
+        ("GET", "/v1/users/1?filter.limit=1&filter.limit=2", None, "field `limit` of `demo.v1.Filter` is not repeated"),
+        ("GET", "/v1/echo/x?maybe_flag=true&maybeFlag=false", None, "query parameter `maybeFlag` is given more than once"),
+        // A body sent to a binding without `body`: the message names what the client sent.
+        ("DELETE", "/v1/users/1", Some(json!({"id": "2"})), "DELETE /v1/users/1 takes no request body"),
+    ];
+    for (method, path, body, text) in cases {
+        let (status, reply) = json_call(&gw, method, path, body.clone()).await;
+        assert_eq!(status, 400, "{method} {path}: {reply}");
+        assert_eq!(reply["code"], 3, "{method} {path}: {reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains(text), "{method} {path}: {reply}");
+        assert!(!message.contains('\u{FFFD}') && !message.contains("demo.v1.Users/"), "{method} {path}: {reply}");
+        assert_eq!(reply["details"], json!([]));
+    }
+    assert_eq!(server.seen.calls(), 0, "nothing reached the gRPC server");
+
+    // UTF-8 that is valid is decoded, repeated fields still take several values, and the
+    // binding without `body` works without one.
+    let (status, body) = json_call(&gw, "GET", "/v1/echo/%C3%A9t%C3%A9?numbers=1&numbers=2&maybe_text=%E2%9C%93", None).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"text": "été", "maybeText": "✓", "numbers": ["1", "2"]})));
+    let (status, body) = json_call(&gw, "DELETE", "/v1/users/8", None).await;
+    assert_eq!((status.as_u16(), body["id"].clone()), (200, json!("8")));
+}
+
+#[tokio::test]
 async fn streaming_methods_bad_mappings_and_ungranted_descriptors_are_refused_at_load() {
     let server = GrpcServer::start(None).await;
     let cases = [

@@ -43,8 +43,9 @@ pub fn code(error: &Value) -> Option<&str> {
     error.get("extensions").and_then(|e| e.get("code")).and_then(Value::as_str)
 }
 
-/// The status for a response whose `data` is null and which carries `errors`: the first rule
-/// matching any error, else 400 if any error is of a client class ([`CLIENT_CODES`]), else 502.
+/// The status for a response without a result (`data`, or the route's `result` under it, null)
+/// and which carries `errors`: the first rule matching any error, else 400 if any error is of a
+/// client class ([`CLIENT_CODES`]), else 502.
 pub fn status_for(rules: &[ErrorRule], errors: &[Value]) -> u16 {
     for rule in rules {
         if errors.iter().any(|e| rule.matches(e)) {

@@ -25,15 +25,19 @@
 //! a missing value (or an empty one, for any type but `string`) takes `default`, is answered
 //! 400 if `required`, and is otherwise left out.
 //!
-//! The response: `data` (or the value at `result` under it) with status 200. When `data` is null
-//! and there are `errors`, the status is the first `[[errors]]` rule matching any error, else 400
-//! if any error's `extensions.code` is `GRAPHQL_VALIDATION_FAILED`, `GRAPHQL_PARSE_FAILED` or
-//! `BAD_USER_INPUT`, else 502; the body is the gateway's error format with the GraphQL `errors`
-//! under `errors`. Partial data (`data` and `errors`) is a 200, with the errors added under
-//! `errors_field` (default `errors`) when the result is an object, or the answer
-//! `{"data": result, "<errors_field>": [...]}` otherwise. An upstream answer that is not a GraphQL
-//! response is a 502 if its status is 2xx and passed through as it is otherwise (a 401 from the
-//! GraphQL server reaches the client).
+//! The response: `data` (or the value at `result` under it) with status 200. When that result is
+//! null (`data` null, or the `result` field null or left out, as in the usual GraphQL "not found"
+//! `{"data": {"user": null}, "errors": [{"path": ["user"], "extensions": {"code": "NOT_FOUND"}, ...}]}`)
+//! and there are `errors` (at the result's path or any other), the status is the first
+//! `[[errors]]` rule matching any error, else 400 if any error's `extensions.code` is
+//! `GRAPHQL_VALIDATION_FAILED`, `GRAPHQL_PARSE_FAILED` or `BAD_USER_INPUT`, else 502; the body is
+//! the gateway's error format with the first error's message and the GraphQL `errors` under
+//! `errors`. `data: null` without errors (an empty or absent `errors`, or one that is not a list)
+//! is a 502 whose message says so. Partial data (a result and `errors`) is a 200, with the errors
+//! added under `errors_field` (default `errors`) when the result is an object, or the answer
+//! `{"data": result, "<errors_field>": [...]}` otherwise; a null result without errors is a 200
+//! with `null`. An upstream answer that is not a GraphQL response is a 502 if its status is 2xx
+//! and passed through as it is otherwise (a 401 from the GraphQL server reaches the client).
 //!
 //! The query is inline, or `query = "file:<path>"`: read at configure from the directory granted
 //! to the plugin (`capabilities = ["files"]`, `files = { dir = "..." }`).
@@ -192,35 +196,83 @@ impl Plugin for GraphQl {
 
     fn on_response(&self, req: &Request, resp: &Response) {
         let Some(body) = resp.body() else { return };
-        let upstream_ok = (200..300).contains(&resp.status());
-        let document = serde_json::from_slice::<Value>(&body).ok().filter(|d| d.get("data").is_some() || d.get("errors").is_some());
-        let Some(mut document) = document else {
-            if upstream_ok {
-                let message = "the GraphQL upstream's answer is not a GraphQL response (no `data` or `errors`)".to_owned();
-                airlock_sdk::log::warn(&message);
-                resp.replace_with_json(502, &error_json(req, 502, "upstream_not_graphql", &message, None));
+        match self.answer(&body, (200..300).contains(&resp.status())) {
+            Answer::PassThrough => {}
+            Answer::Result(result) => resp.replace_with_json(200, &result),
+            Answer::Error { status, code, message, errors } => {
+                if errors.is_none() {
+                    // No GraphQL errors to show: the upstream's answer itself is wrong.
+                    airlock_sdk::log::warn(&message);
+                }
+                resp.replace_with_json(status, &error_json(req, status, code, &message, errors));
             }
-            return;
-        };
-        let errors = match document.get_mut("errors").map(Value::take) {
-            Some(Value::Array(errors)) => errors,
-            _ => Vec::new(),
-        };
-        let data = document.get_mut("data").map(Value::take).unwrap_or(Value::Null);
-        if data.is_null() {
-            let status = if errors.is_empty() { 502 } else { errors::status_for(&self.errors, &errors) };
-            let message = errors
-                .first()
-                .and_then(|e| e.get("message"))
-                .and_then(Value::as_str)
-                .unwrap_or("the GraphQL response has neither data nor errors")
-                .to_owned();
-            let errors = (!errors.is_empty()).then_some(Value::Array(errors));
-            resp.replace_with_json(status, &error_json(req, status, "graphql_error", &message, errors));
-            return;
         }
-        let mut result =
-            if self.result_pointer.is_empty() { data } else { data.pointer(&self.result_pointer).cloned().unwrap_or(Value::Null) };
+    }
+}
+
+/// What the client gets for the GraphQL upstream's answer.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    /// The upstream's answer as it is: an error status whose body is not a GraphQL response.
+    PassThrough,
+    /// 200 with the result (and the errors of a partial answer).
+    Result(Value),
+    /// An error in the gateway's format.
+    Error {
+        /// The HTTP status.
+        status: u16,
+        /// The `error` code: `graphql_error` or `upstream_not_graphql`.
+        code: &'static str,
+        /// The first GraphQL error's message, or what is wrong with the answer.
+        message: String,
+        /// The GraphQL `errors`, if there are some.
+        errors: Option<Value>,
+    },
+}
+
+impl GraphQl {
+    /// The answer for the upstream's response `body`; `upstream_ok` is whether its status is 2xx.
+    pub fn answer(&self, body: &[u8], upstream_ok: bool) -> Answer {
+        let document = serde_json::from_slice::<Value>(body).ok().filter(|d| d.get("data").is_some() || d.get("errors").is_some());
+        let Some(mut document) = document else {
+            if !upstream_ok {
+                return Answer::PassThrough;
+            }
+            let message = "the GraphQL upstream's answer is not a GraphQL response (no `data` or `errors`)".to_owned();
+            return Answer::Error { status: 502, code: "upstream_not_graphql", message, errors: None };
+        };
+        let has_data = document.get("data").is_some();
+        let (errors, errors_not_a_list) = match document.get_mut("errors").map(Value::take) {
+            Some(Value::Array(errors)) => (errors, false),
+            None | Some(Value::Null) => (Vec::new(), false),
+            Some(_) => (Vec::new(), true),
+        };
+        let mut data = document.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+        let data_is_null = data.is_null();
+        let mut result = if self.result_pointer.is_empty() {
+            data
+        } else {
+            data.pointer_mut(&self.result_pointer).map(Value::take).unwrap_or(Value::Null)
+        };
+        if result.is_null() && !errors.is_empty() {
+            // No result, and errors saying why: `data: null`, or the route's `result` null (the
+            // usual GraphQL "not found": `{"data": {"user": null}, "errors": [...]}`).
+            let status = errors::status_for(&self.errors, &errors);
+            let message = match errors.first().and_then(|e| e.get("message")).and_then(Value::as_str) {
+                Some(message) => message.to_owned(),
+                None => "the GraphQL response's first error has no `message`".to_owned(),
+            };
+            return Answer::Error { status, code: "graphql_error", message, errors: Some(Value::Array(errors)) };
+        }
+        if data_is_null {
+            let message = match (has_data, errors_not_a_list) {
+                (true, true) => "the GraphQL response has `data: null` and its `errors` is not a list",
+                (true, false) => "the GraphQL response has `data: null` and no errors",
+                (false, true) => "the GraphQL response has no `data` and its `errors` is not a list",
+                (false, false) => "the GraphQL response has neither data nor errors",
+            };
+            return Answer::Error { status: 502, code: "graphql_error", message: message.to_owned(), errors: None };
+        }
         if !errors.is_empty() {
             result = match result {
                 Value::Object(mut fields) => {
@@ -235,7 +287,7 @@ impl Plugin for GraphQl {
                 }
             };
         }
-        resp.replace_with_json(200, &result);
+        Answer::Result(result)
     }
 }
 
@@ -253,6 +305,8 @@ airlock_sdk::export_plugin!(GraphQl);
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn configure(json: &str) -> Result<GraphQl, String> {
@@ -270,6 +324,56 @@ mod tests {
         assert_eq!(p.result_pointer, "/user/profile");
         assert_eq!(p.path, "/graphql");
         assert!(!configure(r#"{"query": "{ a }"}"#).unwrap().reads_body);
+    }
+
+    /// The status and body (`Value::Null` for a pass-through) answered for `body`.
+    fn answer(p: &GraphQl, body: Value) -> (u16, Value) {
+        match p.answer(body.to_string().as_bytes(), true) {
+            Answer::PassThrough => (0, Value::Null),
+            Answer::Result(result) => (200, result),
+            Answer::Error { status, code, message, errors } => (status, json!({"error": code, "message": message, "errors": errors})),
+        }
+    }
+
+    #[test]
+    fn a_null_result_with_errors_takes_the_error_rules_like_null_data() {
+        let p = configure(r#"{"query": "{ user { id } }", "result": "user", "errors": [{"code": "NOT_FOUND", "status": 404}]}"#).unwrap();
+        let not_found = json!([{"message": "no such user", "path": ["user"], "extensions": {"code": "NOT_FOUND"}}]);
+        let expected = json!({"error": "graphql_error", "message": "no such user", "errors": not_found});
+        assert_eq!(answer(&p, json!({"data": {"user": null}, "errors": not_found})), (404, expected.clone()));
+        assert_eq!(answer(&p, json!({"data": {}, "errors": not_found})), (404, expected.clone()), "a result left out is null");
+        assert_eq!(answer(&p, json!({"data": null, "errors": not_found})), (404, expected));
+        // Errors at another path still explain the missing result; no rule: the default classes.
+        let (status, body) = answer(&p, json!({"data": {"user": null}, "errors": [{"message": "db down", "path": ["other"]}]}));
+        assert_eq!((status, body["message"].clone()), (502, json!("db down")));
+        let bad_input = json!([{"message": "bad id", "extensions": {"code": "BAD_USER_INPUT"}}]);
+        assert_eq!(answer(&p, json!({"data": {"user": null}, "errors": bad_input})).0, 400);
+        // A result with errors is partial data; a null result without errors is the result.
+        let (status, body) = answer(&p, json!({"data": {"user": {"id": "1"}}, "errors": not_found}));
+        assert_eq!((status, body), (200, json!({"id": "1", "errors": not_found})));
+        assert_eq!(answer(&p, json!({"data": {"user": null}})), (200, Value::Null));
+        // Without `result`, only `data: null` is no result.
+        let all = configure(r#"{"query": "{ user { id } }", "errors": [{"code": "NOT_FOUND", "status": 404}]}"#).unwrap();
+        let (status, body) = answer(&all, json!({"data": {"user": null}, "errors": not_found}));
+        assert_eq!((status, body), (200, json!({"user": null, "errors": not_found})));
+    }
+
+    #[test]
+    fn null_data_without_a_list_of_errors_is_a_502_saying_so() {
+        let p = configure(r#"{"query": "{ a }", "result": "a"}"#).unwrap();
+        let message = |body: Value| {
+            let (status, body) = answer(&p, body);
+            assert_eq!(status, 502, "{body}");
+            body["message"].as_str().unwrap_or_default().to_owned()
+        };
+        assert_eq!(message(json!({"data": null, "errors": []})), "the GraphQL response has `data: null` and no errors");
+        assert_eq!(message(json!({"data": null})), "the GraphQL response has `data: null` and no errors");
+        assert_eq!(message(json!({"data": null, "errors": {"message": "x"}})), "the GraphQL response has `data: null` and its `errors` is not a list");
+        assert_eq!(message(json!({"errors": {"message": "x"}})), "the GraphQL response has no `data` and its `errors` is not a list");
+        assert_eq!(message(json!({"errors": []})), "the GraphQL response has neither data nor errors");
+        assert_eq!(message(json!({"data": null, "errors": [{"path": ["a"]}]})), "the GraphQL response's first error has no `message`");
+        assert_eq!(answer(&p, json!({"nothing": 1})).1["error"], "upstream_not_graphql");
+        assert_eq!(p.answer(b"not json", false), Answer::PassThrough);
     }
 
     #[test]

@@ -30,10 +30,13 @@
 //! `mappings`): method and path template (`{field}`, `{field=a/*/b/*}`, `**`, `:verb`). None
 //! matching is a 404, never a request passed through untranscoded. The request message is built
 //! from the JSON body (`body: "*"`: the whole message; `body: "f"`: field `f`), then the query
-//! parameters (dotted field paths, repeated fields by repeating the parameter; not allowed when
-//! the body is the whole message), then the path variables. The proto3 JSON mapping applies
-//! (int64 as strings or numbers, enums by name, well-known types); an unknown field or query
-//! parameter, or JSON that does not fit, is a 400.
+//! parameters (dotted field paths, repeated fields by repeating the parameter, a singular field
+//! given once; not allowed when the body is the whole message), then the path variables. The
+//! proto3 JSON mapping applies (int64 as strings or numbers, enums by name, well-known types); an
+//! unknown field or query parameter, a singular field given twice in the query, a path or query
+//! value that is not UTF-8 once percent-decoded (`%E9`), a body sent to a binding without `body`,
+//! or JSON that does not fit, is a 400 naming what was wrong. Each binding answers with its own
+//! `response_body`, whatever other bindings its method has.
 //!
 //! The upstream gets `POST /package.Service/Method` with `content-type: application/grpc`,
 //! `te: trailers` and the framed message; the gateway adds `grpc-timeout` from the route's
@@ -55,10 +58,8 @@ pub mod status;
 pub mod template;
 pub mod upstream_status;
 
-use std::collections::HashMap;
-
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, Response};
-use prost_reflect::{DescriptorPool, MessageDescriptor};
+use prost_reflect::DescriptorPool;
 use serde::Deserialize;
 
 use mapping::{Binding, MappingConfig};
@@ -84,11 +85,14 @@ fn yes() -> bool {
     true
 }
 
+/// The request context key under which the request phase leaves the index (in `bindings`) of
+/// the binding it transcoded the request for: the response phase answers with that binding's
+/// `response_body`, whichever other bindings the method has.
+const BINDING_CONTEXT_KEY: &str = "grpc-transcode.binding";
+
 /// The configured plugin.
 pub struct GrpcTranscode {
     bindings: Vec<Binding>,
-    /// Response message and `response_body` field, by upstream path `/package.Service/Method`.
-    outputs: HashMap<String, (MessageDescriptor, Option<String>)>,
     pool: DescriptorPool,
 }
 
@@ -103,12 +107,7 @@ impl Plugin for GrpcTranscode {
         let pool = DescriptorPool::decode(bytes.as_slice())
             .map_err(|e| format!("`descriptor`: `{path}` is not a FileDescriptorSet (protoc -o / protox): {e}"))?;
         let bindings = mapping::bindings(&pool, &config.services, config.annotations, &config.mappings)?;
-        let mut outputs = HashMap::new();
-        for binding in &bindings {
-            let entry = (binding.method.output(), binding.response_body.clone());
-            outputs.entry(binding.grpc_path()).or_insert(entry);
-        }
-        Ok(Self { bindings, outputs, pool })
+        Ok(Self { bindings, pool })
     }
 
     /// Both bodies: the JSON request becomes a gRPC message, the gRPC answer JSON.
@@ -119,19 +118,19 @@ impl Plugin for GrpcTranscode {
     fn on_request(&self, req: &Request) -> Action {
         let method = req.method();
         let path = req.path();
-        let found = self.bindings.iter().find_map(|b| {
+        let found = self.bindings.iter().enumerate().find_map(|(index, b)| {
             if b.verb != method {
                 return None;
             }
-            b.template.matches(&path).map(|captures| (b, captures))
+            b.template.matches(&path).map(|captures| (index, b, captures))
         });
-        let Some((binding, captures)) = found else {
+        let Some((index, binding, captures)) = found else {
             let message = format!("no gRPC method is mapped to {method} {path}");
             return error(status::NOT_FOUND, 404, &message);
         };
         let query = req.query();
         let body = if binding.body.is_some() || method != "GET" { req.body() } else { None };
-        let framed = message::request_json(binding, &captures, query.as_deref(), body.as_deref())
+        let framed = message::request_json(binding, &path, &captures, query.as_deref(), body.as_deref())
             .and_then(|json| message::encode_request(&binding.method.input(), &json));
         let framed = match framed {
             Ok(framed) => framed,
@@ -146,17 +145,24 @@ impl Plugin for GrpcTranscode {
             req.remove_header(stale);
         }
         req.set_body(framed);
+        req.context_set(BINDING_CONTEXT_KEY, &index.to_string());
         Action::Continue
     }
 
     fn on_response(&self, req: &Request, resp: &Response) {
-        let Some((output, field)) = self.outputs.get(&req.path()) else { return };
-        if req.method() != "POST" || req.header_str("content-type").as_deref() != Some("application/grpc") {
-            // This plugin answered the request itself (404/400): nothing to transcode.
+        // The binding the request phase transcoded for: none when this plugin answered the
+        // request itself (404/400), so there is nothing to transcode.
+        let binding = req.context_get(BINDING_CONTEXT_KEY).and_then(|i| i.parse::<usize>().ok()).and_then(|i| self.bindings.get(i));
+        let Some(binding) = binding else { return };
+        if req.path() != binding.grpc_path()
+            || req.method() != "POST"
+            || req.header_str("content-type").as_deref() != Some("application/grpc")
+        {
             return;
         }
+        let (output, field) = (binding.method.output(), binding.response_body.as_deref());
         let (status, body) = match upstream_status::read(resp) {
-            upstream_status::Outcome::Ok => match resp.body().map(|b| message::decode_response(output, &b, field.as_deref())) {
+            upstream_status::Outcome::Ok => match resp.body().map(|b| message::decode_response(&output, &b, field)) {
                 Some(Ok(json)) => (200, json),
                 Some(Err(message)) => {
                     airlock_sdk::log::warn(&message);

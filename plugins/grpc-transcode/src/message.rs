@@ -2,6 +2,8 @@
 //! JSON body (proto3 JSON mapping, unknown fields refused), framed for gRPC; the response message
 //! unframed and written as proto3 JSON.
 
+use std::collections::HashSet;
+
 use prost::Message as _;
 use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, SerializeOptions};
 use serde_json::{Map, Value};
@@ -15,15 +17,26 @@ const PREFIX: usize = 5;
 /// The field at a dotted path (`user.id`) of `message`, by proto or JSON name; every step but
 /// the last must be a singular message field.
 pub fn field_path(message: &MessageDescriptor, path: &str) -> Result<FieldDescriptor, String> {
+    resolve(message, path).map(|(field, _)| field)
+}
+
+/// [`field_path`], with the path in proto names (`userId.x` and `user_id.x` are both `user_id.x`):
+/// one name for a field however the client spelled it.
+fn resolve(message: &MessageDescriptor, path: &str) -> Result<(FieldDescriptor, String), String> {
     let mut current = message.clone();
+    let mut canonical = String::new();
     let mut parts = path.split('.').peekable();
     while let Some(part) = parts.next() {
         let field = current
             .get_field_by_name(part)
             .or_else(|| current.get_field_by_json_name(part))
             .ok_or_else(|| format!("message `{}` has no field `{part}`", current.full_name()))?;
+        if !canonical.is_empty() {
+            canonical.push('.');
+        }
+        canonical.push_str(field.name());
         if parts.peek().is_none() {
-            return Ok(field);
+            return Ok((field, canonical));
         }
         match field.kind() {
             Kind::Message(inner) if !field.is_list() && !field.is_map() => current = inner,
@@ -84,14 +97,16 @@ pub struct BadRequest(pub String);
 
 /// The request message as JSON: the body (whole, or under the binding's body field), the query
 /// parameters (when the body is not the whole message) and the path variables, which win.
-pub fn request_json(binding: &Binding, captures: &[(String, String)], query: Option<&str>, body: Option<&[u8]>) -> Result<Value, BadRequest> {
+/// `path` is the client's request path (the binding matched it), for messages; `captures` are
+/// what the binding's template captured from it.
+pub fn request_json(binding: &Binding, path: &str, captures: &[(String, Vec<u8>)], query: Option<&str>, body: Option<&[u8]>) -> Result<Value, BadRequest> {
     let input = binding.method.input();
     let body = body.filter(|b| !b.iter().all(u8::is_ascii_whitespace));
     let parsed: Option<Value> = match body {
         Some(bytes) if binding.body.is_some() => {
             Some(serde_json::from_slice(bytes).map_err(|e| BadRequest(format!("the request body is not valid JSON: {e}")))?)
         }
-        Some(_) => return Err(BadRequest(format!("{} {} takes no request body", binding.verb, binding.grpc_path()))),
+        Some(_) => return Err(BadRequest(format!("{} {path} takes no request body", binding.verb))),
         None => None,
     };
     let mut object = match (binding.body.as_deref(), parsed) {
@@ -105,22 +120,36 @@ pub fn request_json(binding: &Binding, captures: &[(String, String)], query: Opt
         (None, Some(_)) | (_, None) => Map::new(),
     };
     if let Some(query) = query.filter(|q| !q.is_empty()) {
+        // The singular fields set so far, by proto-name path: a second value is a 400 (as
+        // grpc-gateway's "too many values"), never the last one silently winning.
+        let mut given = HashSet::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = decode(&name.replace('+', " "));
-            let value = decode(&value.replace('+', " "));
+            let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = decode(&raw_name.replace('+', " "))
+                .ok_or_else(|| BadRequest(format!("query parameter name `{raw_name}` is not valid UTF-8 once percent-decoded")))?;
+            let value = decode(&raw_value.replace('+', " "))
+                .ok_or_else(|| BadRequest(format!("query parameter `{name}` is not valid UTF-8 once percent-decoded")))?;
             if binding.body.as_deref() == Some("*") {
                 return Err(BadRequest(format!("unknown query parameter `{name}`: the request body is the whole message")));
             }
-            let field = field_path(&input, &name).map_err(|e| BadRequest(format!("unknown query parameter `{name}`: {e}")))?;
+            let (field, canonical) = resolve(&input, &name).map_err(|e| BadRequest(format!("unknown query parameter `{name}`: {e}")))?;
             if binding.body.as_deref() == Some(name.as_str()) {
                 return Err(BadRequest(format!("query parameter `{name}` is the request body's field")));
+            }
+            if !field.is_list() && !given.insert(canonical) {
+                return Err(BadRequest(format!(
+                    "query parameter `{name}` is given more than once, but field `{}` of `{}` is not repeated: it takes one value",
+                    field.name(),
+                    field.parent_message().full_name()
+                )));
             }
             insert(&mut object, &name, leaf(&field, &value).map_err(BadRequest)?, field.is_list());
         }
     }
     for (name, value) in captures {
         let field = field_path(&input, name).map_err(BadRequest)?;
+        let value = std::str::from_utf8(value)
+            .map_err(|_| BadRequest(format!("path variable `{name}` is not valid UTF-8 once percent-decoded")))?;
         insert(&mut object, name, leaf(&field, value).map_err(BadRequest)?, field.is_list());
     }
     Ok(Value::Object(object))
@@ -173,4 +202,99 @@ pub fn to_json(message: &DynamicMessage, field: Option<&str>) -> Result<Vec<u8>,
     let mut value: Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
     let picked = value.get_mut(&json_name).map(Value::take).unwrap_or(Value::Null);
     serde_json::to_vec(&picked).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use prost_reflect::DescriptorPool;
+    use prost_reflect::prost_types::field_descriptor_proto::{Label, Type};
+    use prost_reflect::prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, MethodDescriptorProto, ServiceDescriptorProto};
+    use serde_json::json;
+
+    use super::*;
+    use crate::template::Template;
+
+    fn field(name: &str, number: i32, kind: Type, label: Label, type_name: Option<&str>) -> FieldDescriptorProto {
+        FieldDescriptorProto {
+            name: Some(name.into()),
+            number: Some(number),
+            label: Some(label as i32),
+            r#type: Some(kind as i32),
+            type_name: type_name.map(str::to_owned),
+            json_name: None,
+            ..Default::default()
+        }
+    }
+
+    /// `t.v1.T/Get(Thing) returns (Thing)` bound to `verb path` with `body`; `Thing` has `text`,
+    /// `i64`, `tags` (repeated), `maybe_flag` and `filter` (a message with `limit`).
+    fn binding(verb: &str, path: &str, body: Option<&str>) -> Binding {
+        let thing = DescriptorProto {
+            name: Some("Thing".into()),
+            field: vec![
+                field("text", 1, Type::String, Label::Optional, None),
+                field("i64", 2, Type::Int64, Label::Optional, None),
+                field("tags", 3, Type::String, Label::Repeated, None),
+                field("maybe_flag", 4, Type::Bool, Label::Optional, None),
+                field("filter", 5, Type::Message, Label::Optional, Some(".t.v1.Filter")),
+            ],
+            ..Default::default()
+        };
+        let filter = DescriptorProto { name: Some("Filter".into()), field: vec![field("limit", 1, Type::Uint32, Label::Optional, None)], ..Default::default() };
+        let get = MethodDescriptorProto {
+            name: Some("Get".into()),
+            input_type: Some(".t.v1.Thing".into()),
+            output_type: Some(".t.v1.Thing".into()),
+            ..Default::default()
+        };
+        let file = FileDescriptorProto {
+            name: Some("t.proto".into()),
+            package: Some("t.v1".into()),
+            syntax: Some("proto3".into()),
+            message_type: vec![thing, filter],
+            service: vec![ServiceDescriptorProto { name: Some("T".into()), method: vec![get], ..Default::default() }],
+            ..Default::default()
+        };
+        let mut pool = DescriptorPool::new();
+        pool.add_file_descriptor_proto(file).unwrap();
+        let method = pool.get_service_by_name("t.v1.T").unwrap().methods().next().unwrap();
+        Binding { verb: verb.into(), template: Template::parse(path).unwrap(), body: body.map(str::to_owned), response_body: None, method }
+    }
+
+    /// What `request_json` makes of `path` and `query` (and `body`) for `binding`.
+    fn request(binding: &Binding, path: &str, query: &str, body: Option<&str>) -> Result<Value, String> {
+        let captures = binding.template.matches(path).unwrap_or_else(|| panic!("{path} does not match"));
+        request_json(binding, path, &captures, Some(query), body.map(str::as_bytes)).map_err(|BadRequest(message)| message)
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_are_refused_naming_the_parameter() {
+        let b = binding("GET", "/v1/things/{text}", None);
+        assert_eq!(request(&b, "/v1/things/%E9", "", None).unwrap_err(), "path variable `text` is not valid UTF-8 once percent-decoded");
+        assert_eq!(request(&b, "/v1/things/x", "i64=%E9", None).unwrap_err(), "query parameter `i64` is not valid UTF-8 once percent-decoded");
+        assert_eq!(request(&b, "/v1/things/x", "t%FFgs=a", None).unwrap_err(), "query parameter name `t%FFgs` is not valid UTF-8 once percent-decoded");
+        assert_eq!(request(&b, "/v1/things/%C3%A9", "tags=%E2%9C%93", None).unwrap(), json!({"tags": ["\u{2713}"], "text": "\u{e9}"}));
+    }
+
+    #[test]
+    fn a_singular_field_takes_one_query_value_a_repeated_one_several() {
+        let b = binding("GET", "/v1/things/{text}", None);
+        let err = request(&b, "/v1/things/x", "i64=1&i64=2", None).unwrap_err();
+        assert_eq!(err, "query parameter `i64` is given more than once, but field `i64` of `t.v1.Thing` is not repeated: it takes one value");
+        let err = request(&b, "/v1/things/x", "maybe_flag=true&maybeFlag=false", None).unwrap_err();
+        assert!(err.starts_with("query parameter `maybeFlag` is given more than once, but field `maybe_flag`"), "{err}");
+        let err = request(&b, "/v1/things/x", "filter.limit=1&filter.limit=2", None).unwrap_err();
+        assert!(err.contains("field `limit` of `t.v1.Filter` is not repeated"), "{err}");
+        assert_eq!(
+            request(&b, "/v1/things/x", "tags=a&tags=b&i64=3&filter.limit=4", None).unwrap(),
+            json!({"tags": ["a", "b"], "i64": "3", "filter": {"limit": "4"}, "text": "x"})
+        );
+    }
+
+    #[test]
+    fn a_body_for_a_binding_without_one_names_what_the_client_sent() {
+        let b = binding("DELETE", "/v1/things/{text}", None);
+        assert_eq!(request(&b, "/v1/things/a%20b", "", Some("{}")).unwrap_err(), "DELETE /v1/things/a%20b takes no request body");
+        assert_eq!(request(&b, "/v1/things/a%20b", "", Some(" \n")).unwrap(), json!({"text": "a b"}), "an empty body is no body");
+    }
 }

@@ -32,8 +32,10 @@ impl Template {
         Ok(Self { segments, verb: verb.map(str::to_owned) })
     }
 
-    /// The fields captured from `path` (percent-decoded), or `None` if it does not match.
-    pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+    /// The fields captured from `path`, or `None` if it does not match. A one-segment variable's
+    /// value is percent-decoded, a longer one's kept as its segments are; either is bytes, UTF-8
+    /// or not: a value that is not is the client's mistake (a 400), not a path that does not match.
+    pub fn matches(&self, path: &str) -> Option<Vec<(String, Vec<u8>)>> {
         let rest = path.strip_prefix('/')?;
         let (body, verb) = split_verb(rest);
         if verb != self.verb.as_deref() {
@@ -114,12 +116,12 @@ fn parse_segments(text: &str, variables_allowed: bool) -> Result<Vec<Segment>, S
 }
 
 /// Matches `segments` against the start of `parts`; returns how many parts they used.
-fn match_segments(segments: &[Segment], parts: &[&str], captures: &mut Vec<(String, String)>) -> Option<usize> {
+fn match_segments(segments: &[Segment], parts: &[&str], captures: &mut Vec<(String, Vec<u8>)>) -> Option<usize> {
     let mut at = 0;
     for segment in segments {
         match segment {
             Segment::Literal(literal) => {
-                if parts.get(at).map(|p| decode(p)) != Some(literal.clone()) {
+                if parts.get(at).map(|p| decode_bytes(p)).as_deref() != Some(literal.as_bytes()) {
                     return None;
                 }
                 at += 1;
@@ -135,7 +137,7 @@ fn match_segments(segments: &[Segment], parts: &[&str], captures: &mut Vec<(Stri
                 if used == 0 {
                     return None;
                 }
-                let value = if used == 1 { decode(parts[at]) } else { parts[at..at + used].join("/") };
+                let value = if used == 1 { decode_bytes(parts[at]) } else { parts[at..at + used].join("/").into_bytes() };
                 captures.push((field.clone(), value));
                 at += used;
             }
@@ -144,8 +146,21 @@ fn match_segments(segments: &[Segment], parts: &[&str], captures: &mut Vec<(Stri
     Some(at)
 }
 
-/// Percent-decodes a path segment or query component (`+` is kept: paths do not use it for spaces).
-pub fn decode(text: &str) -> String {
+/// Percent-decodes a path segment or query component as text; `None` when the bytes it stands for
+/// are not UTF-8 (`%E9` alone), which no request field can take (see [`decode_bytes`]).
+pub fn decode(text: &str) -> Option<String> {
+    String::from_utf8(decode_bytes(text)).ok()
+}
+
+/// Percent-decodes a text the gateway only passes on to the client (`grpc-message`): bytes that
+/// are not UTF-8 become U+FFFD.
+pub fn decode_lossy(text: &str) -> String {
+    String::from_utf8_lossy(&decode_bytes(text)).into_owned()
+}
+
+/// Percent-decodes a path segment or query component into the bytes it stands for (`+` is kept:
+/// paths do not use it for spaces).
+pub fn decode_bytes(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -159,7 +174,7 @@ pub fn decode(text: &str) -> String {
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -176,7 +191,8 @@ mod tests {
     use super::*;
 
     fn caps(t: &str, path: &str) -> Option<Vec<(String, String)>> {
-        Template::parse(t).map_err(|e| panic!("{e}")).ok()?.matches(path)
+        let captures = Template::parse(t).map_err(|e| panic!("{e}")).ok()?.matches(path)?;
+        Some(captures.into_iter().map(|(field, value)| (field, String::from_utf8(value).unwrap_or_else(|e| panic!("{e}")))).collect())
     }
 
     #[test]
@@ -198,6 +214,20 @@ mod tests {
         assert_eq!(caps("/v1/files/{path=**}", "/v1/files/a/b/c"), Some(vec![("path".into(), "a/b/c".into())]));
         assert_eq!(caps("/v1/users/{id}:undelete", "/v1/users/3:undelete"), Some(vec![("id".into(), "3".into())]));
         assert_eq!(caps("/v1/users/{id}:undelete", "/v1/users/3"), None);
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_are_captured_as_bytes_and_refused_as_text() {
+        let template = Template::parse("/v1/things/{id}").unwrap();
+        assert_eq!(template.matches("/v1/things/%E9"), Some(vec![("id".into(), vec![0xE9])]), "matches: the 400 is the caller's");
+        assert_eq!(template.matches("/v1/th%C3%AFngs/x"), None);
+        assert_eq!(Template::parse("/v1/th\u{ef}ngs/{id}").unwrap().matches("/v1/th%C3%AFngs/x"), Some(vec![("id".into(), b"x".to_vec())]));
+        assert_eq!(Template::parse("/v1/thin/{id}").unwrap().matches("/v1/thi%6E/x").map(|c| c.len()), Some(1), "literals compare decoded");
+        assert_eq!(decode("%C3%A9t%C3%A9"), Some("\u{e9}t\u{e9}".into()));
+        assert_eq!(decode("%E9"), None);
+        assert_eq!(decode("a%FFb"), None);
+        assert_eq!(decode("100%"), Some("100%".into()), "a `%` without two hex digits is kept");
+        assert_eq!(decode_lossy("a%E9"), "a\u{FFFD}");
     }
 
     #[test]

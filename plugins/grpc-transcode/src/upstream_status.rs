@@ -42,7 +42,7 @@ pub fn read(resp: &Response) -> Outcome {
     if code == crate::status::OK {
         return Outcome::Ok;
     }
-    let message = field("grpc-message").map(|m| crate::template::decode(&m)).unwrap_or_default();
+    let message = field("grpc-message").map(|m| crate::template::decode_lossy(&m)).unwrap_or_default();
     Outcome::Error { code, message, details: field("grpc-status-details-bin") }
 }
 
