@@ -10,8 +10,9 @@ use crate::bindings::airlock::plugin::types as raw;
 /// A handle to the gateway's copy: each method copies only what it names across the sandbox
 /// boundary (reading one header copies one header), so read what you need, when you need it.
 /// Changes made in [`Plugin::on_request`](crate::Plugin::on_request) are what the upstream
-/// receives; in [`Plugin::on_response`](crate::Plugin::on_response) the request is read-only and
-/// setters have no effect (the context can still be read).
+/// receives; in [`Plugin::on_response`](crate::Plugin::on_response) the request is read-only:
+/// its setters (and [`Request::edit_response`]) are ignored and logged. The context is the
+/// exception: it can be read and written in both phases (see [`Request::context_set`]).
 ///
 /// Header names are matched case-insensitively; values are raw bytes, never re-encoded.
 #[repr(transparent)]
@@ -152,10 +153,13 @@ impl Request {
 
     /// The buffered request body parsed as JSON into `T`.
     ///
-    /// `Ok(None)` if there is no buffered body (see [`Request::body`]); `Err` if it is not JSON
-    /// or does not fit `T`, with the key path in the message.
+    /// `Ok(None)` if there is no buffered body (see [`Request::body`]) or the body is empty or
+    /// only JSON whitespace (spaces, tabs, CR, LF), as for a `GET` without a body: there is no
+    /// JSON value to parse, whatever `T` is. `Ok(Some(_))` for any other body that parses as a
+    /// `T` (a body `null` is `Some`, for types that accept it); `Err` if it is not JSON or does
+    /// not fit `T`, with the key path in the message.
     pub fn json_body<T: DeserializeOwned>(&self) -> Result<Option<T>, String> {
-        self.0.body().map(|bytes| crate::json::body_from_slice(&bytes)).transpose()
+        crate::json::optional_body(self.0.body().as_deref())
     }
 
     /// Replaces the request body with `value` serialized as JSON and sets
@@ -175,7 +179,10 @@ impl Request {
     }
 
     /// Sets a value in the per-request context; later plugins, the response phases and the access
-    /// log see it.
+    /// log see it. Unlike the rest of the request, the context stays writable in
+    /// [`Plugin::on_response`](crate::Plugin::on_response): a value set there is seen by the
+    /// response phases that run after it (those of plugins earlier in the chain) and by the
+    /// access log.
     pub fn context_set(&self, key: &str, value: &str) {
         self.0.context_set(key, value)
     }
@@ -319,10 +326,13 @@ impl Response {
 
     /// The buffered response body parsed as JSON into `T`.
     ///
-    /// `Ok(None)` if there is no buffered body (see [`Response::body`]); `Err` if it is not JSON
-    /// or does not fit `T`, with the key path in the message.
+    /// `Ok(None)` if there is no buffered body (see [`Response::body`]) or the body is empty or
+    /// only JSON whitespace (spaces, tabs, CR, LF), as for a `204 No Content`: there is no JSON
+    /// value to parse, whatever `T` is. `Ok(Some(_))` for any other body that parses as a `T` (a
+    /// body `null` is `Some`, for types that accept it); `Err` if it is not JSON or does not fit
+    /// `T`, with the key path in the message.
     pub fn json_body<T: DeserializeOwned>(&self) -> Result<Option<T>, String> {
-        self.0.body().map(|bytes| crate::json::body_from_slice(&bytes)).transpose()
+        crate::json::optional_body(self.0.body().as_deref())
     }
 
     /// Replaces the response body with `value` serialized as JSON and sets

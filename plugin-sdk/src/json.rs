@@ -29,6 +29,21 @@ pub(crate) fn body_from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, St
     from_slice(bytes, "the body")
 }
 
+/// What `json_body` returns for a body as `body()` gives it: `Ok(None)` when there is no buffered
+/// body, or when it is empty or only JSON whitespace (space, tab, CR, LF: no JSON value at all, as
+/// a `GET` or a `204` carries); otherwise the body deserialized as [`body_from_slice`] does.
+pub(crate) fn optional_body<T: DeserializeOwned>(body: Option<&[u8]>) -> Result<Option<T>, String> {
+    match body {
+        Some(bytes) if !is_json_whitespace(bytes) => body_from_slice(bytes).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Whether `bytes` is empty or only the whitespace JSON allows between tokens (RFC 8259).
+fn is_json_whitespace(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
 /// Deserializes JSON text. Errors in the data read "`a.b[2].c`: message" (just "message" at the
 /// root), without a line and column; syntax errors keep their position.
 fn from_slice<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
@@ -104,6 +119,30 @@ mod tests {
         assert!(err.starts_with("the body is not valid JSON"), "{err}");
         let err = body_from_slice::<Config>(b"{} x").unwrap_err();
         assert_eq!(err, "the body is not valid JSON: trailing characters at line 1 column 4");
+    }
+
+    #[test]
+    fn empty_or_blank_body_is_no_body() {
+        assert_eq!(optional_body::<Config>(None), Ok(None));
+        assert_eq!(optional_body::<Config>(Some(b"")), Ok(None));
+        assert_eq!(optional_body::<Config>(Some(b" \r\n\t\n")), Ok(None));
+        // Even for types that would accept `null`: an empty body is not `null`.
+        assert_eq!(optional_body::<Option<Config>>(Some(b"")), Ok(None));
+        assert_eq!(optional_body::<serde_json::Value>(Some(b"\n")), Ok(None));
+    }
+
+    #[test]
+    fn non_blank_body_is_parsed() {
+        assert_eq!(optional_body::<Config>(Some(b" {} \n")), Ok(Some(Config::default())));
+        assert_eq!(optional_body::<serde_json::Value>(Some(b"null")), Ok(Some(serde_json::Value::Null)));
+        assert_eq!(optional_body::<Option<Config>>(Some(b"null")), Ok(Some(None)));
+        let err = optional_body::<Config>(Some(br#"{"request": {"set": {"x-a": 5}}}"#)).unwrap_err();
+        assert_eq!(err, "`request.set.x-a`: invalid type: integer `5`, expected a string");
+        // Other whitespace is not JSON whitespace: still a syntax error, not "no body".
+        let err = optional_body::<Config>(Some("\u{a0}".as_bytes())).unwrap_err();
+        assert!(err.starts_with("the body is not valid JSON"), "{err}");
+        let err = optional_body::<Config>(Some(b"{")).unwrap_err();
+        assert!(err.starts_with("the body is not valid JSON: EOF"), "{err}");
     }
 
     #[test]

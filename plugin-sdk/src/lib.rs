@@ -1,4 +1,4 @@
-//! Write plugins for the [Airlock] API gateway in Rust.
+//! Write plugins for the Airlock API gateway in Rust.
 //!
 //! An Airlock plugin is a WebAssembly component that the gateway runs, sandboxed, in a route's
 //! plugin chain. With this crate a plugin is one type implementing [`Plugin`] and one
@@ -30,14 +30,18 @@
 //! export_plugin!(RequireHeader);
 //! ```
 //!
-//! The crate is a `cdylib` that depends on this crate and `serde`:
+//! The crate is a `cdylib` that depends on this crate and `serde`. `airlock-sdk` is not published
+//! on crates.io: depend on it by path (the `plugin-sdk/` directory of an Airlock checkout) or by
+//! git (the Airlock repository; Cargo finds the `airlock-sdk` package in its workspace).
+//! `airlock plugin new` writes such a crate, with the dependency line filled in:
 //!
 //! ```toml
 //! [lib]
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! airlock-sdk = "0.1"
+//! airlock-sdk = { path = "../airlock/plugin-sdk" }
+//! # or: airlock-sdk = { git = "<URL of the Airlock repository>" }
 //! serde = { version = "1", features = ["derive"] }
 //! ```
 //!
@@ -81,8 +85,6 @@
 //! [`header_rules`] (remove, rename, set, add, append) are what the built-in plugins use to read
 //! values and header edits from config; a plugin that takes the same kind of config can use them
 //! too, so operators meet one syntax everywhere.
-//!
-//! [Airlock]: https://example.invalid/airlock
 #![deny(missing_docs)]
 
 mod action;

@@ -5,9 +5,9 @@
 //! loads it only if its `[plugins.<name>]` definition grants it (`capabilities = ["metrics"]`).
 //! Plugins that never call it do not import it.
 //!
-//! Names are `[a-z_][a-z0-9_]*` (at most 64 bytes; a counter's name without `_total`). Each
-//! distinct name and set of label values is a series, and a plugin has at most 256: keep label
-//! values few (a status class, not a user id). A refused call records nothing and says why;
+//! Names are `[a-z_][a-z0-9_]*` (at most 64 bytes; a counter's name without `_total`, which the
+//! gateway appends: see [`counter_add`]). Each distinct name and set of label values is a
+//! series, and a plugin has at most 256: keep label values few (a status class, not a user id). A refused call records nothing and says why;
 //! metrics are best effort, so most plugins ignore the error.
 //!
 //! ```no_run
@@ -59,6 +59,12 @@ fn labels(labels: &[(&str, &str)]) -> Vec<raw::Label> {
 }
 
 /// Adds `delta` to the counter `name` with `labels` (created at 0).
+///
+/// Give `name` without the `_total` suffix: the gateway exports the counter as
+/// `airlock_custom_<plugin>_<name>_total`, as Prometheus counters are named. A name that already
+/// ends in `_total` is not stripped: this gateway version accepts it and exports
+/// `cache_lookups_total` as `airlock_custom_<plugin>_cache_lookups_total_total`. Don't rely on
+/// that; a gateway may refuse such a name with [`MetricsError::Invalid`].
 pub fn counter_add(name: &str, labels_: &[(&str, &str)], delta: u64) -> Result<(), MetricsError> {
     raw::counter_add(name, &labels(labels_), delta).map_err(Into::into)
 }
