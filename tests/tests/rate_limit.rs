@@ -712,8 +712,12 @@ config = { concurrency = 2, queue = 2, max_wait_ms = 15000 }
     gw.stop().await;
 }
 
+/// The memory store holds `max_keys`. Past it, a new limiter key takes the place of the one
+/// nearest its expiry, so clients who invent keys (a header, a query parameter, IPv6 addresses)
+/// cannot fill the store and have every later client let through unlimited (fail-open) or
+/// refused (fail-closed), as when a full store refused new keys.
 #[tokio::test]
-async fn the_memory_backends_key_cap_holds_and_is_counted() {
+async fn a_full_memory_store_keeps_limiting_new_clients() {
     let upstream = Upstream::start().await;
     let config = r#"
 [state]
@@ -727,17 +731,32 @@ path_prefix = "/"
 upstream = "backend"
 [[routes.plugins]]
 plugin = "builtin:rate-limit"
-config = { by = ["header:x-key"], on_state_error = "fail-closed", limits = [{ name = "minute", limit = 10, window = "minute" }] }
+config = { by = ["header:x-key"], limits = [{ name = "minute", limit = 2, window = "minute" }] }
 "#;
     let gw = Gateway::start(config, Some(&upstream)).await;
     let client = HttpClient::http1();
-    let mut statuses = Vec::new();
-    for key in ["a", "b", "c", "d", "e", "a"] {
-        statuses.push(client.request("GET", &gw.url("/x"), &[("x-key", key)], b"").await.status.as_u16());
+    let send = |key: String| {
+        let (client, url) = (client.clone(), gw.url("/x"));
+        async move { client.request("GET", &url, &[("x-key", &key)], b"").await.status.as_u16() }
+    };
+    let mut victim = Vec::new();
+    for _ in 0..3 {
+        victim.push(send("victim".into()).await);
     }
-    // Three keys fit; new ones beyond the cap are refused (fail-closed: 503); known keys still work.
-    assert_eq!(statuses, [200, 200, 200, 503, 503, 200]);
-    assert_eq!(metric_value(&gw, "airlock_state_keys_refused_total", &[]).await, 2.0);
+    assert_eq!(victim, [200, 200, 429]);
+    // An attacker's flood of distinct keys, far past the cap.
+    for i in 0..20 {
+        assert_eq!(send(format!("junk-{i}")).await, 200);
+    }
+    // A client arriving after the flood is limited as before it.
+    let mut newcomer = Vec::new();
+    for _ in 0..3 {
+        newcomer.push(send("newcomer".into()).await);
+    }
+    assert_eq!(newcomer, [200, 200, 429]);
+    assert_eq!(metric_value(&gw, "airlock_state_keys_refused_total", &[]).await, 0.0);
+    // 22 keys in a store of 3: 19 made way.
+    assert_eq!(metric_value(&gw, "airlock_state_keys_displaced_total", &[]).await, 19.0);
     gw.stop().await;
 }
 

@@ -100,9 +100,14 @@ pub struct StateConfig {
     /// `memory` (default) or `redis`.
     pub backend: StateBackend,
     /// Most keys the memory backend holds; past it, expired keys are evicted and, if none has
-    /// expired, new keys are refused (counted in the store's stats).
+    /// expired, a new key takes the place of one nearest its expiry (a key stored without a TTL
+    /// never gives way: with no such key sampled, the new key is refused).
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub max_keys: usize,
+    /// Most bytes of plugins' stored values (keys included) the memory backend holds; a value
+    /// past it is refused (`full`). Limiters' counters are bounded by `max_keys` alone.
+    #[serde(deserialize_with = "bounds::at_least_one")]
+    pub max_bytes: usize,
     /// `redis://[user:password@]host:port[/db]`, required with `backend = "redis"`.
     pub redis_url: Option<Spanned<String>>,
     /// Time to open a connection to Redis, in milliseconds.
@@ -116,7 +121,14 @@ pub struct StateConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        Self { backend: StateBackend::Memory, max_keys: 1_000_000, redis_url: None, connect_timeout_ms: 1_000, timeout_ms: 100 }
+        Self {
+            backend: StateBackend::Memory,
+            max_keys: 1_000_000,
+            max_bytes: crate::state::memory::DEFAULT_MAX_BYTES,
+            redis_url: None,
+            connect_timeout_ms: 1_000,
+            timeout_ms: 100,
+        }
     }
 }
 

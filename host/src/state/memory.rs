@@ -1,5 +1,13 @@
 //! The embedded `state` backend: keys in this process's memory, sharded so concurrent requests
-//! rarely meet on a lock, expiring, and bounded by `[state] max_keys`.
+//! rarely meet on a lock, expiring, and bounded by `[state] max_keys` and (for plugins' stored
+//! values) `[state] max_bytes`.
+//!
+//! At `max_keys`, expired keys are swept first; if none had expired, a new key takes the place
+//! of the key nearest its expiry among a few sampled in its shard (Redis's `volatile-ttl`,
+//! approximated as Redis does). Every limiter key expires, so a flood of distinct limiter keys
+//! (one per client a client can invent) costs other clients at most a counter reset near its
+//! end, where refusing new keys would have let every new client through unlimited. A value
+//! stored without a TTL is never displaced: past the cap, new keys are refused.
 //!
 //! Each operation holds one shard's lock for a few hash-map steps and never awaits or does I/O
 //! under it, so a `std::sync::Mutex` is right here (tokio's docs recommend it for this case).
@@ -38,7 +46,22 @@ impl Entry {
     fn live(&self, now: Instant) -> bool {
         self.expires.is_none_or(|e| e > now)
     }
+
+    /// What the entry counts against `max_bytes`: a stored value's key and bytes; limiters'
+    /// fixed-size entries count nothing (`max_keys` bounds them).
+    fn stored_bytes(&self, key: &str) -> usize {
+        match &self.value {
+            Value::Bytes(b) => key.len() + b.len(),
+            _ => 0,
+        }
+    }
 }
+
+/// Entries sampled in a full shard for the one nearest its expiry.
+const EVICTION_SAMPLE: usize = 16;
+
+/// The default `[state] max_bytes`: 64 MiB of plugins' stored values.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The in-memory backend.
 pub struct MemoryStore {
@@ -46,6 +69,9 @@ pub struct MemoryStore {
     hasher: std::collections::hash_map::RandomState,
     len: AtomicUsize,
     max_keys: usize,
+    /// Bytes of stored values (keys included) held, against `max_bytes`.
+    bytes: AtomicUsize,
+    max_bytes: usize,
     epoch: Instant,
     stats: StateStats,
 }
@@ -55,16 +81,28 @@ fn expiry(now: Instant, ttl_ms: u64) -> Option<Instant> {
 }
 
 impl MemoryStore {
-    /// An empty store holding at most `max_keys` keys.
+    /// An empty store holding at most `max_keys` keys and [`DEFAULT_MAX_BYTES`] of values.
     pub fn new(max_keys: usize) -> Self {
+        Self::with_budget(max_keys, DEFAULT_MAX_BYTES)
+    }
+
+    /// An empty store holding at most `max_keys` keys and `max_bytes` of stored values.
+    pub fn with_budget(max_keys: usize, max_bytes: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
             len: AtomicUsize::new(0),
             max_keys,
+            bytes: AtomicUsize::new(0),
+            max_bytes,
             epoch: Instant::now(),
             stats: StateStats::default(),
         }
+    }
+
+    /// Bytes of stored values (keys included) held right now.
+    pub fn stored_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Health counters (cap hits, evictions).
@@ -92,14 +130,21 @@ impl MemoryStore {
     /// Removes every expired key; returns how many.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
-        let mut removed = 0;
+        let (mut removed, mut freed) = (0, 0);
         for shard in &self.shards {
             let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
             let before = map.len();
-            map.retain(|_, e| e.live(now));
+            map.retain(|key, e| {
+                let live = e.live(now);
+                if !live {
+                    freed += e.stored_bytes(key);
+                }
+                live
+            });
             removed += before - map.len();
         }
         self.len.fetch_sub(removed, Ordering::Relaxed);
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
         self.stats.evicted.fetch_add(removed as u64, Ordering::Relaxed);
         removed
     }
@@ -109,13 +154,16 @@ impl MemoryStore {
     ///
     /// A new key takes a slot of `max_keys` before `step` runs (and gives it back if `step`
     /// stores nothing). At the cap, the lock is released, expired keys are swept from every
-    /// shard, and the step starts over once; still at the cap, the key is refused.
+    /// shard, and the step starts over; still at the cap, a key nearest its expiry gives up its
+    /// slot ([`Self::displace_one`]) and the step starts over again (a few times, as other
+    /// requests may take the slot first). With no key that expires, the new key is refused.
     fn update<T>(
         &self,
         key: &str,
         step: impl FnOnce(Option<&Entry>, Instant) -> (T, Option<Entry>),
     ) -> Result<T, StateError> {
         let mut swept = false;
+        let mut displaced = 0;
         loop {
             let now = Instant::now();
             let mut map = self.shard(key);
@@ -123,6 +171,8 @@ impl MemoryStore {
                 let current = map.get(key).filter(|e| e.live(now));
                 let (out, new) = step(current, now);
                 if let (Some(entry), Some(slot)) = (new, map.get_mut(key)) {
+                    self.bytes.fetch_add(entry.stored_bytes(key), Ordering::Relaxed);
+                    self.bytes.fetch_sub(slot.stored_bytes(key), Ordering::Relaxed);
                     *slot = entry;
                 }
                 return Ok(out);
@@ -131,6 +181,7 @@ impl MemoryStore {
                 let (out, new) = step(None, now);
                 match new {
                     Some(entry) => {
+                        self.bytes.fetch_add(entry.stored_bytes(key), Ordering::Relaxed);
                         map.insert(key.to_owned(), entry);
                     }
                     None => {
@@ -141,13 +192,47 @@ impl MemoryStore {
             }
             self.len.fetch_sub(1, Ordering::AcqRel);
             drop(map);
-            if swept {
-                self.stats.cap_hits.fetch_add(1, Ordering::Relaxed);
+            if !swept {
+                self.sweep();
+                swept = true;
+            } else if displaced < 3 && self.displace_one(key) {
+                displaced += 1;
+            } else {
+                self.stats.record_full("max_keys");
                 return Err(StateError::Full);
             }
-            self.sweep();
-            swept = true;
         }
+    }
+
+    /// Frees one slot of `max_keys`: the key nearest its expiry among the first
+    /// [`EVICTION_SAMPLE`] keys that expire, sampled shard by shard from `key`'s. `false` if no
+    /// key in the store expires. Each shard is locked on its own, never two at once.
+    fn displace_one(&self, key: &str) -> bool {
+        let start = (self.hasher.hash_one(key) as usize) % SHARDS;
+        let mut nearest: Option<(Instant, usize, String)> = None;
+        let mut sampled = 0;
+        for offset in 0..SHARDS {
+            let shard = (start + offset) % SHARDS;
+            let map = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+            for (at, k) in map.iter().filter_map(|(k, e)| e.expires.map(|at| (at, k))).take(EVICTION_SAMPLE - sampled) {
+                sampled += 1;
+                if nearest.as_ref().is_none_or(|(best, ..)| at < *best) {
+                    nearest = Some((at, shard, k.clone()));
+                }
+            }
+            if sampled == EVICTION_SAMPLE {
+                break;
+            }
+        }
+        let Some((_, shard, key)) = nearest else { return false };
+        // Taken unless another request replaced or removed it meanwhile (then the caller tries
+        // again, or gives up after a few rounds).
+        let removed = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        let Some(entry) = removed else { return false };
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(entry.stored_bytes(&key), Ordering::Relaxed);
+        self.stats.record_displaced();
+        true
     }
 
     /// See `StateStore::incr`.
@@ -243,18 +328,32 @@ impl MemoryStore {
         }))
     }
 
-    /// See `StateStore::set`.
+    /// See `StateStore::set`. Past `max_bytes` of stored values (once expired ones are swept),
+    /// the value is refused as `Full`.
     pub fn set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StateError> {
         if value.len() > super::MAX_VALUE_BYTES {
             return Err(StateError::Invalid(format!("value larger than {} bytes", super::MAX_VALUE_BYTES)));
         }
-        self.update(key, |_, now| ((), Some(Entry { value: Value::Bytes(value.to_vec()), expires: expiry(now, ttl_ms) })))
+        let adds = key.len() + value.len();
+        if self.bytes.load(Ordering::Relaxed) + adds > self.max_bytes {
+            self.sweep();
+        }
+        self.update(key, |current, now| {
+            // What the key holds now is given back when it is replaced.
+            let held = self.bytes.load(Ordering::Relaxed).saturating_sub(current.map_or(0, |e| e.stored_bytes(key)));
+            if held + adds > self.max_bytes {
+                self.stats.record_full("max_bytes");
+                return (Err(StateError::Full), None);
+            }
+            (Ok(()), Some(Entry { value: Value::Bytes(value.to_vec()), expires: expiry(now, ttl_ms) }))
+        })?
     }
 
     /// See `StateStore::delete`.
     pub fn delete(&self, key: &str) -> Result<(), StateError> {
-        if self.shard(key).remove(key).is_some() {
+        if let Some(entry) = self.shard(key).remove(key) {
             self.len.fetch_sub(1, Ordering::AcqRel);
+            self.bytes.fetch_sub(entry.stored_bytes(key), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -299,16 +398,53 @@ mod tests {
     fn the_key_cap_holds_and_expired_keys_make_room() {
         let m = MemoryStore::new(4);
         for i in 0..4 {
-            m.incr(&format!("k{i}"), 1, 20).unwrap();
+            m.set(&format!("k{i}"), b"kept", 20).unwrap();
         }
-        assert_eq!(m.incr("k9", 1, 0), Err(StateError::Full));
-        assert_eq!(m.stats().cap_hits.load(Ordering::Relaxed), 1);
         // Existing keys still work at the cap.
-        assert_eq!(m.incr("k0", 1, 20).unwrap(), 2);
+        m.set("k0", b"again", 20).unwrap();
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(m.incr("k9", 1, 0).unwrap(), 1);
         assert_eq!(m.len(), 1);
         assert_eq!(m.stats().evicted.load(Ordering::Relaxed), 4);
+        assert_eq!(m.stored_bytes(), 0, "expired values give their bytes back");
+    }
+
+    #[test]
+    fn at_the_cap_the_key_nearest_its_expiry_makes_way_and_keys_without_one_never_do() {
+        let m = MemoryStore::new(3);
+        m.incr("soon", 1, 5_000).unwrap();
+        m.incr("later", 1, 60_000).unwrap();
+        m.set("forever", b"v", 0).unwrap();
+        // A new limiter key (a client the store has not seen) takes the place of `soon`.
+        assert_eq!(m.incr("new", 1, 60_000).unwrap(), 1);
+        assert_eq!((m.len(), m.stats().displaced.load(Ordering::Relaxed)), (3, 1));
+        assert_eq!(m.get("soon").unwrap(), None);
+        assert_eq!(m.get("later").unwrap(), Some(b"1".to_vec()));
+        // Then `later` and `new` in turn; `forever` stays, and once only it is left to give way,
+        // a new key is refused.
+        m.incr("new2", 1, 0).unwrap();
+        m.incr("new3", 1, 0).unwrap();
+        assert_eq!(m.get("forever").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(m.incr("new4", 1, 0), Err(StateError::Full));
+        assert_eq!(m.stats().cap_hits.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn stored_values_are_held_to_the_byte_budget() {
+        let m = MemoryStore::with_budget(100, 10);
+        m.set("a", b"1234", 0).unwrap();
+        assert_eq!(m.stored_bytes(), 5);
+        m.set("b", b"1234", 0).unwrap();
+        assert_eq!(m.set("c", b"1", 0), Err(StateError::Full), "11 bytes > 10");
+        assert_eq!(m.get("c").unwrap(), None);
+        // Replacing a value counts what it gives back; counters count nothing.
+        m.set("a", b"123", 0).unwrap();
+        assert_eq!(m.stored_bytes(), 9);
+        m.incr("n", 1, 0).unwrap();
+        m.delete("b").unwrap();
+        assert_eq!(m.stored_bytes(), 4);
+        m.set("c", b"12345", 0).unwrap();
+        assert_eq!(m.stored_bytes(), 10);
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub enum StateError {
     /// The arguments were refused.
     #[error("invalid state operation: {0}")]
     Invalid(String),
-    /// The memory backend is at `max_keys` and nothing has expired.
+    /// The memory backend is at `max_keys` with nothing that could make way, or a value would
+    /// take it past `max_bytes`.
     #[error("state store full")]
     Full,
 }
@@ -89,31 +90,71 @@ pub struct Decision {
 pub struct StateStats {
     /// Operations that failed because the backend was unreachable or slow.
     pub unavailable: AtomicU64,
-    /// Keys refused because the memory backend was at `max_keys`.
+    /// Keys (or values) refused because the memory backend was at `max_keys` or `max_bytes`.
     pub cap_hits: AtomicU64,
     /// Expired keys evicted by the memory backend's sweeps.
     pub evicted: AtomicU64,
-    /// When "unavailable" was last logged: milliseconds since `started`, plus one (0: never).
+    /// Live keys nearest their expiry that gave their place to a new key at `max_keys`.
+    pub displaced: AtomicU64,
+    unavailable_log: LogThrottle,
+    full_log: LogThrottle,
+}
+
+/// Lets a recurring warning through at most once per [`UNAVAILABLE_LOG_INTERVAL`].
+#[derive(Debug, Default)]
+struct LogThrottle {
+    /// When last let through: milliseconds since `started`, plus one (0: never).
     last_logged: AtomicU64,
-    /// The clock origin of `last_logged`: the first recorded failure.
+    /// The clock origin of `last_logged`: the first occurrence.
     started: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl LogThrottle {
+    /// Whether to log now.
+    fn due(&self) -> bool {
+        let started = *self.started.get_or_init(std::time::Instant::now);
+        let now = started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_logged.load(Ordering::Relaxed);
+        let interval = UNAVAILABLE_LOG_INTERVAL.as_millis() as u64;
+        (last == 0 || now.saturating_sub(last) >= interval)
+            && self.last_logged.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
 }
 
 impl StateStats {
     /// Counts an unavailable error and logs it, at most once per [`UNAVAILABLE_LOG_INTERVAL`].
     pub fn record_unavailable(&self, backend: &str, error: &StateError) {
         let total = self.unavailable.fetch_add(1, Ordering::Relaxed) + 1;
-        let started = *self.started.get_or_init(std::time::Instant::now);
-        let now = started.elapsed().as_millis() as u64 + 1;
-        let last = self.last_logged.load(Ordering::Relaxed);
-        let interval = UNAVAILABLE_LOG_INTERVAL.as_millis() as u64;
-        if (last == 0 || now.saturating_sub(last) >= interval)
-            && self.last_logged.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
+        if self.unavailable_log.due() {
             tracing::warn!(
                 backend,
                 failures_so_far = total,
                 "{error}; limiters apply their on_state_error policy (logged at most every {}s)",
+                UNAVAILABLE_LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+
+    /// Counts a key or value the memory backend refused (`what`: the bound it hit), and logs it
+    /// at most once per [`UNAVAILABLE_LOG_INTERVAL`]: a full store is an operator's problem.
+    pub fn record_full(&self, what: &str) {
+        let total = self.cap_hits.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.full_log.due() {
+            tracing::warn!(
+                refused_so_far = total,
+                "state store full at `[state] {what}`: a new key or value was refused (logged at most every {}s)",
+                UNAVAILABLE_LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+
+    /// Counts a live key displaced at `max_keys`, logged like [`Self::record_full`].
+    pub fn record_displaced(&self) {
+        let total = self.displaced.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.full_log.due() {
+            tracing::warn!(
+                displaced_so_far = total,
+                "state store at `[state] max_keys`: keys nearest their expiry make way for new ones (logged at most every {}s)",
                 UNAVAILABLE_LOG_INTERVAL.as_secs()
             );
         }
@@ -145,7 +186,7 @@ impl StateStore {
                 if config.max_keys == 0 {
                     return Err(StateConfigError::Zero("max_keys"));
                 }
-                Ok(Self::Memory(memory::MemoryStore::new(config.max_keys)))
+                Ok(Self::Memory(memory::MemoryStore::with_budget(config.max_keys, config.max_bytes)))
             }
             StateBackend::Redis => {
                 let url = config.redis_url.as_ref().map(|u| u.get_ref().as_str()).ok_or(StateConfigError::MissingUrl)?;

@@ -602,11 +602,19 @@ impl Collector for StateCollector {
         let refused = ConstCounter::new(stats.cap_hits.load(Ordering::Relaxed));
         let metric = encoder.encode_descriptor(
             "state_keys_refused",
-            "Keys the memory backend refused because it held `max_keys`",
+            "Keys or values the memory backend refused at `max_keys` or `max_bytes`",
             None,
             refused.metric_type(),
         )?;
-        refused.encode(metric)
+        refused.encode(metric)?;
+        let displaced = ConstCounter::new(stats.displaced.load(Ordering::Relaxed));
+        let metric = encoder.encode_descriptor(
+            "state_keys_displaced",
+            "Live keys nearest their expiry that made way for new keys at `max_keys`",
+            None,
+            displaced.metric_type(),
+        )?;
+        displaced.encode(metric)
     }
 }
 

@@ -428,8 +428,9 @@ impl RateLimit {
 
     fn state_failed(&self, e: &StateError, req: &Request) -> Action {
         match self.on_error {
-            // Outages were already retried locally; what is left (a full memory store) lets the
-            // request through. The gateway logs backend trouble once per interval.
+            // Outages were already retried locally; what is left (a memory store full of keys
+            // stored without a TTL: limiter keys make way for new ones) lets the request
+            // through. The gateway logs backend trouble once per interval.
             OnError::FailOpen => Action::Continue,
             OnError::FailClosed => {
                 airlock_sdk::log::debug(format!("rate limit not checked, failing closed: {e}"));
