@@ -244,7 +244,8 @@ impl Gateway {
         let mut global = Vec::new();
         for (i, entry) in config.global.plugins.iter().enumerate() {
             let key = format!("global.plugins[{i}]");
-            match build_entry(&mut loader, config, &defs, entry, &key, GLOBAL_CHAIN).await {
+            let place = EntryPlace::new(&key, GLOBAL_CHAIN, GLOBAL_CHAIN, &config.global.plugins[..i], entry);
+            match build_entry(&mut loader, config, &defs, entry, place).await {
                 Ok(e) => global.push(e),
                 Err(issue) => issues.extend(issue),
             }
@@ -285,9 +286,11 @@ impl Gateway {
                 None => None,
             };
             let mut entries = if route.global_plugins { global.clone() } else { Vec::new() };
+            let scope = route.id.as_ref().map_or_else(|| unnamed_route_scope(route), |id| id.get_ref().clone());
             for (i, entry) in route.plugins.iter().enumerate() {
                 let entry_key = format!("{key}.plugins[{i}]");
-                match build_entry(&mut loader, config, &defs, entry, &entry_key, &id).await {
+                let place = EntryPlace::new(&entry_key, &id, &scope, &route.plugins[..i], entry);
+                match build_entry(&mut loader, config, &defs, entry, place).await {
                     Ok(e) => entries.push(e),
                     Err(issue) => issues.extend(issue),
                 }
@@ -460,8 +463,8 @@ fn group_name_problem(group: &str) -> Option<String> {
 }
 
 /// Why a `[plugins.<name>]` name is refused. A definition's name is its state namespace, and a
-/// source written in a chain gets `<route>.plugins[<i>]`: with brackets refused, no definition can
-/// take an entry's namespace (and read or reset its counters).
+/// source written in a chain gets `<route>.<source>[<n>]`: with brackets refused, no definition
+/// can take an entry's namespace (and read or reset its counters).
 fn definition_name_problem(name: &str) -> Option<String> {
     let valid = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
     if name.is_empty() || name.len() > MAX_DEFINITION_NAME_BYTES || !name.bytes().all(valid) {
@@ -555,14 +558,55 @@ impl Loader<'_> {
     }
 }
 
+/// Where a chain entry stands: for its config errors, its logs and its state namespace.
+struct EntryPlace<'a> {
+    /// The entry's config key, `routes[3].plugins[1]`.
+    key: &'a str,
+    /// The route's id (or `route-<index>`), as logs and metrics name it.
+    route: &'a str,
+    /// What the route's inline entries' state namespaces start with: its `id`, or without one
+    /// what it matches ([`unnamed_route_scope`]); never its position in the file.
+    scope: &'a str,
+    /// How many entries of the same plugin come before this one in its chain.
+    occurrence: usize,
+}
+
+impl<'a> EntryPlace<'a> {
+    fn new(key: &'a str, route: &'a str, scope: &'a str, before: &[ChainEntryConfig], entry: &ChainEntryConfig) -> Self {
+        let occurrence = before.iter().filter(|e| e.plugin.get_ref() == entry.plugin.get_ref()).count();
+        Self { key, route, scope, occurrence }
+    }
+
+    /// The state namespace of an entry whose plugin is a source written in the chain:
+    /// `api.builtin:rate-limit[0]`. It survives a reload that adds routes or other entries
+    /// (counters carry over, as `[state]` promises) and differs for a second entry of the same
+    /// plugin. Brackets and `:` are refused in definition names, so no definition can take it.
+    fn inline_namespace(&self, source: &str) -> String {
+        format!("{}.{source}[{}]", self.scope, self.occurrence)
+    }
+}
+
+/// The state scope of a route without an `id`: what it matches, e.g. `route(GET api.example /users/{id})`,
+/// so its counters stay its own when routes are added before it.
+fn unnamed_route_scope(route: &RouteConfig) -> String {
+    let mut parts: Vec<String> = route.methods.iter().map(|m| m.get_ref().to_ascii_uppercase()).collect();
+    parts.extend(route.hosts.iter().map(|h| h.get_ref().to_ascii_lowercase()));
+    match (&route.path, &route.path_prefix) {
+        (Some(path), _) => parts.push(path.get_ref().clone()),
+        (None, Some(prefix)) => parts.push(format!("{}*", prefix.get_ref())),
+        (None, None) => {}
+    }
+    format!("route({})", parts.join(" "))
+}
+
 async fn build_entry(
     loader: &mut Loader<'_>,
     config: &Config,
     defs: &HashMap<&str, PluginDef>,
     entry: &ChainEntryConfig,
-    key: &str,
-    route: &str,
+    place: EntryPlace<'_>,
 ) -> Result<Arc<ChainEntry>, Option<ConfigIssue>> {
+    let EntryPlace { key, route, .. } = place;
     let source = loader.source;
     let name = entry.plugin.get_ref();
     let plugin_key = format!("{key}.plugin");
@@ -608,13 +652,9 @@ async fn build_entry(
         object.insert("consumers".to_owned(), consumers);
     }
     let json = plugin_config.to_string();
-    // State namespace: the definition's name, or for a source written in the chain, the route and
-    // the entry's position (`api.plugins[0]`), so two inline entries never share keys.
-    let namespace = if defs.contains_key(name.as_str()) {
-        name.clone()
-    } else {
-        format!("{route}.{}", key.rsplit('.').next().unwrap_or(key))
-    };
+    // State namespace: the definition's name, or for a source written in the chain, the route
+    // and the plugin ([`EntryPlace::inline_namespace`]), so two inline entries never share keys.
+    let namespace = if defs.contains_key(name.as_str()) { name.clone() } else { place.inline_namespace(name) };
     let mut settings = def.settings.clone();
     settings.state = Some(ScopedState::new(loader.state.clone(), &namespace));
     if def.capabilities.iter().any(|c| c == "metrics") {

@@ -443,3 +443,42 @@ async fn the_configured_worker_threads_serve_and_changing_them_needs_a_restart()
     assert_eq!(workers().len(), 3, "still three workers");
     assert_eq!(client.get(&url).await.status, 200);
 }
+
+/// Limiter counters carry over a reload (`[state]` is kept) even when the reload adds a route
+/// before an id-less one, or another plugin before the limiter in its chain: an inline entry's
+/// state belongs to what its route matches and to its plugin, not to positions in the file.
+/// Before, either edit gave the route fresh counters, or another route's.
+#[tokio::test]
+async fn limiter_counters_survive_a_reload_that_adds_routes_and_plugins() {
+    let upstream = Upstream::start().await;
+    let limited = |limit: u32| {
+        format!(
+            "[[routes]]\npath = \"/{}\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"builtin:rate-limit\"\n\
+             config = {{ by = [\"header:x-k\"], limits = [{{ limit = {limit}, window = \"hour\" }}] }}\n",
+            if limit == 2 { "a" } else { "b" }
+        )
+    };
+    let backend = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n";
+    let before = format!("{backend}{}{}", limited(2), limited(1000));
+    let gw = Gateway::start(&before, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let get = |path: &'static str| {
+        let (client, url) = (client.clone(), gw.url(path));
+        async move { client.request("GET", &url, &[("x-k", "same-client")], b"").await.status.as_u16() }
+    };
+    assert_eq!([get("/a").await, get("/a").await, get("/a").await], [200, 200, 429]);
+    assert_eq!(get("/b").await, 200);
+
+    // A new first route, and a plugin before /a's limiter.
+    let new_route = "[[routes]]\npath = \"/new\"\nupstream = \"backend\"\n";
+    let with_headers = limited(2).replace(
+        "[[routes.plugins]]\nplugin = \"builtin:rate-limit\"",
+        "[[routes.plugins]]\nplugin = \"builtin:headers\"\nconfig = { request = { set = { \"x-added\" = \"1\" } } }\n[[routes.plugins]]\nplugin = \"builtin:rate-limit\"",
+    );
+    let after = format!("{backend}{new_route}{with_headers}{}", limited(1000));
+    assert_eq!(gw.reload(&after, Some(&upstream)).await.expect("reloaded"), 2);
+    assert_eq!(get("/a").await, 429, "/a's counter carried over");
+    let r = client.request("GET", &gw.url("/b"), &[("x-k", "same-client")], b"").await;
+    assert_eq!(r.header("ratelimit").as_deref().map(|v| v.contains("r=998")), Some(true), "/b's own counter: {:?}", r.header("ratelimit"));
+    gw.stop().await;
+}
