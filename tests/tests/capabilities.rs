@@ -423,3 +423,16 @@ async fn algorithms_narrow_what_jwks_keys_may_verify() {
     assert_eq!(call(&client, &gw, &token(Algorithm::EdDSA, "k2")).await.status, 401, "EdDSA is not in `algorithms`");
     gw.stop().await;
 }
+
+/// A plugin built with a newer airlock-sdk than the gateway's (a later 0.2.x), calling a method
+/// only that release has: the gateway says which side is older, where wasmtime's own message
+/// ("function implementation is missing") called the plugin broken.
+#[tokio::test]
+async fn a_plugin_built_against_a_later_contract_is_refused_saying_so() {
+    let config = "[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"{plugin:from-the-future}\"\n";
+    let err = Gateway::try_start(config, None).await.err().expect("refused").to_string();
+    assert!(err.contains("was built against airlock:plugin@0.2.99"), "{err}");
+    assert!(err.contains(&format!("this gateway, which speaks airlock:plugin@{}", airlock::runtime::capabilities::WIT_VERSION)), "{err}");
+    assert!(err.contains("`request.from-the-future`") && err.contains("upgrade the gateway"), "{err}");
+    assert!(!err.contains("does not implement"), "not blamed on the plugin: {err}");
+}

@@ -5,8 +5,10 @@
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The version of the `airlock:plugin` WIT package this host speaks (wit/plugin.wit).
-pub const WIT_VERSION: &str = "0.2.0";
+/// The version of the `airlock:plugin` WIT package this host speaks (wit/plugin.wit). A patch
+/// release only adds (0.2.1: `request.client-ip`): components built against an earlier 0.2.x
+/// link unchanged (wasmtime's linker resolves `@0.2.0` imports to these `@0.2.1` definitions).
+pub const WIT_VERSION: &str = "0.2.1";
 /// The versions compatible with [`WIT_VERSION`] (same minor version, before 1.0).
 const WIT_SERIES: &str = "0.2.";
 
@@ -137,6 +139,35 @@ pub fn requested(imports: &[String]) -> Vec<&'static str> {
         }
     }
     out
+}
+
+/// Why linking failed, said for what it is, when `component` was built against a later 0.2.x
+/// than this gateway speaks and uses something only that version has: wasmtime's message
+/// ("function implementation is missing") blames the plugin, where the gateway is the older.
+/// `None` for any other failure.
+pub fn newer_contract(engine: &Engine, component: &Component, link_error: &str) -> Option<String> {
+    let ours = patch(WIT_VERSION)?;
+    let newest = component
+        .component_type()
+        .imports(engine)
+        .filter_map(|(name, _)| name.strip_prefix("airlock:plugin/")?.split_once('@').map(|(_, v)| v.to_owned()))
+        .filter(|v| v.starts_with(WIT_SERIES))
+        .max_by_key(|v| patch(v))?;
+    if patch(&newest)? <= ours {
+        return None;
+    }
+    // wasmtime names the missing item: "instance export `[method]request.client-ip` has the wrong type".
+    let missing = link_error.split('`').nth(3).map(|item| item.trim_start_matches("[method]").trim_start_matches("[static]"));
+    let uses = missing.map_or_else(String::new, |item| format!(" (`{item}`)"));
+    Some(format!(
+        "was built against airlock:plugin@{newest} and uses what this gateway, which speaks airlock:plugin@{WIT_VERSION}, \
+         does not provide{uses}: upgrade the gateway, or rebuild the plugin against this gateway's airlock-sdk"
+    ))
+}
+
+/// The patch number of a `0.2.x` version.
+fn patch(version: &str) -> Option<u32> {
+    version.strip_prefix(WIT_SERIES)?.parse().ok()
 }
 
 /// Checks every import of `component` against the baseline and `granted`.

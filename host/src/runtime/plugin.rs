@@ -138,10 +138,13 @@ impl LoadedPlugin {
 
         capabilities::check(&sandbox.engine, &component, granted).map_err(PluginError::Capability)?;
 
-        let instance_pre = sandbox
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::World { source_name: source.to_owned(), reason: format!("{e:#}") })?;
+        let instance_pre = sandbox.linker.instantiate_pre(&component).map_err(|e| {
+            let reason = format!("{e:#}");
+            match capabilities::newer_contract(&sandbox.engine, &component, &reason) {
+                Some(newer) => PluginError::Capability(newer),
+                None => PluginError::World { source_name: source.to_owned(), reason },
+            }
+        })?;
         let pre = PluginPre::new(instance_pre)
             .map_err(|e| PluginError::World { source_name: source.to_owned(), reason: format!("{e:#}") })?;
 
