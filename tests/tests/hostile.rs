@@ -494,6 +494,9 @@ async fn a_plugin_answering_an_informational_status_gets_the_client_a_500() {
     config += &hostile_route("/204", "status", r#"{ mode = "status", count = 204 }"#);
     config += &hostile_route("/1000", "status", r#"{ mode = "status", count = 1000 }"#);
     config += &hostile_route("/999", "status", r#"{ mode = "status", count = 999 }"#);
+    // The same plugin failing open: an invalid answer is its failure, so the entry is skipped.
+    config += &airlock_tests::hostile_plugin("status-open").replace("[plugins.status-open]", "[plugins.status-open]\nfailure = \"open\"");
+    config += &hostile_route("/open-999", "status-open", r#"{ mode = "status", count = 999 }"#);
     let gw = Gateway::start(&config, Some(&upstream)).await;
     for client in [HttpClient::http1(), HttpClient::http2()] {
         for path in ["/101", "/103", "/999", "/1000"] {
@@ -512,6 +515,12 @@ async fn a_plugin_answering_an_informational_status_gets_the_client_a_500() {
         other => panic!("expected a 500 handshake, got {other:?}"),
     }
     assert_eq!(HttpClient::http1().get(&gw.url("/healthy")).await.status, 200);
+    // Counted as the plugin's failures (9 answers and the handshake), as the 500 says.
+    let failures = metric_value(&gw, "airlock_plugin_failures_total", &[("plugin", "status"), ("kind", "invalid_status")]).await;
+    assert_eq!(failures, 9.0);
+    let r = HttpClient::http1().get(&gw.url("/open-999")).await;
+    assert_eq!(r.status, 200, "failing open, the upstream answers: {}", r.text());
+    assert_eq!(metric_value(&gw, "airlock_plugin_failures_total", &[("plugin", "status-open"), ("kind", "invalid_status")]).await, 1.0);
     gw.stop().await;
 }
 

@@ -27,6 +27,9 @@ pub enum Failure {
         /// How long the call waited for a place.
         waited: Duration,
     },
+    /// The plugin answered with a status that is not a final HTTP status (a 1xx, or outside
+    /// 100-599): its headers and body would pass for a deliberate answer.
+    InvalidStatus(u16),
 }
 
 impl fmt::Display for Failure {
@@ -42,18 +45,21 @@ impl fmt::Display for Failure {
                  them (three quarters), stayed taken",
                 waited.as_millis()
             ),
+            Failure::InvalidStatus(status) => write!(f, "answered with status {status}, which is not a final HTTP status (200-599)"),
         }
     }
 }
 
 impl Failure {
-    /// A short label for metrics and log fields: `deadline`, `out_of_memory`, `trap` or `busy`.
+    /// A short label for metrics and log fields: `deadline`, `out_of_memory`, `trap`, `busy` or
+    /// `invalid_status`.
     pub fn kind(&self) -> &'static str {
         match self {
             Failure::Deadline(_) | Failure::WallClock(_) => "deadline",
             Failure::OutOfMemory(_) => "out_of_memory",
             Failure::Trap(_) => "trap",
             Failure::Busy { .. } => "busy",
+            Failure::InvalidStatus(_) => "invalid_status",
         }
     }
 }

@@ -435,9 +435,10 @@ impl InstancePool {
         };
         match result {
             Ok(action) => {
+                // An invalid answer is the plugin's failure, but the instance is sound: reused.
                 let action = convert_action(action, &instance.store.data().log, request.header_limits.response);
                 self.release(instance);
-                (request, Ok(action))
+                (request, action)
             }
             Err(e) => {
                 let failure = classify(instance.store.data(), e);
@@ -492,11 +493,11 @@ enum InstantiateError {
 /// Longest delay a plugin may ask for in one `delay` action.
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
-fn convert_action(action: WitAction, log: &LogBudget, bound: HeaderBound) -> PhaseAction {
-    match action {
+fn convert_action(action: WitAction, log: &LogBudget, bound: HeaderBound) -> Result<PhaseAction, Failure> {
+    Ok(match action {
         WitAction::Continue => PhaseAction::Continue,
         WitAction::Delay(ms) => PhaseAction::Delay(millis(ms)),
-        WitAction::Respond(init) => PhaseAction::Respond(convert_response(init, log, bound)),
+        WitAction::Respond(init) => PhaseAction::Respond(convert_response(init, log, bound)?),
         WitAction::AcquireSlot(slot) => PhaseAction::AcquireSlot(SlotRequest {
             limit: if slot.limit == 0 {
                 plugin_warn!(log, key = slot.key, "acquire-slot with limit 0 taken as limit 1 (at least one request must be able to run)");
@@ -508,9 +509,9 @@ fn convert_action(action: WitAction, log: &LogBudget, bound: HeaderBound) -> Pha
             queue: slot.queue,
             max_wait: millis(slot.max_wait_ms),
             delay: millis(slot.delay_ms),
-            refuse: convert_response(slot.refuse, log, bound),
+            refuse: convert_response(slot.refuse, log, bound)?,
         }),
-    }
+    })
 }
 
 /// A plugin's wait, capped at [`MAX_DELAY`].
@@ -519,17 +520,12 @@ fn millis(ms: u32) -> Duration {
 }
 
 /// A plugin-made response; invalid headers and those past the response header limits are
-/// dropped, each logged. An invalid or informational (1xx: no final answer) status makes it the
-/// gateway's own 500 `plugin_failed` answer instead: the plugin's headers and body would pass
-/// for a deliberate answer.
-fn convert_response(init: ResponseInit, log: &LogBudget, bound: HeaderBound) -> ResponseState {
+/// dropped, each logged. An invalid or informational (1xx: no final answer) status is the
+/// plugin's failure (its headers and body would pass for a deliberate answer): counted and
+/// handled by the entry's failure policy like a trap.
+fn convert_response(init: ResponseInit, log: &LogBudget, bound: HeaderBound) -> Result<ResponseState, Failure> {
     let Some(status) = crate::exchange::final_status(init.status) else {
-        plugin_warn!(log, status = init.status, "plugin responded with an invalid or informational (1xx) status; sending 500 plugin_failed");
-        let failed = crate::error::GatewayError::PluginFailed { plugin: log.plugin().to_owned(), reason: format!("status {}", init.status) };
-        let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-        let body = failed.json_body(&log.request_id());
-        return ResponseState { status: failed.status(), headers, body: Some(body.into()), trailers: None };
+        return Err(Failure::InvalidStatus(init.status));
     };
     let mut headers = http::HeaderMap::with_capacity(init.headers.len().min(bound.count).min(64));
     let mut refusals = RefusalLog::default();
@@ -548,7 +544,7 @@ fn convert_response(init: ResponseInit, log: &LogBudget, bound: HeaderBound) -> 
             _ => plugin_warn!(log, header = h.name, "invalid header in plugin response ignored"),
         }
     }
-    ResponseState { status, headers, body: Some(init.body.into()), trailers: None }
+    Ok(ResponseState { status, headers, body: Some(init.body.into()), trailers: None })
 }
 
 fn unreachable_state(plugin: &str) {
