@@ -185,6 +185,12 @@ impl ResponseEdits {
         self.edits.is_empty()
     }
 
+    /// Forgets the edits the running entry recorded: its call failed and is skipped.
+    pub fn drop_running(&mut self) {
+        let running = self.running;
+        self.edits.retain(|(entry, _)| *entry != running);
+    }
+
     /// Whether an entry before `ran` asked for an edit (those past it never ran).
     pub fn any_before(&self, ran: usize) -> bool {
         self.edits.iter().any(|(entry, _)| *entry < ran)
@@ -315,8 +321,45 @@ pub struct RequestState {
     pub host_from_plugin: bool,
 }
 
-/// The response on its way back through the response phases to the client.
+/// What a request phase can change of a request, kept before a call whose failure is skipped
+/// (`failure = "open"`), so the request goes on as it was, not with the failed call's changes
+/// half made (a header an auth plugin set before it trapped, say).
 #[derive(Debug)]
+pub struct RequestSnapshot {
+    method: Method,
+    path: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+    context: Context,
+    host_from_plugin: bool,
+}
+
+impl RequestState {
+    /// What a request phase can change, copied.
+    pub fn snapshot(&self) -> RequestSnapshot {
+        RequestSnapshot {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            context: self.context.clone(),
+            host_from_plugin: self.host_from_plugin,
+        }
+    }
+
+    /// Undoes the running call's changes: back to `snapshot`, its response edits dropped.
+    pub fn restore(&mut self, snapshot: RequestSnapshot) {
+        let RequestSnapshot { method, path, query, headers, body, context, host_from_plugin } = snapshot;
+        (self.method, self.path, self.query, self.headers, self.body) = (method, path, query, headers, body);
+        (self.context, self.host_from_plugin) = (context, host_from_plugin);
+        self.response_edits.drop_running();
+    }
+}
+
+/// The response on its way back through the response phases to the client.
+#[derive(Debug, Clone)]
 pub struct ResponseState {
     /// Status sent to the client.
     pub status: StatusCode,

@@ -107,6 +107,32 @@ async fn fail_open_entries_are_skipped() {
     gw.stop().await;
 }
 
+/// A call that fails open is skipped, so what it changed before failing is undone: the request
+/// goes upstream as it was (an auth plugin's tentative `x-user` must not leak past its trap), and
+/// the response reaches the client as the earlier phases left it.
+#[tokio::test]
+async fn a_call_failing_open_leaves_no_half_made_changes() {
+    let upstream = Upstream::start().await;
+    let mut config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n".to_owned();
+    config += &airlock_tests::hostile_plugin("half");
+    for (path, mode) in [("/half-request", "set-then-panic"), ("/half-response", "response-then-panic")] {
+        config += &format!("{}failure = \"open\"\n", hostile_route(path, "half", &format!("{{ mode = \"{mode}\" }}")));
+    }
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.get(&gw.url("/half-request")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/half-request", "the path as the client sent it");
+    assert!(r.upstream_header("x-set-before-panic").is_empty(), "{}", r.text());
+    assert!(r.header("x-edit-before-panic").is_none(), "its response edit dropped");
+    let r = client.get(&gw.url("/half-response")).await;
+    assert_eq!(r.status, 200, "the upstream's status, not the failed call's 418");
+    assert!(r.header("x-set-before-panic").is_none());
+    let failed = metric_value(&gw, "airlock_plugin_failures_total", &[("plugin", "half"), ("kind", "trap")]).await;
+    assert_eq!(failed, 2.0);
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_routes_keep_answering_while_plugins_misbehave() {
     let upstream = Upstream::start().await;

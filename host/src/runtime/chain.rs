@@ -152,6 +152,8 @@ impl PluginChain {
                 continue;
             }
             request.response_edits.begin(index);
+            // A call that fails open is skipped: what it changed before failing is undone.
+            let snapshot = (entry.failure == FailurePolicy::Open).then(|| request.snapshot());
             let started = *clock;
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-request");
             // Pinned where it is made, so the call's ~1 KB future is not copied into the span.
@@ -184,7 +186,12 @@ impl PluginChain {
                         return Ok((request, index + 1, RequestOutcome::Respond(refuse)));
                     }
                 },
-                Err(failure) => entry_failed(entry, &request, "on-request", failure)?,
+                Err(failure) => {
+                    entry_failed(entry, &request, "on-request", failure)?;
+                    if let Some(snapshot) = snapshot {
+                        request.restore(snapshot);
+                    }
+                }
             }
         }
         Ok((request, self.entries.len(), RequestOutcome::Upstream))
@@ -206,6 +213,9 @@ impl PluginChain {
             if !entry.descriptor.on_response {
                 continue;
             }
+            // The response and the context (the one part of the request still writable) as they
+            // were, for a call that fails open.
+            let snapshot = (entry.failure == FailurePolicy::Open).then(|| (response.clone(), request.context.clone()));
             let started = *clock;
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-response");
             let call = std::pin::pin!(entry.pool.on_response(request, response, entry.descriptor.response_body));
@@ -217,6 +227,9 @@ impl PluginChain {
             response = resp;
             if let Err(failure) = result {
                 entry_failed(entry, &request, "on-response", failure)?;
+                if let Some((before, context)) = snapshot {
+                    (response, request.context) = (before, context);
+                }
             }
         }
         Ok((request, response))

@@ -43,13 +43,20 @@ impl Plugin for Hostile {
         Descriptor::request_only().with_on_response(true)
     }
 
-    /// `response-status` works in the response phase only; every other mode in the request's.
+    /// `response-status` and `response-then-panic` work in the response phase only; every other
+    /// mode in the request's.
     fn configured_descriptor(&self) -> Descriptor {
-        let on_response = self.0.mode == "response-status";
+        let on_response = matches!(self.0.mode.as_str(), "response-status" | "response-then-panic");
         Descriptor::request_only().with_on_request(!on_response).with_on_response(on_response)
     }
 
-    fn on_response(&self, _req: &Request, resp: &Response) {
+    fn on_response(&self, req: &Request, resp: &Response) {
+        if self.0.mode == "response-then-panic" {
+            resp.set_header("x-set-before-panic", "1");
+            resp.set_status(418);
+            req.context_set("set-before-panic", "1");
+            panic!("after changing the response");
+        }
         resp.set_status(self.0.count.and_then(|s| u16::try_from(s).ok()).unwrap_or(0));
     }
 
@@ -142,6 +149,13 @@ impl Plugin for Hostile {
                     req.edit_response(ResponseEdit::Append("x-edit", b"v"));
                 }
                 Action::Continue
+            }
+            "set-then-panic" => {
+                req.set_header("x-set-before-panic", "1");
+                req.set_path("/rewritten-before-panic");
+                req.edit_response(ResponseEdit::Set("x-edit-before-panic", b"1"));
+                req.context_set("set-before-panic", "1");
+                panic!("after changing the request");
             }
             "context-flood" => {
                 // One value of 1 MiB, then `count` keys of 1 KiB: answers how many were kept.
