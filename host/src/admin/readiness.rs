@@ -1,18 +1,32 @@
 //! `/ready`: whether this gateway can serve: its config is loaded, its plugins are instantiated
 //! (both hold once a [`Gateway`] exists: building one loads and configures every chain entry) and
-//! its state backend answers.
+//! its state backend serves the limiters.
 
 use serde_json::{Value, json};
 
 use crate::gateway::Gateway;
+use crate::state::{StateError, StateStore};
 
-/// Key read to probe the state backend (reading a missing key changes nothing).
+/// Key probed on the state backend. In memory it is read (which changes nothing); in Redis it is
+/// written with a short expiry and deleted by a script, as the limiters write theirs
+/// ([`crate::state::redis::RedisStore::probe`]): a Redis that answers reads but refuses the
+/// limiters' scripts or writes (out of memory, a permission missing) is not ready.
 const PROBE_KEY: &str = "airlock:ready-probe";
 
 /// The readiness checks, and whether all passed.
 pub async fn check(gateway: &Gateway) -> (bool, Value) {
     let entries: usize = gateway.routes.routes().iter().map(|r| r.chain.entries().len()).sum();
-    let state = gateway.state.get(PROBE_KEY).await;
+    let state = match &*gateway.state {
+        StateStore::Redis(redis) => {
+            let probed = redis.probe(PROBE_KEY).await;
+            // Counted and logged as the store counts its own operations' failures.
+            if let Err(e @ StateError::Unavailable(_)) = &probed {
+                gateway.state.stats().record_unavailable(gateway.state.backend(), e);
+            }
+            probed
+        }
+        memory => memory.get(PROBE_KEY).await.map(|_| ()),
+    };
     let state_ok = state.is_ok();
     let body = json!({
         "ready": state_ok,

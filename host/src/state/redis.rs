@@ -1,30 +1,56 @@
-//! The shared `state` backend: Redis. Every operation is one Lua script (sent by EVALSHA, with
-//! EVAL as the fallback when Redis does not know it yet, which `redis::Script` does), so the
+//! The shared `state` backend: Redis. Every operation is one Lua script (sent by EVALSHA; when
+//! Redis does not know it yet, `redis::Script` loads it with SCRIPT LOAD and sends it again), so the
 //! check and the update are one atomic step on the server, and times come from Redis's clock
 //! (`TIME`), so gateways with skewed clocks agree. Each script touches exactly one key, so the
 //! backend is Redis Cluster-safe (see `ScopedState::key` for how keys are hashed).
 //!
-//! Connections: one multiplexed connection per gateway through `redis`'s `ConnectionManager`,
-//! which pipelines concurrent requests and reconnects by itself after Redis goes away. It is made
-//! lazily, at the first operation, so a gateway starts while Redis is down. Every operation runs
-//! under the `[state] timeout_ms` deadline: past it, it fails as `unavailable`, nothing waits longer.
+//! Connections: one multiplexed connection per gateway (`redis`'s `MultiplexedConnection`, which
+//! pipelines concurrent requests), kept by this module as a `Link`. It is made lazily, at the
+//! first operation, so a gateway starts while Redis is down; an operation waits for a connection
+//! being made (the first one, or the one replacing a connection found dead), within its deadline.
+//! A failed attempt opens a circuit breaker: for [`RETRY_INTERVAL`], operations fail at once with
+//! that attempt's error (the real cause: refused, wrong password, no such database), so limiters
+//! apply their `on_state_error` policy at normal latency during an outage; then the next operation
+//! tries again (alone: the others keep failing at once), so Redis coming back is noticed within
+//! [`RETRY_INTERVAL`] of traffic. Every operation runs under the `[state] timeout_ms` deadline,
+//! connecting and a retry included: past it, it fails as `unavailable`, nothing waits longer.
+//!
+//! Retrying an operation whose connection failed (`RedisStore::run`): a connection-level error
+//! (an I/O error: broken pipe, reset, end of stream) does not tell whether the request reached
+//! Redis. redis-rs reports "the connection's driver had already stopped, nothing was sent" and
+//! "the connection dropped with the request written, perhaps executed" alike, as a broken pipe.
+//! So an operation that is safe to repeat (GET, SET, DEL, the readiness probe) is retried once on
+//! a new connection after any connection-level error; a script that must not run twice (the
+//! limiters' steps and `incr`, which count) is retried only when it is known not to have been sent: before
+//! using a connection that has been quiet for [`QUIET_CHECK`], it sends a PING, which fails when
+//! the connection died unnoticed (Redis restarted, or closed it as idle), before the script was
+//! sent; the script then goes to a new connection. Once the script is sent, a connection failure
+//! leaves it failed (the limiter applies its policy to that one request). A command error (OOM,
+//! NOPERM, WRONGTYPE, a script error) is Redis's answer, never retried.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
 
 use super::{Decision, Gcra, MAX_VALUE_BYTES, StateError, StateStats};
 
-/// Longest wait between two reconnection attempts: Redis coming back is noticed within this.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
+/// After a failed connection attempt, how long operations fail at once before the next attempt
+/// (Redis coming back is noticed within this, and a dead Redis sees at most one attempt per
+/// interval from each gateway).
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Shortest wait between two reconnection attempts (don't spin against a dead server).
-const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(20);
+/// A connection with no answer for this long is checked with a PING before a script that must
+/// not run twice is sent on it (one round trip, only while traffic is this sparse): a connection
+/// in use answers more often, and a Redis restart takes longer than this.
+pub const QUIET_CHECK: Duration = Duration::from_millis(20);
 
-/// Reconnection attempts per failed request before the error is returned (the per-operation
-/// deadline bounds the total anyway; requests after it trigger new attempts).
-const RECONNECT_RETRIES: usize = 2;
+/// Expiry of the key the readiness probe writes (it deletes it too; this bounds what a probe cut
+/// short leaves).
+const PROBE_TTL_MS: u64 = 1000;
 
 /// GCRA token bucket: KEYS[1] holds the theoretical arrival time (ms, Redis clock).
 /// ARGV: emission interval (ms), burst, cost. Returns {allowed, remaining, reset_ms, retry_ms}.
@@ -126,11 +152,29 @@ end
 return value
 ";
 
+/// Readiness probe: every command the scripts and the plain operations use, through the same
+/// EVALSHA path, on KEYS[1] only, which it leaves deleted (and expiring after ARGV[1] ms should
+/// a command fail half-way). A Redis that refuses writes (`maxmemory` reached with `noeviction`),
+/// or a user missing a permission, fails it as it fails the limiters.
+const PROBE: &str = r"
+redis.call('TIME')
+redis.call('SET', KEYS[1], '0', 'PX', ARGV[1])
+redis.call('GET', KEYS[1])
+redis.call('PTTL', KEYS[1])
+redis.call('EXISTS', KEYS[1])
+redis.call('INCRBY', KEYS[1], 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'i', 0)
+redis.call('HMGET', KEYS[1], 'i')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+";
+
 /// The Redis backend.
 pub struct RedisStore {
-    client: redis::Client,
-    connection: OnceLock<ConnectionManager>,
-    connect_timeout: Duration,
+    shared: Arc<Shared>,
     timeout: Duration,
     scripts: Scripts,
     stats: StateStats,
@@ -142,6 +186,101 @@ struct Scripts {
     window: redis::Script,
     sliding: redis::Script,
     incr: redis::Script,
+    probe: redis::Script,
+}
+
+/// What the store and its connection attempts share.
+struct Shared {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    connect_timeout: Duration,
+    /// The connection's state; operations waiting for an attempt watch it.
+    link: watch::Sender<Link>,
+    /// Numbers connections, so a failure is pinned on the connection that had it.
+    next_id: AtomicU64,
+    /// The origin of [`Connection::answered_ms`].
+    epoch: Instant,
+}
+
+/// The state of the store's connection to Redis.
+#[derive(Clone)]
+enum Link {
+    /// Nothing tried yet: the first operation starts an attempt.
+    Idle,
+    /// An attempt is running (the first one, or the replacement of a connection found dead):
+    /// operations wait for it, within their deadline.
+    Connecting,
+    /// Connected.
+    Up(Arc<Connection>),
+    /// The last attempt failed with `error`: operations fail at once with it until `retry_at`,
+    /// when the next operation starts an attempt (the circuit breaker is open).
+    Down { error: Arc<str>, retry_at: Instant },
+    /// An attempt after a failure is running: only the operation that started it waits for it,
+    /// the others still fail at once with `error`.
+    Retrying { error: Arc<str> },
+}
+
+/// One connection to Redis.
+struct Connection {
+    conn: MultiplexedConnection,
+    id: u64,
+    /// When Redis last answered on it (any answer, errors included): ms since `Shared::epoch`.
+    answered_ms: AtomicU64,
+}
+
+/// Whether an operation may be sent again after a connection-level failure (see the module doc).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    /// Repeating it leaves Redis as running it once (reads, SET, DEL, the probe).
+    Safe,
+    /// It must not run twice (the scripts that count): sent again only when it was not sent.
+    IfUnsent,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Moves the link to `next` if `when` holds for it, and then starts a connection attempt
+    /// (on this runtime; it runs to its end even if the operation that started it gives up).
+    /// Returns whether it did: of operations racing, exactly one starts each attempt.
+    fn begin_attempt(self: &Arc<Self>, when: impl FnOnce(&Link) -> bool, next: Link) -> bool {
+        let started = self.link.send_if_modified(|link| {
+            if when(link) {
+                *link = next;
+                true
+            } else {
+                false
+            }
+        });
+        if started {
+            tokio::spawn(self.clone().attempt());
+        }
+        started
+    }
+
+    /// One connection attempt (connect, authenticate, select the database), its outcome stored.
+    async fn attempt(self: Arc<Self>) {
+        let outcome = tokio::time::timeout(self.connect_timeout, self.client.get_multiplexed_async_connection_with_config(&self.config)).await;
+        let was_down = matches!(&*self.link.borrow(), Link::Retrying { .. });
+        let next = match outcome {
+            Ok(Ok(conn)) => {
+                if was_down {
+                    tracing::info!(backend = "redis", "state backend reachable again");
+                }
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                Link::Up(Arc::new(Connection { conn, id, answered_ms: AtomicU64::new(self.now_ms()) }))
+            }
+            Ok(Err(e)) => Link::Down { error: format!("cannot connect: {e}").into(), retry_at: Instant::now() + RETRY_INTERVAL },
+            Err(_) => Link::Down {
+                error: format!("cannot connect: no answer within {} ms", self.connect_timeout.as_millis()).into(),
+                retry_at: Instant::now() + RETRY_INTERVAL,
+            },
+        };
+        // Only an attempt moves the link out of `Connecting` or `Retrying`, and only one runs.
+        self.link.send_replace(next);
+    }
 }
 
 impl RedisStore {
@@ -151,16 +290,26 @@ impl RedisStore {
         // redis' own message names its error kind (`InvalidClientConfig`): say what is expected.
         let client = redis::Client::open(url)
             .map_err(|_| "not a Redis URL: expected redis://[user:password@]host[:port][/db] (rediss:// for TLS)".to_owned())?;
-        Ok(Self {
+        // No response timeout of redis' own: each operation's deadline covers its whole exchange,
+        // and a timeout is not taken as a dead connection (see `connection_level`).
+        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(connect_timeout)).set_response_timeout(None);
+        let shared = Shared {
             client,
-            connection: OnceLock::new(),
+            config,
             connect_timeout,
+            link: watch::Sender::new(Link::Idle),
+            next_id: AtomicU64::new(0),
+            epoch: Instant::now(),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
             timeout,
             scripts: Scripts {
                 acquire: redis::Script::new(ACQUIRE),
                 window: redis::Script::new(WINDOW),
                 sliding: redis::Script::new(SLIDING),
                 incr: redis::Script::new(INCR),
+                probe: redis::Script::new(PROBE),
             },
             stats: StateStats::default(),
             local: super::memory::MemoryStore::new(max_keys),
@@ -177,43 +326,126 @@ impl RedisStore {
         &self.stats
     }
 
-    fn connection(&self) -> Result<ConnectionManager, StateError> {
-        if let Some(c) = self.connection.get() {
-            return Ok(c.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_min_delay(MIN_RECONNECT_DELAY)
-            .set_max_delay(MAX_RECONNECT_DELAY);
-        let manager = self.client.get_connection_manager_lazy(config).map_err(unavailable)?;
-        // Two first calls racing both build one; the loser's is dropped unused.
-        let _ = self.connection.set(manager);
-        self.connection.get().cloned().ok_or_else(|| StateError::Unavailable("no connection".into()))
-    }
-
-    /// The longest one operation can wait: connecting, then the exchange.
+    /// The longest one operation can wait: connecting, then the exchange. (Both fit in
+    /// `timeout`, the operation's deadline; this stays the bound callers were given.)
     pub fn max_wait(&self) -> Duration {
-        self.connect_timeout + self.timeout
+        self.shared.connect_timeout + self.timeout
     }
 
-    /// Runs one Redis exchange under the per-operation deadline.
-    async fn timed<T>(&self, f: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StateError> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unavailable(e)),
+    /// The connection to use, waiting (until `deadline`) for an attempt that is under way.
+    async fn connection(&self, deadline: tokio::time::Instant) -> Result<Arc<Connection>, StateError> {
+        let mut link = self.shared.link.subscribe();
+        // Whether this operation started the attempt after a failure (it then waits for it).
+        let mut retrying = false;
+        loop {
+            let current = link.borrow_and_update().clone();
+            match current {
+                Link::Up(connection) => return Ok(connection),
+                Link::Connecting => {}
+                Link::Retrying { error } if !retrying => return Err(StateError::Unavailable(error.to_string())),
+                Link::Retrying { .. } => {}
+                Link::Down { error, retry_at } => {
+                    if Instant::now() < retry_at {
+                        return Err(StateError::Unavailable(error.to_string()));
+                    }
+                    let still = |l: &Link| matches!(l, Link::Down { retry_at: r, .. } if *r == retry_at);
+                    retrying = self.shared.begin_attempt(still, Link::Retrying { error });
+                    continue;
+                }
+                Link::Idle => {
+                    self.shared.begin_attempt(|l| matches!(l, Link::Idle), Link::Connecting);
+                    continue;
+                }
+            }
+            match tokio::time::timeout_at(deadline, link.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(StateError::Unavailable("connection closed".into())),
+                Err(_) => {
+                    return Err(StateError::Unavailable(format!("connecting: no answer within {} ms", self.timeout.as_millis())));
+                }
+            }
+        }
+    }
+
+    /// `connection` found dead by `error`: the first to see it replaces it (operations wait for
+    /// the new one; if Redis refuses it, the breaker opens).
+    fn lost(&self, connection: &Connection, error: &redis::RedisError) {
+        let current = |l: &Link| matches!(l, Link::Up(c) if c.id == connection.id);
+        if self.shared.begin_attempt(current, Link::Connecting) {
+            tracing::warn!(backend = "redis", "connection to the state backend lost ({error}); reconnecting");
+        }
+    }
+
+    /// Runs one operation under the per-operation deadline, on a connection (made, replaced or
+    /// refused as the module doc says), once more after a connection-level failure when `replay`
+    /// allows (see the module doc for which failures are which).
+    async fn run<T, F, Fut>(&self, replay: Replay, op: F) -> Result<T, StateError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let attempts = async {
+            let mut connection = self.connection(deadline).await?;
+            if replay == Replay::IfUnsent && self.is_quiet(&connection) {
+                // A connection-level failure here is one before anything of this operation was
+                // sent: it goes to a new connection. Any answer (even NOPERM) shows it alive.
+                let ping = &redis::cmd("PING");
+                if let Err(e) = self.exchange(&connection, &|mut conn| async move { ping.query_async::<()>(&mut conn).await }).await
+                    && connection_level(&e)
+                {
+                    self.lost(&connection, &e);
+                    connection = self.connection(deadline).await?;
+                }
+            }
+            match self.exchange(&connection, &op).await {
+                Err(e) if connection_level(&e) && replay == Replay::Safe => {
+                    self.lost(&connection, &e);
+                    let connection = self.connection(deadline).await?;
+                    self.exchange(&connection, &op).await.map_err(|e| self.failed(&connection, e))
+                }
+                result => result.map_err(|e| self.failed(&connection, e)),
+            }
+        };
+        match tokio::time::timeout_at(deadline, attempts).await {
+            Ok(result) => result,
             Err(_) => Err(StateError::Unavailable(format!("no answer within {} ms", self.timeout.as_millis()))),
         }
     }
 
+    /// Sends `op` on `connection`, noting when Redis answers (an error reply is an answer too).
+    async fn exchange<T, F, Fut>(&self, connection: &Connection, op: &F) -> redis::RedisResult<T>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = op(connection.conn.clone()).await;
+        if !matches!(&result, Err(e) if connection_level(e)) {
+            connection.answered_ms.store(self.shared.now_ms(), Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// The error of an operation that is not retried (a connection found dead is replaced).
+    fn failed(&self, connection: &Connection, e: redis::RedisError) -> StateError {
+        if connection_level(&e) {
+            self.lost(connection, &e);
+        }
+        unavailable(e)
+    }
+
+    fn is_quiet(&self, connection: &Connection) -> bool {
+        let quiet = u64::try_from(QUIET_CHECK.as_millis()).unwrap_or(u64::MAX);
+        self.shared.now_ms().saturating_sub(connection.answered_ms.load(Ordering::Relaxed)) >= quiet
+    }
+
     async fn decision(&self, script: &redis::Script, key: &str, args: [String; 3], limit: u64) -> Result<Decision, StateError> {
-        let mut conn = self.connection()?;
         let mut invocation = script.key(key);
         for a in &args {
             invocation.arg(a);
         }
-        let r: Vec<i64> = self.timed(invocation.invoke_async(&mut conn)).await?;
+        let invocation = &invocation;
+        let r: Vec<i64> = self.run(Replay::IfUnsent, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
         let [allowed, remaining, reset, retry] = r[..] else {
             return Err(StateError::Unavailable(format!("unexpected script answer {r:?}")));
         };
@@ -252,17 +484,17 @@ impl RedisStore {
     /// See `StateStore::incr`.
     pub async fn incr(&self, key: &str, delta: u64, ttl_ms: u64) -> Result<u64, StateError> {
         let delta = i64::try_from(delta).map_err(|_| StateError::Invalid("delta too large".into()))?;
-        let mut conn = self.connection()?;
         let mut invocation = self.scripts.incr.key(key);
         invocation.arg(delta).arg(ttl_ms);
-        let v: i64 = self.timed(invocation.invoke_async(&mut conn)).await?;
+        let invocation = &invocation;
+        let v: i64 = self.run(Replay::IfUnsent, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
         Ok(u64::try_from(v).unwrap_or(0))
     }
 
     /// See `StateStore::get`.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let mut conn = self.connection()?;
-        self.timed(redis::cmd("GET").arg(key).query_async(&mut conn)).await
+        let cmd = &redis::cmd("GET").arg(key).to_owned();
+        self.run(Replay::Safe, |mut conn| async move { cmd.query_async(&mut conn).await }).await
     }
 
     /// See `StateStore::set`.
@@ -270,20 +502,37 @@ impl RedisStore {
         if value.len() > MAX_VALUE_BYTES {
             return Err(StateError::Invalid(format!("value larger than {MAX_VALUE_BYTES} bytes")));
         }
-        let mut conn = self.connection()?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value);
         if ttl_ms > 0 {
             cmd.arg("PX").arg(ttl_ms);
         }
-        self.timed(cmd.query_async::<()>(&mut conn)).await
+        let cmd = &cmd;
+        self.run(Replay::Safe, |mut conn| async move { cmd.query_async::<()>(&mut conn).await }).await
     }
 
     /// See `StateStore::delete`.
     pub async fn delete(&self, key: &str) -> Result<(), StateError> {
-        let mut conn = self.connection()?;
-        self.timed(redis::cmd("DEL").arg(key).query_async::<()>(&mut conn)).await
+        let cmd = &redis::cmd("DEL").arg(key).to_owned();
+        self.run(Replay::Safe, |mut conn| async move { cmd.query_async::<()>(&mut conn).await }).await
     }
+
+    /// Whether Redis would serve the limiters now: runs a script through the same path (EVALSHA,
+    /// EVAL fallback) using the same commands, writing `key` with a short expiry and deleting it.
+    /// Fails as they would: Redis unreachable, out of memory for writes, a permission missing.
+    pub async fn probe(&self, key: &str) -> Result<(), StateError> {
+        let mut invocation = self.scripts.probe.key(key);
+        invocation.arg(PROBE_TTL_MS);
+        let invocation = &invocation;
+        self.run(Replay::Safe, |mut conn| async move { invocation.invoke_async::<()>(&mut conn).await }).await
+    }
+}
+
+/// Whether `e` says the connection is unusable (and no answer from Redis): I/O errors (broken
+/// pipe, reset, end of stream) and a protocol the client could not parse. Command errors are
+/// answers; a timeout is our deadline's, not the connection's (Redis may just be slow).
+fn connection_level(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_unrecoverable_error()
 }
 
 fn unavailable(e: redis::RedisError) -> StateError {
