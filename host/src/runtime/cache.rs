@@ -1,5 +1,12 @@
 //! Compiled components cached on disk, keyed by the component's content hash and the engine's
 //! compatibility hash: compiling a plugin takes tens of milliseconds, loading it back well under one.
+//!
+//! A cache entry is native code, run outside the sandbox and trusted by its name alone (a
+//! signature covers the `.wasm`, not what it compiled to). So the cache is part of the trusted
+//! base, like the binary: its directory is made `0700` and its entries `0600`, and an entry is
+//! used only if it and its directory belong to the gateway's own user and nobody else can write
+//! them (as ssh's `StrictModes`). Otherwise the component is compiled afresh, not cached, and the
+//! log says why: another user who can write the cache cannot slip code past `require_signatures`.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -38,14 +45,22 @@ impl CompileCache {
             return Component::new(engine, bytes);
         };
         let path = dir.join(cache_file_name(engine, bytes));
-        if path.is_file() {
-            match deserialize_cached(engine, &path) {
-                Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e}"),
+        let unsafe_dir = dir.exists().then(|| untrusted(dir)).flatten();
+        if let Some(why) = &unsafe_dir {
+            tracing::warn!(dir = %dir.display(), "compile cache not used: {why}; compiling instead (fix its owner and mode, or set runtime.cache_dir)");
+        } else if path.is_file() {
+            match untrusted(&path) {
+                Some(why) => tracing::warn!(path = %path.display(), "ignoring compile cache entry: {why}"),
+                None => match deserialize_cached(engine, &path) {
+                    Ok(component) => return Ok(component),
+                    Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e}"),
+                },
             }
         }
         let compiled = engine.precompile_component(bytes)?;
-        if let Err(e) = write_atomically(dir, &path, &compiled) {
+        if unsafe_dir.is_none()
+            && let Err(e) = write_atomically(dir, &path, &compiled)
+        {
             tracing::warn!(dir = %dir.display(), "cannot write compile cache: {e}");
         }
         // SAFETY: see `deserialize_cached`; these bytes were produced by this engine just now.
@@ -68,9 +83,36 @@ fn shape_problem(bytes: &[u8]) -> Option<&'static str> {
     None
 }
 
+/// Why `path` (a cache entry or the cache directory) cannot be trusted with native code: it is a
+/// symbolic link, another user's, or writable by group or others. `None` when it can.
+#[cfg(unix)]
+fn untrusted(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => return Some(format!("cannot read its owner and mode: {e}")),
+    };
+    let me = rustix::process::geteuid().as_raw();
+    if meta.file_type().is_symlink() {
+        Some(format!("{} is a symbolic link", path.display()))
+    } else if meta.uid() != me {
+        Some(format!("{} belongs to uid {}, not to the gateway's user (uid {me})", path.display(), meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!("{} is writable by group or others (mode {:o})", path.display(), meta.mode() & 0o777))
+    } else {
+        None
+    }
+}
+
+#[cfg(not(unix))]
+fn untrusted(_: &Path) -> Option<String> {
+    None
+}
+
 /// The one place Airlock deserializes native code. Safe because the file's name binds it to this
-/// exact engine configuration and component content, and the cache directory is the operator's
-/// own (like the binary itself): whoever can write there can already replace the gateway.
+/// exact engine configuration and component content, and [`untrusted`] found the file and its
+/// directory the gateway's user's own, writable by nobody else: whoever can write there can
+/// already act as the gateway.
 #[allow(unsafe_code)]
 fn deserialize_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: as documented above; wasmtime also checks the engine compatibility header.
@@ -85,10 +127,23 @@ fn cache_file_name(engine: &Engine, bytes: &[u8]) -> String {
     format!("{content}-{:016x}.cwasm", hasher.finish())
 }
 
+/// Writes an entry the way [`untrusted`] wants it: the directory (when made here) `0700`, the
+/// file `0600`.
 fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::io::Write;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder.create(dir)?;
     let tmp = dir.join(format!(".tmp-{}-{:016x}", std::process::id(), fastrand::u64(..)));
-    std::fs::write(&tmp, data)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(&tmp)?.write_all(data)?;
     std::fs::rename(&tmp, path)
 }
 
@@ -114,6 +169,37 @@ mod tests {
             first.component_type().imports(&engine).count(),
             second.component_type().imports(&engine).count()
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn entries_are_private_and_a_cache_others_can_write_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let engine = Engine::default();
+        let bytes = crate::runtime::builtin::bytes("respond").expect("built-in respond");
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache");
+        let cache = CompileCache::new(Some(dir.clone()));
+        cache.load(&engine, bytes).unwrap();
+        let entry = dir.join(cache_file_name(&engine, bytes));
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(untrusted(&entry), None);
+
+        // Someone else's code in the entry, in a directory others may write: not run.
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(untrusted(&entry).unwrap().contains("writable by group or others"));
+        std::fs::write(&entry, b"swapped").unwrap();
+        assert!(cache.load(&engine, bytes).is_ok(), "compiled afresh, the entry ignored");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(untrusted(&dir).unwrap().contains("mode 777"));
+        let modified = std::fs::metadata(&entry).unwrap().modified().unwrap();
+        assert!(cache.load(&engine, bytes).is_ok());
+        assert_eq!(std::fs::metadata(&entry).unwrap().modified().unwrap(), modified, "nothing written into it");
+        // A link is never followed into native code.
+        let link = root.path().join("link.cwasm");
+        std::os::unix::fs::symlink(&entry, &link).unwrap();
+        assert!(untrusted(&link).unwrap().contains("symbolic link"));
     }
 
     #[test]
