@@ -59,6 +59,7 @@ pub fn pool_with_grants(
             files: None,
             http: None,
             metrics: None,
+            share: None,
         };
         Arc::new(InstancePool::new(plugin, name.into(), config.to_owned(), settings).await.expect("configure"))
     })

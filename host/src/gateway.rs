@@ -231,6 +231,7 @@ impl Gateway {
             state: state.clone(),
             telemetry: telemetry.clone(),
             trusted: trusted_keys(source, config, &mut issues),
+            shares: HashMap::new(),
         };
         for (name, def) in &config.plugins {
             if let Some(d) = defs.get(name.as_str()) {
@@ -376,6 +377,7 @@ fn settings_for(config: &Config, def: Option<&PluginConfig>) -> InstanceSettings
         files: None,
         http: None,
         metrics: None,
+        share: None,
     }
 }
 
@@ -495,6 +497,9 @@ struct Loader<'a> {
     telemetry: Arc<Telemetry>,
     /// With `[trust] require_signatures`: the keys a third-party component must be signed by.
     trusted: Option<Vec<PublicKey>>,
+    /// Each plugin's share of the instance places, by name: every chain entry of a plugin holds
+    /// the same one, so the plugin on many routes takes no more than on one.
+    shares: HashMap<String, Arc<crate::runtime::budget::PluginShare>>,
 }
 
 /// The `[trust]` keys, when signatures are required; a malformed key is an issue at its line.
@@ -657,6 +662,8 @@ async fn build_entry(
     let namespace = if defs.contains_key(name.as_str()) { name.clone() } else { place.inline_namespace(name) };
     let mut settings = def.settings.clone();
     settings.state = Some(ScopedState::new(loader.state.clone(), &namespace));
+    let share = loader.shares.entry(name.clone()).or_insert_with(|| Arc::new(loader.sandbox.budget.plugin_share()));
+    settings.share = Some(share.clone());
     if def.capabilities.iter().any(|c| c == "metrics") {
         settings.metrics = Some(loader.telemetry.metrics.plugin_metrics.set_for(name));
     }

@@ -196,6 +196,7 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
         files: None,
         http: None,
         metrics: Some(crate::telemetry::plugin_metrics::PluginMetricStore::default().set_for(&trial.plugin)),
+        share: None,
     };
     let pool = InstancePool::new(plugin, trial.plugin.as_str().into(), trial.config_json.clone(), settings).await?;
     let descriptor = pool.descriptor();

@@ -151,6 +151,42 @@ async fn one_plugin_with_slow_calls_cannot_take_every_place() {
     gw.stop().await;
 }
 
+/// The share is the plugin's, not each chain entry's: the same slow plugin on two routes takes
+/// at most three quarters of the places between them (with a share per entry, two routes'
+/// slow calls took every place and the quick route answered 503 `plugin_busy`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slow_plugin_on_two_routes_cannot_take_every_place() {
+    let upstream = Upstream::start().await;
+    let mut config = slow_and_quick(4);
+    config += "\n[[routes]]\npath = \"/slow-too\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"slow\"\n";
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let iterations = iterations_for(&client, &gw.url("/slow"), Duration::from_millis(200)).await;
+    // Two slow calls on each route: three take the plugin's share, the fourth waits.
+    let slow: Vec<_> = ["/slow", "/slow", "/slow-too", "/slow-too"]
+        .into_iter()
+        .map(|path| {
+            let url = gw.url(path);
+            tokio::spawn(async move {
+                let (status, body, _) = spin(&HttpClient::http1(), &url, iterations).await;
+                (status, body, Instant::now())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body, _) = spin(&client, &gw.url("/quick"), 0).await;
+    let quick_answered = Instant::now();
+    assert_eq!(status, 200, "the slow plugin's two routes took every place: {body}");
+    let mut last_slow = quick_answered;
+    for call in slow {
+        let (status, body, done) = call.await.expect("slow call");
+        assert_eq!(status, 200, "a slow call beyond the share was not served in turn: {body}");
+        last_slow = last_slow.max(done);
+    }
+    assert!(last_slow > quick_answered, "the slow calls were over before /quick: the test proves nothing");
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_finds_no_place_in_time_is_answered_503_busy_and_the_gateway_serves_on() {
     let upstream = Upstream::start().await;

@@ -14,10 +14,11 @@
 //! 3. else gives up: the call fails as `busy` (503 `plugin_busy`, or skipped if the entry fails
 //!    open), naming the plugin and the setting to raise.
 //!
-//! No one chain entry may hold more than its [`EntryShare`] (three quarters of the places): a
-//! plugin whose calls wait long on the host (an outbound call to a slow origin) under load
-//! would otherwise take every place and leave every other plugin answering 503. An entry at its
-//! share waits for one of its own instances instead.
+//! No one plugin may hold more than its [`PluginShare`] (three quarters of the places), however
+//! many chain entries run it: a plugin whose calls wait long on the host (an outbound call to a
+//! slow origin) under load would otherwise take every place and leave every other plugin
+//! answering 503, and a share per entry let the same plugin on two routes take them all. A
+//! plugin at its share waits for one of its own instances instead.
 //!
 //! A few slots beyond the budget ([`LOAD_RESERVE`]) are kept for the instances made while
 //! loading a config (describing and configuring each plugin once), so a reload at full load
@@ -33,10 +34,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// configure of each plugin, one or two at a time).
 pub const LOAD_RESERVE: u32 = 8;
 
-/// The part of the places one chain entry may hold: numerator and denominator (3/4).
+/// The part of the places one plugin may hold: numerator and denominator (3/4).
 const SHARE: (usize, usize) = (3, 4);
 
-/// A serving instance's claim on the budget (a place, and one of its entry's share), given back
+/// A serving instance's claim on the budget (a place, and one of its plugin's share), given back
 /// when the instance is dropped (it must be dropped after the instance's store, which frees the
 /// slot).
 #[derive(Debug)]
@@ -45,9 +46,10 @@ pub struct InstancePermit {
     _share: OwnedSemaphorePermit,
 }
 
-/// One chain entry's share of the places: at most [`SHARE`] of them, however busy it is.
+/// One plugin's share of the places, held by every chain entry that runs it (a
+/// [`super::plugin::LoadedPlugin`] keeps it): at most [`SHARE`] of them, however busy it is.
 #[derive(Debug)]
-pub struct EntryShare {
+pub struct PluginShare {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
 }
@@ -108,15 +110,15 @@ impl InstanceBudget {
         self.limit - self.permits.available_permits()
     }
 
-    /// The share of a new chain entry: three quarters of the places (at least one).
-    pub fn entry_share(&self) -> EntryShare {
+    /// The share of a newly loaded plugin: three quarters of the places (at least one).
+    pub fn plugin_share(&self) -> PluginShare {
         let size = (self.limit * SHARE.0).div_ceil(SHARE.1).max(1);
-        EntryShare { permits: Arc::new(Semaphore::new(size)), waiting: AtomicUsize::new(0) }
+        PluginShare { permits: Arc::new(Semaphore::new(size)), waiting: AtomicUsize::new(0) }
     }
 
     /// Whether calls are waiting for a place, anywhere or in `share`'s entry: a finished
     /// instance of that entry should then be dropped, not kept idle.
-    pub fn has_waiters(&self, share: &EntryShare) -> bool {
+    pub fn has_waiters(&self, share: &PluginShare) -> bool {
         self.waiting.load(Ordering::Relaxed) > 0 || share.waiting.load(Ordering::Relaxed) > 0
     }
 
@@ -129,7 +131,7 @@ impl InstanceBudget {
 
     /// A permit for an instance of `share`'s entry at once if a place is free and the entry is
     /// within its share (no reclaiming, no waiting).
-    pub fn try_acquire(&self, share: &EntryShare) -> Option<InstancePermit> {
+    pub fn try_acquire(&self, share: &PluginShare) -> Option<InstancePermit> {
         let share = share.permits.clone().try_acquire_owned().ok()?;
         let place = self.permits.clone().try_acquire_owned().ok()?;
         Some(InstancePermit { _place: place, _share: share })
@@ -138,7 +140,7 @@ impl InstanceBudget {
     /// A permit for a new instance of `share`'s entry, within `wait`: first a place in the
     /// entry's share (waiting for one of its own instances if it holds its whole share), then a
     /// place in the sandbox ([`Self::acquire_place`]). `None` when either did not come in time.
-    pub async fn acquire(&self, share: &EntryShare, wait: Duration) -> Option<InstancePermit> {
+    pub async fn acquire(&self, share: &PluginShare, wait: Duration) -> Option<InstancePermit> {
         let deadline = tokio::time::Instant::now() + wait;
         let in_share = match share.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -235,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn idle_instances_of_other_pools_are_reclaimed_before_waiting() {
         let budget = Arc::new(InstanceBudget::new(2));
-        let (mine, theirs) = (budget.entry_share(), budget.entry_share());
+        let (mine, theirs) = (budget.plugin_share(), budget.plugin_share());
         let idle = Arc::new(Idle(Mutex::new(vec![budget.try_acquire(&theirs).unwrap(), budget.try_acquire(&theirs).unwrap()])));
         let weak: Weak<dyn IdleInstances> = Arc::downgrade(&(idle.clone() as Arc<dyn IdleInstances>));
         budget.register(weak);
@@ -255,7 +257,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_gets_the_next_place_given_back_and_is_counted_while_it_waits() {
         let budget = Arc::new(InstanceBudget::new(1));
-        let (share, other) = (Arc::new(budget.entry_share()), budget.entry_share());
+        let (share, other) = (Arc::new(budget.plugin_share()), budget.plugin_share());
         let busy = budget.try_acquire(&other).unwrap();
         let waiter = tokio::spawn({
             let (budget, share) = (budget.clone(), share.clone());
@@ -272,7 +274,7 @@ mod tests {
     #[tokio::test]
     async fn one_entry_holds_at_most_three_quarters_of_the_places() {
         let budget = Arc::new(InstanceBudget::new(4));
-        let (greedy, other) = (Arc::new(budget.entry_share()), budget.entry_share());
+        let (greedy, other) = (Arc::new(budget.plugin_share()), budget.plugin_share());
         let held: Vec<_> = (0..3).map(|_| budget.try_acquire(&greedy).expect("within its share")).collect();
         assert!(budget.try_acquire(&greedy).is_none(), "a fourth is past its share");
         assert!(budget.acquire(&greedy, Duration::from_millis(20)).await.is_none());
@@ -287,14 +289,14 @@ mod tests {
         }
         drop(held);
         assert!(waiter.await.unwrap());
-        assert_eq!(InstanceBudget::new(1).entry_share().permits.available_permits(), 1, "a share is never empty");
+        assert_eq!(InstanceBudget::new(1).plugin_share().permits.available_permits(), 1, "a share is never empty");
     }
 
     #[tokio::test]
     async fn a_dropped_pool_is_skipped_and_forgotten() {
         let budget = InstanceBudget::new(1);
-        let share = budget.entry_share();
-        let held = budget.try_acquire(&budget.entry_share()).unwrap();
+        let share = budget.plugin_share();
+        let held = budget.try_acquire(&budget.plugin_share()).unwrap();
         let idle: Arc<dyn IdleInstances> = Arc::new(Idle(Mutex::new(Vec::new())));
         budget.register(Arc::downgrade(&idle));
         drop(idle);

@@ -19,7 +19,7 @@ pub enum Failure {
     /// The plugin trapped (a panic, `unreachable`, a bad memory access, a stack overflow, exit).
     Trap(String),
     /// No instance could be made: the sandbox's `limit` instances (`runtime.max_instances`), or
-    /// the entry's share of them, stayed taken for `waited`. The gateway's capacity, not the
+    /// the plugin's share of them, stayed taken for `waited`. The gateway's capacity, not the
     /// plugin's fault.
     Busy {
         /// The sandbox's instance limit.

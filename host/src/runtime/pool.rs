@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
 use wasmtime::{Store, UpdateDeadline};
 
-use super::budget::{EntryShare, IdleInstances, InstanceBudget, InstancePermit};
+use super::budget::{PluginShare, IdleInstances, InstanceBudget, InstancePermit};
 use super::call_clock::{CallClock, Metered, within_wall_limit};
 use super::engine::SandboxEngine;
 use super::failure::{DeadlineExceeded, Failure, classify};
@@ -54,6 +54,9 @@ pub struct InstanceSettings {
     pub http: Option<Arc<crate::runtime::host::http_client::HttpClientGrant>>,
     /// The plugin's own metric set (capability `metrics`).
     pub metrics: Option<Arc<crate::telemetry::plugin_metrics::PluginMetricSet>>,
+    /// The plugin's share of the sandbox's instance places, held by every chain entry of the
+    /// same plugin (by name); `None`: a share of the pool's own.
+    pub share: Option<Arc<PluginShare>>,
 }
 
 impl InstanceSettings {
@@ -218,8 +221,8 @@ pub struct InstancePool {
     config_json: String,
     settings: InstanceSettings,
     idle: Arc<IdleStacks<Instance>>,
-    /// This entry's share of the sandbox's places.
-    share: EntryShare,
+    /// Its plugin's share of the sandbox's places (shared with every entry running it).
+    share: Arc<PluginShare>,
     descriptor: Descriptor,
 }
 
@@ -267,7 +270,7 @@ impl InstancePool {
     ) -> Result<Self, PluginError> {
         let mut pool = Self {
             idle: Arc::new(IdleStacks::new(settings.pool_size.max(1))),
-            share: plugin.sandbox.budget.entry_share(),
+            share: settings.share.clone().unwrap_or_else(|| Arc::new(plugin.sandbox.budget.plugin_share())),
             descriptor: plugin.descriptor,
             plugin,
             name,
