@@ -11,13 +11,39 @@ pub const REDACTED: &str = "[redacted]";
 
 /// Parts of key names that mark a value as secret: config keys, and the header names a
 /// `headers` or `transform` rule may set (`"authorization" = "Bearer ..."`).
-const SECRET_KEY_PARTS: [&str; 11] =
-    ["secret", "password", "passwd", "token", "credential", "private", "api_key", "api-key", "apikey", "authorization", "cookie"];
+const SECRET_KEY_PARTS: [&str; 20] = [
+    "secret",
+    "password",
+    "passwd",
+    "passphrase",
+    "token",
+    "credential",
+    "private",
+    "api_key",
+    "api-key",
+    "apikey",
+    "auth",
+    "cookie",
+    "session",
+    "signature",
+    "bearer",
+    // Cloud providers' header and parameter names (`Ocp-Apim-Subscription-Key`,
+    // `x-functions-key`, `X-Amz-Security-Token` is `token`), `access_key` and `AccessKey`.
+    "subscription-key",
+    "functions-key",
+    "access_key",
+    "access-key",
+    "accesskey",
+];
 
-/// Whether a config key (or a header name a rule sets) names a secret.
+/// Names that are secrets whole but too short to look for inside others (`key` in `monkey`):
+/// a query parameter `key` (Google's API keys) or `sig` (Azure SAS), a JWT entry's `key`.
+const SECRET_KEY_NAMES: [&str; 4] = ["key", "sig", "sid", "jwt"];
+
+/// Whether a config key (or a header or parameter name a rule sets) names a secret.
 pub fn names_secret(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
-    SECRET_KEY_PARTS.iter().any(|part| lower.contains(part))
+    SECRET_KEY_PARTS.iter().any(|part| lower.contains(part)) || SECRET_KEY_NAMES.contains(&lower.trim())
 }
 
 /// A config file's line as an error shows it, with its value redacted when its key, or the
@@ -137,6 +163,27 @@ plugin = "builtin:headers"
         assert_eq!(value["consumers"][0]["credentials"]["keys"][0], REDACTED);
         assert_eq!(value["routes"][0]["plugins"][0]["config"]["issuer"], "me");
         assert_eq!(value["routes"][0]["plugins"][1]["config"]["request"]["set"]["x-tenant"], "acme");
+    }
+
+    #[test]
+    fn the_names_cloud_apis_give_their_secrets_are_secrets() {
+        for name in [
+            "Ocp-Apim-Subscription-Key",
+            "x-functions-key",
+            "x-auth",
+            "authentication",
+            "access_key",
+            "AccessKey",
+            "key",
+            "sig",
+            "X-Session-Id",
+            "signature",
+        ] {
+            assert!(names_secret(name), "{name}");
+        }
+        for name in ["x-tenant", "issuer", "monkey", "design", "status", "limits", "path"] {
+            assert!(!names_secret(name), "{name}");
+        }
     }
 
     #[test]
