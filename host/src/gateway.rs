@@ -563,6 +563,48 @@ impl Loader<'_> {
     }
 }
 
+/// A chain entry's TOML config as the JSON its plugin's `configure` reads. A date-time becomes its
+/// RFC 3339 text (serde's form for TOML's is a private map); a NaN or infinite float, which JSON
+/// cannot hold, is refused with its key path (`.limits[0].rate`) rather than handed over as
+/// `null`, which reads as the key left out.
+fn plugin_config_json(table: &toml::Table) -> Result<serde_json::Value, (String, String)> {
+    fn convert(value: &toml::Value, path: &mut String) -> Result<serde_json::Value, (String, String)> {
+        Ok(match value {
+            toml::Value::String(s) => serde_json::Value::String(s.clone()),
+            toml::Value::Integer(i) => serde_json::Value::from(*i),
+            toml::Value::Float(f) => serde_json::Number::from_f64(*f).map(serde_json::Value::Number).ok_or_else(|| {
+                let written = if f.is_nan() { "nan" } else if *f > 0.0 { "inf" } else { "-inf" };
+                (path.clone(), format!("`{written}` cannot reach a plugin: its config travels as JSON, which has no NaN or infinity"))
+            })?,
+            toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
+            toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+            toml::Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    out.push(convert(item, path)?);
+                    path.truncate(len);
+                }
+                serde_json::Value::Array(out)
+            }
+            toml::Value::Table(table) => table_json(table, path)?,
+        })
+    }
+    fn table_json(table: &toml::Table, path: &mut String) -> Result<serde_json::Value, (String, String)> {
+        let mut out = serde_json::Map::with_capacity(table.len());
+        for (k, v) in table {
+            let len = path.len();
+            path.push('.');
+            path.push_str(k);
+            out.insert(k.clone(), convert(v, path)?);
+            path.truncate(len);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+    table_json(table, &mut String::new())
+}
+
 /// Where a chain entry stands: for its config errors, its logs and its state namespace.
 struct EntryPlace<'a> {
     /// The entry's config key, `routes[3].plugins[1]`.
@@ -639,8 +681,11 @@ async fn build_entry(
         }
     };
     let plugin = loader.load(name, def, &entry.plugin, &plugin_key).await?;
-    let mut plugin_config = serde_json::to_value(&entry.config)
-        .map_err(|e| Some(source.issue(Some(entry.plugin.span()), &format!("{key}.config"), e.to_string())))?;
+    let mut plugin_config = plugin_config_json(&entry.config).map_err(|(path, message)| {
+        let path = format!("{key}.config{path}");
+        let span = crate::config::locate::key_span(&source.text, &path).or(Some(entry.plugin.span()));
+        Some(source.issue(span, &path, message))
+    })?;
     if crate::runtime::capabilities::consumers_granted(&def.source, &def.capabilities)
         && let Some(object) = plugin_config.as_object_mut()
         && !config.consumers.is_empty()
@@ -777,7 +822,20 @@ fn route_spec(source: &ConfigSource, route: &RouteConfig, id: &str, key: &str, i
 
 #[cfg(test)]
 mod tests {
-    use super::rewrite_path;
+    use super::{plugin_config_json, rewrite_path};
+
+    #[test]
+    fn plugin_configs_reach_plugins_as_json_without_nan_or_private_maps() {
+        let table: toml::Table = toml::from_str("a = 1\nwhen = 1979-05-27T07:32:00Z\nlist = [1.5, { x = true }]\n").unwrap();
+        let json = plugin_config_json(&table).unwrap();
+        assert_eq!(json, serde_json::json!({ "a": 1, "when": "1979-05-27T07:32:00Z", "list": [1.5, { "x": true }] }));
+        for (text, path) in [("rate = nan", ".rate"), ("limits = [{ rate = 1.0 }, { rate = inf }]", ".limits[1].rate"), ("t = { u = -inf }", ".t.u")] {
+            let table: toml::Table = toml::from_str(text).unwrap();
+            let (at, message) = plugin_config_json(&table).unwrap_err();
+            assert_eq!(at, path, "{text}");
+            assert!(message.contains("no NaN or infinity"), "{message}");
+        }
+    }
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

@@ -132,3 +132,14 @@ fn check_warns_of_an_open_admin_listener_and_a_route_that_can_only_fail() {
     assert!(stderr.contains("reachable beyond this machine without admin.token"), "{stderr}");
     assert!(stderr.contains("routes[0] has neither an upstream nor a plugin"), "{stderr}");
 }
+
+/// TOML a plugin's JSON config cannot carry: `nan` is refused at its line, where before it
+/// reached the plugin as `null` (a key left out) and `check` said ok.
+#[tokio::test]
+async fn a_plugin_config_value_json_cannot_hold_is_refused_at_its_line() {
+    let config = "[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n[routes.plugins.config]\nstatus = 200\nbody = nan\n";
+    let err = airlock_tests::Gateway::try_start(config, None).await.err().expect("refused").to_string();
+    // Line 7 of the text, 10 with the listener the test harness puts first.
+    assert!(err.contains("airlock.toml:10:8") && err.contains("`routes[0].plugins[0].config.body`: `nan`"), "{err}");
+    assert!(err.contains("no NaN or infinity"), "{err}");
+}
