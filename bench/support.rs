@@ -91,6 +91,7 @@ pub fn request_with_headers(method: Method, map: HeaderMap, body: Option<Bytes>)
         context: Default::default(),
         response_edits: Default::default(),
         header_limits: airlock::config::LimitsConfig::default().header_limits(),
+        body_limit: u64::MAX,
         host_from_plugin: false,
     }
 }

@@ -316,6 +316,9 @@ pub struct RequestState {
     pub response_edits: ResponseEdits,
     /// What plugins may make of this request's and its response's headers.
     pub header_limits: HeaderLimits,
+    /// The route's `max_body_bytes`: the largest body a plugin may set on the request or its
+    /// response, as the gateway takes from a client or buffers from an upstream.
+    pub body_limit: u64,
     /// A plugin set or appended `Host`: it goes upstream as the plugin left it, whatever the
     /// route's `host_header` (a plugin that routes by tenant, say, names the virtual host).
     pub host_from_plugin: bool,

@@ -132,6 +132,7 @@ pub fn parse_request(file: &str, text: &str) -> Result<RequestState, TrialError>
         response_edits: Default::default(),
         // The gateway's default `[limits]`, so a trial refuses what a default gateway would.
         header_limits: crate::config::LimitsConfig::default().header_limits(),
+        body_limit: crate::config::LimitsConfig::default().max_body_bytes,
         host_from_plugin: false,
     })
 }

@@ -157,6 +157,31 @@ plugin = "{plugin:body-upper}"
     gw.stop().await;
 }
 
+/// A body a plugin sets is held to the route's `max_body_bytes`, as a client's and an
+/// upstream's are: past it the change is ignored (and logged), never sent on.
+#[tokio::test]
+async fn a_body_a_plugin_sets_is_held_to_the_routes_limit() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+max_body_bytes = 10
+[[routes.plugins]]
+plugin = "{plugin:body-upper}"
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    // The upstream's 5 bytes and the plugin's `!`: 6, within the limit.
+    assert_eq!(client.get(&gw.url("/big/5")).await.text(), "xxxxx!");
+    // 10 bytes are allowed; the plugin's 11 are not: the upstream's body goes on as it was.
+    let r = client.get(&gw.url("/big/10")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "xxxxxxxxxx"));
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn delay_action_waits_then_continues() {
     let upstream = Upstream::start().await;

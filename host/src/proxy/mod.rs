@@ -427,6 +427,7 @@ impl Gateway {
             context,
             response_edits: Default::default(),
             header_limits: self.limits.header_limits(),
+            body_limit: limit,
             host_from_plugin: false,
         };
         Ok((state, stream, trailers))

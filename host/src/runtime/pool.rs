@@ -570,6 +570,7 @@ fn placeholder_request() -> RequestState {
         context: Default::default(),
         response_edits: Default::default(),
         header_limits: crate::exchange::HeaderLimits::NONE,
+        body_limit: u64::MAX,
         host_from_plugin: false,
     }
 }

@@ -351,7 +351,13 @@ impl HostRequest for HostState {
             plugin_warn!(&self.log, "set-body ignored: the plugin did not declare request-body access");
             return;
         }
+        let log = self.log.clone();
         if let Some(req) = self.req_mut("set-body") {
+            if body.len() as u64 > req.body_limit {
+                let limit = req.body_limit;
+                plugin_warn!(&log, len = body.len(), limit, "set-body ignored: larger than the route's max_body_bytes");
+                return;
+            }
             req.body = Some(Bytes::from(body));
         }
     }
@@ -440,6 +446,11 @@ impl HostResponse for HostState {
     fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) {
         if !self.body_access {
             plugin_warn!(&self.log, "set-body ignored: the plugin did not declare response-body access");
+            return;
+        }
+        let limit = self.req().map_or(u64::MAX, |r| r.body_limit);
+        if body.len() as u64 > limit {
+            plugin_warn!(&self.log, len = body.len(), limit, "set-body ignored: larger than the route's max_body_bytes");
             return;
         }
         if let Some(resp) = self.resp_mut() {
