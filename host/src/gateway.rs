@@ -757,6 +757,21 @@ async fn build_entry(
             {
                 return Err(Some(source.issue(Some(span), consumer_key, message)));
             }
+            // A plugin that cannot start within its memory cap or CPU deadline: the setting to
+            // raise is pointed at (the definition's, else `[runtime]`'s), not its config.
+            let setting = match &e {
+                PluginError::Failed(crate::runtime::failure::Failure::OutOfMemory(_)) => Some("memory_mb"),
+                PluginError::Failed(crate::runtime::failure::Failure::Deadline(_)) => Some("cpu_ms"),
+                _ => None,
+            };
+            if let Some(setting) = setting {
+                let at = [format!("plugins.{name}.{setting}"), format!("runtime.{setting}")]
+                    .into_iter()
+                    .find_map(|k| source.key_span(&k).map(|span| (k, span)));
+                if let Some((setting_key, span)) = at {
+                    return Err(Some(source.issue(Some(span), &setting_key, message)));
+                }
+            }
             let span = named
                 .and_then(|k| source.key_span(&format!("{key}.config.{k}")))
                 .or_else(|| source.key_span(&format!("{key}.config")))

@@ -143,3 +143,14 @@ async fn a_plugin_config_value_json_cannot_hold_is_refused_at_its_line() {
     assert!(err.contains("airlock.toml:10:8") && err.contains("`routes[0].plugins[0].config.body`: `nan`"), "{err}");
     assert!(err.contains("no NaN or infinity"), "{err}");
 }
+
+/// A plugin that cannot start within its memory cap is reported at the cap to raise
+/// (`memory_mb`), not at its chain entry's config, which is fine.
+#[tokio::test]
+async fn a_memory_cap_too_small_to_start_is_reported_at_memory_mb() {
+    let config = "[plugins.tiny]\nsource = \"builtin:headers\"\nmemory_mb = 1\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"tiny\"\nconfig = { request = { set = { \"x-a\" = \"1\" } } }\n";
+    let err = airlock_tests::Gateway::try_start(config, None).await.err().expect("refused").to_string();
+    // Line 3 of the text, 6 with the listener the test harness puts first.
+    assert!(err.contains("airlock.toml:6") && err.contains("`plugins.tiny.memory_mb`"), "{err}");
+    assert!(err.contains("memory cap of 1 MiB exceeded"), "{err}");
+}
