@@ -11,7 +11,7 @@ pub const REDACTED: &str = "[redacted]";
 
 /// Parts of key names that mark a value as secret: config keys, and the header names a
 /// `headers` or `transform` rule may set (`"authorization" = "Bearer ..."`).
-const SECRET_KEY_PARTS: [&str; 20] = [
+const SECRET_KEY_PARTS: [&str; 22] = [
     "secret",
     "password",
     "passwd",
@@ -22,7 +22,11 @@ const SECRET_KEY_PARTS: [&str; 20] = [
     "api_key",
     "api-key",
     "apikey",
-    "auth",
+    // `authorization`, `authentication`, `x-auth`, `x-auth-key` (not bare `auth`: the
+    // gateway's own `auth_failure_threshold` holds no secret).
+    "authori",
+    "authenti",
+    "x-auth",
     "cookie",
     "session",
     "signature",
@@ -181,7 +185,7 @@ plugin = "builtin:headers"
         ] {
             assert!(names_secret(name), "{name}");
         }
-        for name in ["x-tenant", "issuer", "monkey", "design", "status", "limits", "path"] {
+        for name in ["x-tenant", "issuer", "monkey", "design", "status", "limits", "path", "auth_failure_threshold"] {
             assert!(!names_secret(name), "{name}");
         }
     }

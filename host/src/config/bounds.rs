@@ -18,6 +18,21 @@ pub const MAX_MEMORY_MB: u64 = (crate::runtime::engine::MAX_PLUGIN_MEMORY / (102
 /// the 32,768 a header map can hold at all, so no count the config allows can overflow one.
 pub const MAX_HEADER_LINES: u64 = 10_000;
 
+/// Longest CPU deadline of one phase call, in milliseconds: a minute. A plugin call holds its
+/// request (and an instance place) for up to its deadline; a typo such as `cpu_ms = 999999999`
+/// would let one looping call hold them for days.
+pub const MAX_CPU_MS: u64 = 60_000;
+
+/// `runtime.cpu_ms`, `plugins.<name>.cpu_ms`: 1 to [`MAX_CPU_MS`].
+pub fn cpu_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    within(d, 1, MAX_CPU_MS)
+}
+
+/// [`cpu_ms`], for a field that may be left out.
+pub fn cpu_ms_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<u64>::deserialize(d)?.map(|v| check(v, 1, MAX_CPU_MS)).transpose()
+}
+
 /// `limits.max_headers`, `limits.max_response_headers`: 1 to [`MAX_HEADER_LINES`].
 pub fn header_lines<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     within(d, 1, MAX_HEADER_LINES)
@@ -87,8 +102,6 @@ mod tests {
             ("[timeouts]\nrequest_ms = 0\n", "timeouts.request_ms"),
             ("[timeouts]\ntunnel_idle_ms = 0\n", "timeouts.tunnel_idle_ms"),
             ("[[routes]]\npath = \"/\"\ntunnel_idle_ms = 0\n", "routes[0].tunnel_idle_ms"),
-            ("[runtime]\ncompile_cache = true\ncpu_ms = 0\n", "runtime.cpu_ms"),
-            ("[plugins.p]\nsource = \"p.wasm\"\ncpu_ms = 0\n", "plugins.p.cpu_ms"),
             ("[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\nconnect_timeout_ms = 0\n", "upstreams.u.connect_timeout_ms"),
         ] {
             let (line, got_key, message) = refused(text);
@@ -111,6 +124,10 @@ mod tests {
         assert_eq!((line, key.as_str(), message.as_str()), (Some(3), "limits.max_response_headers", "must be between 1 and 10000, not 40000"));
         let (_, key, _) = refused("[limits]\nmax_response_header_bytes = 0\n");
         assert_eq!(key, "limits.max_response_header_bytes");
+        let (line, key, message) = refused("[runtime]\ncompile_cache = true\ncpu_ms = 0\n");
+        assert_eq!((line, key.as_str(), message.as_str()), (Some(3), "runtime.cpu_ms", "must be between 1 and 60000, not 0"));
+        let (line, key, message) = refused("[plugins.p]\nsource = \"p.wasm\"\ncpu_ms = 999999999\n");
+        assert_eq!((line, key.as_str(), message.as_str()), (Some(3), "plugins.p.cpu_ms", "must be between 1 and 60000, not 999999999"));
     }
 
     #[test]

@@ -326,8 +326,8 @@ pub struct RuntimeConfig {
     /// Default memory cap of one plugin instance, in MiB.
     #[serde(deserialize_with = "bounds::memory_mb")]
     pub memory_mb: u32,
-    /// Default CPU deadline of one phase call, in milliseconds.
-    #[serde(deserialize_with = "bounds::at_least_one")]
+    /// Default CPU deadline of one phase call, in milliseconds (at most a minute).
+    #[serde(deserialize_with = "bounds::cpu_ms")]
     pub cpu_ms: u64,
     /// Request worker threads, each serving its connections start to finish (default: one per
     /// core).
@@ -386,8 +386,9 @@ pub struct PluginConfig {
     /// Memory cap of one instance, in MiB (default: `runtime.memory_mb`).
     #[serde(default, deserialize_with = "bounds::memory_mb_opt")]
     pub memory_mb: Option<u32>,
-    /// CPU deadline of one phase call, in milliseconds (default: `runtime.cpu_ms`).
-    #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
+    /// CPU deadline of one phase call, in milliseconds (default: `runtime.cpu_ms`; at most a
+    /// minute).
+    #[serde(default, deserialize_with = "bounds::cpu_ms_opt")]
     pub cpu_ms: Option<u64>,
     /// Instance sharing (default `pool`).
     #[serde(default)]

@@ -162,14 +162,17 @@ impl Host for HostState {
 }
 
 /// `s` as one log line: a line break or other control character a plugin writes is shown
-/// escaped (`\n`), so its text cannot start a line of its own that reads as the gateway's.
+/// escaped (`\n`), so its text cannot start a line of its own that reads as the gateway's; so
+/// are the Unicode bidirectional controls (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C),
+/// which reorder how a terminal or log viewer shows the rest of the line ("Trojan Source").
 pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() && c != '\t') {
+    let hidden = |c: char| (c.is_control() && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}');
+    if !s.chars().any(hidden) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if c.is_control() && c != '\t' {
+        if hidden(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -209,6 +212,7 @@ mod tests {
         let forged = super::one_line("ok\n2026-12-03T12:00:00Z  INFO airlock: admin token accepted\r\x1b[2K");
         assert_eq!(forged, "ok\\n2026-12-03T12:00:00Z  INFO airlock: admin token accepted\\r\\u{1b}[2K");
         assert!(!forged.contains('\n') && !forged.contains('\r'));
+        assert_eq!(super::one_line("user \u{202e}nimda"), "user \\u{202e}nimda", "a bidi override is shown, not obeyed");
     }
 
     #[test]
