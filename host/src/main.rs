@@ -145,6 +145,13 @@ enum PluginCommand {
         /// A request context entry set by earlier plugins, `key=value` (repeatable).
         #[arg(long = "context", value_parser = key_value)]
         context: Vec<(String, String)>,
+        /// Grant `files`: the directory the plugin may read (as `files = { dir = ... }`).
+        #[arg(long = "files-dir")]
+        files_dir: Option<PathBuf>,
+        /// Grant `http-client` to this origin, e.g. `https://idp.example.com` (repeatable; as
+        /// `http_client = { allow = [...] }`).
+        #[arg(long = "allow-origin")]
+        allow_origins: Vec<String>,
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
@@ -217,8 +224,9 @@ fn main() -> ExitCode {
             Command::Plugin { command: PluginCommand::Verify { plugin, trusted_keys } } => verify(&plugin, &trusted_keys),
             Command::Inspect { plugin, trusted_keys, json } => inspect(&plugin, &trusted_keys, json).await,
             Command::Audit { config, json } => audit(config, json).await,
-            Command::Plugin { command: PluginCommand::Test { plugin, request, response, config, params, context, json } } => {
-                test_plugin(Trial { plugin, config_json: config, params, context }, request, response, json).await
+            Command::Plugin { command: PluginCommand::Test { plugin, request, response, config, params, context, files_dir, allow_origins, json } } => {
+                let trial = Trial { plugin, config_json: config, params, context, files_dir, allow_origins };
+                test_plugin(trial, request, response, json).await
             }
         }
     })

@@ -42,6 +42,9 @@ pub enum TrialError {
     /// The sandbox could not be built.
     #[error("cannot build the sandbox: {0}")]
     Sandbox(String),
+    /// A granted directory or origin given on the command line is not one.
+    #[error("{0}")]
+    Grant(String),
     /// A phase trapped, ran past its deadline or out of memory.
     #[error("the plugin failed in {phase}: {reason}")]
     Failed {
@@ -63,6 +66,10 @@ pub struct Trial {
     pub params: Vec<(String, String)>,
     /// Context entries set before the plugin runs (e.g. `consumer`).
     pub context: Vec<(String, String)>,
+    /// The directory granted as `files`, if any.
+    pub files_dir: Option<std::path::PathBuf>,
+    /// The origins granted as `http-client` (none: not granted).
+    pub allow_origins: Vec<String>,
 }
 
 /// A message as the trial shows it: a request or a response.
@@ -184,8 +191,40 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
     let sandbox = SandboxEngine::new(&RuntimeConfig::default()).map_err(|e| TrialError::Sandbox(e.to_string()))?;
     let cache = CompileCache::new(CompileCache::default_dir());
     // `state` and `metrics` need no parameters; the trial has its own store and metric set.
-    let grants = crate::runtime::capabilities::effective_grants(&trial.plugin, &["state".to_owned(), "metrics".to_owned()]);
-    let plugin = LoadedPlugin::load(&sandbox, &cache, &trial.plugin, base_dir, &grants).await?;
+    // `files` and `http-client` are granted when their parameters are given.
+    let mut asked = vec!["state".to_owned(), "metrics".to_owned()];
+    let files = match &trial.files_dir {
+        Some(dir) if dir.is_dir() => {
+            asked.push("files".to_owned());
+            Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
+        }
+        Some(dir) => return Err(TrialError::Grant(format!("--files-dir `{}` is not a directory", dir.display()))),
+        None => None,
+    };
+    let http = if trial.allow_origins.is_empty() {
+        None
+    } else {
+        use crate::runtime::host::http_client::{DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_MS, HttpClientGrant, Origin, OutboundClient};
+        let allow = trial
+            .allow_origins
+            .iter()
+            .map(|o| Origin::parse_grant(o).map_err(|e| TrialError::Grant(format!("--allow-origin `{o}`: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = tokio::task::spawn_blocking(OutboundClient::new)
+            .await
+            .map_err(|e| TrialError::Grant(e.to_string()))?
+            .map_err(|e| TrialError::Grant(format!("cannot build the outbound HTTP client: {e}")))?;
+        asked.push("http-client".to_owned());
+        Some(Arc::new(HttpClientGrant::new(allow, DEFAULT_TIMEOUT_MS, DEFAULT_MAX_RESPONSE_BYTES, &client)))
+    };
+    let grants = crate::runtime::capabilities::effective_grants(&trial.plugin, &asked);
+    let plugin = LoadedPlugin::load(&sandbox, &cache, &trial.plugin, base_dir, &grants).await.map_err(|e| match e {
+        // There is no config to add `capabilities` to here: say how a trial grants them.
+        crate::runtime::PluginError::Capability(message) => crate::runtime::PluginError::Capability(format!(
+            "{message}. `plugin test` grants `files` with --files-dir DIR and `http-client` with --allow-origin URL"
+        )),
+        other => other,
+    })?;
     let runtime = RuntimeConfig::default();
     let settings = InstanceSettings {
         memory_bytes: (runtime.memory_mb as usize).saturating_mul(1024 * 1024),
@@ -194,8 +233,8 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
         pool_size: 1,
         max_uses: 1,
         state: Some(ScopedState::new(Arc::new(StateStore::Memory(crate::state::memory::MemoryStore::new(10_000))), "trial")),
-        files: None,
-        http: None,
+        files,
+        http,
         metrics: Some(crate::telemetry::plugin_metrics::PluginMetricStore::default().set_for(&trial.plugin)),
         share: None,
     };

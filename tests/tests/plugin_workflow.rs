@@ -162,3 +162,27 @@ async fn plugin_test_shows_a_204_without_content() {
     let headers = outcome["response"]["headers"].to_string();
     assert!(!headers.contains("content-length"), "{outcome}");
 }
+
+/// `airlock plugin test` runs a plugin that needs `files`: granted with `--files-dir`, reaching
+/// only that directory. Without it the refusal says how a trial grants it (there is no config
+/// to add `capabilities` to).
+#[tokio::test]
+async fn plugin_test_grants_files_with_a_directory() {
+    let reads_file = airlock_tests::guest_plugin_paths().into_iter().find(|(name, _)| *name == "reads-file").expect("reads-file plugin").1;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("greeting.txt"), "hello from the granted dir\n").expect("write");
+    let dir_arg = dir.path().display().to_string();
+    let outcome = plugin_test_outcome(&[&reads_file, "--files-dir", &dir_arg], "GET /x HTTP/1.1\nx-path: /greeting.txt\n\n", "HTTP/1.1 200 OK\n\n").await;
+    let headers = outcome["request"]["headers"].to_string();
+    assert!(headers.contains(r#"["x-file","hello from the granted dir"]"#), "{outcome}");
+    let outside = plugin_test_outcome(&[&reads_file, "--files-dir", &dir_arg], "GET /x HTTP/1.1\nx-path: /etc/passwd\n\n", "HTTP/1.1 200 OK\n\n").await;
+    assert!(outside["request"]["headers"].to_string().contains("error:"), "{outside}");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let request = tmp.path().join("request.http");
+    std::fs::write(&request, "GET /x HTTP/1.1\n\n").expect("write");
+    let out = Command::new(airlock_binary()).args(["plugin", "test", &reads_file, "--request"]).arg(&request).output().await.expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--files-dir DIR"), "{stderr}");
+}
