@@ -431,6 +431,7 @@ pub async fn stop_documented(mut child: Child) {
 
 pub mod process;
 pub use process::GatewayProcess;
+pub mod redis;
 pub mod spin;
 pub mod websocket;
 

@@ -3,12 +3,11 @@
 //! grant, `builtin:throttle`'s delays, and two gateways sharing a real Redis that is killed and
 //! restarted mid-test.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use airlock_tests::process::free_port;
+use airlock_tests::redis::Redis;
 use airlock_tests::{Gateway, HttpClient, Reply, Upstream, metric_value};
 
 /// A route limited by a fixed window of `limit` per minute, keyed by client IP.
@@ -275,40 +274,6 @@ plugin = "builtin:respond"
     gw.stop().await;
 }
 
-/// A `redis-server` on a free port, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: Option<u16>) -> Self {
-        let port = port.unwrap_or_else(free_port);
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start redis-server: install it (tests/run.sh does) ");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn redis_config(port: u16, limit: u64) -> String {
     format!(

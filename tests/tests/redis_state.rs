@@ -2,77 +2,11 @@
 //! without the permissions the limiter scripts need, restarts, an outage, and a wrong password or
 //! database. (Two gateways sharing one Redis, and the limits themselves: `rate_limit.rs`.)
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use airlock_tests::process::{GatewayProcess, free_port};
+use airlock_tests::process::GatewayProcess;
+use airlock_tests::redis::Redis;
 use airlock_tests::{Gateway, HttpClient, Upstream};
-
-/// A `redis-server` on a free port, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: Option<u16>) -> Self {
-        let port = port.unwrap_or_else(free_port);
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start redis-server: install it (tests/run.sh does) ");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends one command (as the default user) on a connection of its own; returns the answer as
-    /// text: a status or error line (`+OK`, `-ERR ...`, `:1`), a bulk string's content, `(nil)`,
-    /// or an array's elements, one a line.
-    fn cmd(&self, args: &[&str]) -> String {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
-        let mut request = format!("*{}\r\n", args.len());
-        for a in args {
-            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        stream.write_all(request.as_bytes()).expect("send to redis-server");
-        read_reply(&mut BufReader::new(stream))
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn read_reply(r: &mut impl BufRead) -> String {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("read from redis-server");
-    let line = line.trim_end();
-    let count = || line[1..].parse::<i64>().unwrap_or_else(|_| panic!("bad reply `{line}`"));
-    match line.as_bytes().first() {
-        Some(b'$') if count() < 0 => "(nil)".to_owned(),
-        Some(b'$') => {
-            let mut data = vec![0; count() as usize + 2];
-            r.read_exact(&mut data).expect("read a bulk string");
-            String::from_utf8_lossy(&data[..data.len() - 2]).into_owned()
-        }
-        Some(b'*') => (0..count().max(0)).map(|_| read_reply(r)).collect::<Vec<_>>().join("\n"),
-        _ => line.to_owned(),
-    }
-}
 
 /// A gateway on `redis_url` with a fail-open and a fail-closed limiter (limits no test reaches).
 fn config(redis_url: &str, timeout_ms: u64) -> String {
