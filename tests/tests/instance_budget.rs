@@ -118,52 +118,13 @@ fn slow_and_quick(places: u32) -> String {
     )
 }
 
-/// A plugin whose calls are all slow (here: long-running; in production, waiting on a slow
-/// origin) takes at most three quarters of the places: the others' calls are still served.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_plugin_with_slow_calls_cannot_take_every_place() {
-    let upstream = Upstream::start().await;
-    let gw = Gateway::start(&slow_and_quick(4), Some(&upstream)).await;
+/// Makes the slow calls on `paths` at once (about 200 ms each), then asks `/quick`, which waits
+/// at most its 30 ms deadline for a place: it must be served while they run, and every slow call
+/// beyond the slow plugin's share served in turn.
+async fn slow_calls_leave_quick_a_place(gw: &Gateway, paths: [&str; 4]) {
     let client = HttpClient::http1();
     let iterations = iterations_for(&client, &gw.url("/slow"), Duration::from_millis(200)).await;
-    // Four slow calls at once: three take /slow's share, the fourth waits for one of them.
-    let slow: Vec<_> = (0..4)
-        .map(|_| {
-            let url = gw.url("/slow");
-            tokio::spawn(async move {
-                let (status, body, _) = spin(&HttpClient::http1(), &url, iterations).await;
-                (status, body, Instant::now())
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // /quick waits at most its 30 ms deadline for a place: the fourth place is there for it.
-    let (status, body, _) = spin(&client, &gw.url("/quick"), 0).await;
-    let quick_answered = Instant::now();
-    assert_eq!(status, 200, "the slow plugin took every place: {body}");
-    let mut last_slow = quick_answered;
-    for call in slow {
-        let (status, body, done) = call.await.expect("slow call");
-        assert_eq!(status, 200, "a slow call beyond the share was not served in turn: {body}");
-        last_slow = last_slow.max(done);
-    }
-    assert!(last_slow > quick_answered, "the slow calls were over before /quick: the test proves nothing");
-    gw.stop().await;
-}
-
-/// The share is the plugin's, not each chain entry's: the same slow plugin on two routes takes
-/// at most three quarters of the places between them (with a share per entry, two routes'
-/// slow calls took every place and the quick route answered 503 `plugin_busy`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_slow_plugin_on_two_routes_cannot_take_every_place() {
-    let upstream = Upstream::start().await;
-    let mut config = slow_and_quick(4);
-    config += "\n[[routes]]\npath = \"/slow-too\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"slow\"\n";
-    let gw = Gateway::start(&config, Some(&upstream)).await;
-    let client = HttpClient::http1();
-    let iterations = iterations_for(&client, &gw.url("/slow"), Duration::from_millis(200)).await;
-    // Two slow calls on each route: three take the plugin's share, the fourth waits.
-    let slow: Vec<_> = ["/slow", "/slow", "/slow-too", "/slow-too"]
+    let slow: Vec<_> = paths
         .into_iter()
         .map(|path| {
             let url = gw.url(path);
@@ -176,7 +137,7 @@ async fn one_slow_plugin_on_two_routes_cannot_take_every_place() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, body, _) = spin(&client, &gw.url("/quick"), 0).await;
     let quick_answered = Instant::now();
-    assert_eq!(status, 200, "the slow plugin's two routes took every place: {body}");
+    assert_eq!(status, 200, "the slow plugin took every place: {body}");
     let mut last_slow = quick_answered;
     for call in slow {
         let (status, body, done) = call.await.expect("slow call");
@@ -184,6 +145,30 @@ async fn one_slow_plugin_on_two_routes_cannot_take_every_place() {
         last_slow = last_slow.max(done);
     }
     assert!(last_slow > quick_answered, "the slow calls were over before /quick: the test proves nothing");
+}
+
+/// A plugin whose calls are all slow (here: long-running; in production, waiting on a slow
+/// origin) takes at most three quarters of the places: the others' calls are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_plugin_with_slow_calls_cannot_take_every_place() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&slow_and_quick(4), Some(&upstream)).await;
+    // Four slow calls at once: three take /slow's share, the fourth waits for one of them.
+    slow_calls_leave_quick_a_place(&gw, ["/slow"; 4]).await;
+    gw.stop().await;
+}
+
+/// The share is the plugin's, not each chain entry's: the same slow plugin on two routes takes
+/// at most three quarters of the places between them (with a share per entry, two routes'
+/// slow calls took every place and the quick route answered 503 `plugin_busy`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slow_plugin_on_two_routes_cannot_take_every_place() {
+    let upstream = Upstream::start().await;
+    let mut config = slow_and_quick(4);
+    config += "\n[[routes]]\npath = \"/slow-too\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"slow\"\n";
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    // Two slow calls on each route: three take the plugin's share, the fourth waits.
+    slow_calls_leave_quick_a_place(&gw, ["/slow", "/slow", "/slow-too", "/slow-too"]).await;
     gw.stop().await;
 }
 
