@@ -266,6 +266,12 @@ impl std::fmt::Display for Inspection {
         writeln!(f, "contract:     airlock:plugin@{}", self.wit_version.as_deref().unwrap_or("? (imports no airlock interface)"))?;
         let caps = if self.capabilities.is_empty() { "none".to_owned() } else { self.capabilities.join(", ") };
         writeln!(f, "capabilities: {caps}")?;
+        // What no grant allows is said up front, not only in the import list below: such a
+        // component is refused whatever the config grants.
+        let never: Vec<&str> = self.imports.iter().filter(|i| i.kind == "never").map(|i| i.name.as_str()).collect();
+        if !never.is_empty() {
+            writeln!(f, "refused:      imports what Airlock never grants: {}", never.join(", "))?;
+        }
         match (&self.phases, &self.load_error) {
             (Some(p), _) => writeln!(f, "phases:       {}", phase_list(p))?,
             (None, e) => writeln!(f, "phases:       unknown: cannot load: {}", e.as_deref().unwrap_or("?"))?,

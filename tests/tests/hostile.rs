@@ -410,6 +410,9 @@ config = {{ target = "{target}" }}
     let listing = String::from_utf8_lossy(&inspect.stdout);
     assert!(listing.contains("wasi:sockets/tcp@"), "{listing}");
     assert!(listing.contains("(never: network sockets are never available to plugins)"), "{listing}");
+    // And says so up front, where its summary lists what it asks for.
+    let refused = listing.lines().find(|l| l.starts_with("refused:")).unwrap_or_default();
+    assert!(refused.contains("never grants") && refused.contains("wasi:sockets/tcp@"), "{listing}");
 
     // `airlock check` refuses the config, naming the plugin and the import.
     let check = std::process::Command::new(airlock_tests::airlock_binary())
