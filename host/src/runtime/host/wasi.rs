@@ -129,7 +129,13 @@ impl LogStdio {
             }
             let request_id = self.log.request_id();
             let line = super::log::one_line(line);
-            tracing::warn!(target: "airlock::plugin", plugin = self.log.plugin(), request_id = &*request_id, stream = self.stream, "{line}");
+            // stdout is what a plugin prints on purpose (INFO); stderr carries panics and
+            // errors (WARN).
+            if self.stream == "stdout" {
+                tracing::info!(target: "airlock::plugin", plugin = self.log.plugin(), request_id = &*request_id, stream = self.stream, "{line}");
+            } else {
+                tracing::warn!(target: "airlock::plugin", plugin = self.log.plugin(), request_id = &*request_id, stream = self.stream, "{line}");
+            }
         }
     }
 }
