@@ -516,6 +516,21 @@ body = "*""#,
     assert!(body["message"].as_str().unwrap().contains("`abc` is not a status code"), "{body}");
 }
 
+/// A plugin after grpc-transcode in the chain that answers the request itself (rate-limit's
+/// 429) reaches the client as it is: it is not a gRPC answer to transcode (a 502 before).
+#[tokio::test]
+async fn a_later_plugins_answer_is_passed_on_untranscoded() {
+    let server = GrpcServer::start(None).await;
+    let toml = config(&server, "")
+        + "\n[[routes.plugins]]\nplugin = \"builtin:rate-limit\"\nconfig = { by = [\"route\"], limits = [{ limit = 1, window = \"minute\" }] }\n";
+    let gw = gateway(&toml).await.unwrap();
+    let (status, body) = json_call(&gw, "GET", "/v1/users/42", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = json_call(&gw, "GET", "/v1/users/42", None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "rate_limited", "{body}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Large messages, explicit mappings, load-time refusals
 

@@ -160,6 +160,16 @@ impl Plugin for GrpcTranscode {
         {
             return;
         }
+        // An error answer that is not gRPC: a later plugin's (rate-limit's 429, an auth plugin's
+        // 401) or an HTTP error from something between. Passed on as it is, as Envoy's
+        // transcoder does; only a success without gRPC framing is the upstream misconfigured
+        // (the 502 below says so).
+        let grpc = resp.header_str("content-type").is_some_and(|c| c.starts_with("application/grpc"))
+            || resp.header_str("grpc-status").is_some()
+            || resp.trailer_str("grpc-status").is_some();
+        if !grpc && !(200..300).contains(&resp.status()) {
+            return;
+        }
         let (output, field) = (binding.method.output(), binding.response_body.as_deref());
         let (status, body) = match upstream_status::read(resp) {
             upstream_status::Outcome::Ok => match resp.body().map(|b| message::decode_response(&output, &b, field)) {
