@@ -393,12 +393,19 @@ fn plugin_defs<'a>(
         if let Some(problem) = definition_name_problem(name) {
             issues.push(source.issue(Some(def.source.span()), &format!("plugins.{name:?}"), problem));
         }
-        for cap in &def.capabilities {
+        for (i, cap) in def.capabilities.iter().enumerate() {
             if !known.contains(&cap.get_ref().as_str()) {
                 issues.push(source.issue(
                     Some(cap.span()),
                     &format!("plugins.{name}.capabilities"),
                     format!("unknown capability `{}` (known: {})", cap.get_ref(), known.join(", ")),
+                ));
+            } else if def.capabilities[..i].iter().any(|c| c.get_ref() == cap.get_ref()) {
+                // A grant is a security decision: written twice, it was likely meant as another.
+                issues.push(source.issue(
+                    Some(cap.span()),
+                    &format!("plugins.{name}.capabilities"),
+                    format!("capability `{}` is listed twice", cap.get_ref()),
                 ));
             }
         }

@@ -154,3 +154,13 @@ async fn a_memory_cap_too_small_to_start_is_reported_at_memory_mb() {
     assert!(err.contains("airlock.toml:6") && err.contains("`plugins.tiny.memory_mb`"), "{err}");
     assert!(err.contains("memory cap of 1 MiB exceeded"), "{err}");
 }
+
+/// A capability granted twice is a config error at the second: a grant is a security decision,
+/// and a repeated one was likely meant as another.
+#[tokio::test]
+async fn a_capability_listed_twice_is_refused() {
+    let config = "[plugins.p]\nsource = \"builtin:rate-limit\"\ncapabilities = [\"state\",\n  \"state\"]\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"p\"\nconfig = { limits = [{ limit = 1, window = \"minute\" }] }\n";
+    let err = airlock_tests::Gateway::try_start(config, None).await.err().expect("refused").to_string();
+    // Line 4 of the text, 7 with the listener the test harness puts first.
+    assert!(err.contains("airlock.toml:7") && err.contains("capability `state` is listed twice"), "{err}");
+}
