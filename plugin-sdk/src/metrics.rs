@@ -62,9 +62,8 @@ fn labels(labels: &[(&str, &str)]) -> Vec<raw::Label> {
 ///
 /// Give `name` without the `_total` suffix: the gateway exports the counter as
 /// `airlock_custom_<plugin>_<name>_total`, as Prometheus counters are named. A name that already
-/// ends in `_total` is not stripped: this gateway version accepts it and exports
-/// `cache_lookups_total` as `airlock_custom_<plugin>_cache_lookups_total_total`. Don't rely on
-/// that; a gateway may refuse such a name with [`MetricsError::Invalid`].
+/// ends in `_total` is refused with [`MetricsError::Invalid`] (it would be exported doubled,
+/// `..._total_total`).
 pub fn counter_add(name: &str, labels_: &[(&str, &str)], delta: u64) -> Result<(), MetricsError> {
     raw::counter_add(name, &labels(labels_), delta).map_err(Into::into)
 }

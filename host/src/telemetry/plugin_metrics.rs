@@ -97,6 +97,12 @@ impl PluginMetricSet {
 
     /// Adds `delta` to counter `name`.
     pub fn counter_add(&self, name: &str, labels: Vec<(String, String)>, delta: u64) -> Result<(), PluginMetricError> {
+        // The gateway appends `_total` (Prometheus's counter suffix): one given here would be
+        // exported doubled, `hits_total_total`.
+        if name.ends_with("_total") {
+            let bare = name.trim_end_matches("_total");
+            return Err(PluginMetricError::Invalid(format!("counter name `{name}`: give it without `_total` (`{bare}`), which the gateway appends")));
+        }
         self.with_series(name, labels, Kind::Counter, |family, labels| {
             if let Family::Counter(m) = family {
                 let v = m.entry(labels).or_default();
@@ -297,6 +303,10 @@ mod tests {
         assert!(matches!(set.counter_add("a-b", vec![], 1), Err(PluginMetricError::Invalid(_))));
         assert!(matches!(set.counter_add(&"x".repeat(65), vec![], 1), Err(PluginMetricError::Invalid(_))));
         assert!(matches!(set.counter_add("hits", labels(&[("le", "1")]), 1), Err(PluginMetricError::Invalid(_))));
+        match set.counter_add("hits_total", vec![], 1) {
+            Err(PluginMetricError::Invalid(why)) => assert!(why.contains("without `_total` (`hits`)"), "{why}"),
+            other => panic!("a counter named *_total: {other:?}"),
+        }
         assert!(matches!(set.gauge_set("hits", vec![], 1.0), Err(PluginMetricError::TypeMismatch(_))));
         assert!(matches!(set.gauge_set("g", vec![], f64::NAN), Err(PluginMetricError::Invalid(_))));
     }
