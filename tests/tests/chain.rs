@@ -133,19 +133,23 @@ async fn headers_plugin_edits_both_directions() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn body_plugins_get_buffered_bodies_with_fixed_lengths() {
-    let upstream = Upstream::start().await;
-    let config = r#"
+/// One route through the body-upper plugin (uppercases the request body, appends `!` to the
+/// response's); `{limit}` is where a route setting goes.
+const BODY_UPPER: &str = r#"
 [upstreams.backend]
 targets = ["{upstream}"]
 [[routes]]
 path_prefix = "/"
 upstream = "backend"
+{limit}
 [[routes.plugins]]
 plugin = "{plugin:body-upper}"
 "#;
-    let gw = Gateway::start(config, Some(&upstream)).await;
+
+#[tokio::test]
+async fn body_plugins_get_buffered_bodies_with_fixed_lengths() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&BODY_UPPER.replace("{limit}", ""), Some(&upstream)).await;
     let r = HttpClient::http1().request("POST", &gw.url("/echo"), &[], b"make me loud").await;
     assert_eq!(r.status, 200);
     let text = r.text();
@@ -162,17 +166,7 @@ plugin = "{plugin:body-upper}"
 #[tokio::test]
 async fn a_body_a_plugin_sets_is_held_to_the_routes_limit() {
     let upstream = Upstream::start().await;
-    let config = r#"
-[upstreams.backend]
-targets = ["{upstream}"]
-[[routes]]
-path_prefix = "/"
-upstream = "backend"
-max_body_bytes = 10
-[[routes.plugins]]
-plugin = "{plugin:body-upper}"
-"#;
-    let gw = Gateway::start(config, Some(&upstream)).await;
+    let gw = Gateway::start(&BODY_UPPER.replace("{limit}", "max_body_bytes = 10"), Some(&upstream)).await;
     let client = HttpClient::http1();
     // The upstream's 5 bytes and the plugin's `!`: 6, within the limit.
     assert_eq!(client.get(&gw.url("/big/5")).await.text(), "xxxxx!");

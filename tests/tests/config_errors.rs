@@ -133,15 +133,21 @@ fn check_warns_of_an_open_admin_listener_and_a_route_that_can_only_fail() {
     assert!(stderr.contains("routes[0] has neither an upstream nor a plugin"), "{stderr}");
 }
 
+/// Starts a gateway on `config`, which must be refused; the error, after checking it is located
+/// at `line` of `config` (three more in the file: the test harness puts a listener first).
+async fn refused_at(config: &str, line: usize) -> String {
+    let err = airlock_tests::Gateway::try_start(config, None).await.err().expect("refused").to_string();
+    assert!(err.contains(&format!("airlock.toml:{}:", line + 3)), "not at line {line}: {err}");
+    err
+}
+
 /// TOML a plugin's JSON config cannot carry: `nan` is refused at its line, where before it
 /// reached the plugin as `null` (a key left out) and `check` said ok.
 #[tokio::test]
 async fn a_plugin_config_value_json_cannot_hold_is_refused_at_its_line() {
     let config = "[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n[routes.plugins.config]\nstatus = 200\nbody = nan\n";
-    let err = airlock_tests::Gateway::try_start(config, None).await.err().expect("refused").to_string();
-    // Line 7 of the text, 10 with the listener the test harness puts first.
-    assert!(err.contains("airlock.toml:10:8") && err.contains("`routes[0].plugins[0].config.body`: `nan`"), "{err}");
-    assert!(err.contains("no NaN or infinity"), "{err}");
+    let err = refused_at(config, 7).await;
+    assert!(err.contains("`routes[0].plugins[0].config.body`: `nan`") && err.contains("no NaN or infinity"), "{err}");
 }
 
 /// A plugin that cannot start within its memory cap is reported at the cap to raise
@@ -149,10 +155,8 @@ async fn a_plugin_config_value_json_cannot_hold_is_refused_at_its_line() {
 #[tokio::test]
 async fn a_memory_cap_too_small_to_start_is_reported_at_memory_mb() {
     let config = "[plugins.tiny]\nsource = \"builtin:headers\"\nmemory_mb = 1\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"tiny\"\nconfig = { request = { set = { \"x-a\" = \"1\" } } }\n";
-    let err = airlock_tests::Gateway::try_start(config, None).await.err().expect("refused").to_string();
-    // Line 3 of the text, 6 with the listener the test harness puts first.
-    assert!(err.contains("airlock.toml:6") && err.contains("`plugins.tiny.memory_mb`"), "{err}");
-    assert!(err.contains("memory cap of 1 MiB exceeded"), "{err}");
+    let err = refused_at(config, 3).await;
+    assert!(err.contains("`plugins.tiny.memory_mb`") && err.contains("memory cap of 1 MiB exceeded"), "{err}");
 }
 
 /// A capability granted twice is a config error at the second: a grant is a security decision,
@@ -160,7 +164,6 @@ async fn a_memory_cap_too_small_to_start_is_reported_at_memory_mb() {
 #[tokio::test]
 async fn a_capability_listed_twice_is_refused() {
     let config = "[plugins.p]\nsource = \"builtin:rate-limit\"\ncapabilities = [\"state\",\n  \"state\"]\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"p\"\nconfig = { limits = [{ limit = 1, window = \"minute\" }] }\n";
-    let err = airlock_tests::Gateway::try_start(config, None).await.err().expect("refused").to_string();
-    // Line 4 of the text, 7 with the listener the test harness puts first.
-    assert!(err.contains("airlock.toml:7") && err.contains("capability `state` is listed twice"), "{err}");
+    let err = refused_at(config, 4).await;
+    assert!(err.contains("capability `state` is listed twice"), "{err}");
 }

@@ -351,13 +351,12 @@ impl HostRequest for HostState {
             plugin_warn!(&self.log, "set-body ignored: the plugin did not declare request-body access");
             return;
         }
-        let log = self.log.clone();
+        let limit = self.req().map_or(u64::MAX, |r| r.body_limit);
+        if body.len() as u64 > limit {
+            plugin_warn!(&self.log, len = body.len(), limit, "set-body ignored: larger than the route's max_body_bytes");
+            return;
+        }
         if let Some(req) = self.req_mut("set-body") {
-            if body.len() as u64 > req.body_limit {
-                let limit = req.body_limit;
-                plugin_warn!(&log, len = body.len(), limit, "set-body ignored: larger than the route's max_body_bytes");
-                return;
-            }
             req.body = Some(Bytes::from(body));
         }
     }
