@@ -424,6 +424,25 @@ async fn algorithms_narrow_what_jwks_keys_may_verify() {
     gw.stop().await;
 }
 
+/// A plugin compiled against airlock:plugin@0.2.0 as released (a frozen copy of that WIT, as the
+/// 0.2.0 SDK built it) loads on this gateway and runs both phases: the context, a header set on
+/// the way up, one set on the way back, and an answer of its own all cross the older contract.
+#[tokio::test]
+async fn a_plugin_built_against_the_released_0_2_0_contract_still_runs() {
+    let upstream = Upstream::start().await;
+    let config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"{plugin:contract-0-2-0}\"\n";
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.request("GET", &gw.url("/anything"), &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-contract"), vec!["0.2.0"]);
+    assert_eq!(r.header("x-contract-seen"), Some("0.2.0".to_owned()));
+    let r = client.request("GET", &gw.url("/teapot"), &[], b"").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (418, "short and stout"));
+    assert_eq!(r.header("x-contract"), Some("0.2.0".to_owned()));
+    gw.stop().await;
+}
+
 /// A plugin built with a newer airlock-sdk than the gateway's (a later 0.2.x), calling a method
 /// only that release has: the gateway says which side is older, where wasmtime's own message
 /// ("function implementation is missing") called the plugin broken.
