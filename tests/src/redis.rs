@@ -38,6 +38,23 @@ impl Redis {
         let _ = self.child.wait();
     }
 
+    /// Stops the server process (SIGSTOP) without closing anything: connections stay open and
+    /// new ones are accepted by the kernel, but nothing is answered, as when a host vanishes
+    /// from the network. `thaw` resumes it.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill {signal} redis-server");
+    }
+
     /// Sends one command (as the default user) on a connection of its own; returns the answer as
     /// text: a status or error line (`+OK`, `-ERR ...`, `:1`), a bulk string's content, `(nil)`,
     /// or an array's elements, one a line.

@@ -230,6 +230,43 @@ async fn with_redis_down_requests_skip_straight_to_the_policy_and_recover() {
     gw.stop().await;
 }
 
+/// A Redis that stops answering without closing its connections (its host gone from the
+/// network, or the server stalled) opens the breaker like one refusing them: limited requests do
+/// not each wait out the operation deadline, and service resumes when it answers again.
+#[tokio::test]
+async fn a_redis_that_stops_answering_opens_the_breaker() {
+    let redis = Redis::start(None);
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&config(&format!("redis://127.0.0.1:{}", redis.port), 500), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.url("/open")).await.status, 200);
+    redis.freeze();
+
+    // Each of these waited out the 500 ms deadline on the silent connection (15 s for 30).
+    let started = Instant::now();
+    for i in 0..30 {
+        let r = client.get(&gw.url("/open")).await;
+        assert_eq!(r.status, 200, "request {i}: fail-open with Redis silent");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "30 fail-open requests with Redis silent took {took:?}");
+    let (status, error) = ready(&client, &gw).await;
+    assert_eq!(status, 503);
+    assert!(!error.is_empty(), "/ready names the failure");
+
+    redis.thaw();
+    let back = Instant::now();
+    loop {
+        let status = client.get(&gw.url("/closed")).await.status.as_u16();
+        if status == 200 {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(5), "not recovered {:?} after Redis answered again ({status})", back.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.stop().await;
+}
+
 /// A wrong password or database is what the first failure says (not a timeout), on `/ready`
 /// and in the first error of an operation.
 #[tokio::test]

@@ -13,7 +13,9 @@
 //! apply their `on_state_error` policy at normal latency during an outage; then the next operation
 //! tries again (alone: the others keep failing at once), so Redis coming back is noticed within
 //! [`RETRY_INTERVAL`] of traffic. Every operation runs under the `[state] timeout_ms` deadline,
-//! connecting and a retry included: past it, it fails as `unavailable`, nothing waits longer.
+//! connecting and a retry included: past it, it fails as `unavailable`, nothing waits longer. A
+//! connection on which nothing at all was answered during an operation's whole deadline (a host
+//! gone without closing it, a Redis stalled) opens the breaker too (`RedisStore::silent_since`).
 //!
 //! Retrying an operation whose connection failed (`RedisStore::run`): a connection-level error
 //! (an I/O error: broken pipe, reset, end of stream) does not tell whether the request reached
@@ -385,6 +387,7 @@ impl RedisStore {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
+        let started_ms = self.shared.now_ms();
         let attempts = async {
             let mut connection = self.connection(deadline).await?;
             if replay == Replay::IfUnsent && self.is_quiet(&connection) {
@@ -409,7 +412,32 @@ impl RedisStore {
         };
         match tokio::time::timeout_at(deadline, attempts).await {
             Ok(result) => result,
-            Err(_) => Err(StateError::Unavailable(format!("no answer within {} ms", self.timeout.as_millis()))),
+            Err(_) => {
+                let error = format!("no answer within {} ms", self.timeout.as_millis());
+                self.silent_since(started_ms, &error);
+                Err(StateError::Unavailable(error))
+            }
+        }
+    }
+
+    /// An operation started at `started_ms` got no answer within its deadline. If its connection
+    /// has answered nothing at all since then (no operation's reply, not even an error), Redis has
+    /// stopped answering on it: a host that vanished without closing the connection, or a Redis
+    /// stalled. Waiting on it would cost every operation its whole deadline, so the breaker opens
+    /// as for a refused connection: operations fail at once for [`RETRY_INTERVAL`], then one
+    /// tries a new connection. (A connection that answered something meanwhile is slow, not
+    /// gone, and is kept.)
+    fn silent_since(&self, started_ms: u64, error: &str) {
+        let stalled = self.shared.link.send_if_modified(|link| {
+            if matches!(link, Link::Up(c) if c.answered_ms.load(Ordering::Relaxed) < started_ms) {
+                *link = Link::Down { error: error.into(), retry_at: Instant::now() + RETRY_INTERVAL };
+                true
+            } else {
+                false
+            }
+        });
+        if stalled {
+            tracing::warn!(backend = "redis", "the state backend stopped answering ({error}); dropping the connection");
         }
     }
 
