@@ -216,7 +216,7 @@ fn main() -> ExitCode {
             Command::Check { config } => check(config).await,
             Command::Run { config, quickstart, demo_upstream, watch, watch_interval_ms } => {
                 let watch = watch.then(|| std::time::Duration::from_millis(watch_interval_ms));
-                run(config, quickstart, demo_upstream, watch).await
+                run(config, quickstart, demo_upstream, watch, cli.log_format).await
             }
             Command::Plugin { command: PluginCommand::New { name, dir, sdk_path, sdk_git } } => new_plugin(name, dir, sdk_path, sdk_git),
             Command::Plugin { command: PluginCommand::Keygen { out } } => keygen(&out),
@@ -497,7 +497,13 @@ async fn test_plugin(trial: Trial, request: PathBuf, response: Option<PathBuf>, 
     }
 }
 
-async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option<std::time::Duration>) -> ExitCode {
+async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option<std::time::Duration>, format: LogFormat) -> ExitCode {
+    // Why the gateway did not start: with `--log-format json`, one JSON event like every other
+    // line a log pipeline reads from it (the located config errors in its `error` field).
+    let cannot_start = |e: &dyn std::fmt::Display| match format {
+        LogFormat::Text => eprint_error(e),
+        LogFormat::Json => tracing::error!(error = %e, "cannot start"),
+    };
     // From here on SIGHUP means reload (once serving), never the default of exiting.
     #[cfg(unix)]
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
@@ -506,7 +512,7 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option
         match airlock::demo_upstream::spawn(upstream).await {
             Ok(addr) => tracing::info!(%addr, "demo upstream listening"),
             Err(e) => {
-                eprintln!("error: cannot start the demo upstream on {upstream}: {e}");
+                cannot_start(&format_args!("cannot start the demo upstream on {upstream}: {e}"));
                 return ExitCode::FAILURE;
             }
         }
@@ -517,7 +523,7 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option
         match ConfigSource::read(&path) {
             Ok(s) => s,
             Err(e) => {
-                eprint_error(&e);
+                cannot_start(&e);
                 return ExitCode::FAILURE;
             }
         }
@@ -525,7 +531,7 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option
     let running = match airlock::start(&source).await {
         Ok(r) => r,
         Err(e) => {
-            eprint_error(&e);
+            cannot_start(&e);
             return ExitCode::FAILURE;
         }
     };

@@ -98,6 +98,29 @@ fn a_port_in_use_is_reported_at_its_address() {
     drop(held);
 }
 
+/// With `--log-format json`, a gateway that cannot start says why in a JSON event like every
+/// other line it logs (a log pipeline parsing its stderr loses nothing), the located config
+/// error in its `error` field.
+#[test]
+fn a_startup_error_under_json_logs_is_one_json_event() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("airlock.toml"), "[[routes]]\npath = \"/a\"\nupstream = \"nowhere\"\n").unwrap();
+    let output = Command::new(airlock_binary())
+        .args(["--log-format", "json", "run", "-c", "airlock.toml"])
+        .current_dir(dir.path())
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("airlock-test-cache"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let events: Vec<serde_json::Value> =
+        stderr.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))).collect();
+    let failure = events.iter().find(|e| e["level"] == "ERROR").unwrap_or_else(|| panic!("no error event: {stderr}"));
+    assert_eq!(failure["fields"]["message"], "cannot start", "{failure}");
+    let error = failure["fields"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("airlock.toml:3:12: `routes[0].upstream`: no upstream named `nowhere`"), "{error}");
+}
+
 /// A CORS route that lists `methods` without `OPTIONS` never sees a browser's preflight (it
 /// finds no route): `check` says so, and says nothing once `OPTIONS` is listed.
 #[test]
