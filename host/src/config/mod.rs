@@ -48,7 +48,7 @@ impl ConfigSource {
     pub fn parse(&self) -> Result<Config, ConfigError> {
         let (root, syntax) = toml::de::DeTable::parse_recoverable(&self.text);
         if !syntax.is_empty() {
-            return Err(ConfigError::Invalid(syntax.iter().map(|e| self.issue(e.span(), "", e.message())).collect()));
+            return Err(ConfigError::Invalid(syntax.iter().map(|e| self.issue(e.span(), "", self.syntax_message(e))).collect()));
         }
         match self.read_part::<Config>(root.clone()) {
             Ok(config) => Ok(config),
@@ -60,6 +60,31 @@ impl ConfigSource {
                 Err(ConfigError::Invalid(issues))
             }
         }
+    }
+
+    /// toml's message for a syntax error, with the key named where toml only says "duplicate
+    /// key" (the line shown is the second one; say which key and table, and where the first is).
+    fn syntax_message(&self, e: &toml::de::Error) -> String {
+        let message = e.message().trim_end();
+        let Some(span) = e.span().filter(|_| message == "duplicate key") else {
+            return message.to_owned();
+        };
+        let Some(name) = self.text.get(span.clone()).map(|k| k.trim().trim_matches(['"', '\'']).to_owned()) else {
+            return message.to_owned();
+        };
+        let line_start = self.text[..span.start].rfind('\n').map_or(0, |nl| nl + 1);
+        let before = &self.text[..line_start];
+        if self.text[line_start..].trim_start().starts_with('[') {
+            let header = self.text[line_start..].lines().next().unwrap_or_default();
+            let header = header.split('#').next().unwrap_or(header).trim();
+            return format!("duplicate key: the table `{header}` is defined twice (merge the two)");
+        }
+        // The table the key is in: the last header above it (none: the top level).
+        let table = before.lines().rev().map(str::trim).find(|l| l.starts_with('[')).map(|header| {
+            let header = header.split('#').next().unwrap_or(header).trim_end();
+            format!(" in `{header}`")
+        });
+        format!("duplicate key `{name}`{}: a key is set once in a table", table.unwrap_or_default())
     }
 
     /// Reads `table` (spans into this file's text) as a `T`; the first problem, located.
