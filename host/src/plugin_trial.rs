@@ -86,8 +86,11 @@ pub struct Message {
     pub status: Option<u16>,
     /// Headers in order, values as text (lossy for non-UTF-8).
     pub headers: Vec<(String, String)>,
-    /// Body as text (lossy for non-UTF-8), if buffered.
+    /// Body as text (lossy for non-UTF-8); `null` only when there is none.
     pub body: Option<String>,
+    /// Trailers in order, values as text (responses: those the plugin set or kept).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<(String, String)>,
 }
 
 /// What the plugin decided and what the messages looked like afterwards.
@@ -244,9 +247,8 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
     for (k, v) in &trial.context {
         request.context.set(k.clone(), v.clone());
     }
-    if !descriptor.request_body {
-        request.body = None;
-    }
+    // Without declared body access the plugin sees no request body; it streams upstream as is.
+    let streamed = if descriptor.request_body { None } else { request.body.take() };
     let (mut decision, mut delay_ms) = ("skipped", None);
     let mut response = response;
     let mut answered = false;
@@ -268,6 +270,7 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
             }
         };
     }
+    request.body = request.body.take().or(streamed);
     // Response edits asked for in `on-request` are made where its `on-response` runs, before it.
     let bound = request.header_limits.response;
     request.response_edits.apply(0, &mut response.headers, bound, &trial.plugin, &request.request_id);
@@ -297,6 +300,7 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
             status: None,
             headers: text_headers(&request.headers),
             body: request.body.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            trailers: Vec::new(),
         },
         response: Message {
             method: None,
@@ -304,6 +308,7 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
             status: Some(response.status.as_u16()),
             headers: text_headers(&response.headers),
             body: response.body.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            trailers: response.trailers.as_ref().map(text_headers).unwrap_or_default(),
         },
         context,
     })
@@ -346,6 +351,12 @@ fn write_message(f: &mut std::fmt::Formatter<'_>, m: &Message) -> std::fmt::Resu
     }
     if let Some(body) = m.body.as_deref().filter(|b| !b.is_empty()) {
         writeln!(f, "\n  {}", body.trim_end().replace('\n', "\n  "))?;
+    }
+    if !m.trailers.is_empty() {
+        writeln!(f, "\n  trailers:")?;
+        for (k, v) in &m.trailers {
+            writeln!(f, "  {k}: {v}")?;
+        }
     }
     Ok(())
 }

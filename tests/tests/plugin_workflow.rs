@@ -149,6 +149,26 @@ async fn plugin_test_makes_the_response_edits_of_the_request_phase() {
     assert_eq!(outcome["response"]["body"], "ok");
 }
 
+/// `airlock plugin test` shows the request as the upstream gets it: a plugin that does not read
+/// the body (`builtin:headers`) leaves it streaming through, so it is shown, not `null`.
+#[tokio::test]
+async fn plugin_test_shows_the_body_a_plugin_streams_through() {
+    let config = r#"{"request": {"set": {"x-seen": "yes"}}}"#;
+    let outcome =
+        plugin_test_outcome(&["builtin:headers", "--config", config], "POST /items HTTP/1.1\ncontent-type: text/plain\n\nthe body", "HTTP/1.1 200\n\nok").await;
+    assert_eq!(outcome["request"]["body"], "the body", "{outcome}");
+    let headers = outcome["request"]["headers"].to_string();
+    assert!(headers.contains(r#"["x-seen","yes"]"#), "{outcome}");
+}
+
+/// `airlock plugin test` shows the trailers a plugin sets on the response (sent after the body).
+#[tokio::test]
+async fn plugin_test_shows_the_trailers_a_plugin_sets() {
+    let trailers = airlock_tests::guest_plugin_paths().into_iter().find(|(name, _)| *name == "trailers").expect("trailers plugin").1;
+    let outcome = plugin_test_outcome(&[&trailers], "GET /t HTTP/1.1\n\n", "HTTP/1.1 200\n\nok").await;
+    assert_eq!(outcome["response"]["trailers"], serde_json::json!([["x-added", "1"]]), "{outcome}");
+}
+
 /// `airlock plugin test` shows the response the gateway would send: a 204 goes without the
 /// body a plugin gave it (and without a Content-Length), as `write_response` sends it.
 #[tokio::test]
