@@ -135,6 +135,11 @@ impl HeaderLimits {
 /// are ignored and logged, so a plugin cannot grow host memory by asking in a loop.
 pub const MAX_RESPONSE_EDITS: usize = 256;
 
+/// The identity headers the built-in authentication plugins vouch for to the upstream (they
+/// remove a client's copies before setting their own). A request that fails open past one of
+/// them with no consumer established loses these, so a client's forged copies never pass.
+pub const CONSUMER_HEADERS: [&str; 3] = ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"];
+
 /// Response header edits plugins asked for from their request phase (`request.edit-response`),
 /// each kept with the chain entry that asked: the chain makes them at that entry's place in the
 /// response phases, as if its `on-response` had, without a call into the plugin. Unallocated
@@ -353,11 +358,22 @@ impl RequestState {
     }
 
     /// Undoes the running call's changes: back to `snapshot`, its response edits dropped.
+    ///
+    /// The failed call may have been an authentication plugin that had removed a client's
+    /// forged `X-Consumer-Id` before it failed (or would have, had it not failed first): with no
+    /// consumer established by an earlier plugin, the identity headers ([`CONSUMER_HEADERS`])
+    /// cannot be anyone's but the client's, and are removed, so failing open never vouches for
+    /// an identity nobody checked.
     pub fn restore(&mut self, snapshot: RequestSnapshot) {
         let RequestSnapshot { method, path, query, headers, body, context, host_from_plugin } = snapshot;
         (self.method, self.path, self.query, self.headers, self.body) = (method, path, query, headers, body);
         (self.context, self.host_from_plugin) = (context, host_from_plugin);
         self.response_edits.drop_running();
+        if self.context.get("consumer").is_none() {
+            for name in CONSUMER_HEADERS {
+                self.headers.remove(name);
+            }
+        }
     }
 }
 

@@ -27,6 +27,9 @@ use crate::state::{ScopedState, StateConfigError, StateStore};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::RouteMetrics;
 
+/// The built-in plugins that decide who may pass: `check` and `run` warn when one fails open.
+const AUTH_BUILTINS: [&str; 5] = ["builtin:key-auth", "builtin:basic-auth", "builtin:jwt", "builtin:acl", "builtin:ip-restrict"];
+
 /// One route, ready to serve.
 pub struct Route {
     /// Route id (config `id`, or `route-<index>`).
@@ -312,6 +315,17 @@ impl Gateway {
                     route = &*id,
                     config = %source.name,
                     "{key}.methods leaves out OPTIONS, so builtin:cors never sees a preflight (they get a 404): add \"OPTIONS\""
+                );
+            }
+            for entry in entries.iter().filter(|e| e.failure == FailurePolicy::Open && AUTH_BUILTINS.contains(&e.facts.source.as_str())) {
+                // Failing open is an authentication bypass whenever the plugin fails: a trap, its
+                // CPU deadline (a costly password hash an attacker can make it check).
+                tracing::warn!(
+                    route = &*id,
+                    plugin = entry.name(),
+                    config = %source.name,
+                    "{key}: {} has failure = \"open\": whenever it fails (a trap, its CPU deadline) requests go on unauthenticated; use \"closed\" (the default)",
+                    entry.facts.source
                 );
             }
             let timeout = route

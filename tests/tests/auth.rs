@@ -1089,3 +1089,67 @@ plugin = "slow-basic"
     assert_eq!(r.status, 401);
     gw.stop().await;
 }
+
+/// An authentication plugin that fails open (here basic-auth past its CPU deadline, which a
+/// client can cause with any wrong password for a user whose hash is costly) is skipped, and its
+/// half-made changes undone; that must not bring back a client's forged identity headers, which
+/// the plugin removes: with no consumer established, the upstream gets none. A consumer an
+/// earlier plugin did establish keeps its headers.
+#[tokio::test]
+async fn failing_open_past_an_auth_plugin_vouches_for_no_forged_identity() {
+    let upstream = Upstream::start().await;
+    let hash = bcrypt::hash("pw", 8).unwrap();
+    let config = format!(
+        r#"
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[plugins.basic-open]
+source = "builtin:basic-auth"
+failure = "open"
+cpu_ms = 1
+
+[[consumers]]
+id = "slow"
+credentials = {{ basic = {{ username = "slow", password = 'bcrypt:{hash}' }} }}
+
+[[consumers]]
+id = "bob"
+groups = ["staff"]
+credentials = {{ keys = ["bob-key"] }}
+
+[[routes]]
+path = "/basic"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "basic-open"
+
+[[routes]]
+path = "/key-then-basic"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+[[routes.plugins]]
+plugin = "basic-open"
+"#
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let forged = [("x-consumer-id", "alice"), ("x-consumer-groups", "admin"), ("x-anonymous-consumer", "false")];
+    let mut headers = vec![("authorization", basic("slow", "wrong"))];
+    headers.extend(forged.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = client.request("GET", &gw.url("/basic"), &headers, b"").await;
+    assert_eq!(r.status, 200, "failed open: {}", r.text());
+    for (name, _) in forged {
+        assert!(r.upstream_header(name).is_empty(), "{name} reached the upstream: {}", r.text());
+    }
+
+    let mut with_key = headers.clone();
+    with_key.push(("x-api-key", "bob-key"));
+    let r = client.request("GET", &gw.url("/key-then-basic"), &with_key, b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id"), vec!["bob"], "key-auth's consumer stays");
+    assert_eq!(r.upstream_header("x-consumer-groups"), vec!["staff"]);
+    gw.stop().await;
+}

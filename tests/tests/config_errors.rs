@@ -136,6 +136,22 @@ fn a_cors_route_without_options_is_warned_about() {
     }
 }
 
+/// An authentication plugin with `failure = "open"` lets requests through unauthenticated
+/// whenever it fails: `check` says so for the built-in ones, and not for other plugins.
+#[test]
+fn an_auth_plugin_failing_open_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    for (source, entry, warned) in [("builtin:key-auth", "{}", true), ("builtin:acl", "{ allow = [\"a\"] }", true), ("builtin:headers", "{}", false)] {
+        let config = format!(
+            "[plugins.p]\nsource = \"{source}\"\nfailure = \"open\"\n\n[[routes]]\npath = \"/a\"\nplugins = [{{ plugin = \"p\", config = {entry} }}, {{ plugin = \"builtin:respond\" }}]\n"
+        );
+        let (status, stderr) = airlock_on(dir.path(), "check", "warn", &config);
+        assert!(status.success(), "{source}: {stderr}");
+        let warning = format!("routes[0]: {source} has failure = \"open\": whenever it fails");
+        assert_eq!(stderr.contains(&warning), warned, "{source}: {stderr}");
+    }
+}
+
 /// `--watch-interval-ms` without `--watch` would be ignored: the CLI refuses it instead.
 #[test]
 fn a_watch_interval_without_watch_is_refused() {
