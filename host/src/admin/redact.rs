@@ -56,7 +56,8 @@ pub fn names_secret(key: &str) -> bool {
 pub fn redacted_line(key_path: &str, line: &str) -> String {
     let Some((key, _value)) = line.split_once('=') else { return line.to_owned() };
     // `redis_url` may carry a password (the admin API redacts just that part of it).
-    if names_secret(key_path) || names_secret(key) || key.trim() == "redis_url" {
+    // A JWK written inline (`jwk = { kty = "oct", k = "..." }`) may hold a key's secret part.
+    if names_secret(key_path) || names_secret(key) || key.trim() == "redis_url" || line.contains("kty") {
         format!("{} = \"{REDACTED}\"", key.trim_end())
     } else {
         line.to_owned()
@@ -98,12 +99,18 @@ fn redact_all(value: &mut Value) {
     }
 }
 
-/// Redacts, anywhere in the tree, values under keys that name a secret.
+/// The members of a JSON Web Key (RFC 7517/7518) that hold its secret: an HMAC key's `k`, and a
+/// private RSA, EC or OKP key's parts. A JWK says what it is with `kty`.
+const JWK_SECRET_MEMBERS: [&str; 8] = ["k", "d", "p", "q", "dp", "dq", "qi", "oth"];
+
+/// Redacts, anywhere in the tree, values under keys that name a secret, and the secret members
+/// of anything shaped as a JWK.
 fn redact_secret_keys(value: &mut Value) {
     match value {
         Value::Object(map) => {
+            let jwk = map.contains_key("kty");
             for (key, inner) in map.iter_mut() {
-                if names_secret(key) {
+                if names_secret(key) || (jwk && JWK_SECRET_MEMBERS.contains(&key.as_str())) {
                     redact_all(inner);
                 } else {
                     redact_secret_keys(inner);
@@ -148,7 +155,7 @@ credentials = { keys = ["alice-key-3"], basic = { password = "pw-4" } }
 path = "/"
 [[routes.plugins]]
 plugin = "builtin:jwt"
-config = { hs256_secret = "jwt-secret-5", issuer = "me" }
+config = { hs256_secret = "jwt-secret-5", issuer = "me", keys = [{ jwk = { kty = "oct", k = "jwk-secret-8", kid = "o1" } }, { jwk = { kty = "EC", crv = "P-256", x = "public-x", d = "jwk-private-9" } }] }
 [[routes.plugins]]
 plugin = "builtin:headers"
 [routes.plugins.config.request.set]
@@ -159,13 +166,15 @@ plugin = "builtin:headers"
         let config = ConfigSource::inline("a.toml", text, PathBuf::new()).parse().unwrap();
         let value = redacted_config(&config);
         let shown = value.to_string();
-        for secret in ["admin-secret-1", "redis-secret-2", "alice-key-3", "pw-4", "jwt-secret-5", "upstream-secret-6", "upstream-key-7"] {
+        for secret in ["admin-secret-1", "redis-secret-2", "alice-key-3", "pw-4", "jwt-secret-5", "upstream-secret-6", "upstream-key-7", "jwk-secret-8", "jwk-private-9"] {
             assert!(!shown.contains(secret), "{secret} shown in {shown}");
         }
         assert_eq!(value["state"]["redis_url"], "redis://app:[redacted]@127.0.0.1:6379/0");
         assert_eq!(value["consumers"][0]["id"], "alice");
         assert_eq!(value["consumers"][0]["credentials"]["keys"][0], REDACTED);
         assert_eq!(value["routes"][0]["plugins"][0]["config"]["issuer"], "me");
+        assert_eq!(value["routes"][0]["plugins"][0]["config"]["keys"][0]["jwk"]["kid"], "o1");
+        assert_eq!(value["routes"][0]["plugins"][0]["config"]["keys"][1]["jwk"]["x"], "public-x", "a public key's parts are shown");
         assert_eq!(value["routes"][0]["plugins"][1]["config"]["request"]["set"]["x-tenant"], "acme");
     }
 
@@ -199,6 +208,10 @@ plugin = "builtin:headers"
         );
         assert_eq!(redacted_line("routes[0].plugins[0].config", "  secret = 5"), "  secret = \"[redacted]\"");
         assert_eq!(redacted_line("limits.max_headers", "max_headers = \"many\""), "max_headers = \"many\"");
+        assert_eq!(
+            redacted_line("routes[0].plugins[0].config", "config = { keys = [{ jwk = { kty = \"oct\", k = \"s\" } }] }"),
+            "config = \"[redacted]\""
+        );
         assert_eq!(redacted_line("routes[1]", "[[routes]]"), "[[routes]]");
     }
 
