@@ -111,10 +111,13 @@ impl<T> RouteTable<T> {
         Ok(Self { routes, exact_hosts, wildcard_hosts, any_host })
     }
 
-    /// Finds the route for a request. `host` may carry a port; it is ignored.
+    /// Finds the route for a request. `host` may carry a port; it is ignored. So is one trailing
+    /// dot: `api.example.com.` is the same name, fully qualified (nginx matches its server names
+    /// so), and it must not miss a host's route (and its plugins) for a looser one.
     pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<RouteMatch<'_, T>> {
         if let Some(host) = host {
             let host = strip_port(host);
+            let host = host.strip_suffix('.').unwrap_or(host);
             let lowered;
             let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
                 lowered = host.to_ascii_lowercase();
@@ -175,6 +178,7 @@ fn insert_everywhere(
     }
     for host in &spec.hosts {
         let host = host.to_ascii_lowercase();
+        let host = host.strip_suffix('.').map(str::to_owned).unwrap_or(host);
         let level = match host.strip_prefix('*') {
             Some(suffix) => wildcard_hosts.entry(suffix.to_owned()).or_default(),
             None => exact_hosts.entry(host).or_default(),
@@ -341,6 +345,20 @@ mod tests {
         assert_eq!(find(&t, "www.example.com", "GET", "/x").as_deref(), Some("wild"));
         assert_eq!(find(&t, "example.com", "GET", "/x").as_deref(), Some("any"));
         assert_eq!(find(&t, "other.org", "GET", "/x").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn a_fully_qualified_host_with_its_trailing_dot_matches_its_route() {
+        let t = table(vec![
+            spec("any", &[], &[], PathMatch::Prefix("/".into())),
+            spec("wild", &["*.example.com"], &[], PathMatch::Prefix("/".into())),
+            spec("exact", &["internal.example.org."], &[], PathMatch::Prefix("/".into())),
+        ]);
+        for host in ["internal.example.org", "internal.example.org.", "INTERNAL.example.org.:8080"] {
+            assert_eq!(find(&t, host, "GET", "/x").as_deref(), Some("exact"), "{host}");
+        }
+        assert_eq!(find(&t, "www.example.com.", "GET", "/x").as_deref(), Some("wild"));
+        assert_eq!(find(&t, "internal.example.org..", "GET", "/x").as_deref(), Some("any"), "one dot only");
     }
 
     #[test]

@@ -141,6 +141,17 @@ async fn the_host_is_the_targets_authority_and_one_well_formed_host_field() {
     let answer = exchange(&gw, b"GET /x HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("public"), "{answer}");
 
+    // A fully qualified name's trailing dot is the same host: it gets the host's route (and its
+    // plugins), not a looser one, over HTTP/1.1 as in an absolute-form target.
+    for request in [
+        &b"GET /x HTTP/1.1\r\nHost: internal.example.\r\nConnection: close\r\n\r\n"[..],
+        b"GET /x HTTP/1.1\r\nHost: INTERNAL.example.:8080\r\nConnection: close\r\n\r\n",
+        b"GET http://internal.example./x HTTP/1.1\r\nHost: internal.example.\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = exchange(&gw, request).await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("internal"), "{}: {answer}", String::from_utf8_lossy(request));
+    }
+
     // RFC 9112 3.2.2: an absolute-form target's authority is the host; `Host` is ignored.
     let answer = exchange(&gw, b"GET http://internal.example/x HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("internal"), "{answer}");

@@ -184,8 +184,8 @@ async fn the_path_routed_on_is_the_path_forwarded() {
     }
     assert_eq!(upstream.hits(), 0, "none of them was forwarded");
 
-    // A path climbing above the root, or hiding a dot segment from the gateway behind an encoded
-    // slash, a backslash or a `;` parameter, is refused rather than guessed at.
+    // A path climbing above the root, hiding a dot segment from the gateway behind an encoded
+    // slash or a `;` parameter, or holding a raw backslash, is refused rather than guessed at.
     for (target, reason) in [
         ("/../etc/passwd", "above the root"),
         ("/public/%2e%2e/%2e%2e/etc/passwd", "above the root"),
@@ -193,6 +193,9 @@ async fn the_path_routed_on_is_the_path_forwarded() {
         ("/public/..%5cadmin/secret", "hides"),
         ("/public/..;/admin/secret", "hides"),
         ("/public/a;../admin/secret", "hides"),
+        // WHATWG URL parsers (Node, Deno, Bun) and IIS read `\` as `/`.
+        ("/admin\\secret", "raw `\\`"),
+        ("/public/..\\admin/secret", "raw `\\`"),
     ] {
         let (status, body) = get_raw(&gw, target).await;
         assert!(status.starts_with("HTTP/1.1 400"), "{target}: {status}");

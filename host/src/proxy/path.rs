@@ -10,10 +10,11 @@
 //! - dot segments are removed (RFC 3986 section 5.2.4), `%2e` counted as a dot (section 6.2.2.2);
 //! - empty segments are merged (`//` is `/`);
 //! - a path that climbs above the root (`/../etc/passwd`) is refused, like nginx does;
-//! - so is a segment that hides a dot segment behind an encoded or back slash (`..%2f`, `..\`,
-//!   `%2e%2e%5c`) or a path parameter (`..;`): an upstream that decodes `%2f`, reads `\` as `/`
-//!   (nginx, IIS) or drops `;` parameters (Tomcat) would resolve it where the gateway did not
-//!   route it;
+//! - so is a segment that hides a dot segment behind an encoded slash (`..%2f`, `%2e%2e%5c`) or a
+//!   path parameter (`..;`): an upstream that decodes `%2f` or drops `;` parameters (Tomcat)
+//!   would resolve it where the gateway did not route it;
+//! - and a raw `\` anywhere: it is no URI character, and WHATWG URL parsers (Node, Deno, Bun)
+//!   and IIS read it as `/`, so `/admin\users` would reach `/admin/users` past an `/admin` route;
 //! - percent-encoded unreserved characters are decoded (section 6.2.2.2): `/%61dmin` is `/admin`.
 //!
 //! Everything else is kept byte for byte: other percent-encodings, the query, the case. The
@@ -32,6 +33,10 @@ pub enum PathError {
     /// A segment holding a dot segment behind `%2f`, `%5c`, `\` or `;`.
     #[error("the path hides a `.` or `..` segment behind an encoded slash, a backslash or a `;`")]
     HiddenDotSegment,
+    /// A raw `\`: not a URI character (RFC 3986), and read as `/` by WHATWG URL parsers (Node,
+    /// Deno, Bun) and IIS, so `/admin\users` would reach `/admin/users` past an `/admin` route.
+    #[error("the path holds a raw `\\` (percent-encode it as %5C)")]
+    Backslash,
     /// The normalized path did not make a valid URI again (not expected: it only drops bytes).
     #[error("the normalized path is not a valid request target")]
     Invalid,
@@ -57,6 +62,9 @@ pub fn normalize_uri(uri: &mut Uri) -> Result<(), PathError> {
 pub fn normalize(path: &str) -> Result<Option<String>, PathError> {
     if !path.starts_with('/') || is_normal(path.as_bytes()) {
         return Ok(None);
+    }
+    if path.contains('\\') {
+        return Err(PathError::Backslash);
     }
     let mut kept: Vec<std::borrow::Cow<'_, str>> = Vec::new();
     let mut segments = path[1..].split('/').peekable();
@@ -254,12 +262,21 @@ mod tests {
 
     #[test]
     fn dot_segments_behind_encoded_or_back_slashes_are_refused() {
-        for path in ["/public/..%2fadmin", "/public/..%2Fadmin", "/p/%2e%2e%5cadmin", "/p/..\\admin", "/p/a%2f..", "/p/x%2F.%2Fy", "/public/..;/admin", "/p/.;x=1/y", "/p/a;../b", "/p/a;."] {
+        for path in ["/public/..%2fadmin", "/public/..%2Fadmin", "/p/%2e%2e%5cadmin", "/p/a%2f..", "/p/x%2F.%2Fy", "/public/..;/admin", "/p/.;x=1/y", "/p/a;../b", "/p/a;."] {
             assert_eq!(normalize(path), Err(PathError::HiddenDotSegment), "{path}");
         }
         // An encoded slash alone is data (a file name, a key): kept.
         assert_eq!(normalize("/files/a%2Fb"), Ok(None));
         assert_eq!(normalize("/files/..a%2F..b"), Ok(None));
+    }
+
+    #[test]
+    fn a_raw_backslash_is_refused() {
+        for path in ["/admin\\users", "/p/..\\admin", "/a\\", "/\\admin"] {
+            assert_eq!(normalize(path), Err(PathError::Backslash), "{path}");
+        }
+        // Encoded, it is data.
+        assert_eq!(normalize("/files/a%5Cb"), Ok(None));
     }
 
     #[test]
