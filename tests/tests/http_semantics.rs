@@ -152,6 +152,13 @@ async fn the_host_is_the_targets_authority_and_one_well_formed_host_field() {
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("internal"), "{}: {answer}", String::from_utf8_lossy(request));
     }
 
+    // A lower-case method would miss a route limited to GET (and its plugins) and be served as
+    // GET by upstreams that upper-case it (Django, Flask): refused, as nginx does.
+    for request in [&b"get /x HTTP/1.1\r\nHost: internal.example\r\n\r\n"[..], b"Post /x HTTP/1.1\r\nHost: internal.example\r\n\r\n"] {
+        let answer = exchange(&gw, request).await;
+        assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("lower-case"), "{}: {answer}", String::from_utf8_lossy(request));
+    }
+
     // RFC 9112 3.2.2: an absolute-form target's authority is the host; `Host` is ignored.
     let answer = exchange(&gw, b"GET http://internal.example/x HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("internal"), "{answer}");

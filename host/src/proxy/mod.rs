@@ -295,6 +295,12 @@ impl Gateway {
             let target = request.uri().authority().map_or("", |a| a.as_str());
             return Err(GatewayError::ConnectNotServed(target.to_owned()));
         }
+        // Methods are case-sensitive (RFC 9110 9.1), but Django and Werkzeug (Flask) upper-case
+        // them: `get` would miss a route limited to GET, and its plugins, and be served as GET.
+        // nginx refuses such a method too.
+        if request.method().as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+            return Err(GatewayError::BadRequest("a method with lower-case letters (methods are upper-case and case-sensitive)".into()));
+        }
         check_host(request)?;
         let limits = &self.limits;
         if request.headers().len() > limits.max_headers {
