@@ -178,6 +178,15 @@ impl Request {
         self.0.context_get(key)
     }
 
+    /// Whether an authentication plugin earlier in the chain has already named a consumer (the
+    /// context's `consumer`, not as its anonymous fallback). An authentication plugin with an
+    /// anonymous fallback leaves such a request alone, so two of them on one route mean "either
+    /// credential", as in Kong: the second must not replace the first's consumer with its
+    /// anonymous one.
+    pub fn authenticated_before(&self) -> bool {
+        self.0.context_get("consumer").is_some() && self.0.context_get("consumer.anonymous").is_none()
+    }
+
     /// Sets a value in the per-request context; later plugins, the response phases and the access
     /// log see it. Unlike the rest of the request, the context stays writable in
     /// [`Plugin::on_response`](crate::Plugin::on_response): a value set there is seen by the

@@ -443,7 +443,7 @@ path = "/no-auth-401"
 upstream = "backend"
 [[routes.plugins]]
 plugin = "builtin:acl"
-config = { allow = ["alice"], no_consumer_status = 401 }
+config = { allow = ["alice"], no_consumer_status = 401, www_authenticate = 'Key realm="airlock"' }
 "#;
 
 #[tokio::test]
@@ -476,6 +476,7 @@ async fn acl_after_key_auth_by_id_and_group() {
     let r = client.get(&gw.url("/no-auth-401")).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "unauthorized");
+    assert_eq!(r.header("www-authenticate").as_deref(), Some("Key realm=\"airlock\""), "a 401 carries its challenge");
     gw.stop().await;
 }
 
@@ -552,6 +553,13 @@ async fn ip_restrict_cidr_edges_and_trusted_proxies() {
     let hidden = client.get(&gw.url("/denied")).await;
     assert_eq!(hidden.json()["error"], "no_route", "{}", hidden.text());
     assert_eq!(hidden.json()["message"], "no route matches GET /denied");
+    let unrouted = client.get(&gw.url("/nowhere")).await;
+    let names = |r: &Reply| {
+        let mut names: Vec<String> = r.headers.keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&hidden), names(&unrouted), "the same headers as a real no_route (no `Via`)");
     assert_eq!(call("/untrusted", Some("203.0.113.5")).await, 403, "an untrusted peer cannot claim an address");
 
     // The peer (127.0.0.1) is trusted: the rightmost untrusted XFF entry is the client.
@@ -915,12 +923,74 @@ keys = [
         assert_eq!(r.status, 200, "{}", r.text());
         let r = call(&client, &gw, &format!("bearer {token}")).await;
         assert_eq!(r.status, 200);
+        gw.stop().await;
+    }
+
+    /// A token signed with bob's own key (a consumer's `credentials.jwt`, no `issuer`).
+    fn bobs_token(claims: &serde_json::Value) -> String {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("bob-key".into());
-        let token = encode(&header, &claims(), &EncodingKey::from_secret(BOB.as_bytes())).unwrap();
-        let r = call(&client, &gw, &format!("Bearer {token}")).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.upstream_header("x-consumer-id"), vec!["bob"]);
+        encode(&header, claims, &EncodingKey::from_secret(BOB.as_bytes())).unwrap()
+    }
+
+    /// A consumer's key names its consumer, and speaks for it only: signed with it, a token
+    /// claiming the identity provider's `iss` (to pass a route that trusts that issuer, with any
+    /// `sub` and claims it likes) is refused (RFC 8725 3.8). Its own tokens (no `iss`, or its id)
+    /// pass where no issuer is required, their claims its own.
+    #[tokio::test]
+    async fn a_consumers_key_cannot_sign_as_the_identity_provider() {
+        let upstream = Upstream::start().await;
+        let partners = "\n[[routes]]\nid = \"partners\"\npath = \"/partners\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"builtin:jwt\"\nconfig = { claims_to_headers = { sub = \"x-user-id\" } }\n";
+        let gw = Gateway::start(&(config() + partners), Some(&upstream)).await;
+        let client = HttpClient::http1();
+        let get = |path: &'static str, token: String| {
+            let client = &client;
+            let url = gw.url(path);
+            async move { client.request("GET", &url, &[("authorization", &format!("Bearer {token}"))], b"").await }
+        };
+        let as_idp = claims();
+        assert_eq!(get("/api", bobs_token(&as_idp)).await.status, 401, "bob signing as the identity provider");
+        assert_eq!(get("/partners", bobs_token(&as_idp)).await.status, 401);
+        let mut own = claims();
+        own.as_object_mut().unwrap().remove("iss");
+        for iss in [None, Some("bob")] {
+            if let Some(iss) = iss {
+                own["iss"] = iss.into();
+            }
+            let r = get("/partners", bobs_token(&own)).await;
+            assert_eq!(r.status, 200, "iss {iss:?}: {}", r.text());
+            assert_eq!(r.upstream_header("x-consumer-id"), vec!["bob"]);
+            assert_eq!(r.upstream_header("x-user-id"), vec!["alice"], "bob's own claim, under bob's consumer id");
+        }
+        assert_eq!(get("/api", bobs_token(&own)).await.status, 401, "/api requires the identity provider's `iss`");
+        gw.stop().await;
+    }
+
+    /// The headers `claims_to_headers` fills are the token's verified claims, or absent: a
+    /// client's own copies are removed on every path, the anonymous one included.
+    #[tokio::test]
+    async fn claim_headers_are_never_the_clients_own() {
+        let upstream = Upstream::start().await;
+        let config = config()
+            .replace("[[consumers]]\nid = \"alice\"", "[[consumers]]\nid = \"guest\"\n\n[[consumers]]\nid = \"alice\"")
+            .replace("cookie = \"session\"", "cookie = \"session\"\nanonymous = \"guest\"");
+        let gw = Gateway::start(&config, Some(&upstream)).await;
+        let client = HttpClient::http1();
+        let forged = [("x-user-id", "alice"), ("x-scope", "admin")];
+        let mut no_scope = claims();
+        no_scope.as_object_mut().unwrap().remove("scope");
+        for token in [None, Some("a.b.c".to_owned()), Some(mint(Algorithm::HS256, Some("hs256"), &no_scope))] {
+            let mut headers = forged.to_vec();
+            let bearer = token.as_ref().map(|t| format!("Bearer {t}"));
+            if let Some(bearer) = &bearer {
+                headers.push(("authorization", bearer));
+            }
+            let r = client.request("GET", &gw.url("/api"), &headers, b"").await;
+            assert_eq!(r.status, 200, "{token:?}: {}", r.text());
+            assert!(r.upstream_header("x-scope").is_empty(), "{token:?}: the client's x-scope passed: {}", r.text());
+            let user = r.upstream_header("x-user-id");
+            assert!(user.is_empty() || token.as_deref().is_some_and(|t| t.len() > 10), "{token:?}: {}", r.text());
+        }
         gw.stop().await;
     }
 
@@ -1151,5 +1221,68 @@ plugin = "basic-open"
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.upstream_header("x-consumer-id"), vec!["bob"], "key-auth's consumer stays");
     assert_eq!(r.upstream_header("x-consumer-groups"), vec!["staff"]);
+    gw.stop().await;
+}
+
+/// key-auth reads a key as sent (only the field's own SP/HTAB trimmed: `key` + NBSP is not the
+/// key, nor a fresh spelling of it for a limiter keyed on the header), and hides every key it
+/// could have read, not just the one it used. Two auth plugins with `anonymous` mean either
+/// credential: the second keeps the consumer the first named.
+#[tokio::test]
+async fn key_auth_reads_keys_exactly_hides_them_all_and_either_credential_passes() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[consumers]]
+id = "guest"
+
+[[consumers]]
+id = "alice"
+credentials = { keys = ["alice-key"] }
+
+[[consumers]]
+id = "bob"
+credentials = { keys = ["bob-key"], basic = { username = "bob", password = "sha256:df53c27a66157885ba143e34f25d6380e12168b0f7da4f0c46efa54cd9a083b7" } }
+
+[[routes]]
+path = "/key"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+config = { header_names = ["x-api-key", "apikey"], query_param = "apikey" }
+
+[[routes]]
+path = "/either"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+config = { anonymous = "guest" }
+[[routes.plugins]]
+plugin = "builtin:basic-auth"
+config = { anonymous = "guest" }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    for spelled in ["alice-key\u{a0}", "\u{3000}alice-key", "alice-key\u{2000}"] {
+        let r = client.request("GET", &gw.url("/key"), &[("x-api-key", spelled)], b"").await;
+        assert_eq!(r.status, 401, "{spelled:?} is not alice's key");
+    }
+    let r = client.request("GET", &gw.url("/key?apikey=bob-key&page=2"), &[("x-api-key", "alice-key"), ("apikey", "bob-key")], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id"), vec!["alice"]);
+    assert!(r.upstream_header("apikey").is_empty() && r.upstream_header("x-api-key").is_empty(), "{}", r.text());
+    assert_eq!(r.json()["query"], "page=2", "bob's key in the query is hidden too");
+
+    let r = client.request("GET", &gw.url("/either"), &[("x-api-key", "alice-key")], b"").await;
+    assert_eq!(r.upstream_header("x-consumer-id"), vec!["alice"], "basic-auth's anonymous does not replace alice: {}", r.text());
+    assert!(r.upstream_header("x-anonymous-consumer").is_empty());
+    let r = client.request("GET", &gw.url("/either"), &[("authorization", &basic("bob", "bob-password"))], b"").await;
+    assert_eq!(r.upstream_header("x-consumer-id"), vec!["bob"], "{}", r.text());
+    assert!(r.upstream_header("x-anonymous-consumer").is_empty());
+    let r = client.get(&gw.url("/either")).await;
+    assert_eq!(r.upstream_header("x-consumer-id"), vec!["guest"]);
+    assert_eq!(r.upstream_header("x-anonymous-consumer"), vec!["true"]);
     gw.stop().await;
 }

@@ -215,6 +215,9 @@ impl Gateway {
             phases
         };
         let (mut state, ran, outcome) = phases?;
+        // `Via` is for a message the gateway forwarded (RFC 9110 7.6.3), not for an answer a
+        // plugin made: that one looks like the gateway's own (ip-restrict's hiding 404 must).
+        let forwarded = matches!(outcome, RequestOutcome::Upstream);
         let pending = match outcome {
             RequestOutcome::Respond(response) => {
                 PendingResponse { state: response, stream: None, version: Version::HTTP_11, upgrade: None }
@@ -266,7 +269,7 @@ impl Gateway {
         let body_idle = Duration::from_millis(self.timeouts.body_idle_ms);
         // The client's method: a plugin may have sent the upstream another.
         let head = record.method() == Method::HEAD;
-        let mut response = write_response(response, stream, version, id_header, body_idle, head);
+        let mut response = write_response(response, stream, forwarded.then_some(version), id_header, body_idle, head);
         if let Some(upgrade) = upgrade {
             upgrade::keep_switch(&mut response, upgrade, route.tunnel_idle);
         }
@@ -654,12 +657,13 @@ pub fn frame_no_content(status: http::StatusCode, headers: &mut http::HeaderMap,
 }
 
 /// Phase 7: the response as it leaves for the client, framed (a buffered body's
-/// `Content-Length`, none for no content), with `Via` and the request id. `head`: it answers
-/// a HEAD, whose buffered body is empty and says nothing of the GET's length.
+/// `Content-Length`, none for no content), with the request id and, when it was forwarded from
+/// an upstream of HTTP version `via`, `Via`. `head`: it answers a HEAD, whose buffered body is
+/// empty and says nothing of the GET's length.
 fn write_response(
     state: ResponseState,
     stream: Option<Incoming>,
-    version: Version,
+    via: Option<Version>,
     id_header: Option<HeaderValue>,
     body_idle: Duration,
     head: bool,
@@ -681,7 +685,9 @@ fn write_response(
         (None, Some(stream)) => ProxyBody::streaming(stream).watched(body_idle, "an upstream's response body"),
         (None, None) => ProxyBody::full(Bytes::new()),
     };
-    headers::add_via(&mut headers, version);
+    if let Some(version) = via {
+        headers::add_via(&mut headers, version);
+    }
     if let Some(id) = id_header {
         headers.insert(headers::X_REQUEST_ID, id);
     }

@@ -9,6 +9,7 @@
 //! allow = ["alice", "group:admin"]       # consumer ids, or `group:<name>`
 //! deny = ["group:suspended"]             # checked first: a match is refused
 //! # no_consumer_status = 403              # 401 or 403 when no consumer is set (default 403)
+//! # www_authenticate = 'Key realm="api"'  # with 401: its challenge, as the route's auth plugin sends it
 //! ```
 //!
 //! Reads the request context an authentication plugin earlier in the chain set: `consumer` (the
@@ -20,7 +21,10 @@
 //! With no consumer in the context (no authentication plugin before this one, or one that let the
 //! request through unauthenticated) the answer is `no_consumer_status`: 403 by default, since the
 //! route is misconfigured or open rather than asking for credentials; 401 if the operator wants
-//! clients told to authenticate. An anonymous consumer (see `key-auth`'s `anonymous`) is an
+//! clients told to authenticate, with `www_authenticate` the challenge every 401 must carry (RFC
+//! 9110 15.5.2): the one the route's authentication plugin sends (key-auth's
+//! `Key realm="airlock"`, jwt's `Bearer realm="airlock"`, basic-auth's `Basic realm="airlock",
+//! charset="UTF-8"`). An anonymous consumer (see `key-auth`'s `anonymous`) is an
 //! ordinary consumer here: list its id or groups as for any other.
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
@@ -28,7 +32,7 @@
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit};
 use serde::Deserialize;
 
 /// The plugin's config.
@@ -41,6 +45,9 @@ struct Config {
     deny: Vec<String>,
     #[serde(default = "default_no_consumer_status")]
     no_consumer_status: u16,
+    /// The `WWW-Authenticate` challenge of a 401 (required with `no_consumer_status = 401`).
+    #[serde(default)]
+    www_authenticate: Option<String>,
     /// Filled in by the gateway for built-in plugins; the ACL does not need it.
     #[serde(default)]
     #[allow(dead_code)]
@@ -62,7 +69,8 @@ enum Rule {
 struct Acl {
     allow: Vec<Rule>,
     deny: Vec<Rule>,
-    no_consumer_status: u16,
+    /// The challenge when a request without a consumer is answered 401; `None`: 403.
+    challenge: Option<String>,
 }
 
 impl Plugin for Acl {
@@ -72,14 +80,17 @@ impl Plugin for Acl {
         if config.allow.is_empty() && config.deny.is_empty() {
             return Err("give `allow` or `deny` (or both): consumer ids or `group:<name>`".into());
         }
-        if !matches!(config.no_consumer_status, 401 | 403) {
-            return Err(format!("`no_consumer_status`: {} is not 401 or 403", config.no_consumer_status));
-        }
-        Ok(Self {
-            allow: rules(&config.allow, "allow")?,
-            deny: rules(&config.deny, "deny")?,
-            no_consumer_status: config.no_consumer_status,
-        })
+        let challenge = match (config.no_consumer_status, config.www_authenticate) {
+            (401, Some(challenge)) if !challenge.trim().is_empty() && challenge.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) => Some(challenge),
+            (401, Some(_)) => return Err("`www_authenticate`: a challenge is one line of printable ASCII, e.g. 'Bearer realm=\"api\"'".into()),
+            (401, None) => {
+                return Err("`no_consumer_status = 401` needs `www_authenticate`: the challenge a 401 must carry (RFC 9110 15.5.2), the one the route's auth plugin sends, e.g. 'Bearer realm=\"airlock\"'".into());
+            }
+            (403, None) => None,
+            (403, Some(_)) => return Err("`www_authenticate` goes with `no_consumer_status = 401`; a 403 carries no challenge".into()),
+            (other, _) => return Err(format!("`no_consumer_status`: {other} is not 401 or 403")),
+        };
+        Ok(Self { allow: rules(&config.allow, "allow")?, deny: rules(&config.deny, "deny")?, challenge })
     }
 
     fn descriptor() -> Descriptor {
@@ -88,10 +99,13 @@ impl Plugin for Acl {
 
     fn on_request(&self, req: &Request) -> Action {
         let Some(consumer) = req.context_get("consumer").filter(|c| !c.is_empty()) else {
-            return if self.no_consumer_status == 401 {
-                Action::json(401, &serde_json::json!({"error": "unauthorized", "message": "authentication required"}))
-            } else {
-                forbidden()
+            return match &self.challenge {
+                Some(challenge) => ResponseInit::new(401)
+                    .header("www-authenticate", challenge.as_str())
+                    .header("content-type", "application/json")
+                    .body(serde_json::json!({"error": "unauthorized", "message": "authentication required"}).to_string())
+                    .into(),
+                None => forbidden(),
             };
         };
         let groups = req.context_get("consumer.groups").unwrap_or_default();
@@ -175,5 +189,10 @@ mod tests {
             "`no_consumer_status`: 404 is not 401 or 403"
         );
         assert!(build(r#"{"allow": "a"}"#).err().unwrap().starts_with("`allow`: invalid type"));
+        // A 401 carries its challenge (RFC 9110 15.5.2); a 403 none.
+        assert!(build(r#"{"deny": ["x"], "no_consumer_status": 401}"#).err().unwrap().contains("needs `www_authenticate`"));
+        assert!(build(r#"{"deny": ["x"], "no_consumer_status": 401, "www_authenticate": "Key\nx"}"#).err().unwrap().contains("one line"));
+        assert!(build(r#"{"deny": ["x"], "www_authenticate": "Key realm=\"a\""}"#).err().unwrap().contains("goes with"));
+        assert!(build(r#"{"deny": ["x"], "no_consumer_status": 401, "www_authenticate": "Key realm=\"a\""}"#).is_ok());
     }
 }

@@ -14,6 +14,7 @@
 //! hide_credentials = true            # remove `Authorization` before the upstream
 //! upstream_headers = true            # send X-Consumer-Id / X-Consumer-Groups upstream
 //! anonymous = "guest"                # consumer id used when no valid credentials are presented
+//!                                    # (and a request an earlier auth plugin authenticated is left alone: either credential)
 //! ```
 //!
 //! Passwords are stored as one of:
@@ -220,6 +221,10 @@ impl Plugin for BasicAuth {
     }
 
     fn on_request(&self, req: &Request) -> Action {
+        // Either credential (two auth plugins with `anonymous`): the first one's consumer stands.
+        if self.anonymous.is_some() && req.authenticated_before() {
+            return Action::Continue;
+        }
         for name in ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"] {
             req.remove_header(name);
         }

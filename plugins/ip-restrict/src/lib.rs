@@ -7,7 +7,7 @@
 //! allow = ["10.0.0.0/8", "2001:db8::/32", "203.0.113.7"]   # CIDRs or single addresses
 //! deny = ["10.6.6.0/24"]                                   # checked first
 //! trusted_proxies = ["192.0.2.0/24"]                       # whose X-Forwarded-For is believed
-//! # status = 403                                            # 401, 403 or 404
+//! # status = 403                                            # 403 or 404
 //! ```
 //!
 //! Without `trusted_proxies` here, the client's address is the request's client IP as the
@@ -78,8 +78,13 @@ impl Plugin for IpRestrict {
         if config.allow.is_empty() && config.deny.is_empty() {
             return Err("give `allow` or `deny` (or both): CIDRs such as \"10.0.0.0/8\" or addresses".into());
         }
-        if !matches!(config.status, 401 | 403 | 404) {
-            return Err(format!("`status`: {} is not 401, 403 or 404", config.status));
+        if config.status == 401 {
+            // A 401 asks for credentials (and must carry a `WWW-Authenticate` challenge, RFC
+            // 9110 15.5.2): an address is not one a client could send.
+            return Err("`status`: 401 asks the client to authenticate, which no address can do: use 403 (the default) or 404".into());
+        }
+        if !matches!(config.status, 403 | 404) {
+            return Err(format!("`status`: {} is not 403 or 404", config.status));
         }
         Ok(Self {
             allow: nets(&config.allow, "allow")?,
@@ -272,6 +277,7 @@ mod tests {
         assert!(err("{}").contains("`allow` or `deny`"));
         assert!(err(r#"{"allow": ["10.0.0.0/33"]}"#).starts_with("`allow[0]`: `10.0.0.0/33` is not a CIDR"));
         assert!(err(r#"{"deny": ["::1"], "trusted_proxies": ["1.2.3"]}"#).starts_with("`trusted_proxies[0]`:"));
-        assert_eq!(err(r#"{"deny": ["::1"], "status": 500}"#), "`status`: 500 is not 401, 403 or 404");
+        assert_eq!(err(r#"{"deny": ["::1"], "status": 500}"#), "`status`: 500 is not 403 or 404");
+        assert!(err(r#"{"deny": ["::1"], "status": 401}"#).contains("no address can do"));
     }
 }

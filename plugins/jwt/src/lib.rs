@@ -6,6 +6,8 @@
 //! groups = ["apps"]
 //! # Keys bound to a consumer: a token verified with one of them authenticates that consumer.
 //! # `issuer` (optional, on any key): tokens verified with this key must carry exactly this `iss`.
+//! # Without it, a consumer's key verifies tokens with no `iss` or `iss` = the consumer's id, so
+//! # it cannot sign as the identity provider a route's `issuers` trust.
 //! credentials = { jwt = [{ kid = "app-2026", alg = "ES256", issuer = "mobile-app", pem = """-----BEGIN PUBLIC KEY-----
 //! ...
 //! -----END PUBLIC KEY-----""" }] }
@@ -24,12 +26,13 @@
 //! leeway = 30                                  # seconds of clock skew allowed for exp/nbf/iat
 //! consumer_claim = "sub"                       # consumer id from this claim (for plugin-level keys)
 //! cookie = "session"                           # also read the token from this cookie
-//! claims_to_headers = { sub = "x-user-id" }    # upstream headers from claims
+//! claims_to_headers = { sub = "x-user-id" }    # upstream headers from verified claims (a client's own removed)
 //! claims_to_context = { tenant = "tenant" }    # request context entries from claims
 //! realm = "airlock"                            # WWW-Authenticate: Bearer realm="airlock"
 //! hide_credentials = true                      # remove the token (header or cookie) before the upstream
 //! upstream_headers = true                      # X-Consumer-Id / X-Consumer-Groups when a consumer is known
 //! anonymous = "guest"                          # consumer id used when no valid token is presented
+//!                                              # (and a request an earlier auth plugin authenticated is left alone: either credential)
 //! algorithms = ["RS256", "ES256"]              # `alg`s a token may name (default: those of the keys)
 //! ```
 //!
@@ -283,6 +286,15 @@ impl Plugin for Jwt {
     }
 
     fn on_request(&self, req: &Request) -> Action {
+        // What the upstream reads as verified claims comes only from a verified token: a
+        // client's own `x-user-id` must not pass on the anonymous path either.
+        for (_, header) in &self.claims_to_headers {
+            req.remove_header(header);
+        }
+        // Either credential (two auth plugins with `anonymous`): the first one's consumer stands.
+        if self.anonymous.is_some() && req.authenticated_before() {
+            return Action::Continue;
+        }
         for name in ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"] {
             req.remove_header(name);
         }
@@ -322,7 +334,6 @@ impl Plugin for Jwt {
             }
         }
         for (claim, header) in &self.claims_to_headers {
-            req.remove_header(header);
             if let Some(value) = claims.get(claim).map(claim_text) {
                 req.set_header(header, value);
             }
@@ -407,10 +418,18 @@ impl Jwt {
             serde_json::from_slice(&b64(payload_b64).ok_or("payload is not base64url")?)
                 .map_err(|_| "payload is not a JSON object")?;
         self.check_claims(&claims, now)?;
-        if let Some(issuer) = issuer
-            && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
-        {
-            return Err("`iss` is not the issuer bound to the key".into());
+        let iss = claims.get("iss");
+        match (issuer, owner) {
+            (Some(issuer), _) if iss.and_then(Value::as_str) != Some(issuer.as_str()) => {
+                return Err("`iss` is not the issuer bound to the key".into());
+            }
+            // A consumer's key speaks for that consumer only: without an `issuer` of its own it
+            // may not sign as anyone else (the identity provider whose `iss` the route trusts,
+            // say), so its tokens carry no `iss` or the consumer's id (RFC 8725 3.8).
+            (None, Some(index)) if iss.is_some_and(|iss| iss.as_str() != self.identities.get(index).map(|c| c.id.as_str())) => {
+                return Err("`iss` is not the consumer's: a consumer's key without `issuer` signs tokens with no `iss` or its consumer id".into());
+            }
+            _ => {}
         }
         Ok((claims, owner))
     }
@@ -652,6 +671,16 @@ mod tests {
         assert_eq!(bound.verify(&from_j, 0).unwrap_err(), "`iss` is not the issuer bound to the key");
         let no_iss = hs256(secret.as_bytes(), r#"{"alg":"HS256"}"#, r#"{"exp": 1000}"#);
         assert!(bound.verify(&no_iss, 0).is_err());
+        // A consumer's key without `issuer`: no `iss`, or the consumer's id, never another's
+        // (the identity provider's a route trusts).
+        let consumer = build(&format!(
+            r#"{{"keys": [{{"alg": "HS256", "issuer": "idp", "secret": "{secret}{secret}"}}], "consumers": [{{"id": "app", "credentials": {{"jwt": [{{"alg": "HS256", "secret": "{secret}"}}]}}}}]}}"#
+        ))
+        .unwrap();
+        for (claims, owned) in [(r#"{"exp": 1000}"#, true), (r#"{"exp": 1000, "iss": "app"}"#, true), (r#"{"exp": 1000, "iss": "idp"}"#, false), (r#"{"exp": 1000, "iss": 7}"#, false)] {
+            let token = hs256(secret.as_bytes(), r#"{"alg":"HS256"}"#, claims);
+            assert_eq!(consumer.verify(&token, 0).is_ok(), owned, "{claims}");
+        }
         for bad in ["", "a", "a.b", "a.b.c.d", "!.!.!", "e30.e30.", "e30.e30.e30"] {
             assert!(jwt.verify(bad, 0).is_err(), "{bad}");
         }

@@ -16,9 +16,10 @@
 //! header_names = ["x-api-key"]       # headers searched in order; [] to use only the query
 //! query_param = "apikey"             # also accept ?apikey=... (default: no query parameter)
 //! realm = "airlock"                  # WWW-Authenticate: Key realm="airlock"
-//! hide_credentials = true            # remove the key (header or query parameter) before the upstream
+//! hide_credentials = true            # remove every configured key header and the query parameter before the upstream
 //! upstream_headers = true            # send X-Consumer-Id / X-Consumer-Groups upstream
 //! anonymous = "guest"                # consumer id used when no valid key is presented
+//!                                    # (and a request an earlier auth plugin authenticated is left alone: either credential)
 //! ```
 //!
 //! Consumers come from the gateway's `[[consumers]]` (the gateway fills in `consumers`; a consumer
@@ -177,11 +178,15 @@ impl Plugin for KeyAuth {
     }
 
     fn on_request(&self, req: &Request) -> Action {
+        // Either credential (two auth plugins with `anonymous`): the first one's consumer stands.
+        if self.anonymous.is_some() && req.authenticated_before() {
+            return Action::Continue;
+        }
         // The consumer headers a client sent are replaced or removed by `admit`, the only way
         // to the upstream; a 401 goes nowhere.
         let found = self.find_key(req);
         let identity = match &found {
-            Some((key, _)) => self.lookup(key.as_bytes()),
+            Some(key) => self.lookup(key.as_bytes()),
             None => None,
         };
         let admitted = match (identity, &self.anonymous) {
@@ -191,17 +196,17 @@ impl Plugin for KeyAuth {
         };
         if let Some((identity, anonymous)) = admitted {
             // A wrong key let through as anonymous is hidden too: the upstream gets no key,
-            // whether or not it matched.
+            // whether or not it matched, and none from the other places a key is read from
+            // (a second key there is someone's credential as well).
             if self.hide_credentials {
-                match found.as_ref().map(|(_, from)| from) {
-                    Some(Source::Header(name)) => req.remove_header(name),
-                    Some(Source::Query) => {
-                        if let (Some(query), Some(param)) = (req.query(), &self.query_param) {
-                            let kept = without_param(&query, param);
-                            req.set_query(if kept.is_empty() { None } else { Some(&kept) });
-                        }
+                for name in &self.header_names {
+                    req.remove_header(name);
+                }
+                if let (Some(query), Some(param)) = (req.query(), &self.query_param) {
+                    let kept = without_param(&query, param);
+                    if kept.len() != query.len() {
+                        req.set_query(if kept.is_empty() { None } else { Some(&kept) });
                     }
-                    None => {}
                 }
             }
             self.admit(req, identity, anonymous);
@@ -212,26 +217,23 @@ impl Plugin for KeyAuth {
     }
 }
 
-/// Where the key was found.
-enum Source {
-    Header(String),
-    Query,
-}
-
 impl KeyAuth {
     /// The first non-empty key in the configured headers, then in the query parameter.
-    fn find_key(&self, req: &Request) -> Option<(String, Source)> {
+    fn find_key(&self, req: &Request) -> Option<String> {
         for name in &self.header_names {
             if let Some(value) = req.header(name) {
-                let key = String::from_utf8_lossy(&value).trim().to_owned();
+                // Only the field's own whitespace (SP, HTAB) is not part of the key: trimming
+                // Unicode spaces too would make `key\u{a0}` the same consumer, and a fresh
+                // bucket for a limiter keyed on the header.
+                let key = String::from_utf8_lossy(&value).trim_matches([' ', '\t']).to_owned();
                 if !key.is_empty() {
-                    return Some((key, Source::Header(name.clone())));
+                    return Some(key);
                 }
             }
         }
         let param = self.query_param.as_ref()?;
         let key = req.query_param(param)?;
-        (!key.is_empty()).then_some((key, Source::Query))
+        (!key.is_empty()).then_some(key)
     }
 
     /// The consumer owning `key`: compares its digest with every stored digest in constant time.
