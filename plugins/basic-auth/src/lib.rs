@@ -27,9 +27,14 @@
 //! - `plain:<password>` (or any text without a `scheme:` prefix): the password itself, accepted
 //!   but warned about in the log at configure. An unknown lower-case `scheme:` prefix is an error.
 //!
+//! bcrypt reads at most 72 bytes (a password's, then a NUL): a password of 72 bytes or more is
+//! refused, never matched on its first 72. argon2 has no such limit.
+//!
 //! A bcrypt or argon2 check runs inside the sandbox, under the plugin's CPU deadline (`cpu_ms`,
 //! 100 ms by default). Measured on a 2-core machine: bcrypt at cost 10 takes just over 100 ms in
-//! the sandbox and fails the request (500) with the default deadline. Use cost 8 or below, argon2
+//! the sandbox and fails the request (500) with the default deadline; any wrong password for that
+//! user does it, so the 500 (where an unknown user gets a 401) also tells which users exist, and
+//! with `failure = "open"` it would let the request through unauthenticated. Use cost 8 or below, argon2
 //! with modest parameters, or give the plugin a larger deadline through a definition:
 //!
 //! ```toml
@@ -276,7 +281,9 @@ impl BasicAuth {
             return Some(cached);
         }
         let ok = match stored {
-            Stored::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            // bcrypt reads 72 bytes (with the NUL): a longer password would match anything
+            // sharing its first 72 (`non_truncating_verify` refuses it instead of truncating).
+            Stored::Bcrypt(hash) => bcrypt::non_truncating_verify(password, hash).unwrap_or(false),
             Stored::Argon2(hash) => {
                 use argon2::password_hash::{PasswordHash, PasswordVerifier};
                 PasswordHash::new(hash)
@@ -454,6 +461,19 @@ mod tests {
         assert_eq!(plugin.verify("nobody", "test"), None);
         assert_eq!(plugin.verify("ua", "a-pass"), Some(2));
         assert_eq!(plugin.verify("ua", "a-pasS"), None);
+    }
+
+    /// bcrypt reads only 72 bytes (a password's and its terminating NUL): a longer password is
+    /// refused, or anyone knowing its first 72 bytes would pass with any ending.
+    #[test]
+    fn a_password_beyond_bcrypts_72_bytes_is_refused() {
+        let long = format!("{}-secret-suffix", "A".repeat(72));
+        let truncated = bcrypt::hash(&long[..71], 4).unwrap();
+        let json = serde_json::json!({"consumers": [{"id": "a", "credentials": {"basic": {"username": "u", "password": format!("bcrypt:{truncated}")}}}]});
+        let plugin = build(&json.to_string()).unwrap();
+        assert_eq!(plugin.verify("u", &long[..71]), Some(0), "71 bytes and bcrypt's NUL: all read");
+        assert_eq!(plugin.verify("u", &long), None);
+        assert_eq!(plugin.verify("u", &format!("{}anything", "A".repeat(72))), None);
     }
 
     #[test]
