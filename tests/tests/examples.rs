@@ -116,7 +116,13 @@ async fn rest_over_grpc(dir: &Path) {
 #[test]
 fn the_deployment_config_checks_and_the_configmap_carries_the_same_text() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join("examples/deploy");
-    let check = Command::new(airlock_binary()).args(["check", "-c", "airlock.toml"]).current_dir(&dir).output().expect("run check");
+    // Checked where it is deployed: beside the admin token its orchestrator mounts.
+    let deployed = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(dir.join("airlock.toml"), deployed.path().join("airlock.toml")).expect("copy airlock.toml");
+    std::fs::create_dir(deployed.path().join("secrets")).expect("secrets dir");
+    std::fs::write(deployed.path().join("secrets/admin-token"), "9b1f0c2e7d4a\n").expect("token");
+    let check =
+        Command::new(airlock_binary()).args(["check", "-c", "airlock.toml"]).current_dir(deployed.path()).output().expect("run check");
     assert!(check.status.success(), "airlock check: {}", String::from_utf8_lossy(&check.stderr));
     let config = std::fs::read_to_string(dir.join("airlock.toml")).expect("airlock.toml");
     let k8s = std::fs::read_to_string(dir.join("kubernetes.yaml")).expect("kubernetes.yaml");

@@ -528,10 +528,23 @@ plugin = "builtin:respond"
 config = { status = 204 }
 "#;
 
+/// `/ready` reports a state backend that does not answer; it fails on it only when
+/// `[state] required_for_ready` says so (every replica shares one Redis: failing readiness on it
+/// would take them all out of rotation at once, limiters failing open included).
 #[tokio::test]
 async fn ready_reports_an_unreachable_state_backend_and_counts_its_errors() {
-    let gw = Gateway::start(UNREACHABLE_STATE, None).await;
     let client = HttpClient::http1();
+    let gw = Gateway::start(UNREACHABLE_STATE, None).await;
+    let ready = client.get(&gw.admin_url("/ready")).await;
+    assert_eq!(ready.status, 200, "not required by default: {}", ready.text());
+    let body = ready.json();
+    assert_eq!((body["ready"].clone(), body["checks"]["state_backend"]["ok"].clone()), (true.into(), false.into()), "{body}");
+    assert_eq!(body["checks"]["state_backend"]["required"], false);
+    assert!(body["checks"]["state_backend"]["error"].is_string(), "{body}");
+    gw.stop().await;
+
+    let required = UNREACHABLE_STATE.replace("\ntimeout_ms = 200\n", "\ntimeout_ms = 200\nrequired_for_ready = true\n");
+    let gw = Gateway::start(&required, None).await;
     assert_eq!(client.get(&gw.admin_url("/health")).await.status, 200, "alive even when not ready");
     let ready = client.get(&gw.admin_url("/ready")).await;
     assert_eq!(ready.status, 503, "{}", ready.text());
@@ -547,6 +560,35 @@ async fn ready_reports_an_unreachable_state_backend_and_counts_its_errors() {
     assert!(!config.contains("state-pass-55"), "redis password shown: {config}");
     assert!(config.contains("redis://:[redacted]@127.0.0.1:1/0"), "{config}");
     gw.stop().await;
+}
+
+/// `[admin] token_file`: the token comes from a file (a mounted secret), not the config text,
+/// and guards the admin API as `token` does; a file that cannot be read stops the config at the
+/// key.
+#[tokio::test]
+async fn the_admin_token_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin-token");
+    std::fs::write(&file, "token-from-file-31\n").unwrap();
+    let config = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n",
+        file.display()
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.admin_url("/metrics")).await.status, 401);
+    let r = client.request("GET", &gw.admin_url("/metrics"), &[("authorization", "Bearer token-from-file-31")], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let shown = client.request("GET", &gw.admin_url("/admin/config"), &[("authorization", "Bearer token-from-file-31")], b"").await.text();
+    assert!(!shown.contains("token-from-file-31"), "{shown}");
+    gw.stop().await;
+
+    let missing = config.replace("admin-token", "no-such-file");
+    let err = Gateway::try_start(&missing, None).await.err().expect("refused").to_string();
+    assert!(err.contains("`admin.token_file`: cannot read"), "{err}");
+    let both = config.replace("token_file", "token = \"t\"\ntoken_file");
+    let err = Gateway::try_start(&both, None).await.err().expect("refused").to_string();
+    assert!(err.contains("not both"), "{err}");
 }
 
 /// A web page in the operator's browser cannot use the default (loopback, no token) admin

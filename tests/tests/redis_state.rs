@@ -8,7 +8,8 @@ use airlock_tests::process::GatewayProcess;
 use airlock_tests::redis::Redis;
 use airlock_tests::{Gateway, HttpClient, Upstream};
 
-/// A gateway on `redis_url` with a fail-open and a fail-closed limiter (limits no test reaches).
+/// A gateway on `redis_url` with a fail-open and a fail-closed limiter (limits no test reaches),
+/// whose `/ready` fails while Redis does not serve the limiters.
 fn config(redis_url: &str, timeout_ms: u64) -> String {
     format!(
         r#"
@@ -17,6 +18,7 @@ backend = "redis"
 redis_url = "{redis_url}"
 timeout_ms = {timeout_ms}
 connect_timeout_ms = 1000
+required_for_ready = true
 
 [upstreams.backend]
 targets = ["{{upstream}}"]

@@ -51,7 +51,10 @@ impl ConfigSource {
             return Err(ConfigError::Invalid(syntax.iter().map(|e| self.issue(e.span(), "", self.syntax_message(e))).collect()));
         }
         match self.read_part::<Config>(root.clone()) {
-            Ok(config) => Ok(config),
+            Ok(mut config) => {
+                self.read_admin_token_file(&mut config).map_err(|issue| ConfigError::Invalid(vec![*issue]))?;
+                Ok(config)
+            }
             Err(first) => {
                 let mut issues = self.part_issues(root);
                 if issues.is_empty() {
@@ -60,6 +63,24 @@ impl ConfigSource {
                 Err(ConfigError::Invalid(issues))
             }
         }
+    }
+
+    /// `[admin] token_file`, read into `admin.token` (so everything that reads the token, and
+    /// warns without one, sees it).
+    fn read_admin_token_file(&self, config: &mut Config) -> Result<(), Box<ConfigIssue>> {
+        let Some(file) = config.admin.token_file.clone() else { return Ok(()) };
+        let refuse = |message: String| Box::new(self.issue(Some(file.span()), "admin.token_file", message));
+        if config.admin.token.is_some() {
+            return Err(refuse("give `token` or `token_file`, not both".into()));
+        }
+        let path = self.base_dir.join(file.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|e| refuse(format!("cannot read `{}`: {e}", path.display())))?;
+        let token = text.trim_end_matches(['\r', '\n']);
+        if token.is_empty() {
+            return Err(refuse(format!("`{}` is empty", path.display())));
+        }
+        config.admin.token = Some(toml::Spanned::new(file.span(), token.to_owned()));
+        Ok(())
     }
 
     /// toml's message for a syntax error, with the key named where toml only says "duplicate

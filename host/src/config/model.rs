@@ -117,6 +117,10 @@ pub struct StateConfig {
     /// operation fails as `unavailable` and the plugin's policy applies.
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub timeout_ms: u64,
+    /// Whether `/ready` fails while the Redis backend does not serve the limiters. Off by default:
+    /// every replica shares one Redis, so failing readiness on it takes the whole fleet out of
+    /// rotation at once, even where the limiters fail open and traffic is served.
+    pub required_for_ready: bool,
 }
 
 impl Default for StateConfig {
@@ -128,6 +132,7 @@ impl Default for StateConfig {
             redis_url: None,
             connect_timeout_ms: 1_000,
             timeout_ms: 100,
+            required_for_ready: false,
         }
     }
 }
@@ -576,11 +581,15 @@ pub struct AdminConfig {
     pub address: Spanned<String>,
     /// When set, `/metrics` and `/admin/*` require `Authorization: Bearer <token>`.
     pub token: Option<Spanned<String>>,
+    /// A file holding the token (its trailing newline dropped), relative to the config's
+    /// directory: a secret an orchestrator mounts, kept out of the config text. Read when the
+    /// config is parsed, into `token`; not with `token`.
+    pub token_file: Option<Spanned<String>>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { enabled: true, address: Spanned::new(0..0, "127.0.0.1:9901".to_owned()), token: None }
+        Self { enabled: true, address: Spanned::new(0..0, "127.0.0.1:9901".to_owned()), token: None, token_file: None }
     }
 }
 

@@ -202,7 +202,8 @@ impl StateStore {
                     Duration::from_millis(config.connect_timeout_ms),
                     Duration::from_millis(config.timeout_ms),
                 )
-                .map_err(StateConfigError::BadUrl)?;
+                .map_err(StateConfigError::BadUrl)?
+                .with_required_for_ready(config.required_for_ready);
                 Ok(Self::Redis(Box::new(store)))
             }
         }

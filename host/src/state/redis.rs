@@ -181,6 +181,8 @@ pub struct RedisStore {
     scripts: Scripts,
     stats: StateStats,
     local: super::memory::MemoryStore,
+    /// `[state] required_for_ready`: `/ready` fails while this store fails its probe.
+    required_for_ready: bool,
 }
 
 struct Scripts {
@@ -315,7 +317,20 @@ impl RedisStore {
             },
             stats: StateStats::default(),
             local: super::memory::MemoryStore::new(max_keys),
+            required_for_ready: false,
         })
+    }
+
+    /// This store, with `/ready` failing while it fails its probe (`[state] required_for_ready`).
+    #[must_use]
+    pub fn with_required_for_ready(mut self, required: bool) -> Self {
+        self.required_for_ready = required;
+        self
+    }
+
+    /// Whether `/ready` fails while this store fails its probe.
+    pub fn required_for_ready(&self) -> bool {
+        self.required_for_ready
     }
 
     /// This gateway's local store, for fail-open limiters while Redis is unavailable.
