@@ -22,6 +22,16 @@ const PARSER_HEADER_SLACK: usize = 2;
 /// What every HTTP/2 client sends first (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Descriptors kept out of the connection budget when `limits.max_connections` is derived from
+/// the open-file limit (at most a quarter of it): listening sockets, the admin listener, plugin
+/// files and the compile cache, log files, Redis and OTLP connections, the runtime's own.
+const RESERVED_FDS: u64 = 256;
+
+/// `limits.max_connections` where the open-file limit is unlimited or unknown (not Unix): a
+/// fixed cap that still stops a flood of idle connections before memory runs out (an idle
+/// keep-alive connection holds ~2 KB, a busy one ~20 KB: 65,536 of them 1.3 GiB).
+const UNLIMITED_FDS_MAX_CONNECTIONS: usize = 65_536;
+
 /// The protocol a connection speaks, as far as its first bytes or its TLS handshake tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -87,6 +97,8 @@ pub struct ConnectionBuilders {
     http2: auto::Builder<TokioExecutor>,
     http1: http1::Builder,
     idle: Duration,
+    send: Duration,
+    max_connections: usize,
 }
 
 impl ConnectionBuilders {
@@ -96,7 +108,14 @@ impl ConnectionBuilders {
         let detect = builder(limits, idle);
         let mut http1 = http1::Builder::new();
         http1_settings!(http1, limits, idle);
-        Self { http2: detect.clone().http2_only(), detect, http1, idle }
+        Self {
+            http2: detect.clone().http2_only(),
+            detect,
+            http1,
+            idle,
+            send: Duration::from_millis(timeouts.send_ms),
+            max_connections: connection_limit(limits.max_connections, open_file_limit()),
+        }
     }
 
     /// The builder for a connection speaking HTTP/2, or one whose protocol hyper must detect
@@ -117,6 +136,37 @@ impl ConnectionBuilders {
     pub fn idle(&self) -> Duration {
         self.idle
     }
+
+    /// Longest an HTTP/1.1 client may take no byte of its response (`timeouts.send_ms`).
+    pub fn send(&self) -> Duration {
+        self.send
+    }
+
+    /// Most client connections served at once (`limits.max_connections`, or its derived default).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+}
+
+/// `limits.max_connections` as configured, or else derived from the open-file limit (the soft
+/// `RLIMIT_NOFILE`; `None`: unlimited or unknown). Derived, it keeps descriptors for what is not
+/// a client connection ([`RESERVED_FDS`], at most a quarter of the limit) and gives half of
+/// the rest to client connections, the other half to the upstream connections they cause (a
+/// proxied HTTP/1.1 request holds one of each, as nginx's `worker_connections` counts both), so
+/// the gateway reaches its cap before `accept` and upstream connects fail with `EMFILE`.
+pub fn connection_limit(configured: Option<usize>, open_files: Option<u64>) -> usize {
+    if let Some(n) = configured {
+        return n;
+    }
+    let Some(fds) = open_files else { return UNLIMITED_FDS_MAX_CONNECTIONS };
+    let budget = fds.saturating_sub(RESERVED_FDS.min(fds / 4)) / 2;
+    usize::try_from(budget).unwrap_or(usize::MAX).max(1)
+}
+
+/// The process's soft open-file limit (`RLIMIT_NOFILE`), read once; `None` if unlimited.
+fn open_file_limit() -> Option<u64> {
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| rustix::process::getrlimit(rustix::process::Resource::Nofile).current)
 }
 
 fn builder(limits: &LimitsConfig, idle: Duration) -> auto::Builder<TokioExecutor> {
@@ -148,6 +198,18 @@ mod tests {
         assert_eq!(Protocol::from_first_bytes(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\x12\x04"), Protocol::Http2);
         // A method that merely starts like the preface is HTTP/1.
         assert_eq!(Protocol::from_first_bytes(b"PRI * HTTP/1.1\r\n\r\nSM\r\n\r\n"), Protocol::Http1);
+    }
+
+    #[test]
+    fn the_connection_cap_is_the_configured_one_or_half_the_descriptors_left_after_a_reserve() {
+        assert_eq!(connection_limit(Some(3), Some(1024)), 3, "configured wins");
+        assert_eq!(connection_limit(None, Some(1024)), (1024 - 256) / 2);
+        assert_eq!(connection_limit(None, Some(1_048_576)), (1_048_576 - 256) / 2);
+        // A small limit keeps a quarter, not 256, so some connections are still served.
+        assert_eq!(connection_limit(None, Some(512)), (512 - 128) / 2);
+        assert_eq!(connection_limit(None, Some(2)), 1, "never 0: nothing would ever be served");
+        assert_eq!(connection_limit(None, None), UNLIMITED_FDS_MAX_CONNECTIONS);
+        assert!(open_file_limit().is_none_or(|n| n > 0));
     }
 
     #[test]

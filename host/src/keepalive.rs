@@ -18,6 +18,13 @@
 //! [`PARK_AFTER`]. A response whose head is already sent finishes first, unchanged; hyper then
 //! returns the socket. A TLS session is kept as it is: it wakes the connection when its socket
 //! is readable, and data it had already decrypted is served at once.
+//!
+//! Two limits ride on the same watch, for clients that would otherwise hold a connection (and
+//! the upstream exchange behind it) without end: an HTTP/1.1 client that takes no byte of its
+//! response for `timeouts.send_ms` has its connection closed (nginx's `send_timeout`), and an
+//! HTTP/2 client that resets most of its streams before their response is ready gets a GOAWAY
+//! ([`too_many_early_resets`]; the other half of the "rapid reset" attack, CVE-2023-44487, whose
+//! first half, resets before a stream is even accepted, h2 itself bounds).
 
 use std::future::Future;
 use std::io;
@@ -26,6 +33,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use bytes::{Buf, Bytes};
 use hyper::body::Incoming;
@@ -50,17 +60,65 @@ use crate::telemetry::metrics::ConnectionGauges;
 /// connection busier than ten requests a second.
 pub const PARK_AFTER: Duration = Duration::from_millis(100);
 
+/// Requests an HTTP/2 connection must have begun before its early resets are judged
+/// ([`too_many_early_resets`]): Envoy's rule, so a client that cancels a few requests (a user
+/// leaving a page) is never cut off.
+pub const EARLY_RESET_MIN_REQUESTS: u64 = 100;
+
+/// How long an HTTP/2 connection closed for its early resets gets, after its GOAWAY, for the
+/// streams already begun; then it is dropped, and at once if its client resets another stream
+/// meanwhile. Short: its client has shown it does not want them, and until it acknowledges the
+/// GOAWAY's ping it may still open streams.
+const EARLY_RESET_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether a connection's client reset its streams abusively: more than half of at least
+/// [`EARLY_RESET_MIN_REQUESTS`] requests reset before their response head was ready (Envoy's
+/// premature-reset rule). Each such request made the gateway start, and then abandon, work
+/// upstream at no cost to the client; under this rule a client gets at most one abandoned
+/// request per completed one (and 100 to start with).
+pub fn too_many_early_resets(resets: u64, requests: u64) -> bool {
+    requests >= EARLY_RESET_MIN_REQUESTS && resets > requests / 2
+}
+
+/// How a client connection ended, when hyper did not end it with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed it, or it was idle, or the gateway drained: nothing to report.
+    Closed,
+    /// The gateway closed it: a write to the client took no byte for this long
+    /// (`timeouts.send_ms`).
+    SendTimedOut(Duration),
+    /// The gateway closed it (GOAWAY): the client had reset `resets` of its `requests` before
+    /// their response was ready ([`too_many_early_resets`]).
+    EarlyResets {
+        /// Requests whose stream the client reset before their response head was ready.
+        resets: u64,
+        /// Requests begun on the connection.
+        requests: u64,
+    },
+}
+
 /// What happened on one connection since it was last looked at: its socket's reads and writes,
 /// and the requests being answered. Shared by the loop here and by hyper's side of the
 /// connection (its socket and its service).
 #[derive(Debug, Default)]
 pub struct Activity {
-    /// Reads and writes that moved bytes.
+    /// Reads that moved bytes.
     io: AtomicU64,
+    /// Writes that moved bytes (apart from reads: a client that sends but does not read still
+    /// takes nothing).
+    writes: AtomicU64,
+    /// While a write or flush waits for the client to take bytes: `writes` when it began
+    /// waiting, plus one; 0 when none waits. Stale (not `writes + 1`) once a write moves bytes.
+    blocked: AtomicU64,
     /// Requests whose response (head) is not yet produced.
     answering: AtomicU64,
     /// Requests begun, ever.
     requests: AtomicU64,
+    /// Requests dropped before their response head was ready: on HTTP/2, a stream the client reset.
+    resets: AtomicU64,
+    /// Woken when `resets` become abusive ([`too_many_early_resets`]).
+    abusive: Notify,
     /// The upstream side of a connection the last response switched to another protocol
     /// (`crate::proxy::upgrade`), for this task to join once hyper has sent the 101.
     switched: std::sync::Mutex<Option<UpstreamUpgrade>>,
@@ -71,11 +129,31 @@ impl Activity {
     pub fn answering(self: &Arc<Self>) -> Answering {
         self.answering.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        Answering(self.clone())
+        Answering { activity: self.clone(), answered: false }
     }
 
     fn io_ops(&self) -> u64 {
-        self.io.load(Ordering::Relaxed)
+        self.io.load(Ordering::Relaxed).wrapping_add(self.writes.load(Ordering::Relaxed))
+    }
+
+    /// The write now waiting for the client to take bytes, if one is and none moved bytes since
+    /// it began waiting: one number per such wait, so a watcher that sees the same number twice
+    /// knows nothing was taken in between.
+    fn write_blocked(&self) -> Option<u64> {
+        let blocked = self.blocked.load(Ordering::Relaxed);
+        (blocked != 0 && blocked - 1 == self.writes.load(Ordering::Relaxed)).then_some(blocked)
+    }
+
+    /// Counts a request dropped before its response head was ready; says so once they are abusive.
+    fn reset_early(&self) {
+        let resets = self.resets.fetch_add(1, Ordering::Relaxed) + 1;
+        if too_many_early_resets(resets, self.requests()) {
+            self.abusive.notify_one();
+        }
+    }
+
+    fn early_resets(&self) -> Ended {
+        Ended::EarlyResets { resets: self.resets.load(Ordering::Relaxed), requests: self.requests() }
     }
 
     fn requests(&self) -> u64 {
@@ -93,21 +171,33 @@ impl Activity {
     }
 }
 
-/// A request being answered ([`Activity::answering`]); dropped with the request's service future.
+/// A request being answered ([`Activity::answering`]); dropped with the request's service
+/// future. Dropped before [`Answering::answered`], it counts as reset early.
 #[derive(Debug)]
-pub struct Answering(Arc<Activity>);
+pub struct Answering {
+    activity: Arc<Activity>,
+    answered: bool,
+}
 
 impl Answering {
+    /// Marks the request's response (head) as produced: from now on its drop is the normal end.
+    pub fn answered(&mut self) {
+        self.answered = true;
+    }
+
     /// Hands the connection's task the upstream side of a switched connection: the response
     /// being answered is a `101 Switching Protocols`.
     pub fn switch_to(&self, upstream: UpstreamUpgrade) {
-        *self.0.switched.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(upstream);
+        *self.activity.switched.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(upstream);
     }
 }
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        self.0.answering.fetch_sub(1, Ordering::Relaxed);
+        self.activity.answering.fetch_sub(1, Ordering::Relaxed);
+        if !self.answered {
+            self.activity.reset_early();
+        }
     }
 }
 
@@ -145,8 +235,10 @@ impl Parkable for Box<TlsStream<TcpStream>> {
 }
 
 /// Serves HTTP/1.1 on `stream` until the client closes it, an error ends it, its idle time runs
-/// out, or `shutdown` turns true (after the request in progress, if any). `service` must mark
-/// each request it answers with `activity` ([`Activity::answering`]); `gauges` count the
+/// out, or `shutdown` turns true (after the request in progress, if any); or until a write to
+/// the client has taken no byte for `timeouts.send_ms` ([`Ended::SendTimedOut`]: the connection
+/// is dropped, and with it the response being sent and its upstream exchange). `service` must
+/// mark each request it answers with `activity` ([`Activity::answering`]); `gauges` count the
 /// connection while it is parked or switched.
 pub async fn serve<T, S>(
     builders: &ConnectionBuilders,
@@ -155,7 +247,7 @@ pub async fn serve<T, S>(
     activity: Arc<Activity>,
     gauges: ConnectionGauges,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), hyper::Error>
+) -> Result<Ended, hyper::Error>
 where
     T: Parkable,
     S: HttpService<Incoming> + Unpin,
@@ -176,6 +268,8 @@ where
         let mut stopping = false;
         let mut parking = false;
         let mut seen = activity.io_ops();
+        // The write seen waiting for the client, and since when (at most a check late).
+        let mut stalled: Option<(u64, Instant)> = None;
         let check = tokio::time::sleep(PARK_AFTER);
         tokio::pin!(check);
         loop {
@@ -184,16 +278,32 @@ where
                     done?;
                     break;
                 }
-                () = &mut check, if !parking && !stopping => {
-                    let now = activity.io_ops();
-                    let answered = activity.requests() > requests_before && !activity.is_answering();
-                    if now == seen && answered {
-                        parking = true;
-                        Pin::new(&mut *conn).graceful_shutdown();
-                    } else {
-                        seen = now;
-                        check.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+                // Kept while parking or stopping too: hyper finishes a response it has begun
+                // first, and a client that takes none of it must not hold it up for good.
+                () = &mut check => {
+                    let now = Instant::now();
+                    stalled = match (activity.write_blocked(), stalled) {
+                        (Some(wait), Some((seen_wait, since))) if wait == seen_wait => {
+                            if now.duration_since(since) >= builders.send() {
+                                // Dropping hyper's connection closes the socket and drops the
+                                // response body, and the upstream exchange with it.
+                                return Ok(Ended::SendTimedOut(builders.send()));
+                            }
+                            Some((seen_wait, since))
+                        }
+                        (Some(wait), _) => Some((wait, now)),
+                        (None, _) => None,
+                    };
+                    if !parking && !stopping {
+                        let ops = activity.io_ops();
+                        let answered = activity.requests() > requests_before && !activity.is_answering();
+                        if ops == seen && answered {
+                            parking = true;
+                            Pin::new(&mut *conn).graceful_shutdown();
+                        }
+                        seen = ops;
                     }
+                    check.as_mut().reset(now + PARK_AFTER);
                 }
                 () = crate::server::stopped(&mut shutdown), if !stopping => {
                     stopping = true;
@@ -209,13 +319,13 @@ where
             // hyper stopped after sending a 101: the rest of the connection is the tunnel's.
             let io = parts.io.io.into_inner();
             crate::proxy::upgrade::tunnel(io, parts.read_buf, upstream.side, upstream.idle, &gauges.tunnels, shutdown).await;
-            return Ok(());
+            return Ok(Ended::Closed);
         }
         (io, service) = (parts.io, parts.service);
         if !parking || stopping {
             // A close the client asked for, or the drain: done. Errors closing are moot.
             let _ = io.io.inner_mut().shutdown().await;
-            return Ok(());
+            return Ok(Ended::Closed);
         }
         if !parts.read_buf.is_empty() {
             // The start of the next request was already read: serve it at once.
@@ -231,9 +341,9 @@ where
         let _parked = gauges.parked.enter();
         let wait = builders.idle().saturating_sub(PARK_AFTER);
         tokio::select! {
-            ready = io.io.inner().readable() => if ready.is_err() { return Ok(()) },
-            () = tokio::time::sleep(wait) => return Ok(()),
-            () = crate::server::stopped(&mut shutdown) => return Ok(()),
+            ready = io.io.inner().readable() => if ready.is_err() { return Ok(Ended::Closed) },
+            () = tokio::time::sleep(wait) => return Ok(Ended::Closed),
+            () = crate::server::stopped(&mut shutdown) => return Ok(Ended::Closed),
         }
     }
 }
@@ -248,8 +358,11 @@ const IDLE_CHECKS: u32 = 4;
 /// sending their response finish and the client opens a new connection for its next request.
 /// Without this, hyper keeps an idle HTTP/2 connection open for as long as the client answers
 /// its keep-alive pings, with ~35 KB of buffers and HPACK tables (bench/footprint.py).
+/// Once its client has reset too many streams early ([`too_many_early_resets`]) it is shut down
+/// the same way at once, and dropped [`EARLY_RESET_GRACE`] later, or at its next early reset
+/// ([`Ended::EarlyResets`]).
 /// `service` must mark each request it answers with `activity` ([`Activity::answering`]).
-pub async fn serve_until_idle<C>(connection: C, activity: Arc<Activity>, idle: Duration, mut shutdown: watch::Receiver<bool>) -> Result<(), C::Error>
+pub async fn serve_until_idle<C>(connection: C, activity: Arc<Activity>, idle: Duration, mut shutdown: watch::Receiver<bool>) -> Result<Ended, C::Error>
 where
     C: hyper_util::server::graceful::GracefulConnection,
 {
@@ -259,9 +372,28 @@ where
     let mut last = activity.busy_mark();
     let mut quiet = 0;
     let mut closing = false;
+    let mut cut = false;
+    let grace = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(grace);
     loop {
         tokio::select! {
-            done = connection.as_mut() => return done,
+            // The connection first: once cut, it has been polled (its GOAWAY written, if the
+            // client reads) before a further reset drops it.
+            biased;
+            done = connection.as_mut() => return if cut { Ok(activity.early_resets()) } else { done.map(|()| Ended::Closed) },
+            () = activity.abusive.notified() => {
+                if cut {
+                    // Still resetting after the GOAWAY: no more grace.
+                    return Ok(activity.early_resets());
+                }
+                cut = true;
+                grace.as_mut().reset(Instant::now() + EARLY_RESET_GRACE);
+                if !closing {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            () = &mut grace, if cut => return Ok(activity.early_resets()),
             () = tokio::time::sleep(period), if !closing => {
                 let now = activity.busy_mark();
                 quiet = if now == last && !now.1 { quiet + 1 } else { 0 };
@@ -291,6 +423,32 @@ impl<T> CountedIo<T> {
     fn moved(&self) {
         self.activity.io.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn wrote(&self) {
+        self.activity.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks a write as waiting for the client (only on `Pending`, off the fast path).
+    fn waiting(&self) {
+        let writes = self.activity.writes.load(Ordering::Relaxed);
+        self.activity.blocked.store(writes.wrapping_add(1).max(1), Ordering::Relaxed);
+    }
+
+    /// Marks a flush or shutdown as done: nothing waits for the client any more.
+    fn flushed(&self) {
+        if self.activity.blocked.load(Ordering::Relaxed) != 0 {
+            self.activity.blocked.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a write (or flush, `wrote` false) by what it returned.
+    fn written<R>(&self, polled: &Poll<R>, wrote: bool) {
+        match (polled.is_ready(), wrote) {
+            (true, true) => self.wrote(),
+            (true, false) => self.flushed(),
+            (false, _) => self.waiting(),
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> Read for CountedIo<T> {
@@ -314,9 +472,7 @@ impl<T: AsyncWrite + Unpin> Write for CountedIo<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        if polled.is_ready() {
-            this.moved();
-        }
+        this.written(&polled, true);
         polled
     }
 
@@ -327,9 +483,7 @@ impl<T: AsyncWrite + Unpin> Write for CountedIo<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if polled.is_ready() {
-            this.moved();
-        }
+        this.written(&polled, true);
         polled
     }
 
@@ -338,10 +492,73 @@ impl<T: AsyncWrite + Unpin> Write for CountedIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.written(&polled, false);
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.written(&polled, false);
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_resets_are_abusive_past_half_of_at_least_a_hundred_requests() {
+        assert!(!too_many_early_resets(99, 99), "too few requests to judge");
+        assert!(too_many_early_resets(51, 100));
+        assert!(!too_many_early_resets(50, 100), "half is not more than half");
+        assert!(!too_many_early_resets(90, 190), "answered as many as it reset");
+        assert!(too_many_early_resets(u64::MAX, u64::MAX));
+    }
+
+    #[tokio::test]
+    async fn requests_dropped_before_their_answer_count_and_wake_the_connection_once_abusive() {
+        let activity = Arc::new(Activity::default());
+        // 60 answered, 39 dropped unanswered: 99 requests, not yet judged.
+        for _ in 0..60 {
+            activity.answering().answered();
+        }
+        for _ in 0..39 {
+            drop(activity.answering());
+        }
+        assert_eq!(activity.resets.load(Ordering::Relaxed), 39, "answered requests are not resets");
+        let woken = tokio::time::timeout(Duration::from_millis(20), activity.abusive.notified()).await;
+        assert!(woken.is_err(), "woken before the rule holds");
+        // 100 requests, 40 resets: fine. Then resets until more than half: woken.
+        drop(activity.answering());
+        assert!(tokio::time::timeout(Duration::from_millis(20), activity.abusive.notified()).await.is_err());
+        for _ in 0..21 {
+            drop(activity.answering());
+        }
+        tokio::time::timeout(Duration::from_secs(1), activity.abusive.notified()).await.expect("woken");
+        assert_eq!(activity.early_resets(), Ended::EarlyResets { resets: 61, requests: 121 });
+        assert!(!activity.is_answering());
+    }
+
+    #[test]
+    fn a_write_waits_until_one_moves_bytes_and_a_flush_clears_it() {
+        let activity = Arc::new(Activity::default());
+        let io = CountedIo { io: TokioIo::new(tokio::io::empty()), unread: Bytes::new(), activity: activity.clone() };
+        assert_eq!(activity.write_blocked(), None);
+        io.written(&Poll::<()>::Pending, true);
+        let first = activity.write_blocked().expect("waiting");
+        io.written(&Poll::<()>::Pending, true);
+        assert_eq!(activity.write_blocked(), Some(first), "still the same wait: nothing was taken");
+        io.written(&Poll::Ready(()), true);
+        assert_eq!(activity.write_blocked(), None, "bytes were taken");
+        io.written(&Poll::<()>::Pending, true);
+        let second = activity.write_blocked().expect("waiting again");
+        assert_ne!(second, first, "a new wait is told apart from the old one");
+        io.written(&Poll::<()>::Pending, false);
+        io.written(&Poll::Ready(()), false);
+        assert_eq!(activity.write_blocked(), None, "a flush that finished leaves nothing waiting");
     }
 }

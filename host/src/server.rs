@@ -3,11 +3,20 @@
 //! handing each request to [`crate::gateway::Gateway::handle`] of the gateway current when it
 //! arrives ([`crate::reload`]). Shutdown stops
 //! accepting, lets in-flight requests finish within the drain timeout, then closes.
+//!
+//! At `limits.max_connections` open client connections the accept loops stop accepting until
+//! one closes: further clients wait in the listen backlog (their handshake done by the kernel,
+//! their request buffered) and are served in arrival order as places free, rather than being
+//! refused. A refused client has to retry (most HTTP clients do not retry a reset connection for
+//! a non-idempotent request), while a waiting one is served late instead of failing: a burst
+//! past the cap becomes latency, not errors, as with nginx's `worker_connections`. Past the
+//! backlog the kernel drops new SYNs and clients back off on their own.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::service::{Service, service_fn};
@@ -21,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::connections::{ConnectionBuilders, Protocol};
-use crate::keepalive::{self, Activity};
+use crate::keepalive::{self, Activity, Ended};
 use crate::proxy::{client_ip, ConnectionInfo};
 use crate::proxy::upgrade::{self, StreamTunnels};
 use crate::reload::LiveGateway;
@@ -32,6 +41,12 @@ use crate::workers::{self, ConnectionBalancer, Placement, Workers};
 
 /// Longest a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shortest time between two warnings about failing `accept` calls. Out of descriptors (EMFILE),
+/// every accept fails, every 10 ms: one line per failure flooded the log (and the disk) just when
+/// an operator needs it to read; the count of failures in between is in the next line and in
+/// `airlock_accept_failures_total`.
+const ACCEPT_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The addresses the listeners bind, and each one's TLS acceptor.
 pub struct ListenerPlan {
@@ -153,12 +168,13 @@ fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
 pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<SharedListener>, shutdown: watch::Receiver<bool>, workers: Workers) {
     let graceful = Arc::new(GracefulShutdown::new());
     let shutdowns = WorkerShutdowns::relay(shutdown, workers.count());
+    let failures = Arc::new(AcceptFailures::default());
 
     let mut accept_loops = Vec::new();
     for (index, handles) in listeners.into_iter().enumerate() {
         for (worker, listener) in handles.into_iter().enumerate() {
             let balancer = workers.balancer().clone();
-            let accept = accept_loop(live.clone(), index, listener, balancer, graceful.clone(), shutdowns.clone());
+            let accept = accept_loop(live.clone(), index, listener, balancer, graceful.clone(), shutdowns.clone(), failures.clone());
             accept_loops.push(workers.spawn(worker, accept));
         }
     }
@@ -179,9 +195,36 @@ pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<SharedListener>, shutd
     drop(workers);
 }
 
+/// Failed `accept` calls over all accept loops, and when one was last logged.
+#[derive(Default)]
+struct AcceptFailures {
+    /// Failures since the last warning.
+    unlogged: AtomicU64,
+    /// When the last warning was logged: milliseconds since `origin`, plus one (0: never).
+    logged_at: AtomicU64,
+    /// The clock origin of `logged_at`: the first failure.
+    origin: OnceLock<Instant>,
+}
+
+impl AcceptFailures {
+    /// Counts a failure; returns how many to report (this one included) when a warning is due,
+    /// at most once per [`ACCEPT_FAILURE_LOG_INTERVAL`] over all accept loops.
+    fn record(&self) -> Option<u64> {
+        self.unlogged.fetch_add(1, Ordering::Relaxed);
+        let origin = *self.origin.get_or_init(Instant::now);
+        let now = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let last = self.logged_at.load(Ordering::Relaxed);
+        let interval = u64::try_from(ACCEPT_FAILURE_LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        let due = last == 0 || now.saturating_sub(last) >= interval;
+        (due && self.logged_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok())
+            .then(|| self.unlogged.swap(0, Ordering::Relaxed))
+    }
+}
+
 /// One worker's accept loop on listener `index` (a handle of the shared listening socket): serves
 /// each connection it accepts on the worker `balancer` places it on (this one unless another
-/// serves fewer connections), until shutdown.
+/// serves fewer connections), until shutdown. At `limits.max_connections` open connections it
+/// stops accepting until one closes (see the module docs for why).
 async fn accept_loop(
     live: Arc<LiveGateway>,
     index: usize,
@@ -189,19 +232,47 @@ async fn accept_loop(
     balancer: ConnectionBalancer,
     graceful: Arc<GracefulShutdown>,
     shutdowns: WorkerShutdowns,
+    failures: Arc<AcceptFailures>,
 ) {
     let mut shutdown = shutdowns.of(workers::current());
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => return tracing::error!("listener {index} cannot be registered on a worker: {e}"),
     };
+    // Whether this loop is waiting at the cap (counted once per wait, not per look).
+    let mut at_cap = false;
     loop {
+        // The cap of the generation current now: a reload may change it.
+        let limit = live.current().connections.max_connections();
+        if limit != balancer.limit() {
+            balancer.set_limit(limit);
+            live.gateway().telemetry.metrics.connection_limit(limit);
+        }
+        if balancer.full() {
+            if !at_cap {
+                at_cap = true;
+                live.gateway().telemetry.metrics.connection_limit_reached();
+            }
+            tokio::select! {
+                () = balancer.room() => continue,
+                _ = stopped(&mut shutdown) => break,
+            }
+        }
+        at_cap = false;
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
+                    live.gateway().telemetry.metrics.accept_failed();
+                    if let Some(failed) = failures.record() {
+                        tracing::warn!(
+                            failures = failed,
+                            "accept failed: {e} (logged at most every {} s; with `Too many open files`, raise the open-file \
+                             limit or lower limits.max_connections)",
+                            ACCEPT_FAILURE_LOG_INTERVAL.as_secs()
+                        );
+                    }
                     // EMFILE and friends: back off briefly rather than spin.
-                    tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -209,8 +280,13 @@ async fn accept_loop(
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
+        // Another accept loop may have taken the last place since `room`: this one waits, holding
+        // the connection unserved, rather than serve one over the cap.
+        let placement = tokio::select! {
+            placement = balancer.place(workers::current()) => placement,
+            _ = stopped(&mut shutdown) => break,
+        };
         let watcher = graceful.watcher();
-        let placement = balancer.place(workers::current());
         // The connection watches the shutdown signal of the worker serving it.
         let shutdown = shutdowns.of(placement.worker());
         if placement.worker() == workers::current() {
@@ -325,10 +401,32 @@ async fn serve_http1<T: keepalive::Parkable>(
 ) {
     let activity = Arc::new(Activity::default());
     // A switch is joined by `keepalive::serve` itself, after hyper has sent the 101.
-    let service = gateway_service(live, conn, identity, Some(activity.clone()), None);
-    if let Err(e) = keepalive::serve(builders, stream, service, activity, gauges, shutdown).await {
-        tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}");
+    let service = gateway_service(live.clone(), conn, identity, Some(activity.clone()), None);
+    match keepalive::serve(builders, stream, service, activity, gauges, shutdown).await {
+        Ok(ended) => report_cut(&live, conn.peer, ended),
+        Err(e) => tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}"),
     }
+}
+
+/// Logs (once per connection) and counts a client connection the gateway closed on a limit.
+fn report_cut(live: &LiveGateway, peer: SocketAddr, ended: Ended) {
+    let reason = match ended {
+        Ended::Closed => return,
+        Ended::SendTimedOut(after) => {
+            tracing::warn!(%peer, "closed the connection: the client took no byte of its response for {} ms (timeouts.send_ms)", after.as_millis());
+            "send_timeout"
+        }
+        Ended::EarlyResets { resets, requests } => {
+            tracing::warn!(
+                %peer,
+                resets,
+                requests,
+                "closed the HTTP/2 connection (GOAWAY): the client reset most of its streams before their response was ready"
+            );
+            "early_resets"
+        }
+    };
+    live.gateway().telemetry.metrics.connection_cut(reason);
 }
 
 /// Serves an HTTP/2 connection (or one whose protocol hyper detects itself), closed once idle
@@ -350,10 +448,11 @@ async fn serve_http2<T>(
 {
     let activity = Arc::new(Activity::default());
     let tunnels = StreamTunnels { metrics: gauges.tunnels, shutdown: shutdown.clone() };
-    let service = gateway_service(live, conn, identity, Some(activity.clone()), Some(tunnels));
+    let service = gateway_service(live.clone(), conn, identity, Some(activity.clone()), Some(tunnels));
     let connection = builders.auto(protocol).serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-    if let Err(e) = keepalive::serve_until_idle(connection, activity, builders.idle(), shutdown).await {
-        tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}");
+    match keepalive::serve_until_idle(connection, activity, builders.idle(), shutdown).await {
+        Ok(ended) => report_cut(&live, conn.peer, ended),
+        Err(e) => tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}"),
     }
 }
 
@@ -378,7 +477,7 @@ fn gateway_service(
         if let Some(id) = &identity {
             request.extensions_mut().insert(id.clone());
         }
-        let answering = activity.as_ref().map(|a| a.answering());
+        let mut answering = activity.as_ref().map(|a| a.answering());
         // The client's side of a switch, and what its task needs: only for requests asking one.
         let stream_tunnel = tunnels.as_ref().and_then(|t| Some((upgrade::client_side(&mut request)?, t.clone())));
         // Boxed: hyper's HTTP/1 connection holds a slot the size of this future for its whole
@@ -386,6 +485,10 @@ fn gateway_service(
         // when the response is done (~1 KB less per idle keep-alive connection).
         Box::pin(async move {
             let mut response = gateway.handle(request, conn).await;
+            // Answered: dropped from here on, the request was not reset early.
+            if let Some(answering) = &mut answering {
+                answering.answered();
+            }
             if let Some(upstream) = response.extensions_mut().remove::<upgrade::UpstreamUpgrade>() {
                 match stream_tunnel {
                     // A task of its own joins them once hyper has sent the response.
@@ -499,6 +602,20 @@ mod tests {
         let big = config("[runtime]\nmax_instances = 10\n[plugins.p]\nsource = \"p.wasm\"\nmemory_mb = 1024\n");
         assert!(plugin_memory_beyond(&big, Some(8 * 1024)).expect("said").contains("1024 MiB, the largest"));
         assert_eq!(plugin_memory_beyond(&big, None), None, "unknown machine memory: nothing to say");
+    }
+
+    #[test]
+    fn accept_failures_are_logged_at_most_once_per_interval_with_the_count_between() {
+        let failures = AcceptFailures::default();
+        assert_eq!(failures.record(), Some(1), "the first is logged");
+        assert_eq!((0..500).filter_map(|_| failures.record()).count(), 0, "then none within the interval");
+        // As if the interval had passed: the next is logged with every failure since.
+        failures.logged_at.store(1, Ordering::Relaxed);
+        let origin = Instant::now().checked_sub(ACCEPT_FAILURE_LOG_INTERVAL + Duration::from_secs(1));
+        let Some(origin) = origin else { return };
+        let failures = AcceptFailures { origin: OnceLock::from(origin), ..failures };
+        assert_eq!(failures.record(), Some(501));
+        assert_eq!(failures.record(), None);
     }
 
     #[tokio::test]

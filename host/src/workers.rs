@@ -5,7 +5,9 @@
 //! kernel wakes every worker for a new connection and the first to call `accept` gets it, so one
 //! worker can take a whole burst; each accepted connection is therefore placed on the worker
 //! serving the fewest ([`ConnectionBalancer`], as Envoy's exact connection balance), which is the
-//! one that accepted it unless another serves fewer.
+//! one that accepted it unless another serves fewer. The balancer also holds the workers to
+//! `limits.max_connections` together: at the cap the accept loops wait ([`ConnectionBalancer::room`])
+//! until a connection closes.
 //!
 //! Everything else (admin listener, reload, background exporters) runs on the main runtime.
 
@@ -13,10 +15,15 @@ use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+
+/// How often an accept loop waiting at the connection cap looks again even if no connection
+/// closed: a reload may have raised the cap.
+const RECHECK_ROOM: Duration = Duration::from_secs(1);
 
 thread_local! {
     /// Which worker this thread is (0 outside the workers).
@@ -53,7 +60,14 @@ impl Workers {
             })?;
         }
         let connections = handles.iter().map(|_| AtomicUsize::new(0)).collect();
-        let balancer = ConnectionBalancer { shared: Arc::new(Shared { handles: handles.into(), connections }) };
+        let shared = Shared {
+            handles: handles.into(),
+            connections,
+            open: AtomicUsize::new(0),
+            limit: AtomicUsize::new(usize::MAX),
+            room: Notify::new(),
+        };
+        let balancer = ConnectionBalancer { shared: Arc::new(shared) };
         Ok(Self { balancer, _stop: stop })
     }
 
@@ -89,6 +103,32 @@ struct Shared {
     handles: Box<[Handle]>,
     /// Client connections placed on each worker and not yet closed.
     connections: Box<[AtomicUsize]>,
+    /// Client connections placed on any worker and not yet closed: the sum of `connections`,
+    /// kept at or below `limit`.
+    open: AtomicUsize,
+    /// Most client connections placed at once (`limits.max_connections`).
+    limit: AtomicUsize,
+    /// Wakes accept loops waiting at the cap when a connection closes (only then: a closing
+    /// connection below the cap touches no lock).
+    room: Notify,
+}
+
+impl Shared {
+    fn full(&self) -> bool {
+        self.open.load(Ordering::SeqCst) >= self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Waits until a connection closes below the cap (or [`RECHECK_ROOM`] passes); returns at
+    /// once if there is room already.
+    async fn wait_for_room(&self) {
+        let notified = self.room.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so a close between the look and the wait still wakes it.
+        notified.as_mut().enable();
+        if self.full() {
+            let _ = tokio::time::timeout(RECHECK_ROOM, notified).await;
+        }
+    }
 }
 
 impl ConnectionBalancer {
@@ -97,11 +137,54 @@ impl ConnectionBalancer {
         self.shared.handles.len()
     }
 
-    /// Picks the worker to serve a connection accepted on worker `here`: the one serving the
-    /// fewest connections, `here` itself unless another serves strictly fewer (so a balanced
-    /// gateway never moves a connection). The connection counts there until the placement is
-    /// dropped.
-    pub fn place(&self, here: usize) -> Placement {
+    /// Sets the most client connections served at once (`limits.max_connections`, at least 1);
+    /// connections already open over a lowered cap are kept. Cheap when unchanged.
+    pub fn set_limit(&self, limit: usize) {
+        let limit = limit.max(1);
+        let before = self.shared.limit.swap(limit, Ordering::Relaxed);
+        if limit > before {
+            self.shared.room.notify_waiters();
+        }
+    }
+
+    /// The cap set last ([`Self::set_limit`]).
+    pub fn limit(&self) -> usize {
+        self.shared.limit.load(Ordering::Relaxed)
+    }
+
+    /// Client connections open now over all workers.
+    pub fn open(&self) -> usize {
+        self.shared.open.load(Ordering::SeqCst)
+    }
+
+    /// Whether the cap is reached: as many connections open as it allows, or more.
+    pub fn full(&self) -> bool {
+        self.shared.full()
+    }
+
+    /// While the cap is reached, waits until a connection closes or the cap is raised, or at
+    /// most a second (the caller then looks again, at a cap a reload may have changed); at once
+    /// if there is room. Reserves nothing: the accept loops call it before `accept`, so that at
+    /// the cap further connections wait in the listen backlog, and [`Self::place`] takes the place.
+    pub async fn room(&self) {
+        self.shared.wait_for_room().await;
+    }
+
+    /// Takes a place under the cap for a connection accepted on worker `here` (waiting for one
+    /// if another accept loop took the last since [`Self::room`]), and picks the worker to serve
+    /// it: the one serving the fewest connections, `here` itself unless another serves strictly
+    /// fewer (so a balanced gateway never moves a connection). The connection counts there, and
+    /// against the cap, until the placement is dropped.
+    pub async fn place(&self, here: usize) -> Placement {
+        let open = &self.shared.open;
+        loop {
+            let limit = self.shared.limit.load(Ordering::Relaxed);
+            let taken = open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1));
+            if taken.is_ok() {
+                break;
+            }
+            self.shared.wait_for_room().await;
+        }
         let counts = &self.shared.connections;
         let here = here % counts.len();
         let mut worker = here;
@@ -148,6 +231,11 @@ impl Placement {
 impl Drop for Placement {
     fn drop(&mut self) {
         self.shared.connections[self.worker].fetch_sub(1, Ordering::Relaxed);
+        let before = self.shared.open.fetch_sub(1, Ordering::SeqCst);
+        // At (or over) the cap an accept loop may be waiting for this place.
+        if before >= self.shared.limit.load(Ordering::Relaxed) {
+            self.shared.room.notify_waiters();
+        }
     }
 }
 
@@ -174,20 +262,60 @@ mod tests {
         let workers = Workers::start(3).unwrap();
         let balancer = workers.balancer().clone();
         // A burst accepted by worker 1 alone is spread over all three, worker 1 first on ties.
-        let burst: Vec<Placement> = (0..6).map(|_| balancer.place(1)).collect();
+        let mut burst = Vec::new();
+        for _ in 0..6 {
+            burst.push(balancer.place(1).await);
+        }
         assert_eq!(burst.iter().map(Placement::worker).collect::<Vec<_>>(), [1, 0, 2, 1, 0, 2]);
         assert_eq!(balancer.connections(), [2, 2, 2]);
         // Balanced: the accepting worker keeps the connection.
-        let kept = balancer.place(2);
+        let kept = balancer.place(2).await;
         assert_eq!(kept.worker(), 2);
         // A closed connection frees its place, which the next connection takes.
         drop(kept);
-        let mut burst = burst;
         let closed = burst.remove(1);
         assert_eq!(closed.worker(), 0);
         drop(closed);
         assert_eq!(balancer.connections(), [1, 2, 2]);
-        assert_eq!(balancer.place(2).worker(), 0);
+        assert_eq!(balancer.place(2).await.worker(), 0);
         assert_eq!(balancer.connections(), [1, 2, 2], "the last placement was dropped at once");
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_next_place_waits_until_a_connection_closes() {
+        let workers = Workers::start(2).unwrap();
+        let balancer = workers.balancer().clone();
+        balancer.set_limit(2);
+        assert!(!balancer.full());
+        balancer.room().await;
+        let first = balancer.place(0).await;
+        let _second = balancer.place(0).await;
+        assert_eq!((balancer.open(), balancer.limit()), (2, 2));
+        assert!(balancer.full());
+        // Full: neither waiting for room nor taking a place finishes...
+        let waiting = tokio::spawn({
+            let balancer = balancer.clone();
+            async move {
+                balancer.room().await;
+                balancer.place(1).await.worker()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a place was given over the cap");
+        // ...until a connection closes: the waiter is woken at once, not at the next recheck.
+        drop(first);
+        let worker = tokio::time::timeout(Duration::from_millis(500), waiting).await.expect("woken by the close").unwrap();
+        assert_eq!(worker, 0, "the freed worker serves it");
+        assert_eq!(balancer.open(), 1, "the waiter's placement was dropped with its task");
+        // A raised cap lets waiters through too.
+        let _third = balancer.place(0).await;
+        let raised = tokio::spawn({
+            let balancer = balancer.clone();
+            async move { balancer.room().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!raised.is_finished());
+        balancer.set_limit(3);
+        tokio::time::timeout(Duration::from_millis(500), raised).await.expect("woken by the raise").unwrap();
     }
 }

@@ -101,6 +101,8 @@ mod tests {
             ("[timeouts]\nconnect_ms = 100\nidle_ms = 0\n", "timeouts.idle_ms"),
             ("[timeouts]\nrequest_ms = 0\n", "timeouts.request_ms"),
             ("[timeouts]\ntunnel_idle_ms = 0\n", "timeouts.tunnel_idle_ms"),
+            ("[timeouts]\nidle_ms = 100\nsend_ms = 0\n", "timeouts.send_ms"),
+            ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
             ("[[routes]]\npath = \"/\"\ntunnel_idle_ms = 0\n", "routes[0].tunnel_idle_ms"),
             ("[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\nconnect_timeout_ms = 0\n", "upstreams.u.connect_timeout_ms"),
         ] {

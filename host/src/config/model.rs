@@ -234,6 +234,11 @@ pub struct LimitsConfig {
     pub max_response_header_bytes: usize,
     /// What becomes of a client's request header whose name has an underscore.
     pub headers_with_underscores: UnderscoreHeaders,
+    /// Most client connections served at once, over all listeners (the admin listener apart);
+    /// at the cap the listeners stop accepting until one closes (`workers::ConnectionBalancer`).
+    /// Left out: derived from the open-file limit (`connections::connection_limit`).
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt", skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 /// A client's request header named with `_` (`x_consumer_id`): CGI-style upstreams (PHP, Rack,
@@ -261,6 +266,7 @@ impl Default for LimitsConfig {
             max_response_headers: 100,
             max_response_header_bytes: 64 * 1024,
             headers_with_underscores: UnderscoreHeaders::Drop,
+            max_connections: None,
         }
     }
 }
@@ -301,6 +307,11 @@ pub struct TimeoutsConfig {
     pub body_idle_ms: u64,
     /// On shutdown, how long in-flight requests get to finish before connections are closed.
     pub drain_ms: u64,
+    /// Longest an HTTP/1.1 client may take no byte of its response (nginx's `send_timeout`):
+    /// past it the connection, and the upstream exchange feeding it, are closed
+    /// (`keepalive::serve`), so a client that stops reading cannot hold them for good.
+    #[serde(deserialize_with = "bounds::at_least_one")]
+    pub send_ms: u64,
 }
 
 impl Default for TimeoutsConfig {
@@ -312,6 +323,7 @@ impl Default for TimeoutsConfig {
             tunnel_idle_ms: 300_000,
             body_idle_ms: 300_000,
             drain_ms: 10_000,
+            send_ms: 60_000,
         }
     }
 }

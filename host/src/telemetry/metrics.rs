@@ -119,6 +119,10 @@ pub struct Metrics {
     tunnels_closed: Family<TunnelEndLabels, Counter>,
     tunnel_bytes: Family<TunnelBytesLabels, Counter>,
     anomalies: Family<AnomalyLabels, Counter>,
+    connection_limit: Gauge,
+    connection_limit_waits: Counter,
+    accept_failures: Counter,
+    connections_cut: Family<ConnectionCutLabels, Counter>,
     /// Plugin instance pools, read at scrape time.
     pub pools: Arc<super::pools::PoolRegistry>,
     /// Metrics plugins define (capability `metrics`).
@@ -192,6 +196,33 @@ impl Metrics {
             "Bytes passed through switched connections once they ended, by direction (client_to_upstream, upstream_to_client)",
             tunnel_bytes.clone(),
         );
+        let connection_limit = Gauge::default();
+        registry.register(
+            "connection_limit",
+            "Most client connections served at once (limits.max_connections, or its default derived from the open-file limit)",
+            connection_limit.clone(),
+        );
+        let connection_limit_waits = Counter::default();
+        registry.register(
+            "connection_limit_waits",
+            "Times the listeners stopped accepting (once per worker and listener) because limits.max_connections client connections were open",
+            connection_limit_waits.clone(),
+        );
+        let accept_failures = Counter::default();
+        registry.register(
+            "accept_failures",
+            "Client connections the listeners failed to accept (EMFILE: out of file descriptors, and other errors)",
+            accept_failures.clone(),
+        );
+        let connections_cut = Family::<ConnectionCutLabels, Counter>::default();
+        for reason in CONNECTION_CUT_REASONS {
+            let _ = connections_cut.get_or_create(&ConnectionCutLabels { reason });
+        }
+        registry.register(
+            "connections_cut",
+            "Client connections the gateway closed on a limit, by reason: send_timeout (timeouts.send_ms), early_resets (HTTP/2 streams reset before their response)",
+            connections_cut.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -240,6 +271,10 @@ impl Metrics {
             tunnels_closed,
             tunnel_bytes,
             anomalies,
+            connection_limit,
+            connection_limit_waits,
+            accept_failures,
+            connections_cut,
             pools,
             plugin_metrics,
             access_log_dropped,
@@ -308,6 +343,27 @@ impl Metrics {
         self.active_connections.get()
     }
 
+    /// Sets the client connection cap in force (`airlock_connection_limit`).
+    pub fn connection_limit(&self, limit: usize) {
+        self.connection_limit.set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a listener stopping at the connection cap (`airlock_connection_limit_waits_total`).
+    pub fn connection_limit_reached(&self) {
+        self.connection_limit_waits.inc();
+    }
+
+    /// Counts a failed `accept` (`airlock_accept_failures_total`).
+    pub fn accept_failed(&self) {
+        self.accept_failures.inc();
+    }
+
+    /// Counts a client connection the gateway closed on a limit (`airlock_connections_cut_total`);
+    /// `reason` is one of [`CONNECTION_CUT_REASONS`].
+    pub fn connection_cut(&self, reason: &'static str) {
+        self.connections_cut.get_or_create(&ConnectionCutLabels { reason }).inc();
+    }
+
     /// The gauges a client connection's task moves it in and out of, as its state changes.
     pub fn connection_gauges(&self) -> ConnectionGauges {
         ConnectionGauges {
@@ -319,6 +375,16 @@ impl Metrics {
             },
         }
     }
+}
+
+/// Why the gateway closed a client connection on a limit (`airlock_connections_cut_total`).
+pub const CONNECTION_CUT_REASONS: [&str; 2] = ["send_timeout", "early_resets"];
+
+/// Labels of `airlock_connections_cut_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ConnectionCutLabels {
+    /// One of [`CONNECTION_CUT_REASONS`].
+    pub reason: &'static str,
 }
 
 /// The states an HTTP/1.1 client connection is counted in besides open.

@@ -1,0 +1,267 @@
+//! Limits at the edge that keep one client from holding the gateway's resources without end, each
+//! found by a black-box probe: an HTTP/1.1 client that stops reading its response
+//! (`timeouts.send_ms`), more connections than the gateway can serve (`limits.max_connections`),
+//! and an HTTP/2 client that resets its streams once the gateway has started on them (the other
+//! half of "rapid reset", CVE-2023-44487).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use airlock_tests::{Gateway, HttpClient, Upstream, metric_value};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+
+/// An HTTP/1.1 upstream that answers every request with a chunked body that never ends, and
+/// reports on `ended` when it can write no more (the gateway closed its connection).
+async fn endless_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Instant>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (ended, reports) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { continue };
+            let ended = ended.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let mut chunk = b"4000\r\n".to_vec();
+                chunk.extend_from_slice(&[b'x'; 0x4000]);
+                chunk.extend_from_slice(b"\r\n");
+                if tcp.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await.is_ok() {
+                    while tcp.write_all(&chunk).await.is_ok() {}
+                }
+                let _ = ended.send(Instant::now());
+            });
+        }
+    });
+    (addr, reports)
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body from `stream`; returns its head and body.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no content-length in {head}"));
+            if data.len() >= end + 4 + length {
+                return String::from_utf8_lossy(&data[..end + 4 + length]).into_owned();
+            }
+        }
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed before a whole response: {}", String::from_utf8_lossy(&data));
+        data.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn an_http1_client_that_stops_reading_is_closed_after_send_ms_and_its_upstream_exchange_with_it() {
+    const SEND_MS: u64 = 1000;
+    let (endless, mut ended) = endless_upstream().await;
+    let echo = Upstream::start().await;
+    let toml = format!(
+        "[upstreams.endless]\ntargets = [\"{endless}\"]\n\n[upstreams.echo]\ntargets = [\"{{upstream}}\"]\n\n\
+         [[routes]]\npath_prefix = \"/endless\"\nupstream = \"endless\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"echo\"\n\n\
+         [timeouts]\nsend_ms = {SEND_MS}\n"
+    );
+    let gw = Gateway::start(&toml, Some(&echo)).await;
+
+    // No false alarm: a keep-alive connection idle for twice send_ms (no write waiting) is kept,
+    // and a large body read at once is not cut.
+    let mut kept = TcpStream::connect(gw.addr()).await.expect("connect");
+    kept.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    assert!(read_response(&mut kept).await.starts_with("HTTP/1.1 200"));
+    let big = HttpClient::http1().get(&gw.url("/big/4000000")).await;
+    assert_eq!((big.status.as_u16(), big.body.len()), (200, 4_000_000));
+    tokio::time::sleep(Duration::from_millis(2 * SEND_MS + 500)).await;
+    kept.write_all(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write on the kept connection");
+    assert!(read_response(&mut kept).await.starts_with("HTTP/1.1 200"), "the idle connection was closed");
+
+    // A client with a small receive window that asks for an endless body and never reads it.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stalled = socket.connect(gw.addr()).await.expect("connect");
+    let asked = Instant::now();
+    stalled.write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+
+    // The gateway gives the connection up once its writes take nothing for send_ms, and drops
+    // the upstream exchange with it: the upstream's writes fail. Without the limit both were
+    // held for as long as the client liked (the probe watched 80 s).
+    let upstream_ended = tokio::time::timeout(Duration::from_secs(10), ended.recv())
+        .await
+        .expect("the upstream exchange of a client that stopped reading was still open after 10 s")
+        .expect("report");
+    let after = upstream_ended.duration_since(asked);
+    assert!(after >= Duration::from_millis(SEND_MS - 50), "cut after {after:?}, before send_ms");
+
+    // The client's connection is closed: what was already sent drains, then EOF (or a reset).
+    let mut drained = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut drained)).await;
+    assert!(read.is_ok(), "the client connection was still open 10 s after the cut ({} bytes read)", drained.len());
+
+    // Counted; the kept connection is the only one left open.
+    let cut = metric_value(&gw, "airlock_connections_cut_total", &[("reason", "send_timeout")]).await;
+    assert_eq!(cut, 1.0);
+    drop(kept);
+    for _ in 0..100 {
+        if metric_value(&gw, "airlock_active_connections", &[]).await == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric_value(&gw, "airlock_active_connections", &[]).await, 0.0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn at_max_connections_a_further_connection_is_served_only_once_one_closes() {
+    let echo = Upstream::start().await;
+    // Two workers, so two accept loops race for the last place.
+    let toml = "[upstreams.echo]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"echo\"\n\n\
+                [limits]\nmax_connections = 2\n\n[runtime]\nworker_threads = 2\n";
+    let gw = Gateway::start(toml, Some(&echo)).await;
+
+    // Two keep-alive clients, served and kept open.
+    let mut first = TcpStream::connect(gw.addr()).await.expect("connect");
+    let mut second = TcpStream::connect(gw.addr()).await.expect("connect");
+    for client in [&mut first, &mut second] {
+        client.write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        assert!(read_response(client).await.starts_with("HTTP/1.1 200"));
+    }
+
+    // A third waits, unserved (its handshake done by the kernel, its request buffered)...
+    let mut third = TcpStream::connect(gw.addr()).await.expect("the kernel still completes the handshake");
+    third.write_all(b"GET /waiting HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(1500), third.peek(&mut byte)).await;
+    assert!(early.is_err(), "a connection past limits.max_connections was served");
+
+    // ...while the admin listener, apart from the cap, still answers and says why.
+    assert_eq!(metric_value(&gw, "airlock_active_connections", &[]).await, 2.0);
+    assert_eq!(metric_value(&gw, "airlock_connection_limit", &[]).await, 2.0);
+    assert!(metric_value(&gw, "airlock_connection_limit_waits_total", &[]).await >= 1.0);
+
+    // One closes: the waiting client is served.
+    drop(first);
+    let served = tokio::time::timeout(Duration::from_secs(10), read_response(&mut third)).await;
+    let answer = served.expect("the waiting connection was not served 10 s after a place freed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("/waiting"), "{answer}");
+    gw.stop().await;
+}
+
+/// An upstream that answers `/slow...` after 3 s (long after the client resets it) and anything
+/// else at once.
+async fn slow_upstream() -> Upstream {
+    Upstream::with_handler(|req: Request<hyper::body::Incoming>| async move {
+        if req.uri().path().starts_with("/slow") {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        Response::new(Full::new(Bytes::from_static(b"ok")))
+    })
+    .await
+}
+
+/// An HTTP/2 (prior knowledge) connection to `addr`: the request sender, and the connection's
+/// task, which ends when the connection does.
+async fn h2_connection(addr: SocketAddr) -> (hyper::client::conn::http2::SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2 handshake");
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, task)
+}
+
+/// Opens `batches` x `per_batch` streams asking `/slow`, and resets each batch once all its
+/// requests have reached `upstream` (so the gateway has accepted every stream and is waiting
+/// for its answer: not a reset h2's own guard counts). Returns how many streams were opened;
+/// stops early once the connection is closed or takes no more streams.
+async fn open_and_reset(
+    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+    upstream: &Upstream,
+    batches: usize,
+    per_batch: usize,
+) -> usize {
+    let mut opened = 0;
+    for _ in 0..batches {
+        let expected = upstream.hits() + per_batch;
+        let mut batch = Vec::new();
+        for _ in 0..per_batch {
+            if sender.ready().await.is_err() {
+                return opened;
+            }
+            let request = Request::get(format!("http://{addr}/slow")).body(Full::default()).expect("request");
+            batch.push(sender.send_request(request));
+            opened += 1;
+        }
+        // Bounded: a connection that was closed, or refuses new streams after a GOAWAY, never
+        // gets them there.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while upstream.hits() < expected && !sender.is_closed() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if upstream.hits() < expected {
+            return opened;
+        }
+        // Dropping a response future before its answer resets its stream (RST_STREAM CANCEL).
+        drop(batch);
+    }
+    opened
+}
+
+#[tokio::test]
+async fn an_http2_client_that_resets_most_streams_before_their_answer_gets_a_goaway() {
+    let upstream = slow_upstream().await;
+    let toml = "[upstreams.slow]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"slow\"\n";
+    let gw = Gateway::start(toml, Some(&upstream)).await;
+    let addr = gw.addr();
+
+    // A client that answers most of its requests and cancels some is left alone: 100 answered,
+    // then 90 reset (fewer than half of the 190).
+    let (mut polite, polite_conn) = h2_connection(addr).await;
+    for i in 0..100 {
+        polite.ready().await.expect("ready");
+        let request = Request::get(format!("http://{addr}/fast/{i}")).body(Full::default()).expect("request");
+        let response = polite.send_request(request).await.expect("answered");
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(open_and_reset(&mut polite, addr, &upstream, 3, 30).await, 90);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!polite_conn.is_finished(), "a client cancelling fewer than half of its requests was cut off");
+    polite.ready().await.expect("still open");
+    let request = Request::get(format!("http://{addr}/fast/again")).body(Full::default()).expect("request");
+    assert_eq!(polite.send_request(request).await.expect("still served").status(), 200);
+
+    // Up to 200 streams opened and reset once the gateway has sent each upstream, past h2's own
+    // guard (which counts only streams reset before the server accepts them).
+    let (mut abusive, abusive_conn) = h2_connection(addr).await;
+    let opened = open_and_reset(&mut abusive, addr, &upstream, 8, 25).await;
+    assert!(opened >= 100, "the connection was refused after {opened} streams, before any judgement");
+    // GOAWAY, then the connection is closed (streams begun get at most a second).
+    let closed = tokio::time::timeout(Duration::from_secs(8), abusive_conn).await;
+    assert!(closed.is_ok(), "an HTTP/2 connection resetting every stream was still open 8 s later ({opened} streams)");
+    let request = Request::get(format!("http://{addr}/fast/after")).body(Full::default()).expect("request");
+    assert!(abusive.send_request(request).await.is_err(), "a request after the GOAWAY was served");
+
+    assert_eq!(metric_value(&gw, "airlock_connections_cut_total", &[("reason", "early_resets")]).await, 1.0);
+    assert!(!polite_conn.is_finished(), "the other client's connection is untouched");
+    gw.stop().await;
+}
