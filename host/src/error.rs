@@ -154,6 +154,11 @@ impl GatewayError {
     fn public_message(&self) -> String {
         match self {
             GatewayError::PluginFailed { .. } => "a gateway plugin failed".to_owned(),
+            // What broke between the gateway and its upstream (a refused port, a TLS or protocol
+            // error, which target) is the operator's to read, in the log line with this request
+            // id; clients get what nginx and Envoy tell them. (A timeout's reason is the
+            // gateway's own words, which wait was too long, and stays.)
+            GatewayError::UpstreamUnavailable { .. } => "the upstream is unavailable".to_owned(),
             other => other.to_string(),
         }
     }

@@ -278,6 +278,8 @@ impl Gateway {
             let upstream = match &route.upstream {
                 Some(name) => match upstreams.get(name.get_ref().as_str()) {
                     Some(u) => Some(u.clone()),
+                    // Defined, but it has errors of its own (reported at its lines).
+                    None if config.upstreams.contains_key(name.get_ref().as_str()) => None,
                     None => {
                         issues.push(source.issue(
                             Some(name.span()),

@@ -196,7 +196,8 @@ fn main() -> ExitCode {
     let (filter, unreadable) = LogFilter::from_env();
     let (targets, env_filter) = filter.into_layers();
     let subscriber = tracing_subscriber::registry().with(targets).with(env_filter);
-    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a terminal: a file, a pipe, journald or `docker logs` get plain text.
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.log_format {
         LogFormat::Text => subscriber.with(lines).init(),
         LogFormat::Json => subscriber.with(lines.json()).init(),

@@ -321,6 +321,8 @@ upstream = "slow"
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["error"], "upstream_unavailable");
     assert!(r.json()["request_id"].is_string());
+    // The cause (a refused port here) is in the log under the request id, not told to clients.
+    assert_eq!(r.json()["message"], "the upstream is unavailable", "{}", r.text());
 
     let started = std::time::Instant::now();
     let r = client.get(&gw.url("/slow/3000")).await;

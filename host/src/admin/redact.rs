@@ -103,10 +103,18 @@ fn redact_all(value: &mut Value) {
 /// private RSA, EC or OKP key's parts. A JWK says what it is with `kty`.
 const JWK_SECRET_MEMBERS: [&str; 8] = ["k", "d", "p", "q", "dp", "dq", "qi", "oth"];
 
-/// Redacts, anywhere in the tree, values under keys that name a secret, and the secret members
-/// of anything shaped as a JWK.
+/// Whether a value reads as an HTTP credential whatever key holds it: `Basic ...`, `Bearer ...`,
+/// `Digest ...` (a rule setting `x-upstream-auth = "Basic dXNlcjpwYXNz"`, say).
+fn is_credential_value(text: &str) -> bool {
+    let scheme = text.split_once(' ').map_or("", |(scheme, _)| scheme);
+    ["basic", "bearer", "digest"].iter().any(|s| scheme.eq_ignore_ascii_case(s))
+}
+
+/// Redacts, anywhere in the tree, values under keys that name a secret, values that read as a
+/// credential, and the secret members of anything shaped as a JWK.
 fn redact_secret_keys(value: &mut Value) {
     match value {
+        Value::String(text) if is_credential_value(text) => *value = Value::String(REDACTED.into()),
         Value::Object(map) => {
             let jwk = map.contains_key("kty");
             for (key, inner) in map.iter_mut() {
@@ -162,11 +170,12 @@ plugin = "builtin:headers"
 "Authorization" = "Bearer upstream-secret-6"
 "x-api-key" = "upstream-key-7"
 "x-tenant" = "acme"
+"x-upstream-auth" = "Basic upstream-basic-10"
 "#;
         let config = ConfigSource::inline("a.toml", text, PathBuf::new()).parse().unwrap();
         let value = redacted_config(&config);
         let shown = value.to_string();
-        for secret in ["admin-secret-1", "redis-secret-2", "alice-key-3", "pw-4", "jwt-secret-5", "upstream-secret-6", "upstream-key-7", "jwk-secret-8", "jwk-private-9"] {
+        for secret in ["admin-secret-1", "redis-secret-2", "alice-key-3", "pw-4", "jwt-secret-5", "upstream-secret-6", "upstream-key-7", "jwk-secret-8", "jwk-private-9", "upstream-basic-10"] {
             assert!(!shown.contains(secret), "{secret} shown in {shown}");
         }
         assert_eq!(value["state"]["redis_url"], "redis://app:[redacted]@127.0.0.1:6379/0");
