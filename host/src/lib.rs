@@ -89,8 +89,12 @@ pub async fn build(source: &ConfigSource, config: &Config) -> Result<Gateway, St
 pub struct RunningGateway {
     addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    /// Stops the client listeners (then they drain).
     shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// Stops the admin listener and the access log's reopener: after the drain, so `/ready`
+    /// and `/metrics` answer during it.
+    stop_admin: watch::Sender<bool>,
+    task: JoinHandle<bool>,
     live: Arc<LiveGateway>,
 }
 
@@ -120,15 +124,27 @@ impl RunningGateway {
         &self.live
     }
 
-    /// Stops accepting, drains in-flight requests (up to `timeouts.drain_ms`), and returns.
-    pub async fn shutdown(self) {
+    /// Shuts down as a balancer expects: `/ready` fails at once; new connections are still
+    /// accepted and served for `timeouts.shutdown_delay_ms` (the time balancers take to notice);
+    /// then the listeners stop accepting and in-flight requests drain (up to
+    /// `timeouts.drain_ms`). The admin listener answers until the end. Returns whether the drain
+    /// was clean (false: requests in flight were cut at `drain_ms`).
+    pub async fn shutdown(self) -> bool {
+        self.live.begin_draining();
+        let delay = std::time::Duration::from_millis(self.live.gateway().timeouts.shutdown_delay_ms);
+        if !delay.is_zero() {
+            tracing::info!(delay_ms = delay.as_millis() as u64, "shutting down: failing readiness, still serving until the delay ends");
+            tokio::time::sleep(delay).await;
+        }
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        let drained = self.task.await.unwrap_or(false);
         let gateway = self.live.gateway();
         if let Some(exporter) = gateway.telemetry.otlp() {
             exporter.flush().await;
         }
         gateway.sandbox.stop();
+        let _ = self.stop_admin.send(true);
+        drained
     }
 }
 
@@ -148,11 +164,12 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
     let admin_token = config.admin.token.as_ref().map(|t| t.get_ref().clone());
     let live = Arc::new(LiveGateway::new(gateway, plan.tls, config, source.clone()));
     let (shutdown, stop) = watch::channel(false);
-    telemetry::access_log::reopen_on_sigusr1(access_log, stop.clone());
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    telemetry::access_log::reopen_on_sigusr1(access_log, admin_stopped.clone());
     if let Some(listener) = admin_listener {
         let state = Arc::new(admin::AdminState::new(live.clone(), admin_token));
-        tokio::spawn(admin::serve(state, listener, stop.clone()));
+        tokio::spawn(admin::serve(state, listener, admin_stopped));
     }
     let task = tokio::spawn(server::serve(live.clone(), listeners, stop, workers));
-    Ok(RunningGateway { addrs, admin_addr, shutdown, task, live })
+    Ok(RunningGateway { addrs, admin_addr, shutdown, stop_admin, task, live })
 }

@@ -554,11 +554,17 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option
         }
     }
     wait_for_signal().await;
-    tracing::info!("shutting down: no new connections, draining in-flight requests (signal again to force)");
+    tracing::info!("shutting down (signal again to force)");
     tokio::select! {
-        _ = running.shutdown() => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
+        drained = running.shutdown() => {
+            if drained {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            } else {
+                // Requests were cut at drain_ms: a supervisor should know it was not a clean stop.
+                tracing::warn!("stopped, cutting requests still in flight at timeouts.drain_ms");
+                ExitCode::FAILURE
+            }
         }
         _ = wait_for_signal() => {
             // Requests in flight were abandoned: a supervisor should know it was not a clean stop.

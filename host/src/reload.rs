@@ -74,13 +74,30 @@ pub struct LiveGateway {
     current: ArcSwap<Generation>,
     /// Reloads run one at a time, each building on the generation the last one left.
     reloading: tokio::sync::Mutex<()>,
+    /// Shutting down: `/ready` fails from the first signal on (see [`crate::RunningGateway::shutdown`]).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl LiveGateway {
     /// Serves `gateway`, built from `config` read from `source`, as generation 1.
     pub fn new(gateway: Gateway, tls: Vec<Option<TlsAcceptor>>, config: Config, source: ConfigSource) -> Self {
         gateway.telemetry.metrics.reloads.generation(1);
-        Self { current: ArcSwap::from_pointee(Generation::new(1, gateway, tls, config, source)), reloading: Default::default() }
+        Self {
+            current: ArcSwap::from_pointee(Generation::new(1, gateway, tls, config, source)),
+            reloading: Default::default(),
+            draining: Default::default(),
+        }
+    }
+
+    /// Marks the gateway as shutting down: `/ready` fails from now on, so balancers stop sending
+    /// it new connections while it still serves them.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the gateway is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The generation new requests and connections get.

@@ -164,8 +164,9 @@ fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
 /// drains. Every worker accepts on every listener and serves what it accepted
 /// ([`crate::workers`]). Each connection gets the current generation's settings and TLS
 /// certificates, and each request the gateway current when it arrives, so a reload applies to
-/// the next request.
-pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<SharedListener>, shutdown: watch::Receiver<bool>, workers: Workers) {
+/// the next request. Returns whether the drain finished within `timeouts.drain_ms` (false:
+/// requests in flight were cut).
+pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<SharedListener>, shutdown: watch::Receiver<bool>, workers: Workers) -> bool {
     let graceful = Arc::new(GracefulShutdown::new());
     let shutdowns = WorkerShutdowns::relay(shutdown, workers.count());
     let failures = Arc::new(AcceptFailures::default());
@@ -186,13 +187,15 @@ pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<SharedListener>, shutd
     // The accept loops, the only other holders, have ended.
     let Ok(graceful) = Arc::try_unwrap(graceful) else {
         tracing::error!("internal error: connection tracker still shared; closing without drain");
-        return;
+        return false;
     };
     tracing::info!(in_flight_connections = graceful.count(), "draining");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    let drained = tokio::time::timeout(drain, graceful.shutdown()).await.is_ok();
+    if !drained {
         tracing::warn!("drain timeout of {} ms passed; closing remaining connections", drain.as_millis());
     }
     drop(workers);
+    drained
 }
 
 /// Failed `accept` calls over all accept loops, and when one was last logged.

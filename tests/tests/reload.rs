@@ -392,6 +392,46 @@ async fn sigterm_drains_in_flight_requests_and_a_second_signal_exits_at_once() {
     assert!(in_flight.await.expect("task").is_err(), "the cut request saw its connection close");
 }
 
+/// With `timeouts.shutdown_delay_ms`, a SIGTERM first fails `/ready` while new connections are
+/// still accepted and served (the time a balancer or Kubernetes takes to stop sending), then the
+/// listeners close and requests drain; the admin listener answers throughout. A drain cut short
+/// at `drain_ms` exits with status 1, a clean one 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_delay_fails_readiness_and_keeps_serving_and_a_cut_drain_is_not_clean() {
+    let upstream = Upstream::start().await;
+    let client = HttpClient::http1();
+    let config = DRAINING.replace("drain_ms = 60000", "drain_ms = 60000\nshutdown_delay_ms = 2000");
+    let mut airlock = Airlock::start(&config, &upstream, &[]).await;
+    assert_eq!(client.get(&airlock.admin_url("/ready")).await.status, 200);
+    airlock.signal("TERM");
+    let signalled = std::time::Instant::now();
+    while client.get(&airlock.admin_url("/ready")).await.status != 503 {
+        assert!(signalled.elapsed() < Duration::from_secs(1), "/ready still passing after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Within the delay: a new connection is still served, and the admin listener answers.
+    let fresh = HttpClient::http1();
+    let r = fresh.get(&airlock.url("/still-served")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ready = client.get(&airlock.admin_url("/ready")).await;
+    assert_eq!((ready.status.as_u16(), ready.json()["draining"].clone()), (503, true.into()));
+    assert!(airlock.exit_within(Duration::from_secs(10)).await.success(), "a clean drain exits 0");
+
+    // A request still running when drain_ms ends is cut: not a clean stop.
+    let cut = DRAINING.replace("drain_ms = 60000", "drain_ms = 300");
+    let mut airlock = Airlock::start(&cut, &upstream, &[]).await;
+    let url = airlock.url("/slow/5000");
+    let in_flight = tokio::spawn(async move {
+        let request = http::Request::get(&url).body(Full::<Bytes>::default()).expect("request");
+        HttpClient::http1().try_send(request).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    airlock.signal("TERM");
+    let status = airlock.exit_within(Duration::from_secs(5)).await;
+    assert!(!status.success(), "requests cut at drain_ms: {status}");
+    assert!(in_flight.await.expect("task").is_err(), "the cut request saw its connection close");
+}
+
 /// `runtime.worker_threads` starts that many request workers (named threads of the process),
 /// every one of them accepts and serves, and changing it is refused by a reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -159,6 +159,10 @@ async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: b
     let gateway = &generation.gateway;
     match path {
         "/health" => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        // Shutting down: not ready, whatever the checks say, so balancers stop sending.
+        "/ready" if state.live.is_draining() => {
+            json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "ready": false, "draining": true }))
+        }
         "/ready" => {
             let (ready, body) = readiness::check(gateway).await;
             json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)

@@ -307,6 +307,10 @@ pub struct TimeoutsConfig {
     pub body_idle_ms: u64,
     /// On shutdown, how long in-flight requests get to finish before connections are closed.
     pub drain_ms: u64,
+    /// On shutdown, how long the gateway goes on accepting and serving, with `/ready` failing,
+    /// before it stops accepting and drains: the time a load balancer or Kubernetes takes to stop
+    /// sending it new connections (0: stop accepting at once).
+    pub shutdown_delay_ms: u64,
     /// Longest an HTTP/1.1 client may take no byte of its response (nginx's `send_timeout`):
     /// past it the connection, and the upstream exchange feeding it, are closed
     /// (`keepalive::serve`), so a client that stops reading cannot hold them for good.
@@ -323,6 +327,7 @@ impl Default for TimeoutsConfig {
             tunnel_idle_ms: 300_000,
             body_idle_ms: 300_000,
             drain_ms: 10_000,
+            shutdown_delay_ms: 0,
             send_ms: 60_000,
         }
     }
