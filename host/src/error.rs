@@ -34,13 +34,15 @@ pub enum GatewayError {
     /// The client stopped sending its streamed body for `timeouts.body_idle_ms` (408).
     #[error("{0}")]
     ClientTimeout(String),
-    /// A plugin failed (trap, deadline, memory) and its chain entry fails closed.
-    #[error("plugin `{plugin}` failed: {reason}")]
+    /// A plugin failed (trap, deadline, memory) and its chain entry fails closed. Why (with
+    /// the plugin's stderr) is in the error line logged where it failed; the request's own 5xx
+    /// line names only the kind, so a failing plugin's output is not logged twice per request.
+    #[error("plugin `{plugin}` failed ({kind}; its error line with this request id says why)")]
     PluginFailed {
         /// The chain entry's plugin name.
         plugin: String,
-        /// What happened, e.g. "CPU deadline of 100 ms exceeded".
-        reason: String,
+        /// The failure's kind, as counted: `trap`, `deadline`, `memory`, ...
+        kind: &'static str,
     },
     /// The route has no upstream and no plugin answered.
     #[error("route `{0}` has no upstream and no plugin answered the request")]

@@ -629,4 +629,10 @@ plugin = "panic"
     let report = log.lines().find(|l| l.contains("trapped")).unwrap_or_else(|| panic!("no failure line\n{log}"));
     assert!(report.contains("panics on purpose") && report.contains("panicked at"), "{report}");
     assert!(!log.contains("RUST_BACKTRACE"), "{log}");
+    // Said once as the plugin's own stderr and once in its failure line; the request's 5xx line
+    // names the kind without repeating it (a failing plugin's output had been logged three times
+    // per request).
+    assert_eq!(log.matches("panics on purpose").count(), 2, "{log}");
+    let answered = log.lines().find(|l| l.contains("status=500")).unwrap_or_else(|| panic!("no 5xx line\n{log}"));
+    assert!(answered.contains("plugin `panic` failed (trap;"), "{answered}");
 }

@@ -267,7 +267,7 @@ fn entry_failed(entry: &ChainEntry, request: &RequestState, phase: &str, failure
         }
         FailurePolicy::Closed => {
             tracing::error!(plugin, phase, route, request_id, kind = failure.kind(), "plugin failed ({failure}); failing closed");
-            Err(GatewayError::PluginFailed { plugin: plugin.to_owned(), reason: failure.to_string() })
+            Err(GatewayError::PluginFailed { plugin: plugin.to_owned(), kind: failure.kind() })
         }
         FailurePolicy::Open => {
             tracing::warn!(plugin, phase, route, request_id, kind = failure.kind(), "plugin failed ({failure}); failing open");
