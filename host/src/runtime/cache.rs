@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
+
+/// Most entries the cache keeps. Each is a compiled plugin (~0.6 MiB for a built-in), and a new
+/// build of a plugin, or a gateway upgrade, leaves the old entry unused: past this many, the
+/// least recently used are removed when an entry is written (as ccache does), so a cache that
+/// sees plugin after plugin built does not grow without end.
+pub const MAX_ENTRIES: usize = 256;
 use wasmtime::component::Component;
 
 /// Where compiled components are kept, or nowhere.
@@ -52,16 +58,21 @@ impl CompileCache {
             match untrusted(&path) {
                 Some(why) => tracing::warn!(path = %path.display(), "ignoring compile cache entry: {why}"),
                 None => match deserialize_cached(engine, &path) {
-                    Ok(component) => return Ok(component),
+                    Ok(component) => {
+                        // Used now: the last to be pruned (a failure only makes it older).
+                        let _ = std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                        return Ok(component);
+                    }
                     Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e}"),
                 },
             }
         }
         let compiled = engine.precompile_component(bytes)?;
-        if unsafe_dir.is_none()
-            && let Err(e) = write_atomically(dir, &path, &compiled)
-        {
-            tracing::warn!(dir = %dir.display(), "cannot write compile cache: {e}");
+        if unsafe_dir.is_none() {
+            match write_atomically(dir, &path, &compiled) {
+                Ok(()) => prune(dir, MAX_ENTRIES),
+                Err(e) => tracing::warn!(dir = %dir.display(), "cannot write compile cache: {e}"),
+            }
         }
         // SAFETY: see `deserialize_cached`; these bytes were produced by this engine just now.
         #[allow(unsafe_code)]
@@ -127,6 +138,33 @@ fn cache_file_name(engine: &Engine, bytes: &[u8]) -> String {
     format!("{content}-{:016x}.cwasm", hasher.finish())
 }
 
+/// Removes the least recently used entries (by modification time, refreshed on each use) past
+/// the newest `keep`, and temporary files a write cut short left behind over an hour ago.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(read) = std::fs::read_dir(dir) else { return };
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let mut entries = Vec::new();
+    for entry in read.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else { continue };
+        if name.ends_with(".cwasm") {
+            entries.push((modified, entry.path()));
+        } else if name.starts_with(".tmp-") && modified < hour_ago {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    if entries.len() <= keep {
+        return;
+    }
+    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    let removed = entries.len() - keep;
+    for (_, path) in entries.drain(keep..) {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!(dir = %dir.display(), removed, kept = keep, "compile cache: least recently used entries removed");
+}
+
 /// Writes an entry the way [`untrusted`] wants it: the directory (when made here) `0700`, the
 /// file `0600`.
 fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -162,9 +200,14 @@ mod tests {
         assert_eq!(files.len(), 1, "one entry written");
         let name = files[0].file_name().to_string_lossy().into_owned();
         assert!(name.starts_with(&hex::encode(Sha256::digest(bytes))), "{name}");
-        let modified = files[0].metadata().unwrap().modified().unwrap();
+        // A rewrite renames a new file into place: another inode. A use only touches the time.
+        use std::os::unix::fs::MetadataExt;
+        let written = std::fs::metadata(files[0].path()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let second = cache.load(&engine, bytes).unwrap();
-        assert_eq!(files[0].metadata().unwrap().modified().unwrap(), modified, "read back, not rewritten");
+        let read = std::fs::metadata(files[0].path()).unwrap();
+        assert_eq!(read.ino(), written.ino(), "read back, not rewritten");
+        assert!(read.modified().unwrap() > written.modified().unwrap(), "its use refreshed its time (the last to be pruned)");
         assert_eq!(
             first.component_type().imports(&engine).count(),
             second.component_type().imports(&engine).count()
@@ -200,6 +243,25 @@ mod tests {
         let link = root.path().join("link.cwasm");
         std::os::unix::fs::symlink(&entry, &link).unwrap();
         assert!(untrusted(&link).unwrap().contains("symbolic link"));
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_past_the_bound_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for i in 0..5u64 {
+            let path = dir.path().join(format!("{i}.cwasm"));
+            std::fs::write(&path, b"x").unwrap();
+            let when = old + std::time::Duration::from_secs(i);
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
+        }
+        let stale_tmp = dir.path().join(".tmp-1-2");
+        std::fs::write(&stale_tmp, b"x").unwrap();
+        std::fs::File::options().write(true).open(&stale_tmp).unwrap().set_modified(old).unwrap();
+        prune(dir.path(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["2.cwasm", "3.cwasm", "4.cwasm"], "the two oldest and the stale temporary file went");
     }
 
     #[test]
