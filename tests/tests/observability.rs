@@ -989,3 +989,19 @@ async fn an_unreadable_rust_log_is_reported_and_the_gateway_serves() {
     }
     assert!(log.lines().any(|l| l.contains("INFO")), "the fallback level is info: {log}");
 }
+
+/// The WebSocket counters exist at 0 before the first tunnel closes, like every other counter:
+/// `rate()` and `absent()` alerts see them from the start.
+#[tokio::test]
+async fn tunnel_counters_are_exported_before_any_tunnel() {
+    let gw = Gateway::start("[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n", None).await;
+    let m = scrape(&HttpClient::http1(), &gw, None).await;
+    let present = |metric: &str, label: (&str, &str)| m.samples.iter().any(|s| s.metric == metric && s.labels.get(label.0) == Some(label.1));
+    for reason in ["closed", "idle", "drain", "error", "not_switched"] {
+        assert!(present("airlock_tunnels_closed_total", ("reason", reason)), "tunnels_closed_total{{reason={reason}}} missing");
+    }
+    for direction in ["client_to_upstream", "upstream_to_client"] {
+        assert!(present("airlock_tunnel_bytes_total", ("direction", direction)), "tunnel_bytes_total{{direction={direction}}} missing");
+    }
+    gw.stop().await;
+}

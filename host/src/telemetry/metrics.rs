@@ -184,13 +184,21 @@ impl Metrics {
             "Client connections switched to another protocol (WebSocket) and joined to their upstream now",
             switched_connections.clone(),
         );
+        // Every series at 0 from the start, as the other counters are: `rate()` and `absent()`
+        // alerts see them before the first WebSocket closes.
         let tunnels_closed = Family::<TunnelEndLabels, Counter>::default();
+        for reason in TUNNEL_END_REASONS {
+            let _ = tunnels_closed.get_or_create(&TunnelEndLabels { reason });
+        }
         registry.register(
             "tunnels_closed",
             "Switched connections (WebSocket) ended, by reason: closed (a side closed), idle (timeouts.tunnel_idle_ms), drain, error, not_switched",
             tunnels_closed.clone(),
         );
         let tunnel_bytes = Family::<TunnelBytesLabels, Counter>::default();
+        for direction in ["client_to_upstream", "upstream_to_client"] {
+            let _ = tunnel_bytes.get_or_create(&TunnelBytesLabels { direction });
+        }
         registry.register(
             "tunnel_bytes",
             "Bytes passed through switched connections once they ended, by direction (client_to_upstream, upstream_to_client)",
@@ -395,6 +403,9 @@ pub struct ConnectionGauges {
     /// Switched protocols and joined to its upstream.
     pub tunnels: TunnelMetrics,
 }
+
+/// Why a switched connection ended (`airlock_tunnels_closed_total`).
+pub const TUNNEL_END_REASONS: [&str; 5] = ["closed", "idle", "drain", "error", "not_switched"];
 
 /// Labels of `airlock_tunnels_closed_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
