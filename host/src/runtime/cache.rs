@@ -157,7 +157,7 @@ fn prune(dir: &Path, keep: usize) {
     if entries.len() <= keep {
         return;
     }
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     let removed = entries.len() - keep;
     for (_, path) in entries.drain(keep..) {
         let _ = std::fs::remove_file(path);
