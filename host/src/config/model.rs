@@ -512,6 +512,16 @@ pub struct UpstreamConfig {
     pub request_timeout_ms: Option<u64>,
     /// Most idle keep-alive connections kept per target.
     pub max_idle_connections: Option<usize>,
+    /// Idle keep-alive timeout of this upstream's pooled connections; overrides
+    /// `timeouts.idle_ms` for them (set it below the backend's own keep-alive timeout).
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
+    pub idle_ms: Option<u64>,
+    /// Connect failures in a row that mark a target down (skipped for `fail_timeout_ms`);
+    /// 0 never marks one. Default 3.
+    pub max_fails: Option<u32>,
+    /// How long a target marked down is skipped before it is tried again. Default 10000.
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
+    pub fail_timeout_ms: Option<u64>,
 }
 
 fn default_protocol() -> Spanned<UpstreamProtocol> {

@@ -16,6 +16,14 @@
 //! sent in origin form with a `Host` header, and a request that a reused connection closed
 //! before it was written is sent again on a new connection (the upstream closing a keep-alive
 //! connection just as it is reused).
+//!
+//! And what it adds: a connect failure hands the request back untouched ([`Http1Error::Connect`],
+//! nothing was sent) for the upstream to try another target; and a request that a reused
+//! connection took and then closed without a response head is sent once more on a new
+//! connection when that is safe ([`resend`]: an idempotent method, a body that is empty or whole
+//! bytes). The copy that takes is made only for a connection idle for [`RESEND_AFTER_IDLE`] or
+//! more: a connection used again at once, as under load, cannot have met the upstream's
+//! keep-alive timeout, and copying every request's head would cost allocations on the hot path.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,9 +39,24 @@ use hyper::rt::{Read, Write};
 use tower_service::Service;
 
 use super::body::ProxyBody;
+use super::resend;
 
 /// Why a request could not be sent: connecting failed, or hyper's connection did.
 pub type PoolError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A kept connection idle for at least this long is one the upstream may be closing as it is
+/// reused (its keep-alive timeout): a request sent on it is armed to be sent again.
+pub const RESEND_AFTER_IDLE: Duration = Duration::from_millis(10);
+
+/// Why [`Http1Pool::send`] failed.
+pub enum Http1Error {
+    /// No connection to the target could be made: nothing was sent, and the request is handed
+    /// back as it came (absolute URI, headers untouched) to be sent elsewhere (boxed: a failure
+    /// is rare, and the result of every send stays small).
+    Connect(PoolError, Box<Request<ProxyBody>>),
+    /// The exchange failed on a connection (the request may have been sent).
+    Exchange(PoolError),
+}
 
 /// One worker's kept-alive HTTP/1.1 connections to the targets of one upstream.
 pub struct Http1Pool<C> {
@@ -82,18 +105,22 @@ where
 
     /// Sends `request`, whose URI names the target (`scheme://host:port/path`), and returns the
     /// response once its headers are in.
-    pub async fn send(self: &Arc<Self>, mut request: Request<ProxyBody>) -> Result<Response<Incoming>, PoolError> {
+    pub async fn send(self: &Arc<Self>, mut request: Request<ProxyBody>) -> Result<Response<Incoming>, Http1Error> {
         let Some(target) = request.uri().authority().cloned() else {
-            return Err("the upstream request names no target".into());
+            return Err(Http1Error::Exchange("the upstream request names no target".into()));
         };
-        to_origin_form(&mut request, &target, &self.scheme);
-        let mut sender = self.checkout(&target);
+        let (mut conn, idle_since) = match self.checkout(&target) {
+            Some((conn, since)) => (conn, Some(since)),
+            None => match self.connect(&target).await {
+                Ok(conn) => (conn, None),
+                Err(e) => return Err(Http1Error::Connect(e, Box::new(request))),
+            },
+        };
+        let added_host = to_origin_form(&mut request, &target, &self.scheme);
+        let mut reused = idle_since.is_some();
+        // Armed only on a connection idle long enough to be closing (see the module's doc).
+        let mut again = idle_since.filter(|since| since.elapsed() >= RESEND_AFTER_IDLE).and_then(|_| resend::copy_idempotent(&request));
         loop {
-            let reused = sender.is_some();
-            let mut conn = match sender.take() {
-                Some(conn) => conn,
-                None => self.connect(&target).await?,
-            };
             match conn.try_send_request(request).await {
                 Ok(response) => {
                     // A connection that switched protocols is the tunnel's, not the pool's.
@@ -102,17 +129,36 @@ where
                     }
                     return Ok(response);
                 }
-                Err(mut failed) => match failed.take_message() {
-                    // Never written: the kept connection had been closed. Once more, on a new one.
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(failed.into_error().into()),
-                },
+                Err(mut failed) => {
+                    let unsent = failed.take_message();
+                    let error = failed.into_error();
+                    request = match (unsent, again.take()) {
+                        // Never written: the kept connection had been closed. Once more, on a new one.
+                        (Some(unsent), _) if reused => unsent,
+                        // Written, and the connection closed with no answer: the upstream closed
+                        // it as it was reused. Safe to send again (idempotent, whole body).
+                        (None, Some(copy)) if reused && resend::closed_before_answer(&error) => {
+                            tracing::debug!(target = %target, error = %error, "a reused upstream connection closed under the request; sending it again on a new one");
+                            copy
+                        }
+                        _ => return Err(Http1Error::Exchange(error.into())),
+                    };
+                    reused = false;
+                    conn = match self.connect(&target).await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            to_absolute_form(&mut request, &target, &self.scheme, added_host);
+                            return Err(Http1Error::Connect(e, Box::new(request)));
+                        }
+                    };
+                }
             }
         }
     }
 
-    /// A kept connection to `target` ready for a request, dropping closed ones on the way.
-    fn checkout(&self, target: &Authority) -> Option<SendRequest<ProxyBody>> {
+    /// A kept connection to `target` ready for a request, with when it was kept, dropping closed
+    /// ones on the way.
+    fn checkout(&self, target: &Authority) -> Option<(SendRequest<ProxyBody>, Instant)> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let mut i = 0;
         while i < idle.len() {
@@ -120,7 +166,7 @@ where
             if kept.sender.is_closed() {
                 idle.remove(i);
             } else if kept.sender.is_ready() && kept.target == *target {
-                return idle.remove(i).map(|kept| kept.sender);
+                return idle.remove(i).map(|kept| (kept.sender, kept.since));
             } else {
                 i += 1;
             }
@@ -182,10 +228,25 @@ where
     }
 }
 
+/// Undoes [`to_origin_form`] on a request handed back to be sent to another target: the URI
+/// names `target` again, and a `Host` it added (`added_host`) is taken away.
+fn to_absolute_form(request: &mut Request<ProxyBody>, target: &Authority, scheme: &Scheme, added_host: bool) {
+    if added_host {
+        request.headers_mut().remove(HOST);
+    }
+    if request.method() == Method::CONNECT {
+        return;
+    }
+    let path = request.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    if let Ok(uri) = Uri::builder().scheme(scheme.clone()).authority(target.clone()).path_and_query(path).build() {
+        *request.uri_mut() = uri;
+    }
+}
+
 /// Rewrites `request` as an HTTP/1.1 client sends it to an origin server: the path and query
 /// alone in the request line (the authority only for `CONNECT`), and a `Host` header if the
-/// client sent none (the target, without the scheme's default port).
-fn to_origin_form(request: &mut Request<ProxyBody>, target: &Authority, scheme: &Scheme) {
+/// client sent none (the target, without the scheme's default port). True if it added `Host`.
+fn to_origin_form(request: &mut Request<ProxyBody>, target: &Authority, scheme: &Scheme) -> bool {
     let uri = if request.method() == Method::CONNECT {
         Uri::from(target.clone())
     } else {
@@ -203,8 +264,10 @@ fn to_origin_form(request: &mut Request<ProxyBody>, target: &Authority, scheme: 
         };
         if let Ok(value) = HeaderValue::from_str(host) {
             request.headers_mut().insert(HOST, value);
+            return true;
         }
     }
+    false
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub mod grpc;
 pub mod headers;
 pub mod http1_pool;
 pub mod path;
+pub mod resend;
+pub mod target_health;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream_config;
@@ -160,6 +162,7 @@ impl Gateway {
                 method = %record.method(),
                 path = client_target.map_or("", PathAndQuery::path),
                 route = record.route_id().unwrap_or(""),
+                upstream_addr = record.upstream_addr(),
                 "{error}"
             );
         } else {
@@ -227,13 +230,20 @@ impl Gateway {
                 let started = clock;
                 let span = tracing::debug_span!("upstream", upstream = route.upstream.as_ref().map(|u| &*u.name));
                 let body = UpstreamBody { stream, trailers: request_trailers };
-                let called = self.call_upstream(route, &mut state, keep_request, body, client_target).instrument(span).await;
+                // The target that served or last failed, once the request was sent to one.
+                let mut upstream_addr = None;
+                let called =
+                    self.call_upstream(route, &mut state, keep_request, body, client_target, &mut upstream_addr).instrument(span).await;
                 clock = Instant::now();
                 crate::telemetry::spans::record(|| {
                     let name = route.upstream.as_ref().map(|u| &*u.name).unwrap_or("(none)");
                     let result = called.as_ref().map(|p| p.state.status.as_u16()).map_err(ToString::to_string);
-                    crate::telemetry::spans::ChildSpan::upstream(name, started, clock, result)
+                    crate::telemetry::spans::ChildSpan::upstream(name, upstream_addr.cloned(), started, clock, result)
                 });
+                if let Some(addr) = upstream_addr {
+                    // Called, whatever came of it: the access log has where and how long.
+                    record.upstream_called(addr, clock.duration_since(started));
+                }
                 match &called {
                     Ok(_) => record.upstream_took(clock.duration_since(started)),
                     Err(GatewayError::UpstreamUnavailable { .. }) => record.upstream_failed(false),
@@ -445,18 +455,22 @@ impl Gateway {
     /// Phase 5: sends the request upstream and waits for the response head. The response body is
     /// buffered only when a plugin in the chain declared it needs it. The request's headers are
     /// moved, not copied, unless a response phase will still read them (`keep_request`).
-    async fn call_upstream(
-        &self,
-        route: &Route,
+    /// `served` is set to the target the request was sent to (the last one tried, after a
+    /// failover) once it is sent.
+    async fn call_upstream<'a>(
+        &'a self,
+        route: &'a Route,
         state: &mut RequestState,
         keep_request: bool,
         body: UpstreamBody,
         client_target: Option<&PathAndQuery>,
+        served: &mut Option<&'a Arc<str>>,
     ) -> Result<PendingResponse, GatewayError> {
         let Some(upstream) = &route.upstream else {
             return Err(GatewayError::NoUpstream(route.id.to_string()));
         };
-        let (target, target_host) = upstream.pick();
+        let first = upstream.pick();
+        let (target, target_host) = (upstream.target(first), upstream.host_value(first));
         let client_path = client_target.map_or("", PathAndQuery::path);
         let path_and_query = match client_target {
             // Nothing changed it: the client's own, shared.
@@ -481,6 +495,8 @@ impl Gateway {
             .map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
 
         let mut headers = if keep_request { state.headers.clone() } else { std::mem::take(&mut state.headers) };
+        // `Host` follows the target when the request fails over to another.
+        let target_host_header = !state.host_from_plugin && route.host_header == crate::config::HostHeader::Upstream;
         match route.host_header {
             // A plugin's `Host` is what it meant to send; the client's goes on as it came.
             _ if state.host_from_plugin => {}
@@ -539,7 +555,12 @@ impl Gateway {
         *request.headers_mut() = headers;
         let websocket_key = extended_connect.then(|| upgrade::to_extended_connect(&mut request));
 
-        let mut response = upstream.send(request, route.timeout, body_idle).await.map_err(|e| match e {
+        *served = Some(upstream.addr(first));
+        let (last, sent) = upstream.send(request, first, target_host_header, route.timeout, body_idle).await;
+        if last != first {
+            *served = Some(upstream.addr(last));
+        }
+        let mut response = sent.map_err(|e| match e {
             upstream::SendError::BodyTooLarge => GatewayError::BodyTooLarge { limit: route.max_body_bytes },
             // Most often the upstream does not allow extended CONNECT (it resets the stream).
             upstream::SendError::Unavailable(reason) if websocket_key.is_some() => GatewayError::UpstreamUnavailable {

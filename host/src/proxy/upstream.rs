@@ -3,6 +3,13 @@
 //! [`Http1Pool`]), HTTP/2 with prior knowledge (h2c), or HTTP/2 over TLS negotiated by ALPN (h2).
 //! HTTP/2 connections are shared: requests to one target are multiplexed on one pooled
 //! connection of hyper-util's client.
+//!
+//! Failover: a target that cannot be connected to (refused, connect timeout, TLS handshake
+//! failed: nothing was sent) is left for the next one, each target tried at most once per
+//! request and all of it within the request's deadline; and a target failing to connect
+//! `max_fails` times in a row is skipped for `fail_timeout` ([`super::target_health`]). Over
+//! HTTP/2, hyper-util's client drops a request it could not connect for, so there a copy is kept
+//! to send elsewhere, when the upstream has more than one target and the body is whole.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +25,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::ProxyBody;
 use super::counted::{CountingConnector, OpenConnections};
-use super::http1_pool::Http1Pool;
+use super::http1_pool::{Http1Error, Http1Pool};
+use super::resend;
+use super::target_health::{HealthPolicy, Marked, TargetHealth};
 use super::tls::{self, Alpn, TlsError, TlsSettings};
 use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::GatewayError;
@@ -43,11 +52,23 @@ pub struct Upstream {
     /// Connections to its targets open now (pooled idle ones included).
     pub open_connections: OpenConnections,
     next: AtomicUsize,
-    /// Each target's `Host` header value (`host_header = "upstream"`), made once, shared per request.
-    host_values: Box<[Option<HeaderValue>]>,
+    /// Per target (in `targets` order): its address as logged, `Host` value and health.
+    slots: Box<[TargetSlot]>,
+    /// When a target is marked down.
+    health: HealthPolicy,
     /// One set of connections per request worker ([`crate::workers`]), so a request's upstream
     /// connection is driven on the thread serving it.
     clients: Box<[Transport]>,
+}
+
+/// What an upstream keeps per target, made once and shared by every request.
+struct TargetSlot {
+    /// `host:port`, as the access log, warnings and spans name the target.
+    addr: Arc<str>,
+    /// Its `Host` header value (`host_header = "upstream"`).
+    host_value: Option<HeaderValue>,
+    /// Connect failures in a row, and whether it is skipped.
+    health: TargetHealth,
 }
 
 /// One worker's connections: plain TCP, or TLS on top of it; all counted.
@@ -82,6 +103,18 @@ pub struct UpstreamSettings {
     pub tls: Option<TlsSettings>,
     /// Most header lines an HTTP/1.1 response may carry (`limits.max_response_headers`; 502 past it).
     pub max_response_headers: usize,
+    /// When a target is marked down (`max_fails`, `fail_timeout_ms`).
+    pub health: HealthPolicy,
+}
+
+/// One attempt at one target.
+enum Attempt {
+    /// The response head came in.
+    Answered(Response<Incoming>),
+    /// Connecting failed: nothing was sent. The request, if it can be sent elsewhere.
+    ConnectFailed(SendError, Option<Box<Request<ProxyBody>>>),
+    /// The exchange failed after connecting.
+    Failed(SendError),
 }
 
 impl Upstream {
@@ -96,10 +129,14 @@ impl Upstream {
         let clients = (0..workers)
             .map(|_| Self::client(&settings, max_idle, max_idle.saturating_mul(targets.len()), &open_connections))
             .collect::<Result<Box<[_]>, _>>()?;
-        let host_values = targets.iter().map(|t| HeaderValue::from_str(t.as_str()).ok()).collect();
+        let slots = targets
+            .iter()
+            .map(|t| TargetSlot { addr: t.as_str().into(), host_value: HeaderValue::from_str(t.as_str()).ok(), health: TargetHealth::default() })
+            .collect();
         Ok(Self {
             name: name.into(),
-            host_values,
+            slots,
+            health: settings.health,
             targets,
             host_header: settings.host_header,
             request_timeout: settings.request_timeout,
@@ -163,20 +200,61 @@ impl Upstream {
         }
     }
 
-    /// The next target, round-robin, with its `Host` header value.
-    pub fn pick(&self) -> (&Authority, Option<&HeaderValue>) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
-        (&self.targets[i], self.host_values.get(i).and_then(Option::as_ref))
+    /// The next target's index, round-robin, skipping targets marked down; when every target
+    /// is marked down, the round-robin one all the same (a request is never refused for it).
+    pub fn pick(&self) -> usize {
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        if n == 1 {
+            return 0;
+        }
+        (0..n).map(|k| (start + k) % n).find(|&i| self.slots[i].health.available(&self.health)).unwrap_or(start)
     }
 
-    /// Sends `request` (whose URI already names the target) and waits for the response headers.
+    /// Target `i`'s authority (`host:port`).
+    pub fn target(&self, i: usize) -> &Authority {
+        &self.targets[i % self.targets.len()]
+    }
+
+    /// Target `i`'s `Host` header value.
+    pub fn host_value(&self, i: usize) -> Option<&HeaderValue> {
+        self.slot(i).host_value.as_ref()
+    }
+
+    /// Target `i`'s address as logs and spans name it (shared, not copied).
+    pub fn addr(&self, i: usize) -> &Arc<str> {
+        &self.slot(i).addr
+    }
+
+    /// Whether target `i` is marked down now.
+    pub fn is_down(&self, i: usize) -> bool {
+        self.slot(i).health.is_down()
+    }
+
+    fn slot(&self, i: usize) -> &TargetSlot {
+        &self.slots[i % self.slots.len()]
+    }
+
+    /// Sends `request` (whose URI already names target `first`) and waits for the response
+    /// headers; returns them, or the error, with the index of the target last tried.
+    ///
+    /// A target that cannot be connected to is left for the next one not marked down, each
+    /// target at most once, all within the deadline below. `rewrite_host`: the `Host` header is
+    /// the target's (`host_header = "upstream"`), so it changes with the target.
     ///
     /// The wait for the response head (`timeout`) starts once the request body has been sent,
     /// as Envoy's route timeout does: a large upload on a slow link is not the upstream being
     /// slow. Meanwhile the upload must go on: an upstream that takes none of it for
     /// `body_idle` is a timeout too (a client that stops sending is cut off by its body's idle
     /// watch instead).
-    pub async fn send(&self, mut request: Request<ProxyBody>, timeout: Duration, body_idle: Duration) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(
+        &self,
+        mut request: Request<ProxyBody>,
+        first: usize,
+        rewrite_host: bool,
+        timeout: Duration,
+        body_idle: Duration,
+    ) -> (usize, Result<Response<Incoming>, SendError>) {
         let client = &self.clients[crate::workers::current() % self.clients.len()];
         let upload = if http_body::Body::is_end_stream(request.body()) {
             None
@@ -207,18 +285,90 @@ impl Upstream {
             tokio::time::sleep(timeout).await;
             format!("no response within {} ms", timeout.as_millis())
         };
+        // The target tried last, read once the call ends (answered, failed or out of time). An
+        // atomic because the request's future is `Send`; written only on a failover.
+        let last = AtomicUsize::new(first);
         let call = async {
-            match client {
-                Transport::Http1Plain(pool) => pool.send(request).await.map_err(|e| classify(&*e)),
-                Transport::Http1Tls(pool) => pool.send(request).await.map_err(|e| classify(&*e)),
-                Transport::H2Plain(client) => client.request(request).await.map_err(|e| classify(&e)),
-                Transport::H2Tls(client) => client.request(request).await.map_err(|e| classify(&e)),
+            let mut target = first;
+            let mut step = 0;
+            loop {
+                let attempt = match client {
+                    Transport::Http1Plain(pool) => via_pool(pool, request).await,
+                    Transport::Http1Tls(pool) => via_pool(pool, request).await,
+                    Transport::H2Plain(client) => via_client(client, request, self.slots.len() > 1).await,
+                    Transport::H2Tls(client) => via_client(client, request, self.slots.len() > 1).await,
+                };
+                let (error, back) = match attempt {
+                    Attempt::Answered(response) => {
+                        self.slot(target).health.succeeded();
+                        return Ok(response);
+                    }
+                    Attempt::Failed(error) => {
+                        self.slot(target).health.succeeded();
+                        return Err(error);
+                    }
+                    Attempt::ConnectFailed(error, back) => (error, back),
+                };
+                self.connect_failed(target, &error);
+                let (Some(mut back), Some(next)) = (back, self.failover(first, &mut step)) else {
+                    return Err(error);
+                };
+                tracing::debug!(upstream = &*self.name, target = &*self.slot(target).addr, next = &*self.slot(next).addr, "{error}; trying the next target");
+                self.retarget(&mut back, next, rewrite_host)?;
+                target = next;
+                last.store(next, Ordering::Relaxed);
+                request = *back;
             }
         };
         tokio::select! {
-            result = call => result,
-            reason = deadline => Err(SendError::Timeout(reason)),
+            result = call => (last.load(Ordering::Relaxed), result),
+            reason = deadline => (last.load(Ordering::Relaxed), Err(SendError::Timeout(reason))),
         }
+    }
+
+    /// The next target to try after a connect failure: the first after `first`, in round
+    /// order, not yet tried (`step` counts them) and not marked down; `None` past the last.
+    fn failover(&self, first: usize, step: &mut usize) -> Option<usize> {
+        let n = self.slots.len();
+        while *step + 1 < n {
+            *step += 1;
+            let i = (first + *step) % n;
+            if self.slots[i].health.available(&self.health) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Notes a connect failure of target `i`, with a warning when it marks the target down.
+    fn connect_failed(&self, i: usize, error: &SendError) {
+        let slot = self.slot(i);
+        if slot.health.failed(&self.health) == Marked::Down {
+            tracing::warn!(
+                upstream = &*self.name,
+                upstream_addr = &*slot.addr,
+                "target marked down for {} ms after {} connect failures in a row: {}",
+                self.health.fail_timeout.as_millis(),
+                self.health.max_fails,
+                error
+            );
+        }
+    }
+
+    /// Points `request` (absolute URI) at target `i`, its `Host` too when `rewrite_host`.
+    fn retarget(&self, request: &mut Request<ProxyBody>, i: usize, rewrite_host: bool) -> Result<(), SendError> {
+        let path = request.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let uri = http::Uri::builder()
+            .scheme(self.scheme())
+            .authority(self.target(i).clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| SendError::Unavailable(format!("cannot build the upstream URI: {e}")))?;
+        *request.uri_mut() = uri;
+        if rewrite_host && let Some(host) = self.host_value(i) {
+            request.headers_mut().insert(http::header::HOST, host.clone());
+        }
+        Ok(())
     }
 
     /// Turns a send error into the gateway error answered to the client.
@@ -234,20 +384,55 @@ impl Upstream {
     }
 }
 
+/// One request through a worker's HTTP/1.1 pool.
+async fn via_pool<C>(pool: &Arc<Http1Pool<C>>, request: Request<ProxyBody>) -> Attempt
+where
+    C: tower_service::Service<http::Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    C::Error: Into<super::http1_pool::PoolError>,
+    C::Future: Send,
+{
+    match pool.send(request).await {
+        Ok(response) => Attempt::Answered(response),
+        Err(Http1Error::Connect(e, request)) => Attempt::ConnectFailed(classify(&*e), Some(request)),
+        Err(Http1Error::Exchange(e)) => Attempt::Failed(classify(&*e)),
+    }
+}
+
+/// One request through a worker's HTTP/2 client. It drops a request it could not connect for:
+/// with `other_targets`, a copy of one whose body is whole is kept to send elsewhere.
+async fn via_client<C>(client: &Client<C, ProxyBody>, request: Request<ProxyBody>, other_targets: bool) -> Attempt
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let copy = if other_targets { resend::copy(&request) } else { None };
+    match client.request(request).await {
+        Ok(response) => Attempt::Answered(response),
+        Err(e) if e.is_connect() => Attempt::ConnectFailed(classify(&e), copy.map(Box::new)),
+        Err(e) => Attempt::Failed(classify(&e)),
+    }
+}
+
 /// Why an upstream request failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// Connect or response timeout.
+    #[error("{0}")]
     Timeout(String),
     /// Refused, reset, or not HTTP.
+    #[error("{0}")]
     Unavailable(String),
     /// The streamed request body went over the route's limit.
+    #[error("the request body went over the route's limit")]
     BodyTooLarge,
     /// The client's streamed request body is malformed (e.g. an invalid chunk size line).
+    #[error("{0}")]
     ClientBody(String),
     /// The client stopped before the end of its streamed request body.
+    #[error("{0}")]
     ClientAborted(String),
     /// The client's streamed request body stalled (`timeouts.body_idle_ms`).
+    #[error("{0}")]
     ClientStalled(String),
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
+use super::target_health::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, HealthPolicy};
 use super::tls::TlsSettings;
 use super::upstream::{DEFAULT_MAX_IDLE, Upstream, UpstreamSettings};
 use crate::config::{Config, ConfigIssue, ConfigSource, UpstreamConfig, UpstreamProtocol};
@@ -127,13 +128,17 @@ fn settings(
     let settings = UpstreamSettings {
         connect_timeout: Duration::from_millis(up.connect_timeout_ms.unwrap_or(config.timeouts.connect_ms)),
         request_timeout: Duration::from_millis(up.request_timeout_ms.unwrap_or(config.timeouts.request_ms)),
-        idle_timeout: Duration::from_millis(config.timeouts.idle_ms),
+        idle_timeout: Duration::from_millis(up.idle_ms.unwrap_or(config.timeouts.idle_ms)),
         max_idle: up.max_idle_connections.unwrap_or(DEFAULT_MAX_IDLE),
         workers: config.runtime.worker_count(),
         host_header: up.host_header,
         protocol,
         tls: tls_settings,
         max_response_headers: config.limits.max_response_headers,
+        health: HealthPolicy {
+            max_fails: up.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
+            fail_timeout: up.fail_timeout_ms.map_or(DEFAULT_FAIL_TIMEOUT, Duration::from_millis),
+        },
     };
     Some((targets, settings))
 }

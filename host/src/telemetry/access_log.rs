@@ -48,8 +48,11 @@ pub struct AccessEntry {
     pub bytes_out: u64,
     /// From arrival to the last response byte.
     pub total: Duration,
-    /// From sending upstream to the response head, if the upstream was called.
+    /// From sending upstream to the response head (or to the failure), if the upstream was called.
     pub upstream: Option<Duration>,
+    /// The upstream target (`host:port`) that served the request or last failed, if it was sent
+    /// to one (nginx's `$upstream_addr`, Envoy's `%UPSTREAM_HOST%`).
+    pub upstream_addr: Option<Arc<str>>,
     /// Time spent in plugin phases.
     pub plugins: Duration,
     /// The consumer an auth plugin identified (request context key `consumer`).
@@ -75,6 +78,7 @@ struct AccessLine<'a> {
     bytes_out: u64,
     duration_ms: f64,
     upstream_ms: Option<f64>,
+    upstream_addr: Option<&'a str>,
     plugins_ms: f64,
     consumer: Option<&'a str>,
     trace_id: String,
@@ -98,6 +102,7 @@ impl AccessEntry {
             bytes_out: self.bytes_out,
             duration_ms: ms(self.total),
             upstream_ms: self.upstream.map(ms),
+            upstream_addr: self.upstream_addr.as_deref(),
             plugins_ms: ms(self.plugins),
             consumer: self.consumer.as_deref(),
             trace_id: self.trace_id.to_string(),
@@ -307,6 +312,7 @@ mod tests {
             bytes_out: 5,
             total: Duration::from_millis(3),
             upstream: Some(Duration::from_millis(2)),
+            upstream_addr: Some("10.0.0.7:8080".into()),
             plugins: Duration::ZERO,
             consumer: None,
             trace_id: TraceId(1),
@@ -324,6 +330,7 @@ mod tests {
         assert_eq!(v["time"], "2023-11-14T22:13:20.000000Z");
         assert_eq!(v["trace_id"], "00000000000000000000000000000001");
         assert_eq!(v["upstream_ms"], 2.0);
+        assert_eq!(v["upstream_addr"], "10.0.0.7:8080");
         // Whole microseconds, printed without float noise.
         let mut odd = entry(8);
         odd.total = Duration::from_nanos(1_224_846_999);

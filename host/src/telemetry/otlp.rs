@@ -259,8 +259,12 @@ fn child_to_proto(parent: &RequestSpan, child: &ChildSpan) -> Span {
             }
             (format!("plugin {plugin} {phase}"), span::SpanKind::Internal, outcome.starts_with("failed"))
         }
-        ChildKind::Upstream { upstream, status, error } => {
+        ChildKind::Upstream { upstream, address, status, error } => {
             attributes.push(text("airlock.upstream", upstream.clone()));
+            if let Some((host, port)) = address.as_deref().and_then(split_address) {
+                attributes.push(text("server.address", host.to_owned()));
+                attributes.push(int("server.port", i64::from(port)));
+            }
             if let Some(status) = status {
                 attributes.push(int("http.response.status_code", i64::from(*status)));
             }
@@ -288,6 +292,14 @@ fn child_to_proto(parent: &RequestSpan, child: &ChildSpan) -> Span {
         }),
         ..Default::default()
     }
+}
+
+/// A target's `host:port` as OpenTelemetry's `server.address` (an IPv6 address without its
+/// brackets) and `server.port`.
+fn split_address(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    Some((host, port.parse().ok()?))
 }
 
 /// The OTLP form of the request span itself.
@@ -346,4 +358,37 @@ fn double(key: &str, value: f64) -> KeyValue {
 
 fn int(key: &str, value: i64) -> KeyValue {
     KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }), ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_span_names_the_target_as_server_address_and_port() {
+        assert_eq!(split_address("10.0.0.7:8080"), Some(("10.0.0.7", 8080)));
+        assert_eq!(split_address("[::1]:9000"), Some(("::1", 9000)));
+        assert_eq!(split_address("backend.internal:443"), Some(("backend.internal", 443)));
+        assert_eq!(split_address("no-port"), None);
+        let now = Instant::now();
+        let parent = RequestSpan {
+            trace: TraceContext::from_headers(&http::HeaderMap::new(), 1.0),
+            start: SystemTime::now(),
+            end: SystemTime::now(),
+            method: Method::GET,
+            path: "/".into(),
+            route: None,
+            status: 502,
+            request_id: "id".into(),
+            consumer: None,
+            started: now,
+            children: Vec::new(),
+        };
+        let child = ChildSpan::upstream("api", Some("10.0.0.7:8080".into()), now, now, Err("refused".into()));
+        let span = child_to_proto(&parent, &child);
+        let value = |key: &str| span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone()).and_then(|v| v.value);
+        assert_eq!(value("server.address"), Some(any_value::Value::StringValue("10.0.0.7".into())));
+        assert_eq!(value("server.port"), Some(any_value::Value::IntValue(8080)));
+        assert_eq!(value("error.message"), Some(any_value::Value::StringValue("refused".into())));
+    }
 }

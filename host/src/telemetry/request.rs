@@ -38,6 +38,9 @@ pub struct RequestRecord<'a> {
     route: Option<&'a RouteMetrics>,
     route_id: Option<Arc<str>>,
     upstream: Option<Duration>,
+    /// The upstream target that served or last failed, once the request was sent to one
+    /// (borrowed from the upstream: shared only if an access log line takes it).
+    upstream_addr: Option<&'a Arc<str>>,
     plugins: Duration,
     bytes_in: u64,
     consumer: Option<String>,
@@ -98,6 +101,7 @@ impl<'a> RequestRecord<'a> {
             route: None,
             route_id: None,
             upstream: None,
+            upstream_addr: None,
             plugins: Duration::ZERO,
             bytes_in: 0,
             consumer: None,
@@ -152,6 +156,19 @@ impl<'a> RequestRecord<'a> {
         if let Some(route) = self.route {
             route.record_upstream(elapsed);
         }
+    }
+
+    /// The request was sent to the upstream target `addr` (the last one tried), and the call
+    /// ended, answered or not, after `elapsed`: the access log's `upstream_addr` and
+    /// `upstream_ms`.
+    pub fn upstream_called(&mut self, addr: &'a Arc<str>, elapsed: Duration) {
+        self.upstream_addr = Some(addr);
+        self.upstream = Some(elapsed);
+    }
+
+    /// The upstream target the request was sent to, if it was.
+    pub fn upstream_addr(&self) -> Option<&str> {
+        self.upstream_addr.map(|a| &**a)
     }
 
     /// The upstream call failed; `timeout` tells a timeout from a refused or broken connection.
@@ -238,6 +255,7 @@ impl<'a> RequestRecord<'a> {
                     bytes_out: 0,
                     total: elapsed,
                     upstream: self.upstream,
+                    upstream_addr: self.upstream_addr.cloned(),
                     plugins: self.plugins,
                     consumer: self.consumer.take(),
                     trace_id: self.trace.trace_id,

@@ -29,6 +29,8 @@ pub enum ChildKind {
     Upstream {
         /// The upstream's name.
         upstream: String,
+        /// The target (`host:port`) the request was sent to (the last one tried), if it was.
+        address: Option<std::sync::Arc<str>>,
         /// The upstream's status, if it answered.
         status: Option<u16>,
         /// Why it failed, if it did.
@@ -73,13 +75,20 @@ impl ChildSpan {
         Self { kind: ChildKind::Plugin { plugin: plugin.to_owned(), phase, outcome, status }, start, end }
     }
 
-    /// An upstream call from `start` to `end` that ended with `status` or an error.
-    pub fn upstream(upstream: &str, start: Instant, end: Instant, result: Result<u16, String>) -> Self {
+    /// An upstream call to target `address` from `start` to `end` that ended with `status` or an
+    /// error.
+    pub fn upstream(
+        upstream: &str,
+        address: Option<std::sync::Arc<str>>,
+        start: Instant,
+        end: Instant,
+        result: Result<u16, String>,
+    ) -> Self {
         let (status, error) = match result {
             Ok(s) => (Some(s), None),
             Err(e) => (None, Some(e)),
         };
-        Self { kind: ChildKind::Upstream { upstream: upstream.to_owned(), status, error }, start, end }
+        Self { kind: ChildKind::Upstream { upstream: upstream.to_owned(), address, status, error }, start, end }
     }
 }
 

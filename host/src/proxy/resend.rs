@@ -1,0 +1,104 @@
+//! When an upstream request may be sent a second time, and the copy it is sent again from.
+//!
+//! Two cases. A connect failure sent nothing: any request may go to another target, if it can be
+//! made again (its body empty or whole bytes; a streamed body already taken by the client
+//! connection cannot). A reused keep-alive connection the upstream closed as the request was
+//! written may have delivered it: only an idempotent request (RFC 9110 9.2.2) is sent again,
+//! and only once. Copies are made only where a resend is possible, never on the common path.
+
+use http::{Method, Request};
+
+use super::body::ProxyBody;
+
+/// RFC 9110 9.2.2: methods whose intended effect is the same however many times they are sent.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// A body that can be sent again: empty (a streamed one that has ended, as a GET's is from the
+/// start), or whole bytes (buffered for a plugin, or a plugin's), looked for through the upload
+/// watch wrapped around it. `None` for a streamed body with anything left to send.
+fn replayable_body(body: &ProxyBody) -> Option<ProxyBody> {
+    match body {
+        ProxyBody::Full { data, trailers } => Some(ProxyBody::Full { data: data.clone(), trailers: trailers.clone() }),
+        ProxyBody::Telling { body, .. } => replayable_body(body),
+        other if http_body::Body::is_end_stream(other) => Some(ProxyBody::empty()),
+        _ => None,
+    }
+}
+
+/// A copy of `request` to send again, or `None` if its body cannot be sent twice.
+pub fn copy(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    let body = replayable_body(request.body())?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    // An HTTP/2 extended CONNECT (a WebSocket) carries its `:protocol` as an extension.
+    if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
+        copy.extensions_mut().insert(protocol.clone());
+    }
+    Some(copy)
+}
+
+/// A copy of `request` to send again after a reused connection broke under it: idempotent and
+/// with a body that can be sent twice, else `None`.
+pub fn copy_idempotent(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    if is_idempotent(request.method()) { copy(request) } else { None }
+}
+
+/// Whether `error` is the connection going away before a response head came in (closed,
+/// reset, or a request cancelled by the connection closing), as opposed to an answer that is not
+/// HTTP: only the first makes a resend on a new connection worth it.
+pub fn closed_before_answer(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
+        return true;
+    }
+    let io = std::error::Error::source(error).and_then(|s| s.downcast_ref::<std::io::Error>());
+    io.is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn request(method: Method, body: ProxyBody) -> Request<ProxyBody> {
+        let mut r = Request::new(body);
+        *r.method_mut() = method;
+        *r.uri_mut() = "http://10.0.0.1:8080/a?b=c".parse().expect("uri");
+        r.headers_mut().insert("x-a", "1".parse().expect("value"));
+        r
+    }
+
+    #[test]
+    fn idempotent_methods_are_those_of_rfc_9110() {
+        for m in [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE, Method::TRACE] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m), "{m}");
+        }
+    }
+
+    #[test]
+    fn whole_bodies_are_copied_and_only_for_idempotent_methods_after_a_send() {
+        let put = request(Method::PUT, ProxyBody::full(Bytes::from_static(b"data")));
+        let again = copy_idempotent(&put).expect("a PUT with whole bytes is sent again");
+        assert_eq!((again.method(), again.uri(), again.headers()["x-a"].as_bytes()), (&Method::PUT, put.uri(), &b"1"[..]));
+        assert!(matches!(again.body(), ProxyBody::Full { data: Some(d), .. } if d == "data"));
+        let post = request(Method::POST, ProxyBody::empty());
+        assert!(copy_idempotent(&post).is_none(), "a POST may have been acted on");
+        assert!(copy(&post).is_some(), "but one never sent can go to another target");
+    }
+}

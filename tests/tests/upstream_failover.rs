@@ -1,0 +1,482 @@
+//! Failover across an upstream's targets, passive health, the resend of a request a reused
+//! keep-alive connection lost, the per-upstream idle timeout, and what the logs say about the
+//! target: all over real sockets (a port with nothing listening, upstreams that close
+//! connections on purpose).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use airlock_tests::metrics::eventually;
+use airlock_tests::{Gateway, HttpClient, Upstream};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A loopback address nothing listens on (bound, then released): connecting is refused.
+fn refused_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
+}
+
+/// A backend on a given address (HTTP/1.1 and h2c) that answers every request with a JSON echo
+/// of its name, the `Host` it got and the body, and counts connections opened and ended.
+struct Backend {
+    hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    ended: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    async fn on(addr: SocketAddr, name: &'static str) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind the backend");
+        let (hits, connections, ended) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (h, c, e) = (hits.clone(), connections.clone(), ended.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (h, e) = (h.clone(), e.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            let host = req.headers().get("host").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let echo = serde_json::json!({ "name": name, "host": host, "body": String::from_utf8_lossy(&body) });
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(echo.to_string()))))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                    e.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self { hits, connections, ended, task }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An HTTP/1.1 upstream that answers the first request on each connection (keep-alive) and, on
+/// the next one, reads it whole and closes the connection without a word: a backend closing a
+/// keep-alive connection just as the gateway reuses it, made deterministic. Counts requests
+/// read and connections accepted.
+struct Closer {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Closer {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (requests, connections) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (r, c) = (requests.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                tokio::spawn(async move {
+                    for nth in 0.. {
+                        let Some(head) = read_request(&mut stream).await else { return };
+                        r.fetch_add(1, Ordering::SeqCst);
+                        if nth > 0 {
+                            return; // closed with the request unanswered
+                        }
+                        let answer: &[u8] = if head { b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n" } else { b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" };
+                        let _ = stream.write_all(answer).await;
+                    }
+                });
+            }
+        });
+        Self { addr, requests, connections, task }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request (head, and a `Content-Length` or chunked body) from `stream`: whether it is
+/// a HEAD, or `None` at EOF.
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<bool> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut buf).await.ok().filter(|&n| n > 0)?;
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_ascii_lowercase();
+    let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    loop {
+        let body = &data[head_end..];
+        let done = match length {
+            Some(n) => body.len() >= n,
+            None if chunked => body.ends_with(b"0\r\n\r\n"),
+            None => true,
+        };
+        if done {
+            return Some(head.starts_with("head "));
+        }
+        let n = stream.read(&mut buf).await.ok().filter(|&n| n > 0)?;
+        data.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A "backend" that answers every request with bytes that are not HTTP.
+async fn garbage_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                if read_request(&mut stream).await.is_some() {
+                    let _ = stream.write_all(b"THIS IS NOT HTTP\r\n\r\n").await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+fn access_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+async fn access_line(path: &Path, request_id: &str) -> serde_json::Value {
+    eventually(&format!("the access log line of {request_id}"), || {
+        access_lines(path).into_iter().find(|l| l["request_id"] == request_id)
+    })
+    .await
+}
+
+/// H2: with one target refusing connections, every request is served by the other (nothing was
+/// sent to the refusing one, so any method goes, a streamed body too), with the serving
+/// target's `Host`.
+#[tokio::test]
+async fn a_refused_target_is_passed_over_for_the_next() {
+    let up = Upstream::start().await;
+    let down = refused_addr();
+    let config = format!(
+        "[upstreams.mix]\ntargets = [\"{down}\", \"{}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"mix\"\n",
+        up.addr
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    for i in 0..10 {
+        let r = client.get(&gw.url(&format!("/get/{i}"))).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.upstream_header("host"), vec![up.addr.to_string()], "the Host of the target that served it");
+    }
+    for i in 0..4 {
+        let body = format!("streamed body {i}");
+        let r = client.request("POST", &gw.url("/post"), &[], body.as_bytes()).await;
+        assert_eq!(r.status, 200, "POST {i}: {}", r.text());
+        assert_eq!(r.json()["body"], body.as_str(), "the body went whole to the other target");
+    }
+    assert_eq!(up.hits(), 14);
+    gw.stop().await;
+}
+
+/// H2 over HTTP/2 (h2c): the same failover.
+#[tokio::test]
+async fn an_h2c_upstream_fails_over_too() {
+    let down = refused_addr();
+    let live = refused_addr();
+    let backend = Backend::on(live, "live").await;
+    let config = format!(
+        "[upstreams.grpcish]\ntargets = [\"{down}\", \"{live}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"grpcish\"\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    for i in 0..6 {
+        let r = client.get(&gw.url("/x")).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.json()["host"], live.to_string());
+    }
+    assert_eq!(backend.hits(), 6);
+    gw.stop().await;
+}
+
+/// H2, passive health: after `max_fails` connect failures in a row a target is skipped (a
+/// backend started on its port meanwhile gets nothing) until `fail_timeout_ms` has passed; then
+/// it is tried again and, answering, serves its share.
+#[tokio::test]
+async fn a_target_that_fails_to_connect_is_skipped_then_tried_again() {
+    let up = Upstream::start().await;
+    let flaky = refused_addr();
+    let config = format!(
+        "[upstreams.mix]\ntargets = [\"{flaky}\", \"{}\"]\nmax_fails = 2\nfail_timeout_ms = 3000\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"mix\"\n",
+        up.addr
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    // Round-robin sends every other request to `flaky` first: two failures mark it down.
+    for i in 0..4 {
+        assert_eq!(client.get(&gw.url("/")).await.status, 200, "request {i}");
+    }
+    let marked = tokio::time::Instant::now();
+    let backend = Backend::on(flaky, "flaky").await;
+    for i in 0..6 {
+        assert_eq!(client.get(&gw.url("/")).await.status, 200, "request {i}");
+    }
+    assert!(marked.elapsed() < Duration::from_millis(2500), "the machine is too slow for this test's timing");
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 0, "a target marked down is skipped");
+    // Past fail_timeout_ms it is tried again, and serves.
+    tokio::time::sleep(Duration::from_millis(3300).saturating_sub(marked.elapsed())).await;
+    for i in 0..6 {
+        assert_eq!(client.get(&gw.url("/")).await.status, 200, "request {i}");
+    }
+    assert!(backend.hits() >= 2, "the target serves again: {} hits", backend.hits());
+    gw.stop().await;
+}
+
+/// H2: when every target is marked down, requests are still sent (a 502 from the refusal, not a
+/// refusal without trying), so the upstream is used again the moment a target is back.
+#[tokio::test]
+async fn every_target_marked_down_is_still_tried() {
+    let (a, b) = (refused_addr(), refused_addr());
+    let config = format!(
+        "[upstreams.pair]\ntargets = [\"{a}\", \"{b}\"]\nmax_fails = 1\nfail_timeout_ms = 60000\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"pair\"\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    for i in 0..3 {
+        let r = client.get(&gw.url("/")).await;
+        assert_eq!(r.status, 502, "request {i}: {}", r.text());
+        assert_eq!(r.json()["error"], "upstream_unavailable");
+    }
+    let (_a, _b) = (Backend::on(a, "a").await, Backend::on(b, "b").await);
+    let r = client.get(&gw.url("/")).await;
+    assert_eq!(r.status, 200, "tried although marked down: {}", r.text());
+    gw.stop().await;
+}
+
+/// M1: a reused keep-alive connection that the backend closes as a GET (or another idempotent
+/// request) is written to it: sent again, once, on a new connection; the client gets the answer.
+#[tokio::test]
+async fn a_reused_connection_closed_under_an_idempotent_request_is_sent_again() {
+    let closer = Closer::start().await;
+    let config = format!("[upstreams.c]\ntargets = [\"{}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"c\"\n", closer.addr);
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.url("/first")).await.status, 200);
+    for (i, method) in ["GET", "HEAD", "DELETE", "OPTIONS"].into_iter().enumerate() {
+        // Idle long enough to be a connection its backend may be closing.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let r = client.request(method, &gw.url("/again"), &[], b"").await;
+        assert_eq!(r.status, 200, "{method}: {}", r.text());
+        // The reused connection took it and closed; a new one answered it (and is kept).
+        assert_eq!((closer.requests(), closer.connections()), (2 * i + 3, i + 2), "{method}");
+    }
+    gw.stop().await;
+}
+
+/// M1, the limits: a POST (not idempotent) or a request whose streamed body was already sent on
+/// the lost connection is not sent again: a 502, and the backend saw it once.
+#[tokio::test]
+async fn a_post_or_a_streamed_put_lost_on_a_reused_connection_is_not_sent_again() {
+    let closer = Closer::start().await;
+    let config = format!("[upstreams.c]\ntargets = [\"{}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"c\"\n", closer.addr);
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.url("/first")).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let r = client.request("POST", &gw.url("/order"), &[], b"pay once").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!((closer.requests(), closer.connections()), (2, 1), "the POST reached the backend once");
+    // A new connection, answered; then a PUT streamed on it when reused.
+    assert_eq!(client.get(&gw.url("/first")).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let r = client.request("PUT", &gw.url("/doc"), &[], b"streamed, not kept").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!((closer.requests(), closer.connections()), (4, 2), "the streamed PUT reached the backend once");
+    gw.stop().await;
+}
+
+/// M1: `idle_ms` on an upstream closes its pooled connections after that long idle (below the
+/// backend's own keep-alive timeout), whatever `timeouts.idle_ms` says.
+#[tokio::test]
+async fn an_upstreams_idle_ms_closes_its_pooled_connections() {
+    let addr = refused_addr();
+    let backend = Backend::on(addr, "b").await;
+    let config = format!(
+        "[timeouts]\nidle_ms = 60000\n\n[upstreams.b]\ntargets = [\"{addr}\"]\nidle_ms = 150\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"b\"\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.url("/")).await.status, 200);
+    eventually("the gateway closing its idle upstream connection", || (backend.ended.load(Ordering::SeqCst) == 1).then_some(())).await;
+    assert_eq!(client.get(&gw.url("/")).await.status, 200);
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 2, "a new connection after the idle one was closed");
+    gw.stop().await;
+}
+
+/// M2: the access log names the target that served or failed (`upstream_addr`), after a
+/// failover the one that served, and `upstream_ms` is set whenever the upstream was called: for
+/// a refusal, a timeout and a garbage answer too.
+#[tokio::test]
+async fn the_access_log_names_the_target_and_times_failed_calls() {
+    let up = Upstream::start().await;
+    let down = refused_addr();
+    let (garbage, _garbage_task) = garbage_upstream().await;
+    let config = format!(
+        r#"
+[access_log]
+enabled = true
+path = "access.log"
+
+[upstreams.ok]
+targets = ["{ok}"]
+[upstreams.down]
+targets = ["{down}"]
+[upstreams.slow]
+targets = ["{ok}"]
+request_timeout_ms = 300
+[upstreams.garbage]
+targets = ["{garbage}"]
+[upstreams.mix]
+targets = ["{down}", "{ok}"]
+
+[[routes]]
+path_prefix = "/ok"
+upstream = "ok"
+[[routes]]
+path_prefix = "/down"
+upstream = "down"
+[[routes]]
+path_prefix = "/slow"
+strip_prefix = "/slow"
+upstream = "slow"
+[[routes]]
+path_prefix = "/garbage"
+upstream = "garbage"
+[[routes]]
+path_prefix = "/mix"
+upstream = "mix"
+"#,
+        ok = up.addr
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    let log = gw.dir.path().join("access.log");
+    let cases: [(&str, &str, u16, SocketAddr); 6] = [
+        ("/ok", "m2-ok", 200, up.addr),
+        ("/down", "m2-down", 502, down),
+        ("/slow/slow/3000", "m2-slow", 504, up.addr),
+        ("/garbage", "m2-garbage", 502, garbage),
+        // After a failover: the target that served.
+        ("/mix/a", "m2-mix-a", 200, up.addr),
+        ("/mix/b", "m2-mix-b", 200, up.addr),
+    ];
+    for (path, id, status, target) in cases {
+        let r = client.request("GET", &gw.url(path), &[("x-request-id", id)], b"").await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        let line = access_line(&log, id).await;
+        assert_eq!(line["upstream_addr"], target.to_string(), "{path}: {line}");
+        let upstream_ms = line["upstream_ms"].as_f64().unwrap_or_else(|| panic!("{path}: upstream_ms is null: {line}"));
+        assert!(upstream_ms <= line["duration_ms"].as_f64().unwrap_or(0.0), "{path}: {line}");
+        if id == "m2-slow" {
+            assert!(upstream_ms >= 250.0, "the timed-out call lasted the timeout: {line}");
+        }
+    }
+    // A request no upstream was called for: both null.
+    let r = client.request("GET", &gw.url("/nowhere"), &[("x-request-id", "m2-none")], b"").await;
+    assert_eq!(r.status, 404);
+    let line = access_line(&log, "m2-none").await;
+    assert_eq!((&line["upstream_addr"], &line["upstream_ms"]), (&serde_json::Value::Null, &serde_json::Value::Null), "{line}");
+    gw.stop().await;
+}
+
+/// M2: the warning for a 502 names the target that failed; marking a target down is warned
+/// once, naming it.
+#[tokio::test]
+async fn the_warning_for_a_502_names_the_target() {
+    let upstream = Upstream::start().await;
+    let down = refused_addr();
+    let config = format!(
+        "[upstreams.dead]\ntargets = [\"{down}\"]\nmax_fails = 2\n\n[[routes]]\nid = \"down\"\npath_prefix = \"/down\"\nupstream = \"dead\"\n"
+    );
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
+    let client = HttpClient::http1();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = client.get(&gw.url("/down/here")).await;
+        assert_eq!(r.status, 502);
+        ids.push(r.header("x-request-id").expect("a request id"));
+    }
+    let log = eventually("the warnings", || {
+        let log = gw.log();
+        ids.iter().all(|id| log.contains(id.as_str())).then_some(log)
+    })
+    .await;
+    for id in &ids {
+        let line = log.lines().find(|l| l.contains(id.as_str())).expect("a line naming the request");
+        assert!(line.contains("WARN") && line.contains(&down.to_string()), "the target is named: {line}");
+    }
+    let marked: Vec<_> = log.lines().filter(|l| l.contains("marked down")).collect();
+    assert_eq!(marked.len(), 1, "{log}");
+    assert!(marked[0].contains(&down.to_string()) && marked[0].contains("dead"), "{}", marked[0]);
+}
+
+/// The new keys are refused at their file, line and key when 0 would not mean "off".
+#[test]
+fn a_zero_idle_ms_or_fail_timeout_is_refused_at_its_line() {
+    for (text, key) in [
+        ("[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\nidle_ms = 0\n", "upstreams.u.idle_ms"),
+        ("[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\nmax_fails = 1\nfail_timeout_ms = 0\n", "upstreams.u.fail_timeout_ms"),
+    ] {
+        let source = airlock::config::ConfigSource::inline("airlock.toml", text, std::path::PathBuf::from("."));
+        let err = source.parse().expect_err(text);
+        let issue = &err.issues()[0];
+        assert_eq!((issue.line, issue.key.as_str(), issue.message.as_str()), (Some(text.lines().count()), key, "must be at least 1, not 0"));
+    }
+    let source = airlock::config::ConfigSource::inline(
+        "airlock.toml",
+        "[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\nmax_fails = 0\nidle_ms = 1500\nfail_timeout_ms = 500\n",
+        std::path::PathBuf::from("."),
+    );
+    let config = source.parse().expect("max_fails = 0 turns marking off");
+    let u = &config.upstreams["u"];
+    assert_eq!((u.max_fails, u.idle_ms, u.fail_timeout_ms), (Some(0), Some(1500), Some(500)));
+}
