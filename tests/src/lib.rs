@@ -307,6 +307,21 @@ impl Reply {
     }
 }
 
+/// Reads a request head (through its blank line) from a raw upstream's connection: what it
+/// read, or `None` if the gateway closed or broke the connection first.
+pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// Writes raw bytes to `addr` and returns everything written back until the other side closes
 /// (at most 5 s): "" if it closed without answering. For requests no real client would send.
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {

@@ -843,6 +843,13 @@ keys = [
         )
     }
 
+    /// [`config`] with a consumer `guest` that requests without a valid token go on as.
+    fn anonymous_guest_config() -> String {
+        config()
+            .replace("[[consumers]]\nid = \"alice\"", "[[consumers]]\nid = \"guest\"\n\n[[consumers]]\nid = \"alice\"")
+            .replace("cookie = \"session\"", "cookie = \"session\"\nanonymous = \"guest\"")
+    }
+
     fn b64url(bytes: &[u8]) -> String {
         base64(bytes).trim_end_matches('=').replace('+', "-").replace('/', "_")
     }
@@ -971,10 +978,7 @@ keys = [
     #[tokio::test]
     async fn claim_headers_are_never_the_clients_own() {
         let upstream = Upstream::start().await;
-        let config = config()
-            .replace("[[consumers]]\nid = \"alice\"", "[[consumers]]\nid = \"guest\"\n\n[[consumers]]\nid = \"alice\"")
-            .replace("cookie = \"session\"", "cookie = \"session\"\nanonymous = \"guest\"");
-        let gw = Gateway::start(&config, Some(&upstream)).await;
+        let gw = Gateway::start(&anonymous_guest_config(), Some(&upstream)).await;
         let client = HttpClient::http1();
         let forged = [("x-user-id", "alice"), ("x-scope", "admin")];
         let mut no_scope = claims();
@@ -999,10 +1003,7 @@ keys = [
     #[tokio::test]
     async fn a_refused_token_let_through_as_anonymous_is_hidden() {
         let upstream = Upstream::start().await;
-        let config = config()
-            .replace("[[consumers]]\nid = \"alice\"", "[[consumers]]\nid = \"guest\"\n\n[[consumers]]\nid = \"alice\"")
-            .replace("cookie = \"session\"", "cookie = \"session\"\nanonymous = \"guest\"");
-        let gw = Gateway::start(&config, Some(&upstream)).await;
+        let gw = Gateway::start(&anonymous_guest_config(), Some(&upstream)).await;
         let client = HttpClient::http1();
         let mut expired = claims();
         expired["exp"] = serde_json::json!(now() - 3600);
@@ -1168,7 +1169,8 @@ plugin = "slow-basic"
 #[tokio::test]
 async fn failing_open_past_an_auth_plugin_vouches_for_no_forged_identity() {
     let upstream = Upstream::start().await;
-    let hash = bcrypt::hash("pw", 8).unwrap();
+    // Cost 10 takes ~100 ms in the sandbox: far past a 25 ms deadline, which loading fits.
+    let hash = bcrypt::hash("pw", 10).unwrap();
     let config = format!(
         r#"
 [upstreams.backend]
@@ -1177,7 +1179,7 @@ targets = ["{{upstream}}"]
 [plugins.basic-open]
 source = "builtin:basic-auth"
 failure = "open"
-cpu_ms = 1
+cpu_ms = 25
 
 [[consumers]]
 id = "slow"

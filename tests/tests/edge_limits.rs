@@ -27,13 +27,8 @@ async fn endless_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Instant>) {
             let Ok((mut tcp, _)) = listener.accept().await else { continue };
             let ended = ended.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if airlock_tests::read_request_head(&mut tcp).await.is_none() {
+                    return;
                 }
                 let mut chunk = b"4000\r\n".to_vec();
                 chunk.extend_from_slice(&[b'x'; 0x4000]);

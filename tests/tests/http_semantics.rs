@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_tests::{Gateway, HttpClient, Upstream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// An HTTP/1.1 upstream that answers every request with `answer`, byte for byte, then closes.
@@ -23,13 +23,8 @@ async fn raw_upstream_holding(answer: &'static [u8], hold: Duration) -> (SocketA
         loop {
             let Ok((mut tcp, _)) = listener.accept().await else { continue };
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if airlock_tests::read_request_head(&mut tcp).await.is_none() {
+                    return;
                 }
                 let _ = tcp.write_all(answer).await;
                 tokio::time::sleep(hold).await;
