@@ -305,7 +305,8 @@ async fn websocket_reaches_an_http2_upstream_as_an_extended_connect() {
             assert_eq!(response.status(), 502);
             let error: serde_json::Value = serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("JSON");
             assert_eq!(error["error"], "upstream_unavailable");
-            assert!(error["message"].as_str().unwrap_or_default().contains("extended CONNECT"), "{error}");
+            // Why (no extended CONNECT) is in the gateway's warning line, not told to the client.
+            assert_eq!(error["message"], "the upstream is unavailable", "{error}");
         }
         other => panic!("expected a 502, got {other:?}"),
     }
@@ -510,7 +511,7 @@ async fn an_upstream_that_switches_unasked_is_refused() {
     let gw = Gateway::start(&toml, None).await;
     let r = HttpClient::http1().get(&gw.url("/x")).await;
     assert_eq!(r.status, 502, "{}", r.text());
-    assert!(r.text().contains("asked for no upgrade"), "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_unavailable", "{}", r.text());
     gw.stop().await;
     server.abort();
 }
