@@ -10,10 +10,12 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// Bucket upper bounds in seconds: 10 µs (a warm plugin call) to 10 s (a slow upstream).
-pub const LATENCY_BUCKETS: [f64; 19] = [
+/// Bucket upper bounds in seconds: 10 µs (a warm plugin call) to 60 s, past the default request
+/// timeout (30 s), so requests that wait on a slow upstream until it are told apart from those
+/// cut at 10 s rather than all landing in `+Inf`.
+pub const LATENCY_BUCKETS: [f64; 21] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0,
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Copies of a histogram's counters: each request worker ([`crate::workers`]) adds to its own
@@ -124,11 +126,15 @@ mod tests {
             h.observe(Duration::from_micros(40));
         }
         h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(60));
+        h.observe(Duration::from_secs(61));
         assert_eq!(h.count(), 100);
         assert_eq!(h.quantile_upper_bound(0.5), Some(0.000_05));
         assert_eq!(h.quantile_upper_bound(0.99), Some(0.005));
         assert_eq!(h.quantile_upper_bound(1.0), Some(f64::INFINITY));
+        // A request that waited out the default 30 s timeout has a bucket of its own.
+        let slow = LatencyHistogram::default();
+        slow.observe(Duration::from_secs(29));
+        assert_eq!(slow.quantile_upper_bound(1.0), Some(30.0));
     }
 
     #[tokio::test]
