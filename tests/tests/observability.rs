@@ -445,6 +445,8 @@ async fn access_log_lines_match_requests_and_the_file_reopens_on_sigusr1() {
     assert_eq!(l1["bytes_in"], 0);
     assert_eq!(l1["client_ip"], "127.0.0.1");
     assert_eq!(l1["user_agent"], "obs-test/1.0");
+    assert_eq!(l1["protocol"], "HTTP/1.1");
+    assert!(l1["host"].as_str().is_some_and(|h| h.starts_with("127.0.0.1:")), "{l1}");
     assert_eq!(l1["consumer"], serde_json::Value::Null);
     assert_eq!(l1["trace_id"].as_str(), big.header("x-trace-id").as_deref());
     assert!(l1["upstream_ms"].as_f64().unwrap() <= l1["duration_ms"].as_f64().unwrap());
@@ -464,6 +466,7 @@ async fn access_log_lines_match_requests_and_the_file_reopens_on_sigusr1() {
     assert_eq!(l4["status"], 404);
     assert_eq!(l4["route"], serde_json::Value::Null);
     assert_eq!(l4["upstream_ms"], serde_json::Value::Null);
+    assert!(l4["host"].is_string(), "a 404 names the host it had no route for: {l4}");
     assert_eq!(l4["bytes_out"], missing.body.len());
 
     // Rotate: rename, signal, and new lines go to a new file at the configured path.

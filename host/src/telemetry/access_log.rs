@@ -36,6 +36,11 @@ pub struct AccessEntry {
     pub client_ip: IpAddr,
     /// Request method.
     pub method: Method,
+    /// The host the request named (`Host`, or an absolute target's or HTTP/2's authority), cut
+    /// at 256 bytes: which virtual host a `no_route` 404 was for.
+    pub host: Option<String>,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub protocol: &'static str,
     /// Request path as the client sent it (without the query).
     pub path: String,
     /// The matched route's id.
@@ -71,6 +76,8 @@ struct AccessLine<'a> {
     time: String,
     client_ip: IpAddr,
     method: &'a str,
+    host: Option<&'a str>,
+    protocol: &'a str,
     path: &'a str,
     route: Option<&'a str>,
     status: u16,
@@ -95,6 +102,8 @@ impl AccessEntry {
             time: humantime::format_rfc3339_micros(self.time).to_string(),
             client_ip: self.client_ip,
             method: self.method.as_str(),
+            host: self.host.as_deref(),
+            protocol: self.protocol,
             path: &self.path,
             route: self.route.as_deref(),
             status: self.status,
@@ -305,6 +314,8 @@ mod tests {
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             client_ip: "127.0.0.1".parse().unwrap(),
             method: Method::GET,
+            host: Some("api.example.com".into()),
+            protocol: "HTTP/2",
             path: format!("/{n}"),
             route: Some("r".into()),
             status: 200,
@@ -327,6 +338,7 @@ mod tests {
         assert!(line.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["path"], "/7");
+        assert_eq!((v["host"].as_str(), v["protocol"].as_str()), (Some("api.example.com"), Some("HTTP/2")));
         assert_eq!(v["time"], "2023-11-14T22:13:20.000000Z");
         assert_eq!(v["trace_id"], "00000000000000000000000000000001");
         assert_eq!(v["upstream_ms"], 2.0);

@@ -58,9 +58,14 @@ pub struct RequestRecord<'a> {
 struct AccessStart {
     time: SystemTime,
     conn: ConnectionInfo,
+    host: Option<String>,
+    protocol: &'static str,
     path: String,
     user_agent: Option<String>,
 }
+
+/// Longest `host` the access log records.
+const MAX_LOGGED_HOST: usize = 256;
 
 impl<'a> RequestRecord<'a> {
     /// Starts the record of a request that just arrived.
@@ -82,6 +87,17 @@ impl<'a> RequestRecord<'a> {
         let access = telemetry.access_log().is_some().then(|| AccessStart {
             time: SystemTime::now(),
             conn,
+            host: request
+                .uri()
+                .authority()
+                .map(|a| a.as_str().as_bytes())
+                .or_else(|| request.headers().get(header::HOST).map(HeaderValue::as_bytes))
+                .map(|h| String::from_utf8_lossy(&h[..h.len().min(MAX_LOGGED_HOST)]).into_owned()),
+            protocol: match request.version() {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2",
+                _ => "HTTP/1.1",
+            },
             path: request.uri().path().to_owned(),
             user_agent: request
                 .headers()
@@ -248,6 +264,8 @@ impl<'a> RequestRecord<'a> {
                     time: start.time,
                     client_ip: start.conn.client,
                     method: self.method.clone(),
+                    host: start.host,
+                    protocol: start.protocol,
                     path: start.path,
                     route: self.route_id.take(),
                     status: status.as_u16(),
