@@ -391,16 +391,28 @@ upstream = "backend"
 [[routes.plugins]]
 plugin = "builtin:throttle"
 config = { rate = 10, per = "second", burst = 1, max_wait_ms = 1000 }
+
+[[routes]]
+path = "/warm"
+plugins = [{ plugin = "builtin:respond", config = { status = 204 } }]
 "#;
     let gw = Gateway::start(config, Some(&upstream)).await;
+    // Each client's connection is made first: arrivals 10 ms apart then reach the throttle in
+    // the order they were sent, not in the order a loaded machine completes their handshakes.
+    let mut clients = Vec::new();
+    for _ in 0..15 {
+        let client = HttpClient::http1();
+        assert_eq!(client.get(&gw.url("/warm")).await.status, 204);
+        clients.push(client);
+    }
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..15u64 {
+    for (i, client) in (0..15u64).zip(clients) {
         let url = gw.url("/slow");
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(i * 10)).await;
             let sent = started.elapsed();
-            let r = HttpClient::http1().get(&url).await;
+            let r = client.get(&url).await;
             (i, r, sent, started.elapsed())
         }));
     }
