@@ -226,11 +226,6 @@ impl Upstream {
         &self.slot(i).addr
     }
 
-    /// Whether target `i` is marked down now.
-    pub fn is_down(&self, i: usize) -> bool {
-        self.slot(i).health.is_down()
-    }
-
     fn slot(&self, i: usize) -> &TargetSlot {
         &self.slots[i % self.slots.len()]
     }
