@@ -175,6 +175,27 @@ async fn garbage_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
+/// A "backend" that accepts connections and reads requests but never answers (a hung process
+/// whose socket is still open): counts the requests it read.
+async fn hung_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let read = Arc::new(AtomicUsize::new(0));
+    let counted = read.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                while read_request(&mut stream).await.is_some() {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, read, task)
+}
+
 fn access_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -289,6 +310,56 @@ async fn every_target_marked_down_is_still_tried() {
     let (_a, _b) = (Backend::on(a, "a").await, Backend::on(b, "b").await);
     let r = client.get(&gw.url("/")).await;
     assert_eq!(r.status, 200, "tried although marked down: {}", r.text());
+    gw.stop().await;
+}
+
+/// H2, passive health beyond connects: a target that accepts connections and then hangs (no
+/// response head within the timeout: a 504 each) or answers with something not HTTP (a 502
+/// each) counts as failing, as nginx counts `timeout` and `error`: after `max_fails` of them in
+/// a row it gets no more requests for `fail_timeout_ms`, and the other target serves them all.
+#[tokio::test]
+async fn a_target_that_hangs_or_answers_garbage_is_marked_down() {
+    let up = Upstream::start().await;
+    let (hung, hung_reads, _hung_task) = hung_upstream().await;
+    let (garbage, _garbage_task) = garbage_upstream().await;
+    let config = format!(
+        r#"
+[upstreams.hangs]
+targets = ["{hung}", "{ok}"]
+request_timeout_ms = 300
+max_fails = 2
+fail_timeout_ms = 60000
+[upstreams.garbles]
+targets = ["{garbage}", "{ok}"]
+max_fails = 2
+fail_timeout_ms = 60000
+
+[[routes]]
+path_prefix = "/hangs"
+upstream = "hangs"
+[[routes]]
+path_prefix = "/garbles"
+upstream = "garbles"
+"#,
+        ok = up.addr
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    for (prefix, failure) in [("/hangs", 504), ("/garbles", 502)] {
+        // Round-robin: every other request goes to the failing target, until the second failure.
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(client.get(&gw.url(&format!("{prefix}/x"))).await.status);
+        }
+        assert_eq!(statuses.iter().filter(|&&s| s == failure).count(), 2, "{prefix}: {statuses:?}");
+        assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 2, "{prefix}: {statuses:?}");
+        // Marked down: the rest all go to the target that answers.
+        for i in 0..6 {
+            let r = client.get(&gw.url(&format!("{prefix}/y"))).await;
+            assert_eq!(r.status, 200, "{prefix}, request {i} after the marking: {}", r.text());
+        }
+    }
+    assert_eq!(hung_reads.load(Ordering::SeqCst), 2, "the hung target got nothing after its second timeout");
     gw.stop().await;
 }
 

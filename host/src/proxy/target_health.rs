@@ -1,7 +1,7 @@
 //! Passive health of an upstream's targets (nginx's `max_fails` / `fail_timeout`, Envoy's
-//! outlier detection on connect failures): a target that failed to connect `max_fails` times in
-//! a row is skipped for `fail_timeout`, then one request is let through to try it again (a
-//! failure marks it down again at once, a success clears it).
+//! consecutive gateway failures): a target that failed `max_fails` times in a row (what counts
+//! as a failure: [`super::upstream`]) is skipped for `fail_timeout`, then one request is let
+//! through to try it again (a failure marks it down again at once, a success clears it).
 //!
 //! Each target's state is two atomics: the request path reads one (`down_until`, 0 while the
 //! target is up) to pick a target and writes nothing while connections succeed. No lock, no
@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Default `max_fails`: consecutive connect failures that mark a target down.
+/// Default `max_fails`: consecutive failures that mark a target down.
 pub const DEFAULT_MAX_FAILS: u32 = 3;
 
 /// Default `fail_timeout_ms`: how long a target marked down is skipped.
@@ -20,7 +20,7 @@ pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// When a target is marked down and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthPolicy {
-    /// Consecutive connect failures that mark a target down; 0 never marks one.
+    /// Consecutive failures that mark a target down; 0 never marks one.
     pub max_fails: u32,
     /// How long a target marked down is skipped before it is tried again.
     pub fail_timeout: Duration,
@@ -32,7 +32,7 @@ impl Default for HealthPolicy {
     }
 }
 
-/// What a connect failure did to a target's state.
+/// What a failure did to a target's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Marked {
     /// Not (yet) marked down.

@@ -6,8 +6,11 @@
 //!
 //! Failover: a target that cannot be connected to (refused, connect timeout, TLS handshake
 //! failed: nothing was sent) is left for the next one, each target tried at most once per
-//! request and all of it within the request's deadline; and a target failing to connect
-//! `max_fails` times in a row is skipped for `fail_timeout` ([`super::target_health`]). Over
+//! request and all of it within the request's deadline; and a target failing `max_fails` times
+//! in a row is skipped for `fail_timeout` ([`super::target_health`]). A failure is what nginx
+//! counts for `max_fails`: a failed connect, an exchange the target broke off or answered with
+//! something not HTTP, or no response head within the route's timeout (a target that accepts
+//! and then hangs); not a client's own body failing, and not an answer, whatever its status. Over
 //! HTTP/2, hyper-util's client drops a request it could not connect for, so there a copy is kept
 //! to send elsewhere, when the upstream has more than one target and the body is whole.
 
@@ -299,12 +302,16 @@ impl Upstream {
                         return Ok(response);
                     }
                     Attempt::Failed(error) => {
-                        self.slot(target).health.succeeded();
+                        if error.is_targets_fault() {
+                            self.target_failed(target, &error);
+                        } else {
+                            self.slot(target).health.succeeded();
+                        }
                         return Err(error);
                     }
                     Attempt::ConnectFailed(error, back) => (error, back),
                 };
-                self.connect_failed(target, &error);
+                self.target_failed(target, &error);
                 let (Some(mut back), Some(next)) = (back, self.failover(first, &mut step)) else {
                     return Err(error);
                 };
@@ -317,7 +324,12 @@ impl Upstream {
         };
         tokio::select! {
             result = call => (last.load(Ordering::Relaxed), result),
-            reason = deadline => (last.load(Ordering::Relaxed), Err(SendError::Timeout(reason))),
+            reason = deadline => {
+                // The target being tried took too long: a hung target counts as a failed one.
+                let (target, error) = (last.load(Ordering::Relaxed), SendError::Timeout(reason));
+                self.target_failed(target, &error);
+                (target, Err(error))
+            }
         }
     }
 
@@ -335,14 +347,14 @@ impl Upstream {
         None
     }
 
-    /// Notes a connect failure of target `i`, with a warning when it marks the target down.
-    fn connect_failed(&self, i: usize, error: &SendError) {
+    /// Notes a failure of target `i`, with a warning when it marks the target down.
+    fn target_failed(&self, i: usize, error: &SendError) {
         let slot = self.slot(i);
         if slot.health.failed(&self.health) == Marked::Down {
             tracing::warn!(
                 upstream = &*self.name,
                 upstream_addr = &*slot.addr,
-                "target marked down for {} ms after {} connect failures in a row: {}",
+                "target marked down for {} ms after {} failures in a row: {}",
                 self.health.fail_timeout.as_millis(),
                 self.health.max_fails,
                 error
@@ -429,6 +441,14 @@ pub enum SendError {
     /// The client's streamed request body stalled (`timeouts.body_idle_ms`).
     #[error("{0}")]
     ClientStalled(String),
+}
+
+impl SendError {
+    /// Whether the target is to blame (it timed out, broke the exchange off, or answered with
+    /// something not HTTP), not the client's body: what counts towards `max_fails`.
+    fn is_targets_fault(&self) -> bool {
+        matches!(self, SendError::Timeout(_) | SendError::Unavailable(_))
+    }
 }
 
 fn classify(e: &(dyn std::error::Error + 'static)) -> SendError {
