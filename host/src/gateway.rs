@@ -119,6 +119,8 @@ pub struct Gateway {
     pub telemetry: Arc<Telemetry>,
     /// Each listener's trusted proxies, in config order: who a request's client is.
     pub trusted_proxies: Vec<TrustedProxies>,
+    /// The upstreams by name, for the next reload to keep those it leaves unchanged.
+    pub upstreams: HashMap<String, Arc<Upstream>>,
 }
 
 /// Each listener's `trusted_proxies`, parsed; a bad entry is an issue at its line.
@@ -159,7 +161,7 @@ impl Gateway {
         };
         let telemetry = Arc::new(Telemetry::new(source, config, state.clone(), &mut issues));
         issues.extend(crate::admin::config_issues(source, config));
-        Self::assemble(source, config, sandbox, state, telemetry, issues).await
+        Self::assemble(source, config, sandbox, state, telemetry, &HashMap::new(), issues).await
     }
 
     /// Builds the gateway a reload swaps in for `previous`: the new config's routes, chains and
@@ -168,16 +170,18 @@ impl Gateway {
     /// from take effect only on restart (see [`crate::reload`]).
     pub async fn rebuild(source: &ConfigSource, config: &Config, previous: &Gateway) -> Result<Self, ConfigError> {
         let (sandbox, state, telemetry) = (previous.sandbox.clone(), previous.state.clone(), previous.telemetry.clone());
-        Self::assemble(source, config, sandbox, state, telemetry, Vec::new()).await
+        Self::assemble(source, config, sandbox, state, telemetry, &previous.upstreams, Vec::new()).await
     }
 
-    /// Everything that one config builds, given the parts that outlive it.
+    /// Everything that one config builds, given the parts that outlive it (and, on a reload, the
+    /// running config's upstreams, kept where unchanged).
     async fn assemble(
         source: &ConfigSource,
         config: &Config,
         sandbox: SandboxEngine,
         state: Arc<StateStore>,
         telemetry: Arc<Telemetry>,
+        previous_upstreams: &HashMap<String, Arc<Upstream>>,
         mut issues: Vec<ConfigIssue>,
     ) -> Result<Self, ConfigError> {
         let cache = CompileCache::new(if config.runtime.compile_cache {
@@ -186,7 +190,7 @@ impl Gateway {
             None
         });
 
-        let upstreams = crate::proxy::upstream_config::build_upstreams(source, config, &mut issues).await;
+        let upstreams = crate::proxy::upstream_config::build_upstreams(source, config, previous_upstreams, &mut issues).await;
         let trusted_proxies = trusted_proxies(source, config, &mut issues);
         let mut consumer_ids = std::collections::HashSet::new();
         for (i, consumer) in config.consumers.iter().enumerate() {
@@ -366,7 +370,7 @@ impl Gateway {
         match routes {
             Some(routes) if issues.is_empty() => {
                 let (limits, timeouts) = (config.limits.clone(), config.timeouts.clone());
-                Ok(Self { routes, limits, timeouts, sandbox, state, telemetry, trusted_proxies })
+                Ok(Self { routes, limits, timeouts, sandbox, state, telemetry, trusted_proxies, upstreams })
             }
             _ => {
                 issues.sort_by_key(|i| i.line.unwrap_or(0));

@@ -522,3 +522,52 @@ async fn limiter_counters_survive_a_reload_that_adds_routes_and_plugins() {
     assert_eq!(r.header("ratelimit").as_deref().map(|v| v.contains("r=998")), Some(true), "/b's own counter: {:?}", r.header("ratelimit"));
     gw.stop().await;
 }
+
+/// A reload that leaves an upstream as it was keeps it, with its pooled connections (no new
+/// connect, for `https://` targets no new handshake, per reload); one that changes the upstream's
+/// settings builds it anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_an_unchanged_upstreams_connections() {
+    use tokio::io::AsyncWriteExt;
+    // A keep-alive backend that counts the connections it accepts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let backend = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                while airlock_tests::read_request_head(&mut stream).await.is_some() {
+                    if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let config = |extra_route: &str, timeout_ms: u32| {
+        format!(
+            "[upstreams.kept]\ntargets = [\"{addr}\"]\nrequest_timeout_ms = {timeout_ms}\n\n\
+             [[routes]]\npath = \"/a\"\nupstream = \"kept\"\n{extra_route}"
+        )
+    };
+    let gw = Gateway::start(&config("", 5000), None).await;
+    // One client connection: its requests are served by one worker, whose pool is the one reused.
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.url("/a")).await.status, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    let with_b = config("[[routes]]\npath = \"/b\"\nupstream = \"kept\"\n", 5000);
+    assert_eq!(gw.reload(&with_b, None).await.expect("reload"), 2);
+    assert_eq!(client.get(&gw.url("/b")).await.status, 200, "the new route answers");
+    assert_eq!(client.get(&gw.url("/a")).await.status, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the unchanged upstream's pooled connection was reused");
+
+    let slower = config("[[routes]]\npath = \"/b\"\nupstream = \"kept\"\n", 6000);
+    assert_eq!(gw.reload(&slower, None).await.expect("reload"), 3);
+    assert_eq!(client.get(&gw.url("/a")).await.status, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a changed upstream is built anew, with new connections");
+    backend.abort();
+    gw.stop().await;
+}

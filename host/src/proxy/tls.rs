@@ -42,7 +42,7 @@ pub enum Alpn {
 }
 
 /// How to reach an upstream over TLS.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsSettings {
     /// PEM file of the CAs that may sign the upstream's certificate; `None`: the system's roots.
     pub ca_file: Option<std::path::PathBuf>,

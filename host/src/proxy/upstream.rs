@@ -62,6 +62,8 @@ pub struct Upstream {
     /// One set of connections per request worker ([`crate::workers`]), so a request's upstream
     /// connection is driven on the thread serving it.
     clients: Box<[Transport]>,
+    /// What it was built with, so a reload can tell whether it may be kept ([`Self::built_as`]).
+    settings: UpstreamSettings,
 }
 
 /// What an upstream keeps per target, made once and shared by every request.
@@ -87,6 +89,7 @@ enum Transport {
 }
 
 /// Settings an upstream is built with.
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
     /// Connect timeout.
     pub connect_timeout: Duration,
@@ -148,7 +151,17 @@ impl Upstream {
             open_connections,
             next: AtomicUsize::new(0),
             clients,
+            settings,
         })
+    }
+
+    /// Whether this upstream is what `targets` and `settings` would build, so that a reload may
+    /// keep it, with its pooled connections and its targets' health, instead of building a new
+    /// one that connects again (a TLS handshake per connection for `https://` targets). Not with
+    /// a `tls.ca_file`: the file may have changed (a rotated CA), and a reload must read it again.
+    pub fn built_as(&self, targets: &[Authority], settings: &UpstreamSettings) -> bool {
+        let reads_files = settings.tls.as_ref().is_some_and(|tls| tls.ca_file.is_some());
+        !reads_files && self.targets == targets && self.settings == *settings
     }
 
     /// One worker's connections, counted in `open`: at most `max_idle` idle per target over HTTP/2,

@@ -41,10 +41,24 @@ fn parse_target(target: &str) -> Result<(Scheme, Authority), String> {
 
 /// Builds every upstream of `config`; problems are added to `issues` and the upstream left out.
 /// TLS upstreams read certificate files, which is done off the async workers.
-pub async fn build_upstreams(source: &ConfigSource, config: &Config, issues: &mut Vec<ConfigIssue>) -> HashMap<String, Arc<Upstream>> {
+///
+/// On a reload, `previous` holds the running config's upstreams: one whose name, targets and
+/// settings are unchanged is kept as it is ([`Upstream::built_as`]), so a reload that touches
+/// routes or plugins does not drop every pooled upstream connection and its targets' health.
+pub async fn build_upstreams(
+    source: &ConfigSource,
+    config: &Config,
+    previous: &HashMap<String, Arc<Upstream>>,
+    issues: &mut Vec<ConfigIssue>,
+) -> HashMap<String, Arc<Upstream>> {
     let mut out = HashMap::new();
     for (name, up) in &config.upstreams {
         let Some((targets, settings)) = settings(source, config, name, up, issues) else { continue };
+        if let Some(kept) = previous.get(name).filter(|kept| kept.built_as(&targets, &settings)) {
+            tracing::debug!(upstream = name.as_str(), "upstream unchanged by the reload: its connections are kept");
+            out.insert(name.clone(), kept.clone());
+            continue;
+        }
         let owned_name = name.clone();
         let built = tokio::task::spawn_blocking(move || Upstream::new(&owned_name, targets, settings)).await;
         match built {

@@ -53,8 +53,10 @@ impl PoolRegistry {
     /// its connections are gone, it is no longer listed.
     pub fn register_upstream(&self, name: Arc<str>, open: &OpenConnections) {
         let mut upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
-        upstreams.retain(|(_, count)| count.strong_count() > 0);
-        upstreams.push((name, open.downgrade()));
+        let open = open.downgrade();
+        // A reload keeps an unchanged upstream: registered once, not counted twice.
+        upstreams.retain(|(_, count)| count.strong_count() > 0 && !count.ptr_eq(&open));
+        upstreams.push((name, open));
     }
 
     /// Open connections summed per upstream name.
