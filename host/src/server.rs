@@ -407,8 +407,46 @@ async fn serve_http1<T: keepalive::Parkable>(
     let service = gateway_service(live.clone(), conn, identity, Some(activity.clone()), None);
     match keepalive::serve(builders, stream, service, activity, gauges, shutdown).await {
         Ok(ended) => report_cut(&live, conn.peer, ended),
-        Err(e) => tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}"),
+        Err(e) => report_error(&live, conn.peer, &e),
     }
+}
+
+/// Logs a connection that ended with an error, and counts it in `airlock_requests_rejected_total`
+/// when hyper refused what the client sent before the gateway's service saw a request
+/// ([`rejection`]). At debug: anyone can send garbage, and a line per scanner's probe at a
+/// higher level would flood the log; the counter is what to alert on.
+fn report_error(live: &LiveGateway, peer: SocketAddr, error: &(dyn std::error::Error + 'static)) {
+    match rejection(error) {
+        Some(reason) => {
+            live.gateway().telemetry.metrics.request_rejected(reason);
+            tracing::debug!(%peer, reason, "rejected before routing: {error}{}", cause(error));
+        }
+        None => tracing::debug!(%peer, "connection ended with an error: {error}{}", cause(error)),
+    }
+}
+
+/// `: <cause>` of an error whose own text does not include it (hyper's), or nothing.
+fn cause(error: &(dyn std::error::Error + 'static)) -> String {
+    error.downcast_ref::<hyper::Error>().and_then(std::error::Error::source).map(|c| format!(": {c}")).unwrap_or_default()
+}
+
+/// Why hyper refused a client's bytes, if the error a connection ended with says it did (one of
+/// [`crate::telemetry::metrics::REJECTION_REASONS`]): an HTTP/1 request head it could not parse
+/// (it answered a bare 400), too large (431; its text tells a URI too long, 414, apart), or an
+/// HTTP/2 connection h2 closed on a protocol error of the client's (a GOAWAY it sent itself,
+/// with an error code). A client that went away, a timeout or an I/O error is no rejection.
+fn rejection(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let error = error.downcast_ref::<hyper::Error>()?;
+    if error.is_parse_too_large() {
+        // hyper has no predicate of its own for the 414 case (`Parse::UriTooLong`).
+        return Some(if error.to_string() == "URI too long" { "uri_too_long" } else { "headers_too_large" });
+    }
+    if error.is_parse() {
+        return Some("malformed");
+    }
+    let h2 = std::error::Error::source(error)?.downcast_ref::<h2::Error>()?;
+    let protocol = h2.is_go_away() && h2.is_library() && h2.reason().is_some_and(|r| r != h2::Reason::NO_ERROR);
+    protocol.then_some("http2_protocol")
 }
 
 /// Logs (once per connection) and counts a client connection the gateway closed on a limit.
@@ -455,7 +493,7 @@ async fn serve_http2<T>(
     let connection = builders.auto(protocol).serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
     match keepalive::serve_until_idle(connection, activity, builders.idle(), shutdown).await {
         Ok(ended) => report_cut(&live, conn.peer, ended),
-        Err(e) => tracing::debug!(peer = %conn.peer, "connection ended with an error: {e}"),
+        Err(e) => report_error(&live, conn.peer, &*e),
     }
 }
 
@@ -619,6 +657,43 @@ mod tests {
         let failures = AcceptFailures { origin: OnceLock::from(origin), ..failures };
         assert_eq!(failures.record(), Some(501));
         assert_eq!(failures.record(), None);
+    }
+
+    /// The error a hyper server connection (HTTP/2 with `http2`) ends with after reading `bytes`.
+    async fn served_error(bytes: &[u8], http2: bool) -> Box<dyn std::error::Error + Send + Sync> {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        client.write_all(bytes).await.unwrap();
+        let service = service_fn(|_| async { Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new())) });
+        let io = TokioIo::new(server);
+        let served = async {
+            if http2 {
+                let builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                builder.serve_connection(io, service).await
+            } else {
+                hyper::server::conn::http1::Builder::new().max_buf_size(8192).serve_connection(io, service).await
+            }
+        };
+        let result = tokio::time::timeout(Duration::from_secs(5), served).await.expect("the connection ends");
+        drop(client);
+        Box::new(result.expect_err("hyper refuses it"))
+    }
+
+    #[tokio::test]
+    async fn what_hyper_refuses_is_told_by_reason() {
+        let malformed = served_error(b"GET / HTTP/1.1\r\nbad header\r\n\r\n", false).await;
+        assert_eq!(rejection(&*malformed), Some("malformed"), "{malformed}");
+        let line = served_error(b"NOT AN HTTP REQUEST LINE\r\n\r\n", false).await;
+        assert_eq!(rejection(&*line), Some("malformed"), "{line}");
+        let mut big = b"GET / HTTP/1.1\r\nx-big: ".to_vec();
+        big.resize(20_000, b'a');
+        let too_large = served_error(&big, false).await;
+        assert_eq!(rejection(&*too_large), Some("headers_too_large"), "{too_large}");
+        // The HTTP/2 preface, then a DATA frame on stream 0 (RFC 9113 6.1: a connection error).
+        let h2 = served_error(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\0\0\0\0\0\0", true).await;
+        assert_eq!(rejection(&*h2), Some("http2_protocol"), "{h2}: {:?}", h2.source());
+        // Not a rejection: other errors, and no hyper error at all.
+        assert_eq!(rejection(&std::io::Error::other("reset")), None);
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `/health` | 200 while the process serves | never |
 //! | `/ready` | 200 when config, plugins and state backend are ready, else 503 ([`readiness`]) | never |
-//! | `/metrics` | Prometheus text format ([`crate::telemetry::metrics`]) | if set |
+//! | `/metrics` | Prometheus text format ([`crate::telemetry::metrics`], and the standard `process_*` metrics: [`crate::telemetry::process`]) | if set |
 //! | `/admin/config` | the effective config, secrets redacted ([`redact`]) | if set |
 //! | `/admin/routes` | each route and its chain ([`inventory`]) | if set |
 //! | `/admin/plugins` | each plugin: source, hash, grants, limits, calls, failures, p99 ([`inventory`]) | if set |
@@ -46,12 +46,13 @@ use crate::reload::{LiveGateway, ReloadError};
 pub struct AdminState {
     live: Arc<LiveGateway>,
     token: Option<String>,
+    readiness: readiness::ReadinessLog,
 }
 
 impl AdminState {
     /// The admin view of a live gateway; `token` is `admin.token` (`[admin]` changes need a restart).
     pub fn new(live: Arc<LiveGateway>, token: Option<String>) -> Self {
-        Self { live, token }
+        Self { live, token, readiness: readiness::ReadinessLog::default() }
     }
 }
 
@@ -164,10 +165,20 @@ async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: b
             json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "ready": false, "draining": true }))
         }
         "/ready" => {
-            let (ready, body) = readiness::check(gateway).await;
+            let (ready, body) = readiness::check(gateway, &state.readiness).await;
             json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
         }
-        "/metrics" => match gateway.telemetry.metrics.encode() {
+        // Encoded on the blocking pool: the process metrics read procfs, and listing
+        // `/proc/self/fd` takes time in proportion to the open descriptors (a few ms with tens of
+        // thousands of connections), which would hold up the tasks sharing this runtime.
+        "/metrics" => match tokio::task::spawn_blocking({
+            let telemetry = gateway.telemetry.clone();
+            move || telemetry.metrics.encode()
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|encoded| encoded.map_err(|e| e.to_string()))
+        {
             Ok(text) => {
                 let mut response = Response::new(Full::new(Bytes::from(text)));
                 response.headers_mut().insert(

@@ -106,6 +106,8 @@ pub const FAILURE_KINDS: [&str; 5] = ["trap", "deadline", "out_of_memory", "busy
 /// Every metric family of one gateway, and its registry.
 pub struct Metrics {
     registry: Registry,
+    /// The standard `process_*` metrics, outside the `airlock_` prefix ([`super::process`]).
+    process: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabels, LatencyHistogram>,
     upstream_duration: Family<RouteLabels, LatencyHistogram>,
@@ -123,6 +125,7 @@ pub struct Metrics {
     connection_limit_waits: Counter,
     accept_failures: Counter,
     connections_cut: Family<ConnectionCutLabels, Counter>,
+    requests_rejected: Family<RejectionLabels, Counter>,
     /// Plugin instance pools, read at scrape time.
     pub pools: Arc<super::pools::PoolRegistry>,
     /// Metrics plugins define (capability `metrics`).
@@ -231,6 +234,15 @@ impl Metrics {
             "Client connections the gateway closed on a limit, by reason: send_timeout (timeouts.send_ms), early_resets (HTTP/2 streams reset before their response)",
             connections_cut.clone(),
         );
+        let requests_rejected = Family::<RejectionLabels, Counter>::default();
+        for reason in REJECTION_REASONS {
+            let _ = requests_rejected.get_or_create(&RejectionLabels { reason });
+        }
+        registry.register(
+            "requests_rejected",
+            "Requests hyper's parser refused before the gateway saw them, by reason: malformed (a bare 400), headers_too_large (431), uri_too_long (414), http2_protocol (an HTTP/2 connection closed with a protocol error)",
+            requests_rejected.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -264,8 +276,11 @@ impl Metrics {
         registry.register_collector(Box::new(super::pools::PoolCollector(pools.clone())));
         let plugin_metrics = Arc::new(super::plugin_metrics::PluginMetricStore::default());
         registry.register_collector(Box::new(super::plugin_metrics::PluginMetricCollector(plugin_metrics.clone())));
+        let mut process = Registry::default();
+        process.register_collector(Box::new(super::process::ProcessCollector));
         Self {
             registry,
+            process,
             requests,
             request_duration,
             upstream_duration,
@@ -283,6 +298,7 @@ impl Metrics {
             connection_limit_waits,
             accept_failures,
             connections_cut,
+            requests_rejected,
             pools,
             plugin_metrics,
             access_log_dropped,
@@ -292,13 +308,16 @@ impl Metrics {
         }
     }
 
-    /// The metrics in the Prometheus text format (version 0.0.4).
+    /// The metrics in the Prometheus text format (version 0.0.4), the process's own included.
+    /// Reads procfs (the `process_*` metrics): call it off the async workers.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         // Prometheus's own text format, 0.0.4: the content type `/metrics` declares. (The
         // OpenMetrics encoder names a counter's family without `_total`, which a 0.0.4 parser
         // reads as an empty counter beside untyped `_total` samples.)
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        // The 0.0.4 format has no end marker: a second registry's families simply follow.
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.process)?;
         Ok(out)
     }
 
@@ -372,6 +391,12 @@ impl Metrics {
         self.connections_cut.get_or_create(&ConnectionCutLabels { reason }).inc();
     }
 
+    /// Counts a request hyper refused before the gateway saw it (`airlock_requests_rejected_total`);
+    /// `reason` is one of [`REJECTION_REASONS`].
+    pub fn request_rejected(&self, reason: &'static str) {
+        self.requests_rejected.get_or_create(&RejectionLabels { reason }).inc();
+    }
+
     /// The gauges a client connection's task moves it in and out of, as its state changes.
     pub fn connection_gauges(&self) -> ConnectionGauges {
         ConnectionGauges {
@@ -392,6 +417,20 @@ pub const CONNECTION_CUT_REASONS: [&str; 2] = ["send_timeout", "early_resets"];
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ConnectionCutLabels {
     /// One of [`CONNECTION_CUT_REASONS`].
+    pub reason: &'static str,
+}
+
+/// Why hyper refused a request before the gateway's service saw it
+/// (`airlock_requests_rejected_total`): `malformed` (request line or header unparsable: hyper's
+/// bare 400), `headers_too_large` (past the parser's header size or count: 431), `uri_too_long`
+/// (414), `http2_protocol` (an HTTP/2 connection the client broke the protocol on, closed with a
+/// GOAWAY naming the error).
+pub const REJECTION_REASONS: [&str; 4] = ["malformed", "headers_too_large", "uri_too_long", "http2_protocol"];
+
+/// Labels of `airlock_requests_rejected_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RejectionLabels {
+    /// One of [`REJECTION_REASONS`].
     pub reason: &'static str,
 }
 

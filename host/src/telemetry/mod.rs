@@ -1,7 +1,7 @@
 //! Host-native telemetry (DESIGN.md section 5): Prometheus [`metrics`], W3C [`trace_context`]
 //! with a `tracing` span per request, the JSON [`access_log`], [`otlp`] span export, usage
-//! [`analytics`] with [`anomaly`] flags, pool sizes ([`pools`]) and the metrics plugins define
-//! ([`plugin_metrics`]).
+//! [`analytics`] with [`anomaly`] flags, pool sizes ([`pools`]), the metrics plugins define
+//! ([`plugin_metrics`]) and the standard process metrics ([`process`]).
 //!
 //! One [`Telemetry`] belongs to each [`crate::gateway::Gateway`]. The proxy opens a
 //! [`request::RequestRecord`] when a request arrives, tells it what happened phase by phase, and
@@ -18,6 +18,7 @@ pub mod observed_body;
 pub mod otlp;
 pub mod plugin_metrics;
 pub mod pools;
+pub mod process;
 pub mod request;
 pub mod spans;
 pub mod trace_context;
