@@ -223,6 +223,8 @@ async fn metrics_count_exactly_the_traffic_sent() {
     }
     assert_eq!(client.get(&gw.url("/api/status/404")).await.status, 404);
     assert_eq!(client.get(&gw.url("/api/status/503")).await.status, 503);
+    // A code without a counter slot of its own: counted by code all the same.
+    assert_eq!(client.get(&gw.url("/api/status/418")).await.status, 418);
     for _ in 0..2 {
         assert_eq!(client.get(&gw.url("/boom")).await.status, 500);
     }
@@ -243,7 +245,7 @@ async fn metrics_count_exactly_the_traffic_sent() {
     };
     assert_eq!(requests("api", "GET", "2xx", "none"), 3.0);
     assert_eq!(requests("api", "POST", "2xx", "none"), 2.0);
-    assert_eq!(requests("api", "GET", "4xx", "none"), 1.0);
+    assert_eq!(requests("api", "GET", "4xx", "none"), 2.0);
     assert_eq!(requests("api", "GET", "5xx", "none"), 1.0);
     assert_eq!(requests("boom", "GET", "5xx", "none"), 2.0);
     assert_eq!(requests("down", "GET", "5xx", "none"), 1.0);
@@ -261,11 +263,21 @@ async fn metrics_count_exactly_the_traffic_sent() {
             ref other => panic!("airlock_requests_total is {other:?}"),
         })
         .sum();
-    assert_eq!(total, 17.0, "every request counted once");
+    assert_eq!(total, 18.0, "every request counted once");
+    // By exact code too, every request once.
+    let responses = |route, code| sample(&m, "airlock_responses_total", &[("route", route), ("code", code)]);
+    assert_eq!(
+        [responses("api", "200"), responses("api", "404"), responses("api", "418"), responses("api", "503")],
+        [5.0, 1.0, 1.0, 1.0]
+    );
+    assert_eq!([responses("boom", "500"), responses("down", "502"), responses("none", "404")], [2.0, 1.0, 1.0]);
+    assert_eq!([responses("auth", "200"), responses("auth", "401")], [3.0, 1.0]);
+    let by_code: f64 = m.samples.iter().filter(|s| s.metric == "airlock_responses_total").map(|s| sample(&m, &s.metric, &[("route", &s.labels["route"]), ("code", &s.labels["code"])])).sum();
+    assert_eq!(by_code, 18.0, "every request counted once by code");
 
     // Latency histograms: one observation per request; upstream ones only where it answered.
-    assert_eq!(sample(&m, "airlock_request_duration_seconds", &[("route", "api")]), 7.0);
-    assert_eq!(sample(&m, "airlock_upstream_duration_seconds", &[("route", "api")]), 7.0);
+    assert_eq!(sample(&m, "airlock_request_duration_seconds", &[("route", "api")]), 8.0);
+    assert_eq!(sample(&m, "airlock_upstream_duration_seconds", &[("route", "api")]), 8.0);
     assert_eq!(sample(&m, "airlock_upstream_duration_seconds", &[("route", "boom")]), 0.0);
     assert_eq!(sample(&m, "airlock_upstream_duration_seconds", &[("route", "down")]), 0.0);
     assert_eq!(sample(&m, "airlock_plugin_phase_duration_seconds", &[("plugin", "panic"), ("phase", "on-request")]), 2.0);

@@ -45,6 +45,25 @@ pub struct RequestLabels {
     pub consumer: Arc<str>,
 }
 
+/// Status codes with a counter slot of their own in every route's metrics: the codes gateways
+/// and APIs answer most. Any other code is counted all the same, through the family's map.
+const COMMON_CODES: [u16; 28] =
+    [200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 429, 431, 499, 500, 501, 502, 503, 504];
+
+/// [`COMMON_CODES`]'s slot of `code`.
+fn common_code_slot(code: u16) -> Option<usize> {
+    COMMON_CODES.binary_search(&code).ok()
+}
+
+/// Labels of `airlock_responses_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResponseLabels {
+    /// Route id (`none` when no route matched).
+    pub route: Arc<str>,
+    /// The status code answered, e.g. `429`.
+    pub code: u16,
+}
+
 /// Labels of per-route histograms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -109,6 +128,7 @@ pub struct Metrics {
     /// The standard `process_*` metrics, outside the `airlock_` prefix ([`super::process`]).
     process: Registry,
     requests: Family<RequestLabels, Counter>,
+    responses: Family<ResponseLabels, Counter>,
     request_duration: Family<RouteLabels, LatencyHistogram>,
     upstream_duration: Family<RouteLabels, LatencyHistogram>,
     plugin_duration: Family<PhaseLabels, LatencyHistogram>,
@@ -145,6 +165,12 @@ impl Metrics {
         let mut registry = Registry::with_prefix("airlock");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Requests answered, by route, method, status class and consumer", requests.clone());
+        let responses = Family::<ResponseLabels, Counter>::default();
+        registry.register(
+            "responses",
+            "Requests answered, by route and exact status code (429 apart from 401, 502 from 504)",
+            responses.clone(),
+        );
         let request_duration = Family::<RouteLabels, LatencyHistogram>::default();
         registry.register(
             "request_duration_seconds",
@@ -282,6 +308,7 @@ impl Metrics {
             registry,
             process,
             requests,
+            responses,
             request_duration,
             upstream_duration,
             plugin_duration,
@@ -337,6 +364,8 @@ impl Metrics {
             upstream_errors,
             anonymous: Default::default(),
             requests: self.requests.clone(),
+            common_codes: Default::default(),
+            responses: self.responses.clone(),
             consumers: self.consumers.clone(),
             route,
         }
@@ -550,6 +579,10 @@ pub struct RouteMetrics {
     /// Request counters without a consumer, by method and status class, made on first use.
     anonymous: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHODS.len()],
     requests: Family<RequestLabels, Counter>,
+    /// Response counters of [`COMMON_CODES`], in its order, made on first use.
+    common_codes: [OnceLock<Counter>; COMMON_CODES.len()],
+    /// `airlock_responses_total`, for the codes not in [`COMMON_CODES`].
+    responses: Family<ResponseLabels, Counter>,
     consumers: Arc<ConsumerLabels>,
 }
 
@@ -567,6 +600,12 @@ impl RouteMetrics {
                 let consumer = self.consumers.label(consumer);
                 self.requests.get_or_create(&self.labels(method_index, class, consumer)).inc()
             }
+        };
+        let code = status.as_u16();
+        let labels = || ResponseLabels { route: self.route.clone(), code };
+        match common_code_slot(code) {
+            Some(slot) => self.common_codes[slot].get_or_init(|| self.responses.get_or_create_owned(&labels())).inc(),
+            None => self.responses.get_or_create(&labels()).inc(),
         };
     }
 
@@ -745,5 +784,13 @@ mod tests {
         assert_eq!(&*labels.label("bob"), "bob");
         assert_eq!(&*labels.label("carol"), OTHER_CONSUMER);
         assert_eq!(&*labels.label("alice"), "alice");
+    }
+
+    #[test]
+    fn common_codes_are_sorted_for_their_lookup() {
+        assert!(COMMON_CODES.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(common_code_slot(200), Some(0));
+        assert_eq!(common_code_slot(504), Some(COMMON_CODES.len() - 1));
+        assert_eq!(common_code_slot(418), None);
     }
 }
