@@ -145,6 +145,49 @@ async fn a_body_no_rule_matches_is_sent_byte_for_byte() {
     gw2.stop().await;
 }
 
+/// An upstream answering every request with [`BIG_NUMBERS`].
+async fn big_numbers(_req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(BIG_NUMBERS.as_bytes())));
+    response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    response
+}
+
+/// Numbers serde_json's `Value` would round: beyond 64 bits (both signs), more significant
+/// digits than an f64 holds, and one a rule moves.
+const BIG_NUMBERS: &str = r#"{"secret": "x", "big": 123456789012345678901234567890,
+    "negative": -123456789012345678901234567890, "long": 3.14159265358979323846264338327950288,
+    "price": 0.1000000000000000055511151231257827, "list": [18446744073709551616, 2.50, 1E+2]}"#;
+
+/// What the rules below make of [`BIG_NUMBERS`]: every digit as it was.
+const BIG_NUMBERS_OUT: &str = concat!(
+    r#"{"big":123456789012345678901234567890,"negative":-123456789012345678901234567890,"#,
+    r#""long":3.14159265358979323846264338327950288,"list":[18446744073709551616,2.50,1E+2],"#,
+    r#""amounts":{"price":0.1000000000000000055511151231257827},"n":1}"#
+);
+
+/// A transformed body keeps every number a rule does not change digit for digit, however large
+/// or long (serde_json alone would send `1.2345678901234568e29`), moved ones included, both ways.
+#[tokio::test]
+async fn numbers_keep_their_exact_digits_both_ways() {
+    let rules = r#"{ remove = ["secret"], move = { "price" = "amounts.price" }, set = { "n" = 1 } }"#;
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&catch_all("", &format!("{{ request = {{ body = {rules} }} }}")), Some(&upstream)).await;
+    let r = HttpClient::http1()
+        .request("POST", &gw.url("/orders"), &[("content-type", "application/json")], BIG_NUMBERS.as_bytes())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body"], BIG_NUMBERS_OUT, "the upstream got every digit");
+    gw.stop().await;
+
+    let upstream = Upstream::with_handler(big_numbers).await;
+    let gw = Gateway::start(&catch_all("", &format!("{{ response = {{ body = {rules} }} }}")), Some(&upstream)).await;
+    let r = HttpClient::http1().get(&gw.url("/orders")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), BIG_NUMBERS_OUT, "the client got every digit");
+    assert_eq!(r.header("content-length"), Some(BIG_NUMBERS_OUT.len().to_string()));
+    gw.stop().await;
+}
+
 const BODY_POLICIES: &str = r#"
 [upstreams.backend]
 targets = ["{upstream}"]

@@ -7,8 +7,8 @@
 use airlock_sdk::template::Source;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
-use serde_json::Value;
 
+use crate::json::Json;
 use crate::path::{FieldPath, Pattern};
 use crate::table::Table;
 use crate::value::ValueTemplate;
@@ -199,12 +199,13 @@ impl BodyRules {
         }
         // RFC 8259 8.1: a parser may ignore a byte order mark; some Windows clients send one.
         let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-        let document: Value = match serde_json::from_slice(text) {
+        // Not `serde_json::Value`: its numbers would come out rounded ([`Json`]).
+        let document = match Json::parse(text) {
             Ok(document) => document,
-            Err(e) => return Outcome::Invalid(e.to_string()),
+            Err(why) => return Outcome::Invalid(why),
         };
         match self.apply(document, source, warnings) {
-            (document, true) => match serde_json::to_vec(&document) {
+            (document, true) => match document.to_vec() {
                 Ok(text) => Outcome::Changed(text),
                 Err(e) => {
                     warnings.push(format!("cannot write the changed body, left as it was: {e}"));
@@ -216,10 +217,10 @@ impl BodyRules {
     }
 
     /// Applies the rules in order; returns the document and whether it changed.
-    pub fn apply(&self, mut doc: Value, source: &impl Source, warnings: &mut Vec<String>) -> (Value, bool) {
+    pub fn apply(&self, mut doc: Json, source: &impl Source, warnings: &mut Vec<String>) -> (Json, bool) {
         let mut changed = false;
         if let Some(path) = &self.unwrap {
-            doc = path.get(&doc).cloned().unwrap_or(Value::Null);
+            doc = path.get(&doc).cloned().unwrap_or(Json::Null);
             changed = true;
         }
         for pattern in &self.remove {
@@ -255,7 +256,7 @@ impl BodyRules {
     }
 }
 
-fn put(doc: &mut Value, path: &FieldPath, value: Value, only_if_absent: bool, rule: &str, warnings: &mut Vec<String>) -> bool {
+fn put(doc: &mut Json, path: &FieldPath, value: Json, only_if_absent: bool, rule: &str, warnings: &mut Vec<String>) -> bool {
     path.put(doc, value, only_if_absent).unwrap_or_else(|e| {
         warnings.push(format!("{rule}: {e}; skipped"));
         false
@@ -271,7 +272,7 @@ pub fn is_json(content_type: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use airlock_sdk::template::MapSource;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -285,8 +286,8 @@ mod tests {
         rules
     }
 
-    fn run(rules: &BodyRules, doc: Value) -> Value {
-        rules.apply(doc, &fake(), &mut Vec::new()).0
+    fn run(rules: &BodyRules, doc: Value) -> Json {
+        rules.apply(doc.into(), &fake(), &mut Vec::new()).0
     }
 
     #[test]
@@ -310,34 +311,36 @@ mod tests {
         );
         assert_eq!(
             out,
-            json!({"result": {
+            Json::from(json!({"result": {
                 "user": {"name": "a", "email": "a@x", "id": "42", "role": "member"},
                 "items": [{"id": 7}],
                 "meta": {"moved": [1], "by": "alice", "n": 3},
                 "first_id": 7
-            }})
+            }}))
         );
-        let keys: Vec<&String> = out["result"]["user"].as_object().unwrap().keys().collect();
+        let user = FieldPath::parse("result.user").unwrap();
+        let Some(Json::Object(user)) = user.get(&out) else { panic!("{out:?}") };
+        let keys: Vec<&String> = user.keys().collect();
         assert_eq!(keys, ["name", "email", "id", "role"], "renamed fields keep their place");
     }
 
     #[test]
     fn missing_paths_change_nothing() {
         let r = rules(json!({"remove": ["a.b", "**.x"], "rename": {"c": "d"}, "move": {"e": "f"}, "copy": {"g": "h"}}));
-        let (doc, changed) = r.apply(json!({"k": [1, {"y": 2}]}), &fake(), &mut Vec::new());
+        let (doc, changed) = r.apply(json!({"k": [1, {"y": 2}]}).into(), &fake(), &mut Vec::new());
         assert!(!changed);
-        assert_eq!(doc, json!({"k": [1, {"y": 2}]}));
+        assert_eq!(doc, json!({"k": [1, {"y": 2}]}).into());
         let r = rules(json!({"unwrap": "data.items"}));
-        assert_eq!(run(&r, json!({"error": "x"})), Value::Null, "unwrapping a missing path gives null");
+        assert_eq!(run(&r, json!({"error": "x"})), Json::Null, "unwrapping a missing path gives null");
     }
 
     #[test]
     fn values_that_cannot_be_put_are_warned_about() {
         let r = rules(json!({"set": {"name.first": "x", "ok": true}}));
         let mut warnings = Vec::new();
-        let (doc, changed) = r.apply(json!({"name": "text"}), &fake(), &mut warnings);
+        let (doc, changed) = r.apply(json!({"name": "text"}).into(), &fake(), &mut warnings);
         assert!(changed);
-        assert_eq!(doc, json!({"name": "text", "ok": true}));
+        assert_eq!(doc, json!({"name": "text", "ok": true}).into());
         assert_eq!(warnings, ["set: cannot put `name.first`: `name` is neither an object nor an array; skipped"]);
     }
 
@@ -362,6 +365,44 @@ mod tests {
             strict.transform(b"x", Some("text/plain"), &fake(), &mut Vec::new()),
             Outcome::NotJson("text/plain".into())
         );
+    }
+
+    /// Numbers serde_json's `Value` would round (beyond 64 bits, more than 17 significant
+    /// digits) and spellings it would change keep their text: where no rule touches them, and
+    /// where `move`, `copy`, `rename`, `unwrap` and `wrap` carry them.
+    #[test]
+    fn numbers_keep_their_exact_digits_through_every_rule() {
+        let r = rules(json!({
+            "unwrap": "data",
+            "remove": ["secret"],
+            "rename": {"old": "renamed"},
+            "move": {"price": "amounts.price"},
+            "copy": {"/ids/0": "first_id"},
+            "set": {"meta.n": 3, "meta.f": 0.5},
+            "add": {"meta.by": "${context.consumer}"},
+            "wrap": "result"
+        }));
+        let body = br#"{"data": {
+            "secret": 1,
+            "big": 123456789012345678901234567890,
+            "negative": -123456789012345678901234567890,
+            "long": 3.14159265358979323846264338327950288,
+            "small": 1.0E-400,
+            "ids": [18446744073709551616, 7, 2.50],
+            "price": 0.1000000000000000055511151231257827,
+            "old": -9223372036854775809
+        }}"#;
+        let out = r.transform(body, Some("application/json"), &fake(), &mut Vec::new());
+        let expected = concat!(
+            r#"{"result":{"big":123456789012345678901234567890,"negative":-123456789012345678901234567890,"#,
+            r#""long":3.14159265358979323846264338327950288,"small":1.0E-400,"ids":[18446744073709551616,7,2.50],"#,
+            r#""renamed":-9223372036854775809,"amounts":{"price":0.1000000000000000055511151231257827},"#,
+            r#""first_id":18446744073709551616,"meta":{"n":3,"f":0.5,"by":"alice"}}}"#
+        );
+        assert_eq!(out, Outcome::Changed(expected.as_bytes().to_vec()), "{}", match &out {
+            Outcome::Changed(text) => String::from_utf8_lossy(text).into_owned(),
+            other => format!("{other:?}"),
+        });
     }
 
     #[test]

@@ -38,11 +38,13 @@
 //! streaming. A body is JSON when its `content-type` is `application/json` or `*/*+json`, or when
 //! it has no `content-type`. Invalid JSON is answered 400 on the request side and 502 on the
 //! response side, with a JSON error naming the parser's complaint; an empty body is left empty.
+//! Numbers go through as they were written, digit for digit, however large or long ([`json`]).
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 pub mod body;
+pub mod json;
 pub mod path;
 pub mod query;
 pub mod table;

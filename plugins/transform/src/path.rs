@@ -12,11 +12,179 @@
 //! an object; `-` in an array is the place after the last element (for adding to the end).
 //! Wildcards are only allowed where a rule acts on every match ([`Pattern`]: `remove`,
 //! `rename`); other rules take a [`FieldPath`], one place.
+//!
+//! Paths act on any [`Tree`]: the bodies' [`Json`] (numbers kept as written), and
+//! `serde_json::Value`.
 
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::json::Json;
+
+/// A JSON document a path acts on: objects (fields in order), arrays and scalars. Implemented
+/// alike (one macro) for the bodies' [`Json`] and for `serde_json::Value`.
+pub trait Tree: Sized {
+    /// An empty object.
+    fn empty_object() -> Self;
+    /// An empty array.
+    fn empty_array() -> Self;
+    /// `{key: value}`.
+    fn object_with(key: &str, value: Self) -> Self;
+    /// The field `key` of an object, or the element at index `key` of an array.
+    fn child(&self, key: &str) -> Option<&Self>;
+    /// As [`Tree::child`], to change it.
+    fn child_mut(&mut self, key: &str) -> Option<&mut Self>;
+    /// Removes and returns the field or element (later elements shift down).
+    fn take_child(&mut self, key: &str) -> Option<Self>;
+    /// Every field or element, in order.
+    fn children(&mut self) -> Box<dyn Iterator<Item = &mut Self> + '_>;
+    /// Empties an object or an array; true if it held something.
+    fn clear(&mut self) -> bool;
+    /// Renames the field `from` of an object to `to` in place (a field already called `to` is
+    /// replaced); true if it did.
+    fn rename_key(&mut self, from: &str, to: &str) -> bool;
+    /// The field or element `key`, made with `make` when missing (an index may be `-` or the
+    /// length: appended).
+    fn child_or_insert(&mut self, key: &str, make: impl FnOnce() -> Self) -> Result<&mut Self, Refused>;
+    /// Puts `value` at `key` (an index may be `-` or the length: appended); with
+    /// `only_if_absent`, an existing one is left alone. True if it was put.
+    fn put_child(&mut self, key: &str, value: Self, only_if_absent: bool) -> Result<bool, Refused>;
+}
+
+/// Why a value cannot be put under another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// It is neither an object nor an array.
+    NotContainer,
+    /// It is an array, and the key is not an index in it (nor `-`, its end).
+    NotIndex,
+}
+
+/// [`Tree`] for JSON enums with `Object` (a `preserve_order` map: `get`, `shift_remove`,
+/// `entry`, ...) and `Array(Vec)` variants.
+macro_rules! tree {
+    ($($value:ty),*) => {$(
+        impl Tree for $value {
+            fn empty_object() -> Self {
+                Self::Object(Default::default())
+            }
+
+            fn empty_array() -> Self {
+                Self::Array(Vec::new())
+            }
+
+            fn object_with(key: &str, value: Self) -> Self {
+                let mut object = Self::empty_object();
+                if let Self::Object(map) = &mut object {
+                    map.insert(key.to_owned(), value);
+                }
+                object
+            }
+
+            fn child(&self, key: &str) -> Option<&Self> {
+                match self {
+                    Self::Object(map) => map.get(key),
+                    Self::Array(items) => index(key, items.len()).and_then(|i| items.get(i)),
+                    _ => None,
+                }
+            }
+
+            fn child_mut(&mut self, key: &str) -> Option<&mut Self> {
+                match self {
+                    Self::Object(map) => map.get_mut(key),
+                    Self::Array(items) => index(key, items.len()).and_then(|i| items.get_mut(i)),
+                    _ => None,
+                }
+            }
+
+            fn take_child(&mut self, key: &str) -> Option<Self> {
+                match self {
+                    Self::Object(map) => map.shift_remove(key),
+                    Self::Array(items) => index(key, items.len()).filter(|&i| i < items.len()).map(|i| items.remove(i)),
+                    _ => None,
+                }
+            }
+
+            fn children(&mut self) -> Box<dyn Iterator<Item = &mut Self> + '_> {
+                match self {
+                    Self::Object(map) => Box::new(map.values_mut()),
+                    Self::Array(items) => Box::new(items.iter_mut()),
+                    _ => Box::new(std::iter::empty()),
+                }
+            }
+
+            fn clear(&mut self) -> bool {
+                match self {
+                    Self::Object(map) if !map.is_empty() => {
+                        map.clear();
+                        true
+                    }
+                    Self::Array(items) if !items.is_empty() => {
+                        items.clear();
+                        true
+                    }
+                    _ => false,
+                }
+            }
+
+            fn rename_key(&mut self, from: &str, to: &str) -> bool {
+                let Self::Object(map) = self else { return false };
+                if from == to || !map.contains_key(from) {
+                    return false;
+                }
+                let old = std::mem::take(map);
+                for (key, value) in old {
+                    if key == from {
+                        map.insert(to.to_owned(), value);
+                    } else if key != to {
+                        map.insert(key, value);
+                    }
+                }
+                true
+            }
+
+            fn child_or_insert(&mut self, key: &str, make: impl FnOnce() -> Self) -> Result<&mut Self, Refused> {
+                match self {
+                    Self::Object(map) => Ok(map.entry(key.to_owned()).or_insert_with(make)),
+                    Self::Array(items) => {
+                        let at = index(key, items.len()).ok_or(Refused::NotIndex)?;
+                        if at == items.len() {
+                            items.push(make());
+                        }
+                        items.get_mut(at).ok_or(Refused::NotIndex)
+                    }
+                    _ => Err(Refused::NotContainer),
+                }
+            }
+
+            fn put_child(&mut self, key: &str, value: Self, only_if_absent: bool) -> Result<bool, Refused> {
+                match self {
+                    Self::Object(map) => {
+                        if only_if_absent && map.contains_key(key) {
+                            return Ok(false);
+                        }
+                        map.insert(key.to_owned(), value);
+                        Ok(true)
+                    }
+                    Self::Array(items) => {
+                        let at = index(key, items.len()).ok_or(Refused::NotIndex)?;
+                        match items.get_mut(at) {
+                            None => items.push(value),
+                            Some(_) if only_if_absent => return Ok(false),
+                            Some(slot) => *slot = value,
+                        }
+                        Ok(true)
+                    }
+                    _ => Err(Refused::NotContainer),
+                }
+            }
+        }
+    )*};
+}
+
+tree!(Json, Value);
 
 /// One step of a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +253,7 @@ impl Pattern {
     /// Calls `f(parent, last)` for every value matched by all but the last segment, in document
     /// order; `f` acts on the last step itself (removes or renames it). Returns true if any call
     /// did (`f` returned true).
-    pub fn for_each_parent(&self, root: &mut Value, f: &mut impl FnMut(&mut Value, &Segment) -> bool) -> bool {
+    pub fn for_each_parent<T: Tree>(&self, root: &mut T, f: &mut impl FnMut(&mut T, &Segment) -> bool) -> bool {
         match self.segments.split_last() {
             Some((last, parents)) => visit(root, parents, last, f),
             None => false,
@@ -93,10 +261,10 @@ impl Pattern {
     }
 
     /// Removes every value the pattern matches; true if one was there.
-    pub fn remove_all(&self, root: &mut Value) -> bool {
+    pub fn remove_all<T: Tree>(&self, root: &mut T) -> bool {
         self.for_each_parent(root, &mut |parent, last| match last {
-            Segment::Key(key) => take_child(parent, key).is_some(),
-            Segment::Any => clear(parent),
+            Segment::Key(key) => parent.take_child(key).is_some(),
+            Segment::Any => parent.clear(),
             // `**` last is refused when parsing.
             Segment::Deep => false,
         })
@@ -104,9 +272,9 @@ impl Pattern {
 
     /// Renames the last key of every match to `to`, keeping its place among its siblings (a field
     /// already called `to` there is replaced). Array elements are not renamed. True if one was.
-    pub fn rename_all(&self, root: &mut Value, to: &str) -> bool {
-        self.for_each_parent(root, &mut |parent, last| match (parent, last) {
-            (Value::Object(map), Segment::Key(from)) => rename_key(map, from, to),
+    pub fn rename_all<T: Tree>(&self, root: &mut T, to: &str) -> bool {
+        self.for_each_parent(root, &mut |parent, last| match last {
+            Segment::Key(from) => parent.rename_key(from, to),
             _ => false,
         })
     }
@@ -133,16 +301,16 @@ impl FieldPath {
     }
 
     /// The value at this path, if there is one.
-    pub fn get<'v>(&self, root: &'v Value) -> Option<&'v Value> {
-        self.keys().try_fold(root, |value, key| child(value, key))
+    pub fn get<'v, T: Tree>(&self, root: &'v T) -> Option<&'v T> {
+        self.keys().try_fold(root, |value, key| value.child(key))
     }
 
     /// Removes and returns the value at this path, if there is one.
-    pub fn take(&self, root: &mut Value) -> Option<Value> {
+    pub fn take<T: Tree>(&self, root: &mut T) -> Option<T> {
         let mut taken = None;
-        self.0.for_each_parent(root, &mut |parent, last| {
+        self.0.for_each_parent(root, &mut |parent: &mut T, last| {
             if let Segment::Key(key) = last {
-                taken = take_child(parent, key);
+                taken = parent.take_child(key);
             }
             taken.is_some()
         });
@@ -152,7 +320,7 @@ impl FieldPath {
     /// Puts `value` at this path, creating missing parents as objects. With `only_if_absent`, an
     /// existing value is left alone. `Err` says why it could not be put (a parent is not an object
     /// or an array, an index is past the end); the document is then unchanged.
-    pub fn put(&self, root: &mut Value, value: Value, only_if_absent: bool) -> Result<bool, String> {
+    pub fn put<T: Tree>(&self, root: &mut T, value: T, only_if_absent: bool) -> Result<bool, String> {
         let keys: Vec<&str> = self.keys().collect();
         let Some((last, parents)) = keys.split_last() else {
             return Ok(false);
@@ -160,58 +328,32 @@ impl FieldPath {
         // A missing parent is made an array when the key after it is `-` (its end: `tags.-`
         // starts a list), else an object.
         let new_parent = |depth: usize| match keys.get(depth + 1) {
-            Some(&"-") => Value::Array(Vec::new()),
-            _ => Value::Object(Map::new()),
+            Some(&"-") => T::empty_array(),
+            _ => T::empty_object(),
         };
         let mut current = root;
         for (depth, key) in parents.iter().enumerate() {
-            current = match current {
-                Value::Object(map) => map.entry(key.to_string()).or_insert_with(|| new_parent(depth)),
-                Value::Array(items) => {
-                    let at = index(key, items.len()).ok_or_else(|| self.not_there(depth))?;
-                    if at == items.len() {
-                        items.push(new_parent(depth));
-                    }
-                    &mut items[at]
-                }
-                _ => return Err(self.not_container(depth)),
-            };
+            current = current.child_or_insert(key, || new_parent(depth)).map_err(|why| self.refused(why, depth))?;
         }
-        match current {
-            Value::Object(map) => {
-                if only_if_absent && map.contains_key(*last) {
-                    return Ok(false);
-                }
-                map.insert(last.to_string(), value);
-                Ok(true)
-            }
-            Value::Array(items) => {
-                let at = index(last, items.len()).ok_or_else(|| self.not_there(parents.len()))?;
-                if at == items.len() {
-                    items.push(value);
-                } else if only_if_absent {
-                    return Ok(false);
-                } else {
-                    items[at] = value;
-                }
-                Ok(true)
-            }
-            _ => Err(self.not_container(parents.len())),
-        }
+        current.put_child(last, value, only_if_absent).map_err(|why| self.refused(why, parents.len()))
     }
 
     /// Wraps `root` so that it sits at this path in a new document (`data` gives
     /// `{"data": root}`).
-    pub fn wrap(&self, root: Value) -> Value {
-        self.keys().collect::<Vec<_>>().into_iter().rev().fold(root, |inner, key| {
-            let mut map = Map::new();
-            map.insert(key.to_owned(), inner);
-            Value::Object(map)
-        })
+    pub fn wrap<T: Tree>(&self, root: T) -> T {
+        self.keys().collect::<Vec<_>>().into_iter().rev().fold(root, |inner, key| T::object_with(key, inner))
     }
 
     fn prefix(&self, depth: usize) -> String {
         self.keys().take(depth).collect::<Vec<_>>().join(".")
+    }
+
+    /// Why `put` failed under the first `depth` keys.
+    fn refused(&self, why: Refused, depth: usize) -> String {
+        match why {
+            Refused::NotContainer => self.not_container(depth),
+            Refused::NotIndex => self.not_there(depth),
+        }
     }
 
     fn not_container(&self, depth: usize) -> String {
@@ -226,26 +368,18 @@ impl FieldPath {
 }
 
 /// Walks `parents` from `value`, calling `f` on every match with `last`.
-fn visit(value: &mut Value, parents: &[Segment], last: &Segment, f: &mut impl FnMut(&mut Value, &Segment) -> bool) -> bool {
+fn visit<T: Tree>(value: &mut T, parents: &[Segment], last: &Segment, f: &mut impl FnMut(&mut T, &Segment) -> bool) -> bool {
     let Some((first, rest)) = parents.split_first() else {
         return f(value, last);
     };
     match first {
-        Segment::Key(key) => child_mut(value, key).is_some_and(|c| visit(c, rest, last, f)),
-        Segment::Any => children(value).fold(false, |hit, c| visit(c, rest, last, f) | hit),
+        Segment::Key(key) => value.child_mut(key).is_some_and(|c| visit(c, rest, last, f)),
+        Segment::Any => value.children().fold(false, |hit, c| visit(c, rest, last, f) | hit),
         Segment::Deep => {
             // Zero levels here, then every level below (each value is reached once).
             let here = visit(value, rest, last, f);
-            children(value).fold(here, |hit, c| visit(c, parents, last, f) | hit)
+            value.children().fold(here, |hit, c| visit(c, parents, last, f) | hit)
         }
-    }
-}
-
-fn children(value: &mut Value) -> Box<dyn Iterator<Item = &mut Value> + '_> {
-    match value {
-        Value::Object(map) => Box::new(map.values_mut()),
-        Value::Array(items) => Box::new(items.iter_mut()),
-        _ => Box::new(std::iter::empty()),
     }
 }
 
@@ -259,60 +393,6 @@ fn index(key: &str, len: usize) -> Option<usize> {
         return None;
     }
     key.parse::<usize>().ok().filter(|&i| i <= len)
-}
-
-fn child<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
-    match value {
-        Value::Object(map) => map.get(key),
-        Value::Array(items) => index(key, items.len()).and_then(|i| items.get(i)),
-        _ => None,
-    }
-}
-
-fn child_mut<'v>(value: &'v mut Value, key: &str) -> Option<&'v mut Value> {
-    match value {
-        Value::Object(map) => map.get_mut(key),
-        Value::Array(items) => index(key, items.len()).and_then(|i| items.get_mut(i)),
-        _ => None,
-    }
-}
-
-fn take_child(value: &mut Value, key: &str) -> Option<Value> {
-    match value {
-        Value::Object(map) => map.shift_remove(key),
-        Value::Array(items) => index(key, items.len()).filter(|&i| i < items.len()).map(|i| items.remove(i)),
-        _ => None,
-    }
-}
-
-fn clear(value: &mut Value) -> bool {
-    match value {
-        Value::Object(map) if !map.is_empty() => {
-            map.clear();
-            true
-        }
-        Value::Array(items) if !items.is_empty() => {
-            items.clear();
-            true
-        }
-        _ => false,
-    }
-}
-
-/// Renames `from` to `to` in place (a field already called `to` is replaced).
-fn rename_key(map: &mut Map<String, Value>, from: &str, to: &str) -> bool {
-    if from == to || !map.contains_key(from) {
-        return false;
-    }
-    let old = std::mem::take(map);
-    for (key, value) in old {
-        if key == from {
-            map.insert(to.to_owned(), value);
-        } else if key != to {
-            map.insert(key, value);
-        }
-    }
-    true
 }
 
 fn dotted(text: &str) -> Result<Vec<Segment>, String> {

@@ -1,15 +1,19 @@
 //! Values that `set` and `add` put into a JSON body: any JSON value from the config, whose strings
 //! are [templates](airlock_sdk::template) (`"${param.id}"`, `"by ${context.consumer}"`).
+//! Read from the config as `serde_json::Value`, put into bodies as [`Json`] (its numbers written
+//! as serde_json writes them).
 
 use airlock_sdk::template::{Source, Template};
 use serde::de::{self, Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::json::{Json, Object};
 
 /// A JSON value with templates in its strings, parsed once at configure.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValueTemplate {
     /// A value without any variable: put as it is.
-    Fixed(Value),
+    Fixed(Json),
     /// A string with variables: expanded to a string.
     Text(Template),
     /// An array holding variables somewhere.
@@ -24,12 +28,12 @@ impl ValueTemplate {
         Ok(match value {
             Value::String(text) => {
                 let template = Template::parse(&text)?;
-                if template.is_literal() { ValueTemplate::Fixed(Value::String(text)) } else { ValueTemplate::Text(template) }
+                if template.is_literal() { ValueTemplate::Fixed(Json::String(text)) } else { ValueTemplate::Text(template) }
             }
             Value::Array(items) => {
                 let items = items.into_iter().map(Self::from_value).collect::<Result<Vec<_>, _>>()?;
                 if items.iter().all(Self::is_fixed) {
-                    ValueTemplate::Fixed(Value::Array(items.into_iter().map(Self::into_fixed).collect()))
+                    ValueTemplate::Fixed(Json::Array(items.into_iter().map(Self::into_fixed).collect()))
                 } else {
                     ValueTemplate::Array(items)
                 }
@@ -38,12 +42,12 @@ impl ValueTemplate {
                 let fields =
                     map.into_iter().map(|(k, v)| Ok((k, Self::from_value(v)?))).collect::<Result<Vec<_>, String>>()?;
                 if fields.iter().all(|(_, v)| v.is_fixed()) {
-                    ValueTemplate::Fixed(Value::Object(fields.into_iter().map(|(k, v)| (k, v.into_fixed())).collect()))
+                    ValueTemplate::Fixed(Json::Object(fields.into_iter().map(|(k, v)| (k, v.into_fixed())).collect()))
                 } else {
                     ValueTemplate::Object(fields)
                 }
             }
-            other => ValueTemplate::Fixed(other),
+            other => ValueTemplate::Fixed(Json::from(other)),
         })
     }
 
@@ -51,22 +55,22 @@ impl ValueTemplate {
         matches!(self, ValueTemplate::Fixed(_))
     }
 
-    fn into_fixed(self) -> Value {
+    fn into_fixed(self) -> Json {
         match self {
             ValueTemplate::Fixed(v) => v,
             // Only called after `is_fixed`.
-            _ => Value::Null,
+            _ => Json::Null,
         }
     }
 
     /// The value for one request.
-    pub fn expand(&self, source: &impl Source) -> Value {
+    pub fn expand(&self, source: &impl Source) -> Json {
         match self {
             ValueTemplate::Fixed(v) => v.clone(),
-            ValueTemplate::Text(t) => Value::String(t.expand_string(source)),
-            ValueTemplate::Array(items) => Value::Array(items.iter().map(|v| v.expand(source)).collect()),
+            ValueTemplate::Text(t) => Json::String(t.expand_string(source)),
+            ValueTemplate::Array(items) => Json::Array(items.iter().map(|v| v.expand(source)).collect()),
             ValueTemplate::Object(fields) => {
-                Value::Object(fields.iter().map(|(k, v)| (k.clone(), v.expand(source))).collect::<Map<_, _>>())
+                Json::Object(fields.iter().map(|(k, v)| (k.clone(), v.expand(source))).collect::<Object>())
             }
         }
     }
