@@ -925,3 +925,132 @@ async fn an_upstream_closing_its_kept_connections_costs_no_request() {
     gw.stop().await;
     server.abort();
 }
+
+const BYTES_IN: &str = r#"
+[timeouts]
+body_idle_ms = 400
+
+[access_log]
+enabled = true
+path = "access.log"
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+
+[[routes]]
+path_prefix = "/buffered"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{plugin:body-upper}"
+"#;
+
+/// The access log line of the request `request_id`, once it has been written.
+async fn logged(gw: &Gateway, request_id: &str) -> serde_json::Value {
+    let path = gw.dir.path().join("access.log");
+    airlock_tests::metrics::eventually(&format!("the access log line of {request_id}"), || {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["request_id"] == request_id)
+    })
+    .await
+}
+
+/// A chunked HTTP/1.1 request, its body in `chunks`, on a new connection; the whole answer.
+async fn send_chunked(gw: &Gateway, path: &str, request_id: &str, chunks: &[&[u8]]) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let mut request =
+        format!("POST {path} HTTP/1.1\r\nhost: x\r\nx-request-id: {request_id}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+            .into_bytes();
+    for chunk in chunks {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    tcp.write_all(&request).await.unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer)).await;
+    answer
+}
+
+/// The access log's `bytes_in` is the request body read from the client: a chunked body has no
+/// length ahead (it was logged as 0), streamed or buffered for a plugin.
+#[tokio::test]
+async fn bytes_in_counts_a_chunked_request_body() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(BYTES_IN, Some(&upstream)).await;
+    let (a, b, c) = ("a".repeat(300), "b".repeat(200), "c".repeat(7));
+    let chunks = [a.as_bytes(), b.as_bytes(), c.as_bytes()];
+
+    let answer = send_chunked(&gw, "/streamed", "chunked-1", &chunks).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&format!("{a}{b}{c}")), "the whole body went upstream: {answer}");
+    let line = logged(&gw, "chunked-1").await;
+    assert_eq!(line["bytes_in"], 507, "{line}");
+
+    let answer = send_chunked(&gw, "/buffered", "chunked-2", &chunks).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&format!("{a}{b}{c}").to_uppercase()), "{answer}");
+    let line = logged(&gw, "chunked-2").await;
+    assert_eq!(line["bytes_in"], 507, "{line}");
+    gw.stop().await;
+}
+
+/// A `Content-Length` body logs its size; one the client stops sending half-way (cut off with a
+/// 408) logs the bytes read, not the length it declared.
+#[tokio::test]
+async fn bytes_in_counts_a_content_length_body_and_one_cut_short() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(BYTES_IN, Some(&upstream)).await;
+    let body = vec![b'z'; 1234];
+    let r = HttpClient::http1().request("POST", &gw.url("/sized"), &[("x-request-id", "sized-1")], &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("content-length"), vec!["1234"]);
+    let line = logged(&gw, "sized-1").await;
+    assert_eq!(line["bytes_in"], 1234, "{line}");
+
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    tcp.write_all(b"POST /sized HTTP/1.1\r\nhost: a\r\nx-request-id: sized-2\r\ncontent-length: 8\r\n\r\nabcd").await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_response(&mut tcp)).await.expect("answered");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let line = logged(&gw, "sized-2").await;
+    assert_eq!(line["bytes_in"], 4, "{line}");
+    gw.stop().await;
+}
+
+/// An HTTP/2 request body sent as DATA frames without `content-length` logs its size (it was
+/// logged as 0).
+#[tokio::test]
+async fn bytes_in_counts_an_http2_request_body_without_content_length() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(BYTES_IN, Some(&upstream)).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    // Three DATA frames, of no length known ahead: sent without `content-length`.
+    let pieces = ["x".repeat(1000), "y".repeat(500), "z".repeat(24)];
+    let frames = pieces.iter().map(|p| Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from(p.clone()))));
+    let request = http::Request::post("http://gateway/h2")
+        .header("x-request-id", "h2-1")
+        .body(StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>())))
+        .unwrap();
+    let response = sender.send_request(request).await.expect("answered");
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = serde_json::from_slice(&response.into_body().collect().await.expect("whole body").to_bytes()).unwrap();
+    assert_eq!(echo["body"], pieces.concat());
+    assert!(echo["headers"]["content-length"].is_null(), "sent without a length: {echo}");
+    let line = logged(&gw, "h2-1").await;
+    assert_eq!(line["protocol"], "HTTP/2");
+    assert_eq!(line["bytes_in"], 1524, "{line}");
+    gw.stop().await;
+}

@@ -27,10 +27,12 @@ mod projected {
         /// A request or response body on its way through the gateway.
         #[project = ProxyBodyProj]
         pub enum ProxyBody {
-            /// Streamed from the peer as it arrives.
-            Streaming { #[pin] body: Incoming },
-            /// Streamed, but cut off with an error past a size limit (chunked bodies of unknown length).
-            Limited { #[pin] body: Limited<Incoming> },
+            /// Streamed from the peer as it arrives; a client's request body counts the data bytes
+            /// read in `read` (`None` for a response body).
+            Streaming { #[pin] body: Incoming, read: Option<std::sync::Arc<UploadProgress>> },
+            /// Streamed, but cut off with an error past a size limit (chunked bodies of unknown
+            /// length); the data bytes read are counted as `Streaming`'s are.
+            Limited { #[pin] body: Limited<Incoming>, read: Option<std::sync::Arc<UploadProgress>> },
             /// Whole bytes, sent as one frame, then the trailers if there are any.
             Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
             /// Another body, with the concurrency slots its request holds until it is done.
@@ -80,7 +82,33 @@ impl ProxyBody {
 
     /// A streamed body.
     pub fn streaming(body: Incoming) -> Self {
-        ProxyBody::Streaming { body }
+        ProxyBody::Streaming { body, read: None }
+    }
+
+    /// This streamed client body, adding the data bytes read from it to `read.bytes` (the
+    /// access log's `bytes_in`). Other bodies are left as they are.
+    pub fn counted(self, read: std::sync::Arc<UploadProgress>) -> Self {
+        match self {
+            ProxyBody::Streaming { body, .. } => ProxyBody::Streaming { body, read: Some(read) },
+            ProxyBody::Limited { body, .. } => ProxyBody::Limited { body, read: Some(read) },
+            other => other,
+        }
+    }
+
+    /// The progress this body's upload is counted in: the one its client bytes are counted in
+    /// ([`ProxyBody::counted`]) when it has one, so an upload watch shares it; else a new one.
+    pub fn upload_progress(&self) -> std::sync::Arc<UploadProgress> {
+        self.counter().cloned().unwrap_or_default()
+    }
+
+    fn counter(&self) -> Option<&std::sync::Arc<UploadProgress>> {
+        match self {
+            ProxyBody::Streaming { read, .. } | ProxyBody::Limited { read, .. } => read.as_ref(),
+            ProxyBody::Full { .. } => None,
+            ProxyBody::Holding { body, .. } => body.counter(),
+            ProxyBody::Watched { body } => body.body.counter(),
+            ProxyBody::Telling { progress, .. } => Some(progress),
+        }
     }
 
     /// This body, keeping `slots` until it has been sent or dropped.
@@ -108,7 +136,7 @@ impl ProxyBody {
 
     /// A streamed body that fails once more than `limit` bytes have passed.
     pub fn limited(body: Incoming, limit: u64) -> Self {
-        ProxyBody::Limited { body: Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)) }
+        ProxyBody::Limited { body: Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)), read: None }
     }
 }
 
@@ -118,8 +146,8 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Streaming { body } => body.poll_frame(cx).map_err(Into::into),
-            ProxyBodyProj::Limited { body } => body.poll_frame(cx),
+            ProxyBodyProj::Streaming { body, read } => count(body.poll_frame(cx).map_err(Into::into), read.as_deref()),
+            ProxyBodyProj::Limited { body, read } => count(body.poll_frame(cx), read.as_deref()),
             ProxyBodyProj::Full { data, trailers } => Poll::Ready(match data.take() {
                 Some(d) => Some(Ok(Frame::data(d))),
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
@@ -143,8 +171,8 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Streaming { body } => body.is_end_stream(),
-            ProxyBody::Limited { body } => body.is_end_stream(),
+            ProxyBody::Streaming { body, .. } => body.is_end_stream(),
+            ProxyBody::Limited { body, .. } => body.is_end_stream(),
             ProxyBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
             ProxyBody::Holding { body, .. } => body.is_end_stream(),
             ProxyBody::Watched { body } => body.body.is_end_stream(),
@@ -154,8 +182,8 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Streaming { body } => body.size_hint(),
-            ProxyBody::Limited { body } => body.size_hint(),
+            ProxyBody::Streaming { body, .. } => body.size_hint(),
+            ProxyBody::Limited { body, .. } => body.size_hint(),
             ProxyBody::Full { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ProxyBody::Holding { body, .. } => body.size_hint(),
             ProxyBody::Watched { body } => body.body.size_hint(),
@@ -166,11 +194,34 @@ impl Body for ProxyBody {
 
 /// How far a request body's upload has gone: the frames the upstream connection has taken.
 /// `Upstream::send` reads it to tell an upstream that stopped taking the body from one still
-/// taking a slow client's.
+/// taking a slow client's. A streamed client body also counts the bytes read from the client in
+/// it ([`ProxyBody::counted`]), for the access log's `bytes_in`.
 #[derive(Debug, Default)]
 pub struct UploadProgress {
     /// Frames taken so far.
     pub frames: std::sync::atomic::AtomicU64,
+    /// Request body data bytes read from the client so far.
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
+impl UploadProgress {
+    /// Request body data bytes read from the client so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A frame polled from a streamed body: its data bytes are added to `read`, if it is counted.
+fn count(
+    polled: Poll<Option<Result<Frame<Bytes>, BoxError>>>,
+    read: Option<&UploadProgress>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if let (Some(read), Poll::Ready(Some(Ok(frame)))) = (read, &polled)
+        && let Some(data) = frame.data_ref()
+    {
+        read.bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    polled
 }
 
 /// The deadline of an idle watch not yet armed: far away, and made once, so a watch costs no
@@ -243,7 +294,13 @@ pub struct Buffered {
 
 /// Reads a whole body into memory, with its trailers, refusing more than `limit` bytes.
 pub async fn buffer(body: Incoming, limit: u64) -> Result<Buffered, BufferError> {
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    buffer_counting(body, limit, &mut 0).await
+}
+
+/// [`buffer`], adding the data bytes read from the peer to `read`, whether the body is read
+/// whole or not (too large, or broken off).
+pub async fn buffer_counting(body: Incoming, limit: u64, read: &mut u64) -> Result<Buffered, BufferError> {
+    let limited = Limited::new(Counting { body, read }, usize::try_from(limit).unwrap_or(usize::MAX));
     match limited.collect().await {
         Ok(collected) => {
             let trailers = collected.trailers().cloned();
@@ -251,6 +308,39 @@ pub async fn buffer(body: Incoming, limit: u64) -> Result<Buffered, BufferError>
         }
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BufferError::TooLarge(limit)),
         Err(e) => Err(BufferError::Read(e.to_string())),
+    }
+}
+
+pin_project! {
+    /// A body being buffered, its data bytes added to `read` as they are read.
+    struct Counting<'a> {
+        #[pin]
+        body: Incoming,
+        read: &'a mut u64,
+    }
+}
+
+impl Body for Counting<'_> {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            **this.read += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -194,12 +194,11 @@ impl Gateway {
         self.check_limits(&request)?;
         let (route, params) = self.route(&request)?;
         record.matched(&route.id, &route.metrics);
-        let declared_length = content_length(request.headers())?;
         // One header value for the request id, shared by the upstream request and the response.
         let id_header = headers::request_id_header(request_id);
-        let (mut state, stream, request_trailers) = self.read_request(request, route, params, conn, request_id, id_header.clone()).await?;
-        let body_bytes = state.body.as_ref().map(|b| b.len() as u64).or(declared_length).unwrap_or(0);
-        record.forwarding(&mut state.headers, body_bytes);
+        let (mut state, stream, request_trailers) =
+            self.read_request(request, route, params, conn, request_id, id_header.clone(), record).await?;
+        record.forwarding(&mut state.headers);
 
         let chain = &route.chain;
         // The clock is read once at each boundary between phases: the reading that ends one
@@ -350,7 +349,9 @@ impl Gateway {
 
     /// Phase 3: the request as plugins see it. The body is buffered only when the chain needs it
     /// (its trailers are then handed back beside it); otherwise it is handed back to stream to the
-    /// upstream, trailers included.
+    /// upstream, trailers included. Either way `record` learns the body bytes read from the
+    /// client (a streamed body counts them as it is read).
+    #[allow(clippy::too_many_arguments)]
     async fn read_request(
         &self,
         request: Request<Incoming>,
@@ -359,6 +360,7 @@ impl Gateway {
         conn: ConnectionInfo,
         request_id: &Arc<str>,
         id_header: Option<HeaderValue>,
+        record: &mut RequestRecord<'_>,
     ) -> Result<(RequestState, Option<ProxyBody>, Option<http::HeaderMap>), GatewayError> {
         let limit = route.max_body_bytes;
         if let Some(length) = content_length(request.headers())?
@@ -408,7 +410,11 @@ impl Gateway {
         }
 
         let (body, stream, trailers) = if route.chain.needs_request_body() {
-            let body::Buffered { bytes, trailers } = body::buffer(incoming, limit).await.map_err(|e| match e {
+            let mut read = 0;
+            let buffered = body::buffer_counting(incoming, limit, &mut read).await;
+            // Read whole or not (too large, broken off): the bytes read are counted.
+            record.body_read(read);
+            let body::Buffered { bytes, trailers } = buffered.map_err(|e| match e {
                 body::BufferError::TooLarge(limit) => GatewayError::BodyTooLarge { limit },
                 body::BufferError::Read(reason) => GatewayError::BadRequest(reason),
             })?;
@@ -418,10 +424,18 @@ impl Gateway {
                 corrupt @ encoding::DecodeError::Corrupt { .. } => GatewayError::BadRequest(format!("request {corrupt}")),
             })?;
             (Some(bytes), None, trailers)
-        } else if declared_length {
-            (None, Some(ProxyBody::streaming(incoming)), None)
         } else {
-            (None, Some(ProxyBody::limited(incoming, limit)), None)
+            let stream = if declared_length { ProxyBody::streaming(incoming) } else { ProxyBody::limited(incoming, limit) };
+            // Its bytes are counted as they are read (an atomic add a frame); a request without a
+            // body gets no counter.
+            let stream = if stream.is_end_stream() {
+                stream
+            } else {
+                let read = Arc::new(body::UploadProgress::default());
+                record.body_streaming(read.clone());
+                stream.counted(read)
+            };
+            (None, Some(stream), None)
         };
 
         let mut context = crate::exchange::Context::default();

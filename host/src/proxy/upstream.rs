@@ -271,7 +271,8 @@ impl Upstream {
             None
         } else {
             let (sent, told) = tokio::sync::oneshot::channel();
-            let progress = std::sync::Arc::new(super::body::UploadProgress::default());
+            // The counter the body's client bytes go into, when it has one: one allocation.
+            let progress = request.body().upload_progress();
             let body = std::mem::replace(request.body_mut(), ProxyBody::empty());
             *request.body_mut() = body.telling(progress.clone(), sent);
             Some((told, progress))

@@ -47,8 +47,12 @@ pub struct AccessEntry {
     pub route: Option<Arc<str>>,
     /// Status sent to the client.
     pub status: u16,
-    /// Request body bytes (as buffered or declared by `Content-Length`).
+    /// Request body bytes read from the client (without those `body_read` counts).
     pub bytes_in: u64,
+    /// Where a streamed request body's bytes read from the client are counted (still counting
+    /// when the response head is ready): added to `bytes_in` when the line is submitted, once
+    /// the response has been sent.
+    pub body_read: Option<Arc<crate::proxy::body::UploadProgress>>,
     /// Response body bytes sent.
     pub bytes_out: u64,
     /// From arrival to the last response byte.
@@ -154,7 +158,10 @@ impl AccessLog {
     }
 
     /// Queues a line; never waits. A full queue drops the line and counts it.
-    pub fn submit(&self, entry: Box<AccessEntry>) {
+    pub fn submit(&self, mut entry: Box<AccessEntry>) {
+        if let Some(read) = entry.body_read.take() {
+            entry.bytes_in += read.bytes();
+        }
         match self.sender.try_send(Message::Entry(entry)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -320,6 +327,7 @@ mod tests {
             route: Some("r".into()),
             status: 200,
             bytes_in: 0,
+            body_read: None,
             bytes_out: 5,
             total: Duration::from_millis(3),
             upstream: Some(Duration::from_millis(2)),

@@ -18,7 +18,7 @@ use super::observed_body::{ObservedBody, PendingLine, PendingSample};
 use super::otlp::RequestSpan;
 use super::trace_context::TraceContext;
 use crate::proxy::ConnectionInfo;
-use crate::proxy::body::ProxyBody;
+use crate::proxy::body::{ProxyBody, UploadProgress};
 
 /// Longest `User-Agent` kept for the access log.
 const MAX_USER_AGENT: usize = 256;
@@ -42,7 +42,10 @@ pub struct RequestRecord<'a> {
     /// (borrowed from the upstream: shared only if an access log line takes it).
     upstream_addr: Option<&'a Arc<str>>,
     plugins: Duration,
+    /// Request body bytes read from the client: buffered ones, and those a streamed body
+    /// counts in `body_read` as it is read.
     bytes_in: u64,
+    body_read: Option<Arc<UploadProgress>>,
     consumer: Option<String>,
     request_id: Arc<str>,
     client_ip: std::net::IpAddr,
@@ -120,6 +123,7 @@ impl<'a> RequestRecord<'a> {
             upstream_addr: None,
             plugins: Duration::ZERO,
             bytes_in: 0,
+            body_read: None,
             consumer: None,
             request_id,
             client_ip: conn.client,
@@ -155,10 +159,26 @@ impl<'a> RequestRecord<'a> {
     }
 
     /// The request is about to go through the chain: adds the trace context to the headers the
-    /// plugins and the upstream see, and notes the request body size.
-    pub fn forwarding(&mut self, headers: &mut HeaderMap, body_bytes: u64) {
+    /// plugins and the upstream see.
+    pub fn forwarding(&mut self, headers: &mut HeaderMap) {
         self.trace.inject(headers);
-        self.bytes_in = body_bytes;
+    }
+
+    /// `bytes` of the request body were read from the client (buffered whole, or until it
+    /// failed): the access log's and analytics' `bytes_in`.
+    pub fn body_read(&mut self, bytes: u64) {
+        self.bytes_in += bytes;
+    }
+
+    /// The request body streams on, its bytes read from the client counted in `read`
+    /// ([`ProxyBody::counted`]): `bytes_in` is what it holds when the request is logged.
+    pub fn body_streaming(&mut self, read: Arc<UploadProgress>) {
+        self.body_read = Some(read);
+    }
+
+    /// Request body bytes read from the client so far.
+    fn bytes_in(&self) -> u64 {
+        self.bytes_in + self.body_read.as_ref().map_or(0, |read| read.bytes())
     }
 
     /// Adds time spent in plugin phases.
@@ -242,6 +262,7 @@ impl<'a> RequestRecord<'a> {
         self.span.record("status", status.as_u16());
         let route = self.route.unwrap_or(&telemetry.unrouted);
         route.record_request(&self.method, status, self.consumer.as_deref(), elapsed);
+        let bytes_in = self.bytes_in();
         let sample = telemetry.analytics().map(|analytics| {
             // The consumer is moved into the access log line when there is one.
             let consumer = if self.access.is_some() { self.consumer.clone() } else { self.consumer.take() };
@@ -252,7 +273,7 @@ impl<'a> RequestRecord<'a> {
                 client_ip: self.client_ip,
                 status: status.as_u16(),
                 latency: elapsed,
-                bytes_in: self.bytes_in,
+                bytes_in,
                 bytes_out: 0,
             };
             (analytics.clone(), Box::new(sample))
@@ -269,7 +290,11 @@ impl<'a> RequestRecord<'a> {
                     path: start.path,
                     route: self.route_id.take(),
                     status: status.as_u16(),
+                    // A streamed body's bytes are added when the line is submitted, once the
+                    // response has been sent: a body still streaming (a duplex call) is counted
+                    // to its end.
                     bytes_in: self.bytes_in,
+                    body_read: self.body_read.take(),
                     bytes_out: 0,
                     total: elapsed,
                     upstream: self.upstream,
