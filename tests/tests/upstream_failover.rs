@@ -88,6 +88,16 @@ struct Closer {
 
 impl Closer {
     async fn start() -> Self {
+        Self::serve(false).await
+    }
+
+    /// The same, but its very first answer says `Connection: close` and closes (a backend
+    /// starting to shut down).
+    async fn start_closing_first() -> Self {
+        Self::serve(true).await
+    }
+
+    async fn serve(close_first: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (requests, connections) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -95,7 +105,7 @@ impl Closer {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else { continue };
-                c.fetch_add(1, Ordering::SeqCst);
+                let first_connection = c.fetch_add(1, Ordering::SeqCst) == 0;
                 let r = r.clone();
                 tokio::spawn(async move {
                     for nth in 0.. {
@@ -103,6 +113,10 @@ impl Closer {
                         r.fetch_add(1, Ordering::SeqCst);
                         if nth > 0 {
                             return; // closed with the request unanswered
+                        }
+                        if close_first && first_connection {
+                            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok").await;
+                            return;
                         }
                         let answer: &[u8] = if head { b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n" } else { b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" };
                         let _ = stream.write_all(answer).await;
@@ -380,6 +394,39 @@ async fn a_reused_connection_closed_under_an_idempotent_request_is_sent_again() 
         // The reused connection took it and closed; a new one answered it (and is kept).
         assert_eq!((closer.requests(), closer.connections()), (2 * i + 3, i + 2), "{method}");
     }
+    gw.stop().await;
+}
+
+/// M1, under load: a connection reused at once (idle under 10 ms, so not armed on its own) that
+/// the backend closes under a GET is a loss, and a sign the backend is closing its connections
+/// (as in a graceful restart): from then on requests on reused connections are armed, and the
+/// next ones lost that way are sent again. A `Connection: close` answer is such a sign too,
+/// before any loss.
+#[tokio::test]
+async fn once_the_upstream_is_seen_closing_requests_on_reused_connections_are_sent_again() {
+    // Back to back: the Closer answers the first request on each connection and closes under
+    // the second.
+    let closer = Closer::start().await;
+    let config = format!("[upstreams.c]\ntargets = [\"{}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"c\"\n", closer.addr);
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(client.get(&gw.url("/x")).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 502, 200, 200, 200, 200], "only the first loss, before any sign, is a 502");
+    gw.stop().await;
+
+    // A `Connection: close` answer arms before any loss.
+    let closer = Closer::start_closing_first().await;
+    let config = format!("[upstreams.c]\ntargets = [\"{}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"c\"\n", closer.addr);
+    let gw = Gateway::start(&config, None).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(client.get(&gw.url("/x")).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200; 6]);
+    assert!(closer.requests() > closer.connections(), "connections were reused and lost under requests");
     gw.stop().await;
 }
 

@@ -21,12 +21,16 @@
 //! nothing was sent) for the upstream to try another target; and a request that a reused
 //! connection took and then closed without a response head is sent once more on a new
 //! connection when that is safe ([`resend`]: an idempotent method, a body that is empty or whole
-//! bytes). The copy that takes is made only for a connection idle for [`RESEND_AFTER_IDLE`] or
-//! more: a connection used again at once, as under load, cannot have met the upstream's
-//! keep-alive timeout, and copying every request's head would cost allocations on the hot path.
+//! bytes). The copy that takes is made only where a loss is likely, since copying every
+//! request's head would cost allocations on the hot path: on a connection idle for
+//! [`RESEND_AFTER_IDLE`] or more (the upstream's keep-alive timeout may be closing it), and, for
+//! [`ARMED_AFTER_CLOSING`], on every reused connection once the upstream shows it is closing its
+//! connections (a graceful restart or reload closes them however briefly they were idle): a
+//! response with `Connection: close`, a kept connection found closed, or a request lost on a
+//! reused one.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -47,6 +51,10 @@ pub type PoolError = Box<dyn std::error::Error + Send + Sync>;
 /// A kept connection idle for at least this long is one the upstream may be closing as it is
 /// reused (its keep-alive timeout): a request sent on it is armed to be sent again.
 pub const RESEND_AFTER_IDLE: Duration = Duration::from_millis(10);
+
+/// After a sign that the upstream is closing its connections, how long every idempotent request
+/// sent on a reused connection is armed to be sent again (each new sign starts it over).
+pub const ARMED_AFTER_CLOSING: Duration = Duration::from_secs(5);
 
 /// Why [`Http1Pool::send`] failed.
 pub enum Http1Error {
@@ -72,6 +80,11 @@ pub struct Http1Pool<C> {
     idle: Mutex<VecDeque<Kept>>,
     /// Whether this pool's sweeper task runs (started by the first connection made).
     sweeping: AtomicBool,
+    /// When the pool was made: the origin of `armed_until`.
+    born: Instant,
+    /// Milliseconds after `born` until which requests on reused connections are armed to be
+    /// sent again ([`ARMED_AFTER_CLOSING`]); 0 while the upstream shows no sign of closing.
+    armed_until: AtomicU64,
 }
 
 /// A connection handed back to the pool.
@@ -100,6 +113,8 @@ where
             idle_timeout,
             idle: Mutex::new(VecDeque::new()),
             sweeping: AtomicBool::new(false),
+            born: Instant::now(),
+            armed_until: AtomicU64::new(0),
         })
     }
 
@@ -118,11 +133,14 @@ where
         };
         let added_host = to_origin_form(&mut request, &target, &self.scheme);
         let mut reused = idle_since.is_some();
-        // Armed only on a connection idle long enough to be closing (see the module's doc).
-        let mut again = idle_since.filter(|since| since.elapsed() >= RESEND_AFTER_IDLE).and_then(|_| resend::copy_idempotent(&request));
+        // Armed only where the connection may be closing (see the module's doc).
+        let mut again = idle_since.filter(|&since| self.may_be_closing(since)).and_then(|_| resend::copy_idempotent(&request));
         loop {
             match conn.try_send_request(request).await {
                 Ok(response) => {
+                    if closes(&response) {
+                        self.upstream_closing();
+                    }
                     // A connection that switched protocols is the tunnel's, not the pool's.
                     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                         self.checkin(target, conn);
@@ -140,6 +158,11 @@ where
                         (None, Some(copy)) if reused && resend::closed_before_answer(&error) => {
                             tracing::debug!(target = %target, error = %error, "a reused upstream connection closed under the request; sending it again on a new one");
                             copy
+                        }
+                        (None, None) if reused && resend::closed_before_answer(&error) => {
+                            // Lost, not armed: the upstream is closing connections; arm the next.
+                            self.upstream_closing();
+                            return Err(Http1Error::Exchange(error.into()));
                         }
                         _ => return Err(Http1Error::Exchange(error.into())),
                     };
@@ -164,6 +187,8 @@ where
         while i < idle.len() {
             let kept = &idle[i];
             if kept.sender.is_closed() {
+                // Only the upstream closes a kept connection (the pool drops those it closes).
+                self.upstream_closing();
                 idle.remove(i);
             } else if kept.sender.is_ready() && kept.target == *target {
                 return idle.remove(i).map(|kept| (kept.sender, kept.since));
@@ -221,11 +246,47 @@ where
     /// `idle_timeout` before `now` (which closes them).
     fn sweep(&self, now: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut closed_by_upstream = false;
         idle.retain(|kept| {
+            let closed = kept.sender.is_closed();
+            closed_by_upstream |= closed;
             let unused_too_long = kept.sender.is_ready() && now.duration_since(kept.since) >= self.idle_timeout;
-            !kept.sender.is_closed() && !unused_too_long
+            !closed && !unused_too_long
         });
+        if closed_by_upstream {
+            self.upstream_closing();
+        }
     }
+
+    /// Whether a request on a connection kept since `kept_since` is to be armed to be sent again:
+    /// the connection was idle long enough to be closing, or the upstream is closing connections.
+    fn may_be_closing(&self, kept_since: Instant) -> bool {
+        let now = Instant::now();
+        now.duration_since(kept_since) >= RESEND_AFTER_IDLE || self.millis(now) < self.armed_until.load(Ordering::Relaxed)
+    }
+
+    /// The upstream showed it is closing its connections: arm requests on reused connections for
+    /// [`ARMED_AFTER_CLOSING`] from now.
+    fn upstream_closing(&self) {
+        let now = self.millis(Instant::now());
+        let until = now.saturating_add(u64::try_from(ARMED_AFTER_CLOSING.as_millis()).unwrap_or(u64::MAX));
+        if self.armed_until.swap(until, Ordering::Relaxed) <= now {
+            tracing::debug!("the upstream is closing its connections: requests on reused ones are armed to be sent again");
+        }
+    }
+
+    /// Milliseconds from the pool's making to `at`.
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Whether a response says the upstream closes its connection after it (`Connection: close`):
+/// a sign it is shutting down or reloading, and closing its other connections too.
+fn closes(response: &Response<Incoming>) -> bool {
+    response.headers().get(http::header::CONNECTION).is_some_and(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
 }
 
 /// Undoes [`to_origin_form`] on a request handed back to be sent to another target: the URI
