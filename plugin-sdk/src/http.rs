@@ -299,6 +299,11 @@ impl Response {
 
     /// Replaces the response body; `content-length` is fixed up by the gateway. Ignored unless
     /// [`Descriptor::response_body`](crate::Descriptor) is set.
+    ///
+    /// The upstream's other headers stay, validators included: when the new body is not the
+    /// upstream's bytes, also remove `etag` and `content-md5`, which describe those bytes
+    /// (`builtin:transform` does), or a client's cache or `Range` request may pair them with the
+    /// wrong body. [`Response::replace_with_json`] removes them itself.
     pub fn set_body(&self, body: impl AsRef<[u8]>) {
         self.0.set_body(body.as_ref())
     }
@@ -346,7 +351,9 @@ impl Response {
 
     /// Replaces the response body with `value` serialized as JSON and sets
     /// `content-type: application/json`. Needs [`Descriptor::response_body`](crate::Descriptor),
-    /// like [`Response::set_body`]. Nothing changes if `value` cannot be serialized.
+    /// like [`Response::set_body`]. Nothing changes if `value` cannot be serialized. The status
+    /// and the other headers stay, the upstream's `etag` and `content-md5` too: remove them when
+    /// the body changed (see [`Response::set_body`]).
     pub fn set_json_body(&self, value: &impl Serialize) -> Result<(), String> {
         let body = serde_json::to_vec(value).map_err(|e| format!("cannot serialize the JSON body: {e}"))?;
         self.0.set_body(&body);

@@ -77,7 +77,17 @@
 //! imports the request and response it is handed, [`log`], and the WASI basics every Rust
 //! program links (stdio, clocks, random); stdout and stderr go to the gateway log. A plugin that
 //! uses [`state`] also imports that capability, which the operator must grant; likewise
-//! [`metrics`] (the plugin's own counters, gauges and histograms on the gateway's `/metrics`).
+//! [`metrics`] (the plugin's own counters, gauges and histograms on the gateway's `/metrics`),
+//! [`http_client`] and [`files`]. [`crypto`] is always granted.
+//!
+//! # Unit tests
+//!
+//! [`configure`] runs a plugin's config path natively, under `cargo test`, and [`log`] writes to
+//! stderr there. Nothing else that reaches the gateway works natively: a [`Request`] or
+//! [`Response`] cannot be made outside one, and a call into [`state`], [`metrics`],
+//! [`http_client`] or [`crypto`] aborts the test process ("entered unreachable code", then
+//! "panic in a function that cannot unwind"). Keep the logic worth testing in plain functions,
+//! and try the built component with `airlock plugin test`.
 //!
 //! # Shared config building blocks
 //!
@@ -104,6 +114,10 @@ pub mod template;
 pub use action::{Action, ResponseInit, SlotRequest, error_json};
 pub use http::{Request, Response, ResponseEdit};
 pub use plugin::{Descriptor, Plugin};
+/// The `serde_json` this crate's API uses ([`error_json`], [`Response::replace_with_json`],
+/// `json_body::<serde_json::Value>()`), re-exported so a plugin can name `Value` without a
+/// dependency of its own: `use airlock_sdk::serde_json::{Value, json};`.
+pub use serde_json;
 
 /// Builds a plugin from a config in JSON text, exactly as the gateway's `configure` call does:
 /// deserializes [`Plugin::Config`] (an empty text or `{}` is an empty table; errors name the key

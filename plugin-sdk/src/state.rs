@@ -6,8 +6,13 @@
 //! built-in plugins have it). Plugins that never call it do not import it.
 //!
 //! Keys are the plugin's own: the gateway prefixes them with a namespace the plugin cannot
-//! choose, so two plugins never see each other's keys. Each call is one atomic step in the
-//! backend, and a refused [`acquire`] or [`window`] takes nothing.
+//! choose, so two plugins never see each other's keys. The namespace is the `[plugins.<name>]`
+//! definition's name (for a `.wasm` or `builtin:` source written directly in a chain, the route
+//! and the entry's position), not the route: every route whose chain uses one definition shares
+//! its keys (and, with the `redis` backend, so does every gateway sharing that Redis). For a
+//! count per route, put the route in the key (`format!("{}:{consumer}", req.route_id())`).
+//! Each call is one atomic step in the backend, and a refused [`acquire`] or [`window`] takes
+//! nothing.
 //!
 //! ```no_run
 //! use airlock_sdk::state;
