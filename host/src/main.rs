@@ -97,7 +97,8 @@ enum PluginCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Depend on the airlock-sdk in this directory (default: the SDK beside the sources this
-        /// binary was built from, else the published crate).
+        /// binary was built from; without those, pass this or --sdk-git: airlock-sdk is not on
+        /// crates.io).
         #[arg(long, conflicts_with = "sdk_git")]
         sdk_path: Option<PathBuf>,
         /// Depend on the airlock-sdk of this git repository.
@@ -265,12 +266,13 @@ async fn check(path: PathBuf) -> ExitCode {
     match loaded {
         Ok(gateway) => {
             let plugins: usize = gateway.routes.routes().iter().map(|r| r.chain.entries().len()).sum();
+            let count = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
             outln!(
-                "{}: ok ({} routes, {} upstreams, {} chain entries)",
+                "{}: ok ({}, {}, {})",
                 source.name,
-                config.routes.len(),
-                config.upstreams.len(),
-                plugins
+                count(config.routes.len(), "route", "routes"),
+                count(config.upstreams.len(), "upstream", "upstreams"),
+                count(plugins, "chain entry", "chain entries")
             );
             ExitCode::SUCCESS
         }
@@ -439,6 +441,12 @@ fn new_plugin(name: String, dir: Option<PathBuf>, sdk_path: Option<PathBuf>, sdk
         Ok(files) => {
             for f in files {
                 outln!("created {}", f.display());
+            }
+            if let SdkSource::Registry(version) = &sdk {
+                eprintln!(
+                    "warning: the SDK sources this binary was built from are gone, so Cargo.toml asks for airlock-sdk {version} \
+                     from crates.io, where it is not published: run again with --sdk-path or --sdk-git"
+                );
             }
             outln!("\nnext: cd {} && cargo build --target wasm32-wasip2 --release (see its README.md)", dir.display());
             ExitCode::SUCCESS

@@ -54,6 +54,10 @@ fn good_configs_pass_check() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(String::from_utf8_lossy(&output.stdout).contains(": ok ("));
+        if config.contains("quickstart") {
+            // Counted in words that agree with the numbers.
+            assert!(String::from_utf8_lossy(&output.stdout).contains("(4 routes, 1 upstream, "), "{}", String::from_utf8_lossy(&output.stdout));
+        }
     }
 }
 
