@@ -738,9 +738,14 @@ async fn sampled_requests_are_exported_as_otlp_spans() {
     assert_eq!(r.status, 200);
     let (_, gateway_span, _) = traceparent_fields(&r.upstream_header("traceparent")[0]);
 
-    let span = eventually("the exported span", || collector.span_of_trace("11112222333344445555666677778888")).await;
-    assert_eq!(hex(&span.parent_span_id), "aaaabbbbccccdddd");
-    assert_eq!(hex(&span.span_id), gateway_span, "the span the upstream was told is its parent");
+    let spans = eventually("the exported spans", || collector.spans_of_trace("11112222333344445555666677778888", 2)).await;
+    let span = spans.iter().find(|s| hex(&s.parent_span_id) == "aaaabbbbccccdddd").expect("the server span, the client's child").clone();
+    // The upstream is told its parent is the gateway's client span for the call, itself a child
+    // of the server span (OpenTelemetry's HTTP conventions for a proxy).
+    let call = spans.iter().find(|s| hex(&s.span_id) == gateway_span).expect("the span the upstream was told is its parent");
+    assert_eq!(call.kind, opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as i32);
+    assert_eq!(call.parent_span_id, span.span_id, "the upstream call is a child of the server span");
+    assert_ne!(hex(&span.span_id), gateway_span);
     assert_eq!(span.kind, opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32);
     assert!(span.end_time_unix_nano >= span.start_time_unix_nano && span.start_time_unix_nano > 0);
     assert_eq!(attribute(&span, "url.path").as_deref(), Some("/loud"));

@@ -237,7 +237,8 @@ fn to_proto(mut span: RequestSpan) -> Vec<Span> {
     out
 }
 
-/// A child span: same trace, the request span as parent, its own random span id.
+/// A child span: same trace, the request span as parent, its own random span id; the upstream
+/// call's is the one the upstream was told is its parent (`traceparent`).
 fn child_to_proto(parent: &RequestSpan, child: &ChildSpan) -> Span {
     let at = |t: Instant| parent.start + t.saturating_duration_since(parent.started);
     let mut attributes = Vec::new();
@@ -249,6 +250,8 @@ fn child_to_proto(parent: &RequestSpan, child: &ChildSpan) -> Span {
     }
     let duration_ms = child.end.saturating_duration_since(child.start).as_secs_f64() * 1000.0;
     attributes.push(double("airlock.duration_ms", duration_ms));
+    let trace = &parent.trace;
+    let mut span_id = None;
     let (name, kind, failed) = match &child.kind {
         ChildKind::Plugin { plugin, phase, outcome, status } => {
             attributes.push(text("airlock.plugin", plugin.clone()));
@@ -272,13 +275,13 @@ fn child_to_proto(parent: &RequestSpan, child: &ChildSpan) -> Span {
                 attributes.push(text("error.message", error.clone()));
             }
             let failed = error.is_some() || status.is_some_and(|s| s >= 500);
+            span_id = Some(trace.upstream_span_id.0);
             (format!("upstream {upstream}"), span::SpanKind::Client, failed)
         }
     };
-    let trace = &parent.trace;
     Span {
         trace_id: trace.trace_id.0.to_be_bytes().to_vec(),
-        span_id: fastrand::u64(1..).to_be_bytes().to_vec(),
+        span_id: span_id.unwrap_or_else(|| fastrand::u64(1..)).to_be_bytes().to_vec(),
         parent_span_id: trace.span_id.0.to_be_bytes().to_vec(),
         flags: u32::from(trace.sampled),
         name,

@@ -1,6 +1,9 @@
 //! W3C Trace Context (<https://www.w3.org/TR/trace-context/>): the client's `traceparent` is
 //! continued (same trace id, the gateway's own new span id, the parent's sampled flag) and its
 //! `tracestate` passed on; without a valid one a new trace starts, sampled at the configured ratio.
+//! The upstream is told its parent is the gateway's client span for the upstream call (a child
+//! of the gateway's server span), as OpenTelemetry's HTTP conventions have a proxy do: a trace
+//! shows the gateway's own time, the call, and the upstream's time beneath it.
 
 use std::fmt;
 
@@ -40,8 +43,11 @@ impl fmt::Display for SpanId {
 pub struct TraceContext {
     /// The trace this request belongs to.
     pub trace_id: TraceId,
-    /// The gateway's own span: the parent of the upstream's.
+    /// The gateway's own (server) span.
     pub span_id: SpanId,
+    /// The gateway's client span for the upstream call, a child of `span_id`: the parent the
+    /// upstream is told of in `traceparent`.
+    pub upstream_span_id: SpanId,
     /// The client's span, when the trace was continued.
     pub parent_id: Option<SpanId>,
     /// Whether the trace is sampled.
@@ -55,10 +61,12 @@ impl TraceContext {
     /// sampled with probability `sample_ratio`.
     pub fn from_headers(headers: &HeaderMap, sample_ratio: f64) -> Self {
         let span_id = SpanId(nonzero_u64());
+        let upstream_span_id = SpanId(nonzero_u64());
         if let Some(parent) = headers.get(TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes())) {
             return Self {
                 trace_id: parent.trace_id,
                 span_id,
+                upstream_span_id,
                 parent_id: Some(parent.span_id),
                 sampled: parent.flags & SAMPLED != 0,
                 tracestate: headers.get(TRACESTATE).cloned(),
@@ -67,20 +75,21 @@ impl TraceContext {
         Self {
             trace_id: TraceId(nonzero_u128()),
             span_id,
+            upstream_span_id,
             parent_id: None,
             sampled: sample_ratio >= 1.0 || (sample_ratio > 0.0 && fastrand::f64() < sample_ratio),
             tracestate: None,
         }
     }
 
-    /// The `traceparent` value sent upstream: this trace, the gateway's span as parent
+    /// The `traceparent` value sent upstream: this trace, the gateway's upstream call as parent
     /// (`00-<trace id>-<span id>-<flags>`, 55 bytes, written in place).
     pub fn traceparent(&self) -> [u8; 55] {
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
         let flags = if self.sampled { SAMPLED } else { 0 };
         // Each slice is exactly twice its field's byte length, so encoding cannot fail.
         let _ = hex::encode_to_slice(self.trace_id.0.to_be_bytes(), &mut out[3..35]);
-        let _ = hex::encode_to_slice(self.span_id.0.to_be_bytes(), &mut out[36..52]);
+        let _ = hex::encode_to_slice(self.upstream_span_id.0.to_be_bytes(), &mut out[36..52]);
         let _ = hex::encode_to_slice([flags], &mut out[53..55]);
         out
     }
@@ -171,8 +180,10 @@ mod tests {
         ctx.inject(&mut out);
         let sent = out[TRACEPARENT].to_str().unwrap();
         assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-01"), "{sent}");
-        assert_eq!(&sent[36..52], format!("{:016x}", ctx.span_id.0));
-        assert_eq!(parse_traceparent(sent.as_bytes()).map(|p| p.span_id), Some(ctx.span_id));
+        // The upstream's parent is the gateway's client span for the call, not its server span.
+        assert_eq!(&sent[36..52], format!("{:016x}", ctx.upstream_span_id.0));
+        assert_eq!(parse_traceparent(sent.as_bytes()).map(|p| p.span_id), Some(ctx.upstream_span_id));
+        assert_ne!(ctx.upstream_span_id, ctx.span_id);
         assert_eq!(out[TRACESTATE], "vendor=x");
     }
 
