@@ -99,6 +99,7 @@ pub struct ConnectionBuilders {
     idle: Duration,
     send: Duration,
     max_connections: usize,
+    max_connections_per_client: Option<usize>,
 }
 
 impl ConnectionBuilders {
@@ -115,6 +116,7 @@ impl ConnectionBuilders {
             idle,
             send: Duration::from_millis(timeouts.send_ms),
             max_connections: connection_limit(limits.max_connections, open_file_limit()),
+            max_connections_per_client: limits.max_connections_per_client,
         }
     }
 
@@ -145,6 +147,11 @@ impl ConnectionBuilders {
     /// Most client connections served at once (`limits.max_connections`, or its derived default).
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    /// Most connections one client address may hold (`limits.max_connections_per_client`).
+    pub fn max_connections_per_client(&self) -> Option<usize> {
+        self.max_connections_per_client
     }
 }
 

@@ -25,6 +25,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod client_limit;
 pub mod config;
 pub mod connections;
 pub mod demo_upstream;

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use tokio_rustls::TlsAcceptor;
 
+use crate::client_limit::{AtLimit, ClientConnections, ClientSlot};
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::connections::{ConnectionBuilders, Protocol};
 use crate::keepalive::{self, Activity, Ended};
@@ -169,13 +170,13 @@ fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
 pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<SharedListener>, shutdown: watch::Receiver<bool>, workers: Workers) -> bool {
     let graceful = Arc::new(GracefulShutdown::new());
     let shutdowns = WorkerShutdowns::relay(shutdown, workers.count());
-    let failures = Arc::new(AcceptFailures::default());
+    let shared = Arc::new(AcceptShared::default());
 
     let mut accept_loops = Vec::new();
     for (index, handles) in listeners.into_iter().enumerate() {
         for (worker, listener) in handles.into_iter().enumerate() {
             let balancer = workers.balancer().clone();
-            let accept = accept_loop(live.clone(), index, listener, balancer, graceful.clone(), shutdowns.clone(), failures.clone());
+            let accept = accept_loop(live.clone(), index, listener, balancer, graceful.clone(), shutdowns.clone(), shared.clone());
             accept_loops.push(workers.spawn(worker, accept));
         }
     }
@@ -196,6 +197,13 @@ pub async fn serve(live: Arc<LiveGateway>, listeners: Vec<SharedListener>, shutd
     }
     drop(workers);
     drained
+}
+
+/// What every accept loop shares: failed accepts, and each client address's open connections.
+#[derive(Default)]
+struct AcceptShared {
+    failures: AcceptFailures,
+    clients: Arc<ClientConnections>,
 }
 
 /// Failed `accept` calls over all accept loops, and when one was last logged.
@@ -235,7 +243,7 @@ async fn accept_loop(
     balancer: ConnectionBalancer,
     graceful: Arc<GracefulShutdown>,
     shutdowns: WorkerShutdowns,
-    failures: Arc<AcceptFailures>,
+    shared: Arc<AcceptShared>,
 ) {
     let mut shutdown = shutdowns.of(workers::current());
     let listener = match TcpListener::from_std(listener) {
@@ -267,7 +275,7 @@ async fn accept_loop(
                 Ok(pair) => pair,
                 Err(e) => {
                     live.gateway().telemetry.metrics.accept_failed();
-                    if let Some(failed) = failures.record() {
+                    if let Some(failed) = shared.failures.record() {
                         tracing::warn!(
                             failures = failed,
                             "accept failed: {e} (logged at most every {} s; with `Too many open files`, raise the open-file \
@@ -282,6 +290,17 @@ async fn accept_loop(
             },
             _ = stopped(&mut shutdown) => break,
         };
+        // One client over its own limit is closed at once: waiting would hold every client up.
+        let per_client = live.current().connections.max_connections_per_client();
+        let client_slot = match shared.clients.admit(peer.ip(), per_client) {
+            Ok(slot) => slot,
+            Err(AtLimit) => {
+                live.gateway().telemetry.metrics.connection_cut("client_limit");
+                tracing::debug!(%peer, "connection closed: the client holds limits.max_connections_per_client already");
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         // Another accept loop may have taken the last place since `room`: this one waits, holding
         // the connection unserved, rather than serve one over the cap.
@@ -293,7 +312,7 @@ async fn accept_loop(
         // The connection watches the shutdown signal of the worker serving it.
         let shutdown = shutdowns.of(placement.worker());
         if placement.worker() == workers::current() {
-            tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher, placement, shutdown));
+            tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher, (placement, client_slot), shutdown));
             continue;
         }
         // Moved to the other worker's runtime: taken off this one's event loop, registered on
@@ -306,10 +325,11 @@ async fn accept_loop(
             }
         };
         let live = live.clone();
-        balancer.spawn(placement.worker(), async move {
+        let worker = placement.worker();
+        balancer.spawn(worker, async move {
             match TcpStream::from_std(stream) {
-                Ok(stream) => serve_connection(live, index, stream, peer, watcher, placement, shutdown).await,
-                Err(e) => tracing::warn!(%peer, "accepted connection could not be registered on worker {}: {e}", placement.worker()),
+                Ok(stream) => serve_connection(live, index, stream, peer, watcher, (placement, client_slot), shutdown).await,
+                Err(e) => tracing::warn!(%peer, "accepted connection could not be registered on worker {worker}: {e}"),
             }
         });
     }
@@ -317,14 +337,14 @@ async fn accept_loop(
 
 /// Serves one accepted connection of listener `index` (after the TLS handshake, if it has TLS),
 /// with hyper set up for the protocol the connection turns out to speak ([`crate::connections`]).
-/// It counts on its worker as long as `_placement` lives.
+/// It counts on its worker, and for its client address, as long as `_counted` lives.
 async fn serve_connection(
     live: Arc<LiveGateway>,
     index: usize,
     stream: TcpStream,
     peer: SocketAddr,
     watcher: Watcher,
-    _placement: Placement,
+    _counted: (Placement, Option<ClientSlot>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let generation = live.current();

@@ -161,6 +161,60 @@ async fn at_max_connections_a_further_connection_is_served_only_once_one_closes(
     gw.stop().await;
 }
 
+/// `limits.max_connections_per_client`: a client address past its limit has its new connection
+/// closed at once (and counted), while another address is served, and a place freed is given
+/// back.
+#[tokio::test]
+async fn a_client_past_its_own_connection_limit_is_closed_and_others_are_served() {
+    let echo = Upstream::start().await;
+    let toml = "[upstreams.echo]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"echo\"\n\n\
+                [limits]\nmax_connections_per_client = 2\n";
+    let gw = Gateway::start(toml, Some(&echo)).await;
+    let addr = gw.addr();
+    let from = move |source: &'static str| async move {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.bind(format!("{source}:0").parse().expect("address")).expect("bind the client's address");
+        socket.connect(addr).await.expect("connect")
+    };
+    let served = |mut client: TcpStream, path: &'static str| async move {
+        client.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.expect("write");
+        let answer = read_response(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        client
+    };
+    let first = served(from("127.0.0.1").await, "/one").await;
+    let _second = served(from("127.0.0.1").await, "/two").await;
+
+    // The third from the same address: closed without an answer.
+    let mut third = from("127.0.0.1").await;
+    let _ = third.write_all(b"GET /three HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await.expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "a connection over the client's limit got an answer: {read:?}");
+    assert_eq!(metric_value(&gw, "airlock_connections_cut_total", &[("reason", "client_limit")]).await, 1.0);
+
+    // Another address is not held to the first one's count.
+    let _other = served(from("127.0.0.2").await, "/other").await;
+    // A place given back: the first address is served again.
+    drop(first);
+    let again = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut client = from("127.0.0.1").await;
+            let _ = client.write_all(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            let mut head = [0u8; 12];
+            // The server may not have seen the first close yet: try again until it has.
+            if client.read_exact(&mut head).await.is_ok() {
+                return head;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("served again after a connection closed");
+    assert_eq!(&again, b"HTTP/1.1 200");
+    gw.stop().await;
+}
+
 /// An upstream that answers `/slow...` after 3 s (long after the client resets it) and anything
 /// else at once.
 async fn slow_upstream() -> Upstream {

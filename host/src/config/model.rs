@@ -239,6 +239,10 @@ pub struct LimitsConfig {
     /// Left out: derived from the open-file limit (`connections::connection_limit`).
     #[serde(default, deserialize_with = "bounds::at_least_one_opt", skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// Most connections one client address may hold open at once ([`crate::client_limit`]);
+    /// one over it is closed as it is accepted. Left out: no limit.
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt", skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Option<usize>,
 }
 
 /// A client's request header named with `_` (`x_consumer_id`): CGI-style upstreams (PHP, Rack,
@@ -267,6 +271,7 @@ impl Default for LimitsConfig {
             max_response_header_bytes: 64 * 1024,
             headers_with_underscores: UnderscoreHeaders::Drop,
             max_connections: None,
+            max_connections_per_client: None,
         }
     }
 }

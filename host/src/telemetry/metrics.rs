@@ -440,7 +440,7 @@ impl Metrics {
 }
 
 /// Why the gateway closed a client connection on a limit (`airlock_connections_cut_total`).
-pub const CONNECTION_CUT_REASONS: [&str; 2] = ["send_timeout", "early_resets"];
+pub const CONNECTION_CUT_REASONS: [&str; 3] = ["send_timeout", "early_resets", "client_limit"];
 
 /// Labels of `airlock_connections_cut_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
