@@ -402,6 +402,59 @@ config = { query = "{ boom }", path = "/not-graphql" }
     gw.stop().await;
 }
 
+/// GraphQL-over-HTTP (the plugin asks for `application/graphql-response+json`): a request error
+/// is a non-2xx status with a GraphQL body, such as Apollo Router's 401 for a missing token. The
+/// status reaches the client with the errors in the gateway's format, unless a configured rule
+/// matches (before: every such answer was a 502).
+#[tokio::test]
+async fn an_error_status_with_graphql_errors_reaches_the_client() {
+    let upstream = Upstream::with_handler(|req: Request<Incoming>| async move {
+        let (status, body) = match req.uri().path() {
+            "/http401" => (401, r#"{"errors": [{"message": "unauthenticated", "extensions": {"code": "UNAUTHENTICATED"}}]}"#),
+            "/http403" => (403, r#"{"errors": [{"message": "no such user", "extensions": {"code": "NOT_FOUND"}}]}"#),
+            "/http400" => (400, r#"{"errors": [{"message": "Cannot query field \"nope\"", "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]}"#),
+            "/http503" => (503, r#"{"data": null, "errors": [{"message": "overloaded"}]}"#),
+            _ => (500, r#"{"data": null}"#),
+        };
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        r.headers_mut().insert("content-type", "application/graphql-response+json".parse().unwrap());
+        r.headers_mut().insert("www-authenticate", "Bearer".parse().unwrap());
+        r
+    })
+    .await;
+    let mut config = String::from("[upstreams.graphql]\ntargets = [\"{upstream}\"]\n");
+    for path in ["/http401", "/http403", "/http400", "/http503", "/http500"] {
+        config.push_str(&format!(
+            "[[routes]]\npath = \"{path}\"\nupstream = \"graphql\"\n[[routes.plugins]]\nplugin = \"builtin:graphql\"\nconfig = {{ query = \"{{ user {{ id }} }}\", result = \"user\", path = \"{path}\", errors = [{{ code = \"NOT_FOUND\", status = 404 }}] }}\n"
+        ));
+    }
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let cases = [
+        ("/http401", 401, "unauthenticated"),
+        ("/http403", 404, "no such user"),
+        ("/http400", 400, "Cannot query field \"nope\""),
+        ("/http503", 503, "overloaded"),
+    ];
+    for (path, status, message) in cases {
+        let r = client.get(&gw.url(path)).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        let err = r.json();
+        assert_eq!(err["error"], "graphql_error", "{path}");
+        assert_eq!(err["status"], status, "{path}");
+        assert_eq!(err["message"], message, "{path}");
+        assert_eq!(err["errors"][0]["message"], message, "{path}");
+    }
+    let r = client.get(&gw.url("/http401")).await;
+    assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"), "the upstream's headers stay");
+    assert_eq!(r.json()["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    // No errors to show: the upstream's answer as it is.
+    let r = client.get(&gw.url("/http500")).await;
+    assert_eq!((r.status.as_u16(), r.json()), (500, json!({"data": null})));
+    gw.stop().await;
+}
+
 /// The document can live in a file of the directory granted to the plugin (capability `files`).
 #[tokio::test]
 async fn the_query_can_be_read_from_a_granted_file() {

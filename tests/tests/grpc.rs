@@ -648,6 +648,116 @@ http = "DELETE /v1/users/{id}""#;
     assert_eq!((status.as_u16(), body["id"].clone()), (200, json!("8")));
 }
 
+/// google/api/http.proto: a multi-segment variable (`{f=**}`, `{f=a/*/b/*}`) is percent-decoded
+/// except `%2F` / `%2f`, which stay as they are; a single-segment one entirely. The same whatever
+/// the value matched (before: a value with a `/` was not decoded at all, one without was, `%2F`
+/// included).
+#[tokio::test]
+async fn multi_segment_path_variables_are_decoded_but_for_encoded_slashes() {
+    let server = GrpcServer::start(None).await;
+    let extra = r#"[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Echo"
+http = "GET /v1/files/{text=**}"
+[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Echo"
+http = "GET /v1/{text=shelves/*/books/*}""#;
+    let gw = gateway(&config(&server, extra)).await.unwrap();
+    let cases = [
+        ("/v1/files/a%20b/%C3%A9", "a b/é"),
+        ("/v1/files/a%20b", "a b"),
+        ("/v1/files/a%2Fb", "a%2Fb"),
+        ("/v1/files/x/a%2fb%20c", "x/a%2fb c"),
+        ("/v1/shelves/a%20b/books/c%2Fd", "shelves/a b/books/c%2Fd"),
+        // A single-segment variable: everything decoded, `%2F` too.
+        ("/v1/echo/a%2Fb%20c", "a/b c"),
+    ];
+    for (path, text) in cases {
+        let (status, body) = json_call(&gw, "GET", path, None).await;
+        assert_eq!((status.as_u16(), body), (200, json!({"text": text})), "{path}");
+        assert_eq!(server.seen.echo.lock().unwrap().as_ref().map(|e| e.text.clone()).as_deref(), Some(text), "{path}");
+    }
+    // Bytes that are not UTF-8 once decoded are still refused, in any segment.
+    let calls = server.seen.calls();
+    let (status, body) = json_call(&gw, "GET", "/v1/files/a/%E9", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("path variable `text` is not valid UTF-8"), "{body}");
+    assert_eq!(server.seen.calls(), calls);
+}
+
+/// A value that does not fit its field is a 400 naming the path variable, query parameter or
+/// body field (before: only the request message was named).
+#[tokio::test]
+async fn a_value_that_does_not_fit_is_a_400_naming_its_parameter_or_field() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let cases: &[(&str, &str, Option<Value>, &str)] = &[
+        ("GET", "/v1/users/abc", None, "path variable `id` does not fit field `id` (int64) of `demo.v1.GetUserRequest`: "),
+        ("GET", "/v1/echo/x?i32=2147483648", None, "query parameter `i32` does not fit field `i32` (int32) of `demo.v1.Everything`: "),
+        ("GET", "/v1/echo/x?at=notatime", None, "query parameter `at` does not fit field `at` (google.protobuf.Timestamp)"),
+        ("GET", "/v1/users/1?filter.limit=-1", None, "query parameter `filter.limit` does not fit field `limit` (uint32) of `demo.v1.Filter`"),
+        ("GET", "/v1/users/1?role=ROLE_NOPE", None, "query parameter `role` does not fit field `role` (demo.v1.Role)"),
+        ("GET", "/v1/echo/x?flt=1e40", None, "1e40 is out of range for field `flt` (float)"),
+        ("POST", "/v1/echo", Some(json!({"text": "ok", "flag": 1})), "the request does not fit `demo.v1.Everything`: field `flag`: "),
+        ("POST", "/v1/echo", Some(json!({"nested": {"limit": "x"}})), "field `nested.limit`: "),
+        ("POST", "/v1/echo", Some(json!({"nestedList": [{}, {"limit": -1}]})), "field `nestedList[1].limit`: "),
+        ("POST", "/v1/users", Some(json!({"displayName": 5})), "field `user.displayName`: "),
+    ];
+    for (method, path, body, text) in cases {
+        let (status, reply) = json_call(&gw, method, path, body.clone()).await;
+        assert_eq!(status, 400, "{method} {path}: {reply}");
+        assert_eq!(reply["code"], 3, "{method} {path}: {reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains(text), "{method} {path}: {reply}");
+    }
+    assert_eq!(server.seen.calls(), 0, "nothing reached the gRPC server");
+}
+
+/// Enum values by number in the path and the query, as in the body (and grpc-gateway).
+#[tokio::test]
+async fn enum_values_by_number_are_taken_in_the_path_and_query() {
+    let server = GrpcServer::start(None).await;
+    let extra = r#"[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Echo"
+http = "GET /v1/roles/{role}""#;
+    let gw = gateway(&config(&server, extra)).await.unwrap();
+    let (status, body) = json_call(&gw, "GET", "/v1/roles/2", None).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"role": "ROLE_ADMIN"})));
+    let (status, body) = json_call(&gw, "GET", "/v1/users/1?role=1", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.seen.get.lock().unwrap().as_ref().map(|r| r.role), Some(Role::Reader as i32));
+    let (status, body) = json_call(&gw, "GET", "/v1/roles/ROLE_READER", None).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"role": "ROLE_READER"})), "names still work");
+    let (status, body) = json_call(&gw, "POST", "/v1/echo", Some(json!({"role": 2}))).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"role": "ROLE_ADMIN"})), "as in the body");
+}
+
+/// The plugin owns the gRPC framing: a REST client's reserved `grpc-*` headers never reach the
+/// server (before: `grpc-accept-encoding: gzip` invited a compressed answer, then refused as
+/// 502); `grpc-timeout` is the shorter of the client's and the route's.
+#[tokio::test]
+async fn a_clients_reserved_grpc_headers_are_not_sent_to_the_server() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let reserved = [
+        ("grpc-encoding", "gzip"),
+        ("grpc-accept-encoding", "gzip"),
+        ("grpc-status", "5"),
+        ("grpc-message", "forged"),
+        ("grpc-status-details-bin", "AAAA"),
+        ("grpc-previous-rpc-attempts", "3"),
+    ];
+    let mut headers = reserved.to_vec();
+    headers.push(("grpc-timeout", "2S"));
+    let reply = HttpClient::http1().request("GET", &gw.url("/v1/users/3"), &headers, b"").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["displayName"], "user 3");
+    for (name, _) in reserved {
+        assert_eq!(server.seen.header(name), None, "{name} reached the server");
+    }
+    assert_eq!(server.seen.header("grpc-timeout").as_deref(), Some("2S"), "shorter than the route's 5000m");
+    assert_eq!(server.seen.header("content-type").as_deref(), Some("application/grpc"));
+}
+
 #[tokio::test]
 async fn streaming_methods_bad_mappings_and_ungranted_descriptors_are_refused_at_load() {
     let server = GrpcServer::start(None).await;

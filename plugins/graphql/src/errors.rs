@@ -43,14 +43,17 @@ pub fn code(error: &Value) -> Option<&str> {
     error.get("extensions").and_then(|e| e.get("code")).and_then(Value::as_str)
 }
 
+/// The status of the first rule matching any of `errors`, if one does.
+pub fn rule_status(rules: &[ErrorRule], errors: &[Value]) -> Option<u16> {
+    rules.iter().find(|rule| errors.iter().any(|e| rule.matches(e))).map(|rule| rule.status)
+}
+
 /// The status for a response without a result (`data`, or the route's `result` under it, null)
 /// and which carries `errors`: the first rule matching any error, else 400 if any error is of a
 /// client class ([`CLIENT_CODES`]), else 502.
 pub fn status_for(rules: &[ErrorRule], errors: &[Value]) -> u16 {
-    for rule in rules {
-        if errors.iter().any(|e| rule.matches(e)) {
-            return rule.status;
-        }
+    if let Some(status) = rule_status(rules, errors) {
+        return status;
     }
     if errors.iter().any(|e| code(e).is_some_and(|c| CLIENT_CODES.contains(&c))) { 400 } else { 502 }
 }

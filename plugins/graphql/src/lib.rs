@@ -37,7 +37,10 @@
 //! added under `errors_field` (default `errors`) when the result is an object, or the answer
 //! `{"data": result, "<errors_field>": [...]}` otherwise; a null result without errors is a 200
 //! with `null`. An upstream answer that is not a GraphQL response is a 502 if its status is 2xx
-//! and passed through as it is otherwise (a 401 from the GraphQL server reaches the client).
+//! and passed through as it is otherwise (a 401 from the GraphQL server reaches the client). An
+//! error status (4xx/5xx) with GraphQL `errors` is a GraphQL-over-HTTP request error (Apollo
+//! Router's 401 `{"errors": [...]}`): that status (or the first matching rule's) with the
+//! gateway's error format; without a non-empty `errors` list, it is passed through as it is.
 //!
 //! The query is inline, or `query = "file:<path>"`: read at configure from the directory granted
 //! to the plugin (`capabilities = ["files"]`, `files = { dir = "..." }`).
@@ -196,7 +199,7 @@ impl Plugin for GraphQl {
 
     fn on_response(&self, req: &Request, resp: &Response) {
         let Some(body) = resp.body() else { return };
-        match self.answer(&body, (200..300).contains(&resp.status())) {
+        match self.answer(&body, resp.status()) {
             Answer::PassThrough => {}
             Answer::Result(result) => resp.replace_with_json(200, &result),
             Answer::Error { status, code, message, errors } => {
@@ -231,8 +234,9 @@ pub enum Answer {
 }
 
 impl GraphQl {
-    /// The answer for the upstream's response `body`; `upstream_ok` is whether its status is 2xx.
-    pub fn answer(&self, body: &[u8], upstream_ok: bool) -> Answer {
+    /// The answer for the upstream's response `body` with HTTP status `upstream_status`.
+    pub fn answer(&self, body: &[u8], upstream_status: u16) -> Answer {
+        let upstream_ok = (200..300).contains(&upstream_status);
         let document = serde_json::from_slice::<Value>(body).ok().filter(|d| d.get("data").is_some() || d.get("errors").is_some());
         let Some(mut document) = document else {
             if !upstream_ok {
@@ -241,6 +245,9 @@ impl GraphQl {
             let message = "the GraphQL upstream's answer is not a GraphQL response (no `data` or `errors`)".to_owned();
             return Answer::Error { status: 502, code: "upstream_not_graphql", message, errors: None };
         };
+        if (400..=599).contains(&upstream_status) {
+            return self.request_error(&mut document, upstream_status);
+        }
         let has_data = document.get("data").is_some();
         let (errors, errors_not_a_list) = match document.get_mut("errors").map(Value::take) {
             Some(Value::Array(errors)) => (errors, false),
@@ -289,6 +296,23 @@ impl GraphQl {
         }
         Answer::Result(result)
     }
+
+    /// A GraphQL response with an error status: GraphQL-over-HTTP's request error (the plugin
+    /// asks for `application/graphql-response+json`), such as Apollo Router's 401 for a missing
+    /// token. The status is kept (a matching `errors` rule still gives its own) and the errors
+    /// take the gateway's error format; without a list of errors, the answer is passed through.
+    fn request_error(&self, document: &mut Value, upstream_status: u16) -> Answer {
+        let errors = match document.get_mut("errors").map(Value::take) {
+            Some(Value::Array(errors)) if !errors.is_empty() => errors,
+            _ => return Answer::PassThrough,
+        };
+        let status = errors::rule_status(&self.errors, &errors).unwrap_or(upstream_status);
+        let message = match errors.first().and_then(|e| e.get("message")).and_then(Value::as_str) {
+            Some(message) => message.to_owned(),
+            None => "the GraphQL response's first error has no `message`".to_owned(),
+        };
+        Answer::Error { status, code: "graphql_error", message, errors: Some(Value::Array(errors)) }
+    }
 }
 
 /// The gateway's error format, with the GraphQL `errors` when there are some.
@@ -328,7 +352,7 @@ mod tests {
 
     /// The status and body (`Value::Null` for a pass-through) answered for `body`.
     fn answer(p: &GraphQl, body: Value) -> (u16, Value) {
-        match p.answer(body.to_string().as_bytes(), true) {
+        match p.answer(body.to_string().as_bytes(), 200) {
             Answer::PassThrough => (0, Value::Null),
             Answer::Result(result) => (200, result),
             Answer::Error { status, code, message, errors } => (status, json!({"error": code, "message": message, "errors": errors})),
@@ -373,7 +397,27 @@ mod tests {
         assert_eq!(message(json!({"errors": []})), "the GraphQL response has neither data nor errors");
         assert_eq!(message(json!({"data": null, "errors": [{"path": ["a"]}]})), "the GraphQL response's first error has no `message`");
         assert_eq!(answer(&p, json!({"nothing": 1})).1["error"], "upstream_not_graphql");
-        assert_eq!(p.answer(b"not json", false), Answer::PassThrough);
+        assert_eq!(p.answer(b"not json", 404), Answer::PassThrough);
+    }
+
+    #[test]
+    fn an_error_status_with_graphql_errors_keeps_its_status_unless_a_rule_matches() {
+        let p = configure(r#"{"query": "{ user { id } }", "result": "user", "errors": [{"code": "NOT_FOUND", "status": 404}]}"#).unwrap();
+        let unauthenticated = json!([{"message": "unauthenticated", "extensions": {"code": "UNAUTHENTICATED"}}]);
+        let body = json!({"errors": unauthenticated}).to_string();
+        let expected = Answer::Error { status: 401, code: "graphql_error", message: "unauthenticated".into(), errors: Some(unauthenticated.clone()) };
+        assert_eq!(p.answer(body.as_bytes(), 401), expected);
+        // A 5xx too, and even beside data: the status is the server's word.
+        let body = json!({"data": {"user": {"id": "1"}}, "errors": [{"message": "overloaded"}]}).to_string();
+        assert!(matches!(p.answer(body.as_bytes(), 503), Answer::Error { status: 503, .. }));
+        // A matching rule wins over the upstream's status, as over the default classes.
+        let body = json!({"data": null, "errors": [{"message": "gone", "extensions": {"code": "NOT_FOUND"}}]}).to_string();
+        assert!(matches!(p.answer(body.as_bytes(), 400), Answer::Error { status: 404, .. }));
+        // No list of errors to show: the upstream's answer as it is.
+        assert_eq!(p.answer(br#"{"data": null}"#, 500), Answer::PassThrough);
+        assert_eq!(p.answer(br#"{"errors": []}"#, 403), Answer::PassThrough);
+        // Other statuses keep the 2xx rules.
+        assert_eq!(p.answer(json!({"data": {"user": {"id": "1"}}}).to_string().as_bytes(), 203), Answer::Result(json!({"id": "1"})));
     }
 
     #[test]

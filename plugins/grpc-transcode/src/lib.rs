@@ -28,22 +28,26 @@
 //!
 //! A request is matched against every binding (annotations first, in the set's order, then
 //! `mappings`): method and path template (`{field}`, `{field=a/*/b/*}`, `**`, `:verb`). None
-//! matching is a 404, never a request passed through untranscoded. The request message is built
-//! from the JSON body (`body: "*"`: the whole message; `body: "f"`: field `f`), then the query
-//! parameters (dotted field paths, repeated fields by repeating the parameter, a singular field
-//! given once; not allowed when the body is the whole message), then the path variables. The
-//! proto3 JSON mapping applies (int64 as strings or numbers, enums by name, well-known types); an
-//! unknown field or query parameter, a singular field given twice in the query, a path or query
-//! value that is not UTF-8 once percent-decoded (`%E9`), a body sent to a binding without `body`,
-//! or JSON that does not fit, is a 400 naming what was wrong. Each binding answers with its own
-//! `response_body`, whatever other bindings its method has.
+//! matching is a 404, never a request passed through untranscoded. Path variables are
+//! percent-decoded as google/api/http.proto says: a single-segment one entirely, a multi-segment
+//! one (`{field=**}`, `{field=a/*/b/*}`) all but `%2F` / `%2f`, which stay as they are. The
+//! request message is built from the JSON body (`body: "*"`: the whole message; `body: "f"`:
+//! field `f`), then the query parameters (dotted field paths, repeated fields by repeating the
+//! parameter, a singular field given once; not allowed when the body is the whole message), then
+//! the path variables. The proto3 JSON mapping applies (int64 as strings or numbers, enums by name
+//! or number, well-known types); an unknown field or query parameter, a singular field given twice
+//! in the query, a path or query value that is not UTF-8 once percent-decoded (`%E9`), a body sent
+//! to a binding without `body`, or a value that does not fit its field (a float out of range
+//! included), is a 400 naming the path variable, query parameter or body field. Each binding
+//! answers with its own `response_body`, whatever other bindings its method has.
 //!
 //! The upstream gets `POST /package.Service/Method` with `content-type: application/grpc`,
-//! `te: trailers` and the framed message; the gateway adds `grpc-timeout` from the route's
-//! timeout. The answer: `grpc-status` (from the trailers, or the headers of a trailers-only
-//! response) `0` gives 200 with the response message as proto3 JSON (64-bit integers as strings,
-//! enums by name, fields with default values left out); any other code gives the HTTP status of
-//! the Envoy / grpc-gateway table with the `google.rpc.Status` JSON body
+//! `te: trailers` and the framed message (uncompressed); the client's `grpc-*` headers but
+//! `grpc-timeout` are not sent on, and the gateway sends the shorter of that and the route's
+//! timeout as `grpc-timeout`. The answer: `grpc-status` (from the trailers, or the headers of a
+//! trailers-only response) `0` gives 200 with the response message as proto3 JSON (64-bit
+//! integers as strings, enums by name, fields with default values left out); any other code
+//! gives the HTTP status of the Envoy / grpc-gateway table with the `google.rpc.Status` JSON body
 //! `{"code", "message", "details"}`; a missing or unparsable `grpc-status` is a 502.
 //!
 //! Streaming methods are refused at load: a server- or client-streaming method with a mapping
@@ -130,8 +134,7 @@ impl Plugin for GrpcTranscode {
         };
         let query = req.query();
         let body = if binding.body.is_some() || method != "GET" { req.body() } else { None };
-        let framed = message::request_json(binding, &path, &captures, query.as_deref(), body.as_deref())
-            .and_then(|json| message::encode_request(&binding.method.input(), &json));
+        let framed = message::encode(binding, &path, &captures, query.as_deref(), body.as_deref());
         let framed = match framed {
             Ok(framed) => framed,
             Err(message::BadRequest(message)) => return error(status::INVALID_ARGUMENT, 400, &message),
@@ -143,6 +146,14 @@ impl Plugin for GrpcTranscode {
         req.set_header("te", "trailers");
         for stale in ["content-encoding", "accept-encoding", "content-length"] {
             req.remove_header(stale);
+        }
+        // The plugin owns the gRPC framing: a client's reserved `grpc-*` headers (`grpc-encoding`,
+        // `grpc-accept-encoding` inviting a compressed answer, `grpc-status`, ...) are not sent
+        // on. `grpc-timeout` stays: the gateway sends the shorter of it and the route's timeout.
+        for name in req.header_names() {
+            if name.starts_with("grpc-") && name != "grpc-timeout" {
+                req.remove_header(&name);
+            }
         }
         req.set_body(framed);
         req.context_set(BINDING_CONTEXT_KEY, &index.to_string());

@@ -51,17 +51,84 @@ fn leaf(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
     let boolean = |t: &str| match t {
         "true" => Ok(Value::Bool(true)),
         "false" => Ok(Value::Bool(false)),
-        other => Err(format!("`{}` expects true or false, not `{other}`", field.name())),
+        other => Err(format!("field `{}` expects true or false, not `{other}`", field.name())),
     };
+    // A finite number that a float cannot hold is refused, as in the body, never Infinity.
+    let float = match field.kind() {
+        Kind::Float => true,
+        Kind::Message(m) => m.full_name() == "google.protobuf.FloatValue",
+        _ => false,
+    };
+    if float && text.parse::<f64>().is_ok_and(|v| v.is_finite() && (v as f32).is_infinite()) {
+        return Err(format!("{text} is out of range for field `{}` (float)", field.name()));
+    }
     match field.kind() {
         Kind::Bool => boolean(text),
         Kind::Message(m) if m.full_name() == "google.protobuf.BoolValue" => boolean(text),
         Kind::Message(m) if !m.full_name().starts_with("google.protobuf.") => {
-            Err(format!("`{}` is a message: it cannot be set from a path or query string", field.name()))
+            Err(format!("field `{}` is a message: it cannot be set from a path or query string", field.name()))
         }
-        // Strings, bytes (base64), enums (by name) and numbers: proto3 JSON takes each as a string.
+        // An enum by number, as in the body (and grpc-gateway's parameters); names start with a
+        // letter, so a number is never a name.
+        Kind::Enum(_) => Ok(text.parse::<i32>().map_or_else(|_| Value::String(text.to_owned()), Value::from)),
+        // Strings, bytes (base64), enum names, numbers and the well-known types' text forms:
+        // proto3 JSON takes each as a string.
         _ => Ok(Value::String(text.to_owned())),
     }
+}
+
+/// The type of `field`, for messages: `int64`, `string`, `demo.v1.Role`.
+fn type_name(field: &FieldDescriptor) -> String {
+    match field.kind() {
+        Kind::Message(m) => m.full_name().to_owned(),
+        Kind::Enum(e) => e.full_name().to_owned(),
+        scalar => format!("{scalar:?}").to_ascii_lowercase(),
+    }
+}
+
+/// Checks that `value`, from the path or query, fits `field` on its own, so that the 400 names
+/// `what` (`path variable `id``) rather than only the request message.
+fn check_fits(field: &FieldDescriptor, value: &Value, what: &str) -> Result<(), BadRequest> {
+    let parent = field.parent_message();
+    let value = if field.is_list() { Value::Array(vec![value.clone()]) } else { value.clone() };
+    let mut object = Map::new();
+    object.insert(field.name().to_owned(), value);
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    DynamicMessage::deserialize_with_options(parent.clone(), &Value::Object(object), &options).map(drop).map_err(|e| {
+        BadRequest(format!("{what} does not fit field `{}` ({}) of `{}`: {e}", field.name(), type_name(field), parent.full_name()))
+    })
+}
+
+/// How deep [`locate`] follows nested messages: each level deserializes its part again.
+const LOCATE_DEPTH: usize = 8;
+
+/// The dotted path (`nested.limit`, `nestedList[1].limit`) of the field of `value` that does not
+/// fit `message`, and why: each field is deserialized alone, and a failing message field is
+/// searched in turn. `None` when every field fits alone (a oneof given twice).
+fn locate(message: &MessageDescriptor, value: &Value, depth: usize) -> Option<(String, String)> {
+    let Value::Object(fields) = value else { return None };
+    // The well-known types have JSON forms of their own, not objects of fields.
+    if message.full_name().starts_with("google.protobuf.") {
+        return None;
+    }
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    for (key, item) in fields {
+        let mut alone = Map::new();
+        alone.insert(key.clone(), item.clone());
+        let Err(error) = DynamicMessage::deserialize_with_options(message.clone(), &Value::Object(alone), &options) else {
+            continue;
+        };
+        let field = message.get_field_by_name(key).or_else(|| message.get_field_by_json_name(key));
+        let inner = field.filter(|_| depth < LOCATE_DEPTH).and_then(|f| match f.kind() {
+            Kind::Message(m) if f.is_list() => item.as_array()?.iter().enumerate().find_map(|(i, v)| {
+                locate(&m, v, depth + 1).map(|(path, why)| (format!("{key}[{i}].{path}"), why))
+            }),
+            Kind::Message(m) if !f.is_map() => locate(&m, item, depth + 1).map(|(path, why)| (format!("{key}.{path}"), why)),
+            _ => None,
+        });
+        return Some(inner.unwrap_or_else(|| (key.clone(), error.to_string())));
+    }
+    None
 }
 
 /// Sets `value` at the dotted `path` inside `object`, creating objects on the way; a repeated
@@ -99,7 +166,18 @@ pub struct BadRequest(pub String);
 /// parameters (when the body is not the whole message) and the path variables, which win.
 /// `path` is the client's request path (the binding matched it), for messages; `captures` are
 /// what the binding's template captured from it.
-pub fn request_json(binding: &Binding, path: &str, captures: &[(String, Vec<u8>)], query: Option<&str>, body: Option<&[u8]>) -> Result<Value, BadRequest> {
+///
+/// With `check_each`, each path and query value is also checked against its field on its own,
+/// so the 400 names the parameter: an extra deserialization per parameter, done only once the
+/// whole message failed to encode ([`encode_request`]), never on a request that fits.
+pub fn request_json(
+    binding: &Binding,
+    path: &str,
+    captures: &[(String, Vec<u8>)],
+    query: Option<&str>,
+    body: Option<&[u8]>,
+    check_each: bool,
+) -> Result<Value, BadRequest> {
     let input = binding.method.input();
     let body = body.filter(|b| !b.iter().all(u8::is_ascii_whitespace));
     let parsed: Option<Value> = match body {
@@ -143,23 +221,49 @@ pub fn request_json(binding: &Binding, path: &str, captures: &[(String, Vec<u8>)
                     field.parent_message().full_name()
                 )));
             }
-            insert(&mut object, &name, leaf(&field, &value).map_err(BadRequest)?, field.is_list());
+            let what = format!("query parameter `{name}`");
+            let value = leaf(&field, &value).map_err(|e| BadRequest(format!("{what}: {e}")))?;
+            if check_each {
+                check_fits(&field, &value, &what)?;
+            }
+            insert(&mut object, &name, value, field.is_list());
         }
     }
     for (name, value) in captures {
         let field = field_path(&input, name).map_err(BadRequest)?;
         let value = std::str::from_utf8(value)
             .map_err(|_| BadRequest(format!("path variable `{name}` is not valid UTF-8 once percent-decoded")))?;
-        insert(&mut object, name, leaf(&field, value).map_err(BadRequest)?, field.is_list());
+        let what = format!("path variable `{name}`");
+        let value = leaf(&field, value).map_err(|e| BadRequest(format!("{what}: {e}")))?;
+        if check_each {
+            check_fits(&field, &value, &what)?;
+        }
+        insert(&mut object, name, value, field.is_list());
     }
     Ok(Value::Object(object))
+}
+
+/// The request message `binding` makes of the path's `captures`, the `query` and the `body`,
+/// encoded and framed. When it does not fit, the 400 names the path or query parameter that does
+/// not fit its field (a second, checking pass over them: the failure path only), else the body
+/// field ([`encode_request`]).
+pub fn encode(binding: &Binding, path: &str, captures: &[(String, Vec<u8>)], query: Option<&str>, body: Option<&[u8]>) -> Result<Vec<u8>, BadRequest> {
+    let json = request_json(binding, path, captures, query, body, false)?;
+    encode_request(&binding.method.input(), &json).map_err(|whole| match request_json(binding, path, captures, query, body, true) {
+        Err(named) => named,
+        Ok(_) => whole,
+    })
 }
 
 /// The request message for `json`, encoded and framed (uncompressed).
 pub fn encode_request(input: &MessageDescriptor, json: &Value) -> Result<Vec<u8>, BadRequest> {
     let options = DeserializeOptions::new().deny_unknown_fields(true);
-    let message = DynamicMessage::deserialize_with_options(input.clone(), json, &options)
-        .map_err(|e| BadRequest(format!("the request does not fit `{}`: {e}", input.full_name())))?;
+    let message = DynamicMessage::deserialize_with_options(input.clone(), json, &options).map_err(|e| {
+        BadRequest(match locate(input, json, 0) {
+            Some((path, why)) => format!("the request does not fit `{}`: field `{path}`: {why}", input.full_name()),
+            None => format!("the request does not fit `{}`: {e}", input.full_name()),
+        })
+    })?;
     let length = message.encoded_len();
     let mut framed = Vec::with_capacity(PREFIX + length);
     framed.push(0);
@@ -264,7 +368,7 @@ mod tests {
     /// What `request_json` makes of `path` and `query` (and `body`) for `binding`.
     fn request(binding: &Binding, path: &str, query: &str, body: Option<&str>) -> Result<Value, String> {
         let captures = binding.template.matches(path).unwrap_or_else(|| panic!("{path} does not match"));
-        request_json(binding, path, &captures, Some(query), body.map(str::as_bytes)).map_err(|BadRequest(message)| message)
+        request_json(binding, path, &captures, Some(query), body.map(str::as_bytes), false).map_err(|BadRequest(message)| message)
     }
 
     #[test]
@@ -289,6 +393,30 @@ mod tests {
             request(&b, "/v1/things/x", "tags=a&tags=b&i64=3&filter.limit=4", None).unwrap(),
             json!({"tags": ["a", "b"], "i64": "3", "filter": {"limit": "4"}, "text": "x"})
         );
+    }
+
+    /// What `request_json` then `encode_request` say about `path`, `query` and `body`.
+    fn encoded(binding: &Binding, path: &str, query: &str, body: Option<&str>) -> Result<Vec<u8>, String> {
+        let captures = binding.template.matches(path).unwrap_or_else(|| panic!("{path} does not match"));
+        encode(binding, path, &captures, Some(query), body.map(str::as_bytes)).map_err(|BadRequest(message)| message)
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_names_its_parameter_or_field() {
+        let b = binding("GET", "/v1/things/{i64}", None);
+        let err = encoded(&b, "/v1/things/abc", "", None).unwrap_err();
+        assert!(err.starts_with("path variable `i64` does not fit field `i64` (int64) of `t.v1.Thing`: "), "{err}");
+        let err = encoded(&b, "/v1/things/1", "filter.limit=-1", None).unwrap_err();
+        assert!(err.starts_with("query parameter `filter.limit` does not fit field `limit` (uint32) of `t.v1.Filter`: "), "{err}");
+        let err = encoded(&b, "/v1/things/1", "maybeFlag=yes", None).unwrap_err();
+        assert_eq!(err, "query parameter `maybeFlag`: field `maybe_flag` expects true or false, not `yes`");
+        assert!(encoded(&b, "/v1/things/1", "filter.limit=3&tags=x", None).is_ok());
+
+        let b = binding("POST", "/v1/things", Some("*"));
+        let err = encoded(&b, "/v1/things", "", Some(r#"{"text": "ok", "maybe_flag": 1}"#)).unwrap_err();
+        assert!(err.starts_with("the request does not fit `t.v1.Thing`: field `maybe_flag`: invalid type: integer `1`"), "{err}");
+        let err = encoded(&b, "/v1/things", "", Some(r#"{"filter": {"limit": "x"}}"#)).unwrap_err();
+        assert!(err.starts_with("the request does not fit `t.v1.Thing`: field `filter.limit`: "), "{err}");
     }
 
     #[test]

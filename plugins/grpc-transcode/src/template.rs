@@ -32,9 +32,12 @@ impl Template {
         Ok(Self { segments, verb: verb.map(str::to_owned) })
     }
 
-    /// The fields captured from `path`, or `None` if it does not match. A one-segment variable's
-    /// value is percent-decoded, a longer one's kept as its segments are; either is bytes, UTF-8
-    /// or not: a value that is not is the client's mistake (a 400), not a path that does not match.
+    /// The fields captured from `path`, or `None` if it does not match. Values are percent-decoded
+    /// as google/api/http.proto says: a single-segment variable (`{f}`, `{f=*}`) entirely, a
+    /// multi-segment one (`{f=**}`, `{f=a/*/b/*}`) all but `%2F` / `%2f`, which stay as they are
+    /// (an encoded slash is not a separator), whatever the value it matched. Either is bytes,
+    /// UTF-8 or not: a value that is not is the client's mistake (a 400), not a path that does not
+    /// match.
     pub fn matches(&self, path: &str) -> Option<Vec<(String, Vec<u8>)>> {
         let rest = path.strip_prefix('/')?;
         let (body, verb) = split_verb(rest);
@@ -137,13 +140,30 @@ fn match_segments(segments: &[Segment], parts: &[&str], captures: &mut Vec<(Stri
                 if used == 0 {
                     return None;
                 }
-                let value = if used == 1 { decode_bytes(parts[at]) } else { parts[at..at + used].join("/").into_bytes() };
+                let value = if single_segment(pattern) {
+                    decode_bytes(parts[at])
+                } else {
+                    let decoded: Vec<Vec<u8>> = parts[at..at + used].iter().map(|p| decode_keeping_slashes(p)).collect();
+                    decoded.join(&b'/')
+                };
                 captures.push((field.clone(), value));
                 at += used;
             }
         }
     }
     Some(at)
+}
+
+/// Whether a variable's pattern is one segment (`{f}`, `{f=*}`, `{f=literal}`): its value is
+/// decoded entirely; any other pattern (`**`, `a/*`) is multi-segment.
+fn single_segment(pattern: &[Segment]) -> bool {
+    matches!(pattern, [Segment::One | Segment::Literal(_)])
+}
+
+/// Percent-decodes one segment of a multi-segment variable: everything but `%2F` / `%2f`, kept
+/// as they are so that the value still tells an encoded slash from a separator.
+fn decode_keeping_slashes(segment: &str) -> Vec<u8> {
+    percent_decode(segment, true)
 }
 
 /// Percent-decodes a path segment or query component as text; `None` when the bytes it stands for
@@ -161,12 +181,18 @@ pub fn decode_lossy(text: &str) -> String {
 /// Percent-decodes a path segment or query component into the bytes it stands for (`+` is kept:
 /// paths do not use it for spaces).
 pub fn decode_bytes(text: &str) -> Vec<u8> {
+    percent_decode(text, false)
+}
+
+/// Percent-decodes `text`; with `keep_slashes`, `%2F` / `%2f` are left encoded.
+fn percent_decode(text: &str, keep_slashes: bool) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+            && !(keep_slashes && h * 16 + l == b'/') {
                 out.push(h * 16 + l);
                 i += 3;
                 continue;
@@ -214,6 +240,24 @@ mod tests {
         assert_eq!(caps("/v1/files/{path=**}", "/v1/files/a/b/c"), Some(vec![("path".into(), "a/b/c".into())]));
         assert_eq!(caps("/v1/users/{id}:undelete", "/v1/users/3:undelete"), Some(vec![("id".into(), "3".into())]));
         assert_eq!(caps("/v1/users/{id}:undelete", "/v1/users/3"), None);
+    }
+
+    #[test]
+    fn multi_segment_variables_decode_all_but_encoded_slashes_whatever_the_value() {
+        let files = "/v1/files/{path=**}";
+        assert_eq!(caps(files, "/v1/files/a%20b/%C3%A9"), Some(vec![("path".into(), "a b/\u{e9}".into())]));
+        assert_eq!(caps(files, "/v1/files/a%20b"), Some(vec![("path".into(), "a b".into())]));
+        assert_eq!(caps(files, "/v1/files/a%2Fb"), Some(vec![("path".into(), "a%2Fb".into())]), "one segment, still multi-segment");
+        assert_eq!(caps(files, "/v1/files/a%2fb/c"), Some(vec![("path".into(), "a%2fb/c".into())]), "kept as spelled");
+        assert_eq!(
+            caps("/v1/{name=shelves/*/books/*}", "/v1/shelves/a%20b/books/c%2Fd"),
+            Some(vec![("name".into(), "shelves/a b/books/c%2Fd".into())])
+        );
+        // Single-segment variables decode everything, `%2F` included.
+        assert_eq!(caps("/v1/users/{id}", "/v1/users/a%2Fb"), Some(vec![("id".into(), "a/b".into())]));
+        assert_eq!(caps("/v1/users/{id=*}", "/v1/users/a%2F%20b"), Some(vec![("id".into(), "a/ b".into())]));
+        // Bytes that are not UTF-8 are captured as they are, for the caller's 400.
+        assert_eq!(Template::parse(files).unwrap().matches("/v1/files/a/%E9"), Some(vec![("path".into(), b"a/\xE9".to_vec())]));
     }
 
     #[test]
