@@ -445,6 +445,24 @@ pub async fn stop_documented(mut child: Child) {
     }
 }
 
+/// The JSON lines of the access log at `path` (none yet: empty); a line that is not JSON fails
+/// the test.
+pub fn access_log_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// The access log line of the request `request_id` at `path`, once it has been written.
+pub async fn access_log_line(path: &Path, request_id: &str) -> serde_json::Value {
+    metrics::eventually(&format!("the access log line of {request_id}"), || {
+        access_log_lines(path).into_iter().find(|l| l["request_id"] == request_id)
+    })
+    .await
+}
+
 pub mod process;
 pub use process::GatewayProcess;
 pub mod redis;

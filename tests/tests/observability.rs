@@ -4,7 +4,6 @@
 //! the JSON access log (lines matched to requests, reopened on SIGUSR1).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use airlock_tests::metrics::{eventually, sample, scrape};
@@ -377,14 +376,6 @@ async fn trace_context_and_request_id_reach_the_upstream_and_come_back() {
     gw.stop().await;
 }
 
-fn read_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
-}
-
 fn line_for<'a>(lines: &'a [serde_json::Value], request_id: &str) -> Option<&'a serde_json::Value> {
     lines.iter().find(|l| l["request_id"] == request_id)
 }
@@ -442,7 +433,7 @@ async fn access_log_lines_match_requests_and_the_file_reopens_on_sigusr1() {
     assert_eq!(missing.status, 404);
 
     let lines = eventually("four access log lines", || {
-        let lines = read_lines(&log);
+        let lines = airlock_tests::access_log_lines(&log);
         (lines.len() >= 4).then_some(lines)
     })
     .await;
@@ -491,12 +482,12 @@ async fn access_log_lines_match_requests_and_the_file_reopens_on_sigusr1() {
     let after = send(&client, &gw, "GET", "/files/after", "after-rotation", b"", &[]).await;
     assert_eq!(after.status, 200);
     let new_lines = eventually("the line after rotation", || {
-        let lines = read_lines(&log);
+        let lines = airlock_tests::access_log_lines(&log);
         line_for(&lines, "after-rotation").is_some().then_some(lines)
     })
     .await;
     assert!(line_for(&new_lines, "log-1").is_none());
-    let old_lines = read_lines(&rotated);
+    let old_lines = airlock_tests::access_log_lines(&rotated);
     assert_eq!(old_lines.len(), 4, "the rotated file keeps its lines and gets no new ones");
     assert!(line_for(&old_lines, "after-rotation").is_none());
     gw.stop().await;
@@ -515,7 +506,7 @@ async fn a_request_the_client_abandons_is_logged_and_counted_as_499() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(tcp);
     let lines = eventually("the abandoned request's line", || {
-        let lines = read_lines(&log);
+        let lines = airlock_tests::access_log_lines(&log);
         line_for(&lines, "gave-up").is_some().then_some(lines)
     })
     .await;

@@ -948,19 +948,6 @@ upstream = "backend"
 plugin = "{plugin:body-upper}"
 "#;
 
-/// The access log line of the request `request_id`, once it has been written.
-async fn logged(gw: &Gateway, request_id: &str) -> serde_json::Value {
-    let path = gw.dir.path().join("access.log");
-    airlock_tests::metrics::eventually(&format!("the access log line of {request_id}"), || {
-        std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["request_id"] == request_id)
-    })
-    .await
-}
-
 /// A chunked HTTP/1.1 request, its body in `chunks`, on a new connection; the whole answer.
 async fn send_chunked(gw: &Gateway, path: &str, request_id: &str, chunks: &[&[u8]]) -> String {
     let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
@@ -991,13 +978,13 @@ async fn bytes_in_counts_a_chunked_request_body() {
     let answer = send_chunked(&gw, "/streamed", "chunked-1", &chunks).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(&format!("{a}{b}{c}")), "the whole body went upstream: {answer}");
-    let line = logged(&gw, "chunked-1").await;
+    let line = airlock_tests::access_log_line(&gw.dir.path().join("access.log"), "chunked-1").await;
     assert_eq!(line["bytes_in"], 507, "{line}");
 
     let answer = send_chunked(&gw, "/buffered", "chunked-2", &chunks).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(&format!("{a}{b}{c}").to_uppercase()), "{answer}");
-    let line = logged(&gw, "chunked-2").await;
+    let line = airlock_tests::access_log_line(&gw.dir.path().join("access.log"), "chunked-2").await;
     assert_eq!(line["bytes_in"], 507, "{line}");
     gw.stop().await;
 }
@@ -1012,14 +999,14 @@ async fn bytes_in_counts_a_content_length_body_and_one_cut_short() {
     let r = HttpClient::http1().request("POST", &gw.url("/sized"), &[("x-request-id", "sized-1")], &body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.upstream_header("content-length"), vec!["1234"]);
-    let line = logged(&gw, "sized-1").await;
+    let line = airlock_tests::access_log_line(&gw.dir.path().join("access.log"), "sized-1").await;
     assert_eq!(line["bytes_in"], 1234, "{line}");
 
     let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     tcp.write_all(b"POST /sized HTTP/1.1\r\nhost: a\r\nx-request-id: sized-2\r\ncontent-length: 8\r\n\r\nabcd").await.unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(10), read_response(&mut tcp)).await.expect("answered");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    let line = logged(&gw, "sized-2").await;
+    let line = airlock_tests::access_log_line(&gw.dir.path().join("access.log"), "sized-2").await;
     assert_eq!(line["bytes_in"], 4, "{line}");
     gw.stop().await;
 }
@@ -1049,7 +1036,7 @@ async fn bytes_in_counts_an_http2_request_body_without_content_length() {
     let echo: serde_json::Value = serde_json::from_slice(&response.into_body().collect().await.expect("whole body").to_bytes()).unwrap();
     assert_eq!(echo["body"], pieces.concat());
     assert!(echo["headers"]["content-length"].is_null(), "sent without a length: {echo}");
-    let line = logged(&gw, "h2-1").await;
+    let line = airlock_tests::access_log_line(&gw.dir.path().join("access.log"), "h2-1").await;
     assert_eq!(line["protocol"], "HTTP/2");
     assert_eq!(line["bytes_in"], 1524, "{line}");
     gw.stop().await;

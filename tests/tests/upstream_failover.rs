@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -208,21 +207,6 @@ async fn hung_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHand
         }
     });
     (addr, read, task)
-}
-
-fn access_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
-}
-
-async fn access_line(path: &Path, request_id: &str) -> serde_json::Value {
-    eventually(&format!("the access log line of {request_id}"), || {
-        access_lines(path).into_iter().find(|l| l["request_id"] == request_id)
-    })
-    .await
 }
 
 /// H2: with one target refusing connections, every request is served by the other (nothing was
@@ -530,7 +514,7 @@ upstream = "mix"
     for (path, id, status, target) in cases {
         let r = client.request("GET", &gw.url(path), &[("x-request-id", id)], b"").await;
         assert_eq!(r.status, status, "{path}: {}", r.text());
-        let line = access_line(&log, id).await;
+        let line = airlock_tests::access_log_line(&log, id).await;
         assert_eq!(line["upstream_addr"], target.to_string(), "{path}: {line}");
         let upstream_ms = line["upstream_ms"].as_f64().unwrap_or_else(|| panic!("{path}: upstream_ms is null: {line}"));
         assert!(upstream_ms <= line["duration_ms"].as_f64().unwrap_or(0.0), "{path}: {line}");
@@ -541,7 +525,7 @@ upstream = "mix"
     // A request no upstream was called for: both null.
     let r = client.request("GET", &gw.url("/nowhere"), &[("x-request-id", "m2-none")], b"").await;
     assert_eq!(r.status, 404);
-    let line = access_line(&log, "m2-none").await;
+    let line = airlock_tests::access_log_line(&log, "m2-none").await;
     assert_eq!((&line["upstream_addr"], &line["upstream_ms"]), (&serde_json::Value::Null, &serde_json::Value::Null), "{line}");
     gw.stop().await;
 }
