@@ -9,6 +9,16 @@
 //! end, where refusing new keys would have let every new client through unlimited. A value
 //! stored without a TTL is never displaced: past the cap, new keys are refused.
 //!
+//! No plugin may take the whole store: one plugin's namespace (`airlock:<namespace>:`, see
+//! `ScopedState`) holds at most about half of `max_keys` and half of `max_bytes`, so a plugin
+//! granted `state` that stores keys without end cannot leave the limiters of every other plugin
+//! without room (they would fail open, or closed, for everyone). Past its share a new key of that
+//! namespace displaces its own key nearest expiry in the shard, or is refused (`full`); other
+//! namespaces are untouched. The share is kept per shard (keys hash evenly over the shards), so
+//! it is counted under the shard's lock, with no lock of its own; a namespace storing values
+//! near the largest size (64 KiB) may meet its share in one shard somewhat before half of
+//! `max_bytes` in all.
+//!
 //! Each operation holds one shard's lock for a few hash-map steps and never awaits or does I/O
 //! under it, so a `std::sync::Mutex` is right here (tokio's docs recommend it for this case).
 
@@ -63,17 +73,94 @@ const EVICTION_SAMPLE: usize = 16;
 /// The default `[state] max_bytes`: 64 MiB of plugins' stored values.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// One shard: its entries, and what each namespace holds in it.
+#[derive(Debug, Default)]
+struct Shard {
+    entries: HashMap<String, Entry>,
+    /// Keys and stored bytes held per namespace ([`namespace`]), for the namespace's share.
+    held: HashMap<Box<str>, Held>,
+}
+
+/// What one namespace holds in one shard.
+#[derive(Debug, Default, Clone, Copy)]
+struct Held {
+    keys: usize,
+    bytes: usize,
+}
+
+/// The namespace of a backend key: `airlock:<namespace>:` (what `ScopedState` puts before a
+/// plugin's key), or `None` for a key made by the gateway itself (no share applies).
+fn namespace(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("airlock:")?;
+    let end = rest.find(':')?;
+    Some(&key[..="airlock:".len() + end])
+}
+
+impl Shard {
+    fn held(&self, key: &str) -> Held {
+        namespace(key).and_then(|ns| self.held.get(ns).copied()).unwrap_or_default()
+    }
+
+    fn count(&mut self, key: &str, keys: isize, bytes: isize) {
+        let Some(ns) = namespace(key) else { return };
+        let held = match self.held.get_mut(ns) {
+            Some(held) => held,
+            None => self.held.entry(ns.into()).or_default(),
+        };
+        held.keys = held.keys.saturating_add_signed(keys);
+        held.bytes = held.bytes.saturating_add_signed(bytes);
+        if held.keys == 0 {
+            self.held.remove(ns);
+        }
+    }
+
+    /// Adds a new key.
+    fn insert(&mut self, key: &str, entry: Entry) {
+        self.count(key, 1, entry.stored_bytes(key) as isize);
+        self.entries.insert(key.to_owned(), entry);
+    }
+
+    /// Replaces the entry at `key` (present).
+    fn replace(&mut self, key: &str, entry: Entry) {
+        let after = entry.stored_bytes(key) as isize;
+        if let Some(slot) = self.entries.get_mut(key) {
+            let before = slot.stored_bytes(key) as isize;
+            *slot = entry;
+            // A limiter's step (no stored bytes) does not look its namespace up.
+            if after != before {
+                self.count(key, 0, after - before);
+            }
+        }
+    }
+
+    /// Removes `key`.
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.count(key, -1, -(entry.stored_bytes(key) as isize));
+        Some(entry)
+    }
+}
+
 /// The in-memory backend.
 pub struct MemoryStore {
-    shards: Vec<Mutex<HashMap<String, Entry>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
     len: AtomicUsize,
     max_keys: usize,
     /// Bytes of stored values (keys included) held, against `max_bytes`.
     bytes: AtomicUsize,
     max_bytes: usize,
+    /// One namespace's share of a shard: keys, and stored bytes.
+    share_keys: usize,
+    share_bytes: usize,
     epoch: Instant,
     stats: StateStats,
+}
+
+/// A namespace's share of one shard: half of `total` spread over the shards, with room for an
+/// uneven spread (a quarter more, and a few keys), and never less than `least`.
+fn share_per_shard(total: usize, least: usize) -> usize {
+    (total / 2).div_ceil(SHARDS).saturating_mul(5).div_ceil(4).saturating_add(4).max(least)
 }
 
 fn expiry(now: Instant, ttl_ms: u64) -> Option<Instant> {
@@ -89,12 +176,15 @@ impl MemoryStore {
     /// An empty store holding at most `max_keys` keys and `max_bytes` of stored values.
     pub fn with_budget(max_keys: usize, max_bytes: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: Default::default(),
             len: AtomicUsize::new(0),
             max_keys,
             bytes: AtomicUsize::new(0),
             max_bytes,
+            share_keys: share_per_shard(max_keys, 1),
+            // A shard's share holds at least one value of the largest size.
+            share_bytes: share_per_shard(max_bytes, super::MAX_KEY_BYTES + super::MAX_VALUE_BYTES),
             epoch: Instant::now(),
             stats: StateStats::default(),
         }
@@ -120,7 +210,7 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
         // A poisoned shard only means a panic elsewhere mid-step; its map is still consistent
         // (every step writes whole entries), so keep serving it.
@@ -133,15 +223,13 @@ impl MemoryStore {
         let (mut removed, mut freed) = (0, 0);
         for shard in &self.shards {
             let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let before = map.len();
-            map.retain(|key, e| {
-                let live = e.live(now);
-                if !live {
-                    freed += e.stored_bytes(key);
+            let expired: Vec<String> = map.entries.iter().filter(|(_, e)| !e.live(now)).map(|(k, _)| k.clone()).collect();
+            for key in expired {
+                if let Some(entry) = map.remove(&key) {
+                    freed += entry.stored_bytes(&key);
+                    removed += 1;
                 }
-                live
-            });
-            removed += before - map.len();
+            }
         }
         self.len.fetch_sub(removed, Ordering::Relaxed);
         self.bytes.fetch_sub(freed, Ordering::Relaxed);
@@ -162,27 +250,46 @@ impl MemoryStore {
         key: &str,
         step: impl FnOnce(Option<&Entry>, Instant) -> (T, Option<Entry>),
     ) -> Result<T, StateError> {
+        self.update_held(key, false, |current, _, now| step(current, now))
+    }
+
+    /// [`Self::update`], `step` also told what the key's namespace holds in its shard (with
+    /// `tell_held`; else nothing: the limiters' steps need not pay for the lookup).
+    fn update_held<T>(
+        &self,
+        key: &str,
+        tell_held: bool,
+        step: impl FnOnce(Option<&Entry>, Held, Instant) -> (T, Option<Entry>),
+    ) -> Result<T, StateError> {
         let mut swept = false;
         let mut displaced = 0;
         loop {
             let now = Instant::now();
             let mut map = self.shard(key);
-            if map.contains_key(key) {
-                let current = map.get(key).filter(|e| e.live(now));
-                let (out, new) = step(current, now);
-                if let (Some(entry), Some(slot)) = (new, map.get_mut(key)) {
+            if let Some(slot) = map.entries.get(key) {
+                let before = slot.stored_bytes(key);
+                let held = if tell_held { map.held(key) } else { Held::default() };
+                let (out, new) = step(map.entries.get(key).filter(|e| e.live(now)), held, now);
+                if let Some(entry) = new {
                     self.bytes.fetch_add(entry.stored_bytes(key), Ordering::Relaxed);
-                    self.bytes.fetch_sub(slot.stored_bytes(key), Ordering::Relaxed);
-                    *slot = entry;
+                    self.bytes.fetch_sub(before, Ordering::Relaxed);
+                    map.replace(key, entry);
                 }
                 return Ok(out);
             }
+            // The key's namespace is at its share of this shard: its own key nearest expiry
+            // here makes way, or the new key is refused. Other namespaces are not touched.
+            if map.held(key).keys >= self.share_keys && !self.displace_own(&mut map, key) {
+                self.stats.record_full("one plugin's share of max_keys");
+                return Err(StateError::Full);
+            }
             if self.len.fetch_add(1, Ordering::AcqRel) < self.max_keys {
-                let (out, new) = step(None, now);
+                let held = if tell_held { map.held(key) } else { Held::default() };
+                let (out, new) = step(None, held, now);
                 match new {
                     Some(entry) => {
                         self.bytes.fetch_add(entry.stored_bytes(key), Ordering::Relaxed);
-                        map.insert(key.to_owned(), entry);
+                        map.insert(key, entry);
                     }
                     None => {
                         self.len.fetch_sub(1, Ordering::AcqRel);
@@ -214,7 +321,7 @@ impl MemoryStore {
         for offset in 0..SHARDS {
             let shard = (start + offset) % SHARDS;
             let map = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
-            for (at, k) in map.iter().filter_map(|(k, e)| e.expires.map(|at| (at, k))).take(EVICTION_SAMPLE - sampled) {
+            for (at, k) in map.entries.iter().filter_map(|(k, e)| e.expires.map(|at| (at, k))).take(EVICTION_SAMPLE - sampled) {
                 sampled += 1;
                 if nearest.as_ref().is_none_or(|(best, ..)| at < *best) {
                     nearest = Some((at, shard, k.clone()));
@@ -231,6 +338,26 @@ impl MemoryStore {
         let Some(entry) = removed else { return false };
         self.len.fetch_sub(1, Ordering::AcqRel);
         self.bytes.fetch_sub(entry.stored_bytes(&key), Ordering::Relaxed);
+        self.stats.record_displaced();
+        true
+    }
+
+    /// Frees a slot for `key` in its own shard (`map`, locked) by removing the key of the same
+    /// namespace nearest its expiry among the first [`EVICTION_SAMPLE`] that expire; `false` if
+    /// none does.
+    fn displace_own(&self, map: &mut Shard, key: &str) -> bool {
+        let Some(ns) = namespace(key) else { return false };
+        let nearest = map
+            .entries
+            .iter()
+            .filter(|(k, _)| k.starts_with(ns))
+            .filter_map(|(k, e)| e.expires.map(|at| (at, k)))
+            .take(EVICTION_SAMPLE)
+            .min_by_key(|(at, _)| *at)
+            .map(|(_, k)| k.clone());
+        let Some(entry) = nearest.and_then(|k| map.remove(&k).map(|e| (k, e))) else { return false };
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(entry.1.stored_bytes(&entry.0), Ordering::Relaxed);
         self.stats.record_displaced();
         true
     }
@@ -320,7 +447,7 @@ impl MemoryStore {
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let now = Instant::now();
         let map = self.shard(key);
-        Ok(map.get(key).filter(|e| e.live(now)).map(|e| match &e.value {
+        Ok(map.entries.get(key).filter(|e| e.live(now)).map(|e| match &e.value {
             Value::Bytes(b) => b.clone(),
             Value::Counter(n) => n.to_string().into_bytes(),
             // A limiter's internal state means nothing outside this store.
@@ -338,11 +465,17 @@ impl MemoryStore {
         if self.bytes.load(Ordering::Relaxed) + adds > self.max_bytes {
             self.sweep();
         }
-        self.update(key, |current, now| {
+        self.update_held(key, true, |current, held_here, now| {
             // What the key holds now is given back when it is replaced.
-            let held = self.bytes.load(Ordering::Relaxed).saturating_sub(current.map_or(0, |e| e.stored_bytes(key)));
+            let replaced = current.map_or(0, |e| e.stored_bytes(key));
+            let held = self.bytes.load(Ordering::Relaxed).saturating_sub(replaced);
             if held + adds > self.max_bytes {
                 self.stats.record_full("max_bytes");
+                return (Err(StateError::Full), None);
+            }
+            // One plugin's share of the bytes, counted in the key's shard.
+            if held_here.bytes.saturating_sub(replaced) + adds > self.share_bytes {
+                self.stats.record_full("one plugin's share of max_bytes");
                 return (Err(StateError::Full), None);
             }
             (Ok(()), Some(Entry { value: Value::Bytes(value.to_vec()), expires: expiry(now, ttl_ms) }))
@@ -427,6 +560,32 @@ mod tests {
         assert_eq!(m.get("forever").unwrap(), Some(b"v".to_vec()));
         assert_eq!(m.incr("new4", 1, 0), Err(StateError::Full));
         assert_eq!(m.stats().cap_hits.load(Ordering::Relaxed), 1);
+    }
+
+    /// A plugin storing keys without end fills its own share, not the store: another plugin's
+    /// limiters still get their keys, and a hog's own expiring keys make way for its new ones.
+    #[test]
+    fn one_namespace_takes_at_most_its_share_of_keys_and_bytes() {
+        let m = MemoryStore::with_budget(6_400, 64 * 1024 * 1024);
+        let stored = (0..8_000).filter(|i| m.set(&format!("airlock:hog:k{i}"), b"x", 0).is_ok()).count();
+        assert!((3_200..=4_400).contains(&stored), "about half of max_keys: {stored}");
+        for client in 0..1_000 {
+            assert!(m.incr(&format!("airlock:limiter:c{client}"), 1, 60_000).is_ok(), "client {client}: the limiter has room");
+        }
+        // Keys made by the gateway itself (no namespace) are held only to max_keys.
+        assert!(m.incr("internal", 1, 0).is_ok());
+        // Expiring keys of a full share make way for the same namespace's new ones.
+        let m = MemoryStore::with_budget(6_400, 64 * 1024 * 1024);
+        for i in 0..10_000 {
+            assert!(m.incr(&format!("airlock:windows:k{i}"), 1, 60_000).is_ok(), "key {i}");
+        }
+        assert!(m.len() <= 4_400, "{} keys held", m.len());
+        // Bytes: one namespace's values stop at about half of max_bytes (16 MiB here).
+        let m = MemoryStore::with_budget(1_000_000, 16 * 1024 * 1024);
+        let value = vec![7u8; 1024];
+        let bytes = (0..16 * 1024).filter(|i| m.set(&format!("airlock:big:v{i}"), &value, 0).is_ok()).count() * value.len();
+        assert!((7 * 1024 * 1024..=11 * 1024 * 1024).contains(&bytes), "{bytes} bytes stored by one plugin");
+        assert!(m.set("airlock:other:v", &value, 0).is_ok(), "another plugin still stores a value");
     }
 
     #[test]
