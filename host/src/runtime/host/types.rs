@@ -230,6 +230,14 @@ fn valid_query(query: &str) -> bool {
     query.is_ascii() && !query.contains('#') && http::uri::PathAndQuery::try_from(format!("/?{query}")).is_ok()
 }
 
+/// Whether the request line `method path?query` and the request's headers stay within
+/// `limits.max_header_bytes` (counted as for a client's request, `proxy::headers::header_bytes`):
+/// a plugin cannot send the upstream a request line the gateway would refuse from a client.
+fn line_fits(req: &crate::exchange::RequestState, method: &str, path: &str, query: Option<&str>) -> bool {
+    let line = method.len() + path.len() + query.map_or(0, |q| q.len() + 1) + 12;
+    line.saturating_add(crate::exchange::header_lines_bytes(&req.headers)) <= req.header_limits.request.bytes
+}
+
 impl HostRequest for HostState {
     fn method(&mut self, _: Resource<RequestHandle>) -> String {
         self.req().map(|r| r.method.as_str().to_owned()).unwrap_or_default()
@@ -242,6 +250,9 @@ impl HostRequest for HostState {
                 // CONNECT would make the upstream call a tunnel to the target (the path gone);
                 // TRACE echoes the request, credentials included, to whoever asked.
                 Ok(Method::CONNECT | Method::TRACE) => plugin_warn!(&log, method, "method from plugin ignored: CONNECT and TRACE are not proxied"),
+                Ok(_) if !line_fits(req, &method, &req.path, req.query.as_deref()) => {
+                    plugin_warn!(&log, method_bytes = method.len(), "method from plugin ignored: the request line would pass limits.max_header_bytes");
+                }
                 Ok(m) => req.method = m,
                 Err(_) => plugin_warn!(&log, method, "invalid method from plugin ignored"),
             }
@@ -257,6 +268,10 @@ impl HostRequest for HostState {
         if let Some(req) = self.req_mut("set-path") {
             if !valid_path(&path) {
                 plugin_warn!(&log, path, "invalid path from plugin ignored");
+                return;
+            }
+            if !line_fits(req, req.method.as_str(), &path, req.query.as_deref()) {
+                plugin_warn!(&log, path_bytes = path.len(), "path from plugin ignored: the request line would pass limits.max_header_bytes");
                 return;
             }
             // Normalized as a client's path is (proxy::path): what later plugins and the
@@ -279,6 +294,9 @@ impl HostRequest for HostState {
             match query {
                 Some(q) if !valid_query(&q) => {
                     plugin_warn!(&log, query = q, "invalid query from plugin ignored");
+                }
+                Some(q) if !line_fits(req, req.method.as_str(), &req.path, Some(&q)) => {
+                    plugin_warn!(&log, query_bytes = q.len(), "query from plugin ignored: the request line would pass limits.max_header_bytes");
                 }
                 q => req.query = q.filter(|q| !q.is_empty()),
             }
@@ -567,6 +585,27 @@ mod tests {
         state.request_read_only = true;
         state.put_header(Side::Request, "set-header", "x-bin", b"v".to_vec(), true);
         assert_eq!(header_first(&headers(&state), "x-bin"), Some(vec![0xff, 0xfe, b'a']), "read-only in on-response");
+    }
+
+    /// The request line a plugin makes is held to `limits.max_header_bytes` with the headers, as
+    /// a client's is: a path, query or method past it is ignored (the upstream got a 60 KB path).
+    #[test]
+    fn a_plugins_request_line_is_held_to_the_header_byte_limit() {
+        let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
+        let mut request = crate::plugin_trial::parse_request("t.http", "GET /start HTTP/1.1\nx-a: b\n\n").unwrap();
+        request.header_limits.request = HeaderBound { count: 100, bytes: 200 };
+        state.request = Some(request);
+        let long = format!("/{}", "a".repeat(300));
+        state.set_path(Resource::new_borrow(0), long);
+        assert_eq!(state.request.as_ref().unwrap().path, "/start", "a path past the limit is ignored");
+        state.set_path(Resource::new_borrow(0), format!("/{}", "a".repeat(100)));
+        assert_eq!(state.request.as_ref().unwrap().path.len(), 101, "one within it is taken");
+        state.set_query(Resource::new_borrow(0), Some(format!("q={}", "b".repeat(150))));
+        assert_eq!(state.request.as_ref().unwrap().query, None, "a query taking the line past it is ignored");
+        state.set_method(Resource::new_own(0), "X".repeat(150));
+        assert_eq!(state.request.as_ref().unwrap().method.as_str(), "GET", "so is a method");
+        state.set_method(Resource::new_own(0), "PURGE".into());
+        assert_eq!(state.request.as_ref().unwrap().method.as_str(), "PURGE");
     }
 
     #[test]
