@@ -554,14 +554,20 @@ async fn a_reload_keeps_an_unchanged_upstreams_connections() {
     };
     let gw = Gateway::start(&config("", 5000), None).await;
     // One client connection: its requests are served by one worker, whose pool is the one reused.
+    // Each request waits for the last to settle (the client's and the gateway's pooled
+    // connections ready again), so no connection is opened only because one was still busy.
     let client = HttpClient::http1();
+    let settle = || tokio::time::sleep(Duration::from_millis(100));
     assert_eq!(client.get(&gw.url("/a")).await.status, 200);
+    settle().await;
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 
     let with_b = config("[[routes]]\npath = \"/b\"\nupstream = \"kept\"\n", 5000);
     assert_eq!(gw.reload(&with_b, None).await.expect("reload"), 2);
     assert_eq!(client.get(&gw.url("/b")).await.status, 200, "the new route answers");
+    settle().await;
     assert_eq!(client.get(&gw.url("/a")).await.status, 200);
+    settle().await;
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "the unchanged upstream's pooled connection was reused");
 
     let slower = config("[[routes]]\npath = \"/b\"\nupstream = \"kept\"\n", 6000);

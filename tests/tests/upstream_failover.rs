@@ -398,7 +398,11 @@ async fn once_the_upstream_is_seen_closing_requests_on_reused_connections_are_se
     for _ in 0..6 {
         statuses.push(client.get(&gw.url("/x")).await.status.as_u16());
     }
-    assert_eq!(statuses, [200, 502, 200, 200, 200, 200], "only the first loss, before any sign, is a 502");
+    // Unarmed, every second request would be lost (200, 502, 200, 502, ...); armed by the first
+    // loss, none after it is. (A connection not yet ready again is not reused: no loss then.)
+    let lost = statuses.iter().filter(|&&s| s == 502).count();
+    assert!(lost <= 1 && statuses.iter().all(|&s| s == 200 || s == 502), "only a loss before any sign is a 502: {statuses:?}");
+    assert!(closer.requests() > closer.connections(), "connections were reused: {statuses:?}");
     gw.stop().await;
 
     // A `Connection: close` answer arms before any loss.
