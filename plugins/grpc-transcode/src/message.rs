@@ -9,6 +9,75 @@ use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, M
 use serde_json::{Map, Value};
 
 use crate::mapping::Binding;
+
+/// A JSON body read as `serde_json::Value` in one pass, but refusing a key given twice in one
+/// object (as protojson does), where `Value` keeps the last: a proxy, WAF or plugin that reads
+/// the first would see another value than the gRPC server gets.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let Strict(value) = access.next_value()?;
+            if map.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("the key `{key}` is given twice")));
+            }
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
+    }
+}
 use crate::template::decode;
 
 /// Bytes of the gRPC message prefix: compressed flag, then the length as a big-endian u32.
@@ -182,7 +251,8 @@ pub fn request_json(
     let body = body.filter(|b| !b.iter().all(u8::is_ascii_whitespace));
     let parsed: Option<Value> = match body {
         Some(bytes) if binding.body.is_some() => {
-            Some(serde_json::from_slice(bytes).map_err(|e| BadRequest(format!("the request body is not valid JSON: {e}")))?)
+            let strict: Strict = serde_json::from_slice(bytes).map_err(|e| BadRequest(format!("the request body is not valid JSON: {e}")))?;
+            Some(strict.0)
         }
         Some(_) => return Err(BadRequest(format!("{} {path} takes no request body", binding.verb))),
         None => None,
@@ -417,6 +487,22 @@ mod tests {
         assert!(err.starts_with("the request does not fit `t.v1.Thing`: field `maybe_flag`: invalid type: integer `1`"), "{err}");
         let err = encoded(&b, "/v1/things", "", Some(r#"{"filter": {"limit": "x"}}"#)).unwrap_err();
         assert!(err.starts_with("the request does not fit `t.v1.Thing`: field `filter.limit`: "), "{err}");
+    }
+
+    /// A key given twice is a 400 (protojson's "duplicate field"), at any depth, where
+    /// `serde_json::Value` would keep the last silently.
+    #[test]
+    fn a_key_given_twice_in_the_body_is_refused() {
+        let b = binding("POST", "/v1/things", Some("*"));
+        let err = request(&b, "/v1/things", "", Some(r#"{"text": "a", "text": "b"}"#)).unwrap_err();
+        assert!(err.starts_with("the request body is not valid JSON: the key `text` is given twice"), "{err}");
+        let err = request(&b, "/v1/things", "", Some(r#"{"filter": {"limit": 1, "limit": 2}}"#)).unwrap_err();
+        assert!(err.contains("the key `limit` is given twice"), "{err}");
+        assert_eq!(
+            request(&b, "/v1/things", "", Some(r#"{"text": "a", "tags": ["x", "x"], "filter": {"limit": 1.5e0}}"#)).unwrap(),
+            json!({"text": "a", "tags": ["x", "x"], "filter": {"limit": 1.5}}),
+            "values as serde_json reads them; repeated array items are fine"
+        );
     }
 
     #[test]
