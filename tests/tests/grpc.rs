@@ -773,6 +773,20 @@ async fn streaming_methods_bad_mappings_and_ungranted_descriptors_are_refused_at
             "path variable `nope`",
         ),
         ("annotations = false", "no method is mapped"),
+        // Bindings that load but could never work: refused at load, naming why.
+        (
+            "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/GetUser\"\nhttp = \"GET /x/{filter}\"",
+            "path variable `filter` names a field of message type `demo.v1.Filter`",
+        ),
+        (
+            "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/GetUser\"\nhttp = \"GET /x/{view}/{view}\"",
+            "path variable `view` is used twice",
+        ),
+        (
+            "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/GetUser\"\nhttp = \"GET /x/{view}\"\n\
+             [[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/Echo\"\nhttp = \"GET /x/{text}\"",
+            "`demo.v1.Users.GetUser` and `demo.v1.Users.Echo` are bound to the same GET path",
+        ),
     ];
     for (extra, expected) in cases {
         let error = gateway(&config(&server, extra)).await.err().unwrap_or_else(|| panic!("{extra} loaded")).to_string();

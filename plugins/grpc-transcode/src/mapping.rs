@@ -74,6 +74,18 @@ pub fn bindings(pool: &DescriptorPool, services: &[String], annotations: bool, m
     for (i, mapping) in mappings.iter().enumerate() {
         out.push(from_config(pool, mapping).map_err(|e| format!("`mappings[{i}]`: {e}"))?);
     }
+    // Two bindings of one verb matching the same paths: the first listed would always win, the
+    // second never be reached (grpc-gateway and Envoy's transcoder refuse it too).
+    for (i, later) in out.iter().enumerate() {
+        if let Some(earlier) = out[..i].iter().find(|b| b.verb == later.verb && b.template.same_paths(&later.template)) {
+            return Err(format!(
+                "`{}` and `{}` are bound to the same {} path: a request could reach only the first; give one another path",
+                earlier.method.full_name(),
+                later.method.full_name(),
+                later.verb
+            ));
+        }
+    }
     if out.is_empty() {
         return Err(format!(
             "no method is mapped: the descriptor set has no `google.api.http` annotation{} and `mappings` is empty",
@@ -165,8 +177,21 @@ fn check(binding: Binding) -> Result<Binding, String> {
         ));
     }
     let input = method.input();
+    let mut seen = std::collections::HashSet::new();
     for field in binding.template.fields() {
-        crate::message::field_path(&input, field).map_err(|e| format!("path variable `{field}`: {e}"))?;
+        let descriptor = crate::message::field_path(&input, field).map_err(|e| format!("path variable `{field}`: {e}"))?;
+        if !seen.insert(field) {
+            return Err(format!("path variable `{field}` is used twice: one field takes one value from the path"));
+        }
+        // A path sets scalars, enums and the well-known types' text forms, never a message.
+        if let prost_reflect::Kind::Message(m) = descriptor.kind()
+            && !m.full_name().starts_with("google.protobuf.")
+        {
+            return Err(format!(
+                "path variable `{field}` names a field of message type `{}`: a path can set only scalar, enum or well-known-type fields",
+                m.full_name()
+            ));
+        }
     }
     if let Some(body) = binding.body.as_deref().filter(|b| *b != "*")
         && input.get_field_by_name(body).is_none() {

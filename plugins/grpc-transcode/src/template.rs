@@ -50,6 +50,21 @@ impl Template {
         (used == parts.len()).then_some(captures)
     }
 
+    /// Whether `other` matches exactly the paths this one does: the same segments and verb,
+    /// whatever the variables are named (`/v1/x/{a}` and `/v1/x/{b}`).
+    pub fn same_paths(&self, other: &Template) -> bool {
+        fn shape(segments: &[Segment]) -> Vec<Segment> {
+            segments
+                .iter()
+                .map(|s| match s {
+                    Segment::Variable { pattern, .. } => Segment::Variable { field: String::new(), pattern: shape(pattern) },
+                    other => other.clone(),
+                })
+                .collect()
+        }
+        self.verb == other.verb && shape(&self.segments) == shape(&other.segments)
+    }
+
     /// The fields this template captures.
     pub fn fields(&self) -> Vec<&str> {
         self.segments
