@@ -6,6 +6,9 @@ N2 keep-alive requests (h2load -c32, HTTP/1.1), and divide the difference in all
 N2 - N1, so startup and warm-up cancel out.
 
 Run by hand:  bench/allocs_per_request.py "no plugins" BINARY [BINARY ...]
+heaptrack sees only malloc's calls, and the gateway allocates through mimalloc: build each BINARY
+with glibc's allocator, `cargo build --release -p airlock --bin airlock --features system-alloc`
+(a binary that allocates through mimalloc counts none per request, and the script says so).
 """
 import sys, os, subprocess, signal, tempfile, importlib.util, re
 from pathlib import Path
@@ -39,6 +42,9 @@ def allocations(binary, n):
 try:
     print(f"case: {name}; heap allocations per request ({N2} - {N1} requests)")
     for b in bins:
-        print(f"{Path(b).name:20s} {(allocations(b, N2) - allocations(b, N1)) / (N2 - N1):6.1f}")
+        per_request = (allocations(b, N2) - allocations(b, N1)) / (N2 - N1)
+        if per_request < 1:
+            sys.exit(f"{b}: heaptrack counted no allocation per request: it allocates through mimalloc; build it with --features system-alloc")
+        print(f"{Path(b).name:20s} {per_request:6.1f}")
 finally:
     up.send_signal(3); up.wait()

@@ -165,7 +165,8 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 
 /// mimalloc instead of glibc's malloc: 6-9% less CPU per proxied request (bench/README.md). Built
 /// with `no_thp`, so it does not ask for transparent huge pages on its arenas, which doubled the
-/// resting RSS.
+/// resting RSS. Feature `system-alloc` keeps glibc's, for heaptrack (`bench/allocs_per_request.py`).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
