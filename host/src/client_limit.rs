@@ -40,7 +40,8 @@ impl ClientConnections {
     }
 
     /// Connections `client` holds now (counted ones).
-    pub fn open(&self, client: IpAddr) -> usize {
+    #[cfg(test)]
+    fn open(&self, client: IpAddr) -> usize {
         self.open.lock().unwrap_or_else(PoisonError::into_inner).get(&client.to_canonical()).copied().unwrap_or(0)
     }
 }

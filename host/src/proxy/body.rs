@@ -292,15 +292,14 @@ pub struct Buffered {
     pub trailers: Option<HeaderMap>,
 }
 
-/// Reads a whole body into memory, with its trailers, refusing more than `limit` bytes.
-pub async fn buffer(body: Incoming, limit: u64) -> Result<Buffered, BufferError> {
-    buffer_counting(body, limit, &mut 0).await
-}
-
-/// [`buffer`], adding the data bytes read from the peer to `read`, whether the body is read
-/// whole or not (too large, or broken off).
-pub async fn buffer_counting(body: Incoming, limit: u64, read: &mut u64) -> Result<Buffered, BufferError> {
-    let limited = Limited::new(Counting { body, read }, usize::try_from(limit).unwrap_or(usize::MAX));
+/// Reads a whole body into memory, with its trailers, refusing more than `limit` bytes. A
+/// client's body made [`ProxyBody::counted`] counts the bytes read, whole or not.
+pub async fn buffer<B>(body: B, limit: u64) -> Result<Buffered, BufferError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match limited.collect().await {
         Ok(collected) => {
             let trailers = collected.trailers().cloned();
@@ -308,39 +307,6 @@ pub async fn buffer_counting(body: Incoming, limit: u64, read: &mut u64) -> Resu
         }
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BufferError::TooLarge(limit)),
         Err(e) => Err(BufferError::Read(e.to_string())),
-    }
-}
-
-pin_project! {
-    /// A body being buffered, its data bytes added to `read` as they are read.
-    struct Counting<'a> {
-        #[pin]
-        body: Incoming,
-        read: &'a mut u64,
-    }
-}
-
-impl Body for Counting<'_> {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let polled = this.body.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            **this.read += data.len() as u64;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -410,10 +410,10 @@ impl Gateway {
         }
 
         let (body, stream, trailers) = if route.chain.needs_request_body() {
-            let mut read = 0;
-            let buffered = body::buffer_counting(incoming, limit, &mut read).await;
+            let read = Arc::new(body::UploadProgress::default());
+            let buffered = body::buffer(ProxyBody::streaming(incoming).counted(read.clone()), limit).await;
             // Read whole or not (too large, broken off): the bytes read are counted.
-            record.body_read(read);
+            record.body_read(read.bytes());
             let body::Buffered { bytes, trailers } = buffered.map_err(|e| match e {
                 body::BufferError::TooLarge(limit) => GatewayError::BodyTooLarge { limit },
                 body::BufferError::Read(reason) => GatewayError::BadRequest(reason),

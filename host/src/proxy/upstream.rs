@@ -57,8 +57,6 @@ pub struct Upstream {
     next: AtomicUsize,
     /// Per target (in `targets` order): its address as logged, `Host` value and health.
     slots: Box<[TargetSlot]>,
-    /// When a target is marked down.
-    health: HealthPolicy,
     /// One set of connections per request worker ([`crate::workers`]), so a request's upstream
     /// connection is driven on the thread serving it.
     clients: Box<[Transport]>,
@@ -142,7 +140,6 @@ impl Upstream {
         Ok(Self {
             name: name.into(),
             slots,
-            health: settings.health,
             targets,
             host_header: settings.host_header,
             request_timeout: settings.request_timeout,
@@ -224,7 +221,7 @@ impl Upstream {
         if n == 1 {
             return 0;
         }
-        (0..n).map(|k| (start + k) % n).find(|&i| self.slots[i].health.available(&self.health)).unwrap_or(start)
+        (0..n).map(|k| (start + k) % n).find(|&i| self.slots[i].health.available(&self.settings.health)).unwrap_or(start)
     }
 
     /// Target `i`'s authority (`host:port`).
@@ -354,7 +351,7 @@ impl Upstream {
         while *step + 1 < n {
             *step += 1;
             let i = (first + *step) % n;
-            if self.slots[i].health.available(&self.health) {
+            if self.slots[i].health.available(&self.settings.health) {
                 return Some(i);
             }
         }
@@ -364,13 +361,13 @@ impl Upstream {
     /// Notes a failure of target `i`, with a warning when it marks the target down.
     fn target_failed(&self, i: usize, error: &SendError) {
         let slot = self.slot(i);
-        if slot.health.failed(&self.health) == Marked::Down {
+        if slot.health.failed(&self.settings.health) == Marked::Down {
             tracing::warn!(
                 upstream = &*self.name,
                 upstream_addr = &*slot.addr,
                 "target marked down for {} ms after {} failures in a row: {}",
-                self.health.fail_timeout.as_millis(),
-                self.health.max_fails,
+                self.settings.health.fail_timeout.as_millis(),
+                self.settings.health.max_fails,
                 error
             );
         }
