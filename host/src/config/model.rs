@@ -521,7 +521,8 @@ pub struct UpstreamConfig {
     /// `timeouts.idle_ms` for them (set it below the backend's own keep-alive timeout).
     #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub idle_ms: Option<u64>,
-    /// Connect failures in a row that mark a target down (skipped for `fail_timeout_ms`);
+    /// Failures in a row (a failed connect, a broken exchange, an answer that is not HTTP, no
+    /// response within the timeout) that mark a target down (skipped for `fail_timeout_ms`);
     /// 0 never marks one. Default 3.
     pub max_fails: Option<u32>,
     /// How long a target marked down is skipped before it is tried again. Default 10000.
