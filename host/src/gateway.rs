@@ -147,6 +147,15 @@ struct PluginDef {
 }
 
 impl Gateway {
+    /// Starts probing the targets of every upstream with a health check, once the gateway serves
+    /// (not while it is only built, as by `airlock check` or a reload that fails). An upstream a
+    /// reload kept goes on with the probing it had.
+    pub fn start_health_checks(&self) {
+        for upstream in self.upstreams.values() {
+            crate::proxy::health_check::start(upstream);
+        }
+    }
+
     /// Builds a gateway from a parsed config, loading and configuring every plugin. All problems
     /// found are returned together.
     pub async fn build(source: &ConfigSource, config: &Config, sandbox: SandboxEngine) -> Result<Self, ConfigError> {
@@ -228,6 +237,7 @@ impl Gateway {
         let defs = plugin_defs(source, config, outbound.as_ref(), &mut issues);
         for upstream in upstreams.values() {
             telemetry.metrics.pools.register_upstream(upstream.name.clone(), &upstream.open_connections);
+            telemetry.metrics.pools.register_targets(upstream);
         }
         telemetry.metrics.pools.register_budget(&sandbox.budget);
         let mut loader = Loader {

@@ -50,6 +50,14 @@ pub fn at_least_one_opt<'de, D: Deserializer<'de>, T: Deserialize<'de> + Copy + 
     Option::<T>::deserialize(d)?.map(|v| check(v, 1, u64::MAX)).transpose()
 }
 
+/// [`at_least_one_opt`], keeping where the value was written, for a check against another field
+/// that names its line.
+pub fn at_least_one_spanned<'de, D: Deserializer<'de>>(d: D) -> Result<Option<toml::Spanned<u64>>, D::Error> {
+    let Some(value) = Option::<toml::Spanned<u64>>::deserialize(d)? else { return Ok(None) };
+    check::<D::Error, u64>(*value.get_ref(), 1, u64::MAX)?;
+    Ok(Some(value))
+}
+
 /// `runtime.max_instances`: 1 to [`MAX_INSTANCES`].
 pub fn instances<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     within(d, 1, MAX_INSTANCES)
@@ -103,6 +111,7 @@ mod tests {
             ("[timeouts]\ntunnel_idle_ms = 0\n", "timeouts.tunnel_idle_ms"),
             ("[timeouts]\nidle_ms = 100\nsend_ms = 0\n", "timeouts.send_ms"),
             ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
+            ("[limits]\nmax_connections = 10\nmax_connections_per_client = 0\n", "limits.max_connections_per_client"),
             ("[[routes]]\npath = \"/\"\ntunnel_idle_ms = 0\n", "routes[0].tunnel_idle_ms"),
             ("[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\nconnect_timeout_ms = 0\n", "upstreams.u.connect_timeout_ms"),
         ] {

@@ -528,6 +528,50 @@ pub struct UpstreamConfig {
     /// How long a target marked down is skipped before it is tried again. Default 10000.
     #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub fail_timeout_ms: Option<u64>,
+    /// Active health checks: each target probed on its own schedule, traffic or not.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// `[upstreams.<name>.health_check]`: a `GET` sent to every target every `interval_ms`, so a
+/// target that is down is taken out of rotation before a client's request finds it, and one
+/// that recovers is put back once it passes again.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// The path (and query) probed, from `/`.
+    pub path: Spanned<String>,
+    /// The `Host` header of a probe (default: the target's `host:port`).
+    pub host: Option<Spanned<String>>,
+    /// Time between two probes of a target. Default 5000.
+    #[serde(default = "default_check_interval", deserialize_with = "bounds::at_least_one")]
+    pub interval_ms: u64,
+    /// Time a probe may take (connect and response head), at most `interval_ms`. Default 2000
+    /// (or `interval_ms`, if shorter).
+    #[serde(default, deserialize_with = "bounds::at_least_one_spanned")]
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// Failed probes in a row that take a target out of rotation. Default 3.
+    #[serde(default = "default_unhealthy_threshold", deserialize_with = "bounds::at_least_one")]
+    pub unhealthy_threshold: u32,
+    /// Passed probes in a row that put it back. Default 2.
+    #[serde(default = "default_healthy_threshold", deserialize_with = "bounds::at_least_one")]
+    pub healthy_threshold: u32,
+    /// Statuses a healthy target answers (default: any 2xx or 3xx).
+    pub statuses: Option<Spanned<Vec<u16>>>,
+}
+
+fn default_check_interval() -> u64 {
+    5_000
+}
+
+/// `health_check.timeout_ms` left out.
+pub const DEFAULT_CHECK_TIMEOUT_MS: u64 = 2_000;
+
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+fn default_healthy_threshold() -> u32 {
+    2
 }
 
 fn default_protocol() -> Spanned<UpstreamProtocol> {

@@ -21,6 +21,7 @@ pub mod counted;
 pub mod encoding;
 pub mod grpc;
 pub mod headers;
+pub mod health_check;
 pub mod http1_pool;
 pub mod path;
 pub mod resend;

@@ -1,14 +1,16 @@
-//! Passive health of an upstream's targets (nginx's `max_fails` / `fail_timeout`, Envoy's
+//! Health of an upstream's targets. Passive (nginx's `max_fails` / `fail_timeout`, Envoy's
 //! consecutive gateway failures): a target that failed `max_fails` times in a row (what counts
 //! as a failure: [`super::upstream`]) is skipped for `fail_timeout`, then one request is let
 //! through to try it again (a failure marks it down again at once, a success clears it).
+//! Active ([`super::health_check`]): a target failing its probes is out of rotation until it
+//! passes them again, whatever requests to it do. A target is available when neither marks it.
 //!
-//! Each target's state is two atomics: the request path reads one (`down_until`, 0 while the
-//! target is up) to pick a target and writes nothing while connections succeed. No lock, no
-//! allocation, and the clock is read only while a target is marked down.
+//! Each target's state is three atomics: the request path reads two (`checked_down`, and
+//! `down_until`, 0 while the target is up) to pick a target and writes nothing while connections
+//! succeed. No lock, no allocation, and the clock is read only while a target is marked down.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Default `max_fails`: consecutive failures that mark a target down.
@@ -48,6 +50,8 @@ pub struct TargetHealth {
     fails: AtomicU32,
     /// Milliseconds since [`epoch`] until which the target is skipped; 0 while it is up.
     down_until: AtomicU64,
+    /// Out of rotation by its health check (written by the checker only).
+    checked_down: AtomicBool,
 }
 
 impl TargetHealth {
@@ -55,6 +59,9 @@ impl TargetHealth {
     /// except for the one caller that finds its time run out, which re-arms the mark (so the
     /// others keep skipping it) and tries the target.
     pub fn available(&self, policy: &HealthPolicy) -> bool {
+        if self.checked_down.load(Ordering::Relaxed) {
+            return false;
+        }
         let until = self.down_until.load(Ordering::Relaxed);
         if until == 0 {
             return true;
@@ -67,10 +74,21 @@ impl TargetHealth {
         self.down_until.compare_exchange(until, next, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
-    /// Whether the target is marked down now (its time not yet run out).
+    /// Whether the target is marked down now: by its health check, or passively with its time
+    /// not yet run out.
     pub fn is_down(&self) -> bool {
         let until = self.down_until.load(Ordering::Relaxed);
-        until != 0 && now_ms() < until
+        self.is_checked_down() || (until != 0 && now_ms() < until)
+    }
+
+    /// Whether its health check has taken the target out of rotation.
+    pub fn is_checked_down(&self) -> bool {
+        self.checked_down.load(Ordering::Relaxed)
+    }
+
+    /// The health check's verdict: out of rotation (`true`) or back in.
+    pub fn set_checked_down(&self, down: bool) {
+        self.checked_down.store(down, Ordering::Relaxed);
     }
 
     /// A connection to the target was made or used: it is up. Writes only if it was not.
@@ -131,6 +149,18 @@ mod tests {
         health.succeeded();
         assert!(health.available(&policy) && !health.is_down());
         assert_eq!(health.failed(&policy), Marked::Up, "the count starts over after a success");
+    }
+
+    #[test]
+    fn a_target_its_check_took_out_stays_out_whatever_requests_do() {
+        let policy = HealthPolicy::default();
+        let health = TargetHealth::default();
+        health.set_checked_down(true);
+        assert!(!health.available(&policy) && health.is_down());
+        health.succeeded();
+        assert!(!health.available(&policy), "a request's success does not overrule the check");
+        health.set_checked_down(false);
+        assert!(health.available(&policy) && !health.is_down());
     }
 
     #[test]

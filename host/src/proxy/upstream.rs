@@ -28,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::ProxyBody;
 use super::counted::{CountingConnector, OpenConnections};
+use super::health_check::{Checks, HealthCheck};
 use super::http1_pool::{Http1Error, Http1Pool};
 use super::resend;
 use super::target_health::{HealthPolicy, Marked, TargetHealth};
@@ -62,6 +63,8 @@ pub struct Upstream {
     clients: Box<[Transport]>,
     /// What it was built with, so a reload can tell whether it may be kept ([`Self::built_as`]).
     settings: UpstreamSettings,
+    /// Its active health check, when it has one ([`super::health_check`]).
+    checks: Option<Checks>,
 }
 
 /// What an upstream keeps per target, made once and shared by every request.
@@ -109,6 +112,8 @@ pub struct UpstreamSettings {
     pub max_response_headers: usize,
     /// When a target is marked down (`max_fails`, `fail_timeout_ms`).
     pub health: HealthPolicy,
+    /// How targets are probed (`health_check`), if they are.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// One attempt at one target.
@@ -133,6 +138,10 @@ impl Upstream {
         let clients = (0..workers)
             .map(|_| Self::client(&settings, max_idle, max_idle.saturating_mul(targets.len()), &open_connections))
             .collect::<Result<Box<[_]>, _>>()?;
+        let checks = match &settings.health_check {
+            Some(check) => Some(Checks::new(check.clone(), settings.protocol, settings.tls.as_ref(), settings.connect_timeout)?),
+            None => None,
+        };
         let slots = targets
             .iter()
             .map(|t| TargetSlot { addr: t.as_str().into(), host_value: HeaderValue::from_str(t.as_str()).ok(), health: TargetHealth::default() })
@@ -149,6 +158,7 @@ impl Upstream {
             next: AtomicUsize::new(0),
             clients,
             settings,
+            checks,
         })
     }
 
@@ -241,6 +251,21 @@ impl Upstream {
 
     fn slot(&self, i: usize) -> &TargetSlot {
         &self.slots[i % self.slots.len()]
+    }
+
+    /// Target `i`'s health, as its health check records it.
+    pub(super) fn target_health(&self, i: usize) -> &TargetHealth {
+        &self.slot(i).health
+    }
+
+    /// Its health check, if it has one.
+    pub(super) fn checks(&self) -> Option<&Checks> {
+        self.checks.as_ref()
+    }
+
+    /// Whether target `i` is out of rotation now (marked down passively or by its health check).
+    pub fn target_down(&self, i: usize) -> bool {
+        self.slot(i).health.is_down()
     }
 
     /// Sends `request` (whose URI already names target `first`) and waits for the response
@@ -462,7 +487,9 @@ impl SendError {
     }
 }
 
-fn classify(e: &(dyn std::error::Error + 'static)) -> SendError {
+/// What a failed exchange means: the client's body failing, a timeout, or the target being
+/// unavailable (with the whole error chain as the reason).
+pub(super) fn classify(e: &(dyn std::error::Error + 'static)) -> SendError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     // Set past hyper's "error from user's Body stream": what follows is the client's body failing.
     let mut in_request_body = false;

@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::Authority;
+use http::HeaderValue;
+use http::uri::{Authority, PathAndQuery};
 
+use super::health_check::HealthCheck;
 use super::target_health::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, HealthPolicy};
 use super::tls::TlsSettings;
 use super::upstream::{DEFAULT_MAX_IDLE, Upstream, UpstreamSettings};
-use crate::config::{Config, ConfigIssue, ConfigSource, UpstreamConfig, UpstreamProtocol};
+use crate::config::{Config, ConfigIssue, ConfigSource, DEFAULT_CHECK_TIMEOUT_MS, HealthCheckConfig, UpstreamConfig, UpstreamProtocol};
 
 /// The scheme a target was written with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +138,7 @@ fn settings(
         }
         (None, false) => None,
     };
+    let health_check = up.health_check.as_ref().and_then(|c| health_check(source, name, c, issues));
     if issues.len() > before {
         return None;
     }
@@ -153,8 +156,54 @@ fn settings(
             max_fails: up.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
             fail_timeout: up.fail_timeout_ms.map_or(DEFAULT_FAIL_TIMEOUT, Duration::from_millis),
         },
+        health_check,
     };
     Some((targets, settings))
+}
+
+/// `[upstreams.<name>.health_check]`, or `None` after reporting what is wrong with it.
+fn health_check(source: &ConfigSource, name: &str, c: &HealthCheckConfig, issues: &mut Vec<ConfigIssue>) -> Option<HealthCheck> {
+    let before = issues.len();
+    let key = |field: &str| format!("upstreams.{name}.health_check.{field}");
+    let path = match PathAndQuery::try_from(c.path.get_ref().as_str()) {
+        Ok(path) if c.path.get_ref().starts_with('/') => Some(path),
+        _ => {
+            let message = format!("`{}` is not a path and query starting with `/`", c.path.get_ref());
+            issues.push(source.issue(Some(c.path.span()), &key("path"), message));
+            None
+        }
+    };
+    let host = c.host.as_ref().and_then(|host| match host.get_ref().parse::<Authority>() {
+        Ok(_) => HeaderValue::from_str(host.get_ref()).ok(),
+        Err(_) => {
+            issues.push(source.issue(Some(host.span()), &key("host"), format!("`{}` is not a host name (with an optional port)", host.get_ref())));
+            None
+        }
+    });
+    let timeout_ms = c.timeout_ms.as_ref().map_or(DEFAULT_CHECK_TIMEOUT_MS.min(c.interval_ms), |t| *t.get_ref());
+    if timeout_ms > c.interval_ms {
+        let message = format!("a probe's timeout ({timeout_ms} ms) must not be longer than the interval between probes ({} ms)", c.interval_ms);
+        issues.push(source.issue(c.timeout_ms.as_ref().map(|t| t.span()), &key("timeout_ms"), message));
+    }
+    if let Some(statuses) = &c.statuses {
+        if let Some(bad) = statuses.get_ref().iter().find(|s| !(100..=599).contains(*s)) {
+            issues.push(source.issue(Some(statuses.span()), &key("statuses"), format!("{bad} is not an HTTP status (100-599)")));
+        } else if statuses.get_ref().is_empty() {
+            issues.push(source.issue(Some(statuses.span()), &key("statuses"), "no status would pass: leave `statuses` out for any 2xx or 3xx"));
+        }
+    }
+    if issues.len() > before {
+        return None;
+    }
+    Some(HealthCheck {
+        path: path?,
+        host,
+        interval: Duration::from_millis(c.interval_ms),
+        timeout: Duration::from_millis(timeout_ms),
+        unhealthy_threshold: c.unhealthy_threshold,
+        healthy_threshold: c.healthy_threshold,
+        statuses: c.statuses.as_ref().map(|s| s.get_ref().clone()),
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::proxy::counted::OpenConnections;
+use crate::proxy::upstream::Upstream;
 use crate::runtime::budget::InstanceBudget;
 use crate::workers::ConnectionBalancer;
 
@@ -34,6 +35,8 @@ pub trait PoolStats: Send + Sync {
 pub struct PoolRegistry {
     plugins: Mutex<Vec<Weak<dyn PoolStats>>>,
     upstreams: Mutex<Vec<(Arc<str>, Weak<AtomicI64>)>>,
+    /// Upstreams whose targets' health is reported, oldest first.
+    targets: Mutex<Vec<Weak<Upstream>>>,
     budget: Mutex<Weak<InstanceBudget>>,
     workers: Mutex<Option<ConnectionBalancer>>,
 }
@@ -57,6 +60,31 @@ impl PoolRegistry {
         // A reload keeps an unchanged upstream: registered once, not counted twice.
         upstreams.retain(|(_, count)| count.strong_count() > 0 && !count.ptr_eq(&open));
         upstreams.push((name, open));
+    }
+
+    /// Adds an upstream whose targets are reported in or out of rotation, held weakly. The
+    /// latest one of a name is reported: a reload that rebuilt it leaves the old one to its
+    /// requests in flight, not to the gauge.
+    pub fn register_targets(&self, upstream: &Arc<Upstream>) {
+        let mut targets = self.targets.lock().unwrap_or_else(PoisonError::into_inner);
+        let weak = Arc::downgrade(upstream);
+        targets.retain(|t| t.strong_count() > 0 && !t.ptr_eq(&weak));
+        targets.push(weak);
+    }
+
+    /// (upstream, target, 1 in rotation or 0 out) for the latest upstream of each name.
+    fn target_health(&self) -> Vec<(String, String, i64)> {
+        let upstreams: Vec<Arc<Upstream>> =
+            self.targets.lock().unwrap_or_else(PoisonError::into_inner).iter().rev().filter_map(Weak::upgrade).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for upstream in upstreams.iter().filter(|u| seen.insert(u.name.clone())) {
+            for (i, target) in upstream.targets.iter().enumerate() {
+                out.push((upstream.name.to_string(), target.to_string(), i64::from(!upstream.target_down(i))));
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Open connections summed per upstream name.
@@ -165,6 +193,13 @@ impl Collector for PoolCollector {
             "Connections to upstream targets open now (in use or idle in the pool), by upstream",
             "upstream",
             self.0.upstream_connections().into_iter(),
-        )
+        )?;
+        let help = "1 while an upstream target is in rotation, 0 while it is marked down (by failures or its health check)";
+        let mut family = encoder.encode_descriptor("upstream_target_up", help, None, MetricType::Gauge)?;
+        for (upstream, target, up) in self.0.target_health() {
+            let labels = [("upstream", upstream), ("target", target)];
+            ConstGauge::new(up).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
