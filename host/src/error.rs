@@ -97,6 +97,11 @@ pub enum GatewayError {
     /// A plain `CONNECT host:port`: a forward proxy's tunnel, which an API gateway does not open.
     #[error("CONNECT to `{0}` is a forward proxy's tunnel; this gateway serves routes, not tunnels")]
     ConnectNotServed(String),
+    /// A `TRACE`: the upstream would echo the request as it got it, with the headers the gateway
+    /// and its plugins added for it (an upstream credential a `headers` or `transform` entry
+    /// sets), to the client. Refused as nginx refuses it (cross-site tracing).
+    #[error("TRACE is not served: it would echo to the client the headers added for the upstream")]
+    TraceNotServed,
     /// A request body in a transfer coding other than `chunked` (RFC 9112 6.1: a 501): hyper
     /// removes only the chunking, so the rest would reach the upstream unlabelled.
     #[error("request Transfer-Encoding `{0}` is not supported, only `chunked`")]
@@ -121,7 +126,9 @@ impl GatewayError {
             GatewayError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::UpstreamBadEncoding { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::NotSwitched(_) => StatusCode::BAD_GATEWAY,
-            GatewayError::UnsupportedProtocol(_) | GatewayError::ConnectNotServed(_) | GatewayError::UnsupportedTransferCoding(_) => {
+            GatewayError::UnsupportedProtocol(_) | GatewayError::ConnectNotServed(_)
+            | GatewayError::TraceNotServed
+            | GatewayError::UnsupportedTransferCoding(_) => {
                 StatusCode::NOT_IMPLEMENTED
             }
         }
@@ -147,6 +154,7 @@ impl GatewayError {
             GatewayError::NotSwitched(_) => "not_switched",
             GatewayError::UnsupportedProtocol(_) => "unsupported_protocol",
             GatewayError::ConnectNotServed(_) => "connect_not_served",
+            GatewayError::TraceNotServed => "trace_not_served",
             GatewayError::UnsupportedTransferCoding(_) => "unsupported_transfer_coding",
         }
     }

@@ -314,3 +314,25 @@ async fn a_204_205_or_304_carries_no_content_whoever_framed_one() {
     }
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn trace_is_refused_so_headers_added_for_the_upstream_are_never_echoed() {
+    // The route adds an upstream credential; a TRACE-echoing upstream (the test upstream echoes
+    // every request's headers) would hand it to the client. Over both protocols, no request
+    // reaches the upstream.
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "{ECHO}[[routes.plugins]]\nplugin = \"builtin:headers\"\nconfig = {{ request = {{ set = {{ authorization = \"Bearer upstream-secret\" }} }} }}\n"
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let answer = exchange(&gw, b"TRACE /x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 501") && answer.contains("trace_not_served"), "{answer}");
+    assert!(!answer.contains("upstream-secret"), "{answer}");
+    let r = HttpClient::http2().request("TRACE", &gw.url("/x"), &[], b"").await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (501, Some("trace_not_served")));
+    assert_eq!(upstream.hits(), 0);
+    // Other methods go on as before, with the credential the route adds.
+    let r = HttpClient::http1().request("OPTIONS", &gw.url("/x"), &[], b"").await;
+    assert_eq!((r.status.as_u16(), r.upstream_header("authorization")), (200, vec!["Bearer upstream-secret".to_owned()]));
+    gw.stop().await;
+}

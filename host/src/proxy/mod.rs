@@ -308,6 +308,9 @@ impl Gateway {
             let target = request.uri().authority().map_or("", |a| a.as_str());
             return Err(GatewayError::ConnectNotServed(target.to_owned()));
         }
+        if request.method() == Method::TRACE {
+            return Err(GatewayError::TraceNotServed);
+        }
         // Methods are case-sensitive (RFC 9110 9.1), but Django and Werkzeug (Flask) upper-case
         // them: `get` would miss a route limited to GET, and its plugins, and be served as GET.
         // nginx refuses such a method too.
