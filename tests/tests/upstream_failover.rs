@@ -586,3 +586,51 @@ fn a_zero_idle_ms_or_fail_timeout_is_refused_at_its_line() {
     let u = &config.upstreams["u"];
     assert_eq!((u.max_fails, u.idle_ms, u.fail_timeout_ms), (Some(0), Some(1500), Some(500)));
 }
+
+/// Weighted targets: each gets its weight's share of a round, interleaved; a target of weight 0
+/// gets nothing, not even when the others fail (draining it); a reload that changes only a
+/// weight takes effect.
+#[tokio::test]
+async fn targets_share_requests_by_weight_and_weight_0_drains_one() {
+    let (heavy, light, drained, gone) = (refused_addr(), refused_addr(), refused_addr(), refused_addr());
+    let (h, l, d) = (Backend::on(heavy, "heavy").await, Backend::on(light, "light").await, Backend::on(drained, "drained").await);
+    let config = |light: SocketAddr, light_weight: u32| {
+        format!(
+            "[upstreams.w]\ntargets = [{{ address = \"{heavy}\", weight = 3 }}, {{ address = \"{light}\", weight = {light_weight} }}, \
+             {{ address = \"{drained}\", weight = 0 }}]\nmax_fails = 0\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"w\"\n"
+        )
+    };
+    let gw = Gateway::start(&config(light, 1), None).await;
+    let client = HttpClient::http1();
+    let mut order = Vec::new();
+    for _ in 0..8 {
+        let r = client.get(&gw.url("/x")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        order.push(r.json()["name"].as_str().unwrap_or_default().to_owned());
+    }
+    // Smooth weighted round-robin: 3:1, and the light target between the heavy one's turns.
+    assert_eq!(order, ["heavy", "heavy", "light", "heavy", "heavy", "heavy", "light", "heavy"]);
+    assert_eq!((h.hits(), l.hits(), d.hits()), (6, 2, 0));
+
+    // Equal weights after a reload: plain round-robin between heavy and light.
+    gw.reload(&config(light, 3), None).await.expect("reloaded");
+    let (heavy_before, light_before) = (h.hits(), l.hits());
+    for _ in 0..8 {
+        assert_eq!(client.get(&gw.url("/x")).await.status, 200);
+    }
+    assert_eq!((h.hits() - heavy_before, l.hits() - light_before, d.hits()), (4, 4, 0));
+
+    // The light target's place refuses connections: its turns fail over to the next target in
+    // rotation, never to the drained one (next in `targets` order).
+    gw.reload(&config(gone, 1), None).await.expect("reloaded");
+    for _ in 0..8 {
+        let r = client.get(&gw.url("/x")).await;
+        assert_eq!((r.status.as_u16(), r.json()["name"].as_str()), (200, Some("heavy")));
+    }
+    assert_eq!(d.hits(), 0);
+    // The gauge shows the drained target out of rotation.
+    let m = airlock_tests::metrics::scrape(&client, &gw, None).await;
+    let up = |target: SocketAddr| airlock_tests::metrics::sample(&m, "airlock_upstream_target_up", &[("upstream", "w"), ("target", &target.to_string())]);
+    assert_eq!((up(heavy), up(drained)), (1.0, 0.0));
+    gw.stop().await;
+}

@@ -495,12 +495,81 @@ pub struct UpstreamTlsConfig {
     pub server_name: Option<Spanned<String>>,
 }
 
-/// A named upstream: one or more targets, balanced round-robin.
+/// Most `weight` a target may have: a weighted upstream's round is made once, as long as the
+/// weights' sum (divided by their greatest common divisor).
+pub const MAX_TARGET_WEIGHT: u32 = 1_000;
+
+/// One entry of an upstream's `targets`: an address (weight 1), or an address with its weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum TargetConfig {
+    /// `"host:port"`, `"http://host:port"` or `"https://host:port"`, weight 1.
+    Address(String),
+    /// `{ address = "host:port", weight = 3 }`.
+    Weighted(WeightedTarget),
+}
+
+/// A target with its weight.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedTarget {
+    /// As a plain entry's address.
+    pub address: String,
+    /// Its share of the requests against the other targets' weights, 0 to
+    /// [`MAX_TARGET_WEIGHT`]: 0 takes it out of rotation (draining it). Default 1.
+    #[serde(default = "default_weight", deserialize_with = "bounds::weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl TargetConfig {
+    /// The target's address as written.
+    pub fn address(&self) -> &str {
+        match self {
+            TargetConfig::Address(address) | TargetConfig::Weighted(WeightedTarget { address, .. }) => address,
+        }
+    }
+
+    /// Its weight (1 unless given).
+    pub fn weight(&self) -> u32 {
+        match self {
+            TargetConfig::Address(_) => 1,
+            TargetConfig::Weighted(w) => w.weight,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetConfig {
+    // By hand, not `untagged`: a mistake in a table names its key ("unknown field `wieght`")
+    // instead of "did not match any variant".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = TargetConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a target: \"host:port\" or { address = \"host:port\", weight = N }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TargetConfig, E> {
+                Ok(TargetConfig::Address(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TargetConfig, A::Error> {
+                WeightedTarget::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(TargetConfig::Weighted)
+            }
+        }
+        d.deserialize_any(Entry)
+    }
+}
+
+/// A named upstream: one or more targets, balanced round-robin (by weight, when given).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `host:port`, `http://host:port` or `https://host:port` of each target (one scheme for all).
-    pub targets: Spanned<Vec<String>>,
+    /// `host:port`, `http://host:port` or `https://host:port` of each target (one scheme for all),
+    /// or `{ address = "...", weight = N }` for a target's share of the requests.
+    pub targets: Spanned<Vec<TargetConfig>>,
     /// `http1` (default), `h2c` or `h2` (TLS; targets need no `https://`).
     #[serde(default = "default_protocol")]
     pub protocol: Spanned<UpstreamProtocol>,

@@ -56,6 +56,9 @@ pub struct Upstream {
     /// Connections to its targets open now (pooled idle ones included).
     pub open_connections: OpenConnections,
     next: AtomicUsize,
+    /// One round of targets by weight (indices into `targets`, interleaved): `pick` takes the
+    /// next entry. `0..n` when every weight is the same.
+    round: Box<[u32]>,
     /// Per target (in `targets` order): its address as logged, `Host` value and health.
     slots: Box<[TargetSlot]>,
     /// One set of connections per request worker ([`crate::workers`]), so a request's upstream
@@ -75,6 +78,8 @@ struct TargetSlot {
     host_value: Option<HeaderValue>,
     /// Connect failures in a row, and whether it is skipped.
     health: TargetHealth,
+    /// False for a target of weight 0: never sent a request, not even on failover.
+    in_rotation: bool,
 }
 
 /// One worker's connections: plain TCP, or TLS on top of it; all counted.
@@ -114,6 +119,8 @@ pub struct UpstreamSettings {
     pub health: HealthPolicy,
     /// How targets are probed (`health_check`), if they are.
     pub health_check: Option<HealthCheck>,
+    /// Each target's weight, in `targets` order (0: out of rotation); empty: 1 each.
+    pub weights: Vec<u32>,
 }
 
 /// One attempt at one target.
@@ -144,8 +151,15 @@ impl Upstream {
         };
         let slots = targets
             .iter()
-            .map(|t| TargetSlot { addr: t.as_str().into(), host_value: HeaderValue::from_str(t.as_str()).ok(), health: TargetHealth::default() })
+            .enumerate()
+            .map(|(i, t)| TargetSlot {
+                addr: t.as_str().into(),
+                host_value: HeaderValue::from_str(t.as_str()).ok(),
+                health: TargetHealth::default(),
+                in_rotation: settings.weights.get(i).is_none_or(|w| *w > 0),
+            })
             .collect();
+        let round = weighted_round(&settings.weights, targets.len());
         Ok(Self {
             name: name.into(),
             slots,
@@ -156,6 +170,7 @@ impl Upstream {
             tls: settings.tls.is_some(),
             open_connections,
             next: AtomicUsize::new(0),
+            round,
             clients,
             settings,
             checks,
@@ -223,15 +238,23 @@ impl Upstream {
         }
     }
 
-    /// The next target's index, round-robin, skipping targets marked down; when every target
-    /// is marked down, the round-robin one all the same (a request is never refused for it).
+    /// The next target's index, round-robin by weight, skipping targets marked down (for the one
+    /// after it in `targets` order); when every target is marked down, the round's one all the
+    /// same (a request is never refused for it).
     pub fn pick(&self) -> usize {
         let n = self.slots.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         if n == 1 {
             return 0;
         }
-        (0..n).map(|k| (start + k) % n).find(|&i| self.slots[i].health.available(&self.settings.health)).unwrap_or(start)
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = self.round.get(turn % self.round.len()).map_or(0, |&i| i as usize);
+        (0..n).map(|k| (start + k) % n).find(|&i| self.usable(i)).unwrap_or(start)
+    }
+
+    /// Whether target `i` may be sent a request now: weighted in, and not marked down.
+    fn usable(&self, i: usize) -> bool {
+        let slot = &self.slots[i];
+        slot.in_rotation && slot.health.available(&self.settings.health)
     }
 
     /// Target `i`'s authority (`host:port`).
@@ -263,9 +286,11 @@ impl Upstream {
         self.checks.as_ref()
     }
 
-    /// Whether target `i` is out of rotation now (marked down passively or by its health check).
+    /// Whether target `i` is out of rotation now: weight 0, or marked down (passively or by its
+    /// health check).
     pub fn target_down(&self, i: usize) -> bool {
-        self.slot(i).health.is_down()
+        let slot = self.slot(i);
+        !slot.in_rotation || slot.health.is_down()
     }
 
     /// Sends `request` (whose URI already names target `first`) and waits for the response
@@ -376,7 +401,7 @@ impl Upstream {
         while *step + 1 < n {
             *step += 1;
             let i = (first + *step) % n;
-            if self.slots[i].health.available(&self.settings.health) {
+            if self.usable(i) {
                 return Some(i);
             }
         }
@@ -425,6 +450,35 @@ impl Upstream {
             SendError::ClientStalled(reason) => GatewayError::ClientTimeout(reason),
         }
     }
+}
+
+/// One round of `n` targets by `weights` (empty: 1 each): each index as many times as its weight
+/// (divided by the weights' greatest common divisor), interleaved as nginx's smooth weighted
+/// round-robin interleaves them (weights 5, 1, 1 give `0 0 1 0 2 0 0`, not five 0s in a row).
+/// Made once per upstream, so a pick is an index into it.
+fn weighted_round(weights: &[u32], n: usize) -> Box<[u32]> {
+    let weights: Vec<u64> = (0..n).map(|i| u64::from(weights.get(i).copied().unwrap_or(1))).collect();
+    let divisor = weights.iter().copied().filter(|w| *w > 0).reduce(gcd).unwrap_or(1);
+    let weights: Vec<i64> = weights.iter().map(|w| (w / divisor) as i64).collect();
+    let total: i64 = weights.iter().sum();
+    if total <= 0 {
+        return (0..n as u32).collect();
+    }
+    let mut current = vec![0i64; n];
+    let mut round = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        for (c, w) in current.iter_mut().zip(&weights) {
+            *c += w;
+        }
+        let best = (0..n).max_by_key(|&i| (current[i], std::cmp::Reverse(i))).unwrap_or(0);
+        current[best] -= total;
+        round.push(best as u32);
+    }
+    round.into_boxed_slice()
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// One request through a worker's HTTP/1.1 pool.
@@ -535,5 +589,19 @@ fn client_body_error(e: &hyper::Error) -> SendError {
         SendError::ClientAborted(reason)
     } else {
         SendError::ClientBody(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_weighted_round_interleaves_targets_by_weight() {
+        assert_eq!(&*weighted_round(&[5, 1, 1], 3), [0, 0, 1, 0, 2, 0, 0], "nginx's smooth weighted round-robin");
+        assert_eq!(&*weighted_round(&[], 3), [0, 1, 2], "no weights: plain round-robin");
+        assert_eq!(&*weighted_round(&[4, 4, 4], 3), [0, 1, 2], "equal weights: one turn each");
+        assert_eq!(&*weighted_round(&[30, 10], 2), [0, 0, 1, 0], "reduced by the common divisor");
+        assert_eq!(&*weighted_round(&[2, 0, 1], 3), [0, 2, 0], "weight 0: never in the round");
     }
 }

@@ -12,7 +12,7 @@ use super::health_check::HealthCheck;
 use super::target_health::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, HealthPolicy};
 use super::tls::TlsSettings;
 use super::upstream::{DEFAULT_MAX_IDLE, Upstream, UpstreamSettings};
-use crate::config::{Config, ConfigIssue, ConfigSource, DEFAULT_CHECK_TIMEOUT_MS, HealthCheckConfig, UpstreamConfig, UpstreamProtocol};
+use crate::config::{Config, ConfigIssue, ConfigSource, DEFAULT_CHECK_TIMEOUT_MS, HealthCheckConfig, TargetConfig, UpstreamConfig, UpstreamProtocol};
 
 /// The scheme a target was written with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ fn settings(
     let mut targets = Vec::new();
     let mut schemes = Vec::new();
     for target in up.targets.get_ref() {
-        match parse_target(target) {
+        match parse_target(target.address()) {
             Ok((scheme, authority)) => {
                 schemes.push(scheme);
                 targets.push(authority);
@@ -100,6 +100,8 @@ fn settings(
     }
     if up.targets.get_ref().is_empty() {
         issues.push(source.issue(Some(up.targets.span()), &key, "an upstream needs at least one target"));
+    } else if up.targets.get_ref().iter().all(|t| t.weight() == 0) {
+        issues.push(source.issue(Some(up.targets.span()), &key, "every target has weight 0: none would get a request"));
     }
     let https = schemes.contains(&Scheme::Https);
     let http = schemes.contains(&Scheme::Http);
@@ -157,6 +159,7 @@ fn settings(
             fail_timeout: up.fail_timeout_ms.map_or(DEFAULT_FAIL_TIMEOUT, Duration::from_millis),
         },
         health_check,
+        weights: up.targets.get_ref().iter().map(TargetConfig::weight).collect(),
     };
     Some((targets, settings))
 }

@@ -194,7 +194,7 @@ impl Collector for PoolCollector {
             "upstream",
             self.0.upstream_connections().into_iter(),
         )?;
-        let help = "1 while an upstream target is in rotation, 0 while it is marked down (by failures or its health check)";
+        let help = "1 while an upstream target is in rotation, 0 while it is out (weight 0, or marked down by failures or its health check)";
         let mut family = encoder.encode_descriptor("upstream_target_up", help, None, MetricType::Gauge)?;
         for (upstream, target, up) in self.0.target_health() {
             let labels = [("upstream", upstream), ("target", target)];
