@@ -64,6 +64,11 @@ impl Query {
     async fn boom(&self) -> Result<i32, Error> {
         Err(Error::new("internal failure"))
     }
+
+    /// Always null, without errors.
+    async fn nobody(&self) -> Option<User> {
+        None
+    }
 }
 
 #[derive(InputObject)]
@@ -204,6 +209,30 @@ upstream = "graphql"
 [[routes.plugins]]
 plugin = "builtin:graphql"
 config = { query = "{ nope }", errors = [{ message = "Unknown field", status = 400 }] }
+
+# Partial data whose result has its own `errors` field (an alias here; a mutation payload's
+# `errors` field is common).
+[[routes]]
+path = "/partial-with-errors-field"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+config = { query = "{ errors: users(first: 1) { id } flaky }" }
+
+# A mistyped `result` (`usr` for `user`), and a result field present with null.
+[[routes]]
+path = "/typo/{id}"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+config = { query = "query User($id: ID!) { user(id: $id) { id } }", result = "usr", variables = { id = { from = "param.id" } } }
+
+[[routes]]
+path = "/nobody"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+config = { query = "{ nobody { id } }", result = "nobody" }
 "#;
 
 #[tokio::test]
@@ -242,6 +271,29 @@ async fn query_string_variables_are_typed_and_defaulted() {
     assert_eq!(err["error"], "invalid_variable");
     assert_eq!(err["message"], "variable `first` from query parameter `first`: `many` is not an integer");
     assert_eq!(upstream.hits(), hits, "a bad variable never reaches the GraphQL server");
+    gw.stop().await;
+}
+
+/// `?first=1&first=2` is ambiguous (no variable type takes a list): refused, naming the
+/// parameter, however the name is written (before: the first value was taken silently).
+#[tokio::test]
+async fn a_query_parameter_given_twice_is_refused() {
+    let (upstream, _) = graphql_server().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let hits = upstream.hits();
+    for query in ["first=1&first=2", "first=2&active=true&first=2", "f%69rst=1&first=1"] {
+        let r = client.get(&gw.url(&format!("/users?{query}"))).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+        let err = r.json();
+        assert_eq!(err["error"], "invalid_variable", "{query}");
+        assert_eq!(err["message"], "variable `first` from query parameter `first`: given more than once; send one value", "{query}");
+    }
+    assert_eq!(upstream.hits(), hits, "an ambiguous variable never reaches the GraphQL server");
+    // Once (with other parameters repeated, which no variable reads): as before.
+    let r = client.get(&gw.url("/users?first=2&x=1&x=2")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().as_array().map(Vec::len), Some(2));
     gw.stop().await;
 }
 
@@ -307,6 +359,46 @@ async fn graphql_errors_map_to_statuses() {
     assert_eq!(body["flaky"], Value::Null);
     assert_eq!(body["graphql_errors"][0]["message"], "flaky failed");
     assert_eq!(body["graphql_errors"][0]["path"], json!(["flaky"]));
+    gw.stop().await;
+}
+
+/// Partial data whose result already has a field named like `errors_field`: the GraphQL errors
+/// do not overwrite it (before: the result's own `errors` was lost); the answer is the wrapped
+/// shape used for results that are not objects.
+#[tokio::test]
+async fn partial_errors_never_overwrite_a_field_of_the_result() {
+    let (upstream, _) = graphql_server().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let r = HttpClient::http1().get(&gw.url("/partial-with-errors-field")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    // (async-graphql leaves a failed field out of `data`.)
+    assert_eq!(body["data"], json!({"errors": [{"id": "1"}]}), "{body}");
+    assert_eq!(body["errors"][0]["message"], "flaky failed", "{body}");
+    assert_eq!(body["errors"][0]["path"], json!(["flaky"]), "{body}");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(2), "{body}");
+    gw.stop().await;
+}
+
+/// A `result` path the response's `data` does not have is the route's mistake, not "not found":
+/// a 502 saying so (before: 200 `null`). A field present with null stays a 200 `null`.
+#[tokio::test]
+async fn a_result_path_not_in_the_response_is_a_502() {
+    let (upstream, _) = graphql_server().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.get(&gw.url("/typo/7")).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let err = r.json();
+    assert_eq!(err["error"], "graphql_error");
+    assert_eq!(err["message"], "the route's `result` path `usr` is not in the GraphQL response's `data`");
+    // With errors (a missing user), the errors explain the missing result: the rules, as before.
+    let r = client.get(&gw.url("/typo/404")).await;
+    assert_eq!((r.status.as_u16(), r.json()["message"].clone()), (502, json!("no user 404")), "{}", r.text());
+
+    let r = client.get(&gw.url("/nobody")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), Value::Null);
     gw.stop().await;
 }
 
@@ -490,4 +582,68 @@ config = {{ query = "file:user.graphql", result = "user", variables = {{ id = {{
     let missing = config.replace("file:user.graphql", "file:nope.graphql");
     let err = Gateway::try_start(&missing, Some(&upstream)).await.err().unwrap().to_string();
     assert!(err.contains("`query`: cannot read `nope.graphql`"), "{err}");
+}
+
+/// The query is parsed at load: a config whose query cannot run is refused with what is wrong
+/// and where (before: the GraphQL server answered a parse error to every request).
+#[tokio::test]
+async fn a_query_that_cannot_run_is_refused_at_load() {
+    let (upstream, _) = graphql_server().await;
+    let route = |config: &str| {
+        let template = r#"
+[upstreams.graphql]
+targets = ["{upstream}"]
+[[routes]]
+path = "/users/{id}"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+[routes.plugins.config]
+CONFIG
+"#;
+        template.replace("CONFIG", config)
+    };
+    let cases = [
+        // A typo: the `}` closing `user` is missing.
+        (
+            "query = \"\"\"\nquery User($id: ID!) {\n  user(id: $id) { id name\n}\n\"\"\"\nvariables = { id = { from = \"param.id\" } }",
+            "`query`: GraphQL syntax error at 4:1 (line:column in the query): expected R_CURLY, got EOF",
+        ),
+        (
+            r#"query = "query User($id: ID!) { user(id: ) { id } }""#,
+            "`query`: GraphQL syntax error at 1:33 (line:column in the query): expected a valid Value",
+        ),
+        (
+            r#"query = "query A { users(first: 1) { id } } query B { boom }""#,
+            "`query`: the document has 2 operations (`A`, `B`): choose the one sent with `operation_name`",
+        ),
+        (
+            r#"query = "query User($id: ID!) { user(id: $id) { id } }"
+operation_name = "user"
+variables = { id = { from = "param.id" } }"#,
+            "`operation_name`: the query has no operation `user` (its operations: `User`)",
+        ),
+        (
+            r#"query = "query User($id: ID!) { user(id: $id) { id } }"
+variables = { id = { from = "param.id" }, posts = { from = "query.posts", type = "int" } }"#,
+            "`variables.posts`: the operation `User` declares no `$posts` (it declares: `$id`)",
+        ),
+        (
+            r#"query = "query User($id: ID!) { user(id: $id) { id } }""#,
+            r#"`variables`: the operation `User` requires `$id: ID!` (non-null, no default in the query): add `id = { from = "..." }` to `variables`"#,
+        ),
+    ];
+    for (config, message) in cases {
+        let err = Gateway::try_start(&route(config), Some(&upstream)).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("builtin:graphql") && err.contains(message), "{config}\n=> {err}");
+    }
+    assert_eq!(upstream.hits(), 0);
+    // Several operations with `operation_name`, and a non-null variable with a default in the
+    // query (the operation's own default applies): accepted.
+    let ok = r#"query = 'query A { users(first: 1) { id } } query B($id: ID! = "5") { user(id: $id) { id } }'
+operation_name = "B""#;
+    let gw = Gateway::start(&route(ok), Some(&upstream)).await;
+    let r = HttpClient::http1().get(&gw.url("/users/1")).await;
+    assert_eq!((r.status.as_u16(), r.json()), (200, json!({"user": {"id": "5"}})), "{}", r.text());
+    gw.stop().await;
 }

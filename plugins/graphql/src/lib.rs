@@ -23,7 +23,15 @@
 //! replaced. Variables come from `param.NAME`, `query.NAME`, `header.NAME`, `body` (the whole
 //! JSON request body) or `body.PATH` (a dotted path into it) and are converted to their `type`;
 //! a missing value (or an empty one, for any type but `string`) takes `default`, is answered
-//! 400 if `required`, and is otherwise left out.
+//! 400 if `required`, and is otherwise left out. A query parameter given more than once
+//! (`?posts=1&posts=2`) is answered 400 naming it: no type takes a list of them, and which one
+//! was meant is ambiguous.
+//!
+//! The query is parsed once, at configure, and the config is refused for a syntax error (with
+//! its line:column in the query), a document that is not exactly one operation unless
+//! `operation_name` names one of its operations, a `[variables]` entry the operation does not
+//! declare, or a non-null variable without a default in the query (`$id: ID!`) that
+//! `[variables]` does not give.
 //!
 //! The response: `data` (or the value at `result` under it) with status 200. When that result is
 //! null (`data` null, or the `result` field null or left out, as in the usual GraphQL "not found"
@@ -33,9 +41,12 @@
 //! `GRAPHQL_VALIDATION_FAILED`, `GRAPHQL_PARSE_FAILED` or `BAD_USER_INPUT`, else 502; the body is
 //! the gateway's error format with the first error's message and the GraphQL `errors` under
 //! `errors`. `data: null` without errors (an empty or absent `errors`, or one that is not a list)
-//! is a 502 whose message says so. Partial data (a result and `errors`) is a 200, with the errors
-//! added under `errors_field` (default `errors`) when the result is an object, or the answer
-//! `{"data": result, "<errors_field>": [...]}` otherwise; a null result without errors is a 200
+//! is a 502 whose message says so, and so is a `result` path that is not in a `data` without
+//! errors (an object on the way has no such key, or a key is asked of a scalar or a list: a
+//! mistyped path, unlike a field present with null). Partial data (a result and `errors`) is a 200, with the
+//! errors added under `errors_field` (default `errors`) when the result is an object without a
+//! field of that name, or the answer `{"data": result, "<errors_field>": [...]}` otherwise (a
+//! result's own `errors` field is never overwritten); a null result without errors is a 200
 //! with `null`. An upstream answer that is not a GraphQL response is a 502 if its status is 2xx
 //! and passed through as it is otherwise (a 401 from the GraphQL server reaches the client). An
 //! error status (4xx/5xx) with GraphQL `errors` is a GraphQL-over-HTTP request error (Apollo
@@ -48,6 +59,7 @@
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+pub mod document;
 pub mod errors;
 pub mod variables;
 
@@ -57,6 +69,7 @@ use airlock_sdk::{Action, Descriptor, Plugin, Request, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use document::Operation;
 use errors::ErrorRule;
 use variables::{From, Raw, Variable};
 
@@ -100,7 +113,9 @@ pub struct GraphQl {
     path: String,
     variables: Vec<(String, Variable)>,
     reads_body: bool,
-    result_pointer: String,
+    reads_query: bool,
+    /// The `result` path's keys under `data` (empty: all of `data`).
+    result_path: Vec<String>,
     errors_field: String,
     errors: Vec<ErrorRule>,
 }
@@ -115,11 +130,9 @@ impl Plugin for GraphQl {
         if config.query.trim().is_empty() {
             return Err("`query`: empty GraphQL document".to_owned());
         }
-        if let Some(name) = &config.operation_name
-            && !config.query.contains(name.as_str())
-        {
-            return Err(format!("`operation_name`: `{name}` does not appear in `query`"));
-        }
+        // Parsed once, here: a typo in the query, or an operation the config does not match,
+        // would otherwise be found by the GraphQL server on every request.
+        let operation = Operation::parse(&config.query, config.operation_name.as_deref())?;
         if !config.path.starts_with('/') || config.path.contains(['?', '#', ' ']) {
             return Err(format!("`path`: `{}` is not a path (it starts with `/`, without `?`, `#` or spaces)", config.path));
         }
@@ -129,13 +142,14 @@ impl Plugin for GraphQl {
         for (i, rule) in config.errors.iter().enumerate() {
             rule.validate(&format!("errors[{i}]"))?;
         }
-        let result_pointer = match &config.result {
-            None => String::new(),
+        let result_path = match &config.result {
+            None => Vec::new(),
             Some(path) if path.is_empty() || path.split('.').any(str::is_empty) => {
                 return Err(format!("`result`: `{path}` is not a dotted path (e.g. `user` or `users.edges`)"));
             }
-            Some(path) => variables::pointer(path),
+            Some(path) => path.split('.').map(str::to_owned).collect(),
         };
+        operation.check_variables(&config.variables.keys().map(String::as_str).collect::<Vec<_>>())?;
         let mut variables: Vec<(String, Variable)> = config.variables.into_iter().collect();
         for (name, variable) in &mut variables {
             // Checked (and converted: `default = "3"` for an int is 3) once, here: a default of
@@ -147,11 +161,12 @@ impl Plugin for GraphQl {
         }
         Ok(Self {
             reads_body: variables.iter().any(|(_, v)| v.from.is_body()),
+            reads_query: variables.iter().any(|(_, v)| matches!(v.from, From::Query(_))),
             query: config.query,
             operation_name: config.operation_name,
             path: config.path,
             variables,
-            result_pointer,
+            result_path,
             errors_field: config.errors_field,
             errors: config.errors,
         })
@@ -172,11 +187,16 @@ impl Plugin for GraphQl {
                 return Action::error(400, "invalid_json", &message, &req.request_id());
             }
         };
+        // The raw query string, read once: a parameter given twice is refused, not guessed at.
+        let query = if self.reads_query { req.query() } else { None };
         let read = |from: &From| match from {
-            From::Param(name) => req.param(name).map(Raw::Text),
-            From::Query(name) => req.query_param(name).map(Raw::Text),
-            From::Header(name) => req.header_str(name).map(Raw::Text),
-            From::Body(pointer) => body.as_ref().and_then(|b| variables::body_value(b, pointer)).map(Raw::Json),
+            From::Param(name) => Ok(req.param(name).map(Raw::Text)),
+            From::Query(name) => Ok(match &query {
+                Some(query) => variables::query_value(query, name)?.map(Raw::Text),
+                None => None,
+            }),
+            From::Header(name) => Ok(req.header_str(name).map(Raw::Text)),
+            From::Body(pointer) => Ok(body.as_ref().and_then(|b| variables::body_value(b, pointer)).map(Raw::Json)),
         };
         let variables = match variables::build(&self.variables, read) {
             Ok(variables) => variables,
@@ -256,14 +276,10 @@ impl GraphQl {
         };
         let mut data = document.get_mut("data").map(Value::take).unwrap_or(Value::Null);
         let data_is_null = data.is_null();
-        let mut result = if self.result_pointer.is_empty() {
-            data
-        } else {
-            data.pointer_mut(&self.result_pointer).map(Value::take).unwrap_or(Value::Null)
-        };
-        if result.is_null() && !errors.is_empty() {
-            // No result, and errors saying why: `data: null`, or the route's `result` null (the
-            // usual GraphQL "not found": `{"data": {"user": null}, "errors": [...]}`).
+        let result = take_result(&mut data, &self.result_path);
+        if result.as_ref().is_none_or(Value::is_null) && !errors.is_empty() {
+            // No result, and errors saying why: `data: null`, or the route's `result` null or
+            // left out (the usual GraphQL "not found": `{"data": {"user": null}, "errors": [...]}`).
             let status = errors::status_for(&self.errors, &errors);
             let message = match errors.first().and_then(|e| e.get("message")).and_then(Value::as_str) {
                 Some(message) => message.to_owned(),
@@ -280,21 +296,31 @@ impl GraphQl {
             };
             return Answer::Error { status: 502, code: "graphql_error", message: message.to_owned(), errors: None };
         }
-        if !errors.is_empty() {
-            result = match result {
-                Value::Object(mut fields) => {
-                    fields.insert(self.errors_field.clone(), Value::Array(errors));
-                    Value::Object(fields)
-                }
-                other => {
-                    let mut wrapped = Map::new();
-                    wrapped.insert("data".into(), other);
-                    wrapped.insert(self.errors_field.clone(), Value::Array(errors));
-                    Value::Object(wrapped)
-                }
-            };
+        let Some(result) = result else {
+            // `data` is there, without errors, but not the route's `result`: the route's path
+            // does not match the operation (a typo), which the client cannot fix.
+            let message = format!("the route's `result` path `{}` is not in the GraphQL response's `data`", self.result_path.join("."));
+            return Answer::Error { status: 502, code: "graphql_error", message, errors: None };
+        };
+        Answer::Result(if errors.is_empty() { result } else { self.with_errors(result, errors) })
+    }
+
+    /// A partial result with its `errors`: added under `errors_field` to an object result that
+    /// has no such field, else (another value, or an object whose own field of that name would
+    /// be lost) answered as `{"data": result, "<errors_field>": errors}`.
+    fn with_errors(&self, result: Value, errors: Vec<Value>) -> Value {
+        match result {
+            Value::Object(mut fields) if !fields.contains_key(&self.errors_field) => {
+                fields.insert(self.errors_field.clone(), Value::Array(errors));
+                Value::Object(fields)
+            }
+            other => {
+                let mut wrapped = Map::new();
+                wrapped.insert("data".into(), other);
+                wrapped.insert(self.errors_field.clone(), Value::Array(errors));
+                Value::Object(wrapped)
+            }
         }
-        Answer::Result(result)
     }
 
     /// A GraphQL response with an error status: GraphQL-over-HTTP's request error (the plugin
@@ -313,6 +339,26 @@ impl GraphQl {
         };
         Answer::Error { status, code: "graphql_error", message, errors: Some(Value::Array(errors)) }
     }
+}
+
+/// Takes the value at `path` out of `data`: `Some` of it (null if a null, or a list too short,
+/// comes first on the way, as GraphQL nulls a field's parents when it fails), or `None` when an
+/// object on the way has no such key or a scalar is in the way, so that `path` cannot be the
+/// operation's (a mistyped `result`).
+fn take_result(data: &mut Value, path: &[String]) -> Option<Value> {
+    let mut here = data;
+    for key in path {
+        here = match here {
+            Value::Null => return Some(Value::Null),
+            Value::Object(fields) => fields.get_mut(key)?,
+            Value::Array(items) => match items.get_mut(key.parse::<usize>().ok()?) {
+                Some(item) => item,
+                None => return Some(Value::Null),
+            },
+            _ => return None,
+        };
+    }
+    Some(here.take())
 }
 
 /// The gateway's error format, with the GraphQL `errors` when there are some.
@@ -340,12 +386,12 @@ mod tests {
     #[test]
     fn a_config_parses_and_body_reading_is_noticed() {
         let p = configure(
-            r#"{"query": "query U($id: ID!) { user(id: $id) { id } }", "operation_name": "U", "result": "user.profile",
+            r#"{"query": "query U($id: ID!, $input: UserInput) { user(id: $id, input: $input) { id } }", "operation_name": "U", "result": "user.profile",
                 "variables": {"id": {"from": "param.id"}, "input": {"from": "body.user", "type": "json"}}}"#,
         )
         .unwrap();
         assert!(p.reads_body);
-        assert_eq!(p.result_pointer, "/user/profile");
+        assert_eq!(p.result_path, ["user", "profile"]);
         assert_eq!(p.path, "/graphql");
         assert!(!configure(r#"{"query": "{ a }"}"#).unwrap().reads_body);
     }
@@ -380,6 +426,41 @@ mod tests {
         let all = configure(r#"{"query": "{ user { id } }", "errors": [{"code": "NOT_FOUND", "status": 404}]}"#).unwrap();
         let (status, body) = answer(&all, json!({"data": {"user": null}, "errors": not_found}));
         assert_eq!((status, body), (200, json!({"user": null, "errors": not_found})));
+    }
+
+    #[test]
+    fn a_result_path_not_in_the_data_is_a_502_unlike_a_null_result() {
+        let p = configure(r#"{"query": "{ user { profile { id } } }", "result": "user.profile"}"#).unwrap();
+        let missing = "the route's `result` path `user.profile` is not in the GraphQL response's `data`";
+        let (status, body) = answer(&p, json!({"data": {"usr": {"profile": {"id": "1"}}}}));
+        assert_eq!((status, body["message"].as_str()), (502, Some(missing)), "an object without the key");
+        assert_eq!(answer(&p, json!({"data": {"user": {}}})).0, 502, "the last key too");
+        assert_eq!(answer(&p, json!({"data": {"user": "x"}})).0, 502, "a scalar in the way");
+        assert_eq!(answer(&p, json!({"data": {"user": [{"profile": 1}]}})).0, 502, "a list where a key is named");
+        // Present with null (or a null on the way): the result is null.
+        assert_eq!(answer(&p, json!({"data": {"user": {"profile": null}}})), (200, Value::Null));
+        assert_eq!(answer(&p, json!({"data": {"user": null}})), (200, Value::Null));
+        // Left out beside errors: the errors explain it (the rules, as for null).
+        let errors = json!([{"message": "no profile", "extensions": {"code": "NOT_FOUND"}}]);
+        assert_eq!(answer(&p, json!({"data": {"user": {}}, "errors": errors})).0, 502);
+        let rules = configure(r#"{"query": "{ user { profile { id } } }", "result": "user.profile", "errors": [{"code": "NOT_FOUND", "status": 404}]}"#);
+        assert_eq!(answer(&rules.unwrap(), json!({"data": {"user": {}}, "errors": errors})).0, 404);
+        // List indexes: one past the end is no item (null), not a mistyped path.
+        let first = configure(r#"{"query": "{ users { id } }", "result": "users.0"}"#).unwrap();
+        assert_eq!(answer(&first, json!({"data": {"users": [{"id": "1"}]}})), (200, json!({"id": "1"})));
+        assert_eq!(answer(&first, json!({"data": {"users": []}})), (200, Value::Null));
+    }
+
+    #[test]
+    fn partial_errors_never_overwrite_a_field_of_the_result() {
+        let p = configure(r#"{"query": "{ user { id errors } }", "result": "user"}"#).unwrap();
+        let errors = json!([{"message": "flaky", "path": ["user", "x"]}]);
+        let own = json!({"id": "1", "errors": ["its own"]});
+        assert_eq!(answer(&p, json!({"data": {"user": own}, "errors": errors})), (200, json!({"data": own, "errors": errors})));
+        let other = configure(r#"{"query": "{ user { id errors } }", "result": "user", "errors_field": "graphql_errors"}"#).unwrap();
+        let (_, body) = answer(&other, json!({"data": {"user": own}, "errors": errors}));
+        assert_eq!(body, json!({"id": "1", "errors": ["its own"], "graphql_errors": errors}), "no clash: added to the object");
+        assert_eq!(answer(&p, json!({"data": {"user": [1]}, "errors": errors})).1, json!({"data": [1], "errors": errors}));
     }
 
     #[test]
@@ -425,19 +506,31 @@ mod tests {
         let err = |json: &str| configure(json).unwrap_err();
         assert_eq!(err(r#"{}"#), "missing field `query`");
         assert_eq!(err(r#"{"query": " "}"#), "`query`: empty GraphQL document");
-        assert_eq!(err(r#"{"query": "{ a }", "operation_name": "B"}"#), "`operation_name`: `B` does not appear in `query`");
+        assert_eq!(err(r#"{"query": "{ a }", "operation_name": "B"}"#), "`operation_name`: the query has no operation `B` (its operations: (anonymous))");
+        assert_eq!(err(r#"{"query": "query A { a } query B { b }", "operation_name": "b"}"#), "`operation_name`: the query has no operation `b` (its operations: `A`, `B`)");
+        assert!(configure(r#"{"query": "query A { a } query B { b }", "operation_name": "B"}"#).is_ok());
+        assert!(err(r#"{"query": "query A { a } query B { b }"}"#).starts_with("`query`: the document has 2 operations (`A`, `B`)"));
+        assert!(err(r#"{"query": "{ a { b }"}"#).starts_with("`query`: GraphQL syntax error at 1:10 (line:column in the query): "));
+        assert_eq!(
+            err(r#"{"query": "query($id: ID!) { a(id: $id) }", "variables": {"ids": {"from": "param.id"}}}"#),
+            "`variables.ids`: the operation declares no `$ids` (it declares: `$id`)"
+        );
+        assert!(
+            err(r#"{"query": "query($id: ID!, $n: Int) { a(id: $id) }", "variables": {"n": {"from": "query.n"}}}"#)
+                .starts_with("`variables`: the operation requires `$id: ID!` (non-null, no default in the query)")
+        );
         assert!(err(r#"{"query": "{ a }", "path": "graphql"}"#).starts_with("`path`: `graphql` is not a path"));
         assert!(err(r#"{"query": "{ a }", "result": "a..b"}"#).starts_with("`result`: `a..b` is not a dotted path"));
         assert_eq!(
-            err(r#"{"query": "{ a }", "variables": {"id": {"from": "param.id", "type": "uuid"}}}"#),
+            err(r#"{"query": "query($id: ID) { a }", "variables": {"id": {"from": "param.id", "type": "uuid"}}}"#),
             "`variables.id.type`: unknown variant `uuid`, expected one of `string`, `int`, `float`, `bool`, `json`"
         );
-        assert!(err(r#"{"query": "{ a }", "variables": {"id": {"from": "cookie.id"}}}"#).starts_with("`variables.id.from`: `cookie.id`"));
+        assert!(err(r#"{"query": "query($id: ID) { a }", "variables": {"id": {"from": "cookie.id"}}}"#).starts_with("`variables.id.from`: `cookie.id`"));
         assert_eq!(
-            err(r#"{"query": "{ a }", "variables": {"n": {"from": "query.n", "type": "int", "default": "abc"}}}"#),
+            err(r#"{"query": "query($n: Int) { a }", "variables": {"n": {"from": "query.n", "type": "int", "default": "abc"}}}"#),
             "`variables.n.default`: `\"abc\"` is not an integer"
         );
-        let ok = configure(r#"{"query": "{ a }", "variables": {"n": {"from": "query.n", "type": "int", "default": "3"}}}"#).unwrap();
+        let ok = configure(r#"{"query": "query($n: Int) { a }", "variables": {"n": {"from": "query.n", "type": "int", "default": "3"}}}"#).unwrap();
         assert_eq!(ok.variables[0].1.default, Some(serde_json::json!(3)), "converted once, at configure");
         assert_eq!(
             err(r#"{"query": "{ a }", "errors": [{"code": "X", "status": 302}]}"#),

@@ -156,15 +156,61 @@ pub fn body_value(body: &Value, pointer: &str) -> Option<Value> {
     body.pointer(pointer).filter(|v| !v.is_null()).cloned()
 }
 
+/// The one value of query parameter `name` in the raw query string `query`, decoded as
+/// `application/x-www-form-urlencoded` like `Request::query_param`; a parameter given more than
+/// once is an error (no variable type takes a list of them: which one was meant is ambiguous).
+pub fn query_value(query: &str, name: &str) -> Result<Option<String>, String> {
+    let mut values = query.split('&').filter(|pair| !pair.is_empty()).filter_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(key) == name).then(|| form_decode(value))
+    });
+    match (values.next(), values.next()) {
+        (first, None) => Ok(first),
+        (_, Some(_)) => Err("given more than once; send one value".to_owned()),
+    }
+}
+
+/// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte (an invalid
+/// escape is kept as it is), and the bytes are read as UTF-8 (lossily), as the gateway does.
+fn form_decode(text: &str) -> String {
+    if !text.contains(['%', '+']) {
+        return text.to_owned();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%').then(|| hex_byte(text.get(i + 1..i + 3))).flatten();
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, byte) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The byte of two hex digits (`from_str_radix` alone would also take `+1`).
+fn hex_byte(hex: Option<&str>) -> Option<u8> {
+    hex.filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit())).and_then(|h| u8::from_str_radix(h, 16).ok())
+}
+
 /// The variables object sent upstream, or the 400 message for the first bad or missing one.
+/// `read` gives a variable's raw value, if the request has one, or why it cannot be read.
 pub fn build(
     declared: &[(String, Variable)],
-    mut read: impl FnMut(&From) -> Option<Raw>,
+    mut read: impl FnMut(&From) -> Result<Option<Raw>, String>,
 ) -> Result<Map<String, Value>, String> {
     let mut variables = Map::new();
     for (name, variable) in declared {
+        let raw = read(&variable.from).map_err(|why| format!("variable `{name}` from {}: {why}", variable.from.describe()))?;
         // An empty text value (`?posts=`) is no value for a typed variable: its default applies.
-        let raw = read(&variable.from).filter(|raw| !matches!((raw, variable.kind), (Raw::Text(t), kind) if t.is_empty() && kind != Kind::String));
+        let raw = raw.filter(|raw| !matches!((raw, variable.kind), (Raw::Text(t), kind) if t.is_empty() && kind != Kind::String));
         match raw {
             Some(raw) => {
                 let value = variable
@@ -233,25 +279,47 @@ mod tests {
             ["token", {"from": "header.x-token", "required": true}]
         ]))
         .unwrap();
-        let all = build(&declared, |from| match from {
-            From::Param(_) => Some(Raw::Text("5".into())),
-            From::Header(_) => Some(Raw::Text("t".into())),
-            _ => None,
+        let all = build(&declared, |from| {
+            Ok(match from {
+                From::Param(_) => Some(Raw::Text("5".into())),
+                From::Header(_) => Some(Raw::Text("t".into())),
+                _ => None,
+            })
         })
         .unwrap();
         assert_eq!(Value::Object(all), json!({"id": 5, "limit": 10, "token": "t"}));
-        let err = build(&declared, |from| matches!(from, From::Param(_)).then(|| Raw::Text("5".into()))).unwrap_err();
+        let err = build(&declared, |from| Ok(matches!(from, From::Param(_)).then(|| Raw::Text("5".into())))).unwrap_err();
         assert_eq!(err, "variable `token` is required: send header `x-token`");
-        let err = build(&declared, |_| Some(Raw::Text("x".into()))).unwrap_err();
+        let err = build(&declared, |_| Ok(Some(Raw::Text("x".into())))).unwrap_err();
         assert_eq!(err, "variable `id` from route parameter `id`: `x` is not an integer");
         // `?limit=` is no value for an int: the default; for a string, the empty string.
-        let empty = build(&declared, |from| match from {
-            From::Param(_) => Some(Raw::Text("5".into())),
-            From::Header(_) => Some(Raw::Text("t".into())),
-            From::Query(_) => Some(Raw::Text(String::new())),
-            From::Body(_) => None,
+        let empty = build(&declared, |from| {
+            Ok(match from {
+                From::Param(_) => Some(Raw::Text("5".into())),
+                From::Header(_) => Some(Raw::Text("t".into())),
+                From::Query(_) => Some(Raw::Text(String::new())),
+                From::Body(_) => None,
+            })
         })
         .unwrap();
         assert_eq!(Value::Object(empty), json!({"id": 5, "limit": 10, "after": "", "token": "t"}));
+    }
+
+    #[test]
+    fn a_query_parameter_is_decoded_and_given_once() {
+        assert_eq!(query_value("a=1&posts=x+y%21&b", "posts"), Ok(Some("x y!".into())));
+        assert_eq!(query_value("flag&a=1", "flag"), Ok(Some(String::new())));
+        assert_eq!(query_value("p%6Fsts=2&&a=%zz%+1%2", "posts"), Ok(Some("2".into())), "the name is decoded too");
+        assert_eq!(query_value("a=%zz%+1%2", "a"), Ok(Some("%zz% 1%2".into())), "invalid escapes are kept");
+        assert_eq!(query_value("a=%C3%A9%FF", "a"), Ok(Some("é\u{fffd}".into())));
+        assert_eq!(query_value("a=1", "posts"), Ok(None));
+        let twice = Err("given more than once; send one value".to_owned());
+        assert_eq!(query_value("posts=1&posts=2", "posts"), twice);
+        assert_eq!(query_value("posts=1&p%6Fsts=1", "posts"), twice, "even with the same value, however written");
+        assert_eq!(query_value("posts&posts=", "posts"), twice);
+        // As an error of the variable read from it, naming the parameter.
+        let declared: Vec<(String, Variable)> = serde_json::from_value(json!([["posts", {"from": "query.posts", "type": "json"}]])).unwrap();
+        let err = build(&declared, |_| query_value("posts=[1]&posts=[2]", "posts").map(|v| v.map(Raw::Text))).unwrap_err();
+        assert_eq!(err, "variable `posts` from query parameter `posts`: given more than once; send one value");
     }
 }
