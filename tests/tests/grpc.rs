@@ -259,11 +259,29 @@ async fn gateway(toml: &str) -> Result<Gateway, airlock::StartError> {
 }
 
 async fn json_call(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let client = HttpClient::http1();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
+    raw_call(gw, method, path, &body).await
+}
+
+/// [`json_call`] with the body sent as it is written: number texts that `json!` would change
+/// (`1.0`, `9007199254740993.0`), one object's keys in their order.
+async fn raw_call(gw: &Gateway, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
+    let client = HttpClient::http1();
     let reply: Reply = client.request(method, &gw.url(path), &[("content-type", "application/json")], body.as_bytes()).await;
     let value = if reply.body.is_empty() { Value::Null } else { reply.json() };
     (reply.status, value)
+}
+
+/// Sends each `(method, path, raw body)` and checks the answer is a 400 (INVALID_ARGUMENT) whose
+/// message holds the text.
+async fn assert_400s(gw: &Gateway, cases: &[(&str, &str, &str, &str)]) {
+    for (method, path, body, text) in cases {
+        let (status, reply) = raw_call(gw, method, path, body).await;
+        assert_eq!(status, 400, "{method} {path} {body}: {reply}");
+        assert_eq!(reply["code"], 3, "{method} {path} {body}: {reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains(text), "{method} {path} {body}: {reply}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -758,6 +776,150 @@ async fn a_clients_reserved_grpc_headers_are_not_sent_to_the_server() {
     assert_eq!(server.seen.header("content-type").as_deref(), Some("application/grpc"));
 }
 
+/// protojson refuses one field given under both its JSON name and its proto name ("duplicate
+/// field"): a 400 naming it (before: accepted, the last one silently winning).
+#[tokio::test]
+async fn one_field_under_its_json_and_its_proto_name_is_a_400_naming_it() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "POST",
+            "/v1/echo",
+            r#"{"maybeText": "a", "maybe_text": "b"}"#,
+            "the request does not fit `demo.v1.Everything`: field `maybe_text`: `maybeText` and `maybe_text` both name field `maybe_text` of `demo.v1.Everything`",
+        ),
+        ("POST", "/v1/echo", r#"{"nested_list": [{"limit": 1}, {"name_prefix": "a", "limit": 2, "namePrefix": "b"}]}"#, "field `nested_list[1].namePrefix`: "),
+        ("POST", "/v1/users", r#"{"display_name": "a", "role": 1, "displayName": "b"}"#, "field `user.displayName`: `display_name` and `displayName`"),
+        ("PATCH", "/v1/users/3", r#"{"createdAt": "2024-01-01T00:00:00Z", "created_at": "2025-01-01T00:00:00Z"}"#, "field `created_at`: "),
+    ];
+    assert_400s(&gw, cases).await;
+    assert_eq!(server.seen.calls(), 0, "nothing reached the gRPC server");
+
+    // Keys that look like one field's two names in a map or a Struct are two keys of the
+    // client's; either name alone is the field.
+    let body = r#"{"labels": {"maybe_text": "a", "maybeText": "b"}, "doc": {"name_prefix": 1, "namePrefix": 2}, "maybe_text": "x", "nestedList": [{"namePrefix": "n"}]}"#;
+    let (status, reply) = raw_call(&gw, "POST", "/v1/echo", body).await;
+    assert_eq!(status, 200, "{reply}");
+    let got = server.seen.echo.lock().unwrap().clone().unwrap();
+    assert_eq!(got.labels, HashMap::from([("maybe_text".to_owned(), "a".to_owned()), ("maybeText".to_owned(), "b".to_owned())]));
+    assert_eq!(got.doc.map(|d| d.fields.len()), Some(2));
+    assert_eq!((got.maybe_text.as_deref(), got.nested_list[0].name_prefix.as_str()), (Some("x"), "n"));
+}
+
+/// protojson refuses a Duration or Timestamp with more than nine fractional digits: a 400 naming
+/// the field or parameter (before: cut to nanoseconds and sent on).
+#[tokio::test]
+async fn durations_and_timestamps_finer_than_nanoseconds_are_a_400_naming_the_field() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "POST",
+            "/v1/echo",
+            r#"{"took": "1.0000000001s"}"#,
+            "the request does not fit `demo.v1.Everything`: field `took`: 1.0000000001s has 10 fractional digits: google.protobuf.Duration takes at most 9",
+        ),
+        ("POST", "/v1/echo", r#"{"took": "-0.1234567890123s"}"#, "field `took`: -0.1234567890123s has 13 fractional digits"),
+        ("POST", "/v1/echo", r#"{"at": "2024-01-02T03:04:05.1234567891Z"}"#, "field `at`: 2024-01-02T03:04:05.1234567891Z has 10 fractional digits: google.protobuf.Timestamp"),
+        ("POST", "/v1/echo", r#"{"at": "2024-01-02T03:04:05.0000000000+01:00"}"#, "field `at`: "),
+        ("POST", "/v1/users", r#"{"createdAt": "2024-01-02T03:04:05.1234567890Z"}"#, "field `user.createdAt`: "),
+        ("GET", "/v1/echo/x?took=0.0000000001s", "", "query parameter `took`: field `took`: 0.0000000001s has 10 fractional digits"),
+        ("GET", "/v1/echo/x?at=2024-01-02T03:04:05.1234567890Z", "", "query parameter `at`: "),
+    ];
+    assert_400s(&gw, cases).await;
+    assert_eq!(server.seen.calls(), 0, "nothing reached the gRPC server");
+
+    // Nine digits are nanoseconds, exactly.
+    let body = r#"{"took": "1.000000001s", "at": "2024-01-02T03:04:05.123456789Z"}"#;
+    let (status, reply) = raw_call(&gw, "POST", "/v1/echo", body).await;
+    assert_eq!(status, 200, "{reply}");
+    let got = server.seen.echo.lock().unwrap().clone().unwrap();
+    assert_eq!(got.took, Some(prost_types::Duration { seconds: 1, nanos: 1 }));
+    assert_eq!(got.at, Some(prost_types::Timestamp { seconds: 1_704_164_645, nanos: 123_456_789 }));
+    let (status, reply) = raw_call(&gw, "GET", "/v1/echo/x?took=-0.000000001s", "").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(server.seen.echo.lock().unwrap().as_ref().and_then(|e| e.took), Some(prost_types::Duration { seconds: 0, nanos: -1 }));
+}
+
+/// protojson takes an integer field's value in exponent or decimal form when it is integral, as
+/// a JSON number or a string, exactly (before: such strings were refused, and numbers went
+/// through a float: 9007199254740993.0 arrived rounded, 2^64 as u64::MAX); a value that is not
+/// integral or out of range is a 400 naming the field.
+#[tokio::test]
+async fn integral_numbers_in_exponent_or_decimal_form_are_taken_exactly() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    // Floats of other fields (double, Struct) before and among them: each keeps its own value.
+    let body = r#"{"dbl": 1.5, "doc": {"a": 1.0, "b": [2.5e0]}, "i32": "1e3", "i64": 9007199254740993.0,
+        "u64": 1.8446744073709551615e19, "s64": "-2.5e1", "f64": "7.0", "maybeI64": 1.2e1, "flt": 0.5,
+        "numbers": [1E2, "2e1", 3, -0.0], "role": 2.0, "nested": {"limit": 4.0}, "anyValue": 0.25}"#;
+    let (status, reply) = raw_call(&gw, "POST", "/v1/echo", body).await;
+    assert_eq!(status, 200, "{reply}");
+    let got = server.seen.echo.lock().unwrap().clone().unwrap();
+    assert_eq!((got.i32, got.i64, got.u64, got.s64, got.f64), (1000, 9_007_199_254_740_993, u64::MAX, -25, 7));
+    assert_eq!((got.maybe_i64, got.numbers.clone(), got.role), (Some(12), vec![100, 20, 3, 0], Role::Admin as i32));
+    assert_eq!(got.nested.as_ref().map(|n| n.limit), Some(4));
+    assert_eq!((got.dbl, got.flt), (1.5, 0.5));
+    let doc = got.doc.unwrap();
+    assert_eq!(doc.fields["a"].kind, Some(prost_types::value::Kind::NumberValue(1.0)));
+    let Some(prost_types::value::Kind::ListValue(list)) = &doc.fields["b"].kind else { panic!("b is a list: {doc:?}") };
+    assert_eq!(list.values[0].kind, Some(prost_types::value::Kind::NumberValue(2.5)));
+    assert_eq!(got.any_value.unwrap().kind, Some(prost_types::value::Kind::NumberValue(0.25)));
+
+    // In the query and the path too.
+    let (status, reply) = raw_call(&gw, "GET", "/v1/echo/x?i64=1e3&i32=2.0&numbers=1e1&numbers=-3", "").await;
+    assert_eq!(status, 200, "{reply}");
+    let got = server.seen.echo.lock().unwrap().clone().unwrap();
+    assert_eq!((got.i64, got.i32, got.numbers), (1000, 2, vec![10, -3]));
+    let (status, reply) = raw_call(&gw, "GET", "/v1/users/4.2e1", "").await;
+    assert_eq!((status.as_u16(), reply["id"].clone()), (200, json!("42")));
+
+    let calls = server.seen.calls();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("POST", "/v1/echo", r#"{"i64": 1.5}"#, "the request does not fit `demo.v1.Everything`: field `i64`: 1.5 is not an integer (int64)"),
+        ("POST", "/v1/echo", r#"{"i64": "15e-1"}"#, "field `i64`: 15e-1 is not an integer (int64)"),
+        ("POST", "/v1/echo", r#"{"i32": "1e10"}"#, "field `i32`: 1e10 is out of range for int32"),
+        ("POST", "/v1/echo", r#"{"u64": 18446744073709551616}"#, "field `u64`: 18446744073709551616 is out of range for uint64"),
+        ("POST", "/v1/echo", r#"{"i64": 9223372036854775808.0}"#, "field `i64`: 9223372036854775808.0 is out of range for int64"),
+        ("POST", "/v1/echo", r#"{"dbl": 0.5, "nestedList": [{}, {"limit": 2.5}]}"#, "field `nestedList[1].limit`: 2.5 is not an integer (uint32)"),
+        ("GET", "/v1/echo/x?i64=1.5", "", "query parameter `i64` does not fit field `i64` (int64) of `demo.v1.Everything`: 1.5 is not an integer (int64)"),
+        ("GET", "/v1/users/1e19", "", "path variable `id` does not fit field `id` (int64) of `demo.v1.GetUserRequest`: 1e19 is out of range for int64"),
+    ];
+    assert_400s(&gw, cases).await;
+    assert_eq!(server.seen.calls(), calls, "nothing more reached the gRPC server");
+}
+
+/// Envoy's transcoder and grpc-gateway prefer the more specific binding: a literal segment over a
+/// variable, a variable over `**`, whatever the order the bindings are listed in (before: the
+/// first listed that matched, so `/v1/users/{id}` shadowed a later `/v1/users/me`).
+#[tokio::test]
+async fn a_literal_segment_wins_over_a_variable_and_a_variable_over_a_wildcard_whatever_the_order() {
+    let server = GrpcServer::start(None).await;
+    // The GetUser annotation `GET /v1/users/{id}` comes before every mapping; the `**` mapping
+    // before the `{text}` one.
+    let extra = r#"[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Ping"
+http = "GET /v1/things/{note=**}"
+[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Echo"
+http = "GET /v1/things/{text}"
+[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Ping"
+http = "GET /v1/users/me""#;
+    let gw = gateway(&config(&server, extra)).await.unwrap();
+    let (status, body) = json_call(&gw, "GET", "/v1/users/me", None).await;
+    assert_eq!((status.as_u16(), body), (200, json!({})), "Ping, not GetUser with id `me`");
+    assert!(server.seen.get.lock().unwrap().is_none());
+    let (status, body) = json_call(&gw, "GET", "/v1/users/42", None).await;
+    assert_eq!((status.as_u16(), body["displayName"].clone()), (200, json!("user 42")), "the variable still takes the rest");
+
+    let (status, body) = json_call(&gw, "GET", "/v1/things/x", None).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"text": "x"})), "Echo: `{{text}}` before `**`");
+    let (status, body) = json_call(&gw, "GET", "/v1/things/x/y", None).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"note": "x/y"})), "Ping: only `**` takes two segments");
+}
+
 #[tokio::test]
 async fn streaming_methods_bad_mappings_and_ungranted_descriptors_are_refused_at_load() {
     let server = GrpcServer::start(None).await;
@@ -785,6 +947,11 @@ async fn streaming_methods_bad_mappings_and_ungranted_descriptors_are_refused_at
         (
             "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/GetUser\"\nhttp = \"GET /x/{view}\"\n\
              [[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/Echo\"\nhttp = \"GET /x/{text}\"",
+            "`demo.v1.Users.GetUser` and `demo.v1.Users.Echo` are bound to the same GET path",
+        ),
+        // The same paths, the variables drawn otherwise: `/v1/users/{id}` of the annotation.
+        (
+            "[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/Echo\"\nhttp = \"GET /v1/{text=users/*}\"",
             "`demo.v1.Users.GetUser` and `demo.v1.Users.Echo` are bound to the same GET path",
         ),
     ];

@@ -26,20 +26,34 @@
 //! # response_body = "field"                 # answer one field of the response message
 //! ```
 //!
-//! A request is matched against every binding (annotations first, in the set's order, then
-//! `mappings`): method and path template (`{field}`, `{field=a/*/b/*}`, `**`, `:verb`). None
+//! A request is matched against the bindings (the annotations and `mappings`): method and path
+//! template (`{field}`, `{field=a/*/b/*}`, `**`, `:verb`). The most specific binding matching
+//! wins, whatever the order they are listed in, as with Envoy's transcoder and grpc-gateway:
+//! segment by segment, a literal before a variable or `*`, before `**` (`GET /v1/users/me` before
+//! `GET /v1/users/{id}`); the bindings are sorted so at load, and two of one HTTP method that
+//! match the same paths (`/v1/users/{id}`, `/v1/{name=users/*}`) are refused there. None
 //! matching is a 404, never a request passed through untranscoded. Path variables are
 //! percent-decoded as google/api/http.proto says: a single-segment one entirely, a multi-segment
 //! one (`{field=**}`, `{field=a/*/b/*}`) all but `%2F` / `%2f`, which stay as they are. The
 //! request message is built from the JSON body (`body: "*"`: the whole message; `body: "f"`:
 //! field `f`), then the query parameters (dotted field paths, repeated fields by repeating the
 //! parameter, a singular field given once; not allowed when the body is the whole message), then
-//! the path variables. The proto3 JSON mapping applies (int64 as strings or numbers, enums by name
-//! or number, well-known types); an unknown field or query parameter, a singular field given twice
-//! in the query, a path or query value that is not UTF-8 once percent-decoded (`%E9`), a body sent
-//! to a binding without `body`, or a value that does not fit its field (a float out of range
-//! included), is a 400 naming the path variable, query parameter or body field. Each binding
-//! answers with its own `response_body`, whatever other bindings its method has.
+//! the path variables. The proto3 JSON mapping applies, as Go's protojson reads it (int64 as
+//! strings or numbers, enums by name or number, well-known types); an integer field takes an
+//! integral value in any number form, as a number or a string (`1e3`, `"2.50e1"`, `4.0`), exactly:
+//! worked out on the decimal digits, never through a float (`9007199254740993.0` stays that). An
+//! unknown field or query parameter, a singular field given twice in the query, a key given twice
+//! in one object of the body or one field under both its JSON and proto names (`{"userId": 1,
+//! "user_id": 2}`), a path or query value that is not UTF-8 once percent-decoded (`%E9`), a body
+//! sent to a binding without `body`, or a value that does not fit its field (a float out of
+//! range, an integer that is not integral (`1.5`) or out of range, a `Timestamp` or `Duration`
+//! with more than nine fractional digits), is a 400 naming the path variable, query parameter or
+//! body field. The checks the proto3 JSON reader does not do cost nothing on the usual request:
+//! the body reader notes what might need them (a number with a fraction or exponent, two keys
+//! that may name one field, a string ending like a too fine time) and only then the body is
+//! walked with its types; an integral string in exponent form is read once the plain reading
+//! failed. Each binding answers with its own `response_body`, whatever other bindings its method
+//! has.
 //!
 //! The upstream gets `POST /package.Service/Method` with `content-type: application/grpc`,
 //! `te: trailers` and the framed message (uncompressed); the client's `grpc-*` headers but
@@ -56,11 +70,14 @@
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+pub mod json;
 pub mod mapping;
 pub mod message;
+pub mod numbers;
 pub mod status;
 pub mod template;
 pub mod upstream_status;
+pub mod walk;
 
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, Response};
 use prost_reflect::DescriptorPool;

@@ -4,6 +4,7 @@
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value};
 use serde::Deserialize;
 
+use crate::json::Twins;
 use crate::template::Template;
 
 /// `[[mappings]]`: one HTTP binding of a method, written in the config instead of (or beside) the
@@ -34,9 +35,18 @@ pub struct Binding {
     pub response_body: Option<String>,
     /// The method called.
     pub method: MethodDescriptor,
+    /// The fields of the request message (and those it holds) that have two names, for the body
+    /// reader to notice one field given twice.
+    pub twins: Twins,
 }
 
 impl Binding {
+    /// A binding of `method`; nothing is checked yet ([`check`] does at configure).
+    pub fn new(verb: String, template: Template, body: Option<String>, response_body: Option<String>, method: MethodDescriptor) -> Self {
+        let twins = Twins::of(&method.input());
+        Self { verb, template, body, response_body, method, twins }
+    }
+
     /// The upstream path of the method, `/package.Service/Method`.
     pub fn grpc_path(&self) -> String {
         grpc_path(&self.method)
@@ -49,7 +59,8 @@ pub fn grpc_path(method: &MethodDescriptor) -> String {
 }
 
 /// Every binding: from the annotations (unless `annotations` is false) of `services` (every
-/// service when empty), then from `mappings`.
+/// service when empty), then from `mappings`; sorted most specific first
+/// ([`Template::precedence`]), so that the first one matching a request is the one to call.
 pub fn bindings(pool: &DescriptorPool, services: &[String], annotations: bool, mappings: &[MappingConfig]) -> Result<Vec<Binding>, String> {
     for name in services {
         if pool.get_service_by_name(name).is_none() {
@@ -86,6 +97,12 @@ pub fn bindings(pool: &DescriptorPool, services: &[String], annotations: bool, m
             ));
         }
     }
+    // The most specific binding first, whatever the order they were listed in: the first one
+    // matching a request is then the one Envoy's transcoder and grpc-gateway pick (a literal
+    // segment before a variable, before `**`). Decided here, once: a request still tries the
+    // bindings in order and takes the first match. Equally specific bindings of one HTTP method
+    // match different paths (the same paths are refused above), so their order does not matter.
+    out.sort_by_cached_key(|b| b.template.precedence());
     if out.is_empty() {
         return Err(format!(
             "no method is mapped: the descriptor set has no `google.api.http` annotation{} and `mappings` is empty",
@@ -121,13 +138,7 @@ fn from_rule(rule: &DynamicMessage, method: &MethodDescriptor, out: &mut Vec<Bin
         }
     if let Some((verb, path)) = pattern {
         let template = Template::parse(&path).map_err(|e| format!("{}: {e}", at()))?;
-        let binding = Binding {
-            verb,
-            template,
-            body: string_field(rule, "body"),
-            response_body: string_field(rule, "response_body"),
-            method: method.clone(),
-        };
+        let binding = Binding::new(verb, template, string_field(rule, "body"), string_field(rule, "response_body"), method.clone());
         out.push(check(binding).map_err(|e| format!("{}: {e}", at()))?);
     }
     if depth == 0
@@ -163,7 +174,7 @@ fn from_config(pool: &DescriptorPool, mapping: &MappingConfig) -> Result<Binding
         return Err(format!("`http`: `{verb}` is not an HTTP method"));
     }
     let template = Template::parse(path.trim()).map_err(|e| format!("`http`: {e}"))?;
-    check(Binding { verb, template, body: mapping.body.clone(), response_body: mapping.response_body.clone(), method })
+    check(Binding::new(verb, template, mapping.body.clone(), mapping.response_body.clone(), method))
 }
 
 /// Refuses streaming methods and fields the messages do not have.

@@ -8,77 +8,11 @@ use prost::Message as _;
 use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, SerializeOptions};
 use serde_json::{Map, Value};
 
+use crate::json::{self, Floats, Signals};
 use crate::mapping::Binding;
-
-/// A JSON body read as `serde_json::Value` in one pass, but refusing a key given twice in one
-/// object (as protojson does), where `Value` keeps the last: a proxy, WAF or plugin that reads
-/// the first would see another value than the gRPC server gets.
-struct Strict(Value);
-
-impl<'de> serde::Deserialize<'de> for Strict {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Strict(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
-            let Strict(value) = access.next_value()?;
-            if map.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!("the key `{key}` is given twice")));
-            }
-            map.insert(key, value);
-        }
-        Ok(Value::Object(map))
-    }
-}
+use crate::numbers;
 use crate::template::decode;
+use crate::walk;
 
 /// Bytes of the gRPC message prefix: compressed flag, then the length as a big-endian u32.
 const PREFIX: usize = 5;
@@ -131,6 +65,10 @@ fn leaf(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
     if float && text.parse::<f64>().is_ok_and(|v| v.is_finite() && (v as f32).is_infinite()) {
         return Err(format!("{text} is out of range for field `{}` (float)", field.name()));
     }
+    // More than nanoseconds is refused, as in the body, never cut.
+    if numbers::is_time(&field.kind()) {
+        numbers::check_fraction(text, &type_name(field)).map_err(|e| format!("field `{}`: {e}", field.name()))?;
+    }
     match field.kind() {
         Kind::Bool => boolean(text),
         Kind::Message(m) if m.full_name() == "google.protobuf.BoolValue" => boolean(text),
@@ -157,15 +95,18 @@ fn type_name(field: &FieldDescriptor) -> String {
 
 /// Checks that `value`, from the path or query, fits `field` on its own, so that the 400 names
 /// `what` (`path variable `id``) rather than only the request message.
+/// The value is read as in the whole request: an integral value in exponent form is taken.
 fn check_fits(field: &FieldDescriptor, value: &Value, what: &str) -> Result<(), BadRequest> {
     let parent = field.parent_message();
     let value = if field.is_list() { Value::Array(vec![value.clone()]) } else { value.clone() };
     let mut object = Map::new();
     object.insert(field.name().to_owned(), value);
+    let misfit = |why: String| {
+        BadRequest(format!("{what} does not fit field `{}` ({}) of `{}`: {why}", field.name(), type_name(field), parent.full_name()))
+    };
+    walk::request(parent, &mut object).map_err(|m| misfit(m.why))?;
     let options = DeserializeOptions::new().deny_unknown_fields(true);
-    DynamicMessage::deserialize_with_options(parent.clone(), &Value::Object(object), &options).map(drop).map_err(|e| {
-        BadRequest(format!("{what} does not fit field `{}` ({}) of `{}`: {e}", field.name(), type_name(field), parent.full_name()))
-    })
+    DynamicMessage::deserialize_with_options(parent.clone(), &Value::Object(object), &options).map(drop).map_err(|e| misfit(e.to_string()))
 }
 
 /// How deep [`locate`] follows nested messages: each level deserializes its part again.
@@ -249,13 +190,14 @@ pub fn request_json(
 ) -> Result<Value, BadRequest> {
     let input = binding.method.input();
     let body = body.filter(|b| !b.iter().all(u8::is_ascii_whitespace));
-    let parsed: Option<Value> = match body {
+    let (parsed, signals) = match body {
         Some(bytes) if binding.body.is_some() => {
-            let strict: Strict = serde_json::from_slice(bytes).map_err(|e| BadRequest(format!("the request body is not valid JSON: {e}")))?;
-            Some(strict.0)
+            let (value, signals) =
+                json::read(bytes, &binding.twins).map_err(|e| BadRequest(format!("the request body is not valid JSON: {e}")))?;
+            (Some(value), signals)
         }
         Some(_) => return Err(BadRequest(format!("{} {path} takes no request body", binding.verb))),
-        None => None,
+        None => (None, Signals::default()),
     };
     let mut object = match (binding.body.as_deref(), parsed) {
         (Some("*"), Some(Value::Object(map))) => map,
@@ -267,6 +209,11 @@ pub fn request_json(
         }
         (None, Some(_)) | (_, None) => Map::new(),
     };
+    // The body alone, before the query and path join it: what its reader signalled.
+    if let (true, Some(bytes)) = (signals.any(), body) {
+        let floats = signals.floats.then(|| Floats::of(bytes));
+        walk::body(&input, &mut object, floats).map_err(|m| does_not_fit(&input, &m))?;
+    }
     if let Some(query) = query.filter(|q| !q.is_empty()) {
         // The singular fields set so far, by proto-name path: a second value is a 400 (as
         // grpc-gateway's "too many values"), never the last one silently winning.
@@ -317,12 +264,36 @@ pub fn request_json(
 /// encoded and framed. When it does not fit, the 400 names the path or query parameter that does
 /// not fit its field (a second, checking pass over them: the failure path only), else the body
 /// field ([`encode_request`]).
+///
+/// An integral value given as a string in another form than plain digits (`"1e3"`, `"2.0"`, from
+/// the body, query or path) fails the first encoding: only then the request is walked, such
+/// values made plain integers (others refused, naming the field), and encoded again.
 pub fn encode(binding: &Binding, path: &str, captures: &[(String, Vec<u8>)], query: Option<&str>, body: Option<&[u8]>) -> Result<Vec<u8>, BadRequest> {
-    let json = request_json(binding, path, captures, query, body, false)?;
-    encode_request(&binding.method.input(), &json).map_err(|whole| match request_json(binding, path, captures, query, body, true) {
-        Err(named) => named,
-        Ok(_) => whole,
-    })
+    let input = binding.method.input();
+    let mut json = request_json(binding, path, captures, query, body, false)?;
+    if let Ok(framed) = encode_request(&input, &json) {
+        return Ok(framed);
+    }
+    let walked = match &mut json {
+        Value::Object(object) => walk::request(&input, object),
+        _ => Ok(()),
+    };
+    let whole = match walked {
+        Ok(()) => match encode_request(&input, &json) {
+            Ok(framed) => return Ok(framed),
+            Err(whole) => whole,
+        },
+        Err(mistake) => does_not_fit(&input, &mistake),
+    };
+    match request_json(binding, path, captures, query, body, true) {
+        Err(named) => Err(named),
+        Ok(_) => Err(whole),
+    }
+}
+
+/// The 400 for a value of the request the typed pass refused.
+fn does_not_fit(input: &MessageDescriptor, mistake: &walk::Mistake) -> BadRequest {
+    BadRequest(format!("the request does not fit `{}`: field `{}`: {}", input.full_name(), mistake.path(), mistake.why))
 }
 
 /// The request message for `json`, encoded and framed (uncompressed).
@@ -401,7 +372,8 @@ mod tests {
     }
 
     /// `t.v1.T/Get(Thing) returns (Thing)` bound to `verb path` with `body`; `Thing` has `text`,
-    /// `i64`, `tags` (repeated), `maybe_flag` and `filter` (a message with `limit`).
+    /// `i64`, `tags` (repeated), `maybe_flag` and `filter` (a message with `limit` and
+    /// `name_prefix`).
     fn binding(verb: &str, path: &str, body: Option<&str>) -> Binding {
         let thing = DescriptorProto {
             name: Some("Thing".into()),
@@ -414,7 +386,11 @@ mod tests {
             ],
             ..Default::default()
         };
-        let filter = DescriptorProto { name: Some("Filter".into()), field: vec![field("limit", 1, Type::Uint32, Label::Optional, None)], ..Default::default() };
+        let filter = DescriptorProto {
+            name: Some("Filter".into()),
+            field: vec![field("limit", 1, Type::Uint32, Label::Optional, None), field("name_prefix", 2, Type::String, Label::Optional, None)],
+            ..Default::default()
+        };
         let get = MethodDescriptorProto {
             name: Some("Get".into()),
             input_type: Some(".t.v1.Thing".into()),
@@ -432,7 +408,7 @@ mod tests {
         let mut pool = DescriptorPool::new();
         pool.add_file_descriptor_proto(file).unwrap();
         let method = pool.get_service_by_name("t.v1.T").unwrap().methods().next().unwrap();
-        Binding { verb: verb.into(), template: Template::parse(path).unwrap(), body: body.map(str::to_owned), response_body: None, method }
+        Binding::new(verb.into(), Template::parse(path).unwrap(), body.map(str::to_owned), None, method)
     }
 
     /// What `request_json` makes of `path` and `query` (and `body`) for `binding`.
@@ -499,10 +475,92 @@ mod tests {
         let err = request(&b, "/v1/things", "", Some(r#"{"filter": {"limit": 1, "limit": 2}}"#)).unwrap_err();
         assert!(err.contains("the key `limit` is given twice"), "{err}");
         assert_eq!(
-            request(&b, "/v1/things", "", Some(r#"{"text": "a", "tags": ["x", "x"], "filter": {"limit": 1.5e0}}"#)).unwrap(),
-            json!({"text": "a", "tags": ["x", "x"], "filter": {"limit": 1.5}}),
-            "values as serde_json reads them; repeated array items are fine"
+            request(&b, "/v1/things", "", Some(r#"{"text": "a", "tags": ["x", "x"], "filter": {"limit": 1.5e1}}"#)).unwrap(),
+            json!({"text": "a", "tags": ["x", "x"], "filter": {"limit": 15}}),
+            "repeated array items are fine; an integral exponent form is an integer"
         );
+    }
+
+    /// The message the request makes, as the server decodes it.
+    fn sent(binding: &Binding, path: &str, query: &str, body: Option<&str>) -> Result<DynamicMessage, String> {
+        let framed = encoded(binding, path, query, body)?;
+        Ok(DynamicMessage::decode(binding.method.input(), &framed[PREFIX..]).unwrap())
+    }
+
+    fn get(message: &DynamicMessage, path: &str) -> prost_reflect::Value {
+        match path.split_once('.') {
+            Some((head, rest)) => match message.get_field_by_name(head).unwrap().as_ref() {
+                prost_reflect::Value::Message(inner) => get(inner, rest),
+                other => panic!("{head} is {other:?}"),
+            },
+            None => message.get_field_by_name(path).unwrap().into_owned(),
+        }
+    }
+
+    /// protojson's "duplicate field": one field under its JSON name and its proto name, where the
+    /// proto3 JSON reader keeps the last.
+    #[test]
+    fn one_field_under_both_its_names_is_refused() {
+        let b = binding("POST", "/v1/things", Some("*"));
+        let err = request(&b, "/v1/things", "", Some(r#"{"maybeFlag": true, "maybe_flag": false}"#)).unwrap_err();
+        assert_eq!(
+            err,
+            "the request does not fit `t.v1.Thing`: field `maybe_flag`: `maybeFlag` and `maybe_flag` both name field `maybe_flag` of `t.v1.Thing`: give it once"
+        );
+        let err = request(&b, "/v1/things", "", Some(r#"{"filter": {"name_prefix": "a", "limit": 1, "namePrefix": "b"}}"#)).unwrap_err();
+        assert!(err.starts_with("the request does not fit `t.v1.Thing`: field `filter.namePrefix`: `name_prefix` and `namePrefix`"), "{err}");
+        // The same names in two objects, or either name alone, are fine.
+        assert!(sent(&b, "/v1/things", "", Some(r#"{"maybeFlag": true, "filter": {"name_prefix": "a"}}"#)).is_ok());
+        let b = binding("POST", "/v1/things/{text}", Some("filter"));
+        let err = request(&b, "/v1/things/x", "", Some(r#"{"namePrefix": "a", "name_prefix": "b"}"#)).unwrap_err();
+        assert!(err.contains("field `filter.name_prefix`: `namePrefix` and `name_prefix` both name field `name_prefix` of `t.v1.Filter`"), "{err}");
+        // A path variable sets the field the body gave under its other name, and wins, even once
+        // the request is walked again (an integral string in exponent form).
+        let b = binding("PATCH", "/v1/things/{maybe_flag}", Some("*"));
+        let got = sent(&b, "/v1/things/true", "", Some(r#"{"maybeFlag": false, "i64": "1e3"}"#)).unwrap();
+        assert_eq!((get(&got, "maybe_flag"), get(&got, "i64")), (prost_reflect::Value::Bool(true), prost_reflect::Value::I64(1000)));
+    }
+
+    /// protojson takes an integral value in any number form, in a number or a string, exactly;
+    /// before, a number went through a float (rounded, saturated past 64 bits) and a string in
+    /// exponent form was refused.
+    #[test]
+    fn integral_values_in_exponent_or_decimal_form_are_taken_exactly() {
+        let b = binding("POST", "/v1/things", Some("*"));
+        let i64_of = |body: &str| sent(&b, "/v1/things", "", Some(body)).map(|m| get(&m, "i64"));
+        assert_eq!(i64_of(r#"{"i64": 9007199254740993.0}"#), Ok(prost_reflect::Value::I64(9_007_199_254_740_993)));
+        assert_eq!(i64_of(r#"{"i64": "9007199254740993"}"#), Ok(prost_reflect::Value::I64(9_007_199_254_740_993)));
+        assert_eq!(i64_of(r#"{"i64": "1e3"}"#), Ok(prost_reflect::Value::I64(1000)));
+        assert_eq!(i64_of(r#"{"i64": 1e3}"#), Ok(prost_reflect::Value::I64(1000)));
+        assert_eq!(i64_of(r#"{"i64": -2.50E1}"#), Ok(prost_reflect::Value::I64(-25)));
+        assert_eq!(i64_of(r#"{"i64": "-9.223372036854775808e18"}"#), Ok(prost_reflect::Value::I64(i64::MIN)));
+        let limit = sent(&b, "/v1/things", "", Some(r#"{"text": "x", "filter": {"limit": 4.0, "name_prefix": "1e3"}}"#)).unwrap();
+        assert_eq!((get(&limit, "filter.limit"), get(&limit, "filter.name_prefix")), (prost_reflect::Value::U32(4), prost_reflect::Value::String("1e3".into())));
+
+        // Floats where the message has none, or not where a field wants an integer, keep their turn.
+        assert_eq!(
+            request(&b, "/v1/things", "", Some(r#"{"i64": [1.5, {"x": 2.5}], "tags": [0.5], "filter": {"limit": 3.0}}"#)).unwrap(),
+            json!({"i64": [1.5, {"x": 2.5}], "tags": [0.5], "filter": {"limit": 3}})
+        );
+
+        let err = i64_of(r#"{"i64": 1.5}"#).unwrap_err();
+        assert_eq!(err, "the request does not fit `t.v1.Thing`: field `i64`: 1.5 is not an integer (int64)");
+        let err = i64_of(r#"{"i64": "15e-1"}"#).unwrap_err();
+        assert_eq!(err, "the request does not fit `t.v1.Thing`: field `i64`: 15e-1 is not an integer (int64)");
+        let err = i64_of(r#"{"i64": 9223372036854775808.0}"#).unwrap_err();
+        assert_eq!(err, "the request does not fit `t.v1.Thing`: field `i64`: 9223372036854775808.0 is out of range for int64");
+        let err = i64_of(r#"{"filter": {"limit": 4294967296e0}}"#).unwrap_err();
+        assert_eq!(err, "the request does not fit `t.v1.Thing`: field `filter.limit`: 4294967296e0 is out of range for uint32");
+
+        // The query and the path, too: taken once the plain reading failed; a value that is not
+        // integral still names its parameter.
+        let b = binding("GET", "/v1/things/{i64}", None);
+        let got = sent(&b, "/v1/things/2e1", "filter.limit=3.0", None).unwrap();
+        assert_eq!((get(&got, "i64"), get(&got, "filter.limit")), (prost_reflect::Value::I64(20), prost_reflect::Value::U32(3)));
+        let err = encoded(&b, "/v1/things/1", "filter.limit=0.5", None).unwrap_err();
+        assert_eq!(err, "query parameter `filter.limit` does not fit field `limit` (uint32) of `t.v1.Filter`: 0.5 is not an integer (uint32)");
+        let err = encoded(&b, "/v1/things/1e19", "", None).unwrap_err();
+        assert_eq!(err, "path variable `i64` does not fit field `i64` (int64) of `t.v1.Thing`: 1e19 is out of range for int64");
     }
 
     #[test]

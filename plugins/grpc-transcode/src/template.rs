@@ -14,6 +14,17 @@ enum Segment {
     Variable { field: String, pattern: Vec<Segment> },
 }
 
+/// What one segment of a template matches, most specific first (see [`Template::precedence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rank {
+    /// A literal segment: that segment only.
+    Literal,
+    /// `*` or `{field}`: any one segment.
+    One,
+    /// `**`: any number of segments.
+    Rest,
+}
+
 /// A parsed path template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
@@ -50,19 +61,44 @@ impl Template {
         (used == parts.len()).then_some(captures)
     }
 
-    /// Whether `other` matches exactly the paths this one does: the same segments and verb,
-    /// whatever the variables are named (`/v1/x/{a}` and `/v1/x/{b}`).
+    /// Whether `other` matches exactly the paths this one does: the same segments and verb once
+    /// variables are replaced by their patterns, whatever they are named or where they start
+    /// (`/v1/x/{a}` and `/v1/x/{b}`, `/v1/users/{id}` and `/v1/{name=users/*}`).
     pub fn same_paths(&self, other: &Template) -> bool {
-        fn shape(segments: &[Segment]) -> Vec<Segment> {
-            segments
-                .iter()
-                .map(|s| match s {
-                    Segment::Variable { pattern, .. } => Segment::Variable { field: String::new(), pattern: shape(pattern) },
-                    other => other.clone(),
-                })
-                .collect()
+        fn shape<'a>(segments: &'a [Segment], out: &mut Vec<&'a Segment>) {
+            for segment in segments {
+                match segment {
+                    Segment::Variable { pattern, .. } => shape(pattern, out),
+                    other => out.push(other),
+                }
+            }
         }
-        self.verb == other.verb && shape(&self.segments) == shape(&other.segments)
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        shape(&self.segments, &mut mine);
+        shape(&other.segments, &mut theirs);
+        self.verb == other.verb && mine == theirs
+    }
+
+    /// How specific the template is, to be compared with another's (smaller first): segment by
+    /// segment, variables flattened into their patterns, a literal before a single-segment `*` or
+    /// `{field}`, before `**`; a template that ends where another goes on (`/v1/files` and
+    /// `/v1/files/**`) first. Bindings tried in this order pick, for a path, the binding Envoy's
+    /// transcoder and grpc-gateway pick: `/v1/users/me` before `/v1/users/{id}`, `/v1/x/{id}`
+    /// before `/v1/x/{path=**}`, whatever order they are listed in.
+    pub fn precedence(&self) -> Vec<Rank> {
+        fn flatten(segments: &[Segment], out: &mut Vec<Rank>) {
+            for segment in segments {
+                match segment {
+                    Segment::Literal(_) => out.push(Rank::Literal),
+                    Segment::One => out.push(Rank::One),
+                    Segment::Rest => out.push(Rank::Rest),
+                    Segment::Variable { pattern, .. } => flatten(pattern, out),
+                }
+            }
+        }
+        let mut ranks = Vec::with_capacity(self.segments.len());
+        flatten(&self.segments, &mut ranks);
+        ranks
     }
 
     /// The fields this template captures.
@@ -287,6 +323,42 @@ mod tests {
         assert_eq!(decode("a%FFb"), None);
         assert_eq!(decode("100%"), Some("100%".into()), "a `%` without two hex digits is kept");
         assert_eq!(decode_lossy("a%E9"), "a\u{FFFD}");
+    }
+
+    /// Sorted by precedence, the first template matching a path is the most specific one.
+    #[test]
+    fn literals_come_before_variables_and_variables_before_wildcards() {
+        let listed = ["/v1/{path=**}", "/v1/users/{id}", "/v1/{name=groups/*}/posts", "/v1/users/{id}/posts", "/v1/users/me", "/v1/users/me/posts", "/v1/users"];
+        let mut sorted: Vec<Template> = listed.iter().map(|t| Template::parse(t).unwrap()).collect();
+        sorted.sort_by_cached_key(Template::precedence);
+        let first = |path: &str| {
+            let found = sorted.iter().find(|t| t.matches(path).is_some()).unwrap_or_else(|| panic!("{path}"));
+            listed.iter().find(|l| Template::parse(l).unwrap() == *found).copied().unwrap_or_default()
+        };
+        assert_eq!(first("/v1/users/me"), "/v1/users/me");
+        assert_eq!(first("/v1/users/42"), "/v1/users/{id}");
+        assert_eq!(first("/v1/users/me/posts"), "/v1/users/me/posts");
+        assert_eq!(first("/v1/users/42/posts"), "/v1/users/{id}/posts");
+        assert_eq!(first("/v1/groups/42/posts"), "/v1/{name=groups/*}/posts", "as specific, other paths");
+        assert_eq!(first("/v1/users"), "/v1/users", "a path that ends before `**` does");
+        assert_eq!(first("/v1/other/x"), "/v1/{path=**}");
+        let rank = |t: &str| Template::parse(t).unwrap().precedence();
+        assert_eq!(rank("/v1/{name=shelves/*}/{b=**}:get"), [Rank::Literal, Rank::Literal, Rank::One, Rank::Rest]);
+        assert!(rank("/v1/users/me") < rank("/v1/users/{id}"));
+        assert!(rank("/v1/users/{id}") < rank("/v1/users/**"));
+        assert!(rank("/v1/users") < rank("/v1/users/{id=**}"));
+    }
+
+    #[test]
+    fn templates_matching_the_same_paths_are_told_whatever_their_variables() {
+        let same = |a: &str, b: &str| Template::parse(a).unwrap().same_paths(&Template::parse(b).unwrap());
+        assert!(same("/v1/x/{a}", "/v1/x/{b}"));
+        assert!(same("/v1/x/{a}", "/v1/x/*"));
+        assert!(same("/v1/users/{id}/posts", "/v1/{name=users/*}/posts"));
+        assert!(same("/v1/{a=**}", "/v1/**"));
+        assert!(!same("/v1/x/{a}", "/v1/y/{a}"));
+        assert!(!same("/v1/x/{a}", "/v1/x/{a}:get"));
+        assert!(!same("/v1/x/{a}", "/v1/x/{a=**}"));
     }
 
     #[test]
