@@ -634,3 +634,50 @@ async fn targets_share_requests_by_weight_and_weight_0_drains_one() {
     assert_eq!((up(heavy), up(drained)), (1.0, 0.0));
     gw.stop().await;
 }
+
+/// `retry_on`: an idempotent request with a whole body answered with a listed status goes to the
+/// next target; a POST, or a request whose streamed body cannot be sent twice, gets the answer.
+/// A listed status counts towards `max_fails`, as in nginx's `proxy_next_upstream`.
+#[tokio::test]
+async fn an_idempotent_request_answered_with_a_retry_on_status_goes_to_the_next_target() {
+    let failing = Upstream::with_handler(|_req| async {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"busy")));
+        *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        r
+    })
+    .await;
+    let healthy = Upstream::start().await;
+    let config = |max_fails: u32| {
+        format!(
+            "[upstreams.r]\ntargets = [\"{}\", \"{}\"]\nretry_on = [502, 503]\nmax_fails = {max_fails}\n\n\
+             [[routes]]\npath_prefix = \"/\"\nupstream = \"r\"\n",
+            failing.addr, healthy.addr
+        )
+    };
+    let gw = Gateway::start(&config(0), None).await;
+    let client = HttpClient::http1();
+    for i in 0..6 {
+        let r = client.get(&gw.url(&format!("/get/{i}"))).await;
+        assert_eq!(r.status, 200, "GET {i}: {}", r.text());
+        assert_eq!(r.upstream_header("host"), vec![healthy.addr.to_string()], "the Host of the target that answered");
+    }
+    // Every other request was first sent to the failing target (round-robin), then to the next.
+    assert_eq!((failing.hits(), healthy.hits()), (3, 6));
+
+    // Not idempotent, or a streamed body already sent: the failing target's answer on its turns.
+    let mut statuses = Vec::new();
+    for method in ["POST", "POST", "PUT", "PUT"] {
+        statuses.push(client.request(method, &gw.url("/b"), &[], b"a body").await.status.as_u16());
+    }
+    assert_eq!(statuses, [503, 200, 503, 200]);
+
+    // With max_fails = 2 (a new upstream: a reload that changes it rebuilds it), two 503s in a
+    // row mark the failing target down: it gets no more requests.
+    gw.reload(&config(2), None).await.expect("reloaded");
+    let before = failing.hits();
+    for _ in 0..8 {
+        assert_eq!(client.get(&gw.url("/get")).await.status, 200);
+    }
+    assert_eq!(failing.hits() - before, 2);
+    gw.stop().await;
+}

@@ -599,6 +599,9 @@ pub struct UpstreamConfig {
     pub fail_timeout_ms: Option<u64>,
     /// Active health checks: each target probed on its own schedule, traffic or not.
     pub health_check: Option<HealthCheckConfig>,
+    /// Statuses (4xx/5xx) on which an idempotent request with a whole body is sent to the next
+    /// target instead of being answered (nginx's `proxy_next_upstream http_502 ...`).
+    pub retry_on: Option<Spanned<Vec<u16>>>,
 }
 
 /// `[upstreams.<name>.health_check]`: a `GET` sent to every target every `interval_ms`, so a

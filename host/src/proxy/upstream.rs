@@ -10,7 +10,9 @@
 //! in a row is skipped for `fail_timeout` ([`super::target_health`]). A failure is what nginx
 //! counts for `max_fails`: a failed connect, an exchange the target broke off or answered with
 //! something not HTTP, or no response head within the route's timeout (a target that accepts
-//! and then hangs); not a client's own body failing, and not an answer, whatever its status. Over
+//! and then hangs); not a client's own body failing, and not an answer, whatever its status,
+//! unless the upstream lists it in `retry_on` (then an idempotent request with a whole body goes
+//! to the next target, as after a connect failure). Over
 //! HTTP/2, hyper-util's client drops a request it could not connect for, so there a copy is kept
 //! to send elsewhere, when the upstream has more than one target and the body is whole.
 
@@ -121,6 +123,8 @@ pub struct UpstreamSettings {
     pub health_check: Option<HealthCheck>,
     /// Each target's weight, in `targets` order (0: out of rotation); empty: 1 each.
     pub weights: Vec<u32>,
+    /// Statuses on which an idempotent request with a whole body goes to the next target.
+    pub retry_on: Vec<u16>,
 }
 
 /// One attempt at one target.
@@ -251,6 +255,11 @@ impl Upstream {
         (0..n).map(|k| (start + k) % n).find(|&i| self.usable(i)).unwrap_or(start)
     }
 
+    /// Whether an answer with `status` is one to try the next target on (`retry_on`).
+    fn retries_on(&self, status: http::StatusCode) -> bool {
+        status.as_u16() >= 400 && self.settings.retry_on.contains(&status.as_u16())
+    }
+
     /// Whether target `i` may be sent a request now: weighted in, and not marked down.
     fn usable(&self, i: usize) -> bool {
         let slot = &self.slots[i];
@@ -296,7 +305,8 @@ impl Upstream {
     /// Sends `request` (whose URI already names target `first`) and waits for the response
     /// headers; returns them, or the error, with the index of the target last tried.
     ///
-    /// A target that cannot be connected to is left for the next one not marked down, each
+    /// A target that cannot be connected to, or whose answer's status is in `retry_on` (for an
+    /// idempotent request with a whole body), is left for the next one not marked down, each
     /// target at most once, all within the deadline below. `rewrite_host`: the `Host` header is
     /// the target's (`host_header = "upstream"`), so it changes with the target.
     ///
@@ -347,10 +357,13 @@ impl Upstream {
         // The target tried last, read once the call ends (answered, failed or out of time). An
         // atomic because the request's future is `Send`; written only on a failover.
         let last = AtomicUsize::new(first);
+        let may_retry = !self.settings.retry_on.is_empty() && self.slots.len() > 1;
         let call = async {
             let mut target = first;
             let mut step = 0;
             loop {
+                // A copy only where an answer may be retried (`retry_on`): never by default.
+                let again = if may_retry { resend::copy_idempotent(&request) } else { None };
                 let attempt = match client {
                     Transport::Http1Plain(pool) => via_pool(pool, request).await,
                     Transport::Http1Tls(pool) => via_pool(pool, request).await,
@@ -358,6 +371,22 @@ impl Upstream {
                     Transport::H2Tls(client) => via_client(client, request, self.slots.len() > 1).await,
                 };
                 let (error, back) = match attempt {
+                    Attempt::Answered(response) if self.retries_on(response.status()) => {
+                        // A status the upstream is retried on counts as a failure, as nginx
+                        // counts one listed in `proxy_next_upstream` towards `max_fails`.
+                        let error = SendError::Unavailable(format!("it answered {}", response.status().as_u16()));
+                        self.target_failed(target, &error);
+                        let (Some(mut again), Some(next)) = (again, self.failover(first, &mut step)) else {
+                            return Ok(response);
+                        };
+                        drop(response);
+                        tracing::debug!(upstream = &*self.name, target = &*self.slot(target).addr, next = &*self.slot(next).addr, "{error}; trying the next target");
+                        self.retarget(&mut again, next, rewrite_host)?;
+                        target = next;
+                        last.store(next, Ordering::Relaxed);
+                        request = again;
+                        continue;
+                    }
                     Attempt::Answered(response) => {
                         self.slot(target).health.succeeded();
                         return Ok(response);

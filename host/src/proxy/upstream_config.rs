@@ -141,6 +141,12 @@ fn settings(
         (None, false) => None,
     };
     let health_check = up.health_check.as_ref().and_then(|c| health_check(source, name, c, issues));
+    if let Some(retry_on) = &up.retry_on
+        && let Some(bad) = retry_on.get_ref().iter().find(|s| !(400..=599).contains(*s))
+    {
+        let message = format!("{bad} is not an error status: a request is sent to another target only after a 4xx or 5xx");
+        issues.push(source.issue(Some(retry_on.span()), &format!("upstreams.{name}.retry_on"), message));
+    }
     if issues.len() > before {
         return None;
     }
@@ -160,6 +166,7 @@ fn settings(
         },
         health_check,
         weights: up.targets.get_ref().iter().map(TargetConfig::weight).collect(),
+        retry_on: up.retry_on.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default(),
     };
     Some((targets, settings))
 }
