@@ -602,6 +602,9 @@ pub struct UpstreamConfig {
     /// Statuses (4xx/5xx) on which an idempotent request with a whole body is sent to the next
     /// target instead of being answered (nginx's `proxy_next_upstream http_502 ...`).
     pub retry_on: Option<Spanned<Vec<u16>>>,
+    /// Session affinity: what a request's target is chosen by (`ip`, `consumer`, `path`,
+    /// `header:<name>`, `cookie:<name>`, `query:<name>`) instead of round-robin.
+    pub hash_on: Option<Spanned<String>>,
 }
 
 /// `[upstreams.<name>.health_check]`: a `GET` sent to every target every `interval_ms`, so a

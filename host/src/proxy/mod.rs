@@ -15,6 +15,7 @@
 //!
 //! Any phase can end the request with a [`GatewayError`], answered as JSON with the request id.
 
+pub mod affinity;
 pub mod body;
 pub mod client_ip;
 pub mod counted;
@@ -487,7 +488,10 @@ impl Gateway {
         let Some(upstream) = &route.upstream else {
             return Err(GatewayError::NoUpstream(route.id.to_string()));
         };
-        let first = upstream.pick();
+        let first = match upstream.hash_on().and_then(|on| on.key(state)) {
+            Some(key) => upstream.pick_by(&key),
+            None => upstream.pick(),
+        };
         let (target, target_host) = (upstream.target(first), upstream.host_value(first));
         let client_path = client_target.map_or("", PathAndQuery::path);
         let path_and_query = match client_target {

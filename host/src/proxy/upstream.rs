@@ -28,6 +28,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::affinity::{self, HashOn};
 use super::body::ProxyBody;
 use super::counted::{CountingConnector, OpenConnections};
 use super::health_check::{Checks, HealthCheck};
@@ -82,6 +83,10 @@ struct TargetSlot {
     health: TargetHealth,
     /// False for a target of weight 0: never sent a request, not even on failover.
     in_rotation: bool,
+    /// Its weight (1 unless given).
+    weight: u32,
+    /// Its address's hash, for `hash_on` ([`affinity::hash_key`]).
+    hash: u64,
 }
 
 /// One worker's connections: plain TCP, or TLS on top of it; all counted.
@@ -125,6 +130,8 @@ pub struct UpstreamSettings {
     pub weights: Vec<u32>,
     /// Statuses on which an idempotent request with a whole body goes to the next target.
     pub retry_on: Vec<u16>,
+    /// What a request's target is chosen by, when not round-robin ([`super::affinity`]).
+    pub hash_on: Option<HashOn>,
 }
 
 /// One attempt at one target.
@@ -161,6 +168,8 @@ impl Upstream {
                 host_value: HeaderValue::from_str(t.as_str()).ok(),
                 health: TargetHealth::default(),
                 in_rotation: settings.weights.get(i).is_none_or(|w| *w > 0),
+                weight: settings.weights.get(i).copied().unwrap_or(1),
+                hash: affinity::hash_key(t.as_str().as_bytes()),
             })
             .collect();
         let round = weighted_round(&settings.weights, targets.len());
@@ -253,6 +262,41 @@ impl Upstream {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         let start = self.round.get(turn % self.round.len()).map_or(0, |&i| i as usize);
         (0..n).map(|k| (start + k) % n).find(|&i| self.usable(i)).unwrap_or(start)
+    }
+
+    /// What a request's target is chosen by (`hash_on`), when not round-robin.
+    pub fn hash_on(&self) -> Option<&HashOn> {
+        self.settings.hash_on.as_ref()
+    }
+
+    /// The target for a request whose `hash_on` key is `key`: the one that scores the key
+    /// highest among those in rotation ([`affinity::score`]); when it is marked down, the next
+    /// best, so only a down target's keys move. When every target is marked down, the key's
+    /// own target all the same (a request is never refused for it).
+    pub fn pick_by(&self, key: &[u8]) -> usize {
+        let n = self.slots.len();
+        if n == 1 {
+            return 0;
+        }
+        let key_hash = affinity::hash_key(key);
+        let rank = |i: usize| (affinity::score(key_hash, self.slots[i].hash, self.slots[i].weight), i);
+        let order = |a: &(f64, usize), b: &(f64, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        let mut below: Option<(f64, usize)> = None;
+        let mut best = None;
+        for _ in 0..n {
+            let next = (0..n)
+                .filter(|&i| self.slots[i].in_rotation)
+                .map(rank)
+                .filter(|r| below.is_none_or(|b| order(r, &b).is_lt()))
+                .max_by(order);
+            let Some((score, i)) = next else { break };
+            best.get_or_insert(i);
+            if self.slots[i].health.available(&self.settings.health) {
+                return i;
+            }
+            below = Some((score, i));
+        }
+        best.unwrap_or(0)
     }
 
     /// Whether an answer with `status` is one to try the next target on (`retry_on`).

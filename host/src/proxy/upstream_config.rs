@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use http::uri::{Authority, PathAndQuery};
 
+use super::affinity::HashOn;
 use super::health_check::HealthCheck;
 use super::target_health::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, HealthPolicy};
 use super::tls::TlsSettings;
@@ -141,6 +142,13 @@ fn settings(
         (None, false) => None,
     };
     let health_check = up.health_check.as_ref().and_then(|c| health_check(source, name, c, issues));
+    let hash_on = up.hash_on.as_ref().and_then(|on| match HashOn::parse(on.get_ref()) {
+        Ok(hash_on) => Some(hash_on),
+        Err(message) => {
+            issues.push(source.issue(Some(on.span()), &format!("upstreams.{name}.hash_on"), message));
+            None
+        }
+    });
     if let Some(retry_on) = &up.retry_on
         && let Some(bad) = retry_on.get_ref().iter().find(|s| !(400..=599).contains(*s))
     {
@@ -167,6 +175,7 @@ fn settings(
         health_check,
         weights: up.targets.get_ref().iter().map(TargetConfig::weight).collect(),
         retry_on: up.retry_on.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default(),
+        hash_on,
     };
     Some((targets, settings))
 }
