@@ -20,7 +20,7 @@ fn spec(i: usize) -> RouteSpec {
         2 => (PathMatch::Exact(format!("/api{i}")), vec![format!("svc{i}.example.com")], vec![]),
         _ => (PathMatch::Exact(format!("/orders{i}/{{id}}/lines")), vec![], vec![Method::POST]),
     };
-    RouteSpec { id: format!("route-{i}"), hosts, methods, path }
+    RouteSpec { id: format!("route-{i}"), hosts, methods, path, headers: Vec::new() }
 }
 
 fn routing(c: &mut Criterion) {
@@ -35,11 +35,12 @@ fn routing(c: &mut Criterion) {
         ("host_bound", Some("svc502.example.com"), Method::GET, "/api502", Some(502)),
         ("miss", None, Method::GET, "/nothing/here", None),
     ];
+    let headers = http::HeaderMap::new();
     for (label, host, method, path, expected) in cases {
         // Check the lookup finds what is measured.
-        assert_eq!(table.find(host, &method, path).map(|m| *m.route), expected, "{label}");
+        assert_eq!(table.find(host, &method, path, &headers).map(|m| *m.route), expected, "{label}");
         c.bench_function(&format!("routing/1000_routes/{label}"), |b| {
-            b.iter(|| table.find(black_box(host), black_box(&method), black_box(path)).map(|m| *m.route))
+            b.iter(|| table.find(black_box(host), black_box(&method), black_box(path), black_box(&headers)).map(|m| *m.route))
         });
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
+use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use crate::admin::inventory::PluginFacts;
@@ -17,7 +17,7 @@ use crate::config::{
 };
 use crate::proxy::client_ip::TrustedProxies;
 use crate::proxy::upstream::Upstream;
-use crate::router::{PathMatch, RouteSpec, RouteTable};
+use crate::router::{HeaderMatch, PathMatch, RouteSpec, RouteTable};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::engine::MAX_PLUGIN_MEMORY;
 use crate::runtime::pool::{DEFAULT_MAX_USES, DEFAULT_POOL_SIZE};
@@ -869,7 +869,34 @@ fn route_spec(source: &ConfigSource, route: &RouteConfig, id: &str, key: &str, i
             issues.push(source.issue(Some(rewrite.span()), &format!("{key}.rewrite"), problem));
         }
     }
-    Some(RouteSpec { id: id.to_owned(), hosts: route.hosts.iter().map(|h| h.get_ref().clone()).collect(), methods, path })
+    let headers = header_conditions(source, route, key, issues);
+    Some(RouteSpec { id: id.to_owned(), hosts: route.hosts.iter().map(|h| h.get_ref().clone()).collect(), methods, path, headers })
+}
+
+/// A route's `headers`, checked: valid names and values, at least one value each. Problems are
+/// reported at the header's line and the condition left out (the config fails anyway).
+fn header_conditions(source: &ConfigSource, route: &RouteConfig, key: &str, issues: &mut Vec<ConfigIssue>) -> Vec<HeaderMatch> {
+    let mut conditions = Vec::new();
+    for (name, values) in &route.headers {
+        let at = format!("{key}.headers.{name}");
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            issues.push(source.issue(Some(values.span()), &at, format!("`{name}` is not a header name")));
+            continue;
+        };
+        if values.get_ref().0.is_empty() {
+            issues.push(source.issue(Some(values.span()), &at, "no value to match: give one, or a list of them"));
+            continue;
+        }
+        let mut accepted = Vec::new();
+        for value in &values.get_ref().0 {
+            match HeaderValue::from_str(value) {
+                Ok(v) => accepted.push(v),
+                Err(_) => issues.push(source.issue(Some(values.span()), &at, format!("`{value}` is not a valid header value"))),
+            }
+        }
+        conditions.push(HeaderMatch { name: header, values: accepted });
+    }
+    conditions
 }
 
 #[cfg(test)]

@@ -10,13 +10,18 @@
 //!    are literal and match on segment boundaries: `/api` matches `/api`, `/api/` and `/api/x`.
 //! 3. **Method**: at the same host level and path, a route listing the method beats a route for any
 //!    method.
+//! 4. **Headers**: at the same host level, path and method, a route whose `headers` all match
+//!    beats a route without conditions (more conditions first, then config order). A route whose
+//!    headers do not match is passed over as if its path did not match: the next candidate, then
+//!    the prefixes, then the next host level. So a canary route (`headers = { x-canary = "1" }`)
+//!    and the plain route can share a path.
 //!
-//! Two routes with the same host, path and method are a config error, as are two patterns
-//! matchit cannot tell apart (`/a/{x}` and `/a/{y}`).
+//! Two routes with the same host, path, method and headers are a config error, as are two
+//! patterns matchit cannot tell apart (`/a/{x}` and `/a/{y}`).
 
 use std::collections::HashMap;
 
-use http::Method;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 /// How a route matches paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +43,40 @@ pub struct RouteSpec {
     pub methods: Vec<Method>,
     /// Path matching.
     pub path: PathMatch,
+    /// Headers the request must carry; empty: none.
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// A header a route requires: a field of that name with one of `values` (exactly), or with any
+/// value when `values` is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// The header's name.
+    pub name: HeaderName,
+    /// The values accepted; empty: any.
+    pub values: Vec<HeaderValue>,
+}
+
+impl HeaderMatch {
+    /// Whether a field of `headers` satisfies this condition.
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        headers.get_all(&self.name).iter().any(|v| self.values.is_empty() || self.values.contains(v))
+    }
+
+    /// The condition as text, to tell two routes' conditions apart (`x-a=1|2`).
+    fn canonical(conditions: &[HeaderMatch]) -> String {
+        let mut parts: Vec<String> = conditions
+            .iter()
+            .map(|c| {
+                let mut values: Vec<&[u8]> = c.values.iter().map(HeaderValue::as_bytes).collect();
+                values.sort();
+                let values: Vec<String> = values.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+                format!("{}={}", c.name, values.join("|"))
+            })
+            .collect();
+        parts.sort();
+        parts.join(",")
+    }
 }
 
 /// Why a route table could not be built.
@@ -54,18 +93,27 @@ pub struct RouteError {
 
 #[derive(Default)]
 struct Level {
+    /// Exact patterns per method: the value is an index into `candidates`.
     by_method: HashMap<Method, matchit::Router<usize>>,
     any_method: matchit::Router<usize>,
+    /// The routes one matched pattern may be, in precedence order (headers, then any-method
+    /// routes after method-specific ones); the first whose headers match wins.
+    candidates: Vec<Box<[usize]>>,
     /// Prefix routes: (prefix without trailing `/`, method or any, route index), longest first,
-    /// method-specific before any-method at equal length.
+    /// method-specific before any-method at equal length, then routes with header conditions.
     prefixes: Vec<(String, Option<Method>, usize)>,
-    /// (method or None, pattern) -> route index, to name duplicates.
-    seen: HashMap<(Option<Method>, String), usize>,
+    /// Exact patterns as read, before they are compiled into the routers: (method or None,
+    /// pattern, route indices), in insertion order.
+    exact: Vec<(Option<Method>, String, Vec<usize>)>,
+    /// (method or None, pattern, headers) -> route index, to name duplicates.
+    seen: HashMap<(Option<Method>, String, String), usize>,
 }
 
 /// The compiled routes of one config.
 pub struct RouteTable<T> {
     routes: Vec<T>,
+    /// Each route's header conditions, by index (empty for most).
+    conditions: Vec<Box<[HeaderMatch]>>,
     exact_hosts: HashMap<String, Level>,
     wildcard_hosts: Vec<(String, Level)>,
     any_host: Level,
@@ -103,18 +151,23 @@ impl<T> RouteTable<T> {
             insert_everywhere(spec, index, &mut any_host, &mut exact_hosts, &mut wildcard_hosts).map_err(err)?;
         }
 
+        let conditions_of = |i: usize| specs[i].headers.len();
         for level in exact_hosts.values_mut().chain(wildcard_hosts.values_mut()).chain(std::iter::once(&mut any_host)) {
-            level.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| b.1.is_some().cmp(&a.1.is_some())));
+            level.prefixes.sort_by(|a, b| {
+                b.0.len().cmp(&a.0.len()).then_with(|| b.1.is_some().cmp(&a.1.is_some())).then_with(|| conditions_of(b.2).cmp(&conditions_of(a.2)))
+            });
+            level.compile(&conditions_of).map_err(|(index, message)| RouteError { index, route: specs[index].id.clone(), message })?;
         }
         let mut wildcard_hosts: Vec<(String, Level)> = wildcard_hosts.into_iter().collect();
         wildcard_hosts.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        Ok(Self { routes, exact_hosts, wildcard_hosts, any_host })
+        let conditions = specs.iter().map(|s| s.headers.clone().into_boxed_slice()).collect();
+        Ok(Self { routes, conditions, exact_hosts, wildcard_hosts, any_host })
     }
 
     /// Finds the route for a request. `host` may carry a port; it is ignored. So is one trailing
     /// dot: `api.example.com.` is the same name, fully qualified (nginx matches its server names
     /// so), and it must not miss a host's route (and its plugins) for a looser one.
-    pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<RouteMatch<'_, T>> {
+    pub fn find(&self, host: Option<&str>, method: &Method, path: &str, headers: &HeaderMap) -> Option<RouteMatch<'_, T>> {
         if let Some(host) = host {
             let host = strip_port(host);
             let host = host.strip_suffix('.').unwrap_or(host);
@@ -125,37 +178,45 @@ impl<T> RouteTable<T> {
             } else {
                 host
             };
-            if let Some(found) = self.exact_hosts.get(host).and_then(|l| self.find_in(l, method, path)) {
+            if let Some(found) = self.exact_hosts.get(host).and_then(|l| self.find_in(l, method, path, headers)) {
                 return Some(found);
             }
             for (suffix, level) in &self.wildcard_hosts {
                 if host.len() > suffix.len()
                     && host.ends_with(suffix.as_str())
-                    && let Some(found) = self.find_in(level, method, path)
+                    && let Some(found) = self.find_in(level, method, path, headers)
                 {
                     return Some(found);
                 }
             }
         }
-        self.find_in(&self.any_host, method, path)
+        self.find_in(&self.any_host, method, path, headers)
     }
 
-    fn find_in(&self, level: &Level, method: &Method, path: &str) -> Option<RouteMatch<'_, T>> {
+    /// Whether route `index`'s header conditions (most routes have none) hold for `headers`.
+    fn headers_match(&self, index: usize, headers: &HeaderMap) -> bool {
+        self.conditions.get(index).is_none_or(|conditions| conditions.iter().all(|c| c.matches(headers)))
+    }
+
+    fn find_in(&self, level: &Level, method: &Method, path: &str, headers: &HeaderMap) -> Option<RouteMatch<'_, T>> {
         let router = level.by_method.get(method).unwrap_or(&level.any_method);
-        if let Ok(matched) = router.at(path) {
+        if let Ok(matched) = router.at(path)
+            && let Some(&index) = level.candidates.get(*matched.value)?.iter().find(|&&i| self.headers_match(i, headers))
+        {
             let params = matched
                 .params
                 .iter()
                 .map(|(k, v)| (k.to_owned(), percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned()))
                 .collect();
-            return Some(RouteMatch { route: self.routes.get(*matched.value)?, params });
+            return Some(RouteMatch { route: self.routes.get(index)?, params });
         }
         level
             .prefixes
             .iter()
-            .find(|(prefix, m, _)| {
+            .find(|(prefix, m, index)| {
                 m.as_ref().is_none_or(|m| m == method)
                     && path.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                    && self.headers_match(*index, headers)
             })
             .and_then(|(_, _, index)| Some(RouteMatch { route: self.routes.get(*index)?, params: Vec::new() }))
     }
@@ -191,46 +252,89 @@ fn insert_everywhere(
 fn insert(level: &mut Level, spec: &RouteSpec, index: usize) -> Result<(), String> {
     let methods: Vec<Option<Method>> =
         if spec.methods.is_empty() { vec![None] } else { spec.methods.iter().cloned().map(Some).collect() };
+    let headers = HeaderMatch::canonical(&spec.headers);
     for method in methods {
         let (kind, pattern) = match &spec.path {
             PathMatch::Exact(p) => ("path", p.clone()),
             PathMatch::Prefix(p) => ("prefix", p.trim_end_matches('/').to_owned()),
         };
-        if let Some(&other) = level.seen.get(&(method.clone(), format!("{kind} {pattern}"))) {
+        let key = (method.clone(), format!("{kind} {pattern}"), headers.clone());
+        if let Some(&other) = level.seen.get(&key) {
             if other == index {
                 continue;
             }
             return Err(format!(
-                "same host, method and {kind} as route #{other}{}",
+                "same host, method{} and {kind} as route #{other}{}",
+                if headers.is_empty() { "" } else { ", headers" },
                 method.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
             ));
         }
-        level.seen.insert((method.clone(), format!("{kind} {pattern}")), index);
+        level.seen.insert(key, index);
         if kind == "prefix" {
             level.prefixes.push((pattern, method, index));
             continue;
         }
-        match &method {
-            Some(m) => {
-                // Method routers are created before any any-method route is inserted (method-specific
-                // routes are inserted first), so each starts empty and receives those later.
-                let router = level.by_method.entry(m.clone()).or_default();
-                router.insert(pattern.clone(), index).map_err(|e| conflict(&pattern, e))?;
-            }
-            None => {
-                level.any_method.insert(pattern.clone(), index).map_err(|e| conflict(&pattern, e))?;
-                // Any-method routes also answer every listed method, unless a method-specific
-                // route already holds the same pattern.
-                for router in level.by_method.values_mut() {
-                    match router.insert(pattern.clone(), index) {
-                        Ok(()) | Err(matchit::InsertError::Conflict { .. }) => {}
-                        Err(e) => return Err(format!("path `{pattern}`: {e}")),
-                    }
-                }
-            }
+        match level.exact.iter_mut().find(|(m, p, _)| *m == method && *p == pattern) {
+            Some((_, _, routes)) => routes.push(index),
+            None => level.exact.push((method, pattern, vec![index])),
         }
     }
     Ok(())
+}
+
+impl Level {
+    /// Builds the routers from the exact patterns read: each pattern's candidates ordered by
+    /// their number of header conditions (`conditions_of`), more first, config order kept among
+    /// equals; a method's router also holds the any-method routes' patterns, their candidates
+    /// after the method's own. Errors name the first route of the pattern at fault.
+    fn compile(&mut self, conditions_of: &dyn Fn(usize) -> usize) -> Result<(), (usize, String)> {
+        let ordered = |routes: &[usize]| {
+            let mut routes = routes.to_vec();
+            routes.sort_by_key(|&i| std::cmp::Reverse(conditions_of(i)));
+            routes
+        };
+        let exact = std::mem::take(&mut self.exact);
+        let any: Vec<(&String, Vec<usize>)> = exact.iter().filter(|(m, _, _)| m.is_none()).map(|(_, p, r)| (p, ordered(r))).collect();
+        for (pattern, routes) in &any {
+            let id = self.candidates.len();
+            self.candidates.push(routes.clone().into_boxed_slice());
+            self.any_method.insert((*pattern).clone(), id).map_err(|e| (routes[0], conflict(pattern, e)))?;
+        }
+        let mut methods: Vec<&Method> = Vec::new();
+        for method in exact.iter().filter_map(|(m, _, _)| m.as_ref()) {
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+        }
+        for method in methods {
+            let mut router = matchit::Router::new();
+            let mut held: Vec<&String> = Vec::new();
+            for (_, pattern, routes) in exact.iter().filter(|(m, _, _)| m.as_ref() == Some(method)) {
+                let mut routes = ordered(routes);
+                // The any-method routes of the same pattern come after the method's own.
+                if let Some((_, others)) = any.iter().find(|(p, _)| *p == pattern) {
+                    routes.extend(others);
+                }
+                let id = self.candidates.len();
+                let first = routes[0];
+                self.candidates.push(routes.into_boxed_slice());
+                router.insert(pattern.clone(), id).map_err(|e| (first, conflict(pattern, e)))?;
+                held.push(pattern);
+            }
+            // Any-method routes also answer this method, unless its own routes hold the pattern
+            // (above) or one matchit cannot tell apart from it.
+            for (pattern, routes) in any.iter().filter(|(p, _)| !held.contains(p)) {
+                let id = self.candidates.len();
+                match router.insert((*pattern).clone(), id) {
+                    Ok(()) => self.candidates.push(routes.clone().into_boxed_slice()),
+                    Err(matchit::InsertError::Conflict { .. }) => {}
+                    Err(e) => return Err((routes[0], format!("path `{pattern}`: {e}"))),
+                }
+            }
+            self.by_method.insert(method.clone(), router);
+        }
+        Ok(())
+    }
 }
 
 /// Explains a pattern matchit cannot add beside another.
@@ -276,6 +380,7 @@ mod tests {
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
             methods: methods.iter().map(|m| m.parse().unwrap()).collect(),
             path,
+            headers: Vec::new(),
         }
     }
 
@@ -285,7 +390,7 @@ mod tests {
     }
 
     fn find(t: &RouteTable<String>, host: &str, method: &str, path: &str) -> Option<String> {
-        t.find(Some(host), &method.parse().unwrap(), path).map(|m| m.route.clone())
+        t.find(Some(host), &method.parse().unwrap(), path, &HeaderMap::new()).map(|m| m.route.clone())
     }
 
     #[test]
@@ -365,8 +470,67 @@ mod tests {
     fn params_are_captured_and_decoded() {
         let specs = vec![spec("p", &[], &[], PathMatch::Exact("/users/{id}/files/{name}".into()))];
         let t = RouteTable::build(&specs, vec![()]).unwrap();
-        let m = t.find(None, &Method::GET, "/users/7/files/a%20b").unwrap();
+        let m = t.find(None, &Method::GET, "/users/7/files/a%20b", &HeaderMap::new()).unwrap();
         assert_eq!(m.params, vec![("id".into(), "7".into()), ("name".into(), "a b".into())]);
+    }
+
+    fn with_headers(mut spec: RouteSpec, headers: &[(&str, &[&str])]) -> RouteSpec {
+        spec.headers = headers
+            .iter()
+            .map(|(name, values)| HeaderMatch { name: name.parse().unwrap(), values: values.iter().map(|v| v.parse().unwrap()).collect() })
+            .collect();
+        spec
+    }
+
+    fn find_with(t: &RouteTable<String>, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(k.parse::<HeaderName>().unwrap(), v.parse().unwrap());
+        }
+        t.find(Some("x"), &method.parse().unwrap(), path, &map).map(|m| m.route.clone())
+    }
+
+    #[test]
+    fn a_route_whose_headers_match_beats_the_plain_one_and_falls_through_when_they_do_not() {
+        let t = table(vec![
+            spec("plain", &[], &[], PathMatch::Exact("/users/{id}".into())),
+            with_headers(spec("canary", &[], &[], PathMatch::Exact("/users/{id}".into())), &[("x-canary", &["1", "yes"])]),
+            with_headers(spec("two", &[], &[], PathMatch::Exact("/users/{id}".into())), &[("x-canary", &["1"]), ("x-beta", &["on"])]),
+            with_headers(spec("get-canary", &[], &["GET"], PathMatch::Exact("/users/{id}".into())), &[("x-get", &["1"])]),
+            with_headers(spec("only-canary", &[], &[], PathMatch::Exact("/only".into())), &[("x-canary", &["1"])]),
+            spec("prefix", &[], &[], PathMatch::Prefix("/".into())),
+            with_headers(spec("prefix-canary", &[], &[], PathMatch::Prefix("/".into())), &[("x-canary", &["1"])]),
+        ]);
+        assert_eq!(find_with(&t, "GET", "/users/7", &[]).as_deref(), Some("plain"));
+        assert_eq!(find_with(&t, "GET", "/users/7", &[("x-canary", "1")]).as_deref(), Some("canary"));
+        assert_eq!(find_with(&t, "PUT", "/users/7", &[("x-canary", "yes")]).as_deref(), Some("canary"), "any of the values");
+        assert_eq!(find_with(&t, "GET", "/users/7", &[("x-canary", "2")]).as_deref(), Some("plain"), "values match exactly");
+        assert_eq!(find_with(&t, "GET", "/users/7", &[("x-canary", "1"), ("x-beta", "on")]).as_deref(), Some("two"), "more conditions first");
+        // The method comes before headers: a GET route's headers are tried before any-method ones.
+        assert_eq!(find_with(&t, "GET", "/users/7", &[("x-get", "1"), ("x-canary", "1")]).as_deref(), Some("get-canary"));
+        assert_eq!(find_with(&t, "GET", "/users/7", &[("x-canary", "1")]).as_deref(), Some("canary"), "the GET route passed over");
+        // No exact candidate's headers match: the prefixes, with their own conditions.
+        assert_eq!(find_with(&t, "GET", "/only", &[]).as_deref(), Some("prefix"));
+        assert_eq!(find_with(&t, "GET", "/only", &[("x-canary", "1")]).as_deref(), Some("only-canary"));
+        assert_eq!(find_with(&t, "GET", "/else", &[("x-canary", "1")]).as_deref(), Some("prefix-canary"));
+        // One field of a repeated header is enough.
+        assert_eq!(find_with(&t, "GET", "/else", &[("x-canary", "0"), ("x-canary", "1")]).as_deref(), Some("prefix-canary"));
+    }
+
+    #[test]
+    fn the_same_path_and_headers_twice_is_an_error_other_headers_are_not() {
+        let same = vec![
+            with_headers(spec("a", &[], &["GET"], PathMatch::Exact("/x".into())), &[("x-a", &["1", "2"])]),
+            with_headers(spec("b", &[], &["GET"], PathMatch::Exact("/x".into())), &[("x-a", &["2", "1"])]),
+        ];
+        let err = RouteTable::build(&same, vec![(), ()]).err().unwrap();
+        assert_eq!((err.index, err.message.as_str()), (1, "same host, method, headers and path as route #0 (GET)"));
+        let other = vec![
+            with_headers(spec("a", &[], &["GET"], PathMatch::Exact("/x".into())), &[("x-a", &["1"])]),
+            with_headers(spec("b", &[], &["GET"], PathMatch::Exact("/x".into())), &[("x-a", &["2"])]),
+            spec("c", &[], &["GET"], PathMatch::Exact("/x".into())),
+        ];
+        assert!(RouteTable::build(&other, vec![(), (), ()]).is_ok());
     }
 
     #[test]

@@ -110,6 +110,58 @@ async fn routing_priority_params_and_path_rewrites() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn a_header_condition_sends_canary_requests_to_their_own_upstream() {
+    let stable = Upstream::start().await;
+    let canary = Upstream::start().await;
+    let config = format!(
+        r#"
+[upstreams.stable]
+targets = ["{}"]
+[upstreams.canary]
+targets = ["{}"]
+
+[[routes]]
+id = "users"
+path = "/users/{{id}}"
+upstream = "stable"
+
+[[routes]]
+id = "users-canary"
+path = "/users/{{id}}"
+headers = {{ x-canary = ["1", "true"] }}
+upstream = "canary"
+
+[[routes]]
+id = "v2"
+path_prefix = "/"
+headers = {{ accept-version = "2" }}
+upstream = "canary"
+"#,
+        stable.addr, canary.addr
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.url("/users/1")).await.status, 200);
+    assert_eq!((stable.hits(), canary.hits()), (1, 0));
+    for value in ["1", "true"] {
+        let r = client.request("GET", &gw.url("/users/2"), &[("x-canary", value)], b"").await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!((stable.hits(), canary.hits()), (1, 2));
+    let r = client.request("GET", &gw.url("/users/3"), &[("x-canary", "0")], b"").await;
+    assert_eq!((r.status.as_u16(), stable.hits(), canary.hits()), (200, 2, 2), "values match exactly");
+    // A prefix route taken only with its header; without it, nothing else matches.
+    let r = client.request("GET", &gw.url("/orders"), &[("accept-version", "2")], b"").await;
+    assert_eq!((r.status.as_u16(), canary.hits()), (200, 3));
+    assert_eq!(client.get(&gw.url("/orders")).await.status, 404);
+    // The routes listing shows the condition.
+    let routes = client.get(&gw.admin_url("/admin/routes")).await.json();
+    let canary_route = routes["routes"].as_array().unwrap().iter().find(|r| r["id"] == "users-canary").unwrap().clone();
+    assert_eq!(canary_route["headers"], serde_json::json!({ "x-canary": ["1", "true"] }));
+    gw.stop().await;
+}
+
 const PLAIN: &str = r#"
 [upstreams.backend]
 targets = ["{upstream}"]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use airlock::config::ConfigSource;
 use airlock::proxy::path::normalize;
-use airlock::router::{PathMatch, RouteSpec, RouteTable};
+use airlock::router::{HeaderMatch, PathMatch, RouteSpec, RouteTable};
 use airlock_sdk::template::{Source, Template};
 use http::Method;
 use serde_json::Value;
@@ -41,7 +41,18 @@ pub fn config(data: &[u8]) {
         };
         let methods = route.methods.iter().filter_map(|m| Method::from_bytes(m.get_ref().as_bytes()).ok()).collect();
         let hosts = route.hosts.iter().map(|h| h.get_ref().clone()).collect();
-        specs.push(RouteSpec { id: format!("route-{i}"), hosts, methods, path });
+        // Header conditions as the gateway reads them (the valid ones): requests probed below
+        // carry no headers, so a route with conditions must never be their match.
+        let headers = route
+            .headers
+            .iter()
+            .filter_map(|(name, values)| {
+                let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+                let values = values.get_ref().0.iter().filter_map(|v| http::HeaderValue::from_str(v).ok()).collect();
+                Some(HeaderMatch { name, values })
+            })
+            .collect();
+        specs.push(RouteSpec { id: format!("route-{i}"), hosts, methods, path, headers });
     }
     let probes: Vec<(String, String)> = specs
         .iter()
@@ -67,7 +78,7 @@ pub fn router(data: &[u8]) {
                 let list = |s: &str| if s == "-" { Vec::new() } else { s.split(',').map(str::to_owned).collect() };
                 let Ok(methods) = list(methods).iter().map(|m| Method::from_bytes(m.as_bytes())).collect() else { continue };
                 let path = if *kind == "prefix" { PathMatch::Prefix(pattern.to_string()) } else { PathMatch::Exact(pattern.to_string()) };
-                specs.push(RouteSpec { id: format!("r{}", specs.len()), hosts: list(hosts), methods, path });
+                specs.push(RouteSpec { id: format!("r{}", specs.len()), hosts: list(hosts), methods, path, headers: Vec::new() });
             }
             ["Q", host, method, path] | ["Q", host, method, path, _] => {
                 let Ok(method) = Method::from_bytes(method.as_bytes()) else { continue };
@@ -98,8 +109,9 @@ fn check_normalized(path: &str) {
 fn check_routes<'a>(specs: &[RouteSpec], requests: impl Iterator<Item = (Option<&'a str>, Method, &'a str)>) {
     let Ok(table) = RouteTable::build(specs, (0..specs.len()).collect()) else { return };
     for (host, method, path) in requests {
-        let Some(found) = table.find(host, &method, path) else { continue };
+        let Some(found) = table.find(host, &method, path, &http::HeaderMap::new()) else { continue };
         let spec = &specs[*found.route];
+        assert!(spec.headers.is_empty(), "{method} {path} without headers matched a route that needs some: {spec:?}");
         assert!(spec.methods.is_empty() || spec.methods.contains(&method), "{method} {path} matched {spec:?}");
         if !spec.hosts.is_empty() {
             let host = host.map(|h| strip_port(h).to_ascii_lowercase()).unwrap_or_default();

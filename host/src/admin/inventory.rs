@@ -61,6 +61,7 @@ pub fn routes(gateway: &Gateway) -> Value {
                 "methods": route.matches.methods.iter().map(http::Method::as_str).collect::<Vec<_>>(),
                 "path": path,
                 "path_prefix": path_prefix,
+                "headers": header_conditions(&route.matches.headers),
                 "upstream": route.upstream.as_ref().map(|u| json!({
                     "name": &*u.name,
                     "targets": u.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -73,6 +74,19 @@ pub fn routes(gateway: &Gateway) -> Value {
         })
         .collect();
     json!({ "routes": routes })
+}
+
+/// A route's header conditions, name to accepted values, redacted as `/admin/config` redacts
+/// them (a condition on `x-internal-token` or a `Bearer ...` value).
+fn header_conditions(conditions: &[crate::router::HeaderMatch]) -> Value {
+    let mut map = serde_json::Map::new();
+    for condition in conditions {
+        let values: Vec<String> = condition.values.iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+        map.insert(condition.name.to_string(), json!(values));
+    }
+    let mut value = Value::Object(map);
+    crate::admin::redact::redact_secret_keys(&mut value);
+    value
 }
 
 fn chain_entry(entry: &ChainEntry) -> Value {

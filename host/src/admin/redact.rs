@@ -112,7 +112,7 @@ fn is_credential_value(text: &str) -> bool {
 
 /// Redacts, anywhere in the tree, values under keys that name a secret, values that read as a
 /// credential, and the secret members of anything shaped as a JWK.
-fn redact_secret_keys(value: &mut Value) {
+pub(crate) fn redact_secret_keys(value: &mut Value) {
     match value {
         Value::String(text) if is_credential_value(text) => *value = Value::String(REDACTED.into()),
         Value::Object(map) => {

@@ -563,6 +563,33 @@ impl<'de> Deserialize<'de> for TargetConfig {
     }
 }
 
+/// The values a route's header condition accepts: one string or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeaderValues(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for HeaderValues {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Values;
+        impl<'de> serde::de::Visitor<'de> for Values {
+            type Value = HeaderValues;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a header value or a list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HeaderValues, E> {
+                Ok(HeaderValues(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<HeaderValues, A::Error> {
+                let mut values = Vec::new();
+                while let Some(value) = seq.next_element::<String>()? {
+                    values.push(value);
+                }
+                Ok(HeaderValues(values))
+            }
+        }
+        d.deserialize_any(Values)
+    }
+}
+
 /// A named upstream: one or more targets, balanced round-robin (by weight, when given).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -694,6 +721,10 @@ pub struct RouteConfig {
     pub path: Option<Spanned<String>>,
     /// Path prefix on segment boundaries: `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
     pub path_prefix: Option<Spanned<String>>,
+    /// Headers a request must carry for this route: name = value, or name = [values] (any of
+    /// them, exactly). A route with headers beats one without at the same host, path and method.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<HeaderValues>>,
     /// The upstream requests go to. Optional when the chain always answers itself.
     pub upstream: Option<Spanned<String>>,
     /// Removed from the start of the path before it goes upstream.

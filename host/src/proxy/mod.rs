@@ -343,7 +343,7 @@ impl Gateway {
             .authority()
             .map(|a| a.as_str())
             .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
-        match self.routes.find(host, request.method(), request.uri().path()) {
+        match self.routes.find(host, request.method(), request.uri().path(), request.headers()) {
             Some(found) => Ok((found.route, found.params)),
             None => Err(GatewayError::NoRoute {
                 method: request.method().to_string(),
