@@ -1,0 +1,312 @@
+//! `builtin:proxy-cache`: answers repeated `GET` and `HEAD` requests from stored upstream
+//! responses (Kong's proxy-cache, nginx's `proxy_cache`), kept in the gateway's `state` backend:
+//! this gateway's memory, or Redis, where every gateway sharing it serves every entry.
+//!
+//! ```toml
+//! [[routes.plugins]]
+//! plugin = "builtin:proxy-cache"
+//! [routes.plugins.config]               # every key is optional
+//! methods = ["GET", "HEAD"]             # GET is required; a HEAD is answered from the GET's entry
+//! statuses = [200, 301, 404]            # statuses stored (206 and 304 never are)
+//! ttl_ms = 30000                        # lifetime without s-maxage / max-age
+//! respect_cache_control = true          # follow Cache-Control and Vary (see below)
+//! vary_headers = ["accept-language"]    # request headers whose values are part of the key
+//! vary_consumer = true                  # the consumer an auth plugin named is part of the key
+//! max_body_bytes = 65536                # larger bodies are not stored (at most 65536)
+//! ```
+//!
+//! Per request (see [`ProxyCache::on_request`]): a hit costs one state `get` and answers from it
+//! without calling the upstream (`X-Cache-Status: Hit`, `Age`); a miss costs the `get` and, if
+//! the response may be stored, one `set` in the response phase (`X-Cache-Status: Miss`); a
+//! request the cache may not answer costs nothing (`X-Cache-Status: Bypass`). If the backend
+//! fails, the request goes on uncached (`Bypass`), logged.
+//!
+//! The phases: answering in the request phase skips the later plugins and the upstream, while
+//! the response phases of this plugin and the ones before it still run (so a hit goes through
+//! them; this plugin's own does nothing for a hit). A miss hands the key to the response phase
+//! through the request context ([`CONTEXT_KEY`]): the response phase stores what reaches it,
+//! which is the upstream's answer as the plugins after this one in the chain left it. Put the
+//! cache after authentication, rate limiting and CORS, which must run on hits too.
+//!
+//! The response body is asked for (the gateway buffers it, up to the route's `max_body_bytes`)
+//! only because storing needs it; the modules: [`config`] (checked once at configure), [`key`],
+//! [`cache_control`], [`entry`] (the stored format, versioned), [`outage`] (log throttling).
+
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+pub mod cache_control;
+pub mod config;
+pub mod entry;
+pub mod key;
+pub mod outage;
+
+use airlock_sdk::state::{self, StateError};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseEdit, ResponseInit, export_plugin, log};
+
+use cache_control::Directives;
+use config::{Config, MAX_STATE_VALUE_BYTES, MethodClass, Settings};
+use entry::Entry;
+use key::KeyBuilder;
+use outage::OutageLog;
+
+/// The request context key under which a miss hands its cache key to the response phase.
+pub const CONTEXT_KEY: &str = "proxy-cache.key";
+
+/// The header telling the client how the cache handled its request.
+const STATUS_HEADER: &str = "x-cache-status";
+
+/// Response headers never stored: the connection's own (hop-by-hop, RFC 9110 7.6.1), the
+/// framing the gateway sets for each answer, and what this plugin writes per answer.
+const NOT_STORED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "content-length",
+    "age",
+    STATUS_HEADER,
+    "x-request-id",
+];
+
+/// The configured plugin.
+#[derive(Debug)]
+pub struct ProxyCache {
+    settings: Settings,
+    outage: OutageLog,
+}
+
+impl Plugin for ProxyCache {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(Self { settings: Settings::from_config(config)?, outage: OutageLog::default() })
+    }
+
+    /// Both phases; the response body, which is what is stored.
+    fn descriptor() -> Descriptor {
+        Descriptor::new().with_response_body()
+    }
+
+    /// Looks the request up: a hit answers, a miss goes on (marked for the response phase to
+    /// store), anything the cache may not answer goes on marked `Bypass`.
+    fn on_request(&self, req: &Request) -> Action {
+        let Some(class) = self.settings.method_class(&req.method()) else {
+            return bypass(req);
+        };
+        if self.settings.respect_cache_control {
+            let lines = req.header_all("cache-control");
+            if !lines.is_empty() && Directives::parse(lines.iter().map(Vec::as_slice)).bypasses_cache() {
+                return bypass(req);
+            }
+        }
+        // An earlier proxy-cache in this chain handles the request: this one stands aside
+        // rather than have both store under one context key.
+        if req.context_get(CONTEXT_KEY).is_some() {
+            return Action::Continue;
+        }
+        // A credential the key does not tell apart (checked upstream, say) must not have its
+        // answers served to anyone else (RFC 9111 3.5, Kong's `cache_control` rule).
+        if req.header("authorization").is_some()
+            && !self.settings.vary_authorization
+            && !(self.settings.vary_consumer && req.authenticated_before())
+        {
+            return bypass(req);
+        }
+        let key = self.key(req);
+        match state::get(&key) {
+            Ok(Some(bytes)) => match Entry::decode(&bytes) {
+                Ok(entry) => return Action::Respond(hit(entry, now_ms())),
+                // Another format, or damaged: a miss, overwritten by this request's answer.
+                Err(e) => log::debug(format!("cache entry not used: {e}")),
+            },
+            Ok(None) => {}
+            Err(e) => {
+                self.state_failed("look up", &e);
+                return bypass(req);
+            }
+        }
+        if class == MethodClass::Get {
+            req.context_set(CONTEXT_KEY, &key);
+        }
+        req.edit_response(ResponseEdit::Set(STATUS_HEADER, b"Miss"));
+        Action::Continue
+    }
+
+    /// Stores a missed `GET`'s response, if it may be stored. Does nothing for hits and bypasses.
+    fn on_response(&self, req: &Request, resp: &Response) {
+        let Some(key) = req.context_get(CONTEXT_KEY) else { return };
+        match self.storable(resp) {
+            Ok((bytes, ttl_ms)) => {
+                if let Err(e) = state::set(&key, &bytes, ttl_ms) {
+                    self.state_failed("store", &e);
+                }
+            }
+            Err(why) => log::debug(format!("response not stored: {why}")),
+        }
+    }
+}
+
+impl ProxyCache {
+    /// The request's cache key: route, scheme, host, method class (`HEAD` is `GET`), path, query
+    /// (parameters in a normalized order), each `vary_headers` header's values, and the consumer
+    /// (with `vary_consumer`).
+    fn key(&self, req: &Request) -> String {
+        let mut k = KeyBuilder::new();
+        k.part(req.route_id().as_bytes())
+            .part(req.scheme().as_bytes())
+            .optional(req.header("host").as_deref())
+            .part(b"GET")
+            .part(req.path().as_bytes())
+            .query(req.query().as_deref());
+        for name in &self.settings.vary_headers {
+            k.part(name.as_bytes()).values(&req.header_all(name));
+        }
+        if self.settings.vary_consumer {
+            k.optional(req.context_get("consumer").as_deref().map(str::as_bytes));
+        }
+        k.finish()
+    }
+
+    /// The entry for a response and its lifetime, or why it is not stored.
+    fn storable(&self, resp: &Response) -> Result<(Vec<u8>, u64), String> {
+        let s = &self.settings;
+        let status = resp.status();
+        if !s.stores_status(status) {
+            return Err(format!("status {status} is not in `statuses`"));
+        }
+        if resp.header("set-cookie").is_some() {
+            return Err("it sets a cookie".into());
+        }
+        let age_secs = cache_control::age_seconds(resp.header("age").as_deref());
+        let ttl_ms = if s.respect_cache_control {
+            let vary = resp.header_all("vary");
+            cache_control::vary_allows(vary.iter().map(Vec::as_slice), &s.vary_headers)?;
+            let lines = resp.header_all("cache-control");
+            Directives::parse(lines.iter().map(Vec::as_slice)).ttl_ms(s.ttl_ms, age_secs)?
+        } else {
+            s.ttl_ms
+        };
+        if !resp.trailer_names().is_empty() {
+            return Err("it has trailers".into());
+        }
+        // A declared length says "too large" without copying the body into the plugin (a
+        // decoded or chunked body declares none, and is copied to be measured).
+        if let Some(len) = resp.header("content-length").as_deref().and_then(declared_len)
+            && len > s.max_body_bytes as u64
+        {
+            return Err(format!("its body ({len} bytes) is larger than `max_body_bytes` ({})", s.max_body_bytes));
+        }
+        let body = resp.body().ok_or("no buffered body")?;
+        if body.len() > s.max_body_bytes {
+            return Err(format!("its body ({} bytes) is larger than `max_body_bytes` ({})", body.len(), s.max_body_bytes));
+        }
+        let mut headers = Vec::new();
+        for name in resp.header_names() {
+            if NOT_STORED.contains(&name.as_str()) {
+                continue;
+            }
+            for value in resp.header_all(&name) {
+                headers.push((name.clone(), value));
+            }
+        }
+        let entry = Entry { status, stored_at_ms: now_ms(), age_secs: u32::try_from(age_secs).unwrap_or(u32::MAX), headers, body };
+        match entry.encode() {
+            Some(bytes) if bytes.len() <= MAX_STATE_VALUE_BYTES => Ok((bytes, ttl_ms)),
+            _ => Err(format!("headers and body together are larger than one state value ({MAX_STATE_VALUE_BYTES} bytes)")),
+        }
+    }
+
+    /// Fails open: the request goes on uncached. A warning at most every few seconds per
+    /// instance (an outage would otherwise log one per request), debug lines otherwise.
+    fn state_failed(&self, what: &str, e: &StateError) {
+        let message = format!("cache {what} failed, serving uncached: {e}");
+        if self.outage.warn_now(now_ms()) { log::warn(message) } else { log::debug(message) }
+    }
+}
+
+/// The answer for a hit: the stored status, headers and body, its `Age`, and `X-Cache-Status: Hit`.
+fn hit(entry: Entry, now_ms: u64) -> ResponseInit {
+    let age = entry.age_at(now_ms);
+    let mut init = ResponseInit::new(entry.status);
+    init.headers = entry.headers;
+    init.headers.push(("age".into(), age.to_string().into_bytes()));
+    init.headers.push((STATUS_HEADER.into(), b"Hit".to_vec()));
+    init.body = entry.body;
+    init
+}
+
+/// A `Content-Length` value, if it is one number.
+fn declared_len(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
+/// Goes on without the cache, saying so.
+fn bypass(req: &Request) -> Action {
+    req.edit_response(ResponseEdit::Set(STATUS_HEADER, b"Bypass"));
+    Action::Continue
+}
+
+/// The wall clock in milliseconds since the Unix epoch (0 if it reads before it).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+export_plugin!(ProxyCache);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configure_checks_the_config() {
+        assert!(airlock_sdk::configure::<ProxyCache>("{}").is_ok());
+        let err = airlock_sdk::configure::<ProxyCache>(r#"{"max_body_bytes": 100000}"#).unwrap_err();
+        assert!(err.starts_with("`max_body_bytes`"), "{err}");
+        let err = airlock_sdk::configure::<ProxyCache>(r#"{"ttl": 5}"#).unwrap_err();
+        assert!(err.contains("unknown field `ttl`"), "{err}");
+    }
+
+    #[test]
+    fn a_hit_carries_the_entry_its_age_and_status() {
+        let entry = Entry {
+            status: 404,
+            stored_at_ms: 10_000,
+            age_secs: 1,
+            headers: vec![("content-type".into(), b"text/plain".to_vec())],
+            body: b"gone".to_vec(),
+        };
+        let init = hit(entry, 13_500);
+        assert_eq!(init.status, 404);
+        assert_eq!(init.body, b"gone");
+        assert_eq!(
+            init.headers,
+            [
+                ("content-type".to_owned(), b"text/plain".to_vec()),
+                ("age".to_owned(), b"4".to_vec()),
+                ("x-cache-status".to_owned(), b"Hit".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn declared_lengths_are_read_strictly() {
+        assert_eq!(declared_len(b"1001"), Some(1001));
+        assert_eq!(declared_len(b" 7 "), Some(7));
+        assert_eq!(declared_len(b"7, 7"), None);
+        assert_eq!(declared_len(&[0xff]), None);
+    }
+
+    #[test]
+    fn framing_and_per_answer_headers_are_not_stored() {
+        for h in ["content-length", "transfer-encoding", "connection", "age", "x-cache-status", "x-request-id"] {
+            assert!(NOT_STORED.contains(&h), "{h}");
+        }
+        assert!(!NOT_STORED.contains(&"content-type"));
+    }
+}

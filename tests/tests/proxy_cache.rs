@@ -1,0 +1,471 @@
+//! `builtin:proxy-cache` end to end: a real upstream that counts its calls and numbers its
+//! answers, a gateway in this process, and (last test) two gateways sharing a real Redis.
+//! What is stored and served, for how long, under which key, and what never is.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use airlock_tests::redis::Redis;
+use airlock_tests::{Gateway, HttpClient, Reply, Upstream};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+/// An upstream whose answers say how many requests it has served (`n=<count>`), the request's
+/// path and query, and the `accept-language` and `x-consumer-id` it got; some paths answer with
+/// caching headers:
+/// - `/cc/<value>`: `Cache-Control: <value>` (`_` for spaces, `~` for `,`);
+/// - `/cookie`: a `Set-Cookie`;
+/// - `/vary/<value>`: `Vary: <value>`;
+/// - `/status/<code>`: that status;
+/// - `/big/<bytes>`: a body of that many bytes.
+async fn numbered_upstream() -> Upstream {
+    let count = Arc::new(AtomicUsize::new(0));
+    Upstream::with_handler(move |req: Request<Incoming>| {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let path = req.uri().path().to_owned();
+            let header = |name: &str| req.headers().get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+            if let Some(size) = path.strip_prefix("/big/").and_then(|s| s.parse::<usize>().ok()) {
+                return Response::new(Full::new(Bytes::from(vec![b'x'; size])));
+            }
+            let body = format!(
+                "n={n} path={path} query={} lang={} consumer={}",
+                req.uri().query().unwrap_or(""),
+                header("accept-language"),
+                header("x-consumer-id")
+            );
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert("content-type", "text/plain".parse().expect("static"));
+            if let Some(cc) = path.strip_prefix("/cc/") {
+                r.headers_mut().insert("cache-control", cc.replace('_', " ").replace('~', ",").parse().expect("value"));
+            }
+            if let Some(vary) = path.strip_prefix("/vary/") {
+                r.headers_mut().insert("vary", vary.parse().expect("value"));
+            }
+            if path == "/cookie" {
+                r.headers_mut().insert("set-cookie", "session=secret; HttpOnly".parse().expect("static"));
+            }
+            if let Some(code) = path.strip_prefix("/status/").and_then(|s| s.parse::<u16>().ok()) {
+                *r.status_mut() = http::StatusCode::from_u16(code).expect("status");
+            }
+            r
+        }
+    })
+    .await
+}
+
+/// One route through `builtin:proxy-cache` with this config (inline table body).
+fn config(cache: &str) -> String {
+    format!(
+        r#"
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[[routes]]
+id = "cached"
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:proxy-cache"
+config = {{ {cache} }}
+"#
+    )
+}
+
+async fn start(cache: &str) -> (Upstream, Gateway) {
+    let upstream = numbered_upstream().await;
+    let gw = Gateway::start(&config(cache), Some(&upstream)).await;
+    (upstream, gw)
+}
+
+fn cache_status(r: &Reply) -> String {
+    r.header("x-cache-status").unwrap_or_else(|| "(none)".into())
+}
+
+async fn get(client: &HttpClient, gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Reply {
+    client.request("GET", &gw.url(path), headers, b"").await
+}
+
+/// GETs `path` twice; returns both replies.
+async fn twice(client: &HttpClient, gw: &Gateway, path: &str) -> (Reply, Reply) {
+    (get(client, gw, path, &[]).await, get(client, gw, path, &[]).await)
+}
+
+#[tokio::test]
+async fn a_miss_is_stored_and_the_next_request_is_a_hit_without_the_upstream() {
+    let (upstream, gw) = start("").await;
+    let client = HttpClient::http1();
+    let first = get(&client, &gw, "/a", &[]).await;
+    assert_eq!((first.status.as_u16(), cache_status(&first).as_str()), (200, "Miss"));
+    assert!(first.header("age").is_none());
+    let second = get(&client, &gw, "/a", &[]).await;
+    assert_eq!((second.status.as_u16(), cache_status(&second).as_str()), (200, "Hit"));
+    assert_eq!(second.text(), first.text(), "the stored body");
+    assert_eq!(second.header("content-type").as_deref(), Some("text/plain"), "the stored headers");
+    assert_eq!(second.header("content-length").as_deref(), Some(first.body.len().to_string().as_str()));
+    let age: u64 = second.header("age").expect("a hit has an Age").parse().expect("Age is seconds");
+    assert!(age <= 1, "{age}");
+    assert!(second.header("x-request-id").is_some() && second.header("x-request-id") != first.header("x-request-id"));
+    assert_eq!(upstream.hits(), 1, "the hit did not reach the upstream");
+    // Another path is another entry.
+    assert_eq!(cache_status(&get(&client, &gw, "/b", &[]).await), "Miss");
+    assert_eq!(upstream.hits(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn entries_expire_after_ttl_ms() {
+    let (upstream, gw) = start("ttl_ms = 300").await;
+    let client = HttpClient::http1();
+    let (a, b) = twice(&client, &gw, "/t").await;
+    assert_eq!((cache_status(&a).as_str(), cache_status(&b).as_str()), ("Miss", "Hit"));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let c = get(&client, &gw, "/t", &[]).await;
+    assert_eq!(cache_status(&c), "Miss", "expired");
+    assert!(c.text().starts_with("n=2 "), "{}", c.text());
+    assert_eq!(upstream.hits(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_upstreams_cache_control_sets_the_lifetime_or_forbids_storing() {
+    let (upstream, gw) = start("ttl_ms = 600000").await;
+    let client = HttpClient::http1();
+    // max-age=1 wins over the 10-minute default.
+    let (a, b) = twice(&client, &gw, "/cc/public~_max-age=1").await;
+    assert_eq!((cache_status(&a).as_str(), cache_status(&b).as_str()), ("Miss", "Hit"));
+    // s-maxage wins over max-age.
+    let (a, b) = twice(&client, &gw, "/cc/max-age=1~_s-maxage=600").await;
+    assert_eq!((cache_status(&a).as_str(), cache_status(&b).as_str()), ("Miss", "Hit"));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(cache_status(&get(&client, &gw, "/cc/public~_max-age=1", &[]).await), "Miss", "max-age=1 expired");
+    assert_eq!(cache_status(&get(&client, &gw, "/cc/max-age=1~_s-maxage=600", &[]).await), "Hit", "s-maxage=600 holds");
+    let before = upstream.hits();
+    for path in ["/cc/no-store", "/cc/private~_max-age=60", "/cc/no-cache", "/cc/max-age=0", "/vary/*", "/vary/origin"] {
+        let (a, b) = twice(&client, &gw, path).await;
+        assert_eq!((cache_status(&a).as_str(), cache_status(&b).as_str()), ("Miss", "Miss"), "{path}");
+    }
+    assert_eq!(upstream.hits(), before + 12, "nothing of those was stored");
+    // A Vary the key covers is fine.
+    let gw2 = Gateway::start(&config(r#"vary_headers = ["Origin"]"#), Some(&upstream)).await;
+    let (a, b) = twice(&client, &gw2, "/vary/Origin").await;
+    assert_eq!((cache_status(&a).as_str(), cache_status(&b).as_str()), ("Miss", "Hit"));
+    gw.stop().await;
+    gw2.stop().await;
+}
+
+#[tokio::test]
+async fn respect_cache_control_false_stores_for_ttl_ms_whatever_the_upstream_says() {
+    let (upstream, gw) = start("respect_cache_control = false").await;
+    let client = HttpClient::http1();
+    let (a, b) = twice(&client, &gw, "/cc/no-store").await;
+    assert_eq!((cache_status(&a).as_str(), cache_status(&b).as_str()), ("Miss", "Hit"));
+    let hit = get(&client, &gw, "/cc/no-store", &[("cache-control", "no-cache")]).await;
+    assert_eq!(cache_status(&hit), "Hit", "nor the client's");
+    // A cookie is never stored, whatever the policy.
+    let (a, b) = twice(&client, &gw, "/cookie").await;
+    assert_eq!((cache_status(&a).as_str(), cache_status(&b).as_str()), ("Miss", "Miss"));
+    assert_eq!(upstream.hits(), 3);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_clients_no_cache_or_no_store_bypasses_the_cache() {
+    let (upstream, gw) = start("").await;
+    let client = HttpClient::http1();
+    assert_eq!(cache_status(&get(&client, &gw, "/r", &[]).await), "Miss");
+    for cc in ["no-cache", "No-Store", "max-age=5, no-cache"] {
+        let r = get(&client, &gw, "/r", &[("cache-control", cc)]).await;
+        assert_eq!(cache_status(&r), "Bypass", "{cc}");
+    }
+    assert_eq!(upstream.hits(), 4);
+    // Bypassed answers were not stored over the entry: still the first one.
+    let r = get(&client, &gw, "/r", &[]).await;
+    assert_eq!(cache_status(&r), "Hit");
+    assert!(r.text().starts_with("n=1 "), "{}", r.text());
+    // max-age=0 (a browser's reload) is not a bypass.
+    assert_eq!(cache_status(&get(&client, &gw, "/r", &[("cache-control", "max-age=0")]).await), "Hit");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn responses_that_set_cookies_are_not_stored() {
+    let (upstream, gw) = start("").await;
+    let client = HttpClient::http1();
+    let (a, b) = twice(&client, &gw, "/cookie").await;
+    assert_eq!((cache_status(&a).as_str(), cache_status(&b).as_str()), ("Miss", "Miss"));
+    assert_eq!(b.header("set-cookie").as_deref(), Some("session=secret; HttpOnly"));
+    assert_eq!(upstream.hits(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn query_parameters_in_another_order_share_an_entry() {
+    let (upstream, gw) = start("").await;
+    let client = HttpClient::http1();
+    assert_eq!(cache_status(&get(&client, &gw, "/q?b=2&a=1", &[]).await), "Miss");
+    let r = get(&client, &gw, "/q?a=1&b=2", &[]).await;
+    assert_eq!(cache_status(&r), "Hit");
+    assert!(r.text().contains("query=b=2&a=1"), "the first request's answer: {}", r.text());
+    for other in ["/q?a=1", "/q?a=1&b=3", "/q?a=1&b=2&a=0", "/q"] {
+        assert_eq!(cache_status(&get(&client, &gw, other, &[]).await), "Miss", "{other}");
+    }
+    assert_eq!(upstream.hits(), 5);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn vary_headers_keep_separate_entries() {
+    let (upstream, gw) = start(r#"vary_headers = ["Accept-Language"]"#).await;
+    let client = HttpClient::http1();
+    let en = [("accept-language", "en")];
+    let de = [("accept-language", "de")];
+    assert_eq!(cache_status(&get(&client, &gw, "/v", &en).await), "Miss");
+    assert_eq!(cache_status(&get(&client, &gw, "/v", &de).await), "Miss");
+    assert_eq!(cache_status(&get(&client, &gw, "/v", &[]).await), "Miss");
+    let r = get(&client, &gw, "/v", &en).await;
+    assert_eq!(cache_status(&r), "Hit");
+    assert!(r.text().contains("lang=en"), "{}", r.text());
+    let r = get(&client, &gw, "/v", &de).await;
+    assert_eq!(cache_status(&r), "Hit");
+    assert!(r.text().contains("lang=de"), "{}", r.text());
+    assert_eq!(upstream.hits(), 3);
+    gw.stop().await;
+}
+
+/// key-auth in front of the cache: one consumer's answer is never served to another.
+fn key_auth_config(cache: &str) -> String {
+    format!(
+        r#"
+[[consumers]]
+id = "alice"
+credentials = {{ keys = ["alice-key"] }}
+
+[[consumers]]
+id = "bob"
+credentials = {{ keys = ["bob-key"] }}
+
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[[routes]]
+id = "private"
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+[[routes.plugins]]
+plugin = "builtin:proxy-cache"
+config = {{ {cache} }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn consumers_never_share_entries() {
+    let upstream = numbered_upstream().await;
+    let gw = Gateway::start(&key_auth_config(""), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let alice = [("x-api-key", "alice-key")];
+    let bob = [("x-api-key", "bob-key")];
+    assert_eq!(cache_status(&get(&client, &gw, "/me", &alice).await), "Miss");
+    let r = get(&client, &gw, "/me", &bob).await;
+    assert_eq!(cache_status(&r), "Miss", "bob does not get alice's answer");
+    assert!(r.text().contains("consumer=bob"), "{}", r.text());
+    let r = get(&client, &gw, "/me", &alice).await;
+    assert_eq!(cache_status(&r), "Hit");
+    assert!(r.text().contains("consumer=alice"), "{}", r.text());
+    let r = get(&client, &gw, "/me", &bob).await;
+    assert!(cache_status(&r) == "Hit" && r.text().contains("consumer=bob"), "{}", r.text());
+    // Without a key, key-auth answers before the cache is reached.
+    assert_eq!(get(&client, &gw, "/me", &[]).await.status.as_u16(), 401);
+    assert_eq!(upstream.hits(), 2);
+
+    // vary_consumer = false: one entry for everyone (the operator's choice).
+    let shared = Gateway::start(&key_auth_config("vary_consumer = false"), Some(&upstream)).await;
+    assert_eq!(cache_status(&get(&client, &shared, "/all", &alice).await), "Miss");
+    let r = get(&client, &shared, "/all", &bob).await;
+    assert!(cache_status(&r) == "Hit" && r.text().contains("consumer=alice"), "{}", r.text());
+    gw.stop().await;
+    shared.stop().await;
+}
+
+#[tokio::test]
+async fn requests_with_authorization_bypass_unless_the_key_tells_credentials_apart() {
+    let (upstream, gw) = start("").await;
+    let client = HttpClient::http1();
+    let auth = [("authorization", "Bearer one")];
+    assert_eq!(cache_status(&get(&client, &gw, "/auth", &auth).await), "Bypass");
+    assert_eq!(cache_status(&get(&client, &gw, "/auth", &auth).await), "Bypass");
+    assert_eq!(upstream.hits(), 2);
+    gw.stop().await;
+
+    let (upstream, gw) = start(r#"vary_headers = ["authorization"]"#).await;
+    assert_eq!(cache_status(&get(&client, &gw, "/auth", &auth).await), "Miss");
+    assert_eq!(cache_status(&get(&client, &gw, "/auth", &[("authorization", "Bearer two")]).await), "Miss");
+    assert_eq!(cache_status(&get(&client, &gw, "/auth", &auth).await), "Hit");
+    assert_eq!(upstream.hits(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_is_answered_from_the_gets_entry_and_is_never_stored_itself() {
+    let (upstream, gw) = start("").await;
+    let client = HttpClient::http1();
+    let got = get(&client, &gw, "/h", &[]).await;
+    assert_eq!(cache_status(&got), "Miss");
+    let head = client.request("HEAD", &gw.url("/h"), &[], b"").await;
+    assert_eq!((head.status.as_u16(), cache_status(&head).as_str()), (200, "Hit"));
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length").as_deref(), Some(got.body.len().to_string().as_str()), "the GET's length");
+    assert_eq!(upstream.hits(), 1);
+    // A HEAD miss goes upstream (as a HEAD) and stores nothing a GET could be served.
+    let head = client.request("HEAD", &gw.url("/h2"), &[], b"").await;
+    assert_eq!(cache_status(&head), "Miss");
+    let got = get(&client, &gw, "/h2", &[]).await;
+    assert_eq!(cache_status(&got), "Miss");
+    assert!(got.text().starts_with("n=3 "), "{}", got.text());
+    gw.stop().await;
+
+    // methods = ["GET"]: a HEAD bypasses.
+    let (_upstream, gw) = start(r#"methods = ["GET"]"#).await;
+    assert_eq!(cache_status(&get(&client, &gw, "/h", &[]).await), "Miss");
+    assert_eq!(cache_status(&client.request("HEAD", &gw.url("/h"), &[], b"").await), "Bypass");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_configured_statuses_are_stored() {
+    let (upstream, gw) = start("").await;
+    let client = HttpClient::http1();
+    let (a, b) = twice(&client, &gw, "/status/500").await;
+    assert_eq!((a.status.as_u16(), cache_status(&a).as_str(), cache_status(&b).as_str()), (500, "Miss", "Miss"));
+    let (a, b) = twice(&client, &gw, "/status/404").await;
+    assert_eq!((b.status.as_u16(), cache_status(&a).as_str(), cache_status(&b).as_str()), (404, "Miss", "Hit"));
+    let (_, b) = twice(&client, &gw, "/status/201").await;
+    assert_eq!(cache_status(&b), "Miss");
+    assert_eq!(upstream.hits(), 5);
+    gw.stop().await;
+
+    let (_upstream, gw) = start("statuses = [500]").await;
+    let (_, b) = twice(&client, &gw, "/status/500").await;
+    assert_eq!((b.status.as_u16(), cache_status(&b).as_str()), (500, "Hit"));
+    let (_, b) = twice(&client, &gw, "/ok").await;
+    assert_eq!(cache_status(&b), "Miss", "200 is not listed");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_max_body_bytes_are_not_stored() {
+    let (upstream, gw) = start("max_body_bytes = 1000").await;
+    let client = HttpClient::http1();
+    let (a, b) = twice(&client, &gw, "/big/1001").await;
+    assert_eq!((a.body.len(), cache_status(&a).as_str(), cache_status(&b).as_str()), (1001, "Miss", "Miss"));
+    let (a, b) = twice(&client, &gw, "/big/1000").await;
+    assert_eq!((b.body.len(), cache_status(&a).as_str(), cache_status(&b).as_str()), (1000, "Miss", "Hit"));
+    assert_eq!(upstream.hits(), 3);
+    gw.stop().await;
+
+    // The default (64 KiB) is what one state value holds: a body that fills it leaves no room
+    // for the headers, so it is served but not stored; a slightly smaller one is.
+    let (_upstream, gw) = start("").await;
+    let (_, b) = twice(&client, &gw, "/big/65536").await;
+    assert_eq!((b.body.len(), cache_status(&b).as_str()), (65536, "Miss"));
+    let (_, b) = twice(&client, &gw, "/big/60000").await;
+    assert_eq!((b.body.len(), cache_status(&b).as_str()), (60000, "Hit"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn other_methods_are_never_cached() {
+    let (upstream, gw) = start("").await;
+    let client = HttpClient::http1();
+    for method in ["POST", "PUT", "DELETE", "POST"] {
+        let r = client.request(method, &gw.url("/p"), &[], b"{}").await;
+        assert_eq!((r.status.as_u16(), cache_status(&r).as_str()), (200, "Bypass"), "{method}");
+    }
+    assert_eq!(upstream.hits(), 4);
+    // A POST to a cached path is not answered from the GET's entry either.
+    assert_eq!(cache_status(&get(&client, &gw, "/p", &[]).await), "Miss");
+    assert_eq!(cache_status(&client.request("POST", &gw.url("/p"), &[], b"{}").await), "Bypass");
+    assert_eq!(upstream.hits(), 6);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn bad_configs_are_refused_at_load_naming_the_key() {
+    let upstream = numbered_upstream().await;
+    for (cache, expected) in [
+        ("max_body_bytes = 100000", "`max_body_bytes` is 100000, more than the state backend stores in one value"),
+        (r#"methods = ["GET", "POST"]"#, "`methods`: `POST` responses are not cached"),
+        ("statuses = [206]", "`statuses`: 206 cannot be stored"),
+        ("ttl_ms = 0", "`ttl_ms` must be at least 1"),
+    ] {
+        let err = Gateway::try_start(&config(cache), Some(&upstream)).await.err().expect("refused").to_string();
+        assert!(err.contains(expected) && err.contains("builtin:proxy-cache"), "{cache}: {err}");
+    }
+}
+
+/// `airlock inspect` shows what the built-in imports: `state`, and nothing else outside the sandbox.
+#[test]
+fn inspect_shows_the_state_capability() {
+    let out = std::process::Command::new(airlock_tests::airlock_binary())
+        .args(["inspect", "builtin:proxy-cache", "--json"])
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run airlock");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["capabilities"], serde_json::json!(["state"]));
+    assert_eq!((json["phases"]["on_request"].as_bool(), json["phases"]["on_response"].as_bool()), (Some(true), Some(true)));
+}
+
+fn redis_config(port: u16) -> String {
+    format!(
+        r#"
+[state]
+backend = "redis"
+redis_url = "redis://127.0.0.1:{port}"
+timeout_ms = 200
+connect_timeout_ms = 200
+{}"#,
+        config("")
+    )
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_serve_each_others_entries_and_fail_open_without_it() {
+    let mut redis = Redis::start(None);
+    let upstream = numbered_upstream().await;
+    let a = Gateway::start(&redis_config(redis.port), Some(&upstream)).await;
+    let b = Gateway::start(&redis_config(redis.port), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    // The `Host` is part of the key: clients of both reach them by one name (behind a load
+    // balancer), not by each gateway's own port.
+    let host = [("host", "api.example.com")];
+    let first = get(&client, &a, "/shared?x=1", &host).await;
+    assert_eq!(cache_status(&first), "Miss");
+    let second = get(&client, &b, "/shared?x=1", &host).await;
+    assert_eq!(cache_status(&second), "Hit", "the other gateway's entry");
+    assert_eq!(second.text(), first.text());
+    assert_eq!(upstream.hits(), 1);
+    // The entry is in Redis, under a bounded key, with its TTL.
+    let keys = redis.cmd(&["KEYS", "*"]);
+    let key = keys.lines().find(|k| k.contains(":k1:")).unwrap_or_else(|| panic!("no cache key in {keys}"));
+    assert!(key.len() < 200, "{key}");
+    let ttl: i64 = redis.cmd(&["PTTL", key]).trim_start_matches(':').parse().expect("PTTL");
+    assert!(ttl > 0 && ttl <= 30_000, "{ttl}");
+
+    // Redis goes away: requests go on uncached, answered by the upstream.
+    redis.stop();
+    for gw in [&a, &b, &a] {
+        let r = get(&client, gw, "/shared?x=1", &host).await;
+        assert_eq!((r.status.as_u16(), cache_status(&r).as_str()), (200, "Bypass"));
+    }
+    assert_eq!(upstream.hits(), 4);
+    a.stop().await;
+    b.stop().await;
+}
