@@ -55,6 +55,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// What requests it matches (hosts, methods, path), for the admin API.
     pub matches: RouteSpec,
+    /// How its responses are gzipped for clients that accept it; `None`: they are not.
+    pub compression: Option<Arc<crate::proxy::compress::Compression>>,
 }
 
 impl Route {
@@ -270,6 +272,7 @@ impl Gateway {
         }
         let mut specs = Vec::new();
         let mut routes = Vec::new();
+        let compression = Arc::new(crate::proxy::compress::Compression::new(&config.compression));
         let mut route_ids = std::collections::HashSet::new();
         for (index, route) in config.routes.iter().enumerate() {
             let id: Arc<str> = route.id.as_ref().map_or_else(|| format!("route-{index}"), |id| id.get_ref().clone()).into();
@@ -361,6 +364,7 @@ impl Gateway {
                 timeout: Duration::from_millis(timeout),
                 tunnel_idle: Duration::from_millis(route.tunnel_idle_ms.unwrap_or(config.timeouts.tunnel_idle_ms)),
                 matches: spec.clone(),
+                compression: route.compress.unwrap_or(config.compression.enabled).then(|| compression.clone()),
             });
             specs.push((index, spec));
         }

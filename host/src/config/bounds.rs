@@ -58,6 +58,11 @@ pub fn at_least_one_spanned<'de, D: Deserializer<'de>>(d: D) -> Result<Option<to
     Ok(Some(value))
 }
 
+/// `compression.level`: 1 to 9, gzip's levels.
+pub fn gzip_level<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    within(d, 1, 9)
+}
+
 /// A target's `weight`: 0 to [`super::MAX_TARGET_WEIGHT`].
 pub fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     within(d, 0, u64::from(super::MAX_TARGET_WEIGHT))

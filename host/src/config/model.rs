@@ -67,6 +67,48 @@ pub struct Config {
     /// Usage analytics and anomaly flags (`/admin/analytics`, the dashboard).
     #[serde(default)]
     pub analytics: AnalyticsConfig,
+    /// gzip for responses to clients that accept it.
+    #[serde(default)]
+    pub compression: CompressionConfig,
+}
+
+/// `[compression]`: responses gzipped on their way to clients that accept it (nginx's `gzip`,
+/// Envoy's compressor, AWS API Gateway's `minimumCompressionSize`). Off unless enabled; a route's
+/// `compress` turns it on or off for that route.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// On for every route without a `compress` of its own.
+    pub enabled: bool,
+    /// A response whose `Content-Length` is below this stays as it is (a streamed one of unknown
+    /// length is compressed).
+    pub min_bytes: u64,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    #[serde(deserialize_with = "bounds::gzip_level")]
+    pub level: u32,
+    /// Media types compressed (`text/*` for every `text/` type).
+    pub types: Vec<String>,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_bytes: 1024,
+            level: 5,
+            types: [
+                "application/json",
+                "application/problem+json",
+                "application/javascript",
+                "application/xml",
+                "application/graphql-response+json",
+                "image/svg+xml",
+                "text/*",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
 }
 
 /// `[trust]`: plugin signing policy. With `require_signatures`, every third-party component must
@@ -738,6 +780,8 @@ pub struct RouteConfig {
     /// Overrides the upstream's request timeout.
     #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub timeout_ms: Option<u64>,
+    /// Turns `[compression]` on (`true`) or off (`false`) for this route.
+    pub compress: Option<bool>,
     /// Overrides `timeouts.tunnel_idle_ms` for this route's WebSockets.
     #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub tunnel_idle_ms: Option<u64>,

@@ -39,6 +39,8 @@ mod projected {
             Holding { body: Pin<Box<ProxyBody>>, slots: Vec<SlotGuard> },
             /// A streamed body cut off when its peer stalls (boxed: most bodies end at once).
             Watched { body: Pin<Box<IdleWatch>> },
+            /// A response body gzipped on its way to the client ([`crate::proxy::compress`]).
+            Gzip { body: Pin<Box<crate::proxy::compress::GzipStream>> },
             /// A request body on its way upstream that tells `Upstream::send` how it goes: each
             /// frame taken, and when it has been sent whole (or dropped).
             Telling { body: Pin<Box<ProxyBody>>, progress: std::sync::Arc<UploadProgress>, sent: Option<tokio::sync::oneshot::Sender<()>> },
@@ -107,6 +109,7 @@ impl ProxyBody {
             ProxyBody::Full { .. } => None,
             ProxyBody::Holding { body, .. } => body.counter(),
             ProxyBody::Watched { body } => body.body.counter(),
+            ProxyBody::Gzip { .. } => None,
             ProxyBody::Telling { progress, .. } => Some(progress),
         }
     }
@@ -154,6 +157,7 @@ impl Body for ProxyBody {
             }),
             ProxyBodyProj::Holding { body, .. } => body.as_mut().poll_frame(cx),
             ProxyBodyProj::Watched { body } => body.as_mut().poll_frame(cx),
+            ProxyBodyProj::Gzip { body } => body.as_mut().poll_frame(cx),
             ProxyBodyProj::Telling { body, progress, sent } => {
                 let polled = body.as_mut().poll_frame(cx);
                 if matches!(polled, Poll::Ready(Some(Ok(_)))) {
@@ -176,6 +180,7 @@ impl Body for ProxyBody {
             ProxyBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
             ProxyBody::Holding { body, .. } => body.is_end_stream(),
             ProxyBody::Watched { body } => body.body.is_end_stream(),
+            ProxyBody::Gzip { body } => body.is_end_stream(),
             ProxyBody::Telling { body, .. } => body.is_end_stream(),
         }
     }
@@ -187,6 +192,7 @@ impl Body for ProxyBody {
             ProxyBody::Full { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ProxyBody::Holding { body, .. } => body.size_hint(),
             ProxyBody::Watched { body } => body.body.size_hint(),
+            ProxyBody::Gzip { body } => body.size_hint(),
             ProxyBody::Telling { body, .. } => body.size_hint(),
         }
     }

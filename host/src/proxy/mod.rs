@@ -18,6 +18,7 @@
 pub mod affinity;
 pub mod body;
 pub mod client_ip;
+pub mod compress;
 pub mod counted;
 pub mod encoding;
 pub mod grpc;
@@ -196,6 +197,12 @@ impl Gateway {
         self.check_limits(&request)?;
         let (route, params) = self.route(&request)?;
         record.matched(&route.id, &route.metrics);
+        // Read from the client's own request, before plugins or the upstream see it.
+        let gzip = route
+            .compression
+            .as_deref()
+            .filter(|_| request.method() != Method::HEAD)
+            .map(|policy| (policy, compress::accepts_gzip(request.headers())));
         // One header value for the request id, shared by the upstream request and the response.
         let id_header = headers::request_id_header(request_id);
         let (mut state, stream, request_trailers) =
@@ -283,6 +290,8 @@ impl Gateway {
         let mut response = write_response(response, stream, forwarded.then_some(version), id_header, body_idle, head);
         if let Some(upgrade) = upgrade {
             upgrade::keep_switch(&mut response, upgrade, route.tunnel_idle);
+        } else if let Some((policy, client_accepts)) = gzip {
+            policy.apply(&mut response, client_accepts);
         }
         if !held.is_empty() {
             response = response.map(|body| body.holding(held));

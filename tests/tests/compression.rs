@@ -1,0 +1,169 @@
+//! `[compression]`: responses gzipped for clients that accept it, over a real upstream and real
+//! clients (HTTP/1.1 and HTTP/2): whole and streamed bodies, what is left alone, and a stream
+//! that reaches the client as it comes (each frame flushed).
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use airlock_tests::{Gateway, HttpClient, Upstream};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// 4 KiB of JSON, the same each time.
+fn document() -> String {
+    let items: Vec<String> = (0..100).map(|i| format!("{{\"id\":{i},\"name\":\"item {i}\"}}")).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// An upstream answering `/json` with [`document`], `/small` with a few bytes of JSON, `/png`
+/// with an image's bytes, and `/etag` with a strong ETag.
+async fn upstream() -> Upstream {
+    Upstream::with_handler(|req: Request<Incoming>| async move {
+        let (content_type, body) = match req.uri().path() {
+            "/small" => ("application/json", "{\"ok\":true}".to_owned()),
+            "/png" => ("image/png", "x".repeat(4096)),
+            _ => ("application/json; charset=utf-8", document()),
+        };
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        r.headers_mut().insert("content-type", content_type.parse().unwrap());
+        r.headers_mut().insert("etag", "\"v7\"".parse().unwrap());
+        r
+    })
+    .await
+}
+
+fn gunzip(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(bytes).read_to_string(&mut out).expect("valid gzip");
+    out
+}
+
+const CONFIG: &str = r#"
+[compression]
+enabled = true
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+
+[[routes]]
+path_prefix = "/plain"
+strip_prefix = "/plain"
+upstream = "backend"
+compress = false
+
+[[routes]]
+path_prefix = "/transformed"
+strip_prefix = "/transformed"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:transform"
+config = { response = { body = { wrap = "items" } } }
+"#;
+
+#[tokio::test]
+async fn json_is_gzipped_for_clients_that_accept_it_over_both_protocols() {
+    let up = upstream().await;
+    let gw = Gateway::start(CONFIG, Some(&up)).await;
+    for client in [HttpClient::http1(), HttpClient::http2()] {
+        let r = client.request("GET", &gw.url("/json"), &[("accept-encoding", "br, gzip")], b"").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-encoding").as_deref(), Some("gzip"));
+        assert_eq!(r.header("vary").as_deref(), Some("Accept-Encoding"));
+        assert_eq!(r.header("etag").as_deref(), Some("W/\"v7\""), "the bytes are no longer the upstream's");
+        assert!(r.body.len() < document().len() / 3, "{} bytes", r.body.len());
+        assert_eq!(gunzip(&r.body), document());
+
+        // Without gzip in Accept-Encoding: as it came, still saying it varies.
+        let r = client.request("GET", &gw.url("/json"), &[("accept-encoding", "gzip;q=0, br")], b"").await;
+        assert_eq!((r.header("content-encoding"), r.header("vary").as_deref()), (None, Some("Accept-Encoding")));
+        assert_eq!(r.text(), document());
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn small_bodies_other_types_heads_and_routes_with_compress_false_are_left_alone() {
+    let up = upstream().await;
+    let gw = Gateway::start(CONFIG, Some(&up)).await;
+    let client = HttpClient::http1();
+    let gzip = [("accept-encoding", "gzip")];
+    for path in ["/small", "/png", "/plain/json"] {
+        let r = client.request("GET", &gw.url(path), &gzip, b"").await;
+        assert_eq!(r.header("content-encoding"), None, "{path}");
+    }
+    let r = client.request("HEAD", &gw.url("/json"), &gzip, b"").await;
+    assert_eq!((r.header("content-encoding"), r.header("content-length")), (None, Some(document().len().to_string())));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_a_plugin_changed_is_gzipped_whole_with_its_length() {
+    let up = upstream().await;
+    let gw = Gateway::start(CONFIG, Some(&up)).await;
+    let r = HttpClient::http1().request("GET", &gw.url("/transformed/json"), &[("accept-encoding", "gzip")], b"").await;
+    assert_eq!(r.header("content-encoding").as_deref(), Some("gzip"));
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string()));
+    let json: serde_json::Value = serde_json::from_str(&gunzip(&r.body)).unwrap();
+    assert_eq!((json["items"][0]["id"].as_u64(), json["items"][99]["name"].as_str()), (Some(0), Some("item 99")));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_reaches_the_client_as_it_comes() {
+    // Server-sent events: the second event is sent only once the client has decoded the first,
+    // which it can only do if the gateway flushed it rather than waiting for more.
+    let (events, receive) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let receive = std::sync::Arc::new(tokio::sync::Mutex::new(Some(receive)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+            let receive = receive.clone();
+            async move {
+                let rx = receive.lock().await.take().expect("one stream");
+                let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|event| (Ok::<_, std::convert::Infallible>(Frame::data(event)), rx))
+                });
+                let mut r = Response::new(StreamBody::new(frames));
+                r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+                Ok::<_, std::convert::Infallible>(r)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+    });
+    let config = format!("[compression]\nenabled = true\n\n[upstreams.sse]\ntargets = [\"{addr}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"sse\"\n");
+    let gw = Gateway::start(&config, None).await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::get(gw.url("/events")).header("accept-encoding", "gzip").body(Full::default()).unwrap();
+    let first_event = "data: first\n\n".repeat(20);
+    events.send(Bytes::from(first_event.clone())).await.unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let mut body = response.into_body();
+    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    while decoder.get_ref().len() < first_event.len() {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("the first event, flushed").unwrap().unwrap();
+        if let Ok(data) = frame.into_data() {
+            decoder.write_all(&data).unwrap();
+            decoder.flush().unwrap();
+        }
+    }
+    assert_eq!(String::from_utf8(decoder.get_ref().clone()).unwrap(), first_event);
+    events.send(Bytes::from_static(b"data: second\n\n")).await.unwrap();
+    drop(events);
+    let rest = body.collect().await.unwrap().to_bytes();
+    decoder.write_all(&rest).unwrap();
+    let all = decoder.finish().unwrap();
+    assert_eq!(String::from_utf8(all).unwrap(), format!("{first_event}data: second\n\n"));
+    gw.stop().await;
+    server.abort();
+}
