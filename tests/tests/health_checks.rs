@@ -251,3 +251,79 @@ async fn an_h2c_upstream_is_probed_over_http2() {
     wait_for_target(&gw, a.addr, 1.0).await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_target_out_of_rotation_shares_its_turns_among_the_others() {
+    // Three targets, the middle one out: the other two share its turns evenly, rather than the
+    // one after it taking them all (twice its share, and the next to fall under the load).
+    let (a, b, c) = (Backend::start("a", 200).await, Backend::start("b", 503).await, Backend::start("c", 200).await);
+    let gw = Gateway::start(&config(&[a.addr.to_string(), b.addr.to_string(), c.addr.to_string()], CHECK), None).await;
+    wait_for_target(&gw, b.addr, 0.0).await;
+    let answered = names(&gw, 12).await;
+    assert_eq!(
+        (answered.iter().filter(|n| *n == "a").count(), answered.iter().filter(|n| *n == "c").count()),
+        (6, 6),
+        "{answered:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_target_whose_probes_hang_does_not_slow_the_others_checks() {
+    let hanging = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_addr = hanging.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((stream, _)) = hanging.accept().await {
+            kept.push(stream);
+        }
+    });
+    let b = Backend::start("b", 200).await;
+    let check = "[upstreams.api.health_check]\npath = \"/healthz\"\ninterval_ms = 100\ntimeout_ms = 100\n";
+    let gw = Gateway::start(&config(&[hang_addr.to_string(), b.addr.to_string()], check), None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = b.probes();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Its own schedule, one probe per 100 ms: ~10, where waiting for the hung one's timeout
+    // in between would give ~5.
+    let probed = b.probes() - before;
+    assert!(probed >= 7, "{probed} probes of the healthy target in 1 s");
+    gw.stop().await;
+    held.abort();
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_upstream_keeps_a_down_target_out() {
+    let (a, b) = (Backend::start("a", 200).await, Backend::start("b", 503).await);
+    let targets = [a.addr.to_string(), b.addr.to_string()];
+    let slow_check = CHECK.replace("interval_ms = 50", "interval_ms = 400").replace("timeout_ms = 50", "timeout_ms = 200");
+    let gw = Gateway::start(&config(&targets, &slow_check), None).await;
+    wait_for_target(&gw, b.addr, 0.0).await;
+    // A weight changed: a new upstream, which must not put `b` back until it passes its probes.
+    let weighted = [format!("{{ address = \"{}\", weight = 2 }}", a.addr), format!("\"{}\"", b.addr)];
+    let text = format!(
+        "[upstreams.api]\ntargets = [{}]\n{slow_check}\n[[routes]]\nid = \"api\"\npath_prefix = \"/\"\nupstream = \"api\"\n",
+        weighted.join(", ")
+    );
+    gw.reload(&text, None).await.expect("reloaded");
+    wait_for_target(&gw, b.addr, 0.0).await;
+    assert!(names(&gw, 10).await.iter().all(|n| n == "a"));
+    assert_eq!(b.traffic(), 0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn with_every_target_out_a_refused_connect_still_fails_over() {
+    // Both live targets fail only their (deep) probe; the third refuses connections. All three
+    // are out, so requests go round-robin to all: the refused one's fail over to the others.
+    let (a, b) = (Backend::start("a", 503).await, Backend::start("b", 503).await);
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let targets = [a.addr.to_string(), refused.to_string(), b.addr.to_string()];
+    let gw = Gateway::start(&config(&targets, &format!("max_fails = 0\n{CHECK}")), None).await;
+    for target in [a.addr, refused, b.addr] {
+        wait_for_target(&gw, target, 0.0).await;
+    }
+    let answered = names(&gw, 12).await;
+    assert!(answered.iter().all(|n| n == "a" || n == "b"), "{answered:?}");
+    gw.stop().await;
+}

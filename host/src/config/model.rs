@@ -638,7 +638,7 @@ impl<'de> Deserialize<'de> for HeaderValues {
 pub struct UpstreamConfig {
     /// `host:port`, `http://host:port` or `https://host:port` of each target (one scheme for all),
     /// or `{ address = "...", weight = N }` for a target's share of the requests.
-    pub targets: Spanned<Vec<TargetConfig>>,
+    pub targets: Spanned<Vec<Spanned<TargetConfig>>>,
     /// `http1` (default), `h2c` or `h2` (TLS; targets need no `https://`).
     #[serde(default = "default_protocol")]
     pub protocol: Spanned<UpstreamProtocol>,

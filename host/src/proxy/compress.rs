@@ -288,7 +288,8 @@ mod tests {
     #[test]
     fn what_is_left_as_it_is() {
         let big = || ProxyBody::full(Bytes::from("x".repeat(100)));
-        let cases: [(&str, Box<dyn Fn(&mut Response<ProxyBody>)>); 7] = [
+        type Change = Box<dyn Fn(&mut Response<ProxyBody>)>;
+        let cases: [(&str, Change); 7] = [
             ("image/png", Box::new(|_| {})),
             ("text/plain", Box::new(|r| drop(r.headers_mut().insert(header::CONTENT_ENCODING, "br".parse().unwrap())))),
             ("text/plain", Box::new(|r| drop(r.headers_mut().insert(header::CACHE_CONTROL, "public, no-transform".parse().unwrap())))),

@@ -5,8 +5,9 @@
 //! ([`TargetHealth::set_checked_down`]); it is put back after `healthy_threshold` passes in a
 //! row. Requests never bring it back: only its probes do. A target starts in rotation.
 //!
-//! The probes run on a task of their own, one per upstream, started once the gateway serves
-//! ([`start`]); it holds the upstream weakly and ends when a reload drops it. Each probe is a new
+//! The probes run on tasks of their own, one per target (a hung target does not slow the others'
+//! schedule), started once the gateway serves ([`start`]); they hold the upstream weakly and end,
+//! abandoning a probe in flight, when a reload drops it. Each probe is a new
 //! connection (closed after the head), so a probe sees what a new request would: the listener,
 //! the TLS handshake and the application. Nothing of it is on the request path, which only reads
 //! the verdict.
@@ -75,6 +76,8 @@ pub struct Checks {
     check: HealthCheck,
     prober: Prober,
     started: AtomicBool,
+    /// Dropped with the upstream: its probing tasks end, their probes in flight abandoned.
+    stop: tokio::sync::watch::Sender<()>,
 }
 
 /// A client for probes, over the upstream's transport; it keeps no connection.
@@ -104,7 +107,7 @@ impl Checks {
                 Prober::Tls(builder.build(tls::connector(settings, alpn, connect_timeout)?))
             }
         };
-        Ok(Self { check, prober, started: AtomicBool::new(false) })
+        Ok(Self { check, prober, started: AtomicBool::new(false), stop: tokio::sync::watch::channel(()).0 })
     }
 
     /// The probe of one target.
@@ -151,8 +154,9 @@ impl Prober {
 }
 
 /// Starts probing `upstream`'s targets, if it has a health check and its probing has not started
-/// yet (a reload keeps an unchanged upstream, and its task). Call it once the gateway serves,
-/// from within the runtime.
+/// yet (a reload keeps an unchanged upstream, and its tasks). Call it once the gateway serves,
+/// from within the runtime. Each target gets a task of its own, so a target whose probes hang
+/// does not slow the others'.
 pub fn start(upstream: &Arc<Upstream>) {
     let Some(checks) = upstream.checks() else { return };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -162,42 +166,51 @@ pub fn start(upstream: &Arc<Upstream>) {
     if checks.started.swap(true, Ordering::Relaxed) {
         return;
     }
-    runtime.spawn(run(Arc::downgrade(upstream)));
+    for target in 0..upstream.targets.len() {
+        runtime.spawn(probe_target(Arc::downgrade(upstream), target, checks.stop.subscribe()));
+    }
 }
 
-/// Probes every target, then waits `interval`; ends once the upstream is dropped.
-async fn run(upstream: Weak<Upstream>) {
-    let mut streaks: Vec<Streak> = Vec::new();
+/// Probes target `i` every `interval` (start to start) until its upstream is dropped: the
+/// upstream is held only between probes, never across one, and a probe in flight is abandoned
+/// (its connection closed) as soon as the upstream goes (`stopped`).
+async fn probe_target(upstream: Weak<Upstream>, i: usize, mut stopped: tokio::sync::watch::Receiver<()>) {
+    let Some(interval) = upstream.upgrade().and_then(|up| up.checks().map(|c| c.check.interval)) else { return };
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut streak = Streak::default();
     loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let Some((prober, request, timeout)) = upstream.upgrade().and_then(|up| {
+            let checks = up.checks()?;
+            let request = checks.request(up.scheme(), up.target(i), up.version());
+            Some((checks.prober.clone(), request, checks.check.timeout))
+        }) else {
+            return;
+        };
+        let probed = async {
+            match request {
+                Ok(request) => prober.probe(request, timeout).await,
+                Err(reason) => Err(reason),
+            }
+        };
+        let status = tokio::select! {
+            status = probed => status,
+            _ = stopped.changed() => return,
+        };
         let Some(up) = upstream.upgrade() else { return };
         let Some(checks) = up.checks() else { return };
-        streaks.resize(up.targets.len(), Streak::default());
-        let mut probes = tokio::task::JoinSet::new();
-        for (i, target) in up.targets.iter().enumerate() {
-            let request = checks.request(up.scheme(), target, up.version());
-            let (prober, timeout) = (checks.prober.clone(), checks.check.timeout);
-            probes.spawn(async move {
-                let status = match request {
-                    Ok(request) => prober.probe(request, timeout).await,
-                    Err(reason) => Err(reason),
-                };
-                (i, status)
-            });
-        }
-        while let Some(done) = probes.join_next().await {
-            let Ok((i, status)) = done else { continue };
-            let verdict = status.and_then(|status| {
-                if checks.check.passes(status) {
-                    Ok(())
-                } else {
-                    Err(format!("it answered {}, expected {}", status.as_u16(), checks.check.expected()))
-                }
-            });
-            streaks[i].record(verdict, &checks.check, up.target_health(i), &up.name, up.addr(i));
-        }
-        let interval = checks.check.interval;
-        drop(up);
-        tokio::time::sleep(interval).await;
+        let verdict = status.and_then(|status| {
+            if checks.check.passes(status) {
+                Ok(())
+            } else {
+                Err(format!("it answered {}, expected {}", status.as_u16(), checks.check.expected()))
+            }
+        });
+        streak.record(verdict, &checks.check, up.target_health(i), &up.name, up.addr(i));
     }
 }
 

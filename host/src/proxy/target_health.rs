@@ -86,6 +86,17 @@ impl TargetHealth {
         self.checked_down.load(Ordering::Relaxed)
     }
 
+    /// Takes over what `previous` (the same target in the upstream a reload replaced) knew: its
+    /// failures in a row and passive mark, and, if `checked` (the new upstream probes it too),
+    /// its health check's verdict, so a target known to be down stays out until it passes.
+    pub fn inherit(&self, previous: &TargetHealth, checked: bool) {
+        self.fails.store(previous.fails.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.down_until.store(previous.down_until.load(Ordering::Relaxed), Ordering::Relaxed);
+        if checked {
+            self.checked_down.store(previous.is_checked_down(), Ordering::Relaxed);
+        }
+    }
+
     /// The health check's verdict: out of rotation (`true`) or back in.
     pub fn set_checked_down(&self, down: bool) {
         self.checked_down.store(down, Ordering::Relaxed);

@@ -251,17 +251,28 @@ impl Upstream {
         }
     }
 
-    /// The next target's index, round-robin by weight, skipping targets marked down (for the one
-    /// after it in `targets` order); when every target is marked down, the round's one all the
-    /// same (a request is never refused for it).
+    /// The next target's index, round-robin by weight. A turn that falls on a target marked down
+    /// is passed on to the next turn (not to the next target, which would get the down one's
+    /// whole share on top of its own), so the others share its requests by their weights. When
+    /// every target is marked down, the first turn's all the same (a request is never refused
+    /// for it).
     pub fn pick(&self) -> usize {
-        let n = self.slots.len();
-        if n == 1 {
+        if self.slots.len() == 1 {
             return 0;
         }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        let start = self.round.get(turn % self.round.len()).map_or(0, |&i| i as usize);
-        (0..n).map(|k| (start + k) % n).find(|&i| self.usable(i)).unwrap_or(start)
+        let len = self.round.len();
+        let turn = |t: usize| self.round.get(t % len).map_or(0, |&i| i as usize);
+        let first = turn(self.next.fetch_add(1, Ordering::Relaxed));
+        if self.usable(first) {
+            return first;
+        }
+        for _ in 1..len {
+            let i = turn(self.next.fetch_add(1, Ordering::Relaxed));
+            if self.usable(i) {
+                return i;
+            }
+        }
+        first
     }
 
     /// What a request's target is chosen by (`hash_on`), when not round-robin.
@@ -337,6 +348,17 @@ impl Upstream {
     /// Its health check, if it has one.
     pub(super) fn checks(&self) -> Option<&Checks> {
         self.checks.as_ref()
+    }
+
+    /// Takes over what `previous` (the upstream of this name a reload replaces) knew of the
+    /// targets both have: a change of weights, of a setting, or of the other targets (or a
+    /// `tls.ca_file` read again) does not put a target known to be down back in rotation.
+    pub fn inherit_health(&self, previous: &Upstream) {
+        for (slot, target) in self.slots.iter().zip(&self.targets) {
+            if let Some(j) = previous.targets.iter().position(|t| t == target) {
+                slot.health.inherit(&previous.slots[j].health, self.checks.is_some());
+            }
+        }
     }
 
     /// Whether target `i` is out of rotation now: weight 0, or marked down (passively or by its
@@ -471,10 +493,14 @@ impl Upstream {
     /// order, not yet tried (`step` counts them) and not marked down; `None` past the last.
     fn failover(&self, first: usize, step: &mut usize) -> Option<usize> {
         let n = self.slots.len();
+        // Every target marked down (say, deep health checks failing on a shared dependency):
+        // the request was sent to one anyway, and may go on to the others, as Envoy's panic
+        // mode does, rather than be answered 502 while some would answer.
+        let panic = (0..n).all(|i| !self.slots[i].in_rotation || self.slots[i].health.is_down());
         while *step + 1 < n {
             *step += 1;
             let i = (first + *step) % n;
-            if self.usable(i) {
+            if self.usable(i) || (panic && self.slots[i].in_rotation) {
                 return Some(i);
             }
         }

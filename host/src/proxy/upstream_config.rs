@@ -13,7 +13,7 @@ use super::health_check::HealthCheck;
 use super::target_health::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, HealthPolicy};
 use super::tls::TlsSettings;
 use super::upstream::{DEFAULT_MAX_IDLE, Upstream, UpstreamSettings};
-use crate::config::{Config, ConfigIssue, ConfigSource, DEFAULT_CHECK_TIMEOUT_MS, HealthCheckConfig, TargetConfig, UpstreamConfig, UpstreamProtocol};
+use crate::config::{Config, ConfigIssue, ConfigSource, DEFAULT_CHECK_TIMEOUT_MS, HealthCheckConfig, UpstreamConfig, UpstreamProtocol};
 
 /// The scheme a target was written with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,9 @@ pub async fn build_upstreams(
         let built = tokio::task::spawn_blocking(move || Upstream::new(&owned_name, targets, settings)).await;
         match built {
             Ok(Ok(upstream)) => {
+                if let Some(previous) = previous.get(name) {
+                    upstream.inherit_health(previous);
+                }
                 out.insert(name.clone(), Arc::new(upstream));
             }
             Ok(Err(e)) => {
@@ -90,18 +93,24 @@ fn settings(
     let before = issues.len();
     let mut targets = Vec::new();
     let mut schemes = Vec::new();
-    for target in up.targets.get_ref() {
-        match parse_target(target.address()) {
+    for (i, target) in up.targets.get_ref().iter().enumerate() {
+        match parse_target(target.get_ref().address()) {
             Ok((scheme, authority)) => {
                 schemes.push(scheme);
                 targets.push(authority);
             }
-            Err(message) => issues.push(source.issue(Some(up.targets.span()), &key, message)),
+            Err(message) => issues.push(source.issue(Some(target.span()), &format!("{key}[{i}]"), message)),
         }
+    }
+    // Only when every target parsed: `targets` then lines up with the entries.
+    let listed_twice = (targets.len() == up.targets.get_ref().len()).then(|| (1..targets.len()).find(|&i| targets[..i].contains(&targets[i])));
+    if let Some(i) = listed_twice.flatten() {
+        let message = format!("target `{}` is listed twice: list it once, with a `weight` for a larger share", targets[i]);
+        issues.push(source.issue(Some(up.targets.get_ref()[i].span()), &format!("{key}[{i}]"), message));
     }
     if up.targets.get_ref().is_empty() {
         issues.push(source.issue(Some(up.targets.span()), &key, "an upstream needs at least one target"));
-    } else if up.targets.get_ref().iter().all(|t| t.weight() == 0) {
+    } else if up.targets.get_ref().iter().all(|t| t.get_ref().weight() == 0) {
         issues.push(source.issue(Some(up.targets.span()), &key, "every target has weight 0: none would get a request"));
     }
     let https = schemes.contains(&Scheme::Https);
@@ -173,11 +182,20 @@ fn settings(
             fail_timeout: up.fail_timeout_ms.map_or(DEFAULT_FAIL_TIMEOUT, Duration::from_millis),
         },
         health_check,
-        weights: up.targets.get_ref().iter().map(TargetConfig::weight).collect(),
+        weights: up.targets.get_ref().iter().map(|t| t.get_ref().weight()).collect(),
         retry_on: up.retry_on.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default(),
         hash_on,
     };
     Some((targets, settings))
+}
+
+/// Whether a probe's path can go on a request line as it is: from `/`, visible ASCII, every `%`
+/// followed by two hex digits, and no fragment (which is never sent).
+fn probe_path_ok(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    path.starts_with('/')
+        && bytes.iter().all(|b| b.is_ascii_graphic() && *b != b'#')
+        && bytes.iter().enumerate().all(|(i, b)| *b != b'%' || bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)))
 }
 
 /// `[upstreams.<name>.health_check]`, or `None` after reporting what is wrong with it.
@@ -185,17 +203,20 @@ fn health_check(source: &ConfigSource, name: &str, c: &HealthCheckConfig, issues
     let before = issues.len();
     let key = |field: &str| format!("upstreams.{name}.health_check.{field}");
     let path = match PathAndQuery::try_from(c.path.get_ref().as_str()) {
-        Ok(path) if c.path.get_ref().starts_with('/') => Some(path),
+        Ok(path) if probe_path_ok(c.path.get_ref()) => Some(path),
         _ => {
-            let message = format!("`{}` is not a path and query starting with `/`", c.path.get_ref());
+            let message = format!(
+                "{:?} is not a path and query starting with `/` (visible ASCII, `%` escapes of two hex digits, no `#`)",
+                c.path.get_ref()
+            );
             issues.push(source.issue(Some(c.path.span()), &key("path"), message));
             None
         }
     };
     let host = c.host.as_ref().and_then(|host| match host.get_ref().parse::<Authority>() {
-        Ok(_) => HeaderValue::from_str(host.get_ref()).ok(),
-        Err(_) => {
-            issues.push(source.issue(Some(host.span()), &key("host"), format!("`{}` is not a host name (with an optional port)", host.get_ref())));
+        Ok(a) if !host.get_ref().contains('@') && (a.port().is_none() || a.port_u16().is_some()) => HeaderValue::from_str(host.get_ref()).ok(),
+        _ => {
+            issues.push(source.issue(Some(host.span()), &key("host"), format!("{:?} is not a host name (with an optional port)", host.get_ref())));
             None
         }
     });
@@ -205,8 +226,9 @@ fn health_check(source: &ConfigSource, name: &str, c: &HealthCheckConfig, issues
         issues.push(source.issue(c.timeout_ms.as_ref().map(|t| t.span()), &key("timeout_ms"), message));
     }
     if let Some(statuses) = &c.statuses {
-        if let Some(bad) = statuses.get_ref().iter().find(|s| !(100..=599).contains(*s)) {
-            issues.push(source.issue(Some(statuses.span()), &key("statuses"), format!("{bad} is not an HTTP status (100-599)")));
+        if let Some(bad) = statuses.get_ref().iter().find(|s| !(200..=599).contains(*s)) {
+            let message = format!("{bad} is not a final HTTP status a probe can end with (200-599)");
+            issues.push(source.issue(Some(statuses.span()), &key("statuses"), message));
         } else if statuses.get_ref().is_empty() {
             issues.push(source.issue(Some(statuses.span()), &key("statuses"), "no status would pass: leave `statuses` out for any 2xx or 3xx"));
         }
