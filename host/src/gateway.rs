@@ -28,7 +28,8 @@ use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::RouteMetrics;
 
 /// The built-in plugins that decide who may pass: `check` and `run` warn when one fails open.
-const AUTH_BUILTINS: [&str; 5] = ["builtin:key-auth", "builtin:basic-auth", "builtin:jwt", "builtin:acl", "builtin:ip-restrict"];
+const AUTH_BUILTINS: [&str; 6] =
+    ["builtin:key-auth", "builtin:basic-auth", "builtin:jwt", "builtin:acl", "builtin:ip-restrict", "builtin:forward-auth"];
 
 /// One route, ready to serve.
 pub struct Route {

@@ -38,6 +38,13 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
     raw::send(request)
 }
 
+/// Whether a call to `url` would be let through (its origin granted), without sending anything:
+/// for checking, at configure, the URLs a config names (`Err(HttpError::Denied(..))` when the
+/// grant does not cover it).
+pub fn allows(url: &str) -> Result<(), HttpError> {
+    raw::allows(url)
+}
+
 /// `GET url` with no extra headers and the grant's timeout.
 pub fn get(url: &str) -> Result<Response, HttpError> {
     send(&Request { method: "GET".into(), url: url.into(), headers: Vec::new(), body: None, timeout_ms: 0 })

@@ -80,8 +80,54 @@ pub fn error(message: impl AsRef<str>) {
     write(Level::Error, message);
 }
 
+/// A warning repeated while something stays broken (a backend down fails every request), logged
+/// at most once per `interval_ms` per instance; the repeats in between go out at debug level.
+/// An instance serves one request at a time, so a `Cell` is enough.
+#[derive(Debug)]
+pub struct Throttled {
+    interval_ms: u64,
+    last_warned_ms: std::cell::Cell<Option<u64>>,
+}
+
+impl Throttled {
+    /// At most one warning per `interval_ms`.
+    pub const fn new(interval_ms: u64) -> Self {
+        Self { interval_ms, last_warned_ms: std::cell::Cell::new(None) }
+    }
+
+    /// Logs `message` as a warning, or at debug level if one went out less than the interval ago.
+    pub fn warn(&self, message: impl AsRef<str>) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let level = if self.warns_at(now_ms) { Level::Warn } else { Level::Debug };
+        write(level, message);
+    }
+
+    /// Whether a repeat at `now_ms` is a warning (and the interval starts again from it). A clock
+    /// that went back warns rather than staying quiet.
+    pub fn warns_at(&self, now_ms: u64) -> bool {
+        match self.last_warned_ms.get() {
+            Some(last) if now_ms >= last && now_ms - last < self.interval_ms => false,
+            _ => {
+                self.last_warned_ms.set(Some(now_ms));
+                true
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_throttled_warning_goes_out_once_per_interval() {
+        let log = super::Throttled::new(10_000);
+        assert!(log.warns_at(1_000));
+        assert!(!log.warns_at(1_001) && !log.warns_at(10_999));
+        assert!(log.warns_at(11_000));
+        assert!(log.warns_at(5_000), "a clock that went back warns rather than staying quiet");
+    }
+
     /// Natively a log line goes to stderr: before, reaching the gateway's import aborted the
     /// whole test process.
     #[test]

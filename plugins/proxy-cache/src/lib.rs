@@ -30,7 +30,8 @@
 //!
 //! The response body is asked for (the gateway buffers it, up to the route's `max_body_bytes`)
 //! only because storing needs it; the modules: [`config`] (checked once at configure), [`key`],
-//! [`cache_control`], [`entry`] (the stored format, versioned), [`outage`] (log throttling).
+//! [`cache_control`], [`entry`] (the stored format, versioned); backend failures are warned at most
+//! every 10 s per instance (`airlock_sdk::log::Throttled`).
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -39,7 +40,6 @@ pub mod cache_control;
 pub mod config;
 pub mod entry;
 pub mod key;
-pub mod outage;
 
 use airlock_sdk::state::{self, StateError};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseEdit, ResponseInit, export_plugin, log};
@@ -48,7 +48,6 @@ use cache_control::Directives;
 use config::{Config, MAX_STATE_VALUE_BYTES, MethodClass, Settings};
 use entry::Entry;
 use key::KeyBuilder;
-use outage::OutageLog;
 
 /// The request context key under which a miss hands its cache key to the response phase.
 pub const CONTEXT_KEY: &str = "proxy-cache.key";
@@ -78,14 +77,15 @@ const NOT_STORED: &[&str] = &[
 #[derive(Debug)]
 pub struct ProxyCache {
     settings: Settings,
-    outage: OutageLog,
+    /// Backend/auth-service failures, warned at most every 10 s per instance.
+    outage: log::Throttled,
 }
 
 impl Plugin for ProxyCache {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
-        Ok(Self { settings: Settings::from_config(config)?, outage: OutageLog::default() })
+        Ok(Self { settings: Settings::from_config(config)?, outage: log::Throttled::new(10_000) })
     }
 
     /// Both phases; the response body, which is what is stored.
@@ -226,7 +226,7 @@ impl ProxyCache {
     /// instance (an outage would otherwise log one per request), debug lines otherwise.
     fn state_failed(&self, what: &str, e: &StateError) {
         let message = format!("cache {what} failed, serving uncached: {e}");
-        if self.outage.warn_now(now_ms()) { log::warn(message) } else { log::debug(message) }
+        self.outage.warn(message);
     }
 }
 

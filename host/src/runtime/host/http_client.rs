@@ -135,13 +135,19 @@ impl HttpClientGrant {
         }
     }
 
-    /// Checks `req` against the grant and turns it into the request to send.
-    fn prepare(&self, req: OutgoingRequest) -> Result<(Request<Full<Bytes>>, Duration), HttpError> {
-        let uri: Uri = req.url.parse().map_err(|e| HttpError::Invalid(format!("`{}` is not a URL: {e}", req.url)))?;
-        let origin = Origin::of(&uri).map_err(|e| HttpError::Invalid(format!("`{}`: {e}", req.url)))?;
+    /// Parses `url` and checks its origin against the grant.
+    fn check(&self, url: &str) -> Result<Uri, HttpError> {
+        let uri: Uri = url.parse().map_err(|e| HttpError::Invalid(format!("`{url}` is not a URL: {e}")))?;
+        let origin = Origin::of(&uri).map_err(|e| HttpError::Invalid(format!("`{url}`: {e}")))?;
         if !self.allow.contains(&origin) {
             return Err(HttpError::Denied(format!("{origin} is not in this plugin's `http_client.allow`")));
         }
+        Ok(uri)
+    }
+
+    /// Checks `req` against the grant and turns it into the request to send.
+    fn prepare(&self, req: OutgoingRequest) -> Result<(Request<Full<Bytes>>, Duration), HttpError> {
+        let uri = self.check(&req.url)?;
         let method = Method::from_bytes(req.method.as_bytes())
             .map_err(|_| HttpError::Invalid(format!("`{}` is not an HTTP method", req.method)))?;
         let mut builder = Request::builder().method(method).uri(uri);
@@ -207,6 +213,13 @@ impl Host for HostState {
             Err(e) => super::log::plugin_warn!(&self.log, %url, error = ?e, "outbound call failed"),
         }
         outcome
+    }
+
+    async fn allows(&mut self, url: String) -> Result<(), HttpError> {
+        match &self.http {
+            Some(grant) => grant.check(&url).map(drop),
+            None => Err(HttpError::Denied("this plugin was not granted `http-client`".into())),
+        }
     }
 }
 

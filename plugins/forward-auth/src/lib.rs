@@ -1,0 +1,216 @@
+//! `builtin:forward-auth`: external authorization (nginx `auth_request`, Traefik ForwardAuth,
+//! Envoy `ext_authz` in HTTP mode). For every request the plugin asks an auth service over the
+//! `http-client` capability, and lets the request through only if the service answers 2xx.
+//!
+//! ```toml
+//! [plugins.auth]
+//! source = "builtin:forward-auth"
+//! capabilities = ["http-client"]
+//! http_client = { allow = ["http://auth.internal:9000"], timeout_ms = 1000 }
+//!
+//! [[routes.plugins]]
+//! plugin = "auth"
+//! [routes.plugins.config]
+//! url = "http://auth.internal:9000/verify"    # required; its origin must be in `http_client.allow`
+//! method = "GET"                               # GET (default), HEAD, POST, PUT, PATCH, DELETE, OPTIONS
+//! timeout_ms = 500                             # default: the grant's `timeout_ms`, which also bounds it
+//! request_headers = ["authorization", "cookie"]  # client headers sent to the auth service (default)
+//! response_headers = ["x-user-id", "x-user-roles"] # copied from a 2xx onto the upstream request
+//! consumer_header = "x-user-id"                # the answer's header naming the consumer
+//! upstream_headers = true                      # X-Consumer-Id upstream when a consumer is named
+//! pass_body = false                            # send the client's body too (buffered)
+//! failure = "closed"                           # auth service down, timing out or 5xx: 503 ("open": let through)
+//! ```
+//!
+//! Per request (see [`ForwardAuth::on_request`]): one call to `url`, carrying the
+//! `request_headers` the client sent and, always, `X-Forwarded-Method`, `X-Forwarded-Uri` (path
+//! and query), `X-Forwarded-Host`, `X-Forwarded-Proto`, `X-Forwarded-For` (the client IP as the
+//! gateway determined it: one address, never a chain the client wrote) and `X-Request-Id`
+//! ([`forwarded`]). Before the answer is looked at, every header named in `response_headers` is
+//! removed from the client's request, whatever the outcome: only the auth service's values reach
+//! the upstream. Then ([`verdict`]):
+//! - 2xx: the request goes on with the answer's `response_headers` (every value); with
+//!   `consumer_header`, the context's `consumer` is that header's value (and `consumer.groups`
+//!   empty), as `builtin:key-auth` and `builtin:jwt` set them, so `acl`, `rate-limit`, `quota`,
+//!   analytics and the access log see it;
+//! - 3xx or 4xx: the answer goes to the client with its status, body and `WWW-Authenticate`,
+//!   `Location`, `Set-Cookie` and `Content-Type`; the upstream is not called;
+//! - no answer (refused, timeout, too large) or a 5xx: with `failure = "closed"`, a 503
+//!   `auth_unavailable` in the gateway's error format that names nothing of the service (the
+//!   reason is logged, a warning at most every 10 s per instance: `log::Throttled`); with `"open"`,
+//!   the request goes on unauthenticated.
+//!
+//! The URL's origin is checked against the plugin's grant at configure ([`grant`]), so a URL the
+//! gateway would refuse rejects the config at load. Decisions are not cached: every request is
+//! one auth call. Modules: [`config`], [`forwarded`], [`verdict`], [`grant`].
+
+// Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+pub mod config;
+pub mod forwarded;
+pub mod grant;
+pub mod verdict;
+
+use airlock_sdk::{Action, Descriptor, Plugin, Request, export_plugin, http_client, log};
+
+use config::{Config, Failure, Settings};
+use forwarded::Origin;
+use verdict::Verdict;
+
+/// Headers through which gateway auth plugins name the consumer to the upstream: a client's own
+/// copies are removed when this plugin names the consumer (`consumer_header`).
+const CONSUMER_HEADERS: [&str; 3] = ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"];
+
+/// The configured plugin.
+#[derive(Debug)]
+pub struct ForwardAuth {
+    settings: Settings,
+    /// Backend/auth-service failures, warned at most every 10 s per instance.
+    outage: log::Throttled,
+}
+
+impl Plugin for ForwardAuth {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        let settings = Settings::from_config(config)?;
+        // Natively (unit tests) there is no gateway to ask.
+        #[cfg(target_arch = "wasm32")]
+        grant::check(&settings.url)?;
+        Ok(Self { settings, outage: log::Throttled::new(10_000) })
+    }
+
+    /// The request phase only; the request body, for `pass_body` (narrowed at configure).
+    fn descriptor() -> Descriptor {
+        Descriptor::request_only().with_request_body()
+    }
+
+    /// The body is buffered only with `pass_body`.
+    fn configured_descriptor(&self) -> Descriptor {
+        if self.settings.pass_body { Self::descriptor() } else { Descriptor::request_only() }
+    }
+
+    /// Asks the auth service, then continues, answers with its refusal, or handles its failure.
+    fn on_request(&self, req: &Request) -> Action {
+        let call = self.auth_call(req);
+        self.remove_forgeable(req);
+        match verdict::judge(&self.settings, http_client::send(&call)) {
+            Verdict::Allow { headers, consumer } => {
+                for (name, value) in &headers {
+                    req.append_header(name, value);
+                }
+                self.name_consumer(req, consumer);
+                Action::Continue
+            }
+            Verdict::Deny(init) => {
+                log::debug(format!("refused by the auth service: {}", init.status));
+                Action::Respond(init)
+            }
+            Verdict::Fail(reason) => self.failed(req, &reason),
+        }
+    }
+}
+
+impl ForwardAuth {
+    /// The auth call for `req`.
+    fn auth_call(&self, req: &Request) -> http_client::Request {
+        let s = &self.settings;
+        let mut headers = Vec::new();
+        for name in &s.request_headers {
+            headers.extend(req.header_all(name).into_iter().map(|value| (name.clone(), value)));
+        }
+        let body = if s.pass_body { req.body().filter(|b| !b.is_empty()) } else { None };
+        if body.is_some() && !s.request_headers.iter().any(|h| h == "content-type") {
+            headers.extend(req.header_all("content-type").into_iter().map(|value| ("content-type".to_owned(), value)));
+        }
+        let origin = Origin {
+            method: req.method(),
+            path: req.path(),
+            query: req.query(),
+            host: req.header("host"),
+            scheme: req.scheme(),
+            client_ip: req.client_ip(),
+            request_id: req.request_id(),
+        };
+        headers.extend(origin.headers());
+        http_client::Request { method: s.method.clone(), url: s.url.clone(), headers, body, timeout_ms: s.timeout_ms }
+    }
+
+    /// Removes the client's copies of every header only the auth service may vouch for: the
+    /// `response_headers`, and with `consumer_header` the consumer headers. Done before the
+    /// answer is known, so no outcome (allow without them, `failure = "open"`) lets them pass.
+    fn remove_forgeable(&self, req: &Request) {
+        for name in &self.settings.response_headers {
+            req.remove_header(name);
+        }
+        if self.settings.consumer_header.is_some() {
+            for name in CONSUMER_HEADERS {
+                req.remove_header(name);
+            }
+        }
+    }
+
+    /// Names the consumer an allowing answer gave, in the context and (with `upstream_headers`)
+    /// to the upstream.
+    fn name_consumer(&self, req: &Request, consumer: Result<Option<String>, String>) {
+        match consumer {
+            Ok(Some(id)) => {
+                req.context_set("consumer", &id);
+                // Groups an earlier plugin gave another consumer are not this one's.
+                req.context_set("consumer.groups", "");
+                if self.settings.upstream_headers {
+                    req.set_header("x-consumer-id", &id);
+                }
+            }
+            Ok(None) if self.settings.consumer_header.is_some() => {
+                log::debug("allowed without a consumer: the auth answer has no `consumer_header`");
+            }
+            Ok(None) => {}
+            Err(reason) => log::warn(format!("allowed without a consumer: {reason}")),
+        }
+    }
+
+    /// The auth service gave no usable answer: logs why, then refuses (503) or lets the request
+    /// through, as `failure` says.
+    fn failed(&self, req: &Request, reason: &str) -> Action {
+        let policy = match self.settings.failure {
+            Failure::Closed => "refusing the request (503)",
+            Failure::Open => "letting the request through unauthenticated (`failure = \"open\"`)",
+        };
+        let message = format!("{reason}; {policy}");
+        self.outage.warn(message);
+        match self.settings.failure {
+            Failure::Closed => {
+                Action::error(503, "auth_unavailable", "the request could not be authorized now; try again later", &req.request_id())
+            }
+            Failure::Open => Action::Continue,
+        }
+    }
+}
+
+export_plugin!(ForwardAuth);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configure_checks_the_config() {
+        assert!(airlock_sdk::configure::<ForwardAuth>(r#"{"url": "http://127.0.0.1:9000/auth"}"#).is_ok());
+        let err = airlock_sdk::configure::<ForwardAuth>("{}").err().unwrap();
+        assert!(err.contains("missing field `url`"), "{err}");
+        let err = airlock_sdk::configure::<ForwardAuth>(r#"{"url": "http://a", "failure": "maybe"}"#).err().unwrap();
+        assert!(err.starts_with("`failure`"), "{err}");
+        let err = airlock_sdk::configure::<ForwardAuth>(r#"{"url": "http://a", "ttl": 5}"#).err().unwrap();
+        assert!(err.contains("unknown field `ttl`"), "{err}");
+    }
+
+    #[test]
+    fn the_body_is_asked_for_only_with_pass_body() {
+        let plain = airlock_sdk::configure::<ForwardAuth>(r#"{"url": "http://a"}"#).unwrap();
+        assert_eq!(plain.configured_descriptor(), Descriptor::request_only());
+        let body = airlock_sdk::configure::<ForwardAuth>(r#"{"url": "http://a", "pass_body": true}"#).unwrap();
+        assert!(body.configured_descriptor().request_body);
+    }
+}

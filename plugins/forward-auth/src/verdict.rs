@@ -1,0 +1,184 @@
+//! What the auth service's answer (or its absence) decides: allow, deny, or the service failed.
+
+use airlock_sdk::ResponseInit;
+use airlock_sdk::http_client::{HttpError, Response};
+
+use crate::config::Settings;
+
+/// Headers of a refusal passed to the client with it: the challenge, a redirect's target, a
+/// login flow's cookies, and what the body is.
+pub const DENIAL_HEADERS: &[&str] = &["www-authenticate", "location", "set-cookie", "content-type"];
+
+/// Longest consumer id taken from `consumer_header`, in bytes: it is a metrics label, an access
+/// log field and a rate-limit key.
+pub const MAX_CONSUMER_BYTES: usize = 256;
+
+/// The decision for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A 2xx: the request goes on.
+    Allow {
+        /// The `response_headers` the answer carried (every value, in order), to set upstream.
+        headers: Vec<(String, Vec<u8>)>,
+        /// The consumer named by `consumer_header`: `Ok(None)` when not configured or absent,
+        /// `Err` (the reason, logged) when the value is unusable.
+        consumer: Result<Option<String>, String>,
+    },
+    /// A 3xx or 4xx: this answer goes to the client; the upstream is not called.
+    Deny(ResponseInit),
+    /// No usable answer (unreachable, timeout, 5xx...): the reason, for the log only.
+    Fail(String),
+}
+
+/// Judges the auth call's outcome.
+pub fn judge(settings: &Settings, outcome: Result<Response, HttpError>) -> Verdict {
+    let answer = match outcome {
+        Ok(answer) => answer,
+        Err(e) => return Verdict::Fail(describe_error(&e)),
+    };
+    match answer.status {
+        200..=299 => Verdict::Allow {
+            headers: values_of(&answer.headers, &settings.response_headers),
+            consumer: settings.consumer_header.as_deref().map_or(Ok(None), |name| consumer(&answer, name)),
+        },
+        300..=499 => {
+            let mut init = ResponseInit::new(answer.status);
+            init.headers = values_of(&answer.headers, DENIAL_HEADERS);
+            init.body = answer.body;
+            Verdict::Deny(init)
+        }
+        status => Verdict::Fail(format!("the auth service answered {status}")),
+    }
+}
+
+/// Every value of each header in `names`, grouped by name in `names`' order.
+fn values_of<S: AsRef<str>>(headers: &[(String, Vec<u8>)], names: &[S]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for name in names {
+        let name = name.as_ref();
+        out.extend(headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| (name.to_owned(), v.clone())));
+    }
+    out
+}
+
+/// The consumer id in header `name` of an allowing answer.
+fn consumer(answer: &Response, name: &str) -> Result<Option<String>, String> {
+    let Some(raw) = answer.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v) else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(raw).map_err(|_| format!("`{name}` of the auth answer is not UTF-8"))?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > MAX_CONSUMER_BYTES {
+        return Err(format!("`{name}` of the auth answer is longer than {MAX_CONSUMER_BYTES} bytes"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("`{name}` of the auth answer holds control characters"));
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// A failed call, in words for the log.
+fn describe_error(e: &HttpError) -> String {
+    match e {
+        HttpError::Denied(m) => format!("the call was refused by the gateway: {m}"),
+        HttpError::Invalid(m) => format!("the call was invalid: {m}"),
+        HttpError::Connect(m) => format!("the auth service could not be reached: {m}"),
+        HttpError::Timeout => "the auth service did not answer within the timeout".to_owned(),
+        HttpError::TooLarge => "the auth service's answer was larger than the grant's `max_response_bytes`".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Settings};
+
+    fn settings() -> Settings {
+        let c: Config = airlock_sdk::serde_json::from_str(
+            r#"{"url": "http://a", "response_headers": ["x-user-id", "x-user-roles"], "consumer_header": "x-user-id"}"#,
+        )
+        .unwrap();
+        Settings::from_config(c).unwrap()
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Result<Response, HttpError> {
+        Ok(Response {
+            status,
+            headers: headers.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect(),
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    fn h(name: &str, value: &str) -> (String, Vec<u8>) {
+        (name.to_owned(), value.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_2xx_allows_with_the_listed_headers_only() {
+        let v = judge(
+            &settings(),
+            answer(204, &[("x-user-roles", "a"), ("x-user-id", "alice"), ("x-other", "no"), ("x-user-roles", "b")], ""),
+        );
+        assert_eq!(
+            v,
+            Verdict::Allow {
+                headers: vec![h("x-user-id", "alice"), h("x-user-roles", "a"), h("x-user-roles", "b")],
+                consumer: Ok(Some("alice".into())),
+            }
+        );
+    }
+
+    #[test]
+    fn an_allow_without_the_consumer_header_names_none() {
+        let v = judge(&settings(), answer(200, &[], "ok"));
+        assert_eq!(v, Verdict::Allow { headers: vec![], consumer: Ok(None) });
+    }
+
+    #[test]
+    fn unusable_consumer_ids_are_reported() {
+        let long = "x".repeat(MAX_CONSUMER_BYTES + 1);
+        for value in [long.as_str(), "a\u{7}b"] {
+            let Verdict::Allow { consumer, .. } = judge(&settings(), answer(200, &[("x-user-id", value)], "")) else { panic!() };
+            assert!(consumer.is_err(), "{value:?}");
+        }
+        let Verdict::Allow { consumer, .. } = judge(&settings(), answer(200, &[("x-user-id", "  bob ")], "")) else { panic!() };
+        assert_eq!(consumer, Ok(Some("bob".into())));
+    }
+
+    #[test]
+    fn refusals_and_redirects_pass_with_their_selected_headers_and_body() {
+        let v = judge(
+            &settings(),
+            answer(
+                401,
+                &[("www-authenticate", "Bearer realm=\"x\""), ("x-internal", "secret"), ("content-type", "application/json")],
+                "{\"error\":\"no\"}",
+            ),
+        );
+        let Verdict::Deny(init) = v else { panic!("{v:?}") };
+        assert_eq!(init.status, 401);
+        assert_eq!(init.headers, [h("www-authenticate", "Bearer realm=\"x\""), h("content-type", "application/json")]);
+        assert_eq!(init.body, b"{\"error\":\"no\"}");
+
+        let v = judge(&settings(), answer(302, &[("location", "https://login/?rd=x"), ("set-cookie", "a=1"), ("set-cookie", "b=2")], ""));
+        let Verdict::Deny(init) = v else { panic!("{v:?}") };
+        assert_eq!(init.status, 302);
+        assert_eq!(init.headers, [h("location", "https://login/?rd=x"), h("set-cookie", "a=1"), h("set-cookie", "b=2")]);
+        for status in [400, 403, 404, 429] {
+            assert!(matches!(judge(&settings(), answer(status, &[], "")), Verdict::Deny(i) if i.status == status));
+        }
+    }
+
+    #[test]
+    fn server_errors_and_failed_calls_are_failures() {
+        for status in [500, 502, 503, 504] {
+            assert_eq!(judge(&settings(), answer(status, &[], "stack trace")), Verdict::Fail(format!("the auth service answered {status}")));
+        }
+        assert!(matches!(judge(&settings(), Err(HttpError::Timeout)), Verdict::Fail(m) if m.contains("timeout")));
+        assert!(matches!(judge(&settings(), Err(HttpError::Connect("refused".into()))), Verdict::Fail(m) if m.contains("refused")));
+        assert!(matches!(judge(&settings(), Err(HttpError::TooLarge)), Verdict::Fail(_)));
+        assert!(matches!(judge(&settings(), Err(HttpError::Denied("x".into()))), Verdict::Fail(_)));
+    }
+}
