@@ -148,6 +148,10 @@ async fn a_target_failing_its_checks_leaves_rotation_until_it_passes_again() {
     wait_for_target(&gw, b.addr, 1.0).await;
     assert_eq!(a.traffic(), 0);
     assert!(a.probes() >= 2, "out after two failed probes, not before: {}", a.probes());
+    // `/admin/routes` says so too, beside the weights.
+    let routes = HttpClient::http1().get(&gw.admin_url("/admin/routes")).await.json();
+    let upstream = &routes["routes"][0]["upstream"];
+    assert_eq!((&upstream["in_rotation"], &upstream["weights"]), (&serde_json::json!([false, true]), &serde_json::json!([1, 1])));
     // The probe: the configured path and query, the target as Host, a new connection each time.
     let (uri, host, connection) = a.last_probe.lock().unwrap().clone().expect("a probe");
     assert_eq!((uri.as_str(), host, connection.as_str()), ("/healthz?deep=1", a.addr.to_string(), "close"));

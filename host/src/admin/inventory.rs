@@ -65,6 +65,9 @@ pub fn routes(gateway: &Gateway) -> Value {
                 "upstream": route.upstream.as_ref().map(|u| json!({
                     "name": &*u.name,
                     "targets": u.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    // In `targets` order: each one's weight, and whether it takes requests now.
+                    "weights": (0..u.targets.len()).map(|i| u.weight(i)).collect::<Vec<_>>(),
+                    "in_rotation": (0..u.targets.len()).map(|i| !u.target_down(i)).collect::<Vec<_>>(),
                 })),
                 "timeout_ms": route.timeout.as_millis() as u64,
                 "tunnel_idle_ms": route.tunnel_idle.as_millis() as u64,

@@ -58,6 +58,12 @@ pub fn at_least_one_spanned<'de, D: Deserializer<'de>>(d: D) -> Result<Option<to
     Ok(Some(value))
 }
 
+/// `health_check.interval_ms`: 50 ms to an hour. Shorter floods the targets (and, with the
+/// timeout it implies, flaps healthy ones); longer is a typo that turns checking off.
+pub fn check_interval<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    within(d, 50, 3_600_000)
+}
+
 /// `compression.level`: 1 to 9, gzip's levels.
 pub fn gzip_level<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     within(d, 1, 9)

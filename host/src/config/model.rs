@@ -687,7 +687,7 @@ pub struct HealthCheckConfig {
     /// The `Host` header of a probe (default: the target's `host:port`).
     pub host: Option<Spanned<String>>,
     /// Time between two probes of a target. Default 5000.
-    #[serde(default = "default_check_interval", deserialize_with = "bounds::at_least_one")]
+    #[serde(default = "default_check_interval", deserialize_with = "bounds::check_interval")]
     pub interval_ms: u64,
     /// Time a probe may take (connect and response head), at most `interval_ms`. Default 2000
     /// (or `interval_ms`, if shorter).

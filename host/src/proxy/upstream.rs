@@ -361,6 +361,11 @@ impl Upstream {
         }
     }
 
+    /// Target `i`'s weight (1 unless given; 0 drains it).
+    pub fn weight(&self, i: usize) -> u32 {
+        self.slot(i).weight
+    }
+
     /// Whether target `i` is out of rotation now: weight 0, or marked down (passively or by its
     /// health check).
     pub fn target_down(&self, i: usize) -> bool {
