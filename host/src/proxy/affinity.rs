@@ -13,8 +13,6 @@
 //! A request without the key (no such header, no consumer) is balanced as usual. The cost, only
 //! on an upstream with `hash_on`: hashing the key once, and one mix and comparison per target.
 
-use std::borrow::Cow;
-
 use crate::exchange::RequestState;
 
 /// What a request's target is chosen by.
@@ -58,20 +56,28 @@ impl HashOn {
         Err(format!("`{text}` is not `ip`, `consumer`, `path`, `header:<name>`, `cookie:<name>` or `query:<name>`"))
     }
 
-    /// The request's key, if it has one (an empty value is none).
-    pub fn key<'a>(&self, request: &'a RequestState) -> Option<Cow<'a, [u8]>> {
-        let key: Cow<'a, [u8]> = match self {
-            HashOn::Ip => Cow::Owned(match request.client_ip {
-                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
-                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
-            }),
-            HashOn::Consumer => Cow::Borrowed(request.context.get("consumer")?.as_bytes()),
-            HashOn::Header(name) => Cow::Borrowed(request.headers.get(name)?.as_bytes()),
-            HashOn::Cookie(name) => Cow::Borrowed(cookie(&request.headers, name)?),
-            HashOn::Query(name) => Cow::Borrowed(query_value(request.query.as_deref()?, name)?.as_bytes()),
-            HashOn::Path => Cow::Borrowed(request.path.as_bytes()),
+    /// The hash of the request's key ([`hash_key`]), if it has one (an empty value is none).
+    /// Nothing is copied: the key is hashed where it lies.
+    pub fn key_hash(&self, request: &RequestState) -> Option<u64> {
+        let (v4, v6);
+        let key: &[u8] = match self {
+            HashOn::Ip => match request.client_ip {
+                std::net::IpAddr::V4(ip) => {
+                    v4 = ip.octets();
+                    &v4
+                }
+                std::net::IpAddr::V6(ip) => {
+                    v6 = ip.octets();
+                    &v6
+                }
+            },
+            HashOn::Consumer => request.context.get("consumer")?.as_bytes(),
+            HashOn::Header(name) => request.headers.get(name)?.as_bytes(),
+            HashOn::Cookie(name) => cookie(&request.headers, name)?,
+            HashOn::Query(name) => query_value(request.query.as_deref()?, name)?.as_bytes(),
+            HashOn::Path => request.path.as_bytes(),
         };
-        (!key.is_empty()).then_some(key)
+        (!key.is_empty()).then(|| hash_key(key))
     }
 }
 

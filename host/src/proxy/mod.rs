@@ -497,8 +497,8 @@ impl Gateway {
         let Some(upstream) = &route.upstream else {
             return Err(GatewayError::NoUpstream(route.id.to_string()));
         };
-        let first = match upstream.hash_on().and_then(|on| on.key(state)) {
-            Some(key) => upstream.pick_by(&key),
+        let first = match upstream.hash_on().and_then(|on| on.key_hash(state)) {
+            Some(key_hash) => upstream.pick_by(key_hash),
             None => upstream.pick(),
         };
         let (target, target_host) = (upstream.target(first), upstream.host_value(first));

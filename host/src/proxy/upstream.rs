@@ -280,16 +280,15 @@ impl Upstream {
         self.settings.hash_on.as_ref()
     }
 
-    /// The target for a request whose `hash_on` key is `key`: the one that scores the key
+    /// The target for a request whose `hash_on` key hashes to `key_hash`: the one that scores the key
     /// highest among those in rotation ([`affinity::score`]); when it is marked down, the next
     /// best, so only a down target's keys move. When every target is marked down, the key's
     /// own target all the same (a request is never refused for it).
-    pub fn pick_by(&self, key: &[u8]) -> usize {
+    pub fn pick_by(&self, key_hash: u64) -> usize {
         let n = self.slots.len();
         if n == 1 {
             return 0;
         }
-        let key_hash = affinity::hash_key(key);
         let rank = |i: usize| (affinity::score(key_hash, self.slots[i].hash, self.slots[i].weight), i);
         let order = |a: &(f64, usize), b: &(f64, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
         let mut below: Option<(f64, usize)> = None;
