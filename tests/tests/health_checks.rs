@@ -113,6 +113,11 @@ async fn names(gw: &Gateway, n: usize) -> Vec<String> {
     out
 }
 
+/// The two backends' addresses, as `targets` entries.
+fn addrs(a: &Backend, b: &Backend) -> [String; 2] {
+    [a.addr.to_string(), b.addr.to_string()]
+}
+
 /// Upstream `api` of `targets`, with `check` (its keys, then its `health_check` table) after them.
 fn config(targets: &[String], check: &str) -> String {
     let targets = targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
@@ -141,7 +146,7 @@ healthy_threshold = 2
 #[tokio::test]
 async fn a_target_failing_its_checks_leaves_rotation_until_it_passes_again() {
     let (a, b) = (Backend::start("a", 503).await, Backend::start("b", 200).await);
-    let gw = Gateway::start(&config(&[a.addr.to_string(), b.addr.to_string()], CHECK), None).await;
+    let gw = Gateway::start(&config(&addrs(&a, &b), CHECK), None).await;
 
     // Taken out by its probes, with no client request having been sent to it.
     wait_for_target(&gw, a.addr, 0.0).await;
@@ -174,12 +179,12 @@ async fn statuses_say_what_passes() {
     // `statuses = [200]` it is not.
     let (a, b) = (Backend::start("a", 204).await, Backend::start("b", 200).await);
     let check = format!("{CHECK}statuses = [200]\n");
-    let gw = Gateway::start(&config(&[a.addr.to_string(), b.addr.to_string()], &check), None).await;
+    let gw = Gateway::start(&config(&addrs(&a, &b), &check), None).await;
     wait_for_target(&gw, a.addr, 0.0).await;
     assert!(names(&gw, 6).await.iter().all(|n| n == "b"));
     gw.stop().await;
 
-    let gw = Gateway::start(&config(&[a.addr.to_string(), b.addr.to_string()], CHECK), None).await;
+    let gw = Gateway::start(&config(&addrs(&a, &b), CHECK), None).await;
     let before = a.probes();
     while a.probes() < before + 4 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -244,7 +249,7 @@ async fn a_reload_without_the_check_stops_the_probing() {
 async fn an_h2c_upstream_is_probed_over_http2() {
     let (a, b) = (Backend::start("a", 503).await, Backend::start("b", 200).await);
     let check = format!("protocol = \"h2c\"\n{CHECK}");
-    let gw = Gateway::start(&config(&[a.addr.to_string(), b.addr.to_string()], &check), None).await;
+    let gw = Gateway::start(&config(&addrs(&a, &b), &check), None).await;
     wait_for_target(&gw, a.addr, 0.0).await;
     assert!(names(&gw, 6).await.iter().all(|n| n == "b"));
     // Over HTTP/2 (the server sees the `:scheme` and `:authority` in the URI), with no
