@@ -97,6 +97,7 @@ async fn answer(token: Option<&str>) -> Response<Full<Bytes>> {
             "ok",
         ),
         Some("Bearer bob") => build(200, &[("x-user-id", "bob")], ""),
+        Some("Bearer carol") => build(200, &[("x-user-id", "carol"), ("x-user-groups", "staff, admins")], ""),
         Some("Bearer nobody") => build(200, &[], ""),
         Some("Bearer redirect") => build(
             302,
@@ -433,10 +434,10 @@ path = "/admin"
 upstream = "backend"
 [[routes.plugins]]
 plugin = "auth"
-config = {{ url = "{origin}/check", consumer_header = "x-user-id" }}
+config = {{ url = "{origin}/check", consumer_header = "x-user-id", groups_header = "x-user-groups" }}
 [[routes.plugins]]
 plugin = "builtin:acl"
-config = {{ allow = ["alice"] }}
+config = {{ allow = ["alice", "group:admins"] }}
 "#,
         origin = auth.origin()
     );
@@ -447,10 +448,14 @@ config = {{ allow = ["alice"] }}
     assert_eq!(r.upstream_header("x-consumer-id"), ["alice"]);
     let r = get(&gw, "/admin", &[("authorization", "Bearer bob"), ("x-request-id", "fa-bob")]).await;
     assert_eq!(r.status, 403, "acl refuses the consumer the auth service named: {}", r.text());
+    // A consumer in an allowed group, by the groups the auth service listed.
+    let r = get(&gw, "/admin", &[("authorization", "Bearer carol"), ("x-consumer-groups", "forged")]).await;
+    assert_eq!(r.status, 200, "acl allows group:admins: {}", r.text());
+    assert_eq!((r.upstream_header("x-consumer-id"), r.upstream_header("x-consumer-groups")), (vec!["carol".to_owned()], vec!["staff,admins".to_owned()]));
     // Allowed without a consumer: acl sees none (and the client cannot name one itself).
     let r = get(&gw, "/admin", &[("authorization", "Bearer nobody"), ("x-consumer-id", "alice")]).await;
     assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(upstream.hits(), 1);
+    assert_eq!(upstream.hits(), 2);
 
     let log = gw.dir.path().join("access.log");
     let line = airlock_tests::access_log_line(&log, "fa-alice").await;

@@ -43,6 +43,10 @@ pub struct Config {
     /// A header of an allowing answer whose value names the consumer.
     #[serde(default)]
     pub consumer_header: Option<String>,
+    /// A header of an allowing answer listing the consumer's groups (comma-separated, or one per
+    /// field), for `builtin:acl`'s `group:` rules. Needs `consumer_header`.
+    #[serde(default)]
+    pub groups_header: Option<String>,
     /// With a consumer named: `X-Consumer-Id` to the upstream, as the other auth plugins send it.
     #[serde(default = "yes")]
     pub upstream_headers: bool,
@@ -92,6 +96,8 @@ pub struct Settings {
     pub response_headers: Vec<String>,
     /// The answer's header naming the consumer, lower-case.
     pub consumer_header: Option<String>,
+    /// The answer's header listing the consumer's groups, lower-case.
+    pub groups_header: Option<String>,
     /// `X-Consumer-Id` to the upstream when a consumer is named.
     pub upstream_headers: bool,
     /// The client's body goes to the auth service.
@@ -124,6 +130,11 @@ impl Settings {
             .map(header_name)
             .transpose()
             .map_err(|e| format!("`consumer_header`: {e}"))?;
+        let groups_header =
+            c.groups_header.as_deref().map(header_name).transpose().map_err(|e| format!("`groups_header`: {e}"))?;
+        if groups_header.is_some() && consumer_header.is_none() {
+            return Err("`groups_header` needs `consumer_header`: groups belong to a named consumer".into());
+        }
         Ok(Self {
             url: c.url,
             method,
@@ -131,6 +142,7 @@ impl Settings {
             request_headers,
             response_headers,
             consumer_header,
+            groups_header,
             upstream_headers: c.upstream_headers,
             pass_body: c.pass_body,
             failure: c.failure,

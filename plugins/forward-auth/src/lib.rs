@@ -17,6 +17,7 @@
 //! request_headers = ["authorization", "cookie"]  # client headers sent to the auth service (default)
 //! response_headers = ["x-user-id", "x-user-roles"] # copied from a 2xx onto the upstream request
 //! consumer_header = "x-user-id"                # the answer's header naming the consumer
+//! groups_header = "x-user-groups"              # and its groups (comma-separated), for acl
 //! upstream_headers = true                      # X-Consumer-Id upstream when a consumer is named
 //! pass_body = false                            # send the client's body too (buffered)
 //! failure = "closed"                           # auth service down, timing out or 5xx: 503 ("open": let through)
@@ -31,7 +32,7 @@
 //! the upstream. Then ([`verdict`]):
 //! - 2xx: the request goes on with the answer's `response_headers` (every value); with
 //!   `consumer_header`, the context's `consumer` is that header's value (and `consumer.groups`
-//!   empty), as `builtin:key-auth` and `builtin:jwt` set them, so `acl`, `rate-limit`, `quota`,
+//!   `groups_header`'s, else empty), as `builtin:key-auth` and `builtin:jwt` set them, so `acl`, `rate-limit`, `quota`,
 //!   analytics and the access log see it;
 //! - 3xx or 4xx: the answer goes to the client with its status, body and `WWW-Authenticate`,
 //!   `Location`, `Set-Cookie` and `Content-Type`; the upstream is not called;
@@ -96,11 +97,11 @@ impl Plugin for ForwardAuth {
         let call = self.auth_call(req);
         self.remove_forgeable(req);
         match verdict::judge(&self.settings, http_client::send(&call)) {
-            Verdict::Allow { headers, consumer } => {
+            Verdict::Allow { headers, consumer, groups } => {
                 for (name, value) in &headers {
                     req.append_header(name, value);
                 }
-                self.name_consumer(req, consumer);
+                self.name_consumer(req, consumer, &groups);
                 Action::Continue
             }
             Verdict::Deny(init) => {
@@ -153,14 +154,17 @@ impl ForwardAuth {
 
     /// Names the consumer an allowing answer gave, in the context and (with `upstream_headers`)
     /// to the upstream.
-    fn name_consumer(&self, req: &Request, consumer: Result<Option<String>, String>) {
+    fn name_consumer(&self, req: &Request, consumer: Result<Option<String>, String>, groups: &str) {
         match consumer {
             Ok(Some(id)) => {
                 req.context_set("consumer", &id);
-                // Groups an earlier plugin gave another consumer are not this one's.
-                req.context_set("consumer.groups", "");
+                // Its groups from `groups_header`; never those an earlier plugin gave another.
+                req.context_set("consumer.groups", groups);
                 if self.settings.upstream_headers {
                     req.set_header("x-consumer-id", &id);
+                    if !groups.is_empty() {
+                        req.set_header("x-consumer-groups", groups);
+                    }
                 }
             }
             Ok(None) if self.settings.consumer_header.is_some() => {

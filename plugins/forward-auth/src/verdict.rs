@@ -23,6 +23,8 @@ pub enum Verdict {
         /// The consumer named by `consumer_header`: `Ok(None)` when not configured or absent,
         /// `Err` (the reason, logged) when the value is unusable.
         consumer: Result<Option<String>, String>,
+        /// Its groups from `groups_header`, comma-separated and trimmed (empty: none).
+        groups: String,
     },
     /// A 3xx or 4xx: this answer goes to the client; the upstream is not called.
     Deny(ResponseInit),
@@ -40,6 +42,7 @@ pub fn judge(settings: &Settings, outcome: Result<Response, HttpError>) -> Verdi
         200..=299 => Verdict::Allow {
             headers: values_of(&answer.headers, &settings.response_headers),
             consumer: settings.consumer_header.as_deref().map_or(Ok(None), |name| consumer(&answer, name)),
+            groups: settings.groups_header.as_deref().map(|name| groups(&answer, name)).unwrap_or_default(),
         },
         300..=499 => {
             let mut init = ResponseInit::new(answer.status);
@@ -57,6 +60,26 @@ fn values_of<S: AsRef<str>>(headers: &[(String, Vec<u8>)], names: &[S]) -> Vec<(
     for name in names {
         let name = name.as_ref();
         out.extend(headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| (name.to_owned(), v.clone())));
+    }
+    out
+}
+
+/// Longest list of groups taken from `groups_header`, in bytes.
+pub const MAX_GROUPS_BYTES: usize = 1024;
+
+/// The groups in every field of header `name` of an allowing answer: comma-separated names,
+/// trimmed, empty ones and ones with control characters dropped, up to [`MAX_GROUPS_BYTES`].
+fn groups(answer: &Response, name: &str) -> String {
+    let mut out = String::new();
+    let fields = answer.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).filter_map(|(_, v)| std::str::from_utf8(v).ok());
+    for group in fields.flat_map(|f| f.split(',')).map(str::trim).filter(|g| !g.is_empty() && !g.chars().any(char::is_control)) {
+        if out.len() + group.len() + 1 > MAX_GROUPS_BYTES {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(group);
     }
     out
 }
@@ -126,6 +149,7 @@ mod tests {
             Verdict::Allow {
                 headers: vec![h("x-user-id", "alice"), h("x-user-roles", "a"), h("x-user-roles", "b")],
                 consumer: Ok(Some("alice".into())),
+                groups: String::new(),
             }
         );
     }
@@ -133,7 +157,24 @@ mod tests {
     #[test]
     fn an_allow_without_the_consumer_header_names_none() {
         let v = judge(&settings(), answer(200, &[], "ok"));
-        assert_eq!(v, Verdict::Allow { headers: vec![], consumer: Ok(None) });
+        assert_eq!(v, Verdict::Allow { headers: vec![], consumer: Ok(None), groups: String::new() });
+    }
+
+    #[test]
+    fn groups_are_read_from_every_field_trimmed_and_bounded() {
+        let c: Config = airlock_sdk::serde_json::from_str(
+            r#"{"url": "http://a", "consumer_header": "x-user-id", "groups_header": "X-User-Groups"}"#,
+        )
+        .unwrap();
+        let s = Settings::from_config(c).unwrap();
+        let fields = [("x-user-id", "alice"), ("x-user-groups", " admin, ops ,,"), ("X-User-Groups", "bad\u{7}one, dev")];
+        let Verdict::Allow { groups, .. } = judge(&s, answer(200, &fields, "")) else { panic!() };
+        assert_eq!(groups, "admin,ops,dev");
+        let many = "g".repeat(100) + ",";
+        let Verdict::Allow { groups, .. } = judge(&s, answer(200, &[("x-user-groups", &many.repeat(20))], "")) else { panic!() };
+        assert!(groups.len() <= MAX_GROUPS_BYTES && groups.split(',').all(|g| g.len() == 100), "{}", groups.len());
+        let c: Config = airlock_sdk::serde_json::from_str(r#"{"url": "http://a", "groups_header": "x-g"}"#).unwrap();
+        assert_eq!(Settings::from_config(c).unwrap_err(), "`groups_header` needs `consumer_header`: groups belong to a named consumer");
     }
 
     #[test]
