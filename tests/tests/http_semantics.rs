@@ -336,3 +336,26 @@ async fn trace_is_refused_so_headers_added_for_the_upstream_are_never_echoed() {
     assert_eq!((r.status.as_u16(), r.upstream_header("authorization")), (200, vec!["Bearer upstream-secret".to_owned()]));
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn options_with_max_forwards_0_is_answered_by_the_gateway_and_others_are_decremented() {
+    // RFC 9110 7.6.2: the gateway is the last hop an OPTIONS with Max-Forwards: 0 may reach.
+    let upstream = Upstream::start().await;
+    let config = format!("{ECHO}\n[[routes]]\npath = \"/only-get\"\nmethods = [\"GET\", \"OPTIONS\"]\nupstream = \"backend\"\n");
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.request("OPTIONS", &gw.url("/x"), &[("max-forwards", "0")], b"").await;
+    assert_eq!((r.status.as_u16(), r.header("allow").as_deref()), (200, Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")));
+    assert!(r.header("x-request-id").is_some());
+    let r = client.request("OPTIONS", &gw.url("/only-get"), &[("max-forwards", "0")], b"").await;
+    assert_eq!(r.header("allow").as_deref(), Some("GET, OPTIONS"));
+    assert_eq!(upstream.hits(), 0);
+    // Above 0: forwarded, one less.
+    let r = client.request("OPTIONS", &gw.url("/x"), &[("max-forwards", "3")], b"").await;
+    assert_eq!(r.upstream_header("max-forwards"), ["2"]);
+    // Only OPTIONS (and TRACE, refused) are held to it.
+    let r = client.request("GET", &gw.url("/x"), &[("max-forwards", "0")], b"").await;
+    assert_eq!((r.status.as_u16(), r.upstream_header("max-forwards")), (200, vec!["0".to_owned()]));
+    assert_eq!(upstream.hits(), 2);
+    gw.stop().await;
+}

@@ -290,6 +290,31 @@ pub fn header_bytes(method: &http::Method, uri: &http::Uri, headers: &HeaderMap)
     line + crate::exchange::header_lines_bytes(headers)
 }
 
+/// RFC 9110 7.6.2, for an OPTIONS request (TRACE is refused outright): a `Max-Forwards` of 0 is
+/// answered by the gateway as the final recipient (200, `Allow` with the route's methods, or
+/// the usual ones for a route of any method); a larger one goes on decremented by one. `None`:
+/// forward the request (with the field updated, if it had one).
+pub fn max_forwards(headers: &mut HeaderMap, route_methods: &[http::Method], request_id: &Arc<str>) -> Option<http::Response<super::body::ProxyBody>> {
+    let forwards = headers.get(http::header::MAX_FORWARDS)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    if forwards > 0 {
+        headers.insert(http::header::MAX_FORWARDS, HeaderValue::from(forwards - 1));
+        return None;
+    }
+    let allow = if route_methods.is_empty() {
+        "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS".to_owned()
+    } else {
+        route_methods.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ")
+    };
+    let mut response = http::Response::new(super::body::ProxyBody::empty());
+    let answer = response.headers_mut();
+    answer.insert(http::header::ALLOW, HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("OPTIONS")));
+    answer.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    if let Some(id) = request_id_header(request_id) {
+        answer.insert(X_REQUEST_ID, id);
+    }
+    Some(response)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,7 +188,7 @@ impl Gateway {
 
     async fn proxy<'a>(
         &'a self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         conn: ConnectionInfo,
         request_id: &Arc<str>,
         record: &mut RequestRecord<'a>,
@@ -197,6 +197,11 @@ impl Gateway {
         self.check_limits(&request)?;
         let (route, params) = self.route(&request)?;
         record.matched(&route.id, &route.metrics);
+        if request.method() == Method::OPTIONS
+            && let Some(answer) = headers::max_forwards(request.headers_mut(), &route.matches.methods, request_id)
+        {
+            return Ok(answer);
+        }
         // Read from the client's own request, before plugins or the upstream see it.
         let gzip = route
             .compression
