@@ -69,9 +69,15 @@ pub fn gzip_level<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     within(d, 1, 9)
 }
 
-/// A target's `weight`: 0 to [`super::MAX_TARGET_WEIGHT`].
+/// A target's `weight`: 0 to [`super::MAX_TARGET_WEIGHT`] (a negative one is told so too, not
+/// as a type error).
 pub fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    within(d, 0, u64::from(super::MAX_TARGET_WEIGHT))
+    let max = super::MAX_TARGET_WEIGHT;
+    let v = i64::deserialize(d)?;
+    u32::try_from(v)
+        .ok()
+        .filter(|w| *w <= max)
+        .ok_or_else(|| serde::de::Error::custom(format!("must be between 0 and {max}, not {v}")))
 }
 
 /// `runtime.max_instances`: 1 to [`MAX_INSTANCES`].
@@ -134,6 +140,16 @@ mod tests {
             let (line, got_key, message) = refused(text);
             assert_eq!((line, got_key.as_str()), (Some(text.lines().count()), key), "{text}");
             assert_eq!(message, "must be at least 1, not 0", "{text}");
+        }
+    }
+
+    #[test]
+    fn a_target_weight_outside_0_to_1000_is_refused_at_its_line_either_way() {
+        for (weight, shown) in [("-1", "-1"), ("1001", "1001")] {
+            let text = format!("[upstreams.u]\ntargets = [\n  {{ address = \"127.0.0.1:1\", weight = {weight} }},\n]\n");
+            let (line, key, message) = refused(&text);
+            assert_eq!((line, key.as_str()), (Some(3), "upstreams.u.targets[0].weight"));
+            assert_eq!(message, format!("must be between 0 and 1000, not {shown}"));
         }
     }
 
