@@ -3,15 +3,19 @@
 //! 1. [`path::normalize_uri`]: dot segments and `//` resolved (400 if the path climbs above the
 //!    root or hides a dot segment), so the route, the plugins and the upstream see one path;
 //!    [`Gateway::check_limits`]: ambiguous framing and the host rules (400), header size and
-//!    count (431), declared body size (413);
-//! 2. [`Gateway::route`]: pick the route on that path (404 if none);
+//!    count (431), declared body size (413), CONNECT and TRACE refused (501);
+//! 2. [`Gateway::route`]: pick the route on that path, method and headers (404 if none); an
+//!    OPTIONS with `Max-Forwards: 0` is answered here ([`headers::max_forwards`]);
 //! 3. [`Gateway::read_request`]: build the [`RequestState`] plugins see, buffering the body only if
 //!    a plugin in the chain declared it needs it;
 //! 4. the chain's request phases ([`crate::runtime::PluginChain::run_request_phases`]);
-//! 5. [`Gateway::call_upstream`]: unless a plugin answered, send the request upstream (502/504);
+//! 5. [`Gateway::call_upstream`]: unless a plugin answered, send the request upstream (502/504),
+//!    to the target [`upstream::Upstream::pick`] (or `pick_by`, with `hash_on`) chooses, failing
+//!    over and retrying there;
 //! 6. the chain's response phases, in reverse order;
-//! 7. [`write_response`]: the response as the client gets it; after a `101 Switching Protocols`
-//!    the connection is the client's and the upstream's, joined ([`upgrade`]).
+//! 7. [`write_response`]: the response as the client gets it, gzipped for a client that accepts
+//!    it where `[compression]` applies ([`compress`]); after a `101 Switching Protocols` the
+//!    connection is the client's and the upstream's, joined ([`upgrade`]).
 //!
 //! Any phase can end the request with a [`GatewayError`], answered as JSON with the request id.
 
