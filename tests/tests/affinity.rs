@@ -114,7 +114,7 @@ async fn only_the_keys_of_a_target_that_is_down_move() {
 }
 
 #[tokio::test]
-async fn the_client_ip_and_a_cookie_can_be_the_key() {
+async fn the_client_ip_a_cookie_or_a_query_parameter_can_be_the_key() {
     let backends = [named("a").await, named("b").await, named("c").await];
     let targets: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
     let client = HttpClient::http1();
@@ -138,5 +138,16 @@ async fn the_client_ip_and_a_cookie_can_be_the_key() {
     }
     assert!(by_session.values().all(|served| served.len() == 1), "{by_session:?}");
     assert!(by_session.values().flatten().collect::<HashSet<_>>().len() > 1, "{by_session:?}");
+    gw.stop().await;
+
+    // A query parameter, decoded as plugins read it: one tenant however its value is written.
+    let gw = Gateway::start(&config(&targets, "query:tenant"), None).await;
+    for tenant in 0..12 {
+        let mut served = HashSet::new();
+        for query in [format!("tenant=acme%20{tenant}"), format!("x=1&tenant=acme+{tenant}"), format!("tenant=acme%20{tenant}&tenant=other")] {
+            served.insert(client.get(&gw.url(&format!("/x?{query}"))).await.text());
+        }
+        assert_eq!(served.len(), 1, "tenant {tenant}: {served:?}");
+    }
     gw.stop().await;
 }

@@ -81,12 +81,17 @@ struct TargetSlot {
     host_value: Option<HeaderValue>,
     /// Connect failures in a row, and whether it is skipped.
     health: TargetHealth,
-    /// False for a target of weight 0: never sent a request, not even on failover.
-    in_rotation: bool,
-    /// Its weight (1 unless given).
+    /// Its weight (1 unless given; 0: out of rotation, [`TargetSlot::in_rotation`]).
     weight: u32,
     /// Its address's hash, for `hash_on` ([`affinity::hash_key`]).
     hash: u64,
+}
+
+impl TargetSlot {
+    /// False for a target of weight 0: never sent a request, not even on failover.
+    fn in_rotation(&self) -> bool {
+        self.weight > 0
+    }
 }
 
 /// One worker's connections: plain TCP, or TLS on top of it; all counted.
@@ -167,7 +172,6 @@ impl Upstream {
                 addr: t.as_str().into(),
                 host_value: HeaderValue::from_str(t.as_str()).ok(),
                 health: TargetHealth::default(),
-                in_rotation: settings.weights.get(i).is_none_or(|w| *w > 0),
                 weight: settings.weights.get(i).copied().unwrap_or(1),
                 hash: affinity::hash_key(t.as_str().as_bytes()),
             })
@@ -295,7 +299,7 @@ impl Upstream {
         let mut best = None;
         for _ in 0..n {
             let next = (0..n)
-                .filter(|&i| self.slots[i].in_rotation)
+                .filter(|&i| self.slots[i].in_rotation())
                 .map(rank)
                 .filter(|r| below.is_none_or(|b| order(r, &b).is_lt()))
                 .max_by(order);
@@ -317,7 +321,7 @@ impl Upstream {
     /// Whether target `i` may be sent a request now: weighted in, and not marked down.
     fn usable(&self, i: usize) -> bool {
         let slot = &self.slots[i];
-        slot.in_rotation && slot.health.available(&self.settings.health)
+        slot.in_rotation() && slot.health.available(&self.settings.health)
     }
 
     /// Target `i`'s authority (`host:port`).
@@ -369,7 +373,7 @@ impl Upstream {
     /// health check).
     pub fn target_down(&self, i: usize) -> bool {
         let slot = self.slot(i);
-        !slot.in_rotation || slot.health.is_down()
+        !slot.in_rotation() || slot.health.is_down()
     }
 
     /// Sends `request` (whose URI already names target `first`) and waits for the response
@@ -500,11 +504,11 @@ impl Upstream {
         // Every target marked down (say, deep health checks failing on a shared dependency):
         // the request was sent to one anyway, and may go on to the others, as Envoy's panic
         // mode does, rather than be answered 502 while some would answer.
-        let panic = (0..n).all(|i| !self.slots[i].in_rotation || self.slots[i].health.is_down());
+        let panic = (0..n).all(|i| !self.slots[i].in_rotation() || self.slots[i].health.is_down());
         while *step + 1 < n {
             *step += 1;
             let i = (first + *step) % n;
-            if self.usable(i) || (panic && self.slots[i].in_rotation) {
+            if self.usable(i) || (panic && self.slots[i].in_rotation()) {
                 return Some(i);
             }
         }

@@ -135,10 +135,7 @@ impl Settings {
         }
         let mut vary_headers: Vec<String> = Vec::with_capacity(c.vary_headers.len());
         for (i, h) in c.vary_headers.iter().enumerate() {
-            if h.is_empty() || !h.bytes().all(is_token_byte) {
-                return Err(format!("`vary_headers[{i}]`: `{h}` is not a header name"));
-            }
-            let h = h.to_ascii_lowercase();
+            let h = airlock_sdk::header_rules::header_name(h).map_err(|e| format!("`vary_headers[{i}]`: {e}"))?;
             if !vary_headers.contains(&h) {
                 vary_headers.push(h);
             }
@@ -170,11 +167,6 @@ impl Settings {
     pub fn stores_status(&self, status: u16) -> bool {
         self.statuses.binary_search(&status).is_ok()
     }
-}
-
-/// RFC 9110 5.6.2 `tchar`.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
