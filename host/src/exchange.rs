@@ -140,15 +140,18 @@ pub const MAX_RESPONSE_EDITS: usize = 256;
 /// them with no consumer established loses these, so a client's forged copies never pass.
 pub const CONSUMER_HEADERS: [&str; 3] = ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"];
 
-/// Response header edits plugins asked for from their request phase (`request.edit-response`),
-/// each kept with the chain entry that asked: the chain makes them at that entry's place in the
-/// response phases, as if its `on-response` had, without a call into the plugin. Unallocated
-/// until a plugin asks.
+/// What plugins asked of the response from their request phase, each kept with the chain entry
+/// that asked: header edits (`request.edit-response`), which the chain makes at that entry's
+/// place in the response phases, as if its `on-response` had, without a call into the plugin;
+/// and response body limits (`request.limit-response-body`), which decide whether the upstream's
+/// body is buffered for the response phases. Unallocated until a plugin asks.
 #[derive(Debug, Default)]
 pub struct ResponseEdits {
     /// The chain entry whose request phase is running: edits recorded now are its.
     running: usize,
     edits: Vec<(usize, ResponseEdit)>,
+    /// Per entry that narrowed its need, the longest response body it reads.
+    body_limits: Vec<(usize, u64)>,
 }
 
 /// One response header edit, validated when recorded.
@@ -190,10 +193,26 @@ impl ResponseEdits {
         self.edits.is_empty()
     }
 
-    /// Forgets the edits the running entry recorded: its call failed and is skipped.
+    /// Forgets the edits and body limit the running entry recorded: its call failed and is skipped.
     pub fn drop_running(&mut self) {
         let running = self.running;
         self.edits.retain(|(entry, _)| *entry != running);
+        self.body_limits.retain(|(entry, _)| *entry != running);
+    }
+
+    /// Records that the running entry reads this request's response body only if it is at most
+    /// `max` bytes long; a later call of the same entry replaces it.
+    pub fn limit_body(&mut self, max: u64) {
+        let running = self.running;
+        match self.body_limits.iter_mut().find(|(entry, _)| *entry == running) {
+            Some(limit) => limit.1 = max,
+            None => self.body_limits.push((running, max)),
+        }
+    }
+
+    /// The response body limit chain entry `entry` asked for, if it narrowed its need.
+    pub fn body_limit(&self, entry: usize) -> Option<u64> {
+        self.body_limits.iter().find(|(e, _)| *e == entry).map(|(_, max)| *max)
     }
 
     /// Whether an entry before `ran` asked for an edit (those past it never ran).
@@ -491,6 +510,20 @@ mod tests {
         let mut headers = HeaderMap::new();
         edits.apply(0, &mut headers, HeaderBound::NONE, "test", "req-1");
         assert_eq!(headers.get_all("x-n").iter().count(), MAX_RESPONSE_EDITS);
+    }
+
+    #[test]
+    fn response_body_limits_are_per_entry_the_last_call_counts_and_a_skipped_call_leaves_none() {
+        let mut edits = ResponseEdits::default();
+        edits.begin(0);
+        edits.limit_body(100);
+        edits.limit_body(0);
+        edits.begin(2);
+        edits.limit_body(7);
+        assert_eq!((edits.body_limit(0), edits.body_limit(1), edits.body_limit(2)), (Some(0), None, Some(7)));
+        // Entry 2's call failed open: what it asked is forgotten, entry 0's stays.
+        edits.drop_running();
+        assert_eq!((edits.body_limit(0), edits.body_limit(2)), (Some(0), None));
     }
 
     #[test]

@@ -275,9 +275,12 @@ pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, resp
     let bound = request.header_limits.response;
     request.response_edits.apply(0, &mut response.headers, bound, &trial.plugin, &request.request_id);
     if descriptor.on_response {
-        // Without declared body access the plugin sees no upstream body; the client still gets it.
-        let hidden = if !answered && !descriptor.response_body { response.body.take() } else { None };
-        let (req, resp, result) = pool.on_response(request, response, descriptor.response_body).await;
+        // Without declared body access the plugin sees no upstream body, nor one longer than it
+        // narrowed its need to (`limit-response-body`); the client still gets it.
+        let fits = request.response_edits.body_limit(0).is_none_or(|max| response.body.as_ref().is_none_or(|b| b.len() as u64 <= max));
+        let body_access = descriptor.response_body && fits;
+        let hidden = if !answered && !body_access { response.body.take() } else { None };
+        let (req, resp, result) = pool.on_response(request, response, body_access).await;
         result.map_err(|f| TrialError::Failed { phase: "on-response", reason: f.to_string() })?;
         (request, response) = (req, resp);
         response.body = response.body.or(hidden);

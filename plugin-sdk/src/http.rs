@@ -214,6 +214,17 @@ impl Request {
             ResponseEdit::Rename(from, to) => raw::ResponseEdit::Rename((from.to_owned(), to.to_owned())),
         })
     }
+
+    /// Narrows, for this request, the response body the plugin's
+    /// [`Descriptor::with_response_body`](crate::Descriptor::with_response_body) reads: it is
+    /// needed only if at most `max_bytes` long. A longer one streams to the client untouched
+    /// (instead of a 502 past the route's `max_body_bytes`) and [`Response::body`] is `None` in
+    /// this plugin's `on_response`. A cache calls it on each miss with its size limit, and with
+    /// 0 on requests it will not store, so the gateway buffers only what it may keep. Ignored
+    /// in `on_response` and without `with_response_body`.
+    pub fn limit_response_body(&self, max_bytes: u64) {
+        self.0.limit_response_body(max_bytes)
+    }
 }
 
 /// A change to a response header, asked for from the request phase with
@@ -292,7 +303,7 @@ impl Response {
     }
 
     /// The buffered response body. `None` unless [`Descriptor::response_body`](crate::Descriptor)
-    /// is set.
+    /// is set, and when the body was longer than [`Request::limit_response_body`] allowed.
     pub fn body(&self) -> Option<Vec<u8>> {
         self.0.body()
     }

@@ -469,3 +469,168 @@ async fn two_gateways_sharing_redis_serve_each_others_entries_and_fail_open_with
     a.stop().await;
     b.stop().await;
 }
+
+/// Byte `i` of a patterned body: a shifted or repeated chunk shows in the comparison.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// An upstream (HTTP/1.1) of patterned bodies that counts its calls:
+/// - `/big/<bytes>`: with `Content-Length`;
+/// - `/chunked/<bytes>`: chunked, in 300-byte frames;
+/// - `/gated`: 1,200 bytes, then the last 10 only once `gate` is opened.
+async fn body_upstream(gate: Arc<tokio::sync::Notify>) -> (std::net::SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    type Frames = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Send>>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (gate, counter) = (gate.clone(), counter.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let gate = gate.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let size = |prefix: &str| path.strip_prefix(prefix).and_then(|s| s.parse::<usize>().ok());
+                        let body = if let Some(n) = size("/big/") {
+                            Full::new(Bytes::from(pattern(n))).map_err(|never| match never {}).boxed_unsync()
+                        } else if let Some(n) = size("/chunked/") {
+                            let frames: Vec<_> = pattern(n).chunks(300).map(|c| Ok(Frame::data(Bytes::copy_from_slice(c)))).collect();
+                            let frames: Frames = Box::pin(futures_util::stream::iter(frames));
+                            StreamBody::new(frames).boxed_unsync()
+                        } else {
+                            let all = pattern(1210);
+                            let (head, tail) = (Bytes::copy_from_slice(&all[..1200]), Bytes::copy_from_slice(&all[1200..]));
+                            let frames: Frames = Box::pin(futures_util::stream::unfold(0, move |step| {
+                                let (gate, head, tail) = (gate.clone(), head.clone(), tail.clone());
+                                async move {
+                                    match step {
+                                        0 => Some((Ok(Frame::data(head)), 1)),
+                                        1 => {
+                                            gate.notified().await;
+                                            Some((Ok(Frame::data(tail)), 2))
+                                        }
+                                        _ => None,
+                                    }
+                                }
+                            }));
+                            StreamBody::new(frames).boxed_unsync()
+                        };
+                        let mut r = Response::new(body);
+                        r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/octet-stream"));
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, hits, server)
+}
+
+#[tokio::test]
+async fn answers_the_cache_will_not_store_stream_through_whatever_their_size() {
+    // The route takes bodies up to 4,000 bytes, the cache stores up to 1,000: an answer longer
+    // than either streams to the client whole (a body-reading plugin's route answered 502
+    // past 4,000 before `limit-response-body`), and only a short miss is stored.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (addr, hits, server) = body_upstream(gate.clone()).await;
+    let config = format!(
+        r#"
+[upstreams.files]
+targets = ["{addr}"]
+
+[[routes]]
+id = "cached"
+path_prefix = "/"
+upstream = "files"
+max_body_bytes = 4000
+[[routes.plugins]]
+plugin = "builtin:proxy-cache"
+config = {{ max_body_bytes = 1000 }}
+"#
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    for (path, len) in [("/big/50000", 50_000), ("/chunked/50000", 50_000), ("/chunked/1001", 1001), ("/big/1001", 1001)] {
+        let (a, b) = twice(&client, &gw, path).await;
+        for r in [&a, &b] {
+            assert_eq!((r.status.as_u16(), cache_status(r).as_str()), (200, "Miss"), "{path}");
+            assert!(r.body == pattern(len), "{path}: {} bytes, not the upstream's", r.body.len());
+        }
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 8, "none of those was stored");
+    // Short ones are read and stored, chunked (three frames) or not.
+    for (path, len) in [("/chunked/900", 900), ("/big/1000", 1000)] {
+        let (a, b) = twice(&client, &gw, path).await;
+        assert_eq!((cache_status(&a).as_str(), cache_status(&b).as_str()), ("Miss", "Hit"), "{path}");
+        assert!(a.body == pattern(len) && b.body == pattern(len), "{path}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 10);
+    // A HEAD that misses goes through unbuffered: the upstream's length is kept.
+    let r = client.request("HEAD", &gw.url("/big/500"), &[], b"").await;
+    assert_eq!((cache_status(&r).as_str(), r.header("content-length").as_deref()), ("Miss", Some("500")));
+    // A request the cache bypasses is not buffered at all.
+    let r = client.request("POST", &gw.url("/big/50000"), &[], b"").await;
+    assert_eq!((r.status.as_u16(), cache_status(&r).as_str()), (200, "Bypass"));
+    assert!(r.body == pattern(50_000));
+
+    // Past the cache's limit the answer streams as it comes: the first 1,200 bytes reach the
+    // client while the upstream still holds back the rest.
+    let raw: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let response = raw.request(Request::get(gw.url("/gated")).body(Full::default()).unwrap()).await.unwrap();
+    assert_eq!((response.status().as_u16(), response.headers()["x-cache-status"].to_str().unwrap()), (200, "Miss"));
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    while received.len() < 1200 {
+        use http_body_util::BodyExt;
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("the first bytes, streamed").unwrap().unwrap();
+        received.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..]));
+    }
+    gate.notify_one();
+    use http_body_util::BodyExt;
+    received.extend_from_slice(&body.collect().await.unwrap().to_bytes());
+    assert!(received == pattern(1210), "{} bytes", received.len());
+    gw.stop().await;
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_plugin_reading_every_body_still_has_it_buffered_whole() {
+    // `builtin:transform` with response body rules reads every body: beside the cache, an
+    // answer past the route's limit is still refused rather than passed on untransformed.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (addr, _hits, server) = body_upstream(gate).await;
+    let config = format!(
+        r#"
+[upstreams.files]
+targets = ["{addr}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "files"
+max_body_bytes = 4000
+[[routes.plugins]]
+plugin = "builtin:transform"
+config = {{ response = {{ body = {{ remove = ["secret"] }} }} }}
+[[routes.plugins]]
+plugin = "builtin:proxy-cache"
+"#
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    let r = get(&client, &gw, "/chunked/50000", &[]).await;
+    assert_eq!(r.status.as_u16(), 502, "{}", r.text());
+    let r = get(&client, &gw, "/chunked/3000", &[]).await;
+    assert_eq!((r.status.as_u16(), cache_status(&r).as_str()), (200, "Miss"), "{}", r.text());
+    assert!(r.body == pattern(3000));
+    gw.stop().await;
+    server.abort();
+}

@@ -35,6 +35,9 @@ mod projected {
             Limited { #[pin] body: Limited<Incoming>, read: Option<std::sync::Arc<UploadProgress>> },
             /// Whole bytes, sent as one frame, then the trailers if there are any.
             Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
+            /// The first bytes of a peer's body, read to see whether it fitted a limit, then the
+            /// rest as it arrives ([`buffer_up_to`]).
+            Resumed { head: Option<Bytes>, #[pin] rest: Incoming },
             /// Another body, with the concurrency slots its request holds until it is done.
             Holding { body: Pin<Box<ProxyBody>>, slots: Vec<SlotGuard> },
             /// A streamed body cut off when its peer stalls (boxed: most bodies end at once).
@@ -106,7 +109,7 @@ impl ProxyBody {
     fn counter(&self) -> Option<&std::sync::Arc<UploadProgress>> {
         match self {
             ProxyBody::Streaming { read, .. } | ProxyBody::Limited { read, .. } => read.as_ref(),
-            ProxyBody::Full { .. } => None,
+            ProxyBody::Full { .. } | ProxyBody::Resumed { .. } => None,
             ProxyBody::Holding { body, .. } => body.counter(),
             ProxyBody::Watched { body } => body.body.counter(),
             ProxyBody::Gzip { .. } => None,
@@ -155,6 +158,10 @@ impl Body for ProxyBody {
                 Some(d) => Some(Ok(Frame::data(d))),
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
             }),
+            ProxyBodyProj::Resumed { head, rest } => match head.take() {
+                Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                None => rest.poll_frame(cx).map_err(Into::into),
+            },
             ProxyBodyProj::Holding { body, .. } => body.as_mut().poll_frame(cx),
             ProxyBodyProj::Watched { body } => body.as_mut().poll_frame(cx),
             ProxyBodyProj::Gzip { body } => body.as_mut().poll_frame(cx),
@@ -178,6 +185,7 @@ impl Body for ProxyBody {
             ProxyBody::Streaming { body, .. } => body.is_end_stream(),
             ProxyBody::Limited { body, .. } => body.is_end_stream(),
             ProxyBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
+            ProxyBody::Resumed { head, rest } => head.is_none() && rest.is_end_stream(),
             ProxyBody::Holding { body, .. } => body.is_end_stream(),
             ProxyBody::Watched { body } => body.body.is_end_stream(),
             ProxyBody::Gzip { body } => body.is_end_stream(),
@@ -190,6 +198,16 @@ impl Body for ProxyBody {
             ProxyBody::Streaming { body, .. } => body.size_hint(),
             ProxyBody::Limited { body, .. } => body.size_hint(),
             ProxyBody::Full { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            ProxyBody::Resumed { head, rest } => {
+                let read = head.as_ref().map_or(0, |d| d.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(read));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(read));
+                }
+                hint
+            }
             ProxyBody::Holding { body, .. } => body.size_hint(),
             ProxyBody::Watched { body } => body.body.size_hint(),
             ProxyBody::Gzip { body } => body.size_hint(),
@@ -314,6 +332,42 @@ where
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BufferError::TooLarge(limit)),
         Err(e) => Err(BufferError::Read(e.to_string())),
     }
+}
+
+/// A peer's body read as far as a limit: whole, or found longer.
+pub enum UpTo {
+    /// It ended within the limit.
+    Whole(Buffered),
+    /// It is longer than the limit: what was read and the rest, to stream on untouched.
+    Longer(ProxyBody),
+}
+
+/// Reads a peer's body whole if it is at most `limit` bytes long; a longer one is handed back
+/// to stream on, with the bytes read so far (none when its declared length already says it is
+/// longer). For plugins that read only the bodies that fit (`request.limit-response-body`).
+pub async fn buffer_up_to(mut body: Incoming, limit: u64) -> Result<UpTo, BufferError> {
+    if body.size_hint().lower() > limit {
+        return Ok(UpTo::Longer(ProxyBody::streaming(body)));
+    }
+    let mut read = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BufferError::Read(e.to_string()))?;
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                read.extend_from_slice(&data);
+                if read.len() as u64 > limit {
+                    return Ok(UpTo::Longer(ProxyBody::Resumed { head: Some(read.freeze()), rest: body }));
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        // Trailers come last.
+        if let Ok(trailers) = frame.into_trailers() {
+            return Ok(UpTo::Whole(Buffered { bytes: read.freeze(), trailers: Some(trailers) }));
+        }
+    }
+    Ok(UpTo::Whole(Buffered { bytes: read.freeze(), trailers: None }))
 }
 
 /// True if `error` (or what caused it) is a body length limit being hit.

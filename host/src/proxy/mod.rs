@@ -52,7 +52,7 @@ use self::body::ProxyBody;
 use crate::error::GatewayError;
 use crate::exchange::{RequestState, ResponseState, RouteParams};
 use crate::gateway::{Gateway, Route};
-use crate::runtime::RequestOutcome;
+use crate::runtime::{RequestOutcome, ResponseBodyNeed};
 use crate::telemetry::observed_body::ObservedBody;
 use crate::telemetry::request::RequestRecord;
 
@@ -86,7 +86,7 @@ struct UpstreamBody {
 /// still streaming from the upstream.
 struct PendingResponse {
     state: ResponseState,
-    stream: Option<Incoming>,
+    stream: Option<ProxyBody>,
     version: Version,
     /// The upstream's side of a `101 Switching Protocols` ([`upgrade`]).
     upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -547,7 +547,8 @@ impl Gateway {
                 }
             }
         }
-        if route.chain.needs_response_body() {
+        let body_need = route.chain.response_body_need(state);
+        if body_need != ResponseBodyNeed::Stream {
             encoding::restrict_accept_encoding(&mut headers);
         }
         grpc::set_timeout(&mut headers, route.timeout);
@@ -636,7 +637,42 @@ impl Gateway {
             headers.remove(header::CONTENT_LENGTH);
         }
         headers::strip_hop_by_hop(&mut headers);
-        if route.chain.needs_response_body() {
+        let streamed = |headers: http::HeaderMap, stream: ProxyBody| PendingResponse {
+            state: ResponseState { status: parts.status, headers, body: None, trailers: None },
+            stream: Some(stream),
+            version: parts.version,
+            upgrade: None,
+        };
+        if let ResponseBodyNeed::UpTo(max) = body_need {
+            // Read for the plugins only if it fits what they asked for; else it streams as if
+            // none read bodies. A HEAD's answer has none to read.
+            if state.method == Method::HEAD {
+                return Ok(streamed(headers, ProxyBody::streaming(incoming)));
+            }
+            let limit = max.min(route.max_body_bytes);
+            let read = body::buffer_up_to(incoming, limit).await.map_err(|e| GatewayError::UpstreamUnavailable {
+                upstream: upstream.name.to_string(),
+                reason: e.to_string(),
+            })?;
+            let body::Buffered { bytes, trailers } = match read {
+                body::UpTo::Whole(buffered) => buffered,
+                body::UpTo::Longer(stream) => return Ok(streamed(headers, stream)),
+            };
+            // Undecodable or too long decoded: the bytes go on as the upstream sent them.
+            return Ok(match encoding::decode_body(&mut headers, bytes.clone(), limit) {
+                Ok(decoded) => PendingResponse {
+                    state: ResponseState { status: parts.status, headers, body: Some(decoded), trailers },
+                    stream: None,
+                    version: parts.version,
+                    upgrade: None,
+                },
+                Err(e) => {
+                    tracing::debug!(upstream = &*upstream.name, "response body not handed to plugins: {e}");
+                    streamed(headers, ProxyBody::with_trailers(bytes, trailers))
+                }
+            });
+        }
+        if body_need == ResponseBodyNeed::Whole {
             let body::Buffered { bytes, trailers } = body::buffer(incoming, route.max_body_bytes).await.map_err(|e| match e {
                 body::BufferError::TooLarge(limit) => GatewayError::UpstreamBodyTooLarge { limit },
                 body::BufferError::Read(reason) => {
@@ -660,12 +696,7 @@ impl Gateway {
                 upgrade: None,
             })
         } else {
-            Ok(PendingResponse {
-                state: ResponseState { status: parts.status, headers, body: None, trailers: None },
-                stream: Some(incoming),
-                version: parts.version,
-                upgrade: None,
-            })
+            Ok(streamed(headers, ProxyBody::streaming(incoming)))
         }
     }
 }
@@ -723,7 +754,7 @@ pub fn frame_no_content(status: http::StatusCode, headers: &mut http::HeaderMap,
 /// empty and says nothing of the GET's length.
 fn write_response(
     state: ResponseState,
-    stream: Option<Incoming>,
+    stream: Option<ProxyBody>,
     via: Option<Version>,
     id_header: Option<HeaderValue>,
     body_idle: Duration,
@@ -743,7 +774,7 @@ fn write_response(
             // bytes not sent (over HTTP/2 they would be a protocol error).
             if head { ProxyBody::full(Bytes::new()) } else { ProxyBody::with_trailers(bytes, trailers) }
         }
-        (None, Some(stream)) => ProxyBody::streaming(stream).watched(body_idle, "an upstream's response body"),
+        (None, Some(stream)) => stream.watched(body_idle, "an upstream's response body"),
         (None, None) => ProxyBody::full(Bytes::new()),
     };
     if let Some(version) = via {

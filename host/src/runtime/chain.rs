@@ -69,6 +69,20 @@ pub struct PluginChain {
     response_body: bool,
 }
 
+/// How a request's upstream response body is read before the response phases
+/// ([`PluginChain::response_body_need`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseBodyNeed {
+    /// No entry reads it: it streams to the client.
+    Stream,
+    /// An entry reads every body: buffered whole, up to the route's `max_body_bytes` (a 502
+    /// beyond it).
+    Whole,
+    /// Buffered if it is at most this long (and within the route's `max_body_bytes`); a longer
+    /// one streams, unseen by the plugins.
+    UpTo(u64),
+}
+
 /// How the request phases ended.
 #[derive(Debug)]
 // Moved once per request; boxing the response would add an allocation to every short-circuit.
@@ -125,9 +139,27 @@ impl PluginChain {
         }
     }
 
-    /// Whether the upstream response body must be buffered before the response phases.
+    /// Whether an entry of the chain reads response bodies: the upstream is then asked only for
+    /// codings the host decodes.
     pub fn needs_response_body(&self) -> bool {
         self.response_body
+    }
+
+    /// How this request's upstream response body is read for the response phases: streamed
+    /// when no entry reads it, buffered whole when one reads every body, or buffered if it fits
+    /// when every entry that reads it narrowed its need (`request.limit-response-body`).
+    pub fn response_body_need(&self, request: &RequestState) -> ResponseBodyNeed {
+        if !self.response_body {
+            return ResponseBodyNeed::Stream;
+        }
+        let mut longest = 0;
+        for (index, _) in self.entries.iter().enumerate().filter(|(_, e)| e.descriptor.response_body) {
+            match request.response_edits.body_limit(index) {
+                Some(max) => longest = longest.max(max),
+                None => return ResponseBodyNeed::Whole,
+            }
+        }
+        ResponseBodyNeed::UpTo(longest)
     }
 
     /// Runs the request phases. Returns the (possibly changed) request, how many entries ran (the
@@ -218,7 +250,10 @@ impl PluginChain {
             let snapshot = (entry.failure == FailurePolicy::Open).then(|| (response.clone(), request.context.clone()));
             let started = *clock;
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-response");
-            let call = std::pin::pin!(entry.pool.on_response(request, response, entry.descriptor.response_body));
+            // A narrowed need sees the body only if it was buffered and fits.
+            let body_access = entry.descriptor.response_body
+                && request.response_edits.body_limit(index).is_none_or(|max| response.body.as_ref().is_some_and(|b| b.len() as u64 <= max));
+            let call = std::pin::pin!(entry.pool.on_response(request, response, body_access));
             let (req, resp, result) = call.instrument(span).await;
             *clock = Instant::now();
             entry.metrics.record_call(true, clock.duration_since(started));

@@ -22,7 +22,7 @@ pub mod plugin;
 pub mod pool;
 pub mod slots;
 
-pub use chain::{ChainEntry, PluginChain, RequestOutcome};
+pub use chain::{ChainEntry, PluginChain, RequestOutcome, ResponseBodyNeed};
 pub use engine::SandboxEngine;
 pub use plugin::{Descriptor, LoadedPlugin, PluginError};
 pub use pool::{InstancePool, InstanceSettings, PhaseAction};

@@ -424,6 +424,7 @@ impl InstancePool {
         };
         let state = instance.store.data_mut();
         state.request = Some(request);
+        state.reads_response_body = self.descriptor.response_body;
         start_call(&mut instance.store, &self.plugin.sandbox, body_access, false);
         // A call cancelled on timeout leaves its instance discarded, not reused. Pinned where it
         // is made: the call future is ~1 KB, moved by value it was copied at every layer.

@@ -28,8 +28,11 @@
 //! which is the upstream's answer as the plugins after this one in the chain left it. Put the
 //! cache after authentication, rate limiting and CORS, which must run on hits too.
 //!
-//! The response body is asked for (the gateway buffers it, up to the route's `max_body_bytes`)
-//! only because storing needs it; the modules: [`config`] (checked once at configure), [`key`],
+//! The response body is read only because storing needs it, and only what may be stored: a miss
+//! narrows the plugin's need to `max_body_bytes` (`Request::limit_response_body`), every other
+//! request to nothing, so a longer answer, and any answer the cache will not store, streams
+//! through unbuffered (a download on a cached route is not held to the route's `max_body_bytes`).
+//! The modules: [`config`] (checked once at configure), [`key`],
 //! [`cache_control`], [`entry`] (the stored format, versioned); backend failures are warned at most
 //! every 10 s per instance (`airlock_sdk::log::Throttled`).
 
@@ -108,6 +111,7 @@ impl Plugin for ProxyCache {
         // An earlier proxy-cache in this chain handles the request: this one stands aside
         // rather than have both store under one context key.
         if req.context_get(CONTEXT_KEY).is_some() {
+            req.limit_response_body(0);
             return Action::Continue;
         }
         // A credential the key does not tell apart (checked upstream, say) must not have its
@@ -133,6 +137,9 @@ impl Plugin for ProxyCache {
         }
         if class == MethodClass::Get {
             req.context_set(CONTEXT_KEY, &key);
+            req.limit_response_body(self.settings.max_body_bytes as u64);
+        } else {
+            req.limit_response_body(0);
         }
         req.edit_response(ResponseEdit::Set(STATUS_HEADER, b"Miss"));
         Action::Continue
@@ -202,7 +209,8 @@ impl ProxyCache {
         {
             return Err(format!("its body ({len} bytes) is larger than `max_body_bytes` ({})", s.max_body_bytes));
         }
-        let body = resp.body().ok_or("no buffered body")?;
+        // Not handed over: longer than the limit this request asked for (or not decodable).
+        let body = resp.body().ok_or_else(|| format!("its body is larger than `max_body_bytes` ({})", s.max_body_bytes))?;
         if body.len() > s.max_body_bytes {
             return Err(format!("its body ({} bytes) is larger than `max_body_bytes` ({})", body.len(), s.max_body_bytes));
         }
@@ -246,8 +254,9 @@ fn declared_len(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
-/// Goes on without the cache, saying so.
+/// Goes on without the cache, saying so; the response body streams.
 fn bypass(req: &Request) -> Action {
+    req.limit_response_body(0);
     req.edit_response(ResponseEdit::Set(STATUS_HEADER, b"Bypass"));
     Action::Continue
 }

@@ -70,6 +70,9 @@ pub struct HostState {
     pub body_access: bool,
     /// True during response phases: request setters are ignored.
     pub request_read_only: bool,
+    /// Whether the chain entry reads response bodies (its descriptor's `response-body`), which
+    /// `request.limit-response-body` narrows.
+    pub reads_response_body: bool,
     /// The current call's running and yielded time, for its CPU deadline and wall-clock limit
     /// (shared with the future that polls the call).
     pub clock: Arc<CallClock>,
@@ -105,6 +108,7 @@ impl HostState {
             response: None,
             body_access: false,
             request_read_only: false,
+            reads_response_body: false,
             clock: Arc::new(CallClock::new()),
             cpu_deadline,
             deadline_hit: false,

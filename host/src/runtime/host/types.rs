@@ -405,6 +405,19 @@ impl HostRequest for HostState {
         }
     }
 
+    fn limit_response_body(&mut self, _: Resource<RequestHandle>, max_bytes: u64) {
+        if self.request_locked("limit-response-body") {
+            return;
+        }
+        if !self.reads_response_body {
+            plugin_warn!(&self.log, "limit-response-body ignored: the plugin did not declare response-body access");
+            return;
+        }
+        if let Some(req) = self.request.as_mut() {
+            req.response_edits.limit_body(max_bytes);
+        }
+    }
+
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         Ok(())
     }
