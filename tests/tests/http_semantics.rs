@@ -359,3 +359,53 @@ async fn options_with_max_forwards_0_is_answered_by_the_gateway_and_others_are_d
     assert_eq!(upstream.hits(), 2);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_options_ending_at_the_gateway_still_goes_through_the_routes_plugins() {
+    // Answered before the plugins, `Max-Forwards: 0` showed a route `ip-restrict` hides (its 404
+    // is the no-route one) and skipped authentication.
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/internal"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:ip-restrict"
+config = { deny = ["127.0.0.1", "::1"], status = 404 }
+
+[[routes]]
+path_prefix = "/private"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+
+[[routes]]
+path_prefix = "/open"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { set = { x-seen = "yes" } } }
+
+[[consumers]]
+id = "alice"
+credentials = { keys = ["alice-key"] }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let zero = [("max-forwards", "0")];
+    let hidden = client.request("OPTIONS", &gw.url("/internal/x"), &zero, b"").await;
+    let missing = client.request("OPTIONS", &gw.url("/nowhere"), &zero, b"").await;
+    assert_eq!((hidden.status.as_u16(), missing.status.as_u16()), (404, 404));
+    assert_eq!((hidden.header("allow"), hidden.json()["error"].clone()), (None, missing.json()["error"].clone()));
+    let r = client.request("OPTIONS", &gw.url("/private/x"), &zero, b"").await;
+    assert_eq!(r.status.as_u16(), 401);
+    let r = client.request("OPTIONS", &gw.url("/private/x"), &[("max-forwards", "0"), ("x-api-key", "alice-key")], b"").await;
+    assert_eq!((r.status.as_u16(), r.header("allow").is_some()), (200, true));
+    let r = client.request("OPTIONS", &gw.url("/open/x"), &zero, b"").await;
+    assert_eq!((r.status.as_u16(), r.header("x-seen").as_deref(), r.header("via")), (200, Some("yes"), None));
+    assert_eq!(upstream.hits(), 0, "none went upstream");
+    gw.stop().await;
+}

@@ -290,29 +290,35 @@ pub fn header_bytes(method: &http::Method, uri: &http::Uri, headers: &HeaderMap)
     line + crate::exchange::header_lines_bytes(headers)
 }
 
-/// RFC 9110 7.6.2, for an OPTIONS request (TRACE is refused outright): a `Max-Forwards` of 0 is
-/// answered by the gateway as the final recipient (200, `Allow` with the route's methods, or
-/// the usual ones for a route of any method); a larger one goes on decremented by one. `None`:
-/// forward the request (with the field updated, if it had one).
-pub fn max_forwards(headers: &mut HeaderMap, route_methods: &[http::Method], request_id: &Arc<str>) -> Option<http::Response<super::body::ProxyBody>> {
-    let forwards = headers.get(http::header::MAX_FORWARDS)?.to_str().ok()?.trim().parse::<u64>().ok()?;
-    if forwards > 0 {
-        headers.insert(http::header::MAX_FORWARDS, HeaderValue::from(forwards - 1));
-        return None;
-    }
-    let allow = if route_methods.is_empty() {
-        "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS".to_owned()
-    } else {
-        route_methods.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ")
+/// RFC 9110 7.6.2, for an OPTIONS request (TRACE is refused outright): true when its
+/// `Max-Forwards` is 0, so the gateway is the final recipient and answers it
+/// ([`options_answer`], in place of the upstream: the route's plugins still run first, or an
+/// `ip-restrict` hiding the route or an auth plugin would be skipped); a larger one is
+/// decremented by one for the upstream.
+pub fn max_forwards_ends_here(headers: &mut HeaderMap) -> bool {
+    let Some(forwards) = headers.get(http::header::MAX_FORWARDS).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        return false;
     };
-    let mut response = http::Response::new(super::body::ProxyBody::empty());
-    let answer = response.headers_mut();
-    answer.insert(http::header::ALLOW, HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("OPTIONS")));
-    answer.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    if let Some(id) = request_id_header(request_id) {
-        answer.insert(X_REQUEST_ID, id);
+    if forwards == 0 {
+        return true;
     }
-    Some(response)
+    headers.insert(http::header::MAX_FORWARDS, HeaderValue::from(forwards - 1));
+    false
+}
+
+/// The gateway's own answer to an OPTIONS that ends at it ([`max_forwards_ends_here`]): 200,
+/// `Allow` with the route's methods, or the usual ones for a route of any method.
+pub fn options_answer(route_methods: &[http::Method]) -> crate::exchange::ResponseState {
+    let allow = if route_methods.is_empty() {
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+    } else {
+        let listed = route_methods.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
+        HeaderValue::from_str(&listed).unwrap_or(HeaderValue::from_static("OPTIONS"))
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::ALLOW, allow);
+    crate::exchange::ResponseState { status: http::StatusCode::OK, headers, body: Some(bytes::Bytes::new()), trailers: None }
 }
 
 #[cfg(test)]

@@ -4,12 +4,12 @@
 //!    root or hides a dot segment), so the route, the plugins and the upstream see one path;
 //!    [`Gateway::check_limits`]: ambiguous framing and the host rules (400), header size and
 //!    count (431), declared body size (413), CONNECT and TRACE refused (501);
-//! 2. [`Gateway::route`]: pick the route on that path, method and headers (404 if none); an
-//!    OPTIONS with `Max-Forwards: 0` is answered here ([`headers::max_forwards`]);
+//! 2. [`Gateway::route`]: pick the route on that path, method and headers (404 if none);
 //! 3. [`Gateway::read_request`]: build the [`RequestState`] plugins see, buffering the body only if
 //!    a plugin in the chain declared it needs it;
 //! 4. the chain's request phases ([`crate::runtime::PluginChain::run_request_phases`]);
-//! 5. [`Gateway::call_upstream`]: unless a plugin answered, send the request upstream (502/504),
+//! 5. [`Gateway::call_upstream`]: unless a plugin answered (or the gateway answers an OPTIONS
+//!    with `Max-Forwards: 0` itself, [`headers::options_answer`]), send the request upstream (502/504),
 //!    to the target [`upstream::Upstream::pick`] (or `pick_by`, with `hash_on`) chooses, failing
 //!    over and retrying there;
 //! 6. the chain's response phases, in reverse order;
@@ -201,11 +201,7 @@ impl Gateway {
         self.check_limits(&request)?;
         let (route, params) = self.route(&request)?;
         record.matched(&route.id, &route.metrics);
-        if request.method() == Method::OPTIONS
-            && let Some(answer) = headers::max_forwards(request.headers_mut(), &route.matches.methods, request_id)
-        {
-            return Ok(answer);
-        }
+        let ends_here = request.method() == Method::OPTIONS && headers::max_forwards_ends_here(request.headers_mut());
         // Read from the client's own request, before plugins or the upstream see it.
         let gzip = route
             .compression
@@ -237,11 +233,18 @@ impl Gateway {
         let (mut state, ran, outcome) = phases?;
         // `Via` is for a message the gateway forwarded (RFC 9110 7.6.3), not for an answer a
         // plugin made: that one looks like the gateway's own (ip-restrict's hiding 404 must).
-        let forwarded = matches!(outcome, RequestOutcome::Upstream);
+        let forwarded = matches!(outcome, RequestOutcome::Upstream) && !ends_here;
         let pending = match outcome {
             RequestOutcome::Respond(response) => {
                 PendingResponse { state: response, stream: None, version: Version::HTTP_11, upgrade: None }
             }
+            // The route's plugins let it through: the gateway is its final recipient.
+            RequestOutcome::Upstream if ends_here => PendingResponse {
+                state: headers::options_answer(&route.matches.methods),
+                stream: None,
+                version: Version::HTTP_11,
+                upgrade: None,
+            },
             RequestOutcome::Upstream => {
                 let keep_request = chain.calls_on_response(ran);
                 let started = clock;
