@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use crate::admin::inventory::PluginFacts;
+use crate::config::chain_order::{self, ACCESS_CONTROL_BUILTINS};
 use crate::config::{
     ChainEntryConfig, Config, ConfigError, ConfigIssue, ConfigSource, FailurePolicy, HostHeader, LimitsConfig,
     PluginConfig, RouteConfig, TimeoutsConfig, route_rules,
@@ -28,8 +29,6 @@ use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::RouteMetrics;
 
 /// The built-in plugins that decide who may pass: `check` and `run` warn when one fails open.
-const AUTH_BUILTINS: [&str; 6] =
-    ["builtin:key-auth", "builtin:basic-auth", "builtin:jwt", "builtin:acl", "builtin:ip-restrict", "builtin:forward-auth"];
 
 /// One route, ready to serve.
 pub struct Route {
@@ -337,7 +336,10 @@ impl Gateway {
                     "{key}.methods leaves out OPTIONS, so builtin:cors never sees a preflight (they get a 404): add \"OPTIONS\""
                 );
             }
-            for entry in entries.iter().filter(|e| e.failure == FailurePolicy::Open && AUTH_BUILTINS.contains(&e.facts.source.as_str())) {
+            if let Some(issue) = cache_ahead_of_access_control(config, source, route, &key) {
+                issues.push(issue);
+            }
+            for entry in entries.iter().filter(|e| e.failure == FailurePolicy::Open && ACCESS_CONTROL_BUILTINS.contains(&e.facts.source.as_str())) {
                 // Failing open is an authentication bypass whenever the plugin fails: a trap, its
                 // CPU deadline (a costly password hash an attacker can make it check).
                 tracing::warn!(
@@ -486,6 +488,33 @@ fn metric_names_problem(config: &Config, name: &str, def: &crate::config::Plugin
 
 /// What the global chain's entries name as their route (in state namespaces, logs and
 /// metrics); no route may take it.
+/// A route whose chain (global entries included) runs `builtin:proxy-cache` ahead of an
+/// access-control built-in, refused at the cache's entry ([`chain_order`]).
+fn cache_ahead_of_access_control(config: &Config, source: &ConfigSource, route: &RouteConfig, key: &str) -> Option<ConfigIssue> {
+    let global = if route.global_plugins { config.global.plugins.as_slice() } else { &[] };
+    let chain: Vec<(String, &ChainEntryConfig)> = global
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("global.plugins[{i}]"), e))
+        .chain(route.plugins.iter().enumerate().map(|(i, e)| (format!("{key}.plugins[{i}]"), e)))
+        .collect();
+    // An entry names a `[plugins.<name>]` definition or a source directly.
+    fn source_of<'a>(config: &'a Config, e: &'a ChainEntryConfig) -> &'a str {
+        config.plugins.get(e.plugin.get_ref()).map_or(e.plugin.get_ref().as_str(), |d| d.source.get_ref().as_str())
+    }
+    let (cache, guard) = chain_order::cache_ahead_of_access_control(chain.iter().map(|(_, e)| source_of(config, e)))?;
+    let (cache_key, cache_entry) = &chain[cache];
+    let (guard_key, guard_entry) = &chain[guard];
+    Some(source.issue(
+        Some(cache_entry.plugin.span()),
+        &format!("{cache_key}.plugin"),
+        format!(
+            "`builtin:proxy-cache` runs before `{}` ({guard_key}): a cached answer skips it and reaches any client, whoever stored it; put the cache after authentication and access control",
+            source_of(config, guard_entry)
+        ),
+    ))
+}
+
 const GLOBAL_CHAIN: &str = "(global)";
 
 /// Longest `[plugins.<name>]` name, in bytes.

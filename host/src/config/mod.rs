@@ -1,6 +1,7 @@
 //! `airlock.toml`: reading it, and errors that point at the file, line and key at fault.
 
 mod bounds;
+pub mod chain_order;
 pub mod locate;
 mod model;
 pub mod route_rules;
