@@ -28,8 +28,6 @@ use crate::state::{ScopedState, StateConfigError, StateStore};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::RouteMetrics;
 
-/// The built-in plugins that decide who may pass: `check` and `run` warn when one fails open.
-
 /// One route, ready to serve.
 pub struct Route {
     /// Route id (config `id`, or `route-<index>`).

@@ -114,6 +114,27 @@ async fn only_the_keys_of_a_target_that_is_down_move() {
 }
 
 #[tokio::test]
+async fn a_key_whose_target_refuses_fails_over_to_its_next_best_before_the_target_is_marked_down() {
+    // With `max_fails = 0` a refusing target is never marked down: each of its keys' requests
+    // fails over. It must go where the key goes without that target (its next best), as it
+    // will once the target is marked down, not to whichever target is listed after it.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let backends = [named("a").await, named("c").await, named("d").await];
+    let live: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let with_dead = vec![live[0].clone(), dead, live[1].clone(), live[2].clone()];
+    let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+    let failing = Gateway::start(&config(&with_dead, "header:x-user").replace("hash_on", "max_fails = 0
+hash_on"), None).await;
+    let without = Gateway::start(&config(&live, "header:x-user"), None).await;
+    assert_eq!(served(&failing, &users, 2).await, served(&without, &users, 1).await);
+    failing.stop().await;
+    without.stop().await;
+}
+
+#[tokio::test]
 async fn the_client_ip_a_cookie_or_a_query_parameter_can_be_the_key() {
     let backends = [named("a").await, named("b").await, named("c").await];
     let targets: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();

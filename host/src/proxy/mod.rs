@@ -509,7 +509,8 @@ impl Gateway {
         let Some(upstream) = &route.upstream else {
             return Err(GatewayError::NoUpstream(route.id.to_string()));
         };
-        let first = match upstream.hash_on().and_then(|on| on.key_hash(state)) {
+        let key_hash = upstream.hash_on().and_then(|on| on.key_hash(state));
+        let first = match key_hash {
             Some(key_hash) => upstream.pick_by(key_hash),
             None => upstream.pick(),
         };
@@ -600,7 +601,7 @@ impl Gateway {
         let websocket_key = extended_connect.then(|| upgrade::to_extended_connect(&mut request));
 
         *served = Some(upstream.addr(first));
-        let (last, sent) = upstream.send(request, first, target_host_header, route.timeout, body_idle).await;
+        let (last, sent) = upstream.send(request, (first, key_hash), target_host_header, route.timeout, body_idle).await;
         if last != first {
             *served = Some(upstream.addr(last));
         }

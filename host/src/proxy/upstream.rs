@@ -293,8 +293,8 @@ impl Upstream {
         if n == 1 {
             return 0;
         }
-        let rank = |i: usize| (affinity::score(key_hash, self.slots[i].hash, self.slots[i].weight), i);
-        let order = |a: &(f64, usize), b: &(f64, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        let rank = |i: usize| self.rank(key_hash, i);
+        let order = rank_order;
         let mut below: Option<(f64, usize)> = None;
         let mut best = None;
         for _ in 0..n {
@@ -311,6 +311,12 @@ impl Upstream {
             below = Some((score, i));
         }
         best.unwrap_or(0)
+    }
+
+    /// Target `i`'s rank for the `hash_on` key hashing to `key_hash`: its score, and its index
+    /// to break ties ([`rank_order`]).
+    fn rank(&self, key_hash: u64, i: usize) -> (f64, usize) {
+        (affinity::score(key_hash, self.slots[i].hash, self.slots[i].weight), i)
     }
 
     /// Whether an answer with `status` is one to try the next target on (`retry_on`).
@@ -376,12 +382,14 @@ impl Upstream {
         !slot.in_rotation() || slot.health.is_down()
     }
 
-    /// Sends `request` (whose URI already names target `first`) and waits for the response
-    /// headers; returns them, or the error, with the index of the target last tried.
+    /// Sends `request` (whose URI already names target `first`, chosen for the `hash_on` key
+    /// hashing to `key_hash` if there is one) and waits for the response headers; returns them,
+    /// or the error, with the index of the target last tried.
     ///
     /// A target that cannot be connected to, or whose answer's status is in `retry_on` (for an
-    /// idempotent request with a whole body), is left for the next one not marked down, each
-    /// target at most once, all within the deadline below. `rewrite_host`: the `Host` header is
+    /// idempotent request with a whole body), is left for the next one not marked down (the
+    /// key's next best, with `hash_on`: where its requests go once the target is marked down),
+    /// each target at most once, all within the deadline below. `rewrite_host`: the `Host` header is
     /// the target's (`host_header = "upstream"`), so it changes with the target.
     ///
     /// The wait for the response head (`timeout`) starts once the request body has been sent,
@@ -392,7 +400,7 @@ impl Upstream {
     pub async fn send(
         &self,
         mut request: Request<ProxyBody>,
-        first: usize,
+        (first, key_hash): (usize, Option<u64>),
         rewrite_host: bool,
         timeout: Duration,
         body_idle: Duration,
@@ -450,7 +458,7 @@ impl Upstream {
                         // counts one listed in `proxy_next_upstream` towards `max_fails`.
                         let error = SendError::Unavailable(format!("it answered {}", response.status().as_u16()));
                         self.target_failed(target, &error);
-                        let (Some(mut again), Some(next)) = (again, self.failover(first, &mut step)) else {
+                        let (Some(mut again), Some(next)) = (again, self.failover(first, key_hash, &mut step)) else {
                             return Ok(response);
                         };
                         drop(response);
@@ -476,7 +484,7 @@ impl Upstream {
                     Attempt::ConnectFailed(error, back) => (error, back),
                 };
                 self.target_failed(target, &error);
-                let (Some(mut back), Some(next)) = (back, self.failover(first, &mut step)) else {
+                let (Some(mut back), Some(next)) = (back, self.failover(first, key_hash, &mut step)) else {
                     return Err(error);
                 };
                 tracing::debug!(upstream = &*self.name, target = &*self.slot(target).addr, next = &*self.slot(next).addr, "{error}; trying the next target");
@@ -497,17 +505,28 @@ impl Upstream {
         }
     }
 
-    /// The next target to try after a connect failure: the first after `first`, in round
-    /// order, not yet tried (`step` counts them) and not marked down; `None` past the last.
-    fn failover(&self, first: usize, step: &mut usize) -> Option<usize> {
+    /// The next target to try after a connect failure: the first after `first` not yet tried
+    /// (`step` counts them) and not marked down, in round order, or in the key's ranking with
+    /// `hash_on` (so a key fails over to the target it moves to once `first` is marked down,
+    /// not to whichever is listed next); `None` past the last.
+    fn failover(&self, first: usize, key_hash: Option<u64>, step: &mut usize) -> Option<usize> {
         let n = self.slots.len();
         // Every target marked down (say, deep health checks failing on a shared dependency):
         // the request was sent to one anyway, and may go on to the others, as Envoy's panic
         // mode does, rather than be answered 502 while some would answer.
         let panic = (0..n).all(|i| !self.slots[i].in_rotation() || self.slots[i].health.is_down());
+        // Ranked once per failing request (a failover is rare): best first, `first` left out.
+        let ranked = key_hash.map(|hash| {
+            let mut others: Vec<(f64, usize)> = (0..n).filter(|&i| i != first).map(|i| self.rank(hash, i)).collect();
+            others.sort_by(|a, b| rank_order(b, a));
+            others
+        });
         while *step + 1 < n {
             *step += 1;
-            let i = (first + *step) % n;
+            let i = match &ranked {
+                Some(ranked) => ranked.get(*step - 1).map_or(first, |&(_, i)| i),
+                None => (first + *step) % n,
+            };
             if self.usable(i) || (panic && self.slots[i].in_rotation()) {
                 return Some(i);
             }
@@ -697,6 +716,11 @@ fn client_body_error(e: &hyper::Error) -> SendError {
     } else {
         SendError::ClientBody(reason)
     }
+}
+
+/// How two targets' ranks for one key compare: by score, then by index (the greater wins).
+fn rank_order(a: &(f64, usize), b: &(f64, usize)) -> std::cmp::Ordering {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
 }
 
 #[cfg(test)]
