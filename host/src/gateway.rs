@@ -289,7 +289,8 @@ impl Gateway {
                     format!("route id `{id}` is used twice (ids name a route in rate-limit keys, metrics and the admin API)"),
                 ));
             }
-            let Some(spec) = route_spec(source, route, &id, &key, &mut issues) else { continue };
+            let underscores = config.limits.headers_with_underscores;
+            let Some(spec) = route_spec(source, route, &id, &key, underscores, &mut issues) else { continue };
             let upstream = match &route.upstream {
                 Some(name) => match upstreams.get(name.get_ref().as_str()) {
                     Some(u) => Some(u.clone()),
@@ -850,7 +851,14 @@ async fn build_entry(
     }
 }
 
-fn route_spec(source: &ConfigSource, route: &RouteConfig, id: &str, key: &str, issues: &mut Vec<ConfigIssue>) -> Option<RouteSpec> {
+fn route_spec(
+    source: &ConfigSource,
+    route: &RouteConfig,
+    id: &str,
+    key: &str,
+    underscores: crate::config::UnderscoreHeaders,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<RouteSpec> {
     let path = match (&route.path, &route.path_prefix) {
         (Some(p), None) => PathMatch::Exact(p.get_ref().clone()),
         (None, Some(p)) => PathMatch::Prefix(p.get_ref().clone()),
@@ -873,8 +881,15 @@ fn route_spec(source: &ConfigSource, route: &RouteConfig, id: &str, key: &str, i
     let mut methods = Vec::new();
     for m in &route.methods {
         match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
-            Ok(method) => methods.push(method),
-            Err(_) => issues.push(source.issue(Some(m.span()), &format!("{key}.methods"), format!("`{}` is not an HTTP method", m.get_ref()))),
+            Ok(method) => match route_rules::method_problem(method.as_str()) {
+                Some(problem) => issues.push(source.issue(Some(m.span()), &format!("{key}.methods"), format!("`{method}`: {problem}"))),
+                None => methods.push(method),
+            },
+            Err(_) => issues.push(source.issue(
+                Some(m.span()),
+                &format!("{key}.methods"),
+                format!("`{}` is not an HTTP method", route_rules::escaped(m.get_ref())),
+            )),
         }
     }
     let (pattern, is_prefix_route) = match &path {
@@ -901,29 +916,60 @@ fn route_spec(source: &ConfigSource, route: &RouteConfig, id: &str, key: &str, i
             issues.push(source.issue(Some(rewrite.span()), &format!("{key}.rewrite"), problem));
         }
     }
-    let headers = header_conditions(source, route, key, issues);
+    let headers = header_conditions(source, route, key, underscores, issues);
     Some(RouteSpec { id: id.to_owned(), hosts: route.hosts.iter().map(|h| h.get_ref().clone()).collect(), methods, path, headers })
 }
 
-/// A route's `headers`, checked: valid names and values, at least one value each. Problems are
-/// reported at the header's line and the condition left out (the config fails anyway).
-fn header_conditions(source: &ConfigSource, route: &RouteConfig, key: &str, issues: &mut Vec<ConfigIssue>) -> Vec<HeaderMatch> {
-    let mut conditions = Vec::new();
-    for (name, values) in &route.headers {
-        let at = format!("{key}.headers.{name}");
+/// A route's `headers`, checked: valid names and values, at least one value each, each header
+/// once (names are case-insensitive), and only names and values routing reads as the plugins
+/// and the upstream do ([`route_rules::header_name_problem`], [`route_rules::header_value_problem`]).
+/// Problems are reported at the header's line and the condition left out (the config fails anyway).
+fn header_conditions(
+    source: &ConfigSource,
+    route: &RouteConfig,
+    key: &str,
+    underscores: crate::config::UnderscoreHeaders,
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<HeaderMatch> {
+    let mut conditions: Vec<HeaderMatch> = Vec::new();
+    // In file order, so a header named twice is reported at its second line.
+    let mut written: Vec<_> = route.headers.iter().collect();
+    written.sort_by_key(|(_, values)| values.span().start);
+    let mut seen: Vec<(HeaderName, &str)> = Vec::new();
+    for (name, values) in written {
+        let shown = route_rules::escaped(name);
+        let at = format!("{key}.headers.{shown}");
         let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-            issues.push(source.issue(Some(values.span()), &at, format!("`{name}` is not a header name")));
+            issues.push(source.issue(Some(values.span()), &at, format!("`{shown}` is not a header name")));
             continue;
         };
+        if let Some((_, first)) = seen.iter().find(|(h, _)| *h == header) {
+            issues.push(source.issue(
+                Some(values.span()),
+                &at,
+                format!("`{first}` and `{shown}` are one header (names are case-insensitive): give it once, with the values it may have as a list"),
+            ));
+            continue;
+        }
+        seen.push((header.clone(), name));
+        if let Some(problem) = route_rules::header_name_problem(header.as_str(), underscores) {
+            issues.push(source.issue(Some(values.span()), &at, problem));
+            continue;
+        }
         if values.get_ref().0.is_empty() {
             issues.push(source.issue(Some(values.span()), &at, "no value to match: give one, or a list of them"));
             continue;
         }
         let mut accepted = Vec::new();
         for value in &values.get_ref().0 {
-            match HeaderValue::from_str(value) {
+            let parsed = match route_rules::header_value_problem(value) {
+                Some(problem) => Err(problem),
+                None => HeaderValue::from_str(value)
+                    .map_err(|_| format!("`{}` is not a valid header value", route_rules::escaped(value))),
+            };
+            match parsed {
                 Ok(v) => accepted.push(v),
-                Err(_) => issues.push(source.issue(Some(values.span()), &at, format!("`{value}` is not a valid header value"))),
+                Err(problem) => issues.push(source.issue(Some(values.span()), &at, problem)),
             }
         }
         conditions.push(HeaderMatch { name: header, values: accepted });

@@ -162,6 +162,44 @@ upstream = "canary"
     gw.stop().await;
 }
 
+/// A condition on a name with `_` is taken only where such headers reach the upstream
+/// (`headers_with_underscores = "allow"`; refused at load otherwise: `bad-route-header-*`), and
+/// there the route is chosen on the header the upstream gets.
+#[tokio::test]
+async fn an_underscored_header_condition_routes_on_what_the_upstream_gets() {
+    let stable = Upstream::start().await;
+    let tenant = Upstream::start().await;
+    let config = format!(
+        r#"
+[limits]
+headers_with_underscores = "allow"
+
+[upstreams.stable]
+targets = ["{}"]
+[upstreams.tenant]
+targets = ["{}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "stable"
+
+[[routes]]
+path_prefix = "/"
+headers = {{ x_tenant = "acme" }}
+upstream = "tenant"
+"#,
+        stable.addr, tenant.addr
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    let r = client.request("GET", &gw.url("/orders"), &[("x_tenant", "acme")], b"").await;
+    assert_eq!((r.status.as_u16(), stable.hits(), tenant.hits()), (200, 0, 1));
+    assert_eq!(r.upstream_header("x_tenant"), ["acme"], "the upstream gets the header the route was chosen on");
+    assert_eq!(client.get(&gw.url("/orders")).await.status, 200);
+    assert_eq!((stable.hits(), tenant.hits()), (1, 1));
+    gw.stop().await;
+}
+
 const PLAIN: &str = r#"
 [upstreams.backend]
 targets = ["{upstream}"]

@@ -174,6 +174,29 @@ mod tests {
     }
 
     #[test]
+    fn compression_types_that_never_match_are_refused_at_their_line() {
+        for (entry, said) in [
+            ("text/html; charset=utf-8", "list `text/html`"),
+            ("text/ plain", "has a space"),
+            (" text/plain", "has a space"),
+            ("json", "not a media type"),
+            ("*/*", "images"),
+            ("*", "not a media type"),
+            ("application/*+json", "a wildcard is a whole subtype"),
+            ("text/", "not a media type"),
+            ("", "not a media type"),
+        ] {
+            let text = format!("[compression]\nenabled = true\ntypes = [\n  \"application/json\",\n  \"{entry}\",\n]\n");
+            let (line, key, message) = refused(&text);
+            assert_eq!((line, key.as_str()), (Some(5), "compression.types[1]"), "{entry}: {message}");
+            assert!(message.contains(said), "{entry}: {message}");
+        }
+        let text = "[compression]\ntypes = [\"text/*\", \"Application/JSON\", \"image/svg+xml\", \"application/vnd.api+json\"]\n";
+        let config = ConfigSource::inline("airlock.toml", text, PathBuf::from(".")).parse().unwrap();
+        assert_eq!(config.compression.types.len(), 4);
+    }
+
+    #[test]
     fn values_in_range_and_left_out_fields_are_taken() {
         let text = "[runtime]\nmax_instances = 10000\nmemory_mb = 1024\ncpu_ms = 1\n[timeouts]\ndrain_ms = 0\n\
                     [plugins.p]\nsource = \"p.wasm\"\n";

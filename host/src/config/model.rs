@@ -86,8 +86,68 @@ pub struct CompressionConfig {
     /// gzip level, 1 (fastest) to 9 (smallest).
     #[serde(deserialize_with = "bounds::gzip_level")]
     pub level: u32,
-    /// Media types compressed (`text/*` for every `text/` type).
+    /// Media types compressed (`text/*` for every `text/` type), matched without the response's
+    /// parameters; each checked by [`media_type_problem`] as it is read.
+    #[serde(deserialize_with = "media_types")]
     pub types: Vec<String>,
+}
+
+/// `compression.types`: each entry a media type a response's `Content-Type` can be, else refused
+/// at its line ([`media_type_problem`]).
+fn media_types<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct MediaType(String);
+    impl<'de> Deserialize<'de> for MediaType {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            // Refused from inside the entry's own reading, so the error is located at the entry.
+            struct Entry;
+            impl serde::de::Visitor<'_> for Entry {
+                type Value = MediaType;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a media type, as \"application/json\" or \"text/*\"")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MediaType, E> {
+                    match media_type_problem(v) {
+                        Some(problem) => Err(E::custom(problem)),
+                        None => Ok(MediaType(v.to_owned())),
+                    }
+                }
+            }
+            d.deserialize_str(Entry)
+        }
+    }
+    Ok(Vec::<MediaType>::deserialize(d)?.into_iter().map(|t| t.0).collect())
+}
+
+/// Why `entry` of `compression.types` could never match a response (or would match what must not
+/// be compressed), if so: it must be `type/subtype` or `type/*`, tokens without spaces or
+/// parameters, as the part of a `Content-Type` before its `;` is compared (case-insensitively).
+pub fn media_type_problem(entry: &str) -> Option<String> {
+    let shown = super::route_rules::escaped(entry);
+    if entry.contains(';') {
+        let bare = super::route_rules::escaped(entry.split(';').next().unwrap_or_default().trim());
+        return Some(format!(
+            "`{shown}` has parameters: a response's `Content-Type` is matched without its own (`{bare}` takes `{bare}; charset=utf-8` too), so list `{bare}`"
+        ));
+    }
+    if entry.chars().any(char::is_whitespace) {
+        return Some(format!("`{shown}` has a space: a media type is `type/subtype` without spaces, as `text/plain`"));
+    }
+    let Some((kind, subtype)) = entry.split_once('/') else {
+        return Some(format!("`{shown}` is not a media type: `type/subtype`, as `application/json`, or `type/*`, as `text/*`"));
+    };
+    if kind == "*" {
+        return Some(format!(
+            "`{shown}` would compress every type, images, video and archives (compressed already) included: list the types, or `type/*` (`text/*`)"
+        ));
+    }
+    let token = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b));
+    if entry.contains('*') && !(subtype == "*" && token(kind)) {
+        return Some(format!("`{shown}`: a wildcard is a whole subtype, as `text/*`, and nothing else"));
+    }
+    if !token(kind) || !(subtype == "*" || token(subtype)) {
+        return Some(format!("`{shown}` is not a media type: `type/subtype`, as `application/json`, or `type/*`, as `text/*`"));
+    }
+    None
 }
 
 impl Default for CompressionConfig {

@@ -1,5 +1,6 @@
 //! Checks on one route's own settings that TOML types cannot express: a host that can match, a
-//! `rewrite` whose variables the route's path captures, a `strip_prefix` the path can start with.
+//! `rewrite` whose variables the route's path captures, a `strip_prefix` the path can start with,
+//! `headers` conditions routing reads as the plugins and the upstream do, methods it can serve.
 //! Each returns the problem as the operator reads it, so a route that would silently never match
 //! or send `${param.typo}` upstream as text is refused at its line instead.
 
@@ -74,9 +75,139 @@ pub fn strip_prefix_problem(strip: &str, pattern: &str, is_prefix_route: bool) -
     (!fits).then(|| format!("`{strip}` can never be stripped: the route's {kind} `{pattern}` does not start with it"))
 }
 
+/// Request header names a route's `headers` may not test: hop-by-hop fields (RFC 9110 7.6.1),
+/// which manage the client's connection, not the request. The gateway removes them before the
+/// request goes on (`proxy::headers::strip_hop_by_hop`) and HTTP/2 forbids them, so a route chosen
+/// on one is chosen on what its plugins and the upstream never see.
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "transfer-encoding", "upgrade"];
+
+/// Why a route's `headers` may not have a condition on header `name` (lower-case, as
+/// `http::HeaderName` keeps it), if it may not: a name routing reads differently from the plugins
+/// and the upstream, or over HTTP/1.1 and HTTP/2. `underscores` is `[limits]
+/// headers_with_underscores`, which decides whether a name with `_` reaches them at all.
+pub fn header_name_problem(name: &str, underscores: super::UnderscoreHeaders) -> Option<String> {
+    use super::UnderscoreHeaders;
+    if name == "host" {
+        return Some(
+            "the host is matched by the route's `hosts` key (`hosts = [\"api.example.com\"]`): an HTTP/2 request names it in `:authority`, not `host`, so a `host` condition would match HTTP/1.1 requests only".to_owned(),
+        );
+    }
+    if HOP_BY_HOP.contains(&name) {
+        return Some(format!(
+            "`{name}` is hop-by-hop: it manages the client's connection, not the request, and is dropped or rewritten for each hop before plugins and the upstream see the request, so a route cannot be chosen on it"
+        ));
+    }
+    if name == "cookie" {
+        return Some(
+            "values are compared whole, and an HTTP/1.1 client sends all its cookies on one `cookie` line while an HTTP/2 client sends one field per cookie: the same request would match over one and not the other".to_owned(),
+        );
+    }
+    if matches!(name, "x-forwarded-proto" | "x-forwarded-host") {
+        let instead = if name == "x-forwarded-host" { "; match the host with `hosts`" } else { "" };
+        return Some(format!(
+            "`{name}` is set by the gateway to what it saw: the client's own value is not trusted and is replaced before plugins and the upstream see the request, so a route cannot be chosen on it{instead}"
+        ));
+    }
+    if name.contains('_') {
+        return match underscores {
+            UnderscoreHeaders::Allow => None,
+            UnderscoreHeaders::Drop => Some(format!(
+                "`{name}` has an underscore, and `[limits] headers_with_underscores = \"drop\"` (the default) removes such headers before plugins and the upstream see the request: the route would be chosen on a header they never get. Name it with `-`, or set `headers_with_underscores = \"allow\"`"
+            )),
+            UnderscoreHeaders::Reject => Some(format!(
+                "`{name}` has an underscore, and `[limits] headers_with_underscores = \"reject\"` answers every request carrying such a header 400: the route could never serve a request it matches. Name it with `-`, or set `headers_with_underscores = \"allow\"`"
+            )),
+        };
+    }
+    None
+}
+
+/// Why `value`, one value of a route's header condition, can never match a request's field, if
+/// it cannot (shown with its control characters escaped).
+pub fn header_value_problem(value: &str) -> Option<String> {
+    if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
+        return Some(format!("`{}` is not a valid header value: it has a control character", escaped(value)));
+    }
+    if value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']) {
+        return Some(format!(
+            "`{}` starts or ends with a space or tab: a field's value is read without them (RFC 9110 5.5), so it could never match; write it without",
+            escaped(value)
+        ));
+    }
+    None
+}
+
+/// Why a route's `methods` entry `method` (upper-case) can never be served, if it cannot.
+pub fn method_problem(method: &str) -> Option<String> {
+    match method {
+        "TRACE" => Some(
+            "the gateway answers every TRACE itself (501 `trace_not_served`: the upstream would echo the headers added for it), so a route never serves one".to_owned(),
+        ),
+        "CONNECT" => Some(
+            "the gateway answers a CONNECT itself (501 `connect_not_served`: it opens no tunnels), so a route never serves one; a WebSocket over HTTP/2 (an extended CONNECT) is routed as its handshake's `GET`".to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+/// `text` for an error message: control characters escaped (`\u{1}`, `\n`), so the message shows
+/// what was written rather than the raw byte.
+pub fn escaped(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::UnderscoreHeaders;
+
+    #[test]
+    fn header_conditions_on_names_routing_sees_alone_are_refused() {
+        for ok in ["x-canary", "accept-version", "authorization", "trailer", "x-forwarded-for"] {
+            assert_eq!(header_name_problem(ok, UnderscoreHeaders::Drop), None, "{ok}");
+        }
+        let host = header_name_problem("host", UnderscoreHeaders::Drop).unwrap_or_default();
+        assert!(host.contains("`hosts`") && host.contains(":authority"), "{host}");
+        for name in HOP_BY_HOP {
+            let problem = header_name_problem(name, UnderscoreHeaders::Allow).unwrap_or_default();
+            assert!(problem.contains("hop-by-hop"), "{name}: {problem}");
+        }
+        assert!(header_name_problem("cookie", UnderscoreHeaders::Drop).is_some_and(|p| p.contains("HTTP/2")));
+        assert!(header_name_problem("x-forwarded-proto", UnderscoreHeaders::Allow).is_some());
+        assert!(header_name_problem("x-forwarded-host", UnderscoreHeaders::Allow).is_some());
+    }
+
+    #[test]
+    fn underscored_condition_names_are_refused_unless_such_headers_reach_the_upstream() {
+        let drop = header_name_problem("x_canary", UnderscoreHeaders::Drop).unwrap_or_default();
+        assert!(drop.contains("headers_with_underscores = \"drop\"") && drop.contains("\"allow\""), "{drop}");
+        let reject = header_name_problem("x_canary", UnderscoreHeaders::Reject).unwrap_or_default();
+        assert!(reject.contains("400"), "{reject}");
+        assert_eq!(header_name_problem("x_canary", UnderscoreHeaders::Allow), None);
+    }
+
+    #[test]
+    fn condition_values_that_cannot_match_are_refused_and_shown_escaped() {
+        for ok in ["1", "a b", "a\tb", "", "caf\u{e9}"] {
+            assert_eq!(header_value_problem(ok), None, "{ok:?}");
+        }
+        for bad in [" 1", "1 ", "\t1", "1\t"] {
+            assert!(header_value_problem(bad).is_some_and(|p| p.contains("space or tab")), "{bad:?}");
+        }
+        let control = header_value_problem("a\u{1}b\n").unwrap_or_default();
+        assert_eq!(control, "`a\\u{1}b\\n` is not a valid header value: it has a control character");
+        assert!(header_value_problem("a\u{7f}").is_some());
+    }
+
+    #[test]
+    fn trace_and_connect_routes_are_refused() {
+        assert!(method_problem("TRACE").is_some_and(|p| p.contains("trace_not_served")));
+        assert!(method_problem("CONNECT").is_some_and(|p| p.contains("connect_not_served")));
+        for ok in ["GET", "OPTIONS", "PURGE"] {
+            assert_eq!(method_problem(ok), None, "{ok}");
+        }
+    }
 
     #[test]
     fn hosts_that_cannot_match_are_named() {
