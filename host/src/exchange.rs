@@ -59,6 +59,14 @@ impl Context {
         true
     }
 
+    /// Removes `key` and its value, if set; the others keep their order.
+    pub fn remove(&mut self, key: &str) {
+        if let Some(at) = self.entries.iter().position(|(k, _)| k == key) {
+            let (k, v) = self.entries.remove(at);
+            self.bytes -= k.len() + v.len();
+        }
+    }
+
     /// Every key and value, in the order first set.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
@@ -433,6 +441,12 @@ mod tests {
         assert_eq!(cx.get("a"), Some("3"));
         assert_eq!(cx.iter().collect::<Vec<_>>(), vec![("a", "3"), ("b", "2")]);
         assert_eq!(cx.get("zz"), None);
+        cx.set("c".into(), "4".into());
+        cx.remove("a");
+        cx.remove("zz");
+        assert_eq!(cx.iter().collect::<Vec<_>>(), vec![("b", "2"), ("c", "4")]);
+        // What a removed entry held is free again.
+        assert_eq!(cx.bytes, 4);
     }
 
     fn name(s: &'static str) -> HeaderName {

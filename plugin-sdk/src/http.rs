@@ -196,6 +196,13 @@ impl Request {
         self.0.context_set(key, value)
     }
 
+    /// Removes a value from the per-request context, if set (in both phases, like
+    /// [`Request::context_set`]): an auth plugin that names a consumer after an earlier one
+    /// fell back to an anonymous one removes `consumer.anonymous`.
+    pub fn context_remove(&self, key: &str) {
+        self.0.context_remove(key)
+    }
+
     /// Changes the response this request will get, from
     /// [`Plugin::on_request`](crate::Plugin::on_request): the gateway records the edit and makes
     /// it when the response passes this plugin on its way back (where its `on_response` would

@@ -1288,3 +1288,48 @@ config = { anonymous = "guest" }
     assert_eq!(r.upstream_header("x-anonymous-consumer"), vec!["true"]);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_consumer_named_after_an_anonymous_fallback_is_not_anonymous() {
+    // "Either credential" with three plugins: the first falls back to `guest`, the second names
+    // alice. `consumer.anonymous` stayed set after that, so the third took the request for
+    // anonymous, looked for its own key and replaced alice with its own `guest`.
+    let upstream = Upstream::start().await;
+    let config = format!(
+        r#"
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[[consumers]]
+id = "alice"
+credentials = {{ basic = {{ username = "alice", password = "sha256:{sha}" }}, keys = ["alice-key"] }}
+
+[[consumers]]
+id = "guest"
+
+[[routes]]
+path = "/either"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+config = {{ anonymous = "guest" }}
+[[routes.plugins]]
+plugin = "builtin:basic-auth"
+config = {{ anonymous = "guest" }}
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+config = {{ anonymous = "guest", header_names = ["x-other-key"] }}
+"#,
+        sha = sha256_hex("s3cret")
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.request("GET", &gw.url("/either"), &[("authorization", &basic("alice", "s3cret"))], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id"), ["alice"]);
+    assert!(r.upstream_header("x-anonymous-consumer").is_empty());
+    // Nobody's credential: guest, and said to be anonymous.
+    let r = client.get(&gw.url("/either")).await;
+    assert_eq!((r.upstream_header("x-consumer-id"), r.upstream_header("x-anonymous-consumer")), (vec!["guest".to_owned()], vec!["true".to_owned()]));
+    gw.stop().await;
+}

@@ -309,8 +309,11 @@ impl BasicAuth {
     fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {
         req.context_set("consumer", &identity.id);
         req.context_set("consumer.groups", &identity.groups);
+        // An earlier auth plugin's anonymous fallback is overruled by a consumer named here.
         if anonymous {
             req.context_set("consumer.anonymous", "true");
+        } else {
+            req.context_remove("consumer.anonymous");
         }
         if self.upstream_headers {
             req.set_header("x-consumer-id", &identity.id);

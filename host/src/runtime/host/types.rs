@@ -393,6 +393,12 @@ impl HostRequest for HostState {
         }
     }
 
+    fn context_remove(&mut self, _: Resource<RequestHandle>, key: String) {
+        if let Some(req) = self.request.as_mut() {
+            req.context.remove(&key);
+        }
+    }
+
     fn edit_response(&mut self, _: Resource<RequestHandle>, edit: WitResponseEdit) {
         if self.request_locked("edit-response") {
             return;
