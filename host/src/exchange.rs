@@ -354,6 +354,8 @@ pub struct RequestState {
     /// A plugin set or appended `Host`: it goes upstream as the plugin left it, whatever the
     /// route's `host_header` (a plugin that routes by tenant, say, names the virtual host).
     pub host_from_plugin: bool,
+    /// The client sent a body (of any length, buffered or streaming): `request.has-body`.
+    pub client_body: bool,
 }
 
 /// What a request phase can change of a request, kept before a call whose failure is skipped

@@ -137,6 +137,7 @@ pub fn parse_request(file: &str, text: &str) -> Result<RequestState, TrialError>
         client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
         scheme: "http",
         request_id: "trial-request".into(),
+        client_body: !body.is_empty(),
         body: Some(body),
         context: Context::default(),
         response_edits: Default::default(),

@@ -139,6 +139,13 @@ impl Request {
         self.0.request_id()
     }
 
+    /// Whether the client sent a body (any length, chunked or not), whether or not it is
+    /// buffered for this plugin: a cache, whose key has no body, tells a `GET` with one apart
+    /// without declaring request-body access (which would buffer every upload).
+    pub fn has_body(&self) -> bool {
+        self.0.has_body()
+    }
+
     /// The buffered request body. `None` unless [`Descriptor::request_body`](crate::Descriptor)
     /// is set (and in the response phase).
     pub fn body(&self) -> Option<Vec<u8>> {

@@ -32,6 +32,7 @@ impl Seen {
 /// - `Bearer alice`: 200 with `x-user-id: alice`, two `x-user-roles` lines and an `x-internal`;
 /// - `Bearer bob`: 200 with `x-user-id: bob`;
 /// - `Bearer nobody`: 200 with no header at all;
+/// - `Bearer twins`: 200 naming two users, `x-user-id: alice` and `x-user-id: bob`;
 /// - `Bearer redirect`: 302 to a login page, with a `Set-Cookie`;
 /// - `Bearer forbidden`: 403 with a text body;
 /// - `Bearer error`: 500 with a body that must not reach clients;
@@ -99,6 +100,7 @@ async fn answer(token: Option<&str>) -> Response<Full<Bytes>> {
         Some("Bearer bob") => build(200, &[("x-user-id", "bob")], ""),
         Some("Bearer carol") => build(200, &[("x-user-id", "carol"), ("x-user-groups", "staff, admins")], ""),
         Some("Bearer nobody") => build(200, &[], ""),
+        Some("Bearer twins") => build(200, &[("x-user-id", "alice"), ("x-user-id", "bob")], ""),
         Some("Bearer redirect") => build(
             302,
             &[("location", "https://login.example.com/?rd=%2Fapi"), ("set-cookie", "csrf=abc; HttpOnly"), ("x-secret", "internal")],
@@ -496,4 +498,186 @@ async fn config_errors_are_refused_at_load() {
     let err = start_err(api_route(&auth, r#"timeout_ms = 0"#)).await;
     assert!(err.contains("`timeout_ms` must be at least 1"), "{err}");
     assert!(auth.seen().is_empty(), "checking a config calls nothing");
+}
+
+#[tokio::test]
+async fn a_clients_copies_of_the_consumer_and_groups_headers_never_reach_the_upstream() {
+    let upstream = Upstream::start().await;
+    let auth = AuthService::start().await;
+    // `consumer_header` and `groups_header` without `response_headers`: the service's values are
+    // not copied, and the client's own must not stand in for them.
+    let routes = format!(
+        r#"
+[[routes]]
+path = "/named"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "auth"
+config = {{ url = "{origin}/check", consumer_header = "x-user-id", groups_header = "x-user-groups" }}
+
+[[routes]]
+path = "/down-open"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "auth"
+config = {{ url = "{DOWN}/check", consumer_header = "x-user-id", groups_header = "x-groups", failure = "open" }}
+"#,
+        origin = auth.origin()
+    );
+    let gw = Gateway::start(&config(&auth, &routes), Some(&upstream)).await;
+    let forged = [("x-user-id", "alice"), ("x-user-groups", "admins")];
+
+    // The service names bob: the upstream sees bob, and nothing of the client's alice.
+    let r = get(&gw, "/named", &[("authorization", "Bearer bob"), forged[0], forged[1]]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id"), ["bob"]);
+    assert!(r.upstream_header("x-user-id").is_empty(), "forged consumer header: {:?}", r.upstream_header("x-user-id"));
+    assert!(r.upstream_header("x-user-groups").is_empty(), "forged groups header: {:?}", r.upstream_header("x-user-groups"));
+    // Allowed naming no one, and refused: the same.
+    let r = get(&gw, "/named", &[("authorization", "Bearer nobody"), forged[0], forged[1]]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.upstream_header("x-user-id").is_empty() && r.upstream_header("x-user-groups").is_empty());
+    assert!(r.upstream_header("x-consumer-id").is_empty());
+
+    // The auth service is down and the route fails open: the request goes on, unauthenticated,
+    // without the identity a client wrote for itself.
+    let r = get(&gw, "/down-open", &[("authorization", "Bearer alice"), ("x-user-id", "admin"), ("x-groups", "admin")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.upstream_header("x-user-id").is_empty(), "{:?}", r.upstream_header("x-user-id"));
+    assert!(r.upstream_header("x-groups").is_empty(), "{:?}", r.upstream_header("x-groups"));
+    assert!(r.upstream_header("x-consumer-id").is_empty());
+    assert_eq!(upstream.hits(), 3);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_consumer_named_twice_is_an_auth_failure_and_never_reaches_the_upstream() {
+    let upstream = Upstream::start().await;
+    let auth = AuthService::start().await;
+    let routes = format!(
+        r#"
+[[routes]]
+path = "/closed"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "auth"
+config = {{ url = "{origin}/check", response_headers = ["x-user-id"], consumer_header = "x-user-id" }}
+[[routes.plugins]]
+plugin = "builtin:acl"
+config = {{ allow = ["alice", "bob"] }}
+
+[[routes]]
+path = "/open"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "auth"
+config = {{ url = "{origin}/check", response_headers = ["x-user-id"], consumer_header = "x-user-id", failure = "open" }}
+"#,
+        origin = auth.origin()
+    );
+    let gw = Gateway::start(&config(&auth, &routes), Some(&upstream)).await;
+
+    // Closed: the 503 of an auth service that cannot answer, not alice (the first value) let in.
+    let r = get(&gw, "/closed", &[("authorization", "Bearer twins"), ("x-request-id", "fa-twins-1")]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "auth_unavailable");
+    assert_eq!(r.header("retry-after").as_deref(), Some("5"));
+    assert!(!r.text().contains("alice") && !r.text().contains("bob"), "{}", r.text());
+    assert_eq!(upstream.hits(), 0);
+    // One value is fine.
+    let r = get(&gw, "/closed", &[("authorization", "Bearer bob")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-user-id"), ["bob"]);
+
+    // Open: on, unauthenticated, with neither identity copied and no consumer named.
+    let r = get(&gw, "/open", &[("authorization", "Bearer twins"), ("x-request-id", "fa-twins-2")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.upstream_header("x-user-id").is_empty(), "{:?}", r.upstream_header("x-user-id"));
+    assert!(r.upstream_header("x-consumer-id").is_empty(), "{:?}", r.upstream_header("x-consumer-id"));
+    assert_eq!(upstream.hits(), 2);
+    let line = airlock_tests::access_log_line(&gw.dir.path().join("access.log"), "fa-twins-2").await;
+    assert!(line["consumer"].is_null(), "{line}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn auth_unavailable_says_when_to_retry() {
+    let upstream = Upstream::start().await;
+    let auth = AuthService::start().await;
+    let routes = format!(
+        r#"
+[[routes]]
+path = "/down"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "auth"
+config = {{ url = "{DOWN}/check" }}
+
+[[routes]]
+path = "/error"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "auth"
+config = {{ url = "{origin}/check" }}
+"#,
+        origin = auth.origin()
+    );
+    let gw = Gateway::start(&config(&auth, &routes), Some(&upstream)).await;
+    for (path, token) in [("/down", "Bearer alice"), ("/error", "Bearer error")] {
+        let r = get(&gw, path, &[("authorization", token)]).await;
+        assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (503, Some("auth_unavailable")), "{path}");
+        assert_eq!(r.header("retry-after").as_deref(), Some("5"), "{path}");
+    }
+    // A refusal is the service's answer, as it gave it: no Retry-After is added.
+    let r = get(&gw, "/error", &[("authorization", "Bearer forbidden")]).await;
+    assert_eq!((r.status.as_u16(), r.header("retry-after")), (403, None));
+    assert_eq!(upstream.hits(), 0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_consumer_or_groups_header_the_request_needs_is_refused_at_load() {
+    let auth = AuthService::start().await;
+    for (plugin_config, expected) in [
+        (r#"consumer_header = "host""#, "`consumer_header`: `host` cannot name the consumer"),
+        (r#"consumer_header = "x-user-id", groups_header = "Content-Length""#, "`groups_header`: `content-length` is set by the gateway"),
+    ] {
+        let text = config(&auth, &api_route(&auth, plugin_config));
+        let err = Gateway::try_start(&text, None).await.err().expect("the config is refused").to_string();
+        assert!(err.contains(expected), "{plugin_config}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_it_names_after_an_anonymous_fallback_is_not_anonymous() {
+    // key-auth falls back to `guest`; the auth service then names alice. Left marked anonymous,
+    // she was replaced by the `guest` of the key-auth after it ("either credential" chains).
+    let upstream = Upstream::start().await;
+    let auth = AuthService::start().await;
+    let routes = format!(
+        r#"
+[[consumers]]
+id = "guest"
+
+[[routes]]
+path = "/either"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+config = {{ anonymous = "guest" }}
+[[routes.plugins]]
+plugin = "auth"
+config = {{ url = "{origin}/check", consumer_header = "x-user-id" }}
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+config = {{ anonymous = "guest", header_names = ["x-other-key"] }}
+"#,
+        origin = auth.origin()
+    );
+    let gw = Gateway::start(&config(&auth, &routes), Some(&upstream)).await;
+    let r = get(&gw, "/either", &[("authorization", "Bearer alice")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id"), ["alice"]);
+    assert!(r.upstream_header("x-anonymous-consumer").is_empty());
+    gw.stop().await;
 }

@@ -634,3 +634,100 @@ plugin = "builtin:proxy-cache"
     gw.stop().await;
     server.abort();
 }
+
+/// `GET /_search` with `body`.
+async fn search(client: &HttpClient, gw: &Gateway, body: &str) -> Reply {
+    client.request("GET", &gw.url("/_search"), &[], body.as_bytes()).await
+}
+
+/// A search answered by its body (Elasticsearch's `GET /_search`): the echo upstream answers
+/// with the body it got.
+#[tokio::test]
+async fn a_get_or_head_with_a_body_bypasses_the_cache() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&config(""), Some(&upstream)).await;
+    let client = HttpClient::http1();
+
+    // Neither looked up nor stored: the same search twice reaches the upstream twice.
+    for _ in 0..2 {
+        let r = search(&client, &gw, r#"{"q":"secret"}"#).await;
+        assert_eq!((r.status.as_u16(), cache_status(&r).as_str()), (200, "Bypass"));
+        assert_eq!(r.json()["body"], r#"{"q":"secret"}"#);
+    }
+    assert_eq!(upstream.hits(), 2);
+    // So a GET without a body finds no entry of it, and stores its own.
+    let r = get(&client, &gw, "/_search", &[]).await;
+    assert_eq!((cache_status(&r).as_str(), r.json()["body"].as_str()), ("Miss", Some("")));
+    let r = get(&client, &gw, "/_search", &[]).await;
+    assert_eq!((cache_status(&r).as_str(), r.json()["body"].as_str()), ("Hit", Some("")));
+    // And a search is never answered from that entry, nor stores over it.
+    let r = search(&client, &gw, r#"{"q":"other"}"#).await;
+    assert_eq!((cache_status(&r).as_str(), r.json()["body"].as_str()), ("Bypass", Some(r#"{"q":"other"}"#)));
+    let r = client.request("HEAD", &gw.url("/_search"), &[], b"{}").await;
+    assert_eq!(cache_status(&r), "Bypass", "a HEAD with a body");
+    assert_eq!(upstream.hits(), 5);
+    let r = get(&client, &gw, "/_search", &[]).await;
+    assert_eq!((cache_status(&r).as_str(), r.json()["body"].as_str()), ("Hit", Some("")));
+    // `Content-Length: 0` is no body.
+    let r = get(&client, &gw, "/_search", &[("content-length", "0")]).await;
+    assert_eq!(cache_status(&r), "Hit");
+    assert_eq!(upstream.hits(), 5);
+    gw.stop().await;
+}
+
+/// A chunked GET body reaches plugins with neither `Transfer-Encoding` (hop-by-hop, taken off
+/// by the gateway) nor `Content-Length`, and an HTTP/2 one sent without a length likewise: the
+/// cache tells them by the body itself.
+#[tokio::test]
+async fn a_chunked_or_unsized_get_body_bypasses_the_cache() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&config(""), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let chunked = |path: &'static str| {
+        let addr = gw.addr();
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nhost: search.example\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n7\r\n{{\"q\":1}}\r\n0\r\n\r\n"
+            );
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer)).await;
+            answer
+        }
+    };
+    let plain = [("host", "search.example")];
+
+    // An entry for the path, then a chunked search: not answered from it.
+    assert_eq!(cache_status(&get(&client, &gw, "/_search", &plain).await), "Miss");
+    assert_eq!(cache_status(&get(&client, &gw, "/_search", &plain).await), "Hit");
+    let answer = chunked("/_search").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("\r\nx-cache-status: bypass\r\n"), "{answer}");
+    assert!(answer.contains(r#""body":"{\"q\":1}""#), "the upstream answered the search: {answer}");
+    assert_eq!(upstream.hits(), 2);
+    // Nor stored: a chunked search first, then a plain GET of its path misses.
+    let answer = chunked("/_search/fresh").await;
+    assert!(answer.to_ascii_lowercase().contains("\r\nx-cache-status: bypass\r\n"), "{answer}");
+    let r = get(&client, &gw, "/_search/fresh", &plain).await;
+    assert_eq!((cache_status(&r).as_str(), r.json()["body"].as_str()), ("Miss", Some("")));
+
+    // HTTP/2, DATA frames without `content-length` (a stream's length is not known ahead).
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    let frames = vec![Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"{\"q\":2}")))];
+    let request = http::Request::get("http://search.example/_search").body(StreamBody::new(futures_util::stream::iter(frames))).unwrap();
+    let response = sender.send_request(request).await.expect("answered");
+    assert_eq!(response.headers().get("x-cache-status").map(|v| v.as_bytes()), Some(&b"Bypass"[..]));
+    let echo: serde_json::Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echo["body"], r#"{"q":2}"#);
+    let r = get(&client, &gw, "/_search", &plain).await;
+    assert_eq!((cache_status(&r).as_str(), r.json()["body"].as_str()), ("Hit", Some("")), "the entry is the plain GET's still");
+    gw.stop().await;
+}

@@ -435,6 +435,8 @@ impl Gateway {
             }
         }
 
+        // Before the body is read: a body of any length, even an empty chunked one.
+        let client_body = !incoming.is_end_stream();
         let (body, stream, trailers) = if route.chain.needs_request_body() {
             let read = Arc::new(body::UploadProgress::default());
             let buffered = body::buffer(ProxyBody::streaming(incoming).counted(read.clone()), limit).await;
@@ -488,6 +490,7 @@ impl Gateway {
             header_limits: self.limits.header_limits(),
             body_limit: limit,
             host_from_plugin: false,
+            client_body,
         };
         Ok((state, stream, trailers))
     }

@@ -573,6 +573,7 @@ fn placeholder_request() -> RequestState {
         header_limits: crate::exchange::HeaderLimits::NONE,
         body_limit: u64::MAX,
         host_from_plugin: false,
+        client_body: false,
     }
 }
 

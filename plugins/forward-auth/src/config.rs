@@ -127,11 +127,11 @@ impl Settings {
         let consumer_header = c
             .consumer_header
             .as_deref()
-            .map(header_name)
+            .map(identity_header)
             .transpose()
             .map_err(|e| format!("`consumer_header`: {e}"))?;
         let groups_header =
-            c.groups_header.as_deref().map(header_name).transpose().map_err(|e| format!("`groups_header`: {e}"))?;
+            c.groups_header.as_deref().map(identity_header).transpose().map_err(|e| format!("`groups_header`: {e}"))?;
         if groups_header.is_some() && consumer_header.is_none() {
             return Err("`groups_header` needs `consumer_header`: groups belong to a named consumer".into());
         }
@@ -182,6 +182,16 @@ fn response_header(name: &str) -> Result<String, String> {
     let name = settable_header_name(name)?;
     if name == "host" {
         return Err("`host` cannot be copied: the auth service does not choose where the request goes".into());
+    }
+    Ok(name)
+}
+
+/// A header of the auth service's answer naming the consumer or its groups. The client's copy is
+/// removed from every request, so it cannot be one the request needs: `host` or the framing.
+fn identity_header(name: &str) -> Result<String, String> {
+    let name = settable_header_name(name)?;
+    if name == "host" {
+        return Err("`host` cannot name the consumer: the client's copy is removed from every request".into());
     }
     Ok(name)
 }
@@ -276,6 +286,9 @@ mod tests {
             (r#"{"url": "http://a", "response_headers": ["content-length"]}"#, "`response_headers[0]`: `content-length` is set by the gateway"),
             (r#"{"url": "http://a", "response_headers": ["host"]}"#, "`response_headers[0]`: `host` cannot be copied"),
             (r#"{"url": "http://a", "consumer_header": ""}"#, "`consumer_header`: empty header name"),
+            (r#"{"url": "http://a", "consumer_header": "Host"}"#, "`consumer_header`: `host` cannot name the consumer"),
+            (r#"{"url": "http://a", "consumer_header": "content-length"}"#, "`consumer_header`: `content-length` is set by the gateway"),
+            (r#"{"url": "http://a", "consumer_header": "x-u", "groups_header": "transfer-encoding"}"#, "`groups_header`: `transfer-encoding` is set by the gateway"),
         ];
         for (json, expected) in cases {
             let err = settings(json).unwrap_err();

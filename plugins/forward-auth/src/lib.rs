@@ -27,19 +27,20 @@
 //! `request_headers` the client sent and, always, `X-Forwarded-Method`, `X-Forwarded-Uri` (path
 //! and query), `X-Forwarded-Host`, `X-Forwarded-Proto`, `X-Forwarded-For` (the client IP as the
 //! gateway determined it: one address, never a chain the client wrote) and `X-Request-Id`
-//! ([`forwarded`]). Before the answer is looked at, every header named in `response_headers` is
-//! removed from the client's request, whatever the outcome: only the auth service's values reach
-//! the upstream. Then ([`verdict`]):
+//! ([`forwarded`]). Before the answer is looked at, every header named in `response_headers`,
+//! `consumer_header` or `groups_header` is removed from the client's request, whatever the
+//! outcome: only the auth service's values reach the upstream. Then ([`verdict`]):
 //! - 2xx: the request goes on with the answer's `response_headers` (every value); with
 //!   `consumer_header`, the context's `consumer` is that header's value (and `consumer.groups`
 //!   `groups_header`'s, else empty), as `builtin:key-auth` and `builtin:jwt` set them, so `acl`, `rate-limit`, `quota`,
 //!   analytics and the access log see it;
 //! - 3xx or 4xx: the answer goes to the client with its status, body and `WWW-Authenticate`,
 //!   `Location`, `Set-Cookie` and `Content-Type`; the upstream is not called;
-//! - no answer (refused, timeout, too large) or a 5xx: with `failure = "closed"`, a 503
-//!   `auth_unavailable` in the gateway's error format that names nothing of the service (the
-//!   reason is logged, a warning at most every 10 s per instance: `log::Throttled`); with `"open"`,
-//!   the request goes on unauthenticated.
+//! - no answer (refused, timeout, too large), a 5xx, or a 2xx naming the consumer ambiguously
+//!   (two `consumer_header` fields): with `failure = "closed"`, a 503 `auth_unavailable` in the
+//!   gateway's error format that names nothing of the service, with `Retry-After: 5`
+//!   ([`RETRY_AFTER_SECS`]; the reason is logged, a warning at most every 10 s per instance:
+//!   `log::Throttled`); with `"open"`, the request goes on unauthenticated.
 //!
 //! The URL's origin is checked against the plugin's grant at configure ([`grant`]), so a URL the
 //! gateway would refuse rejects the config at load. Decisions are not cached: every request is
@@ -53,7 +54,7 @@ pub mod forwarded;
 pub mod grant;
 pub mod verdict;
 
-use airlock_sdk::{Action, Descriptor, Plugin, Request, export_plugin, http_client, log};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin, http_client, log};
 
 use config::{Config, Failure, Settings};
 use forwarded::Origin;
@@ -62,6 +63,10 @@ use verdict::Verdict;
 /// Headers through which gateway auth plugins name the consumer to the upstream: a client's own
 /// copies are removed when this plugin names the consumer (`consumer_header`).
 const CONSUMER_HEADERS: [&str; 3] = ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"];
+
+/// `Retry-After` of the 503 `auth_unavailable`, in seconds: an outage or an overloaded auth
+/// service is rarely over at once, and clients that retry sooner only add to its load.
+pub const RETRY_AFTER_SECS: u32 = 5;
 
 /// The configured plugin.
 #[derive(Debug)]
@@ -139,13 +144,16 @@ impl ForwardAuth {
     }
 
     /// Removes the client's copies of every header only the auth service may vouch for: the
-    /// `response_headers`, and with `consumer_header` the consumer headers. Done before the
-    /// answer is known, so no outcome (allow without them, `failure = "open"`) lets them pass.
+    /// `response_headers`, `consumer_header` and `groups_header` (an upstream behind the gateway
+    /// may read the service's identity headers, whether or not they are copied), and with
+    /// `consumer_header` the consumer headers. Done before the answer is known, so no outcome
+    /// (allow without them, a failure, `failure = "open"`) lets a client's copy pass.
     fn remove_forgeable(&self, req: &Request) {
-        for name in &self.settings.response_headers {
+        let s = &self.settings;
+        for name in s.response_headers.iter().chain(&s.consumer_header).chain(&s.groups_header) {
             req.remove_header(name);
         }
-        if self.settings.consumer_header.is_some() {
+        if s.consumer_header.is_some() {
             for name in CONSUMER_HEADERS {
                 req.remove_header(name);
             }
@@ -160,6 +168,8 @@ impl ForwardAuth {
                 req.context_set("consumer", &id);
                 // Its groups from `groups_header`; never those an earlier plugin gave another.
                 req.context_set("consumer.groups", groups);
+                // An earlier auth plugin's anonymous fallback is overruled by this consumer.
+                req.context_remove("consumer.anonymous");
                 if self.settings.upstream_headers {
                     req.set_header("x-consumer-id", &id);
                     if !groups.is_empty() {
@@ -185,9 +195,10 @@ impl ForwardAuth {
         let message = format!("{reason}; {policy}");
         self.outage.warn(message);
         match self.settings.failure {
-            Failure::Closed => {
-                Action::error(503, "auth_unavailable", "the request could not be authorized now; try again later", &req.request_id())
-            }
+            Failure::Closed => Action::Respond(
+                ResponseInit::error(503, "auth_unavailable", "the request could not be authorized now; try again later", &req.request_id())
+                    .header("retry-after", RETRY_AFTER_SECS.to_string()),
+            ),
             Failure::Open => Action::Continue,
         }
     }

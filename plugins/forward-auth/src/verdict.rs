@@ -28,7 +28,8 @@ pub enum Verdict {
     },
     /// A 3xx or 4xx: this answer goes to the client; the upstream is not called.
     Deny(ResponseInit),
-    /// No usable answer (unreachable, timeout, 5xx...): the reason, for the log only.
+    /// No usable answer (unreachable, timeout, 5xx, a 2xx naming the consumer twice...): the
+    /// reason, for the log only.
     Fail(String),
 }
 
@@ -39,11 +40,12 @@ pub fn judge(settings: &Settings, outcome: Result<Response, HttpError>) -> Verdi
         Err(e) => return Verdict::Fail(describe_error(&e)),
     };
     match answer.status {
-        200..=299 => Verdict::Allow {
-            headers: values_of(&answer.headers, &settings.response_headers),
-            consumer: settings.consumer_header.as_deref().map_or(Ok(None), |name| consumer(&answer, name)),
-            groups: settings.groups_header.as_deref().map(|name| groups(&answer, name)).unwrap_or_default(),
-        },
+        200..=299 => {
+            if let Some(reason) = settings.consumer_header.as_deref().and_then(|name| ambiguous(&answer, name)) {
+                return Verdict::Fail(reason);
+            }
+            allow(settings, &answer)
+        }
         300..=499 => {
             let mut init = ResponseInit::new(answer.status);
             init.headers = values_of(&answer.headers, DENIAL_HEADERS);
@@ -52,6 +54,24 @@ pub fn judge(settings: &Settings, outcome: Result<Response, HttpError>) -> Verdi
         }
         status => Verdict::Fail(format!("the auth service answered {status}")),
     }
+}
+
+/// The verdict for an allowing answer whose consumer is not ambiguous.
+fn allow(settings: &Settings, answer: &Response) -> Verdict {
+    Verdict::Allow {
+        headers: values_of(&answer.headers, &settings.response_headers),
+        consumer: settings.consumer_header.as_deref().map_or(Ok(None), |name| consumer(answer, name)),
+        groups: settings.groups_header.as_deref().map(|name| groups(answer, name)).unwrap_or_default(),
+    }
+}
+
+/// Why an allowing answer's identity is ambiguous, if it is: more than one field of the consumer
+/// header (`X-User-Id: alice` and `X-User-Id: bob`), even two equal ones. Which one the service
+/// meant cannot be known, so the answer counts as the service failing: no consumer is named and
+/// neither value is copied upstream. (Several `groups_header` fields are one list, by design.)
+fn ambiguous(answer: &Response, name: &str) -> Option<String> {
+    let fields = answer.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count();
+    (fields > 1).then(|| format!("the auth service's answer names the consumer {fields} times (`{name}`): an ambiguous identity is not let through"))
 }
 
 /// Every value of each header in `names`, grouped by name in `names`' order.
@@ -186,6 +206,29 @@ mod tests {
         }
         let Verdict::Allow { consumer, .. } = judge(&settings(), answer(200, &[("x-user-id", "  bob ")], "")) else { panic!() };
         assert_eq!(consumer, Ok(Some("bob".into())));
+    }
+
+    #[test]
+    fn a_consumer_named_twice_is_a_failure_not_an_allow() {
+        for fields in [[("x-user-id", "alice"), ("X-User-Id", "bob")], [("x-user-id", "alice"), ("x-user-id", "alice")]] {
+            let v = judge(&settings(), answer(200, &fields, ""));
+            let Verdict::Fail(reason) = v else { panic!("{fields:?}: {v:?}") };
+            assert!(reason.contains("names the consumer 2 times (`x-user-id`)"), "{reason}");
+        }
+        // Without `consumer_header` the header is only copied: every value, as documented.
+        let c: Config = airlock_sdk::serde_json::from_str(r#"{"url": "http://a", "response_headers": ["x-user-id"]}"#).unwrap();
+        let s = Settings::from_config(c).unwrap();
+        let Verdict::Allow { headers, .. } = judge(&s, answer(200, &[("x-user-id", "a"), ("x-user-id", "b")], "")) else { panic!() };
+        assert_eq!(headers, [h("x-user-id", "a"), h("x-user-id", "b")]);
+        // Groups in several fields are one list, not an ambiguity.
+        let c: Config = airlock_sdk::serde_json::from_str(
+            r#"{"url": "http://a", "consumer_header": "x-user-id", "groups_header": "x-user-groups"}"#,
+        )
+        .unwrap();
+        let s = Settings::from_config(c).unwrap();
+        let fields = [("x-user-id", "carol"), ("x-user-groups", "a"), ("x-user-groups", "b")];
+        let Verdict::Allow { consumer, groups, .. } = judge(&s, answer(200, &fields, "")) else { panic!() };
+        assert_eq!((consumer, groups.as_str()), (Ok(Some("carol".to_owned())), "a,b"));
     }
 
     #[test]

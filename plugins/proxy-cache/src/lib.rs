@@ -18,7 +18,9 @@
 //! Per request (see [`ProxyCache::on_request`]): a hit costs one state `get` and answers from it
 //! without calling the upstream (`X-Cache-Status: Hit`, `Age`); a miss costs the `get` and, if
 //! the response may be stored, one `set` in the response phase (`X-Cache-Status: Miss`); a
-//! request the cache may not answer costs nothing (`X-Cache-Status: Bypass`). If the backend
+//! request the cache may not answer costs nothing (`X-Cache-Status: Bypass`): another method,
+//! a `GET` or `HEAD` with a body (the body is not part of the key; `Request::has_body` tells,
+//! without buffering it), a client's `no-cache`. If the backend
 //! fails, the request goes on uncached (`Bypass`), logged.
 //!
 //! The phases: answering in the request phase skips the later plugins and the upstream, while
@@ -102,6 +104,11 @@ impl Plugin for ProxyCache {
         let Some(class) = self.settings.method_class(&req.method()) else {
             return bypass(req);
         };
+        // The body is not part of the key: a GET that sends one (Elasticsearch's `_search`)
+        // may be answered by it, and must neither be served another's answer nor store its own.
+        if req.has_body() {
+            return bypass(req);
+        }
         if self.settings.respect_cache_control {
             let lines = req.header_all("cache-control");
             if !lines.is_empty() && Directives::parse(lines.iter().map(Vec::as_slice)).bypasses_cache() {

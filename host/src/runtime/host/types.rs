@@ -379,6 +379,10 @@ impl HostRequest for HostState {
         }
     }
 
+    fn has_body(&mut self, _: Resource<RequestHandle>) -> bool {
+        self.req().is_some_and(|r| r.client_body)
+    }
+
     fn context_get(&mut self, _: Resource<RequestHandle>, key: String) -> Option<String> {
         self.req().and_then(|r| r.context.get(&key)).map(str::to_owned)
     }
