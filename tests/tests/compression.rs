@@ -90,7 +90,7 @@ async fn json_is_gzipped_for_clients_that_accept_it_over_both_protocols() {
 }
 
 #[tokio::test]
-async fn small_bodies_other_types_heads_and_routes_with_compress_false_are_left_alone() {
+async fn small_bodies_other_types_and_routes_with_compress_false_are_left_alone() {
     let up = upstream().await;
     let gw = Gateway::start(CONFIG, Some(&up)).await;
     let client = HttpClient::http1();
@@ -99,8 +99,27 @@ async fn small_bodies_other_types_heads_and_routes_with_compress_false_are_left_
         let r = client.request("GET", &gw.url(path), &gzip, b"").await;
         assert_eq!(r.header("content-encoding"), None, "{path}");
     }
-    let r = client.request("HEAD", &gw.url("/json"), &gzip, b"").await;
-    assert_eq!((r.header("content-encoding"), r.header("content-length")), (None, Some(document().len().to_string())));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_says_what_the_get_would() {
+    // RFC 9110 9.3.2: a cache validating with HEAD must see the GET's encoding, validator and
+    // Vary; the length is the one header only compressing would tell.
+    let up = upstream().await;
+    let gw = Gateway::start(CONFIG, Some(&up)).await;
+    let client = HttpClient::http1();
+    let gzip = [("accept-encoding", "gzip")];
+    let get = client.request("GET", &gw.url("/json"), &gzip, b"").await;
+    let head = client.request("HEAD", &gw.url("/json"), &gzip, b"").await;
+    for name in ["content-encoding", "etag", "vary", "content-type"] {
+        assert_eq!(head.header(name), get.header(name), "{name}");
+    }
+    assert_eq!((head.header("content-length"), head.body.len()), (None, 0));
+    // A client without gzip: the upstream's length, and the same Vary.
+    let head = client.request("HEAD", &gw.url("/json"), &[], b"").await;
+    assert_eq!((head.header("content-encoding"), head.header("content-length")), (None, Some(document().len().to_string())));
+    assert_eq!(head.header("vary").as_deref(), Some("Accept-Encoding"));
     gw.stop().await;
 }
 

@@ -48,11 +48,12 @@ impl Compression {
     }
 
     /// Compresses `response` if it is one to compress (see the module's doc) and the client
-    /// accepts gzip (`client_accepts`, [`accepts_gzip`]); the caller leaves out a HEAD's. One that
-    /// would have been compressed for another client says `Vary: Accept-Encoding` all the same,
-    /// so a shared cache does not hand it to a client that accepts gzip, or the reverse.
-    pub fn apply(&self, response: &mut Response<ProxyBody>, client_accepts: bool) {
-        if !self.applies(response.status(), response.headers(), response.body()) {
+    /// accepts gzip (`client_accepts`, [`accepts_gzip`]). One that would have been compressed
+    /// for another client says `Vary: Accept-Encoding` all the same, so a shared cache does not
+    /// hand it to a client that accepts gzip, or the reverse. The answer to a `head` request
+    /// gets the headers the GET's would (RFC 9110 9.3.2), its length left out as unknown.
+    pub fn apply(&self, response: &mut Response<ProxyBody>, client_accepts: bool, head: bool) {
+        if !self.applies(response.status(), response.headers(), (!head).then(|| response.body())) {
             return;
         }
         let headers = response.headers_mut();
@@ -63,6 +64,10 @@ impl Compression {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         headers.remove(header::ACCEPT_RANGES);
         weaken_etag(headers);
+        if head {
+            headers.remove(header::CONTENT_LENGTH);
+            return;
+        }
         let body = std::mem::replace(response.body_mut(), ProxyBody::empty());
         let body = match body {
             ProxyBody::Full { data, trailers } => match self.whole(data.as_deref().unwrap_or_default()) {
@@ -84,16 +89,17 @@ impl Compression {
         *response.body_mut() = body;
     }
 
-    /// Whether a response of `status` with `headers` and `body` is one to compress.
-    fn applies(&self, status: StatusCode, headers: &HeaderMap, body: &ProxyBody) -> bool {
-        if status.as_u16() < 200 || matches!(status.as_u16(), 204 | 206 | 304) || body.is_end_stream() {
+    /// Whether a response of `status` with `headers` and `body` (none for a HEAD's, which has
+    /// the GET's headers but no body) is one to compress.
+    fn applies(&self, status: StatusCode, headers: &HeaderMap, body: Option<&ProxyBody>) -> bool {
+        if status.as_u16() < 200 || matches!(status.as_u16(), 204 | 206 | 304) || body.is_some_and(|b| b.is_end_stream()) {
             return false;
         }
         if headers.get(header::CONTENT_ENCODING).is_some_and(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity")) {
             return false;
         }
         let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if length.is_some_and(|l| l < self.min_bytes) || body.size_hint().exact().is_some_and(|l| l < self.min_bytes) {
+        if length.is_some_and(|l| l < self.min_bytes) || body.and_then(|b| b.size_hint().exact()).is_some_and(|l| l < self.min_bytes) {
             return false;
         }
         let no_transform = headers
@@ -273,7 +279,7 @@ mod tests {
         r.headers_mut().insert(header::ETAG, "\"v1\"".parse().unwrap());
         r.headers_mut().insert(header::ACCEPT_RANGES, "bytes".parse().unwrap());
         r.headers_mut().insert(header::VARY, "Origin".parse().unwrap());
-        policy().apply(&mut r, true);
+        policy().apply(&mut r, true, false);
         let h = r.headers();
         assert_eq!((h["content-encoding"].as_bytes(), h["etag"].as_bytes()), (&b"gzip"[..], &b"W/\"v1\""[..]));
         assert!(h.get("accept-ranges").is_none());
@@ -302,18 +308,43 @@ mod tests {
             let mut r = response(content_type, big());
             change(&mut r);
             let encoding = r.headers().get(header::CONTENT_ENCODING).cloned();
-            policy().apply(&mut r, true);
+            policy().apply(&mut r, true, false);
             assert_eq!(r.headers().get(header::CONTENT_ENCODING).cloned(), encoding, "case {i}");
         }
         // `text/*` covers every text type, case-insensitively.
         let mut r = response("Text/CSV", big());
-        policy().apply(&mut r, true);
+        policy().apply(&mut r, true, false);
         assert_eq!(r.headers()["content-encoding"], "gzip");
         // A client without gzip: the same answer, as it came, but varying on Accept-Encoding.
         let mut r = response("text/plain", big());
-        policy().apply(&mut r, false);
+        policy().apply(&mut r, false, false);
         assert_eq!((r.headers().get(header::CONTENT_ENCODING), r.headers().get(header::VARY)), (None, Some(&HeaderValue::from_static("Accept-Encoding"))));
         assert_eq!(r.body().size_hint().exact(), Some(100));
+    }
+
+    #[test]
+    fn a_head_answer_gets_the_headers_the_get_would() {
+        // The upstream's HEAD: the GET's length and validator, no body.
+        let head = |length: &'static str| {
+            let mut r = response("text/html", ProxyBody::empty());
+            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static(length));
+            r.headers_mut().insert(header::ETAG, HeaderValue::from_static("\"abc\""));
+            r
+        };
+        let mut r = head("5000");
+        policy().apply(&mut r, true, true);
+        let h = r.headers();
+        assert_eq!((h.get("content-encoding"), h.get("etag"), h.get("vary")), (Some(&HeaderValue::from_static("gzip")), Some(&HeaderValue::from_static("W/\"abc\"")), Some(&HeaderValue::from_static("Accept-Encoding"))));
+        assert_eq!(h.get(header::CONTENT_LENGTH), None, "the gzipped length is not known");
+        assert!(r.body().is_end_stream());
+        let mut r = head("5000");
+        policy().apply(&mut r, false, true);
+        assert_eq!((r.headers().get("content-encoding"), r.headers()["content-length"].as_bytes()), (None, &b"5000"[..]));
+        assert_eq!(r.headers()["vary"], "Accept-Encoding");
+        // Under min_bytes the GET is not compressed: neither is its HEAD's answer.
+        let mut r = head("5");
+        policy().apply(&mut r, true, true);
+        assert_eq!((r.headers().get("content-encoding"), r.headers().get("vary")), (None, None));
     }
 
     #[tokio::test]

@@ -203,11 +203,7 @@ impl Gateway {
         record.matched(&route.id, &route.metrics);
         let ends_here = request.method() == Method::OPTIONS && headers::max_forwards_ends_here(request.headers_mut());
         // Read from the client's own request, before plugins or the upstream see it.
-        let gzip = route
-            .compression
-            .as_deref()
-            .filter(|_| request.method() != Method::HEAD)
-            .map(|policy| (policy, compress::accepts_gzip(request.headers())));
+        let gzip = route.compression.as_deref().map(|policy| (policy, compress::accepts_gzip(request.headers())));
         // One header value for the request id, shared by the upstream request and the response.
         let id_header = headers::request_id_header(request_id);
         let (mut state, stream, request_trailers) =
@@ -303,7 +299,7 @@ impl Gateway {
         if let Some(upgrade) = upgrade {
             upgrade::keep_switch(&mut response, upgrade, route.tunnel_idle);
         } else if let Some((policy, client_accepts)) = gzip {
-            policy.apply(&mut response, client_accepts);
+            policy.apply(&mut response, client_accepts, head);
         }
         if !held.is_empty() {
             response = response.map(|body| body.holding(held));
