@@ -78,18 +78,19 @@ pub fn resolve(
                     Err(e) => issues.push(source.issue(Some(origin.span()), &format!("{key}.allow"), e)),
                 }
             }
+            // At the key's own line (the plugin's `source` line when it cannot be found).
+            let located = |path: &str| crate::config::locate::key_span(&source.text, path).or(at.clone());
             if http.allow.is_empty() {
-                issues.push(source.issue(at.clone(), &format!("{key}.allow"), "list at least one origin the plugin may call"));
+                let path = format!("{key}.allow");
+                issues.push(source.issue(located(&path), &path, "list at least one origin the plugin may call"));
             }
             if http.timeout_ms == 0 || http.timeout_ms > MAX_HTTP_TIMEOUT_MS {
-                issues.push(source.issue(
-                    at.clone(),
-                    &format!("{key}.timeout_ms"),
-                    format!("must be between 1 and {MAX_HTTP_TIMEOUT_MS}"),
-                ));
+                let path = format!("{key}.timeout_ms");
+                issues.push(source.issue(located(&path), &path, format!("must be between 1 and {MAX_HTTP_TIMEOUT_MS}")));
             }
             if http.max_response_bytes == 0 {
-                issues.push(source.issue(at.clone(), &format!("{key}.max_response_bytes"), "must be at least 1"));
+                let path = format!("{key}.max_response_bytes");
+                issues.push(source.issue(located(&path), &path, "must be at least 1"));
             }
             if let Some(client) = client {
                 out.http = Some(Arc::new(HttpClientGrant::new(allow, http.timeout_ms, http.max_response_bytes, client)));
@@ -101,7 +102,7 @@ pub fn resolve(
             "capability `http-client` needs the origins it grants: add `http_client = { allow = [\"https://host\"] }`",
         )),
         (Some(_), false) => issues.push(source.issue(
-            at,
+            crate::config::locate::key_span(&source.text, &format!("plugins.{name}.http_client")).or(at),
             &format!("plugins.{name}.http_client"),
             "`http_client` is set but capability `http-client` is not granted: add \"http-client\" to `capabilities`",
         )),
