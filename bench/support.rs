@@ -93,5 +93,6 @@ pub fn request_with_headers(method: Method, map: HeaderMap, body: Option<Bytes>)
         header_limits: airlock::config::LimitsConfig::default().header_limits(),
         body_limit: u64::MAX,
         host_from_plugin: false,
+        client_body: false,
     }
 }
