@@ -159,18 +159,39 @@ impl GatewayError {
         }
     }
 
-    /// The message shown to the client. Plugin failures are not detailed to clients (the log has
-    /// the reason under the same request id): a trap message could leak plugin internals.
-    fn public_message(&self) -> String {
+    /// Whether the request's line for this error is a warning: what the operator must look at
+    /// (the upstream, a plugin, capacity). What a client's own request earns is a debug line,
+    /// as any client can send it as often as it likes: the 4xx, and the 501s for what the
+    /// gateway never serves (`TRACE`, `CONNECT`, another extended CONNECT protocol, a transfer
+    /// coding other than `chunked`), which no config change would serve either.
+    pub fn is_operator_concern(&self) -> bool {
         match self {
-            GatewayError::PluginFailed { .. } => "a gateway plugin failed".to_owned(),
-            // What broke between the gateway and its upstream (a refused port, a TLS or protocol
-            // error, which target) is the operator's to read, in the log line with this request
-            // id; clients get what nginx and Envoy tell them. (A timeout's reason is the
-            // gateway's own words, which wait was too long, and stays.)
-            GatewayError::UpstreamUnavailable { .. } => "the upstream is unavailable".to_owned(),
-            other => other.to_string(),
+            GatewayError::UnsupportedProtocol(_)
+            | GatewayError::ConnectNotServed(_)
+            | GatewayError::TraceNotServed
+            | GatewayError::UnsupportedTransferCoding(_) => false,
+            other => other.status().is_server_error(),
         }
+    }
+
+    /// The message shown to the client. What went wrong on the gateway's side of a 5xx (which
+    /// upstream or plugin, a refused port, a TLS or protocol error, a target's answer, which
+    /// wait was too long) is the operator's to read, in the log line with this request id
+    /// (the [`Display`](std::fmt::Display) text); clients get what nginx and Envoy tell them. A
+    /// trap message could also leak plugin internals.
+    fn public_message(&self) -> String {
+        let message = match self {
+            GatewayError::PluginFailed { .. } => "a gateway plugin failed",
+            GatewayError::PluginBusy(_) => "a gateway plugin has no free instance; try again shortly",
+            GatewayError::NoUpstream(_) => "the route has no upstream and no plugin answered the request",
+            GatewayError::UpstreamUnavailable { .. } => "the upstream is unavailable",
+            GatewayError::UpstreamTimeout { .. } => "the upstream did not answer in time",
+            GatewayError::UpstreamBodyTooLarge { .. } => "the upstream's response body is too large for the gateway to handle",
+            GatewayError::UpstreamBadEncoding { .. } => "the upstream's response body could not be decoded",
+            GatewayError::NotSwitched(_) => "the upstream did not accept the WebSocket handshake",
+            other => return other.to_string(),
+        };
+        message.to_owned()
     }
 
     /// The JSON body of the error response: status, code, public message and request id.
@@ -199,5 +220,59 @@ impl GatewayError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GatewayError;
+
+    /// Every error the gateway answers with a 5xx, with upstream and plugin names, an address and
+    /// reasons that must stay in the log line.
+    fn server_errors() -> Vec<GatewayError> {
+        vec![
+            GatewayError::PluginFailed { plugin: "secret-plugin".into(), kind: "trap" },
+            GatewayError::PluginBusy("secret-plugin".into()),
+            GatewayError::NoUpstream("secret-route".into()),
+            GatewayError::UpstreamUnavailable { upstream: "secret-upstream".into(), reason: "10.1.2.3:8443 refused".into() },
+            GatewayError::UpstreamTimeout { upstream: "secret-upstream".into(), reason: "response timeout of 30000 ms".into() },
+            GatewayError::UpstreamBodyTooLarge { limit: 1_234_567 },
+            GatewayError::UpstreamBadEncoding { upstream: "secret-upstream".into(), reason: "corrupt deflate stream".into() },
+            GatewayError::NotSwitched(299),
+        ]
+    }
+
+    #[test]
+    fn client_facing_5xx_bodies_name_no_upstream_plugin_address_or_reason() {
+        for error in server_errors() {
+            assert!(error.status().is_server_error(), "{error:?}");
+            let body: serde_json::Value = serde_json::from_str(&error.json_body("id-1")).unwrap();
+            let message = body["message"].as_str().unwrap();
+            for secret in ["secret", "10.1.2.3", "refused", "30000", "1234567", "deflate", "299"] {
+                assert!(!message.contains(secret), "{error:?}: `{secret}` in the body {body}");
+            }
+            assert_eq!(body["error"], error.code());
+            assert_eq!(body["request_id"], "id-1");
+        }
+        // The log line (the Display text) keeps what the operator needs.
+        let timeout = GatewayError::UpstreamTimeout { upstream: "one".into(), reason: "connect timed out".into() };
+        assert_eq!(timeout.to_string(), "upstream `one` timed out: connect timed out");
+    }
+
+    #[test]
+    fn what_a_client_alone_causes_is_not_an_operator_concern() {
+        for error in server_errors() {
+            assert!(error.is_operator_concern(), "{error:?}");
+        }
+        for error in [
+            GatewayError::TraceNotServed,
+            GatewayError::ConnectNotServed("a:443".into()),
+            GatewayError::UnsupportedProtocol("h2c".into()),
+            GatewayError::UnsupportedTransferCoding("gzip".into()),
+            GatewayError::BadRequest("x".into()),
+            GatewayError::NoRoute { method: "GET".into(), path: "/".into() },
+        ] {
+            assert!(!error.is_operator_concern(), "{error:?}");
+        }
     }
 }

@@ -455,3 +455,77 @@ async fn a_plugin_built_against_a_later_contract_is_refused_saying_so() {
     assert!(err.contains("`request.from-the-future`") && err.contains("upgrade the gateway"), "{err}");
     assert!(!err.contains("does not implement"), "not blamed on the plugin: {err}");
 }
+
+/// A target that accepts connections, reads the request's head and writes `answer` (not HTTP, or
+/// HTTP with an invalid header), then closes.
+async fn answering_raw(answer: &'static [u8]) -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if airlock_tests::read_request_head(&mut tcp).await.is_some() {
+                    let _ = tcp.write_all(answer).await;
+                }
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// An outbound call whose connection was made but whose answer is not HTTP (or has an invalid
+/// header) is not reported as a failure to connect: the plugin gets `connect` (the contract's
+/// only case for an origin that gave no response) with a text saying what happened, and the
+/// gateway's line names it `kind="response"`; a refused connection stays `kind="connect"`.
+#[tokio::test]
+async fn an_answer_that_is_not_http_is_not_called_a_connect_failure() {
+    let upstream = Upstream::start().await;
+    let not_http = answering_raw(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+    let bad_header = answering_raw(b"HTTP/1.1 200 OK\r\nbad header line\r\ncontent-length: 0\r\n\r\n").await;
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n".to_owned();
+    for (name, origin) in [("not-http", not_http), ("bad-header", bad_header), ("refused", refused)] {
+        config += &format!(
+            r#"
+[plugins.{name}]
+source = "{{plugin:hostile}}"
+capabilities = ["http-client"]
+http_client = {{ allow = ["http://{origin}"], timeout_ms = 2000 }}
+
+[[routes]]
+path = "/{name}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{name}"
+config = {{ mode = "crafted-host", url = "http://{origin}/" }}
+"#
+        );
+    }
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
+    let client = HttpClient::http1();
+    // The hostile plugin answers 502 with the `http-error` it got, as Rust's Debug shows it.
+    for (path, got) in [
+        ("/not-http", "Connect(\"connected, but the answer is not valid HTTP"),
+        ("/bad-header", "Connect(\"connected, but the answer is not valid HTTP"),
+        ("/refused", "Connect(\"client error (Connect)"),
+    ] {
+        let r = client.get(&gw.url(path)).await;
+        assert_eq!(r.status, 502, "{path}: {}", r.text());
+        assert!(r.text().contains(got), "{path}: {}", r.text());
+    }
+    let log = airlock_tests::metrics::eventually("three warnings", || {
+        let log = gw.log();
+        (log.lines().filter(|l| l.contains("outbound call failed")).count() == 3).then_some(log)
+    })
+    .await;
+    for (plugin, kind) in [("not-http", "response"), ("bad-header", "response"), ("refused", "connect")] {
+        let line = log
+            .lines()
+            .find(|l| l.contains("outbound call failed") && l.contains(&format!("plugin=\"{plugin}\"")))
+            .unwrap_or_else(|| panic!("no line for {plugin}: {log}"));
+        assert!(line.contains(&format!("kind=\"{kind}\"")), "{plugin}: {line}");
+    }
+    assert_eq!(upstream.hits(), 0);
+}

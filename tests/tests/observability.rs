@@ -1110,3 +1110,155 @@ async fn oversized_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String 
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
     String::from_utf8_lossy(&response).into_owned()
 }
+
+/// The lines of `log` holding `text`.
+fn lines_with<'a>(log: &'a str, text: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(text)).collect()
+}
+
+/// A plugin's outbound target that is down fails every request's call: the gateway warns once
+/// per 10 s per plugin, saying how many calls failed since its last warning, not once per
+/// request (which let any client turn an outage into unbounded log volume).
+#[tokio::test]
+async fn a_down_outbound_target_is_warned_about_once_per_interval_not_per_request() {
+    const REQUESTS: usize = 40;
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[plugins.auth]
+source = "builtin:forward-auth"
+capabilities = ["http-client"]
+http_client = { allow = ["http://127.0.0.1:1"], timeout_ms = 1000 }
+
+[[routes]]
+path_prefix = "/api"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "auth"
+config = { url = "http://127.0.0.1:1/check" }
+"#;
+    let gw = airlock_tests::process::GatewayProcess::start_logging(config, &upstream, &[]).await;
+    let client = HttpClient::http1();
+    let started = std::time::Instant::now();
+    assert_eq!(client.get(&gw.url("/api/x")).await.status, 503);
+    // The first warning was logged by now.
+    let first_warned = std::time::Instant::now();
+    for _ in 1..REQUESTS {
+        assert_eq!(client.get(&gw.url("/api/x")).await.status, 503);
+    }
+    let burst = started.elapsed();
+    assert!(burst < Duration::from_secs(8), "the burst took {burst:?}: too slow to test the interval");
+    let first = eventually("the first warning", || {
+        let log = gw.log();
+        let lines = lines_with(&log, "outbound call failed");
+        (!lines.is_empty()).then(|| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>())
+    })
+    .await;
+    // A request that fails after them: its line (if any) would follow theirs.
+    assert_eq!(client.get(&gw.url("/api/x")).await.status, 503);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = gw.log();
+    let warnings = lines_with(&log, "outbound call failed");
+    assert_eq!(warnings.len(), 1, "one warning for {} failed calls: {warnings:#?}", REQUESTS + 1);
+    let line = warnings[0];
+    assert_eq!(first, [line.to_owned()]);
+    for part in ["WARN", "auth", "http://127.0.0.1:1/check", "kind=\"connect\"", "failed_since_last_warning=1", "refused"] {
+        assert!(line.contains(part), "{part} missing from: {line}");
+    }
+    assert!(!log.contains("HttpError::"), "{log}");
+
+    // Past the interval, the next failure warns again, counting every call since the first.
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(first_warned.elapsed()) + Duration::from_millis(100)).await;
+    assert_eq!(client.get(&gw.url("/api/x")).await.status, 503);
+    let warnings = eventually("the second warning", || {
+        let log = gw.log();
+        let lines: Vec<String> = lines_with(&log, "outbound call failed").into_iter().map(str::to_owned).collect();
+        (lines.len() == 2).then_some(lines)
+    })
+    .await;
+    let expected = format!("failed_since_last_warning={}", REQUESTS + 1);
+    assert!(warnings[1].contains(&expected), "{expected} missing from: {}", warnings[1]);
+}
+
+/// What a client's request alone earns, however often it is sent (a TRACE, a CONNECT, a transfer
+/// coding other than chunked: all answered 501), is not a warning; the upstream's 5xx still is.
+#[tokio::test]
+async fn refusals_a_client_causes_are_not_logged_as_warnings() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+[upstreams.dead]
+targets = ["127.0.0.1:1"]
+
+[[routes]]
+path_prefix = "/down"
+upstream = "dead"
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+"#;
+    let gw = airlock_tests::process::GatewayProcess::start_logging(config, &upstream, &[]).await;
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw.port()).into();
+    let refused: [&[u8]; 3] = [
+        b"TRACE /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+    ];
+    for _ in 0..10 {
+        for request in refused {
+            let answer = airlock_tests::raw_exchange(addr, request).await;
+            assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+        }
+    }
+    let r = HttpClient::http2().request("TRACE", &gw.url("/x"), &[], b"").await;
+    assert_eq!(r.status, 501);
+    assert_eq!(upstream.hits(), 0);
+    // A failure that is the operator's concern, after them: still a warning.
+    let r = HttpClient::http1().get(&gw.url("/down")).await;
+    assert_eq!(r.status, 502);
+    let id = r.header("x-request-id").expect("a request id");
+    let log = eventually("the 502's warning", || {
+        let log = gw.log();
+        log.contains(&id).then_some(log)
+    })
+    .await;
+    let warnings = lines_with(&log, "WARN");
+    assert_eq!(warnings.len(), 1, "only the 502 is a warning: {warnings:#?}");
+    assert!(warnings[0].contains(&id), "{}", warnings[0]);
+}
+
+/// A 504's body names neither the upstream nor the wait that ran out: both are in the request's
+/// warning, under its request id, as for a 502.
+#[tokio::test]
+async fn a_timeout_names_the_upstream_in_the_log_not_in_the_body() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.one]
+targets = ["{upstream}"]
+request_timeout_ms = 300
+
+[[routes]]
+path_prefix = "/"
+upstream = "one"
+"#;
+    let gw = airlock_tests::process::GatewayProcess::start_logging(config, &upstream, &[]).await;
+    let r = HttpClient::http1().get(&gw.url("/slow/3000")).await;
+    assert_eq!(r.status, 504);
+    let body = r.json();
+    assert_eq!(body["error"], "upstream_timeout");
+    assert_eq!(body["message"], "the upstream did not answer in time", "{body}");
+    assert!(!r.text().contains("`one`") && !r.text().contains("timed out"), "{}", r.text());
+    let id = r.header("x-request-id").expect("a request id");
+    let log = eventually("the warning", || {
+        let log = gw.log();
+        log.contains(&id).then_some(log)
+    })
+    .await;
+    let line = log.lines().find(|l| l.contains(&id)).expect("a line naming the request");
+    for part in ["WARN", "status=504", "upstream `one` timed out"] {
+        assert!(line.contains(part), "{part} missing from: {line}");
+    }
+}

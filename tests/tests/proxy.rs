@@ -445,7 +445,8 @@ async fn connect_timeout_is_504() {
     let started = std::time::Instant::now();
     let r = HttpClient::http1().get(&gw.url("/")).await;
     assert_eq!(r.status, 504, "{}", r.text());
-    assert!(r.text().contains("connect"), "{}", r.text());
+    // Which wait ran out is in the log line, not told to the client.
+    assert_eq!(r.json()["message"], "the upstream did not answer in time", "{}", r.text());
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(listener);
     gw.stop().await;
@@ -842,7 +843,8 @@ async fn an_upstream_that_stops_taking_the_body_is_a_504() {
         .await
         .expect("answered, not held");
     assert_eq!(r.status, 504, "{}", r.text());
-    assert!(r.text().contains("took none of the request body"), "{}", r.text());
+    // Why (it took none of the body) is in the log line, not told to the client.
+    assert_eq!(r.json()["message"], "the upstream did not answer in time", "{}", r.text());
     assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
     gw.stop().await;
 }

@@ -160,7 +160,7 @@ impl Gateway {
         client_target: Option<&PathAndQuery>,
     ) -> Response<ProxyBody> {
         let status = error.status();
-        if status.is_server_error() {
+        if error.is_operator_concern() {
             // The request's span is a debug one (`RequestRecord::begin`): the request
             // is named here.
             tracing::warn!(

@@ -20,7 +20,10 @@
 //!
 //! The wall-clock limit ([`within_wall_limit`]) bounds what the CPU deadline leaves out, the
 //! waits on the host; the time a call spent yielded to other requests, and stalled beyond
-//! [`LONGEST_STRETCH`], is added back to it.
+//! [`LONGEST_STRETCH`], is added back to it. So is a host wait's time past its own bound
+//! ([`CallClock::excuse`]): an outbound call that took its whole timeout ends when its worker
+//! next turns its timers, which on a worker busy with hundreds of requests is late, and the
+//! call then failed its limit (a 500) for the runtime's delay, not the plugin's.
 //!
 //! The clock is shared by the poller and the deadline callback, which runs inside the call on
 //! the same thread; its fields are atomics only so that the store stays `Send`.
@@ -61,6 +64,8 @@ pub struct CallClock {
     /// Set by the deadline callback when it yields: the coming suspension is a turn given to
     /// other requests, not a wait on the host.
     yielding: AtomicBool,
+    /// Time host waits lasted past their own bounds ([`CallClock::excuse`]).
+    overdue: AtomicU64,
 }
 
 impl Default for CallClock {
@@ -81,6 +86,7 @@ impl CallClock {
             queued: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
             yielding: AtomicBool::new(false),
+            overdue: AtomicU64::new(0),
         }
     }
 
@@ -97,6 +103,7 @@ impl CallClock {
         self.queued.store(0, Relaxed);
         self.stalled.store(0, Relaxed);
         self.yielding.store(false, Relaxed);
+        self.overdue.store(0, Relaxed);
     }
 
     /// When the current call began.
@@ -127,7 +134,17 @@ impl CallClock {
     /// Wall time of the current call so far that neither deadline holds against it: its turns
     /// yielded to other requests and the stalls of its thread.
     pub fn excused(&self) -> Duration {
-        Duration::from_nanos(self.queued.load(Relaxed).saturating_add(self.stalled.load(Relaxed)))
+        let excused = self.queued.load(Relaxed).saturating_add(self.stalled.load(Relaxed));
+        Duration::from_nanos(excused.saturating_add(self.overdue.load(Relaxed)))
+    }
+
+    /// Leaves `late` out of the wall-clock limit: the time a host wait lasted past its own
+    /// bound (an outbound call's timeout), which the limit already counts in full.
+    pub fn excuse(&self, late: Duration) {
+        let late = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
+        if late > 0 {
+            self.overdue.store(self.overdue.load(Relaxed).saturating_add(late), Relaxed);
+        }
     }
 
     /// Called by the deadline callback as it yields to the runtime.
@@ -320,5 +337,39 @@ mod tests {
         };
         within_wall_limit(&clock, Duration::from_millis(50), turns).await.unwrap();
         assert!(clock.queued() >= Duration::from_millis(150), "queued {:?}", clock.queued());
+    }
+
+    #[test]
+    fn a_host_wait_counts_for_at_most_its_own_bound() {
+        // A 100 ms limit (50 ms of CPU, a 50 ms host wait) on a one-thread worker that another
+        // request keeps busy for 200 ms: the wait's timer (and the limit's) are seen ~150 ms
+        // late. `excuse` on the late part, as the http-client host function does: the call
+        // succeeds; without it, it fails its limit.
+        for excused in [true, false] {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let clock = CallClock::new();
+            let out = rt.block_on(async {
+                clock.begin(Instant::now());
+                let call = async {
+                    let bound = Duration::from_millis(50);
+                    let waited = Instant::now();
+                    tokio::time::sleep(bound).await;
+                    if excused {
+                        clock.excuse(waited.elapsed().saturating_sub(bound));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok(())
+                };
+                let busy = async {
+                    tokio::task::yield_now().await;
+                    std::thread::sleep(Duration::from_millis(200));
+                };
+                tokio::join!(within_wall_limit(&clock, Duration::from_millis(100), call), busy).0
+            });
+            match out {
+                Ok(()) => assert!(excused && clock.excused() >= Duration::from_millis(100), "excused {:?}", clock.excused()),
+                Err(e) => assert!(!excused && e.is::<WallClockExceeded>(), "{e}"),
+            }
+        }
     }
 }

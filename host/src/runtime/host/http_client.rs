@@ -7,8 +7,14 @@
 //! steer a call elsewhere; redirects are returned, never followed. Calls wait asynchronously, and
 //! the wait is kept out of the plugin's CPU deadline; the grant's timeout and response size bound
 //! them instead.
+//!
+//! A failed call is logged by the gateway too (`outbound call failed`, with its `kind`), but at
+//! most once per [`FAILURE_LOG_INTERVAL`] per grant at `warn`, counting the calls that failed
+//! since: while a granted origin is down every request through the plugin fails its call, and any
+//! client can send requests. The others are `debug` lines.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -26,6 +32,10 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 /// Default largest response body a plugin receives (`http_client.max_response_bytes`): a JWKS
 /// document or an authorization answer is a few KiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
+
+/// Longest a grant's failed calls go without a `warn` line (when calls fail): the rest are logged
+/// at `debug`, and the next warning says how many failed in between.
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Headers a plugin cannot set on an outbound call: the gateway sets `host` and the framing.
 const DROPPED_HEADERS: &[&str] =
@@ -112,6 +122,8 @@ pub struct HttpClientGrant {
     pub max_response_bytes: usize,
     /// The shared client.
     pub client: OutboundClient,
+    /// When the grant's failed calls were last logged at `warn`, and how many failed since.
+    failures: FailureLog,
 }
 
 impl std::fmt::Debug for HttpClientGrant {
@@ -132,6 +144,7 @@ impl HttpClientGrant {
             timeout: Duration::from_millis(timeout_ms),
             max_response_bytes: usize::try_from(max_response_bytes).unwrap_or(usize::MAX),
             client: client.clone(),
+            failures: FailureLog::new(),
         }
     }
 
@@ -169,17 +182,141 @@ impl HttpClientGrant {
     }
 
     /// Sends a prepared request and reads the response whole.
-    async fn send(&self, request: Request<Full<Bytes>>) -> Result<IncomingResponse, HttpError> {
-        let response = self.client.client.request(request).await.map_err(|e| HttpError::Connect(error_chain(&e)))?;
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<IncomingResponse, CallFailure> {
+        let response = self.client.client.request(request).await.map_err(|e| CallFailure::of_request(&e))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, self.max_response_bytes).collect().await.map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() { HttpError::TooLarge } else { HttpError::Connect(error_chain(&*e)) }
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                CallFailure::from(HttpError::TooLarge)
+            } else {
+                // Connected, and the head read: the body broke off or was malformed.
+                CallFailure::response(format!("the response body broke off: {}", error_chain(&*e)))
+            }
         })?;
         Ok(IncomingResponse {
             status: parts.status.as_u16(),
             headers: parts.headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect(),
             body: body.to_bytes().to_vec(),
         })
+    }
+
+    /// Logs a failed call: at `warn` when [`FAILURE_LOG_INTERVAL`] has passed since the grant's
+    /// last warning (with how many calls failed since), else at `debug`. Outside the per-call log
+    /// budget when a warning: the interval bounds those, and a warning dropped for a spent budget
+    /// would lose the count.
+    fn log_failure(&self, log: &super::log::LogBudget, url: &str, failure: &CallFailure) {
+        let plugin = log.plugin();
+        let error = failure.describe();
+        match self.failures.record() {
+            Some(failed) => tracing::warn!(
+                plugin,
+                request_id = &*log.request_id(),
+                %url,
+                kind = failure.kind,
+                failed_since_last_warning = failed,
+                "outbound call failed: {error} ({failed} failed call(s) of this plugin since the last such warning; \
+                 logged at most every {}s, the others at debug)",
+                FAILURE_LOG_INTERVAL.as_secs()
+            ),
+            None if tracing::enabled!(tracing::Level::DEBUG) && log.take() => {
+                tracing::debug!(plugin, request_id = &*log.request_id(), %url, kind = failure.kind, "outbound call failed: {error}");
+            }
+            None => {}
+        }
+    }
+}
+
+/// Failed calls of one grant, and when they were last logged at `warn`. Only failures touch it:
+/// the success path costs nothing.
+#[derive(Debug)]
+struct FailureLog {
+    /// Failures since the last warning.
+    unlogged: AtomicU64,
+    /// When the last warning was logged: milliseconds since `origin`, plus one (0: never).
+    logged_at: AtomicU64,
+    /// The clock origin of `logged_at`.
+    origin: Instant,
+}
+
+impl FailureLog {
+    fn new() -> Self {
+        Self { unlogged: AtomicU64::new(0), logged_at: AtomicU64::new(0), origin: Instant::now() }
+    }
+
+    /// Counts a failure; returns how many to report (this one included) when a warning is due.
+    fn record(&self) -> Option<u64> {
+        self.record_at(self.origin.elapsed())
+    }
+
+    /// [`Self::record`], `elapsed` after `origin`.
+    fn record_at(&self, elapsed: Duration) -> Option<u64> {
+        self.unlogged.fetch_add(1, Ordering::Relaxed);
+        let now = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX - 1).saturating_add(1);
+        let last = self.logged_at.load(Ordering::Relaxed);
+        let interval = u64::try_from(FAILURE_LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        let due = last == 0 || now.saturating_sub(last) >= interval;
+        (due && self.logged_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok())
+            .then(|| self.unlogged.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// Why a call failed: what the plugin gets (the contract's `http-error`) and what the log calls it
+/// (`kind`). The contract has no case for an origin that was reached but broke the exchange off or
+/// answered something that is not HTTP: the plugin gets those as `connect` (no response, the
+/// origin unavailable: what it can do about it is the same), with a text that says what happened,
+/// and the log names them `response`, not `connect`.
+#[derive(Debug)]
+struct CallFailure {
+    /// `denied`, `invalid`, `connect`, `response`, `timeout` or `too_large`.
+    kind: &'static str,
+    /// What the plugin gets.
+    error: HttpError,
+}
+
+impl From<HttpError> for CallFailure {
+    fn from(error: HttpError) -> Self {
+        let kind = match &error {
+            HttpError::Denied(_) => "denied",
+            HttpError::Invalid(_) => "invalid",
+            HttpError::Connect(_) => "connect",
+            HttpError::Timeout => "timeout",
+            HttpError::TooLarge => "too_large",
+        };
+        Self { kind, error }
+    }
+}
+
+impl CallFailure {
+    /// The origin was reached, but the exchange failed: `connect` for the plugin (see above).
+    fn response(text: String) -> Self {
+        Self { kind: "response", error: HttpError::Connect(text) }
+    }
+
+    /// Classifies the client's error: no connection (refused, not resolved, TLS handshake
+    /// failed), a request hyper refused to send, or a failed exchange on a made connection.
+    fn of_request(e: &hyper_util::client::legacy::Error) -> Self {
+        let chain = error_chain(e);
+        if e.is_connect() {
+            return HttpError::Connect(chain).into();
+        }
+        let hyper = std::error::Error::source(e).and_then(|s| s.downcast_ref::<hyper::Error>());
+        match hyper {
+            Some(h) if h.is_user() => HttpError::Invalid(chain).into(),
+            Some(h) if h.is_parse() => Self::response(format!("connected, but the answer is not valid HTTP: {chain}")),
+            Some(h) if h.is_incomplete_message() || h.is_closed() || h.is_canceled() => {
+                Self::response(format!("connected, but the connection closed before a complete response: {chain}"))
+            }
+            _ => Self::response(format!("connected, but the exchange failed: {chain}")),
+        }
+    }
+
+    /// The failure in words, for the log.
+    fn describe(&self) -> std::borrow::Cow<'_, str> {
+        match &self.error {
+            HttpError::Denied(m) | HttpError::Invalid(m) | HttpError::Connect(m) => std::borrow::Cow::Borrowed(m),
+            HttpError::Timeout => "no complete response within the timeout".into(),
+            HttpError::TooLarge => "the response body is larger than the grant's `max_response_bytes`".into(),
+        }
     }
 }
 
@@ -203,16 +340,26 @@ impl Host for HostState {
         let url = request.url.clone();
         let outcome = match grant.prepare(request) {
             Ok((request, timeout)) => {
+                let waited = std::time::Instant::now();
                 let call = tokio::time::timeout(timeout, grant.send(request));
-                call.await.unwrap_or(Err(HttpError::Timeout))
+                let outcome = call.await.unwrap_or_else(|_| Err(HttpError::Timeout.into()));
+                // Seen past its timeout, the call waited on a busy worker: the plugin's wall
+                // limit counts the timeout, not the worker's delay.
+                self.clock.excuse(waited.elapsed().saturating_sub(timeout));
+                outcome
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
-        match &outcome {
-            Ok(r) => tracing::debug!(plugin = %self.plugin, %url, status = r.status, "outbound call"),
-            Err(e) => super::log::plugin_warn!(&self.log, %url, error = ?e, "outbound call failed"),
+        match outcome {
+            Ok(r) => {
+                tracing::debug!(plugin = %self.plugin, %url, status = r.status, "outbound call");
+                Ok(r)
+            }
+            Err(failure) => {
+                grant.log_failure(&self.log, &url, &failure);
+                Err(failure.error)
+            }
         }
-        outcome
     }
 
     async fn allows(&mut self, url: String) -> Result<(), HttpError> {
@@ -243,5 +390,78 @@ mod tests {
         assert!(Origin::parse_grant("https://idp.example.com/keys").unwrap_err().contains("without a path"));
         assert!(Origin::parse_grant("ftp://idp.example.com").unwrap_err().contains("not http or https"));
         assert!(Origin::of(&"http://user@evil.example".parse().unwrap()).unwrap_err().contains("user info"));
+    }
+
+    #[test]
+    fn failures_warn_at_most_once_per_interval_with_the_count_since() {
+        let log = FailureLog::new();
+        let at = |ms| Duration::from_millis(ms);
+        assert_eq!(log.record_at(at(0)), Some(1), "the first failure is told at once");
+        for ms in [1, 500, 9_999] {
+            assert_eq!(log.record_at(at(ms)), None, "{ms} ms: within the interval");
+        }
+        assert_eq!(log.record_at(at(10_000)), Some(4), "the next warning counts the three in between and itself");
+        assert_eq!(log.record_at(at(10_001)), None);
+        assert_eq!(log.record_at(at(60_000)), Some(2));
+    }
+
+    /// A grant of calls to `origin`, with a short timeout.
+    fn grant_to(origin: &str) -> HttpClientGrant {
+        let client = OutboundClient::new().expect("the system's root certificates");
+        HttpClientGrant::new(vec![Origin::parse_grant(origin).unwrap()], 2_000, 1024, &client)
+    }
+
+    async fn call(grant: &HttpClientGrant, url: &str) -> CallFailure {
+        let request = OutgoingRequest { method: "GET".into(), url: url.into(), headers: Vec::new(), body: None, timeout_ms: 0 };
+        let (request, _) = grant.prepare(request).unwrap();
+        grant.send(request).await.expect_err("the call fails")
+    }
+
+    /// A target that accepts a connection, reads a little and writes `answer`, then closes.
+    async fn answering(answer: &'static [u8]) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(answer).await;
+                let _ = tcp.shutdown().await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_failed_exchange_on_a_made_connection_is_not_a_connect_failure() {
+        // Nothing listens: a connect failure.
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let failure = call(&grant_to(&format!("http://{refused}")), &format!("http://{refused}/")).await;
+        assert_eq!(failure.kind, "connect", "{failure:?}");
+        assert!(matches!(failure.error, HttpError::Connect(_)), "{failure:?}");
+
+        // Connected, and answered with something that is not HTTP, or an invalid header.
+        for answer in [&b"SSH-2.0-OpenSSH_9.6\r\n"[..], b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n"] {
+            let addr = answering(answer).await;
+            let failure = call(&grant_to(&format!("http://{addr}")), &format!("http://{addr}/")).await;
+            assert_eq!(failure.kind, "response", "{failure:?}");
+            assert!(failure.describe().contains("not valid HTTP"), "{failure:?}");
+        }
+
+        // Connected, and closed before any answer.
+        let addr = answering(b"").await;
+        let failure = call(&grant_to(&format!("http://{addr}")), &format!("http://{addr}/")).await;
+        assert_eq!(failure.kind, "response", "{failure:?}");
+        assert!(failure.describe().starts_with("connected, but"), "{failure:?}");
+
+        // A body that breaks off after the head.
+        let addr = answering(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort").await;
+        let failure = call(&grant_to(&format!("http://{addr}")), &format!("http://{addr}/")).await;
+        assert_eq!(failure.kind, "response", "{failure:?}");
+        assert!(failure.describe().contains("body broke off"), "{failure:?}");
     }
 }
