@@ -74,6 +74,16 @@ pub enum GatewayError {
     /// call could wait. Answered with `Retry-After`, as a retry soon is likely to be served.
     #[error("plugin `{0}` has no free instance")]
     PluginBusy(String),
+    /// The upstream had `max_requests` requests in flight: this one was not sent (load shed, as
+    /// Envoy's circuit breaker does). Answered with `Retry-After`; warned per upstream at most
+    /// every 10 s, not per request.
+    #[error("upstream `{upstream}` has {limit} requests in flight (max_requests)")]
+    UpstreamOverloaded {
+        /// Upstream name.
+        upstream: String,
+        /// Its `max_requests`.
+        limit: u32,
+    },
     /// The client's body has a `Content-Encoding` the gateway cannot decode for a body-reading
     /// plugin.
     #[error("request {0}")]
@@ -122,7 +132,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
-            GatewayError::PluginBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::PluginBusy(_) | GatewayError::UpstreamOverloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::UpstreamBadEncoding { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::NotSwitched(_) => StatusCode::BAD_GATEWAY,
@@ -149,6 +159,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
             GatewayError::PluginBusy(_) => "plugin_busy",
+            GatewayError::UpstreamOverloaded { .. } => "upstream_overloaded",
             GatewayError::UnsupportedEncoding(_) => "unsupported_encoding",
             GatewayError::UpstreamBadEncoding { .. } => "upstream_bad_encoding",
             GatewayError::NotSwitched(_) => "not_switched",
@@ -170,6 +181,9 @@ impl GatewayError {
             | GatewayError::ConnectNotServed(_)
             | GatewayError::TraceNotServed
             | GatewayError::UnsupportedTransferCoding(_) => false,
+            // The operator's concern, but told per upstream at most every 10 s
+            // (`Upstream::admit`): shedding load is when a line per request hurts most.
+            GatewayError::UpstreamOverloaded { .. } => false,
             other => other.status().is_server_error(),
         }
     }
@@ -183,6 +197,7 @@ impl GatewayError {
         let message = match self {
             GatewayError::PluginFailed { .. } => "a gateway plugin failed",
             GatewayError::PluginBusy(_) => "a gateway plugin has no free instance; try again shortly",
+            GatewayError::UpstreamOverloaded { .. } => "the upstream is at capacity; try again shortly",
             GatewayError::NoUpstream(_) => "the route has no upstream and no plugin answered the request",
             GatewayError::UpstreamUnavailable { .. } => "the upstream is unavailable",
             GatewayError::UpstreamTimeout { .. } => "the upstream did not answer in time",
@@ -207,7 +222,7 @@ impl GatewayError {
 
     /// The JSON error response, carrying the request id.
     pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
-        let is_busy = matches!(self, GatewayError::PluginBusy(_));
+        let is_busy = matches!(self, GatewayError::PluginBusy(_) | GatewayError::UpstreamOverloaded { .. });
         let body = self.json_body(request_id);
         let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
         *response.status_mut() = self.status();
@@ -266,6 +281,7 @@ mod tests {
         }
         for error in [
             GatewayError::TraceNotServed,
+            GatewayError::UpstreamOverloaded { upstream: "one".into(), limit: 10 },
             GatewayError::ConnectNotServed("a:443".into()),
             GatewayError::UnsupportedProtocol("h2c".into()),
             GatewayError::UnsupportedTransferCoding("gzip".into()),

@@ -681,3 +681,63 @@ async fn an_idempotent_request_answered_with_a_retry_on_status_goes_to_the_next_
     assert_eq!(failing.hits() - before, 1);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn max_requests_sheds_what_is_over_it_until_a_response_has_been_sent_in_full() {
+    // An upstream whose answers start at once and end when told: a request is in flight until
+    // its body is done, not just until its head came.
+    let (release, _) = tokio::sync::broadcast::channel::<()>(8);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (counter, releases) = (hits.clone(), release.clone());
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (counter, releases) = (counter.clone(), releases.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let released = releases.subscribe();
+                    async move {
+                        let frames = futures_util::stream::unfold((0, released), |(step, mut released)| async move {
+                            match step {
+                                0 => Some((Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(b"first "))), (1, released))),
+                                1 => {
+                                    let _ = released.recv().await;
+                                    Some((Ok(hyper::body::Frame::data(Bytes::from_static(b"last"))), (2, released)))
+                                }
+                                _ => None,
+                            }
+                        });
+                        Ok::<_, Infallible>(Response::new(http_body_util::StreamBody::new(frames)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    let config = format!("[upstreams.api]\ntargets = [\"{addr}\"]\nmax_requests = 2\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"api\"\n");
+    let gw = Gateway::start(&config, None).await;
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let get = || client.request(Request::get(gw.url("/x")).body(Full::default()).unwrap());
+    // Two answers whose heads came, bodies not yet done: both places taken.
+    let (a, b) = (get().await.unwrap(), get().await.unwrap());
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let shed = HttpClient::http1().get(&gw.url("/x")).await;
+    assert_eq!((shed.status.as_u16(), shed.json()["error"].as_str()), (503, Some("upstream_overloaded")));
+    assert_eq!(shed.header("retry-after").as_deref(), Some("1"));
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "the shed request was not sent");
+    // The bodies end: their places are free again.
+    release.send(()).unwrap();
+    for r in [a, b] {
+        assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "first last");
+    }
+    let later = get().await.unwrap();
+    assert_eq!(later.status().as_u16(), 200);
+    release.send(()).unwrap();
+    assert_eq!(later.into_body().collect().await.unwrap().to_bytes(), "first last");
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    gw.stop().await;
+    server.abort();
+}

@@ -38,6 +38,14 @@ pub fn header_lines<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> 
     within(d, 1, MAX_HEADER_LINES)
 }
 
+/// Most requests an upstream may have in flight (`upstreams.<name>.max_requests`).
+pub const MAX_UPSTREAM_REQUESTS: u64 = 1_000_000;
+
+/// `upstreams.<name>.max_requests`: 1 to [`MAX_UPSTREAM_REQUESTS`] when given.
+pub fn max_requests<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Option::<u32>::deserialize(d)?.map(|v| check(v, 1, MAX_UPSTREAM_REQUESTS)).transpose()
+}
+
 /// A count or duration that must be at least 1.
 pub fn at_least_one<'de, D: Deserializer<'de>, T: Deserialize<'de> + Copy + TryInto<u64>>(d: D) -> Result<T, D::Error> {
     within(d, 1, u64::MAX)

@@ -734,6 +734,11 @@ pub struct UpstreamConfig {
     /// Session affinity: what a request's target is chosen by (`ip`, `consumer`, `path`,
     /// `header:<name>`, `cookie:<name>`, `query:<name>`) instead of round-robin.
     pub hash_on: Option<Spanned<String>>,
+    /// Most requests in flight to the upstream at once (sent, and not yet answered in full),
+    /// per gateway process; one more is answered 503 `upstream_overloaded` without being sent
+    /// (Envoy's circuit breaker `max_requests`). None: no limit.
+    #[serde(default, deserialize_with = "bounds::max_requests")]
+    pub max_requests: Option<u32>,
 }
 
 /// `[upstreams.<name>.health_check]`: a `GET` sent to every target every `interval_ms`, so a

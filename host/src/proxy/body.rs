@@ -38,8 +38,9 @@ mod projected {
             /// The first bytes of a peer's body, read to see whether it fitted a limit, then the
             /// rest as it arrives ([`buffer_up_to`]).
             Resumed { head: Option<Bytes>, #[pin] rest: Incoming },
-            /// Another body, with the concurrency slots its request holds until it is done.
-            Holding { body: Pin<Box<ProxyBody>>, slots: Vec<SlotGuard> },
+            /// Another body, with the concurrency slots its request holds until it is done, and
+            /// its place among its upstream's `max_requests`.
+            Holding { body: Pin<Box<ProxyBody>>, slots: Vec<SlotGuard>, in_flight: Option<crate::proxy::upstream::InFlight> },
             /// A streamed body cut off when its peer stalls (boxed: most bodies end at once).
             Watched { body: Pin<Box<IdleWatch>> },
             /// A response body gzipped on its way to the client ([`crate::proxy::compress`]).
@@ -117,9 +118,9 @@ impl ProxyBody {
         }
     }
 
-    /// This body, keeping `slots` until it has been sent or dropped.
-    pub fn holding(self, slots: Vec<SlotGuard>) -> Self {
-        ProxyBody::Holding { body: Box::pin(self), slots }
+    /// This body, keeping `slots` and `in_flight` until it has been sent or dropped.
+    pub fn holding(self, slots: Vec<SlotGuard>, in_flight: Option<crate::proxy::upstream::InFlight>) -> Self {
+        ProxyBody::Holding { body: Box::pin(self), slots, in_flight }
     }
 
     /// This body, cut off with [`BodyStalled`] once it has waited `limit` for its next frame

@@ -214,8 +214,10 @@ impl Gateway {
         // The clock is read once at each boundary between phases: the reading that ends one
         // (a plugin call, the request phases, the upstream call) starts the next.
         let mut clock = Instant::now();
-        // Concurrency slots granted to this request: kept until its response body is done.
+        // Concurrency slots granted to this request, and its place among the upstream's
+        // `max_requests`: kept until its response body is done.
         let mut held = Vec::new();
+        let mut in_flight = None;
         // The phases' futures hold a Wasm call's state (~3 KB): boxed once per request and
         // direction, and not at all on a route without plugins, whose requests' futures stay small.
         let phases = if chain.entries().is_empty() {
@@ -248,8 +250,10 @@ impl Gateway {
                 let body = UpstreamBody { stream, trailers: request_trailers };
                 // The target that served or last failed, once the request was sent to one.
                 let mut upstream_addr = None;
-                let called =
-                    self.call_upstream(route, &mut state, keep_request, body, client_target, &mut upstream_addr).instrument(span).await;
+                let called = self
+                    .call_upstream(route, &mut state, keep_request, body, client_target, (&mut upstream_addr, &mut in_flight))
+                    .instrument(span)
+                    .await;
                 clock = Instant::now();
                 crate::telemetry::spans::record(|| {
                     let name = route.upstream.as_ref().map(|u| &*u.name).unwrap_or("(none)");
@@ -301,8 +305,8 @@ impl Gateway {
         } else if let Some((policy, client_accepts)) = gzip {
             policy.apply(&mut response, client_accepts, head);
         }
-        if !held.is_empty() {
-            response = response.map(|body| body.holding(held));
+        if !held.is_empty() || in_flight.is_some() {
+            response = response.map(|body| body.holding(held, in_flight));
         }
         Ok(response)
     }
@@ -495,7 +499,8 @@ impl Gateway {
     /// buffered only when a plugin in the chain declared it needs it. The request's headers are
     /// moved, not copied, unless a response phase will still read them (`keep_request`).
     /// `served` is set to the target the request was sent to (the last one tried, after a
-    /// failover) once it is sent.
+    /// failover) once it is sent; `in_flight` to the request's place among the upstream's
+    /// `max_requests` (503 `upstream_overloaded`, not sent, when none is free).
     async fn call_upstream<'a>(
         &'a self,
         route: &'a Route,
@@ -503,11 +508,12 @@ impl Gateway {
         keep_request: bool,
         body: UpstreamBody,
         client_target: Option<&PathAndQuery>,
-        served: &mut Option<&'a Arc<str>>,
+        (served, in_flight): (&mut Option<&'a Arc<str>>, &mut Option<upstream::InFlight>),
     ) -> Result<PendingResponse, GatewayError> {
         let Some(upstream) = &route.upstream else {
             return Err(GatewayError::NoUpstream(route.id.to_string()));
         };
+        *in_flight = upstream.admit().map_err(|e| upstream.error(e))?;
         let key_hash = upstream.hash_on().and_then(|on| on.key_hash(state));
         let first = match key_hash {
             Some(key_hash) => upstream.pick_by(key_hash),

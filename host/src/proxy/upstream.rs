@@ -71,7 +71,15 @@ pub struct Upstream {
     settings: UpstreamSettings,
     /// Its active health check, when it has one ([`super::health_check`]).
     checks: Option<Checks>,
+    /// Places for requests in flight, with `max_requests` ([`Upstream::admit`]).
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
+    /// Requests refused for want of a place, warned at most every 10 s.
+    overloads: crate::telemetry::warn_throttle::WarnThrottle,
 }
+
+/// A request's place among an upstream's `max_requests`: given back when the response has been
+/// sent (it is held by the response body) or dropped.
+pub type InFlight = tokio::sync::OwnedSemaphorePermit;
 
 /// What an upstream keeps per target, made once and shared by every request.
 struct TargetSlot {
@@ -137,6 +145,8 @@ pub struct UpstreamSettings {
     pub retry_on: Vec<u16>,
     /// What a request's target is chosen by, when not round-robin ([`super::affinity`]).
     pub hash_on: Option<HashOn>,
+    /// Most requests in flight at once (`max_requests`), if limited.
+    pub max_requests: Option<u32>,
 }
 
 /// One attempt at one target.
@@ -189,9 +199,33 @@ impl Upstream {
             next: AtomicUsize::new(0),
             round,
             clients,
+            in_flight: settings.max_requests.map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
+            overloads: crate::telemetry::warn_throttle::WarnThrottle::new(Duration::from_secs(10)),
             settings,
             checks,
         })
+    }
+
+    /// A place for one more request in flight: `Ok(None)` without `max_requests`; an error when
+    /// every place is taken (the request is not sent: Envoy's circuit breaker, nginx's
+    /// `max_conns` for a whole upstream). Warned at most every 10 s, with the count refused.
+    pub fn admit(&self) -> Result<Option<InFlight>, SendError> {
+        let Some(places) = &self.in_flight else { return Ok(None) };
+        match places.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => {
+                let limit = self.settings.max_requests.unwrap_or_default();
+                if let Some(refused) = self.overloads.record() {
+                    tracing::warn!(
+                        upstream = &*self.name,
+                        max_requests = limit,
+                        refused_since_last_warning = refused,
+                        "upstream at max_requests: requests answered 503 upstream_overloaded (at most one such warning every 10 s)"
+                    );
+                }
+                Err(SendError::Overloaded(limit))
+            }
+        }
     }
 
     /// Whether this upstream is what `targets` and `settings` would build, so that a reload may
@@ -574,6 +608,7 @@ impl Upstream {
             SendError::ClientBody(reason) => GatewayError::BadRequest(reason),
             SendError::ClientAborted(reason) => GatewayError::ClientAborted(reason),
             SendError::ClientStalled(reason) => GatewayError::ClientTimeout(reason),
+            SendError::Overloaded(limit) => GatewayError::UpstreamOverloaded { upstream: self.name.to_string(), limit },
         }
     }
 }
@@ -657,6 +692,9 @@ pub enum SendError {
     /// The client's streamed request body stalled (`timeouts.body_idle_ms`).
     #[error("{0}")]
     ClientStalled(String),
+    /// Every place of `max_requests` (this many) was taken: not sent.
+    #[error("it has {0} requests in flight (max_requests)")]
+    Overloaded(u32),
 }
 
 impl SendError {

@@ -185,6 +185,7 @@ fn settings(
         weights: up.targets.get_ref().iter().map(|t| t.get_ref().weight()).collect(),
         retry_on: up.retry_on.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default(),
         hash_on,
+        max_requests: up.max_requests,
     };
     Some((targets, settings))
 }

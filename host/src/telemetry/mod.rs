@@ -22,6 +22,7 @@ pub mod process;
 pub mod request;
 pub mod spans;
 pub mod trace_context;
+pub mod warn_throttle;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

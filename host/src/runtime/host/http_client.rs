@@ -13,8 +13,7 @@
 //! since: while a granted origin is down every request through the plugin fails its call, and any
 //! client can send requests. The others are `debug` lines.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -123,7 +122,7 @@ pub struct HttpClientGrant {
     /// The shared client.
     pub client: OutboundClient,
     /// When the grant's failed calls were last logged at `warn`, and how many failed since.
-    failures: FailureLog,
+    failures: crate::telemetry::warn_throttle::WarnThrottle,
 }
 
 impl std::fmt::Debug for HttpClientGrant {
@@ -144,7 +143,7 @@ impl HttpClientGrant {
             timeout: Duration::from_millis(timeout_ms),
             max_response_bytes: usize::try_from(max_response_bytes).unwrap_or(usize::MAX),
             client: client.clone(),
-            failures: FailureLog::new(),
+            failures: crate::telemetry::warn_throttle::WarnThrottle::new(FAILURE_LOG_INTERVAL),
         }
     }
 
@@ -223,40 +222,6 @@ impl HttpClientGrant {
             }
             None => {}
         }
-    }
-}
-
-/// Failed calls of one grant, and when they were last logged at `warn`. Only failures touch it:
-/// the success path costs nothing.
-#[derive(Debug)]
-struct FailureLog {
-    /// Failures since the last warning.
-    unlogged: AtomicU64,
-    /// When the last warning was logged: milliseconds since `origin`, plus one (0: never).
-    logged_at: AtomicU64,
-    /// The clock origin of `logged_at`.
-    origin: Instant,
-}
-
-impl FailureLog {
-    fn new() -> Self {
-        Self { unlogged: AtomicU64::new(0), logged_at: AtomicU64::new(0), origin: Instant::now() }
-    }
-
-    /// Counts a failure; returns how many to report (this one included) when a warning is due.
-    fn record(&self) -> Option<u64> {
-        self.record_at(self.origin.elapsed())
-    }
-
-    /// [`Self::record`], `elapsed` after `origin`.
-    fn record_at(&self, elapsed: Duration) -> Option<u64> {
-        self.unlogged.fetch_add(1, Ordering::Relaxed);
-        let now = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX - 1).saturating_add(1);
-        let last = self.logged_at.load(Ordering::Relaxed);
-        let interval = u64::try_from(FAILURE_LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX);
-        let due = last == 0 || now.saturating_sub(last) >= interval;
-        (due && self.logged_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok())
-            .then(|| self.unlogged.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -390,19 +355,6 @@ mod tests {
         assert!(Origin::parse_grant("https://idp.example.com/keys").unwrap_err().contains("without a path"));
         assert!(Origin::parse_grant("ftp://idp.example.com").unwrap_err().contains("not http or https"));
         assert!(Origin::of(&"http://user@evil.example".parse().unwrap()).unwrap_err().contains("user info"));
-    }
-
-    #[test]
-    fn failures_warn_at_most_once_per_interval_with_the_count_since() {
-        let log = FailureLog::new();
-        let at = |ms| Duration::from_millis(ms);
-        assert_eq!(log.record_at(at(0)), Some(1), "the first failure is told at once");
-        for ms in [1, 500, 9_999] {
-            assert_eq!(log.record_at(at(ms)), None, "{ms} ms: within the interval");
-        }
-        assert_eq!(log.record_at(at(10_000)), Some(4), "the next warning counts the three in between and itself");
-        assert_eq!(log.record_at(at(10_001)), None);
-        assert_eq!(log.record_at(at(60_000)), Some(2));
     }
 
     /// A grant of calls to `origin`, with a short timeout.
