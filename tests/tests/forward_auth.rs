@@ -101,6 +101,11 @@ async fn answer(token: Option<&str>) -> Response<Full<Bytes>> {
         Some("Bearer carol") => build(200, &[("x-user-id", "carol"), ("x-user-groups", "staff, admins")], ""),
         Some("Bearer nobody") => build(200, &[], ""),
         Some("Bearer twins") => build(200, &[("x-user-id", "alice"), ("x-user-id", "bob")], ""),
+        Some("Bearer refresh") => build(
+            200,
+            &[("x-user-id", "alice"), ("set-cookie", "_oauth2_proxy=renewed; Path=/; HttpOnly"), ("set-cookie", "tracker=1")],
+            "",
+        ),
         Some("Bearer redirect") => build(
             302,
             &[("location", "https://login.example.com/?rd=%2Fapi"), ("set-cookie", "csrf=abc; HttpOnly"), ("x-secret", "internal")],
@@ -679,5 +684,28 @@ config = {{ anonymous = "guest", header_names = ["x-other-key"] }}
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.upstream_header("x-consumer-id"), ["alice"]);
     assert!(r.upstream_header("x-anonymous-consumer").is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_session_cookies_an_allow_sets_reach_the_client_when_listed() {
+    // oauth2-proxy behind nginx's auth_request (auth_request_set + add_header Set-Cookie):
+    // the auth service renews its session cookie on an allow, and the browser must get it.
+    let upstream = Upstream::start().await;
+    let auth = AuthService::start().await;
+    let routes = format!(
+        "{}{}",
+        api_route(&auth, r#"consumer_header = "x-user-id", response_cookies = ["_oauth2_proxy"]"#).replace("id = \"api\"\npath_prefix = \"/api\"", "id = \"cookies\"\npath_prefix = \"/api\""),
+        api_route(&auth, r#"consumer_header = "x-user-id""#).replace("id = \"api\"\npath_prefix = \"/api\"", "id = \"plain\"\npath_prefix = \"/plain\"")
+    );
+    let gw = Gateway::start(&config(&auth, &routes), Some(&upstream)).await;
+    let r = get(&gw, "/api/x", &[("authorization", "Bearer refresh")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header_all("set-cookie"), ["_oauth2_proxy=renewed; Path=/; HttpOnly"], "only the listed cookie");
+    assert!(r.upstream_header("set-cookie").is_empty(), "a response header, never sent upstream");
+    assert_eq!(r.upstream_header("x-consumer-id"), ["alice"]);
+    // Not listed: none reaches the client.
+    let r = get(&gw, "/plain/x", &[("authorization", "Bearer refresh")]).await;
+    assert_eq!((r.status.as_u16(), r.header_all("set-cookie").len()), (200, 0));
     gw.stop().await;
 }

@@ -40,6 +40,10 @@ pub struct Config {
     /// are always removed first).
     #[serde(default)]
     pub response_headers: Vec<String>,
+    /// Cookies an allowing answer sets (`Set-Cookie`, by cookie name; `"*"`: every one) that are
+    /// passed on to the client's response: a session the auth service refreshes (oauth2-proxy).
+    #[serde(default)]
+    pub response_cookies: Vec<String>,
     /// A header of an allowing answer whose value names the consumer.
     #[serde(default)]
     pub consumer_header: Option<String>,
@@ -94,6 +98,8 @@ pub struct Settings {
     pub request_headers: Vec<String>,
     /// Headers copied from an allowing answer, lower-case, each once.
     pub response_headers: Vec<String>,
+    /// Cookie names whose `Set-Cookie` of an allowing answer reaches the client (`*`: all).
+    pub response_cookies: Vec<String>,
     /// The answer's header naming the consumer, lower-case.
     pub consumer_header: Option<String>,
     /// The answer's header listing the consumer's groups, lower-case.
@@ -124,6 +130,7 @@ impl Settings {
         };
         let request_headers = names("request_headers", &c.request_headers, request_header)?;
         let response_headers = names("response_headers", &c.response_headers, response_header)?;
+        let response_cookies = names("response_cookies", &c.response_cookies, cookie_name)?;
         let consumer_header = c
             .consumer_header
             .as_deref()
@@ -141,6 +148,7 @@ impl Settings {
             timeout_ms,
             request_headers,
             response_headers,
+            response_cookies,
             consumer_header,
             groups_header,
             upstream_headers: c.upstream_headers,
@@ -184,6 +192,17 @@ fn response_header(name: &str) -> Result<String, String> {
         return Err("`host` cannot be copied: the auth service does not choose where the request goes".into());
     }
     Ok(name)
+}
+
+/// A cookie name of `response_cookies`: an RFC 6265 token (compared exactly, as browsers do), or
+/// `*` for every cookie.
+fn cookie_name(name: &str) -> Result<String, String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name == "*" || (!name.is_empty() && name.bytes().all(token)) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!("`{name}` is not a cookie name (letters, digits and `!#$%&'*+-.^_`|~`), or `*` for every cookie"))
+    }
 }
 
 /// A header of the auth service's answer naming the consumer or its groups. The client's copy is

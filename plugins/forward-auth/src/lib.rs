@@ -30,7 +30,8 @@
 //! ([`forwarded`]). Before the answer is looked at, every header named in `response_headers`,
 //! `consumer_header` or `groups_header` is removed from the client's request, whatever the
 //! outcome: only the auth service's values reach the upstream. Then ([`verdict`]):
-//! - 2xx: the request goes on with the answer's `response_headers` (every value); with
+//! - 2xx: the request goes on with the answer's `response_headers` (every value), and the
+//!   client's response gets its `Set-Cookie`s for `response_cookies`; with
 //!   `consumer_header`, the context's `consumer` is that header's value (and `consumer.groups`
 //!   `groups_header`'s, else empty), as `builtin:key-auth` and `builtin:jwt` set them, so `acl`, `rate-limit`, `quota`,
 //!   analytics and the access log see it;
@@ -54,7 +55,7 @@ pub mod forwarded;
 pub mod grant;
 pub mod verdict;
 
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin, http_client, log};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit, export_plugin, http_client, log};
 
 use config::{Config, Failure, Settings};
 use forwarded::Origin;
@@ -102,9 +103,14 @@ impl Plugin for ForwardAuth {
         let call = self.auth_call(req);
         self.remove_forgeable(req);
         match verdict::judge(&self.settings, http_client::send(&call)) {
-            Verdict::Allow { headers, consumer, groups } => {
+            Verdict::Allow { headers, consumer, groups, cookies } => {
                 for (name, value) in &headers {
                     req.append_header(name, value);
+                }
+                // Made where this entry's response phase would run: a cache after it never
+                // stores them with the answer.
+                for cookie in &cookies {
+                    req.edit_response(ResponseEdit::Append("set-cookie", cookie));
                 }
                 self.name_consumer(req, consumer, &groups);
                 Action::Continue

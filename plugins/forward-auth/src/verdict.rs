@@ -25,6 +25,8 @@ pub enum Verdict {
         consumer: Result<Option<String>, String>,
         /// Its groups from `groups_header`, comma-separated and trimmed (empty: none).
         groups: String,
+        /// The answer's `Set-Cookie` values for `response_cookies`, to pass to the client.
+        cookies: Vec<Vec<u8>>,
     },
     /// A 3xx or 4xx: this answer goes to the client; the upstream is not called.
     Deny(ResponseInit),
@@ -62,7 +64,20 @@ fn allow(settings: &Settings, answer: &Response) -> Verdict {
         headers: values_of(&answer.headers, &settings.response_headers),
         consumer: settings.consumer_header.as_deref().map_or(Ok(None), |name| consumer(answer, name)),
         groups: settings.groups_header.as_deref().map(|name| groups(answer, name)).unwrap_or_default(),
+        cookies: cookies(answer, &settings.response_cookies),
     }
+}
+
+/// The `Set-Cookie` values of an allowing answer whose cookie is named in `names` (`*`: all).
+fn cookies(answer: &Response, names: &[String]) -> Vec<Vec<u8>> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let listed = |value: &[u8]| {
+        let name = value.split(|b| *b == b'=').next().unwrap_or_default().trim_ascii();
+        names.iter().any(|n| n == "*" || n.as_bytes() == name)
+    };
+    answer.headers.iter().filter(|(n, v)| n.eq_ignore_ascii_case("set-cookie") && listed(v)).map(|(_, v)| v.clone()).collect()
 }
 
 /// Why an allowing answer's identity is ambiguous, if it is: more than one field of the consumer
@@ -170,6 +185,7 @@ mod tests {
                 headers: vec![h("x-user-id", "alice"), h("x-user-roles", "a"), h("x-user-roles", "b")],
                 consumer: Ok(Some("alice".into())),
                 groups: String::new(),
+                cookies: vec![],
             }
         );
     }
@@ -177,7 +193,24 @@ mod tests {
     #[test]
     fn an_allow_without_the_consumer_header_names_none() {
         let v = judge(&settings(), answer(200, &[], "ok"));
-        assert_eq!(v, Verdict::Allow { headers: vec![], consumer: Ok(None), groups: String::new() });
+        assert_eq!(v, Verdict::Allow { headers: vec![], consumer: Ok(None), groups: String::new(), cookies: vec![] });
+    }
+
+    #[test]
+    fn only_the_listed_cookies_of_an_allow_are_passed_on() {
+        let with = |cookies: &str| {
+            let c: Config = airlock_sdk::serde_json::from_str(&format!(r#"{{"url": "http://a", "response_cookies": {cookies}}}"#)).unwrap();
+            Settings::from_config(c).unwrap()
+        };
+        let fields = [("set-cookie", "_oauth2_proxy=new; Path=/; HttpOnly"), ("Set-Cookie", "tracker=1"), ("set-cookie", "_oauth2_proxy_csrf=x")];
+        let Verdict::Allow { cookies, .. } = judge(&with(r#"["_oauth2_proxy"]"#), answer(200, &fields, "")) else { panic!() };
+        assert_eq!(cookies, [b"_oauth2_proxy=new; Path=/; HttpOnly".to_vec()], "by exact name, not prefix");
+        let Verdict::Allow { cookies, .. } = judge(&with(r#"["*"]"#), answer(200, &fields, "")) else { panic!() };
+        assert_eq!(cookies.len(), 3);
+        let Verdict::Allow { cookies, .. } = judge(&settings(), answer(200, &fields, "")) else { panic!() };
+        assert!(cookies.is_empty(), "none unless listed");
+        let c: Config = airlock_sdk::serde_json::from_str(r#"{"url": "http://a", "response_cookies": ["a b"]}"#).unwrap();
+        assert!(Settings::from_config(c).unwrap_err().starts_with("`response_cookies[0]`: `a b` is not a cookie name"));
     }
 
     #[test]
