@@ -17,6 +17,8 @@ use hyper::body::Incoming;
 /// path and query, and the `accept-language` and `x-consumer-id` it got; some paths answer with
 /// caching headers:
 /// - `/cc/<value>`: `Cache-Control: <value>` (`_` for spaces, `~` for `,`);
+/// - `/expires/in/<secs>`: `Expires` that far ahead (with its `Date`), `/expires/raw/<value>`:
+///   `Expires: <value>` (`_` for spaces);
 /// - `/cookie`: a `Set-Cookie`;
 /// - `/vary/<value>`: `Vary: <value>`;
 /// - `/status/<code>`: that status;
@@ -41,6 +43,15 @@ async fn numbered_upstream() -> Upstream {
             r.headers_mut().insert("content-type", "text/plain".parse().expect("static"));
             if let Some(cc) = path.strip_prefix("/cc/") {
                 r.headers_mut().insert("cache-control", cc.replace('_', " ").replace('~', ",").parse().expect("value"));
+            }
+            if let Some(secs) = path.strip_prefix("/expires/in/").and_then(|s| s.parse::<u64>().ok()) {
+                let now = std::time::SystemTime::now();
+                r.headers_mut().insert("date", httpdate::fmt_http_date(now).parse().expect("date"));
+                let at = now + Duration::from_secs(secs);
+                r.headers_mut().insert("expires", httpdate::fmt_http_date(at).parse().expect("date"));
+            }
+            if let Some(raw) = path.strip_prefix("/expires/raw/") {
+                r.headers_mut().insert("expires", raw.replace('_', " ").parse().expect("value"));
             }
             if let Some(vary) = path.strip_prefix("/vary/") {
                 r.headers_mut().insert("vary", vary.parse().expect("value"));
@@ -729,5 +740,24 @@ async fn a_chunked_or_unsized_get_body_bypasses_the_cache() {
     assert_eq!(echo["body"], r#"{"q":2}"#);
     let r = get(&client, &gw, "/_search", &plain).await;
     assert_eq!((cache_status(&r).as_str(), r.json()["body"].as_str()), ("Hit", Some("")), "the entry is the plain GET's still");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn expires_sets_the_lifetime_when_cache_control_gives_none() {
+    // RFC 9111 4.2.1 and 5.3: a response already expired (a past date, `0`, no date at all) was
+    // stored for the default ttl_ms and served as fresh.
+    let (upstream, gw) = start("ttl_ms = 60000").await;
+    let client = HttpClient::http1();
+    for path in ["/expires/raw/0", "/expires/raw/Thu,_01_Jan_1970_00:00:00_GMT", "/expires/raw/soon", "/expires/in/0"] {
+        let (a, b) = twice(&client, &gw, path).await;
+        assert_eq!((cache_status(&a).as_str(), cache_status(&b).as_str()), ("Miss", "Miss"), "{path}");
+    }
+    assert_eq!(upstream.hits(), 8);
+    // Ahead: stored, for as long as it says.
+    let (_, b) = twice(&client, &gw, "/expires/in/2").await;
+    assert_eq!(cache_status(&b), "Hit");
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    assert_eq!(cache_status(&get(&client, &gw, "/expires/in/2", &[]).await), "Miss", "expired with the date, not after ttl_ms");
     gw.stop().await;
 }

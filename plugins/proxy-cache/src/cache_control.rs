@@ -55,10 +55,11 @@ impl Directives {
     }
 
     /// A response's directives: how long it may be stored, in milliseconds, given the cache's
-    /// default TTL and the response's `Age` in seconds; or why it may not be stored.
-    /// `s-maxage`, else `max-age`, gives the lifetime, less the age the response already has;
-    /// without either the default TTL applies.
-    pub fn ttl_ms(&self, default_ttl_ms: u64, age_secs: u64) -> Result<u64, &'static str> {
+    /// default TTL, the response's `Age` in seconds and its `Expires` lifetime
+    /// ([`expires_lifetime`]); or why it may not be stored. `s-maxage`, else `max-age`, else
+    /// `Expires` gives the lifetime (RFC 9111 4.2.1), less the age the response already has;
+    /// without any of them the default TTL applies.
+    pub fn ttl_ms(&self, default_ttl_ms: u64, age_secs: u64, expires_secs: Option<u64>) -> Result<u64, &'static str> {
         if self.no_store {
             return Err("Cache-Control: no-store");
         }
@@ -68,14 +69,32 @@ impl Directives {
         if self.no_cache {
             return Err("Cache-Control: no-cache");
         }
-        match self.s_maxage.or(self.max_age) {
-            None => Ok(default_ttl_ms),
-            Some(lifetime) => match lifetime.saturating_sub(age_secs) {
+        match (self.s_maxage.or(self.max_age), expires_secs) {
+            (None, None) => Ok(default_ttl_ms),
+            (Some(lifetime), _) => match lifetime.saturating_sub(age_secs) {
                 0 => Err("already stale (max-age reached)"),
+                left => Ok(left.saturating_mul(1000)),
+            },
+            (None, Some(lifetime)) => match lifetime.saturating_sub(age_secs) {
+                0 => Err("already stale (Expires reached, or not a date)"),
                 left => Ok(left.saturating_mul(1000)),
             },
         }
     }
+}
+
+/// A response's freshness lifetime from `Expires`, in seconds: `Expires` less `Date` (the
+/// response's own clock; `now` without a readable one), RFC 9111 4.2.1. `None` without
+/// `Expires`; 0 (already expired) when it is not one valid HTTP-date, as the RFC has a cache read
+/// `Expires: 0` (5.3), or is not after `Date`.
+pub fn expires_lifetime(expires: &[Vec<u8>], date: Option<&[u8]>, now: std::time::SystemTime) -> Option<u64> {
+    let [expires] = expires else {
+        return (!expires.is_empty()).then_some(0);
+    };
+    let read = |value: &[u8]| std::str::from_utf8(value).ok().and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+    let Some(expires) = read(expires) else { return Some(0) };
+    let date = date.and_then(read).unwrap_or(now);
+    Some(expires.duration_since(date).map_or(0, |d| d.as_secs()))
 }
 
 /// Whether a response's `Vary` lines allow storing it under a key that varies on `vary_headers`
@@ -143,6 +162,32 @@ mod tests {
     }
 
     #[test]
+    fn expires_gives_the_lifetime_without_max_age() {
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let date = |t: SystemTime| httpdate::fmt_http_date(t).into_bytes();
+        let lines = |t: SystemTime| vec![date(t)];
+        assert_eq!(expires_lifetime(&[], None, now), None);
+        assert_eq!(expires_lifetime(&lines(now + Duration::from_secs(90)), None, now), Some(90));
+        // The response's own Date, not the cache's clock, is where the lifetime starts.
+        let sent = now - Duration::from_secs(1000);
+        assert_eq!(expires_lifetime(&lines(sent + Duration::from_secs(60)), Some(&date(sent)), now), Some(60));
+        // Past, `0`, unreadable, or given twice: already expired.
+        assert_eq!(expires_lifetime(&lines(now - Duration::from_secs(1)), None, now), Some(0));
+        for bad in ["0", "-1", "tomorrow", ""] {
+            assert_eq!(expires_lifetime(&[bad.as_bytes().to_vec()], None, now), Some(0), "{bad}");
+        }
+        assert_eq!(expires_lifetime(&[date(now + Duration::from_secs(90)), date(now + Duration::from_secs(9))], None, now), Some(0));
+        // RFC 850 and asctime dates are HTTP-dates too.
+        assert!(expires_lifetime(&[b"Sunday, 06-Nov-94 08:49:37 GMT".to_vec()], Some(b"Sun Nov  6 08:48:37 1994"), now) == Some(60));
+        // max-age wins over Expires; without it Expires, less Age, decides.
+        assert_eq!(parse(&["max-age=60"]).ttl_ms(30_000, 0, Some(5)), Ok(60_000));
+        assert_eq!(parse(&["public"]).ttl_ms(30_000, 10, Some(90)), Ok(80_000));
+        assert!(parse(&["public"]).ttl_ms(30_000, 0, Some(0)).is_err());
+        assert!(parse(&[]).ttl_ms(30_000, 100, Some(90)).is_err());
+    }
+
+    #[test]
     fn directives_are_read_from_every_line_in_any_case() {
         let d = parse(&["public, Max-Age=60", "S-MAXAGE=\"30\""]);
         assert_eq!(d, Directives { max_age: Some(60), s_maxage: Some(30), ..Directives::default() });
@@ -154,27 +199,27 @@ mod tests {
 
     #[test]
     fn lifetimes_prefer_s_maxage_and_subtract_the_age() {
-        assert_eq!(parse(&["max-age=60"]).ttl_ms(30_000, 0), Ok(60_000));
-        assert_eq!(parse(&["max-age=60, s-maxage=5"]).ttl_ms(30_000, 0), Ok(5_000));
-        assert_eq!(parse(&["max-age=60"]).ttl_ms(30_000, 45), Ok(15_000));
-        assert_eq!(parse(&["public"]).ttl_ms(30_000, 45), Ok(30_000), "the default TTL ignores Age");
-        assert!(parse(&["max-age=60"]).ttl_ms(30_000, 60).is_err());
-        assert!(parse(&["max-age=0"]).ttl_ms(30_000, 0).is_err());
+        assert_eq!(parse(&["max-age=60"]).ttl_ms(30_000, 0, None), Ok(60_000));
+        assert_eq!(parse(&["max-age=60, s-maxage=5"]).ttl_ms(30_000, 0, None), Ok(5_000));
+        assert_eq!(parse(&["max-age=60"]).ttl_ms(30_000, 45, None), Ok(15_000));
+        assert_eq!(parse(&["public"]).ttl_ms(30_000, 45, None), Ok(30_000), "the default TTL ignores Age");
+        assert!(parse(&["max-age=60"]).ttl_ms(30_000, 60, None).is_err());
+        assert!(parse(&["max-age=0"]).ttl_ms(30_000, 0, None).is_err());
     }
 
     #[test]
     fn unreadable_or_repeated_max_age_is_the_safe_reading() {
-        assert!(parse(&["max-age=abc"]).ttl_ms(30_000, 0).is_err(), "unreadable: stale");
-        assert!(parse(&["max-age"]).ttl_ms(30_000, 0).is_err());
-        assert!(parse(&["max-age=-5"]).ttl_ms(30_000, 0).is_err());
-        assert_eq!(parse(&["max-age=600", "max-age=10"]).ttl_ms(30_000, 0), Ok(10_000), "the smaller wins");
+        assert!(parse(&["max-age=abc"]).ttl_ms(30_000, 0, None).is_err(), "unreadable: stale");
+        assert!(parse(&["max-age"]).ttl_ms(30_000, 0, None).is_err());
+        assert!(parse(&["max-age=-5"]).ttl_ms(30_000, 0, None).is_err());
+        assert_eq!(parse(&["max-age=600", "max-age=10"]).ttl_ms(30_000, 0, None), Ok(10_000), "the smaller wins");
         assert_eq!(parse(&["max-age=99999999999999999999999"]).max_age, Some(MAX_DELTA_SECONDS));
     }
 
     #[test]
     fn refusing_directives_win_over_lifetimes() {
         for cc in ["no-store, max-age=60", "private, max-age=60", "no-cache, s-maxage=60"] {
-            assert!(parse(&[cc]).ttl_ms(30_000, 0).is_err(), "{cc}");
+            assert!(parse(&[cc]).ttl_ms(30_000, 0, None).is_err(), "{cc}");
         }
     }
 

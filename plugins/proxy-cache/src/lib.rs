@@ -8,7 +8,7 @@
 //! [routes.plugins.config]               # every key is optional
 //! methods = ["GET", "HEAD"]             # GET is required; a HEAD is answered from the GET's entry
 //! statuses = [200, 301, 404]            # statuses stored (206 and 304 never are)
-//! ttl_ms = 30000                        # lifetime without s-maxage / max-age
+//! ttl_ms = 30000                        # lifetime without s-maxage / max-age / Expires
 //! respect_cache_control = true          # follow Cache-Control and Vary (see below)
 //! vary_headers = ["accept-language"]    # request headers whose values are part of the key
 //! vary_consumer = true                  # the consumer an auth plugin named is part of the key
@@ -202,7 +202,8 @@ impl ProxyCache {
             let vary = resp.header_all("vary");
             cache_control::vary_allows(vary.iter().map(Vec::as_slice), &s.vary_headers)?;
             let lines = resp.header_all("cache-control");
-            Directives::parse(lines.iter().map(Vec::as_slice)).ttl_ms(s.ttl_ms, age_secs)?
+            let expires = cache_control::expires_lifetime(&resp.header_all("expires"), resp.header("date").as_deref(), std::time::SystemTime::now());
+            Directives::parse(lines.iter().map(Vec::as_slice)).ttl_ms(s.ttl_ms, age_secs, expires)?
         } else {
             s.ttl_ms
         };
