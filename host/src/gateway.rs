@@ -485,8 +485,6 @@ fn metric_names_problem(config: &Config, name: &str, def: &crate::config::Plugin
     ))
 }
 
-/// What the global chain's entries name as their route (in state namespaces, logs and
-/// metrics); no route may take it.
 /// A route whose chain (global entries included) runs `builtin:proxy-cache` ahead of an
 /// access-control built-in, refused at the cache's entry ([`chain_order`]).
 fn cache_ahead_of_access_control(config: &Config, source: &ConfigSource, route: &RouteConfig, key: &str) -> Option<ConfigIssue> {
@@ -514,6 +512,8 @@ fn cache_ahead_of_access_control(config: &Config, source: &ConfigSource, route: 
     ))
 }
 
+/// What the global chain's entries name as their route (in state namespaces, logs and
+/// metrics); no route may take it.
 const GLOBAL_CHAIN: &str = "(global)";
 
 /// Longest `[plugins.<name>]` name, in bytes.
@@ -952,7 +952,7 @@ fn header_conditions(
             continue;
         }
         seen.push((header.clone(), name));
-        if let Some(problem) = route_rules::header_name_problem(header.as_str(), underscores) {
+        if let Some(problem) = route_rules::header_name_problem(&header, underscores) {
             issues.push(source.issue(Some(values.span()), &at, problem));
             continue;
         }

@@ -31,13 +31,18 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use crate::template::{Source, Template};
 use crate::{Request, Response, ResponseEdit};
 
+/// Whether `text` is an RFC 9110 token (5.6.2): what header names, cookie names and media type
+/// parts are made of. Not empty.
+pub fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Checks an HTTP header name (an RFC 9110 token) and lower-cases it.
 pub fn header_name(name: &str) -> Result<String, String> {
-    let valid = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() {
         return Err("empty header name".to_owned());
     }
-    if !name.bytes().all(valid) {
+    if !is_token(name) {
         return Err(format!("invalid header name `{name}`: use letters, digits and !#$%&'*+-.^_`|~"));
     }
     Ok(name.to_ascii_lowercase())

@@ -322,6 +322,33 @@ pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<Vec
     Some(head)
 }
 
+/// An HTTP/1.1 upstream that answers every request with `answer`, byte for byte, then closes:
+/// for answers no real server library would send (not HTTP, broken framing, cut off).
+pub async fn raw_upstream(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    raw_upstream_holding(answer, Duration::ZERO).await
+}
+
+/// [`raw_upstream`], keeping each connection open `hold` after its answer before closing it.
+pub async fn raw_upstream_holding(answer: &'static [u8], hold: Duration) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                if read_request_head(&mut tcp).await.is_none() {
+                    return;
+                }
+                let _ = tcp.write_all(answer).await;
+                tokio::time::sleep(hold).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
 /// Writes raw bytes to `addr` and returns everything written back until the other side closes
 /// (at most 5 s): "" if it closed without answering. For requests no real client would send.
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {

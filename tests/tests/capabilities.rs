@@ -456,25 +456,6 @@ async fn a_plugin_built_against_a_later_contract_is_refused_saying_so() {
     assert!(!err.contains("does not implement"), "not blamed on the plugin: {err}");
 }
 
-/// A target that accepts connections, reads the request's head and writes `answer` (not HTTP, or
-/// HTTP with an invalid header), then closes.
-async fn answering_raw(answer: &'static [u8]) -> SocketAddr {
-    use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if airlock_tests::read_request_head(&mut tcp).await.is_some() {
-                    let _ = tcp.write_all(answer).await;
-                }
-                let _ = tcp.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
 /// An outbound call whose connection was made but whose answer is not HTTP (or has an invalid
 /// header) is not reported as a failure to connect: the plugin gets `connect` (the contract's
 /// only case for an origin that gave no response) with a text saying what happened, and the
@@ -482,8 +463,8 @@ async fn answering_raw(answer: &'static [u8]) -> SocketAddr {
 #[tokio::test]
 async fn an_answer_that_is_not_http_is_not_called_a_connect_failure() {
     let upstream = Upstream::start().await;
-    let not_http = answering_raw(b"SSH-2.0-OpenSSH_9.6\r\n").await;
-    let bad_header = answering_raw(b"HTTP/1.1 200 OK\r\nbad header line\r\ncontent-length: 0\r\n\r\n").await;
+    let (not_http, _not_http_task) = airlock_tests::raw_upstream(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+    let (bad_header, _bad_header_task) = airlock_tests::raw_upstream(b"HTTP/1.1 200 OK\r\nbad header line\r\ncontent-length: 0\r\n\r\n").await;
     let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n".to_owned();
     for (name, origin) in [("not-http", not_http), ("bad-header", bad_header), ("refused", refused)] {

@@ -7,33 +7,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_tests::{Gateway, HttpClient, Upstream};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-
-/// An HTTP/1.1 upstream that answers every request with `answer`, byte for byte, then closes.
-async fn raw_upstream(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    raw_upstream_holding(answer, Duration::ZERO).await
-}
-
-/// [`raw_upstream`], keeping each connection open `hold` after its answer before closing it.
-async fn raw_upstream_holding(answer: &'static [u8], hold: Duration) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                if airlock_tests::read_request_head(&mut tcp).await.is_none() {
-                    return;
-                }
-                let _ = tcp.write_all(answer).await;
-                tokio::time::sleep(hold).await;
-                let _ = tcp.shutdown().await;
-            });
-        }
-    });
-    (addr, task)
-}
 
 /// Every path to the test echo upstream, which answers with what it received.
 const ECHO: &str = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n";
@@ -47,7 +20,7 @@ fn one_route(upstream: SocketAddr) -> String {
 async fn a_response_framed_both_ways_is_read_by_its_chunks_and_loses_its_length() {
     // RFC 9112 6.3: Transfer-Encoding wins, and a forwarder drops the Content-Length. Kept, it
     // cut the client's body to 3 bytes (or padded it with a wait for 10) on a kept connection.
-    let (addr, _task) = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
+    let (addr, _task) = airlock_tests::raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
     let gw = Gateway::start(&one_route(addr), None).await;
     for client in [HttpClient::http1(), HttpClient::http2()] {
         let reply = client.get(&gw.url("/both")).await;
@@ -62,7 +35,7 @@ async fn a_response_framed_both_ways_is_read_by_its_chunks_and_loses_its_length(
 async fn a_response_body_the_upstream_stops_sending_is_cut_off_after_body_idle_ms() {
     // 3 of 10 bytes, then silence with the connection open: the client was held until the
     // upstream closed (here 60 s), however long that took.
-    let (addr, _task) = raw_upstream_holding(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", Duration::from_secs(60)).await;
+    let (addr, _task) = airlock_tests::raw_upstream_holding(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", Duration::from_secs(60)).await;
     let toml = format!("{}\n[timeouts]\nbody_idle_ms = 300\n", one_route(addr));
     let gw = Gateway::start(&toml, None).await;
     for client in [HttpClient::http1(), HttpClient::http2()] {
@@ -76,7 +49,7 @@ async fn a_response_body_the_upstream_stops_sending_is_cut_off_after_body_idle_m
 
 #[tokio::test]
 async fn an_upstream_status_outside_100_to_599_is_a_502() {
-    let (addr, _task) = raw_upstream(b"HTTP/1.1 999 Weird\r\nContent-Length: 2\r\n\r\nok").await;
+    let (addr, _task) = airlock_tests::raw_upstream(b"HTTP/1.1 999 Weird\r\nContent-Length: 2\r\n\r\nok").await;
     let gw = Gateway::start(&one_route(addr), None).await;
     let reply = HttpClient::http1().get(&gw.url("/weird")).await;
     assert_eq!(reply.status, 502, "{}", reply.text());
@@ -260,7 +233,7 @@ async fn a_head_answered_by_a_plugin_or_the_gateway_has_no_body_over_either_prot
 /// on unlabelled (`Transfer-Encoding` is hop-by-hop).
 #[tokio::test]
 async fn a_transfer_coding_other_than_chunked_is_refused_both_ways() {
-    let (addr, _task) = raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
+    let (addr, _task) = airlock_tests::raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
     let gw = Gateway::start(&one_route(addr), None).await;
     let answer = exchange(
         &gw,
@@ -279,7 +252,7 @@ async fn a_transfer_coding_other_than_chunked_is_refused_both_ways() {
 async fn a_204_205_or_304_carries_no_content_whoever_framed_one() {
     // RFC 9110 8.6, 15.3.5: a 204 has no Content-Length. Passed on, a client that trusts it
     // waits for bytes that never come on a kept connection.
-    let (addr, _task) = raw_upstream(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-From: upstream\r\n\r\n").await;
+    let (addr, _task) = airlock_tests::raw_upstream(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-From: upstream\r\n\r\n").await;
     let gw = Gateway::start(&one_route(addr), None).await;
     let answer = exchange(&gw, b"DELETE /item HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 204") && answer.contains("x-from: upstream"), "{answer}");

@@ -958,11 +958,7 @@ upstream = "dead"
     let r = HttpClient::http1().get(&gw.url("/down/here?q=1")).await;
     assert_eq!(r.status, 502);
     let id = r.header("x-request-id").expect("a request id");
-    let log = eventually("the warning", || {
-        let log = gw.log();
-        log.contains(&id).then_some(log)
-    })
-    .await;
+    let log = log_naming(&gw, &id, "the warning").await;
     let line = log.lines().find(|l| l.contains(&id)).expect("a line naming the request");
     for part in ["WARN", "GET", "\"/down/here\"", "\"down\"", "status"] {
         assert!(line.contains(part), "{part} missing from: {line}");
@@ -1112,6 +1108,15 @@ async fn oversized_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String 
 }
 
 /// The lines of `log` holding `text`.
+/// The gateway's log once it has a line naming request `id` (`what` says which, if it never comes).
+async fn log_naming(gw: &airlock_tests::process::GatewayProcess, id: &str, what: &str) -> String {
+    eventually(what, || {
+        let log = gw.log();
+        log.contains(id).then_some(log)
+    })
+    .await
+}
+
 fn lines_with<'a>(log: &'a str, text: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(text)).collect()
 }
@@ -1220,11 +1225,7 @@ upstream = "backend"
     let r = HttpClient::http1().get(&gw.url("/down")).await;
     assert_eq!(r.status, 502);
     let id = r.header("x-request-id").expect("a request id");
-    let log = eventually("the 502's warning", || {
-        let log = gw.log();
-        log.contains(&id).then_some(log)
-    })
-    .await;
+    let log = log_naming(&gw, &id, "the 502's warning").await;
     let warnings = lines_with(&log, "WARN");
     assert_eq!(warnings.len(), 1, "only the 502 is a warning: {warnings:#?}");
     assert!(warnings[0].contains(&id), "{}", warnings[0]);
@@ -1252,11 +1253,7 @@ upstream = "one"
     assert_eq!(body["message"], "the upstream did not answer in time", "{body}");
     assert!(!r.text().contains("`one`") && !r.text().contains("timed out"), "{}", r.text());
     let id = r.header("x-request-id").expect("a request id");
-    let log = eventually("the warning", || {
-        let log = gw.log();
-        log.contains(&id).then_some(log)
-    })
-    .await;
+    let log = log_naming(&gw, &id, "the warning").await;
     let line = log.lines().find(|l| l.contains(&id)).expect("a line naming the request");
     for part in ["WARN", "status=504", "upstream `one` timed out"] {
         assert!(line.contains(part), "{part} missing from: {line}");

@@ -75,25 +75,21 @@ pub fn strip_prefix_problem(strip: &str, pattern: &str, is_prefix_route: bool) -
     (!fits).then(|| format!("`{strip}` can never be stripped: the route's {kind} `{pattern}` does not start with it"))
 }
 
-/// Request header names a route's `headers` may not test: hop-by-hop fields (RFC 9110 7.6.1),
-/// which manage the client's connection, not the request. The gateway removes them before the
-/// request goes on (`proxy::headers::strip_hop_by_hop`) and HTTP/2 forbids them, so a route chosen
-/// on one is chosen on what its plugins and the upstream never see.
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "transfer-encoding", "upgrade"];
-
-/// Why a route's `headers` may not have a condition on header `name` (lower-case, as
-/// `http::HeaderName` keeps it), if it may not: a name routing reads differently from the plugins
-/// and the upstream, or over HTTP/1.1 and HTTP/2. `underscores` is `[limits]
-/// headers_with_underscores`, which decides whether a name with `_` reaches them at all.
-pub fn header_name_problem(name: &str, underscores: super::UnderscoreHeaders) -> Option<String> {
+/// Why a route's `headers` may not have a condition on header `header`, if it may not: a name
+/// routing reads differently from the plugins and the upstream, or over HTTP/1.1 and HTTP/2.
+/// Hop-by-hop fields (RFC 9110 7.6.1) manage the client's connection, not the request: the
+/// gateway removes them before the request goes on ([`crate::proxy::headers::always_hop_by_hop`])
+/// and HTTP/2 forbids them. `underscores` is `[limits] headers_with_underscores`, which decides
+/// whether a name with `_` reaches the plugins and the upstream at all.
+pub fn header_name_problem(header: &http::HeaderName, underscores: super::UnderscoreHeaders) -> Option<String> {
     use super::UnderscoreHeaders;
+    let name = header.as_str();
     if name == "host" {
         return Some(
             "the host is matched by the route's `hosts` key (`hosts = [\"api.example.com\"]`): an HTTP/2 request names it in `:authority`, not `host`, so a `host` condition would match HTTP/1.1 requests only".to_owned(),
         );
     }
-    if HOP_BY_HOP.contains(&name) {
+    if crate::proxy::headers::always_hop_by_hop(header) {
         return Some(format!(
             "`{name}` is hop-by-hop: it manages the client's connection, not the request, and is dropped or rewritten for each hop before plugins and the upstream see the request, so a route cannot be chosen on it"
         ));
@@ -164,27 +160,29 @@ mod tests {
 
     #[test]
     fn header_conditions_on_names_routing_sees_alone_are_refused() {
+        let problem = |name: &'static str, underscores| header_name_problem(&http::HeaderName::from_static(name), underscores);
         for ok in ["x-canary", "accept-version", "authorization", "trailer", "x-forwarded-for"] {
-            assert_eq!(header_name_problem(ok, UnderscoreHeaders::Drop), None, "{ok}");
+            assert_eq!(problem(ok, UnderscoreHeaders::Drop), None, "{ok}");
         }
-        let host = header_name_problem("host", UnderscoreHeaders::Drop).unwrap_or_default();
+        let host = problem("host", UnderscoreHeaders::Drop).unwrap_or_default();
         assert!(host.contains("`hosts`") && host.contains(":authority"), "{host}");
-        for name in HOP_BY_HOP {
-            let problem = header_name_problem(name, UnderscoreHeaders::Allow).unwrap_or_default();
-            assert!(problem.contains("hop-by-hop"), "{name}: {problem}");
+        for name in ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "transfer-encoding", "upgrade"] {
+            let found = problem(name, UnderscoreHeaders::Allow).unwrap_or_default();
+            assert!(found.contains("hop-by-hop"), "{name}: {found}");
         }
-        assert!(header_name_problem("cookie", UnderscoreHeaders::Drop).is_some_and(|p| p.contains("HTTP/2")));
-        assert!(header_name_problem("x-forwarded-proto", UnderscoreHeaders::Allow).is_some());
-        assert!(header_name_problem("x-forwarded-host", UnderscoreHeaders::Allow).is_some());
+        assert!(problem("cookie", UnderscoreHeaders::Drop).is_some_and(|p| p.contains("HTTP/2")));
+        assert!(problem("x-forwarded-proto", UnderscoreHeaders::Allow).is_some());
+        assert!(problem("x-forwarded-host", UnderscoreHeaders::Allow).is_some());
     }
 
     #[test]
     fn underscored_condition_names_are_refused_unless_such_headers_reach_the_upstream() {
-        let drop = header_name_problem("x_canary", UnderscoreHeaders::Drop).unwrap_or_default();
+        let problem = |underscores| header_name_problem(&http::HeaderName::from_static("x_canary"), underscores);
+        let drop = problem(UnderscoreHeaders::Drop).unwrap_or_default();
         assert!(drop.contains("headers_with_underscores = \"drop\"") && drop.contains("\"allow\""), "{drop}");
-        let reject = header_name_problem("x_canary", UnderscoreHeaders::Reject).unwrap_or_default();
+        let reject = problem(UnderscoreHeaders::Reject).unwrap_or_default();
         assert!(reject.contains("400"), "{reject}");
-        assert_eq!(header_name_problem("x_canary", UnderscoreHeaders::Allow), None);
+        assert_eq!(problem(UnderscoreHeaders::Allow), None);
     }
 
     #[test]

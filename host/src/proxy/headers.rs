@@ -58,8 +58,9 @@ pub fn gateway_managed(name: &HeaderName) -> bool {
         || *name == PROXY_CONNECTION
 }
 
-/// True for a header that is hop-by-hop whatever `Connection` says (the fixed list and `Upgrade`).
-fn always_hop_by_hop(name: &HeaderName) -> bool {
+/// True for a header that is hop-by-hop whatever `Connection` says (the fixed list and `Upgrade`):
+/// removed before plugins and the upstream see a request, so no route is chosen on one.
+pub fn always_hop_by_hop(name: &HeaderName) -> bool {
     *name == header::UPGRADE || HOP_BY_HOP.contains(name)
 }
 

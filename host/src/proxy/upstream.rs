@@ -328,15 +328,14 @@ impl Upstream {
             return 0;
         }
         let rank = |i: usize| self.rank(key_hash, i);
-        let order = rank_order;
         let mut below: Option<(f64, usize)> = None;
         let mut best = None;
         for _ in 0..n {
             let next = (0..n)
                 .filter(|&i| self.slots[i].in_rotation())
                 .map(rank)
-                .filter(|r| below.is_none_or(|b| order(r, &b).is_lt()))
-                .max_by(order);
+                .filter(|r| below.is_none_or(|b| rank_order(r, &b).is_lt()))
+                .max_by(rank_order);
             let Some((score, i)) = next else { break };
             best.get_or_insert(i);
             if self.slots[i].health.available(&self.settings.health) {

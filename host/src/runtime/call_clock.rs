@@ -132,7 +132,8 @@ impl CallClock {
     }
 
     /// Wall time of the current call so far that neither deadline holds against it: its turns
-    /// yielded to other requests and the stalls of its thread.
+    /// yielded to other requests, the stalls of its thread, and its host waits past their own
+    /// bounds ([`CallClock::excuse`]).
     pub fn excused(&self) -> Duration {
         let excused = self.queued.load(Relaxed).saturating_add(self.stalled.load(Relaxed));
         Duration::from_nanos(excused.saturating_add(self.overdue.load(Relaxed)))

@@ -123,7 +123,7 @@ impl Plugin for Cors {
         }
         let mut methods = config.methods;
         for (i, method) in methods.iter_mut().enumerate() {
-            if !is_token(method) || method == "*" {
+            if !airlock_sdk::header_rules::is_token(method) || method == "*" {
                 return Err(format!("`methods[{i}]`: `{method}` is not an HTTP method"));
             }
             // Browsers send these six upper-cased whatever the script wrote (Fetch's method
@@ -164,7 +164,7 @@ impl Plugin for Cors {
             requested.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
         let method_ok = self.methods.contains(&method);
         let headers_ok =
-            requested.iter().all(|h| is_token(h) && self.headers.as_ref().is_none_or(|allowed| allowed.contains(h)));
+            requested.iter().all(|h| airlock_sdk::header_rules::is_token(h) && self.headers.as_ref().is_none_or(|allowed| allowed.contains(h)));
         if !self.allows(&origin) || !method_ok || !headers_ok {
             return Action::json(403, &serde_json::json!({"error": "forbidden", "message": "CORS preflight refused"}));
         }
@@ -292,16 +292,12 @@ fn origin_rule(origin: &str) -> Result<OriginRule, String> {
     Ok(OriginRule::Exact(lower))
 }
 
-fn is_token(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 fn header_names(names: &[String], key: &str) -> Result<Vec<String>, String> {
     names
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            if !is_token(name) || name == "*" {
+            if !airlock_sdk::header_rules::is_token(name) || name == "*" {
                 return Err(format!("`{key}[{i}]`: `{name}` is not a header name"));
             }
             Ok(name.to_ascii_lowercase())

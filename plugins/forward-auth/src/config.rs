@@ -197,8 +197,7 @@ fn response_header(name: &str) -> Result<String, String> {
 /// A cookie name of `response_cookies`: an RFC 6265 token (compared exactly, as browsers do), or
 /// `*` for every cookie.
 fn cookie_name(name: &str) -> Result<String, String> {
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name == "*" || (!name.is_empty() && name.bytes().all(token)) {
+    if name == "*" || airlock_sdk::header_rules::is_token(name) {
         Ok(name.to_owned())
     } else {
         Err(format!("`{name}` is not a cookie name (letters, digits and `!#$%&'*+-.^_`|~`), or `*` for every cookie"))

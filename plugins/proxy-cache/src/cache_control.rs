@@ -69,16 +69,14 @@ impl Directives {
         if self.no_cache {
             return Err("Cache-Control: no-cache");
         }
-        match (self.s_maxage.or(self.max_age), expires_secs) {
-            (None, None) => Ok(default_ttl_ms),
-            (Some(lifetime), _) => match lifetime.saturating_sub(age_secs) {
-                0 => Err("already stale (max-age reached)"),
-                left => Ok(left.saturating_mul(1000)),
-            },
-            (None, Some(lifetime)) => match lifetime.saturating_sub(age_secs) {
-                0 => Err("already stale (Expires reached, or not a date)"),
-                left => Ok(left.saturating_mul(1000)),
-            },
+        let (lifetime, stale) = match (self.s_maxage.or(self.max_age), expires_secs) {
+            (Some(lifetime), _) => (lifetime, "already stale (max-age reached)"),
+            (None, Some(lifetime)) => (lifetime, "already stale (Expires reached, or not a date)"),
+            (None, None) => return Ok(default_ttl_ms),
+        };
+        match lifetime.saturating_sub(age_secs) {
+            0 => Err(stale),
+            left => Ok(left.saturating_mul(1000)),
         }
     }
 }
