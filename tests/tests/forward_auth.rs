@@ -502,6 +502,8 @@ async fn config_errors_are_refused_at_load() {
     assert!(err.contains("`failure`"), "{err}");
     let err = start_err(api_route(&auth, r#"timeout_ms = 0"#)).await;
     assert!(err.contains("`timeout_ms` must be at least 1"), "{err}");
+    let err = start_err(api_route(&auth, r#"response_cookies = ["session id"]"#)).await;
+    assert!(err.contains("`response_cookies[0]`: `session id` is not a cookie name"), "{err}");
     assert!(auth.seen().is_empty(), "checking a config calls nothing");
 }
 

@@ -761,3 +761,31 @@ async fn expires_sets_the_lifetime_when_cache_control_gives_none() {
     assert_eq!(cache_status(&get(&client, &gw, "/expires/in/2", &[]).await), "Miss", "expired with the date, not after ttl_ms");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_misbehaving_upstream_on_a_cached_route_is_answered_and_nothing_is_stored() {
+    // The narrowed read (`limit-response-body`) meets what the upstream gets wrong: a gzip body
+    // that does not decode goes on as sent (the gateway transforms nothing, so it does not
+    // refuse it) and is not stored; a body cut off while read is a 502, and the gateway serves on.
+    let (corrupt, _corrupt_task) =
+        airlock_tests::raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-encoding: gzip\r\ncontent-length: 9\r\n\r\nnot gzip!").await;
+    let (cut, _cut_task) = airlock_tests::raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 500\r\n\r\nonly this").await;
+    let upstream = numbered_upstream().await;
+    let route = |name: &str, addr: std::net::SocketAddr| {
+        format!("[upstreams.{name}]\ntargets = [\"{addr}\"]\n\n[[routes]]\npath_prefix = \"/{name}\"\nupstream = \"{name}\"\n[[routes.plugins]]\nplugin = \"builtin:proxy-cache\"\n\n")
+    };
+    let config = format!("{}{}{}", route("corrupt", corrupt), route("cut", cut), config(""));
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let (a, b) = twice(&client, &gw, "/corrupt/x").await;
+    for r in [&a, &b] {
+        assert_eq!((r.status.as_u16(), cache_status(r).as_str()), (200, "Miss"));
+        assert_eq!((r.header("content-encoding").as_deref(), &r.body[..]), (Some("gzip"), &b"not gzip!"[..]), "as the upstream sent it");
+    }
+    let r = get(&client, &gw, "/cut/x", &[]).await;
+    assert_eq!(r.status.as_u16(), 502, "{}", r.text());
+    // Still serving, and still caching.
+    let (a, b) = twice(&client, &gw, "/other").await;
+    assert_eq!((a.status.as_u16(), cache_status(&a).as_str(), cache_status(&b).as_str()), (200, "Miss", "Hit"));
+    gw.stop().await;
+}

@@ -539,6 +539,49 @@ impl HostResponse for HostState {
 mod tests {
     use super::*;
 
+    /// A plugin's state in a call of `on-request` (`response_phase` false) or `on-response`, for a
+    /// plain GET, the chain entry at index 0 running.
+    fn in_call(reads_response_body: bool, response_phase: bool) -> HostState {
+        let mut state = HostState::new("p".into(), 1 << 20, std::time::Duration::from_millis(10));
+        let request = crate::plugin_trial::parse_request("t.http", "GET / HTTP/1.1\n\n").expect("a request");
+        state.request = Some(request);
+        state.reads_response_body = reads_response_body;
+        state.begin_call(false, response_phase);
+        state
+    }
+
+    #[test]
+    fn limit_response_body_counts_only_from_on_request_of_a_body_reading_plugin() {
+        let limit = |state: &HostState| state.request.as_ref().and_then(|r| r.response_edits.body_limit(0));
+        let mut reads = in_call(true, false);
+        reads.limit_response_body(Resource::new_borrow(0), 1024);
+        assert_eq!(limit(&reads), Some(1024));
+        // Undeclared, or too late: ignored (and logged), the body stays as the descriptor says.
+        let mut undeclared = in_call(false, false);
+        undeclared.limit_response_body(Resource::new_borrow(0), 1024);
+        assert_eq!(limit(&undeclared), None);
+        let mut late = in_call(true, true);
+        late.limit_response_body(Resource::new_borrow(0), 1024);
+        assert_eq!(limit(&late), None);
+    }
+
+    #[test]
+    fn context_remove_works_in_both_phases_and_has_body_tells_what_the_client_sent() {
+        for response_phase in [false, true] {
+            let mut state = in_call(false, response_phase);
+            state.context_set(Resource::new_borrow(0), "consumer.anonymous".into(), "true".into());
+            state.context_remove(Resource::new_borrow(0), "consumer.anonymous".into());
+            state.context_remove(Resource::new_borrow(0), "never-set".into());
+            assert_eq!(state.context_get(Resource::new_borrow(0), "consumer.anonymous".into()), None);
+            assert!(!state.has_body(Resource::new_borrow(0)));
+        }
+        let mut state = in_call(false, false);
+        if let Some(r) = state.request.as_mut() {
+            r.client_body = true;
+        }
+        assert!(state.has_body(Resource::new_borrow(0)));
+    }
+
     #[test]
     fn response_edits_from_plugins_are_validated() {
         let log = LogBudget::new("p".into());
