@@ -22,7 +22,10 @@ use hyper::body::Incoming;
 /// - `/cookie`: a `Set-Cookie`;
 /// - `/vary/<value>`: `Vary: <value>`;
 /// - `/status/<code>`: that status;
-/// - `/big/<bytes>`: a body of that many bytes.
+/// - `/big/<bytes>`: a body of that many bytes;
+/// - `/etag/<tag>`: an origin with validators (`ETag: "<tag>"`, a fixed `Last-Modified`,
+///   `max-age=60`, or `no-store` with the query `nostore`) that answers its own conditions with
+///   a `304`, as a real one does, and says which it got.
 async fn numbered_upstream() -> Upstream {
     let count = Arc::new(AtomicUsize::new(0));
     Upstream::with_handler(move |req: Request<Incoming>| {
@@ -32,6 +35,24 @@ async fn numbered_upstream() -> Upstream {
             let header = |name: &str| req.headers().get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
             if let Some(size) = path.strip_prefix("/big/").and_then(|s| s.parse::<usize>().ok()) {
                 return Response::new(Full::new(Bytes::from(vec![b'x'; size])));
+            }
+            if let Some(tag) = path.strip_prefix("/etag/") {
+                let etag = format!("\"{tag}\"");
+                let (inm, ims) = (header("if-none-match"), header("if-modified-since"));
+                let modified = httpdate::parse_http_date(ETAG_LAST_MODIFIED).expect("date");
+                let not_modified = if inm.is_empty() {
+                    httpdate::parse_http_date(&ims).is_ok_and(|since| modified <= since)
+                } else {
+                    inm.split(',').any(|t| t.trim().trim_start_matches("W/") == etag)
+                };
+                let body = if not_modified { String::new() } else { format!("n={n} inm={inm} ims={ims} if-match={}", header("if-match")) };
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                *r.status_mut() = if not_modified { http::StatusCode::NOT_MODIFIED } else { http::StatusCode::OK };
+                let cc = if req.uri().query() == Some("nostore") { "no-store" } else { "max-age=60" };
+                for (name, value) in [("etag", etag.as_str()), ("last-modified", ETAG_LAST_MODIFIED), ("cache-control", cc), ("content-type", "text/plain")] {
+                    r.headers_mut().insert(name, value.parse().expect("value"));
+                }
+                return r;
             }
             let body = format!(
                 "n={n} path={path} query={} lang={} consumer={}",
@@ -67,6 +88,9 @@ async fn numbered_upstream() -> Upstream {
     })
     .await
 }
+
+/// The `Last-Modified` of the `/etag/` answers.
+const ETAG_LAST_MODIFIED: &str = "Tue, 01 Dec 2026 10:00:00 GMT";
 
 /// One route through `builtin:proxy-cache` with this config (inline table body).
 fn config(cache: &str) -> String {
@@ -787,5 +811,69 @@ async fn a_misbehaving_upstream_on_a_cached_route_is_answered_and_nothing_is_sto
     // Still serving, and still caching.
     let (a, b) = twice(&client, &gw, "/other").await;
     assert_eq!((a.status.as_u16(), cache_status(&a).as_str(), cache_status(&b).as_str()), (200, "Miss", "Hit"));
+    gw.stop().await;
+}
+
+/// A 304, as the gateway sent it: no body, the validators, nothing describing a body.
+fn assert_not_modified(r: &Reply, cache: &str) {
+    assert_eq!((r.status.as_u16(), cache_status(r).as_str()), (304, cache), "{}", r.text());
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("etag").as_deref(), Some("\"v1\""));
+    assert_eq!(r.header("last-modified").as_deref(), Some(ETAG_LAST_MODIFIED));
+    assert_eq!(r.header("cache-control").as_deref(), Some("max-age=60"));
+    assert_eq!(r.header("content-type"), None);
+}
+
+#[tokio::test]
+async fn a_client_that_holds_the_answer_gets_a_304_from_a_hit_or_a_miss() {
+    let (upstream, gw) = start("").await;
+    let client = HttpClient::http1();
+    // A browser revalidating against an empty cache: the upstream is asked for the whole
+    // answer (a 304 could not be stored), the client still gets its 304.
+    let first = get(&client, &gw, "/etag/v1", &[("if-none-match", "\"v1\"")]).await;
+    assert_not_modified(&first, "Miss");
+    let full = get(&client, &gw, "/etag/v1", &[]).await;
+    assert_eq!((full.status.as_u16(), cache_status(&full).as_str()), (200, "Hit"));
+    assert_eq!(full.text(), "n=1 inm= ims= if-match=", "stored from the one upstream call, which saw no condition");
+    assert_eq!(full.header("content-type").as_deref(), Some("text/plain"));
+    // From the entry: weak comparison, lists, `*`, If-Modified-Since; HEAD alike.
+    for inm in ["W/\"v1\"", "\"v0\", \"v1\"", "*"] {
+        assert_not_modified(&get(&client, &gw, "/etag/v1", &[("if-none-match", inm)]).await, "Hit");
+    }
+    assert_not_modified(&get(&client, &gw, "/etag/v1", &[("if-modified-since", ETAG_LAST_MODIFIED)]).await, "Hit");
+    assert_not_modified(&get(&client, &gw, "/etag/v1", &[("if-modified-since", "Wed, 02 Dec 2026 08:00:00 GMT")]).await, "Hit");
+    let head = client.request("HEAD", &gw.url("/etag/v1"), &[("if-none-match", "\"v1\"")], b"").await;
+    assert_not_modified(&head, "Hit");
+    // The client holds something else: the stored answer, whole.
+    for (name, value) in [("if-none-match", "\"v0\""), ("if-modified-since", "Mon, 30 Nov 2026 10:00:00 GMT"), ("if-none-match", "v1")] {
+        let r = get(&client, &gw, "/etag/v1", &[(name, value)]).await;
+        assert_eq!((r.status.as_u16(), cache_status(&r).as_str(), r.text().as_str()), (200, "Hit", "n=1 inm= ims= if-match="), "{name}: {value}");
+    }
+    // If-None-Match decides when both are sent (RFC 9110 13.2.2).
+    let both = get(&client, &gw, "/etag/v1", &[("if-none-match", "\"v0\""), ("if-modified-since", ETAG_LAST_MODIFIED)]).await;
+    assert_eq!((both.status.as_u16(), cache_status(&both).as_str()), (200, "Hit"));
+    assert_eq!(upstream.hits(), 1);
+    // If-Match guards a change: the upstream evaluates it.
+    let guarded = get(&client, &gw, "/etag/v1", &[("if-match", "\"v1\"")]).await;
+    assert_eq!((guarded.status.as_u16(), cache_status(&guarded).as_str()), (200, "Bypass"));
+    assert_eq!(guarded.text(), "n=2 inm= ims= if-match=\"v1\"");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_stored_is_still_a_304_for_a_client_that_holds_it() {
+    let (upstream, gw) = start("").await;
+    let client = HttpClient::http1();
+    let r = get(&client, &gw, "/etag/v1?nostore", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!((r.status.as_u16(), cache_status(&r).as_str()), (304, "Miss"));
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("content-type"), None);
+    let r = get(&client, &gw, "/etag/v1?nostore", &[("if-none-match", "\"v0\"")]).await;
+    assert_eq!((r.status.as_u16(), cache_status(&r).as_str(), r.text().as_str()), (200, "Miss", "n=2 inm= ims= if-match="));
+    assert_eq!(upstream.hits(), 2, "nothing was stored");
+    // Bypassing requests keep their conditions: the upstream answers them.
+    let r = get(&client, &gw, "/etag/v1", &[("if-none-match", "\"v1\""), ("cache-control", "no-cache")]).await;
+    assert_eq!((r.status.as_u16(), cache_status(&r).as_str()), (304, "Bypass"));
+    assert_eq!(upstream.hits(), 3);
     gw.stop().await;
 }

@@ -20,8 +20,11 @@
 //! the response may be stored, one `set` in the response phase (`X-Cache-Status: Miss`); a
 //! request the cache may not answer costs nothing (`X-Cache-Status: Bypass`): another method,
 //! a `GET` or `HEAD` with a body (the body is not part of the key; `Request::has_body` tells,
-//! without buffering it), a client's `no-cache`. If the backend
-//! fails, the request goes on uncached (`Bypass`), logged.
+//! without buffering it), a client's `no-cache`, `If-Match`. If the backend
+//! fails, the request goes on uncached (`Bypass`), logged. A client that holds the answer
+//! (`If-None-Match`, `If-Modified-Since`) gets a `304` from a hit, and from a miss, whose
+//! upstream request goes without those conditions so that a whole answer can be stored
+//! ([`conditional`]).
 //!
 //! The phases: answering in the request phase skips the later plugins and the upstream, while
 //! the response phases of this plugin and the ones before it still run (so a hit goes through
@@ -42,6 +45,7 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 pub mod cache_control;
+pub mod conditional;
 pub mod config;
 pub mod entry;
 pub mod key;
@@ -50,12 +54,19 @@ use airlock_sdk::state::{self, StateError};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseEdit, ResponseInit, export_plugin, log};
 
 use cache_control::Directives;
+use conditional::{Conditions, IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use config::{Config, MAX_STATE_VALUE_BYTES, MethodClass, Settings};
 use entry::Entry;
 use key::KeyBuilder;
 
 /// The request context key under which a miss hands its cache key to the response phase.
 pub const CONTEXT_KEY: &str = "proxy-cache.key";
+
+/// The request context keys under which a miss hands the client's conditions (taken off the
+/// upstream request) to the response phase.
+const CONTEXT_IF_NONE_MATCH: &str = "proxy-cache.if-none-match";
+/// See [`CONTEXT_IF_NONE_MATCH`].
+const CONTEXT_IF_MODIFIED_SINCE: &str = "proxy-cache.if-modified-since";
 
 /// The header telling the client how the cache handled its request.
 const STATUS_HEADER: &str = "x-cache-status";
@@ -115,6 +126,11 @@ impl Plugin for ProxyCache {
                 return bypass(req);
             }
         }
+        // Conditions that guard a change (`If-Match`, `If-Unmodified-Since`) are the upstream's
+        // to evaluate: answering them from a stored answer could skip a 412.
+        if conditional::NOT_EVALUATED.iter().any(|name| req.header(name).is_some()) {
+            return bypass(req);
+        }
         // An earlier proxy-cache in this chain handles the request: this one stands aside
         // rather than have both store under one context key.
         if req.context_get(CONTEXT_KEY).is_some() {
@@ -132,7 +148,7 @@ impl Plugin for ProxyCache {
         let key = self.key(req);
         match state::get(&key) {
             Ok(Some(bytes)) => match Entry::decode(&bytes) {
-                Ok(entry) => return Action::Respond(hit(entry, now_ms())),
+                Ok(entry) => return Action::Respond(hit(entry, now_ms(), client_conditions(req).as_ref())),
                 // Another format, or damaged: a miss, overwritten by this request's answer.
                 Err(e) => log::debug(format!("cache entry not used: {e}")),
             },
@@ -145,6 +161,18 @@ impl Plugin for ProxyCache {
         if class == MethodClass::Get {
             req.context_set(CONTEXT_KEY, &key);
             req.limit_response_body(self.settings.max_body_bytes as u64);
+            // A 304 from the upstream could not fill the cache: it sends the whole answer, which
+            // is checked against the client's conditions on the way back.
+            if let Some(conditions) = client_conditions(req) {
+                req.remove_header(IF_NONE_MATCH);
+                req.remove_header(IF_MODIFIED_SINCE);
+                if let Some(v) = &conditions.if_none_match {
+                    req.context_set(CONTEXT_IF_NONE_MATCH, v);
+                }
+                if let Some(v) = &conditions.if_modified_since {
+                    req.context_set(CONTEXT_IF_MODIFIED_SINCE, v);
+                }
+            }
         } else {
             req.limit_response_body(0);
         }
@@ -152,7 +180,9 @@ impl Plugin for ProxyCache {
         Action::Continue
     }
 
-    /// Stores a missed `GET`'s response, if it may be stored. Does nothing for hits and bypasses.
+    /// Stores a missed `GET`'s response, if it may be stored, then answers the client's
+    /// conditions the upstream did not see: a `200` they match leaves as a `304`. Does nothing
+    /// for hits and bypasses.
     fn on_response(&self, req: &Request, resp: &Response) {
         let Some(key) = req.context_get(CONTEXT_KEY) else { return };
         match self.storable(resp) {
@@ -162,6 +192,18 @@ impl Plugin for ProxyCache {
                 }
             }
             Err(why) => log::debug(format!("response not stored: {why}")),
+        }
+        let conditions = Conditions {
+            if_none_match: req.context_get(CONTEXT_IF_NONE_MATCH),
+            if_modified_since: req.context_get(CONTEXT_IF_MODIFIED_SINCE),
+        };
+        if !conditions.is_empty()
+            && conditions.not_modified(resp.status(), resp.header("etag").as_deref(), resp.header("last-modified").as_deref())
+        {
+            resp.set_status(304);
+            for name in conditional::NOT_IN_304 {
+                resp.remove_header(name);
+            }
         }
     }
 }
@@ -246,15 +288,33 @@ impl ProxyCache {
     }
 }
 
-/// The answer for a hit: the stored status, headers and body, its `Age`, and `X-Cache-Status: Hit`.
-fn hit(entry: Entry, now_ms: u64) -> ResponseInit {
+/// The answer for a hit: the stored status, headers and body, its `Age`, and `X-Cache-Status:
+/// Hit`; a `304` with the stored headers that do not describe the body when the client's
+/// conditions say it holds the stored answer.
+fn hit(entry: Entry, now_ms: u64, conditions: Option<&Conditions>) -> ResponseInit {
     let age = entry.age_at(now_ms);
-    let mut init = ResponseInit::new(entry.status);
+    let stored = |name: &str| entry.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
+    let not_modified = conditions.is_some_and(|c| c.not_modified(entry.status, stored("etag"), stored("last-modified")));
+    let mut init = ResponseInit::new(if not_modified { 304 } else { entry.status });
     init.headers = entry.headers;
+    if not_modified {
+        init.headers.retain(|(name, _)| !conditional::NOT_IN_304.contains(&name.as_str()));
+    } else {
+        init.body = entry.body;
+    }
     init.headers.push(("age".into(), age.to_string().into_bytes()));
     init.headers.push((STATUS_HEADER.into(), b"Hit".to_vec()));
-    init.body = entry.body;
     init
+}
+
+/// The client's `If-None-Match` / `If-Modified-Since`, if it sent any as text.
+fn client_conditions(req: &Request) -> Option<Conditions> {
+    let if_none_match = req.header_all(IF_NONE_MATCH);
+    let if_modified_since = req.header(IF_MODIFIED_SINCE);
+    if if_none_match.is_empty() && if_modified_since.is_none() {
+        return None;
+    }
+    Conditions::from_lines(&if_none_match, if_modified_since.as_deref())
 }
 
 /// A `Content-Length` value, if it is one number.
@@ -298,7 +358,7 @@ mod tests {
             headers: vec![("content-type".into(), b"text/plain".to_vec())],
             body: b"gone".to_vec(),
         };
-        let init = hit(entry, 13_500);
+        let init = hit(entry, 13_500, None);
         assert_eq!(init.status, 404);
         assert_eq!(init.body, b"gone");
         assert_eq!(
@@ -309,6 +369,37 @@ mod tests {
                 ("x-cache-status".to_owned(), b"Hit".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn a_hit_the_client_holds_is_a_304_without_the_body_and_its_description() {
+        let entry = Entry {
+            status: 200,
+            stored_at_ms: 10_000,
+            age_secs: 0,
+            headers: vec![
+                ("content-type".into(), b"text/plain".to_vec()),
+                ("etag".into(), b"\"v1\"".to_vec()),
+                ("cache-control".into(), b"max-age=60".to_vec()),
+            ],
+            body: b"hello".to_vec(),
+        };
+        let held = Conditions { if_none_match: Some("W/\"v1\"".into()), if_modified_since: None };
+        let init = hit(entry.clone(), 12_000, Some(&held));
+        assert_eq!(init.status, 304);
+        assert!(init.body.is_empty());
+        assert_eq!(
+            init.headers,
+            [
+                ("etag".to_owned(), b"\"v1\"".to_vec()),
+                ("cache-control".to_owned(), b"max-age=60".to_vec()),
+                ("age".to_owned(), b"2".to_vec()),
+                ("x-cache-status".to_owned(), b"Hit".to_vec())
+            ]
+        );
+        let other = Conditions { if_none_match: Some("\"v0\"".into()), if_modified_since: None };
+        let init = hit(entry, 12_000, Some(&other));
+        assert_eq!((init.status, init.body.as_slice()), (200, b"hello".as_slice()));
     }
 
     #[test]
