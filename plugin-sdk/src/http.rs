@@ -129,7 +129,8 @@ impl Request {
         self.0.client_ip()
     }
 
-    /// `"http"` or `"https"`: the scheme the client used to reach the gateway.
+    /// `"http"` or `"https"`: the scheme the client used to reach the gateway (behind the
+    /// listener's `trusted_proxies`, the one their `X-Forwarded-Proto` names).
     pub fn scheme(&self) -> String {
         self.0.scheme()
     }

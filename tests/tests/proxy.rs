@@ -246,6 +246,38 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
     gw.stop().await;
 }
 
+/// Behind a trusted balancer that terminates TLS, the client's scheme is the balancer's
+/// `X-Forwarded-Proto`; from anyone else the header is the gateway's own.
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_proto_is_the_requests_scheme() {
+    let upstream = Upstream::start().await;
+    let client = HttpClient::http1();
+    let behind = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\n{PLAIN}");
+    let gw = Gateway::start(&behind, Some(&upstream)).await;
+    let proto = |sent: &'static [&'static str]| {
+        let (client, url) = (client.clone(), gw.url("/x"));
+        async move {
+            let headers: Vec<(&str, &str)> = sent.iter().map(|v| ("x-forwarded-proto", *v)).collect();
+            client.request("GET", &url, &headers, b"").await.upstream_header("x-forwarded-proto")
+        }
+    };
+    assert_eq!(proto(&["https"]).await, ["https"]);
+    assert_eq!(proto(&["HTTPS"]).await, ["https"]);
+    assert_eq!(proto(&["http"]).await, ["http"]);
+    // Unclear: the listener's own scheme.
+    assert_eq!(proto(&[]).await, ["http"]);
+    assert_eq!(proto(&["https, http"]).await, ["http"]);
+    assert_eq!(proto(&["https", "https"]).await, ["http"]);
+    assert_eq!(proto(&["ftp"]).await, ["http"]);
+    gw.stop().await;
+
+    // Not a trusted peer: a client's claim is replaced.
+    let gw = Gateway::start(PLAIN, Some(&upstream)).await;
+    let r = client.request("GET", &gw.url("/x"), &[("x-forwarded-proto", "https")], b"").await;
+    assert_eq!(r.upstream_header("x-forwarded-proto"), ["http"]);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn forwarded_headers_via_and_request_id() {
     let upstream = Upstream::start().await;

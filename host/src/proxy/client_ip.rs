@@ -11,6 +11,12 @@
 //! and quota `ip` keys, `ip-restrict`), what the access log and usage analytics record. The TCP
 //! peer stays available to plugins as `client-addr`, and is what the gateway appends to
 //! `X-Forwarded-For` on its way upstream.
+//!
+//! A trusted proxy that terminates TLS (AWS ALB, a GCP or Cloudflare balancer) says the scheme
+//! the client used in `X-Forwarded-Proto`: believed from a trusted peer only
+//! ([`TrustedProxies::forwarded_proto`]), it is the request's scheme, for plugins and upstreams
+//! alike. Without it an `https` client behind such a balancer would reach upstreams as `http`
+//! (links and redirects built from it would say `http://`).
 
 use std::net::IpAddr;
 
@@ -60,6 +66,28 @@ impl TrustedProxies {
             }
         }
         client
+    }
+
+    /// The scheme the client used, as a trusted peer says in `X-Forwarded-Proto`: `None` when
+    /// the peer is not trusted, or the header is not one field saying `http` or `https` (any
+    /// case), so the listener's own scheme stands. Not walked as `X-Forwarded-For` is: balancers
+    /// set this header, they do not append to it.
+    pub fn forwarded_proto(&self, peer: IpAddr, headers: &HeaderMap) -> Option<&'static str> {
+        if !self.trusts(canonical(peer)) {
+            return None;
+        }
+        let mut fields = headers.get_all("x-forwarded-proto").iter();
+        let value = fields.next()?.as_bytes().trim_ascii();
+        if fields.next().is_some() {
+            return None;
+        }
+        if value.eq_ignore_ascii_case(b"https") {
+            Some("https")
+        } else if value.eq_ignore_ascii_case(b"http") {
+            Some("http")
+        } else {
+            None
+        }
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
@@ -136,6 +164,27 @@ mod tests {
     fn ipv4_mapped_peers_are_read_as_ipv4() {
         assert_eq!(client(&[], "::ffff:192.0.2.1", &[]), "192.0.2.1");
         assert_eq!(client(&["192.0.2.0/24"], "::ffff:192.0.2.1", &["::ffff:203.0.113.4"]), "203.0.113.4");
+    }
+
+    #[test]
+    fn the_scheme_is_believed_from_a_trusted_peer_saying_one_of_http_and_https() {
+        let trusted: TrustedProxies = ["10.0.0.0/8"].iter().map(|t| TrustedProxies::network(t).unwrap()).collect();
+        let proto = |peer: &str, fields: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for field in fields {
+                headers.append("x-forwarded-proto", field.parse().unwrap());
+            }
+            trusted.forwarded_proto(peer.parse().unwrap(), &headers)
+        };
+        assert_eq!(proto("10.0.0.2", &["https"]), Some("https"));
+        assert_eq!(proto("10.0.0.2", &[" HTTPS "]), Some("https"));
+        assert_eq!(proto("::ffff:10.0.0.2", &["http"]), Some("http"));
+        assert_eq!(proto("198.51.100.7", &["https"]), None, "an untrusted peer");
+        assert_eq!(proto("10.0.0.2", &[]), None);
+        for unclear in [&["https", "http"][..], &["https, http"], &["wss"], &[""]] {
+            assert_eq!(proto("10.0.0.2", unclear), None, "{unclear:?}");
+        }
+        assert_eq!(TrustedProxies::default().forwarded_proto("10.0.0.2".parse().unwrap(), &HeaderMap::new()), None);
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub struct ConnectionInfo {
     pub client: std::net::IpAddr,
     /// Which `[[listeners]]` entry accepted the connection (its index in the config).
     pub listener: usize,
-    /// "http" or "https".
+    /// "http" or "https": the listener's, or behind its trusted proxies the one their
+    /// `X-Forwarded-Proto` names ([`client_ip`]); resolved per request by [`Gateway::handle`].
     pub scheme: &'static str,
 }
 
@@ -99,6 +100,9 @@ impl Gateway {
     pub async fn handle(&self, request: Request<Incoming>, mut conn: ConnectionInfo) -> Response<ObservedBody> {
         if let Some(trusted) = self.trusted_proxies.get(conn.listener).filter(|t| !t.is_empty()) {
             conn.client = trusted.client(conn.peer.ip(), request.headers());
+            if let Some(scheme) = trusted.forwarded_proto(conn.peer.ip(), request.headers()) {
+                conn.scheme = scheme;
+            }
         }
         let request_id = headers::request_id(request.headers());
         let mut record = RequestRecord::begin(&self.telemetry, &request, conn, request_id.clone());
