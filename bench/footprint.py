@@ -45,6 +45,7 @@ BUILTINS = {
     "key-auth": "{}",
     "quota": '{ quotas = { daily = { limit = 100000000, period = "day" } } }',
     "rate-limit": '{ limits = [{ name = "b", rate = 100000000, per = "second", burst = 100000000 }] }',
+    "redirect": '{ port = 8443 }',
     "respond": '{ status = 200, body = "ok" }',
     "throttle": '{ rate = 100000000, per = "second", burst = 100000000, max_wait_ms = 1000 }',
     "transform": '{ request = { body = { remove = ["password"] } } }',

@@ -209,6 +209,20 @@ async fn https_with_sni_alpn_and_tls_versions() {
     assert!(err.contains("listeners[0].tls") && err.contains("missing.pem"), "{err}");
 }
 
+/// `builtin:redirect` with `scheme = "https"` lets HTTPS requests through: no loop.
+#[tokio::test]
+async fn a_scheme_redirect_lets_https_through() {
+    let pki = pki();
+    let upstream = Upstream::start().await;
+    let toml = config(pki.dir.path(), "") + "\n[[global.plugins]]\nplugin = \"builtin:redirect\"\nconfig = { scheme = \"https\" }\n";
+    let gw = Gateway::start(&toml, Some(&upstream)).await;
+    let seen = https_get(&gw, "api.example.test", client_config(&pki, &[b"http/1.1"], &[&rustls::version::TLS13], false)).await.expect("https");
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.headers.get("location"), None);
+    assert_eq!(upstream.hits(), 1);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn mtls_refuses_unknown_clients_and_names_known_ones_to_plugins() {
     let pki = pki();
