@@ -46,21 +46,15 @@ pub fn server_config(tls: &ListenerTlsConfig, base_dir: &Path) -> Result<Arc<Ser
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut resolver = SniResolver::default();
     for pair in &tls.certificates {
-        let chain = read_certs(&base_dir.join(pair.cert.get_ref()))?;
-        let key_path = base_dir.join(pair.key.get_ref());
-        let key = PrivateKeyDer::from_pem_file(&key_path)
-            .map_err(|e| TlsError::File { path: key_path.display().to_string(), reason: format!("no private key: {e}") })?;
-        let names = dns_names(&chain[0]);
-        let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
-            let reason = match e {
-                rustls::Error::InconsistentKeys(_) => format!(
-                    "the private key in `{}` is not the key of the certificate (is it another certificate's key?)",
-                    pair.key.get_ref()
-                ),
-                other => other.to_string(),
-            };
-            TlsError::Rustls(format!("{}: {reason}", pair.cert.get_ref()))
+        let certified = certified_key(&base_dir.join(pair.cert.get_ref()), &base_dir.join(pair.key.get_ref()), &provider).map_err(|e| match e {
+            KeyPairError::Cert { path, reason } | KeyPairError::Key { path, reason } => TlsError::File { path, reason },
+            KeyPairError::Mismatch => TlsError::Rustls(format!(
+                "{}: the private key in `{}` is not the key of the certificate (is it another certificate's key?)",
+                pair.cert.get_ref(),
+                pair.key.get_ref()
+            )),
         })?;
+        let names = certified.cert.first().map(dns_names).unwrap_or_default();
         resolver.add(names, Arc::new(certified));
     }
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -88,15 +82,64 @@ pub fn server_config(tls: &ListenerTlsConfig, base_dir: &Path) -> Result<Arc<Ser
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let shown = || path.display().to_string();
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsError::File { path: shown(), reason: e.to_string() })?
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::File { path: shown(), reason: e.to_string() })?;
+    pem_certs(path).map_err(|reason| TlsError::File { path: path.display().to_string(), reason })
+}
+
+/// The certificates of a PEM file, in order; or why not (unreadable, or none in it).
+fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> =
+        CertificateDer::pem_file_iter(path).map_err(|e| e.to_string())?.collect::<Result<_, _>>().map_err(|e| e.to_string())?;
     if certs.is_empty() {
-        return Err(TlsError::File { path: shown(), reason: "no CERTIFICATE in it".into() });
+        return Err("no CERTIFICATE in it".into());
     }
     Ok(certs)
+}
+
+/// Why a certificate chain and its private key could not be loaded as a pair.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyPairError {
+    /// The certificate file could not be read or holds no certificate.
+    #[error("{path}: {reason}")]
+    Cert {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The key file could not be read or holds no private key.
+    #[error("{path}: {reason}")]
+    Key {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The private key is not the key of the chain's first certificate.
+    #[error("the private key is not the key of the certificate")]
+    Mismatch,
+}
+
+/// A certificate chain (PEM, leaf first) and its private key (PEM: PKCS#8, PKCS#1 or SEC1),
+/// checked to belong together: a listener's certificate, or the client certificate an upstream
+/// is shown. Reads the files: call it off the async workers. No error holds key material.
+pub fn certified_key(cert: &Path, key: &Path, provider: &rustls::crypto::CryptoProvider) -> Result<CertifiedKey, KeyPairError> {
+    let chain = pem_certs(cert).map_err(|reason| KeyPairError::Cert { path: cert.display().to_string(), reason })?;
+    let key_error = |reason: String| KeyPairError::Key { path: key.display().to_string(), reason };
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        key_error(match e {
+            rustls::pki_types::pem::Error::NoItemsFound => "no PRIVATE KEY in it".to_owned(),
+            other => other.to_string(),
+        })
+    })?;
+    let signing_key = provider.key_provider.load_private_key(key_der).map_err(|e| key_error(format!("unusable private key: {e}")))?;
+    // As `CertifiedKey::from_der`, telling a key that is another certificate's from a first
+    // certificate that cannot be read.
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(KeyPairError::Mismatch),
+        Err(e) => Err(KeyPairError::Cert { path: cert.display().to_string(), reason: format!("its first certificate cannot be read: {e}") }),
+    }
 }
 
 /// The DNS names a certificate is for (its SANs, else its subject CN), lower-case.
@@ -163,5 +206,30 @@ impl ResolvesServerCert for SniResolver {
             }
         }
         self.default.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The PEM files of the upstream client certificate config fixtures.
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tls").join(name)
+    }
+
+    #[test]
+    fn a_certificate_and_its_key_are_loaded_only_together() {
+        let provider = rustls::crypto::ring::default_provider();
+        let pair = certified_key(&fixture("client.pem"), &fixture("client.key"), &provider).expect("a PKCS#8 key and its certificate");
+        assert_eq!(pair.cert.len(), 1);
+        // `other.key` (SEC1) is read, and found to be another certificate's.
+        assert!(matches!(certified_key(&fixture("client.pem"), &fixture("other.key"), &provider), Err(KeyPairError::Mismatch)));
+        let no_key = certified_key(&fixture("client.pem"), &fixture("client.pem"), &provider);
+        assert!(matches!(&no_key, Err(KeyPairError::Key { reason, .. }) if reason == "no PRIVATE KEY in it"), "{no_key:?}");
+        let no_cert = certified_key(&fixture("client.key"), &fixture("client.key"), &provider);
+        assert!(matches!(&no_cert, Err(KeyPairError::Cert { reason, .. }) if reason == "no CERTIFICATE in it"), "{no_cert:?}");
+        let missing = certified_key(&fixture("missing.pem"), &fixture("client.key"), &provider);
+        assert!(matches!(&missing, Err(KeyPairError::Cert { path, .. }) if path.ends_with("missing.pem")), "{missing:?}");
     }
 }

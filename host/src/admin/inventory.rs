@@ -68,6 +68,9 @@ pub fn routes(gateway: &Gateway) -> Value {
                     // In `targets` order: each one's weight, and whether it takes requests now.
                     "weights": (0..u.targets.len()).map(|i| u.weight(i)).collect::<Vec<_>>(),
                     "in_rotation": (0..u.targets.len()).map(|i| !u.target_down(i)).collect::<Vec<_>>(),
+                    "balance": u.balance(),
+                    // Requests in flight to each target now, counted with `least_requests` only.
+                    "in_flight": u.target_loads(),
                 })),
                 "timeout_ms": route.timeout.as_millis() as u64,
                 "tunnel_idle_ms": route.tunnel_idle.as_millis() as u64,

@@ -586,7 +586,20 @@ pub enum UpstreamProtocol {
     H2,
 }
 
-/// `[upstreams.<name>.tls]`: how TLS upstreams are verified.
+/// How an upstream chooses the target of a request (`balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round-robin (nginx's default).
+    #[default]
+    RoundRobin,
+    /// The target with the fewest requests in flight for its weight (nginx's `least_conn`,
+    /// Envoy's `LEAST_REQUEST`).
+    LeastRequests,
+}
+
+/// `[upstreams.<name>.tls]`: how TLS upstreams are verified, and the client certificate the
+/// gateway presents to them (mutual TLS).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
@@ -595,6 +608,12 @@ pub struct UpstreamTlsConfig {
     pub ca_file: Option<Spanned<String>>,
     /// Name sent as SNI and checked against the certificate (default: the target's host).
     pub server_name: Option<Spanned<String>>,
+    /// PEM file of the client certificate chain (leaf first) presented to the upstream, relative
+    /// to the config file; needs `key`.
+    pub cert: Option<Spanned<String>>,
+    /// PEM file of `cert`'s private key (PKCS#8, PKCS#1 or SEC1), relative to the config file;
+    /// needs `cert`. Shown as `[redacted]` by `/admin/config`.
+    pub key: Option<Spanned<String>>,
 }
 
 /// Most `weight` a target may have: a weighted upstream's round is made once, as long as the
@@ -734,6 +753,9 @@ pub struct UpstreamConfig {
     /// Session affinity: what a request's target is chosen by (`ip`, `consumer`, `path`,
     /// `header:<name>`, `cookie:<name>`, `query:<name>`) instead of round-robin.
     pub hash_on: Option<Spanned<String>>,
+    /// `round_robin` (default) or `least_requests`: the target with the fewest requests in
+    /// flight for its weight. Not with `hash_on`.
+    pub balance: Option<Spanned<Balance>>,
     /// Most requests in flight to the upstream at once (sent, and not yet answered in full),
     /// per gateway process; one more is answered 503 `upstream_overloaded` without being sent
     /// (Envoy's circuit breaker `max_requests`). None: no limit.

@@ -39,7 +39,8 @@ mod projected {
             /// rest as it arrives ([`buffer_up_to`]).
             Resumed { head: Option<Bytes>, #[pin] rest: Incoming },
             /// Another body, with the concurrency slots its request holds until it is done, and
-            /// its place among its upstream's `max_requests`.
+            /// its hold on its upstream (its place among `max_requests`, its count on a
+            /// `least_requests` target).
             Holding { body: Pin<Box<ProxyBody>>, slots: Vec<SlotGuard>, in_flight: Option<crate::proxy::upstream::InFlight> },
             /// A streamed body cut off when its peer stalls (boxed: most bodies end at once).
             Watched { body: Pin<Box<IdleWatch>> },
@@ -381,4 +382,16 @@ pub fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
         current = e.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every body the proxy passes is moved through each layer: it stays 128 bytes (its `Full`
+    /// variant the largest; bench/README.md), whatever `Holding` holds.
+    #[test]
+    fn a_proxy_body_stays_128_bytes() {
+        assert!(std::mem::size_of::<ProxyBody>() <= 128, "{} bytes", std::mem::size_of::<ProxyBody>());
+    }
 }

@@ -10,7 +10,7 @@
 //! 4. the chain's request phases ([`crate::runtime::PluginChain::run_request_phases`]);
 //! 5. [`Gateway::call_upstream`]: unless a plugin answered (or the gateway answers an OPTIONS
 //!    with `Max-Forwards: 0` itself, [`headers::options_answer`]), send the request upstream (502/504),
-//!    to the target [`upstream::Upstream::pick`] (or `pick_by`, with `hash_on`) chooses, failing
+//!    to the target [`upstream::Upstream::choose`] (or `pick_by`, with `hash_on`) chooses, failing
 //!    over and retrying there;
 //! 6. the chain's response phases, in reverse order;
 //! 7. [`write_response`]: the response as the client gets it, gzipped for a client that accepts
@@ -504,7 +504,8 @@ impl Gateway {
     /// moved, not copied, unless a response phase will still read them (`keep_request`).
     /// `served` is set to the target the request was sent to (the last one tried, after a
     /// failover) once it is sent; `in_flight` to the request's place among the upstream's
-    /// `max_requests` (503 `upstream_overloaded`, not sent, when none is free).
+    /// `max_requests` (503 `upstream_overloaded`, not sent, when none is free) and, with
+    /// `least_requests`, its count on the target it is sent to.
     async fn call_upstream<'a>(
         &'a self,
         route: &'a Route,
@@ -521,7 +522,7 @@ impl Gateway {
         let key_hash = upstream.hash_on().and_then(|on| on.key_hash(state));
         let first = match key_hash {
             Some(key_hash) => upstream.pick_by(key_hash),
-            None => upstream.pick(),
+            None => upstream.choose(in_flight),
         };
         let (target, target_host) = (upstream.target(first), upstream.host_value(first));
         let client_path = client_target.map_or("", PathAndQuery::path);
@@ -610,7 +611,7 @@ impl Gateway {
         let websocket_key = extended_connect.then(|| upgrade::to_extended_connect(&mut request));
 
         *served = Some(upstream.addr(first));
-        let (last, sent) = upstream.send(request, (first, key_hash), target_host_header, route.timeout, body_idle).await;
+        let (last, sent) = upstream.send(request, (first, key_hash), in_flight, target_host_header, route.timeout, body_idle).await;
         if last != first {
             *served = Some(upstream.addr(last));
         }

@@ -1,4 +1,5 @@
-//! Upstreams: named groups of targets, balanced round-robin, each with keep-alive connections
+//! Upstreams: named groups of targets, balanced round-robin (or by the requests in flight to
+//! each, `balance = "least_requests"`: [`Upstream::choose`]), each with keep-alive connections
 //! per request worker speaking the upstream's protocol: HTTP/1.1 (cleartext or TLS, in
 //! [`Http1Pool`]), HTTP/2 with prior knowledge (h2c), or HTTP/2 over TLS negotiated by ALPN (h2).
 //! HTTP/2 connections are shared: requests to one target are multiplexed on one pooled
@@ -17,7 +18,7 @@
 //! to send elsewhere, when the upstream has more than one target and the body is whole.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -36,7 +37,7 @@ use super::http1_pool::{Http1Error, Http1Pool};
 use super::resend;
 use super::target_health::{HealthPolicy, Marked, TargetHealth};
 use super::tls::{self, Alpn, TlsError, TlsSettings};
-use crate::config::{HostHeader, UpstreamProtocol};
+use crate::config::{Balance, HostHeader, UpstreamProtocol};
 use crate::error::GatewayError;
 
 /// Default most idle keep-alive connections kept per target.
@@ -73,13 +74,74 @@ pub struct Upstream {
     checks: Option<Checks>,
     /// Places for requests in flight, with `max_requests` ([`Upstream::admit`]).
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
+    /// Requests in flight per target (in `targets` order), with `balance = "least_requests"`
+    /// only ([`Upstream::choose`]): a round-robin upstream has none and touches none.
+    loads: Option<Arc<[AtomicU32]>>,
     /// Requests refused for want of a place, warned at most every 10 s.
     overloads: crate::telemetry::warn_throttle::WarnThrottle,
 }
 
-/// A request's place among an upstream's `max_requests`: given back when the response has been
-/// sent (it is held by the response body) or dropped.
-pub type InFlight = tokio::sync::OwnedSemaphorePermit;
+/// What a request holds of its upstream while in flight: its place among `max_requests`, and
+/// with `balance = "least_requests"` its count on the target it was sent to (moved to the next
+/// target on a failover). Given back when the response has been sent (the response body holds
+/// it, [`ProxyBody::holding`]) or dropped; a round-robin upstream without `max_requests` makes none.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    /// Its place among `max_requests` ([`Upstream::admit`]), held to be given back when dropped.
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Its count on its target ([`Upstream::choose`]).
+    load: Option<TargetLoad>,
+}
+
+impl InFlight {
+    /// Counts the request on target `i` instead of the one it was counted on (a failover).
+    fn moved_to(&mut self, i: usize) {
+        if let Some(load) = &mut self.load {
+            load.moved_to(i);
+        }
+    }
+}
+
+/// One request counted in flight on one target of a `least_requests` upstream, until dropped.
+#[derive(Debug)]
+struct TargetLoad {
+    /// The upstream's counts, one per target (shared: the request may outlive a reload).
+    loads: Arc<[AtomicU32]>,
+    /// The target it is counted on.
+    target: usize,
+}
+
+impl TargetLoad {
+    /// Counts one more request on `target`.
+    fn new(loads: Arc<[AtomicU32]>, target: usize) -> Self {
+        if let Some(count) = loads.get(target) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        Self { loads, target }
+    }
+
+    /// Moves the count to `target`.
+    fn moved_to(&mut self, target: usize) {
+        if target == self.target {
+            return;
+        }
+        if let Some(count) = self.loads.get(target) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(count) = self.loads.get(self.target) {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.target = target;
+    }
+}
+
+impl Drop for TargetLoad {
+    fn drop(&mut self) {
+        if let Some(count) = self.loads.get(self.target) {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 
 /// What an upstream keeps per target, made once and shared by every request.
 struct TargetSlot {
@@ -147,6 +209,8 @@ pub struct UpstreamSettings {
     pub hash_on: Option<HashOn>,
     /// Most requests in flight at once (`max_requests`), if limited.
     pub max_requests: Option<u32>,
+    /// How a request's target is chosen when not by `hash_on` (`balance`).
+    pub balance: Balance,
 }
 
 /// One attempt at one target.
@@ -187,6 +251,7 @@ impl Upstream {
             })
             .collect();
         let round = weighted_round(&settings.weights, targets.len());
+        let loads = (settings.balance == Balance::LeastRequests).then(|| targets.iter().map(|_| AtomicU32::new(0)).collect());
         Ok(Self {
             name: name.into(),
             slots,
@@ -200,6 +265,7 @@ impl Upstream {
             round,
             clients,
             in_flight: settings.max_requests.map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
+            loads,
             overloads: crate::telemetry::warn_throttle::WarnThrottle::new(Duration::from_secs(10)),
             settings,
             checks,
@@ -212,7 +278,7 @@ impl Upstream {
     pub fn admit(&self) -> Result<Option<InFlight>, SendError> {
         let Some(places) = &self.in_flight else { return Ok(None) };
         match places.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Some(permit)),
+            Ok(permit) => Ok(Some(InFlight { _place: Some(permit), load: None })),
             Err(_) => {
                 let limit = self.settings.max_requests.unwrap_or_default();
                 if let Some(refused) = self.overloads.record() {
@@ -231,9 +297,10 @@ impl Upstream {
     /// Whether this upstream is what `targets` and `settings` would build, so that a reload may
     /// keep it, with its pooled connections and its targets' health, instead of building a new
     /// one that connects again (a TLS handshake per connection for `https://` targets). Not with
-    /// a `tls.ca_file`: the file may have changed (a rotated CA), and a reload must read it again.
+    /// a `tls.ca_file` or a client certificate (`tls.cert`, `tls.key`): the files may have changed
+    /// at the same paths (a rotated CA or certificate), and a reload must read them again.
     pub fn built_as(&self, targets: &[Authority], settings: &UpstreamSettings) -> bool {
-        let reads_files = settings.tls.as_ref().is_some_and(|tls| tls.ca_file.is_some());
+        let reads_files = settings.tls.as_ref().is_some_and(|tls| tls.ca_file.is_some() || tls.client_cert.is_some());
         !reads_files && self.targets == targets && self.settings == *settings
     }
 
@@ -311,6 +378,62 @@ impl Upstream {
             }
         }
         first
+    }
+
+    /// The target for a request not placed by `hash_on`: the next in the weighted round
+    /// ([`Upstream::pick`]), or with `balance = "least_requests"` the least loaded
+    /// (`pick_least`, below), which `in_flight` then counts until the response is done.
+    /// A round-robin upstream touches neither `in_flight` nor any count.
+    pub fn choose(&self, in_flight: &mut Option<InFlight>) -> usize {
+        let Some(loads) = &self.loads else { return self.pick() };
+        let i = self.pick_least(loads);
+        in_flight.get_or_insert_default().load = Some(TargetLoad::new(loads.clone(), i));
+        i
+    }
+
+    /// `least_requests`: the target with the fewest requests in flight for its weight among
+    /// those in rotation (weight 0 never, marked down skipped), compared as nginx's `least_conn`
+    /// compares them ([`least_loaded`]).
+    ///
+    /// Ties go by the weighted round: the scan starts at the target whose turn it is
+    /// ([`weighted_round`]) and the first of the least loaded from there wins. So with nothing
+    /// in flight (sequential requests, light traffic) requests go exactly as round-robin sends
+    /// them, by weight (nginx's `least_conn` falls back to weighted round-robin among ties too),
+    /// and equal targets share them evenly instead of the first listed taking every tie. A full
+    /// scan rather than Envoy's power of two random choices: an upstream has a few targets (one
+    /// relaxed load each), a scan always finds the least loaded (two random choices may compare
+    /// two busy targets while a third is idle) and is deterministic; P2C pays off with hundreds
+    /// of hosts. Choosing and counting are not one atomic step: two requests choosing at the
+    /// same instant may take the same target, which the next choices even out.
+    fn pick_least(&self, loads: &[AtomicU32]) -> usize {
+        let n = self.slots.len();
+        if n == 1 {
+            return 0;
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.round.len().max(1);
+        let start = self.round.get(turn).map_or(0, |&i| i as usize);
+        let load = |i: usize| loads.get(i).map_or(0, |count| count.load(Ordering::Relaxed));
+        // Marked down: skipped, read without a side effect (`usable` then claims the one request
+        // that tries a target again once its `fail_timeout` has run out).
+        let up = least_loaded(start, n, |i| (!self.slots[i].health.is_down()).then(|| (load(i), self.slots[i].weight)));
+        match up {
+            Some(i) if self.usable(i) => i,
+            // Another request took the one try of a target whose `fail_timeout` ran out.
+            Some(_) => self.pick(),
+            // Every target marked down: the least loaded all the same (never refused for it).
+            None => least_loaded(start, n, |i| Some((load(i), self.slots[i].weight))).unwrap_or(start),
+        }
+    }
+
+    /// How its targets are chosen when not by `hash_on` (`balance`).
+    pub fn balance(&self) -> Balance {
+        self.settings.balance
+    }
+
+    /// Requests in flight to each target now, in `targets` order: counted with
+    /// `balance = "least_requests"` only (`None` otherwise).
+    pub fn target_loads(&self) -> Option<Vec<u32>> {
+        self.loads.as_ref().map(|loads| loads.iter().map(|count| count.load(Ordering::Relaxed)).collect())
     }
 
     /// What a request's target is chosen by (`hash_on`), when not round-robin.
@@ -423,7 +546,8 @@ impl Upstream {
     /// idempotent request with a whole body), is left for the next one not marked down (the
     /// key's next best, with `hash_on`: where its requests go once the target is marked down),
     /// each target at most once, all within the deadline below. `rewrite_host`: the `Host` header is
-    /// the target's (`host_header = "upstream"`), so it changes with the target.
+    /// the target's (`host_header = "upstream"`), so it changes with the target. `in_flight`: the
+    /// request's hold on the upstream ([`Upstream::choose`]); its count moves with the target.
     ///
     /// The wait for the response head (`timeout`) starts once the request body has been sent,
     /// as Envoy's route timeout does: a large upload on a slow link is not the upstream being
@@ -434,6 +558,7 @@ impl Upstream {
         &self,
         mut request: Request<ProxyBody>,
         (first, key_hash): (usize, Option<u64>),
+        in_flight: &mut Option<InFlight>,
         rewrite_host: bool,
         timeout: Duration,
         body_idle: Duration,
@@ -497,6 +622,9 @@ impl Upstream {
                         drop(response);
                         tracing::debug!(upstream = &*self.name, target = &*self.slot(target).addr, next = &*self.slot(next).addr, "{error}; trying the next target");
                         self.retarget(&mut again, next, rewrite_host)?;
+                        if let Some(held) = in_flight.as_mut() {
+                            held.moved_to(next);
+                        }
                         target = next;
                         last.store(next, Ordering::Relaxed);
                         request = again;
@@ -522,6 +650,9 @@ impl Upstream {
                 };
                 tracing::debug!(upstream = &*self.name, target = &*self.slot(target).addr, next = &*self.slot(next).addr, "{error}; trying the next target");
                 self.retarget(&mut back, next, rewrite_host)?;
+                if let Some(held) = in_flight.as_mut() {
+                    held.moved_to(next);
+                }
                 target = next;
                 last.store(next, Ordering::Relaxed);
                 request = *back;
@@ -635,6 +766,25 @@ fn weighted_round(weights: &[u32], n: usize) -> Box<[u32]> {
         round.push(best as u32);
     }
     round.into_boxed_slice()
+}
+
+/// `least_requests`' choice among `n` targets: the one with the fewest requests in flight for
+/// its weight (`in_flight / weight`, compared exactly as `a.in_flight * b.weight <
+/// b.in_flight * a.weight`, as nginx's `least_conn` does), scanning from `start`, so that of
+/// equally loaded ones the first found from there wins. `load(i)`: target `i`'s requests in
+/// flight and weight, or `None` when it may not be chosen; weight 0 is never chosen. `None` when
+/// none may be.
+fn least_loaded(start: usize, n: usize, load: impl Fn(usize) -> Option<(u32, u32)>) -> Option<usize> {
+    let mut best: Option<(usize, u64, u64)> = None;
+    for k in 0..n {
+        let i = (start + k) % n;
+        let Some((count, weight)) = load(i).filter(|&(_, weight)| weight > 0) else { continue };
+        let (count, weight) = (u64::from(count), u64::from(weight));
+        if best.is_none_or(|(_, best_count, best_weight)| count * best_weight < best_count * weight) {
+            best = Some((i, count, weight));
+        }
+    }
+    best.map(|(i, _, _)| i)
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -771,5 +921,131 @@ mod tests {
         assert_eq!(&*weighted_round(&[4, 4, 4], 3), [0, 1, 2], "equal weights: one turn each");
         assert_eq!(&*weighted_round(&[30, 10], 2), [0, 0, 1, 0], "reduced by the common divisor");
         assert_eq!(&*weighted_round(&[2, 0, 1], 3), [0, 2, 0], "weight 0: never in the round");
+    }
+
+    /// `least_loaded` over `(in flight, weight)` per target, `None` for one that may not be chosen.
+    fn least(start: usize, targets: &[Option<(u32, u32)>]) -> Option<usize> {
+        least_loaded(start, targets.len(), |i| targets[i])
+    }
+
+    #[test]
+    fn the_least_loaded_target_for_its_weight_is_chosen() {
+        assert_eq!(least(0, &[Some((3, 1)), Some((1, 1)), Some((2, 1))]), Some(1), "fewest in flight");
+        assert_eq!(least(0, &[Some((2, 3)), Some((1, 1))]), Some(0), "2 of weight 3 is less than 1 of weight 1");
+        assert_eq!(least(0, &[Some((4, 3)), Some((1, 1))]), Some(1), "4 of weight 3 is more than 1 of weight 1");
+        assert_eq!(least(0, &[Some((0, 0)), Some((9, 1))]), Some(1), "weight 0: never, however idle");
+        assert_eq!(least(0, &[None, Some((9, 1))]), Some(1), "one that may not be chosen (marked down) is skipped");
+        assert_eq!(least(0, &[None, Some((0, 0))]), None, "none may be chosen");
+        assert_eq!(least(0, &[Some((u32::MAX, 1000)), Some((u32::MAX - 1, 1))]), Some(0), "no overflow");
+    }
+
+    #[test]
+    fn ties_go_to_the_first_from_the_start() {
+        let idle = [Some((0, 1)), Some((0, 1)), Some((0, 1))];
+        assert_eq!((0..3).map(|start| least(start, &idle)).collect::<Vec<_>>(), [Some(0), Some(1), Some(2)], "the start wins a tie");
+        assert_eq!(least(2, &[Some((0, 1)), Some((0, 1)), Some((1, 1))]), Some(0), "the first least loaded after the start, wrapping");
+        assert_eq!(least(1, &[Some((1, 3)), Some((2, 6))]), Some(1), "1 of 3 and 2 of 6 are equal: compared exactly");
+    }
+
+    /// An upstream of `weights.len()` HTTP/1.1 targets (nothing listens: never connected to here).
+    fn upstream(weights: &[u32], balance: Balance) -> Upstream {
+        let targets = (0..weights.len()).map(|i| format!("127.0.0.1:{}", 9000 + i).parse().expect("authority")).collect();
+        let settings = UpstreamSettings {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_idle: 1,
+            workers: 1,
+            host_header: HostHeader::Upstream,
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
+            max_response_headers: 100,
+            health: HealthPolicy::default(),
+            health_check: None,
+            weights: weights.to_vec(),
+            retry_on: Vec::new(),
+            hash_on: None,
+            max_requests: None,
+            balance,
+        };
+        Upstream::new("test", targets, settings).expect("no TLS to set up")
+    }
+
+    #[tokio::test]
+    async fn least_requests_sends_each_request_to_the_least_loaded_target_and_counts_it() {
+        let up = upstream(&[1, 1, 1], Balance::LeastRequests);
+        assert_eq!(up.target_loads(), Some(vec![0, 0, 0]));
+        // Nothing in flight: every choice is a tie, and the ties rotate.
+        let mut held: Vec<Option<InFlight>> = Vec::new();
+        let mut chosen = Vec::new();
+        for _ in 0..3 {
+            let mut in_flight = None;
+            chosen.push(up.choose(&mut in_flight));
+            held.push(in_flight);
+        }
+        chosen.sort_unstable();
+        assert_eq!(chosen, [0, 1, 2], "one each");
+        assert_eq!(up.target_loads(), Some(vec![1, 1, 1]));
+        // Target 1's request is done: it is the least loaded, whoever's turn it is.
+        held.remove(1);
+        assert_eq!(up.target_loads(), Some(vec![1, 0, 1]), "a request's count goes with it");
+        for _ in 0..3 {
+            let mut in_flight = None;
+            assert_eq!(up.choose(&mut in_flight), 1);
+        }
+        // A failover moves the count: a request first counted on 1, then sent to 2.
+        let mut in_flight = None;
+        assert_eq!(up.choose(&mut in_flight), 1);
+        in_flight.as_mut().expect("counted").moved_to(2);
+        assert_eq!(up.target_loads(), Some(vec![1, 0, 2]));
+        drop(in_flight);
+        drop(held);
+        assert_eq!(up.target_loads(), Some(vec![0, 0, 0]), "every count given back");
+    }
+
+    #[tokio::test]
+    async fn least_requests_splits_sequential_requests_by_weight_and_skips_targets_marked_down() {
+        let up = upstream(&[3, 1, 0], Balance::LeastRequests);
+        let mut served = [0; 3];
+        for _ in 0..40 {
+            // Sequential: the previous request is done (its hold dropped) before the next.
+            served[up.choose(&mut None)] += 1;
+        }
+        assert_eq!(served, [30, 10, 0], "ties go by the weighted round; weight 0 never");
+        // Under load, by in flight per weight: 3 in flight on the first count as 1 on the second.
+        let held: Vec<_> = (0..8)
+            .map(|_| {
+                let mut in_flight = None;
+                up.choose(&mut in_flight);
+                in_flight
+            })
+            .collect();
+        assert_eq!(up.target_loads(), Some(vec![6, 2, 0]));
+        drop(held);
+        // Marked down (max_fails failures in a row): skipped while idle and the other busy.
+        let policy = HealthPolicy::default();
+        for _ in 0..policy.max_fails {
+            up.slots[0].health.failed(&policy);
+        }
+        let mut busy = None;
+        assert_eq!(up.choose(&mut busy), 1);
+        let mut busier = None;
+        assert_eq!(up.choose(&mut busier), 1, "the idle target is marked down");
+        assert_eq!(up.target_loads(), Some(vec![0, 2, 0]));
+        // Every target in rotation marked down: the least loaded all the same.
+        for _ in 0..policy.max_fails {
+            up.slots[1].health.failed(&policy);
+        }
+        assert_eq!(up.choose(&mut None), 0);
+    }
+
+    #[tokio::test]
+    async fn a_round_robin_upstream_counts_nothing() {
+        let up = upstream(&[1, 1], Balance::RoundRobin);
+        let mut in_flight = None;
+        let chosen: Vec<usize> = (0..4).map(|_| up.choose(&mut in_flight)).collect();
+        assert_eq!(chosen, [0, 1, 0, 1]);
+        assert!(in_flight.is_none(), "no hold made");
+        assert_eq!(up.target_loads(), None);
     }
 }

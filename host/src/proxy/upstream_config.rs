@@ -11,9 +11,11 @@ use http::uri::{Authority, PathAndQuery};
 use super::affinity::HashOn;
 use super::health_check::HealthCheck;
 use super::target_health::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, HealthPolicy};
-use super::tls::TlsSettings;
+use super::tls::{ClientCert, TlsSettings};
 use super::upstream::{DEFAULT_MAX_IDLE, Upstream, UpstreamSettings};
-use crate::config::{Config, ConfigIssue, ConfigSource, DEFAULT_CHECK_TIMEOUT_MS, HealthCheckConfig, UpstreamConfig, UpstreamProtocol};
+use crate::config::{
+    Config, ConfigIssue, ConfigSource, DEFAULT_CHECK_TIMEOUT_MS, HealthCheckConfig, UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig,
+};
 
 /// The scheme a target was written with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +74,21 @@ pub async fn build_upstreams(
                 out.insert(name.clone(), Arc::new(upstream));
             }
             Ok(Err(e)) => {
-                let span = up.tls.as_ref().and_then(|t| t.ca_file.as_ref().map(|c| c.span())).or(Some(up.targets.span()));
-                issues.push(source.issue(span, &format!("upstreams.{name}.tls"), e.to_string()));
+                // At the `tls` key the problem is in (`ca_file`, `cert`, `key`, `server_name`),
+                // else at the targets.
+                let at = |field: &str| {
+                    let t = up.tls.as_ref()?;
+                    match field {
+                        "ca_file" => t.ca_file.as_ref(),
+                        "cert" => t.cert.as_ref(),
+                        "key" => t.key.as_ref(),
+                        "server_name" => t.server_name.as_ref(),
+                        _ => None,
+                    }
+                    .map(|v| (format!("upstreams.{name}.tls.{field}"), v.span()))
+                };
+                let (key, span) = e.field().and_then(at).unwrap_or_else(|| (format!("upstreams.{name}.tls"), up.targets.span()));
+                issues.push(source.issue(Some(span), &key, e.to_string()));
             }
             Err(e) => issues.push(source.issue(None, &format!("upstreams.{name}"), format!("internal error: {e}"))),
         }
@@ -137,10 +152,11 @@ fn settings(
         (Some(t), true) => Some(TlsSettings {
             ca_file: t.ca_file.as_ref().map(|f| source.base_dir.join(f.get_ref())),
             server_name: t.server_name.as_ref().map(|n| n.get_ref().clone()),
+            client_cert: client_cert(source, name, t, issues),
         }),
         (None, true) => Some(TlsSettings::default()),
         (Some(t), false) => {
-            let span = t.ca_file.as_ref().map(|c| c.span()).or(t.server_name.as_ref().map(|n| n.span()));
+            let span = [&t.ca_file, &t.server_name, &t.cert, &t.key].into_iter().find_map(|v| v.as_ref().map(|v| v.span()));
             issues.push(source.issue(
                 span,
                 &format!("upstreams.{name}.tls"),
@@ -158,6 +174,14 @@ fn settings(
             None
         }
     });
+    let balance = up.balance.as_ref().map_or_else(Default::default, |b| *b.get_ref());
+    if let Some(b) = &up.balance
+        && balance == crate::config::Balance::LeastRequests
+        && up.hash_on.is_some()
+    {
+        let message = "`least_requests` cannot be combined with `hash_on`: both choose the target, one by load, the other by key; leave one out";
+        issues.push(source.issue(Some(b.span()), &format!("upstreams.{name}.balance"), message));
+    }
     if let Some(retry_on) = &up.retry_on
         && let Some(bad) = retry_on.get_ref().iter().find(|s| !(400..=599).contains(*s))
     {
@@ -186,8 +210,28 @@ fn settings(
         retry_on: up.retry_on.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default(),
         hash_on,
         max_requests: up.max_requests,
+        balance,
     };
     Some((targets, settings))
+}
+
+/// `tls.cert` and `tls.key` (paths resolved against the config's directory, as `ca_file` is), or
+/// `None`: neither given, or after reporting the one given without the other.
+fn client_cert(source: &ConfigSource, name: &str, t: &UpstreamTlsConfig, issues: &mut Vec<ConfigIssue>) -> Option<ClientCert> {
+    match (&t.cert, &t.key) {
+        (Some(cert), Some(key)) => Some(ClientCert { cert: source.base_dir.join(cert.get_ref()), key: source.base_dir.join(key.get_ref()) }),
+        (Some(cert), None) => {
+            let message = "`cert` without `key`: give the PEM file of the certificate's private key as `key` too (both or neither)";
+            issues.push(source.issue(Some(cert.span()), &format!("upstreams.{name}.tls.cert"), message));
+            None
+        }
+        (None, Some(key)) => {
+            let message = "`key` without `cert`: give the PEM file of the client certificate as `cert` too (both or neither)";
+            issues.push(source.issue(Some(key.span()), &format!("upstreams.{name}.tls.key"), message));
+            None
+        }
+        (None, None) => None,
+    }
 }
 
 /// Whether a probe's path can go on a request line as it is: from `/`, visible ASCII, every `%`

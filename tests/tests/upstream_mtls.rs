@@ -1,0 +1,372 @@
+//! Mutual TLS towards upstreams (`[upstreams.<name>.tls] cert` and `key`): a real TLS upstream
+//! (tokio-rustls and hyper) that requires a client certificate signed by its CA and answers with
+//! the name and the SHA-256 of the certificate it was shown, so each test proves the gateway
+//! presented exactly the configured certificate. HTTP/1.1 and h2, a configured CA and the system's
+//! roots, refused handshakes, reloads of rotated files, and the config errors of broken ones.
+//! Certificates come from a test CA made by rcgen.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_tests::{Gateway, HttpClient, airlock_binary, render};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::PrivateKeyDer;
+use rustls::server::WebPkiClientVerifier;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+type Ca = rcgen::CertifiedIssuer<'static, rcgen::KeyPair>;
+
+/// A test CA, in a directory holding its `ca.pem` and the client certificates it issued.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    /// Every client certificate issued, by its DER: its CN (what the upstream answers with).
+    issued: Arc<Mutex<HashMap<Vec<u8>, String>>>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Airlock upstream mTLS test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("key")).expect("CA");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
+        Self { dir, ca, issued: Arc::default() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Issues a client certificate with subject `CN=<cn>`, written as `<stem>.pem` and
+    /// `<stem>.key` (PKCS#8); returns the SHA-256 of its DER, as the upstream reports it.
+    fn issue_client(&self, stem: &str, cn: &str) -> String {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &*self.ca).expect("sign");
+        std::fs::write(self.path(&format!("{stem}.pem")), cert.pem()).expect("write certificate");
+        std::fs::write(self.path(&format!("{stem}.key")), key.serialize_pem()).expect("write key");
+        self.issued.lock().expect("lock").insert(cert.der().to_vec(), cn.to_owned());
+        sha256_hex(cert.der())
+    }
+
+    /// A server config for `upstream.test` that requires a client certificate this CA signed.
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["upstream.test".to_owned()]).expect("params").signed_by(&key, &*self.ca).expect("sign");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone()).expect("CA root");
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().expect("verifier");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+            .expect("server certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One request the upstream served.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    /// The CN of the client certificate of its connection.
+    cn: String,
+    version: http::Version,
+}
+
+/// A TLS upstream requiring a client certificate. It answers `x-client-cn` (the CN the test CA
+/// issued the presented certificate for, `unknown` if it issued none such) and
+/// `x-client-cert-sha256`. HTTP/1.1 connections serve one request each, so every HTTP/1.1
+/// request is a handshake of its own.
+struct MtlsUpstream {
+    addr: SocketAddr,
+    /// Handshakes that failed (no client certificate, or one the CA did not sign).
+    refused: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MtlsUpstream {
+    async fn start(pki: &Pki) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let acceptor = TlsAcceptor::from(pki.server_config());
+        let refused = Arc::new(AtomicUsize::new(0));
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (counter, log, issued) = (refused.clone(), seen.clone(), pki.issued.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (acceptor, counter, log, issued) = (acceptor.clone(), counter.clone(), log.clone(), issued.clone());
+                tokio::spawn(async move {
+                    let tls = match acceptor.accept(tcp).await {
+                        Ok(tls) => tls,
+                        Err(_) => {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    };
+                    let der = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
+                    let cn = issued.lock().expect("lock").get(&der).cloned().unwrap_or_else(|| "unknown".to_owned());
+                    let sha = sha256_hex(&der);
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        log.lock().expect("lock").push(Seen { path: req.uri().path().to_owned(), cn: cn.clone(), version: req.version() });
+                        let response = Response::builder()
+                            .header("x-client-cn", cn.as_str())
+                            .header("x-client-cert-sha256", sha.as_str())
+                            .body(Full::new(Bytes::from(cn.clone())))
+                            .expect("response");
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http1().keep_alive(false);
+                    let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                });
+            }
+        });
+        Self { addr, refused, seen, task }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for MtlsUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A config with upstream `secure` (`protocol`, the test CA as `ca_file`) behind route `/`;
+/// with `client_cert`, `cert` and `key` name the PKI directory's `client.pem` and `client.key`
+/// relative to the config file (the harness writes it into a sibling temporary directory).
+fn config(upstream: &MtlsUpstream, pki: &Pki, protocol: &str, client_cert: bool, extra: &str) -> String {
+    let pki_dir = pki.dir.path().file_name().expect("dir name").to_string_lossy().into_owned();
+    let client = if client_cert { format!("cert = \"../{pki_dir}/client.pem\"\nkey = \"../{pki_dir}/client.key\"\n") } else { String::new() };
+    format!(
+        "[upstreams.secure]\ntargets = [\"https://{}\"]\nprotocol = \"{protocol}\"\n[upstreams.secure.tls]\nca_file = \"{}\"\nserver_name = \"upstream.test\"\n{client}{extra}\n[[routes]]\npath_prefix = \"/\"\nupstream = \"secure\"\n",
+        upstream.addr,
+        pki.path("ca.pem").display()
+    )
+}
+
+/// The 1-based line of the first line of `toml` (as the harness renders it) starting with `start`.
+fn line_of(toml: &str, start: &str) -> usize {
+    render(toml, None).lines().position(|l| l.starts_with(start)).expect("line in config") + 1
+}
+
+#[tokio::test]
+async fn the_configured_client_certificate_is_presented_over_http1_and_h2() {
+    let pki = Pki::new();
+    let fingerprint = pki.issue_client("client", "gateway-a");
+    let upstream = MtlsUpstream::start(&pki).await;
+    let client = HttpClient::http1();
+
+    // HTTP/1.1: every request is a new connection, each shows the certificate; so do the
+    // upstream's health-check probes (or the target would be marked down).
+    let probes = "[upstreams.secure.health_check]\npath = \"/healthz\"\ninterval_ms = 200\n";
+    let gw = Gateway::start(&config(&upstream, &pki, "http1", true, probes), None).await;
+    for _ in 0..3 {
+        let reply = client.get(&gw.url("/orders")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("x-client-cn").as_deref(), Some("gateway-a"));
+        assert_eq!(reply.header("x-client-cert-sha256").as_deref(), Some(fingerprint.as_str()), "exactly the configured certificate");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !upstream.seen().iter().any(|s| s.path == "/healthz") {
+        assert!(Instant::now() < deadline, "no health-check probe got through: {:?}", upstream.seen());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = upstream.seen();
+    assert!(seen.iter().all(|s| s.cn == "gateway-a" && s.version == http::Version::HTTP_11), "{seen:?}");
+    assert_eq!(upstream.refused.load(Ordering::SeqCst), 0);
+    gw.stop().await;
+
+    // h2 (ALPN over the same TLS client config).
+    let gw = Gateway::start(&config(&upstream, &pki, "h2", true, ""), None).await;
+    let reply = client.get(&gw.url("/h2")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-client-cn").as_deref(), Some("gateway-a"));
+    assert_eq!(reply.header("x-client-cert-sha256").as_deref(), Some(fingerprint.as_str()));
+    let h2 = upstream.seen().into_iter().find(|s| s.path == "/h2").expect("h2 request seen");
+    assert_eq!((h2.cn.as_str(), h2.version), ("gateway-a", http::Version::HTTP_2));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_client_certificate_the_upstream_refuses_the_handshake_and_the_client_gets_502() {
+    let pki = Pki::new();
+    let upstream = MtlsUpstream::start(&pki).await;
+    let client = HttpClient::http1();
+    for protocol in ["http1", "h2"] {
+        let gw = Gateway::start(&config(&upstream, &pki, protocol, false, ""), None).await;
+        let refused_before = upstream.refused.load(Ordering::SeqCst);
+        let reply = client.get(&gw.url("/orders")).await;
+        assert_eq!(reply.status, 502, "{protocol}: {}", reply.text());
+        assert!(upstream.refused.load(Ordering::SeqCst) > refused_before, "{protocol}: the upstream refused no handshake");
+        gw.stop().await;
+    }
+    assert!(upstream.seen().is_empty(), "a request got through without a certificate: {:?}", upstream.seen());
+}
+
+/// A certificate rotated in place (same paths, new contents) is presented once the config is
+/// reloaded, not before; a reload that finds the files broken is refused, naming file, line and
+/// key, and the gateway keeps presenting the certificate it had.
+#[tokio::test]
+async fn a_rotated_client_certificate_is_presented_after_a_reload() {
+    let pki = Pki::new();
+    pki.issue_client("client", "gateway-a");
+    let upstream = MtlsUpstream::start(&pki).await;
+    let client = HttpClient::http1();
+    let toml = config(&upstream, &pki, "http1", true, "");
+    let gw = Gateway::start(&toml, None).await;
+    let cn = |reply: airlock_tests::Reply| {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.header("x-client-cn").unwrap_or_default()
+    };
+    assert_eq!(cn(client.get(&gw.url("/")).await), "gateway-a");
+
+    // Rotated on disk: new connections (one per request here) still show the loaded certificate.
+    let rotated = pki.issue_client("client", "gateway-b");
+    assert_eq!(cn(client.get(&gw.url("/")).await), "gateway-a", "files are read on reload, not behind the operator's back");
+    // The same config reloaded: the files are read again.
+    assert_eq!(gw.reload(&toml, None).await.expect("reload"), 2);
+    let reply = client.get(&gw.url("/")).await;
+    assert_eq!(reply.header("x-client-cert-sha256").as_deref(), Some(rotated.as_str()));
+    assert_eq!(cn(reply), "gateway-b");
+
+    // Broken files: each reload is refused at the key's line, and gateway-b is still presented.
+    let key_line = line_of(&toml, "key = ");
+    let cert_line = line_of(&toml, "cert = ");
+    pki.issue_client("other", "gateway-other");
+    std::fs::copy(pki.path("other.key"), pki.path("client.key")).expect("copy key");
+    let err = gw.reload(&toml, None).await.expect_err("a key of another certificate").to_string();
+    assert!(err.contains(&format!("airlock.toml:{key_line}:")) && err.contains("`upstreams.secure.tls.key`"), "{err}");
+    assert!(err.contains("client.key` is not the key of the certificate in `") && err.contains("client.pem`"), "{err}");
+    std::fs::write(pki.path("client.key"), "not a key").expect("write");
+    let err = gw.reload(&toml, None).await.expect_err("no key").to_string();
+    assert!(err.contains(&format!("airlock.toml:{key_line}:")) && err.contains("client.key`: no PRIVATE KEY in it"), "{err}");
+    std::fs::remove_file(pki.path("client.pem")).expect("remove");
+    let err = gw.reload(&toml, None).await.expect_err("no certificate file").to_string();
+    assert!(err.contains(&format!("airlock.toml:{cert_line}:")) && err.contains("`upstreams.secure.tls.cert`"), "{err}");
+    assert!(err.contains("client certificate file `") && err.contains("No such file"), "{err}");
+    assert!(!err.contains("PRIVATE KEY-----"), "{err}");
+    assert_eq!(gw.live().current().number, 2, "the running config is kept");
+    assert_eq!(cn(client.get(&gw.url("/")).await), "gateway-b");
+
+    // One of the pair without the other: refused at load, naming the key given.
+    let lone_cert = toml.replace(&format!("key = \"../{}/client.key\"\n", pki.dir.path().file_name().expect("name").to_string_lossy()), "");
+    assert_ne!(lone_cert, toml);
+    let err = Gateway::try_start(&lone_cert, None).await.err().expect("cert without key").to_string();
+    assert!(err.contains(&format!("airlock.toml:{cert_line}:")) && err.contains("`upstreams.secure.tls.cert`: `cert` without `key`"), "{err}");
+    gw.stop().await;
+}
+
+/// Kills the gateway process if the test fails before stopping it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Starts the `airlock` binary on `airlock.toml` in `dir` with `SSL_CERT_FILE` (the system's
+/// roots, as rustls-native-certs reads them) set to `roots`; its log goes to `airlock.log`.
+async fn start_binary(dir: &Path, roots: &Path, port: u16, admin: u16) -> Running {
+    let log = std::fs::File::create(dir.join("airlock.log")).expect("log file");
+    let child = Command::new(airlock_binary())
+        .args(["run", "-c", "airlock.toml"])
+        .current_dir(dir)
+        .env("SSL_CERT_FILE", roots)
+        .env_remove("SSL_CERT_DIR")
+        .env("RUST_LOG", "debug")
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("airlock-test-cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start airlock");
+    let mut running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = running.0.try_wait().expect("wait") {
+            panic!("airlock exited ({status}): {}", std::fs::read_to_string(dir.join("airlock.log")).unwrap_or_default());
+        }
+        let main = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok();
+        if main && tokio::net::TcpStream::connect(("127.0.0.1", admin)).await.is_ok() {
+            return running;
+        }
+        assert!(Instant::now() < deadline, "airlock did not start listening");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Without `ca_file` the upstream is verified with the system's roots (here the test CA, through
+/// `SSL_CERT_FILE`) and the client certificate is presented all the same. `/admin/config` shows
+/// the certificate's path and redacts the key's; neither the key nor its file's contents are
+/// ever logged, even at `debug`.
+#[tokio::test]
+async fn with_the_system_roots_too_and_the_key_is_never_shown() {
+    let pki = Pki::new();
+    let fingerprint = pki.issue_client("client", "gateway-roots");
+    let upstream = MtlsUpstream::start(&pki).await;
+    let (port, admin) = (free_port(), free_port());
+    // The config beside the files: `cert` and `key` are plain relative paths.
+    let toml = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\n[upstreams.secure]\ntargets = [\"{}\"]\nprotocol = \"h2\"\n[upstreams.secure.tls]\nserver_name = \"upstream.test\"\ncert = \"client.pem\"\nkey = \"client.key\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"secure\"\n",
+        upstream.addr
+    );
+    std::fs::write(pki.path("airlock.toml"), toml).expect("write config");
+    let running = start_binary(pki.dir.path(), &pki.path("ca.pem"), port, admin).await;
+
+    let client = HttpClient::http1();
+    let reply = client.get(&format!("http://127.0.0.1:{port}/roots")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-client-cn").as_deref(), Some("gateway-roots"));
+    assert_eq!(reply.header("x-client-cert-sha256").as_deref(), Some(fingerprint.as_str()));
+
+    let shown = client.get(&format!("http://127.0.0.1:{admin}/admin/config")).await;
+    assert_eq!(shown.status, 200, "{}", shown.text());
+    let tls = &shown.json()["upstreams"]["secure"]["tls"];
+    assert_eq!(tls["cert"], "client.pem", "{tls}");
+    assert_eq!(tls["key"], "[redacted]", "{tls}");
+    drop(running);
+
+    let key_pem = std::fs::read_to_string(pki.path("client.key")).expect("key");
+    let key_body = key_pem.lines().nth(1).expect("a base64 line");
+    let log = std::fs::read_to_string(pki.path("airlock.log")).expect("log");
+    assert!(log.contains("DEBUG") || log.contains("debug"), "nothing logged at debug: {log}");
+    assert!(!log.contains("PRIVATE KEY") && !log.contains(key_body), "key material in the log:\n{log}");
+    assert!(!shown.text().contains("PRIVATE KEY") && !shown.text().contains(key_body));
+}
