@@ -494,13 +494,24 @@ async fn two_gateways_sharing_redis_serve_each_others_entries_and_fail_open_with
     let ttl: i64 = redis.cmd(&["PTTL", key]).trim_start_matches(':').parse().expect("PTTL");
     assert!(ttl > 0 && ttl <= 30_000, "{ttl}");
 
-    // Redis goes away: requests go on uncached, answered by the upstream.
+    // A purge from one gateway's admin API empties the entries both serve.
+    let purge = client.request("POST", &a.admin_url("/admin/state/clear?route=cached"), &[], b"").await;
+    assert_eq!(purge.status.as_u16(), 200, "{}", purge.text());
+    assert_eq!(purge.json()["keys"], 1);
+    assert_eq!(redis.cmd(&["EXISTS", key]).trim_start_matches(':'), "0");
+    assert_eq!(cache_status(&get(&client, &b, "/shared?x=1", &host).await), "Miss");
+    assert_eq!(upstream.hits(), 2);
+
+    // Redis goes away: requests go on uncached, answered by the upstream; a purge says it failed.
     redis.stop();
+    let purge = client.request("POST", &a.admin_url("/admin/state/clear?route=cached"), &[], b"").await;
+    assert_eq!((purge.status.as_u16(), purge.json()["error"].as_str()), (503, Some("state_unavailable")));
+    assert!(!purge.text().contains("127.0.0.1"), "the backend's own error stays in the log: {}", purge.text());
     for gw in [&a, &b, &a] {
         let r = get(&client, gw, "/shared?x=1", &host).await;
         assert_eq!((r.status.as_u16(), cache_status(&r).as_str()), (200, "Bypass"));
     }
-    assert_eq!(upstream.hits(), 4);
+    assert_eq!(upstream.hits(), 5);
     a.stop().await;
     b.stop().await;
 }
@@ -875,5 +886,40 @@ async fn an_answer_that_is_not_stored_is_still_a_304_for_a_client_that_holds_it(
     let r = get(&client, &gw, "/etag/v1", &[("if-none-match", "\"v1\""), ("cache-control", "no-cache")]).await;
     assert_eq!((r.status.as_u16(), cache_status(&r).as_str()), (304, "Bypass"));
     assert_eq!(upstream.hits(), 3);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_api_purges_a_routes_cache_and_only_it() {
+    let upstream = numbered_upstream().await;
+    let two_routes = config("").replace("path_prefix = \"/\"", "path_prefix = \"/a\"")
+        + "\n[[routes]]\nid = \"other\"\npath_prefix = \"/b\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"builtin:proxy-cache\"\n";
+    let gw = Gateway::start(&two_routes, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    for path in ["/a/1", "/a/2", "/b/1"] {
+        assert_eq!(cache_status(&get(&client, &gw, path, &[]).await), "Miss");
+        assert_eq!(cache_status(&get(&client, &gw, path, &[]).await), "Hit");
+    }
+    let purge = client.request("POST", &gw.admin_url("/admin/state/clear?route=cached&plugin=builtin:proxy-cache"), &[], b"").await;
+    assert_eq!(purge.status.as_u16(), 200, "{}", purge.text());
+    assert_eq!(purge.json()["keys"], 2);
+    assert_eq!(purge.json()["cleared"], serde_json::json!([{ "plugin": "builtin:proxy-cache", "keys": 2, "routes": ["cached"] }]));
+    assert_eq!(cache_status(&get(&client, &gw, "/a/1", &[]).await), "Miss", "purged");
+    assert_eq!(cache_status(&get(&client, &gw, "/b/1", &[]).await), "Hit", "another route's entries stay");
+
+    // What it refuses, and how.
+    let post = |path: &'static str| {
+        let (client, url) = (client.clone(), gw.admin_url(path));
+        async move { client.request("POST", &url, &[], b"").await }
+    };
+    let r = post("/admin/state/clear").await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (400, Some("bad_request")));
+    let r = post("/admin/state/clear?route=nope").await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (404, Some("no_route")));
+    let r = post("/admin/state/clear?route=cached&plugin=builtin:headers").await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (404, Some("no_state")));
+    assert_eq!(r.json()["entries_with_state"], serde_json::json!(["builtin:proxy-cache"]));
+    let r = client.get(&gw.admin_url("/admin/state/clear?route=cached")).await;
+    assert_eq!((r.status.as_u16(), r.header("allow").as_deref()), (405, Some("POST")), "clearing is never a GET");
     gw.stop().await;
 }

@@ -817,3 +817,33 @@ async fn a_bad_trusted_proxies_entry_is_a_located_config_error() {
     assert!(err.contains("airlock.toml:5") && err.contains("listeners[0].trusted_proxies[1]"), "{err}");
     assert!(err.contains("`lb.internal` is not an address or a CIDR"), "{err}");
 }
+
+/// An operator resets a limiter's counters from the admin API (a client wrongly limited, a test
+/// run over): `POST /admin/state/clear`, with the admin token.
+#[tokio::test]
+async fn the_admin_api_resets_a_limiters_counters() {
+    let upstream = Upstream::start().await;
+    let config = format!("[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"reset-token-1\"\n{}", window_config(2, "draft"));
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let statuses = |n: usize| {
+        let (client, url) = (client.clone(), gw.url("/x"));
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(client.get(&url).await.status.as_u16());
+            }
+            out
+        }
+    };
+    assert_eq!(statuses(3).await, [200, 200, 429]);
+    let url = gw.admin_url("/admin/state/clear?route=limited&plugin=builtin%3Arate-limit");
+    let refused = client.request("POST", &url, &[], b"").await;
+    assert_eq!(refused.status.as_u16(), 401, "the admin token is needed");
+    assert_eq!(statuses(1).await, [429], "nothing was reset");
+    let reset = client.request("POST", &url, &[("authorization", "Bearer reset-token-1")], b"").await;
+    assert_eq!(reset.status.as_u16(), 200, "{}", reset.text());
+    assert!(reset.json()["keys"].as_u64().is_some_and(|k| k >= 1), "{}", reset.text());
+    assert_eq!(statuses(3).await, [200, 200, 429], "a fresh window");
+    gw.stop().await;
+}

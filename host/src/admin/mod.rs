@@ -9,6 +9,7 @@
 //! | `/admin/routes` | each route and its chain ([`inventory`]) | if set |
 //! | `/admin/plugins` | each plugin: source, hash, grants, limits, calls, failures, p99 ([`inventory`]) | if set |
 //! | `POST /admin/reload` | reads the config file again and swaps it in, or says why not ([`crate::reload`]) | if set |
+//! | `POST /admin/state/clear` | removes a route's chain entries' stored state: a cache purged, counters reset ([`state_clear`]) | if set |
 //! | `/admin/analytics` | usage per route and consumer (1 m, 1 h), top lists, anomaly flags ([`crate::telemetry::analytics`]) | if set |
 //! | `/` | the live dashboard ([`dashboard`]): a static page that polls the two above with the token | never |
 //!
@@ -23,6 +24,7 @@ pub mod dashboard;
 pub mod inventory;
 pub mod readiness;
 pub mod redact;
+pub mod state_clear;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -139,7 +141,7 @@ async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: b
         return json(StatusCode::FORBIDDEN, &serde_json::json!({ "error": error, "message": message }));
     }
     let path = request.uri().path();
-    let (allowed, allow) = if path == "/admin/reload" {
+    let (allowed, allow) = if matches!(path, "/admin/reload" | "/admin/state/clear") {
         (request.method() == Method::POST, "POST")
     } else {
         (request.method() == Method::GET || request.method() == Method::HEAD, "GET, HEAD")
@@ -194,6 +196,10 @@ async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: b
         },
         "/admin/config" => json(StatusCode::OK, &redact::redacted_config(&generation.config)),
         "/admin/reload" => reload(&state.live).await,
+        "/admin/state/clear" => {
+            let (status, body) = state_clear::clear(gateway, request.uri().query()).await;
+            json(status, &body)
+        }
         "/admin/routes" => json(StatusCode::OK, &inventory::routes(gateway)),
         "/admin/plugins" => json(StatusCode::OK, &inventory::plugins(gateway)),
         "/admin/analytics" => match gateway.telemetry.analytics() {

@@ -307,6 +307,11 @@ impl InstancePool {
         &self.name
     }
 
+    /// The entry's scope of the state store, if it was granted `state`.
+    pub fn state(&self) -> Option<&crate::state::ScopedState> {
+        self.settings.state.as_ref()
+    }
+
     /// The loaded plugin behind this pool.
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
         &self.plugin

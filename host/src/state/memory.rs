@@ -237,6 +237,30 @@ impl MemoryStore {
         removed
     }
 
+    /// Removes every key of the namespace whose keys start with `prefix` (`airlock:<ns>:`, what
+    /// [`super::ScopedState`] puts before a plugin's keys); returns how many. Shards holding
+    /// none of the namespace's keys are passed over without a scan.
+    pub fn clear_namespace(&self, prefix: &str) -> usize {
+        let Some(ns) = namespace(prefix).filter(|ns| ns.len() == prefix.len()) else { return 0 };
+        let (mut removed, mut freed) = (0, 0);
+        for shard in &self.shards {
+            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            if !map.held.contains_key(ns) {
+                continue;
+            }
+            let keys: Vec<String> = map.entries.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+            for key in keys {
+                if let Some(entry) = map.remove(&key) {
+                    freed += entry.stored_bytes(&key);
+                    removed += 1;
+                }
+            }
+        }
+        self.len.fetch_sub(removed, Ordering::AcqRel);
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        removed
+    }
+
     /// Runs `step` on the live entry at `key` (None if absent or expired) and stores what it
     /// returns (None: leave the key as it is), all under the shard's lock: one atomic step.
     ///
@@ -506,6 +530,30 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(m.incr("a", 1, 30).unwrap(), 1);
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn a_namespace_is_cleared_whole_and_alone() {
+        let m = MemoryStore::new(1000);
+        for i in 0..50 {
+            m.set(&format!("airlock:cache:k{i}"), b"entry", 0).unwrap();
+            m.incr(&format!("airlock:cache:c{i}"), 1, 0).unwrap();
+            m.set(&format!("airlock:cache2:k{i}"), b"other", 0).unwrap();
+        }
+        m.set("airlock:cachex", b"no namespace", 0).unwrap();
+        let before = m.stored_bytes();
+        assert_eq!(m.clear_namespace("airlock:cache:"), 100);
+        assert_eq!(m.len(), 51, "another namespace sharing the start, and a gateway key, stay");
+        assert_eq!(m.get("airlock:cache:k1").unwrap(), None);
+        assert_eq!(m.get("airlock:cache2:k1").unwrap(), Some(b"other".to_vec()));
+        assert_eq!(m.stored_bytes(), before - 50 * ("airlock:cache:k1".len() + 5) - 40, "bytes given back (keys k10-k49 are a byte longer)");
+        assert_eq!(m.clear_namespace("airlock:cache:"), 0, "nothing left");
+        assert_eq!(m.clear_namespace("airlock:cache"), 0, "not a namespace prefix");
+        // The namespace's share is given back: it can fill its shards again.
+        for i in 0..50 {
+            m.set(&format!("airlock:cache:k{i}"), b"entry", 0).unwrap();
+        }
+        assert_eq!(m.len(), 101);
     }
 
     #[test]

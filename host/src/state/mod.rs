@@ -295,6 +295,17 @@ impl StateStore {
         self.observe(r)
     }
 
+    /// Removes every key of one namespace (keys starting with `prefix`, a
+    /// [`ScopedState::prefix`]): an operator clearing a plugin's state (`POST
+    /// /admin/state/clear`: a cache purged, counters reset). Returns how many keys went.
+    pub async fn clear_namespace(&self, prefix: &str) -> Result<usize, StateError> {
+        let r = match self {
+            Self::Memory(m) => Ok(m.clear_namespace(prefix)),
+            Self::Redis(r) => r.clear_namespace(prefix).await,
+        };
+        self.observe(r)
+    }
+
     /// Removes a key.
     pub async fn delete(&self, key: &str) -> Result<(), StateError> {
         let r = match self {
@@ -458,6 +469,11 @@ impl ScopedState {
     /// The store behind this scope.
     pub fn store(&self) -> &Arc<StateStore> {
         &self.store
+    }
+
+    /// What every key of this scope starts with (`airlock:<namespace>:`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The backend key for a plugin's `key`. `{` and `}` are escaped so a plugin cannot choose a

@@ -560,6 +560,29 @@ impl RedisStore {
         self.run(Replay::Safe, |mut conn| async move { cmd.query_async::<()>(&mut conn).await }).await
     }
 
+    /// See `StateStore::clear_namespace`: every key starting with `prefix`, found with `SCAN`
+    /// (a batch at a time, never `KEYS`, which blocks Redis) and removed with `UNLINK` (freed
+    /// off Redis' main thread), each step within the store's timeout; the local fallback
+    /// store's keys of the namespace too. Returns how many keys Redis removed plus the local ones.
+    pub async fn clear_namespace(&self, prefix: &str) -> Result<usize, StateError> {
+        let pattern = format!("{}*", glob_escaped(prefix));
+        let mut cursor: u64 = 0;
+        let mut removed = self.local.clear_namespace(prefix);
+        loop {
+            let scan = &redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_BATCH).to_owned();
+            let (next, keys): (u64, Vec<String>) = self.run(Replay::Safe, |mut conn| async move { scan.query_async(&mut conn).await }).await?;
+            if !keys.is_empty() {
+                let unlink = &redis::cmd("UNLINK").arg(&keys).to_owned();
+                let n: usize = self.run(Replay::Safe, |mut conn| async move { unlink.query_async(&mut conn).await }).await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
     /// Whether Redis would serve the limiters now: runs a script through the same path (EVALSHA,
     /// EVAL fallback) using the same commands, writing `key` with a short expiry and deleting it.
     /// Fails as they would: Redis unreachable, out of memory for writes, a permission missing.
@@ -569,6 +592,22 @@ impl RedisStore {
         let invocation = &invocation;
         self.run(Replay::Safe, |mut conn| async move { invocation.invoke_async::<()>(&mut conn).await }).await
     }
+}
+
+/// Keys one `SCAN` step looks at (a hint to Redis: each step stays short).
+const SCAN_BATCH: usize = 1000;
+
+/// `s` with the characters a `SCAN MATCH` pattern gives a meaning (`*`, `?`, `[`, `]`, `\`)
+/// escaped, so it matches itself.
+fn glob_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Whether `e` says the connection is unusable (and no answer from Redis): I/O errors (broken
