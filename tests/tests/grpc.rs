@@ -1228,3 +1228,100 @@ plugin = "{{plugin:trailers}}"
     let seen: Value = serde_json::from_str(text.trim_end_matches('!')).unwrap();
     assert_eq!(seen["body"], "ABC");
 }
+
+// ---------------------------------------------------------------------------------------------
+// gRPC-web
+
+/// A gateway serving `demo.v1.Users` through `builtin:grpc-web` to `server` (h2c).
+async fn grpc_web_gateway(server: &GrpcServer) -> Gateway {
+    let toml = format!(
+        "[upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/demo.v1.Users/\"\nupstream = \"grpc\"\ntimeout_ms = 3000\n[[routes.plugins]]\nplugin = \"builtin:grpc-web\"\n",
+        server.addr
+    );
+    Gateway::start(&toml, None).await
+}
+
+/// One length-prefixed gRPC message frame.
+fn frame(message: &impl prost::Message) -> Vec<u8> {
+    let bytes = message.encode_to_vec();
+    let mut out = vec![0];
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(&bytes);
+    out
+}
+
+/// A gRPC-web body split into its frames: (flag, payload) each.
+fn frames(mut body: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        assert!(body.len() >= 5, "a cut frame: {body:?}");
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        out.push((body[0], body[5..5 + len].to_vec()));
+        body = &body[5 + len..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn grpc_web_clients_call_a_grpc_server_in_binary_and_text() {
+    let server = GrpcServer::start(None).await;
+    let gw = grpc_web_gateway(&server).await;
+    let url = gw.url("/demo.v1.Users/GetUser");
+    let request = frame(&GetUserRequest { id: 3, ..Default::default() });
+    // Binary, over HTTP/1.1 as a browser sends it.
+    let client = HttpClient::http1();
+    let headers = [("content-type", "application/grpc-web+proto"), ("x-grpc-web", "1")];
+    let reply = client.request("POST", &url, &headers, &request).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", reply.text());
+    assert_eq!(reply.header("content-type").as_deref(), Some("application/grpc-web+proto"));
+    let got = frames(&reply.body);
+    assert_eq!(got.len(), 2, "the message, then the trailers: {got:?}");
+    assert_eq!(got[0].0, 0);
+    assert_eq!(User::decode(got[0].1.as_slice()).unwrap().display_name, "user 3");
+    assert_eq!(got[1].0, 0x80);
+    assert!(String::from_utf8_lossy(&got[1].1).contains("grpc-status: 0\r\n"), "{:?}", String::from_utf8_lossy(&got[1].1));
+    assert_eq!(server.seen.header("content-type").as_deref(), Some("application/grpc+proto"), "the server got gRPC");
+    assert_eq!(server.seen.header("te").as_deref(), Some("trailers"));
+
+    // Text (base64), over HTTP/2.
+    let client = HttpClient::http2();
+    let body = base64::engine::general_purpose::STANDARD.encode(&request);
+    let reply = client.request("POST", &url, &[("content-type", "application/grpc-web-text")], body.as_bytes()).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", reply.text());
+    assert_eq!(reply.header("content-type").as_deref(), Some("application/grpc-web-text"));
+    let decoded = base64::engine::general_purpose::STANDARD.decode(&reply.body).expect("a base64 answer");
+    let got = frames(&decoded);
+    assert_eq!(User::decode(got[0].1.as_slice()).unwrap().display_name, "user 3");
+    assert_eq!(got[1].0, 0x80);
+}
+
+#[tokio::test]
+async fn grpc_web_errors_keep_their_grpc_status_and_native_grpc_passes_through() {
+    let server = GrpcServer::start(None).await;
+    let gw = grpc_web_gateway(&server).await;
+    let client = HttpClient::http1();
+    let headers = [("content-type", "application/grpc-web+proto")];
+    // A failed call: trailers-only, the status in the headers.
+    let fail = frame(&FailRequest { code: 5, message: "no such user".into() });
+    let reply = client.request("POST", &gw.url("/demo.v1.Users/Fail"), &headers, &fail).await;
+    assert_eq!(reply.status.as_u16(), 200);
+    let status_in = |r: &Reply| {
+        r.header("grpc-status")
+            .or_else(|| frames(&r.body).iter().find(|(flag, _)| *flag == 0x80).and_then(|(_, t)| {
+                String::from_utf8_lossy(t).lines().find_map(|l| l.strip_prefix("grpc-status: ").map(str::to_owned))
+            }))
+    };
+    assert_eq!(status_in(&reply).as_deref(), Some("5"), "{:?} {:?}", reply.headers, reply.body);
+    assert_eq!(reply.header("content-type").as_deref(), Some("application/grpc-web+proto"));
+    // A text body that is not base64: refused before the server is called.
+    let calls = *server.seen.calls.lock().unwrap();
+    let reply = client.request("POST", &gw.url("/demo.v1.Users/GetUser"), &[("content-type", "application/grpc-web-text")], b"not base64!").await;
+    assert_eq!((reply.status.as_u16(), reply.header("grpc-status").as_deref()), (400, Some("3")));
+    assert_eq!(*server.seen.calls.lock().unwrap(), calls);
+    // A native gRPC client on the same route: untouched.
+    let mut native = UsersClient::connect(gw.url("")).await.unwrap();
+    let user = native.get_user(GetUserRequest { id: 4, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(user.display_name, "user 4");
+    let error = native.fail(FailRequest { code: 7, message: "denied".into() }).await.unwrap_err();
+    assert_eq!((error.code(), error.message()), (Code::PermissionDenied, "denied"));
+}
