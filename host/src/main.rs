@@ -127,14 +127,21 @@ enum PluginCommand {
         #[arg(long = "trusted-key", required = true)]
         trusted_keys: Vec<String>,
     },
-    /// Run one request through a plugin, outside a gateway, and print what it decided.
+    /// Run requests through a plugin, outside a gateway, and print what it decided.
     Test {
         /// `builtin:<name>` or a path to a `.wasm` component.
         plugin: String,
-        /// The request, as a `.http` file: request line, headers, blank line, body.
-        #[arg(long)]
-        request: PathBuf,
-        /// The upstream's response, as a `.http` file (default: 200 with an empty body).
+        /// A request, as a `.http` file: request line, headers, blank line, body (repeatable:
+        /// the requests run in order, sharing the plugin's pool and its `state`).
+        #[arg(long, required = true)]
+        request: Vec<PathBuf>,
+        /// Run the whole sequence of requests N times (default 1, at most 10000). With it, or
+        /// with several requests, each outcome is numbered and a summary follows; `--json`
+        /// prints an array.
+        #[arg(long, value_name = "N")]
+        repeat: Option<u64>,
+        /// The upstream's response to every request, as a `.http` file (default: 200 with an
+        /// empty body).
         #[arg(long)]
         response: Option<PathBuf>,
         /// The chain entry's config, as JSON.
@@ -227,9 +234,9 @@ fn main() -> ExitCode {
             Command::Plugin { command: PluginCommand::Verify { plugin, trusted_keys } } => verify(&plugin, &trusted_keys),
             Command::Inspect { plugin, trusted_keys, json } => inspect(&plugin, &trusted_keys, json).await,
             Command::Audit { config, json } => audit(config, json).await,
-            Command::Plugin { command: PluginCommand::Test { plugin, request, response, config, params, context, files_dir, allow_origins, json } } => {
+            Command::Plugin { command: PluginCommand::Test { plugin, request, repeat, response, config, params, context, files_dir, allow_origins, json } } => {
                 let trial = Trial { plugin, config_json: config, params, context, files_dir, allow_origins };
-                test_plugin(trial, request, response, json).await
+                test_plugin(trial, request, repeat, response, json).await
             }
         }
     })
@@ -459,48 +466,90 @@ fn new_plugin(name: String, dir: Option<PathBuf>, sdk_path: Option<PathBuf>, sdk
     }
 }
 
-async fn test_plugin(trial: Trial, request: PathBuf, response: Option<PathBuf>, json: bool) -> ExitCode {
+/// `airlock plugin test`. One `--request` without `--repeat` prints its outcome (or, with
+/// `--json`, its JSON object) as it always did; otherwise each outcome is numbered and a summary
+/// follows (`--json`: an array of the outcomes, those before a failure included). Exit status 1
+/// for bad input (nothing runs), 2 when the plugin refused its config or failed.
+async fn test_plugin(trial: Trial, requests: Vec<PathBuf>, repeat: Option<u64>, response: Option<PathBuf>, json: bool) -> ExitCode {
+    let single = requests.len() == 1 && repeat.is_none();
+    let repeat = match plugin_trial::repeat_count(repeat.unwrap_or(1)) {
+        Ok(n) => n,
+        Err(e) => {
+            eprint_error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
     let read = |path: &PathBuf| std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
-    let parsed = read(&request)
-        .and_then(|text| plugin_trial::parse_request(&request.display().to_string(), &text).map_err(|e| e.to_string()))
-        .and_then(|req| {
-            let resp = match &response {
-                Some(path) => read(path).and_then(|text| {
-                    plugin_trial::parse_response(&path.display().to_string(), &text).map_err(|e| e.to_string())
-                })?,
-                None => airlock::exchange::ResponseState {
-                    status: http::StatusCode::OK,
-                    headers: http::HeaderMap::new(),
-                    body: Some(bytes::Bytes::new()),
-                    trailers: None,
-                },
-            };
-            Ok((req, resp))
-        });
-    let (req, resp) = match parsed {
-        Ok(p) => p,
+    // Every file is read and parsed before anything runs; each bad one is reported.
+    let mut bad = false;
+    let mut files = Vec::with_capacity(requests.len());
+    for path in &requests {
+        match read(path).and_then(|text| plugin_trial::RequestFile::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())) {
+            Ok(file) => files.push(file),
+            Err(e) => {
+                eprint_error(&e);
+                bad = true;
+            }
+        }
+    }
+    let resp = match &response {
+        Some(path) => read(path).and_then(|text| plugin_trial::parse_response(&path.display().to_string(), &text).map_err(|e| e.to_string())),
+        None => Ok(airlock::exchange::ResponseState {
+            status: http::StatusCode::OK,
+            headers: http::HeaderMap::new(),
+            body: Some(bytes::Bytes::new()),
+            trailers: None,
+        }),
+    };
+    let resp = match resp {
+        Ok(resp) if !bad => resp,
+        Ok(_) => return ExitCode::FAILURE,
         Err(e) => {
             eprint_error(&e);
             return ExitCode::FAILURE;
         }
     };
     let base = std::env::current_dir().unwrap_or_default();
-    match plugin_trial::run(&trial, &base, req, resp).await {
-        Ok(outcome) if json => match serde_json::to_string_pretty(&outcome) {
-            Ok(text) => {
-                outln!("{text}");
-                ExitCode::SUCCESS
+    // Printed as each request is made, so what ran before a failure is shown.
+    let mut printed = 0usize;
+    let mut unprintable = None;
+    let result = plugin_trial::run_sequence(&trial, &base, &files, &resp, repeat, |step, outcome| {
+        match (json, single) {
+            (false, true) => out!("{outcome}"),
+            (false, false) => {
+                if printed > 0 {
+                    outln!("");
+                }
+                out!("{}", plugin_trial::NumberedOutcome { step, outcome });
             }
-            Err(e) => {
-                eprint_error(&e);
-                ExitCode::FAILURE
+            (true, _) => match serde_json::to_string_pretty(outcome) {
+                Ok(text) if single => outln!("{text}"),
+                // An array, an element at a time: no run holds every outcome in memory.
+                Ok(text) => out!("{}\n  {}", if printed == 0 { "[" } else { "," }, text.replace('\n', "\n  ")),
+                Err(e) => {
+                    unprintable.get_or_insert(e);
+                    return;
+                }
+            },
+        }
+        printed += 1;
+    })
+    .await;
+    if json && !single && printed > 0 {
+        outln!("\n]");
+    }
+    match (result, unprintable) {
+        (Ok(summary), None) => {
+            if !single && !json {
+                outln!("\n{summary}");
             }
-        },
-        Ok(outcome) => {
-            out!("{outcome}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        (Ok(_), Some(e)) => {
+            eprint_error(&e);
+            ExitCode::FAILURE
+        }
+        (Err(e), _) => {
             eprintln!("error: {}: {e}", trial.plugin);
             ExitCode::from(2)
         }

@@ -1,12 +1,16 @@
-//! `airlock plugin test`: one request through one plugin, outside a gateway, so a plugin author
+//! `airlock plugin test`: requests through one plugin, outside a gateway, so a plugin author
 //! can see what their component decides without writing a config or starting an upstream.
 //!
-//! The request comes from a `.http` file (a request line, headers, a blank line, a body); the
+//! A request comes from a `.http` file (a request line, headers, a blank line, a body); the
 //! plugin runs in the same sandbox, with the same limits and the same host interfaces as in the
 //! gateway (its `state` is an in-memory store of its own). Its request phase runs; unless it
 //! answered, a response (from a second `.http` file, or `200` with an empty body) goes through
 //! its response phase. The [`TrialOutcome`] says what it decided and what the request and
 //! response looked like afterwards.
+//!
+//! [`run_sequence`] runs several requests, in order and repeated, through one [`TrialSession`]:
+//! one instance pool and one `state` store, so what a stateful plugin (a rate limit, a quota, a
+//! cache) keeps from one request to the next is seen by the next.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -53,6 +57,34 @@ pub enum TrialError {
         /// The failure.
         reason: String,
     },
+    /// A phase failed in one request of a run of several: the run stopped there.
+    #[error("request {index} of {total} ({file}): the plugin failed in {phase}: {reason}")]
+    FailedIn {
+        /// 1-based position of the request in the run.
+        index: usize,
+        /// How many requests the run was to make.
+        total: usize,
+        /// The `.http` file the request came from.
+        file: String,
+        /// `on-request` or `on-response`.
+        phase: &'static str,
+        /// The failure.
+        reason: String,
+    },
+    /// The sequence is to run no times, or more than [`MAX_REPEAT`] times.
+    #[error("--repeat {0}: the requests run 1 to {MAX_REPEAT} times")]
+    Repeat(u64),
+    /// A run was asked for without a request.
+    #[error("no request to run")]
+    NoRequests,
+}
+
+/// The most times [`run_sequence`] repeats its requests (`--repeat`).
+pub const MAX_REPEAT: u32 = 10_000;
+
+/// `n` as a repeat count: 1 to [`MAX_REPEAT`].
+pub fn repeat_count(n: u64) -> Result<u32, TrialError> {
+    u32::try_from(n).ok().filter(|n| (1..=MAX_REPEAT).contains(n)).ok_or(TrialError::Repeat(n))
 }
 
 /// What to run: the plugin, its config and the request.
@@ -189,133 +221,332 @@ fn split_message(file: &str, text: &str) -> Result<(String, usize, HeaderMap, By
     Ok((first.trim().to_owned(), index + 1, headers, Bytes::from(body)))
 }
 
-/// Runs `request` through the plugin's request phase, then `response` (unless it answered)
-/// through its response phase.
-pub async fn run(trial: &Trial, base_dir: &Path, mut request: RequestState, response: ResponseState) -> Result<TrialOutcome, TrialError> {
-    let sandbox = SandboxEngine::new(&RuntimeConfig::default()).map_err(|e| TrialError::Sandbox(e.to_string()))?;
-    let cache = CompileCache::new(CompileCache::default_dir());
-    // `state` and `metrics` need no parameters; the trial has its own store and metric set.
-    // `files` and `http-client` are granted when their parameters are given.
-    let mut asked = vec!["state".to_owned(), "metrics".to_owned()];
-    let files = match &trial.files_dir {
-        Some(dir) if dir.is_dir() => {
-            asked.push("files".to_owned());
-            Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
-        }
-        Some(dir) => return Err(TrialError::Grant(format!("--files-dir `{}` is not a directory", dir.display()))),
-        None => None,
-    };
-    let http = if trial.allow_origins.is_empty() {
-        None
-    } else {
-        use crate::runtime::host::http_client::{DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_MS, HttpClientGrant, Origin, OutboundClient};
-        let allow = trial
-            .allow_origins
-            .iter()
-            .map(|o| Origin::parse_grant(o).map_err(|e| TrialError::Grant(format!("--allow-origin `{o}`: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let client = tokio::task::spawn_blocking(OutboundClient::new)
-            .await
-            .map_err(|e| TrialError::Grant(e.to_string()))?
-            .map_err(|e| TrialError::Grant(format!("cannot build the outbound HTTP client: {e}")))?;
-        asked.push("http-client".to_owned());
-        Some(Arc::new(HttpClientGrant::new(allow, DEFAULT_TIMEOUT_MS, DEFAULT_MAX_RESPONSE_BYTES, &client)))
-    };
-    let grants = crate::runtime::capabilities::effective_grants(&trial.plugin, &asked);
-    let plugin = LoadedPlugin::load(&sandbox, &cache, &trial.plugin, base_dir, &grants).await.map_err(|e| match e {
-        // There is no config to add `capabilities` to here: say how a trial grants them.
-        crate::runtime::PluginError::Capability(message) => crate::runtime::PluginError::Capability(format!(
-            "{message}. `plugin test` grants `files` with --files-dir DIR and `http-client` with --allow-origin URL"
-        )),
-        other => other,
-    })?;
-    let runtime = RuntimeConfig::default();
-    let settings = InstanceSettings {
-        memory_bytes: (runtime.memory_mb as usize).saturating_mul(1024 * 1024),
-        cpu_deadline: Duration::from_millis(runtime.cpu_ms),
-        isolation: Isolation::Request,
-        pool_size: 1,
-        max_uses: 1,
-        state: Some(ScopedState::new(Arc::new(StateStore::Memory(crate::state::memory::MemoryStore::new(10_000))), "trial")),
-        files,
-        http,
-        metrics: Some(crate::telemetry::plugin_metrics::PluginMetricStore::default().set_for(&trial.plugin)),
-        share: None,
-    };
-    let pool = InstancePool::new(plugin, trial.plugin.as_str().into(), trial.config_json.clone(), settings).await?;
-    let descriptor = pool.descriptor();
-    request.params = trial.params.clone();
-    for (k, v) in &trial.context {
-        request.context.set(k.clone(), v.clone());
+/// A request `.http` file, parsed: what each run of it starts from.
+#[derive(Debug)]
+pub struct RequestFile {
+    /// The file, as named on the command line (for messages).
+    pub file: String,
+    request: RequestState,
+}
+
+impl RequestFile {
+    /// Parses `text`, the contents of `file` ([`parse_request`]).
+    pub fn parse(file: &str, text: &str) -> Result<Self, TrialError> {
+        Ok(Self { file: file.to_owned(), request: parse_request(file, text)? })
     }
-    // Without declared body access the plugin sees no request body; it streams upstream as is.
-    let streamed = if descriptor.request_body { None } else { request.body.take() };
-    let (mut decision, mut delay_ms) = ("skipped", None);
-    let mut response = response;
-    let mut answered = false;
-    if descriptor.on_request {
-        let (returned, result) = pool.on_request(request, descriptor.request_body).await;
-        request = returned;
-        let action = result.map_err(|f| TrialError::Failed { phase: "on-request", reason: f.to_string() })?;
-        decision = match action {
-            PhaseAction::Continue => "continue",
-            PhaseAction::Delay(wait) => {
-                delay_ms = Some(wait.as_millis());
-                "delay"
+
+    /// `METHOD /path?query`, as the file has it.
+    pub fn request_line(&self) -> String {
+        let r = &self.request;
+        match &r.query {
+            Some(q) => format!("{} {}?{q}", r.method, r.path),
+            None => format!("{} {}", r.method, r.path),
+        }
+    }
+
+    /// A request as the file has it, under `request_id`, as if just parsed.
+    fn fresh(&self, request_id: &str) -> RequestState {
+        let r = &self.request;
+        RequestState {
+            method: r.method.clone(),
+            path: r.path.clone(),
+            query: r.query.clone(),
+            headers: r.headers.clone(),
+            params: r.params.clone(),
+            route_id: r.route_id.clone(),
+            client_addr: r.client_addr,
+            client_ip: r.client_ip,
+            scheme: r.scheme,
+            request_id: request_id.into(),
+            body: r.body.clone(),
+            context: r.context.clone(),
+            response_edits: Default::default(),
+            header_limits: r.header_limits,
+            body_limit: r.body_limit,
+            host_from_plugin: r.host_from_plugin,
+            client_body: r.client_body,
+        }
+    }
+}
+
+/// A plugin loaded for a trial: one instance pool and one in-memory `state` store, shared by
+/// every request run through it. Each phase call gets a fresh instance (as with
+/// `isolation = "request"`), so only `state` carries from one request to the next, as only it
+/// reliably does in a gateway (whose pools hold many instances, replaced after failures and
+/// `max_uses` calls).
+pub struct TrialSession<'a> {
+    trial: &'a Trial,
+    pool: InstancePool,
+}
+
+impl<'a> TrialSession<'a> {
+    /// Loads and configures the plugin (a refused config is an error here) with an empty `state`.
+    pub async fn start(trial: &'a Trial, base_dir: &Path) -> Result<Self, TrialError> {
+        let sandbox = SandboxEngine::new(&RuntimeConfig::default()).map_err(|e| TrialError::Sandbox(e.to_string()))?;
+        let cache = CompileCache::new(CompileCache::default_dir());
+        // `state` and `metrics` need no parameters; the trial has its own store and metric set.
+        // `files` and `http-client` are granted when their parameters are given.
+        let mut asked = vec!["state".to_owned(), "metrics".to_owned()];
+        let files = match &trial.files_dir {
+            Some(dir) if dir.is_dir() => {
+                asked.push("files".to_owned());
+                Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
             }
-            PhaseAction::AcquireSlot(_) => "acquire-slot",
-            PhaseAction::Respond(answer) => {
-                response = answer;
-                answered = true;
-                "respond"
+            Some(dir) => return Err(TrialError::Grant(format!("--files-dir `{}` is not a directory", dir.display()))),
+            None => None,
+        };
+        let http = if trial.allow_origins.is_empty() {
+            None
+        } else {
+            use crate::runtime::host::http_client::{DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_MS, HttpClientGrant, Origin, OutboundClient};
+            let allow = trial
+                .allow_origins
+                .iter()
+                .map(|o| Origin::parse_grant(o).map_err(|e| TrialError::Grant(format!("--allow-origin `{o}`: {e}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let client = tokio::task::spawn_blocking(OutboundClient::new)
+                .await
+                .map_err(|e| TrialError::Grant(e.to_string()))?
+                .map_err(|e| TrialError::Grant(format!("cannot build the outbound HTTP client: {e}")))?;
+            asked.push("http-client".to_owned());
+            Some(Arc::new(HttpClientGrant::new(allow, DEFAULT_TIMEOUT_MS, DEFAULT_MAX_RESPONSE_BYTES, &client)))
+        };
+        let grants = crate::runtime::capabilities::effective_grants(&trial.plugin, &asked);
+        let plugin = LoadedPlugin::load(&sandbox, &cache, &trial.plugin, base_dir, &grants).await.map_err(|e| match e {
+            // There is no config to add `capabilities` to here: say how a trial grants them.
+            crate::runtime::PluginError::Capability(message) => crate::runtime::PluginError::Capability(format!(
+                "{message}. `plugin test` grants `files` with --files-dir DIR and `http-client` with --allow-origin URL"
+            )),
+            other => other,
+        })?;
+        let runtime = RuntimeConfig::default();
+        let settings = InstanceSettings {
+            memory_bytes: (runtime.memory_mb as usize).saturating_mul(1024 * 1024),
+            cpu_deadline: Duration::from_millis(runtime.cpu_ms),
+            isolation: Isolation::Request,
+            pool_size: 1,
+            max_uses: 1,
+            state: Some(ScopedState::new(Arc::new(StateStore::Memory(crate::state::memory::MemoryStore::new(10_000))), "trial")),
+            files,
+            http,
+            metrics: Some(crate::telemetry::plugin_metrics::PluginMetricStore::default().set_for(&trial.plugin)),
+            share: None,
+        };
+        let pool = InstancePool::new(plugin, trial.plugin.as_str().into(), trial.config_json.clone(), settings).await?;
+        Ok(Self { trial, pool })
+    }
+
+    /// Runs `request` through the plugin's request phase, then `response` (unless it answered)
+    /// through its response phase. A `delay` is reported, not waited for.
+    pub async fn run(&self, mut request: RequestState, response: ResponseState) -> Result<TrialOutcome, TrialError> {
+        let trial = self.trial;
+        let pool = &self.pool;
+        let descriptor = pool.descriptor();
+        request.params = trial.params.clone();
+        for (k, v) in &trial.context {
+            request.context.set(k.clone(), v.clone());
+        }
+        // Without declared body access the plugin sees no request body; it streams upstream as is.
+        let streamed = if descriptor.request_body { None } else { request.body.take() };
+        let (mut decision, mut delay_ms) = ("skipped", None);
+        let mut response = response;
+        let mut answered = false;
+        if descriptor.on_request {
+            let (returned, result) = pool.on_request(request, descriptor.request_body).await;
+            request = returned;
+            let action = result.map_err(|f| TrialError::Failed { phase: "on-request", reason: f.to_string() })?;
+            decision = match action {
+                PhaseAction::Continue => "continue",
+                PhaseAction::Delay(wait) => {
+                    delay_ms = Some(wait.as_millis());
+                    "delay"
+                }
+                PhaseAction::AcquireSlot(_) => "acquire-slot",
+                PhaseAction::Respond(answer) => {
+                    response = answer;
+                    answered = true;
+                    "respond"
+                }
+            };
+        }
+        request.body = request.body.take().or(streamed);
+        // Response edits asked for in `on-request` are made where its `on-response` runs, before it.
+        let bound = request.header_limits.response;
+        request.response_edits.apply(0, &mut response.headers, bound, &trial.plugin, &request.request_id);
+        if descriptor.on_response {
+            // Without declared body access the plugin sees no upstream body, nor one longer than it
+            // narrowed its need to (`limit-response-body`); the client still gets it.
+            let fits = request.response_edits.body_limit(0).is_none_or(|max| response.body.as_ref().is_none_or(|b| b.len() as u64 <= max));
+            let body_access = descriptor.response_body && fits;
+            let hidden = if !answered && !body_access { response.body.take() } else { None };
+            let (req, resp, result) = pool.on_response(request, response, body_access).await;
+            result.map_err(|f| TrialError::Failed { phase: "on-response", reason: f.to_string() })?;
+            (request, response) = (req, resp);
+            response.body = response.body.or(hidden);
+        }
+        // What the gateway would send: a 204, 205 or 304 goes without content.
+        if crate::proxy::frame_no_content(response.status, &mut response.headers, response.body.is_some()) {
+            response.body = None;
+        }
+        let context = request.context.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let target = match &request.query {
+            Some(q) => format!("{}?{q}", request.path),
+            None => request.path.clone(),
+        };
+        Ok(TrialOutcome {
+            decision,
+            delay_ms,
+            request: Message {
+                method: Some(request.method.to_string()),
+                target: Some(target),
+                status: None,
+                headers: text_headers(&request.headers),
+                body: request.body.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                trailers: Vec::new(),
+            },
+            response: Message {
+                method: None,
+                target: None,
+                status: Some(response.status.as_u16()),
+                headers: text_headers(&response.headers),
+                body: response.body.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                trailers: response.trailers.as_ref().map(text_headers).unwrap_or_default(),
+            },
+            context,
+        })
+    }
+}
+
+/// Where a request stands in a run of several.
+#[derive(Debug)]
+pub struct Step<'a> {
+    /// 1-based position in the run.
+    pub index: usize,
+    /// How many requests the run makes.
+    pub total: usize,
+    /// The file the request came from.
+    pub request: &'a RequestFile,
+}
+
+/// Runs `requests` in order, the whole sequence `repeat` times, through one [`TrialSession`]
+/// (one pool, one `state`), each with a copy of `response` as the upstream's answer. `each` is
+/// called with every outcome as it comes. The first plugin failure stops the run; with more than
+/// one request to make it is a [`TrialError::FailedIn`], naming the request.
+pub async fn run_sequence(
+    trial: &Trial,
+    base_dir: &Path,
+    requests: &[RequestFile],
+    response: &ResponseState,
+    repeat: u32,
+    mut each: impl FnMut(&Step<'_>, &TrialOutcome),
+) -> Result<Summary, TrialError> {
+    let repeat = repeat_count(repeat.into())?;
+    if requests.is_empty() {
+        return Err(TrialError::NoRequests);
+    }
+    let total = requests.len().saturating_mul(repeat as usize);
+    let session = TrialSession::start(trial, base_dir).await?;
+    let mut summary = Summary::default();
+    for (i, file) in (0..repeat).flat_map(|_| requests.iter()).enumerate() {
+        let index = i + 1;
+        // One request keeps the id it always had; several get one each, as in a gateway.
+        let request_id = if total == 1 { "trial-request".to_owned() } else { format!("trial-request-{index}") };
+        let outcome = session.run(file.fresh(&request_id), response.clone()).await.map_err(|e| match e {
+            TrialError::Failed { phase, reason } if total > 1 => TrialError::FailedIn { index, total, file: file.file.clone(), phase, reason },
+            other => other,
+        })?;
+        summary.add(&outcome);
+        each(&Step { index, total, request: file }, &outcome);
+    }
+    Ok(summary)
+}
+
+/// How often a run's requests got each decision: `6 requests: 4 continue, 2 respond (429)`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Requests run.
+    pub requests: usize,
+    /// Each decision made, with its count, in the order `continue`, `delay`, `acquire-slot`,
+    /// `respond`, `skipped`.
+    pub decisions: Vec<DecisionCount>,
+}
+
+/// One decision's count in a [`Summary`].
+#[derive(Debug, PartialEq)]
+pub struct DecisionCount {
+    /// `continue`, `respond`, `delay`, `acquire-slot` or `skipped`.
+    pub decision: &'static str,
+    /// How many requests got it.
+    pub count: usize,
+    /// For `respond`: each status answered with and how often, by status.
+    pub statuses: Vec<(u16, usize)>,
+}
+
+/// The order decisions are listed in a summary.
+const DECISION_ORDER: [&str; 5] = ["continue", "delay", "acquire-slot", "respond", "skipped"];
+
+impl Summary {
+    /// Counts `outcome` in.
+    pub fn add(&mut self, outcome: &TrialOutcome) {
+        self.requests += 1;
+        let rank = |d: &str| DECISION_ORDER.iter().position(|o| *o == d).unwrap_or(DECISION_ORDER.len());
+        let at = match self.decisions.iter().position(|c| c.decision == outcome.decision) {
+            Some(at) => at,
+            None => {
+                let at = self.decisions.partition_point(|c| rank(c.decision) <= rank(outcome.decision));
+                self.decisions.insert(at, DecisionCount { decision: outcome.decision, count: 0, statuses: Vec::new() });
+                at
             }
         };
+        let entry = &mut self.decisions[at];
+        entry.count += 1;
+        if let (true, Some(status)) = (outcome.decision == "respond", outcome.response.status) {
+            match entry.statuses.binary_search_by_key(&status, |(s, _)| *s) {
+                Ok(i) => entry.statuses[i].1 += 1,
+                Err(i) => entry.statuses.insert(i, (status, 1)),
+            }
+        }
     }
-    request.body = request.body.take().or(streamed);
-    // Response edits asked for in `on-request` are made where its `on-response` runs, before it.
-    let bound = request.header_limits.response;
-    request.response_edits.apply(0, &mut response.headers, bound, &trial.plugin, &request.request_id);
-    if descriptor.on_response {
-        // Without declared body access the plugin sees no upstream body, nor one longer than it
-        // narrowed its need to (`limit-response-body`); the client still gets it.
-        let fits = request.response_edits.body_limit(0).is_none_or(|max| response.body.as_ref().is_none_or(|b| b.len() as u64 <= max));
-        let body_access = descriptor.response_body && fits;
-        let hidden = if !answered && !body_access { response.body.take() } else { None };
-        let (req, resp, result) = pool.on_response(request, response, body_access).await;
-        result.map_err(|f| TrialError::Failed { phase: "on-response", reason: f.to_string() })?;
-        (request, response) = (req, resp);
-        response.body = response.body.or(hidden);
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} request{}:", self.requests, if self.requests == 1 { "" } else { "s" })?;
+        for (i, c) in self.decisions.iter().enumerate() {
+            write!(f, "{} {} {}", if i == 0 { "" } else { "," }, c.count, c.decision)?;
+            match c.statuses.as_slice() {
+                [] => {}
+                [(status, _)] => write!(f, " ({status})")?,
+                several => {
+                    let list: Vec<String> = several.iter().map(|(status, n)| format!("{n} x {status}")).collect();
+                    write!(f, " ({})", list.join(", "))?;
+                }
+            }
+        }
+        Ok(())
     }
-    // What the gateway would send: a 204, 205 or 304 goes without content.
-    if crate::proxy::frame_no_content(response.status, &mut response.headers, response.body.is_some()) {
-        response.body = None;
+}
+
+/// A request's outcome in a run of several: a `request 2/6: GET /x -> respond 429` line, then
+/// the messages as [`TrialOutcome`]'s `Display` shows them.
+pub struct NumberedOutcome<'a> {
+    /// Where the request stands in the run.
+    pub step: &'a Step<'a>,
+    /// What the plugin made of it.
+    pub outcome: &'a TrialOutcome,
+}
+
+impl std::fmt::Display for NumberedOutcome<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (step, outcome) = (self.step, self.outcome);
+        write!(f, "request {}/{}: {} -> {}", step.index, step.total, step.request.request_line(), outcome.decision)?;
+        match (outcome.delay_ms, outcome.decision, outcome.response.status) {
+            (Some(ms), _, _) => writeln!(f, " {ms} ms")?,
+            (None, "respond", Some(status)) => writeln!(f, " {status}")?,
+            _ => writeln!(f)?,
+        }
+        outcome.write_messages(f)
     }
-    let context = request.context.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-    let target = match &request.query {
-        Some(q) => format!("{}?{q}", request.path),
-        None => request.path.clone(),
-    };
-    Ok(TrialOutcome {
-        decision,
-        delay_ms,
-        request: Message {
-            method: Some(request.method.to_string()),
-            target: Some(target),
-            status: None,
-            headers: text_headers(&request.headers),
-            body: request.body.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
-            trailers: Vec::new(),
-        },
-        response: Message {
-            method: None,
-            target: None,
-            status: Some(response.status.as_u16()),
-            headers: text_headers(&response.headers),
-            body: response.body.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
-            trailers: response.trailers.as_ref().map(text_headers).unwrap_or_default(),
-        },
-        context,
-    })
 }
 
 fn text_headers(headers: &HeaderMap) -> Vec<(String, String)> {
@@ -328,6 +559,13 @@ impl std::fmt::Display for TrialOutcome {
             Some(ms) => writeln!(f, "decision: delay {ms} ms")?,
             None => writeln!(f, "decision: {}", self.decision)?,
         }
+        self.write_messages(f)
+    }
+}
+
+impl TrialOutcome {
+    /// Everything `Display` shows after the decision line.
+    fn write_messages(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.decision != "respond" {
             writeln!(f, "\nrequest sent upstream:")?;
             write_message(f, &self.request)?;
@@ -381,5 +619,40 @@ mod tests {
         let resp = parse_response("s.http", "HTTP/1.1 201 Created\nx-a: b\n\n{}").unwrap();
         assert_eq!((resp.status.as_u16(), resp.body.as_deref()), (201, Some(&b"{}"[..])));
         assert!(parse_response("s.http", "HTTP/1.1 abc").is_err());
+    }
+
+    fn outcome(decision: &'static str, status: u16) -> TrialOutcome {
+        let message = |status| Message { method: None, target: None, status, headers: Vec::new(), body: None, trailers: Vec::new() };
+        TrialOutcome { decision, delay_ms: None, request: message(None), response: message(Some(status)), context: Vec::new() }
+    }
+
+    #[test]
+    fn a_summary_counts_decisions_in_a_fixed_order_and_answers_by_status() {
+        let mut summary = Summary::default();
+        for (decision, status) in [("respond", 429), ("continue", 200), ("skipped", 200), ("continue", 200), ("respond", 403), ("respond", 429)] {
+            summary.add(&outcome(decision, status));
+        }
+        assert_eq!(summary.to_string(), "6 requests: 2 continue, 3 respond (1 x 403, 2 x 429), 1 skipped");
+        let mut one = Summary::default();
+        one.add(&outcome("respond", 429));
+        assert_eq!(one.to_string(), "1 request: 1 respond (429)");
+    }
+
+    #[test]
+    fn repeat_counts_are_1_to_the_maximum() {
+        assert_eq!(repeat_count(1).unwrap(), 1);
+        assert_eq!(repeat_count(u64::from(MAX_REPEAT)).unwrap(), MAX_REPEAT);
+        for bad in [0, u64::from(MAX_REPEAT) + 1, u64::MAX] {
+            assert_eq!(repeat_count(bad).unwrap_err().to_string(), format!("--repeat {bad}: the requests run 1 to 10000 times"));
+        }
+    }
+
+    #[test]
+    fn a_request_file_runs_afresh_each_time_under_its_own_id() {
+        let file = RequestFile::parse("r.http", "POST /a?b=1\nx-k: v\n\nbody").unwrap();
+        assert_eq!(file.request_line(), "POST /a?b=1");
+        let (one, two) = (file.fresh("trial-request-1"), file.fresh("trial-request-2"));
+        assert_eq!((&*one.request_id, &*two.request_id), ("trial-request-1", "trial-request-2"));
+        assert_eq!((two.path.as_str(), two.headers.get("x-k").unwrap().as_bytes(), two.body.as_deref()), ("/a", &b"v"[..], Some(&b"body"[..])));
     }
 }
