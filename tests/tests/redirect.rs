@@ -106,3 +106,43 @@ async fn bad_configs_are_refused_at_their_line_naming_the_key() {
         assert!(err.contains("airlock.toml:8") && err.contains("`routes[0].plugins[0].config`") && err.contains(expected), "{config}: {err}");
     }
 }
+
+#[tokio::test]
+async fn locations_the_gateway_would_serve_here_do_not_loop_and_hostless_requests_are_refused() {
+    let config = r#"
+[[routes]]
+id = "landing"
+path = "/landing"
+[[routes.plugins]]
+plugin = "builtin:redirect"
+config = { location = "http://f.test/landing#top" }
+
+[[routes]]
+id = "home"
+path = "/"
+[[routes.plugins]]
+plugin = "builtin:redirect"
+config = { location = "http://f.test" }
+
+[[routes]]
+id = "rest"
+path_prefix = "/r"
+[[routes.plugins]]
+plugin = "builtin:redirect"
+config = { scheme = "https" }
+"#;
+    let gw = Gateway::start(config, None).await;
+    let client = HttpClient::http1();
+    // Already there: the next plugin (none: the route has no upstream, a 502) answers, not a redirect.
+    for path in ["/landing", "/"] {
+        let r = client.request("GET", &gw.url(path), &[("host", "f.test")], b"").await;
+        assert_ne!(r.status.as_u16(), 301, "{path}: {:?}", r.header("location"));
+        assert_eq!(r.header("location"), None, "{path}");
+    }
+    // An HTTP/1.0 request without a Host: nothing to keep, the gateway's error shape.
+    let addr = gw.addr();
+    let raw = airlock_tests::raw_exchange(addr, b"GET /r HTTP/1.0\r\n\r\n").await;
+    assert!(raw.starts_with("HTTP/1.0 400") || raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("\"error\":\"bad_request\"") && raw.contains("request_id"), "{raw}");
+    gw.stop().await;
+}

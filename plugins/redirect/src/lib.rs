@@ -101,19 +101,23 @@ impl Plugin for Redirect {
 
     /// Answers with the redirect, unless the request is already where it would send it.
     fn on_request(&self, req: &Request) -> Action {
-        let Some(host) = req.header("host") else {
-            // The gateway refuses requests without a host before plugins run; never reached.
-            return Action::Respond(ResponseInit::new(400).body(b"no host to redirect from\n".to_vec()));
-        };
+        // An HTTP/1.0 request may come without a `Host`, and an HTTP/1.1 one with an empty one.
+        let host = req.header("host").unwrap_or_default();
         let (path, query) = (req.path(), req.query());
         let scheme = req.scheme();
         let here = RequestUrl { scheme: &scheme, host: &host, path: &path, query: query.as_deref() };
         match self.location.for_request(&here, req) {
-            Some(location) => {
+            Ok(Some(location)) => {
                 let status = self.status.for_method(&req.method());
                 Action::Respond(ResponseInit::new(status).header("location", location).header("content-length", "0"))
             }
-            None => Action::Continue,
+            Ok(None) => Action::Continue,
+            Err(refusal) => {
+                // In the gateway's own error shape, with the request id.
+                let (status, message) = refusal.answer();
+                let body = serde_json::json!({ "error": "bad_request", "message": message, "request_id": req.request_id() });
+                Action::Respond(ResponseInit::new(status).header("content-type", "application/json").body(body.to_string().into_bytes()))
+            }
         }
     }
 }

@@ -95,9 +95,10 @@ impl Location {
         }
     }
 
-    /// The `Location` for a request, or `None` when the request is already there.
-    pub fn for_request(&self, here: &RequestUrl<'_>, source: &impl Source) -> Option<String> {
-        let host = std::str::from_utf8(here.host).ok()?;
+    /// The `Location` for a request, `Ok(None)` when the request is already there, or why none
+    /// can be made (no host to keep, a location too long to send).
+    pub fn for_request(&self, here: &RequestUrl<'_>, source: &impl Source) -> Result<Option<String>, Refusal> {
+        let host = std::str::from_utf8(here.host).unwrap_or("");
         let tail = |out: &mut String| {
             out.push_str(here.path);
             if let Some(query) = here.query {
@@ -108,6 +109,12 @@ impl Location {
         let location = match self {
             Location::Parts { scheme, host: new_host, port } => {
                 let (old_host, old_port) = split_host_port(host);
+                if new_host.is_none() && old_host.is_empty() {
+                    return Err(Refusal::NoHost);
+                }
+                // Names are case-insensitive: sent as nginx's `$host` is, in lower case.
+                let old_host = old_host.to_ascii_lowercase();
+                let old_host = old_host.as_str();
                 let scheme = scheme.unwrap_or(here.scheme);
                 let moved = scheme != here.scheme || new_host.as_deref().is_some_and(|h| !h.eq_ignore_ascii_case(old_host));
                 let port = port.or(if moved { None } else { old_port });
@@ -123,16 +130,45 @@ impl Location {
                 let bytes = template.expand_with(source, |value, out| out.extend(percent_encode(value, VALUE).flat_map(str::bytes)));
                 let mut out = String::from_utf8_lossy(&bytes).into_owned();
                 if *keep_path {
-                    let (scheme, authority, _) = split_url(&out)?;
+                    // The configured scheme and host are checked at configure: always there.
+                    let Some((scheme, authority, _)) = split_url(&out) else { return Ok(None) };
                     out = format!("{scheme}://{authority}");
                     tail(&mut out);
                 }
                 out
             }
         };
+        if location.len() > MAX_LOCATION_BYTES {
+            return Err(Refusal::TooLong(location.len()));
+        }
         let mut here_url = format!("{}://{host}", here.scheme);
         tail(&mut here_url);
-        (!same_place(&location, &here_url)).then_some(location)
+        Ok((!same_place(&location, &here_url)).then_some(location))
+    }
+}
+
+/// The longest `Location` sent: proxies and browsers in front commonly take 8 KiB of headers;
+/// a location built longer from the request's values is refused rather than sent to fail there.
+pub const MAX_LOCATION_BYTES: usize = 8192;
+
+/// Why a request gets no redirect but a refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request names no host (an empty `Host`), and the location keeps the request's.
+    NoHost,
+    /// The location made for it would be this long.
+    TooLong(usize),
+}
+
+impl Refusal {
+    /// The status and message of the refusal.
+    pub fn answer(&self) -> (u16, String) {
+        match self {
+            Refusal::NoHost => (400, "the request names no host to redirect to".to_owned()),
+            Refusal::TooLong(len) => {
+                (414, format!("the redirect location would be {len} bytes, more than {MAX_LOCATION_BYTES}: the request's values are too long"))
+            }
+        }
     }
 }
 
@@ -152,17 +188,38 @@ fn check_host(host: &str) -> Result<(), String> {
 /// `http://` or `https://`, then a literal host, then anything that is a URL's (no spaces or
 /// control characters).
 fn check_location(location: &str) -> Result<(), String> {
-    let Some((_, authority, _)) = split_url(location) else {
+    let Some((_, authority, rest)) = split_url(location) else {
         return Err(format!("`{location}` is not an absolute `http://` or `https://` URL"));
     };
-    let (host, _) = split_host_port(authority);
-    if authority.contains("${") || authority.contains('@') || check_host(host).is_err() {
+    if authority.contains("${") || authority.contains('@') || authority.contains('\\') {
         return Err(format!(
             "`{location}`: the host must be written out (no variables, no user info), so a request cannot choose where it is sent"
         ));
     }
+    if !authority.is_ascii() {
+        return Err(format!("`{location}`: write an internationalized host name in its ASCII form (`xn--...`)"));
+    }
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], &authority[i + 1..]),
+        _ => (authority, ""),
+    };
+    if !port.is_empty() && !port.parse::<u16>().is_ok_and(|p| p > 0) {
+        return Err(format!("`{location}`: the port `{port}` is not 1-65535"));
+    }
+    check_host(host).map_err(|e| format!("`{location}`: {e}"))?;
     if let Some(c) = location.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("`{location}` holds {c:?}: write spaces and control characters percent-encoded"));
+    }
+    // Literal text only (a variable's value is encoded when it is put in): `%` starts an escape.
+    let literal = rest.replace("$${", "");
+    let mut at = 0;
+    while let Some(i) = literal[at..].find('%') {
+        let start = at + i;
+        let hex = literal.get(start + 1..start + 3).unwrap_or("");
+        if hex.len() != 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("`{location}`: `%` starts a percent-escape (two hex digits); write a literal `%` as `%25`"));
+        }
+        at = start + 3;
     }
     Ok(())
 }
@@ -178,15 +235,19 @@ fn split_url(url: &str) -> Option<(&str, &str, &str)> {
     (!authority.is_empty()).then_some((scheme, authority, tail))
 }
 
-/// A `Host` value's host and port (`[::1]:8080` gives `[::1]` and 8080).
+/// A `Host` value's host and port (`[::1]:8080` gives `[::1]` and 8080; `host:`, an empty
+/// port, is the default one: RFC 3986 3.2.3).
 fn split_host_port(authority: &str) -> (&str, Option<u16>) {
     let port_at = match authority.rfind(':') {
         Some(i) if !authority[i..].contains(']') => i,
         _ => return (authority, None),
     };
-    match authority[port_at + 1..].parse() {
-        Ok(port) => (&authority[..port_at], Some(port)),
-        Err(_) => (authority, None),
+    match &authority[port_at + 1..] {
+        "" => (&authority[..port_at], None),
+        port => match port.parse() {
+            Ok(port) => (&authority[..port_at], Some(port)),
+            Err(_) => (authority, None),
+        },
     }
 }
 
@@ -194,18 +255,74 @@ fn default_port(scheme: &str) -> u16 {
     if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 }
 }
 
-/// Whether two absolute URLs name one place: the same scheme, host (any case) and port (a
-/// default one written or not), and the same path, query and fragment.
+/// Whether two absolute URLs name the resource the gateway would serve for either: the same
+/// scheme, host (any case) and port (a default one written or not), path once normalized as the
+/// gateway normalizes a request's ([`normalized_path`]), and query. The fragment is not
+/// compared: a client never sends one, so a location with one would otherwise never be "here".
 fn same_place(a: &str, b: &str) -> bool {
     let (Some((scheme_a, auth_a, rest_a)), Some((scheme_b, auth_b, rest_b))) = (split_url(a), split_url(b)) else {
         return false;
     };
     let (host_a, port_a) = split_host_port(auth_a);
     let (host_b, port_b) = split_host_port(auth_b);
+    let (path_a, query_a) = path_and_query(rest_a);
+    let (path_b, query_b) = path_and_query(rest_b);
     scheme_a.eq_ignore_ascii_case(scheme_b)
         && host_a.eq_ignore_ascii_case(host_b)
         && port_a.unwrap_or(default_port(scheme_a)) == port_b.unwrap_or(default_port(scheme_b))
-        && rest_a == rest_b
+        && query_a == query_b
+        && normalized_path(path_a) == normalized_path(path_b)
+}
+
+/// The path and query of what follows a URL's authority, its fragment dropped.
+fn path_and_query(rest: &str) -> (&str, Option<&str>) {
+    let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
+    match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    }
+}
+
+/// A path as the gateway routes it (RFC 3986 6.2.2): empty is `/`, percent-encoded unreserved
+/// characters decoded (`%7E` is `~`), other escapes in upper case, repeated `/` merged, `.` and
+/// `..` segments resolved.
+fn normalized_path(path: &str) -> Vec<u8> {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = match bytes.get(i + 1..i + 3) {
+            Some(hex) if bytes[i] == b'%' => std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()),
+            _ => None,
+        };
+        match escape {
+            Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => decoded.push(b),
+            Some(b) => decoded.extend_from_slice(format!("%{b:02X}").as_bytes()),
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+                continue;
+            }
+        }
+        i += 3;
+    }
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for segment in decoded.split(|&b| b == b'/').filter(|s| !s.is_empty()) {
+        match segment {
+            b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let trailing = decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/..");
+    let mut out = vec![b'/'];
+    out.extend_from_slice(&segments.join(&b'/'));
+    if trailing && out.len() > 1 {
+        out.push(b'/');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -225,7 +342,7 @@ mod tests {
 
     fn at(loc: &Location, scheme: &str, host: &str, path: &str, query: Option<&str>) -> Option<String> {
         let here = RequestUrl { scheme, host: host.as_bytes(), path, query };
-        loc.for_request(&here, &MapSource::default().param("page", "a b/c?d&e=f"))
+        loc.for_request(&here, &MapSource::default().param("page", "a b/c?d&e=f")).expect("a location")
     }
 
     #[test]
@@ -284,10 +401,57 @@ mod tests {
         }
         assert!(error(r#"{"location": "https://a.example/a b"}"#).contains("holds ' '"));
         assert!(error(r#"{"location": "https://a.example/${nope}"}"#).starts_with("`location`: unknown variable `${nope}`"));
+        assert!(error(r#"{"location": "https://a.test:99999/"}"#).contains("the port `99999` is not 1-65535"));
+        assert!(error(r#"{"location": "https://a.test:0/"}"#).contains("the port `0` is not 1-65535"));
+        assert!(error(r#"{"location": "https://пример.test/"}"#).contains("its ASCII form"));
+        assert!(error(r#"{"location": "https://a_b.test/"}"#).contains("is not a host name"));
+        assert!(error(r#"{"location": "https://a.test/%zz"}"#).contains("write a literal `%` as `%25`"));
+        assert!(error(r#"{"location": "https://a.test/100%"}"#).contains("percent-escape"));
+        assert!(location(r#"{"location": "https://a.test:/%41$${x}"}"#).for_request(
+            &RequestUrl { scheme: "http", host: b"x", path: "/", query: None },
+            &MapSource::default()
+        ).is_ok());
+    }
+
+    #[test]
+    fn a_location_the_request_already_has_is_not_sent_again() {
+        // The fragment is never sent by clients.
+        let frag = location(r#"{"location": "http://f.test/landing#top"}"#);
+        assert_eq!(at(&frag, "http", "f.test", "/landing", None), None);
+        assert_eq!(at(&frag, "http", "f.test", "/other", None).as_deref(), Some("http://f.test/landing#top"));
+        // As the gateway normalizes the request's path: empty, `//`, `%7E`, dot segments, case of escapes.
+        let bare = location(r#"{"location": "http://bare.test"}"#);
+        assert_eq!(at(&bare, "http", "bare.test", "/", None), None);
+        assert_eq!(at(&bare, "http", "bare.test", "/x", None).as_deref(), Some("http://bare.test"));
+        for (configured, request_path) in [("/a//b", "/a/b"), ("/%7Euser", "/~user"), ("/a/./b/../c", "/a/c"), ("/x%2fy", "/x%2Fy")] {
+            let loc = location(&format!(r#"{{"location": "http://n.test{configured}"}}"#));
+            assert_eq!(at(&loc, "http", "n.test", request_path, None), None, "{configured}");
+        }
+        // The query is compared as it is.
+        let q = location(r#"{"location": "http://n.test/p?a=1"}"#);
+        assert_eq!(at(&q, "http", "n.test", "/p", Some("a=1")), None);
+        assert!(at(&q, "http", "n.test", "/p", Some("a=2")).is_some());
+    }
+
+    #[test]
+    fn odd_hosts_make_a_valid_location_or_a_refusal() {
+        let port = location(r#"{"port": 8080}"#);
+        assert_eq!(at(&port, "http", "p.test:", "/a", None).as_deref(), Some("http://p.test:8080/a"), "an empty port is none");
+        let https = location(r#"{"scheme": "https"}"#);
+        assert_eq!(at(&https, "http", "S.Test:", "/a", None).as_deref(), Some("https://s.test/a"), "lower case");
+        let here = RequestUrl { scheme: "http", host: b"", path: "/a", query: None };
+        assert_eq!(https.for_request(&here, &MapSource::default()), Err(Refusal::NoHost));
+        let moved = location(r#"{"host": "new.test"}"#);
+        assert_eq!(moved.for_request(&here, &MapSource::default()), Ok(Some("http://new.test/a".into())), "no host needed");
+        let long = location(r#"{"location": "https://a.test/${header.x}"}"#);
+        let source = MapSource::default().header("x", "%".repeat(3000));
+        assert!(matches!(long.for_request(&here, &source), Err(Refusal::TooLong(9015))));
+        assert_eq!(Refusal::TooLong(9015).answer().0, 414);
     }
 
     #[test]
     fn hosts_and_ports_are_split_as_written() {
+        assert_eq!(split_host_port("h:"), ("h", None));
         assert_eq!(split_host_port("h:80"), ("h", Some(80)));
         assert_eq!(split_host_port("h"), ("h", None));
         assert_eq!(split_host_port("[::1]"), ("[::1]", None));
