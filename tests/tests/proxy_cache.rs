@@ -45,7 +45,13 @@ async fn numbered_upstream() -> Upstream {
                 } else {
                     inm.split(',').any(|t| t.trim().trim_start_matches("W/") == etag)
                 };
-                let body = if not_modified { String::new() } else { format!("n={n} inm={inm} ims={ims} if-match={}", header("if-match")) };
+                let body = if not_modified {
+                    String::new()
+                } else if req.uri().query() == Some("big") {
+                    "x".repeat(100_000)
+                } else {
+                    format!("n={n} inm={inm} ims={ims} if-match={}", header("if-match"))
+                };
                 let mut r = Response::new(Full::new(Bytes::from(body)));
                 *r.status_mut() = if not_modified { http::StatusCode::NOT_MODIFIED } else { http::StatusCode::OK };
                 let cc = if req.uri().query() == Some("nostore") { "no-store" } else { "max-age=60" };
@@ -882,10 +888,17 @@ async fn an_answer_that_is_not_stored_is_still_a_304_for_a_client_that_holds_it(
     let r = get(&client, &gw, "/etag/v1?nostore", &[("if-none-match", "\"v0\"")]).await;
     assert_eq!((r.status.as_u16(), cache_status(&r).as_str(), r.text().as_str()), (200, "Miss", "n=2 inm= ims= if-match="));
     assert_eq!(upstream.hits(), 2, "nothing was stored");
+    // Larger than `max_body_bytes`: not stored, streamed, and still a 304 for a client holding it.
+    let r = get(&client, &gw, "/etag/v1?big", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!((r.status.as_u16(), cache_status(&r).as_str()), (304, "Miss"));
+    assert!(r.body.is_empty());
+    let r = get(&client, &gw, "/etag/v1?big", &[("if-none-match", "\"v0\"")]).await;
+    assert_eq!((r.status.as_u16(), r.body.len()), (200, 100_000));
+    assert_eq!(upstream.hits(), 4);
     // Bypassing requests keep their conditions: the upstream answers them.
     let r = get(&client, &gw, "/etag/v1", &[("if-none-match", "\"v1\""), ("cache-control", "no-cache")]).await;
     assert_eq!((r.status.as_u16(), cache_status(&r).as_str()), (304, "Bypass"));
-    assert_eq!(upstream.hits(), 3);
+    assert_eq!(upstream.hits(), 5);
     gw.stop().await;
 }
 

@@ -66,7 +66,14 @@ impl Conditions {
             // `*`: the client holds some current representation, whatever its tag (13.1.2).
             return list.trim() == "*" || etag.is_some_and(|tag| list_matches(list.as_bytes(), tag));
         }
-        let Some(since) = self.if_modified_since.as_deref().and_then(|v| httpdate::parse_http_date(v.trim()).ok()) else {
+        // A date later than now is no date the client saw the answer at (RFC 7232 3.3; nginx
+        // and Apache send the whole answer): ignored, as an unreadable one is.
+        let Some(since) = self
+            .if_modified_since
+            .as_deref()
+            .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+            .filter(|since| *since <= SystemTime::now())
+        else {
             return false;
         };
         last_modified
@@ -168,6 +175,7 @@ mod tests {
         assert!(!ims("Wed, 02 Dec 2026 10:00:00 GMT").not_modified(200, None, None));
         assert!(!ims("yesterday").not_modified(200, None, Some(lm)));
         assert!(!ims("Wed, 02 Dec 2026 10:00:00 GMT").not_modified(200, None, Some(b"soon")));
+        assert!(!ims("Wed, 21 Oct 2099 07:28:00 GMT").not_modified(200, None, Some(lm)), "a date in the future");
     }
 
     #[test]
