@@ -318,6 +318,8 @@ where
         if let Some(upstream) = switched {
             // hyper stopped after sending a 101: the rest of the connection is the tunnel's.
             let io = parts.io.io.into_inner();
+            // The request's holds (`max_requests`, `least_requests`, slots) last as the tunnel does.
+            let _held = upstream.held;
             crate::proxy::upgrade::tunnel(io, parts.read_buf, upstream.side, upstream.idle, &gauges.tunnels, shutdown).await;
             return Ok(Ended::Closed);
         }

@@ -515,3 +515,55 @@ async fn an_upstream_that_switches_unasked_is_refused() {
     gw.stop().await;
     server.abort();
 }
+
+/// An open WebSocket holds its request's places until it closes, over HTTP/1.1 and HTTP/2:
+/// `least_requests` counts it as load on its target, and `max_requests` as a request in flight.
+#[tokio::test]
+async fn an_open_websocket_counts_as_in_flight_until_it_closes() {
+    let ws = EchoServer::start().await;
+    let toml = format!(
+        "[upstreams.ws]\ntargets = [\"{}\"]\nbalance = \"least_requests\"\nmax_requests = 1\n\n[[routes]]\nid = \"chat\"\npath = \"/chat\"\nupstream = \"ws\"\n\n[[routes]]\npath = \"/plain\"\nplugins = [{{ plugin = \"builtin:respond\" }}]\n",
+        ws.addr
+    );
+    let gw = Gateway::start(&toml, None).await;
+    let in_flight = || {
+        let (client, url) = (HttpClient::http1(), gw.admin_url("/admin/routes"));
+        async move { client.get(&url).await.json()["routes"][0]["upstream"]["in_flight"].clone() }
+    };
+    let url = format!("ws://{}/chat", gw.addr());
+    let (mut socket, response) = tokio_tungstenite::connect_async(url.as_str()).await.expect("handshake");
+    assert_eq!(response.status(), 101);
+    echoes(&mut socket, "held").await;
+    assert_eq!(in_flight().await, serde_json::json!([1]), "the open tunnel is load on its target");
+    // Its place among max_requests = 1 is taken: a second one is shed.
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("expected 503 upstream_overloaded, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    socket.close(None).await.expect("close");
+    drop(socket);
+    let mut released = serde_json::Value::Null;
+    for _ in 0..100 {
+        released = in_flight().await;
+        if released == serde_json::json!([0]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(released, serde_json::json!([0]), "given back when the tunnel closes");
+    // Over HTTP/2 (an extended CONNECT): the same.
+    let mut socket = websocket_over_http2(&gw, "/chat").await;
+    echoes(&mut socket, "held over h2").await;
+    assert_eq!(in_flight().await, serde_json::json!([1]));
+    socket.close(None).await.expect("close");
+    drop(socket);
+    for _ in 0..100 {
+        released = in_flight().await;
+        if released == serde_json::json!([0]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(released, serde_json::json!([0]));
+    gw.stop().await;
+}

@@ -305,7 +305,11 @@ impl Gateway {
         let head = record.method() == Method::HEAD;
         let mut response = write_response(response, stream, forwarded.then_some(version), id_header, body_idle, head);
         if let Some(upgrade) = upgrade {
-            upgrade::keep_switch(&mut response, upgrade, route.tunnel_idle);
+            // A switch's holds go with its tunnel, open until it closes (an open WebSocket
+            // counts towards `max_requests`, `least_requests` and concurrency slots).
+            let holds = (!held.is_empty() || in_flight.is_some())
+                .then(|| Arc::new(upgrade::TunnelHold { slots: std::mem::take(&mut held), in_flight: in_flight.take() }));
+            upgrade::keep_switch(&mut response, upgrade, route.tunnel_idle, holds);
         } else if let Some((policy, client_accepts)) = gzip {
             policy.apply(&mut response, client_accepts, head);
         }

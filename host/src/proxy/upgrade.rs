@@ -30,6 +30,7 @@ use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -46,6 +47,20 @@ pub struct UpstreamUpgrade {
     pub side: OnUpgrade,
     /// How long the tunnel may pass nothing (the route's `tunnel_idle_ms`, or the global one).
     pub idle: Duration,
+    /// What the request holds while in flight (concurrency slots, its place among the
+    /// upstream's `max_requests`, its `least_requests` count): held by the tunnel until it
+    /// closes, as a long download's body holds them, so open WebSockets count as load.
+    pub held: Option<Arc<TunnelHold>>,
+}
+
+/// A request's holds, kept for as long as its tunnel is open (shared only so the extension can
+/// be cloned; given back when the last clone goes).
+#[derive(Debug)]
+pub struct TunnelHold {
+    /// Concurrency slots (`acquire-slot`).
+    pub slots: Vec<crate::runtime::slots::SlotGuard>,
+    /// Its place among `max_requests`, and its count on its target.
+    pub in_flight: Option<super::upstream::InFlight>,
 }
 
 /// Marks a request read from an HTTP/2 extended CONNECT ([`client_side`]): it asks for a switch
@@ -160,9 +175,9 @@ fn websocket_accept(key: &HeaderValue) -> HeaderValue {
 /// client connection's task to join (`server`, `keepalive`), while the response still switches.
 /// A response phase that changed the 101's status has called it off: the upstream connection is
 /// dropped, and the upgrade headers with it.
-pub fn keep_switch<B>(response: &mut Response<B>, upstream: OnUpgrade, idle: Duration) {
+pub fn keep_switch<B>(response: &mut Response<B>, upstream: OnUpgrade, idle: Duration, held: Option<Arc<TunnelHold>>) {
     if switches(response.status()) {
-        response.extensions_mut().insert(UpstreamUpgrade { side: upstream, idle });
+        response.extensions_mut().insert(UpstreamUpgrade { side: upstream, idle, held });
     } else {
         response.headers_mut().remove(header::UPGRADE);
         response.headers_mut().remove(header::CONNECTION);
@@ -202,9 +217,9 @@ impl StreamTunnels {
     /// with an open tunnel is not closed as idle.
     pub fn join<G: Send + 'static>(&self, client: ClientSide, upstream: UpstreamUpgrade, busy: G) {
         let (metrics, shutdown) = (self.metrics.clone(), self.shutdown.clone());
-        let UpstreamUpgrade { side: upstream, idle } = upstream;
+        let UpstreamUpgrade { side: upstream, idle, held } = upstream;
         tokio::spawn(async move {
-            let _busy = busy;
+            let (_busy, _held) = (busy, held);
             match client.0.await {
                 Ok(client) => tunnel(TokioIo::new(client), Bytes::new(), upstream, idle, &metrics, shutdown).await,
                 Err(e) => {

@@ -410,8 +410,19 @@ impl Upstream {
         if n == 1 {
             return 0;
         }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.round.len().max(1);
-        let start = self.round.get(turn).map_or(0, |&i| i as usize);
+        // The turn's target, or as round-robin passes a target out of rotation by, the next turn
+        // whose target is in it: its ties then go to the following turns' targets by weight, not
+        // all to the target listed after it.
+        let len = self.round.len().max(1);
+        let turn = |t: usize| self.round.get(t % len).map_or(0, |&i| i as usize);
+        let up = |i: usize| self.slots[i].in_rotation() && !self.slots[i].health.is_down();
+        let mut start = turn(self.next.fetch_add(1, Ordering::Relaxed));
+        for _ in 1..len {
+            if up(start) {
+                break;
+            }
+            start = turn(self.next.fetch_add(1, Ordering::Relaxed));
+        }
         let load = |i: usize| loads.get(i).map_or(0, |count| count.load(Ordering::Relaxed));
         // Marked down: skipped, read without a side effect (`usable` then claims the one request
         // that tries a target again once its `fail_timeout` has run out).
@@ -1001,6 +1012,20 @@ mod tests {
         drop(in_flight);
         drop(held);
         assert_eq!(up.target_loads(), Some(vec![0, 0, 0]), "every count given back");
+    }
+
+    #[tokio::test]
+    async fn a_target_marked_down_passes_its_ties_on_as_round_robin_does() {
+        let up = upstream(&[1, 1, 1], Balance::LeastRequests);
+        let policy = HealthPolicy::default();
+        for _ in 0..policy.max_fails {
+            up.slots[1].health.failed(&policy);
+        }
+        let mut served = [0; 3];
+        for _ in 0..30 {
+            served[up.choose(&mut None)] += 1;
+        }
+        assert_eq!(served, [15, 0, 15], "not the target after it alone");
     }
 
     #[tokio::test]
