@@ -4,8 +4,9 @@
 //! behind one NAT or CDN share an address, so only the operator can choose a number.
 //!
 //! The address is the TCP peer's (the connection is counted before any request names a
-//! forwarded client), IPv4-mapped IPv6 addresses counted as their IPv4 address. A connection over
-//! the limit is closed as soon as it is accepted: waiting, as at the global cap, would hold the
+//! forwarded client), or on a listener with `proxy_protocol` the client its PROXY header announces
+//! (counted once the header is read), IPv4-mapped IPv6 addresses counted as their IPv4 address. A
+//! connection over the limit is closed as soon as it is accepted (or its header read): waiting, as at the global cap, would hold the
 //! accept loop for everyone else. Counting takes a lock once per accepted connection and once
 //! when it closes, never per request.
 

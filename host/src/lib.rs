@@ -1,7 +1,7 @@
 //! Airlock: an API gateway whose every policy phase runs in a sandboxed WebAssembly component.
 //!
 //! # Reading this crate top-down
-//! - A request enters in [`server`] (listeners, HTTP/1.1 and h2c, [`tls`], graceful drain; hyper set up per
+//! - A request enters in [`server`] (listeners, HTTP/1.1 and h2c, [`tls`], the PROXY protocol header of an L4 balancer ([`proxy_protocol`]), graceful drain; hyper set up per
 //!   connection by [`connections`]; an idle HTTP/1.1 keep-alive connection parked, an idle HTTP/2 one closed, by [`keepalive`]), on one of the
 //!   [`workers`] (a thread per core that serves its connections start to finish), and is handed to
 //!   [`gateway::Gateway::handle`] of the generation [`reload`] keeps current, whose phases are laid out in [`proxy`]: limits, [`router`],
@@ -36,6 +36,7 @@ pub mod grants;
 pub mod keepalive;
 pub mod plugin_trial;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod router;
 pub mod scaffold;

@@ -33,6 +33,7 @@ use crate::config::{Config, ConfigError, ConfigSource};
 use crate::connections::{ConnectionBuilders, Protocol};
 use crate::keepalive::{self, Activity, Ended};
 use crate::proxy::{client_ip, ConnectionInfo};
+use crate::proxy_protocol::{self, ProxyHeaderError};
 use crate::proxy::upgrade::{self, StreamTunnels};
 use crate::reload::LiveGateway;
 use crate::telemetry::metrics::ConnectionGauges;
@@ -291,14 +292,23 @@ async fn accept_loop(
             _ = stopped(&mut shutdown) => break,
         };
         // One client over its own limit is closed at once: waiting would hold every client up.
-        let per_client = live.current().connections.max_connections_per_client();
-        let client_slot = match shared.clients.admit(peer.ip(), per_client) {
-            Ok(slot) => slot,
-            Err(AtLimit) => {
-                live.gateway().telemetry.metrics.connection_cut("client_limit");
-                tracing::debug!(%peer, "connection closed: the client holds limits.max_connections_per_client already");
-                drop(stream);
-                continue;
+        // Behind the PROXY protocol the client is the one its header announces, counted once the
+        // header is read (`serve_proxied`), not the balancer every connection comes from.
+        let generation = live.current();
+        let per_client = generation.connections.max_connections_per_client();
+        let proxied = generation.config.listeners.get(index).is_some_and(|l| l.proxy_protocol);
+        drop(generation);
+        let client_count = if proxied {
+            ClientCount::Announced(shared.clients.clone())
+        } else {
+            match shared.clients.admit(peer.ip(), per_client) {
+                Ok(slot) => ClientCount::Counted(slot),
+                Err(AtLimit) => {
+                    live.gateway().telemetry.metrics.connection_cut("client_limit");
+                    tracing::debug!(%peer, "connection closed: the client holds limits.max_connections_per_client already");
+                    drop(stream);
+                    continue;
+                }
             }
         };
         let _ = stream.set_nodelay(true);
@@ -312,7 +322,11 @@ async fn accept_loop(
         // The connection watches the shutdown signal of the worker serving it.
         let shutdown = shutdowns.of(placement.worker());
         if placement.worker() == workers::current() {
-            tokio::spawn(serve_connection(live.clone(), index, stream, peer, watcher, (placement, client_slot), shutdown));
+            let live = live.clone();
+            match client_count {
+                ClientCount::Counted(slot) => tokio::spawn(serve_connection(live, index, stream, peer, watcher, (placement, slot), shutdown)),
+                ClientCount::Announced(clients) => tokio::spawn(serve_proxied(live, index, stream, peer, watcher, (placement, clients), shutdown)),
+            };
             continue;
         }
         // Moved to the other worker's runtime: taken off this one's event loop, registered on
@@ -327,11 +341,99 @@ async fn accept_loop(
         let live = live.clone();
         let worker = placement.worker();
         balancer.spawn(worker, async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => serve_connection(live, index, stream, peer, watcher, (placement, client_slot), shutdown).await,
-                Err(e) => tracing::warn!(%peer, "accepted connection could not be registered on worker {worker}: {e}"),
+            match (TcpStream::from_std(stream), client_count) {
+                (Ok(stream), ClientCount::Counted(slot)) => serve_connection(live, index, stream, peer, watcher, (placement, slot), shutdown).await,
+                (Ok(stream), ClientCount::Announced(clients)) => {
+                    serve_proxied(live, index, stream, peer, watcher, (placement, clients), shutdown).await;
+                }
+                (Err(e), _) => tracing::warn!(%peer, "accepted connection could not be registered on worker {worker}: {e}"),
             }
         });
+    }
+}
+
+/// How an accepted connection counts under `limits.max_connections_per_client`.
+enum ClientCount {
+    /// Counted at accept, by its TCP peer, as long as the slot lives (`None`: no limit).
+    Counted(Option<ClientSlot>),
+    /// On a listener with `proxy_protocol`: to be counted in this registry by the client its
+    /// PROXY header announces, once read.
+    Announced(Arc<ClientConnections>),
+}
+
+/// Serves an accepted connection of listener `index`, one with `proxy_protocol`: its PROXY header
+/// first ([`proxy_header`]), then as [`serve_connection`] serves any, with the client the header
+/// announced as its peer. Apart from `serve_connection` so that a listener without the PROXY
+/// protocol pays nothing for it, not even a larger task per connection.
+async fn serve_proxied(
+    live: Arc<LiveGateway>,
+    index: usize,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+    (placement, clients): (Placement, Arc<ClientConnections>),
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Both boxed, so the task holds neither for the connection's life: the header's state (its
+    // timer, ~1 KB) is freed once read, and `serve_connection`'s is not held beside it. Inline,
+    // the latter would also size every connection's task in `accept_loop`, which awaits this
+    // function or `serve_connection` in place.
+    let header = Box::pin(proxy_header(&live, index, &mut stream, peer, &clients, &mut shutdown)).await;
+    let Some((announced, slot)) = header else { return };
+    drop(clients);
+    Box::pin(serve_connection(live, index, stream, announced, watcher, (placement, slot), shutdown)).await;
+}
+
+/// Reads the PROXY protocol header a connection of listener `index` (one with `proxy_protocol`)
+/// starts with, and counts the client it announces (announcing none, the TCP peer `peer`) in
+/// `clients` under `limits.max_connections_per_client`. The header must be complete within the
+/// time the connection's next step has (a TLS listener's handshake timeout, 10 s; on cleartext
+/// `timeouts.idle_ms`, as for a connection's first bytes). `None`: the connection is to be
+/// closed, said at debug and, unless its peer went away or the gateway is stopping, counted in
+/// `airlock_connections_cut_total`.
+async fn proxy_header(
+    live: &LiveGateway,
+    index: usize,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    clients: &Arc<ClientConnections>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(SocketAddr, Option<ClientSlot>)> {
+    let generation = live.current();
+    // Open while its header is read too (`serve_connection` counts it from then on).
+    let _open = generation.gateway.telemetry.metrics.connection_opened();
+    let tls = generation.tls.get(index).is_some_and(Option::is_some);
+    let limit = if tls { TLS_HANDSHAKE_TIMEOUT } else { generation.connections.idle() };
+    let per_client = generation.connections.max_connections_per_client();
+    drop(generation);
+    let read = tokio::select! {
+        read = tokio::time::timeout(limit, proxy_protocol::read_header(stream)) => read,
+        _ = stopped(shutdown) => return None,
+    };
+    let announced = match read {
+        Ok(Ok(announced)) => announced.unwrap_or(peer),
+        Ok(Err(e @ (ProxyHeaderError::Closed | ProxyHeaderError::Io(_)))) => {
+            tracing::debug!(%peer, "connection closed: {e}");
+            return None;
+        }
+        Ok(Err(e)) => {
+            live.gateway().telemetry.metrics.connection_cut("proxy_protocol");
+            tracing::debug!(%peer, "connection closed: {e}");
+            return None;
+        }
+        Err(_) => {
+            live.gateway().telemetry.metrics.connection_cut("proxy_protocol");
+            tracing::debug!(%peer, "connection closed: no complete PROXY protocol header within {} ms", limit.as_millis());
+            return None;
+        }
+    };
+    match clients.admit(announced.ip(), per_client) {
+        Ok(slot) => Some((announced, slot)),
+        Err(AtLimit) => {
+            live.gateway().telemetry.metrics.connection_cut("client_limit");
+            tracing::debug!(%peer, client = %announced, "connection closed: the client holds limits.max_connections_per_client already");
+            None
+        }
     }
 }
 

@@ -257,7 +257,12 @@ pub struct ConsumerConfig {
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {
-    vec![ListenerConfig { address: Spanned::new(0..0, "127.0.0.1:8080".to_owned()), tls: None, trusted_proxies: Vec::new() }]
+    vec![ListenerConfig {
+        address: Spanned::new(0..0, "127.0.0.1:8080".to_owned()),
+        tls: None,
+        trusted_proxies: Vec::new(),
+        proxy_protocol: false,
+    }]
 }
 
 /// One listening socket (plain HTTP/1.1 and HTTP/2 prior knowledge on the same port).
@@ -273,6 +278,11 @@ pub struct ListenerConfig {
     /// one of them. Empty: the client is the TCP peer.
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2, as an L4 balancer writes
+    /// it), read before TLS and HTTP: the client it announces is the connection's peer
+    /// ([`crate::proxy_protocol`]). A connection without a valid one is closed.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// `[listeners.tls]`: certificates (chosen by SNI), and optional client certificate

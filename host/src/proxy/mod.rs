@@ -64,7 +64,8 @@ pub const CLIENT_SANS: &str = "tls.client.sans";
 /// What the listener knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionInfo {
-    /// The TCP peer's address.
+    /// The connection's peer: the TCP peer's address, or on a listener with `proxy_protocol` the
+    /// client its PROXY header announced ([`crate::proxy_protocol`]).
     pub peer: SocketAddr,
     /// The client's IP: the peer's, or behind the listener's trusted proxies the one
     /// `X-Forwarded-For` names ([`client_ip`]); resolved per request by [`Gateway::handle`].

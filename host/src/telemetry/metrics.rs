@@ -257,7 +257,7 @@ impl Metrics {
         }
         registry.register(
             "connections_cut",
-            "Client connections the gateway closed on a limit, by reason: send_timeout (timeouts.send_ms), early_resets (HTTP/2 streams reset before their response)",
+            "Client connections the gateway closed on a limit, by reason: send_timeout (timeouts.send_ms), early_resets (HTTP/2 streams reset before their response), client_limit (limits.max_connections_per_client), proxy_protocol (no valid PROXY protocol header in time on a proxy_protocol listener)",
             connections_cut.clone(),
         );
         let requests_rejected = Family::<RejectionLabels, Counter>::default();
@@ -440,7 +440,7 @@ impl Metrics {
 }
 
 /// Why the gateway closed a client connection on a limit (`airlock_connections_cut_total`).
-pub const CONNECTION_CUT_REASONS: [&str; 3] = ["send_timeout", "early_resets", "client_limit"];
+pub const CONNECTION_CUT_REASONS: [&str; 4] = ["send_timeout", "early_resets", "client_limit", "proxy_protocol"];
 
 /// Labels of `airlock_connections_cut_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
