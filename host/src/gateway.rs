@@ -55,6 +55,8 @@ pub struct Route {
     pub matches: RouteSpec,
     /// How its responses are gzipped for clients that accept it; `None`: they are not.
     pub compression: Option<Arc<crate::proxy::compress::Compression>>,
+    /// Where copies of a share of its upstream requests go too (`mirror`); `None` for most.
+    pub mirror: Option<Arc<crate::proxy::mirror::Mirror>>,
 }
 
 impl Route {
@@ -307,6 +309,7 @@ impl Gateway {
                 },
                 None => None,
             };
+            let mirror = route_mirror(source, config, route, (&id, &key), &upstreams, &telemetry, &mut issues);
             let mut entries = if route.global_plugins { global.clone() } else { Vec::new() };
             let scope = route.id.as_ref().map_or_else(|| unnamed_route_scope(route), |id| id.get_ref().clone());
             for (i, entry) in route.plugins.iter().enumerate() {
@@ -367,6 +370,7 @@ impl Gateway {
                 tunnel_idle: Duration::from_millis(route.tunnel_idle_ms.unwrap_or(config.timeouts.tunnel_idle_ms)),
                 matches: spec.clone(),
                 compression: route.compress.unwrap_or(config.compression.enabled).then(|| compression.clone()),
+                mirror,
             });
             specs.push((index, spec));
         }
@@ -394,6 +398,53 @@ impl Gateway {
             }
         }
     }
+}
+
+/// A route's `mirror`, with its upstream: an issue at its line when it names no upstream, or the
+/// route has none of its own (its requests never go upstream, so there is nothing to copy). A
+/// mirror to the route's own upstream is allowed (as Envoy allows it), with a warning: each
+/// mirrored request reaches that upstream twice.
+fn route_mirror(
+    source: &ConfigSource,
+    config: &Config,
+    route: &RouteConfig,
+    (id, key): (&Arc<str>, &str),
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    telemetry: &Telemetry,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<Arc<crate::proxy::mirror::Mirror>> {
+    let mirror = route.mirror.as_ref()?;
+    let name = mirror.upstream.get_ref().as_str();
+    let Some(own) = &route.upstream else {
+        issues.push(source.issue(
+            Some(mirror.upstream.span()),
+            &format!("{key}.mirror"),
+            "the route has no `upstream`: its requests are answered by its plugins and never sent upstream, so there is nothing to mirror (give it an `upstream`, or remove `mirror`)",
+        ));
+        return None;
+    };
+    let upstream = match upstreams.get(name) {
+        Some(u) => u.clone(),
+        // Defined, but it has errors of its own (reported at its lines).
+        None if config.upstreams.contains_key(name) => return None,
+        None => {
+            issues.push(source.issue(
+                Some(mirror.upstream.span()),
+                &format!("{key}.mirror.upstream"),
+                format!("no upstream named `{name}` (defined: {})", names(config.upstreams.keys())),
+            ));
+            return None;
+        }
+    };
+    if own.get_ref() == name {
+        tracing::warn!(
+            route = &**id,
+            config = %source.name,
+            "{key}.mirror sends copies to the route's own upstream `{name}`: each mirrored request reaches it twice (a POST is acted on twice)"
+        );
+    }
+    let counters = telemetry.metrics.mirror(id.clone(), upstream.name.clone());
+    Some(Arc::new(crate::proxy::mirror::Mirror::new(id.clone(), upstream, mirror.percent, counters)))
 }
 
 fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {

@@ -72,6 +72,14 @@ pub fn routes(gateway: &Gateway) -> Value {
                     // Requests in flight to each target now, counted with `least_requests` only.
                     "in_flight": u.target_loads(),
                 })),
+                // Where copies of a share of its upstream requests go too, and how many are
+                // in flight now (at most `max_in_flight`).
+                "mirror": route.mirror.as_ref().map(|m| json!({
+                    "upstream": &*m.upstream().name,
+                    "percent": m.percent(),
+                    "in_flight": m.in_flight(),
+                    "max_in_flight": crate::proxy::mirror::MAX_IN_FLIGHT,
+                })),
                 "timeout_ms": route.timeout.as_millis() as u64,
                 "tunnel_idle_ms": route.tunnel_idle.as_millis() as u64,
                 "max_body_bytes": route.max_body_bytes,

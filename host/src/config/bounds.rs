@@ -88,6 +88,17 @@ pub fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         .ok_or_else(|| serde::de::Error::custom(format!("must be between 0 and {max}, not {v}")))
 }
 
+/// A route's `mirror.percent`: more than 0, at most 100; fractions allowed (0.5: one request in
+/// 200). Not a number (`nan`) is refused too.
+pub fn mirror_percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!("must be more than 0 and at most 100 (a share in percent; 0.5 is one request in 200), not {v}")))
+    }
+}
+
 /// `runtime.max_instances`: 1 to [`MAX_INSTANCES`].
 pub fn instances<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     within(d, 1, MAX_INSTANCES)

@@ -888,10 +888,29 @@ pub struct RouteConfig {
     /// This route's chain, after the global entries.
     #[serde(default)]
     pub plugins: Vec<ChainEntryConfig>,
+    /// A copy of a share of the requests it sends upstream, sent to another upstream too
+    /// (shadow traffic), whose answers are discarded.
+    pub mirror: Option<MirrorConfig>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// A route's `mirror`: where copies of its upstream requests go, and for what share of them
+/// (Envoy's `request_mirror_policies`, nginx's `mirror`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The `[upstreams.<name>]` the copies are sent to.
+    pub upstream: Spanned<String>,
+    /// The share of the route's upstream requests mirrored, in percent: more than 0, at most 100.
+    #[serde(default = "all_percent", deserialize_with = "bounds::mirror_percent")]
+    pub percent: f64,
+}
+
+fn all_percent() -> f64 {
+    100.0
 }
 
 /// `[admin]`: the admin listener (health, readiness, `/metrics`, `/admin/*`). On by default, on

@@ -11,7 +11,8 @@
 //! 5. [`Gateway::call_upstream`]: unless a plugin answered (or the gateway answers an OPTIONS
 //!    with `Max-Forwards: 0` itself, [`headers::options_answer`]), send the request upstream (502/504),
 //!    to the target [`upstream::Upstream::choose`] (or `pick_by`, with `hash_on`) chooses, failing
-//!    over and retrying there;
+//!    over and retrying there; on a route with `mirror`, a sampled share of those requests is
+//!    also copied to the mirror upstream, in a task nothing awaits ([`mirror`]);
 //! 6. the chain's response phases, in reverse order;
 //! 7. [`write_response`]: the response as the client gets it, gzipped for a client that accepts
 //!    it where `[compression]` applies ([`compress`]); after a `101 Switching Protocols` the
@@ -29,6 +30,7 @@ pub mod grpc;
 pub mod headers;
 pub mod health_check;
 pub mod http1_pool;
+pub mod mirror;
 pub mod path;
 pub mod resend;
 pub mod target_health;
@@ -510,7 +512,9 @@ impl Gateway {
     /// `served` is set to the target the request was sent to (the last one tried, after a
     /// failover) once it is sent; `in_flight` to the request's place among the upstream's
     /// `max_requests` (503 `upstream_overloaded`, not sent, when none is free) and, with
-    /// `least_requests`, its count on the target it is sent to.
+    /// `least_requests`, its count on the target it is sent to. On a route with `mirror`, a
+    /// request drawn to be mirrored is copied to the mirror as it leaves ([`mirror`]; its
+    /// streamed body read whole first).
     async fn call_upstream<'a>(
         &'a self,
         route: &'a Route,
@@ -525,6 +529,12 @@ impl Gateway {
         };
         *in_flight = upstream.admit().map_err(|e| upstream.error(e))?;
         let key_hash = upstream.hash_on().and_then(|on| on.key_hash(state));
+        // Phase 5a, on a route with `mirror` only: whether a copy of this request goes to the
+        // mirror too (drawn by its `percent`, within its bounds).
+        let mirrored = match &route.mirror {
+            Some(mirror) => mirror.admit(state),
+            None => None,
+        };
         let first = match key_hash {
             Some(key_hash) => upstream.pick_by(key_hash),
             None => upstream.choose(in_flight),
@@ -590,6 +600,13 @@ impl Gateway {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
                 ProxyBody::with_trailers(bytes.clone(), body.trailers)
             }
+            // A mirrored request's streamed body is read whole, so that both upstreams get it
+            // (boxed: its state is no part of every request's future).
+            (None, Some(stream)) if mirrored.is_some() && !stream.is_end_stream() => {
+                let body::Buffered { bytes, trailers } = Box::pin(mirror::read_body(stream, route.max_body_bytes, body_idle)).await?;
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                ProxyBody::with_trailers(bytes, trailers)
+            }
             // A client that stops sending its body mid-way is cut off like a stalled upstream
             // body (a 408), rather than holding the upstream connection.
             (None, Some(stream)) => stream.watched(body_idle, "a client's request body"),
@@ -615,6 +632,10 @@ impl Gateway {
         *request.headers_mut() = headers;
         let websocket_key = extended_connect.then(|| upgrade::to_extended_connect(&mut request));
 
+        if let Some(mirrored) = mirrored {
+            // Phase 5b: the copy leaves for the mirror with the request, never awaited.
+            mirrored.send_copy(&request, state.host_from_plugin, body_idle);
+        }
         *served = Some(upstream.addr(first));
         let (last, sent) = upstream.send(request, (first, key_hash), in_flight, target_host_header, route.timeout, body_idle).await;
         if last != first {

@@ -276,21 +276,25 @@ impl Upstream {
     /// every place is taken (the request is not sent: Envoy's circuit breaker, nginx's
     /// `max_conns` for a whole upstream). Warned at most every 10 s, with the count refused.
     pub fn admit(&self) -> Result<Option<InFlight>, SendError> {
+        self.admit_quietly().inspect_err(|_| {
+            if let Some(refused) = self.overloads.record() {
+                tracing::warn!(
+                    upstream = &*self.name,
+                    max_requests = self.settings.max_requests.unwrap_or_default(),
+                    refused_since_last_warning = refused,
+                    "upstream at max_requests: requests answered 503 upstream_overloaded (at most one such warning every 10 s)"
+                );
+            }
+        })
+    }
+
+    /// [`Upstream::admit`] without its warning: for a request that is simply not sent when every
+    /// place is taken (a mirror's copy, [`super::mirror`], counted there).
+    pub fn admit_quietly(&self) -> Result<Option<InFlight>, SendError> {
         let Some(places) = &self.in_flight else { return Ok(None) };
         match places.clone().try_acquire_owned() {
             Ok(permit) => Ok(Some(InFlight { _place: Some(permit), load: None })),
-            Err(_) => {
-                let limit = self.settings.max_requests.unwrap_or_default();
-                if let Some(refused) = self.overloads.record() {
-                    tracing::warn!(
-                        upstream = &*self.name,
-                        max_requests = limit,
-                        refused_since_last_warning = refused,
-                        "upstream at max_requests: requests answered 503 upstream_overloaded (at most one such warning every 10 s)"
-                    );
-                }
-                Err(SendError::Overloaded(limit))
-            }
+            Err(_) => Err(SendError::Overloaded(self.settings.max_requests.unwrap_or_default())),
         }
     }
 

@@ -112,6 +112,24 @@ pub struct UpstreamErrorLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `airlock_mirror_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct MirrorLabels {
+    /// Route id.
+    pub route: Arc<str>,
+    /// The mirror upstream's name.
+    pub upstream: Arc<str>,
+    /// One of [`MIRROR_OUTCOMES`].
+    pub outcome: &'static str,
+}
+
+/// What became of a request chosen to be mirrored ([`crate::proxy::mirror`]), as counted in
+/// `airlock_mirror_requests_total`: `sent` (the mirror answered, whatever the status, and its
+/// body was read), `failed` (refused, broken off, or no whole answer within its upstream's
+/// request timeout), `dropped` (not sent: the route's mirror requests in flight at their cap, or
+/// the mirror upstream at its `max_requests`).
+pub const MIRROR_OUTCOMES: [&str; 3] = ["sent", "failed", "dropped"];
+
 /// Labels of anomaly flags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct AnomalyLabels {
@@ -146,6 +164,7 @@ pub struct Metrics {
     accept_failures: Counter,
     connections_cut: Family<ConnectionCutLabels, Counter>,
     requests_rejected: Family<RejectionLabels, Counter>,
+    mirror_requests: Family<MirrorLabels, Counter>,
     /// Plugin instance pools, read at scrape time.
     pub pools: Arc<super::pools::PoolRegistry>,
     /// Metrics plugins define (capability `metrics`).
@@ -269,6 +288,12 @@ impl Metrics {
             "Requests hyper's parser refused before the gateway saw them, by reason: malformed (a bare 400), headers_too_large (431), uri_too_long (414), http2_protocol (an HTTP/2 connection closed with a protocol error)",
             requests_rejected.clone(),
         );
+        let mirror_requests = Family::<MirrorLabels, Counter>::default();
+        registry.register(
+            "mirror_requests",
+            "Copies of route requests sent to the route's mirror upstream, by route, upstream and outcome: sent (answered), failed (refused, broken, timed out), dropped (not sent: too many in flight)",
+            mirror_requests.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -326,6 +351,7 @@ impl Metrics {
             accept_failures,
             connections_cut,
             requests_rejected,
+            mirror_requests,
             pools,
             plugin_metrics,
             access_log_dropped,
@@ -369,6 +395,14 @@ impl Metrics {
             consumers: self.consumers.clone(),
             route,
         }
+    }
+
+    /// The counters of route `route`'s mirror requests to `upstream`, in [`MIRROR_OUTCOMES`]
+    /// order: made when the route is built, so each series is there at 0 from the start.
+    pub fn mirror(&self, route: Arc<str>, upstream: Arc<str>) -> [Counter; MIRROR_OUTCOMES.len()] {
+        MIRROR_OUTCOMES.map(|outcome| {
+            self.mirror_requests.get_or_create_owned(&MirrorLabels { route: route.clone(), upstream: upstream.clone(), outcome })
+        })
     }
 
     /// Handles for one chain entry's plugin.

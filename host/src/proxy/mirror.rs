@@ -1,0 +1,339 @@
+//! Request mirroring (shadow traffic): a route's `mirror` sends a copy of a sampled share of the
+//! requests it sends upstream to another upstream as well, at the same time, and discards the
+//! answer (Envoy's `request_mirror_policies`, nginx's `mirror`, Traefik's mirroring service).
+//!
+//! The copy is the request as the route's upstream gets it: method, path and query after the
+//! plugins and `strip_prefix`/`rewrite`, headers after the plugins (the forwarding headers and
+//! the same `X-Request-Id` included), sent to the mirror upstream's own targets with its
+//! balancing, TLS, request timeout and `host_header` policy. It runs in a task of its own that
+//! nothing awaits: its failures, slowness or hangs never delay or change the client's answer,
+//! which is always the route's upstream's. A streamed request body cannot be read twice, so a
+//! sampled request's is read whole first ([`read_body`], up to the route's `max_body_bytes`, as
+//! for a plugin that reads bodies); requests not drawn stream as before. Requests a plugin
+//! answers never reach [`Mirror::admit`], and protocol switches (WebSockets) are not mirrored.
+//!
+//! Bounded: at most [`MAX_IN_FLIGHT`] copies of one route's requests are in flight at once, and
+//! they take places among the mirror upstream's `max_requests` like any request; a request past
+//! either is simply not mirrored, counted `dropped`. Each copy, its answer's body included, ends
+//! within the mirror upstream's request timeout; a drain does not wait for copies (they are not
+//! client connections): those still running when it ends are dropped with the workers.
+//!
+//! A route without `mirror` pays one `Option` check ([`crate::gateway::Route::mirror`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, StatusCode, Uri, Version};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::body::{self, BodyStalled, Buffered, ProxyBody};
+use super::upstream::{InFlight, Upstream};
+use super::{grpc, resend};
+use crate::config::HostHeader;
+use crate::error::GatewayError;
+use crate::exchange::RequestState;
+use crate::telemetry::metrics::MIRROR_OUTCOMES;
+use crate::telemetry::warn_throttle::WarnThrottle;
+
+/// Most copies of one route's requests in flight at once. A mirror that hangs holds each copy
+/// (a connection, a task, the request's head and body) until its request timeout: at this bound
+/// a route holds at most 64 of them (64 connections, and 64 times `max_body_bytes` at the very
+/// worst), while a mirror answering in 10 ms still takes ~6,400 copies a second per route.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// The least time between two warnings of one kind (failures, drops) for one route's mirror.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Indices into the counters, in [`MIRROR_OUTCOMES`] order.
+const SENT: usize = 0;
+const FAILED: usize = 1;
+const DROPPED: usize = 2;
+
+/// One route's mirror: where copies go, which share of requests, and what bounds and counts them.
+pub struct Mirror {
+    /// The route's id, in logs.
+    route: Arc<str>,
+    /// The upstream copies are sent to.
+    upstream: Arc<Upstream>,
+    /// The share of requests mirrored, in percent (more than 0, at most 100).
+    percent: f64,
+    /// Places for copies in flight: [`MAX_IN_FLIGHT`].
+    places: Arc<Semaphore>,
+    /// `airlock_mirror_requests_total` of this route, by [`MIRROR_OUTCOMES`].
+    counters: [Counter; MIRROR_OUTCOMES.len()],
+    /// Failed copies, warned at most every [`WARN_INTERVAL`].
+    failures: WarnThrottle,
+    /// Copies not sent for want of a place, warned at most every [`WARN_INTERVAL`].
+    drops: WarnThrottle,
+}
+
+/// A request drawn to be mirrored, with the places its copy holds until it ends.
+pub struct Ticket {
+    mirror: Arc<Mirror>,
+    /// Its place among the route's [`MAX_IN_FLIGHT`].
+    _place: OwnedSemaphorePermit,
+    /// Its place among the mirror upstream's `max_requests`, and its `least_requests` count.
+    in_flight: Option<InFlight>,
+    /// Its `hash_on` key's hash for the mirror upstream, when that one has `hash_on`.
+    key_hash: Option<u64>,
+    /// The request's `Host` before the route's upstream's policy applied (for `preserve`).
+    host: Option<HeaderValue>,
+    /// Its request id, in logs.
+    request_id: Arc<str>,
+}
+
+impl Mirror {
+    /// The mirror of route `route`: copies of `percent` % of its upstream requests to `upstream`,
+    /// counted in `counters` ([`crate::telemetry::metrics::Metrics::mirror`]).
+    pub fn new(route: Arc<str>, upstream: Arc<Upstream>, percent: f64, counters: [Counter; MIRROR_OUTCOMES.len()]) -> Self {
+        Self {
+            route,
+            upstream,
+            percent,
+            places: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            counters,
+            failures: WarnThrottle::new(WARN_INTERVAL),
+            drops: WarnThrottle::new(WARN_INTERVAL),
+        }
+    }
+
+    /// The upstream copies go to.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
+    /// The share of requests mirrored, in percent.
+    pub fn percent(&self) -> f64 {
+        self.percent
+    }
+
+    /// Copies of this route's requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        MAX_IN_FLIGHT.saturating_sub(self.places.available_permits())
+    }
+
+    /// Whether a copy of this request (about to be sent to the route's upstream) goes to the
+    /// mirror: drawn by `percent`, not a protocol switch, and with a place free both among the
+    /// route's copies in flight and the mirror upstream's `max_requests` (else not mirrored,
+    /// counted `dropped`). Called before the request's body is sent: a drawn request's streamed
+    /// body is then read whole ([`read_body`]). Boxed: the request's future keeps a pointer.
+    pub fn admit(self: &Arc<Self>, state: &RequestState) -> Option<Box<Ticket>> {
+        if self.percent < 100.0 && fastrand::f64() * 100.0 >= self.percent {
+            return None;
+        }
+        // A WebSocket handshake: its connection becomes a tunnel, which cannot be copied.
+        if state.headers.contains_key(header::UPGRADE) {
+            return None;
+        }
+        let Ok(place) = self.places.clone().try_acquire_owned() else {
+            self.dropped(&state.request_id, || format!("the route has {MAX_IN_FLIGHT} mirror requests in flight, its most"));
+            return None;
+        };
+        let in_flight = match self.upstream.admit_quietly() {
+            Ok(in_flight) => in_flight,
+            Err(e) => {
+                self.dropped(&state.request_id, || format!("the mirror upstream is at its max_requests: {e}"));
+                return None;
+            }
+        };
+        Some(Box::new(Ticket {
+            mirror: self.clone(),
+            _place: place,
+            in_flight,
+            key_hash: self.upstream.hash_on().and_then(|on| on.key_hash(state)),
+            host: state.headers.get(header::HOST).cloned(),
+            request_id: state.request_id.clone(),
+        }))
+    }
+
+    /// Counts a copy not sent (`why`, made only when logged).
+    fn dropped(&self, request_id: &str, why: impl FnOnce() -> String) {
+        self.counters[DROPPED].inc();
+        let (route, upstream) = (&*self.route, &*self.upstream.name);
+        match self.drops.record() {
+            Some(dropped) => tracing::warn!(
+                route,
+                upstream,
+                request_id,
+                dropped_since_last_warning = dropped,
+                "request not mirrored: {} (at most one such warning every 10 s per route)",
+                why()
+            ),
+            None => tracing::debug!(route, upstream, request_id, "request not mirrored: {}", why()),
+        }
+    }
+
+    /// Counts a copy that ended: answered with `status`, or failed for a reason.
+    fn ended(&self, result: Result<StatusCode, String>, upstream_addr: &str, request_id: &str, took: Duration) {
+        let (route, upstream) = (&*self.route, &*self.upstream.name);
+        let took_ms = took.as_millis() as u64;
+        match result {
+            Ok(status) => {
+                self.counters[SENT].inc();
+                tracing::debug!(route, upstream, upstream_addr, request_id, status = status.as_u16(), took_ms, "mirror request answered (answer discarded)");
+            }
+            Err(reason) => {
+                self.counters[FAILED].inc();
+                match self.failures.record() {
+                    Some(failed) => tracing::warn!(
+                        route,
+                        upstream,
+                        upstream_addr,
+                        request_id,
+                        failed_since_last_warning = failed,
+                        "mirror request failed (the client's answer is not affected): {reason} (at most one such warning every 10 s per route)"
+                    ),
+                    None => tracing::debug!(route, upstream, upstream_addr, request_id, took_ms, "mirror request failed: {reason}"),
+                }
+            }
+        }
+    }
+}
+
+impl Ticket {
+    /// Sends the copy of `main` (the request as it leaves for the route's upstream, its body
+    /// empty or whole) to the mirror, in a task of its own that nothing awaits. `host_from_plugin`:
+    /// a plugin set the `Host`, which goes as set; otherwise the mirror upstream's `host_header`
+    /// decides. `body_idle`: how long the mirror may take none of the body.
+    pub fn send_copy(self, main: &Request<ProxyBody>, host_from_plugin: bool, body_idle: Duration) {
+        let Ticket { mirror, _place: place, mut in_flight, key_hash, host, request_id } = self;
+        let upstream = &mirror.upstream;
+        // A body that cannot be sent twice: never here (a drawn request's body is read whole).
+        let Some(mut copy) = resend::copy(main) else {
+            mirror.ended(Err("its body was streamed, not read whole".into()), "", &request_id, Duration::ZERO);
+            return;
+        };
+        let first = match key_hash {
+            Some(key_hash) => upstream.pick_by(key_hash),
+            None => upstream.choose(&mut in_flight),
+        };
+        let path = main.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let uri = Uri::builder().scheme(upstream.scheme()).authority(upstream.target(first).clone()).path_and_query(path).build();
+        match uri {
+            Ok(uri) => *copy.uri_mut() = uri,
+            Err(e) => {
+                mirror.ended(Err(format!("cannot build its URI: {e}")), upstream.addr(first), &request_id, Duration::ZERO);
+                return;
+            }
+        }
+        *copy.version_mut() = upstream.version();
+        let rewrite_host = !host_from_plugin && upstream.host_header == HostHeader::Upstream;
+        prepare_head(copy.headers_mut(), upstream, first, (!host_from_plugin).then_some(host));
+        let timeout = upstream.request_timeout;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let upstream = &mirror.upstream;
+            let (last, sent) = upstream.send(copy, (first, key_hash), &mut in_flight, rewrite_host, timeout, body_idle).await;
+            let result = match sent {
+                Ok(response) => {
+                    let status = response.status();
+                    // The answer's body shares the request's timeout.
+                    let left = timeout.saturating_sub(started.elapsed());
+                    match tokio::time::timeout(left, discard(response.into_body())).await {
+                        Ok(Ok(())) => Ok(status),
+                        Ok(Err(e)) => Err(format!("its answer's body broke off: {e}")),
+                        Err(_) => Err(format!("its answer's body did not end within {} ms", timeout.as_millis())),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            // The places go back before the count moves, so a test or a scrape that sees the
+            // count sees them free.
+            drop((in_flight, place));
+            mirror.ended(result, upstream.addr(last), &request_id, started.elapsed());
+        });
+    }
+}
+
+/// The copy's head, from the route upstream's: its `Host` by the mirror upstream's policy
+/// (`client_host`: the request's own `Host`, if any; `None`: a plugin set it, kept), and the
+/// hop-by-hop fields for its protocol (`TE: trailers` named in `Connection` over HTTP/1.1 only;
+/// no `Transfer-Encoding`: its body is whole). A gRPC call's `grpc-timeout` is its timeout.
+fn prepare_head(headers: &mut http::HeaderMap, upstream: &Upstream, target: usize, client_host: Option<Option<HeaderValue>>) {
+    if let Some(client_host) = client_host {
+        let host = match upstream.host_header {
+            HostHeader::Upstream => upstream.host_value(target).cloned().or(client_host),
+            HostHeader::Preserve => client_host,
+        };
+        match host {
+            Some(host) => drop(headers.insert(header::HOST, host)),
+            None => drop(headers.remove(header::HOST)),
+        }
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    if headers.contains_key(header::TE) && upstream.version() != Version::HTTP_2 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("te"));
+    }
+    grpc::set_timeout(headers, upstream.request_timeout);
+}
+
+/// Reads an answer's body to its end, discarding it.
+async fn discard(mut body: Incoming) -> Result<(), hyper::Error> {
+    while let Some(frame) = body.frame().await {
+        frame?;
+    }
+    Ok(())
+}
+
+/// A mirrored request's streamed body, read whole so that both upstreams get all of it: at most
+/// `limit` bytes (413 past it, as for a plugin that reads bodies), and cut off as a streamed
+/// body is when the client sends nothing for `body_idle` (408).
+pub async fn read_body(stream: ProxyBody, limit: u64, body_idle: Duration) -> Result<Buffered, GatewayError> {
+    let watched = stream.watched(body_idle, "a client's request body");
+    let limited = http_body_util::Limited::new(watched, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            Ok(Buffered { bytes: collected.to_bytes(), trailers })
+        }
+        Err(e) => Err(client_body_error(&*e, limit)),
+    }
+}
+
+/// What a client's body failing while it was read means: too long (413), stalled (408), cut off
+/// (the client went away), or malformed (400).
+fn client_body_error(e: &(dyn std::error::Error + 'static), limit: u64) -> GatewayError {
+    if body::is_length_limit(e) {
+        return GatewayError::BodyTooLarge { limit };
+    }
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(stalled) = err.downcast_ref::<BodyStalled>() {
+            return GatewayError::ClientTimeout(format!("the client sent no more of its body for {} ms", stalled.0.as_millis()));
+        }
+        let aborted = err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message)
+            || err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
+        if aborted {
+            return GatewayError::ClientAborted(format!("the request body could not be read: {e}"));
+        }
+        source = err.source();
+    }
+    GatewayError::BadRequest(format!("the request body could not be read: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_body_failing_is_told_apart() {
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"0123456789"));
+        let too_long = http_body_util::Limited::new(body, 5).collect().await.expect_err("over the limit");
+        assert!(matches!(client_body_error(&*too_long, 5), GatewayError::BodyTooLarge { limit: 5 }));
+        let stalled: body::BoxError = Box::new(BodyStalled(Duration::from_millis(250)));
+        match client_body_error(&*stalled, 5) {
+            GatewayError::ClientTimeout(reason) => assert!(reason.contains("250 ms"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let cut: body::BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        assert!(matches!(client_body_error(&*cut, 5), GatewayError::ClientAborted(_)));
+        let broken: body::BoxError = "invalid chunk size".into();
+        assert!(matches!(client_body_error(&*broken, 5), GatewayError::BadRequest(_)));
+    }
+}
