@@ -127,6 +127,11 @@ pub fn certified_key(cert: &Path, key: &Path, provider: &rustls::crypto::CryptoP
     let key_error = |reason: String| KeyPairError::Key { path: key.display().to_string(), reason };
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         key_error(match e {
+            // An encrypted key (PKCS#8 `ENCRYPTED PRIVATE KEY`, or a legacy one with
+            // `Proc-Type: 4,ENCRYPTED`) is no key rustls reads: say so, and how to decrypt it.
+            rustls::pki_types::pem::Error::NoItemsFound if encrypted_pem(key) => {
+                "the private key is encrypted, which is not supported: decrypt it (`openssl pkey -in KEY -out KEY.plain`) and keep that file readable by the gateway only".to_owned()
+            }
             rustls::pki_types::pem::Error::NoItemsFound => "no PRIVATE KEY in it".to_owned(),
             other => other.to_string(),
         })
@@ -140,6 +145,15 @@ pub fn certified_key(cert: &Path, key: &Path, provider: &rustls::crypto::CryptoP
         Err(rustls::Error::InconsistentKeys(_)) => Err(KeyPairError::Mismatch),
         Err(e) => Err(KeyPairError::Cert { path: cert.display().to_string(), reason: format!("its first certificate cannot be read: {e}") }),
     }
+}
+
+/// Whether the PEM file at `path` holds an encrypted private key (read again, on the error path
+/// only).
+fn encrypted_pem(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|pem| {
+        let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+        has(b"ENCRYPTED PRIVATE KEY") || has(b"Proc-Type: 4,ENCRYPTED")
+    })
 }
 
 /// The DNS names a certificate is for (its SANs, else its subject CN), lower-case.
@@ -229,6 +243,11 @@ mod tests {
         assert!(matches!(&no_key, Err(KeyPairError::Key { reason, .. }) if reason == "no PRIVATE KEY in it"), "{no_key:?}");
         let no_cert = certified_key(&fixture("client.key"), &fixture("client.key"), &provider);
         assert!(matches!(&no_cert, Err(KeyPairError::Cert { reason, .. }) if reason == "no CERTIFICATE in it"), "{no_cert:?}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let encrypted = dir.path().join("encrypted.key");
+        std::fs::write(&encrypted, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n").expect("write");
+        let locked = certified_key(&fixture("client.pem"), &encrypted, &provider);
+        assert!(matches!(&locked, Err(KeyPairError::Key { reason, .. }) if reason.contains("encrypted, which is not supported")), "{locked:?}");
         let missing = certified_key(&fixture("missing.pem"), &fixture("client.key"), &provider);
         assert!(matches!(&missing, Err(KeyPairError::Cert { path, .. }) if path.ends_with("missing.pem")), "{missing:?}");
     }
