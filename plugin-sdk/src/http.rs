@@ -346,6 +346,13 @@ impl Response {
         self.trailer(name).and_then(|v| String::from_utf8(v).ok())
     }
 
+    /// Every value of a trailer, in the order received (gRPC metadata may repeat a name); empty
+    /// when absent, and unless [`Descriptor::response_body`](crate::Descriptor) is set. Needs a
+    /// gateway speaking `airlock:plugin@0.2.3` or later.
+    pub fn trailer_all(&self, name: &str) -> Vec<Vec<u8>> {
+        self.0.trailer_all(name)
+    }
+
     /// Names of every trailer present, lower-case. Empty unless
     /// [`Descriptor::response_body`](crate::Descriptor) is set.
     pub fn trailer_names(&self) -> Vec<String> {

@@ -1318,10 +1318,44 @@ async fn grpc_web_errors_keep_their_grpc_status_and_native_grpc_passes_through()
     let reply = client.request("POST", &gw.url("/demo.v1.Users/GetUser"), &[("content-type", "application/grpc-web-text")], b"not base64!").await;
     assert_eq!((reply.status.as_u16(), reply.header("grpc-status").as_deref()), (400, Some("3")));
     assert_eq!(*server.seen.calls.lock().unwrap(), calls);
+    // Neither gRPC-web nor gRPC: refused here, never reaching (and failing on) the server.
+    for (method, headers) in [("GET", &[][..]), ("POST", &[("content-type", "application/json")][..])] {
+        let reply = client.request(method, &gw.url("/demo.v1.Users/GetUser"), headers, b"").await;
+        assert_eq!((reply.status.as_u16(), reply.json()["error"].as_str()), (415, Some("unsupported_media_type")), "{method}");
+    }
+    assert_eq!(*server.seen.calls.lock().unwrap(), calls);
     // A native gRPC client on the same route: untouched.
     let mut native = UsersClient::connect(gw.url("")).await.unwrap();
     let user = native.get_user(GetUserRequest { id: 4, ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(user.display_name, "user 4");
     let error = native.fail(FailRequest { code: 7, message: "denied".into() }).await.unwrap_err();
     assert_eq!((error.code(), error.message()), (Code::PermissionDenied, "denied"));
+}
+
+/// gRPC metadata may repeat a name in the trailers: a grpc-web client gets every value.
+#[tokio::test]
+async fn grpc_web_keeps_every_value_of_a_repeated_trailer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = service_fn(|req: Request<Incoming>| async move {
+        let _ = req.into_body().collect().await;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.append("x-multi", HeaderValue::from_static("a"));
+        trailers.append("x-multi", HeaderValue::from_static("b"));
+        let mut response = Response::new(TrailerBody::new(Bytes::from(frame(&PingReply { note: "pong".into() })), trailers));
+        response.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+        Ok::<_, Infallible>(response)
+    });
+    let _server = spawn_h2(listener, None, service);
+    let toml = format!("[upstreams.grpc]\ntargets = [\"{addr}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"grpc\"\n[[routes.plugins]]\nplugin = \"builtin:grpc-web\"\n");
+    let gw = Gateway::start(&toml, None).await;
+    let reply = HttpClient::http1()
+        .request("POST", &gw.url("/demo.v1.Users/Ping"), &[("content-type", "application/grpc-web")], &frame(&PingRequest { note: "ping".into() }))
+        .await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", reply.text());
+    let got = frames(&reply.body);
+    assert_eq!(PingReply::decode(got[0].1.as_slice()).unwrap().note, "pong");
+    let trailers = String::from_utf8_lossy(&got[1].1).into_owned();
+    assert_eq!(trailers, "grpc-status: 0\r\nx-multi: a\r\nx-multi: b\r\n");
 }

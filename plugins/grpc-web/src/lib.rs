@@ -20,8 +20,9 @@
 //! `application/grpc-web-text[+proto]` (base64) goes upstream as `application/grpc[+proto]`
 //! with `te: trailers`, its body decoded from base64 for `-text`; its answer comes back with
 //! the client's content type, the trailers appended to the body as a frame with flag `0x80`
-//! (`grpc-status`, `grpc-message`, ...), the whole base64-encoded for `-text`. Any other request
-//! (plain gRPC, JSON) passes untouched, its answer streamed. The answer is buffered whole (up to
+//! (`grpc-status`, `grpc-message`, ...), the whole base64-encoded for `-text`. A native gRPC
+//! request (and a CORS preflight) passes untouched, its answer streamed; any other is a 415 (a
+//! gRPC server would reset it, and the 502 would count against its target's `max_fails`). The answer is buffered whole (up to
 //! the route's `max_body_bytes`): a server-streaming call reaches the browser when it ends.
 //! A `-text` body that is not base64 is answered `400` with `grpc-status: 3`.
 
@@ -60,9 +61,17 @@ impl Plugin for GrpcWeb {
         Descriptor::new().with_request_body().with_response_body()
     }
 
-    /// A gRPC-web request becomes a gRPC one; any other goes on as it is, its answer streamed.
+    /// A gRPC-web request becomes a gRPC one; a native gRPC one (or a CORS preflight) goes on as
+    /// it is, its answer streamed; anything else is refused here, 415.
     fn on_request(&self, req: &Request) -> Action {
-        let Some(web) = req.header_str("content-type").as_deref().and_then(WebType::parse) else {
+        let content_type = req.header_str("content-type");
+        let Some(web) = content_type.as_deref().and_then(WebType::parse) else {
+            let native = content_type.is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("application/grpc"));
+            if !native && req.method() != "OPTIONS" {
+                // A gRPC server resets such a request: a 502 that would count against the
+                // target's `max_fails` (any client could take it out of rotation).
+                return Action::Respond(not_grpc());
+            }
             req.limit_response_body(0);
             return Action::Continue;
         };
@@ -95,8 +104,9 @@ impl Plugin for GrpcWeb {
         };
         let names = resp.trailer_names();
         if !names.is_empty() {
+            // Every value: gRPC metadata may repeat a name (WIT 0.2.3 `trailer-all`).
             let trailers: Vec<(String, Vec<u8>)> =
-                names.iter().flat_map(|name| resp.trailer(name).map(|value| (name.clone(), value))).collect();
+                names.iter().flat_map(|name| resp.trailer_all(name).into_iter().map(move |value| (name.clone(), value))).collect();
             body.extend(wire::trailer_frame(&trailers));
             for name in &names {
                 resp.remove_trailer(name);
@@ -116,6 +126,14 @@ fn refused(web: &WebType, why: &str) -> ResponseInit {
         .header("content-type", web.client_type())
         .header("grpc-status", "3")
         .header("grpc-message", grpc_message(why))
+}
+
+/// The answer to a request that is neither gRPC-web nor gRPC (a browser's `GET`, a form post).
+fn not_grpc() -> ResponseInit {
+    ResponseInit::new(415).header("content-type", "application/json").body(
+        br#"{"error":"unsupported_media_type","message":"this route serves gRPC: send Content-Type application/grpc-web[+proto], application/grpc-web-text[+proto] or application/grpc"}"#
+            .to_vec(),
+    )
 }
 
 /// A `grpc-message` value: percent-encoded outside printable ASCII and `%` (gRPC's HTTP/2 spec).

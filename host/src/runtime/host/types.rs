@@ -505,6 +505,13 @@ impl HostResponse for HostState {
         self.resp().and_then(|r| r.trailers.as_ref()).and_then(|t| header_first(t, &name))
     }
 
+    fn trailer_all(&mut self, _: Resource<ResponseHandle>, name: String) -> Vec<Vec<u8>> {
+        if !self.body_access {
+            return Vec::new();
+        }
+        self.resp().and_then(|r| r.trailers.as_ref()).map(|t| header_all(t, &name)).unwrap_or_default()
+    }
+
     fn trailer_names(&mut self, _: Resource<ResponseHandle>) -> Vec<String> {
         if !self.body_access {
             return Vec::new();
