@@ -172,7 +172,7 @@ impl Gateway {
         };
         let telemetry = Arc::new(Telemetry::new(source, config, state.clone(), &mut issues));
         issues.extend(crate::admin::config_issues(source, config));
-        Self::assemble(source, config, sandbox, state, telemetry, &HashMap::new(), issues).await
+        Self::assemble(source, config, sandbox, state, telemetry, (&HashMap::new(), &[]), issues).await
     }
 
     /// Builds the gateway a reload swaps in for `previous`: the new config's routes, chains and
@@ -181,18 +181,19 @@ impl Gateway {
     /// from take effect only on restart (see [`crate::reload`]).
     pub async fn rebuild(source: &ConfigSource, config: &Config, previous: &Gateway) -> Result<Self, ConfigError> {
         let (sandbox, state, telemetry) = (previous.sandbox.clone(), previous.state.clone(), previous.telemetry.clone());
-        Self::assemble(source, config, sandbox, state, telemetry, &previous.upstreams, Vec::new()).await
+        Self::assemble(source, config, sandbox, state, telemetry, (&previous.upstreams, previous.routes.routes()), Vec::new()).await
     }
 
     /// Everything that one config builds, given the parts that outlive it (and, on a reload, the
-    /// running config's upstreams, kept where unchanged).
+    /// running config's upstreams, kept where unchanged, and routes, whose mirrors' copies in
+    /// flight go on counting).
     async fn assemble(
         source: &ConfigSource,
         config: &Config,
         sandbox: SandboxEngine,
         state: Arc<StateStore>,
         telemetry: Arc<Telemetry>,
-        previous_upstreams: &HashMap<String, Arc<Upstream>>,
+        (previous_upstreams, previous_routes): (&HashMap<String, Arc<Upstream>>, &[Route]),
         mut issues: Vec<ConfigIssue>,
     ) -> Result<Self, ConfigError> {
         let cache = CompileCache::new(if config.runtime.compile_cache {
@@ -274,6 +275,9 @@ impl Gateway {
         let mut routes = Vec::new();
         let compression = Arc::new(crate::proxy::compress::Compression::new(&config.compression));
         let mut route_ids = std::collections::HashSet::new();
+        // The running config's mirrors by route id: a route's bound on copies in flight is kept.
+        let previous_mirrors: HashMap<&str, &crate::proxy::mirror::Mirror> =
+            previous_routes.iter().filter_map(|r| Some((&*r.id, r.mirror.as_deref()?))).collect();
         for (index, route) in config.routes.iter().enumerate() {
             let id: Arc<str> = route.id.as_ref().map_or_else(|| format!("route-{index}"), |id| id.get_ref().clone()).into();
             let key = format!("routes[{index}]");
@@ -309,7 +313,8 @@ impl Gateway {
                 },
                 None => None,
             };
-            let mirror = route_mirror(source, config, route, (&id, &key), &upstreams, &telemetry, &mut issues);
+            let previous_mirror = previous_mirrors.get(&*id).copied();
+            let mirror = route_mirror(source, config, route, (&id, &key, previous_mirror), &upstreams, &telemetry, &mut issues);
             let mut entries = if route.global_plugins { global.clone() } else { Vec::new() };
             let scope = route.id.as_ref().map_or_else(|| unnamed_route_scope(route), |id| id.get_ref().clone());
             for (i, entry) in route.plugins.iter().enumerate() {
@@ -403,12 +408,13 @@ impl Gateway {
 /// A route's `mirror`, with its upstream: an issue at its line when it names no upstream, or the
 /// route has none of its own (its requests never go upstream, so there is nothing to copy). A
 /// mirror to the route's own upstream is allowed (as Envoy allows it), with a warning: each
-/// mirrored request reaches that upstream twice.
+/// mirrored request reaches that upstream twice. `previous`: the mirror the route of this id had
+/// in the config a reload replaces, whose copies in flight the new one goes on counting.
 fn route_mirror(
     source: &ConfigSource,
     config: &Config,
     route: &RouteConfig,
-    (id, key): (&Arc<str>, &str),
+    (id, key, previous): (&Arc<str>, &str, Option<&crate::proxy::mirror::Mirror>),
     upstreams: &HashMap<String, Arc<Upstream>>,
     telemetry: &Telemetry,
     issues: &mut Vec<ConfigIssue>,
@@ -444,7 +450,7 @@ fn route_mirror(
         );
     }
     let counters = telemetry.metrics.mirror(id.clone(), upstream.name.clone());
-    Some(Arc::new(crate::proxy::mirror::Mirror::new(id.clone(), upstream, mirror.percent, counters)))
+    Some(Arc::new(crate::proxy::mirror::Mirror::new(id.clone(), upstream, mirror.percent, counters, previous)))
 }
 
 fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use airlock_tests::metrics::eventually;
-use airlock_tests::{Gateway, HttpClient, Reply, Upstream, metric_value, raw_exchange};
+use airlock_tests::{Gateway, HttpClient, Reply, Upstream, access_log_line, metric_value, raw_exchange};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// One request as the mirror received it.
 #[derive(Debug, Clone)]
@@ -419,6 +420,183 @@ async fn copies_past_the_cap_are_dropped_and_those_in_flight_end_at_the_mirrors_
     assert_eq!(r.status, 200);
     eventually("a copy sent again", || (accepted.load(Ordering::SeqCst) == 65).then_some(())).await;
     assert_eq!(mirrored(&gw, "capped", "dropped").await, 36.0);
+    gw.stop().await;
+}
+
+/// `n` requests to `/{tag}/<i>` at once, each answered 200 by the route's upstream within 3 s.
+async fn burst(gw: &Gateway, client: &HttpClient, tag: &str, n: usize) {
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (client, url, id) = (client.clone(), gw.url(&format!("/{tag}/{i}")), format!("{tag}-{i}"));
+        requests.spawn(async move { answered_within(&client, Duration::from_secs(3), get(&url, &id)).await });
+    }
+    while let Some(reply) = requests.join_next().await {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+}
+
+/// The cap is the route's, whatever reloads happen: with 64 copies hanging at its mirror, a
+/// reload (which also points the route's mirror at another upstream that hangs) does not give
+/// the route 64 more. `/admin/routes` shows the 64 still in flight, the next 64 requests are not
+/// mirrored (counted `dropped`), and once the old copies end at their timeout their places are
+/// the new config's again.
+#[tokio::test]
+async fn the_cap_on_copies_in_flight_holds_across_a_reload() {
+    let main = Upstream::start().await;
+    let (hanging, accepted, _hold) = hanging_mirror().await;
+    let (other, other_accepted, _hold_other) = hanging_mirror().await;
+    let routes = |mirror: &str| {
+        format!("\n[upstreams.other]\ntargets = [\"{other}\"]\nrequest_timeout_ms = 60000\n\n[[routes]]\nid = \"capped\"\npath_prefix = \"/\"\nupstream = \"main\"\nmirror = {{ upstream = \"{mirror}\" }}\n")
+    };
+    // The copies to `shadow` hang until its 6 s request timeout: long past the reload below.
+    let gw = Gateway::start(&config(main.addr, hanging, 6000, &routes("shadow")), None).await;
+    let client = HttpClient::http1();
+    burst(&gw, &client, "before", 64).await;
+    eventually("64 copies at the hanging mirror", || (accepted.load(Ordering::SeqCst) == 64).then_some(())).await;
+    assert_eq!(admin_mirror(&gw, "capped").await["in_flight"], 64);
+
+    gw.reload(&config(main.addr, hanging, 6000, &routes("other")), None).await.expect("reloaded");
+    let shown = admin_mirror(&gw, "capped").await;
+    assert_eq!((shown["upstream"].as_str(), shown["in_flight"].as_u64()), (Some("other"), Some(64)), "the copies sent before the reload: {shown}");
+    burst(&gw, &client, "after", 64).await;
+    let other_dropped = [("route", "capped"), ("upstream", "other"), ("outcome", "dropped")];
+    assert_eq!(metric_value(&gw, "airlock_mirror_requests_total", &other_dropped).await, 64.0, "no place left for the route");
+    assert_eq!(admin_mirror(&gw, "capped").await["in_flight"], 64);
+    assert_eq!((accepted.load(Ordering::SeqCst), other_accepted.load(Ordering::SeqCst)), (64, 0), "no copy of the 64 after the reload");
+    assert_eq!(main.hits(), 128);
+
+    // The old copies end at `shadow`'s timeout, and give their places back to the route.
+    until("the old copies ended at their timeout", || async { mirrored(&gw, "capped", "failed").await == 64.0 }).await;
+    assert_eq!(admin_mirror(&gw, "capped").await["in_flight"], 0);
+    assert_eq!(client.get(&gw.url("/later")).await.status, 200);
+    eventually("a copy at the new mirror", || (other_accepted.load(Ordering::SeqCst) == 1).then_some(())).await;
+    assert_eq!(admin_mirror(&gw, "capped").await["in_flight"], 1);
+    gw.stop().await;
+}
+
+/// A hand-made HTTP/2 (prior knowledge) client connection, for frames hyper's client never sends
+/// as asked (a stream reset with `NO_ERROR` mid-body). What the gateway sends is read and
+/// discarded, after its SETTINGS are acknowledged.
+struct RawH2 {
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    _reader: tokio::task::JoinHandle<()>,
+}
+
+impl RawH2 {
+    const DATA: u8 = 0x0;
+    const HEADERS: u8 = 0x1;
+    const RST_STREAM: u8 = 0x3;
+    const SETTINGS: u8 = 0x4;
+    const END_STREAM: u8 = 0x1;
+    const END_HEADERS: u8 = 0x4;
+    const ACK: u8 = 0x1;
+
+    async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut reader, mut writer) = stream.into_split();
+        writer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("preface");
+        writer.write_all(&frame(Self::SETTINGS, 0, 0, &[])).await.expect("settings");
+        // The server's SETTINGS come first: acknowledged before anything else is sent.
+        loop {
+            let (kind, flags, _) = read_frame(&mut reader).await.expect("the gateway's SETTINGS");
+            if kind == Self::SETTINGS && flags & Self::ACK == 0 {
+                break;
+            }
+        }
+        writer.write_all(&frame(Self::SETTINGS, Self::ACK, 0, &[])).await.expect("settings ack");
+        let reader = tokio::spawn(async move { while read_frame(&mut reader).await.is_some() {} });
+        Self { writer, _reader: reader }
+    }
+
+    /// A `POST path` on `stream` with `fields`, its body to follow.
+    async fn post(&mut self, stream: u32, path: &str, fields: &[(&str, &str)]) {
+        let mut block = Vec::new();
+        for (name, value) in [(":method", "POST"), (":scheme", "http"), (":authority", "gw"), (":path", path)].iter().chain(fields) {
+            // HPACK literal without indexing, new name, no Huffman (RFC 7541 6.2.2).
+            block.push(0x00);
+            for s in [name, value] {
+                block.push(u8::try_from(s.len()).ok().filter(|&n| n < 127).expect("short"));
+                block.extend_from_slice(s.as_bytes());
+            }
+        }
+        self.writer.write_all(&frame(Self::HEADERS, Self::END_HEADERS, stream, &block)).await.expect("headers");
+    }
+
+    async fn data(&mut self, stream: u32, data: &[u8], end: bool) {
+        self.writer.write_all(&frame(Self::DATA, if end { Self::END_STREAM } else { 0 }, stream, data)).await.expect("data");
+    }
+
+    /// RST_STREAM with error code NO_ERROR (0).
+    async fn reset_no_error(&mut self, stream: u32) {
+        self.writer.write_all(&frame(Self::RST_STREAM, 0, stream, &0u32.to_be_bytes())).await.expect("reset");
+    }
+}
+
+/// An HTTP/2 frame: length (24 bits), type, flags, stream id, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = u32::try_from(payload.len()).unwrap().to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The next frame's type, flags and payload; `None` once the connection ends.
+async fn read_frame(reader: &mut tokio::net::tcp::OwnedReadHalf) -> Option<(u8, u8, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    reader.read_exact(&mut head).await.ok()?;
+    let mut payload = vec![0; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+    reader.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], payload))
+}
+
+/// An HTTP/2 client that abandons its upload by resetting its stream with `NO_ERROR`, which ends
+/// the body early without an error (RFC 9113 8.1): no copy goes to the mirror. Its
+/// `Content-Length` declared, the body is refused short of it (400 `client_aborted`, as a broken
+/// upload); none declared, or no body sent yet, the request is dropped before it goes upstream
+/// (499) and so is its copy. A whole upload on the same connection is mirrored.
+#[tokio::test]
+async fn an_upload_the_client_abandons_mid_body_is_never_mirrored() {
+    let main = Upstream::start().await;
+    let (mirror, copies) = recording_mirror().await;
+    let routes = "\n[[routes]]\nid = \"uploads\"\npath_prefix = \"/\"\nupstream = \"main\"\nmirror = { upstream = \"shadow\" }\n";
+    let gw = Gateway::start(&config(main.addr, mirror.addr, 5000, routes), None).await;
+    let log = gw.dir.path().join("access.log");
+    let mut h2 = RawH2::connect(gw.addr()).await;
+    let chunk = [b'x'; 1000];
+    // (stream, request id, declared length, body sent before the reset, status logged)
+    let abandoned = [
+        (1, "abandoned-declared", Some("50000"), &chunk[..], 400),
+        (3, "abandoned-undeclared", None, &chunk[..], 499),
+        (5, "abandoned-before-any", None, &[][..], 499),
+    ];
+    for (stream, request_id, length, sent, status) in abandoned {
+        let mut fields = vec![("x-request-id", request_id)];
+        fields.extend(length.map(|length| ("content-length", length)));
+        h2.post(stream, &format!("/{request_id}"), &fields).await;
+        if !sent.is_empty() {
+            h2.data(stream, sent, false).await;
+        }
+        // The gateway reads the body, waiting for more; then the client gives up.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        h2.reset_no_error(stream).await;
+        let line = access_log_line(&log, request_id).await;
+        assert_eq!(line["status"], status, "{line}");
+    }
+    h2.post(7, "/whole", &[("x-request-id", "whole-upload"), ("content-length", "5")]).await;
+    h2.data(7, b"whole", true).await;
+    let copy = copies.of("whole-upload").await;
+    assert_eq!((copy.method.as_str(), copy.body.as_ref()), ("POST", &b"whole"[..]));
+    assert_eq!(access_log_line(&log, "whole-upload").await["status"], 200);
+
+    // Every request has ended, and with it every copy (a copy holds its place until it ends):
+    // the mirror got the whole upload's alone.
+    until("no copy in flight", || async { admin_mirror(&gw, "uploads").await["in_flight"] == 0 }).await;
+    let got: Vec<String> = copies.all().iter().map(|c| format!("{} {} ({} bytes)", c.method, c.path, c.body.len())).collect();
+    assert_eq!(got, ["POST /whole (5 bytes)"]);
+    until("the copy counted", || async { mirrored(&gw, "uploads", "sent").await == 1.0 }).await;
+    assert_eq!(mirrored(&gw, "uploads", "failed").await + mirrored(&gw, "uploads", "dropped").await, 0.0);
     gw.stop().await;
 }
 

@@ -9,14 +9,22 @@
 //! nothing awaits: its failures, slowness or hangs never delay or change the client's answer,
 //! which is always the route's upstream's. A streamed request body cannot be read twice, so a
 //! sampled request's is read whole first ([`read_body`], up to the route's `max_body_bytes`, as
-//! for a plugin that reads bodies); requests not drawn stream as before. Requests a plugin
-//! answers never reach [`Mirror::admit`], and protocol switches (WebSockets) are not mirrored.
+//! for a plugin that reads bodies; one shorter than its `Content-Length` is refused, never
+//! copied); requests not drawn stream as before. Requests a plugin answers never reach
+//! [`Mirror::admit`], and protocol switches (WebSockets) are not mirrored.
 //!
-//! Bounded: at most [`MAX_IN_FLIGHT`] copies of one route's requests are in flight at once, and
-//! they take places among the mirror upstream's `max_requests` like any request; a request past
-//! either is simply not mirrored, counted `dropped`. Each copy, its answer's body included, ends
-//! within the mirror upstream's request timeout; a drain does not wait for copies (they are not
-//! client connections): those still running when it ends are dropped with the workers.
+//! The copy is made before the request leaves ([`Ticket::prepare`]) but sent only once the
+//! route's upstream call has ended, answered or failed ([`Ticket::send`]): a request the client
+//! abandons (an HTTP/2 stream it resets, even with `NO_ERROR`, which ends a body early without
+//! an error) has its future dropped on the way, and no copy goes.
+//!
+//! Bounded: at most [`MAX_IN_FLIGHT`] copies of one route's requests are in flight at once (from
+//! the moment the request is drawn), per process: a reload hands the route's count on to its
+//! next config ([`Mirror::new`]'s `previous`). They take places among the mirror upstream's
+//! `max_requests` like any request; a request past either is simply not mirrored, counted
+//! `dropped`. Each copy, its answer's body included, ends within the mirror upstream's request
+//! timeout once sent; a drain does not wait for copies (they are not client connections): those
+//! still running when it ends are dropped with the workers.
 //!
 //! A route without `mirror` pays one `Option` check ([`crate::gateway::Route::mirror`]).
 
@@ -43,7 +51,9 @@ use crate::telemetry::warn_throttle::WarnThrottle;
 /// Most copies of one route's requests in flight at once. A mirror that hangs holds each copy
 /// (a connection, a task, the request's head and body) until its request timeout: at this bound
 /// a route holds at most 64 of them (64 connections, and 64 times `max_body_bytes` at the very
-/// worst), while a mirror answering in 10 ms still takes ~6,400 copies a second per route.
+/// worst), while a route whose upstream and mirror each answer in 10 ms still mirrors ~3,200
+/// requests a second (a copy holds its place from its draw, through its request's upstream call,
+/// to its own end).
 pub const MAX_IN_FLIGHT: usize = 64;
 
 /// The least time between two warnings of one kind (failures, drops) for one route's mirror.
@@ -62,7 +72,8 @@ pub struct Mirror {
     upstream: Arc<Upstream>,
     /// The share of requests mirrored, in percent (more than 0, at most 100).
     percent: f64,
-    /// Places for copies in flight: [`MAX_IN_FLIGHT`].
+    /// Places for copies in flight: [`MAX_IN_FLIGHT`], shared with the route's mirror in the
+    /// configs before and after a reload.
     places: Arc<Semaphore>,
     /// `airlock_mirror_requests_total` of this route, by [`MIRROR_OUTCOMES`].
     counters: [Counter; MIRROR_OUTCOMES.len()],
@@ -85,17 +96,38 @@ pub struct Ticket {
     host: Option<HeaderValue>,
     /// Its request id, in logs.
     request_id: Arc<str>,
+    /// The copy, once made ([`Ticket::prepare`]).
+    copy: Option<Prepared>,
+}
+
+/// A copy made from its request as it left, waiting to be sent ([`Ticket::send`]).
+struct Prepared {
+    /// The request, its URI still the route's upstream's, its head not yet the mirror's.
+    request: Request<ProxyBody>,
+    /// A plugin set the `Host`: it goes as set.
+    host_from_plugin: bool,
+    /// How long the mirror may take none of the body.
+    body_idle: Duration,
 }
 
 impl Mirror {
     /// The mirror of route `route`: copies of `percent` % of its upstream requests to `upstream`,
-    /// counted in `counters` ([`crate::telemetry::metrics::Metrics::mirror`]).
-    pub fn new(route: Arc<str>, upstream: Arc<Upstream>, percent: f64, counters: [Counter; MIRROR_OUTCOMES.len()]) -> Self {
+    /// counted in `counters` ([`crate::telemetry::metrics::Metrics::mirror`]). `previous`: the
+    /// mirror of the route of this id in the config a reload replaces, if it had one: its places
+    /// are taken over, so the copies still in flight from it count towards [`MAX_IN_FLIGHT`]
+    /// (whatever upstream they went to: the bound is on this route's background work).
+    pub fn new(
+        route: Arc<str>,
+        upstream: Arc<Upstream>,
+        percent: f64,
+        counters: [Counter; MIRROR_OUTCOMES.len()],
+        previous: Option<&Mirror>,
+    ) -> Self {
         Self {
             route,
             upstream,
             percent,
-            places: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            places: previous.map_or_else(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)), |previous| previous.places.clone()),
             counters,
             failures: WarnThrottle::new(WARN_INTERVAL),
             drops: WarnThrottle::new(WARN_INTERVAL),
@@ -112,7 +144,8 @@ impl Mirror {
         self.percent
     }
 
-    /// Copies of this route's requests in flight now.
+    /// Copies of this route's requests in flight now (those sent from the config a reload
+    /// replaced included).
     pub fn in_flight(&self) -> usize {
         MAX_IN_FLIGHT.saturating_sub(self.places.available_permits())
     }
@@ -148,6 +181,7 @@ impl Mirror {
             key_hash: self.upstream.hash_on().and_then(|on| on.key_hash(state)),
             host: state.headers.get(header::HOST).cloned(),
             request_id: state.request_id.clone(),
+            copy: None,
         }))
     }
 
@@ -196,23 +230,32 @@ impl Mirror {
 }
 
 impl Ticket {
-    /// Sends the copy of `main` (the request as it leaves for the route's upstream, its body
-    /// empty or whole) to the mirror, in a task of its own that nothing awaits. `host_from_plugin`:
+    /// Makes the copy of `main` (the request as it leaves for the route's upstream, its body
+    /// empty or whole), to be sent by [`Ticket::send`] once `main` has gone. `host_from_plugin`:
     /// a plugin set the `Host`, which goes as set; otherwise the mirror upstream's `host_header`
-    /// decides. `body_idle`: how long the mirror may take none of the body.
-    pub fn send_copy(self, main: &Request<ProxyBody>, host_from_plugin: bool, body_idle: Duration) {
-        let Ticket { mirror, _place: place, mut in_flight, key_hash, host, request_id } = self;
-        let upstream = &mirror.upstream;
+    /// decides. `body_idle`: how long the mirror may take none of the body. `None` (counted
+    /// `failed`) if it cannot be made. The ticket's box holds the copy: no allocation of its own.
+    pub fn prepare(mut self: Box<Self>, main: &Request<ProxyBody>, host_from_plugin: bool, body_idle: Duration) -> Option<Box<Self>> {
         // A body that cannot be sent twice: never here (a drawn request's body is read whole).
-        let Some(mut copy) = resend::copy(main) else {
-            mirror.ended(Err("its body was streamed, not read whole".into()), "", &request_id, Duration::ZERO);
-            return;
+        let Some(request) = resend::copy(main) else {
+            self.mirror.ended(Err("its body was streamed, not read whole".into()), "", &self.request_id, Duration::ZERO);
+            return None;
         };
+        self.copy = Some(Prepared { request, host_from_plugin, body_idle });
+        Some(self)
+    }
+
+    /// Sends the copy made by [`Ticket::prepare`] to the mirror (its target chosen now), in a
+    /// task of its own that nothing awaits: this returns at once.
+    pub fn send(self: Box<Self>) {
+        let Ticket { mirror, _place: place, mut in_flight, key_hash, host, request_id, copy } = *self;
+        let Some(Prepared { request: mut copy, host_from_plugin, body_idle }) = copy else { return };
+        let upstream = &mirror.upstream;
         let first = match key_hash {
             Some(key_hash) => upstream.pick_by(key_hash),
             None => upstream.choose(&mut in_flight),
         };
-        let path = main.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path = copy.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         let uri = Uri::builder().scheme(upstream.scheme()).authority(upstream.target(first).clone()).path_and_query(path).build();
         match uri {
             Ok(uri) => *copy.uri_mut() = uri,
@@ -283,16 +326,28 @@ async fn discard(mut body: Incoming) -> Result<(), hyper::Error> {
 
 /// A mirrored request's streamed body, read whole so that both upstreams get all of it: at most
 /// `limit` bytes (413 past it, as for a plugin that reads bodies), and cut off as a streamed
-/// body is when the client sends nothing for `body_idle` (408).
+/// body is when the client sends nothing for `body_idle` (408). A body that ends short of its
+/// `Content-Length` is refused (400 `client_aborted`), as one whose client closes its connection
+/// mid-way is: an HTTP/2 client that resets its stream with `NO_ERROR` ends it early without an
+/// error (RFC 9113 8.1), and it must not go on, to either upstream, as if whole.
 pub async fn read_body(stream: ProxyBody, limit: u64, body_idle: Duration) -> Result<Buffered, GatewayError> {
+    // A declared `Content-Length` is the streamed body's exact size before any of it is read.
+    let declared = http_body::Body::size_hint(&stream).exact();
     let watched = stream.watched(body_idle, "a client's request body");
     let limited = http_body_util::Limited::new(watched, usize::try_from(limit).unwrap_or(usize::MAX));
-    match limited.collect().await {
-        Ok(collected) => {
-            let trailers = collected.trailers().cloned();
-            Ok(Buffered { bytes: collected.to_bytes(), trailers })
-        }
-        Err(e) => Err(client_body_error(&*e, limit)),
+    let collected = limited.collect().await.map_err(|e| client_body_error(&*e, limit))?;
+    let trailers = collected.trailers().cloned();
+    let bytes = collected.to_bytes();
+    match declared {
+        Some(declared) if (bytes.len() as u64) < declared => Err(GatewayError::ClientAborted(format!(
+            "the request body ended after {} of the {declared} bytes its Content-Length declared (the client abandoned it)",
+            bytes.len()
+        ))),
+        Some(declared) if bytes.len() as u64 > declared => Err(GatewayError::BadRequest(format!(
+            "the request body is {} bytes long, its Content-Length declared {declared}",
+            bytes.len()
+        ))),
+        _ => Ok(Buffered { bytes, trailers }),
     }
 }
 

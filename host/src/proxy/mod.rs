@@ -513,8 +513,8 @@ impl Gateway {
     /// failover) once it is sent; `in_flight` to the request's place among the upstream's
     /// `max_requests` (503 `upstream_overloaded`, not sent, when none is free) and, with
     /// `least_requests`, its count on the target it is sent to. On a route with `mirror`, a
-    /// request drawn to be mirrored is copied to the mirror as it leaves ([`mirror`]; its
-    /// streamed body read whole first).
+    /// request drawn to be mirrored is copied as it leaves, the copy sent to the mirror once the
+    /// upstream call has ended ([`mirror`]; its streamed body read whole first).
     async fn call_upstream<'a>(
         &'a self,
         route: &'a Route,
@@ -632,12 +632,22 @@ impl Gateway {
         *request.headers_mut() = headers;
         let websocket_key = extended_connect.then(|| upgrade::to_extended_connect(&mut request));
 
-        if let Some(mirrored) = mirrored {
-            // Phase 5b: the copy leaves for the mirror with the request, never awaited.
-            mirrored.send_copy(&request, state.host_from_plugin, body_idle);
-        }
+        // Phase 5b: the copy is made from the request as it leaves (`send` takes it)...
+        let mirrored = match mirrored {
+            Some(ticket) => ticket.prepare(&request, state.host_from_plugin, body_idle),
+            None => None,
+        };
         *served = Some(upstream.addr(first));
         let (last, sent) = upstream.send(request, (first, key_hash), in_flight, target_host_header, route.timeout, body_idle).await;
+        if let Some(copy) = mirrored {
+            // ...and sent only now that the request has gone (answered or failed: a copy either
+            // way), in a task never awaited. Not before: a client that abandons its request
+            // (an HTTP/2 stream reset, even with NO_ERROR, which ends a body early as if whole)
+            // has this future dropped while `send` waits, so no copy of a request the upstream
+            // never got leaves. Nor once the body is written: that point is not seen from
+            // here, and a request without a body has none.
+            copy.send();
+        }
         if last != first {
             *served = Some(upstream.addr(last));
         }
