@@ -138,8 +138,11 @@ enum PluginCommand {
         /// Run the whole sequence of requests N times (default 1, at most 10000). With it, or
         /// with several requests, each outcome is numbered and a summary follows; `--json`
         /// prints an array.
-        #[arg(long, value_name = "N")]
-        repeat: Option<u64>,
+        // Read as text and checked by `test_plugin`: a bad N is exit status 1 (bad input), not
+        // the parser's 2, which this command keeps for a plugin that failed. Hyphens are let in
+        // so `-1` is a bad N, not an unknown flag.
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        repeat: Option<String>,
         /// The upstream's response to every request, as a `.http` file (default: 200 with an
         /// empty body).
         #[arg(long)]
@@ -468,11 +471,12 @@ fn new_plugin(name: String, dir: Option<PathBuf>, sdk_path: Option<PathBuf>, sdk
 
 /// `airlock plugin test`. One `--request` without `--repeat` prints its outcome (or, with
 /// `--json`, its JSON object) as it always did; otherwise each outcome is numbered and a summary
-/// follows (`--json`: an array of the outcomes, those before a failure included). Exit status 1
-/// for bad input (nothing runs), 2 when the plugin refused its config or failed.
-async fn test_plugin(trial: Trial, requests: Vec<PathBuf>, repeat: Option<u64>, response: Option<PathBuf>, json: bool) -> ExitCode {
+/// follows (`--json`: an array of the outcomes, each with its `index` and `file`, those before a
+/// failure included). Exit status 1 for bad input (nothing runs; a `--repeat` that is not 1 to
+/// 10000 included), 2 when the plugin refused its config or failed.
+async fn test_plugin(trial: Trial, requests: Vec<PathBuf>, repeat: Option<String>, response: Option<PathBuf>, json: bool) -> ExitCode {
     let single = requests.len() == 1 && repeat.is_none();
-    let repeat = match plugin_trial::repeat_count(repeat.unwrap_or(1)) {
+    let repeat = match repeat.as_deref().map_or(Ok(1), plugin_trial::parse_repeat) {
         Ok(n) => n,
         Err(e) => {
             eprint_error(&e);
@@ -522,9 +526,16 @@ async fn test_plugin(trial: Trial, requests: Vec<PathBuf>, repeat: Option<u64>, 
                 }
                 out!("{}", plugin_trial::NumberedOutcome { step, outcome });
             }
-            (true, _) => match serde_json::to_string_pretty(outcome) {
-                Ok(text) if single => outln!("{text}"),
-                // An array, an element at a time: no run holds every outcome in memory.
+            (true, true) => match serde_json::to_string_pretty(outcome) {
+                Ok(text) => outln!("{text}"),
+                Err(e) => {
+                    unprintable.get_or_insert(e);
+                    return;
+                }
+            },
+            // An array, an element at a time: no run holds every outcome in memory. Each element
+            // leads with its `index` and `file`.
+            (true, false) => match serde_json::to_string_pretty(&plugin_trial::NumberedOutcome { step, outcome }) {
                 Ok(text) => out!("{}\n  {}", if printed == 0 { "[" } else { "," }, text.replace('\n', "\n  ")),
                 Err(e) => {
                     unprintable.get_or_insert(e);

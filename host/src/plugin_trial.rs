@@ -73,7 +73,10 @@ pub enum TrialError {
     },
     /// The sequence is to run no times, or more than [`MAX_REPEAT`] times.
     #[error("--repeat {0}: the requests run 1 to {MAX_REPEAT} times")]
-    Repeat(u64),
+    Repeat(String),
+    /// `--repeat` is not a whole number (`abc`, `-1`, `1.5`).
+    #[error("--repeat `{0}`: not a whole number; the requests run 1 to {MAX_REPEAT} times")]
+    RepeatNotNumber(String),
     /// A run was asked for without a request.
     #[error("no request to run")]
     NoRequests,
@@ -84,7 +87,19 @@ pub const MAX_REPEAT: u32 = 10_000;
 
 /// `n` as a repeat count: 1 to [`MAX_REPEAT`].
 pub fn repeat_count(n: u64) -> Result<u32, TrialError> {
-    u32::try_from(n).ok().filter(|n| (1..=MAX_REPEAT).contains(n)).ok_or(TrialError::Repeat(n))
+    u32::try_from(n).ok().filter(|n| (1..=MAX_REPEAT).contains(n)).ok_or_else(|| TrialError::Repeat(n.to_string()))
+}
+
+/// `--repeat` as given on the command line, as a repeat count ([`repeat_count`]). Read here
+/// rather than by the argument parser, whose errors exit with status 2, which `plugin test`
+/// keeps for a plugin that failed: a bad `--repeat` is bad input (status 1) like a bad file.
+pub fn parse_repeat(text: &str) -> Result<u32, TrialError> {
+    match text.parse::<u64>() {
+        Ok(n) => repeat_count(n),
+        // Digits beyond `u64`: a whole number, out of range.
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Err(TrialError::Repeat(text.to_owned())),
+        Err(_) => Err(TrialError::RepeatNotNumber(text.to_owned())),
+    }
 }
 
 /// What to run: the plugin, its config and the request.
@@ -536,6 +551,22 @@ pub struct NumberedOutcome<'a> {
     pub outcome: &'a TrialOutcome,
 }
 
+/// `--json` with several requests: each array element is the outcome's object with, first, the
+/// request's 1-based `index` in the run and the `file` it came from (as named on the command
+/// line). The outcome's own `request` key is the request as sent upstream, hence `index`.
+impl Serialize for NumberedOutcome<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Numbered<'a> {
+            index: usize,
+            file: &'a str,
+            #[serde(flatten)]
+            outcome: &'a TrialOutcome,
+        }
+        Numbered { index: self.step.index, file: &self.step.request.file, outcome: self.outcome }.serialize(serializer)
+    }
+}
+
 impl std::fmt::Display for NumberedOutcome<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (step, outcome) = (self.step, self.outcome);
@@ -645,6 +676,26 @@ mod tests {
         for bad in [0, u64::from(MAX_REPEAT) + 1, u64::MAX] {
             assert_eq!(repeat_count(bad).unwrap_err().to_string(), format!("--repeat {bad}: the requests run 1 to 10000 times"));
         }
+        assert_eq!(parse_repeat("3").unwrap(), 3);
+        for bad in ["0", "10001", "18446744073709551616"] {
+            assert_eq!(parse_repeat(bad).unwrap_err().to_string(), format!("--repeat {bad}: the requests run 1 to 10000 times"));
+        }
+        for bad in ["abc", "-1", "1.5", "", " 2", "0x10"] {
+            let expected = format!("--repeat `{bad}`: not a whole number; the requests run 1 to 10000 times");
+            assert_eq!(parse_repeat(bad).unwrap_err().to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn a_numbered_outcome_in_json_leads_with_its_index_and_file() {
+        let file = RequestFile::parse("dir/b.http", "GET /b\n\n").unwrap();
+        let (step, outcome) = (Step { index: 4, total: 6, request: &file }, outcome("respond", 429));
+        let numbered = serde_json::to_value(NumberedOutcome { step: &step, outcome: &outcome }).unwrap();
+        let mut expected = serde_json::json!({ "index": 4, "file": "dir/b.http" });
+        expected.as_object_mut().unwrap().extend(serde_json::to_value(&outcome).unwrap().as_object().unwrap().clone());
+        assert_eq!(numbered, expected);
+        let keys: Vec<&str> = numbered.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["index", "file", "decision", "request", "response", "context"]);
     }
 
     #[test]

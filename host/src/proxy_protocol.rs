@@ -96,7 +96,8 @@ fn scan(seen: &[u8]) -> Result<Scan, ProxyHeaderError> {
 /// Reads the PROXY protocol header `stream` starts with, consuming exactly its bytes. Returns the
 /// client it announces: `None` when it announces none the TCP peer should give way to (v1
 /// `UNKNOWN`, v2 `LOCAL`: the balancer's own health checks; or a v2 family other than TCP over
-/// IPv4 or IPv6, such as a UNIX socket). Waits as long as the header takes: the caller times it.
+/// IPv4 or IPv6, such as a UNIX socket or UDP, which spec 2.2 has a receiver treat as UNSPEC).
+/// Waits as long as the header takes: the caller times it.
 pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, ProxyHeaderError> {
     // Room for the longest v1 header; a v2 one longer than that (TLVs) grows it once.
     let mut buf = vec![0u8; V1_MAX];
@@ -144,7 +145,10 @@ fn announced_v1(line: &[u8]) -> Result<Option<SocketAddr>, ProxyHeaderError> {
 /// The client a complete v2 header announces.
 fn announced_v2(bytes: &[u8]) -> Result<Option<SocketAddr>, ProxyHeaderError> {
     let header = ppp::v2::Header::try_from(bytes).map_err(ProxyHeaderError::V2)?;
-    if header.command == ppp::v2::Command::Local {
+    // DGRAM (UDP over INET or INET6, `0x12`, `0x22`): a datagram flow no TCP connection of ours
+    // relays. Spec 2.2 has a receiver treat a combination it does not support as UNSPEC: the
+    // connection is served, with its real endpoints.
+    if header.command == ppp::v2::Command::Local || header.protocol == ppp::v2::Protocol::Datagram {
         return Ok(None);
     }
     Ok(match header.addresses {
@@ -238,6 +242,25 @@ mod tests {
         assert_eq!(rest, b"after");
         let (announced, _) = read(&[&v2(1, 0x31, &[0u8; 216], b"")]).await;
         assert_eq!(announced.unwrap(), None, "a UNIX socket: the TCP peer stays");
+    }
+
+    /// DGRAM over INET or INET6 (0x12, 0x22): a datagram flow, which never reaches a TCP
+    /// listener; spec 2.2 has a receiver treat a combination it does not support as UNSPEC. The
+    /// header is consumed, its addresses ignored, and the connection served with the TCP peer.
+    #[tokio::test]
+    async fn v2_dgram_is_treated_as_unspec_and_the_tcp_peer_stays() {
+        let v4 = [198, 51, 100, 9, 10, 0, 0, 1, 0x1f, 0x90, 0x01, 0xbb];
+        let mut v6 = vec![0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x07];
+        v6.extend([0u8; 16]);
+        v6.extend([0x30, 0x39, 0x01, 0xbb]);
+        for (family, addresses) in [(0x12, v4.as_slice()), (0x22, v6.as_slice())] {
+            let (announced, rest) = read(&[&[v2(1, family, addresses, b""), b"GET".to_vec()].concat()]).await;
+            assert_eq!(announced.unwrap(), None, "{family:#04x}: the TCP peer stays");
+            assert_eq!(rest, b"GET", "{family:#04x}: the header's bytes, and only them, consumed");
+        }
+        // STREAM over the same families still announces its source.
+        let (announced, _) = read(&[&v2(1, 0x11, &v4, b"")]).await;
+        assert_eq!(announced.unwrap(), Some("198.51.100.9:8080".parse().unwrap()));
     }
 
     #[tokio::test]

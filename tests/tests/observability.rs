@@ -624,6 +624,65 @@ async fn the_open_admin_listener_refuses_what_a_web_page_could_send() {
     gw.stop().await;
 }
 
+/// An unknown admin path is a 404 whatever the method (a `POST` to a typo, or to a known path
+/// with a trailing slash, is not a 405); a known path asked with a method it does not take is a
+/// 405 naming the ones it does. With a token, a client without it learns no more about unknown
+/// paths than from a `GET`: a 401. Without a token, a web page's cross-site `POST` is refused
+/// before the path is looked at.
+#[tokio::test]
+async fn unknown_admin_paths_are_404_whatever_the_method_and_known_ones_405_with_allow() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ADMIN, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let bearer = format!("Bearer {TOKEN}");
+    let unknown = [
+        ("POST", "/admin/nonexistent"),
+        ("POST", "/admin/state/clear/"),
+        ("POST", "/admin/reload/"),
+        ("PUT", "/nope"),
+        ("DELETE", "/admin/routes/"),
+        ("GET", "/admin/nonexistent"),
+        ("OPTIONS", "/admin"),
+    ];
+    for (method, path) in unknown {
+        let r = client.request(method, &gw.admin_url(path), &[("authorization", &bearer)], b"").await;
+        assert_eq!((r.status.as_u16(), r.header("allow")), (404, None), "{method} {path}: {}", r.text());
+        assert_eq!(r.json()["error"], "not_found", "{method} {path}");
+        let r = client.request(method, &gw.admin_url(path), &[], b"").await;
+        assert_eq!(r.status.as_u16(), 401, "{method} {path} without the token: {}", r.text());
+    }
+    let known = [
+        ("GET", "/admin/reload", "POST"),
+        ("DELETE", "/admin/state/clear", "POST"),
+        ("POST", "/admin/routes", "GET, HEAD"),
+        ("PUT", "/admin/config", "GET, HEAD"),
+        ("POST", "/health", "GET, HEAD"),
+        ("POST", "/", "GET, HEAD"),
+    ];
+    for (method, path, allow) in known {
+        for headers in [&[("authorization", bearer.as_str())][..], &[]] {
+            let r = client.request(method, &gw.admin_url(path), headers, b"").await;
+            assert_eq!((r.status.as_u16(), r.header("allow").as_deref()), (405, Some(allow)), "{method} {path}: {}", r.text());
+        }
+    }
+    gw.stop().await;
+
+    // The open loopback listener (no token): a 404, unless a web page sent it.
+    let gw = Gateway::start("[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n", None).await;
+    let admin = gw.admin_addr();
+    let ask = |request: String| async move { airlock_tests::raw_exchange(admin, request.as_bytes()).await };
+    let scripted = ask(format!("POST /admin/nonexistent HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
+    assert!(scripted.starts_with("HTTP/1.1 404"), "{scripted}");
+    let cross_site = ask(format!(
+        "POST /admin/nonexistent HTTP/1.1\r\nHost: {admin}\r\nOrigin: http://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    assert!(cross_site.starts_with("HTTP/1.1 403") && cross_site.contains("cross_site_request"), "{cross_site}");
+    let rebound = ask("PUT /nope HTTP/1.1\r\nHost: rebind.attacker.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(rebound.starts_with("HTTP/1.1 403") && rebound.contains("host_not_allowed"), "{rebound}");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn the_admin_listener_can_be_turned_off() {
     let config = "[admin]\nenabled = false\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n";

@@ -119,6 +119,11 @@ async fn several_request_files_run_in_order_through_one_state() {
     let targets: Vec<&str> = (0..4).map(|i| outcomes[i]["request"]["target"].as_str().expect("target")).collect();
     assert_eq!(targets, ["/a", "/b", "/a", "/b"]);
     assert_eq!(outcomes[1]["request"]["body"], "hello", "each file's own request: {outcomes}");
+    // Each element says which request it is (1-based, through the repeats) and its file, as given.
+    let given: Vec<String> = requests.iter().map(|p| p.display().to_string()).collect();
+    let numbered: Vec<(u64, &str)> =
+        (0..4).map(|i| (outcomes[i]["index"].as_u64().expect("index"), outcomes[i]["file"].as_str().expect("file"))).collect();
+    assert_eq!(numbered, [(1, given[0].as_str()), (2, given[1].as_str()), (3, given[0].as_str()), (4, given[1].as_str())]);
 
     // Without --repeat, several files are numbered and summed up too.
     let out = plugin_test("builtin:rate-limit", &requests, &["--config", config]).await;
@@ -129,8 +134,9 @@ async fn several_request_files_run_in_order_through_one_state() {
 }
 
 /// `--json` keeps its single object for one request without `--repeat` (what scripts written
-/// before several requests existed parse), and is an array of the same objects otherwise:
-/// `--repeat 1` asks for the array whatever the number of requests.
+/// before several requests existed parse), and is an array of the same objects otherwise, each
+/// with its `index` (1-based) and `file` first: `--repeat 1` asks for the array whatever the
+/// number of requests.
 #[tokio::test]
 async fn json_is_one_object_for_one_request_and_an_array_otherwise() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -142,10 +148,21 @@ async fn json_is_one_object_for_one_request_and_an_array_otherwise() {
     let single = json(&out);
     assert!(single.is_object(), "{single}");
     assert_eq!(single["decision"], "continue");
+    // The single object is as it always was: no number, no file.
+    let keys: Vec<&str> = single.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["decision", "request", "response", "context"], "{single}");
+    assert!(stdout(&out).starts_with("{\n  \"decision\": \"continue\",\n  \"request\": {\n"), "{}", stdout(&out));
 
     let out = plugin_test("builtin:headers", &request, &["--config", config, "--json", "--repeat", "1"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(json(&out), serde_json::json!([single]), "the array holds the very same object");
+    let mut numbered = serde_json::Map::new();
+    numbered.insert("index".into(), 1.into());
+    numbered.insert("file".into(), request[0].display().to_string().into());
+    numbered.extend(single.as_object().unwrap().clone());
+    let array = json(&out);
+    assert_eq!(array, serde_json::json!([numbered]), "the array holds the same object, numbered");
+    let keys: Vec<&str> = array[0].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["index", "file", "decision", "request", "response", "context"], "{array}");
 
     // And the text output of one request is as it always was: no number, no summary.
     let out = plugin_test("builtin:headers", &request, &["--config", config]).await;
@@ -153,7 +170,8 @@ async fn json_is_one_object_for_one_request_and_an_array_otherwise() {
     assert!(text.starts_with("decision: continue\n") && !text.contains("request 1/") && !text.contains("1 request"), "{text}");
 }
 
-/// Bad input is exit status 1 before anything runs: `--repeat` out of 1..=10000, a missing
+/// Bad input is exit status 1 before anything runs: `--repeat` out of 1..=10000 or not a whole
+/// number (clap's own usage errors exit 2, which here means the plugin failed), a missing
 /// request file, a malformed one after a good one (every file is parsed first, and each bad one
 /// reported).
 #[tokio::test]
@@ -161,10 +179,22 @@ async fn bad_repeat_counts_and_request_files_stop_before_anything_runs() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut requests = write_files(tmp.path(), &[("good.http", "GET /x HTTP/1.1\n\n"), ("bad.http", "GET /x HTTP/1.1\nno colon here\n\n")]);
 
-    for repeat in ["0", "10001"] {
+    for repeat in ["0", "10001", "99999999999999999999999"] {
         let out = plugin_test("builtin:rate-limit", &requests[..1], &["--config", TWO_A_MINUTE, "--repeat", repeat]).await;
         assert_eq!(out.status.code(), Some(1), "--repeat {repeat}: {}", stderr(&out));
         assert!(stderr(&out).contains(&format!("--repeat {repeat}: the requests run 1 to 10000 times")), "{}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    }
+    // Not a whole number: exit status 1 too (2 is the plugin failing), however it is written.
+    for args in [&["--repeat", "abc"][..], &["--repeat", "-1"], &["--repeat", "1.5"], &["--repeat", ""], &["--repeat=-1"], &["--repeat", "--json"]] {
+        let out = plugin_test("builtin:rate-limit", &requests[..1], &[&["--config", TWO_A_MINUTE][..], args].concat()).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let value = match args {
+            [given] => given.strip_prefix("--repeat").unwrap().trim_start_matches('='),
+            given => given[1],
+        };
+        let expected = format!("--repeat `{value}`: not a whole number; the requests run 1 to 10000 times");
+        assert!(stderr(&out).contains(&expected), "{args:?}: {}", stderr(&out));
         assert!(out.stdout.is_empty(), "{}", stdout(&out));
     }
 

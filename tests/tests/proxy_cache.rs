@@ -916,7 +916,8 @@ async fn the_admin_api_purges_a_routes_cache_and_only_it() {
     let purge = client.request("POST", &gw.admin_url("/admin/state/clear?route=cached&plugin=builtin:proxy-cache"), &[], b"").await;
     assert_eq!(purge.status.as_u16(), 200, "{}", purge.text());
     assert_eq!(purge.json()["keys"], 2);
-    assert_eq!(purge.json()["cleared"], serde_json::json!([{ "plugin": "builtin:proxy-cache", "keys": 2, "routes": ["cached"] }]));
+    let cleared = serde_json::json!([{ "plugin": "builtin:proxy-cache", "global": false, "keys": 2, "routes": ["cached"] }]);
+    assert_eq!(purge.json()["cleared"], cleared);
     assert_eq!(cache_status(&get(&client, &gw, "/a/1", &[]).await), "Miss", "purged");
     assert_eq!(cache_status(&get(&client, &gw, "/b/1", &[]).await), "Hit", "another route's entries stay");
 
@@ -934,5 +935,34 @@ async fn the_admin_api_purges_a_routes_cache_and_only_it() {
     assert_eq!(r.json()["entries_with_state"], serde_json::json!(["builtin:proxy-cache"]));
     let r = client.get(&gw.admin_url("/admin/state/clear?route=cached")).await;
     assert_eq!((r.status.as_u16(), r.header("allow").as_deref()), (405, Some("POST")), "clearing is never a GET");
+    // A parameter that is empty, given twice, misspelt or unknown is a 400 naming it, never
+    // read as "every entry" or "the first one". None of these clears anything.
+    assert_eq!(cache_status(&get(&client, &gw, "/a/1", &[]).await), "Hit");
+    for (query, named) in [
+        ("route=", "`route`"),
+        ("route=cached&plugin=", "`plugin`"),
+        ("route=cached&plugin", "`plugin`"),
+        ("route=cached&route=other", "`route`"),
+        ("route=other&plugin=builtin:proxy-cache&plugin=builtin:headers", "`plugin`"),
+        ("rout=cached", "`rout`"),
+        ("route=cached&plugn=builtin:headers", "`plugn`"),
+        ("route=cached&global=yes", "`global`"),
+        ("route=cached&global=", "`global`"),
+        ("route=cached&global=true&global=false", "`global`"),
+    ] {
+        let r = client.request("POST", &gw.admin_url(&format!("/admin/state/clear?{query}")), &[], b"").await;
+        assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (400, Some("bad_request")), "{query}: {}", r.text());
+        let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains(named), "{query}: {message}");
+    }
+    assert_eq!(cache_status(&get(&client, &gw, "/a/1", &[]).await), "Hit", "nothing was cleared");
+    assert_eq!(cache_status(&get(&client, &gw, "/b/1", &[]).await), "Hit", "nothing was cleared");
+    // `global` picks the global chain's entries or the route's own: this route has no global ones.
+    let r = post("/admin/state/clear?route=cached&global=true").await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (404, Some("no_state")), "{}", r.text());
+    let r = post("/admin/state/clear?route=cached&plugin=builtin%3Aproxy-cache&global=false").await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json()["cleared"][0]["global"], false);
+    assert_eq!(cache_status(&get(&client, &gw, "/a/1", &[]).await), "Miss", "purged");
     gw.stop().await;
 }

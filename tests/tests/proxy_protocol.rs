@@ -238,11 +238,29 @@ async fn connections_without_a_valid_header_are_closed_unanswered_and_others_sti
     gw.stop().await;
 }
 
+/// v2 LOCAL (a balancer's own health check), v1 UNKNOWN, and v2 PROXY over DGRAM (UDP over
+/// INET or INET6, `0x12`, `0x22`: no TCP connection of the gateway's can carry one, and spec 2.2
+/// has a receiver treat a combination it does not support as UNSPEC): served, with the TCP peer
+/// as the client. The DGRAM headers announce a client `ip-restrict` would allow, so a gateway
+/// that took it would answer `/restricted` with a 200.
 #[tokio::test]
-async fn v2_local_and_v1_unknown_are_served_with_the_tcp_peer_as_the_client() {
+async fn v2_local_dgram_and_v1_unknown_are_served_with_the_tcp_peer_as_the_client() {
     let upstream = Upstream::start().await;
     let gw = Gateway::start(CONFIG, Some(&upstream)).await;
-    for (case, header) in [("v2 LOCAL", v2_raw(0x20, 0x00, b"")), ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n".to_vec())] {
+    let dgram = |client: &str| {
+        let mut header = v2(addr(client));
+        // The family byte's low nibble: STREAM (1) to DGRAM (2).
+        header[13] = header[13] & 0xf0 | 0x02;
+        header
+    };
+    let cases = [
+        ("v2 LOCAL", v2_raw(0x20, 0x00, b"")),
+        ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n".to_vec()),
+        ("v2 DGRAM INET", dgram("198.51.100.9:40000")),
+        ("v2 DGRAM INET6", dgram("[2001:db8:1::9]:40000")),
+    ];
+    assert_eq!((cases[2].1[13], cases[3].1[13]), (0x12, 0x22));
+    for (case, header) in cases {
         let (status, body) = get_over(proxied(&gw, &header).await, "/echo", &[]).await;
         assert_eq!(status, 200, "{case}");
         assert_eq!(upstream_header(&body, "x-forwarded-for"), "127.0.0.1", "{case}");

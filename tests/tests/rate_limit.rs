@@ -819,11 +819,15 @@ async fn a_bad_trusted_proxies_entry_is_a_located_config_error() {
 }
 
 /// An operator resets a limiter's counters from the admin API (a client wrongly limited, a test
-/// run over): `POST /admin/state/clear`, with the admin token.
+/// run over): `POST /admin/state/clear`, with the admin token. The route also runs a global
+/// `rate-limit` (a generous one): each cleared entry says whether it is the global chain's, and
+/// `global=true|false` clears only those or only the route's own.
 #[tokio::test]
 async fn the_admin_api_resets_a_limiters_counters() {
     let upstream = Upstream::start().await;
-    let config = format!("[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"reset-token-1\"\n{}", window_config(2, "draft"));
+    let global = "[[global.plugins]]\nplugin = \"builtin:rate-limit\"\n\
+                  config = { by = [\"ip\"], limits = [{ name = \"everyone\", limit = 100, window = \"minute\" }] }\n";
+    let config = format!("[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"reset-token-1\"\n{global}{}", window_config(2, "draft"));
     let gw = Gateway::start(&config, Some(&upstream)).await;
     let client = HttpClient::http1();
     let statuses = |n: usize| {
@@ -841,9 +845,28 @@ async fn the_admin_api_resets_a_limiters_counters() {
     let refused = client.request("POST", &url, &[], b"").await;
     assert_eq!(refused.status.as_u16(), 401, "the admin token is needed");
     assert_eq!(statuses(1).await, [429], "nothing was reset");
-    let reset = client.request("POST", &url, &[("authorization", "Bearer reset-token-1")], b"").await;
-    assert_eq!(reset.status.as_u16(), 200, "{}", reset.text());
-    assert!(reset.json()["keys"].as_u64().is_some_and(|k| k >= 1), "{}", reset.text());
+    let clear = |query: &'static str| {
+        let (client, url) = (client.clone(), format!("{url}{query}"));
+        async move {
+            let reply = client.request("POST", &url, &[("authorization", "Bearer reset-token-1")], b"").await;
+            assert_eq!(reply.status.as_u16(), 200, "{query}: {}", reply.text());
+            let cleared = reply.json()["cleared"].as_array().cloned().unwrap_or_default();
+            for entry in &cleared {
+                assert_eq!(entry["plugin"], "builtin:rate-limit", "{entry}");
+                assert_eq!(entry["routes"], serde_json::json!(["limited"]), "{entry}");
+                assert!(entry["keys"].as_u64().is_some_and(|k| k >= 1), "{query}: every entry counted this client: {entry}");
+            }
+            cleared.iter().map(|e| e["global"].as_bool().expect("global")).collect::<Vec<bool>>()
+        }
+    };
+    // Only the global chain's entry: the route's own counters, which refuse, stay.
+    assert_eq!(clear("&global=true").await, [true]);
+    assert_eq!(statuses(1).await, [429], "the route's own limiter was not reset");
+    // Only the route's own entry.
+    assert_eq!(clear("&global=false").await, [false]);
+    assert_eq!(statuses(3).await, [200, 200, 429], "a fresh window");
+    // Without `global`, both, in chain order (the global entries first).
+    assert_eq!(clear("").await, [true, false]);
     assert_eq!(statuses(3).await, [200, 200, 429], "a fresh window");
     gw.stop().await;
 }

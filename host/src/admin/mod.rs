@@ -9,7 +9,7 @@
 //! | `/admin/routes` | each route and its chain ([`inventory`]) | if set |
 //! | `/admin/plugins` | each plugin: source, hash, grants, limits, calls, failures, p99 ([`inventory`]) | if set |
 //! | `POST /admin/reload` | reads the config file again and swaps it in, or says why not ([`crate::reload`]) | if set |
-//! | `POST /admin/state/clear` | removes a route's chain entries' stored state: a cache purged, counters reset ([`state_clear`]) | if set |
+//! | `POST /admin/state/clear` | removes a route's chain entries' stored state (all, one plugin's, the global chain's or the route's own): a cache purged, counters reset ([`state_clear`]) | if set |
 //! | `/admin/analytics` | usage per route and consumer (1 m, 1 h), top lists, anomaly flags ([`crate::telemetry::analytics`]) | if set |
 //! | `/` | the live dashboard ([`dashboard`]): a static page that polls the two above with the token | never |
 //!
@@ -17,7 +17,8 @@
 //! otherwise). Health and readiness stay open so probes need no secret, and so does the dashboard
 //! page, which holds no data and asks the browser for the token. Requests a web page could make
 //! of the operator's browser (a rebound DNS name, a cross-site `POST`) are refused first
-//! ([`browser`]).
+//! ([`browser`]). Then a path not in the table is a 404 whatever the method (behind the token,
+//! if set: a 401 without it), and a path in it asked with another method a 405 with `Allow`.
 
 pub mod browser;
 pub mod dashboard;
@@ -141,10 +142,18 @@ async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: b
         return json(StatusCode::FORBIDDEN, &serde_json::json!({ "error": error, "message": message }));
     }
     let path = request.uri().path();
-    let (allowed, allow) = if matches!(path, "/admin/reload" | "/admin/state/clear") {
-        (request.method() == Method::POST, "POST")
+    let Some(allow) = methods(path) else {
+        // An unknown path is a 404 whatever the method. Behind the token, as a `GET` of one always
+        // was: a client without it learns no more about which paths exist than before.
+        if !authorized(state.token.as_deref(), &request) {
+            return unauthorized();
+        }
+        return not_found(path);
+    };
+    let allowed = if allow == POST {
+        request.method() == Method::POST
     } else {
-        (request.method() == Method::GET || request.method() == Method::HEAD, "GET, HEAD")
+        request.method() == Method::GET || request.method() == Method::HEAD
     };
     if !allowed {
         // RFC 9110 15.5.6: a 405 names the methods the resource takes.
@@ -154,9 +163,7 @@ async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: b
     }
     let open = matches!(path, "/health" | "/ready" | "/");
     if !open && !authorized(state.token.as_deref(), &request) {
-        let mut response = json(StatusCode::UNAUTHORIZED, &serde_json::json!({ "error": "unauthorized" }));
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+        return unauthorized();
     }
     let generation = state.live.current();
     let gateway = &generation.gateway;
@@ -197,7 +204,7 @@ async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: b
         "/admin/config" => json(StatusCode::OK, &redact::redacted_config(&generation.config)),
         "/admin/reload" => reload(&state.live).await,
         "/admin/state/clear" => {
-            let (status, body) = state_clear::clear(gateway, request.uri().query()).await;
+            let (status, body) = state_clear::clear(gateway, &generation.config, request.uri().query()).await;
             json(status, &body)
         }
         "/admin/routes" => json(StatusCode::OK, &inventory::routes(gateway)),
@@ -207,8 +214,35 @@ async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: b
             None => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "analytics_disabled" })),
         },
         "/" => dashboard::page(),
-        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found", "path": path })),
+        // Only a path added to `methods` and not here.
+        _ => not_found(path),
     }
+}
+
+/// `Allow` for a `POST`-only path.
+const POST: &str = "POST";
+
+/// The methods `path` takes, as its 405's `Allow` says them; `None` for a path the listener does
+/// not serve (a 404 whatever the method). Every path `answer` serves is listed here.
+fn methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/admin/reload" | "/admin/state/clear" => Some(POST),
+        "/health" | "/ready" | "/metrics" | "/admin/config" | "/admin/routes" | "/admin/plugins" | "/admin/analytics" | "/" => {
+            Some("GET, HEAD")
+        }
+        _ => None,
+    }
+}
+
+fn not_found(path: &str) -> Response<Full<Bytes>> {
+    json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found", "path": path }))
+}
+
+/// A 401 asking for the token.
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = json(StatusCode::UNAUTHORIZED, &serde_json::json!({ "error": "unauthorized" }));
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 /// `POST /admin/reload`: 200 with the new generation, or the reasons the running one was kept.
@@ -291,5 +325,14 @@ mod tests {
         assert!(authorized(Some("s3cret"), &with("BEARER s3cret")));
         assert!(!authorized(Some("s3cret"), &with("Bearers3cret")));
         assert!(!authorized(Some("s3cret"), &Request::get("/").body(()).unwrap()));
+    }
+
+    #[test]
+    fn only_the_paths_served_have_methods() {
+        assert_eq!(methods("/admin/state/clear"), Some("POST"));
+        assert_eq!(methods("/admin/routes"), Some("GET, HEAD"));
+        for unknown in ["/admin/state/clear/", "/admin/reload/", "/admin/nonexistent", "/admin", "/health/", "//", ""] {
+            assert_eq!(methods(unknown), None, "{unknown}");
+        }
     }
 }
