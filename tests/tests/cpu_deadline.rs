@@ -88,9 +88,10 @@ async fn a_calls_turns_on_a_busy_worker_do_not_count_against_its_cpu_deadline() 
 /// in the kernel on a page fault, its VM paused. Such a stall is not the plugin running and
 /// must not spend its CPU deadline. Here the whole gateway process is stopped (SIGSTOP) for
 /// 900 ms, three times the deadline (300 ms here: a call's short preemptions on this loaded
-/// two-core machine still count as running, and must not fail the ~60 ms call on their own), in
-/// the middle of a ~60 ms call: the call completes. The real binary, so that stopping it does
-/// not stop the test.
+/// two-core machine still count as running, and must not fail the ~120 ms call on their own), in
+/// the middle of a ~120 ms call: the call completes. The call is long enough that the stop (a
+/// `kill` process started on a busy machine) lands inside it. The real binary, so that stopping
+/// it does not stop the test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_of_the_thread_mid_call_does_not_count_against_the_cpu_deadline() {
     let _alone = ONE_AT_A_TIME.lock().await;
@@ -100,23 +101,23 @@ async fn a_stall_of_the_thread_mid_call_does_not_count_against_the_cpu_deadline(
     let mut airlock = GatewayProcess::start(&config, &upstream, &[]).await;
     let url = airlock.url("/spin");
     let client = HttpClient::http1();
-    let iterations = iterations_for(&client, &url, TWENTY_MS).await * 3;
+    let iterations = iterations_for(&client, &url, TWENTY_MS).await * 6;
 
     let call = {
         let url = url.clone();
         tokio::spawn(async move { spin(&HttpClient::http1(), &url, iterations).await })
     };
     // Well inside the call (it starts within a few ms of the request being sent).
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::sleep(Duration::from_millis(15)).await;
     airlock.signal("STOP");
     tokio::time::sleep(Duration::from_millis(900)).await;
     airlock.signal("CONT");
     let (status, body, took) = call.await.expect("request task");
     assert!(took > Duration::from_millis(900), "the stall was not inside the request ({took:?}): the test proves nothing");
-    assert_eq!(status, 200, "a ~60 ms call failed after a 900 ms stall of its thread: {body}");
+    assert_eq!(status, 200, "a ~120 ms call failed after a 900 ms stall of its thread: {body}");
 
     // The deadline still stops a call that runs past it (~1.2 s of work).
-    let (status, body, _) = spin(&client, &url, iterations * 20).await;
+    let (status, body, _) = spin(&client, &url, iterations * 10).await;
     assert_eq!(status, 500, "{body}");
 
     airlock.signal("TERM");
