@@ -372,6 +372,21 @@ pub async fn buffer_up_to(mut body: Incoming, limit: u64) -> Result<UpTo, Buffer
     Ok(UpTo::Whole(Buffered { bytes: read.freeze(), trailers: None }))
 }
 
+/// True if `error` (or what caused it) says a client went away mid-body: hyper's incomplete
+/// message, or an unexpected end of its stream. The client's doing, never the upstream's.
+pub fn is_client_abort(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let aborted = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message)
+            || e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
+        if aborted {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 /// True if `error` (or what caused it) is a body length limit being hit.
 pub fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);

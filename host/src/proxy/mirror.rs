@@ -352,7 +352,7 @@ pub async fn read_body(stream: ProxyBody, limit: u64, body_idle: Duration) -> Re
 }
 
 /// What a client's body failing while it was read means: too long (413), stalled (408), cut off
-/// (the client went away), or malformed (400).
+/// (the client went away, [`body::is_client_abort`]), or malformed (400).
 fn client_body_error(e: &(dyn std::error::Error + 'static), limit: u64) -> GatewayError {
     if body::is_length_limit(e) {
         return GatewayError::BodyTooLarge { limit };
@@ -362,12 +362,10 @@ fn client_body_error(e: &(dyn std::error::Error + 'static), limit: u64) -> Gatew
         if let Some(stalled) = err.downcast_ref::<BodyStalled>() {
             return GatewayError::ClientTimeout(format!("the client sent no more of its body for {} ms", stalled.0.as_millis()));
         }
-        let aborted = err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message)
-            || err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
-        if aborted {
-            return GatewayError::ClientAborted(format!("the request body could not be read: {e}"));
-        }
         source = err.source();
+    }
+    if body::is_client_abort(e) {
+        return GatewayError::ClientAborted(format!("the request body could not be read: {e}"));
     }
     GatewayError::BadRequest(format!("the request body could not be read: {e}"))
 }

@@ -913,7 +913,7 @@ fn client_body_error(e: &hyper::Error) -> SendError {
         Some(io) => format!("the request body could not be read: {io}"),
         None => format!("the request body could not be read: {e}"),
     };
-    if e.is_incomplete_message() || io.is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof) {
+    if super::body::is_client_abort(e) {
         SendError::ClientAborted(reason)
     } else {
         SendError::ClientBody(reason)
