@@ -1359,3 +1359,31 @@ async fn grpc_web_keeps_every_value_of_a_repeated_trailer() {
     let trailers = String::from_utf8_lossy(&got[1].1).into_owned();
     assert_eq!(trailers, "grpc-status: 0\r\nx-multi: a\r\nx-multi: b\r\n");
 }
+
+/// Bad input from the upstream side: something between the gateway and the gRPC server (a
+/// proxy's HTML error page) answers instead of gRPC. grpc-web leaves it as it is, and the
+/// gateway serves on.
+#[tokio::test]
+async fn grpc_web_passes_an_answer_that_is_not_grpc_on_unchanged() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = service_fn(|req: Request<Incoming>| async move {
+        let _ = req.into_body().collect().await;
+        let mut response = Response::new(TrailerBody::new(Bytes::from_static(b"<h1>503 Service Unavailable</h1>"), HeaderMap::new()));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response.headers_mut().insert("content-type", HeaderValue::from_static("text/html"));
+        Ok::<_, Infallible>(response)
+    });
+    let _server = spawn_h2(listener, None, service);
+    let toml = format!("[upstreams.grpc]\ntargets = [\"{addr}\"]\nprotocol = \"h2c\"\nmax_fails = 0\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"grpc\"\n[[routes.plugins]]\nplugin = \"builtin:grpc-web\"\n");
+    let gw = Gateway::start(&toml, None).await;
+    let client = HttpClient::http1();
+    for _ in 0..2 {
+        let reply = client
+            .request("POST", &gw.url("/demo.v1.Users/Ping"), &[("content-type", "application/grpc-web")], &frame(&PingRequest { note: "ping".into() }))
+            .await;
+        assert_eq!(reply.status.as_u16(), 503);
+        assert_eq!(reply.header("content-type").as_deref(), Some("text/html"));
+        assert_eq!(reply.text(), "<h1>503 Service Unavailable</h1>");
+    }
+}
