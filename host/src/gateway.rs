@@ -279,7 +279,7 @@ impl Gateway {
         let previous_mirrors: HashMap<&str, &crate::proxy::mirror::Mirror> =
             previous_routes.iter().filter_map(|r| Some((&*r.id, r.mirror.as_deref()?))).collect();
         for (index, route) in config.routes.iter().enumerate() {
-            let id: Arc<str> = route.id.as_ref().map_or_else(|| format!("route-{index}"), |id| id.get_ref().clone()).into();
+            let id: Arc<str> = route.id_at(index).into();
             let key = format!("routes[{index}]");
             // Rate-limit keys, metrics and the admin API tell routes apart by id.
             if &*id == GLOBAL_CHAIN {

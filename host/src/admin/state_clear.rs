@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::runtime::host::types::form_decode;
 
 /// What the endpoint answers: a status and its JSON body.
 pub type Answer = (StatusCode, Value);
@@ -170,19 +171,11 @@ pub async fn clear(gateway: &Gateway, config: &Config, query: Option<&str>) -> A
 /// them unless the route sets `global_plugins = false` (as `Gateway::build` builds chains). A
 /// route's id is its `id`, else `route-<index>`.
 fn global_entries(config: &Config, route_id: &str) -> usize {
-    let route = config.routes.iter().enumerate().find(|(i, r)| match &r.id {
-        Some(id) => id.get_ref() == route_id,
-        None => format!("route-{i}") == route_id,
-    });
+    let route = config.routes.iter().enumerate().find(|(i, r)| r.id_at(*i) == route_id);
     match route {
         Some((_, r)) if r.global_plugins => config.global.plugins.len(),
         _ => 0,
     }
-}
-
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, then percent-decoding.
-fn form_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
 /// A 400 naming the parameters at fault.

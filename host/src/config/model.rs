@@ -893,6 +893,14 @@ pub struct RouteConfig {
     pub mirror: Option<MirrorConfig>,
 }
 
+impl RouteConfig {
+    /// The route's id as logs, metrics, rate-limit keys and the admin API know it: its `id`, or
+    /// `route-<index>` for the route at `index` (0-based) in the config.
+    pub fn id_at(&self, index: usize) -> String {
+        self.id.as_ref().map_or_else(|| format!("route-{index}"), |id| id.get_ref().clone())
+    }
+}
+
 fn yes() -> bool {
     true
 }

@@ -209,7 +209,9 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
-fn form_decode(s: &str) -> String {
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, then percent-decoding (invalid
+/// UTF-8 replaced). What plugins' `query-param` and the admin API's parameters are read with.
+pub fn form_decode(s: &str) -> String {
     let plus_as_space = s.replace('+', " ");
     percent_encoding::percent_decode_str(&plus_as_space).decode_utf8_lossy().into_owned()
 }
