@@ -121,23 +121,46 @@ pub struct Gateway {
     pub telemetry: Arc<Telemetry>,
     /// Each listener's trusted proxies, in config order: who a request's client is.
     pub trusted_proxies: Vec<TrustedProxies>,
+    /// Each listener's `proxy_protocol_from`, in config order: the peers allowed to send a
+    /// PROXY protocol header (empty: any).
+    pub proxy_protocol_peers: Vec<TrustedProxies>,
     /// The upstreams by name, for the next reload to keep those it leaves unchanged.
     pub upstreams: HashMap<String, Arc<Upstream>>,
 }
 
-/// Each listener's `trusted_proxies`, parsed; a bad entry is an issue at its line.
-fn trusted_proxies(source: &ConfigSource, config: &Config, issues: &mut Vec<ConfigIssue>) -> Vec<TrustedProxies> {
+/// One network list of each listener (`trusted_proxies` or `proxy_protocol_from`, named `key`,
+/// read by `entries`), parsed; a bad entry is an issue at its line.
+fn listener_networks(
+    source: &ConfigSource,
+    config: &Config,
+    key: &str,
+    entries: fn(&crate::config::ListenerConfig) -> &[Spanned<String>],
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<TrustedProxies> {
     let listeners = config.listeners.iter().enumerate();
     let networks = |(i, listener): (usize, &crate::config::ListenerConfig)| {
-        let entries = listener.trusted_proxies.iter().enumerate();
-        entries
+        entries(listener)
+            .iter()
+            .enumerate()
             .filter_map(|(j, entry)| {
                 let parsed = TrustedProxies::network(entry.get_ref());
-                parsed.map_err(|e| issues.push(source.issue(Some(entry.span()), &format!("listeners[{i}].trusted_proxies[{j}]"), e))).ok()
+                parsed.map_err(|e| issues.push(source.issue(Some(entry.span()), &format!("listeners[{i}].{key}[{j}]"), e))).ok()
             })
             .collect()
     };
     listeners.map(networks).collect()
+}
+
+/// Each listener's `proxy_protocol_from`, parsed; the key without `proxy_protocol = true` is an
+/// issue at its line (it would allow a header the listener never reads).
+fn proxy_protocol_peers(source: &ConfigSource, config: &Config, issues: &mut Vec<ConfigIssue>) -> Vec<TrustedProxies> {
+    for (i, listener) in config.listeners.iter().enumerate() {
+        if let Some(first) = listener.proxy_protocol_from.first().filter(|_| !listener.proxy_protocol) {
+            let message = "`proxy_protocol_from` names who may send a PROXY protocol header: it needs `proxy_protocol = true`";
+            issues.push(source.issue(Some(first.span()), &format!("listeners[{i}].proxy_protocol_from"), message));
+        }
+    }
+    listener_networks(source, config, "proxy_protocol_from", |l| &l.proxy_protocol_from, issues)
 }
 
 /// What a config names as a plugin: a definition, or a source used directly.
@@ -203,7 +226,8 @@ impl Gateway {
         });
 
         let upstreams = crate::proxy::upstream_config::build_upstreams(source, config, previous_upstreams, &mut issues).await;
-        let trusted_proxies = trusted_proxies(source, config, &mut issues);
+        let trusted_proxies = listener_networks(source, config, "trusted_proxies", |l| &l.trusted_proxies, &mut issues);
+        let proxy_protocol_peers = proxy_protocol_peers(source, config, &mut issues);
         let mut consumer_ids = std::collections::HashSet::new();
         for (i, consumer) in config.consumers.iter().enumerate() {
             if !consumer_ids.insert(consumer.id.get_ref().as_str()) {
@@ -395,7 +419,7 @@ impl Gateway {
         match routes {
             Some(routes) if issues.is_empty() => {
                 let (limits, timeouts) = (config.limits.clone(), config.timeouts.clone());
-                Ok(Self { routes, limits, timeouts, sandbox, state, telemetry, trusted_proxies, upstreams })
+                Ok(Self { routes, limits, timeouts, sandbox, state, telemetry, trusted_proxies, proxy_protocol_peers, upstreams })
             }
             _ => {
                 issues.sort_by_key(|i| i.line.unwrap_or(0));

@@ -297,7 +297,15 @@ async fn accept_loop(
         let generation = live.current();
         let per_client = generation.connections.max_connections_per_client();
         let proxied = generation.config.listeners.get(index).is_some_and(|l| l.proxy_protocol);
+        // Only the balancers named in `proxy_protocol_from` may announce a client.
+        let peer_allowed = !proxied || generation.gateway.proxy_protocol_peers.get(index).is_none_or(|p| p.is_empty() || p.admits(peer.ip()));
         drop(generation);
+        if !peer_allowed {
+            live.gateway().telemetry.metrics.connection_cut("proxy_protocol_peer");
+            tracing::debug!(%peer, "connection closed: the peer is not in the listener's proxy_protocol_from");
+            drop(stream);
+            continue;
+        }
         let client_count = if proxied {
             ClientCount::Announced(shared.clients.clone())
         } else {

@@ -393,3 +393,42 @@ async fn a_misspelt_or_mistyped_key_is_refused_at_its_line() {
         assert!(err.contains("airlock.toml:3") && err.contains(expected), "{line}: {err}");
     }
 }
+
+/// `proxy_protocol_from`: only the balancers it names may send the header. The test's client is
+/// 127.0.0.1: a listener that allows only other networks closes its connections before reading
+/// them, a valid header or not, counts them apart from malformed headers, and is then still
+/// served to allowed peers; one that allows 127.0.0.0/8 serves the same connection.
+#[tokio::test]
+async fn only_peers_in_proxy_protocol_from_may_announce_a_client() {
+    let upstream = Upstream::start().await;
+    let config = |from: &str| CONFIG.replace("proxy_protocol = true\n", &format!("proxy_protocol = true\nproxy_protocol_from = [{from}]\n"));
+    let gw = Gateway::start(&config("\"10.0.0.0/8\", \"192.0.2.1\""), Some(&upstream)).await;
+    for header in [v1(addr("198.51.100.9:1")), v2(addr("203.0.113.7:1"))] {
+        let mut stream = TcpStream::connect(gw.addr()).await.expect("connect");
+        // The gateway may have closed it already: a failed write is what the test expects too.
+        let _ = stream.write_all(&header).await;
+        let _ = stream.write_all(b"GET /restricted HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        let answer = until_closed(&mut stream, Duration::from_secs(5)).await.expect("closed at once");
+        assert!(answer.is_empty(), "answered: {}", String::from_utf8_lossy(&answer));
+    }
+    assert_eq!(metric_value(&gw, "airlock_connections_cut_total", &[("reason", "proxy_protocol_peer")]).await, 2.0);
+    assert_eq!(metric_value(&gw, "airlock_connections_cut_total", &[("reason", "proxy_protocol")]).await, 0.0);
+    gw.stop().await;
+
+    let gw = Gateway::start(&config("\"192.0.2.1\", \"127.0.0.0/8\""), Some(&upstream)).await;
+    let (status, body) = get_over(proxied(&gw, &v1(addr("198.51.100.9:1"))).await, "/restricted", &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(upstream_header(&body, "x-forwarded-for"), "198.51.100.9", "the announced client, from an allowed balancer");
+    assert_eq!(metric_value(&gw, "airlock_connections_cut_total", &[("reason", "proxy_protocol_peer")]).await, 0.0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn proxy_protocol_from_is_refused_at_its_line_when_malformed_or_without_proxy_protocol() {
+    let bad = "[[listeners]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"10.0.0.300\"]\n";
+    let err = Gateway::try_start(bad, None).await.err().expect("refused").to_string();
+    assert!(err.contains("airlock.toml:4") && err.contains("listeners[0].proxy_protocol_from[1]") && err.contains("10.0.0.300"), "{err}");
+    let alone = "[[listeners]]\naddress = \"127.0.0.1:0\"\nproxy_protocol_from = [\"10.0.0.0/8\"]\n";
+    let err = Gateway::try_start(alone, None).await.err().expect("refused").to_string();
+    assert!(err.contains("airlock.toml:3") && err.contains("needs `proxy_protocol = true`"), "{err}");
+}

@@ -262,6 +262,7 @@ fn default_listeners() -> Vec<ListenerConfig> {
         tls: None,
         trusted_proxies: Vec::new(),
         proxy_protocol: false,
+        proxy_protocol_from: Vec::new(),
     }]
 }
 
@@ -283,6 +284,11 @@ pub struct ListenerConfig {
     /// ([`crate::proxy_protocol`]). A connection without a valid one is closed.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// With `proxy_protocol`: the balancers (CIDRs or addresses) allowed to send the header.
+    /// A connection from any other peer is closed before a byte of it is read, so a client that
+    /// reaches the listener past the balancer cannot announce an address. Empty: any peer.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<Spanned<String>>,
 }
 
 /// `[listeners.tls]`: certificates (chosen by SNI), and optional client certificate

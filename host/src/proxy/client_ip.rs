@@ -90,6 +90,12 @@ impl TrustedProxies {
         }
     }
 
+    /// Whether `peer` (a TCP peer: an IPv4-mapped IPv6 address counts as its IPv4 one) is in
+    /// the list.
+    pub fn admits(&self, peer: IpAddr) -> bool {
+        self.trusts(canonical(peer))
+    }
+
     fn trusts(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(&ip))
     }

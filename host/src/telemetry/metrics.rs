@@ -276,7 +276,7 @@ impl Metrics {
         }
         registry.register(
             "connections_cut",
-            "Client connections the gateway closed on a limit, by reason: send_timeout (timeouts.send_ms), early_resets (HTTP/2 streams reset before their response), client_limit (limits.max_connections_per_client), proxy_protocol (no valid PROXY protocol header in time on a proxy_protocol listener)",
+            "Client connections the gateway closed on a limit, by reason: send_timeout (timeouts.send_ms), early_resets (HTTP/2 streams reset before their response), client_limit (limits.max_connections_per_client), proxy_protocol (no valid PROXY protocol header in time on a proxy_protocol listener), proxy_protocol_peer (a peer not in the listener's proxy_protocol_from)",
             connections_cut.clone(),
         );
         let requests_rejected = Family::<RejectionLabels, Counter>::default();
@@ -474,7 +474,7 @@ impl Metrics {
 }
 
 /// Why the gateway closed a client connection on a limit (`airlock_connections_cut_total`).
-pub const CONNECTION_CUT_REASONS: [&str; 4] = ["send_timeout", "early_resets", "client_limit", "proxy_protocol"];
+pub const CONNECTION_CUT_REASONS: [&str; 5] = ["send_timeout", "early_resets", "client_limit", "proxy_protocol", "proxy_protocol_peer"];
 
 /// Labels of `airlock_connections_cut_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
