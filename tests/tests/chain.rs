@@ -60,6 +60,16 @@ async fn chain_runs_in_order_and_responses_in_reverse() {
 
     let r = client.get(&gw.url("/no-global")).await;
     assert!(r.upstream_header("x-chain").is_empty());
+
+    // `/admin/routes` says which entries the global chain put there.
+    let routes = client.get(&gw.admin_url("/admin/routes")).await.json();
+    let globals = |id: &str| -> Vec<bool> {
+        let route = routes["routes"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("{id}: {routes}"));
+        route["chain"].as_array().unwrap().iter().map(|e| e["global"].as_bool().expect("global")).collect()
+    };
+    assert_eq!(globals("ordered"), [true, false, false]);
+    assert_eq!(globals("short"), [true, false, false, false]);
+    assert!(globals("no-global").is_empty());
     gw.stop().await;
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::config::{FailurePolicy, Isolation};
+use crate::config::{Config, FailurePolicy, Isolation};
 use crate::gateway::Gateway;
 use crate::runtime::ChainEntry;
 
@@ -44,8 +44,9 @@ pub struct HttpReach {
     pub max_response_bytes: usize,
 }
 
-/// `/admin/routes`: every route and its chain, in config order.
-pub fn routes(gateway: &Gateway) -> Value {
+/// `/admin/routes`: every route and its chain, in config order. `config` is the one `gateway`
+/// was built from: it says which chain entries are the global chain's.
+pub fn routes(gateway: &Gateway, config: &Config) -> Value {
     let routes: Vec<Value> = gateway
         .routes
         .routes()
@@ -55,6 +56,9 @@ pub fn routes(gateway: &Gateway) -> Value {
                 crate::router::PathMatch::Exact(p) => (Some(p.as_str()), None),
                 crate::router::PathMatch::Prefix(p) => (None, Some(p.as_str())),
             };
+            // The global chain's entries come first, the same in every route that runs them.
+            let globals = config.global_entries(&route.id);
+            let chain: Vec<Value> = route.chain.entries().iter().enumerate().map(|(i, e)| chain_entry(e, i < globals)).collect();
             json!({
                 "id": &*route.id,
                 "hosts": route.matches.hosts,
@@ -83,7 +87,7 @@ pub fn routes(gateway: &Gateway) -> Value {
                 "timeout_ms": route.timeout.as_millis() as u64,
                 "tunnel_idle_ms": route.tunnel_idle.as_millis() as u64,
                 "max_body_bytes": route.max_body_bytes,
-                "chain": route.chain.entries().iter().map(|e| chain_entry(e)).collect::<Vec<_>>(),
+                "chain": chain,
             })
         })
         .collect();
@@ -103,9 +107,11 @@ fn header_conditions(conditions: &[crate::router::HeaderMatch]) -> Value {
     value
 }
 
-fn chain_entry(entry: &ChainEntry) -> Value {
+/// One entry of a route's chain; `global`: it comes from `[[global.plugins]]`.
+fn chain_entry(entry: &ChainEntry, global: bool) -> Value {
     json!({
         "plugin": entry.name(),
+        "global": global,
         "source": entry.facts.source,
         "failure": failure_name(entry.failure),
         "on_request": entry.descriptor.on_request,

@@ -207,7 +207,7 @@ async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: b
             let (status, body) = state_clear::clear(gateway, &generation.config, request.uri().query()).await;
             json(status, &body)
         }
-        "/admin/routes" => json(StatusCode::OK, &inventory::routes(gateway)),
+        "/admin/routes" => json(StatusCode::OK, &inventory::routes(gateway, &generation.config)),
         "/admin/plugins" => json(StatusCode::OK, &inventory::plugins(gateway)),
         "/admin/analytics" => match gateway.telemetry.analytics() {
             Some(analytics) => json(StatusCode::OK, &analytics.snapshot(std::time::Instant::now())),

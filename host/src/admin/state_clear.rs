@@ -105,7 +105,7 @@ pub async fn clear(gateway: &Gateway, config: &Config, query: Option<&str>) -> A
     };
     // A chain is the global entries (unless the route sets `global_plugins = false`), then the
     // route's own: the same `Arc`s in every route, nothing in the entry itself says which.
-    let globals = global_entries(config, &route_id).min(route.chain.entries().len());
+    let globals = config.global_entries(&route_id).min(route.chain.entries().len());
     // The entries to clear: one per namespace.
     let mut targets = Vec::new();
     let mut seen = BTreeSet::new();
@@ -165,17 +165,6 @@ pub async fn clear(gateway: &Gateway, config: &Config, query: Option<&str>) -> A
         }
     }
     (StatusCode::OK, json!({ "route": route_id, "cleared": cleared, "keys": total }))
-}
-
-/// How many entries at the front of route `route_id`'s chain are `[[global.plugins]]`'s: all of
-/// them unless the route sets `global_plugins = false` (as `Gateway::build` builds chains). A
-/// route's id is its `id`, else `route-<index>`.
-fn global_entries(config: &Config, route_id: &str) -> usize {
-    let route = config.routes.iter().enumerate().find(|(i, r)| r.id_at(*i) == route_id);
-    match route {
-        Some((_, r)) if r.global_plugins => config.global.plugins.len(),
-        _ => 0,
-    }
 }
 
 /// A 400 naming the parameters at fault.

@@ -899,6 +899,19 @@ pub struct RouteConfig {
     pub mirror: Option<MirrorConfig>,
 }
 
+impl Config {
+    /// How many of route `route_id`'s chain entries come first from `[[global.plugins]]`: all of
+    /// them, or none for a route with `global_plugins = false` (or no such route). A built chain
+    /// holds the same entries either way; only the config says which are global.
+    pub fn global_entries(&self, route_id: &str) -> usize {
+        let route = self.routes.iter().enumerate().find(|(i, r)| r.id_at(*i) == route_id);
+        match route {
+            Some((_, r)) if r.global_plugins => self.global.plugins.len(),
+            _ => 0,
+        }
+    }
+}
+
 impl RouteConfig {
     /// The route's id as logs, metrics, rate-limit keys and the admin API know it: its `id`, or
     /// `route-<index>` for the route at `index` (0-based) in the config.
