@@ -336,3 +336,130 @@ async fn with_every_target_out_a_refused_connect_still_fails_over() {
     assert!(answered.iter().all(|n| n == "a" || n == "b"), "{answered:?}");
     gw.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// gRPC health checks (`grpc_service`)
+
+/// A tonic gRPC server on h2c serving the standard health service (tonic-health), whose
+/// statuses the test sets; or, `health = false`, a gRPC server without one.
+struct GrpcBackend {
+    addr: SocketAddr,
+    reporter: tonic_health::server::HealthReporter,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GrpcBackend {
+    async fn start(health: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the gRPC backend");
+        let addr = listener.local_addr().expect("addr");
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("demo.v1.Users", tonic_health::ServingStatus::Serving).await;
+        let routes = if health { tonic::service::Routes::new(service) } else { tonic::service::Routes::default() };
+        let service = hyper_util::service::TowerToHyperService::new(routes);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Self { addr, reporter, task }
+    }
+
+    async fn set(&self, service: &str, status: tonic_health::ServingStatus) {
+        self.reporter.set_service_status(service, status).await;
+    }
+}
+
+impl Drop for GrpcBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Upstream `api` over h2c of `targets`, probed with the gRPC health check of `service`.
+fn grpc_config(targets: &[SocketAddr], service: &str) -> String {
+    let check = format!(
+        "protocol = \"h2c\"\n[upstreams.api.health_check]\ngrpc_service = \"{service}\"\ninterval_ms = 100\ntimeout_ms = 100\nunhealthy_threshold = 2\nhealthy_threshold = 2\n"
+    );
+    config(&targets.iter().map(ToString::to_string).collect::<Vec<_>>(), &check)
+}
+
+#[tokio::test]
+async fn a_grpc_target_is_in_rotation_while_its_health_service_says_serving() {
+    let (a, b) = (GrpcBackend::start(true).await, GrpcBackend::start(true).await);
+    let gw = Gateway::start(&grpc_config(&[a.addr, b.addr], ""), None).await;
+    // Both in rotation, and they stay there (probes pass, not merely not yet failed).
+    wait_for_target(&gw, a.addr, 1.0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_target(&gw, a.addr, 1.0).await;
+    wait_for_target(&gw, b.addr, 1.0).await;
+
+    // The server as a whole (`""`) goes NOT_SERVING (as a draining tonic server reports): out.
+    a.set("", tonic_health::ServingStatus::NotServing).await;
+    wait_for_target(&gw, a.addr, 0.0).await;
+    wait_for_target(&gw, b.addr, 1.0).await;
+    // SERVING again: back.
+    a.set("", tonic_health::ServingStatus::Serving).await;
+    wait_for_target(&gw, a.addr, 1.0).await;
+    gw.stop().await;
+
+    // One service, by name: its status counts, not the server's.
+    let gw = Gateway::start(&grpc_config(&[a.addr, b.addr], "demo.v1.Users"), None).await;
+    wait_for_target(&gw, a.addr, 1.0).await;
+    a.set("demo.v1.Users", tonic_health::ServingStatus::NotServing).await;
+    wait_for_target(&gw, a.addr, 0.0).await;
+    wait_for_target(&gw, b.addr, 1.0).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_grpc_server_without_the_service_asked_about_is_out_though_it_answers_a_get() {
+    // A gRPC server without a health service answers a GET probe with HTTP 200 (its
+    // UNIMPLEMENTED is in grpc-status): the path check is blind to it.
+    let bare = GrpcBackend::start(false).await;
+    let healthy = GrpcBackend::start(true).await;
+    let targets = [bare.addr.to_string(), healthy.addr.to_string()];
+    let get_check = "protocol = \"h2c\"\n[upstreams.api.health_check]\npath = \"/\"\ninterval_ms = 100\ntimeout_ms = 100\nunhealthy_threshold = 2\n";
+    let gw = Gateway::start(&config(&targets, get_check), None).await;
+    let client = HttpClient::http1();
+    let probed = |m: &prometheus_parse::Scrape| sample(m, "airlock_upstream_target_up", &[("upstream", "api"), ("target", &targets[0])]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(probed(&scrape(&client, &gw, None).await), 1.0, "a GET passes a gRPC server whatever it serves");
+    gw.stop().await;
+
+    // The gRPC health check: UNIMPLEMENTED (no health service) takes it out.
+    let gw = Gateway::start(&grpc_config(&[bare.addr, healthy.addr], ""), None).await;
+    wait_for_target(&gw, bare.addr, 0.0).await;
+    wait_for_target(&gw, healthy.addr, 1.0).await;
+    gw.stop().await;
+
+    // A service the health service does not know (NOT_FOUND) takes out every target.
+    let gw = Gateway::start(&grpc_config(&[healthy.addr], "demo.v1.Unknown"), None).await;
+    wait_for_target(&gw, healthy.addr, 0.0).await;
+    gw.stop().await;
+
+    // And an HTTP/2 server that is not gRPC (answers 200 with no grpc-status): out too.
+    let plain = Backend::start("plain", 200).await;
+    let gw = Gateway::start(&grpc_config(&[plain.addr], ""), None).await;
+    wait_for_target(&gw, plain.addr, 0.0).await;
+    assert!(plain.probes() >= 2, "{}", plain.probes());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_grpc_health_check_is_refused_at_its_line_where_it_cannot_work() {
+    let up = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.api]\ntargets = [\"127.0.0.1:1\"]\n";
+    for (body, line, key, says) in [
+        ("[upstreams.api.health_check]\ngrpc_service = \"\"\n", 6, "health_check.grpc_service", "needs an HTTP/2 upstream"),
+        ("protocol = \"h2c\"\n[upstreams.api.health_check]\npath = \"/\"\ngrpc_service = \"\"\n", 8, "health_check.grpc_service", "exclusive"),
+        ("protocol = \"h2c\"\n[upstreams.api.health_check]\ngrpc_service = \"\"\nstatuses = [200]\n", 8, "health_check.statuses", "SERVING only"),
+        ("[upstreams.api.health_check]\ninterval_ms = 1000\n", 5, "upstreams.api.health_check", "needs `path`"),
+    ] {
+        let config = format!("{up}{body}");
+        let err = Gateway::try_start(&config, None).await.err().expect("refused").to_string();
+        assert!(err.contains(&format!("airlock.toml:{line}")) && err.contains(key) && err.contains(says), "{config}\n{err}");
+    }
+}

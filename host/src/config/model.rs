@@ -762,7 +762,7 @@ pub struct UpstreamConfig {
     #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub fail_timeout_ms: Option<u64>,
     /// Active health checks: each target probed on its own schedule, traffic or not.
-    pub health_check: Option<HealthCheckConfig>,
+    pub health_check: Option<Spanned<HealthCheckConfig>>,
     /// Statuses (4xx/5xx) on which an idempotent request with a whole body is sent to the next
     /// target instead of being answered (nginx's `proxy_next_upstream http_502 ...`).
     pub retry_on: Option<Spanned<Vec<u16>>>,
@@ -779,14 +779,18 @@ pub struct UpstreamConfig {
     pub max_requests: Option<u32>,
 }
 
-/// `[upstreams.<name>.health_check]`: a `GET` sent to every target every `interval_ms`, so a
-/// target that is down is taken out of rotation before a client's request finds it, and one
-/// that recovers is put back once it passes again.
+/// `[upstreams.<name>.health_check]`: a `GET` (or a gRPC health check) sent to every target
+/// every `interval_ms`, so a target that is down is taken out of rotation before a client's
+/// request finds it, and one that recovers is put back once it passes again.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
-    /// The path (and query) probed, from `/`.
-    pub path: Spanned<String>,
+    /// The path (and query) probed, from `/`; exclusive with `grpc_service`.
+    pub path: Option<Spanned<String>>,
+    /// Probe with the gRPC health checking protocol instead (`grpc.health.v1.Health/Check`,
+    /// h2c and h2 upstreams): the service asked about, `""` for the whole server. A gRPC server
+    /// answers a plain `GET` with HTTP 200 whatever its state, so a `path` check cannot tell.
+    pub grpc_service: Option<Spanned<String>>,
     /// The `Host` header of a probe (default: the target's `host:port`).
     pub host: Option<Spanned<String>>,
     /// Time between two probes of a target. Default 5000.

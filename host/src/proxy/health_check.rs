@@ -1,7 +1,9 @@
 //! Active health checks (`[upstreams.<name>.health_check]`): every target of an upstream is sent
 //! a `GET <path>` every `interval`, traffic or not, as Envoy's, Kong's and NGINX Plus's active
-//! checks do. A target that fails `unhealthy_threshold` probes in a row (no connection, no
-//! response head within `timeout`, or a status not in `statuses`) is taken out of rotation
+//! checks do, or for a gRPC server a call to the standard health service ([`Probe::Grpc`], as
+//! Envoy's `grpc_health_check`). A target that fails `unhealthy_threshold` probes in a row (no
+//! connection, no response head within `timeout`, a status not in `statuses`, a gRPC answer other
+//! than SERVING) is taken out of rotation
 //! ([`TargetHealth::set_checked_down`]); it is put back after `healthy_threshold` passes in a
 //! row. Requests never bring it back: only its probes do. A target starts in rotation.
 //!
@@ -18,8 +20,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery};
-use http::{HeaderValue, Request, StatusCode, Uri, Version, header};
-use http_body_util::Empty;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use prost::Message;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -36,8 +40,8 @@ const USER_AGENT: &str = "airlock-health-check";
 /// How an upstream's targets are probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
-    /// The path (and query) probed.
-    pub path: PathAndQuery,
+    /// What a probe asks, and what passes.
+    pub probe: Probe,
     /// The probe's `Host`; `None`: the target's `host:port`.
     pub host: Option<HeaderValue>,
     /// Time between two probes of a target.
@@ -48,26 +52,128 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
     /// Passed probes in a row that put it back.
     pub healthy_threshold: u32,
-    /// Statuses that pass; `None`: any 2xx or 3xx.
-    pub statuses: Option<Vec<u16>>,
 }
 
-impl HealthCheck {
-    /// Whether a probe answered with `status` passes.
-    fn passes(&self, status: StatusCode) -> bool {
-        match &self.statuses {
+/// What a probe asks, and what passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET path`: passes with one of `statuses` (`None`: any 2xx or 3xx). The body is not read.
+    Http {
+        /// The path (and query) probed.
+        path: PathAndQuery,
+        /// Statuses that pass; `None`: any 2xx or 3xx.
+        statuses: Option<Vec<u16>>,
+    },
+    /// The gRPC health checking protocol's `grpc.health.v1.Health/Check` for `service` (`""`:
+    /// the server as a whole): passes when the call succeeds and says SERVING. A gRPC server
+    /// answers anything, a `GET` included, with HTTP 200, so only its own answer tells.
+    Grpc {
+        /// The service asked about.
+        service: String,
+    },
+}
+
+/// The gRPC health checking protocol's method, as a path.
+const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// Most bytes of a gRPC health answer read: one small message.
+const GRPC_ANSWER_LIMIT: usize = 4096;
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    /// The service asked about.
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`: `status` is its `ServingStatus` (1 SERVING).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    /// UNKNOWN 0, SERVING 1, NOT_SERVING 2, SERVICE_UNKNOWN 3.
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+impl Probe {
+    /// Whether a `GET` probe answered with `status` passes.
+    fn passes(statuses: Option<&[u16]>, status: StatusCode) -> bool {
+        match statuses {
             Some(list) => list.contains(&status.as_u16()),
             None => status.is_success() || status.is_redirection(),
         }
     }
 
     /// The statuses that pass, as a failed probe's warning says them.
-    fn expected(&self) -> String {
-        match &self.statuses {
+    fn expected(statuses: Option<&[u16]>) -> String {
+        match statuses {
             Some(list) => list.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
             None => "2xx or 3xx".into(),
         }
     }
+
+    /// The path a probe asks for.
+    fn path(&self) -> PathAndQuery {
+        match self {
+            Probe::Http { path, .. } => path.clone(),
+            Probe::Grpc { .. } => PathAndQuery::from_static(GRPC_HEALTH_CHECK),
+        }
+    }
+
+    /// Whether `response` passes; `Err` says why not. A gRPC answer is read whole (at most
+    /// [`GRPC_ANSWER_LIMIT`] bytes), its trailers included.
+    async fn judge(&self, response: Response<Incoming>) -> Result<(), String> {
+        let status = response.status();
+        let service = match self {
+            Probe::Http { statuses, .. } if Self::passes(statuses.as_deref(), status) => return Ok(()),
+            Probe::Http { statuses, .. } => return Err(format!("it answered {}, expected {}", status.as_u16(), Self::expected(statuses.as_deref()))),
+            Probe::Grpc { service } => service,
+        };
+        if status != StatusCode::OK {
+            return Err(format!("it answered HTTP {} to the gRPC health check", status.as_u16()));
+        }
+        let (head, body) = response.into_parts();
+        let answer = Limited::new(body, GRPC_ANSWER_LIMIT).collect().await.map_err(|e| format!("its gRPC health answer broke off: {e}"))?;
+        let grpc_status = answer.trailers().and_then(|t| t.get("grpc-status")).or_else(|| head.headers.get("grpc-status"));
+        match grpc_status.map(HeaderValue::as_bytes) {
+            Some(b"0") => {}
+            // 12 UNIMPLEMENTED: no health service; 5 NOT_FOUND: it does not know the service.
+            Some(code) => return Err(format!("its gRPC health check failed with grpc-status {}", String::from_utf8_lossy(code))),
+            None => return Err("it answered the gRPC health check without a grpc-status: not a gRPC server".into()),
+        }
+        let body = answer.to_bytes();
+        let message = grpc_message(&body).ok_or("its gRPC health answer is not one uncompressed message")?;
+        let serving = HealthCheckResponse::decode(message).map_err(|e| format!("its gRPC health answer does not decode: {e}"))?;
+        match serving.status {
+            1 => Ok(()),
+            2 => Err(format!("service {service:?} is NOT_SERVING")),
+            3 => Err(format!("service {service:?} is SERVICE_UNKNOWN")),
+            other => Err(format!("service {service:?} is in state {other} (UNKNOWN), not SERVING")),
+        }
+    }
+
+    /// The body a probe sends: nothing, or the gRPC request message, length-prefixed.
+    fn body(&self) -> Bytes {
+        match self {
+            Probe::Http { .. } => Bytes::new(),
+            Probe::Grpc { service } => {
+                let message = HealthCheckRequest { service: service.clone() }.encode_to_vec();
+                let mut framed = Vec::with_capacity(5 + message.len());
+                framed.push(0);
+                framed.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
+                framed.extend_from_slice(&message);
+                Bytes::from(framed)
+            }
+        }
+    }
+}
+
+/// The one message of a gRPC answer body: a flag byte (0: uncompressed), a big-endian length
+/// and that many bytes, nothing after.
+fn grpc_message(body: &[u8]) -> Option<&[u8]> {
+    let (&flag, rest) = body.split_first()?;
+    let (length, message) = rest.split_first_chunk::<4>()?;
+    (flag == 0 && usize::try_from(u32::from_be_bytes(*length)).ok()? == message.len()).then_some(message)
 }
 
 /// What an upstream with a health check keeps for it: the settings, a client that makes a new
@@ -83,8 +189,8 @@ pub struct Checks {
 /// A client for probes, over the upstream's transport; it keeps no connection.
 #[derive(Clone)]
 enum Prober {
-    Plain(Client<HttpConnector, Empty<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Empty<Bytes>>),
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
 }
 
 impl Checks {
@@ -111,44 +217,54 @@ impl Checks {
     }
 
     /// The probe of one target.
-    fn request(&self, scheme: &'static str, target: &Authority, version: Version) -> Result<Request<Empty<Bytes>>, String> {
+    fn request(&self, scheme: &'static str, target: &Authority, version: Version) -> Result<Request<Full<Bytes>>, String> {
         let uri = Uri::builder()
             .scheme(scheme)
             .authority(target.clone())
-            .path_and_query(self.check.path.clone())
+            .path_and_query(self.check.probe.path())
             .build()
             .map_err(|e| format!("cannot build the probe's URI: {e}"))?;
         let host = match &self.check.host {
             Some(host) => host.clone(),
             None => HeaderValue::from_str(target.as_str()).map_err(|e| format!("cannot send the target as Host: {e}"))?,
         };
-        let mut request = Request::new(Empty::new());
+        let mut request = Request::new(Full::new(self.check.probe.body()));
         *request.uri_mut() = uri;
         *request.version_mut() = version;
+        if let Probe::Grpc { .. } = self.check.probe {
+            *request.method_mut() = Method::POST;
+        }
         let headers = request.headers_mut();
         headers.insert(header::HOST, host);
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         if version == Version::HTTP_11 {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let Probe::Grpc { .. } = self.check.probe {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         Ok(request)
     }
 }
 
 impl Prober {
-    /// Sends one probe and waits, at most `timeout`, for its response head: its status, or why
-    /// there is none. The body is not read.
-    async fn probe(self, request: Request<Empty<Bytes>>, timeout: Duration) -> Result<StatusCode, String> {
-        let sent = async {
-            match &self {
+    /// Sends one probe and judges its answer by `probe`, all within `timeout`: `Err` says why it
+    /// failed. Of a `GET`, only the response head is waited for.
+    async fn probe(self, request: Request<Full<Bytes>>, probe: &Probe, timeout: Duration) -> Result<(), String> {
+        let exchange = async {
+            let sent = match &self {
                 Prober::Plain(client) => client.request(request).await,
                 Prober::Tls(client) => client.request(request).await,
+            };
+            match sent {
+                Err(e) => Err(super::upstream::classify(&e).to_string()),
+                Ok(response) => probe.judge(response).await,
             }
         };
-        match tokio::time::timeout(timeout, sent).await {
-            Err(_) => Err(format!("no response within {} ms", timeout.as_millis())),
-            Ok(Err(e)) => Err(super::upstream::classify(&e).to_string()),
-            Ok(Ok(response)) => Ok(response.status()),
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            Ok(verdict) => verdict,
         }
     }
 }
@@ -184,32 +300,25 @@ async fn probe_target(upstream: Weak<Upstream>, i: usize, mut stopped: tokio::sy
             _ = ticks.tick() => {}
             _ = stopped.changed() => return,
         }
-        let Some((prober, request, timeout)) = upstream.upgrade().and_then(|up| {
+        let Some((prober, request, probe, timeout)) = upstream.upgrade().and_then(|up| {
             let checks = up.checks()?;
             let request = checks.request(up.scheme(), up.target(i), up.version());
-            Some((checks.prober.clone(), request, checks.check.timeout))
+            Some((checks.prober.clone(), request, checks.check.probe.clone(), checks.check.timeout))
         }) else {
             return;
         };
         let probed = async {
             match request {
-                Ok(request) => prober.probe(request, timeout).await,
+                Ok(request) => prober.probe(request, &probe, timeout).await,
                 Err(reason) => Err(reason),
             }
         };
-        let status = tokio::select! {
-            status = probed => status,
+        let verdict = tokio::select! {
+            verdict = probed => verdict,
             _ = stopped.changed() => return,
         };
         let Some(up) = upstream.upgrade() else { return };
         let Some(checks) = up.checks() else { return };
-        let verdict = status.and_then(|status| {
-            if checks.check.passes(status) {
-                Ok(())
-            } else {
-                Err(format!("it answered {}, expected {}", status.as_u16(), checks.check.expected()))
-            }
-        });
         streak.record(verdict, &checks.check, up.target_health(i), &up.name, up.addr(i));
     }
 }
@@ -259,25 +368,44 @@ mod tests {
 
     fn check(statuses: Option<Vec<u16>>) -> HealthCheck {
         HealthCheck {
-            path: PathAndQuery::from_static("/healthz"),
+            probe: Probe::Http { path: PathAndQuery::from_static("/healthz"), statuses },
             host: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             unhealthy_threshold: 2,
             healthy_threshold: 3,
-            statuses,
         }
     }
 
     #[test]
     fn statuses_pass_by_the_list_or_by_class() {
-        let by_class = check(None);
-        assert!(by_class.passes(StatusCode::OK) && by_class.passes(StatusCode::FOUND));
-        assert!(!by_class.passes(StatusCode::NOT_FOUND) && !by_class.passes(StatusCode::SERVICE_UNAVAILABLE));
-        let listed = check(Some(vec![200, 429]));
-        assert!(listed.passes(StatusCode::OK) && listed.passes(StatusCode::TOO_MANY_REQUESTS));
-        assert!(!listed.passes(StatusCode::NO_CONTENT));
-        assert_eq!(listed.expected(), "200, 429");
+        assert!(Probe::passes(None, StatusCode::OK) && Probe::passes(None, StatusCode::FOUND));
+        assert!(!Probe::passes(None, StatusCode::NOT_FOUND) && !Probe::passes(None, StatusCode::SERVICE_UNAVAILABLE));
+        let listed: &[u16] = &[200, 429];
+        assert!(Probe::passes(Some(listed), StatusCode::OK) && Probe::passes(Some(listed), StatusCode::TOO_MANY_REQUESTS));
+        assert!(!Probe::passes(Some(listed), StatusCode::NO_CONTENT));
+        assert_eq!(Probe::expected(Some(listed)), "200, 429");
+    }
+
+    #[test]
+    fn the_grpc_probe_is_one_framed_health_check_request() {
+        let probe = Probe::Grpc { service: "demo.v1.Users".into() };
+        assert_eq!(probe.path().as_str(), "/grpc.health.v1.Health/Check");
+        // Field 1 (string), length 13, then the name: as protoc would encode it.
+        let mut expected = vec![0, 0, 0, 0, 15, 0x0a, 13];
+        expected.extend_from_slice(b"demo.v1.Users");
+        assert_eq!(probe.body().as_ref(), &expected[..]);
+        assert_eq!(Probe::Grpc { service: String::new() }.body().as_ref(), &[0, 0, 0, 0, 0], "an empty message for the whole server");
+    }
+
+    #[test]
+    fn a_grpc_answer_is_one_uncompressed_message() {
+        assert_eq!(grpc_message(&[0, 0, 0, 0, 2, 0x08, 0x01]), Some(&[0x08, 0x01][..]));
+        assert_eq!(grpc_message(&[0, 0, 0, 0, 0]), Some(&[][..]), "UNKNOWN is encoded as nothing");
+        assert_eq!(grpc_message(&[1, 0, 0, 0, 2, 0x08, 0x01]), None, "compressed");
+        assert_eq!(grpc_message(&[0, 0, 0, 0, 3, 0x08, 0x01]), None, "short");
+        assert_eq!(grpc_message(&[0, 0, 0, 0, 1, 0x08, 0x01]), None, "more after the message");
+        assert_eq!(grpc_message(&[0, 0, 0]), None);
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use http::uri::{Authority, PathAndQuery};
+use toml::Spanned;
 
 use super::affinity::HashOn;
-use super::health_check::HealthCheck;
+use super::health_check::{HealthCheck, Probe};
 use super::target_health::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, HealthPolicy};
 use super::tls::{ClientCert, TlsSettings};
 use super::upstream::{DEFAULT_MAX_IDLE, Upstream, UpstreamSettings};
@@ -166,7 +167,7 @@ fn settings(
         }
         (None, false) => None,
     };
-    let health_check = up.health_check.as_ref().and_then(|c| health_check(source, name, c, issues));
+    let health_check = up.health_check.as_ref().and_then(|c| health_check(source, name, c, protocol, issues));
     let hash_on = up.hash_on.as_ref().and_then(|on| match HashOn::parse(on.get_ref()) {
         Ok(hash_on) => Some(hash_on),
         Err(message) => {
@@ -243,18 +244,44 @@ fn probe_path_ok(path: &str) -> bool {
         && bytes.iter().enumerate().all(|(i, b)| *b != b'%' || bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)))
 }
 
-/// `[upstreams.<name>.health_check]`, or `None` after reporting what is wrong with it.
-fn health_check(source: &ConfigSource, name: &str, c: &HealthCheckConfig, issues: &mut Vec<ConfigIssue>) -> Option<HealthCheck> {
+/// `[upstreams.<name>.health_check]` of an upstream speaking `protocol`, or `None` after
+/// reporting what is wrong with it.
+fn health_check(
+    source: &ConfigSource,
+    name: &str,
+    table: &Spanned<HealthCheckConfig>,
+    protocol: UpstreamProtocol,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<HealthCheck> {
     let before = issues.len();
+    let c = table.get_ref();
     let key = |field: &str| format!("upstreams.{name}.health_check.{field}");
-    let path = match PathAndQuery::try_from(c.path.get_ref().as_str()) {
-        Ok(path) if probe_path_ok(c.path.get_ref()) => Some(path),
-        _ => {
-            let message = format!(
-                "{:?} is not a path and query starting with `/` (visible ASCII, `%` escapes of two hex digits, no `#`)",
-                c.path.get_ref()
-            );
-            issues.push(source.issue(Some(c.path.span()), &key("path"), message));
+    let probe = match (&c.path, &c.grpc_service) {
+        (Some(path), None) => match PathAndQuery::try_from(path.get_ref().as_str()) {
+            Ok(parsed) if probe_path_ok(path.get_ref()) => Some(Probe::Http { path: parsed, statuses: None }),
+            _ => {
+                let message = format!(
+                    "{:?} is not a path and query starting with `/` (visible ASCII, `%` escapes of two hex digits, no `#`)",
+                    path.get_ref()
+                );
+                issues.push(source.issue(Some(path.span()), &key("path"), message));
+                None
+            }
+        },
+        (None, Some(service)) if protocol == UpstreamProtocol::Http1 => {
+            let message = "the gRPC health check needs an HTTP/2 upstream: protocol = \"h2c\" or \"h2\"";
+            issues.push(source.issue(Some(service.span()), &key("grpc_service"), message));
+            None
+        }
+        (None, Some(service)) => Some(Probe::Grpc { service: service.get_ref().clone() }),
+        (Some(_), Some(service)) => {
+            let message = "`path` (a GET probe) and `grpc_service` (a gRPC health check) are exclusive: keep one";
+            issues.push(source.issue(Some(service.span()), &key("grpc_service"), message));
+            None
+        }
+        (None, None) => {
+            let message = "a health check needs `path` (the path a GET probes) or `grpc_service` (a gRPC health check; \"\" for the whole server)";
+            issues.push(source.issue(Some(table.span()), &format!("upstreams.{name}.health_check"), message));
             None
         }
     };
@@ -271,7 +298,10 @@ fn health_check(source: &ConfigSource, name: &str, c: &HealthCheckConfig, issues
         issues.push(source.issue(c.timeout_ms.as_ref().map(|t| t.span()), &key("timeout_ms"), message));
     }
     if let Some(statuses) = &c.statuses {
-        if let Some(bad) = statuses.get_ref().iter().find(|s| !(200..=599).contains(*s)) {
+        if c.grpc_service.is_some() {
+            let message = "a gRPC health check passes on SERVING only: leave `statuses` out";
+            issues.push(source.issue(Some(statuses.span()), &key("statuses"), message));
+        } else if let Some(bad) = statuses.get_ref().iter().find(|s| !(200..=599).contains(*s)) {
             let message = format!("{bad} is not a final HTTP status a probe can end with (200-599)");
             issues.push(source.issue(Some(statuses.span()), &key("statuses"), message));
         } else if statuses.get_ref().is_empty() {
@@ -281,14 +311,17 @@ fn health_check(source: &ConfigSource, name: &str, c: &HealthCheckConfig, issues
     if issues.len() > before {
         return None;
     }
+    let probe = match probe? {
+        Probe::Http { path, .. } => Probe::Http { path, statuses: c.statuses.as_ref().map(|s| s.get_ref().clone()) },
+        grpc => grpc,
+    };
     Some(HealthCheck {
-        path: path?,
+        probe,
         host,
         interval: Duration::from_millis(c.interval_ms),
         timeout: Duration::from_millis(timeout_ms),
         unhealthy_threshold: c.unhealthy_threshold,
         healthy_threshold: c.healthy_threshold,
-        statuses: c.statuses.as_ref().map(|s| s.get_ref().clone()),
     })
 }
 
