@@ -41,7 +41,8 @@ impl Drop for Redis {
 
 fn store(backend: StateBackend, redis_url: Option<String>) -> StateStore {
     let redis_url = redis_url.map(|url| toml::Spanned::new(0..0, url));
-    let config = StateConfig { backend, redis_url, ..StateConfig::default() };
+    let mut config = StateConfig::default();
+    (config.backend, config.redis_url) = (backend, redis_url);
     StateStore::from_config(&config).expect("state store")
 }
 

@@ -24,7 +24,7 @@ use crate::runtime::engine::MAX_PLUGIN_MEMORY;
 use crate::runtime::pool::{DEFAULT_MAX_USES, DEFAULT_POOL_SIZE};
 use crate::runtime::{ChainEntry, InstancePool, InstanceSettings, LoadedPlugin, PluginChain, PluginError, SandboxEngine};
 use crate::signing::{self, PublicKey};
-use crate::state::{ScopedState, StateConfigError, StateStore};
+use crate::state::{ScopedState, StateStore};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::RouteMetrics;
 
@@ -188,8 +188,7 @@ impl Gateway {
         let state = match StateStore::from_config(&config.state) {
             Ok(s) => Arc::new(s),
             Err(e) => {
-                let span = config.state.redis_url.as_ref().filter(|_| matches!(e, StateConfigError::BadUrl(_))).map(Spanned::span);
-                issues.push(source.issue(span, &e.key(), e.to_string()));
+                issues.push(source.issue(e.span(&config.state), &e.key(), e.to_string()));
                 Arc::new(StateStore::Memory(crate::state::memory::MemoryStore::new(1)))
             }
         };

@@ -12,24 +12,48 @@ pub struct Redis {
     child: Child,
     /// The port it listens on (127.0.0.1).
     pub port: u16,
+    /// The port it serves TLS on too, if started with [`Redis::start_tls`].
+    pub tls_port: Option<u16>,
+    /// The password it asks for (`requirepass`), which [`Redis::cmd`] sends first.
+    password: Option<String>,
 }
 
 impl Redis {
     /// Starts one on `port`, or a free port; waits until it listens.
     pub fn start(port: Option<u16>) -> Self {
         let port = port.unwrap_or_else(free_port);
+        Self::spawn(port, &[], None, None)
+    }
+
+    /// Starts one that also serves TLS, on a port of its own, with the certificate chain `cert`
+    /// and its key `key` (PEM files), and asks every client for `password` when given. The
+    /// cleartext port stays, for [`Redis::cmd`].
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, password: Option<&str>) -> Self {
+        let (port, tls_port) = (free_port(), free_port());
+        let mut args: Vec<String> = ["--tls-port", &tls_port.to_string(), "--tls-auth-clients", "no"].map(String::from).to_vec();
+        args.extend(["--tls-cert-file".into(), cert.display().to_string(), "--tls-key-file".into(), key.display().to_string()]);
+        if let Some(password) = password {
+            args.extend(["--requirepass".into(), password.to_owned()]);
+        }
+        Self::spawn(port, &args, Some(tls_port), password)
+    }
+
+    fn spawn(port: u16, extra: &[String], tls_port: Option<u16>, password: Option<&str>) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start redis-server: install it (tests/run.sh does) ");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
+        for listening in [Some(port), tls_port].into_iter().flatten() {
+            while std::net::TcpStream::connect(("127.0.0.1", listening)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not listen on {listening}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        Self { child, port }
+        Self { child, port, tls_port, password: password.map(str::to_owned) }
     }
 
     /// Kills it (a restart reuses the port: `Redis::start(Some(port))`).
@@ -60,12 +84,20 @@ impl Redis {
     /// or an array's elements, one a line.
     pub fn cmd(&self, args: &[&str]) -> String {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
-        let mut request = format!("*{}\r\n", args.len());
-        for a in args {
-            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        let encode = |args: &[&str]| {
+            let mut request = format!("*{}\r\n", args.len());
+            for a in args {
+                request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            request
+        };
+        let mut reader = BufReader::new(stream.try_clone().expect("clone the connection"));
+        if let Some(password) = &self.password {
+            stream.write_all(encode(&["AUTH", password]).as_bytes()).expect("send to redis-server");
+            assert_eq!(read_reply(&mut reader), "+OK", "AUTH");
         }
-        stream.write_all(request.as_bytes()).expect("send to redis-server");
-        read_reply(&mut BufReader::new(stream))
+        stream.write_all(encode(args).as_bytes()).expect("send to redis-server");
+        read_reply(&mut reader)
     }
 }
 

@@ -339,3 +339,89 @@ async fn ready_with_redis_down_shows_no_address_and_logs_the_cause_once() {
     assert_eq!(lines.len(), 1, "logged once for three probes failing alike:\n{log}");
     assert!(lines[0].contains("Connection refused"), "the log names the cause: {}", lines[0]);
 }
+
+/// A test CA, and a certificate it issued for 127.0.0.1 and localhost (what a `redis-server` with
+/// TLS serves), written into `dir` as `ca.pem`, `redis.pem` and `redis.key`.
+fn redis_pki(dir: &std::path::Path) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Airlock test Redis CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("key")).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("params").signed_by(&key, &*ca).expect("sign");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join("redis.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.join("redis.key"), key.serialize_pem()).expect("write");
+}
+
+/// `config` with `extra` lines in `[state]`.
+fn config_with(redis_url: &str, extra: &str) -> String {
+    config(redis_url, 1000).replacen("timeout_ms = 1000\n", &format!("timeout_ms = 1000\n{extra}"), 1)
+}
+
+/// A Redis that takes TLS only, with a password, as managed ones do (ElastiCache with in-transit
+/// encryption, Azure Cache, Upstash): `rediss://`, the server's private CA in `redis_ca_file` and
+/// the password in `redis_password_file` (a mounted secret), none of it in the config.
+#[tokio::test]
+async fn rediss_with_a_private_ca_and_the_password_from_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    redis_pki(dir.path());
+    std::fs::write(dir.path().join("password"), "s3cret-pw\n").expect("write");
+    let redis = Redis::start_tls(&dir.path().join("redis.pem"), &dir.path().join("redis.key"), Some("s3cret-pw"));
+    let url = format!("rediss://127.0.0.1:{}", redis.tls_port.expect("TLS port"));
+    let files = format!(
+        "redis_ca_file = \"{}\"\nredis_password_file = \"{}\"\n",
+        dir.path().join("ca.pem").display(),
+        dir.path().join("password").display()
+    );
+    let upstream = Upstream::start().await;
+    let client = HttpClient::http1();
+
+    let gw = Gateway::start(&config_with(&url, &files), Some(&upstream)).await;
+    // The fail-closed limiter answers 200 only when Redis ran its script.
+    assert_eq!(client.get(&gw.url("/closed")).await.status, 200);
+    assert_eq!(ready(&client, &gw).await, (200, String::new()));
+    assert!(calls(&redis, "evalsha") + calls(&redis, "eval") >= 1, "the limiter ran on this Redis");
+    // The password is not in what the admin API shows of the config.
+    let shown = client.get(&gw.admin_url("/admin/config")).await.text();
+    assert!(!shown.contains("s3cret-pw") && shown.contains("redis_password_file"), "{shown}");
+    gw.stop().await;
+
+    // Without the CA the certificate does not verify (the built-in roots do not know it): the
+    // limiters apply their policy, the gateway serves.
+    let password_only = format!("redis_password_file = \"{}\"\n", dir.path().join("password").display());
+    let gw = Gateway::start(&config_with(&url, &password_only), Some(&upstream)).await;
+    assert_eq!(client.get(&gw.url("/closed")).await.status, 503);
+    assert_eq!(client.get(&gw.url("/open")).await.status, 200);
+    assert_eq!(ready(&client, &gw).await.0, 503);
+    gw.stop().await;
+
+    // With the CA but no password: refused by Redis, the same way.
+    let ca_only = format!("redis_ca_file = \"{}\"\n", dir.path().join("ca.pem").display());
+    let gw = Gateway::start(&config_with(&url, &ca_only), Some(&upstream)).await;
+    assert_eq!(client.get(&gw.url("/closed")).await.status, 503);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn redis_tls_and_password_files_are_refused_at_their_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    redis_pki(dir.path());
+    let file = |name: &str, text: &str| {
+        std::fs::write(dir.path().join(name), text).expect("write");
+        dir.path().join(name).display().to_string()
+    };
+    let (ca, not_pem, empty, password) = (file("ca2.pem", &std::fs::read_to_string(dir.path().join("ca.pem")).unwrap()), file("not.pem", "hello"), file("empty", "\n"), file("pw", "pw"));
+    let missing = dir.path().join("missing").display().to_string();
+    for (url, extra, key, says) in [
+        ("redis://127.0.0.1:6379", format!("redis_ca_file = \"{ca}\""), "state.redis_ca_file", "use a `rediss://` URL"),
+        ("rediss://127.0.0.1:6379", format!("redis_ca_file = \"{not_pem}\""), "state.redis_ca_file", "not a PEM CA bundle"),
+        ("rediss://127.0.0.1:6379", format!("redis_ca_file = \"{missing}\""), "state.redis_ca_file", "cannot read"),
+        ("redis://:inline@127.0.0.1:6379", format!("redis_password_file = \"{password}\""), "state.redis_password_file", "already holds a password"),
+        ("redis://127.0.0.1:6379", format!("redis_password_file = \"{empty}\""), "state.redis_password_file", "is empty"),
+    ] {
+        let config = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\n{extra}\n");
+        let err = Gateway::try_start(&config, None).await.err().expect("refused").to_string();
+        assert!(err.contains("airlock.toml:6") && err.contains(key) && err.contains(says), "{config}\n{err}");
+    }
+}

@@ -53,7 +53,11 @@ impl ConfigSource {
         }
         match self.read_part::<Config>(root.clone()) {
             Ok(mut config) => {
-                self.read_admin_token_file(&mut config).map_err(|issue| ConfigError::Invalid(vec![*issue]))?;
+                let issues: Vec<ConfigIssue> =
+                    [self.read_admin_token_file(&mut config), self.read_redis_files(&mut config)].into_iter().filter_map(Result::err).map(|i| *i).collect();
+                if !issues.is_empty() {
+                    return Err(ConfigError::Invalid(issues));
+                }
                 Ok(config)
             }
             Err(first) => {
@@ -74,13 +78,35 @@ impl ConfigSource {
         if config.admin.token.is_some() {
             return Err(refuse("give `token` or `token_file`, not both".into()));
         }
-        let path = self.base_dir.join(file.get_ref());
-        let text = std::fs::read_to_string(&path).map_err(|e| refuse(format!("cannot read `{}`: {e}", path.display())))?;
-        let token = text.trim_end_matches(['\r', '\n']);
-        if token.is_empty() {
-            return Err(refuse(format!("`{}` is empty", path.display())));
+        let token = self.secret_file(file.get_ref()).map_err(refuse)?;
+        config.admin.token = Some(toml::Spanned::new(file.span(), token));
+        Ok(())
+    }
+
+    /// A secret kept in a file (`path`, relative to the config's directory): its text without
+    /// the trailing newline, not empty.
+    fn secret_file(&self, path: &str) -> Result<String, String> {
+        let path = self.base_dir.join(path);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let secret = text.trim_end_matches(['\r', '\n']);
+        if secret.is_empty() {
+            return Err(format!("`{}` is empty", path.display()));
         }
-        config.admin.token = Some(toml::Spanned::new(file.span(), token.to_owned()));
+        Ok(secret.to_owned())
+    }
+
+    /// `[state] redis_ca_file` and `redis_password_file`, read into `state.redis_files`.
+    fn read_redis_files(&self, config: &mut Config) -> Result<(), Box<ConfigIssue>> {
+        let state = &mut config.state;
+        if let Some(file) = &state.redis_ca_file {
+            let path = self.base_dir.join(file.get_ref());
+            let pem = std::fs::read(&path).map_err(|e| Box::new(self.issue(Some(file.span()), "state.redis_ca_file", format!("cannot read `{}`: {e}", path.display()))))?;
+            state.redis_files.ca_pem = Some(pem);
+        }
+        if let Some(file) = &state.redis_password_file {
+            let refuse = |message: String| Box::new(self.issue(Some(file.span()), "state.redis_password_file", message));
+            state.redis_files.password = Some(self.secret_file(file.get_ref()).map_err(refuse)?);
+        }
         Ok(())
     }
 

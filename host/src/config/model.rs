@@ -210,8 +210,18 @@ pub struct StateConfig {
     /// past it is refused (`full`). Limiters' counters are bounded by `max_keys` alone.
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub max_bytes: usize,
-    /// `redis://[user:password@]host:port[/db]`, required with `backend = "redis"`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS, required with
+    /// `backend = "redis"`.
     pub redis_url: Option<Spanned<String>>,
+    /// With `rediss://`: a PEM bundle of the CAs the server's certificate must chain to, instead
+    /// of the built-in Mozilla roots (a managed Redis with its own CA, a private one).
+    pub redis_ca_file: Option<Spanned<String>>,
+    /// The Redis password read from this file (a secret the orchestrator mounts), so that the
+    /// config holds none; its trailing newline is dropped. Not with a password in `redis_url`.
+    pub redis_password_file: Option<Spanned<String>>,
+    /// What `redis_ca_file` and `redis_password_file` hold, read with the config.
+    #[serde(skip)]
+    pub(crate) redis_files: RedisFiles,
     /// Time to open a connection to Redis, in milliseconds.
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub connect_timeout_ms: u64,
@@ -225,6 +235,23 @@ pub struct StateConfig {
     pub required_for_ready: bool,
 }
 
+/// The contents of `[state] redis_ca_file` and `redis_password_file`, read when the config is
+/// parsed (as `[admin] token_file` is), so that building the store reads no file.
+#[derive(Clone, Default)]
+pub(crate) struct RedisFiles {
+    /// The CA bundle, PEM.
+    pub(crate) ca_pem: Option<Vec<u8>>,
+    /// The password.
+    pub(crate) password: Option<String>,
+}
+
+impl std::fmt::Debug for RedisFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password itself: a config is logged at debug.
+        f.debug_struct("RedisFiles").field("ca_pem", &self.ca_pem.as_ref().map(Vec::len)).field("password", &self.password.as_ref().map(|_| "[redacted]")).finish()
+    }
+}
+
 impl Default for StateConfig {
     fn default() -> Self {
         Self {
@@ -232,6 +259,9 @@ impl Default for StateConfig {
             max_keys: 1_000_000,
             max_bytes: crate::state::memory::DEFAULT_MAX_BYTES,
             redis_url: None,
+            redis_ca_file: None,
+            redis_password_file: None,
+            redis_files: RedisFiles::default(),
             connect_timeout_ms: 1_000,
             timeout_ms: 100,
             required_for_ready: false,

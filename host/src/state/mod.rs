@@ -58,6 +58,15 @@ pub enum StateConfigError {
     /// A bound is zero.
     #[error("must be at least 1")]
     Zero(&'static str),
+    /// `redis_ca_file` with a `redis://` URL, which never uses it.
+    #[error("a CA file is for TLS: use a `rediss://` URL (and the server's TLS port)")]
+    CaWithoutTls,
+    /// `redis_ca_file` holds no usable certificate.
+    #[error("not a PEM CA bundle: {0}")]
+    BadCa(String),
+    /// A password in `redis_url` and `redis_password_file` both.
+    #[error("`redis_url` already holds a password: give it in one place, `redis_url` or `redis_password_file`")]
+    PasswordTwice,
 }
 
 impl StateConfigError {
@@ -66,7 +75,20 @@ impl StateConfigError {
         match self {
             StateConfigError::MissingUrl | StateConfigError::BadUrl(_) => "state.redis_url".to_owned(),
             StateConfigError::Zero(field) => format!("state.{field}"),
+            StateConfigError::CaWithoutTls | StateConfigError::BadCa(_) => "state.redis_ca_file".to_owned(),
+            StateConfigError::PasswordTwice => "state.redis_password_file".to_owned(),
         }
+    }
+
+    /// Where in `config` the problem is written, if it is at one key's value.
+    pub fn span(&self, config: &StateConfig) -> Option<std::ops::Range<usize>> {
+        let at = match self {
+            StateConfigError::BadUrl(_) => &config.redis_url,
+            StateConfigError::CaWithoutTls | StateConfigError::BadCa(_) => &config.redis_ca_file,
+            StateConfigError::PasswordTwice => &config.redis_password_file,
+            StateConfigError::MissingUrl | StateConfigError::Zero(_) => return None,
+        };
+        at.as_ref().map(toml::Spanned::span)
     }
 }
 
@@ -196,13 +218,14 @@ impl StateStore {
                 if config.connect_timeout_ms == 0 {
                     return Err(StateConfigError::Zero("connect_timeout_ms"));
                 }
-                let store = redis::RedisStore::new(
-                    url,
+                let files = &config.redis_files;
+                let client = redis::client(url, files.ca_pem.as_deref(), files.password.as_deref())?;
+                let store = redis::RedisStore::with_client(
+                    client,
                     config.max_keys.max(1),
                     Duration::from_millis(config.connect_timeout_ms),
                     Duration::from_millis(config.timeout_ms),
                 )
-                .map_err(StateConfigError::BadUrl)?
                 .with_required_for_ready(config.required_for_ready);
                 Ok(Self::Redis(Box::new(store)))
             }

@@ -38,7 +38,7 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 
-use super::{Decision, Gcra, MAX_VALUE_BYTES, StateError, StateStats};
+use super::{Decision, Gcra, MAX_VALUE_BYTES, StateConfigError, StateError, StateStats};
 
 /// After a failed connection attempt, how long operations fail at once before the next attempt
 /// (Redis coming back is noticed within this, and a dead Redis sees at most one attempt per
@@ -287,13 +287,46 @@ impl Shared {
     }
 }
 
+/// The client for `url` (`redis://`, or `rediss://` for TLS), checked here: with `ca_pem` (a PEM
+/// CA bundle) the server's certificate must chain to those CAs instead of the built-in Mozilla
+/// roots (webpki-roots: nothing is read from the system at connect time), and `password`
+/// (from `redis_password_file`) is the one sent with `AUTH`.
+pub fn client(url: &str, ca_pem: Option<&[u8]>, password: Option<&str>) -> Result<redis::Client, StateConfigError> {
+    // redis' own message names its error kind (`InvalidClientConfig`): say what is expected.
+    let bad_url = || StateConfigError::BadUrl("not a Redis URL: expected redis://[user:password@]host[:port][/db] (rediss:// for TLS)".into());
+    let mut info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|_| bad_url())?;
+    if let Some(password) = password {
+        if info.redis_settings().password().is_some() {
+            return Err(StateConfigError::PasswordTwice);
+        }
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    match ca_pem {
+        None => redis::Client::open(info).map_err(|_| bad_url()),
+        Some(_) if !tls => Err(StateConfigError::CaWithoutTls),
+        Some(pem) => {
+            // Checked here, as the connection would only find it at the first operation.
+            let parsed: Vec<_> = <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(pem).collect();
+            if parsed.is_empty() || parsed.iter().any(Result::is_err) {
+                return Err(StateConfigError::BadCa("no PEM certificate in it, or one that does not parse".into()));
+            }
+            let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) };
+            redis::Client::build_with_tls(info, certificates).map_err(|e| StateConfigError::BadCa(e.to_string()))
+        }
+    }
+}
+
 impl RedisStore {
     /// A store for `url` (checked here; nothing is contacted until the first operation).
     /// `max_keys` bounds the local fallback store (`acquire-local`, `window-local`).
-    pub fn new(url: &str, max_keys: usize, connect_timeout: Duration, timeout: Duration) -> Result<Self, String> {
-        // redis' own message names its error kind (`InvalidClientConfig`): say what is expected.
-        let client = redis::Client::open(url)
-            .map_err(|_| "not a Redis URL: expected redis://[user:password@]host[:port][/db] (rediss:// for TLS)".to_owned())?;
+    pub fn new(url: &str, max_keys: usize, connect_timeout: Duration, timeout: Duration) -> Result<Self, StateConfigError> {
+        Ok(Self::with_client(client(url, None, None)?, max_keys, connect_timeout, timeout))
+    }
+
+    /// A store connecting with `client` (see [`client`]).
+    pub fn with_client(client: redis::Client, max_keys: usize, connect_timeout: Duration, timeout: Duration) -> Self {
         // No response timeout of redis' own: each operation's deadline covers its whole exchange,
         // and a timeout is not taken as a dead connection (see `connection_level`).
         let config = AsyncConnectionConfig::new().set_connection_timeout(Some(connect_timeout)).set_response_timeout(None);
@@ -305,7 +338,7 @@ impl RedisStore {
             next_id: AtomicU64::new(0),
             epoch: Instant::now(),
         };
-        Ok(Self {
+        Self {
             shared: Arc::new(shared),
             timeout,
             scripts: Scripts {
@@ -318,7 +351,7 @@ impl RedisStore {
             stats: StateStats::default(),
             local: super::memory::MemoryStore::new(max_keys),
             required_for_ready: false,
-        })
+        }
     }
 
     /// This store, with `/ready` failing while it fails its probe (`[state] required_for_ready`).
