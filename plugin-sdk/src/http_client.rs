@@ -49,3 +49,94 @@ pub fn allows(url: &str) -> Result<(), HttpError> {
 pub fn get(url: &str) -> Result<Response, HttpError> {
     send(&Request { method: "GET".into(), url: url.into(), headers: Vec::new(), body: None, timeout_ms: 0 })
 }
+
+/// Checks that `url`, a URL a plugin's config names for it to call, is an absolute `http://` or
+/// `https://` URL with a host (and a valid port, if any), no user info (credentials in a URL end
+/// up in logs: they belong in the plugin's config) and no fragment (never sent). Whether its
+/// origin is granted is another question: [`check_granted`]. The message names the URL; prefix
+/// it with your config key.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{url}` is not an absolute http:// or https:// URL"))?;
+    if url.bytes().any(|b| b <= b' ' || b == 0x7f || !b.is_ascii()) {
+        return Err(format!("`{url}` holds spaces, control or non-ASCII characters (percent-encode them)"));
+    }
+    if url.contains('#') {
+        return Err(format!("`{url}` has a fragment (`#...`), which is never sent"));
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(format!("`{url}` has user info (`user@`): credentials in a URL end up in logs; give them in the plugin's config"));
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|(h, _)| h).unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    if let Some(port) = authority.rsplit_once(']').map_or(authority.split_once(':').map(|(_, p)| p), |(_, p)| p.strip_prefix(':'))
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("`{url}` has an invalid port `{port}`"));
+    }
+    Ok(())
+}
+
+/// Checks, at configure, that the gateway lets this plugin call `url` ([`allows`], which sends
+/// nothing), so that a URL outside the plugin's `http_client.allow` grant rejects the config at
+/// load rather than failing every request. `key` is the config key naming the URL, for the
+/// message (which tells the operator what grant to write).
+pub fn check_granted(key: &str, url: &str) -> Result<(), String> {
+    judge_grant(key, url, allows(url))
+}
+
+/// What the gateway's answer to [`allows`] says about the grant.
+fn judge_grant(key: &str, url: &str, outcome: Result<(), HttpError>) -> Result<(), String> {
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(HttpError::Denied(reason)) => Err(format!(
+            "`{key}`: the gateway refuses calls to `{url}`: {reason}. The plugin needs a `[plugins.<name>]` \
+             definition with `capabilities = [\"http-client\"]` and the URL's origin in its `http_client.allow`"
+        )),
+        Err(HttpError::Invalid(reason)) => Err(format!("`{key}`: {reason}")),
+        // Not answers `allows` gives; were they, the calls still fail as the plugin handles them.
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_to_call_are_absolute_http_with_a_host_and_nothing_that_is_not_sent() {
+        for url in ["http://127.0.0.1:8081/check?x=1", "https://idp.example.com", "http://[::1]:9000/i", "HTTPS://IdP/"] {
+            assert_eq!(check_url(url), Ok(()), "{url}");
+        }
+        for (url, says) in [
+            ("ftp://x/", "not an absolute http"),
+            ("/relative", "not an absolute http"),
+            ("http://a b/", "spaces"),
+            ("http://idp/#frag", "fragment"),
+            ("http://user:pw@idp/", "user info"),
+            ("http:///x", "no host"),
+            ("http://[::1]:x/", "invalid port"),
+            ("http://idp:70000/", "invalid port"),
+        ] {
+            let err = check_url(url).unwrap_err();
+            assert!(err.contains(says), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_refused_origin_or_a_bad_url_is_an_error_naming_the_key() {
+        let err = judge_grant("url", "http://a:1/x", Err(HttpError::Denied("http://a:1 is not in this plugin's `http_client.allow`".into()))).unwrap_err();
+        assert!(err.starts_with("`url`: the gateway refuses calls to `http://a:1/x`: http://a:1 is not in"), "{err}");
+        assert_eq!(judge_grant("url", "http://a", Ok(())), Ok(()));
+        assert_eq!(judge_grant("endpoint", "http://a", Err(HttpError::Invalid("`x` is not a URL".into()))), Err("`endpoint`: `x` is not a URL".into()));
+    }
+}

@@ -115,7 +115,7 @@ pub struct Settings {
 impl Settings {
     /// Checks the config. Errors start with the key, as the gateway shows them beside the route.
     pub fn from_config(c: Config) -> Result<Self, String> {
-        check_url(&c.url).map_err(|e| format!("`url`: {e}"))?;
+        airlock_sdk::http_client::check_url(&c.url).map_err(|e| format!("`url`: {e}"))?;
         let method = c.method.to_ascii_uppercase();
         if !METHODS.contains(&method.as_str()) {
             return Err(format!("`method`: `{}` is not one of {}", c.method, METHODS.join(", ")));
@@ -214,39 +214,6 @@ fn identity_header(name: &str) -> Result<String, String> {
     Ok(name)
 }
 
-/// Checks that `url` is an absolute `http://` or `https://` URL with a host, no user info and no
-/// fragment. Whether its origin is granted is asked of the gateway ([`crate::grant`]).
-pub fn check_url(url: &str) -> Result<(), String> {
-    let lower = url.to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("http://")
-        .or_else(|| lower.strip_prefix("https://"))
-        .ok_or_else(|| format!("`{url}` is not an absolute http:// or https:// URL"))?;
-    if url.bytes().any(|b| b <= b' ' || b == 0x7f || !b.is_ascii()) {
-        return Err(format!("`{url}` holds spaces, control or non-ASCII characters (percent-encode them)"));
-    }
-    if url.contains('#') {
-        return Err(format!("`{url}` has a fragment (`#...`), which is never sent"));
-    }
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    if authority.contains('@') {
-        return Err(format!("`{url}` has user info (`user@`): send credentials in a header instead"));
-    }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split_once(']').map(|(h, _)| h).unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    if host.is_empty() {
-        return Err(format!("`{url}` has no host"));
-    }
-    if let Some(port) = authority.rsplit_once(']').map_or(authority.split_once(':').map(|(_, p)| p), |(_, p)| p.strip_prefix(':'))
-        && port.parse::<u16>().is_err()
-    {
-        return Err(format!("`{url}` has an invalid port `{port}`"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,11 +281,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn urls_with_ports_and_ipv6_hosts_are_accepted() {
-        for url in ["http://127.0.0.1:8081/auth?x=1", "https://auth.example.com", "http://[::1]:9000/check", "HTTPS://Auth/"] {
-            assert_eq!(check_url(url), Ok(()), "{url}");
-        }
-        assert!(check_url("http://[::1]:x/").is_err());
-    }
 }

@@ -43,16 +43,15 @@
 //!   ([`RETRY_AFTER_SECS`]; the reason is logged, a warning at most every 10 s per instance:
 //!   `log::Throttled`); with `"open"`, the request goes on unauthenticated.
 //!
-//! The URL's origin is checked against the plugin's grant at configure ([`grant`]), so a URL the
+//! The URL's origin is checked against the plugin's grant at configure (`http_client::check_granted`), so a URL the
 //! gateway would refuse rejects the config at load. Decisions are not cached: every request is
-//! one auth call. Modules: [`config`], [`forwarded`], [`verdict`], [`grant`].
+//! one auth call. Modules: [`config`], [`forwarded`], [`verdict`].
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 pub mod config;
 pub mod forwarded;
-pub mod grant;
 pub mod verdict;
 
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit, export_plugin, http_client, log};
@@ -84,7 +83,7 @@ impl Plugin for ForwardAuth {
         let settings = Settings::from_config(config)?;
         // Natively (unit tests) there is no gateway to ask.
         #[cfg(target_arch = "wasm32")]
-        grant::check(&settings.url)?;
+        http_client::check_granted("url", &settings.url)?;
         Ok(Self { settings, outage: log::Throttled::new(10_000) })
     }
 
