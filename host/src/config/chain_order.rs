@@ -4,8 +4,15 @@
 
 /// The built-ins that decide whether a request may be answered at all (authentication, access
 /// control): their failing open is warned about, and a cache may not answer ahead of them.
-pub const ACCESS_CONTROL_BUILTINS: [&str; 6] =
-    ["builtin:key-auth", "builtin:basic-auth", "builtin:jwt", "builtin:acl", "builtin:ip-restrict", "builtin:forward-auth"];
+pub const ACCESS_CONTROL_BUILTINS: [&str; 7] = [
+    "builtin:key-auth",
+    "builtin:basic-auth",
+    "builtin:jwt",
+    "builtin:acl",
+    "builtin:ip-restrict",
+    "builtin:forward-auth",
+    "builtin:oauth2-introspection",
+];
 
 /// The built-in that answers from stored responses.
 pub const CACHE_BUILTIN: &str = "builtin:proxy-cache";
@@ -36,5 +43,6 @@ mod tests {
         assert_eq!(check(&["builtin:cors", "builtin:proxy-cache", "builtin:rate-limit", "builtin:jwt"]), Some((1, 3)));
         assert_eq!(check(&["builtin:proxy-cache", "builtin:proxy-cache", "builtin:ip-restrict"]), Some((0, 2)));
         assert_eq!(check(&["./auth.wasm", "builtin:proxy-cache", "builtin:forward-auth"]), Some((1, 2)));
+        assert_eq!(check(&["builtin:proxy-cache", "builtin:oauth2-introspection"]), Some((0, 1)));
     }
 }
