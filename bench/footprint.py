@@ -33,7 +33,8 @@ spec.loader.exec_module(compare)
 PORT = compare.AIRLOCK_PORT
 TLS_PORT = PORT + 1
 
-# One route per built-in (grpc-transcode is left out: it needs a .proto tree and a gRPC upstream).
+# One route per built-in (grpc-transcode is left out: it needs a .proto tree and a gRPC upstream;
+# forward-auth and oauth2-introspection need an `http_client` grant and a service to call).
 BUILTINS = {
     "acl": '{ allow = ["bench"] }',
     "basic-auth": '{ realm = "bench" }',
@@ -47,6 +48,7 @@ BUILTINS = {
     "quota": '{ quotas = { daily = { limit = 100000000, period = "day" } } }',
     "rate-limit": '{ limits = [{ name = "b", rate = 100000000, per = "second", burst = 100000000 }] }',
     "redirect": '{ port = 8443 }',
+    "request-validator": '{ body_schema = { type = "object", required = ["name"] } }',
     "respond": '{ status = 200, body = "ok" }',
     "throttle": '{ rate = 100000000, per = "second", burst = 100000000, max_wait_ms = 1000 }',
     "transform": '{ request = { body = { remove = ["password"] } } }',
