@@ -870,3 +870,78 @@ async fn the_admin_api_resets_a_limiters_counters() {
     assert_eq!(statuses(3).await, [200, 200, 429], "a fresh window");
     gw.stop().await;
 }
+
+/// Usage plans (AWS API Gateway's): consumers authenticated by `key-auth` from `[[consumers]]`
+/// get their group's plan, the first in config order; others, and unauthenticated requests
+/// counted by IP, the default limits; a plan's counts are its own.
+#[tokio::test]
+async fn rate_limit_plans_give_each_group_its_own_limits() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[consumers]]
+id = "free-user"
+credentials = { keys = ["free-key"] }
+
+[[consumers]]
+id = "gold-user"
+groups = ["staff", "gold"]
+credentials = { keys = ["gold-key"] }
+
+[[consumers]]
+id = "both"
+groups = ["silver", "gold"]
+credentials = { keys = ["both-key"] }
+
+[[consumers]]
+id = "guest"
+
+[[routes]]
+path = "/api"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+config = { anonymous = "guest" }
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+[routes.plugins.config]
+limits = [{ name = "minute", limit = 2, window = "minute" }]
+plans = { gold = [{ name = "minute", limit = 5, window = "minute" }], silver = [{ name = "minute", limit = 3, window = "minute" }] }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let url = gw.url("/api");
+    let admitted = |key: Option<&'static str>, n: usize| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..n {
+                let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
+                statuses.push(client.request("GET", &url, &headers, b"").await);
+            }
+            statuses
+        }
+    };
+    let count = |replies: &[Reply]| replies.iter().filter(|r| r.status == 200).count();
+
+    let free = admitted(Some("free-key"), 4).await;
+    assert_eq!(count(&free), 2, "no group: the default limits");
+    assert_eq!(free[0].header("ratelimit-policy").as_deref(), Some("\"minute\";q=2;w=60"));
+
+    let gold = admitted(Some("gold-key"), 7).await;
+    assert_eq!(count(&gold), 5, "gold plan");
+    assert_eq!(gold[0].header("ratelimit-policy").as_deref(), Some("\"minute\";q=5;w=60"));
+    assert_eq!(gold[0].header("ratelimit").as_deref(), Some("\"minute\";r=4;t=60"));
+    assert_eq!(gold[6].status, 429);
+
+    // In silver and gold: gold is first in config order. Counted apart from gold-user.
+    let both = admitted(Some("both-key"), 6).await;
+    assert_eq!(count(&both), 5, "the first plan in config order");
+
+    // The anonymous fallback (no groups) gets the defaults.
+    let guest = admitted(None, 3).await;
+    assert_eq!(count(&guest), 2);
+    gw.stop().await;
+}

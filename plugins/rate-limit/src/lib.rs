@@ -19,7 +19,15 @@
 //!   { name = "daily", limit = 1000, window = "day" },            # fixed window
 //!   { name = "minute", limit = 100, window = "minute", window_type = "sliding" },
 //! ]
+//! # Usage plans (AWS API Gateway's, quota's `plans`): a consumer in group `gold` gets these
+//! # limits instead of `limits`; the first plan in config order one of its groups names wins.
+//! plans = { gold = [{ name = "burst", rate = 100, per = "second", burst = 200 }] }
 //! ```
+//!
+//! A plan's limits replace the defaults whole (a limit left out of a plan does not apply to its
+//! consumers), and are counted apart from them and from other plans': a consumer moved to
+//! another plan starts with full buckets. A consumer with no plan's group, or none at all (an
+//! unauthenticated request counted by IP), gets `limits`.
 //!
 //! A bucket holds `burst` units (default: `rate`) and refills at `rate` per `per` (`second`,
 //! `minute`, `hour`, `day`) or per `period_ms`. A window allows `limit` units per `window`
@@ -64,6 +72,9 @@ struct Config {
     #[serde(default)]
     on_state_error: OnError,
     limits: Vec<LimitConfig>,
+    /// Group -> limits, in config order (serde_json keeps it).
+    #[serde(default)]
+    plans: serde_json::Map<String, serde_json::Value>,
     /// Filled in by the gateway from `[[consumers]]` for built-ins; not used here.
     #[serde(default)]
     #[allow(dead_code)]
@@ -201,13 +212,47 @@ struct RateLimit {
     cost: u64,
     headers: HeaderMode,
     on_error: OnError,
+    /// `limits`: for consumers no plan names.
+    defaults: LimitSet,
+    /// `plans`, in config order.
+    plans: Vec<LimitSet>,
+}
+
+/// Limits applied together: the defaults, or one plan's.
+#[derive(Debug)]
+struct LimitSet {
+    /// The plan's group (part of its state keys); `None` for the defaults.
+    plan: Option<String>,
     limits: Vec<Limit>,
     /// The draft `RateLimit-Policy` value: the same on every answer, so made once.
     policy: String,
 }
 
-fn limit_from(i: usize, c: LimitConfig, cost: u64) -> Result<Limit, String> {
-    let at = format!("`limits[{i}]`");
+impl LimitSet {
+    /// The limits of `list`, at config key `key` (`limits`, or `plans.<group>`).
+    fn new(key: &str, plan: Option<String>, list: Vec<LimitConfig>, cost: u64) -> Result<Self, String> {
+        if list.is_empty() {
+            return Err(format!("`{key}`: give at least one limit"));
+        }
+        if list.len() > MAX_LIMITS {
+            return Err(format!("`{key}`: at most {MAX_LIMITS}"));
+        }
+        let mut limits = Vec::new();
+        for (i, l) in list.into_iter().enumerate() {
+            let limit = limit_from(key, i, l, cost)?;
+            if limits.iter().any(|x: &Limit| x.name == limit.name) {
+                return Err(format!("`{key}[{i}]`: the name `{}` is used twice", limit.name));
+            }
+            limits.push(limit);
+        }
+        let policy: Vec<String> = limits.iter().map(|l| format!("\"{}\";q={};w={}", l.name, l.quota(), l.window_secs())).collect();
+        Ok(Self { plan, limits, policy: policy.join(", ") })
+    }
+}
+
+/// Limit `i` of the list at config key `key` (`limits`, or `plans.<group>`).
+fn limit_from(key: &str, i: usize, c: LimitConfig, cost: u64) -> Result<Limit, String> {
+    let at = format!("`{key}[{i}]`");
     let period = |named: Option<Period>, ms: Option<u64>, what: &str| -> Result<(u64, Option<Period>), String> {
         match (named, ms) {
             (Some(p), None) => Ok((p.ms(), Some(p))),
@@ -264,12 +309,6 @@ impl Plugin for RateLimit {
     type Config = Config;
 
     fn new(c: Config) -> Result<Self, String> {
-        if c.limits.is_empty() {
-            return Err("`limits`: give at least one limit".into());
-        }
-        if c.limits.len() > MAX_LIMITS {
-            return Err(format!("`limits`: at most {MAX_LIMITS}"));
-        }
         if c.cost == 0 {
             return Err("`cost` must be at least 1".into());
         }
@@ -293,16 +332,18 @@ impl Plugin for RateLimit {
         if by.is_empty() {
             return Err("`by`: give at least one key part".into());
         }
-        let mut limits = Vec::new();
-        for (i, l) in c.limits.into_iter().enumerate() {
-            let limit = limit_from(i, l, c.cost)?;
-            if limits.iter().any(|x: &Limit| x.name == limit.name) {
-                return Err(format!("`limits[{i}]`: the name `{}` is used twice", limit.name));
+        let defaults = LimitSet::new("limits", None, c.limits, c.cost)?;
+        let mut plans = Vec::with_capacity(c.plans.len());
+        for (group, value) in c.plans {
+            let key = format!("plans.{group}");
+            // Groups travel as one comma-separated `consumer.groups`, trimmed.
+            if group.is_empty() || group.contains(',') || group.trim() != group {
+                return Err(format!("`{key}`: `{group}` cannot be a group name (no `,`, no leading or trailing space)"));
             }
-            limits.push(limit);
+            let list: Vec<LimitConfig> = serde_json::from_value(value).map_err(|e| format!("`{key}`: {e} (a plan is a list of limits, as `limits`)"))?;
+            plans.push(LimitSet::new(&key, Some(group), list, c.cost)?);
         }
-        let policy: Vec<String> = limits.iter().map(|l| format!("\"{}\";q={};w={}", l.name, l.quota(), l.window_secs())).collect();
-        Ok(Self { by, cost: c.cost, headers: c.headers, on_error: c.on_state_error, limits, policy: policy.join(", ") })
+        Ok(Self { by, cost: c.cost, headers: c.headers, on_error: c.on_state_error, defaults, plans })
     }
 
     /// Request phase only: the limit headers of an allowed request are response edits the
@@ -313,16 +354,17 @@ impl Plugin for RateLimit {
 
     fn on_request(&self, req: &Request) -> Action {
         let key = self.key(req);
-        let decisions = match self.check(&key, false) {
+        let set = self.set_for(req);
+        let decisions = match self.check(set, &key, false) {
             Ok(d) => d,
             // Fail-open falls back to this gateway's own limits while the shared backend is away.
-            Err(StateError::Unavailable(_)) if self.on_error == OnError::FailOpen => match self.check(&key, true) {
+            Err(StateError::Unavailable(_)) if self.on_error == OnError::FailOpen => match self.check(set, &key, true) {
                 Ok(d) => d,
                 Err(e) => return self.state_failed(&e, req),
             },
             Err(e) => return self.state_failed(&e, req),
         };
-        let headers = self.header_lines(&decisions);
+        let headers = self.header_lines(set, &decisions);
         match decisions.iter().find(|d| !d.allowed) {
             Some(refused) => {
                 let retry_after = retry_after_secs(refused.retry_after_ms);
@@ -392,14 +434,31 @@ impl RateLimit {
         key
     }
 
-    /// Takes the cost from each limit in order, stopping at the first refusal. `local`: in this
-    /// gateway's memory instead of the configured backend.
-    fn check(&self, key: &str, local: bool) -> Result<Vec<Decision>, StateError> {
-        let mut decisions = Vec::with_capacity(self.limits.len());
+    /// The limits for this request's consumer: the first plan (in config order) one of its
+    /// groups names, else the defaults. Without plans the context is not read.
+    fn set_for(&self, req: &Request) -> &LimitSet {
+        if self.plans.is_empty() {
+            return &self.defaults;
+        }
+        let groups = req.context_get("consumer.groups").unwrap_or_default();
+        let named = groups.split(',').map(str::trim).filter(|g| !g.is_empty());
+        self.plans.iter().find(|set| set.plan.as_deref().is_some_and(|plan| named.clone().any(|g| g == plan))).unwrap_or(&self.defaults)
+    }
+
+    /// Takes the cost from each limit of `set` in order, stopping at the first refusal.
+    /// `local`: in this gateway's memory instead of the configured backend.
+    fn check(&self, set: &LimitSet, key: &str, local: bool) -> Result<Vec<Decision>, StateError> {
+        let mut decisions = Vec::with_capacity(set.limits.len());
         let mut k = String::with_capacity(key.len() + 24);
-        for (i, limit) in self.limits.iter().enumerate() {
-            // `<index>:<name>:<key>`, the state key's form since the first release.
+        for (i, limit) in set.limits.iter().enumerate() {
+            // `<index>:<name>:<key>`, the state key's form since the first release; a plan's
+            // limits are `plan=<group>:<index>:<name>:<key>`, counted apart.
             k.clear();
+            if let Some(plan) = &set.plan {
+                k.push_str("plan=");
+                k.push_str(plan);
+                k.push(':');
+            }
             push_u64(&mut k, i as u64);
             k.push(':');
             k.push_str(&limit.name);
@@ -440,9 +499,9 @@ impl RateLimit {
         }
     }
 
-    /// The header lines for these decisions (one per limit checked, in order).
-    fn header_lines(&self, decisions: &[Decision]) -> Vec<HeaderLine<'_>> {
-        let pairs: Vec<(&Limit, &Decision)> = self.limits.iter().zip(decisions).collect();
+    /// The header lines for these decisions (one per limit of `set` checked, in order).
+    fn header_lines<'a>(&self, set: &'a LimitSet, decisions: &[Decision]) -> Vec<HeaderLine<'a>> {
+        let pairs: Vec<(&Limit, &Decision)> = set.limits.iter().zip(decisions).collect();
         match self.headers {
             HeaderMode::Off => Vec::new(),
             HeaderMode::Draft => {
@@ -458,10 +517,10 @@ impl RateLimit {
                     current.push_str(";t=");
                     push_u64(&mut current, d.reset_after_ms.div_ceil(1000));
                 }
-                vec![(Cow::Borrowed("ratelimit-policy"), Cow::Borrowed(self.policy.as_str())), (Cow::Borrowed("ratelimit"), Cow::Owned(current))]
+                vec![(Cow::Borrowed("ratelimit-policy"), Cow::Borrowed(set.policy.as_str())), (Cow::Borrowed("ratelimit"), Cow::Owned(current))]
             }
             HeaderMode::Legacy => {
-                let mut out: Vec<HeaderLine<'_>> = Vec::new();
+                let mut out: Vec<HeaderLine<'a>> = Vec::new();
                 if let Some((l, d)) = pairs.iter().min_by_key(|(_, d)| d.remaining) {
                     out.push(("ratelimit-limit".into(), l.quota().to_string().into()));
                     out.push(("ratelimit-remaining".into(), d.remaining.to_string().into()));
@@ -509,13 +568,13 @@ mod tests {
         assert!(err(r#"{"limits": [{"limit": 2, "window": "minute"}, {"limit": 3, "window": "minute"}]}"#).contains("used twice"));
         let p = ok(r#"{"by": ["route", "header:X-Key", "param:id"], "limits": [{"rate": 5, "per": "second"}]}"#);
         assert_eq!(p.by, [KeyPart::Route, KeyPart::Header("x-key".into()), KeyPart::Param("id".into())]);
-        assert_eq!(p.limits[0], Limit { name: "second".into(), kind: Kind::Bucket { rate: 5, period_ms: 1000, burst: 5 }, period: Some(Period::Second) });
+        assert_eq!(p.defaults.limits[0], Limit { name: "second".into(), kind: Kind::Bucket { rate: 5, period_ms: 1000, burst: 5 }, period: Some(Period::Second) });
     }
 
     #[test]
     fn draft_headers() {
         let p = ok(r#"{"limits": [{"name": "burst", "rate": 100, "per": "minute", "burst": 100}, {"name": "daily", "limit": 1000, "window": "day"}]}"#);
-        let h = p.header_lines(&[d(true, 50, 29_001), d(true, 999, 86_400_000)]);
+        let h = p.header_lines(&p.defaults, &[d(true, 50, 29_001), d(true, 999, 86_400_000)]);
         assert_eq!(h[0], ("ratelimit-policy".into(), "\"burst\";q=100;w=60, \"daily\";q=1000;w=86400".into()));
         assert_eq!(h[1], ("ratelimit".into(), "\"burst\";r=50;t=30, \"daily\";r=999;t=86400".into()));
     }
@@ -523,13 +582,29 @@ mod tests {
     #[test]
     fn legacy_headers() {
         let p = ok(r#"{"headers": "legacy", "limits": [{"limit": 10, "window": "second"}, {"limit": 100, "window": "minute"}]}"#);
-        let h = p.header_lines(&[d(true, 9, 1000), d(true, 5, 30_000)]);
+        let h = p.header_lines(&p.defaults, &[d(true, 9, 1000), d(true, 5, 30_000)]);
         let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_ref());
         assert_eq!(get("ratelimit-limit"), Some("100"));
         assert_eq!(get("ratelimit-remaining"), Some("5"));
         assert_eq!(get("ratelimit-reset"), Some("30"));
         assert_eq!(get("x-ratelimit-limit-second"), Some("10"));
         assert_eq!(get("x-ratelimit-remaining-minute"), Some("5"));
+    }
+
+    #[test]
+    fn plans_are_limit_lists_named_by_group_and_checked_like_limits() {
+        let p = ok(r#"{"limits": [{"name": "b", "rate": 10, "per": "second"}],
+                       "plans": {"gold": [{"name": "b", "rate": 100, "per": "second", "burst": 200}], "silver": [{"limit": 50, "window": "minute"}]}}"#);
+        let names: Vec<Option<&str>> = p.plans.iter().map(|s| s.plan.as_deref()).collect();
+        assert_eq!(names, [Some("gold"), Some("silver")], "in config order");
+        assert_eq!(p.plans[0].limits[0].kind, Kind::Bucket { rate: 100, period_ms: 1000, burst: 200 });
+        assert_eq!(p.plans[0].policy, "\"b\";q=200;w=2");
+        assert_eq!(p.defaults.policy, "\"b\";q=10;w=1");
+        assert!(err(r#"{"limits": [{"rate": 1, "per": "second"}], "plans": {"gold": []}}"#).starts_with("`plans.gold`: give at least one limit"));
+        assert!(err(r#"{"limits": [{"rate": 1, "per": "second"}], "plans": {"gold": [{"rate": 1}]}}"#).starts_with("`plans.gold[0]`: a bucket needs `per`"));
+        assert!(err(r#"{"limits": [{"rate": 1, "per": "second"}], "plans": {"gold": {"rate": 1}}}"#).starts_with("`plans.gold`: invalid type"));
+        assert!(err(r#"{"limits": [{"rate": 1, "per": "second"}], "plans": {"a,b": [{"rate": 1, "per": "second"}]}}"#).contains("cannot be a group name"));
+        assert!(err(r#"{"cost": 5, "limits": [{"rate": 9, "per": "second"}], "plans": {"g": [{"rate": 2, "per": "second"}]}}"#).starts_with("`plans.g[0]`: `cost` 5"));
     }
 
     #[test]
