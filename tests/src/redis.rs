@@ -26,11 +26,16 @@ impl Redis {
     }
 
     /// Starts one that also serves TLS, on a port of its own, with the certificate chain `cert`
-    /// and its key `key` (PEM files), and asks every client for `password` when given. The
-    /// cleartext port stays, for [`Redis::cmd`].
-    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, password: Option<&str>) -> Self {
+    /// and its key `key` (PEM files), and asks every client for `password` when given; with
+    /// `client_ca` (a PEM file), TLS clients must present a certificate it issued. The cleartext
+    /// port stays, for [`Redis::cmd`].
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, password: Option<&str>, client_ca: Option<&std::path::Path>) -> Self {
         let (port, tls_port) = (free_port(), free_port());
-        let mut args: Vec<String> = ["--tls-port", &tls_port.to_string(), "--tls-auth-clients", "no"].map(String::from).to_vec();
+        let mut args: Vec<String> = vec!["--tls-port".into(), tls_port.to_string()];
+        match client_ca {
+            Some(ca) => args.extend(["--tls-auth-clients".into(), "yes".into(), "--tls-ca-cert-file".into(), ca.display().to_string()]),
+            None => args.extend(["--tls-auth-clients".into(), "no".into()]),
+        }
         args.extend(["--tls-cert-file".into(), cert.display().to_string(), "--tls-key-file".into(), key.display().to_string()]);
         if let Some(password) = password {
             args.extend(["--requirepass".into(), password.to_owned()]);

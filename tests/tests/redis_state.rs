@@ -340,8 +340,9 @@ async fn ready_with_redis_down_shows_no_address_and_logs_the_cause_once() {
     assert!(lines[0].contains("Connection refused"), "the log names the cause: {}", lines[0]);
 }
 
-/// A test CA, and a certificate it issued for 127.0.0.1 and localhost (what a `redis-server` with
-/// TLS serves), written into `dir` as `ca.pem`, `redis.pem` and `redis.key`.
+/// A test CA, a certificate it issued for 127.0.0.1 and localhost (what a `redis-server` with
+/// TLS serves) and one for a client, written into `dir` as `ca.pem`, `redis.pem`, `redis.key`,
+/// `client.pem` and `client.key`.
 fn redis_pki(dir: &std::path::Path) {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -352,6 +353,13 @@ fn redis_pki(dir: &std::path::Path) {
     std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
     std::fs::write(dir.join("redis.pem"), cert.pem()).expect("write");
     std::fs::write(dir.join("redis.key"), key.serialize_pem()).expect("write");
+    // A client certificate of the same CA (for a Redis with `tls-auth-clients yes`).
+    let client_key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "airlock-gateway");
+    let client = params.signed_by(&client_key, &*ca).expect("sign");
+    std::fs::write(dir.join("client.pem"), client.pem()).expect("write");
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).expect("write");
 }
 
 /// `config` with `extra` lines in `[state]`.
@@ -367,7 +375,7 @@ async fn rediss_with_a_private_ca_and_the_password_from_a_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     redis_pki(dir.path());
     std::fs::write(dir.path().join("password"), "s3cret-pw\n").expect("write");
-    let redis = Redis::start_tls(&dir.path().join("redis.pem"), &dir.path().join("redis.key"), Some("s3cret-pw"));
+    let redis = Redis::start_tls(&dir.path().join("redis.pem"), &dir.path().join("redis.key"), Some("s3cret-pw"), None);
     let url = format!("rediss://127.0.0.1:{}", redis.tls_port.expect("TLS port"));
     let files = format!(
         "redis_ca_file = \"{}\"\nredis_password_file = \"{}\"\n",
@@ -403,6 +411,35 @@ async fn rediss_with_a_private_ca_and_the_password_from_a_file() {
     gw.stop().await;
 }
 
+/// A Redis that asks TLS clients for a certificate (`tls-auth-clients yes`): the gateway
+/// presents `redis_cert_file` / `redis_key_file`; without them the handshake fails and the
+/// limiters apply their policy.
+#[tokio::test]
+async fn rediss_with_a_client_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    redis_pki(dir.path());
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let redis = Redis::start_tls(&dir.path().join("redis.pem"), &dir.path().join("redis.key"), None, Some(&dir.path().join("ca.pem")));
+    let url = format!("rediss://127.0.0.1:{}", redis.tls_port.expect("TLS port"));
+    let upstream = Upstream::start().await;
+    let client = HttpClient::http1();
+    let with_cert = format!(
+        "redis_ca_file = \"{}\"\nredis_cert_file = \"{}\"\nredis_key_file = \"{}\"\n",
+        path("ca.pem"),
+        path("client.pem"),
+        path("client.key")
+    );
+    let gw = Gateway::start(&config_with(&url, &with_cert), Some(&upstream)).await;
+    assert_eq!(client.get(&gw.url("/closed")).await.status, 200, "Redis took the client certificate");
+    assert_eq!(ready(&client, &gw).await, (200, String::new()));
+    gw.stop().await;
+
+    let gw = Gateway::start(&config_with(&url, &format!("redis_ca_file = \"{}\"\n", path("ca.pem"))), Some(&upstream)).await;
+    assert_eq!(client.get(&gw.url("/closed")).await.status, 503, "no certificate: Redis refuses the handshake");
+    assert_eq!(client.get(&gw.url("/open")).await.status, 200);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn redis_tls_and_password_files_are_refused_at_their_line() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -413,12 +450,17 @@ async fn redis_tls_and_password_files_are_refused_at_their_line() {
     };
     let (ca, not_pem, empty, password) = (file("ca2.pem", &std::fs::read_to_string(dir.path().join("ca.pem")).unwrap()), file("not.pem", "hello"), file("empty", "\n"), file("pw", "pw"));
     let missing = dir.path().join("missing").display().to_string();
+    let (client_cert, client_key) = (dir.path().join("client.pem").display().to_string(), dir.path().join("client.key").display().to_string());
     for (url, extra, key, says) in [
         ("redis://127.0.0.1:6379", format!("redis_ca_file = \"{ca}\""), "state.redis_ca_file", "use a `rediss://` URL"),
         ("rediss://127.0.0.1:6379", format!("redis_ca_file = \"{not_pem}\""), "state.redis_ca_file", "not a PEM CA bundle"),
         ("rediss://127.0.0.1:6379", format!("redis_ca_file = \"{missing}\""), "state.redis_ca_file", "cannot read"),
         ("redis://:inline@127.0.0.1:6379", format!("redis_password_file = \"{password}\""), "state.redis_password_file", "already holds a password"),
         ("redis://127.0.0.1:6379", format!("redis_password_file = \"{empty}\""), "state.redis_password_file", "is empty"),
+        ("rediss://127.0.0.1:6379", format!("redis_cert_file = \"{ca}\""), "state.redis_cert_file", "needs both"),
+        ("rediss://127.0.0.1:6379", format!("redis_key_file = \"{ca}\""), "state.redis_key_file", "needs both"),
+        ("redis://127.0.0.1:6379", format!("redis_cert_file = \"{client_cert}\"\nredis_key_file = \"{client_key}\""), "state.redis_cert_file", "use a `rediss://` URL"),
+        ("rediss://127.0.0.1:6379", format!("redis_cert_file = \"{client_cert}\"\nredis_key_file = \"{not_pem}\""), "state.redis_cert_file", "private key"),
     ] {
         let config = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\n{extra}\n");
         let err = Gateway::try_start(&config, None).await.err().expect("refused").to_string();

@@ -216,6 +216,11 @@ pub struct StateConfig {
     /// With `rediss://`: a PEM bundle of the CAs the server's certificate must chain to, instead
     /// of the built-in Mozilla roots (a managed Redis with its own CA, a private one).
     pub redis_ca_file: Option<Spanned<String>>,
+    /// With `rediss://`: the client certificate chain (PEM, leaf first) presented to a Redis
+    /// that asks for one (`tls-auth-clients yes`); needs `redis_key_file`.
+    pub redis_cert_file: Option<Spanned<String>>,
+    /// The private key of `redis_cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub redis_key_file: Option<Spanned<String>>,
     /// The Redis password read from this file (a secret the orchestrator mounts), so that the
     /// config holds none; its trailing newline is dropped. Not with a password in `redis_url`.
     pub redis_password_file: Option<Spanned<String>>,
@@ -235,20 +240,27 @@ pub struct StateConfig {
     pub required_for_ready: bool,
 }
 
-/// The contents of `[state] redis_ca_file` and `redis_password_file`, read when the config is
-/// parsed (as `[admin] token_file` is), so that building the store reads no file.
+/// The contents of `[state] redis_ca_file`, `redis_cert_file`, `redis_key_file` and
+/// `redis_password_file`, read when the config is parsed (as `[admin] token_file` is), so that
+/// building the store reads no file.
 #[derive(Clone, Default)]
-pub(crate) struct RedisFiles {
+pub struct RedisFiles {
     /// The CA bundle, PEM.
     pub(crate) ca_pem: Option<Vec<u8>>,
+    /// The client certificate chain and its private key, PEM.
+    pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
     /// The password.
     pub(crate) password: Option<String>,
 }
 
 impl std::fmt::Debug for RedisFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the password itself: a config is logged at debug.
-        f.debug_struct("RedisFiles").field("ca_pem", &self.ca_pem.as_ref().map(Vec::len)).field("password", &self.password.as_ref().map(|_| "[redacted]")).finish()
+        // Never the password or the key itself: a config is logged at debug.
+        f.debug_struct("RedisFiles")
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("client", &self.client.as_ref().map(|_| "[redacted]"))
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .finish()
     }
 }
 
@@ -260,6 +272,8 @@ impl Default for StateConfig {
             max_bytes: crate::state::memory::DEFAULT_MAX_BYTES,
             redis_url: None,
             redis_ca_file: None,
+            redis_cert_file: None,
+            redis_key_file: None,
             redis_password_file: None,
             redis_files: RedisFiles::default(),
             connect_timeout_ms: 1_000,

@@ -64,6 +64,12 @@ pub enum StateConfigError {
     /// `redis_ca_file` holds no usable certificate.
     #[error("not a PEM CA bundle: {0}")]
     BadCa(String),
+    /// `redis_cert_file` with a `redis://` URL, which never uses it.
+    #[error("a client certificate is for TLS: use a `rediss://` URL (and the server's TLS port)")]
+    ClientCertWithoutTls,
+    /// `redis_cert_file` or `redis_key_file` does not hold what it should.
+    #[error("not a PEM certificate chain with its private key: {0}")]
+    BadClientCert(String),
     /// A password in `redis_url` and `redis_password_file` both.
     #[error("`redis_url` already holds a password: give it in one place, `redis_url` or `redis_password_file`")]
     PasswordTwice,
@@ -76,6 +82,7 @@ impl StateConfigError {
             StateConfigError::MissingUrl | StateConfigError::BadUrl(_) => "state.redis_url".to_owned(),
             StateConfigError::Zero(field) => format!("state.{field}"),
             StateConfigError::CaWithoutTls | StateConfigError::BadCa(_) => "state.redis_ca_file".to_owned(),
+            StateConfigError::ClientCertWithoutTls | StateConfigError::BadClientCert(_) => "state.redis_cert_file".to_owned(),
             StateConfigError::PasswordTwice => "state.redis_password_file".to_owned(),
         }
     }
@@ -85,6 +92,7 @@ impl StateConfigError {
         let at = match self {
             StateConfigError::BadUrl(_) => &config.redis_url,
             StateConfigError::CaWithoutTls | StateConfigError::BadCa(_) => &config.redis_ca_file,
+            StateConfigError::ClientCertWithoutTls | StateConfigError::BadClientCert(_) => &config.redis_cert_file,
             StateConfigError::PasswordTwice => &config.redis_password_file,
             StateConfigError::MissingUrl | StateConfigError::Zero(_) => return None,
         };
@@ -218,8 +226,7 @@ impl StateStore {
                 if config.connect_timeout_ms == 0 {
                     return Err(StateConfigError::Zero("connect_timeout_ms"));
                 }
-                let files = &config.redis_files;
-                let client = redis::client(url, files.ca_pem.as_deref(), files.password.as_deref())?;
+                let client = redis::client(url, &config.redis_files)?;
                 let store = redis::RedisStore::with_client(
                     client,
                     config.max_keys.max(1),

@@ -39,6 +39,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 
 use super::{Decision, Gcra, MAX_VALUE_BYTES, StateConfigError, StateError, StateStats};
+use crate::config::RedisFiles;
 
 /// After a failed connection attempt, how long operations fail at once before the next attempt
 /// (Redis coming back is noticed within this, and a dead Redis sees at most one attempt per
@@ -287,15 +288,15 @@ impl Shared {
     }
 }
 
-/// The client for `url` (`redis://`, or `rediss://` for TLS), checked here: with `ca_pem` (a PEM
-/// CA bundle) the server's certificate must chain to those CAs instead of the built-in Mozilla
-/// roots (webpki-roots: nothing is read from the system at connect time), and `password`
-/// (from `redis_password_file`) is the one sent with `AUTH`.
-pub fn client(url: &str, ca_pem: Option<&[u8]>, password: Option<&str>) -> Result<redis::Client, StateConfigError> {
+/// The client for `url` (`redis://`, or `rediss://` for TLS), checked here, with what `files`
+/// holds: a PEM CA bundle the server's certificate must chain to instead of the built-in Mozilla
+/// roots (webpki-roots: nothing is read from the system at connect time), a client certificate
+/// and key for a Redis that asks for one, and the password sent with `AUTH`.
+pub fn client(url: &str, files: &RedisFiles) -> Result<redis::Client, StateConfigError> {
     // redis' own message names its error kind (`InvalidClientConfig`): say what is expected.
     let bad_url = || StateConfigError::BadUrl("not a Redis URL: expected redis://[user:password@]host[:port][/db] (rediss:// for TLS)".into());
     let mut info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|_| bad_url())?;
-    if let Some(password) = password {
+    if let Some(password) = &files.password {
         if info.redis_settings().password().is_some() {
             return Err(StateConfigError::PasswordTwice);
         }
@@ -303,26 +304,32 @@ pub fn client(url: &str, ca_pem: Option<&[u8]>, password: Option<&str>) -> Resul
         info = info.set_redis_settings(settings);
     }
     let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
-    match ca_pem {
-        None => redis::Client::open(info).map_err(|_| bad_url()),
-        Some(_) if !tls => Err(StateConfigError::CaWithoutTls),
-        Some(pem) => {
-            // Checked here, as the connection would only find it at the first operation.
-            let parsed: Vec<_> = <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(pem).collect();
-            if parsed.is_empty() || parsed.iter().any(Result::is_err) {
-                return Err(StateConfigError::BadCa("no PEM certificate in it, or one that does not parse".into()));
-            }
-            let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) };
-            redis::Client::build_with_tls(info, certificates).map_err(|e| StateConfigError::BadCa(e.to_string()))
+    if files.ca_pem.is_none() && files.client.is_none() {
+        return redis::Client::open(info).map_err(|_| bad_url());
+    }
+    if !tls {
+        return Err(if files.ca_pem.is_some() { StateConfigError::CaWithoutTls } else { StateConfigError::ClientCertWithoutTls });
+    }
+    // Checked here, as the connection would only find it at the first operation.
+    if let Some(pem) = &files.ca_pem {
+        let parsed: Vec<_> = <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(pem).collect();
+        if parsed.is_empty() || parsed.iter().any(Result::is_err) {
+            return Err(StateConfigError::BadCa("no PEM certificate in it, or one that does not parse".into()));
         }
     }
+    let client_tls = files.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() });
+    let certificates = redis::TlsCertificates { client_tls, root_cert: files.ca_pem.clone() };
+    // Parses the client certificate and key too: a bad one is refused at load.
+    redis::Client::build_with_tls(info, certificates).map_err(|e| {
+        if files.client.is_some() { StateConfigError::BadClientCert(e.to_string()) } else { StateConfigError::BadCa(e.to_string()) }
+    })
 }
 
 impl RedisStore {
     /// A store for `url` (checked here; nothing is contacted until the first operation).
     /// `max_keys` bounds the local fallback store (`acquire-local`, `window-local`).
     pub fn new(url: &str, max_keys: usize, connect_timeout: Duration, timeout: Duration) -> Result<Self, StateConfigError> {
-        Ok(Self::with_client(client(url, None, None)?, max_keys, connect_timeout, timeout))
+        Ok(Self::with_client(client(url, &RedisFiles::default())?, max_keys, connect_timeout, timeout))
     }
 
     /// A store connecting with `client` (see [`client`]).
