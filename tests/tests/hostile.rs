@@ -510,6 +510,45 @@ config = { mode = "log-flood", count = 500 }
     }
 }
 
+/// A plugin that writes the same warning in every call (as auth plugins do while their service
+/// is down) is logged once per `REPEAT_WINDOW`, however many calls and instances write it: a
+/// line per request would bury the log. Its other lines (stderr) are not merged.
+#[tokio::test]
+async fn a_warning_every_call_repeats_is_logged_once_per_window() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[plugins.logger]
+source = "{plugin:hostile}"
+capabilities = ["http-client"]
+http_client = { allow = ["http://127.0.0.1:9"] }
+
+[[routes]]
+path = "/warn"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "logger"
+config = { mode = "log-flood", count = 1 }
+"#;
+    let gw = airlock_tests::process::GatewayProcess::start_logging(config, &upstream, &[]).await;
+    let client = HttpClient::http1();
+    // Concurrent calls, so several instances write it too.
+    let calls = (0..24).map(|_| {
+        let (client, url) = (client.clone(), gw.url("/warn"));
+        tokio::spawn(async move { client.get(&url).await.status })
+    });
+    for call in calls {
+        assert_eq!(call.await.expect("call"), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = gw.log();
+    assert_eq!(log.matches("flood line 0").count(), 1, "one warning for 24 calls within the window\n{log}");
+    // (eprintln! writes "stderr line " and "0" apart: each write is a line of the log.)
+    assert_eq!(log.matches("stderr line").count(), 24, "stderr lines are each the call's own\n{log}");
+}
+
 /// A plugin answering with a 1xx status: no final answer, so the client gets a 500 over
 /// HTTP/1.1 and HTTP/2 (not a 101 with no protocol behind it, nor a reset stream), a WebSocket
 /// handshake gets that 500 too, and the gateway serves on.

@@ -1,8 +1,11 @@
 //! `airlock:plugin/log`: a plugin's log lines, into the gateway's log under the plugin's name,
 //! and the per-call budget that bounds every line a plugin causes.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::HostState;
 use super::airlock::plugin::log::{Host, Level};
@@ -15,6 +18,50 @@ const MAX_MESSAGE_BYTES: usize = 4096;
 /// lines are dropped, with one line saying so: a plugin logging in a loop within its CPU
 /// deadline would otherwise write tens of thousands of lines per request.
 pub const MAX_LOG_LINES_PER_CALL: u32 = 64;
+
+/// A plugin's warning or error repeated word for word within this long of its first showing is
+/// counted, not logged: a plugin warning about one outage in every call, in every instance
+/// (each instance throttles only itself), would otherwise write a line per request.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(10);
+
+/// Most (plugin, text) pairs remembered for [`REPEAT_WINDOW`]; past it, those whose window has
+/// ended are forgotten, and if none has, all are (a plugin writing ever new texts is bounded by
+/// its per-call budget anyway).
+const MAX_REMEMBERED_REPEATS: usize = 1024;
+
+/// The warnings and errors plugins wrote lately, by a hash of plugin and text: when each was
+/// last logged, and how many repeats were dropped since.
+static RECENT_WARNINGS: LazyLock<Mutex<HashMap<u64, Repeats>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// One remembered warning (see [`RECENT_WARNINGS`]).
+#[derive(Debug, Clone, Copy)]
+struct Repeats {
+    logged_at: Instant,
+    dropped: u64,
+}
+
+/// Whether a plugin's warning or error `key` (its plugin and text, hashed) is logged at `now`:
+/// `None` drops it as a repeat within [`REPEAT_WINDOW`]; `Some(n)` logs it, `n` repeats having
+/// been dropped since it was last logged.
+fn admit_repeat(recent: &mut HashMap<u64, Repeats>, key: u64, now: Instant) -> Option<u64> {
+    if let Some(seen) = recent.get_mut(&key) {
+        if now.saturating_duration_since(seen.logged_at) < REPEAT_WINDOW {
+            seen.dropped += 1;
+            return None;
+        }
+        let dropped = seen.dropped;
+        *seen = Repeats { logged_at: now, dropped: 0 };
+        return Some(dropped);
+    }
+    if recent.len() >= MAX_REMEMBERED_REPEATS {
+        recent.retain(|_, seen| now.saturating_duration_since(seen.logged_at) < REPEAT_WINDOW);
+        if recent.len() >= MAX_REMEMBERED_REPEATS {
+            recent.clear();
+        }
+    }
+    recent.insert(key, Repeats { logged_at: now, dropped: 0 });
+    Some(0)
+}
 
 /// How much of the end of a call's stderr is kept for its failure report (a Rust panic's
 /// location and message).
@@ -145,18 +192,37 @@ impl Host for HostState {
             Level::Warn => tracing::enabled!(target: "airlock::plugin", tracing::Level::WARN),
             Level::Error => tracing::enabled!(target: "airlock::plugin", tracing::Level::ERROR),
         };
-        if !enabled || !self.log.take() {
+        if !enabled {
+            return;
+        }
+        let plugin = &*self.plugin;
+        // Warnings and errors are what operators are paged on: one repeated by every call is
+        // logged once per window, with the count of those dropped (never spending the budget).
+        let dropped_repeats = match level {
+            Level::Warn | Level::Error => {
+                let mut hasher = DefaultHasher::new();
+                (plugin, message.as_str()).hash(&mut hasher);
+                let mut recent = RECENT_WARNINGS.lock().unwrap_or_else(PoisonError::into_inner);
+                match admit_repeat(&mut recent, hasher.finish(), Instant::now()) {
+                    Some(dropped) => dropped,
+                    None => return,
+                }
+            }
+            _ => 0,
+        };
+        if !self.log.take() {
             return;
         }
         let message = one_line(truncate(&message, MAX_MESSAGE_BYTES));
-        let plugin = &*self.plugin;
         let request_id = self.request.as_ref().map(|r| &*r.request_id).unwrap_or("");
-        match level {
-            Level::Trace => tracing::trace!(target: "airlock::plugin", plugin, request_id, "{message}"),
-            Level::Debug => tracing::debug!(target: "airlock::plugin", plugin, request_id, "{message}"),
-            Level::Info => tracing::info!(target: "airlock::plugin", plugin, request_id, "{message}"),
-            Level::Warn => tracing::warn!(target: "airlock::plugin", plugin, request_id, "{message}"),
-            Level::Error => tracing::error!(target: "airlock::plugin", plugin, request_id, "{message}"),
+        match (level, dropped_repeats) {
+            (Level::Trace, _) => tracing::trace!(target: "airlock::plugin", plugin, request_id, "{message}"),
+            (Level::Debug, _) => tracing::debug!(target: "airlock::plugin", plugin, request_id, "{message}"),
+            (Level::Info, _) => tracing::info!(target: "airlock::plugin", plugin, request_id, "{message}"),
+            (Level::Warn, 0) => tracing::warn!(target: "airlock::plugin", plugin, request_id, "{message}"),
+            (Level::Warn, n) => tracing::warn!(target: "airlock::plugin", plugin, request_id, repeats_dropped = n, "{message}"),
+            (Level::Error, 0) => tracing::error!(target: "airlock::plugin", plugin, request_id, "{message}"),
+            (Level::Error, n) => tracing::error!(target: "airlock::plugin", plugin, request_id, repeats_dropped = n, "{message}"),
         }
     }
 }
@@ -195,6 +261,35 @@ pub fn truncate(s: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use super::{MAX_REMEMBERED_REPEATS, admit_repeat};
+
+    #[test]
+    fn a_repeated_warning_is_logged_once_per_window_with_the_count_dropped() {
+        let mut recent = HashMap::new();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        assert_eq!(admit_repeat(&mut recent, 1, at(0)), Some(0), "the first is logged");
+        assert_eq!(admit_repeat(&mut recent, 1, at(10)), None);
+        assert_eq!(admit_repeat(&mut recent, 1, at(9_999)), None);
+        assert_eq!(admit_repeat(&mut recent, 2, at(20)), Some(0), "another text is its own");
+        assert_eq!(admit_repeat(&mut recent, 1, at(10_000)), Some(2), "after the window, logged with the two dropped");
+        assert_eq!(admit_repeat(&mut recent, 1, at(10_001)), None);
+        assert_eq!(admit_repeat(&mut recent, 1, at(30_000)), Some(1));
+        assert_eq!(admit_repeat(&mut recent, 1, at(40_001)), Some(0));
+    }
+
+    #[test]
+    fn remembered_warnings_are_bounded() {
+        let mut recent = HashMap::new();
+        let now = Instant::now();
+        for key in 0..(MAX_REMEMBERED_REPEATS as u64 * 3) {
+            assert_eq!(admit_repeat(&mut recent, key, now), Some(0));
+            assert!(recent.len() <= MAX_REMEMBERED_REPEATS);
+        }
+    }
     #[test]
     fn a_call_s_log_budget_is_spent_then_refilled() {
         let budget = super::LogBudget::new("p".into());
