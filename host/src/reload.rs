@@ -28,6 +28,7 @@ use crate::config::{Config, ConfigError, ConfigIssue, ConfigSource};
 use crate::connections::ConnectionBuilders;
 use crate::gateway::Gateway;
 use crate::server;
+use crate::state::StateStore;
 
 /// Sections built once per process: changing them needs a restart.
 const RESTART_ONLY: [&str; 7] = ["admin", "state", "metrics", "tracing", "access_log", "otlp", "analytics"];
@@ -136,11 +137,23 @@ impl LiveGateway {
 
     async fn build_next(&self, current: &Generation) -> Result<Generation, ReloadError> {
         let path = current.source.path.clone().ok_or(ReloadError::NoFile)?;
-        let mut source = blocking(move || ConfigSource::read(&path)).await??;
-        // Errors name the file as the operator first gave it.
-        source.name.clone_from(&current.source.name);
-        let config = source.parse()?;
+        let name = current.source.name.clone();
+        // Reading the file and the files it names (`token_file`, `redis_*_file`) is blocking.
+        let (source, config) = blocking(move || -> Result<_, ConfigError> {
+            let mut source = ConfigSource::read(&path)?;
+            // Errors name the file as the operator first gave it.
+            source.name = name;
+            let config = source.parse()?;
+            Ok((source, config))
+        })
+        .await??;
         let mut issues = restart_only_changes(&source, &current.config, &config);
+        // Rotated Redis credentials or CAs apply to the next connection (`[state]` itself needs a
+        // restart, but the files it names are re-read, as TLS certificates are).
+        let redis_client = StateStore::rotated_redis_client(&current.config.state, &config.state).unwrap_or_else(|e| {
+            issues.push(source.issue(e.span(&config.state), &e.key(), e.to_string()));
+            None
+        });
         let plan = {
             let (source, config) = (source.clone(), config.clone());
             blocking(move || server::plan_listeners(&source, &config)).await?
@@ -153,7 +166,13 @@ impl LiveGateway {
             }
         };
         match Gateway::rebuild(&source, &config, &current.gateway).await {
-            Ok(gateway) if issues.is_empty() => Ok(Generation::new(current.number + 1, gateway, tls, config, source)),
+            Ok(gateway) if issues.is_empty() => {
+                if let Some(client) = redis_client {
+                    gateway.state.replace_redis_client(client);
+                    tracing::info!(backend = "redis", "state backend: the files [state] names were read again; the next connection to Redis uses them");
+                }
+                Ok(Generation::new(current.number + 1, gateway, tls, config, source))
+            }
             Ok(_) => Err(ConfigError::Invalid(issues).into()),
             Err(e) => {
                 issues.extend(e.issues().iter().cloned());

@@ -84,6 +84,14 @@ impl Redis {
         assert!(status.success(), "kill {signal} redis-server");
     }
 
+    /// This server, its [`Redis::cmd`] authenticating with `password` from now on (after a
+    /// test changed `requirepass`).
+    #[must_use]
+    pub fn with_password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
     /// Sends one command (as the default user) on a connection of its own; returns the answer as
     /// text: a status or error line (`+OK`, `-ERR ...`, `:1`), a bulk string's content, `(nil)`,
     /// or an array's elements, one a line.

@@ -440,6 +440,43 @@ async fn rediss_with_a_client_certificate() {
     gw.stop().await;
 }
 
+/// A rotated Redis password: the operator changes it in Redis (existing connections stay
+/// authenticated) and in the mounted file, then reloads. The reload re-reads the file, and the
+/// next connection (here forced by killing the gateway's) authenticates with the new one.
+#[tokio::test]
+async fn a_reload_applies_a_rotated_redis_password_to_the_next_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    redis_pki(dir.path());
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "first-pw\n").expect("write");
+    let redis = Redis::start_tls(&dir.path().join("redis.pem"), &dir.path().join("redis.key"), Some("first-pw"), None);
+    let url = format!("rediss://127.0.0.1:{}", redis.tls_port.expect("TLS port"));
+    let files = format!("redis_ca_file = \"{}\"\nredis_password_file = \"{}\"\n", dir.path().join("ca.pem").display(), password_file.display());
+    let config = config_with(&url, &files);
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.url("/closed")).await.status, 200);
+
+    // Rotated in Redis (the harness's own connection authenticates with the old one first).
+    assert_eq!(redis.cmd(&["CONFIG", "SET", "requirepass", "second-pw"]), "+OK");
+    let redis = redis.with_password("second-pw");
+    std::fs::write(&password_file, "second-pw\n").expect("write");
+    gw.reload(&config, Some(&upstream)).await.expect("the reload succeeds");
+    // The gateway's connection is closed: the next operation connects again.
+    redis.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = client.get(&gw.url("/closed")).await.status.as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the next connection authenticates with the rotated password");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn redis_tls_and_password_files_are_refused_at_their_line() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -449,6 +486,7 @@ async fn redis_tls_and_password_files_are_refused_at_their_line() {
         dir.path().join(name).display().to_string()
     };
     let (ca, not_pem, empty, password) = (file("ca2.pem", &std::fs::read_to_string(dir.path().join("ca.pem")).unwrap()), file("not.pem", "hello"), file("empty", "\n"), file("pw", "pw"));
+    let two_lines = file("two-lines", "pw\nsecond\n");
     let missing = dir.path().join("missing").display().to_string();
     let (client_cert, client_key) = (dir.path().join("client.pem").display().to_string(), dir.path().join("client.key").display().to_string());
     for (url, extra, key, says) in [
@@ -457,6 +495,7 @@ async fn redis_tls_and_password_files_are_refused_at_their_line() {
         ("rediss://127.0.0.1:6379", format!("redis_ca_file = \"{missing}\""), "state.redis_ca_file", "cannot read"),
         ("redis://:inline@127.0.0.1:6379", format!("redis_password_file = \"{password}\""), "state.redis_password_file", "already holds a password"),
         ("redis://127.0.0.1:6379", format!("redis_password_file = \"{empty}\""), "state.redis_password_file", "is empty"),
+        ("redis://127.0.0.1:6379", format!("redis_password_file = \"{two_lines}\""), "state.redis_password_file", "several lines"),
         ("rediss://127.0.0.1:6379", format!("redis_cert_file = \"{ca}\""), "state.redis_cert_file", "needs both"),
         ("rediss://127.0.0.1:6379", format!("redis_key_file = \"{ca}\""), "state.redis_key_file", "needs both"),
         ("redis://127.0.0.1:6379", format!("redis_cert_file = \"{client_cert}\"\nredis_key_file = \"{client_key}\""), "state.redis_cert_file", "use a `rediss://` URL"),
@@ -465,5 +504,12 @@ async fn redis_tls_and_password_files_are_refused_at_their_line() {
         let config = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\n{extra}\n");
         let err = Gateway::try_start(&config, None).await.err().expect("refused").to_string();
         assert!(err.contains("airlock.toml:6") && err.contains(key) && err.contains(says), "{config}\n{err}");
+    }
+    // Redis settings with the memory backend (the default) would be ignored: each replica would
+    // count alone.
+    for (line, key) in [("redis_url = \"redis://127.0.0.1:6379\"".to_owned(), "state.redis_url"), (format!("redis_password_file = \"{password}\""), "state.redis_password_file")] {
+        let config = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n[state]\n{line}\n");
+        let err = Gateway::try_start(&config, None).await.err().expect("refused").to_string();
+        assert!(err.contains("airlock.toml:4") && err.contains(key) && err.contains("`backend` is `memory`"), "{config}\n{err}");
     }
 }

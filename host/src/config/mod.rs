@@ -92,6 +92,9 @@ impl ConfigSource {
         if secret.is_empty() {
             return Err(format!("`{}` is empty", path.display()));
         }
+        if secret.contains(['\r', '\n']) {
+            return Err(format!("`{}` holds several lines: a secret file holds the secret alone (one trailing newline at most)", path.display()));
+        }
         Ok(secret.to_owned())
     }
 

@@ -243,7 +243,7 @@ pub struct StateConfig {
 /// The contents of `[state] redis_ca_file`, `redis_cert_file`, `redis_key_file` and
 /// `redis_password_file`, read when the config is parsed (as `[admin] token_file` is), so that
 /// building the store reads no file.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RedisFiles {
     /// The CA bundle, PEM.
     pub(crate) ca_pem: Option<Vec<u8>>,
@@ -261,6 +261,23 @@ impl std::fmt::Debug for RedisFiles {
             .field("client", &self.client.as_ref().map(|_| "[redacted]"))
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
             .finish()
+    }
+}
+
+impl StateConfig {
+    /// The keys that only the Redis backend reads.
+    pub const REDIS_SETTINGS: [&'static str; 5] = ["redis_url", "redis_ca_file", "redis_cert_file", "redis_key_file", "redis_password_file"];
+
+    /// The value of one of [`StateConfig::REDIS_SETTINGS`], if set.
+    pub fn redis_setting(&self, key: &str) -> Option<&Spanned<String>> {
+        match key {
+            "redis_url" => self.redis_url.as_ref(),
+            "redis_ca_file" => self.redis_ca_file.as_ref(),
+            "redis_cert_file" => self.redis_cert_file.as_ref(),
+            "redis_key_file" => self.redis_key_file.as_ref(),
+            "redis_password_file" => self.redis_password_file.as_ref(),
+            _ => None,
+        }
     }
 }
 

@@ -70,6 +70,10 @@ pub enum StateConfigError {
     /// `redis_cert_file` or `redis_key_file` does not hold what it should.
     #[error("not a PEM certificate chain with its private key: {0}")]
     BadClientCert(String),
+    /// A Redis setting (named) with the memory backend, which would ignore it: every gateway
+    /// would count alone, admitting its replicas' sum of the limits.
+    #[error("is a Redis setting, but `backend` is `memory` (the default): set `backend = \"redis\"` for state shared by every gateway, or remove it")]
+    RedisSettingUnused(&'static str),
     /// A password in `redis_url` and `redis_password_file` both.
     #[error("`redis_url` already holds a password: give it in one place, `redis_url` or `redis_password_file`")]
     PasswordTwice,
@@ -84,6 +88,7 @@ impl StateConfigError {
             StateConfigError::CaWithoutTls | StateConfigError::BadCa(_) => "state.redis_ca_file".to_owned(),
             StateConfigError::ClientCertWithoutTls | StateConfigError::BadClientCert(_) => "state.redis_cert_file".to_owned(),
             StateConfigError::PasswordTwice => "state.redis_password_file".to_owned(),
+            StateConfigError::RedisSettingUnused(field) => format!("state.{field}"),
         }
     }
 
@@ -94,6 +99,7 @@ impl StateConfigError {
             StateConfigError::CaWithoutTls | StateConfigError::BadCa(_) => &config.redis_ca_file,
             StateConfigError::ClientCertWithoutTls | StateConfigError::BadClientCert(_) => &config.redis_cert_file,
             StateConfigError::PasswordTwice => &config.redis_password_file,
+            StateConfigError::RedisSettingUnused(field) => return config.redis_setting(field).map(toml::Spanned::span),
             StateConfigError::MissingUrl | StateConfigError::Zero(_) => return None,
         };
         at.as_ref().map(toml::Spanned::span)
@@ -213,6 +219,9 @@ impl StateStore {
     pub fn from_config(config: &StateConfig) -> Result<Self, StateConfigError> {
         match config.backend {
             StateBackend::Memory => {
+                if let Some(field) = crate::config::StateConfig::REDIS_SETTINGS.into_iter().find(|f| config.redis_setting(f).is_some()) {
+                    return Err(StateConfigError::RedisSettingUnused(field));
+                }
                 if config.max_keys == 0 {
                     return Err(StateConfigError::Zero("max_keys"));
                 }
@@ -236,6 +245,25 @@ impl StateStore {
                 .with_required_for_ready(config.required_for_ready);
                 Ok(Self::Redis(Box::new(store)))
             }
+        }
+    }
+
+    /// After a reload that leaves `[state]` as it was but whose `redis_*_file`s now hold
+    /// something else (a rotated password, CA or client certificate): the Redis client to
+    /// connect with from now on, checked as at start. `Ok(None)`: nothing to change.
+    pub fn rotated_redis_client(old: &StateConfig, new: &StateConfig) -> Result<Option<::redis::Client>, StateConfigError> {
+        if new.backend != StateBackend::Redis || old.redis_files == new.redis_files {
+            return Ok(None);
+        }
+        let url = new.redis_url.as_ref().map(|u| u.get_ref().as_str()).ok_or(StateConfigError::MissingUrl)?;
+        redis::client(url, &new.redis_files).map(Some)
+    }
+
+    /// Connects to Redis with `client` from now on (see [`StateStore::rotated_redis_client`]);
+    /// nothing for the memory backend.
+    pub fn replace_redis_client(&self, client: ::redis::Client) {
+        if let StateStore::Redis(store) = self {
+            store.replace_client(client);
         }
     }
 

@@ -196,7 +196,9 @@ struct Scripts {
 
 /// What the store and its connection attempts share.
 struct Shared {
-    client: redis::Client,
+    /// Replaced when a reload reads new credentials or CAs ([`RedisStore::replace_client`]);
+    /// read only when a connection is made.
+    client: std::sync::Mutex<redis::Client>,
     config: AsyncConnectionConfig,
     connect_timeout: Duration,
     /// The connection's state; operations waiting for an attempt watch it.
@@ -267,7 +269,8 @@ impl Shared {
 
     /// One connection attempt (connect, authenticate, select the database), its outcome stored.
     async fn attempt(self: Arc<Self>) {
-        let outcome = tokio::time::timeout(self.connect_timeout, self.client.get_multiplexed_async_connection_with_config(&self.config)).await;
+        let client = self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let outcome = tokio::time::timeout(self.connect_timeout, client.get_multiplexed_async_connection_with_config(&self.config)).await;
         let was_down = matches!(&*self.link.borrow(), Link::Retrying { .. });
         let next = match outcome {
             Ok(Ok(conn)) => {
@@ -338,7 +341,7 @@ impl RedisStore {
         // and a timeout is not taken as a dead connection (see `connection_level`).
         let config = AsyncConnectionConfig::new().set_connection_timeout(Some(connect_timeout)).set_response_timeout(None);
         let shared = Shared {
-            client,
+            client: std::sync::Mutex::new(client),
             config,
             connect_timeout,
             link: watch::Sender::new(Link::Idle),
@@ -359,6 +362,14 @@ impl RedisStore {
             local: super::memory::MemoryStore::new(max_keys),
             required_for_ready: false,
         }
+    }
+
+    /// Connects with `client` from now on: a reload read a rotated password, CA or client
+    /// certificate. The connection in use stays (it is authenticated already, and Redis keeps
+    /// it when a password changes); the next one made, after Redis closes it or the gateway
+    /// finds it dead, uses the new settings.
+    pub fn replace_client(&self, client: redis::Client) {
+        *self.shared.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = client;
     }
 
     /// This store, with `/ready` failing while it fails its probe (`[state] required_for_ready`).
