@@ -44,10 +44,19 @@ const SECRET_KEY_PARTS: [&str; 22] = [
 /// a query parameter `key` (Google's API keys) or `sig` (Azure SAS), a JWT entry's `key`.
 const SECRET_KEY_NAMES: [&str; 4] = ["key", "sig", "sid", "jwt"];
 
+/// Endings of config keys that say where a secret is found or kept, not what it is: the value
+/// of `token_header`, `token_query`, `consumer_claim`, `token_type_hint` or `token_file` is a
+/// name or a path (`authorization`, `access_token`, `secrets/token`), shown as any other.
+const LOCATION_KEY_ENDINGS: [&str; 7] = ["_header", "_headers", "_query", "_param", "_claim", "_hint", "_file"];
+
 /// Whether a config key (or a header or parameter name a rule sets) names a secret.
 pub fn names_secret(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
-    SECRET_KEY_PARTS.iter().any(|part| lower.contains(part)) || SECRET_KEY_NAMES.contains(&lower.trim())
+    let lower = lower.trim();
+    if LOCATION_KEY_ENDINGS.iter().any(|ending| lower.ends_with(ending)) {
+        return false;
+    }
+    SECRET_KEY_PARTS.iter().any(|part| lower.contains(part)) || SECRET_KEY_NAMES.contains(&lower)
 }
 
 /// A config file's line as an error shows it, with its value redacted when its key, or the
@@ -205,6 +214,16 @@ plugin = "builtin:headers"
         }
         for name in ["x-tenant", "issuer", "monkey", "design", "status", "limits", "path", "auth_failure_threshold"] {
             assert!(!names_secret(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn keys_saying_where_a_secret_is_are_not_secrets() {
+        for name in ["token_header", "token_query", "consumer_claim", "token_type_hint", "token_file", "redis_password_file", "secret_file"] {
+            assert!(!names_secret(name), "{name}");
+        }
+        for name in ["client_secret", "token", "access_token", "x-api-token", "password"] {
+            assert!(names_secret(name), "{name}");
         }
     }
 

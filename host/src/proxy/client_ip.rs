@@ -29,13 +29,24 @@ use ipnet::IpNet;
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
-    /// Parses one `trusted_proxies` entry: a CIDR (`10.0.0.0/8`) or a single address. The error
-    /// names the entry and says what it should be.
+    /// Parses one `trusted_proxies` (or `proxy_protocol_from`) entry: a CIDR (`10.0.0.0/8`) or a
+    /// single address. The error names the entry and says what it should be. An IPv4-mapped
+    /// IPv6 entry (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`) is its IPv4 network, as the
+    /// addresses it is matched against are ([`canonical`]): written as is, it would match none.
     pub fn network(entry: &str) -> Result<IpNet, String> {
-        entry
+        let net = entry
             .parse::<IpNet>()
             .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| format!("`{entry}` is not an address or a CIDR such as \"10.0.0.0/8\""))
+            .map_err(|_| format!("`{entry}` is not an address or a CIDR such as \"10.0.0.0/8\""))?;
+        if let IpNet::V6(v6) = net
+            && let Some(v4) = v6.addr().to_ipv4_mapped()
+        {
+            let Some(prefix) = v6.prefix_len().checked_sub(96) else {
+                return Err(format!("`{entry}` covers IPv4-mapped addresses with a prefix shorter than /96: write the IPv4 network instead"));
+            };
+            return IpNet::new(IpAddr::V4(v4), prefix).map_err(|e| format!("`{entry}`: {e}"));
+        }
+        Ok(net)
     }
 
     /// Whether `X-Forwarded-For` is ever read on this listener.
@@ -138,6 +149,16 @@ mod tests {
             headers.append("x-forwarded-for", field.parse().unwrap());
         }
         trusted.client(peer.parse().unwrap(), &headers).to_string()
+    }
+
+    #[test]
+    fn ipv4_mapped_entries_are_their_ipv4_networks() {
+        assert_eq!(TrustedProxies::network("::ffff:10.0.0.1"), Ok("10.0.0.1/32".parse().unwrap()));
+        assert_eq!(TrustedProxies::network("::ffff:10.0.0.0/104"), Ok("10.0.0.0/8".parse().unwrap()));
+        assert_eq!(TrustedProxies::network("2001:db8::/32"), Ok("2001:db8::/32".parse().unwrap()), "other IPv6 unchanged");
+        assert!(TrustedProxies::network("::ffff:0:0/80").unwrap_err().contains("shorter than /96"));
+        let trusted: TrustedProxies = [TrustedProxies::network("::ffff:127.0.0.0/104").unwrap()].into_iter().collect();
+        assert!(trusted.admits("127.0.0.1".parse().unwrap()) && trusted.admits("::ffff:127.0.0.1".parse().unwrap()));
     }
 
     #[test]

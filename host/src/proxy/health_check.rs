@@ -133,12 +133,20 @@ impl Probe {
             return Err(format!("it answered HTTP {} to the gRPC health check", status.as_u16()));
         }
         let (head, body) = response.into_parts();
+        let content_type = head.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
+        if !content_type.starts_with(b"application/grpc") {
+            let shown = String::from_utf8_lossy(&content_type[..content_type.len().min(64)]).into_owned();
+            return Err(format!("it answered the gRPC health check with content-type {shown:?}: not a gRPC server"));
+        }
         let answer = Limited::new(body, GRPC_ANSWER_LIMIT).collect().await.map_err(|e| format!("its gRPC health answer broke off: {e}"))?;
         let grpc_status = answer.trailers().and_then(|t| t.get("grpc-status")).or_else(|| head.headers.get("grpc-status"));
         match grpc_status.map(HeaderValue::as_bytes) {
             Some(b"0") => {}
             // 12 UNIMPLEMENTED: no health service; 5 NOT_FOUND: it does not know the service.
-            Some(code) => return Err(format!("its gRPC health check failed with grpc-status {}", String::from_utf8_lossy(code))),
+            Some(code) => {
+                let code = String::from_utf8_lossy(code);
+                return Err(format!("its gRPC health check failed with grpc-status {code} ({})", grpc_code_name(&code)));
+            }
             None => return Err("it answered the gRPC health check without a grpc-status: not a gRPC server".into()),
         }
         let body = answer.to_bytes();
@@ -166,6 +174,30 @@ impl Probe {
             }
         }
     }
+}
+
+/// The name of a gRPC status code (`12`: `UNIMPLEMENTED`), as logs and gRPC tools say it.
+fn grpc_code_name(code: &str) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    code.parse::<usize>().ok().and_then(|n| NAMES.get(n)).copied().unwrap_or("not a gRPC status code")
 }
 
 /// The one message of a gRPC answer body: a flag byte (0: uncompressed), a big-endian length
@@ -396,6 +428,15 @@ mod tests {
         expected.extend_from_slice(b"demo.v1.Users");
         assert_eq!(probe.body().as_ref(), &expected[..]);
         assert_eq!(Probe::Grpc { service: String::new() }.body().as_ref(), &[0, 0, 0, 0, 0], "an empty message for the whole server");
+    }
+
+    #[test]
+    fn grpc_codes_are_named() {
+        assert_eq!(grpc_code_name("12"), "UNIMPLEMENTED");
+        assert_eq!(grpc_code_name("5"), "NOT_FOUND");
+        assert_eq!(grpc_code_name("16"), "UNAUTHENTICATED");
+        assert_eq!(grpc_code_name("17"), "not a gRPC status code");
+        assert_eq!(grpc_code_name("x"), "not a gRPC status code");
     }
 
     #[test]
