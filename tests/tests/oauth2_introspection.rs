@@ -29,7 +29,8 @@ const DOWN: &str = "http://127.0.0.1:1";
 /// Every token the tests send, so that none can be looked for in state keys and values.
 const TOKENS: &[&str] = &[
     "tok-alice", "tok-bob", "tok-carol", "tok-inactive", "tok-expired", "tok-short", "tok-noscope", "tok-otheraud",
-    "tok-otheriss", "tok-500", "tok-garbage", "tok-noactive", "tok-slow", "tok-nosub",
+    "tok-otheriss", "tok-500", "tok-garbage", "tok-noactive", "tok-slow", "tok-nosub", "tok-tabscope", "tok-listscope",
+    "tok-numscope", "tok-objscope", "tok-mixedscope",
 ];
 
 /// One call the authorization server received.
@@ -57,6 +58,11 @@ struct Call {
 /// - `tok-short`: active, expiring in one second;
 /// - `tok-noscope`, `tok-otheraud`, `tok-otheriss`: active, with only `profile`, another audience,
 ///   another issuer;
+/// - `tok-tabscope`: active, scope `profile<TAB>orders:read` (one scope: RFC 6749 3.3 delimits with
+///   spaces only);
+/// - `tok-listscope`: active, scope the list `["orders:read", "profile"]` (as some servers send it);
+///   `tok-numscope`, `tok-objscope`, `tok-mixedscope`: scope `5`, `{"orders:read": true}`,
+///   `["orders:read", 5]`;
 /// - `tok-500`: a 500; `tok-garbage`: a 200 that is not JSON; `tok-noactive`: JSON without
 ///   `active`; `tok-slow`: active after 3 s;
 /// - anything else (`tok-inactive`): `{"active": false}`.
@@ -187,6 +193,17 @@ async fn answer(call: &Call) -> Response<Full<Bytes>> {
         "tok-noscope" => active("frank", "profile", serde_json::json!("orders-api"), ISSUER, hour),
         "tok-otheraud" => active("grace", "orders:read", serde_json::json!("shipping-api"), ISSUER, hour),
         "tok-otheriss" => active("heidi", "orders:read", serde_json::json!("orders-api"), "https://evil.test/", hour),
+        "tok-tabscope" => active("ivy", "profile\torders:read", serde_json::json!("orders-api"), ISSUER, hour),
+        "tok-listscope" | "tok-numscope" | "tok-objscope" | "tok-mixedscope" => {
+            let mut v = active("judy", "", serde_json::json!("orders-api"), ISSUER, hour);
+            v["scope"] = match token.as_str() {
+                "tok-listscope" => serde_json::json!(["orders:read", "profile"]),
+                "tok-numscope" => serde_json::json!(5),
+                "tok-objscope" => serde_json::json!({"orders:read": true}),
+                _ => serde_json::json!(["orders:read", 5]),
+            };
+            v
+        }
         "tok-500" => return json(500, serde_json::json!({"error": "server_error"})),
         "tok-garbage" => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"<html>maintenance</html>")));
@@ -396,8 +413,20 @@ async fn a_token_in_the_query_is_used_and_removed_and_keep_token_keeps_it() {
     let r = get(&gw, "/query/x?access_token=tok-bob", &[]).await;
     assert_eq!((r.status.as_u16(), r.json()["query"].clone()), (200, serde_json::Value::Null));
 
+    // An empty or valueless parameter beside the header's token carries no token (not sent
+    // twice), but is the token's parameter: removed too.
+    let empties = [("/query/x?access_token=&a=1", Some("a=1")), ("/query/x?access_token", None), ("/query/x?a=1&access_token=&access_token", Some("a=1"))];
+    for (path, rest) in empties {
+        let r = get(&gw, path, &[("authorization", "Bearer tok-alice")]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.json()["query"].as_str(), rest, "{path}");
+        assert!(r.upstream_header("authorization").is_empty());
+    }
+
     let r = get(&gw, "/keep/x?access_token=tok-alice", &[]).await;
     assert_eq!((r.status.as_u16(), r.json()["query"].as_str()), (200, Some("access_token=tok-alice")));
+    let r = get(&gw, "/keep/x?access_token=", &[("authorization", "Bearer tok-alice")]).await;
+    assert_eq!((r.status.as_u16(), r.json()["query"].as_str()), (200, Some("access_token=")), "`keep_token` keeps it all");
     let r = get(&gw, "/keep/x", &[("authorization", "Bearer tok-alice")]).await;
     assert_eq!(r.upstream_header("authorization"), ["Bearer tok-alice"]);
 
@@ -429,6 +458,45 @@ async fn a_missing_scope_is_a_403_naming_the_scopes_the_route_requires() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = get(&gw, "/read/x", &[("authorization", "Bearer tok-noscope")]).await;
     assert_refused(&r, 403, "forbidden", "Bearer realm=\"airlock\", error=\"insufficient_scope\", scope=\"orders:read\"", "tok-noscope");
+    assert_eq!(r.json()["message"], "the token does not have the scope this route requires");
+    assert_eq!(upstream.hits(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn scopes_are_split_at_spaces_only_and_a_list_of_strings_is_the_same_set() {
+    let upstream = Upstream::start().await;
+    let idp = AuthServer::start().await;
+    let routes = format!(
+        "{}{}",
+        route(&idp, "/read", r#"required_scopes = ["orders:read"], claims_to_headers = { scope = "x-scopes" }"#),
+        route(&idp, "/open", r#"claims_to_headers = { scope = "x-scopes" }"#)
+    );
+    let gw = Gateway::start(&config(&idp, &routes), Some(&upstream)).await;
+    let challenge = "Bearer realm=\"airlock\", error=\"insufficient_scope\", scope=\"orders:read\"";
+
+    // `profile<TAB>orders:read` is one scope (RFC 6749 3.3: `%x20` only), not `orders:read`.
+    let r = get(&gw, "/read/x", &[("authorization", "Bearer tok-tabscope")]).await;
+    assert_refused(&r, 403, "forbidden", challenge, "tok-tabscope");
+    assert_eq!(r.json()["message"], "the token does not have the scope this route requires");
+
+    // A list of strings is the same set of scopes, sent upstream as RFC 7662 writes it.
+    let r = get(&gw, "/read/x", &[("authorization", "Bearer tok-listscope")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-scopes"), ["orders:read profile"]);
+
+    // Any other type grants no scope, and the message says the scopes could not be read rather
+    // than that one is missing.
+    for token in ["tok-numscope", "tok-objscope", "tok-mixedscope"] {
+        let r = get(&gw, "/read/x", &[("authorization", &bearer(token))]).await;
+        assert_refused(&r, 403, "forbidden", challenge, token);
+        let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains("in a form the gateway does not read"), "{token}: {message}");
+    }
+    // Where no scope is required, the scope is not checked.
+    let r = get(&gw, "/open/x", &[("authorization", "Bearer tok-numscope")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.upstream_header("x-scopes").is_empty(), "a number is no scope text");
     assert_eq!(upstream.hits(), 2);
     gw.stop().await;
 }

@@ -56,7 +56,7 @@ pub struct Config {
     /// Seconds of clock skew allowed for `exp` and `nbf`.
     #[serde(default = "default_leeway_s")]
     pub leeway_s: u64,
-    /// Scopes the token must all have (its space-separated `scope`).
+    /// Scopes the token must all have (its `scope`: space-separated, or a list of strings).
     #[serde(default)]
     pub required_scopes: Vec<String>,
     /// The token's `aud` must name one of these.

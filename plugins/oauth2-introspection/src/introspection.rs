@@ -31,41 +31,65 @@ pub enum Answer {
     Inactive,
 }
 
-/// Judges the introspection call's outcome: an answer, or why there is none (for the log; never
-/// the token).
-pub fn judge(outcome: Result<Response, HttpError>) -> Result<Answer, String> {
+/// Why there is no usable answer, for the log (never the token). `what` is the same text for
+/// every failure of its kind, whatever the request (it is the warning, and the gateway merges
+/// identical warning lines); `detail` is what may vary (the HTTP client's error, the JSON
+/// parser's), logged at debug level only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoAnswer {
+    /// The kind of failure, in words.
+    pub what: String,
+    /// What else is known about it.
+    pub detail: Option<String>,
+}
+
+impl NoAnswer {
+    /// A failure with nothing more to say.
+    fn new(what: impl Into<String>) -> Self {
+        Self { what: what.into(), detail: None }
+    }
+
+    /// A failure and its details.
+    fn with(what: &str, detail: impl Into<String>) -> Self {
+        Self { what: what.to_owned(), detail: Some(detail.into()) }
+    }
+}
+
+/// Judges the introspection call's outcome: an answer, or why there is none.
+pub fn judge(outcome: Result<Response, HttpError>) -> Result<Answer, NoAnswer> {
     let response = outcome.map_err(|e| describe_error(&e))?;
     match response.status {
         200 => parse(&response.body),
-        status @ (401 | 403) => Err(format!(
+        status @ (401 | 403) => Err(NoAnswer::new(format!(
             "the introspection endpoint answered {status}: does it know the gateway's `client_id` and `client_secret`?"
-        )),
-        status => Err(format!("the introspection endpoint answered {status}")),
+        ))),
+        status => Err(NoAnswer::new(format!("the introspection endpoint answered {status}"))),
     }
 }
 
 /// Reads a 200's body: a JSON object with a boolean `active`.
-pub fn parse(body: &[u8]) -> Result<Answer, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("the introspection answer is not JSON: {e}"))?;
+pub fn parse(body: &[u8]) -> Result<Answer, NoAnswer> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| NoAnswer::with("the introspection answer is not JSON", e.to_string()))?;
     let Value::Object(claims) = value else {
-        return Err("the introspection answer is not a JSON object".into());
+        return Err(NoAnswer::new("the introspection answer is not a JSON object"));
     };
     match claims.get("active") {
         Some(Value::Bool(true)) => Ok(Answer::Active(claims)),
         Some(Value::Bool(false)) => Ok(Answer::Inactive),
-        Some(_) => Err("the introspection answer's `active` is not a boolean".into()),
-        None => Err("the introspection answer has no `active`".into()),
+        Some(_) => Err(NoAnswer::new("the introspection answer's `active` is not a boolean")),
+        None => Err(NoAnswer::new("the introspection answer has no `active`")),
     }
 }
 
-/// A failed call, in words for the log.
-fn describe_error(e: &HttpError) -> String {
+/// A failed call. The gateway's texts (`Denied`, `Invalid`, `Connect`) go to the detail: the
+/// gateway logs them itself, with the URL, at most every 10 s per plugin definition.
+fn describe_error(e: &HttpError) -> NoAnswer {
     match e {
-        HttpError::Denied(m) => format!("the call was refused by the gateway: {m}"),
-        HttpError::Invalid(m) => format!("the call was invalid: {m}"),
-        HttpError::Connect(m) => format!("the introspection endpoint could not be reached: {m}"),
-        HttpError::Timeout => "the introspection endpoint did not answer within the timeout".to_owned(),
-        HttpError::TooLarge => "the introspection answer was larger than the grant's `max_response_bytes`".to_owned(),
+        HttpError::Denied(m) => NoAnswer::with("the gateway refused the introspection call", m.as_str()),
+        HttpError::Invalid(m) => NoAnswer::with("the introspection call was invalid", m.as_str()),
+        HttpError::Connect(m) => NoAnswer::with("the introspection endpoint could not be reached, or broke the exchange off", m.as_str()),
+        HttpError::Timeout => NoAnswer::new("the introspection endpoint did not answer within the timeout"),
+        HttpError::TooLarge => NoAnswer::new("the introspection answer was larger than the grant's `max_response_bytes`"),
     }
 }
 
@@ -77,6 +101,9 @@ pub enum Refusal {
     Invalid(String),
     /// A required scope is missing: 403 `insufficient_scope`.
     Scope,
+    /// Scopes are required, and the answer's `scope` is neither a string nor a list of strings:
+    /// no scopes, so 403 `insufficient_scope` too. The reason is for the log only.
+    ScopeUnreadable(&'static str),
 }
 
 /// Checks an active token's claims against the route's settings at `now` (seconds since the
@@ -107,8 +134,11 @@ pub fn check(s: &Settings, claims: &Claims, now: i64) -> Result<(), Refusal> {
     if !s.audiences.is_empty() && !audience_matches(&s.audiences, claims.get("aud")) {
         return Err(Refusal::Invalid("`aud` names none of the configured `audiences`".into()));
     }
-    if !has_scopes(&s.required_scopes, claims.get("scope")) {
-        return Err(Refusal::Scope);
+    if !s.required_scopes.is_empty() {
+        let granted = scopes(claims.get("scope")).map_err(Refusal::ScopeUnreadable)?;
+        if !s.required_scopes.iter().all(|r| granted.contains(&r.as_str())) {
+            return Err(Refusal::Scope);
+        }
     }
     Ok(())
 }
@@ -122,10 +152,41 @@ pub fn audience_matches(audiences: &[String], aud: Option<&Value>) -> bool {
     }
 }
 
-/// Whether `scope` (RFC 7662: a space-separated string) has every one of `required`.
-pub fn has_scopes(required: &[String], scope: Option<&Value>) -> bool {
-    let granted: Vec<&str> = scope.and_then(Value::as_str).map(|s| s.split_ascii_whitespace().collect()).unwrap_or_default();
-    required.iter().all(|r| granted.contains(&r.as_str()))
+/// The scopes an answer's `scope` grants: a string split at spaces (U+0020 only: RFC 6749 3.3
+/// delimits scopes with `%x20`, so a tab is part of a scope, not a separator), or, as some servers
+/// send it, a list of strings, each one scope; absent or null: none. Empty scopes are dropped.
+/// Any other type (a number, an object, a list holding something else) is `Err`, the reason for
+/// the log: such an answer grants no scope.
+pub fn scopes(scope: Option<&Value>) -> Result<Vec<&str>, &'static str> {
+    match scope {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(text)) => Ok(text.split(' ').filter(|s| !s.is_empty()).collect()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| match item {
+                Value::String(s) if s.is_empty() => None,
+                Value::String(s) => Some(Ok(s.as_str())),
+                _ => Some(Err("`scope` is a list holding something other than strings")),
+            })
+            .collect(),
+        Some(Value::Bool(_)) => Err("`scope` is a boolean, not a space-separated string or a list of strings"),
+        Some(Value::Number(_)) => Err("`scope` is a number, not a space-separated string or a list of strings"),
+        Some(Value::Object(_)) => Err("`scope` is an object, not a space-separated string or a list of strings"),
+    }
+}
+
+/// The answer's `scope` as RFC 7662 writes it, for the context and a header: a string as it is,
+/// a list of strings joined with spaces (unless an item holds a space, which would split it);
+/// `None` otherwise.
+pub fn scope_text(scope: Option<&Value>) -> Option<String> {
+    match scope? {
+        Value::String(text) => Some(text.clone()),
+        Value::Array(_) => {
+            let list = scopes(scope).ok()?;
+            (!list.is_empty() && !list.iter().any(|s| s.contains(' '))).then(|| list.join(" "))
+        }
+        _ => None,
+    }
 }
 
 /// The consumer id in claim `name`: `Ok(None)` when absent, null or empty; `Err` (the reason,
@@ -270,10 +331,65 @@ mod tests {
             (204, "", "answered 204"),
         ] {
             let err = judge(answer(status, body)).unwrap_err();
-            assert!(err.contains(reason), "{status} {body}: {err}");
+            assert!(err.what.contains(reason), "{status} {body}: {err:?}");
         }
-        assert!(judge(Err(HttpError::Timeout)).unwrap_err().contains("timeout"));
-        assert!(judge(Err(HttpError::Connect("refused".into()))).unwrap_err().contains("refused"));
+        assert!(judge(Err(HttpError::Timeout)).unwrap_err().what.contains("timeout"));
+        let err = judge(Err(HttpError::Connect("refused".into()))).unwrap_err();
+        assert_eq!((err.what.as_str(), err.detail.as_deref()), ("the introspection endpoint could not be reached, or broke the exchange off", Some("refused")));
+    }
+
+    /// The warning is `what`: one text per kind of failure, whatever varies between requests
+    /// (the client's error text, the body's parse error), so identical lines can be merged.
+    #[test]
+    fn a_kind_of_failure_has_one_text() {
+        let what = |outcome: Result<Response, HttpError>| judge(outcome).unwrap_err();
+        for (a, b) in [
+            (
+                Err(HttpError::Connect("tcp connect error: Connection refused (os error 111)".into())),
+                Err(HttpError::Connect("connected, but the connection closed before a complete response: x".into())),
+            ),
+            (Err(HttpError::Denied("a".into())), Err(HttpError::Denied("b".into()))),
+            (Err(HttpError::Invalid("a".into())), Err(HttpError::Invalid("b".into()))),
+            (Err(HttpError::Timeout), Err(HttpError::Timeout)),
+            (Err(HttpError::TooLarge), Err(HttpError::TooLarge)),
+            (answer(200, "<html>req 1</html>"), answer(200, r#"{"active": true} trailing, request 2"#)),
+            (answer(200, "[1]"), answer(200, "\"tok-alice\"")),
+            (answer(502, "a"), answer(502, "b")),
+        ] {
+            let (a, b) = (what(a), what(b));
+            assert_eq!(a.what, b.what, "{a:?} {b:?}");
+        }
+        // The exact texts, as documented for operators.
+        let texts: Vec<String> = [
+            Err(HttpError::Denied("d".into())),
+            Err(HttpError::Invalid("i".into())),
+            Err(HttpError::Connect("c".into())),
+            Err(HttpError::Timeout),
+            Err(HttpError::TooLarge),
+            answer(401, ""),
+            answer(503, ""),
+            answer(200, "x"),
+            answer(200, "[]"),
+            answer(200, r#"{"active": 1}"#),
+            answer(200, "{}"),
+        ]
+        .into_iter()
+        .map(|o| what(o).what)
+        .collect();
+        assert_eq!(texts, [
+            "the gateway refused the introspection call",
+            "the introspection call was invalid",
+            "the introspection endpoint could not be reached, or broke the exchange off",
+            "the introspection endpoint did not answer within the timeout",
+            "the introspection answer was larger than the grant's `max_response_bytes`",
+            "the introspection endpoint answered 401: does it know the gateway's `client_id` and `client_secret`?",
+            "the introspection endpoint answered 503",
+            "the introspection answer is not JSON",
+            "the introspection answer is not a JSON object",
+            "the introspection answer's `active` is not a boolean",
+            "the introspection answer has no `active`",
+        ]);
+        assert!(what(answer(200, "x")).detail.is_some_and(|d| d.contains("line 1")), "the parser's error is the detail");
     }
 
     #[test]
@@ -293,7 +409,21 @@ mod tests {
         assert!(matches!(other(r#"{"iss": "https://idp", "scope": "read write"}"#), Err(Refusal::Invalid(m)) if m.contains("aud")));
         assert_eq!(other(r#"{"iss": "https://idp", "aud": "orders", "scope": "read"}"#), Err(Refusal::Scope));
         assert_eq!(other(r#"{"iss": "https://idp", "aud": "orders"}"#), Err(Refusal::Scope));
-        assert_eq!(other(r#"{"iss": "https://idp", "aud": "orders", "scope": ["read", "write"]}"#), Err(Refusal::Scope), "RFC 7662: a string");
+        // A list of strings (some servers send one) is the same set of scopes.
+        assert_eq!(other(r#"{"iss": "https://idp", "aud": "orders", "scope": ["read", "write"]}"#), Ok(()));
+        assert_eq!(other(r#"{"iss": "https://idp", "aud": "orders", "scope": ["read"]}"#), Err(Refusal::Scope));
+        // A tab is not a separator (RFC 6749 3.3: `%x20`): "admin\tread" is one scope.
+        assert_eq!(other(r#"{"iss": "https://idp", "aud": "orders", "scope": "write admin\tread"}"#), Err(Refusal::Scope));
+        for ws in [r"\n", r"\r", r"\u000b", r"\u000c", r"\u00a0", r"\u3000"] {
+            let json = format!(r#"{{"iss": "https://idp", "aud": "orders", "scope": "write{ws}read"}}"#);
+            assert_eq!(other(&json), Err(Refusal::Scope), "{json}");
+        }
+        // Any other type is no scopes, never a pass, whatever it holds.
+        let odd = [r#"5"#, r#"true"#, r#"{"read": true, "write": true}"#, r#"["read", "write", 5]"#, r#"["read", ["write"]]"#, r#"[null, "read", "write"]"#];
+        for scope in odd {
+            let json = format!(r#"{{"iss": "https://idp", "aud": "orders", "scope": {scope}}}"#);
+            assert!(matches!(other(&json), Err(Refusal::ScopeUnreadable(m)) if m.starts_with("`scope` is")), "{json}");
+        }
         // Nothing configured: nothing checked but time.
         assert_eq!(check(&settings(""), &claims(r#"{"active": true}"#), 0), Ok(()));
     }
@@ -306,10 +436,27 @@ mod tests {
         assert!(!audience_matches(&auds, Some(&serde_json::json!("orders-admin"))));
         assert!(!audience_matches(&auds, Some(&serde_json::json!([7, {"orders": 1}]))));
         assert!(!audience_matches(&auds, None));
-        let req = ["read".to_owned()];
-        assert!(has_scopes(&req, Some(&serde_json::json!("write read"))));
-        assert!(!has_scopes(&req, Some(&serde_json::json!("reader"))), "scope tokens, not substrings");
-        assert!(has_scopes(&[], None));
+        let granted = |json: serde_json::Value| scopes(Some(&json)).map(|s| s.into_iter().map(str::to_owned).collect::<Vec<_>>());
+        assert_eq!(granted(serde_json::json!("write  read ")).unwrap(), ["write", "read"]);
+        assert_eq!(granted(serde_json::json!("reader")).unwrap(), ["reader"], "scope tokens, not substrings");
+        assert_eq!(granted(serde_json::json!("a\tb c")).unwrap(), ["a\tb", "c"], "split at U+0020 only");
+        assert_eq!(granted(serde_json::json!("a\u{a0}b\u{3000}c")).unwrap(), ["a\u{a0}b\u{3000}c"]);
+        assert_eq!(granted(serde_json::json!(["a", "", "b"])).unwrap(), ["a", "b"]);
+        assert_eq!(granted(serde_json::json!([])).unwrap(), Vec::<String>::new());
+        assert!(granted(serde_json::json!(["a", 1])).unwrap_err().contains("list holding something other than strings"));
+        assert!(granted(serde_json::json!(7)).unwrap_err().contains("is a number"));
+        assert!(granted(serde_json::json!({"a": 1})).unwrap_err().contains("is an object"));
+        assert_eq!(scopes(None), Ok(vec![]));
+        assert_eq!(scopes(Some(&serde_json::Value::Null)), Ok(vec![]));
+
+        let text = |json: serde_json::Value| scope_text(Some(&json));
+        assert_eq!(text(serde_json::json!("a b")).as_deref(), Some("a b"));
+        assert_eq!(text(serde_json::json!(["a", "b"])).as_deref(), Some("a b"), "a list, as RFC 7662 writes it");
+        assert_eq!(text(serde_json::json!(["a b", "c"])), None, "an item with a space would be split");
+        assert_eq!(text(serde_json::json!(["a", 1])), None);
+        assert_eq!(text(serde_json::json!([])), None);
+        assert_eq!(text(serde_json::json!(5)), None);
+        assert_eq!(scope_text(None), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! token_type_hint = "access_token"      # sent with the token (default; "" sends none)
 //! timeout_ms = 500                      # default: the grant's `timeout_ms`, which also bounds it
 //! leeway_s = 30                         # clock skew allowed for `exp` and `nbf`
-//! required_scopes = ["orders:read"]     # all of them in the answer's `scope` (else 403)
+//! required_scopes = ["orders:read"]     # all of them in the answer's `scope`, split at spaces or a list (else 403)
 //! audiences = ["orders-api"]            # `aud` names one of them (default: not checked)
 //! issuer = "https://idp.example.com/"   # `iss` is exactly this (default: not checked)
 //! consumer_claim = "sub"                # the claim naming the consumer
@@ -62,7 +62,7 @@ use airlock_sdk::state::{self, StateError};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin, files, http_client, log};
 
 use config::{CONSUMER_HEADERS, Config, Failure, Settings};
-use introspection::{Answer, Claims, Refusal};
+use introspection::{Answer, Claims, NoAnswer, Refusal};
 use wire::Found;
 
 /// `Retry-After` of the 503 `auth_unavailable`, in seconds, as `builtin:forward-auth` sends it.
@@ -138,7 +138,7 @@ impl Plugin for OAuth2Introspection {
                 log::debug("token refused: not active");
                 return self.invalid(req);
             }
-            Err(reason) => return self.failed(req, in_header, query.as_deref(), &reason),
+            Err(no_answer) => return self.failed(req, in_header, query.as_deref(), &no_answer),
         };
         match introspection::check(s, &claims, i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX)) {
             Ok(()) => {}
@@ -148,7 +148,13 @@ impl Plugin for OAuth2Introspection {
             }
             Err(Refusal::Scope) => {
                 log::debug("token refused: a required scope is missing");
-                return self.insufficient_scope(req);
+                return self.insufficient_scope(req, "the token does not have the scope this route requires");
+            }
+            Err(Refusal::ScopeUnreadable(reason)) => {
+                log::debug(format!("token refused: the answer's {reason}: it grants no scope"));
+                let message = "the authorization server gave this token's scopes in a form the gateway does not read, \
+                               so it has none of the scopes this route requires";
+                return self.insufficient_scope(req, message);
             }
         }
         self.hide_token(req, in_header, query.as_deref());
@@ -160,7 +166,7 @@ impl Plugin for OAuth2Introspection {
 impl OAuth2Introspection {
     /// The server's answer for `token`: from the cache when a usable entry is there, else from
     /// the endpoint (then cached, if its kind is). `Err` when there is no usable answer.
-    fn answer(&self, token: &str) -> Result<Answer, String> {
+    fn answer(&self, token: &str) -> Result<Answer, NoAnswer> {
         let s = &self.settings;
         let key = s.caches().then(|| introspection::cache_key(s, token));
         if let Some(key) = &key {
@@ -209,7 +215,9 @@ impl OAuth2Introspection {
         }
     }
 
-    /// Removes the token from where it was found, unless `keep_token`.
+    /// Removes the token from where it was found, unless `keep_token`; and every `token_query`
+    /// parameter, even with the token in the header: an empty one (which carries no token, so
+    /// does not make the token sent twice) is still the token's parameter, not the upstream's.
     fn hide_token(&self, req: &Request, in_header: bool, query: Option<&str>) {
         let s = &self.settings;
         if s.keep_token {
@@ -217,7 +225,10 @@ impl OAuth2Introspection {
         }
         if in_header {
             req.remove_header(&s.token_header);
-        } else if let (Some(query), Some(name)) = (query, &s.token_query) {
+        }
+        if let (Some(query), Some(name)) = (query, &s.token_query)
+            && !wire::query_values(query, name).is_empty()
+        {
             req.set_query(wire::strip_query(query, name).as_deref());
         }
     }
@@ -240,12 +251,18 @@ impl OAuth2Introspection {
             Err(reason) => self.odd_consumer.warn(format!("allowed without a consumer: {reason}")),
         }
         for claim in CONTEXT_CLAIMS {
-            if let Some(text) = claims.get(claim).and_then(Value::as_str).filter(|t| plain_text(t)) {
-                req.context_set(&format!("oauth2.{claim}"), text);
+            if let Some(text) = context_text(claims, claim).filter(|t| plain_text(t)) {
+                req.context_set(&format!("oauth2.{claim}"), &text);
             }
         }
         for (claim, header) in &s.claims_to_headers {
-            match claims.get(claim).and_then(introspection::claim_text) {
+            // A list `scope` as RFC 7662 writes it (space-separated), as it goes to the context.
+            let text = if claim == "scope" {
+                introspection::scope_text(claims.get(claim))
+            } else {
+                claims.get(claim).and_then(introspection::claim_text)
+            };
+            match text {
                 Some(text) if plain_text(&text) => req.set_header(header, text),
                 Some(_) => log::debug(format!("claim `{claim}` not sent as `{header}`: control characters, or longer than {MAX_CLAIM_TEXT_BYTES} bytes")),
                 None => {}
@@ -275,22 +292,22 @@ impl OAuth2Introspection {
             .into()
     }
 
-    /// A required scope is missing: 403 `insufficient_scope`, naming the scopes the route needs.
-    fn insufficient_scope(&self, req: &Request) -> Action {
+    /// A required scope is missing: 403 `insufficient_scope` with `message`, naming the scopes the
+    /// route needs.
+    fn insufficient_scope(&self, req: &Request, message: &str) -> Action {
         let s = &self.settings;
-        ResponseInit::error(403, "forbidden", "the token does not have the scope this route requires", &req.request_id())
+        ResponseInit::error(403, "forbidden", message, &req.request_id())
             .header("www-authenticate", format!("{}, error=\"insufficient_scope\", scope=\"{}\"", s.challenge, s.required_scopes.join(" ")))
             .into()
     }
 
     /// The endpoint gave no usable answer: logs why, then refuses (503) or lets the request
     /// through unauthenticated (without the token), as `failure` says.
-    fn failed(&self, req: &Request, in_header: bool, query: Option<&str>, reason: &str) -> Action {
-        let policy = match self.settings.failure {
-            Failure::Closed => "refusing the request (503)",
-            Failure::Open => "letting the request through unauthenticated (`failure = \"open\"`)",
-        };
-        self.outage.warn(format!("{reason}; {policy}"));
+    fn failed(&self, req: &Request, in_header: bool, query: Option<&str>, no_answer: &NoAnswer) -> Action {
+        if let Some(detail) = &no_answer.detail {
+            log::debug(format!("{}: {detail}", no_answer.what));
+        }
+        self.outage.warn(outage_warning(&no_answer.what, self.settings.failure));
         match self.settings.failure {
             Failure::Closed => Action::Respond(
                 ResponseInit::error(503, "auth_unavailable", "the request could not be authorized now; try again later", &req.request_id())
@@ -307,8 +324,43 @@ impl OAuth2Introspection {
     fn state_failed(&self, what: &str, e: &StateError) {
         match e {
             StateError::Full => log::debug(format!("introspection answer not cached: {e}")),
-            _ => self.state_outage.warn(format!("cannot {what} a cached introspection answer, asking the endpoint: {e}")),
+            _ => {
+                log::debug(format!("cannot {what} a cached introspection answer: {e}"));
+                self.state_outage.warn(state_warning(what, e));
+            }
         }
+    }
+}
+
+/// The warning for an endpoint that gave no usable answer: the kind of failure (`what`, one text
+/// per kind) and what is done about it. Nothing of the request (token, timings, request id): the
+/// gateway merges identical warning lines, so the same failure must read the same.
+fn outage_warning(what: &str, failure: Failure) -> String {
+    let policy = match failure {
+        Failure::Closed => "refusing the request (503)",
+        Failure::Open => "letting the request through unauthenticated (`failure = \"open\"`)",
+    };
+    format!("{what}; {policy}")
+}
+
+/// The warning for a state backend failure (`op`: `look up` or `store`), one text per kind: the
+/// backend's own text (which may vary) is logged at debug level.
+fn state_warning(op: &str, e: &StateError) -> String {
+    let why = match e {
+        StateError::Unavailable(_) => "the state backend is unavailable",
+        StateError::Invalid(_) => "the state backend refused the operation",
+        StateError::Full => "the state store is full",
+    };
+    format!("cannot {op} a cached introspection answer ({why}), asking the endpoint")
+}
+
+/// A claim copied into the context as `oauth2.<claim>`: a string as it is; `scope` also a list
+/// of strings, joined with spaces ([`introspection::scope_text`]).
+fn context_text(claims: &Claims, claim: &str) -> Option<String> {
+    if claim == "scope" {
+        introspection::scope_text(claims.get(claim))
+    } else {
+        claims.get(claim).and_then(Value::as_str).map(str::to_owned)
     }
 }
 
@@ -350,6 +402,35 @@ mod tests {
     fn only_the_request_phase_runs() {
         let plugin = airlock_sdk::configure::<OAuth2Introspection>(&format!("{{{BASE}}}")).unwrap();
         assert_eq!(plugin.configured_descriptor(), Descriptor::request_only());
+    }
+
+    /// The exact warning texts: one per kind of failure, nothing of the request in them.
+    #[test]
+    fn warnings_are_one_text_per_kind_of_failure() {
+        assert_eq!(
+            outage_warning("the introspection endpoint did not answer within the timeout", Failure::Closed),
+            "the introspection endpoint did not answer within the timeout; refusing the request (503)"
+        );
+        assert_eq!(
+            outage_warning("the introspection endpoint answered 500", Failure::Open),
+            "the introspection endpoint answered 500; letting the request through unauthenticated (`failure = \"open\"`)"
+        );
+        let a = state_warning("look up", &StateError::Unavailable("connecting: no answer within 250 ms".into()));
+        let b = state_warning("look up", &StateError::Unavailable("connection closed".into()));
+        assert_eq!(a, b);
+        assert_eq!(a, "cannot look up a cached introspection answer (the state backend is unavailable), asking the endpoint");
+        assert_eq!(
+            state_warning("store", &StateError::Invalid("value larger than 65536 bytes".into())),
+            "cannot store a cached introspection answer (the state backend refused the operation), asking the endpoint"
+        );
+    }
+
+    #[test]
+    fn a_list_scope_goes_to_the_context_as_rfc_7662_writes_it() {
+        let claims: Claims = airlock_sdk::serde_json::from_str(r#"{"scope": ["a", "b"], "sub": "alice", "client_id": 5}"#).unwrap();
+        assert_eq!(context_text(&claims, "scope").as_deref(), Some("a b"));
+        assert_eq!(context_text(&claims, "sub").as_deref(), Some("alice"));
+        assert_eq!(context_text(&claims, "client_id"), None, "strings only");
     }
 
     #[test]

@@ -228,6 +228,10 @@ mod tests {
         assert_eq!(find(&h(&[]), true, Some("a=1&access_token=t%2B1"), Some("access_token")), one("t+1", false));
         assert_eq!(find(&h(&[]), true, Some("access_token="), Some("access_token")), Found::Missing);
         assert_eq!(find(&h(&["Bearer t1"]), true, Some("access_token=t2"), Some("access_token")), Found::Several);
+        // An empty or valueless parameter carries no token: the header's is the one (and the
+        // parameter is removed with it, unless `keep_token`).
+        assert_eq!(find(&h(&["Bearer t1"]), true, Some("access_token="), Some("access_token")), one("t1", true));
+        assert_eq!(find(&h(&["Bearer t1"]), true, Some("a=1&access_token"), Some("access_token")), one("t1", true));
         assert_eq!(find(&h(&["Bearer t1", "Bearer t2"]), true, None, None), Found::Several);
         assert_eq!(find(&h(&[]), true, Some("access_token=a&access%5Ftoken=b"), Some("access_token")), Found::Several);
         assert_eq!(find(&h(&[" raw-token "]), false, None, None), one("raw-token", true));
