@@ -89,6 +89,17 @@ plugin = "builtin:request-validator"
 config = { body_schema = { "$ref" = "#/$defs/node", "$defs" = { node = { type = ["array", "integer"], items = { "$ref" = "#/$defs/node" } } } } }
 
 [[routes]]
+id = "money"
+path = "/money"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:request-validator"
+[routes.plugins.config]
+body_required = false
+body_schema = { type = "object", properties = { price = { type = "number", multipleOf = 0.01 }, role = { enum = ["user"] }, login = { type = "string", pattern = '^\S+$' }, loop = { "$ref" = "#/properties/loop" }, items = { type = "array" } } }
+parameters = [{ name = "tag", in = "query", schema = { type = "array", items = { type = "string", maxLength = 3 } } }]
+
+[[routes]]
 id = "uncaptured"
 path = "/things"
 upstream = "backend"
@@ -355,6 +366,46 @@ async fn a_deeply_nested_body_is_a_400_and_the_gateway_keeps_serving() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn decimals_duplicate_keys_unicode_spaces_and_encoded_commas_are_read_as_the_upstream_would() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    // `multipleOf` on decimal values: 19.99 is a multiple of 0.01 (not in f64 division).
+    for price in ["19.99", "0.07", "4.35", "100.01", "-0.29"] {
+        let r = post(&client, &gw, "/money", &[JSON], format!(r#"{{"price": {price}}}"#).as_bytes()).await;
+        assert_eq!(r.status.as_u16(), 200, "{price}: {}", r.text());
+    }
+    let r = post(&client, &gw, "/money", &[JSON], br#"{"price": 19.999}"#).await;
+    assert_eq!(errors(&r), [body_error("/price", "19.999 is not multipleOf 0.01")]);
+    let hits = upstream.hits();
+    // A key twice in an object: refused, wherever the object is, before the schema runs.
+    let r = post(&client, &gw, "/money", &[JSON], br#"{"role": "admin", "role": "user"}"#).await;
+    assert_eq!(errors(&r), [body_error("", r#"the key "role" is given more than once in this object"#)]);
+    let r = post(&client, &gw, "/money", &[JSON], br#"{"items": [{}, {"a": 1, "b": 2, "a": 3}]}"#).await;
+    assert_eq!(errors(&r), [body_error("/items/1", r#"the key "a" is given more than once in this object"#)]);
+    // `\S` is ECMA-262's: no Unicode space of any kind.
+    for space in [r"\u3000", r"\u2000", r"\u1680", r"\u202f", r"\u2028", r"\t"] {
+        let r = post(&client, &gw, "/money", &[JSON], format!(r#"{{"login": "a{space}b"}}"#).as_bytes()).await;
+        assert_eq!(r.status.as_u16(), 400, "{space}: {}", r.text());
+    }
+    let r = post(&client, &gw, "/money", &[JSON], br#"{"login": "a b"}"#).await;
+    assert_eq!(errors(&r), [body_error("/login", r"'a b' does not match pattern '^\\S+$'")], "the pattern as written");
+    // An encoded comma is part of an item, not a separator.
+    let r = client.get(&gw.url("/money?tag=abc%2Cdef")).await;
+    assert_eq!(errors(&r), [param_error("query", "tag", "/0", "length must be <=3, but got 7")]);
+    assert_eq!(upstream.hits(), hits, "none refused reached the upstream");
+    let r = client.get(&gw.url("/money?tag=abc,de%2B")).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    // A reference loop no value reached at configure: the client learns nothing of the schema.
+    let r = post(&client, &gw, "/money", &[JSON], br#"{"loop": 1}"#).await;
+    let found = errors(&r);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].3.contains("configuration error"), "{found:?}");
+    assert!(!r.text().contains("request-validator.invalid") && !r.text().contains("$ref"), "{}", r.text());
+    gw.stop().await;
+}
+
 /// `file:<path>` reads the schema from the directory granted to a `[plugins.<name>]` definition;
 /// without a grant it is a config error.
 #[tokio::test]
@@ -430,6 +481,15 @@ async fn bad_configs_are_refused_at_their_line_naming_the_key() {
         ("parameters = [{ name = \"limit\", in = \"query\", schema = { type = \"integer\", maximum = \"ten\" } }]", 10, "`parameters[0].schema.maximum`: not a valid JSON Schema"),
         ("content_types = [\"application/json\"]\nparameters = [{ name = \"q\", in = \"query\" }]", 10, "`content_types` goes with `body_schema`"),
         ("verbose = true", 9, "nothing to validate: give `body_schema` and/or `parameters`"),
+        ("body_schema = { \"$ref\" = \"#\" }", 10, "`body_schema`: the schema's references loop without reading the value"),
+        (
+            r##"body_schema = '''{"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}'''"##,
+            10,
+            "`body_schema`: the schema's references loop without reading the value",
+        ),
+        ("parameters = [{ name = \"id\", in = \"query\", schema = { \"$ref\" = \"#\" } }]", 10, "`parameters[0].schema`: the schema's references loop"),
+        ("body_schema = { properties = { a = { \"$ref\" = \"#/$defs/nope\" } } }", 10, "`body_schema`: at `/properties/a/$ref`: `#/$defs/nope` refers to nothing in the schema"),
+        ("body_schema = { properties = { a = { pattern = \"^(a{1000}){1000}$\" } } }", 10, "`body_schema.properties.a.pattern`: `^(a{1000}){1000}$` is not a regex the plugin can run"),
     ] {
         let err = Gateway::try_start(&route(config), Some(&upstream)).await.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(

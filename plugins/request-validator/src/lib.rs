@@ -35,8 +35,11 @@
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+pub mod body;
+pub mod exact;
 pub mod media;
 pub mod params;
+pub mod pattern;
 pub mod report;
 pub mod schema;
 
@@ -152,10 +155,12 @@ impl Plugin for RequestValidator {
                     return Action::Respond(ResponseInit::error(415, "unsupported_media_type", &message, &req.request_id()));
                 }
                 // serde_json's recursion limit (128 levels) turns a deeply nested body into a
-                // parse error here, before anything recursive runs over it.
-                match serde_json::from_slice::<Value>(&body) {
+                // parse error here, before anything recursive runs over it. A key twice in an
+                // object is refused before the schema runs: it would see only the last one.
+                match body::parse(&body) {
                     Ok(value) => rules.schema.check(&value, &mut failures, &Failure::body),
-                    Err(e) => failures.push(Failure::invalid_json(&e)),
+                    Err(body::Refused::Invalid(e)) => failures.push(Failure::invalid_json(&e)),
+                    Err(body::Refused::Duplicate { pointer, key }) => failures.push(Failure::duplicate_key(pointer, &key)),
                 }
             }
         }

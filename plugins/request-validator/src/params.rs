@@ -175,7 +175,7 @@ impl Shape {
     pub fn convert(&self, location: Location, values: &[String]) -> Result<Value, String> {
         let Some(items) = &self.array else {
             return match values {
-                [one] => Ok(convert(one, &self.scalars)),
+                [one] => Ok(convert(&decoded(location, one), &self.scalars)),
                 _ => Err(format!("given {} times; the schema takes one value", values.len())),
             };
         };
@@ -185,7 +185,13 @@ impl Shape {
             (_, [one]) => one.split(',').collect(),
             _ => values.iter().map(String::as_str).collect(),
         };
-        let converted = pieces.iter().enumerate().map(|(i, piece)| convert(piece, items.prefix.get(i).unwrap_or(&items.rest))).collect();
+        // A query value is split at its literal commas, then decoded: `%2C` is a comma in an
+        // item (OpenAPI's `form` style).
+        let converted = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| convert(&decoded(location, piece), items.prefix.get(i).unwrap_or(&items.rest)))
+            .collect();
         Ok(Value::Array(converted))
     }
 }
@@ -257,17 +263,26 @@ fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
     here
 }
 
-/// Every value of query parameter `name` in a raw query string, in order, form-decoded (`+` is a
-/// space, `%XX` a byte; names are compared decoded).
+/// Every value of query parameter `name` in a raw query string, in order, as sent (names are
+/// compared form-decoded): [`Shape::convert`] decodes them once an array's are split.
 pub fn query_values(query: &str, name: &str) -> Vec<String> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .filter_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (form_decode(key) == name).then(|| form_decode(value))
+            (form_decode(key) == name).then(|| value.to_owned())
         })
         .collect()
+}
+
+/// A value (or an array's item) as the schema sees it: a query's form-decoded (`+` is a space,
+/// `%XX` a byte), others as they are (path parameters come decoded from the gateway).
+fn decoded(location: Location, value: &str) -> std::borrow::Cow<'_, str> {
+    match location {
+        Location::Query => std::borrow::Cow::Owned(form_decode(value)),
+        _ => std::borrow::Cow::Borrowed(value),
+    }
 }
 
 /// Decodes `application/x-www-form-urlencoded` text: `+` is a space, then `%XX` escapes.
@@ -299,7 +314,7 @@ mod tests {
         assert_eq!(int.convert(Location::Query, &values(&["-7"])), Ok(json!(-7)));
         assert_eq!(int.convert(Location::Query, &values(&["1.5"])), Ok(json!(1.5)), "a number: the schema says it is no integer");
         for not_a_number in ["abc", "", " 1", "1 ", "+1", "01", "0x10", "NaN", "1e999", "1.", "-"] {
-            assert_eq!(int.convert(Location::Query, &values(&[not_a_number])), Ok(json!(not_a_number)), "{not_a_number:?}");
+            assert_eq!(int.convert(Location::Path, &values(&[not_a_number])), Ok(json!(not_a_number)), "{not_a_number:?}");
         }
         let num = shape(json!({"type": "number"}));
         assert_eq!(num.convert(Location::Header, &values(&["2.5e1"])), Ok(json!(25.0)));
@@ -344,12 +359,28 @@ mod tests {
 
     #[test]
     fn query_values_are_form_decoded() {
-        assert_eq!(query_values("a=1&tag=x+y%21&tag=%7A&b", "tag"), ["x y!", "z"]);
+        let decoded = |query: &str, name: &str| {
+            query_values(query, name).iter().map(|v| shape(json!({})).convert(Location::Query, std::slice::from_ref(v)).unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(query_values("a=1&tag=x+y%21&tag=%7A&b", "tag"), ["x+y%21", "%7A"], "as sent");
+        assert_eq!(decoded("a=1&tag=x+y%21&tag=%7A&b", "tag"), [json!("x y!"), json!("z")]);
         assert_eq!(query_values("t%61g=1&flag", "tag"), ["1"]);
         assert_eq!(query_values("flag&a=1", "flag"), [""]);
-        assert_eq!(query_values("a=%zz%+1", "a"), ["%zz% 1"]);
-        assert_eq!(query_values("a=%2B", "a"), ["+"], "an encoded plus is a plus");
+        assert_eq!(decoded("a=%zz%+1", "a"), [json!("%zz% 1")]);
+        assert_eq!(decoded("a=%2B", "a"), [json!("+")], "an encoded plus is a plus");
         assert!(query_values("a=1", "b").is_empty());
+        let int = shape(json!({"type": "integer"}));
+        assert_eq!(int.convert(Location::Query, &values(&["%35"])), Ok(json!(5)), "decoded, then converted");
+    }
+
+    #[test]
+    fn an_encoded_comma_is_data_in_a_query_array() {
+        let strings = shape(json!({"type": "array", "items": {"type": "string"}}));
+        assert_eq!(strings.convert(Location::Query, &values(&["abc%2Cdef"])), Ok(json!(["abc,def"])));
+        assert_eq!(strings.convert(Location::Query, &values(&["a%2cb,c+d"])), Ok(json!(["a,b", "c d"])));
+        assert_eq!(strings.convert(Location::Query, &values(&["a%2Cb", "c"])), Ok(json!(["a,b", "c"])), "repeated: each decoded");
+        let ints = shape(json!({"type": "array", "items": {"type": "integer"}}));
+        assert_eq!(ints.convert(Location::Query, &values(&["1%2C2"])), Ok(json!(["1,2"])));
     }
 
     #[test]

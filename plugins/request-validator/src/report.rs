@@ -69,6 +69,17 @@ impl Failure {
         Self { headline: Some(message.clone()), ..Self::body(String::new(), message) }
     }
 
+    /// An object of the body (at `pointer`) has `key` more than once.
+    pub fn duplicate_key(pointer: String, key: &str) -> Self {
+        const SHOWN: usize = 100;
+        let mut shown: String = key.chars().take(SHOWN).collect();
+        if shown.len() < key.len() {
+            shown.push('…');
+        }
+        let shown = serde_json::to_string(&shown).unwrap_or_default();
+        Self::body(crate::schema::clip(pointer, crate::schema::MAX_POINTER), format!("the key {shown} is given more than once in this object"))
+    }
+
     /// A required parameter is not in the request.
     pub fn missing(place: Place, name: &str) -> Self {
         let headline = format!("missing required {} parameter `{name}`", place.as_str());

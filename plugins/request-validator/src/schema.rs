@@ -1,9 +1,13 @@
 //! JSON Schemas from the config: read (inline, JSON text or `file:`), compiled once with boon,
 //! and run against a request's values.
 
-use boon::{CompileError, Compiler, Draft, ErrorKind, InstanceToken, SchemaIndex, Schemas, UrlLoader, ValidationError};
-use serde_json::Value;
+use std::collections::HashMap;
 
+use boon::{CompileError, Compiler, Draft, ErrorKind, InstanceToken, SchemaIndex, Schemas, UrlLoader, ValidationError};
+use serde_json::{Map, Value};
+
+use crate::exact;
+use crate::pattern;
 use crate::report::{Failure, Failures};
 
 /// Where each schema is compiled: a base that no `$ref` can reach, so that a relative `$ref`
@@ -17,6 +21,9 @@ const ROOT: &str = "https://schema.request-validator.invalid/schema.json";
 pub struct Schema {
     schemas: Schemas,
     index: SchemaIndex,
+    /// The schema's regexes as the plugin rewrote them ([`pattern::ecma`]), to the text the
+    /// operator wrote: messages quote the latter.
+    originals: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Schema {
@@ -68,17 +75,54 @@ impl Schema {
     /// error starts with the key, deeper when the schema is inline and the fault is at a key
     /// of its own (`body_schema.properties.name.pattern`).
     pub fn compile(key: &str, document: &Document) -> Result<Self, String> {
+        let mut value = document.value.clone();
+        let mut regexes = Regexes::default();
+        rewrite_regexes(&mut value, &mut Vec::new(), &mut regexes);
+        for (at, regex) in &regexes.found {
+            if let Err(regex::Error::CompiledTooBig(limit)) = regex::Regex::new(regex) {
+                let written = regexes.originals.get(regex).unwrap_or(regex);
+                return Err(format!(
+                    "{}: `{written}` is not a regex the plugin can run: it compiles to more than {limit} bytes; write it with smaller repetition counts",
+                    located(key, document.inline, at)
+                ));
+            }
+        }
         let mut compiler = Compiler::new();
         compiler.set_default_draft(Draft::V2020_12);
         compiler.use_loader(Box::new(Refuse));
         let mut schemas = Schemas::new();
-        if let Err(e) = compiler.add_resource(ROOT, document.value.clone()) {
-            return Err(compile_error(key, document.inline, &e));
+        if let Err(e) = compiler.add_resource(ROOT, value) {
+            return Err(compile_error(key, document, &regexes, &e));
         }
-        match compiler.compile(ROOT, &mut schemas) {
-            Ok(index) => Ok(Self { schemas, index }),
-            Err(e) => Err(compile_error(key, document.inline, &e)),
+        let index = compiler.compile(ROOT, &mut schemas).map_err(|e| compile_error(key, document, &regexes, &e))?;
+        let schema = Self { schemas, index, originals: regexes.originals };
+        schema.refuse_loops(key)?;
+        Ok(schema)
+    }
+
+    /// Refuses a schema whose references loop without reading the value (`{"$ref": "#"}`, two
+    /// `$defs` referring to each other): boon finds such a loop only when a value reaches it,
+    /// and then fails that value. A few values of each type are run through it here, so the
+    /// loops they reach are the operator's error at configure and not every client's 400.
+    fn refuse_loops(&self, key: &str) -> Result<(), String> {
+        let probes = [Value::Null, Value::Bool(true), Value::from(0), Value::from(0.5), Value::from(""), Value::Array(Vec::new()), Value::Object(Map::new())];
+        for probe in &probes {
+            let Err(error) = self.schemas.validate(probe, self.index) else { continue };
+            let mut found = None;
+            reported(&error, &mut |node| {
+                if let (None, ErrorKind::RefCycle { url, kw_loc1, kw_loc2 }) = (&found, &node.kind) {
+                    found = Some(format!(
+                        "`{key}`: the schema's references loop without reading the value: `{kw_loc1}` and `{kw_loc2}` both lead to `{}` \
+                         (a `$ref` back to the schema that holds it, directly or through others); every value reaching it would be refused",
+                        shown_url(url)
+                    ));
+                }
+            });
+            if let Some(message) = found {
+                return Err(message);
+            }
         }
+        Ok(())
     }
 
     /// Validates `instance`, adding what fails to `failures` as `failure(pointer, message)`
@@ -86,16 +130,125 @@ impl Schema {
     /// pointers its keys: both are cut at [`MAX_MESSAGE`] and [`MAX_POINTER`] bytes, so that a
     /// huge value does not come back ten times over.
     pub fn check(&self, instance: &Value, failures: &mut Failures, failure: &dyn Fn(String, String) -> Failure) {
-        if let Err(error) = self.schemas.validate(instance, self.index) {
-            reported(&error, &mut |node| {
-                failures.push_with(|| failure(clip(node.instance_location.to_string(), MAX_POINTER), clip(message(node), MAX_MESSAGE)))
-            });
-        }
+        let Some(error) = self.failed(instance) else { return };
+        reported(&error, &mut |node| {
+            if let ErrorKind::RefCycle { .. } = node.kind {
+                // The schema's fault, found by no probe at configure: its detail (the schema's
+                // URIs and keys) is for the log, not the client.
+                airlock_sdk::log::debug(format!("request-validator: the schema loops at `{}`: {}", node.instance_location, node.kind));
+            }
+            failures.push_with(|| failure(clip(node.instance_location.to_string(), MAX_POINTER), clip(self.message(node), MAX_MESSAGE)))
+        });
     }
 
     /// Whether `instance` passes.
     pub fn is_valid(&self, instance: &Value) -> bool {
-        self.schemas.validate(instance, self.index).is_ok()
+        self.failed(instance).is_none()
+    }
+
+    /// Boon's errors for `instance`, without the `multipleOf` ones that exact decimal
+    /// arithmetic disproves ([`exact::prune`]); `None`: it passes.
+    fn failed<'s, 'v>(&'s self, instance: &'v Value) -> Option<ValidationError<'s, 'v>> {
+        self.schemas.validate(instance, self.index).err().and_then(exact::prune)
+    }
+
+    /// The message of a reported error: [`kind_text`], with an `anyOf`/`oneOf`'s alternatives'
+    /// first failures after it.
+    fn message(&self, error: &ValidationError<'_, '_>) -> String {
+        message(error, &|kind| self.kind_text(kind))
+    }
+
+    /// What boon says of an error, except that a pattern is quoted as the operator wrote it
+    /// and a reference loop says nothing of the schema's insides.
+    fn kind_text(&self, kind: &ErrorKind<'_, '_>) -> String {
+        match kind {
+            ErrorKind::Pattern { got, want } => match self.originals.get(*want) {
+                Some(original) => ErrorKind::Pattern { got: got.clone(), want: original }.to_string(),
+                None => kind.to_string(),
+            },
+            ErrorKind::RefCycle { .. } => "the schema cannot be evaluated for this value (its references loop: a gateway configuration error)".to_owned(),
+            _ => kind.to_string(),
+        }
+    }
+}
+
+/// A boon URL as shown to an operator: the schema's own without the plugin's base.
+fn shown_url(url: &str) -> String {
+    url.replace(ROOT, "").replace(BASE, "")
+}
+
+/// The regexes of a schema, as [`rewrite_regexes`] found them.
+#[derive(Debug, Default)]
+struct Regexes {
+    /// Each regex rewritten, to the text written.
+    originals: HashMap<String, String>,
+    /// Where each regex is (a `pattern`, or a `patternProperties` key's object), and the
+    /// regex as boon gets it.
+    found: Vec<(Vec<Token>, String)>,
+}
+
+/// The keywords whose value is a schema, a list of schemas, or an object of schemas, in every
+/// draft: the places [`rewrite_regexes`] goes.
+const ONE_SCHEMA: &[&str] =
+    &["additionalItems", "additionalProperties", "contains", "contentSchema", "else", "if", "items", "not", "propertyNames", "then", "unevaluatedItems", "unevaluatedProperties"];
+const SCHEMA_LISTS: &[&str] = &["allOf", "anyOf", "items", "oneOf", "prefixItems"];
+const SCHEMA_MAPS: &[&str] = &["$defs", "definitions", "dependencies", "dependentSchemas", "patternProperties", "properties"];
+
+/// Rewrites the regexes of the schema `node` (at `at`) and of its subschemas with
+/// [`pattern::ecma`], so that boon runs them with ECMA-262's `\s`, `\d`, `\w` and `\b`; notes
+/// each one in `regexes`. Only keywords that hold schemas are entered (an `enum`, `const` or
+/// `default` value is data).
+fn rewrite_regexes(node: &mut Value, at: &mut Vec<Token>, regexes: &mut Regexes) {
+    let Value::Object(object) = node else { return };
+    if let Some(Value::String(text)) = object.get_mut("pattern") {
+        if let Some(rewritten) = pattern::ecma(text) {
+            regexes.originals.insert(rewritten.clone(), std::mem::replace(text, rewritten));
+        }
+        let mut here = at.clone();
+        here.push(Token::Key("pattern".to_owned()));
+        regexes.found.push((here, text.clone()));
+    }
+    if let Some(Value::Object(properties)) = object.get_mut("patternProperties") {
+        let written = std::mem::take(properties);
+        let mut renamed = Map::new();
+        for (name, schema) in &written {
+            let name = match pattern::ecma(name) {
+                // Two keys that would become one are left to boon's own translation.
+                Some(rewritten) if !written.contains_key(&rewritten) && !renamed.contains_key(&rewritten) => {
+                    regexes.originals.insert(rewritten.clone(), name.clone());
+                    rewritten
+                }
+                _ => name.clone(),
+            };
+            let mut here = at.clone();
+            here.push(Token::Key("patternProperties".to_owned()));
+            regexes.found.push((here, name.clone()));
+            renamed.insert(name, schema.clone());
+        }
+        *properties = renamed;
+    }
+    for (key, value) in object.iter_mut() {
+        let key = key.as_str();
+        at.push(Token::Key(key.to_owned()));
+        match value {
+            Value::Object(_) if ONE_SCHEMA.contains(&key) => rewrite_regexes(value, at, regexes),
+            Value::Array(list) if SCHEMA_LISTS.contains(&key) => {
+                for (i, item) in list.iter_mut().enumerate() {
+                    at.push(Token::Index(i));
+                    rewrite_regexes(item, at, regexes);
+                    at.pop();
+                }
+            }
+            Value::Object(map) if SCHEMA_MAPS.contains(&key) => {
+                for (name, item) in map.iter_mut() {
+                    at.push(Token::Key(name.clone()));
+                    rewrite_regexes(item, at, regexes);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+        at.pop();
     }
 }
 
@@ -106,7 +259,7 @@ pub const MAX_MESSAGE: usize = 300;
 pub const MAX_POINTER: usize = 1000;
 
 /// `text` cut to at most `max` bytes (at a character boundary), ending in `…` when cut.
-fn clip(mut text: String, max: usize) -> String {
+pub fn clip(mut text: String, max: usize) -> String {
     if text.len() <= max {
         return text;
     }
@@ -132,10 +285,10 @@ fn reported<'a, 's, 'v>(error: &'a ValidationError<'s, 'v>, visit: &mut dyn FnMu
     }
 }
 
-/// The message of a reported error: boon's, with an `anyOf`/`oneOf`'s alternatives' first
-/// failures after it.
-fn message(error: &ValidationError<'_, '_>) -> String {
-    let own = error.kind.to_string();
+/// The message of a reported error: `text` of its kind, with an `anyOf`/`oneOf`'s
+/// alternatives' first failures after it.
+fn message(error: &ValidationError<'_, '_>, text: &dyn Fn(&ErrorKind<'_, '_>) -> String) -> String {
+    let own = text(&error.kind);
     if error.causes.is_empty() || !matches!(error.kind, ErrorKind::AnyOf | ErrorKind::OneOf(None)) {
         return own;
     }
@@ -150,7 +303,7 @@ fn message(error: &ValidationError<'_, '_>) -> String {
             }
             let at = leaf.instance_location.to_string();
             // Nested alternatives are named, not expanded.
-            let what = leaf.kind.to_string();
+            let what = text(&leaf.kind);
             parts.push(if at == here { what } else { format!("`{at}`: {what}") });
         });
     }
@@ -159,7 +312,9 @@ fn message(error: &ValidationError<'_, '_>) -> String {
 }
 
 /// A compile error as a config error naming the key.
-fn compile_error(key: &str, inline: bool, error: &CompileError) -> String {
+fn compile_error(key: &str, document: &Document, regexes: &Regexes, error: &CompileError) -> String {
+    let inline = document.inline;
+    let original = |regex: &str| regexes.originals.get(regex).cloned().unwrap_or_else(|| regex.to_owned());
     match error {
         CompileError::LoadUrlError { url, .. } | CompileError::UnsupportedUrlScheme { url } => {
             let shown = url.strip_prefix(BASE).unwrap_or(url);
@@ -177,8 +332,20 @@ fn compile_error(key: &str, inline: bool, error: &CompileError) -> String {
                 if first.is_none() {
                     let mut tokens = base.clone();
                     tokens.extend(at);
-                    let message = one_line(&message(node));
-                    first = Some((tokens, name.map_or(message.clone(), |name| format!("the key `{name}`: {message}"))));
+                    // A regex is quoted as the operator wrote it.
+                    let text = |kind: &ErrorKind<'_, '_>| {
+                        let text = kind.to_string();
+                        let rewritten = match kind {
+                            ErrorKind::Format { got, .. } => got.as_str(),
+                            _ => None,
+                        };
+                        match rewritten.and_then(|r| regexes.originals.get(r).map(|written| (r, written))) {
+                            Some((rewritten, written)) => text.replace(rewritten, written),
+                            None => text,
+                        }
+                    };
+                    let message = one_line(&message(node, &text));
+                    first = Some((tokens, name.map_or(message.clone(), |name| format!("the key `{}`: {message}", original(name)))));
                 }
             });
             let Some((tokens, message)) = first else { return format!("`{key}`: not a valid JSON Schema") };
@@ -187,10 +354,56 @@ fn compile_error(key: &str, inline: bool, error: &CompileError) -> String {
         }
         CompileError::InvalidRegex { url, regex, src } => {
             let tokens = fragment_tokens(url);
-            format!("{}: `{regex}` is not a regex the plugin can run: {}", located(key, inline, &tokens), one_line(&src.to_string()))
+            format!("{}: `{}` is not a regex the plugin can run: {}", located(key, inline, &tokens), original(regex), one_line(&src.to_string()))
+        }
+        CompileError::JsonPointerNotFound(url) | CompileError::AnchorNotFound { url, .. } => {
+            let target = match error {
+                CompileError::AnchorNotFound { reference, .. } => reference.clone(),
+                _ => url.clone(),
+            };
+            let shown = shown_url(&target);
+            let mut at = Vec::new();
+            match dangling_ref(&document.value, &shown, &mut at) {
+                true => format!("{}: `{shown}` refers to nothing in the schema", located(key, inline, &at)),
+                false => format!("`{key}`: `{shown}` refers to nothing in the schema"),
+            }
         }
         CompileError::Bug(src) => format!("`{key}`: {}", one_line(&src.to_string())),
-        other => format!("`{key}`: {}", one_line(&format!("{other:#}").replace(ROOT, "the schema").replace(BASE, ""))),
+        other => format!("`{key}`: {}", one_line(&shown_url(&format!("{other:#}")))),
+    }
+}
+
+/// Finds (in `at`) the `$ref` in `node` whose value is `target` (`#/$defs/nope`, as written or
+/// percent-encoded).
+fn dangling_ref(node: &Value, target: &str, at: &mut Vec<Token>) -> bool {
+    match node {
+        Value::Object(object) => {
+            if let Some(Value::String(reference)) = object.get("$ref")
+                && (reference == target || percent_decode(reference) == percent_decode(target))
+            {
+                at.push(Token::Key("$ref".to_owned()));
+                return true;
+            }
+            for (key, value) in object {
+                at.push(Token::Key(key.clone()));
+                if dangling_ref(value, target, at) {
+                    return true;
+                }
+                at.pop();
+            }
+            false
+        }
+        Value::Array(list) => {
+            for (i, value) in list.iter().enumerate() {
+                at.push(Token::Index(i));
+                if dangling_ref(value, target, at) {
+                    return true;
+                }
+                at.pop();
+            }
+            false
+        }
+        _ => false,
     }
 }
 
@@ -425,6 +638,88 @@ mod tests {
         let err = compile(json!({"allOf": [{"type": "string"}, {"required": "name"}]})).unwrap_err();
         assert!(err.starts_with("`body_schema.allOf[1].required`: "), "{err}");
         assert!(compile(json!(5)).unwrap_err().starts_with("`body_schema`: not a valid JSON Schema"));
+    }
+
+    #[test]
+    fn multiple_of_is_exact_in_decimal() {
+        let schema = compile(json!({"properties": {"price": {"type": "number", "multipleOf": 0.01}, "q": {"multipleOf": 0.1}, "n": {"multipleOf": 2}, "big": {"multipleOf": 1e-308}}})).unwrap();
+        for price in [19.99, 0.07, 4.35, 1.1, 100.01, 0.0, -19.99] {
+            assert!(schema.is_valid(&json!({"price": price})), "{price}");
+        }
+        assert!(schema.is_valid(&json!({"q": 0.3})));
+        assert_eq!(failures(&schema, json!({"price": 19.999})), [("/price".to_owned(), "19.999 is not multipleOf 0.01".to_owned())]);
+        assert_eq!(failures(&schema, json!({"n": 7, "q": 0.35})).len(), 2);
+        assert_eq!(failures(&schema, json!({"n": 7}))[0].0, "/n");
+        // Beyond 128-bit arithmetic boon's verdict stands, without a panic.
+        let _ = failures(&schema, json!({"big": 1e308}));
+        let point_two = compile(json!({"multipleOf": 0.2})).unwrap();
+        assert!(!point_two.is_valid(&json!(0.3)) && point_two.is_valid(&json!(0.6)));
+        // An alternative that passes once checked exactly satisfies `anyOf`, `oneOf`, `contains`.
+        let any = compile(json!({"anyOf": [{"multipleOf": 0.01}, {"type": "string"}]})).unwrap();
+        assert!(any.is_valid(&json!(19.99)) && !any.is_valid(&json!(19.999)));
+        let one = compile(json!({"oneOf": [{"multipleOf": 0.01}, {"type": "string"}]})).unwrap();
+        assert!(one.is_valid(&json!(19.99)));
+        let contains = compile(json!({"contains": {"multipleOf": 0.01}})).unwrap();
+        assert!(contains.is_valid(&json!([19.99])) && !contains.is_valid(&json!([0.001])));
+    }
+
+    #[test]
+    fn reference_loops_are_refused_at_configure() {
+        for schema in [
+            json!({"$ref": "#"}),
+            json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+            json!({"type": "object", "allOf": [{"$ref": "#"}]}),
+        ] {
+            let err = compile(schema.clone()).unwrap_err();
+            assert!(err.starts_with("`body_schema`: the schema's references loop without reading the value"), "{schema}: {err}");
+            assert!(!err.contains("request-validator.invalid"), "{err}");
+        }
+        // Recursion that reads the value is fine.
+        let tree = compile(json!({"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}})).unwrap();
+        assert!(tree.is_valid(&json!({"children": [{"children": []}]})));
+        // A loop no probe reaches: the client is told nothing of the schema's insides.
+        let hidden = compile(json!({"properties": {"a": {"$ref": "#/properties/a"}}})).unwrap();
+        let found = failures(&hidden, json!({"a": 1}));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "/a");
+        assert!(found[0].1.contains("configuration error") && !found[0].1.contains("request-validator.invalid") && !found[0].1.contains("$ref"), "{found:?}");
+    }
+
+    #[test]
+    fn patterns_follow_ecma_262() {
+        let schema = compile(json!({"properties": {
+            "s": {"pattern": "^a\\sb$"}, "S": {"pattern": "^\\S+$"}, "not_s": {"pattern": "^[^\\s]+$"}, "b": {"pattern": "\\bx\\b"}, "d": {"pattern": "^\\d+$"}
+        }, "patternProperties": {"^\\s+$": {"type": "integer"}}}))
+        .unwrap();
+        for space in ['\u{20}', '\u{a0}', '\u{1680}', '\u{2000}', '\u{2009}', '\u{200a}', '\u{2028}', '\u{2029}', '\u{202f}', '\u{205f}', '\u{3000}', '\u{feff}', '\t', '\u{b}'] {
+            assert!(schema.is_valid(&json!({ "s": format!("a{space}b") })), "{:x}", space as u32);
+            assert!(!schema.is_valid(&json!({ "S": format!("a{space}b") })), "{:x}", space as u32);
+            assert!(!schema.is_valid(&json!({ "not_s": format!("a{space}b") })), "{:x}", space as u32);
+        }
+        for not_space in ['\u{85}', '\u{200b}', 'x'] {
+            assert!(!schema.is_valid(&json!({ "s": format!("a{not_space}b") })), "{:x}", not_space as u32);
+            assert!(schema.is_valid(&json!({ "S": format!("a{not_space}b") })), "{:x}", not_space as u32);
+        }
+        assert!(schema.is_valid(&json!({"b": "éxé"})) && !schema.is_valid(&json!({"b": "axa"})), "an ASCII word boundary");
+        assert!(!schema.is_valid(&json!({"d": "٣"})));
+        assert!(!schema.is_valid(&json!({"\u{3000}": "x"})), "patternProperties keys too");
+        // Messages quote the pattern as written.
+        assert_eq!(failures(&schema, json!({"d": "x"})), [("/d".to_owned(), r"'x' does not match pattern '^\\d+$'".to_owned())], "boon's quoting");
+        // Data is not rewritten.
+        let data = compile(json!({"const": {"pattern": "\\s"}})).unwrap();
+        assert!(data.is_valid(&json!({"pattern": "\\s"})));
+    }
+
+    #[test]
+    fn dangling_references_and_huge_regexes_name_the_key() {
+        let err = compile(json!({"properties": {"a": {"$ref": "#/$defs/nope"}}})).unwrap_err();
+        assert_eq!(err, "`body_schema`: at `/properties/a/$ref`: `#/$defs/nope` refers to nothing in the schema");
+        let err = compile(json!({"items": {"$ref": "#nowhere"}})).unwrap_err();
+        assert_eq!(err, "`body_schema`: at `/items/$ref`: `#nowhere` refers to nothing in the schema");
+        let err = compile(json!({"properties": {"a": {"pattern": "^(a{1000}){1000}$"}}})).unwrap_err();
+        assert!(err.starts_with("`body_schema.properties.a.pattern`: `^(a{1000}){1000}$` is not a regex the plugin can run: "), "{err}");
+        let err = compile(json!({"properties": {"a": {"pattern": "\\d(?=x)"}}})).unwrap_err();
+        assert!(err.starts_with(r"`body_schema.properties.a.pattern`: not a valid JSON Schema: '\d(?=x)' is not valid regex"), "{err}");
     }
 
     #[test]
