@@ -144,7 +144,18 @@ fn listener_networks(
             .enumerate()
             .filter_map(|(j, entry)| {
                 let parsed = TrustedProxies::network(entry.get_ref());
-                parsed.map_err(|e| issues.push(source.issue(Some(entry.span()), &format!("listeners[{i}].{key}[{j}]"), e))).ok()
+                let net = parsed.map_err(|e| issues.push(source.issue(Some(entry.span()), &format!("listeners[{i}].{key}[{j}]"), e))).ok()?;
+                // nginx warns of the same ("low address bits are meaningless"): the entry
+                // means its network, which may be wider than the address it names.
+                if net.trunc() != net {
+                    tracing::warn!(
+                        config = %source.name,
+                        "listeners[{i}].{key}[{j}]: `{}` has host bits set: it means {}, every address of it (write that, or the address alone)",
+                        entry.get_ref(),
+                        net.trunc()
+                    );
+                }
+                Some(net)
             })
             .collect()
     };

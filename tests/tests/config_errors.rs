@@ -176,6 +176,19 @@ fn check_warns_of_an_open_admin_listener_and_a_route_that_can_only_fail() {
     assert!(stderr.contains("routes[0] has neither an upstream nor a plugin"), "{stderr}");
 }
 
+/// A `trusted_proxies` or `proxy_protocol_from` CIDR with host bits set (`10.1.2.3/8`) is its
+/// whole network: `check` says so, naming the network it means.
+#[test]
+fn check_warns_of_a_cidr_with_host_bits_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[[listeners]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\nproxy_protocol_from = [\"10.1.2.3/8\"]\ntrusted_proxies = [\"192.168.1.0/24\", \"172.16.5.4/12\"]\n";
+    let (status, stderr) = airlock_on(dir.path(), "check", "warn", config);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("listeners[0].proxy_protocol_from[0]: `10.1.2.3/8` has host bits set: it means 10.0.0.0/8"), "{stderr}");
+    assert!(stderr.contains("listeners[0].trusted_proxies[1]: `172.16.5.4/12` has host bits set: it means 172.16.0.0/12"), "{stderr}");
+    assert!(!stderr.contains("trusted_proxies[0]"), "a network written as one is not warned of: {stderr}");
+}
+
 /// Starts a gateway on `config`, which must be refused; the error, after checking it is located
 /// at `line` of `config` (three more in the file: the test harness puts a listener first).
 async fn refused_at(config: &str, line: usize) -> String {
