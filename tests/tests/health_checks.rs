@@ -261,6 +261,26 @@ async fn an_h2c_upstream_is_probed_over_http2() {
     gw.stop().await;
 }
 
+/// Over HTTP/2 a configured `host` is the probe's `:authority` (a backend routing by name sees
+/// it), with no `host` header beside it, which would make the request malformed if it differed
+/// (RFC 9113 8.3.1); the probe still goes to the target.
+#[tokio::test]
+async fn an_http2_probe_names_its_host_as_the_authority() {
+    let (a, b) = (Backend::start("a", 200).await, Backend::start("b", 200).await);
+    let check = format!("protocol = \"h2c\"\n{CHECK}host = \"api.internal:8080\"\n");
+    let gw = Gateway::start(&config(&addrs(&a, &b), &check), None).await;
+    let before = a.probes();
+    while a.probes() < before + 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (uri, host, _) = a.last_probe.lock().unwrap().clone().expect("a probe");
+    assert_eq!((uri.as_str(), host.as_str()), ("http://api.internal:8080/healthz?deep=1", ""), "the authority, and no host header");
+    wait_for_target(&gw, a.addr, 1.0).await;
+    a.set_health(503);
+    wait_for_target(&gw, a.addr, 0.0).await;
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_target_out_of_rotation_shares_its_turns_among_the_others() {
     // Three targets, the middle one out: the other two share its turns evenly, rather than the

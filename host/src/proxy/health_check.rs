@@ -28,6 +28,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
 
 use super::target_health::TargetHealth;
 use super::tls::{self, Alpn, TlsError, TlsSettings};
@@ -218,11 +219,12 @@ pub struct Checks {
     stop: tokio::sync::watch::Sender<()>,
 }
 
-/// A client for probes, over the upstream's transport; it keeps no connection.
+/// A client for probes, over the upstream's transport; it keeps no connection. With its
+/// connector, for HTTP/2 probes that name their own `host` ([`Prober::probe`]).
 #[derive(Clone)]
 enum Prober {
-    Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Plain(Client<HttpConnector, Full<Bytes>>, HttpConnector),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>, HttpsConnector<HttpConnector>),
 }
 
 impl Checks {
@@ -238,11 +240,12 @@ impl Checks {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(connect_timeout));
                 connector.set_nodelay(true);
-                Prober::Plain(builder.build(connector))
+                Prober::Plain(builder.build(connector.clone()), connector)
             }
             Some(settings) => {
                 let alpn = if http2 { Alpn::H2 } else { Alpn::Http1 };
-                Prober::Tls(builder.build(tls::connector(settings, alpn, connect_timeout)?))
+                let connector = tls::connector(settings, alpn, connect_timeout)?;
+                Prober::Tls(builder.build(connector.clone()), connector)
             }
         };
         Ok(Self { check, prober, started: AtomicBool::new(false), stop: tokio::sync::watch::channel(()).0 })
@@ -266,6 +269,24 @@ impl Checks {
         if let Probe::Grpc { .. } = self.check.probe {
             *request.method_mut() = Method::POST;
         }
+        // Over HTTP/2 the host is the `:authority` (a `host` header differing from it makes the
+        // request malformed, RFC 9113 8.3.1): a configured one goes into the URI, and the probe
+        // is sent on a connection made to the target ([`Prober::probe`]).
+        if version == Version::HTTP_2 {
+            if self.check.host.is_some() {
+                let authority = Authority::try_from(host.as_bytes()).map_err(|e| format!("cannot send the health check's host as :authority: {e}"))?;
+                let mut parts = request.uri().clone().into_parts();
+                parts.authority = Some(authority);
+                *request.uri_mut() = Uri::from_parts(parts).map_err(|e| format!("cannot build the probe's URI: {e}"))?;
+            }
+            let headers = request.headers_mut();
+            headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+            if let Probe::Grpc { .. } = self.check.probe {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            return Ok(request);
+        }
         let headers = request.headers_mut();
         headers.insert(header::HOST, host);
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
@@ -283,22 +304,49 @@ impl Checks {
 impl Prober {
     /// Sends one probe and judges its answer by `probe`, all within `timeout`: `Err` says why it
     /// failed. Of a `GET`, only the response head is waited for.
-    async fn probe(self, request: Request<Full<Bytes>>, probe: &Probe, timeout: Duration) -> Result<(), String> {
+    ///
+    /// `target` is where to connect. A request whose URI names another authority (an HTTP/2
+    /// probe with its own `host`) is sent on a connection made to `target` with the connector,
+    /// since the client would connect to the URI's authority.
+    async fn probe(self, target: Uri, request: Request<Full<Bytes>>, probe: &Probe, timeout: Duration) -> Result<(), String> {
         let exchange = async {
-            let sent = match &self {
-                Prober::Plain(client) => client.request(request).await,
-                Prober::Tls(client) => client.request(request).await,
+            let own_authority = request.uri().authority() != target.authority();
+            let sent = match self {
+                Prober::Plain(_, mut connector) if own_authority => {
+                    std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| format!("cannot connect: {e}"))?;
+                    let io = connector.call(target).await.map_err(|e| format!("cannot connect: {e}"))?;
+                    send_h2(io, request).await?
+                }
+                Prober::Tls(_, mut connector) if own_authority => {
+                    std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| format!("cannot connect: {e}"))?;
+                    let io = connector.call(target).await.map_err(|e| format!("cannot connect: {e}"))?;
+                    send_h2(io, request).await?
+                }
+                Prober::Plain(client, _) => client.request(request).await.map_err(|e| super::upstream::classify(&e).to_string())?,
+                Prober::Tls(client, _) => client.request(request).await.map_err(|e| super::upstream::classify(&e).to_string())?,
             };
-            match sent {
-                Err(e) => Err(super::upstream::classify(&e).to_string()),
-                Ok(response) => probe.judge(response).await,
-            }
+            probe.judge(sent).await
         };
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
             Ok(verdict) => verdict,
         }
     }
+}
+
+/// Sends `request` over HTTP/2 on `io`, a connection of its own (closed once the answer and the
+/// sender are dropped).
+async fn send_h2<T>(io: T, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(io)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
+    tokio::spawn(connection);
+    sender.send_request(request).await.map_err(|e| format!("the probe failed: {e}"))
 }
 
 /// Starts probing `upstream`'s targets, if it has a health check and its probing has not started
@@ -332,17 +380,19 @@ async fn probe_target(upstream: Weak<Upstream>, i: usize, mut stopped: tokio::sy
             _ = ticks.tick() => {}
             _ = stopped.changed() => return,
         }
-        let Some((prober, request, probe, timeout)) = upstream.upgrade().and_then(|up| {
+        let Some((prober, target, request, probe, timeout)) = upstream.upgrade().and_then(|up| {
             let checks = up.checks()?;
+            let target = Uri::builder().scheme(up.scheme()).authority(up.target(i).clone()).path_and_query("/").build();
             let request = checks.request(up.scheme(), up.target(i), up.version());
-            Some((checks.prober.clone(), request, checks.check.probe.clone(), checks.check.timeout))
+            Some((checks.prober.clone(), target, request, checks.check.probe.clone(), checks.check.timeout))
         }) else {
             return;
         };
         let probed = async {
-            match request {
-                Ok(request) => prober.probe(request, &probe, timeout).await,
-                Err(reason) => Err(reason),
+            match (target, request) {
+                (Ok(target), Ok(request)) => prober.probe(target, request, &probe, timeout).await,
+                (Err(e), _) => Err(format!("cannot build the target's URI: {e}")),
+                (_, Err(reason)) => Err(reason),
             }
         };
         let verdict = tokio::select! {
