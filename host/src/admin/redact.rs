@@ -66,11 +66,39 @@ pub fn redacted_line(key_path: &str, line: &str) -> String {
     let Some((key, _value)) = line.split_once('=') else { return line.to_owned() };
     // `redis_url` may carry a password (the admin API redacts just that part of it).
     // A JWK written inline (`jwk = { kty = "oct", k = "..." }`) may hold a key's secret part.
-    if names_secret(key_path) || names_secret(key) || key.trim() == "redis_url" || line.contains("kty") {
+    // An inline table (`config = { realm = 5, client_secret = "..." }`) is redacted whole when
+    // a key inside it names a secret: the error may be about another of its keys.
+    if names_secret(key_path) || names_secret(key) || key.trim() == "redis_url" || line.contains("kty") || inline_keys(line).iter().any(|k| names_secret(k)) {
         format!("{} = \"{REDACTED}\"", key.trim_end())
     } else {
         line.to_owned()
     }
+}
+
+/// The keys of the `key = value` pairs on a TOML line (inline tables' included), quotes
+/// stripped; an `=` inside a string is not one.
+fn inline_keys(line: &str) -> Vec<&str> {
+    let mut keys = Vec::new();
+    let (mut quote, mut escaped, mut key_start) = (None, false, 0);
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (Some('"'), '\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (Some(q), c) if c == q && !escaped => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '{' | ',' | '[') => key_start = i + 1,
+            (None, '=') => {
+                keys.push(line[key_start..i].trim().trim_matches(['"', '\'']));
+                key_start = i + 1;
+            }
+            (None, _) => {}
+        }
+        escaped = false;
+    }
+    keys
 }
 
 /// `config` as JSON with its secrets redacted.
@@ -241,6 +269,17 @@ plugin = "builtin:headers"
             "config = \"[redacted]\""
         );
         assert_eq!(redacted_line("routes[1]", "[[routes]]"), "[[routes]]");
+        // The error is about `realm`, but the line holds a secret too.
+        assert_eq!(
+            redacted_line("routes[0].plugins[0].config", "config = { realm = 5, client_secret = \"hunter2\" }"),
+            "config = \"[redacted]\""
+        );
+        assert_eq!(
+            redacted_line("routes[0].plugins[0].config", "config = { realm = \"a = b, password = c\", x = 1 }"),
+            "config = { realm = \"a = b, password = c\", x = 1 }",
+            "a key-like text inside a string is not a key"
+        );
+        assert_eq!(redacted_line("routes[0].plugins[0].config", "config = { \"client_secret\" = \"s\" }"), "config = \"[redacted]\"");
     }
 
     #[test]
