@@ -467,29 +467,36 @@ config = {{ target = "{target}" }}
     gw.stop().await;
 }
 
+/// A gateway config whose route `path` runs the hostile plugin's `log-flood` mode, `count`
+/// lines of each kind per call.
+fn log_flood_config(path: &str, count: u32) -> String {
+    format!(
+        r#"
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[plugins.logger]
+source = "{{plugin:hostile}}"
+capabilities = ["http-client"]
+http_client = {{ allow = ["http://127.0.0.1:9"] }}
+
+[[routes]]
+path = "{path}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "logger"
+config = {{ mode = "log-flood", count = {count} }}
+"#
+    )
+}
+
 /// A plugin that logs in a loop (its own lines, stderr, bad input the host warns about, and an
 /// answer full of invalid headers) causes at most `MAX_LOG_LINES_PER_CALL` log lines per call,
 /// not one per iteration, and its answer still goes out.
 #[tokio::test]
 async fn a_plugin_logging_in_a_loop_gets_a_bounded_number_of_lines() {
     let upstream = Upstream::start().await;
-    let config = r#"
-[upstreams.backend]
-targets = ["{upstream}"]
-
-[plugins.logger]
-source = "{plugin:hostile}"
-capabilities = ["http-client"]
-http_client = { allow = ["http://127.0.0.1:9"] }
-
-[[routes]]
-path = "/flood"
-upstream = "backend"
-[[routes.plugins]]
-plugin = "logger"
-config = { mode = "log-flood", count = 500 }
-"#;
-    let gw = airlock_tests::process::GatewayProcess::start_logging(config, &upstream, &[]).await;
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&log_flood_config("/flood", 500), &upstream, &[]).await;
     let client = HttpClient::http1();
     let limit = airlock::runtime::host::log::MAX_LOG_LINES_PER_CALL as usize;
     for round in 1..=2 {
@@ -516,23 +523,7 @@ config = { mode = "log-flood", count = 500 }
 #[tokio::test]
 async fn a_warning_every_call_repeats_is_logged_once_per_window() {
     let upstream = Upstream::start().await;
-    let config = r#"
-[upstreams.backend]
-targets = ["{upstream}"]
-
-[plugins.logger]
-source = "{plugin:hostile}"
-capabilities = ["http-client"]
-http_client = { allow = ["http://127.0.0.1:9"] }
-
-[[routes]]
-path = "/warn"
-upstream = "backend"
-[[routes.plugins]]
-plugin = "logger"
-config = { mode = "log-flood", count = 1 }
-"#;
-    let gw = airlock_tests::process::GatewayProcess::start_logging(config, &upstream, &[]).await;
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&log_flood_config("/warn", 1), &upstream, &[]).await;
     let client = HttpClient::http1();
     // Concurrent calls, so several instances write it too.
     let calls = (0..24).map(|_| {

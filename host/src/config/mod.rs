@@ -102,19 +102,15 @@ impl ConfigSource {
     /// `redis_password_file`, read into `state.redis_files`.
     fn read_redis_files(&self, config: &mut Config) -> Result<(), Box<ConfigIssue>> {
         let state = &mut config.state;
-        if let Some(file) = &state.redis_ca_file {
+        let read = |file: &toml::Spanned<String>, field: &str| {
             let path = self.base_dir.join(file.get_ref());
-            let pem = std::fs::read(&path).map_err(|e| Box::new(self.issue(Some(file.span()), "state.redis_ca_file", format!("cannot read `{}`: {e}", path.display()))))?;
-            state.redis_files.ca_pem = Some(pem);
+            std::fs::read(&path).map_err(|e| Box::new(self.issue(Some(file.span()), &format!("state.{field}"), format!("cannot read `{}`: {e}", path.display()))))
+        };
+        if let Some(file) = &state.redis_ca_file {
+            state.redis_files.ca_pem = Some(read(file, "redis_ca_file")?);
         }
         match (&state.redis_cert_file, &state.redis_key_file) {
-            (Some(cert), Some(key)) => {
-                let read = |file: &toml::Spanned<String>, field: &str| {
-                    let path = self.base_dir.join(file.get_ref());
-                    std::fs::read(&path).map_err(|e| Box::new(self.issue(Some(file.span()), &format!("state.{field}"), format!("cannot read `{}`: {e}", path.display()))))
-                };
-                state.redis_files.client = Some((read(cert, "redis_cert_file")?, read(key, "redis_key_file")?));
-            }
+            (Some(cert), Some(key)) => state.redis_files.client = Some((read(cert, "redis_cert_file")?, read(key, "redis_key_file")?)),
             (Some(one), None) | (None, Some(one)) => {
                 let (field, other) = if state.redis_cert_file.is_some() { ("redis_cert_file", "redis_key_file") } else { ("redis_key_file", "redis_cert_file") };
                 let message = format!("a client certificate needs both `redis_cert_file` and `redis_key_file`: add `{other}`");

@@ -271,7 +271,7 @@ impl Checks {
         }
         // Over HTTP/2 the host is the `:authority` (a `host` header differing from it makes the
         // request malformed, RFC 9113 8.3.1): a configured one goes into the URI, and the probe
-        // is sent on a connection made to the target ([`Prober::probe`]).
+        // is sent on a connection made to the target ([`Prober::probe`]). HTTP/1.1 sends `Host`.
         if version == Version::HTTP_2 {
             if self.check.host.is_some() {
                 let authority = Authority::try_from(host.as_bytes()).map_err(|e| format!("cannot send the health check's host as :authority: {e}"))?;
@@ -279,16 +279,10 @@ impl Checks {
                 parts.authority = Some(authority);
                 *request.uri_mut() = Uri::from_parts(parts).map_err(|e| format!("cannot build the probe's URI: {e}"))?;
             }
-            let headers = request.headers_mut();
-            headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-            if let Probe::Grpc { .. } = self.check.probe {
-                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-                headers.insert(header::TE, HeaderValue::from_static("trailers"));
-            }
-            return Ok(request);
+        } else {
+            request.headers_mut().insert(header::HOST, host);
         }
         let headers = request.headers_mut();
-        headers.insert(header::HOST, host);
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         if version == Version::HTTP_11 {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
