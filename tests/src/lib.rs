@@ -40,8 +40,8 @@ pub fn hostile_plugin(name: &str) -> String {
 /// - `/status/<code>`: answers that status;
 /// - `/hop`: answers with hop-by-hop headers that must not reach the client;
 /// - `/big/<bytes>`: answers a body of that many `x` bytes;
-/// - anything else: a JSON echo of method, path, query, headers (each name to a list of values)
-///   and body.
+/// - anything else: a JSON echo of method, path, query, version, the HTTP/2 `:authority`,
+///   headers (each name to a list of values) and body.
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -127,6 +127,8 @@ async fn upstream_answer(req: Request<Incoming>) -> Response<Full<Bytes>> {
         "path": parts.uri.path(),
         "query": parts.uri.query(),
         "version": format!("{:?}", parts.version),
+        // An HTTP/2 request's `:authority` (HTTP/1.1 sends origin form: none).
+        "authority": parts.uri.authority().map(|a| a.as_str()),
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });

@@ -999,6 +999,43 @@ async fn the_upstream_connection_gauge_follows_the_pool() {
     gw.stop().await;
 }
 
+/// Over HTTP/2 one upstream connection carries a worker's requests to a target at once (a
+/// stream each), and it is let go once no request has started on it for the idle timeout (as
+/// hyper-util's client did: it closes once its last stream ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_http2_upstream_connection_carries_concurrent_requests() {
+    const CONCURRENT: usize = 6;
+    let upstream = Upstream::start().await;
+    let routes = &TRACING[TRACING.find("[upstreams.backend]").unwrap()..];
+    let config = format!("[timeouts]\nidle_ms = 400\n\n{}", routes.replace("targets = [\"{upstream}\"]", "targets = [\"{upstream}\"]\nprotocol = \"h2c\""));
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let admin = HttpClient::http1();
+    let open = |m: &Scrape| sample(m, "airlock_upstream_connections", &[("upstream", "backend")]);
+    // One HTTP/2 client: one connection to the gateway, so one worker serves every request.
+    let client = HttpClient::http2();
+    let url = gw.url("/slow/700");
+    let requests: Vec<_> = (0..CONCURRENT)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.get(&url).await.json()["version"].clone() })
+        })
+        .collect();
+    let during = eventually_scrape(&admin, &gw, |m| open(m) >= 1.0).await;
+    assert_eq!(open(&during), 1.0, "one connection for the requests in flight");
+    for request in requests {
+        assert_eq!(request.await.expect("request task"), "HTTP/2.0");
+    }
+    assert_eq!(upstream.hits(), CONCURRENT);
+    let after = eventually_scrape(&admin, &gw, |m| open(m) == 0.0).await;
+    assert_eq!(open(&after), 0.0, "let go after idle_ms");
+    // Made again when needed, and kept: requests one after another share it.
+    for _ in 0..5 {
+        assert_eq!(client.get(&gw.url("/x")).await.status, 200);
+    }
+    assert_eq!(open(&scrape(&admin, &gw, None).await), 1.0);
+    gw.stop().await;
+}
+
 /// The per-request span is a debug one, so a request that fails with a 5xx names itself in its
 /// warning: request id, method, path and route, on the default and `warn` levels too.
 #[tokio::test]

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use airlock_tests::{Gateway, HttpClient, Upstream, metric_value};
+use airlock_tests::{Gateway, HttpClient, Reply, Upstream, metric_value};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROUTES: &str = r#"
@@ -576,6 +577,126 @@ async fn conflicting_content_lengths_are_rejected_not_forwarded() {
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await;
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
     assert_eq!(upstream.hits(), 0);
+    gw.stop().await;
+}
+
+/// An HTTP/2 upstream gets the host as the `:authority`, whichever it is (the target's, the
+/// client's with `host_header = "preserve"`, one a plugin set), with no `host` header beside it:
+/// one that differs makes the request malformed (RFC 9113 8.3.1), and a server routing by name
+/// reads the `:authority`.
+#[tokio::test]
+async fn an_http2_upstream_gets_the_host_as_its_authority_and_no_host_header() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+protocol = "h2c"
+
+[[routes]]
+path_prefix = "/target"
+upstream = "backend"
+
+[[routes]]
+path_prefix = "/preserve"
+upstream = "backend"
+host_header = "preserve"
+
+[[routes]]
+path_prefix = "/plugin"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { set = { "host" = "internal.svc:9000" } } }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let seen = |r: &Reply| (r.json()["version"].clone(), r.json()["authority"].clone(), r.upstream_header("host"));
+    let client = HttpClient::http1();
+    let r = client.request("GET", &gw.url("/target"), &[("host", "public.example")], b"").await;
+    assert_eq!(seen(&r), (json!("HTTP/2.0"), json!(upstream.addr.to_string()), vec![]), "{}", r.text());
+    let r = client.request("GET", &gw.url("/preserve?q=1"), &[("host", "public.example")], b"").await;
+    assert_eq!(seen(&r), (json!("HTTP/2.0"), json!("public.example"), vec![]), "{}", r.text());
+    assert_eq!((r.json()["path"].clone(), r.json()["query"].clone()), (json!("/preserve"), json!("q=1")));
+    let r = client.request("POST", &gw.url("/plugin"), &[("host", "public.example")], b"body").await;
+    assert_eq!(seen(&r), (json!("HTTP/2.0"), json!("internal.svc:9000"), vec![]), "{}", r.text());
+    assert_eq!(r.json()["body"], "body");
+    // The client's host still reaches the upstream as the forwarded one.
+    assert_eq!(r.upstream_header("x-forwarded-host"), vec!["public.example"]);
+    // An HTTP/2 client's `:authority` goes on as it came.
+    let url = gw.url("/preserve");
+    let r = HttpClient::http2().get(&url).await;
+    let authority = url.trim_start_matches("http://").trim_end_matches("/preserve");
+    assert_eq!(seen(&r), (json!("HTTP/2.0"), json!(authority), vec![]), "{}", r.text());
+    gw.stop().await;
+}
+
+/// A request an HTTP/2 target could not be connected for goes to the next with the host it
+/// was to name: the pool hands it back as it came.
+#[tokio::test]
+async fn an_http2_request_failing_over_keeps_its_host() {
+    let upstream = Upstream::start().await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let config = format!(
+        "[upstreams.backend]\ntargets = [\"{down}\", \"{}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\nhost_header = \"preserve\"\n",
+        upstream.addr
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    for _ in 0..4 {
+        // A streamed body: it cannot be copied, so only a handed-back request gets through.
+        let r = client.request("POST", &gw.url("/x"), &[("host", "public.example"), ("transfer-encoding", "chunked")], b"streamed").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!((r.json()["authority"].clone(), r.upstream_header("host")), (json!("public.example"), vec![]));
+        assert_eq!(r.json()["body"], "streamed");
+    }
+    gw.stop().await;
+}
+
+/// An HTTP/2 upstream that closes each connection after one answer (a GOAWAY, as a server
+/// draining for a restart sends): every request is answered, on a new connection once the kept
+/// one is seen closed.
+#[tokio::test]
+async fn an_http2_upstream_closing_its_connections_is_connected_to_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (answered, mut told) = tokio::sync::mpsc::channel::<()>(1);
+                let service = hyper::service::service_fn(move |_req| {
+                    let answered = answered.clone();
+                    async move {
+                        let _ = answered.try_send(());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from_static(b"ok"))))
+                    }
+                });
+                let connection = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => return,
+                    _ = told.recv() => connection.as_mut().graceful_shutdown(),
+                }
+                let _ = connection.await;
+            });
+        }
+    });
+    let config = format!("[upstreams.backend]\ntargets = [\"{addr}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n");
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    for i in 0..10 {
+        let r = client.get(&gw.url("/x")).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"), "request {i}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // (A request may still reach a closing connection before its last GOAWAY.)
+    assert!(connections.load(Ordering::SeqCst) >= 5, "connected again: {connections:?}");
+    server.abort();
     gw.stop().await;
 }
 

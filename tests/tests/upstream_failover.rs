@@ -25,7 +25,7 @@ fn refused_addr() -> SocketAddr {
 }
 
 /// A backend on a given address (HTTP/1.1 and h2c) that answers every request with a JSON echo
-/// of its name, the `Host` it got and the body, and counts connections opened and ended.
+/// of its name, the `Host` it got (over HTTP/2, the `:authority`) and the body, and counts connections opened and ended.
 struct Backend {
     hits: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
@@ -47,7 +47,9 @@ impl Backend {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         h.fetch_add(1, Ordering::SeqCst);
                         async move {
+                            // Over HTTP/2 the host is the `:authority`.
                             let host = req.headers().get("host").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                            let host = host.or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
                             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             let echo = serde_json::json!({ "name": name, "host": host, "body": String::from_utf8_lossy(&body) });
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(echo.to_string()))))

@@ -1,5 +1,5 @@
 //! Upstream connections counted while they are open. The connections an upstream keeps (HTTP/1.1
-//! in `Http1Pool`, HTTP/2 in hyper-util's client) are not listed anywhere, so the connector that
+//! in `Http1Pool`, HTTP/2 in `Http2Pool`) are not listed anywhere, so the connector that
 //! makes them is wrapped: every connection it makes carries a
 //! guard that adds one to its upstream's gauge and takes it away when the connection's IO is
 //! dropped (closed by either side, or evicted from the pool when idle). The cost is per

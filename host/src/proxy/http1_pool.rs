@@ -231,15 +231,7 @@ where
         if self.sweeping.swap(true, Ordering::Relaxed) {
             return;
         }
-        let pool: Weak<Self> = Arc::downgrade(self);
-        let every = (self.idle_timeout / 2).clamp(Duration::from_millis(10), Duration::from_secs(5));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(pool) = pool.upgrade() else { return };
-                pool.sweep(Instant::now());
-            }
-        });
+        spawn_sweeper(self, self.idle_timeout, Self::sweep);
     }
 
     /// Drops the kept connections closed by the upstream, and the ready ones unused since
@@ -279,6 +271,20 @@ where
     fn millis(&self, at: Instant) -> u64 {
         u64::try_from(at.duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
     }
+}
+
+/// Spawns the task calling `sweep` on `pool` every half `idle_timeout` (10 ms to 5 s): it holds
+/// the pool weakly and ends with it. Both pools' sweepers ([`super::http2_pool`] too).
+pub(super) fn spawn_sweeper<P: Send + Sync + 'static>(pool: &Arc<P>, idle_timeout: Duration, sweep: fn(&P, Instant)) {
+    let pool: Weak<P> = Arc::downgrade(pool);
+    let every = (idle_timeout / 2).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(pool) = pool.upgrade() else { return };
+            sweep(&pool, Instant::now());
+        }
+    });
 }
 
 /// Whether a response says the upstream closes its connection after it (`Connection: close`):

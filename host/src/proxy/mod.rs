@@ -30,6 +30,7 @@ pub mod grpc;
 pub mod headers;
 pub mod health_check;
 pub mod http1_pool;
+pub mod http2_pool;
 pub mod mirror;
 pub mod path;
 pub mod resend;

@@ -2,8 +2,8 @@
 //! each, `balance = "least_requests"`: [`Upstream::choose`]), each with keep-alive connections
 //! per request worker speaking the upstream's protocol: HTTP/1.1 (cleartext or TLS, in
 //! [`Http1Pool`]), HTTP/2 with prior knowledge (h2c), or HTTP/2 over TLS negotiated by ALPN (h2).
-//! HTTP/2 connections are shared: requests to one target are multiplexed on one pooled
-//! connection of hyper-util's client.
+//! HTTP/2 connections are shared: requests to one target are multiplexed on one connection per
+//! worker ([`Http2Pool`]), which names the request's host as its `:authority`.
 //!
 //! Failover: a target that cannot be connected to (refused, connect timeout, TLS handshake
 //! failed: nothing was sent) is left for the next one, each target tried at most once per
@@ -13,9 +13,8 @@
 //! something not HTTP, or no response head within the route's timeout (a target that accepts
 //! and then hangs); not a client's own body failing, and not an answer, whatever its status,
 //! unless the upstream lists it in `retry_on` (then an idempotent request with a whole body goes
-//! to the next target, as after a connect failure). Over
-//! HTTP/2, hyper-util's client drops a request it could not connect for, so there a copy is kept
-//! to send elsewhere, when the upstream has more than one target and the body is whole.
+//! to the next target, as after a connect failure). Both pools hand back, untouched, a request
+//! they could not connect for, so it goes to the next target whatever its body.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -25,15 +24,14 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::affinity::{self, HashOn};
 use super::body::ProxyBody;
 use super::counted::{CountingConnector, OpenConnections};
 use super::health_check::{Checks, HealthCheck};
 use super::http1_pool::{Http1Error, Http1Pool};
+use super::http2_pool::{Http2Error, Http2Pool};
 use super::resend;
 use super::target_health::{HealthPolicy, Marked, TargetHealth};
 use super::tls::{self, Alpn, TlsError, TlsSettings};
@@ -171,9 +169,9 @@ enum Transport {
     /// HTTP/1.1, over TLS.
     Http1Tls(Arc<Http1Pool<CountingConnector<HttpsConnector<HttpConnector>>>>),
     /// HTTP/2 with prior knowledge (h2c).
-    H2Plain(Client<CountingConnector<HttpConnector>, ProxyBody>),
+    H2Plain(Arc<Http2Pool<CountingConnector<HttpConnector>>>),
     /// HTTP/2 over TLS (h2).
-    H2Tls(Client<CountingConnector<HttpsConnector<HttpConnector>>, ProxyBody>),
+    H2Tls(Arc<Http2Pool<CountingConnector<HttpsConnector<HttpConnector>>>>),
 }
 
 /// Settings an upstream is built with.
@@ -233,7 +231,7 @@ impl Upstream {
         // per-target one times the targets.
         let max_idle = settings.max_idle.div_ceil(workers);
         let clients = (0..workers)
-            .map(|_| Self::client(&settings, max_idle, max_idle.saturating_mul(targets.len()), &open_connections))
+            .map(|_| Self::client(&settings, &targets, max_idle, &open_connections))
             .collect::<Result<Box<[_]>, _>>()?;
         let checks = match &settings.health_check {
             Some(check) => Some(Checks::new(check.clone(), settings.protocol, settings.tls.as_ref(), settings.connect_timeout)?),
@@ -308,20 +306,12 @@ impl Upstream {
         !reads_files && self.targets == targets && self.settings == *settings
     }
 
-    /// One worker's connections, counted in `open`: at most `max_idle` idle per target over HTTP/2,
-    /// `kept` in all over HTTP/1.1.
-    fn client(settings: &UpstreamSettings, max_idle: usize, kept: usize, open: &OpenConnections) -> Result<Transport, TlsError> {
+    /// One worker's connections to `targets`, counted in `open`: over HTTP/1.1 at most
+    /// `max_idle` idle per target (kept in one list for all of them); over HTTP/2 one per target,
+    /// kept unless `max_idle` is 0.
+    fn client(settings: &UpstreamSettings, targets: &[Authority], max_idle: usize, open: &OpenConnections) -> Result<Transport, TlsError> {
         let http2 = settings.protocol != UpstreamProtocol::Http1;
-        let h2_client = || {
-            let mut builder = Client::builder(TokioExecutor::new());
-            builder
-                .pool_idle_timeout(settings.idle_timeout)
-                .pool_max_idle_per_host(max_idle)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .http2_only(true);
-            builder
-        };
+        let kept = max_idle.saturating_mul(targets.len());
         Ok(match &settings.tls {
             None => {
                 let mut connector = HttpConnector::new();
@@ -330,7 +320,7 @@ impl Upstream {
                 connector.enforce_http(true);
                 let connector = CountingConnector::new(connector, open.clone());
                 if http2 {
-                    Transport::H2Plain(h2_client().build(connector))
+                    Transport::H2Plain(Http2Pool::new(connector, Scheme::HTTP, targets, max_idle, settings.idle_timeout))
                 } else {
                     Transport::Http1Plain(Http1Pool::new(connector, Scheme::HTTP, settings.max_response_headers, kept, settings.idle_timeout))
                 }
@@ -339,7 +329,7 @@ impl Upstream {
                 let alpn = if http2 { Alpn::H2 } else { Alpn::Http1 };
                 let connector = CountingConnector::new(tls::connector(tls_settings, alpn, settings.connect_timeout)?, open.clone());
                 if http2 {
-                    Transport::H2Tls(h2_client().build(connector))
+                    Transport::H2Tls(Http2Pool::new(connector, Scheme::HTTPS, targets, max_idle, settings.idle_timeout))
                 } else {
                     Transport::Http1Tls(Http1Pool::new(connector, Scheme::HTTPS, settings.max_response_headers, kept, settings.idle_timeout))
                 }
@@ -622,8 +612,8 @@ impl Upstream {
                 let attempt = match client {
                     Transport::Http1Plain(pool) => via_pool(pool, request).await,
                     Transport::Http1Tls(pool) => via_pool(pool, request).await,
-                    Transport::H2Plain(client) => via_client(client, request, self.slots.len() > 1).await,
-                    Transport::H2Tls(client) => via_client(client, request, self.slots.len() > 1).await,
+                    Transport::H2Plain(pool) => via_h2_pool(pool, request).await,
+                    Transport::H2Tls(pool) => via_h2_pool(pool, request).await,
                 };
                 let (error, back) = match attempt {
                     Attempt::Answered(response) if self.retries_on(response.status()) => {
@@ -821,17 +811,18 @@ where
     }
 }
 
-/// One request through a worker's HTTP/2 client. It drops a request it could not connect for:
-/// with `other_targets`, a copy of one whose body is whole is kept to send elsewhere.
-async fn via_client<C>(client: &Client<C, ProxyBody>, request: Request<ProxyBody>, other_targets: bool) -> Attempt
+/// One request through a worker's HTTP/2 connections.
+async fn via_h2_pool<C>(pool: &Arc<Http2Pool<C>>, request: Request<ProxyBody>) -> Attempt
 where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    C: tower_service::Service<http::Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    C::Error: Into<super::http1_pool::PoolError>,
+    C::Future: Send,
 {
-    let copy = if other_targets { resend::copy(&request) } else { None };
-    match client.request(request).await {
+    match pool.send(request).await {
         Ok(response) => Attempt::Answered(response),
-        Err(e) if e.is_connect() => Attempt::ConnectFailed(classify(&e), copy.map(Box::new)),
-        Err(e) => Attempt::Failed(classify(&e)),
+        Err(Http2Error::Connect(e, request)) => Attempt::ConnectFailed(classify(&*e), Some(request)),
+        Err(Http2Error::Exchange(e)) => Attempt::Failed(classify(&*e)),
     }
 }
 
