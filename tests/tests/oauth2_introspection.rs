@@ -30,7 +30,8 @@ const DOWN: &str = "http://127.0.0.1:1";
 const TOKENS: &[&str] = &[
     "tok-alice", "tok-bob", "tok-carol", "tok-inactive", "tok-expired", "tok-short", "tok-noscope", "tok-otheraud",
     "tok-otheriss", "tok-500", "tok-garbage", "tok-noactive", "tok-slow", "tok-nosub", "tok-tabscope", "tok-listscope",
-    "tok-numscope", "tok-objscope", "tok-mixedscope",
+    "tok-numscope", "tok-objscope", "tok-mixedscope", "tok-iss2", "tok-groups", "tok-groupstext", "tok-badgroups",
+    "tok-manygroups", "tok-numgroups",
 ];
 
 /// One call the authorization server received.
@@ -63,6 +64,11 @@ struct Call {
 /// - `tok-listscope`: active, scope the list `["orders:read", "profile"]` (as some servers send it);
 ///   `tok-numscope`, `tok-objscope`, `tok-mixedscope`: scope `5`, `{"orders:read": true}`,
 ///   `["orders:read", 5]`;
+/// - `tok-iss2`: like bob, `sub` ken, issued by [`ISSUER2`];
+/// - `tok-groups`: like bob, `sub` gina, `groups` the list `["gold", "staff"]`;
+///   `tok-groupstext`: `sub` hank, `groups` the string `gold ops`; `tok-badgroups`: `sub` mal,
+///   `groups` `["staff", "admin,root"]` (a name `[[consumers]]` would refuse); `tok-manygroups`:
+///   `sub` nick, 65 groups; `tok-numgroups`: `sub` olga, `groups` `5`;
 /// - `tok-500`: a 500; `tok-garbage`: a 200 that is not JSON; `tok-noactive`: JSON without
 ///   `active`; `tok-slow`: active after 3 s;
 /// - anything else (`tok-inactive`): `{"active": false}`.
@@ -72,6 +78,9 @@ struct AuthServer {
 }
 
 const ISSUER: &str = "https://idp.test/";
+
+/// A second issuer the same server speaks for (another realm).
+const ISSUER2: &str = "https://idp.test/realms/partners";
 
 impl AuthServer {
     async fn start() -> Self {
@@ -194,6 +203,19 @@ async fn answer(call: &Call) -> Response<Full<Bytes>> {
         "tok-otheraud" => active("grace", "orders:read", serde_json::json!("shipping-api"), ISSUER, hour),
         "tok-otheriss" => active("heidi", "orders:read", serde_json::json!("orders-api"), "https://evil.test/", hour),
         "tok-tabscope" => active("ivy", "profile\torders:read", serde_json::json!("orders-api"), ISSUER, hour),
+        "tok-iss2" => active("ken", "orders:read", serde_json::json!("orders-api"), ISSUER2, hour),
+        "tok-groups" | "tok-groupstext" | "tok-badgroups" | "tok-manygroups" | "tok-numgroups" => {
+            let (sub, groups) = match token.as_str() {
+                "tok-groups" => ("gina", serde_json::json!(["gold", "staff"])),
+                "tok-groupstext" => ("hank", serde_json::json!("gold ops")),
+                "tok-badgroups" => ("mal", serde_json::json!(["staff", "admin,root"])),
+                "tok-manygroups" => ("nick", serde_json::json!((0..65).map(|i| format!("g{i}")).collect::<Vec<_>>())),
+                _ => ("olga", serde_json::json!(5)),
+            };
+            let mut v = active(sub, "orders:read", serde_json::json!("orders-api"), ISSUER, hour);
+            v["groups"] = groups;
+            v
+        }
         "tok-listscope" | "tok-numscope" | "tok-objscope" | "tok-mixedscope" => {
             let mut v = active("judy", "", serde_json::json!("orders-api"), ISSUER, hour);
             v["scope"] = match token.as_str() {
@@ -750,6 +772,17 @@ async fn config_errors_are_refused_at_load() {
 
     let err = start_err(route(&idp, "/api", r#"required_scopes = ["orders read"]"#)).await;
     assert!(err.contains("`required_scopes[0]`: `orders read` is not a scope"), "{err}");
+    let err = start_err(route(&idp, "/api", &format!(r#"issuer = "{ISSUER}", issuers = ["{ISSUER2}"]"#))).await;
+    assert!(err.contains("`issuers`: give `issuer` (one) or `issuers` (a list), not both"), "{err}");
+    let err = start_err(route(&idp, "/api", r#"issuers = []"#)).await;
+    assert!(err.contains("`issuers`: empty"), "{err}");
+    let err = start_err(route(&idp, "/api", &format!(r#"issuers = ["{ISSUER}", ""]"#))).await;
+    assert!(err.contains("`issuers[1]`: empty"), "{err}");
+    let err = start_err(route(&idp, "/api", r#"groups_claim = """#)).await;
+    assert!(err.contains("`groups_claim`: empty"), "{err}");
+    // `anonymous` names a consumer the plugin is handed: only with the `consumers` grant.
+    let err = start_err(format!("\n[[consumers]]\nid = \"guest\"\n{}", route(&idp, "/api", r#"anonymous = "guest""#))).await;
+    assert!(err.contains("`anonymous`: no consumer with id `guest` in [[consumers]] (this plugin sees [[consumers]] only when its definition grants them"), "{err}");
     let err = start_err(route(&idp, "/api", r#"cache_ttl_s = 100000"#)).await;
     assert!(err.contains("`cache_ttl_s`: at most 86400"), "{err}");
     let err = start_err(route(&idp, "/api", r#"claims_to_headers = { sub = "content-length" }"#)).await;
@@ -757,4 +790,285 @@ async fn config_errors_are_refused_at_load() {
     let err = start_err(route(&idp, "/api", "").replace(&format!("client_secret = \"{CLIENT_SECRET}\""), "client_secret = \"file:missing.secret\"")).await;
     assert!(err.contains("`client_secret`: cannot read `missing.secret`"), "{err}");
     assert!(idp.calls().is_empty(), "checking a config calls nothing");
+}
+
+#[tokio::test]
+async fn issuers_admit_a_token_of_any_listed_issuer_and_issuer_still_takes_one() {
+    let upstream = Upstream::start().await;
+    let idp = AuthServer::start().await;
+    let routes = format!(
+        "{}{}",
+        route(&idp, "/two", &format!(r#"issuers = ["{ISSUER}", "{ISSUER2}"]"#)),
+        route(&idp, "/one", &format!(r#"issuer = "{ISSUER2}""#))
+    );
+    let gw = Gateway::start(&config(&idp, &routes), Some(&upstream)).await;
+    let invalid = "Bearer realm=\"airlock\", error=\"invalid_token\"";
+
+    // Either of two issuers; a third is refused.
+    for (token, consumer) in [("tok-alice", "alice"), ("tok-iss2", "ken")] {
+        let r = get(&gw, "/two/x", &[("authorization", &bearer(token))]).await;
+        assert_eq!(r.status, 200, "{token}: {}", r.text());
+        assert_eq!(r.upstream_header("x-consumer-id"), [consumer]);
+    }
+    let r = get(&gw, "/two/x", &[("authorization", "Bearer tok-otheriss")]).await;
+    assert_refused(&r, 401, "unauthorized", invalid, "tok-otheriss");
+    // No `iss` at all: refused where issuers are checked.
+    let r = get(&gw, "/two/x", &[("authorization", "Bearer tok-nosub")]).await;
+    assert_refused(&r, 401, "unauthorized", invalid, "tok-nosub");
+
+    // `issuer`, one string, as before.
+    let r = get(&gw, "/one/x", &[("authorization", "Bearer tok-iss2")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get(&gw, "/one/x", &[("authorization", "Bearer tok-alice")]).await;
+    assert_refused(&r, 401, "unauthorized", invalid, "tok-alice");
+    assert_eq!(upstream.hits(), 3);
+    gw.stop().await;
+}
+
+/// RFC 6750 2.1: `"Bearer" 1*SP b64token`, read as `builtin:jwt` reads it: a tab after the
+/// scheme is no bearer token (the request has none), spaces are.
+#[tokio::test]
+async fn the_bearer_scheme_is_followed_by_spaces_not_a_tab() {
+    let upstream = Upstream::start().await;
+    let idp = AuthServer::start().await;
+    let gw = Gateway::start(&config(&idp, &route(&idp, "/api", "")), Some(&upstream)).await;
+
+    for value in ["Bearer\ttok-alice", "Bearer\t tok-alice"] {
+        let r = get(&gw, "/api/x", &[("authorization", value)]).await;
+        assert_refused(&r, 401, "unauthorized", "Bearer realm=\"airlock\"", "tok-alice");
+        assert_eq!(r.json()["message"], "no bearer token found in the request", "{value:?}");
+    }
+    assert!(idp.calls().is_empty(), "no token found, no call");
+    for value in ["Bearer tok-alice", "bearer   tok-alice"] {
+        let r = get(&gw, "/api/x", &[("authorization", value)]).await;
+        assert_eq!(r.status, 200, "{value:?}: {}", r.text());
+        assert_eq!(r.upstream_header("x-consumer-id"), ["alice"]);
+    }
+    gw.stop().await;
+}
+
+/// `anonymous`, as `builtin:jwt` has it: a request without a valid token goes on as the
+/// anonymous consumer (its groups, `X-Anonymous-Consumer: true`, the refused token removed); one
+/// an earlier auth plugin authenticated is left alone; a token sent twice and an endpoint that
+/// cannot answer (`failure = "closed"`) are still refused.
+#[tokio::test]
+async fn anonymous_stands_in_for_a_missing_or_refused_token_as_in_jwt() {
+    let upstream = Upstream::start().await;
+    let idp = AuthServer::start().await;
+    let anon = |extra: &str| plugin_config(&idp, &format!(r#"anonymous = "guest"{}{extra}"#, if extra.is_empty() { "" } else { ", " }));
+    let routes = format!(
+        r#"
+[[consumers]]
+id = "guest"
+groups = ["public"]
+
+[[consumers]]
+id = "alice"
+credentials = {{ keys = ["alice-key"] }}
+
+[plugins.introspect-anon]
+source = "builtin:oauth2-introspection"
+capabilities = ["http-client", "consumers"]
+http_client = {{ allow = ["{origin}", "{DOWN}"], timeout_ms = 2000 }}
+
+[[routes]]
+path_prefix = "/anon"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "introspect-anon"
+config = {anon}
+
+[[routes]]
+path_prefix = "/open"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "introspect-anon"
+config = {open}
+
+[[routes]]
+path_prefix = "/closed"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "introspect-anon"
+config = {closed}
+
+[[routes]]
+path_prefix = "/either"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+config = {{ anonymous = "guest" }}
+[[routes.plugins]]
+plugin = "introspect-anon"
+config = {either}
+[[routes.plugins]]
+plugin = "builtin:acl"
+config = {{ allow = ["alice", "bob", "group:public"] }}
+"#,
+        origin = idp.origin(),
+        anon = anon(r#"required_scopes = ["orders:read"], token_query = "access_token", claims_to_headers = { sub = "x-user-id" }"#),
+        open = anon(r#"failure = "open""#).replace(&idp.origin(), DOWN),
+        closed = anon("").replace(&idp.origin(), DOWN),
+        either = anon(""),
+    );
+    let gw = Gateway::start(&config(&idp, &routes), Some(&upstream)).await;
+    let is_guest = |r: &Reply, what: &str| {
+        assert_eq!(r.status, 200, "{what}: {}", r.text());
+        assert_eq!(r.upstream_header("x-consumer-id"), ["guest"], "{what}");
+        assert_eq!(r.upstream_header("x-consumer-groups"), ["public"], "{what}: the anonymous consumer's groups");
+        assert_eq!(r.upstream_header("x-anonymous-consumer"), ["true"], "{what}");
+        assert!(r.upstream_header("authorization").is_empty(), "{what}: a refused token is removed too");
+        assert!(r.upstream_header("x-user-id").is_empty(), "{what}: no claims from a refused token");
+    };
+
+    // No token: the anonymous consumer, whatever the client forged, and no call.
+    let forged = [("x-request-id", "oi-anon-1"), ("x-consumer-id", "alice"), ("x-consumer-groups", "admin"), ("x-anonymous-consumer", "false"), ("x-user-id", "alice")];
+    let r = get(&gw, "/anon/x", &forged).await;
+    is_guest(&r, "no token");
+    assert!(idp.calls().is_empty());
+    let line = airlock_tests::access_log_line(&gw.dir.path().join("access.log"), "oi-anon-1").await;
+    assert_eq!(line["consumer"], "guest");
+    // A refused token (inactive; a required scope missing; not a token at all): anonymous too,
+    // and the token does not reach the upstream.
+    for token in ["tok-inactive", "tok-noscope", "tok-expired"] {
+        let r = get(&gw, "/anon/x", &[("authorization", &bearer(token))]).await;
+        is_guest(&r, token);
+    }
+    let r = get(&gw, "/anon/x?access_token=tok-inactive&page=2", &[]).await;
+    is_guest(&r, "a refused token in the query");
+    assert_eq!(r.json()["query"], "page=2");
+    let r = get(&gw, "/anon/x", &[("authorization", &format!("Bearer {}", "a".repeat(20_000)))]).await;
+    is_guest(&r, "a token no server could have issued");
+    // A valid token names its own consumer, not anonymous.
+    let r = get(&gw, "/anon/x", &[("authorization", "Bearer tok-bob"), ("x-anonymous-consumer", "true")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id"), ["bob"]);
+    assert_eq!(r.upstream_header("x-user-id"), ["bob"]);
+    assert!(r.upstream_header("x-anonymous-consumer").is_empty() && r.upstream_header("x-consumer-groups").is_empty());
+    // Still refused: the token sent twice.
+    let r = get(&gw, "/anon/x?access_token=tok-alice", &[("authorization", "Bearer tok-bob")]).await;
+    assert_refused(&r, 400, "bad_request", "Bearer realm=\"airlock\", error=\"invalid_request\"", "tok-bob");
+
+    // The endpoint cannot answer: `failure = "open"` goes on as the anonymous consumer; closed
+    // stays a 503 (a valid token is not quietly made anonymous).
+    let r = get(&gw, "/open/x", &[("authorization", "Bearer tok-alice")]).await;
+    is_guest(&r, "failure = open");
+    let r = get(&gw, "/closed/x", &[("authorization", "Bearer tok-alice")]).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (503, Some("auth_unavailable")), "{}", r.text());
+    let r = get(&gw, "/closed/x", &[]).await;
+    is_guest(&r, "no token, nothing to ask");
+
+    // Either credential: key-auth's consumer stands (the bearer token is not even looked up);
+    // a token names its consumer over key-auth's anonymous fallback; neither is the guest.
+    let calls = idp.calls_for("tok-bob");
+    let r = get(&gw, "/either/x", &[("x-api-key", "alice-key"), ("authorization", "Bearer tok-bob")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id"), ["alice"]);
+    assert!(r.upstream_header("x-anonymous-consumer").is_empty());
+    assert_eq!(idp.calls_for("tok-bob"), calls, "left alone: no call");
+    let r = get(&gw, "/either/x", &[("authorization", "Bearer tok-carol")]).await;
+    assert_eq!(r.status, 403, "carol, named by her token over key-auth's guest, is not in the acl: {}", r.text());
+    let r = get(&gw, "/either/x", &[("authorization", "Bearer tok-bob")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id"), ["bob"]);
+    assert!(r.upstream_header("x-anonymous-consumer").is_empty(), "key-auth's anonymous fallback is overruled");
+    for headers in [vec![], vec![("authorization", "Bearer tok-inactive")]] {
+        let r = get(&gw, "/either/x", &headers).await;
+        is_guest(&r, "either, with no valid credential");
+    }
+    gw.stop().await;
+}
+
+/// `groups_claim`: the answer's groups are the consumer's, for `acl` and `rate-limit` plans, sent
+/// upstream as `X-Consumer-Groups`; an unusable list names no consumer at all.
+#[tokio::test]
+async fn groups_claim_drives_acl_and_rate_limit_plans() {
+    let upstream = Upstream::start().await;
+    let idp = AuthServer::start().await;
+    let groups = plugin_config(&idp, r#"groups_claim = "groups""#);
+    let routes = format!(
+        r#"
+[[routes]]
+path = "/staff"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "introspect"
+config = {groups}
+[[routes.plugins]]
+plugin = "builtin:acl"
+config = {{ allow = ["group:staff"] }}
+
+[[routes]]
+path = "/not-read"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "introspect"
+config = {plain}
+[[routes.plugins]]
+plugin = "builtin:acl"
+config = {{ allow = ["group:staff"] }}
+
+[[routes]]
+path = "/plan"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "introspect"
+config = {groups}
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = {{ by = ["consumer"], limits = [{{ limit = 1, window = "minute" }}], plans = {{ gold = [{{ limit = 3, window = "minute" }}] }} }}
+
+[[routes]]
+path = "/open"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "introspect"
+config = {groups}
+"#,
+        plain = plugin_config(&idp, ""),
+    );
+    let gw = Gateway::start(&config(&idp, &routes), Some(&upstream)).await;
+
+    // A list, and a space-separated string, as `scope` is.
+    let r = get(&gw, "/staff", &[("authorization", "Bearer tok-groups"), ("x-consumer-groups", "admin")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id"), ["gina"]);
+    assert_eq!(r.upstream_header("x-consumer-groups"), ["gold,staff"], "the answer's groups, not the client's");
+    let r = get(&gw, "/open", &[("authorization", "Bearer tok-groupstext")]).await;
+    assert_eq!(r.upstream_header("x-consumer-groups"), ["gold,ops"], "{}", r.text());
+    // No group `staff`, or the route does not read groups: acl refuses.
+    let r = get(&gw, "/staff", &[("authorization", "Bearer tok-groupstext")]).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = get(&gw, "/staff", &[("authorization", "Bearer tok-bob"), ("x-consumer-groups", "staff")]).await;
+    assert_eq!(r.status, 403, "a client's own groups count for nothing: {}", r.text());
+    let r = get(&gw, "/not-read", &[("authorization", "Bearer tok-groups")]).await;
+    assert_eq!(r.status, 403, "without `groups_claim` a token has no groups: {}", r.text());
+    let r = get(&gw, "/open", &[("authorization", "Bearer tok-bob"), ("x-consumer-groups", "staff")]).await;
+    assert_eq!(r.upstream_header("x-consumer-id"), ["bob"]);
+    assert!(r.upstream_header("x-consumer-groups").is_empty(), "no groups: no header, and the client's copy removed");
+
+    // The gold plan (3 a minute) for both gold tokens; bob gets the default (1 a minute).
+    for token in ["tok-groups", "tok-groupstext"] {
+        for i in 0..3 {
+            let r = get(&gw, "/plan", &[("authorization", &bearer(token))]).await;
+            assert_eq!(r.status, 200, "{token} #{i}: {}", r.text());
+        }
+        let r = get(&gw, "/plan", &[("authorization", &bearer(token))]).await;
+        assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (429, Some("rate_limited")), "{token}");
+    }
+    let r = get(&gw, "/plan", &[("authorization", "Bearer tok-bob")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get(&gw, "/plan", &[("authorization", "Bearer tok-bob")]).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+
+    // Groups that cannot be taken whole (a `,` in a name, too many, not strings) name no
+    // consumer: never a part of the list, so a group an acl denies cannot be dropped.
+    for token in ["tok-badgroups", "tok-manygroups", "tok-numgroups"] {
+        let r = get(&gw, "/staff", &[("authorization", &bearer(token))]).await;
+        assert_eq!(r.status, 403, "{token}: {}", r.text());
+        let r = get(&gw, "/open", &[("authorization", &bearer(token)), ("x-consumer-id", "alice")]).await;
+        assert_eq!(r.status, 200, "{token}: {}", r.text());
+        assert!(r.upstream_header("x-consumer-id").is_empty() && r.upstream_header("x-consumer-groups").is_empty(), "{token}: {}", r.text());
+    }
+    gw.stop().await;
 }

@@ -23,11 +23,12 @@ pub const MAX_NEGATIVE_CACHE_TTL_S: u64 = 3_600;
 const MAX_LEEWAY_S: u64 = 300;
 
 /// Headers through which gateway auth plugins name the consumer to the upstream: the plugin
-/// removes the client's copies from every request and sets `x-consumer-id` itself.
+/// removes the client's copies and sets them itself (with `anonymous`, a request an earlier auth
+/// plugin authenticated keeps that plugin's).
 pub const CONSUMER_HEADERS: [&str; 3] = ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"];
 
-/// Most entries of `required_scopes`, `audiences` and `claims_to_headers` (each is read on every
-/// request).
+/// Most entries of `required_scopes`, `audiences`, `issuers` and `claims_to_headers` (each is
+/// read on every request).
 const MAX_LIST: usize = 32;
 
 /// The chain entry's `config` table.
@@ -62,16 +63,35 @@ pub struct Config {
     /// The token's `aud` must name one of these.
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// The token's `iss` must be this.
+    /// The token's `iss` must be exactly this: one issuer. The same as `issuers = ["..."]`; not
+    /// with `issuers`.
     #[serde(default)]
     pub issuer: Option<String>,
+    /// The token's `iss` must be exactly one of these (as `builtin:jwt`'s `issuers`): several
+    /// issuers, say two realms or an old and a new issuer URL. Not empty, no empty entry, at most
+    /// 32; not with `issuer`.
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
     /// The claim whose value names the consumer.
     #[serde(default = "default_consumer_claim")]
     pub consumer_claim: String,
+    /// The member of the introspection answer listing the consumer's groups (`groups`, `roles`,
+    /// or `scope` itself...); none by default (the consumer has no groups). Its value, a list of
+    /// strings or a string of groups separated by spaces (as `scope`), becomes the context's
+    /// `consumer.groups` and `X-Consumer-Groups`, as `builtin:jwt` and `builtin:key-auth` set
+    /// them, for `acl`'s `group:` rules and `rate-limit`'s and `quota`'s `plans`. Groups belong
+    /// to a named consumer: an answer without `consumer_claim` names neither. An unusable value
+    /// ([`crate::introspection::groups`]: another type, a name with `,`, control characters or
+    /// white space at either end, more than 64 groups or 4 KiB) names no consumer either: the
+    /// request goes on as with an unusable `consumer_claim` (no consumer: `acl` refuses it), and
+    /// a warning says why (at most every 10 s per instance). Never a part of the list.
+    #[serde(default)]
+    pub groups_claim: Option<String>,
     /// Claim name to the upstream request header that carries its value.
     #[serde(default)]
     pub claims_to_headers: BTreeMap<String, String>,
-    /// With a consumer named: `X-Consumer-Id` to the upstream.
+    /// With a consumer named: `X-Consumer-Id` to the upstream, `X-Consumer-Groups` when it has
+    /// groups, `X-Anonymous-Consumer: true` for the `anonymous` one.
     #[serde(default = "yes")]
     pub upstream_headers: bool,
     /// Leave the token in the request sent upstream.
@@ -89,6 +109,45 @@ pub struct Config {
     /// What an endpoint that cannot answer (down, timing out, 5xx, no usable JSON) means.
     #[serde(default)]
     pub failure: Failure,
+    /// The id of the `[[consumers]]` entry a request runs as when it presents no valid token,
+    /// as `builtin:jwt`'s `anonymous` (none by default: such a request is refused). Where this
+    /// plugin would answer 401 (no token, or a token refused: inactive, expired, another issuer
+    /// or audience, unreadable) or 403 (a required scope missing), the request goes on as this
+    /// consumer instead, with its `[[consumers]]` groups, `consumer.anonymous` in the context and
+    /// `X-Anonymous-Consumer: true` upstream, and without the refused token (unless
+    /// `keep_token`); with `failure = "open"`, a request the endpoint could not answer for goes on
+    /// as it too. A request an earlier auth plugin authenticated is left as it is (two auth
+    /// plugins with `anonymous`: either credential). Still refused: a token sent twice (400),
+    /// and, with `failure = "closed"`, a request the endpoint could not answer for (503). The
+    /// plugin sees `[[consumers]]` only when its definition grants `consumers`
+    /// (`capabilities = ["http-client", "consumers"]`).
+    #[serde(default)]
+    pub anonymous: Option<String>,
+    /// `[[consumers]]`, filled in by the gateway when the definition grants `consumers` (never
+    /// written in the config): only the ids and groups are read, for `anonymous`; credentials
+    /// are not kept.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerEntry>,
+}
+
+/// One `[[consumers]]` entry as the gateway hands it over: what `anonymous` needs of it. Other
+/// members (`credentials`) are skipped, not kept.
+#[derive(Deserialize)]
+pub struct ConsumerEntry {
+    /// The consumer's id.
+    pub id: String,
+    /// Its groups (the gateway has checked their names).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// A consumer a request may run as without a token: the `anonymous` one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Its id.
+    pub id: String,
+    /// Its groups, comma-separated, as the context's `consumer.groups` carries them.
+    pub groups: String,
 }
 
 /// The default `token_header`.
@@ -169,13 +228,16 @@ pub struct Settings {
     pub required_scopes: Vec<String>,
     /// `aud` must name one of these (empty: not checked).
     pub audiences: Vec<String>,
-    /// `iss` must be this.
-    pub issuer: Option<String>,
+    /// `iss` must be one of these (empty: not checked): `issuer`, or `issuers` without repeats.
+    pub issuers: Vec<String>,
     /// The claim naming the consumer.
     pub consumer_claim: String,
+    /// The claim listing the consumer's groups (none: no groups).
+    pub groups_claim: Option<String>,
     /// (claim, header) pairs, headers lower-case and distinct.
     pub claims_to_headers: Vec<(String, String)>,
-    /// `X-Consumer-Id` to the upstream when a consumer is named.
+    /// `X-Consumer-Id` (and `X-Consumer-Groups`, `X-Anonymous-Consumer`) to the upstream when a
+    /// consumer is named.
     pub upstream_headers: bool,
     /// The token stays in the request sent upstream.
     pub keep_token: bool,
@@ -187,6 +249,8 @@ pub struct Settings {
     pub challenge: String,
     /// Closed or open on failure.
     pub failure: Failure,
+    /// The consumer a request without a valid token runs as (none: refused).
+    pub anonymous: Option<Identity>,
 }
 
 impl fmt::Debug for Settings {
@@ -204,8 +268,9 @@ impl fmt::Debug for Settings {
             .field("leeway_s", &self.leeway_s)
             .field("required_scopes", &self.required_scopes)
             .field("audiences", &self.audiences)
-            .field("issuer", &self.issuer)
+            .field("issuers", &self.issuers)
             .field("consumer_claim", &self.consumer_claim)
+            .field("groups_claim", &self.groups_claim)
             .field("claims_to_headers", &self.claims_to_headers)
             .field("upstream_headers", &self.upstream_headers)
             .field("keep_token", &self.keep_token)
@@ -213,6 +278,7 @@ impl fmt::Debug for Settings {
             .field("negative_cache_ttl_ms", &self.negative_cache_ttl_ms)
             .field("challenge", &self.challenge)
             .field("failure", &self.failure)
+            .field("anonymous", &self.anonymous)
             .finish()
     }
 }
@@ -266,11 +332,25 @@ impl Settings {
             }
         })?;
         let audiences = list("audiences", c.audiences, |aud| if aud.is_empty() { Err("empty".into()) } else { Ok(()) })?;
-        if c.issuer.as_deref() == Some("") {
-            return Err("`issuer`: empty: give the `iss` the authorization server writes, or leave the key out".into());
-        }
+        let issuers = match (c.issuer, c.issuers) {
+            (Some(_), Some(_)) => {
+                return Err("`issuers`: give `issuer` (one) or `issuers` (a list), not both".into());
+            }
+            (Some(issuer), None) if issuer.is_empty() => {
+                return Err("`issuer`: empty: give the `iss` the authorization server writes, or leave the key out".into());
+            }
+            (Some(issuer), None) => vec![issuer],
+            (None, Some(list)) if list.is_empty() => {
+                return Err("`issuers`: empty: give the `iss` values the authorization server writes, or leave the key out".into());
+            }
+            (None, Some(list)) => self::list("issuers", list, |iss| if iss.is_empty() { Err("empty".into()) } else { Ok(()) })?,
+            (None, None) => Vec::new(),
+        };
         if c.consumer_claim.is_empty() {
             return Err("`consumer_claim`: empty: give the claim naming the consumer (`sub`, `client_id`, `username`...)".into());
+        }
+        if c.groups_claim.as_deref() == Some("") {
+            return Err("`groups_claim`: empty: give the answer's member listing the consumer's groups (`groups`, `roles`...), or leave the key out".into());
         }
         if c.claims_to_headers.len() > MAX_LIST {
             return Err(format!("`claims_to_headers`: at most {MAX_LIST} claims"));
@@ -300,6 +380,18 @@ impl Settings {
         if c.negative_cache_ttl_s > MAX_NEGATIVE_CACHE_TTL_S {
             return Err(format!("`negative_cache_ttl_s`: at most {MAX_NEGATIVE_CACHE_TTL_S} (an hour)"));
         }
+        let anonymous = match c.anonymous {
+            None => None,
+            Some(id) => match c.consumers.iter().find(|consumer| consumer.id == id) {
+                Some(consumer) => Some(Identity { id, groups: consumer.groups.join(",") }),
+                None if c.consumers.is_empty() => {
+                    return Err(format!(
+                        "`anonymous`: no consumer with id `{id}` in [[consumers]] (this plugin sees [[consumers]] only when its definition grants them: `capabilities = [\"http-client\", \"consumers\"]`)"
+                    ));
+                }
+                None => return Err(format!("`anonymous`: no consumer with id `{id}` in [[consumers]]")),
+            },
+        };
         let realm = &c.realm;
         if realm.chars().any(|ch| ch == '"' || ch == '\\' || ch.is_control()) {
             return Err("`realm`: cannot contain quotes, backslashes or control characters".into());
@@ -317,8 +409,9 @@ impl Settings {
             leeway_s: i64::try_from(c.leeway_s).unwrap_or(0),
             required_scopes,
             audiences,
-            issuer: c.issuer,
+            issuers,
             consumer_claim: c.consumer_claim,
+            groups_claim: c.groups_claim,
             claims_to_headers,
             upstream_headers: c.upstream_headers,
             keep_token: c.keep_token,
@@ -326,6 +419,7 @@ impl Settings {
             negative_cache_ttl_ms: c.negative_cache_ttl_s * 1000,
             challenge: format!("Bearer realm=\"{realm}\""),
             failure: c.failure,
+            anonymous,
         })
     }
 
@@ -380,13 +474,15 @@ mod tests {
         assert_eq!(s.token_type_hint, "access_token");
         assert_eq!(s.timeout_ms, 0);
         assert_eq!(s.leeway_s, 30);
-        assert!(s.required_scopes.is_empty() && s.audiences.is_empty() && s.issuer.is_none());
+        assert!(s.required_scopes.is_empty() && s.audiences.is_empty() && s.issuers.is_empty());
         assert_eq!(s.consumer_claim, "sub");
+        assert_eq!(s.groups_claim, None);
         assert!(s.claims_to_headers.is_empty());
         assert!(s.upstream_headers && !s.keep_token);
         assert_eq!((s.cache_ttl_ms, s.negative_cache_ttl_ms), (60_000, 5_000));
         assert_eq!(s.challenge, "Bearer realm=\"airlock\"");
         assert_eq!(s.failure, Failure::Closed);
+        assert_eq!(s.anonymous, None);
         assert!(s.caches());
         assert!(!format!("{s:?}").contains("s3cret"), "the secret is never in a debug print");
     }
@@ -433,7 +529,13 @@ mod tests {
             (with(r#""required_scopes": ["say\"hi"]"#), "`required_scopes[0]`: `say\"hi` is not a scope"),
             (with(r#""audiences": [""]"#), "`audiences[0]`: empty"),
             (with(r#""issuer": """#), "`issuer`: empty"),
+            (with(r#""issuers": []"#), "`issuers`: empty"),
+            (with(r#""issuers": ["https://a/", ""]"#), "`issuers[1]`: empty"),
+            (with(r#""issuer": "https://a/", "issuers": ["https://b/"]"#), "`issuers`: give `issuer` (one) or `issuers` (a list), not both"),
+            (with(r#""issuers": "https://a/""#), "invalid type: string"),
             (with(r#""consumer_claim": """#), "`consumer_claim`: empty"),
+            (with(r#""groups_claim": """#), "`groups_claim`: empty"),
+            (with(r#""groups_claim": ["groups"]"#), "invalid type: sequence"),
             (with(r#""claims_to_headers": {"sub": "Content-Length"}"#), "`claims_to_headers.sub`: `content-length` is set by the gateway"),
             (with(r#""claims_to_headers": {"sub": "x user"}"#), "`claims_to_headers.sub`: invalid header name"),
             (with(r#""claims_to_headers": {"sub": "host"}"#), "`claims_to_headers.sub`: `host` cannot carry a claim"),
@@ -454,6 +556,31 @@ mod tests {
                 assert!(err.starts_with(expected), "{json}: {err}");
             }
         }
+    }
+
+    #[test]
+    fn anonymous_names_a_consumer_the_gateway_handed_over() {
+        let consumers = r#""consumers": [{"id": "alice", "credentials": {"keys": ["k"]}}, {"id": "guest", "groups": ["public", "free"]}]"#;
+        let s = settings(&with(&format!(r#""anonymous": "guest", {consumers}"#))).unwrap();
+        assert_eq!(s.anonymous, Some(Identity { id: "guest".into(), groups: "public,free".into() }));
+        assert!(!format!("{s:?}").contains("\"k\""), "credentials are not kept");
+        let err = settings(&with(&format!(r#""anonymous": "nobody", {consumers}"#))).unwrap_err();
+        assert_eq!(err, "`anonymous`: no consumer with id `nobody` in [[consumers]]");
+        // Without the `consumers` grant (or without [[consumers]]) the plugin sees none: say so.
+        let err = settings(&with(r#""anonymous": "guest""#)).unwrap_err();
+        assert!(err.starts_with("`anonymous`: no consumer with id `guest` in [[consumers]] (this plugin sees"), "{err}");
+        assert!(err.contains(r#"capabilities = ["http-client", "consumers"]"#), "{err}");
+        // Consumers without `anonymous` are only read, never required.
+        assert_eq!(settings(&with(consumers)).unwrap().anonymous, None);
+    }
+
+    #[test]
+    fn issuer_is_a_list_of_one_and_issuers_drop_repeats() {
+        assert_eq!(settings(&with(r#""issuer": "https://a/""#)).unwrap().issuers, ["https://a/"]);
+        let s = settings(&with(r#""issuers": ["https://a/", "https://b/", "https://a/"]"#)).unwrap();
+        assert_eq!(s.issuers, ["https://a/", "https://b/"]);
+        let many = (0..=MAX_LIST).map(|i| format!("\"https://{i}/\"")).collect::<Vec<_>>().join(", ");
+        assert!(settings(&with(&format!(r#""issuers": [{many}]"#))).unwrap_err().starts_with("`issuers`: at most 32"));
     }
 
     #[test]

@@ -14,6 +14,13 @@ pub type Claims = Map<String, Value>;
 /// log field and a rate-limit key.
 pub const MAX_CONSUMER_BYTES: usize = 256;
 
+/// Most groups taken from `groups_claim`: `acl` and `rate-limit` read the list on every request.
+pub const MAX_GROUPS: usize = 64;
+
+/// Longest list of groups taken from `groups_claim`, joined with `,`, in bytes: it goes upstream
+/// as `X-Consumer-Groups`.
+pub const MAX_GROUPS_BYTES: usize = 4096;
+
 /// Largest value the state backend takes (an entry larger than this is not cached).
 pub const MAX_STATE_VALUE_BYTES: usize = 64 * 1024;
 
@@ -107,7 +114,7 @@ pub enum Refusal {
 }
 
 /// Checks an active token's claims against the route's settings at `now` (seconds since the
-/// epoch): `exp` and `nbf` (with `leeway_s`), `iss`, `aud`, then the scopes.
+/// epoch): `exp` and `nbf` (with `leeway_s`), `iss` (one of `issuers`), `aud`, then the scopes.
 pub fn check(s: &Settings, claims: &Claims, now: i64) -> Result<(), Refusal> {
     let time = |name: &str| -> Result<Option<i64>, Refusal> {
         match claims.get(name) {
@@ -126,10 +133,8 @@ pub fn check(s: &Settings, claims: &Claims, now: i64) -> Result<(), Refusal> {
     {
         return Err(Refusal::Invalid("not valid yet (`nbf`)".into()));
     }
-    if let Some(issuer) = &s.issuer
-        && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
-    {
-        return Err(Refusal::Invalid("`iss` is not the configured `issuer`".into()));
+    if !s.issuers.is_empty() && !claims.get("iss").and_then(Value::as_str).is_some_and(|iss| s.issuers.iter().any(|i| i == iss)) {
+        return Err(Refusal::Invalid("`iss` is none of the configured `issuer`/`issuers`".into()));
     }
     if !s.audiences.is_empty() && !audience_matches(&s.audiences, claims.get("aud")) {
         return Err(Refusal::Invalid("`aud` names none of the configured `audiences`".into()));
@@ -208,6 +213,43 @@ pub fn consumer(claims: &Claims, name: &str) -> Result<Option<String>, String> {
         return Err(format!("claim `{name}` holds control characters"));
     }
     Ok(Some(text))
+}
+
+/// The consumer's groups in claim `name`, as the context's `consumer.groups` carries them:
+/// comma-separated, in the answer's order, without repeats; `Ok("")` when the claim is absent or
+/// null. The claim is a list of strings, or a string of groups separated by spaces (U+0020 only,
+/// as `scope`); empty entries are skipped. Each group must be a name `[[consumers]] groups` would
+/// take (no `,`, no white space at either end) without control characters. All or nothing:
+/// another type, an entry that is not such a name, more than [`MAX_GROUPS`] groups or more than
+/// [`MAX_GROUPS_BYTES`] bytes is `Err` (the reason, one text per kind, for the log), never a part
+/// of the list: a group left out could be the one an `acl` `deny` names.
+pub fn groups(claims: &Claims, name: &str) -> Result<String, String> {
+    let items: Vec<&str> = match claims.get(name) {
+        None | Some(Value::Null) => return Ok(String::new()),
+        Some(Value::String(text)) => text.split(' ').collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().ok_or_else(|| format!("claim `{name}` is a list holding something other than strings")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(format!("claim `{name}` is neither a list of strings nor a space-separated string")),
+    };
+    let mut out: Vec<&str> = Vec::new();
+    for group in items.into_iter().filter(|g| !g.is_empty()) {
+        if group.contains(',') || group.trim() != group || group.chars().any(char::is_control) {
+            return Err(format!("claim `{name}` holds a group name with `,`, control characters or white space at either end"));
+        }
+        if !out.contains(&group) {
+            out.push(group);
+        }
+    }
+    if out.len() > MAX_GROUPS {
+        return Err(format!("claim `{name}` names more than {MAX_GROUPS} groups"));
+    }
+    let joined = out.join(",");
+    if joined.len() > MAX_GROUPS_BYTES {
+        return Err(format!("claim `{name}` is longer than {MAX_GROUPS_BYTES} bytes"));
+    }
+    Ok(joined)
 }
 
 /// A claim as header text: a string as it is, a number or boolean as written, a list's items
@@ -429,6 +471,18 @@ mod tests {
     }
 
     #[test]
+    fn iss_is_one_of_the_issuers() {
+        let s = settings(r#", "issuers": ["https://a/", "https://b/"]"#);
+        assert_eq!(check(&s, &claims(r#"{"iss": "https://a/"}"#), 0), Ok(()));
+        assert_eq!(check(&s, &claims(r#"{"iss": "https://b/"}"#), 0), Ok(()));
+        for iss in [r#""https://c/""#, r#""https://a""#, r#""https://A/""#, r#"["https://a/"]"#, "null", "5"] {
+            let refused = check(&s, &claims(&format!(r#"{{"iss": {iss}}}"#)), 0);
+            assert!(matches!(refused, Err(Refusal::Invalid(ref m)) if m.contains("iss")), "{iss}: {refused:?}");
+        }
+        assert!(matches!(check(&s, &claims("{}"), 0), Err(Refusal::Invalid(_))), "no `iss`");
+    }
+
+    #[test]
     fn audiences_and_scopes_match_exactly() {
         let auds = ["orders".to_owned()];
         assert!(audience_matches(&auds, Some(&serde_json::json!("orders"))));
@@ -477,6 +531,34 @@ mod tests {
         assert_eq!(text(r#"["a", "b", 3]"#).as_deref(), Some("a,b,3"));
         assert_eq!(text(r#"{"k": "v"}"#).as_deref(), Some(r#"{"k":"v"}"#));
         assert_eq!(text("null"), None);
+    }
+
+    #[test]
+    fn groups_are_a_list_or_space_separated_and_all_or_nothing() {
+        let g = |json: &str| groups(&claims(&format!(r#"{{"g": {json}}}"#)), "g");
+        assert_eq!(g(r#"["admin", "ops"]"#).as_deref(), Ok("admin,ops"));
+        assert_eq!(g(r#"" admin  ops admin ""#).as_deref(), Ok("admin,ops"), "split at spaces, repeats dropped");
+        assert_eq!(g(r#"["team a", "", "team a", "é"]"#).as_deref(), Ok("team a,é"), "a list keeps inner spaces");
+        assert_eq!(g(r#""""#).as_deref(), Ok(""));
+        assert_eq!(g("[]").as_deref(), Ok(""));
+        assert_eq!(g("null").as_deref(), Ok(""));
+        assert_eq!(groups(&claims("{}"), "g").as_deref(), Ok(""));
+        for odd in [r#"["admin", 5]"#, r#"[["admin"]]"#, r#"[null]"#] {
+            assert!(g(odd).unwrap_err().contains("a list holding something other than strings"), "{odd}");
+        }
+        for odd in ["5", "true", r#"{"admin": true}"#] {
+            assert!(g(odd).unwrap_err().contains("neither a list of strings nor a space-separated string"), "{odd}");
+        }
+        // Never a part of the list: `admin,root` would be two groups, a control character a
+        // header split, a name with spaces at its ends one `[[consumers]]` refuses.
+        for odd in [r#"["admin,root"]"#, r#""admin,root""#, r#"["ops\r\nx-admin: true"]"#, r#""ops\tdev""#, r#"[" admin"]"#, r#"["admin\u00a0"]"#, r#"["a", "\u0000"]"#] {
+            assert!(g(odd).unwrap_err().contains("holds a group name with"), "{odd}");
+        }
+        let many = |n: usize| format!("[{}]", (0..n).map(|i| format!(r#""g{i}""#)).collect::<Vec<_>>().join(","));
+        assert_eq!(g(&many(MAX_GROUPS)).map(|t| t.split(',').count()), Ok(MAX_GROUPS));
+        assert!(g(&many(MAX_GROUPS + 1)).unwrap_err().contains("more than 64 groups"));
+        let long = format!(r#"["{}", "{}"]"#, "a".repeat(MAX_GROUPS_BYTES / 2), "b".repeat(MAX_GROUPS_BYTES / 2));
+        assert!(g(&long).unwrap_err().contains("longer than 4096 bytes"));
     }
 
     #[test]

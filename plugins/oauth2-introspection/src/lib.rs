@@ -23,30 +23,43 @@
 //! leeway_s = 30                         # clock skew allowed for `exp` and `nbf`
 //! required_scopes = ["orders:read"]     # all of them in the answer's `scope`, split at spaces or a list (else 403)
 //! audiences = ["orders-api"]            # `aud` names one of them (default: not checked)
-//! issuer = "https://idp.example.com/"   # `iss` is exactly this (default: not checked)
+//! issuers = ["https://idp.example.com/"] # `iss` is one of these (default: not checked); or `issuer = "..."`, one
 //! consumer_claim = "sub"                # the claim naming the consumer
+//! groups_claim = "groups"               # the answer's member listing its groups (default: none)
 //! claims_to_headers = { sub = "x-user-id", scope = "x-scopes" } # upstream headers (a client's own removed)
-//! upstream_headers = true               # X-Consumer-Id upstream when a consumer is named
+//! upstream_headers = true               # X-Consumer-Id (X-Consumer-Groups, X-Anonymous-Consumer) upstream when a consumer is named
 //! keep_token = false                    # remove the token before the upstream (default)
 //! cache_ttl_s = 60                      # cache an active answer (never past its `exp`; 0: off)
 //! negative_cache_ttl_s = 5              # cache an inactive answer (0: off)
 //! realm = "airlock"                     # WWW-Authenticate: Bearer realm="airlock"
 //! failure = "closed"                    # endpoint down, slow, non-200 or garbage: 503 ("open": let through)
+//! anonymous = "guest"                   # consumer id used when no valid token is presented (default: refused);
+//!                                       # needs `capabilities = ["http-client", "consumers"]`
 //! ```
 //!
 //! Per request ([`OAuth2Introspection::on_request`]): the client's copies of the
 //! `claims_to_headers` headers and of `X-Consumer-Id`, `X-Consumer-Groups` and
-//! `X-Anonymous-Consumer` are removed first, whatever the outcome. Then the token is found
-//! ([`wire::find`]); none is a 401 with `WWW-Authenticate: Bearer realm="..."`, two (two header
-//! values, or the header and the query) a 400 `invalid_request`. Its answer comes from the cache
+//! `X-Anonymous-Consumer` are removed first, whatever the outcome (with `anonymous`, a request an
+//! earlier auth plugin authenticated is left as it is, its consumer headers included, as
+//! `builtin:jwt` leaves it). Then the token is found ([`wire::find`]: `Bearer`, one or more
+//! spaces, the token, as RFC 6750 2.1 and `builtin:jwt` have it); none is a 401 with
+//! `WWW-Authenticate: Bearer realm="..."`, two (two header values, or the header and the query)
+//! a 400 `invalid_request`. Its answer comes from the cache
 //! (a `state` key that is a SHA-256 digest, never the token: [`introspection::cache_key`]) or
 //! from a `POST` of `token=...&token_type_hint=...` to the endpoint with the client's HTTP Basic
 //! credentials ([`wire`]). Inactive, expired, not yet valid, another issuer or audience: 401
 //! `invalid_token`; a missing scope: 403 `insufficient_scope` (RFC 6750 3.1). Otherwise the
 //! request goes on, without the token (unless `keep_token`), with the consumer from
-//! `consumer_claim` in the context (as `builtin:jwt` and `builtin:forward-auth` set it) and the
-//! `claims_to_headers`. No usable answer: with `failure = "closed"` a 503 `auth_unavailable`
-//! with `Retry-After: 5`, the reason logged (a warning at most every 10 s per instance).
+//! `consumer_claim` and its groups from `groups_claim` ([`introspection::groups`]) in the context
+//! (as `builtin:jwt` and `builtin:forward-auth` set them) and the `claims_to_headers`. No usable
+//! answer: with `failure = "closed"` a 503 `auth_unavailable` with `Retry-After: 5`, the reason
+//! logged (a warning at most every 10 s per instance).
+//!
+//! With `anonymous` ([`config::Config::anonymous`]), every 401 and 403 above (no token, a token
+//! refused) and the `failure = "open"` pass become the anonymous consumer's request, as
+//! `builtin:jwt` does it: its `[[consumers]]` groups, `consumer.anonymous` and
+//! `X-Anonymous-Consumer: true`, the refused token removed (unless `keep_token`). The 400 and the
+//! 503 stay.
 //!
 //! Modules: [`config`], [`wire`], [`introspection`]; the grant is checked with `http_client::check_granted`.
 
@@ -118,6 +131,11 @@ impl Plugin for OAuth2Introspection {
         for (_, header) in &s.claims_to_headers {
             req.remove_header(header);
         }
+        // Either credential (two auth plugins with `anonymous`), as `builtin:jwt`: the first
+        // one's consumer stands, and its headers with it.
+        if s.anonymous.is_some() && req.authenticated_before() {
+            return Action::Continue;
+        }
         for name in CONSUMER_HEADERS {
             req.remove_header(name);
         }
@@ -125,18 +143,19 @@ impl Plugin for OAuth2Introspection {
         let (token, in_header) =
             match wire::find(&req.header_all(&s.token_header), s.bearer_scheme, query.as_deref(), s.token_query.as_deref()) {
                 Found::One { token, in_header } => (token, in_header),
-                Found::Missing => return self.missing(req),
+                Found::Missing => return self.as_anonymous(req, None).unwrap_or_else(|| self.missing(req)),
                 Found::Several => return self.sent_twice(req),
             };
+        let presented = Some((in_header, query.as_deref()));
         if !wire::is_token_syntax(&token) {
             log::debug("token refused without a call: not printable ASCII, or too long");
-            return self.invalid(req);
+            return self.as_anonymous(req, presented).unwrap_or_else(|| self.invalid(req));
         }
         let claims = match self.answer(&token) {
             Ok(Answer::Active(claims)) => claims,
             Ok(Answer::Inactive) => {
                 log::debug("token refused: not active");
-                return self.invalid(req);
+                return self.as_anonymous(req, presented).unwrap_or_else(|| self.invalid(req));
             }
             Err(no_answer) => return self.failed(req, in_header, query.as_deref(), &no_answer),
         };
@@ -144,17 +163,19 @@ impl Plugin for OAuth2Introspection {
             Ok(()) => {}
             Err(Refusal::Invalid(reason)) => {
                 log::debug(format!("token refused: {reason}"));
-                return self.invalid(req);
+                return self.as_anonymous(req, presented).unwrap_or_else(|| self.invalid(req));
             }
             Err(Refusal::Scope) => {
                 log::debug("token refused: a required scope is missing");
-                return self.insufficient_scope(req, "the token does not have the scope this route requires");
+                return self
+                    .as_anonymous(req, presented)
+                    .unwrap_or_else(|| self.insufficient_scope(req, "the token does not have the scope this route requires"));
             }
             Err(Refusal::ScopeUnreadable(reason)) => {
                 log::debug(format!("token refused: the answer's {reason}: it grants no scope"));
                 let message = "the authorization server gave this token's scopes in a form the gateway does not read, \
                                so it has none of the scopes this route requires";
-                return self.insufficient_scope(req, message);
+                return self.as_anonymous(req, presented).unwrap_or_else(|| self.insufficient_scope(req, message));
             }
         }
         self.hide_token(req, in_header, query.as_deref());
@@ -233,22 +254,17 @@ impl OAuth2Introspection {
         }
     }
 
-    /// Names the consumer and copies the claims an active token's answer carries.
+    /// Names the consumer (with its groups from `groups_claim`) and copies the claims an active
+    /// token's answer carries.
     fn admit(&self, req: &Request, claims: &Claims) {
         let s = &self.settings;
-        match introspection::consumer(claims, &s.consumer_claim) {
-            Ok(Some(id)) => {
-                req.context_set("consumer", &id);
-                // No groups come from a token; never those an earlier plugin gave another.
-                req.context_set("consumer.groups", "");
-                // An earlier auth plugin's anonymous fallback is overruled by this consumer.
-                req.context_remove("consumer.anonymous");
-                if s.upstream_headers {
-                    req.set_header("x-consumer-id", &id);
-                }
-            }
-            Ok(None) => log::debug(format!("allowed without a consumer: the answer has no `{}`", s.consumer_claim)),
-            Err(reason) => self.odd_consumer.warn(format!("allowed without a consumer: {reason}")),
+        // Groups from the answer, if the route reads them; never those an earlier plugin gave
+        // another consumer.
+        let groups = s.groups_claim.as_deref().map_or(Ok(String::new()), |name| introspection::groups(claims, name));
+        match (introspection::consumer(claims, &s.consumer_claim), groups) {
+            (Ok(Some(id)), Ok(groups)) => self.name_consumer(req, &id, &groups, false),
+            (Ok(Some(_)), Err(reason)) | (Err(reason), _) => self.odd_consumer.warn(format!("allowed without a consumer: {reason}")),
+            (Ok(None), _) => log::debug(format!("allowed without a consumer: the answer has no `{}`", s.consumer_claim)),
         }
         for claim in CONTEXT_CLAIMS {
             if let Some(text) = context_text(claims, claim).filter(|t| plain_text(t)) {
@@ -266,6 +282,44 @@ impl OAuth2Introspection {
                 Some(text) if plain_text(&text) => req.set_header(header, text),
                 Some(_) => log::debug(format!("claim `{claim}` not sent as `{header}`: control characters, or longer than {MAX_CLAIM_TEXT_BYTES} bytes")),
                 None => {}
+            }
+        }
+    }
+
+    /// With `anonymous`: lets the request on as the anonymous consumer, in place of a refusal,
+    /// as `builtin:jwt` does. `presented`: where the refused token was (in the header, else in
+    /// the query), `None` when there was none; a refused token let through is removed as an
+    /// accepted one is (unless `keep_token`): the upstream never gets it. `None` without
+    /// `anonymous`: the caller refuses.
+    fn as_anonymous(&self, req: &Request, presented: Option<(bool, Option<&str>)>) -> Option<Action> {
+        let anonymous = self.settings.anonymous.as_ref()?;
+        if let Some((in_header, query)) = presented {
+            self.hide_token(req, in_header, query);
+        }
+        self.name_consumer(req, &anonymous.id, &anonymous.groups, true);
+        Some(Action::Continue)
+    }
+
+    /// Names the consumer `id` with its comma-separated `groups` in the context and, with
+    /// `upstream_headers`, to the upstream, as `builtin:jwt` does: `X-Consumer-Id`,
+    /// `X-Consumer-Groups` when it has groups, and `X-Anonymous-Consumer: true` for the
+    /// `anonymous` consumer. A consumer named from a token overrules an earlier auth plugin's
+    /// anonymous fallback (`consumer.anonymous` removed).
+    fn name_consumer(&self, req: &Request, id: &str, groups: &str, anonymous: bool) {
+        req.context_set("consumer", id);
+        req.context_set("consumer.groups", groups);
+        if anonymous {
+            req.context_set("consumer.anonymous", "true");
+        } else {
+            req.context_remove("consumer.anonymous");
+        }
+        if self.settings.upstream_headers {
+            req.set_header("x-consumer-id", id);
+            if !groups.is_empty() {
+                req.set_header("x-consumer-groups", groups);
+            }
+            if anonymous {
+                req.set_header("x-anonymous-consumer", "true");
             }
         }
     }
@@ -302,7 +356,8 @@ impl OAuth2Introspection {
     }
 
     /// The endpoint gave no usable answer: logs why, then refuses (503) or lets the request
-    /// through unauthenticated (without the token), as `failure` says.
+    /// through unauthenticated (without the token; as the `anonymous` consumer, if configured),
+    /// as `failure` says.
     fn failed(&self, req: &Request, in_header: bool, query: Option<&str>, no_answer: &NoAnswer) -> Action {
         if let Some(detail) = &no_answer.detail {
             log::debug(format!("{}: {detail}", no_answer.what));
@@ -313,10 +368,11 @@ impl OAuth2Introspection {
                 ResponseInit::error(503, "auth_unavailable", "the request could not be authorized now; try again later", &req.request_id())
                     .header("retry-after", RETRY_AFTER_SECS.to_string()),
             ),
-            Failure::Open => {
+            // Unauthenticated: as the anonymous consumer, if there is one.
+            Failure::Open => self.as_anonymous(req, Some((in_header, query))).unwrap_or_else(|| {
                 self.hide_token(req, in_header, query);
                 Action::Continue
-            }
+            }),
         }
     }
 

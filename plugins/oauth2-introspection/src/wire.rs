@@ -85,8 +85,11 @@ pub fn is_token_syntax(token: &str) -> bool {
 }
 
 /// The token of an `Authorization: Bearer <token>` value (scheme in any case), if it is one.
+/// The scheme ends at a space: RFC 6750 2.1 has `"Bearer" 1*SP b64token`, so `Bearer<TAB>token`
+/// is no bearer token (the request has none). Read exactly as `builtin:jwt` reads it (the value
+/// trimmed, split at its first space, the rest trimmed), so either plugin finds the same token.
 pub fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
@@ -210,7 +213,12 @@ mod tests {
     fn bearer_values() {
         assert_eq!(bearer("Bearer abc"), Some("abc"));
         assert_eq!(bearer("  bearer   abc  "), Some("abc"));
-        assert_eq!(bearer("BEARER\tabc"), Some("abc"));
+        assert_eq!(bearer("BEARER abc"), Some("abc"));
+        // RFC 6750 2.1: `1*SP` after the scheme, as builtin:jwt reads it: a tab is no separator.
+        assert_eq!(bearer("Bearer\tabc"), None);
+        assert_eq!(bearer("Bearer\t abc"), None);
+        // After the space, the rest is trimmed as builtin:jwt trims it.
+        assert_eq!(bearer("Bearer \tabc"), Some("abc"));
         assert_eq!(bearer("Basic abc"), None);
         assert_eq!(bearer("Bearer"), None);
         assert_eq!(bearer("Bearer   "), None);
@@ -224,6 +232,7 @@ mod tests {
         assert_eq!(find(&h(&["Bearer t1"]), true, None, None), one("t1", true));
         assert_eq!(find(&h(&["Basic x", "Bearer t1"]), true, None, None), one("t1", true));
         assert_eq!(find(&h(&["Basic x"]), true, None, None), Found::Missing);
+        assert_eq!(find(&h(&["Bearer\tt1"]), true, None, None), Found::Missing, "a tab does not end the scheme");
         assert_eq!(find(&h(&[]), true, Some("access_token=t1"), None), Found::Missing, "no `token_query`: the query is not read");
         assert_eq!(find(&h(&[]), true, Some("a=1&access_token=t%2B1"), Some("access_token")), one("t+1", false));
         assert_eq!(find(&h(&[]), true, Some("access_token="), Some("access_token")), Found::Missing);
