@@ -8,7 +8,8 @@ gateway (valgrind cannot reserve the pooling allocator's address space), hence t
 Run by hand:  ROUNDS=3 N=40000 bench/cpu_per_request.py "no plugins" BINARY [BINARY ...]
 "hyper floor" as the case measures `bench/hyper_floor.rs` built beside each BINARY instead.
 LOG=info measures at another log level (default warn, as compare.py runs); WORKERS=1 sets
-`runtime.worker_threads` (default: one per core).
+`runtime.worker_threads` (default: one per core). UPSTREAM_H2=1 makes the upstream hop HTTP/2
+(nginx serving h2c, the upstream `protocol = "h2c"`), as to a gRPC server.
 """
 import sys, os, subprocess, signal, statistics, tempfile, importlib.util, re
 from pathlib import Path
@@ -16,7 +17,11 @@ spec = importlib.util.spec_from_file_location("compare", Path(__file__).resolve(
 case = sys.argv[1]; bins = sys.argv[2:]; rounds = int(os.environ.get("ROUNDS", "3")); N = int(os.environ.get("N", "40000"))
 name, kind, config = c.find_case(case, ("airlock", "floor"))
 tmp = tempfile.mkdtemp()
-up = c.start_nginx(tmp, "upstream", c.UPSTREAM_PORT, 'return 200 "ok";', 2)
+h2_upstream = os.environ.get("UPSTREAM_H2") == "1"
+# Over h2c; nginx's default of 1,000 requests a connection raised, so no GOAWAY falls in the count.
+up = c.start_nginx(tmp, "upstream", c.UPSTREAM_PORT, 'return 200 "ok";', 2, "http2; http2_max_requests 100000000" if h2_upstream else "")
+if h2_upstream and config:
+    config = config.replace("[upstreams.backend]\n", '[upstreams.backend]\nprotocol = "h2c"\n')
 log = os.environ.get("LOG", "warn")
 if "WORKERS" in os.environ:
     config = f"[runtime]\nworker_threads = {int(os.environ['WORKERS'])}\n" + (config or "")
@@ -43,6 +48,6 @@ try:
             res.setdefault(b, []).append((t1 - t0) / ok * 1e6)
 finally:
     up.send_signal(3); up.wait()
-print(f"case: {name}; log level {log}; gateway CPU time (user+sys) per request, {N} requests x {rounds} rounds")
+print(f"case: {name}{' (h2c upstream)' if h2_upstream else ''}; log level {log}; gateway CPU time (user+sys) per request, {N} requests x {rounds} rounds")
 for k, v in res.items():
     print(f"{Path(k).name:20s} {statistics.median(v):6.1f} us/request  runs {[round(x,1) for x in v]}")
