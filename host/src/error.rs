@@ -238,6 +238,19 @@ impl GatewayError {
     }
 }
 
+/// An error and its sources on one line, joined with `: `: the whole reason, for a log line or
+/// an error that outlives its cause.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::GatewayError;

@@ -485,6 +485,45 @@ async fn connect_timeout_is_504() {
     gw.stop().await;
 }
 
+/// Requests to an HTTP/2 target that wait for the connection another request is making fail
+/// with it when it fails, as Envoy fails the requests pending on a connection attempt: against
+/// a target that does not answer, each would otherwise wait a connect timeout of its own in turn
+/// (eight requests: 3.2 s here, past the bound below; all together: one timeout, 0.4 s).
+#[tokio::test]
+async fn requests_waiting_for_an_http2_connection_fail_with_it() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+            fillers.push(s);
+        }
+    }
+    let config = format!(
+        "[upstreams.full]\ntargets = [\"{addr}\"]\nprotocol = \"h2c\"\nconnect_timeout_ms = 400\nmax_fails = 0\n[[routes]]\npath_prefix = \"/\"\nupstream = \"full\"\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    // One HTTP/2 client: one connection, so one worker and its pool serve all eight.
+    let client = HttpClient::http2();
+    let started = std::time::Instant::now();
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url) = (client.clone(), gw.url("/"));
+            tokio::spawn(async move { client.get(&url).await })
+        })
+        .collect();
+    for request in requests {
+        let r = request.await.expect("request task");
+        assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (504, Some("upstream_timeout")), "{}", r.text());
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "all eight answered after {took:?}: they waited in turn");
+    drop(listener);
+    gw.stop().await;
+}
+
 const LIMITS: &str = r#"
 [limits]
 max_header_bytes = 2048

@@ -12,14 +12,17 @@
 //! What it keeps of that client's behaviour: connections are made by the upstream's counted
 //! connector (its connect timeout, TLS with ALPN `h2`, the connection gauge apply); requests that
 //! find no connection to their target wait for the one being made rather than each making its
-//! own; a connection no request has started on for `idle_timeout` is let go (it closes once its
-//! last stream ends); with `max_idle = 0` none is kept; and a request that a kept connection
-//! closed before taking it is sent on a new one.
+//! own, and fail with it if it fails (as Envoy fails the requests pending on a connection
+//! attempt: against a target that does not answer, each would otherwise wait its own connect
+//! timeout in turn); a connection no request has started on for `idle_timeout` is let go (it
+//! closes once its last stream ends); with `max_idle = 0` none is kept; and a request that a
+//! kept connection closed before taking it is sent on a new one.
 //!
 //! And what it adds, as [`super::http1_pool`] does: a connect failure hands the request back as
 //! it came ([`Http2Error::Connect`]: nothing was sent) for the upstream to try another target.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -66,6 +69,12 @@ struct TargetConnection {
     open: Mutex<Option<(SendRequest<ProxyBody>, Instant)>>,
     /// Held while a connection to the target is made: the requests that find none wait for it.
     connecting: tokio::sync::Mutex<()>,
+    /// Connection attempts made so far: a request that sees it move while it waits knows the
+    /// attempt it waited for is over.
+    attempts: AtomicU64,
+    /// Why the last attempt failed (its I/O error kind, for a timeout to stay one, and the
+    /// reason); `None` once one succeeds.
+    failed: Mutex<Option<(io::ErrorKind, Arc<str>)>>,
 }
 
 impl<C> Http2Pool<C>
@@ -82,7 +91,13 @@ where
         builder.timer(TokioTimer::new());
         let targets = targets
             .iter()
-            .map(|target| TargetConnection { target: target.clone(), open: Mutex::new(None), connecting: tokio::sync::Mutex::new(()) })
+            .map(|target| TargetConnection {
+                target: target.clone(),
+                open: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                attempts: AtomicU64::new(0),
+                failed: Mutex::new(None),
+            })
             .collect();
         Arc::new(Self { connector, scheme, builder, keep: max_idle > 0, idle_timeout, targets, sweeping: AtomicBool::new(false) })
     }
@@ -147,17 +162,26 @@ where
         }
     }
 
-    /// A connection to `slot`'s target: the one another request is making, once made, or a new
-    /// one, kept for later requests.
+    /// A connection to `slot`'s target: the one another request is making, once made (its
+    /// error, if it failed), or a new one, kept for later requests.
     async fn connect_once(self: &Arc<Self>, slot: &TargetConnection) -> Result<SendRequest<ProxyBody>, PoolError> {
         if !self.keep {
             return self.connect(&slot.target).await;
         }
+        let attempts_before = slot.attempts.load(Ordering::Acquire);
         let _connecting = slot.connecting.lock().await;
         if let Some(sender) = self.kept(slot) {
             return Ok(sender);
         }
-        let sender = self.connect(&slot.target).await?;
+        if slot.attempts.load(Ordering::Acquire) != attempts_before
+            && let Some((kind, reason)) = slot.failed.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        {
+            return Err(io::Error::new(kind, format!("{reason} (the connection attempt this request waited for)")).into());
+        }
+        let made = self.connect(&slot.target).await;
+        *slot.failed.lock().unwrap_or_else(PoisonError::into_inner) = made.as_ref().err().map(|e| (io_kind(&**e), crate::error::chain(&**e).into()));
+        slot.attempts.fetch_add(1, Ordering::Release);
+        let sender = made?;
         *slot.open.lock().unwrap_or_else(PoisonError::into_inner) = Some((sender.clone(), Instant::now()));
         self.start_sweeper();
         Ok(sender)
@@ -203,6 +227,18 @@ where
             }
         }
     }
+}
+
+/// The kind of the first I/O error in `e`'s chain (`Other` if none): a connect timeout stays one.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> io::ErrorKind {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return io.kind();
+        }
+        source = err.source();
+    }
+    io::ErrorKind::Other
 }
 
 /// Names the request's `Host` header as its `:authority` (the URI's authority), and takes the

@@ -887,14 +887,7 @@ pub(super) fn classify(e: &(dyn std::error::Error + 'static)) -> SendError {
         }
         source = err.source();
     }
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(err) = source {
-        reason.push_str(": ");
-        reason.push_str(&err.to_string());
-        source = err.source();
-    }
-    SendError::Unavailable(reason)
+    SendError::Unavailable(crate::error::chain(e))
 }
 
 /// The client's body failed while it was streamed upstream: the client's fault, never the upstream's.

@@ -189,7 +189,7 @@ impl HttpClientGrant {
                 CallFailure::from(HttpError::TooLarge)
             } else {
                 // Connected, and the head read: the body broke off or was malformed.
-                CallFailure::response(format!("the response body broke off: {}", error_chain(&*e)))
+                CallFailure::response(format!("the response body broke off: {}", crate::error::chain(&*e)))
             }
         })?;
         Ok(IncomingResponse {
@@ -260,7 +260,7 @@ impl CallFailure {
     /// Classifies the client's error: no connection (refused, not resolved, TLS handshake
     /// failed), a request hyper refused to send, or a failed exchange on a made connection.
     fn of_request(e: &hyper_util::client::legacy::Error) -> Self {
-        let chain = error_chain(e);
+        let chain = crate::error::chain(e);
         if e.is_connect() {
             return HttpError::Connect(chain).into();
         }
@@ -283,18 +283,6 @@ impl CallFailure {
             HttpError::TooLarge => "the response body is larger than the grant's `max_response_bytes`".into(),
         }
     }
-}
-
-/// An error and its sources, on one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 impl Host for HostState {
