@@ -42,6 +42,7 @@ BUILTINS = {
     "graphql": '{ query = "query U($id: ID!) { user(id: $id) { id } }", result = "user", variables = { id = { from = "header.x-id" } } }',
     "grpc-web": "{}",
     "headers": '{ request = { set = { "x-a" = "1" } } }',
+    "http-signatures": '{ keys = [{ keyid = "k", alg = "hmac-sha256", secret = "bench-secret-bench-secret-bench-secret!" }] }',
     "ip-restrict": '{ allow = ["127.0.0.1/32"] }',
     "jwt": '{ keys = [{ kid = "k", alg = "HS256", secret = "bench-secret-bench-secret-bench-secret!" }] }',
     "key-auth": "{}",

@@ -4,10 +4,11 @@
 
 /// The built-ins that decide whether a request may be answered at all (authentication, access
 /// control): their failing open is warned about, and a cache may not answer ahead of them.
-pub const ACCESS_CONTROL_BUILTINS: [&str; 7] = [
+pub const ACCESS_CONTROL_BUILTINS: [&str; 8] = [
     "builtin:key-auth",
     "builtin:basic-auth",
     "builtin:jwt",
+    "builtin:http-signatures",
     "builtin:acl",
     "builtin:ip-restrict",
     "builtin:forward-auth",

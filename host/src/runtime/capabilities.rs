@@ -81,7 +81,7 @@ pub fn effective_grants(source: &str, grants: &[String]) -> Vec<String> {
 const DATA_GRANTS: &[&str] = &["consumers"];
 
 /// Built-in plugins that verify consumer credentials, and so receive `[[consumers]]` ungranted.
-const CREDENTIAL_BUILTINS: &[&str] = &["builtin:key-auth", "builtin:basic-auth", "builtin:jwt"];
+const CREDENTIAL_BUILTINS: &[&str] = &["builtin:key-auth", "builtin:basic-auth", "builtin:jwt", "builtin:http-signatures"];
 
 /// Whether `grants` (or the plugin being a credential-checking built-in) allows the `consumers` list.
 pub fn consumers_granted(source: &str, grants: &[String]) -> bool {
