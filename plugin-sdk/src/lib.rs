@@ -98,6 +98,7 @@
 #![deny(missing_docs)]
 
 mod action;
+pub mod consumer;
 pub mod crypto;
 mod export;
 pub mod files;

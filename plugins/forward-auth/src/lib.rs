@@ -60,10 +60,6 @@ use config::{Config, Failure, Settings};
 use forwarded::Origin;
 use verdict::Verdict;
 
-/// Headers through which gateway auth plugins name the consumer to the upstream: a client's own
-/// copies are removed when this plugin names the consumer (`consumer_header`).
-const CONSUMER_HEADERS: [&str; 3] = ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"];
-
 /// `Retry-After` of the 503 `auth_unavailable`, in seconds: an outage or an overloaded auth
 /// service is rarely over at once, and clients that retry sooner only add to its load.
 pub const RETRY_AFTER_SECS: u32 = 5;
@@ -159,9 +155,7 @@ impl ForwardAuth {
             req.remove_header(name);
         }
         if s.consumer_header.is_some() {
-            for name in CONSUMER_HEADERS {
-                req.remove_header(name);
-            }
+            airlock_sdk::consumer::remove_forged(req);
         }
     }
 
@@ -169,19 +163,8 @@ impl ForwardAuth {
     /// to the upstream.
     fn name_consumer(&self, req: &Request, consumer: Result<Option<String>, String>, groups: &str) {
         match consumer {
-            Ok(Some(id)) => {
-                req.context_set("consumer", &id);
-                // Its groups from `groups_header`; never those an earlier plugin gave another.
-                req.context_set("consumer.groups", groups);
-                // An earlier auth plugin's anonymous fallback is overruled by this consumer.
-                req.context_remove("consumer.anonymous");
-                if self.settings.upstream_headers {
-                    req.set_header("x-consumer-id", &id);
-                    if !groups.is_empty() {
-                        req.set_header("x-consumer-groups", groups);
-                    }
-                }
-            }
+            // Its groups from `groups_header`; never those an earlier plugin gave another.
+            Ok(Some(id)) => airlock_sdk::consumer::name(req, &id, groups, false, self.settings.upstream_headers),
             Ok(None) if self.settings.consumer_header.is_some() => {
                 log::debug("allowed without a consumer: the auth answer has no `consumer_header`");
             }

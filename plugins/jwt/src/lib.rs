@@ -295,9 +295,7 @@ impl Plugin for Jwt {
         if self.anonymous.is_some() && req.authenticated_before() {
             return Action::Continue;
         }
-        for name in ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"] {
-            req.remove_header(name);
-        }
+        airlock_sdk::consumer::remove_forged(req);
         let (token, from_header) = match self.find_token(req) {
             Some(found) => found,
             None => return self.fallback(req, None),
@@ -538,23 +536,7 @@ impl Jwt {
     }
 
     fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {
-        req.context_set("consumer", &identity.id);
-        req.context_set("consumer.groups", &identity.groups);
-        // An earlier auth plugin's anonymous fallback is overruled by a consumer named here.
-        if anonymous {
-            req.context_set("consumer.anonymous", "true");
-        } else {
-            req.context_remove("consumer.anonymous");
-        }
-        if self.upstream_headers {
-            req.set_header("x-consumer-id", &identity.id);
-            if !identity.groups.is_empty() {
-                req.set_header("x-consumer-groups", &identity.groups);
-            }
-            if anonymous {
-                req.set_header("x-anonymous-consumer", "true");
-            }
-        }
+        airlock_sdk::consumer::name(req, &identity.id, &identity.groups, anonymous, self.upstream_headers);
     }
 }
 

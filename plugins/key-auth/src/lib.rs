@@ -252,21 +252,7 @@ impl KeyAuth {
     /// consumer header is set or removed, so whatever the client sent under those names (one
     /// host call per header: `set-header` replaces every value) never reaches the upstream.
     fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {
-        req.context_set("consumer", &identity.id);
-        req.context_set("consumer.groups", &identity.groups);
-        // An earlier auth plugin's anonymous fallback is overruled by a consumer named here.
-        if anonymous {
-            req.context_set("consumer.anonymous", "true");
-        } else {
-            req.context_remove("consumer.anonymous");
-        }
-        let set_or_remove = |name: &str, value: Option<&str>| match value {
-            Some(value) if self.upstream_headers => req.set_header(name, value),
-            _ => req.remove_header(name),
-        };
-        set_or_remove("x-consumer-id", Some(&identity.id));
-        set_or_remove("x-consumer-groups", (!identity.groups.is_empty()).then_some(identity.groups.as_str()));
-        set_or_remove("x-anonymous-consumer", anonymous.then_some("true"));
+        airlock_sdk::consumer::name(req, &identity.id, &identity.groups, anonymous, self.upstream_headers);
     }
 }
 

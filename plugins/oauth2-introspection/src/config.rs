@@ -25,7 +25,7 @@ const MAX_LEEWAY_S: u64 = 300;
 /// Headers through which gateway auth plugins name the consumer to the upstream: the plugin
 /// removes the client's copies and sets them itself (with `anonymous`, a request an earlier auth
 /// plugin authenticated keeps that plugin's).
-pub const CONSUMER_HEADERS: [&str; 3] = ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"];
+pub use airlock_sdk::consumer::HEADERS as CONSUMER_HEADERS;
 
 /// Most entries of `required_scopes`, `audiences`, `issuers` and `claims_to_headers` (each is
 /// read on every request).

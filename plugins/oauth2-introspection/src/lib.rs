@@ -74,7 +74,7 @@ use airlock_sdk::serde_json::Value;
 use airlock_sdk::state::{self, StateError};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin, files, http_client, log};
 
-use config::{CONSUMER_HEADERS, Config, Failure, Settings};
+use config::{Config, Failure, Settings};
 use introspection::{Answer, Claims, NoAnswer, Refusal};
 use wire::Found;
 
@@ -136,9 +136,7 @@ impl Plugin for OAuth2Introspection {
         if s.anonymous.is_some() && req.authenticated_before() {
             return Action::Continue;
         }
-        for name in CONSUMER_HEADERS {
-            req.remove_header(name);
-        }
+        airlock_sdk::consumer::remove_forged(req);
         let query = if s.token_query.is_some() { req.query() } else { None };
         let (token, in_header) =
             match wire::find(&req.header_all(&s.token_header), s.bearer_scheme, query.as_deref(), s.token_query.as_deref()) {
@@ -306,22 +304,7 @@ impl OAuth2Introspection {
     /// `anonymous` consumer. A consumer named from a token overrules an earlier auth plugin's
     /// anonymous fallback (`consumer.anonymous` removed).
     fn name_consumer(&self, req: &Request, id: &str, groups: &str, anonymous: bool) {
-        req.context_set("consumer", id);
-        req.context_set("consumer.groups", groups);
-        if anonymous {
-            req.context_set("consumer.anonymous", "true");
-        } else {
-            req.context_remove("consumer.anonymous");
-        }
-        if self.settings.upstream_headers {
-            req.set_header("x-consumer-id", id);
-            if !groups.is_empty() {
-                req.set_header("x-consumer-groups", groups);
-            }
-            if anonymous {
-                req.set_header("x-anonymous-consumer", "true");
-            }
-        }
+        airlock_sdk::consumer::name(req, id, groups, anonymous, self.settings.upstream_headers);
     }
 
     /// No token: 401 with the bare challenge (RFC 6750 3.1: no error code).

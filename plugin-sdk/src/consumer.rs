@@ -1,0 +1,39 @@
+//! The consumer a request runs as, named the one way every authentication plugin names it: the
+//! context entries that `acl`, `rate-limit` plans, `proxy-cache`'s `vary_consumer` and the access
+//! log read, and the headers that tell the upstream who called.
+
+use crate::Request;
+
+/// The upstream headers naming the consumer. An authentication plugin removes a client's own
+/// copies ([`remove_forged`]) before it decides, so none reaches the upstream forged.
+pub const HEADERS: [&str; 3] = ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"];
+
+/// Removes the client's copies of [`HEADERS`].
+pub fn remove_forged(req: &Request) {
+    for name in HEADERS {
+        req.remove_header(name);
+    }
+}
+
+/// Names consumer `id`, with its comma-separated `groups` (empty: none), as the request's:
+/// `consumer` and `consumer.groups` in the context, and `consumer.anonymous` set when it is the
+/// `anonymous` fallback, else removed (a consumer named here overrules an earlier plugin's
+/// anonymous fallback). With `upstream_headers`, `X-Consumer-Id`, `X-Consumer-Groups` (when it
+/// has groups) and `X-Anonymous-Consumer: true` (the fallback) go upstream; without, none of
+/// [`HEADERS`] does.
+pub fn name(req: &Request, id: &str, groups: &str, anonymous: bool, upstream_headers: bool) {
+    req.context_set("consumer", id);
+    req.context_set("consumer.groups", groups);
+    if anonymous {
+        req.context_set("consumer.anonymous", "true");
+    } else {
+        req.context_remove("consumer.anonymous");
+    }
+    let set_or_remove = |name: &str, value: Option<&str>| match value {
+        Some(value) if upstream_headers => req.set_header(name, value),
+        _ => req.remove_header(name),
+    };
+    set_or_remove("x-consumer-id", Some(id));
+    set_or_remove("x-consumer-groups", (!groups.is_empty()).then_some(groups));
+    set_or_remove("x-anonymous-consumer", anonymous.then_some("true"));
+}
