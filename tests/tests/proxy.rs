@@ -660,6 +660,10 @@ config = { request = { set = { "host" = "internal.svc:9000" } } }
     assert_eq!(r.json()["body"], "body");
     // The client's host still reaches the upstream as the forwarded one.
     assert_eq!(r.upstream_header("x-forwarded-host"), vec!["public.example"]);
+    // A `Host` that cannot be an authority (`%` is allowed in a reg-name's encoding, not in
+    // `:authority`'s parse) still leaves no `host` beside the target's `:authority`.
+    let r = client.request("GET", &gw.url("/preserve"), &[("host", "h%41")], b"").await;
+    assert_eq!(seen(&r), (json!("HTTP/2.0"), json!(upstream.addr.to_string()), vec![]), "{}", r.text());
     // An HTTP/2 client's `:authority` goes on as it came.
     let url = gw.url("/preserve");
     let r = HttpClient::http2().get(&url).await;
@@ -735,6 +739,89 @@ async fn an_http2_upstream_closing_its_connections_is_connected_to_again() {
     }
     // (A request may still reach a closing connection before its last GOAWAY.)
     assert!(connections.load(Ordering::SeqCst) >= 5, "connected again: {connections:?}");
+    server.abort();
+    gw.stop().await;
+}
+
+/// An HTTP/2 upstream's response head is held to what an HTTP/1.1 one's is: up to
+/// `limits.max_response_headers` lines (502 past them), and heads far above hyper's HTTP/2
+/// default of 16 KiB (a 100 KiB one here) pass.
+#[tokio::test]
+async fn an_http2_upstream_response_head_is_held_to_the_http1_limits() {
+    let upstream = Upstream::with_handler(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let mut r = hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from_static(b"ok")));
+        if req.uri().path() == "/large" {
+            r.headers_mut().insert("x-large", "x".repeat(100 * 1024).parse().expect("value"));
+        } else {
+            for i in 0..40 {
+                r.headers_mut().insert(http::HeaderName::from_bytes(format!("x-h-{i}").as_bytes()).expect("name"), http::HeaderValue::from_static("1"));
+            }
+        }
+        r
+    })
+    .await;
+    let config = "[limits]\nmax_response_headers = 30\n\n[upstreams.backend]\ntargets = [\"{upstream}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n";
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.get(&gw.url("/large")).await;
+    assert_eq!((r.status.as_u16(), r.header("x-large").map(|v| v.len())), (200, Some(100 * 1024)), "{}", r.text());
+    let r = client.get(&gw.url("/many")).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (502, Some("upstream_unavailable")), "{}", r.text());
+    assert_eq!(client.get(&gw.url("/large")).await.status, 200, "the connection serves on");
+    gw.stop().await;
+}
+
+/// An HTTP/2 upstream that refuses every other stream it is sent (`RST_STREAM` with
+/// `REFUSED_STREAM`: not processed, so safe to send again whatever the method, RFC 9113 8.7).
+/// The first refusal finds no copy kept (requests are armed only once the upstream shows it
+/// closes or refuses streams): a 502 that does not count against the target. From then on each
+/// refused request (its body empty or whole: a streamed body cannot be sent twice) goes again and
+/// is answered, and no request is processed twice.
+#[tokio::test]
+async fn a_request_an_http2_upstream_did_not_process_is_sent_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let processed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (streams, bodies) = (Arc::new(AtomicUsize::new(0)), processed.clone());
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (streams, bodies) = (streams.clone(), bodies.clone());
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(stream).await else { return };
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    if streams.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let path = request.uri().path().to_owned();
+                    bodies.lock().unwrap().push(format!("{} {path}", request.method()));
+                    let Ok(mut send) = respond.send_response(http::Response::new(()), false) else { continue };
+                    let _ = send.send_data(hyper::body::Bytes::from(path), true);
+                }
+            });
+        }
+    });
+    let config = format!(
+        "[upstreams.backend]\ntargets = [\"{addr}\"]\nprotocol = \"h2c\"\nmax_fails = 1\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    let r = client.request("DELETE", &gw.url("/orders/0"), &[], b"").await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (502, Some("upstream_unavailable")), "{}", r.text());
+    let target = addr.to_string();
+    let up = metric_value(&gw, "airlock_upstream_target_up", &[("upstream", "backend"), ("target", &target)]).await;
+    assert_eq!(up, 1.0, "a request the target did not process is not the target failing (max_fails = 1)");
+    for i in 1..=6 {
+        // Not idempotent: what the upstream did not process is safe to send again all the same.
+        let path = format!("/orders/{i}");
+        let r = client.request("DELETE", &gw.url(&path), &[], b"").await;
+        assert_eq!((r.status.as_u16(), r.text()), (200, path), "request {i}");
+    }
+    let processed = processed.lock().unwrap().clone();
+    assert_eq!(processed, (1..=6).map(|i| format!("DELETE /orders/{i}")).collect::<Vec<_>>(), "each processed once, /orders/0 never");
     server.abort();
     gw.stop().await;
 }

@@ -19,7 +19,22 @@
 //! kept connection closed before taking it is sent on a new one.
 //!
 //! And what it adds, as [`super::http1_pool`] does: a connect failure hands the request back as
-//! it came ([`Http2Error::Connect`]: nothing was sent) for the upstream to try another target.
+//! it came ([`Http2Error::Connect`]: nothing was sent) for the upstream to try another target; and
+//! a request the upstream did not process (its stream refused with `REFUSED_STREAM`, or above the
+//! last stream a graceful `GOAWAY` names: RFC 9113 8.7, "can be safely retried", whatever the
+//! method) is sent once more on a new connection, when its body is empty or whole. The copy that
+//! takes is made only once the upstream shows it closes connections (a `GOAWAY`, a kept
+//! connection found closed, a refused stream), for [`ARMED_AFTER_CLOSING`] from then: a server
+//! rotating its connections (nginx's `keepalive_requests`, a graceful restart) keeps it armed,
+//! and a request not processed and not armed is answered 502 without counting against the
+//! target ([`Http2Error::NotProcessed`]).
+//!
+//! Flow control: a response body the client reads slowly holds the connection's window until it
+//! is read. The stream window ([`STREAM_WINDOW`]) is a 32nd of the connection's
+//! ([`CONNECTION_WINDOW`]), so it takes 32 stalled responses on one connection, not hyper's 2.5
+//! (2 MiB of 5 MiB), before the other requests on it wait. A response head is at most
+//! [`MAX_RESPONSE_HEAD`] bytes (announced to the server), and at most the gateway's
+//! `max_response_headers` lines, as over HTTP/1.1.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +51,23 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use super::body::ProxyBody;
-use super::http1_pool::{PoolError, spawn_sweeper};
+use super::http1_pool::{ARMED_AFTER_CLOSING, PoolError, spawn_sweeper};
+use super::resend;
+
+/// Each request stream's flow-control window: what one response not yet read can hold.
+pub const STREAM_WINDOW: u32 = 512 * 1024;
+
+/// Each connection's flow-control window, shared by its streams: 32 stream windows.
+pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// How many times a request the upstream did not take or process is sent again (each on the
+/// connection made after the last closed): a server rotating its connections quickly can refuse
+/// one on the next connection too.
+const MAX_RESENDS: usize = 3;
+
+/// The largest response head (HPACK-decoded, as RFC 9113 counts it) taken from an upstream,
+/// about what hyper's HTTP/1.1 client reads (hyper's HTTP/2 default is 16 KiB).
+pub const MAX_RESPONSE_HEAD: u32 = 400 * 1024;
 
 /// Why [`Http2Pool::send`] failed.
 pub enum Http2Error {
@@ -46,6 +77,9 @@ pub enum Http2Error {
     Connect(PoolError, Box<Request<ProxyBody>>),
     /// The exchange failed on a connection (the request may have been sent).
     Exchange(PoolError),
+    /// The upstream did not process the request (its stream refused, or above a graceful
+    /// `GOAWAY`'s last stream) and no copy was kept to send again: not the target failing.
+    NotProcessed(PoolError),
 }
 
 /// One worker's HTTP/2 connections to the targets of one upstream: at most one to each.
@@ -60,6 +94,13 @@ pub struct Http2Pool<C> {
     targets: Box<[TargetConnection]>,
     /// Whether this pool's sweeper task runs (started by the first connection kept).
     sweeping: AtomicBool,
+    /// Most response header lines (`limits.max_response_headers`).
+    max_headers: usize,
+    /// When the pool was made: the origin of `armed_until`.
+    born: Instant,
+    /// Milliseconds after `born` until which requests keep a copy to send again if the upstream
+    /// does not process them ([`ARMED_AFTER_CLOSING`]); 0 while it shows no sign of closing.
+    armed_until: AtomicU64,
 }
 
 /// The connection to one target, if one is open, and the right to make one.
@@ -86,9 +127,14 @@ where
 {
     /// A pool for `targets`, making its connections with `connector` (`https` scheme for a TLS
     /// connector); `max_idle` 0 keeps none.
-    pub fn new(connector: C, scheme: Scheme, targets: &[Authority], max_idle: usize, idle_timeout: Duration) -> Arc<Self> {
+    pub fn new(connector: C, scheme: Scheme, targets: &[Authority], limits: (usize, usize), idle_timeout: Duration) -> Arc<Self> {
+        let (max_idle, max_headers) = limits;
         let mut builder = Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
+        builder
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_header_list_size(MAX_RESPONSE_HEAD);
         let targets = targets
             .iter()
             .map(|target| TargetConnection {
@@ -99,7 +145,18 @@ where
                 failed: Mutex::new(None),
             })
             .collect();
-        Arc::new(Self { connector, scheme, builder, keep: max_idle > 0, idle_timeout, targets, sweeping: AtomicBool::new(false) })
+        Arc::new(Self {
+            connector,
+            scheme,
+            builder,
+            keep: max_idle > 0,
+            idle_timeout,
+            targets,
+            sweeping: AtomicBool::new(false),
+            max_headers,
+            born: Instant::now(),
+            armed_until: AtomicU64::new(0),
+        })
     }
 
     /// Sends `request`, whose URI names the target (`scheme://host:port/path`) and whose `Host`
@@ -120,30 +177,71 @@ where
             },
         };
         let host = name_host(&mut request);
-        let mut retried = false;
+        // Armed only once the upstream shows it closes connections (see the module's doc).
+        let mut again = if self.armed() { resend::copy(&request) } else { None };
+        let mut resends = 0;
         loop {
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(response),
-                Err(mut failed) => {
-                    let unsent = failed.take_message();
-                    let error = failed.into_error();
-                    request = match unsent {
-                        // Never taken: the connection had closed. Once more, on a new one.
-                        Some(unsent) if !retried => unsent,
-                        _ => return Err(Http2Error::Exchange(error.into())),
-                    };
-                    retried = true;
-                    self.forget(slot);
-                    sender = match self.connect_once(slot).await {
-                        Ok(sender) => sender,
-                        Err(e) => {
-                            unname_host(&mut request, &target, host);
-                            return Err(Http2Error::Connect(e, Box::new(request)));
-                        }
-                    };
+            let failed = match sender.try_send_request(request).await {
+                Ok(response) if response.headers().len() > self.max_headers => {
+                    let lines = response.headers().len();
+                    return Err(Http2Error::Exchange(
+                        format!("its response has {lines} header lines, over limits.max_response_headers ({})", self.max_headers).into(),
+                    ));
                 }
+                Ok(response) => return Ok(response),
+                Err(failed) => failed,
+            };
+            let mut failed = failed;
+            let unsent = failed.take_message();
+            let error = failed.into_error();
+            // Neither taken nor processed: the upstream is closing or rotating its connections.
+            let untouched = unsent.is_some() || not_processed(&error);
+            if untouched {
+                self.upstream_closing();
             }
+            request = match unsent {
+                // Never taken: the connection had closed. Again, on a new one.
+                Some(unsent) if resends < MAX_RESENDS => unsent,
+                None if untouched && resends < MAX_RESENDS => match again.take() {
+                    Some(copy) => {
+                        tracing::debug!(target = %target, error = %error, "the upstream did not process the request; sending it again on a new connection");
+                        // The next copy, should that connection refuse it too.
+                        again = resend::copy(&copy);
+                        copy
+                    }
+                    None => return Err(Http2Error::NotProcessed(error.into())),
+                },
+                _ if untouched => return Err(Http2Error::NotProcessed(error.into())),
+                _ => return Err(Http2Error::Exchange(error.into())),
+            };
+            resends += 1;
+            self.forget(slot);
+            sender = match self.connect_once(slot).await {
+                Ok(sender) => sender,
+                Err(e) => {
+                    unname_host(&mut request, &target, host);
+                    return Err(Http2Error::Connect(e, Box::new(request)));
+                }
+            };
         }
+    }
+
+    /// Whether requests keep a copy to send again ([`ARMED_AFTER_CLOSING`]).
+    fn armed(&self) -> bool {
+        let armed_until = self.armed_until.load(Ordering::Relaxed);
+        armed_until != 0 && self.millis(Instant::now()) < armed_until
+    }
+
+    /// The upstream showed it closes connections: arm requests for [`ARMED_AFTER_CLOSING`].
+    fn upstream_closing(&self) {
+        let now = self.millis(Instant::now());
+        let until = now.saturating_add(u64::try_from(ARMED_AFTER_CLOSING.as_millis()).unwrap_or(u64::MAX));
+        self.armed_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Milliseconds from the pool's making to `at`.
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The open connection to `slot`'s target, if any (dropping it if it has closed), marked used.
@@ -151,7 +249,9 @@ where
         let mut open = slot.open.lock().unwrap_or_else(PoisonError::into_inner);
         match open.as_mut() {
             Some((sender, _)) if sender.is_closed() => {
+                // Closed by the upstream (a `GOAWAY`, a restart): it may be rotating connections.
                 *open = None;
+                self.upstream_closing();
                 None
             }
             Some((sender, used)) => {
@@ -229,6 +329,21 @@ where
     }
 }
 
+/// Whether `e` says the upstream did not process the request, so that sending it again is safe
+/// whatever its method (RFC 9113 8.7): its stream refused (`REFUSED_STREAM`), or above the last
+/// stream named by a graceful `GOAWAY` (`NO_ERROR`, which h2 gives only to those streams).
+fn not_processed(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)));
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// The kind of the first I/O error in `e`'s chain (`Other` if none): a connect timeout stays one.
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> io::ErrorKind {
     let mut source = Some(e);
@@ -242,17 +357,25 @@ fn io_kind(e: &(dyn std::error::Error + 'static)) -> io::ErrorKind {
 }
 
 /// Names the request's `Host` header as its `:authority` (the URI's authority), and takes the
-/// header away: over HTTP/2 the host is the `:authority`. Returns the header taken, if any.
-/// A value that is no authority (the gateway checks `Host` as `host[:port]`, so none should
-/// come) is left as it was.
+/// header away: over HTTP/2 the host is the `:authority`, and a `host` beside it that differs
+/// makes the request malformed. Returns the header taken, if any. A value that cannot be an
+/// authority (empty, or with a `%`, which `Host` may hold) is taken away all the same, the
+/// target staying the `:authority`.
 fn name_host(request: &mut Request<ProxyBody>) -> Option<http::HeaderValue> {
-    let authority = Authority::try_from(request.headers().get(HOST)?.as_bytes()).ok()?;
-    if request.uri().authority() != Some(&authority) {
-        let mut parts = request.uri().clone().into_parts();
-        parts.authority = Some(authority);
-        *request.uri_mut() = Uri::from_parts(parts).ok()?;
+    let host = request.headers_mut().remove(HOST)?;
+    match Authority::try_from(host.as_bytes()) {
+        Ok(authority) if request.uri().authority() != Some(&authority) => {
+            let mut parts = request.uri().clone().into_parts();
+            parts.authority = Some(authority);
+            match Uri::from_parts(parts) {
+                Ok(uri) => *request.uri_mut() = uri,
+                Err(e) => tracing::debug!(error = %e, "the Host cannot be the :authority; the target is"),
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "the Host cannot be the :authority; the target is"),
     }
-    request.headers_mut().remove(HOST)
+    Some(host)
 }
 
 /// Undoes [`name_host`] on a request handed back to be sent to another target: the URI names

@@ -219,6 +219,9 @@ enum Attempt {
     ConnectFailed(SendError, Option<Box<Request<ProxyBody>>>),
     /// The exchange failed after connecting.
     Failed(SendError),
+    /// The target did not process the request (HTTP/2: a refused stream, a graceful `GOAWAY`)
+    /// and it could not be sent again: a failure of the request, not of the target.
+    NotProcessed(SendError),
 }
 
 impl Upstream {
@@ -320,7 +323,7 @@ impl Upstream {
                 connector.enforce_http(true);
                 let connector = CountingConnector::new(connector, open.clone());
                 if http2 {
-                    Transport::H2Plain(Http2Pool::new(connector, Scheme::HTTP, targets, max_idle, settings.idle_timeout))
+                    Transport::H2Plain(Http2Pool::new(connector, Scheme::HTTP, targets, (max_idle, settings.max_response_headers), settings.idle_timeout))
                 } else {
                     Transport::Http1Plain(Http1Pool::new(connector, Scheme::HTTP, settings.max_response_headers, kept, settings.idle_timeout))
                 }
@@ -329,7 +332,7 @@ impl Upstream {
                 let alpn = if http2 { Alpn::H2 } else { Alpn::Http1 };
                 let connector = CountingConnector::new(tls::connector(tls_settings, alpn, settings.connect_timeout)?, open.clone());
                 if http2 {
-                    Transport::H2Tls(Http2Pool::new(connector, Scheme::HTTPS, targets, max_idle, settings.idle_timeout))
+                    Transport::H2Tls(Http2Pool::new(connector, Scheme::HTTPS, targets, (max_idle, settings.max_response_headers), settings.idle_timeout))
                 } else {
                     Transport::Http1Tls(Http1Pool::new(connector, Scheme::HTTPS, settings.max_response_headers, kept, settings.idle_timeout))
                 }
@@ -647,6 +650,7 @@ impl Upstream {
                         }
                         return Err(error);
                     }
+                    Attempt::NotProcessed(error) => return Err(error),
                     Attempt::ConnectFailed(error, back) => (error, back),
                 };
                 self.target_failed(target, &error);
@@ -823,6 +827,7 @@ where
         Ok(response) => Attempt::Answered(response),
         Err(Http2Error::Connect(e, request)) => Attempt::ConnectFailed(classify(&*e), Some(request)),
         Err(Http2Error::Exchange(e)) => Attempt::Failed(classify(&*e)),
+        Err(Http2Error::NotProcessed(e)) => Attempt::NotProcessed(classify(&*e)),
     }
 }
 
