@@ -67,8 +67,14 @@ impl Pki {
         sha256_hex(cert.der())
     }
 
-    /// A server config for `upstream.test` that requires a client certificate this CA signed.
+    /// A server config for `upstream.test` that requires a client certificate this CA signed,
+    /// agreeing on `h2` or `http/1.1` by ALPN.
     fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server_config_alpn(&[b"h2", b"http/1.1"])
+    }
+
+    /// [`Pki::server_config`] agreeing on the ALPN protocols `alpn` only.
+    fn server_config_alpn(&self, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = rcgen::CertificateParams::new(vec!["upstream.test".to_owned()]).expect("params").signed_by(&key, &*self.ca).expect("sign");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -81,7 +87,7 @@ impl Pki {
             .with_client_cert_verifier(verifier)
             .with_single_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(key.serialize_der().into()))
             .expect("server certificate");
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }
 }
@@ -113,9 +119,14 @@ struct MtlsUpstream {
 
 impl MtlsUpstream {
     async fn start(pki: &Pki) -> Self {
+        Self::with_tls(pki, pki.server_config()).await
+    }
+
+    /// [`MtlsUpstream::start`] with its own server config.
+    async fn with_tls(pki: &Pki, tls: Arc<rustls::ServerConfig>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let acceptor = TlsAcceptor::from(pki.server_config());
+        let acceptor = TlsAcceptor::from(tls);
         let refused = Arc::new(AtomicUsize::new(0));
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let (counter, log, issued) = (refused.clone(), seen.clone(), pki.issued.clone());
@@ -233,6 +244,25 @@ async fn without_a_client_certificate_the_upstream_refuses_the_handshake_and_the
         gw.stop().await;
     }
     assert!(upstream.seen().is_empty(), "a request got through without a certificate: {:?}", upstream.seen());
+}
+
+/// `protocol = "h2"` to a TLS server that does no ALPN (as an HTTP/1.1-only one may: a server
+/// that lists `http/1.1` alone refuses the handshake itself, `NoApplicationProtocol`): a 502
+/// whose logged reason says so, where speaking HTTP/2 anyway got back an HTTP/1.1 error, a bare
+/// "protocol error"; nothing reaches the server.
+#[tokio::test]
+async fn h2_to_a_server_without_alpn_is_a_502_that_says_why() {
+    let pki = Pki::new();
+    pki.issue_client("client", "gateway-a");
+    let upstream = MtlsUpstream::with_tls(&pki, pki.server_config_alpn(&[])).await;
+    let harness = airlock_tests::Upstream::start().await;
+    let toml = config(&upstream, &pki, "h2", true, "");
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&toml, &harness, &[]).await;
+    let reply = HttpClient::http1().get(&gw.url("/orders")).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let log = gw.log();
+    assert!(log.contains("did not agree on HTTP/2 (ALPN `h2`)"), "{log}");
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
 }
 
 /// A certificate rotated in place (same paths, new contents) is presented once the config is

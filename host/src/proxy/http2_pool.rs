@@ -47,6 +47,7 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper::rt::{Read, Write};
+use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
@@ -121,7 +122,7 @@ struct TargetConnection {
 impl<C> Http2Pool<C>
 where
     C: Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: Read + Write + Unpin + Send + 'static,
+    C::Response: Read + Write + Connection + Unpin + Send + 'static,
     C::Error: Into<PoolError>,
     C::Future: Send,
 {
@@ -299,6 +300,10 @@ where
     async fn connect(&self, target: &Authority) -> Result<SendRequest<ProxyBody>, PoolError> {
         let uri = Uri::builder().scheme(self.scheme.clone()).authority(target.clone()).path_and_query("/").build()?;
         let io = self.connector.clone().call(uri).await.map_err(Into::into)?;
+        if self.scheme == Scheme::HTTPS && !io.connected().is_negotiated_h2() {
+            // Spoken anyway, the server would answer HTTP/2's preface with an HTTP/1.1 error.
+            return Err("the TLS handshake did not agree on HTTP/2 (ALPN `h2`): the target may speak HTTP/1.1 only (`protocol = \"http1\"`)".into());
+        }
         let (sender, connection) = self.builder.handshake(io).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -819,7 +819,7 @@ where
 async fn via_h2_pool<C>(pool: &Arc<Http2Pool<C>>, request: Request<ProxyBody>) -> Attempt
 where
     C: tower_service::Service<http::Uri> + Clone + Send + Sync + 'static,
-    C::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + hyper_util::client::legacy::connect::Connection + Unpin + Send + 'static,
     C::Error: Into<super::http1_pool::PoolError>,
     C::Future: Send,
 {
