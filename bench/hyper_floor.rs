@@ -82,7 +82,7 @@ fn worker(mut connections: mpsc::UnboundedReceiver<std::net::TcpStream>, upstrea
     runtime.block_on(async move {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let client: Pool = Http1Pool::new(connector, Scheme::HTTP, 100, 128, Duration::from_secs(90));
+        let client: Pool = Http1Pool::new(connector, Scheme::HTTP, 100, 128, Duration::from_secs(90), Arc::default());
         while let Some(stream) = connections.recv().await {
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
             let client = client.clone();

@@ -776,7 +776,8 @@ async fn an_http2_upstream_response_head_is_held_to_the_http1_limits() {
 /// The first refusal finds no copy kept (requests are armed only once the upstream shows it
 /// closes or refuses streams): a 502 that does not count against the target. From then on each
 /// refused request (its body empty or whole: a streamed body cannot be sent twice) goes again and
-/// is answered, and no request is processed twice.
+/// is answered, on either worker (the sign one worker saw arms the other's pool too), and no
+/// request is processed twice.
 #[tokio::test]
 async fn a_request_an_http2_upstream_did_not_process_is_sent_again() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -805,10 +806,11 @@ async fn a_request_an_http2_upstream_did_not_process_is_sent_again() {
         }
     });
     let config = format!(
-        "[upstreams.backend]\ntargets = [\"{addr}\"]\nprotocol = \"h2c\"\nmax_fails = 1\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n"
+        "[runtime]\nworker_threads = 2\n\n[upstreams.backend]\ntargets = [\"{addr}\"]\nprotocol = \"h2c\"\nmax_fails = 1\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n"
     );
     let gw = Gateway::start(&config, None).await;
-    let client = HttpClient::http1();
+    // Two clients, two connections to the gateway: one on each worker.
+    let (client, other) = (HttpClient::http1(), HttpClient::http1());
     let r = client.request("DELETE", &gw.url("/orders/0"), &[], b"").await;
     assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (502, Some("upstream_unavailable")), "{}", r.text());
     let target = addr.to_string();
@@ -817,7 +819,7 @@ async fn a_request_an_http2_upstream_did_not_process_is_sent_again() {
     for i in 1..=6 {
         // Not idempotent: what the upstream did not process is safe to send again all the same.
         let path = format!("/orders/{i}");
-        let r = client.request("DELETE", &gw.url(&path), &[], b"").await;
+        let r = [&client, &other][i % 2].request("DELETE", &gw.url(&path), &[], b"").await;
         assert_eq!((r.status.as_u16(), r.text()), (200, path), "request {i}");
     }
     let processed = processed.lock().unwrap().clone();

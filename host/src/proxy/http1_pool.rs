@@ -30,7 +30,7 @@
 //! reused one.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ use hyper::rt::{Read, Write};
 use tower_service::Service;
 
 use super::body::ProxyBody;
-use super::resend;
+use super::resend::{self, ResendArming};
 
 /// Why a request could not be sent: connecting failed, or hyper's connection did.
 pub type PoolError = Box<dyn std::error::Error + Send + Sync>;
@@ -80,11 +80,9 @@ pub struct Http1Pool<C> {
     idle: Mutex<VecDeque<Kept>>,
     /// Whether this pool's sweeper task runs (started by the first connection made).
     sweeping: AtomicBool,
-    /// When the pool was made: the origin of `armed_until`.
-    born: Instant,
-    /// Milliseconds after `born` until which requests on reused connections are armed to be
-    /// sent again ([`ARMED_AFTER_CLOSING`]); 0 while the upstream shows no sign of closing.
-    armed_until: AtomicU64,
+    /// When requests on reused connections are armed to be sent again ([`ARMED_AFTER_CLOSING`]),
+    /// shared with the upstream's other pools.
+    arming: Arc<ResendArming>,
 }
 
 /// A connection handed back to the pool.
@@ -101,8 +99,9 @@ where
     C::Error: Into<PoolError>,
     C::Future: Send,
 {
-    /// A pool making its connections with `connector` (`https` scheme for a TLS connector).
-    pub fn new(connector: C, scheme: Scheme, max_response_headers: usize, max_idle: usize, idle_timeout: Duration) -> Arc<Self> {
+    /// A pool making its connections with `connector` (`https` scheme for a TLS connector),
+    /// armed to send requests again by `arming` (the upstream's, shared by its pools).
+    pub fn new(connector: C, scheme: Scheme, max_response_headers: usize, max_idle: usize, idle_timeout: Duration, arming: Arc<ResendArming>) -> Arc<Self> {
         let mut builder = Builder::new();
         builder.max_headers(max_response_headers);
         Arc::new(Self {
@@ -113,8 +112,7 @@ where
             idle_timeout,
             idle: Mutex::new(VecDeque::new()),
             sweeping: AtomicBool::new(false),
-            born: Instant::now(),
-            armed_until: AtomicU64::new(0),
+            arming,
         })
     }
 
@@ -254,22 +252,13 @@ where
     /// the connection was idle long enough to be closing, or the upstream is closing connections.
     fn may_be_closing(&self, kept_since: Instant) -> bool {
         let now = Instant::now();
-        now.duration_since(kept_since) >= RESEND_AFTER_IDLE || self.millis(now) < self.armed_until.load(Ordering::Relaxed)
+        now.duration_since(kept_since) >= RESEND_AFTER_IDLE || self.arming.armed_at(now)
     }
 
     /// The upstream showed it is closing its connections: arm requests on reused connections for
     /// [`ARMED_AFTER_CLOSING`] from now.
     fn upstream_closing(&self) {
-        let now = self.millis(Instant::now());
-        let until = now.saturating_add(u64::try_from(ARMED_AFTER_CLOSING.as_millis()).unwrap_or(u64::MAX));
-        if self.armed_until.swap(until, Ordering::Relaxed) <= now {
-            tracing::debug!("the upstream is closing its connections: requests on reused ones are armed to be sent again");
-        }
-    }
-
-    /// Milliseconds from the pool's making to `at`.
-    fn millis(&self, at: Instant) -> u64 {
-        u64::try_from(at.duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
+        self.arming.upstream_closing();
     }
 }
 

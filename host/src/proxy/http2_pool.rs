@@ -22,12 +22,12 @@
 //! it came ([`Http2Error::Connect`]: nothing was sent) for the upstream to try another target; and
 //! a request the upstream did not process (its stream refused with `REFUSED_STREAM`, or above the
 //! last stream a graceful `GOAWAY` names: RFC 9113 8.7, "can be safely retried", whatever the
-//! method) is sent once more on a new connection, when its body is empty or whole. The copy that
-//! takes is made only once the upstream shows it closes connections (a `GOAWAY`, a kept
-//! connection found closed, a refused stream), for [`ARMED_AFTER_CLOSING`] from then: a server
-//! rotating its connections (nginx's `keepalive_requests`, a graceful restart) keeps it armed,
-//! and a request not processed and not armed is answered 502 without counting against the
-//! target ([`Http2Error::NotProcessed`]).
+//! method) is sent again on a new connection (up to [`MAX_RESENDS`] times), when its body is
+//! empty or whole. The copy that takes is made only once any of the upstream's pools has seen it
+//! close connections (a `GOAWAY`, a kept connection found closed, a refused stream), for 5 s
+//! from then ([`ResendArming`]): a server rotating its connections (nginx's
+//! `keepalive_requests`, a graceful restart) keeps it armed, and a request not processed and not
+//! armed is answered 502 without counting against the target ([`Http2Error::NotProcessed`]).
 //!
 //! Flow control: a response body the client reads slowly holds the connection's window until it
 //! is read. The stream window ([`STREAM_WINDOW`]) is a 32nd of the connection's
@@ -52,8 +52,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use super::body::ProxyBody;
-use super::http1_pool::{ARMED_AFTER_CLOSING, PoolError, spawn_sweeper};
-use super::resend;
+use super::http1_pool::{PoolError, spawn_sweeper};
+use super::resend::{self, ResendArming};
 
 /// Each request stream's flow-control window: what one response not yet read can hold.
 pub const STREAM_WINDOW: u32 = 512 * 1024;
@@ -97,11 +97,9 @@ pub struct Http2Pool<C> {
     sweeping: AtomicBool,
     /// Most response header lines (`limits.max_response_headers`).
     max_headers: usize,
-    /// When the pool was made: the origin of `armed_until`.
-    born: Instant,
-    /// Milliseconds after `born` until which requests keep a copy to send again if the upstream
-    /// does not process them ([`ARMED_AFTER_CLOSING`]); 0 while it shows no sign of closing.
-    armed_until: AtomicU64,
+    /// When requests keep a copy to send again if the upstream does not process them
+    /// (`ARMED_AFTER_CLOSING`), shared with the upstream's other pools.
+    arming: Arc<ResendArming>,
 }
 
 /// The connection to one target, if one is open, and the right to make one.
@@ -127,8 +125,9 @@ where
     C::Future: Send,
 {
     /// A pool for `targets`, making its connections with `connector` (`https` scheme for a TLS
-    /// connector); `max_idle` 0 keeps none.
-    pub fn new(connector: C, scheme: Scheme, targets: &[Authority], limits: (usize, usize), idle_timeout: Duration) -> Arc<Self> {
+    /// connector); `limits`: `max_idle` (0 keeps none) and `max_response_headers`; `arming`: the
+    /// upstream's, shared by its pools.
+    pub fn new(connector: C, scheme: Scheme, targets: &[Authority], limits: (usize, usize), idle_timeout: Duration, arming: Arc<ResendArming>) -> Arc<Self> {
         let (max_idle, max_headers) = limits;
         let mut builder = Builder::new(TokioExecutor::new());
         builder
@@ -155,8 +154,7 @@ where
             targets,
             sweeping: AtomicBool::new(false),
             max_headers,
-            born: Instant::now(),
-            armed_until: AtomicU64::new(0),
+            arming,
         })
     }
 
@@ -179,7 +177,7 @@ where
         };
         let host = name_host(&mut request);
         // Armed only once the upstream shows it closes connections (see the module's doc).
-        let mut again = if self.armed() { resend::copy(&request) } else { None };
+        let mut again = if self.arming.armed() { resend::copy(&request) } else { None };
         let mut resends = 0;
         loop {
             let failed = match sender.try_send_request(request).await {
@@ -227,22 +225,9 @@ where
         }
     }
 
-    /// Whether requests keep a copy to send again ([`ARMED_AFTER_CLOSING`]).
-    fn armed(&self) -> bool {
-        let armed_until = self.armed_until.load(Ordering::Relaxed);
-        armed_until != 0 && self.millis(Instant::now()) < armed_until
-    }
-
-    /// The upstream showed it closes connections: arm requests for [`ARMED_AFTER_CLOSING`].
+    /// The upstream showed it closes connections: arm the upstream's requests.
     fn upstream_closing(&self) {
-        let now = self.millis(Instant::now());
-        let until = now.saturating_add(u64::try_from(ARMED_AFTER_CLOSING.as_millis()).unwrap_or(u64::MAX));
-        self.armed_until.store(until, Ordering::Relaxed);
-    }
-
-    /// Milliseconds from the pool's making to `at`.
-    fn millis(&self, at: Instant) -> u64 {
-        u64::try_from(at.duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
+        self.arming.upstream_closing();
     }
 
     /// The open connection to `slot`'s target, if any (dropping it if it has closed), marked used.

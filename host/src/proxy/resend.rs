@@ -6,9 +6,59 @@
 //! written may have delivered it: only an idempotent request (RFC 9110 9.2.2) is sent again,
 //! and only once. Copies are made only where a resend is possible, never on the common path.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use http::{Method, Request};
 
 use super::body::ProxyBody;
+
+/// When an upstream's pools keep a copy of a request to send again: for
+/// [`super::http1_pool::ARMED_AFTER_CLOSING`] after the upstream last showed it closes its
+/// connections (a `Connection: close`, a kept connection found closed, an HTTP/2 `GOAWAY` or
+/// refused stream). One per upstream, shared by every worker's pools, so a sign one worker sees
+/// arms them all: a server rotating its connections loses no request per worker before it.
+#[derive(Debug)]
+pub struct ResendArming {
+    /// The origin of `until`.
+    born: Instant,
+    /// Milliseconds after `born` until which requests are armed; 0: never armed yet.
+    until: AtomicU64,
+}
+
+impl Default for ResendArming {
+    fn default() -> Self {
+        Self { born: Instant::now(), until: AtomicU64::new(0) }
+    }
+}
+
+impl ResendArming {
+    /// Whether requests are armed now.
+    pub fn armed(&self) -> bool {
+        let until = self.until.load(Ordering::Relaxed);
+        until != 0 && self.millis(Instant::now()) < until
+    }
+
+    /// Whether requests are armed at `now` (for a caller that has read the clock already).
+    pub fn armed_at(&self, now: Instant) -> bool {
+        self.millis(now) < self.until.load(Ordering::Relaxed)
+    }
+
+    /// The upstream showed it closes connections: arms requests for
+    /// [`super::http1_pool::ARMED_AFTER_CLOSING`] from now (logged at debug when it was not).
+    pub fn upstream_closing(&self) {
+        let now = self.millis(Instant::now());
+        let until = now.saturating_add(u64::try_from(super::http1_pool::ARMED_AFTER_CLOSING.as_millis()).unwrap_or(u64::MAX));
+        if self.until.swap(until, Ordering::Relaxed) <= now {
+            tracing::debug!("the upstream is closing its connections: requests are armed to be sent again");
+        }
+    }
+
+    /// Milliseconds from the making to `at`.
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
+    }
+}
 
 /// RFC 9110 9.2.2: methods whose intended effect is the same however many times they are sent.
 pub fn is_idempotent(method: &Method) -> bool {

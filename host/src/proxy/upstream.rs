@@ -32,7 +32,7 @@ use super::counted::{CountingConnector, OpenConnections};
 use super::health_check::{Checks, HealthCheck};
 use super::http1_pool::{Http1Error, Http1Pool};
 use super::http2_pool::{Http2Error, Http2Pool};
-use super::resend;
+use super::resend::{self, ResendArming};
 use super::target_health::{HealthPolicy, Marked, TargetHealth};
 use super::tls::{self, Alpn, TlsError, TlsSettings};
 use crate::config::{Balance, HostHeader, UpstreamProtocol};
@@ -229,12 +229,14 @@ impl Upstream {
     /// call it off the async workers.
     pub fn new(name: &str, targets: Vec<Authority>, settings: UpstreamSettings) -> Result<Self, TlsError> {
         let open_connections = OpenConnections::default();
+        // One for all the workers' pools: a sign one sees arms them all.
+        let arming = Arc::new(ResendArming::default());
         let workers = settings.workers.max(1);
         // An HTTP/1.1 pool keeps one list for every target of its worker: its bound is the
         // per-target one times the targets.
         let max_idle = settings.max_idle.div_ceil(workers);
         let clients = (0..workers)
-            .map(|_| Self::client(&settings, &targets, max_idle, &open_connections))
+            .map(|_| Self::client(&settings, &targets, max_idle, (&open_connections, &arming)))
             .collect::<Result<Box<[_]>, _>>()?;
         let checks = match &settings.health_check {
             Some(check) => Some(Checks::new(check.clone(), settings.protocol, settings.tls.as_ref(), settings.connect_timeout)?),
@@ -312,7 +314,12 @@ impl Upstream {
     /// One worker's connections to `targets`, counted in `open`: over HTTP/1.1 at most
     /// `max_idle` idle per target (kept in one list for all of them); over HTTP/2 one per target,
     /// kept unless `max_idle` is 0.
-    fn client(settings: &UpstreamSettings, targets: &[Authority], max_idle: usize, open: &OpenConnections) -> Result<Transport, TlsError> {
+    fn client(
+        settings: &UpstreamSettings,
+        targets: &[Authority],
+        max_idle: usize,
+        (open, arming): (&OpenConnections, &Arc<ResendArming>),
+    ) -> Result<Transport, TlsError> {
         let http2 = settings.protocol != UpstreamProtocol::Http1;
         let kept = max_idle.saturating_mul(targets.len());
         Ok(match &settings.tls {
@@ -323,18 +330,18 @@ impl Upstream {
                 connector.enforce_http(true);
                 let connector = CountingConnector::new(connector, open.clone());
                 if http2 {
-                    Transport::H2Plain(Http2Pool::new(connector, Scheme::HTTP, targets, (max_idle, settings.max_response_headers), settings.idle_timeout))
+                    Transport::H2Plain(Http2Pool::new(connector, Scheme::HTTP, targets, (max_idle, settings.max_response_headers), settings.idle_timeout, arming.clone()))
                 } else {
-                    Transport::Http1Plain(Http1Pool::new(connector, Scheme::HTTP, settings.max_response_headers, kept, settings.idle_timeout))
+                    Transport::Http1Plain(Http1Pool::new(connector, Scheme::HTTP, settings.max_response_headers, kept, settings.idle_timeout, arming.clone()))
                 }
             }
             Some(tls_settings) => {
                 let alpn = if http2 { Alpn::H2 } else { Alpn::Http1 };
                 let connector = CountingConnector::new(tls::connector(tls_settings, alpn, settings.connect_timeout)?, open.clone());
                 if http2 {
-                    Transport::H2Tls(Http2Pool::new(connector, Scheme::HTTPS, targets, (max_idle, settings.max_response_headers), settings.idle_timeout))
+                    Transport::H2Tls(Http2Pool::new(connector, Scheme::HTTPS, targets, (max_idle, settings.max_response_headers), settings.idle_timeout, arming.clone()))
                 } else {
-                    Transport::Http1Tls(Http1Pool::new(connector, Scheme::HTTPS, settings.max_response_headers, kept, settings.idle_timeout))
+                    Transport::Http1Tls(Http1Pool::new(connector, Scheme::HTTPS, settings.max_response_headers, kept, settings.idle_timeout, arming.clone()))
                 }
             }
         })
