@@ -8,8 +8,16 @@ use crate::Request;
 /// copies ([`remove_forged`]) before it decides, so none reaches the upstream forged.
 pub const HEADERS: [&str; 3] = ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"];
 
-/// Removes the client's copies of [`HEADERS`].
+/// Removes the client's copies of [`HEADERS`]. Not once an authentication plugin earlier in
+/// the chain has named a consumer (the context's `consumer`, its anonymous fallback included):
+/// it removed the client's copies already, and those there now are its own, which must reach
+/// the upstream with its consumer unless a later plugin names another ([`name`]). (Removing
+/// them then let a plugin that verified a credential naming no consumer, a route-level key,
+/// take them from the request of the consumer an earlier plugin named.)
 pub fn remove_forged(req: &Request) {
+    if req.context_get("consumer").is_some() {
+        return;
+    }
     for name in HEADERS {
         req.remove_header(name);
     }

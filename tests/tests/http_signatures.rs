@@ -69,6 +69,7 @@ groups = ["public"]
 id = "partner"
 groups = ["partners", "beta"]
 [consumers.credentials]
+keys = ["partner-api-key"]
 http_signatures = [
 {keys}]
 
@@ -86,6 +87,18 @@ http_signatures = [
 id = "api"
 path_prefix = "/api"
 upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:http-signatures"
+config = {{ keys = [{{ keyid = "service", alg = "hmac-sha256", secret = "{SERVICE_SECRET}" }}] }}
+
+# Two credentials: an API key naming the consumer, then a signature by the calling service's
+# own key, which names none.
+[[routes]]
+id = "both"
+path_prefix = "/both"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
 [[routes.plugins]]
 plugin = "builtin:http-signatures"
 config = {{ keys = [{{ keyid = "service", alg = "hmac-sha256", secret = "{SERVICE_SECRET}" }}] }}
@@ -475,6 +488,22 @@ async fn anonymous_fallback() {
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_header("x-consumer-id"), vec!["partner"]);
     assert!(r.upstream_header("x-anonymous-consumer").is_empty());
+    gw.stop().await;
+}
+
+/// After `key-auth` named the consumer, a signature by a route-level key (naming none) leaves
+/// that consumer's headers for the upstream: they are key-auth's, not the client's.
+#[tokio::test]
+async fn a_key_naming_no_consumer_keeps_the_consumer_an_earlier_plugin_named() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&config(), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = Draft::new("GET", "/both/x").header("x-api-key", "partner-api-key").sign(&gw, "sig1", DEFAULT, now(), "service", "").send(&client, &gw).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((r.upstream_header("x-consumer-id"), r.upstream_header("x-consumer-groups")), (vec!["partner".to_owned()], vec!["partners,beta".to_owned()]));
+    // With no consumer named before, a client's own copies are still removed.
+    let r = Draft::new("GET", "/api/x").header("x-consumer-id", "partner").sign(&gw, "sig1", DEFAULT, now(), "service", "").send(&client, &gw).await;
+    assert_eq!((r.status.as_u16(), r.upstream_header("x-consumer-id")), (200, vec![]), "{}", r.text());
     gw.stop().await;
 }
 
