@@ -200,6 +200,18 @@ async fn an_http2_authority_is_held_to_the_host_rules() {
     // The connection still serves.
     let (status, body) = answer("http://public.example/x").await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "public"));
+    // RFC 9113 8.2.1: a field value with whitespace at either end makes the request malformed
+    // (HTTP/1.1 trims it; passed on, a plugin and the upstream would read two values).
+    for value in [" padded", "padded\t"] {
+        let request = http::Request::get("http://internal.example/x")
+            .header("x-signed", value)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("an answer");
+        let (status, body) = (response.status(), http_body_util::BodyExt::collect(response.into_body()).await.expect("body").to_bytes());
+        assert_eq!(status, 400, "{value:?}: {}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("x-signed"), "names the field");
+    }
     gw.stop().await;
 }
 

@@ -210,6 +210,20 @@ pub fn valid_host(value: &[u8]) -> bool {
     name_ok && port_ok
 }
 
+/// RFC 9113 8.2.1: an HTTP/2 field value must not start or end with whitespace (SP, HTAB); a
+/// request with one is malformed. HTTP/1.1's parser trims such whitespace, hyper's HTTP/2 server
+/// passes it on: a plugin reading the value trimmed (a signature base does, RFC 9421 2.1) and an
+/// upstream reading it as sent would read two values. Says which field, for the 400.
+pub fn h2_values_trimmed(headers: &HeaderMap) -> Result<(), String> {
+    for (name, value) in headers {
+        let bytes = value.as_bytes();
+        if matches!(bytes.first(), Some(b' ' | b'\t')) || matches!(bytes.last(), Some(b' ' | b'\t')) {
+            return Err(format!("the value of `{name}` starts or ends with whitespace, which HTTP/2 does not allow (RFC 9113 8.2.1)"));
+        }
+    }
+    Ok(())
+}
+
 /// Applies `[limits] headers_with_underscores` to a client's request headers: drops the names
 /// with `_`, or (`reject`) says which one makes the request a 400. Scans the names only; nothing
 /// is allocated unless such a name is there.

@@ -22,7 +22,8 @@
 //! it came ([`Http2Error::Connect`]: nothing was sent) for the upstream to try another target; and
 //! a request the upstream did not process (its stream refused with `REFUSED_STREAM`, or above the
 //! last stream a graceful `GOAWAY` names: RFC 9113 8.7, "can be safely retried", whatever the
-//! method) is sent again on a new connection (up to [`MAX_RESENDS`] times), when its body is
+//! method) is sent again, on a new connection if that one closed (up to [`MAX_RESENDS`] times,
+//! so a server refusing every stream gets each request at most four times), when its body is
 //! empty or whole. The copy that takes is made only once any of the upstream's pools has seen it
 //! close connections (a `GOAWAY`, a kept connection found closed, a refused stream), for 5 s
 //! from then ([`ResendArming`]): a server rotating its connections (nginx's

@@ -409,6 +409,9 @@ impl Gateway {
         let (parts, incoming) = request.into_parts();
         let mut headers = parts.headers;
         headers::underscored_names(&mut headers, self.limits.headers_with_underscores).map_err(GatewayError::BadRequest)?;
+        if parts.version == Version::HTTP_2 {
+            headers::h2_values_trimmed(&headers).map_err(GatewayError::BadRequest)?;
+        }
         // The host `route` matched on: the target's authority, else `Host`.
         let client_host = match parts.uri.authority() {
             Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),

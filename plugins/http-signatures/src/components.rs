@@ -250,6 +250,14 @@ impl Component {
         matches!(&self.kind, Kind::Field { name, .. } if name == field)
     }
 
+    /// The field this component parses as a Structured Field (`;sf`, `;key`), if it does.
+    fn parsed_field(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Field { name, sf, key, .. } if *sf || key.is_some() => Some(name),
+            _ => None,
+        }
+    }
+
     /// The component's value in `message` (RFC 9421 2.1, 2.2), or why there is none.
     pub(crate) fn value(&self, message: &impl Message, types: &FieldTypes) -> Result<Vec<u8>, String> {
         Ok(match &self.kind {
@@ -448,13 +456,26 @@ fn form_encode(bytes: &[u8]) -> String {
     out
 }
 
+/// The most bytes of field values one signature base may parse as Structured Fields (`;sf`,
+/// `;key`), counted once per component: each parses its field whole, so 64 components over one
+/// large dictionary parsed it 64 times, past the plugin's CPU deadline (a 500 for one 30 KB
+/// unauthenticated request). Real structured fields are a few hundred bytes.
+pub(crate) const MAX_PARSED_BYTES: usize = 64 * 1024;
+
 /// The signature base (2.5) of `components` in `message`, ending with the `@signature-params`
 /// line, whose value is `params` (the serialized inner list with its parameters).
 pub(crate) fn signature_base(components: &[Component], params: &str, message: &impl Message, types: &FieldTypes) -> Result<Vec<u8>, String> {
     let mut base = Vec::new();
+    let mut parsed = 0usize;
     for (i, component) in components.iter().enumerate() {
         if components[..i].contains(component) {
             return Err(format!("the component {} is covered twice", component.id));
+        }
+        if let Some(name) = component.parsed_field() {
+            parsed = parsed.saturating_add(message.field(name).iter().map(Vec::len).sum());
+            if parsed > MAX_PARSED_BYTES {
+                return Err(format!("the structured fields it covers (`;sf`, `;key`) are over {MAX_PARSED_BYTES} bytes to parse"));
+            }
         }
         let value = component.value(message, types)?;
         base.extend_from_slice(component.id.as_bytes());

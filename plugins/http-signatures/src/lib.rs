@@ -76,8 +76,9 @@
 //! used (behind `trusted_proxies`, their `X-Forwarded-Proto`); `@request-target` is the origin
 //! form (path and query). The path is the gateway's normalized one (what it routes on and
 //! forwards), the query byte for byte as received. At most 64 components per signature
-//! (`signature::MAX_COMPONENTS`). Put this plugin before any that rewrites the request: it verifies the
-//! request as the plugins before it left it.
+//! (`signature::MAX_COMPONENTS`) and 64 KiB of fields parsed as structured fields
+//! (`components::MAX_PARSED_BYTES`). Put this plugin before any that rewrites the request: it
+//! verifies the request as the plugins before it left it.
 //!
 //! Outcome: the consumer owning the key that verified is named as `builtin:jwt` names it
 //! (context `consumer`/`consumer.groups`, upstream `X-Consumer-Id`/`X-Consumer-Groups`, the

@@ -737,3 +737,16 @@ fn config_errors_name_the_key() {
     assert!(build(&key(r#", "required_components": []"#)).is_ok());
     assert!(build(&key(r#", "structured_fields": {"x-dict": "dictionary"}"#)).is_ok());
 }
+
+/// Components parsing one large dictionary again and again are refused before the parsing adds
+/// up (64 of them over 29 KB ran the plugin past its CPU deadline); one parse of it is fine.
+#[test]
+fn structured_parsing_has_a_budget() {
+    let dict: String = (0..2000).map(|i| format!("k{i}=:AAAAAAAA:")).collect::<Vec<_>>().join(", ");
+    assert!(dict.len() > 20_000 && dict.len() < crate::components::MAX_PARSED_BYTES);
+    let message = TestMessage::new("GET", "https", "/", &[("host", "example.com"), ("x-d", &dict)]);
+    assert_eq!(line(&message, "\"x-d\";key=\"k7\"").unwrap(), "\"x-d\";key=\"k7\": :AAAAAAAA:");
+    let components: Vec<Component> = (0..4).map(|i| Component::parse_config(&format!("\"x-d\";key=\"k{i}\"")).unwrap()).collect();
+    let refused = signature_base(&components, "()", &message, &FieldTypes::default()).unwrap_err();
+    assert!(refused.contains("over 65536 bytes to parse"), "{refused}");
+}
