@@ -33,7 +33,8 @@ impl Default for ResendArming {
 }
 
 impl ResendArming {
-    /// Whether requests are armed now.
+    /// Whether requests are armed now. One atomic load while never armed (the clock is read
+    /// only once an upstream has shown a sign).
     pub fn armed(&self) -> bool {
         let until = self.until.load(Ordering::Relaxed);
         until != 0 && self.millis(Instant::now()) < until
@@ -41,7 +42,8 @@ impl ResendArming {
 
     /// Whether requests are armed at `now` (for a caller that has read the clock already).
     pub fn armed_at(&self, now: Instant) -> bool {
-        self.millis(now) < self.until.load(Ordering::Relaxed)
+        let until = self.until.load(Ordering::Relaxed);
+        until != 0 && self.millis(now) < until
     }
 
     /// The upstream showed it closes connections: arms requests for
