@@ -323,6 +323,32 @@ async fn websocket_reaches_an_http2_upstream_as_an_extended_connect() {
     gw.stop().await;
 }
 
+/// An HTTP/2 upstream without RFC 8441 refuses a WebSocket's extended CONNECT: a 502 for that
+/// request, and not a failure of the target, or any client could take a target out of rotation
+/// (`max_fails`) by asking for WebSockets.
+#[tokio::test]
+async fn a_websocket_an_http2_upstream_refuses_does_not_mark_its_target_down() {
+    let (a, b) = (airlock_tests::Upstream::start().await, airlock_tests::Upstream::start().await);
+    let config = format!(
+        "[upstreams.backend]\ntargets = [\"{}\", \"{}\"]\nprotocol = \"h2c\"\nmax_fails = 1\nfail_timeout_ms = 60000\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n",
+        a.addr, b.addr
+    );
+    let gw = Gateway::start(&config, None).await;
+    match tokio_tungstenite::connect_async(format!("ws://{}/socket", gw.addr())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 502),
+        other => panic!("expected a 502, got {other:?}"),
+    }
+    // Round robin goes on over both targets: neither was marked down by the refusal.
+    let before = (a.hits(), b.hits());
+    for i in 0..6 {
+        let r = HttpClient::http1().get(&gw.url(&format!("/plain/{i}"))).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let (to_a, to_b) = (a.hits() - before.0, b.hits() - before.1);
+    assert!(to_a > 0 && to_b > 0, "both targets serve: {to_a} and {to_b} of 6");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn the_drain_closes_open_websockets_over_http1_and_http2() {
     let ws = EchoServer::start().await;

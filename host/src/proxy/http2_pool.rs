@@ -80,7 +80,9 @@ pub enum Http2Error {
     /// The exchange failed on a connection (the request may have been sent).
     Exchange(PoolError),
     /// The upstream did not process the request (its stream refused, or above a graceful
-    /// `GOAWAY`'s last stream) and no copy was kept to send again: not the target failing.
+    /// `GOAWAY`'s last stream) and no copy was kept to send again, or it refused an extended
+    /// CONNECT (a WebSocket) at the stream, as a server without RFC 8441 does: not the target
+    /// failing (else any client could take a target out of rotation by asking for WebSockets).
     NotProcessed(PoolError),
 }
 
@@ -177,6 +179,8 @@ where
             },
         };
         let host = name_host(&mut request);
+        // A WebSocket's handshake, which a server without RFC 8441 refuses: one extension lookup.
+        let extended_connect = request.extensions().get::<hyper::ext::Protocol>().is_some();
         // Armed only once the upstream shows it closes connections (see the module's doc).
         let mut again = if self.arming.armed() { resend::copy(&request) } else { None };
         let mut resends = 0;
@@ -211,7 +215,7 @@ where
                     }
                     None => return Err(Http2Error::NotProcessed(error.into())),
                 },
-                _ if untouched => return Err(Http2Error::NotProcessed(error.into())),
+                _ if untouched || (extended_connect && stream_only(&error)) => return Err(Http2Error::NotProcessed(error.into())),
                 _ => return Err(Http2Error::Exchange(error.into())),
             };
             resends += 1;
@@ -324,15 +328,27 @@ where
 /// whatever its method (RFC 9113 8.7): its stream refused (`REFUSED_STREAM`), or above the last
 /// stream named by a graceful `GOAWAY` (`NO_ERROR`, which h2 gives only to those streams).
 fn not_processed(e: &hyper::Error) -> bool {
+    h2_error(e).is_some_and(|h2| {
+        h2.is_remote() && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)))
+    })
+}
+
+/// Whether `e` ended the request's stream alone, the connection carrying on: the server reset
+/// it, or h2 would not open it (as for an extended CONNECT the server never allowed).
+fn stream_only(e: &hyper::Error) -> bool {
+    h2_error(e).is_some_and(|h2| !h2.is_io() && !h2.is_go_away())
+}
+
+/// The HTTP/2 error in `e`'s chain, if any.
+fn h2_error(e: &hyper::Error) -> Option<&h2::Error> {
     let mut source = std::error::Error::source(e);
     while let Some(err) = source {
         if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.is_remote()
-                && (h2.reason() == Some(h2::Reason::REFUSED_STREAM) || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)));
+            return Some(h2);
         }
         source = err.source();
     }
-    false
+    None
 }
 
 /// The kind of the first I/O error in `e`'s chain (`Other` if none): a connect timeout stays one.

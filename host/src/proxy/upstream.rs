@@ -219,8 +219,9 @@ enum Attempt {
     ConnectFailed(SendError, Option<Box<Request<ProxyBody>>>),
     /// The exchange failed after connecting.
     Failed(SendError),
-    /// The target did not process the request (HTTP/2: a refused stream, a graceful `GOAWAY`)
-    /// and it could not be sent again: a failure of the request, not of the target.
+    /// The target did not process the request (HTTP/2: a refused stream, a graceful `GOAWAY`, an
+    /// extended CONNECT refused) and it could not be sent again: a failure of the request, not
+    /// of the target.
     NotProcessed(SendError),
 }
 
