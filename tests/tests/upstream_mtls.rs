@@ -249,19 +249,27 @@ async fn without_a_client_certificate_the_upstream_refuses_the_handshake_and_the
 /// `protocol = "h2"` to a TLS server that does no ALPN (as an HTTP/1.1-only one may: a server
 /// that lists `http/1.1` alone refuses the handshake itself, `NoApplicationProtocol`): a 502
 /// whose logged reason says so, where speaking HTTP/2 anyway got back an HTTP/1.1 error, a bare
-/// "protocol error"; nothing reaches the server.
+/// "protocol error"; its health checks fail saying the same; nothing reaches the server.
 #[tokio::test]
 async fn h2_to_a_server_without_alpn_is_a_502_that_says_why() {
     let pki = Pki::new();
     pki.issue_client("client", "gateway-a");
     let upstream = MtlsUpstream::with_tls(&pki, pki.server_config_alpn(&[])).await;
     let harness = airlock_tests::Upstream::start().await;
-    let toml = config(&upstream, &pki, "h2", true, "");
+    // Its health checks say the same (their client would speak HTTP/2 regardless).
+    let probes = "[upstreams.secure.health_check]\npath = \"/healthz\"\ninterval_ms = 100\nunhealthy_threshold = 1\n";
+    let toml = config(&upstream, &pki, "h2", true, probes);
     let gw = airlock_tests::process::GatewayProcess::start_logging(&toml, &harness, &[]).await;
     let reply = HttpClient::http1().get(&gw.url("/orders")).await;
     assert_eq!(reply.status, 502, "{}", reply.text());
     let log = gw.log();
     assert!(log.contains("did not agree on HTTP/2 (ALPN `h2`)"), "{log}");
+    let probed = "failed health checks in a row: the TLS handshake did not agree on HTTP/2 (ALPN `h2`)";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gw.log().contains(probed) {
+        assert!(std::time::Instant::now() < deadline, "no probe saying why: {}", gw.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
 }
 

@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use prost::Message;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
@@ -301,17 +301,21 @@ impl Prober {
     ///
     /// `target` is where to connect. A request whose URI names another authority (an HTTP/2
     /// probe with its own `host`) is sent on a connection made to `target` with the connector,
-    /// since the client would connect to the URI's authority.
+    /// since the client would connect to the URI's authority; so is every HTTP/2 probe over TLS,
+    /// whose connection must have agreed on `h2` (the client would speak HTTP/2 regardless).
     async fn probe(self, target: Uri, request: Request<Full<Bytes>>, probe: &Probe, timeout: Duration) -> Result<(), String> {
         let exchange = async {
             let own_authority = request.uri().authority() != target.authority();
             let sent = match self {
-                Prober::Plain(_, mut connector) if own_authority => {
+                Prober::Tls(_, mut connector) if own_authority || request.version() == Version::HTTP_2 => {
                     std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| format!("cannot connect: {e}"))?;
                     let io = connector.call(target).await.map_err(|e| format!("cannot connect: {e}"))?;
+                    if !io.connected().is_negotiated_h2() {
+                        return Err(super::http2_pool::NO_H2_ALPN.to_owned());
+                    }
                     send_h2(io, request).await?
                 }
-                Prober::Tls(_, mut connector) if own_authority => {
+                Prober::Plain(_, mut connector) if own_authority => {
                     std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| format!("cannot connect: {e}"))?;
                     let io = connector.call(target).await.map_err(|e| format!("cannot connect: {e}"))?;
                     send_h2(io, request).await?

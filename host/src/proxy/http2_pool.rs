@@ -71,6 +71,10 @@ const MAX_RESENDS: usize = 3;
 /// about what hyper's HTTP/1.1 client reads (hyper's HTTP/2 default is 16 KiB).
 pub const MAX_RESPONSE_HEAD: u32 = 400 * 1024;
 
+/// Why a TLS connection to an `h2` upstream is not used: the server did not agree on HTTP/2.
+/// Spoken anyway, HTTP/2's preface would get an HTTP/1.1 error back.
+pub const NO_H2_ALPN: &str = "the TLS handshake did not agree on HTTP/2 (ALPN `h2`): the target may speak HTTP/1.1 only (`protocol = \"http1\"`)";
+
 /// Why [`Http2Pool::send`] failed.
 pub enum Http2Error {
     /// No connection to the target could be made: nothing was sent, and the request is handed
@@ -291,8 +295,7 @@ where
         let uri = Uri::builder().scheme(self.scheme.clone()).authority(target.clone()).path_and_query("/").build()?;
         let io = self.connector.clone().call(uri).await.map_err(Into::into)?;
         if self.scheme == Scheme::HTTPS && !io.connected().is_negotiated_h2() {
-            // Spoken anyway, the server would answer HTTP/2's preface with an HTTP/1.1 error.
-            return Err("the TLS handshake did not agree on HTTP/2 (ALPN `h2`): the target may speak HTTP/1.1 only (`protocol = \"http1\"`)".into());
+            return Err(NO_H2_ALPN.into());
         }
         let (sender, connection) = self.builder.handshake(io).await?;
         tokio::spawn(async move {
