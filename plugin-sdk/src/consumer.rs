@@ -2,7 +2,7 @@
 //! context entries that `acl`, `rate-limit` plans, `proxy-cache`'s `vary_consumer` and the access
 //! log read, and the headers that tell the upstream who called.
 
-use crate::Request;
+use crate::{Action, Request, ResponseInit};
 
 /// The upstream headers naming the consumer. An authentication plugin removes a client's own
 /// copies ([`remove_forged`]) before it decides, so none reaches the upstream forged.
@@ -44,4 +44,12 @@ pub fn name(req: &Request, id: &str, groups: &str, anonymous: bool, upstream_hea
     set_or_remove("x-consumer-id", Some(id));
     set_or_remove("x-consumer-groups", (!groups.is_empty()).then_some(groups));
     set_or_remove("x-anonymous-consumer", anonymous.then_some("true"));
+}
+
+/// The 401 an authentication plugin answers with: what to present under `header`
+/// (`www-authenticate`, or `accept-signature` for HTTP message signatures) and
+/// `{"error":"unauthorized","message":...}`, whose message says only what the client can fix.
+pub fn unauthorized(header: &str, challenge: &str, message: &str) -> Action {
+    let body = serde_json::json!({ "error": "unauthorized", "message": message });
+    ResponseInit::new(401).header(header, challenge).header("content-type", "application/json").body(body.to_string()).into()
 }

@@ -68,7 +68,7 @@ use std::collections::HashMap;
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit};
+use airlock_sdk::{Action, Descriptor, Plugin, Request};
 use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -257,12 +257,7 @@ impl Plugin for BasicAuth {
         } else {
             "no Basic credentials found in the request"
         };
-        let body = serde_json::json!({ "error": "unauthorized", "message": message });
-        ResponseInit::new(401)
-            .header("www-authenticate", &self.challenge)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .into()
+        airlock_sdk::consumer::unauthorized("www-authenticate", &self.challenge, message)
     }
 }
 

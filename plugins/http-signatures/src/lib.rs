@@ -96,7 +96,7 @@ use std::collections::BTreeMap;
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit};
+use airlock_sdk::{Action, Descriptor, Plugin, Request};
 use serde::Deserialize;
 use sha2::Digest as _;
 
@@ -521,12 +521,7 @@ impl HttpSignatures {
             "no HTTP message signature (Signature-Input and Signature) in the request"
         };
         let accept = &self.accept[usize::from(req.has_body())];
-        let body = serde_json::json!({ "error": "unauthorized", "message": message });
-        ResponseInit::new(401)
-            .header("accept-signature", accept)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .into()
+        airlock_sdk::consumer::unauthorized("accept-signature", accept, message)
     }
 
     /// Names `identity` in the context and (with `upstream_headers`) to the upstream.

@@ -81,7 +81,7 @@ use std::collections::BTreeMap;
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit};
+use airlock_sdk::{Action, Descriptor, Plugin, Request};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
@@ -527,12 +527,7 @@ impl Jwt {
         } else {
             (self.challenge.clone(), "no bearer token found in the request")
         };
-        let body = serde_json::json!({ "error": "unauthorized", "message": message });
-        ResponseInit::new(401)
-            .header("www-authenticate", challenge)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .into()
+        airlock_sdk::consumer::unauthorized("www-authenticate", &challenge, message)
     }
 
     fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {

@@ -45,7 +45,7 @@
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit};
+use airlock_sdk::{Action, Descriptor, Plugin, Request};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -213,7 +213,7 @@ impl Plugin for KeyAuth {
             return Action::Continue;
         }
         let message = if found.is_some() { "invalid API key" } else { "no API key found in the request" };
-        unauthorized(&self.challenge, message)
+        airlock_sdk::consumer::unauthorized("www-authenticate", &self.challenge, message)
     }
 }
 
@@ -256,15 +256,6 @@ impl KeyAuth {
     }
 }
 
-/// The 401 answer: a challenge and a JSON body that says only what the client can fix.
-fn unauthorized(challenge: &str, message: &str) -> Action {
-    let body = serde_json::json!({ "error": "unauthorized", "message": message });
-    ResponseInit::new(401)
-        .header("www-authenticate", challenge)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .into()
-}
 
 /// The SHA-256 digest of a configured key: `sha256:<hex>` as given, anything else hashed.
 fn key_digest(key: &str) -> Result<[u8; 32], String> {
