@@ -828,6 +828,88 @@ async fn a_request_an_http2_upstream_did_not_process_is_sent_again() {
     gw.stop().await;
 }
 
+/// An HTTP/2 upstream allows so many streams at once on a connection (here 2, in its SETTINGS):
+/// a request finding the gateway's connection full goes on another, rather than waiting in
+/// hyper's queue behind streams that may never end (here their response bodies end only once
+/// it has arrived), and a stream counts until its response body is done, not just its head.
+#[tokio::test]
+async fn a_request_past_an_http2_upstreams_stream_cap_goes_on_another_connection() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (connections, held) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (counted, holding) = (connections.clone(), held.clone());
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let (holding, release, released) = (holding.clone(), release.clone(), released.clone());
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::Builder::new().max_concurrent_streams(2).handshake(stream).await else { return };
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    let body = match request.uri().path() {
+                        "/hold" => {
+                            holding.fetch_add(1, Ordering::SeqCst);
+                            let mut released = released.clone();
+                            // The head at once (a stream of messages, say), the body once /free has
+                            // arrived (or after 10 s, saying so).
+                            let Ok(mut send) = respond.send_response(http::Response::new(()), false) else { continue };
+                            tokio::spawn(async move {
+                                let waited = tokio::time::timeout(Duration::from_secs(10), released.wait_for(|free| *free)).await;
+                                let body = if matches!(waited, Ok(Ok(_))) { "released" } else { "gave up" };
+                                let _ = send.send_data(hyper::body::Bytes::from(body), true);
+                            });
+                            continue;
+                        }
+                        "/free" => {
+                            let _ = release.send(true);
+                            "free"
+                        }
+                        _ => "warm",
+                    };
+                    let Ok(mut send) = respond.send_response(http::Response::new(()), false) else { continue };
+                    let _ = send.send_data(hyper::body::Bytes::from(body), true);
+                }
+            });
+        }
+    });
+    let config = format!(
+        "[runtime]\nworker_threads = 1\n\n[upstreams.backend]\ntargets = [\"{addr}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    // The connection made, and the server's SETTINGS read with its answer.
+    let r = client.get(&gw.url("/warm")).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "warm".to_owned()));
+    let holds: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url) = (client.clone(), gw.url("/hold"));
+            tokio::spawn(async move { client.get(&url).await })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while held.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!((held.load(Ordering::SeqCst), connections.load(Ordering::SeqCst)), (2, 1), "both held streams on the one connection");
+    let r = client.get(&gw.url("/free")).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "free".to_owned()));
+    for hold in holds {
+        let r = hold.await.expect("held request");
+        assert_eq!((r.status.as_u16(), r.text()), (200, "released".to_owned()), "answered once /free arrived, not after waiting for it");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 2, "/free went on a second connection");
+    // Both streams ended: the first connection takes requests again, no third is made.
+    for _ in 0..3 {
+        assert_eq!(client.get(&gw.url("/warm")).await.status, 200);
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    server.abort();
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn http2_clients_are_served() {
     let upstream = Upstream::start().await;

@@ -1,7 +1,9 @@
 //! HTTP/2 upstream connections (h2c, h2), made and shared by one request worker.
 //!
 //! One connection per target carries every request of the worker to that target at once, each
-//! on a stream of its own, as hyper-util's general-purpose client did. That client took a
+//! on a stream of its own, as hyper-util's general-purpose client did, up to the streams its
+//! server allows at once: a request finding every connection to its target full opens another
+//! rather than waiting in hyper's queue for a stream to end ([`super::http2_streams`]). That client took a
 //! request's `:authority` from the URI it connected to, which names the target: a `Host` the
 //! gateway meant to send (the client's, with `host_header = "preserve"`, or one a plugin set)
 //! went out beside it as a `host` header that differed, which makes the request malformed
@@ -54,6 +56,7 @@ use tower_service::Service;
 
 use super::body::ProxyBody;
 use super::http1_pool::{PoolError, spawn_sweeper};
+use super::http2_streams::{OpenStream, StreamCount, WatchedPreface};
 use super::resend::{self, ResendArming};
 
 /// Each request stream's flow-control window: what one response not yet read can hold.
@@ -90,7 +93,8 @@ pub enum Http2Error {
     NotProcessed(PoolError),
 }
 
-/// One worker's HTTP/2 connections to the targets of one upstream: at most one to each.
+/// One worker's HTTP/2 connections to the targets of one upstream: one to each, and more while
+/// every one is carrying all the streams its server allows.
 pub struct Http2Pool<C> {
     connector: C,
     scheme: Scheme,
@@ -109,11 +113,11 @@ pub struct Http2Pool<C> {
     arming: Arc<ResendArming>,
 }
 
-/// The connection to one target, if one is open, and the right to make one.
+/// The connections to one target, and the right to make one.
 struct TargetConnection {
     target: Authority,
-    /// The connection requests go on, and when a request last started on it.
-    open: Mutex<Option<(SendRequest<ProxyBody>, Instant)>>,
+    /// The connections requests go on (the first with a stream to spare takes the request).
+    open: Mutex<Vec<OpenConnection>>,
     /// Held while a connection to the target is made: the requests that find none wait for it.
     connecting: tokio::sync::Mutex<()>,
     /// Connection attempts made so far: a request that sees it move while it waits knows the
@@ -122,6 +126,15 @@ struct TargetConnection {
     /// Why the last attempt failed (its I/O error kind, for a timeout to stay one, and the
     /// reason); `None` once one succeeds.
     failed: Mutex<Option<(io::ErrorKind, Arc<str>)>>,
+}
+
+/// One kept connection to a target.
+struct OpenConnection {
+    sender: SendRequest<ProxyBody>,
+    /// When a request last started on it.
+    used: Instant,
+    /// Its streams open now, and the most its server allows.
+    streams: Arc<StreamCount>,
 }
 
 impl<C> Http2Pool<C>
@@ -146,7 +159,7 @@ where
             .iter()
             .map(|target| TargetConnection {
                 target: target.clone(),
-                open: Mutex::new(None),
+                open: Mutex::new(Vec::new()),
                 connecting: tokio::sync::Mutex::new(()),
                 attempts: AtomicU64::new(0),
                 failed: Mutex::new(None),
@@ -167,18 +180,19 @@ where
 
     /// Sends `request`, whose URI names the target (`scheme://host:port/path`) and whose `Host`
     /// header, if any, the host to name (it becomes the `:authority`), and returns the response
-    /// once its headers are in.
-    pub async fn send(self: &Arc<Self>, mut request: Request<ProxyBody>) -> Result<Response<Incoming>, Http2Error> {
+    /// once its headers are in, with its stream on a kept connection: counted until dropped, so
+    /// it is to be held until the response is done.
+    pub async fn send(self: &Arc<Self>, mut request: Request<ProxyBody>) -> Result<(Response<Incoming>, Option<OpenStream>), Http2Error> {
         let Some(target) = request.uri().authority().cloned() else {
             return Err(Http2Error::Exchange("the upstream request names no target".into()));
         };
         let Some(slot) = self.targets.iter().find(|t| t.target == target) else {
             return Err(Http2Error::Exchange(format!("{target} is not a target of this upstream").into()));
         };
-        let mut sender = match self.kept(slot) {
-            Some(sender) => sender,
+        let (mut sender, mut stream) = match self.kept(slot) {
+            Some((sender, stream)) => (sender, Some(stream)),
             None => match self.connect_once(slot).await {
-                Ok(sender) => sender,
+                Ok(made) => made,
                 Err(e) => return Err(Http2Error::Connect(e, Box::new(request))),
             },
         };
@@ -196,7 +210,7 @@ where
                         format!("its response has {lines} header lines, over limits.max_response_headers ({})", self.max_headers).into(),
                     ));
                 }
-                Ok(response) => return Ok(response),
+                Ok(response) => return Ok((response, stream)),
                 Err(failed) => failed,
             };
             let mut failed = failed;
@@ -224,8 +238,8 @@ where
             };
             resends += 1;
             self.forget(slot);
-            sender = match self.connect_once(slot).await {
-                Ok(sender) => sender,
+            (sender, stream) = match self.connect_once(slot).await {
+                Ok(made) => made,
                 Err(e) => {
                     unname_host(&mut request, &target, host);
                     return Err(Http2Error::Connect(e, Box::new(request)));
@@ -239,34 +253,35 @@ where
         self.arming.upstream_closing();
     }
 
-    /// The open connection to `slot`'s target, if any (dropping it if it has closed), marked used.
-    fn kept(&self, slot: &TargetConnection) -> Option<SendRequest<ProxyBody>> {
+    /// A stream on a kept connection to `slot`'s target with one to spare, if any (dropping
+    /// those that have closed), the connection marked used.
+    fn kept(&self, slot: &TargetConnection) -> Option<(SendRequest<ProxyBody>, OpenStream)> {
         let mut open = slot.open.lock().unwrap_or_else(PoisonError::into_inner);
-        match open.as_mut() {
-            Some((sender, _)) if sender.is_closed() => {
-                // Closed by the upstream (a `GOAWAY`, a restart): it may be rotating connections.
-                *open = None;
-                self.upstream_closing();
-                None
-            }
-            Some((sender, used)) => {
-                *used = Instant::now();
-                Some(sender.clone())
-            }
-            None => None,
+        let before = open.len();
+        open.retain(|connection| !connection.sender.is_closed());
+        if open.len() < before {
+            // Closed by the upstream (a `GOAWAY`, a restart): it may be rotating connections.
+            self.upstream_closing();
         }
+        open.iter_mut().find_map(|connection| {
+            let stream = connection.streams.open()?;
+            connection.used = Instant::now();
+            Some((connection.sender.clone(), stream))
+        })
     }
 
-    /// A connection to `slot`'s target: the one another request is making, once made (its
-    /// error, if it failed), or a new one, kept for later requests.
-    async fn connect_once(self: &Arc<Self>, slot: &TargetConnection) -> Result<SendRequest<ProxyBody>, PoolError> {
+    /// A connection to `slot`'s target and a stream on it (none if not kept): one with a stream
+    /// to spare another request made meanwhile, once made (its error, if it failed), or a new
+    /// one, kept for later requests.
+    async fn connect_once(self: &Arc<Self>, slot: &TargetConnection) -> Result<(SendRequest<ProxyBody>, Option<OpenStream>), PoolError> {
         if !self.keep {
-            return self.connect(&slot.target).await;
+            let (sender, _) = self.connect(&slot.target).await?;
+            return Ok((sender, None));
         }
         let attempts_before = slot.attempts.load(Ordering::Acquire);
         let _connecting = slot.connecting.lock().await;
-        if let Some(sender) = self.kept(slot) {
-            return Ok(sender);
+        if let Some((sender, stream)) = self.kept(slot) {
+            return Ok((sender, Some(stream)));
         }
         if slot.attempts.load(Ordering::Acquire) != attempts_before
             && let Some((kind, reason)) = slot.failed.lock().unwrap_or_else(PoisonError::into_inner).clone()
@@ -276,34 +291,35 @@ where
         let made = self.connect(&slot.target).await;
         *slot.failed.lock().unwrap_or_else(PoisonError::into_inner) = made.as_ref().err().map(|e| (io_kind(&**e), crate::error::chain(&**e).into()));
         slot.attempts.fetch_add(1, Ordering::Release);
-        let sender = made?;
-        *slot.open.lock().unwrap_or_else(PoisonError::into_inner) = Some((sender.clone(), Instant::now()));
+        let (sender, streams) = made?;
+        // The request it was made for goes on it, whatever the server's cap turns out to be.
+        let stream = streams.open_anyway();
+        slot.open.lock().unwrap_or_else(PoisonError::into_inner).push(OpenConnection { sender: sender.clone(), used: Instant::now(), streams });
         self.start_sweeper();
-        Ok(sender)
+        Ok((sender, Some(stream)))
     }
 
-    /// Lets go of `slot`'s connection if it has closed.
+    /// Lets go of `slot`'s connections that have closed.
     fn forget(&self, slot: &TargetConnection) {
-        let mut open = slot.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if open.as_ref().is_some_and(|(sender, _)| sender.is_closed()) {
-            *open = None;
-        }
+        slot.open.lock().unwrap_or_else(PoisonError::into_inner).retain(|connection| !connection.sender.is_closed());
     }
 
-    /// A new connection to `target`, its hyper connection task spawned on this worker.
-    async fn connect(&self, target: &Authority) -> Result<SendRequest<ProxyBody>, PoolError> {
+    /// A new connection to `target`, its hyper connection task spawned on this worker, and its
+    /// stream count (the server's cap read from its first frame).
+    async fn connect(&self, target: &Authority) -> Result<(SendRequest<ProxyBody>, Arc<StreamCount>), PoolError> {
         let uri = Uri::builder().scheme(self.scheme.clone()).authority(target.clone()).path_and_query("/").build()?;
         let io = self.connector.clone().call(uri).await.map_err(Into::into)?;
         if self.scheme == Scheme::HTTPS && !io.connected().is_negotiated_h2() {
             return Err(NO_H2_ALPN.into());
         }
-        let (sender, connection) = self.builder.handshake(io).await?;
+        let streams = Arc::new(StreamCount::default());
+        let (sender, connection) = self.builder.handshake(WatchedPreface::new(io, streams.clone())).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream HTTP/2 connection closed with an error");
             }
         });
-        Ok(sender)
+        Ok((sender, streams))
     }
 
     /// Starts, once, the task letting go of connections no request has started on for
@@ -320,9 +336,7 @@ where
     fn sweep(&self, now: Instant) {
         for slot in &self.targets {
             let mut open = slot.open.lock().unwrap_or_else(PoisonError::into_inner);
-            if open.as_ref().is_some_and(|(sender, used)| sender.is_closed() || now.duration_since(*used) >= self.idle_timeout) {
-                *open = None;
-            }
+            open.retain(|connection| !connection.sender.is_closed() && now.duration_since(connection.used) < self.idle_timeout);
         }
     }
 }

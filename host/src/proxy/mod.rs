@@ -31,6 +31,7 @@ pub mod headers;
 pub mod health_check;
 pub mod http1_pool;
 pub mod http2_pool;
+pub mod http2_streams;
 pub mod mirror;
 pub mod path;
 pub mod resend;

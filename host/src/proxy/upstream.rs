@@ -32,6 +32,7 @@ use super::counted::{CountingConnector, OpenConnections};
 use super::health_check::{Checks, HealthCheck};
 use super::http1_pool::{Http1Error, Http1Pool};
 use super::http2_pool::{Http2Error, Http2Pool};
+use super::http2_streams::OpenStream;
 use super::resend::{self, ResendArming};
 use super::target_health::{HealthPolicy, Marked, TargetHealth};
 use super::tls::{self, Alpn, TlsError, TlsSettings};
@@ -89,6 +90,9 @@ pub struct InFlight {
     _place: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Its count on its target ([`Upstream::choose`]).
     load: Option<TargetLoad>,
+    /// Its stream on an HTTP/2 connection, counted against the server's cap
+    /// ([`super::http2_streams`]).
+    stream: Option<OpenStream>,
 }
 
 impl InFlight {
@@ -213,8 +217,8 @@ pub struct UpstreamSettings {
 
 /// One attempt at one target.
 enum Attempt {
-    /// The response head came in.
-    Answered(Response<Incoming>),
+    /// The response head came in; over HTTP/2, with its stream on a kept connection.
+    Answered(Response<Incoming>, Option<OpenStream>),
     /// Connecting failed: nothing was sent. The request, if it can be sent elsewhere.
     ConnectFailed(SendError, Option<Box<Request<ProxyBody>>>),
     /// The exchange failed after connecting.
@@ -297,7 +301,7 @@ impl Upstream {
     pub fn admit_quietly(&self) -> Result<Option<InFlight>, SendError> {
         let Some(places) = &self.in_flight else { return Ok(None) };
         match places.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Some(InFlight { _place: Some(permit), load: None })),
+            Ok(permit) => Ok(Some(InFlight { _place: Some(permit), load: None, stream: None })),
             Err(_) => Err(SendError::Overloaded(self.settings.max_requests.unwrap_or_default())),
         }
     }
@@ -627,15 +631,16 @@ impl Upstream {
                     Transport::H2Tls(pool) => via_h2_pool(pool, request).await,
                 };
                 let (error, back) = match attempt {
-                    Attempt::Answered(response) if self.retries_on(response.status()) => {
+                    Attempt::Answered(response, stream) if self.retries_on(response.status()) => {
                         // A status the upstream is retried on counts as a failure, as nginx
                         // counts one listed in `proxy_next_upstream` towards `max_fails`.
                         let error = SendError::Unavailable(format!("it answered {}", response.status().as_u16()));
                         self.target_failed(target, &error);
                         let (Some(mut again), Some(next)) = (again, self.failover(first, key_hash, &mut step)) else {
+                            hold_stream(in_flight, stream);
                             return Ok(response);
                         };
-                        drop(response);
+                        drop((response, stream));
                         tracing::debug!(upstream = &*self.name, target = &*self.slot(target).addr, next = &*self.slot(next).addr, "{error}; trying the next target");
                         self.retarget(&mut again, next, rewrite_host)?;
                         if let Some(held) = in_flight.as_mut() {
@@ -646,8 +651,9 @@ impl Upstream {
                         request = again;
                         continue;
                     }
-                    Attempt::Answered(response) => {
+                    Attempt::Answered(response, stream) => {
                         self.slot(target).health.succeeded();
+                        hold_stream(in_flight, stream);
                         return Ok(response);
                     }
                     Attempt::Failed(error) => {
@@ -808,6 +814,14 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// Holds an answered request's HTTP/2 stream, if any, with the rest of its hold on the upstream
+/// until its response is done.
+fn hold_stream(in_flight: &mut Option<InFlight>, stream: Option<OpenStream>) {
+    if stream.is_some() {
+        in_flight.get_or_insert_default().stream = stream;
+    }
+}
+
 /// One request through a worker's HTTP/1.1 pool.
 async fn via_pool<C>(pool: &Arc<Http1Pool<C>>, request: Request<ProxyBody>) -> Attempt
 where
@@ -817,7 +831,7 @@ where
     C::Future: Send,
 {
     match pool.send(request).await {
-        Ok(response) => Attempt::Answered(response),
+        Ok(response) => Attempt::Answered(response, None),
         Err(Http1Error::Connect(e, request)) => Attempt::ConnectFailed(classify(&*e), Some(request)),
         Err(Http1Error::Exchange(e)) => Attempt::Failed(classify(&*e)),
     }
@@ -832,7 +846,7 @@ where
     C::Future: Send,
 {
     match pool.send(request).await {
-        Ok(response) => Attempt::Answered(response),
+        Ok((response, stream)) => Attempt::Answered(response, stream),
         Err(Http2Error::Connect(e, request)) => Attempt::ConnectFailed(classify(&*e), Some(request)),
         Err(Http2Error::Exchange(e)) => Attempt::Failed(classify(&*e)),
         Err(Http2Error::NotProcessed(e)) => Attempt::NotProcessed(classify(&*e)),

@@ -1,0 +1,280 @@
+//! How many streams an HTTP/2 upstream connection has open, and how many its server allows.
+//!
+//! A server caps the streams open at once on each connection (`SETTINGS_MAX_CONCURRENT_STREAMS`,
+//! RFC 9113 6.5.2: nginx 128, hyper 200, Go 250, some gRPC servers far fewer). hyper does not
+//! say what the cap is, and past it a request is not refused: it waits in hyper's queue until a
+//! stream on that connection ends. Behind long-lived streams (gRPC server streaming, a
+//! WebSocket, a long poll) that may be never, and every other request of the worker to that
+//! target would wait its timeout. So [`super::http2_pool::Http2Pool`] counts the streams it
+//! opens on each connection ([`StreamCount`], one [`OpenStream`] per request until its response
+//! is done) and reads the server's cap from the first frame the server sends, its SETTINGS
+//! ([`WatchedPreface`]); a request finding every connection full opens another, as Envoy's
+//! connection pool does.
+//!
+//! The cap is read from that first SETTINGS frame only (a server lowering it later is honoured by
+//! hyper, the request then waiting as before). Until it has been read, a new connection is taken
+//! to allow 100 streams, as hyper assumes (RFC 9113 recommends no fewer).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+
+use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
+
+/// The streams a new connection is taken to allow until its server's SETTINGS have been read:
+/// hyper's own assumption, and RFC 9113's recommended least.
+pub const ASSUMED_STREAM_LIMIT: u32 = 100;
+
+/// One connection's open streams, and the most its server allows at once.
+#[derive(Debug)]
+pub struct StreamCount {
+    open: AtomicU32,
+    limit: AtomicU32,
+}
+
+impl Default for StreamCount {
+    fn default() -> Self {
+        Self { open: AtomicU32::new(0), limit: AtomicU32::new(ASSUMED_STREAM_LIMIT) }
+    }
+}
+
+impl StreamCount {
+    /// One more stream, counted until the guard is dropped, if the server allows one more.
+    pub fn open(self: &Arc<Self>) -> Option<OpenStream> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        self.open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| (open < limit).then_some(open + 1)).ok()?;
+        Some(OpenStream(self.clone()))
+    }
+
+    /// One more stream whatever the limit: the first request on a connection made for it.
+    pub fn open_anyway(self: &Arc<Self>) -> OpenStream {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenStream(self.clone())
+    }
+
+    /// The streams open now.
+    pub fn streams(&self) -> u32 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// The most streams the server allows at once (as assumed until its SETTINGS are read).
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+}
+
+/// One request's stream on a connection, counted until its response is done (the response
+/// body holds it, in [`super::upstream::InFlight`]) or the request fails.
+#[derive(Debug)]
+pub struct OpenStream(Arc<StreamCount>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// SETTINGS, the frame type the server's connection preface begins with (RFC 9113 3.4).
+const SETTINGS: u8 = 0x4;
+/// The SETTINGS frame's ACK flag: an acknowledgement, not the server's settings.
+const ACK: u8 = 0x1;
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`' identifier.
+const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+/// The most bytes read through a scratch buffer per read while the preface is watched.
+const SCRATCH: usize = 512;
+
+pin_project_lite::pin_project! {
+    /// A connection's IO that reads its server's stream cap from the first frame the server
+    /// sends into `count`, then passes reads through untouched.
+    pub struct WatchedPreface<T> {
+        #[pin]
+        io: T,
+        watch: Option<Box<PrefaceWatch>>,
+    }
+}
+
+impl<T> WatchedPreface<T> {
+    /// Wraps `io`, to write its server's stream cap into `count`.
+    pub fn new(io: T, count: Arc<StreamCount>) -> Self {
+        Self { io, watch: Some(Box::new(PrefaceWatch::new(count))) }
+    }
+}
+
+impl<T: Read> Read for WatchedPreface<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let Some(watch) = this.watch.as_mut() else { return this.io.poll_read(cx, buf) };
+        if buf.remaining() == 0 {
+            return this.io.poll_read(cx, buf);
+        }
+        // Read through a scratch buffer, to see the bytes before hyper does.
+        let mut scratch = [0u8; SCRATCH];
+        let room = buf.remaining().min(SCRATCH);
+        let mut read = ReadBuf::new(&mut scratch[..room]);
+        std::task::ready!(this.io.poll_read(cx, read.unfilled()))?;
+        let bytes = read.filled();
+        let done = watch.feed(bytes) || bytes.is_empty();
+        buf.put_slice(bytes);
+        if done {
+            *this.watch = None;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: Write> Write for WatchedPreface<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+}
+
+/// Reads the server's first frame as it arrives, in pieces of any size.
+struct PrefaceWatch {
+    count: Arc<StreamCount>,
+    /// The frame header (9 bytes: length, type, flags, stream), and how much of it is in.
+    header: [u8; 9],
+    header_in: usize,
+    /// The setting being read (6 bytes: identifier, value), and how much of it is in.
+    setting: [u8; 6],
+    setting_in: usize,
+    /// The frame's payload bytes not yet read.
+    payload_left: usize,
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`, if the frame has it so far.
+    cap: Option<u32>,
+}
+
+impl PrefaceWatch {
+    fn new(count: Arc<StreamCount>) -> Self {
+        Self { count, header: [0; 9], header_in: 0, setting: [0; 6], setting_in: 0, payload_left: 0, cap: None }
+    }
+
+    /// Takes the next bytes the server sent; true once the first frame has been read (or is not
+    /// a SETTINGS frame, which a server must begin with: then nothing is learnt).
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            if self.header_in < self.header.len() {
+                let n = (self.header.len() - self.header_in).min(bytes.len());
+                self.header[self.header_in..self.header_in + n].copy_from_slice(&bytes[..n]);
+                self.header_in += n;
+                bytes = &bytes[n..];
+                if self.header_in < self.header.len() {
+                    return false;
+                }
+                let length = usize::from(self.header[0]) << 16 | usize::from(self.header[1]) << 8 | usize::from(self.header[2]);
+                if self.header[3] != SETTINGS || self.header[4] & ACK != 0 || length % self.setting.len() != 0 {
+                    return true;
+                }
+                self.payload_left = length;
+                if length == 0 {
+                    return self.finish();
+                }
+                continue;
+            }
+            let n = (self.setting.len() - self.setting_in).min(bytes.len());
+            self.setting[self.setting_in..self.setting_in + n].copy_from_slice(&bytes[..n]);
+            self.setting_in += n;
+            bytes = &bytes[n..];
+            if self.setting_in < self.setting.len() {
+                return false;
+            }
+            let [id0, id1, v0, v1, v2, v3] = self.setting;
+            if u16::from_be_bytes([id0, id1]) == MAX_CONCURRENT_STREAMS {
+                // The last one wins, should a frame name it twice (RFC 9113 6.5.3 processes them in order).
+                self.cap = Some(u32::from_be_bytes([v0, v1, v2, v3]));
+            }
+            self.setting_in = 0;
+            self.payload_left -= self.setting.len();
+            if self.payload_left == 0 {
+                return self.finish();
+            }
+        }
+        false
+    }
+
+    /// The frame is read: its cap, or none (RFC 9113 6.5.2: unlimited until a server says).
+    fn finish(&mut self) -> bool {
+        self.count.limit.store(self.cap.unwrap_or(u32::MAX), Ordering::Relaxed);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SETTINGS frame with these settings.
+    fn settings(entries: &[(u16, u32)], flags: u8) -> Vec<u8> {
+        let length = entries.len() * 6;
+        let mut frame = vec![(length >> 16) as u8, (length >> 8) as u8, length as u8, SETTINGS, flags, 0, 0, 0, 0];
+        for (id, value) in entries {
+            frame.extend_from_slice(&id.to_be_bytes());
+            frame.extend_from_slice(&value.to_be_bytes());
+        }
+        frame
+    }
+
+    fn watched(pieces: &[&[u8]]) -> (u32, bool) {
+        let count = Arc::new(StreamCount::default());
+        let mut watch = PrefaceWatch::new(count.clone());
+        let done = pieces.iter().any(|piece| watch.feed(piece));
+        (count.limit(), done)
+    }
+
+    #[test]
+    fn the_cap_is_read_from_the_first_settings_frame_in_any_pieces() {
+        let mut frame = settings(&[(0x4, 65_535), (MAX_CONCURRENT_STREAMS, 7), (0x6, 16_384)], 0);
+        // A later SETTINGS frame is not read: the first is the server's preface.
+        frame.extend_from_slice(&settings(&[(MAX_CONCURRENT_STREAMS, 1)], 0));
+        assert_eq!(watched(&[&frame]), (7, true));
+        let pieces: Vec<&[u8]> = frame.chunks(1).collect();
+        assert_eq!(watched(&pieces), (7, true), "one byte at a time");
+        assert_eq!(watched(&[&frame[..4], &frame[4..13], &frame[13..]]), (7, true));
+    }
+
+    #[test]
+    fn a_frame_without_the_setting_means_no_cap() {
+        assert_eq!(watched(&[&settings(&[(0x4, 65_535)], 0)]), (u32::MAX, true));
+        assert_eq!(watched(&[&settings(&[], 0)]), (u32::MAX, true), "an empty SETTINGS frame");
+    }
+
+    #[test]
+    fn anything_else_first_leaves_the_assumed_cap() {
+        let mut not_settings = settings(&[(MAX_CONCURRENT_STREAMS, 1)], 0);
+        not_settings[3] = 0x8;
+        assert_eq!(watched(&[&not_settings]), (ASSUMED_STREAM_LIMIT, true));
+        assert_eq!(watched(&[&settings(&[(MAX_CONCURRENT_STREAMS, 1)], ACK)]), (ASSUMED_STREAM_LIMIT, true), "an ACK");
+        assert_eq!(watched(&[&settings(&[(MAX_CONCURRENT_STREAMS, 1)], 0)[..12]]), (ASSUMED_STREAM_LIMIT, false), "not all in yet");
+    }
+
+    #[test]
+    fn streams_are_counted_up_to_the_cap() {
+        let count = Arc::new(StreamCount::default());
+        count.limit.store(2, Ordering::Relaxed);
+        let (a, b) = (count.open().expect("first"), count.open().expect("second"));
+        assert!(count.open().is_none(), "at the cap");
+        drop(a);
+        let c = count.open().expect("a stream ended");
+        let d = count.open_anyway();
+        assert_eq!(count.streams(), 3);
+        drop((b, c, d));
+        assert_eq!(count.streams(), 0);
+    }
+}
