@@ -577,18 +577,22 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option
     // From here on SIGHUP means reload (once serving), never the default of exiting.
     #[cfg(unix)]
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let mut demo = airlock::demo_upstream::DEMO_UPSTREAM_ADDR;
     if quickstart || demo_upstream {
-        let upstream = airlock::demo_upstream::DEMO_UPSTREAM_ADDR;
-        match airlock::demo_upstream::spawn(upstream).await {
-            Ok(addr) => tracing::info!(%addr, "demo upstream listening"),
+        match airlock::demo_upstream::spawn_for(quickstart).await {
+            Ok(addr) => {
+                tracing::info!(%addr, "demo upstream listening");
+                demo = addr;
+            }
             Err(e) => {
-                cannot_start(&format_args!("cannot start the demo upstream on {upstream}: {e}"));
+                cannot_start(&format_args!("cannot start the demo upstream on {demo}: {e}"));
                 return ExitCode::FAILURE;
             }
         }
     }
     let source = if quickstart {
-        ConfigSource::inline("quickstart/airlock.toml", QUICKSTART, std::env::current_dir().unwrap_or_default())
+        let text = airlock::demo_upstream::quickstart_config(QUICKSTART, demo);
+        ConfigSource::inline("quickstart/airlock.toml", &text, std::env::current_dir().unwrap_or_default())
     } else {
         match ConfigSource::read(&path) {
             Ok(s) => s,

@@ -434,8 +434,8 @@ pub async fn metric_value(gw: &Gateway, metric: &str, labels: &[(&str, &str)]) -
 /// Starts the real `airlock` binary with `args` in `dir`, as the README and the examples run it
 /// (listening on the documented 127.0.0.1:8080), and waits until it listens. Tests using it must
 /// be the only test of their test binary (test binaries run one after the other).
-pub async fn start_documented(args: &[&str], dir: &Path) -> Child {
-    let mut child = Command::new(airlock_binary())
+pub async fn start_documented(args: &[&str], dir: &Path) -> Documented {
+    let child = Command::new(airlock_binary())
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "warn")
@@ -443,18 +443,33 @@ pub async fn start_documented(args: &[&str], dir: &Path) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start airlock");
+    // Killed if the test fails before stopping it, so the documented ports are free again.
+    let mut gateway = Documented(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     while tokio::net::TcpStream::connect("127.0.0.1:8080").await.is_err() {
         assert!(Instant::now() < deadline, "airlock did not start listening on 127.0.0.1:8080");
-        assert!(child.try_wait().unwrap().is_none(), "airlock exited early");
+        assert!(gateway.0.try_wait().unwrap().is_none(), "airlock exited early");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    child
+    gateway
+}
+
+/// A [`start_documented`] gateway: stopped by [`stop_documented`], killed if dropped before.
+pub struct Documented(Child);
+
+impl Drop for Documented {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Stops a [`start_documented`] gateway with SIGTERM, checks it exited cleanly and that the port
 /// is free again.
-pub async fn stop_documented(mut child: Child) {
+pub async fn stop_documented(mut gateway: Documented) {
+    let child = &mut gateway.0;
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(15);

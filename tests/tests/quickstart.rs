@@ -27,6 +27,26 @@ async fn quickstart_and_example_plugin_run_as_documented() {
     assert_eq!(r.header("retry-after").as_deref(), Some("3600"));
     stop(child).await;
 
+    // With the demo upstream's port taken (Prometheus's default), the quickstart still runs: its
+    // demo upstream moves to a free port and the embedded config follows it.
+    let held = std::net::TcpListener::bind("127.0.0.1:9090");
+    let child = start(&["run", "--quickstart"], root).await;
+    let r = client.get("http://127.0.0.1:8080/users/42").await;
+    assert_eq!((r.status.as_u16(), &r.json()["headers"]["x-user-id"]), (200, &serde_json::json!("42")), "{}", r.text());
+    stop(child).await;
+    // A config of one's own names 9090 itself: there a taken port (held here, or by whatever
+    // held it already) is an error that says why, and the gateway does not start.
+    let out = tokio::process::Command::new(airlock_tests::airlock_binary())
+        .args(["run", "-c", "airlock.toml", "--demo-upstream"])
+        .current_dir(root.join("examples/hello-plugin"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), out).await.expect("exits at once").expect("ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot start the demo upstream on 127.0.0.1:9090") && stderr.contains("another program holds the port"), "{stderr}");
+    drop(held);
+
     // examples/hello-plugin/README.md: built by this crate's build script exactly as documented.
     let example = root.join("examples/hello-plugin");
     assert!(example.join("target/wasm32-wasip2/release/hello_plugin.wasm").is_file());
