@@ -349,6 +349,91 @@ async fn a_websocket_an_http2_upstream_refuses_does_not_mark_its_target_down() {
     gw.stop().await;
 }
 
+/// Once an HTTP/2 upstream's SETTINGS have said it takes no extended CONNECT (RFC 8441), a
+/// WebSocket to it is answered 502 without being sent: the server gets no stream to refuse.
+#[tokio::test]
+async fn a_websocket_is_not_sent_to_an_http2_upstream_whose_settings_refuse_it() {
+    use std::sync::{Arc, Mutex};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Every byte the gateway sends the server, to count its HEADERS frames (requests) after.
+    let received: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let seen = received.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                // An h2 server as most are: extended CONNECT not enabled.
+                let Ok(mut connection) = h2::server::handshake(Recorded { inner: stream, seen }).await else { return };
+                while let Some(Ok((_, mut respond))) = connection.accept().await {
+                    if let Ok(mut send) = respond.send_response(http::Response::new(()), false) {
+                        let _ = send.send_data(Bytes::from_static(b"plain"), true);
+                    }
+                }
+            });
+        }
+    });
+    // One worker: the WebSocket goes on the connection the GET made.
+    let config = format!("[runtime]\nworker_threads = 1\n\n[upstreams.backend]\ntargets = [\"{addr}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n");
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    // The connection made and the server's SETTINGS read with the answer.
+    assert_eq!(client.get(&gw.url("/plain")).await.text(), "plain");
+    match tokio_tungstenite::connect_async(format!("ws://{}/socket", gw.addr())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 502),
+        other => panic!("expected a 502, got {other:?}"),
+    }
+    // And the connection still serves.
+    assert_eq!(client.get(&gw.url("/plain")).await.text(), "plain");
+    let bytes = received.lock().unwrap().clone();
+    assert_eq!(headers_frames(&bytes), 2, "the two GETs reached the server, the WebSocket did not");
+    server.abort();
+    gw.stop().await;
+}
+
+/// The HEADERS frames in what an HTTP/2 client sent (its preface, then frames).
+fn headers_frames(bytes: &[u8]) -> usize {
+    const PREFACE: usize = 24;
+    let mut at = PREFACE;
+    let mut count = 0;
+    while at + 9 <= bytes.len() {
+        let length = usize::from(bytes[at]) << 16 | usize::from(bytes[at + 1]) << 8 | usize::from(bytes[at + 2]);
+        count += usize::from(bytes[at + 3] == 0x1);
+        at += 9 + length;
+    }
+    count
+}
+
+/// A server's connection recording every byte read from its client.
+struct Recorded {
+    inner: tokio::net::TcpStream,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncRead for Recorded {
+    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled()[before..].to_vec();
+        self.seen.lock().unwrap().extend_from_slice(&read);
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Recorded {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[tokio::test]
 async fn the_drain_closes_open_websockets_over_http1_and_http2() {
     let ws = EchoServer::start().await;

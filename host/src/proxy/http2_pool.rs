@@ -32,6 +32,9 @@
 //! `keepalive_requests`, a graceful restart) keeps it armed, and a request not processed and not
 //! armed is answered 502 without counting against the target ([`Http2Error::NotProcessed`]).
 //!
+//! A WebSocket (an RFC 8441 extended CONNECT) to a connection whose server's SETTINGS did not
+//! enable extended CONNECT is not sent ([`Http2Error::NotProcessed`], saying why).
+//!
 //! Flow control: a response body the client reads slowly holds the connection's window until it
 //! is read. The stream window ([`STREAM_WINDOW`]) is a 32nd of the connection's
 //! ([`CONNECTION_WINDOW`]), so it takes 32 stalled responses on one connection, not hyper's 2.5
@@ -77,6 +80,9 @@ pub const MAX_RESPONSE_HEAD: u32 = 400 * 1024;
 /// Why a TLS connection to an `h2` upstream is not used: the server did not agree on HTTP/2.
 /// Spoken anyway, HTTP/2's preface would get an HTTP/1.1 error back.
 pub const NO_H2_ALPN: &str = "the TLS handshake did not agree on HTTP/2 (ALPN `h2`): the target may speak HTTP/1.1 only (`protocol = \"http1\"`)";
+
+/// Why a WebSocket is not sent to an HTTP/2 upstream: its server's SETTINGS did not allow it.
+const NO_EXTENDED_CONNECT: &str = "the upstream does not take WebSockets over HTTP/2: its SETTINGS do not enable extended CONNECT (RFC 8441 `SETTINGS_ENABLE_CONNECT_PROTOCOL`)";
 
 /// Why [`Http2Pool::send`] failed.
 pub enum Http2Error {
@@ -196,9 +202,12 @@ where
                 Err(e) => return Err(Http2Error::Connect(e, Box::new(request))),
             },
         };
-        let host = name_host(&mut request);
         // A WebSocket's handshake, which a server without RFC 8441 refuses: one extension lookup.
         let extended_connect = request.extensions().get::<hyper::ext::Protocol>().is_some();
+        if extended_connect && stream.as_ref().is_some_and(OpenStream::refuses_extended_connect) {
+            return Err(Http2Error::NotProcessed(NO_EXTENDED_CONNECT.into()));
+        }
+        let host = name_host(&mut request);
         // Armed only once the upstream shows it closes connections (see the module's doc).
         let mut again = if self.arming.armed() { resend::copy(&request) } else { None };
         let mut resends = 0;

@@ -11,6 +11,10 @@
 //! ([`WatchedPreface`]); a request finding every connection full opens another, as Envoy's
 //! connection pool does.
 //!
+//! The same frame says whether the server takes extended CONNECT (RFC 8441's
+//! `SETTINGS_ENABLE_CONNECT_PROTOCOL`, how a WebSocket goes over HTTP/2): a WebSocket to a
+//! connection whose server did not allow it is answered 502 without being sent.
+//!
 //! The cap is read from that first SETTINGS frame only (a server lowering it later is honoured by
 //! hyper, the request then waiting as before). Until it has been read, a new connection is taken
 //! to allow 100 streams, as hyper assumes (RFC 9113 recommends no fewer).
@@ -18,7 +22,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
@@ -27,16 +31,25 @@ use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 /// hyper's own assumption, and RFC 9113's recommended least.
 pub const ASSUMED_STREAM_LIMIT: u32 = 100;
 
-/// One connection's open streams, and the most its server allows at once.
+/// Whether a connection's server takes extended CONNECT: not known until its SETTINGS are read.
+const CONNECT_UNKNOWN: u8 = 0;
+/// Its SETTINGS enabled extended CONNECT.
+const CONNECT_ALLOWED: u8 = 1;
+/// Its SETTINGS did not.
+const CONNECT_REFUSED: u8 = 2;
+
+/// One connection's open streams, the most its server allows at once, and whether it takes
+/// extended CONNECT.
 #[derive(Debug)]
 pub struct StreamCount {
     open: AtomicU32,
     limit: AtomicU32,
+    extended_connect: AtomicU8,
 }
 
 impl Default for StreamCount {
     fn default() -> Self {
-        Self { open: AtomicU32::new(0), limit: AtomicU32::new(ASSUMED_STREAM_LIMIT) }
+        Self { open: AtomicU32::new(0), limit: AtomicU32::new(ASSUMED_STREAM_LIMIT), extended_connect: AtomicU8::new(CONNECT_UNKNOWN) }
     }
 }
 
@@ -70,6 +83,15 @@ impl StreamCount {
 #[derive(Debug)]
 pub struct OpenStream(Arc<StreamCount>);
 
+impl OpenStream {
+    /// Whether the connection's server said, in its SETTINGS, that it does not take extended
+    /// CONNECT (false while they are not read: the request is then sent, and refused by a
+    /// server that does not).
+    pub fn refuses_extended_connect(&self) -> bool {
+        self.0.extended_connect.load(Ordering::Relaxed) == CONNECT_REFUSED
+    }
+}
+
 impl Drop for OpenStream {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
@@ -82,6 +104,8 @@ const SETTINGS: u8 = 0x4;
 const ACK: u8 = 0x1;
 /// `SETTINGS_MAX_CONCURRENT_STREAMS`' identifier.
 const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+/// `SETTINGS_ENABLE_CONNECT_PROTOCOL`'s identifier (RFC 8441 3).
+const ENABLE_CONNECT_PROTOCOL: u16 = 0x8;
 /// The most bytes read through a scratch buffer per read while the preface is watched.
 const SCRATCH: usize = 512;
 
@@ -159,11 +183,13 @@ struct PrefaceWatch {
     payload_left: usize,
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`, if the frame has it so far.
     cap: Option<u32>,
+    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL` is 1 in the frame so far.
+    connect: bool,
 }
 
 impl PrefaceWatch {
     fn new(count: Arc<StreamCount>) -> Self {
-        Self { count, header: [0; 9], header_in: 0, setting: [0; 6], setting_in: 0, payload_left: 0, cap: None }
+        Self { count, header: [0; 9], header_in: 0, setting: [0; 6], setting_in: 0, payload_left: 0, cap: None, connect: false }
     }
 
     /// Takes the next bytes the server sent; true once the first frame has been read (or is not
@@ -196,9 +222,11 @@ impl PrefaceWatch {
                 return false;
             }
             let [id0, id1, v0, v1, v2, v3] = self.setting;
-            if u16::from_be_bytes([id0, id1]) == MAX_CONCURRENT_STREAMS {
-                // The last one wins, should a frame name it twice (RFC 9113 6.5.3 processes them in order).
-                self.cap = Some(u32::from_be_bytes([v0, v1, v2, v3]));
+            // The last one wins, should a frame name one twice (RFC 9113 6.5.3 processes them in order).
+            match u16::from_be_bytes([id0, id1]) {
+                MAX_CONCURRENT_STREAMS => self.cap = Some(u32::from_be_bytes([v0, v1, v2, v3])),
+                ENABLE_CONNECT_PROTOCOL => self.connect = u32::from_be_bytes([v0, v1, v2, v3]) == 1,
+                _ => {}
             }
             self.setting_in = 0;
             self.payload_left -= self.setting.len();
@@ -212,6 +240,8 @@ impl PrefaceWatch {
     /// The frame is read: its cap, or none (RFC 9113 6.5.2: unlimited until a server says).
     fn finish(&mut self) -> bool {
         self.count.limit.store(self.cap.unwrap_or(u32::MAX), Ordering::Relaxed);
+        let connect = if self.connect { CONNECT_ALLOWED } else { CONNECT_REFUSED };
+        self.count.extended_connect.store(connect, Ordering::Relaxed);
         true
     }
 }
@@ -247,6 +277,21 @@ mod tests {
         let pieces: Vec<&[u8]> = frame.chunks(1).collect();
         assert_eq!(watched(&pieces), (7, true), "one byte at a time");
         assert_eq!(watched(&[&frame[..4], &frame[4..13], &frame[13..]]), (7, true));
+    }
+
+    #[test]
+    fn extended_connect_is_refused_only_once_settings_without_it_are_read() {
+        let count = Arc::new(StreamCount::default());
+        let stream = count.open_anyway();
+        assert!(!stream.refuses_extended_connect(), "not known yet: sent");
+        PrefaceWatch::new(count.clone()).feed(&settings(&[(MAX_CONCURRENT_STREAMS, 100)], 0));
+        assert!(stream.refuses_extended_connect());
+        let allowing = Arc::new(StreamCount::default());
+        PrefaceWatch::new(allowing.clone()).feed(&settings(&[(ENABLE_CONNECT_PROTOCOL, 1)], 0));
+        assert!(!allowing.open_anyway().refuses_extended_connect());
+        let unsaid = Arc::new(StreamCount::default());
+        PrefaceWatch::new(unsaid.clone()).feed(&settings(&[(ENABLE_CONNECT_PROTOCOL, 1), (ENABLE_CONNECT_PROTOCOL, 0)], 0));
+        assert!(unsaid.open_anyway().refuses_extended_connect(), "the last value wins");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! per request worker speaking the upstream's protocol: HTTP/1.1 (cleartext or TLS, in
 //! [`Http1Pool`]), HTTP/2 with prior knowledge (h2c), or HTTP/2 over TLS negotiated by ALPN (h2).
 //! HTTP/2 connections are shared: requests to one target are multiplexed on one connection per
-//! worker ([`Http2Pool`]), which names the request's host as its `:authority`.
+//! worker, more only while each carries all the streams its server allows ([`Http2Pool`]), which
+//! names the request's host as its `:authority`.
 //!
 //! Failover: a target that cannot be connected to (refused, connect timeout, TLS handshake
 //! failed: nothing was sent) is left for the next one, each target tried at most once per
