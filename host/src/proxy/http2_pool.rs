@@ -3,13 +3,13 @@
 //! One connection per target carries every request of the worker to that target at once, each
 //! on a stream of its own, as hyper-util's general-purpose client did, up to the streams its
 //! server allows at once: a request finding every connection to its target full opens another
-//! rather than waiting in hyper's queue for a stream to end ([`super::http2_streams`]). That client took a
-//! request's `:authority` from the URI it connected to, which names the target: a `Host` the
-//! gateway meant to send (the client's, with `host_header = "preserve"`, or one a plugin set)
-//! went out beside it as a `host` header that differed, which makes the request malformed
-//! (RFC 9113 8.3.1: a strict server refuses it) and shows a server routing by name the target's
-//! address. This pool connects to the target itself, so the request can name its host as the
-//! `:authority`, with no `host` header beside it.
+//! rather than waiting in hyper's queue for a stream to end ([`super::http2_streams`]). That
+//! client took a request's `:authority` from the URI it connected to, which names the target: a
+//! `Host` the gateway meant to send (the client's, with `host_header = "preserve"`, or one a
+//! plugin set) went out beside it as a `host` header that differed, which makes the request
+//! malformed (RFC 9113 8.3.1: a strict server refuses it) and shows a server routing by name the
+//! target's address. This pool connects to the target itself, so the request can name its host
+//! as the `:authority`, with no `host` header beside it.
 //!
 //! What it keeps of that client's behaviour: connections are made by the upstream's counted
 //! connector (its connect timeout, TLS with ALPN `h2`, the connection gauge apply); requests that
