@@ -66,16 +66,6 @@ impl StreamCount {
         self.open.fetch_add(1, Ordering::Relaxed);
         OpenStream(self.clone())
     }
-
-    /// The streams open now.
-    pub fn streams(&self) -> u32 {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// The most streams the server allows at once (as assumed until its SETTINGS are read).
-    pub fn limit(&self) -> u32 {
-        self.limit.load(Ordering::Relaxed)
-    }
 }
 
 /// One request's stream on a connection, counted until its response is done (the response
@@ -108,6 +98,13 @@ const MAX_CONCURRENT_STREAMS: u16 = 0x3;
 const ENABLE_CONNECT_PROTOCOL: u16 = 0x8;
 /// The most bytes read through a scratch buffer per read while the preface is watched.
 const SCRATCH: usize = 512;
+/// A frame header: length (3 bytes), type, flags, stream (4).
+const HEADER: usize = 9;
+/// A setting: identifier (2 bytes), value (4).
+const SETTING: usize = 6;
+/// The largest first frame read (RFC 9113's least `SETTINGS_MAX_FRAME_SIZE`, which hyper's
+/// client announces): a server cannot send a longer one.
+const MAX_PAYLOAD: usize = 16_384;
 
 pin_project_lite::pin_project! {
     /// A connection's IO that reads its server's stream cap from the first frame the server
@@ -115,14 +112,14 @@ pin_project_lite::pin_project! {
     pub struct WatchedPreface<T> {
         #[pin]
         io: T,
-        watch: Option<Box<PrefaceWatch>>,
+        watch: Option<PrefaceWatch>,
     }
 }
 
 impl<T> WatchedPreface<T> {
     /// Wraps `io`, to write its server's stream cap into `count`.
     pub fn new(io: T, count: Arc<StreamCount>) -> Self {
-        Self { io, watch: Some(Box::new(PrefaceWatch::new(count))) }
+        Self { io, watch: Some(PrefaceWatch { count, frame: Vec::new() }) }
     }
 }
 
@@ -173,76 +170,59 @@ impl<T: Write> Write for WatchedPreface<T> {
 /// Reads the server's first frame as it arrives, in pieces of any size.
 struct PrefaceWatch {
     count: Arc<StreamCount>,
-    /// The frame header (9 bytes: length, type, flags, stream), and how much of it is in.
-    header: [u8; 9],
-    header_in: usize,
-    /// The setting being read (6 bytes: identifier, value), and how much of it is in.
-    setting: [u8; 6],
-    setting_in: usize,
-    /// The frame's payload bytes not yet read.
-    payload_left: usize,
-    /// `SETTINGS_MAX_CONCURRENT_STREAMS`, if the frame has it so far.
-    cap: Option<u32>,
-    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL` is 1 in the frame so far.
-    connect: bool,
+    /// The frame's bytes so far.
+    frame: Vec<u8>,
 }
 
 impl PrefaceWatch {
-    fn new(count: Arc<StreamCount>) -> Self {
-        Self { count, header: [0; 9], header_in: 0, setting: [0; 6], setting_in: 0, payload_left: 0, cap: None, connect: false }
-    }
-
     /// Takes the next bytes the server sent; true once the first frame has been read (or is not
     /// a SETTINGS frame, which a server must begin with: then nothing is learnt).
     fn feed(&mut self, mut bytes: &[u8]) -> bool {
-        while !bytes.is_empty() {
-            if self.header_in < self.header.len() {
-                let n = (self.header.len() - self.header_in).min(bytes.len());
-                self.header[self.header_in..self.header_in + n].copy_from_slice(&bytes[..n]);
-                self.header_in += n;
-                bytes = &bytes[n..];
-                if self.header_in < self.header.len() {
-                    return false;
-                }
-                let length = usize::from(self.header[0]) << 16 | usize::from(self.header[1]) << 8 | usize::from(self.header[2]);
-                if self.header[3] != SETTINGS || self.header[4] & ACK != 0 || length % self.setting.len() != 0 {
-                    return true;
-                }
-                self.payload_left = length;
-                if length == 0 {
-                    return self.finish();
-                }
-                continue;
-            }
-            let n = (self.setting.len() - self.setting_in).min(bytes.len());
-            self.setting[self.setting_in..self.setting_in + n].copy_from_slice(&bytes[..n]);
-            self.setting_in += n;
-            bytes = &bytes[n..];
-            if self.setting_in < self.setting.len() {
+        if self.frame.len() < HEADER {
+            bytes = self.take(bytes, HEADER);
+            if self.frame.len() < HEADER {
                 return false;
             }
-            let [id0, id1, v0, v1, v2, v3] = self.setting;
-            // The last one wins, should a frame name one twice (RFC 9113 6.5.3 processes them in order).
-            match u16::from_be_bytes([id0, id1]) {
-                MAX_CONCURRENT_STREAMS => self.cap = Some(u32::from_be_bytes([v0, v1, v2, v3])),
-                ENABLE_CONNECT_PROTOCOL => self.connect = u32::from_be_bytes([v0, v1, v2, v3]) == 1,
-                _ => {}
-            }
-            self.setting_in = 0;
-            self.payload_left -= self.setting.len();
-            if self.payload_left == 0 {
-                return self.finish();
+            let length = self.length();
+            if self.frame[3] != SETTINGS || self.frame[4] & ACK != 0 || !length.is_multiple_of(SETTING) || length > MAX_PAYLOAD {
+                return true;
             }
         }
-        false
+        let end = HEADER + self.length();
+        self.take(bytes, end);
+        if self.frame.len() < end {
+            return false;
+        }
+        self.finish();
+        true
     }
 
-    /// The frame is read: its cap, or none (RFC 9113 6.5.2: unlimited until a server says).
-    fn finish(&mut self) -> bool {
-        self.count.limit.store(self.cap.unwrap_or(u32::MAX), Ordering::Relaxed);
-        let connect = if self.connect { CONNECT_ALLOWED } else { CONNECT_REFUSED };
-        self.count.extended_connect.store(connect, Ordering::Relaxed);
-        true
+    /// Adds to the frame what `bytes` hold of it up to `end`; returns the rest.
+    fn take<'a>(&mut self, bytes: &'a [u8], end: usize) -> &'a [u8] {
+        let (taken, rest) = bytes.split_at((end - self.frame.len()).min(bytes.len()));
+        self.frame.extend_from_slice(taken);
+        rest
+    }
+
+    /// The frame's payload length, from its header.
+    fn length(&self) -> usize {
+        usize::from(self.frame[0]) << 16 | usize::from(self.frame[1]) << 8 | usize::from(self.frame[2])
+    }
+
+    /// The frame is read: its cap, or none (RFC 9113 6.5.2: unlimited until a server says), and
+    /// whether it enables extended CONNECT. Settings apply in order: the last of one wins.
+    fn finish(&self) {
+        let (mut cap, mut connect) = (u32::MAX, false);
+        for setting in self.frame[HEADER..].chunks_exact(SETTING) {
+            let value = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+            match u16::from_be_bytes([setting[0], setting[1]]) {
+                MAX_CONCURRENT_STREAMS => cap = value,
+                ENABLE_CONNECT_PROTOCOL => connect = value == 1,
+                _ => {}
+            }
+        }
+        self.count.limit.store(cap, Ordering::Relaxed);
+        self.count.extended_connect.store(if connect { CONNECT_ALLOWED } else { CONNECT_REFUSED }, Ordering::Relaxed);
     }
 }
 
@@ -263,9 +243,9 @@ mod tests {
 
     fn watched(pieces: &[&[u8]]) -> (u32, bool) {
         let count = Arc::new(StreamCount::default());
-        let mut watch = PrefaceWatch::new(count.clone());
+        let mut watch = PrefaceWatch { count: count.clone(), frame: Vec::new() };
         let done = pieces.iter().any(|piece| watch.feed(piece));
-        (count.limit(), done)
+        (count.limit.load(Ordering::Relaxed), done)
     }
 
     #[test]
@@ -284,13 +264,13 @@ mod tests {
         let count = Arc::new(StreamCount::default());
         let stream = count.open_anyway();
         assert!(!stream.refuses_extended_connect(), "not known yet: sent");
-        PrefaceWatch::new(count.clone()).feed(&settings(&[(MAX_CONCURRENT_STREAMS, 100)], 0));
+        PrefaceWatch { count: count.clone(), frame: Vec::new() }.feed(&settings(&[(MAX_CONCURRENT_STREAMS, 100)], 0));
         assert!(stream.refuses_extended_connect());
         let allowing = Arc::new(StreamCount::default());
-        PrefaceWatch::new(allowing.clone()).feed(&settings(&[(ENABLE_CONNECT_PROTOCOL, 1)], 0));
+        PrefaceWatch { count: allowing.clone(), frame: Vec::new() }.feed(&settings(&[(ENABLE_CONNECT_PROTOCOL, 1)], 0));
         assert!(!allowing.open_anyway().refuses_extended_connect());
         let unsaid = Arc::new(StreamCount::default());
-        PrefaceWatch::new(unsaid.clone()).feed(&settings(&[(ENABLE_CONNECT_PROTOCOL, 1), (ENABLE_CONNECT_PROTOCOL, 0)], 0));
+        PrefaceWatch { count: unsaid.clone(), frame: Vec::new() }.feed(&settings(&[(ENABLE_CONNECT_PROTOCOL, 1), (ENABLE_CONNECT_PROTOCOL, 0)], 0));
         assert!(unsaid.open_anyway().refuses_extended_connect(), "the last value wins");
     }
 
@@ -307,6 +287,9 @@ mod tests {
         assert_eq!(watched(&[&not_settings]), (ASSUMED_STREAM_LIMIT, true));
         assert_eq!(watched(&[&settings(&[(MAX_CONCURRENT_STREAMS, 1)], ACK)]), (ASSUMED_STREAM_LIMIT, true), "an ACK");
         assert_eq!(watched(&[&settings(&[(MAX_CONCURRENT_STREAMS, 1)], 0)[..12]]), (ASSUMED_STREAM_LIMIT, false), "not all in yet");
+        let longer = [0x00, 0x40, 0x02, SETTINGS, 0, 0, 0, 0, 0];
+        assert!(16_386_usize.is_multiple_of(SETTING));
+        assert_eq!(watched(&[&longer]), (ASSUMED_STREAM_LIMIT, true), "longer than a server may send");
     }
 
     #[test]
@@ -318,8 +301,8 @@ mod tests {
         drop(a);
         let c = count.open().expect("a stream ended");
         let d = count.open_anyway();
-        assert_eq!(count.streams(), 3);
+        assert_eq!(count.open.load(Ordering::Relaxed), 3);
         drop((b, c, d));
-        assert_eq!(count.streams(), 0);
+        assert_eq!(count.open.load(Ordering::Relaxed), 0);
     }
 }

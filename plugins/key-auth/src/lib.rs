@@ -256,7 +256,6 @@ impl KeyAuth {
     }
 }
 
-
 /// The SHA-256 digest of a configured key: `sha256:<hex>` as given, anything else hashed.
 fn key_digest(key: &str) -> Result<[u8; 32], String> {
     if key.is_empty() {
