@@ -158,6 +158,8 @@ pub struct ResponseEdits {
     /// The chain entry whose request phase is running: edits recorded now are its.
     running: usize,
     edits: Vec<(usize, ResponseEdit)>,
+    /// The names' and values' bytes of `edits`.
+    bytes: usize,
     /// Per entry that narrowed its need, the longest response body it reads.
     body_limits: Vec<(usize, u64)>,
 }
@@ -179,6 +181,19 @@ pub enum ResponseEdit {
     Rename(HeaderName, HeaderName),
 }
 
+impl ResponseEdit {
+    /// The bytes of the names and value it holds.
+    fn bytes(&self) -> usize {
+        match self {
+            ResponseEdit::Set(n, v) | ResponseEdit::Add(n, v) | ResponseEdit::Append(n, v) | ResponseEdit::AddToken(n, v) => {
+                n.as_str().len() + v.len()
+            }
+            ResponseEdit::Remove(n) => n.as_str().len(),
+            ResponseEdit::Rename(from, to) => from.as_str().len() + to.as_str().len(),
+        }
+    }
+}
+
 impl ResponseEdits {
     /// Edits recorded from now on belong to chain entry `entry` (the chain calls this before
     /// each request phase).
@@ -187,11 +202,15 @@ impl ResponseEdits {
     }
 
     /// Records an edit for the running entry; false (and nothing recorded) past
-    /// [`MAX_RESPONSE_EDITS`].
-    pub fn record(&mut self, edit: ResponseEdit) -> bool {
-        if self.edits.len() >= MAX_RESPONSE_EDITS {
+    /// [`MAX_RESPONSE_EDITS`], or once the edits' names and values would hold more than
+    /// `max_bytes` (the response header bytes limit: no response could carry more, and the
+    /// edits are kept in host memory until the response comes, outside any plugin's memory cap).
+    pub fn record(&mut self, edit: ResponseEdit, max_bytes: usize) -> bool {
+        let bytes = self.bytes.saturating_add(edit.bytes());
+        if self.edits.len() >= MAX_RESPONSE_EDITS || bytes > max_bytes {
             return false;
         }
+        self.bytes = bytes;
         self.edits.push((self.running, edit));
         true
     }
@@ -205,6 +224,7 @@ impl ResponseEdits {
     pub fn drop_running(&mut self) {
         let running = self.running;
         self.edits.retain(|(entry, _)| *entry != running);
+        self.bytes = self.edits.iter().map(|(_, edit)| edit.bytes()).sum();
         self.body_limits.retain(|(entry, _)| *entry != running);
     }
 
@@ -465,15 +485,15 @@ mod tests {
         let entry_two = || {
             let mut edits = ResponseEdits::default();
             edits.begin(0);
-            assert!(edits.record(ResponseEdit::Set(name("x-a"), value("0"))));
+            assert!(edits.record(ResponseEdit::Set(name("x-a"), value("0")), usize::MAX));
             edits.begin(2);
-            edits.record(ResponseEdit::Remove(name("server")));
-            edits.record(ResponseEdit::Rename(name("x-old"), name("x-new")));
-            edits.record(ResponseEdit::Add(name("x-a"), value("kept-if-absent")));
-            edits.record(ResponseEdit::Append(name("x-multi"), value("2")));
-            edits.record(ResponseEdit::AddToken(name("vary"), value("Origin")));
-            edits.record(ResponseEdit::AddToken(name("x-listed"), value("Origin")));
-            edits.record(ResponseEdit::Set(name("x-a"), value("2")));
+            edits.record(ResponseEdit::Remove(name("server")), usize::MAX);
+            edits.record(ResponseEdit::Rename(name("x-old"), name("x-new")), usize::MAX);
+            edits.record(ResponseEdit::Add(name("x-a"), value("kept-if-absent")), usize::MAX);
+            edits.record(ResponseEdit::Append(name("x-multi"), value("2")), usize::MAX);
+            edits.record(ResponseEdit::AddToken(name("vary"), value("Origin")), usize::MAX);
+            edits.record(ResponseEdit::AddToken(name("x-listed"), value("Origin")), usize::MAX);
+            edits.record(ResponseEdit::Set(name("x-a"), value("2")), usize::MAX);
             edits
         };
         let mut edits = entry_two();
@@ -520,9 +540,23 @@ mod tests {
     fn response_edits_are_bounded() {
         let mut edits = ResponseEdits::default();
         for _ in 0..MAX_RESPONSE_EDITS {
-            assert!(edits.record(ResponseEdit::Append(name("x-n"), value("1"))));
+            assert!(edits.record(ResponseEdit::Append(name("x-n"), value("1")), usize::MAX));
         }
-        assert!(!edits.record(ResponseEdit::Append(name("x-n"), value("1"))));
+        assert!(!edits.record(ResponseEdit::Append(name("x-n"), value("1")), usize::MAX));
+        // And by bytes: no more than a response could carry (names and values counted), given
+        // back when a failed entry's edits are dropped.
+        let mut by_bytes = ResponseEdits::default();
+        by_bytes.begin(1);
+        assert!(by_bytes.record(ResponseEdit::Set(name("x-a"), value("12345")), 16), "3 + 5 bytes");
+        assert!(by_bytes.record(ResponseEdit::Rename(name("x-b"), name("x-c")), 16), "6 bytes more, 14");
+        assert!(!by_bytes.record(ResponseEdit::Remove(name("x-d")), 16), "17 bytes would be past 16");
+        assert!(by_bytes.record(ResponseEdit::Remove(name("x")), 16), "15 bytes");
+        by_bytes.begin(2);
+        by_bytes.drop_running();
+        assert!(!by_bytes.record(ResponseEdit::Remove(name("x-e")), 16), "entry 1's edits still count");
+        by_bytes.begin(1);
+        by_bytes.drop_running();
+        assert!(by_bytes.record(ResponseEdit::Set(name("x-f"), value("0123456789abc")), 16), "entry 1's dropped: 16 bytes fit");
         let mut headers = HeaderMap::new();
         edits.apply(0, &mut headers, HeaderBound::NONE, "test", "req-1");
         assert_eq!(headers.get_all("x-n").iter().count(), MAX_RESPONSE_EDITS);
@@ -557,9 +591,9 @@ mod tests {
         assert!(!bound.admits(&headers, &name("x-a"), &value("99"), false), "an append does not");
 
         let mut edits = ResponseEdits::default();
-        edits.record(ResponseEdit::Append(name("x-c"), value("1")));
-        edits.record(ResponseEdit::Set(name("x-a"), value("long value")));
-        edits.record(ResponseEdit::Set(name("x-b"), value("7")));
+        edits.record(ResponseEdit::Append(name("x-c"), value("1")), usize::MAX);
+        edits.record(ResponseEdit::Set(name("x-a"), value("long value")), usize::MAX);
+        edits.record(ResponseEdit::Set(name("x-b"), value("7")), usize::MAX);
         edits.apply(0, &mut headers, bound, "test", "req-1");
         let all = |h: &HeaderMap, n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
         assert!(all(&headers, "x-c").is_empty(), "a fourth line is refused");

@@ -216,7 +216,12 @@ fn hostile_route(path: &str, plugin: &str, config: &str) -> String {
 
 /// Resident memory of this process (the in-process gateway's), in MiB.
 fn rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_mib_of("self")
+}
+
+/// Resident memory of process `pid` (a number, or `self`), in MiB.
+fn rss_mib_of(pid: impl std::fmt::Display) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
         .map_or(0, |kb| kb / 1024)
@@ -583,6 +588,48 @@ async fn a_plugin_answering_an_informational_status_gets_the_client_a_500() {
     gw.stop().await;
 }
 
+/// A plugin failing closed gets the client the gateway's 500, with the response headers the
+/// entries before it asked for (CORS, a `headers` plugin's), as a 502 has them: without CORS a
+/// browser reads the 500 as a CORS failure. In the request phase, and in the response phase,
+/// where the entries whose response phase had not run yet still make theirs.
+#[tokio::test]
+async fn a_plugin_failing_closed_keeps_the_headers_earlier_entries_asked_for() {
+    let upstream = Upstream::start().await;
+    let mut config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n".to_owned();
+    config += &airlock_tests::hostile_plugin("failing");
+    for (path, mode) in [("/request-phase", r#"{ mode = "status", count = 999 }"#), ("/response-phase", r#"{ mode = "response-then-panic" }"#)] {
+        config += &format!(
+            r#"
+[[routes]]
+path = "{path}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:cors"
+config = {{ origins = ["https://app.example.com"] }}
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = {{ response = {{ set = {{ "x-served-by" = "edge-1" }} }} }}
+[[routes.plugins]]
+plugin = "failing"
+config = {mode}
+"#
+        );
+    }
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    for client in [HttpClient::http1(), HttpClient::http2()] {
+        for path in ["/request-phase", "/response-phase"] {
+            let r = client.request("GET", &gw.url(path), &[("origin", "https://app.example.com")], b"").await;
+            assert_eq!(r.status, 500, "{path}: {}", r.text());
+            assert_eq!(r.json()["error"], "plugin_failed", "{path}: {}", r.text());
+            assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("https://app.example.com"), "{path}: {:?}", r.headers);
+            assert_eq!(r.header("x-served-by").as_deref(), Some("edge-1"), "{path}");
+            // Not what the failed call set before it panicked.
+            assert_eq!(r.header("x-set-before-panic"), None, "{path}");
+        }
+    }
+    gw.stop().await;
+}
+
 /// A plugin cannot set a message's framing or its connection's management (`Content-Length`,
 /// `Transfer-Encoding`, `Connection`, `Keep-Alive`, `Upgrade`): before, a request with them
 /// hung (the upstream waited for a body the `Content-Length` promised), a `Content-Length`
@@ -665,4 +712,71 @@ plugin = "panic"
     assert_eq!(log.matches("panics on purpose").count(), 2, "{log}");
     let answered = log.lines().find(|l| l.contains("status=500")).unwrap_or_else(|| panic!("no 5xx line\n{log}"));
     assert!(answered.contains("plugin `panic` failed (trap;"), "{answered}");
+}
+
+/// A route whose chain is the hostile entry `plugin` with `config`, and whose body limit is
+/// `max_body_bytes`.
+fn hostile_route_limited(path: &str, plugin: &str, config: &str, max_body_bytes: u64) -> String {
+    hostile_route(path, plugin, config).replacen("upstream = \"backend\"\n", &format!("upstream = \"backend\"\nmax_body_bytes = {max_body_bytes}\n"), 1)
+}
+
+/// What a plugin hands the host to keep for the rest of its request lives outside the plugin's
+/// memory cap, so it is bounded too: a `respond` body longer than the route's `max_body_bytes`
+/// is the plugin's failure (`too_large`; one held for each slow client would have no bound), and
+/// an `acquire-slot` key is kept as its digest past 256 bytes (requests held with 8 MiB keys held
+/// two copies of each, 16 MiB a request), still naming the same slots.
+#[tokio::test]
+async fn what_a_plugin_leaves_with_the_host_is_bounded() {
+    let upstream = Upstream::start().await;
+    let mut config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath = \"/healthy\"\nupstream = \"backend\"\n".to_owned();
+    config += &airlock_tests::hostile_plugin("big");
+    config += &airlock_tests::hostile_plugin("big-open").replace("[plugins.big-open]", "[plugins.big-open]\nfailure = \"open\"");
+    config += &airlock_tests::hostile_plugin("slots");
+    config += &hostile_route_limited("/fits", "big", r#"{ mode = "big-respond", count = 4096 }"#, 4096);
+    config += &hostile_route_limited("/too-big", "big", r#"{ mode = "big-respond", count = 4097 }"#, 4096);
+    config += &hostile_route_limited("/too-big-open", "big-open", r#"{ mode = "big-respond", count = 4097 }"#, 4096);
+    config += "\n[[routes]]\npath_prefix = \"/slow\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"slots\"\nconfig = { mode = \"slot-key\", count = 8388608 }\n";
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
+    let client = HttpClient::http1();
+
+    let fits = client.get(&gw.url("/fits")).await;
+    assert_eq!((fits.status.as_u16(), fits.body.len()), (200, 4096), "a body at the limit is answered");
+    let refused = client.get(&gw.url("/too-big")).await;
+    assert_eq!((refused.status.as_u16(), refused.body.len().min(200)), (500, refused.body.len()), "the gateway's own 500, not the answer");
+    assert_eq!(refused.json()["error"], "plugin_failed", "{}", refused.text());
+    assert_eq!(gw.metric(&client, "airlock_plugin_failures_total", &[("plugin", "big"), ("kind", "too_large")]).await, 1.0);
+    let open = client.get(&gw.url("/too-big-open")).await;
+    assert_eq!(open.status, 200, "failing open, the upstream answers: {}", open.text());
+    let log = gw.log();
+    assert!(log.contains("respond body of 4097 bytes is longer than the route's max_body_bytes (4096)"), "{log}");
+
+    // Long keys still name slots: one slot per key, no queue.
+    let before = upstream.hits();
+    let held_a = {
+        let (client, url) = (client.clone(), gw.url("/slow/1500"));
+        tokio::spawn(async move { client.request("GET", &url, &[("x-key", "a")], b"").await.status })
+    };
+    airlock_tests::metrics::eventually("the first request upstream", || (upstream.hits() > before).then_some(())).await;
+    let same = client.request("GET", &gw.url("/slow/1"), &[("x-key", "a")], b"").await;
+    assert_eq!((same.status.as_u16(), same.text()), (503, "no slot".to_owned()), "the same long key shares one slot");
+    let other = client.request("GET", &gw.url("/slow/1"), &[("x-key", "b")], b"").await;
+    assert_eq!(other.status, 200, "another long key has a slot of its own: {}", other.text());
+    assert_eq!(held_a.await.expect("held request"), 200);
+
+    // 24 requests held upstream, each with a key of its own, started one after the other (so a
+    // warm instance per worker makes them all): the gateway's memory does not grow with them.
+    let baseline = rss_mib_of(gw.pid());
+    let mut held = Vec::new();
+    for i in 0..24 {
+        let (client, url, key) = (client.clone(), gw.url("/slow/4000"), format!("held-{i}"));
+        let before = upstream.hits();
+        held.push(tokio::spawn(async move { client.request("GET", &url, &[("x-key", &key)], b"").await.status }));
+        airlock_tests::metrics::eventually("the held request upstream", || (upstream.hits() > before).then_some(())).await;
+    }
+    let grown = rss_mib_of(gw.pid()).saturating_sub(baseline);
+    assert!(grown < 128, "24 held requests grew the gateway by {grown} MiB (two 8 MiB key copies each would be 384)");
+    for request in held {
+        assert_eq!(request.await.expect("held request"), 200);
+    }
+    assert_eq!(client.get(&gw.url("/healthy")).await.status, 200);
 }

@@ -56,7 +56,7 @@ use self::body::ProxyBody;
 use crate::error::GatewayError;
 use crate::exchange::{RequestState, ResponseState, RouteParams};
 use crate::gateway::{Gateway, Route};
-use crate::runtime::{RequestOutcome, ResponseBodyNeed};
+use crate::runtime::{PluginChain, RequestOutcome, ResponseBodyNeed};
 use crate::telemetry::observed_body::ObservedBody;
 use crate::telemetry::request::RequestRecord;
 
@@ -229,15 +229,14 @@ impl Gateway {
         let mut in_flight = None;
         // The phases' futures hold a Wasm call's state (~3 KB): boxed once per request and
         // direction, and not at all on a route without plugins, whose requests' futures stay small.
-        let phases = if chain.entries().is_empty() {
-            Ok((state, 0, RequestOutcome::Upstream))
+        let (mut state, ran, outcome) = if chain.entries().is_empty() {
+            (state, 0, RequestOutcome::Upstream)
         } else {
             let started = clock;
             let phases = Box::pin(chain.run_request_phases(state, route.timeout, &mut held, &mut clock)).await;
             record.plugins_took(clock.duration_since(started));
             phases
         };
-        let (mut state, ran, outcome) = phases?;
         // `Via` is for a message the gateway forwarded (RFC 9110 7.6.3), not for an answer a
         // plugin made: that one looks like the gateway's own (ip-restrict's hiding 404 must).
         let forwarded = matches!(outcome, RequestOutcome::Upstream) && !ends_here;
@@ -245,6 +244,9 @@ impl Gateway {
             RequestOutcome::Respond(response) => {
                 PendingResponse { state: response, stream: None, version: Version::HTTP_11, upgrade: None }
             }
+            // A plugin failed closed: the gateway's own answer, with what the entries before it
+            // asked of the response, as for a 502 below.
+            RequestOutcome::Failed(error) => return Ok(self.answer_for_chain(error, chain, ran, &mut state, request_id, record, client_target)),
             // The route's plugins let it through: the gateway is its final recipient.
             RequestOutcome::Upstream if ends_here => PendingResponse {
                 state: headers::options_answer(&route.matches.methods),
@@ -281,15 +283,8 @@ impl Gateway {
                 }
                 match called {
                     Ok(pending) => pending,
-                    // The request phases ran and asked for response headers (CORS, RateLimit):
-                    // the gateway's own answer gets them too, or a browser reads a 502 as a CORS
-                    // failure. Their `on-response` is not called: it expects the upstream's answer.
-                    Err(error) => {
-                        let mut response = self.error_response(error, request_id, record, client_target);
-                        chain.apply_response_edits_to(ran, &mut state, response.headers_mut());
-                        record.consumer(state.context.get("consumer"));
-                        return Ok(response);
-                    }
+                    // The request phases ran: the gateway's own answer gets what they asked for.
+                    Err(error) => return Ok(self.answer_for_chain(error, chain, ran, &mut state, request_id, record, client_target)),
                 }
             }
         };
@@ -298,7 +293,12 @@ impl Gateway {
             let started = clock;
             let phases = Box::pin(chain.run_response_phases(ran, state, response, &mut clock)).await;
             record.plugins_took(clock.duration_since(started));
-            phases?
+            match phases {
+                Ok(phases) => phases,
+                // A response phase failed closed: the entries whose phases had not run yet
+                // still make their edits on the gateway's answer.
+                Err((mut state, error)) => return Ok(self.answer_for_chain(error, chain, ran, &mut state, request_id, record, client_target)),
+            }
         } else {
             // Response edits at most: made in place, no call and so no future to box.
             chain.apply_response_edits(ran, &mut state, &mut response);
@@ -322,6 +322,27 @@ impl Gateway {
             response = response.map(|body| body.holding(held, in_flight));
         }
         Ok(response)
+    }
+
+    /// The gateway's own answer (`error`) to a request whose first `ran` chain entries ran their
+    /// request phases: it gets the response headers those asked for (CORS, `RateLimit`), as
+    /// Envoy's local replies do, or a browser reads a 502 or a failed plugin's 500 as a CORS
+    /// failure. Their `on-response` is not called: it expects the upstream's answer.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_for_chain(
+        &self,
+        error: GatewayError,
+        chain: &PluginChain,
+        ran: usize,
+        state: &mut RequestState,
+        request_id: &Arc<str>,
+        record: &mut RequestRecord<'_>,
+        client_target: Option<&PathAndQuery>,
+    ) -> Response<ProxyBody> {
+        let mut response = self.error_response(error, request_id, record, client_target);
+        chain.apply_response_edits_to(ran, state, response.headers_mut());
+        record.consumer(state.context.get("consumer"));
+        response
     }
 
     /// Phase 1: refuses oversized headers and declared bodies before any work is done.

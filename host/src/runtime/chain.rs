@@ -92,6 +92,10 @@ pub enum RequestOutcome {
     Upstream,
     /// An entry answered: skip the rest and the upstream.
     Respond(ResponseState),
+    /// An entry failed closed (or found the sandbox full): the gateway answers with this error,
+    /// with the response edits of the entries before it (CORS headers, for a browser to read
+    /// the error at all).
+    Failed(GatewayError),
 }
 
 impl PluginChain {
@@ -178,7 +182,7 @@ impl PluginChain {
         max_delay: Duration,
         held: &mut Vec<SlotGuard>,
         clock: &mut Instant,
-    ) -> Result<(RequestState, usize, RequestOutcome), GatewayError> {
+    ) -> (RequestState, usize, RequestOutcome) {
         for (index, entry) in self.entries.iter().enumerate() {
             if !entry.descriptor.on_request {
                 continue;
@@ -204,7 +208,7 @@ impl PluginChain {
                 }
                 Ok(PhaseAction::Respond(response)) => {
                     entry.metrics.record_decision(Decision::Respond);
-                    return Ok((request, index + 1, RequestOutcome::Respond(response)));
+                    return (request, index + 1, RequestOutcome::Respond(response));
                 }
                 Ok(PhaseAction::AcquireSlot(slot)) => match acquire_slot(entry, &request, slot, max_delay).await {
                     Ok(guard) => {
@@ -215,30 +219,35 @@ impl PluginChain {
                     Err(refuse) => {
                         *clock = Instant::now();
                         entry.metrics.record_decision(Decision::SlotRefused);
-                        return Ok((request, index + 1, RequestOutcome::Respond(refuse)));
+                        return (request, index + 1, RequestOutcome::Respond(refuse));
                     }
                 },
                 Err(failure) => {
-                    entry_failed(entry, &request, "on-request", failure)?;
+                    if let Err(error) = entry_failed(entry, &request, "on-request", failure) {
+                        // The entries before it ran; its own half-made changes are not answered.
+                        return (request, index, RequestOutcome::Failed(error));
+                    }
                     if let Some(snapshot) = snapshot {
                         request.restore(snapshot);
                     }
                 }
             }
         }
-        Ok((request, self.entries.len(), RequestOutcome::Upstream))
+        (request, self.entries.len(), RequestOutcome::Upstream)
     }
 
     /// Runs the response phases of the first `ran` entries, in reverse order: each entry's
     /// response edits, then its `on-response` (boxed by the caller, like the request phases).
-    /// `clock` is moved along as in [`PluginChain::run_request_phases`].
+    /// `clock` is moved along as in [`PluginChain::run_request_phases`]. When an entry fails
+    /// closed, the request comes back with the error: the response edits of the entries before
+    /// it, not yet made, are still to be made on the gateway's answer.
     pub async fn run_response_phases(
         &self,
         ran: usize,
         mut request: RequestState,
         mut response: ResponseState,
         clock: &mut Instant,
-    ) -> Result<(RequestState, ResponseState), GatewayError> {
+    ) -> Result<(RequestState, ResponseState), (RequestState, GatewayError)> {
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
             let bound = request.header_limits.response;
             request.response_edits.apply(index, &mut response.headers, bound, entry.name(), &request.request_id);
@@ -261,7 +270,9 @@ impl PluginChain {
             request = req;
             response = resp;
             if let Err(failure) = result {
-                entry_failed(entry, &request, "on-response", failure)?;
+                if let Err(error) = entry_failed(entry, &request, "on-response", failure) {
+                    return Err((request, error));
+                }
                 if let Some((before, context)) = snapshot {
                     (response, request.context) = (before, context);
                 }

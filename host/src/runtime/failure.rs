@@ -30,6 +30,17 @@ pub enum Failure {
     /// The plugin answered with a status that is not a final HTTP status (a 1xx, or outside
     /// 100-599): its headers and body would pass for a deliberate answer.
     InvalidStatus(u16),
+    /// The plugin answered with a body longer than the route's body limit
+    /// (`limits.max_body_bytes`): held until the client has read it, such an answer would keep
+    /// host memory past the plugin's own memory cap.
+    TooLarge {
+        /// What was too large (`respond` body, `acquire-slot` refusal body).
+        what: &'static str,
+        /// Its length.
+        bytes: usize,
+        /// The route's body limit.
+        limit: u64,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -46,13 +57,16 @@ impl fmt::Display for Failure {
                 waited.as_millis()
             ),
             Failure::InvalidStatus(status) => write!(f, "answered with status {status}, which is not a final HTTP status (200-599)"),
+            Failure::TooLarge { what, bytes, limit } => {
+                write!(f, "its {what} of {bytes} bytes is longer than the route's max_body_bytes ({limit})")
+            }
         }
     }
 }
 
 impl Failure {
-    /// A short label for metrics and log fields: `deadline`, `out_of_memory`, `trap`, `busy` or
-    /// `invalid_status`.
+    /// A short label for metrics and log fields: `deadline`, `out_of_memory`, `trap`, `busy`,
+    /// `invalid_status` or `too_large`.
     pub fn kind(&self) -> &'static str {
         match self {
             Failure::Deadline(_) | Failure::WallClock(_) => "deadline",
@@ -60,6 +74,7 @@ impl Failure {
             Failure::Trap(_) => "trap",
             Failure::Busy { .. } => "busy",
             Failure::InvalidStatus(_) => "invalid_status",
+            Failure::TooLarge { .. } => "too_large",
         }
     }
 }

@@ -445,7 +445,8 @@ impl InstancePool {
         match result {
             Ok(action) => {
                 // An invalid answer is the plugin's failure, but the instance is sound: reused.
-                let action = convert_action(action, &instance.store.data().log, request.header_limits.response);
+                let bounds = AnswerBounds { headers: request.header_limits.response, body: request.body_limit };
+                let action = convert_action(action, &instance.store.data().log, bounds);
                 self.release(instance);
                 (request, action)
             }
@@ -502,24 +503,37 @@ enum InstantiateError {
 /// Longest delay a plugin may ask for in one `delay` action.
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
-fn convert_action(action: WitAction, log: &LogBudget, bound: HeaderBound) -> Result<PhaseAction, Failure> {
+/// What a plugin-made answer is held to: the request's response header limits, and the route's
+/// body limit (the answer is kept in host memory until the client has read it, outside the
+/// plugin's memory cap).
+#[derive(Clone, Copy)]
+struct AnswerBounds {
+    headers: HeaderBound,
+    body: u64,
+}
+
+fn convert_action(action: WitAction, log: &LogBudget, bounds: AnswerBounds) -> Result<PhaseAction, Failure> {
     Ok(match action {
         WitAction::Continue => PhaseAction::Continue,
         WitAction::Delay(ms) => PhaseAction::Delay(millis(ms)),
-        WitAction::Respond(init) => PhaseAction::Respond(convert_response(init, log, bound)?),
-        WitAction::AcquireSlot(slot) => PhaseAction::AcquireSlot(SlotRequest {
-            limit: if slot.limit == 0 {
-                plugin_warn!(log, key = slot.key, "acquire-slot with limit 0 taken as limit 1 (at least one request must be able to run)");
-                1
-            } else {
-                slot.limit
-            },
-            key: slot.key,
-            queue: slot.queue,
-            max_wait: millis(slot.max_wait_ms),
-            delay: millis(slot.delay_ms),
-            refuse: convert_response(slot.refuse, log, bound)?,
-        }),
+        WitAction::Respond(init) => PhaseAction::Respond(convert_response(init, log, bounds, "respond body")?),
+        WitAction::AcquireSlot(slot) => {
+            // Held with the request until its response is sent: a long key is kept as its digest.
+            let key = crate::runtime::slots::bounded_key(slot.key);
+            PhaseAction::AcquireSlot(SlotRequest {
+                limit: if slot.limit == 0 {
+                    plugin_warn!(log, key, "acquire-slot with limit 0 taken as limit 1 (at least one request must be able to run)");
+                    1
+                } else {
+                    slot.limit
+                },
+                key,
+                queue: slot.queue,
+                max_wait: millis(slot.max_wait_ms),
+                delay: millis(slot.delay_ms),
+                refuse: convert_response(slot.refuse, log, bounds, "acquire-slot refusal body")?,
+            })
+        }
     })
 }
 
@@ -530,12 +544,17 @@ fn millis(ms: u32) -> Duration {
 
 /// A plugin-made response; invalid headers and those past the response header limits are
 /// dropped, each logged. An invalid or informational (1xx: no final answer) status is the
-/// plugin's failure (its headers and body would pass for a deliberate answer): counted and
-/// handled by the entry's failure policy like a trap.
-fn convert_response(init: ResponseInit, log: &LogBudget, bound: HeaderBound) -> Result<ResponseState, Failure> {
+/// plugin's failure (its headers and body would pass for a deliberate answer), as is a body (`what`)
+/// longer than the route's body limit: counted and handled by the entry's failure policy like a
+/// trap.
+fn convert_response(init: ResponseInit, log: &LogBudget, bounds: AnswerBounds, what: &'static str) -> Result<ResponseState, Failure> {
     let Some(status) = crate::exchange::final_status(init.status) else {
         return Err(Failure::InvalidStatus(init.status));
     };
+    if init.body.len() as u64 > bounds.body {
+        return Err(Failure::TooLarge { what, bytes: init.body.len(), limit: bounds.body });
+    }
+    let bound = bounds.headers;
     let mut headers = http::HeaderMap::with_capacity(init.headers.len().min(bound.count).min(64));
     let mut refusals = RefusalLog::default();
     for h in init.headers {

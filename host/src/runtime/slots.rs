@@ -5,7 +5,9 @@
 //! back; a waiter whose client goes away is dropped with its request future and leaves the queue.
 //!
 //! Keys are kept only while a slot is held or awaited, and at most [`MAX_KEYS`] at once, so a
-//! key built from client data (an IP, a header) cannot grow the table without end.
+//! key built from client data (an IP, a header) cannot grow the table without end; one longer
+//! than [`MAX_KEY_BYTES`] is kept as its SHA-256 digest ([`bounded_key`]), so neither can a long
+//! one (a plugin's key lives as long as its request, past the plugin's memory cap).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,6 +18,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Most keys one chain entry tracks at once; a request for a new key beyond it is refused.
 pub const MAX_KEYS: usize = 65_536;
+
+/// Longest key kept as it is; a longer one is kept as its digest.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// `key`, or for one longer than [`MAX_KEY_BYTES`] `sha256:` and its digest in hex: the same
+/// key gets the same slots, and what the table and each held slot keep is bounded.
+pub fn bounded_key(key: String) -> String {
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    format!("sha256:{}", hex::encode(ring::digest::digest(&ring::digest::SHA256, key.as_bytes())))
+}
 
 /// The slots of one chain entry, by key.
 #[derive(Debug, Default)]
@@ -149,6 +163,19 @@ mod tests {
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_long_key_is_kept_as_its_digest_and_stays_the_same_key() {
+        let short = "ip:192.0.2.1".to_owned();
+        assert_eq!(bounded_key(short.clone()), short);
+        let at_limit = "k".repeat(MAX_KEY_BYTES);
+        assert_eq!(bounded_key(at_limit.clone()), at_limit);
+        let long = bounded_key("k".repeat(1 << 20));
+        assert_eq!(long.len(), 7 + 64, "{long}");
+        assert!(long.starts_with("sha256:"), "{long}");
+        assert_eq!(bounded_key("k".repeat(1 << 20)), long, "the same key, the same slots");
+        assert_ne!(bounded_key(format!("{}j", "k".repeat(1 << 20))), long, "another key, other slots");
+    }
 
     #[tokio::test]
     async fn limit_queue_and_order() {

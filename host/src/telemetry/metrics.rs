@@ -138,7 +138,7 @@ pub struct AnomalyLabels {
 }
 
 /// Failure kinds counted per plugin, as [`crate::runtime::failure::Failure::kind`] names them.
-pub const FAILURE_KINDS: [&str; 5] = ["trap", "deadline", "out_of_memory", "busy", "invalid_status"];
+pub const FAILURE_KINDS: [&str; 6] = ["trap", "deadline", "out_of_memory", "busy", "invalid_status", "too_large"];
 
 /// Every metric family of one gateway, and its registry.
 pub struct Metrics {

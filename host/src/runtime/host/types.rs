@@ -367,6 +367,9 @@ impl HostRequest for HostState {
     }
 
     fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) {
+        if self.request_locked("set-body") {
+            return;
+        }
         if !self.body_access {
             plugin_warn!(&self.log, "set-body ignored: the plugin did not declare request-body access");
             return;
@@ -390,7 +393,8 @@ impl HostRequest for HostState {
     }
 
     fn context_set(&mut self, _: Resource<RequestHandle>, key: String, value: String) {
-        // The context stays writable in response phases: it feeds the access log.
+        // The context stays writable in response phases: later ones read it, and the access log
+        // its `consumer`.
         if let Some(req) = self.request.as_mut()
             && !req.context.set(key, value)
         {
@@ -411,9 +415,14 @@ impl HostRequest for HostState {
         }
         let Some(edit) = response_edit(&self.log, &mut self.header_names, edit) else { return };
         if let Some(req) = self.request.as_mut()
-            && !req.response_edits.record(edit)
+            && !req.response_edits.record(edit, req.header_limits.response.bytes)
         {
-            plugin_warn!(&self.log, limit = MAX_RESPONSE_EDITS, "response edit ignored: too many for one request");
+            plugin_warn!(
+                &self.log,
+                limit = MAX_RESPONSE_EDITS,
+                max_bytes = req.header_limits.response.bytes,
+                "response edit ignored: too many for one request, or more bytes than limits.max_response_header_bytes"
+            );
         }
     }
 

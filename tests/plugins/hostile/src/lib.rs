@@ -14,9 +14,12 @@
 //!   with those headers and a 22-byte body;
 //! - `response-status`: in its response phase instead, sets the upstream's answer's status to
 //!   `count` (a 101 included);
+//! - `big-respond`: answers 200 with a body of `count` bytes;
+//! - `slot-key`: asks for one slot (no queue) under a key of the request's `x-key` header and
+//!   `count` bytes more, refused with a 503;
 //! - `log-flood`: `count` times each: a warning through `log`, a line on stderr and an invalid
 //!   header name (which the host warns about), then answers 200 with `count` invalid headers.
-use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseEdit, ResponseInit, export_plugin, http_client};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseEdit, ResponseInit, SlotRequest, export_plugin, http_client};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -115,6 +118,12 @@ impl Plugin for Hostile {
                 ResponseInit::new(c.count.and_then(|s| u16::try_from(s).ok()).unwrap_or(0))
                     .body(c.body.clone().unwrap_or_default().into_bytes()),
             ),
+            "big-respond" => Action::Respond(ResponseInit::new(200).body(vec![b'x'; c.count.unwrap_or(0) as usize])),
+            "slot-key" => {
+                let mut key = req.header_str("x-key").unwrap_or_default();
+                key.push_str(&"k".repeat(c.count.unwrap_or(0) as usize));
+                Action::AcquireSlot(SlotRequest::new(key, 1, ResponseInit::new(503).body("no slot")))
+            }
             "env" => Action::Respond(
                 ResponseInit::new(200)
                     .header("x-env-count", std::env::vars_os().count().to_string())
