@@ -172,7 +172,8 @@ impl From<ResponseInit> for Action {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseInit {
-    /// HTTP status code, 200-599 (the gateway answers 500 for anything else).
+    /// HTTP status code, 200-599. Any other (a 1xx is no final answer) is the plugin's failure,
+    /// handled by the chain entry's `failure` policy: see [`ResponseInit::new`].
     pub status: u16,
     /// Headers in order, as (name, raw value bytes). `content-length` is set by the gateway.
     pub headers: Vec<(String, Vec<u8>)>,
@@ -181,8 +182,14 @@ pub struct ResponseInit {
 }
 
 impl ResponseInit {
-    /// A response with `status` (200-599: anything else, 1xx included, reaches the client as a
-    /// 500, logged), no headers and an empty body.
+    /// A response with `status`, no headers and an empty body.
+    ///
+    /// `status` must be 200-599. Any other, 1xx included, is the plugin's failure, like a trap:
+    /// logged, counted (`kind="invalid_status"`) and handled by the chain entry's `failure`
+    /// policy. Failing closed (the default) the client gets the gateway's own 500
+    /// `plugin_failed`; with `failure = "open"` the entry is skipped: the request goes on to the
+    /// next plugin, what the call changed undone. Either way this answer's headers and body are
+    /// never sent. The same holds for a [`SlotRequest::refuse`] answer.
     pub fn new(status: u16) -> Self {
         Self { status, headers: Vec::new(), body: Vec::new() }
     }

@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bindings::airlock::plugin::types as raw;
+use crate::export::{Body, body_writable};
 
 /// The client's request as it will be sent upstream, handed to both phases.
 ///
@@ -42,7 +43,14 @@ impl Request {
         self.0.set_method(method)
     }
 
-    /// Path without the query string, as received (percent-encoding kept), e.g. `"/users/42"`.
+    /// Path without the query string, e.g. `"/users/42"`: the client's path as the gateway
+    /// normalized it before routing, the path the route matched. `.` and `..` segments are
+    /// resolved (`%2e` counting as a dot), empty segments merged (`//` is `/`), and
+    /// percent-encoded unreserved characters (letters, digits, `-`, `.`, `_`, `~`) decoded:
+    /// `/a/./b//%63` reads `/a/b/c`. Every other percent-encoding (`%2F`, `%20`) is kept as sent,
+    /// and so is the case. The route's `strip_prefix` or `rewrite` is not applied yet: it is
+    /// applied as the request goes upstream, unless a plugin set another path. After
+    /// [`Request::set_path`], the path that set, normalized the same way.
     pub fn path(&self) -> String {
         self.0.path()
     }
@@ -171,9 +179,20 @@ impl Request {
     }
 
     /// Replaces the request body with `value` serialized as JSON and sets
-    /// `content-type: application/json`. Needs [`Descriptor::request_body`](crate::Descriptor),
-    /// like [`Request::set_body`]. Nothing changes if `value` cannot be serialized.
+    /// `content-type: application/json`, from [`Plugin::on_request`](crate::Plugin::on_request).
+    /// Needs [`Descriptor::request_body`](crate::Descriptor), like [`Request::set_body`].
+    ///
+    /// `Err`, with nothing changed (`content-type` neither), when `value` cannot be serialized,
+    /// and when the gateway would ignore the body: the plugin has no request-body access (its
+    /// [`Plugin::descriptor`](crate::Plugin::descriptor) did not ask for it, or its
+    /// [`Plugin::configured_descriptor`](crate::Plugin::configured_descriptor) gave it up), or
+    /// this is `on_response`, where the request is read-only. Told apart by the SDK itself, at
+    /// no cost. One case it cannot see: a body longer than the route's `max_body_bytes`, which
+    /// no call reveals. The gateway ignores such a body (and logs it), but this returns `Ok`
+    /// and the `content-type` is set over the body that stays. Keep a body built from a bounded
+    /// input bounded, or check its length against a limit of the plugin's config.
     pub fn set_json_body(&self, value: &impl Serialize) -> Result<(), String> {
+        body_writable(Body::Request)?;
         let body = serde_json::to_vec(value).map_err(|e| format!("cannot serialize the JSON body: {e}"))?;
         self.0.set_body(&body);
         self.0.set_header("content-type", b"application/json");
@@ -195,11 +214,12 @@ impl Request {
         self.0.context_get("consumer").is_some() && self.0.context_get("consumer.anonymous").is_none()
     }
 
-    /// Sets a value in the per-request context; later plugins, the response phases and the access
-    /// log see it. Unlike the rest of the request, the context stays writable in
-    /// [`Plugin::on_response`](crate::Plugin::on_response): a value set there is seen by the
-    /// response phases that run after it (those of plugins earlier in the chain) and by the
-    /// access log.
+    /// Sets a value in the per-request context, which later plugins and the response phases see.
+    /// Of the context, the access log records only `consumer` (the identity an authentication
+    /// plugin set); other keys are for plugins. Unlike the rest of the request, the context stays
+    /// writable in [`Plugin::on_response`](crate::Plugin::on_response): a value set there is seen
+    /// by the response phases that run after it (those of plugins earlier in the chain), and a
+    /// `consumer` set there is the one logged.
     pub fn context_set(&self, key: &str, value: &str) {
         self.0.context_set(key, value)
     }
@@ -341,9 +361,10 @@ impl Response {
         self.0.trailer(name)
     }
 
-    /// First value of a trailer as text, if it is there and valid UTF-8.
+    /// First value of a trailer as text; bytes that are not UTF-8 become U+FFFD (as with
+    /// [`Response::header_str`]).
     pub fn trailer_str(&self, name: &str) -> Option<String> {
-        self.trailer(name).and_then(|v| String::from_utf8(v).ok())
+        self.0.trailer(name).map(lossy)
     }
 
     /// Every value of a trailer, in the order received (gRPC metadata may repeat a name); empty
@@ -384,23 +405,52 @@ impl Response {
 
     /// Replaces the response body with `value` serialized as JSON and sets
     /// `content-type: application/json`. Needs [`Descriptor::response_body`](crate::Descriptor),
-    /// like [`Response::set_body`]. Nothing changes if `value` cannot be serialized. The status
-    /// and the other headers stay, the upstream's `etag` and `content-md5` too: remove them when
-    /// the body changed (see [`Response::set_body`]).
+    /// like [`Response::set_body`]. The status and the other headers stay, the upstream's `etag`
+    /// and `content-md5` too: remove them when the body changed (see [`Response::set_body`]).
+    ///
+    /// `Err`, with nothing changed (`content-type` neither), when `value` cannot be serialized,
+    /// and when the plugin has no response-body access (its
+    /// [`Plugin::descriptor`](crate::Plugin::descriptor) did not ask for it, or its
+    /// [`Plugin::configured_descriptor`](crate::Plugin::configured_descriptor) gave it up): told
+    /// apart by the SDK itself, at no cost. Two cases it cannot see, where the gateway ignores
+    /// the body (the first logged) but this returns `Ok` and the `content-type` is set over the
+    /// body that stays: a body longer than the route's `max_body_bytes`, which no call reveals,
+    /// and a response longer than this request's [`Request::limit_response_body`] (then
+    /// [`Response::body`] is `None`: check it first when the plugin narrows).
     pub fn set_json_body(&self, value: &impl Serialize) -> Result<(), String> {
+        body_writable(Body::Response)?;
         let body = serde_json::to_vec(value).map_err(|e| format!("cannot serialize the JSON body: {e}"))?;
         self.0.set_body(&body);
         self.0.set_header("content-type", b"application/json");
         Ok(())
     }
 
-    /// Replaces the whole response with `status` and `value` as a JSON body, and removes the
-    /// upstream's validators (`etag`, `last-modified`, `content-md5`), which described the body
-    /// that is gone. Needs [`Descriptor::response_body`](crate::Descriptor).
-    pub fn replace_with_json(&self, status: u16, value: &serde_json::Value) {
+    /// Replaces the whole response with `status` and `value` serialized as a JSON body
+    /// (`content-type: application/json`), and removes the upstream's validators (`etag`,
+    /// `last-modified`, `content-md5`), which described the body that is gone. Takes any
+    /// `Serialize` value, a [`serde_json::Value`] included.
+    ///
+    /// Needs [`Descriptor::response_body`](crate::Descriptor): without response-body access the
+    /// gateway would keep the upstream's body, so the error is logged and the response is left
+    /// as it was (as [`Response::set_json_body`] refuses; the cases neither can see are listed
+    /// there). If `value` cannot be serialized (a map with non-string keys, a failing
+    /// `Serialize` impl), the error is logged and the response becomes a 500 with a short text
+    /// body instead, as with [`Action::json`](crate::Action::json).
+    pub fn replace_with_json(&self, status: u16, value: &impl Serialize) {
+        if let Err(why) = body_writable(Body::Response) {
+            crate::log::error(format!("replace_with_json left the response as it was: {why}"));
+            return;
+        }
+        let (status, content_type, body) = match serde_json::to_vec(value) {
+            Ok(body) => (status, "application/json", body),
+            Err(e) => {
+                crate::log::error(format!("cannot serialize the JSON response: {e}"));
+                (500, "text/plain; charset=utf-8", b"internal error: unserializable response\n".to_vec())
+            }
+        };
         self.0.set_status(status);
-        self.0.set_body(value.to_string().as_bytes());
-        self.0.set_header("content-type", b"application/json");
+        self.0.set_body(&body);
+        self.0.set_header("content-type", content_type.as_bytes());
         for stale in ["etag", "last-modified", "content-md5"] {
             self.0.remove_header(stale);
         }
@@ -411,5 +461,17 @@ fn lossy(bytes: Vec<u8>) -> String {
     match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lossy;
+
+    /// What `header_str` and `trailer_str` turn a value into.
+    #[test]
+    fn text_values_are_read_lossily() {
+        assert_eq!(lossy(b"grpc ok".to_vec()), "grpc ok");
+        assert_eq!(lossy(vec![b'a', 0xff, b'b']), "a\u{fffd}b");
     }
 }

@@ -27,10 +27,17 @@ use crate::bindings::airlock::plugin::http_client as raw;
 pub use raw::{HttpError, IncomingResponse as Response, OutgoingRequest as Request};
 
 impl Response {
-    /// The first value of header `name` (lower-case), if present.
+    /// The first value of header `name`, if present. The name is matched case-insensitively,
+    /// as every other `header` of the SDK matches it: `header("Content-Type")` finds the
+    /// `content-type` the gateway hands over (names arrive lower-case).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        first_header(&self.headers, name)
     }
+}
+
+/// The first value of `name` among `headers`, the name matched case-insensitively.
+fn first_header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h [u8]> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
 }
 
 /// Sends `request` and waits for the whole response.
@@ -130,6 +137,22 @@ mod tests {
             let err = check_url(url).unwrap_err();
             assert!(err.contains(says), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn response_headers_are_found_whatever_the_case_of_the_name_asked() {
+        let headers = vec![
+            ("content-type".to_owned(), b"application/json".to_vec()),
+            ("x-trace".to_owned(), b"first".to_vec()),
+            ("x-trace".to_owned(), b"second".to_vec()),
+        ];
+        let response = Response { status: 200, headers: headers.clone(), body: Vec::new() };
+        assert_eq!(response.header("content-type"), Some(&b"application/json"[..]));
+        assert_eq!(response.header("Content-Type"), Some(&b"application/json"[..]));
+        assert_eq!(response.header("X-TRACE"), Some(&b"first"[..]), "the first value");
+        assert_eq!(response.header("x-missing"), None);
+        // A name as another peer could send it, mixed case: found all the same.
+        assert_eq!(first_header(&[("ETag".to_owned(), b"\"v1\"".to_vec())], "etag"), Some(&b"\"v1\""[..]));
     }
 
     #[test]

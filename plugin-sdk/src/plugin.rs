@@ -81,8 +81,8 @@ pub trait Plugin: Sized + 'static {
     /// Change the response through `resp`. `req` is the request as it was sent upstream; it is
     /// read-only here (setters are ignored and logged), except for its context, which still
     /// carries what the request phases stored and stays writable: a value set with
-    /// [`Request::context_set`] here is seen by the response phases after this one and by the
-    /// access log. Runs for every request whose request phase ran for this plugin, including
+    /// [`Request::context_set`] here is seen by the response phases after this one (and a
+    /// `consumer` set here is the one the access log records). Runs for every request whose request phase ran for this plugin, including
     /// when this plugin or a later one short-circuited.
     ///
     /// The default does nothing.
