@@ -363,6 +363,79 @@ upstream = "garbles"
     gw.stop().await;
 }
 
+/// A target whose response body breaks off after its head (a `Content-Length` it does not
+/// keep, a chunk that is not one) counts as failing too: the head went to the client, whose
+/// response can only be cut short, but the exchange is logged under the request id, counted in
+/// `airlock_upstream_errors_total`, and towards `max_fails` (it used to pass for a success:
+/// the head reset the target's failures). So does a status outside 100-599 (a 502).
+#[tokio::test]
+async fn a_target_whose_response_body_breaks_off_is_reported_and_marked_down() {
+    let up = Upstream::start().await;
+    let (cut, _cut_task) = airlock_tests::raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this").await;
+    let (bad_chunk, _bad_task) =
+        airlock_tests::raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nnot a chunk").await;
+    let (weird, _weird_task) = airlock_tests::raw_upstream(b"HTTP/1.1 600 Weird\r\nContent-Length: 2\r\n\r\nok").await;
+    let config = format!(
+        r#"
+[upstreams.cuts]
+targets = ["{cut}", "{{upstream}}"]
+max_fails = 2
+fail_timeout_ms = 60000
+[upstreams.garbles]
+targets = ["{bad_chunk}", "{{upstream}}"]
+max_fails = 2
+fail_timeout_ms = 60000
+[upstreams.weird]
+targets = ["{weird}", "{{upstream}}"]
+max_fails = 2
+fail_timeout_ms = 60000
+
+[[routes]]
+id = "cuts"
+path_prefix = "/cuts"
+upstream = "cuts"
+[[routes]]
+id = "garbles"
+path_prefix = "/garbles"
+upstream = "garbles"
+[[routes]]
+id = "weird"
+path_prefix = "/weird"
+upstream = "weird"
+"#
+    );
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &up, &[]).await;
+    let client = HttpClient::http2();
+    for upstream in ["cuts", "garbles", "weird"] {
+        // Round-robin: every other request goes to the breaking target, until its second failure.
+        let mut broken = Vec::new();
+        for i in 0..4 {
+            let request = Request::get(gw.url(&format!("/{upstream}/{i}"))).body(Full::default()).expect("request");
+            match client.try_send(request).await {
+                Err(e) => broken.push(e),
+                Ok(r) if r.status == 502 => broken.push(r.text()),
+                Ok(r) => assert_eq!(r.status, 200, "{upstream}: {}", r.text()),
+            }
+        }
+        assert_eq!(broken.len(), 2, "{upstream}: {broken:?}");
+        // Marked down: the rest all go to the target that answers whole.
+        for i in 0..6 {
+            let r = client.get(&gw.url(&format!("/{upstream}/after-{i}"))).await;
+            assert_eq!(r.status, 200, "{upstream}, request {i} after the marking: {}", r.text());
+        }
+        let errors = gw.metric(&client, "airlock_upstream_errors_total", &[("upstream", upstream), ("kind", "unavailable")]).await;
+        assert_eq!(errors, 2.0, "{upstream}");
+    }
+    let log = gw.log();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("response body broke off after its head")).collect();
+    assert_eq!(warnings.len(), 4, "{log}");
+    for line in &warnings {
+        assert!(line.contains("request_id=") && line.contains("upstream_addr="), "{line}");
+    }
+    assert!(log.contains(&format!("upstream_addr=\"{cut}\"")) && log.contains(&format!("upstream_addr=\"{bad_chunk}\"")), "{log}");
+    assert_eq!(log.matches("target marked down").count(), 3, "{log}");
+}
+
 /// M1: a reused keep-alive connection that the backend closes as a GET (or another idempotent
 /// request) is written to it: sent again, once, on a new connection; the client gets the answer.
 #[tokio::test]

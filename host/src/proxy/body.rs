@@ -55,7 +55,8 @@ mod projected {
     pin_project! {
         /// A streamed body that fails once it has waited `limit` for its next frame. The timer
         /// is armed only while the peer is awaited: a client slow to read is not timed. `peer`
-        /// says whose body it is in the warning (`an upstream's response body`).
+        /// says whose body it is in the warning (`an upstream's response body`); for an
+        /// upstream's response body, `origin` is whom to tell when it breaks off or stalls.
         pub struct IdleWatch {
             #[pin]
             pub(super) body: ProxyBody,
@@ -64,6 +65,7 @@ mod projected {
             pub(super) limit: std::time::Duration,
             pub(super) armed: bool,
             pub(super) peer: &'static str,
+            pub(super) origin: Option<crate::proxy::upstream::ResponseOrigin>,
         }
     }
 }
@@ -128,12 +130,22 @@ impl ProxyBody {
     /// (`timeouts.body_idle_ms`). A body that has already ended is left as it is. `peer` says
     /// whose body it is in the warning (`an upstream's response body`).
     pub fn watched(self, limit: std::time::Duration, peer: &'static str) -> Self {
+        self.watch(limit, peer, None)
+    }
+
+    /// An upstream's streamed response body, [`ProxyBody::watched`], reported to `origin` if it
+    /// breaks off or stalls ([`crate::proxy::upstream::ResponseOrigin::broke_off`]).
+    pub fn watched_from(self, limit: std::time::Duration, origin: Option<crate::proxy::upstream::ResponseOrigin>) -> Self {
+        self.watch(limit, "an upstream's response body", origin)
+    }
+
+    fn watch(self, limit: std::time::Duration, peer: &'static str, origin: Option<crate::proxy::upstream::ResponseOrigin>) -> Self {
         if self.is_end_stream() {
             return self;
         }
         // Set to a real deadline when the body first waits: most end without ever waiting.
         let timer = tokio::time::sleep_until(unarmed());
-        ProxyBody::Watched { body: Box::pin(IdleWatch { body: self, timer, limit, armed: false, peer }) }
+        ProxyBody::Watched { body: Box::pin(IdleWatch { body: self, timer, limit, armed: false, peer, origin }) }
     }
 
     /// This body, counting the frames taken from it in `progress` and telling `sent` when it
@@ -271,6 +283,11 @@ impl Body for IdleWatch {
         match this.body.poll_frame(cx) {
             Poll::Ready(frame) => {
                 *this.armed = false;
+                if let Some(Err(e)) = &frame
+                    && let Some(origin) = this.origin.take()
+                {
+                    origin.broke_off(&crate::error::chain(e.as_ref()));
+                }
                 Poll::Ready(frame)
             }
             Poll::Pending => {
@@ -280,8 +297,12 @@ impl Body for IdleWatch {
                 }
                 match this.timer.poll(cx) {
                     Poll::Ready(()) => {
-                        tracing::warn!(idle_ms = this.limit.as_millis() as u64, "{} stalled: cut off", this.peer);
-                        Poll::Ready(Some(Err(Box::new(BodyStalled(*this.limit)))))
+                        let stalled = BodyStalled(*this.limit);
+                        match this.origin.take() {
+                            Some(origin) => origin.broke_off(&stalled),
+                            None => tracing::warn!(idle_ms = this.limit.as_millis() as u64, "{} stalled: cut off", this.peer),
+                        }
+                        Poll::Ready(Some(Err(Box::new(stalled))))
                     }
                     Poll::Pending => Poll::Pending,
                 }

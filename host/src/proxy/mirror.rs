@@ -275,13 +275,20 @@ impl Ticket {
             let result = match sent {
                 Ok(response) => {
                     let status = response.status();
+                    let counted = response.extensions().get::<crate::proxy::upstream::CountedAsFailure>().is_some();
                     // The answer's body shares the request's timeout.
                     let left = timeout.saturating_sub(started.elapsed());
-                    match tokio::time::timeout(left, discard(response.into_body())).await {
-                        Ok(Ok(())) => Ok(status),
+                    let body = match tokio::time::timeout(left, discard(response.into_body())).await {
+                        Ok(Ok(())) => Ok(()),
                         Ok(Err(e)) => Err(format!("its answer's body broke off: {e}")),
                         Err(_) => Err(format!("its answer's body did not end within {} ms", timeout.as_millis())),
+                    };
+                    // How the body ended is the target's success or failure (`max_fails`),
+                    // unless its status counted as a failure already.
+                    if !(counted && body.is_ok()) {
+                        upstream.answered(last, body.as_ref().copied().map_err(|e| e as &dyn std::fmt::Display));
                     }
+                    body.map(|()| status)
                 }
                 Err(e) => Err(e.to_string()),
             };

@@ -96,6 +96,8 @@ struct PendingResponse {
     version: Version,
     /// The upstream's side of a `101 Switching Protocols` ([`upgrade`]).
     upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// Where a streamed body comes from (`stream` from an upstream), told if it breaks off.
+    origin: Option<upstream::ResponseOrigin>,
 }
 
 impl Gateway {
@@ -242,7 +244,7 @@ impl Gateway {
         let forwarded = matches!(outcome, RequestOutcome::Upstream) && !ends_here;
         let pending = match outcome {
             RequestOutcome::Respond(response) => {
-                PendingResponse { state: response, stream: None, version: Version::HTTP_11, upgrade: None }
+                PendingResponse { state: response, stream: None, version: Version::HTTP_11, upgrade: None, origin: None }
             }
             // A plugin failed closed: the gateway's own answer, with what the entries before it
             // asked of the response, as for a 502 below.
@@ -253,6 +255,7 @@ impl Gateway {
                 stream: None,
                 version: Version::HTTP_11,
                 upgrade: None,
+                origin: None,
             },
             RequestOutcome::Upstream => {
                 let keep_request = chain.calls_on_response(ran);
@@ -288,7 +291,7 @@ impl Gateway {
                 }
             }
         };
-        let PendingResponse { state: mut response, stream, version, upgrade } = pending;
+        let PendingResponse { state: mut response, stream, version, upgrade, origin } = pending;
         let (request, response) = if chain.calls_on_response(ran) {
             let started = clock;
             let phases = Box::pin(chain.run_response_phases(ran, state, response, &mut clock)).await;
@@ -308,7 +311,7 @@ impl Gateway {
         let body_idle = Duration::from_millis(self.timeouts.body_idle_ms);
         // The client's method: a plugin may have sent the upstream another.
         let head = record.method() == Method::HEAD;
-        let mut response = write_response(response, stream, forwarded.then_some(version), id_header, body_idle, head);
+        let mut response = write_response(response, (stream, origin), forwarded.then_some(version), id_header, body_idle, head);
         if let Some(upgrade) = upgrade {
             // A switch's holds go with its tunnel, open until it closes (an open WebSocket
             // counts towards `max_requests`, `least_requests` and concurrency slots).
@@ -686,26 +689,38 @@ impl Gateway {
             },
             other => upstream.error(other),
         })?;
+        // The answer's body is still to come: the exchange counts for the target's health once
+        // its fate is known (dropped unsettled, a success).
+        let origin = upstream::ResponseOrigin::new(
+            &response,
+            (upstream.clone(), last),
+            (state.request_id.clone(), route.id.clone()),
+            route.metrics.upstream_unavailable(),
+        );
+        // A refusal of the answer: a 502 the gateway logs and counts, and the target's failure.
+        let refused = |origin: upstream::ResponseOrigin, reason: String| {
+            origin.failed(&reason);
+            GatewayError::UpstreamUnavailable { upstream: upstream.name.to_string(), reason }
+        };
         if response.status().as_u16() > 599 {
             // RFC 9110 15: no such status class; a client treats it as a server error.
-            return Err(GatewayError::UpstreamUnavailable {
-                upstream: upstream.name.to_string(),
-                reason: format!("it answered with status {}, outside 100-599", response.status().as_u16()),
-            });
+            return Err(refused(origin, format!("it answered with status {}, outside 100-599", response.status().as_u16())));
         }
         if let Some(key) = websocket_key {
             upgrade::switch_from_extended_connect(&mut response, key.as_ref());
         }
         if upgrade::switches(response.status()) {
-            return switched(response, asked_upgrade, &upstream.name);
+            if !asked_upgrade {
+                return Err(refused(origin, "it switched protocols (101) though the request asked for no upgrade".into()));
+            }
+            return Ok(switched(response));
         }
         let (parts, incoming) = response.into_parts();
         let mut headers = parts.headers;
         if let Some(coding) = headers::other_transfer_coding(&headers) {
-            return Err(GatewayError::UpstreamBadEncoding {
-                upstream: upstream.name.to_string(),
-                reason: format!("its Transfer-Encoding `{coding}` is not one the gateway decodes (only `chunked`)"),
-            });
+            let reason = format!("its Transfer-Encoding `{coding}` is not one the gateway decodes (only `chunked`)");
+            origin.failed(&reason);
+            return Err(GatewayError::UpstreamBadEncoding { upstream: upstream.name.to_string(), reason });
         }
         if headers.contains_key(header::TRANSFER_ENCODING) {
             // Framed both ways, the body was read by its Transfer-Encoding: the Content-Length
@@ -713,26 +728,27 @@ impl Gateway {
             headers.remove(header::CONTENT_LENGTH);
         }
         headers::strip_hop_by_hop(&mut headers);
-        let streamed = |headers: http::HeaderMap, stream: ProxyBody| PendingResponse {
+        let streamed = |headers: http::HeaderMap, stream: ProxyBody, origin| PendingResponse {
             state: ResponseState { status: parts.status, headers, body: None, trailers: None },
             stream: Some(stream),
             version: parts.version,
             upgrade: None,
+            origin: Some(origin),
         };
         if let ResponseBodyNeed::UpTo(max) = body_need {
             // Read for the plugins only if it fits what they asked for; else it streams as if
             // none read bodies. A HEAD's answer has none to read.
             if state.method == Method::HEAD {
-                return Ok(streamed(headers, ProxyBody::streaming(incoming)));
+                return Ok(streamed(headers, ProxyBody::streaming(incoming), origin));
             }
             let limit = max.min(route.max_body_bytes);
-            let read = body::buffer_up_to(incoming, limit).await.map_err(|e| GatewayError::UpstreamUnavailable {
-                upstream: upstream.name.to_string(),
-                reason: e.to_string(),
-            })?;
+            let read = match body::buffer_up_to(incoming, limit).await {
+                Ok(read) => read,
+                Err(e) => return Err(refused(origin, e.to_string())),
+            };
             let body::Buffered { bytes, trailers } = match read {
                 body::UpTo::Whole(buffered) => buffered,
-                body::UpTo::Longer(stream) => return Ok(streamed(headers, stream)),
+                body::UpTo::Longer(stream) => return Ok(streamed(headers, stream, origin)),
             };
             // Undecodable or too long decoded: the bytes go on as the upstream sent them.
             return Ok(match encoding::decode_body(&mut headers, bytes.clone(), limit) {
@@ -741,20 +757,20 @@ impl Gateway {
                     stream: None,
                     version: parts.version,
                     upgrade: None,
+                    origin: None,
                 },
                 Err(e) => {
                     tracing::debug!(upstream = &*upstream.name, "response body not handed to plugins: {e}");
-                    streamed(headers, ProxyBody::with_trailers(bytes, trailers))
+                    streamed(headers, ProxyBody::with_trailers(bytes, trailers), origin)
                 }
             });
         }
         if body_need == ResponseBodyNeed::Whole {
-            let body::Buffered { bytes, trailers } = body::buffer(incoming, route.max_body_bytes).await.map_err(|e| match e {
-                body::BufferError::TooLarge(limit) => GatewayError::UpstreamBodyTooLarge { limit },
-                body::BufferError::Read(reason) => {
-                    GatewayError::UpstreamUnavailable { upstream: upstream.name.to_string(), reason }
-                }
-            })?;
+            let body::Buffered { bytes, trailers } = match body::buffer(incoming, route.max_body_bytes).await {
+                Ok(buffered) => buffered,
+                Err(body::BufferError::TooLarge(limit)) => return Err(GatewayError::UpstreamBodyTooLarge { limit }),
+                Err(body::BufferError::Read(reason)) => return Err(refused(origin, reason)),
+            };
             let bytes = encoding::decode_body(&mut headers, bytes, route.max_body_bytes).map_err(|e| match e {
                 encoding::DecodeError::TooLarge(limit) => GatewayError::UpstreamBodyTooLarge { limit },
                 other => GatewayError::UpstreamBadEncoding { upstream: upstream.name.to_string(), reason: other.to_string() },
@@ -770,22 +786,17 @@ impl Gateway {
                 stream: None,
                 version: parts.version,
                 upgrade: None,
+                origin: None,
             })
         } else {
-            Ok(streamed(headers, ProxyBody::streaming(incoming)))
+            Ok(streamed(headers, ProxyBody::streaming(incoming), origin))
         }
     }
 }
 
-/// An upstream's `101 Switching Protocols`: the head the client gets (with its `Upgrade`), and
-/// the upstream connection's side to join to the client's. Refused if nothing asked for it.
-fn switched(mut response: Response<Incoming>, asked: bool, upstream: &str) -> Result<PendingResponse, GatewayError> {
-    if !asked {
-        return Err(GatewayError::UpstreamUnavailable {
-            upstream: upstream.to_owned(),
-            reason: "it switched protocols (101) though the request asked for no upgrade".into(),
-        });
-    }
+/// An upstream's `101 Switching Protocols` to a request that asked for it: the head the client
+/// gets (with its `Upgrade`), and the upstream connection's side to join to the client's.
+fn switched(mut response: Response<Incoming>) -> PendingResponse {
     let on_upgrade = hyper::upgrade::on(&mut response);
     let (parts, _) = response.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
@@ -794,12 +805,13 @@ fn switched(mut response: Response<Incoming>, asked: bool, upstream: &str) -> Re
     if let Some(protocol) = protocol {
         upgrade::restore(&mut headers, protocol);
     }
-    Ok(PendingResponse {
+    PendingResponse {
         state: ResponseState { status: parts.status, headers, body: None, trailers: None },
         stream: None,
         version: parts.version,
         upgrade: Some(on_upgrade),
-    })
+        origin: None,
+    }
 }
 
 /// Phase 7: the response as the client gets it: buffered bodies get an exact `Content-Length`
@@ -827,10 +839,11 @@ pub fn frame_no_content(status: http::StatusCode, headers: &mut http::HeaderMap,
 /// Phase 7: the response as it leaves for the client, framed (a buffered body's
 /// `Content-Length`, none for no content), with the request id and, when it was forwarded from
 /// an upstream of HTTP version `via`, `Via`. `head`: it answers a HEAD, whose buffered body is
-/// empty and says nothing of the GET's length.
+/// empty and says nothing of the GET's length. A streamed body is watched for stalls, and told
+/// to its `origin` if it breaks off.
 fn write_response(
     state: ResponseState,
-    stream: Option<ProxyBody>,
+    (stream, origin): (Option<ProxyBody>, Option<upstream::ResponseOrigin>),
     via: Option<Version>,
     id_header: Option<HeaderValue>,
     body_idle: Duration,
@@ -850,7 +863,7 @@ fn write_response(
             // bytes not sent (over HTTP/2 they would be a protocol error).
             if head { ProxyBody::full(Bytes::new()) } else { ProxyBody::with_trailers(bytes, trailers) }
         }
-        (None, Some(stream)) => stream.watched(body_idle, "an upstream's response body"),
+        (None, Some(stream)) => stream.watched_from(body_idle, origin),
         (None, None) => ProxyBody::full(Bytes::new()),
     };
     if let Some(version) = via {

@@ -81,6 +81,75 @@ pub struct Upstream {
     overloads: crate::telemetry::warn_throttle::WarnThrottle,
 }
 
+/// Marks an answer [`Upstream::send`] returns although it counted it as its target's failure
+/// (a `retry_on` status it could not retry): however its body ends, it is no success.
+#[derive(Debug, Clone, Copy)]
+pub struct CountedAsFailure;
+
+/// An upstream's answer whose body is still to come, and where it comes from: settles the
+/// exchange for the target's health once the body's fate is known. Dropped unsettled (the body
+/// came whole, was buffered, or its client went away), a success; [`ResponseOrigin::failed`]
+/// before the head goes on (the gateway answers 502), or [`ResponseOrigin::broke_off`] after it,
+/// when the client's response can only be cut short, a failure towards `max_fails`. Without it a
+/// body breaking off passed for a success everywhere (a 2xx in the metrics and the access log,
+/// no warning, the target's failures reset by its head), though the target broke the exchange
+/// off as surely as one refusing the connection.
+pub struct ResponseOrigin {
+    upstream: Arc<Upstream>,
+    target: usize,
+    request_id: Arc<str>,
+    route: Arc<str>,
+    /// The route's `airlock_upstream_errors_total{kind="unavailable"}`.
+    errors: Option<prometheus_client::metrics::counter::Counter>,
+    settled: bool,
+}
+
+impl ResponseOrigin {
+    /// `response`, answered to `request_id` on `route` by target `target` of `upstream`;
+    /// `errors` is counted when its body breaks off.
+    pub fn new<B>(
+        response: &Response<B>,
+        (upstream, target): (Arc<Upstream>, usize),
+        (request_id, route): (Arc<str>, Arc<str>),
+        errors: Option<prometheus_client::metrics::counter::Counter>,
+    ) -> Self {
+        let settled = response.extensions().get::<CountedAsFailure>().is_some();
+        Self { upstream, target, request_id, route, errors, settled }
+    }
+
+    /// The answer was refused before its head went on (the gateway's 502 says why, and counts
+    /// it): a failure of the target towards `max_fails`.
+    pub fn failed(mut self, reason: &dyn std::fmt::Display) {
+        self.settled = true;
+        self.upstream.answered(self.target, Err(reason));
+    }
+
+    /// The body broke off (or stalled) for `reason` after its head went on: a warning under the
+    /// request's id, an upstream error counted, and a failure of the target towards `max_fails`.
+    pub fn broke_off(mut self, reason: &dyn std::fmt::Display) {
+        self.settled = true;
+        tracing::warn!(
+            request_id = &*self.request_id,
+            route = &*self.route,
+            upstream = &*self.upstream.name,
+            upstream_addr = &**self.upstream.addr(self.target),
+            "the upstream's response body broke off after its head was sent on, so the client's response is cut short: {reason}"
+        );
+        if let Some(errors) = &self.errors {
+            errors.inc();
+        }
+        self.upstream.answered(self.target, Err(reason));
+    }
+}
+
+impl Drop for ResponseOrigin {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.upstream.answered(self.target, Ok(()));
+        }
+    }
+}
+
 /// What a request holds of its upstream while in flight: its place among `max_requests`, and
 /// with `balance = "least_requests"` its count on the target it was sent to (moved to the next
 /// target on a failover). Given back when the response has been sent (the response body holds
@@ -561,7 +630,9 @@ impl Upstream {
 
     /// Sends `request` (whose URI already names target `first`, chosen for the `hash_on` key
     /// hashing to `key_hash` if there is one) and waits for the response headers; returns them,
-    /// or the error, with the index of the target last tried.
+    /// or the error, with the index of the target last tried. An answer with a body counts for
+    /// the target's health once the caller knows how its body ended ([`ResponseOrigin`],
+    /// [`Upstream::answered`]): its head alone is no success.
     ///
     /// A target that cannot be connected to, or whose answer's status is in `retry_on` (for an
     /// idempotent request with a whole body), is left for the next one not marked down (the
@@ -639,6 +710,9 @@ impl Upstream {
                         self.target_failed(target, &error);
                         let (Some(mut again), Some(next)) = (again, self.failover(first, key_hash, &mut step)) else {
                             hold_stream(in_flight, stream);
+                            // Counted already: its body ending whole is no success to count.
+                            let mut response = response;
+                            response.extensions_mut().insert(CountedAsFailure);
                             return Ok(response);
                         };
                         drop((response, stream));
@@ -653,7 +727,11 @@ impl Upstream {
                         continue;
                     }
                     Attempt::Answered(response, stream) => {
-                        self.slot(target).health.succeeded();
+                        // An answer with a body is a success once its body has come whole:
+                        // the caller settles it ([`ResponseOrigin`], [`Upstream::answered`]).
+                        if http_body::Body::is_end_stream(response.body()) {
+                            self.slot(target).health.succeeded();
+                        }
                         hold_stream(in_flight, stream);
                         return Ok(response);
                     }
@@ -722,8 +800,18 @@ impl Upstream {
         None
     }
 
+    /// Settles an exchange with target `i` whose answer had a body ([`Upstream::send`]): its body
+    /// came whole (or the client stopped reading it), a success; or it broke off, a failure
+    /// towards `max_fails`.
+    pub fn answered(&self, i: usize, body: Result<(), &dyn std::fmt::Display>) {
+        match body {
+            Ok(()) => self.slot(i).health.succeeded(),
+            Err(reason) => self.target_failed(i, reason),
+        }
+    }
+
     /// Notes a failure of target `i`, with a warning when it marks the target down.
-    fn target_failed(&self, i: usize, error: &SendError) {
+    fn target_failed(&self, i: usize, error: &dyn std::fmt::Display) {
         let slot = self.slot(i);
         if slot.health.failed(&self.settings.health) == Marked::Down {
             tracing::warn!(

@@ -652,6 +652,12 @@ impl RouteMetrics {
         self.upstream_duration.observe(elapsed);
     }
 
+    /// The route's upstream's `unavailable` error counter, for a failure seen after the handler
+    /// has returned (a streamed response body breaking off).
+    pub fn upstream_unavailable(&self) -> Option<Counter> {
+        self.upstream_errors.as_ref().map(|[unavailable, _]| unavailable.clone())
+    }
+
     /// Counts an upstream failure: `timeout` true for connect and response timeouts.
     pub fn record_upstream_error(&self, timeout: bool) {
         if let Some(counters) = &self.upstream_errors {
