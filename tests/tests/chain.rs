@@ -171,6 +171,33 @@ async fn body_plugins_get_buffered_bodies_with_fixed_lengths() {
     gw.stop().await;
 }
 
+/// A request buffered for a plugin goes upstream framed as it came: a GET (or DELETE, HEAD)
+/// without a body gets no `Content-Length: 0` (RFC 9110 8.6; some servers refuse a GET with
+/// one), while an empty POST keeps it, and a DELETE that came with a body keeps its length.
+#[tokio::test]
+async fn a_bodiless_request_buffered_for_a_plugin_gets_no_content_length() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&BODY_UPPER.replace("{limit}", ""), Some(&upstream)).await;
+    for client in [HttpClient::http1(), HttpClient::http2()] {
+        for method in ["GET", "DELETE", "OPTIONS"] {
+            let r = client.request(method, &gw.url("/echo"), &[], b"").await;
+            let text = r.text();
+            let echo: serde_json::Value = serde_json::from_str(&text[..text.len() - 1]).expect("json");
+            assert_eq!(echo["headers"]["content-length"], serde_json::Value::Null, "{method}: {text}");
+            assert_eq!(echo["headers"]["transfer-encoding"], serde_json::Value::Null, "{method}: {text}");
+        }
+        let r = client.request("POST", &gw.url("/echo"), &[], b"").await;
+        let text = r.text();
+        let echo: serde_json::Value = serde_json::from_str(&text[..text.len() - 1]).expect("json");
+        assert_eq!(echo["headers"]["content-length"][0], "0", "an empty POST says so: {text}");
+        let r = client.request("DELETE", &gw.url("/echo"), &[], b"gone").await;
+        let text = r.text();
+        let echo: serde_json::Value = serde_json::from_str(&text[..text.len() - 1]).expect("json");
+        assert_eq!((echo["headers"]["content-length"][0].as_str(), echo["body"].as_str()), (Some("4"), Some("GONE")), "{text}");
+    }
+    gw.stop().await;
+}
+
 /// A body a plugin sets is held to the route's `max_body_bytes`, as a client's and an
 /// upstream's are: past it the change is ignored (and logged), never sent on.
 #[tokio::test]

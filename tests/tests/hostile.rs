@@ -724,7 +724,8 @@ fn hostile_route_limited(path: &str, plugin: &str, config: &str, max_body_bytes:
 /// memory cap, so it is bounded too: a `respond` body longer than the route's `max_body_bytes`
 /// is the plugin's failure (`too_large`; one held for each slow client would have no bound), and
 /// an `acquire-slot` key is kept as its digest past 256 bytes (requests held with 8 MiB keys held
-/// two copies of each, 16 MiB a request), still naming the same slots.
+/// two copies of each, 16 MiB a request), still naming the same slots. (And a body on a 204,
+/// dropped, is logged.)
 #[tokio::test]
 async fn what_a_plugin_leaves_with_the_host_is_bounded() {
     let upstream = Upstream::start().await;
@@ -735,6 +736,7 @@ async fn what_a_plugin_leaves_with_the_host_is_bounded() {
     config += &hostile_route_limited("/fits", "big", r#"{ mode = "big-respond", count = 4096 }"#, 4096);
     config += &hostile_route_limited("/too-big", "big", r#"{ mode = "big-respond", count = 4097 }"#, 4096);
     config += &hostile_route_limited("/too-big-open", "big-open", r#"{ mode = "big-respond", count = 4097 }"#, 4096);
+    config += &hostile_route("/no-content", "big", r#"{ mode = "status", count = 204, body = "not sent" }"#);
     config += "\n[[routes]]\npath_prefix = \"/slow\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"slots\"\nconfig = { mode = \"slot-key\", count = 8388608 }\n";
     let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
     let client = HttpClient::http1();
@@ -747,8 +749,12 @@ async fn what_a_plugin_leaves_with_the_host_is_bounded() {
     assert_eq!(gw.metric(&client, "airlock_plugin_failures_total", &[("plugin", "big"), ("kind", "too_large")]).await, 1.0);
     let open = client.get(&gw.url("/too-big-open")).await;
     assert_eq!(open.status, 200, "failing open, the upstream answers: {}", open.text());
+    // A body on an answer that has no content is not sent, and not without a word.
+    let no_content = client.get(&gw.url("/no-content")).await;
+    assert_eq!((no_content.status.as_u16(), no_content.body.len()), (204, 0));
     let log = gw.log();
     assert!(log.contains("respond body of 4097 bytes is longer than the route's max_body_bytes (4096)"), "{log}");
+    assert!(log.contains("answer body not sent: a 204 has no content"), "{log}");
 
     // Long keys still name slots: one slot per key, no queue.
     let before = upstream.hits();

@@ -625,6 +625,13 @@ impl Gateway {
         }
         let body_idle = Duration::from_millis(self.timeouts.body_idle_ms);
         let body = match (&state.body, body.stream) {
+            // Buffered for a plugin and left empty on a request that came without one and whose
+            // method expects none: sent as it came, with no `Content-Length: 0` (RFC 9110 8.6:
+            // a client should not send one then; some servers and WAFs refuse a GET with it).
+            (Some(bytes), _) if bytes.is_empty() && !state.client_body && !expects_content(&state.method) => {
+                headers.remove(header::CONTENT_LENGTH);
+                ProxyBody::with_trailers(Bytes::new(), body.trailers)
+            }
             (Some(bytes), _) => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
                 ProxyBody::with_trailers(bytes.clone(), body.trailers)
@@ -792,6 +799,12 @@ impl Gateway {
             Ok(streamed(headers, ProxyBody::streaming(incoming), origin))
         }
     }
+}
+
+/// Whether a request with `method` is expected to carry content, so that an empty one is said
+/// with `Content-Length: 0` (RFC 9110 8.6): the methods defined with request content.
+fn expects_content(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE | Method::CONNECT)
 }
 
 /// An upstream's `101 Switching Protocols` to a request that asked for it: the head the client

@@ -554,6 +554,10 @@ fn convert_response(init: ResponseInit, log: &LogBudget, bounds: AnswerBounds, w
     if init.body.len() as u64 > bounds.body {
         return Err(Failure::TooLarge { what, bytes: init.body.len(), limit: bounds.body });
     }
+    if matches!(status.as_u16(), 204 | 205 | 304) && !init.body.is_empty() {
+        // The answer goes out without it (RFC 9110 15.3.5, 15.3.6, 15.4.5): said, not silent.
+        plugin_warn!(log, status = status.as_u16(), bytes = init.body.len(), "answer body not sent: a {} has no content", status.as_u16());
+    }
     let bound = bounds.headers;
     let mut headers = http::HeaderMap::with_capacity(init.headers.len().min(bound.count).min(64));
     let mut refusals = RefusalLog::default();
