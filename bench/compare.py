@@ -31,6 +31,8 @@ NGINX_PORT = 19200
 NGINX_H2_PORT = 19201
 AIRLOCK_PORT = 19300
 REDIS_PORT = 19400
+# Request body sizes of the body cases.
+BODY_SIZES = (1024, 65536)
 
 
 def sh(*args, **kw):
@@ -191,8 +193,13 @@ config = { limits = [{ name = "bench", rate = 100000000, per = "second", burst =
     c.append(("same chain, isolation = request", "airlock", airlock_config(strict, defs)))
     for n in (1, 2, 4, 8):
         c.append((f"airlock, {n} x headers", "airlock", airlock_config("".join(headers_entry(i) for i in range(n)))))
-    for size in (1024, 65536):
+    # Request bodies: each ratio is to nginx proxying a body of the same size (read whole before
+    # it is sent on, as `proxy_request_buffering` does by default, and as a body-reading plugin
+    # makes Airlock do), not to the bodyless GETs of the cases above.
+    for size in BODY_SIZES:
         chain = f'[[routes.plugins]]\nplugin = "{body_plugin()}"\n'
+        c.append((body_baseline(size), f"nginx-body:{size}", None))
+        c.append((f"airlock, {size // 1024} KiB body, no plugins", f"body:{size}", airlock_config("")))
         c.append((f"airlock, {size // 1024} KiB body through a body-reading plugin", f"body:{size}", airlock_config(chain)))
     # HTTP/2 from the client (h2load, cleartext with prior knowledge); every upstream hop stays HTTP/1.1.
     c.append(("nginx proxy_pass, HTTP/2", "nginx-h2", None))
@@ -206,8 +213,21 @@ def is_h2(kind):
     return bool(kind) and kind.endswith("-h2")
 
 
+def body_size(kind):
+    """The request body size of a body case (`body:N`, `nginx-body:N`), or None."""
+    return int(kind.split(":", 1)[1]) if kind and "body:" in kind else None
+
+
+def body_baseline(size):
+    """The nginx case that proxies request bodies of `size` bytes."""
+    return f"nginx proxy_pass, {size // 1024} KiB body"
+
+
 def baseline(kind):
-    """The nginx case a case's ratios are to: nginx over the same client protocol."""
+    """The nginx case a case's ratios are to: nginx over the same client protocol, with a request
+    body of the same size."""
+    if body_size(kind) is not None:
+        return body_baseline(body_size(kind))
     return "nginx proxy_pass, HTTP/2" if is_h2(kind) else "nginx proxy_pass"
 
 
@@ -279,7 +299,12 @@ def main():
         ensure_free(port)
     tmp = tempfile.mkdtemp(prefix="airlock-bench-")
     upstream = start_nginx(tmp, "upstream", UPSTREAM_PORT, 'return 200 "ok";', args.threads)
-    proxy = "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+    # Request bodies up to the largest case are buffered in memory, as Airlock buffers them (by
+    # default nginx writes one past 16 KiB to a temporary file first).
+    proxy = (
+        "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; "
+        f"client_body_buffer_size {max(BODY_SIZES) // 1024 * 2}k;"
+    )
     nginx = start_nginx(tmp, "proxy", NGINX_PORT, proxy, args.threads)
     nginx_h2 = start_nginx(tmp, "proxy-h2", NGINX_H2_PORT, proxy, args.threads, http2="http2")
     results = {}
@@ -303,7 +328,7 @@ def main():
                 proc = None
                 if kind is None:
                     url = f"http://127.0.0.1:{UPSTREAM_PORT}/"
-                elif kind == "nginx":
+                elif kind == "nginx" or kind.startswith("nginx-body:"):
                     url = f"http://127.0.0.1:{NGINX_PORT}/"
                 elif kind == "nginx-h2":
                     url = f"http://127.0.0.1:{NGINX_H2_PORT}/"
@@ -325,9 +350,10 @@ def main():
                     wait_port(AIRLOCK_PORT)
                     url = f"http://127.0.0.1:{AIRLOCK_PORT}/"
                 script = None
-                if kind.startswith("body:") if kind else False:
-                    script = str(Path(tmp) / f"post-{kind[5:]}.lua")
-                    Path(script).write_text(f'wrk.method = "POST"\nwrk.body = string.rep("a", {kind[5:]})\n')
+                size = body_size(kind)
+                if size is not None:
+                    script = str(Path(tmp) / f"post-{size}.lua")
+                    Path(script).write_text(f'wrk.method = "POST"\nwrk.body = string.rep("a", {size})\n')
                 if is_h2(kind):
                     r = run_h2load(url, args.duration, args.connections, args.h2_streams, headers, str(Path(tmp) / "h2load.tsv"))
                 else:
