@@ -483,7 +483,7 @@ async fn test_plugin(trial: Trial, requests: Vec<PathBuf>, repeat: Option<String
             return ExitCode::FAILURE;
         }
     };
-    let read = |path: &PathBuf| std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
     // Every file is read and parsed before anything runs; each bad one is reported.
     let mut bad = false;
     let mut files = Vec::with_capacity(requests.len());

@@ -159,8 +159,8 @@ pub struct TrialOutcome {
 
 /// Parses a `.http` request: `METHOD /path?query [HTTP/1.1]`, header lines, a blank line, a body.
 /// Lines starting with `#` before the request line are comments.
-pub fn parse_request(file: &str, text: &str) -> Result<RequestState, TrialError> {
-    let (first, line, headers, body) = split_message(file, text)?;
+pub fn parse_request(file: &str, message: &[u8]) -> Result<RequestState, TrialError> {
+    let (first, line, headers, body) = split_message(file, message)?;
     let err = |reason: String| TrialError::Http { file: file.to_owned(), line, reason };
     let mut parts = first.split_whitespace();
     let method = parts.next().ok_or_else(|| err("expected `METHOD /path`".into()))?;
@@ -196,8 +196,8 @@ pub fn parse_request(file: &str, text: &str) -> Result<RequestState, TrialError>
 }
 
 /// Parses a `.http` response: `[HTTP/1.1] STATUS [reason]`, header lines, a blank line, a body.
-pub fn parse_response(file: &str, text: &str) -> Result<ResponseState, TrialError> {
-    let (first, line, headers, body) = split_message(file, text)?;
+pub fn parse_response(file: &str, message: &[u8]) -> Result<ResponseState, TrialError> {
+    let (first, line, headers, body) = split_message(file, message)?;
     let code = first.split_whitespace().find(|w| !w.starts_with("HTTP/")).unwrap_or_default();
     let status = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).ok_or_else(|| TrialError::Http {
         file: file.to_owned(),
@@ -207,30 +207,38 @@ pub fn parse_response(file: &str, text: &str) -> Result<ResponseState, TrialErro
     Ok(ResponseState { status, headers, body: Some(body), trailers: None })
 }
 
-/// The first line (and its number), the headers and the body of a `.http` message.
-fn split_message(file: &str, text: &str) -> Result<(String, usize, HeaderMap, Bytes), TrialError> {
-    let mut lines = text.split_inclusive('\n').enumerate().peekable();
-    while lines.peek().is_some_and(|(_, l)| l.trim().is_empty() || l.starts_with('#')) {
+/// The first line (and its number), the headers and the body of a `.http` message. Read as
+/// bytes: a header value may hold any byte but control characters, and a body is anything
+/// (protobuf, an image, gzip), as on the wire; only the first line must be text.
+fn split_message(file: &str, message: &[u8]) -> Result<(String, usize, HeaderMap, Bytes), TrialError> {
+    let mut lines = message.split_inclusive(|&b| b == b'\n').enumerate().peekable();
+    while lines.peek().is_some_and(|(_, l)| l.trim_ascii().is_empty() || l.starts_with(b"#")) {
         lines.next();
     }
     let (index, first) = lines.next().ok_or_else(|| TrialError::Http { file: file.into(), line: 1, reason: "empty file".into() })?;
+    let first = std::str::from_utf8(first)
+        .map_err(|_| TrialError::Http { file: file.into(), line: index + 1, reason: "the first line is not UTF-8 text".into() })?;
     let mut headers = HeaderMap::new();
-    let mut body = String::new();
+    let mut body = Vec::new();
     let mut in_body = false;
     for (i, raw) in lines {
         if in_body {
-            body.push_str(raw);
+            body.extend_from_slice(raw);
             continue;
         }
-        let line = raw.trim_end_matches(['\r', '\n']);
+        let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             in_body = true;
             continue;
         }
         let err = |reason: String| TrialError::Http { file: file.to_owned(), line: i + 1, reason };
-        let (name, value) = line.split_once(':').ok_or_else(|| err(format!("expected `name: value`, found `{line}`")))?;
-        let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| err(format!("`{name}` is not a header name")))?;
-        let value = HeaderValue::from_str(value.trim()).map_err(|_| err(format!("invalid value for `{name}`")))?;
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(err(format!("expected `name: value`, found `{}`", String::from_utf8_lossy(line))));
+        };
+        let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+        let name = HeaderName::from_bytes(name).map_err(|_| err(format!("`{}` is not a header name", String::from_utf8_lossy(name))))?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| err(format!("invalid value for `{name}`")))?;
         headers.append(name, value);
     }
     Ok((first.trim().to_owned(), index + 1, headers, Bytes::from(body)))
@@ -246,8 +254,8 @@ pub struct RequestFile {
 
 impl RequestFile {
     /// Parses `text`, the contents of `file` ([`parse_request`]).
-    pub fn parse(file: &str, text: &str) -> Result<Self, TrialError> {
-        Ok(Self { file: file.to_owned(), request: parse_request(file, text)? })
+    pub fn parse(file: &str, message: &[u8]) -> Result<Self, TrialError> {
+        Ok(Self { file: file.to_owned(), request: parse_request(file, message)? })
     }
 
     /// `METHOD /path?query`, as the file has it.
@@ -640,16 +648,27 @@ mod tests {
 
     #[test]
     fn http_files_parse_and_errors_name_the_line() {
-        let r = parse_request("r.http", "# a comment\nPOST /users/7?x=1 HTTP/1.1\nx-api-key: k\ncontent-type: text/plain\n\nhello\n").unwrap();
+        let r = parse_request("r.http", b"# a comment\nPOST /users/7?x=1 HTTP/1.1\nx-api-key: k\ncontent-type: text/plain\n\nhello\n").unwrap();
         assert_eq!((r.method.as_str(), r.path.as_str(), r.query.as_deref()), ("POST", "/users/7", Some("x=1")));
         assert_eq!(r.headers.get("x-api-key").unwrap(), "k");
         assert_eq!(r.body.as_deref(), Some(&b"hello\n"[..]));
-        let e = parse_request("r.http", "GET /\nbroken header\n").unwrap_err().to_string();
+        let e = parse_request("r.http", b"GET /\nbroken header\n").unwrap_err().to_string();
         assert_eq!(e, "r.http: line 2: expected `name: value`, found `broken header`");
-        assert!(parse_request("r.http", "GET users").unwrap_err().to_string().contains("must start with `/`"));
-        let resp = parse_response("s.http", "HTTP/1.1 201 Created\nx-a: b\n\n{}").unwrap();
+        assert!(parse_request("r.http", b"GET users").unwrap_err().to_string().contains("must start with `/`"));
+        let resp = parse_response("s.http", b"HTTP/1.1 201 Created\nx-a: b\n\n{}").unwrap();
         assert_eq!((resp.status.as_u16(), resp.body.as_deref()), (201, Some(&b"{}"[..])));
-        assert!(parse_response("s.http", "HTTP/1.1 abc").is_err());
+        assert!(parse_response("s.http", b"HTTP/1.1 abc").is_err());
+    }
+
+    #[test]
+    fn http_files_carry_binary_bodies_and_header_bytes() {
+        let r = parse_request("r.http", b"POST /upload\r\ncontent-type: application/x-protobuf\r\nx-raw: caf\xe9\r\n\r\n\x00\x01\xff\n\x8b").unwrap();
+        assert_eq!(r.body.as_deref(), Some(&b"\x00\x01\xff\n\x8b"[..]));
+        assert_eq!(r.headers.get("x-raw").map(HeaderValue::as_bytes), Some(&b"caf\xe9"[..]));
+        let resp = parse_response("s.http", b"HTTP/1.1 200 OK\ncontent-encoding: gzip\n\n\x1f\x8b\x08\x00").unwrap();
+        assert_eq!(resp.body.as_deref(), Some(&b"\x1f\x8b\x08\x00"[..]));
+        let e = parse_request("r.http", b"GET /\xff\n\n").unwrap_err().to_string();
+        assert_eq!(e, "r.http: line 1: the first line is not UTF-8 text");
     }
 
     fn outcome(decision: &'static str, status: u16) -> TrialOutcome {
@@ -688,7 +707,7 @@ mod tests {
 
     #[test]
     fn a_numbered_outcome_in_json_leads_with_its_index_and_file() {
-        let file = RequestFile::parse("dir/b.http", "GET /b\n\n").unwrap();
+        let file = RequestFile::parse("dir/b.http", b"GET /b\n\n").unwrap();
         let (step, outcome) = (Step { index: 4, total: 6, request: &file }, outcome("respond", 429));
         let numbered = serde_json::to_value(NumberedOutcome { step: &step, outcome: &outcome }).unwrap();
         let mut expected = serde_json::json!({ "index": 4, "file": "dir/b.http" });
@@ -700,7 +719,7 @@ mod tests {
 
     #[test]
     fn a_request_file_runs_afresh_each_time_under_its_own_id() {
-        let file = RequestFile::parse("r.http", "POST /a?b=1\nx-k: v\n\nbody").unwrap();
+        let file = RequestFile::parse("r.http", b"POST /a?b=1\nx-k: v\n\nbody").unwrap();
         assert_eq!(file.request_line(), "POST /a?b=1");
         let (one, two) = (file.fresh("trial-request-1"), file.fresh("trial-request-2"));
         assert_eq!((&*one.request_id, &*two.request_id), ("trial-request-1", "trial-request-2"));

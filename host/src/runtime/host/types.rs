@@ -561,7 +561,7 @@ mod tests {
     /// plain GET, the chain entry at index 0 running.
     fn in_call(reads_response_body: bool, response_phase: bool) -> HostState {
         let mut state = HostState::new("p".into(), 1 << 20, std::time::Duration::from_millis(10));
-        let request = crate::plugin_trial::parse_request("t.http", "GET / HTTP/1.1\n\n").expect("a request");
+        let request = crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\n\n").expect("a request");
         state.request = Some(request);
         state.reads_response_body = reads_response_body;
         state.begin_call(false, response_phase);
@@ -641,7 +641,7 @@ mod tests {
     #[test]
     fn connect_and_trace_are_not_methods_a_plugin_can_set() {
         let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
-        state.request = Some(crate::plugin_trial::parse_request("t.http", "GET / HTTP/1.1\n\n").unwrap());
+        state.request = Some(crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\n\n").unwrap());
         for (asked, got) in [("PUT", "PUT"), ("CONNECT", "PUT"), ("TRACE", "PUT"), ("bad method", "PUT"), ("PURGE", "PURGE")] {
             state.set_method(Resource::new_own(0), asked.into());
             assert_eq!(state.request.as_ref().unwrap().method.as_str(), got, "{asked}");
@@ -651,7 +651,7 @@ mod tests {
     #[test]
     fn setters_validate_keep_bytes_and_hold_the_bound() {
         let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
-        let mut request = crate::plugin_trial::parse_request("t.http", "GET / HTTP/1.1\n\n").unwrap();
+        let mut request = crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\n\n").unwrap();
         request.header_limits.request = HeaderBound { count: 2, bytes: usize::MAX };
         state.request = Some(request);
         let headers = |state: &HostState| state.request.as_ref().unwrap().headers.clone();
@@ -676,7 +676,7 @@ mod tests {
     #[test]
     fn a_plugins_request_line_is_held_to_the_header_byte_limit() {
         let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
-        let mut request = crate::plugin_trial::parse_request("t.http", "GET /start HTTP/1.1\nx-a: b\n\n").unwrap();
+        let mut request = crate::plugin_trial::parse_request("t.http", b"GET /start HTTP/1.1\nx-a: b\n\n").unwrap();
         request.header_limits.request = HeaderBound { count: 100, bytes: 200 };
         state.request = Some(request);
         let long = format!("/{}", "a".repeat(300));
@@ -695,7 +695,7 @@ mod tests {
     #[test]
     fn a_plugins_path_is_normalized_like_a_clients() {
         let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
-        state.request = Some(crate::plugin_trial::parse_request("t.http", "GET /start HTTP/1.1\n\n").unwrap());
+        state.request = Some(crate::plugin_trial::parse_request("t.http", b"GET /start HTTP/1.1\n\n").unwrap());
         let mut set = |path: &str| {
             state.set_path(Resource::new_borrow(0), path.to_owned());
             state.request.as_ref().unwrap().path.clone()
