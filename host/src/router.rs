@@ -360,6 +360,21 @@ fn check_path(path: &PathMatch) -> Result<(), String> {
     if matches!(path, PathMatch::Prefix(_)) && (p.contains('{') || p.contains('}')) {
         return Err(format!("path_prefix `{p}` is literal: `{{params}}` belong in `path`"));
     }
+    // Requests are routed on their normalized path (`proxy::path`): a route written otherwise
+    // (`/a/../b`, `/a//b`, `/%61dmin`) would silently never match.
+    match crate::proxy::path::normalize(p) {
+        Ok(None) => {}
+        Ok(Some(normal)) => {
+            return Err(format!("`{p}` never matches: requests are routed on their normalized path, where it reads `{normal}`; write that"));
+        }
+        Err(e) => return Err(format!("`{p}` never matches: {e}, and such a request is refused with a 400")),
+    }
+    // Two parameters of one name: `${param.x}` could name only one of them.
+    let mut names: Vec<&str> = p.split('/').filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}')).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(format!("path `{p}` names the parameter `{{{}}}` twice", pair[0]));
+    }
     Ok(())
 }
 
@@ -373,6 +388,28 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_that_could_never_match_or_names_a_parameter_twice_is_refused() {
+        for (path, says) in [
+            ("/x/../y", "reads `/y`"),
+            ("/p//q", "reads `/p/q`"),
+            ("/%61dmin", "reads `/admin`"),
+            ("/a/./b/", "reads `/a/b/`"),
+            ("/../x", "climbs above the root"),
+            ("/a\\b", "raw `\\`"),
+        ] {
+            for route in [PathMatch::Exact(path.into()), PathMatch::Prefix(path.into())] {
+                let err = check_path(&route).expect_err(path);
+                assert!(err.contains("never matches") && err.contains(says), "{path}: {err}");
+            }
+        }
+        let err = check_path(&PathMatch::Exact("/orders/{id}/items/{id}".into())).expect_err("twice");
+        assert!(err.contains("`{id}` twice"), "{err}");
+        for fine in ["/", "/api/", "/orders/{id}/items/{item}", "/a%2Fb", "/caf%C3%A9", "/{a}/{b}/{c}"] {
+            assert_eq!(check_path(&PathMatch::Exact(fine.into())), Ok(()), "{fine}");
+        }
+    }
 
     fn spec(id: &str, hosts: &[&str], methods: &[&str], path: PathMatch) -> RouteSpec {
         RouteSpec {

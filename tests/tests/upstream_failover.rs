@@ -601,6 +601,15 @@ upstream = "mix"
             assert!(upstream_ms >= 250.0, "the timed-out call lasted the timeout: {line}");
         }
     }
+    // A request its client abandons while the upstream works on it (a 499): the target it was
+    // sent to and the call's time until then, not "never called".
+    let abandoned = Request::get(gw.url("/slow/slow/250")).header("x-request-id", "m2-abandoned").body(Full::default()).expect("request");
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), client.try_send(abandoned)).await;
+    assert!(gave_up.is_err(), "answered before the client gave up: {gave_up:?}");
+    let line = airlock_tests::access_log_line(&log, "m2-abandoned").await;
+    assert_eq!((line["status"].as_u64(), &line["upstream_addr"]), (Some(499), &serde_json::json!(up.addr.to_string())), "{line}");
+    let upstream_ms = line["upstream_ms"].as_f64().unwrap_or_else(|| panic!("upstream_ms is null: {line}"));
+    assert!((50.0..=line["duration_ms"].as_f64().unwrap_or(0.0)).contains(&upstream_ms), "{line}");
     // A request no upstream was called for: both null.
     let r = client.request("GET", &gw.url("/nowhere"), &[("x-request-id", "m2-none")], b"").await;
     assert_eq!(r.status, 404);

@@ -263,21 +263,20 @@ impl Gateway {
                 let span = tracing::debug_span!("upstream", upstream = route.upstream.as_ref().map(|u| &*u.name));
                 let body = UpstreamBody { stream, trailers: request_trailers };
                 // The target that served or last failed, once the request was sent to one.
-                let mut upstream_addr = None;
+                // The record learns the target as the request is sent to it (`upstream_calling`),
+                // so a request its client abandons meanwhile is logged with it too.
                 let called = self
-                    .call_upstream(route, &mut state, keep_request, body, client_target, (&mut upstream_addr, &mut in_flight))
+                    .call_upstream(route, &mut state, keep_request, body, client_target, (&mut *record, started, &mut in_flight))
                     .instrument(span)
                     .await;
                 clock = Instant::now();
                 crate::telemetry::spans::record(|| {
                     let name = route.upstream.as_ref().map(|u| &*u.name).unwrap_or("(none)");
                     let result = called.as_ref().map(|p| p.state.status.as_u16()).map_err(ToString::to_string);
-                    crate::telemetry::spans::ChildSpan::upstream(name, upstream_addr.cloned(), started, clock, result)
+                    crate::telemetry::spans::ChildSpan::upstream(name, record.upstream_addr().map(Into::into), started, clock, result)
                 });
-                if let Some(addr) = upstream_addr {
-                    // Called, whatever came of it: the access log has where and how long.
-                    record.upstream_called(addr, clock.duration_since(started));
-                }
+                // Called, whatever came of it: the access log has how long.
+                record.upstream_called(clock.duration_since(started));
                 match &called {
                     Ok(_) => record.upstream_took(clock.duration_since(started)),
                     Err(GatewayError::UpstreamUnavailable { .. }) => record.upstream_failed(false),
@@ -350,11 +349,9 @@ impl Gateway {
 
     /// Phase 1: refuses oversized headers and declared bodies before any work is done.
     fn check_limits(&self, request: &Request<Incoming>) -> Result<(), GatewayError> {
-        // RFC 9112 6.3: a request framed both ways is a smuggling pattern; refuse it (and the
-        // 400 closes the connection, so nothing pipelined behind it is read as a request).
-        if request.headers().contains_key(header::TRANSFER_ENCODING) && request.headers().contains_key(header::CONTENT_LENGTH) {
-            return Err(GatewayError::BadRequest("both Transfer-Encoding and Content-Length: ambiguous framing refused".into()));
-        }
+        // A request framed both ways (a smuggling pattern, RFC 9112 6.3) never gets here with
+        // both: hyper reads it by its Transfer-Encoding, drops the Content-Length, and closes the
+        // connection after the answer, so nothing pipelined behind it is read as a request.
         if let Some(coding) = headers::other_transfer_coding(request.headers()) {
             return Err(GatewayError::UnsupportedTransferCoding(coding));
         }
@@ -551,7 +548,7 @@ impl Gateway {
         keep_request: bool,
         body: UpstreamBody,
         client_target: Option<&PathAndQuery>,
-        (served, in_flight): (&mut Option<&'a Arc<str>>, &mut Option<upstream::InFlight>),
+        (record, started, in_flight): (&mut RequestRecord<'a>, Instant, &mut Option<upstream::InFlight>),
     ) -> Result<PendingResponse, GatewayError> {
         let Some(upstream) = &route.upstream else {
             return Err(GatewayError::NoUpstream(route.id.to_string()));
@@ -673,7 +670,7 @@ impl Gateway {
             Some(ticket) => ticket.prepare(&request, state.host_from_plugin, body_idle),
             None => None,
         };
-        *served = Some(upstream.addr(first));
+        record.upstream_calling(upstream.addr(first), started);
         let (last, sent) = upstream.send(request, (first, key_hash), in_flight, target_host_header, route.timeout, body_idle).await;
         if let Some(copy) = mirrored {
             // ...and sent only now that the request has gone (answered or failed: a copy either
@@ -685,7 +682,7 @@ impl Gateway {
             copy.send();
         }
         if last != first {
-            *served = Some(upstream.addr(last));
+            record.upstream_calling(upstream.addr(last), started);
         }
         let mut response = sent.map_err(|e| match e {
             upstream::SendError::BodyTooLarge => GatewayError::BodyTooLarge { limit: route.max_body_bytes },
@@ -916,6 +913,11 @@ fn check_host(request: &Request<Incoming>) -> Result<(), GatewayError> {
     }
     if !headers::valid_host(host.as_bytes()) {
         return Err(GatewayError::BadRequest("malformed Host header: expected host[:port]".into()));
+    }
+    // An http(s) target has a host (RFC 9110 4.2.1): an empty `Host` names none to route on or
+    // to send upstream (nginx refuses it too). Beside an absolute-form target it is ignored.
+    if host.is_empty() && request.uri().authority().is_none() {
+        return Err(GatewayError::BadRequest("an empty Host header: an http(s) request names its host".into()));
     }
     if request.version() == Version::HTTP_2
         && let Some(authority) = request.uri().authority()

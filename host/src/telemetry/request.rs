@@ -41,6 +41,9 @@ pub struct RequestRecord<'a> {
     /// The upstream target that served or last failed, once the request was sent to one
     /// (borrowed from the upstream: shared only if an access log line takes it).
     upstream_addr: Option<&'a Arc<str>>,
+    /// When the upstream call began, once the request was sent: the call's time so far when
+    /// the client abandons the request during it.
+    upstream_started: Option<Instant>,
     plugins: Duration,
     /// Request body bytes read from the client: buffered ones, and those a streamed body
     /// counts in `body_read` as it is read.
@@ -121,6 +124,7 @@ impl<'a> RequestRecord<'a> {
             route_id: None,
             upstream: None,
             upstream_addr: None,
+            upstream_started: None,
             plugins: Duration::ZERO,
             bytes_in: 0,
             body_read: None,
@@ -194,12 +198,20 @@ impl<'a> RequestRecord<'a> {
         }
     }
 
-    /// The request was sent to the upstream target `addr` (the last one tried), and the call
-    /// ended, answered or not, after `elapsed`: the access log's `upstream_addr` and
-    /// `upstream_ms`.
-    pub fn upstream_called(&mut self, addr: &'a Arc<str>, elapsed: Duration) {
+    /// The request is being sent to the upstream target `addr` (a failover's next one replaces
+    /// it), in a call that began at `started`: the access log's `upstream_addr`, and its
+    /// `upstream_ms` so far if the client abandons the request during the call.
+    pub fn upstream_calling(&mut self, addr: &'a Arc<str>, started: Instant) {
         self.upstream_addr = Some(addr);
-        self.upstream = Some(elapsed);
+        self.upstream_started = Some(started);
+    }
+
+    /// The upstream call ended, answered or not, after `elapsed`: the access log's
+    /// `upstream_ms`, if the request was sent to a target.
+    pub fn upstream_called(&mut self, elapsed: Duration) {
+        if self.upstream_addr.is_some() {
+            self.upstream = Some(elapsed);
+        }
     }
 
     /// The upstream target the request was sent to, if it was.
@@ -297,7 +309,7 @@ impl<'a> RequestRecord<'a> {
                     body_read: self.body_read.take(),
                     bytes_out: 0,
                     total: elapsed,
-                    upstream: self.upstream,
+                    upstream: self.upstream.or_else(|| self.upstream_started.map(|s| s.elapsed())),
                     upstream_addr: self.upstream_addr.cloned(),
                     plugins: self.plugins,
                     consumer: self.consumer.take(),
