@@ -13,15 +13,29 @@ pub(crate) fn config_from_str<T: DeserializeOwned>(text: &str) -> Result<T, Stri
     match from_slice(text.as_bytes(), "the config") {
         Ok(config) => Ok(config),
         Err(first) => {
-            let empty = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
-                .is_ok_and(|map| map.is_empty());
+            let given = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).ok();
             // `()` and unit structs deserialize from `null` only.
-            match serde_json::from_str::<T>("null") {
-                Ok(config) if empty => Ok(config),
+            match (serde_json::from_str::<T>("null"), given) {
+                (Ok(config), Some(given)) if given.is_empty() => Ok(config),
+                // serde's "invalid type: map, expected unit" says nothing an operator can act on.
+                (Ok(_), Some(given)) => Err(takes_no_config(&given)),
                 _ => Err(first),
             }
         }
     }
+}
+
+/// Why a config was refused by a plugin that takes none: the keys it was given.
+fn takes_no_config(given: &serde_json::Map<String, serde_json::Value>) -> String {
+    let keys: Vec<String> = given.keys().map(|k| format!("`{k}`")).collect();
+    let mut message = format!("this plugin takes no config, but was given {}: remove it", keys.join(", "));
+    if given.contains_key("consumers") {
+        message.push_str(
+            " (`consumers` is the gateway's, added when the plugin is granted `consumers`: a plugin granted it \
+             declares it in its config type)",
+        );
+    }
+    message
 }
 
 /// Deserializes a JSON body.
@@ -99,6 +113,11 @@ mod tests {
     fn empty_config_fits_unit_and_defaulted_structs() {
         config_from_str::<()>("{}").unwrap();
         config_from_str::<()>("").unwrap();
+        // A config given to one that takes none: its keys, not serde's "expected unit".
+        let err = config_from_str::<()>(r#"{"tag": "v1", "limit": 3}"#).unwrap_err();
+        assert_eq!(err, "this plugin takes no config, but was given `tag`, `limit`: remove it");
+        let err = config_from_str::<()>(r#"{"consumers": []}"#).unwrap_err();
+        assert!(err.contains("`consumers` is the gateway's"), "{err}");
         assert_eq!(config_from_str::<Config>("{}").unwrap(), Config::default());
         #[derive(Deserialize)]
         struct Unit;

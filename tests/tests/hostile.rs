@@ -696,8 +696,11 @@ path = "/panic"
 upstream = "backend"
 [[routes.plugins]]
 plugin = "panic"
-"#;
-    let gw = airlock_tests::process::GatewayProcess::start_logging(config, &upstream, &[]).await;
+"#
+    .to_owned()
+        + &airlock_tests::hostile_plugin("exits")
+        + &hostile_route("/exit", "exits", r#"{ mode = "exit", count = 3 }"#);
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
     let r = HttpClient::http1().get(&gw.url("/panic")).await;
     assert_eq!(r.status, 500);
     assert!(!r.text().contains("on purpose"), "the client learns nothing of it: {}", r.text());
@@ -712,6 +715,13 @@ plugin = "panic"
     assert_eq!(log.matches("panics on purpose").count(), 2, "{log}");
     let answered = log.lines().find(|l| l.contains("status=500")).unwrap_or_else(|| panic!("no 5xx line\n{log}"));
     assert!(answered.contains("plugin `panic` failed (trap;"), "{answered}");
+    // `std::process::exit` in a plugin: said as such, not as wasmtime's "Exited with i32 exit
+    // status 1" (WASI 0.2 carries only success or failure: the 3 reads as 1).
+    assert_eq!(HttpClient::http1().get(&gw.url("/exit")).await.status, 500);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = gw.log();
+    let report = log.lines().find(|l| l.contains("plugin=\"exits\"") && l.contains("trapped")).unwrap_or_else(|| panic!("no exit line\n{log}"));
+    assert!(report.contains("called `exit` (status 1;") && report.contains("returns from its phase"), "{report}");
 }
 
 /// A route whose chain is the hostile entry `plugin` with `config`, and whose body limit is

@@ -100,7 +100,20 @@ pub fn classify(state: &HostState, error: wasmtime::Error) -> Failure {
     if state.limiter.oom_hit || error.is::<MemoryCapExceeded>() {
         return Failure::OutOfMemory(state.limiter.memory_bytes);
     }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        // `std::process::exit` in a plugin: WASI 0.2's exit carries only success or failure.
+        return Failure::Trap(format!(
+            "called `exit` (status {}; any non-zero code reads as 1 under WASI 0.2): a plugin returns from its phase instead",
+            exit.0
+        ));
+    }
     let trap = error.downcast_ref::<wasmtime::Trap>().map(ToString::to_string);
+    // A Rust plugin's own stack lives in its linear memory, below its data, with no guard page:
+    // running off it is an out-of-bounds access rather than wasmtime's stack-overflow trap.
+    let trap = trap.map(|t| match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::MemoryOutOfBounds) => format!("{t} (or a stack overflow in the plugin's linear memory: deep recursion, large locals)"),
+        _ => t,
+    });
     let root = error.root_cause().to_string();
     let what = match trap {
         Some(t) if t != root => format!("{t} ({root})"),

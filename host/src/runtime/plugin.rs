@@ -109,9 +109,17 @@ impl LoadedPlugin {
                 .into(),
             None => {
                 let path = base_dir.join(source);
-                let bytes = tokio::fs::read(&path)
-                    .await
-                    .map_err(|e| PluginError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+                let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                    let mut reason = e.to_string();
+                    if e.kind() == std::io::ErrorKind::NotFound && source.ends_with(".wasm") {
+                        // Most often a plugin crate not built yet, or built elsewhere.
+                        reason.push_str(
+                            " (not built yet? `cargo build --target wasm32-wasip2 --release` writes it under \
+                             target/wasm32-wasip2/release/, or under $CARGO_TARGET_DIR when that is set)",
+                        );
+                    }
+                    PluginError::Read { path: path.display().to_string(), reason }
+                })?;
                 bytes.into()
             }
         };

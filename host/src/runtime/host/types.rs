@@ -66,7 +66,8 @@ impl HostState {
     /// it would take the headers past their bound (logged once per call). A request's `Host` is
     /// always replaced, and only by a valid `host[:port]`.
     fn put_header(&mut self, side: Side, what: &str, name: &str, value: Vec<u8>, replacing: bool) {
-        if side == Side::Request && self.request_locked(what) {
+        if side == Side::Request && self.request_read_only {
+            plugin_warn!(&self.log, header = name, "{what} ignored: the request is read-only in on-response");
             return;
         }
         let Some((name, value)) = parse_header(&self.log, &mut self.header_names, name, value) else { return };

@@ -14,6 +14,7 @@
 //!   with those headers and a 22-byte body;
 //! - `response-status`: in its response phase instead, sets the upstream's answer's status to
 //!   `count` (a 101 included);
+//! - `exit`: calls `std::process::exit(count)`;
 //! - `big-respond`: answers 200 with a body of `count` bytes;
 //! - `slot-key`: asks for one slot (no queue) under a key of the request's `x-key` header and
 //!   `count` bytes more, refused with a 503;
@@ -118,6 +119,7 @@ impl Plugin for Hostile {
                 ResponseInit::new(c.count.and_then(|s| u16::try_from(s).ok()).unwrap_or(0))
                     .body(c.body.clone().unwrap_or_default().into_bytes()),
             ),
+            "exit" => std::process::exit(c.count.unwrap_or(0) as i32),
             "big-respond" => Action::Respond(ResponseInit::new(200).body(vec![b'x'; c.count.unwrap_or(0) as usize])),
             "slot-key" => {
                 let mut key = req.header_str("x-key").unwrap_or_default();
