@@ -422,7 +422,13 @@ impl Gateway {
                 let index = indices[e.index];
                 let route = &config.routes[index];
                 let span = route.path.as_ref().or(route.path_prefix.as_ref()).map(|s| s.span());
-                issues.push(source.issue(span, &format!("routes[{index}]"), e.to_string()));
+                let key = format!("routes[{index}]");
+                // A route already reported at its own line (a bad host, say) is not reported
+                // twice: the table's own checks repeat some of `route_spec`'s.
+                let reported = issues.iter().any(|i| i.key.strip_prefix(key.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')));
+                if !reported {
+                    issues.push(source.issue(span, &key, e.to_string()));
+                }
                 None
             }
         };

@@ -6,6 +6,9 @@
 
 /// Why `host` (one entry of a route's `hosts`) can never match a request's host, if it cannot.
 pub fn host_problem(host: &str) -> Option<String> {
+    if host.is_empty() {
+        return Some("an empty host: name one (`api.example.com`, `*.example.com`), or leave `hosts` out to match any".into());
+    }
     let name = host.strip_prefix("*.").unwrap_or(host);
     if name.is_empty() || name.contains('*') {
         return Some(format!("host `{host}`: a wildcard must be one leading `*.`, as in `*.example.com`"));

@@ -991,6 +991,13 @@ pub(super) fn classify(e: &(dyn std::error::Error + 'static)) -> SendError {
                 in_request_body = true;
             } else if in_request_body {
                 return client_body_error(hyper_error);
+            } else if hyper_error.is_parse_too_large() {
+                // hyper says "message head is too large" for a count of lines as for bytes.
+                return SendError::Unavailable(format!(
+                    "its response head has more header lines than `limits.max_response_headers` allows, or more \
+                     bytes than the gateway reads ({})",
+                    crate::error::chain(e)
+                ));
             }
         }
         if in_request_body && let Some(stalled) = err.downcast_ref::<super::body::BodyStalled>() {
