@@ -125,6 +125,9 @@ pub struct RouteMatch<'a, T> {
     pub route: &'a T,
     /// Captured params, percent-decoded.
     pub params: Vec<(String, String)>,
+    /// The first param whose percent-decoded bytes are not UTF-8 (`%FF`), if any: it cannot be
+    /// handed on as text without changing it, so the request is refused (as Express refuses it).
+    pub undecodable: Option<String>,
 }
 
 impl<T> RouteTable<T> {
@@ -203,12 +206,22 @@ impl<T> RouteTable<T> {
         if let Ok(matched) = router.at(path)
             && let Some(&index) = level.candidates.get(*matched.value)?.iter().find(|&&i| self.headers_match(i, headers))
         {
+            let mut undecodable = None;
             let params = matched
                 .params
                 .iter()
-                .map(|(k, v)| (k.to_owned(), percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned()))
+                .map(|(k, v)| {
+                    let value = match percent_encoding::percent_decode_str(v).decode_utf8() {
+                        Ok(value) => value.into_owned(),
+                        Err(_) => {
+                            undecodable.get_or_insert_with(|| k.to_owned());
+                            String::new()
+                        }
+                    };
+                    (k.to_owned(), value)
+                })
                 .collect();
-            return Some(RouteMatch { route: self.routes.get(index)?, params });
+            return Some(RouteMatch { route: self.routes.get(index)?, params, undecodable });
         }
         level
             .prefixes
@@ -218,7 +231,7 @@ impl<T> RouteTable<T> {
                     && path.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
                     && self.headers_match(*index, headers)
             })
-            .and_then(|(_, _, index)| Some(RouteMatch { route: self.routes.get(*index)?, params: Vec::new() }))
+            .and_then(|(_, _, index)| Some(RouteMatch { route: self.routes.get(*index)?, params: Vec::new(), undecodable: None }))
     }
 
     /// Every route, in config order.
@@ -509,6 +522,13 @@ mod tests {
         let t = RouteTable::build(&specs, vec![()]).unwrap();
         let m = t.find(None, &Method::GET, "/users/7/files/a%20b", &HeaderMap::new()).unwrap();
         assert_eq!(m.params, vec![("id".into(), "7".into()), ("name".into(), "a b".into())]);
+        assert_eq!(m.undecodable, None);
+        // Bytes that are not UTF-8 once decoded are not made text (`%FF` and `%FE` would both
+        // read U+FFFD): the first such param is named, for the request to be refused.
+        let m = t.find(None, &Method::GET, "/users/%FF/files/%FE", &HeaderMap::new()).unwrap();
+        assert_eq!(m.undecodable.as_deref(), Some("id"));
+        let m = t.find(None, &Method::GET, "/users/caf%C3%A9/files/x", &HeaderMap::new()).unwrap();
+        assert_eq!((m.params[0].1.as_str(), m.undecodable), ("café", None));
     }
 
     fn with_headers(mut spec: RouteSpec, headers: &[(&str, &[&str])]) -> RouteSpec {

@@ -102,6 +102,14 @@ async fn routing_priority_params_and_path_rewrites() {
 
     let r = client.get(&gw.url("/old/7")).await;
     assert_eq!(r.json()["path"], "/new/items/7");
+    // A param's bytes go on as they came: UTF-8 re-encoded, and bytes that are no text once
+    // decoded refused (made text, `%FF` and `%FE` both reached the upstream as `%EF%BF%BD`).
+    let r = client.get(&gw.url("/old/caf%C3%A9")).await;
+    assert_eq!(r.json()["path"], "/new/items/caf%C3%A9");
+    let hits = upstream.hits();
+    let r = client.get(&gw.url("/old/%FF")).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (400, Some("bad_request")), "{}", r.text());
+    assert_eq!(upstream.hits(), hits, "not sent upstream");
 
     let r = client.get(&gw.url("/nothing-here")).await;
     assert_eq!(r.status, 404);

@@ -399,7 +399,11 @@ impl Gateway {
             .map(|a| a.as_str())
             .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
         match self.routes.find(host, request.method(), request.uri().path(), request.headers()) {
-            Some(found) => Ok((found.route, found.params)),
+            Some(found) => match found.undecodable {
+                None => Ok((found.route, found.params)),
+                // Lossy, `%FF` and `%FE` would reach the upstream as the same U+FFFD.
+                Some(name) => Err(GatewayError::BadRequest(format!("the path parameter `{name}` is not UTF-8 once percent-decoded"))),
+            },
             None => Err(GatewayError::NoRoute {
                 method: request.method().to_string(),
                 path: request.uri().path().to_owned(),
