@@ -35,14 +35,15 @@ impl Context {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
-    /// Sets `key` to `value`, replacing an earlier value. `false` (and nothing changed) when that
-    /// would take the context past [`Context::MAX_KEYS`] or [`Context::MAX_BYTES`].
-    pub fn set(&mut self, key: String, value: String) -> bool {
+    /// Sets `key` to `value`, replacing an earlier value. `Err` with the key handed back (for the
+    /// warning to name it) and nothing changed when that would take the context past
+    /// [`Context::MAX_KEYS`] or [`Context::MAX_BYTES`].
+    pub fn set(&mut self, key: String, value: String) -> Result<(), String> {
         match self.entries.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => {
                 let bytes = self.bytes - slot.1.len() + value.len();
                 if bytes > Self::MAX_BYTES {
-                    return false;
+                    return Err(key);
                 }
                 self.bytes = bytes;
                 slot.1 = value;
@@ -50,13 +51,13 @@ impl Context {
             None => {
                 let bytes = self.bytes + key.len() + value.len();
                 if bytes > Self::MAX_BYTES || self.entries.len() >= Self::MAX_KEYS {
-                    return false;
+                    return Err(key);
                 }
                 self.bytes = bytes;
                 self.entries.push((key, value));
             }
         }
-        true
+        Ok(())
     }
 
     /// Removes `key` and its value, if set; the others keep their order.
@@ -457,13 +458,13 @@ mod tests {
     #[test]
     fn context_set_replaces_and_keeps_order() {
         let mut cx = Context::default();
-        cx.set("a".into(), "1".into());
-        cx.set("b".into(), "2".into());
-        cx.set("a".into(), "3".into());
+        cx.set("a".into(), "1".into()).expect("room");
+        cx.set("b".into(), "2".into()).expect("room");
+        cx.set("a".into(), "3".into()).expect("room");
         assert_eq!(cx.get("a"), Some("3"));
         assert_eq!(cx.iter().collect::<Vec<_>>(), vec![("a", "3"), ("b", "2")]);
         assert_eq!(cx.get("zz"), None);
-        cx.set("c".into(), "4".into());
+        cx.set("c".into(), "4".into()).expect("room");
         cx.remove("a");
         cx.remove("zz");
         assert_eq!(cx.iter().collect::<Vec<_>>(), vec![("b", "2"), ("c", "4")]);

@@ -367,7 +367,8 @@ impl<'a> TrialSession<'a> {
         let descriptor = pool.descriptor();
         request.params = trial.params.clone();
         for (k, v) in &trial.context {
-            request.context.set(k.clone(), v.clone());
+            // A trial's context comes from the command line: past the bounds is dropped, as in a gateway.
+            let _ = request.context.set(k.clone(), v.clone());
         }
         // Without declared body access the plugin sees no request body; it streams upstream as is.
         let streamed = if descriptor.request_body { None } else { request.body.take() };

@@ -511,8 +511,8 @@ impl Gateway {
         if let Some(client) = parts.extensions.get::<Arc<crate::tls::ClientIdentity>>() {
             // Set on an empty context: only a certificate naming more than `Context::MAX_BYTES`
             // would leave a key unset.
-            context.set(CLIENT_SUBJECT.to_owned(), client.subject.clone());
-            context.set(CLIENT_SANS.to_owned(), client.sans.join(","));
+            let _ = context.set(CLIENT_SUBJECT.to_owned(), client.subject.clone());
+            let _ = context.set(CLIENT_SANS.to_owned(), client.sans.join(","));
         }
         let state = RequestState {
             method: parts.method,
@@ -779,10 +779,16 @@ impl Gateway {
                 Err(body::BufferError::TooLarge(limit)) => return Err(GatewayError::UpstreamBodyTooLarge { limit }),
                 Err(body::BufferError::Read(reason)) => return Err(refused(origin, reason)),
             };
-            let bytes = encoding::decode_body(&mut headers, bytes, route.max_body_bytes).map_err(|e| match e {
-                encoding::DecodeError::TooLarge(limit) => GatewayError::UpstreamBodyTooLarge { limit },
-                other => GatewayError::UpstreamBadEncoding { upstream: upstream.name.to_string(), reason: other.to_string() },
-            })?;
+            let bytes = match encoding::decode_body(&mut headers, bytes, route.max_body_bytes) {
+                Ok(bytes) => bytes,
+                Err(encoding::DecodeError::TooLarge(limit)) => return Err(GatewayError::UpstreamBodyTooLarge { limit }),
+                // A body that is not what its `Content-Encoding` says: the target's bad answer.
+                Err(other) => {
+                    let reason = other.to_string();
+                    origin.failed(&reason);
+                    return Err(GatewayError::UpstreamBadEncoding { upstream: upstream.name.to_string(), reason });
+                }
+            };
             if state.method == Method::HEAD {
                 // No body to decode or transform: the length and coding a GET would get through
                 // this chain are not known here, so none is claimed (RFC 9110 9.3.2 allows it).

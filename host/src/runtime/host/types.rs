@@ -397,10 +397,10 @@ impl HostRequest for HostState {
         // The context stays writable in response phases: later ones read it, and the access log
         // its `consumer`.
         if let Some(req) = self.request.as_mut()
-            && !req.context.set(key, value)
+            && let Err(key) = req.context.set(key, value)
         {
             let (keys, bytes) = (crate::exchange::Context::MAX_KEYS, crate::exchange::Context::MAX_BYTES);
-            plugin_warn!(&self.log, keys, bytes, "context value ignored: the request's context is full");
+            plugin_warn!(&self.log, key, keys, bytes, "context value ignored: the request's context is full");
         }
     }
 
