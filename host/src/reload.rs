@@ -217,7 +217,9 @@ fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Ve
     ];
     for (key, changed, why) in runtime {
         if changed {
-            issues.push(source.issue(section_span(&source.text, "runtime"), key, format!("{why}: {restart}")));
+            // At the key's own line; at `[runtime]` when it was removed.
+            let span = crate::config::locate::key_span(&source.text, key).or_else(|| section_span(&source.text, "runtime"));
+            issues.push(source.issue(span, key, format!("{why}: {restart}")));
         }
     }
     let as_json = |config: &Config| serde_json::to_value(config).unwrap_or_default();
@@ -341,7 +343,10 @@ mod tests {
     fn sandbox_size_and_worker_threads_are_restart_only() {
         let issues = changes("", "[[routes]]\npath = \"/\"\n\n[runtime]\nworker_threads = 3\nmax_instances = 64\n");
         let keys: Vec<(&str, Option<usize>)> = issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
-        assert_eq!(keys, [("runtime.max_instances", Some(4)), ("runtime.worker_threads", Some(4))]);
+        assert_eq!(keys, [("runtime.max_instances", Some(6)), ("runtime.worker_threads", Some(5))]);
+        // Removed, it is named at the section that no longer has it.
+        let issues = changes("[runtime]\nworker_threads = 3\n", "[runtime]\ncpu_ms = 50\n");
+        assert_eq!(issues.iter().map(|i| (i.key.as_str(), i.line)).collect::<Vec<_>>(), [("runtime.worker_threads", Some(1))]);
         // Other `[runtime]` settings reload.
         assert!(changes("", "[runtime]\ncpu_ms = 50\n").is_empty());
     }
