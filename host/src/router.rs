@@ -383,7 +383,7 @@ fn check_path(path: &PathMatch) -> Result<(), String> {
         Err(e) => return Err(format!("`{p}` never matches: {e}, and such a request is refused with a 400")),
     }
     // Two parameters of one name: `${param.x}` could name only one of them.
-    let mut names: Vec<&str> = p.split('/').filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}')).collect();
+    let mut names = crate::config::route_rules::path_params(p);
     names.sort_unstable();
     if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
         return Err(format!("path `{p}` names the parameter `{{{}}}` twice", pair[0]));

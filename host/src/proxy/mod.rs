@@ -705,10 +705,15 @@ impl Gateway {
             (state.request_id.clone(), route.id.clone()),
             route.metrics.upstream_unavailable(),
         );
-        // A refusal of the answer: a 502 the gateway logs and counts, and the target's failure.
+        // A refusal of the answer: a 502 the gateway logs (and counts, when not HTTP), and the
+        // target's failure.
         let refused = |origin: upstream::ResponseOrigin, reason: String| {
             origin.failed(&reason);
             GatewayError::UpstreamUnavailable { upstream: upstream.name.to_string(), reason }
+        };
+        let garbled = |origin: upstream::ResponseOrigin, reason: String| {
+            origin.failed(&reason);
+            GatewayError::UpstreamBadEncoding { upstream: upstream.name.to_string(), reason }
         };
         if response.status().as_u16() > 599 {
             // RFC 9110 15: no such status class; a client treats it as a server error.
@@ -726,9 +731,7 @@ impl Gateway {
         let (parts, incoming) = response.into_parts();
         let mut headers = parts.headers;
         if let Some(coding) = headers::other_transfer_coding(&headers) {
-            let reason = format!("its Transfer-Encoding `{coding}` is not one the gateway decodes (only `chunked`)");
-            origin.failed(&reason);
-            return Err(GatewayError::UpstreamBadEncoding { upstream: upstream.name.to_string(), reason });
+            return Err(garbled(origin, format!("its Transfer-Encoding `{coding}` is not one the gateway decodes (only `chunked`)")));
         }
         if headers.contains_key(header::TRANSFER_ENCODING) {
             // Framed both ways, the body was read by its Transfer-Encoding: the Content-Length
@@ -783,11 +786,7 @@ impl Gateway {
                 Ok(bytes) => bytes,
                 Err(encoding::DecodeError::TooLarge(limit)) => return Err(GatewayError::UpstreamBodyTooLarge { limit }),
                 // A body that is not what its `Content-Encoding` says: the target's bad answer.
-                Err(other) => {
-                    let reason = other.to_string();
-                    origin.failed(&reason);
-                    return Err(GatewayError::UpstreamBadEncoding { upstream: upstream.name.to_string(), reason });
-                }
+                Err(other) => return Err(garbled(origin, other.to_string())),
             };
             if state.method == Method::HEAD {
                 // No body to decode or transform: the length and coding a GET would get through
