@@ -522,6 +522,22 @@ async fn a_plugin_logging_in_a_loop_gets_a_bounded_number_of_lines() {
     }
 }
 
+/// Lines a plugin writes while it is configured serve no request: they carry no `request_id`
+/// field at all, rather than an empty one an operator would search for.
+#[tokio::test]
+async fn lines_written_while_configuring_name_no_request() {
+    let upstream = Upstream::start().await;
+    let config = log_flood_config("/configure", 1).replace("log-flood", "configure-log");
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
+    let log = gw.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("configure-time")).collect();
+    assert!(lines.len() >= 2, "the plugin's warning and its stderr line are logged\n{log}");
+    for line in lines {
+        assert!(line.contains("\"logger\""), "{line}");
+        assert!(!line.contains("request_id"), "no request is being served: {line}");
+    }
+}
+
 /// A plugin that writes the same warning in every call (as auth plugins do while their service
 /// is down) is logged once per `REPEAT_WINDOW`, however many calls and instances write it: a
 /// line per request would bury the log. Its other lines (stderr) are not merged.

@@ -570,7 +570,7 @@ fn convert_response(init: ResponseInit, log: &LogBudget, bounds: AnswerBounds, w
                 if bound.admits(&headers, &name, &value, false) {
                     headers.append(name, value);
                 } else {
-                    refusals.refused(log.plugin(), &log.request_id(), "response header", bound);
+                    refusals.refused(log.plugin(), log.request_id().as_deref().unwrap_or(""), "response header", bound);
                 }
             }
             _ => plugin_warn!(log, header = h.name, "invalid header in plugin response ignored"),

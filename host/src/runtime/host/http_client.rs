@@ -209,7 +209,7 @@ impl HttpClientGrant {
         match self.failures.record() {
             Some(failed) => tracing::warn!(
                 plugin,
-                request_id = &*log.request_id(),
+                request_id = log.request_id().as_deref(),
                 %url,
                 kind = failure.kind,
                 failed_since_last_warning = failed,
@@ -218,7 +218,7 @@ impl HttpClientGrant {
                 FAILURE_LOG_INTERVAL.as_secs()
             ),
             None if tracing::enabled!(tracing::Level::DEBUG) && log.take() => {
-                tracing::debug!(plugin, request_id = &*log.request_id(), %url, kind = failure.kind, "outbound call failed: {error}");
+                tracing::debug!(plugin, request_id = log.request_id().as_deref(), %url, kind = failure.kind, "outbound call failed: {error}");
             }
             None => {}
         }

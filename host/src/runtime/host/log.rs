@@ -103,9 +103,10 @@ impl LogBudget {
         &self.plugin
     }
 
-    /// The id of the request the current call serves ("" outside a request, as in `configure`).
-    pub fn request_id(&self) -> Arc<str> {
-        self.request_id.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or_else(|| Arc::from(""))
+    /// The id of the request the current call serves; none outside a request (in `configure`),
+    /// where a line then carries no `request_id` field rather than an empty one.
+    pub fn request_id(&self) -> Option<Arc<str>> {
+        self.request_id.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Fills the budget again: a call for the request `request_id` begins.
@@ -158,7 +159,7 @@ impl LogBudget {
             Ok(1) => {
                 tracing::warn!(
                     plugin = &*self.plugin,
-                    request_id = &*self.request_id(),
+                    request_id = self.request_id().as_deref(),
                     limit = MAX_LOG_LINES_PER_CALL,
                     "this plugin call reached its log line limit: its further lines are dropped"
                 );
@@ -176,7 +177,7 @@ macro_rules! plugin_warn {
     ($budget:expr, $($rest:tt)+) => {{
         let budget: &$crate::runtime::host::log::LogBudget = $budget;
         if budget.take() {
-            tracing::warn!(plugin = budget.plugin(), request_id = &*budget.request_id(), $($rest)+);
+            tracing::warn!(plugin = budget.plugin(), request_id = budget.request_id().as_deref(), $($rest)+);
         }
     }};
 }
@@ -214,7 +215,7 @@ impl Host for HostState {
             return;
         }
         let message = one_line(truncate(&message, MAX_MESSAGE_BYTES));
-        let request_id = self.request.as_ref().map(|r| &*r.request_id).unwrap_or("");
+        let request_id = self.request.as_ref().map(|r| &*r.request_id);
         match (level, dropped_repeats) {
             (Level::Trace, _) => tracing::trace!(target: "airlock::plugin", plugin, request_id, "{message}"),
             (Level::Debug, _) => tracing::debug!(target: "airlock::plugin", plugin, request_id, "{message}"),
@@ -295,10 +296,10 @@ mod tests {
         let budget = super::LogBudget::new("p".into());
         let taken = (0..super::MAX_LOG_LINES_PER_CALL * 2).filter(|_| budget.take()).count();
         assert_eq!(taken, super::MAX_LOG_LINES_PER_CALL as usize - 1, "the last place says the rest are dropped");
-        assert_eq!(&*budget.request_id(), "", "no request yet");
+        assert_eq!(budget.request_id(), None, "no request yet");
         budget.reset(Some("req-7".into()));
         assert!(budget.take());
-        assert_eq!(&*budget.request_id(), "req-7", "the lines of the next call name its request");
+        assert_eq!(budget.request_id().as_deref(), Some("req-7"), "the lines of the next call name its request");
     }
 
     #[test]

@@ -132,9 +132,9 @@ impl LogStdio {
             // stdout is what a plugin prints on purpose (INFO); stderr carries panics and
             // errors (WARN).
             if self.stream == "stdout" {
-                tracing::info!(target: "airlock::plugin", plugin = self.log.plugin(), request_id = &*request_id, stream = self.stream, "{line}");
+                tracing::info!(target: "airlock::plugin", plugin = self.log.plugin(), request_id = request_id.as_deref(), stream = self.stream, "{line}");
             } else {
-                tracing::warn!(target: "airlock::plugin", plugin = self.log.plugin(), request_id = &*request_id, stream = self.stream, "{line}");
+                tracing::warn!(target: "airlock::plugin", plugin = self.log.plugin(), request_id = request_id.as_deref(), stream = self.stream, "{line}");
             }
         }
     }

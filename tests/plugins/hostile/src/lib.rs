@@ -19,7 +19,9 @@
 //! - `slot-key`: asks for one slot (no queue) under a key of the request's `x-key` header and
 //!   `count` bytes more, refused with a 503;
 //! - `log-flood`: `count` times each: a warning through `log`, a line on stderr and an invalid
-//!   header name (which the host warns about), then answers 200 with `count` invalid headers.
+//!   header name (which the host warns about), then answers 200 with `count` invalid headers;
+//! - `configure-log`: writes a warning through `log` and a line on stderr while it is configured,
+//!   outside any request.
 use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseEdit, ResponseInit, SlotRequest, export_plugin, http_client};
 use serde::Deserialize;
 
@@ -40,6 +42,10 @@ impl Plugin for Hostile {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
+        if config.mode == "configure-log" {
+            airlock_sdk::log::warn("configure-time warning");
+            eprintln!("configure-time stderr line");
+        }
         Ok(Hostile(config))
     }
 
