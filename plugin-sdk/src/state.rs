@@ -34,7 +34,8 @@ pub enum StateError {
     /// The backend could not be reached or did not answer within its timeout: apply the
     /// plugin's fail-open or fail-closed policy.
     Unavailable(String),
-    /// The arguments were refused (key too long, value too large, zero rate or period).
+    /// The arguments were refused (value too large, zero rate or period). A key of any length
+    /// is accepted: one longer than 512 bytes is kept as its SHA-256 digest.
     Invalid(String),
     /// The gateway's memory backend is full and the key was not created.
     Full,

@@ -198,6 +198,13 @@ config = { tag = "auth" }
 [[routes.plugins]]
 plugin = "builtin:rate-limit"
 config = { by = ["consumer", "param:id"], limits = [{ name = "per-user", limit = 1, window = "minute" }] }
+
+[[routes]]
+path = "/tokens"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = { by = ["header:authorization"], limits = [{ limit = 2, window = "minute" }] }
 "#;
     let gw = Gateway::start(config, Some(&upstream)).await;
     let client = HttpClient::http1();
@@ -233,6 +240,17 @@ config = { by = ["consumer", "param:id"], limits = [{ name = "per-user", limit =
     assert_eq!(as_user("alice", "/users/1").await, 429);
     assert_eq!(as_user("bob", "/users/1").await, 200, "another consumer has its own limit");
     assert_eq!(as_user("alice", "/users/2").await, 200, "another param value has its own limit");
+
+    // Keyed by a value longer than the state backend keeps whole (a real RS256 JWT is 700+
+    // bytes): still limited, each value on its own, not failed open for whoever pads a header.
+    let with_token = |token: String| {
+        let (client, url) = (client.clone(), gw.url("/tokens"));
+        async move { client.request("GET", &url, &[("authorization", &format!("Bearer {token}"))], b"").await.status.as_u16() }
+    };
+    let long = |end: &str| format!("{}{end}", "eyJ".repeat(260));
+    let statuses = [with_token(long("A")).await, with_token(long("A")).await, with_token(long("A")).await];
+    assert_eq!(statuses, [200, 200, 429], "a long key is limited like a short one");
+    assert_eq!(with_token(long("B")).await, 200, "a long key sharing another's start has its own limit");
     gw.stop().await;
 }
 

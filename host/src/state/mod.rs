@@ -16,8 +16,11 @@ use std::time::Duration;
 
 use crate::config::{StateBackend, StateConfig};
 
-/// Longest key a plugin may use, in bytes (keys are per-client, e.g. a consumer id or an IP: this
-/// leaves room for combinations while bounding what one key costs the backend).
+/// Longest key kept as a plugin wrote it, in bytes; a longer one is kept as its SHA-256 digest
+/// ([`ScopedState::key`]). Keys are per client (a consumer id, an IP, a header's value): a
+/// client-chosen value past any fixed length must still name its own counter, not be refused
+/// (a refused key would let a rate limiter fail open for whoever pads a header), while what one
+/// key costs the backend stays bounded.
 pub const MAX_KEY_BYTES: usize = 512;
 
 /// Largest value `set` accepts, in bytes (state is for counters and small records, not a cache).
@@ -536,17 +539,24 @@ impl ScopedState {
 
     /// The backend key for a plugin's `key`. `{` and `}` are escaped so a plugin cannot choose a
     /// Redis Cluster hash tag: every key hashes as a whole, and each operation touches one key,
-    /// so all of them are cluster-safe and spread over the slots.
+    /// so all of them are cluster-safe and spread over the slots. A key longer than
+    /// [`MAX_KEY_BYTES`] becomes `%sha256:` and its digest in hex: the same key still names the
+    /// same entry, and no key written whole reads the same (its `%` would be escaped).
     pub fn key(&self, key: &str) -> Result<String, StateError> {
-        if key.len() > MAX_KEY_BYTES {
-            return Err(StateError::Invalid(format!("key longer than {MAX_KEY_BYTES} bytes")));
-        }
-        let mut out = String::with_capacity(self.prefix.len() + key.len() + 8);
+        let mut out = String::with_capacity(self.prefix.len() + key.len().min(MAX_KEY_BYTES) + 8);
         out.push_str(&self.prefix);
-        escape_into(&mut out, key, false);
+        if key.len() > MAX_KEY_BYTES {
+            out.push_str(DIGESTED_KEY_MARK);
+            out.push_str(&hex::encode(ring::digest::digest(&ring::digest::SHA256, key.as_bytes())));
+        } else {
+            escape_into(&mut out, key, false);
+        }
         Ok(out)
     }
 }
+
+/// Starts the backend key of a plugin key kept as its digest (see [`ScopedState::key`]).
+const DIGESTED_KEY_MARK: &str = "%sha256:";
 
 /// Percent-escapes `%`, `{`, `}` (and `:` in a namespace, which ends at the first `:`).
 fn escape_into(out: &mut String, s: &str, namespace: bool) {
@@ -598,7 +608,21 @@ mod tests {
         assert_eq!(b.key("b:c").unwrap(), "airlock:a:b:c");
         assert_ne!(a.key("c").unwrap(), b.key("b:c").unwrap());
         assert_eq!(b.key("{x}%").unwrap(), "airlock:a:%7Bx%7D%25");
-        assert!(matches!(b.key(&"k".repeat(MAX_KEY_BYTES + 1)), Err(StateError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_key_past_the_limit_is_kept_as_its_digest() {
+        let store = Arc::new(StateStore::Memory(memory::MemoryStore::new(10)));
+        let b = ScopedState::new(store, "a");
+        let at_limit = "k".repeat(MAX_KEY_BYTES);
+        assert_eq!(b.key(&at_limit).unwrap(), format!("airlock:a:{at_limit}"));
+        let long = |end: &str| b.key(&format!("{at_limit}{end}")).unwrap();
+        assert_eq!(long("1"), long("1"), "the same key names the same entry");
+        assert_ne!(long("1"), long("2"), "two long keys sharing a start do not share an entry");
+        assert!(long("1").starts_with("airlock:a:%sha256:") && long("1").len() == "airlock:a:%sha256:".len() + 64, "{}", long("1"));
+        // A plugin writing what a digested key reads as gets its own, escaped, entry.
+        let forged = long("1").trim_start_matches("airlock:a:").to_owned();
+        assert_ne!(b.key(&forged).unwrap(), long("1"));
     }
 
     #[test]
