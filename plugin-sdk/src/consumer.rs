@@ -1,6 +1,7 @@
 //! The consumer a request runs as, named the one way every authentication plugin names it: the
 //! context entries that `acl`, `rate-limit` plans, `proxy-cache`'s `vary_consumer` and the access
-//! log read, and the headers that tell the upstream who called.
+//! log read, and the headers that tell the upstream who called; and, when a verified credential
+//! names no consumer, whose credential it was ([`credential`]).
 
 use crate::{Action, Request, ResponseInit};
 
@@ -44,6 +45,21 @@ pub fn name(req: &Request, id: &str, groups: &str, anonymous: bool, upstream_hea
     set_or_remove("x-consumer-id", Some(id));
     set_or_remove("x-consumer-groups", (!groups.is_empty()).then_some(groups));
     set_or_remove("x-anonymous-consumer", anonymous.then_some("true"));
+}
+
+/// The context key recording whose credential a request was let through on when no consumer
+/// was named for it ([`credential`]).
+pub const CREDENTIAL: &str = "credential";
+
+/// Records that an authentication plugin let `req` through on a credential it verified that
+/// names no consumer (a route-level key, an identity provider's token, a session an auth service
+/// accepted): [`CREDENTIAL`] in the context, `identity` a stable name for that credential that is
+/// not the secret itself (a digest of the token, a key id). Without it such callers look alike to
+/// what comes after: a cache keyed by consumer (`builtin:proxy-cache`'s `vary_consumer`) keys on
+/// it too, so one caller's answer is never served to another. Call it whenever a verified
+/// credential lets a request on without [`name`].
+pub fn credential(req: &Request, identity: &str) {
+    req.context_set(CREDENTIAL, identity);
 }
 
 /// The 401 an authentication plugin answers with: what to present under `header`

@@ -103,6 +103,17 @@ plugin = "builtin:key-auth"
 plugin = "builtin:http-signatures"
 config = {{ keys = [{{ keyid = "service", alg = "hmac-sha256", secret = "{SERVICE_SECRET}" }}] }}
 
+# Two route-level keys, naming no consumer, before a cache.
+[[routes]]
+id = "cached"
+path_prefix = "/cached"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:http-signatures"
+config = {{ keys = [{{ keyid = "service", alg = "hmac-sha256", secret = "{SERVICE_SECRET}" }}, {{ keyid = "service2", alg = "hmac-sha256", secret = "{PARTNER_SECRET}" }}] }}
+[[routes.plugins]]
+plugin = "builtin:proxy-cache"
+
 [[routes]]
 id = "anon"
 path_prefix = "/anon"
@@ -209,7 +220,7 @@ impl Draft {
 fn sign_base(keyid: &str, base: &[u8]) -> Vec<u8> {
     let (alg, key) = match keyid {
         "service" => (Algorithm::HS256, EncodingKey::from_secret(SERVICE_SECRET.as_bytes())),
-        "partner-hmac" | "unknown-key" => (Algorithm::HS256, EncodingKey::from_secret(PARTNER_SECRET.as_bytes())),
+        "partner-hmac" | "unknown-key" | "service2" => (Algorithm::HS256, EncodingKey::from_secret(PARTNER_SECRET.as_bytes())),
         "partner-ps512" => (Algorithm::PS512, EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap()),
         "partner-rs256" => (Algorithm::RS256, EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap()),
         "partner-es256" => (Algorithm::ES256, EncodingKey::from_ec_pem(P256_PRIVATE.as_bytes()).unwrap()),
@@ -504,6 +515,26 @@ async fn a_key_naming_no_consumer_keeps_the_consumer_an_earlier_plugin_named() {
     // With no consumer named before, a client's own copies are still removed.
     let r = Draft::new("GET", "/api/x").header("x-consumer-id", "partner").sign(&gw, "sig1", DEFAULT, now(), "service", "").send(&client, &gw).await;
     assert_eq!((r.status.as_u16(), r.upstream_header("x-consumer-id")), (200, vec![]), "{}", r.text());
+    gw.stop().await;
+}
+
+/// A signature by a route-level key names no consumer; the key id is recorded as the request's
+/// credential, so a cache after the plugin keeps each signer's answers apart.
+#[tokio::test]
+async fn a_cache_after_a_key_naming_no_consumer_keeps_each_signers_answers() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&config(), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let mut seen = Vec::new();
+    for keyid in ["service", "service2", "service", "service2"] {
+        let r = Draft::new("GET", "/cached/report").sign(&gw, "sig1", DEFAULT, now(), keyid, "").send(&client, &gw).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let signed_by = r.upstream_header("signature-input").concat();
+        assert!(signed_by.contains(&format!("keyid=\"{keyid}\"")), "{keyid} got the answer to {signed_by}");
+        seen.push(r.header("x-cache-status").unwrap_or_default());
+    }
+    assert_eq!(seen, ["Miss", "Miss", "Hit", "Hit"]);
+    assert_eq!(upstream.hits(), 2);
     gw.stop().await;
 }
 

@@ -29,7 +29,7 @@ const DOWN: &str = "http://127.0.0.1:1";
 /// Every token the tests send, so that none can be looked for in state keys and values.
 const TOKENS: &[&str] = &[
     "tok-alice", "tok-bob", "tok-carol", "tok-inactive", "tok-expired", "tok-short", "tok-noscope", "tok-otheraud",
-    "tok-otheriss", "tok-500", "tok-garbage", "tok-noactive", "tok-slow", "tok-nosub", "tok-tabscope", "tok-listscope",
+    "tok-otheriss", "tok-500", "tok-garbage", "tok-noactive", "tok-slow", "tok-nosub", "tok-nosub2", "tok-tabscope", "tok-listscope",
     "tok-numscope", "tok-objscope", "tok-mixedscope", "tok-iss2", "tok-groups", "tok-groupstext", "tok-badgroups",
     "tok-manygroups", "tok-numgroups",
 ];
@@ -54,7 +54,8 @@ struct Call {
 ///   billing-api]`, the test issuer, a `roles` list, expiring in an hour;
 /// - `tok-bob`: active, `sub` bob, scope `orders:read`, `aud` `orders-api`;
 /// - `tok-carol`: like bob, `sub` carol;
-/// - `tok-nosub`: active, a `client_id` but no `sub` (a client-credentials token);
+/// - `tok-nosub`: active, a `client_id` but no `sub` (a client-credentials token); `tok-nosub2`
+///   the same for another client;
 /// - `tok-expired`: active, but its `exp` an hour ago (a server trusting its cache);
 /// - `tok-short`: active, expiring in one second;
 /// - `tok-noscope`, `tok-otheraud`, `tok-otheriss`: active, with only `profile`, another audience,
@@ -197,6 +198,7 @@ async fn answer(call: &Call) -> Response<Full<Bytes>> {
         "tok-bob" => active("bob", "orders:read", serde_json::json!("orders-api"), ISSUER, hour),
         "tok-carol" => active("carol", "orders:read", serde_json::json!("orders-api"), ISSUER, hour),
         "tok-nosub" => serde_json::json!({"active": true, "client_id": "batch-job", "scope": "orders:read", "exp": hour}),
+        "tok-nosub2" => serde_json::json!({"active": true, "client_id": "report-job", "scope": "orders:read", "exp": hour}),
         "tok-expired" => active("dave", "orders:read", serde_json::json!("orders-api"), ISSUER, now() - 3600),
         "tok-short" => active("erin", "orders:read", serde_json::json!("orders-api"), ISSUER, now() + 1),
         "tok-noscope" => active("frank", "profile", serde_json::json!("orders-api"), ISSUER, hour),
@@ -363,6 +365,30 @@ claims_to_headers = {{ sub = "x-user-id", scope = "x-scopes", roles = "x-roles",
 
     let line = airlock_tests::access_log_line(&gw.dir.path().join("access.log"), "oi-alice-1").await;
     assert_eq!(line["consumer"], "alice");
+    gw.stop().await;
+}
+
+/// A token whose answer names no consumer (a client-credentials token, no `sub`) is recorded as
+/// the request's credential: a cache after the plugin keeps each client's answers apart, where
+/// the second client was served the first's.
+#[tokio::test]
+async fn a_cache_after_a_token_naming_no_consumer_keeps_each_clients_answers() {
+    let upstream = Upstream::start().await;
+    let idp = AuthServer::start().await;
+    let mut routes = route(&idp, "/api", r#"claims_to_headers = { client_id = "x-client-id" }"#);
+    routes += "[[routes.plugins]]\nplugin = \"builtin:proxy-cache\"\n";
+    let gw = Gateway::start(&config(&idp, &routes), Some(&upstream)).await;
+    let gateway = &gw;
+    let as_client = |token: &'static str| async move {
+        let r = get(gateway, "/api/report", &[("authorization", &bearer(token))]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        (r.header("x-cache-status").unwrap_or_default(), r.upstream_header("x-client-id"))
+    };
+    assert_eq!(as_client("tok-nosub").await, ("Miss".into(), vec!["batch-job".to_owned()]));
+    assert_eq!(as_client("tok-nosub2").await, ("Miss".into(), vec!["report-job".to_owned()]), "not the other client's answer");
+    assert_eq!(as_client("tok-nosub").await, ("Hit".into(), vec!["batch-job".to_owned()]));
+    assert_eq!(as_client("tok-nosub2").await, ("Hit".into(), vec!["report-job".to_owned()]));
+    assert_eq!(upstream.hits(), 2);
     gw.stop().await;
 }
 

@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 /// An upstream whose answers say how many requests it has served (`n=<count>`), the request's
-/// path and query, and the `accept-language` and `x-consumer-id` it got; some paths answer with
+/// path and query, and the `accept-language`, `x-consumer-id` and `x-user-id` it got; some paths answer with
 /// caching headers:
 /// - `/cc/<value>`: `Cache-Control: <value>` (`_` for spaces, `~` for `,`);
 /// - `/expires/in/<secs>`: `Expires` that far ahead (with its `Date`), `/expires/raw/<value>`:
@@ -61,10 +61,11 @@ async fn numbered_upstream() -> Upstream {
                 return r;
             }
             let body = format!(
-                "n={n} path={path} query={} lang={} consumer={}",
+                "n={n} path={path} query={} lang={} consumer={} user={}",
                 req.uri().query().unwrap_or(""),
                 header("accept-language"),
-                header("x-consumer-id")
+                header("x-consumer-id"),
+                header("x-user-id")
             );
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert("content-type", "text/plain".parse().expect("static"));
@@ -334,6 +335,92 @@ async fn consumers_never_share_entries() {
     shared.stop().await;
 }
 
+/// An auth service for `forward-auth`: a request with the cookie `sess=<name>` is allowed as
+/// `x-user-id: <name>`, anything else refused.
+async fn session_service() -> Upstream {
+    Upstream::with_handler(|req: Request<Incoming>| async move {
+        let cookie = req.headers().get("cookie").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+        let mut r = Response::new(Full::new(Bytes::new()));
+        match cookie.strip_prefix("sess=") {
+            Some(user) => {
+                r.headers_mut().insert("x-user-id", user.parse().expect("value"));
+            }
+            None => *r.status_mut() = http::StatusCode::UNAUTHORIZED,
+        }
+        r
+    })
+    .await
+}
+
+/// Authentication plugins that let a request through on a credential naming no consumer (`jwt`
+/// with a route-level key, `forward-auth` accepting a session cookie) record the credential:
+/// with `vary_consumer` each caller has entries of its own, where they all shared one entry and
+/// the second caller got the first's answer.
+#[tokio::test]
+async fn callers_authenticated_without_a_consumer_never_share_entries() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-idp";
+    let upstream = numbered_upstream().await;
+    let sessions = session_service().await;
+    let config = format!(
+        r#"
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[plugins.sessions]
+source = "builtin:forward-auth"
+capabilities = ["http-client"]
+http_client = {{ allow = ["http://{sessions}"] }}
+
+[[routes]]
+id = "idp"
+path_prefix = "/idp"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:jwt"
+config = {{ keys = [{{ kid = "idp", alg = "HS256", secret = "{SECRET}" }}], claims_to_headers = {{ sub = "x-user-id" }} }}
+[[routes.plugins]]
+plugin = "builtin:proxy-cache"
+
+[[routes]]
+id = "session"
+path_prefix = "/session"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "sessions"
+config = {{ url = "http://{sessions}/verify", response_headers = ["x-user-id"] }}
+[[routes.plugins]]
+plugin = "builtin:proxy-cache"
+"#,
+        sessions = sessions.addr
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let token = |sub: &str| {
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 600;
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("idp".into());
+        let claims = serde_json::json!({ "sub": sub, "exp": exp });
+        format!("Bearer {}", jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())).expect("token"))
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    for (path, alice, bob) in [
+        ("/idp/me", ("authorization", alice.as_str()), ("authorization", bob.as_str())),
+        ("/session/me", ("cookie", "sess=alice"), ("cookie", "sess=bob")),
+    ] {
+        let r = get(&client, &gw, path, &[alice]).await;
+        assert!(cache_status(&r) == "Miss" && r.text().contains("user=alice"), "{path}: {} {}", cache_status(&r), r.text());
+        let r = get(&client, &gw, path, &[bob]).await;
+        assert_eq!(cache_status(&r), "Miss", "{path}: bob does not get alice's answer: {}", r.text());
+        assert!(r.text().contains("user=bob"), "{path}: {}", r.text());
+        for (who, header) in [("alice", alice), ("bob", bob)] {
+            let r = get(&client, &gw, path, &[header]).await;
+            assert!(cache_status(&r) == "Hit" && r.text().contains(&format!("user={who}")), "{path}: {who} gets their own entry: {}", r.text());
+        }
+    }
+    assert_eq!(upstream.hits(), 4, "two callers, two routes, each stored once");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn requests_with_authorization_bypass_unless_the_key_tells_credentials_apart() {
     let (upstream, gw) = start("").await;
@@ -495,7 +582,7 @@ async fn two_gateways_sharing_redis_serve_each_others_entries_and_fail_open_with
     assert_eq!(upstream.hits(), 1);
     // The entry is in Redis, under a bounded key, with its TTL.
     let keys = redis.cmd(&["KEYS", "*"]);
-    let key = keys.lines().find(|k| k.contains(":k1:")).unwrap_or_else(|| panic!("no cache key in {keys}"));
+    let key = keys.lines().find(|k| k.contains(":k2:")).unwrap_or_else(|| panic!("no cache key in {keys}"));
     assert!(key.len() < 200, "{key}");
     let ttl: i64 = redis.cmd(&["PTTL", key]).trim_start_matches(':').parse().expect("PTTL");
     assert!(ttl > 0 && ttl <= 30_000, "{ttl}");

@@ -95,7 +95,7 @@ impl Plugin for ForwardAuth {
 
     /// Asks the auth service, then continues, answers with its refusal, or handles its failure.
     fn on_request(&self, req: &Request) -> Action {
-        let call = self.auth_call(req);
+        let (call, from_client) = self.auth_call(req);
         self.remove_forgeable(req);
         match verdict::judge(&self.settings, http_client::send(&call)) {
             Verdict::Allow { headers, consumer, groups, cookies } => {
@@ -107,7 +107,12 @@ impl Plugin for ForwardAuth {
                 for cookie in &cookies {
                     req.edit_response(ResponseEdit::Append("set-cookie", cookie));
                 }
-                self.name_consumer(req, consumer, &groups);
+                if !self.name_consumer(req, consumer, &groups) {
+                    // Allowed on the client's credentials (a session cookie, a token) without a
+                    // consumer: what follows (a cache keyed by consumer) must still tell this
+                    // caller from another.
+                    airlock_sdk::consumer::credential(req, &credential_id(&call.headers[..from_client], &headers));
+                }
                 Action::Continue
             }
             Verdict::Deny(init) => {
@@ -120,13 +125,15 @@ impl Plugin for ForwardAuth {
 }
 
 impl ForwardAuth {
-    /// The auth call for `req`.
-    fn auth_call(&self, req: &Request) -> http_client::Request {
+    /// The auth call for `req`, and how many of its first header lines are the client's
+    /// `request_headers` (the credentials the service judges).
+    fn auth_call(&self, req: &Request) -> (http_client::Request, usize) {
         let s = &self.settings;
         let mut headers = Vec::new();
         for name in &s.request_headers {
             headers.extend(req.header_all(name).into_iter().map(|value| (name.clone(), value)));
         }
+        let from_client = headers.len();
         let body = if s.pass_body { req.body().filter(|b| !b.is_empty()) } else { None };
         if body.is_some() && !s.request_headers.iter().any(|h| h == "content-type") {
             headers.extend(req.header_all("content-type").into_iter().map(|value| ("content-type".to_owned(), value)));
@@ -141,7 +148,7 @@ impl ForwardAuth {
             request_id: req.request_id(),
         };
         headers.extend(origin.headers());
-        http_client::Request { method: s.method.clone(), url: s.url.clone(), headers, body, timeout_ms: s.timeout_ms }
+        (http_client::Request { method: s.method.clone(), url: s.url.clone(), headers, body, timeout_ms: s.timeout_ms }, from_client)
     }
 
     /// Removes the client's copies of every header only the auth service may vouch for: the
@@ -160,17 +167,21 @@ impl ForwardAuth {
     }
 
     /// Names the consumer an allowing answer gave, in the context and (with `upstream_headers`)
-    /// to the upstream.
-    fn name_consumer(&self, req: &Request, consumer: Result<Option<String>, String>, groups: &str) {
+    /// to the upstream. Whether one was named.
+    fn name_consumer(&self, req: &Request, consumer: Result<Option<String>, String>, groups: &str) -> bool {
         match consumer {
             // Its groups from `groups_header`; never those an earlier plugin gave another.
-            Ok(Some(id)) => airlock_sdk::consumer::name(req, &id, groups, false, self.settings.upstream_headers),
+            Ok(Some(id)) => {
+                airlock_sdk::consumer::name(req, &id, groups, false, self.settings.upstream_headers);
+                return true;
+            }
             Ok(None) if self.settings.consumer_header.is_some() => {
                 log::debug("allowed without a consumer: the auth answer has no `consumer_header`");
             }
             Ok(None) => {}
             Err(reason) => log::warn(format!("allowed without a consumer: {reason}")),
         }
+        false
     }
 
     /// The auth service gave no usable answer: logs why, then refuses (503) or lets the request
@@ -190,6 +201,32 @@ impl ForwardAuth {
             Failure::Open => Action::Continue,
         }
     }
+}
+
+/// How a request allowed without a consumer is recorded as the request's credential
+/// (`airlock_sdk::consumer::credential`): `forward-auth:` and the hex SHA-256 digest of the
+/// client's header lines the service judged and the `response_headers` lines it answered with,
+/// each length-prefixed. Never the credentials themselves, which later plugins could then read;
+/// not the `X-Forwarded-*` or `X-Request-Id` lines, which differ per request, not per caller.
+fn credential_id(judged: &[(String, Vec<u8>)], answered: &[(String, Vec<u8>)]) -> String {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    for lines in [judged, answered] {
+        digest.update((lines.len() as u64).to_be_bytes());
+        for (name, value) in lines {
+            for part in [name.as_bytes(), value] {
+                digest.update((part.len() as u64).to_be_bytes());
+                digest.update(part);
+            }
+        }
+    }
+    let mut id = String::with_capacity(13 + 64);
+    id.push_str("forward-auth:");
+    for b in digest.finalize() {
+        id.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        id.push(char::from(b"0123456789abcdef"[usize::from(b & 0x0f)]));
+    }
+    id
 }
 
 export_plugin!(ForwardAuth);

@@ -391,8 +391,11 @@ impl Plugin for HttpSignatures {
         match self.verify(&RequestMessage(req), &inputs, &signatures, now(), &mut nonces) {
             Ok(verified) => {
                 self.hide(req);
-                if let Some(identity) = verified.owner.and_then(|i| self.identities.get(i)) {
-                    self.admit(req, identity, false);
+                match verified.owner.and_then(|i| self.identities.get(i)) {
+                    Some(identity) => self.admit(req, identity, false),
+                    // A route-level key names no consumer: what follows (a cache keyed by
+                    // consumer) tells its signer from another's by the key id, which is no secret.
+                    None => airlock_sdk::consumer::credential(req, &format!("keyid:{}", verified.keyid)),
                 }
                 req.context_set("signature.keyid", &verified.keyid);
                 Action::Continue

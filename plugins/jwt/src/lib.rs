@@ -323,8 +323,11 @@ impl Plugin for Jwt {
             (None, None) => None,
         };
         self.hide_token(req, from_header);
-        if let Some(identity) = identity {
-            self.admit(req, identity, false);
+        match identity {
+            Some(identity) => self.admit(req, identity, false),
+            // A route-level key names no consumer: what follows (a cache keyed by consumer)
+            // must still tell this token's holder from another's.
+            None => airlock_sdk::consumer::credential(req, &credential_id(&token)),
         }
         for key in ["sub", "iss"] {
             if let Some(value) = claims.get(key).and_then(Value::as_str) {
@@ -541,6 +544,19 @@ enum KeyMiss {
     UnknownKid,
     /// No key of the token's `kid` or algorithm verified the signature.
     BadSignature,
+}
+
+/// How a verified token that names no consumer is recorded as the request's credential
+/// (`airlock_sdk::consumer::credential`): `jwt:` and the token's signature, which tells tokens
+/// apart (two tokens share one only if they sign the same header and claims with the same key)
+/// and is no credential by itself: later plugins cannot present it without the token's other two
+/// parts, which the context never holds. No digest to compute per request.
+fn credential_id(token: &str) -> String {
+    let signature = token.rsplit('.').next().unwrap_or(token);
+    let mut id = String::with_capacity(4 + signature.len());
+    id.push_str("jwt:");
+    id.push_str(signature);
+    id
 }
 
 /// Removes the cookie `name` from the request's `Cookie` headers, keeping the others.

@@ -177,7 +177,12 @@ impl Plugin for OAuth2Introspection {
             }
         }
         self.hide_token(req, in_header, query.as_deref());
-        self.admit(req, &claims);
+        if !self.admit(req, &claims) {
+            // No consumer named (a client-credentials token has no `sub`): what follows (a cache
+            // keyed by consumer) must still tell this token's holder from another's. The cache
+            // key's digest of the token, never the token.
+            airlock_sdk::consumer::credential(req, &format!("oauth2:{}", introspection::cache_key(s, &token)));
+        }
         Action::Continue
     }
 }
@@ -253,17 +258,26 @@ impl OAuth2Introspection {
     }
 
     /// Names the consumer (with its groups from `groups_claim`) and copies the claims an active
-    /// token's answer carries.
-    fn admit(&self, req: &Request, claims: &Claims) {
+    /// token's answer carries. Whether a consumer was named.
+    fn admit(&self, req: &Request, claims: &Claims) -> bool {
         let s = &self.settings;
         // Groups from the answer, if the route reads them; never those an earlier plugin gave
         // another consumer.
         let groups = s.groups_claim.as_deref().map_or(Ok(String::new()), |name| introspection::groups(claims, name));
-        match (introspection::consumer(claims, &s.consumer_claim), groups) {
-            (Ok(Some(id)), Ok(groups)) => self.name_consumer(req, &id, &groups, false),
-            (Ok(Some(_)), Err(reason)) | (Err(reason), _) => self.odd_consumer.warn(format!("allowed without a consumer: {reason}")),
-            (Ok(None), _) => log::debug(format!("allowed without a consumer: the answer has no `{}`", s.consumer_claim)),
-        }
+        let named = match (introspection::consumer(claims, &s.consumer_claim), groups) {
+            (Ok(Some(id)), Ok(groups)) => {
+                self.name_consumer(req, &id, &groups, false);
+                true
+            }
+            (Ok(Some(_)), Err(reason)) | (Err(reason), _) => {
+                self.odd_consumer.warn(format!("allowed without a consumer: {reason}"));
+                false
+            }
+            (Ok(None), _) => {
+                log::debug(format!("allowed without a consumer: the answer has no `{}`", s.consumer_claim));
+                false
+            }
+        };
         for claim in CONTEXT_CLAIMS {
             if let Some(text) = context_text(claims, claim).filter(|t| plain_text(t)) {
                 req.context_set(&format!("oauth2.{claim}"), &text);
@@ -282,6 +296,7 @@ impl OAuth2Introspection {
                 None => {}
             }
         }
+        named
     }
 
     /// With `anonymous`: lets the request on as the anonymous consumer, in place of a refusal,

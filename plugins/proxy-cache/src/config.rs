@@ -29,7 +29,8 @@ pub struct Config {
     /// Request headers whose values are part of the key.
     #[serde(default)]
     pub vary_headers: Vec<String>,
-    /// The consumer an auth plugin named is part of the key.
+    /// The consumer an auth plugin named, and the credential one let the request on with when it
+    /// named none (`airlock_sdk::consumer::CREDENTIAL`), are part of the key.
     #[serde(default = "yes")]
     pub vary_consumer: bool,
     /// Largest body stored, in bytes.

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 /// Starts every key: a change to what goes into the key changes this, so old entries are never
 /// found under the new scheme (they expire on their own).
-pub const KEY_PREFIX: &str = "k1:";
+pub const KEY_PREFIX: &str = "k2:";
 
 /// Fed into the digest first: keys of this plugin are told from any other SHA-256 use.
 const DOMAIN: &[u8] = b"airlock proxy-cache key v1\0";

@@ -11,7 +11,7 @@
 //! ttl_ms = 30000                        # lifetime without s-maxage / max-age / Expires
 //! respect_cache_control = true          # follow Cache-Control and Vary (see below)
 //! vary_headers = ["accept-language"]    # request headers whose values are part of the key
-//! vary_consumer = true                  # the consumer an auth plugin named is part of the key
+//! vary_consumer = true                  # the consumer (or credential) an auth plugin named is part of the key
 //! max_body_bytes = 65536                # larger bodies are not stored (at most 65536)
 //! ```
 //!
@@ -51,7 +51,7 @@ pub mod entry;
 pub mod key;
 
 use airlock_sdk::state::{self, StateError};
-use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseEdit, ResponseInit, export_plugin, log};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseEdit, ResponseInit, consumer, export_plugin, log};
 
 use cache_control::Directives;
 use conditional::{Conditions, IF_MODIFIED_SINCE, IF_NONE_MATCH};
@@ -141,7 +141,7 @@ impl Plugin for ProxyCache {
         // answers served to anyone else (RFC 9111 3.5, Kong's `cache_control` rule).
         if req.header("authorization").is_some()
             && !self.settings.vary_authorization
-            && !(self.settings.vary_consumer && req.authenticated_before())
+            && !(self.settings.vary_consumer && (req.authenticated_before() || req.context_get(consumer::CREDENTIAL).is_some()))
         {
             return bypass(req);
         }
@@ -211,7 +211,7 @@ impl Plugin for ProxyCache {
 impl ProxyCache {
     /// The request's cache key: route, scheme, host, method class (`HEAD` is `GET`), path, query
     /// (parameters in a normalized order), each `vary_headers` header's values, and the consumer
-    /// (with `vary_consumer`).
+    /// and the credential an auth plugin let the request on with (with `vary_consumer`).
     fn key(&self, req: &Request) -> String {
         let mut k = KeyBuilder::new();
         k.part(req.route_id().as_bytes())
@@ -225,6 +225,7 @@ impl ProxyCache {
         }
         if self.settings.vary_consumer {
             k.optional(req.context_get("consumer").as_deref().map(str::as_bytes));
+            k.optional(req.context_get(consumer::CREDENTIAL).as_deref().map(str::as_bytes));
         }
         k.finish()
     }
