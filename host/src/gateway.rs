@@ -240,7 +240,9 @@ impl Gateway {
         let proxy_protocol_peers = proxy_protocol_peers(source, config, &mut issues);
         let mut consumer_ids = std::collections::HashSet::new();
         for (i, consumer) in config.consumers.iter().enumerate() {
-            if !consumer_ids.insert(consumer.id.get_ref().as_str()) {
+            if let Some(problem) = consumer_id_problem(consumer.id.get_ref()) {
+                issues.push(source.issue(Some(consumer.id.span()), &format!("consumers[{i}].id"), problem));
+            } else if !consumer_ids.insert(consumer.id.get_ref().as_str()) {
                 issues.push(source.issue(
                     Some(consumer.id.span()),
                     &format!("consumers[{i}].id"),
@@ -622,10 +624,26 @@ const MAX_DEFINITION_NAME_BYTES: usize = 64;
 fn group_name_problem(group: &str) -> Option<String> {
     if group.trim().is_empty() {
         Some("a group name cannot be empty".to_owned())
+    } else if group.chars().any(char::is_control) {
+        Some(format!("{group:?}: a group name cannot hold control characters (it travels in `X-Consumer-Groups` and log lines)"))
     } else if group.contains(',') {
         Some(format!("`{group}`: a group name cannot hold `,` (groups travel as one comma-separated list); list each group on its own"))
     } else if group.trim() != group {
         Some(format!("`{group}`: a group name cannot start or end with white space"))
+    } else {
+        None
+    }
+}
+
+/// Why a consumer id cannot be one: it goes upstream as `X-Consumer-Id`, into the access log,
+/// metrics labels and rate-limit keys, so it must be a header value an operator can read.
+fn consumer_id_problem(id: &str) -> Option<String> {
+    if id.trim().is_empty() {
+        Some("a consumer id cannot be empty".to_owned())
+    } else if id.chars().any(char::is_control) {
+        Some(format!("{id:?}: a consumer id cannot hold control characters (it travels in `X-Consumer-Id` and log lines)"))
+    } else if id.trim() != id {
+        Some(format!("`{id}`: a consumer id cannot start or end with white space"))
     } else {
         None
     }

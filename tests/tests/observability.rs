@@ -347,8 +347,13 @@ async fn trace_context_and_request_id_reach_the_upstream_and_come_back() {
     assert_eq!(r.upstream_header("x-request-id"), vec!["req-abc.123"]);
     assert_eq!(r.header("x-request-id").as_deref(), Some("req-abc.123"));
 
-    // Without one (or with an invalid one) a new trace starts, unsampled at ratio 0.
-    for headers in [vec![], vec![("traceparent", "00-zz-bad-01"), ("tracestate", "x=y")]] {
+    // Several tracestate lines are one list, passed on as one line (W3C Trace Context 3.3.1.1).
+    let r = client.request("GET", &gw.url("/a"), &[("traceparent", parent), ("tracestate", "a=1"), ("tracestate", "b=2")], b"").await;
+    assert_eq!(r.upstream_header("tracestate"), vec!["a=1,b=2"]);
+
+    // Without one (or with an invalid one, or two) a new trace starts, unsampled at ratio 0.
+    let other = "00-11111111111111111111111111111111-b7ad6b7169203331-01";
+    for headers in [vec![], vec![("traceparent", "00-zz-bad-01"), ("tracestate", "x=y")], vec![("traceparent", parent), ("traceparent", other)]] {
         let r = client.request("GET", &gw.url("/b"), &headers, b"").await;
         let sent = r.upstream_header("traceparent");
         let (trace, span, flags) = traceparent_fields(&sent[0]);
@@ -805,11 +810,23 @@ async fn sampled_requests_are_exported_as_otlp_spans() {
     assert_eq!(attribute(&span, "http.route").as_deref(), Some("route-0"));
     // Spans are queued in order; the unsampled request came first and is not there.
     assert!(collector.span_of_trace(&unsampled).is_none(), "an unsampled trace was exported");
+    assert_eq!(span.name, "GET route-0");
 
-    // Spans, not requests: the server span and its upstream call's.
-    let m = eventually_scrape(&client, &gw, |m| sample(m, "airlock_otlp_spans_exported_total", &[]) == 2.0).await;
+    // A method a client made up does not name spans (OpenTelemetry's HTTP conventions): span
+    // names stay a bounded set.
+    let parent = "00-99990000999900009999000099990000-aaaabbbbccccdddd-01";
+    let r = client.request("M31173", &gw.url("/odd"), &[("traceparent", parent)], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let spans = eventually("the odd method's spans", || collector.spans_of_trace("99990000999900009999000099990000", 2)).await;
+    let odd = spans.iter().find(|s| hex(&s.parent_span_id) == "aaaabbbbccccdddd").expect("the server span").clone();
+    assert_eq!(odd.name, "HTTP route-0");
+    assert_eq!(attribute(&odd, "http.request.method").as_deref(), Some("_OTHER"));
+    assert_eq!(attribute(&odd, "http.request.method_original").as_deref(), Some("M31173"));
+
+    // Spans, not requests: each request's server span and its upstream call's.
+    let m = eventually_scrape(&client, &gw, |m| sample(m, "airlock_otlp_spans_exported_total", &[]) == 4.0).await;
     assert_eq!(sample(&m, "airlock_otlp_spans_dropped_total", &[]), 0.0);
-    assert_eq!(collector.received.lock().unwrap().len(), 2, "the collector got what was counted");
+    assert_eq!(collector.received.lock().unwrap().len(), 4, "the collector got what was counted");
     gw.stop().await;
 }
 

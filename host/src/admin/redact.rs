@@ -63,16 +63,31 @@ pub fn names_secret(key: &str) -> bool {
 /// key path the error is about, names a secret: error messages reach logs and the admin API's
 /// reload answer, where `/admin/config` would have redacted the same value.
 pub fn redacted_line(key_path: &str, line: &str) -> String {
-    let Some((key, _value)) = line.split_once('=') else { return line.to_owned() };
-    // `redis_url` may carry a password (the admin API redacts just that part of it).
+    let Some((key, value)) = line.split_once('=') else { return line.to_owned() };
+    // `redis_url` may carry a password (the admin API redacts just that part of it), and so
+    // may any URL written with user info (`otlp.endpoint`, refused for it).
     // A JWK written inline (`jwk = { kty = "oct", k = "..." }`) may hold a key's secret part.
     // An inline table (`config = { realm = 5, client_secret = "..." }`) is redacted whole when
     // a key inside it names a secret: the error may be about another of its keys.
-    if names_secret(key_path) || names_secret(key) || key.trim() == "redis_url" || line.contains("kty") || inline_keys(line).iter().any(|k| names_secret(k)) {
+    if matches!(value.trim(), "true" | "false") {
+        return line.to_owned();
+    }
+    if names_secret(key_path)
+        || names_secret(key)
+        || key.trim() == "redis_url"
+        || has_url_user_info(value)
+        || line.contains("kty")
+        || inline_keys(line).iter().any(|k| names_secret(k))
+    {
         format!("{} = \"{REDACTED}\"", key.trim_end())
     } else {
         line.to_owned()
     }
+}
+
+/// Whether `text` holds a URL with user info (`scheme://user:password@host`).
+fn has_url_user_info(text: &str) -> bool {
+    text.split("://").skip(1).any(|rest| rest.split(['/', '"', '\'', ' ', '?', '#']).next().is_some_and(|authority| authority.contains('@')))
 }
 
 /// The keys of the `key = value` pairs on a TOML line (inline tables' included), quotes
@@ -126,12 +141,13 @@ pub fn redacted_config(config: &Config) -> Value {
 }
 
 /// Replaces every leaf under `value`, keeping the shape (so an operator still sees which kinds
-/// of credentials a consumer has).
+/// of credentials a consumer has). A boolean is no secret and stays: `trust.require_signatures`
+/// is a setting a security reviewer reads, not a signature.
 fn redact_all(value: &mut Value) {
     match value {
         Value::Object(map) => map.values_mut().for_each(redact_all),
         Value::Array(items) => items.iter_mut().for_each(redact_all),
-        Value::Null => {}
+        Value::Null | Value::Bool(_) => {}
         leaf => *leaf = Value::String(REDACTED.into()),
     }
 }
@@ -190,6 +206,8 @@ mod tests {
         let text = r#"
 [admin]
 token = "admin-secret-1"
+[trust]
+require_signatures = true
 [state]
 backend = "redis"
 redis_url = "redis://app:redis-secret-2@127.0.0.1:6379/0"
@@ -222,6 +240,11 @@ plugin = "builtin:headers"
         assert_eq!(value["routes"][0]["plugins"][0]["config"]["keys"][0]["jwk"]["kid"], "o1");
         assert_eq!(value["routes"][0]["plugins"][0]["config"]["keys"][1]["jwk"]["x"], "public-x", "a public key's parts are shown");
         assert_eq!(value["routes"][0]["plugins"][1]["config"]["request"]["set"]["x-tenant"], "acme");
+        assert_eq!(value["trust"]["require_signatures"], true, "a boolean is a setting, never a secret");
+        assert_eq!(redacted_line("trust.require_signatures", "require_signatures = true"), "require_signatures = true");
+        let url = r#"endpoint = "http://u:p@collector:4318/v1/traces""#;
+        assert_eq!(redacted_line("otlp.endpoint", url), r#"endpoint = "[redacted]""#, "a URL's user info is never shown");
+        assert_eq!(redacted_line("otlp.endpoint", r#"endpoint = "http://collector:4318/v1/traces?a=b@c""#), r#"endpoint = "http://collector:4318/v1/traces?a=b@c""#);
     }
 
     #[test]

@@ -73,14 +73,27 @@ impl Telemetry {
             |name| HeaderName::from_bytes(name.as_bytes()).ok(),
             issues,
         );
-        let otlp_endpoint = parse_optional(
-            source,
-            config.otlp.endpoint.as_ref(),
-            "otlp.endpoint",
-            "is not an `http://host:port/path` URL",
-            |url| url.parse::<http::Uri>().ok().filter(|u| u.scheme_str() == Some("http") && u.authority().is_some()),
-            issues,
-        );
+        let otlp_endpoint = match config.otlp.endpoint.as_ref() {
+            // User info would never be sent (the export sends no credentials), and the URL is
+            // shown in `/admin/config` and in export warnings: refused, without echoing it.
+            Some(url) if url.get_ref().parse::<http::Uri>().ok().and_then(|u| u.authority().map(|a| a.as_str().contains('@'))) == Some(true) => {
+                issues.push(source.issue(
+                    Some(url.span()),
+                    "otlp.endpoint",
+                    "carries user info (`user:password@`), which the export never sends: it sends no credentials; \
+                     point it at a local OpenTelemetry Collector (agent or sidecar) that forwards with its own",
+                ));
+                None
+            }
+            endpoint => parse_optional(
+                source,
+                endpoint,
+                "otlp.endpoint",
+                "is not an `http://host:port/path` URL",
+                |url| url.parse::<http::Uri>().ok().filter(|u| u.scheme_str() == Some("http") && u.authority().is_some()),
+                issues,
+            ),
+        };
         at_least_one(source, &config.access_log.queue_lines, "access_log.queue_lines", issues);
         if config.access_log.enabled
             && let Some(path) = &config.access_log.path

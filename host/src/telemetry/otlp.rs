@@ -307,13 +307,19 @@ fn split_address(address: &str) -> Option<(&str, u16)> {
 
 /// The OTLP form of the request span itself.
 fn request_to_proto(span: &RequestSpan) -> Span {
-    let name = format!("{} {}", span.method, span.path_label());
+    // A method a client made up is `_OTHER` and names the span `HTTP` (OpenTelemetry's HTTP
+    // semantic conventions): span names stay a bounded set, however many methods clients try.
+    let known = known_method(&span.method);
+    let name = format!("{} {}", known.map_or("HTTP", |_| span.method.as_str()), span.path_label());
     let mut attributes = vec![
-        text("http.request.method", span.method.as_str().to_owned()),
+        text("http.request.method", known.unwrap_or("_OTHER").to_owned()),
         text("url.path", span.path.clone()),
         int("http.response.status_code", i64::from(span.status)),
         text("airlock.request_id", span.request_id.to_string()),
     ];
+    if known.is_none() {
+        attributes.push(text("http.request.method_original", span.method.as_str().to_owned()));
+    }
     if let Some(route) = &span.route {
         attributes.push(text("http.route", route.to_string()));
     }
@@ -338,6 +344,23 @@ fn request_to_proto(span: &RequestSpan) -> Span {
         }),
         ..Default::default()
     }
+}
+
+/// `method` if it is one OpenTelemetry's HTTP semantic conventions know (RFC 9110's and
+/// `PATCH`), as they spell it.
+fn known_method(method: &Method) -> Option<&'static str> {
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::CONNECT, "CONNECT"),
+        (Method::DELETE, "DELETE"),
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::PATCH, "PATCH"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN.iter().find(|(m, _)| m == method).map(|(_, name)| *name)
 }
 
 impl RequestSpan {

@@ -57,19 +57,26 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
-    /// Continues the trace in `headers` if it has a valid `traceparent`, else starts a new one
-    /// sampled with probability `sample_ratio`.
+    /// Continues the trace in `headers` if it has one valid `traceparent`, else starts a new one
+    /// sampled with probability `sample_ratio`. Two `traceparent` lines are no valid one (W3C
+    /// Trace Context's test suite: which parent is meant cannot be known); several `tracestate`
+    /// lines are one list (W3C Trace Context 3.3.1.1, RFC 9110 5.3).
     pub fn from_headers(headers: &HeaderMap, sample_ratio: f64) -> Self {
         let span_id = SpanId(nonzero_u64());
         let upstream_span_id = SpanId(nonzero_u64());
-        if let Some(parent) = headers.get(TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes())) {
+        let mut parents = headers.get_all(TRACEPARENT).iter();
+        let only_parent = match (parents.next(), parents.next()) {
+            (Some(value), None) => Some(value),
+            _ => None,
+        };
+        if let Some(parent) = only_parent.and_then(|v| parse_traceparent(v.as_bytes())) {
             return Self {
                 trace_id: parent.trace_id,
                 span_id,
                 upstream_span_id,
                 parent_id: Some(parent.span_id),
                 sampled: parent.flags & SAMPLED != 0,
-                tracestate: headers.get(TRACESTATE).cloned(),
+                tracestate: joined_tracestate(headers),
             };
         }
         Self {
@@ -109,6 +116,22 @@ impl TraceContext {
             }
         }
     }
+}
+
+/// The client's `tracestate` as one value: its lines joined with `,` (copied only when there
+/// are several).
+fn joined_tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut lines = headers.get_all(TRACESTATE).iter();
+    let first = lines.next()?;
+    let Some(second) = lines.next() else {
+        return Some(first.clone());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for line in std::iter::once(second).chain(lines) {
+        joined.push(b',');
+        joined.extend_from_slice(line.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
 }
 
 /// The fields of a parsed `traceparent`.
@@ -185,6 +208,25 @@ mod tests {
         assert_eq!(parse_traceparent(sent.as_bytes()).map(|p| p.span_id), Some(ctx.upstream_span_id));
         assert_ne!(ctx.upstream_span_id, ctx.span_id);
         assert_eq!(out[TRACESTATE], "vendor=x");
+    }
+
+    #[test]
+    fn two_traceparents_start_a_new_trace_and_tracestate_lines_are_one_list() {
+        let mut h = HeaderMap::new();
+        h.append(TRACEPARENT, HeaderValue::from_static(PARENT));
+        h.append(TRACEPARENT, HeaderValue::from_static("00-11111111111111111111111111111111-00f067aa0ba902b7-01"));
+        let ctx = TraceContext::from_headers(&h, 0.0);
+        assert_eq!(ctx.parent_id, None, "which parent is meant cannot be known");
+        assert_ne!(ctx.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static(PARENT));
+        h.append(TRACESTATE, HeaderValue::from_static("a=1"));
+        h.append(TRACESTATE, HeaderValue::from_static("b=2,c=3"));
+        h.append(TRACESTATE, HeaderValue::from_static("d=4"));
+        let mut out = HeaderMap::new();
+        TraceContext::from_headers(&h, 0.0).inject(&mut out);
+        assert_eq!(out.get_all(TRACESTATE).iter().collect::<Vec<_>>(), ["a=1,b=2,c=3,d=4"]);
     }
 
     #[test]
