@@ -269,8 +269,12 @@ async fn query_string_variables_are_typed_and_defaulted() {
     assert_eq!(r.status, 400);
     let err = r.json();
     assert_eq!(err["error"], "invalid_variable");
-    assert_eq!(err["message"], "variable `first` from query parameter `first`: `many` is not an integer");
+    assert_eq!(err["message"], "variable `first` from query parameter `first`: `many` is not a 32-bit integer (GraphQL's `Int`)");
     assert_eq!(upstream.hits(), hits, "a bad variable never reaches the GraphQL server");
+    // GraphQL's Int is 32 bits: a wider number is the client's error, not the server's.
+    let r = client.get(&gw.url("/users?first=99999999999")).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (400, Some("invalid_variable")), "{}", r.text());
+    assert_eq!(upstream.hits(), hits);
     gw.stop().await;
 }
 

@@ -528,7 +528,7 @@ mod tests {
         assert!(err(r#"{"query": "query($id: ID) { a }", "variables": {"id": {"from": "cookie.id"}}}"#).starts_with("`variables.id.from`: `cookie.id`"));
         assert_eq!(
             err(r#"{"query": "query($n: Int) { a }", "variables": {"n": {"from": "query.n", "type": "int", "default": "abc"}}}"#),
-            "`variables.n.default`: `\"abc\"` is not an integer"
+            "`variables.n.default`: `\"abc\"` is not a 32-bit integer (GraphQL's `Int`)"
         );
         let ok = configure(r#"{"query": "query($n: Int) { a }", "variables": {"n": {"from": "query.n", "type": "int", "default": "3"}}}"#).unwrap();
         assert_eq!(ok.variables[0].1.default, Some(serde_json::json!(3)), "converted once, at configure");

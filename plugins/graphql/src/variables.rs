@@ -110,7 +110,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::String => "a string",
-            Kind::Int => "an integer",
+            Kind::Int => "a 32-bit integer (GraphQL's `Int`)",
             Kind::Float => "a number",
             Kind::Bool => "a boolean (true or false)",
             Kind::Json => "JSON",
@@ -128,8 +128,10 @@ impl Kind {
             (Kind::Json, Raw::Text(t)) => serde_json::from_str(&t).ok(),
             (Kind::String, Raw::Text(t)) | (Kind::String, Raw::Json(Value::String(t))) => Some(Value::String(t)),
             (Kind::String, Raw::Json(n @ Value::Number(_))) => Some(Value::String(n.to_string())),
-            (Kind::Int, Raw::Text(t)) | (Kind::Int, Raw::Json(Value::String(t))) => t.trim().parse::<i64>().ok().map(Value::from),
-            (Kind::Int, Raw::Json(Value::Number(n))) => n.as_i64().map(Value::from),
+            // GraphQL's `Int` is 32 bits (spec 3.5.1): a server must refuse a wider one, so it is
+            // refused here with the other conversion errors, naming the variable.
+            (Kind::Int, Raw::Text(t)) | (Kind::Int, Raw::Json(Value::String(t))) => t.trim().parse::<i32>().ok().map(Value::from),
+            (Kind::Int, Raw::Json(Value::Number(n))) => n.as_i64().and_then(|n| i32::try_from(n).ok()).map(Value::from),
             (Kind::Float, Raw::Text(t)) | (Kind::Float, Raw::Json(Value::String(t))) => {
                 t.trim().parse::<f64>().ok().and_then(Number::from_f64).map(Value::Number)
             }
@@ -256,7 +258,10 @@ mod tests {
     fn values_convert_to_their_declared_types() {
         let text = |k: Kind, t: &str| k.convert(Raw::Text(t.into()));
         assert_eq!(text(Kind::Int, "42"), Ok(json!(42)));
-        assert_eq!(text(Kind::Int, "4.2").unwrap_err(), "`4.2` is not an integer");
+        assert_eq!(text(Kind::Int, "4.2").unwrap_err(), "`4.2` is not a 32-bit integer (GraphQL's `Int`)");
+        assert_eq!(text(Kind::Int, "2147483647"), Ok(json!(2147483647)));
+        assert_eq!(text(Kind::Int, "-2147483648"), Ok(json!(-2147483648)));
+        assert!(text(Kind::Int, "2147483648").is_err(), "past GraphQL's Int, which a server must refuse");
         assert_eq!(text(Kind::Float, "4.5"), Ok(json!(4.5)));
         assert_eq!(text(Kind::Bool, "1"), Ok(json!(true)));
         assert_eq!(text(Kind::Bool, "yes").unwrap_err(), "`yes` is not a boolean (true or false)");
@@ -264,6 +269,7 @@ mod tests {
         assert_eq!(text(Kind::String, "x y"), Ok(json!("x y")));
         let body = |k: Kind, v: Value| k.convert(Raw::Json(v));
         assert_eq!(body(Kind::Int, json!(7)), Ok(json!(7)));
+        assert!(body(Kind::Int, json!(99_999_999_999_i64)).is_err());
         assert_eq!(body(Kind::Int, json!("7")), Ok(json!(7)));
         assert_eq!(body(Kind::String, json!(7)), Ok(json!("7")));
         assert_eq!(body(Kind::String, json!({"a": 1})).unwrap_err(), "`{\"a\":1}` is not a string");
@@ -291,7 +297,7 @@ mod tests {
         let err = build(&declared, |from| Ok(matches!(from, From::Param(_)).then(|| Raw::Text("5".into())))).unwrap_err();
         assert_eq!(err, "variable `token` is required: send header `x-token`");
         let err = build(&declared, |_| Ok(Some(Raw::Text("x".into())))).unwrap_err();
-        assert_eq!(err, "variable `id` from route parameter `id`: `x` is not an integer");
+        assert_eq!(err, "variable `id` from route parameter `id`: `x` is not a 32-bit integer (GraphQL's `Int`)");
         // `?limit=` is no value for an int: the default; for a string, the empty string.
         let empty = build(&declared, |from| {
             Ok(match from {
