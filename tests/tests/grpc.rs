@@ -1045,18 +1045,30 @@ async fn upstream_protocol_errors_name_file_line_and_key() {
 async fn native_grpc_clients_pass_through_with_their_trailers() {
     let server = GrpcServer::start(None).await;
     let toml = format!(
-        "[upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/demo.v1.Users\"\nupstream = \"grpc\"\ntimeout_ms = 3000\n",
+        "[access_log]\nenabled = true\npath = \"access.log\"\n\n[upstreams.grpc]\ntargets = [\"{}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/demo.v1.Users\"\nupstream = \"grpc\"\ntimeout_ms = 3000\n",
         server.addr
     );
     let gw = Gateway::start(&toml, None).await;
     let mut client = UsersClient::connect(gw.url("")).await.unwrap();
-    let user = client.get_user(GetUserRequest { id: 3, ..Default::default() }).await.unwrap().into_inner();
+    fn with_id<T>(id: &str, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("x-request-id", id.parse().unwrap());
+        request
+    }
+    let user = client.get_user(with_id("grpc-ok", GetUserRequest { id: 3, ..Default::default() })).await.unwrap().into_inner();
     assert_eq!(user.display_name, "user 3");
     // The status lives in the trailers (or a trailers-only answer): it reaches the client.
-    let error = client.fail(FailRequest { code: 7, message: "denied".into() }).await.unwrap_err();
+    let error = client.fail(with_id("grpc-denied", FailRequest { code: 7, message: "denied".into() })).await.unwrap_err();
     assert_eq!((error.code(), error.message()), (Code::PermissionDenied, "denied"));
     assert_eq!(server.seen.header("grpc-timeout").as_deref(), Some("3000m"), "the route's timeout, sent on");
     assert_eq!(server.seen.header("te").as_deref(), Some("trailers"));
+    // Both are HTTP 200s: the access log says which call failed, from the trailers of one and
+    // the trailers-only head of the other.
+    let log = gw.dir.path().join("access.log");
+    let ok = airlock_tests::access_log_line(&log, "grpc-ok").await;
+    assert_eq!((ok["status"].as_u64(), ok["grpc_status"].as_u64()), (Some(200), Some(0)), "{ok}");
+    let denied = airlock_tests::access_log_line(&log, "grpc-denied").await;
+    assert_eq!((denied["status"].as_u64(), denied["grpc_status"].as_u64()), (Some(200), Some(7)), "{denied}");
 }
 
 // ---------------------------------------------------------------------------------------------

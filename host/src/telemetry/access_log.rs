@@ -72,6 +72,10 @@ pub struct AccessEntry {
     pub request_id: Arc<str>,
     /// The client's `User-Agent`.
     pub user_agent: Option<String>,
+    /// A gRPC answer's `grpc-status` (from its trailers, or the head of a trailers-only
+    /// answer): a failed call is an HTTP 200, so the status alone would hide it (Envoy's
+    /// `%GRPC_STATUS%`). `None` for any other answer, and left out of the line.
+    pub grpc_status: Option<u32>,
 }
 
 /// The line as written.
@@ -95,6 +99,8 @@ struct AccessLine<'a> {
     trace_id: String,
     request_id: &'a str,
     user_agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_status: Option<u32>,
 }
 
 impl AccessEntry {
@@ -121,6 +127,7 @@ impl AccessEntry {
             trace_id: self.trace_id.to_string(),
             request_id: &self.request_id,
             user_agent: self.user_agent.as_deref(),
+            grpc_status: self.grpc_status,
         };
         let mut text = serde_json::to_string(&line).unwrap_or_default();
         text.push('\n');
@@ -337,6 +344,7 @@ mod tests {
             trace_id: TraceId(1),
             request_id: "id".into(),
             user_agent: Some("t/1".into()),
+            grpc_status: None,
         })
     }
 

@@ -26,12 +26,20 @@ pub struct ObservedBody {
     sent: u64,
     pending: Option<PendingLine>,
     sample: Option<PendingSample>,
+    /// A gRPC answer whose line is pending: its trailers' `grpc-status` goes into the line.
+    grpc: bool,
 }
 
 impl ObservedBody {
     /// Wraps `inner`; `pending` is `None` when the access log is off, `sample` when analytics are.
     pub fn new(inner: ProxyBody, pending: Option<PendingLine>, sample: Option<PendingSample>) -> Self {
-        Self { inner, sent: 0, pending, sample }
+        Self { inner, sent: 0, pending, sample, grpc: false }
+    }
+
+    /// With `grpc`, the `grpc-status` of the trailers the body ends with is logged.
+    pub fn reading_grpc_status(mut self, grpc: bool) -> Self {
+        self.grpc = grpc;
+        self
     }
 }
 
@@ -41,10 +49,16 @@ impl Body for ObservedBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.sent += data.len() as u64;
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.sent += data.len() as u64;
+            } else if self.grpc
+                && let Some(trailers) = frame.trailers_ref()
+                && let Some(status) = super::request::grpc_status(trailers)
+                && let Some((_, entry, _)) = &mut self.pending
+            {
+                entry.grpc_status = Some(status);
+            }
         }
         polled
     }

@@ -243,8 +243,14 @@ impl<'a> RequestRecord<'a> {
         {
             response.headers_mut().insert(name.clone(), value);
         }
-        let (pending, sample) = self.close(status);
-        response.map(|body| ObservedBody::new(body, pending, sample))
+        let (mut pending, sample) = self.close(status);
+        // A gRPC answer's status: in its head when trailers-only, else in the trailers the
+        // body ends with (read there).
+        let grpc = pending.is_some() && response.headers().get(header::CONTENT_TYPE).is_some_and(|c| c.as_bytes().starts_with(b"application/grpc"));
+        if grpc && let Some((_, entry, _)) = &mut pending {
+            entry.grpc_status = grpc_status(response.headers());
+        }
+        response.map(|body| ObservedBody::new(body, pending, sample).reading_grpc_status(grpc))
     }
 
     /// Counts the request as answered with `status` and exports its span; the access log line
@@ -316,6 +322,7 @@ impl<'a> RequestRecord<'a> {
                     trace_id: self.trace.trace_id,
                     request_id: self.request_id.clone(),
                     user_agent: start.user_agent,
+                    grpc_status: None,
                 }),
                 self.started,
             )),
@@ -342,4 +349,10 @@ impl Drop for RequestRecord<'_> {
         // No body will be sent: the line and the sample are complete now.
         drop(ObservedBody::new(ProxyBody::empty(), pending, sample));
     }
+}
+
+/// The `grpc-status` in `headers` (a gRPC answer's trailers, or a trailers-only head), if it
+/// is a number.
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
