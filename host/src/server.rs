@@ -651,11 +651,19 @@ fn gateway_service(
         let mut answering = activity.as_ref().map(|a| a.answering());
         // The client's side of a switch, and what its task needs: only for requests asking one.
         let stream_tunnel = tunnels.as_ref().and_then(|t| Some((upgrade::client_side(&mut request)?, t.clone())));
+        // Shutting down (`timeouts.shutdown_delay_ms`): each HTTP/1 request that arrives gets an
+        // answer that closes its connection, so clients move their next request to a new one
+        // (which the balancer, told by `/ready`, sends elsewhere) instead of finding theirs
+        // closed under it when the drain begins (Envoy's drain does the same).
+        let closing = request.version() < http::Version::HTTP_2 && live.is_draining();
         // Boxed: hyper's HTTP/1 connection holds a slot the size of this future for its whole
         // life, idle or not; a box keeps that slot one pointer and the request's state is freed
         // when the response is done (~1 KB less per idle keep-alive connection).
         Box::pin(async move {
             let mut response = gateway.handle(request, conn).await;
+            if closing && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
             // Answered: dropped from here on, the request was not reset early.
             if let Some(answering) = &mut answering {
                 answering.answered();

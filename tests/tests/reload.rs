@@ -432,6 +432,76 @@ async fn a_shutdown_delay_fails_readiness_and_keeps_serving_and_a_cut_drain_is_n
     assert!(in_flight.await.expect("task").is_err(), "the cut request saw its connection close");
 }
 
+/// A keep-alive HTTP/1.1 client sending requests back to back on one connection until an
+/// answer says `Connection: close` or the connection ends: (answers, whether the last said
+/// close, whether the connection ended with a request unanswered).
+async fn back_to_back(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> (usize, bool, bool) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut answers = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if write.write_all(b"GET /ka HTTP/1.1\r\nhost: x\r\n\r\n").await.is_err() {
+            return (answers, false, true);
+        }
+        let (mut length, mut close, mut line) = (0usize, false, String::new());
+        loop {
+            line.clear();
+            match read.read_line(&mut line).await {
+                Ok(0) | Err(_) => return (answers, false, true),
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().expect("length");
+                    }
+                    close |= lower.starts_with("connection:") && lower.contains("close");
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if read.read_exact(&mut body).await.is_err() {
+            return (answers, false, true);
+        }
+        answers += 1;
+        if close {
+            return (answers, true, false);
+        }
+    }
+    (answers, false, false)
+}
+
+/// During `timeouts.shutdown_delay_ms` every HTTP/1.1 answer says `Connection: close`, so
+/// keep-alive clients sending back to back leave their connections after an answer, none with
+/// a request sent and never answered (which the drain's close would otherwise cut: a POST's
+/// client could not know whether it was served).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_clients_are_moved_off_during_the_shutdown_delay_without_a_lost_request() {
+    let upstream = Upstream::start().await;
+    let config = DRAINING.replace("drain_ms = 60000", "drain_ms = 60000\nshutdown_delay_ms = 1500");
+    let mut airlock = Airlock::start(&config, &upstream, &[]).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", airlock.port()).parse().expect("address");
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..16).map(|_| tokio::spawn(back_to_back(addr, stop.clone()))).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    airlock.signal("TERM");
+    // Every client leaves within the delay, after an answer that said so.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut ended = Vec::new();
+        for client in clients {
+            ended.push(client.await.expect("client task"));
+        }
+        ended
+    });
+    let ended = ended.await.expect("every client saw its connection close");
+    stop.store(true, Ordering::Relaxed);
+    for (answers, closed, cut) in &ended {
+        assert!(*answers > 0 && *closed && !*cut, "{answers} answers, close said: {closed}, request cut: {cut}");
+    }
+    assert!(airlock.exit_within(Duration::from_secs(10)).await.success(), "a clean drain exits 0");
+}
+
 /// `runtime.worker_threads` starts that many request workers (named threads of the process),
 /// every one of them accepts and serves, and changing it is refused by a reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
