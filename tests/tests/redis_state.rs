@@ -266,6 +266,40 @@ async fn a_redis_that_stops_answering_opens_the_breaker() {
     gw.stop().await;
 }
 
+/// A "Redis" that accepts connections and never answers (a stopped server, a black hole
+/// behind a load balancer): each retry of the connection runs in the background. Past the first
+/// request (which waits for the first connection, up to `connect_timeout_ms`), no fail-open
+/// request waits on the state backend: before, the request that started each retry (one every
+/// 250 ms of traffic) waited for it, up to `connect_timeout_ms`.
+#[tokio::test]
+async fn a_redis_that_accepts_and_never_answers_costs_requests_no_wait() {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = hole.local_addr().expect("address").port();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&config(&format!("redis://127.0.0.1:{port}"), 2000), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    assert_eq!(client.get(&gw.url("/open")).await.status, 200, "fail-open");
+    let mut slowest = Duration::ZERO;
+    // Over a second and a half: several retry intervals, each starting an attempt.
+    for i in 0..30 {
+        let started = Instant::now();
+        let r = client.get(&gw.url("/open")).await;
+        assert_eq!(r.status, 200, "request {i}: fail-open with Redis silent");
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(slowest < Duration::from_millis(500), "a request waited {slowest:?} on a Redis that never answers");
+    assert_eq!(ready(&client, &gw).await, (503, "unavailable".to_owned()));
+    gw.stop().await;
+    holding.abort();
+}
+
 /// A wrong password or database is what the first failure says (not a timeout), in the first
 /// error of an operation; `/ready` says only `unavailable`.
 #[tokio::test]

@@ -8,11 +8,14 @@
 //! pipelines concurrent requests), kept by this module as a `Link`. It is made lazily, at the
 //! first operation, so a gateway starts while Redis is down; an operation waits for a connection
 //! being made (the first one, or the one replacing a connection found dead), within its deadline.
-//! A failed attempt opens a circuit breaker: for [`RETRY_INTERVAL`], operations fail at once with
-//! that attempt's error (the real cause: refused, wrong password, no such database), so limiters
-//! apply their `on_state_error` policy at normal latency during an outage; then the next operation
-//! tries again (alone: the others keep failing at once), so Redis coming back is noticed within
-//! [`RETRY_INTERVAL`] of traffic. Every operation runs under the `[state] timeout_ms` deadline,
+//! A failed attempt (refused, or no answer to the client's handshake within the connect timeout:
+//! a server that accepts connections and answers nothing) opens a circuit breaker: for
+//! [`RETRY_INTERVAL`], operations fail at once with that attempt's error (the real cause:
+//! refused, wrong password, no such database, no answer), so limiters apply their
+//! `on_state_error` policy at normal latency during an outage; then the next operation starts
+//! another attempt, which runs in the background while that operation and the others still fail
+//! at once, so Redis coming back is noticed within [`RETRY_INTERVAL`] of traffic and no operation
+//! waits on an attempt during an outage. Every operation runs under the `[state] timeout_ms` deadline,
 //! connecting and a retry included: past it, it fails as `unavailable`, nothing waits longer. A
 //! connection on which nothing at all was answered during an operation's whole deadline (a host
 //! gone without closing it, a Redis stalled) opens the breaker too (`RedisStore::silent_since`).
@@ -400,25 +403,23 @@ impl RedisStore {
         self.shared.connect_timeout + self.timeout
     }
 
-    /// The connection to use, waiting (until `deadline`) for an attempt that is under way.
+    /// The connection to use, waiting (until `deadline`) for an attempt that is under way, except
+    /// one after a failure, which runs on its own while every operation fails at once: during
+    /// an outage no operation waits, not even the one that starts each retry.
     async fn connection(&self, deadline: tokio::time::Instant) -> Result<Arc<Connection>, StateError> {
         let mut link = self.shared.link.subscribe();
-        // Whether this operation started the attempt after a failure (it then waits for it).
-        let mut retrying = false;
         loop {
             let current = link.borrow_and_update().clone();
             match current {
                 Link::Up(connection) => return Ok(connection),
                 Link::Connecting => {}
-                Link::Retrying { error } if !retrying => return Err(StateError::Unavailable(error.to_string())),
-                Link::Retrying { .. } => {}
+                Link::Retrying { error } => return Err(StateError::Unavailable(error.to_string())),
                 Link::Down { error, retry_at } => {
-                    if Instant::now() < retry_at {
-                        return Err(StateError::Unavailable(error.to_string()));
+                    if Instant::now() >= retry_at {
+                        let still = |l: &Link| matches!(l, Link::Down { retry_at: r, .. } if *r == retry_at);
+                        self.shared.begin_attempt(still, Link::Retrying { error: error.clone() });
                     }
-                    let still = |l: &Link| matches!(l, Link::Down { retry_at: r, .. } if *r == retry_at);
-                    retrying = self.shared.begin_attempt(still, Link::Retrying { error });
-                    continue;
+                    return Err(StateError::Unavailable(error.to_string()));
                 }
                 Link::Idle => {
                     self.shared.begin_attempt(|l| matches!(l, Link::Idle), Link::Connecting);
