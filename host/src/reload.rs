@@ -299,8 +299,19 @@ pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<()
                     continue;
                 }
             };
-            let running = live.current().source.text.clone();
-            if *running == *text || tried.as_deref() == Some(text.as_str()) {
+            let current = live.current();
+            if *current.source.text == *text {
+                // Reverted to what is served after a reload failed (by the watch, SIGHUP or the
+                // admin API): nothing to reload, and the failure alert is over.
+                let reloads = &current.gateway.telemetry.metrics.reloads;
+                if reloads.last_failed() {
+                    reloads.file_matches_running();
+                    tracing::info!(path = %path.display(), generation = current.number, "config file is back to the running config: nothing to reload");
+                }
+                tried = None;
+                continue;
+            }
+            if tried.as_deref() == Some(text.as_str()) {
                 continue;
             }
             tracing::info!(path = %path.display(), "config file changed: reloading");

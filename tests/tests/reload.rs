@@ -317,6 +317,14 @@ async fn watch_reloads_a_changed_file_and_tries_a_broken_one_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(airlock.metric(&client, "airlock_config_reloads_total", &[("result", "error")]).await, 1.0);
     assert_eq!(client.get(&airlock.url("/steady")).await.header("x-version").as_deref(), Some("2"));
+    assert_eq!(airlock.metric(&client, "airlock_config_last_reload_successful", &[]).await, 0.0);
+
+    // The operator reverts the broken edit: the file is the running config again, so the
+    // failure is over (an alert on the gauge clears) without a reload.
+    airlock.write(&version(2), &upstream);
+    airlock.metric_reaches(&client, "airlock_config_last_reload_successful", &[], 1.0).await;
+    assert_eq!(airlock.metric(&client, "airlock_config_generation", &[]).await, 2.0, "nothing reloaded");
+    assert_eq!(airlock.metric(&client, "airlock_config_reloads_total", &[("result", "error")]).await, 1.0);
 
     airlock.write(&version(3), &upstream);
     airlock.metric_reaches(&client, "airlock_config_generation", &[], 3.0).await;

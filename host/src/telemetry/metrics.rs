@@ -575,6 +575,17 @@ impl ReloadMetrics {
         self.results.get_or_create(&ReloadLabels { result: "error" }).inc();
         self.last_successful.set(0);
     }
+
+    /// Whether the last reload failed (and nothing has cleared it since).
+    pub fn last_failed(&self) -> bool {
+        self.last_successful.get() == 0
+    }
+
+    /// The config file holds the running config again (the operator reverted a broken edit):
+    /// nothing to reload, and nothing failing any more.
+    pub fn file_matches_running(&self) {
+        self.last_successful.set(1);
+    }
 }
 
 /// A gauge of connections in one state, held by the tasks that move connections into it.
