@@ -283,7 +283,7 @@ impl Shared {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 Link::Up(Arc::new(Connection { conn, id, answered_ms: AtomicU64::new(self.now_ms()) }))
             }
-            Ok(Err(e)) => Link::Down { error: format!("cannot connect: {e}").into(), retry_at: Instant::now() + RETRY_INTERVAL },
+            Ok(Err(e)) => Link::Down { error: format!("cannot connect: {}", error_text(&e)).into(), retry_at: Instant::now() + RETRY_INTERVAL },
             Err(_) => Link::Down {
                 error: format!("cannot connect: no answer within {} ms", self.connect_timeout.as_millis()).into(),
                 retry_at: Instant::now() + RETRY_INTERVAL,
@@ -670,7 +670,13 @@ fn connection_level(e: &redis::RedisError) -> bool {
 }
 
 fn unavailable(e: redis::RedisError) -> StateError {
-    StateError::Unavailable(e.to_string())
+    StateError::Unavailable(error_text(&e))
+}
+
+/// `e` as one line: a parse error quotes what the server sent (a server that is no Redis, an
+/// HTTP one say), line breaks and control characters included, and this text reaches log lines.
+fn error_text(e: &redis::RedisError) -> String {
+    crate::runtime::host::log::one_line(&e.to_string()).into_owned()
 }
 
 #[cfg(test)]
@@ -754,6 +760,13 @@ mod tests {
         assert_eq!(redis.get("v").await.unwrap(), Some(b"\xffbytes".to_vec()));
         redis.delete("v").await.unwrap();
         assert_eq!(redis.get("v").await.unwrap(), None);
+    }
+
+    #[test]
+    fn an_error_quoting_what_the_server_sent_is_one_line() {
+        let e = redis::RedisError::from(std::io::Error::other("Parse error\nUnexpected `84`\nWARN forged line"));
+        let text = error_text(&e);
+        assert!(!text.contains('\n') && text.contains("Unexpected `84`"), "{text}");
     }
 
     #[tokio::test]
