@@ -133,7 +133,7 @@ impl ResponseOrigin {
             route = &*self.route,
             upstream = &*self.upstream.name,
             upstream_addr = &**self.upstream.addr(self.target),
-            "the upstream's response body broke off after its head was sent on, so the client's response is cut short: {reason}"
+            "the upstream's response body broke off after its head was passed on, so the client's response is cut short (or, if nothing of it had been written yet, the client gets none: its connection or stream is closed): {reason}"
         );
         if let Some(errors) = &self.errors {
             errors.inc();
