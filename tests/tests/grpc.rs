@@ -431,17 +431,24 @@ async fn malformed_requests_are_400_and_unmapped_ones_404_without_reaching_the_s
         ("POST", "/v1/echo?text=a", Some(json!({})), 400, "unknown query parameter `text`"),
         ("GET", "/v1/users/1?verbose=maybe", None, 400, "true or false"),
         ("GET", "/v1/nothing", None, 404, "no gRPC method is mapped to GET /v1/nothing"),
-        ("DELETE", "/v1/users/1", None, 404, "DELETE /v1/users/1"),
+        ("DELETE", "/v1/users/1", None, 405, "DELETE is not mapped to a gRPC method at /v1/users/1"),
         ("GET", "/demo.v1.Users/GetUser", None, 404, "no gRPC method"),
     ];
     for (method, path, body, expected, text) in cases {
         let (status, reply) = json_call(&gw, method, path, body.clone()).await;
         assert_eq!(status.as_u16(), *expected, "{method} {path}: {reply}");
-        let code = if *expected == 400 { 3 } else { 5 };
+        let code = match expected {
+            400 => 3,
+            405 => 12,
+            _ => 5,
+        };
         assert_eq!(reply["code"], code, "{method} {path}: {reply}");
         assert!(reply["message"].as_str().unwrap().contains(text), "{method} {path}: {reply}");
         assert_eq!(reply["details"], json!([]));
     }
+    // A path bound to other methods: 405 with them in `Allow` (RFC 9110 15.5.6).
+    let reply = HttpClient::http1().request("DELETE", &gw.url("/v1/users/1"), &[], b"").await;
+    assert_eq!((reply.status.as_u16(), reply.header("allow").as_deref()), (405, Some("GET, PATCH")), "{}", reply.text());
     // Invalid JSON.
     let reply = HttpClient::http1().request("POST", &gw.url("/v1/echo"), &[], b"{not json").await;
     assert_eq!(reply.status, 400);

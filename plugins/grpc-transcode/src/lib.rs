@@ -146,6 +146,16 @@ impl Plugin for GrpcTranscode {
             b.template.matches(&path).map(|captures| (index, b, captures))
         });
         let Some((index, binding, captures)) = found else {
+            // The path is bound, to other methods: 405 with `Allow` (RFC 9110 15.5.6), as
+            // grpc-gateway's router refuses it (UNIMPLEMENTED), not a 404 saying nothing is there.
+            let mut allowed: Vec<&str> = self.bindings.iter().filter(|b| b.template.matches(&path).is_some()).map(|b| b.verb.as_str()).collect();
+            allowed.sort_unstable();
+            allowed.dedup();
+            if !allowed.is_empty() {
+                let message = format!("{method} is not mapped to a gRPC method at {path}: {} is", allowed.join(", "));
+                let body = status_body(status::UNIMPLEMENTED, &message, Vec::new());
+                return ResponseInit::new(405).header("content-type", "application/json").header("allow", &allowed.join(", ")).body(body).into();
+            }
             let message = format!("no gRPC method is mapped to {method} {path}");
             return error(status::NOT_FOUND, 404, &message);
         };

@@ -9,6 +9,8 @@ pub const OK: i32 = 0;
 pub const INVALID_ARGUMENT: i32 = 3;
 /// `NOT_FOUND`: no mapped method for the request.
 pub const NOT_FOUND: i32 = 5;
+/// `UNIMPLEMENTED`: the path is mapped, but not for the request's method (answered 405).
+pub const UNIMPLEMENTED: i32 = 12;
 /// `INTERNAL`: the upstream's answer cannot be transcoded.
 pub const INTERNAL: i32 = 13;
 /// `UNAVAILABLE`: no (usable) gRPC answer from the upstream.
