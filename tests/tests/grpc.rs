@@ -1078,6 +1078,58 @@ async fn native_grpc_clients_pass_through_with_their_trailers() {
     assert_eq!((denied["status"].as_u64(), denied["grpc_status"].as_u64()), (Some(200), Some(7)), "{denied}");
 }
 
+/// A gRPC client's call the gateway refuses (no upstream answering) or a plugin refuses (a rate
+/// limit) reaches the client as gRPC: a trailers-only answer whose `grpc-status` is what the
+/// HTTP status maps to and whose `grpc-message` says why, not an HTTP error with a JSON body the
+/// client cannot read. Metrics and the access log keep the HTTP status the gateway decided.
+#[tokio::test]
+async fn a_refused_grpc_call_is_answered_in_grpc() {
+    let server = GrpcServer::start(None).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let toml = format!(
+        r#"[access_log]
+enabled = true
+path = "access.log"
+
+[upstreams.grpc]
+targets = ["{server}"]
+protocol = "h2c"
+
+[upstreams.gone]
+targets = ["{dead}"]
+protocol = "h2c"
+
+[[routes]]
+path = "/demo.v1.Users/GetUser"
+upstream = "gone"
+
+[[routes]]
+path = "/demo.v1.Users/Ping"
+upstream = "grpc"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = {{ by = ["route"], limits = [{{ limit = 1, window = "minute" }}] }}
+"#,
+        server = server.addr
+    );
+    let gw = Gateway::start(&toml, None).await;
+    let mut client = UsersClient::connect(gw.url("")).await.unwrap();
+    let mut request = tonic::Request::new(GetUserRequest { id: 3, ..Default::default() });
+    request.metadata_mut().insert("x-request-id", "grpc-gone".parse().unwrap());
+    let error = client.get_user(request).await.unwrap_err();
+    assert_eq!((error.code(), error.message()), (Code::Unavailable, "the upstream is unavailable"), "{error:?}");
+    assert!(error.metadata().get("x-request-id").is_some(), "the gateway's headers are kept: {error:?}");
+
+    client.ping(PingRequest::default()).await.expect("the first call is within the limit");
+    let error = client.ping(PingRequest::default()).await.unwrap_err();
+    assert_eq!(error.code(), Code::Unavailable, "429 maps to UNAVAILABLE: {error:?}");
+    assert!(!error.message().is_empty() && !error.message().contains('{'), "the limiter's message, not its JSON: {error:?}");
+    assert!(error.metadata().get("retry-after").is_some(), "{error:?}");
+
+    let line = airlock_tests::access_log_line(&gw.dir.path().join("access.log"), "grpc-gone").await;
+    assert_eq!((line["status"].as_u64(), line["grpc_status"].as_u64()), (Some(502), Some(14)), "{line}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Trailers
 

@@ -84,6 +84,16 @@ impl ProxyBody {
         ProxyBody::Full { data: (!data.is_empty()).then_some(data), trailers: trailers.filter(|t| !t.is_empty()) }
     }
 
+    /// The bytes of a whole body made in the gateway (an error, a plugin's answer), if this is
+    /// one: read without polling, to restate it in another form.
+    pub fn whole(&self) -> Option<&Bytes> {
+        match self {
+            ProxyBody::Full { data, .. } => data.as_ref(),
+            ProxyBody::Holding { body, .. } => body.whole(),
+            _ => None,
+        }
+    }
+
     /// An empty body.
     pub fn empty() -> Self {
         ProxyBody::Full { data: None, trailers: None }

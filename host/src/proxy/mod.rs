@@ -112,6 +112,7 @@ impl Gateway {
             }
         }
         let request_id = headers::request_id(request.headers());
+        let grpc_client = grpc::client_content_type(request.headers());
         let mut record = RequestRecord::begin(&self.telemetry, &request, conn, request_id.clone());
         let span = record.span().clone();
         // Not boxed again here: the server boxes the whole request future once
@@ -125,7 +126,14 @@ impl Gateway {
             }
             None => self.answer(request, conn, &request_id, &mut record).instrument(span).await,
         };
-        record.finish(response)
+        // Counted and logged with the status the gateway decided: a refused gRPC call goes to its
+        // client as a 200 carrying `grpc-status`, but it is an error all the same.
+        let decided = response.status();
+        let response = match grpc_client {
+            Some(content_type) if record.is_local_reply() => grpc::answer_for_client(response, content_type),
+            _ => response,
+        };
+        record.finish(response, decided)
     }
 
     /// The response to one request, errors included.
@@ -167,9 +175,10 @@ impl Gateway {
         &self,
         error: GatewayError,
         request_id: &Arc<str>,
-        record: &RequestRecord<'_>,
+        record: &mut RequestRecord<'_>,
         client_target: Option<&PathAndQuery>,
     ) -> Response<ProxyBody> {
+        record.answered_locally();
         let status = error.status();
         if error.is_operator_concern() {
             // The request's span is a debug one (`RequestRecord::begin`): the request
@@ -242,6 +251,9 @@ impl Gateway {
         // `Via` is for a message the gateway forwarded (RFC 9110 7.6.3), not for an answer a
         // plugin made: that one looks like the gateway's own (ip-restrict's hiding 404 must).
         let forwarded = matches!(outcome, RequestOutcome::Upstream) && !ends_here;
+        if !forwarded {
+            record.answered_locally();
+        }
         let pending = match outcome {
             RequestOutcome::Respond(response) => {
                 PendingResponse { state: response, stream: None, version: Version::HTTP_11, upgrade: None, origin: None }

@@ -45,7 +45,8 @@ pub struct AccessEntry {
     pub path: String,
     /// The matched route's id.
     pub route: Option<Arc<str>>,
-    /// Status sent to the client.
+    /// Status sent to the client; for a gRPC call the gateway or a plugin refused, the HTTP
+    /// status decided, sent as a 200 with `grpc-status` (`proxy::grpc::answer_for_client`).
     pub status: u16,
     /// Request body bytes read from the client (without those `body_read` counts).
     pub bytes_in: u64,

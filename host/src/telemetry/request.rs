@@ -30,6 +30,8 @@ pub struct RequestRecord<'a> {
     telemetry: &'a Telemetry,
     /// Set by `finish`: nothing is left for `drop` to record.
     finished: bool,
+    /// The answer is the gateway's own or a plugin's, not the upstream's ([`Self::answered_locally`]).
+    local_reply: bool,
     started: Instant,
     /// The request's trace context (continued from the client or new).
     pub trace: TraceContext,
@@ -114,6 +116,7 @@ impl<'a> RequestRecord<'a> {
         Self {
             telemetry,
             finished: false,
+            local_reply: false,
             children: span_path.as_ref().map(|_| Default::default()),
             span_path,
             started: Instant::now(),
@@ -234,10 +237,23 @@ impl<'a> RequestRecord<'a> {
         }
     }
 
-    /// Ends the record: counts the request, adds the trace header if configured, and wraps the
-    /// body so the access log line is written once the body has been sent.
-    pub fn finish(mut self, mut response: Response<ProxyBody>) -> Response<ObservedBody> {
-        let status = response.status();
+    /// Notes that the request is answered by the gateway itself (an error) or by a plugin, not
+    /// with the upstream's response: a gRPC client gets such an answer in gRPC's form
+    /// (`proxy::grpc::answer_for_client`), while an upstream's passes as it came.
+    pub fn answered_locally(&mut self) {
+        self.local_reply = true;
+    }
+
+    /// Whether [`Self::answered_locally`] was noted.
+    pub fn is_local_reply(&self) -> bool {
+        self.local_reply
+    }
+
+    /// Ends the record: counts the request as answered with `status` (the response's, or the
+    /// HTTP status of an error a gRPC client gets as a 200 with `grpc-status`), adds the trace
+    /// header if configured, and wraps the body so the access log line is written once the body
+    /// has been sent.
+    pub fn finish(mut self, mut response: Response<ProxyBody>, status: StatusCode) -> Response<ObservedBody> {
         if let Some(name) = &self.telemetry.response_header
             && let Ok(value) = HeaderValue::from_str(&self.trace.trace_id.to_string())
         {

@@ -152,9 +152,10 @@ impl Plugin for GrpcTranscode {
             allowed.sort_unstable();
             allowed.dedup();
             if !allowed.is_empty() {
-                let message = format!("{method} is not mapped to a gRPC method at {path}: {} is", allowed.join(", "));
+                let allow = allowed.join(", ");
+                let message = format!("{method} is not mapped to a gRPC method at {path}: {allow} is");
                 let body = status_body(status::UNIMPLEMENTED, &message, Vec::new());
-                return ResponseInit::new(405).header("content-type", "application/json").header("allow", &allowed.join(", ")).body(body).into();
+                return ResponseInit::new(405).header("content-type", "application/json").header("allow", allow).body(body).into();
             }
             let message = format!("no gRPC method is mapped to {method} {path}");
             return error(status::NOT_FOUND, 404, &message);
