@@ -18,7 +18,8 @@
 //!    it where `[compression]` applies ([`compress`]); after a `101 Switching Protocols` the
 //!    connection is the client's and the upstream's, joined ([`upgrade`]).
 //!
-//! Any phase can end the request with a [`GatewayError`], answered as JSON with the request id.
+//! Any phase can end the request with a [`GatewayError`], answered as JSON with the request id
+//! (to a gRPC client, as gRPC: [`grpc::answer_for_client`]).
 
 pub mod affinity;
 pub mod body;
@@ -101,7 +102,8 @@ struct PendingResponse {
 }
 
 impl Gateway {
-    /// Handles one client request end to end. Never fails: errors become JSON error responses.
+    /// Handles one client request end to end. Never fails: errors become JSON error responses
+    /// (for a gRPC client, trailers-only gRPC answers: [`grpc::answer_for_client`]).
     /// Its telemetry (span, trace context, metrics, access log line) is kept in a
     /// [`RequestRecord`] the phases fill in.
     pub async fn handle(&self, request: Request<Incoming>, mut conn: ConnectionInfo) -> Response<ObservedBody> {
