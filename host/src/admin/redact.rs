@@ -85,8 +85,9 @@ pub fn redacted_line(key_path: &str, line: &str) -> String {
     }
 }
 
-/// Whether `text` holds a URL with user info (`scheme://user:password@host`).
-fn has_url_user_info(text: &str) -> bool {
+/// Whether `text` holds a URL with user info (`scheme://user:password@host`): a config line's
+/// value, or a URL alone.
+pub(crate) fn has_url_user_info(text: &str) -> bool {
     text.split("://").skip(1).any(|rest| rest.split(['/', '"', '\'', ' ', '?', '#']).next().is_some_and(|authority| authority.contains('@')))
 }
 

@@ -22,19 +22,27 @@ pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// Most digits a `grpc-timeout` value may have (the gRPC HTTP/2 protocol spec).
 const MAX_DIGITS_VALUE: u128 = 99_999_999;
 
-/// True if the request is a gRPC call.
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
+/// The gRPC content type (`application/grpc`, `application/grpc+proto`,
+/// `application/grpc-web+proto`, ...) of a request or answer, if it is one.
+fn grpc_content_type(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers.get(header::CONTENT_TYPE).filter(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// The content type of a gRPC client's call (`application/grpc`, `application/grpc+proto`,
-/// `application/grpc-web+proto`, ...), if the request is one: what [`answer_for_client`] answers
-/// its errors with.
+/// True if the request (or answer) is gRPC.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    grpc_content_type(headers).is_some()
+}
+
+/// The content type of a gRPC client's call, if the request is one: what
+/// [`answer_for_client`] answers its errors with.
 pub fn client_content_type(headers: &HeaderMap) -> Option<HeaderValue> {
-    headers.get(header::CONTENT_TYPE).filter(|v| v.as_bytes().starts_with(b"application/grpc")).cloned()
+    grpc_content_type(headers).cloned()
+}
+
+/// The `grpc-status` in `headers` (a gRPC answer's trailers, or a trailers-only head), if it
+/// is a number.
+pub fn status(headers: &HeaderMap) -> Option<u32> {
+    headers.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
 
 /// `response` as a gRPC client can read it: one the gateway or a plugin made in HTTP's form (a
@@ -46,7 +54,7 @@ pub fn client_content_type(headers: &HeaderMap) -> Option<HeaderValue> {
 /// status, without the reason. Anything else is returned as it is.
 pub fn answer_for_client(response: Response<ProxyBody>, content_type: HeaderValue) -> Response<ProxyBody> {
     let status = response.status();
-    let grpc_already = response.headers().contains_key(&GRPC_STATUS) || client_content_type(response.headers()).is_some();
+    let grpc_already = response.headers().contains_key(&GRPC_STATUS) || is_grpc(response.headers());
     if status == StatusCode::OK || status.is_informational() || grpc_already {
         return response;
     }
@@ -81,12 +89,13 @@ fn code_for_http_status(status: StatusCode) -> u32 {
 
 /// `text` as `grpc-message` carries it: bytes outside printable ASCII, and `%`, percent-encoded.
 fn percent_encode(text: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if (0x20..=0x7e).contains(&b) && b != b'%' {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out

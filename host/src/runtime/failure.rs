@@ -107,12 +107,11 @@ pub fn classify(state: &HostState, error: wasmtime::Error) -> Failure {
             exit.0
         ));
     }
-    let trap = error.downcast_ref::<wasmtime::Trap>().map(ToString::to_string);
     // A Rust plugin's own stack lives in its linear memory, below its data, with no guard page:
     // running off it is an out-of-bounds access rather than wasmtime's stack-overflow trap.
-    let trap = trap.map(|t| match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::MemoryOutOfBounds) => format!("{t} (or a stack overflow in the plugin's linear memory: deep recursion, large locals)"),
-        _ => t,
+    let trap = error.downcast_ref::<wasmtime::Trap>().map(|t| match t {
+        wasmtime::Trap::MemoryOutOfBounds => format!("{t} (or a stack overflow in the plugin's linear memory: deep recursion, large locals)"),
+        _ => t.to_string(),
     });
     let root = error.root_cause().to_string();
     let what = match trap {

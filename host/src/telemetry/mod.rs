@@ -76,7 +76,7 @@ impl Telemetry {
         let otlp_endpoint = match config.otlp.endpoint.as_ref() {
             // User info would never be sent (the export sends no credentials), and the URL is
             // shown in `/admin/config` and in export warnings: refused, without echoing it.
-            Some(url) if url.get_ref().parse::<http::Uri>().ok().and_then(|u| u.authority().map(|a| a.as_str().contains('@'))) == Some(true) => {
+            Some(url) if crate::admin::redact::has_url_user_info(url.get_ref()) => {
                 issues.push(source.issue(
                     Some(url.span()),
                     "otlp.endpoint",

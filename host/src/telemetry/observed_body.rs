@@ -54,7 +54,7 @@ impl Body for ObservedBody {
                 self.sent += data.len() as u64;
             } else if self.grpc
                 && let Some(trailers) = frame.trailers_ref()
-                && let Some(status) = super::request::grpc_status(trailers)
+                && let Some(status) = crate::proxy::grpc::status(trailers)
                 && let Some((_, entry, _)) = &mut self.pending
             {
                 entry.grpc_status = Some(status);

@@ -262,9 +262,9 @@ impl<'a> RequestRecord<'a> {
         let (mut pending, sample) = self.close(status);
         // A gRPC answer's status: in its head when trailers-only, else in the trailers the
         // body ends with (read there).
-        let grpc = pending.is_some() && response.headers().get(header::CONTENT_TYPE).is_some_and(|c| c.as_bytes().starts_with(b"application/grpc"));
+        let grpc = pending.is_some() && crate::proxy::grpc::is_grpc(response.headers());
         if grpc && let Some((_, entry, _)) = &mut pending {
-            entry.grpc_status = grpc_status(response.headers());
+            entry.grpc_status = crate::proxy::grpc::status(response.headers());
         }
         response.map(|body| ObservedBody::new(body, pending, sample).reading_grpc_status(grpc))
     }
@@ -365,10 +365,4 @@ impl Drop for RequestRecord<'_> {
         // No body will be sent: the line and the sample are complete now.
         drop(ObservedBody::new(ProxyBody::empty(), pending, sample));
     }
-}
-
-/// The `grpc-status` in `headers` (a gRPC answer's trailers, or a trailers-only head), if it
-/// is a number.
-pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
