@@ -288,15 +288,14 @@ impl std::fmt::Display for Inspection {
     }
 }
 
+/// The phases a plugin runs and, apart, the bodies it reads: a plugin declaring the request's
+/// body reads it in `on-response` too, so the bodies are not tied to one phase.
 fn phase_list(p: &Phases) -> String {
-    let mut out = Vec::new();
-    if p.on_request {
-        out.push(if p.request_body { "on-request (reads the body)" } else { "on-request" });
-    }
-    if p.on_response {
-        out.push(if p.response_body { "on-response (reads the body)" } else { "on-response" });
-    }
-    if out.is_empty() { "none".to_owned() } else { out.join(", ") }
+    let phases: Vec<&str> = [(p.on_request, "on-request"), (p.on_response, "on-response")].into_iter().filter_map(|(on, name)| on.then_some(name)).collect();
+    let bodies: Vec<&str> =
+        [(p.request_body, "the request body"), (p.response_body, "the response body")].into_iter().filter_map(|(on, name)| on.then_some(name)).collect();
+    let phases = if phases.is_empty() { "none".to_owned() } else { phases.join(", ") };
+    if bodies.is_empty() { phases } else { format!("{phases} (reads {})", bodies.join(" and ")) }
 }
 
 impl std::fmt::Display for Audit {

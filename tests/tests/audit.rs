@@ -128,6 +128,9 @@ async fn inspect_and_audit_report_requests_grants_and_limits() {
     assert!(json.get("load_error").is_none());
     let text = stdout(&airlock(&["inspect", "builtin:rate-limit"], dir.path()));
     assert!(text.contains("capabilities: state") && text.contains("built-in: trusted"), "{text}");
+    // The bodies a plugin reads are named for what they are, apart from its phases.
+    let text = stdout(&airlock(&["inspect", "builtin:transform"], dir.path()));
+    assert!(text.contains("phases:       on-request, on-response (reads the request body and the response body)"), "{text}");
 
     // audit: every route's chain, what each plugin asked for, was granted, and its limits.
     std::fs::write(

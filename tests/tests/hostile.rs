@@ -812,3 +812,24 @@ async fn what_a_plugin_leaves_with_the_host_is_bounded() {
     }
     assert_eq!(client.get(&gw.url("/healthy")).await.status, 200);
 }
+
+/// A plugin that declared only the response's body does not read the request's in its
+/// `on-response`, though an earlier plugin on the route buffered it (the descriptor is the
+/// grant an auditor reads: `response-body` is not the client's password).
+#[tokio::test]
+async fn a_response_body_reader_does_not_see_the_request_body() {
+    let upstream = Upstream::start().await;
+    let mut config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n".to_owned();
+    config += &airlock_tests::hostile_plugin("reader");
+    config += "\n[[routes]]\npath = \"/login\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"{plugin:body-upper}\"\n";
+    config += "[[routes.plugins]]\nplugin = \"reader\"\nconfig = { mode = \"read-request-body\" }\n";
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    for client in [HttpClient::http1(), HttpClient::http2()] {
+        let r = client.request("POST", &gw.url("/login"), &[], b"password=hunter2").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-request-body").as_deref(), Some("none"));
+        // The body was buffered (and changed) by the plugin that declared it.
+        assert!(r.text().contains("PASSWORD=HUNTER2"), "{}", r.text());
+    }
+    gw.stop().await;
+}

@@ -22,7 +22,7 @@ use super::engine::SandboxEngine;
 use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
 use super::host::log::{LogBudget, plugin_warn};
-use super::host::{HostState, Plugin, wasi};
+use super::host::{BodyAccess, HostState, Plugin, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
 use crate::config::Isolation;
 use crate::exchange::{HeaderBound, RefusalLog, RequestState, ResponseState};
@@ -254,7 +254,7 @@ pub(crate) fn arm_store(store: &mut Store<HostState>, sandbox: &SandboxEngine) {
 /// Starts a call into the store's instance (instantiation, configure, describe or a phase): its
 /// clock and per-call state ([`HostState::begin_call`]), a fresh epoch deadline, and the epoch
 /// ticker told a call runs (it sleeps while none does). Every entry into Wasm goes through here.
-pub(crate) fn start_call(store: &mut Store<HostState>, sandbox: &SandboxEngine, body_access: bool, request_read_only: bool) {
+pub(crate) fn start_call(store: &mut Store<HostState>, sandbox: &SandboxEngine, body_access: BodyAccess, request_read_only: bool) {
     store.data_mut().begin_call(body_access, request_read_only);
     store.set_epoch_deadline(1);
     sandbox.plugin_running();
@@ -346,13 +346,13 @@ impl InstancePool {
         }
         let mut store = Store::new(&self.plugin.sandbox.engine, state);
         arm_store(&mut store, &self.plugin.sandbox);
-        start_call(&mut store, &self.plugin.sandbox, false, false);
+        start_call(&mut store, &self.plugin.sandbox, BodyAccess::NONE, false);
         let clock = store.data().clock.clone();
         let bindings = match Metered::new(&clock, self.plugin.pre.instantiate_async(&mut store)).await {
             Ok(b) => b,
             Err(e) => return Err(InstantiateError::Failed(classify(store.data(), e))),
         };
-        start_call(&mut store, &self.plugin.sandbox, false, false);
+        start_call(&mut store, &self.plugin.sandbox, BodyAccess::NONE, false);
         let configure = bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json);
         match Metered::new(&clock, configure).await {
             Ok(Ok(d)) => Ok((
@@ -430,7 +430,7 @@ impl InstancePool {
         let state = instance.store.data_mut();
         state.request = Some(request);
         state.reads_response_body = self.descriptor.response_body;
-        start_call(&mut instance.store, &self.plugin.sandbox, body_access, false);
+        start_call(&mut instance.store, &self.plugin.sandbox, BodyAccess { request: body_access, response: false }, false);
         // A call cancelled on timeout leaves its instance discarded, not reused. Pinned where it
         // is made: the call future is ~1 KB, moved by value it was copied at every layer.
         let result = {
@@ -457,7 +457,8 @@ impl InstancePool {
         }
     }
 
-    /// Runs `on-response`. Request and response come back in every case.
+    /// Runs `on-response`. Request and response come back in every case. `body_access` is the
+    /// response body's; the request's is readable only if the plugin declared `request-body`.
     pub async fn on_response(
         &self,
         request: RequestState,
@@ -471,7 +472,9 @@ impl InstancePool {
         let state = instance.store.data_mut();
         state.request = Some(request);
         state.response = Some(response);
-        start_call(&mut instance.store, &self.plugin.sandbox, body_access, true);
+        // The request's body only if the plugin declared it: `body_access` is the response's.
+        let bodies = BodyAccess { request: self.descriptor.request_body, response: body_access };
+        start_call(&mut instance.store, &self.plugin.sandbox, bodies, true);
         let result = {
             let handler = instance.bindings.airlock_plugin_handler();
             let call = std::pin::pin!(handler.call_on_response(&mut instance.store, Resource::new_borrow(0), Resource::new_borrow(0)));

@@ -66,8 +66,8 @@ pub struct HostState {
     pub request: Option<RequestState>,
     /// The response of the response-phase call in progress.
     pub response: Option<ResponseState>,
-    /// Whether the plugin being called declared body access (else `body()` is `none`).
-    pub body_access: bool,
+    /// Which bodies the call in progress may read and write (else `body()` is `none`).
+    pub body_access: BodyAccess,
     /// True during response phases: request setters are ignored.
     pub request_read_only: bool,
     /// Whether the chain entry reads response bodies (its descriptor's `response-body`), which
@@ -92,6 +92,22 @@ pub struct HostState {
     pub metrics: Option<Arc<crate::telemetry::plugin_metrics::PluginMetricSet>>,
 }
 
+/// The bodies one call may see, each only if the plugin declared it (`request-body`,
+/// `response-body`): a plugin that declared the response's body alone does not read the request's
+/// in `on-response`, though the gateway still holds it for another plugin that buffered it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BodyAccess {
+    /// The request's body (`request.body`, `request.set-body`).
+    pub request: bool,
+    /// The response's body and trailers (`response.body`, `response.set-body`, trailers).
+    pub response: bool,
+}
+
+impl BodyAccess {
+    /// No body: the calls outside the phases (instantiation, `configure`, `describe`).
+    pub const NONE: Self = Self { request: false, response: false };
+}
+
 impl HostState {
     /// Fresh state for a new instance of plugin `plugin`.
     pub fn new(plugin: Arc<str>, memory_bytes: usize, cpu_deadline: Duration) -> Self {
@@ -106,7 +122,7 @@ impl HostState {
             limiter: MemoryLimiter::new(memory_bytes),
             request: None,
             response: None,
-            body_access: false,
+            body_access: BodyAccess::NONE,
             request_read_only: false,
             reads_response_body: false,
             clock: Arc::new(CallClock::new()),
@@ -121,7 +137,7 @@ impl HostState {
     }
 
     /// Resets the per-call bookkeeping before a call into the guest.
-    pub fn begin_call(&mut self, body_access: bool, request_read_only: bool) {
+    pub fn begin_call(&mut self, body_access: BodyAccess, request_read_only: bool) {
         self.body_access = body_access;
         self.request_read_only = request_read_only;
         self.clock.begin(Instant::now());

@@ -361,7 +361,7 @@ impl HostRequest for HostState {
     }
 
     fn body(&mut self, _: Resource<RequestHandle>) -> Option<Vec<u8>> {
-        if !self.body_access {
+        if !self.body_access.request {
             return None;
         }
         self.req().and_then(|r| r.body.as_ref()).map(|b| b.to_vec())
@@ -371,7 +371,7 @@ impl HostRequest for HostState {
         if self.request_locked("set-body") {
             return;
         }
-        if !self.body_access {
+        if !self.body_access.request {
             plugin_warn!(&self.log, "set-body ignored: the plugin did not declare request-body access");
             return;
         }
@@ -489,14 +489,14 @@ impl HostResponse for HostState {
     }
 
     fn body(&mut self, _: Resource<ResponseHandle>) -> Option<Vec<u8>> {
-        if !self.body_access {
+        if !self.body_access.response {
             return None;
         }
         self.resp().and_then(|r| r.body.as_ref()).map(|b| b.to_vec())
     }
 
     fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) {
-        if !self.body_access {
+        if !self.body_access.response {
             plugin_warn!(&self.log, "set-body ignored: the plugin did not declare response-body access");
             return;
         }
@@ -511,28 +511,28 @@ impl HostResponse for HostState {
     }
 
     fn trailer(&mut self, _: Resource<ResponseHandle>, name: String) -> Option<Vec<u8>> {
-        if !self.body_access {
+        if !self.body_access.response {
             return None;
         }
         self.resp().and_then(|r| r.trailers.as_ref()).and_then(|t| header_first(t, &name))
     }
 
     fn trailer_all(&mut self, _: Resource<ResponseHandle>, name: String) -> Vec<Vec<u8>> {
-        if !self.body_access {
+        if !self.body_access.response {
             return Vec::new();
         }
         self.resp().and_then(|r| r.trailers.as_ref()).map(|t| header_all(t, &name)).unwrap_or_default()
     }
 
     fn trailer_names(&mut self, _: Resource<ResponseHandle>) -> Vec<String> {
-        if !self.body_access {
+        if !self.body_access.response {
             return Vec::new();
         }
         self.resp().and_then(|r| r.trailers.as_ref()).map(header_names).unwrap_or_default()
     }
 
     fn set_trailer(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) {
-        if !self.body_access {
+        if !self.body_access.response {
             plugin_warn!(&self.log, "set-trailer ignored: the plugin did not declare response-body access");
             return;
         }
@@ -540,7 +540,7 @@ impl HostResponse for HostState {
     }
 
     fn remove_trailer(&mut self, _: Resource<ResponseHandle>, name: String) {
-        if !self.body_access {
+        if !self.body_access.response {
             plugin_warn!(&self.log, "remove-trailer ignored: the plugin did not declare response-body access");
             return;
         }
@@ -565,7 +565,7 @@ mod tests {
         let request = crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\n\n").expect("a request");
         state.request = Some(request);
         state.reads_response_body = reads_response_body;
-        state.begin_call(false, response_phase);
+        state.begin_call(super::super::BodyAccess::NONE, response_phase);
         state
     }
 

@@ -14,6 +14,8 @@
 //!   with those headers and a 22-byte body;
 //! - `response-status`: in its response phase instead, sets the upstream's answer's status to
 //!   `count` (a 101 included);
+//! - `read-request-body`: in its response phase instead, having declared only `response-body`,
+//!   copies the request's body (or `none`) into the response header `x-request-body`;
 //! - `exit`: calls `std::process::exit(count)`;
 //! - `big-respond`: answers 200 with a body of `count` bytes;
 //! - `slot-key`: asks for one slot (no queue) under a key of the request's `x-key` header and
@@ -49,15 +51,17 @@ impl Plugin for Hostile {
         Ok(Hostile(config))
     }
 
+    /// Everything any mode uses; [`Plugin::configured_descriptor`] narrows it to the mode's.
     fn descriptor() -> Descriptor {
-        Descriptor::request_only().with_on_response(true)
+        Descriptor::request_only().with_on_response(true).with_response_body()
     }
 
     /// `response-status` and `response-then-panic` work in the response phase only; every other
     /// mode in the request's.
     fn configured_descriptor(&self) -> Descriptor {
-        let on_response = matches!(self.0.mode.as_str(), "response-status" | "response-then-panic");
-        Descriptor::request_only().with_on_request(!on_response).with_on_response(on_response)
+        let on_response = matches!(self.0.mode.as_str(), "response-status" | "response-then-panic" | "read-request-body");
+        let descriptor = Descriptor::request_only().with_on_request(!on_response).with_on_response(on_response);
+        if self.0.mode == "read-request-body" { descriptor.with_response_body() } else { descriptor }
     }
 
     fn on_response(&self, req: &Request, resp: &Response) {
@@ -66,6 +70,11 @@ impl Plugin for Hostile {
             resp.set_status(418);
             req.context_set("set-before-panic", "1");
             panic!("after changing the response");
+        }
+        if self.0.mode == "read-request-body" {
+            let body = req.body().map_or_else(|| "none".to_owned(), |b| String::from_utf8_lossy(&b).into_owned());
+            resp.set_header("x-request-body", &body);
+            return;
         }
         resp.set_status(self.0.count.and_then(|s| u16::try_from(s).ok()).unwrap_or(0));
     }
