@@ -1208,14 +1208,22 @@ async fn send_with_trailers(url: &str, body: &'static str) -> (StatusCode, Heade
 
 /// [`send_with_trailers`] over HTTP/2, or over HTTP/1.1 (declaring its trailer with `Trailer`).
 async fn send_with_trailers_over(http2: bool, url: &str, body: &'static str) -> (StatusCode, HeaderMap, Value, HeaderMap) {
+    send_these_trailers_over(http2, url, body, &[("x-client-trailer", "sum")]).await
+}
+
+/// [`send_with_trailers_over`] with these request trailers (declared in `Trailer`).
+async fn send_these_trailers_over(http2: bool, url: &str, body: &'static str, sent: &[(&str, &str)]) -> (StatusCode, HeaderMap, Value, HeaderMap) {
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .http2_only(http2)
         .build_http::<TrailerBody>();
     let mut trailers = HeaderMap::new();
-    trailers.insert("x-client-trailer", HeaderValue::from_static("sum"));
+    for (name, value) in sent {
+        trailers.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+    }
+    let declared: Vec<&str> = sent.iter().map(|(name, _)| *name).collect();
     let request = Request::post(url)
         .header("te", "trailers")
-        .header("trailer", "x-client-trailer")
+        .header("trailer", declared.join(", "))
         .body(TrailerBody::new(Bytes::from_static(body.as_bytes()), trailers))
         .unwrap();
     let response = client.request(request).await.unwrap();
@@ -1248,6 +1256,52 @@ upstream = "h1"
     assert_eq!(body, json!({"version": "HTTP/1.1", "body": "hello", "trailers": {"x-client-trailer": "sum"}}));
     assert_eq!(trailers.get("x-upstream-trailer").map(HeaderValue::as_bytes), Some(&b"done"[..]), "{trailers:?}");
     assert_eq!(trailers.get("x-secret").map(HeaderValue::as_bytes), Some(&b"s"[..]));
+    gw.stop().await;
+}
+
+/// A client's request trailers reach the upstream without the fields it could take for ones the
+/// gateway vouched for or that frame, route or authenticate the request (an upstream that merges
+/// trailers into the headers would read `x-consumer-id: admin` after an auth plugin's), over
+/// HTTP/1.1 and HTTP/2, streamed and buffered; the application's own trailer goes on.
+#[tokio::test]
+async fn request_trailers_cannot_pose_as_gateway_headers() {
+    let (h1, _t1) = trailer_upstream_http1().await;
+    let (h2, _t2) = trailer_upstream().await;
+    let toml = format!(
+        r#"
+[upstreams.h1]
+targets = ["{h1}"]
+[upstreams.h2]
+targets = ["{h2}"]
+protocol = "h2c"
+[[routes]]
+path = "/h1"
+upstream = "h1"
+[[routes]]
+path = "/h2"
+upstream = "h2"
+[[routes]]
+path = "/buffered"
+upstream = "h2"
+[[routes.plugins]]
+plugin = "{{plugin:body-upper}}"
+"#
+    );
+    let gw = Gateway::start(&toml, None).await;
+    let sent = [
+        ("x-client-trailer", "sum"),
+        ("x-consumer-id", "admin"),
+        ("x_consumer_id", "admin"),
+        ("authorization", "Bearer forged"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("content-length", "5"),
+        ("if-match", "*"),
+    ];
+    for (http2, path) in [(false, "/h1"), (true, "/h1"), (true, "/h2"), (false, "/h2"), (true, "/buffered")] {
+        let (status, _, body, _) = send_these_trailers_over(http2, &gw.url(path), "hello", &sent).await;
+        assert_eq!(status, 200, "{path} over h2 {http2}: {body}");
+        assert_eq!(body["trailers"], json!({"x-client-trailer": "sum"}), "{path} over h2 {http2}");
+    }
     gw.stop().await;
 }
 

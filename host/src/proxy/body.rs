@@ -259,15 +259,19 @@ impl UploadProgress {
     }
 }
 
-/// A frame polled from a streamed body: its data bytes are added to `read`, if it is counted.
+/// A frame polled from a streamed body. A client's request body (one counted in `read`) has its
+/// data bytes added there, and its trailers cut to those an upstream may read as its client's
+/// ([`crate::proxy::headers::strip_client_trailers`]).
 fn count(
-    polled: Poll<Option<Result<Frame<Bytes>, BoxError>>>,
+    mut polled: Poll<Option<Result<Frame<Bytes>, BoxError>>>,
     read: Option<&UploadProgress>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-    if let (Some(read), Poll::Ready(Some(Ok(frame)))) = (read, &polled)
-        && let Some(data) = frame.data_ref()
-    {
-        read.bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if let (Some(read), Poll::Ready(Some(Ok(frame)))) = (read, &mut polled) {
+        if let Some(data) = frame.data_ref() {
+            read.bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        } else if let Some(trailers) = frame.trailers_mut() {
+            crate::proxy::headers::strip_client_trailers(trailers);
+        }
     }
     polled
 }

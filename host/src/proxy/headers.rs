@@ -244,6 +244,41 @@ pub fn underscored_names(headers: &mut HeaderMap, policy: crate::config::Undersc
     Ok(())
 }
 
+/// Removes from a client's request trailers every field an upstream could take for one the
+/// gateway vouched for or a plugin decided on. Some servers merge trailers into the header
+/// section (Apache's `MergeTrailers`), and RFC 9110 6.5.1 forbids trailers that frame, route,
+/// authenticate or modify a request: a trailer `x-consumer-id: admin` (or `x_consumer_id`, past
+/// the underscore rule the header section gets) would otherwise arrive after the header an
+/// authentication plugin set. Kept: the application's own fields (a checksum, gRPC metadata).
+/// Nothing is allocated for trailers that need no change.
+pub fn strip_client_trailers(trailers: &mut HeaderMap) {
+    if !trailers.keys().any(forbidden_client_trailer) {
+        return;
+    }
+    let names: Vec<HeaderName> = trailers.keys().filter(|n| forbidden_client_trailer(n)).cloned().collect();
+    for name in names {
+        trailers.remove(name);
+    }
+}
+
+/// Whether a client's request trailer may not reach the upstream ([`strip_client_trailers`]):
+/// RFC 9110 6.5.1's framing, routing, authentication, request-modifier and content fields, the
+/// fields the gateway writes (forwarding, tracing, request id, consumer identity), and any name
+/// with an underscore.
+fn forbidden_client_trailer(name: &HeaderName) -> bool {
+    const FORBIDDEN: [&str; 26] = [
+        "authorization", "cache-control", "connection", "content-encoding", "content-length", "content-range", "content-type", "cookie", "expect",
+        "forwarded", "host", "keep-alive", "max-forwards", "pragma", "proxy-authorization", "proxy-connection", "range", "te", "traceparent",
+        "tracestate", "trailer", "transfer-encoding", "upgrade", "via", "x-real-ip", "x-request-id",
+    ];
+    let name = name.as_str();
+    name.contains('_')
+        || name.starts_with("if-")
+        || name.starts_with("x-forwarded-")
+        || FORBIDDEN.contains(&name)
+        || crate::exchange::CONSUMER_HEADERS.contains(&name)
+}
+
 /// Appends this gateway to `Via` (`1.1 airlock`, or `2 airlock` for HTTP/2), after every hop
 /// already listed, on however many lines they came.
 pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
