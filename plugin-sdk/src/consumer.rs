@@ -62,10 +62,10 @@ pub fn credential(req: &Request, identity: &str) {
     req.context_set(CREDENTIAL, identity);
 }
 
-/// The 401 an authentication plugin answers with: what to present under `header`
-/// (`www-authenticate`, or `accept-signature` for HTTP message signatures) and
-/// `{"error":"unauthorized","message":...}`, whose message says only what the client can fix.
-pub fn unauthorized(header: &str, challenge: &str, message: &str) -> Action {
-    let body = serde_json::json!({ "error": "unauthorized", "message": message });
-    ResponseInit::new(401).header(header, challenge).header("content-type", "application/json").body(body.to_string()).into()
+/// The 401 an authentication plugin answers `req` with: what to present under `header`
+/// (`www-authenticate`, or `accept-signature` for HTTP message signatures) and the gateway's own
+/// error shape ([`crate::error_json`]: `status`, `error` `unauthorized`, `request_id`), whose
+/// message says only what the client can fix.
+pub fn unauthorized(req: &Request, header: &str, challenge: &str, message: &str) -> Action {
+    ResponseInit::error(401, "unauthorized", message, &req.request_id()).header(header, challenge).into()
 }

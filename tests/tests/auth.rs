@@ -8,13 +8,21 @@ fn assert_clean_401(r: &Reply, challenge: &str, secret: &str) {
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.header("www-authenticate").as_deref(), Some(challenge));
     assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
-    let body = r.json();
-    assert_eq!(body["error"], "unauthorized");
-    assert!(body["message"].is_string());
-    assert_eq!(body.as_object().unwrap().len(), 2, "nothing else in the body: {body}");
+    assert_gateway_error(r, 401, "unauthorized");
     if !secret.is_empty() {
         assert!(!r.text().contains(secret), "the body echoes the secret: {}", r.text());
     }
+}
+
+/// A plugin's refusal in the gateway's own error shape (as its 502s and rate-limit's 429s):
+/// `status`, `error`, `message` and the `request_id` the response header carries, nothing else.
+fn assert_gateway_error(r: &Reply, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    let body = r.json();
+    assert_eq!((body["status"].as_u64(), body["error"].as_str()), (Some(u64::from(status)), Some(code)), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    assert_eq!(body["request_id"].as_str(), r.header("x-request-id").as_deref(), "{body}");
+    assert_eq!(body.as_object().unwrap().len(), 4, "nothing else in the body: {body}");
 }
 
 const KEY_AUTH: &str = r#"
@@ -196,10 +204,10 @@ async fn key_auth_rejects_without_leaking() {
             continue;
         }
         assert_clean_401(&r, "Key realm=\"airlock\"", "");
-        assert_eq!(r.json(), wrong.json(), "every wrong key gets the same answer");
+        assert_eq!(r.json()["message"], wrong.json()["message"], "every wrong key gets the same answer");
     }
     let r = client.request("GET", &gw.url("/default"), &[("x-api-key", "")], b"").await;
-    assert_eq!(r.json(), missing.json(), "an empty key is no key");
+    assert_eq!(r.json()["message"], missing.json()["message"], "an empty key is no key");
     // Configured realm; a wrong key in the query.
     let r = client.get(&gw.url("/query?apikey=nope")).await;
     assert_clean_401(&r, "Key realm=\"shop\"", "nope");
@@ -332,7 +340,7 @@ async fn basic_auth_with_bcrypt_argon2_and_sha256() {
     let unknown =
         client.request("GET", &gw.url("/basic"), &[("authorization", &basic("eve", "correct horse"))], b"").await;
     assert_clean_401(&unknown, challenge, "correct horse");
-    assert_eq!(wrong.json(), unknown.json());
+    assert_eq!(wrong.json()["message"], unknown.json()["message"]);
     let missing = client.get(&gw.url("/basic")).await;
     assert_clean_401(&missing, challenge, "");
     assert_eq!(upstream.hits(), 8, "only the 8 authenticated requests reached the upstream");
@@ -468,14 +476,14 @@ async fn acl_after_key_auth_by_id_and_group() {
     assert_eq!(call("/deny-group", "carol-key").await, 200);
 
     let r = client.request("GET", &gw.url("/admin"), &[("x-api-key", "bob-key")], b"").await;
-    assert_eq!(r.json(), serde_json::json!({"error": "forbidden", "message": "access denied"}));
+    assert_gateway_error(&r, 403, "forbidden");
+    assert_eq!(r.json()["message"], "access denied");
     // Without an authentication plugin there is no consumer: 403, or 401 where configured.
     // A client cannot claim to be a consumer with headers.
     let r = client.request("GET", &gw.url("/no-auth"), &[("x-consumer-id", "alice")], b"").await;
     assert_eq!(r.status, 403);
     let r = client.get(&gw.url("/no-auth-401")).await;
-    assert_eq!(r.status, 401);
-    assert_eq!(r.json()["error"], "unauthorized");
+    assert_gateway_error(&r, 401, "unauthorized");
     assert_eq!(r.header("www-authenticate").as_deref(), Some("Key realm=\"airlock\""), "a 401 carries its challenge");
     gw.stop().await;
 }
@@ -561,6 +569,7 @@ async fn ip_restrict_cidr_edges_and_trusted_proxies() {
     };
     assert_eq!(names(&hidden), names(&unrouted), "the same headers as a real no_route (no `Via`)");
     assert_eq!(call("/untrusted", Some("203.0.113.5")).await, 403, "an untrusted peer cannot claim an address");
+    assert_gateway_error(&client.get(&gw.url("/untrusted")).await, 403, "forbidden");
 
     // The peer (127.0.0.1) is trusted: the rightmost untrusted XFF entry is the client.
     assert_eq!(call("/proxied", Some("203.0.113.5")).await, 200);
@@ -705,6 +714,7 @@ async fn cors_preflight_is_answered_at_the_gateway() {
     ] {
         let r = preflight(origin, method, headers).await;
         assert_eq!(r.status, 403, "{origin} {method} {headers}");
+        assert_gateway_error(&r, 403, "forbidden");
         assert!(r.header("access-control-allow-origin").is_none());
         assert!(!preflight_passes(&r, origin, true, method, &[]));
     }

@@ -244,7 +244,9 @@ fn assert_refused(r: &Reply, accept: &str) {
     let body = r.json();
     assert_eq!(body["error"], "unauthorized");
     assert_eq!(body["message"], "invalid HTTP message signature");
-    assert_eq!(body.as_object().unwrap().len(), 2, "nothing else in the body: {body}");
+    // The gateway's error shape: the status and the request id besides, nothing else.
+    assert_eq!((body["status"].as_u64(), body["request_id"].as_str()), (Some(401), r.header("x-request-id").as_deref()));
+    assert_eq!(body.as_object().unwrap().len(), 4, "nothing else in the body: {body}");
 }
 
 const ACCEPT_GET: &str = "sig1=(\"@method\" \"@target-uri\");created";

@@ -16,7 +16,7 @@
 //! id) and `consumer.groups` (comma-separated). A consumer matching any `deny` entry is refused;
 //! then, if `allow` is not empty, a consumer matching no `allow` entry is refused. At least one
 //! of the two lists must be given. Refusals are `403` with
-//! `{"error":"forbidden","message":"access denied"}`, which does not say which rule matched.
+//! `{"status":403,"error":"forbidden","message":"access denied","request_id":...}`, which does not say which rule matched.
 //!
 //! With no consumer in the context (no authentication plugin before this one, or one that let the
 //! request through unauthenticated) the answer is `no_consumer_status`: 403 by default, since the
@@ -100,16 +100,12 @@ impl Plugin for Acl {
     fn on_request(&self, req: &Request) -> Action {
         let Some(consumer) = req.context_get("consumer").filter(|c| !c.is_empty()) else {
             return match &self.challenge {
-                Some(challenge) => ResponseInit::new(401)
-                    .header("www-authenticate", challenge.as_str())
-                    .header("content-type", "application/json")
-                    .body(serde_json::json!({"error": "unauthorized", "message": "authentication required"}).to_string())
-                    .into(),
-                None => forbidden(),
+                Some(challenge) => airlock_sdk::consumer::unauthorized(req, "www-authenticate", challenge, "authentication required"),
+                None => forbidden(req),
             };
         };
         let groups = req.context_get("consumer.groups").unwrap_or_default();
-        if self.decide(&consumer, &groups) { Action::Continue } else { forbidden() }
+        if self.decide(&consumer, &groups) { Action::Continue } else { forbidden(req) }
     }
 }
 
@@ -128,8 +124,9 @@ impl Acl {
     }
 }
 
-fn forbidden() -> Action {
-    Action::json(403, &serde_json::json!({"error": "forbidden", "message": "access denied"}))
+/// The 403 for a caller the rules keep out, in the gateway's error shape.
+fn forbidden(req: &Request) -> Action {
+    Action::error(403, "forbidden", "access denied", &req.request_id())
 }
 
 fn rules(entries: &[String], key: &str) -> Result<Vec<Rule>, String> {

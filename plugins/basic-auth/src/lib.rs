@@ -55,7 +55,7 @@
 //! are always removed, and set by this plugin when `upstream_headers` is on. Without valid
 //! credentials the request goes on as `anonymous` if configured (context
 //! `consumer.anonymous = "true"`, header `X-Anonymous-Consumer: true`), otherwise gets a 401
-//! with the `WWW-Authenticate` challenge and `{"error":"unauthorized","message":...}`, whose
+//! with the `WWW-Authenticate` challenge and `{"status":401,"error":"unauthorized","message":...,"request_id":...}`, whose
 //! message never says whether the user or the password was wrong. (An unknown user-id is answered
 //! without running a password hash, so response timing can tell a known user-id from an
 //! unknown one.)
@@ -257,7 +257,7 @@ impl Plugin for BasicAuth {
         } else {
             "no Basic credentials found in the request"
         };
-        airlock_sdk::consumer::unauthorized("www-authenticate", &self.challenge, message)
+        airlock_sdk::consumer::unauthorized(req, "www-authenticate", &self.challenge, message)
     }
 }
 

@@ -166,7 +166,7 @@ impl Plugin for Cors {
         let headers_ok =
             requested.iter().all(|h| airlock_sdk::header_rules::is_token(h) && self.headers.as_ref().is_none_or(|allowed| allowed.contains(h)));
         if !self.allows(&origin) || !method_ok || !headers_ok {
-            return Action::json(403, &serde_json::json!({"error": "forbidden", "message": "CORS preflight refused"}));
+            return Action::error(403, "forbidden", "CORS preflight refused", &req.request_id());
         }
         let mut answer = ResponseInit::new(204)
             .header("access-control-allow-origin", self.allow_origin_value(&origin))

@@ -85,7 +85,7 @@
 //! client's own copies always removed); a plugin-level key names no consumer. The context also
 //! gets `signature.keyid`. Without a valid signature: the `anonymous` consumer if configured,
 //! otherwise `401` with `Accept-Signature` (RFC 9421 5.1: the label, the components to cover and
-//! `created`) and `{"error":"unauthorized","message":...}`, whose message only says whether a
+//! `created`) and `{"status":401,"error":"unauthorized","message":...,"request_id":...}`, whose message only says whether a
 //! signature was found. The reason is logged at debug level, never with a signature or secret.
 //! A nonce that cannot be checked (`state` unavailable) is a `503`.
 
@@ -524,7 +524,7 @@ impl HttpSignatures {
             "no HTTP message signature (Signature-Input and Signature) in the request"
         };
         let accept = &self.accept[usize::from(req.has_body())];
-        airlock_sdk::consumer::unauthorized("accept-signature", accept, message)
+        airlock_sdk::consumer::unauthorized(req, "accept-signature", accept, message)
     }
 
     /// Names `identity` in the context and (with `upstream_headers`) to the upstream.

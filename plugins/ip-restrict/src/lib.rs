@@ -26,7 +26,7 @@
 //!
 //! An address matching any `deny` entry is refused; then, if `allow` is not empty, an address
 //! matching no `allow` entry is refused. At least one of the two lists must be given. Refusals
-//! are `status` (403 by default) with `{"error":"forbidden","message":"access denied"}`; with
+//! are `status` (403 by default) with `{"status":403,"error":"forbidden","message":"access denied","request_id":...}` (that status); with
 //! `status = 404`, the gateway's own `no_route` answer, so the route does not show. The
 //! context gets `client.ip`, the address the decision was made on.
 
@@ -116,7 +116,7 @@ impl Plugin for IpRestrict {
             let message = format!("no route matches {} {}", req.method(), req.path());
             Action::error(404, "no_route", &message, &req.request_id())
         } else {
-            Action::json(self.status, &serde_json::json!({"error": "forbidden", "message": "access denied"}))
+            Action::error(self.status, "forbidden", "access denied", &req.request_id())
         }
     }
 }

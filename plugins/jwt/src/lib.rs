@@ -66,7 +66,7 @@
 //! removed, and the token's cookie is taken out of `Cookie` while the other cookies stay. Checks: signature, `exp` (required unless removed from
 //! `required_claims`) and `nbf` against now ± `leeway`, `iat` not in the future, `iss`, `aud`,
 //! `required_claims`. A failure is `401` with `WWW-Authenticate: Bearer realm="<realm>",
-//! error="invalid_token"` and `{"error":"unauthorized","message":"invalid token"}`; the reason
+//! error="invalid_token"` and `{"status":401,"error":"unauthorized","message":"invalid token","request_id":...}`; the reason
 //! is only logged at debug level, never sent.
 //!
 //! Consumer: the consumer owning the key that verified the token; else, with `consumer_claim`,
@@ -530,7 +530,7 @@ impl Jwt {
         } else {
             (self.challenge.clone(), "no bearer token found in the request")
         };
-        airlock_sdk::consumer::unauthorized("www-authenticate", &challenge, message)
+        airlock_sdk::consumer::unauthorized(req, "www-authenticate", &challenge, message)
     }
 
     fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {

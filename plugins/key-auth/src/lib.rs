@@ -37,7 +37,7 @@
 //! `consumer.anonymous = "true"`, upstream header `X-Anonymous-Consumer: true`); a wrong key
 //! counts as no key, as in Kong, and is removed as a valid one is (`hide_credentials`): the
 //! upstream gets no key either way. Otherwise the answer is `401` with
-//! `WWW-Authenticate: Key realm="<realm>"` and `{"error":"unauthorized","message":...}`, whose
+//! `WWW-Authenticate: Key realm="<realm>"` and `{"status":401,"error":"unauthorized","message":...,"request_id":...}`, whose
 //! message only says whether a key was found, never why it did not match.
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
@@ -213,7 +213,7 @@ impl Plugin for KeyAuth {
             return Action::Continue;
         }
         let message = if found.is_some() { "invalid API key" } else { "no API key found in the request" };
-        airlock_sdk::consumer::unauthorized("www-authenticate", &self.challenge, message)
+        airlock_sdk::consumer::unauthorized(req, "www-authenticate", &self.challenge, message)
     }
 }
 
