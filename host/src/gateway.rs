@@ -873,15 +873,23 @@ async fn build_entry(
     })?;
     if crate::runtime::capabilities::consumers_granted(&def.source, &def.capabilities)
         && let Some(object) = plugin_config.as_object_mut()
-        && !config.consumers.is_empty()
     {
+        // Refused whether or not [[consumers]] exist yet: a config that works until its first
+        // [[consumers]] is added would fail on that reload instead.
         if object.contains_key("consumers") {
+            let path = format!("{key}.config.consumers");
+            let span = crate::config::locate::key_span(&source.text, &path).or(Some(entry.plugin.span()));
             return Err(Some(source.issue(
-                Some(entry.plugin.span()),
-                &format!("{key}.config.consumers"),
-                "`consumers` is filled in by the gateway from [[consumers]]; remove it here",
+                span,
+                &path,
+                "`consumers` is filled in by the gateway from the config's [[consumers]] (`id`, `credentials`, `groups`); declare them there and remove it here",
             )));
         }
+    }
+    if crate::runtime::capabilities::consumers_granted(&def.source, &def.capabilities)
+        && let Some(object) = plugin_config.as_object_mut()
+        && !config.consumers.is_empty()
+    {
         let consumers = serde_json::to_value(&config.consumers)
             .map_err(|e| Some(source.issue(None, "consumers", e.to_string())))?;
         object.insert("consumers".to_owned(), consumers);

@@ -9,6 +9,10 @@ use crate::config::Config;
 /// What a secret is replaced by.
 pub const REDACTED: &str = "[redacted]";
 
+/// What an error's excerpt of a config line shows in place of a value that may hold a secret:
+/// plainly not the line's TOML.
+const REDACTED_VALUE: &str = "<value redacted>";
+
 /// Parts of key names that mark a value as secret: config keys, and the header names a
 /// `headers` or `transform` rule may set (`"authorization" = "Bearer ..."`).
 const SECRET_KEY_PARTS: [&str; 22] = [
@@ -79,7 +83,8 @@ pub fn redacted_line(key_path: &str, line: &str) -> String {
         || line.contains("kty")
         || inline_keys(line).iter().any(|k| names_secret(k))
     {
-        format!("{} = \"{REDACTED}\"", key.trim_end())
+        // Not written as TOML: a quoted "[redacted]" read as a line of the operator's file.
+        format!("{} = {REDACTED_VALUE}", key.trim_end())
     } else {
         line.to_owned()
     }
@@ -244,7 +249,7 @@ plugin = "builtin:headers"
         assert_eq!(value["trust"]["require_signatures"], true, "a boolean is a setting, never a secret");
         assert_eq!(redacted_line("trust.require_signatures", "require_signatures = true"), "require_signatures = true");
         let url = r#"endpoint = "http://u:p@collector:4318/v1/traces""#;
-        assert_eq!(redacted_line("otlp.endpoint", url), r#"endpoint = "[redacted]""#, "a URL's user info is never shown");
+        assert_eq!(redacted_line("otlp.endpoint", url), "endpoint = <value redacted>", "a URL's user info is never shown");
         assert_eq!(redacted_line("otlp.endpoint", r#"endpoint = "http://collector:4318/v1/traces?a=b@c""#), r#"endpoint = "http://collector:4318/v1/traces?a=b@c""#);
     }
 
@@ -281,29 +286,29 @@ plugin = "builtin:headers"
 
     #[test]
     fn an_error_line_holding_a_secret_is_redacted() {
-        assert_eq!(redacted_line("admin.token", "token = \"\""), "token = \"[redacted]\"");
+        assert_eq!(redacted_line("admin.token", "token = \"\""), "token = <value redacted>");
         assert_eq!(
             redacted_line("consumers[0].credentials.keys[0]", "credentials = { keys = [\"sha256:zz\"] }"),
-            "credentials = \"[redacted]\""
+            "credentials = <value redacted>"
         );
-        assert_eq!(redacted_line("routes[0].plugins[0].config", "  secret = 5"), "  secret = \"[redacted]\"");
+        assert_eq!(redacted_line("routes[0].plugins[0].config", "  secret = 5"), "  secret = <value redacted>");
         assert_eq!(redacted_line("limits.max_headers", "max_headers = \"many\""), "max_headers = \"many\"");
         assert_eq!(
             redacted_line("routes[0].plugins[0].config", "config = { keys = [{ jwk = { kty = \"oct\", k = \"s\" } }] }"),
-            "config = \"[redacted]\""
+            "config = <value redacted>"
         );
         assert_eq!(redacted_line("routes[1]", "[[routes]]"), "[[routes]]");
         // The error is about `realm`, but the line holds a secret too.
         assert_eq!(
             redacted_line("routes[0].plugins[0].config", "config = { realm = 5, client_secret = \"hunter2\" }"),
-            "config = \"[redacted]\""
+            "config = <value redacted>"
         );
         assert_eq!(
             redacted_line("routes[0].plugins[0].config", "config = { realm = \"a = b, password = c\", x = 1 }"),
             "config = { realm = \"a = b, password = c\", x = 1 }",
             "a key-like text inside a string is not a key"
         );
-        assert_eq!(redacted_line("routes[0].plugins[0].config", "config = { \"client_secret\" = \"s\" }"), "config = \"[redacted]\"");
+        assert_eq!(redacted_line("routes[0].plugins[0].config", "config = { \"client_secret\" = \"s\" }"), "config = <value redacted>");
     }
 
     #[test]
