@@ -40,6 +40,8 @@ pub struct Route {
     pub strip_prefix: Option<String>,
     /// Replaces the upstream path, with `${param.x}` substituted.
     pub rewrite: Option<String>,
+    /// Swaps the matched `path_prefix` for another, the rest of the path kept.
+    pub prefix_rewrite: Option<PrefixRewrite>,
     /// `Host` policy.
     pub host_header: HostHeader,
     /// Body limit.
@@ -61,15 +63,22 @@ pub struct Route {
 
 impl Route {
     /// Whether the route sends upstream another path than the client's (`rewrite`,
-    /// `strip_prefix`).
+    /// `prefix_rewrite`, `strip_prefix`).
     pub fn changes_path(&self) -> bool {
-        self.rewrite.is_some() || self.strip_prefix.is_some()
+        self.rewrite.is_some() || self.prefix_rewrite.is_some() || self.strip_prefix.is_some()
     }
 
-    /// The path sent upstream for a client path, after `rewrite` or `strip_prefix`.
+    /// The path sent upstream for a client path, after `rewrite`, `prefix_rewrite` or
+    /// `strip_prefix` (the config allows one of them): a `rewrite` may end with a query of its
+    /// own, which [`push_query`] joins the client's to.
     pub fn upstream_path(&self, path: &str, params: &[(String, String)]) -> String {
         if let Some(template) = &self.rewrite {
             return rewrite_path(template, params);
+        }
+        if let Some(swap) = &self.prefix_rewrite
+            && let Some(swapped) = swap.apply(path)
+        {
+            return swapped;
         }
         if let Some(prefix) = &self.strip_prefix
             && let Some(rest) = path.strip_prefix(prefix.as_str())
@@ -85,25 +94,105 @@ impl Route {
     }
 }
 
+/// A route's `prefix_rewrite`: the prefix its `path_prefix` matched, swapped for another.
+pub struct PrefixRewrite {
+    /// The route's `path_prefix` without a trailing `/`, as the router matches it (`/` is
+    /// empty): a path the route matched is this, then its end or a `/`.
+    pub matched: String,
+    /// What replaces it, as written (a normalized path, checked at load).
+    pub replacement: String,
+}
+
+impl PrefixRewrite {
+    /// `path` with its matched prefix swapped, joined with one `/` whatever either ends with
+    /// (`/v1/items` to `/v2/items` with `/v2` or `/v2/`, to `/items` with `/`), and the path
+    /// that is the prefix alone (`/v1`) sent as the replacement is written. `None` for a path
+    /// the prefix does not start on a segment boundary (not one the route matched).
+    pub fn apply(&self, path: &str) -> Option<String> {
+        let rest = path.strip_prefix(self.matched.as_str())?;
+        if rest.is_empty() {
+            return Some(self.replacement.clone());
+        }
+        if !rest.starts_with('/') {
+            return None;
+        }
+        let base = self.replacement.strip_suffix('/').unwrap_or(&self.replacement);
+        let mut swapped = String::with_capacity(base.len() + rest.len());
+        swapped.push_str(base);
+        swapped.push_str(rest);
+        Some(swapped)
+    }
+}
+
+/// Appends the client's query (`query`, without its `?`) to the upstream path: after a `?`, or
+/// after a `&` when the route's `rewrite` gave the path a query of its own, as nginx joins them
+/// (a second `?` would have made the client's first parameter part of the rewrite's last value).
+pub fn push_query(path: &mut String, query: &str) {
+    if path.contains('?') {
+        if !query.is_empty() {
+            path.push('&');
+            path.push_str(query);
+        }
+    } else {
+        path.push('?');
+        path.push_str(query);
+    }
+}
+
 /// A route's `rewrite` template with each `${param.NAME}` replaced by that param, encoded as one
 /// path segment: a value cannot add segments (`/`), start a query (`?`), or climb out of its
 /// place (`.` and `..` are sent as `%2E` and `%2E%2E`, so the upstream does not resolve them).
+/// In the template's query (after its `?`) a value cannot add parameters either (`&`, `=` and
+/// `+` are encoded too): `?user=${param.id}` stays one parameter whatever the client sent.
 pub fn rewrite_path(template: &str, params: &[(String, String)]) -> String {
+    match template.split_once('?') {
+        Some((path, query)) => {
+            let mut out = fill_params(path, params, PATH_SEGMENT);
+            out.push('?');
+            out.push_str(&fill_params(query, params, QUERY_VALUE));
+            out
+        }
+        None => fill_params(template, params, PATH_SEGMENT),
+    }
+}
+
+/// `template` with each `${param.NAME}` replaced by that param, `escaped` (and `.`, `..` as
+/// `%2E`, `%2E%2E`).
+fn fill_params(template: &str, params: &[(String, String)], escaped: &'static percent_encoding::AsciiSet) -> String {
     let mut out = template.to_owned();
     for (name, value) in params {
         let encoded = match value.as_str() {
             "." => "%2E".to_owned(),
             ".." => "%2E%2E".to_owned(),
-            _ => percent_encoding::utf8_percent_encode(value, PATH_SEGMENT).to_string(),
+            _ => percent_encoding::utf8_percent_encode(value, escaped).to_string(),
         };
         out = out.replace(&format!("${{param.{name}}}"), &encoded);
     }
     out
 }
 
-/// Characters escaped when a param value is put back into a path segment.
-const PATH_SEGMENT: &percent_encoding::AsciiSet =
-    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b'?').add(b'<').add(b'>').add(b'`').add(b'{').add(b'}');
+/// Characters escaped when a param value is put back into a path segment: besides what cannot
+/// stand in one, `;` and `\`, so a param cannot end up as Tomcat's `..;` (a path parameter
+/// stripped before normalization, climbing out like `..`) nor a backslash some servers read as
+/// `/`, though the client sent them escaped (`..%3B`, `%5C`) past the gateway's own checks.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b';')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// Characters escaped when a param value is put into a `rewrite`'s query: a path segment's, and
+/// those that would end its parameter or start another (`+` reads as a space in forms).
+const QUERY_VALUE: &percent_encoding::AsciiSet = &PATH_SEGMENT.add(b'&').add(b'=').add(b'+');
 
 /// Everything one config turns into.
 pub struct Gateway {
@@ -406,6 +495,10 @@ impl Gateway {
                 chain: PluginChain::new(entries),
                 strip_prefix: route.strip_prefix.as_ref().map(|s| s.get_ref().trim_end_matches('/').to_owned()),
                 rewrite: route.rewrite.as_ref().map(|s| s.get_ref().clone()),
+                prefix_rewrite: route.prefix_rewrite.as_ref().zip(route.path_prefix.as_ref()).map(|(to, from)| PrefixRewrite {
+                    matched: from.get_ref().trim_end_matches('/').to_owned(),
+                    replacement: to.get_ref().clone(),
+                }),
                 max_body_bytes: route.max_body_bytes.unwrap_or(config.limits.max_body_bytes),
                 timeout: Duration::from_millis(timeout),
                 tunnel_idle: Duration::from_millis(route.tunnel_idle_ms.unwrap_or(config.timeouts.tunnel_idle_ms)),
@@ -1019,28 +1112,48 @@ fn route_spec(
         PathMatch::Exact(p) => (p.as_str(), false),
         PathMatch::Prefix(p) => (p.as_str(), true),
     };
+    path_setting_issues(source, route, key, pattern, is_prefix_route, issues);
+    let headers = header_conditions(source, route, key, underscores, issues);
+    Some(RouteSpec { id: id.to_owned(), hosts: route.hosts.iter().map(|h| h.get_ref().clone()).collect(), methods, path, headers })
+}
+
+/// A route's settings for the path sent upstream (`strip_prefix`, `rewrite`, `prefix_rewrite`),
+/// each checked at its line: one the route's paths cannot use, one another of them would leave
+/// unused, or a `rewrite` / `prefix_rewrite` that is no path to send as written.
+fn path_setting_issues(
+    source: &ConfigSource,
+    route: &RouteConfig,
+    key: &str,
+    pattern: &str,
+    is_prefix_route: bool,
+    issues: &mut Vec<ConfigIssue>,
+) {
     if let Some(prefix) = &route.strip_prefix {
-        let problem = if prefix.get_ref().starts_with('/') {
-            route_rules::strip_prefix_problem(prefix.get_ref(), pattern, is_prefix_route)
-        } else {
-            Some("must start with `/`".to_owned())
-        };
+        let problem = route_rules::strip_prefix_conflict(route.rewrite.is_some(), route.prefix_rewrite.is_some()).or_else(|| {
+            if prefix.get_ref().starts_with('/') {
+                route_rules::strip_prefix_problem(prefix.get_ref(), pattern, is_prefix_route)
+            } else {
+                Some("must start with `/`".to_owned())
+            }
+        });
         if let Some(problem) = problem {
             issues.push(source.issue(Some(prefix.span()), &format!("{key}.strip_prefix"), problem));
         }
     }
     if let Some(rewrite) = &route.rewrite {
-        let problem = if rewrite.get_ref().starts_with('/') {
-            route_rules::rewrite_problem(rewrite.get_ref(), (!is_prefix_route).then_some(pattern))
-        } else {
-            Some("must start with `/`".to_owned())
-        };
+        let problem = route_rules::rewrite_problem(rewrite.get_ref(), (!is_prefix_route).then_some(pattern))
+            .or_else(|| route_rules::upstream_path_problem("rewrite", rewrite.get_ref()));
         if let Some(problem) = problem {
             issues.push(source.issue(Some(rewrite.span()), &format!("{key}.rewrite"), problem));
         }
     }
-    let headers = header_conditions(source, route, key, underscores, issues);
-    Some(RouteSpec { id: id.to_owned(), hosts: route.hosts.iter().map(|h| h.get_ref().clone()).collect(), methods, path, headers })
+    if let Some(swap) = &route.prefix_rewrite {
+        let problem = route_rules::prefix_rewrite_problem(pattern, is_prefix_route, route.rewrite.is_some())
+            .or_else(|| route_rules::upstream_path_problem("prefix_rewrite", swap.get_ref()));
+        if let Some(problem) = problem {
+            issues.push(source.issue(Some(swap.span()), &format!("{key}.prefix_rewrite"), problem));
+        }
+    }
 }
 
 /// A route's `headers`, checked: valid names and values, at least one value each, each header
@@ -1102,7 +1215,7 @@ fn header_conditions(
 
 #[cfg(test)]
 mod tests {
-    use super::{plugin_config_json, rewrite_path};
+    use super::{PrefixRewrite, plugin_config_json, push_query, rewrite_path};
 
     #[test]
     fn plugin_configs_reach_plugins_as_json_without_nan_or_private_maps() {
@@ -1130,5 +1243,62 @@ mod tests {
         assert_eq!(rewrite_path(t, &params(&[("id", ".")])), "/v2/users/%2E/profile");
         assert_eq!(rewrite_path(t, &params(&[("id", "...")])), "/v2/users/.../profile");
         assert_eq!(rewrite_path(t, &params(&[("id", "a/../b?c")])), "/v2/users/a%2F..%2Fb%3Fc/profile");
+        // Found by a pentest: `/t/..%3B/admin` gave `..;`, Tomcat's way out (`/v2/users/..;/profile`
+        // is `/v2/profile` there), and `%5C` a raw backslash.
+        assert_eq!(rewrite_path(t, &params(&[("id", "..;")])), "/v2/users/..%3B/profile");
+        assert_eq!(rewrite_path(t, &params(&[("id", "..;\\..;")])), "/v2/users/..%3B%5C..%3B/profile");
+    }
+
+    #[test]
+    fn a_param_in_a_rewrite_query_stays_one_parameter() {
+        let t = "/v2/items/${param.id}?user=${param.id}&from=gw";
+        assert_eq!(rewrite_path(t, &params(&[("id", "a&b=c+d")])), "/v2/items/a&b=c+d?user=a%26b%3Dc%2Bd&from=gw");
+        assert_eq!(rewrite_path(t, &params(&[("id", "..")])), "/v2/items/%2E%2E?user=%2E%2E&from=gw");
+    }
+
+    fn swap(matched: &str, replacement: &str) -> PrefixRewrite {
+        PrefixRewrite { matched: matched.to_owned(), replacement: replacement.to_owned() }
+    }
+
+    #[test]
+    fn prefix_rewrite_swaps_the_matched_prefix_and_keeps_the_rest() {
+        let v2 = swap("/v1", "/v2");
+        assert_eq!(v2.apply("/v1/items/3").as_deref(), Some("/v2/items/3"));
+        assert_eq!(v2.apply("/v1").as_deref(), Some("/v2"));
+        assert_eq!(v2.apply("/v1/").as_deref(), Some("/v2/"));
+        // Prefixes match on segment boundaries: `/v1x` is none of the route's paths.
+        assert_eq!(v2.apply("/v1x/items"), None);
+        assert_eq!(v2.apply("/other"), None);
+    }
+
+    #[test]
+    fn prefix_rewrite_joins_with_one_slash_whatever_either_side_ends_with() {
+        let root = swap("/v1", "/");
+        assert_eq!(root.apply("/v1/items").as_deref(), Some("/items"));
+        assert_eq!(root.apply("/v1").as_deref(), Some("/"));
+        assert_eq!(root.apply("/v1/").as_deref(), Some("/"));
+        let slashed = swap("/v1", "/v2/");
+        assert_eq!(slashed.apply("/v1/items").as_deref(), Some("/v2/items"));
+        assert_eq!(slashed.apply("/v1").as_deref(), Some("/v2/"));
+        // `path_prefix = "/"` (matched as empty) puts every path under the replacement.
+        let under = swap("", "/v2");
+        assert_eq!(under.apply("/items").as_deref(), Some("/v2/items"));
+        assert_eq!(under.apply("/").as_deref(), Some("/v2/"));
+        let deeper = swap("/api/v1", "/internal/v2");
+        assert_eq!(deeper.apply("/api/v1/a/b").as_deref(), Some("/internal/v2/a/b"));
+    }
+
+    #[test]
+    fn a_client_query_joins_a_rewrite_query_with_an_ampersand() {
+        let joined = |path: &str, query: &str| {
+            let mut path = path.to_owned();
+            push_query(&mut path, query);
+            path
+        };
+        assert_eq!(joined("/v2/items/42?from=gw", "x=1"), "/v2/items/42?from=gw&x=1");
+        assert_eq!(joined("/v2/items/42", "x=1"), "/v2/items/42?x=1");
+        // An empty query (`/x?`) goes on as sent, and adds no stray `&` to a rewrite's.
+        assert_eq!(joined("/v2/items/42", ""), "/v2/items/42?");
+        assert_eq!(joined("/v2/items/42?from=gw", ""), "/v2/items/42?from=gw");
     }
 }

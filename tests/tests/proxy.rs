@@ -66,6 +66,37 @@ id = "rewritten"
 path = "/old/{id}"
 rewrite = "/new/items/${param.id}"
 upstream = "backend"
+
+# nginx's `location /v1/ { proxy_pass http://up/v2/; }`.
+[[routes]]
+id = "swapped"
+path_prefix = "/v1"
+prefix_rewrite = "/v2"
+upstream = "backend"
+
+[[routes]]
+id = "swapped-to-root"
+path_prefix = "/outer/v1"
+prefix_rewrite = "/"
+upstream = "backend"
+
+[[routes]]
+id = "swapped-with-slashes"
+path_prefix = "/slashed/"
+prefix_rewrite = "/v2/"
+upstream = "backend"
+
+[[routes]]
+id = "rewritten-with-query"
+path = "/q/{id}"
+rewrite = "/v2/items/${param.id}?from=gw"
+upstream = "backend"
+
+[[routes]]
+id = "param-in-query"
+path = "/who/{id}"
+rewrite = "/v2/users?user=${param.id}"
+upstream = "backend"
 "#;
 
 #[tokio::test]
@@ -116,6 +147,44 @@ async fn routing_priority_params_and_path_rewrites() {
     let body = r.json();
     assert_eq!(body["error"], "no_route");
     assert_eq!(body["request_id"].as_str(), r.header("x-request-id").as_deref());
+    gw.stop().await;
+}
+
+/// `prefix_rewrite` swaps the prefix the route matched and keeps the rest of the path and the
+/// query (nginx's `proxy_pass http://up/v2/` under `location /v1/`), joined with one `/`; a
+/// `rewrite` with a query of its own gets the client's after a `&`, as nginx joins them.
+#[tokio::test]
+async fn prefix_rewrite_swaps_the_prefix_and_a_rewrite_query_takes_the_clients_after_it() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let sent = |r: &Reply| (r.json()["path"].as_str().map(str::to_owned), r.json()["query"].as_str().map(str::to_owned));
+    let path = |p: &str| (Some(p.to_owned()), None);
+    let with = |p: &str, q: &str| (Some(p.to_owned()), Some(q.to_owned()));
+
+    for (asked, expected) in [
+        ("/v1/items/3?x=1", with("/v2/items/3", "x=1")),
+        ("/v1", path("/v2")),
+        ("/v1/", path("/v2/")),
+        ("/v1?x=1&y=2", with("/v2", "x=1&y=2")),
+        // Swapped on the normalized path the route matched.
+        ("/%76%31/a/../items", path("/v2/items")),
+        ("/outer/v1/items?x=1", with("/items", "x=1")),
+        ("/outer/v1", path("/")),
+        ("/outer/v1/", path("/")),
+        ("/slashed/items", path("/v2/items")),
+        ("/slashed", path("/v2/")),
+        ("/q/42?x=1", with("/v2/items/42", "from=gw&x=1")),
+        ("/q/42", with("/v2/items/42", "from=gw")),
+        // A param in a rewrite's query stays one parameter.
+        ("/who/a%26admin%3D1?x=1", with("/v2/users", "user=a%26admin%3D1&x=1")),
+    ] {
+        let r = client.get(&gw.url(asked)).await;
+        assert_eq!(r.status, 200, "{asked}: {}", r.text());
+        assert_eq!(sent(&r), expected, "{asked}");
+    }
+    // Prefixes match on segment boundaries: `/v1x` is not under `/v1`.
+    assert_eq!(client.get(&gw.url("/v1x/items")).await.status, 404);
     gw.stop().await;
 }
 

@@ -941,6 +941,9 @@ pub struct RouteConfig {
     pub strip_prefix: Option<Spanned<String>>,
     /// Replaces the upstream path; may use `${param.name}` (e.g. `/v2/users/${param.id}`).
     pub rewrite: Option<Spanned<String>>,
+    /// Swapped for the matched `path_prefix`, the rest of the path kept (Envoy's
+    /// `prefix_rewrite`): `/v1` to `/v2` sends `/v1/items` as `/v2/items`.
+    pub prefix_rewrite: Option<Spanned<String>>,
     /// Overrides the upstream's `host_header`.
     pub host_header: Option<HostHeader>,
     /// Overrides `limits.max_body_bytes`.

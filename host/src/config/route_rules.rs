@@ -1,5 +1,7 @@
 //! Checks on one route's own settings that TOML types cannot express: a host that can match, a
 //! `rewrite` whose variables the route's path captures, a `strip_prefix` the path can start with,
+//! a `rewrite` or `prefix_rewrite` the upstream can be sent as written, and no two path settings
+//! of which one would silently never apply,
 //! `headers` conditions routing reads as the plugins and the upstream do, methods it can serve.
 //! Each returns the problem as the operator reads it, so a route that would silently never match
 //! or send `${param.typo}` upstream as text is refused at its line instead.
@@ -62,6 +64,141 @@ pub fn rewrite_problem(template: &str, path: Option<&str>) -> Option<String> {
         rest = &after[close + 1..];
     }
     None
+}
+
+/// Why `value`, a route's `rewrite` or `prefix_rewrite` (named `field`), cannot be sent upstream
+/// as written, if it cannot. It is put on the request line as is: a character no URI may hold
+/// (a space, a control character, non-ASCII) failed every request with a 400 blaming the client,
+/// a `#` cut the client's query off, and a `.`/`..` segment or `//` reached the upstream
+/// unresolved, where route paths must be written normalized. So its static text (its
+/// `${...}` variables, checked by [`rewrite_problem`], left out) must be a normalized path,
+/// which in `rewrite` alone may end with a `?` and a query.
+pub fn upstream_path_problem(field: &str, value: &str) -> Option<String> {
+    let shown = escaped(value);
+    if !value.starts_with('/') {
+        let instead = match value.split_once("://") {
+            // `proxy_pass http://up/v2/` ported as is: the address is the upstream's.
+            Some((_, rest)) => format!(
+                "the upstream's address belongs in its `[upstreams.<name>] targets`; write the path alone, `/{}`",
+                rest.split_once('/').map_or("", |(_, path)| path)
+            ),
+            None => format!("write `/{}`", value.trim_start_matches('/')),
+        };
+        return Some(format!("`{field} = \"{shown}\"` must start with `/`: {instead}"));
+    }
+    let (path, query) = match value.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (value, None),
+    };
+    if field == "prefix_rewrite" {
+        if value.contains("${") {
+            return Some(
+                "`prefix_rewrite` is literal text: a `path_prefix` route captures no params for `${...}`; to place params, use `path = \"/x/{name}\"` with `rewrite`".to_owned(),
+            );
+        }
+        if query.is_some() {
+            return Some(format!(
+                "`prefix_rewrite = \"{shown}\"` holds a `?`: it swaps a path prefix, and the client's query goes on as it came; write the path alone, `{path}` (to add to the query, use `rewrite` on a `path` route, or `builtin:transform`'s `request.query`)"
+            ));
+        }
+    }
+    if let Some(problem) = uri_text_problem(path, false).or_else(|| query.and_then(|q| uri_text_problem(q, true))) {
+        return Some(format!("`{field} = \"{shown}\"` {problem}"));
+    }
+    if query == Some("") {
+        return Some(format!(
+            "`{field} = \"{shown}\"` ends with a `?` and no query: write `{path}` (the client's query is sent on after it as it came)"
+        ));
+    }
+    let normal = match crate::proxy::path::normalize(path) {
+        Ok(None) => return None,
+        Ok(Some(normal)) => normal,
+        Err(e) => {
+            return Some(format!(
+                "`{field} = \"{shown}\"` is no path to send upstream: {e}; write the path the upstream gets, without `.` or `..` segments"
+            ));
+        }
+    };
+    let instead = match query {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    Some(format!(
+        "`{field} = \"{shown}\"` is not written normalized, as route paths must be (no `.` or `..` segments, no `//`, no percent-encoded letter, digit, `-`, `.`, `_` or `~`): it reads `{instead}`; write that"
+    ))
+}
+
+/// What is wrong with the first character of `text` (a `rewrite`'s path, or with `in_query`, its
+/// query) that a URI cannot hold as written, if one is, with what to write instead. Its
+/// `${...}` variables are skipped: they are filled in, percent-encoded, per request.
+fn uri_text_problem(text: &str, in_query: bool) -> Option<String> {
+    let mut i = 0;
+    while let Some(c) = text[i..].chars().next() {
+        if text[i..].starts_with("${")
+            && let Some(close) = text[i..].find('}')
+        {
+            i += close + 1;
+            continue;
+        }
+        let allowed = c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/".contains(c) || (in_query && c == '?');
+        let problem = match c {
+            _ if allowed => None,
+            '%' => {
+                let hex = text.get(i + 1..i + 3).is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+                (!hex).then(|| "has a `%` not followed by two hex digits: write `%25` for a `%` itself".to_owned())
+            }
+            '#' => Some(
+                "holds a `#`, which starts a fragment: never sent to a server, and the client's query, added after it, would be dropped with it; leave it out, or write `%23` for a `#` in the path".to_owned(),
+            ),
+            ' ' => Some("holds a space, which no request line can carry (every request would fail): write it `%20`".to_owned()),
+            _ if c.is_control() => {
+                Some(format!("holds a control character (`{}`), which no URI can carry: write it `{}`", c.escape_debug(), percent_encoded(c)))
+            }
+            _ if !c.is_ascii() => {
+                Some(format!("holds `{c}`, which is not ASCII, as a request line must be: write its UTF-8 bytes percent-encoded, `{}`", percent_encoded(c)))
+            }
+            _ => Some(format!("holds `{c}`, which no URI can carry as is: write it `{}`", percent_encoded(c))),
+        };
+        if problem.is_some() {
+            return problem;
+        }
+        i += c.len_utf8();
+    }
+    None
+}
+
+/// `c`'s UTF-8 bytes percent-encoded (`é` is `%C3%A9`), for an error message.
+fn percent_encoded(c: char) -> String {
+    let mut buf = [0u8; 4];
+    c.encode_utf8(&mut buf).bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// Why a route's `prefix_rewrite` cannot apply, if it cannot: it swaps the prefix a `path_prefix`
+/// route matched (an exact `path` route matches none), and sets the upstream path as `rewrite`
+/// does, so the two together would leave one of them silently unused.
+pub fn prefix_rewrite_problem(pattern: &str, is_prefix_route: bool, has_rewrite: bool) -> Option<String> {
+    if !is_prefix_route {
+        return Some(format!(
+            "`prefix_rewrite` swaps the prefix a `path_prefix` route matched, and this route has `path = \"{pattern}\"`: write `path_prefix` instead, or `rewrite` for the whole upstream path (with `${{param.NAME}}` for the params the path captures)"
+        ));
+    }
+    has_rewrite.then(|| {
+        "`prefix_rewrite` and `rewrite` both set the upstream path: keep `prefix_rewrite` to swap the matched prefix and keep the rest of the path, or `rewrite` to replace the whole path".to_owned()
+    })
+}
+
+/// Why a route's `strip_prefix` would never apply beside the route's other path settings, if
+/// it would not: `rewrite` replaces the whole path, `prefix_rewrite` the prefix already. Before,
+/// `strip_prefix` beside `rewrite` passed `check` and was silently ignored.
+pub fn strip_prefix_conflict(has_rewrite: bool, has_prefix_rewrite: bool) -> Option<String> {
+    if has_rewrite {
+        return Some(
+            "`strip_prefix` never applies beside `rewrite`, which replaces the whole path: to swap one prefix for another, remove both and write `prefix_rewrite` on the `path_prefix` route (`path_prefix = \"/v1\"` with `prefix_rewrite = \"/v2\"` sends `/v1/items` as `/v2/items`)".to_owned(),
+        );
+    }
+    has_prefix_rewrite.then(|| {
+        "`strip_prefix` never applies beside `prefix_rewrite`, which replaces the matched prefix already: remove it (`prefix_rewrite = \"/\"` alone removes the prefix)".to_owned()
+    })
 }
 
 /// Why a route's `strip_prefix` can never apply to the paths it matches, if it cannot:
@@ -230,6 +367,64 @@ mod tests {
         assert!(rewrite_problem("/v/${param.id", Some("/u/{id}")).unwrap_or_default().contains("closing"));
         let prefix = rewrite_problem("/v/${param.id}", None).unwrap_or_default();
         assert!(prefix.contains("path_prefix"), "{prefix}");
+    }
+
+    #[test]
+    fn rewrites_must_be_normalized_paths_the_upstream_can_be_sent() {
+        for ok in ["/v2", "/", "/v2/", "/v2/items/${param.id}", "/v2/items/${param.id}?from=gw", "/a%20b/x;y=1/@:~", "/s?q=a/b?c&d=${param.id}"] {
+            assert_eq!(upstream_path_problem("rewrite", ok), None, "{ok}");
+        }
+        let says = |value: &str, words: &[&str]| {
+            let problem = upstream_path_problem("rewrite", value).unwrap_or_default();
+            assert!(problem.starts_with("`rewrite = "), "{value}: {problem}");
+            for word in words {
+                assert!(problem.contains(word), "{value}: {problem} (no {word:?})");
+            }
+        };
+        says("v2", &["must start with `/`", "write `/v2`"]);
+        says("http://up/v2/", &["targets", "`/v2/`"]);
+        says("/v2/my items/${param.id}", &["space", "`%20`"]);
+        says("/v2/items/${param.id}#frag", &["`#`", "query", "`%23`"]);
+        says("/v2/caf\u{e9}", &["ASCII", "`%C3%A9`"]);
+        says("/v2/a\u{1}b", &["control character", "`\\u{1}`", "`%01`"]);
+        says("/v2/a|b", &["`|`", "`%7C`"]);
+        says("/v2/100%", &["`%25`"]);
+        says("/v2/%zz", &["`%25`"]);
+        says("/v2?a b", &["space"]);
+        says("/v2?", &["no query", "write `/v2`"]);
+        says("/v2/../admin/${param.id}", &["normalized", "`/admin/${param.id}`"]);
+        says("/v2//items?x=1", &["normalized", "`/v2/items?x=1`"]);
+        says("/v2/./items", &["`/v2/items`"]);
+        says("/%76%32/items", &["`/v2/items`"]);
+        says("/../admin", &["above the root"]);
+    }
+
+    #[test]
+    fn prefix_rewrites_are_literal_paths_without_a_query() {
+        for ok in ["/v2", "/", "/v2/", "/internal/v2"] {
+            assert_eq!(upstream_path_problem("prefix_rewrite", ok), None, "{ok}");
+        }
+        let query = upstream_path_problem("prefix_rewrite", "/v2?x=1").unwrap_or_default();
+        assert!(query.contains("`?`") && query.contains("`/v2`"), "{query}");
+        let variable = upstream_path_problem("prefix_rewrite", "/v2/${param.id}").unwrap_or_default();
+        assert!(variable.contains("literal") && variable.contains("`rewrite`"), "{variable}");
+        let dots = upstream_path_problem("prefix_rewrite", "/v2/..").unwrap_or_default();
+        assert!(dots.starts_with("`prefix_rewrite = ") && dots.contains("reads `/`"), "{dots}");
+        assert!(upstream_path_problem("prefix_rewrite", "v2").is_some_and(|p| p.contains("write `/v2`")));
+    }
+
+    #[test]
+    fn path_settings_that_would_leave_another_unused_are_refused() {
+        assert_eq!(prefix_rewrite_problem("/v1", true, false), None);
+        let exact = prefix_rewrite_problem("/v1/{id}", false, false).unwrap_or_default();
+        assert!(exact.contains("path_prefix") && exact.contains("`rewrite`"), "{exact}");
+        let both = prefix_rewrite_problem("/v1", true, true).unwrap_or_default();
+        assert!(both.contains("`rewrite`") && both.contains("whole path"), "{both}");
+        assert_eq!(strip_prefix_conflict(false, false), None);
+        let rewrite = strip_prefix_conflict(true, false).unwrap_or_default();
+        assert!(rewrite.contains("replaces the whole path") && rewrite.contains("prefix_rewrite = \"/v2\""), "{rewrite}");
+        let swap = strip_prefix_conflict(false, true).unwrap_or_default();
+        assert!(swap.contains("prefix_rewrite = \"/\""), "{swap}");
     }
 
     #[test]

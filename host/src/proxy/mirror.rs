@@ -3,7 +3,7 @@
 //! answer (Envoy's `request_mirror_policies`, nginx's `mirror`, Traefik's mirroring service).
 //!
 //! The copy is the request as the route's upstream gets it: method, path and query after the
-//! plugins and `strip_prefix`/`rewrite`, headers after the plugins (the forwarding headers and
+//! plugins and the route's path settings, headers after the plugins (the forwarding headers and
 //! the same `X-Request-Id` included), sent to the mirror upstream's own targets with its
 //! balancing, TLS, request timeout and `host_header` policy. It runs in a task of its own that
 //! nothing awaits: its failures, slowness or hangs never delay or change the client's answer,

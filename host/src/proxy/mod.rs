@@ -56,7 +56,7 @@ use tracing::Instrument;
 use self::body::ProxyBody;
 use crate::error::GatewayError;
 use crate::exchange::{RequestState, ResponseState, RouteParams};
-use crate::gateway::{Gateway, Route};
+use crate::gateway::{Gateway, Route, push_query};
 use crate::runtime::{PluginChain, RequestOutcome, ResponseBodyNeed};
 use crate::telemetry::observed_body::ObservedBody;
 use crate::telemetry::request::RequestRecord;
@@ -594,8 +594,7 @@ impl Gateway {
                 let mut path =
                     if state.path == client_path { route.upstream_path(&state.path, &state.params) } else { state.path.clone() };
                 if let Some(q) = &state.query {
-                    path.push('?');
-                    path.push_str(q);
+                    push_query(&mut path, q);
                 }
                 PathAndQuery::try_from(path).map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?
             }
