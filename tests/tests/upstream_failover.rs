@@ -236,6 +236,15 @@ async fn a_refused_target_is_passed_over_for_the_next() {
         assert_eq!(r.json()["body"], body.as_str(), "the body went whole to the other target");
     }
     assert_eq!(up.hits(), 14);
+    // No client saw the failing target, the metrics do: each refused attempt until `max_fails`
+    // (3) marked it down, per target; the requests themselves did not fail.
+    let m = airlock_tests::metrics::scrape(&client, &gw, None).await;
+    let failures = |target: String| {
+        airlock_tests::metrics::sample(&m, "airlock_upstream_target_failures_total", &[("upstream", "mix"), ("target", &target)])
+    };
+    assert_eq!((failures(down.to_string()), failures(up.addr.to_string())), (3.0, 0.0));
+    let errors = airlock_tests::metrics::sample(&m, "airlock_upstream_errors_total", &[("upstream", "mix"), ("kind", "unavailable")]);
+    assert_eq!(errors, 0.0, "no request failed");
     gw.stop().await;
 }
 

@@ -52,6 +52,10 @@ pub struct TargetHealth {
     down_until: AtomicU64,
     /// Out of rotation by its health check (written by the checker only).
     checked_down: AtomicBool,
+    /// Every failure counted since the target was first configured (reloads carry it over):
+    /// `airlock_upstream_target_failures_total`, which shows a target failing while failover
+    /// hides it from clients. Written only on a failure.
+    failures: AtomicU64,
 }
 
 impl TargetHealth {
@@ -91,10 +95,16 @@ impl TargetHealth {
     /// its health check's verdict, so a target known to be down stays out until it passes.
     pub fn inherit(&self, previous: &TargetHealth, checked: bool) {
         self.fails.store(previous.fails.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.failures.store(previous.failures_total(), Ordering::Relaxed);
         self.down_until.store(previous.down_until.load(Ordering::Relaxed), Ordering::Relaxed);
         if checked {
             self.checked_down.store(previous.is_checked_down(), Ordering::Relaxed);
         }
+    }
+
+    /// Failures counted against the target so far (each one [`TargetHealth::failed`] saw).
+    pub fn failures_total(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// The health check's verdict: out of rotation (`true`) or back in.
@@ -113,6 +123,7 @@ impl TargetHealth {
     /// Connecting to the target failed; marks it down at `policy.max_fails` failures in a row
     /// (and again at each failure after that: the one request let through to try it).
     pub fn failed(&self, policy: &HealthPolicy) -> Marked {
+        self.failures.fetch_add(1, Ordering::Relaxed);
         let fails = self.fails.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         if policy.max_fails == 0 || fails < policy.max_fails {
             return Marked::Up;

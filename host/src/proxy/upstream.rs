@@ -628,6 +628,11 @@ impl Upstream {
         !slot.in_rotation() || slot.health.is_down()
     }
 
+    /// Failures counted against target `i` so far, for `airlock_upstream_target_failures_total`.
+    pub fn target_failures(&self, i: usize) -> u64 {
+        self.slot(i).health.failures_total()
+    }
+
     /// Sends `request` (whose URI already names target `first`, chosen for the `hash_on` key
     /// hashing to `key_hash` if there is one) and waits for the response headers; returns them,
     /// or the error, with the index of the target last tried. An answer with a body counts for

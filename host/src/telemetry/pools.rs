@@ -72,15 +72,16 @@ impl PoolRegistry {
         targets.push(weak);
     }
 
-    /// (upstream, target, 1 in rotation or 0 out) for the latest upstream of each name.
-    fn target_health(&self) -> Vec<(String, String, i64)> {
+    /// Each target of every live upstream (by name, the newest of a name): whether it is in
+    /// rotation, and the failures counted against it.
+    fn target_health(&self) -> Vec<(String, String, i64, u64)> {
         let upstreams: Vec<Arc<Upstream>> =
             self.targets.lock().unwrap_or_else(PoisonError::into_inner).iter().rev().filter_map(Weak::upgrade).collect();
         let mut seen = std::collections::BTreeSet::new();
         let mut out = Vec::new();
         for upstream in upstreams.iter().filter(|u| seen.insert(u.name.clone())) {
             for (i, target) in upstream.targets.iter().enumerate() {
-                out.push((upstream.name.to_string(), target.to_string(), i64::from(!upstream.target_down(i))));
+                out.push((upstream.name.to_string(), target.to_string(), i64::from(!upstream.target_down(i)), upstream.target_failures(i)));
             }
         }
         out.sort();
@@ -195,10 +196,17 @@ impl Collector for PoolCollector {
             self.0.upstream_connections().into_iter(),
         )?;
         let help = "1 while an upstream target is in rotation, 0 while it is out (weight 0, or marked down by failures or its health check)";
+        let targets = self.0.target_health();
         let mut family = encoder.encode_descriptor("upstream_target_up", help, None, MetricType::Gauge)?;
-        for (upstream, target, up) in self.0.target_health() {
+        for (upstream, target, up, _) in &targets {
             let labels = [("upstream", upstream), ("target", target)];
-            ConstGauge::new(up).encode(family.encode_family(&labels)?)?;
+            ConstGauge::new(*up).encode(family.encode_family(&labels)?)?;
+        }
+        let help = "Failed exchanges with an upstream target (refused, timed out, broken off, not HTTP, or a retry_on status): what max_fails counts, each failover attempt included";
+        let mut family = encoder.encode_descriptor("upstream_target_failures", help, None, MetricType::Counter)?;
+        for (upstream, target, _, failures) in &targets {
+            let labels = [("upstream", upstream), ("target", target)];
+            ConstCounter::new(*failures).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }
