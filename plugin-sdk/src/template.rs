@@ -10,6 +10,7 @@
 //! | `${query.NAME}`     | the first value of query parameter `NAME`, decoded       |
 //! | `${request_id}`     | the gateway's request id                                 |
 //! | `${route}`          | the id of the route that matched                         |
+//! | `${client_ip}`      | the client's IP ([`Request::client_ip`]: behind `trusted_proxies`, the one they vouch for) |
 //!
 //! `$${` is a literal `${` (before a `{`, each `$$` is one literal `$`, so `$$${param.id}` is a
 //! `$` then the parameter); any other `$` is literal. A variable without a value expands to
@@ -46,6 +47,10 @@ pub trait Source {
     fn request_id(&self) -> String;
     /// The route id.
     fn route(&self) -> String;
+    /// The client's IP (`${client_ip}`); none unless the source has one.
+    fn client_ip(&self) -> String {
+        String::new()
+    }
 }
 
 /// One piece of a template.
@@ -65,6 +70,8 @@ pub enum Part {
     RequestId,
     /// `${route}`.
     Route,
+    /// `${client_ip}`: nginx's `$remote_addr` behind `real_ip` (an `X-Real-IP` to send upstream).
+    ClientIp,
 }
 
 /// A parsed template.
@@ -73,7 +80,7 @@ pub struct Template {
     parts: Vec<Part>,
 }
 
-const VARIABLES: &str = "${context.KEY}, ${param.NAME}, ${header.NAME}, ${query.NAME}, ${request_id} or ${route}";
+const VARIABLES: &str = "${context.KEY}, ${param.NAME}, ${header.NAME}, ${query.NAME}, ${request_id}, ${route} or ${client_ip}";
 
 impl Template {
     /// Parses `text`; the error says what is wrong and what is expected.
@@ -142,9 +149,10 @@ impl Template {
 
     /// True if the template expands to the same text at every point of a request's way through
     /// the chain: it reads only what no plugin can change (the route's params, the request id,
-    /// the route), not headers, the query or the context, which later plugins may still set.
+    /// the route, the client's IP), not headers, the query or the context, which later plugins
+    /// may still set.
     pub fn is_settled_at_request(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p, Part::Literal(_) | Part::Param(_) | Part::RequestId | Part::Route))
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_) | Part::Param(_) | Part::RequestId | Part::Route | Part::ClientIp))
     }
 
     /// Expands the template for one request.
@@ -241,6 +249,11 @@ impl MapSource {
     pub fn route(self, id: &str) -> Self {
         self.with("route", "", id)
     }
+
+    /// Sets the client's IP.
+    pub fn client_ip(self, ip: &str) -> Self {
+        self.with("client_ip", "", ip)
+    }
 }
 
 impl Source for MapSource {
@@ -261,6 +274,9 @@ impl Source for MapSource {
     }
     fn route(&self) -> String {
         self.text("route", "").unwrap_or_default()
+    }
+    fn client_ip(&self) -> String {
+        self.text("client_ip", "").unwrap_or_default()
     }
 }
 
@@ -283,6 +299,9 @@ impl Source for Request {
     fn route(&self) -> String {
         self.route_id()
     }
+    fn client_ip(&self) -> String {
+        Request::client_ip(self)
+    }
 }
 
 fn expand_part(part: &Part, source: &impl Source) -> Vec<u8> {
@@ -294,6 +313,7 @@ fn expand_part(part: &Part, source: &impl Source) -> Vec<u8> {
         Part::Query(name) => source.query(name).map(String::into_bytes).unwrap_or_default(),
         Part::RequestId => source.request_id().into_bytes(),
         Part::Route => source.route().into_bytes(),
+        Part::ClientIp => source.client_ip().into_bytes(),
     }
 }
 
@@ -302,6 +322,7 @@ fn variable(expr: &str) -> Result<Part, String> {
     match expr {
         "request_id" => return Ok(Part::RequestId),
         "route" => return Ok(Part::Route),
+        "client_ip" => return Ok(Part::ClientIp),
         _ => {}
     }
     let Some((namespace, name)) = expr.split_once('.') else {
@@ -338,6 +359,7 @@ mod tests {
             .query("q", "search me")
             .request_id("req-1")
             .route("users")
+            .client_ip("203.0.113.7")
     }
 
     fn expand(text: &str) -> Vec<u8> {
@@ -361,6 +383,8 @@ mod tests {
         assert_eq!(expand("${param.id}"), b"42");
         assert_eq!(expand("id=${param.id};q=${query.q}"), b"id=42;q=search me");
         assert_eq!(expand("${context.consumer}@${route}#${request_id}"), b"alice@users#req-1");
+        assert_eq!(expand("${client_ip}"), b"203.0.113.7");
+        assert!(Template::parse("${client_ip}").unwrap().is_settled_at_request(), "no plugin changes the client's IP");
         assert_eq!(expand("${header.user-agent}"), b"curl/8\xff", "bytes are kept as they are");
         assert_eq!(expand("[${param.missing}][${context.nope}][${header.x}][${query.x}]"), b"[][][][]");
     }
@@ -386,7 +410,7 @@ mod tests {
         );
         assert_eq!(
             err("${}"),
-            "empty variable `${}`: expected ${context.KEY}, ${param.NAME}, ${header.NAME}, ${query.NAME}, ${request_id} or ${route}"
+            "empty variable `${}`: expected ${context.KEY}, ${param.NAME}, ${header.NAME}, ${query.NAME}, ${request_id}, ${route} or ${client_ip}"
         );
         assert!(err("${env.HOME}").starts_with("unknown variable `${env.HOME}`: expected ${context.KEY}"));
         assert!(err("${params.id}").starts_with("unknown variable `${params.id}`"));

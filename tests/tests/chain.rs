@@ -495,3 +495,31 @@ async fn response_edits_are_made_in_the_entrys_place_on_the_way_back() {
     assert_eq!(r.json()["error"], "upstream_unavailable", "the body stays the gateway's");
     gw.stop().await;
 }
+
+/// `${client_ip}` in `builtin:headers`: nginx's `proxy_set_header X-Real-IP $remote_addr`, the
+/// peer's address, or behind the listener's `trusted_proxies` the client they vouch for.
+#[tokio::test]
+async fn headers_can_send_the_client_ip_upstream() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[[listeners]]
+address = "127.0.0.1:0"
+trusted_proxies = ["127.0.0.1/32"]
+[upstreams.backend]
+targets = ["{upstream}"]
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { set = { "x-real-ip" = "${client_ip}" } }, response = { set = { "x-client" = "${client_ip}" } } }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.request("GET", &gw.url("/echo"), &[("x-forwarded-for", "203.0.113.7")], b"").await;
+    assert_eq!(r.upstream_header("x-real-ip"), vec!["203.0.113.7"], "the client the trusted proxy vouches for");
+    assert_eq!(r.header("x-client").as_deref(), Some("203.0.113.7"), "settled at the request, made on the response");
+    let r = client.get(&gw.url("/echo")).await;
+    assert_eq!(r.upstream_header("x-real-ip"), vec!["127.0.0.1"], "the peer itself");
+    gw.stop().await;
+}

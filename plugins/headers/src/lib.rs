@@ -16,13 +16,13 @@
 //! Each direction applies its rules in the order remove, rename, set, add, append. Values of
 //! `set`, `add` and `append` are templates (`airlock_sdk::template`): `${context.KEY}`,
 //! `${param.NAME}`, `${header.NAME}` (always the request's header, also in response rules),
-//! `${query.NAME}`, `${request_id}`, `${route}`; `$${` is a literal `${`, and a variable without
+//! `${query.NAME}`, `${request_id}`, `${route}`, `${client_ip}`; `$${` is a literal `${`, and a variable without
 //! a value expands to nothing. Templates are parsed once, at configure: a malformed template, an
 //! unknown variable, an invalid header name or an unknown key rejects the config, naming the key.
 //! The rules themselves are `airlock_sdk::header_rules`, shared with `builtin:transform`.
 //!
 //! Response rules whose templates read only what no later plugin can change (literals,
-//! `${param.NAME}`, `${request_id}`, `${route}`) are handed to the gateway from `on-request` as
+//! `${param.NAME}`, `${request_id}`, `${route}`, `${client_ip}`) are handed to the gateway from `on-request` as
 //! response edits (`request.edit-response`), made where `on-response` would run: the same
 //! response, without a second call into the plugin per request. Rules reading headers, the query
 //! or the context stay in `on-response`, where they see what later plugins set.

@@ -30,7 +30,7 @@
 //!   classes; empty: every status).
 //!
 //! Templates are `airlock_sdk::template`s: `${param.NAME}`, `${query.NAME}`, `${header.NAME}`,
-//! `${context.KEY}`, `${request_id}`, `${route}`. Everything is parsed and checked at configure;
+//! `${context.KEY}`, `${request_id}`, `${route}`, `${client_ip}`. Everything is parsed and checked at configure;
 //! an error names the key.
 //!
 //! The gateway buffers a body only for a direction whose `body` has a rule (or `non_json =
@@ -366,7 +366,7 @@ mod tests {
         assert!(!ok.response.body.applies_to(503) && !ok.response.body.applies_to(400));
         assert_eq!(
             err(r#"{"request": {"body": {"set": {"user.id": "${params.id}"}}}}"#),
-            "`request.body.set.user.id`: unknown variable `${params.id}`: expected ${context.KEY}, ${param.NAME}, ${header.NAME}, ${query.NAME}, ${request_id} or ${route}"
+            "`request.body.set.user.id`: unknown variable `${params.id}`: expected ${context.KEY}, ${param.NAME}, ${header.NAME}, ${query.NAME}, ${request_id}, ${route} or ${client_ip}"
         );
         assert_eq!(err(r#"{"request": {"path": "v2/x"}}"#), "`request.path`: `v2/x`: a path starts with `/`");
         assert!(err(r#"{"request": {"path": "/x?a=1"}}"#).contains("set query parameters with `request.query`"));
