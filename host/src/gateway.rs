@@ -422,6 +422,9 @@ impl Gateway {
             }
             let underscores = config.limits.headers_with_underscores;
             let Some(spec) = route_spec(source, route, &id, &key, underscores, &mut issues) else { continue };
+            if let Some(issue) = encoded_slash_route(source, route, &key, config.limits.encoded_slashes) {
+                issues.push(issue);
+            }
             let upstream = match &route.upstream {
                 Some(name) => match upstreams.get(name.get_ref().as_str()) {
                     Some(u) => Some(u.clone()),
@@ -1065,6 +1068,24 @@ async fn build_entry(
             Err(Some(source.issue(Some(span), &format!("{key}.config"), message)))
         }
     }
+}
+
+/// A route whose `path` or `path_prefix` holds `%2F` or `%5C` where `[limits] encoded_slashes`
+/// refuses or decodes them: no request could ever match it, so it is refused at its line, as
+/// other paths that never match are (`router::check_path`).
+fn encoded_slash_route(
+    source: &ConfigSource,
+    route: &RouteConfig,
+    key: &str,
+    slashes: crate::config::EncodedSlashes,
+) -> Option<ConfigIssue> {
+    let (name, pattern) = match (&route.path, &route.path_prefix) {
+        (Some(p), _) => ("path", p),
+        (None, Some(p)) => ("path_prefix", p),
+        (None, None) => return None,
+    };
+    let problem = crate::proxy::path::encoded_slash_problem(pattern.get_ref(), slashes)?;
+    Some(source.issue(Some(pattern.span()), &format!("{key}.{name}"), problem))
 }
 
 fn route_spec(

@@ -9,7 +9,10 @@
 //!    `path = "/users/me"` beats `path = "/users/{id}"`; among prefixes the longest wins. Prefixes
 //!    are literal and match on segment boundaries: `/api` matches `/api`, `/api/` and `/api/x`.
 //! 3. **Method**: at the same host level and path, a route listing the method beats a route for any
-//!    method.
+//!    method. A route listing `GET` takes `HEAD` too (RFC 9110 9.3.2: HEAD is GET without the
+//!    content, and every server framework runs the GET handler for it), after any route there
+//!    that lists `HEAD` itself: otherwise a `HEAD` passed a GET route's plugins (its
+//!    authentication) for a catch-all route, and the upstream ran the GET handler all the same.
 //! 4. **Headers**: at the same host level, path and method, a route whose `headers` all match
 //!    beats a route without conditions (more conditions first, then config order). A route whose
 //!    headers do not match is passed over as if its path did not match: the next candidate, then
@@ -100,7 +103,8 @@ struct Level {
     /// routes after method-specific ones); the first whose headers match wins.
     candidates: Vec<Box<[usize]>>,
     /// Prefix routes: (prefix without trailing `/`, method or any, route index), longest first,
-    /// method-specific before any-method at equal length, then routes with header conditions.
+    /// at equal length by [`prefix_rank`] (method-specific, `GET` after the others as it also
+    /// takes `HEAD`, then any-method), then routes with header conditions.
     prefixes: Vec<(String, Option<Method>, usize)>,
     /// Exact patterns as read, before they are compiled into the routers: (method or None,
     /// pattern, route indices), in insertion order.
@@ -157,7 +161,10 @@ impl<T> RouteTable<T> {
         let conditions_of = |i: usize| specs[i].headers.len();
         for level in exact_hosts.values_mut().chain(wildcard_hosts.values_mut()).chain(std::iter::once(&mut any_host)) {
             level.prefixes.sort_by(|a, b| {
-                b.0.len().cmp(&a.0.len()).then_with(|| b.1.is_some().cmp(&a.1.is_some())).then_with(|| conditions_of(b.2).cmp(&conditions_of(a.2)))
+                b.0.len()
+                    .cmp(&a.0.len())
+                    .then_with(|| prefix_rank(a.1.as_ref()).cmp(&prefix_rank(b.1.as_ref())))
+                    .then_with(|| conditions_of(b.2).cmp(&conditions_of(a.2)))
             });
             level.compile(&conditions_of).map_err(|(index, message)| RouteError { index, route: specs[index].id.clone(), message })?;
         }
@@ -227,7 +234,7 @@ impl<T> RouteTable<T> {
             .prefixes
             .iter()
             .find(|(prefix, m, index)| {
-                m.as_ref().is_none_or(|m| m == method)
+                m.as_ref().is_none_or(|m| takes(m, method))
                     && path.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
                     && self.headers_match(*index, headers)
             })
@@ -238,6 +245,35 @@ impl<T> RouteTable<T> {
     pub fn routes(&self) -> &[T] {
         &self.routes
     }
+}
+
+/// Whether a route listing `listed` takes a request of `method`: the same method, or a `HEAD`
+/// for a `GET` route (RFC 9110 9.3.2: a server answers HEAD as GET, without the content, so the
+/// upstream runs the GET handler and the GET route's plugins must run for it too).
+fn takes(listed: &Method, method: &Method) -> bool {
+    listed == method || (*listed == Method::GET && *method == Method::HEAD)
+}
+
+/// The order of prefix routes of one length: a route listing its method first, `GET` after the
+/// others (a `HEAD` route at the same prefix wins a `HEAD` over it), any-method routes last.
+fn prefix_rank(method: Option<&Method>) -> u8 {
+    match method {
+        Some(m) if *m == Method::GET => 1,
+        Some(_) => 0,
+        None => 2,
+    }
+}
+
+/// The methods a route listing `methods` serves, as `Allow` and the admin API name them: those
+/// listed, with `HEAD` after `GET` when it lists `GET` without it ([`takes`]). Empty: any method.
+pub fn served_methods(methods: &[Method]) -> Vec<Method> {
+    let mut served = methods.to_vec();
+    if let Some(at) = served.iter().position(|m| *m == Method::GET)
+        && !served.contains(&Method::HEAD)
+    {
+        served.insert(at + 1, Method::HEAD);
+    }
+    served
 }
 
 fn insert_everywhere(
@@ -299,7 +335,8 @@ impl Level {
     /// Builds the routers from the exact patterns read: each pattern's candidates ordered by
     /// their number of header conditions (`conditions_of`), more first, config order kept among
     /// equals; a method's router also holds the any-method routes' patterns, their candidates
-    /// after the method's own. Errors name the first route of the pattern at fault.
+    /// after the method's own, and `HEAD`'s the `GET` routes' between the two
+    /// ([`Level::method_router`]). Errors name the first route of the pattern at fault.
     fn compile(&mut self, conditions_of: &dyn Fn(usize) -> usize) -> Result<(), (usize, String)> {
         let ordered = |routes: &[usize]| {
             let mut routes = routes.to_vec();
@@ -307,7 +344,10 @@ impl Level {
             routes
         };
         let exact = std::mem::take(&mut self.exact);
-        let any: Vec<(&String, Vec<usize>)> = exact.iter().filter(|(m, _, _)| m.is_none()).map(|(_, p, r)| (p, ordered(r))).collect();
+        let listing = |method: Option<&Method>| -> Vec<(&String, Vec<usize>)> {
+            exact.iter().filter(|(m, _, _)| m.as_ref() == method).map(|(_, p, r)| (p, ordered(r))).collect()
+        };
+        let any = listing(None);
         for (pattern, routes) in &any {
             let id = self.candidates.len();
             self.candidates.push(routes.clone().into_boxed_slice());
@@ -319,34 +359,55 @@ impl Level {
                 methods.push(method);
             }
         }
+        // GET's routes take HEAD too (`takes`): HEAD gets a router wherever GET has one.
+        if methods.contains(&&Method::GET) && !methods.contains(&&Method::HEAD) {
+            methods.push(&Method::HEAD);
+        }
         for method in methods {
-            let mut router = matchit::Router::new();
-            let mut held: Vec<&String> = Vec::new();
-            for (_, pattern, routes) in exact.iter().filter(|(m, _, _)| m.as_ref() == Some(method)) {
-                let mut routes = ordered(routes);
-                // The any-method routes of the same pattern come after the method's own.
-                if let Some((_, others)) = any.iter().find(|(p, _)| *p == pattern) {
-                    routes.extend(others);
-                }
-                let id = self.candidates.len();
-                let first = routes[0];
-                self.candidates.push(routes.into_boxed_slice());
-                router.insert(pattern.clone(), id).map_err(|e| (first, conflict(pattern, e)))?;
-                held.push(pattern);
+            let mut layers = vec![listing(Some(method))];
+            if *method == Method::HEAD {
+                layers.push(listing(Some(&Method::GET)));
             }
-            // Any-method routes also answer this method, unless its own routes hold the pattern
-            // (above) or one matchit cannot tell apart from it.
-            for (pattern, routes) in any.iter().filter(|(p, _)| !held.contains(p)) {
-                let id = self.candidates.len();
-                match router.insert((*pattern).clone(), id) {
-                    Ok(()) => self.candidates.push(routes.clone().into_boxed_slice()),
-                    Err(matchit::InsertError::Conflict { .. }) => {}
-                    Err(e) => return Err((routes[0], format!("path `{pattern}`: {e}"))),
-                }
-            }
+            layers.push(any.clone());
+            let router = self.method_router(&layers)?;
             self.by_method.insert(method.clone(), router);
         }
         Ok(())
+    }
+
+    /// One method's router, from `layers` of (pattern, routes) in precedence order: the routes
+    /// listing the method, for `HEAD` then those listing `GET`, then the any-method routes. A
+    /// pattern's candidates are its routes in the first layer holding it, then in each later one
+    /// (a `HEAD` route's, then the `GET` route's, then the any-method route's), so one whose
+    /// headers do not match passes the request to the next. A pattern a later layer holds that
+    /// matchit cannot tell apart from one an earlier layer holds is left to the earlier one; in
+    /// the first layer it is a config error.
+    fn method_router(&mut self, layers: &[Vec<(&String, Vec<usize>)>]) -> Result<matchit::Router<usize>, (usize, String)> {
+        let mut router = matchit::Router::new();
+        let mut held: Vec<&String> = Vec::new();
+        for (depth, layer) in layers.iter().enumerate() {
+            for (pattern, routes) in layer {
+                if held.contains(pattern) {
+                    continue;
+                }
+                let mut candidates = routes.clone();
+                for later in &layers[depth + 1..] {
+                    for &index in later.iter().filter(|(p, _)| p == pattern).flat_map(|(_, r)| r) {
+                        if !candidates.contains(&index) {
+                            candidates.push(index);
+                        }
+                    }
+                }
+                let id = self.candidates.len();
+                match router.insert((*pattern).clone(), id) {
+                    Ok(()) => self.candidates.push(candidates.into_boxed_slice()),
+                    Err(matchit::InsertError::Conflict { .. }) if depth > 0 => {}
+                    Err(e) => return Err((routes[0], conflict(pattern, e))),
+                }
+                held.push(pattern);
+            }
+        }
+        Ok(router)
     }
 }
 
@@ -486,6 +547,66 @@ mod tests {
         let t = table(vec![spec("get", &[], &["GET"], PathMatch::Exact("/a".into()))]);
         assert_eq!(find(&t, "x", "GET", "/a").as_deref(), Some("get"));
         assert_eq!(find(&t, "x", "DELETE", "/a"), None);
+        assert_eq!(find(&t, "x", "HEAD", "/a").as_deref(), Some("get"), "HEAD is GET without the content");
+    }
+
+    #[test]
+    fn a_get_route_takes_head_and_a_head_route_at_the_same_place_wins_it() {
+        // The pentest's config: a HEAD slipped past the GET route's key-auth to the catch-all.
+        let t = table(vec![
+            spec("public", &[], &[], PathMatch::Prefix("/".into())),
+            spec("reports", &[], &["GET"], PathMatch::Exact("/reports/{id}".into())),
+            spec("docs", &[], &["GET"], PathMatch::Prefix("/docs".into())),
+            spec("docs-any", &[], &[], PathMatch::Prefix("/docs".into())),
+            spec("items", &[], &[], PathMatch::Exact("/items".into())),
+            spec("items-get", &[], &["GET", "POST"], PathMatch::Exact("/items".into())),
+        ]);
+        for method in ["GET", "HEAD"] {
+            assert_eq!(find(&t, "x", method, "/reports/7").as_deref(), Some("reports"), "{method}");
+            assert_eq!(find(&t, "x", method, "/docs/a").as_deref(), Some("docs"), "{method}");
+            assert_eq!(find(&t, "x", method, "/items").as_deref(), Some("items-get"), "{method}");
+        }
+        assert_eq!(find(&t, "x", "DELETE", "/reports/7").as_deref(), Some("public"), "other methods still pass it by");
+        assert_eq!(find(&t, "x", "DELETE", "/docs/a").as_deref(), Some("docs-any"));
+        assert_eq!(find(&t, "x", "OPTIONS", "/items").as_deref(), Some("items"));
+
+        // A route listing HEAD itself, at the same path or prefix, wins a HEAD.
+        let t = table(vec![
+            spec("public", &[], &[], PathMatch::Prefix("/".into())),
+            spec("reports", &[], &["GET"], PathMatch::Exact("/reports/{id}".into())),
+            spec("reports-head", &[], &["HEAD"], PathMatch::Exact("/reports/{id}".into())),
+            spec("docs", &[], &["GET"], PathMatch::Prefix("/docs".into())),
+            spec("docs-head", &[], &["HEAD"], PathMatch::Prefix("/docs".into())),
+            spec("docs-sub", &[], &["GET"], PathMatch::Prefix("/docs/sub".into())),
+        ]);
+        assert_eq!(find(&t, "x", "HEAD", "/reports/7").as_deref(), Some("reports-head"));
+        assert_eq!(find(&t, "x", "GET", "/reports/7").as_deref(), Some("reports"));
+        assert_eq!(find(&t, "x", "HEAD", "/docs/a").as_deref(), Some("docs-head"));
+        assert_eq!(find(&t, "x", "GET", "/docs/a").as_deref(), Some("docs"));
+        assert_eq!(find(&t, "x", "HEAD", "/docs/sub/a").as_deref(), Some("docs-sub"), "the longer prefix first, as for any method");
+
+        // A HEAD route whose headers do not match passes a HEAD to the GET route of its path,
+        // not to the catch-all.
+        let t = table(vec![
+            spec("reports", &[], &["GET"], PathMatch::Exact("/reports/{id}".into())),
+            with_headers(spec("reports-head", &[], &["HEAD"], PathMatch::Exact("/reports/{id}".into())), &[("x-h", &["1"])]),
+            spec("public", &[], &[], PathMatch::Prefix("/".into())),
+        ]);
+        assert_eq!(find_with(&t, "HEAD", "/reports/7", &[("x-h", "1")]).as_deref(), Some("reports-head"));
+        assert_eq!(find_with(&t, "HEAD", "/reports/7", &[]).as_deref(), Some("reports"));
+    }
+
+    #[test]
+    fn a_get_route_serves_head_too_as_allow_says() {
+        let served = |methods: &[&str]| {
+            let methods: Vec<Method> = methods.iter().map(|m| m.parse().unwrap()).collect();
+            served_methods(&methods).iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
+        };
+        assert_eq!(served(&["GET"]), "GET, HEAD");
+        assert_eq!(served(&["POST", "GET", "OPTIONS"]), "POST, GET, HEAD, OPTIONS");
+        assert_eq!(served(&["HEAD", "GET"]), "HEAD, GET");
+        assert_eq!(served(&["POST"]), "POST");
+        assert_eq!(served(&[]), "");
     }
 
     #[test]

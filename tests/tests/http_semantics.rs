@@ -334,8 +334,9 @@ async fn options_with_max_forwards_0_is_answered_by_the_gateway_and_others_are_d
     let r = client.request("OPTIONS", &gw.url("/x"), &[("max-forwards", "0")], b"").await;
     assert_eq!((r.status.as_u16(), r.header("allow").as_deref()), (200, Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")));
     assert!(r.header("x-request-id").is_some());
+    // A GET route takes HEAD too, and says so (as servers answer a GET handler's 405).
     let r = client.request("OPTIONS", &gw.url("/only-get"), &[("max-forwards", "0")], b"").await;
-    assert_eq!(r.header("allow").as_deref(), Some("GET, OPTIONS"));
+    assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD, OPTIONS"));
     assert_eq!(upstream.hits(), 0);
     // Above 0: forwarded, one less.
     let r = client.request("OPTIONS", &gw.url("/x"), &[("max-forwards", "3")], b"").await;
@@ -394,5 +395,86 @@ credentials = { keys = ["alice-key"] }
     let r = client.request("OPTIONS", &gw.url("/open/x"), &zero, b"").await;
     assert_eq!((r.status.as_u16(), r.header("x-seen").as_deref(), r.header("via")), (200, Some("yes"), None));
     assert_eq!(upstream.hits(), 0, "none went upstream");
+    gw.stop().await;
+}
+
+/// The pentest's config: a catch-all route to the app, and a GET-only route behind key-auth.
+const REPORTS: &str = r#"
+[upstreams.app]
+targets = ["{upstream}"]
+
+[[consumers]]
+id = "alice"
+credentials = { keys = ["secret-key"] }
+
+[[routes]]
+id = "public"
+path_prefix = "/"
+upstream = "app"
+
+[[routes]]
+id = "reports"
+path = "/reports/{id}"
+methods = ["GET"]
+upstream = "app"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+"#;
+
+#[tokio::test]
+async fn a_head_takes_the_get_routes_plugins_not_the_catch_all() {
+    // RFC 9110 9.3.2: HEAD is GET without the content, and Flask, Django, Express, Rails and Go
+    // run the GET handler for it. A HEAD passed the GET route by for `public`, unauthenticated:
+    // the handler's side effects and every response header leaked.
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(REPORTS, Some(&upstream)).await;
+    for client in [HttpClient::http1(), HttpClient::http2()] {
+        for method in ["GET", "HEAD"] {
+            let r = client.request(method, &gw.url("/reports/7"), &[], b"").await;
+            assert_eq!(r.status, 401, "{method} {:?}", r.version);
+        }
+    }
+    assert_eq!(upstream.hits(), 0, "no HEAD reached the GET handler unauthenticated");
+
+    // With the key: the upstream's answer to the HEAD, without a body.
+    let client = HttpClient::http1();
+    let key = [("x-api-key", "secret-key")];
+    let r = client.request("HEAD", &gw.url("/reports/7"), &key, b"").await;
+    assert_eq!((r.status.as_u16(), r.body.len()), (200, 0));
+    assert_eq!(r.header("content-type").as_deref(), Some("application/json"), "the upstream's headers");
+    assert_eq!(upstream.hits(), 1);
+
+    // Other methods are not GET: they still pass the route by, as before.
+    let r = client.request("DELETE", &gw.url("/reports/7"), &[], b"").await;
+    assert_eq!((r.status.as_u16(), r.json()["method"].as_str()), (200, Some("DELETE")));
+
+    // The admin view says what the route serves (`Allow`: the Max-Forwards test above).
+    let routes = client.get(&gw.admin_url("/admin/routes")).await.json();
+    let reports = routes["routes"].as_array().and_then(|r| r.iter().find(|r| r["id"] == "reports")).cloned().unwrap_or_default();
+    assert_eq!(reports["methods"], serde_json::json!(["GET", "HEAD"]), "{routes}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_route_listing_head_itself_wins_a_head_over_the_get_route() {
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "{REPORTS}
+[[routes]]
+id = \"reports-head\"
+path = \"/reports/{{id}}\"
+methods = [\"HEAD\"]
+[[routes.plugins]]
+plugin = \"builtin:respond\"
+config = {{ status = 204, headers = {{ x-route = \"reports-head\" }} }}
+"
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.request("HEAD", &gw.url("/reports/7"), &[], b"").await;
+    assert_eq!((r.status.as_u16(), r.header("x-route").as_deref()), (204, Some("reports-head")));
+    let r = client.request("GET", &gw.url("/reports/7"), &[], b"").await;
+    assert_eq!((r.status.as_u16(), r.header("x-route")), (401, None), "GET keeps its own route");
+    assert_eq!(upstream.hits(), 0);
     gw.stop().await;
 }

@@ -9,8 +9,9 @@
 use std::path::PathBuf;
 
 use airlock::config::ConfigSource;
-use airlock::proxy::path::normalize;
-use airlock::router::{HeaderMatch, PathMatch, RouteSpec, RouteTable};
+use airlock::config::EncodedSlashes;
+use airlock::proxy::path::{normalize, normalize_with};
+use airlock::router::{HeaderMatch, PathMatch, RouteSpec, RouteTable, served_methods};
 use airlock_sdk::template::{Source, Template};
 use http::Method;
 use serde_json::Value;
@@ -95,8 +96,18 @@ pub fn router(data: &[u8]) {
 }
 
 /// The path the gateway routes on: normal once normalized (no `//`, no dot segment, a second
-/// pass changes nothing), or refused.
+/// pass changes nothing), or refused; with `encoded_slashes = "decode"` also free of `%2F` and
+/// `%5C`, and with `"reject"` refused whenever it holds one.
 fn check_normalized(path: &str) {
+    let encoded = |p: &str| ["%2f", "%5c"].iter().any(|e| p.to_ascii_lowercase().contains(e));
+    if let Ok(decoded) = normalize_with(path, EncodedSlashes::Decode) {
+        let decoded = decoded.unwrap_or_else(|| path.to_owned());
+        assert!(!path.starts_with('/') || !encoded(&decoded), "{path} -> {decoded}");
+        assert_eq!(normalize_with(&decoded, EncodedSlashes::Decode), Ok(None), "{path} -> {decoded} is not stable");
+    }
+    if path.starts_with('/') && encoded(path) {
+        assert!(normalize_with(path, EncodedSlashes::Reject).is_err(), "{path} was not refused");
+    }
     let Ok(normalized) = normalize(path) else { return };
     let Some(normalized) = normalized else { return };
     assert!(normalized.starts_with('/'), "{path} -> {normalized}");
@@ -112,7 +123,8 @@ fn check_routes<'a>(specs: &[RouteSpec], requests: impl Iterator<Item = (Option<
         let Some(found) = table.find(host, &method, path, &http::HeaderMap::new()) else { continue };
         let spec = &specs[*found.route];
         assert!(spec.headers.is_empty(), "{method} {path} without headers matched a route that needs some: {spec:?}");
-        assert!(spec.methods.is_empty() || spec.methods.contains(&method), "{method} {path} matched {spec:?}");
+        // A route listing GET takes HEAD too (`served_methods`).
+        assert!(spec.methods.is_empty() || served_methods(&spec.methods).contains(&method), "{method} {path} matched {spec:?}");
         if !spec.hosts.is_empty() {
             let host = host.map(|h| strip_port(h).to_ascii_lowercase()).unwrap_or_default();
             let host_ok = spec.hosts.iter().any(|h| {

@@ -62,7 +62,8 @@ pub fn routes(gateway: &Gateway, config: &Config) -> Value {
             json!({
                 "id": &*route.id,
                 "hosts": route.matches.hosts,
-                "methods": route.matches.methods.iter().map(http::Method::as_str).collect::<Vec<_>>(),
+                // What it serves: a `GET` route takes `HEAD` too (`router::served_methods`).
+                "methods": crate::router::served_methods(&route.matches.methods).iter().map(http::Method::as_str).collect::<Vec<_>>(),
                 "path": path,
                 "path_prefix": path_prefix,
                 "headers": header_conditions(&route.matches.headers),

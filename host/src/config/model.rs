@@ -413,6 +413,8 @@ pub struct LimitsConfig {
     pub max_response_header_bytes: usize,
     /// What becomes of a client's request header whose name has an underscore.
     pub headers_with_underscores: UnderscoreHeaders,
+    /// What becomes of a request path holding an encoded slash or backslash (`%2F`, `%5C`).
+    pub encoded_slashes: EncodedSlashes,
     /// Most client connections served at once, over all listeners (the admin listener apart);
     /// at the cap the listeners stop accepting until one closes (`workers::ConnectionBalancer`).
     /// Left out: derived from the open-file limit (`connections::connection_limit`).
@@ -440,6 +442,26 @@ pub enum UnderscoreHeaders {
     Allow,
 }
 
+/// A request path holding `%2F` (or `%5C`, a backslash some servers read as `/`) inside a
+/// segment: the gateway routes `/reports%2F7` as one segment, but every PEP 3333 (WSGI) server
+/// (gunicorn, uWSGI, Werkzeug: Flask, Django) decodes `PATH_INFO`, so the upstream serves
+/// `/reports/7` past that route's plugins; Tomcat and Spring do the same when told to. Envoy's
+/// `path_with_escaped_slashes_action` offers the same choice. Kept by default: APIs put encoded
+/// slashes in ids (GitLab's `projects/group%2Fproject`), and an upstream that keeps them whole
+/// is not fooled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncodedSlashes {
+    /// Left as they are: data inside a segment, for the route and the upstream alike.
+    #[default]
+    Keep,
+    /// The request is answered 400.
+    Reject,
+    /// Decoded to `/` before the path is normalized and routed, so the route, the plugins and
+    /// the upstream all see the segments an upstream that decodes them would.
+    Decode,
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
@@ -449,6 +471,7 @@ impl Default for LimitsConfig {
             max_response_headers: 100,
             max_response_header_bytes: 64 * 1024,
             headers_with_underscores: UnderscoreHeaders::Drop,
+            encoded_slashes: EncodedSlashes::Keep,
             max_connections: None,
             max_connections_per_client: None,
         }

@@ -358,12 +358,14 @@ pub fn max_forwards_ends_here(headers: &mut HeaderMap) -> bool {
 }
 
 /// The gateway's own answer to an OPTIONS that ends at it ([`max_forwards_ends_here`]): 200,
-/// `Allow` with the route's methods, or the usual ones for a route of any method.
+/// `Allow` with the methods the route serves (a `GET` route's `HEAD` too, as it routes them:
+/// [`crate::router::served_methods`]), or the usual ones for a route of any method.
 pub fn options_answer(route_methods: &[http::Method]) -> crate::exchange::ResponseState {
     let allow = if route_methods.is_empty() {
         HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
     } else {
-        let listed = route_methods.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
+        let served = crate::router::served_methods(route_methods);
+        let listed = served.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
         HeaderValue::from_str(&listed).unwrap_or(HeaderValue::from_static("OPTIONS"))
     };
     let mut headers = HeaderMap::new();

@@ -1,7 +1,8 @@
 //! The request lifecycle, as a list of named phases (after Pingora's `ProxyHttp`):
 //!
 //! 1. [`path::normalize_uri`]: dot segments and `//` resolved (400 if the path climbs above the
-//!    root or hides a dot segment), so the route, the plugins and the upstream see one path;
+//!    root or hides a dot segment; `%2F` and `%5C` refused or decoded first as
+//!    `limits.encoded_slashes` says), so the route, the plugins and the upstream see one path;
 //!    [`Gateway::check_limits`]: ambiguous framing and the host rules (400), header size and
 //!    count (431), declared body size (413), CONNECT and TRACE refused (501);
 //! 2. [`Gateway::route`]: pick the route on that path, method and headers (404 if none);
@@ -148,7 +149,8 @@ impl Gateway {
     ) -> Response<ProxyBody> {
         // Routed on, shown to plugins and forwarded: the same path (the access log keeps the
         // client's own, from `RequestRecord::begin`).
-        let normalized = path::normalize_uri(request.uri_mut()).map_err(|e| GatewayError::BadRequest(e.to_string()));
+        let normalized =
+            path::normalize_uri(request.uri_mut(), self.limits.encoded_slashes).map_err(|e| GatewayError::BadRequest(e.to_string()));
         // The client's path and query, shared, not copied: sent upstream as they are unless a
         // plugin or the route changes them, and named in the warning if the request fails.
         let client_target = request.uri().path_and_query().cloned();

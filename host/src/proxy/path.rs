@@ -15,14 +15,23 @@
 //!   would resolve it where the gateway did not route it;
 //! - and a raw `\` anywhere: it is no URI character, and WHATWG URL parsers (Node, Deno, Bun)
 //!   and IIS read it as `/`, so `/admin\users` would reach `/admin/users` past an `/admin` route;
-//! - percent-encoded unreserved characters are decoded (section 6.2.2.2): `/%61dmin` is `/admin`.
+//! - percent-encoded unreserved characters are decoded (section 6.2.2.2): `/%61dmin` is `/admin`
+//!   (not in a segment with a stray `%`, where decoding could make a new `%XX`).
 //!
 //! Everything else is kept byte for byte: other percent-encodings, the query, the case. The
 //! upstream, the plugins (`path`) and the route all see the normalized path; the access log keeps
 //! the client's own.
+//!
+//! An encoded slash or backslash inside a segment (`/reports%2F7`) is data by default, but every
+//! WSGI server decodes it (`PATH_INFO` is `/reports/7`), so it would reach a protected route's
+//! handler through a catch-all route: `[limits] encoded_slashes` ([`EncodedSlashes`]) refuses
+//! such paths, or decodes them to `/` before the steps above, so the route is chosen on the
+//! segments the upstream will see (and `/a%2F..%2Fadmin` is `/admin`, routed as such).
 
 use http::Uri;
 use http::uri::PathAndQuery;
+
+use crate::config::EncodedSlashes;
 
 /// Why a request's path was refused (answered 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,14 +46,20 @@ pub enum PathError {
     /// Deno, Bun) and IIS, so `/admin\users` would reach `/admin/users` past an `/admin` route.
     #[error("the path holds a raw `\\` (percent-encode it as %5C)")]
     Backslash,
+    /// `%2F` or `%5C` with `[limits] encoded_slashes = "reject"`: WSGI servers (and Tomcat or
+    /// Spring when told to) decode them, so the upstream would split the segment the route was
+    /// chosen on.
+    #[error("the path holds an encoded slash or backslash (%2F or %5C), which the upstream could read as a path separator")]
+    EncodedSlash,
     /// The normalized path did not make a valid URI again (not expected: it only drops bytes).
     #[error("the normalized path is not a valid request target")]
     Invalid,
 }
 
-/// Normalizes the request's path in place (its URI is rebuilt only when the path changes).
-pub fn normalize_uri(uri: &mut Uri) -> Result<(), PathError> {
-    let Some(path) = normalize(uri.path())? else {
+/// Normalizes the request's path in place (its URI is rebuilt only when the path changes), with
+/// `[limits] encoded_slashes` applied first ([`normalize_with`]).
+pub fn normalize_uri(uri: &mut Uri, slashes: EncodedSlashes) -> Result<(), PathError> {
+    let Some(path) = normalize_with(uri.path(), slashes)? else {
         return Ok(());
     };
     let mut parts = std::mem::take(uri).into_parts();
@@ -59,10 +74,74 @@ pub fn normalize_uri(uri: &mut Uri) -> Result<(), PathError> {
 
 /// The normalized form of `path`, or `None` when it is already normal (the common case, found
 /// with one pass over its bytes and no allocation). Paths not starting with `/` (`*`) are left.
+/// Encoded slashes are kept (`EncodedSlashes::Keep`): for paths a plugin or the config writes.
 pub fn normalize(path: &str) -> Result<Option<String>, PathError> {
+    normalize_with(path, EncodedSlashes::Keep)
+}
+
+/// [`normalize`] for a client's path, with `[limits] encoded_slashes` applied before the dot
+/// segments are resolved: a path holding `%2F` or `%5C` refused, or those decoded to `/`. The
+/// check runs only past [`is_normal`], which a path without `%` passes as before.
+pub fn normalize_with(path: &str, slashes: EncodedSlashes) -> Result<Option<String>, PathError> {
     if !path.starts_with('/') || is_normal(path.as_bytes()) {
         return Ok(None);
     }
+    match decode_slashes(path, slashes)? {
+        Some(decoded) => Ok(Some(resolve(&decoded)?.unwrap_or(decoded))),
+        None => resolve(path),
+    }
+}
+
+/// `path` with its encoded slashes and backslashes (`%2F`, `%5C`, either case) decoded to `/`
+/// under `EncodedSlashes::Decode`, refused under `Reject`; `None` when there is nothing to
+/// change (`Keep`, or none in the path).
+fn decode_slashes(path: &str, slashes: EncodedSlashes) -> Result<Option<String>, PathError> {
+    let encoded_at = |i: usize| matches!(path.as_bytes().get(i..i + 3), Some([b'%', b'2', b'f' | b'F'] | [b'%', b'5', b'c' | b'C']));
+    if slashes == EncodedSlashes::Keep || !(0..path.len()).any(encoded_at) {
+        return Ok(None);
+    }
+    if slashes == EncodedSlashes::Reject {
+        return Err(PathError::EncodedSlash);
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut rest = 0;
+    let mut i = 0;
+    while i < path.len() {
+        if encoded_at(i) {
+            // `%` is ASCII: `i` and `i + 3` are char boundaries.
+            out.push_str(&path[rest..i]);
+            out.push('/');
+            i += 3;
+            rest = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&path[rest..]);
+    Ok(Some(out))
+}
+
+/// Why a route's `path` or `path_prefix` could never match under `[limits] encoded_slashes`:
+/// one holding `%2F` or `%5C` is refused as every such request is (`reject`), or never seen
+/// (`decode`: requests are routed with them decoded). `None` otherwise.
+pub fn encoded_slash_problem(pattern: &str, slashes: EncodedSlashes) -> Option<String> {
+    match decode_slashes(pattern, slashes) {
+        Ok(None) => None,
+        Err(_) => Some(format!(
+            "`{pattern}` never matches: it holds an encoded slash or backslash, and `[limits] encoded_slashes = \"reject\"` answers such a request 400"
+        )),
+        Ok(Some(decoded)) => {
+            let decoded = resolve(&decoded).ok().flatten().unwrap_or(decoded);
+            Some(format!(
+                "`{pattern}` never matches: `[limits] encoded_slashes = \"decode\"` routes requests with `%2F` and `%5C` decoded, where it reads `{decoded}`; write that"
+            ))
+        }
+    }
+}
+
+/// The dot segments, empty segments and encoded unreserved characters of `path` (one that
+/// starts with `/`) resolved, as [`normalize`] describes; `None` when nothing changes.
+fn resolve(path: &str) -> Result<Option<String>, PathError> {
     if path.contains('\\') {
         return Err(PathError::Backslash);
     }
@@ -117,14 +196,21 @@ fn is_normal(path: &[u8]) -> bool {
 
 /// The segment with percent-encoded unreserved characters (letters, digits, `-`, `.`, `_`, `~`)
 /// decoded (RFC 3986 6.2.2.2): `/%61dmin` is `/admin`, and must match the `/admin` route.
-/// Other encodings (`%2F`, `%20`, ...) are data and stay as sent.
+/// Other encodings (`%2F`, `%20`, ...) are data and stay as sent. A segment with a stray `%`
+/// (one not starting `%XX`) is left whole: decoding beside it could make a new encoding
+/// (`%%361dmin` would read `%61dmin`), which the upstream would decode once more (to `admin`)
+/// where the route saw something else.
 fn decode_unreserved(segment: &str) -> std::borrow::Cow<'_, str> {
     let unreserved_at = |i: usize| -> Option<u8> {
         let hex = segment.get(i + 1..i + 3)?;
         let byte = u8::from_str_radix(hex, 16).ok()?;
         (byte.is_ascii_alphanumeric() || b"-._~".contains(&byte)).then_some(byte)
     };
-    if !segment.bytes().enumerate().any(|(i, b)| b == b'%' && unreserved_at(i).is_some()) {
+    let bytes = segment.as_bytes();
+    let stray = |i: usize| !matches!(bytes.get(i + 1..i + 3), Some([a, b]) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit());
+    if !bytes.iter().enumerate().any(|(i, &b)| b == b'%' && unreserved_at(i).is_some())
+        || bytes.iter().enumerate().any(|(i, &b)| b == b'%' && stray(i))
+    {
         return std::borrow::Cow::Borrowed(segment);
     }
     let mut out = String::with_capacity(segment.len());
@@ -253,6 +339,19 @@ mod tests {
     }
 
     #[test]
+    fn decoding_never_makes_a_new_percent_encoding_out_of_a_stray_percent() {
+        // `%%361dmin` decoded as any other segment read `%61dmin`: routed as that (a catch-all),
+        // then decoded by the upstream to `admin`. A segment with a `%` that starts no `%XX`
+        // is kept as sent: the upstream decodes it once, to `%61dmin`, as the route saw it.
+        for path in ["/%%361dmin", "/%6%31dmin", "/%%36%31dmin", "/reports%%32F7", "/reports%2%467", "/reports%5%433"] {
+            for slashes in [EncodedSlashes::Keep, EncodedSlashes::Reject, EncodedSlashes::Decode] {
+                assert_eq!(normalize_with(path, slashes), Ok(None), "{path} {slashes:?}");
+            }
+        }
+        assert_eq!(norm("/%%361dmin/%61"), Ok("/%%361dmin/a".to_owned()), "other segments are decoded as before");
+    }
+
+    #[test]
     fn climbing_above_the_root_is_refused() {
         assert_eq!(normalize("/../etc/passwd"), Err(PathError::AboveRoot));
         assert_eq!(normalize("/a/../../b"), Err(PathError::AboveRoot));
@@ -280,14 +379,54 @@ mod tests {
     }
 
     #[test]
+    fn encoded_slashes_are_kept_refused_or_decoded_as_configured() {
+        use EncodedSlashes::{Decode, Keep, Reject};
+        let with = |path: &str, slashes| normalize_with(path, slashes).map(|n| n.unwrap_or_else(|| path.to_owned()));
+        for path in ["/reports%2F7", "/reports%2f7", "/reports%5C7", "/reports%5c7"] {
+            assert_eq!(with(path, Keep), Ok(path.to_owned()), "{path}: data, as before");
+            assert_eq!(with(path, Reject), Err(PathError::EncodedSlash), "{path}");
+            assert_eq!(with(path, Decode), Ok("/reports/7".to_owned()), "{path}");
+        }
+        // Decoded, they are separators like any other: dot segments resolved on the result (the
+        // route sees what a decoding upstream will), empty ones merged, the root kept.
+        assert_eq!(with("/a%2F..%2Fadmin", Decode), Ok("/admin".to_owned()));
+        assert_eq!(with("/public/..%2Fadmin", Decode), Ok("/admin".to_owned()));
+        assert_eq!(with("/a%2F%2Fb%2F", Decode), Ok("/a/b/".to_owned()));
+        assert_eq!(with("/%61%2F%62", Decode), Ok("/a/b".to_owned()));
+        assert_eq!(with("/x%2F..%2F..%2Fetc", Decode), Err(PathError::AboveRoot));
+        assert_eq!(with("/a%2F..%2Fadmin", Reject), Err(PathError::EncodedSlash));
+        // `%252F` is an encoded `%` before `2F`: no slash, in any mode; other encodings stay.
+        for slashes in [Keep, Reject, Decode] {
+            assert_eq!(with("/a%252Fb%20c", slashes), Ok("/a%252Fb%20c".to_owned()));
+            assert_eq!(normalize_with("/reports/7", slashes), Ok(None), "a path without `%` is left alone");
+        }
+        // Unchanged under `keep`: a dot segment hidden behind one is still refused.
+        assert_eq!(with("/public/..%2Fadmin", Keep), Err(PathError::HiddenDotSegment));
+    }
+
+    #[test]
+    fn a_route_path_with_an_encoded_slash_never_matches_unless_they_are_kept() {
+        use EncodedSlashes::{Decode, Keep, Reject};
+        assert_eq!(encoded_slash_problem("/files/a%2Fb", Keep), None);
+        assert_eq!(encoded_slash_problem("/files/{name}", Reject), None);
+        let reject = encoded_slash_problem("/files/a%2Fb", Reject).unwrap_or_default();
+        assert!(reject.contains("never matches") && reject.contains("\"reject\""), "{reject}");
+        let decode = encoded_slash_problem("/files/a%5cb/..%2Fc", Decode).unwrap_or_default();
+        assert!(decode.contains("never matches") && decode.contains("reads `/files/a/c`"), "{decode}");
+    }
+
+    #[test]
     fn the_uri_keeps_its_query_and_authority() {
         let mut uri: Uri = "http://example.com/a/../b?x=/../y".parse().unwrap();
-        normalize_uri(&mut uri).unwrap();
+        normalize_uri(&mut uri, EncodedSlashes::Keep).unwrap();
         assert_eq!(uri.to_string(), "http://example.com/b?x=/../y");
         let mut uri: Uri = "/a//b".parse().unwrap();
-        normalize_uri(&mut uri).unwrap();
+        normalize_uri(&mut uri, EncodedSlashes::Keep).unwrap();
         assert_eq!(uri.to_string(), "/a/b");
         let mut uri: Uri = "/../x?q".parse().unwrap();
-        assert_eq!(normalize_uri(&mut uri), Err(PathError::AboveRoot));
+        assert_eq!(normalize_uri(&mut uri, EncodedSlashes::Keep), Err(PathError::AboveRoot));
+        let mut uri: Uri = "/reports%2F7?q=%2F".parse().unwrap();
+        normalize_uri(&mut uri, EncodedSlashes::Decode).unwrap();
+        assert_eq!(uri.to_string(), "/reports/7?q=%2F", "the query is not the path");
     }
 }
