@@ -259,6 +259,14 @@ fn proxy_protocol_peers(source: &ConfigSource, config: &Config, issues: &mut Vec
             let message = "`proxy_protocol_from` names who may send a PROXY protocol header: it needs `proxy_protocol = true`";
             issues.push(source.issue(Some(first.span()), &format!("listeners[{i}].proxy_protocol_from"), message));
         }
+        // Allowed (a listener only a balancer can reach), but `check` says what it trusts: any
+        // peer's header names the client that ip-restrict, limits and the access log believe.
+        if listener.proxy_protocol && listener.proxy_protocol_from.is_empty() {
+            tracing::warn!(
+                config = %source.name,
+                "listeners[{i}]: `proxy_protocol = true` without `proxy_protocol_from` believes a PROXY header from any peer: a client that reaches the listener past the balancer names any address it likes (list the balancers in `proxy_protocol_from`)"
+            );
+        }
     }
     listener_networks(source, config, "proxy_protocol_from", |l| &l.proxy_protocol_from, issues)
 }

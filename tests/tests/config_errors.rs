@@ -187,6 +187,12 @@ fn check_warns_of_a_cidr_with_host_bits_set() {
     assert!(stderr.contains("listeners[0].proxy_protocol_from[0]: `10.1.2.3/8` has host bits set: it means 10.0.0.0/8"), "{stderr}");
     assert!(stderr.contains("listeners[0].trusted_proxies[1]: `172.16.5.4/12` has host bits set: it means 172.16.0.0/12"), "{stderr}");
     assert!(!stderr.contains("trusted_proxies[0]"), "a network written as one is not warned of: {stderr}");
+    assert!(!stderr.contains("believes a PROXY header from any peer"), "{stderr}");
+    // Without `proxy_protocol_from`, any peer may announce any client: said, not refused.
+    let config = "[[listeners]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n";
+    let (status, stderr) = airlock_on(dir.path(), "check", "warn", config);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("listeners[0]: `proxy_protocol = true` without `proxy_protocol_from` believes a PROXY header from any peer"), "{stderr}");
 }
 
 /// Starts a gateway on `config`, which must be refused; the error, after checking it is located
