@@ -43,7 +43,8 @@ enum Command {
         /// Also start the demo echo upstream on 127.0.0.1:9090 (for examples).
         #[arg(long)]
         demo_upstream: bool,
-        /// Reload when the config file's content changes (checked every `--watch-interval-ms`).
+        /// Reload when the config file's content changes, or a file it reads (a certificate, a
+        /// key, a password file, a plugin component): checked every `--watch-interval-ms`.
         /// SIGHUP and `POST /admin/reload` reload with or without it.
         #[arg(long, conflicts_with = "quickstart")]
         watch: bool,

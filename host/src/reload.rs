@@ -278,6 +278,7 @@ pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<()
         // Unreadable since when, and whether that was said: mid-save (an editor's rename) it
         // is a tick or two; longer, the file is gone and the operator should know.
         let mut unreadable: Option<(std::time::Instant, bool)> = None;
+        let mut files = WatchedFiles::default();
         loop {
             ticks.tick().await;
             let text = match tokio::fs::read_to_string(&path).await {
@@ -304,11 +305,17 @@ pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<()
                 // Reverted to what is served after a reload failed (by the watch, SIGHUP or the
                 // admin API): nothing to reload, and the failure alert is over.
                 let reloads = &current.gateway.telemetry.metrics.reloads;
-                if reloads.last_failed() {
+                if reloads.last_failed() && tried.is_some() {
                     reloads.file_matches_running();
                     tracing::info!(path = %path.display(), generation = current.number, "config file is back to the running config: nothing to reload");
                 }
                 tried = None;
+                // The files it reads (a renewed certificate, a rotated password): reloaded when
+                // one changes, as cert-manager or certbot rewrite them in place.
+                if let Some(changed) = files.changed(&current).await {
+                    tracing::info!(path = %changed.display(), "a file the config reads changed: reloading");
+                    let _ = live.reload().await;
+                }
                 continue;
             }
             if tried.as_deref() == Some(text.as_str()) {
@@ -320,6 +327,94 @@ pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<()
         }
     });
     Ok(())
+}
+
+/// The files a served config reads besides itself, as `--watch` last saw them: a change (new
+/// content written in place, a renamed-over file, a Kubernetes secret's symlink swapped) is
+/// seen in their metadata, without reading them.
+#[derive(Default)]
+struct WatchedFiles {
+    /// The generation the files are the ones of (`None`: not looked at yet).
+    generation: Option<u64>,
+    /// Each file, with what its metadata said at the last look.
+    files: Vec<(PathBuf, Option<FileStamp>)>,
+}
+
+/// What a file's metadata says of its content: length, modification time and (on Unix) inode.
+/// `None` for a file that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl WatchedFiles {
+    /// The first file of `current`'s that changed since the last look, if one did. A new
+    /// generation (any reload) is looked at afresh; a change is reported once, so a file that
+    /// makes the reload fail is not tried again until it changes again.
+    async fn changed(&mut self, current: &Generation) -> Option<PathBuf> {
+        if self.generation != Some(current.number) {
+            self.generation = Some(current.number);
+            self.files.clear();
+            for path in files_read(&current.config, &current.source.base_dir) {
+                let stamp = stamp(&path).await;
+                self.files.push((path, stamp));
+            }
+            return None;
+        }
+        let mut changed = None;
+        for (path, before) in &mut self.files {
+            let now = stamp(path).await;
+            if now != *before {
+                *before = now;
+                changed.get_or_insert_with(|| path.clone());
+            }
+        }
+        changed
+    }
+}
+
+/// `path`'s [`FileStamp`] (following symlinks, as reading it does).
+async fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+    let meta = tokio::fs::metadata(path).await.ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(FileStamp { len: meta.len(), modified: meta.modified().ok(), inode })
+}
+
+/// The files `config` reads at load besides itself, resolved against `base_dir`: listener
+/// certificates, keys and client CAs, upstream CA bundles and client certificates, the Redis
+/// TLS files and password file, the admin token file, and plugin components given as paths.
+fn files_read(config: &Config, base_dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut names: Vec<&str> = Vec::new();
+    for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        for pair in &tls.certificates {
+            names.extend([pair.cert.get_ref().as_str(), pair.key.get_ref().as_str()]);
+        }
+        names.extend(tls.client_ca.as_ref().map(|c| c.get_ref().as_str()));
+    }
+    for tls in config.upstreams.values().filter_map(|u| u.tls.as_ref()) {
+        names.extend([&tls.ca_file, &tls.cert, &tls.key].into_iter().flatten().map(|f| f.get_ref().as_str()));
+    }
+    let state = &config.state;
+    names.extend(
+        [&state.redis_ca_file, &state.redis_cert_file, &state.redis_key_file, &state.redis_password_file, &config.admin.token_file]
+            .into_iter()
+            .flatten()
+            .map(|f| f.get_ref().as_str()),
+    );
+    // A plugin source that is a path (not `builtin:`, not a definition's name).
+    let entries = config.global.plugins.iter().chain(config.routes.iter().flat_map(|r| r.plugins.iter()));
+    let sources = config.plugins.values().map(|p| p.source.get_ref().as_str());
+    let direct = entries.map(|e| e.plugin.get_ref().as_str()).filter(|name| !config.plugins.contains_key(*name));
+    names.extend(sources.chain(direct).filter(|source| !source.starts_with("builtin:")));
+    let mut paths: Vec<PathBuf> = names.into_iter().map(|name| base_dir.join(name)).collect();
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
 #[cfg(test)]

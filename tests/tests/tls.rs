@@ -291,6 +291,56 @@ async fn certificates_are_read_again_on_reload() {
     gw.stop().await;
 }
 
+/// `--watch` reloads when a file the config reads changes, not only the config itself: a
+/// certificate renewed in place (certbot, cert-manager) is served without a SIGHUP; a broken
+/// key written over it is tried once, refused, and the renewed certificate stays.
+#[tokio::test]
+async fn a_watched_config_serves_a_renewed_certificate() {
+    let mut pki = pki();
+    let upstream = Upstream::start().await;
+    let toml = config(pki.dir.path(), "");
+    let gw = Gateway::start(&toml, Some(&upstream)).await;
+    airlock::reload::reload_on_change(gw.live().clone(), std::time::Duration::from_millis(50)).expect("watch");
+    let all = &[&rustls::version::TLS13, &rustls::version::TLS12];
+    let before = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, false)).await.expect("first certificate");
+    // Let the watch see the files as they are first.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let rotated = ca("Airlock test server CA, rotated");
+    server_certificate(pki.dir.path(), "api", &rotated);
+    pki.server_ca = rotated.der().clone();
+    let mut renewed = None;
+    for _ in 0..100 {
+        if let Ok(reply) = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, false)).await {
+            renewed = Some(reply);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let renewed = renewed.expect("the renewed certificate is served without a reload by hand");
+    assert_ne!(renewed.server_cert, before.server_cert);
+    assert_eq!(gw.live().current().number, 2);
+
+    std::fs::write(pki.dir.path().join("api.key"), "not a key").expect("write");
+    let metrics = &gw.inner().telemetry.metrics.reloads;
+    for _ in 0..100 {
+        if metrics.last_failed() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(metrics.last_failed(), "the broken key was tried");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(gw.live().current().number, 2, "kept");
+    assert!(metrics.last_failed(), "still failed: the unchanged config text does not clear it");
+    let m = airlock_tests::metrics::scrape(&airlock_tests::HttpClient::http1(), &gw, None).await;
+    let errors = airlock_tests::metrics::sample(&m, "airlock_config_reloads_total", &[("result", "error")]);
+    assert_eq!(errors, 1.0, "tried once, not at every look");
+    let kept = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, false)).await.expect("kept");
+    assert_eq!(kept.server_cert, renewed.server_cert);
+    gw.stop().await;
+}
+
 /// An idle HTTP/1.1 keep-alive connection over TLS is parked like a cleartext one (hyper's
 /// buffers given back, the TLS session kept), and the client's next request on it is served
 /// with the same session: the mTLS identity still reaches plugins. A drain closes it at once.
