@@ -35,7 +35,7 @@ pub enum StateError {
     /// plugin's fail-open or fail-closed policy.
     Unavailable(String),
     /// The arguments were refused (value too large, zero rate or period). A key of any length
-    /// is accepted: one longer than 512 bytes is kept as its SHA-256 digest.
+    /// is accepted: one longer than 128 bytes is kept as its SHA-256 digest.
     Invalid(String),
     /// The gateway's memory backend is full and the key was not created.
     Full,

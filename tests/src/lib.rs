@@ -259,6 +259,7 @@ pub fn guest_plugin_paths() -> Vec<(&'static str, String)> {
         ("reads-file", plugins::READS_FILE.to_owned()),
         ("sockets", plugins::SOCKETS.to_owned()),
         ("spin", plugins::SPIN.to_owned()),
+        ("state-flood", plugins::STATE_FLOOD.to_owned()),
         ("hostile", plugins::HOSTILE.to_owned()),
         ("trailers", plugins::TRAILERS.to_owned()),
         ("hello", plugins::HELLO_PLUGIN.to_owned()),

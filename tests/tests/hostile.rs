@@ -833,3 +833,67 @@ async fn a_response_body_reader_does_not_see_the_request_body() {
     }
     gw.stop().await;
 }
+
+/// A name on this machine, other than `localhost`, that resolves to loopback addresses only:
+/// the host's own name usually does (from /etc/hosts; Debian maps it to 127.0.1.1).
+fn a_loopback_name() -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).ok();
+    let only_loopback = |name: &String| {
+        let addrs: Vec<std::net::SocketAddr> = (name.as_str(), 80).to_socket_addrs().map(Iterator::collect).unwrap_or_default();
+        !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+    };
+    hostname
+        .into_iter()
+        .chain(["ip6-localhost", "ip6-loopback"].map(str::to_owned))
+        .filter(|name| !name.is_empty() && !name.eq_ignore_ascii_case("localhost") && !name.to_ascii_lowercase().ends_with(".localhost"))
+        .find(only_loopback)
+}
+
+/// Whoever controls the DNS of a granted name (a vendor's telemetry host) can point it at the
+/// gateway's own host (its admin listener) or a cloud's metadata service: a grant by name never
+/// connects to a loopback or link-local address, and the plugin is told why; the same upstream
+/// granted by its address is called, and so is `localhost`, which means loopback. A host in
+/// brackets that is not an IPv6 address (`[localhost]`) is refused, not read as the name inside.
+#[tokio::test]
+async fn a_granted_name_resolving_to_loopback_is_not_called() {
+    let Some(name) = a_loopback_name() else {
+        eprintln!("skipped: no name but localhost resolves to loopback addresses only on this machine");
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let port = upstream.addr.port();
+    let mut config = format!(
+        r#"
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[plugins.caller]
+source = "{{plugin:hostile}}"
+capabilities = ["http-client"]
+http_client = {{ allow = ["http://{name}:{port}", "http://127.0.0.1:{port}", "http://localhost:{port}"], timeout_ms = 5000 }}
+"#
+    );
+    for (path, host) in [("/by-name", name.as_str()), ("/by-address", "127.0.0.1"), ("/localhost", "localhost"), ("/bracketed", "[localhost]")] {
+        config += &hostile_route(path, "caller", &format!(r#"{{ mode = "crafted-host", url = "http://{host}:{port}/echo" }}"#));
+    }
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+
+    let by_address = client.get(&gw.url("/by-address")).await;
+    assert_eq!(by_address.status, 200, "{}", by_address.text());
+    assert_eq!(by_address.json()["headers"]["host"], serde_json::json!([format!("127.0.0.1:{port}")]));
+    let localhost = client.get(&gw.url("/localhost")).await;
+    assert_eq!(localhost.status, 200, "`localhost` means loopback: {}", localhost.text());
+    let hits = upstream.hits();
+
+    let by_name = client.get(&gw.url("/by-name")).await;
+    assert_eq!(by_name.status, 502, "{}", by_name.text());
+    let expected = format!("Connect(\"`{name}` resolves only to loopback/link-local addresses, which a grant by name does not reach");
+    assert!(by_name.text().contains(&expected), "{}", by_name.text());
+    let bracketed = client.get(&gw.url("/bracketed")).await;
+    assert_eq!(bracketed.status, 502, "{}", bracketed.text());
+    assert!(bracketed.text().contains("Invalid(") && bracketed.text().contains("brackets are for an IPv6 address"), "{}", bracketed.text());
+    assert_eq!(upstream.hits(), hits, "neither call reached the upstream");
+    gw.stop().await;
+}

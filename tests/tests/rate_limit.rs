@@ -755,6 +755,94 @@ config = { by = ["header:x-key"], limits = [{ name = "minute", limit = 2, window
     gw.stop().await;
 }
 
+/// A third-party plugin granted `state` that increments counters under long keys without end (a
+/// red-team finding: ~450 MB held by the gateway, counted against nothing) fills its share of
+/// `max_bytes` and is refused there (`full`); one whose keys expire has its own nearest expiry
+/// make way, never refused; and a rate limit by a long header still limits beside them.
+#[tokio::test]
+async fn long_state_keys_fill_a_plugins_share_of_max_bytes_not_memory() {
+    const MAX_BYTES: usize = 8 * 1024 * 1024;
+    const KEY_BYTES: usize = 120;
+    let upstream = Upstream::start().await;
+    let config = format!(
+        r#"
+[state]
+max_bytes = {MAX_BYTES}
+
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[plugins.flood]
+source = "{{plugin:state-flood}}"
+capabilities = ["state"]
+cpu_ms = 5000
+
+[plugins.expiring]
+source = "{{plugin:state-flood}}"
+capabilities = ["state"]
+cpu_ms = 5000
+
+[[routes]]
+path = "/flood"
+[[routes.plugins]]
+plugin = "flood"
+config = {{ key_bytes = {KEY_BYTES} }}
+
+[[routes]]
+path = "/expiring"
+[[routes.plugins]]
+plugin = "expiring"
+config = {{ key_bytes = {KEY_BYTES}, ttl_ms = 60000 }}
+
+[[routes]]
+path = "/tokens"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = {{ by = ["header:authorization"], limits = [{{ limit = 2, window = "minute" }}] }}
+"#
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let flood = |path: &'static str, from: usize| {
+        let (client, url) = (client.clone(), gw.url(path));
+        async move {
+            let r = client.request("GET", &url, &[("x-from", &from.to_string()), ("x-count", "5000")], b"").await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let text = r.text();
+            let stored: usize = text.split_whitespace().find_map(|w| w.strip_prefix("stored=")).and_then(|n| n.parse().ok()).expect("stored=N");
+            (stored, text.trim_end().rsplit("error=").next().unwrap_or_default().to_owned())
+        }
+    };
+    // Keys without a TTL: stored until the plugin's share (about half of max_bytes) is full.
+    let (mut stored, mut error) = (0, String::new());
+    while error != "full" {
+        let (n, e) = flood("/flood", stored).await;
+        assert!(e == "none" || e == "full", "{e}");
+        (stored, error) = (stored + n, e);
+        assert!(stored < 200_000, "never refused: {stored} keys stored");
+    }
+    // Each key: `airlock:flood:`, the number, `-` and the padding.
+    let held = stored * ("airlock:flood:".len() + 6 + KEY_BYTES);
+    assert!((MAX_BYTES * 2 / 5..=MAX_BYTES * 7 / 10).contains(&held), "{stored} keys, about {held} bytes, held by one plugin");
+    assert!(metric_value(&gw, "airlock_state_keys_refused_total", &[]).await >= 1.0);
+    // Keys with a TTL: the plugin's own nearest their expiry make way, nothing is refused.
+    for round in 0..12 {
+        assert_eq!(flood("/expiring", round * 5000).await, (5000, "none".to_owned()), "round {round}");
+    }
+    assert!(metric_value(&gw, "airlock_state_keys_displaced_total", &[]).await >= 1.0);
+    // A rate limit by a long header (kept as its digest) still limits, each value on its own.
+    let with_token = |token: String| {
+        let (client, url) = (client.clone(), gw.url("/tokens"));
+        async move { client.request("GET", &url, &[("authorization", &format!("Bearer {token}"))], b"").await.status.as_u16() }
+    };
+    let long = |end: &str| format!("{}{end}", "eyJ".repeat(260));
+    let statuses = [with_token(long("A")).await, with_token(long("A")).await, with_token(long("A")).await];
+    assert_eq!(statuses, [200, 200, 429], "a long key is limited beside the floods");
+    assert_eq!(with_token(long("B")).await, 200, "another long key has its own limit");
+    gw.stop().await;
+}
+
 /// Behind a load balancer every request's TCP peer is the balancer. A listener that names it in
 /// `trusted_proxies` gets each request's client from `X-Forwarded-For`: rate-limit's `ip` key,
 /// ip-restrict and the access log see the client, not the balancer, and a client cannot choose

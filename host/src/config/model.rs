@@ -206,8 +206,9 @@ pub struct StateConfig {
     /// never gives way: with no such key sampled, the new key is refused).
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub max_keys: usize,
-    /// Most bytes of plugins' stored values (keys included) the memory backend holds; a value
-    /// past it is refused (`full`). Limiters' counters are bounded by `max_keys` alone.
+    /// Most bytes of keys and stored values the memory backend holds: every key counts its
+    /// bytes, a stored value its own too. At it, keys nearest their expiry make way as at
+    /// `max_keys`; with only keys without a TTL left, a new key or value is refused (`full`).
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub max_bytes: usize,
     /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS, required with

@@ -1,30 +1,38 @@
 //! The embedded `state` backend: keys in this process's memory, sharded so concurrent requests
-//! rarely meet on a lock, expiring, and bounded by `[state] max_keys` and (for plugins' stored
-//! values) `[state] max_bytes`.
+//! rarely meet on a lock, expiring, and bounded by `[state] max_keys` and `[state] max_bytes`.
 //!
-//! At `max_keys`, expired keys are swept first; if none had expired, a new key takes the place
-//! of the key nearest its expiry among a few sampled in its shard (Redis's `volatile-ttl`,
-//! approximated as Redis does). Every limiter key expires, so a flood of distinct limiter keys
-//! (one per client a client can invent) costs other clients at most a counter reset near its
-//! end, where refusing new keys would have let every new client through unlimited. A value
-//! stored without a TTL is never displaced: past the cap, new keys are refused.
+//! Every entry counts its key's bytes against `max_bytes`, and a stored value its bytes too: a
+//! key's length is the plugin's (or a client's) choice, so `max_keys` alone would let keys of a
+//! kilobyte each hold a gigabyte. With both bounds, the memory the store holds is at most
+//! `max_bytes` plus a fixed cost per key (the map's slot and allocation) times `max_keys`.
+//!
+//! At `max_keys` or `max_bytes`, expired keys are swept first (at most once a second: a sweep
+//! visits every key); if that is not enough, the keys nearest their expiry among a few sampled
+//! make way for the new one (Redis's `volatile-ttl`, approximated as Redis does). Every limiter
+//! key expires, so a flood of distinct limiter keys (one per client a client can invent) costs
+//! other clients at most a counter reset near its end, where refusing new keys would have let
+//! every new client through unlimited. An entry stored without a TTL is never displaced: past
+//! the cap, with only those left, new keys are refused.
 //!
 //! No plugin may take the whole store: one plugin's namespace (`airlock:<namespace>:`, see
 //! `ScopedState`) holds at most about half of `max_keys` and half of `max_bytes`, so a plugin
 //! granted `state` that stores keys without end cannot leave the limiters of every other plugin
 //! without room (they would fail open, or closed, for everyone). Past its share a new key of that
-//! namespace displaces its own key nearest expiry in the shard, or is refused (`full`); other
+//! namespace displaces its own keys nearest expiry in the shard, or is refused (`full`); other
 //! namespaces are untouched. The share is kept per shard (keys hash evenly over the shards), so
 //! it is counted under the shard's lock, with no lock of its own; a namespace storing values
 //! near the largest size (64 KiB) may meet its share in one shard somewhat before half of
 //! `max_bytes` in all.
+//!
+//! A limiter's step on a key it already holds changes no count (its entry keeps its size), so
+//! it touches neither the store's counters nor its namespace's: the shard's lock and map only.
 //!
 //! Each operation holds one shard's lock for a few hash-map steps and never awaits or does I/O
 //! under it, so a `std::sync::Mutex` is right here (tokio's docs recommend it for this case).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -57,27 +65,40 @@ impl Entry {
         self.expires.is_none_or(|e| e > now)
     }
 
-    /// What the entry counts against `max_bytes`: a stored value's key and bytes; limiters'
-    /// fixed-size entries count nothing (`max_keys` bounds them).
+    /// What the entry counts against `max_bytes`: its key, and a stored value's bytes. A
+    /// limiter's entry is fixed-size but for its key, whose length the plugin (or a client,
+    /// through a header it sends) chooses: counted, so long keys fill `max_bytes`, not memory.
     fn stored_bytes(&self, key: &str) -> usize {
-        match &self.value {
-            Value::Bytes(b) => key.len() + b.len(),
-            _ => 0,
-        }
+        key.len()
+            + match &self.value {
+                Value::Bytes(b) => b.len(),
+                _ => 0,
+            }
     }
 }
 
 /// Entries sampled in a full shard for the one nearest its expiry.
 const EVICTION_SAMPLE: usize = 16;
 
-/// The default `[state] max_bytes`: 64 MiB of plugins' stored values.
-pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Least time between two sweeps of the whole store at a cap. A sweep visits every key: run for
+/// every new key at a cap (a flood of new keys keeps the store there), it would cost each of
+/// them a pass over up to `max_keys` entries. Between sweeps, an expired key sampled is the
+/// nearest expiry, so it is what makes way.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The default `[state] max_bytes`: 256 MiB of keys and stored values. Room for the default
+/// `max_keys` (a million) of ordinary limiter keys (`airlock:`, a namespace of 20-60 bytes and a
+/// key of 20-60, about 50-130 bytes in all) beside 64 MiB of stored values (`proxy-cache`
+/// entries), so `max_keys` stays the bound limiters meet; with a namespace's share of about half
+/// of each, the same holds for one plugin's keys. 64 MiB, the default when only stored values
+/// counted, would have refused or displaced limiter keys from about 500 000 on.
+pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 /// One shard: its entries, and what each namespace holds in it.
 #[derive(Debug, Default)]
 struct Shard {
     entries: HashMap<String, Entry>,
-    /// Keys and stored bytes held per namespace ([`namespace`]), for the namespace's share.
+    /// Keys, and bytes of keys and values, held per namespace ([`namespace`]), for its share.
     held: HashMap<Box<str>, Held>,
 }
 
@@ -86,6 +107,21 @@ struct Shard {
 struct Held {
     keys: usize,
     bytes: usize,
+}
+
+/// What one step on a key takes of the caps before it runs: a slot of `max_keys` (a new key),
+/// and bytes of `max_bytes` (what the entry grows by; a limiter's on a key it holds: none).
+#[derive(Debug, Clone, Copy)]
+struct Need {
+    key: bool,
+    bytes: usize,
+}
+
+impl Need {
+    /// Whether the step takes anything.
+    fn any(self) -> bool {
+        self.key || self.bytes > 0
+    }
 }
 
 /// The namespace of a backend key: `airlock:<namespace>:` (what `ScopedState` puts before a
@@ -97,10 +133,6 @@ fn namespace(key: &str) -> Option<&str> {
 }
 
 impl Shard {
-    fn held(&self, key: &str) -> Held {
-        namespace(key).and_then(|ns| self.held.get(ns).copied()).unwrap_or_default()
-    }
-
     fn count(&mut self, key: &str, keys: isize, bytes: isize) {
         let Some(ns) = namespace(key) else { return };
         let held = match self.held.get_mut(ns) {
@@ -126,7 +158,7 @@ impl Shard {
         if let Some(slot) = self.entries.get_mut(key) {
             let before = slot.stored_bytes(key) as isize;
             *slot = entry;
-            // A limiter's step (no stored bytes) does not look its namespace up.
+            // A limiter's step (its entry's size unchanged) does not look its namespace up.
             if after != before {
                 self.count(key, 0, after - before);
             }
@@ -147,13 +179,15 @@ pub struct MemoryStore {
     hasher: std::collections::hash_map::RandomState,
     len: AtomicUsize,
     max_keys: usize,
-    /// Bytes of stored values (keys included) held, against `max_bytes`.
+    /// Bytes of keys and stored values held ([`Entry::stored_bytes`]), against `max_bytes`.
     bytes: AtomicUsize,
     max_bytes: usize,
-    /// One namespace's share of a shard: keys, and stored bytes.
+    /// One namespace's share of a shard: keys, and bytes of keys and stored values.
     share_keys: usize,
     share_bytes: usize,
     epoch: Instant,
+    /// When the store was last swept at a cap: milliseconds since `epoch`, plus one (0: never).
+    last_sweep: AtomicU64,
     stats: StateStats,
 }
 
@@ -168,12 +202,13 @@ fn expiry(now: Instant, ttl_ms: u64) -> Option<Instant> {
 }
 
 impl MemoryStore {
-    /// An empty store holding at most `max_keys` keys and [`DEFAULT_MAX_BYTES`] of values.
+    /// An empty store holding at most `max_keys` keys and [`DEFAULT_MAX_BYTES`] of keys and
+    /// values.
     pub fn new(max_keys: usize) -> Self {
         Self::with_budget(max_keys, DEFAULT_MAX_BYTES)
     }
 
-    /// An empty store holding at most `max_keys` keys and `max_bytes` of stored values.
+    /// An empty store holding at most `max_keys` keys and `max_bytes` of keys and stored values.
     pub fn with_budget(max_keys: usize, max_bytes: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
@@ -183,14 +218,15 @@ impl MemoryStore {
             bytes: AtomicUsize::new(0),
             max_bytes,
             share_keys: share_per_shard(max_keys, 1),
-            // A shard's share holds at least one value of the largest size.
-            share_bytes: share_per_shard(max_bytes, super::MAX_KEY_BYTES + super::MAX_VALUE_BYTES),
+            // A shard's share holds at least one value of the largest size under the longest key.
+            share_bytes: share_per_shard(max_bytes, super::MAX_BACKEND_KEY_BYTES + super::MAX_VALUE_BYTES),
             epoch: Instant::now(),
+            last_sweep: AtomicU64::new(0),
             stats: StateStats::default(),
         }
     }
 
-    /// Bytes of stored values (keys included) held right now.
+    /// Bytes of keys and stored values held right now (what `max_bytes` bounds).
     pub fn stored_bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -263,81 +299,155 @@ impl MemoryStore {
 
     /// Runs `step` on the live entry at `key` (None if absent or expired) and stores what it
     /// returns (None: leave the key as it is), all under the shard's lock: one atomic step.
+    /// `value_bytes`: the most value bytes `step` stores (a `set`'s value; 0 for a limiter,
+    /// whose entry counts its key alone).
     ///
-    /// A new key takes a slot of `max_keys` before `step` runs (and gives it back if `step`
-    /// stores nothing). At the cap, the lock is released, expired keys are swept from every
-    /// shard, and the step starts over; still at the cap, a key nearest its expiry gives up its
-    /// slot ([`Self::displace_one`]) and the step starts over again (a few times, as other
-    /// requests may take the slot first). With no key that expires, the new key is refused.
+    /// A new key takes a slot of `max_keys`, and any entry the bytes it adds of `max_bytes`,
+    /// before `step` runs (given back if `step` stores less). Past its namespace's share of the
+    /// shard, the namespace's own keys nearest expiry make way ([`Self::within_share`]). At a
+    /// cap, the lock is released, expired keys are swept from every shard (at most once per
+    /// [`SWEEP_INTERVAL`]), and the step starts over; still at it, the keys nearest their expiry
+    /// make way ([`Self::make_room`]) and the step starts over again (a few times, as other
+    /// requests may take the room first). With no key that expires, the new key is refused. A
+    /// step on a key whose entry keeps its size (a limiter's, every time but its first) reserves
+    /// nothing and touches no shared counter.
     fn update<T>(
         &self,
         key: &str,
+        value_bytes: usize,
         step: impl FnOnce(Option<&Entry>, Instant) -> (T, Option<Entry>),
     ) -> Result<T, StateError> {
-        self.update_held(key, false, |current, _, now| step(current, now))
-    }
-
-    /// [`Self::update`], `step` also told what the key's namespace holds in its shard (with
-    /// `tell_held`; else nothing: the limiters' steps need not pay for the lookup).
-    fn update_held<T>(
-        &self,
-        key: &str,
-        tell_held: bool,
-        step: impl FnOnce(Option<&Entry>, Held, Instant) -> (T, Option<Entry>),
-    ) -> Result<T, StateError> {
+        let needs = key.len().saturating_add(value_bytes);
+        if needs > self.max_bytes {
+            self.stats.record_full("max_bytes");
+            return Err(StateError::Full);
+        }
         let mut swept = false;
-        let mut displaced = 0;
+        let mut rounds = 0;
         loop {
             let now = Instant::now();
             let mut map = self.shard(key);
-            if let Some(slot) = map.entries.get(key) {
-                let before = slot.stored_bytes(key);
-                let held = if tell_held { map.held(key) } else { Held::default() };
-                let (out, new) = step(map.entries.get(key).filter(|e| e.live(now)), held, now);
-                if let Some(entry) = new {
-                    self.bytes.fetch_add(entry.stored_bytes(key), Ordering::Relaxed);
-                    self.bytes.fetch_sub(before, Ordering::Relaxed);
-                    map.replace(key, entry);
-                }
-                return Ok(out);
-            }
-            // The key's namespace is at its share of this shard: its own key nearest expiry
-            // here makes way, or the new key is refused. Other namespaces are not touched.
-            if map.held(key).keys >= self.share_keys && !self.displace_own(&mut map, key) {
-                self.stats.record_full("one plugin's share of max_keys");
+            let before = map.entries.get(key).map(|e| e.stored_bytes(key));
+            let need = Need { key: before.is_none(), bytes: needs.saturating_sub(before.unwrap_or(0)) };
+            if need.any() && !self.within_share(&mut map, key, need) {
+                self.stats.record_full("one plugin's share of max_keys and max_bytes");
                 return Err(StateError::Full);
             }
-            if self.len.fetch_add(1, Ordering::AcqRel) < self.max_keys {
-                let held = if tell_held { map.held(key) } else { Held::default() };
-                let (out, new) = step(None, held, now);
-                match new {
-                    Some(entry) => {
-                        self.bytes.fetch_add(entry.stored_bytes(key), Ordering::Relaxed);
-                        map.insert(key, entry);
-                    }
-                    None => {
-                        self.len.fetch_sub(1, Ordering::AcqRel);
-                    }
+            let cap = match self.reserve(need) {
+                Ok(()) => {
+                    let (out, new) = step(map.entries.get(key).filter(|e| e.live(now)), now);
+                    self.settle(&mut map, key, before, need, new);
+                    return Ok(out);
                 }
-                return Ok(out);
-            }
-            self.len.fetch_sub(1, Ordering::AcqRel);
+                Err(cap) => cap,
+            };
             drop(map);
             if !swept {
-                self.sweep();
                 swept = true;
-            } else if displaced < 3 && self.displace_one(key) {
-                displaced += 1;
+                if self.sweep_due() {
+                    self.sweep();
+                    continue;
+                }
+            }
+            if rounds < 3 && self.make_room(key, need) {
+                rounds += 1;
             } else {
-                self.stats.record_full("max_keys");
+                self.stats.record_full(cap);
                 return Err(StateError::Full);
             }
         }
     }
 
-    /// Frees one slot of `max_keys`: the key nearest its expiry among the first
-    /// [`EVICTION_SAMPLE`] keys that expire, sampled shard by shard from `key`'s. `false` if no
-    /// key in the store expires. Each shard is locked on its own, never two at once.
+    /// Whether a sweep at a cap may run now: the first, and then one per [`SWEEP_INTERVAL`].
+    fn sweep_due(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1);
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        let interval = u64::try_from(SWEEP_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        (last == 0 || now.saturating_sub(last) >= interval)
+            && self.last_sweep.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// Takes `need` from `max_keys` and `max_bytes`; `Err` names the cap it would pass, and
+    /// takes nothing. Nothing needed (a limiter's step on its own key), nothing touched.
+    fn reserve(&self, need: Need) -> Result<(), &'static str> {
+        if need.key && self.len.fetch_add(1, Ordering::AcqRel) >= self.max_keys {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return Err("max_keys");
+        }
+        if need.bytes > 0 && self.bytes.fetch_add(need.bytes, Ordering::Relaxed).saturating_add(need.bytes) > self.max_bytes {
+            self.bytes.fetch_sub(need.bytes, Ordering::Relaxed);
+            if need.key {
+                self.len.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err("max_bytes");
+        }
+        Ok(())
+    }
+
+    /// Stores what a step returned for `key` (whose entry held `before` bytes, `None`: no
+    /// entry), `reserved` having been taken for it: the counts end at what is held.
+    fn settle(&self, map: &mut Shard, key: &str, before: Option<usize>, reserved: Need, new: Option<Entry>) {
+        let Some(entry) = new else {
+            if reserved.key {
+                self.len.fetch_sub(1, Ordering::AcqRel);
+            }
+            if reserved.bytes > 0 {
+                self.bytes.fetch_sub(reserved.bytes, Ordering::Relaxed);
+            }
+            return;
+        };
+        // What the entry changes by, less what was reserved for it: 0 but when a value shrinks.
+        let change = entry.stored_bytes(key) as isize - before.unwrap_or(0) as isize - reserved.bytes as isize;
+        if change > 0 {
+            self.bytes.fetch_add(change.unsigned_abs(), Ordering::Relaxed);
+        } else if change < 0 {
+            self.bytes.fetch_sub(change.unsigned_abs(), Ordering::Relaxed);
+        }
+        match before {
+            Some(_) => map.replace(key, entry),
+            None => map.insert(key, entry),
+        }
+    }
+
+    /// Whether `need` fits `key`'s namespace's share of its shard (`map`, locked), once the
+    /// namespace's own keys nearest expiry there have made way as needed (never `key` itself).
+    /// Keys made by the gateway itself have no namespace, and no share.
+    fn within_share(&self, map: &mut Shard, key: &str, need: Need) -> bool {
+        let Some(ns) = namespace(key) else { return true };
+        loop {
+            let held = map.held.get(ns).copied().unwrap_or_default();
+            let keys_fit = !need.key || held.keys < self.share_keys;
+            if keys_fit && held.bytes.saturating_add(need.bytes) <= self.share_bytes {
+                return true;
+            }
+            if !self.displace_own(map, key) {
+                return false;
+            }
+        }
+    }
+
+    /// Frees what `need` takes at `max_keys` and `max_bytes`: keys nearest their expiry make
+    /// way ([`Self::displace_one`]) until it fits. `false` if nothing fits and no key in the
+    /// store expires.
+    fn make_room(&self, key: &str, need: Need) -> bool {
+        // Each key that makes way frees a slot and a byte at least: more rounds than that are
+        // other requests taking the room as it is freed (the caller tries again, or gives up).
+        for _ in 0..=need.bytes {
+            let keys_full = need.key && self.len.load(Ordering::Acquire) >= self.max_keys;
+            let bytes_full = need.bytes > 0 && self.bytes.load(Ordering::Relaxed).saturating_add(need.bytes) > self.max_bytes;
+            if !keys_full && !bytes_full {
+                return true;
+            }
+            if !self.displace_one(key) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Frees one key's room at `max_keys` and `max_bytes`: the key nearest its expiry among
+    /// the first [`EVICTION_SAMPLE`] keys that expire, sampled shard by shard from `key`'s.
+    /// `false` if no key in the store expires. Each shard is locked on its own, never two at once.
     fn displace_one(&self, key: &str) -> bool {
         let start = (self.hasher.hash_one(key) as usize) % SHARDS;
         let mut nearest: Option<(Instant, usize, String)> = None;
@@ -362,19 +472,29 @@ impl MemoryStore {
         let Some(entry) = removed else { return false };
         self.len.fetch_sub(1, Ordering::AcqRel);
         self.bytes.fetch_sub(entry.stored_bytes(&key), Ordering::Relaxed);
-        self.stats.record_displaced();
+        self.record_made_way(&entry);
         true
     }
 
-    /// Frees a slot for `key` in its own shard (`map`, locked) by removing the key of the same
-    /// namespace nearest its expiry among the first [`EVICTION_SAMPLE`] that expire; `false` if
-    /// none does.
+    /// Counts an entry removed to make way: displaced if it was live, else evicted (expired,
+    /// found between sweeps).
+    fn record_made_way(&self, entry: &Entry) {
+        if entry.live(Instant::now()) {
+            self.stats.record_displaced();
+        } else {
+            self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Frees room for `key` in its own shard (`map`, locked) by removing the key of the same
+    /// namespace nearest its expiry among the first [`EVICTION_SAMPLE`] that expire, `key`
+    /// itself aside; `false` if none does.
     fn displace_own(&self, map: &mut Shard, key: &str) -> bool {
         let Some(ns) = namespace(key) else { return false };
         let nearest = map
             .entries
             .iter()
-            .filter(|(k, _)| k.starts_with(ns))
+            .filter(|(k, _)| k.starts_with(ns) && k.as_str() != key)
             .filter_map(|(k, e)| e.expires.map(|at| (at, k)))
             .take(EVICTION_SAMPLE)
             .min_by_key(|(at, _)| *at)
@@ -382,14 +502,14 @@ impl MemoryStore {
         let Some(entry) = nearest.and_then(|k| map.remove(&k).map(|e| (k, e))) else { return false };
         self.len.fetch_sub(1, Ordering::AcqRel);
         self.bytes.fetch_sub(entry.1.stored_bytes(&entry.0), Ordering::Relaxed);
-        self.stats.record_displaced();
+        self.record_made_way(&entry.1);
         true
     }
 
     /// See `StateStore::incr`.
     pub fn incr(&self, key: &str, delta: u64, ttl_ms: u64) -> Result<u64, StateError> {
         let mut bad_type = false;
-        let value = self.update(key, |entry, now| match entry {
+        let value = self.update(key, 0, |entry, now| match entry {
             Some(Entry { value: Value::Counter(n), expires }) => {
                 let n = n.saturating_add(delta);
                 (n, Some(Entry { value: Value::Counter(n), expires: *expires }))
@@ -409,7 +529,7 @@ impl MemoryStore {
     /// See `StateStore::acquire`.
     pub fn acquire(&self, key: &str, gcra: &Gcra, cost: u64) -> Result<Decision, StateError> {
         let epoch = self.epoch;
-        self.update(key, |entry, now| {
+        self.update(key, 0, |entry, now| {
             let now_ms = now.duration_since(epoch).as_secs_f64() * 1000.0;
             let tat = match entry {
                 Some(Entry { value: Value::Tat(t), .. }) => Some(*t),
@@ -431,7 +551,7 @@ impl MemoryStore {
             return Err(StateError::Invalid("window-ms must be at least 1".into()));
         }
         let epoch = self.epoch;
-        self.update(key, |entry, now| {
+        self.update(key, 0, |entry, now| {
             let now_ms = u64::try_from(now.duration_since(epoch).as_millis()).unwrap_or(u64::MAX);
             let index = now_ms / window_ms;
             let elapsed = now_ms % window_ms;
@@ -455,7 +575,7 @@ impl MemoryStore {
         if window_ms == 0 {
             return Err(StateError::Invalid("window-ms must be at least 1".into()));
         }
-        self.update(key, |entry, now| {
+        self.update(key, 0, |entry, now| {
             let (count, expires) = match entry {
                 Some(e @ Entry { value: Value::Counter(n), .. }) => (*n, e.expires),
                 _ => (0, expiry(now, window_ms)),
@@ -479,31 +599,14 @@ impl MemoryStore {
         }))
     }
 
-    /// See `StateStore::set`. Past `max_bytes` of stored values (once expired ones are swept),
-    /// the value is refused as `Full`.
+    /// See `StateStore::set`. The key and the value count against `max_bytes` (and its
+    /// namespace's share): past it, entries nearest their expiry make way, or, with none that
+    /// expires, the value is refused as `Full`.
     pub fn set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StateError> {
         if value.len() > super::MAX_VALUE_BYTES {
             return Err(StateError::Invalid(format!("value larger than {} bytes", super::MAX_VALUE_BYTES)));
         }
-        let adds = key.len() + value.len();
-        if self.bytes.load(Ordering::Relaxed) + adds > self.max_bytes {
-            self.sweep();
-        }
-        self.update_held(key, true, |current, held_here, now| {
-            // What the key holds now is given back when it is replaced.
-            let replaced = current.map_or(0, |e| e.stored_bytes(key));
-            let held = self.bytes.load(Ordering::Relaxed).saturating_sub(replaced);
-            if held + adds > self.max_bytes {
-                self.stats.record_full("max_bytes");
-                return (Err(StateError::Full), None);
-            }
-            // One plugin's share of the bytes, counted in the key's shard.
-            if held_here.bytes.saturating_sub(replaced) + adds > self.share_bytes {
-                self.stats.record_full("one plugin's share of max_bytes");
-                return (Err(StateError::Full), None);
-            }
-            (Ok(()), Some(Entry { value: Value::Bytes(value.to_vec()), expires: expiry(now, ttl_ms) }))
-        })?
+        self.update(key, value.len(), |_, now| ((), Some(Entry { value: Value::Bytes(value.to_vec()), expires: expiry(now, ttl_ms) })))
     }
 
     /// See `StateStore::delete`.
@@ -546,7 +649,9 @@ mod tests {
         assert_eq!(m.len(), 51, "another namespace sharing the start, and a gateway key, stay");
         assert_eq!(m.get("airlock:cache:k1").unwrap(), None);
         assert_eq!(m.get("airlock:cache2:k1").unwrap(), Some(b"other".to_vec()));
-        assert_eq!(m.stored_bytes(), before - 50 * ("airlock:cache:k1".len() + 5) - 40, "bytes given back (keys k10-k49 are a byte longer)");
+        // Values give back their key and bytes, counters their key (k10-k49 are a byte longer).
+        let given_back = 50 * ("airlock:cache:k1".len() + 5) + 40 + 50 * "airlock:cache:c1".len() + 40;
+        assert_eq!(m.stored_bytes(), before - given_back, "bytes given back");
         assert_eq!(m.clear_namespace("airlock:cache:"), 0, "nothing left");
         assert_eq!(m.clear_namespace("airlock:cache"), 0, "not a namespace prefix");
         // The namespace's share is given back: it can fill its shards again.
@@ -587,7 +692,7 @@ mod tests {
         assert_eq!(m.incr("k9", 1, 0).unwrap(), 1);
         assert_eq!(m.len(), 1);
         assert_eq!(m.stats().evicted.load(Ordering::Relaxed), 4);
-        assert_eq!(m.stored_bytes(), 0, "expired values give their bytes back");
+        assert_eq!(m.stored_bytes(), "k9".len(), "expired values give their bytes back; the new counter holds its key's");
     }
 
     #[test]
@@ -644,14 +749,73 @@ mod tests {
         m.set("b", b"1234", 0).unwrap();
         assert_eq!(m.set("c", b"1", 0), Err(StateError::Full), "11 bytes > 10");
         assert_eq!(m.get("c").unwrap(), None);
-        // Replacing a value counts what it gives back; counters count nothing.
+        // Replacing a value counts what it gives back; a counter counts its key.
         m.set("a", b"123", 0).unwrap();
         assert_eq!(m.stored_bytes(), 9);
         m.incr("n", 1, 0).unwrap();
-        m.delete("b").unwrap();
-        assert_eq!(m.stored_bytes(), 4);
-        m.set("c", b"12345", 0).unwrap();
         assert_eq!(m.stored_bytes(), 10);
+        assert_eq!(m.incr("o", 1, 0), Err(StateError::Full), "a counter's key past max_bytes");
+        assert_eq!(m.incr("n", 1, 0), Ok(2), "a counter held keeps counting at the cap");
+        m.delete("b").unwrap();
+        assert_eq!(m.stored_bytes(), 5);
+        m.set("c", b"1234", 0).unwrap();
+        assert_eq!(m.stored_bytes(), 10);
+        // A value growing past the cap is refused, and the old one kept.
+        assert_eq!(m.set("c", b"12345", 0), Err(StateError::Full));
+        assert_eq!(m.get("c").unwrap(), Some(b"1234".to_vec()));
+        assert_eq!(m.set("too-long-for-any-store", b"", 0), Err(StateError::Full));
+    }
+
+    /// Long keys cost what they hold: counters with keys of half a kilobyte, without end, stay
+    /// within `max_bytes`. Those with a TTL make way for new ones, nearest expiry first (as at
+    /// `max_keys`); those without are never displaced, and once only they are left a new key
+    /// is refused.
+    #[test]
+    fn long_keys_count_against_max_bytes_and_only_expiring_ones_make_way() {
+        const MAX_BYTES: usize = 64 * 1024;
+        let long = |i: u64| format!("airlock:flood:{i}-{}", "k".repeat(500));
+        let per_key = long(0).len();
+        let m = MemoryStore::with_budget(1_000_000, MAX_BYTES);
+        for i in 0..1_000 {
+            assert_eq!(m.incr(&long(i), 1, 60_000 + i), Ok(1), "key {i}: an expiring key makes way for it");
+            assert!(m.stored_bytes() <= MAX_BYTES, "{} bytes held at key {i}", m.stored_bytes());
+        }
+        assert!(m.len() <= MAX_BYTES / per_key, "{} keys held", m.len());
+        assert!(m.stats().displaced.load(Ordering::Relaxed) >= 1_000 - (MAX_BYTES / per_key) as u64);
+        assert_eq!(m.get(&long(999)).unwrap(), Some(b"1".to_vec()), "the newest key is held");
+        assert_eq!(m.get(&long(0)).unwrap(), None, "the key nearest its expiry made way");
+        // Limiters keep working at the cap: a bucket displaces an expiring counter.
+        assert!(m.acquire(&long(5_000), &Gcra::new(1, 1_000, 1).unwrap(), 1).unwrap().allowed);
+        assert_eq!(m.stats().cap_hits.load(Ordering::Relaxed), 0);
+
+        let m = MemoryStore::with_budget(1_000_000, MAX_BYTES);
+        m.incr(&long(0), 1, 60_000).unwrap();
+        let stored = (1..1_000).take_while(|i| m.incr(&long(*i), 1, 0).is_ok()).count();
+        assert!(stored < 999 && m.len() <= MAX_BYTES / per_key, "{stored} keys stored, {} held", m.len());
+        assert!(m.stored_bytes() <= MAX_BYTES);
+        assert_eq!(m.get(&long(0)).unwrap(), None, "the one expiring key made way for keys without a TTL");
+        assert_eq!(m.incr(&long(5_000), 1, 0), Err(StateError::Full), "nothing left to make way");
+        assert_eq!(m.incr(&long(5_001), 1, 60_000), Err(StateError::Full), "keys without a TTL never make way");
+        assert_eq!(m.set(&long(5_002), b"v", 60_000), Err(StateError::Full));
+        assert!(m.stats().cap_hits.load(Ordering::Relaxed) >= 3);
+        assert_eq!(m.incr(&long(1), 1, 0), Ok(2), "a key held keeps counting");
+        assert!(m.stored_bytes() <= MAX_BYTES);
+    }
+
+    /// A plugin's long keys fill its own share of `max_bytes`, not the store: another plugin's
+    /// limiters still get their keys.
+    #[test]
+    fn one_namespace_takes_at_most_its_share_of_bytes_in_long_keys() {
+        const MAX_BYTES: usize = 16 * 1024 * 1024;
+        let m = MemoryStore::with_budget(1_000_000, MAX_BYTES);
+        let long = |i: usize| format!("airlock:hog:{i}-{}", "k".repeat(500));
+        let held = (0..40_000).filter(|i| m.incr(&long(*i), 1, 0).is_ok()).count();
+        let held_bytes = held * long(10_000).len();
+        assert!((MAX_BYTES * 2 / 5..=MAX_BYTES * 7 / 10).contains(&held_bytes), "{held_bytes} bytes in {held} keys held by one plugin");
+        assert!(m.stored_bytes() <= MAX_BYTES * 7 / 10);
+        for client in 0..1_000 {
+            assert!(m.incr(&format!("airlock:limiter:c{client}"), 1, 60_000).is_ok(), "client {client}: the limiter has room");
+        }
     }
 
     #[test]

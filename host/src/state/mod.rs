@@ -20,8 +20,10 @@ use crate::config::{StateBackend, StateConfig};
 /// ([`ScopedState::key`]). Keys are per client (a consumer id, an IP, a header's value): a
 /// client-chosen value past any fixed length must still name its own counter, not be refused
 /// (a refused key would let a rate limiter fail open for whoever pads a header), while what one
-/// key costs the backend stays bounded.
-pub const MAX_KEY_BYTES: usize = 512;
+/// key costs the backend stays bounded. Ordinary keys (`0:second:ip=203.0.113.7`, a consumer
+/// id, an API key) are well below it; a longer one (a JWT in a header) costs 72 bytes, not its
+/// length, in memory and in Redis.
+pub const MAX_KEY_BYTES: usize = 128;
 
 /// Largest value `set` accepts, in bytes (state is for counters and small records, not a cache).
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -29,6 +31,11 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Longest namespace kept whole in a key, in bytes (names come from the operator's config); a
 /// longer one keeps its start and a digest of the whole, so two long names never share keys.
 pub const MAX_NAMESPACE_BYTES: usize = 256;
+
+/// Longest backend key [`ScopedState::key`] makes: `airlock:`, the namespace and the key, each
+/// escaped (a byte at most three) and ended by `:`. The memory backend's shares hold at least
+/// one value of the largest size under it.
+pub const MAX_BACKEND_KEY_BYTES: usize = "airlock:".len() + 3 * MAX_NAMESPACE_BYTES + 1 + 3 * MAX_KEY_BYTES;
 
 /// How often the "state backend unavailable" warning is logged at most (an outage must not flood
 /// the log with one line per request).
@@ -43,8 +50,8 @@ pub enum StateError {
     /// The arguments were refused.
     #[error("invalid state operation: {0}")]
     Invalid(String),
-    /// The memory backend is at `max_keys` with nothing that could make way, or a value would
-    /// take it past `max_bytes`.
+    /// The memory backend is at `max_keys` or `max_bytes` (or the plugin at its share of them)
+    /// with nothing that could make way: every entry left was stored without a TTL.
     #[error("state store full")]
     Full,
 }
@@ -133,7 +140,8 @@ pub struct StateStats {
     pub cap_hits: AtomicU64,
     /// Expired keys evicted by the memory backend's sweeps.
     pub evicted: AtomicU64,
-    /// Live keys nearest their expiry that gave their place to a new key at `max_keys`.
+    /// Live keys nearest their expiry that gave their place to a new key at `max_keys` or
+    /// `max_bytes` (or at their namespace's share of them).
     pub displaced: AtomicU64,
     unavailable_log: LogThrottle,
     full_log: LogThrottle,
@@ -187,13 +195,14 @@ impl StateStats {
         }
     }
 
-    /// Counts a live key displaced at `max_keys`, logged like [`Self::record_full`].
+    /// Counts a live key displaced at `max_keys` or `max_bytes`, logged like
+    /// [`Self::record_full`].
     pub fn record_displaced(&self) {
         let total = self.displaced.fetch_add(1, Ordering::Relaxed) + 1;
         if self.full_log.due() {
             tracing::warn!(
                 displaced_so_far = total,
-                "state store at `[state] max_keys`: keys nearest their expiry make way for new ones (logged at most every {}s)",
+                "state store at `[state] max_keys` or `max_bytes` (or a plugin at its share of them): keys nearest their expiry make way for new ones (logged at most every {}s)",
                 UNAVAILABLE_LOG_INTERVAL.as_secs()
             );
         }
@@ -547,7 +556,12 @@ impl ScopedState {
         out.push_str(&self.prefix);
         if key.len() > MAX_KEY_BYTES {
             out.push_str(DIGESTED_KEY_MARK);
-            out.push_str(&hex::encode(ring::digest::digest(&ring::digest::SHA256, key.as_bytes())));
+            // Written in hex straight into the key: a digested key costs no allocation more
+            // than a short one.
+            for byte in ring::digest::digest(&ring::digest::SHA256, key.as_bytes()).as_ref() {
+                out.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+                out.push(char::from(HEX_DIGITS[usize::from(byte & 0xf)]));
+            }
         } else {
             escape_into(&mut out, key, false);
         }
@@ -557,6 +571,9 @@ impl ScopedState {
 
 /// Starts the backend key of a plugin key kept as its digest (see [`ScopedState::key`]).
 const DIGESTED_KEY_MARK: &str = "%sha256:";
+
+/// Lower-case hex digits, for a digested key.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Percent-escapes `%`, `{`, `}` (and `:` in a namespace, which ends at the first `:`).
 fn escape_into(out: &mut String, s: &str, namespace: bool) {

@@ -816,7 +816,7 @@ impl Collector for StateCollector {
         let displaced = ConstCounter::new(stats.displaced.load(Ordering::Relaxed));
         let metric = encoder.encode_descriptor(
             "state_keys_displaced",
-            "Live keys nearest their expiry that made way for new keys at `max_keys`",
+            "Live keys nearest their expiry that made way for new keys at `max_keys` or `max_bytes`",
             None,
             displaced.metric_type(),
         )?;

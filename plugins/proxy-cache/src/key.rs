@@ -2,7 +2,7 @@
 //! length so no two different sets of parts read the same, hex-encoded behind a version prefix.
 //!
 //! Always hashed, not only when long: the key has one fixed length (well under the state
-//! backend's 512 bytes), whatever the path, query and header values a client sends; and the
+//! backend's 128 bytes), whatever the path, query and header values a client sends; and the
 //! values (a consumer id, a query parameter holding a token, a varied `authorization`) never sit
 //! in the backend in plain text, where anyone reading Redis's key space would see them.
 

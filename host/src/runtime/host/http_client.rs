@@ -8,11 +8,23 @@
 //! the wait is kept out of the plugin's CPU deadline; the grant's timeout and response size bound
 //! them instead.
 //!
+//! A grant names a host by an IP address or by a name. The address a name resolves to is the
+//! name owner's choice, not the operator's: a vendor whose telemetry host is granted could point
+//! it at `169.254.169.254` (a cloud's metadata service) or `127.0.0.1` (the gateway's own admin
+//! listener). So a call by name never connects to a loopback, link-local or unspecified address
+//! ([`refused_by_name`]), unless the name is `localhost`, which means loopback; a grant of an IP
+//! address connects to it, whatever it is, and private ranges stay reachable (internal services
+//! are what gateways call).
+//!
 //! A failed call is logged by the gateway too (`outbound call failed`, with its `kind`), but at
 //! most once per [`FAILURE_LOG_INTERVAL`] per grant at `warn`, counting the calls that failed
 //! since: while a granted origin is down every request through the plugin fails its call, and any
 //! client can send requests. The others are `debug` lines.
 
+use std::future::Future;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +33,7 @@ use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::TokioExecutor;
 
 use super::HostState;
@@ -41,23 +54,119 @@ const DROPPED_HEADERS: &[&str] =
     &["host", "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length"];
 
 /// The HTTP(S) client shared by every plugin granted `http-client`: pooled connections, system
-/// root certificates, HTTP/1.1 and HTTP/2 by ALPN.
+/// root certificates, HTTP/1.1 and HTTP/2 by ALPN, names resolved by [`GrantResolver`].
 #[derive(Clone)]
 pub struct OutboundClient {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector<GrantResolver>>, Full<Bytes>>,
 }
 
 impl OutboundClient {
     /// Builds the client. Reads the system's root certificates: call it off the async workers.
     pub fn new() -> Result<Self, String> {
+        let mut http = HttpConnector::new_with_resolver(GrantResolver::default());
+        // The TLS connector above it checks the scheme (as `HttpsConnectorBuilder::build` sets).
+        http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector(http);
         Ok(Self { client: Client::builder(TokioExecutor::new()).build(https) })
+    }
+}
+
+/// hyper-util's resolver (`getaddrinfo` on the blocking pool), keeping only the addresses a
+/// grant by name may reach ([`reachable_by_name`]). The connector calls it for names alone: a
+/// URL whose host is an IP address connects to that address, and only a grant of that address
+/// lets such a URL through.
+#[derive(Clone)]
+struct GrantResolver {
+    gai: GaiResolver,
+}
+
+impl Default for GrantResolver {
+    fn default() -> Self {
+        Self { gai: GaiResolver::new() }
+    }
+}
+
+impl tower_service::Service<Name> for GrantResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = ResolveError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ResolveError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ResolveError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let lookup = self.gai.call(name.clone());
+        Box::pin(async move {
+            let addrs = lookup.await.map_err(ResolveError::Lookup)?;
+            reachable_by_name(name.as_str(), addrs).map(Vec::into_iter)
+        })
+    }
+}
+
+/// Why a granted name gave no address to connect to.
+#[derive(Debug, thiserror::Error)]
+enum ResolveError {
+    /// The name did not resolve (as `getaddrinfo` says).
+    #[error(transparent)]
+    Lookup(std::io::Error),
+    /// Every address it resolves to is one a grant by name does not reach ([`refused_by_name`]).
+    #[error(
+        "`{0}` resolves only to loopback/link-local addresses, which a grant by name does not reach \
+         (to call this host, grant its address, or `localhost`)"
+    )]
+    OnlyRefused(String),
+}
+
+/// AWS's instance metadata service over IPv6 (Nitro instances): a unique local address, which
+/// [`refused_by_name`] otherwise lets through as a private one.
+const AWS_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
+/// The addresses `name` resolved to that a call may connect to: all of them for `localhost`
+/// (and names under it, which RFC 6761 6.3 reserves for loopback), else those
+/// [`refused_by_name`] leaves. A name resolving to some refused addresses and some others
+/// connects to the others; one resolving to refused addresses only is an error saying so.
+fn reachable_by_name(name: &str, addrs: impl Iterator<Item = SocketAddr>) -> Result<Vec<SocketAddr>, ResolveError> {
+    let addrs: Vec<SocketAddr> = addrs.collect();
+    if names_loopback(name) {
+        return Ok(addrs);
+    }
+    let resolved = addrs.len();
+    let kept: Vec<SocketAddr> = addrs.into_iter().filter(|a| !refused_by_name(a.ip())).collect();
+    if kept.is_empty() && resolved > 0 {
+        return Err(ResolveError::OnlyRefused(name.to_owned()));
+    }
+    Ok(kept)
+}
+
+/// Whether `name` is `localhost` or a name under it (a trailing dot, any case): granted by the
+/// operator to call the gateway's own host, so its loopback addresses are what it means.
+fn names_loopback(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name).as_bytes();
+    const SUFFIX: &[u8] = b".localhost";
+    name.eq_ignore_ascii_case(b"localhost")
+        || name.len() > SUFFIX.len() && name[name.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX)
+}
+
+/// Whether a grant by name must not connect to `ip`: the gateway's own host (loopback, and the
+/// unspecified `0.0.0.0/8` and `::`, which connect to it), link-local addresses
+/// (`169.254.0.0/16`, `fe80::/10`: where clouds serve instance metadata and credentials, at
+/// `169.254.169.254`), the IPv4-mapped IPv6 forms of those (`::ffff:127.0.0.1`), and AWS's
+/// IPv6 metadata address `fd00:ec2::254`. Private ranges (`10.0.0.0/8`, `192.168.0.0/16`,
+/// `fc00::/7`) are not refused: the internal services a gateway calls live there.
+fn refused_by_name(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => refused_by_name(IpAddr::V4(v4)),
+            None => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80 || v6 == AWS_METADATA_V6,
+        },
     }
 }
 
@@ -92,13 +201,28 @@ impl Origin {
         if authority.as_str().contains('@') {
             return Err("user info in a URL is not allowed".into());
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        if host.is_empty() {
-            return Err("no host".into());
-        }
+        let host = host_of(authority.host())?;
         let port = authority.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
         Ok(Self { scheme, host, port })
     }
+}
+
+/// A URL's host, lower-case, without the brackets of an IPv6 address. Brackets around anything
+/// else (`[localhost]`, `[127.0.0.1]`) are refused: such a URL would pass for the origin of what
+/// is inside them, and go out with `Host: [localhost]`.
+fn host_of(host: &str) -> Result<String, String> {
+    let host = match host.strip_prefix('[') {
+        Some(inner) => match inner.strip_suffix(']') {
+            Some(inner) if inner.parse::<Ipv6Addr>().is_ok() => inner,
+            _ => return Err(format!("`{host}`: brackets are for an IPv6 address")),
+        },
+        None if host.contains(']') => return Err(format!("`{host}`: brackets are for an IPv6 address")),
+        None => host,
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    Ok(host.to_ascii_lowercase())
 }
 
 impl std::fmt::Display for Origin {
@@ -229,7 +353,11 @@ impl HttpClientGrant {
 /// (`kind`). The contract has no case for an origin that was reached but broke the exchange off or
 /// answered something that is not HTTP: the plugin gets those as `connect` (no response, the
 /// origin unavailable: what it can do about it is the same), with a text that says what happened,
-/// and the log names them `response`, not `connect`.
+/// and the log names them `response`, not `connect`. A granted name that resolves only to
+/// addresses a grant by name does not reach ([`refused_by_name`]) is `connect` for the plugin
+/// too (no connection could be made; the contract's `denied` is for an origin outside the grant,
+/// which `allows` answers, while a name's addresses may change from one call to the next), and
+/// `denied` in the log: the gateway refused it, which the operator should tell from an outage.
 #[derive(Debug)]
 struct CallFailure {
     /// `denied`, `invalid`, `connect`, `response`, `timeout` or `too_large`.
@@ -262,6 +390,9 @@ impl CallFailure {
     fn of_request(e: &hyper_util::client::legacy::Error) -> Self {
         let chain = crate::error::chain(e);
         if e.is_connect() {
+            if let Some(refused) = refused_resolution(e) {
+                return Self { kind: "denied", error: HttpError::Connect(refused.to_string()) };
+            }
             return HttpError::Connect(chain).into();
         }
         let hyper = std::error::Error::source(e).and_then(|s| s.downcast_ref::<hyper::Error>());
@@ -283,6 +414,19 @@ impl CallFailure {
             HttpError::TooLarge => "the response body is larger than the grant's `max_response_bytes`".into(),
         }
     }
+}
+
+/// The [`ResolveError::OnlyRefused`] behind a failed connect, if that is why it failed (the
+/// resolver's error is the cause of the connector's, itself the client error's source).
+fn refused_resolution<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e ResolveError> {
+    let mut source = Some(e);
+    while let Some(error) = source {
+        if let Some(refused @ ResolveError::OnlyRefused(_)) = error.downcast_ref::<ResolveError>() {
+            return Some(refused);
+        }
+        source = error.source();
+    }
+    None
 }
 
 impl Host for HostState {
@@ -345,6 +489,68 @@ mod tests {
         assert!(Origin::of(&"http://user@evil.example".parse().unwrap()).unwrap_err().contains("user info"));
     }
 
+    /// Brackets hold an IPv6 address, nothing else: `[localhost]` passed for the origin of
+    /// `localhost` and went out with `Host: [localhost]`.
+    #[test]
+    fn brackets_hold_only_an_ipv6_address() {
+        let of = |url: &str| Origin::of(&url.parse().unwrap());
+        for url in ["http://[localhost]:18202/", "http://[127.0.0.1]/", "http://[LOCALHOST]/x", "http://[::1/"] {
+            if let Ok(uri) = url.parse::<Uri>() {
+                let e = Origin::of(&uri).unwrap_err();
+                assert!(e.contains("brackets are for an IPv6 address"), "{url}: {e}");
+            }
+        }
+        let v6 = of("http://[::1]:8080/x").unwrap();
+        assert_eq!((v6.host.as_str(), v6.to_string().as_str()), ("::1", "http://[::1]:8080"));
+        assert_eq!(Origin::parse_grant("http://[::FFFF:127.0.0.1]:8080").unwrap(), of("http://[::ffff:127.0.0.1]:8080/").unwrap());
+        // A call to the bracketed name is refused as invalid, whatever the grant.
+        let grant = grant_to("http://localhost:18202");
+        assert!(matches!(grant.check("http://[localhost]:18202/"), Err(HttpError::Invalid(m)) if m.contains("brackets")));
+        assert!(grant.check("http://localhost:18202/").is_ok());
+    }
+
+    /// What a grant by name does not reach: the gateway's own host, link-local addresses (cloud
+    /// metadata), their IPv4-mapped forms and AWS's IPv6 metadata address; private and public
+    /// addresses stay reachable.
+    #[test]
+    fn a_grant_by_name_reaches_neither_loopback_nor_link_local_addresses() {
+        for refused in [
+            "127.0.0.1", "127.0.1.1", "127.255.255.254", "169.254.169.254", "169.254.0.1", "0.0.0.0", "0.1.2.3", "::1", "::",
+            "fe80::1", "febf:ffff::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:0.0.0.0", "fd00:ec2::254",
+        ] {
+            assert!(refused_by_name(refused.parse().unwrap()), "{refused} is refused");
+        }
+        for reached in [
+            "10.0.0.1", "192.168.1.1", "172.16.0.1", "100.64.0.1", "93.184.216.34", "169.253.255.255", "169.255.0.1", "128.0.0.1",
+            "fc00::1", "fd00:ec2::253", "fec0::1", "2001:db8::1", "::ffff:10.0.0.1", "ff02::1",
+        ] {
+            assert!(!refused_by_name(reached.parse().unwrap()), "{reached} is reached");
+        }
+    }
+
+    /// A name resolving to refused and other addresses connects to the others only; one
+    /// resolving to refused addresses only is an error naming it; `localhost` (and names under
+    /// it) means loopback.
+    #[test]
+    fn a_name_keeps_the_addresses_it_may_reach() {
+        let addrs = |list: &[&str]| list.iter().map(|a| SocketAddr::new(a.parse().unwrap(), 443)).collect::<Vec<_>>();
+        let mixed = addrs(&["127.0.0.1", "10.1.2.3", "169.254.169.254", "2001:db8::1"]);
+        assert_eq!(reachable_by_name("api.vendor.example", mixed.clone().into_iter()).unwrap(), addrs(&["10.1.2.3", "2001:db8::1"]));
+        let e = reachable_by_name("api.vendor.example", addrs(&["127.0.0.1", "::1"]).into_iter()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`api.vendor.example` resolves only to loopback/link-local addresses, which a grant by name does not reach \
+             (to call this host, grant its address, or `localhost`)"
+        );
+        for loopback in ["localhost", "LocalHost", "localhost.", "admin.localhost", "a.b.LOCALHOST."] {
+            assert_eq!(reachable_by_name(loopback, mixed.clone().into_iter()).unwrap(), mixed, "{loopback}");
+        }
+        for not_loopback in ["notlocalhost", "localhost.example.com", "xlocalhost", ".localhost"] {
+            assert!(reachable_by_name(not_loopback, addrs(&["127.0.0.1"]).into_iter()).is_err(), "{not_loopback}");
+        }
+        assert_eq!(reachable_by_name("empty.example", std::iter::empty()).unwrap(), Vec::new(), "nothing resolved: the connector says so");
+    }
+
     /// A grant of calls to `origin`, with a short timeout.
     fn grant_to(origin: &str) -> HttpClientGrant {
         let client = OutboundClient::new().expect("the system's root certificates");
@@ -371,6 +577,31 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// Through the real resolver: a granted name that resolves to loopback only (this machine's
+    /// own name, from /etc/hosts, when it does) is refused, `denied` in the log and `connect`
+    /// for the plugin, while `localhost` reaches the same target.
+    #[tokio::test]
+    async fn a_granted_name_resolving_to_loopback_is_not_connected_to() {
+        use std::net::ToSocketAddrs;
+        let addr = answering(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        let grant = grant_to(&format!("http://localhost:{}", addr.port()));
+        let request = OutgoingRequest { method: "GET".into(), url: format!("http://localhost:{}/", addr.port()), headers: Vec::new(), body: None, timeout_ms: 0 };
+        let (request, _) = grant.prepare(request).unwrap();
+        assert_eq!(grant.send(request).await.expect("`localhost` is reached").status, 204);
+
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned();
+        let resolved: Vec<SocketAddr> = (hostname.as_str(), 80).to_socket_addrs().map(Iterator::collect).unwrap_or_default();
+        if hostname.is_empty() || names_loopback(&hostname) || resolved.is_empty() || !resolved.iter().all(|a| a.ip().is_loopback()) {
+            eprintln!("skipped: this machine's name `{hostname}` does not resolve to loopback only ({resolved:?})");
+            return;
+        }
+        let origin = format!("http://{hostname}:{}", addr.port());
+        let failure = call(&grant_to(&origin), &format!("{origin}/")).await;
+        assert_eq!(failure.kind, "denied", "{failure:?}");
+        let expected = format!("`{}` resolves only to loopback/link-local addresses", hostname.to_ascii_lowercase());
+        assert!(matches!(&failure.error, HttpError::Connect(m) if m.starts_with(&expected)), "{failure:?}");
     }
 
     #[tokio::test]
