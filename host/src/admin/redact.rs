@@ -53,9 +53,17 @@ const SECRET_KEY_NAMES: [&str; 4] = ["key", "sig", "sid", "jwt"];
 /// name or a path (`authorization`, `access_token`, `secrets/token`), shown as any other.
 const LOCATION_KEY_ENDINGS: [&str; 7] = ["_header", "_headers", "_query", "_param", "_claim", "_hint", "_file"];
 
+/// The gateway's own config keys that hold a part of [`SECRET_KEY_PARTS`] but no secret:
+/// `upstreams.<name>.hash_cookie` (a cookie's path and lifetime). Taken out of a key before it is
+/// searched, so a key that also names a secret (`hash_cookie_secret`) is still one.
+const SETTING_WORDS: [&str; 1] = ["hash_cookie"];
+
 /// Whether a config key (or a header or parameter name a rule sets) names a secret.
 pub fn names_secret(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
+    let mut lower = key.to_ascii_lowercase();
+    for word in SETTING_WORDS {
+        lower = lower.replace(word, "");
+    }
     let lower = lower.trim();
     if LOCATION_KEY_ENDINGS.iter().any(|ending| lower.ends_with(ending)) {
         return false;
@@ -282,6 +290,18 @@ plugin = "builtin:headers"
         for name in ["client_secret", "token", "access_token", "x-api-token", "password"] {
             assert!(names_secret(name), "{name}");
         }
+    }
+
+    #[test]
+    fn an_upstreams_hash_cookie_is_a_setting_not_a_secret() {
+        for name in ["hash_cookie", "upstreams.web.hash_cookie", "upstreams.web.hash_cookie.path"] {
+            assert!(!names_secret(name), "{name}");
+        }
+        for name in ["hash_cookie_secret", "session_cookie", "cookie"] {
+            assert!(names_secret(name), "{name}");
+        }
+        let line = "hash_cookie = { path = \"/app\", max_age_s = 3600 }";
+        assert_eq!(redacted_line("upstreams.web.hash_cookie.path", line), line);
     }
 
     #[test]

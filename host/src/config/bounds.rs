@@ -46,6 +46,22 @@ pub fn max_requests<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::E
     Option::<u32>::deserialize(d)?.map(|v| check(v, 1, MAX_UPSTREAM_REQUESTS)).transpose()
 }
 
+/// Longest `Max-Age` a cookie keeps in a browser, in seconds: 400 days (RFC 6265bis 5.6.2, which
+/// Chrome and Firefox enforce). A longer `hash_cookie.max_age_s` would be cut short unseen.
+pub const MAX_COOKIE_AGE_S: u64 = 400 * 24 * 3600;
+
+/// `upstreams.<name>.hash_cookie.max_age_s`: 1 to [`MAX_COOKIE_AGE_S`] when given (0 would
+/// delete the cookie at once; leave it out for a session cookie).
+pub fn cookie_max_age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(d)? {
+        Some(0) => Err(serde::de::Error::custom("0 would delete the cookie at once: leave `max_age_s` out for a session cookie")),
+        Some(s) if s > MAX_COOKIE_AGE_S => Err(serde::de::Error::custom(format!(
+            "must be at most {MAX_COOKIE_AGE_S} (400 days, where browsers cut a cookie's Max-Age short), not {s}"
+        ))),
+        other => Ok(other),
+    }
+}
+
 /// A count or duration that must be at least 1.
 pub fn at_least_one<'de, D: Deserializer<'de>, T: Deserialize<'de> + Copy + TryInto<u64>>(d: D) -> Result<T, D::Error> {
     within(d, 1, u64::MAX)

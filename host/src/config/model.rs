@@ -854,6 +854,11 @@ pub struct UpstreamConfig {
     /// Session affinity: what a request's target is chosen by (`ip`, `consumer`, `path`,
     /// `header:<name>`, `cookie:<name>`, `query:<name>`) instead of round-robin.
     pub hash_on: Option<Spanned<String>>,
+    /// With `hash_on = "cookie:<name>"`: the gateway makes that cookie for a client that sent
+    /// none, so sticky sessions do not depend on the application setting one (Kong's
+    /// `hash_on = "cookie"`, nginx's `sticky cookie`). Opt-in: a `hash_on` on the application's
+    /// own session cookie must never see the gateway invent it.
+    pub hash_cookie: Option<Spanned<HashCookieConfig>>,
     /// `round_robin` (default) or `least_requests`: the target with the fewest requests in
     /// flight for its weight. Not with `hash_on`.
     pub balance: Option<Spanned<Balance>>,
@@ -862,6 +867,18 @@ pub struct UpstreamConfig {
     /// (Envoy's circuit breaker `max_requests`). None: no limit.
     #[serde(default, deserialize_with = "bounds::max_requests")]
     pub max_requests: Option<u32>,
+}
+
+/// `[upstreams.<name>] hash_cookie`: the attributes of the `hash_on` cookie the gateway sets on a
+/// response to a client that came without it (checked in `proxy::upstream_config`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashCookieConfig {
+    /// The cookie's `Path`: the paths the browser sends it back on. Default `/`.
+    pub path: Option<Spanned<String>>,
+    /// Its `Max-Age`, in seconds; left out, a session cookie (gone when the browser closes).
+    #[serde(default, deserialize_with = "bounds::cookie_max_age")]
+    pub max_age_s: Option<u64>,
 }
 
 /// `[upstreams.<name>.health_check]`: a `GET` (or a gRPC health check) sent to every target

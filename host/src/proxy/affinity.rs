@@ -12,6 +12,12 @@
 //!
 //! A request without the key (no such header, no consumer) is balanced as usual. The cost, only
 //! on an upstream with `hash_on`: hashing the key once, and one mix and comparison per target.
+//!
+//! With `hash_cookie` ([`HashCookie`]), a request without the `hash_on` cookie is not balanced:
+//! the gateway makes a random value, places the request by it as if the client had sent it, and
+//! sets it as the cookie on the answer, so the client's next requests come back to that target
+//! (Kong's `hash_on = cookie`, nginx's `sticky cookie`). An upstream without it pays one
+//! `Option` check ([`placing_key`]).
 
 use crate::exchange::RequestState;
 
@@ -85,6 +91,132 @@ impl HashOn {
     }
 }
 
+/// The key hash `request` is placed by on an upstream hashing `on` (`None`: balanced as usual),
+/// and the cookie made for it when the upstream has `hash_cookie` (`cookie`) and the request came
+/// without that cookie (or with it empty): the made value is then the key, so this request goes
+/// where the cookie will send the client's next ones. Without `hash_cookie`, exactly
+/// [`HashOn::key_hash`] and one `Option` check more.
+pub fn placing_key<'a>(on: Option<&HashOn>, cookie: Option<&'a HashCookie>, request: &RequestState) -> (Option<u64>, Option<MadeCookie<'a>>) {
+    if let Some(key_hash) = on.and_then(|on| on.key_hash(request)) {
+        return (Some(key_hash), None);
+    }
+    match cookie {
+        Some(cookie) => {
+            let made = cookie.make();
+            (Some(made.key_hash()), Some(made))
+        }
+        None => (None, None),
+    }
+}
+
+/// `hash_cookie`: the `hash_on` cookie the gateway sets for a client that came without it.
+/// Made only on an upstream that opts in: one hashing on an application's own session cookie
+/// (`cookie:JSESSIONID`) must never have the gateway invent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashCookie {
+    /// The cookie's name (`hash_on = "cookie:<name>"`): a token ([`cookie_name_problem`]).
+    name: String,
+    /// What follows the value in `Set-Cookie`, made once at load:
+    /// `; Path=<path>[; Max-Age=<s>]; HttpOnly; SameSite=Lax`.
+    attributes: String,
+}
+
+impl HashCookie {
+    /// Cookie `name` with `Path=path` and, given `max_age_s`, a `Max-Age` (else a session cookie,
+    /// gone when the browser closes). `name` and `path` are checked at load
+    /// ([`cookie_name_problem`], [`cookie_path_problem`]). `HttpOnly`: scripts have no use for
+    /// it. `SameSite=Lax`: sent on a top-level navigation from another site (a link into the
+    /// application lands on the client's target) but not on other sites' subrequests.
+    pub fn new(name: &str, path: &str, max_age_s: Option<u64>) -> Self {
+        let max_age = max_age_s.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
+        Self { name: name.to_owned(), attributes: format!("; Path={path}{max_age}; HttpOnly; SameSite=Lax") }
+    }
+
+    /// A new cookie, for a request that came without one.
+    pub fn make(&self) -> MadeCookie<'_> {
+        let mut value = [0u8; 32];
+        // 16 bytes into exactly 32 hex digits: encoding cannot fail.
+        let _ = hex::encode_to_slice(random_bits(), &mut value);
+        MadeCookie { cookie: self, value }
+    }
+}
+
+/// 128 bits from the system's CSPRNG (the one `signing` uses): values every gateway instance
+/// makes, for however many clients, do not collide, and no client can guess another's. Should
+/// the system source fail, fastrand's (a target's cookie need not be secret, only unique).
+fn random_bits() -> [u8; 16] {
+    let mut bits = [0u8; 16];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bits).is_err() {
+        bits = fastrand::u128(..).to_be_bytes();
+    }
+    bits
+}
+
+/// A `hash_cookie` made for one request: its value, 32 hex digits.
+#[derive(Debug)]
+pub struct MadeCookie<'a> {
+    cookie: &'a HashCookie,
+    value: [u8; 32],
+}
+
+impl MadeCookie<'_> {
+    /// The key hash the request is placed by: the one the cookie will give the client's next
+    /// requests ([`HashOn::key_hash`] of the value they send).
+    pub fn key_hash(&self) -> u64 {
+        hash_key(&self.value)
+    }
+
+    /// Its key hash for another upstream hashing `on` (a route's `mirror`): when that one hashes
+    /// on the same cookie, the copy goes where the client's later copies will.
+    pub fn key_hash_for(&self, on: &HashOn) -> Option<u64> {
+        matches!(on, HashOn::Cookie(name) if *name == self.cookie.name).then(|| self.key_hash())
+    }
+
+    /// Adds its `Set-Cookie` to a response for a client whose scheme is https (`secure`: the
+    /// cookie then says `Secure`) or not. Not when the response sets the cookie itself: that
+    /// value is the application's, and the one the client keeps.
+    pub fn set_on(&self, headers: &mut http::HeaderMap, secure: bool) {
+        if sets_cookie(headers, &self.cookie.name) {
+            return;
+        }
+        if let Some(line) = self.set_cookie(secure) {
+            headers.append(http::header::SET_COOKIE, line);
+        }
+    }
+
+    /// The `Set-Cookie` value: `<name>=<value>; Path=...; HttpOnly; SameSite=Lax[; Secure]`.
+    /// `None` only if the name or path were not checked at load.
+    fn set_cookie(&self, secure: bool) -> Option<http::HeaderValue> {
+        let value = std::str::from_utf8(&self.value).ok()?;
+        let secure = if secure { "; Secure" } else { "" };
+        http::HeaderValue::try_from(format!("{}={value}{}{secure}", self.cookie.name, self.cookie.attributes)).ok()
+    }
+}
+
+/// Whether `headers` (a response's) set cookie `name`.
+fn sets_cookie(headers: &http::HeaderMap, name: &str) -> bool {
+    headers.get_all(http::header::SET_COOKIE).iter().any(|line| {
+        let pair = line.as_bytes().split(|b| *b == b';').next().unwrap_or_default();
+        pair.split(|b| *b == b'=').next().is_some_and(|n| n.trim_ascii() == name.as_bytes())
+    })
+}
+
+/// Why `name` cannot be the name of a cookie the gateway sets, if it cannot: a cookie name is a
+/// token (RFC 6265 4.1.1), or the browser would read another cookie, or none.
+pub fn cookie_name_problem(name: &str) -> Option<String> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    (!name.bytes().all(tchar))
+        .then(|| format!("`{name}` is not a cookie name a `Set-Cookie` can carry: letters, digits and any of !#$%&'*+-.^_`|~"))
+}
+
+/// Why `path` cannot be a cookie's `Path`, if it cannot: it starts with `/` (a browser replaces
+/// any other with the request's directory, RFC 6265 5.2.4) and is visible ASCII without `;`,
+/// which would end the attribute.
+pub fn cookie_path_problem(path: &str) -> Option<String> {
+    let ok = path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic() && b != b';');
+    (!ok).then(|| format!("{path:?} is not a cookie path: one starting with `/`, visible ASCII without `;`"))
+}
+
 /// The value of cookie `name` in the request's `Cookie` fields (the first, if given twice).
 fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
     headers.get_all(http::header::COOKIE).iter().flat_map(|field| field.as_bytes().split(|b| *b == b';')).find_map(|pair| {
@@ -137,6 +269,58 @@ mod tests {
         assert_eq!(cookie(&headers, "session"), Some(&b"abc"[..]));
         assert_eq!(cookie(&headers, "late"), Some(&b"3"[..]));
         assert_eq!(cookie(&headers, "sess"), None);
+    }
+
+    #[test]
+    fn a_made_cookie_says_its_attributes_and_is_placed_by_its_value() {
+        let session = HashCookie::new("sticky", "/", None);
+        let made = session.make();
+        let line = made.set_cookie(false).unwrap();
+        let line = line.to_str().unwrap();
+        let (pair, attributes) = line.split_once(';').unwrap();
+        let value = pair.strip_prefix("sticky=").unwrap();
+        assert!(value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
+        assert_eq!(attributes, " Path=/; HttpOnly; SameSite=Lax");
+        // The request is placed by the value the client will send back.
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::COOKIE, format!("sticky={value}").parse().unwrap());
+        assert_eq!(cookie(&headers, "sticky").map(hash_key), Some(made.key_hash()));
+        assert_ne!(session.make().value, made.value, "each cookie is new");
+
+        let srv = HashCookie::new("srv", "/app", Some(3600));
+        let kept = srv.make();
+        let line = kept.set_cookie(true).unwrap();
+        assert!(line.to_str().unwrap().ends_with("; Path=/app; Max-Age=3600; HttpOnly; SameSite=Lax; Secure"), "{line:?}");
+        assert_eq!(kept.key_hash_for(&HashOn::Cookie("srv".into())), Some(kept.key_hash()));
+        assert_eq!(kept.key_hash_for(&HashOn::Cookie("other".into())), None);
+        assert_eq!(kept.key_hash_for(&HashOn::Ip), None);
+    }
+
+    #[test]
+    fn a_response_setting_the_cookie_itself_keeps_its_own() {
+        let session = HashCookie::new("sticky", "/", None);
+        let made = session.make();
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::SET_COOKIE, "stickyx=1".parse().unwrap());
+        made.set_on(&mut headers, false);
+        assert_eq!(headers.get_all(http::header::SET_COOKIE).iter().count(), 2, "another cookie's name");
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::SET_COOKIE, "sticky=app; Path=/".parse().unwrap());
+        made.set_on(&mut headers, false);
+        assert_eq!(headers.get_all(http::header::SET_COOKIE).iter().collect::<Vec<_>>(), ["sticky=app; Path=/"]);
+    }
+
+    #[test]
+    fn cookie_names_and_paths_are_checked() {
+        assert_eq!(cookie_name_problem("JSESSIONID"), None);
+        assert_eq!(cookie_name_problem("__Host-srv.1"), None);
+        assert!(cookie_name_problem("a b").is_some_and(|p| p.contains("`a b` is not a cookie name")));
+        assert!(cookie_name_problem("a=b").is_some());
+        assert_eq!(cookie_path_problem("/"), None);
+        assert_eq!(cookie_path_problem("/app/v1"), None);
+        for bad in ["", "app", "/a;b", "/a b", "/\u{e9}"] {
+            assert!(cookie_path_problem(bad).is_some(), "{bad:?}");
+        }
     }
 
     #[test]

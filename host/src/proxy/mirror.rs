@@ -39,6 +39,7 @@ use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::affinity::MadeCookie;
 use super::body::{self, BodyStalled, Buffered, ProxyBody};
 use super::upstream::{InFlight, Upstream};
 use super::{grpc, resend};
@@ -155,7 +156,10 @@ impl Mirror {
     /// route's copies in flight and the mirror upstream's `max_requests` (else not mirrored,
     /// counted `dropped`). Called before the request's body is sent: a drawn request's streamed
     /// body is then read whole ([`read_body`]). Boxed: the request's future keeps a pointer.
-    pub fn admit(self: &Arc<Self>, state: &RequestState) -> Option<Box<Ticket>> {
+    /// `made`: the `hash_cookie` the route's upstream made for a request without it, which a
+    /// mirror upstream hashing on the same cookie places the copy by, as it will the client's
+    /// next copies.
+    pub fn admit(self: &Arc<Self>, state: &RequestState, made: Option<&MadeCookie<'_>>) -> Option<Box<Ticket>> {
         if self.percent < 100.0 && fastrand::f64() * 100.0 >= self.percent {
             return None;
         }
@@ -178,7 +182,7 @@ impl Mirror {
             mirror: self.clone(),
             _place: place,
             in_flight,
-            key_hash: self.upstream.hash_on().and_then(|on| on.key_hash(state)),
+            key_hash: self.upstream.hash_on().and_then(|on| on.key_hash(state).or_else(|| made?.key_hash_for(on))),
             host: state.headers.get(header::HOST).cloned(),
             request_id: state.request_id.clone(),
             copy: None,

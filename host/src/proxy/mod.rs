@@ -242,6 +242,9 @@ impl Gateway {
         // `max_requests`: kept until its response body is done.
         let mut held = Vec::new();
         let mut in_flight = None;
+        // The `hash_cookie` made for a client that came without it: set on the answer it gets
+        // from the upstream (not on the gateway's own error answers: nothing to stick to).
+        let mut made_cookie = None;
         // The phases' futures hold a Wasm call's state (~3 KB): boxed once per request and
         // direction, and not at all on a route without plugins, whose requests' futures stay small.
         let (mut state, ran, outcome) = if chain.entries().is_empty() {
@@ -282,7 +285,7 @@ impl Gateway {
                 // The record learns the target as the request is sent to it (`upstream_calling`),
                 // so a request its client abandons meanwhile is logged with it too.
                 let called = self
-                    .call_upstream(route, &mut state, keep_request, body, client_target, (&mut *record, started, &mut in_flight))
+                    .call_upstream(route, &mut state, keep_request, body, client_target, (&mut *record, started, &mut in_flight, &mut made_cookie))
                     .instrument(span)
                     .await;
                 clock = Instant::now();
@@ -327,6 +330,9 @@ impl Gateway {
         // The client's method: a plugin may have sent the upstream another.
         let head = record.method() == Method::HEAD;
         let mut response = write_response(response, (stream, origin), forwarded.then_some(version), id_header, body_idle, head);
+        if let Some(made) = &made_cookie {
+            made.set_on(response.headers_mut(), request.scheme == "https");
+        }
         if let Some(upgrade) = upgrade {
             // A switch's holds go with its tunnel, open until it closes (an open WebSocket
             // counts towards `max_requests`, `least_requests` and concurrency slots).
@@ -560,7 +566,9 @@ impl Gateway {
     /// `max_requests` (503 `upstream_overloaded`, not sent, when none is free) and, with
     /// `least_requests`, its count on the target it is sent to. On a route with `mirror`, a
     /// request drawn to be mirrored is copied as it leaves, the copy sent to the mirror once the
-    /// upstream call has ended ([`mirror`]; its streamed body read whole first).
+    /// upstream call has ended ([`mirror`]; its streamed body read whole first). `made_cookie`
+    /// is set to the `hash_cookie` made for a request that came without it, the key it is
+    /// placed by (and failed over, retried and mirrored by), for the answer to set.
     async fn call_upstream<'a>(
         &'a self,
         route: &'a Route,
@@ -568,17 +576,25 @@ impl Gateway {
         keep_request: bool,
         body: UpstreamBody,
         client_target: Option<&PathAndQuery>,
-        (record, started, in_flight): (&mut RequestRecord<'a>, Instant, &mut Option<upstream::InFlight>),
+        (record, started, in_flight, made_cookie): (
+            &mut RequestRecord<'a>,
+            Instant,
+            &mut Option<upstream::InFlight>,
+            &mut Option<Box<affinity::MadeCookie<'a>>>,
+        ),
     ) -> Result<PendingResponse, GatewayError> {
         let Some(upstream) = &route.upstream else {
             return Err(GatewayError::NoUpstream(route.id.to_string()));
         };
         *in_flight = upstream.admit().map_err(|e| upstream.error(e))?;
-        let key_hash = upstream.hash_on().and_then(|on| on.key_hash(state));
+        let (key_hash, made) = affinity::placing_key(upstream.hash_on(), upstream.hash_cookie(), state);
+        // Boxed: made for a client's first request only, it adds a pointer, not its 40 bytes,
+        // to every request's future.
+        *made_cookie = made.map(Box::new);
         // Phase 5a, on a route with `mirror` only: whether a copy of this request goes to the
         // mirror too (drawn by its `percent`, within its bounds).
         let mirrored = match &route.mirror {
-            Some(mirror) => mirror.admit(state),
+            Some(mirror) => mirror.admit(state, made_cookie.as_deref()),
             None => None,
         };
         let first = match key_hash {

@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::affinity::{self, HashOn};
+use super::affinity::{self, HashCookie, HashOn};
 use super::body::ProxyBody;
 use super::counted::{CountingConnector, OpenConnections};
 use super::health_check::{Checks, HealthCheck};
@@ -279,6 +279,8 @@ pub struct UpstreamSettings {
     pub retry_on: Vec<u16>,
     /// What a request's target is chosen by, when not round-robin ([`super::affinity`]).
     pub hash_on: Option<HashOn>,
+    /// The `hash_on` cookie made for a client that came without it (`hash_cookie`), if any.
+    pub hash_cookie: Option<HashCookie>,
     /// Most requests in flight at once (`max_requests`), if limited.
     pub max_requests: Option<u32>,
     /// How a request's target is chosen when not by `hash_on` (`balance`).
@@ -529,6 +531,11 @@ impl Upstream {
     /// What a request's target is chosen by (`hash_on`), when not round-robin.
     pub fn hash_on(&self) -> Option<&HashOn> {
         self.settings.hash_on.as_ref()
+    }
+
+    /// The `hash_on` cookie it makes for a client that came without one (`hash_cookie`), if any.
+    pub fn hash_cookie(&self) -> Option<&HashCookie> {
+        self.settings.hash_cookie.as_ref()
     }
 
     /// The target for a request whose `hash_on` key hashes to `key_hash`: the one that scores the key
@@ -1092,6 +1099,7 @@ mod tests {
             weights: weights.to_vec(),
             retry_on: Vec::new(),
             hash_on: None,
+            hash_cookie: None,
             max_requests: None,
             balance,
         };

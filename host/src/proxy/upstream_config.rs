@@ -9,13 +9,14 @@ use http::HeaderValue;
 use http::uri::{Authority, PathAndQuery};
 use toml::Spanned;
 
-use super::affinity::HashOn;
+use super::affinity::{self, HashCookie, HashOn};
 use super::health_check::{HealthCheck, Probe};
 use super::target_health::{DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS, HealthPolicy};
 use super::tls::{ClientCert, TlsSettings};
 use super::upstream::{DEFAULT_MAX_IDLE, Upstream, UpstreamSettings};
 use crate::config::{
-    Config, ConfigIssue, ConfigSource, DEFAULT_CHECK_TIMEOUT_MS, HealthCheckConfig, UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig,
+    Config, ConfigIssue, ConfigSource, DEFAULT_CHECK_TIMEOUT_MS, HashCookieConfig, HealthCheckConfig, UpstreamConfig, UpstreamProtocol,
+    UpstreamTlsConfig,
 };
 
 /// The scheme a target was written with.
@@ -175,6 +176,7 @@ fn settings(
             None
         }
     });
+    let hash_cookie = up.hash_cookie.as_ref().and_then(|table| hash_cookie(source, name, table, up, hash_on.as_ref(), issues));
     let balance = up.balance.as_ref().map_or_else(Default::default, |b| *b.get_ref());
     if let Some(b) = &up.balance
         && balance == crate::config::Balance::LeastRequests
@@ -210,6 +212,7 @@ fn settings(
         weights: up.targets.get_ref().iter().map(|t| t.get_ref().weight()).collect(),
         retry_on: up.retry_on.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default(),
         hash_on,
+        hash_cookie,
         max_requests: up.max_requests,
         balance,
     };
@@ -233,6 +236,44 @@ fn client_cert(source: &ConfigSource, name: &str, t: &UpstreamTlsConfig, issues:
         }
         (None, None) => None,
     }
+}
+
+/// `hash_cookie` of upstream `name` (`up`, whose `hash_on` parsed as `hash_on`), or `None` after
+/// reporting why not: it sets the cookie requests are placed by, so it needs
+/// `hash_on = "cookie:<name>"` with a name a `Set-Cookie` can carry, and a `path` from `/`.
+fn hash_cookie(
+    source: &ConfigSource,
+    name: &str,
+    table: &Spanned<HashCookieConfig>,
+    up: &UpstreamConfig,
+    hash_on: Option<&HashOn>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<HashCookie> {
+    let key = format!("upstreams.{name}.hash_cookie");
+    let cookie = match (hash_on, &up.hash_on) {
+        (Some(HashOn::Cookie(cookie)), _) => cookie,
+        // A `hash_on` that did not parse is reported already.
+        (None, Some(_)) => return None,
+        (_, written) => {
+            let instead = written.as_ref().map(|w| format!(", not hash_on = {:?}", w.get_ref())).unwrap_or_default();
+            let message = format!(
+                "`hash_cookie` sets the cookie requests are placed by: it needs hash_on = \"cookie:<name>\"{instead} (or leave `hash_cookie` out)"
+            );
+            issues.push(source.issue(Some(table.span()), &key, message));
+            return None;
+        }
+    };
+    let before = issues.len();
+    if let Some(message) = affinity::cookie_name_problem(cookie) {
+        let at = up.hash_on.as_ref().map(|on| on.span());
+        issues.push(source.issue(at, &format!("upstreams.{name}.hash_on"), format!("{message} (`hash_cookie` would set it)")));
+    }
+    let c = table.get_ref();
+    let path = c.path.as_ref().map_or("/", |p| p.get_ref().as_str());
+    if let Some((message, at)) = affinity::cookie_path_problem(path).zip(c.path.as_ref()) {
+        issues.push(source.issue(Some(at.span()), &format!("{key}.path"), message));
+    }
+    (issues.len() == before).then(|| HashCookie::new(cookie, path, c.max_age_s))
 }
 
 /// Whether a probe's path can go on a request line as it is: from `/`, visible ASCII, every `%`
