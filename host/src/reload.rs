@@ -314,7 +314,11 @@ pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<()
                 // one changes, as cert-manager or certbot rewrite them in place.
                 if let Some(changed) = files.changed(&current).await {
                     tracing::info!(path = %changed.display(), "a file the config reads changed: reloading");
-                    let _ = live.reload().await;
+                    if let Ok(number) = live.reload().await {
+                        // Its files as seen before the reload read them: one written again
+                        // while it ran, or right after, is still a change at the next look.
+                        files.carry_to(number);
+                    }
                 }
                 continue;
             }
@@ -373,6 +377,13 @@ impl WatchedFiles {
         }
         changed
     }
+
+    /// Takes the files as last seen for generation `number`'s: a reload this watch started for
+    /// a file's change, the config unchanged (so are the files it reads), is not looked at
+    /// afresh, which would take a change made while the reload ran for its starting point.
+    fn carry_to(&mut self, number: u64) {
+        self.generation = Some(number);
+    }
 }
 
 /// `path`'s [`FileStamp`] (following symlinks, as reading it does).
@@ -385,9 +396,12 @@ async fn stamp(path: &std::path::Path) -> Option<FileStamp> {
     Some(FileStamp { len: meta.len(), modified: meta.modified().ok(), inode })
 }
 
-/// The files `config` reads at load besides itself, resolved against `base_dir`: listener
-/// certificates, keys and client CAs, upstream CA bundles and client certificates, the Redis
-/// TLS files and password file, the admin token file, and plugin components given as paths.
+/// The files `config` reads at load besides itself whose new contents a reload applies,
+/// resolved against `base_dir`: listener certificates, keys and client CAs, upstream CA bundles
+/// and client certificates, the Redis TLS files and password file, and plugin components given
+/// as paths with their signatures (`<path>.sig`, read with `[trust] require_signatures`). Not
+/// `admin.token_file`: `[admin]` takes effect on restart only, so a reload for it would fail,
+/// and hold every later reload to that failure.
 fn files_read(config: &Config, base_dir: &std::path::Path) -> Vec<PathBuf> {
     let mut names: Vec<&str> = Vec::new();
     for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
@@ -401,7 +415,7 @@ fn files_read(config: &Config, base_dir: &std::path::Path) -> Vec<PathBuf> {
     }
     let state = &config.state;
     names.extend(
-        [&state.redis_ca_file, &state.redis_cert_file, &state.redis_key_file, &state.redis_password_file, &config.admin.token_file]
+        [&state.redis_ca_file, &state.redis_cert_file, &state.redis_key_file, &state.redis_password_file]
             .into_iter()
             .flatten()
             .map(|f| f.get_ref().as_str()),
@@ -410,8 +424,13 @@ fn files_read(config: &Config, base_dir: &std::path::Path) -> Vec<PathBuf> {
     let entries = config.global.plugins.iter().chain(config.routes.iter().flat_map(|r| r.plugins.iter()));
     let sources = config.plugins.values().map(|p| p.source.get_ref().as_str());
     let direct = entries.map(|e| e.plugin.get_ref().as_str()).filter(|name| !config.plugins.contains_key(*name));
-    names.extend(sources.chain(direct).filter(|source| !source.starts_with("builtin:")));
+    let components: Vec<&str> = sources.chain(direct).filter(|source| !source.starts_with("builtin:")).collect();
     let mut paths: Vec<PathBuf> = names.into_iter().map(|name| base_dir.join(name)).collect();
+    for component in components {
+        let path = base_dir.join(component);
+        paths.push(crate::signing::signature_path(&path));
+        paths.push(path);
+    }
     paths.sort();
     paths.dedup();
     paths
@@ -423,6 +442,49 @@ mod tests {
 
     fn source(text: &str) -> ConfigSource {
         ConfigSource::inline("airlock.toml", text, PathBuf::from("."))
+    }
+
+    #[test]
+    fn the_watch_looks_at_what_a_reload_applies_and_signatures() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/admin-token"), "t0ken\n").unwrap();
+        std::fs::write(dir.path().join("secrets/redis"), "pw\n").unwrap();
+        let text = 
+            r#"
+[admin]
+token_file = "secrets/admin-token"
+[state]
+redis_password_file = "secrets/redis"
+[plugins.mine]
+source = "plugins/mine.wasm"
+[upstreams.api]
+targets = ["127.0.0.1:9"]
+tls = { ca_file = "ca.pem" }
+[[routes]]
+path = "/"
+upstream = "api"
+[[routes.plugins]]
+plugin = "mine"
+[[routes.plugins]]
+plugin = "direct.wasm"
+[[routes.plugins]]
+plugin = "builtin:headers"
+"#;
+        let config = ConfigSource::inline("airlock.toml", text, dir.path().to_path_buf()).parse().unwrap();
+        let files: Vec<String> = files_read(&config, std::path::Path::new("/etc/airlock")).iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(
+            files,
+            [
+                "/etc/airlock/ca.pem",
+                "/etc/airlock/direct.wasm",
+                "/etc/airlock/direct.wasm.sig",
+                "/etc/airlock/plugins/mine.wasm",
+                "/etc/airlock/plugins/mine.wasm.sig",
+                "/etc/airlock/secrets/redis",
+            ],
+            "not the admin token: [admin] changes on restart only"
+        );
     }
 
     fn changes(old: &str, new: &str) -> Vec<ConfigIssue> {

@@ -292,8 +292,9 @@ async fn certificates_are_read_again_on_reload() {
 }
 
 /// `--watch` reloads when a file the config reads changes, not only the config itself: a
-/// certificate renewed in place (certbot, cert-manager) is served without a SIGHUP; a broken
-/// key written over it is tried once, refused, and the renewed certificate stays.
+/// certificate renewed in place (certbot, cert-manager) is served without a SIGHUP, and
+/// renewed again right after that reload, again; a broken key written over it is tried once,
+/// refused, and the renewed certificate stays.
 #[tokio::test]
 async fn a_watched_config_serves_a_renewed_certificate() {
     let mut pki = pki();
@@ -308,7 +309,18 @@ async fn a_watched_config_serves_a_renewed_certificate() {
 
     let rotated = ca("Airlock test server CA, rotated");
     server_certificate(pki.dir.path(), "api", &rotated);
-    pki.server_ca = rotated.der().clone();
+    for _ in 0..5000 {
+        if gw.live().current().number == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(gw.live().current().number, 2, "the renewal is reloaded without a reload by hand");
+    // Renewed again the moment that reload is done (a secret updated twice in a row), before
+    // the watch's next look: still a change.
+    let again = ca("Airlock test server CA, renewed twice");
+    server_certificate(pki.dir.path(), "api", &again);
+    pki.server_ca = again.der().clone();
     let mut renewed = None;
     for _ in 0..100 {
         if let Ok(reply) = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, false)).await {
@@ -317,9 +329,9 @@ async fn a_watched_config_serves_a_renewed_certificate() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let renewed = renewed.expect("the renewed certificate is served without a reload by hand");
+    let renewed = renewed.expect("the second renewal is served too");
     assert_ne!(renewed.server_cert, before.server_cert);
-    assert_eq!(gw.live().current().number, 2);
+    assert_eq!(gw.live().current().number, 3);
 
     std::fs::write(pki.dir.path().join("api.key"), "not a key").expect("write");
     let metrics = &gw.inner().telemetry.metrics.reloads;
@@ -331,7 +343,7 @@ async fn a_watched_config_serves_a_renewed_certificate() {
     }
     assert!(metrics.last_failed(), "the broken key was tried");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(gw.live().current().number, 2, "kept");
+    assert_eq!(gw.live().current().number, 3, "kept");
     assert!(metrics.last_failed(), "still failed: the unchanged config text does not clear it");
     let m = airlock_tests::metrics::scrape(&airlock_tests::HttpClient::http1(), &gw, None).await;
     let errors = airlock_tests::metrics::sample(&m, "airlock_config_reloads_total", &[("result", "error")]);
