@@ -48,6 +48,12 @@ const SECRET_KEY_PARTS: [&str; 22] = [
 /// a query parameter `key` (Google's API keys) or `sig` (Azure SAS), a JWT entry's `key`.
 const SECRET_KEY_NAMES: [&str; 4] = ["key", "sig", "sid", "jwt"];
 
+/// Keys an error's excerpt of a line never shows the value of, though `/admin/config` (which
+/// redacts the values under them one by one) shows their other parts: a consumer's `keys` (API
+/// keys) and `consumers` (a plugin config listing consumers inline with their credentials,
+/// refused, and the error quotes the line).
+const EXCERPT_SECRET_NAMES: [&str; 2] = ["keys", "consumers"];
+
 /// Endings of config keys that say where a secret is found or kept, not what it is: the value
 /// of `token_header`, `token_query`, `consumer_claim`, `token_type_hint` or `token_file` is a
 /// name or a path (`authorization`, `access_token`, `secrets/token`), shown as any other.
@@ -89,7 +95,7 @@ pub fn redacted_line(key_path: &str, line: &str) -> String {
         || key.trim() == "redis_url"
         || has_url_user_info(value)
         || line.contains("kty")
-        || inline_keys(line).iter().any(|k| names_secret(k))
+        || inline_keys(line).iter().any(|k| names_secret(k) || EXCERPT_SECRET_NAMES.contains(k))
     {
         // Not written as TOML: a quoted "[redacted]" read as a line of the operator's file.
         format!("{} = {REDACTED_VALUE}", key.trim_end())
@@ -290,6 +296,14 @@ plugin = "builtin:headers"
         for name in ["client_secret", "token", "access_token", "x-api-token", "password"] {
             assert!(names_secret(name), "{name}");
         }
+    }
+
+    #[test]
+    fn inline_consumers_and_their_keys_are_never_quoted() {
+        let line = r#"config = { consumers = [{ id = "bob", keys = ["sk_live_SECRET123"] }] }"#;
+        assert_eq!(redacted_line("routes[0].plugins[0].config.consumers", line), "config = <value redacted>");
+        let line = r#"credentials = { keys = ["k1"] }"#;
+        assert_eq!(redacted_line("consumers[0].id", line), "credentials = <value redacted>");
     }
 
     #[test]
