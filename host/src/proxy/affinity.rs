@@ -119,6 +119,9 @@ pub struct HashCookie {
     /// What follows the value in `Set-Cookie`, made once at load:
     /// `; Path=<path>[; Max-Age=<s>]; HttpOnly; SameSite=Lax`.
     attributes: String,
+    /// A `__Secure-` or `__Host-` name: a browser keeps such a cookie only with `Secure`, so it
+    /// always says `Secure` (and then works only over HTTPS).
+    always_secure: bool,
 }
 
 impl HashCookie {
@@ -129,7 +132,8 @@ impl HashCookie {
     /// application lands on the client's target) but not on other sites' subrequests.
     pub fn new(name: &str, path: &str, max_age_s: Option<u64>) -> Self {
         let max_age = max_age_s.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
-        Self { name: name.to_owned(), attributes: format!("; Path={path}{max_age}; HttpOnly; SameSite=Lax") }
+        let always_secure = secure_prefix(name).is_some();
+        Self { name: name.to_owned(), attributes: format!("; Path={path}{max_age}; HttpOnly; SameSite=Lax"), always_secure }
     }
 
     /// A new cookie, for a request that came without one.
@@ -188,7 +192,7 @@ impl MadeCookie<'_> {
     /// `None` only if the name or path were not checked at load.
     fn set_cookie(&self, secure: bool) -> Option<http::HeaderValue> {
         let value = std::str::from_utf8(&self.value).ok()?;
-        let secure = if secure { "; Secure" } else { "" };
+        let secure = if secure || self.cookie.always_secure { "; Secure" } else { "" };
         http::HeaderValue::try_from(format!("{}={value}{}{secure}", self.cookie.name, self.cookie.attributes)).ok()
     }
 }
@@ -207,6 +211,20 @@ pub fn cookie_name_problem(name: &str) -> Option<String> {
     let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     (!name.bytes().all(tchar))
         .then(|| format!("`{name}` is not a cookie name a `Set-Cookie` can carry: letters, digits and any of !#$%&'*+-.^_`|~"))
+}
+
+/// The cookie name prefix (`__Secure-`, `__Host-`, in any case as browsers match them) that
+/// makes a browser keep the cookie only with `Secure` (and, for `__Host-`, `Path=/`), if `name`
+/// has one.
+pub fn secure_prefix(name: &str) -> Option<&'static str> {
+    ["__Secure-", "__Host-"].into_iter().find(|prefix| name.get(..prefix.len()).is_some_and(|start| start.eq_ignore_ascii_case(prefix)))
+}
+
+/// Why cookie `name` cannot have `path`, if it cannot: a `__Host-` cookie is kept by a browser
+/// only with `Path=/`, so any other would be dropped on every answer.
+pub fn cookie_prefix_problem(name: &str, path: &str) -> Option<String> {
+    (secure_prefix(name) == Some("__Host-") && path != "/")
+        .then(|| format!("a `__Host-` cookie (`{name}`) is kept by browsers only with `Path=/`: leave `path` out or write \"/\""))
 }
 
 /// Why `path` cannot be a cookie's `Path`, if it cannot: it starts with `/` (a browser replaces
@@ -294,6 +312,21 @@ mod tests {
         assert_eq!(kept.key_hash_for(&HashOn::Cookie("srv".into())), Some(kept.key_hash()));
         assert_eq!(kept.key_hash_for(&HashOn::Cookie("other".into())), None);
         assert_eq!(kept.key_hash_for(&HashOn::Ip), None);
+    }
+
+    #[test]
+    fn a_prefixed_cookie_always_says_secure_and_a_host_one_takes_only_the_root_path() {
+        // Found by a review: browsers drop a `__Secure-`/`__Host-` cookie without `Secure`, so
+        // behind plain HTTP every request got a new one and stuck to nothing.
+        for name in ["__Secure-srv", "__Host-srv", "__host-srv"] {
+            let line = HashCookie::new(name, "/", None).make().set_cookie(false).unwrap();
+            assert!(line.to_str().unwrap().ends_with("; Secure"), "{line:?}");
+        }
+        let plain = HashCookie::new("srv", "/", None).make().set_cookie(false).unwrap();
+        assert!(!plain.to_str().unwrap().contains("Secure"));
+        assert!(cookie_prefix_problem("__Host-srv", "/app").is_some_and(|m| m.contains("Path=/")));
+        assert_eq!(cookie_prefix_problem("__Host-srv", "/"), None);
+        assert_eq!(cookie_prefix_problem("__Secure-srv", "/app"), None);
     }
 
     #[test]

@@ -270,7 +270,7 @@ fn hash_cookie(
     }
     let c = table.get_ref();
     let path = c.path.as_ref().map_or("/", |p| p.get_ref().as_str());
-    if let Some((message, at)) = affinity::cookie_path_problem(path).zip(c.path.as_ref()) {
+    if let Some((message, at)) = affinity::cookie_path_problem(path).or_else(|| affinity::cookie_prefix_problem(cookie, path)).zip(c.path.as_ref()) {
         issues.push(source.issue(Some(at.span()), &format!("{key}.path"), message));
     }
     (issues.len() == before).then(|| HashCookie::new(cookie, path, c.max_age_s))
