@@ -1296,6 +1296,9 @@ plugin = "{{plugin:body-upper}}"
         ("x-forwarded-for", "10.0.0.1"),
         ("content-length", "5"),
         ("if-match", "*"),
+        ("x-http-method-override", "DELETE"),
+        ("true-client-ip", "1.1.1.1"),
+        ("x-api-key", "k2"),
     ];
     for (http2, path) in [(false, "/h1"), (true, "/h1"), (true, "/h2"), (false, "/h2"), (true, "/buffered")] {
         let (status, _, body, _) = send_these_trailers_over(http2, &gw.url(path), "hello", &sent).await;

@@ -123,9 +123,14 @@ pub fn upstream_path_problem(field: &str, value: &str) -> Option<String> {
         Some(q) => format!("{normal}?{q}"),
         None => normal,
     };
-    Some(format!(
-        "`{field} = \"{shown}\"` is not written normalized, as route paths must be (no `.` or `..` segments, no `//`, no percent-encoded letter, digit, `-`, `.`, `_` or `~`): it reads `{instead}`; write that"
-    ))
+    let rule = "as route paths must be (no `.` or `..` segments, no `//`, no percent-encoded letter, digit, `-`, `.`, `_` or `~`)";
+    // A `..` after a `${param.NAME}` would climb over the param: the normal form would drop
+    // it, so it is not offered as the form to write.
+    let params_before = path.matches("${").count();
+    if instead.matches("${").count() != params_before {
+        return Some(format!("`{field} = \"{shown}\"` is not written normalized, {rule}: a `..` there would remove a `${{...}}` value; write the path the upstream gets"));
+    }
+    Some(format!("`{field} = \"{shown}\"` is not written normalized, {rule}: it reads `{instead}`; write that"))
 }
 
 /// What is wrong with the first character of `text` (a `rewrite`'s path, or with `in_query`, its
@@ -397,6 +402,9 @@ mod tests {
         says("/v2/./items", &["`/v2/items`"]);
         says("/%76%32/items", &["`/v2/items`"]);
         says("/../admin", &["above the root"]);
+        // Found by a review: the form offered dropped the param the `..` climbed over.
+        says("/v2/${param.id}/..", &["would remove a `${...}` value"]);
+        assert!(!upstream_path_problem("rewrite", "/v2/${param.id}/..").unwrap_or_default().contains("reads `/v2/`"));
     }
 
     #[test]

@@ -263,13 +263,16 @@ pub fn strip_client_trailers(trailers: &mut HeaderMap) {
 
 /// Whether a client's request trailer may not reach the upstream ([`strip_client_trailers`]):
 /// RFC 9110 6.5.1's framing, routing, authentication, request-modifier and content fields, the
-/// fields the gateway writes (forwarding, tracing, request id, consumer identity), and any name
-/// with an underscore.
+/// fields the gateway writes (forwarding, tracing, request id, consumer identity), what servers
+/// read as the client's address, method or URL (`True-Client-IP`, `X-HTTP-Method-Override`,
+/// `X-Original-URL`), API key fields, and any name with an underscore.
 fn forbidden_client_trailer(name: &HeaderName) -> bool {
-    const FORBIDDEN: [&str; 26] = [
-        "authorization", "cache-control", "connection", "content-encoding", "content-length", "content-range", "content-type", "cookie", "expect",
-        "forwarded", "host", "keep-alive", "max-forwards", "pragma", "proxy-authorization", "proxy-connection", "range", "te", "traceparent",
-        "tracestate", "trailer", "transfer-encoding", "upgrade", "via", "x-real-ip", "x-request-id",
+    const FORBIDDEN: [&str; 37] = [
+        "apikey", "authorization", "cache-control", "connection", "content-encoding", "content-length", "content-range", "content-type",
+        "cookie", "expect", "forwarded", "host", "keep-alive", "max-forwards", "pragma", "proxy-authorization", "proxy-connection", "range",
+        "te", "traceparent", "tracestate", "trailer", "transfer-encoding", "true-client-ip", "upgrade", "via", "x-api-key", "x-client-ip",
+        "x-http-method", "x-http-method-override", "x-method-override", "x-original-url", "x-real-ip", "x-request-id", "x-rewrite-url",
+        "cf-connecting-ip", "fastly-client-ip",
     ];
     let name = name.as_str();
     name.contains('_')
