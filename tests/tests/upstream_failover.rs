@@ -211,6 +211,41 @@ async fn hung_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHand
     (addr, read, task)
 }
 
+/// A target given by name (`localhost`) is looked up through the upstream's resolver
+/// (`airlock::proxy::dns`), for its requests and its health check alike: proxied to with the
+/// target's `Host`, kept in rotation by its probes, and no lookup fell back on a remembered
+/// answer (the fallback itself is unit-tested there: DNS cannot be broken here).
+#[tokio::test]
+async fn a_target_given_by_name_is_looked_up_proxied_and_probed() {
+    let up = Upstream::start().await;
+    let target = format!("localhost:{}", up.addr.port());
+    let config = format!(
+        "[upstreams.named]\ntargets = [\"{target}\"]\n[upstreams.named.health_check]\npath = \"/healthz\"\ninterval_ms = 200\n\
+         timeout_ms = 200\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"named\"\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    for i in 0..3 {
+        let r = client.get(&gw.url(&format!("/by-name/{i}"))).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.json()["path"], format!("/by-name/{i}"));
+        assert_eq!(r.upstream_header("host"), vec![target.clone()], "the target's Host, by name");
+    }
+    // Three requests, then three probes, each on a new connection to the target by name (a
+    // probe that could not connect is no hit).
+    eventually("health-check probes", || (up.hits() >= 6).then_some(())).await;
+    let m = airlock_tests::metrics::scrape(&client, &gw, None).await;
+    let up_now = airlock_tests::metrics::sample(&m, "airlock_upstream_target_up", &[("upstream", "named"), ("target", &target)]);
+    assert_eq!(up_now, 1.0, "the probes reach the target by name");
+    let fallbacks = m.samples.iter().find(|s| s.metric == "airlock_upstream_dns_fallbacks_total" && s.labels.get("upstream") == Some("named"));
+    let fallbacks = fallbacks.map(|s| match s.value {
+        prometheus_parse::Value::Counter(v) => v,
+        ref other => panic!("not a counter: {other:?}"),
+    });
+    assert_eq!(fallbacks, Some(0.0), "reported, and no lookup failed");
+    gw.stop().await;
+}
+
 /// H2: with one target refusing connections, every request is served by the other (nothing was
 /// sent to the refusing one, so any method goes, a streamed body too), with the serving
 /// target's `Host`.

@@ -11,8 +11,11 @@
 //! schedule), started once the gateway serves ([`start`]); they hold the upstream weakly and end,
 //! abandoning a probe in flight, when a reload drops it. Each probe is a new
 //! connection (closed after the head), so a probe sees what a new request would: the listener,
-//! the TLS handshake and the application. Nothing of it is on the request path, which only reads
-//! the verdict.
+//! the TLS handshake and the application. That includes the name lookup: a probe resolves a
+//! target's name with the upstream's own resolver, so while the DNS server fails and requests
+//! connect to the target's last good addresses ([`super::dns`]), so do the probes, and the
+//! target stays in rotation for as long as it answers there. Nothing of it is on the request
+//! path, which only reads the verdict.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -30,6 +33,7 @@ use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
+use super::dns::LastGoodResolver;
 use super::target_health::TargetHealth;
 use super::tls::{self, Alpn, TlsError, TlsSettings};
 use super::upstream::Upstream;
@@ -220,31 +224,40 @@ pub struct Checks {
 }
 
 /// A client for probes, over the upstream's transport; it keeps no connection. With its
-/// connector, for HTTP/2 probes that name their own `host` ([`Prober::probe`]).
+/// connector, for HTTP/2 probes that name their own `host` ([`Prober::probe`]). Target names
+/// are resolved by the upstream's own resolver, so a DNS failure the upstream's connections ride
+/// out on the last good answer does not fail the probes either ([`super::dns`]).
 #[derive(Clone)]
 enum Prober {
-    Plain(Client<HttpConnector, Full<Bytes>>, HttpConnector),
-    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>, HttpsConnector<HttpConnector>),
+    Plain(Client<HttpConnector<LastGoodResolver>, Full<Bytes>>, HttpConnector<LastGoodResolver>),
+    Tls(Client<HttpsConnector<HttpConnector<LastGoodResolver>>, Full<Bytes>>, HttpsConnector<HttpConnector<LastGoodResolver>>),
 }
 
 impl Checks {
     /// Probes by `check`, over `protocol` (TLS when `tls` is set, verified as the upstream's own
-    /// connections are). Reads the TLS CA file, if any: call it off the async workers.
-    pub fn new(check: HealthCheck, protocol: UpstreamProtocol, tls: Option<&TlsSettings>, connect_timeout: Duration) -> Result<Self, TlsError> {
+    /// connections are), target names resolved by `resolver` (the upstream's own). Reads the TLS
+    /// CA file, if any: call it off the async workers.
+    pub fn new(
+        check: HealthCheck,
+        protocol: UpstreamProtocol,
+        tls: Option<&TlsSettings>,
+        connect_timeout: Duration,
+        resolver: LastGoodResolver,
+    ) -> Result<Self, TlsError> {
         let http2 = protocol != UpstreamProtocol::Http1;
         let connect_timeout = connect_timeout.min(check.timeout);
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_max_idle_per_host(0).timer(TokioTimer::new()).http2_only(http2);
         let prober = match tls {
             None => {
-                let mut connector = HttpConnector::new();
+                let mut connector = HttpConnector::new_with_resolver(resolver);
                 connector.set_connect_timeout(Some(connect_timeout));
                 connector.set_nodelay(true);
                 Prober::Plain(builder.build(connector.clone()), connector)
             }
             Some(settings) => {
                 let alpn = if http2 { Alpn::H2 } else { Alpn::Http1 };
-                let connector = tls::connector(settings, alpn, connect_timeout)?;
+                let connector = tls::connector(settings, alpn, connect_timeout, resolver)?;
                 Prober::Tls(builder.build(connector.clone()), connector)
             }
         };

@@ -27,6 +27,7 @@ pub mod body;
 pub mod client_ip;
 pub mod compress;
 pub mod counted;
+pub mod dns;
 pub mod encoding;
 pub mod grpc;
 pub mod headers;

@@ -11,6 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use super::dns::LastGoodResolver;
 use crate::tls::KeyPairError;
 
 /// Why the TLS settings of an upstream could not be turned into a client config.
@@ -102,15 +103,20 @@ pub struct ClientCert {
     pub key: std::path::PathBuf,
 }
 
-/// Builds the HTTPS connector for an upstream. Reads certificate files: call it off the async
-/// workers.
-pub fn connector(settings: &TlsSettings, alpn: Alpn, connect_timeout: Duration) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+/// Builds the HTTPS connector for an upstream, resolving target names with `resolver`. Reads
+/// certificate files: call it off the async workers.
+pub fn connector(
+    settings: &TlsSettings,
+    alpn: Alpn,
+    connect_timeout: Duration,
+    resolver: LastGoodResolver,
+) -> Result<HttpsConnector<HttpConnector<LastGoodResolver>>, TlsError> {
     let mut builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(client_config(settings)?).https_only();
     if let Some(name) = &settings.server_name {
         let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name.clone()))?;
         builder = builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
     }
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(resolver);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);

@@ -4,7 +4,9 @@
 //! [`Http1Pool`]), HTTP/2 with prior knowledge (h2c), or HTTP/2 over TLS negotiated by ALPN (h2).
 //! HTTP/2 connections are shared: requests to one target are multiplexed on one connection per
 //! worker, more only while each carries all the streams its server allows ([`Http2Pool`]), which
-//! names the request's host as its `:authority`.
+//! names the request's host as its `:authority`. A target given by name is looked up for each
+//! new connection (never for a request on a pooled one) by one [`LastGoodResolver`] per
+//! upstream, whose last good answer for the name stands in for a failed lookup ([`super::dns`]).
 //!
 //! Failover: a target that cannot be connected to (refused, connect timeout, TLS handshake
 //! failed: nothing was sent) is left for the next one, each target tried at most once per
@@ -30,6 +32,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use super::affinity::{self, HashCookie, HashOn};
 use super::body::ProxyBody;
 use super::counted::{CountingConnector, OpenConnections};
+use super::dns::LastGoodResolver;
 use super::health_check::{Checks, HealthCheck};
 use super::http1_pool::{Http1Error, Http1Pool};
 use super::http2_pool::{Http2Error, Http2Pool};
@@ -79,6 +82,9 @@ pub struct Upstream {
     loads: Option<Arc<[AtomicU32]>>,
     /// Requests refused for want of a place, warned at most every 10 s.
     overloads: crate::telemetry::warn_throttle::WarnThrottle,
+    /// Resolves target names for every new connection, the health check's included, keeping
+    /// each name's last good answer for when a lookup fails ([`super::dns`]).
+    resolver: LastGoodResolver,
 }
 
 /// Marks an answer [`Upstream::send`] returns although it counted it as its target's failure
@@ -239,13 +245,13 @@ impl TargetSlot {
 /// One worker's connections: plain TCP, or TLS on top of it; all counted.
 enum Transport {
     /// HTTP/1.1, over TCP.
-    Http1Plain(Arc<Http1Pool<CountingConnector<HttpConnector>>>),
+    Http1Plain(Arc<Http1Pool<CountingConnector<HttpConnector<LastGoodResolver>>>>),
     /// HTTP/1.1, over TLS.
-    Http1Tls(Arc<Http1Pool<CountingConnector<HttpsConnector<HttpConnector>>>>),
+    Http1Tls(Arc<Http1Pool<CountingConnector<HttpsConnector<HttpConnector<LastGoodResolver>>>>>),
     /// HTTP/2 with prior knowledge (h2c).
-    H2Plain(Arc<Http2Pool<CountingConnector<HttpConnector>>>),
+    H2Plain(Arc<Http2Pool<CountingConnector<HttpConnector<LastGoodResolver>>>>),
     /// HTTP/2 over TLS (h2).
-    H2Tls(Arc<Http2Pool<CountingConnector<HttpsConnector<HttpConnector>>>>),
+    H2Tls(Arc<Http2Pool<CountingConnector<HttpsConnector<HttpConnector<LastGoodResolver>>>>>),
 }
 
 /// Settings an upstream is built with.
@@ -312,11 +318,17 @@ impl Upstream {
         // An HTTP/1.1 pool keeps one list for every target of its worker: its bound is the
         // per-target one times the targets.
         let max_idle = settings.max_idle.div_ceil(workers);
+        // One for every worker's connections and the health check: what one lookup learnt
+        // serves them all.
+        let resolver = LastGoodResolver::new(name);
         let clients = (0..workers)
-            .map(|_| Self::client(&settings, &targets, max_idle, (&open_connections, &arming)))
+            .map(|_| Self::client(&settings, &targets, max_idle, (&open_connections, &arming), &resolver))
             .collect::<Result<Box<[_]>, _>>()?;
         let checks = match &settings.health_check {
-            Some(check) => Some(Checks::new(check.clone(), settings.protocol, settings.tls.as_ref(), settings.connect_timeout)?),
+            Some(check) => {
+                let (protocol, tls) = (settings.protocol, settings.tls.as_ref());
+                Some(Checks::new(check.clone(), protocol, tls, settings.connect_timeout, resolver.clone())?)
+            }
             None => None,
         };
         let slots = targets
@@ -349,6 +361,7 @@ impl Upstream {
             overloads: crate::telemetry::warn_throttle::WarnThrottle::new(Duration::from_secs(10)),
             settings,
             checks,
+            resolver,
         })
     }
 
@@ -396,12 +409,13 @@ impl Upstream {
         targets: &[Authority],
         max_idle: usize,
         (open, arming): (&OpenConnections, &Arc<ResendArming>),
+        resolver: &LastGoodResolver,
     ) -> Result<Transport, TlsError> {
         let http2 = settings.protocol != UpstreamProtocol::Http1;
         let kept = max_idle.saturating_mul(targets.len());
         Ok(match &settings.tls {
             None => {
-                let mut connector = HttpConnector::new();
+                let mut connector = HttpConnector::new_with_resolver(resolver.clone());
                 connector.set_connect_timeout(Some(settings.connect_timeout));
                 connector.set_nodelay(true);
                 connector.enforce_http(true);
@@ -414,7 +428,7 @@ impl Upstream {
             }
             Some(tls_settings) => {
                 let alpn = if http2 { Alpn::H2 } else { Alpn::Http1 };
-                let connector = CountingConnector::new(tls::connector(tls_settings, alpn, settings.connect_timeout)?, open.clone());
+                let connector = CountingConnector::new(tls::connector(tls_settings, alpn, settings.connect_timeout, resolver.clone())?, open.clone());
                 if http2 {
                     Transport::H2Tls(Http2Pool::new(connector, Scheme::HTTPS, targets, (max_idle, settings.max_response_headers), settings.idle_timeout, arming.clone()))
                 } else {
@@ -621,6 +635,15 @@ impl Upstream {
                 slot.health.inherit(&previous.slots[j].health, self.checks.is_some());
             }
         }
+        // And the last good answer for each target name, so a reload while DNS is failing does
+        // not leave the rebuilt upstream without one.
+        self.resolver.inherit(&previous.resolver);
+    }
+
+    /// Failed lookups of target names answered with the name's last good addresses, for
+    /// `airlock_upstream_dns_fallbacks_total` ([`super::dns`]).
+    pub fn dns_fallbacks(&self) -> u64 {
+        self.resolver.fallbacks()
     }
 
     /// Target `i`'s weight (1 unless given; 0 drains it).

@@ -1,7 +1,8 @@
 //! Pool sizes, read when `/metrics` is scraped: each plugin's warm instance pool (idle instances
 //! and capacity), the sandbox's instance budget (instances alive against `runtime.max_instances`,
 //! waits for a place, idle instances reclaimed) and each upstream's connection pool (connections
-//! open). Pools register themselves when the gateway is built; the registry holds them weakly, so
+//! open, and the DNS lookups of its target names that fell back on their last good answer).
+//! Pools register themselves when the gateway is built; the registry holds them weakly, so
 //! a dropped gateway leaves nothing behind. Also the request workers' share of the client
 //! connections, set once the workers start.
 
@@ -72,20 +73,31 @@ impl PoolRegistry {
         targets.push(weak);
     }
 
-    /// Each target of every live upstream (by name, the newest of a name): whether it is in
-    /// rotation, and the failures counted against it.
-    fn target_health(&self) -> Vec<(String, String, i64, u64)> {
+    /// Every live upstream registered with [`Self::register_targets`], the newest of each name.
+    fn live_upstreams(&self) -> Vec<Arc<Upstream>> {
         let upstreams: Vec<Arc<Upstream>> =
             self.targets.lock().unwrap_or_else(PoisonError::into_inner).iter().rev().filter_map(Weak::upgrade).collect();
         let mut seen = std::collections::BTreeSet::new();
+        upstreams.into_iter().filter(|u| seen.insert(u.name.clone())).collect()
+    }
+
+    /// Each target of every live upstream (by name, the newest of a name): whether it is in
+    /// rotation, and the failures counted against it.
+    fn target_health(&self) -> Vec<(String, String, i64, u64)> {
         let mut out = Vec::new();
-        for upstream in upstreams.iter().filter(|u| seen.insert(u.name.clone())) {
+        for upstream in self.live_upstreams() {
             for (i, target) in upstream.targets.iter().enumerate() {
                 out.push((upstream.name.to_string(), target.to_string(), i64::from(!upstream.target_down(i)), upstream.target_failures(i)));
             }
         }
         out.sort();
         out
+    }
+
+    /// Per live upstream (by name, the newest of a name), the failed lookups of its target
+    /// names answered with their last good addresses ([`crate::proxy::dns`]).
+    fn dns_fallbacks(&self) -> BTreeMap<String, u64> {
+        self.live_upstreams().iter().map(|u| (u.name.to_string(), u.dns_fallbacks())).collect()
     }
 
     /// Open connections summed per upstream name.
@@ -207,6 +219,11 @@ impl Collector for PoolCollector {
         for (upstream, target, _, failures) in &targets {
             let labels = [("upstream", upstream), ("target", target)];
             ConstCounter::new(*failures).encode(family.encode_family(&labels)?)?;
+        }
+        let help = "Failed DNS lookups of an upstream's target names (for new connections and health probes) answered with the name's last good addresses, by upstream";
+        let mut family = encoder.encode_descriptor("upstream_dns_fallbacks", help, None, MetricType::Counter)?;
+        for (upstream, fallbacks) in self.0.dns_fallbacks() {
+            ConstCounter::new(fallbacks).encode(family.encode_family(&[("upstream", upstream)])?)?;
         }
         Ok(())
     }
