@@ -473,8 +473,9 @@ fn new_plugin(name: String, dir: Option<PathBuf>, sdk_path: Option<PathBuf>, sdk
 /// `airlock plugin test`. One `--request` without `--repeat` prints its outcome (or, with
 /// `--json`, its JSON object) as it always did; otherwise each outcome is numbered and a summary
 /// follows (`--json`: an array of the outcomes, each with its `index` and `file`, those before a
-/// failure included). Exit status 1 for bad input (nothing runs; a `--repeat` that is not 1 to
-/// 10000 included), 2 when the plugin refused its config or failed.
+/// failure included). With `--json` a failure is printed too, as the object or the array's last
+/// element ([`plugin_trial::FailureReport`]). Exit status 1 for bad input (nothing runs; a
+/// `--repeat` that is not 1 to 10000 included), 2 when the plugin refused its config or failed.
 async fn test_plugin(trial: Trial, requests: Vec<PathBuf>, repeat: Option<String>, response: Option<PathBuf>, json: bool) -> ExitCode {
     let single = requests.len() == 1 && repeat.is_none();
     let repeat = match repeat.as_deref().map_or(Ok(1), plugin_trial::parse_repeat) {
@@ -547,8 +548,26 @@ async fn test_plugin(trial: Trial, requests: Vec<PathBuf>, repeat: Option<String
         printed += 1;
     })
     .await;
-    if json && !single && printed > 0 {
-        outln!("\n]");
+    // With `--json` a failure is reported too, where its outcome would have been: the single
+    // object, or the array's last element (the array printed even when it is the only one).
+    let failure = match (&result, json) {
+        (Err(e), true) => match serde_json::to_string_pretty(&e.report(if single { None } else { files.first() })) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                unprintable.get_or_insert(e);
+                None
+            }
+        },
+        _ => None,
+    };
+    match (json, single, failure) {
+        (true, true, Some(text)) => outln!("{text}"),
+        (true, false, Some(text)) => {
+            out!("{}\n  {}", if printed == 0 { "[" } else { "," }, text.replace('\n', "\n  "));
+            outln!("\n]");
+        }
+        (true, false, None) if printed > 0 => outln!("\n]"),
+        _ => {}
     }
     match (result, unprintable) {
         (Ok(summary), None) => {

@@ -82,6 +82,40 @@ pub enum TrialError {
     NoRequests,
 }
 
+impl TrialError {
+    /// This error as `--json` reports it ([`FailureReport`]). `first`: in a run printed as an
+    /// array, its first request, which a failure of a run of one request (`--repeat 1`) is
+    /// numbered by; a run of several names its request in the error itself.
+    pub fn report<'a>(&'a self, first: Option<&'a RequestFile>) -> FailureReport<'a> {
+        let (index, file, phase, error) = match self {
+            TrialError::FailedIn { index, file, phase, reason, .. } => (Some(*index), Some(file.as_str()), Some(*phase), reason.clone()),
+            TrialError::Failed { phase, reason } => (first.map(|_| 1), first.map(|f| f.file.as_str()), Some(*phase), reason.clone()),
+            other => (None, None, None, other.to_string()),
+        };
+        FailureReport { index, file, decision: "failed", phase, error }
+    }
+}
+
+/// `--json`'s report of a trial that stopped on a plugin failure (or a plugin that did not load
+/// or refused its config), printed where the outcome would have been, so a script always reads
+/// JSON: `"decision": "failed"`, the `phase` it failed in (`null` when no phase ran) and the
+/// `error`; in an array, led by the request's `index` and `file` as the outcomes are.
+#[derive(Debug, Serialize)]
+pub struct FailureReport<'a> {
+    /// 1-based position of the request in the run (in an array only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// The `.http` file the request came from (in an array only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<&'a str>,
+    /// Always `failed`.
+    pub decision: &'static str,
+    /// `on-request` or `on-response`; `None` when no phase ran.
+    pub phase: Option<&'static str>,
+    /// What failed: the trap, deadline or memory failure, or why the plugin was not loaded.
+    pub error: String,
+}
+
 /// The most times [`run_sequence`] repeats its requests (`--repeat`).
 pub const MAX_REPEAT: u32 = 10_000;
 

@@ -339,3 +339,40 @@ async fn a_mirror_hashing_on_the_same_cookie_places_the_first_copy_where_the_lat
     assert!(used.len() > 1, "copies spread over the mirror's targets: {used:?}");
     gw.stop().await;
 }
+
+/// Operators auditing routing see how each upstream places requests: `/admin/routes` shows
+/// `hash_on` as written and the cookie `hash_cookie` makes, and null for both without them.
+#[tokio::test]
+async fn admin_routes_shows_hash_on_and_hash_cookie() {
+    let backends = [named("a").await, named("b").await];
+    let targets: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let plain = format!(
+        "[upstreams.p]\ntargets = [\"{}\"]\n\n[[routes]]\npath_prefix = \"/plain\"\nupstream = \"p\"\n",
+        targets[0]
+    );
+    let toml = format!("{}\n{plain}", sticky_config(&targets, "path = \"/app\", max_age_s = 600"));
+    let gw = Gateway::start(&toml, None).await;
+    let client = HttpClient::http1();
+    let routes = client.get(&gw.admin_url("/admin/routes")).await.json();
+    let upstream_of = |prefix: &str| {
+        let routes = routes["routes"].as_array().expect("routes");
+        let route = routes.iter().find(|r| r["path_prefix"] == prefix).unwrap_or_else(|| panic!("{prefix}: {routes:?}"));
+        route["upstream"].clone()
+    };
+    let sticky = upstream_of("/");
+    assert_eq!(sticky["hash_on"], "cookie:sticky", "{sticky}");
+    assert_eq!(sticky["hash_cookie"], serde_json::json!({ "name": "sticky", "path": "/app", "max_age_s": 600 }), "{sticky}");
+    let plain = upstream_of("/plain");
+    assert!(plain["hash_on"].is_null() && plain["hash_cookie"].is_null(), "{plain}");
+    gw.stop().await;
+
+    // A session cookie has no `max_age_s`; a header key is shown as written, lower-case.
+    let gw = Gateway::start(&sticky_config(&targets, ""), None).await;
+    let routes = client.get(&gw.admin_url("/admin/routes")).await.json();
+    assert_eq!(routes["routes"][0]["upstream"]["hash_cookie"], serde_json::json!({ "name": "sticky", "path": "/", "max_age_s": null }));
+    gw.stop().await;
+    let gw = Gateway::start(&config(&targets, "header:X-User"), None).await;
+    let routes = client.get(&gw.admin_url("/admin/routes")).await.json();
+    assert_eq!(routes["routes"][0]["upstream"]["hash_on"], "header:x-user");
+    gw.stop().await;
+}

@@ -1308,6 +1308,74 @@ plugin = "{{plugin:body-upper}}"
     gw.stop().await;
 }
 
+/// Answers with the `Trailer` header lines and the trailers the request brought, as JSON.
+async fn announced_answer(req: Request<Incoming>) -> Result<Response<TrailerBody>, Infallible> {
+    let announced: Vec<String> = req.headers().get_all("trailer").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let collected = req.into_body().collect().await.unwrap();
+    let got: HashMap<String, String> = collected
+        .trailers()
+        .map(|t| t.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect())
+        .unwrap_or_default();
+    let body = json!({"announced": announced, "trailers": got});
+    Ok(Response::new(TrailerBody::new(Bytes::from(body.to_string()), HeaderMap::new())))
+}
+
+/// An upstream answering [`announced_answer`]'s JSON, over h2c or HTTP/1.1.
+async fn announcing_upstream(http2: bool) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    if http2 {
+        return (addr, spawn_h2(listener, None, service_fn(announced_answer)));
+    }
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service_fn(announced_answer)).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// The request's `Trailer` header, which announces its trailer fields, announces to the upstream
+/// only those the gateway lets through: the names of the fields it strips are taken out of it,
+/// and a `Trailer` that announced nothing else goes, over HTTP/1.1 and HTTP/2 on both hops.
+#[tokio::test]
+async fn the_trailer_header_announces_only_the_trailers_passed_on() {
+    let (h1, _t1) = announcing_upstream(false).await;
+    let (h2, _t2) = announcing_upstream(true).await;
+    let toml = format!(
+        r#"
+[upstreams.h1]
+targets = ["{h1}"]
+[upstreams.h2]
+targets = ["{h2}"]
+protocol = "h2c"
+[[routes]]
+path = "/h1"
+upstream = "h1"
+[[routes]]
+path = "/h2"
+upstream = "h2"
+"#
+    );
+    let gw = Gateway::start(&toml, None).await;
+    let mixed = [("x-client-trailer", "sum"), ("X-Consumer-Id", "admin"), ("authorization", "Bearer forged"), ("x-checksum", "c")];
+    let forbidden_only = [("x-api-key", "k2"), ("x_consumer_id", "admin")];
+    for (http2, path) in [(false, "/h1"), (true, "/h1"), (true, "/h2"), (false, "/h2")] {
+        let (status, _, body, _) = send_these_trailers_over(http2, &gw.url(path), "hello", &mixed).await;
+        assert_eq!(status, 200, "{path} over h2 {http2}: {body}");
+        assert_eq!(body["announced"], json!(["x-client-trailer, x-checksum"]), "{path} over h2 {http2}");
+        assert_eq!(body["trailers"], json!({"x-client-trailer": "sum", "x-checksum": "c"}), "{path} over h2 {http2}");
+
+        let (status, _, body, _) = send_these_trailers_over(http2, &gw.url(path), "hello", &forbidden_only).await;
+        assert_eq!(status, 200, "{path} over h2 {http2}: {body}");
+        assert_eq!(body, json!({"announced": [], "trailers": {}}), "{path} over h2 {http2}: no `Trailer` left");
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn trailers_are_carried_both_ways_for_http2_clients() {
     let (addr, _task) = trailer_upstream().await;

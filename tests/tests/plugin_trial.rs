@@ -227,10 +227,18 @@ async fn a_failure_in_a_later_request_names_it_and_stops_the_run() {
     assert!(text.contains("request 1/4: GET /quick -> continue\n"), "{text}");
     assert!(!text.contains("request 2/4") && !text.contains("request 3/4") && !text.contains(" requests: "), "{text}");
 
-    // With --json, the array of the requests before the failure, still valid JSON.
+    // With --json, the array of the requests before the failure, still valid JSON, ending with
+    // the failure itself, numbered as the request it happened in.
     let out = plugin_test(&spin, &requests, &["--repeat", "2", "--json"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert_eq!(decisions(&json(&out)), pairs(&[("continue", 200)]));
+    let mut outcomes = json(&out);
+    let failure = outcomes.as_array_mut().and_then(Vec::pop).unwrap_or_else(|| panic!("an array: {}", stdout(&out)));
+    assert_eq!(decisions(&outcomes), pairs(&[("continue", 200)]));
+    assert_eq!(failure["index"], 2, "{failure}");
+    assert_eq!(failure["decision"], "failed", "{failure}");
+    assert_eq!(failure["phase"], "on-request", "{failure}");
+    assert!(failure["file"].as_str().is_some_and(|f| f.ends_with("endless.http")), "{failure}");
+    assert!(failure["error"].as_str().is_some_and(|e| e.contains("deadline")), "{failure}");
 
     // A trap (`panic` panics in every request phase) stops the run at the first request.
     let out = plugin_test(&guest_plugin("panic"), &requests[..1], &["--repeat", "3"]).await;
@@ -238,4 +246,40 @@ async fn a_failure_in_a_later_request_names_it_and_stops_the_run() {
     let err = stderr(&out);
     assert!(err.contains("request 1 of 3 (") && err.contains("the plugin failed in on-request: trapped"), "{err}");
     assert!(out.stdout.is_empty(), "{}", stdout(&out));
+}
+
+/// `--json` prints its report whatever the outcome, so a script always has JSON to read: one
+/// request whose plugin fails is an object with `"decision": "failed"`, the phase and the error
+/// (exit status 2 still, the message on stderr too); a run whose first request fails is an array
+/// holding that failure; a plugin refusing its config is reported alike (no phase ran).
+#[tokio::test]
+async fn json_reports_a_failure_too() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let request = write_files(tmp.path(), &[("get.http", "GET /x HTTP/1.1\n\n")]);
+    let panic = guest_plugin("panic");
+
+    let out = plugin_test(&panic, &request, &["--json"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the plugin failed in on-request: trapped"), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["decision"], "failed", "{report}");
+    assert_eq!(report["phase"], "on-request", "{report}");
+    assert!(report["error"].as_str().is_some_and(|e| e.starts_with("trapped")), "{report}");
+    assert!(report.get("index").is_none(), "one request is not numbered: {report}");
+
+    let out = plugin_test(&panic, &request, &["--json", "--repeat", "3"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let array = json(&out);
+    assert_eq!(array.as_array().map(Vec::len), Some(1), "{array}");
+    assert_eq!(array[0]["index"], 1, "{array}");
+    assert_eq!(array[0]["decision"], "failed", "{array}");
+    assert_eq!(array[0]["phase"], "on-request", "{array}");
+    assert_eq!(array[0]["file"], request[0].display().to_string(), "{array}");
+
+    let out = plugin_test("builtin:rate-limit", &request, &["--json", "--config", r#"{"limits": "many"}"#]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["decision"], "failed", "{report}");
+    assert!(report["phase"].is_null(), "no phase ran: {report}");
+    assert!(report["error"].as_str().is_some_and(|e| !e.is_empty() && stderr(&out).contains(e)), "{report}\n{}", stderr(&out));
 }

@@ -190,6 +190,38 @@ async fn an_increment_in_flight_when_the_connection_drops_is_not_replayed() {
     gw.stop().await;
 }
 
+/// A failed operation's error says which operation failed and how (never a bare "broken pipe"),
+/// for an increment whose connection is cut while it waits and for a read while Redis refuses
+/// connections; Redis's address is not in it, as plugins are given the text (the gateway's log
+/// lines name it), and the store names it for them.
+#[tokio::test]
+async fn a_dropped_connection_names_redis_and_the_operation() {
+    let mut redis = Redis::start(None);
+    let upstream = Upstream::start().await;
+    let address = format!("127.0.0.1:{}", redis.port);
+    let gw = Gateway::start(&config(&format!("redis://{address}"), 2000), Some(&upstream)).await;
+    let state = gw.inner().state.clone();
+    assert_eq!(state.incr("airlock:test:warm", 1, 0).await, Ok(1));
+
+    assert_eq!(redis.cmd(&["CLIENT", "PAUSE", "5000", "WRITE"]), "+OK");
+    let pending = tokio::spawn({
+        let state = state.clone();
+        async move { state.incr("airlock:test:cut", 1, 0).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+    assert!(killed.starts_with(':') && killed != ":0", "{killed}");
+    let e = pending.await.expect("the increment's task").unwrap_err().to_string();
+    assert_eq!(redis.cmd(&["CLIENT", "UNPAUSE"]), "+OK");
+    assert!(e.contains("incr") && e.contains("connection lost") && !e.contains(&address), "{e}");
+    assert_eq!(state.address(), address);
+
+    redis.stop();
+    let e = state.get("airlock:test:cut").await.unwrap_err().to_string();
+    assert!(e.contains("GET") && e.contains("cannot connect") && !e.contains(&address), "{e}");
+    gw.stop().await;
+}
+
 /// While Redis refuses connections, limited requests do not each wait on reconnection attempts:
 /// the fail-open route answers as fast as without Redis, and Redis coming back is noticed soon.
 #[tokio::test]

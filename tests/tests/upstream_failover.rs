@@ -407,6 +407,67 @@ upstream = "garbles"
     gw.stop().await;
 }
 
+/// An upstream whose response body is malformed at its first chunk (right after the head, in
+/// the same segment) or after some data: what the HTTP/1.1 client gets is at most the head and
+/// the data before the failure (at the first chunk, over HTTP/1.1, nothing: the gateway's HTTP
+/// server had not written the head out yet), never a whole response; and the access log line,
+/// whose `status` is the head's, says the body was aborted (`"aborted": "response_body"`) with
+/// the bytes passed on before it. A whole answer's line has no `aborted`.
+#[tokio::test]
+async fn an_upstream_body_malformed_after_the_head_is_logged_as_aborted() {
+    let (first, _first_task) = airlock_tests::raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nnot a chunk").await;
+    let (later, _later_task) =
+        airlock_tests::raw_upstream_holding(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", Duration::from_millis(300)).await;
+    let (whole, _whole_task) = airlock_tests::raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nwhole").await;
+    let config = format!(
+        r#"
+[access_log]
+enabled = true
+path = "access.log"
+
+[upstreams.first]
+targets = ["{first}"]
+[upstreams.later]
+targets = ["{later}"]
+[upstreams.whole]
+targets = ["{whole}"]
+
+[[routes]]
+path = "/first"
+upstream = "first"
+[[routes]]
+path = "/later"
+upstream = "later"
+[[routes]]
+path = "/whole"
+upstream = "whole"
+"#
+    );
+    let gw = Gateway::start(&config, None).await;
+    let log = gw.dir.path().join("access.log");
+    let get = |path: &str, id: &str| format!("GET {path} HTTP/1.1\r\nHost: gw\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n");
+
+    let got = airlock_tests::raw_exchange(gw.addr(), get("/first", "bad-first-chunk").as_bytes()).await;
+    assert!(!got.contains("\r\n0\r\n\r\n"), "a whole response for a malformed body: {got:?}");
+    let line = airlock_tests::access_log_line(&log, "bad-first-chunk").await;
+    assert_eq!(line["aborted"], "response_body", "{line} (the client got {got:?})");
+    assert_eq!((line["status"].as_u64(), line["bytes_out"].as_u64()), (Some(200), Some(0)), "{line}");
+
+    // The upstream sends a chunk, then (300 ms later) closes in the middle of the body.
+    let got = airlock_tests::raw_exchange(gw.addr(), get("/later", "bad-later-chunk").as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.contains("hello") && !got.contains("\r\n0\r\n\r\n"), "{got:?}");
+    let line = airlock_tests::access_log_line(&log, "bad-later-chunk").await;
+    assert_eq!(line["aborted"], "response_body", "{line}");
+    assert_eq!((line["status"].as_u64(), line["bytes_out"].as_u64()), (Some(200), Some(5)), "{line}");
+
+    let got = airlock_tests::raw_exchange(gw.addr(), get("/whole", "whole-body").as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("whole"), "{got:?}");
+    let line = airlock_tests::access_log_line(&log, "whole-body").await;
+    assert!(line.get("aborted").is_none(), "{line}");
+    assert_eq!(line["bytes_out"].as_u64(), Some(5), "{line}");
+    gw.stop().await;
+}
+
 /// A target whose response body breaks off after its head (a `Content-Length` it does not
 /// keep, a chunk that is not one) counts as failing too: the head went to the client, whose
 /// response can only be cut short, but the exchange is logged under the request id, counted in

@@ -74,6 +74,14 @@ pub fn routes(gateway: &Gateway, config: &Config) -> Value {
                     "weights": (0..u.targets.len()).map(|i| u.weight(i)).collect::<Vec<_>>(),
                     "in_rotation": (0..u.targets.len()).map(|i| !u.target_down(i)).collect::<Vec<_>>(),
                     "balance": u.balance(),
+                    // Session affinity: the key requests are placed by (as configured), and the
+                    // cookie the gateway sets for a client without it; null when not set.
+                    "hash_on": u.hash_on().map(ToString::to_string),
+                    "hash_cookie": u.hash_cookie().map(|c| json!({
+                        "name": c.name(),
+                        "path": c.path(),
+                        "max_age_s": c.max_age_s(),
+                    })),
                     // Requests in flight to each target now, counted with `least_requests` only.
                     "in_flight": u.target_loads(),
                 })),

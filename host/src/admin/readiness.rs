@@ -32,20 +32,20 @@ pub struct ReadinessLog {
 impl ReadinessLog {
     /// Logs the probe's outcome: a failure at `warn` when it is new or its text changed, at
     /// `debug` otherwise; the first success after a failure at `info`.
-    fn record(&self, backend: &str, outcome: Result<(), &StateError>) {
+    fn record(&self, backend: &str, address: &str, outcome: Result<(), &StateError>) {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         match outcome {
             Ok(()) => {
                 if last.take().is_some() {
-                    tracing::info!(backend, "readiness: the state backend passes its check again");
+                    tracing::info!(backend, address, "readiness: the state backend passes its check again");
                 }
             }
             Err(e) => {
                 let detail = e.to_string();
                 if last.as_deref() == Some(detail.as_str()) {
-                    tracing::debug!(backend, "readiness: the state backend still fails its check: {detail}");
+                    tracing::debug!(backend, address, "readiness: the state backend still fails its check: {detail}");
                 } else {
-                    tracing::warn!(backend, "readiness: the state backend fails its check: {detail} (`/ready` shows only `{}`)", failure(e));
+                    tracing::warn!(backend, address, "readiness: the state backend fails its check: {detail} (`/ready` shows only `{}`)", failure(e));
                     *last = Some(detail);
                 }
             }
@@ -71,13 +71,13 @@ pub async fn check(gateway: &Gateway, log: &ReadinessLog) -> (bool, Value) {
             let probed = redis.probe(PROBE_KEY).await;
             // Counted and logged as the store counts its own operations' failures.
             if let Err(e @ StateError::Unavailable(_)) = &probed {
-                gateway.state.stats().record_unavailable(gateway.state.backend(), e);
+                gateway.state.stats().record_unavailable(gateway.state.backend(), gateway.state.address(), e);
             }
             (probed, redis.required_for_ready())
         }
         memory => (memory.get(PROBE_KEY).await.map(|_| ()), true),
     };
-    log.record(gateway.state.backend(), state.as_ref().map(|_| ()));
+    log.record(gateway.state.backend(), gateway.state.address(), state.as_ref().map(|_| ()));
     let state_ok = state.is_ok();
     let ready = state_ok || !required;
     let body = json!({

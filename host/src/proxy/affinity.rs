@@ -91,6 +91,21 @@ impl HashOn {
     }
 }
 
+/// As written in config (`ip`, `header:x-user`, ...), which [`HashOn::parse`] reads back: what
+/// `/admin/routes` shows.
+impl std::fmt::Display for HashOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashOn::Ip => f.write_str("ip"),
+            HashOn::Consumer => f.write_str("consumer"),
+            HashOn::Path => f.write_str("path"),
+            HashOn::Header(name) => write!(f, "header:{name}"),
+            HashOn::Cookie(name) => write!(f, "cookie:{name}"),
+            HashOn::Query(name) => write!(f, "query:{name}"),
+        }
+    }
+}
+
 /// The key hash `request` is placed by on an upstream hashing `on` (`None`: balanced as usual),
 /// and the cookie made for it when the upstream has `hash_cookie` (`cookie`) and the request came
 /// without that cookie (or with it empty): the made value is then the key, so this request goes
@@ -122,6 +137,10 @@ pub struct HashCookie {
     /// A `__Secure-` or `__Host-` name: a browser keeps such a cookie only with `Secure`, so it
     /// always says `Secure` (and then works only over HTTPS).
     always_secure: bool,
+    /// Its `Path`, as configured (for `/admin/routes`).
+    path: String,
+    /// Its `Max-Age` in seconds, as configured (for `/admin/routes`); none: a session cookie.
+    max_age_s: Option<u64>,
 }
 
 impl HashCookie {
@@ -133,7 +152,28 @@ impl HashCookie {
     pub fn new(name: &str, path: &str, max_age_s: Option<u64>) -> Self {
         let max_age = max_age_s.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
         let always_secure = secure_prefix(name).is_some();
-        Self { name: name.to_owned(), attributes: format!("; Path={path}{max_age}; HttpOnly; SameSite=Lax"), always_secure }
+        Self {
+            name: name.to_owned(),
+            attributes: format!("; Path={path}{max_age}; HttpOnly; SameSite=Lax"),
+            always_secure,
+            path: path.to_owned(),
+            max_age_s,
+        }
+    }
+
+    /// The cookie's name (the one `hash_on = "cookie:<name>"` names).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its `Path` attribute.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Its `Max-Age` in seconds; `None`: a session cookie.
+    pub fn max_age_s(&self) -> Option<u64> {
+        self.max_age_s
     }
 
     /// A new cookie, for a request that came without one.
@@ -277,6 +317,15 @@ mod tests {
         assert!(HashOn::parse("header:").unwrap_err().contains("is not `ip`"));
         assert_eq!(HashOn::parse("header:a b"), Err("`a b` is not a header name".into()));
         assert!(HashOn::parse("client").is_err());
+    }
+
+    #[test]
+    fn a_source_displays_as_written_and_parses_back() {
+        for text in ["ip", "consumer", "path", "header:x-user", "cookie:Session", "query:tenant"] {
+            let on = HashOn::parse(text).unwrap();
+            assert_eq!(on.to_string(), text);
+            assert_eq!(HashOn::parse(&on.to_string()), Ok(on));
+        }
     }
 
     #[test]

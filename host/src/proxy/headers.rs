@@ -261,12 +261,45 @@ pub fn strip_client_trailers(trailers: &mut HeaderMap) {
     }
 }
 
+/// Takes out of a client request's `Trailer` header (RFC 9110 6.6.2: the trailer fields its body
+/// will end with) the names [`strip_client_trailers`] removes from those trailers, so the
+/// upstream is not told of fields that never come; a `Trailer` left naming nothing goes. A
+/// request without `Trailer` costs one lookup; one announcing only kept names, a scan of them.
+pub fn announce_kept_trailers(headers: &mut HeaderMap) {
+    let announced = headers.get_all(header::TRAILER);
+    if !announced.iter().flat_map(trailer_names).any(|n| forbidden_client_trailer_name(n.as_bytes())) {
+        return;
+    }
+    let kept: Vec<&str> = announced.iter().flat_map(trailer_names).filter(|n| !forbidden_client_trailer_name(n.as_bytes())).collect();
+    // Kept names are tokens taken from a header value: joined, they make one again.
+    let value = if kept.is_empty() { None } else { HeaderValue::from_str(&kept.join(", ")).ok() };
+    match value {
+        Some(value) => {
+            headers.insert(header::TRAILER, value);
+        }
+        None => {
+            headers.remove(header::TRAILER);
+        }
+    }
+}
+
+/// The field names a `Trailer` line lists, trimmed (none from a line that is not text: no
+/// trailer field can be named so).
+fn trailer_names(line: &HeaderValue) -> impl Iterator<Item = &str> {
+    line.to_str().unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty())
+}
+
 /// Whether a client's request trailer may not reach the upstream ([`strip_client_trailers`]):
 /// RFC 9110 6.5.1's framing, routing, authentication, request-modifier and content fields, the
 /// fields the gateway writes (forwarding, tracing, request id, consumer identity), what servers
 /// read as the client's address, method or URL (`True-Client-IP`, `X-HTTP-Method-Override`,
 /// `X-Original-URL`), API key fields, and any name with an underscore.
 fn forbidden_client_trailer(name: &HeaderName) -> bool {
+    forbidden_client_trailer_name(name.as_str().as_bytes())
+}
+
+/// [`forbidden_client_trailer`] for a name in any case (as a `Trailer` header lists it).
+fn forbidden_client_trailer_name(name: &[u8]) -> bool {
     const FORBIDDEN: [&str; 37] = [
         "apikey", "authorization", "cache-control", "connection", "content-encoding", "content-length", "content-range", "content-type",
         "cookie", "expect", "forwarded", "host", "keep-alive", "max-forwards", "pragma", "proxy-authorization", "proxy-connection", "range",
@@ -274,12 +307,9 @@ fn forbidden_client_trailer(name: &HeaderName) -> bool {
         "x-http-method", "x-http-method-override", "x-method-override", "x-original-url", "x-real-ip", "x-request-id", "x-rewrite-url",
         "cf-connecting-ip", "fastly-client-ip",
     ];
-    let name = name.as_str();
-    name.contains('_')
-        || name.starts_with("if-")
-        || name.starts_with("x-forwarded-")
-        || FORBIDDEN.contains(&name)
-        || crate::exchange::CONSUMER_HEADERS.contains(&name)
+    let starts = |prefix: &str| name.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()));
+    let listed = |list: &[&str]| list.iter().any(|l| l.as_bytes().eq_ignore_ascii_case(name));
+    name.contains(&b'_') || starts("if-") || starts("x-forwarded-") || listed(&FORBIDDEN) || listed(&crate::exchange::CONSUMER_HEADERS)
 }
 
 /// Appends this gateway to `Via` (`1.1 airlock`, or `2 airlock` for HTTP/2), after every hop
@@ -379,6 +409,27 @@ pub fn options_answer(route_methods: &[http::Method]) -> crate::exchange::Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trailer_announces_only_the_trailers_kept() {
+        let mut h = HeaderMap::new();
+        h.append(header::TRAILER, HeaderValue::from_static("x-checksum, X-Consumer-Id ,authorization"));
+        h.append(header::TRAILER, HeaderValue::from_static("x_user, grpc-status"));
+        announce_kept_trailers(&mut h);
+        assert_eq!(h.get_all(header::TRAILER).iter().collect::<Vec<_>>(), ["x-checksum, grpc-status"]);
+        // Nothing to take out: left as it came, on its lines.
+        let mut h = HeaderMap::new();
+        h.append(header::TRAILER, HeaderValue::from_static("a"));
+        h.append(header::TRAILER, HeaderValue::from_static("b"));
+        announce_kept_trailers(&mut h);
+        assert_eq!(h.get_all(header::TRAILER).iter().collect::<Vec<_>>(), ["a", "b"]);
+        let mut h = HeaderMap::new();
+        h.insert(header::TRAILER, HeaderValue::from_static("If-Match, x-forwarded-for"));
+        announce_kept_trailers(&mut h);
+        assert!(!h.contains_key(header::TRAILER));
+        announce_kept_trailers(&mut h);
+        assert!(h.is_empty());
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {

@@ -471,6 +471,9 @@ impl Gateway {
         let extended_connect = parts.extensions.get::<upgrade::ExtendedConnect>().is_some();
         let switch_to = upgrade::requested(&headers, parts.version, extended_connect);
         headers::strip_hop_by_hop(&mut headers);
+        // Its trailers lose the fields no client may send as trailers (`ProxyBody`'s `count`):
+        // `Trailer` stops announcing them.
+        headers::announce_kept_trailers(&mut headers);
         if parts.version == Version::HTTP_2 {
             headers::join_cookies(&mut headers);
         }

@@ -170,11 +170,12 @@ impl LogThrottle {
 
 impl StateStats {
     /// Counts an unavailable error and logs it, at most once per [`UNAVAILABLE_LOG_INTERVAL`].
-    pub fn record_unavailable(&self, backend: &str, error: &StateError) {
+    pub fn record_unavailable(&self, backend: &str, address: &str, error: &StateError) {
         let total = self.unavailable.fetch_add(1, Ordering::Relaxed) + 1;
         if self.unavailable_log.due() {
             tracing::warn!(
                 backend,
+                address,
                 failures_so_far = total,
                 "{error}; limiters apply their on_state_error policy (logged at most every {}s)",
                 UNAVAILABLE_LOG_INTERVAL.as_secs()
@@ -287,6 +288,15 @@ impl StateStore {
         }
     }
 
+    /// Where the backend is, for the gateway's log lines (never for plugins): Redis's address,
+    /// or `local` for the memory store.
+    pub fn address(&self) -> &str {
+        match self {
+            Self::Memory(_) => "local",
+            Self::Redis(r) => r.address(),
+        }
+    }
+
     /// Health counters.
     pub fn stats(&self) -> &StateStats {
         match self {
@@ -298,7 +308,7 @@ impl StateStore {
     /// Counts (and logs, rate-limited) an unavailable backend.
     fn observe<T>(&self, result: Result<T, StateError>) -> Result<T, StateError> {
         if let Err(e @ StateError::Unavailable(_)) = &result {
-            self.stats().record_unavailable(self.backend(), e);
+            self.stats().record_unavailable(self.backend(), self.address(), e);
         }
         result
     }

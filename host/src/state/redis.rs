@@ -32,6 +32,11 @@
 //! sent; the script then goes to a new connection. Once the script is sent, a connection failure
 //! leaves it failed (the limiter applies its policy to that one request). A command error (OOM,
 //! NOPERM, WRONGTYPE, a script error) is Redis's answer, never retried.
+//!
+//! An operation's error names the operation before the cause (`GET: connection lost: broken
+//! pipe`): redis-rs's own text for a dropped connection is a bare "broken pipe", which says
+//! nothing an operator can act on. Redis's address is not in it, as plugins are given the text:
+//! the gateway's log lines add it ([`RedisStore::address`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -208,6 +213,9 @@ struct Shared {
     link: watch::Sender<Link>,
     /// Numbers connections, so a failure is pinned on the connection that had it.
     next_id: AtomicU64,
+    /// Where it connects, for messages ([`address`]): a reload may rotate credentials, never
+    /// the URL (that builds a new store).
+    address: Arc<str>,
     /// The origin of [`Connection::answered_ms`].
     epoch: Instant,
 }
@@ -278,7 +286,7 @@ impl Shared {
         let next = match outcome {
             Ok(Ok(conn)) => {
                 if was_down {
-                    tracing::info!(backend = "redis", "state backend reachable again");
+                    tracing::info!(backend = "redis", "state backend (Redis at {}) reachable again", self.address);
                 }
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 Link::Up(Arc::new(Connection { conn, id, answered_ms: AtomicU64::new(self.now_ms()) }))
@@ -291,6 +299,16 @@ impl Shared {
         };
         // Only an attempt moves the link out of `Connecting` or `Retrying`, and only one runs.
         self.link.send_replace(next);
+    }
+}
+
+/// Where `client` connects, as messages name it: `host:port` (with ` (TLS)` for `rediss://`) or
+/// a Unix socket's path; never the credentials.
+fn address(client: &redis::Client) -> Arc<str> {
+    let addr = client.get_connection_info().addr();
+    match addr {
+        redis::ConnectionAddr::TcpTls { .. } => format!("{addr} (TLS)").into(),
+        _ => addr.to_string().into(),
     }
 }
 
@@ -344,6 +362,7 @@ impl RedisStore {
         // and a timeout is not taken as a dead connection (see `connection_level`).
         let config = AsyncConnectionConfig::new().set_connection_timeout(Some(connect_timeout)).set_response_timeout(None);
         let shared = Shared {
+            address: address(&client),
             client: std::sync::Mutex::new(client),
             config,
             connect_timeout,
@@ -441,14 +460,16 @@ impl RedisStore {
     fn lost(&self, connection: &Connection, error: &redis::RedisError) {
         let current = |l: &Link| matches!(l, Link::Up(c) if c.id == connection.id);
         if self.shared.begin_attempt(current, Link::Connecting) {
-            tracing::warn!(backend = "redis", "connection to the state backend lost ({error}); reconnecting");
+            let address = &*self.shared.address;
+            tracing::warn!(backend = "redis", "connection to the state backend (Redis at {address}) lost ({error}); reconnecting");
         }
     }
 
-    /// Runs one operation under the per-operation deadline, on a connection (made, replaced or
-    /// refused as the module doc says), once more after a connection-level failure when `replay`
-    /// allows (see the module doc for which failures are which).
-    async fn run<T, F, Fut>(&self, replay: Replay, op: F) -> Result<T, StateError>
+    /// Runs one operation (`name`: the command, or the script and what it does, for its error)
+    /// under the per-operation deadline, on a connection (made, replaced or refused as the module
+    /// doc says), once more after a connection-level failure when `replay` allows (see the module
+    /// doc for which failures are which). Its error names Redis's address and `name`.
+    async fn run<T, F, Fut>(&self, name: &str, replay: Replay, op: F) -> Result<T, StateError>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -477,14 +498,18 @@ impl RedisStore {
                 result => result.map_err(|e| self.failed(&connection, e)),
             }
         };
-        match tokio::time::timeout_at(deadline, attempts).await {
+        let result = match tokio::time::timeout_at(deadline, attempts).await {
             Ok(result) => result,
             Err(_) => {
                 let error = format!("no answer within {} ms", self.timeout.as_millis());
                 self.silent_since(started_ms, &error);
                 Err(StateError::Unavailable(error))
             }
-        }
+        };
+        result.map_err(|e| match e {
+            StateError::Unavailable(cause) => StateError::Unavailable(format!("{name}: {cause}")),
+            other => other,
+        })
     }
 
     /// An operation started at `started_ms` got no answer within its deadline. If its connection
@@ -504,7 +529,8 @@ impl RedisStore {
             }
         });
         if stalled {
-            tracing::warn!(backend = "redis", "the state backend stopped answering ({error}); dropping the connection");
+            let address = &*self.shared.address;
+            tracing::warn!(backend = "redis", "the state backend (Redis at {address}) stopped answering ({error}); dropping the connection");
         }
     }
 
@@ -521,10 +547,19 @@ impl RedisStore {
         result
     }
 
-    /// The error of an operation that is not retried (a connection found dead is replaced).
+    /// Where this store connects, as the gateway's log lines name it (`host:port`, ` (TLS)` for
+    /// `rediss://`, or a Unix socket's path; never the credentials). Not in its errors, which
+    /// plugins see.
+    pub fn address(&self) -> &str {
+        &self.shared.address
+    }
+
+    /// The error of an operation that is not retried (a connection found dead is replaced, and
+    /// the error says so: redis-rs says only "broken pipe").
     fn failed(&self, connection: &Connection, e: redis::RedisError) -> StateError {
         if connection_level(&e) {
             self.lost(connection, &e);
+            return StateError::Unavailable(format!("connection lost: {}", error_text(&e)));
         }
         unavailable(e)
     }
@@ -534,13 +569,13 @@ impl RedisStore {
         self.shared.now_ms().saturating_sub(connection.answered_ms.load(Ordering::Relaxed)) >= quiet
     }
 
-    async fn decision(&self, script: &redis::Script, key: &str, args: [String; 3], limit: u64) -> Result<Decision, StateError> {
+    async fn decision(&self, name: &str, script: &redis::Script, key: &str, args: [String; 3], limit: u64) -> Result<Decision, StateError> {
         let mut invocation = script.key(key);
         for a in &args {
             invocation.arg(a);
         }
         let invocation = &invocation;
-        let r: Vec<i64> = self.run(Replay::IfUnsent, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
+        let r: Vec<i64> = self.run(name, Replay::IfUnsent, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
         let [allowed, remaining, reset, retry] = r[..] else {
             return Err(StateError::Unavailable(format!("unexpected script answer {r:?}")));
         };
@@ -557,7 +592,7 @@ impl RedisStore {
     /// See `StateStore::acquire`.
     pub async fn acquire(&self, key: &str, gcra: &Gcra, cost: u64) -> Result<Decision, StateError> {
         let args = [format!("{:.6}", gcra.emission_ms), gcra.burst.to_string(), cost.to_string()];
-        self.decision(&self.scripts.acquire, key, args, gcra.burst).await
+        self.decision("token bucket step (EVALSHA)", &self.scripts.acquire, key, args, gcra.burst).await
     }
 
     /// See `StateStore::window`.
@@ -565,7 +600,8 @@ impl RedisStore {
         if window_ms == 0 {
             return Err(StateError::Invalid("window-ms must be at least 1".into()));
         }
-        self.decision(&self.scripts.window, key, [limit.to_string(), window_ms.to_string(), cost.to_string()], limit).await
+        let args = [limit.to_string(), window_ms.to_string(), cost.to_string()];
+        self.decision("fixed window step (EVALSHA)", &self.scripts.window, key, args, limit).await
     }
 
     /// See `StateStore::sliding_window`.
@@ -573,7 +609,8 @@ impl RedisStore {
         if window_ms == 0 {
             return Err(StateError::Invalid("window-ms must be at least 1".into()));
         }
-        self.decision(&self.scripts.sliding, key, [limit.to_string(), window_ms.to_string(), cost.to_string()], limit).await
+        let args = [limit.to_string(), window_ms.to_string(), cost.to_string()];
+        self.decision("sliding window step (EVALSHA)", &self.scripts.sliding, key, args, limit).await
     }
 
     /// See `StateStore::incr`.
@@ -582,14 +619,14 @@ impl RedisStore {
         let mut invocation = self.scripts.incr.key(key);
         invocation.arg(delta).arg(ttl_ms);
         let invocation = &invocation;
-        let v: i64 = self.run(Replay::IfUnsent, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
+        let v: i64 = self.run("incr (EVALSHA)", Replay::IfUnsent, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
         Ok(u64::try_from(v).unwrap_or(0))
     }
 
     /// See `StateStore::get`.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let cmd = &redis::cmd("GET").arg(key).to_owned();
-        self.run(Replay::Safe, |mut conn| async move { cmd.query_async(&mut conn).await }).await
+        self.run("GET", Replay::Safe, |mut conn| async move { cmd.query_async(&mut conn).await }).await
     }
 
     /// See `StateStore::set`.
@@ -603,13 +640,13 @@ impl RedisStore {
             cmd.arg("PX").arg(ttl_ms);
         }
         let cmd = &cmd;
-        self.run(Replay::Safe, |mut conn| async move { cmd.query_async::<()>(&mut conn).await }).await
+        self.run("SET", Replay::Safe, |mut conn| async move { cmd.query_async::<()>(&mut conn).await }).await
     }
 
     /// See `StateStore::delete`.
     pub async fn delete(&self, key: &str) -> Result<(), StateError> {
         let cmd = &redis::cmd("DEL").arg(key).to_owned();
-        self.run(Replay::Safe, |mut conn| async move { cmd.query_async::<()>(&mut conn).await }).await
+        self.run("DEL", Replay::Safe, |mut conn| async move { cmd.query_async::<()>(&mut conn).await }).await
     }
 
     /// See `StateStore::clear_namespace`: every key starting with `prefix`, found with `SCAN`
@@ -622,10 +659,10 @@ impl RedisStore {
         let mut removed = self.local.clear_namespace(prefix);
         loop {
             let scan = &redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_BATCH).to_owned();
-            let (next, keys): (u64, Vec<String>) = self.run(Replay::Safe, |mut conn| async move { scan.query_async(&mut conn).await }).await?;
+            let (next, keys): (u64, Vec<String>) = self.run("SCAN", Replay::Safe, |mut conn| async move { scan.query_async(&mut conn).await }).await?;
             if !keys.is_empty() {
                 let unlink = &redis::cmd("UNLINK").arg(&keys).to_owned();
-                let n: usize = self.run(Replay::Safe, |mut conn| async move { unlink.query_async(&mut conn).await }).await?;
+                let n: usize = self.run("UNLINK", Replay::Safe, |mut conn| async move { unlink.query_async(&mut conn).await }).await?;
                 removed += n;
             }
             if next == 0 {
@@ -642,7 +679,7 @@ impl RedisStore {
         let mut invocation = self.scripts.probe.key(key);
         invocation.arg(PROBE_TTL_MS);
         let invocation = &invocation;
-        self.run(Replay::Safe, |mut conn| async move { invocation.invoke_async::<()>(&mut conn).await }).await
+        self.run("readiness probe (EVALSHA)", Replay::Safe, |mut conn| async move { invocation.invoke_async::<()>(&mut conn).await }).await
     }
 }
 

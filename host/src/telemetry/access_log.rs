@@ -77,6 +77,13 @@ pub struct AccessEntry {
     /// answer): a failed call is an HTTP 200, so the status alone would hide it (Envoy's
     /// `%GRPC_STATUS%`). `None` for any other answer, and left out of the line.
     pub grpc_status: Option<u32>,
+    /// Why the response was cut short after its head was passed on, if it was: `response_body`,
+    /// its body failed (an upstream's broke off, was malformed or stalled). `status` is then the
+    /// head's and `bytes_out` what went before the failure; a body failing at once leaves the
+    /// client nothing (hyper had not written the head out yet: HTTP/1.1 closes the connection,
+    /// HTTP/2 resets the stream). Left out of the line when the response ended whole (or the
+    /// client went away).
+    pub aborted: Option<&'static str>,
 }
 
 /// The line as written.
@@ -102,6 +109,8 @@ struct AccessLine<'a> {
     user_agent: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grpc_status: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aborted: Option<&'a str>,
 }
 
 impl AccessEntry {
@@ -129,6 +138,7 @@ impl AccessEntry {
             request_id: &self.request_id,
             user_agent: self.user_agent.as_deref(),
             grpc_status: self.grpc_status,
+            aborted: self.aborted,
         };
         let mut text = serde_json::to_string(&line).unwrap_or_default();
         text.push('\n');
@@ -346,6 +356,7 @@ mod tests {
             request_id: "id".into(),
             user_agent: Some("t/1".into()),
             grpc_status: None,
+            aborted: None,
         })
     }
 
@@ -360,6 +371,7 @@ mod tests {
         assert_eq!(v["trace_id"], "00000000000000000000000000000001");
         assert_eq!(v["upstream_ms"], 2.0);
         assert_eq!(v["upstream_addr"], "10.0.0.7:8080");
+        assert!(v.get("aborted").is_none(), "only for a response cut short: {v}");
         // Whole microseconds, printed without float noise.
         let mut odd = entry(8);
         odd.total = Duration::from_nanos(1_224_846_999);

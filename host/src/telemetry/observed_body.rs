@@ -1,6 +1,7 @@
 //! The response body as sent to the client, counted: when it has been sent (or the client went
-//! away), the request's access log line is completed with the bytes sent and the total time, and
-//! handed to the access log; its analytics sample gets the bytes sent and is recorded.
+//! away, or the body failed: the line then says `aborted`), the request's access log line is
+//! completed with the bytes sent and the total time, and handed to the access log; its analytics
+//! sample gets the bytes sent and is recorded.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -49,16 +50,26 @@ impl Body for ObservedBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.sent += data.len() as u64;
-            } else if self.grpc
-                && let Some(trailers) = frame.trailers_ref()
-                && let Some(status) = crate::proxy::grpc::status(trailers)
-                && let Some((_, entry, _)) = &mut self.pending
-            {
-                entry.grpc_status = Some(status);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                } else if self.grpc
+                    && let Some(trailers) = frame.trailers_ref()
+                    && let Some(status) = crate::proxy::grpc::status(trailers)
+                    && let Some((_, entry, _)) = &mut self.pending
+                {
+                    entry.grpc_status = Some(status);
+                }
             }
+            // The body failed after the head was passed on: the client's response is cut short
+            // (the cause is logged where it arose, e.g. `ResponseOrigin::broke_off`).
+            Poll::Ready(Some(Err(_))) => {
+                if let Some((_, entry, _)) = &mut self.pending {
+                    entry.aborted = Some("response_body");
+                }
+            }
+            _ => {}
         }
         polled
     }

@@ -339,6 +339,7 @@ impl<'a> RequestRecord<'a> {
                     request_id: self.request_id.clone(),
                     user_agent: start.user_agent,
                     grpc_status: None,
+                    aborted: None,
                 }),
                 self.started,
             )),
