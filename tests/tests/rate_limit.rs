@@ -752,6 +752,9 @@ config = { by = ["header:x-key"], limits = [{ name = "minute", limit = 2, window
     assert_eq!(metric_value(&gw, "airlock_state_keys_refused_total", &[]).await, 0.0);
     // 22 keys in a store of 3: 19 made way.
     assert_eq!(metric_value(&gw, "airlock_state_keys_displaced_total", &[]).await, 19.0);
+    // What it holds is in sight: the store's 3 keys, and their bytes.
+    assert_eq!(metric_value(&gw, "airlock_state_keys", &[]).await, 3.0);
+    assert!(metric_value(&gw, "airlock_state_bytes", &[]).await >= 3.0 * "airlock:".len() as f64);
     gw.stop().await;
 }
 
@@ -826,6 +829,10 @@ config = {{ by = ["header:authorization"], limits = [{{ limit = 2, window = "min
     let held = stored * ("airlock:flood:".len() + 6 + KEY_BYTES);
     assert!((MAX_BYTES * 2 / 5..=MAX_BYTES * 7 / 10).contains(&held), "{stored} keys, about {held} bytes, held by one plugin");
     assert!(metric_value(&gw, "airlock_state_keys_refused_total", &[]).await >= 1.0);
+    // The gauges show the store near its cap, as an operator would see it.
+    let bytes = metric_value(&gw, "airlock_state_bytes", &[]).await as usize;
+    assert!((stored * KEY_BYTES..=MAX_BYTES).contains(&bytes), "airlock_state_bytes {bytes}, about {held} held by the flood");
+    assert!(metric_value(&gw, "airlock_state_keys", &[]).await >= stored as f64);
     // Keys with a TTL: the plugin's own nearest their expiry make way, nothing is refused.
     for round in 0..12 {
         assert_eq!(flood("/expiring", round * 5000).await, (5000, "none".to_owned()), "round {round}");

@@ -13,7 +13,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use super::histogram::LatencyHistogram;
@@ -820,7 +820,26 @@ impl Collector for StateCollector {
             None,
             displaced.metric_type(),
         )?;
-        displaced.encode(metric)
+        displaced.encode(metric)?;
+        // This gateway's own memory store: the state itself (`memory`), or the local fallback
+        // (`redis`). Read at scrape time, two relaxed loads: nothing on the request path.
+        let local = self.state.local();
+        let keys = ConstGauge::new(i64::try_from(local.len()).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "state_keys",
+            "Keys held in this gateway's memory state store (expired ones until swept), against `max_keys`",
+            None,
+            keys.metric_type(),
+        )?;
+        keys.encode(metric)?;
+        let bytes = ConstGauge::new(i64::try_from(local.stored_bytes()).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "state_bytes",
+            "Bytes of keys and stored values held in this gateway's memory state store, against `max_bytes`",
+            None,
+            bytes.metric_type(),
+        )?;
+        bytes.encode(metric)
     }
 }
 
