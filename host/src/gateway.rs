@@ -280,13 +280,15 @@ struct PluginDef {
 }
 
 impl Gateway {
-    /// Starts probing the targets of every upstream with a health check, once the gateway serves
-    /// (not while it is only built, as by `airlock check` or a reload that fails). An upstream a
-    /// reload kept goes on with the probing it had.
-    pub fn start_health_checks(&self) {
+    /// Starts a serving gateway's background work (not while it is only built, as by `airlock
+    /// check` or a reload that fails): probing the targets of every upstream with a health check
+    /// (an upstream a reload kept goes on with the probing it had), and sweeping the memory state
+    /// store's expired keys (once: the store outlives reloads).
+    pub fn start_background_tasks(&self) {
         for upstream in self.upstreams.values() {
             crate::proxy::health_check::start(upstream);
         }
+        crate::state::memory::MemoryStore::start_sweeping(&self.state);
     }
 
     /// Builds a gateway from a parsed config, loading and configuring every plugin. All problems

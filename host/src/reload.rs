@@ -83,7 +83,7 @@ impl LiveGateway {
     /// Serves `gateway`, built from `config` read from `source`, as generation 1.
     pub fn new(gateway: Gateway, tls: Vec<Option<TlsAcceptor>>, config: Config, source: ConfigSource) -> Self {
         gateway.telemetry.metrics.reloads.generation(1);
-        gateway.start_health_checks();
+        gateway.start_background_tasks();
         Self {
             current: ArcSwap::from_pointee(Generation::new(1, gateway, tls, config, source)),
             reloading: Default::default(),
@@ -121,7 +121,7 @@ impl LiveGateway {
         match self.build_next(&current).await {
             Ok(next) => {
                 let number = next.number;
-                next.gateway.start_health_checks();
+                next.gateway.start_background_tasks();
                 self.current.store(Arc::new(next));
                 reloads.succeeded(number);
                 tracing::info!(generation = number, config = %current.source.name, "config reloaded");

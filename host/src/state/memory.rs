@@ -24,6 +24,11 @@
 //! near the largest size (64 KiB) may meet its share in one shard somewhat before half of
 //! `max_bytes` in all.
 //!
+//! Expired keys are also swept in the background, every [`BACKGROUND_SWEEP_INTERVAL`], one
+//! shard at a time with a yield between them ([`MemoryStore::start_sweeping`]): without it a
+//! key that expired stayed, counted in `airlock_state_keys`/`airlock_state_bytes` and held in
+//! memory, until the store next met a cap.
+//!
 //! A limiter's step on a key it already holds changes no count (its entry keeps its size), so
 //! it touches neither the store's counters nor its namespace's: the shard's lock and map only.
 //!
@@ -33,7 +38,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{Decision, Gcra, StateError, StateStats, window_step};
@@ -85,6 +90,10 @@ const EVICTION_SAMPLE: usize = 16;
 /// them a pass over up to `max_keys` entries. Between sweeps, an expired key sampled is the
 /// nearest expiry, so it is what makes way.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often expired keys are swept in the background ([`MemoryStore::start_sweeping`]): one
+/// wake-up of an idle gateway every half minute; the keys an expiry left stay at most this long.
+pub const BACKGROUND_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The default `[state] max_bytes`: 256 MiB of keys and stored values. Room for the default
 /// `max_keys` (a million) of ordinary limiter keys (`airlock:`, a namespace of 20-60 bytes and a
@@ -175,7 +184,7 @@ impl Shard {
 
 /// The in-memory backend.
 pub struct MemoryStore {
-    shards: Vec<Mutex<Shard>>,
+    shards: Box<[Mutex<Shard>]>,
     hasher: std::collections::hash_map::RandomState,
     len: AtomicUsize,
     max_keys: usize,
@@ -188,6 +197,8 @@ pub struct MemoryStore {
     epoch: Instant,
     /// When the store was last swept at a cap: milliseconds since `epoch`, plus one (0: never).
     last_sweep: AtomicU64,
+    /// Whether the background sweep has started ([`MemoryStore::start_sweeping`]).
+    sweeping: std::sync::atomic::AtomicBool,
     stats: StateStats,
 }
 
@@ -222,6 +233,7 @@ impl MemoryStore {
             share_bytes: share_per_shard(max_bytes, super::MAX_BACKEND_KEY_BYTES + super::MAX_VALUE_BYTES),
             epoch: Instant::now(),
             last_sweep: AtomicU64::new(0),
+            sweeping: std::sync::atomic::AtomicBool::new(false),
             stats: StateStats::default(),
         }
     }
@@ -255,22 +267,54 @@ impl MemoryStore {
 
     /// Removes every expired key; returns how many.
     pub fn sweep(&self) -> usize {
+        (0..SHARDS).map(|i| self.sweep_shard(i)).sum()
+    }
+
+    /// Removes the expired keys of shard `i` (of [`SHARDS`]), under its lock alone; returns how
+    /// many.
+    fn sweep_shard(&self, i: usize) -> usize {
+        let Some(shard) = self.shards.get(i) else { return 0 };
         let now = Instant::now();
         let (mut removed, mut freed) = (0, 0);
-        for shard in &self.shards {
-            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let expired: Vec<String> = map.entries.iter().filter(|(_, e)| !e.live(now)).map(|(k, _)| k.clone()).collect();
-            for key in expired {
-                if let Some(entry) = map.remove(&key) {
-                    freed += entry.stored_bytes(&key);
-                    removed += 1;
-                }
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let expired: Vec<String> = map.entries.iter().filter(|(_, e)| !e.live(now)).map(|(k, _)| k.clone()).collect();
+        for key in expired {
+            if let Some(entry) = map.remove(&key) {
+                freed += entry.stored_bytes(&key);
+                removed += 1;
             }
         }
+        drop(map);
         self.len.fetch_sub(removed, Ordering::Relaxed);
         self.bytes.fetch_sub(freed, Ordering::Relaxed);
         self.stats.evicted.fetch_add(removed as u64, Ordering::Relaxed);
         removed
+    }
+
+    /// Starts sweeping `store`'s expired keys every [`BACKGROUND_SWEEP_INTERVAL`] (once per
+    /// store: later calls do nothing), on the current runtime, until the store is dropped. Each
+    /// pass takes one shard's lock at a time and yields between shards, so no request waits on
+    /// more than one shard's sweep and no worker is held for a whole pass.
+    pub fn start_sweeping(store: &Arc<super::StateStore>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        if store.local().sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let store = Arc::downgrade(store);
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(BACKGROUND_SWEEP_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                for i in 0..SHARDS {
+                    let Some(store) = store.upgrade() else { return };
+                    store.local().sweep_shard(i);
+                    drop(store);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
     }
 
     /// Removes every key of the namespace whose keys start with `prefix` (`airlock:<ns>:`, what
@@ -633,6 +677,34 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(m.incr("a", 1, 30).unwrap(), 1);
         assert_eq!(m.len(), 1);
+    }
+
+    /// Expired keys go without the store meeting a cap, by the background sweep, which keeps
+    /// the live ones, runs once per store however often it is started, and ends with the store.
+    #[tokio::test(start_paused = true)]
+    async fn expired_keys_are_swept_in_the_background() {
+        let store = Arc::new(crate::state::StateStore::Memory(MemoryStore::new(1000)));
+        let m = store.local();
+        for i in 0..200 {
+            m.incr(&format!("airlock:rl:short{i}"), 1, 1).unwrap();
+        }
+        m.incr("airlock:rl:long", 1, 3_600_000).unwrap();
+        m.set("airlock:cache:kept", b"value", 0).unwrap();
+        let live_bytes = "airlock:rl:long".len() + "airlock:cache:kept".len() + 5;
+        // The entries' expiry reads the real clock; the sweep's interval, tokio's paused one.
+        std::thread::sleep(Duration::from_millis(5));
+        MemoryStore::start_sweeping(&store);
+        MemoryStore::start_sweeping(&store);
+        tokio::time::sleep(BACKGROUND_SWEEP_INTERVAL / 2).await;
+        assert_eq!(m.len(), 202, "not before its interval");
+        tokio::time::sleep(BACKGROUND_SWEEP_INTERVAL).await;
+        assert_eq!(m.len(), 2, "expired keys swept, live ones kept");
+        assert_eq!(m.stored_bytes(), live_bytes);
+        assert_eq!(m.stats().evicted.load(Ordering::Relaxed), 200, "swept once, by one task");
+        let weak = Arc::downgrade(&store);
+        drop(store);
+        tokio::time::sleep(BACKGROUND_SWEEP_INTERVAL * 2).await;
+        assert!(weak.upgrade().is_none(), "the sweep does not keep the store alive");
     }
 
     #[test]
