@@ -19,12 +19,13 @@
 //! returns the socket. A TLS session is kept as it is: it wakes the connection when its socket
 //! is readable, and data it had already decrypted is served at once.
 //!
-//! Two limits ride on the same watch, for clients that would otherwise hold a connection (and
-//! the upstream exchange behind it) without end: an HTTP/1.1 client that takes no byte of its
-//! response for `timeouts.send_ms` has its connection closed (nginx's `send_timeout`), and an
-//! HTTP/2 client that resets most of its streams before their response is ready gets a GOAWAY
-//! ([`too_many_early_resets`]; the other half of the "rapid reset" attack, CVE-2023-44487, whose
-//! first half, resets before a stream is even accepted, h2 itself bounds).
+//! Limits ride on the same watch, for clients that would otherwise hold a connection (and the
+//! upstream exchange behind it) without end: an HTTP/1.1 client that takes no byte of its
+//! response for `timeouts.send_ms` has its connection closed (nginx's `send_timeout`), as has an
+//! HTTP/2 client that makes no room for the next piece of a response for as long
+//! ([`SendWaits`]); an HTTP/2 client that resets most of its streams before their response is
+//! ready gets a GOAWAY ([`too_many_early_resets`]; the other half of the "rapid reset" attack,
+//! CVE-2023-44487, whose first half, resets before a stream is even accepted, h2 itself bounds).
 
 use std::future::Future;
 use std::io;
@@ -71,6 +72,10 @@ pub const EARLY_RESET_MIN_REQUESTS: u64 = 100;
 /// GOAWAY's ping it may still open streams.
 const EARLY_RESET_GRACE: Duration = Duration::from_secs(1);
 
+/// How many checks `timeouts.send_ms` is split into on an HTTP/2 connection: a response that
+/// has waited for room that long is found at most a third of it later ([`SendWaits`]).
+const SEND_CHECKS: u32 = 3;
+
 /// Whether a connection's client reset its streams abusively: more than half of at least
 /// [`EARLY_RESET_MIN_REQUESTS`] requests reset before their response head was ready (Envoy's
 /// premature-reset rule). Each such request made the gateway start, and then abandon, work
@@ -85,8 +90,8 @@ pub fn too_many_early_resets(resets: u64, requests: u64) -> bool {
 pub enum Ended {
     /// The client closed it, or it was idle, or the gateway drained: nothing to report.
     Closed,
-    /// The gateway closed it: a write to the client took no byte for this long
-    /// (`timeouts.send_ms`).
+    /// The gateway closed it: a write to the client took no byte for this long, or over
+    /// HTTP/2 a response waited this long for the client to make room (`timeouts.send_ms`).
     SendTimedOut(Duration),
     /// The gateway closed it (GOAWAY): the client had reset `resets` of its `requests` before
     /// their response was ready ([`too_many_early_resets`]).
@@ -122,9 +127,91 @@ pub struct Activity {
     /// The upstream side of a connection the last response switched to another protocol
     /// (`crate::proxy::upgrade`), for this task to join once hyper has sent the 101.
     switched: std::sync::Mutex<Option<UpstreamUpgrade>>,
+    /// HTTP/2 response bodies waiting for their client to make room.
+    sends: SendWaits,
+}
+
+/// HTTP/2 response bodies waiting for their client to make room for what they yielded, counted
+/// by the check period in which each began to wait ([`SEND_CHECKS`] + 1 periods in a ring).
+///
+/// Why: hyper takes a frame from a response body, then waits for the client's flow-control
+/// window (or a full send buffer) before it polls the body again, and no timer of its own runs
+/// meanwhile. A client that opens streams with a window of 0 and never raises it, answering the
+/// keep-alive pings, holds each stream and the upstream exchange behind it for good: the idle
+/// close only sends a GOAWAY, which waits for open streams. A body cannot tell it is not being
+/// polled, so each counts itself here while it waits, and the connection's watch closes the
+/// connection once a count is `timeouts.send_ms` old. Atomics only: a frame costs two adds.
+#[derive(Debug, Default)]
+pub struct SendWaits {
+    /// The check period now: a waiting body counts in `waiting[period % len]`.
+    period: AtomicU64,
+    waiting: [AtomicU64; SEND_CHECKS as usize + 1],
+}
+
+impl SendWaits {
+    /// Counts a body as waiting from now; returns where, for [`SendWaits::taken`].
+    fn wait(&self) -> usize {
+        let slot = usize::try_from(self.period.load(Ordering::Relaxed)).unwrap_or(0) % self.waiting.len();
+        self.waiting[slot].fetch_add(1, Ordering::Relaxed);
+        slot
+    }
+
+    /// A body counted at `slot` is waiting no more (polled again, or dropped).
+    fn taken(&self, slot: usize) {
+        if let Some(waiting) = self.waiting.get(slot) {
+            waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts the next period, unless a body still waits that began to wait in the slot it is
+    /// to reuse, [`SEND_CHECKS`] whole periods ago: then `true`, the client made no room for it
+    /// in all that time.
+    fn next_period(&self) -> bool {
+        let next = self.period.load(Ordering::Relaxed).wrapping_add(1);
+        let slot = usize::try_from(next).unwrap_or(0) % self.waiting.len();
+        if self.waiting[slot].load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        self.period.store(next, Ordering::Relaxed);
+        false
+    }
+}
+
+/// An HTTP/2 response body's place in its connection's [`SendWaits`]: counted there from each
+/// frame it yields until it is polled again or dropped.
+#[derive(Debug)]
+pub struct SendWatch {
+    activity: Arc<Activity>,
+    waiting: Option<usize>,
+}
+
+impl SendWatch {
+    /// The body is being polled: whatever it yielded before was taken.
+    pub fn polled(&mut self) {
+        if let Some(slot) = self.waiting.take() {
+            self.activity.sends.taken(slot);
+        }
+    }
+
+    /// The body yielded a frame: it waits until it is polled again.
+    pub fn yielded(&mut self) {
+        self.polled();
+        self.waiting = Some(self.activity.sends.wait());
+    }
+}
+
+impl Drop for SendWatch {
+    fn drop(&mut self) {
+        self.polled();
+    }
 }
 
 impl Activity {
+    /// A watch for an HTTP/2 response body on this connection ([`SendWaits`]).
+    pub fn send_watch(self: &Arc<Self>) -> SendWatch {
+        SendWatch { activity: self.clone(), waiting: None }
+    }
+
     /// Marks a request as being answered until the returned guard is dropped.
     pub fn answering(self: &Arc<Self>) -> Answering {
         self.answering.fetch_add(1, Ordering::Relaxed);
@@ -362,15 +449,25 @@ const IDLE_CHECKS: u32 = 4;
 /// its keep-alive pings, with ~35 KB of buffers and HPACK tables (bench/footprint.py).
 /// Once its client has reset too many streams early ([`too_many_early_resets`]) it is shut down
 /// the same way at once, and dropped [`EARLY_RESET_GRACE`] later, or at its next early reset
-/// ([`Ended::EarlyResets`]).
-/// `service` must mark each request it answers with `activity` ([`Activity::answering`]).
-pub async fn serve_until_idle<C>(connection: C, activity: Arc<Activity>, idle: Duration, mut shutdown: watch::Receiver<bool>) -> Result<Ended, C::Error>
+/// ([`Ended::EarlyResets`]). Once a response body has waited `send` for its client to make room
+/// ([`SendWaits`]) it is dropped at once ([`Ended::SendTimedOut`]), with every stream on it.
+/// `service` must mark each request it answers with `activity` ([`Activity::answering`]), and
+/// each HTTP/2 response body must hold an [`Activity::send_watch`].
+pub async fn serve_until_idle<C>(
+    connection: C,
+    activity: Arc<Activity>,
+    (idle, send): (Duration, Duration),
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Ended, C::Error>
 where
     C: hyper_util::server::graceful::GracefulConnection,
 {
     tokio::pin!(connection);
     // At least a millisecond, so `idle_ms = 0` closes an idle connection rather than spinning.
     let period = (idle / IDLE_CHECKS).max(Duration::from_millis(1));
+    let send_period = (send / SEND_CHECKS).max(Duration::from_millis(1));
+    let send_check = tokio::time::sleep(send_period);
+    tokio::pin!(send_check);
     let mut last = activity.busy_mark();
     let mut quiet = 0;
     let mut closing = false;
@@ -396,6 +493,13 @@ where
                 }
             }
             () = &mut grace, if cut => return Ok(activity.early_resets()),
+            // Kept while closing too: a GOAWAY waits for the streams a client holds this way.
+            () = &mut send_check => {
+                if activity.sends.next_period() {
+                    return Ok(Ended::SendTimedOut(send));
+                }
+                send_check.as_mut().reset(Instant::now() + send_period);
+            }
             () = tokio::time::sleep(period), if !closing => {
                 let now = activity.busy_mark();
                 quiet = if now == last && !now.1 { quiet + 1 } else { 0 };
@@ -543,6 +647,31 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), activity.abusive.notified()).await.expect("woken");
         assert_eq!(activity.early_resets(), Ended::EarlyResets { resets: 61, requests: 121 });
         assert!(!activity.is_answering());
+    }
+
+    #[test]
+    fn a_response_waiting_for_room_is_judged_after_send_checks_whole_periods_and_no_sooner() {
+        let activity = Arc::new(Activity::default());
+        let mut moving = activity.send_watch();
+        let mut stuck = activity.send_watch();
+        stuck.yielded();
+        // The period it began in, and SEND_CHECKS whole ones after: not yet.
+        for _ in 0..SEND_CHECKS {
+            // Another body yielding and being taken each period is no false alarm.
+            moving.yielded();
+            assert!(!activity.sends.next_period(), "judged early");
+            moving.polled();
+        }
+        assert!(activity.sends.next_period(), "a body waiting SEND_CHECKS whole periods was not judged");
+        // Polled at last (or dropped): nothing waits any more.
+        stuck.polled();
+        assert!(!activity.sends.next_period());
+        stuck.yielded();
+        drop(stuck);
+        drop(moving);
+        for _ in 0..2 * SEND_CHECKS {
+            assert!(!activity.sends.next_period(), "a dropped body still counted");
+        }
     }
 
     #[test]

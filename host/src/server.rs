@@ -584,7 +584,11 @@ fn report_cut(live: &LiveGateway, peer: SocketAddr, ended: Ended) {
     let reason = match ended {
         Ended::Closed => return,
         Ended::SendTimedOut(after) => {
-            tracing::warn!(%peer, "closed the connection: the client took no byte of its response for {} ms (timeouts.send_ms)", after.as_millis());
+            tracing::warn!(
+                %peer,
+                "closed the connection: the client took no byte of its response (over HTTP/2: made no room for it) for {} ms (timeouts.send_ms)",
+                after.as_millis()
+            );
             "send_timeout"
         }
         Ended::EarlyResets { resets, requests } => {
@@ -621,7 +625,7 @@ async fn serve_http2<T>(
     let tunnels = StreamTunnels { metrics: gauges.tunnels, shutdown: shutdown.clone() };
     let service = gateway_service(live.clone(), conn, identity, Some(activity.clone()), Some(tunnels));
     let connection = builders.auto(protocol).serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-    match keepalive::serve_until_idle(connection, activity, builders.idle(), shutdown).await {
+    match keepalive::serve_until_idle(connection, activity, (builders.idle(), builders.send()), shutdown).await {
         Ok(ended) => report_cut(&live, conn.peer, ended),
         Err(e) => report_error(&live, conn.peer, &*e),
     }
@@ -656,11 +660,16 @@ fn gateway_service(
         // (which the balancer, told by `/ready`, sends elsewhere) instead of finding theirs
         // closed under it when the drain begins (Envoy's drain does the same).
         let closing = request.version() < http::Version::HTTP_2 && live.is_draining();
+        // Over HTTP/2 the response body counts its waits for the client (`timeouts.send_ms`).
+        let sends = activity.as_ref().filter(|_| request.version() == http::Version::HTTP_2).map(|a| a.send_watch());
         // Boxed: hyper's HTTP/1 connection holds a slot the size of this future for its whole
         // life, idle or not; a box keeps that slot one pointer and the request's state is freed
         // when the response is done (~1 KB less per idle keep-alive connection).
         Box::pin(async move {
             let mut response = gateway.handle(request, conn).await;
+            if let Some(sends) = sends {
+                response.body_mut().watching_sends(sends);
+            }
             if closing && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }

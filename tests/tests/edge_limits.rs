@@ -1,8 +1,9 @@
 //! Limits at the edge that keep one client from holding the gateway's resources without end, each
 //! found by a black-box probe: an HTTP/1.1 client that stops reading its response
-//! (`timeouts.send_ms`), more connections than the gateway can serve (`limits.max_connections`),
-//! and an HTTP/2 client that resets its streams once the gateway has started on them (the other
-//! half of "rapid reset", CVE-2023-44487).
+//! (`timeouts.send_ms`), an HTTP/2 client that makes no room for its response (the same limit),
+//! more connections than the gateway can serve (`limits.max_connections`), and an HTTP/2 client
+//! that resets its streams once the gateway has started on them (the other half of "rapid
+//! reset", CVE-2023-44487).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -121,6 +122,115 @@ async fn an_http1_client_that_stops_reading_is_closed_after_send_ms_and_its_upst
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(metric_value(&gw, "airlock_active_connections", &[]).await, 0.0);
+    gw.stop().await;
+}
+
+/// `timeouts.send_ms` over HTTP/2: a client that opens streams with a flow-control window of 0
+/// and never raises it (answering the gateway's keep-alive pings all the while) took the
+/// response head, and then held the stream, and the upstream exchange behind it, for as long as
+/// it liked: the idle close only sends a GOAWAY, which waits for open streams (the probe watched
+/// 90 s with `idle_ms = 2000`).
+#[tokio::test]
+async fn an_http2_client_that_makes_no_room_for_its_response_is_closed_after_send_ms_and_its_upstream_exchange_with_it() {
+    const SEND_MS: u64 = 1000;
+    let (endless, mut ended) = endless_upstream().await;
+    let echo = Upstream::start().await;
+    let toml = format!(
+        "[upstreams.endless]\ntargets = [\"{endless}\"]\n\n[upstreams.echo]\ntargets = [\"{{upstream}}\"]\n\n\
+         [[routes]]\npath_prefix = \"/endless\"\nupstream = \"endless\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"echo\"\n\n\
+         [timeouts]\nsend_ms = {SEND_MS}\n"
+    );
+    let gw = Gateway::start(&toml, Some(&echo)).await;
+    let addr = gw.addr();
+
+    // No false alarm: a large body read at once over HTTP/2 is not cut, nor is the connection
+    // kept idle for twice send_ms afterwards.
+    let (mut reader, reader_conn) = h2_connection(addr).await;
+    let request = Request::get(format!("http://{addr}/big/4000000")).body(Full::default()).expect("request");
+    let response = reader.send_request(request).await.expect("answered");
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.expect("the whole body").to_bytes();
+    assert_eq!(body.len(), 4_000_000);
+
+    // A client whose streams start with a window of 0, raised never: h2 sends no WINDOW_UPDATE
+    // for a stream unless its receiver releases capacity, and this one does not. Its connection
+    // task answers pings.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (stalled, connection) =
+        h2::client::Builder::new().initial_window_size(0).handshake::<_, Bytes>(tcp).await.expect("h2 handshake");
+    let stalled_conn = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut stalled = stalled.ready().await.expect("ready");
+    let asked = Instant::now();
+    let request = http::Request::get(format!("http://{addr}/endless")).body(()).expect("request");
+    let (response, _) = stalled.send_request(request, true).expect("stream opened");
+    let response = response.await.expect("the response head");
+    assert_eq!(response.status(), 200);
+    let _held = response.into_body();
+
+    // The gateway gives the connection up once the response has waited send_ms for room, and
+    // drops the upstream exchange with it: the upstream's writes fail.
+    let upstream_ended = tokio::time::timeout(Duration::from_secs(10), ended.recv())
+        .await
+        .expect("the upstream exchange of an HTTP/2 client that made no room was still open after 10 s")
+        .expect("report");
+    let after = upstream_ended.duration_since(asked);
+    assert!(after >= Duration::from_millis(SEND_MS - 50), "cut after {after:?}, before send_ms");
+    let closed = tokio::time::timeout(Duration::from_secs(10), stalled_conn).await;
+    assert!(closed.is_ok(), "the stalled HTTP/2 connection was still open 10 s after the cut");
+    assert_eq!(metric_value(&gw, "airlock_connections_cut_total", &[("reason", "send_timeout")]).await, 1.0);
+
+    // The reading client's connection, idle all this time (well within idle_ms), is untouched.
+    assert!(!reader_conn.is_finished(), "an idle HTTP/2 connection was cut");
+    reader.ready().await.expect("still open");
+    let request = Request::get(format!("http://{addr}/again")).body(Full::default()).expect("request");
+    assert_eq!(reader.send_request(request).await.expect("still served").status(), 200);
+    gw.stop().await;
+}
+
+/// A body read for a plugin is decoded layer by layer as its `Content-Encoding` says, each layer
+/// up to the body limit, on the thread serving the request. Uncapped, a 22 KB body under `gzip`
+/// named three times (each layer a gzip of the next, padded with megabytes of empty gzip
+/// members) took 17 s of CPU, and 300 layers fit in 188 KB. Past five (curl's cap) the body is
+/// refused before any layer is decoded, and a gzip layer of more than 1,024 members as soon as
+/// the decoder reaches the next.
+#[tokio::test]
+async fn a_body_under_more_stacked_codings_or_gzip_members_than_the_caps_is_refused() {
+    use std::io::Write as _;
+    let echo = Upstream::start().await;
+    let toml = "[upstreams.echo]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath = \"/validated\"\nupstream = \"echo\"\n\
+                [[routes.plugins]]\nplugin = \"builtin:request-validator\"\n[routes.plugins.config]\nbody_schema = { type = \"object\" }\n";
+    let gw = Gateway::start(toml, Some(&echo)).await;
+    let gzip = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).expect("gzip");
+        e.finish().expect("gzip")
+    };
+    let mut body = b"{}".to_vec();
+    for layers in 1..=6 {
+        body = gzip(&body);
+        let coding = vec!["gzip"; layers].join(", ");
+        let reply = HttpClient::http1()
+            .request("POST", &gw.url("/validated"), &[("content-type", "application/json"), ("content-encoding", &coding)], &body)
+            .await;
+        let expected = if layers <= 5 { 200 } else { 415 };
+        assert_eq!(reply.status.as_u16(), expected, "{layers} layers: {}", reply.text());
+        if layers > 5 {
+            assert_eq!(reply.json()["error"], "unsupported_encoding", "{}", reply.text());
+        }
+    }
+    assert_eq!(echo.hits(), 5, "the body under six codings reached the upstream");
+
+    // Two layers, the inner one 2,000 empty gzip members before the JSON (starting a member
+    // costs far more than its bytes; 450,000 of them, 22 KB under the outer gzip, took 7 s of
+    // CPU): refused past 1,024 members, however small the body.
+    let mut members = gzip(b"").repeat(1999);
+    members.extend(gzip(b"{}"));
+    let reply = HttpClient::http1()
+        .request("POST", &gw.url("/validated"), &[("content-type", "application/json"), ("content-encoding", "gzip, gzip")], &gzip(&members))
+        .await;
+    assert_eq!(reply.status.as_u16(), 415, "{}", reply.text());
+    assert_eq!(echo.hits(), 5, "the body of 2,000 gzip members reached the upstream");
     gw.stop().await;
 }
 

@@ -519,9 +519,10 @@ pub struct TimeoutsConfig {
     /// before it stops accepting and drains: the time a load balancer or Kubernetes takes to stop
     /// sending it new connections (0: stop accepting at once).
     pub shutdown_delay_ms: u64,
-    /// Longest an HTTP/1.1 client may take no byte of its response (nginx's `send_timeout`):
-    /// past it the connection, and the upstream exchange feeding it, are closed
-    /// (`keepalive::serve`), so a client that stops reading cannot hold them for good.
+    /// Longest an HTTP/1.1 client may take no byte of its response (nginx's `send_timeout`), or
+    /// an HTTP/2 client make no room for a response's next piece: past it the connection, and the
+    /// upstream exchanges feeding it, are closed (`keepalive::serve`,
+    /// `keepalive::serve_until_idle`), so a client that stops reading cannot hold them for good.
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub send_ms: u64,
 }

@@ -515,7 +515,11 @@ impl Gateway {
             })?;
             let bytes = encoding::decode_body(&mut headers, bytes, limit).map_err(|e| match e {
                 encoding::DecodeError::TooLarge(limit) => GatewayError::BodyTooLarge { limit },
-                unsupported @ encoding::DecodeError::Unsupported(_) => GatewayError::UnsupportedEncoding(unsupported.to_string()),
+                unsupported @ (encoding::DecodeError::Unsupported(_)
+                | encoding::DecodeError::TooManyCodings
+                | encoding::DecodeError::TooManyMembers) => {
+                    GatewayError::UnsupportedEncoding(unsupported.to_string())
+                }
                 corrupt @ encoding::DecodeError::Corrupt { .. } => GatewayError::BadRequest(format!("request {corrupt}")),
             })?;
             (Some(bytes), None, trailers)

@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::access_log::{AccessEntry, AccessLog};
 use super::analytics::{Analytics, Sample};
+use crate::keepalive::SendWatch;
 use crate::proxy::body::{BoxError, ProxyBody};
 
 /// A line waiting for its body to finish: the log, the entry, and when the request arrived.
@@ -29,12 +30,20 @@ pub struct ObservedBody {
     sample: Option<PendingSample>,
     /// A gRPC answer whose line is pending: its trailers' `grpc-status` goes into the line.
     grpc: bool,
+    /// On an HTTP/2 connection: counted as waiting for the client from each frame it yields
+    /// until polled again (`timeouts.send_ms`, [`crate::keepalive::SendWaits`]).
+    sends: Option<SendWatch>,
 }
 
 impl ObservedBody {
     /// Wraps `inner`; `pending` is `None` when the access log is off, `sample` when analytics are.
     pub fn new(inner: ProxyBody, pending: Option<PendingLine>, sample: Option<PendingSample>) -> Self {
-        Self { inner, sent: 0, pending, sample, grpc: false }
+        Self { inner, sent: 0, pending, sample, grpc: false, sends: None }
+    }
+
+    /// Counts this body, sent over HTTP/2, as waiting for its client after each frame it yields.
+    pub fn watching_sends(&mut self, watch: SendWatch) {
+        self.sends = Some(watch);
     }
 
     /// With `grpc`, the `grpc-status` of the trailers the body ends with is logged.
@@ -49,9 +58,15 @@ impl Body for ObservedBody {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(sends) = &mut self.sends {
+            sends.polled();
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(sends) = &mut self.sends {
+                    sends.yielded();
+                }
                 if let Some(data) = frame.data_ref() {
                     self.sent += data.len() as u64;
                 } else if self.grpc
