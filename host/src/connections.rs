@@ -160,7 +160,16 @@ impl ConnectionBuilders {
 /// a client connection ([`RESERVED_FDS`], at most a quarter of the limit) and gives half of
 /// the rest to client connections, the other half to the upstream connections they cause (a
 /// proxied HTTP/1.1 request holds one of each, as nginx's `worker_connections` counts both), so
-/// the gateway reaches its cap before `accept` and upstream connects fail with `EMFILE`.
+/// HTTP/1.1 clients meet the cap before `accept` and upstream connects fail with `EMFILE`.
+///
+/// The 1:1 split is a bound for HTTP/1.1 clients only. One HTTP/2 client connection carries up
+/// to `limits.max_concurrent_streams` requests at once, each holding its own upstream
+/// connection to an HTTP/1.1 upstream (one shared connection per worker to an HTTP/2 one), so a
+/// few HTTP/2 clients can use up the upstream half while far below this cap. Upstream connects
+/// then fail with `EMFILE`: answered 503 `gateway_overloaded`, counted in
+/// `airlock_upstream_connect_shortages_total`, and not held against any target
+/// ([`crate::proxy::upstream`]); the budget is not divided by the stream limit, which would
+/// starve the HTTP/1.1 clients that are most of the traffic.
 pub fn connection_limit(configured: Option<usize>, open_files: Option<u64>) -> usize {
     if let Some(n) = configured {
         return n;
@@ -184,6 +193,8 @@ fn builder(limits: &LimitsConfig, idle: Duration) -> auto::Builder<TokioExecutor
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes * PARSER_HEADER_SLACK).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(idle / 2))
+        // hyper's default is 200, each stream an upstream connection (`connection_limit`).
+        .max_concurrent_streams(limits.max_concurrent_streams)
         // WebSocket over HTTP/2 (RFC 8441, `proxy::upgrade`).
         .enable_connect_protocol();
     builder

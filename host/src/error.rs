@@ -84,6 +84,17 @@ pub enum GatewayError {
         /// Its `max_requests`.
         limit: u32,
     },
+    /// The gateway could not open a connection to the upstream for want of its own resources (out
+    /// of file descriptors, socket buffers or memory): its own overload, not the upstream's
+    /// failure. Answered 503 with `Retry-After`; warned per upstream at most every 10 s, not per
+    /// request, and no target is counted as failed.
+    #[error("the gateway could not connect to upstream `{upstream}` for want of its own resources: {reason}")]
+    GatewayOverloaded {
+        /// Upstream name.
+        upstream: String,
+        /// What the system call said.
+        reason: String,
+    },
     /// The client's body has a `Content-Encoding` the gateway cannot decode for a body-reading
     /// plugin.
     #[error("request {0}")]
@@ -132,7 +143,9 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
-            GatewayError::PluginBusy(_) | GatewayError::UpstreamOverloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::PluginBusy(_) | GatewayError::UpstreamOverloaded { .. } | GatewayError::GatewayOverloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::UpstreamBadEncoding { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::NotSwitched(_) => StatusCode::BAD_GATEWAY,
@@ -160,6 +173,7 @@ impl GatewayError {
             GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
             GatewayError::PluginBusy(_) => "plugin_busy",
             GatewayError::UpstreamOverloaded { .. } => "upstream_overloaded",
+            GatewayError::GatewayOverloaded { .. } => "gateway_overloaded",
             GatewayError::UnsupportedEncoding(_) => "unsupported_encoding",
             GatewayError::UpstreamBadEncoding { .. } => "upstream_bad_encoding",
             GatewayError::NotSwitched(_) => "not_switched",
@@ -184,6 +198,8 @@ impl GatewayError {
             // The operator's concern, but told per upstream at most every 10 s
             // (`Upstream::admit`): shedding load is when a line per request hurts most.
             GatewayError::UpstreamOverloaded { .. } => false,
+            // Likewise (`Upstream::short_of_resources`): out of descriptors, every request fails.
+            GatewayError::GatewayOverloaded { .. } => false,
             other => other.status().is_server_error(),
         }
     }
@@ -198,6 +214,7 @@ impl GatewayError {
             GatewayError::PluginFailed { .. } => "a gateway plugin failed",
             GatewayError::PluginBusy(_) => "a gateway plugin has no free instance; try again shortly",
             GatewayError::UpstreamOverloaded { .. } => "the upstream is at capacity; try again shortly",
+            GatewayError::GatewayOverloaded { .. } => "the gateway is overloaded; try again shortly",
             GatewayError::NoUpstream(_) => "the route has no upstream and no plugin answered the request",
             GatewayError::UpstreamUnavailable { .. } => "the upstream is unavailable",
             GatewayError::UpstreamTimeout { .. } => "the upstream did not answer in time",
@@ -222,7 +239,10 @@ impl GatewayError {
 
     /// The JSON error response, carrying the request id.
     pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
-        let is_busy = matches!(self, GatewayError::PluginBusy(_) | GatewayError::UpstreamOverloaded { .. });
+        let is_busy = matches!(
+            self,
+            GatewayError::PluginBusy(_) | GatewayError::UpstreamOverloaded { .. } | GatewayError::GatewayOverloaded { .. }
+        );
         let body = self.json_body(request_id);
         let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
         *response.status_mut() = self.status();
@@ -295,6 +315,7 @@ mod tests {
         for error in [
             GatewayError::TraceNotServed,
             GatewayError::UpstreamOverloaded { upstream: "one".into(), limit: 10 },
+            GatewayError::GatewayOverloaded { upstream: "one".into(), reason: "EMFILE".into() },
             GatewayError::ConnectNotServed("a:443".into()),
             GatewayError::UnsupportedProtocol("h2c".into()),
             GatewayError::UnsupportedTransferCoding("gzip".into()),
@@ -303,5 +324,16 @@ mod tests {
         ] {
             assert!(!error.is_operator_concern(), "{error:?}");
         }
+    }
+
+    #[test]
+    fn the_gateways_own_shortage_is_a_503_to_retry_that_names_no_upstream() {
+        let error = GatewayError::GatewayOverloaded { upstream: "secret-upstream".into(), reason: "Too many open files (os error 24)".into() };
+        assert!(error.to_string().contains("Too many open files"), "the log line says why");
+        let response = error.into_response("id-1");
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(http::header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        let body = GatewayError::GatewayOverloaded { upstream: "secret-upstream".into(), reason: "EMFILE".into() }.json_body("id-1");
+        assert!(body.contains("gateway_overloaded") && !body.contains("secret") && !body.contains("EMFILE"), "{body}");
     }
 }

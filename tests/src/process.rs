@@ -28,20 +28,26 @@ impl GatewayProcess {
     /// Writes `config` (`{upstream}` substituted, listener and admin on free ports) and starts
     /// `airlock run -c airlock.toml <args>` on it; waits until it serves.
     pub async fn start(config: &str, upstream: &Upstream, args: &[&str]) -> Self {
-        Self::spawn(config, upstream, args, false, "warn").await
+        Self::spawn(config, upstream, args, false, "warn", None).await
     }
 
     /// [`Self::start`], with the log written to a file that [`Self::log`] reads.
     pub async fn start_logging(config: &str, upstream: &Upstream, args: &[&str]) -> Self {
-        Self::spawn(config, upstream, args, true, "warn").await
+        Self::spawn(config, upstream, args, true, "warn", None).await
+    }
+
+    /// [`Self::start_logging`] under an open-file limit (`RLIMIT_NOFILE`, soft and hard) of
+    /// `open_files`, as `ulimit -n` sets it: for tests of running out of descriptors.
+    pub async fn start_logging_with_open_files(config: &str, upstream: &Upstream, open_files: u64) -> Self {
+        Self::spawn(config, upstream, &[], true, "warn", Some(open_files)).await
     }
 
     /// [`Self::start_logging`] with `RUST_LOG` set to `rust_log` instead of `warn`.
     pub async fn start_logging_at(config: &str, upstream: &Upstream, rust_log: &str) -> Self {
-        Self::spawn(config, upstream, &[], true, rust_log).await
+        Self::spawn(config, upstream, &[], true, rust_log, None).await
     }
 
-    async fn spawn(config: &str, upstream: &Upstream, args: &[&str], log_to_file: bool, rust_log: &str) -> Self {
+    async fn spawn(config: &str, upstream: &Upstream, args: &[&str], log_to_file: bool, rust_log: &str, open_files: Option<u64>) -> Self {
         // The ports are free when picked but only taken when the binary binds them: a test
         // running in parallel (its gateway, or an outgoing connection's ephemeral port) can take
         // one in between, and the binary then exits at startup. Such a start is tried again on
@@ -56,15 +62,18 @@ impl GatewayProcess {
                 true => Stdio::from(std::fs::File::create(dir.path().join(LOG_FILE)).expect("create the log file")),
                 false => Stdio::inherit(),
             };
-            let child = Command::new(airlock_binary())
+            let mut command = Command::new(airlock_binary());
+            command
                 .args(["run", "-c", "airlock.toml"])
                 .args(args)
                 .current_dir(dir.path())
                 .env("RUST_LOG", rust_log)
                 .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .expect("start airlock");
+                .stderr(stderr);
+            if let Some(n) = open_files {
+                limit_open_files(&mut command, n);
+            }
+            let child = command.spawn().expect("start airlock");
             let mut airlock = Self { child, dir, port, admin };
             match airlock.listening().await {
                 Ok(()) => return airlock,
@@ -176,6 +185,17 @@ impl GatewayProcess {
 }
 
 /// Writes the config whole, then renames it over `airlock.toml`, so a watcher never reads half.
+/// Sets the child's open-file limit (soft and hard) to `n` between fork and exec.
+fn limit_open_files(command: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = rustix::process::Rlimit { current: Some(n), maximum: Some(n) };
+    // SAFETY: the closure runs in the forked child before exec and makes one system call
+    // (setrlimit, async-signal-safe); it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).map_err(Into::into));
+    }
+}
+
 fn write_config(dir: &Path, port: u16, admin: u16, config: &str, upstream: &Upstream) {
     let text = format!("[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n{config}");
     let text = render(&text, Some(upstream));

@@ -38,6 +38,16 @@ pub fn header_lines<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> 
     within(d, 1, MAX_HEADER_LINES)
 }
 
+/// Most streams `limits.max_concurrent_streams` may allow one HTTP/2 client connection: each
+/// may hold an upstream connection, and a few thousand of them already exceed common open-file
+/// limits (1024), so more is a typo rather than a plan.
+pub const MAX_CONCURRENT_STREAMS: u64 = 10_000;
+
+/// `limits.max_concurrent_streams`: 1 to [`MAX_CONCURRENT_STREAMS`].
+pub fn concurrent_streams<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    within(d, 1, MAX_CONCURRENT_STREAMS)
+}
+
 /// Most requests an upstream may have in flight (`upstreams.<name>.max_requests`).
 pub const MAX_UPSTREAM_REQUESTS: u64 = 1_000_000;
 
@@ -186,6 +196,17 @@ mod tests {
             assert_eq!((line, key.as_str()), (Some(3), "upstreams.u.targets[0].weight"));
             assert_eq!(message, format!("must be between 0 and 1000, not {shown}"));
         }
+    }
+
+    #[test]
+    fn http2_concurrent_streams_are_refused_outside_1_to_10000_at_their_line() {
+        for (value, shown) in [("0", "0"), ("10001", "10001")] {
+            let (line, key, message) = refused(&format!("[limits]\nmax_headers = 50\nmax_concurrent_streams = {value}\n"));
+            assert_eq!((line, key.as_str()), (Some(3), "limits.max_concurrent_streams"));
+            assert_eq!(message, format!("must be between 1 and 10000, not {shown}"));
+        }
+        let parsed = ConfigSource::inline("airlock.toml", "[limits]\nmax_concurrent_streams = 8\n", PathBuf::from(".")).parse();
+        assert_eq!(parsed.expect("valid").limits.max_concurrent_streams, 8);
     }
 
     #[test]

@@ -425,6 +425,11 @@ pub struct LimitsConfig {
     /// one over it is closed as it is accepted. Left out: no limit.
     #[serde(default, deserialize_with = "bounds::at_least_one_opt", skip_serializing_if = "Option::is_none")]
     pub max_connections_per_client: Option<usize>,
+    /// Most requests (streams) one HTTP/2 client connection may have open at once, announced
+    /// in its `SETTINGS_MAX_CONCURRENT_STREAMS`: each may hold an upstream connection, so this
+    /// bounds what one client connection costs in descriptors ([`crate::connections`]).
+    #[serde(deserialize_with = "bounds::concurrent_streams")]
+    pub max_concurrent_streams: u32,
 }
 
 /// A client's request header named with `_` (`x_consumer_id`): CGI-style upstreams (PHP, Rack,
@@ -463,6 +468,11 @@ pub enum EncodedSlashes {
     Decode,
 }
 
+/// Default `limits.max_concurrent_streams`: the least RFC 9113 (6.5.2) recommends, so clients
+/// keep their parallelism, and the value Envoy's edge guidance sets (nginx: 128); hyper's own
+/// default of 200 let one client connection hold 200 upstream connections.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
@@ -475,6 +485,7 @@ impl Default for LimitsConfig {
             encoded_slashes: EncodedSlashes::Keep,
             max_connections: None,
             max_connections_per_client: None,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
         }
     }
 }

@@ -316,31 +316,66 @@ impl Prober {
     /// probe with its own `host`) is sent on a connection made to `target` with the connector,
     /// since the client would connect to the URI's authority; so is every HTTP/2 probe over TLS,
     /// whose connection must have agreed on `h2` (the client would speak HTTP/2 regardless).
-    async fn probe(self, target: Uri, request: Request<Full<Bytes>>, probe: &Probe, timeout: Duration) -> Result<(), String> {
+    async fn probe(self, target: Uri, request: Request<Full<Bytes>>, probe: &Probe, timeout: Duration) -> Result<(), ProbeFailure> {
         let exchange = async {
             let own_authority = request.uri().authority() != target.authority();
             let sent = match self {
                 Prober::Tls(_, mut connector) if own_authority || request.version() == Version::HTTP_2 => {
-                    std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| format!("cannot connect: {e}"))?;
-                    let io = connector.call(target).await.map_err(|e| format!("cannot connect: {e}"))?;
+                    std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| ProbeFailure::connect(&*e))?;
+                    let io = connector.call(target).await.map_err(|e| ProbeFailure::connect(&*e))?;
                     if !io.connected().is_negotiated_h2() {
-                        return Err(super::http2_pool::NO_H2_ALPN.to_owned());
+                        return Err(super::http2_pool::NO_H2_ALPN.to_owned().into());
                     }
                     send_h2(io, request).await?
                 }
                 Prober::Plain(_, mut connector) if own_authority => {
-                    std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| format!("cannot connect: {e}"))?;
-                    let io = connector.call(target).await.map_err(|e| format!("cannot connect: {e}"))?;
+                    std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| ProbeFailure::connect(&e))?;
+                    let io = connector.call(target).await.map_err(|e| ProbeFailure::connect(&e))?;
                     send_h2(io, request).await?
                 }
-                Prober::Plain(client, _) => client.request(request).await.map_err(|e| super::upstream::classify(&e).to_string())?,
-                Prober::Tls(client, _) => client.request(request).await.map_err(|e| super::upstream::classify(&e).to_string())?,
+                Prober::Plain(client, _) => client.request(request).await.map_err(|e| ProbeFailure::from(super::upstream::classify(&e)))?,
+                Prober::Tls(client, _) => client.request(request).await.map_err(|e| ProbeFailure::from(super::upstream::classify(&e)))?,
             };
-            probe.judge(sent).await
+            Ok(probe.judge(sent).await?)
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis()).into()),
             Ok(verdict) => verdict,
+        }
+    }
+}
+
+/// Why a probe did not pass: the target failed it, or the gateway could not make it.
+#[derive(Debug)]
+enum ProbeFailure {
+    /// The target's failure: counts towards `unhealthy_threshold`.
+    Target(String),
+    /// The gateway ran short of its own resources (out of file descriptors) making the probe's
+    /// connection ([`super::upstream::SendError::LocalResources`]): no verdict on the target.
+    Local(String),
+}
+
+impl ProbeFailure {
+    /// A failed connect, told by its cause.
+    fn connect(e: &(dyn std::error::Error + 'static)) -> Self {
+        match super::upstream::classify(e) {
+            super::upstream::SendError::LocalResources(reason) => ProbeFailure::Local(reason),
+            _ => ProbeFailure::Target(format!("cannot connect: {e}")),
+        }
+    }
+}
+
+impl From<String> for ProbeFailure {
+    fn from(reason: String) -> Self {
+        ProbeFailure::Target(reason)
+    }
+}
+
+impl From<super::upstream::SendError> for ProbeFailure {
+    fn from(error: super::upstream::SendError) -> Self {
+        match error {
+            super::upstream::SendError::LocalResources(reason) => ProbeFailure::Local(reason),
+            other => ProbeFailure::Target(other.to_string()),
         }
     }
 }
@@ -402,8 +437,8 @@ async fn probe_target(upstream: Weak<Upstream>, i: usize, mut stopped: tokio::sy
         let probed = async {
             match (target, request) {
                 (Ok(target), Ok(request)) => prober.probe(target, request, &probe, timeout).await,
-                (Err(e), _) => Err(format!("cannot build the target's URI: {e}")),
-                (_, Err(reason)) => Err(reason),
+                (Err(e), _) => Err(format!("cannot build the target's URI: {e}").into()),
+                (_, Err(reason)) => Err(reason.into()),
             }
         };
         let verdict = tokio::select! {
@@ -412,6 +447,15 @@ async fn probe_target(upstream: Weak<Upstream>, i: usize, mut stopped: tokio::sy
         };
         let Some(up) = upstream.upgrade() else { return };
         let Some(checks) = up.checks() else { return };
+        let verdict = match verdict {
+            Ok(()) => Ok(()),
+            Err(ProbeFailure::Target(reason)) => Err(reason),
+            // The gateway's shortage says nothing of the target: its streak stands.
+            Err(ProbeFailure::Local(reason)) => {
+                tracing::debug!(upstream = &*up.name, upstream_addr = &**up.addr(i), "health check not made: {reason}");
+                continue;
+            }
+        };
         streak.record(verdict, &checks.check, up.target_health(i), &up.name, up.addr(i));
     }
 }

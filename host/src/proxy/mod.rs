@@ -301,6 +301,7 @@ impl Gateway {
                     Ok(_) => record.upstream_took(clock.duration_since(started)),
                     Err(GatewayError::UpstreamUnavailable { .. }) => record.upstream_failed(false),
                     Err(GatewayError::UpstreamTimeout { .. }) => record.upstream_failed(true),
+                    Err(GatewayError::GatewayOverloaded { .. }) => self.telemetry.metrics.upstream_connect_shortage(),
                     Err(_) => {}
                 }
                 match called {

@@ -18,6 +18,14 @@
 //! unless the upstream lists it in `retry_on` (then an idempotent request with a whole body goes
 //! to the next target, as after a connect failure). Both pools hand back, untouched, a request
 //! they could not connect for, so it goes to the next target whatever its body.
+//!
+//! Not a failure either: a connect the gateway itself could not make, out of file descriptors
+//! (`EMFILE`, `ENFILE`: one HTTP/2 client connection's streams can each need an upstream
+//! connection, past what `crate::connections::connection_limit` budgets) or of socket buffers
+//! or memory (`ENOBUFS`, `ENOMEM`). Counting it marked healthy targets down for `fail_timeout`,
+//! an outage outlasting the shortage; it is answered 503 `gateway_overloaded` instead, no other
+//! target tried (each would fail alike), and warned about at most every 10 s
+//! ([`SendError::LocalResources`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -82,6 +90,9 @@ pub struct Upstream {
     loads: Option<Arc<[AtomicU32]>>,
     /// Requests refused for want of a place, warned at most every 10 s.
     overloads: crate::telemetry::warn_throttle::WarnThrottle,
+    /// Connects the gateway could not make for want of its own resources ([`SendError::LocalResources`]),
+    /// warned at most every 10 s.
+    shortages: crate::telemetry::warn_throttle::WarnThrottle,
     /// Resolves target names for every new connection, the health check's included, keeping
     /// each name's last good answer for when a lookup fails ([`super::dns`]).
     resolver: LastGoodResolver,
@@ -359,6 +370,7 @@ impl Upstream {
             in_flight: settings.max_requests.map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
             loads,
             overloads: crate::telemetry::warn_throttle::WarnThrottle::new(Duration::from_secs(10)),
+            shortages: crate::telemetry::warn_throttle::WarnThrottle::new(Duration::from_secs(10)),
             settings,
             checks,
             resolver,
@@ -773,12 +785,20 @@ impl Upstream {
                     Attempt::Failed(error) => {
                         if error.is_targets_fault() {
                             self.target_failed(target, &error);
+                        } else if let SendError::LocalResources(_) = &error {
+                            self.short_of_resources(&error);
                         } else {
                             self.slot(target).health.succeeded();
                         }
                         return Err(error);
                     }
                     Attempt::NotProcessed(error) => return Err(error),
+                    // The gateway's own shortage (out of descriptors): not the target's failure,
+                    // and the next target would fail alike.
+                    Attempt::ConnectFailed(error @ SendError::LocalResources(_), _) => {
+                        self.short_of_resources(&error);
+                        return Err(error);
+                    }
                     Attempt::ConnectFailed(error, back) => (error, back),
                 };
                 self.target_failed(target, &error);
@@ -860,6 +880,21 @@ impl Upstream {
         }
     }
 
+    /// Warns, at most every 10 s with the count since, that a connection could not be made for
+    /// want of the gateway's own resources: no target is blamed, the operator is told what to raise.
+    fn short_of_resources(&self, error: &SendError) {
+        if let Some(failed) = self.shortages.record() {
+            tracing::warn!(
+                upstream = &*self.name,
+                failures_since_last_warning = failed,
+                "the gateway ran short of its own resources connecting to the upstream ({error}): requests answered 503 \
+                 gateway_overloaded, no target counted as failed; raise the open-file limit (`ulimit -n`, systemd \
+                 `LimitNOFILE=`), or lower limits.max_connections or limits.max_concurrent_streams (at most one such \
+                 warning every 10 s)"
+            );
+        }
+    }
+
     /// Points `request` (absolute URI) at target `i`, its `Host` too when `rewrite_host`.
     fn retarget(&self, request: &mut Request<ProxyBody>, i: usize, rewrite_host: bool) -> Result<(), SendError> {
         let path = request.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
@@ -886,6 +921,7 @@ impl Upstream {
             SendError::ClientAborted(reason) => GatewayError::ClientAborted(reason),
             SendError::ClientStalled(reason) => GatewayError::ClientTimeout(reason),
             SendError::Overloaded(limit) => GatewayError::UpstreamOverloaded { upstream: self.name.to_string(), limit },
+            SendError::LocalResources(reason) => GatewayError::GatewayOverloaded { upstream: self.name.to_string(), reason },
         }
     }
 }
@@ -1001,6 +1037,11 @@ pub enum SendError {
     /// Every place of `max_requests` (this many) was taken: not sent.
     #[error("it has {0} requests in flight (max_requests)")]
     Overloaded(u32),
+    /// The gateway itself ran short (out of file descriptors: `EMFILE`, `ENFILE`; of socket
+    /// buffers or memory: `ENOBUFS`, `ENOMEM`) opening a connection: nothing was sent, and the
+    /// target is not to blame.
+    #[error("{0}")]
+    LocalResources(String),
 }
 
 impl SendError {
@@ -1038,14 +1079,25 @@ pub(super) fn classify(e: &(dyn std::error::Error + 'static)) -> SendError {
         if in_request_body && let Some(stalled) = err.downcast_ref::<super::body::BodyStalled>() {
             return SendError::ClientStalled(format!("the client sent no more of its body for {} ms", stalled.0.as_millis()));
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return SendError::Timeout("connect timed out".into());
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return SendError::Timeout("connect timed out".into());
+            }
+            if is_local_shortage(io) {
+                return SendError::LocalResources(crate::error::chain(e));
+            }
         }
         source = err.source();
     }
     SendError::Unavailable(crate::error::chain(e))
+}
+
+/// Whether `io` is the gateway's own resource shortage rather than anything the peer did: out of
+/// file descriptors, per process (`EMFILE`) or system-wide (`ENFILE`), or of socket buffers or
+/// kernel memory (`ENOBUFS`, `ENOMEM`), as `socket(2)` and `connect(2)` report them.
+fn is_local_shortage(io: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    Errno::from_io_error(io).is_some_and(|errno| [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM].contains(&errno))
 }
 
 /// The client's body failed while it was streamed upstream: the client's fault, never the upstream's.
@@ -1070,6 +1122,37 @@ fn rank_order(a: &(f64, usize), b: &(f64, usize)) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error whose source is an IO error, as hyper-util's `ConnectError` is.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("tcp open error")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_connect_failing_for_the_gateways_own_shortage_is_not_the_targets_fault() {
+        use rustix::io::Errno;
+        for errno in [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM] {
+            let io = std::io::Error::from_raw_os_error(errno.raw_os_error());
+            // As the connector reports it: its own error ("tcp open error"), the system call's as its source.
+            let error = classify(&Wrapped(io));
+            assert!(matches!(error, SendError::LocalResources(_)), "{errno:?}: {error:?}");
+            assert!(!error.is_targets_fault(), "{errno:?}");
+        }
+        let refused = std::io::Error::from_raw_os_error(Errno::CONNREFUSED.raw_os_error());
+        let error = classify(&refused);
+        assert!(matches!(error, SendError::Unavailable(_)) && error.is_targets_fault(), "{error:?}");
+    }
 
     #[test]
     fn a_weighted_round_interleaves_targets_by_weight() {

@@ -162,6 +162,7 @@ pub struct Metrics {
     connection_limit: Gauge,
     connection_limit_waits: Counter,
     accept_failures: Counter,
+    upstream_connect_shortages: Counter,
     connections_cut: Family<ConnectionCutLabels, Counter>,
     requests_rejected: Family<RejectionLabels, Counter>,
     mirror_requests: Family<MirrorLabels, Counter>,
@@ -270,6 +271,12 @@ impl Metrics {
             "Client connections the listeners failed to accept (EMFILE: out of file descriptors, and other errors)",
             accept_failures.clone(),
         );
+        let upstream_connect_shortages = Counter::default();
+        registry.register(
+            "upstream_connect_shortages",
+            "Upstream connections the gateway could not open for want of its own resources (EMFILE, ENFILE: out of file descriptors; ENOBUFS, ENOMEM), answered 503 gateway_overloaded and not counted against any target",
+            upstream_connect_shortages.clone(),
+        );
         let connections_cut = Family::<ConnectionCutLabels, Counter>::default();
         for reason in CONNECTION_CUT_REASONS {
             let _ = connections_cut.get_or_create(&ConnectionCutLabels { reason });
@@ -349,6 +356,7 @@ impl Metrics {
             connection_limit,
             connection_limit_waits,
             accept_failures,
+            upstream_connect_shortages,
             connections_cut,
             requests_rejected,
             mirror_requests,
@@ -446,6 +454,12 @@ impl Metrics {
     /// Counts a failed `accept` (`airlock_accept_failures_total`).
     pub fn accept_failed(&self) {
         self.accept_failures.inc();
+    }
+
+    /// Counts an upstream connect the gateway's own shortage failed
+    /// (`airlock_upstream_connect_shortages_total`).
+    pub fn upstream_connect_shortage(&self) {
+        self.upstream_connect_shortages.inc();
     }
 
     /// Counts a client connection the gateway closed on a limit (`airlock_connections_cut_total`);
