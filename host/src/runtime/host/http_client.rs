@@ -157,17 +157,26 @@ fn names_loopback(name: &str) -> bool {
 /// Whether a grant by name must not connect to `ip`: the gateway's own host (loopback, and the
 /// unspecified `0.0.0.0/8` and `::`, which connect to it), link-local addresses
 /// (`169.254.0.0/16`, `fe80::/10`: where clouds serve instance metadata and credentials, at
-/// `169.254.169.254`), the IPv4-mapped IPv6 forms of those (`::ffff:127.0.0.1`), and AWS's
-/// IPv6 metadata address `fd00:ec2::254`. Private ranges (`10.0.0.0/8`, `192.168.0.0/16`,
+/// `169.254.169.254`), the IPv4-mapped IPv6 forms of those (`::ffff:127.0.0.1`) and their NAT64
+/// forms (RFC 6052's well-known prefix, `64:ff9b::a9fe:a9fe`: a NAT64 gateway that does not
+/// filter them would carry the call to the IPv4 address), and AWS's IPv6 metadata address
+/// `fd00:ec2::254`. Private ranges (`10.0.0.0/8`, `192.168.0.0/16`,
 /// `fc00::/7`) are not refused: the internal services a gateway calls live there.
 fn refused_by_name(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped().or_else(|| nat64_embedded(v6)) {
             Some(v4) => refused_by_name(IpAddr::V4(v4)),
             None => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80 || v6 == AWS_METADATA_V6,
         },
     }
+}
+
+/// The IPv4 address a NAT64 address under the well-known prefix `64:ff9b::/96` (RFC 6052 2.1)
+/// stands for.
+fn nat64_embedded(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let [a, b, c, d, e, f, g, h] = v6.segments();
+    ([a, b, c, d, e, f] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| std::net::Ipv4Addr::from((u32::from(g) << 16) | u32::from(h)))
 }
 
 /// `scheme://host:port`, normalised: what a grant allows and what a call's URL is checked against.
@@ -510,19 +519,21 @@ mod tests {
     }
 
     /// What a grant by name does not reach: the gateway's own host, link-local addresses (cloud
-    /// metadata), their IPv4-mapped forms and AWS's IPv6 metadata address; private and public
-    /// addresses stay reachable.
+    /// metadata), their IPv4-mapped and NAT64 forms and AWS's IPv6 metadata address; private and
+    /// public addresses stay reachable.
     #[test]
     fn a_grant_by_name_reaches_neither_loopback_nor_link_local_addresses() {
         for refused in [
             "127.0.0.1", "127.0.1.1", "127.255.255.254", "169.254.169.254", "169.254.0.1", "0.0.0.0", "0.1.2.3", "::1", "::",
             "fe80::1", "febf:ffff::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:0.0.0.0", "fd00:ec2::254",
+            "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::",
         ] {
             assert!(refused_by_name(refused.parse().unwrap()), "{refused} is refused");
         }
         for reached in [
             "10.0.0.1", "192.168.1.1", "172.16.0.1", "100.64.0.1", "93.184.216.34", "169.253.255.255", "169.255.0.1", "128.0.0.1",
             "fc00::1", "fd00:ec2::253", "fec0::1", "2001:db8::1", "::ffff:10.0.0.1", "ff02::1",
+            "64:ff9b::5db8:d822", "64:ff9b:1::7f00:1",
         ] {
             assert!(!refused_by_name(reached.parse().unwrap()), "{reached} is reached");
         }
