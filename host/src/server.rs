@@ -111,11 +111,32 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
                 ));
                 None
             }
+            Some(t) if t.client_ca.is_none() && t.client_auth.is_some() => {
+                // As nginx refuses `ssl_verify_client` without `ssl_client_certificate`: the
+                // operator asked for client certificates, and none would be asked for.
+                issues.push(source.issue(
+                    t.client_auth.as_ref().map(|a| a.span()),
+                    &format!("listeners[{i}].tls.client_auth"),
+                    "`client_auth` without `client_ca` would ask no client for a certificate: name the PEM bundle of the CAs client certificates must chain to in `client_ca`",
+                ));
+                None
+            }
             Some(t) => match tls::server_config(t, &source.base_dir) {
                 Ok(c) => Some(TlsAcceptor::from(c)),
                 Err(e) => {
-                    let at = t.certificates.first().map(|c| c.cert.span());
-                    issues.push(source.issue(at, &format!("listeners[{i}].tls"), e.to_string()));
+                    // At the key the problem is in (a `certificates` entry's `cert` or `key`,
+                    // `client_ca`), else at the first certificate.
+                    let (key, at) = match e.field() {
+                        Some(tls::TlsField::Cert(n)) => {
+                            (format!("listeners[{i}].tls.certificates[{n}].cert"), t.certificates.get(n).map(|c| c.cert.span()))
+                        }
+                        Some(tls::TlsField::Key(n)) => {
+                            (format!("listeners[{i}].tls.certificates[{n}].key"), t.certificates.get(n).map(|c| c.key.span()))
+                        }
+                        Some(tls::TlsField::ClientCa) => (format!("listeners[{i}].tls.client_ca"), t.client_ca.as_ref().map(|c| c.span())),
+                        None => (format!("listeners[{i}].tls"), t.certificates.first().map(|c| c.cert.span())),
+                    };
+                    issues.push(source.issue(at, &key, e.to_string()));
                     None
                 }
             },

@@ -22,14 +22,48 @@ pub enum TlsError {
     /// A PEM file could not be read or holds nothing usable.
     #[error("{path}: {reason}")]
     File {
+        /// The key of `[listeners.tls]` that names the file.
+        field: TlsField,
         /// The file.
         path: String,
         /// What went wrong.
         reason: String,
     },
+    /// A private key is not the key of the certificate it is paired with.
+    #[error("the private key in `{key}` is not the key of the certificate in `{cert}` (is it another certificate's key?)")]
+    KeyMismatch {
+        /// Which `certificates` entry (from 0).
+        index: usize,
+        /// The certificate file, as configured.
+        cert: String,
+        /// The key file, as configured.
+        key: String,
+    },
     /// rustls refused the settings.
     #[error("{0}")]
     Rustls(String),
+}
+
+/// The key of `[listeners.tls]` a [`TlsError`] is about, so the error points at its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsField {
+    /// `certificates[n].cert`.
+    Cert(usize),
+    /// `certificates[n].key`.
+    Key(usize),
+    /// `client_ca`.
+    ClientCa,
+}
+
+impl TlsError {
+    /// The key of `[listeners.tls]` the error is about, if it is about one.
+    pub fn field(&self) -> Option<TlsField> {
+        match self {
+            TlsError::File { field, .. } => Some(*field),
+            TlsError::KeyMismatch { index, .. } => Some(TlsField::Key(*index)),
+            TlsError::Rustls(_) => None,
+        }
+    }
 }
 
 /// The identity a verified client certificate gives a connection.
@@ -45,14 +79,13 @@ pub struct ClientIdentity {
 pub fn server_config(tls: &ListenerTlsConfig, base_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut resolver = SniResolver::default();
-    for pair in &tls.certificates {
+    for (index, pair) in tls.certificates.iter().enumerate() {
         let certified = certified_key(&base_dir.join(pair.cert.get_ref()), &base_dir.join(pair.key.get_ref()), &provider).map_err(|e| match e {
-            KeyPairError::Cert { path, reason } | KeyPairError::Key { path, reason } => TlsError::File { path, reason },
-            KeyPairError::Mismatch => TlsError::Rustls(format!(
-                "{}: the private key in `{}` is not the key of the certificate (is it another certificate's key?)",
-                pair.cert.get_ref(),
-                pair.key.get_ref()
-            )),
+            KeyPairError::Cert { path, reason } => TlsError::File { field: TlsField::Cert(index), path, reason },
+            KeyPairError::Key { path, reason } => TlsError::File { field: TlsField::Key(index), path, reason },
+            KeyPairError::Mismatch => {
+                TlsError::KeyMismatch { index, cert: pair.cert.get_ref().clone(), key: pair.key.get_ref().clone() }
+            }
         })?;
         let names = certified.cert.first().map(dns_names).unwrap_or_default();
         resolver.add(names, Arc::new(certified));
@@ -63,26 +96,24 @@ pub fn server_config(tls: &ListenerTlsConfig, base_dir: &Path) -> Result<Arc<Ser
     let builder = match &tls.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
+            let path = base_dir.join(ca.get_ref());
+            let ca_error = |reason: String| TlsError::File { field: TlsField::ClientCa, path: path.display().to_string(), reason };
             let mut roots = rustls::RootCertStore::empty();
-            for cert in read_certs(&base_dir.join(ca.get_ref()))? {
-                roots.add(cert).map_err(|e| TlsError::Rustls(format!("{}: {e}", ca.get_ref())))?;
+            for cert in pem_certs(&path).map_err(ca_error)? {
+                roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let verifier = match tls.client_auth {
-                ClientAuth::Required => verifier.build(),
-                ClientAuth::Optional => verifier.allow_unauthenticated().build(),
+            let verifier = match tls.client_auth.as_ref().map(|a| *a.get_ref()) {
+                None | Some(ClientAuth::Required) => verifier.build(),
+                Some(ClientAuth::Optional) => verifier.allow_unauthenticated().build(),
             }
-            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+            .map_err(|e| ca_error(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    pem_certs(path).map_err(|reason| TlsError::File { path: path.display().to_string(), reason })
 }
 
 /// The certificates of a PEM file, in order; or why not (unreadable, or none in it).

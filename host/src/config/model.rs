@@ -364,9 +364,9 @@ pub struct ListenerTlsConfig {
     /// PEM bundle of the CAs client certificates must chain to; enables mTLS.
     pub client_ca: Option<Spanned<String>>,
     /// With `client_ca`: `required` (default) refuses clients without a valid certificate,
-    /// `optional` lets them in without an identity.
-    #[serde(default)]
-    pub client_auth: ClientAuth,
+    /// `optional` lets them in without an identity. Without `client_ca`, a config error: no
+    /// client certificate would be asked for.
+    pub client_auth: Option<Spanned<ClientAuth>>,
 }
 
 /// One certificate chain and its private key, PEM files relative to the config file.
