@@ -122,7 +122,14 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
                 None
             }
             Some(t) => match tls::server_config(t, &source.base_dir) {
-                Ok(c) => Some(TlsAcceptor::from(c)),
+                Ok(c) => {
+                    for (n, pair) in t.certificates.iter().enumerate() {
+                        if let Some(problem) = tls::validity_problem(&source.base_dir.join(pair.cert.get_ref()), std::time::SystemTime::now()) {
+                            tracing::warn!(config = %source.name, "listeners[{i}].tls.certificates[{n}].cert `{}`: {problem}", pair.cert.get_ref());
+                        }
+                    }
+                    Some(TlsAcceptor::from(c))
+                }
                 Err(e) => {
                     // At the key the problem is in (a `certificates` entry's `cert` or `key`,
                     // `client_ca`), else at the first certificate.

@@ -187,6 +187,26 @@ fn encrypted_pem(path: &Path) -> bool {
     })
 }
 
+/// What is wrong with when the leaf certificate of the PEM chain at `path` is valid, at `now`:
+/// expired, or not valid yet (clients refuse it either way, so the gateway says so at load
+/// rather than serve it unremarked). `None`: valid now, or unreadable (said by the load itself).
+pub fn validity_problem(path: &Path, now: std::time::SystemTime) -> Option<String> {
+    let chain = pem_certs(path).ok()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
+    let now = match now.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => return None,
+    };
+    let validity = parsed.validity();
+    if now > validity.not_after.timestamp() {
+        Some(format!("the certificate expired on {}: clients will refuse it, renew it", validity.not_after))
+    } else if now < validity.not_before.timestamp() {
+        Some(format!("the certificate is not valid until {}: clients will refuse it until then", validity.not_before))
+    } else {
+        None
+    }
+}
+
 /// The DNS names a certificate is for (its SANs, else its subject CN), lower-case.
 fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else { return Vec::new() };

@@ -460,3 +460,63 @@ async fn websocket_over_a_tls_listener() {
     assert_eq!(ws.handshakes.lock().unwrap().len(), 2);
     gw.stop().await;
 }
+
+/// Writes `<name>.pem` and `<name>.key` into `dir`: a certificate for `<name>.example.test`
+/// issued by `ca`, valid from `not_before` to `not_after`.
+fn certificate_valid(dir: &Path, name: &str, ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, not_before: (i32, u8, u8), not_after: (i32, u8, u8)) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![format!("{name}.example.test")]).expect("params");
+    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = params.signed_by(&key, &**ca).expect("sign");
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write PEM");
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write PEM");
+}
+
+/// A listener certificate that has expired, or is not valid yet, is served (renewal may be on
+/// its way) but said at load, by `airlock check` and by `airlock run`, naming the listener, the
+/// certificate entry, the file and the date: clients refuse it, and the operator should learn it
+/// from the gateway's log rather than from them.
+#[tokio::test]
+async fn an_expired_or_not_yet_valid_certificate_is_warned_about_at_load() {
+    let pki = pki();
+    let dir = pki.dir.path();
+    let ca = ca("Airlock test server CA, dated");
+    certificate_valid(dir, "old", &ca, (2020, 1, 1), (2020, 2, 1));
+    certificate_valid(dir, "future", &ca, (2100, 1, 1), (2101, 1, 1));
+    let d = dir.display();
+    let port = airlock_tests::process::free_port();
+    let toml = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[listeners.tls]\ncertificates = [{{ cert = \"{d}/api.pem\", key = \"{d}/api.key\" }}, {{ cert = \"{d}/old.pem\", key = \"{d}/old.key\" }}, {{ cert = \"{d}/future.pem\", key = \"{d}/future.key\" }}]\n\n[[routes]]\npath = \"/\"\nplugins = [{{ plugin = \"builtin:respond\" }}]\n"
+    );
+    let expired = format!("listeners[1].tls.certificates[1].cert `{d}/old.pem`: the certificate expired on Feb  1 00:00:00 2020 +00:00");
+    let not_yet = format!("listeners[1].tls.certificates[2].cert `{d}/future.pem`: the certificate is not valid until Jan  1 00:00:00 2100 +00:00");
+    // As `run` below sees it: after a cleartext listener of its own.
+    std::fs::write(dir.join("check.toml"), format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n{toml}")).expect("write config");
+    let check = std::process::Command::new(airlock_tests::airlock_binary())
+        .args(["check", "-c", "check.toml"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run airlock check");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "still a valid config: {stderr}");
+    assert!(stderr.contains(&expired) && stderr.contains(&not_yet), "{stderr}");
+    assert!(!stderr.contains("certificates[0]"), "the valid one is not named: {stderr}");
+
+    let upstream = Upstream::start().await;
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&toml, &upstream, &[]).await;
+    let log = gw.log();
+    assert!(log.contains(&expired) && log.contains(&not_yet), "{log}");
+    // Served all the same: a client trusting its CA gets it, and finds it expired.
+    std::fs::write(dir.join("dated-ca.pem"), ca.pem()).expect("write PEM");
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "old.example.test", "-CAfile"])
+        .arg(dir.join("dated-ca.pem"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run openssl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Verify return code: 10 (certificate has expired)"), "{stdout}");
+}
