@@ -526,9 +526,20 @@ async fn serve_tls(
     gauges: ConnectionGauges,
     shutdown: watch::Receiver<bool>,
 ) {
+    let deadline = tokio::time::Instant::now() + TLS_HANDSHAKE_TIMEOUT;
+    // A TLS connection starts with a handshake record (0x16); one that starts with a letter is a
+    // plain HTTP request (`http://` to the HTTPS port): answered with a 400 that says so, as
+    // nginx and Go's servers do, rather than a TLS alert its client shows as garbage.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1..)) if first[0].is_ascii_uppercase() => return Box::pin(refuse_plain_http(stream, peer, deadline)).await,
+        Ok(Ok(1..)) => {}
+        Ok(Ok(0) | Err(_)) => return,
+        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+    }
     // Boxed, so the handshake's state is freed once it is done rather than kept with the connection.
     let handshake = Box::pin(tls.accept(stream));
-    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+    let stream = match tokio::time::timeout_at(deadline, handshake).await {
         // Boxed: the session (~1.2 KB) then moves through the serving futures as a pointer.
         Ok(Ok(s)) => Box::new(s),
         Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
@@ -545,6 +556,45 @@ async fn serve_tls(
         // Boxed, so an HTTP/1.1 connection's task, parked or not, is not sized for HTTP/2.
         Box::pin(serve_http2(live, builders, protocol, conn, identity, stream, watcher, gauges, shutdown)).await;
     }
+}
+
+/// The body of the 400 that answers a plain HTTP request on a TLS listener.
+const PLAIN_HTTP_ON_TLS: &str =
+    r#"{"status":400,"error":"plain_http_on_https_port","message":"this port speaks HTTPS: send the request with https://"}"#;
+
+/// Most bytes of a plain HTTP request on a TLS listener read (and dropped) before its 400: what
+/// is left unread when the socket closes would have the kernel reset the connection, and the
+/// client could lose the answer.
+const PLAIN_HTTP_DRAIN_BYTES: usize = 16 * 1024;
+
+/// Answers a plain HTTP request on a TLS listener with a 400 ([`PLAIN_HTTP_ON_TLS`]) and closes the
+/// connection, all before `deadline` (the handshake's).
+async fn refuse_plain_http(mut stream: TcpStream, peer: SocketAddr, deadline: tokio::time::Instant) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tracing::debug!(%peer, "plain HTTP on a TLS listener: answered 400");
+    let answer = async {
+        // The request's head, so closing does not reset the connection under the answer.
+        let mut buf = vec![0u8; PLAIN_HTTP_DRAIN_BYTES];
+        let mut read = 0;
+        while read < buf.len() {
+            let n = stream.read(&mut buf[read..]).await?;
+            read += n;
+            if n == 0 || buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let head = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            PLAIN_HTTP_ON_TLS.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(PLAIN_HTTP_ON_TLS.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Until the client closes too (it has the whole answer), or the deadline.
+        while stream.read(&mut buf).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout_at(deadline, answer).await;
 }
 
 /// Serves an HTTP/1.1 connection (cleartext or TLS), parked while idle by [`keepalive`], which

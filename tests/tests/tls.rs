@@ -461,6 +461,35 @@ async fn websocket_over_a_tls_listener() {
     gw.stop().await;
 }
 
+/// A plain HTTP request sent to a TLS listener (`http://` to the HTTPS port) is answered with a
+/// 400 that says to use `https://`, as nginx answers it, not a TLS alert its client shows as
+/// garbage (curl: "Received HTTP/0.9 when not allowed"). The listener then serves TLS as usual.
+#[tokio::test]
+async fn plain_http_to_a_tls_listener_is_told_to_use_https() {
+    let pki = pki();
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&config(pki.dir.path(), ""), Some(&upstream)).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
+    tcp.write_all(b"GET /hello HTTP/1.1\r\nHost: api.example.test\r\n\r\n").await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut answer)).await.expect("answered").expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer:?}");
+    assert!(answer.contains("connection: close") && answer.contains("plain_http_on_https_port") && answer.contains("https://"), "{answer}");
+    // With curl, as an operator would try it.
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{}/hello", gw.addr())])
+        .output()
+        .await
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400", "{}", String::from_utf8_lossy(&out.stderr));
+    let all = &[&rustls::version::TLS13, &rustls::version::TLS12];
+    let seen = https_get(&gw, "api.example.test", client_config(&pki, &[b"http/1.1"], all, false)).await.expect("https");
+    assert_eq!(seen.status, 200);
+    assert_eq!(upstream.hits(), 1, "the plain request went nowhere");
+    gw.stop().await;
+}
+
 /// Writes `<name>.pem` and `<name>.key` into `dir`: a certificate for `<name>.example.test`
 /// issued by `ca`, valid from `not_before` to `not_after`.
 fn certificate_valid(dir: &Path, name: &str, ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, not_before: (i32, u8, u8), not_after: (i32, u8, u8)) {
