@@ -82,6 +82,9 @@ pub fn server_config(tls: &ListenerTlsConfig, base_dir: &Path) -> Result<Arc<Ser
     for (index, pair) in tls.certificates.iter().enumerate() {
         let certified = certified_key(&base_dir.join(pair.cert.get_ref()), &base_dir.join(pair.key.get_ref()), &provider).map_err(|e| match e {
             KeyPairError::Cert { path, reason } => TlsError::File { field: TlsField::Cert(index), path, reason },
+            e @ KeyPairError::OutOfOrder { .. } => {
+                TlsError::File { field: TlsField::Cert(index), path: pair.cert.get_ref().clone(), reason: e.to_string() }
+            }
             KeyPairError::Key { path, reason } => TlsError::File { field: TlsField::Key(index), path, reason },
             KeyPairError::Mismatch => {
                 TlsError::KeyMismatch { index, cert: pair.cert.get_ref().clone(), key: pair.key.get_ref().clone() }
@@ -148,6 +151,14 @@ pub enum KeyPairError {
     /// The private key is not the key of the chain's first certificate.
     #[error("the private key is not the key of the certificate")]
     Mismatch,
+    /// The private key is the key of a later certificate of the chain: the leaf is not first.
+    #[error(
+        "the certificates are out of order: the private key is the key of certificate {leaf_at} in the file, and the leaf (the certificate the key is for) must come first, then each certificate's issuer"
+    )]
+    OutOfOrder {
+        /// Where the key's certificate is in the file, from 1.
+        leaf_at: usize,
+    },
 }
 
 /// A certificate chain (PEM, leaf first) and its private key (PEM: PKCS#8, PKCS#1 or SEC1),
@@ -173,7 +184,14 @@ pub fn certified_key(cert: &Path, key: &Path, provider: &rustls::crypto::CryptoP
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
-        Err(rustls::Error::InconsistentKeys(_)) => Err(KeyPairError::Mismatch),
+        // A chain written issuer first (`cat intermediate.pem leaf.pem`) would be sent so, and
+        // "another certificate's key" would send the operator looking for the wrong file.
+        Err(rustls::Error::InconsistentKeys(_)) => match (1..certified.cert.len()).find(|&i| {
+            CertifiedKey::new(vec![certified.cert[i].clone()], certified.key.clone()).keys_match().is_ok()
+        }) {
+            Some(i) => Err(KeyPairError::OutOfOrder { leaf_at: i + 1 }),
+            None => Err(KeyPairError::Mismatch),
+        },
         Err(e) => Err(KeyPairError::Cert { path: cert.display().to_string(), reason: format!("its first certificate cannot be read: {e}") }),
     }
 }

@@ -142,6 +142,7 @@ fn client_config(settings: &TlsSettings) -> Result<rustls::ClientConfig, TlsErro
     let Some(client) = &settings.client_cert else { return Ok(builder.with_no_client_auth()) };
     let certified = crate::tls::certified_key(&client.cert, &client.key, &provider).map_err(|e| match e {
         KeyPairError::Cert { path, reason } => TlsError::CertFile { path, reason },
+        e @ KeyPairError::OutOfOrder { .. } => TlsError::CertFile { path: client.cert.display().to_string(), reason: e.to_string() },
         KeyPairError::Key { path, reason } => TlsError::KeyFile { path, reason },
         KeyPairError::Mismatch => {
             TlsError::KeyMismatch { cert: client.cert.display().to_string(), key: client.key.display().to_string() }
