@@ -69,9 +69,10 @@ impl TlsError {
 /// The identity a verified client certificate gives a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIdentity {
-    /// The subject distinguished name, e.g. `CN=billing,O=Example`.
+    /// The subject distinguished name, e.g. `CN=billing, O=Example`, its values escaped (RFC 4514).
     pub subject: String,
-    /// DNS names, emails and URIs from the subject alternative names, in order.
+    /// DNS names, emails and URIs from the subject alternative names, in order, each with `\` and
+    /// `,` escaped by a `\`.
     pub sans: Vec<String>,
 }
 
@@ -237,10 +238,74 @@ fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
     names
 }
 
-/// The identity in a client's (already verified) certificate.
+/// The identity in a client's (already verified) certificate. The subject's attribute values
+/// and each SAN are escaped (RFC 4514: `\,` and the like), so a value with a comma in it cannot
+/// pass for another attribute or another SAN: a CN of `alice, O=Admins` reads
+/// `CN=alice\, O=Admins`, not as an `O=Admins` beside it.
 pub fn client_identity(cert: &CertificateDer<'_>) -> Option<ClientIdentity> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    Some(ClientIdentity { subject: parsed.subject().to_string(), sans: alternative_names(&parsed, false) })
+    let sans = alternative_names(&parsed, false).iter().map(|san| escape_list_item(san)).collect();
+    Some(ClientIdentity { subject: distinguished_name(parsed.subject()), sans })
+}
+
+/// A distinguished name as x509-parser writes it (`CN=billing, O=Example`: RDNs in the
+/// certificate's order, joined by `, `; several attributes of one RDN by ` + `), with each
+/// value escaped as RFC 4514 says, which x509-parser does not do.
+fn distinguished_name(name: &x509_parser::x509::X509Name<'_>) -> String {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    let registry = x509_parser::objects::oid_registry();
+    let attribute = |attr: &x509_parser::x509::AttributeTypeAndValue<'_>| {
+        let key = x509_parser::objects::oid2abbrev(attr.attr_type(), registry)
+            .map(str::to_owned)
+            .unwrap_or_else(|_| attr.attr_type().to_id_string());
+        let data = attr.attr_value().data;
+        let value = match attr.attr_value().tag() {
+            Tag::NumericString
+            | Tag::VisibleString
+            | Tag::PrintableString
+            | Tag::GeneralString
+            | Tag::ObjectDescriptor
+            | Tag::GraphicString
+            | Tag::T61String
+            | Tag::VideotexString
+            | Tag::Utf8String
+            | Tag::Ia5String => escape_dn_value(&String::from_utf8_lossy(data)),
+            Tag::BmpString => {
+                let units: Vec<u16> = data.chunks(2).map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])).collect();
+                escape_dn_value(&String::from_utf16_lossy(&units))
+            }
+            // Not a string: `#` and its DER in hex, as RFC 4514 writes such a value.
+            _ => format!("#{}", attr.as_slice().iter().map(|b| format!("{b:02X}")).collect::<String>()),
+        };
+        format!("{key}={value}")
+    };
+    name.iter().map(|rdn| rdn.iter().map(attribute).collect::<Vec<_>>().join(" + ")).collect::<Vec<_>>().join(", ")
+}
+
+/// An attribute value escaped as RFC 4514 2.4 says: `"`, `+`, `,`, `;`, `<`, `>` and `\`
+/// anywhere, a leading `#` or space, a trailing space, and NUL.
+fn escape_dn_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => out.push('\\'),
+            '#' if i == 0 => out.push('\\'),
+            ' ' if i == 0 || i == last => out.push('\\'),
+            '\0' => {
+                out.push_str("\\00");
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One item of a comma-separated list (`tls.client.sans`): `\` and `,` escaped with a `\`.
+fn escape_list_item(item: &str) -> String {
+    item.replace('\\', "\\\\").replace(',', "\\,")
 }
 
 /// A certificate's subject alternative names: DNS names only, or DNS names, emails and URIs.

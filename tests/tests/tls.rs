@@ -549,3 +549,32 @@ async fn an_expired_or_not_yet_valid_certificate_is_warned_about_at_load() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Verify return code: 10 (certificate has expired)"), "{stdout}");
 }
+
+/// A client certificate whose CN holds a comma (`billing, O=Admin`) and whose URI SAN holds one
+/// (`spiffe://example.test/a,admin.internal`), as a CA that signs the names clients ask for would
+/// issue: plugins read the comma escaped (RFC 4514, as nginx's `$ssl_client_s_dn` writes it), so
+/// neither passes for an `O=Admin` attribute or an `admin.internal` SAN of a certificate that
+/// has none.
+#[tokio::test]
+async fn a_comma_in_a_client_certificate_cannot_forge_another_attribute_or_san() {
+    let mut pki = pki();
+    let client_ca = ca("Airlock test client CA, lax");
+    std::fs::write(pki.dir.path().join("client-ca.pem"), client_ca.pem()).expect("write PEM");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["billing.internal".to_owned()]).expect("params");
+    params.subject_alt_names.push(rcgen::SanType::URI("spiffe://example.test/a,admin.internal".try_into().expect("URI")));
+    params.distinguished_name.push(rcgen::DnType::CommonName, "billing, O=Admin");
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Example");
+    pki.client_cert = params.signed_by(&key, &*client_ca).expect("sign").der().clone();
+    pki.client_key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let upstream = Upstream::start().await;
+    let mtls = format!("client_ca = \"{}/client-ca.pem\"", pki.dir.path().display());
+    let gw = Gateway::start(&config(pki.dir.path(), &mtls), Some(&upstream)).await;
+    let all = &[&rustls::version::TLS13, &rustls::version::TLS12];
+    let seen = https_get(&gw, "api.example.test", client_config(&pki, &[b"h2"], all, true)).await.expect("client with a certificate");
+    assert_eq!(seen.status, 200);
+    let context = |key: &str| seen.headers.get(format!("x-context-{key}")).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!(context("tls.client.subject"), r"CN=billing\, O=Admin, O=Example");
+    assert_eq!(context("tls.client.sans"), r"billing.internal,spiffe://example.test/a\,admin.internal");
+    gw.stop().await;
+}

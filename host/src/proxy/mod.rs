@@ -65,7 +65,8 @@ use crate::telemetry::request::RequestRecord;
 
 /// Request context key holding a verified mTLS client certificate's subject DN.
 pub const CLIENT_SUBJECT: &str = "tls.client.subject";
-/// Request context key holding its DNS/email/URI SANs, comma-separated.
+/// Request context key holding its DNS/email/URI SANs, comma-separated (a `,` or `\` in one
+/// escaped by a `\`).
 pub const CLIENT_SANS: &str = "tls.client.sans";
 
 /// What the listener knows about the connection a request came in on.
