@@ -40,6 +40,15 @@ fn parse_target(target: &str) -> Result<(Scheme, Authority), String> {
         (Scheme::None, target)
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('@') {
+        // `http::uri::Authority` takes user info, which then went upstream as part of `Host` and
+        // into the `target` label of `/metrics` and `/admin/config`: refused, and not quoted
+        // (it holds a password).
+        return Err("a target cannot hold user info (`user:password@`): it is not sent as credentials (it would reach the \
+                    upstream inside `Host`, and show in metrics); give `host:port` alone, and set an `authorization` \
+                    header with `builtin:headers`"
+            .to_owned());
+    }
     match rest.parse::<Authority>() {
         Ok(a) if a.port_u16().is_some() => Ok((scheme, a)),
         _ => Err(format!("target `{target}` is not `host:port`, `http://host:port` or `https://host:port`")),
@@ -377,5 +386,10 @@ mod tests {
         assert_eq!(parse_target("http://10.0.0.1:8080").map(|(s, _)| s), Ok(Scheme::Http));
         assert!(parse_target("https://a.example").is_err());
         assert!(parse_target("a.example:80/x").is_err());
+        // User info is refused, without quoting it back.
+        for target in ["http://admin:hunter2@10.0.0.1:8080", "admin:hunter2@a.example:80", "https://token@a.example:443"] {
+            let message = parse_target(target).unwrap_err();
+            assert!(message.contains("cannot hold user info") && !message.contains("hunter2") && !message.contains("token@"), "{message}");
+        }
     }
 }
