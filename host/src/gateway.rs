@@ -1048,7 +1048,9 @@ async fn build_entry(
                 PluginError::Configure(message) => crate::config::locate::leading_key(message),
                 _ => None,
             };
-            let message = format!("plugin `{name}` on route `{route}`: {e}");
+            // The value a plugin refuses under a secret's key is not quoted back.
+            let refused = named.map_or_else(|| e.to_string(), |k| crate::admin::redact::redacted_message(k, &e.to_string()));
+            let message = format!("plugin `{name}` on route `{route}`: {refused}");
             // A consumer's credentials (handed to the plugin under `consumers`, in file order)
             // are in the file's own `[[consumers]]`: pointed at there.
             if let Some(consumer_key) = named.filter(|k| k.starts_with("consumers["))

@@ -104,6 +104,39 @@ pub fn redacted_line(key_path: &str, line: &str) -> String {
     }
 }
 
+/// An error message about the value at `key_path`, with the value taken out when the key names a
+/// secret: serde quotes what it refuses (`invalid type: string "sk-live-...", expected a
+/// sequence`), and the message reaches logs and the admin API's reload answer as the line does.
+pub fn redacted_message(key_path: &str, message: &str) -> String {
+    // A consumer's `keys` (API keys); not `consumers` itself, whose `groups` and `id` are shown.
+    if !names_secret(key_path) && !key_path.split(['.', '[', ']']).any(|s| s == "keys") {
+        return message.to_owned();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        // serde's echoes of a refused value: `string "..."` (JSON-escaped), `integer `...``,
+        // `floating point `...``.
+        let found = ["string \"", "integer `", "floating point `"].iter().filter_map(|m| rest.find(m).map(|at| (at, *m))).min();
+        let Some((at, marker)) = found else { break };
+        let value_start = at + marker.len();
+        let close = if marker.ends_with('"') { '"' } else { '`' };
+        let mut escaped = false;
+        let end = rest[value_start..].char_indices().find_map(|(i, c)| {
+            let end = (c == close && !escaped).then_some(value_start + i);
+            escaped = close == '"' && c == '\\' && !escaped;
+            end
+        });
+        let Some(end) = end else { break };
+        out.push_str(&rest[..at]);
+        out.push_str(marker.trim_end_matches(['"', '`']));
+        out.push_str(REDACTED_VALUE);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Whether `text` holds a URL with user info (`scheme://user:password@host`): a config line's
 /// value, or a URL alone.
 pub(crate) fn has_url_user_info(text: &str) -> bool {
@@ -220,6 +253,23 @@ mod tests {
 
     use super::*;
     use crate::config::ConfigSource;
+
+    #[test]
+    fn a_refused_secret_is_not_quoted_back_in_the_message() {
+        let said = "`keys`: invalid type: string \"sk-live-\\\"12\", expected a sequence";
+        assert_eq!(
+            redacted_message("consumers[0].credentials.keys", said),
+            "`keys`: invalid type: string <value redacted>, expected a sequence"
+        );
+        assert_eq!(redacted_message("admin.token", "invalid type: integer `1234`, expected a string"), "invalid type: integer <value redacted>, expected a string");
+        assert_eq!(redacted_message("keys[0].secret", "floating point `1.5` and string \"x\""), "floating point <value redacted> and string <value redacted>");
+        // Other keys' values are quoted, as they help.
+        let status = "invalid type: string \"200\", expected u16";
+        assert_eq!(redacted_message("routes[0].plugins[0].config.status", status), status);
+        let groups = "invalid type: string \"admin\", expected a sequence";
+        assert_eq!(redacted_message("consumers[0].groups", groups), groups);
+        assert_eq!(redacted_message("keys", "string \"unclosed"), "string \"unclosed");
+    }
 
     #[test]
     fn secrets_are_redacted_and_the_rest_kept() {

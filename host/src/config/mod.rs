@@ -230,7 +230,7 @@ impl ConfigSource {
             line,
             column,
             key: key.to_owned(),
-            message: message.into().trim_end().to_owned(),
+            message: crate::admin::redact::redacted_message(key, message.into().trim_end()),
             snippet,
         }
     }
