@@ -32,8 +32,8 @@ pub struct ConfigSource {
 impl ConfigSource {
     /// Reads a config file from disk.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = String::from_utf8(bytes).map_err(|e| not_utf8(&path.display().to_string(), e.as_bytes(), e.utf8_error()))?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(Self { name: path.display().to_string(), base_dir, text: text.into(), path: Some(path.to_path_buf()) })
     }
@@ -236,6 +236,27 @@ impl ConfigSource {
     }
 }
 
+/// A config file that is not UTF-8 (as TOML must be), located at its first bad byte: a file
+/// saved in Latin-1 or UTF-16 is found at the line to fix, not only named.
+fn not_utf8(file: &str, bytes: &[u8], e: std::str::Utf8Error) -> ConfigError {
+    let valid = &bytes[..e.valid_up_to()];
+    let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |nl| nl + 1);
+    let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+    // Columns count characters, as for every other error; the text before is valid UTF-8.
+    let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+    let line_end = bytes[line_start..].iter().position(|b| *b == b'\n').map_or(bytes.len(), |at| line_start + at);
+    let shown = String::from_utf8_lossy(&bytes[line_start..line_end]).trim_end_matches('\r').to_owned();
+    let byte = bytes[e.valid_up_to()];
+    ConfigError::Invalid(vec![ConfigIssue {
+        file: file.to_owned(),
+        line: Some(line),
+        column: Some(column),
+        key: String::new(),
+        message: format!("byte 0x{byte:02X} is not UTF-8: a config file is UTF-8 (TOML); save it as UTF-8"),
+        snippet: Some(crate::admin::redact::redacted_line("", &shown)),
+    }])
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
@@ -395,6 +416,20 @@ sample_ratio = \"all\"
         assert_eq!((issue.line, issue.key.as_str()), (Some(2), "runtime.worker_threads"));
         assert!(issue.message.contains("nonzero"), "{}", issue.message);
         assert_eq!(src("[runtime]\nworker_threads = 3\n").parse().unwrap().runtime.worker_count(), 3);
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_located_at_its_first_bad_byte() {
+        let dir = std::env::temp_dir().join(format!("airlock-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("airlock.toml");
+        std::fs::write(&path, b"[limits]\nmax_headers = 10\n# caf\xe9 \xe9\n").unwrap();
+        let err = ConfigSource::read(&path).unwrap_err();
+        let issue = &err.issues()[0];
+        assert_eq!((issue.line, issue.column), (Some(3), Some(6)), "{err}");
+        assert!(issue.message.contains("0xE9 is not UTF-8"), "{err}");
+        assert_eq!(issue.snippet.as_deref(), Some("# caf\u{fffd} \u{fffd}"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
