@@ -161,7 +161,12 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
     let listeners = server::share(listeners, workers.count())?;
     let admin_listener = admin::bind(source, &config).await?;
     let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-    let access_log = gateway.telemetry.start_access_log(&config, &source.base_dir)?;
+    // A file that cannot be opened for appending (permission denied, read-only) is found only
+    // here: reported at `access_log.path`, as `check` reports the problems it can see.
+    let access_log = gateway.telemetry.start_access_log(&config, &source.base_dir).map_err(|e| {
+        let key = if config.access_log.path.is_some() { "access_log.path" } else { "access_log" };
+        StartError::Config(source.error_at(config.access_log.path.as_ref().map(toml::Spanned::span), key, e.to_string()))
+    })?;
     gateway.telemetry.start_otlp(&config);
     let admin_token = config.admin.token.as_ref().map(|t| t.get_ref().clone());
     let live = Arc::new(LiveGateway::new(gateway, plan.tls, config, source.clone()));

@@ -102,6 +102,20 @@ fn a_port_in_use_is_reported_at_its_address() {
     drop(held);
 }
 
+/// An access log that cannot be opened only shows at `run` (here a link to a folder that is not
+/// there; a file the gateway's user may not write is the same): `run` stops with the error at
+/// `access_log.path`'s line, as `check` reports the problems it can see.
+#[test]
+fn an_access_log_that_cannot_be_opened_is_reported_at_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(dir.path().join("no-such-folder/access.log"), dir.path().join("access.log")).unwrap();
+    let config = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[admin]\nenabled = false\n\n[access_log]\nenabled = true\npath = \"access.log\"\n\n\
+                  [[routes]]\npath = \"/\"\nplugins = [{ plugin = \"builtin:respond\" }]\n";
+    let (status, stderr) = airlock_on(dir.path(), "run", "off", config);
+    assert!(!status.success(), "started: {stderr}");
+    assert!(stderr.contains("airlock.toml:8:8: `access_log.path`: cannot open access log `access.log`: No such file or directory"), "{stderr}");
+}
+
 /// With `--log-format json`, a gateway that cannot start says why in a JSON event like every
 /// other line it logs (a log pipeline parsing its stderr loses nothing), the located config
 /// error in its `error` field.

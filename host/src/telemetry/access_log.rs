@@ -277,10 +277,14 @@ impl Sink {
     }
 }
 
-/// Why the access log could not be opened at `path`, if its folder is missing or not a folder:
-/// checked when the config is (`airlock check` included), so it is not found only at `run`.
-/// Blocking: called while a config is loaded at startup, before the gateway serves.
+/// Why the access log could not be opened at `path`, if its folder is missing or not a folder,
+/// or `path` is itself a folder: checked when the config is (`airlock check` included), so it is
+/// not found only at `run`. Blocking: called while a config is loaded at startup, before the
+/// gateway serves.
 pub fn folder_problem(path: &Path) -> Option<String> {
+    if std::fs::metadata(path).is_ok_and(|meta| meta.is_dir()) {
+        return Some(format!("`{}` is a folder: name the file the access log is appended to, as `{}`", path.display(), path.join("access.log").display()));
+    }
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty())?;
     match std::fs::metadata(folder) {
         Ok(meta) if meta.is_dir() => None,
