@@ -417,18 +417,16 @@ impl Gateway {
             let id: Arc<str> = route.id_at(index).into();
             let key = format!("routes[{index}]");
             // Rate-limit keys, metrics and the admin API tell routes apart by id.
-            if &*id == GLOBAL_CHAIN {
+            if let Some(problem) = route.id.as_ref().and_then(|given| route_id_problem(given.get_ref())) {
+                issues.push(source.issue(route.id.as_ref().map(Spanned::span), &format!("{key}.id"), problem));
+            } else if &*id == GLOBAL_CHAIN {
                 issues.push(source.issue(
                     route.id.as_ref().map(Spanned::span),
                     &format!("{key}.id"),
                     format!("route id `{GLOBAL_CHAIN}` is the global chain's: its entries' state and metrics would be shared"),
                 ));
             } else if !route_ids.insert(id.clone()) {
-                issues.push(source.issue(
-                    route.id.as_ref().map(Spanned::span),
-                    &format!("{key}.id"),
-                    format!("route id `{id}` is used twice (ids name a route in rate-limit keys, metrics and the admin API)"),
-                ));
+                issues.push(route_id_twice(source, config, index, &id));
             }
             let underscores = config.limits.headers_with_underscores;
             let Some(spec) = route_spec(source, route, &id, &key, underscores, &mut issues) else { continue };
@@ -739,6 +737,37 @@ fn group_name_problem(group: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+/// Why a route's `id` cannot be one: it names the route in log lines, metrics labels, state
+/// namespaces and the admin API, so it must be there to read.
+fn route_id_problem(id: &str) -> Option<String> {
+    if id.trim().is_empty() {
+        Some("a route id cannot be empty: name the route, or leave `id` out for `route-<index>`".to_owned())
+    } else if id.chars().any(char::is_control) {
+        Some(format!("{id:?}: a route id cannot hold control characters (it goes into log lines and metrics labels)"))
+    } else if id.trim() != id {
+        Some(format!("`{id}`: a route id cannot start or end with white space"))
+    } else {
+        None
+    }
+}
+
+/// Route `index`'s id `id`, which an earlier route has too: located at the `id` written in the
+/// file, which for an id the gateway gave a route without one (`route-<index>`) is the other's.
+fn route_id_twice(source: &ConfigSource, config: &Config, index: usize, id: &str) -> ConfigIssue {
+    let earlier = config.routes[..index].iter().enumerate().position(|(j, r)| r.id_at(j) == id).unwrap_or_default();
+    let why = "ids name a route in rate-limit keys, metrics and the admin API";
+    let (named, unnamed) = match (&config.routes[index].id, &config.routes[earlier].id) {
+        (Some(_), Some(_)) => return source.issue(config.routes[index].id.as_ref().map(Spanned::span), &format!("routes[{index}].id"), format!("route id `{id}` is used twice ({why})")),
+        (Some(_), None) => (index, earlier),
+        (None, _) => (earlier, index),
+    };
+    source.issue(
+        config.routes[named].id.as_ref().map(Spanned::span),
+        &format!("routes[{named}].id"),
+        format!("route id `{id}` is also the id routes[{unnamed}] is given, having none of its own ({why}): choose another, or give routes[{unnamed}] an `id`"),
+    )
 }
 
 /// Why a consumer id cannot be one: it goes upstream as `X-Consumer-Id`, into the access log,
