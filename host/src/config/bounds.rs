@@ -217,6 +217,9 @@ mod tests {
         assert_eq!(message, "must be between 1 and 10000, not 20000");
         let (line, key, message) = refused("[runtime]\nmemory_mb = 4096\n");
         assert_eq!((line, key.as_str(), message.as_str()), (Some(2), "runtime.memory_mb", "must be between 1 and 1024, not 4096"));
+        // 0 was taken as 1 without a word: one idle instance is always kept.
+        let (line, key, message) = refused("[plugins.p]\nsource = \"p.wasm\"\npool_size = 0\n");
+        assert_eq!((line, key.as_str(), message.as_str()), (Some(3), "plugins.p.pool_size", "must be at least 1, not 0"));
         let (line, key, _) = refused("[plugins.p]\nsource = \"p.wasm\"\nmemory_mb = 0\n");
         assert_eq!((line, key.as_str()), (Some(3), "plugins.p.memory_mb"));
         let (line, key, message) = refused("[limits]\nmax_headers = 50\nmax_response_headers = 40000\n");

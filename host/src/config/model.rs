@@ -638,7 +638,8 @@ pub struct PluginConfig {
     /// Failure policy for chain entries that do not set their own (default `closed`).
     #[serde(default)]
     pub failure: FailurePolicy,
-    /// Most warm instances kept idle per chain entry.
+    /// Most warm instances kept idle per chain entry, at least 1 (one is always kept).
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
     pub pool_size: Option<usize>,
     /// Uses after which a warm instance is retired and replaced.
     #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
