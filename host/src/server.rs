@@ -578,8 +578,11 @@ async fn refuse_plain_http(mut stream: TcpStream, peer: SocketAddr, deadline: to
         let mut read = 0;
         while read < buf.len() {
             let n = stream.read(&mut buf[read..]).await?;
+            // Only what this read added (and the 3 bytes before it) is searched: a client
+            // trickling its head a byte at a time costs no rescan of what came before.
+            let from = read.saturating_sub(3);
             read += n;
-            if n == 0 || buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+            if n == 0 || buf[from..read].windows(4).any(|w| w == b"\r\n\r\n") {
                 break;
             }
         }
