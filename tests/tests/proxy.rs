@@ -356,6 +356,29 @@ async fn a_trusted_proxys_forwarded_proto_is_the_requests_scheme() {
     gw.stop().await;
 }
 
+/// `X-Forwarded-Client-Cert` (Envoy's record of a client certificate) is the word of whoever
+/// terminated TLS: from a client it is forged and removed, as Envoy's default `SANITIZE` does;
+/// from a trusted proxy in front it is passed on.
+#[tokio::test]
+async fn a_forwarded_client_cert_reaches_the_upstream_only_from_a_trusted_proxy() {
+    let upstream = Upstream::start().await;
+    let client = HttpClient::http1();
+    let xfcc = "By=spiffe://mesh/billing;Hash=1f;Subject=\"CN=admin\";URI=spiffe://mesh/admin";
+    let sent = [("x-forwarded-client-cert", xfcc), ("x-forwarded-client-cert", "URI=spiffe://mesh/ops")];
+
+    let gw = Gateway::start(PLAIN, Some(&upstream)).await;
+    let r = client.request("GET", &gw.url("/x"), &sent, b"").await;
+    assert_eq!(r.status, 200);
+    assert!(r.upstream_header("x-forwarded-client-cert").is_empty(), "a client's XFCC reached the upstream");
+    gw.stop().await;
+
+    let behind = format!("[[listeners]]\naddress = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]\n{PLAIN}");
+    let gw = Gateway::start(&behind, Some(&upstream)).await;
+    let r = client.request("GET", &gw.url("/x"), &sent, b"").await;
+    assert_eq!(r.upstream_header("x-forwarded-client-cert"), [xfcc, "URI=spiffe://mesh/ops"]);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn forwarded_headers_via_and_request_id() {
     let upstream = Upstream::start().await;

@@ -15,6 +15,8 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `x-forwarded-host`: the host the client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `x-forwarded-client-cert`: a client certificate as a proxy in front saw it (Envoy's XFCC).
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -141,6 +143,18 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'stat
         None => {
             headers.remove(X_FORWARDED_HOST);
         }
+    }
+}
+
+/// Removes `X-Forwarded-Client-Cert` from a request that did not come through one of the
+/// listener's trusted proxies (`trusted_from`): the gateway writes no such header, so one from
+/// the client is forged, and an upstream that reads it as the caller's mTLS identity (as
+/// services behind Envoy do) would take the client's word for it. Envoy removes it the same way
+/// by default (`forward_client_cert_details: SANITIZE`); behind a trusted proxy that terminated
+/// TLS and set it, it is kept.
+pub fn sanitize_client_cert(headers: &mut HeaderMap, trusted_from: bool) {
+    if !trusted_from {
+        headers.remove(X_FORWARDED_CLIENT_CERT);
     }
 }
 

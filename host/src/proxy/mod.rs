@@ -491,6 +491,8 @@ impl Gateway {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         headers::add_forwarded(&mut headers, conn.peer, conn.scheme, client_host.as_ref());
+        let trusted_from = self.trusted_proxies.get(conn.listener).is_some_and(|t| t.admits(conn.peer.ip()));
+        headers::sanitize_client_cert(&mut headers, trusted_from);
         headers::add_via(&mut headers, parts.version);
         if let Some(id) = id_header {
             headers.insert(headers::X_REQUEST_ID, id);
