@@ -104,6 +104,33 @@ pub fn redacted_line(key_path: &str, line: &str) -> String {
     }
 }
 
+/// Whether an "unknown field `field`" error (`message`, serde's, which lists the expected
+/// fields) is about a misspelt secret: the field names one, or the expected field nearest to it,
+/// at most two edits away, the one the operator most likely meant, does (`tokn` for `token`,
+/// `pasword` for `password`).
+pub fn unknown_field_is_secret(field: &str, message: &str) -> bool {
+    if names_secret(field) {
+        return true;
+    }
+    let Some((_, expected)) = message.split_once("expected") else { return false };
+    let nearest = expected.split('`').skip(1).step_by(2).min_by_key(|name| strsim::levenshtein(field, name));
+    nearest.is_some_and(|name| strsim::levenshtein(field, name) <= 2 && names_secret(name))
+}
+
+/// A config line an "unknown field `field`" error shows: when the line is that key's own
+/// (`tokn = "..."`), its value redacted whatever the key, since a misspelt secret's key (`tokn`,
+/// `pasword`, `api_kye`) does not read as one, and the key, not its value, is what the operator
+/// has to fix. Other lines (an inline table holding the key) as [`redacted_line`] shows them;
+/// `true` and `false` are kept, as there.
+pub fn redacted_unknown_key_line(key_path: &str, field: &str, line: &str) -> String {
+    match line.split_once('=') {
+        Some((key, value)) if key.trim().trim_matches('"') == field && !matches!(value.trim(), "true" | "false") => {
+            format!("{} = {REDACTED_VALUE}", key.trim_end())
+        }
+        _ => redacted_line(key_path, line),
+    }
+}
+
 /// An error message about the value at `key_path`, with the value taken out when the key names a
 /// secret: serde quotes what it refuses (`invalid type: string "sk-live-...", expected a
 /// sequence`), and the message reaches logs and the admin API's reload answer as the line does.
@@ -253,6 +280,25 @@ mod tests {
 
     use super::*;
     use crate::config::ConfigSource;
+
+    #[test]
+    fn a_misspelt_secrets_value_is_not_shown_by_its_unknown_field_error() {
+        let admin = "unknown field `tokn`, expected one of `enabled`, `address`, `token`, `token_file`";
+        assert!(unknown_field_is_secret("tokn", admin));
+        assert!(!unknown_field_is_secret("adress", &admin.replace("tokn", "adress")));
+        let route = "unknown field `upstrem`, expected one of `id`, `upstream`, `plugins`";
+        assert!(!unknown_field_is_secret("upstrem", route));
+        assert!(unknown_field_is_secret("clinet_secret", "unknown field `clinet_secret`, expected `client_id` or `client_secret`"));
+        assert!(unknown_field_is_secret("api_token", "unknown field `api_token`"));
+        assert!(!unknown_field_is_secret("colour", "unknown field `colour`"));
+        assert_eq!(redacted_unknown_key_line("admin.tokn", "tokn", "tokn = \"s3cr3t\""), "tokn = <value redacted>");
+        assert_eq!(redacted_unknown_key_line("x.api_kye", "api_kye", "  api_kye=\"k\"  # note"), "  api_kye = <value redacted>");
+        assert_eq!(redacted_unknown_key_line("x.enabeld", "enabeld", "enabeld = true"), "enabeld = true");
+        // Another key's line (an inline table holding the unknown key) is shown as usual.
+        let inline = "mirror = { upstream = \"shadow\", ratio = 0.5 }";
+        assert_eq!(redacted_unknown_key_line("routes[0].mirror.ratio", "ratio", inline), inline);
+        assert_eq!(redacted_unknown_key_line("admin.tokn", "tokn", "[admin]"), "[admin]");
+    }
 
     #[test]
     fn a_refused_secret_is_not_quoted_back_in_the_message() {

@@ -217,10 +217,18 @@ impl ConfigSource {
 
     /// Builds one located issue; see [`ConfigSource::error_at`].
     pub fn issue(&self, span: Option<Range<usize>>, key: &str, message: impl Into<String>) -> ConfigIssue {
+        let message = message.into();
+        // serde's error for a key the section does not have: the key may be a misspelt secret's.
+        let unknown_key = message.split_once("unknown field `").and_then(|(_, rest)| rest.split_once('`')).map(|(field, _)| field);
+        let unknown_key = unknown_key.filter(|field| crate::admin::redact::unknown_field_is_secret(field, &message));
         let (line, column, snippet) = match span {
             Some(span) if span.end > 0 || span.start > 0 => {
                 let (line, column) = line_col(&self.text, span.start);
-                let snippet = self.text.lines().nth(line - 1).map(|l| crate::admin::redact::redacted_line(key, l));
+                let shown = |l: &str| match unknown_key {
+                    Some(field) => crate::admin::redact::redacted_unknown_key_line(key, field, l),
+                    None => crate::admin::redact::redacted_line(key, l),
+                };
+                let snippet = self.text.lines().nth(line - 1).map(shown);
                 (Some(line), Some(column), snippet)
             }
             _ => (None, None, None),
@@ -230,7 +238,7 @@ impl ConfigSource {
             line,
             column,
             key: key.to_owned(),
-            message: crate::admin::redact::redacted_message(key, message.into().trim_end()),
+            message: crate::admin::redact::redacted_message(key, message.trim_end()),
             snippet,
         }
     }
