@@ -66,16 +66,22 @@ async fn read_response(stream: &mut TcpStream) -> String {
     }
 }
 
+/// `/endless` to the endless upstream at `endless`, everything else to the echo upstream, with
+/// `timeouts.send_ms` at `send_ms`.
+fn endless_and_echo_routes(endless: impl std::fmt::Display, send_ms: u64) -> String {
+    format!(
+        "[upstreams.endless]\ntargets = [\"{endless}\"]\n\n[upstreams.echo]\ntargets = [\"{{upstream}}\"]\n\n\
+         [[routes]]\npath_prefix = \"/endless\"\nupstream = \"endless\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"echo\"\n\n\
+         [timeouts]\nsend_ms = {send_ms}\n"
+    )
+}
+
 #[tokio::test]
 async fn an_http1_client_that_stops_reading_is_closed_after_send_ms_and_its_upstream_exchange_with_it() {
     const SEND_MS: u64 = 1000;
     let (endless, mut ended) = endless_upstream().await;
     let echo = Upstream::start().await;
-    let toml = format!(
-        "[upstreams.endless]\ntargets = [\"{endless}\"]\n\n[upstreams.echo]\ntargets = [\"{{upstream}}\"]\n\n\
-         [[routes]]\npath_prefix = \"/endless\"\nupstream = \"endless\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"echo\"\n\n\
-         [timeouts]\nsend_ms = {SEND_MS}\n"
-    );
+    let toml = endless_and_echo_routes(endless, SEND_MS);
     let gw = Gateway::start(&toml, Some(&echo)).await;
 
     // No false alarm: a keep-alive connection idle for twice send_ms (no write waiting) is kept,
@@ -135,11 +141,7 @@ async fn an_http2_client_that_makes_no_room_for_its_response_is_closed_after_sen
     const SEND_MS: u64 = 1000;
     let (endless, mut ended) = endless_upstream().await;
     let echo = Upstream::start().await;
-    let toml = format!(
-        "[upstreams.endless]\ntargets = [\"{endless}\"]\n\n[upstreams.echo]\ntargets = [\"{{upstream}}\"]\n\n\
-         [[routes]]\npath_prefix = \"/endless\"\nupstream = \"endless\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"echo\"\n\n\
-         [timeouts]\nsend_ms = {SEND_MS}\n"
-    );
+    let toml = endless_and_echo_routes(endless, SEND_MS);
     let gw = Gateway::start(&toml, Some(&echo)).await;
     let addr = gw.addr();
 

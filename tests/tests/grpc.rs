@@ -1259,15 +1259,9 @@ upstream = "h1"
     gw.stop().await;
 }
 
-/// A client's request trailers reach the upstream without the fields it could take for ones the
-/// gateway vouched for or that frame, route or authenticate the request (an upstream that merges
-/// trailers into the headers would read `x-consumer-id: admin` after an auth plugin's), over
-/// HTTP/1.1 and HTTP/2, streamed and buffered; the application's own trailer goes on.
-#[tokio::test]
-async fn request_trailers_cannot_pose_as_gateway_headers() {
-    let (h1, _t1) = trailer_upstream_http1().await;
-    let (h2, _t2) = trailer_upstream().await;
-    let toml = format!(
+/// `/h1` to an HTTP/1.1 upstream at `h1`, `/h2` to an h2c upstream at `h2`.
+fn h1_and_h2_routes(h1: &impl std::fmt::Display, h2: &impl std::fmt::Display) -> String {
+    format!(
         r#"
 [upstreams.h1]
 targets = ["{h1}"]
@@ -1280,13 +1274,20 @@ upstream = "h1"
 [[routes]]
 path = "/h2"
 upstream = "h2"
-[[routes]]
-path = "/buffered"
-upstream = "h2"
-[[routes.plugins]]
-plugin = "{{plugin:body-upper}}"
 "#
-    );
+    )
+}
+
+/// A client's request trailers reach the upstream without the fields it could take for ones the
+/// gateway vouched for or that frame, route or authenticate the request (an upstream that merges
+/// trailers into the headers would read `x-consumer-id: admin` after an auth plugin's), over
+/// HTTP/1.1 and HTTP/2, streamed and buffered; the application's own trailer goes on.
+#[tokio::test]
+async fn request_trailers_cannot_pose_as_gateway_headers() {
+    let (h1, _t1) = trailer_upstream_http1().await;
+    let (h2, _t2) = trailer_upstream().await;
+    let toml = h1_and_h2_routes(&h1, &h2)
+        + "[[routes]]\npath = \"/buffered\"\nupstream = \"h2\"\n[[routes.plugins]]\nplugin = \"{plugin:body-upper}\"\n";
     let gw = Gateway::start(&toml, None).await;
     let sent = [
         ("x-client-trailer", "sum"),
@@ -1345,21 +1346,7 @@ async fn announcing_upstream(http2: bool) -> (std::net::SocketAddr, tokio::task:
 async fn the_trailer_header_announces_only_the_trailers_passed_on() {
     let (h1, _t1) = announcing_upstream(false).await;
     let (h2, _t2) = announcing_upstream(true).await;
-    let toml = format!(
-        r#"
-[upstreams.h1]
-targets = ["{h1}"]
-[upstreams.h2]
-targets = ["{h2}"]
-protocol = "h2c"
-[[routes]]
-path = "/h1"
-upstream = "h1"
-[[routes]]
-path = "/h2"
-upstream = "h2"
-"#
-    );
+    let toml = h1_and_h2_routes(&h1, &h2);
     let gw = Gateway::start(&toml, None).await;
     let mixed = [("x-client-trailer", "sum"), ("X-Consumer-Id", "admin"), ("authorization", "Bearer forged"), ("x-checksum", "c")];
     let forbidden_only = [("x-api-key", "k2"), ("x_consumer_id", "admin")];
