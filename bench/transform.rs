@@ -29,12 +29,12 @@ fn request(body: Option<Bytes>) -> RequestState {
 fn transform(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let headers_only = support::pool(&rt, "transform", HEADER_RULE, Isolation::Pool);
-    let (req, result) = rt.block_on(headers_only.on_request(request(None), false));
+    let (req, result) = rt.block_on(headers_only.on_request(Box::new(request(None)), false));
     assert!(result.is_ok());
     assert_eq!(req.headers["x-out"], "bench");
     c.bench_function("transform/on_request/header_rule_no_body", |b| {
         b.to_async(&rt).iter_batched(
-            || request(None),
+            || Box::new(request(None)),
             |req| {
                 let pool = headers_only.clone();
                 async move { pool.on_request(req, false).await }
@@ -47,13 +47,13 @@ fn transform(c: &mut Criterion) {
     for (label, size) in [("1KiB", 1024), ("64KiB", 64 * 1024)] {
         let body = document(size);
         // Check the call does what is measured.
-        let (req, result) = rt.block_on(body_rules.on_request(request(Some(body.clone())), true));
+        let (req, result) = rt.block_on(body_rules.on_request(Box::new(request(Some(body.clone()))), true));
         assert!(result.is_ok());
         let out = req.body.expect("body");
         assert!(out.len() < body.len() && !out.windows(5).any(|w| w == b"token"));
         c.bench_function(&format!("transform/on_request/json_body_rules/{label}"), |b| {
             b.to_async(&rt).iter_batched(
-                || request(Some(body.clone())),
+                || Box::new(request(Some(body.clone()))),
                 |req| {
                     let pool = body_rules.clone();
                     async move { pool.on_request(req, true).await }

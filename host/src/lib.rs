@@ -25,6 +25,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod boxed;
 pub mod client_limit;
 pub mod config;
 pub mod connections;

@@ -410,8 +410,8 @@ impl<'a> TrialSession<'a> {
         let mut response = response;
         let mut answered = false;
         if descriptor.on_request {
-            let (returned, result) = pool.on_request(request, descriptor.request_body).await;
-            request = returned;
+            let (returned, result) = pool.on_request(Box::new(request), descriptor.request_body).await;
+            request = *returned;
             let action = result.map_err(|f| TrialError::Failed { phase: "on-request", reason: f.to_string() })?;
             decision = match action {
                 PhaseAction::Continue => "continue",
@@ -437,9 +437,9 @@ impl<'a> TrialSession<'a> {
             let fits = request.response_edits.body_limit(0).is_none_or(|max| response.body.as_ref().is_none_or(|b| b.len() as u64 <= max));
             let body_access = descriptor.response_body && fits;
             let hidden = if !answered && !body_access { response.body.take() } else { None };
-            let (req, resp, result) = pool.on_response(request, response, body_access).await;
+            let (req, resp, result) = pool.on_response(Box::new(request), Box::new(response), body_access).await;
             result.map_err(|f| TrialError::Failed { phase: "on-response", reason: f.to_string() })?;
-            (request, response) = (req, resp);
+            (request, response) = (*req, *resp);
             response.body = response.body.or(hidden);
         }
         // What the gateway would send: a 204, 205 or 304 goes without content.

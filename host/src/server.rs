@@ -746,7 +746,7 @@ fn gateway_service(
         // Boxed: hyper's HTTP/1 connection holds a slot the size of this future for its whole
         // life, idle or not; a box keeps that slot one pointer and the request's state is freed
         // when the response is done (~1 KB less per idle keep-alive connection).
-        Box::pin(async move {
+        crate::boxed::in_place(|| async move {
             let mut response = gateway.handle(request, conn).await;
             if let Some(sends) = sends {
                 response.body_mut().watching_sends(sends);

@@ -197,7 +197,9 @@ where
         };
         let (mut sender, mut stream) = match self.kept(slot) {
             Some((sender, stream)) => (sender, Some(stream)),
-            None => match self.connect_once(slot).await {
+            // Boxed: connecting (a TLS and HTTP/2 handshake, ~6.5 KB of future) is the slow path,
+            // and inline it would make every request's future that much larger, and copied.
+            None => match Box::pin(self.connect_once(slot)).await {
                 Ok(made) => made,
                 Err(e) => return Err(Http2Error::Connect(e, Box::new(request))),
             },
@@ -247,7 +249,7 @@ where
             };
             resends += 1;
             self.forget(slot);
-            (sender, stream) = match self.connect_once(slot).await {
+            (sender, stream) = match Box::pin(self.connect_once(slot)).await {
                 Ok(made) => made,
                 Err(e) => {
                     unname_host(&mut request, &target, host);

@@ -178,11 +178,13 @@ impl PluginChain {
     /// clock again.
     pub async fn run_request_phases(
         &self,
-        mut request: RequestState,
+        request: RequestState,
         max_delay: Duration,
         held: &mut Vec<SlotGuard>,
         clock: &mut Instant,
     ) -> (RequestState, usize, RequestOutcome) {
+        // Boxed for the phases: each call takes it and gives it back, a pointer's move each way.
+        let mut request = Box::new(request);
         for (index, entry) in self.entries.iter().enumerate() {
             if !entry.descriptor.on_request {
                 continue;
@@ -208,9 +210,10 @@ impl PluginChain {
                 }
                 Ok(PhaseAction::Respond(response)) => {
                     entry.metrics.record_decision(Decision::Respond);
-                    return (request, index + 1, RequestOutcome::Respond(response));
+                    return (*request, index + 1, RequestOutcome::Respond(response));
                 }
-                Ok(PhaseAction::AcquireSlot(slot)) => match acquire_slot(entry, &request, slot, max_delay).await {
+                // Boxed: waiting for a slot is the rare path (~1 KB of future every call would carry).
+                Ok(PhaseAction::AcquireSlot(slot)) => match Box::pin(acquire_slot(entry, &request, slot, max_delay)).await {
                     Ok(guard) => {
                         *clock = Instant::now();
                         entry.metrics.record_decision(Decision::Slot);
@@ -219,13 +222,13 @@ impl PluginChain {
                     Err(refuse) => {
                         *clock = Instant::now();
                         entry.metrics.record_decision(Decision::SlotRefused);
-                        return (request, index + 1, RequestOutcome::Respond(refuse));
+                        return (*request, index + 1, RequestOutcome::Respond(refuse));
                     }
                 },
                 Err(failure) => {
                     if let Err(error) = entry_failed(entry, &request, "on-request", failure) {
                         // The entries before it ran; its own half-made changes are not answered.
-                        return (request, index, RequestOutcome::Failed(error));
+                        return (*request, index, RequestOutcome::Failed(error));
                     }
                     if let Some(snapshot) = snapshot {
                         request.restore(snapshot);
@@ -233,7 +236,7 @@ impl PluginChain {
                 }
             }
         }
-        (request, self.entries.len(), RequestOutcome::Upstream)
+        (*request, self.entries.len(), RequestOutcome::Upstream)
     }
 
     /// Runs the response phases of the first `ran` entries, in reverse order: each entry's
@@ -244,10 +247,12 @@ impl PluginChain {
     pub async fn run_response_phases(
         &self,
         ran: usize,
-        mut request: RequestState,
-        mut response: ResponseState,
+        request: RequestState,
+        response: ResponseState,
         clock: &mut Instant,
     ) -> Result<(RequestState, ResponseState), (RequestState, GatewayError)> {
+        // Boxed for the phases, as in the request phases.
+        let (mut request, mut response) = (Box::new(request), Box::new(response));
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
             let bound = request.header_limits.response;
             request.response_edits.apply(index, &mut response.headers, bound, entry.name(), &request.request_id);
@@ -256,7 +261,7 @@ impl PluginChain {
             }
             // The response and the context (the one part of the request still writable) as they
             // were, for a call that fails open.
-            let snapshot = (entry.failure == FailurePolicy::Open).then(|| (response.clone(), request.context.clone()));
+            let snapshot = (entry.failure == FailurePolicy::Open).then(|| ((*response).clone(), request.context.clone()));
             let started = *clock;
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-response");
             // A narrowed need sees the body only if it was buffered and fits.
@@ -271,14 +276,14 @@ impl PluginChain {
             response = resp;
             if let Err(failure) = result {
                 if let Err(error) = entry_failed(entry, &request, "on-response", failure) {
-                    return Err((request, error));
+                    return Err((*request, error));
                 }
                 if let Some((before, context)) = snapshot {
-                    (response, request.context) = (before, context);
+                    (*response, request.context) = (before, context);
                 }
             }
         }
-        Ok((request, response))
+        Ok((*request, *response))
     }
 }
 

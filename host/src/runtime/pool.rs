@@ -422,7 +422,7 @@ impl InstancePool {
 
     /// Runs `on-request`. The request comes back in every case (changed or not), with the
     /// plugin's action or the reason it failed.
-    pub async fn on_request(&self, request: RequestState, body_access: bool) -> (RequestState, Result<PhaseAction, Failure>) {
+    pub async fn on_request(&self, request: Box<RequestState>, body_access: bool) -> (Box<RequestState>, Result<PhaseAction, Failure>) {
         let mut instance = match self.acquire().await {
             Ok(i) => i,
             Err(f) => return (request, Err(f)),
@@ -461,10 +461,10 @@ impl InstancePool {
     /// response body's; the request's is readable only if the plugin declared `request-body`.
     pub async fn on_response(
         &self,
-        request: RequestState,
-        response: ResponseState,
+        request: Box<RequestState>,
+        response: Box<ResponseState>,
         body_access: bool,
-    ) -> (RequestState, ResponseState, Result<(), Failure>) {
+    ) -> (Box<RequestState>, Box<ResponseState>, Result<(), Failure>) {
         let mut instance = match self.acquire().await {
             Ok(i) => i,
             Err(f) => return (request, response, Err(f)),
@@ -586,8 +586,8 @@ fn unreachable_state(plugin: &str) {
     tracing::error!(plugin, "internal error: request state missing from the plugin store after a call");
 }
 
-fn placeholder_request() -> RequestState {
-    RequestState {
+fn placeholder_request() -> Box<RequestState> {
+    Box::new(RequestState {
         method: http::Method::GET,
         path: "/".into(),
         query: None,
@@ -605,11 +605,11 @@ fn placeholder_request() -> RequestState {
         body_limit: u64::MAX,
         host_from_plugin: false,
         client_body: false,
-    }
+    })
 }
 
-fn placeholder_response() -> ResponseState {
-    ResponseState { status: http::StatusCode::INTERNAL_SERVER_ERROR, headers: http::HeaderMap::new(), body: None, trailers: None }
+fn placeholder_response() -> Box<ResponseState> {
+    Box::new(ResponseState { status: http::StatusCode::INTERNAL_SERVER_ERROR, headers: http::HeaderMap::new(), body: None, trailers: None })
 }
 
 #[cfg(test)]

@@ -63,9 +63,11 @@ pub struct HostState {
     /// The memory cap, and whether the plugin ran into it.
     pub limiter: MemoryLimiter,
     /// The request of the phase call in progress (the `request` resource reads and writes it).
-    pub request: Option<RequestState>,
-    /// The response of the response-phase call in progress.
-    pub response: Option<ResponseState>,
+    /// Boxed, as the chain holds it: handing it to each call and back moves a pointer, not the
+    /// ~400-byte state.
+    pub request: Option<Box<RequestState>>,
+    /// The response of the response-phase call in progress (boxed for the same reason).
+    pub response: Option<Box<ResponseState>>,
     /// Which bodies the call in progress may read and write (else `body()` is `none`).
     pub body_access: BodyAccess,
     /// True during response phases: request setters are ignored.

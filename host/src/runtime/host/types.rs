@@ -29,7 +29,7 @@ impl Host for HostState {}
 
 impl HostState {
     fn req(&self) -> Option<&RequestState> {
-        self.request.as_ref()
+        self.request.as_deref()
     }
 
     /// True (and `what` logged as ignored) when the request may not be changed in this call.
@@ -45,15 +45,15 @@ impl HostState {
         if self.request_locked(what) {
             return None;
         }
-        self.request.as_mut()
+        self.request.as_deref_mut()
     }
 
     fn resp(&self) -> Option<&ResponseState> {
-        self.response.as_ref()
+        self.response.as_deref()
     }
 
     fn resp_mut(&mut self) -> Option<&mut ResponseState> {
-        self.response.as_mut()
+        self.response.as_deref_mut()
     }
 
     /// The bound the response's headers (and trailers) are held to: the request's response limits.
@@ -563,7 +563,7 @@ mod tests {
     fn in_call(reads_response_body: bool, response_phase: bool) -> HostState {
         let mut state = HostState::new("p".into(), 1 << 20, std::time::Duration::from_millis(10));
         let request = crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\n\n").expect("a request");
-        state.request = Some(request);
+        state.request = Some(Box::new(request));
         state.reads_response_body = reads_response_body;
         state.begin_call(super::super::BodyAccess::NONE, response_phase);
         state
@@ -642,7 +642,7 @@ mod tests {
     #[test]
     fn connect_and_trace_are_not_methods_a_plugin_can_set() {
         let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
-        state.request = Some(crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\n\n").unwrap());
+        state.request = Some(Box::new(crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\n\n").unwrap()));
         for (asked, got) in [("PUT", "PUT"), ("CONNECT", "PUT"), ("TRACE", "PUT"), ("bad method", "PUT"), ("PURGE", "PURGE")] {
             state.set_method(Resource::new_own(0), asked.into());
             assert_eq!(state.request.as_ref().unwrap().method.as_str(), got, "{asked}");
@@ -654,7 +654,7 @@ mod tests {
         let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
         let mut request = crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\n\n").unwrap();
         request.header_limits.request = HeaderBound { count: 2, bytes: usize::MAX };
-        state.request = Some(request);
+        state.request = Some(Box::new(request));
         let headers = |state: &HostState| state.request.as_ref().unwrap().headers.clone();
         state.put_header(Side::Request, "set-header", "X-Bin", vec![0xff, 0xfe, b'a'], true);
         assert_eq!(header_first(&headers(&state), "x-bin"), Some(vec![0xff, 0xfe, b'a']), "non-UTF-8 bytes survive");
@@ -679,7 +679,7 @@ mod tests {
         let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
         let mut request = crate::plugin_trial::parse_request("t.http", b"GET /start HTTP/1.1\nx-a: b\n\n").unwrap();
         request.header_limits.request = HeaderBound { count: 100, bytes: 200 };
-        state.request = Some(request);
+        state.request = Some(Box::new(request));
         let long = format!("/{}", "a".repeat(300));
         state.set_path(Resource::new_borrow(0), long);
         assert_eq!(state.request.as_ref().unwrap().path, "/start", "a path past the limit is ignored");
@@ -696,7 +696,7 @@ mod tests {
     #[test]
     fn a_plugins_path_is_normalized_like_a_clients() {
         let mut state = HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
-        state.request = Some(crate::plugin_trial::parse_request("t.http", b"GET /start HTTP/1.1\n\n").unwrap());
+        state.request = Some(Box::new(crate::plugin_trial::parse_request("t.http", b"GET /start HTTP/1.1\n\n").unwrap()));
         let mut set = |path: &str| {
             state.set_path(Resource::new_borrow(0), path.to_owned());
             state.request.as_ref().unwrap().path.clone()
