@@ -157,6 +157,21 @@ fn check<E: serde::de::Error, T: Copy + TryInto<u64>>(value: T, min: u64, max: u
     }
 }
 
+/// `otlp.service_name`: the `service.name` a collector groups the gateway's spans by. Empty (or
+/// blank) it names no service a trace UI can show, and control characters would go into every
+/// exported resource: both refused where they are written.
+pub fn service_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::de::Error;
+    let name = String::deserialize(d)?;
+    if name.trim().is_empty() {
+        return Err(D::Error::custom("the service name cannot be empty: it is the `service.name` collectors group the gateway's spans by (leave it out for `airlock`)"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(D::Error::custom(format!("{name:?}: the service name cannot hold control characters")));
+    }
+    Ok(name)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -1141,6 +1141,7 @@ pub struct OtlpConfig {
     /// The collector's traces URL, `http://host:port/v1/traces`; absent: no export.
     pub endpoint: Option<Spanned<String>>,
     /// `service.name` of the exported resource.
+    #[serde(deserialize_with = "bounds::service_name")]
     pub service_name: String,
     /// Most spans sent in one request to the collector.
     #[serde(deserialize_with = "bounds::at_least_one")]

@@ -115,6 +115,12 @@ fn settings(
     up: &UpstreamConfig,
     issues: &mut Vec<ConfigIssue>,
 ) -> Option<(Vec<Authority>, UpstreamSettings)> {
+    // Routes name it, and it goes into log lines, metrics labels and the admin API.
+    if let Some(problem) = crate::gateway::id_text_problem(name, "an upstream name", "", "it goes into log lines and metrics labels") {
+        // The key as TOML writes it, quoted: `upstreams.""` rather than a bare `upstreams.`.
+        issues.push(source.issue(Some(up.targets.span()), &format!("upstreams.{name:?}"), problem));
+        return None;
+    }
     let key = format!("upstreams.{name}.targets");
     let before = issues.len();
     let mut targets = Vec::new();
