@@ -312,13 +312,36 @@ fn address(client: &redis::Client) -> Arc<str> {
     }
 }
 
+/// What is wrong with `url`, which redis refused, said without its credentials: not a URL, not
+/// a Redis scheme, no host, or a database that is not a number.
+fn url_problem(url: &str) -> String {
+    const EXPECTED: &str = "expected redis://[user:password@]host[:port][/db] (rediss:// for TLS)";
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(e) => return format!("not a Redis URL ({e}): {EXPECTED}"),
+    };
+    let scheme = parsed.scheme();
+    if !matches!(scheme, "redis" | "rediss" | "unix" | "redis+unix") {
+        return format!("the scheme is `{scheme}`, not `redis` or `rediss`: {EXPECTED}");
+    }
+    if scheme.starts_with("redis") && !scheme.ends_with("unix") && parsed.host_str().is_none_or(str::is_empty) {
+        return format!("no host: {EXPECTED}");
+    }
+    let db = parsed.path().trim_start_matches('/');
+    if scheme.starts_with("redis") && !scheme.ends_with("unix") && !db.is_empty() && db.parse::<u32>().is_err() {
+        let shown = crate::runtime::host::log::truncate(db, 32);
+        return format!("`/{}` is not a database number (`/0`, `/1`, ...): {EXPECTED}", shown.escape_debug());
+    }
+    format!("not a Redis URL: {EXPECTED}")
+}
+
 /// The client for `url` (`redis://`, or `rediss://` for TLS), checked here, with what `files`
 /// holds: a PEM CA bundle the server's certificate must chain to instead of the built-in Mozilla
 /// roots (webpki-roots: nothing is read from the system at connect time), a client certificate
 /// and key for a Redis that asks for one, and the password sent with `AUTH`.
 pub fn client(url: &str, files: &RedisFiles) -> Result<redis::Client, StateConfigError> {
-    // redis' own message names its error kind (`InvalidClientConfig`): say what is expected.
-    let bad_url = || StateConfigError::BadUrl("not a Redis URL: expected redis://[user:password@]host[:port][/db] (rediss:// for TLS)".into());
+    // redis' own message names its error kind (`InvalidClientConfig`): say what is wrong.
+    let bad_url = || StateConfigError::BadUrl(url_problem(url));
     let mut info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|_| bad_url())?;
     if let Some(password) = &files.password {
         if info.redis_settings().password().is_some() {
@@ -725,6 +748,22 @@ mod tests {
 
     use super::*;
     use crate::state::memory::MemoryStore;
+
+    #[test]
+    fn a_refused_url_is_said_what_is_wrong_with_it_without_its_password() {
+        let problem = |url: &str| match client(url, &RedisFiles::default()) {
+            Err(StateConfigError::BadUrl(message)) => message,
+            other => panic!("{url}: {other:?}"),
+        };
+        assert!(problem("redis://:hunter2@127.0.0.1:6379/notadb").starts_with("`/notadb` is not a database number"));
+        assert!(problem("redis:///0").starts_with("no host"), "{}", problem("redis:///0"));
+        assert!(problem("redis://:hunter2@/0").contains("empty host"), "{}", problem("redis://:hunter2@/0"));
+        assert!(problem("https://user:hunter2@cache:6379").starts_with("the scheme is `https`"));
+        for url in ["redis://:hunter2@127.0.0.1:6379/notadb", "redis://:hunter2@/0", "https://user:hunter2@cache:6379", "hunter2"] {
+            assert!(!problem(url).contains("hunter2"), "{url}: {}", problem(url));
+        }
+        assert!(client("redis://:hunter2@127.0.0.1:6379/3", &RedisFiles::default()).is_ok());
+    }
 
     struct Server(Child, u16);
 
