@@ -504,7 +504,7 @@ async fn serve_connection(
         () = tokio::time::sleep(builders.idle()) => return tracing::debug!(%peer, "closed: no request within timeouts.idle_ms"),
         _ = stopped(&mut shutdown) => return,
     };
-    let conn = ConnectionInfo { peer, client: client_ip::canonical(peer.ip()), listener: index, scheme: "http" };
+    let conn = ConnectionInfo { peer, client: client_ip::canonical(peer.ip()), listener: index, scheme: "http", via_trusted_proxy: false };
     if protocol == Protocol::Http1 {
         return serve_http1(live, &builders, conn, None, stream, watcher, gauges, shutdown).await;
     }
@@ -549,7 +549,7 @@ async fn serve_tls(
     let protocol = Protocol::from_alpn(session.alpn_protocol());
     // The client certificate, if mTLS verified one, identifies every request on it.
     let identity = session.peer_certificates().and_then(|c| c.first()).and_then(tls::client_identity).map(Arc::new);
-    let conn = ConnectionInfo { peer, client: client_ip::canonical(peer.ip()), listener: index, scheme: "https" };
+    let conn = ConnectionInfo { peer, client: client_ip::canonical(peer.ip()), listener: index, scheme: "https", via_trusted_proxy: false };
     if protocol == Protocol::Http1 {
         serve_http1(live, builders, conn, identity, stream, watcher, gauges, shutdown).await;
     } else {

@@ -83,6 +83,10 @@ pub struct ConnectionInfo {
     /// "http" or "https": the listener's, or behind its trusted proxies the one their
     /// `X-Forwarded-Proto` names ([`client_ip`]); resolved per request by [`Gateway::handle`].
     pub scheme: &'static str,
+    /// Whether the peer is one of the listener's trusted proxies, whose forwarding headers
+    /// (`X-Forwarded-*`, `X-Forwarded-Client-Cert`) are believed; resolved per request by
+    /// [`Gateway::handle`].
+    pub via_trusted_proxy: bool,
 }
 
 /// The request body on its way upstream: streamed from the client, or (when `state.body` holds
@@ -110,7 +114,10 @@ impl Gateway {
     /// Its telemetry (span, trace context, metrics, access log line) is kept in a
     /// [`RequestRecord`] the phases fill in.
     pub async fn handle(&self, request: Request<Incoming>, mut conn: ConnectionInfo) -> Response<ObservedBody> {
-        if let Some(trusted) = self.trusted_proxies.get(conn.listener).filter(|t| !t.is_empty()) {
+        if let Some(trusted) = self.trusted_proxies.get(conn.listener)
+            && trusted.admits(conn.peer.ip())
+        {
+            conn.via_trusted_proxy = true;
             conn.client = trusted.client(conn.peer.ip(), request.headers());
             if let Some(scheme) = trusted.forwarded_proto(conn.peer.ip(), request.headers()) {
                 conn.scheme = scheme;
@@ -491,8 +498,7 @@ impl Gateway {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         headers::add_forwarded(&mut headers, conn.peer, conn.scheme, client_host.as_ref());
-        let trusted_from = self.trusted_proxies.get(conn.listener).is_some_and(|t| t.admits(conn.peer.ip()));
-        headers::sanitize_client_cert(&mut headers, trusted_from);
+        headers::sanitize_client_cert(&mut headers, conn.via_trusted_proxy);
         headers::add_via(&mut headers, parts.version);
         if let Some(id) = id_header {
             headers.insert(headers::X_REQUEST_ID, id);

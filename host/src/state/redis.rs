@@ -324,11 +324,13 @@ fn url_problem(url: &str) -> String {
     if !matches!(scheme, "redis" | "rediss" | "unix" | "redis+unix") {
         return format!("the scheme is `{scheme}`, not `redis` or `rediss`: {EXPECTED}");
     }
-    if scheme.starts_with("redis") && !scheme.ends_with("unix") && parsed.host_str().is_none_or(str::is_empty) {
+    // A host and a database number are for TCP; a Unix socket's URL is a path.
+    let tcp = matches!(scheme, "redis" | "rediss");
+    if tcp && parsed.host_str().is_none_or(str::is_empty) {
         return format!("no host: {EXPECTED}");
     }
     let db = parsed.path().trim_start_matches('/');
-    if scheme.starts_with("redis") && !scheme.ends_with("unix") && !db.is_empty() && db.parse::<u32>().is_err() {
+    if tcp && !db.is_empty() && db.parse::<u32>().is_err() {
         let shown = crate::runtime::host::log::truncate(db, 32);
         return format!("`/{}` is not a database number (`/0`, `/1`, ...): {EXPECTED}", shown.escape_debug());
     }
