@@ -63,7 +63,7 @@ fn jws_verify(c: &mut Criterion) {
     let pool = support::pool_with_grants(&rt, "jwt", &grants, &config.to_string(), Isolation::Pool);
     for alg in [Algorithm::RS256, Algorithm::ES256] {
         let token = token(alg);
-        let (req, result) = rt.block_on(pool.on_request(Box::new(request(&token)), false));
+        let (req, result) = rt.block_on(pool.on_request(Box::new(request(&token)), false, std::time::Instant::now()));
         assert!(matches!(result, Ok(airlock::runtime::pool::PhaseAction::Continue)), "{alg:?}: {result:?}");
         assert!(req.headers.get("authorization").is_none(), "the token was accepted and stripped");
         c.bench_function(&format!("jwt_plugin_on_request/{alg:?}"), |b| {
@@ -71,7 +71,7 @@ fn jws_verify(c: &mut Criterion) {
                 || Box::new(request(&token)),
                 |req| {
                     let pool = pool.clone();
-                    async move { pool.on_request(req, false).await }
+                    async move { pool.on_request(req, false, std::time::Instant::now()).await }
                 },
                 BatchSize::SmallInput,
             )

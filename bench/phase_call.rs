@@ -29,7 +29,7 @@ fn bench_on_request(c: &mut Criterion, rt: &Runtime, id: &str, pool: &Arc<Instan
             || Box::new(request()),
             |req| {
                 let pool = pool.clone();
-                async move { pool.on_request(req, false).await }
+                async move { pool.on_request(req, false, std::time::Instant::now()).await }
             },
             BatchSize::SmallInput,
         )
@@ -41,7 +41,7 @@ fn phase_call(c: &mut Criterion) {
     for (label, isolation) in [("warm_pool", Isolation::Pool), ("isolation_request", Isolation::Request)] {
         let pool = support::pool(&rt, "headers", r#"{"request":{"set":{"x-out":"${header.x-in}"}}}"#, isolation);
         // Check the call does what is measured.
-        let (req, result) = rt.block_on(pool.on_request(Box::new(request()), false));
+        let (req, result) = rt.block_on(pool.on_request(Box::new(request()), false, std::time::Instant::now()));
         assert!(result.is_ok());
         assert_eq!(req.headers["x-out"], "value-to-copy");
         bench_on_request(c, &rt, &format!("on_request/header_read_write/{label}"), &pool, request);
@@ -66,10 +66,10 @@ fn typical_chain_plugins(c: &mut Criterion) {
     );
     let keyed = || support::request(Method::GET, &[("x-api-key", "bench-key"), ("user-agent", "bench/1")], None);
     // Check the calls do what is measured: the key is taken (and hidden), the limit admits.
-    let (req, result) = rt.block_on(key_auth.on_request(Box::new(keyed()), false));
+    let (req, result) = rt.block_on(key_auth.on_request(Box::new(keyed()), false, std::time::Instant::now()));
     assert!(matches!(result, Ok(airlock::runtime::PhaseAction::Continue)), "{result:?}");
     assert!(!req.headers.contains_key("x-api-key"));
-    let (req, result) = rt.block_on(rate_limit.on_request(Box::new(keyed()), false));
+    let (req, result) = rt.block_on(rate_limit.on_request(Box::new(keyed()), false, std::time::Instant::now()));
     assert!(matches!(result, Ok(airlock::runtime::PhaseAction::Continue)), "{result:?}");
     assert!(req.response_edits.any_before(1));
     for (label, pool) in [("key_auth", &key_auth), ("rate_limit", &rate_limit)] {

@@ -29,7 +29,7 @@ fn request(body: Option<Bytes>) -> RequestState {
 fn transform(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let headers_only = support::pool(&rt, "transform", HEADER_RULE, Isolation::Pool);
-    let (req, result) = rt.block_on(headers_only.on_request(Box::new(request(None)), false));
+    let (req, result) = rt.block_on(headers_only.on_request(Box::new(request(None)), false, std::time::Instant::now()));
     assert!(result.is_ok());
     assert_eq!(req.headers["x-out"], "bench");
     c.bench_function("transform/on_request/header_rule_no_body", |b| {
@@ -37,7 +37,7 @@ fn transform(c: &mut Criterion) {
             || Box::new(request(None)),
             |req| {
                 let pool = headers_only.clone();
-                async move { pool.on_request(req, false).await }
+                async move { pool.on_request(req, false, std::time::Instant::now()).await }
             },
             BatchSize::SmallInput,
         )
@@ -47,7 +47,7 @@ fn transform(c: &mut Criterion) {
     for (label, size) in [("1KiB", 1024), ("64KiB", 64 * 1024)] {
         let body = document(size);
         // Check the call does what is measured.
-        let (req, result) = rt.block_on(body_rules.on_request(Box::new(request(Some(body.clone()))), true));
+        let (req, result) = rt.block_on(body_rules.on_request(Box::new(request(Some(body.clone()))), true, std::time::Instant::now()));
         assert!(result.is_ok());
         let out = req.body.expect("body");
         assert!(out.len() < body.len() && !out.windows(5).any(|w| w == b"token"));
@@ -56,7 +56,7 @@ fn transform(c: &mut Criterion) {
                 || Box::new(request(Some(body.clone()))),
                 |req| {
                     let pool = body_rules.clone();
-                    async move { pool.on_request(req, true).await }
+                    async move { pool.on_request(req, true, std::time::Instant::now()).await }
                 },
                 BatchSize::SmallInput,
             )

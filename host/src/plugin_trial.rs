@@ -14,7 +14,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -410,7 +410,7 @@ impl<'a> TrialSession<'a> {
         let mut response = response;
         let mut answered = false;
         if descriptor.on_request {
-            let (returned, result) = pool.on_request(Box::new(request), descriptor.request_body).await;
+            let (returned, result) = pool.on_request(Box::new(request), descriptor.request_body, Instant::now()).await;
             request = *returned;
             let action = result.map_err(|f| TrialError::Failed { phase: "on-request", reason: f.to_string() })?;
             decision = match action {
@@ -437,7 +437,7 @@ impl<'a> TrialSession<'a> {
             let fits = request.response_edits.body_limit(0).is_none_or(|max| response.body.as_ref().is_none_or(|b| b.len() as u64 <= max));
             let body_access = descriptor.response_body && fits;
             let hidden = if !answered && !body_access { response.body.take() } else { None };
-            let (req, resp, result) = pool.on_response(Box::new(request), Box::new(response), body_access).await;
+            let (req, resp, result) = pool.on_response(Box::new(request), Box::new(response), body_access, Instant::now()).await;
             result.map_err(|f| TrialError::Failed { phase: "on-response", reason: f.to_string() })?;
             (request, response) = (*req, *resp);
             response.body = response.body.or(hidden);

@@ -216,26 +216,51 @@ impl<F: Future> Future for Metered<'_, F> {
 /// Runs a metered call that may hold its request at most `limit`, not counting the time it
 /// spent yielded to other requests on a busy worker nor the stalls of its thread (see
 /// [`CallClock::excused`]). Dropping the call on timeout cancels it.
-pub async fn within_wall_limit<T>(
-    clock: &CallClock,
-    limit: Duration,
-    call: impl Future<Output = wasmtime::Result<T>>,
-) -> wasmtime::Result<T> {
-    let call = Metered::new(clock, call);
-    let mut call = std::pin::pin!(call);
-    let started = clock.started();
-    let mut deadline = started + limit;
-    loop {
-        match tokio::time::timeout_at(deadline.into(), call.as_mut()).await {
-            Ok(out) => return out,
-            Err(_) => {
-                let extended = started + limit + clock.excused();
+pub fn within_wall_limit<'c, T, F>(clock: &'c CallClock, limit: Duration, call: F) -> WallLimited<'c, F>
+where
+    F: Future<Output = wasmtime::Result<T>>,
+{
+    WallLimited { call: Metered::new(clock, call), clock, limit, timer: None }
+}
+
+pin_project_lite::pin_project! {
+    /// A metered call held to its wall-clock limit ([`within_wall_limit`]).
+    pub struct WallLimited<'c, F> {
+        #[pin]
+        call: Metered<'c, F>,
+        clock: &'c CallClock,
+        limit: Duration,
+        // Set when the call first yields. Most calls complete in their first poll, and making a
+        // timer looks up the runtime and counts a reference on its handle, which every worker
+        // shares: a cache line both cores wrote on every plugin call.
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<T, F: Future<Output = wasmtime::Result<T>>> Future for WallLimited<'_, F> {
+    type Output = wasmtime::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // The call first: one that completes as its limit passes has completed.
+        if let Poll::Ready(out) = this.call.poll(cx) {
+            return Poll::Ready(out);
+        }
+        let started = this.clock.started();
+        if this.timer.is_none() {
+            this.timer.set(Some(tokio::time::sleep_until((started + *this.limit).into())));
+        }
+        if let Some(mut timer) = this.timer.as_pin_mut() {
+            while timer.as_mut().poll(cx).is_ready() {
+                let extended = started + *this.limit + this.clock.excused();
                 if extended <= Instant::now() {
-                    return Err(WallClockExceeded(limit).into());
+                    return Poll::Ready(Err(WallClockExceeded(*this.limit).into()));
                 }
-                deadline = extended;
+                timer.as_mut().reset(extended.into());
             }
         }
+        Poll::Pending
     }
 }
 
@@ -338,6 +363,29 @@ mod tests {
         };
         within_wall_limit(&clock, Duration::from_millis(50), turns).await.unwrap();
         assert!(clock.queued() >= Duration::from_millis(150), "queued {:?}", clock.queued());
+    }
+
+    #[test]
+    fn a_call_done_in_its_first_poll_makes_no_timer() {
+        // Polled outside any runtime: making a timer there panics (no time driver).
+        let clock = CallClock::new();
+        clock.begin(Instant::now());
+        let mut call = std::pin::pin!(within_wall_limit(&clock, Duration::from_millis(50), async { Ok(7) }));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(call.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
+
+        // One that yields gets its timer, and its limit, once it does.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let out = rt.block_on(async {
+            clock.begin(Instant::now());
+            let yields = async {
+                tokio::task::yield_now().await;
+                std::future::pending::<()>().await;
+                Ok(())
+            };
+            within_wall_limit(&clock, Duration::from_millis(20), yields).await
+        });
+        assert!(out.unwrap_err().is::<WallClockExceeded>());
     }
 
     #[test]

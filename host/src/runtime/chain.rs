@@ -195,7 +195,7 @@ impl PluginChain {
             let started = *clock;
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-request");
             // Pinned where it is made, so the call's ~1 KB future is not copied into the span.
-            let call = std::pin::pin!(entry.pool.on_request(request, entry.descriptor.request_body));
+            let call = std::pin::pin!(entry.pool.on_request(request, entry.descriptor.request_body, started));
             let (returned, result) = call.instrument(span).await;
             *clock = Instant::now();
             entry.metrics.record_call(false, clock.duration_since(started));
@@ -267,7 +267,7 @@ impl PluginChain {
             // A narrowed need sees the body only if it was buffered and fits.
             let body_access = entry.descriptor.response_body
                 && request.response_edits.body_limit(index).is_none_or(|max| response.body.as_ref().is_some_and(|b| b.len() as u64 <= max));
-            let call = std::pin::pin!(entry.pool.on_response(request, response, body_access));
+            let call = std::pin::pin!(entry.pool.on_response(request, response, body_access, started));
             let (req, resp, result) = call.instrument(span).await;
             *clock = Instant::now();
             entry.metrics.record_call(true, clock.duration_since(started));

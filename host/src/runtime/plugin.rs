@@ -169,7 +169,7 @@ const DESCRIBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1)
 async fn describe(sandbox: &SandboxEngine, pre: &PluginPre<HostState>, source: &str) -> Result<Descriptor, PluginError> {
     let mut store = Store::new(&sandbox.engine, HostState::new(source.into(), DESCRIBE_MEMORY, DESCRIBE_DEADLINE));
     super::pool::arm_store(&mut store, sandbox);
-    super::pool::start_call(&mut store, sandbox, super::host::BodyAccess::NONE, false);
+    super::pool::start_call(&mut store, sandbox, super::host::BodyAccess::NONE, false, std::time::Instant::now());
     let result = async {
         let bindings = pre.instantiate_async(&mut store).await?;
         bindings.airlock_plugin_handler().call_describe(&mut store).await

@@ -254,8 +254,8 @@ pub(crate) fn arm_store(store: &mut Store<HostState>, sandbox: &SandboxEngine) {
 /// Starts a call into the store's instance (instantiation, configure, describe or a phase): its
 /// clock and per-call state ([`HostState::begin_call`]), a fresh epoch deadline, and the epoch
 /// ticker told a call runs (it sleeps while none does). Every entry into Wasm goes through here.
-pub(crate) fn start_call(store: &mut Store<HostState>, sandbox: &SandboxEngine, body_access: BodyAccess, request_read_only: bool) {
-    store.data_mut().begin_call(body_access, request_read_only);
+pub(crate) fn start_call(store: &mut Store<HostState>, sandbox: &SandboxEngine, body_access: BodyAccess, request_read_only: bool, now: Instant) {
+    store.data_mut().begin_call(body_access, request_read_only, now);
     store.set_epoch_deadline(1);
     sandbox.plugin_running();
 }
@@ -346,13 +346,13 @@ impl InstancePool {
         }
         let mut store = Store::new(&self.plugin.sandbox.engine, state);
         arm_store(&mut store, &self.plugin.sandbox);
-        start_call(&mut store, &self.plugin.sandbox, BodyAccess::NONE, false);
+        start_call(&mut store, &self.plugin.sandbox, BodyAccess::NONE, false, Instant::now());
         let clock = store.data().clock.clone();
         let bindings = match Metered::new(&clock, self.plugin.pre.instantiate_async(&mut store)).await {
             Ok(b) => b,
             Err(e) => return Err(InstantiateError::Failed(classify(store.data(), e))),
         };
-        start_call(&mut store, &self.plugin.sandbox, BodyAccess::NONE, false);
+        start_call(&mut store, &self.plugin.sandbox, BodyAccess::NONE, false, Instant::now());
         let configure = bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json);
         match Metered::new(&clock, configure).await {
             Ok(Ok(d)) => Ok((
@@ -369,15 +369,19 @@ impl InstancePool {
         }
     }
 
-    async fn acquire(&self) -> Result<Instance, Failure> {
+    /// An instance for one call, and when the call begins: `now`, the caller's last reading of
+    /// the clock, when a warm instance is at hand; a new reading after waiting for a place in
+    /// the budget and instantiating, which are not the call's running time.
+    async fn acquire(&self, now: Instant) -> Result<(Instance, Instant), Failure> {
         if self.settings.isolation == Isolation::Pool
             && let Some(instance) = self.idle.pop(crate::workers::current())
         {
-            return Ok(instance);
+            return Ok((instance, now));
         }
         // Boxed: instantiating is a large future (~2 KB) that every phase call would otherwise
         // carry and copy, warm or not; it is the slow path, where one allocation is nothing.
-        Box::pin(self.instantiate_new()).await
+        let instance = Box::pin(self.instantiate_new()).await?;
+        Ok((instance, Instant::now()))
     }
 
     /// A new configured instance, once the budget has given it a place.
@@ -421,16 +425,22 @@ impl InstancePool {
     }
 
     /// Runs `on-request`. The request comes back in every case (changed or not), with the
-    /// plugin's action or the reason it failed.
-    pub async fn on_request(&self, request: Box<RequestState>, body_access: bool) -> (Box<RequestState>, Result<PhaseAction, Failure>) {
-        let mut instance = match self.acquire().await {
-            Ok(i) => i,
+    /// plugin's action or the reason it failed. `now` is a reading of the clock just taken
+    /// (the chain's, which ended the call before): a warm call begins at it, a reading fewer.
+    pub async fn on_request(
+        &self,
+        request: Box<RequestState>,
+        body_access: bool,
+        now: Instant,
+    ) -> (Box<RequestState>, Result<PhaseAction, Failure>) {
+        let (mut instance, began) = match self.acquire(now).await {
+            Ok(acquired) => acquired,
             Err(f) => return (request, Err(f)),
         };
         let state = instance.store.data_mut();
         state.request = Some(request);
         state.reads_response_body = self.descriptor.response_body;
-        start_call(&mut instance.store, &self.plugin.sandbox, BodyAccess { request: body_access, response: false }, false);
+        start_call(&mut instance.store, &self.plugin.sandbox, BodyAccess { request: body_access, response: false }, false, began);
         // A call cancelled on timeout leaves its instance discarded, not reused. Pinned where it
         // is made: the call future is ~1 KB, moved by value it was copied at every layer.
         let result = {
@@ -459,14 +469,16 @@ impl InstancePool {
 
     /// Runs `on-response`. Request and response come back in every case. `body_access` is the
     /// response body's; the request's is readable only if the plugin declared `request-body`.
+    /// `now` is as for [`InstancePool::on_request`].
     pub async fn on_response(
         &self,
         request: Box<RequestState>,
         response: Box<ResponseState>,
         body_access: bool,
+        now: Instant,
     ) -> (Box<RequestState>, Box<ResponseState>, Result<(), Failure>) {
-        let mut instance = match self.acquire().await {
-            Ok(i) => i,
+        let (mut instance, began) = match self.acquire(now).await {
+            Ok(acquired) => acquired,
             Err(f) => return (request, response, Err(f)),
         };
         let state = instance.store.data_mut();
@@ -474,7 +486,7 @@ impl InstancePool {
         state.response = Some(response);
         // The request's body only if the plugin declared it: `body_access` is the response's.
         let bodies = BodyAccess { request: self.descriptor.request_body, response: body_access };
-        start_call(&mut instance.store, &self.plugin.sandbox, bodies, true);
+        start_call(&mut instance.store, &self.plugin.sandbox, bodies, true, began);
         let result = {
             let handler = instance.bindings.airlock_plugin_handler();
             let call = std::pin::pin!(handler.call_on_response(&mut instance.store, Resource::new_borrow(0), Resource::new_borrow(0)));

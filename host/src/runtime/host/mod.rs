@@ -138,11 +138,11 @@ impl HostState {
         }
     }
 
-    /// Resets the per-call bookkeeping before a call into the guest.
-    pub fn begin_call(&mut self, body_access: BodyAccess, request_read_only: bool) {
+    /// Resets the per-call bookkeeping before a call into the guest, which begins `now`.
+    pub fn begin_call(&mut self, body_access: BodyAccess, request_read_only: bool, now: Instant) {
         self.body_access = body_access;
         self.request_read_only = request_read_only;
-        self.clock.begin(Instant::now());
+        self.clock.begin(now);
         self.deadline_hit = false;
         self.limiter.oom_hit = false;
         self.header_refusals = Default::default();

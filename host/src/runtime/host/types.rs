@@ -565,7 +565,7 @@ mod tests {
         let request = crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\n\n").expect("a request");
         state.request = Some(Box::new(request));
         state.reads_response_body = reads_response_body;
-        state.begin_call(super::super::BodyAccess::NONE, response_phase);
+        state.begin_call(super::super::BodyAccess::NONE, response_phase, std::time::Instant::now());
         state
     }
 
