@@ -208,7 +208,7 @@ impl<T> IdleStacks<T> {
     }
 }
 
-impl IdleInstances for IdleStacks<Instance> {
+impl IdleInstances for IdleStacks<Box<Instance>> {
     fn reclaim_one(&self) -> bool {
         self.pop(0).is_some()
     }
@@ -220,7 +220,8 @@ pub struct InstancePool {
     name: Arc<str>,
     config_json: String,
     settings: InstanceSettings,
-    idle: Arc<IdleStacks<Instance>>,
+    /// Boxed: taken and kept on every warm call, an instance moves as a pointer.
+    idle: Arc<IdleStacks<Box<Instance>>>,
     /// Its plugin's share of the sandbox's places (shared with every entry running it).
     share: Arc<PluginShare>,
     descriptor: Descriptor,
@@ -336,7 +337,7 @@ impl InstancePool {
         &self.plugin.sandbox.budget
     }
 
-    async fn instantiate(&self, permit: Option<InstancePermit>) -> Result<(Instance, Descriptor), InstantiateError> {
+    async fn instantiate(&self, permit: Option<InstancePermit>) -> Result<(Box<Instance>, Descriptor), InstantiateError> {
         let mut state = HostState::new(self.name.clone(), self.settings.memory_bytes, self.settings.cpu_deadline);
         state.state = self.settings.state.clone();
         state.http = self.settings.http.clone();
@@ -356,7 +357,7 @@ impl InstancePool {
         let configure = bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json);
         match Metered::new(&clock, configure).await {
             Ok(Ok(d)) => Ok((
-                Instance { store, bindings, uses: 0, clock, permit, kept: None },
+                Box::new(Instance { store, bindings, uses: 0, clock, permit, kept: None }),
                 Descriptor {
                     on_request: d.on_request,
                     on_response: d.on_response,
@@ -372,7 +373,7 @@ impl InstancePool {
     /// An instance for one call, and when the call begins: `now`, the caller's last reading of
     /// the clock, when a warm instance is at hand; a new reading after waiting for a place in
     /// the budget and instantiating, which are not the call's running time.
-    async fn acquire(&self, now: Instant) -> Result<(Instance, Instant), Failure> {
+    async fn acquire(&self, now: Instant) -> Result<(Box<Instance>, Instant), Failure> {
         if self.settings.isolation == Isolation::Pool
             && let Some(instance) = self.idle.pop(crate::workers::current())
         {
@@ -385,7 +386,7 @@ impl InstancePool {
     }
 
     /// A new configured instance, once the budget has given it a place.
-    async fn instantiate_new(&self) -> Result<Instance, Failure> {
+    async fn instantiate_new(&self) -> Result<Box<Instance>, Failure> {
         // Waiting for a place is bounded by what the call itself could hold the request for.
         let wait = self.settings.wall_limit();
         let Some(permit) = self.budget().acquire(&self.share, wait).await else {
@@ -402,7 +403,7 @@ impl InstancePool {
     /// Keeps a used instance warm, or drops it: after `max_uses` calls, with strict isolation,
     /// when it holds no place in the budget, and while other calls wait for a place (its slot
     /// goes to them).
-    fn release(&self, mut instance: Instance) {
+    fn release(&self, mut instance: Box<Instance>) {
         instance.uses += 1;
         if self.settings.isolation == Isolation::Pool
             && instance.uses < self.settings.max_uses
@@ -415,7 +416,7 @@ impl InstancePool {
 
     /// Keeps `instance` idle on this worker's stack, unless the pool keeps `capacity` others:
     /// then it is dropped, and the pool stays bounded.
-    fn keep(&self, mut instance: Instance) {
+    fn keep(&self, mut instance: Box<Instance>) {
         if instance.kept.is_none() {
             instance.kept = self.idle.admit();
         }
