@@ -316,6 +316,31 @@ async fn get_with_path_variable_and_query_fields() {
     assert_eq!(server.seen.header("grpc-timeout").as_deref(), Some("5000m"));
 }
 
+/// HEAD is transcoded as the GET bound to its path: the server is called, and the client gets
+/// the GET's status and headers without the body; a HEAD where only other methods are bound is
+/// refused as they are.
+#[tokio::test]
+async fn head_is_transcoded_as_the_get_without_its_body() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let client = HttpClient::http1();
+    let get = client.request("GET", &gw.url("/v1/users/7?view=brief"), &[], b"").await;
+    assert_eq!(get.status, 200, "{}", get.text());
+    let head = client.request("HEAD", &gw.url("/v1/users/7?view=brief"), &[], b"").await;
+    assert_eq!(head.status, 200, "{}", head.text());
+    assert!(head.body.is_empty(), "a HEAD answer has no body: {}", head.text());
+    assert_eq!(head.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(head.header("content-length"), get.header("content-length"), "the GET's length");
+    assert_eq!(server.seen.calls(), 2, "both reached the gRPC server");
+    let got = server.seen.get.lock().unwrap().clone().unwrap();
+    assert_eq!((got.id, got.view.as_str()), (7, "brief"));
+    // `/v1/echo` is bound to POST only.
+    let head = client.request("HEAD", &gw.url("/v1/echo"), &[], b"").await;
+    assert_eq!((head.status.as_u16(), head.header("allow").as_deref()), (405, Some("POST")));
+    assert!(head.body.is_empty());
+    assert_eq!(server.seen.calls(), 2);
+}
+
 #[tokio::test]
 async fn post_with_the_body_in_one_field_and_patch_with_the_whole_body() {
     let server = GrpcServer::start(None).await;
@@ -448,7 +473,7 @@ async fn malformed_requests_are_400_and_unmapped_ones_404_without_reaching_the_s
     }
     // A path bound to other methods: 405 with them in `Allow` (RFC 9110 15.5.6).
     let reply = HttpClient::http1().request("DELETE", &gw.url("/v1/users/1"), &[], b"").await;
-    assert_eq!((reply.status.as_u16(), reply.header("allow").as_deref()), (405, Some("GET, PATCH")), "{}", reply.text());
+    assert_eq!((reply.status.as_u16(), reply.header("allow").as_deref()), (405, Some("GET, HEAD, PATCH")), "{}", reply.text());
     // Invalid JSON.
     let reply = HttpClient::http1().request("POST", &gw.url("/v1/echo"), &[], b"{not json").await;
     assert_eq!(reply.status, 400);

@@ -64,6 +64,9 @@
 //! gives the HTTP status of the Envoy / grpc-gateway table with the `google.rpc.Status` JSON body
 //! `{"code", "message", "details"}`; a missing or unparsable `grpc-status` is a 502.
 //!
+//! A HEAD request is transcoded as the GET bound to its path, whose answer the gateway sends
+//! without its body (RFC 9110 9.3.2); a path bound to GET lists HEAD in a 405's `Allow`.
+//!
 //! Streaming methods are refused at load: a server- or client-streaming method with a mapping
 //! fails `configure` with a message naming it.
 
@@ -139,8 +142,11 @@ impl Plugin for GrpcTranscode {
     fn on_request(&self, req: &Request) -> Action {
         let method = req.method();
         let path = req.path();
+        // HEAD is GET without the answer's body (RFC 9110 9.3.2), as for the gateway's routes:
+        // transcoded as the GET, whose JSON the gateway does not send.
+        let verb = if method == "HEAD" { "GET" } else { method.as_str() };
         let found = self.bindings.iter().enumerate().find_map(|(index, b)| {
-            if b.verb != method {
+            if b.verb != verb {
                 return None;
             }
             b.template.matches(&path).map(|captures| (index, b, captures))
@@ -149,6 +155,9 @@ impl Plugin for GrpcTranscode {
             // The path is bound, to other methods: 405 with `Allow` (RFC 9110 15.5.6), as
             // grpc-gateway's router refuses it (UNIMPLEMENTED), not a 404 saying nothing is there.
             let mut allowed: Vec<&str> = self.bindings.iter().filter(|b| b.template.matches(&path).is_some()).map(|b| b.verb.as_str()).collect();
+            if allowed.contains(&"GET") {
+                allowed.push("HEAD");
+            }
             allowed.sort_unstable();
             allowed.dedup();
             if !allowed.is_empty() {
@@ -161,7 +170,7 @@ impl Plugin for GrpcTranscode {
             return error(status::NOT_FOUND, 404, &message);
         };
         let query = req.query();
-        let body = if binding.body.is_some() || method != "GET" { req.body() } else { None };
+        let body = if binding.body.is_some() || verb != "GET" { req.body() } else { None };
         let framed = message::encode(binding, &path, &captures, query.as_deref(), body.as_deref());
         let framed = match framed {
             Ok(framed) => framed,
