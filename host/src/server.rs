@@ -124,7 +124,9 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
             Some(t) => match tls::server_config(t, &source.base_dir) {
                 Ok(c) => {
                     for (n, pair) in t.certificates.iter().enumerate() {
-                        if let Some(problem) = tls::validity_problem(&source.base_dir.join(pair.cert.get_ref()), std::time::SystemTime::now()) {
+                        let path = source.base_dir.join(pair.cert.get_ref());
+                        let problems = [tls::validity_problem(&path, std::time::SystemTime::now()), tls::missing_intermediate(&path)];
+                        for problem in problems.into_iter().flatten() {
                             tracing::warn!(config = %source.name, "listeners[{i}].tls.certificates[{n}].cert `{}`: {problem}", pair.cert.get_ref());
                         }
                     }

@@ -226,6 +226,37 @@ pub fn validity_problem(path: &Path, now: std::time::SystemTime) -> Option<Strin
     }
 }
 
+/// What is missing from the PEM chain at `path` when it holds a publicly issued certificate
+/// alone: one certificate, not self-issued, that says where its issuer's certificate is
+/// (Authority Information Access, `caIssuers`), as public CAs' certificates do. Public CAs issue
+/// from intermediates only, and the clients that do not fetch a missing intermediate (curl,
+/// OpenSSL, Go, Java, Python: most API clients) refuse the chain while browsers, which fetch it,
+/// accept it: the common mistake of serving `cert.pem` where `fullchain.pem` was meant. A
+/// certificate issued straight by a private CA names no `caIssuers` and is not named here.
+/// `None`: nothing missing, or unreadable (said by the load itself).
+pub fn missing_intermediate(path: &Path) -> Option<String> {
+    let chain = pem_certs(path).ok()?;
+    let [leaf] = chain.as_slice() else { return None };
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    if parsed.issuer() == parsed.subject() {
+        return None;
+    }
+    let names_issuer = parsed.iter_extensions().any(|ext| match ext.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::AuthorityInfoAccess(aia) => {
+            aia.iter().any(|desc| desc.access_method == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_CA_ISSUERS)
+        }
+        _ => false,
+    });
+    names_issuer.then(|| {
+        format!(
+            "the file holds the certificate alone, without the intermediate certificate of its issuer `{}`: \
+             clients that do not fetch it (curl, Go, Java, Python) will refuse the certificate; append the \
+             intermediate(s) to the file (the CA's full chain, `fullchain.pem` rather than `cert.pem`)",
+            parsed.issuer()
+        )
+    })
+}
+
 /// The DNS names a certificate is for (its SANs, else its subject CN), lower-case.
 fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else { return Vec::new() };

@@ -550,6 +550,59 @@ async fn an_expired_or_not_yet_valid_certificate_is_warned_about_at_load() {
     assert!(stdout.contains("Verify return code: 10 (certificate has expired)"), "{stdout}");
 }
 
+/// An Authority Information Access extension naming where the issuer's certificate is
+/// (`caIssuers`), as public CAs' certificates carry: DER written out, rcgen has no builder for it.
+fn ca_issuers(uri: &str) -> rcgen::CustomExtension {
+    let mut description = vec![0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02, 0x86, uri.len() as u8];
+    description.extend_from_slice(uri.as_bytes());
+    let mut access = vec![0x30, description.len() as u8];
+    access.extend(description);
+    let mut content = vec![0x30, access.len() as u8];
+    content.extend(access);
+    rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], content)
+}
+
+/// A publicly issued certificate served without its intermediate (`cert.pem` where
+/// `fullchain.pem` was meant) is served, but `airlock check` says so, naming the entry, the file
+/// and the issuer: curl and most API clients refuse it while browsers accept it. The same
+/// certificate with its intermediate, and one issued straight by a private CA, are not named.
+#[tokio::test]
+async fn a_public_certificate_without_its_intermediate_is_warned_about_at_load() {
+    let pki = pki();
+    let dir = pki.dir.path();
+    let root = ca("Airlock test root");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Airlock test intermediate R1");
+    let intermediate = rcgen::CertifiedIssuer::signed_by(params, rcgen::KeyPair::generate().expect("key"), &root).expect("intermediate");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["public.example.test".to_owned()]).expect("params");
+    params.custom_extensions.push(ca_issuers("http://r1.ca.example.test/"));
+    let leaf = params.signed_by(&key, &*intermediate).expect("sign");
+    std::fs::write(dir.join("cert.pem"), leaf.pem()).expect("write PEM");
+    std::fs::write(dir.join("fullchain.pem"), format!("{}{}", leaf.pem(), intermediate.pem())).expect("write PEM");
+    std::fs::write(dir.join("public.key"), key.serialize_pem()).expect("write PEM");
+    let d = dir.display();
+    let toml = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[listeners.tls]\ncertificates = [{{ cert = \"{d}/api.pem\", key = \"{d}/api.key\" }}, {{ cert = \"{d}/cert.pem\", key = \"{d}/public.key\" }}, {{ cert = \"{d}/fullchain.pem\", key = \"{d}/public.key\" }}]\n\n[[routes]]\npath = \"/\"\nplugins = [{{ plugin = \"builtin:respond\" }}]\n"
+    );
+    std::fs::write(dir.join("chain.toml"), toml).expect("write config");
+    let check = std::process::Command::new(airlock_tests::airlock_binary())
+        .args(["check", "-c", "chain.toml"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run airlock check");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "still a valid config: {stderr}");
+    let warned = format!(
+        "listeners[0].tls.certificates[1].cert `{d}/cert.pem`: the file holds the certificate alone, without the intermediate certificate of its issuer `CN=Airlock test intermediate R1`"
+    );
+    assert!(stderr.contains(&warned), "{stderr}");
+    assert!(stderr.contains("`fullchain.pem` rather than `cert.pem`"), "{stderr}");
+    assert!(!stderr.contains("certificates[0]") && !stderr.contains("certificates[2]"), "only the lone public one is named: {stderr}");
+}
+
 /// A client certificate whose CN holds a comma (`billing, O=Admin`) and whose URI SAN holds one
 /// (`spiffe://example.test/a,admin.internal`), as a CA that signs the names clients ask for would
 /// issue: plugins read the comma escaped (RFC 4514, as nginx's `$ssl_client_s_dn` writes it), so
