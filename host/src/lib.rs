@@ -170,6 +170,7 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
     })?;
     gateway.telemetry.start_otlp(&config);
     let admin_token = config.admin.token.as_ref().map(|t| t.get_ref().clone());
+    gateway.telemetry.metrics.certificates_served(&plan.certificates);
     let live = Arc::new(LiveGateway::new(gateway, plan.tls, config, source.clone()));
     let (shutdown, stop) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);

@@ -158,11 +158,11 @@ impl LiveGateway {
             let (source, config) = (source.clone(), config.clone());
             blocking(move || server::plan_listeners(&source, &config)).await?
         };
-        let tls = match plan {
-            Ok(plan) => plan.tls,
+        let (tls, certificates) = match plan {
+            Ok(plan) => (plan.tls, plan.certificates),
             Err(e) => {
                 issues.extend(e.issues().iter().cloned());
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
         };
         match Gateway::rebuild(&source, &config, &current.gateway).await {
@@ -171,6 +171,7 @@ impl LiveGateway {
                     gateway.state.replace_redis_client(client);
                     tracing::info!(backend = "redis", "state backend: the files [state] names were read again; the next connection to Redis uses them");
                 }
+                gateway.telemetry.metrics.certificates_served(&certificates);
                 Ok(Generation::new(current.number + 1, gateway, tls, config, source))
             }
             Ok(_) => Err(ConfigError::Invalid(issues).into()),

@@ -56,6 +56,8 @@ pub struct ListenerPlan {
     pub addresses: Vec<SocketAddr>,
     /// Each listener's TLS acceptor (certificates read from their files), or `None` for plain HTTP.
     pub tls: Vec<Option<TlsAcceptor>>,
+    /// Every listener certificate served, with when it expires: for the expiry gauge.
+    pub certificates: Vec<crate::telemetry::metrics::ServedCertificate>,
 }
 
 /// When every instance place filled to its memory cap would need more than `machine_mib`: the
@@ -90,7 +92,7 @@ fn machine_memory_mib() -> Option<u64> {
 /// Reads `[[listeners]]`: addresses, and TLS certificates and keys from their PEM files (blocking
 /// reads: at startup, or off the async workers on reload). Every problem is reported, located.
 pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<ListenerPlan, ConfigError> {
-    let mut plan = ListenerPlan { addresses: Vec::new(), tls: Vec::new() };
+    let mut plan = ListenerPlan { addresses: Vec::new(), tls: Vec::new(), certificates: Vec::new() };
     let mut issues = Vec::new();
     for (i, listener) in config.listeners.iter().enumerate() {
         match listener.address.get_ref().parse::<SocketAddr>() {
@@ -128,6 +130,13 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
                         let problems = [tls::validity_problem(&path, std::time::SystemTime::now()), tls::missing_intermediate(&path)];
                         for problem in problems.into_iter().flatten() {
                             tracing::warn!(config = %source.name, "listeners[{i}].tls.certificates[{n}].cert `{}`: {problem}", pair.cert.get_ref());
+                        }
+                        if let Some(expires) = tls::expiry(&path) {
+                            plan.certificates.push(crate::telemetry::metrics::ServedCertificate {
+                                listener: listener.address.get_ref().as_str().into(),
+                                cert: pair.cert.get_ref().as_str().into(),
+                                expires,
+                            });
                         }
                     }
                     Some(TlsAcceptor::from(c))

@@ -226,6 +226,15 @@ pub fn validity_problem(path: &Path, now: std::time::SystemTime) -> Option<Strin
     }
 }
 
+/// When the leaf certificate of the PEM chain at `path` expires, in seconds since the Unix
+/// epoch (`airlock_tls_certificate_expiry_timestamp_seconds`). `None`: unreadable (said by the
+/// load itself).
+pub fn expiry(path: &Path) -> Option<i64> {
+    let chain = pem_certs(path).ok()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
+}
+
 /// What is missing from the PEM chain at `path` when it holds a publicly issued certificate
 /// alone: one certificate, not self-issued, that says where its issuer's certificate is
 /// (Authority Information Access, `caIssuers`), as public CAs' certificates do. Public CAs issue

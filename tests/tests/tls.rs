@@ -291,6 +291,46 @@ async fn certificates_are_read_again_on_reload() {
     gw.stop().await;
 }
 
+/// `airlock_tls_certificate_expiry_timestamp_seconds` gives each served certificate's `notAfter`
+/// by listener and file, for an alert before clients refuse it: updated when a renewed
+/// certificate is reloaded, and gone for a certificate the config no longer serves.
+#[tokio::test]
+async fn each_served_certificate_has_its_expiry_in_metrics() {
+    let pki = pki();
+    let dir = pki.dir.path();
+    let d = dir.display();
+    let ca = ca("Airlock test server CA, expiring");
+    certificate_valid(dir, "api", &ca, (2024, 1, 1), (2099, 1, 1));
+    certificate_valid(dir, "admin", &ca, (2024, 1, 1), (2098, 1, 1));
+    let upstream = Upstream::start().await;
+    let toml = config(dir, "");
+    let gw = Gateway::start(&toml, Some(&upstream)).await;
+    let expiry = |file: &'static str| {
+        let cert = format!("{d}/{file}");
+        let gw = &gw;
+        async move {
+            let labels = [("listener", "127.0.0.1:0"), ("cert", cert.as_str())];
+            metric_value(gw, "airlock_tls_certificate_expiry_timestamp_seconds", &labels).await
+        }
+    };
+    // 2099-01-01 and 2098-01-01, 00:00:00 UTC.
+    assert_eq!(expiry("api.pem").await, 4_070_908_800.0);
+    assert_eq!(expiry("admin.pem").await, 4_039_372_800.0);
+
+    // Renewed in place: the new date once reloaded.
+    certificate_valid(dir, "api", &ca, (2024, 1, 1), (2100, 1, 1));
+    assert_eq!(gw.reload(&toml, Some(&upstream)).await.expect("reload"), 2);
+    assert_eq!(expiry("api.pem").await, 4_102_444_800.0);
+
+    // No longer served: no series left for it.
+    let only_api = toml.replace(&format!(", {{ cert = \"{d}/admin.pem\", key = \"{d}/admin.key\" }}"), "");
+    assert_ne!(only_api, toml);
+    assert_eq!(gw.reload(&only_api, Some(&upstream)).await.expect("reload"), 3);
+    assert_eq!(expiry("admin.pem").await, 0.0, "absent");
+    assert_eq!(expiry("api.pem").await, 4_102_444_800.0);
+    gw.stop().await;
+}
+
 /// `--watch` reloads when a file the config reads changes, not only the config itself: a
 /// certificate renewed in place (certbot, cert-manager) is served without a SIGHUP, and
 /// renewed again right after that reload, again; a broken key written over it is tried once,

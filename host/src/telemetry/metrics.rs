@@ -112,6 +112,26 @@ pub struct UpstreamErrorLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `airlock_tls_certificate_expiry_timestamp_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// The listener's address, as configured.
+    pub listener: Arc<str>,
+    /// The certificate file, as configured.
+    pub cert: Arc<str>,
+}
+
+/// A certificate a listener serves, and when it expires (seconds since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedCertificate {
+    /// The listener's address, as configured.
+    pub listener: Arc<str>,
+    /// The certificate file, as configured.
+    pub cert: Arc<str>,
+    /// The leaf's `notAfter`.
+    pub expires: i64,
+}
+
 /// Labels of `airlock_mirror_requests_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct MirrorLabels {
@@ -176,6 +196,9 @@ pub struct Metrics {
     pub otlp: ExportCounters,
     /// Config reloads.
     pub reloads: ReloadMetrics,
+    /// When each listener certificate served expires: an alert on it fires before clients
+    /// refuse the certificate.
+    certificate_expiry: Family<CertificateLabels, Gauge>,
     consumers: Arc<ConsumerLabels>,
 }
 
@@ -327,6 +350,12 @@ impl Metrics {
             "1 if the last reload succeeded (or none was tried), 0 if the running config was kept",
             reloads.last_successful.clone(),
         );
+        let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When each certificate a listener serves expires (its notAfter, seconds since the Unix epoch), by listener and certificate file",
+            certificate_expiry.clone(),
+        );
         registry.register_collector(Box::new(StateCollector { state }));
         let anomalies = Family::<AnomalyLabels, Counter>::default();
         registry.register("anomalies", "Anomaly flags raised, by kind (see /admin/analytics)", anomalies.clone());
@@ -365,6 +394,7 @@ impl Metrics {
             access_log_dropped,
             otlp,
             reloads,
+            certificate_expiry,
             consumers: Arc::new(ConsumerLabels::new(consumer_labels)),
         }
     }
@@ -380,6 +410,16 @@ impl Metrics {
         // The 0.0.4 format has no end marker: a second registry's families simply follow.
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.process)?;
         Ok(out)
+    }
+
+    /// The listener certificates now served (at start, and on each reload that swaps a config
+    /// in): their expiry gauges, and no series left for a certificate no longer served.
+    pub fn certificates_served(&self, certificates: &[ServedCertificate]) {
+        self.certificate_expiry.clear();
+        for served in certificates {
+            let labels = CertificateLabels { listener: served.listener.clone(), cert: served.cert.clone() };
+            self.certificate_expiry.get_or_create(&labels).set(served.expires);
+        }
     }
 
     /// Handles for one route (`upstream`: the route's upstream name, if it has one).
