@@ -5,7 +5,11 @@
 //! never touched.
 //!
 //! Decoding is bounded: the decoded body may not exceed the same limit as the buffered one (a
-//! small gzip bomb is refused like a large body). A coding the host cannot decode is refused:
+//! small gzip bomb is refused like a large body). It runs on the worker serving the request, not
+//! in tokio's blocking pool: the workers bound how many bodies inflate at once, and so the memory
+//! a burst of small bombs makes the gateway hold (each up to the body limit: the blocking pool's
+//! 512 threads would let 5 GB inflate from 10 MB of requests). A 10 MiB body inflates in ~20 ms
+//! of a test build. A coding the host cannot decode is refused:
 //! 415 from a client, 502 from an upstream. So that upstreams do not pick one, the
 //! `Accept-Encoding` sent upstream on routes whose plugins read the response body keeps only the
 //! codings listed here.
