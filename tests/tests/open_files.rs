@@ -96,6 +96,10 @@ async fn one_http2_connection_holds_at_most_max_concurrent_streams_requests_upst
         let config = format!("{limits}[upstreams.app]\ntargets = [\"{{upstream}}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\n");
         let gw = Gateway::start(&config, Some(&upstream)).await;
         let client = HttpClient::http2();
+        // One request first, so the client has the gateway's SETTINGS (its stream limit) before
+        // the burst: streams opened past the limit before they arrive are refused
+        // (`REFUSED_STREAM`, RFC 9113 5.1.2), which this client does not retry.
+        assert_eq!(client.get(&gw.url("/")).await.status, 200);
         let sends: Vec<_> = (0..150)
             .map(|_| {
                 let (client, url) = (client.clone(), gw.url("/"));
