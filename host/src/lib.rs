@@ -169,14 +169,13 @@ pub async fn start(source: &ConfigSource) -> Result<RunningGateway, StartError> 
         StartError::Config(source.error_at(config.access_log.path.as_ref().map(toml::Spanned::span), key, e.to_string()))
     })?;
     gateway.telemetry.start_otlp(&config);
-    let admin_token = config.admin.token.as_ref().map(|t| t.get_ref().clone());
     gateway.telemetry.metrics.certificates_served(&plan.certificates);
     let live = Arc::new(LiveGateway::new(gateway, plan.tls, config, source.clone()));
     let (shutdown, stop) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
     telemetry::access_log::reopen_on_sigusr1(access_log, admin_stopped.clone());
     if let Some(listener) = admin_listener {
-        let state = Arc::new(admin::AdminState::new(live.clone(), admin_token));
+        let state = Arc::new(admin::AdminState::new(live.clone()));
         tokio::spawn(admin::serve(state, listener, admin_stopped));
     }
     let task = tokio::spawn(server::serve(live.clone(), listeners, stop, workers));

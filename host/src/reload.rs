@@ -12,9 +12,10 @@
 //!
 //! What lives for the whole process is kept across reloads: the plugin sandbox, the state store
 //! (rate-limit windows carry over), telemetry (counters keep counting), the listening sockets and
-//! the admin listener. The config sections those come from take effect only on restart; a reload
-//! whose file changes one of them is refused, naming it, so a successful reload always means the
-//! whole file is in effect.
+//! the admin listener. The config sections those come from take effect only on restart (but the
+//! admin token, which the admin listener reads from the current config per request, so a reload
+//! rotates it); a reload whose file changes one of them is refused, naming it, so a successful
+//! reload always means the whole file is in effect.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -223,7 +224,21 @@ fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Ve
             issues.push(source.issue(span, key, format!("{why}: {restart}")));
         }
     }
-    let as_json = |config: &Config| serde_json::to_value(config).unwrap_or_default();
+    // The admin token rotates on reload (`admin::AdminState` reads it per request); a reload
+    // never removes it, which would open the admin API.
+    if old.admin.token.is_some() && new.admin.token.is_none() {
+        let span = crate::config::locate::key_span(&source.text, "admin.token").or_else(|| section_span(&source.text, "admin"));
+        let message = format!("removing the admin token would open the admin API to anyone who reaches it: {restart}");
+        issues.push(source.issue(span, "admin.token", message));
+    }
+    let as_json = |config: &Config| {
+        let mut json = serde_json::to_value(config).unwrap_or_default();
+        if let Some(admin) = json.get_mut("admin").and_then(serde_json::Value::as_object_mut) {
+            admin.remove("token");
+            admin.remove("token_file");
+        }
+        json
+    };
     let (old_json, new_json) = (as_json(old), as_json(new));
     for section in RESTART_ONLY {
         if old_json.get(section) != new_json.get(section) {
@@ -400,9 +415,8 @@ async fn stamp(path: &std::path::Path) -> Option<FileStamp> {
 /// The files `config` reads at load besides itself whose new contents a reload applies,
 /// resolved against `base_dir`: listener certificates, keys and client CAs, upstream CA bundles
 /// and client certificates, the Redis TLS files and password file, and plugin components given
-/// as paths with their signatures (`<path>.sig`, read with `[trust] require_signatures`). Not
-/// `admin.token_file`: `[admin]` takes effect on restart only, so a reload for it would fail,
-/// and hold every later reload to that failure.
+/// as paths with their signatures (`<path>.sig`, read with `[trust] require_signatures`), and
+/// `admin.token_file` (a rotated token applies on reload).
 fn files_read(config: &Config, base_dir: &std::path::Path) -> Vec<PathBuf> {
     let mut names: Vec<&str> = Vec::new();
     for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
@@ -421,6 +435,7 @@ fn files_read(config: &Config, base_dir: &std::path::Path) -> Vec<PathBuf> {
             .flatten()
             .map(|f| f.get_ref().as_str()),
     );
+    names.extend(config.admin.token_file.as_ref().map(|f| f.get_ref().as_str()));
     // A plugin source that is a path (not `builtin:`, not a definition's name).
     let entries = config.global.plugins.iter().chain(config.routes.iter().flat_map(|r| r.plugins.iter()));
     let sources = config.plugins.values().map(|p| p.source.get_ref().as_str());
@@ -482,9 +497,9 @@ plugin = "builtin:headers"
                 "/etc/airlock/direct.wasm.sig",
                 "/etc/airlock/plugins/mine.wasm",
                 "/etc/airlock/plugins/mine.wasm.sig",
+                "/etc/airlock/secrets/admin-token",
                 "/etc/airlock/secrets/redis",
             ],
-            "not the admin token: [admin] changes on restart only"
         );
     }
 
@@ -518,6 +533,19 @@ plugin = "builtin:headers"
         assert_eq!(issues.iter().map(|i| (i.key.as_str(), i.line)).collect::<Vec<_>>(), [("runtime.worker_threads", Some(1))]);
         // Other `[runtime]` settings reload.
         assert!(changes("", "[runtime]\ncpu_ms = 50\n").is_empty());
+    }
+
+    #[test]
+    fn the_admin_token_rotates_and_is_added_on_reload_but_is_never_removed() {
+        assert!(changes("[admin]\ntoken = \"old\"\n", "[admin]\ntoken = \"new\"\n").is_empty(), "rotated");
+        assert!(changes("", "[admin]\ntoken = \"new\"\n").is_empty(), "added");
+        let issues = changes("[admin]\ntoken = \"old\"\n", "[admin]\naddress = \"127.0.0.1:9901\"\n");
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!((issues[0].key.as_str(), issues[0].line), ("admin.token", Some(1)));
+        assert!(issues[0].message.contains("would open the admin API") && issues[0].message.contains("only on restart"), "{}", issues[0].message);
+        // The rest of `[admin]` still needs a restart.
+        let issues = changes("[admin]\ntoken = \"old\"\n", "[admin]\ntoken = \"new\"\naddress = \"127.0.0.1:9902\"\n");
+        assert_eq!(issues.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["admin"]);
     }
 
     #[test]

@@ -603,6 +603,54 @@ async fn the_admin_token_can_come_from_a_file() {
     assert!(err.contains("not both"), "{err}");
 }
 
+/// The admin token rotates without a restart: a `token_file` rewritten (a Kubernetes secret
+/// updated) is reloaded by `--watch`, and the old token stops working at once. A token added to
+/// a loopback listener that had none closes it; a reload that would remove the token is refused
+/// and the token stays required.
+#[tokio::test]
+async fn the_admin_token_rotates_on_reload_and_no_reload_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin-token");
+    std::fs::write(&file, "first-token\n").unwrap();
+    let routes = "[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n";
+    let open = format!("[admin]\naddress = \"127.0.0.1:0\"\n\n{routes}");
+    let guarded = format!("[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\n{routes}", file.display());
+    let gw = Gateway::start(&open, None).await;
+    let client = HttpClient::http1();
+    let status = |token: &'static str| {
+        let (client, url) = (client.clone(), gw.admin_url("/metrics"));
+        async move {
+            let bearer = format!("Bearer {token}");
+            let headers: Vec<(&str, &str)> = if token.is_empty() { vec![] } else { vec![("authorization", bearer.as_str())] };
+            client.request("GET", &url, &headers, b"").await.status.as_u16()
+        }
+    };
+    assert_eq!(status("").await, 200, "open on loopback without a token");
+
+    // Added by a reload: the listener closes.
+    assert_eq!(gw.reload(&guarded, None).await.expect("reload"), 2);
+    assert_eq!((status("").await, status("first-token").await), (401, 200));
+
+    // The secret rotated in place: `--watch` reloads it, and only the new token works.
+    airlock::reload::reload_on_change(gw.live().clone(), std::time::Duration::from_millis(50)).expect("watch");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    std::fs::write(&file, "second-token\n").unwrap();
+    for _ in 0..5000 {
+        if gw.live().current().number == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(gw.live().current().number, 3, "the rotated token file is reloaded without a reload by hand");
+    assert_eq!((status("first-token").await, status("second-token").await), (401, 200));
+
+    // Removing the token by reload would open the API: refused, the token still required.
+    let err = gw.reload(&open, None).await.expect_err("refused").to_string();
+    assert!(err.contains("admin.token") && err.contains("would open the admin API"), "{err}");
+    assert_eq!((status("").await, status("second-token").await), (401, 200));
+    gw.stop().await;
+}
+
 /// A web page in the operator's browser cannot use the default (loopback, no token) admin
 /// listener: a DNS name rebound to 127.0.0.1 is refused, and so is a cross-site reload.
 #[tokio::test]

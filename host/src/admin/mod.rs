@@ -48,14 +48,14 @@ use crate::reload::{LiveGateway, ReloadError};
 /// What the admin endpoints answer from.
 pub struct AdminState {
     live: Arc<LiveGateway>,
-    token: Option<String>,
     readiness: readiness::ReadinessLog,
 }
 
 impl AdminState {
-    /// The admin view of a live gateway; `token` is `admin.token` (`[admin]` changes need a restart).
-    pub fn new(live: Arc<LiveGateway>, token: Option<String>) -> Self {
-        Self { live, token, readiness: readiness::ReadinessLog::default() }
+    /// The admin view of a live gateway. The token is the current config's `admin.token`, read
+    /// per request: a reload rotates it (the rest of `[admin]` needs a restart).
+    pub fn new(live: Arc<LiveGateway>) -> Self {
+        Self { live, readiness: readiness::ReadinessLog::default() }
     }
 }
 
@@ -102,7 +102,7 @@ pub async fn bind(source: &ConfigSource, config: &Config) -> Result<Option<TcpLi
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.
 pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    let open_loopback = state.token.is_none() && listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -125,7 +125,7 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: 
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&state, request, open_loopback).await) }
+                async move { Ok::<_, Infallible>(answer(&state, request, loopback).await) }
             });
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!("admin connection ended with an error: {e}");
@@ -134,10 +134,13 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: 
     }
 }
 
-/// Answers one admin request. `open_loopback`: on a loopback address without a token
-/// ([`browser`]'s DNS rebinding guard applies).
-async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: bool) -> Response<Full<Bytes>> {
-    if let Err(refusal) = browser::check(request.method(), request.headers(), open_loopback) {
+/// Answers one admin request, on a loopback address or not. On loopback without a token the
+/// API is open and [`browser`]'s DNS rebinding guard applies.
+async fn answer(state: &AdminState, request: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
+    // The token of the config now served: a reload may have rotated it.
+    let generation = state.live.current();
+    let token = generation.config.admin.token.as_ref().map(|t| t.get_ref().as_str());
+    if let Err(refusal) = browser::check(request.method(), request.headers(), loopback && token.is_none()) {
         let (error, message) = refusal.answer();
         return json(StatusCode::FORBIDDEN, &serde_json::json!({ "error": error, "message": message }));
     }
@@ -145,7 +148,7 @@ async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: b
     let Some(allow) = methods(path) else {
         // An unknown path is a 404 whatever the method. Behind the token, as a `GET` of one always
         // was: a client without it learns no more about which paths exist than before.
-        if !authorized(state.token.as_deref(), &request) {
+        if !authorized(token, &request) {
             return unauthorized();
         }
         return not_found(path);
@@ -162,10 +165,9 @@ async fn answer(state: &AdminState, request: Request<Incoming>, open_loopback: b
         return response;
     }
     let open = matches!(path, "/health" | "/ready" | "/");
-    if !open && !authorized(state.token.as_deref(), &request) {
+    if !open && !authorized(token, &request) {
         return unauthorized();
     }
-    let generation = state.live.current();
     let gateway = &generation.gateway;
     match path {
         "/health" => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
