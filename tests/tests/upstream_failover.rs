@@ -193,6 +193,18 @@ async fn garbage_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 /// A "backend" that accepts connections and reads requests but never answers (a hung process
 /// whose socket is still open): counts the requests it read.
 async fn hung_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    unanswering_upstream(false).await
+}
+
+/// A "backend" that crashes under every request: reads it whole, then resets the connection
+/// without answering (as a process killed mid-request). Counts the requests it read.
+async fn crashing_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    unanswering_upstream(true).await
+}
+
+/// Reads requests and answers none, counting them; with `reset`, resets each connection after
+/// its first request.
+async fn unanswering_upstream(reset: bool) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let read = Arc::new(AtomicUsize::new(0));
@@ -204,6 +216,11 @@ async fn hung_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHand
             tokio::spawn(async move {
                 while read_request(&mut stream).await.is_some() {
                     counted.fetch_add(1, Ordering::SeqCst);
+                    if reset {
+                        // A reset, not a FIN: the kernel sends RST when it closes with linger 0.
+                        let _ = stream.set_zero_linger();
+                        return;
+                    }
                 }
             });
         }
@@ -883,6 +900,46 @@ async fn an_idempotent_request_answered_with_a_retry_on_status_goes_to_the_next_
         assert_eq!(client.get(&gw.url("/get")).await.status, 200);
     }
     assert_eq!(failing.hits() - before, 1);
+    gw.stop().await;
+}
+
+/// `retry_on_reset`: an idempotent request whose target resets the connection before answering
+/// (crashed, killed mid-request) goes to the next target, as nginx's `proxy_next_upstream error`
+/// does; a POST, which the crashed target may have acted on, is not sent twice. Without it, the
+/// reset is a 502. Either way the reset counts towards `max_fails`.
+#[tokio::test]
+async fn with_retry_on_reset_a_request_reset_before_its_answer_goes_to_the_next_target() {
+    let (crashing, read, _task) = crashing_upstream().await;
+    let healthy = Upstream::start().await;
+    let config = |retry: bool| {
+        format!(
+            "[upstreams.r]\ntargets = [\"{crashing}\", \"{}\"]\nretry_on_reset = {retry}\nmax_fails = 0\n\n\
+             [[routes]]\npath_prefix = \"/\"\nupstream = \"r\"\n",
+            healthy.addr
+        )
+    };
+    let gw = Gateway::start(&config(true), None).await;
+    let client = HttpClient::http1();
+    for i in 0..6 {
+        let r = client.get(&gw.url(&format!("/get/{i}"))).await;
+        assert_eq!(r.status, 200, "GET {i}: {}", r.text());
+    }
+    // Every other request went to the crashing target first (round-robin), then to the next.
+    assert_eq!((read.load(Ordering::SeqCst), healthy.hits()), (3, 6));
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(client.request("POST", &gw.url("/order"), &[], b"once").await.status.as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 502, 502], "a POST is never sent to a second target");
+
+    gw.reload(&config(false), None).await.expect("reloaded");
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        statuses.push(client.get(&gw.url(&format!("/off/{i}"))).await.status.as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 502, 502], "without retry_on_reset a reset is the client's 502");
     gw.stop().await;
 }
 

@@ -864,6 +864,11 @@ pub struct UpstreamConfig {
     /// Statuses (4xx/5xx) on which an idempotent request with a whole body is sent to the next
     /// target instead of being answered (nginx's `proxy_next_upstream http_502 ...`).
     pub retry_on: Option<Spanned<Vec<u16>>>,
+    /// Whether an idempotent request with a whole body whose connection a target closed or
+    /// reset before any response head (the target crashed or was stopped mid-request) is sent
+    /// to the next target (nginx's `proxy_next_upstream error`, Envoy's `retry_on: reset`).
+    /// Default false.
+    pub retry_on_reset: Option<bool>,
     /// Session affinity: what a request's target is chosen by (`ip`, `consumer`, `path`,
     /// `header:<name>`, `cookie:<name>`, `query:<name>`) instead of round-robin.
     pub hash_on: Option<Spanned<String>>,

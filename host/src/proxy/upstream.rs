@@ -16,8 +16,10 @@
 //! something not HTTP, or no response head within the route's timeout (a target that accepts
 //! and then hangs); not a client's own body failing, and not an answer, whatever its status,
 //! unless the upstream lists it in `retry_on` (then an idempotent request with a whole body goes
-//! to the next target, as after a connect failure). Both pools hand back, untouched, a request
-//! they could not connect for, so it goes to the next target whatever its body.
+//! to the next target, as after a connect failure; so does one whose connection the target
+//! closed or reset before any response head, with `retry_on_reset`). Both pools hand back,
+//! untouched, a request they could not connect for, so it goes to the next target whatever its
+//! body.
 //!
 //! Not a failure either: a connect the gateway itself could not make, out of file descriptors
 //! (`EMFILE`, `ENFILE`: one HTTP/2 client connection's streams can each need an upstream
@@ -294,6 +296,9 @@ pub struct UpstreamSettings {
     pub weights: Vec<u32>,
     /// Statuses on which an idempotent request with a whole body goes to the next target.
     pub retry_on: Vec<u16>,
+    /// Whether such a request also goes to the next target when its connection was closed or
+    /// reset before any response head (`retry_on_reset`).
+    pub retry_on_reset: bool,
     /// What a request's target is chosen by, when not round-robin ([`super::affinity`]).
     pub hash_on: Option<HashOn>,
     /// The `hash_on` cookie made for a client that came without it (`hash_cookie`), if any.
@@ -310,8 +315,9 @@ enum Attempt {
     Answered(Response<Incoming>, Option<OpenStream>),
     /// Connecting failed: nothing was sent. The request, if it can be sent elsewhere.
     ConnectFailed(SendError, Option<Box<Request<ProxyBody>>>),
-    /// The exchange failed after connecting.
-    Failed(SendError),
+    /// The exchange failed after connecting; `true` when the connection was closed or reset
+    /// before any response head came in (the request may or may not have been processed).
+    Failed(SendError, bool),
     /// The target did not process the request (HTTP/2: a refused stream, a graceful `GOAWAY`, an
     /// extended CONNECT refused) and it could not be sent again: a failure of the request, not
     /// of the target.
@@ -736,12 +742,13 @@ impl Upstream {
         // The target tried last, read once the call ends (answered, failed or out of time). An
         // atomic because the request's future is `Send`; written only on a failover.
         let last = AtomicUsize::new(first);
-        let may_retry = !self.settings.retry_on.is_empty() && self.slots.len() > 1;
+        let may_retry = (!self.settings.retry_on.is_empty() || self.settings.retry_on_reset) && self.slots.len() > 1;
         let call = async {
             let mut target = first;
             let mut step = 0;
             loop {
-                // A copy only where an answer may be retried (`retry_on`): never by default.
+                // A copy only where an answer or a reset may be retried (`retry_on`,
+                // `retry_on_reset`): never by default.
                 let again = if may_retry { resend::copy_idempotent(&request) } else { None };
                 let attempt = match client {
                     Transport::Http1Plain(pool) => via_pool(pool, request).await,
@@ -782,7 +789,12 @@ impl Upstream {
                         hold_stream(in_flight, stream);
                         return Ok(response);
                     }
-                    Attempt::Failed(error) => {
+                    // Closed or reset before an answer, with a copy to send (`retry_on_reset`):
+                    // on to the next target, the failure counted below as a connect failure's.
+                    Attempt::Failed(error, true) if self.settings.retry_on_reset && again.is_some() && error.is_targets_fault() => {
+                        (error, again.map(Box::new))
+                    }
+                    Attempt::Failed(error, _) => {
                         if error.is_targets_fault() {
                             self.target_failed(target, &error);
                         } else if let SendError::LocalResources(_) = &error {
@@ -993,7 +1005,7 @@ where
     match pool.send(request).await {
         Ok(response) => Attempt::Answered(response, None),
         Err(Http1Error::Connect(e, request)) => Attempt::ConnectFailed(classify(&*e), Some(request)),
-        Err(Http1Error::Exchange(e)) => Attempt::Failed(classify(&*e)),
+        Err(Http1Error::Exchange(e)) => Attempt::Failed(classify(&*e), closed_before_answer(&*e)),
     }
 }
 
@@ -1008,9 +1020,15 @@ where
     match pool.send(request).await {
         Ok((response, stream)) => Attempt::Answered(response, stream),
         Err(Http2Error::Connect(e, request)) => Attempt::ConnectFailed(classify(&*e), Some(request)),
-        Err(Http2Error::Exchange(e)) => Attempt::Failed(classify(&*e)),
+        Err(Http2Error::Exchange(e)) => Attempt::Failed(classify(&*e), closed_before_answer(&*e)),
         Err(Http2Error::NotProcessed(e)) => Attempt::NotProcessed(classify(&*e)),
     }
+}
+
+/// Whether a failed exchange's error is its connection closing or being reset before any
+/// response head ([`resend::closed_before_answer`]), not an answer that is not HTTP.
+fn closed_before_answer(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    error.downcast_ref::<hyper::Error>().is_some_and(resend::closed_before_answer)
 }
 
 /// Why an upstream request failed.
@@ -1204,6 +1222,7 @@ mod tests {
             health_check: None,
             weights: weights.to_vec(),
             retry_on: Vec::new(),
+            retry_on_reset: false,
             hash_on: None,
             hash_cookie: None,
             max_requests: None,

@@ -226,6 +226,7 @@ fn settings(
         health_check,
         weights: up.targets.get_ref().iter().map(|t| t.get_ref().weight()).collect(),
         retry_on: up.retry_on.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default(),
+        retry_on_reset: up.retry_on_reset.unwrap_or(false),
         hash_on,
         hash_cookie,
         max_requests: up.max_requests,
