@@ -226,7 +226,7 @@ fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Ve
     }
     // The admin token rotates on reload (`admin::AdminState` reads it per request); a reload
     // never removes it, which would open the admin API.
-    if old.admin.token.is_some() && new.admin.token.is_none() {
+    if new.admin.enabled && old.admin.token.is_some() && new.admin.token.is_none() {
         let span = crate::config::locate::key_span(&source.text, "admin.token").or_else(|| section_span(&source.text, "admin"));
         let message = format!("removing the admin token would open the admin API to anyone who reaches it: {restart}");
         issues.push(source.issue(span, "admin.token", message));
@@ -543,6 +543,8 @@ plugin = "builtin:headers"
         assert_eq!(issues.len(), 1, "{issues:?}");
         assert_eq!((issues[0].key.as_str(), issues[0].line), ("admin.token", Some(1)));
         assert!(issues[0].message.contains("would open the admin API") && issues[0].message.contains("only on restart"), "{}", issues[0].message);
+        // Without an admin listener there is nothing to open.
+        assert!(changes("[admin]\nenabled = false\ntoken = \"old\"\n", "[admin]\nenabled = false\n").is_empty());
         // The rest of `[admin]` still needs a restart.
         let issues = changes("[admin]\ntoken = \"old\"\n", "[admin]\ntoken = \"new\"\naddress = \"127.0.0.1:9902\"\n");
         assert_eq!(issues.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["admin"]);
