@@ -412,6 +412,21 @@ impl HttpClient {
     }
 }
 
+/// What `airlock check` says of `toml`, written into `dir` as `check.toml`, a config it accepts
+/// (warnings only: it asserts check succeeds).
+pub fn check_warnings(dir: &Path, toml: &str) -> String {
+    std::fs::write(dir.join("check.toml"), toml).expect("write config");
+    let check = Command::new(airlock_binary())
+        .args(["check", "-c", "check.toml"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run airlock check");
+    let stderr = String::from_utf8_lossy(&check.stderr).into_owned();
+    assert!(check.status.success(), "still a valid config: {stderr}");
+    stderr
+}
+
 /// The `airlock` binary built by `cargo build` (the test command builds it before the tests).
 pub fn airlock_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

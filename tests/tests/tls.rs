@@ -542,20 +542,6 @@ fn certificate_valid(dir: &Path, name: &str, ca: &rcgen::CertifiedIssuer<'static
     std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write PEM");
 }
 
-/// What `airlock check` says of `toml`, written into `dir`, a config it accepts (warnings only).
-fn check_warnings(dir: &Path, toml: &str) -> String {
-    std::fs::write(dir.join("check.toml"), toml).expect("write config");
-    let check = std::process::Command::new(airlock_tests::airlock_binary())
-        .args(["check", "-c", "check.toml"])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run airlock check");
-    let stderr = String::from_utf8_lossy(&check.stderr).into_owned();
-    assert!(check.status.success(), "still a valid config: {stderr}");
-    stderr
-}
-
 /// A listener certificate that has expired, or is not valid yet, is served (renewal may be on
 /// its way) but said at load, by `airlock check` and by `airlock run`, naming the listener, the
 /// certificate entry, the file and the date: clients refuse it, and the operator should learn it
@@ -575,7 +561,7 @@ async fn an_expired_or_not_yet_valid_certificate_is_warned_about_at_load() {
     let expired = format!("listeners[1].tls.certificates[1].cert `{d}/old.pem`: the certificate expired on Feb  1 00:00:00 2020 +00:00");
     let not_yet = format!("listeners[1].tls.certificates[2].cert `{d}/future.pem`: the certificate is not valid until Jan  1 00:00:00 2100 +00:00");
     // As `run` below sees it: after a cleartext listener of its own.
-    let stderr = check_warnings(dir, &format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n{toml}"));
+    let stderr = airlock_tests::check_warnings(dir, &format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n{toml}"));
     assert!(stderr.contains(&expired) && stderr.contains(&not_yet), "{stderr}");
     assert!(!stderr.contains("certificates[0]"), "the valid one is not named: {stderr}");
 
@@ -632,7 +618,7 @@ async fn a_public_certificate_without_its_intermediate_is_warned_about_at_load()
     let toml = format!(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\n[listeners.tls]\ncertificates = [{{ cert = \"{d}/api.pem\", key = \"{d}/api.key\" }}, {{ cert = \"{d}/cert.pem\", key = \"{d}/public.key\" }}, {{ cert = \"{d}/fullchain.pem\", key = \"{d}/public.key\" }}]\n\n[[routes]]\npath = \"/\"\nplugins = [{{ plugin = \"builtin:respond\" }}]\n"
     );
-    let stderr = check_warnings(dir, &toml);
+    let stderr = airlock_tests::check_warnings(dir, &toml);
     let warned = format!(
         "listeners[0].tls.certificates[1].cert `{d}/cert.pem`: the file holds the certificate alone, without the intermediate certificate of its issuer `CN=Airlock test intermediate R1`"
     );

@@ -943,6 +943,25 @@ async fn with_retry_on_reset_a_request_reset_before_its_answer_goes_to_the_next_
     gw.stop().await;
 }
 
+/// `retry_on` or `retry_on_reset` on an upstream of one target would never act: `airlock check`
+/// says so, naming the upstream and the keys; with two targets it says nothing.
+#[test]
+fn retries_on_an_upstream_of_one_target_are_said_to_be_unable_to_act() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |targets: &str, retries: &str| {
+        format!("[upstreams.solo]\ntargets = [{targets}]\n{retries}\n[[routes]]\npath_prefix = \"/\"\nupstream = \"solo\"\n")
+    };
+    let one = "\"127.0.0.1:9\"";
+    let said = airlock_tests::check_warnings(dir.path(), &config(one, "retry_on = [503]\nretry_on_reset = true\n"));
+    assert!(said.contains("upstreams.solo: retry_on and retry_on_reset cannot act: the upstream has one target, and a retry needs another"), "{said}");
+    let said = airlock_tests::check_warnings(dir.path(), &config(one, "retry_on_reset = true\n"));
+    assert!(said.contains("upstreams.solo: retry_on_reset cannot act"), "{said}");
+    let said = airlock_tests::check_warnings(dir.path(), &config("\"127.0.0.1:9\", \"127.0.0.1:10\"", "retry_on_reset = true\n"));
+    assert!(!said.contains("cannot act"), "{said}");
+    let said = airlock_tests::check_warnings(dir.path(), &config(one, ""));
+    assert!(!said.contains("cannot act"), "{said}");
+}
+
 #[tokio::test]
 async fn max_requests_sheds_what_is_over_it_until_a_response_has_been_sent_in_full() {
     // An upstream whose answers start at once and end when told: a request is in flight until

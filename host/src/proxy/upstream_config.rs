@@ -209,6 +209,19 @@ fn settings(
     if issues.len() > before {
         return None;
     }
+    // Retrying needs another target: with one, `retry_on` and `retry_on_reset` never act.
+    let retry_on = up.retry_on.as_ref().is_some_and(|r| !r.get_ref().is_empty());
+    if targets.len() == 1 && (retry_on || up.retry_on_reset == Some(true)) {
+        let keys = match (retry_on, up.retry_on_reset == Some(true)) {
+            (true, true) => "retry_on and retry_on_reset",
+            (true, false) => "retry_on",
+            _ => "retry_on_reset",
+        };
+        tracing::warn!(
+            config = %source.name,
+            "upstreams.{name}: {keys} cannot act: the upstream has one target, and a retry needs another (list more targets, or leave {keys} out)"
+        );
+    }
     let settings = UpstreamSettings {
         connect_timeout: Duration::from_millis(up.connect_timeout_ms.unwrap_or(config.timeouts.connect_ms)),
         request_timeout: Duration::from_millis(up.request_timeout_ms.unwrap_or(config.timeouts.request_ms)),
