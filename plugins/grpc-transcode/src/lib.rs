@@ -142,15 +142,18 @@ impl Plugin for GrpcTranscode {
     fn on_request(&self, req: &Request) -> Action {
         let method = req.method();
         let path = req.path();
+        let bound_to = |verb: &str| {
+            self.bindings.iter().enumerate().find_map(|(index, b)| {
+                if b.verb != verb {
+                    return None;
+                }
+                b.template.matches(&path).map(|captures| (index, b, captures))
+            })
+        };
         // HEAD is GET without the answer's body (RFC 9110 9.3.2), as for the gateway's routes:
-        // transcoded as the GET, whose JSON the gateway does not send.
-        let verb = if method == "HEAD" { "GET" } else { method.as_str() };
-        let found = self.bindings.iter().enumerate().find_map(|(index, b)| {
-            if b.verb != verb {
-                return None;
-            }
-            b.template.matches(&path).map(|captures| (index, b, captures))
-        });
+        // unless a custom binding names HEAD itself, transcoded as the GET, whose JSON the
+        // gateway does not send.
+        let found = bound_to(&method).or_else(|| if method == "HEAD" { bound_to("GET") } else { None });
         let Some((index, binding, captures)) = found else {
             // The path is bound, to other methods: 405 with `Allow` (RFC 9110 15.5.6), as
             // grpc-gateway's router refuses it (UNIMPLEMENTED), not a 404 saying nothing is there.
@@ -170,7 +173,7 @@ impl Plugin for GrpcTranscode {
             return error(status::NOT_FOUND, 404, &message);
         };
         let query = req.query();
-        let body = if binding.body.is_some() || verb != "GET" { req.body() } else { None };
+        let body = if binding.body.is_some() || binding.verb != "GET" { req.body() } else { None };
         let framed = message::encode(binding, &path, &captures, query.as_deref(), body.as_deref());
         let framed = match framed {
             Ok(framed) => framed,
