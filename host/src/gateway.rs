@@ -742,22 +742,7 @@ fn group_name_problem(group: &str) -> Option<String> {
 /// Why a route's `id` cannot be one: it names the route in log lines, metrics labels, state
 /// namespaces and the admin API, so it must be there to read.
 fn route_id_problem(id: &str) -> Option<String> {
-    id_text_problem(id, "a route id", ": name the route, or leave `id` out for `route-<index>`", "it goes into log lines and metrics labels")
-}
-
-/// Why `id` cannot be `what` (`a route id`, `a consumer id`, `an upstream name`), which an
-/// operator reads in log lines and labels: empty (`if_empty` says what to do), with control
-/// characters (`goes_into` says where they would land), or with white space at an edge.
-pub(crate) fn id_text_problem(id: &str, what: &str, if_empty: &str, goes_into: &str) -> Option<String> {
-    if id.trim().is_empty() {
-        Some(format!("{what} cannot be empty{if_empty}"))
-    } else if id.chars().any(char::is_control) {
-        Some(format!("{id:?}: {what} cannot hold control characters ({goes_into})"))
-    } else if id.trim() != id {
-        Some(format!("`{id}`: {what} cannot start or end with white space"))
-    } else {
-        None
-    }
+    crate::config::id_text_problem(id, "a route id", ": name the route, or leave `id` out for `route-<index>`", "it goes into log lines and metrics labels")
 }
 
 /// Route `index`'s id `id`, which an earlier route has too: located at the `id` written in the
@@ -780,7 +765,7 @@ fn route_id_twice(source: &ConfigSource, config: &Config, index: usize, id: &str
 /// Why a consumer id cannot be one: it goes upstream as `X-Consumer-Id`, into the access log,
 /// metrics labels and rate-limit keys, so it must be a header value an operator can read.
 fn consumer_id_problem(id: &str) -> Option<String> {
-    id_text_problem(id, "a consumer id", "", "it travels in `X-Consumer-Id` and log lines")
+    crate::config::id_text_problem(id, "a consumer id", "", "it travels in `X-Consumer-Id` and log lines")
 }
 
 /// Why a `[plugins.<name>]` name is refused. A definition's name is its state namespace, and a

@@ -127,17 +127,15 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
                 Ok(c) => {
                     for (n, pair) in t.certificates.iter().enumerate() {
                         let path = source.base_dir.join(pair.cert.get_ref());
-                        let problems = [tls::validity_problem(&path, std::time::SystemTime::now()), tls::missing_intermediate(&path)];
-                        for problem in problems.into_iter().flatten() {
+                        let Some(remarks) = tls::certificate_remarks(&path, std::time::SystemTime::now()) else { continue };
+                        for problem in &remarks.problems {
                             tracing::warn!(config = %source.name, "listeners[{i}].tls.certificates[{n}].cert `{}`: {problem}", pair.cert.get_ref());
                         }
-                        if let Some(expires) = tls::expiry(&path) {
-                            plan.certificates.push(crate::telemetry::metrics::ServedCertificate {
-                                listener: listener.address.get_ref().as_str().into(),
-                                cert: pair.cert.get_ref().as_str().into(),
-                                expires,
-                            });
-                        }
+                        plan.certificates.push(crate::telemetry::metrics::ServedCertificate {
+                            listener: listener.address.get_ref().as_str().into(),
+                            cert: pair.cert.get_ref().as_str().into(),
+                            expires: remarks.expires,
+                        });
                     }
                     Some(TlsAcceptor::from(c))
                 }

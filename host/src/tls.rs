@@ -206,17 +206,32 @@ fn encrypted_pem(path: &Path) -> bool {
     })
 }
 
-/// What is wrong with when the leaf certificate of the PEM chain at `path` is valid, at `now`:
-/// expired, or not valid yet (clients refuse it either way, so the gateway says so at load
-/// rather than serve it unremarked). `None`: valid now, or unreadable (said by the load itself).
-pub fn validity_problem(path: &Path, now: std::time::SystemTime) -> Option<String> {
+/// What load says of a listener's certificate file besides loading it: what clients will
+/// refuse in it, and when its leaf expires.
+#[derive(Debug)]
+pub struct CertificateRemarks {
+    /// Each problem, said as a warning: the certificate is served all the same.
+    pub problems: Vec<String>,
+    /// The leaf's `notAfter`, in seconds since the Unix epoch
+    /// (`airlock_tls_certificate_expiry_timestamp_seconds`).
+    pub expires: i64,
+}
+
+/// Reads the PEM chain at `path` once for [`CertificateRemarks`] as of `now`. `None`:
+/// unreadable (said by the load itself).
+pub fn certificate_remarks(path: &Path, now: std::time::SystemTime) -> Option<CertificateRemarks> {
     let chain = pem_certs(path).ok()?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
-    let now = match now.duration_since(std::time::UNIX_EPOCH) {
-        Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        Err(_) => return None,
-    };
-    let validity = parsed.validity();
+    let (_, leaf) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
+    let now = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+    let problems = [validity_problem(&leaf, now), missing_intermediate(&leaf, chain.len())];
+    Some(CertificateRemarks { problems: problems.into_iter().flatten().collect(), expires: leaf.validity().not_after.timestamp() })
+}
+
+/// What is wrong with when `leaf` is valid, at `now` (Unix seconds): expired, or not valid yet
+/// (clients refuse it either way, so the gateway says so at load rather than serve it
+/// unremarked).
+fn validity_problem(leaf: &x509_parser::certificate::X509Certificate<'_>, now: i64) -> Option<String> {
+    let validity = leaf.validity();
     if now > validity.not_after.timestamp() {
         Some(format!("the certificate expired on {}: clients will refuse it, renew it", validity.not_after))
     } else if now < validity.not_before.timestamp() {
@@ -226,31 +241,18 @@ pub fn validity_problem(path: &Path, now: std::time::SystemTime) -> Option<Strin
     }
 }
 
-/// When the leaf certificate of the PEM chain at `path` expires, in seconds since the Unix
-/// epoch (`airlock_tls_certificate_expiry_timestamp_seconds`). `None`: unreadable (said by the
-/// load itself).
-pub fn expiry(path: &Path) -> Option<i64> {
-    let chain = pem_certs(path).ok()?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
-    Some(parsed.validity().not_after.timestamp())
-}
-
-/// What is missing from the PEM chain at `path` when it holds a publicly issued certificate
-/// alone: one certificate, not self-issued, that says where its issuer's certificate is
+/// What is missing from a chain of `certificates` whose leaf is `leaf`, when it is a publicly
+/// issued certificate alone: not self-issued, and saying where its issuer's certificate is
 /// (Authority Information Access, `caIssuers`), as public CAs' certificates do. Public CAs issue
 /// from intermediates only, and the clients that do not fetch a missing intermediate (curl,
 /// OpenSSL, Go, Java, Python: most API clients) refuse the chain while browsers, which fetch it,
 /// accept it: the common mistake of serving `cert.pem` where `fullchain.pem` was meant. A
 /// certificate issued straight by a private CA names no `caIssuers` and is not named here.
-/// `None`: nothing missing, or unreadable (said by the load itself).
-pub fn missing_intermediate(path: &Path) -> Option<String> {
-    let chain = pem_certs(path).ok()?;
-    let [leaf] = chain.as_slice() else { return None };
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    if parsed.issuer() == parsed.subject() {
+fn missing_intermediate(leaf: &x509_parser::certificate::X509Certificate<'_>, certificates: usize) -> Option<String> {
+    if certificates != 1 || leaf.issuer() == leaf.subject() {
         return None;
     }
-    let names_issuer = parsed.iter_extensions().any(|ext| match ext.parsed_extension() {
+    let names_issuer = leaf.iter_extensions().any(|ext| match ext.parsed_extension() {
         x509_parser::extensions::ParsedExtension::AuthorityInfoAccess(aia) => {
             aia.iter().any(|desc| desc.access_method == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_CA_ISSUERS)
         }
@@ -261,7 +263,7 @@ pub fn missing_intermediate(path: &Path) -> Option<String> {
             "the file holds the certificate alone, without the intermediate certificate of its issuer `{}`: \
              clients that do not fetch it (curl, Go, Java, Python) will refuse the certificate; append the \
              intermediate(s) to the file (the CA's full chain, `fullchain.pem` rather than `cert.pem`)",
-            parsed.issuer()
+            leaf.issuer()
         )
     })
 }

@@ -157,19 +157,32 @@ fn check<E: serde::de::Error, T: Copy + TryInto<u64>>(value: T, min: u64, max: u
     }
 }
 
-/// `otlp.service_name`: the `service.name` a collector groups the gateway's spans by. Empty (or
-/// blank) it names no service a trace UI can show, and control characters would go into every
-/// exported resource: both refused where they are written.
+/// Why `id` cannot be `what` (`a route id`, `a consumer id`, `an upstream name`), which an
+/// operator reads in log lines and labels: empty (`if_empty` says what to do), with control
+/// characters (`goes_into` says where they would land), or with white space at an edge.
+pub(crate) fn id_text_problem(id: &str, what: &str, if_empty: &str, goes_into: &str) -> Option<String> {
+    if id.trim().is_empty() {
+        Some(format!("{what} cannot be empty{if_empty}"))
+    } else if id.chars().any(char::is_control) {
+        Some(format!("{id:?}: {what} cannot hold control characters ({goes_into})"))
+    } else if id.trim() != id {
+        Some(format!("`{id}`: {what} cannot start or end with white space"))
+    } else {
+        None
+    }
+}
+
+/// `otlp.service_name`: the `service.name` a collector groups the gateway's spans by. Held to
+/// the rules of the names an operator reads ([`id_text_problem`]): empty it names no service a
+/// trace UI can show, and control characters would go into every exported resource.
 pub fn service_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     use serde::de::Error;
     let name = String::deserialize(d)?;
-    if name.trim().is_empty() {
-        return Err(D::Error::custom("the service name cannot be empty: it is the `service.name` collectors group the gateway's spans by (leave it out for `airlock`)"));
+    let if_empty = ": it is the `service.name` collectors group the gateway's spans by (leave it out for `airlock`)";
+    match id_text_problem(&name, "the service name", if_empty, "it goes into every exported span's resource") {
+        Some(problem) => Err(D::Error::custom(problem)),
+        None => Ok(name),
     }
-    if name.chars().any(char::is_control) {
-        return Err(D::Error::custom(format!("{name:?}: the service name cannot hold control characters")));
-    }
-    Ok(name)
 }
 
 #[cfg(test)]
@@ -183,6 +196,14 @@ mod tests {
         let err = ConfigSource::inline("airlock.toml", text, PathBuf::from(".")).parse().unwrap_err();
         let issue = &err.issues()[0];
         (issue.line, issue.key.clone(), issue.message.clone())
+    }
+
+    #[test]
+    fn an_otlp_service_name_is_held_to_the_rules_of_names_an_operator_reads() {
+        let (line, key, message) = refused("[otlp]\nservice_name = \" gateway\"\n");
+        assert_eq!((line, key.as_str()), (Some(2), "otlp.service_name"));
+        assert_eq!(message, "` gateway`: the service name cannot start or end with white space");
+        assert!(ConfigSource::inline("airlock.toml", "[otlp]\nservice_name = \"edge-gw\"\n", PathBuf::from(".")).parse().is_ok());
     }
 
     #[test]

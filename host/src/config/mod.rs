@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use model::*;
+/// The rules for a name an operator reads in logs and labels (route and consumer ids, upstream
+/// names, the OTLP service name).
+pub(crate) use bounds::id_text_problem;
 
 /// The quickstart config compiled into the binary, used by `airlock run --quickstart`.
 pub const QUICKSTART: &str = include_str!("../../../examples/quickstart/airlock.toml");

@@ -116,7 +116,7 @@ fn settings(
     issues: &mut Vec<ConfigIssue>,
 ) -> Option<(Vec<Authority>, UpstreamSettings)> {
     // Routes name it, and it goes into log lines, metrics labels and the admin API.
-    if let Some(problem) = crate::gateway::id_text_problem(name, "an upstream name", "", "it goes into log lines and metrics labels") {
+    if let Some(problem) = crate::config::id_text_problem(name, "an upstream name", "", "it goes into log lines and metrics labels") {
         // The key as TOML writes it, quoted: `upstreams.""` rather than a bare `upstreams.`.
         issues.push(source.issue(Some(up.targets.span()), &format!("upstreams.{name:?}"), problem));
         return None;
@@ -210,13 +210,14 @@ fn settings(
         return None;
     }
     // Retrying needs another target: with one, `retry_on` and `retry_on_reset` never act.
-    let retry_on = up.retry_on.as_ref().is_some_and(|r| !r.get_ref().is_empty());
-    if targets.len() == 1 && (retry_on || up.retry_on_reset == Some(true)) {
-        let keys = match (retry_on, up.retry_on_reset == Some(true)) {
-            (true, true) => "retry_on and retry_on_reset",
-            (true, false) => "retry_on",
-            _ => "retry_on_reset",
-        };
+    let (retry_on, retry_on_reset) = (up.retry_on.as_ref().is_some_and(|r| !r.get_ref().is_empty()), up.retry_on_reset == Some(true));
+    let keys = match (retry_on, retry_on_reset) {
+        (true, true) => Some("retry_on and retry_on_reset"),
+        (true, false) => Some("retry_on"),
+        (false, true) => Some("retry_on_reset"),
+        (false, false) => None,
+    };
+    if let Some(keys) = keys.filter(|_| targets.len() == 1) {
         tracing::warn!(
             config = %source.name,
             "upstreams.{name}: {keys} cannot act: the upstream has one target, and a retry needs another (list more targets, or leave {keys} out)"
