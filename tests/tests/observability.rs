@@ -644,6 +644,21 @@ async fn the_admin_token_rotates_on_reload_and_no_reload_removes_it() {
     assert_eq!(gw.live().current().number, 3, "the rotated token file is reloaded without a reload by hand");
     assert_eq!((status("first-token").await, status("second-token").await), (401, 200));
 
+    // A token file written empty (a rotation caught half way): that reload fails, counted, and
+    // the token in force stays the only one accepted.
+    let reloads = &gw.inner().telemetry.metrics.reloads;
+    std::fs::write(&file, "").unwrap();
+    for _ in 0..5000 {
+        if reloads.last_failed() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(reloads.last_failed(), "the empty token file was tried and refused");
+    assert_eq!(gw.live().current().number, 3);
+    assert_eq!((status("").await, status("second-token").await), (401, 200));
+    std::fs::write(&file, "second-token\n").unwrap();
+
     // Removing the token by reload would open the API: refused, the token still required.
     let err = gw.reload(&open, None).await.expect_err("refused").to_string();
     assert!(err.contains("admin.token") && err.contains("would open the admin API"), "{err}");
