@@ -34,6 +34,8 @@ pub struct Route {
     pub id: Arc<str>,
     /// Where requests go, unless a plugin answers.
     pub upstream: Option<Arc<Upstream>>,
+    /// The same upstream, as the route's answers from it hold it ([`crate::proxy::upstream::ResponseOrigin`]).
+    pub answered_by: Option<Arc<crate::proxy::upstream::RouteUpstream>>,
     /// The plugin chain (global entries first).
     pub chain: PluginChain,
     /// Removed from the front of the path before it goes upstream.
@@ -498,8 +500,12 @@ impl Gateway {
                 .or_else(|| upstream.as_ref().map(|u| u.request_timeout.as_millis() as u64))
                 .unwrap_or(config.timeouts.request_ms);
             let metrics = telemetry.metrics.route(id.clone(), upstream.as_ref().map(|u| &*u.name));
+            let answered_by = upstream
+                .as_ref()
+                .map(|u| Arc::new(crate::proxy::upstream::RouteUpstream::new(u.clone(), id.clone(), metrics.upstream_unavailable())));
             routes.push(Route {
                 metrics,
+                answered_by,
                 id,
                 host_header: route.host_header.or(upstream.as_ref().map(|u| u.host_header)).unwrap_or_default(),
                 upstream,

@@ -601,9 +601,10 @@ impl Gateway {
             &mut Option<Box<affinity::MadeCookie<'a>>>,
         ),
     ) -> Result<PendingResponse, GatewayError> {
-        let Some(upstream) = &route.upstream else {
+        let Some(answered_by) = &route.answered_by else {
             return Err(GatewayError::NoUpstream(route.id.to_string()));
         };
+        let upstream = &answered_by.upstream;
         *in_flight = upstream.admit().map_err(|e| upstream.error(e))?;
         let (key_hash, made) = affinity::placing_key(upstream.hash_on(), upstream.hash_cookie(), state);
         // Boxed: made for a client's first request only, it adds a pointer, not its 40 bytes,
@@ -748,12 +749,7 @@ impl Gateway {
         })?;
         // The answer's body is still to come: the exchange counts for the target's health once
         // its fate is known (dropped unsettled, a success).
-        let origin = upstream::ResponseOrigin::new(
-            &response,
-            (upstream.clone(), last),
-            (state.request_id.clone(), route.id.clone()),
-            route.metrics.upstream_unavailable(),
-        );
+        let origin = upstream::ResponseOrigin::new(&response, (answered_by.clone(), last), state.request_id.clone());
         // A refusal of the answer: a 502 the gateway logs (and counts, when not HTTP), and the
         // target's failure.
         let refused = |origin: upstream::ResponseOrigin, reason: String| {
