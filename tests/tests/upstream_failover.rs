@@ -755,6 +755,52 @@ upstream = "mix"
     gw.stop().await;
 }
 
+/// The access log line of a request that failed over lists the targets that failed before
+/// the one in `upstream_addr`, in the order tried (`upstream_failed`, as nginx's
+/// `$upstream_addr` lists every server); a request served by the first target it was sent to
+/// has no such field.
+#[tokio::test]
+async fn the_access_log_lists_the_targets_a_request_failed_over_from() {
+    let up = Upstream::start().await;
+    let first_down = refused_addr();
+    let second_down = std::iter::repeat_with(refused_addr).find(|a| *a != first_down).expect("a second free port");
+    let config = format!(
+        r#"
+[access_log]
+enabled = true
+path = "access.log"
+
+[upstreams.trail]
+targets = ["{first_down}", "{second_down}", "{ok}"]
+max_fails = 0
+
+[[routes]]
+path_prefix = "/"
+upstream = "trail"
+"#,
+        ok = up.addr
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    let log = gw.dir.path().join("access.log");
+    let (both, one, none) = (serde_json::json!([first_down.to_string(), second_down.to_string()]), serde_json::json!([second_down.to_string()]), serde_json::Value::Null);
+    let mut seen = Vec::new();
+    // Round robin over three targets, none ever marked down: each comes first at least once
+    // in six requests on one connection (one worker).
+    for n in 0..6 {
+        let id = format!("trail-{n}");
+        let r = client.request("GET", &gw.url("/a"), &[("x-request-id", &id)], b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let line = airlock_tests::access_log_line(&log, &id).await;
+        assert_eq!(line["upstream_addr"], up.addr.to_string(), "{line}");
+        let failed = line.get("upstream_failed").cloned().unwrap_or(serde_json::Value::Null);
+        assert!([&both, &one, &none].contains(&&failed), "{line}");
+        seen.push(failed);
+    }
+    assert!(seen.contains(&both) && seen.contains(&one) && seen.contains(&none), "{seen:?}");
+    gw.stop().await;
+}
+
 /// M2: the warning for a 502 names the target that failed; marking a target down is warned
 /// once, naming it.
 #[tokio::test]

@@ -275,7 +275,8 @@ impl Ticket {
         tokio::spawn(async move {
             let started = Instant::now();
             let upstream = &mirror.upstream;
-            let (last, sent) = upstream.send(copy, (first, key_hash), &mut in_flight, rewrite_host, timeout, body_idle).await;
+            let (crate::proxy::upstream::Tried { last, .. }, sent) =
+                upstream.send(copy, (first, key_hash), &mut in_flight, rewrite_host, timeout, body_idle).await;
             let result = match sent {
                 Ok(response) => {
                     let status = response.status();

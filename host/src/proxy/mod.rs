@@ -725,7 +725,7 @@ impl Gateway {
             None => None,
         };
         record.upstream_calling(upstream.addr(first), started);
-        let (last, sent) = upstream.send(request, (first, key_hash), in_flight, target_host_header, route.timeout, body_idle).await;
+        let (tried, sent) = upstream.send(request, (first, key_hash), in_flight, target_host_header, route.timeout, body_idle).await;
         if let Some(copy) = mirrored {
             // ...and sent only now that the request has gone (answered or failed: a copy either
             // way), in a task never awaited. Not before: a client that abandons its request
@@ -735,7 +735,9 @@ impl Gateway {
             // here, and a request without a body has none.
             copy.send();
         }
+        let last = tried.last;
         if last != first {
+            record.failed_over(tried.failed_before.iter().map(|&i| upstream.addr(i)));
             record.upstream_calling(upstream.addr(last), started);
         }
         let mut response = sent.map_err(|e| match e {

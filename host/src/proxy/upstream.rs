@@ -100,6 +100,16 @@ pub struct Upstream {
     resolver: LastGoodResolver,
 }
 
+/// The targets [`Upstream::send`] sent a request to.
+#[derive(Debug)]
+pub struct Tried {
+    /// The target that answered, or that was tried last.
+    pub last: usize,
+    /// The targets tried before `last`, each failed (refused, reset, or a `retry_on` status), in
+    /// the order tried; empty unless the request failed over.
+    pub failed_before: Vec<usize>,
+}
+
 /// Marks an answer [`Upstream::send`] returns although it counted it as its target's failure
 /// (a `retry_on` status it could not retry): however its body ends, it is no success.
 #[derive(Debug, Clone, Copy)]
@@ -694,7 +704,7 @@ impl Upstream {
 
     /// Sends `request` (whose URI already names target `first`, chosen for the `hash_on` key
     /// hashing to `key_hash` if there is one) and waits for the response headers; returns them,
-    /// or the error, with the index of the target last tried. An answer with a body counts for
+    /// or the error, with the targets it was sent to ([`Tried`]). An answer with a body counts for
     /// the target's health once the caller knows how its body ended ([`ResponseOrigin`],
     /// [`Upstream::answered`]): its head alone is no success.
     ///
@@ -718,7 +728,7 @@ impl Upstream {
         rewrite_host: bool,
         timeout: Duration,
         body_idle: Duration,
-    ) -> (usize, Result<Response<Incoming>, SendError>) {
+    ) -> (Tried, Result<Response<Incoming>, SendError>) {
         let client = &self.clients[crate::workers::current() % self.clients.len()];
         let upload = if http_body::Body::is_end_stream(request.body()) {
             None
@@ -751,8 +761,14 @@ impl Upstream {
             format!("no response within {} ms", timeout.as_millis())
         };
         // The target tried last, read once the call ends (answered, failed or out of time). An
-        // atomic because the request's future is `Send`; written only on a failover.
+        // atomic because the request's future is `Send`; written only on a failover, as are the
+        // targets that failed before it (locked only then, and once more at the end).
         let last = AtomicUsize::new(first);
+        let failed_before = std::sync::Mutex::new(Vec::new());
+        let failing_over = |from: usize, to: usize| {
+            failed_before.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(from);
+            last.store(to, Ordering::Relaxed);
+        };
         let may_retry = (!self.settings.retry_on.is_empty() || self.settings.retry_on_reset) && self.slots.len() > 1;
         let call = async {
             let mut target = first;
@@ -786,8 +802,8 @@ impl Upstream {
                         if let Some(held) = in_flight.as_mut() {
                             held.moved_to(next);
                         }
+                        failing_over(target, next);
                         target = next;
-                        last.store(next, Ordering::Relaxed);
                         request = again;
                         continue;
                     }
@@ -833,20 +849,23 @@ impl Upstream {
                 if let Some(held) = in_flight.as_mut() {
                     held.moved_to(next);
                 }
+                failing_over(target, next);
                 target = next;
-                last.store(next, Ordering::Relaxed);
                 request = *back;
             }
         };
-        tokio::select! {
-            result = call => (last.load(Ordering::Relaxed), result),
+        let result = tokio::select! {
+            result = call => result,
             reason = deadline => {
                 // The target being tried took too long: a hung target counts as a failed one.
-                let (target, error) = (last.load(Ordering::Relaxed), SendError::Timeout(reason));
-                self.target_failed(target, &error);
-                (target, Err(error))
+                let error = SendError::Timeout(reason);
+                self.target_failed(last.load(Ordering::Relaxed), &error);
+                Err(error)
             }
-        }
+        };
+        let last = last.into_inner();
+        let failed_before = if last == first { Vec::new() } else { failed_before.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) };
+        (Tried { last, failed_before }, result)
     }
 
     /// The next target to try after a connect failure: the first after `first` not yet tried

@@ -63,6 +63,11 @@ pub struct AccessEntry {
     /// The upstream target (`host:port`) that served the request or last failed, if it was sent
     /// to one (nginx's `$upstream_addr`, Envoy's `%UPSTREAM_HOST%`).
     pub upstream_addr: Option<Arc<str>>,
+    /// The targets the request was sent to before `upstream_addr`, in order, each of which
+    /// failed (refused or reset the connection, or answered a `retry_on` status): a failover's
+    /// trail, as nginx's `$upstream_addr` lists every server tried. Empty, and left out of the
+    /// line, when the first target tried was the last.
+    pub upstream_failed: Vec<Arc<str>>,
     /// Time spent in plugin phases.
     pub plugins: Duration,
     /// The consumer an auth plugin identified (request context key `consumer`).
@@ -102,6 +107,8 @@ struct AccessLine<'a> {
     duration_ms: f64,
     upstream_ms: Option<f64>,
     upstream_addr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    upstream_failed: Vec<&'a str>,
     plugins_ms: f64,
     consumer: Option<&'a str>,
     trace_id: String,
@@ -132,6 +139,7 @@ impl AccessEntry {
             duration_ms: ms(self.total),
             upstream_ms: self.upstream.map(ms),
             upstream_addr: self.upstream_addr.as_deref(),
+            upstream_failed: self.upstream_failed.iter().map(|a| &**a).collect(),
             plugins_ms: ms(self.plugins),
             consumer: self.consumer.as_deref(),
             trace_id: self.trace_id.to_string(),
@@ -354,6 +362,7 @@ mod tests {
             total: Duration::from_millis(3),
             upstream: Some(Duration::from_millis(2)),
             upstream_addr: Some("10.0.0.7:8080".into()),
+            upstream_failed: Vec::new(),
             plugins: Duration::ZERO,
             consumer: None,
             trace_id: TraceId(1),
@@ -376,6 +385,11 @@ mod tests {
         assert_eq!(v["upstream_ms"], 2.0);
         assert_eq!(v["upstream_addr"], "10.0.0.7:8080");
         assert!(v.get("aborted").is_none(), "only for a response cut short: {v}");
+        assert!(v.get("upstream_failed").is_none(), "only for a request that failed over: {v}");
+        let mut failed_over = entry(9);
+        failed_over.upstream_failed = vec!["10.0.0.5:8080".into(), "10.0.0.6:8080".into()];
+        let v: serde_json::Value = serde_json::from_str(&failed_over.to_json_line()).unwrap();
+        assert_eq!(v["upstream_failed"], serde_json::json!(["10.0.0.5:8080", "10.0.0.6:8080"]));
         // Whole microseconds, printed without float noise.
         let mut odd = entry(8);
         odd.total = Duration::from_nanos(1_224_846_999);

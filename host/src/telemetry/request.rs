@@ -70,6 +70,8 @@ struct AccessStart {
     protocol: &'static str,
     path: String,
     user_agent: Option<String>,
+    /// The targets the request was sent to before the one in `upstream_addr`, each failed.
+    upstream_failed: Vec<Arc<str>>,
 }
 
 /// Longest `host` the access log records.
@@ -111,6 +113,7 @@ impl<'a> RequestRecord<'a> {
                 .headers()
                 .get(header::USER_AGENT)
                 .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(MAX_USER_AGENT)]).into_owned()),
+            upstream_failed: Vec::new(),
         });
         let span_path = (trace.sampled && telemetry.otlp().is_some()).then(|| request.uri().path().to_owned());
         Self {
@@ -207,6 +210,14 @@ impl<'a> RequestRecord<'a> {
     pub fn upstream_calling(&mut self, addr: &'a Arc<str>, started: Instant) {
         self.upstream_addr = Some(addr);
         self.upstream_started = Some(started);
+    }
+
+    /// The request failed over: it was sent to each of `targets` first, and each failed. The
+    /// access log's `upstream_failed`, before the `upstream_addr` it went on to.
+    pub fn failed_over<'t>(&mut self, targets: impl Iterator<Item = &'t Arc<str>>) {
+        if let Some(access) = &mut self.access {
+            access.upstream_failed.extend(targets.cloned());
+        }
     }
 
     /// The upstream call ended, answered or not, after `elapsed`: the access log's
@@ -333,6 +344,7 @@ impl<'a> RequestRecord<'a> {
                     total: elapsed,
                     upstream: self.upstream.or_else(|| self.upstream_started.map(|s| s.elapsed())),
                     upstream_addr: self.upstream_addr.cloned(),
+                    upstream_failed: start.upstream_failed,
                     plugins: self.plugins,
                     consumer: self.consumer.take(),
                     trace_id: self.trace.trace_id,
