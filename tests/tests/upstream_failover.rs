@@ -956,10 +956,18 @@ async fn an_idempotent_request_answered_with_a_retry_on_status_goes_to_the_next_
 #[tokio::test]
 async fn with_retry_on_reset_a_request_reset_before_its_answer_goes_to_the_next_target() {
     let (crashing, read, _task) = crashing_upstream().await;
+    retry_on_reset_fails_idempotent_requests_over(crashing, &read, "http1").await;
+}
+
+/// Runs `retry_on_reset`'s case against `failing` (a target that resets every request it is sent
+/// over `protocol`, counting them in `reset`) and a healthy target: each GET that went to the
+/// failing one first is answered by the next, each POST that did is a 502; with the setting
+/// off, each GET that did is a 502 too.
+async fn retry_on_reset_fails_idempotent_requests_over(failing: SocketAddr, reset: &AtomicUsize, protocol: &str) {
     let healthy = Upstream::start().await;
     let config = |retry: bool| {
         format!(
-            "[upstreams.r]\ntargets = [\"{crashing}\", \"{}\"]\nretry_on_reset = {retry}\nmax_fails = 0\n\n\
+            "[upstreams.r]\ntargets = [\"{failing}\", \"{}\"]\nprotocol = \"{protocol}\"\nretry_on_reset = {retry}\nmax_fails = 0\n\n\
              [[routes]]\npath_prefix = \"/\"\nupstream = \"r\"\n",
             healthy.addr
         )
@@ -970,8 +978,8 @@ async fn with_retry_on_reset_a_request_reset_before_its_answer_goes_to_the_next_
         let r = client.get(&gw.url(&format!("/get/{i}"))).await;
         assert_eq!(r.status, 200, "GET {i}: {}", r.text());
     }
-    // Every other request went to the crashing target first (round-robin), then to the next.
-    assert_eq!((read.load(Ordering::SeqCst), healthy.hits()), (3, 6));
+    // Every other request went to the failing target first (round-robin), then to the next.
+    assert_eq!((reset.load(Ordering::SeqCst), healthy.hits()), (3, 6));
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(client.request("POST", &gw.url("/order"), &[], b"once").await.status.as_u16());
@@ -987,6 +995,39 @@ async fn with_retry_on_reset_a_request_reset_before_its_answer_goes_to_the_next_
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 200, 502, 502], "without retry_on_reset a reset is the client's 502");
     gw.stop().await;
+}
+
+/// An HTTP/2 (h2c) upstream that resets every stream it is sent (`RST_STREAM` with
+/// `INTERNAL_ERROR`, as a server failing mid-request does) once it has the request's head,
+/// answering none. Counts the streams it reset.
+async fn resetting_h2_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let reset = Arc::new(AtomicUsize::new(0));
+    let counted = reset.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(stream).await else { return };
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                }
+            });
+        }
+    });
+    (addr, reset, task)
+}
+
+/// `retry_on_reset` over HTTP/2: an idempotent request whose stream the target resets before
+/// answering goes to the next target, as over HTTP/1.1 a reset connection does; a POST is not
+/// sent twice; without `retry_on_reset` the reset is the client's 502.
+#[tokio::test]
+async fn with_retry_on_reset_a_request_whose_http2_stream_is_reset_goes_to_the_next_target() {
+    let (resetting, reset, _task) = resetting_h2_upstream().await;
+    retry_on_reset_fails_idempotent_requests_over(resetting, &reset, "h2c").await;
 }
 
 /// `retry_on` or `retry_on_reset` on an upstream of one target would never act: `airlock check`

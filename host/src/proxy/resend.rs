@@ -101,11 +101,17 @@ pub fn copy_idempotent(request: &Request<ProxyBody>) -> Option<Request<ProxyBody
 }
 
 /// Whether `error` is the connection going away before a response head came in (closed,
-/// reset, or a request cancelled by the connection closing), as opposed to an answer that is not
-/// HTTP: only the first makes a resend on a new connection worth it.
+/// reset, or a request cancelled by the connection closing), or over HTTP/2 the upstream
+/// resetting the request's stream or its connection (`RST_STREAM`, a `GOAWAY` with an error,
+/// the connection breaking), as opposed to an answer that is not HTTP: only the first makes a
+/// resend on a new connection worth it. (A stream the upstream refused, `REFUSED_STREAM`, was
+/// not processed at all: [`super::http2_pool`] sends it again whatever its method.)
 pub fn closed_before_answer(error: &hyper::Error) -> bool {
     if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
         return true;
+    }
+    if let Some(h2) = std::error::Error::source(error).and_then(|s| s.downcast_ref::<h2::Error>()) {
+        return h2.is_io() || (h2.is_remote() && (h2.is_reset() || h2.is_go_away()));
     }
     let io = std::error::Error::source(error).and_then(|s| s.downcast_ref::<std::io::Error>());
     io.is_some_and(|io| {
