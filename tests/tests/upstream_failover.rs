@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use airlock_tests::metrics::eventually;
 use airlock_tests::{Gateway, HttpClient, Upstream};
@@ -1030,7 +1030,55 @@ async fn with_retry_on_reset_a_request_whose_http2_stream_is_reset_goes_to_the_n
     retry_on_reset_fails_idempotent_requests_over(resetting, &reset, "h2c").await;
 }
 
-/// `retry_on` or `retry_on_reset` on an upstream of one target would never act: `airlock check`
+/// `try_timeout_ms`: an idempotent request whose target sends no response head within it (a
+/// hung target, which reads requests and answers none) goes to the next target, long before the
+/// route's timeout, and its access log line names the target it left; the hung target counts
+/// as failed. A POST is not sent twice: it waits for its target until the route's timeout.
+#[tokio::test]
+async fn with_try_timeout_a_request_a_hung_target_holds_goes_to_the_next_target() {
+    let (hung, read, _task) = unanswering_upstream(false).await;
+    let healthy = Upstream::start().await;
+    let config = format!(
+        "[access_log]\nenabled = true\npath = \"access.log\"\n\n\
+         [upstreams.t]\ntargets = [\"{hung}\", \"{}\"]\ntry_timeout_ms = 200\nrequest_timeout_ms = 1500\nmax_fails = 0\n\n\
+         [[routes]]\npath_prefix = \"/\"\nupstream = \"t\"\n",
+        healthy.addr
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    let log = gw.dir.path().join("access.log");
+    let mut left_hung = 0;
+    for i in 0..4 {
+        let id = format!("try-{i}");
+        let started = Instant::now();
+        let r = client.request("GET", &gw.url(&format!("/get/{i}")), &[("x-request-id", &id)], b"").await;
+        assert_eq!(r.status, 200, "GET {i}: {}", r.text());
+        assert!(started.elapsed() < Duration::from_millis(1200), "GET {i} waited {:?}: the route's timeout, not the try's", started.elapsed());
+        let line = airlock_tests::access_log_line(&log, &id).await;
+        assert_eq!(line["upstream_addr"], healthy.addr.to_string(), "{line}");
+        if line.get("upstream_failed") == Some(&serde_json::json!([hung.to_string()])) {
+            left_hung += 1;
+            assert!(line["upstream_ms"].as_f64().unwrap_or(0.0) >= 180.0, "the hung target had its try: {line}");
+        }
+    }
+    // Every other request went to the hung target first (round-robin), then to the next.
+    assert_eq!((read.load(Ordering::SeqCst), healthy.hits(), left_hung), (2, 4, 2));
+    let target = hung.to_string();
+    let m = airlock_tests::metrics::scrape(&client, &gw, None).await;
+    let failures = airlock_tests::metrics::sample(&m, "airlock_upstream_target_failures_total", &[("upstream", "t"), ("target", &target)]);
+    assert_eq!(failures, 2.0, "each try the hung target let pass is its failure");
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let status = client.request("POST", &gw.url("/order"), &[], b"once").await.status.as_u16();
+        statuses.push((status, started.elapsed() >= Duration::from_millis(1400)));
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [(200, false), (504, true)], "a POST waits for its one target until the route's timeout");
+    gw.stop().await;
+}
+
+/// `retry_on`, `retry_on_reset` or `try_timeout_ms` on an upstream of one target would never act: `airlock check`
 /// says so, naming the upstream and the keys; with two targets it says nothing.
 #[test]
 fn retries_on_an_upstream_of_one_target_are_said_to_be_unable_to_act() {
@@ -1043,6 +1091,8 @@ fn retries_on_an_upstream_of_one_target_are_said_to_be_unable_to_act() {
     assert!(said.contains("upstreams.solo: retry_on and retry_on_reset cannot act: the upstream has one target, and a retry needs another"), "{said}");
     let said = airlock_tests::check_warnings(dir.path(), &config(one, "retry_on_reset = true\n"));
     assert!(said.contains("upstreams.solo: retry_on_reset cannot act"), "{said}");
+    let said = airlock_tests::check_warnings(dir.path(), &config(one, "retry_on = [503]\nretry_on_reset = true\ntry_timeout_ms = 500\n"));
+    assert!(said.contains("upstreams.solo: retry_on, retry_on_reset and try_timeout_ms cannot act"), "{said}");
     let said = airlock_tests::check_warnings(dir.path(), &config("\"127.0.0.1:9\", \"127.0.0.1:10\"", "retry_on_reset = true\n"));
     assert!(!said.contains("cannot act"), "{said}");
     let said = airlock_tests::check_warnings(dir.path(), &config(one, ""));

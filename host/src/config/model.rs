@@ -869,6 +869,11 @@ pub struct UpstreamConfig {
     /// to the next target (nginx's `proxy_next_upstream error`, Envoy's `retry_on: reset`).
     /// Default false.
     pub retry_on_reset: Option<bool>,
+    /// How long one target has to send the response head of an idempotent request with a whole
+    /// body before the request goes to the next target (nginx's `proxy_next_upstream timeout`,
+    /// Envoy's `per_try_timeout`); unset, a request waits for one target until the timeout.
+    #[serde(default, deserialize_with = "bounds::at_least_one_opt")]
+    pub try_timeout_ms: Option<u64>,
     /// Session affinity: what a request's target is chosen by (`ip`, `consumer`, `path`,
     /// `header:<name>`, `cookie:<name>`, `query:<name>`) instead of round-robin.
     pub hash_on: Option<Spanned<String>>,

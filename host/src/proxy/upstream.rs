@@ -320,6 +320,10 @@ pub struct UpstreamSettings {
     /// Whether such a request also goes to the next target when its connection was closed or
     /// reset before any response head (`retry_on_reset`).
     pub retry_on_reset: bool,
+    /// How long one target has to send such a request's response head before the request goes
+    /// to the next target (`try_timeout_ms`), if limited: a hung target is left for the next
+    /// rather than holding the request until the route's timeout.
+    pub try_timeout: Option<Duration>,
     /// What a request's target is chosen by, when not round-robin ([`super::affinity`]).
     pub hash_on: Option<HashOn>,
     /// The `hash_on` cookie made for a client that came without it (`hash_cookie`), if any.
@@ -343,6 +347,8 @@ enum Attempt {
     /// extended CONNECT refused) and it could not be sent again: a failure of the request, not
     /// of the target.
     NotProcessed(SendError),
+    /// No response head within `try_timeout` (a request that can be sent again only).
+    TimedOut(Duration),
 }
 
 impl Upstream {
@@ -769,7 +775,8 @@ impl Upstream {
             failed_before.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(from);
             last.store(to, Ordering::Relaxed);
         };
-        let may_retry = (!self.settings.retry_on.is_empty() || self.settings.retry_on_reset) && self.slots.len() > 1;
+        let settings = &self.settings;
+        let may_retry = (!settings.retry_on.is_empty() || settings.retry_on_reset || settings.try_timeout.is_some()) && self.slots.len() > 1;
         let call = async {
             let mut target = first;
             let mut step = 0;
@@ -777,11 +784,18 @@ impl Upstream {
                 // A copy only where an answer or a reset may be retried (`retry_on`,
                 // `retry_on_reset`): never by default.
                 let again = if may_retry { resend::copy_idempotent(&request) } else { None };
-                let attempt = match client {
-                    Transport::Http1Plain(pool) => via_pool(pool, request).await,
-                    Transport::Http1Tls(pool) => via_pool(pool, request).await,
-                    Transport::H2Plain(pool) => via_h2_pool(pool, request).await,
-                    Transport::H2Tls(pool) => via_h2_pool(pool, request).await,
+                let attempt = async {
+                    match client {
+                        Transport::Http1Plain(pool) => via_pool(pool, request).await,
+                        Transport::Http1Tls(pool) => via_pool(pool, request).await,
+                        Transport::H2Plain(pool) => via_h2_pool(pool, request).await,
+                        Transport::H2Tls(pool) => via_h2_pool(pool, request).await,
+                    }
+                };
+                // Each try is timed only where a request could go on to another target.
+                let attempt = match settings.try_timeout {
+                    Some(limit) if again.is_some() => tokio::time::timeout(limit, attempt).await.unwrap_or(Attempt::TimedOut(limit)),
+                    _ => attempt.await,
                 };
                 let (error, back) = match attempt {
                     Attempt::Answered(response, stream) if self.retries_on(response.status()) => {
@@ -839,6 +853,12 @@ impl Upstream {
                         return Err(error);
                     }
                     Attempt::ConnectFailed(error, back) => (error, back),
+                    // A hung target: a failure, as the route's timeout makes one (nginx's
+                    // `proxy_next_upstream timeout`, Envoy's `per_try_timeout`).
+                    Attempt::TimedOut(limit) => (
+                        SendError::Timeout(format!("no response within try_timeout_ms ({} ms)", limit.as_millis())),
+                        again.map(Box::new),
+                    ),
                 };
                 self.target_failed(target, &error);
                 let (Some(mut back), Some(next)) = (back, self.failover(first, key_hash, &mut step)) else {
@@ -1253,6 +1273,7 @@ mod tests {
             weights: weights.to_vec(),
             retry_on: Vec::new(),
             retry_on_reset: false,
+            try_timeout: None,
             hash_on: None,
             hash_cookie: None,
             max_requests: None,

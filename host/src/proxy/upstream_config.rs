@@ -209,13 +209,20 @@ fn settings(
     if issues.len() > before {
         return None;
     }
-    // Retrying needs another target: with one, `retry_on` and `retry_on_reset` never act.
-    let (retry_on, retry_on_reset) = (up.retry_on.as_ref().is_some_and(|r| !r.get_ref().is_empty()), up.retry_on_reset == Some(true));
-    let keys = match (retry_on, retry_on_reset) {
-        (true, true) => Some("retry_on and retry_on_reset"),
-        (true, false) => Some("retry_on"),
-        (false, true) => Some("retry_on_reset"),
-        (false, false) => None,
+    // Retrying needs another target: with one, `retry_on`, `retry_on_reset` and `try_timeout_ms`
+    // never act.
+    let retry_keys: Vec<&str> = [
+        ("retry_on", up.retry_on.as_ref().is_some_and(|r| !r.get_ref().is_empty())),
+        ("retry_on_reset", up.retry_on_reset == Some(true)),
+        ("try_timeout_ms", up.try_timeout_ms.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
+    let keys = match retry_keys.as_slice() {
+        [] => None,
+        [one] => Some((*one).to_owned()),
+        [rest @ .., last] => Some(format!("{} and {last}", rest.join(", "))),
     };
     if let Some(keys) = keys.filter(|_| targets.len() == 1) {
         tracing::warn!(
@@ -241,6 +248,7 @@ fn settings(
         weights: up.targets.get_ref().iter().map(|t| t.get_ref().weight()).collect(),
         retry_on: up.retry_on.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default(),
         retry_on_reset: up.retry_on_reset.unwrap_or(false),
+        try_timeout: up.try_timeout_ms.map(Duration::from_millis),
         hash_on,
         hash_cookie,
         max_requests: up.max_requests,
