@@ -65,6 +65,12 @@ pub struct SandboxEngine {
     ticker: Arc<EpochTicker>,
 }
 
+/// The pooling allocator, whose preallocated slots and memory resets the isolation and
+/// footprint figures rest on; on-demand only in a build for callgrind (`on-demand-instances`).
+fn allocation_strategy(pool: PoolingAllocationConfig) -> InstanceAllocationStrategy {
+    if cfg!(feature = "on-demand-instances") { InstanceAllocationStrategy::OnDemand } else { InstanceAllocationStrategy::Pooling(pool) }
+}
+
 impl SandboxEngine {
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(config: &RuntimeConfig) -> wasmtime::Result<Self> {
@@ -96,7 +102,7 @@ impl SandboxEngine {
             .max_wasm_stack(MAX_WASM_STACK)
             .async_stack_size(ASYNC_STACK)
             .memory_init_cow(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .allocation_strategy(allocation_strategy(pool));
         let engine = Engine::new(&wasm)?;
 
         let mut linker = Linker::new(&engine);
