@@ -4,7 +4,7 @@ req/s. For each binary given, alternated over rounds: start it with one of compa
 (nginx `return 200` upstream), warm up, send N keep-alive requests with h2load (-c32, HTTP/1.1)
 and divide the CPU time the gateway used by the requests answered. It counts what
 instructions miss (cache lines the cores pass back and forth, the kernel's share);
-`instructions_per_request.py` counts instructions exactly, in a build callgrind can run.
+`instructions_per_request.py` counts instructions (to about 1%), in a build callgrind can run.
 
 Run by hand:  ROUNDS=3 N=40000 bench/cpu_per_request.py "no plugins" BINARY [BINARY ...]
 "hyper floor" as the case measures `bench/hyper_floor.rs` built beside each BINARY instead.

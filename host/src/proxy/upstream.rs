@@ -105,8 +105,8 @@ pub struct Upstream {
 pub struct Tried {
     /// The target that answered, or that was tried last.
     pub last: usize,
-    /// The targets tried before `last`, each failed (refused, reset, or a `retry_on` status), in
-    /// the order tried; empty unless the request failed over.
+    /// The targets tried before `last`, each failed (refused, reset, a `retry_on` status, no
+    /// answer within `try_timeout`), in the order tried; empty unless the request failed over.
     pub failed_before: Vec<usize>,
 }
 
@@ -714,8 +714,10 @@ impl Upstream {
     /// the target's health once the caller knows how its body ended ([`ResponseOrigin`],
     /// [`Upstream::answered`]): its head alone is no success.
     ///
-    /// A target that cannot be connected to, or whose answer's status is in `retry_on` (for an
-    /// idempotent request with a whole body), is left for the next one not marked down (the
+    /// A target that cannot be connected to, or (for an idempotent request with a whole body)
+    /// whose answer's status is in `retry_on`, that reset the request before answering
+    /// (`retry_on_reset`), or that sent no response head within `try_timeout`, is left for the
+    /// next one not marked down (the
     /// key's next best, with `hash_on`: where its requests go once the target is marked down),
     /// each target at most once, all within the deadline below. `rewrite_host`: the `Host` header is
     /// the target's (`host_header = "upstream"`), so it changes with the target. `in_flight`: the
@@ -781,8 +783,8 @@ impl Upstream {
             let mut target = first;
             let mut step = 0;
             loop {
-                // A copy only where an answer or a reset may be retried (`retry_on`,
-                // `retry_on_reset`): never by default.
+                // A copy only where an answer, a reset or a hung try may be retried (`retry_on`,
+                // `retry_on_reset`, `try_timeout_ms`): never by default.
                 let again = if may_retry { resend::copy_idempotent(&request) } else { None };
                 let attempt = async {
                     match client {

@@ -64,7 +64,8 @@ pub struct AccessEntry {
     /// to one (nginx's `$upstream_addr`, Envoy's `%UPSTREAM_HOST%`).
     pub upstream_addr: Option<Arc<str>>,
     /// The targets the request was sent to before `upstream_addr`, in order, each of which
-    /// failed (refused or reset the connection, or answered a `retry_on` status): a failover's
+    /// failed (refused or reset the connection, answered a `retry_on` status, or sent no
+    /// response head within `try_timeout_ms`): a failover's
     /// trail, as nginx's `$upstream_addr` lists every server tried. Empty, and left out of the
     /// line, when the first target tried was the last.
     pub upstream_failed: Vec<Arc<str>>,
