@@ -217,6 +217,7 @@ mod tests {
             ("[limits]\nmax_connections = 10\nmax_connections_per_client = 0\n", "limits.max_connections_per_client"),
             ("[[routes]]\npath = \"/\"\ntunnel_idle_ms = 0\n", "routes[0].tunnel_idle_ms"),
             ("[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\nconnect_timeout_ms = 0\n", "upstreams.u.connect_timeout_ms"),
+            ("[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\ntry_timeout_ms = 0\n", "upstreams.u.try_timeout_ms"),
         ] {
             let (line, got_key, message) = refused(text);
             assert_eq!((line, got_key.as_str()), (Some(text.lines().count()), key), "{text}");
