@@ -32,9 +32,8 @@ use crate::telemetry::metrics::RouteMetrics;
 pub struct Route {
     /// Route id (config `id`, or `route-<index>`).
     pub id: Arc<str>,
-    /// Where requests go, unless a plugin answers.
-    pub upstream: Option<Arc<Upstream>>,
-    /// The same upstream, as the route's answers from it hold it ([`crate::proxy::upstream::ResponseOrigin`]).
+    /// Where requests go, unless a plugin answers ([`Route::upstream`]), with what the route's
+    /// answers from it hold of the route ([`crate::proxy::upstream::ResponseOrigin`]).
     pub answered_by: Option<Arc<crate::proxy::upstream::RouteUpstream>>,
     /// The plugin chain (global entries first).
     pub chain: PluginChain,
@@ -64,6 +63,11 @@ pub struct Route {
 }
 
 impl Route {
+    /// Where requests go, unless a plugin answers; `None` for a route its plugins answer.
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        self.answered_by.as_ref().map(|by| &by.upstream)
+    }
+
     /// Whether the route sends upstream another path than the client's (`rewrite`,
     /// `prefix_rewrite`, `strip_prefix`).
     pub fn changes_path(&self) -> bool {
@@ -500,15 +504,14 @@ impl Gateway {
                 .or_else(|| upstream.as_ref().map(|u| u.request_timeout.as_millis() as u64))
                 .unwrap_or(config.timeouts.request_ms);
             let metrics = telemetry.metrics.route(id.clone(), upstream.as_ref().map(|u| &*u.name));
-            let answered_by = upstream
-                .as_ref()
-                .map(|u| Arc::new(crate::proxy::upstream::RouteUpstream::new(u.clone(), id.clone(), metrics.upstream_unavailable())));
+            let host_header = route.host_header.or(upstream.as_ref().map(|u| u.host_header)).unwrap_or_default();
+            let answered_by =
+                upstream.map(|u| Arc::new(crate::proxy::upstream::RouteUpstream::new(u, id.clone(), metrics.upstream_unavailable())));
             routes.push(Route {
                 metrics,
                 answered_by,
                 id,
-                host_header: route.host_header.or(upstream.as_ref().map(|u| u.host_header)).unwrap_or_default(),
-                upstream,
+                host_header,
                 chain: PluginChain::new(entries),
                 strip_prefix: route.strip_prefix.as_ref().map(|s| s.get_ref().trim_end_matches('/').to_owned()),
                 rewrite: route.rewrite.as_ref().map(|s| s.get_ref().clone()),

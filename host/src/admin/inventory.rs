@@ -67,7 +67,7 @@ pub fn routes(gateway: &Gateway, config: &Config) -> Value {
                 "path": path,
                 "path_prefix": path_prefix,
                 "headers": header_conditions(&route.matches.headers),
-                "upstream": route.upstream.as_ref().map(|u| json!({
+                "upstream": route.upstream().map(|u| json!({
                     "name": &*u.name,
                     "targets": u.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     // In `targets` order: each one's weight, and whether it takes requests now.

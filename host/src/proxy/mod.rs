@@ -288,7 +288,7 @@ impl Gateway {
             RequestOutcome::Upstream => {
                 let keep_request = chain.calls_on_response(ran);
                 let started = clock;
-                let span = tracing::debug_span!("upstream", upstream = route.upstream.as_ref().map(|u| &*u.name));
+                let span = tracing::debug_span!("upstream", upstream = route.upstream().map(|u| &*u.name));
                 let body = UpstreamBody { stream, trailers: request_trailers };
                 // The target that served or last failed, once the request was sent to one.
                 // The record learns the target as the request is sent to it (`upstream_calling`),
@@ -299,7 +299,7 @@ impl Gateway {
                     .await;
                 clock = Instant::now();
                 crate::telemetry::spans::record(|| {
-                    let name = route.upstream.as_ref().map(|u| &*u.name).unwrap_or("(none)");
+                    let name = route.upstream().map(|u| &*u.name).unwrap_or("(none)");
                     let result = called.as_ref().map(|p| p.state.status.as_u16()).map_err(ToString::to_string);
                     crate::telemetry::spans::ChildSpan::upstream(name, record.upstream_addr().map(Into::into), started, clock, result)
                 });
