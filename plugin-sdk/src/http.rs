@@ -237,7 +237,8 @@ impl Request {
     /// run, just before it), whether the response is the upstream's or one a plugin made. A
     /// plugin that only adds or changes response headers so needs no `on_response` (turn it off
     /// in its descriptor), which saves a call into it per request. Edits are made in the order
-    /// asked; ignored in `on_response`, and not made on the gateway's own error responses.
+    /// asked; ignored in `on_response`. Made on the gateway's own answers too (a 502 when the
+    /// upstream is down), where no `on_response` runs.
     pub fn edit_response(&self, edit: ResponseEdit<'_>) {
         let header = |name: &str, value: &[u8]| raw::Header { name: name.to_owned(), value: value.to_vec() };
         self.0.edit_response(&match edit {
