@@ -28,13 +28,16 @@ fn main() {
     }
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    // Built-ins ship inside the binary: build them small (no debug info, stripped, LTO).
+    // Built-ins ship inside the binary: no debug info, stripped, LTO. Optimised for speed, not
+    // size: at opt-level 3 a request through key-auth, rate-limit and headers runs 3.8% fewer
+    // instructions than at "s" (callgrind, bench/README "Forty-third session"), for 0.8 MB more
+    // binary and no change in RSS or startup.
     cmd.current_dir(&root)
         .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(&target_dir)
         .args(["--config", "profile.release.debug=false", "--config", "profile.release.strip=true"])
         .args(["--config", "profile.release.lto=true", "--config", "profile.release.codegen-units=1"])
-        .args(["--config", "profile.release.opt-level=\"s\""]);
+        .args(["--config", "profile.release.opt-level=3"]);
     for (_, package) in &plugins {
         cmd.args(["-p", package]);
     }

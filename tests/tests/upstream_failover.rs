@@ -997,10 +997,11 @@ async fn retry_on_reset_fails_idempotent_requests_over(failing: SocketAddr, rese
     gw.stop().await;
 }
 
-/// An HTTP/2 (h2c) upstream that resets every stream it is sent (`RST_STREAM` with
-/// `INTERNAL_ERROR`, as a server failing mid-request does) once it has the request's head,
-/// answering none. Counts the streams it reset.
-async fn resetting_h2_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+/// An HTTP/2 (h2c) upstream that fails every stream it is sent once it has the request's head,
+/// answering none: with `RST_STREAM` (`INTERNAL_ERROR`), as a server failing mid-request does,
+/// or, with `go_away`, by closing the whole connection with a `GOAWAY` carrying that error (a
+/// server shutting down hard). Counts the streams it failed.
+async fn resetting_h2_upstream(go_away: bool) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let reset = Arc::new(AtomicUsize::new(0));
@@ -1013,7 +1014,11 @@ async fn resetting_h2_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::
                 let Ok(mut connection) = h2::server::handshake(stream).await else { return };
                 while let Some(Ok((_request, mut respond))) = connection.accept().await {
                     counted.fetch_add(1, Ordering::SeqCst);
-                    respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                    if go_away {
+                        connection.abrupt_shutdown(h2::Reason::INTERNAL_ERROR);
+                    } else {
+                        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                    }
                 }
             });
         }
@@ -1026,8 +1031,18 @@ async fn resetting_h2_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::
 /// sent twice; without `retry_on_reset` the reset is the client's 502.
 #[tokio::test]
 async fn with_retry_on_reset_a_request_whose_http2_stream_is_reset_goes_to_the_next_target() {
-    let (resetting, reset, _task) = resetting_h2_upstream().await;
+    let (resetting, reset, _task) = resetting_h2_upstream(false).await;
     retry_on_reset_fails_idempotent_requests_over(resetting, &reset, "h2c").await;
+}
+
+/// The same when the HTTP/2 target closes its connection on the request with a `GOAWAY`
+/// carrying an error, answering nothing: the stream ends with the connection, which hyper
+/// reports as the connection's I/O error (reset or early EOF) before any answer, so the request
+/// goes on as after a reset.
+#[tokio::test]
+async fn with_retry_on_reset_a_request_whose_http2_connection_goes_away_goes_to_the_next_target() {
+    let (closing, closed, _task) = resetting_h2_upstream(true).await;
+    retry_on_reset_fails_idempotent_requests_over(closing, &closed, "h2c").await;
 }
 
 /// `try_timeout_ms`: an idempotent request whose target sends no response head within it (a
