@@ -1,4 +1,5 @@
-//! `airlock:plugin/crypto`: public-key signature verification done natively (always granted).
+//! `airlock:plugin/crypto`: public-key signature verification and digests done natively (always
+//! granted).
 //!
 //! RSA, RSA-PSS, ECDSA and Ed25519 verification run tens of times slower inside Wasm than natively
 //! (bench/README.md), so a plugin hands the host a public key once (PEM or JWK), keeps the
@@ -7,7 +8,8 @@
 //! resource table, which is capped, so a plugin cannot grow host memory without bound.
 //!
 //! Parsing is done with the RustCrypto DER crates (`spki`, `pkcs1`, `pem-rfc7468`), verification
-//! with `ring`.
+//! with `ring`. `digest` hashes what the plugin hands it with `ring` (SHA-256 on the CPU's SHA
+//! instructions where it has them) and returns only the digest.
 
 use base64::Engine as _;
 use ring::signature::{self, RsaParameters, RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm};
@@ -17,7 +19,7 @@ use spki::der::Decode as _;
 use wasmtime::component::Resource;
 
 use super::HostState;
-use super::airlock::plugin::crypto::{Host, HostPublicKey, SignatureAlgorithm};
+use super::airlock::plugin::crypto::{DigestAlgorithm, Host, HostPublicKey, SignatureAlgorithm};
 
 /// Smallest RSA modulus accepted, in bits (RFC 7518 section 3.3).
 const MIN_RSA_BITS: usize = 2048;
@@ -178,7 +180,16 @@ fn raw(alg: &'static dyn VerificationAlgorithm, bytes: &[u8], len: usize, name: 
     Ok(PublicKey { material: Material::Raw { alg, bytes: bytes.to_vec() } })
 }
 
-impl Host for HostState {}
+impl Host for HostState {
+    fn digest(&mut self, alg: DigestAlgorithm, data: Vec<u8>) -> Vec<u8> {
+        let alg = match alg {
+            DigestAlgorithm::Sha256 => &ring::digest::SHA256,
+            DigestAlgorithm::Sha384 => &ring::digest::SHA384,
+            DigestAlgorithm::Sha512 => &ring::digest::SHA512,
+        };
+        ring::digest::digest(alg, &data).as_ref().to_vec()
+    }
+}
 
 impl HostState {
     fn keep_key(&mut self, key: Result<PublicKey, String>) -> Result<Resource<PublicKey>, String> {
@@ -217,6 +228,25 @@ mod tests {
 
     fn b64(s: &str) -> Vec<u8> {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap_or_default()
+    }
+
+    /// FIPS 180-2's "abc" vectors: each algorithm gives its own digest of its own length.
+    #[test]
+    fn digests_are_the_standard_ones() {
+        let mut state = HostState::new("p".into(), 1 << 20, std::time::Duration::from_millis(10));
+        let hex = |d: Vec<u8>| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(state.digest(DigestAlgorithm::Sha256, b"abc".to_vec())),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex(state.digest(DigestAlgorithm::Sha384, b"abc".to_vec())),
+            "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7"
+        );
+        assert_eq!(
+            hex(state.digest(DigestAlgorithm::Sha512, b"abc".to_vec())),
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+        );
     }
 
     #[test]
