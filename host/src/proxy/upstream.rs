@@ -748,7 +748,9 @@ impl Upstream {
             *request.body_mut() = body.telling(progress.clone(), sent);
             Some((told, progress))
         };
-        let deadline = async {
+        // Both pinned where they are made (`select!` below would move them, ~3.8 KB, into a
+        // tuple of its own).
+        let mut deadline = std::pin::pin!(async {
             if let Some((mut told, progress)) = upload {
                 let mut seen = 0;
                 loop {
@@ -767,7 +769,7 @@ impl Upstream {
             }
             tokio::time::sleep(timeout).await;
             format!("no response within {} ms", timeout.as_millis())
-        };
+        });
         // The target tried last, read once the call ends (answered, failed or out of time). An
         // atomic because the request's future is `Send`; written only on a failover, as are the
         // targets that failed before it (locked only then, and once more at the end).
@@ -779,25 +781,27 @@ impl Upstream {
         };
         let settings = &self.settings;
         let may_retry = (!settings.retry_on.is_empty() || settings.retry_on_reset || settings.try_timeout.is_some()) && self.slots.len() > 1;
-        let call = async {
+        let mut call = std::pin::pin!(async {
             let mut target = first;
             let mut step = 0;
             loop {
                 // A copy only where an answer, a reset or a hung try may be retried (`retry_on`,
                 // `retry_on_reset`, `try_timeout_ms`): never by default.
                 let again = if may_retry { resend::copy_idempotent(&request) } else { None };
-                let attempt = async {
+                // Pinned where it is made: awaited by value, the ~2.7 KB future would be copied
+                // again into the await's own slot on every request.
+                let mut attempt = std::pin::pin!(async {
                     match client {
                         Transport::Http1Plain(pool) => via_pool(pool, request).await,
                         Transport::Http1Tls(pool) => via_pool(pool, request).await,
                         Transport::H2Plain(pool) => via_h2_pool(pool, request).await,
                         Transport::H2Tls(pool) => via_h2_pool(pool, request).await,
                     }
-                };
+                });
                 // Each try is timed only where a request could go on to another target.
                 let attempt = match settings.try_timeout {
                     Some(limit) if again.is_some() => tokio::time::timeout(limit, attempt).await.unwrap_or(Attempt::TimedOut(limit)),
-                    _ => attempt.await,
+                    _ => attempt.as_mut().await,
                 };
                 let (error, back) = match attempt {
                     Attempt::Answered(response, stream) if self.retries_on(response.status()) => {
@@ -875,18 +879,25 @@ impl Upstream {
                 target = next;
                 request = *back;
             }
-        };
+        });
+        // The call polled first: the deadline is looked at only while the call waits.
         let result = tokio::select! {
-            result = call => result,
-            reason = deadline => {
+            biased;
+            result = call.as_mut() => result,
+            reason = deadline.as_mut() => {
                 // The target being tried took too long: a hung target counts as a failed one.
                 let error = SendError::Timeout(reason);
                 self.target_failed(last.load(Ordering::Relaxed), &error);
                 Err(error)
             }
         };
-        let last = last.into_inner();
-        let failed_before = if last == first { Vec::new() } else { failed_before.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) };
+        // Read through the call's own borrows: the pinned futures live to the end of this body.
+        let last = last.load(Ordering::Relaxed);
+        let failed_before = if last == first {
+            Vec::new()
+        } else {
+            std::mem::take(&mut *failed_before.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        };
         (Tried { last, failed_before }, result)
     }
 
