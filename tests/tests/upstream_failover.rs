@@ -1045,6 +1045,71 @@ async fn with_retry_on_reset_a_request_whose_http2_connection_goes_away_goes_to_
     retry_on_reset_fails_idempotent_requests_over(closing, &closed, "h2c").await;
 }
 
+/// An HTTP/2 (h2c) upstream, spoken in raw frames, that answers each request's `HEADERS` with a
+/// `GOAWAY` naming stream 0 as the last it processed, with `INTERNAL_ERROR`, and keeps the
+/// connection open: the request's stream ends with that `GOAWAY` alone (not with the
+/// connection, and not as the graceful, `NO_ERROR` one, which says the stream was never
+/// processed and so may be sent again whatever its method). Counts the streams it failed.
+async fn going_away_h2_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    /// A frame's 9-byte head: payload length, type, flags, stream 0.
+    fn head(len: u8, kind: u8, flags: u8) -> [u8; 9] {
+        [0, 0, len, kind, flags, 0, 0, 0, 0]
+    }
+    const SETTINGS: u8 = 4;
+    const HEADERS: u8 = 1;
+    const GOAWAY: u8 = 7;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let failed = Arc::new(AtomicUsize::new(0));
+    let counted = failed.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if stream.read_exact(&mut preface).await.is_err() || stream.write_all(&head(0, SETTINGS, 0)).await.is_err() {
+                    return;
+                }
+                loop {
+                    let mut frame = [0u8; 9];
+                    if stream.read_exact(&mut frame).await.is_err() {
+                        return;
+                    }
+                    let len = (usize::from(frame[0]) << 16) | (usize::from(frame[1]) << 8) | usize::from(frame[2]);
+                    let mut payload = vec![0u8; len];
+                    if stream.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    let reply = match (frame[3], frame[4] & 1) {
+                        (SETTINGS, 0) => head(0, SETTINGS, 1).to_vec(),
+                        (HEADERS, _) => {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            // Last stream 0, error code 2 (INTERNAL_ERROR).
+                            [&head(8, GOAWAY, 0)[..], &[0, 0, 0, 0, 0, 0, 0, 2]].concat()
+                        }
+                        _ => continue,
+                    };
+                    if stream.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, failed, task)
+}
+
+/// The same when the HTTP/2 target answers the request with a `GOAWAY` carrying an error and
+/// naming an earlier stream as its last, its connection left open: h2 ends the stream with the
+/// `GOAWAY`'s error (a remote go-away, not the connection's I/O error), which counts as closed
+/// before an answer too.
+#[tokio::test]
+async fn with_retry_on_reset_a_request_above_an_http2_goaways_last_stream_goes_to_the_next_target() {
+    let (going_away, failed, _task) = going_away_h2_upstream().await;
+    retry_on_reset_fails_idempotent_requests_over(going_away, &failed, "h2c").await;
+}
+
 /// `try_timeout_ms`: an idempotent request whose target sends no response head within it (a
 /// hung target, which reads requests and answers none) goes to the next target, long before the
 /// route's timeout, and its access log line names the target it left; the hung target counts
