@@ -756,7 +756,8 @@ fn gateway_service(
         // life, idle or not; a box keeps that slot one pointer and the request's state is freed
         // when the response is done (~1 KB less per idle keep-alive connection).
         crate::boxed::in_place(|| async move {
-            let mut response = gateway.handle(request, conn).await;
+            // Pinned where it is made, not copied into the await's slot (`Gateway::handle`).
+            let mut response = std::pin::pin!(gateway.handle(request, conn)).await;
             if let Some(sends) = sends {
                 response.body_mut().watching_sends(sends);
             }

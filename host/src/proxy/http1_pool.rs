@@ -136,7 +136,7 @@ where
         // Armed only where the connection may be closing (see the module's doc).
         let mut again = idle_since.filter(|&since| self.may_be_closing(since)).and_then(|_| resend::copy_idempotent(&request));
         loop {
-            match conn.try_send_request(request).await {
+            match std::pin::pin!(conn.try_send_request(request)).await {
                 Ok(response) => {
                     if closes(&response) {
                         self.upstream_closing();

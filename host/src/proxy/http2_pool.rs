@@ -214,7 +214,7 @@ where
         let mut again = if self.arming.armed() { resend::copy(&request) } else { None };
         let mut resends = 0;
         loop {
-            let failed = match sender.try_send_request(request).await {
+            let failed = match std::pin::pin!(sender.try_send_request(request)).await {
                 Ok(response) if response.headers().len() > self.max_headers => {
                     let lines = response.headers().len();
                     return Err(Http2Error::Exchange(

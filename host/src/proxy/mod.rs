@@ -129,14 +129,16 @@ impl Gateway {
         let span = record.span().clone();
         // Not boxed again here: the server boxes the whole request future once
         // (`server::gateway_service`), so an idle keep-alive connection holds a pointer, not it.
-        // Each branch awaits the answer where it is made, so the request's state holds it once.
+        // Each branch awaits the answer where it is made, so the request's state holds it once,
+        // and pinned there (`pin!`): awaited by value, the ~9 KB future would be copied into the
+        // await's own slot. So are the other large futures a request awaits on its way.
         let response = match record.child_spans() {
             // An exported request collects its phases' child spans (a task-local scope).
             Some(children) => {
-                let answer = self.answer(request, conn, &request_id, &mut record).instrument(span);
-                crate::telemetry::spans::collect(children, answer).await
+                let answer = std::pin::pin!(self.answer(request, conn, &request_id, &mut record));
+                crate::telemetry::spans::collect(children, answer.instrument(span)).await
             }
-            None => self.answer(request, conn, &request_id, &mut record).instrument(span).await,
+            None => std::pin::pin!(self.answer(request, conn, &request_id, &mut record)).instrument(span).await,
         };
         // Counted and logged with the status the gateway decided: a refused gRPC call goes to its
         // client as a 200 carrying `grpc-status`, but it is an error all the same.
@@ -165,7 +167,7 @@ impl Gateway {
         let client_target = request.uri().path_and_query().cloned();
         let extended_connect = request.extensions().get::<upgrade::ExtendedConnect>().is_some();
         let answered = match normalized {
-            Ok(()) => self.proxy(request, conn, request_id, record, client_target.as_ref()).await,
+            Ok(()) => std::pin::pin!(self.proxy(request, conn, request_id, record, client_target.as_ref())).await,
             Err(refused) => Err(refused),
         };
         let answered = match answered {
@@ -240,7 +242,7 @@ impl Gateway {
         // One header value for the request id, shared by the upstream request and the response.
         let id_header = headers::request_id_header(request_id);
         let (mut state, stream, request_trailers) =
-            self.read_request(request, route, params, conn, request_id, id_header.clone(), record).await?;
+            std::pin::pin!(self.read_request(request, route, params, conn, request_id, id_header.clone(), record)).await?;
         record.forwarding(&mut state.headers);
 
         let chain = &route.chain;
@@ -293,10 +295,16 @@ impl Gateway {
                 // The target that served or last failed, once the request was sent to one.
                 // The record learns the target as the request is sent to it (`upstream_calling`),
                 // so a request its client abandons meanwhile is logged with it too.
-                let called = self
-                    .call_upstream(route, &mut state, keep_request, body, client_target, (&mut *record, started, &mut in_flight, &mut made_cookie))
-                    .instrument(span)
-                    .await;
+                let called = std::pin::pin!(self.call_upstream(
+                    route,
+                    &mut state,
+                    keep_request,
+                    body,
+                    client_target,
+                    (&mut *record, started, &mut in_flight, &mut made_cookie)
+                ))
+                .instrument(span)
+                .await;
                 clock = Instant::now();
                 crate::telemetry::spans::record(|| {
                     let name = route.upstream().map(|u| &*u.name).unwrap_or("(none)");
@@ -725,7 +733,8 @@ impl Gateway {
             None => None,
         };
         record.upstream_calling(upstream.addr(first), started);
-        let (tried, sent) = upstream.send(request, (first, key_hash), in_flight, target_host_header, route.timeout, body_idle).await;
+        let (tried, sent) =
+            std::pin::pin!(upstream.send(request, (first, key_hash), in_flight, target_host_header, route.timeout, body_idle)).await;
         if let Some(copy) = mirrored {
             // ...and sent only now that the request has gone (answered or failed: a copy either
             // way), in a task never awaited. Not before: a client that abandons its request

@@ -1065,7 +1065,7 @@ where
     C::Error: Into<super::http1_pool::PoolError>,
     C::Future: Send,
 {
-    match pool.send(request).await {
+    match std::pin::pin!(pool.send(request)).await {
         Ok(response) => Attempt::Answered(response, None),
         Err(Http1Error::Connect(e, request)) => Attempt::ConnectFailed(classify(&*e), Some(request)),
         Err(Http1Error::Exchange(e)) => Attempt::Failed(classify(&*e), closed_before_answer(&*e)),
@@ -1080,7 +1080,7 @@ where
     C::Error: Into<super::http1_pool::PoolError>,
     C::Future: Send,
 {
-    match pool.send(request).await {
+    match std::pin::pin!(pool.send(request)).await {
         Ok((response, stream)) => Attempt::Answered(response, stream),
         Err(Http2Error::Connect(e, request)) => Attempt::ConnectFailed(classify(&*e), Some(request)),
         Err(Http2Error::Exchange(e)) => Attempt::Failed(classify(&*e), closed_before_answer(&*e)),
