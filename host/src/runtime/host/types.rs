@@ -119,9 +119,11 @@ enum Side {
 
 /// The header names this instance's plugin used last, parsed: naming one again costs a lookup
 /// and a reference count, where parsing a custom name copies it into a new allocation (and its
-/// first clone into a header map another). Per instance, at most [`HeaderNames::MAX`].
+/// first clone into a header map another). Each is kept under the plugin's own spelling
+/// (`X-Api-Key` as well as `x-api-key`), so a lookup is a plain byte comparison, not a
+/// case-insensitive one byte by byte. Per instance, at most [`HeaderNames::MAX`].
 #[derive(Debug, Default)]
-pub struct HeaderNames(Vec<HeaderName>);
+pub struct HeaderNames(Vec<(Box<str>, HeaderName)>);
 
 impl HeaderNames {
     /// Most names kept: a plugin's fixed few, not every name a request carries.
@@ -129,12 +131,12 @@ impl HeaderNames {
 
     /// `name` parsed, from the cache when it was used before; `None` when it is not valid HTTP.
     fn parse(&mut self, name: &str) -> Option<HeaderName> {
-        if let Some(known) = self.0.iter().find(|n| n.as_str().eq_ignore_ascii_case(name)) {
+        if let Some((_, known)) = self.0.iter().find(|(spelled, _)| **spelled == *name) {
             return Some(known.clone());
         }
         let parsed = HeaderName::from_bytes(name.as_bytes()).ok()?;
         if self.0.len() < Self::MAX {
-            self.0.push(parsed.clone());
+            self.0.push((name.into(), parsed.clone()));
         }
         Some(parsed)
     }
@@ -602,6 +604,23 @@ mod tests {
     }
 
     #[test]
+    fn header_names_are_kept_as_each_plugin_spells_them() {
+        let mut names = HeaderNames::default();
+        let lower = HeaderName::from_static("x-api-key");
+        assert_eq!(names.parse("X-Api-Key"), Some(lower.clone()));
+        assert_eq!(names.parse("x-api-key"), Some(lower.clone()));
+        assert_eq!(names.parse("X-Api-Key"), Some(lower));
+        assert_eq!(names.0.len(), 2, "one entry per spelling");
+        assert_eq!(names.parse("bad name"), None);
+        assert_eq!(names.0.len(), 2, "an invalid name is not kept");
+        for i in 0..HeaderNames::MAX {
+            assert!(names.parse(&format!("x-{i}")).is_some());
+        }
+        assert_eq!(names.0.len(), HeaderNames::MAX, "at most MAX kept; names past it are still parsed");
+        assert_eq!(names.parse("x-past-the-cap"), Some(HeaderName::from_static("x-past-the-cap")));
+    }
+
+    #[test]
     fn response_edits_from_plugins_are_validated() {
         let log = LogBudget::new("p".into());
         let mut names = HeaderNames::default();
@@ -666,7 +685,7 @@ mod tests {
         assert_eq!(header_all(&headers(&state), "x-n"), [b"1".to_vec()], "a third line is past the bound");
         state.put_header(Side::Request, "set-header", "x-N", b"3".to_vec(), true);
         assert_eq!(header_all(&headers(&state), "x-n"), [b"3".to_vec()], "a set replaces");
-        assert_eq!(state.header_names.0.len(), 3, "x-bin, x-ctl and x-n, each parsed once whatever its case");
+        assert_eq!(state.header_names.0.len(), 5, "X-Bin, x-ctl, X-N, x-n and x-N: each spelling parsed once");
         state.request_read_only = true;
         state.put_header(Side::Request, "set-header", "x-bin", b"v".to_vec(), true);
         assert_eq!(header_first(&headers(&state), "x-bin"), Some(vec![0xff, 0xfe, b'a']), "read-only in on-response");
