@@ -72,15 +72,20 @@ pub fn always_hop_by_hop(name: &HeaderName) -> bool {
 /// case: one match on the text (its length first) rather than eight `HeaderName` comparisons,
 /// for every header of every request and response.
 fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    Some(match name.as_str() {
-        "connection" => 0,
-        "keep-alive" => 1,
-        "proxy-connection" => 2,
-        "proxy-authenticate" => 3,
-        "proxy-authorization" => 4,
-        "te" => 5,
-        "transfer-encoding" => 6,
-        "upgrade" => 7,
+    hop_by_hop_text_index(name.as_str().as_bytes())
+}
+
+/// [`hop_by_hop_index`] of a lower-case name's bytes.
+fn hop_by_hop_text_index(name: &[u8]) -> Option<usize> {
+    Some(match name {
+        b"connection" => 0,
+        b"keep-alive" => 1,
+        b"proxy-connection" => 2,
+        b"proxy-authenticate" => 3,
+        b"proxy-authorization" => 4,
+        b"te" => 5,
+        b"transfer-encoding" => 6,
+        b"upgrade" => 7,
         _ => return None,
     })
 }
@@ -120,7 +125,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // header at all.
     if present & 1 != 0 {
         let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter(|name| !name.eq_ignore_ascii_case("close") && !ALWAYS_HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_str())))
+            .filter(|name| !name.eq_ignore_ascii_case("close") && !names_fixed_hop_by_hop(name))
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in named {
@@ -132,6 +137,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether a `Connection` option names one of [`ALWAYS_HOP_BY_HOP`], in any case (nginx and
+/// others send `Keep-Alive`): lowered into a buffer and matched once, not compared with each.
+fn names_fixed_hop_by_hop(option: &str) -> bool {
+    let mut lower = [0u8; 19];
+    let Some(buf) = lower.get_mut(..option.len()) else { return false };
+    buf.copy_from_slice(option.as_bytes());
+    buf.make_ascii_lowercase();
+    hop_by_hop_text_index(buf).is_some()
 }
 
 /// `ip` as text, written into `buf`: an IPv4 address digit by digit (most clients; through
@@ -177,20 +192,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'stat
     let Some(ip) = ip_text(client.ip(), &mut buf) else {
         return;
     };
-    let value = match list_lines(headers, &X_FORWARDED_FOR) {
-        // The joined bytes become the value as they are (`concat` allocates exactly their length).
-        Lines::One(existing) => HeaderValue::from_maybe_shared(bytes::Bytes::from([existing, b", ", ip].concat())),
-        Lines::Several(mut joined) => {
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(ip);
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
-        }
-        Lines::None => HeaderValue::from_bytes(ip),
-    };
-    if let Ok(value) = value {
-        // One line, holding every earlier hop: the lines are one list (RFC 9110 5.3), and a
-        // proxy in front that adds a line of its own puts the client it saw in the last one.
-        headers.insert(X_FORWARDED_FOR, value);
+    if let Ok(alone) = HeaderValue::from_bytes(ip) {
+        append_to_list(headers, X_FORWARDED_FOR, ip, alone);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     match host {
@@ -223,8 +226,8 @@ enum Lines<'a> {
     Several(Vec<u8>),
 }
 
-fn list_lines<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Lines<'a> {
-    let mut lines = headers.get_all(name).iter().map(HeaderValue::as_bytes).filter(|v| !v.trim_ascii().is_empty());
+fn list_lines<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Lines<'a> {
+    let mut lines = values.map(HeaderValue::as_bytes).filter(|v| !v.trim_ascii().is_empty());
     let Some(first) = lines.next() else { return Lines::None };
     let Some(second) = lines.next() else { return Lines::One(first) };
     let mut joined = [first, b", ", second].concat();
@@ -233,6 +236,33 @@ fn list_lines<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Lines<'a> {
         joined.extend_from_slice(line);
     }
     Lines::Several(joined)
+}
+
+/// Appends `item` to the list header `name`, on one line holding every earlier hop first (the
+/// lines are one list, RFC 9110 5.3, and a proxy in front that adds a line of its own puts the
+/// client it saw in the last one); `alone` is the value when there is none. The name is looked
+/// up once: most requests carry no such header, and get `alone` in the entry found vacant.
+fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: &[u8], alone: HeaderValue) {
+    match headers.entry(name) {
+        http::header::Entry::Vacant(vacant) => {
+            vacant.insert(alone);
+        }
+        http::header::Entry::Occupied(mut occupied) => {
+            // The joined bytes become the value as they are (`concat` allocates exactly their length).
+            let value = match list_lines(occupied.iter()) {
+                Lines::None => Ok(alone),
+                Lines::One(existing) => HeaderValue::from_maybe_shared(bytes::Bytes::from([existing, b", ", item].concat())),
+                Lines::Several(mut joined) => {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(item);
+                    HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
+                }
+            };
+            if let Ok(value) = value {
+                occupied.insert(value);
+            }
+        }
+    }
 }
 
 /// Joins the `Cookie` fields an HTTP/2 client may send one per cookie (RFC 9113 8.2.3) into
@@ -410,18 +440,7 @@ pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
         http::Version::HTTP_10 => "1.0 airlock",
         _ => "1.1 airlock",
     };
-    let value = match list_lines(headers, &header::VIA) {
-        Lines::None => Ok(HeaderValue::from_static(me)),
-        Lines::One(existing) => HeaderValue::from_bytes(&[existing, b", ", me.as_bytes()].concat()),
-        Lines::Several(mut joined) => {
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(me.as_bytes());
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
-        }
-    };
-    if let Ok(value) = value {
-        headers.insert(header::VIA, value);
-    }
+    append_to_list(headers, header::VIA, me.as_bytes(), HeaderValue::from_static(me));
 }
 
 /// Longest client-supplied request id kept.
@@ -557,6 +576,17 @@ mod tests {
         }
         for other in [header::HOST, header::TRAILER, header::CONTENT_LENGTH, HeaderName::from_static("x-connection")] {
             assert_eq!(hop_by_hop_index(&other), None, "{other}");
+        }
+        // As `Connection` options, in any case; nothing else, however long.
+        for name in &ALWAYS_HOP_BY_HOP {
+            assert!(names_fixed_hop_by_hop(name.as_str()), "{name}");
+            assert!(names_fixed_hop_by_hop(&name.as_str().to_ascii_uppercase()), "{name}");
+        }
+        for other in ["Keep-Alive", "PROXY-Authorization"] {
+            assert!(names_fixed_hop_by_hop(other), "{other}");
+        }
+        for other in ["", "close", "x-trace", "keep-alive2", "proxy-authorization-x", "a-much-longer-option-than-any-name"] {
+            assert!(!names_fixed_hop_by_hop(other), "{other}");
         }
     }
 

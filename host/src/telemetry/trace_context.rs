@@ -175,12 +175,26 @@ fn is_lower_hex(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A random id other than zero (the W3C invalid value). Drawn over the full range and drawn
+/// again on zero: `fastrand`'s `1..` range costs a wide multiplication per draw, on every
+/// request.
 fn nonzero_u128() -> u128 {
-    fastrand::u128(1..)
+    loop {
+        let id = fastrand::u128(..);
+        if id != 0 {
+            return id;
+        }
+    }
 }
 
+/// [`nonzero_u128`]'s 64-bit twin, for span ids.
 fn nonzero_u64() -> u64 {
-    fastrand::u64(1..)
+    loop {
+        let id = fastrand::u64(..);
+        if id != 0 {
+            return id;
+        }
+    }
 }
 
 #[cfg(test)]
