@@ -139,8 +139,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether a `Connection` option names one of [`ALWAYS_HOP_BY_HOP`], in any case (nginx and
-/// others send `Keep-Alive`): lowered into a buffer and matched once, not compared with each.
+/// Whether a `Connection` option names one of [`ALWAYS_HOP_BY_HOP`], in any case (nginx sends
+/// `keep-alive`, Apache `Keep-Alive`): lowered into a buffer and matched once, not compared
+/// with each.
 fn names_fixed_hop_by_hop(option: &str) -> bool {
     let mut lower = [0u8; 19];
     let Some(buf) = lower.get_mut(..option.len()) else { return false };
