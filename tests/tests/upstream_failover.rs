@@ -202,30 +202,41 @@ async fn crashing_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::Join
     unanswering_upstream(true).await
 }
 
+/// A loopback upstream that hands each connection it accepts to `serve`, in a task of its own,
+/// with a counter shared by all of them (what the misbehaving upstreams below count): its
+/// address, the counter and the accepting task.
+async fn counting_upstream<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream, Arc<AtomicUsize>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(serve(stream, counted.clone()));
+        }
+    });
+    (addr, count, task)
+}
+
 /// Reads requests and answers none, counting them; with `reset`, resets each connection after
 /// its first request.
 async fn unanswering_upstream(reset: bool) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let read = Arc::new(AtomicUsize::new(0));
-    let counted = read.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                while read_request(&mut stream).await.is_some() {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    if reset {
-                        // A reset, not a FIN: the kernel sends RST when it closes with linger 0.
-                        let _ = stream.set_zero_linger();
-                        return;
-                    }
-                }
-            });
+    counting_upstream(move |mut stream, counted| async move {
+        while read_request(&mut stream).await.is_some() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if reset {
+                // A reset, not a FIN: the kernel sends RST when it closes with linger 0.
+                let _ = stream.set_zero_linger();
+                return;
+            }
         }
-    });
-    (addr, read, task)
+    })
+    .await
 }
 
 /// A target given by name (`localhost`) is looked up through the upstream's resolver
@@ -1002,28 +1013,18 @@ async fn retry_on_reset_fails_idempotent_requests_over(failing: SocketAddr, rese
 /// or, with `go_away`, by closing the whole connection with a `GOAWAY` carrying that error (a
 /// server shutting down hard). Counts the streams it failed.
 async fn resetting_h2_upstream(go_away: bool) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let reset = Arc::new(AtomicUsize::new(0));
-    let counted = reset.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                let Ok(mut connection) = h2::server::handshake(stream).await else { return };
-                while let Some(Ok((_request, mut respond))) = connection.accept().await {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    if go_away {
-                        connection.abrupt_shutdown(h2::Reason::INTERNAL_ERROR);
-                    } else {
-                        respond.send_reset(h2::Reason::INTERNAL_ERROR);
-                    }
-                }
-            });
+    counting_upstream(move |stream, counted| async move {
+        let Ok(mut connection) = h2::server::handshake(stream).await else { return };
+        while let Some(Ok((_request, mut respond))) = connection.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if go_away {
+                connection.abrupt_shutdown(h2::Reason::INTERNAL_ERROR);
+            } else {
+                respond.send_reset(h2::Reason::INTERNAL_ERROR);
+            }
         }
-    });
-    (addr, reset, task)
+    })
+    .await
 }
 
 /// `retry_on_reset` over HTTP/2: an idempotent request whose stream the target resets before
@@ -1058,46 +1059,36 @@ async fn going_away_h2_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::task:
     const SETTINGS: u8 = 4;
     const HEADERS: u8 = 1;
     const GOAWAY: u8 = 7;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let failed = Arc::new(AtomicUsize::new(0));
-    let counted = failed.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                let mut preface = [0u8; 24];
-                if stream.read_exact(&mut preface).await.is_err() || stream.write_all(&head(0, SETTINGS, 0)).await.is_err() {
-                    return;
-                }
-                loop {
-                    let mut frame = [0u8; 9];
-                    if stream.read_exact(&mut frame).await.is_err() {
-                        return;
-                    }
-                    let len = (usize::from(frame[0]) << 16) | (usize::from(frame[1]) << 8) | usize::from(frame[2]);
-                    let mut payload = vec![0u8; len];
-                    if stream.read_exact(&mut payload).await.is_err() {
-                        return;
-                    }
-                    let reply = match (frame[3], frame[4] & 1) {
-                        (SETTINGS, 0) => head(0, SETTINGS, 1).to_vec(),
-                        (HEADERS, _) => {
-                            counted.fetch_add(1, Ordering::SeqCst);
-                            // Last stream 0, error code 2 (INTERNAL_ERROR).
-                            [&head(8, GOAWAY, 0)[..], &[0, 0, 0, 0, 0, 0, 0, 2]].concat()
-                        }
-                        _ => continue,
-                    };
-                    if stream.write_all(&reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    counting_upstream(|mut stream, counted| async move {
+        let mut preface = [0u8; 24];
+        if stream.read_exact(&mut preface).await.is_err() || stream.write_all(&head(0, SETTINGS, 0)).await.is_err() {
+            return;
         }
-    });
-    (addr, failed, task)
+        loop {
+            let mut frame = [0u8; 9];
+            if stream.read_exact(&mut frame).await.is_err() {
+                return;
+            }
+            let len = (usize::from(frame[0]) << 16) | (usize::from(frame[1]) << 8) | usize::from(frame[2]);
+            let mut payload = vec![0u8; len];
+            if stream.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            let reply = match (frame[3], frame[4] & 1) {
+                (SETTINGS, 0) => head(0, SETTINGS, 1).to_vec(),
+                (HEADERS, _) => {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    // Last stream 0, error code 2 (INTERNAL_ERROR).
+                    [&head(8, GOAWAY, 0)[..], &[0, 0, 0, 0, 0, 0, 0, 2]].concat()
+                }
+                _ => continue,
+            };
+            if stream.write_all(&reply).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
 }
 
 /// The same when the HTTP/2 target answers the request with a `GOAWAY` carrying an error and

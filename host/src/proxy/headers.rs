@@ -193,8 +193,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, scheme: &'stat
     let Some(ip) = ip_text(client.ip(), &mut buf) else {
         return;
     };
-    if let Ok(alone) = HeaderValue::from_bytes(ip) {
-        append_to_list(headers, X_FORWARDED_FOR, ip, alone);
+    if let Ok(ip) = HeaderValue::from_bytes(ip) {
+        append_to_list(headers, X_FORWARDED_FOR, ip);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     match host {
@@ -241,21 +241,21 @@ fn list_lines<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Lines<'a> {
 
 /// Appends `item` to the list header `name`, on one line holding every earlier hop first (the
 /// lines are one list, RFC 9110 5.3, and a proxy in front that adds a line of its own puts the
-/// client it saw in the last one); `alone` is the value when there is none. The name is looked
-/// up once: most requests carry no such header, and get `alone` in the entry found vacant.
-fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: &[u8], alone: HeaderValue) {
+/// client it saw in the last one); `item` alone when there is none. The name is looked up once:
+/// most requests carry no such header, and get `item` itself in the entry found vacant.
+fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: HeaderValue) {
     match headers.entry(name) {
         http::header::Entry::Vacant(vacant) => {
-            vacant.insert(alone);
+            vacant.insert(item);
         }
         http::header::Entry::Occupied(mut occupied) => {
             // The joined bytes become the value as they are (`concat` allocates exactly their length).
             let value = match list_lines(occupied.iter()) {
-                Lines::None => Ok(alone),
-                Lines::One(existing) => HeaderValue::from_maybe_shared(bytes::Bytes::from([existing, b", ", item].concat())),
+                Lines::None => Ok(item),
+                Lines::One(existing) => HeaderValue::from_maybe_shared(bytes::Bytes::from([existing, b", ", item.as_bytes()].concat())),
                 Lines::Several(mut joined) => {
                     joined.extend_from_slice(b", ");
-                    joined.extend_from_slice(item);
+                    joined.extend_from_slice(item.as_bytes());
                     HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
                 }
             };
@@ -441,7 +441,7 @@ pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
         http::Version::HTTP_10 => "1.0 airlock",
         _ => "1.1 airlock",
     };
-    append_to_list(headers, header::VIA, me.as_bytes(), HeaderValue::from_static(me));
+    append_to_list(headers, header::VIA, HeaderValue::from_static(me));
 }
 
 /// Longest client-supplied request id kept.

@@ -289,15 +289,20 @@ struct Aggregate {
 }
 
 impl Aggregate {
+    /// Milliseconds from the aggregate's origin to `at`, in `u64`: the `u128` divisions of
+    /// `Duration::as_millis` cost more than the rest of a window's bookkeeping, per sample.
+    fn millis_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn epoch(&self, at: Instant, shape: WindowShape) -> u64 {
-        (at.saturating_duration_since(self.origin).as_millis() / u128::from(slot_millis(shape))) as u64
+        self.millis_at(at) / slot_millis(shape)
     }
 
     fn apply(&mut self, sample: &Sample, max_consumers: usize) {
         self.requests += 1;
-        // One clock difference and integer divisions per sample (`epoch`'s `u128` ones twice
-        // cost more than the rest of a window's bookkeeping).
-        let millis = u64::try_from(sample.at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX);
+        // One clock difference per sample, divided for each window.
+        let millis = self.millis_at(sample.at);
         let epochs = WINDOWS.map(|w| millis / slot_millis(w));
         let add = |series: &mut Series| {
             for (window, epoch) in series.windows.iter_mut().zip(epochs) {
