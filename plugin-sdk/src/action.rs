@@ -225,7 +225,7 @@ impl ResponseInit {
     pub(crate) fn into_raw(self) -> raw::ResponseInit {
         raw::ResponseInit {
             status: self.status,
-            headers: self.headers.into_iter().map(|(name, value)| raw::Header { name, value }).collect(),
+            headers: self.headers.into_iter().map(|(name, value)| raw::HeaderResult { name, value }).collect(),
             body: self.body,
         }
     }

@@ -3,7 +3,7 @@
 //! log read, and the headers that tell the upstream who called; and, when a verified credential
 //! names no consumer, whose credential it was ([`credential`]).
 
-use crate::{Action, Request, ResponseInit};
+use crate::{Action, Request, RequestEdit, ResponseInit};
 
 /// The upstream headers naming the consumer. An authentication plugin removes a client's own
 /// copies ([`remove_forged`]) before it decides, so none reaches the upstream forged.
@@ -19,9 +19,7 @@ pub fn remove_forged(req: &Request) {
     if req.context_get("consumer").is_some() {
         return;
     }
-    for name in HEADERS {
-        req.remove_header(name);
-    }
+    req.edit(HEADERS.map(RequestEdit::RemoveHeader));
 }
 
 /// Names consumer `id`, with its comma-separated `groups` (empty: none), as the request's:
@@ -29,22 +27,28 @@ pub fn remove_forged(req: &Request) {
 /// `anonymous` fallback, else removed (a consumer named here overrules an earlier plugin's
 /// anonymous fallback). With `upstream_headers`, `X-Consumer-Id`, `X-Consumer-Groups` (when it
 /// has groups) and `X-Anonymous-Consumer: true` (the fallback) go upstream; without, none of
-/// [`HEADERS`] does.
+/// [`HEADERS`] does. One call into the gateway ([`Request::edit`] of [`naming`]).
 pub fn name(req: &Request, id: &str, groups: &str, anonymous: bool, upstream_headers: bool) {
-    req.context_set("consumer", id);
-    req.context_set("consumer.groups", groups);
-    if anonymous {
-        req.context_set("consumer.anonymous", "true");
-    } else {
-        req.context_remove("consumer.anonymous");
-    }
-    let set_or_remove = |name: &str, value: Option<&str>| match value {
-        Some(value) if upstream_headers => req.set_header(name, value),
-        _ => req.remove_header(name),
+    req.edit(naming(id, groups, anonymous, upstream_headers));
+}
+
+/// The changes [`name`] makes, for a plugin that has more to make in the same
+/// [`Request::edit`] (`builtin:key-auth` removes the presented key with them). Each of
+/// [`HEADERS`] is set or removed, so whatever a client sent under those names never reaches the
+/// upstream.
+pub fn naming<'a>(id: &'a str, groups: &'a str, anonymous: bool, upstream_headers: bool) -> [RequestEdit<'a>; 6] {
+    let set_or_remove = |name: &'a str, value: Option<&'a str>| match value {
+        Some(value) if upstream_headers => RequestEdit::SetHeader(name, value.as_bytes()),
+        _ => RequestEdit::RemoveHeader(name),
     };
-    set_or_remove("x-consumer-id", Some(id));
-    set_or_remove("x-consumer-groups", (!groups.is_empty()).then_some(groups));
-    set_or_remove("x-anonymous-consumer", anonymous.then_some("true"));
+    [
+        RequestEdit::ContextSet("consumer", id),
+        RequestEdit::ContextSet("consumer.groups", groups),
+        if anonymous { RequestEdit::ContextSet("consumer.anonymous", "true") } else { RequestEdit::ContextRemove("consumer.anonymous") },
+        set_or_remove("x-consumer-id", Some(id)),
+        set_or_remove("x-consumer-groups", (!groups.is_empty()).then_some(groups)),
+        set_or_remove("x-anonymous-consumer", anonymous.then_some("true")),
+    ]
 }
 
 /// The context key recording whose credential a request was let through on when no consumer
@@ -68,4 +72,38 @@ pub fn credential(req: &Request, identity: &str) {
 /// message says only what the client can fix.
 pub fn unauthorized(req: &Request, header: &str, challenge: &str, message: &str) -> Action {
     ResponseInit::error(401, "unauthorized", message, &req.request_id()).header(header, challenge).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn naming_sets_the_context_and_sets_or_removes_every_consumer_header() {
+        use RequestEdit::*;
+        assert_eq!(
+            naming("alice", "admin,ops", false, true),
+            [
+                ContextSet("consumer", "alice"),
+                ContextSet("consumer.groups", "admin,ops"),
+                ContextRemove("consumer.anonymous"),
+                SetHeader("x-consumer-id", b"alice"),
+                SetHeader("x-consumer-groups", b"admin,ops"),
+                RemoveHeader("x-anonymous-consumer"),
+            ]
+        );
+        assert_eq!(
+            naming("guest", "", true, true),
+            [
+                ContextSet("consumer", "guest"),
+                ContextSet("consumer.groups", ""),
+                ContextSet("consumer.anonymous", "true"),
+                SetHeader("x-consumer-id", b"guest"),
+                RemoveHeader("x-consumer-groups"),
+                SetHeader("x-anonymous-consumer", b"true"),
+            ]
+        );
+        let hidden = naming("alice", "admin", true, false);
+        assert_eq!(&hidden[3..], [RemoveHeader("x-consumer-id"), RemoveHeader("x-consumer-groups"), RemoveHeader("x-anonymous-consumer")]);
+    }
 }

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::template::{Source, Template};
-use crate::{Request, Response, ResponseEdit};
+use crate::{Request, RequestEdit, Response, ResponseEdit};
 
 /// Whether `text` is an RFC 9110 token (5.6.2): what header names, cookie names and media type
 /// parts are made of. Not empty.
@@ -188,15 +188,15 @@ impl HeaderRules {
             }
         }
         for (name, HeaderValue(template)) in &self.set.0 {
-            target.set(name, &template.expand(source));
+            target.set(name, &template.expand_borrowed(source));
         }
         for (name, HeaderValue(template)) in &self.add.0 {
             if target.get(name).is_none() {
-                target.set(name, &template.expand(source));
+                target.set(name, &template.expand_borrowed(source));
             }
         }
         for (name, HeaderValue(template)) in &self.append.0 {
-            target.append(name, &template.expand(source));
+            target.append(name, &template.expand_borrowed(source));
         }
     }
 }
@@ -215,23 +215,119 @@ impl HeaderRules {
     /// changes in the same order, recorded with [`Request::edit_response`] and made by the gateway
     /// where this plugin's `on_response` would run, without a call into it. Templates expand from
     /// `source` now, so use it only when [`HeaderRules::settled_at_request`].
+    /// All in one call into the gateway ([`Request::edit`]).
     pub fn apply_to_response(&self, req: &Request, source: &impl Source) {
-        for HeaderName(name) in &self.remove {
-            req.edit_response(ResponseEdit::Remove(name));
+        if self.is_empty() {
+            return;
         }
-        for (from, HeaderName(to)) in &self.rename.0 {
-            req.edit_response(ResponseEdit::Rename(from, to));
+        let expanded = self.expand_variables(source);
+        req.edit(edits(&EMPTY, &[], self, &expanded));
+    }
+
+    /// True if the rules read nothing that applying them, or any plugin, changes: no `rename`
+    /// or `add` (they read the headers they change), and every template
+    /// [settled](Template::is_settled_at_request). Applied to a request they are then only
+    /// writes, which [`HeaderRules::apply_with_response`] makes in one call.
+    pub fn write_only(&self) -> bool {
+        self.rename.0.is_empty() && self.add.0.is_empty() && self.settled_at_request()
+    }
+
+    /// Applies these rules to `req` (as [`HeaderRules::apply`]) and `response` to the response
+    /// it will get (as [`HeaderRules::apply_to_response`], so only when
+    /// [`HeaderRules::settled_at_request`]): in one call into the gateway when these rules are
+    /// [write-only](HeaderRules::write_only), the same changes in the same order.
+    pub fn apply_with_response(&self, response: &HeaderRules, req: &Request) {
+        if !self.write_only() {
+            self.apply(req, req);
+            return response.apply_to_response(req, req);
         }
-        for (name, HeaderValue(template)) in &self.set.0 {
-            req.edit_response(ResponseEdit::Set(name, &template.expand(source)));
-        }
-        for (name, HeaderValue(template)) in &self.add.0 {
-            req.edit_response(ResponseEdit::Add(name, &template.expand(source)));
-        }
-        for (name, HeaderValue(template)) in &self.append.0 {
-            req.edit_response(ResponseEdit::Append(name, &template.expand(source)));
+        let (expanded, response_expanded) = (self.expand_variables(req), response.expand_variables(req));
+        req.edit(edits(self, &expanded, response, &response_expanded));
+    }
+
+    /// The rules in the order they apply.
+    fn in_order(&self) -> impl Iterator<Item = Rule<'_>> {
+        let remove = self.remove.iter().map(|HeaderName(name)| Rule::Remove(name));
+        let rename = self.rename.0.iter().map(|(from, HeaderName(to))| Rule::Rename(from, to));
+        let set = self.set.0.iter().map(|(name, HeaderValue(value))| Rule::Set(name, value));
+        let add = self.add.0.iter().map(|(name, HeaderValue(value))| Rule::Add(name, value));
+        let append = self.append.0.iter().map(|(name, HeaderValue(value))| Rule::Append(name, value));
+        remove.chain(rename).chain(set).chain(add).chain(append)
+    }
+
+    /// The values of the templates with variables, in rule order, expanded from `source`. The
+    /// others are borrowed as they are ([`Template::as_literal`]): with none, nothing is
+    /// allocated.
+    fn expand_variables(&self, source: &impl Source) -> Vec<Vec<u8>> {
+        let templates = self.in_order().filter_map(|rule| rule.template());
+        templates.filter(|t| t.as_literal().is_none()).map(|t| t.expand(source)).collect()
+    }
+}
+
+/// One rule of a [`HeaderRules`].
+#[derive(Debug, Clone, Copy)]
+enum Rule<'a> {
+    Remove(&'a str),
+    Rename(&'a str, &'a str),
+    Set(&'a str, &'a Template),
+    Add(&'a str, &'a Template),
+    Append(&'a str, &'a Template),
+}
+
+impl<'a> Rule<'a> {
+    fn template(self) -> Option<&'a Template> {
+        match self {
+            Rule::Set(_, t) | Rule::Add(_, t) | Rule::Append(_, t) => Some(t),
+            Rule::Remove(_) | Rule::Rename(..) => None,
         }
     }
+}
+
+/// No rules.
+static EMPTY: HeaderRules = HeaderRules {
+    remove: Vec::new(),
+    rename: HeaderMap(Vec::new()),
+    set: HeaderMap(Vec::new()),
+    add: HeaderMap(Vec::new()),
+    append: HeaderMap(Vec::new()),
+};
+
+/// `request`'s rules as changes to the request (write-only ones, [`HeaderRules::write_only`]:
+/// a `rename` or `add` there is skipped) then `response`'s as response edits, in the order the
+/// rules apply; each value borrowed from its literal template or, in turn, from `expanded`
+/// ([`HeaderRules::expand_variables`]).
+fn edits<'a>(
+    request: &'a HeaderRules,
+    expanded: &'a [Vec<u8>],
+    response: &'a HeaderRules,
+    response_expanded: &'a [Vec<u8>],
+) -> impl Iterator<Item = RequestEdit<'a>> {
+    let value = |expanded: &mut std::slice::Iter<'a, Vec<u8>>, template: &'a Template| {
+        template.as_literal().unwrap_or_else(|| expanded.next().map_or(&[][..], Vec::as_slice))
+    };
+    let mut expanded = expanded.iter();
+    let request_edits = request.in_order().filter_map(move |rule| match rule {
+        Rule::Remove(name) => Some(RequestEdit::RemoveHeader(name)),
+        Rule::Set(name, t) => Some(RequestEdit::SetHeader(name, value(&mut expanded, t))),
+        Rule::Append(name, t) => Some(RequestEdit::AppendHeader(name, value(&mut expanded, t))),
+        // Not in write-only rules; an `add`'s value is passed over all the same.
+        Rule::Add(_, t) => {
+            value(&mut expanded, t);
+            None
+        }
+        Rule::Rename(..) => None,
+    });
+    let mut expanded = response_expanded.iter();
+    let response_edits = response.in_order().map(move |rule| {
+        RequestEdit::Response(match rule {
+            Rule::Remove(name) => ResponseEdit::Remove(name),
+            Rule::Rename(from, to) => ResponseEdit::Rename(from, to),
+            Rule::Set(name, t) => ResponseEdit::Set(name, value(&mut expanded, t)),
+            Rule::Add(name, t) => ResponseEdit::Add(name, value(&mut expanded, t)),
+            Rule::Append(name, t) => ResponseEdit::Append(name, value(&mut expanded, t)),
+        })
+    });
+    request_edits.chain(response_edits)
 }
 
 /// The header operations [`HeaderRules::apply`] needs, on a [`Request`] or a [`Response`].
@@ -273,3 +369,49 @@ macro_rules! impl_headers {
 
 impl_headers!(Request);
 impl_headers!(Response);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::MapSource;
+
+    fn rules(json: &str) -> HeaderRules {
+        serde_json::from_str(json).expect("rules")
+    }
+
+    #[test]
+    fn write_only_rules_read_nothing_they_or_a_plugin_change() {
+        assert!(rules(r#"{"remove": ["x-a"], "set": {"x-b": "${param.id}"}, "append": {"x-c": "${route}"}}"#).write_only());
+        assert!(!rules(r#"{"rename": {"x-a": "x-b"}}"#).write_only(), "a rename reads the values it moves");
+        assert!(!rules(r#"{"add": {"x-a": "1"}}"#).write_only(), "an add reads whether the header is there");
+        assert!(!rules(r#"{"set": {"x-a": "${header.x-b}"}}"#).write_only(), "a header template reads what a set may change");
+        assert!(!rules(r#"{"set": {"x-a": "${context.consumer}"}}"#).write_only());
+    }
+
+    #[test]
+    fn edits_are_the_rules_changes_in_the_order_they_apply() {
+        let request = rules(r#"{"remove": ["x-gone"], "set": {"x-b": "${param.id}", "x-a": "1"}, "append": {"x-m": "m"}}"#);
+        let response =
+            rules(r#"{"remove": ["server"], "rename": {"x-old": "x-new"}, "set": {"x-s": "s"}, "add": {"x-d": "${route}"}, "append": {"x-v": "v"}}"#);
+        let source = MapSource::default().param("id", "42").route("users");
+        let (expanded, response_expanded) = (request.expand_variables(&source), response.expand_variables(&source));
+        assert_eq!(expanded, [b"42".to_vec()], "only the template with a variable is expanded");
+        use RequestEdit::*;
+        assert_eq!(
+            edits(&request, &expanded, &response, &response_expanded).collect::<Vec<_>>(),
+            [
+                RemoveHeader("x-gone"),
+                SetHeader("x-b", b"42"),
+                SetHeader("x-a", b"1"),
+                AppendHeader("x-m", b"m"),
+                Response(ResponseEdit::Remove("server")),
+                Response(ResponseEdit::Rename("x-old", "x-new")),
+                Response(ResponseEdit::Set("x-s", b"s")),
+                Response(ResponseEdit::Add("x-d", b"users")),
+                Response(ResponseEdit::Append("x-v", b"v")),
+            ]
+        );
+        assert_eq!(edits(&EMPTY, &[], &response, &response_expanded).count(), 5, "response edits alone");
+        assert!(rules(r#"{"set": {"x-a": "1"}, "append": {"x-b": ""}}"#).expand_variables(&source).is_empty());
+    }
+}

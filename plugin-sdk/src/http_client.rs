@@ -24,7 +24,25 @@
 
 use crate::bindings::airlock::plugin::http_client as raw;
 
-pub use raw::{HttpError, IncomingResponse as Response, OutgoingRequest as Request};
+pub use raw::{HttpError, IncomingResponse as Response};
+
+/// A request the plugin sends ([`send`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Method, e.g. `"GET"`.
+    pub method: String,
+    /// Absolute `http://` or `https://` URL. Its scheme, host and port must be one of the
+    /// origins the grant allows.
+    pub url: String,
+    /// Request headers. `host` is set by the gateway from the URL, and hop-by-hop headers
+    /// (`connection`, `transfer-encoding`, ...) are dropped.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Request body (`None` for an empty one).
+    pub body: Option<Vec<u8>>,
+    /// Timeout for the whole exchange in milliseconds; 0, or more than the grant's
+    /// `timeout_ms`, means the grant's.
+    pub timeout_ms: u32,
+}
 
 impl Response {
     /// The first value of header `name`, if present. The name is matched case-insensitively,
@@ -42,7 +60,15 @@ fn first_header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h 
 
 /// Sends `request` and waits for the whole response.
 pub fn send(request: &Request) -> Result<Response, HttpError> {
-    raw::send(request)
+    // Lent to the gateway as it is: no copy of the headers or body.
+    let headers: Vec<(&str, &[u8])> = request.headers.iter().map(|(name, value)| (name.as_str(), value.as_slice())).collect();
+    raw::send(raw::OutgoingRequest {
+        method: &request.method,
+        url: &request.url,
+        headers: &headers,
+        body: request.body.as_deref(),
+        timeout_ms: request.timeout_ms,
+    })
 }
 
 /// Whether a call to `url` would be let through (its origin granted), without sending anything:

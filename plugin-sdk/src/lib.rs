@@ -113,7 +113,7 @@ pub mod state;
 pub mod template;
 
 pub use action::{Action, ResponseInit, SlotRequest, error_json};
-pub use http::{Request, Response, ResponseEdit};
+pub use http::{Request, RequestEdit, Response, ResponseEdit};
 pub use plugin::{Descriptor, Plugin};
 /// The `serde_json` this crate's API uses ([`error_json`], [`Response::replace_with_json`],
 /// `json_body::<serde_json::Value>()`), re-exported so a plugin can name `Value` without a
@@ -154,6 +154,10 @@ pub mod bindings {
         pub_export_macro: true,
         default_bindings_module: "airlock_sdk::bindings",
         export_macro_name: "export",
+        // Records and variants passed to the gateway borrow their strings and bytes: a list of
+        // changes (`request.edit`) is lent from the plugin's own names and values, not copied
+        // into new allocations for each call.
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 

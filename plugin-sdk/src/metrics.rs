@@ -54,8 +54,8 @@ impl From<raw::MetricsError> for MetricsError {
     }
 }
 
-fn labels(labels: &[(&str, &str)]) -> Vec<raw::Label> {
-    labels.iter().map(|(name, value)| raw::Label { name: (*name).to_owned(), value: (*value).to_owned() }).collect()
+fn labels<'a>(labels: &[(&'a str, &'a str)]) -> Vec<raw::Label<'a>> {
+    labels.iter().map(|&(name, value)| raw::Label { name, value }).collect()
 }
 
 /// Adds `delta` to the counter `name` with `labels` (created at 0).

@@ -28,6 +28,8 @@
 //! In a plugin config, a `Template` field deserializes from a string and a malformed template is
 //! a config error naming the key.
 
+use std::borrow::Cow;
+
 use serde::de::{self, Deserialize, Deserializer};
 
 use crate::Request;
@@ -145,6 +147,21 @@ impl Template {
     /// True if the template has no variable (it always expands to the same text).
     pub fn is_literal(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
+    /// The text of a template with no variable, when it is one piece: borrowed by a caller
+    /// that would otherwise expand it into a new copy for every request.
+    pub fn as_literal(&self) -> Option<&[u8]> {
+        match self.parts.as_slice() {
+            [] => Some(b""),
+            [Part::Literal(text)] => Some(text),
+            _ => None,
+        }
+    }
+
+    /// [`Template::expand`], but a literal's text is borrowed, not copied.
+    pub fn expand_borrowed(&self, source: &impl Source) -> Cow<'_, [u8]> {
+        self.as_literal().map_or_else(|| Cow::Owned(self.expand(source)), Cow::Borrowed)
     }
 
     /// True if the template expands to the same text at every point of a request's way through
@@ -387,6 +404,18 @@ mod tests {
         assert!(Template::parse("${client_ip}").unwrap().is_settled_at_request(), "no plugin changes the client's IP");
         assert_eq!(expand("${header.user-agent}"), b"curl/8\xff", "bytes are kept as they are");
         assert_eq!(expand("[${param.missing}][${context.nope}][${header.x}][${query.x}]"), b"[][][][]");
+    }
+
+    #[test]
+    fn literals_are_lent_not_copied() {
+        let borrowed = |text: &str| {
+            let template = Template::parse(text).unwrap();
+            (template.as_literal().map(<[u8]>::to_vec), matches!(template.expand_borrowed(&fake()), Cow::Borrowed(_)))
+        };
+        assert_eq!(borrowed("plain"), (Some(b"plain".to_vec()), true));
+        assert_eq!(borrowed(""), (Some(Vec::new()), true));
+        assert_eq!(borrowed("id-${param.id}"), (None, false));
+        assert_eq!(Template::parse("id-${param.id}").unwrap().expand_borrowed(&fake()).as_ref(), b"id-42");
     }
 
     #[test]

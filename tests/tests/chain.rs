@@ -108,6 +108,21 @@ append = { "x-multi" = "second" }
 [routes.plugins.config.response]
 set = { "x-served-by" = "airlock", "x-route" = "${route}" }
 remove = ["x-upstream-end"]
+
+# Request rules that only write: with the response rules, one `request.edit` call.
+[[routes]]
+id = "write-only"
+path = "/written/{id}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+[routes.plugins.config.request]
+remove = ["x-secret", "x-replaced"]
+set = { "x-item" = "${param.id}" }
+append = { "x-multi" = "second", "x-replaced" = "new" }
+[routes.plugins.config.response]
+set = { "x-served-by" = "airlock" }
+append = { "x-route" = "${route}" }
 "#;
 
 #[tokio::test]
@@ -140,6 +155,19 @@ async fn headers_plugin_edits_both_directions() {
     assert_eq!(r.upstream_header("x-multi"), vec!["first", "second"]);
     assert_eq!(r.header("x-served-by").as_deref(), Some("airlock"));
     assert_eq!(r.header("x-route").as_deref(), Some("edit"));
+
+    // Write-only request rules go with the response rules in one call, in the order the rules
+    // apply: `x-replaced` is removed before its new value is appended.
+    let r = HttpClient::http1()
+        .request("GET", &gw.url("/written/7"), &[("x-secret", "s3cret"), ("x-replaced", "old"), ("x-multi", "first")], b"")
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.upstream_header("x-secret").is_empty());
+    assert_eq!(r.upstream_header("x-replaced"), vec!["new"]);
+    assert_eq!(r.upstream_header("x-item"), vec!["7"]);
+    assert_eq!(r.upstream_header("x-multi"), vec!["first", "second"]);
+    assert_eq!(r.header("x-served-by").as_deref(), Some("airlock"));
+    assert_eq!(r.header_all("x-route"), vec!["write-only"]);
     gw.stop().await;
 }
 

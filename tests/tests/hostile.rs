@@ -268,6 +268,8 @@ upstream = "backend"
     config += &hostile_route("/env", "flood", r#"{ mode = "env" }"#);
     config += &hostile_route("/response-edits", "flood", r#"{ mode = "response-edits", count = 1000 }"#);
     config += &hostile_route("/context-flood", "flood", r#"{ mode = "context-flood", count = 1000 }"#);
+    config += &hostile_route("/edit-flood", "flood", r#"{ mode = "edit-flood" }"#);
+    config += &hostile_route("/edit-flood-1000", "flood", r#"{ mode = "edit-flood", count = 1000 }"#);
     config += &hostile_route("/wait", "waiter", &format!(r#"{{ mode = "wait-on-host", url = "http://{hole}/" }}"#));
     config += &hostile_route("/crafted", "crafter", &format!(r#"{{ mode = "crafted-host", url = "http://{up}/echo", host = "evil.example" }}"#));
     let gw = Gateway::start(&config, Some(&upstream)).await;
@@ -324,6 +326,14 @@ upstream = "backend"
         // and 1000 values of 1 KiB stop at 64 KiB (63 of them, with their keys).
         let r = client.get(&gw.url("/context-flood")).await;
         assert_eq!((r.status.as_u16(), r.text().trim()), (200, "big=false kept=63"), "round {round}");
+        // 3000 changes in batched `request.edit` calls, a third of them invalid: each held to its
+        // own method's rules (context keys kept, header lines up to `limits.max_headers`, as
+        // the appends above).
+        let r = client.get(&gw.url("/edit-flood-1000")).await;
+        assert_eq!((r.status.as_u16(), r.text().trim()), (200, "kept=16 lines=93"), "round {round}");
+        // 3,000,000 of them: stopped at the CPU deadline like any host-call flood.
+        let r = client.get(&gw.url("/edit-flood")).await;
+        assert!(r.status.is_server_error(), "round {round}: {}", r.status);
         assert_eq!(client.get(&gw.url("/healthy")).await.status, 200, "round {round}");
     }
     let failures = |plugin: &'static str, kind: &'static str| {

@@ -42,7 +42,7 @@
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, ResponseEdit, ResponseInit};
 use serde::Deserialize;
 
 /// The plugin's config.
@@ -193,26 +193,31 @@ impl Cors {
     /// plugin made), decided from the request's `Origin` as it reaches this plugin and made by
     /// the gateway where the response phase would run.
     fn edit_actual_response(&self, req: &Request) {
+        let origin = req.header_str("origin");
+        // Asked for in one call.
+        let mut edits = Vec::with_capacity(4);
         if !self.any_origin {
             // The answer depends on the origin: caches must keep one per origin.
-            req.edit_response(ResponseEdit::AddToken("vary", "Origin"));
+            edits.push(ResponseEdit::AddToken("vary", "Origin"));
         }
-        let Some(origin) = req.header_str("origin") else {
-            return;
-        };
-        if !self.allows(&origin) {
-            for name in ["access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"] {
-                req.edit_response(ResponseEdit::Remove(name));
+        match origin.as_deref() {
+            None => {}
+            Some(origin) if !self.allows(origin) => {
+                for name in ["access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"] {
+                    edits.push(ResponseEdit::Remove(name));
+                }
             }
-            return;
+            Some(origin) => {
+                edits.push(ResponseEdit::Set("access-control-allow-origin", self.allow_origin_value(origin).as_bytes()));
+                if self.credentials {
+                    edits.push(ResponseEdit::Set("access-control-allow-credentials", b"true"));
+                }
+                if !self.expose_headers.is_empty() {
+                    edits.push(ResponseEdit::Set("access-control-expose-headers", self.expose_headers.as_bytes()));
+                }
+            }
         }
-        req.edit_response(ResponseEdit::Set("access-control-allow-origin", self.allow_origin_value(&origin).as_bytes()));
-        if self.credentials {
-            req.edit_response(ResponseEdit::Set("access-control-allow-credentials", b"true"));
-        }
-        if !self.expose_headers.is_empty() {
-            req.edit_response(ResponseEdit::Set("access-control-expose-headers", self.expose_headers.as_bytes()));
-        }
+        req.edit(edits.into_iter().map(RequestEdit::Response));
     }
 
     fn allows(&self, origin: &str) -> bool {

@@ -71,12 +71,15 @@ impl Plugin for HeadersPlugin {
             .with_on_response(response_phase)
     }
 
+    /// Request rules that only write, and the response rules made from here, go to the
+    /// gateway in one call.
     fn on_request(&self, req: &Request) -> Action {
+        let none = HeaderRules::default();
+        let response = if self.response_from_request { &self.response } else { &none };
         if !self.request.is_empty() {
-            self.request.apply(req, req);
-        }
-        if self.response_from_request {
-            self.response.apply_to_response(req, req);
+            self.request.apply_with_response(response, req);
+        } else if !response.is_empty() {
+            response.apply_to_response(req, req);
         }
         Action::Continue
     }

@@ -45,7 +45,7 @@
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -198,15 +198,14 @@ impl Plugin for KeyAuth {
             // A wrong key let through as anonymous is hidden too: the upstream gets no key,
             // whether or not it matched, and none from the other places a key is read from
             // (a second key there is someone's credential as well).
-            if self.hide_credentials {
-                for name in &self.header_names {
-                    req.remove_header(name);
-                }
-                if let (Some(query), Some(param)) = (req.query(), &self.query_param) {
-                    let kept = without_param(&query, param);
-                    if kept.len() != query.len() {
-                        req.set_query(if kept.is_empty() { None } else { Some(&kept) });
-                    }
+            // The query is read only when a key may be in it.
+            if self.hide_credentials
+                && let Some(param) = &self.query_param
+                && let Some(query) = req.query()
+            {
+                let kept = without_param(&query, param);
+                if kept.len() != query.len() {
+                    req.set_query(if kept.is_empty() { None } else { Some(&kept) });
                 }
             }
             self.admit(req, identity, anonymous);
@@ -254,11 +253,14 @@ impl KeyAuth {
         owner.map(|i| &self.identities[i])
     }
 
-    /// Names the consumer in the context and, with `upstream_headers`, to the upstream. Each
-    /// consumer header is set or removed, so whatever the client sent under those names (one
-    /// host call per header: `set-header` replaces every value) never reaches the upstream.
+    /// Names the consumer in the context and, with `upstream_headers`, to the upstream, and
+    /// with `hide_credentials` removes the key headers, all in one call into the gateway. Each
+    /// consumer header is set or removed, so whatever the client sent under those names never
+    /// reaches the upstream.
     fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {
-        airlock_sdk::consumer::name(req, &identity.id, &identity.groups, anonymous, self.upstream_headers);
+        let naming = airlock_sdk::consumer::naming(&identity.id, &identity.groups, anonymous, self.upstream_headers);
+        let hidden = self.header_names.iter().filter(|_| self.hide_credentials).map(|name| RequestEdit::RemoveHeader(name));
+        req.edit(hidden.chain(naming));
     }
 }
 

@@ -54,7 +54,7 @@
 use std::borrow::Cow;
 
 use airlock_sdk::state::{self, Decision, StateError};
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseEdit, ResponseInit, export_plugin};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, ResponseEdit, ResponseInit, export_plugin};
 use serde::Deserialize;
 
 /// Most limits one entry may have (each is one state call per request).
@@ -377,10 +377,9 @@ impl Plugin for RateLimit {
                 Action::Respond(response)
             }
             None => {
-                // Made by the gateway on the response, without an `on-response` call.
-                for (name, value) in &headers {
-                    req.edit_response(ResponseEdit::Set(name, value.as_bytes()));
-                }
+                // Made by the gateway on the response, without an `on-response` call; asked
+                // for in one call.
+                req.edit(headers.iter().map(|(name, value)| RequestEdit::Response(ResponseEdit::Set(name, value.as_bytes()))));
                 Action::Continue
             }
         }

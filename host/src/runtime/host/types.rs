@@ -14,7 +14,7 @@ use wasmtime::component::Resource;
 
 use super::HostState;
 use super::log::{LogBudget, plugin_warn};
-use super::airlock::plugin::types::{Host, HostRequest, HostResponse, ResponseEdit as WitResponseEdit};
+use super::airlock::plugin::types::{Host, HostRequest, HostResponse, RequestEdit as WitRequestEdit, ResponseEdit as WitResponseEdit};
 use crate::exchange::{HeaderBound, MAX_RESPONSE_EDITS, RequestState, ResponseEdit, ResponseState};
 
 /// Marker type of the `request` resource (its data lives in [`HostState::request`]).
@@ -24,6 +24,10 @@ pub struct ResponseHandle;
 
 /// Most bytes a plugin may set as one header value (larger values are refused).
 const MAX_HEADER_VALUE_BYTES: usize = 64 * 1024;
+
+/// Most changes one `request.edit` call makes (those past it are ignored and logged): a host
+/// call runs to its end, past the plugin's CPU deadline, so its work is bounded by count.
+pub const MAX_EDITS_PER_CALL: usize = 256;
 
 impl Host for HostState {}
 
@@ -105,6 +109,52 @@ impl HostState {
         }
         if let (true, Some(req)) = (sets_host, self.request.as_mut()) {
             req.host_from_plugin = true;
+        }
+    }
+
+    /// `request.remove-header`: an invalid name names no header, so removes nothing.
+    fn remove_request_header(&mut self, name: &str) {
+        if self.request_locked("remove-header") {
+            return;
+        }
+        if let (Some(name), Some(req)) = (self.header_names.parse(name), self.request.as_deref_mut()) {
+            req.headers.remove(name);
+        }
+    }
+
+    /// `request.context-set`, in either phase: later ones read the context, and the access log
+    /// its `consumer`.
+    fn set_context(&mut self, key: String, value: String) {
+        if let Some(req) = self.request.as_mut()
+            && let Err(key) = req.context.set(key, value)
+        {
+            let (keys, bytes) = (crate::exchange::Context::MAX_KEYS, crate::exchange::Context::MAX_BYTES);
+            plugin_warn!(&self.log, key, keys, bytes, "context value ignored: the request's context is full");
+        }
+    }
+
+    /// `request.context-remove`, in either phase.
+    fn remove_context(&mut self, key: &str) {
+        if let Some(req) = self.request.as_mut() {
+            req.context.remove(key);
+        }
+    }
+
+    /// `request.edit-response`: validated, then recorded for the response phases.
+    fn record_response_edit(&mut self, edit: WitResponseEdit) {
+        if self.request_locked("edit-response") {
+            return;
+        }
+        let Some(edit) = response_edit(&self.log, &mut self.header_names, edit) else { return };
+        if let Some(req) = self.request.as_mut()
+            && !req.response_edits.record(edit, req.header_limits.response.bytes)
+        {
+            plugin_warn!(
+                &self.log,
+                limit = MAX_RESPONSE_EDITS,
+                max_bytes = req.header_limits.response.bytes,
+                "response edit ignored: too many for one request, or more bytes than limits.max_response_header_bytes"
+            );
         }
     }
 }
@@ -333,9 +383,7 @@ impl HostRequest for HostState {
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) {
-        if let Some(req) = self.req_mut("remove-header") {
-            req.headers.remove(name.as_str());
-        }
+        self.remove_request_header(&name);
     }
 
     fn param(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
@@ -396,36 +444,31 @@ impl HostRequest for HostState {
     }
 
     fn context_set(&mut self, _: Resource<RequestHandle>, key: String, value: String) {
-        // The context stays writable in response phases: later ones read it, and the access log
-        // its `consumer`.
-        if let Some(req) = self.request.as_mut()
-            && let Err(key) = req.context.set(key, value)
-        {
-            let (keys, bytes) = (crate::exchange::Context::MAX_KEYS, crate::exchange::Context::MAX_BYTES);
-            plugin_warn!(&self.log, key, keys, bytes, "context value ignored: the request's context is full");
-        }
+        self.set_context(key, value);
     }
 
     fn context_remove(&mut self, _: Resource<RequestHandle>, key: String) {
-        if let Some(req) = self.request.as_mut() {
-            req.context.remove(&key);
-        }
+        self.remove_context(&key);
     }
 
     fn edit_response(&mut self, _: Resource<RequestHandle>, edit: WitResponseEdit) {
-        if self.request_locked("edit-response") {
-            return;
+        self.record_response_edit(edit);
+    }
+
+    fn edit(&mut self, _: Resource<RequestHandle>, edits: Vec<WitRequestEdit>) {
+        let asked = edits.len();
+        for edit in edits.into_iter().take(MAX_EDITS_PER_CALL) {
+            match edit {
+                WitRequestEdit::SetHeader(h) => self.put_header(Side::Request, "set-header", &h.name, h.value, true),
+                WitRequestEdit::AppendHeader(h) => self.put_header(Side::Request, "append-header", &h.name, h.value, false),
+                WitRequestEdit::RemoveHeader(name) => self.remove_request_header(&name),
+                WitRequestEdit::ContextSet((key, value)) => self.set_context(key, value),
+                WitRequestEdit::ContextRemove(key) => self.remove_context(&key),
+                WitRequestEdit::EditResponse(edit) => self.record_response_edit(edit),
+            }
         }
-        let Some(edit) = response_edit(&self.log, &mut self.header_names, edit) else { return };
-        if let Some(req) = self.request.as_mut()
-            && !req.response_edits.record(edit, req.header_limits.response.bytes)
-        {
-            plugin_warn!(
-                &self.log,
-                limit = MAX_RESPONSE_EDITS,
-                max_bytes = req.header_limits.response.bytes,
-                "response edit ignored: too many for one request, or more bytes than limits.max_response_header_bytes"
-            );
+        if asked > MAX_EDITS_PER_CALL {
+            plugin_warn!(&self.log, asked, limit = MAX_EDITS_PER_CALL, "request edits past the limit of one call ignored");
         }
     }
 
@@ -601,6 +644,71 @@ mod tests {
             r.client_body = true;
         }
         assert!(state.has_body(Resource::new_borrow(0)));
+    }
+
+    /// `request.edit` makes each change as its own method would: validated, in order, the
+    /// request read-only in `on-response` but for the context, and at most
+    /// [`MAX_EDITS_PER_CALL`] per call.
+    #[test]
+    fn edit_makes_each_change_as_its_own_method_would() {
+        use super::super::airlock::plugin::types::Header;
+        let header = |name: &str, value: &[u8]| Header { name: name.into(), value: value.to_vec() };
+        let mut state = in_call(false, false);
+        if let Some(r) = state.request.as_mut() {
+            r.headers.insert("x-gone", HeaderValue::from_static("secret"));
+            r.context.set("consumer.anonymous".into(), "true".into()).expect("room");
+        }
+        state.edit(
+            Resource::new_borrow(0),
+            vec![
+                WitRequestEdit::SetHeader(header("X-A", b"1")),
+                WitRequestEdit::AppendHeader(header("x-a", b"2")),
+                WitRequestEdit::RemoveHeader("X-Gone".into()),
+                WitRequestEdit::SetHeader(header("bad name", b"1")),
+                WitRequestEdit::SetHeader(header("content-length", b"1")),
+                WitRequestEdit::AppendHeader(header("x-ctl", b"a\nb")),
+                WitRequestEdit::ContextSet(("consumer".into(), "alice".into())),
+                WitRequestEdit::ContextRemove("consumer.anonymous".into()),
+                WitRequestEdit::EditResponse(WitResponseEdit::Set(header("x-r", b"1"))),
+                WitRequestEdit::EditResponse(WitResponseEdit::Remove("bad name".into())),
+            ],
+        );
+        let request = state.request.as_deref_mut().expect("request");
+        assert_eq!(header_all(&request.headers, "x-a"), [b"1".to_vec(), b"2".to_vec()], "set, then append");
+        assert_eq!(request.headers.get("x-gone"), None);
+        assert_eq!(request.headers.get("content-length"), None, "the gateway's own header is not a plugin's to set");
+        assert_eq!(request.headers.get("x-ctl"), None, "a value with a line break is ignored");
+        assert_eq!(request.headers.keys_len(), 1, "only x-a");
+        assert_eq!(request.context.get("consumer"), Some("alice"));
+        assert_eq!(request.context.get("consumer.anonymous"), None);
+        let mut response = HeaderMap::new();
+        request.response_edits.apply(0, &mut response, HeaderBound::NONE, "p", "id");
+        assert_eq!(response.len(), 1, "the valid response edit was recorded, the invalid one not: {response:?}");
+        assert_eq!(response.get("x-r").map(|v| v.as_bytes()), Some(&b"1"[..]));
+
+        // In on-response only the context changes.
+        let mut state = in_call(false, true);
+        state.edit(
+            Resource::new_borrow(0),
+            vec![
+                WitRequestEdit::SetHeader(header("x-a", b"1")),
+                WitRequestEdit::ContextSet(("consumer".into(), "bob".into())),
+                WitRequestEdit::EditResponse(WitResponseEdit::Set(header("x-r", b"1"))),
+            ],
+        );
+        let request = state.request.as_deref_mut().expect("request");
+        assert_eq!(request.headers.get("x-a"), None, "read-only in on-response");
+        assert_eq!(request.context.get("consumer"), Some("bob"), "the context stays writable");
+        let mut response = HeaderMap::new();
+        request.response_edits.apply(0, &mut response, HeaderBound::NONE, "p", "id");
+        assert!(response.is_empty(), "no response edit from on-response");
+
+        // Past MAX_EDITS_PER_CALL, the rest of the call is ignored.
+        let mut state = in_call(false, false);
+        let edits = (0..MAX_EDITS_PER_CALL + 10).map(|i| WitRequestEdit::ContextSet(("n".into(), i.to_string()))).collect();
+        state.edit(Resource::new_borrow(0), edits);
+        let last = (MAX_EDITS_PER_CALL - 1).to_string();
+        assert_eq!(state.request.as_ref().and_then(|r| r.context.get("n")), Some(last.as_str()));
     }
 
     #[test]

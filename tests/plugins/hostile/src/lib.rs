@@ -24,7 +24,7 @@
 //!   header name (which the host warns about), then answers 200 with `count` invalid headers;
 //! - `configure-log`: writes a warning through `log` and a line on stderr while it is configured,
 //!   outside any request.
-use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseEdit, ResponseInit, SlotRequest, export_plugin, http_client};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, Response, ResponseEdit, ResponseInit, SlotRequest, export_plugin, http_client};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -175,6 +175,17 @@ impl Plugin for Hostile {
                     req.edit_response(ResponseEdit::Append("x-edit", b"v"));
                 }
                 Action::Continue
+            }
+            "edit-flood" => {
+                // `count` changes in batched calls, invalid ones among them: how many were made?
+                let value = "v".repeat(1024);
+                let edits = (0..c.count.unwrap_or(1_000_000)).flat_map(|i| {
+                    let key = if i < 16 { ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "ka", "kb", "kc", "kd", "ke", "kf"][i as usize] } else { "n" };
+                    [RequestEdit::ContextSet(key, &value), RequestEdit::SetHeader("bad name", b"v"), RequestEdit::AppendHeader("x-edit", b"v")]
+                });
+                req.edit(edits);
+                let kept = (0..16).filter(|i| req.context_get(&format!("k{i:x}")).is_some()).count();
+                Action::text(200, format!("kept={kept} lines={}\n", req.header_all("x-edit").len()))
             }
             "set-then-panic" => {
                 req.set_header("x-set-before-panic", "1");
