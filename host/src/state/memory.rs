@@ -371,6 +371,19 @@ impl MemoryStore {
         loop {
             let now = Instant::now();
             let mut map = self.shard(key);
+            // A step on a key that already holds what it needs (a limiter's, every time but its
+            // first) reserves nothing: one lookup, and its entry changed in place.
+            if let Some(slot) = map.entries.get_mut(key) {
+                let before = slot.stored_bytes(key);
+                if needs <= before {
+                    let (out, new) = step(Some(&*slot).filter(|e| e.live(now)), now);
+                    match new {
+                        Some(entry) if entry.stored_bytes(key) == before => *slot = entry,
+                        new => self.settle(&mut map, key, Some(before), Need { key: false, bytes: 0 }, new),
+                    }
+                    return Ok(out);
+                }
+            }
             let before = map.entries.get(key).map(|e| e.stored_bytes(key));
             let need = Need { key: before.is_none(), bytes: needs.saturating_sub(before.unwrap_or(0)) };
             if need.any() && !self.within_share(&mut map, key, need) {

@@ -585,19 +585,26 @@ const DIGESTED_KEY_MARK: &str = "%sha256:";
 /// Lower-case hex digits, for a digested key.
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
-/// Percent-escapes `%`, `{`, `}` (and `:` in a namespace, which ends at the first `:`).
+/// Percent-escapes `%`, `{`, `}` (and `:` and `~` in a namespace, which ends at the first `:`).
+/// Runs between them are copied whole: a key with none (the common case: every rate-limit
+/// step names one) is one copy, not a push per character.
 fn escape_into(out: &mut String, s: &str, namespace: bool) {
-    for c in s.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '{' => out.push_str("%7B"),
-            '}' => out.push_str("%7D"),
-            ':' if namespace => out.push_str("%3A"),
+    let special = |b: &u8| matches!(b, b'%' | b'{' | b'}') || (namespace && matches!(b, b':' | b'~'));
+    let mut rest = s;
+    // Every special character is ASCII, so the byte after one starts a character.
+    while let Some(at) = rest.as_bytes().iter().position(special) {
+        out.push_str(&rest[..at]);
+        out.push_str(match rest.as_bytes()[at] {
+            b'%' => "%25",
+            b'{' => "%7B",
+            b'}' => "%7D",
+            b':' => "%3A",
             // Marks a long namespace's digest (`ScopedState::new`): no name written whole has one.
-            '~' if namespace => out.push_str("%7E"),
-            c => out.push(c),
-        }
+            _ => "%7E",
+        });
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
 }
 
 #[cfg(test)]
@@ -624,6 +631,20 @@ mod tests {
         // A cost above the limit never fits, and still gets a finite, non-zero answer.
         let d = sliding_step(0, 0, 0, 1000, 10, 11);
         assert!(!d.allowed && d.retry_after_ms == 2000);
+    }
+
+    #[test]
+    fn escaping_copies_runs_and_escapes_each_special_character() {
+        let escaped = |s: &str, namespace: bool| {
+            let mut out = String::from(">");
+            escape_into(&mut out, s, namespace);
+            out
+        };
+        assert_eq!(escaped("", false), ">");
+        assert_eq!(escaped("c=alice|ip=203.0.113.7", false), ">c=alice|ip=203.0.113.7");
+        assert_eq!(escaped("%{a}:~é%", false), ">%25%7Ba%7D:~é%25");
+        assert_eq!(escaped("%{a}:~é%", true), ">%25%7Ba%7D%3A%7Eé%25");
+        assert_eq!(escaped("日本:語~", true), ">日本%3A語%7E", "multi-byte characters around the escapes");
     }
 
     #[test]
