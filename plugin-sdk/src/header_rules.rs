@@ -212,10 +212,10 @@ impl HeaderRules {
     }
 
     /// Applies the rules to the response `req` will get, from its request phase: the same
-    /// changes in the same order, recorded with [`Request::edit_response`] and made by the gateway
-    /// where this plugin's `on_response` would run, without a call into it. Templates expand from
-    /// `source` now, so use it only when [`HeaderRules::settled_at_request`].
-    /// All in one call into the gateway ([`Request::edit`]).
+    /// changes in the same order, recorded as response edits (all in one [`Request::edit`]) and
+    /// made by the gateway where this plugin's `on_response` would run, without a call into it.
+    /// Templates expand from `source` now, so use it only when
+    /// [`HeaderRules::settled_at_request`].
     pub fn apply_to_response(&self, req: &Request, source: &impl Source) {
         if self.is_empty() {
             return;
