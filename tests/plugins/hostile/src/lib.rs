@@ -22,6 +22,9 @@
 //!   `count` bytes more, refused with a 503;
 //! - `log-flood`: `count` times each: a warning through `log`, a line on stderr and an invalid
 //!   header name (which the host warns about), then answers 200 with `count` invalid headers;
+//! - `edit-flood`: `count` times (default 1 000 000), in batched `request.edit` calls: a 1 KiB
+//!   context value (under sixteen keys, then one), an invalid header name and an `x-edit` line;
+//!   answers 200 with how many of the sixteen keys and `x-edit` lines were kept;
 //! - `configure-log`: writes a warning through `log` and a line on stderr while it is configured,
 //!   outside any request.
 use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, Response, ResponseEdit, ResponseInit, SlotRequest, export_plugin, http_client};
@@ -178,13 +181,14 @@ impl Plugin for Hostile {
             }
             "edit-flood" => {
                 // `count` changes in batched calls, invalid ones among them: how many were made?
+                const KEYS: [&str; 16] = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "ka", "kb", "kc", "kd", "ke", "kf"];
                 let value = "v".repeat(1024);
                 let edits = (0..c.count.unwrap_or(1_000_000)).flat_map(|i| {
-                    let key = if i < 16 { ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "ka", "kb", "kc", "kd", "ke", "kf"][i as usize] } else { "n" };
+                    let key = usize::try_from(i).ok().and_then(|i| KEYS.get(i)).copied().unwrap_or("n");
                     [RequestEdit::ContextSet(key, &value), RequestEdit::SetHeader("bad name", b"v"), RequestEdit::AppendHeader("x-edit", b"v")]
                 });
                 req.edit(edits);
-                let kept = (0..16).filter(|i| req.context_get(&format!("k{i:x}")).is_some()).count();
+                let kept = KEYS.iter().filter(|key| req.context_get(key).is_some()).count();
                 Action::text(200, format!("kept={kept} lines={}\n", req.header_all("x-edit").len()))
             }
             "set-then-panic" => {
