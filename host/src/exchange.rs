@@ -93,6 +93,14 @@ impl HeaderBound {
     /// Whether `headers` stays within the bound once `value` is added under `name`, after every
     /// value of `name` is removed first when `replacing` (an insert rather than an append).
     pub fn admits(&self, headers: &HeaderMap, name: &HeaderName, value: &HeaderValue, replacing: bool) -> bool {
+        self.admit(&mut HeaderTally::default(), headers, name, value, replacing)
+    }
+
+    /// [`HeaderBound::admits`] for one of a run of writes to `headers`, counting the map's bytes
+    /// once for the whole run: `tally` is counted at the run's first write and, when this one is
+    /// admitted, moved on to the map as the write will leave it. So the caller makes every write
+    /// admitted, and [`HeaderTally::forget`]s after any other change to the map.
+    pub fn admit(&self, tally: &mut HeaderTally, headers: &HeaderMap, name: &HeaderName, value: &HeaderValue, replacing: bool) -> bool {
         let line = |v: &HeaderValue| line_bytes(name, v);
         let (gone_count, gone_bytes) = if replacing {
             headers.get_all(name).iter().fold((0, 0), |(n, b), v| (n + 1, b + line(v)))
@@ -103,7 +111,30 @@ impl HeaderBound {
             return false;
         }
         // Counted only when the line count allows it: the common case is a short map.
-        header_lines_bytes(headers) - gone_bytes + line(value) <= self.bytes
+        let before = *tally.bytes.get_or_insert_with(|| header_lines_bytes(headers));
+        let after = before.saturating_sub(gone_bytes) + line(value);
+        if after > self.bytes {
+            return false;
+        }
+        tally.bytes = Some(after);
+        true
+    }
+}
+
+/// The bytes of a header map's lines, as `[limits]` counts them, kept through a run of writes
+/// to it ([`HeaderBound::admit`]): a plugin's answer of n headers, or a chain's response edits,
+/// read the map once rather than once per header.
+#[derive(Debug, Default)]
+pub struct HeaderTally {
+    /// `None` until the run's first write counts them.
+    bytes: Option<usize>,
+}
+
+impl HeaderTally {
+    /// Forgets the count after a change [`HeaderBound::admit`] did not see (a removal): the
+    /// next write counts the map again.
+    pub fn forget(&mut self) {
+        self.bytes = None;
     }
 }
 
@@ -254,6 +285,12 @@ impl ResponseEdits {
     /// edit that would take the response past `bound` is not made (logged once with `plugin`,
     /// the entry's name).
     pub fn apply(&mut self, entry: usize, headers: &mut HeaderMap, bound: HeaderBound, plugin: &str, request_id: &str) {
+        self.apply_counted(entry, headers, bound, (plugin, request_id), &mut HeaderTally::default());
+    }
+
+    /// [`ResponseEdits::apply`] as one of a run of writes to `headers`, counted in `tally`
+    /// ([`HeaderBound::admit`]): the edits of several entries made one after another.
+    pub fn apply_counted(&mut self, entry: usize, headers: &mut HeaderMap, bound: HeaderBound, (plugin, request_id): (&str, &str), tally: &mut HeaderTally) {
         // Recorded in chain order (the request phases run in it), so an entry's edits are one run.
         let start = self.edits.partition_point(|(e, _)| *e < entry);
         let end = self.edits.partition_point(|(e, _)| *e <= entry);
@@ -261,8 +298,8 @@ impl ResponseEdits {
             return;
         }
         let mut refusals = RefusalLog::default();
-        let mut admits = |headers: &HeaderMap, name: &HeaderName, value: &HeaderValue, replacing: bool| {
-            let fits = bound.admits(headers, name, value, replacing);
+        let mut admits = |tally: &mut HeaderTally, headers: &HeaderMap, name: &HeaderName, value: &HeaderValue, replacing: bool| {
+            let fits = bound.admit(tally, headers, name, value, replacing);
             if !fits {
                 refusals.refused(plugin, request_id, "response edit", bound);
             }
@@ -271,29 +308,31 @@ impl ResponseEdits {
         for (_, edit) in self.edits.drain(start..end) {
             match edit {
                 ResponseEdit::Set(name, value) => {
-                    if admits(headers, &name, &value, true) {
+                    if admits(tally, headers, &name, &value, true) {
                         headers.insert(name, value);
                     }
                 }
                 ResponseEdit::Add(name, value) => {
-                    if !headers.contains_key(&name) && admits(headers, &name, &value, false) {
+                    if !headers.contains_key(&name) && admits(tally, headers, &name, &value, false) {
                         headers.insert(name, value);
                     }
                 }
                 ResponseEdit::Append(name, value) => {
-                    if admits(headers, &name, &value, false) {
+                    if admits(tally, headers, &name, &value, false) {
                         headers.append(name, value);
                     }
                 }
                 ResponseEdit::AddToken(name, token) => {
-                    if !lists_token(headers, &name, &token) && admits(headers, &name, &token, false) {
+                    if !lists_token(headers, &name, &token) && admits(tally, headers, &name, &token, false) {
                         headers.append(name, token);
                     }
                 }
                 ResponseEdit::Remove(name) => {
                     headers.remove(&name);
+                    tally.forget();
                 }
                 ResponseEdit::Rename(from, to) => {
+                    tally.forget();
                     if let Entry::Occupied(moved) = headers.entry(&from) {
                         let values: Vec<HeaderValue> = moved.remove_entry_mult().1.collect();
                         headers.remove(&to);
@@ -602,5 +641,50 @@ mod tests {
         assert_eq!(all(&headers, "x-b"), ["7"]);
         assert_eq!(headers.len(), 2);
         assert!(HeaderBound::NONE.admits(&headers, &name("x-z"), &value("1"), false));
+    }
+
+    /// Counted once for a run of writes, the bound admits what counting the map before each
+    /// write admits; a removal the tally did not see is counted again after `forget`, in a run of
+    /// writes and in a run of response edits alike.
+    #[test]
+    fn a_tally_kept_through_a_run_of_writes_admits_what_counting_each_time_admits() {
+        let bound = HeaderBound { count: 10, bytes: 40 };
+        let mut headers = HeaderMap::new();
+        let mut tally = HeaderTally::default();
+        // (name, value, replacing): each line is the name, the value and 4 bytes.
+        let writes = [
+            ("x-a", "1234", false),      // 11
+            ("x-a", "1234", false),      // 22
+            ("x-a", "12", true),         // both x-a lines go: 9
+            ("x-b", "123456789", false), // 25
+            ("x-c", "12345", false),     // 37
+            ("x-d", "", false),          // 44: refused
+            ("x-c", "", true),           // 37 - 12 + 7 = 32
+        ];
+        for (i, (n, v, replacing)) in writes.into_iter().enumerate() {
+            let counted_each_time = bound.admits(&headers, &name(n), &value(v), replacing);
+            assert_eq!(bound.admit(&mut tally, &headers, &name(n), &value(v), replacing), counted_each_time, "write {i}");
+            if counted_each_time && replacing {
+                headers.insert(name(n), value(v));
+            } else if counted_each_time {
+                headers.append(name(n), value(v));
+            }
+        }
+        assert_eq!(header_lines_bytes(&headers), 32);
+        assert!(!bound.admit(&mut tally, &headers, &name("x-d"), &value("123456"), false), "32 + 13 > 40");
+        headers.remove("x-b");
+        tally.forget();
+        assert!(bound.admit(&mut tally, &headers, &name("x-d"), &value("123456"), false), "16 + 13 once x-b is gone");
+
+        // Response edits: the second append fits only once the removal between them is counted.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-big", value("12345678901234567890"));
+        let mut edits = ResponseEdits::default();
+        edits.record(ResponseEdit::Append(name("x-a"), value("1")), usize::MAX);
+        edits.record(ResponseEdit::Remove(name("x-big")), usize::MAX);
+        edits.record(ResponseEdit::Append(name("x-b"), value("12345678901234567890")), usize::MAX);
+        edits.apply(0, &mut headers, bound, "test", "req-1");
+        assert_eq!(headers.get("x-b").map(|v| v.len()), Some(20), "{headers:?}");
+        assert_eq!(header_lines_bytes(&headers), 8 + 27);
     }
 }

@@ -174,10 +174,18 @@ impl<T> RouteTable<T> {
         Ok(Self { routes, conditions, exact_hosts, wildcard_hosts, any_host })
     }
 
+    /// Whether any route names a host: if none does, the request's host chooses nothing.
+    pub fn names_hosts(&self) -> bool {
+        !self.exact_hosts.is_empty() || !self.wildcard_hosts.is_empty()
+    }
+
     /// Finds the route for a request. `host` may carry a port; it is ignored. So is one trailing
     /// dot: `api.example.com.` is the same name, fully qualified (nginx matches its server names
     /// so), and it must not miss a host's route (and its plugins) for a looser one.
     pub fn find(&self, host: Option<&str>, method: &Method, path: &str, headers: &HeaderMap) -> Option<RouteMatch<'_, T>> {
+        // A config whose routes name no host (the common one) has nothing to look the host up
+        // in: it is not cut from its port and lowered for nothing.
+        let host = host.filter(|_| self.names_hosts());
         if let Some(host) = host {
             let host = strip_port(host);
             let host = host.strip_suffix('.').unwrap_or(host);
@@ -621,6 +629,22 @@ mod tests {
         assert_eq!(find(&t, "www.example.com", "GET", "/x").as_deref(), Some("wild"));
         assert_eq!(find(&t, "example.com", "GET", "/x").as_deref(), Some("any"));
         assert_eq!(find(&t, "other.org", "GET", "/x").as_deref(), Some("any"));
+    }
+
+    /// A table whose routes name no host looks none up: any host, or none, finds the same
+    /// routes. One host route is enough for the host to be read.
+    #[test]
+    fn a_table_without_host_routes_routes_every_host_alike() {
+        let t = table(vec![spec("any", &[], &[], PathMatch::Prefix("/".into())), spec("only", &[], &[], PathMatch::Exact("/only".into()))]);
+        assert!(!t.names_hosts());
+        for host in ["api.example.com:8080", "API.EXAMPLE.COM.", "[::1]:80", "not a host"] {
+            assert_eq!(find(&t, host, "GET", "/only").as_deref(), Some("only"), "{host}");
+            assert_eq!(find(&t, host, "GET", "/x").as_deref(), Some("any"), "{host}");
+        }
+        assert_eq!(t.find(None, &Method::GET, "/only", &HeaderMap::new()).map(|m| m.route.clone()).as_deref(), Some("only"));
+        let t = table(vec![spec("any", &[], &[], PathMatch::Prefix("/".into())), spec("exact", &["a.example"], &[], PathMatch::Prefix("/".into()))]);
+        assert!(t.names_hosts());
+        assert_eq!(find(&t, "A.example:1", "GET", "/x").as_deref(), Some("exact"));
     }
 
     #[test]

@@ -433,11 +433,12 @@ impl Gateway {
     /// authority when it has one (absolute form, HTTP/2's `:authority`: RFC 9112 3.2.2), else
     /// `Host`.
     fn route(&self, request: &Request<Incoming>) -> Result<(&Route, RouteParams), GatewayError> {
-        let host = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+        let host = if self.routes.names_hosts() {
+            request.uri().authority().map(|a| a.as_str()).or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+        } else {
+            // No route names a host: it chooses nothing, so it is not looked up.
+            None
+        };
         match self.routes.find(host, request.method(), request.uri().path(), request.headers()) {
             Some(found) => match found.undecodable {
                 None => Ok((found.route, found.params)),

@@ -22,7 +22,7 @@ use crate::admin::inventory::PluginFacts;
 use crate::config::FailurePolicy;
 use crate::telemetry::metrics::{Decision, PluginMetrics};
 use crate::error::GatewayError;
-use crate::exchange::{RequestState, ResponseState};
+use crate::exchange::{HeaderTally, RequestState, ResponseState};
 
 /// One entry of a chain: a plugin instance pool with its failure policy.
 pub struct ChainEntry {
@@ -138,8 +138,10 @@ impl PluginChain {
             return;
         }
         let bound = request.header_limits.response;
+        // Nothing else writes the headers between the entries' edits: one count for all.
+        let mut tally = HeaderTally::default();
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
-            request.response_edits.apply(index, headers, bound, entry.name(), &request.request_id);
+            request.response_edits.apply_counted(index, headers, bound, (entry.name(), &request.request_id), &mut tally);
         }
     }
 

@@ -25,7 +25,7 @@ use super::host::log::{LogBudget, plugin_warn};
 use super::host::{BodyAccess, HostState, Plugin, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
 use crate::config::Isolation;
-use crate::exchange::{HeaderBound, RefusalLog, RequestState, ResponseState};
+use crate::exchange::{HeaderBound, HeaderTally, RefusalLog, RequestState, ResponseState};
 
 /// Default number of idle warm instances kept per chain entry.
 pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -577,13 +577,15 @@ fn convert_response(init: ResponseInit, log: &LogBudget, bounds: AnswerBounds, w
     let bound = bounds.headers;
     let mut headers = http::HeaderMap::with_capacity(init.headers.len().min(bound.count).min(64));
     let mut refusals = RefusalLog::default();
+    // Bytes counted once for the answer, not once per header.
+    let mut tally = HeaderTally::default();
     for h in init.headers {
         match (http::HeaderName::from_bytes(h.name.as_bytes()), http::HeaderValue::from_bytes(&h.value)) {
             (Ok(name), Ok(_)) if crate::proxy::headers::gateway_managed(&name) => {
                 plugin_warn!(log, header = %name, "framing or connection header in plugin response ignored: the gateway sets it");
             }
             (Ok(name), Ok(value)) => {
-                if bound.admits(&headers, &name, &value, false) {
+                if bound.admit(&mut tally, &headers, &name, &value, false) {
                     headers.append(name, value);
                 } else {
                     refusals.refused(log.plugin(), log.request_id().as_deref().unwrap_or(""), "response header", bound);

@@ -437,6 +437,7 @@ impl Metrics {
             upstream_duration: self.upstream_duration.get_or_create_owned(&labels),
             upstream_errors,
             anonymous: Default::default(),
+            named: Default::default(),
             requests: self.requests.clone(),
             common_codes: Default::default(),
             responses: self.responses.clone(),
@@ -668,6 +669,10 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// A route's request counters of named consumers, by (consumer label, method index, status
+/// class index).
+type NamedCounters = HashMap<(Arc<str>, u8, u8), Counter, foldhash::fast::RandomState>;
+
 /// One route's metric handles.
 pub struct RouteMetrics {
     route: Arc<str>,
@@ -677,6 +682,11 @@ pub struct RouteMetrics {
     upstream_errors: Option<[Counter; 2]>,
     /// Request counters without a consumer, by method and status class, made on first use.
     anonymous: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHODS.len()],
+    /// Request counters of named consumers, by consumer label, method and status class: the
+    /// same counters as in `requests`, found by a foldhash of the consumer label where the family
+    /// would SipHash the route, the consumer and the rest. Bounded as the labels are
+    /// ([`ConsumerLabels`]).
+    named: RwLock<NamedCounters>,
     requests: Family<RequestLabels, Counter>,
     /// Response counters of [`COMMON_CODES`], in its order, made on first use.
     common_codes: [OnceLock<Counter>; COMMON_CODES.len()],
@@ -695,10 +705,7 @@ impl RouteMetrics {
             None => self.anonymous[method_index][class]
                 .get_or_init(|| self.requests.get_or_create_owned(&self.labels(method_index, class, NO_CONSUMER.into())))
                 .inc(),
-            Some(consumer) => {
-                let consumer = self.consumers.label(consumer);
-                self.requests.get_or_create(&self.labels(method_index, class, consumer)).inc()
-            }
+            Some(consumer) => self.count_named(self.consumers.label(consumer), method_index, class),
         };
         let code = status.as_u16();
         let labels = || ResponseLabels { route: self.route.clone(), code };
@@ -706,6 +713,23 @@ impl RouteMetrics {
             Some(slot) => self.common_codes[slot].get_or_init(|| self.responses.get_or_create_owned(&labels())).inc(),
             None => self.responses.get_or_create(&labels()).inc(),
         };
+    }
+
+    /// Counts a request of consumer label `consumer`: its counter is made (and registered in
+    /// `requests`) the first time the route sees it with this method and status class.
+    fn count_named(&self, consumer: Arc<str>, method: usize, class: usize) -> u64 {
+        // Both indices are below 16 (`METHODS`, `STATUS_CLASSES`).
+        let key = (consumer, method as u8, class as u8);
+        if let Ok(named) = self.named.read()
+            && let Some(counter) = named.get(&key)
+        {
+            return counter.inc();
+        }
+        let counter = self.requests.get_or_create_owned(&self.labels(method, class, key.0.clone()));
+        if let Ok(mut named) = self.named.write() {
+            named.entry(key).or_insert_with(|| counter.clone());
+        }
+        counter.inc()
     }
 
     fn labels(&self, method: usize, class: usize, consumer: Arc<str>) -> RequestLabels {
@@ -908,6 +932,38 @@ mod tests {
         assert_eq!(&*labels.label("bob"), "bob");
         assert_eq!(&*labels.label("carol"), OTHER_CONSUMER);
         assert_eq!(&*labels.label("alice"), "alice");
+    }
+
+    /// A named consumer's requests are counted under its label, method and status class, the
+    /// same counter found again on the next request; past the bound they count as `other`.
+    #[test]
+    fn named_consumers_requests_are_counted_under_their_labels() {
+        let metrics = Metrics::new(2, Arc::new(StateStore::Memory(crate::state::memory::MemoryStore::new(10))));
+        let route = metrics.route("r".into(), None);
+        let ms = Duration::from_millis(1);
+        for (method, status, consumer) in [
+            (Method::GET, 200, Some("alice")),
+            (Method::GET, 204, Some("alice")),
+            (Method::POST, 503, Some("alice")),
+            (Method::GET, 200, Some("bob")),
+            (Method::GET, 200, Some("carol")),
+            (Method::GET, 200, Some("dave")),
+            (Method::GET, 200, None),
+        ] {
+            route.record_request(&method, StatusCode::from_u16(status).unwrap(), consumer, ms);
+        }
+        let text = metrics.encode().unwrap();
+        let count = |consumer: &str, method: &str, status: &str| {
+            let labels = format!("route=\"r\",method=\"{method}\",status=\"{status}\",consumer=\"{consumer}\"");
+            text.lines()
+                .find(|l| l.starts_with("airlock_requests_total{") && l.contains(&labels))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        };
+        assert_eq!(count("alice", "GET", "2xx"), Some(2), "{text}");
+        assert_eq!(count("alice", "POST", "5xx"), Some(1));
+        assert_eq!(count("bob", "GET", "2xx"), Some(1));
+        assert_eq!(count(OTHER_CONSUMER, "GET", "2xx"), Some(2), "carol and dave past the bound");
+        assert_eq!(count(NO_CONSUMER, "GET", "2xx"), Some(1));
     }
 
     #[test]
