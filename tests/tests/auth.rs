@@ -983,6 +983,73 @@ keys = [
         gw.stop().await;
     }
 
+    /// What a verified token hands on, all made in the one change jwt asks of the gateway: the
+    /// token hidden, the consumer named (or, a route-level key naming none, the credential),
+    /// `jwt.sub`, `jwt.iss` and `claims_to_context` in the context, and `claims_to_headers`
+    /// upstream. A later plugin reads the context (`builtin:headers`, `${context.KEY}`).
+    #[tokio::test]
+    async fn a_verified_tokens_claims_reach_the_context_and_the_upstream() {
+        let upstream = Upstream::start().await;
+        let route = |id: &str, consumer_claim: &str| {
+            format!(
+                r#"
+[[routes]]
+id = "{id}"
+path = "/{id}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:jwt"
+[routes.plugins.config]
+issuers = ["https://idp.example.com/"]
+{consumer_claim}
+claims_to_headers = {{ tenant = "x-tenant-header" }}
+claims_to_context = {{ tenant = "tenant", scope = "scopes" }}
+keys = [{{ kid = "hs256", alg = "HS256", secret = "{HS256}" }}]
+[[routes.plugins]]
+plugin = "builtin:headers"
+[routes.plugins.config.request]
+set = {{ "x-tenant" = "${{context.tenant}}", "x-scopes" = "${{context.scopes}}", "x-sub" = "${{context.jwt.sub}}", "x-iss" = "${{context.jwt.iss}}", "x-consumer" = "${{context.consumer}}", "x-credential" = "${{context.credential}}" }}
+"#
+            )
+        };
+        let config = config() + &route("named", "consumer_claim = \"sub\"") + &route("unnamed", "");
+        let gw = Gateway::start(&config, Some(&upstream)).await;
+        let client = HttpClient::http1();
+        let mut with_tenant = claims();
+        with_tenant["tenant"] = "acme".into();
+        let token = mint(Algorithm::HS256, Some("hs256"), &with_tenant);
+        let bearer = format!("Bearer {token}");
+        let headers = [("authorization", bearer.as_str()), ("x-tenant-header", "forged"), ("x-consumer-id", "forged")];
+
+        let r = client.request("GET", &gw.url("/named"), &headers, b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        for (name, value) in [
+            ("x-tenant", "acme"),
+            ("x-tenant-header", "acme"),
+            ("x-scopes", "read write"),
+            ("x-sub", "alice"),
+            ("x-iss", "https://idp.example.com/"),
+            ("x-consumer", "alice"),
+            ("x-consumer-id", "alice"),
+            ("x-consumer-groups", "admin"),
+            ("x-credential", ""),
+        ] {
+            assert_eq!(r.upstream_header(name), vec![value], "{name}");
+        }
+        assert!(r.upstream_header("authorization").is_empty(), "the token is hidden");
+
+        let r = client.request("GET", &gw.url("/unnamed"), &headers, b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let credential = r.upstream_header("x-credential");
+        assert!(credential.len() == 1 && credential[0].starts_with("jwt:"), "{credential:?}");
+        assert_eq!(r.upstream_header("x-consumer"), vec![""], "no consumer named");
+        assert!(r.upstream_header("x-consumer-id").is_empty(), "the client's own is removed");
+        assert_eq!(r.upstream_header("x-sub"), vec!["alice"]);
+        assert_eq!(r.upstream_header("x-tenant-header"), vec!["acme"]);
+        assert!(r.upstream_header("authorization").is_empty());
+        gw.stop().await;
+    }
+
     /// The headers `claims_to_headers` fills are the token's verified claims, or absent: a
     /// client's own copies are removed on every path, the anonymous one included.
     #[tokio::test]

@@ -68,7 +68,7 @@ use std::collections::HashMap;
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit};
 use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -237,19 +237,13 @@ impl Plugin for BasicAuth {
             None => None,
         };
         if let Some(index) = identity {
-            if self.hide_credentials {
-                req.remove_header("authorization");
-            }
-            self.admit(req, &self.identities[index], false);
+            self.admit(req, &self.identities[index], false, self.hide_credentials);
             return Action::Continue;
         }
         if let Some(anonymous) = &self.anonymous {
             // Wrong credentials let through as anonymous are hidden too: the upstream never
             // gets a password, whether or not it matched.
-            if presented.is_some() && self.hide_credentials {
-                req.remove_header("authorization");
-            }
-            self.admit(req, anonymous, true);
+            self.admit(req, anonymous, true, presented.is_some() && self.hide_credentials);
             return Action::Continue;
         }
         let message = if presented.is_some() {
@@ -299,8 +293,10 @@ impl BasicAuth {
         Some(*index)
     }
 
-    fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {
-        airlock_sdk::consumer::name(req, &identity.id, &identity.groups, anonymous, self.upstream_headers);
+    /// Names the consumer and, when `hide`, removes `Authorization`: one call into the gateway.
+    fn admit(&self, req: &Request, identity: &Identity, anonymous: bool, hide: bool) {
+        let naming = airlock_sdk::consumer::naming(&identity.id, &identity.groups, anonymous, self.upstream_headers);
+        req.edit(hide.then_some(RequestEdit::RemoveHeader("authorization")).into_iter().chain(naming));
     }
 }
 

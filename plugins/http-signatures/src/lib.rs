@@ -96,7 +96,7 @@ use std::collections::BTreeMap;
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit};
 use serde::Deserialize;
 use sha2::Digest as _;
 
@@ -503,8 +503,7 @@ impl HttpSignatures {
     /// Removes the signature fields, with `hide_credentials`.
     fn hide(&self, req: &Request) {
         if self.hide_credentials {
-            req.remove_header("signature");
-            req.remove_header("signature-input");
+            req.edit([RequestEdit::RemoveHeader("signature"), RequestEdit::RemoveHeader("signature-input")]);
         }
     }
 

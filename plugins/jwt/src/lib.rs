@@ -81,7 +81,7 @@ use std::collections::BTreeMap;
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
@@ -288,9 +288,7 @@ impl Plugin for Jwt {
     fn on_request(&self, req: &Request) -> Action {
         // What the upstream reads as verified claims comes only from a verified token: a
         // client's own `x-user-id` must not pass on the anonymous path either.
-        for (_, header) in &self.claims_to_headers {
-            req.remove_header(header);
-        }
+        req.edit(self.claims_to_headers.iter().map(|(_, header)| RequestEdit::RemoveHeader(header)));
         // Either credential (two auth plugins with `anonymous`): the first one's consumer stands.
         if self.anonymous.is_some() && req.authenticated_before() {
             return Action::Continue;
@@ -322,28 +320,21 @@ impl Plugin for Jwt {
             }
             (None, None) => None,
         };
-        self.hide_token(req, from_header);
-        match identity {
-            Some(identity) => self.admit(req, identity, false),
-            // A route-level key names no consumer: what follows (a cache keyed by consumer)
-            // must still tell this token's holder from another's.
-            None => airlock_sdk::consumer::credential(req, &credential_id(&token)),
-        }
-        for key in ["sub", "iss"] {
-            if let Some(value) = claims.get(key).and_then(Value::as_str) {
-                req.context_set(&format!("jwt.{key}"), value);
-            }
-        }
-        for (claim, header) in &self.claims_to_headers {
-            if let Some(value) = claims.get(claim).map(claim_text) {
-                req.set_header(header, value);
-            }
-        }
-        for (claim, key) in &self.claims_to_context {
-            if let Some(value) = claims.get(claim).map(claim_text) {
-                req.context_set(key, &value);
-            }
-        }
+        let hidden = self.hide_token(req, from_header);
+        let naming = identity.map(|identity| airlock_sdk::consumer::naming(&identity.id, &identity.groups, false, self.upstream_headers));
+        // A route-level key names no consumer: what follows (a cache keyed by consumer) must
+        // still tell this token's holder from another's (`airlock_sdk::consumer::credential`).
+        let credential = identity.is_none().then(|| credential_id(&token));
+        let (to_headers, to_context) = (claim_texts(&claims, &self.claims_to_headers), claim_texts(&claims, &self.claims_to_context));
+        // All of it in one call into the gateway, in this order.
+        let edits = hidden
+            .into_iter()
+            .chain(naming.into_iter().flatten())
+            .chain(credential.as_deref().map(|id| RequestEdit::ContextSet(airlock_sdk::consumer::CREDENTIAL, id)))
+            .chain([("sub", "jwt.sub"), ("iss", "jwt.iss")].into_iter().filter_map(|(claim, key)| Some(RequestEdit::ContextSet(key, claims.get(claim)?.as_str()?))))
+            .chain(to_headers.iter().map(|(header, value)| RequestEdit::SetHeader(header, value.as_bytes())))
+            .chain(to_context.iter().map(|(key, value)| RequestEdit::ContextSet(key, value)));
+        req.edit(edits);
         Action::Continue
     }
 }
@@ -502,15 +493,19 @@ impl Jwt {
         Ok(())
     }
 
-    /// Removes the token from where it was found (the `authorization` header, or the cookie),
-    /// when `hide_credentials`.
-    fn hide_token(&self, req: &Request, from_header: bool) {
-        if self.hide_credentials {
-            match (from_header, &self.cookie) {
-                (true, _) => req.remove_header("authorization"),
-                (false, Some(cookie)) => strip_cookie(req, cookie),
-                (false, None) => {}
+    /// Removes the token from where it was found, when `hide_credentials`: a cookie here, the
+    /// `authorization` header as the change returned, for the caller to make with its others.
+    fn hide_token(&self, req: &Request, from_header: bool) -> Option<RequestEdit<'static>> {
+        if !self.hide_credentials {
+            return None;
+        }
+        match (from_header, &self.cookie) {
+            (true, _) => Some(RequestEdit::RemoveHeader("authorization")),
+            (false, Some(cookie)) => {
+                strip_cookie(req, cookie);
+                None
             }
+            (false, None) => None,
         }
     }
 
@@ -519,10 +514,9 @@ impl Jwt {
     /// hidden too: the upstream never gets a token, valid or not.
     fn fallback(&self, req: &Request, presented: Option<bool>) -> Action {
         if let Some(anonymous) = &self.anonymous {
-            if let Some(from_header) = presented {
-                self.hide_token(req, from_header);
-            }
-            self.admit(req, anonymous, true);
+            let hidden = presented.and_then(|from_header| self.hide_token(req, from_header));
+            let naming = airlock_sdk::consumer::naming(&anonymous.id, &anonymous.groups, true, self.upstream_headers);
+            req.edit(hidden.into_iter().chain(naming));
             return Action::Continue;
         }
         let (challenge, message) = if presented.is_some() {
@@ -533,9 +527,6 @@ impl Jwt {
         airlock_sdk::consumer::unauthorized(req, "www-authenticate", &challenge, message)
     }
 
-    fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {
-        airlock_sdk::consumer::name(req, &identity.id, &identity.groups, anonymous, self.upstream_headers);
-    }
 }
 
 /// Why no key verified a token.
@@ -579,6 +570,11 @@ fn strip_cookie(req: &Request, name: &str) {
 }
 
 /// A claim as header or context text: strings as they are, anything else as JSON.
+/// The text of each claim of `map` (claim, where it goes) the token carries, beside where it goes.
+fn claim_texts<'a>(claims: &serde_json::Map<String, Value>, map: &'a [(String, String)]) -> Vec<(&'a str, String)> {
+    map.iter().filter_map(|(claim, to)| Some((to.as_str(), claim_text(claims.get(claim)?)))).collect()
+}
+
 fn claim_text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),

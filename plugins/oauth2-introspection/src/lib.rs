@@ -72,7 +72,7 @@ pub mod wire;
 
 use airlock_sdk::serde_json::Value;
 use airlock_sdk::state::{self, StateError};
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin, files, http_client, log};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, ResponseInit, export_plugin, files, http_client, log};
 
 use config::{Config, Failure, Settings};
 use introspection::{Answer, Claims, NoAnswer, Refusal};
@@ -128,9 +128,7 @@ impl Plugin for OAuth2Introspection {
         let s = &self.settings;
         // What the upstream reads as vouched for comes from this plugin only, whatever the
         // outcome (a refusal, `failure = "open"`, a token without the claim).
-        for (_, header) in &s.claims_to_headers {
-            req.remove_header(header);
-        }
+        req.edit(s.claims_to_headers.iter().map(|(_, header)| RequestEdit::RemoveHeader(header)));
         // Either credential (two auth plugins with `anonymous`), as `builtin:jwt`: the first
         // one's consumer stands, and its headers with it.
         if s.anonymous.is_some() && req.authenticated_before() {
