@@ -141,7 +141,7 @@ impl PluginChain {
         // Nothing else writes the headers between the entries' edits: one count for all.
         let mut tally = HeaderTally::default();
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
-            request.response_edits.apply_counted(index, headers, bound, (entry.name(), &request.request_id), &mut tally);
+            request.response_edits.apply_counted(index, headers, bound, entry.name(), &request.request_id, &mut tally);
         }
     }
 

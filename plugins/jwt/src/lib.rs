@@ -526,7 +526,6 @@ impl Jwt {
         };
         airlock_sdk::consumer::unauthorized(req, "www-authenticate", &challenge, message)
     }
-
 }
 
 /// Why no key verified a token.
@@ -569,12 +568,12 @@ fn strip_cookie(req: &Request, name: &str) {
     }
 }
 
-/// A claim as header or context text: strings as they are, anything else as JSON.
 /// The text of each claim of `map` (claim, where it goes) the token carries, beside where it goes.
 fn claim_texts<'a>(claims: &serde_json::Map<String, Value>, map: &'a [(String, String)]) -> Vec<(&'a str, String)> {
     map.iter().filter_map(|(claim, to)| Some((to.as_str(), claim_text(claims.get(claim)?)))).collect()
 }
 
+/// A claim as header or context text: strings as they are, anything else as JSON.
 fn claim_text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
