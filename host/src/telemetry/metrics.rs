@@ -828,14 +828,16 @@ pub enum Decision {
 #[derive(Debug)]
 pub struct ConsumerLabels {
     limit: usize,
-    known: RwLock<HashMap<Box<str>, Arc<str>>>,
+    /// Hashed with foldhash, as analytics hashes the same names: at most `limit` of them, so
+    /// no flood of names can crowd one map.
+    known: RwLock<HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>>,
     other: Arc<str>,
 }
 
 impl ConsumerLabels {
     /// A bound of `limit` distinct consumers.
     pub fn new(limit: usize) -> Self {
-        Self { limit, known: RwLock::new(HashMap::new()), other: OTHER_CONSUMER.into() }
+        Self { limit, known: RwLock::new(HashMap::default()), other: OTHER_CONSUMER.into() }
     }
 
     /// The label for `consumer`.
