@@ -127,6 +127,9 @@ struct Need {
 }
 
 impl Need {
+    /// A step that takes nothing: the key is held and its entry already has the bytes.
+    const NOTHING: Need = Need { key: false, bytes: 0 };
+
     /// Whether the step takes anything.
     fn any(self) -> bool {
         self.key || self.bytes > 0
@@ -379,7 +382,7 @@ impl MemoryStore {
                     let (out, new) = step(Some(&*slot).filter(|e| e.live(now)), now);
                     match new {
                         Some(entry) if entry.stored_bytes(key) == before => *slot = entry,
-                        new => self.settle(&mut map, key, Some(before), Need { key: false, bytes: 0 }, new),
+                        new => self.settle(&mut map, key, Some(before), Need::NOTHING, new),
                     }
                     return Ok(out);
                 }

@@ -194,30 +194,23 @@ impl Cors {
     /// the gateway where the response phase would run.
     fn edit_actual_response(&self, req: &Request) {
         let origin = req.header_str("origin");
-        // Asked for in one call.
-        let mut edits = Vec::with_capacity(4);
-        if !self.any_origin {
-            // The answer depends on the origin: caches must keep one per origin.
-            edits.push(ResponseEdit::AddToken("vary", "Origin"));
-        }
-        match origin.as_deref() {
-            None => {}
+        // The answer depends on the origin: caches must keep one per origin.
+        let vary = (!self.any_origin).then_some(ResponseEdit::AddToken("vary", "Origin"));
+        // At most three more, asked for with `vary` in one call (from the stack, no allocation).
+        let cors = match origin.as_deref() {
+            None => [None; 3],
             Some(origin) if !self.allows(origin) => {
-                for name in ["access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"] {
-                    edits.push(ResponseEdit::Remove(name));
-                }
+                ["access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"]
+                    .map(|name| Some(ResponseEdit::Remove(name)))
             }
-            Some(origin) => {
-                edits.push(ResponseEdit::Set("access-control-allow-origin", self.allow_origin_value(origin).as_bytes()));
-                if self.credentials {
-                    edits.push(ResponseEdit::Set("access-control-allow-credentials", b"true"));
-                }
-                if !self.expose_headers.is_empty() {
-                    edits.push(ResponseEdit::Set("access-control-expose-headers", self.expose_headers.as_bytes()));
-                }
-            }
-        }
-        req.edit(edits.into_iter().map(RequestEdit::Response));
+            Some(origin) => [
+                Some(ResponseEdit::Set("access-control-allow-origin", self.allow_origin_value(origin).as_bytes())),
+                self.credentials.then_some(ResponseEdit::Set("access-control-allow-credentials", b"true")),
+                (!self.expose_headers.is_empty())
+                    .then_some(ResponseEdit::Set("access-control-expose-headers", self.expose_headers.as_bytes())),
+            ],
+        };
+        req.edit(std::iter::once(vary).chain(cors).flatten().map(RequestEdit::Response));
     }
 
     fn allows(&self, origin: &str) -> bool {
