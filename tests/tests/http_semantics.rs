@@ -171,6 +171,30 @@ async fn the_host_is_the_targets_authority_and_one_well_formed_host_field() {
     gw.stop().await;
 }
 
+/// Where no route names a host, routing does not read it, but the host rules still hold: a
+/// missing, second or malformed `Host` is a 400 that says why, and a well-formed one reaches
+/// the upstream as the client sent it.
+#[tokio::test]
+async fn without_host_routes_the_host_rules_still_hold() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ECHO, Some(&upstream)).await;
+    for request in [
+        &b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"GET /x HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: evil@a.example\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a.example:abc\r\n\r\n",
+        b"GET http://user:pw@a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+    ] {
+        let answer = exchange(&gw, request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{}: {answer}", String::from_utf8_lossy(request));
+        assert!(answer.contains("Host") || answer.contains("authority"), "the error says why: {answer}");
+    }
+    let answer = exchange(&gw, b"GET /x HTTP/1.1\r\nHost: API.Example.com:8080\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""x-forwarded-host":["API.Example.com:8080"]"#), "{answer}");
+    gw.stop().await;
+}
+
 /// An HTTP/2 client names the host in `:authority`: held to the same rules as an HTTP/1.1
 /// target's authority (user info there missed the `hosts` route), and routed by it.
 #[tokio::test]
