@@ -33,7 +33,7 @@ type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// The gateway's allocator, so the floor is measured on the same footing.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: airlock::allocator::GatewayAllocator = airlock::allocator::GatewayAllocator;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

@@ -24,6 +24,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod allocator;
 pub mod audit;
 pub mod boxed;
 pub mod client_limit;

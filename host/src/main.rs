@@ -174,12 +174,13 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected key=value, found `{s}`"))
 }
 
-/// mimalloc instead of glibc's malloc: 6-9% less CPU per proxied request (bench/README.md). Built
-/// with `no_thp`, so it does not ask for transparent huge pages on its arenas, which doubled the
-/// resting RSS. Feature `system-alloc` keeps glibc's, for heaptrack (`bench/allocs_per_request.py`).
+/// mimalloc instead of glibc's malloc: 6-9% less CPU per proxied request (bench/README.md), asked
+/// for memory as `malloc` is ([`airlock::allocator`]). Built with `no_thp`, so it does not ask for
+/// transparent huge pages on its arenas, which doubled the resting RSS. Feature `system-alloc`
+/// keeps glibc's, for heaptrack (`bench/allocs_per_request.py`).
 #[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: airlock::allocator::GatewayAllocator = airlock::allocator::GatewayAllocator;
 
 /// Writes a report to stdout. A reader that went away (`airlock audit | head`) ends the
 /// output, not the program: the command still exits with its own status.
