@@ -109,21 +109,25 @@ pub fn other_transfer_coding(headers: &HeaderMap) -> Option<String> {
 
 /// Removes hop-by-hop headers: the fixed list, `Upgrade`, and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names marks which of the fixed ones are present, and only those are
+    // One pass over the fields marks which of the fixed names are present, and only those are
     // looked up again to be removed: most requests carry none, and most responses only
     // `Connection: keep-alive`, one removal rather than eight (twice per request, on the
-    // request and on the response).
-    let present = headers
-        .keys()
-        .filter_map(hop_by_hop_index)
-        .fold(0u8, |present, i| present | 1 << i);
+    // request and on the response). The same pass reads each `Connection` value (the list's
+    // first): one that is only `keep-alive` or `close`, the common cases, names no header (the
+    // one is removed below, the other is no header at all), so only another sends the values
+    // through the split below.
+    let mut present = 0u8;
+    let mut names_others = false;
+    for (name, value) in headers.iter() {
+        if let Some(i) = hop_by_hop_index(name) {
+            present |= 1 << i;
+            names_others |= i == 0 && !is_plain_connection_option(value.as_bytes());
+        }
+    }
     if present == 0 {
         return;
     }
-    // `Connection` (the list's first) may name more headers. `Connection: keep-alive` /
-    // `close`, the common cases, name nothing to collect: those are removed below or are no
-    // header at all.
-    if present & 1 != 0 {
+    if names_others {
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter(|name| !name.eq_ignore_ascii_case("close") && !names_fixed_hop_by_hop(name))
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
@@ -137,6 +141,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether a whole `Connection` value is the one option `keep-alive` or `close`, in any case.
+fn is_plain_connection_option(value: &[u8]) -> bool {
+    value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close")
 }
 
 /// Whether a `Connection` option names one of [`ALWAYS_HOP_BY_HOP`], in any case (nginx sends
@@ -553,6 +562,43 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    /// Each spelling of `Connection` values: a plain `keep-alive` or `close` (any case) names
+    /// nothing, and a value that names a header still has it removed, whether it comes first,
+    /// second, beside a plain value or in a second `Connection` field.
+    #[test]
+    fn connection_values_plain_or_naming_headers() {
+        let named = [
+            vec!["keep-alive, x-hop"],
+            vec!["x-hop"],
+            vec!["Keep-Alive", "X-Hop"],
+            vec!["close", "x-hop, keep-alive"],
+            vec!["keep-alive,x-hop"],
+            vec![" x-hop "],
+        ];
+        for values in named {
+            let mut h = HeaderMap::new();
+            for v in &values {
+                h.append(header::CONNECTION, HeaderValue::from_str(v).unwrap());
+            }
+            h.insert("x-hop", HeaderValue::from_static("1"));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            assert!(!h.contains_key("x-hop"), "{values:?}: the named header is removed");
+            assert!(!h.contains_key(header::CONNECTION), "{values:?}");
+            assert!(h.contains_key("x-keep"), "{values:?}");
+        }
+        for plain in ["keep-alive", "close", "KEEP-ALIVE", "Close"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(plain));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{plain}");
+            assert!(h.contains_key("x-keep"), "{plain}");
+        }
+        assert!(is_plain_connection_option(b"Keep-Alive") && is_plain_connection_option(b"CLOSE"));
+        assert!(!is_plain_connection_option(b"keep-alive, x") && !is_plain_connection_option(b"closed") && !is_plain_connection_option(b""));
     }
 
     #[test]
