@@ -109,36 +109,72 @@ pub fn other_transfer_coding(headers: &HeaderMap) -> Option<String> {
 
 /// Removes hop-by-hop headers: the fixed list, `Upgrade`, and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the fields marks which of the fixed names are present, and only those are
-    // looked up again to be removed: most requests carry none, and most responses only
-    // `Connection: keep-alive`, one removal rather than eight (twice per request, on the
-    // request and on the response). The same pass reads each `Connection` value (the list's
-    // first): one that is only `keep-alive` or `close`, the common cases, names no header (the
-    // one is removed below, the other is no header at all), so only another sends the values
-    // through the split below.
-    let mut present = 0u8;
-    let mut names_others = false;
-    for (name, value) in headers.iter() {
-        if let Some(i) = hop_by_hop_index(name) {
-            present |= 1 << i;
-            names_others |= i == 0 && !is_plain_connection_option(value.as_bytes());
+    HopByHop::scan(headers).strip(headers);
+}
+
+/// The hop-by-hop fields a head carries, found in one pass over its fields: which of the fixed
+/// names ([`ALWAYS_HOP_BY_HOP`]) are present, and whether a `Connection` value names more. A
+/// check that reads one of them (`TE`, `Upgrade`, `Transfer-Encoding`) asks [`HopByHop::has_te`]
+/// and its kind first and skips its lookup on the heads, most of them, without it; [`HopByHop::strip`] then
+/// removes them. Valid until one of those fields is written.
+#[derive(Clone, Copy)]
+pub struct HopByHop {
+    /// Bit `i` set: `ALWAYS_HOP_BY_HOP[i]` is present.
+    present: u8,
+    /// A `Connection` value other than a plain `keep-alive` or `close`: it may name more fields.
+    names_others: bool,
+}
+
+impl HopByHop {
+    /// One pass over `headers`. Most requests carry none of the names, and most responses only
+    /// `Connection: keep-alive`, which names no other field: such a value is read here and not
+    /// split again (the one is removed, the other is no field at all).
+    pub fn scan(headers: &HeaderMap) -> Self {
+        let mut found = Self { present: 0, names_others: false };
+        for (name, value) in headers.iter() {
+            if let Some(i) = hop_by_hop_index(name) {
+                found.present |= 1 << i;
+                found.names_others |= i == 0 && !is_plain_connection_option(value.as_bytes());
+            }
         }
+        found
     }
-    if present == 0 {
-        return;
+
+    /// Whether the head carries `TE` (its bit: its place in [`ALWAYS_HOP_BY_HOP`]; a bit test,
+    /// where matching a name's text cost ~55 instructions a check).
+    pub fn has_te(self) -> bool {
+        self.present & 1 << 5 != 0
     }
-    if names_others {
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter(|name| !name.eq_ignore_ascii_case("close") && !names_fixed_hop_by_hop(name))
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+
+    /// Whether the head carries `Transfer-Encoding`.
+    pub fn has_transfer_encoding(self) -> bool {
+        self.present & 1 << 6 != 0
+    }
+
+    /// Whether the head carries `Upgrade`.
+    pub fn has_upgrade(self) -> bool {
+        self.present & 1 << 7 != 0
+    }
+
+    /// Removes what [`HopByHop::scan`] found: each fixed name present (one removal each, not
+    /// eight lookups), and every field a `Connection` value names.
+    pub fn strip(self, headers: &mut HeaderMap) {
+        if self.present == 0 {
+            return;
         }
-    }
-    for (i, name) in ALWAYS_HOP_BY_HOP.iter().enumerate() {
-        if present & 1 << i != 0 {
-            headers.remove(name);
+        if self.names_others {
+            let named: Vec<HeaderName> = connection_tokens(headers)
+                .filter(|name| !name.eq_ignore_ascii_case("close") && !names_fixed_hop_by_hop(name))
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect();
+            for name in named {
+                headers.remove(name);
+            }
+        }
+        for (i, name) in ALWAYS_HOP_BY_HOP.iter().enumerate() {
+            if self.present & 1 << i != 0 {
+                headers.remove(name);
+            }
         }
     }
 }
@@ -599,6 +635,32 @@ mod tests {
         }
         assert!(is_plain_connection_option(b"Keep-Alive") && is_plain_connection_option(b"CLOSE"));
         assert!(!is_plain_connection_option(b"keep-alive, x") && !is_plain_connection_option(b"closed") && !is_plain_connection_option(b""));
+    }
+
+    /// The scan answers for `TE`, `Transfer-Encoding` and `Upgrade` each alone, in any number
+    /// of fields, and not for a name `Connection` lists or an end-to-end field; what it found is
+    /// what `strip` removes.
+    #[test]
+    fn the_scan_has_the_fixed_names_the_head_carries() {
+        let checks = |found: HopByHop| [found.has_te(), found.has_transfer_encoding(), found.has_upgrade()];
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a.example"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-te, x-upgrade"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
+        assert_eq!(checks(HopByHop::scan(&h)), [false; 3]);
+        for (i, name) in [header::TE, header::TRANSFER_ENCODING, header::UPGRADE].into_iter().enumerate() {
+            let mut one = h.clone();
+            one.append(&name, HeaderValue::from_static("a"));
+            one.append(&name, HeaderValue::from_static("b"));
+            let found = HopByHop::scan(&one);
+            let mut expected = [false; 3];
+            expected[i] = true;
+            assert_eq!(checks(found), expected, "{name}");
+            found.strip(&mut one);
+            assert!(!one.contains_key(&name) && !one.contains_key(header::CONNECTION), "{name}");
+            assert_eq!(one.len(), 3, "{name}: {one:?}");
+        }
     }
 
     #[test]

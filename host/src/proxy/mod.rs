@@ -485,10 +485,13 @@ impl Gateway {
             None => headers.get(header::HOST).cloned(),
         };
         let declared_length = headers.contains_key(header::CONTENT_LENGTH);
-        let te_trailers = headers::accepts_trailers(&headers);
+        // `TE` and `Upgrade` are read only where the request carries them (the scan's one pass
+        // over the fields), before they go with the other hop-by-hop fields.
+        let hop_by_hop = headers::HopByHop::scan(&headers);
+        let te_trailers = hop_by_hop.has_te() && headers::accepts_trailers(&headers);
         let extended_connect = parts.extensions.get::<upgrade::ExtendedConnect>().is_some();
-        let switch_to = upgrade::requested(&headers, parts.version, extended_connect);
-        headers::strip_hop_by_hop(&mut headers);
+        let switch_to = if hop_by_hop.has_upgrade() { upgrade::requested(&headers, parts.version, extended_connect) } else { None };
+        hop_by_hop.strip(&mut headers);
         // Its trailers lose the fields no client may send as trailers (`ProxyBody`'s `count`):
         // `Trailer` stops announcing them.
         headers::announce_kept_trailers(&mut headers);
@@ -787,15 +790,18 @@ impl Gateway {
         }
         let (parts, incoming) = response.into_parts();
         let mut headers = parts.headers;
-        if let Some(coding) = headers::other_transfer_coding(&headers) {
-            return Err(garbled(origin, format!("its Transfer-Encoding `{coding}` is not one the gateway decodes (only `chunked`)")));
-        }
-        if headers.contains_key(header::TRANSFER_ENCODING) {
+        // `Transfer-Encoding` is read only where the response carries it (most carry a
+        // `Content-Length`): the scan's one pass over the fields says so.
+        let hop_by_hop = headers::HopByHop::scan(&headers);
+        if hop_by_hop.has_transfer_encoding() {
+            if let Some(coding) = headers::other_transfer_coding(&headers) {
+                return Err(garbled(origin, format!("its Transfer-Encoding `{coding}` is not one the gateway decodes (only `chunked`)")));
+            }
             // Framed both ways, the body was read by its Transfer-Encoding: the Content-Length
             // goes (RFC 9112 6.3), or the client would read a body cut or padded to it.
             headers.remove(header::CONTENT_LENGTH);
         }
-        headers::strip_hop_by_hop(&mut headers);
+        hop_by_hop.strip(&mut headers);
         let streamed = |headers: http::HeaderMap, stream: ProxyBody, origin| PendingResponse {
             state: ResponseState { status: parts.status, headers, body: None, trailers: None },
             stream: Some(stream),
