@@ -114,9 +114,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The hop-by-hop fields a head carries, found in one pass over its fields: which of the fixed
 /// names ([`ALWAYS_HOP_BY_HOP`]) are present, and whether a `Connection` value names more. A
-/// check that reads one of them (`TE`, `Upgrade`, `Transfer-Encoding`) asks [`HopByHop::has_te`]
-/// and its kind first and skips its lookup on the heads, most of them, without it; [`HopByHop::strip`] then
-/// removes them. Valid until one of those fields is written.
+/// check that reads `TE`, `Upgrade` or `Transfer-Encoding` asks first whether the head carries
+/// it ([`HopByHop::has_te`], [`HopByHop::has_upgrade`], [`HopByHop::has_transfer_encoding`]) and
+/// skips its lookup on the heads, most of them, without it; [`HopByHop::strip`] then removes
+/// them. Valid until one of those fields is written.
 #[derive(Clone, Copy)]
 pub struct HopByHop {
     /// Bit `i` set: `ALWAYS_HOP_BY_HOP[i]` is present.
