@@ -281,7 +281,8 @@ impl Series {
 /// The shared figures, behind one lock taken only when a buffer is folded in or read.
 struct Aggregate {
     origin: Instant,
-    total: Series,
+    /// Every sample is in exactly one route's series (no route: [`NO_ROUTE`]'s), so the
+    /// gateway's totals are these merged when read: a sample updates one series, not two.
     routes: NameMap<Series>,
     consumers: NameMap<Series>,
     requests: u64,
@@ -309,7 +310,6 @@ impl Aggregate {
                 window.add(epoch, sample);
             }
         };
-        add(&mut self.total);
         let no_route: Arc<str>;
         let route = match &sample.route {
             Some(r) => r,
@@ -387,7 +387,6 @@ impl Analytics {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             aggregate: Mutex::new(Aggregate {
                 origin,
-                total: Series::new(),
                 routes: NameMap::default(),
                 consumers: NameMap::default(),
                 requests: 0,
@@ -450,24 +449,22 @@ impl Analytics {
         for (i, shape) in WINDOWS.iter().enumerate() {
             let epoch = aggregate.epoch(now, *shape);
             let seconds = covered_seconds(aggregate.origin, now, *shape);
-            let ranked = |map: &NameMap<Series>, limit: usize| {
-                let mut all: Vec<(&Arc<str>, Totals)> = map
-                    .iter()
-                    .map(|(name, series)| (name, series.windows[i].totals(epoch)))
-                    .filter(|(_, t)| t.requests > 0)
-                    .collect();
-                all.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then_with(|| a.0.cmp(b.0)));
-                all.truncate(limit);
-                all.iter().map(|(name, t)| t.to_json(name, seconds)).collect::<Vec<_>>()
+            let json = |all: &[(&Arc<str>, Totals)], limit: usize| {
+                all.iter().take(limit).map(|(name, t)| t.to_json(name, seconds)).collect::<Vec<_>>()
             };
+            let routes = ranked(&aggregate.routes, i, epoch);
+            let mut total = Totals::default();
+            for (_, route) in &routes {
+                total.merge(route);
+            }
             windows.insert(
                 shape.name.to_owned(),
                 json!({
                     "seconds": seconds,
-                    "total": aggregate.total.windows[i].totals(epoch).to_json("total", seconds),
-                    "routes": ranked(&aggregate.routes, usize::MAX),
-                    "top_endpoints": ranked(&aggregate.routes, self.settings.top),
-                    "top_consumers": ranked(&aggregate.consumers, self.settings.top),
+                    "total": total.to_json("total", seconds),
+                    "routes": json(&routes, usize::MAX),
+                    "top_endpoints": json(&routes, self.settings.top),
+                    "top_consumers": json(&ranked(&aggregate.consumers, i, epoch), self.settings.top),
                 }),
             );
         }
@@ -484,6 +481,18 @@ impl Analytics {
             "untracked_client_ips": detector.untracked_clients(),
         })
     }
+}
+
+/// Each subject of `map` with requests in window `window` as of slot `epoch`, and its figures
+/// there: the busiest first, ties by name.
+fn ranked(map: &NameMap<Series>, window: usize, epoch: u64) -> Vec<(&Arc<str>, Totals)> {
+    let mut all: Vec<(&Arc<str>, Totals)> = map
+        .iter()
+        .map(|(name, series)| (name, series.windows[window].totals(epoch)))
+        .filter(|(_, t)| t.requests > 0)
+        .collect();
+    all.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then_with(|| a.0.cmp(b.0)));
+    all
 }
 
 /// Seconds a window covers at `now`: its full slots plus the running one, but never more than
@@ -555,11 +564,26 @@ mod tests {
         assert_eq!(consumers, ["alice", "bob"]);
         assert_eq!(s["consumers_tracked"], 3);
         assert_eq!(s["requests_total"], 106);
+        // The total is every route's samples merged: counts, bytes and latencies.
+        assert_eq!(minute["total"]["errors_5xx"], 10);
+        assert_eq!(minute["total"]["errors_4xx"], 5);
+        assert_eq!(minute["total"]["bytes_in"], 1_060);
+        let total_p99 = minute["total"]["latency_ms"]["p99"].as_f64().unwrap();
+        assert!((98.5..=99.5).contains(&total_p99), "{total_p99}");
+        let total_p50 = minute["total"]["latency_ms"]["p50"].as_f64().unwrap();
+        assert!((46.0..=48.0).contains(&total_p50), "{total_p50}");
 
         // Two minutes later the minute window is empty, the hour still holds everything.
         let later = analytics.snapshot(t0 + Duration::from_secs(121));
         assert_eq!(later["windows"]["1m"]["total"]["requests"], 0);
         assert_eq!(later["windows"]["1h"]["total"]["requests"], 106);
+
+        // A request no route matched counts in the total too, under its own name.
+        analytics.record(Sample { route: None, ..sample(t0 + Duration::from_millis(400), "", None, 404, 1) });
+        let s = analytics.snapshot(t0 + Duration::from_secs(1));
+        assert_eq!(s["windows"]["1m"]["total"]["requests"], 107);
+        let names: Vec<&str> = s["windows"]["1m"]["routes"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["a", "b", NO_ROUTE]);
     }
 
     #[test]
