@@ -119,6 +119,44 @@ impl HeaderBound {
         tally.bytes = Some(after);
         true
     }
+
+    /// Writes `value` under `name` if [`HeaderBound::admit`] admits it, and says whether it did:
+    /// `replacing`, every earlier value of `name` goes (`HeaderMap::insert`); otherwise `value`
+    /// comes after them (`HeaderMap::append`). A replacing write finds `name` in the map once, for
+    /// both the lines it replaces and the write, where a check and then a write hashed it twice.
+    pub fn write(&self, tally: &mut HeaderTally, headers: &mut HeaderMap, name: HeaderName, value: HeaderValue, replacing: bool) -> bool {
+        if !replacing {
+            if !self.admit(tally, headers, &name, &value, false) {
+                return false;
+            }
+            headers.append(name, value);
+            return true;
+        }
+        let (lines, line) = (headers.len(), line_bytes(&name, &value));
+        // Counted before the entry holds the map (a refused write leaves it true).
+        let before = *tally.bytes.get_or_insert_with(|| header_lines_bytes(headers));
+        let (gone_count, gone_bytes, entry) = match headers.entry(name) {
+            Entry::Occupied(entry) => {
+                let (n, b) = entry.iter().fold((0, 0), |(n, b), v| (n + 1, b + line_bytes(entry.key(), v)));
+                (n, b, Entry::Occupied(entry))
+            }
+            vacant => (0, 0, vacant),
+        };
+        let after = before.saturating_sub(gone_bytes) + line;
+        if lines - gone_count >= self.count || after > self.bytes {
+            return false;
+        }
+        match entry {
+            Entry::Occupied(mut entry) => {
+                entry.insert(value);
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(value);
+            }
+        }
+        tally.bytes = Some(after);
+        true
+    }
 }
 
 /// The bytes of a header map's lines, as `[limits]` counts them, kept through a run of writes
@@ -298,38 +336,17 @@ impl ResponseEdits {
             return;
         }
         let mut refusals = RefusalLog::default();
-        let mut admits = |tally: &mut HeaderTally, headers: &HeaderMap, name: &HeaderName, value: &HeaderValue, replacing: bool| {
-            let fits = bound.admit(tally, headers, name, value, replacing);
-            if !fits {
-                refusals.refused(plugin, request_id, "response edit", bound);
-            }
-            fits
-        };
         for (_, edit) in self.edits.drain(start..end) {
-            match edit {
-                ResponseEdit::Set(name, value) => {
-                    if admits(tally, headers, &name, &value, true) {
-                        headers.insert(name, value);
-                    }
-                }
-                ResponseEdit::Add(name, value) => {
-                    if !headers.contains_key(&name) && admits(tally, headers, &name, &value, false) {
-                        headers.insert(name, value);
-                    }
-                }
-                ResponseEdit::Append(name, value) => {
-                    if admits(tally, headers, &name, &value, false) {
-                        headers.append(name, value);
-                    }
-                }
-                ResponseEdit::AddToken(name, token) => {
-                    if !lists_token(headers, &name, &token) && admits(tally, headers, &name, &token, false) {
-                        headers.append(name, token);
-                    }
-                }
+            // Whether the edit fitted the bound (one that changes nothing always does).
+            let fitted = match edit {
+                ResponseEdit::Set(name, value) => bound.write(tally, headers, name, value, true),
+                ResponseEdit::Add(name, value) => headers.contains_key(&name) || bound.write(tally, headers, name, value, false),
+                ResponseEdit::Append(name, value) => bound.write(tally, headers, name, value, false),
+                ResponseEdit::AddToken(name, token) => lists_token(headers, &name, &token) || bound.write(tally, headers, name, token, false),
                 ResponseEdit::Remove(name) => {
                     headers.remove(&name);
                     tally.forget();
+                    true
                 }
                 ResponseEdit::Rename(from, to) => {
                     tally.forget();
@@ -340,7 +357,11 @@ impl ResponseEdits {
                             headers.append(&to, value);
                         }
                     }
+                    true
                 }
+            };
+            if !fitted {
+                refusals.refused(plugin, request_id, "response edit", bound);
             }
         }
     }
@@ -671,6 +692,25 @@ mod tests {
             }
         }
         assert_eq!(header_lines_bytes(&headers), 32);
+
+        // `write` checks and writes in one: the same answers and the same map, the tally true
+        // after each write, admitted or not.
+        let (mut written, mut kept) = (HeaderMap::new(), HeaderTally::default());
+        for (i, (n, v, replacing)) in writes.into_iter().enumerate() {
+            let before = written.clone();
+            let admitted = bound.admits(&written, &name(n), &value(v), replacing);
+            assert_eq!(bound.write(&mut kept, &mut written, name(n), value(v), replacing), admitted, "write {i}");
+            if !admitted {
+                assert_eq!(written, before, "write {i} refused changes nothing");
+            }
+            assert_eq!(kept.bytes, Some(header_lines_bytes(&written)), "write {i}");
+        }
+        assert_eq!(written, headers);
+        let line_bound = HeaderBound { count: 3, bytes: 1000 };
+        assert!(line_bound.write(&mut HeaderTally::default(), &mut written, name("x-c"), value("9"), true), "a set replacing one of the three lines");
+        assert!(!line_bound.write(&mut HeaderTally::default(), &mut written, name("x-e"), value("9"), true), "a set of a fourth line");
+        assert_eq!(written.get("x-c"), Some(&value("9")));
+
         assert!(!bound.admit(&mut tally, &headers, &name("x-d"), &value("123456"), false), "32 + 13 > 40");
         headers.remove("x-b");
         tally.forget();

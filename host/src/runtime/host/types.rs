@@ -15,7 +15,7 @@ use wasmtime::component::Resource;
 use super::HostState;
 use super::log::{LogBudget, plugin_warn};
 use super::airlock::plugin::types::{Host, HostRequest, HostResponse, RequestEdit as WitRequestEdit, ResponseEdit as WitResponseEdit};
-use crate::exchange::{HeaderBound, MAX_RESPONSE_EDITS, RequestState, ResponseEdit, ResponseState};
+use crate::exchange::{HeaderBound, HeaderTally, MAX_RESPONSE_EDITS, RequestState, ResponseEdit, ResponseState};
 
 /// Marker type of the `request` resource (its data lives in [`HostState::request`]).
 pub struct RequestHandle;
@@ -90,11 +90,6 @@ impl HostState {
                 None => return,
             },
         };
-        if !bound.admits(headers, &name, &value, replacing) {
-            let request_id = self.request.as_ref().map_or("", |r| &*r.request_id);
-            self.header_refusals.refused(&self.plugin, request_id, what, bound);
-            return;
-        }
         let sets_host = side == Side::Request && name == http::header::HOST;
         // One well-formed `Host`, as from a client: a second would split the upstream's (and any
         // proxy's between) idea of the target; `a@b` or `a,b` would reach it as a host.
@@ -102,10 +97,10 @@ impl HostState {
             plugin_warn!(&self.log, header = "host", "host from plugin ignored: not host[:port]");
             return;
         }
-        if replacing || sets_host {
-            headers.insert(name, value);
-        } else {
-            headers.append(name, value);
+        if !bound.write(&mut HeaderTally::default(), headers, name, value, replacing || sets_host) {
+            let request_id = self.request.as_ref().map_or("", |r| &*r.request_id);
+            self.header_refusals.refused(&self.plugin, request_id, what, bound);
+            return;
         }
         if let (true, Some(req)) = (sets_host, self.request.as_mut()) {
             req.host_from_plugin = true;
