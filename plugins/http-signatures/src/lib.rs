@@ -206,7 +206,8 @@ struct Identity {
 
 /// The configured plugin.
 struct HttpSignatures {
-    /// Every key, with the index of the consumer it authenticates, if any.
+    /// Every key, with the index of the consumer it authenticates, if any, sorted by keyid:
+    /// a signature's key is found by binary search, however many partners sign.
     keys: Vec<(Key, Option<usize>)>,
     /// The consumers, by index.
     identities: Vec<Identity>,
@@ -272,12 +273,15 @@ impl Plugin for HttpSignatures {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
-        let mut keys: Vec<(Key, Option<usize>, String)> = Vec::new();
+        let mut keys: Vec<(Key, Option<usize>)> = Vec::new();
+        // Where each keyid was first given, to name it when it is given again.
+        let mut given: std::collections::HashMap<String, String> = std::collections::HashMap::new();
         let mut add = |key: Key, owner: Option<usize>, at: String| -> Result<(), String> {
-            if let Some((_, _, first)) = keys.iter().find(|(k, _, _)| k.keyid == key.keyid) {
+            if let Some(first) = given.get(&key.keyid) {
                 return Err(format!("{at}: the keyid `{}` is already the keyid of {first}; each keyid must name one key", key.keyid));
             }
-            keys.push((key, owner, at));
+            given.insert(key.keyid.clone(), at);
+            keys.push((key, owner));
             Ok(())
         };
         for (i, key) in config.keys.iter().enumerate() {
@@ -296,7 +300,7 @@ impl Plugin for HttpSignatures {
         if keys.is_empty() {
             return Err("no keys: give `keys`, or `credentials.http_signatures` keys to [[consumers]]".into());
         }
-        let keys = keys.into_iter().map(|(key, owner, _)| (key, owner)).collect();
+        keys.sort_unstable_by(|(a, _), (b, _)| a.keyid.cmp(&b.keyid));
 
         if let Some(label) = &config.label {
             sfv::KeyRef::from_str(label).map_err(|_| {
@@ -415,7 +419,8 @@ impl Plugin for HttpSignatures {
 impl HttpSignatures {
     /// The key of `keyid` and the consumer owning it.
     fn key(&self, keyid: &str) -> Option<&(Key, Option<usize>)> {
-        self.keys.iter().find(|(k, _)| k.keyid == keyid)
+        let found = self.keys.binary_search_by(|(k, _)| k.keyid.as_str().cmp(keyid)).ok()?;
+        self.keys.get(found)
     }
 
     /// Verifies the chosen signature of `message` (the `Signature-Input` and `Signature`

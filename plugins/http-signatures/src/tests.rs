@@ -492,6 +492,34 @@ fn a_valid_signature_names_its_consumer() {
     assert!(invalid(verify(&plugin, &get(), &input, &sig, NOW)).contains("does not verify"));
 }
 
+/// Keys are found by binary search over their keyids: among hundreds of partners' keys, given
+/// in no order, each signature finds its own key and consumer, and an unknown keyid none.
+#[test]
+fn each_of_many_keys_is_found_by_its_keyid() {
+    let consumers: Vec<String> = (0..600)
+        .map(|i| (i * 337) % 600)
+        .map(|n| format!(r#"{{"id": "p{n}", "credentials": {{"http_signatures": [{{"keyid": "partner-{n}", "alg": "hmac-sha256", "secret": "{SECRET}-{n}"}}]}}}}"#))
+        .collect();
+    let plugin = build(&format!(
+        r#"{{"keys": [{{"keyid": "route-key", "alg": "hmac-sha256", "secret": "{OTHER_SECRET}"}}], "consumers": [{}]}}"#,
+        consumers.join(",")
+    ))
+    .unwrap();
+    for n in [0, 1, 299, 337, 598, 599] {
+        let keyid = format!("partner-{n}");
+        let inner = format!("(\"@method\" \"@target-uri\");created={NOW};keyid=\"{keyid}\"");
+        let (input, sig) = sign(&get(), "sig1", &inner, &format!("{SECRET}-{n}"));
+        let owner = (0..600).position(|i| (i * 337) % 600 == n);
+        assert_eq!(verify(&plugin, &get(), &input, &sig, NOW), Ok(Verified { owner, keyid }), "partner {n}");
+    }
+    let route = format!("(\"@method\" \"@target-uri\");created={NOW};keyid=\"route-key\"");
+    let (input, sig) = sign(&get(), "sig1", &route, OTHER_SECRET);
+    assert_eq!(verify(&plugin, &get(), &input, &sig, NOW), Ok(Verified { owner: None, keyid: "route-key".into() }));
+    let unknown = format!("(\"@method\" \"@target-uri\");created={NOW};keyid=\"partner-600\"");
+    let (input, sig) = sign(&get(), "sig1", &unknown, SECRET);
+    assert!(verify(&plugin, &get(), &input, &sig, NOW).is_err(), "a keyid no one was given");
+}
+
 #[test]
 fn tampering_with_covered_components_is_refused() {
     let plugin = plugin();
