@@ -32,7 +32,7 @@
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit};
+use airlock_sdk::{Action, Descriptor, Plugin, Request};
 use serde::Deserialize;
 
 /// The plugin's config.
@@ -65,10 +65,44 @@ enum Rule {
     Group(String),
 }
 
+/// The consumer ids and group names of one list, each sorted: a consumer is looked up by
+/// binary search (and each of its groups likewise), so a list of thousands of consumers costs a
+/// request a few comparisons.
+#[derive(Debug, Default)]
+struct RuleSet {
+    consumers: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl RuleSet {
+    fn new(rules: Vec<Rule>) -> Self {
+        let mut set = Self::default();
+        for rule in rules {
+            match rule {
+                Rule::Consumer(id) => set.consumers.push(id),
+                Rule::Group(group) => set.groups.push(group),
+            }
+        }
+        set.consumers.sort_unstable();
+        set.groups.sort_unstable();
+        set
+    }
+
+    fn is_empty(&self) -> bool {
+        self.consumers.is_empty() && self.groups.is_empty()
+    }
+
+    /// Whether an entry names `consumer` or one of its `groups` (whole names).
+    fn matches(&self, consumer: &str, groups: &[&str]) -> bool {
+        let has = |list: &[String], name: &str| list.binary_search_by(|entry| entry.as_str().cmp(name)).is_ok();
+        has(&self.consumers, consumer) || groups.iter().any(|group| has(&self.groups, group))
+    }
+}
+
 /// The configured plugin.
 struct Acl {
-    allow: Vec<Rule>,
-    deny: Vec<Rule>,
+    allow: RuleSet,
+    deny: RuleSet,
     /// The challenge when a request without a consumer is answered 401; `None`: 403.
     challenge: Option<String>,
 }
@@ -90,7 +124,7 @@ impl Plugin for Acl {
             (403, Some(_)) => return Err("`www_authenticate` goes with `no_consumer_status = 401`; a 403 carries no challenge".into()),
             (other, _) => return Err(format!("`no_consumer_status`: {other} is not 401 or 403")),
         };
-        Ok(Self { allow: rules(&config.allow, "allow")?, deny: rules(&config.deny, "deny")?, challenge })
+        Ok(Self { allow: RuleSet::new(rules(&config.allow, "allow")?), deny: RuleSet::new(rules(&config.deny, "deny")?), challenge })
     }
 
     fn descriptor() -> Descriptor {
@@ -113,14 +147,10 @@ impl Acl {
     /// Whether `consumer` with these comma-separated `groups` may pass.
     fn decide(&self, consumer: &str, groups: &str) -> bool {
         let groups: Vec<&str> = groups.split(',').map(str::trim).filter(|g| !g.is_empty()).collect();
-        let matches = |rule: &Rule| match rule {
-            Rule::Consumer(id) => id == consumer,
-            Rule::Group(group) => groups.contains(&group.as_str()),
-        };
-        if self.deny.iter().any(matches) {
+        if self.deny.matches(consumer, &groups) {
             return false;
         }
-        self.allow.is_empty() || self.allow.iter().any(matches)
+        self.allow.is_empty() || self.allow.matches(consumer, &groups)
     }
 }
 
@@ -172,6 +202,18 @@ mod tests {
         let deny_only = build(r#"{"deny": ["group:banned"], "consumers": []}"#).unwrap();
         assert!(deny_only.decide("bob", ""));
         assert!(!deny_only.decide("bob", "banned"));
+    }
+
+    /// Lists of thousands of consumers and groups, given in no order: each entry is found.
+    #[test]
+    fn long_lists_find_every_entry() {
+        let allow: Vec<String> = (0..2000).map(|i| (i * 7919) % 2000).map(|n| if n % 4 == 0 { format!("group:g{n}") } else { format!("c{n}") }).collect();
+        let deny: Vec<String> = (0..1000).map(|n| format!("c{}", n * 4 + 1)).collect();
+        let acl = build(&serde_json::json!({"allow": allow, "deny": deny}).to_string()).unwrap();
+        assert!(acl.decide("c2", "") && acl.decide("c1999", "") && acl.decide("c3", "x"));
+        assert!(!acl.decide("c1", "") && !acl.decide("c1997", "g0"), "denied consumers, whatever their groups");
+        assert!(acl.decide("nobody", "x, g1996") && acl.decide("nobody", "g0"));
+        assert!(!acl.decide("nobody", "g1") && !acl.decide("c0", "") && !acl.decide("c2000", ""), "not in the list");
     }
 
     #[test]
