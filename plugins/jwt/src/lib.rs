@@ -179,6 +179,9 @@ struct Jwt {
     /// The `alg`s a token may name; empty: any algorithm one of the keys has.
     algorithms: Vec<Alg>,
     identities: Vec<Identity>,
+    /// Indexes into `identities`, sorted by consumer id: `consumer_claim`'s consumer is found by
+    /// binary search, however many consumers there are.
+    by_id: Vec<usize>,
     issuers: Vec<String>,
     audiences: Vec<String>,
     required_claims: Vec<String>,
@@ -261,11 +264,14 @@ impl Plugin for Jwt {
                     .ok_or_else(|| format!("`anonymous`: no consumer with id `{id}` in [[consumers]]"))?,
             ),
         };
+        let mut by_id: Vec<usize> = (0..identities.len()).collect();
+        by_id.sort_unstable_by(|&a, &b| identities[a].id.cmp(&identities[b].id));
         Ok(Self {
             keys,
             jwks,
             algorithms,
             identities,
+            by_id,
             issuers: config.issuers,
             audiences: config.audiences,
             required_claims: config.required_claims,
@@ -310,7 +316,7 @@ impl Plugin for Jwt {
             (Some(index), _) => Some(&self.identities[index]),
             (None, Some(claim)) => {
                 let value = claims.get(claim).and_then(Value::as_str);
-                match value.and_then(|id| self.identities.iter().find(|c| c.id == id)) {
+                match value.and_then(|id| self.consumer(id)) {
                     Some(identity) => Some(identity),
                     None => {
                         debug(&format!("token refused: claim `{claim}` names no consumer"));
@@ -428,6 +434,12 @@ impl Jwt {
 
     /// The key that verifies `signature`: its consumer and bound issuer. With a `kid`, only the
     /// key of that `kid` is tried; without, every key of the token's algorithm.
+    /// The consumer with this id.
+    fn consumer(&self, id: &str) -> Option<&Identity> {
+        let found = self.by_id.binary_search_by(|&i| self.identities.get(i).map_or("", |c| c.id.as_str()).cmp(id)).ok()?;
+        self.by_id.get(found).and_then(|&i| self.identities.get(i))
+    }
+
     fn find_key(&self, kid: Option<&str>, alg: Alg, message: &[u8], signature: &[u8]) -> Result<(Option<usize>, Option<String>), KeyMiss> {
         let jwks = self.jwks.as_ref().map(RefCell::borrow);
         let from_jwks = jwks.iter().flat_map(|j| j.keys.iter().map(|k| (k, None)));
@@ -675,6 +687,23 @@ mod tests {
         for bad in ["", "a", "a.b", "a.b.c.d", "!.!.!", "e30.e30.", "e30.e30.e30"] {
             assert!(jwt.verify(bad, 0).is_err(), "{bad}");
         }
+    }
+
+    /// `consumer_claim`'s consumer is found by binary search: among thousands of consumers in
+    /// scrambled order, each id finds its own, and an id no consumer has finds none.
+    #[test]
+    fn a_claimed_consumer_is_found_among_thousands() {
+        let consumers: Vec<String> = (0..3000).map(|i| (i * 1009) % 3000).map(|n| format!(r#"{{"id": "user-{n}", "groups": ["g{n}"]}}"#)).collect();
+        let jwt = build(&format!(
+            r#"{{"keys": [{{"alg": "HS256", "secret": "a secret of at least thirty-two bytes"}}], "consumer_claim": "sub", "consumers": [{}]}}"#,
+            consumers.join(",")
+        ))
+        .unwrap();
+        for n in [0, 1, 1009, 1500, 2998, 2999] {
+            let found = jwt.consumer(&format!("user-{n}")).map(|c| (c.id.clone(), c.groups.clone()));
+            assert_eq!(found, Some((format!("user-{n}"), format!("g{n}"))), "user {n}");
+        }
+        assert!(jwt.consumer("user-3000").is_none() && jwt.consumer("").is_none() && jwt.consumer("user-").is_none());
     }
 
     #[test]
