@@ -113,7 +113,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The hop-by-hop fields a head carries, found in one pass over its fields: which of the fixed
-/// names ([`ALWAYS_HOP_BY_HOP`]) are present, and whether a `Connection` value names more. A
+/// names (`ALWAYS_HOP_BY_HOP`) are present, and whether a `Connection` value names more. A
 /// check that reads `TE`, `Upgrade` or `Transfer-Encoding` asks first whether the head carries
 /// it ([`HopByHop::has_te`], [`HopByHop::has_upgrade`], [`HopByHop::has_transfer_encoding`]) and
 /// skips its lookup on the heads, most of them, without it; [`HopByHop::strip`] then removes
@@ -141,7 +141,7 @@ impl HopByHop {
         found
     }
 
-    /// Whether the head carries `TE` (its bit: its place in [`ALWAYS_HOP_BY_HOP`]; a bit test,
+    /// Whether the head carries `TE` (its bit: its place in `ALWAYS_HOP_BY_HOP`; a bit test,
     /// where matching a name's text cost ~55 instructions a check).
     pub fn has_te(self) -> bool {
         self.present & 1 << 5 != 0
