@@ -33,6 +33,13 @@ impl Request {
         unsafe { &*(raw as *const raw::Request).cast::<Self>() }
     }
 
+    /// The WIT handle underneath, for code that calls the generated bindings itself: the
+    /// gateway's own tests do, to send what the SDK never would. Not part of the supported API.
+    #[doc(hidden)]
+    pub fn raw(&self) -> &raw::Request {
+        &self.0
+    }
+
     /// Request method, e.g. `"GET"`.
     pub fn method(&self) -> String {
         self.0.method()

@@ -704,6 +704,38 @@ async fn a_plugin_cannot_set_framing_or_connection_headers() {
     assert!(error.contains("`response.set.content-length`: `content-length` is set by the gateway"), "{error}");
 }
 
+/// `request.edit` called as a plugin without the SDK can (the SDK sends at most 16 changes a
+/// call): one call with every kind of change, a 5 KB name, a value past 64 KiB, an invalid name
+/// and 300 context values gets each change made as its own method makes it, and stops at 256
+/// changes. The same again on the same instance, and on a second connection.
+#[tokio::test]
+async fn a_raw_edit_call_makes_each_change_by_its_own_rules() {
+    let upstream = Upstream::start().await;
+    let mut config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n".to_owned();
+    config += &airlock_tests::hostile_plugin("raw");
+    config += &hostile_route("/raw", "raw", r#"{ mode = "raw-edit" }"#);
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let long = format!("x-long-{}", "a".repeat(5000));
+    for client in [HttpClient::http1(), HttpClient::http1()] {
+        for round in 0..3 {
+            let r = client.request("GET", &gw.url("/raw"), &[("x-drop", "1"), ("x-two", "0")], b"").await;
+            assert_eq!(r.status, 200, "round {round}: {}", r.text());
+            assert_eq!(r.upstream_header(&long), ["long"], "a long name is a name");
+            assert!(r.upstream_header("x-big").is_empty(), "a value past 64 KiB is refused");
+            assert_eq!(r.upstream_header("x-two"), ["0", "1", "2"], "appended in order, either spelling");
+            assert!(r.upstream_header("x-drop").is_empty(), "removed");
+            // 15 changes before the context values: 241 of the 300 made, the last "240".
+            assert_eq!(r.upstream_header("x-context"), ["raw|-|240"], "round {round}");
+            assert_eq!(r.header("x-resp").as_deref(), Some("1"));
+            assert_eq!(r.header("x-add").as_deref(), Some("a"));
+            assert_eq!(r.header("x-app").as_deref(), Some("1"));
+            assert!(r.header_all("vary").iter().any(|v| v.contains("x-raw")), "{:?}", r.headers);
+            assert_eq!((r.header("content-type"), r.header("x-renamed-type").as_deref()), (None, Some("application/json")));
+        }
+    }
+    gw.stop().await;
+}
+
 /// A panic's message reaches the failure report (and so `check`'s error for a panic in
 /// `configure`), not only the plugin's separate stderr lines; Rust's `RUST_BACKTRACE` hint,
 /// which no one can act on in a plugin, is not logged.

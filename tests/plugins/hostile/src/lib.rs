@@ -25,6 +25,10 @@
 //! - `edit-flood`: `count` times (default 1 000 000), in batched `request.edit` calls: a 1 KiB
 //!   context value (under sixteen keys, then one), an invalid header name and an `x-edit` line;
 //!   answers 200 with how many of the sixteen keys and `x-edit` lines were kept;
+//! - `raw-edit`: one `request.edit` call through the generated bindings (the SDK batches its own),
+//!   with every kind of change, a 5 KB name, a value past 64 KiB and invalid ones,
+//!   then 300 context values (past the 256 changes a call makes); the context it finds after
+//!   goes upstream in `x-context`;
 //! - `configure-log`: writes a warning through `log` and a line on stderr while it is configured,
 //!   outside any request.
 use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, Response, ResponseEdit, ResponseInit, SlotRequest, export_plugin, http_client};
@@ -190,6 +194,37 @@ impl Plugin for Hostile {
                 req.edit(edits);
                 let kept = KEYS.iter().filter(|key| req.context_get(key).is_some()).count();
                 Action::text(200, format!("kept={kept} lines={}\n", req.header_all("x-edit").len()))
+            }
+            "raw-edit" => {
+                use airlock_sdk::bindings::airlock::plugin::types::{HeaderParam as Header, RequestEdit as Raw, ResponseEdit as RawResponse};
+                fn header<'a>(name: &'a str, value: &'a [u8]) -> Header<'a> {
+                    Header { name, value }
+                }
+                let long = format!("x-long-{}", "a".repeat(5000));
+                let big = vec![b'a'; 70_000];
+                let numbers: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+                let mut edits = vec![
+                    Raw::SetHeader(header(&long, b"long")),
+                    Raw::SetHeader(header("x-big", &big)),
+                    Raw::SetHeader(header("bad name", b"v")),
+                    Raw::AppendHeader(header("X-Two", b"1")),
+                    Raw::AppendHeader(header("x-two", b"2")),
+                    Raw::RemoveHeader("X-Drop"),
+                    Raw::ContextSet(("who", "raw")),
+                    Raw::ContextSet(("gone", "soon")),
+                    Raw::ContextRemove("gone"),
+                    Raw::EditResponse(RawResponse::Set(header("x-resp", b"1"))),
+                    Raw::EditResponse(RawResponse::Add(header("x-add", b"a"))),
+                    Raw::EditResponse(RawResponse::Append(header("x-app", b"1"))),
+                    Raw::EditResponse(RawResponse::AddToken(header("vary", b"x-raw"))),
+                    Raw::EditResponse(RawResponse::Remove("x-nothing")),
+                    Raw::EditResponse(RawResponse::Rename(("content-type", "x-renamed-type"))),
+                ];
+                edits.extend(numbers.iter().map(|n| Raw::ContextSet(("n", n))));
+                req.raw().edit(&edits);
+                let context = |key| req.context_get(key).unwrap_or_else(|| "-".into());
+                req.set_header("x-context", format!("{}|{}|{}", context("who"), context("gone"), context("n")));
+                Action::Continue
             }
             "set-then-panic" => {
                 req.set_header("x-set-before-panic", "1");
