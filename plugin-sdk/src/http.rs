@@ -1,5 +1,7 @@
 //! [`Request`] and [`Response`]: handles to the gateway's request and response.
 
+use std::mem::MaybeUninit;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -272,19 +274,20 @@ impl Request {
     /// # }
     /// ```
     pub fn edit<'a>(&self, edits: impl IntoIterator<Item = RequestEdit<'a>>) {
-        // Filled from the front; what is past `len` is never sent.
-        let mut batch: [raw::RequestEdit<'a>; Self::EDITS_PER_CALL] = std::array::from_fn(|_| raw::RequestEdit::ContextRemove(""));
+        // Filled from the front and never read past `len`, so left unwritten until then: every
+        // call would otherwise write all sixteen entries first.
+        let mut batch = [const { MaybeUninit::<raw::RequestEdit<'a>>::uninit() }; Self::EDITS_PER_CALL];
         let mut len = 0;
         for edit in edits {
-            batch[len] = edit.to_raw();
+            batch[len].write(edit.to_raw());
             len += 1;
             if len == Self::EDITS_PER_CALL {
-                self.0.edit(&batch);
+                self.0.edit(written(&batch, len));
                 len = 0;
             }
         }
         if len > 0 {
-            self.0.edit(&batch[..len]);
+            self.0.edit(written(&batch, len));
         }
     }
 
@@ -301,6 +304,18 @@ impl Request {
     pub fn limit_response_body(&self, max_bytes: u64) {
         self.0.limit_response_body(max_bytes)
     }
+}
+
+// A change is made of borrowed names and values: an entry of a batch written over is never
+// dropped, and needs not be.
+const _: () = assert!(!std::mem::needs_drop::<raw::RequestEdit<'static>>());
+
+/// The first `len` entries of `batch`, which [`Request::edit`] has written.
+fn written<'b, 'a>(batch: &'b [MaybeUninit<raw::RequestEdit<'a>>], len: usize) -> &'b [raw::RequestEdit<'a>] {
+    let written = &batch[..len];
+    // SAFETY: each of the first `len` entries was written, and `MaybeUninit<T>` has the layout
+    // of `T`.
+    unsafe { &*(written as *const [MaybeUninit<raw::RequestEdit<'a>>] as *const [raw::RequestEdit<'a>]) }
 }
 
 /// A change to a response header, asked for from the request phase with

@@ -30,7 +30,7 @@
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-use airlock_sdk::header_rules::HeaderRules;
+use airlock_sdk::header_rules::{HeaderRules, NO_RULES};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, export_plugin};
 use serde::Deserialize;
 
@@ -74,8 +74,7 @@ impl Plugin for HeadersPlugin {
     /// Request rules that only write, and the response rules made from here, go to the
     /// gateway in one call.
     fn on_request(&self, req: &Request) -> Action {
-        let none = HeaderRules::default();
-        let response = if self.response_from_request { &self.response } else { &none };
+        let response = if self.response_from_request { &self.response } else { &NO_RULES };
         if !self.request.is_empty() {
             self.request.apply_with_response(response, req);
         } else if !response.is_empty() {
