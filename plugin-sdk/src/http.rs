@@ -282,12 +282,14 @@ impl Request {
             batch[len].write(edit.to_raw());
             len += 1;
             if len == Self::EDITS_PER_CALL {
-                self.0.edit(written(&batch, len));
+                // SAFETY: the loop wrote entries `0..len`.
+                self.0.edit(unsafe { written(&batch, len) });
                 len = 0;
             }
         }
         if len > 0 {
-            self.0.edit(written(&batch, len));
+            // SAFETY: the loop wrote entries `0..len` since the last batch went.
+            self.0.edit(unsafe { written(&batch, len) });
         }
     }
 
@@ -307,14 +309,17 @@ impl Request {
 }
 
 // A change is made of borrowed names and values: an entry of a batch written over is never
-// dropped, and needs not be.
+// dropped, and need not be.
 const _: () = assert!(!std::mem::needs_drop::<raw::RequestEdit<'static>>());
 
-/// The first `len` entries of `batch`, which [`Request::edit`] has written.
-fn written<'b, 'a>(batch: &'b [MaybeUninit<raw::RequestEdit<'a>>], len: usize) -> &'b [raw::RequestEdit<'a>] {
+/// The first `len` entries of `batch`, as [`Request::edit`] wrote them.
+///
+/// # Safety
+///
+/// Each of the first `len` entries of `batch` must have been written.
+unsafe fn written<'b, 'a>(batch: &'b [MaybeUninit<raw::RequestEdit<'a>>], len: usize) -> &'b [raw::RequestEdit<'a>] {
     let written = &batch[..len];
-    // SAFETY: each of the first `len` entries was written, and `MaybeUninit<T>` has the layout
-    // of `T`.
+    // SAFETY: the caller wrote each of these entries, and `MaybeUninit<T>` has the layout of `T`.
     unsafe { &*(written as *const [MaybeUninit<raw::RequestEdit<'a>>] as *const [raw::RequestEdit<'a>]) }
 }
 
