@@ -432,14 +432,14 @@ impl Jwt {
         Ok((claims, owner))
     }
 
-    /// The key that verifies `signature`: its consumer and bound issuer. With a `kid`, only the
-    /// key of that `kid` is tried; without, every key of the token's algorithm.
     /// The consumer with this id.
     fn consumer(&self, id: &str) -> Option<&Identity> {
         let found = self.by_id.binary_search_by(|&i| self.identities.get(i).map_or("", |c| c.id.as_str()).cmp(id)).ok()?;
         self.by_id.get(found).and_then(|&i| self.identities.get(i))
     }
 
+    /// The key that verifies `signature`: its consumer and bound issuer. With a `kid`, only the
+    /// key of that `kid` is tried; without, every key of the token's algorithm.
     fn find_key(&self, kid: Option<&str>, alg: Alg, message: &[u8], signature: &[u8]) -> Result<(Option<usize>, Option<String>), KeyMiss> {
         let jwks = self.jwks.as_ref().map(RefCell::borrow);
         let from_jwks = jwks.iter().flat_map(|j| j.keys.iter().map(|k| (k, None)));
