@@ -499,6 +499,9 @@ upstream = "backend"
 [[routes.plugins]]
 plugin = "builtin:ip-restrict"
 config = { allow = ["127.0.0.1/32"] }
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { set = { "x-decided-ip" = "${context.client.ip}" } } }
 
 [[routes]]
 id = "loopback-denied"
@@ -523,6 +526,9 @@ upstream = "backend"
 [[routes.plugins]]
 plugin = "builtin:ip-restrict"
 config = { allow = ["203.0.113.5/32", "2001:db8::/32"], deny = ["2001:db8:bad::/48"], trusted_proxies = ["127.0.0.1", "10.0.0.0/8"] }
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { set = { "x-decided-ip" = "${context.client.ip}" } } }
 
 [[routes]]
 id = "v4-only"
@@ -591,6 +597,20 @@ async fn ip_restrict_cidr_edges_and_trusted_proxies() {
     };
     assert_eq!(lines("203.0.113.5", "198.51.100.1").await, 403, "a spoofed first line is not the client");
     assert_eq!(lines("198.51.100.1", "203.0.113.5").await, 200, "the last line's address is the client");
+
+    // The address decided on is in the context as `client.ip`, written as the gateway writes
+    // addresses: the peer's as the gateway gave it, an IPv4-mapped one as IPv4, a bracketed one
+    // with a port as the bare address.
+    let decided = |path: &'static str, xff: Option<&'static str>| {
+        let (client, url) = (client.clone(), gw.url(path));
+        async move {
+            let headers: Vec<(&str, &str)> = xff.map(|x| ("x-forwarded-for", x)).into_iter().collect();
+            client.request("GET", &url, &headers, b"").await.upstream_header("x-decided-ip")
+        }
+    };
+    assert_eq!(decided("/local", None).await, vec!["127.0.0.1"]);
+    assert_eq!(decided("/proxied", Some("::ffff:203.0.113.5")).await, vec!["203.0.113.5"]);
+    assert_eq!(decided("/proxied", Some("[2001:DB8:1:0::1]:443")).await, vec!["2001:db8:1::1"]);
 
     assert_eq!(call("/v4-only", Some("2001:db8::1")).await, 403, "::/0 denies every IPv6 address");
     assert_eq!(call("/v4-only", Some("203.0.113.9")).await, 200, "::/0 does not cover IPv4");

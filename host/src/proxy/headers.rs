@@ -229,6 +229,16 @@ fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> Option<&[u8]> {
     buf.get(..len)
 }
 
+/// `ip` as a `String`, written as [`ip_text`] writes it: what the `client-ip` host call gives
+/// a plugin on every request it is asked (`to_string` through `fmt` cost ~1.3k instructions).
+pub fn ip_string(ip: std::net::IpAddr) -> String {
+    let mut buf = [0u8; 48];
+    match ip_text(ip, &mut buf) {
+        Some(text) => String::from_utf8_lossy(text).into_owned(),
+        None => ip.to_string(),
+    }
+}
+
 /// Adds the gateway's forwarding record: `X-Forwarded-For` gets the client IP appended;
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` are set to what the gateway itself saw (a client's own
 /// values are not trusted at the edge).
@@ -671,11 +681,13 @@ mod tests {
             let ip: std::net::IpAddr = text.parse().unwrap();
             let mut buf = [0u8; 48];
             assert_eq!(ip_text(ip, &mut buf), Some(ip.to_string().as_bytes()), "{text}");
+            assert_eq!(ip_string(ip), text, "{text}");
         }
         for octet in 0..=255u8 {
             let ip = std::net::IpAddr::from([octet, 7, octet, 70]);
             let mut buf = [0u8; 48];
             assert_eq!(ip_text(ip, &mut buf), Some(ip.to_string().as_bytes()));
+            assert_eq!(ip_string(ip), ip.to_string());
         }
     }
 

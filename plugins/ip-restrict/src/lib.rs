@@ -157,14 +157,23 @@ impl Plugin for IpRestrict {
 
     fn on_request(&self, req: &Request) -> Action {
         // Without its own `trusted_proxies`, the client the gateway's listener worked out.
-        let client = if self.trusted.is_empty() {
-            parse_ip(&req.client_ip())
+        // The gateway's `client-ip` is the address as `Display` writes it: when it parses to
+        // itself it is put in the context as given, not written again (formatting an address
+        // in Wasm costs more than the rest of this call).
+        let (client, text) = if self.trusted.is_empty() {
+            let text = req.client_ip();
+            match text.parse::<IpAddr>() {
+                Ok(ip) if canonical(ip) == ip => (Some(ip), Some(text)),
+                _ => (parse_ip(&text), None),
+            }
         } else {
             let xff = req.header_all("x-forwarded-for");
-            peer_ip(&req.client_addr()).and_then(|peer| self.client_ip(peer, &xff))
+            (peer_ip(&req.client_addr()).and_then(|peer| self.client_ip(peer, &xff)), None)
         };
-        if let Some(ip) = client {
-            req.context_set("client.ip", &ip.to_string());
+        match (client, text) {
+            (Some(_), Some(text)) => req.context_set("client.ip", &text),
+            (Some(ip), None) => req.context_set("client.ip", &ip.to_string()),
+            (None, _) => {}
         }
         if client.is_some_and(|ip| self.permits(ip)) {
             Action::Continue

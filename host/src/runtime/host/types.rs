@@ -394,7 +394,7 @@ impl HostRequest for HostState {
     }
 
     fn client_ip(&mut self, _: Resource<RequestHandle>) -> String {
-        self.req().map(|r| r.client_ip.to_string()).unwrap_or_default()
+        self.req().map(|r| crate::proxy::headers::ip_string(r.client_ip)).unwrap_or_default()
     }
 
     fn scheme(&mut self, _: Resource<RequestHandle>) -> String {
