@@ -94,5 +94,6 @@ pub fn request_with_headers(method: Method, map: HeaderMap, body: Option<Bytes>)
         body_limit: u64::MAX,
         host_from_plugin: false,
         client_body: false,
+        header_tally: Default::default(),
     }
 }

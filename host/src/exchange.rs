@@ -178,6 +178,24 @@ impl HeaderTally {
     pub fn forget(&mut self) {
         self.bytes = None;
     }
+
+    /// Removes every line of `name` from `headers` (one lookup, as `HeaderMap::remove`), the
+    /// count kept true: moved on by the line when one went (the usual case), forgotten when
+    /// several did (`remove` shows only the first), untouched when none did.
+    pub fn remove(&mut self, headers: &mut HeaderMap, name: &HeaderName) {
+        let lines = headers.len();
+        let Some(first) = headers.remove(name) else { return };
+        match &mut self.bytes {
+            Some(bytes) if headers.len() + 1 == lines => *bytes = bytes.saturating_sub(line_bytes(name, &first)),
+            _ => self.forget(),
+        }
+    }
+
+    /// The count kept, if any: for the tests to hold against [`header_lines_bytes`].
+    #[cfg(test)]
+    pub fn counted(&self) -> Option<usize> {
+        self.bytes
+    }
 }
 
 /// Bytes of one header line: name, value, and four of framing (`: ` and CRLF).
@@ -441,6 +459,13 @@ pub struct RequestState {
     pub host_from_plugin: bool,
     /// The client sent a body (of any length, buffered or streaming): `request.has-body`.
     pub client_body: bool,
+    /// The bytes of [`RequestState::headers`], as `[limits]` counts them, kept through the
+    /// request phases' header writes and removals, so that each plugin's header set in a chain
+    /// does not count the whole map again. The request phases forget it as they begin (the
+    /// gateway's own changes before them are not counted in it), and so does
+    /// [`RequestState::restore`]; anything else that changes the headers outside a phase call
+    /// must forget it too.
+    pub header_tally: HeaderTally,
 }
 
 /// What a request phase can change of a request, kept before a call whose failure is skipped
@@ -482,6 +507,7 @@ impl RequestState {
         let RequestSnapshot { method, path, query, headers, body, context, host_from_plugin } = snapshot;
         (self.method, self.path, self.query, self.headers, self.body) = (method, path, query, headers, body);
         (self.context, self.host_from_plugin) = (context, host_from_plugin);
+        self.header_tally.forget();
         self.response_edits.drop_running();
         if self.context.get("consumer").is_none() {
             for name in CONSUMER_HEADERS {

@@ -219,6 +219,7 @@ pub fn parse_request(file: &str, message: &[u8]) -> Result<RequestState, TrialEr
         scheme: "http",
         request_id: "trial-request".into(),
         client_body: !body.is_empty(),
+        header_tally: Default::default(),
         body: Some(body),
         context: Context::default(),
         response_edits: Default::default(),
@@ -322,6 +323,7 @@ impl RequestFile {
             body_limit: r.body_limit,
             host_from_plugin: r.host_from_plugin,
             client_body: r.client_body,
+            header_tally: Default::default(),
         }
     }
 }

@@ -524,6 +524,53 @@ async fn response_edits_are_made_in_the_entrys_place_on_the_way_back() {
     gw.stop().await;
 }
 
+/// `limits.max_header_bytes` holds a chain's header writes together, each plugin's against what
+/// the ones before it left: a header one plugin removed makes room for the next write, and the
+/// headers earlier plugins wrote count against a later one's (the gateway keeps one count of
+/// the request's header bytes through the chain, not one per plugin call).
+#[tokio::test]
+async fn a_chains_header_writes_share_the_requests_header_bytes() {
+    let upstream = Upstream::start().await;
+    // About 300 bytes of the gateway's own lines (host, forwarding, trace, request id), the
+    // client's 1,509-byte x-big, then three plugins' lines of ~1,510 bytes each, in 4,096.
+    let set = |name: &str, fill: &str| format!("{{ \"{name}\" = \"{}\" }}", fill.repeat(1500));
+    let config = format!(
+        r#"
+[limits]
+max_header_bytes = 4096
+[upstreams.backend]
+targets = ["{{upstream}}"]
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = {{ request = {{ set = {} }} }}
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = {{ request = {{ remove = ["x-big"], set = {} }} }}
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = {{ request = {{ set = {} }} }}
+"#,
+        set("x-first", "f"),
+        set("x-second", "s"),
+        set("x-third", "t")
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    for _ in 0..3 {
+        let r = client.request("GET", &gw.url("/echo"), &[("x-big", &"b".repeat(1500))], b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let lengths = |name| r.upstream_header(name).iter().map(String::len).collect::<Vec<_>>();
+        assert_eq!(lengths("x-first"), [1500], "within the limit");
+        assert!(lengths("x-big").is_empty(), "removed by the second plugin");
+        assert_eq!(lengths("x-second"), [1500], "fits in the room x-big left");
+        assert!(lengths("x-third").is_empty(), "past the limit with x-first and x-second: refused");
+    }
+    gw.stop().await;
+}
+
 /// `${client_ip}` in `builtin:headers`: nginx's `proxy_set_header X-Real-IP $remote_addr`, the
 /// peer's address, or behind the listener's `trusted_proxies` the client they vouch for.
 #[tokio::test]

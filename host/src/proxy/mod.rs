@@ -584,6 +584,7 @@ impl Gateway {
             body_limit: limit,
             host_from_plugin: false,
             client_body,
+            header_tally: Default::default(),
         };
         Ok((state, stream, trailers))
     }

@@ -187,6 +187,9 @@ impl PluginChain {
     ) -> (RequestState, usize, RequestOutcome) {
         // Boxed for the phases: each call takes it and gives it back, a pointer's move each way.
         let mut request = Box::new(request);
+        // Counted afresh at the first header a plugin writes in these phases, whatever changed
+        // the headers before them.
+        request.header_tally.forget();
         for (index, entry) in self.entries.iter().enumerate() {
             if !entry.descriptor.on_request {
                 continue;

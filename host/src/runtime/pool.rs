@@ -620,6 +620,7 @@ fn placeholder_request() -> Box<RequestState> {
         body_limit: u64::MAX,
         host_from_plugin: false,
         client_body: false,
+        header_tally: Default::default(),
     })
 }
 

@@ -76,17 +76,19 @@ impl HostState {
         }
         let Some((name, value)) = parse_header(&self.log, &mut self.header_names, name, value) else { return };
         let response_bound = self.resp_bound();
-        let (headers, bound) = match side {
+        // The request's count is kept through the request phases; a response's is made per write.
+        let mut uncounted = HeaderTally::default();
+        let (headers, bound, tally) = match side {
             Side::Request => match self.request.as_mut() {
-                Some(r) => (&mut r.headers, r.header_limits.request),
+                Some(r) => (&mut r.headers, r.header_limits.request, &mut r.header_tally),
                 None => return,
             },
             Side::Response => match self.response.as_mut() {
-                Some(r) => (&mut r.headers, response_bound),
+                Some(r) => (&mut r.headers, response_bound, &mut uncounted),
                 None => return,
             },
             Side::Trailers => match self.response.as_mut() {
-                Some(r) => (r.trailers.get_or_insert_with(HeaderMap::new), response_bound),
+                Some(r) => (r.trailers.get_or_insert_with(HeaderMap::new), response_bound, &mut uncounted),
                 None => return,
             },
         };
@@ -97,7 +99,7 @@ impl HostState {
             plugin_warn!(&self.log, header = "host", "host from plugin ignored: not host[:port]");
             return;
         }
-        if !bound.write(&mut HeaderTally::default(), headers, name, value, replacing || sets_host) {
+        if !bound.write(tally, headers, name, value, replacing || sets_host) {
             let request_id = self.request.as_ref().map_or("", |r| &*r.request_id);
             self.header_refusals.refused(&self.plugin, request_id, what, bound);
             return;
@@ -113,7 +115,7 @@ impl HostState {
             return;
         }
         if let (Some(name), Some(req)) = (self.header_names.parse(name), self.request.as_deref_mut()) {
-            req.headers.remove(name);
+            req.header_tally.remove(&mut req.headers, &name);
         }
     }
 
@@ -792,6 +794,58 @@ mod tests {
         state.request_read_only = true;
         state.put_header(Side::Request, "set-header", "x-bin", b"v".to_vec(), true);
         assert_eq!(header_first(&headers(&state), "x-bin"), Some(vec![0xff, 0xfe, b'a']), "read-only in on-response");
+    }
+
+    /// The request headers' byte count is kept through the writes and removals of one call and
+    /// of the calls after it (each plugin of a chain), and stays what counting the map gives: a
+    /// removal frees its bytes for the next write, a write takes them, a refused write none.
+    #[test]
+    fn the_request_headers_count_is_kept_true_across_calls() {
+        let fresh = || HostState::new("t".into(), 1 << 20, std::time::Duration::from_millis(10));
+        let mut request = crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\nx-big: 0123456789012345678901234567890123456789\n\n").unwrap();
+        // x-big's line is 49 bytes of the 70.
+        request.header_limits.request = HeaderBound { count: 100, bytes: 70 };
+        let true_count = |state: &HostState| {
+            let r = state.request.as_ref().unwrap();
+            if let Some(counted) = r.header_tally.counted() {
+                assert_eq!(counted, crate::exchange::header_lines_bytes(&r.headers), "{:?}", r.headers);
+            }
+            r.header_tally.counted()
+        };
+        let mut first = fresh();
+        first.request = Some(Box::new(request));
+        first.put_header(Side::Request, "set-header", "x-a", b"1".to_vec(), true);
+        assert_eq!(true_count(&first), Some(49 + 8), "counted at the first write, with it");
+        first.put_header(Side::Request, "set-header", "x-long", vec![b'v'; 20], true);
+        assert_eq!(true_count(&first), Some(57), "30 more bytes would pass 70: refused, not counted");
+        first.remove_request_header("X-Big");
+        assert_eq!(true_count(&first), Some(8), "a removal frees its line's bytes");
+        // The next plugin's call: the same request, the count with it.
+        let mut second = fresh();
+        second.request = first.request.take();
+        second.put_header(Side::Request, "set-header", "x-long", vec![b'v'; 20], true);
+        assert_eq!(true_count(&second), Some(38), "admitted now that x-big is gone");
+        second.put_header(Side::Request, "append-header", "x-a", vec![b'w'; 20], false);
+        assert_eq!(true_count(&second), Some(65), "an append adds its line");
+        second.put_header(Side::Request, "set-header", "x-a", b"2".to_vec(), true);
+        assert_eq!(true_count(&second), Some(38), "a set replaces both x-a lines with one");
+        second.put_header(Side::Request, "set-header", "x-c", vec![b'c'; 25], true);
+        assert_eq!(true_count(&second), Some(70), "up to the bound exactly");
+        second.remove_request_header("x-nothing");
+        second.put_header(Side::Request, "set-header", "x-d", Vec::new(), true);
+        assert_eq!(true_count(&second), Some(70), "nothing removed, and no room for x-d");
+        second.remove_request_header("x-c");
+        second.put_header(Side::Request, "append-header", "x-r", b"1".to_vec(), false);
+        second.put_header(Side::Request, "append-header", "x-r", b"2".to_vec(), false);
+        assert_eq!(true_count(&second), Some(38 + 8 + 8));
+        second.remove_request_header("x-r");
+        assert_eq!(true_count(&second), None, "two lines removed at once: counted again at the next write");
+        second.put_header(Side::Request, "set-header", "x-e", b"1".to_vec(), true);
+        assert_eq!(true_count(&second), Some(38 + 8));
+        let r = second.request.as_mut().unwrap();
+        let snapshot = r.snapshot();
+        r.restore(snapshot);
+        assert_eq!(r.header_tally.counted(), None, "a restore forgets it");
     }
 
     /// The request line a plugin makes is held to `limits.max_header_bytes` with the headers, as
