@@ -455,7 +455,9 @@ impl Gateway {
     /// Phase 3: the request as plugins see it. The body is buffered only when the chain needs it
     /// (its trailers are then handed back beside it); otherwise it is handed back to stream to the
     /// upstream, trailers included. Either way `record` learns the body bytes read from the
-    /// client (a streamed body counts them as it is read).
+    /// client (a streamed body counts them as it is read). The request state is boxed where it
+    /// is made: it is moved out of here, through the request's future, into each plugin call and
+    /// back, and each move is then a pointer's, not a copy of its several hundred bytes.
     #[allow(clippy::too_many_arguments)]
     async fn read_request(
         &self,
@@ -466,7 +468,7 @@ impl Gateway {
         request_id: &Arc<str>,
         id_header: Option<HeaderValue>,
         record: &mut RequestRecord<'_>,
-    ) -> Result<(RequestState, Option<ProxyBody>, Option<http::HeaderMap>), GatewayError> {
+    ) -> Result<(Box<RequestState>, Option<ProxyBody>, Option<http::HeaderMap>), GatewayError> {
         let limit = route.max_body_bytes;
         if let Some(length) = content_length(request.headers())?
             && length > limit
@@ -566,7 +568,7 @@ impl Gateway {
             let _ = context.set(CLIENT_SUBJECT.to_owned(), client.subject.clone());
             let _ = context.set(CLIENT_SANS.to_owned(), client.sans.join(","));
         }
-        let state = RequestState {
+        let state = Box::new(RequestState {
             method: parts.method,
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(str::to_owned),
@@ -585,7 +587,7 @@ impl Gateway {
             host_from_plugin: false,
             client_body,
             header_tally: Default::default(),
-        };
+        });
         Ok((state, stream, trailers))
     }
 

@@ -169,7 +169,8 @@ impl PluginChain {
     }
 
     /// Runs the request phases. Returns the (possibly changed) request, how many entries ran (the
-    /// response phases run for those), and the outcome. The future holds a Wasm call's state
+    /// response phases run for those), and the outcome. The request comes and goes boxed: each
+    /// call takes it and gives it back, a pointer's move each way. The future holds a Wasm call's state
     /// (~3 KB): callers box it once per request rather than carry it inline. Concurrency slots
     /// granted on the way are pushed to `held`: the caller keeps them until the response has
     /// been sent.
@@ -180,13 +181,11 @@ impl PluginChain {
     /// clock again.
     pub async fn run_request_phases(
         &self,
-        request: RequestState,
+        mut request: Box<RequestState>,
         max_delay: Duration,
         held: &mut Vec<SlotGuard>,
         clock: &mut Instant,
-    ) -> (RequestState, usize, RequestOutcome) {
-        // Boxed for the phases: each call takes it and gives it back, a pointer's move each way.
-        let mut request = Box::new(request);
+    ) -> (Box<RequestState>, usize, RequestOutcome) {
         // Counted afresh at the first header a plugin writes in these phases, whatever changed
         // the headers before them.
         request.header_tally.forget();
@@ -215,7 +214,7 @@ impl PluginChain {
                 }
                 Ok(PhaseAction::Respond(response)) => {
                     entry.metrics.record_decision(Decision::Respond);
-                    return (*request, index + 1, RequestOutcome::Respond(response));
+                    return (request, index + 1, RequestOutcome::Respond(response));
                 }
                 // Boxed: waiting for a slot is the rare path (~1 KB of future every call would carry).
                 Ok(PhaseAction::AcquireSlot(slot)) => match Box::pin(acquire_slot(entry, &request, slot, max_delay)).await {
@@ -227,13 +226,13 @@ impl PluginChain {
                     Err(refuse) => {
                         *clock = Instant::now();
                         entry.metrics.record_decision(Decision::SlotRefused);
-                        return (*request, index + 1, RequestOutcome::Respond(refuse));
+                        return (request, index + 1, RequestOutcome::Respond(refuse));
                     }
                 },
                 Err(failure) => {
                     if let Err(error) = entry_failed(entry, &request, "on-request", failure) {
                         // The entries before it ran; its own half-made changes are not answered.
-                        return (*request, index, RequestOutcome::Failed(error));
+                        return (request, index, RequestOutcome::Failed(error));
                     }
                     if let Some(snapshot) = snapshot {
                         request.restore(snapshot);
@@ -241,7 +240,7 @@ impl PluginChain {
                 }
             }
         }
-        (*request, self.entries.len(), RequestOutcome::Upstream)
+        (request, self.entries.len(), RequestOutcome::Upstream)
     }
 
     /// Runs the response phases of the first `ran` entries, in reverse order: each entry's
@@ -252,12 +251,12 @@ impl PluginChain {
     pub async fn run_response_phases(
         &self,
         ran: usize,
-        request: RequestState,
+        mut request: Box<RequestState>,
         response: ResponseState,
         clock: &mut Instant,
-    ) -> Result<(RequestState, ResponseState), (RequestState, GatewayError)> {
-        // Boxed for the phases, as in the request phases.
-        let (mut request, mut response) = (Box::new(request), Box::new(response));
+    ) -> Result<(Box<RequestState>, ResponseState), (Box<RequestState>, GatewayError)> {
+        // Boxed for the phases, as the request is: each call takes it and gives it back.
+        let mut response = Box::new(response);
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
             let bound = request.header_limits.response;
             request.response_edits.apply(index, &mut response.headers, bound, entry.name(), &request.request_id);
@@ -281,14 +280,14 @@ impl PluginChain {
             response = resp;
             if let Err(failure) = result {
                 if let Err(error) = entry_failed(entry, &request, "on-response", failure) {
-                    return Err((*request, error));
+                    return Err((request, error));
                 }
                 if let Some((before, context)) = snapshot {
                     (*response, request.context) = (before, context);
                 }
             }
         }
-        Ok((*request, *response))
+        Ok((request, *response))
     }
 }
 
