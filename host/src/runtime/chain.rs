@@ -170,10 +170,10 @@ impl PluginChain {
 
     /// Runs the request phases. Returns the (possibly changed) request, how many entries ran (the
     /// response phases run for those), and the outcome. The request comes and goes boxed: each
-    /// call takes it and gives it back, a pointer's move each way. The future holds a Wasm call's state
-    /// (~3 KB): callers box it once per request rather than carry it inline. Concurrency slots
-    /// granted on the way are pushed to `held`: the caller keeps them until the response has
-    /// been sent.
+    /// call takes it and gives it back, a pointer's move each way. The future holds a Wasm
+    /// call's state (~3 KB): callers box it once per request rather than carry it inline.
+    /// Concurrency slots granted on the way are pushed to `held`: the caller keeps them until
+    /// the response has been sent.
     ///
     /// `clock` is a reading taken as the phases begin. Each call is timed from it, and it is
     /// moved to the call's end (and past any wait a plugin asked for), so one reading ends a call
