@@ -158,24 +158,22 @@ impl Plugin for IpRestrict {
     fn on_request(&self, req: &Request) -> Action {
         // Without its own `trusted_proxies`, the client the gateway's listener worked out.
         // The gateway's `client-ip` is the address as `Display` writes it: when it parses to
-        // itself it is put in the context as given, not written again (formatting an address
+        // itself it goes in the context as given, not written again (formatting an address
         // in Wasm costs more than the rest of this call).
-        let (client, text) = if self.trusted.is_empty() {
+        let client = if self.trusted.is_empty() {
             let text = req.client_ip();
             match text.parse::<IpAddr>() {
-                Ok(ip) if canonical(ip) == ip => (Some(ip), Some(text)),
-                _ => (parse_ip(&text), None),
+                Ok(ip) if canonical(ip) == ip => Some((ip, text)),
+                _ => parse_ip(&text).map(|ip| (ip, ip.to_string())),
             }
         } else {
             let xff = req.header_all("x-forwarded-for");
-            (peer_ip(&req.client_addr()).and_then(|peer| self.client_ip(peer, &xff)), None)
+            peer_ip(&req.client_addr()).and_then(|peer| self.client_ip(peer, &xff)).map(|ip| (ip, ip.to_string()))
         };
-        match (client, text) {
-            (Some(_), Some(text)) => req.context_set("client.ip", &text),
-            (Some(ip), None) => req.context_set("client.ip", &ip.to_string()),
-            (None, _) => {}
+        if let Some((_, text)) = &client {
+            req.context_set("client.ip", text);
         }
-        if client.is_some_and(|ip| self.permits(ip)) {
+        if client.is_some_and(|(ip, _)| self.permits(ip)) {
             Action::Continue
         } else if self.status == 404 {
             // Chosen to hide the route: answered as the gateway answers a path it has no route for.
