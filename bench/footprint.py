@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Issue 8's memory and startup figures, on the release binary:
 
-1. peak RSS under load with every built-in plugin loaded that needs no outside service (one route
-   per built-in in BUILTINS, each with a config it accepts; wrk on the typical chain key-auth + rate-limit + headers);
+1. peak RSS under load with all 21 built-in plugins loaded (one route per built-in in BUILTINS,
+   each with a config it accepts; wrk on the typical chain key-auth + rate-limit + headers);
 2. RSS added by 10,000 idle keep-alive client connections (each sent one request, then left open),
    in cleartext and over TLS (HTTP/1.1 by ALPN, on a second listener with a self-signed certificate);
 3. startup to the first served request: with a warm compile cache, and cold (an empty cache, so
@@ -33,8 +33,9 @@ spec.loader.exec_module(compare)
 PORT = compare.AIRLOCK_PORT
 TLS_PORT = PORT + 1
 
-# One route per built-in (grpc-transcode is left out: it needs a .proto tree and a gRPC upstream;
-# forward-auth and oauth2-introspection need an `http_client` grant and a service to call).
+# One route per built-in, each with a config it accepts. The last three are loaded under a
+# plugin definition (GRANTED) for the grant they need; their routes are not called under load.
+AUTH_SERVICE = f"http://127.0.0.1:{compare.UPSTREAM_PORT}"
 BUILTINS = {
     "acl": '{ allow = ["bench"] }',
     "basic-auth": '{ realm = "bench" }',
@@ -54,13 +55,29 @@ BUILTINS = {
     "respond": '{ status = 200, body = "ok" }',
     "throttle": '{ rate = 100000000, per = "second", burst = 100000000, max_wait_ms = 1000 }',
     "transform": '{ request = { body = { remove = ["password"] } } }',
+    "forward-auth": f'{{ url = "{AUTH_SERVICE}/verify" }}',
+    "oauth2-introspection": f'{{ endpoint = "{AUTH_SERVICE}/introspect", client_id = "airlock", client_secret = "bench-secret" }}',
+    "grpc-transcode": '{ descriptor = "bookstore.pb", services = ["bookstore.v1.Bookstore"], mappings = [{ method = "bookstore.v1.Bookstore/GetBook", http = "GET /grpc-transcode/{id}" }] }',
 }
+
+# The plugin definitions (capabilities and grants) of the built-ins that need one, and the
+# upstream a route needs other than `backend`: the auth services are the benchmark's upstream;
+# grpc-transcode reads the rest-over-grpc example's descriptor set and names an h2c upstream
+# (nothing listens there: only loading is measured).
+GRANTED = {
+    "forward-auth": f'capabilities = ["http-client"]\nhttp_client = {{ allow = ["{AUTH_SERVICE}"] }}\n',
+    "oauth2-introspection": f'capabilities = ["http-client"]\nhttp_client = {{ allow = ["{AUTH_SERVICE}"] }}\n',
+    "grpc-transcode": f'capabilities = ["files"]\nfiles = {{ dir = "{compare.ROOT / "examples/rest-over-grpc/proto"}" }}\n',
+}
+GRPC_PORT = compare.UPSTREAM_PORT + 7
 
 
 def all_builtins_config(cache_dir, tls_dir):
+    definitions = "".join(f'[plugins.{name}]\nsource = "builtin:{name}"\n{grant}' for name, grant in GRANTED.items())
     routes = "".join(
-        f'[[routes]]\nid = "{name}"\npath_prefix = "/{name}"\nupstream = "backend"\n'
-        f'[[routes.plugins]]\nplugin = "builtin:{name}"\nconfig = {config}\n'
+        f'[[routes]]\nid = "{name}"\npath_prefix = "/{name}"\n'
+        f'upstream = "{"grpc" if name == "grpc-transcode" else "backend"}"\n'
+        f'[[routes.plugins]]\nplugin = "{name if name in GRANTED else "builtin:" + name}"\nconfig = {config}\n'
         for name, config in BUILTINS.items()
     )
     typical = (
@@ -82,7 +99,10 @@ certificates = [{{ cert = "{tls_dir}/cert.pem", key = "{tls_dir}/key.pem" }}]
 [upstreams.backend]
 targets = ["127.0.0.1:{compare.UPSTREAM_PORT}"]
 max_idle_connections = 128
-[[consumers]]
+[upstreams.grpc]
+targets = ["127.0.0.1:{GRPC_PORT}"]
+protocol = "h2c"
+{definitions}[[consumers]]
 id = "bench"
 credentials = {{ keys = ["bench-key"] }}
 {routes}{typical}"""

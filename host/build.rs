@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sha2::{Digest, Sha256};
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ sits in the workspace root").to_path_buf();
@@ -55,14 +57,23 @@ fn main() {
     write_generated(&plugins, &target_dir);
 }
 
+/// Writes `BUILTINS`: each built-in's name, bytes and their SHA-256, hashed here so the gateway
+/// never reads a built-in's bytes when its compiled form is already in the compile cache.
 fn write_generated(plugins: &[(String, String)], target_dir: &Path) {
-    let mut generated = String::from("/// Built-in plugins: (name, component bytes).\npub static BUILTINS: &[(&str, &[u8])] = &[\n");
+    let mut generated = String::from("/// Built-in plugins, in name order.\npub static BUILTINS: &[Builtin] = &[\n");
     for (name, package) in plugins {
         let wasm = target_dir
             .join("wasm32-wasip2/release")
             .join(format!("{}.wasm", package.replace('-', "_")));
-        assert!(wasm.is_file(), "built-in plugin `{name}` was not built at {}", wasm.display());
-        writeln!(generated, "    ({name:?}, include_bytes!({:?})),", wasm.display().to_string()).unwrap();
+        let bytes = std::fs::read(&wasm)
+            .unwrap_or_else(|e| panic!("built-in plugin `{name}` was not built at {}: {e}", wasm.display()));
+        let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        writeln!(
+            generated,
+            "    Builtin {{ name: {name:?}, bytes: include_bytes!({:?}), sha256: {sha256:?} }},",
+            wasm.display().to_string()
+        )
+        .unwrap();
     }
     generated.push_str("];\n");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("builtin_plugins.rs");

@@ -7,11 +7,10 @@
 use std::path::Path;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::{Config, FailurePolicy, Isolation, RuntimeConfig};
 use crate::gateway::Gateway;
-use crate::runtime::cache::CompileCache;
+use crate::runtime::cache::{CompileCache, ComponentBytes};
 use crate::runtime::capabilities::{self, ImportKind};
 use crate::runtime::{LoadedPlugin, SandboxEngine, builtin};
 use crate::signing::{self, PublicKey, SigningError};
@@ -121,14 +120,14 @@ pub struct Audit {
 
 /// Inspects the component `plugin` (`builtin:<name>` or a path) without granting it anything.
 pub async fn inspect(plugin: &str, trusted: &[PublicKey]) -> Result<Inspection, String> {
-    let bytes: Vec<u8> = match plugin.strip_prefix("builtin:") {
-        Some(name) => builtin::bytes(name).ok_or_else(|| format!("no built-in plugin `{name}`"))?.to_vec(),
-        None => tokio::fs::read(plugin).await.map_err(|e| format!("cannot read `{plugin}`: {e}"))?,
+    let component_bytes = match plugin.strip_prefix("builtin:") {
+        Some(name) => ComponentBytes::builtin(builtin::get(name).ok_or_else(|| format!("no built-in plugin `{name}`"))?),
+        None => ComponentBytes::read(tokio::fs::read(plugin).await.map_err(|e| format!("cannot read `{plugin}`: {e}"))?),
     };
     let sandbox = SandboxEngine::new(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
     let cache = CompileCache::new(CompileCache::default_dir());
     let engine = sandbox.engine.clone();
-    let owned = bytes.clone();
+    let owned = component_bytes.clone();
     let cache_for_compile = cache.clone();
     let component = tokio::task::spawn_blocking(move || cache_for_compile.load(&engine, &owned))
         .await
@@ -138,7 +137,7 @@ pub async fn inspect(plugin: &str, trusted: &[PublicKey]) -> Result<Inspection, 
     let wanted = capabilities::requested(&names);
     // Describing it needs it instantiated: grant what it asks for, only to read its answer.
     let grants: Vec<String> = wanted.iter().map(|c| (*c).to_owned()).collect();
-    let (phases, load_error) = match LoadedPlugin::from_bytes(&sandbox, &cache, plugin, &bytes, &grants).await {
+    let (phases, load_error) = match LoadedPlugin::from_bytes(&sandbox, &cache, plugin, component_bytes.clone(), &grants).await {
         Ok(p) => (Some(phases_of(p.descriptor)), None),
         Err(e) => (None, Some(e.to_string())),
     };
@@ -148,12 +147,12 @@ pub async fn inspect(plugin: &str, trusted: &[PublicKey]) -> Result<Inspection, 
     let signature = if plugin.starts_with("builtin:") {
         "built-in: trusted with the binary".to_owned()
     } else {
-        signature_status(Path::new(plugin), &bytes, trusted)
+        signature_status(Path::new(plugin), &component_bytes.bytes, trusted)
     };
     Ok(Inspection {
         plugin: plugin.to_owned(),
-        sha256: hex::encode(Sha256::digest(&bytes)),
-        size: bytes.len(),
+        size: component_bytes.bytes.len(),
+        sha256: component_bytes.sha256,
         wit_version,
         imports: names.iter().map(|n| import(n)).collect(),
         capabilities: wanted,

@@ -19,7 +19,7 @@ use crate::config::{
 use crate::proxy::client_ip::TrustedProxies;
 use crate::proxy::upstream::Upstream;
 use crate::router::{HeaderMatch, PathMatch, RouteSpec, RouteTable};
-use crate::runtime::cache::CompileCache;
+use crate::runtime::cache::{CompileCache, ComponentBytes};
 use crate::runtime::engine::MAX_PLUGIN_MEMORY;
 use crate::runtime::pool::{DEFAULT_MAX_USES, DEFAULT_POOL_SIZE};
 use crate::runtime::{ChainEntry, InstancePool, InstanceSettings, LoadedPlugin, PluginChain, PluginError, SandboxEngine};
@@ -847,7 +847,7 @@ impl Loader<'_> {
         let loaded = match (&self.trusted, def.source.starts_with("builtin:")) {
             // Built-ins are part of the binary and trusted with it.
             (Some(trusted), false) => match self.signed_bytes(&def.source, trusted).await {
-                Ok(bytes) => LoadedPlugin::from_bytes(self.sandbox, self.cache, &def.source, &bytes, &def.capabilities).await,
+                Ok(bytes) => LoadedPlugin::from_bytes(self.sandbox, self.cache, &def.source, ComponentBytes::read(bytes), &def.capabilities).await,
                 Err(reason) => Err(PluginError::Untrusted(reason)),
             },
             _ => LoadedPlugin::load(self.sandbox, self.cache, &def.source, &self.source.base_dir, &def.capabilities).await,

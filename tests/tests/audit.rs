@@ -11,6 +11,11 @@ fn airlock(args: &[&str], dir: &Path) -> Output {
     Command::new(airlock_binary()).args(args).current_dir(dir).env("RUST_LOG", "off").output().expect("run airlock")
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn stdout(out: &Output) -> String {
     assert!(out.status.success(), "failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -123,9 +128,13 @@ async fn inspect_and_audit_report_requests_grants_and_limits() {
     assert_eq!(json["capabilities"], serde_json::json!(["files"]));
     assert_eq!(json["signature"], "unsigned");
     assert_eq!(json["size"].as_u64(), Some(std::fs::metadata(plugins::READS_FILE).expect("meta").len()));
+    assert_eq!(json["sha256"], sha256_hex(&std::fs::read(plugins::READS_FILE).expect("read")));
     assert!(json["imports"].as_array().expect("imports").iter().any(|i| i["kind"] == "capability" && i["detail"] == "files"));
     assert_eq!(json["phases"]["on_request"], true);
     assert!(json.get("load_error").is_none());
+    // A built-in's digest comes with the binary (hashed by the build), and is its bytes' digest.
+    let json: serde_json::Value = serde_json::from_str(&stdout(&airlock(&["inspect", "builtin:rate-limit", "--json"], dir.path()))).expect("JSON");
+    assert_eq!(json["sha256"], sha256_hex(airlock::runtime::builtin::bytes("rate-limit").expect("built-in")));
     let text = stdout(&airlock(&["inspect", "builtin:rate-limit"], dir.path()));
     assert!(text.contains("capabilities: state") && text.contains("built-in: trusted"), "{text}");
     // The bodies a plugin reads are named for what they are, apart from its phases.

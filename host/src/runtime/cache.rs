@@ -8,6 +8,7 @@
 //! them (as ssh's `StrictModes`). Otherwise the component is compiled afresh, not cached, and the
 //! log says why: another user who can write the cache cannot slip code past `require_signatures`.
 
+use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,32 @@ use wasmtime::Engine;
 /// sees plugin after plugin built does not grow without end.
 pub const MAX_ENTRIES: usize = 256;
 use wasmtime::component::Component;
+
+use super::builtin::Builtin;
+
+/// A component's bytes and their hex SHA-256, hashed once: the cache's key, and the digest the
+/// inventory shows. A built-in's was hashed when the binary was built ([`Builtin::sha256`]), so
+/// loading it from a warm cache never reads its bytes.
+#[derive(Debug, Clone)]
+pub struct ComponentBytes {
+    /// The component.
+    pub bytes: Cow<'static, [u8]>,
+    /// Hex SHA-256 of `bytes`.
+    pub sha256: String,
+}
+
+impl ComponentBytes {
+    /// Bytes read from a file, hashed now.
+    pub fn read(bytes: Vec<u8>) -> Self {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Self { bytes: Cow::Owned(bytes), sha256 }
+    }
+
+    /// A built-in plugin, borrowed from the binary with the digest `build.rs` computed.
+    pub fn builtin(builtin: &'static Builtin) -> Self {
+        Self { bytes: Cow::Borrowed(builtin.bytes), sha256: builtin.sha256.to_owned() }
+    }
+}
 
 /// Where compiled components are kept, or nowhere.
 #[derive(Debug, Clone)]
@@ -41,16 +68,17 @@ impl CompileCache {
             .map(|d| d.join("airlock"))
     }
 
-    /// Returns the compiled component for `bytes`, from the cache if present, else compiled now
-    /// (and cached). Cache problems are logged and never fatal: the component is compiled instead.
-    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    /// Returns the compiled `component`, from the cache if present, else compiled now (and
+    /// cached). Cache problems are logged and never fatal: the component is compiled instead.
+    pub fn load(&self, engine: &Engine, component: &ComponentBytes) -> wasmtime::Result<Component> {
+        let bytes: &[u8] = &component.bytes;
         if let Some(problem) = shape_problem(bytes) {
             return Err(wasmtime::Error::msg(problem));
         }
         let Some(dir) = &self.dir else {
             return Component::new(engine, bytes);
         };
-        let path = dir.join(cache_file_name(engine, bytes));
+        let path = dir.join(cache_file_name(engine, &component.sha256));
         let unsafe_dir = dir.exists().then(|| untrusted(dir)).flatten();
         if let Some(why) = &unsafe_dir {
             tracing::warn!(dir = %dir.display(), "compile cache not used: {why}; compiling instead (fix its owner and mode, or set runtime.cache_dir)");
@@ -130,12 +158,13 @@ fn deserialize_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Componen
     unsafe { Component::deserialize_file(engine, path) }
 }
 
-fn cache_file_name(engine: &Engine, bytes: &[u8]) -> String {
-    let content = hex::encode(Sha256::digest(bytes));
+/// The entry's name: the component's content digest, then the engine configuration's and the
+/// gateway version's hash.
+fn cache_file_name(engine: &Engine, content_sha256: &str) -> String {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
-    format!("{content}-{:016x}.cwasm", hasher.finish())
+    format!("{content_sha256}-{:016x}.cwasm", hasher.finish())
 }
 
 /// Removes the least recently used entries (by modification time, refreshed on each use) past
@@ -189,22 +218,35 @@ fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()>
 mod tests {
     use super::*;
 
+    fn respond() -> ComponentBytes {
+        ComponentBytes::builtin(crate::runtime::builtin::get("respond").expect("built-in respond"))
+    }
+
+    #[test]
+    fn a_builtins_digest_from_the_build_is_its_bytes_digest() {
+        for builtin in crate::runtime::builtin::BUILTINS {
+            let read = ComponentBytes::read(builtin.bytes.to_vec());
+            assert_eq!(ComponentBytes::builtin(builtin).sha256, read.sha256, "{}", builtin.name);
+        }
+        assert!(!crate::runtime::builtin::BUILTINS.is_empty());
+    }
+
     #[test]
     fn compiled_components_are_cached_and_reused() {
         let engine = Engine::default();
-        let bytes = crate::runtime::builtin::bytes("respond").expect("built-in respond");
+        let bytes = respond();
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::new(Some(dir.path().join("cache")));
-        let first = cache.load(&engine, bytes).unwrap();
+        let first = cache.load(&engine, &bytes).unwrap();
         let files: Vec<_> = std::fs::read_dir(dir.path().join("cache")).unwrap().flatten().collect();
         assert_eq!(files.len(), 1, "one entry written");
         let name = files[0].file_name().to_string_lossy().into_owned();
-        assert!(name.starts_with(&hex::encode(Sha256::digest(bytes))), "{name}");
+        assert!(name.starts_with(&hex::encode(Sha256::digest(&bytes.bytes))), "{name}");
         // A rewrite renames a new file into place: another inode. A use only touches the time.
         use std::os::unix::fs::MetadataExt;
         let written = std::fs::metadata(files[0].path()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let second = cache.load(&engine, bytes).unwrap();
+        let second = cache.load(&engine, &bytes).unwrap();
         let read = std::fs::metadata(files[0].path()).unwrap();
         assert_eq!(read.ino(), written.ino(), "read back, not rewritten");
         assert!(read.modified().unwrap() > written.modified().unwrap(), "its use refreshed its time (the last to be pruned)");
@@ -219,12 +261,12 @@ mod tests {
     fn entries_are_private_and_a_cache_others_can_write_is_not_used() {
         use std::os::unix::fs::PermissionsExt;
         let engine = Engine::default();
-        let bytes = crate::runtime::builtin::bytes("respond").expect("built-in respond");
+        let bytes = respond();
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("cache");
         let cache = CompileCache::new(Some(dir.clone()));
-        cache.load(&engine, bytes).unwrap();
-        let entry = dir.join(cache_file_name(&engine, bytes));
+        cache.load(&engine, &bytes).unwrap();
+        let entry = dir.join(cache_file_name(&engine, &bytes.sha256));
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(untrusted(&entry), None);
@@ -233,11 +275,11 @@ mod tests {
         std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert!(untrusted(&entry).unwrap().contains("writable by group or others"));
         std::fs::write(&entry, b"swapped").unwrap();
-        assert!(cache.load(&engine, bytes).is_ok(), "compiled afresh, the entry ignored");
+        assert!(cache.load(&engine, &bytes).is_ok(), "compiled afresh, the entry ignored");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(untrusted(&dir).unwrap().contains("mode 777"));
         let modified = std::fs::metadata(&entry).unwrap().modified().unwrap();
-        assert!(cache.load(&engine, bytes).is_ok());
+        assert!(cache.load(&engine, &bytes).is_ok());
         assert_eq!(std::fs::metadata(&entry).unwrap().modified().unwrap(), modified, "nothing written into it");
         // A link is never followed into native code.
         let link = root.path().join("link.cwasm");
@@ -267,10 +309,10 @@ mod tests {
     #[test]
     fn a_corrupt_cache_entry_is_recompiled() {
         let engine = Engine::default();
-        let bytes = crate::runtime::builtin::bytes("respond").expect("built-in respond");
+        let bytes = respond();
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::new(Some(dir.path().to_path_buf()));
-        std::fs::write(dir.path().join(cache_file_name(&engine, bytes)), b"not a compiled component").unwrap();
-        assert!(cache.load(&engine, bytes).is_ok());
+        std::fs::write(dir.path().join(cache_file_name(&engine, &bytes.sha256)), b"not a compiled component").unwrap();
+        assert!(cache.load(&engine, &bytes).is_ok());
     }
 }

@@ -5,13 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::Component;
 
 use super::SandboxEngine;
 use super::builtin;
-use super::cache::CompileCache;
+use super::cache::{CompileCache, ComponentBytes};
 use super::capabilities;
 use super::failure::{Failure, classify};
 use super::host::{HostState, PluginPre};
@@ -103,10 +102,11 @@ impl LoadedPlugin {
         base_dir: &Path,
         granted: &[String],
     ) -> Result<Arc<Self>, PluginError> {
-        let bytes: std::borrow::Cow<'static, [u8]> = match source.strip_prefix("builtin:") {
-            Some(name) => builtin::bytes(name)
-                .ok_or_else(|| PluginError::UnknownBuiltin { name: name.to_owned(), available: builtin::names().join(", ") })?
-                .into(),
+        let component = match source.strip_prefix("builtin:") {
+            Some(name) => ComponentBytes::builtin(
+                builtin::get(name)
+                    .ok_or_else(|| PluginError::UnknownBuiltin { name: name.to_owned(), available: builtin::names().join(", ") })?,
+            ),
             None => {
                 let path = base_dir.join(source);
                 let bytes = tokio::fs::read(&path).await.map_err(|e| {
@@ -120,10 +120,10 @@ impl LoadedPlugin {
                     }
                     PluginError::Read { path: path.display().to_string(), reason }
                 })?;
-                bytes.into()
+                ComponentBytes::read(bytes)
             }
         };
-        Self::from_bytes(sandbox, cache, source, &bytes, granted).await
+        Self::from_bytes(sandbox, cache, source, component, granted).await
     }
 
     /// Loads a plugin from component bytes (built-in and third-party alike end up here).
@@ -131,15 +131,15 @@ impl LoadedPlugin {
         sandbox: &SandboxEngine,
         cache: &CompileCache,
         source: &str,
-        bytes: &[u8],
+        component: ComponentBytes,
         granted: &[String],
     ) -> Result<Arc<Self>, PluginError> {
-        let sha256 = hex::encode(Sha256::digest(bytes));
+        let sha256 = component.sha256.clone();
         let engine = sandbox.engine.clone();
         let cache = cache.clone();
-        let owned = bytes.to_vec();
-        // Compiling is CPU-bound for tens of milliseconds: keep it off the async workers.
-        let component: Component = tokio::task::spawn_blocking(move || cache.load(&engine, &owned))
+        // Compiling is CPU-bound for tens of milliseconds: keep it off the async workers. The
+        // bytes move there (a built-in's are borrowed from the binary): never copied.
+        let component: Component = tokio::task::spawn_blocking(move || cache.load(&engine, &component))
             .await
             .map_err(|e| PluginError::Compile { source_name: source.to_owned(), reason: e.to_string() })?
             .map_err(|e| PluginError::Compile { source_name: source.to_owned(), reason: format!("{e:#}") })?;
