@@ -57,9 +57,12 @@ fn main() {
     write_generated(&plugins, &target_dir);
 }
 
-/// Writes `BUILTINS`: each built-in's name, bytes and their SHA-256, hashed here so the gateway
+/// Writes `BUILTINS`: each built-in's name, its place in the bundle of every built-in's bytes
+/// (`builtin_plugins.bin`, beside it) and the SHA-256 of its bytes, hashed here so the gateway
 /// never reads a built-in's bytes when its compiled form is already in the compile cache.
 fn write_generated(plugins: &[(String, String)], target_dir: &Path) {
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let mut bundle = Vec::new();
     let mut generated = String::from("/// Built-in plugins, in name order.\npub static BUILTINS: &[Builtin] = &[\n");
     for (name, package) in plugins {
         let wasm = target_dir
@@ -68,16 +71,17 @@ fn write_generated(plugins: &[(String, String)], target_dir: &Path) {
         let bytes = std::fs::read(&wasm)
             .unwrap_or_else(|e| panic!("built-in plugin `{name}` was not built at {}: {e}", wasm.display()));
         let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        writeln!(
-            generated,
-            "    Builtin {{ name: {name:?}, bytes: include_bytes!({:?}), sha256: {sha256:?} }},",
-            wasm.display().to_string()
-        )
-        .unwrap();
+        let start = bundle.len();
+        bundle.extend_from_slice(&bytes);
+        writeln!(generated, "    Builtin {{ name: {name:?}, at: {start}..{}, sha256: {sha256:?} }},", bundle.len()).unwrap();
     }
     generated.push_str("];\n");
-    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("builtin_plugins.rs");
-    std::fs::write(out, generated).expect("cannot write builtin_plugins.rs");
+    generated.push_str(
+        "\n/// Every built-in's component bytes, one after another.\n\
+         static BUNDLE: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/builtin_plugins.bin\"));\n",
+    );
+    std::fs::write(out_dir.join("builtin_plugins.bin"), bundle).expect("cannot write builtin_plugins.bin");
+    std::fs::write(out_dir.join("builtin_plugins.rs"), generated).expect("cannot write builtin_plugins.rs");
 }
 
 /// (config name, package name) of each crate under `plugins/`.

@@ -44,7 +44,7 @@ impl ComponentBytes {
 
     /// A built-in plugin, borrowed from the binary with the digest `build.rs` computed.
     pub fn builtin(builtin: &'static Builtin) -> Self {
-        Self { bytes: Cow::Borrowed(builtin.bytes), sha256: builtin.sha256.to_owned() }
+        Self { bytes: Cow::Borrowed(builtin.bytes()), sha256: builtin.sha256.to_owned() }
     }
 }
 
@@ -72,10 +72,12 @@ impl CompileCache {
     /// cached). Cache problems are logged and never fatal: the component is compiled instead.
     pub fn load(&self, engine: &Engine, component: &ComponentBytes) -> wasmtime::Result<Component> {
         let bytes: &[u8] = &component.bytes;
-        if let Some(problem) = shape_problem(bytes) {
-            return Err(wasmtime::Error::msg(problem));
-        }
+        // The bytes are read only to compile them: not to look in the cache, whose entries are
+        // named by their digest (so exist only for bytes that compiled). A warm start then never
+        // touches a built-in's bytes, not even its first page (which the kernel would map with
+        // up to 64 KiB around it).
         let Some(dir) = &self.dir else {
+            shape_checked(bytes)?;
             return Component::new(engine, bytes);
         };
         let path = dir.join(cache_file_name(engine, &component.sha256));
@@ -95,6 +97,7 @@ impl CompileCache {
                 },
             }
         }
+        shape_checked(bytes)?;
         let compiled = engine.precompile_component(bytes)?;
         if unsafe_dir.is_none() {
             match write_atomically(dir, &path, &compiled) {
@@ -107,6 +110,14 @@ impl CompileCache {
         unsafe {
             Component::deserialize(engine, &compiled)
         }
+    }
+}
+
+/// [`shape_problem`] as the error compiling `bytes` would otherwise give.
+fn shape_checked(bytes: &[u8]) -> wasmtime::Result<()> {
+    match shape_problem(bytes) {
+        Some(problem) => Err(wasmtime::Error::msg(problem)),
+        None => Ok(()),
     }
 }
 
@@ -225,7 +236,7 @@ mod tests {
     #[test]
     fn a_builtins_digest_from_the_build_is_its_bytes_digest() {
         for builtin in crate::runtime::builtin::BUILTINS {
-            let read = ComponentBytes::read(builtin.bytes.to_vec());
+            let read = ComponentBytes::read(builtin.bytes().to_vec());
             assert_eq!(ComponentBytes::builtin(builtin).sha256, read.sha256, "{}", builtin.name);
         }
         assert!(!crate::runtime::builtin::BUILTINS.is_empty());
@@ -304,6 +315,18 @@ mod tests {
         let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         left.sort();
         assert_eq!(left, ["2.cwasm", "3.cwasm", "4.cwasm"], "the two oldest and the stale temporary file went");
+    }
+
+    #[test]
+    fn bytes_that_are_no_component_are_named_for_what_they_are_with_or_without_a_cache() {
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        for cache in [CompileCache::new(Some(dir.path().join("cache"))), CompileCache::new(None)] {
+            let err = |bytes: &[u8]| format!("{:#}", cache.load(&engine, &ComponentBytes::read(bytes.to_vec())).expect_err("refused"));
+            assert!(err(b"GET / HTTP/1.1").starts_with("not a WebAssembly file"), "{}", err(b"GET / HTTP/1.1"));
+            assert!(err(b"\0asm\x01\0\0\0").starts_with("a core WebAssembly module, not a component"));
+        }
+        assert!(!dir.path().join("cache").exists(), "nothing cached for them");
     }
 
     #[test]
