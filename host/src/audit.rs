@@ -147,12 +147,12 @@ pub async fn inspect(plugin: &str, trusted: &[PublicKey]) -> Result<Inspection, 
     let signature = if plugin.starts_with("builtin:") {
         "built-in: trusted with the binary".to_owned()
     } else {
-        signature_status(Path::new(plugin), &component_bytes.bytes, trusted)
+        signature_status(Path::new(plugin), component_bytes.bytes(), trusted)
     };
     Ok(Inspection {
         plugin: plugin.to_owned(),
-        size: component_bytes.bytes.len(),
-        sha256: component_bytes.sha256,
+        size: component_bytes.bytes().len(),
+        sha256: component_bytes.sha256().to_owned(),
         wit_version,
         imports: names.iter().map(|n| import(n)).collect(),
         capabilities: wanted,

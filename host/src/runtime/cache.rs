@@ -26,16 +26,26 @@ use super::builtin::Builtin;
 
 /// A component's bytes and their hex SHA-256, hashed once: the cache's key, and the digest the
 /// inventory shows. A built-in's was hashed when the binary was built ([`Builtin::sha256`]), so
-/// loading it from a warm cache never reads its bytes.
+/// loading it from a warm cache never reads its bytes. Made only by the two constructors: the
+/// digest names the compiled code the cache hands back for these bytes, so it is never set apart
+/// from them.
 #[derive(Debug, Clone)]
 pub struct ComponentBytes {
-    /// The component.
-    pub bytes: Cow<'static, [u8]>,
-    /// Hex SHA-256 of `bytes`.
-    pub sha256: String,
+    bytes: Cow<'static, [u8]>,
+    sha256: String,
 }
 
 impl ComponentBytes {
+    /// The component.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Hex SHA-256 of the bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
     /// Bytes read from a file, hashed now.
     pub fn read(bytes: Vec<u8>) -> Self {
         let sha256 = hex::encode(Sha256::digest(&bytes));
@@ -252,7 +262,7 @@ mod tests {
         let files: Vec<_> = std::fs::read_dir(dir.path().join("cache")).unwrap().flatten().collect();
         assert_eq!(files.len(), 1, "one entry written");
         let name = files[0].file_name().to_string_lossy().into_owned();
-        assert!(name.starts_with(&hex::encode(Sha256::digest(&bytes.bytes))), "{name}");
+        assert!(name.starts_with(&hex::encode(Sha256::digest(bytes.bytes()))), "{name}");
         // A rewrite renames a new file into place: another inode. A use only touches the time.
         use std::os::unix::fs::MetadataExt;
         let written = std::fs::metadata(files[0].path()).unwrap();

@@ -134,7 +134,7 @@ impl LoadedPlugin {
         component: ComponentBytes,
         granted: &[String],
     ) -> Result<Arc<Self>, PluginError> {
-        let sha256 = component.sha256.clone();
+        let sha256 = component.sha256().to_owned();
         let engine = sandbox.engine.clone();
         let cache = cache.clone();
         // Compiling is CPU-bound for tens of milliseconds: keep it off the async workers. The
