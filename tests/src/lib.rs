@@ -523,6 +523,13 @@ pub async fn access_log_line(path: &Path, request_id: &str) -> serde_json::Value
     .await
 }
 
+/// The hex SHA-256 of `bytes`, by an implementation independent of the gateway's: for the keys
+/// stored as digests and the component digests the gateway reports.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub mod process;
 pub use process::GatewayProcess;
 pub mod redis;

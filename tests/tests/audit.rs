@@ -5,15 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use airlock_tests::{Gateway, HttpClient, Upstream, airlock_binary, plugins};
+use airlock_tests::{Gateway, HttpClient, Upstream, airlock_binary, plugins, sha256_hex};
 
 fn airlock(args: &[&str], dir: &Path) -> Output {
     Command::new(airlock_binary()).args(args).current_dir(dir).env("RUST_LOG", "off").output().expect("run airlock")
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn stdout(out: &Output) -> String {

@@ -76,8 +76,7 @@ config = { anonymous = "guest" }
 "#;
 
 fn sha256_hex(text: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    airlock_tests::sha256_hex(text.as_bytes())
 }
 
 fn key_auth_config() -> String {

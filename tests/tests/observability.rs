@@ -9,7 +9,6 @@ use std::time::Duration;
 use airlock_tests::metrics::{eventually, sample, scrape};
 use airlock_tests::{Gateway, HttpClient, Reply, Upstream};
 use prometheus_parse::{Scrape, Value};
-use sha2::Digest;
 
 const TOKEN: &str = "admin-token-7f3e";
 
@@ -115,8 +114,7 @@ async fn admin_endpoints_enforce_the_token_and_redact_secrets() {
     assert_eq!(headers["source"], "builtin:headers");
     let hash = headers["sha256"].as_str().unwrap();
     let bytes = airlock::runtime::builtin::bytes("headers").unwrap();
-    let digest: String = sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(hash, digest, "the built-in's digest, from the build, is its bytes' digest");
+    assert_eq!(hash, airlock_tests::sha256_hex(bytes), "the built-in's digest, from the build, is its bytes' digest");
     assert_eq!(headers["routes"], serde_json::json!(["open"]));
     assert_eq!(headers["failures"]["trap"], 0);
     assert!(headers["limits"]["memory_bytes"].as_u64().unwrap() > 0);
