@@ -359,31 +359,38 @@ impl ResponseEdits {
         }
         let mut refusals = RefusalLog::default();
         for (_, edit) in self.edits.drain(start..end) {
-            // Whether the edit fitted the bound (one that changes nothing always does).
-            let fitted = match edit {
-                ResponseEdit::Set(name, value) => bound.write(tally, headers, name, value, true),
-                ResponseEdit::Add(name, value) => headers.contains_key(&name) || bound.write(tally, headers, name, value, false),
-                ResponseEdit::Append(name, value) => bound.write(tally, headers, name, value, false),
-                ResponseEdit::AddToken(name, token) => lists_token(headers, &name, &token) || bound.write(tally, headers, name, token, false),
-                ResponseEdit::Remove(name) => {
-                    headers.remove(&name);
-                    tally.forget();
-                    true
-                }
-                ResponseEdit::Rename(from, to) => {
-                    tally.forget();
-                    if let Entry::Occupied(moved) = headers.entry(&from) {
-                        let values: Vec<HeaderValue> = moved.remove_entry_mult().1.collect();
-                        headers.remove(&to);
-                        for value in values {
-                            headers.append(&to, value);
-                        }
-                    }
-                    true
-                }
-            };
-            if !fitted {
+            if !edit.make(headers, bound, tally) {
                 refusals.refused(plugin, request_id, "response edit", bound);
+            }
+        }
+    }
+}
+
+impl ResponseEdit {
+    /// Makes the edit on `headers`, one of a run of writes counted in `tally`
+    /// ([`HeaderBound::write`]); false (nothing changed) when it would take the headers past
+    /// `bound`. One that changes nothing always fits.
+    pub fn make(self, headers: &mut HeaderMap, bound: HeaderBound, tally: &mut HeaderTally) -> bool {
+        match self {
+            ResponseEdit::Set(name, value) => bound.write(tally, headers, name, value, true),
+            ResponseEdit::Add(name, value) => headers.contains_key(&name) || bound.write(tally, headers, name, value, false),
+            ResponseEdit::Append(name, value) => bound.write(tally, headers, name, value, false),
+            ResponseEdit::AddToken(name, token) => lists_token(headers, &name, &token) || bound.write(tally, headers, name, token, false),
+            ResponseEdit::Remove(name) => {
+                headers.remove(&name);
+                tally.forget();
+                true
+            }
+            ResponseEdit::Rename(from, to) => {
+                tally.forget();
+                if let Entry::Occupied(moved) = headers.entry(&from) {
+                    let values: Vec<HeaderValue> = moved.remove_entry_mult().1.collect();
+                    headers.remove(&to);
+                    for value in values {
+                        headers.append(&to, value);
+                    }
+                }
+                true
             }
         }
     }

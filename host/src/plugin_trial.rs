@@ -411,6 +411,12 @@ impl<'a> TrialSession<'a> {
         let (mut decision, mut delay_ms) = ("skipped", None);
         let mut response = response;
         let mut answered = false;
+        // The changes it declared it makes to every request, made where the gateway makes them:
+        // the request goes on with them, called or not.
+        if let Some(fixed) = pool.fixed_edits() {
+            fixed.apply_to_request(&mut request, &trial.plugin);
+            decision = "continue";
+        }
         if descriptor.on_request {
             let (returned, result) = pool.on_request(Box::new(request), descriptor.request_body, Instant::now()).await;
             request = *returned;
@@ -432,7 +438,11 @@ impl<'a> TrialSession<'a> {
         request.body = request.body.take().or(streamed);
         // Response edits asked for in `on-request` are made where its `on-response` runs, before it.
         let bound = request.header_limits.response;
-        request.response_edits.apply(0, &mut response.headers, bound, &trial.plugin, &request.request_id);
+        let mut tally = crate::exchange::HeaderTally::default();
+        if let Some(fixed) = pool.fixed_edits() {
+            fixed.apply_to_response(&mut response.headers, bound, &mut tally, &trial.plugin, &request.request_id);
+        }
+        request.response_edits.apply_counted(0, &mut response.headers, bound, &trial.plugin, &request.request_id, &mut tally);
         if descriptor.on_response {
             // Without declared body access the plugin sees no upstream body, nor one longer than it
             // narrowed its need to (`limit-response-body`); the client still gets it.

@@ -245,6 +245,13 @@ impl HeaderRules {
         req.edit(edits(self, &expanded, response, &response_expanded));
     }
 
+    /// True if every value is a literal (no template variable): the rules say the same on
+    /// every request.
+    pub fn literal(&self) -> bool {
+        let templates = self.set.0.iter().chain(&self.add.0).chain(&self.append.0);
+        templates.map(|(_, HeaderValue(t))| t).all(|t| t.as_literal().is_some())
+    }
+
     /// The rules in the order they apply.
     fn in_order(&self) -> impl Iterator<Item = Rule<'_>> {
         let remove = self.remove.iter().map(|HeaderName(name)| Rule::Remove(name));
@@ -285,6 +292,16 @@ pub static NO_RULES: HeaderRules = HeaderRules {
     add: HeaderMap(Vec::new()),
     append: HeaderMap(Vec::new()),
 };
+
+/// `request`'s rules and `response`'s as the changes they make to every request, in the order
+/// they apply, for [`Plugin::fixed_edits`](crate::Plugin::fixed_edits): when they are the same
+/// on each one, i.e. every value is [literal](HeaderRules::literal) and the request's rules are
+/// [write-only](HeaderRules::write_only) (a request `rename` or `add` reads the headers it
+/// changes, which only a call can do; on the response the gateway makes them too). `None`
+/// otherwise.
+pub fn fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderRules) -> Option<Vec<RequestEdit<'a>>> {
+    (request.write_only() && request.literal() && response.literal()).then(|| edits(request, &[], response, &[]).collect())
+}
 
 /// `request`'s rules as changes to the request (write-only ones, [`HeaderRules::write_only`]:
 /// a `rename` or `add` there is skipped) then `response`'s as response edits, in the order the
@@ -380,6 +397,30 @@ mod tests {
         assert!(!rules(r#"{"add": {"x-a": "1"}}"#).write_only(), "an add reads whether the header is there");
         assert!(!rules(r#"{"set": {"x-a": "${header.x-b}"}}"#).write_only(), "a header template reads what a set may change");
         assert!(!rules(r#"{"set": {"x-a": "${context.consumer}"}}"#).write_only());
+    }
+
+    #[test]
+    fn rules_with_literal_values_and_no_request_read_are_fixed_edits() {
+        let request = rules(r#"{"remove": ["x-gone"], "set": {"x-a": "1"}, "append": {"x-m": "m"}}"#);
+        let response = rules(r#"{"rename": {"x-old": "x-new"}, "add": {"x-d": "d"}}"#);
+        use RequestEdit::*;
+        assert_eq!(
+            fixed_edits(&request, &response),
+            Some(vec![
+                RemoveHeader("x-gone"),
+                SetHeader("x-a", b"1"),
+                AppendHeader("x-m", b"m"),
+                Response(ResponseEdit::Rename("x-old", "x-new")),
+                Response(ResponseEdit::Add("x-d", b"d")),
+            ])
+        );
+        assert_eq!(fixed_edits(&NO_RULES, &NO_RULES), Some(vec![]));
+        let templated = rules(r#"{"set": {"x-a": "${param.id}"}}"#);
+        assert_eq!(fixed_edits(&templated, &NO_RULES), None, "a request value with a variable differs per request");
+        assert_eq!(fixed_edits(&NO_RULES, &templated), None, "and so does a response one");
+        assert_eq!(fixed_edits(&rules(r#"{"add": {"x-a": "1"}}"#), &NO_RULES), None, "a request add reads the headers");
+        assert_eq!(fixed_edits(&rules(r#"{"rename": {"x-a": "x-b"}}"#), &NO_RULES), None, "so does a rename");
+        assert!(rules(r#"{"set": {"x-a": "$${literal}"}, "append": {"x-b": ""}}"#).literal(), "an escaped `$${{` is literal text");
     }
 
     #[test]

@@ -377,7 +377,7 @@ pub enum RequestEdit<'a> {
 
 impl<'a> RequestEdit<'a> {
     /// The WIT value this edit crosses the boundary as: borrowed, not copied.
-    fn to_raw(self) -> raw::RequestEdit<'a> {
+    pub(crate) fn to_raw(self) -> raw::RequestEdit<'a> {
         let header = |name, value| raw::HeaderParam { name, value };
         match self {
             RequestEdit::SetHeader(name, value) => raw::RequestEdit::SetHeader(header(name, value)),

@@ -2,7 +2,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::{Action, Request, Response};
+use crate::{Action, Request, RequestEdit, Response};
 
 /// A gateway plugin. Implement it on your type and register the type with
 /// [`export_plugin!`](crate::export_plugin).
@@ -56,6 +56,24 @@ pub trait Plugin: Sized + 'static {
     /// The default returns [`Plugin::descriptor`] unchanged.
     fn configured_descriptor(&self) -> Descriptor {
         Self::descriptor()
+    }
+
+    /// Changes this configured plugin makes to every request, the same on each one: headers with
+    /// fixed values, a fixed context key, fixed response headers ([`RequestEdit::Response`]).
+    /// Reported to the gateway once, right after [`Plugin::new`] (and checked there: a change the
+    /// gateway refuses, such as an invalid header value, fails the config with a message naming
+    /// it). The gateway then makes them itself, natively, on every request that reaches this
+    /// chain entry, with no call into the plugin: before [`Plugin::on_request`] runs, and also
+    /// when it is off; a response change where [`Plugin::on_response`] would run, before it.
+    ///
+    /// A plugin whose work for a config is all fixed changes turns both phases off in
+    /// [`Plugin::configured_descriptor`], and its chain entry then costs no call per request
+    /// (`builtin:headers` with literal values does). Borrow the names and values from `self`.
+    ///
+    /// The default declares none. Declaring some needs a gateway speaking
+    /// `airlock:plugin@0.2.6` or later; a plugin that declares none loads on earlier 0.2 gateways.
+    fn fixed_edits(&self) -> Vec<RequestEdit<'_>> {
+        Vec::new()
     }
 
     /// Request phase: runs for every request on a route whose chain holds this plugin, before the

@@ -425,14 +425,85 @@ plugin = "builtin:respond"
     let route = &inner.routes.routes()[0];
     let phases: Vec<(bool, bool)> =
         route.chain.entries().iter().map(|e| (e.descriptor.on_request, e.descriptor.on_response)).collect();
-    // Response rules with settled templates are made from on-request (response edits): no
-    // on-response call; a rule reading a request header waits for on-response.
-    assert_eq!(phases, vec![(true, false), (true, false), (false, true), (true, false)]);
+    // Literal rules are fixed edits, made by the gateway with no call at all; a rule reading a
+    // request header waits for on-response.
+    assert_eq!(phases, vec![(false, false), (false, false), (false, true), (true, false)]);
     let r = HttpClient::http1().request("GET", &gw.url("/a"), &[("x-in", "seen")], b"").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-b").as_deref(), Some("1"), "the response edit was made");
     assert_eq!(r.header("x-c").as_deref(), Some("seen"), "the response-only entry still ran");
     gw.stop().await;
+}
+
+/// Changes a plugin declares at configure (`fixed-edits`) are made by the gateway on every
+/// request, at the entry's place in the chain: after the entries before it, just before its own
+/// `on-request`, with no call at all for an entry whose work is all fixed (`builtin:headers`
+/// with literal values). A request answered before the entry gets none of them; a fixed change
+/// the gateway refuses fails the config, naming the change, the plugin and the route.
+#[tokio::test]
+async fn fixed_edits_are_made_in_the_entrys_place_without_a_call() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+id = "fixed"
+path = "/fixed"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { remove = ["x-secret"], set = { "x-chain" = "h0" } }, response = { set = { "x-served-by" = "airlock" } } }
+[[routes.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "1", fixed_append = { "x-chain" = "f1" } }
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { append = { "x-chain" = "h2" } } }
+
+[[routes]]
+id = "refused"
+path = "/refused"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { set = { "x-never" = "1" } } }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let phases: Vec<(bool, bool)> =
+        gw.inner().routes.routes()[0].chain.entries().iter().map(|e| (e.descriptor.on_request, e.descriptor.on_response)).collect();
+    assert_eq!(phases, [(false, false), (true, true), (false, false)], "the headers entries are never called");
+    let client = HttpClient::http1();
+    for _ in 0..3 {
+        let r = client.request("GET", &gw.url("/fixed"), &[("x-secret", "s"), ("x-chain", "client")], b"").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.upstream_header("x-secret"), Vec::<String>::new(), "removed");
+        assert_eq!(r.upstream_header("x-chain"), ["h0", "f1", "1", "h2"], "entry 0, entry 1's fixed append, its on-request, entry 2");
+        assert_eq!(r.header_all("x-served-by"), ["airlock"]);
+        assert_eq!(r.header_all("x-chain-resp"), ["1"], "the called entry's response phase still ran");
+    }
+    let r = client.get(&gw.url("/refused")).await;
+    assert_eq!(r.status, 401);
+    assert!(r.header("x-never").is_none(), "the entry after the one that answered never ran");
+    // The inventory says how many changes each entry makes without a call, not what they are.
+    let routes = client.get(&gw.admin_url("/admin/routes")).await.json();
+    let counts: Vec<u64> = routes["routes"][0]["chain"].as_array().expect("chain").iter().filter_map(|e| e["fixed_edits"].as_u64()).collect();
+    assert_eq!(counts, [3, 1, 1], "{routes}");
+    gw.stop().await;
+
+    for (fixed, why) in [
+        (r#"{ "bad name" = "1" }"#, "fixed edit 1 (`append-header`): `bad name` is not a valid header name"),
+        (r#"{ "content-length" = "1" }"#, "fixed edit 1 (`append-header`): `content-length` is set by the gateway"),
+        (r#"{ "host" = "a@b" }"#, "fixed edit 1 (`append-header`): a `host` must be host[:port]"),
+    ] {
+        let config = format!(
+            "[[routes]]\nid = \"r\"\npath = \"/x\"\n[[routes.plugins]]\nplugin = \"{{plugin:echo-context}}\"\nconfig = {{ fixed_append = {fixed} }}\n"
+        );
+        let err = Gateway::try_start(&config, None).await.err().expect("config must be rejected").to_string();
+        assert!(err.contains(why) && err.contains("route `r`") && err.contains("echo_context"), "{err}");
+    }
 }
 
 const EDITS: &str = r#"

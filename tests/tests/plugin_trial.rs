@@ -141,13 +141,16 @@ async fn several_request_files_run_in_order_through_one_state() {
 async fn json_is_one_object_for_one_request_and_an_array_otherwise() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let request = write_files(tmp.path(), &[("get.http", "GET /x HTTP/1.1\n\n")]);
-    let config = r#"{"request": {"set": {"x-seen": "yes"}}}"#;
+    let config = r#"{"request": {"set": {"x-seen": "yes"}}, "response": {"set": {"x-served-by": "airlock"}}}"#;
 
     let out = plugin_test("builtin:headers", &request, &["--config", config, "--json"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let single = json(&out);
     assert!(single.is_object(), "{single}");
+    // Literal rules are fixed edits, made without a call: the trial makes them where the gateway does.
     assert_eq!(single["decision"], "continue");
+    assert!(single["request"]["headers"].to_string().contains(r#"["x-seen","yes"]"#), "{single}");
+    assert!(single["response"]["headers"].to_string().contains(r#"["x-served-by","airlock"]"#), "{single}");
     // The single object is as it always was: no number, no file.
     let keys: Vec<&str> = single.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["decision", "request", "response", "context"], "{single}");

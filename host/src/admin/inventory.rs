@@ -127,6 +127,8 @@ fn chain_entry(entry: &ChainEntry, global: bool) -> Value {
         "on_response": entry.descriptor.on_response,
         "request_body": entry.descriptor.request_body,
         "response_body": entry.descriptor.response_body,
+        // Made by the gateway on every request, with no call (`fixed-edits`): counted, not shown.
+        "fixed_edits": entry.pool.fixed_edits().map_or(0, |fixed| fixed.len()),
     })
 }
 

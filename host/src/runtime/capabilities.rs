@@ -8,10 +8,10 @@ use wasmtime::component::Component;
 /// The version of the `airlock:plugin` WIT package this host speaks (wit/plugin.wit). A patch
 /// release only adds (0.2.1: `request.client-ip`; 0.2.2: `http-client.allows`,
 /// `request.limit-response-body`, `request.context-remove`, `request.has-body`; 0.2.3:
-/// `response.trailer-all`; 0.2.4: `crypto.digest`; 0.2.5: `request.edit`): components built
-/// against an earlier 0.2.x link unchanged (wasmtime's linker resolves `@0.2.0` imports to these
-/// `@0.2.5` definitions).
-pub const WIT_VERSION: &str = "0.2.5";
+/// `response.trailer-all`; 0.2.4: `crypto.digest`; 0.2.5: `request.edit`; 0.2.6: the
+/// `fixed-edits` interface): components built against an earlier 0.2.x link unchanged
+/// (wasmtime's linker resolves `@0.2.0` imports to these `@0.2.6` definitions).
+pub const WIT_VERSION: &str = "0.2.6";
 /// The versions compatible with [`WIT_VERSION`] (same minor version, before 1.0).
 const WIT_SERIES: &str = "0.2.";
 
@@ -22,6 +22,7 @@ const BASELINE: &[&str] = &[
     "airlock:plugin/types@0.2.",
     "airlock:plugin/log@0.2.",
     "airlock:plugin/crypto@0.2.",
+    "airlock:plugin/fixed-edits@0.2.",
     "wasi:io/error@0.2.",
     "wasi:io/poll@0.2.",
     "wasi:io/streams@0.2.",

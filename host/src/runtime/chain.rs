@@ -1,10 +1,11 @@
 //! A route's plugin chain and its two phases, in the order DESIGN.md section 1 gives:
 //!
-//! - [`PluginChain::run_request_phases`]: each entry's `on-request`, in chain order, until one
-//!   responds (short-circuit) or all continue;
+//! - [`PluginChain::run_request_phases`]: for each entry, in chain order, the changes it declared
+//!   it makes to every request (`fixed-edits`, made by the host without a call), then its
+//!   `on-request`, until one responds (short-circuit) or all continue;
 //! - [`PluginChain::run_response_phases`]: for the entries whose request phase ran, in reverse
-//!   order, the response edits each asked for from `on-request` (`request.edit-response`, made by
-//!   the host without a call), then its `on-response`.
+//!   order, its fixed response edits and those it asked for from `on-request`
+//!   (`request.edit-response`), made by the host without a call, then its `on-response`.
 //!
 //! A failed call follows the entry's failure policy: fail closed (the request ends in a 500 with
 //! its request id) or fail open (the entry is skipped as if it had continued).
@@ -67,6 +68,9 @@ pub struct PluginChain {
     entries: Vec<Arc<ChainEntry>>,
     request_body: bool,
     response_body: bool,
+    /// The index of the first entry with fixed response edits (the number of entries if none):
+    /// a request whose phases ran no further than it has no response edit to make but its own.
+    first_fixed_response: usize,
 }
 
 /// How a request's upstream response body is read before the response phases
@@ -103,7 +107,9 @@ impl PluginChain {
     pub fn new(entries: Vec<Arc<ChainEntry>>) -> Self {
         let request_body = entries.iter().any(|e| e.descriptor.request_body);
         let response_body = entries.iter().any(|e| e.descriptor.response_body);
-        Self { entries, request_body, response_body }
+        let first_fixed_response =
+            entries.iter().position(|e| e.pool.fixed_edits().is_some_and(|f| f.edits_response())).unwrap_or(entries.len());
+        Self { entries, request_body, response_body, first_fixed_response }
     }
 
     /// The entries in order.
@@ -134,13 +140,16 @@ impl PluginChain {
     /// gateway's own answer to a request whose phases ran (a 502 when the upstream is down) gets
     /// the headers those phases asked for (CORS, `RateLimit`), as Envoy's local replies do.
     pub fn apply_response_edits_to(&self, ran: usize, request: &mut RequestState, headers: &mut http::HeaderMap) {
-        if !request.response_edits.any_before(ran) {
+        if ran <= self.first_fixed_response && !request.response_edits.any_before(ran) {
             return;
         }
         let bound = request.header_limits.response;
         // Nothing else writes the headers between the entries' edits: one count for all.
         let mut tally = HeaderTally::default();
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
+            if let Some(fixed) = entry.pool.fixed_edits() {
+                fixed.apply_to_response(headers, bound, &mut tally, entry.name(), &request.request_id);
+            }
             request.response_edits.apply_counted(index, headers, bound, entry.name(), &request.request_id, &mut tally);
         }
     }
@@ -168,7 +177,7 @@ impl PluginChain {
         ResponseBodyNeed::UpTo(longest)
     }
 
-    /// Runs the request phases. Returns the (possibly changed) request, how many entries ran (the
+    /// Runs the request phases: each entry's fixed edits, then its `on-request`. Returns the (possibly changed) request, how many entries ran (the
     /// response phases run for those), and the outcome. The request comes and goes boxed: each
     /// call takes it and gives it back, a pointer's move each way. The future holds a Wasm
     /// call's state (~3 KB): callers box it once per request rather than carry it inline.
@@ -190,6 +199,9 @@ impl PluginChain {
         // the headers before them.
         request.header_tally.forget();
         for (index, entry) in self.entries.iter().enumerate() {
+            if let Some(fixed) = entry.pool.fixed_edits() {
+                fixed.apply_to_request(&mut request, entry.name());
+            }
             if !entry.descriptor.on_request {
                 continue;
             }
@@ -259,7 +271,11 @@ impl PluginChain {
         let mut response = Box::new(response);
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
             let bound = request.header_limits.response;
-            request.response_edits.apply(index, &mut response.headers, bound, entry.name(), &request.request_id);
+            let mut tally = HeaderTally::default();
+            if let Some(fixed) = entry.pool.fixed_edits() {
+                fixed.apply_to_response(&mut response.headers, bound, &mut tally, entry.name(), &request.request_id);
+            }
+            request.response_edits.apply_counted(index, &mut response.headers, bound, entry.name(), &request.request_id, &mut tally);
             if !entry.descriptor.on_response {
                 continue;
             }

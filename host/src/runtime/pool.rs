@@ -21,6 +21,7 @@ use super::call_clock::{CallClock, Metered, within_wall_limit};
 use super::engine::SandboxEngine;
 use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
+use super::host::fixed_edits::FixedEdits;
 use super::host::log::{LogBudget, plugin_warn};
 use super::host::{BodyAccess, HostState, Plugin, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
@@ -225,6 +226,8 @@ pub struct InstancePool {
     /// Its plugin's share of the sandbox's places (shared with every entry running it).
     share: Arc<PluginShare>,
     descriptor: Descriptor,
+    /// The changes the entry makes to every request, declared by its first `configure`.
+    fixed_edits: Option<FixedEdits>,
 }
 
 /// Makes a store interruptible: each epoch tick past the deadline either yields to the async
@@ -273,6 +276,7 @@ impl InstancePool {
             idle: Arc::new(IdleStacks::new(settings.pool_size.max(1))),
             share: settings.share.clone().unwrap_or_else(|| Arc::new(plugin.sandbox.budget.plugin_share())),
             descriptor: plugin.descriptor,
+            fixed_edits: None,
             plugin,
             name,
             config_json,
@@ -281,7 +285,7 @@ impl InstancePool {
         // The first instance checks the config. It is kept warm only if the budget has a place
         // for it now; else it used one of the slots reserved for loading and is dropped.
         let permit = pool.plugin.sandbox.budget.try_acquire(&pool.share);
-        let (first, configured) = pool.instantiate(permit).await.map_err(|e| match e {
+        let (first, configured, fixed_edits) = pool.instantiate(permit).await.map_err(|e| match e {
             InstantiateError::Configure(msg) => PluginError::Configure(msg),
             InstantiateError::Failed(f) => PluginError::Failed(f),
         })?;
@@ -293,6 +297,7 @@ impl InstancePool {
             request_body: declared.request_body && configured.request_body,
             response_body: declared.response_body && configured.response_body,
         };
+        pool.fixed_edits = fixed_edits;
         if pool.settings.isolation == Isolation::Pool {
             let idle: Arc<dyn IdleInstances> = pool.idle.clone();
             pool.budget().register(Arc::downgrade(&idle));
@@ -323,6 +328,11 @@ impl InstancePool {
         self.descriptor
     }
 
+    /// The changes the entry makes to every request without a call (`fixed-edits.declare`).
+    pub fn fixed_edits(&self) -> Option<&FixedEdits> {
+        self.fixed_edits.as_ref()
+    }
+
     /// Number of idle warm instances right now.
     pub fn idle_len(&self) -> usize {
         self.idle.len()
@@ -337,7 +347,9 @@ impl InstancePool {
         &self.plugin.sandbox.budget
     }
 
-    async fn instantiate(&self, permit: Option<InstancePermit>) -> Result<(Box<Instance>, Descriptor), InstantiateError> {
+    /// A new instance, configured: with the phases its `configure` answered and the fixed edits
+    /// it declared (which only the pool's first instance's count: the rest declare the same).
+    async fn instantiate(&self, permit: Option<InstancePermit>) -> Result<(Box<Instance>, Descriptor, Option<FixedEdits>), InstantiateError> {
         let mut state = HostState::new(self.name.clone(), self.settings.memory_bytes, self.settings.cpu_deadline);
         state.state = self.settings.state.clone();
         state.http = self.settings.http.clone();
@@ -354,8 +366,12 @@ impl InstancePool {
             Err(e) => return Err(InstantiateError::Failed(classify(store.data(), e))),
         };
         start_call(&mut store, &self.plugin.sandbox, BodyAccess::NONE, false, Instant::now());
+        store.data_mut().configuring = true;
         let configure = bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json);
-        match Metered::new(&clock, configure).await {
+        let configured = Metered::new(&clock, configure).await;
+        store.data_mut().configuring = false;
+        let fixed_edits = store.data_mut().fixed_edits.take();
+        match configured {
             Ok(Ok(d)) => Ok((
                 Box::new(Instance { store, bindings, uses: 0, clock, permit, kept: None }),
                 Descriptor {
@@ -364,6 +380,7 @@ impl InstancePool {
                     request_body: d.request_body,
                     response_body: d.response_body,
                 },
+                fixed_edits,
             )),
             Ok(Err(msg)) => Err(InstantiateError::Configure(msg)),
             Err(e) => Err(InstantiateError::Failed(classify(store.data(), e))),
@@ -393,7 +410,7 @@ impl InstancePool {
             return Err(Failure::Busy { limit: self.budget().limit(), waited: wait });
         };
         match self.instantiate(Some(permit)).await {
-            Ok((instance, _)) => Ok(instance),
+            Ok((instance, ..)) => Ok(instance),
             Err(InstantiateError::Failed(f)) => Err(f),
             // The config was accepted at load; a refusal now is the plugin misbehaving.
             Err(InstantiateError::Configure(msg)) => Err(Failure::Trap(format!("configure failed at runtime: {msg}"))),

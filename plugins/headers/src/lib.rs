@@ -21,7 +21,11 @@
 //! unknown variable, an invalid header name or an unknown key rejects the config, naming the key.
 //! The rules themselves are `airlock_sdk::header_rules`, shared with `builtin:transform`.
 //!
-//! Response rules whose templates read only what no later plugin can change (literals,
+//! Rules whose values are all literals, with no request `rename` or `add` (they read the
+//! request's headers), are the same on every request: the plugin declares them to the gateway
+//! once, at configure (`Plugin::fixed_edits`), turns both phases off, and the gateway makes them
+//! itself with no call into the plugin per request. Otherwise:
+//! response rules whose templates read only what no later plugin can change (literals,
 //! `${param.NAME}`, `${request_id}`, `${route}`, `${client_ip}`) are handed to the gateway from `on-request` as
 //! response edits (`request.edit-response`), made where `on-response` would run: the same
 //! response, without a second call into the plugin per request. Rules reading headers, the query
@@ -30,8 +34,8 @@
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-use airlock_sdk::header_rules::{HeaderRules, NO_RULES};
-use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, export_plugin};
+use airlock_sdk::header_rules::{self, HeaderRules, NO_RULES};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, Response, export_plugin};
 use serde::Deserialize;
 
 /// The plugin's config.
@@ -50,6 +54,9 @@ struct HeadersPlugin {
     /// The response rules are handed to the gateway from `on-request` (their templates read
     /// nothing a later plugin can change), so there is no `on-response` to call.
     response_from_request: bool,
+    /// Every rule is the same on every request: declared to the gateway as fixed edits, made
+    /// without a call.
+    fixed: bool,
 }
 
 impl Plugin for HeadersPlugin {
@@ -59,12 +66,24 @@ impl Plugin for HeadersPlugin {
         config.request.validate("request")?;
         config.response.validate("response")?;
         let response_from_request = !config.response.is_empty() && config.response.settled_at_request();
-        Ok(Self { request: config.request, response: config.response, response_from_request })
+        let fixed = header_rules::fixed_edits(&config.request, &config.response).is_some();
+        Ok(Self { request: config.request, response: config.response, response_from_request, fixed })
+    }
+
+    /// Fixed rules are the gateway's to make.
+    fn fixed_edits(&self) -> Vec<RequestEdit<'_>> {
+        if !self.fixed {
+            return Vec::new();
+        }
+        header_rules::fixed_edits(&self.request, &self.response).unwrap_or_default()
     }
 
     /// A phase with nothing to do is switched off, so the gateway skips that call entirely;
-    /// response rules made in `on-request` need no `on-response`.
+    /// response rules made in `on-request` need no `on-response`, and fixed rules no call at all.
     fn configured_descriptor(&self) -> Descriptor {
+        if self.fixed {
+            return Descriptor::default().with_on_request(false).with_on_response(false);
+        }
         let response_phase = !self.response.is_empty() && !self.response_from_request;
         Descriptor::default()
             .with_on_request(!self.request.is_empty() || self.response_from_request)
@@ -177,7 +196,32 @@ mod tests {
             let d = later.configured_descriptor();
             assert!(!later.response_from_request && d.on_request && d.on_response, "{template}: {d:?}");
         }
-        let none = configure(r#"{"request": {"set": {"x-a": "1"}}}"#).unwrap();
+        let none = configure(r#"{"request": {"set": {"x-a": "${param.id}"}}}"#).unwrap();
         assert!(!none.response_from_request && !none.configured_descriptor().on_response);
+    }
+
+    #[test]
+    fn literal_rules_are_fixed_edits_and_no_phase_is_called() {
+        let fixed = configure(r#"{"request": {"remove": ["x-secret"], "set": {"x-a": "1"}}, "response": {"add": {"x-b": "2"}}}"#).unwrap();
+        let d = fixed.configured_descriptor();
+        assert!(!d.on_request && !d.on_response, "{d:?}");
+        use airlock_sdk::ResponseEdit;
+        assert_eq!(
+            fixed.fixed_edits(),
+            [
+                RequestEdit::RemoveHeader("x-secret"),
+                RequestEdit::SetHeader("x-a", b"1"),
+                RequestEdit::Response(ResponseEdit::Add("x-b", b"2"))
+            ]
+        );
+        for json in [
+            r#"{"request": {"set": {"x-a": "${param.id}"}}, "response": {"add": {"x-b": "2"}}}"#,
+            r#"{"request": {"add": {"x-a": "1"}}}"#,
+            r#"{"response": {"set": {"x-b": "${route}"}}}"#,
+        ] {
+            let called = configure(json).unwrap();
+            assert!(called.fixed_edits().is_empty(), "{json}");
+            assert!(called.configured_descriptor().on_request, "{json}");
+        }
     }
 }

@@ -6,12 +6,15 @@
 //! - [`log`]: writing to the gateway log (always linked);
 //! - [`wasi`]: the harmless WASI baseline (io, cli, clocks, random), and nothing else of WASI;
 //! - [`crypto`]: public-key signature verification, natively (always linked);
+//! - [`fixed_edits`]: the changes a chain entry makes to every request, declared at `configure`
+//!   and made natively (always linked);
 //! - [`state`]: counters and keyed values with expiry (capability `state`);
 //! - [`http_client`]: outbound HTTP to granted origins (capability `http-client`);
 //! - [`metrics`]: the plugin's own counters, gauges and histograms (capability `metrics`);
 //! - [`wasi`] also links `wasi:filesystem`, read-only over the granted directory (capability `files`).
 
 pub mod crypto;
+pub mod fixed_edits;
 pub mod http_client;
 pub mod log;
 pub mod metrics;
@@ -92,6 +95,10 @@ pub struct HostState {
     pub http: Option<Arc<http_client::HttpClientGrant>>,
     /// The plugin's own metrics (capability `metrics`), if granted.
     pub metrics: Option<Arc<crate::telemetry::plugin_metrics::PluginMetricSet>>,
+    /// True during `configure`, the one call where `fixed-edits.declare` is heard.
+    pub configuring: bool,
+    /// What `fixed-edits.declare` declared in this instance's `configure`, until the pool takes it.
+    pub fixed_edits: Option<fixed_edits::FixedEdits>,
 }
 
 /// The bodies one call may see, each only if the plugin declared it (`request-body`,
@@ -135,6 +142,8 @@ impl HostState {
             state: None,
             http: None,
             metrics: None,
+            configuring: false,
+            fixed_edits: None,
         }
     }
 

@@ -23,7 +23,7 @@ pub struct RequestHandle;
 pub struct ResponseHandle;
 
 /// Most bytes a plugin may set as one header value (larger values are refused).
-const MAX_HEADER_VALUE_BYTES: usize = 64 * 1024;
+pub const MAX_HEADER_VALUE_BYTES: usize = 64 * 1024;
 
 /// Most changes one `request.edit` call makes (those past it are ignored and logged): a host
 /// call runs to its end, past the plugin's CPU deadline, so its work is bounded by count.

@@ -1,12 +1,17 @@
 //! Probes the chain: the request context and the order of both phases.
 //!
-//! Config: `{ tag = "a", expose = ["k1", ...] }`, both optional.
+//! Config: `{ tag = "a", expose = ["k1", ...], fixed_append = { "name" = "value" } }`, each optional.
+//! - configure: each `fixed_append` pair is declared as a fixed edit appending that request
+//!   header, unchecked (the gateway checks it), so the gateway appends it before the request
+//!   phase runs;
 //! - request phase: every `x-set-context: key=value` request header sets that context value, and
 //!   `tag` is appended to the request header `x-chain` (the upstream sees the chain order);
 //! - response phase: each context key listed in `expose` that has a value is copied into the
 //!   response header `x-context-<key>`, and `tag` is appended to the response header
 //!   `x-chain-resp` (the client sees the reverse order).
-use airlock_sdk::{Action, Plugin, Request, Response, export_plugin};
+use std::collections::BTreeMap;
+
+use airlock_sdk::{Action, Plugin, Request, RequestEdit, Response, export_plugin};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -14,6 +19,7 @@ use serde::Deserialize;
 struct Config {
     tag: Option<String>,
     expose: Vec<String>,
+    fixed_append: BTreeMap<String, String>,
 }
 
 struct EchoContext(Config);
@@ -23,6 +29,10 @@ impl Plugin for EchoContext {
 
     fn new(config: Config) -> Result<Self, String> {
         Ok(EchoContext(config))
+    }
+
+    fn fixed_edits(&self) -> Vec<RequestEdit<'_>> {
+        self.0.fixed_append.iter().map(|(name, value)| RequestEdit::AppendHeader(name, value.as_bytes())).collect()
     }
 
     fn on_request(&self, req: &Request) -> Action {
