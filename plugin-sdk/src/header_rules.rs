@@ -297,11 +297,21 @@ pub static NO_RULES: HeaderRules = HeaderRules {
 /// they apply, for [`Plugin::fixed_edits`](crate::Plugin::fixed_edits): when they are the same
 /// on each one, i.e. every value is [literal](HeaderRules::literal) and the request's rules are
 /// [write-only](HeaderRules::write_only) (a request `rename` or `add` reads the headers it
-/// changes, which only a call can do; on the response the gateway makes them too). `None`
-/// otherwise.
+/// changes, which only a call can do; on the response the gateway makes them too), and within
+/// what a gateway takes as fixed edits ([`MAX_FIXED_EDITS`], [`MAX_FIXED_BYTES`]). `None`
+/// otherwise: the rules are then made per request, as before fixed edits.
 pub fn fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderRules) -> Option<Vec<RequestEdit<'a>>> {
-    (request.write_only() && request.literal() && response.literal()).then(|| edits(request, &[], response, &[]).collect())
+    if !(request.write_only() && request.literal() && response.literal()) {
+        return None;
+    }
+    let fixed: Vec<RequestEdit<'a>> = edits(request, &[], response, &[]).collect();
+    (fixed.len() <= MAX_FIXED_EDITS && fixed.iter().map(RequestEdit::bytes).sum::<usize>() <= MAX_FIXED_BYTES).then_some(fixed)
 }
+
+/// Most changes a gateway takes as one chain entry's fixed edits (`fixed-edits.declare`).
+pub const MAX_FIXED_EDITS: usize = 256;
+/// Most bytes of names and values a gateway takes in one chain entry's fixed edits.
+pub const MAX_FIXED_BYTES: usize = 256 * 1024;
 
 /// `request`'s rules as changes to the request (write-only ones, [`HeaderRules::write_only`]:
 /// a `rename` or `add` there is skipped) then `response`'s as response edits, in the order the
@@ -421,6 +431,14 @@ mod tests {
         assert_eq!(fixed_edits(&rules(r#"{"add": {"x-a": "1"}}"#), &NO_RULES), None, "a request add reads the headers");
         assert_eq!(fixed_edits(&rules(r#"{"rename": {"x-a": "x-b"}}"#), &NO_RULES), None, "so does a rename");
         assert!(rules(r#"{"set": {"x-a": "$${literal}"}, "append": {"x-b": ""}}"#).literal(), "an escaped `$${{` is literal text");
+        // More than a gateway takes as fixed edits: made per request instead.
+        let many = |n: usize, value: &str| {
+            let set: Vec<String> = (0..n).map(|i| format!(r#""x-{i}": "{value}""#)).collect();
+            rules(&format!(r#"{{"set": {{{}}}}}"#, set.join(",")))
+        };
+        assert_eq!(fixed_edits(&many(MAX_FIXED_EDITS, "v"), &NO_RULES).map(|f| f.len()), Some(MAX_FIXED_EDITS));
+        assert_eq!(fixed_edits(&many(MAX_FIXED_EDITS + 1, "v"), &NO_RULES), None);
+        assert_eq!(fixed_edits(&many(5, &"v".repeat(MAX_FIXED_BYTES / 5)), &NO_RULES), None, "too many bytes");
     }
 
     #[test]

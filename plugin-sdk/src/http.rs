@@ -376,6 +376,23 @@ pub enum RequestEdit<'a> {
 }
 
 impl<'a> RequestEdit<'a> {
+    /// The bytes of the names and values it holds.
+    pub(crate) fn bytes(&self) -> usize {
+        match *self {
+            RequestEdit::SetHeader(name, value) | RequestEdit::AppendHeader(name, value) => name.len() + value.len(),
+            RequestEdit::RemoveHeader(name) | RequestEdit::ContextRemove(name) => name.len(),
+            RequestEdit::ContextSet(key, value) => key.len() + value.len(),
+            RequestEdit::Response(edit) => match edit {
+                ResponseEdit::Set(name, value) | ResponseEdit::Add(name, value) | ResponseEdit::Append(name, value) => {
+                    name.len() + value.len()
+                }
+                ResponseEdit::AddToken(name, token) => name.len() + token.len(),
+                ResponseEdit::Remove(name) => name.len(),
+                ResponseEdit::Rename(from, to) => from.len() + to.len(),
+            },
+        }
+    }
+
     /// The WIT value this edit crosses the boundary as: borrowed, not copied.
     pub(crate) fn to_raw(self) -> raw::RequestEdit<'a> {
         let header = |name, value| raw::HeaderParam { name, value };
