@@ -119,8 +119,9 @@ fn configure_slot<P: Plugin>(slot: &OnceCell<P>, config: &str) -> Result<raw::De
 }
 
 /// Tells the gateway the changes `plugin` makes to every request ([`Plugin::fixed_edits`]), if
-/// it makes any: a plugin that makes none does not import `fixed-edits` at all, so it still loads
-/// on gateways older than 0.2.6.
+/// it makes any. In a release build of a plugin that makes none the call is optimized away with
+/// the default method's empty list, and the component does not import `fixed-edits` at all, so
+/// it still loads on gateways older than 0.2.6 (a debug build keeps the import).
 fn declare_fixed_edits<P: Plugin>(plugin: &P) -> Result<(), String> {
     let edits = plugin.fixed_edits();
     if edits.is_empty() {

@@ -71,7 +71,9 @@ pub trait Plugin: Sized + 'static {
     /// (`builtin:headers` with literal values does). Borrow the names and values from `self`.
     ///
     /// The default declares none. Declaring some needs a gateway speaking
-    /// `airlock:plugin@0.2.6` or later; a plugin that declares none loads on earlier 0.2 gateways.
+    /// `airlock:plugin@0.2.6` or later; a plugin that declares none, built with `--release`,
+    /// does not import `fixed-edits` and loads on earlier 0.2 gateways (a debug build imports it
+    /// all the same).
     fn fixed_edits(&self) -> Vec<RequestEdit<'_>> {
         Vec::new()
     }
