@@ -344,6 +344,7 @@ impl ResponseEdits {
     /// are made once, where its response phase runs: moved into the response, not copied). An
     /// edit that would take the response past `bound` is not made (logged once with `plugin`,
     /// the entry's name).
+    #[cfg(test)]
     pub fn apply(&mut self, entry: usize, headers: &mut HeaderMap, bound: HeaderBound, plugin: &str, request_id: &str) {
         self.apply_counted(entry, headers, bound, plugin, request_id, &mut HeaderTally::default());
     }

@@ -437,12 +437,8 @@ impl<'a> TrialSession<'a> {
         }
         request.body = request.body.take().or(streamed);
         // Response edits asked for in `on-request` are made where its `on-response` runs, before it.
-        let bound = request.header_limits.response;
         let mut tally = crate::exchange::HeaderTally::default();
-        if let Some(fixed) = pool.fixed_edits() {
-            fixed.apply_to_response(&mut response.headers, bound, &mut tally, &trial.plugin, &request.request_id);
-        }
-        request.response_edits.apply_counted(0, &mut response.headers, bound, &trial.plugin, &request.request_id, &mut tally);
+        crate::runtime::chain::make_response_edits(pool.fixed_edits(), 0, &trial.plugin, &mut request, &mut response.headers, &mut tally);
         if descriptor.on_response {
             // Without declared body access the plugin sees no upstream body, nor one longer than it
             // narrowed its need to (`limit-response-body`); the client still gets it.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::failure::Failure;
+use super::host::fixed_edits::FixedEdits;
 use super::plugin::Descriptor;
 use super::pool::{InstancePool, PhaseAction, SlotRequest};
 use super::slots::{SlotGuard, SlotTable};
@@ -143,14 +144,10 @@ impl PluginChain {
         if ran <= self.first_fixed_response && !request.response_edits.any_before(ran) {
             return;
         }
-        let bound = request.header_limits.response;
         // Nothing else writes the headers between the entries' edits: one count for all.
         let mut tally = HeaderTally::default();
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
-            if let Some(fixed) = entry.pool.fixed_edits() {
-                fixed.apply_to_response(headers, bound, &mut tally, entry.name(), &request.request_id);
-            }
-            request.response_edits.apply_counted(index, headers, bound, entry.name(), &request.request_id, &mut tally);
+            make_response_edits(entry.pool.fixed_edits(), index, entry.name(), request, headers, &mut tally);
         }
     }
 
@@ -270,12 +267,8 @@ impl PluginChain {
         // Boxed for the phases, as the request is: each call takes it and gives it back.
         let mut response = Box::new(response);
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
-            let bound = request.header_limits.response;
             let mut tally = HeaderTally::default();
-            if let Some(fixed) = entry.pool.fixed_edits() {
-                fixed.apply_to_response(&mut response.headers, bound, &mut tally, entry.name(), &request.request_id);
-            }
-            request.response_edits.apply_counted(index, &mut response.headers, bound, entry.name(), &request.request_id, &mut tally);
+            make_response_edits(entry.pool.fixed_edits(), index, entry.name(), &mut request, &mut response.headers, &mut tally);
             if !entry.descriptor.on_response {
                 continue;
             }
@@ -305,6 +298,25 @@ impl PluginChain {
         }
         Ok((request, *response))
     }
+}
+
+/// Makes the response edits of chain entry `index` (named `plugin`) on `headers`, as one run of
+/// writes counted in `tally`, held to the request's response header limits: its fixed ones
+/// (`fixed-edits`) first, then those its `on-request` recorded (`request.edit-response`). Where
+/// its response phase runs, before its `on-response`; `airlock plugin test` makes them alike.
+pub fn make_response_edits(
+    fixed: Option<&FixedEdits>,
+    index: usize,
+    plugin: &str,
+    request: &mut RequestState,
+    headers: &mut http::HeaderMap,
+    tally: &mut HeaderTally,
+) {
+    let bound = request.header_limits.response;
+    if let Some(fixed) = fixed {
+        fixed.apply_to_response(headers, bound, tally, plugin, &request.request_id);
+    }
+    request.response_edits.apply_counted(index, headers, bound, plugin, &request.request_id, tally);
 }
 
 /// Waits out the slot request's delay, then for a slot; the request's refusal when none is granted.

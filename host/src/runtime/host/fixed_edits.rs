@@ -26,7 +26,7 @@ use crate::exchange::{Context, HeaderBound, HeaderTally, RefusalLog, RequestStat
 pub const MAX_FIXED_BYTES: usize = 256 * 1024;
 
 /// A chain entry's fixed changes, checked: what its `configure` declared.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct FixedEdits {
     /// Changes to the request, in order.
     request: Vec<RequestChange>,
@@ -35,7 +35,7 @@ pub struct FixedEdits {
 }
 
 /// One fixed change to the request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 enum RequestChange {
     /// Replace every value of the header (a `host` is always replaced: there is one).
     Set(HeaderName, HeaderValue),
