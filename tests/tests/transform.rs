@@ -545,6 +545,32 @@ async fn without_body_rules_bodies_stream_untouched() {
     gw.stop().await;
 }
 
+/// Header rules alone, every value a literal, are the same on every request: the plugin
+/// declares them as fixed edits and the gateway makes them with no call into it (phases off).
+#[tokio::test]
+async fn literal_header_rules_alone_are_made_without_a_call() {
+    let upstream = Upstream::start().await;
+    let config = catch_all(
+        "",
+        r#"{ request = { headers = { remove = ["x-secret"], set = { "x-a" = "1" } } }, response = { headers = { append = { "x-b" = "2" } } } }"#,
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let phases: Vec<(bool, bool)> =
+        gw.inner().routes.routes()[0].chain.entries().iter().map(|e| (e.descriptor.on_request, e.descriptor.on_response)).collect();
+    assert_eq!(phases, [(false, false)], "the entry is never called");
+    let client = HttpClient::http1();
+    for _ in 0..2 {
+        let r = client.request("GET", &gw.url("/x"), &[("x-secret", "s"), ("x-a", "client")], b"").await;
+        assert_eq!(r.status, 200);
+        assert!(r.upstream_header("x-secret").is_empty(), "removed");
+        assert_eq!(r.upstream_header("x-a"), ["1"], "replaced");
+        assert_eq!(r.header_all("x-b"), ["2"]);
+    }
+    let routes = client.get(&gw.admin_url("/admin/routes")).await.json();
+    assert_eq!(routes["routes"][0]["chain"][0]["fixed_edits"], 3, "{routes}");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn http2_clients_get_the_same_transformations() {
     let upstream = Upstream::with_handler(canned).await;

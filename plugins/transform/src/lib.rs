@@ -22,6 +22,10 @@
 //! - `response`: `body`, then `headers`. Header rules alone, whose templates read only what no
 //!   later plugin can change (literals, params, request id, route), are made from `on-request`
 //!   as response edits, with no `on-response` call (as `builtin:headers` does).
+//! - Header rules and nothing else, every value a literal and no request `rename` or `add` (they
+//!   read the request's headers): the same changes on every request, declared to the gateway once
+//!   at configure (`Plugin::fixed_edits`) and made by it with no call into the plugin, as
+//!   `builtin:headers` does.
 //! - `headers` and `query`: `remove`, `rename`, `set`, `add`, `append`, in that order
 //!   (`airlock_sdk::header_rules`, shared with `builtin:headers`; [`query`]).
 //! - `body`: `unwrap`, `remove`, `rename`, `move`, `copy`, `set`, `add`, `wrap`, in that order,
@@ -50,9 +54,9 @@ pub mod query;
 pub mod table;
 pub mod value;
 
-use airlock_sdk::header_rules::HeaderRules;
+use airlock_sdk::header_rules::{self, HeaderRules};
 use airlock_sdk::template::{Source, Template};
-use airlock_sdk::{Action, Descriptor, Plugin, Request, Response};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, Response};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -135,6 +139,11 @@ impl RequestRules {
     fn is_empty(&self) -> bool {
         self.path.is_none() && self.query.is_empty() && self.headers.is_empty() && !self.body.needs_body()
     }
+
+    /// No rule but header rules.
+    fn headers_only(&self) -> bool {
+        self.path.is_none() && self.query.is_empty() && !self.body.needs_body()
+    }
 }
 
 impl ResponseRules {
@@ -156,6 +165,9 @@ pub struct Transform {
     response: ResponseRules,
     /// [`ResponseRules::made_in_request_phase`], decided once at configure.
     response_from_request: bool,
+    /// Header rules only, the same on every request: declared to the gateway as fixed edits,
+    /// made without a call.
+    fixed: bool,
 }
 
 impl Plugin for Transform {
@@ -169,15 +181,30 @@ impl Plugin for Transform {
         response.headers.validate("response.headers")?;
         response.body.validate("response.body")?;
         let response_from_request = response.made_in_request_phase();
-        Ok(Self { request, response, response_from_request })
+        let fixed = request.headers_only()
+            && !response.body.needs_body()
+            && header_rules::fixed_edits(&request.headers, &response.headers).is_some();
+        Ok(Self { request, response, response_from_request, fixed })
+    }
+
+    /// Fixed header rules are the gateway's to make.
+    fn fixed_edits(&self) -> Vec<RequestEdit<'_>> {
+        if !self.fixed {
+            return Vec::new();
+        }
+        header_rules::fixed_edits(&self.request.headers, &self.response.headers).unwrap_or_default()
     }
 
     fn descriptor() -> Descriptor {
         Descriptor::new().with_request_body().with_response_body()
     }
 
-    /// Only the directions with rules run, and a body is asked for only where a body rule is.
+    /// Only the directions with rules run, and a body is asked for only where a body rule is;
+    /// fixed rules need no call at all.
     fn configured_descriptor(&self) -> Descriptor {
+        if self.fixed {
+            return Descriptor::default().with_on_request(false).with_on_response(false);
+        }
         Descriptor {
             on_request: !self.request.is_empty() || self.response_from_request,
             on_response: !self.response.is_empty() && !self.response_from_request,
@@ -319,7 +346,7 @@ mod tests {
 
     #[test]
     fn body_access_is_asked_for_only_where_a_body_rule_is() {
-        let d = configure(r#"{"request": {"headers": {"set": {"x-a": "1"}}}}"#).unwrap().configured_descriptor();
+        let d = configure(r#"{"request": {"headers": {"set": {"x-a": "${param.id}"}}}}"#).unwrap().configured_descriptor();
         assert_eq!((d.on_request, d.request_body, d.on_response, d.response_body), (true, false, false, false));
         let d = configure(r#"{"response": {"body": {"remove": ["**.token"]}}}"#).unwrap().configured_descriptor();
         assert_eq!((d.on_request, d.request_body, d.on_response, d.response_body), (false, false, true, true));
@@ -342,6 +369,36 @@ mod tests {
             (false, true),
             "with body rules the headers follow the body in on-response"
         );
+    }
+
+    #[test]
+    fn literal_header_rules_alone_are_fixed_edits_and_no_phase_is_called() {
+        let fixed = configure(r#"{"request": {"headers": {"remove": ["x-secret"], "set": {"x-a": "1"}}}, "response": {"headers": {"append": {"x-b": "2"}}}}"#).unwrap();
+        let d = fixed.configured_descriptor();
+        assert!(!d.on_request && !d.on_response && !d.request_body && !d.response_body, "{d:?}");
+        use airlock_sdk::ResponseEdit;
+        assert_eq!(
+            fixed.fixed_edits(),
+            [
+                RequestEdit::RemoveHeader("x-secret"),
+                RequestEdit::SetHeader("x-a", b"1"),
+                RequestEdit::Response(ResponseEdit::Append("x-b", b"2"))
+            ]
+        );
+        // Any other rule, a template or a header rule that reads the request keeps the calls.
+        for json in [
+            r#"{"request": {"headers": {"set": {"x-a": "1"}}, "path": "/v2"}}"#,
+            r#"{"request": {"headers": {"set": {"x-a": "1"}}, "query": {"set": {"v": "2"}}}}"#,
+            r#"{"request": {"headers": {"set": {"x-a": "1"}}, "body": {"remove": ["a"]}}}"#,
+            r#"{"request": {"headers": {"set": {"x-a": "1"}}}, "response": {"body": {"remove": ["a"]}}}"#,
+            r#"{"request": {"headers": {"set": {"x-a": "${header.x-b}"}}}}"#,
+            r#"{"request": {"headers": {"add": {"x-a": "1"}}}}"#,
+        ] {
+            let called = configure(json).unwrap();
+            assert!(called.fixed_edits().is_empty(), "{json}");
+            let d = called.configured_descriptor();
+            assert!(d.on_request || d.on_response, "{json}: {d:?}");
+        }
     }
 
     #[test]
