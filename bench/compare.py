@@ -159,8 +159,10 @@ upstream = "backend"
 
 def headers_entry(i, value="1"):
     """A `headers` entry setting one request and one response header to `value`: a literal is a
-    fixed edit, made by the gateway with no call; a template (`${request_id}`) is expanded per
-    request, in a call into the plugin."""
+    fixed edit, made by the gateway with no call; so is a template of what no plugin changes
+    (`${request_id}`), its value built by the gateway from each request; a template reading the
+    request's headers (`${header.x-api-key}`) is expanded per request, in a call into the
+    plugin."""
     return f"""[[routes.plugins]]
 plugin = "builtin:headers"
 config = {{ request = {{ set = {{ "x-bench-{i}" = "{value}" }} }}, response = {{ set = {{ "x-bench-resp-{i}" = "{value}" }} }} }}
@@ -196,11 +198,15 @@ config = { limits = [{ name = "bench", rate = 100000000, per = "second", burst =
     c.append(("same chain, isolation = request", "airlock", airlock_config(strict, defs)))
     for n in (1, 2, 4, 8):
         c.append((f"airlock, {n} x headers", "airlock", airlock_config("".join(headers_entry(i) for i in range(n)))))
-    # The same chains with a value expanded per request: each entry is a call into its plugin,
-    # what a plugin that cannot declare its work fixed costs.
+    # The same chains with a value built by the gateway from each request (fixed edits with a
+    # template), and with one read from the request's headers: each entry then a call into its
+    # plugin, what a plugin that cannot declare its work fixed costs.
     for n in (1, 8):
         chain = "".join(headers_entry(i, "${request_id}") for i in range(n))
-        c.append((f"airlock, {n} x headers, per-request value (called)", "airlock", airlock_config(chain)))
+        c.append((f"airlock, {n} x headers, per-request value (built)", "airlock", airlock_config(chain)))
+    for n in (1, 8):
+        chain = "".join(headers_entry(i, "${header.x-api-key}") for i in range(n))
+        c.append((f"airlock, {n} x headers, value from a header (called)", "airlock", airlock_config(chain)))
     # Request bodies: each ratio is to nginx proxying a body of the same size (read whole before
     # it is sent on, as `proxy_request_buffering` does by default, and as a body-reading plugin
     # makes Airlock do), not to the bodyless GETs of the cases above.

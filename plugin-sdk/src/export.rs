@@ -110,25 +110,12 @@ fn configure_slot<P: Plugin>(slot: &OnceCell<P>, config: &str) -> Result<raw::De
         return Err("this instance is already configured (the gateway called `configure` twice)".to_owned());
     }
     let plugin = crate::configure::<P>(config)?;
-    declare_fixed_edits(&plugin)?;
+    crate::fixed_edits::declare(&plugin)?;
     let configured = plugin.configured_descriptor();
     IN_EFFECT.set(Some(in_effect(P::descriptor(), configured)));
     // Cannot fail: checked empty above, and an instance runs one call at a time.
     let _ = slot.set(plugin);
     Ok(to_raw(configured))
-}
-
-/// Tells the gateway the changes `plugin` makes to every request ([`Plugin::fixed_edits`]), if
-/// it makes any. In a release build of a plugin that makes none the call is optimized away with
-/// the default method's empty list, and the component does not import `fixed-edits` at all, so
-/// it still loads on gateways older than 0.2.6 (a debug build keeps the import).
-fn declare_fixed_edits<P: Plugin>(plugin: &P) -> Result<(), String> {
-    let edits = plugin.fixed_edits();
-    if edits.is_empty() {
-        return Ok(());
-    }
-    let raw: Vec<raw::RequestEdit<'_>> = edits.into_iter().map(crate::RequestEdit::to_raw).collect();
-    crate::bindings::airlock::plugin::fixed_edits::declare(&raw)
 }
 
 /// The phase call the plugin is running, for [`body_writable`].

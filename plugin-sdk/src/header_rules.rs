@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::template::{Source, Template};
-use crate::{Request, RequestEdit, Response, ResponseEdit};
+use crate::{FixedEdit, Request, RequestEdit, Response, ResponseEdit};
 
 /// Whether `text` is an RFC 9110 token (5.6.2): what header names, cookie names and media type
 /// parts are made of. Not empty.
@@ -306,6 +306,44 @@ pub fn fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderRules) -> O
     }
     let fixed: Vec<RequestEdit<'a>> = edits(request, &[], response, &[]).collect();
     (fixed.len() <= MAX_FIXED_EDITS && fixed.iter().map(RequestEdit::bytes).sum::<usize>() <= MAX_FIXED_BYTES).then_some(fixed)
+}
+
+/// `request`'s rules and `response`'s as the changes they make to every request, for
+/// [`Plugin::templated_fixed_edits`](crate::Plugin::templated_fixed_edits): as [`fixed_edits`],
+/// and also when a value is a template the gateway can build from each request
+/// ([`Template::is_settled_at_request`]: `${param.NAME}`, `${request_id}`, `${route}`,
+/// `${client_ip}`), each such value a built change ([`FixedEdit`]), the literal ones
+/// [`FixedEdit::Same`]. `None` when a value reads a header, the query or the context, when the
+/// request's rules `rename` or `add`, or past what a gateway takes as fixed edits
+/// ([`MAX_FIXED_EDITS`], [`MAX_FIXED_BYTES`], [`crate::fixed_edits::MAX_VALUE_PARTS`]): the
+/// rules are then made per request.
+pub fn templated_fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderRules) -> Option<Vec<FixedEdit<'a>>> {
+    if !(request.write_only() && response.settled_at_request()) {
+        return None;
+    }
+    let same = |edit: RequestEdit<'a>| FixedEdit::Same(edit);
+    let request_edits = request.in_order().filter_map(move |rule| match rule {
+        Rule::Remove(name) => Some(same(RequestEdit::RemoveHeader(name))),
+        Rule::Set(name, t) => Some(t.as_literal().map_or(FixedEdit::SetHeader(name, t), |v| same(RequestEdit::SetHeader(name, v)))),
+        Rule::Append(name, t) => Some(t.as_literal().map_or(FixedEdit::AppendHeader(name, t), |v| same(RequestEdit::AppendHeader(name, v)))),
+        // Not in write-only rules.
+        Rule::Add(..) | Rule::Rename(..) => None,
+    });
+    let response_edits = response.in_order().map(move |rule| {
+        let literal = |t: &'a Template, edit: fn(&'a str, &'a [u8]) -> ResponseEdit<'a>, name| t.as_literal().map(|v| same(RequestEdit::Response(edit(name, v))));
+        match rule {
+            Rule::Remove(name) => same(RequestEdit::Response(ResponseEdit::Remove(name))),
+            Rule::Rename(from, to) => same(RequestEdit::Response(ResponseEdit::Rename(from, to))),
+            Rule::Set(name, t) => literal(t, ResponseEdit::Set, name).unwrap_or(FixedEdit::ResponseSet(name, t)),
+            Rule::Add(name, t) => literal(t, ResponseEdit::Add, name).unwrap_or(FixedEdit::ResponseAdd(name, t)),
+            Rule::Append(name, t) => literal(t, ResponseEdit::Append, name).unwrap_or(FixedEdit::ResponseAppend(name, t)),
+        }
+    });
+    let fixed: Vec<FixedEdit<'a>> = request_edits.chain(response_edits).collect();
+    let within = fixed.len() <= MAX_FIXED_EDITS
+        && fixed.iter().map(FixedEdit::bytes).sum::<usize>() <= MAX_FIXED_BYTES
+        && fixed.iter().all(FixedEdit::gateway_buildable);
+    within.then_some(fixed)
 }
 
 /// Most changes a gateway takes as one chain entry's fixed edits (`fixed-edits.declare`).

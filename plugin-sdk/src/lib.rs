@@ -102,6 +102,7 @@ pub mod consumer;
 pub mod crypto;
 mod export;
 pub mod files;
+pub mod fixed_edits;
 pub mod header_rules;
 mod http;
 pub mod http_client;
@@ -113,6 +114,7 @@ pub mod state;
 pub mod template;
 
 pub use action::{Action, ResponseInit, SlotRequest, error_json};
+pub use fixed_edits::FixedEdit;
 pub use http::{Request, RequestEdit, Response, ResponseEdit};
 pub use plugin::{Descriptor, Plugin};
 /// The `serde_json` this crate's API uses ([`error_json`], [`Response::replace_with_json`],

@@ -2,7 +2,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::{Action, Request, RequestEdit, Response};
+use crate::{Action, FixedEdit, Request, RequestEdit, Response};
 
 /// A gateway plugin. Implement it on your type and register the type with
 /// [`export_plugin!`](crate::export_plugin).
@@ -75,6 +75,21 @@ pub trait Plugin: Sized + 'static {
     /// does not import `fixed-edits` and loads on earlier 0.2 gateways (a debug build imports it
     /// all the same).
     fn fixed_edits(&self) -> Vec<RequestEdit<'_>> {
+        Vec::new()
+    }
+
+    /// As [`Plugin::fixed_edits`], with header values the gateway builds from each request out
+    /// of a [`Template`](crate::template::Template) reading only what no plugin changes on the
+    /// way through the chain: a route parameter, the request id, the route, the client's IP
+    /// ([`FixedEdit`]; `builtin:headers`' `x-user-id = "${param.id}"`). The same value the
+    /// plugin would have written from `on_request`, without the call. When it returns any, they
+    /// are declared instead of [`Plugin::fixed_edits`]' (put those in as [`FixedEdit::Same`],
+    /// in order among the built ones). A template reading a header, the query or the context
+    /// fails the config: those are read per request, from `on_request`.
+    ///
+    /// The default declares none. Declaring some needs a gateway speaking
+    /// `airlock:plugin@0.2.7` or later.
+    fn templated_fixed_edits(&self) -> Vec<FixedEdit<'_>> {
         Vec::new()
     }
 

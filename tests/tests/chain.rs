@@ -506,6 +506,56 @@ config = { response = { set = { "x-never" = "1" } } }
     }
 }
 
+/// A header value built from what no plugin can change (a route parameter, the request id, the
+/// route, the client's IP) is a fixed edit too: the gateway builds it from each request, with no
+/// call, to what the plugin would have written. A parameter that makes no valid header value
+/// (percent-decoded to a control character) is not written; the request is served all the same.
+#[tokio::test]
+async fn templated_fixed_edits_are_built_from_each_request_without_a_call() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+id = "users"
+path = "/users/{id}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+[routes.plugins.config.request]
+set = { "x-user" = "u-${param.id}", "x-rid" = "${request_id}", "x-real-ip" = "${client_ip}" }
+append = { "x-chain" = "literal" }
+[routes.plugins.config.response]
+set = { "x-route" = "${route}:${param.id}" }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let phases: Vec<(bool, bool)> =
+        gw.inner().routes.routes()[0].chain.entries().iter().map(|e| (e.descriptor.on_request, e.descriptor.on_response)).collect();
+    assert_eq!(phases, [(false, false)], "the entry is never called");
+    let client = HttpClient::http1();
+    for id in ["42", "caf%C3%A9"] {
+        let r = client.get(&gw.url(&format!("/users/{id}"))).await;
+        assert_eq!(r.status, 200);
+        let decoded = if id == "42" { "42" } else { "café" };
+        assert_eq!(r.upstream_header("x-user"), [format!("u-{decoded}")], "the parameter as `request.param` gives it");
+        let request_id = r.header("x-request-id").expect("a request id");
+        assert_eq!(r.upstream_header("x-rid"), [request_id], "this request's id");
+        assert_eq!(r.upstream_header("x-real-ip"), ["127.0.0.1"]);
+        assert_eq!(r.upstream_header("x-chain"), ["literal"]);
+        assert_eq!(r.header_all("x-route"), [format!("users:{decoded}")]);
+    }
+    // A control character in the parameter makes no header value: not written, and logged.
+    let r = client.get(&gw.url("/users/a%0Ab")).await;
+    assert_eq!(r.status, 200, "the request is served");
+    assert!(r.upstream_header("x-user").is_empty(), "{:?}", r.upstream_header("x-user"));
+    assert_eq!(r.upstream_header("x-chain"), ["literal"], "the other changes are made");
+    assert!(r.header("x-route").is_none());
+    let routes = client.get(&gw.admin_url("/admin/routes")).await.json();
+    assert_eq!(routes["routes"][0]["chain"][0]["fixed_edits"], 5, "{routes}");
+    gw.stop().await;
+}
+
 const EDITS: &str = r#"
 [upstreams.backend]
 targets = ["{upstream}"]

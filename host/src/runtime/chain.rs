@@ -314,7 +314,7 @@ pub fn make_response_edits(
 ) {
     let bound = request.header_limits.response;
     if let Some(fixed) = fixed {
-        fixed.apply_to_response(headers, bound, tally, plugin, &request.request_id);
+        fixed.apply_to_response(headers, bound, tally, plugin, request);
     }
     request.response_edits.apply_counted(index, headers, bound, plugin, &request.request_id, tally);
 }

@@ -21,10 +21,12 @@
 //! unknown variable, an invalid header name or an unknown key rejects the config, naming the key.
 //! The rules themselves are `airlock_sdk::header_rules`, shared with `builtin:transform`.
 //!
-//! Rules whose values are all literals, with no request `rename` or `add` (they read the
-//! request's headers), are the same on every request: the plugin declares them to the gateway
-//! once, at configure (`Plugin::fixed_edits`), turns both phases off, and the gateway makes them
-//! itself with no call into the plugin per request. Otherwise:
+//! Rules whose values read only what no plugin can change on the way through the chain (literals,
+//! `${param.NAME}`, `${request_id}`, `${route}`, `${client_ip}`), with no request `rename` or
+//! `add` (they read the request's headers), make the same changes on every request: the plugin
+//! declares them to the gateway once, at configure (`Plugin::templated_fixed_edits`; the
+//! gateway builds a templated value from each request), turns both phases off, and the gateway
+//! makes them itself with no call into the plugin per request. Otherwise:
 //! response rules whose templates read only what no later plugin can change (literals,
 //! `${param.NAME}`, `${request_id}`, `${route}`, `${client_ip}`) are handed to the gateway from `on-request` as
 //! response edits (`request.edit-response`), made where `on-response` would run: the same
@@ -35,7 +37,7 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use airlock_sdk::header_rules::{self, HeaderRules, NO_RULES};
-use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, Response, export_plugin};
+use airlock_sdk::{Action, Descriptor, FixedEdit, Plugin, Request, Response, export_plugin};
 use serde::Deserialize;
 
 /// The plugin's config.
@@ -54,8 +56,8 @@ struct HeadersPlugin {
     /// The response rules are handed to the gateway from `on-request` (their templates read
     /// nothing a later plugin can change), so there is no `on-response` to call.
     response_from_request: bool,
-    /// Every rule is the same on every request: declared to the gateway as fixed edits, made
-    /// without a call.
+    /// Every rule makes the same change on every request, its value literal or built by the
+    /// gateway: declared to the gateway as fixed edits, made without a call.
     fixed: bool,
 }
 
@@ -66,16 +68,16 @@ impl Plugin for HeadersPlugin {
         config.request.validate("request")?;
         config.response.validate("response")?;
         let response_from_request = !config.response.is_empty() && config.response.settled_at_request();
-        let fixed = header_rules::fixed_edits(&config.request, &config.response).is_some();
+        let fixed = header_rules::templated_fixed_edits(&config.request, &config.response).is_some();
         Ok(Self { request: config.request, response: config.response, response_from_request, fixed })
     }
 
     /// Fixed rules are the gateway's to make.
-    fn fixed_edits(&self) -> Vec<RequestEdit<'_>> {
+    fn templated_fixed_edits(&self) -> Vec<FixedEdit<'_>> {
         if !self.fixed {
             return Vec::new();
         }
-        header_rules::fixed_edits(&self.request, &self.response).unwrap_or_default()
+        header_rules::templated_fixed_edits(&self.request, &self.response).unwrap_or_default()
     }
 
     /// A phase with nothing to do is switched off, so the gateway skips that call entirely;
@@ -184,8 +186,10 @@ mod tests {
 
     #[test]
     fn response_rules_no_later_plugin_can_change_are_made_from_the_request_phase() {
+        // Beside a request rule only a call can make (an `add` reads the request); alone, these
+        // would be fixed edits, made with no call at all.
         let settled = configure(
-            r#"{"response": {"remove": ["server"], "set": {"x-served-by": "airlock", "x-at": "${route}/${param.id}"}}}"#,
+            r#"{"request": {"add": {"x-d": "d"}}, "response": {"remove": ["server"], "set": {"x-served-by": "airlock", "x-at": "${route}/${param.id}"}}}"#,
         )
         .unwrap();
         let d = settled.configured_descriptor();
@@ -201,27 +205,35 @@ mod tests {
     }
 
     #[test]
-    fn literal_rules_are_fixed_edits_and_no_phase_is_called() {
-        let fixed = configure(r#"{"request": {"remove": ["x-secret"], "set": {"x-a": "1"}}, "response": {"add": {"x-b": "2"}}}"#).unwrap();
+    fn rules_the_gateway_can_make_are_fixed_edits_and_no_phase_is_called() {
+        use airlock_sdk::{RequestEdit, ResponseEdit};
+        let fixed = configure(
+            r#"{"request": {"remove": ["x-secret"], "set": {"x-a": "1", "x-user": "u-${param.id}"}}, "response": {"add": {"x-b": "2"}, "set": {"x-r": "${route}"}}}"#,
+        )
+        .unwrap();
         let d = fixed.configured_descriptor();
         assert!(!d.on_request && !d.on_response, "{d:?}");
-        use airlock_sdk::ResponseEdit;
-        assert_eq!(
-            fixed.fixed_edits(),
-            [
-                RequestEdit::RemoveHeader("x-secret"),
-                RequestEdit::SetHeader("x-a", b"1"),
-                RequestEdit::Response(ResponseEdit::Add("x-b", b"2"))
-            ]
-        );
+        let edits = fixed.templated_fixed_edits();
+        let template = |e: &FixedEdit| match *e {
+            FixedEdit::SetHeader(_, t) | FixedEdit::ResponseSet(_, t) => Some(t.clone()),
+            _ => None,
+        };
+        assert_eq!(edits.len(), 5);
+        assert_eq!(edits[0], FixedEdit::Same(RequestEdit::RemoveHeader("x-secret")));
+        assert_eq!(edits[1], FixedEdit::Same(RequestEdit::SetHeader("x-a", b"1")), "a literal is the same on every request");
+        assert!(matches!(edits[2], FixedEdit::SetHeader("x-user", _)));
+        assert_eq!(template(&edits[2]), Some(airlock_sdk::template::Template::parse("u-${param.id}").unwrap()));
+        assert!(matches!(edits[3], FixedEdit::ResponseSet("x-r", _)), "response rules in their own order: set, then add");
+        assert_eq!(edits[4], FixedEdit::Same(RequestEdit::Response(ResponseEdit::Add("x-b", b"2"))));
         for json in [
-            r#"{"request": {"set": {"x-a": "${param.id}"}}, "response": {"add": {"x-b": "2"}}}"#,
+            r#"{"request": {"set": {"x-a": "${header.x-b}"}}, "response": {"add": {"x-b": "2"}}}"#,
             r#"{"request": {"add": {"x-a": "1"}}}"#,
-            r#"{"response": {"set": {"x-b": "${route}"}}}"#,
+            r#"{"response": {"set": {"x-b": "${context.consumer}"}}}"#,
         ] {
             let called = configure(json).unwrap();
-            assert!(called.fixed_edits().is_empty(), "{json}");
-            assert!(called.configured_descriptor().on_request, "{json}");
+            assert!(called.templated_fixed_edits().is_empty(), "{json}");
+            let d = called.configured_descriptor();
+            assert!(d.on_request || d.on_response, "{json}");
         }
     }
 }

@@ -22,9 +22,10 @@
 //! - `response`: `body`, then `headers`. Header rules alone, whose templates read only what no
 //!   later plugin can change (literals, params, request id, route), are made from `on-request`
 //!   as response edits, with no `on-response` call (as `builtin:headers` does).
-//! - Header rules and nothing else, every value a literal and no request `rename` or `add` (they
-//!   read the request's headers): the same changes on every request, declared to the gateway once
-//!   at configure (`Plugin::fixed_edits`) and made by it with no call into the plugin, as
+//! - Header rules and nothing else, every value reading only what no plugin can change (literals,
+//!   params, request id, route, client IP) and no request `rename` or `add` (they read the
+//!   request's headers): the same changes on every request, declared to the gateway once at
+//!   configure (`Plugin::templated_fixed_edits`) and made by it with no call into the plugin, as
 //!   `builtin:headers` does.
 //! - `headers` and `query`: `remove`, `rename`, `set`, `add`, `append`, in that order
 //!   (`airlock_sdk::header_rules`, shared with `builtin:headers`; [`query`]).
@@ -56,7 +57,7 @@ pub mod value;
 
 use airlock_sdk::header_rules::{self, HeaderRules};
 use airlock_sdk::template::{Source, Template};
-use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, Response};
+use airlock_sdk::{Action, Descriptor, FixedEdit, Plugin, Request, Response};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -165,8 +166,8 @@ pub struct Transform {
     response: ResponseRules,
     /// [`ResponseRules::made_in_request_phase`], decided once at configure.
     response_from_request: bool,
-    /// Header rules only, the same on every request: declared to the gateway as fixed edits,
-    /// made without a call.
+    /// Header rules only, making the same changes on every request: declared to the gateway as
+    /// fixed edits, made without a call.
     fixed: bool,
 }
 
@@ -183,16 +184,16 @@ impl Plugin for Transform {
         let response_from_request = response.made_in_request_phase();
         let fixed = request.headers_only()
             && !response.body.needs_body()
-            && header_rules::fixed_edits(&request.headers, &response.headers).is_some();
+            && header_rules::templated_fixed_edits(&request.headers, &response.headers).is_some();
         Ok(Self { request, response, response_from_request, fixed })
     }
 
     /// Fixed header rules are the gateway's to make.
-    fn fixed_edits(&self) -> Vec<RequestEdit<'_>> {
+    fn templated_fixed_edits(&self) -> Vec<FixedEdit<'_>> {
         if !self.fixed {
             return Vec::new();
         }
-        header_rules::fixed_edits(&self.request.headers, &self.response.headers).unwrap_or_default()
+        header_rules::templated_fixed_edits(&self.request.headers, &self.response.headers).unwrap_or_default()
     }
 
     fn descriptor() -> Descriptor {
@@ -346,7 +347,7 @@ mod tests {
 
     #[test]
     fn body_access_is_asked_for_only_where_a_body_rule_is() {
-        let d = configure(r#"{"request": {"headers": {"set": {"x-a": "${param.id}"}}}}"#).unwrap().configured_descriptor();
+        let d = configure(r#"{"request": {"headers": {"set": {"x-a": "${header.x-b}"}}}}"#).unwrap().configured_descriptor();
         assert_eq!((d.on_request, d.request_body, d.on_response, d.response_body), (true, false, false, false));
         let d = configure(r#"{"response": {"body": {"remove": ["**.token"]}}}"#).unwrap().configured_descriptor();
         assert_eq!((d.on_request, d.request_body, d.on_response, d.response_body), (false, false, true, true));
@@ -362,7 +363,8 @@ mod tests {
             let d = configure(json).unwrap().configured_descriptor();
             (d.on_request, d.on_response)
         };
-        assert_eq!(phases(r#"{"response": {"headers": {"set": {"x-r": "${route}"}, "remove": ["server"]}}}"#), (true, false));
+        // Beside a request rule only a call can make (alone, they would be fixed edits).
+        assert_eq!(phases(r#"{"request": {"path": "/v2"}, "response": {"headers": {"set": {"x-r": "${route}"}, "remove": ["server"]}}}"#), (true, false));
         assert_eq!(phases(r#"{"response": {"headers": {"set": {"x-c": "${context.consumer}"}}}}"#), (false, true));
         assert_eq!(
             phases(r#"{"response": {"headers": {"set": {"x-a": "1"}}, "body": {"remove": ["token"]}}}"#),
@@ -372,20 +374,22 @@ mod tests {
     }
 
     #[test]
-    fn literal_header_rules_alone_are_fixed_edits_and_no_phase_is_called() {
-        let fixed = configure(r#"{"request": {"headers": {"remove": ["x-secret"], "set": {"x-a": "1"}}}, "response": {"headers": {"append": {"x-b": "2"}}}}"#).unwrap();
+    fn header_rules_alone_the_gateway_can_make_are_fixed_edits_and_no_phase_is_called() {
+        use airlock_sdk::{RequestEdit, ResponseEdit};
+        let fixed = configure(
+            r#"{"request": {"headers": {"remove": ["x-secret"], "set": {"x-a": "1", "x-user": "${param.id}"}}}, "response": {"headers": {"append": {"x-b": "2"}}}}"#,
+        )
+        .unwrap();
         let d = fixed.configured_descriptor();
         assert!(!d.on_request && !d.on_response && !d.request_body && !d.response_body, "{d:?}");
-        use airlock_sdk::ResponseEdit;
-        assert_eq!(
-            fixed.fixed_edits(),
-            [
-                RequestEdit::RemoveHeader("x-secret"),
-                RequestEdit::SetHeader("x-a", b"1"),
-                RequestEdit::Response(ResponseEdit::Append("x-b", b"2"))
-            ]
-        );
-        // Any other rule, a template or a header rule that reads the request keeps the calls.
+        let edits = fixed.templated_fixed_edits();
+        assert_eq!(edits.len(), 4);
+        assert_eq!(edits[0], FixedEdit::Same(RequestEdit::RemoveHeader("x-secret")));
+        assert_eq!(edits[1], FixedEdit::Same(RequestEdit::SetHeader("x-a", b"1")));
+        assert!(matches!(edits[2], FixedEdit::SetHeader("x-user", _)), "built by the gateway from each request");
+        assert_eq!(edits[3], FixedEdit::Same(RequestEdit::Response(ResponseEdit::Append("x-b", b"2"))));
+        // Any other rule, a value only a call can read, or a header rule that reads the request
+        // keeps the calls.
         for json in [
             r#"{"request": {"headers": {"set": {"x-a": "1"}}, "path": "/v2"}}"#,
             r#"{"request": {"headers": {"set": {"x-a": "1"}}, "query": {"set": {"v": "2"}}}}"#,
@@ -395,7 +399,7 @@ mod tests {
             r#"{"request": {"headers": {"add": {"x-a": "1"}}}}"#,
         ] {
             let called = configure(json).unwrap();
-            assert!(called.fixed_edits().is_empty(), "{json}");
+            assert!(called.templated_fixed_edits().is_empty(), "{json}");
             let d = called.configured_descriptor();
             assert!(d.on_request || d.on_response, "{json}: {d:?}");
         }

@@ -4,20 +4,26 @@
 //!
 //! `declare` checks each change as the `request` methods check it per request, but answers a
 //! bad one with an `err` (the plugin returns it as its config error) rather than a log line: a
-//! fixed change that is wrong is wrong on every request. [`FixedEdits`] is what the chain entry
+//! fixed change that is wrong is wrong on every request. `declare-templated` takes the same
+//! changes and header writes whose value the gateway builds per request from what no plugin can
+//! change (a route parameter, the request id, the route's id, the client's IP): such a value is
+//! checked as it is built, as `request.edit` checks one. [`FixedEdits`] is what the chain entry
 //! keeps; [`FixedEdits::apply_to_request`] and [`FixedEdits::apply_to_response`] make the
 //! changes under the same header limits as `request.edit`.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{HOST, HeaderName, HeaderValue};
 
 use super::HostState;
-use super::airlock::plugin::fixed_edits::Host;
+use super::airlock::plugin::fixed_edits::{FixedEdit as WitFixedEdit, Host, TemplatedHeader, ValuePart};
 use super::airlock::plugin::types::{RequestEdit as WitRequestEdit, ResponseEdit as WitResponseEdit};
 use super::log::plugin_warn;
 use super::types::{MAX_EDITS_PER_CALL, MAX_HEADER_VALUE_BYTES};
 use crate::exchange::{Context, HeaderBound, HeaderTally, RefusalLog, RequestState, ResponseEdit};
+use crate::telemetry::warn_throttle::WarnThrottle;
 
 /// Most bytes of names and values all of an entry's fixed changes may hold together: the gateway
 /// keeps them for as long as the config serves, outside the plugin's memory cap. Four times the
@@ -25,13 +31,29 @@ use crate::exchange::{Context, HeaderBound, HeaderTally, RefusalLog, RequestStat
 /// response could carry is refused for it.
 pub const MAX_FIXED_BYTES: usize = 256 * 1024;
 
+/// Most pieces one built value may have: each variable is a copy per request, so a value of
+/// thousands of them would make the gateway write megabytes a request for a short declaration.
+pub const MAX_VALUE_PARTS: usize = 64;
+
+/// Least time between two log lines about built values not written (a parameter an attacker
+/// can fill with a control character on every request).
+const BUILT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// A chain entry's fixed changes, checked: what its `configure` declared.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug)]
 pub struct FixedEdits {
     /// Changes to the request, in order.
     request: Vec<RequestChange>,
     /// Changes to the response, in order, made where the entry's response phase runs.
-    response: Vec<ResponseEdit>,
+    response: Vec<ResponseChange>,
+    /// Built values not written for being invalid, logged at most once per interval.
+    refused_values: WarnThrottle,
+}
+
+impl Default for FixedEdits {
+    fn default() -> Self {
+        Self { request: Vec::new(), response: Vec::new(), refused_values: WarnThrottle::new(BUILT_REFUSAL_LOG_INTERVAL) }
+    }
 }
 
 /// One fixed change to the request.
@@ -41,6 +63,10 @@ enum RequestChange {
     Set(HeaderName, HeaderValue),
     /// Add a value after the header's existing ones.
     Append(HeaderName, HeaderValue),
+    /// [`RequestChange::Set`] with a value built per request.
+    SetBuilt(HeaderName, BuiltValue),
+    /// [`RequestChange::Append`] with a value built per request.
+    AppendBuilt(HeaderName, BuiltValue),
     /// Remove every value of the header.
     Remove(HeaderName),
     /// Set a context key to a value.
@@ -49,8 +75,98 @@ enum RequestChange {
     ContextRemove(String),
 }
 
+/// One fixed change to the response.
+#[derive(Debug, PartialEq)]
+enum ResponseChange {
+    /// The same change on every response.
+    Same(ResponseEdit),
+    /// Set, add or append a header with a value built per request.
+    Built(BuiltKind, HeaderName, BuiltValue),
+}
+
+/// Which response write a built value is for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BuiltKind {
+    Set,
+    Add,
+    Append,
+}
+
+/// A header value the gateway builds on each request from its pieces.
+#[derive(Debug, PartialEq)]
+struct BuiltValue(Vec<Piece>);
+
+/// One piece of a [`BuiltValue`].
+#[derive(Debug, PartialEq)]
+enum Piece {
+    Literal(Bytes),
+    RequestId,
+    RouteId,
+    ClientIp,
+    Param(String),
+}
+
+impl BuiltValue {
+    /// The pieces a plugin declared, checked: at most [`MAX_VALUE_PARTS`], and literal text a
+    /// header value can hold.
+    fn checked(parts: Vec<ValuePart>) -> Result<Self, String> {
+        if parts.len() > MAX_VALUE_PARTS {
+            return Err(format!("a built value of {} pieces: at most {MAX_VALUE_PARTS}", parts.len()));
+        }
+        let piece = |part: ValuePart| match part {
+            ValuePart::Literal(text) => {
+                if HeaderValue::from_bytes(&text).is_err() {
+                    return Err("a literal piece holds control characters".to_owned());
+                }
+                Ok(Piece::Literal(Bytes::from(text)))
+            }
+            ValuePart::RequestId => Ok(Piece::RequestId),
+            ValuePart::RouteId => Ok(Piece::RouteId),
+            ValuePart::ClientIp => Ok(Piece::ClientIp),
+            ValuePart::Param(name) => Ok(Piece::Param(name)),
+        };
+        parts.into_iter().map(piece).collect::<Result<_, _>>().map(Self)
+    }
+
+    /// The value for `request`: what the plugin would have read through `request` and written
+    /// back. `Err` says why none can be written (a parameter holding a control character).
+    fn build(&self, request: &RequestState) -> Result<HeaderValue, &'static str> {
+        let mut out = Vec::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Literal(text) => out.extend_from_slice(text),
+                Piece::RequestId => out.extend_from_slice(request.request_id.as_bytes()),
+                Piece::RouteId => out.extend_from_slice(request.route_id.as_bytes()),
+                Piece::ClientIp => out.extend_from_slice(crate::proxy::headers::ip_string(request.client_ip).as_bytes()),
+                Piece::Param(name) => {
+                    if let Some((_, value)) = request.params.iter().find(|(k, _)| k == name) {
+                        out.extend_from_slice(value.as_bytes());
+                    }
+                }
+            }
+            if out.len() > MAX_HEADER_VALUE_BYTES {
+                return Err("is longer than 64 KiB");
+            }
+        }
+        HeaderValue::from_maybe_shared(Bytes::from(out)).map_err(|_| "holds control characters")
+    }
+
+    /// The bytes of the literal pieces and parameter names.
+    fn bytes(parts: &[ValuePart]) -> usize {
+        parts.iter().map(|p| match p {
+            ValuePart::Literal(text) => text.len(),
+            ValuePart::Param(name) => name.len(),
+            ValuePart::RequestId | ValuePart::RouteId | ValuePart::ClientIp => 0,
+        }).sum()
+    }
+}
+
 impl Host for HostState {
     fn declare(&mut self, edits: Vec<WitRequestEdit>) -> Result<(), String> {
+        self.declare_templated(edits.into_iter().map(WitFixedEdit::Same).collect())
+    }
+
+    fn declare_templated(&mut self, edits: Vec<WitFixedEdit>) -> Result<(), String> {
         if !self.configuring {
             plugin_warn!(&self.log, "fixed-edits.declare ignored: it is only heard during configure");
             return Err("fixed edits are declared during `configure` only".to_owned());
@@ -64,11 +180,11 @@ impl Host for HostState {
 impl FixedEdits {
     /// The changes `edits` ask for, each checked; an `Err` names the first refused one (counted
     /// from 1) and why.
-    pub fn checked(edits: Vec<WitRequestEdit>) -> Result<Self, String> {
+    pub fn checked(edits: Vec<WitFixedEdit>) -> Result<Self, String> {
         if edits.len() > MAX_EDITS_PER_CALL {
             return Err(format!("{} fixed edits declared: at most {MAX_EDITS_PER_CALL}", edits.len()));
         }
-        let bytes: usize = edits.iter().map(edit_bytes).sum();
+        let bytes: usize = edits.iter().map(fixed_edit_bytes).sum();
         if bytes > MAX_FIXED_BYTES {
             return Err(format!("the fixed edits hold {bytes} bytes of names and values: at most {MAX_FIXED_BYTES}"));
         }
@@ -76,37 +192,70 @@ impl FixedEdits {
         // The context the changes leave, to hold them to its limits as a request's context is.
         let mut context = Context::default();
         for (at, edit) in edits.into_iter().enumerate() {
-            let refused = |what: &str, why: String| format!("fixed edit {} (`{what}`): {why}", at + 1);
-            match edit {
-                WitRequestEdit::SetHeader(h) => {
-                    let (name, value) = request_header(&h.name, h.value).map_err(|why| refused("set-header", why))?;
-                    fixed.request.push(RequestChange::Set(name, value));
-                }
-                WitRequestEdit::AppendHeader(h) => {
-                    let (name, value) = request_header(&h.name, h.value).map_err(|why| refused("append-header", why))?;
-                    // One `Host`: an append replaces it, as `request.append-header` does.
-                    fixed.request.push(if name == HOST { RequestChange::Set(name, value) } else { RequestChange::Append(name, value) });
-                }
-                WitRequestEdit::RemoveHeader(name) => {
-                    fixed.request.push(RequestChange::Remove(header_name(&name).map_err(|why| refused("remove-header", why))?));
-                }
-                WitRequestEdit::ContextSet((key, value)) => {
-                    if context.set(key.clone(), value.clone()).is_err() {
-                        let why = format!("the context holds at most {} keys and {} bytes", Context::MAX_KEYS, Context::MAX_BYTES);
-                        return Err(refused("context-set", why));
-                    }
-                    fixed.request.push(RequestChange::ContextSet(key, value));
-                }
-                WitRequestEdit::ContextRemove(key) => {
-                    context.remove(&key);
-                    fixed.request.push(RequestChange::ContextRemove(key));
-                }
-                WitRequestEdit::EditResponse(edit) => {
-                    fixed.response.push(response_edit(edit).map_err(|why| refused("edit-response", why))?);
-                }
-            }
+            fixed.check(edit, &mut context).map_err(|(what, why)| format!("fixed edit {} (`{what}`): {why}", at + 1))?;
         }
         Ok(fixed)
+    }
+
+    /// Checks one change and keeps it; `Err` is the change's kind and why it is refused.
+    fn check(&mut self, edit: WitFixedEdit, context: &mut Context) -> Result<(), (&'static str, String)> {
+        let built = |what: &'static str, h: TemplatedHeader| -> Result<(HeaderName, BuiltValue), (&'static str, String)> {
+            let name = writable_name(&h.name).map_err(|why| (what, why))?;
+            Ok((name, BuiltValue::checked(h.value).map_err(|why| (what, why))?))
+        };
+        let (kind, what, header) = match edit {
+            WitFixedEdit::Same(edit) => return self.check_same(edit, context),
+            WitFixedEdit::SetHeader(h) => {
+                let (name, value) = built("set-header", h)?;
+                self.request.push(RequestChange::SetBuilt(name, value));
+                return Ok(());
+            }
+            WitFixedEdit::AppendHeader(h) => {
+                let (name, value) = built("append-header", h)?;
+                // One `Host`: an append replaces it, as `request.append-header` does.
+                self.request.push(if name == HOST { RequestChange::SetBuilt(name, value) } else { RequestChange::AppendBuilt(name, value) });
+                return Ok(());
+            }
+            WitFixedEdit::ResponseSet(h) => (BuiltKind::Set, "response-set", h),
+            WitFixedEdit::ResponseAdd(h) => (BuiltKind::Add, "response-add", h),
+            WitFixedEdit::ResponseAppend(h) => (BuiltKind::Append, "response-append", h),
+        };
+        let (name, value) = built(what, header)?;
+        self.response.push(ResponseChange::Built(kind, name, value));
+        Ok(())
+    }
+
+    /// Checks a change made the same on every request (`declare`'s kind) and keeps it.
+    fn check_same(&mut self, edit: WitRequestEdit, context: &mut Context) -> Result<(), (&'static str, String)> {
+        match edit {
+            WitRequestEdit::SetHeader(h) => {
+                let (name, value) = request_header(&h.name, h.value).map_err(|why| ("set-header", why))?;
+                self.request.push(RequestChange::Set(name, value));
+            }
+            WitRequestEdit::AppendHeader(h) => {
+                let (name, value) = request_header(&h.name, h.value).map_err(|why| ("append-header", why))?;
+                // One `Host`: an append replaces it, as `request.append-header` does.
+                self.request.push(if name == HOST { RequestChange::Set(name, value) } else { RequestChange::Append(name, value) });
+            }
+            WitRequestEdit::RemoveHeader(name) => {
+                self.request.push(RequestChange::Remove(header_name(&name).map_err(|why| ("remove-header", why))?));
+            }
+            WitRequestEdit::ContextSet((key, value)) => {
+                if context.set(key.clone(), value.clone()).is_err() {
+                    let why = format!("the context holds at most {} keys and {} bytes", Context::MAX_KEYS, Context::MAX_BYTES);
+                    return Err(("context-set", why));
+                }
+                self.request.push(RequestChange::ContextSet(key, value));
+            }
+            WitRequestEdit::ContextRemove(key) => {
+                context.remove(&key);
+                self.request.push(RequestChange::ContextRemove(key));
+            }
+            WitRequestEdit::EditResponse(edit) => {
+                self.response.push(ResponseChange::Same(response_edit(edit).map_err(|why| ("edit-response", why))?));
+            }
+        }
+        Ok(())
     }
 
     /// Whether there is no change at all.
@@ -126,41 +275,97 @@ impl FixedEdits {
     }
 
     /// Makes the request changes on `request`, in order, for the entry `plugin`: a header write
-    /// that would take the request past its header limits is not made (logged once).
+    /// that would take the request past its header limits is not made (logged once), nor a built
+    /// value that is not a valid one (logged at most once per interval).
     pub fn apply_to_request(&self, request: &mut RequestState, plugin: &str) {
         let bound = request.header_limits.request;
         let mut refusals = RefusalLog::default();
         for change in &self.request {
-            match change {
-                RequestChange::Set(name, value) | RequestChange::Append(name, value) => {
-                    let replacing = matches!(change, RequestChange::Set(..));
-                    if !bound.write(&mut request.header_tally, &mut request.headers, name.clone(), value.clone(), replacing) {
-                        refusals.refused(plugin, &request.request_id, "fixed edit", bound);
-                    } else if name == HOST {
-                        request.host_from_plugin = true;
+            let (name, value, replacing) = match change {
+                RequestChange::Set(name, value) => (name, value.clone(), true),
+                RequestChange::Append(name, value) => (name, value.clone(), false),
+                RequestChange::SetBuilt(name, value) | RequestChange::AppendBuilt(name, value) => {
+                    let built = value.build(request).and_then(|v| {
+                        // A `host` is held to host[:port] here as `request.set-header` holds it.
+                        let host_ok = *name != HOST || (!v.is_empty() && crate::proxy::headers::valid_host(v.as_bytes()));
+                        if host_ok { Ok(v) } else { Err("is not host[:port]") }
+                    });
+                    match built {
+                        Ok(v) => (name, v, matches!(change, RequestChange::SetBuilt(..))),
+                        Err(why) => {
+                            self.refused_value(plugin, &request.request_id, name, why);
+                            continue;
+                        }
                     }
                 }
-                RequestChange::Remove(name) => request.header_tally.remove(&mut request.headers, name),
+                RequestChange::Remove(name) => {
+                    request.header_tally.remove(&mut request.headers, name);
+                    continue;
+                }
                 RequestChange::ContextSet(key, value) => {
                     if request.context.set(key.clone(), value.clone()).is_err() {
                         let request_id = &*request.request_id;
                         tracing::warn!(plugin, request_id, key, "fixed context value ignored: the request's context is full");
                     }
+                    continue;
                 }
-                RequestChange::ContextRemove(key) => request.context.remove(key),
+                RequestChange::ContextRemove(key) => {
+                    request.context.remove(key);
+                    continue;
+                }
+            };
+            if !bound.write(&mut request.header_tally, &mut request.headers, name.clone(), value, replacing) {
+                refusals.refused(plugin, &request.request_id, "fixed edit", bound);
+            } else if *name == HOST {
+                request.host_from_plugin = true;
             }
         }
     }
 
-    /// Makes the response changes on `headers`, in order, as one run of writes counted in
-    /// `tally`: one that would take them past `bound` is not made (logged once).
-    pub fn apply_to_response(&self, headers: &mut HeaderMap, bound: HeaderBound, tally: &mut HeaderTally, plugin: &str, request_id: &str) {
+    /// Makes the response changes on `headers` for `request`, in order, as one run of writes
+    /// counted in `tally`: one that would take them past `bound` is not made (logged once), nor
+    /// a built value that is not a valid one (logged at most once per interval).
+    pub fn apply_to_response(&self, headers: &mut HeaderMap, bound: HeaderBound, tally: &mut HeaderTally, plugin: &str, request: &RequestState) {
         let mut refusals = RefusalLog::default();
-        for edit in &self.response {
-            if !edit.clone().make(headers, bound, tally) {
-                refusals.refused(plugin, request_id, "fixed response edit", bound);
+        for change in &self.response {
+            let edit = match change {
+                ResponseChange::Same(edit) => edit.clone(),
+                ResponseChange::Built(kind, name, value) => match value.build(request) {
+                    Ok(value) => match kind {
+                        BuiltKind::Set => ResponseEdit::Set(name.clone(), value),
+                        BuiltKind::Add => ResponseEdit::Add(name.clone(), value),
+                        BuiltKind::Append => ResponseEdit::Append(name.clone(), value),
+                    },
+                    Err(why) => {
+                        self.refused_value(plugin, &request.request_id, name, why);
+                        continue;
+                    }
+                },
+            };
+            if !edit.make(headers, bound, tally) {
+                refusals.refused(plugin, &request.request_id, "fixed response edit", bound);
             }
         }
+    }
+
+    /// Logs a built value not written, at most once per [`BUILT_REFUSAL_LOG_INTERVAL`] with the
+    /// count since the last line: a client can make one on every request.
+    fn refused_value(&self, plugin: &str, request_id: &str, name: &HeaderName, why: &str) {
+        if let Some(count) = self.refused_values.record() {
+            tracing::warn!(plugin, request_id, header = %name, count, "fixed edit's built value ignored: it {why} (count: such values since the last line)");
+        }
+    }
+}
+
+/// The bytes of the names and values `edit` holds.
+fn fixed_edit_bytes(edit: &WitFixedEdit) -> usize {
+    match edit {
+        WitFixedEdit::Same(edit) => edit_bytes(edit),
+        WitFixedEdit::SetHeader(h)
+        | WitFixedEdit::AppendHeader(h)
+        | WitFixedEdit::ResponseSet(h)
+        | WitFixedEdit::ResponseAdd(h)
+        | WitFixedEdit::ResponseAppend(h) => h.name.len() + BuiltValue::bytes(&h.value),
     }
 }
 
@@ -237,6 +442,11 @@ mod tests {
         crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\nhost: example.com\nx-gone: 1\n\n").expect("a request")
     }
 
+    /// `declare`'s changes as `declare-templated` takes them.
+    fn same(edits: Vec<WitRequestEdit>) -> Vec<WitFixedEdit> {
+        edits.into_iter().map(WitFixedEdit::Same).collect()
+    }
+
     fn values(headers: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
         headers.get_all(name).iter().map(|v| v.as_bytes().to_vec()).collect()
     }
@@ -245,7 +455,7 @@ mod tests {
     fn each_declared_change_is_checked_and_a_refused_one_is_named() {
         let refused = |edit: WitRequestEdit| {
             let edits = vec![WitRequestEdit::SetHeader(header("x-ok", b"1")), edit];
-            FixedEdits::checked(edits).expect_err("refused")
+            FixedEdits::checked(same(edits)).expect_err("refused")
         };
         assert_eq!(refused(WitRequestEdit::SetHeader(header("bad name", b"1"))), "fixed edit 2 (`set-header`): `bad name` is not a valid header name");
         assert!(refused(WitRequestEdit::AppendHeader(header("Content-Length", b"1"))).starts_with("fixed edit 2 (`append-header`): `content-length` is set by the gateway"));
@@ -257,13 +467,13 @@ mod tests {
         let big = "v".repeat(Context::MAX_BYTES);
         assert!(refused(WitRequestEdit::ContextSet(("k".into(), big))).starts_with("fixed edit 2 (`context-set`): the context holds at most"));
         let many = (0..=MAX_EDITS_PER_CALL).map(|_| WitRequestEdit::RemoveHeader("x-a".into())).collect();
-        assert_eq!(FixedEdits::checked(many).expect_err("too many"), "257 fixed edits declared: at most 256");
+        assert_eq!(FixedEdits::checked(same(many)).expect_err("too many"), "257 fixed edits declared: at most 256");
         let value = vec![b'v'; MAX_HEADER_VALUE_BYTES - 8];
         let large = |n: usize| (0..n).map(|i| WitRequestEdit::AppendHeader(header(&format!("x-{i}"), &value))).collect::<Vec<_>>();
-        assert!(FixedEdits::checked(large(4)).is_ok(), "256 KiB all together");
-        assert!(FixedEdits::checked(large(5)).expect_err("too large").ends_with("at most 262144"));
+        assert!(FixedEdits::checked(same(large(4))).is_ok(), "256 KiB all together");
+        assert!(FixedEdits::checked(same(large(5))).expect_err("too large").ends_with("at most 262144"));
         // Removing the gateway's own headers is allowed, as `request.remove-header` allows it.
-        assert!(FixedEdits::checked(vec![WitRequestEdit::RemoveHeader("upgrade".into())]).is_ok());
+        assert!(FixedEdits::checked(same(vec![WitRequestEdit::RemoveHeader("upgrade".into())])).is_ok());
     }
 
     #[test]
@@ -271,19 +481,19 @@ mod tests {
         let mut state = HostState::new("p".into(), 1 << 20, std::time::Duration::from_millis(10));
         let set = || vec![WitRequestEdit::SetHeader(header("x-a", b"1"))];
         assert!(state.declare(set()).is_err(), "outside configure");
-        assert_eq!(state.fixed_edits, None);
+        assert!(state.fixed_edits.is_none());
         state.configuring = true;
         assert_eq!(state.declare(set()), Ok(()));
         assert!(state.fixed_edits.as_ref().is_some_and(|f| !f.is_empty() && !f.edits_response()));
         assert!(state.declare(vec![WitRequestEdit::SetHeader(header("bad name", b"1"))]).is_err());
         assert!(state.fixed_edits.is_some(), "a refused declaration keeps the one before");
         assert_eq!(state.declare(vec![]), Ok(()));
-        assert_eq!(state.fixed_edits, None, "`[]` declares none");
+        assert!(state.fixed_edits.is_none(), "`[]` declares none");
     }
 
     #[test]
     fn the_changes_are_made_on_every_request_in_order_within_the_limits() {
-        let fixed = FixedEdits::checked(vec![
+        let fixed = FixedEdits::checked(same(vec![
             WitRequestEdit::RemoveHeader("X-Gone".into()),
             WitRequestEdit::SetHeader(header("x-a", b"1")),
             WitRequestEdit::AppendHeader(header("x-a", b"2")),
@@ -292,7 +502,7 @@ mod tests {
             WitRequestEdit::ContextRemove("consumer.anonymous".into()),
             WitRequestEdit::EditResponse(WitResponseEdit::Set(header("x-served-by", b"airlock"))),
             WitRequestEdit::EditResponse(WitResponseEdit::Add(header("x-kept", b"fixed"))),
-        ])
+        ]))
         .expect("valid");
         for _ in 0..2 {
             let mut req = request();
@@ -306,7 +516,7 @@ mod tests {
             assert_eq!(req.context.get("consumer.anonymous"), None);
             let mut response = HeaderMap::new();
             response.insert("x-kept", HeaderValue::from_static("upstream"));
-            fixed.apply_to_response(&mut response, HeaderBound::NONE, &mut HeaderTally::default(), "p", "id");
+            fixed.apply_to_response(&mut response, HeaderBound::NONE, &mut HeaderTally::default(), "p", &req);
             assert_eq!(values(&response, "x-served-by"), [b"airlock".to_vec()]);
             assert_eq!(values(&response, "x-kept"), [b"upstream".to_vec()], "add keeps what is there");
         }
@@ -317,7 +527,95 @@ mod tests {
         assert_eq!(values(&req.headers, "x-a"), [b"1".to_vec()], "the append would make a third line");
         assert_eq!(req.context.get("consumer"), Some("fixed"));
         let mut response = HeaderMap::new();
-        fixed.apply_to_response(&mut response, HeaderBound { count: 1, bytes: usize::MAX }, &mut HeaderTally::default(), "p", "id");
+        fixed.apply_to_response(&mut response, HeaderBound { count: 1, bytes: usize::MAX }, &mut HeaderTally::default(), "p", &req);
         assert_eq!(response.len(), 1, "one line allowed: {response:?}");
+    }
+
+    fn templated(name: &str, value: Vec<ValuePart>) -> TemplatedHeader {
+        TemplatedHeader { name: name.into(), value }
+    }
+
+    #[test]
+    fn built_values_are_checked_when_declared() {
+        let refused = |edit: WitFixedEdit| FixedEdits::checked(vec![edit]).expect_err("refused");
+        let literal = |text: &[u8]| ValuePart::Literal(text.to_vec());
+        assert_eq!(
+            refused(WitFixedEdit::SetHeader(templated("x-a", vec![literal(b"a\nb"), ValuePart::RequestId]))),
+            "fixed edit 1 (`set-header`): a literal piece holds control characters"
+        );
+        assert_eq!(
+            refused(WitFixedEdit::ResponseAdd(templated("x-a", vec![ValuePart::RequestId; MAX_VALUE_PARTS + 1]))),
+            "fixed edit 1 (`response-add`): a built value of 65 pieces: at most 64"
+        );
+        assert!(refused(WitFixedEdit::AppendHeader(templated("Transfer-Encoding", vec![ValuePart::RouteId]))).starts_with("fixed edit 1 (`append-header`): `transfer-encoding` is set by the gateway"));
+        assert!(refused(WitFixedEdit::ResponseSet(templated("bad name", vec![]))).starts_with("fixed edit 1 (`response-set`): `bad name`"));
+        let big = vec![b'v'; MAX_FIXED_BYTES];
+        assert!(refused(WitFixedEdit::SetHeader(templated("x-a", vec![literal(&big)]))).ends_with("at most 262144"), "literal pieces count toward the bytes");
+    }
+
+    #[test]
+    fn built_values_are_made_from_each_request_in_order_with_the_same_changes() {
+        let literal = |text: &[u8]| ValuePart::Literal(text.to_vec());
+        let fixed = FixedEdits::checked(vec![
+            WitFixedEdit::Same(WitRequestEdit::SetHeader(header("x-a", b"1"))),
+            WitFixedEdit::AppendHeader(templated("x-a", vec![literal(b"user-"), ValuePart::Param("id".into()), literal(b"@"), ValuePart::RouteId])),
+            WitFixedEdit::SetHeader(templated("x-real-ip", vec![ValuePart::ClientIp])),
+            WitFixedEdit::SetHeader(templated("x-missing", vec![literal(b"["), ValuePart::Param("nope".into()), literal(b"]")])),
+            WitFixedEdit::Same(WitRequestEdit::EditResponse(WitResponseEdit::Set(header("x-served-by", b"airlock")))),
+            WitFixedEdit::ResponseSet(templated("x-request-id-copy", vec![ValuePart::RequestId])),
+            WitFixedEdit::ResponseAdd(templated("x-kept", vec![ValuePart::RouteId])),
+            WitFixedEdit::ResponseAppend(templated("x-served-by", vec![ValuePart::Param("id".into())])),
+        ])
+        .expect("valid");
+        assert_eq!(fixed.len(), 8);
+        for id in ["42", "7"] {
+            let mut req = request();
+            req.params = vec![("id".into(), id.into())];
+            req.route_id = "users".into();
+            req.client_ip = "2001:db8::7".parse().expect("an address");
+            fixed.apply_to_request(&mut req, "p");
+            assert_eq!(values(&req.headers, "x-a"), [b"1".to_vec(), format!("user-{id}@users").into_bytes()], "the literal set, then the built append");
+            assert_eq!(values(&req.headers, "x-real-ip"), [b"2001:db8::7".to_vec()]);
+            assert_eq!(values(&req.headers, "x-missing"), [b"[]".to_vec()], "a parameter the route lacks is nothing");
+            let mut response = HeaderMap::new();
+            response.insert("x-kept", HeaderValue::from_static("upstream"));
+            fixed.apply_to_response(&mut response, HeaderBound::NONE, &mut HeaderTally::default(), "p", &req);
+            assert_eq!(values(&response, "x-served-by"), [b"airlock".to_vec(), id.as_bytes().to_vec()]);
+            assert_eq!(values(&response, "x-request-id-copy"), [req.request_id.as_bytes().to_vec()]);
+            assert_eq!(values(&response, "x-kept"), [b"upstream".to_vec()], "add keeps what is there");
+        }
+    }
+
+    #[test]
+    fn a_built_value_that_cannot_be_written_is_skipped_and_the_rest_are_made() {
+        let fixed = FixedEdits::checked(vec![
+            WitFixedEdit::SetHeader(templated("x-user", vec![ValuePart::Param("id".into())])),
+            WitFixedEdit::SetHeader(templated("host", vec![ValuePart::Param("id".into()), ValuePart::Literal(b".internal".to_vec())])),
+            WitFixedEdit::Same(WitRequestEdit::SetHeader(header("x-after", b"1"))),
+            WitFixedEdit::ResponseSet(templated("x-user", vec![ValuePart::Param("id".into())])),
+        ])
+        .expect("valid");
+        // A percent-decoded parameter can hold what no header value may.
+        let mut req = request();
+        req.params = vec![("id".into(), "a\r\nx-injected: 1".into())];
+        fixed.apply_to_request(&mut req, "p");
+        assert_eq!(req.headers.get("x-user"), None);
+        assert_eq!(values(&req.headers, "host"), [b"example.com".to_vec()], "the client's host stays");
+        assert!(!req.host_from_plugin);
+        assert_eq!(values(&req.headers, "x-after"), [b"1".to_vec()]);
+        let mut response = HeaderMap::new();
+        fixed.apply_to_response(&mut response, HeaderBound::NONE, &mut HeaderTally::default(), "p", &req);
+        assert!(response.is_empty());
+        // A host built to something that is not host[:port] is not written either.
+        let mut req = request();
+        req.params = vec![("id".into(), "a@b".into())];
+        fixed.apply_to_request(&mut req, "p");
+        assert_eq!(values(&req.headers, "host"), [b"example.com".to_vec()]);
+        assert_eq!(values(&req.headers, "x-user"), [b"a@b".to_vec()], "any other header takes it");
+        let mut req = request();
+        req.params = vec![("id".into(), "api".into())];
+        fixed.apply_to_request(&mut req, "p");
+        assert_eq!(values(&req.headers, "host"), [b"api.internal".to_vec()]);
+        assert!(req.host_from_plugin);
     }
 }

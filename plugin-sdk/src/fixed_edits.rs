@@ -1,0 +1,136 @@
+//! The changes a configured plugin makes to every request, told to the gateway once
+//! (`airlock:plugin/fixed-edits`) so that it makes them itself with no call into the plugin:
+//! [`Plugin::fixed_edits`](crate::Plugin::fixed_edits) (the same on every request) and
+//! [`Plugin::templated_fixed_edits`](crate::Plugin::templated_fixed_edits) (with header values
+//! the gateway builds from each request), declared by the export glue right after `new`.
+
+use crate::bindings::airlock::plugin::fixed_edits as raw;
+use crate::template::{Part, Template};
+use crate::{Plugin, RequestEdit};
+
+/// Most pieces (literal runs and variables) one built value may have: the gateway refuses a
+/// declaration with more ([`FixedEdit`]).
+pub const MAX_VALUE_PARTS: usize = 64;
+
+/// One change to every request for [`Plugin::templated_fixed_edits`]: a change made the same on
+/// each ([`FixedEdit::Same`]), or a header write whose value the gateway builds from each request
+/// out of a [`Template`] that reads only what no plugin can change on the way through the chain
+/// ([`Template::is_settled_at_request`]: literal text, `${param.NAME}`, `${request_id}`,
+/// `${route}`, `${client_ip}`). The value is what the plugin would have written from
+/// `on-request` with [`Template::expand`]; a built value that is not a valid header value (a
+/// parameter holding a control character) is not written, and logged by the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FixedEdit<'a> {
+    /// A change made the same on every request, as [`Plugin::fixed_edits`] declares one.
+    Same(RequestEdit<'a>),
+    /// Replace every value of the request header with the built one.
+    SetHeader(&'a str, &'a Template),
+    /// Add the built value after the request header's existing ones.
+    AppendHeader(&'a str, &'a Template),
+    /// Replace every value of the response header with the built one.
+    ResponseSet(&'a str, &'a Template),
+    /// Set the response header to the built value only if the response does not have it.
+    ResponseAdd(&'a str, &'a Template),
+    /// Add the built value after the response header's existing ones.
+    ResponseAppend(&'a str, &'a Template),
+}
+
+impl<'a> From<RequestEdit<'a>> for FixedEdit<'a> {
+    fn from(edit: RequestEdit<'a>) -> Self {
+        FixedEdit::Same(edit)
+    }
+}
+
+impl<'a> FixedEdit<'a> {
+    /// The header name and template of a built change; `None` for [`FixedEdit::Same`].
+    fn built(&self) -> Option<(&'a str, &'a Template)> {
+        match *self {
+            FixedEdit::Same(_) => None,
+            FixedEdit::SetHeader(name, template)
+            | FixedEdit::AppendHeader(name, template)
+            | FixedEdit::ResponseSet(name, template)
+            | FixedEdit::ResponseAdd(name, template)
+            | FixedEdit::ResponseAppend(name, template) => Some((name, template)),
+        }
+    }
+
+    /// The bytes of the names, values, literal text and parameter names it holds, as the gateway
+    /// counts them toward its limit ([`crate::header_rules::MAX_FIXED_BYTES`]).
+    pub(crate) fn bytes(&self) -> usize {
+        match (self, self.built()) {
+            (FixedEdit::Same(edit), _) => edit.bytes(),
+            (_, Some((name, template))) => name.len() + template.parts().iter().map(part_bytes).sum::<usize>(),
+            (_, None) => 0,
+        }
+    }
+
+    /// Whether the gateway can make it: a built value reads only what it can build, in at most
+    /// [`MAX_VALUE_PARTS`] pieces.
+    pub fn gateway_buildable(&self) -> bool {
+        self.built().is_none_or(|(_, template)| template.parts().len() <= MAX_VALUE_PARTS && template.is_settled_at_request())
+    }
+}
+
+/// The bytes a part adds to a declaration.
+fn part_bytes(part: &Part) -> usize {
+    match part {
+        Part::Literal(text) => text.len(),
+        Part::Param(name) => name.len(),
+        _ => 0,
+    }
+}
+
+/// A template's pieces as the gateway takes them; `Err` names a variable it cannot build.
+fn value_parts(template: &Template) -> Result<Vec<raw::ValuePart<'_>>, String> {
+    template
+        .parts()
+        .iter()
+        .map(|part| match part {
+            Part::Literal(text) => Ok(raw::ValuePart::Literal(text)),
+            Part::Param(name) => Ok(raw::ValuePart::Param(name)),
+            Part::RequestId => Ok(raw::ValuePart::RequestId),
+            Part::Route => Ok(raw::ValuePart::RouteId),
+            Part::ClientIp => Ok(raw::ValuePart::ClientIp),
+            Part::Context(_) | Part::Header(_) | Part::Query(_) => Err(
+                "a fixed edit's value reads only what no plugin changes (literal text, ${param.NAME}, ${request_id}, ${route}, ${client_ip}): a header, query or context value is read per request, from `on_request`".to_owned(),
+            ),
+        })
+        .collect()
+}
+
+/// Tells the gateway the changes `plugin` makes to every request: its
+/// [`Plugin::templated_fixed_edits`] if it has any (`declare-templated`), else its
+/// [`Plugin::fixed_edits`] (`declare`). In a release build of a plugin that declares none the
+/// calls are optimized away with the default methods' empty lists, and the component does not
+/// import `fixed-edits` at all, so it still loads on gateways older than 0.2.6 (a debug build
+/// keeps the import); one that declares only [`Plugin::fixed_edits`] loads on 0.2.6 gateways.
+pub(crate) fn declare<P: Plugin>(plugin: &P) -> Result<(), String> {
+    let templated = plugin.templated_fixed_edits();
+    if templated.is_empty() {
+        let edits = plugin.fixed_edits();
+        if edits.is_empty() {
+            return Ok(());
+        }
+        let raw: Vec<_> = edits.into_iter().map(RequestEdit::to_raw).collect();
+        return raw::declare(&raw);
+    }
+    // Each built value's pieces first, then the changes lending them.
+    let pieces: Vec<Vec<raw::ValuePart<'_>>> =
+        templated.iter().map(|edit| edit.built().map_or_else(|| Ok(Vec::new()), |(_, template)| value_parts(template))).collect::<Result<_, _>>()?;
+    let raw: Vec<raw::FixedEdit<'_>> = templated
+        .iter()
+        .zip(&pieces)
+        .map(|(edit, value)| {
+            let header = |name| raw::TemplatedHeader { name, value };
+            match *edit {
+                FixedEdit::Same(edit) => raw::FixedEdit::Same(edit.to_raw()),
+                FixedEdit::SetHeader(name, _) => raw::FixedEdit::SetHeader(header(name)),
+                FixedEdit::AppendHeader(name, _) => raw::FixedEdit::AppendHeader(header(name)),
+                FixedEdit::ResponseSet(name, _) => raw::FixedEdit::ResponseSet(header(name)),
+                FixedEdit::ResponseAdd(name, _) => raw::FixedEdit::ResponseAdd(header(name)),
+                FixedEdit::ResponseAppend(name, _) => raw::FixedEdit::ResponseAppend(header(name)),
+            }
+        })
+        .collect();
+    raw::declare_templated(&raw)
+}
