@@ -480,6 +480,42 @@ mod tests {
     }
 
     #[test]
+    fn rules_whose_templates_the_gateway_builds_are_templated_fixed_edits() {
+        let request = rules(r#"{"remove": ["x-gone"], "set": {"x-a": "1", "x-u": "u-${param.id}"}, "append": {"x-ip": "${client_ip}"}}"#);
+        let response = rules(r#"{"rename": {"x-old": "x-new"}, "set": {"x-r": "${route}"}, "add": {"x-d": "d"}, "append": {"x-id": "${request_id}"}}"#);
+        let t = |text: &str| Template::parse(text).unwrap();
+        let (u, ip, r, id) = (t("u-${param.id}"), t("${client_ip}"), t("${route}"), t("${request_id}"));
+        use RequestEdit::*;
+        assert_eq!(
+            templated_fixed_edits(&request, &response),
+            Some(vec![
+                FixedEdit::Same(RemoveHeader("x-gone")),
+                FixedEdit::Same(SetHeader("x-a", b"1")),
+                FixedEdit::SetHeader("x-u", &u),
+                FixedEdit::AppendHeader("x-ip", &ip),
+                FixedEdit::Same(Response(ResponseEdit::Rename("x-old", "x-new"))),
+                FixedEdit::ResponseSet("x-r", &r),
+                FixedEdit::Same(Response(ResponseEdit::Add("x-d", b"d"))),
+                FixedEdit::ResponseAppend("x-id", &id),
+            ])
+        );
+        // What only a call can read, or a request rule that reads the request: per request.
+        for (request, response) in [
+            (r#"{"set": {"x-a": "${header.x-b}"}}"#, "{}"),
+            ("{}", r#"{"set": {"x-a": "${context.consumer}"}}"#),
+            ("{}", r#"{"add": {"x-a": "${query.q}"}}"#),
+            (r#"{"add": {"x-a": "${param.id}"}}"#, "{}"),
+        ] {
+            assert_eq!(templated_fixed_edits(&rules(request), &rules(response)), None, "{request} {response}");
+        }
+        // Past what a gateway builds: more pieces in one value than it takes.
+        let pieces = "${request_id}-".repeat(crate::fixed_edits::MAX_VALUE_PARTS / 2);
+        assert!(templated_fixed_edits(&rules(&format!(r#"{{"set": {{"x-a": "{pieces}"}}}}"#)), &NO_RULES).is_some());
+        let pieces = format!("{pieces}x${{route}}");
+        assert_eq!(templated_fixed_edits(&rules(&format!(r#"{{"set": {{"x-a": "{pieces}"}}}}"#)), &NO_RULES), None);
+    }
+
+    #[test]
     fn edits_are_the_rules_changes_in_the_order_they_apply() {
         let request = rules(r#"{"remove": ["x-gone"], "set": {"x-b": "${param.id}", "x-a": "1"}, "append": {"x-m": "m"}}"#);
         let response =
