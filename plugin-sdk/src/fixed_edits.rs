@@ -14,11 +14,11 @@ pub const MAX_VALUE_PARTS: usize = 64;
 
 /// One change to every request for [`Plugin::templated_fixed_edits`]: a change made the same on
 /// each ([`FixedEdit::Same`]), or a header write whose value the gateway builds from each request
-/// out of a [`Template`] that reads only what no plugin can change on the way through the chain
-/// ([`Template::is_settled_at_request`]: literal text, `${param.NAME}`, `${request_id}`,
-/// `${route}`, `${client_ip}`). The value is what the plugin would have written from
-/// `on-request` with [`Template::expand`]; a built value that is not a valid header value (a
-/// parameter holding a control character) is not written, and logged by the gateway.
+/// out of a [`Template`], where the change is made (the entry's place in the chain), reading
+/// what the plugin's own call would have read there: the same value `on_request` (or, for a
+/// response change, `on_response`) would have written with [`Template::expand`]. A built value
+/// that is not a valid header value (a parameter holding a control character) is not written,
+/// and logged by the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FixedEdit<'a> {
     /// A change made the same on every request, as [`Plugin::fixed_edits`] declares one.
@@ -64,10 +64,9 @@ impl<'a> FixedEdit<'a> {
         }
     }
 
-    /// Whether the gateway can make it: a built value reads only what it can build, in at most
-    /// [`MAX_VALUE_PARTS`] pieces.
+    /// Whether the gateway takes it: a built value has at most [`MAX_VALUE_PARTS`] pieces.
     pub fn gateway_buildable(&self) -> bool {
-        self.built().is_none_or(|(_, template)| template.parts().len() <= MAX_VALUE_PARTS && template.is_settled_at_request())
+        self.built().is_none_or(|(_, template)| template.parts().len() <= MAX_VALUE_PARTS)
     }
 }
 
@@ -75,25 +74,25 @@ impl<'a> FixedEdit<'a> {
 fn part_bytes(part: &Part) -> usize {
     match part {
         Part::Literal(text) => text.len(),
-        Part::Param(name) => name.len(),
-        _ => 0,
+        Part::Param(name) | Part::Header(name) | Part::Query(name) | Part::Context(name) => name.len(),
+        Part::RequestId | Part::Route | Part::ClientIp => 0,
     }
 }
 
-/// A template's pieces as the gateway takes them; `Err` names a variable it cannot build.
-fn value_parts(template: &Template) -> Result<Vec<raw::ValuePart<'_>>, String> {
+/// A template's pieces as the gateway takes them.
+fn value_parts(template: &Template) -> Vec<raw::ValuePart<'_>> {
     template
         .parts()
         .iter()
         .map(|part| match part {
-            Part::Literal(text) => Ok(raw::ValuePart::Literal(text)),
-            Part::Param(name) => Ok(raw::ValuePart::Param(name)),
-            Part::RequestId => Ok(raw::ValuePart::RequestId),
-            Part::Route => Ok(raw::ValuePart::RouteId),
-            Part::ClientIp => Ok(raw::ValuePart::ClientIp),
-            Part::Context(_) | Part::Header(_) | Part::Query(_) => Err(
-                "a fixed edit's value reads only what no plugin changes (literal text, ${param.NAME}, ${request_id}, ${route}, ${client_ip}): a header, query or context value is read per request, from `on_request`".to_owned(),
-            ),
+            Part::Literal(text) => raw::ValuePart::Literal(text),
+            Part::Param(name) => raw::ValuePart::Param(name),
+            Part::Header(name) => raw::ValuePart::Header(name),
+            Part::Query(name) => raw::ValuePart::Query(name),
+            Part::Context(key) => raw::ValuePart::Context(key),
+            Part::RequestId => raw::ValuePart::RequestId,
+            Part::Route => raw::ValuePart::RouteId,
+            Part::ClientIp => raw::ValuePart::ClientIp,
         })
         .collect()
 }
@@ -115,8 +114,7 @@ pub(crate) fn declare<P: Plugin>(plugin: &P) -> Result<(), String> {
         return raw::declare(&raw);
     }
     // Each built value's pieces first, then the changes lending them.
-    let pieces: Vec<Vec<raw::ValuePart<'_>>> =
-        templated.iter().map(|edit| edit.built().map_or_else(|| Ok(Vec::new()), |(_, template)| value_parts(template))).collect::<Result<_, _>>()?;
+    let pieces: Vec<Vec<raw::ValuePart<'_>>> = templated.iter().map(|edit| edit.built().map_or_else(Vec::new, |(_, t)| value_parts(t))).collect();
     let raw: Vec<raw::FixedEdit<'_>> = templated
         .iter()
         .zip(&pieces)

@@ -309,16 +309,16 @@ pub fn fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderRules) -> O
 }
 
 /// `request`'s rules and `response`'s as the changes they make to every request, for
-/// [`Plugin::templated_fixed_edits`](crate::Plugin::templated_fixed_edits): as [`fixed_edits`],
-/// and also when a value is a template the gateway can build from each request
-/// ([`Template::is_settled_at_request`]: `${param.NAME}`, `${request_id}`, `${route}`,
-/// `${client_ip}`), each such value a built change ([`FixedEdit`]), the literal ones
-/// [`FixedEdit::Same`]. `None` when a value reads a header, the query or the context, when the
-/// request's rules `rename` or `add`, or past what a gateway takes as fixed edits
-/// ([`MAX_FIXED_EDITS`], [`MAX_FIXED_BYTES`], [`crate::fixed_edits::MAX_VALUE_PARTS`]): the
-/// rules are then made per request.
+/// [`Plugin::templated_fixed_edits`](crate::Plugin::templated_fixed_edits): a literal value's
+/// as [`FixedEdit::Same`], a template's as a change whose value the gateway builds where it is
+/// made, from what [`HeaderRules::apply`] would have read there (each rule's value just before
+/// it is written, a response rule's where the response phase runs). `None` when the request's
+/// rules `rename` or `add` (they read the request's headers to decide what to write, which only
+/// a call does), or past what a gateway takes as fixed edits ([`MAX_FIXED_EDITS`],
+/// [`MAX_FIXED_BYTES`], [`crate::fixed_edits::MAX_VALUE_PARTS`]): the rules are then made per
+/// request.
 pub fn templated_fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderRules) -> Option<Vec<FixedEdit<'a>>> {
-    if !(request.write_only() && response.settled_at_request()) {
+    if !(request.rename.0.is_empty() && request.add.0.is_empty()) {
         return None;
     }
     let same = |edit: RequestEdit<'a>| FixedEdit::Same(edit);
@@ -480,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn rules_whose_templates_the_gateway_builds_are_templated_fixed_edits() {
+    fn rules_that_write_without_reading_the_request_first_are_templated_fixed_edits() {
         let request = rules(r#"{"remove": ["x-gone"], "set": {"x-a": "1", "x-u": "u-${param.id}"}, "append": {"x-ip": "${client_ip}"}}"#);
         let response = rules(r#"{"rename": {"x-old": "x-new"}, "set": {"x-r": "${route}"}, "add": {"x-d": "d"}, "append": {"x-id": "${request_id}"}}"#);
         let t = |text: &str| Template::parse(text).unwrap();
@@ -499,14 +499,17 @@ mod tests {
                 FixedEdit::ResponseAppend("x-id", &id),
             ])
         );
-        // What only a call can read, or a request rule that reads the request: per request.
-        for (request, response) in [
-            (r#"{"set": {"x-a": "${header.x-b}"}}"#, "{}"),
-            ("{}", r#"{"set": {"x-a": "${context.consumer}"}}"#),
-            ("{}", r#"{"add": {"x-a": "${query.q}"}}"#),
-            (r#"{"add": {"x-a": "${param.id}"}}"#, "{}"),
-        ] {
-            assert_eq!(templated_fixed_edits(&rules(request), &rules(response)), None, "{request} {response}");
+        // Values read from the request where they are made, too.
+        let reads = rules(r#"{"set": {"x-a": "${header.x-b}", "x-q": "${query.q}"}}"#);
+        let consumer = rules(r#"{"add": {"x-c": "${context.consumer}"}}"#);
+        let (b, q, c) = (t("${header.x-b}"), t("${query.q}"), t("${context.consumer}"));
+        assert_eq!(
+            templated_fixed_edits(&reads, &consumer),
+            Some(vec![FixedEdit::SetHeader("x-a", &b), FixedEdit::SetHeader("x-q", &q), FixedEdit::ResponseAdd("x-c", &c)])
+        );
+        // A request rule that reads the request to decide what to write: per request.
+        for request in [r#"{"add": {"x-a": "${param.id}"}}"#, r#"{"rename": {"x-a": "x-b"}}"#] {
+            assert_eq!(templated_fixed_edits(&rules(request), &NO_RULES), None, "{request}");
         }
         // Past what a gateway builds: more pieces in one value than it takes.
         let pieces = "${request_id}-".repeat(crate::fixed_edits::MAX_VALUE_PARTS / 2);

@@ -72,20 +72,20 @@ pub trait Plugin: Sized + 'static {
     ///
     /// The default declares none. Declaring some needs a gateway speaking
     /// `airlock:plugin@0.2.6` or later; a plugin that declares none, built with `--release`,
-    /// does not import `fixed-edits` and loads on earlier 0.2 gateways (a debug build imports it
-    /// all the same).
+    /// does not import `fixed-edits` and loads on earlier 0.2 gateways, and one that declares
+    /// these but no [`Plugin::templated_fixed_edits`] imports only `declare` and loads on 0.2.6
+    /// (a debug build imports both functions all the same, and needs a 0.2.7 gateway).
     fn fixed_edits(&self) -> Vec<RequestEdit<'_>> {
         Vec::new()
     }
 
     /// As [`Plugin::fixed_edits`], with header values the gateway builds from each request out
-    /// of a [`Template`](crate::template::Template) reading only what no plugin changes on the
-    /// way through the chain: a route parameter, the request id, the route, the client's IP
-    /// ([`FixedEdit`]; `builtin:headers`' `x-user-id = "${param.id}"`). The same value the
-    /// plugin would have written from `on_request`, without the call. When it returns any, they
-    /// are declared instead of [`Plugin::fixed_edits`]' (put those in as [`FixedEdit::Same`],
-    /// in order among the built ones). A template reading a header, the query or the context
-    /// fails the config: those are read per request, from `on_request`.
+    /// of a [`Template`](crate::template::Template), where the change is made, from what the
+    /// plugin's own call would have read there ([`FixedEdit`]; `builtin:headers`'
+    /// `x-user-id = "${param.id}"` or `x-consumer = "${context.consumer}"`): the same value the
+    /// plugin would have written, without the call. When it returns any, they are declared
+    /// instead of [`Plugin::fixed_edits`]' (put those in as [`FixedEdit::Same`], in order among
+    /// the built ones).
     ///
     /// The default declares none. Declaring some needs a gateway speaking
     /// `airlock:plugin@0.2.7` or later.

@@ -418,6 +418,9 @@ config = { response = { set = { "x-b" = "1" } } }
 plugin = "builtin:headers"
 config = { response = { set = { "x-c" = "${header.x-in}" } } }
 [[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { add = { "x-d" = "1" } } }
+[[routes.plugins]]
 plugin = "builtin:respond"
 "#;
     let gw = Gateway::start(config, None).await;
@@ -425,9 +428,10 @@ plugin = "builtin:respond"
     let route = &inner.routes.routes()[0];
     let phases: Vec<(bool, bool)> =
         route.chain.entries().iter().map(|e| (e.descriptor.on_request, e.descriptor.on_response)).collect();
-    // Literal rules are fixed edits, made by the gateway with no call at all; a rule reading a
-    // request header waits for on-response.
-    assert_eq!(phases, vec![(false, false), (false, false), (false, true), (true, false)]);
+    // Rules that write without reading the request first are fixed edits, made by the gateway
+    // with no call at all (a value read from a request header is built where on-response would
+    // run); a request `add` reads whether the header is there, in on-request.
+    assert_eq!(phases, vec![(false, false), (false, false), (false, false), (true, false), (true, false)]);
     let r = HttpClient::http1().request("GET", &gw.url("/a"), &[("x-in", "seen")], b"").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-b").as_deref(), Some("1"), "the response edit was made");
@@ -506,10 +510,12 @@ config = { response = { set = { "x-never" = "1" } } }
     }
 }
 
-/// A header value built from what no plugin can change (a route parameter, the request id, the
-/// route, the client's IP) is a fixed edit too: the gateway builds it from each request, with no
-/// call, to what the plugin would have written. A parameter that makes no valid header value
-/// (percent-decoded to a control character) is not written; the request is served all the same.
+/// A templated header value is a fixed edit too: the gateway builds it from each request where
+/// the change is made, with no call, to what the plugin would have written there: a route
+/// parameter, the request id, the client's IP, and a request header, a query parameter and a
+/// context value as the entries before it left them (on the way back, as the response phases
+/// after it left the context). A value that makes no valid header value (a parameter
+/// percent-decoded to a control character) is not written; the request is served all the same.
 #[tokio::test]
 async fn templated_fixed_edits_are_built_from_each_request_without_a_call() {
     let upstream = Upstream::start().await;
@@ -522,37 +528,42 @@ id = "users"
 path = "/users/{id}"
 upstream = "backend"
 [[routes.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "e" }
+[[routes.plugins]]
 plugin = "builtin:headers"
 [routes.plugins.config.request]
-set = { "x-user" = "u-${param.id}", "x-rid" = "${request_id}", "x-real-ip" = "${client_ip}" }
+set = { "x-user" = "u-${param.id}", "x-rid" = "${request_id}", "x-real-ip" = "${client_ip}", "x-from" = "${header.x-chain}|${query.q}|${context.who}" }
 append = { "x-chain" = "literal" }
 [routes.plugins.config.response]
-set = { "x-route" = "${route}:${param.id}" }
+set = { "x-route" = "${route}:${param.id}", "x-who" = "${context.who}" }
 "#;
     let gw = Gateway::start(config, Some(&upstream)).await;
     let phases: Vec<(bool, bool)> =
         gw.inner().routes.routes()[0].chain.entries().iter().map(|e| (e.descriptor.on_request, e.descriptor.on_response)).collect();
-    assert_eq!(phases, [(false, false)], "the entry is never called");
+    assert_eq!(phases, [(true, true), (false, false)], "the headers entry is never called");
     let client = HttpClient::http1();
-    for id in ["42", "caf%C3%A9"] {
-        let r = client.get(&gw.url(&format!("/users/{id}"))).await;
+    for (id, decoded) in [("42", "42"), ("caf%C3%A9", "café")] {
+        let headers = [("x-chain", "client"), ("x-set-context", "who=alice")];
+        let r = client.request("GET", &gw.url(&format!("/users/{id}?q=a+b")), &headers, b"").await;
         assert_eq!(r.status, 200);
-        let decoded = if id == "42" { "42" } else { "café" };
         assert_eq!(r.upstream_header("x-user"), [format!("u-{decoded}")], "the parameter as `request.param` gives it");
         let request_id = r.header("x-request-id").expect("a request id");
         assert_eq!(r.upstream_header("x-rid"), [request_id], "this request's id");
         assert_eq!(r.upstream_header("x-real-ip"), ["127.0.0.1"]);
-        assert_eq!(r.upstream_header("x-chain"), ["literal"]);
+        assert_eq!(r.upstream_header("x-from"), ["client|a b|alice"], "first header value, decoded query, the context the entry before set");
+        assert_eq!(r.upstream_header("x-chain"), ["client", "e", "literal"]);
         assert_eq!(r.header_all("x-route"), [format!("users:{decoded}")]);
+        assert_eq!(r.header_all("x-who"), ["alice"]);
     }
     // A control character in the parameter makes no header value: not written, and logged.
     let r = client.get(&gw.url("/users/a%0Ab")).await;
     assert_eq!(r.status, 200, "the request is served");
     assert!(r.upstream_header("x-user").is_empty(), "{:?}", r.upstream_header("x-user"));
-    assert_eq!(r.upstream_header("x-chain"), ["literal"], "the other changes are made");
+    assert_eq!(r.upstream_header("x-from"), ["e||"], "the header the entry before added; absent values are nothing");
     assert!(r.header("x-route").is_none());
     let routes = client.get(&gw.admin_url("/admin/routes")).await.json();
-    assert_eq!(routes["routes"][0]["chain"][0]["fixed_edits"], 5, "{routes}");
+    assert_eq!(routes["routes"][0]["chain"][1]["fixed_edits"], 7, "{routes}");
     gw.stop().await;
 }
 

@@ -30,7 +30,7 @@ path_prefix = "/open"
 upstream = "backend"
 [[routes.plugins]]
 plugin = "builtin:headers"
-config = { request = { set = { "x-route" = "${route}" } } }
+config = { request = { add = { "x-route" = "${route}" } } }
 
 [[routes]]
 id = "auth"

@@ -21,12 +21,12 @@
 //! unknown variable, an invalid header name or an unknown key rejects the config, naming the key.
 //! The rules themselves are `airlock_sdk::header_rules`, shared with `builtin:transform`.
 //!
-//! Rules whose values read only what no plugin can change on the way through the chain (literals,
-//! `${param.NAME}`, `${request_id}`, `${route}`, `${client_ip}`), with no request `rename` or
-//! `add` (they read the request's headers), make the same changes on every request: the plugin
-//! declares them to the gateway once, at configure (`Plugin::templated_fixed_edits`; the
-//! gateway builds a templated value from each request), turns both phases off, and the gateway
-//! makes them itself with no call into the plugin per request. Otherwise:
+//! Rules with no request `rename` or `add` (they read the request's headers to decide what to
+//! write) make the same changes on every request, each value a literal or a template read where
+//! the change is made: the plugin declares them to the gateway once, at configure
+//! (`Plugin::templated_fixed_edits`), turns both phases off, and the gateway makes them itself,
+//! building each templated value from the request at the entry's place in the chain (on the way
+//! back, where `on-response` would run), with no call into the plugin per request. Otherwise:
 //! response rules whose templates read only what no later plugin can change (literals,
 //! `${param.NAME}`, `${request_id}`, `${route}`, `${client_ip}`) are handed to the gateway from `on-request` as
 //! response edits (`request.edit-response`), made where `on-response` would run: the same
@@ -195,7 +195,7 @@ mod tests {
         let d = settled.configured_descriptor();
         assert!(settled.response_from_request && d.on_request && !d.on_response, "{d:?}");
         for template in ["${context.consumer}", "${header.x-user}", "${query.q}", "v-${header.x-user}"] {
-            let json = format!(r#"{{"request": {{"set": {{"x-a": "1"}}}}, "response": {{"append": {{"x-b": "{template}"}}}}}}"#);
+            let json = format!(r#"{{"request": {{"add": {{"x-a": "1"}}}}, "response": {{"append": {{"x-b": "{template}"}}}}}}"#);
             let later = configure(&json).unwrap();
             let d = later.configured_descriptor();
             assert!(!later.response_from_request && d.on_request && d.on_response, "{template}: {d:?}");
@@ -225,10 +225,14 @@ mod tests {
         assert_eq!(template(&edits[2]), Some(airlock_sdk::template::Template::parse("u-${param.id}").unwrap()));
         assert!(matches!(edits[3], FixedEdit::ResponseSet("x-r", _)), "response rules in their own order: set, then add");
         assert_eq!(edits[4], FixedEdit::Same(RequestEdit::Response(ResponseEdit::Add("x-b", b"2"))));
+        // Values read from the request are built where the change is made.
+        let reads = configure(r#"{"request": {"set": {"x-a": "${header.x-b}"}}, "response": {"set": {"x-b": "${context.consumer}"}}}"#).unwrap();
+        assert!(matches!(reads.templated_fixed_edits()[..], [FixedEdit::SetHeader("x-a", _), FixedEdit::ResponseSet("x-b", _)]));
+        assert!(!reads.configured_descriptor().on_request && !reads.configured_descriptor().on_response);
+        // A request rule that reads the request to decide what to write needs the call.
         for json in [
-            r#"{"request": {"set": {"x-a": "${header.x-b}"}}, "response": {"add": {"x-b": "2"}}}"#,
             r#"{"request": {"add": {"x-a": "1"}}}"#,
-            r#"{"response": {"set": {"x-b": "${context.consumer}"}}}"#,
+            r#"{"request": {"rename": {"x-a": "x-b"}}, "response": {"set": {"x-c": "1"}}}"#,
         ] {
             let called = configure(json).unwrap();
             assert!(called.templated_fixed_edits().is_empty(), "{json}");

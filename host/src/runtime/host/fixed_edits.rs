@@ -5,9 +5,10 @@
 //! `declare` checks each change as the `request` methods check it per request, but answers a
 //! bad one with an `err` (the plugin returns it as its config error) rather than a log line: a
 //! fixed change that is wrong is wrong on every request. `declare-templated` takes the same
-//! changes and header writes whose value the gateway builds per request from what no plugin can
-//! change (a route parameter, the request id, the route's id, the client's IP): such a value is
-//! checked as it is built, as `request.edit` checks one. [`FixedEdits`] is what the chain entry
+//! changes and header writes whose value the gateway builds per request, where the change is
+//! made, from what the `request` methods would have given the plugin there (a route parameter,
+//! the request id, the route's id, the client's IP, a request header, a query parameter, a
+//! context value): such a value is checked as it is built, as `request.edit` checks one. [`FixedEdits`] is what the chain entry
 //! keeps; [`FixedEdits::apply_to_request`] and [`FixedEdits::apply_to_response`] make the
 //! changes under the same header limits as `request.edit`.
 
@@ -35,8 +36,8 @@ pub const MAX_FIXED_BYTES: usize = 256 * 1024;
 /// thousands of them would make the gateway write megabytes a request for a short declaration.
 pub const MAX_VALUE_PARTS: usize = 64;
 
-/// Least time between two log lines about built values not written (a parameter an attacker
-/// can fill with a control character on every request).
+/// Least time between two log lines about built values not written (a parameter or header an
+/// attacker can fill with a control character on every request).
 const BUILT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A chain entry's fixed changes, checked: what its `configure` declared.
@@ -104,6 +105,9 @@ enum Piece {
     RouteId,
     ClientIp,
     Param(String),
+    Header(HeaderName),
+    Query(String),
+    Context(String),
 }
 
 impl BuiltValue {
@@ -124,12 +128,16 @@ impl BuiltValue {
             ValuePart::RouteId => Ok(Piece::RouteId),
             ValuePart::ClientIp => Ok(Piece::ClientIp),
             ValuePart::Param(name) => Ok(Piece::Param(name)),
+            ValuePart::Header(name) => header_name(&name).map(Piece::Header),
+            ValuePart::Query(name) => Ok(Piece::Query(name)),
+            ValuePart::Context(key) => Ok(Piece::Context(key)),
         };
         parts.into_iter().map(piece).collect::<Result<_, _>>().map(Self)
     }
 
-    /// The value for `request`: what the plugin would have read through `request` and written
-    /// back. `Err` says why none can be written (a parameter holding a control character).
+    /// The value for `request` as it is where the change is made: what the plugin would have
+    /// read through `request` there and written back. `Err` says why none can be written (a
+    /// parameter holding a control character).
     fn build(&self, request: &RequestState) -> Result<HeaderValue, &'static str> {
         let mut out = Vec::new();
         for piece in &self.0 {
@@ -143,6 +151,21 @@ impl BuiltValue {
                         out.extend_from_slice(value.as_bytes());
                     }
                 }
+                Piece::Header(name) => {
+                    if let Some(value) = request.headers.get(name) {
+                        out.extend_from_slice(value.as_bytes());
+                    }
+                }
+                Piece::Query(name) => {
+                    if let Some(value) = request.query.as_deref().and_then(|q| super::types::query_param(q, name)) {
+                        out.extend_from_slice(value.as_bytes());
+                    }
+                }
+                Piece::Context(key) => {
+                    if let Some(value) = request.context.get(key) {
+                        out.extend_from_slice(value.as_bytes());
+                    }
+                }
             }
             if out.len() > MAX_HEADER_VALUE_BYTES {
                 return Err("is longer than 64 KiB");
@@ -151,11 +174,11 @@ impl BuiltValue {
         HeaderValue::from_maybe_shared(Bytes::from(out)).map_err(|_| "holds control characters")
     }
 
-    /// The bytes of the literal pieces and parameter names.
+    /// The bytes of the literal pieces and the names read.
     fn bytes(parts: &[ValuePart]) -> usize {
         parts.iter().map(|p| match p {
             ValuePart::Literal(text) => text.len(),
-            ValuePart::Param(name) => name.len(),
+            ValuePart::Param(name) | ValuePart::Header(name) | ValuePart::Query(name) | ValuePart::Context(name) => name.len(),
             ValuePart::RequestId | ValuePart::RouteId | ValuePart::ClientIp => 0,
         }).sum()
     }
@@ -549,6 +572,10 @@ mod tests {
         );
         assert!(refused(WitFixedEdit::AppendHeader(templated("Transfer-Encoding", vec![ValuePart::RouteId]))).starts_with("fixed edit 1 (`append-header`): `transfer-encoding` is set by the gateway"));
         assert!(refused(WitFixedEdit::ResponseSet(templated("bad name", vec![]))).starts_with("fixed edit 1 (`response-set`): `bad name`"));
+        assert_eq!(
+            refused(WitFixedEdit::SetHeader(templated("x-a", vec![ValuePart::Header("bad name".into())]))),
+            "fixed edit 1 (`set-header`): `bad name` is not a valid header name"
+        );
         let big = vec![b'v'; MAX_FIXED_BYTES];
         assert!(refused(WitFixedEdit::SetHeader(templated("x-a", vec![literal(&big)]))).ends_with("at most 262144"), "literal pieces count toward the bytes");
     }
@@ -560,6 +587,11 @@ mod tests {
             WitFixedEdit::Same(WitRequestEdit::SetHeader(header("x-a", b"1"))),
             WitFixedEdit::AppendHeader(templated("x-a", vec![literal(b"user-"), ValuePart::Param("id".into()), literal(b"@"), ValuePart::RouteId])),
             WitFixedEdit::SetHeader(templated("x-real-ip", vec![ValuePart::ClientIp])),
+            // Read where it is made: the first `x-a`, which the changes above just set.
+            WitFixedEdit::SetHeader(templated(
+                "x-echo",
+                vec![ValuePart::Header("x-a".into()), literal(b"|"), ValuePart::Query("q".into()), literal(b"|"), ValuePart::Context("consumer".into())],
+            )),
             WitFixedEdit::SetHeader(templated("x-missing", vec![literal(b"["), ValuePart::Param("nope".into()), literal(b"]")])),
             WitFixedEdit::Same(WitRequestEdit::EditResponse(WitResponseEdit::Set(header("x-served-by", b"airlock")))),
             WitFixedEdit::ResponseSet(templated("x-request-id-copy", vec![ValuePart::RequestId])),
@@ -567,13 +599,16 @@ mod tests {
             WitFixedEdit::ResponseAppend(templated("x-served-by", vec![ValuePart::Param("id".into())])),
         ])
         .expect("valid");
-        assert_eq!(fixed.len(), 8);
+        assert_eq!(fixed.len(), 9);
         for id in ["42", "7"] {
             let mut req = request();
             req.params = vec![("id".into(), id.into())];
             req.route_id = "users".into();
             req.client_ip = "2001:db8::7".parse().expect("an address");
+            req.query = Some("q=a+b%21&q=second".into());
+            req.context.set("consumer".into(), format!("c{id}")).expect("room");
             fixed.apply_to_request(&mut req, "p");
+            assert_eq!(values(&req.headers, "x-echo"), [format!("1|a b!|c{id}").into_bytes()], "header, decoded query, context");
             assert_eq!(values(&req.headers, "x-a"), [b"1".to_vec(), format!("user-{id}@users").into_bytes()], "the literal set, then the built append");
             assert_eq!(values(&req.headers, "x-real-ip"), [b"2001:db8::7".to_vec()]);
             assert_eq!(values(&req.headers, "x-missing"), [b"[]".to_vec()], "a parameter the route lacks is nothing");
