@@ -54,14 +54,13 @@ impl<'a> FixedEdit<'a> {
         }
     }
 
-    /// The bytes of the names, values, literal text and parameter names it holds, as the gateway
+    /// The bytes of the names, values, literal text and names read it holds, as the gateway
     /// counts them toward its limit ([`crate::header_rules::MAX_FIXED_BYTES`]).
     pub(crate) fn bytes(&self) -> usize {
-        match (self, self.built()) {
-            (FixedEdit::Same(edit), _) => edit.bytes(),
-            (_, Some((name, template))) => name.len() + template.parts().iter().map(part_bytes).sum::<usize>(),
-            (_, None) => 0,
+        if let FixedEdit::Same(edit) = self {
+            return edit.bytes();
         }
+        self.built().map_or(0, |(name, template)| name.len() + template.parts().iter().map(part_bytes).sum::<usize>())
     }
 
     /// Whether the gateway takes it: a built value has at most [`MAX_VALUE_PARTS`] pieces.
