@@ -326,7 +326,7 @@ pub fn templated_fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderR
         Rule::Remove(name) => Some(same(RequestEdit::RemoveHeader(name))),
         Rule::Set(name, t) => Some(t.as_literal().map_or(FixedEdit::SetHeader(name, t), |v| same(RequestEdit::SetHeader(name, v)))),
         Rule::Append(name, t) => Some(t.as_literal().map_or(FixedEdit::AppendHeader(name, t), |v| same(RequestEdit::AppendHeader(name, v)))),
-        // Not in write-only rules.
+        // Refused above: they read the request to decide what to write.
         Rule::Add(..) | Rule::Rename(..) => None,
     });
     let response_edits = response.in_order().map(move |rule| {

@@ -191,7 +191,7 @@ impl Host for HostState {
 
     fn declare_templated(&mut self, edits: Vec<WitFixedEdit>) -> Result<(), String> {
         if !self.configuring {
-            plugin_warn!(&self.log, "fixed-edits.declare ignored: it is only heard during configure");
+            plugin_warn!(&self.log, "fixed-edits declaration ignored: it is only heard during configure");
             return Err("fixed edits are declared during `configure` only".to_owned());
         }
         let fixed = FixedEdits::checked(edits)?;
