@@ -301,11 +301,12 @@ pub static NO_RULES: HeaderRules = HeaderRules {
 /// what a gateway takes as fixed edits ([`MAX_FIXED_EDITS`], [`MAX_FIXED_BYTES`]). `None`
 /// otherwise: the rules are then made per request, as before fixed edits.
 pub fn fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderRules) -> Option<Vec<RequestEdit<'a>>> {
-    if !(request.write_only() && request.literal() && response.literal()) {
-        return None;
-    }
-    let fixed: Vec<RequestEdit<'a>> = edits(request, &[], response, &[]).collect();
-    (fixed.len() <= MAX_FIXED_EDITS && fixed.iter().map(RequestEdit::bytes).sum::<usize>() <= MAX_FIXED_BYTES).then_some(fixed)
+    // The templated form's, when no value is built per request.
+    let same = |edit| match edit {
+        FixedEdit::Same(edit) => Some(edit),
+        _ => None,
+    };
+    templated_fixed_edits(request, response)?.into_iter().map(same).collect()
 }
 
 /// `request`'s rules and `response`'s as the changes they make to every request, for

@@ -354,6 +354,12 @@ const HOST_NAME_BYTES: [bool; 256] = {
     table
 };
 
+/// Whether a plugin may send `value` as the request's `Host`: one well-formed host[:port], not
+/// empty (a second, `a@b` or `a,b` would reach the upstream, or a proxy between, as a host).
+pub fn valid_plugin_host(value: &[u8]) -> bool {
+    !value.is_empty() && valid_host(value)
+}
+
 /// Whether a `Host` value is `host[:port]` (RFC 9110 7.2): a registered name or an IP literal,
 /// and an all-digit port; no user info, path, list or spaces, which would let the gateway and
 /// the upstream read different hosts. Empty is valid (RFC 9112 3.2: a target with no authority).

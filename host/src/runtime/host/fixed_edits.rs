@@ -310,7 +310,7 @@ impl FixedEdits {
                 RequestChange::SetBuilt(name, value) | RequestChange::AppendBuilt(name, value) => {
                     let built = value.build(request).and_then(|v| {
                         // A `host` is held to host[:port] here as `request.set-header` holds it.
-                        let host_ok = *name != HOST || (!v.is_empty() && crate::proxy::headers::valid_host(v.as_bytes()));
+                        let host_ok = *name != HOST || crate::proxy::headers::valid_plugin_host(v.as_bytes());
                         if host_ok { Ok(v) } else { Err("is not host[:port]") }
                     });
                     match built {
@@ -434,7 +434,7 @@ fn header(name: &str, value: Vec<u8>) -> Result<(HeaderName, HeaderValue), Strin
 /// A header a plugin writes on the request: as [`header`], and a `host` only as `host[:port]`.
 fn request_header(name: &str, value: Vec<u8>) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = header(name, value)?;
-    if name == HOST && (value.is_empty() || !crate::proxy::headers::valid_host(value.as_bytes())) {
+    if name == HOST && !crate::proxy::headers::valid_plugin_host(value.as_bytes()) {
         return Err("a `host` must be host[:port]".to_owned());
     }
     Ok((name, value))

@@ -95,7 +95,7 @@ impl HostState {
         let sets_host = side == Side::Request && name == http::header::HOST;
         // One well-formed `Host`, as from a client: a second would split the upstream's (and any
         // proxy's between) idea of the target; `a@b` or `a,b` would reach it as a host.
-        if sets_host && (value.is_empty() || !crate::proxy::headers::valid_host(value.as_bytes())) {
+        if sets_host && !crate::proxy::headers::valid_plugin_host(value.as_bytes()) {
             plugin_warn!(&self.log, header = "host", "host from plugin ignored: not host[:port]");
             return;
         }
