@@ -10,7 +10,7 @@ heaptrack sees only malloc's calls, and the gateway allocates through mimalloc: 
 with glibc's allocator, `cargo build --release -p airlock --bin airlock --features system-alloc`
 (a binary that allocates through mimalloc counts none per request, and the script says so).
 """
-import sys, os, subprocess, signal, tempfile, importlib.util, re
+import sys, os, subprocess, signal, tempfile, importlib.util, re, atexit, shutil
 from pathlib import Path
 spec = importlib.util.spec_from_file_location("compare", Path(__file__).resolve().parent / "compare.py"); c = importlib.util.module_from_spec(spec); spec.loader.exec_module(c)
 case = sys.argv[1]; bins = sys.argv[2:]
@@ -21,6 +21,7 @@ if subprocess.run(["sh", "-c", "command -v heaptrack"], capture_output=True).ret
     subprocess.run(["apt-get", "install", "-y", "-qq", "heaptrack"], check=True)
 name, kind, config = c.find_case(case, ("airlock",))
 tmp = tempfile.mkdtemp()
+atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # configs, logs, load output
 up = c.start_nginx(tmp, "upstream", c.UPSTREAM_PORT, 'return 200 "ok";', 2)
 path = Path(tmp) / "a.toml"; path.write_text(config)
 

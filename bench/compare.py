@@ -12,6 +12,7 @@ missing. Everything listens on 127.0.0.1 only.
 """
 
 import argparse
+import atexit
 import datetime
 import os
 import platform
@@ -311,6 +312,7 @@ def main():
     for port in (UPSTREAM_PORT, NGINX_PORT, NGINX_H2_PORT, AIRLOCK_PORT, REDIS_PORT):
         ensure_free(port)
     tmp = tempfile.mkdtemp(prefix="airlock-bench-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # configs, logs, load output
     upstream = start_nginx(tmp, "upstream", UPSTREAM_PORT, 'return 200 "ok";', args.threads)
     # Request bodies up to the largest case are buffered in memory, as Airlock buffers them (by
     # default nginx writes one past 16 KiB to a temporary file first).

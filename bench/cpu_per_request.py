@@ -12,12 +12,13 @@ LOG=info measures at another log level (default warn, as compare.py runs); WORKE
 `runtime.worker_threads` (default: one per core). UPSTREAM_H2=1 makes the upstream hop HTTP/2
 (nginx serving h2c, the upstream `protocol = "h2c"`), as to a gRPC server.
 """
-import sys, os, subprocess, signal, statistics, tempfile, importlib.util, re
+import sys, os, subprocess, signal, statistics, tempfile, importlib.util, re, atexit, shutil
 from pathlib import Path
 spec = importlib.util.spec_from_file_location("compare", Path(__file__).resolve().parent / "compare.py"); c = importlib.util.module_from_spec(spec); spec.loader.exec_module(c)
 case = sys.argv[1]; bins = sys.argv[2:]; rounds = int(os.environ.get("ROUNDS", "3")); N = int(os.environ.get("N", "40000"))
 name, kind, config = c.find_case(case, ("airlock", "floor"))
 tmp = tempfile.mkdtemp()
+atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # configs, logs, load output
 h2_upstream = os.environ.get("UPSTREAM_H2") == "1"
 # Over h2c; nginx's default of 1,000 requests a connection raised, so no GOAWAY falls in the count.
 up = c.start_nginx(tmp, "upstream", c.UPSTREAM_PORT, 'return 200 "ok";', 2, "http2; http2_max_requests 100000000" if h2_upstream else "")

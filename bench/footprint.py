@@ -13,6 +13,7 @@ Prints a small table. Everything listens on 127.0.0.1 only.
 """
 
 import argparse
+import atexit
 import importlib.util
 import os
 import resource
@@ -237,6 +238,7 @@ def main():
     target = Path(os.environ.get("CARGO_TARGET_DIR", compare.ROOT / "target"))
     binary = Path(args.binary) if args.binary else target / "release" / "airlock"
     tmp = Path(tempfile.mkdtemp(prefix="airlock-footprint-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # configs, logs, load output
     cache = tmp / "cache"
     config = tmp / "airlock.toml"
     self_signed(tmp)

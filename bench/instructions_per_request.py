@@ -14,7 +14,7 @@ on-demand-instances` (cases with plugins then also pay on-demand instantiation w
 pooling allocator would reuse a slot; warm calls are the same). "hyper floor" as the case
 measures `bench/hyper_floor.rs` built beside each BINARY instead.
 """
-import sys, os, subprocess, signal, tempfile, importlib.util
+import sys, os, subprocess, signal, tempfile, importlib.util, atexit, shutil
 from pathlib import Path
 spec = importlib.util.spec_from_file_location("compare", Path(__file__).resolve().parent / "compare.py"); c = importlib.util.module_from_spec(spec); spec.loader.exec_module(c)
 case = sys.argv[1] if len(sys.argv) > 1 else ""; bins = sys.argv[2:]
@@ -25,6 +25,7 @@ if subprocess.run(["sh", "-c", "command -v valgrind"], capture_output=True).retu
     subprocess.run(["apt-get", "install", "-y", "-qq", "valgrind"], check=True)
 name, kind, config = c.find_case(case, ("airlock", "floor"))
 tmp = tempfile.mkdtemp()
+atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # configs, logs, load output
 up = c.start_nginx(tmp, "upstream", c.UPSTREAM_PORT, 'return 200 "ok";', 2, "")
 path = Path(tmp) / "a.toml"; path.write_text(config or "")
 

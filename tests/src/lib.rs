@@ -162,7 +162,25 @@ impl Gateway {
 
     /// Like [`Gateway::start`], returning the error instead of panicking.
     pub async fn try_start(toml: &str, upstream: Option<&Upstream>) -> Result<Self, airlock::StartError> {
+        Self::try_start_with_files(toml, upstream, &[]).await
+    }
+
+    /// Like [`Gateway::try_start`], with `files` (paths relative to the config's directory, and
+    /// their contents) written beside the config first, for configs that name files the gateway
+    /// reads at load (a plugin's `files` grant). They go when the gateway is dropped.
+    pub async fn try_start_with_files(
+        toml: &str,
+        upstream: Option<&Upstream>,
+        files: &[(&str, &[u8])],
+    ) -> Result<Self, airlock::StartError> {
         let dir = tempfile::tempdir().expect("tempdir");
+        for (path, contents) in files {
+            let path = dir.path().join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("create the file's directory");
+            }
+            std::fs::write(&path, contents).expect("write a config-side file");
+        }
         let text = render(toml, upstream);
         std::fs::write(dir.path().join("airlock.toml"), &text).expect("write config");
         let mut source = ConfigSource::inline("airlock.toml", &text, dir.path().to_path_buf());

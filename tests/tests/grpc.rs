@@ -244,18 +244,9 @@ descriptor = "demo.pb"
     )
 }
 
-/// Starts a gateway whose config directory holds `protos/demo.pb`.
+/// Starts a gateway whose config directory holds `protos/demo.pb` (the plugin reads it at load).
 async fn gateway(toml: &str) -> Result<Gateway, airlock::StartError> {
-    // The plugin reads the descriptor at load: write it where the config grants it, first.
-    let staging = tempfile::tempdir().unwrap();
-    let protos = staging.path().join("protos");
-    std::fs::create_dir_all(&protos).unwrap();
-    std::fs::write(protos.join("demo.pb"), DESCRIPTOR_SET).unwrap();
-    let toml = toml.replace("dir = \"protos\"", &format!("dir = \"{}\"", protos.display()));
-    let started = Gateway::try_start(&toml, None).await;
-    // Keep the descriptor directory as long as the test runs.
-    std::mem::forget(staging);
-    started
+    Gateway::try_start_with_files(toml, None, &[("protos/demo.pb", DESCRIPTOR_SET)]).await
 }
 
 async fn json_call(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
