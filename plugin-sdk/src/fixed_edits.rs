@@ -13,13 +13,17 @@ use crate::{Plugin, RequestEdit};
 pub const MAX_VALUE_PARTS: usize = 64;
 
 /// One change to every request for [`Plugin::templated_fixed_edits`]: a change made the same on
-/// each ([`FixedEdit::Same`]), or a header write whose value the gateway builds from each request
-/// out of a [`Template`], where the change is made (the entry's place in the chain), reading
-/// what the plugin's own call would have read there: the same value `on_request` (or, for a
-/// response change, `on_response`) would have written with [`Template::expand`]. A built value
-/// that is not a valid header value (a parameter holding a control character) is not written,
-/// and logged by the gateway.
+/// each ([`FixedEdit::Same`]), a header write whose value the gateway builds from each request
+/// out of a [`Template`], or a request header rule that looks at the request to decide what to
+/// write ([`FixedEdit::AddHeader`], [`FixedEdit::RenameHeader`]), each made where the change is
+/// made (the entry's place in the chain), reading what the plugin's own call would have read
+/// there: the same value `on_request` (or, for a response change, `on_response`) would have
+/// written with [`Template::expand`]. A built value that is not a valid header value (a
+/// parameter holding a control character) is not written, and logged by the gateway.
+///
+/// More kinds may come with later gateways, so a `match` on one needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FixedEdit<'a> {
     /// A change made the same on every request, as [`Plugin::fixed_edits`] declares one.
     Same(RequestEdit<'a>),
@@ -27,6 +31,11 @@ pub enum FixedEdit<'a> {
     SetHeader(&'a str, &'a Template),
     /// Add the built value after the request header's existing ones.
     AppendHeader(&'a str, &'a Template),
+    /// Set the request header to the built value only if the request has none of that name.
+    AddHeader(&'a str, &'a Template),
+    /// Move every value of the first request header, in order, to the second name, replacing
+    /// what it had; nothing if the request has none of the first.
+    RenameHeader(&'a str, &'a str),
     /// Replace every value of the response header with the built one.
     ResponseSet(&'a str, &'a Template),
     /// Set the response header to the built value only if the response does not have it.
@@ -45,9 +54,10 @@ impl<'a> FixedEdit<'a> {
     /// The header name and template of a built change; `None` for [`FixedEdit::Same`].
     fn built(&self) -> Option<(&'a str, &'a Template)> {
         match *self {
-            FixedEdit::Same(_) => None,
+            FixedEdit::Same(_) | FixedEdit::RenameHeader(..) => None,
             FixedEdit::SetHeader(name, template)
             | FixedEdit::AppendHeader(name, template)
+            | FixedEdit::AddHeader(name, template)
             | FixedEdit::ResponseSet(name, template)
             | FixedEdit::ResponseAdd(name, template)
             | FixedEdit::ResponseAppend(name, template) => Some((name, template)),
@@ -57,8 +67,10 @@ impl<'a> FixedEdit<'a> {
     /// The bytes of the names, values, literal text and names read it holds, as the gateway
     /// counts them toward its limit ([`crate::header_rules::MAX_FIXED_BYTES`]).
     pub(crate) fn bytes(&self) -> usize {
-        if let FixedEdit::Same(edit) = self {
-            return edit.bytes();
+        match self {
+            FixedEdit::Same(edit) => return edit.bytes(),
+            FixedEdit::RenameHeader(from, to) => return from.len() + to.len(),
+            _ => {}
         }
         self.built().map_or(0, |(name, template)| name.len() + template.parts().iter().map(part_bytes).sum::<usize>())
     }
@@ -97,7 +109,7 @@ fn value_parts(template: &Template) -> Vec<raw::ValuePart<'_>> {
 }
 
 /// Tells the gateway the changes `plugin` makes to every request: its
-/// [`Plugin::templated_fixed_edits`] if it has any (`declare-templated`), else its
+/// [`Plugin::templated_fixed_edits`] if it has any (`declare-rules`), else its
 /// [`Plugin::fixed_edits`] (`declare`). In a release build of a plugin that declares none the
 /// calls are optimized away with the default methods' empty lists, and the component does not
 /// import `fixed-edits` at all, so it still loads on gateways older than 0.2.6 (a debug build
@@ -114,20 +126,23 @@ pub(crate) fn declare<P: Plugin>(plugin: &P) -> Result<(), String> {
     }
     // Each built value's pieces first, then the changes lending them.
     let pieces: Vec<Vec<raw::ValuePart<'_>>> = templated.iter().map(|edit| edit.built().map_or_else(Vec::new, |(_, t)| value_parts(t))).collect();
-    let raw: Vec<raw::FixedEdit<'_>> = templated
+    let raw: Vec<raw::FixedRule<'_>> = templated
         .iter()
         .zip(&pieces)
         .map(|(edit, value)| {
             let header = |name| raw::TemplatedHeader { name, value };
-            match *edit {
+            let edit = match *edit {
                 FixedEdit::Same(edit) => raw::FixedEdit::Same(edit.to_raw()),
                 FixedEdit::SetHeader(name, _) => raw::FixedEdit::SetHeader(header(name)),
                 FixedEdit::AppendHeader(name, _) => raw::FixedEdit::AppendHeader(header(name)),
                 FixedEdit::ResponseSet(name, _) => raw::FixedEdit::ResponseSet(header(name)),
                 FixedEdit::ResponseAdd(name, _) => raw::FixedEdit::ResponseAdd(header(name)),
                 FixedEdit::ResponseAppend(name, _) => raw::FixedEdit::ResponseAppend(header(name)),
-            }
+                FixedEdit::AddHeader(name, _) => return raw::FixedRule::AddHeader(header(name)),
+                FixedEdit::RenameHeader(old_name, new_name) => return raw::FixedRule::RenameHeader(raw::HeaderRename { old_name, new_name }),
+            };
+            raw::FixedRule::Edit(edit)
         })
         .collect();
-    raw::declare_templated(&raw)
+    raw::declare_rules(&raw)
 }

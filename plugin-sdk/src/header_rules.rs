@@ -296,10 +296,10 @@ pub static NO_RULES: HeaderRules = HeaderRules {
 /// `request`'s rules and `response`'s as the changes they make to every request, in the order
 /// they apply, for [`Plugin::fixed_edits`](crate::Plugin::fixed_edits): when they are the same
 /// on each one, i.e. every value is [literal](HeaderRules::literal) and the request's rules are
-/// [write-only](HeaderRules::write_only) (a request `rename` or `add` reads the headers it
-/// changes, which only a call can do; on the response the gateway makes them too), and within
-/// what a gateway takes as fixed edits ([`MAX_FIXED_EDITS`], [`MAX_FIXED_BYTES`]). `None`
-/// otherwise: the rules are then made per request, as before fixed edits.
+/// [write-only](HeaderRules::write_only) (a request `rename` or `add` looks at the request's
+/// headers to decide, which takes [`templated_fixed_edits`]; on the response the gateway makes
+/// them too), and within what a gateway takes as fixed edits ([`MAX_FIXED_EDITS`],
+/// [`MAX_FIXED_BYTES`]). `None` otherwise.
 pub fn fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderRules) -> Option<Vec<RequestEdit<'a>>> {
     // The templated form's, when no value is built per request.
     let same = |edit| match edit {
@@ -313,22 +313,18 @@ pub fn fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderRules) -> O
 /// [`Plugin::templated_fixed_edits`](crate::Plugin::templated_fixed_edits): a literal value's
 /// as [`FixedEdit::Same`], a template's as a change whose value the gateway builds where it is
 /// made, from what [`HeaderRules::apply`] would have read there (each rule's value just before
-/// it is written, a response rule's where the response phase runs). `None` when the request's
-/// rules `rename` or `add` (they read the request's headers to decide what to write, which only
-/// a call does), or past what a gateway takes as fixed edits ([`MAX_FIXED_EDITS`],
-/// [`MAX_FIXED_BYTES`], [`crate::fixed_edits::MAX_VALUE_PARTS`]): the rules are then made per
-/// request.
+/// it is written, a response rule's where the response phase runs); a request `add` or `rename`
+/// looks at the request's headers there to decide, as `apply` does. `None` past what a gateway
+/// takes as fixed edits ([`MAX_FIXED_EDITS`], [`MAX_FIXED_BYTES`],
+/// [`crate::fixed_edits::MAX_VALUE_PARTS`]): the rules are then made per request.
 pub fn templated_fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderRules) -> Option<Vec<FixedEdit<'a>>> {
-    if !(request.rename.0.is_empty() && request.add.0.is_empty()) {
-        return None;
-    }
     let same = |edit: RequestEdit<'a>| FixedEdit::Same(edit);
-    let request_edits = request.in_order().filter_map(move |rule| match rule {
-        Rule::Remove(name) => Some(same(RequestEdit::RemoveHeader(name))),
-        Rule::Set(name, t) => Some(t.as_literal().map_or(FixedEdit::SetHeader(name, t), |v| same(RequestEdit::SetHeader(name, v)))),
-        Rule::Append(name, t) => Some(t.as_literal().map_or(FixedEdit::AppendHeader(name, t), |v| same(RequestEdit::AppendHeader(name, v)))),
-        // Refused above: they read the request to decide what to write.
-        Rule::Add(..) | Rule::Rename(..) => None,
+    let request_edits = request.in_order().map(move |rule| match rule {
+        Rule::Remove(name) => same(RequestEdit::RemoveHeader(name)),
+        Rule::Rename(from, to) => FixedEdit::RenameHeader(from, to),
+        Rule::Set(name, t) => t.as_literal().map_or(FixedEdit::SetHeader(name, t), |v| same(RequestEdit::SetHeader(name, v))),
+        Rule::Add(name, t) => FixedEdit::AddHeader(name, t),
+        Rule::Append(name, t) => t.as_literal().map_or(FixedEdit::AppendHeader(name, t), |v| same(RequestEdit::AppendHeader(name, v))),
     });
     let response_edits = response.in_order().map(move |rule| {
         let literal = |t: &'a Template, edit: fn(&'a str, &'a [u8]) -> ResponseEdit<'a>, name| t.as_literal().map(|v| same(RequestEdit::Response(edit(name, v))));
@@ -467,7 +463,7 @@ mod tests {
         let templated = rules(r#"{"set": {"x-a": "${param.id}"}}"#);
         assert_eq!(fixed_edits(&templated, &NO_RULES), None, "a request value with a variable differs per request");
         assert_eq!(fixed_edits(&NO_RULES, &templated), None, "and so does a response one");
-        assert_eq!(fixed_edits(&rules(r#"{"add": {"x-a": "1"}}"#), &NO_RULES), None, "a request add reads the headers");
+        assert_eq!(fixed_edits(&rules(r#"{"add": {"x-a": "1"}}"#), &NO_RULES), None, "a request add looks at the headers");
         assert_eq!(fixed_edits(&rules(r#"{"rename": {"x-a": "x-b"}}"#), &NO_RULES), None, "so does a rename");
         assert!(rules(r#"{"set": {"x-a": "$${literal}"}, "append": {"x-b": ""}}"#).literal(), "an escaped `$${{` is literal text");
         // More than a gateway takes as fixed edits: made per request instead.
@@ -481,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn rules_that_write_without_reading_the_request_first_are_templated_fixed_edits() {
+    fn every_rule_is_a_templated_fixed_edit() {
         let request = rules(r#"{"remove": ["x-gone"], "set": {"x-a": "1", "x-u": "u-${param.id}"}, "append": {"x-ip": "${client_ip}"}}"#);
         let response = rules(r#"{"rename": {"x-old": "x-new"}, "set": {"x-r": "${route}"}, "add": {"x-d": "d"}, "append": {"x-id": "${request_id}"}}"#);
         let t = |text: &str| Template::parse(text).unwrap();
@@ -508,10 +504,18 @@ mod tests {
             templated_fixed_edits(&reads, &consumer),
             Some(vec![FixedEdit::SetHeader("x-a", &b), FixedEdit::SetHeader("x-q", &q), FixedEdit::ResponseAdd("x-c", &c)])
         );
-        // A request rule that reads the request to decide what to write: per request.
-        for request in [r#"{"add": {"x-a": "${param.id}"}}"#, r#"{"rename": {"x-a": "x-b"}}"#] {
-            assert_eq!(templated_fixed_edits(&rules(request), &NO_RULES), None, "{request}");
-        }
+        // A request rule that looks at the request to decide what to write, in the rules' order.
+        let deciding = rules(r#"{"append": {"x-m": "m"}, "add": {"x-a": "${param.id}", "x-l": "1"}, "rename": {"x-old": "x-new"}}"#);
+        let (a, l) = (t("${param.id}"), t("1"));
+        assert_eq!(
+            templated_fixed_edits(&deciding, &NO_RULES),
+            Some(vec![
+                FixedEdit::RenameHeader("x-old", "x-new"),
+                FixedEdit::AddHeader("x-a", &a),
+                FixedEdit::AddHeader("x-l", &l),
+                FixedEdit::Same(AppendHeader("x-m", b"m")),
+            ])
+        );
         // Past what a gateway builds: more pieces in one value than it takes.
         let pieces = "${request_id}-".repeat(crate::fixed_edits::MAX_VALUE_PARTS / 2);
         assert!(templated_fixed_edits(&rules(&format!(r#"{{"set": {{"x-a": "{pieces}"}}}}"#)), &NO_RULES).is_some());

@@ -74,7 +74,7 @@ pub trait Plugin: Sized + 'static {
     /// `airlock:plugin@0.2.6` or later; a plugin that declares none, built with `--release`,
     /// does not import `fixed-edits` and loads on earlier 0.2 gateways, and one that declares
     /// these but no [`Plugin::templated_fixed_edits`] imports only `declare` and loads on 0.2.6
-    /// (a debug build imports both functions all the same, and needs a 0.2.7 gateway).
+    /// (a debug build imports the other functions all the same, and needs a 0.2.8 gateway).
     fn fixed_edits(&self) -> Vec<RequestEdit<'_>> {
         Vec::new()
     }
@@ -83,12 +83,13 @@ pub trait Plugin: Sized + 'static {
     /// of a [`Template`](crate::template::Template), where the change is made, from what the
     /// plugin's own call would have read there ([`FixedEdit`]; `builtin:headers`'
     /// `x-user-id = "${param.id}"` or `x-consumer = "${context.consumer}"`): the same value the
-    /// plugin would have written, without the call. When it returns any, they are declared
+    /// plugin would have written, without the call; and request header rules that look at the
+    /// request there to decide ([`FixedEdit::AddHeader`], [`FixedEdit::RenameHeader`]). When it returns any, they are declared
     /// instead of [`Plugin::fixed_edits`]' (put those in as [`FixedEdit::Same`], in order among
     /// the built ones).
     ///
     /// The default declares none. Declaring some needs a gateway speaking
-    /// `airlock:plugin@0.2.7` or later.
+    /// `airlock:plugin@0.2.8` or later (they are declared with `fixed-edits.declare-rules`).
     fn templated_fixed_edits(&self) -> Vec<FixedEdit<'_>> {
         Vec::new()
     }

@@ -93,23 +93,7 @@ const HEADERS: &str = r#"
 [upstreams.backend]
 targets = ["{upstream}"]
 
-[[routes]]
-id = "edit"
-path = "/items/{id}"
-upstream = "backend"
-[[routes.plugins]]
-plugin = "builtin:headers"
-[routes.plugins.config.request]
-remove = ["x-secret"]
-rename = { "x-old" = "x-new" }
-set = { "x-item" = "${param.id}", "x-agent" = "${header.user-agent}", "x-q" = "${query.q}" }
-add = { "x-default" = "d", "x-present" = "not-used" }
-append = { "x-multi" = "second" }
-[routes.plugins.config.response]
-set = { "x-served-by" = "airlock", "x-route" = "${route}" }
-remove = ["x-upstream-end"]
-
-# Request rules that only write: with the response rules, one `request.edit` call.
+# Request rules that only write.
 [[routes]]
 id = "write-only"
 path = "/written/{id}"
@@ -125,39 +109,84 @@ set = { "x-served-by" = "airlock" }
 append = { "x-route" = "${route}" }
 "#;
 
+/// A route of `builtin:headers` rules of every kind, as route `ROUTE` (also its path's first
+/// segment), with `EXTRA` in its request `set`.
+const EDITING_ROUTE: &str = r#"
+[[routes]]
+id = "ROUTE"
+path = "/ROUTE/{id}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+[routes.plugins.config.request]
+remove = ["x-secret"]
+rename = { "x-old" = "x-new" }
+set = { "x-item" = "${param.id}", "x-agent" = "${header.user-agent}", "x-q" = "${query.q}"EXTRA }
+add = { "x-default" = "d", "x-present" = "not-used" }
+append = { "x-multi" = "second" }
+[routes.plugins.config.response]
+set = { "x-served-by" = "airlock", "x-route" = "${route}" }
+remove = ["x-upstream-end"]
+"#;
+
+/// `builtin:headers`' rules make the same request and response whether the gateway makes them
+/// (fixed edits, every rule of them: a request `add` and `rename` look at the request where the
+/// entry is) or the plugin's own phases do (a rule set past what a gateway takes as fixed edits).
 #[tokio::test]
 async fn headers_plugin_edits_both_directions() {
     let upstream = Upstream::start().await;
-    let gw = Gateway::start(HEADERS, Some(&upstream)).await;
-    let r = HttpClient::http1()
-        .request(
-            "GET",
-            &gw.url("/items/5?q=search+me"),
-            &[
-                ("x-secret", "s3cret"),
-                ("x-old", "moved"),
-                ("user-agent", "test-agent/1"),
-                ("x-present", "kept"),
-                ("x-multi", "first"),
-            ],
-            b"",
-        )
-        .await;
-    assert_eq!(r.status, 200);
-    assert!(r.upstream_header("x-secret").is_empty());
-    assert!(r.upstream_header("x-old").is_empty());
-    assert_eq!(r.upstream_header("x-new"), vec!["moved"]);
-    assert_eq!(r.upstream_header("x-item"), vec!["5"]);
-    assert_eq!(r.upstream_header("x-agent"), vec!["test-agent/1"]);
-    assert_eq!(r.upstream_header("x-q"), vec!["search me"]);
-    assert_eq!(r.upstream_header("x-default"), vec!["d"]);
-    assert_eq!(r.upstream_header("x-present"), vec!["kept"], "add does not overwrite");
-    assert_eq!(r.upstream_header("x-multi"), vec!["first", "second"]);
-    assert_eq!(r.header("x-served-by").as_deref(), Some("airlock"));
-    assert_eq!(r.header("x-route").as_deref(), Some("edit"));
+    // The same rules twice: as they are, and with a value of more pieces than a gateway builds,
+    // which leaves them to the plugin's phases.
+    let past_fixed_edits = format!(r#", "x-big" = "{}""#, "${request_id}-".repeat(65));
+    let config = [
+        HEADERS.to_owned(),
+        EDITING_ROUTE.replace("ROUTE", "fixed").replace("EXTRA", ""),
+        EDITING_ROUTE.replace("ROUTE", "called").replace("EXTRA", &past_fixed_edits),
+    ];
+    let gw = Gateway::start(&config.concat(), Some(&upstream)).await;
+    let inner = gw.inner();
+    let phases = |id: &str| {
+        let route = inner.routes.routes().iter().find(|r| &*r.id == id).expect("the route");
+        (route.chain.entries()[0].descriptor.on_request, route.chain.entries()[0].descriptor.on_response)
+    };
+    assert_eq!((phases("fixed"), phases("called")), ((false, false), (true, false)), "fixed edits, then the plugin's phases");
+    for route in ["fixed", "called"] {
+        let path = format!("/{route}/5?q=search+me");
+        let r = HttpClient::http1()
+            .request(
+                "GET",
+                &gw.url(&path),
+                &[
+                    ("x-secret", "s3cret"),
+                    ("x-old", "moved"),
+                    ("x-new", "replaced"),
+                    ("user-agent", "test-agent/1"),
+                    ("x-present", "kept"),
+                    ("x-multi", "first"),
+                ],
+                b"",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.upstream_header("x-secret").is_empty());
+        assert!(r.upstream_header("x-old").is_empty());
+        assert_eq!(r.upstream_header("x-new"), vec!["moved"], "{path}: renamed over what was there");
+        assert_eq!(r.upstream_header("x-item"), vec!["5"]);
+        assert_eq!(r.upstream_header("x-agent"), vec!["test-agent/1"]);
+        assert_eq!(r.upstream_header("x-q"), vec!["search me"]);
+        assert_eq!(r.upstream_header("x-default"), vec!["d"], "{path}");
+        assert_eq!(r.upstream_header("x-present"), vec!["kept"], "{path}: add does not overwrite");
+        assert_eq!(r.upstream_header("x-multi"), vec!["first", "second"]);
+        assert_eq!(r.header("x-served-by").as_deref(), Some("airlock"));
+        assert_eq!(r.header("x-route").as_deref(), Some(route));
+    }
+    // Without the headers an `add` or `rename` looks for.
+    let r = HttpClient::http1().request("GET", &gw.url("/fixed/6"), &[("x-new", "untouched")], b"").await;
+    assert_eq!(r.upstream_header("x-new"), vec!["untouched"], "nothing to rename: the new name keeps its value");
+    assert_eq!(r.upstream_header("x-present"), vec!["not-used"], "absent: added");
 
-    // Write-only request rules go with the response rules in one call, in the order the rules
-    // apply: `x-replaced` is removed before its new value is appended.
+    // Write-only request rules, in the order the rules apply: `x-replaced` is removed before
+    // its new value is appended.
     let r = HttpClient::http1()
         .request("GET", &gw.url("/written/7"), &[("x-secret", "s3cret"), ("x-replaced", "old"), ("x-multi", "first")], b"")
         .await;
@@ -419,19 +448,23 @@ plugin = "builtin:headers"
 config = { response = { set = { "x-c" = "${header.x-in}" } } }
 [[routes.plugins]]
 plugin = "builtin:headers"
-config = { request = { add = { "x-d" = "1" } } }
+config = { request = { add = { "x-d" = "1" }, rename = { "x-e" = "x-f" } } }
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { set = { "x-big" = "PAST_FIXED_EDITS" } } }
 [[routes.plugins]]
 plugin = "builtin:respond"
 "#;
-    let gw = Gateway::start(config, None).await;
+    let gw = Gateway::start(&config.replace("PAST_FIXED_EDITS", &"${route}-".repeat(65)), None).await;
     let inner = gw.inner();
     let route = &inner.routes.routes()[0];
     let phases: Vec<(bool, bool)> =
         route.chain.entries().iter().map(|e| (e.descriptor.on_request, e.descriptor.on_response)).collect();
-    // Rules that write without reading the request first are fixed edits, made by the gateway
-    // with no call at all (a value read from a request header is built where on-response would
-    // run); a request `add` reads whether the header is there, in on-request.
-    assert_eq!(phases, vec![(false, false), (false, false), (false, false), (true, false), (true, false)]);
+    // Rules are fixed edits, made by the gateway with no call at all (a value read from a
+    // request header is built where on-response would run; a request `add` or `rename` looks
+    // at the request where the entry is); a value of more pieces than the gateway builds is
+    // the plugin's to make, in on-request.
+    assert_eq!(phases, vec![(false, false), (false, false), (false, false), (false, false), (true, false), (true, false)]);
     let r = HttpClient::http1().request("GET", &gw.url("/a"), &[("x-in", "seen")], b"").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-b").as_deref(), Some("1"), "the response edit was made");

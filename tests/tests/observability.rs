@@ -29,8 +29,8 @@ id = "open"
 path_prefix = "/open"
 upstream = "backend"
 [[routes.plugins]]
-plugin = "builtin:headers"
-config = { request = { add = { "x-route" = "${route}" } } }
+plugin = "builtin:transform"
+config = { request = { query = { set = { "route" = "${route}" } } } }
 
 [[routes]]
 id = "auth"
@@ -103,29 +103,29 @@ async fn admin_endpoints_enforce_the_token_and_redact_secrets() {
     assert_eq!(routes[0]["upstream"]["name"], "backend");
     assert_eq!(routes[0]["upstream"]["targets"][0], upstream.addr.to_string());
     assert_eq!(routes[0]["tunnel_idle_ms"], 300_000, "the global default, as the route sets none");
-    assert_eq!(routes[0]["chain"][0]["plugin"], "builtin:headers");
+    assert_eq!(routes[0]["chain"][0]["plugin"], "builtin:transform");
     assert_eq!(routes[1]["chain"][0]["plugin"], "builtin:key-auth");
     assert_eq!(routes[1]["chain"][0]["failure"], "closed");
 
     let plugins = client.request("GET", &gw.admin_url("/admin/plugins"), &[("authorization", &bearer)], b"").await.json();
     let plugins = plugins["plugins"].as_array().unwrap();
     let by_name: HashMap<&str, &serde_json::Value> = plugins.iter().map(|p| (p["name"].as_str().unwrap(), p)).collect();
-    let headers = by_name["builtin:headers"];
-    assert_eq!(headers["source"], "builtin:headers");
-    let hash = headers["sha256"].as_str().unwrap();
-    let bytes = airlock::runtime::builtin::bytes("headers").unwrap();
+    let transform = by_name["builtin:transform"];
+    assert_eq!(transform["source"], "builtin:transform");
+    let hash = transform["sha256"].as_str().unwrap();
+    let bytes = airlock::runtime::builtin::bytes("transform").unwrap();
     assert_eq!(hash, airlock_tests::sha256_hex(bytes), "the built-in's digest, from the build, is its bytes' digest");
-    assert_eq!(headers["routes"], serde_json::json!(["open"]));
-    assert_eq!(headers["failures"]["trap"], 0);
-    assert!(headers["limits"]["memory_bytes"].as_u64().unwrap() > 0);
-    assert!(headers["p99_ms"]["on_request"].as_f64().unwrap() > 0.0);
+    assert_eq!(transform["routes"], serde_json::json!(["open"]));
+    assert_eq!(transform["failures"]["trap"], 0);
+    assert!(transform["limits"]["memory_bytes"].as_u64().unwrap() > 0);
+    assert!(transform["p99_ms"]["on_request"].as_f64().unwrap() > 0.0);
     let key_auth = by_name["builtin:key-auth"];
     assert!(key_auth["capabilities"].is_array(), "{key_auth}");
-    // Calls are counted per phase the entry runs: three requests through `headers` (on-request
-    // only), two through `key-auth`.
-    let header_calls = headers["calls"].as_u64().unwrap();
-    assert_eq!(header_calls % 3, 0, "{headers}");
-    assert!(header_calls >= 3);
+    // Calls are counted per phase the entry runs: three requests through `transform`
+    // (on-request only), two through `key-auth`.
+    let transform_calls = transform["calls"].as_u64().unwrap();
+    assert_eq!(transform_calls % 3, 0, "{transform}");
+    assert!(transform_calls >= 3);
     assert!(key_auth["calls"].as_u64().unwrap() >= 2);
     gw.stop().await;
 }

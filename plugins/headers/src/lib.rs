@@ -21,12 +21,14 @@
 //! unknown variable, an invalid header name or an unknown key rejects the config, naming the key.
 //! The rules themselves are `airlock_sdk::header_rules`, shared with `builtin:transform`.
 //!
-//! Rules with no request `rename` or `add` (they read the request's headers to decide what to
-//! write) make the same changes on every request, each value a literal or a template read where
-//! the change is made: the plugin declares them to the gateway once, at configure
+//! The rules make the same changes on every request, each value a literal or a template read
+//! where the change is made, and a request `add` or `rename` looking at the request's headers
+//! there: the plugin declares them to the gateway once, at configure
 //! (`Plugin::templated_fixed_edits`), turns both phases off, and the gateway makes them itself,
 //! building each templated value from the request at the entry's place in the chain (on the way
-//! back, where `on-response` would run), with no call into the plugin per request. Otherwise:
+//! back, where `on-response` would run), with no call into the plugin per request. Only rules
+//! past what a gateway takes as fixed edits (more than 256 of them, 256 KiB of names and values,
+//! or a value of more than 64 pieces) are made by the plugin's own phases: then
 //! response rules whose templates read only what no later plugin can change (literals,
 //! `${param.NAME}`, `${request_id}`, `${route}`, `${client_ip}`) are handed to the gateway from `on-request` as
 //! response edits (`request.edit-response`), made where `on-response` would run: the same
@@ -184,18 +186,26 @@ mod tests {
         assert!(configure(r#"{"request": {"remove": ["connection"], "rename": {"upgrade": "x-up"}}}"#).is_ok(), "removing them is fine");
     }
 
+    /// A request `set` whose value has more pieces than a gateway builds: the rules beside it are
+    /// then made by the plugin's own phases.
+    fn past_fixed_edits() -> String {
+        let pieces = "${request_id}-".repeat(airlock_sdk::fixed_edits::MAX_VALUE_PARTS);
+        format!(r#""set": {{"x-big": "{pieces}"}}"#)
+    }
+
     #[test]
     fn response_rules_no_later_plugin_can_change_are_made_from_the_request_phase() {
-        // Beside a request rule only a call can make (an `add` reads the request); alone, these
-        // would be fixed edits, made with no call at all.
-        let settled = configure(
-            r#"{"request": {"add": {"x-d": "d"}}, "response": {"remove": ["server"], "set": {"x-served-by": "airlock", "x-at": "${route}/${param.id}"}}}"#,
-        )
+        // Beside a request rule only a call can make; alone, these would be fixed edits, made
+        // with no call at all.
+        let big = past_fixed_edits();
+        let settled = configure(&format!(
+            r#"{{"request": {{{big}}}, "response": {{"remove": ["server"], "set": {{"x-served-by": "airlock", "x-at": "${{route}}/${{param.id}}"}}}}}}"#,
+        ))
         .unwrap();
         let d = settled.configured_descriptor();
         assert!(settled.response_from_request && d.on_request && !d.on_response, "{d:?}");
         for template in ["${context.consumer}", "${header.x-user}", "${query.q}", "v-${header.x-user}"] {
-            let json = format!(r#"{{"request": {{"add": {{"x-a": "1"}}}}, "response": {{"append": {{"x-b": "{template}"}}}}}}"#);
+            let json = format!(r#"{{"request": {{{big}}}, "response": {{"append": {{"x-b": "{template}"}}}}}}"#);
             let later = configure(&json).unwrap();
             let d = later.configured_descriptor();
             assert!(!later.response_from_request && d.on_request && d.on_response, "{template}: {d:?}");
@@ -229,15 +239,14 @@ mod tests {
         let reads = configure(r#"{"request": {"set": {"x-a": "${header.x-b}"}}, "response": {"set": {"x-b": "${context.consumer}"}}}"#).unwrap();
         assert!(matches!(reads.templated_fixed_edits()[..], [FixedEdit::SetHeader("x-a", _), FixedEdit::ResponseSet("x-b", _)]));
         assert!(!reads.configured_descriptor().on_request && !reads.configured_descriptor().on_response);
-        // A request rule that reads the request to decide what to write needs the call.
-        for json in [
-            r#"{"request": {"add": {"x-a": "1"}}}"#,
-            r#"{"request": {"rename": {"x-a": "x-b"}}, "response": {"set": {"x-c": "1"}}}"#,
-        ] {
-            let called = configure(json).unwrap();
-            assert!(called.templated_fixed_edits().is_empty(), "{json}");
-            let d = called.configured_descriptor();
-            assert!(d.on_request || d.on_response, "{json}");
-        }
+        // A request rule that looks at the request to decide what to write is made there too.
+        let deciding = configure(r#"{"request": {"add": {"x-a": "${param.id}"}, "rename": {"x-b": "x-c"}}, "response": {"set": {"x-c": "1"}}}"#).unwrap();
+        assert!(matches!(deciding.templated_fixed_edits()[..], [FixedEdit::RenameHeader("x-b", "x-c"), FixedEdit::AddHeader("x-a", _), FixedEdit::Same(_)]));
+        assert!(!deciding.configured_descriptor().on_request && !deciding.configured_descriptor().on_response);
+        // Past what a gateway takes as fixed edits, the plugin's phases make the rules.
+        let called = configure(&format!(r#"{{"request": {{{}}}, "response": {{"set": {{"x-c": "1"}}}}}}"#, past_fixed_edits())).unwrap();
+        assert!(called.templated_fixed_edits().is_empty());
+        let d = called.configured_descriptor();
+        assert!(d.on_request && !d.on_response, "{d:?}");
     }
 }

@@ -22,11 +22,10 @@
 //! - `response`: `body`, then `headers`. Header rules alone, whose templates read only what no
 //!   later plugin can change (literals, params, request id, route), are made from `on-request`
 //!   as response edits, with no `on-response` call (as `builtin:headers` does).
-//! - Header rules and nothing else, with no request `rename` or `add` (they read the request's
-//!   headers to decide what to write): the same changes on every request, declared to the
+//! - Header rules and nothing else: the same changes on every request, declared to the
 //!   gateway once at configure (`Plugin::templated_fixed_edits`) and made by it, each templated
-//!   value built where the change is made, with no call into the plugin, as `builtin:headers`
-//!   does.
+//!   value built and each request `add` or `rename` decided where the change is made, with no
+//!   call into the plugin, as `builtin:headers` does.
 //! - `headers` and `query`: `remove`, `rename`, `set`, `add`, `append`, in that order
 //!   (`airlock_sdk::header_rules`, shared with `builtin:headers`; [`query`]).
 //! - `body`: `unwrap`, `remove`, `rename`, `move`, `copy`, `set`, `add`, `wrap`, in that order,
@@ -347,7 +346,7 @@ mod tests {
 
     #[test]
     fn body_access_is_asked_for_only_where_a_body_rule_is() {
-        let d = configure(r#"{"request": {"headers": {"add": {"x-a": "1"}}}}"#).unwrap().configured_descriptor();
+        let d = configure(r#"{"request": {"path": "/v2", "headers": {"add": {"x-a": "1"}}}}"#).unwrap().configured_descriptor();
         assert_eq!((d.on_request, d.request_body, d.on_response, d.response_body), (true, false, false, false));
         let d = configure(r#"{"response": {"body": {"remove": ["**.token"]}}}"#).unwrap().configured_descriptor();
         assert_eq!((d.on_request, d.request_body, d.on_response, d.response_body), (false, false, true, true));
@@ -388,15 +387,16 @@ mod tests {
         assert_eq!(edits[1], FixedEdit::Same(RequestEdit::SetHeader("x-a", b"1")));
         assert!(matches!(edits[2], FixedEdit::SetHeader("x-user", _)), "built by the gateway from each request");
         assert_eq!(edits[3], FixedEdit::Same(RequestEdit::Response(ResponseEdit::Append("x-b", b"2"))));
-        // Any other rule, or a header rule that reads the request to decide what to write, keeps
-        // the calls.
+        // A header rule that looks at the request to decide what to write is made there too.
+        let deciding = configure(r#"{"request": {"headers": {"add": {"x-a": "1"}, "rename": {"x-b": "x-c"}}}}"#).unwrap();
+        assert!(matches!(deciding.templated_fixed_edits()[..], [FixedEdit::RenameHeader("x-b", "x-c"), FixedEdit::AddHeader("x-a", _)]));
+        assert!(!deciding.configured_descriptor().on_request);
+        // Any other rule keeps the calls.
         for json in [
             r#"{"request": {"headers": {"set": {"x-a": "1"}}, "path": "/v2"}}"#,
             r#"{"request": {"headers": {"set": {"x-a": "1"}}, "query": {"set": {"v": "2"}}}}"#,
             r#"{"request": {"headers": {"set": {"x-a": "1"}}, "body": {"remove": ["a"]}}}"#,
             r#"{"request": {"headers": {"set": {"x-a": "1"}}}, "response": {"body": {"remove": ["a"]}}}"#,
-            r#"{"request": {"headers": {"add": {"x-a": "1"}}}}"#,
-            r#"{"request": {"headers": {"rename": {"x-a": "x-b"}}}}"#,
         ] {
             let called = configure(json).unwrap();
             assert!(called.templated_fixed_edits().is_empty(), "{json}");

@@ -8,18 +8,21 @@
 //! changes and header writes whose value the gateway builds per request, where the change is
 //! made, from what the `request` methods would have given the plugin there (a route parameter,
 //! the request id, the route's id, the client's IP, a request header, a query parameter, a
-//! context value): such a value is checked as it is built, as `request.edit` checks one. [`FixedEdits`] is what the chain entry
-//! keeps; [`FixedEdits::apply_to_request`] and [`FixedEdits::apply_to_response`] make the
-//! changes under the same header limits as `request.edit`.
+//! context value): such a value is checked as it is built, as `request.edit` checks one.
+//! `declare-rules` adds the request header rules that look at the request to decide what to
+//! write (set if absent, rename), made as the plugin's own reads and writes would have made them.
+//! [`FixedEdits`] is what the chain entry keeps; [`FixedEdits::apply_to_request`] and
+//! [`FixedEdits::apply_to_response`] make the changes under the same header limits as
+//! `request.edit`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::{Entry, HOST, HeaderName, HeaderValue};
 
 use super::HostState;
-use super::airlock::plugin::fixed_edits::{FixedEdit as WitFixedEdit, Host, TemplatedHeader, ValuePart};
+use super::airlock::plugin::fixed_edits::{FixedEdit as WitFixedEdit, FixedRule as WitFixedRule, Host, TemplatedHeader, ValuePart};
 use super::airlock::plugin::types::{RequestEdit as WitRequestEdit, ResponseEdit as WitResponseEdit};
 use super::log::plugin_warn;
 use super::types::{MAX_EDITS_PER_CALL, MAX_HEADER_VALUE_BYTES};
@@ -60,14 +63,11 @@ impl Default for FixedEdits {
 /// One fixed change to the request.
 #[derive(Debug, PartialEq)]
 enum RequestChange {
-    /// Replace every value of the header (a `host` is always replaced: there is one).
-    Set(HeaderName, HeaderValue),
-    /// Add a value after the header's existing ones.
-    Append(HeaderName, HeaderValue),
-    /// [`RequestChange::Set`] with a value built per request.
-    SetBuilt(HeaderName, BuiltValue),
-    /// [`RequestChange::Append`] with a value built per request.
-    AppendBuilt(HeaderName, BuiltValue),
+    /// Write the header (a `host` is always replaced: there is one).
+    Write(Write, HeaderName, Value),
+    /// Move every value of the first header to the second, replacing the second's; nothing
+    /// when the request has none of the first.
+    Rename(HeaderName, HeaderName),
     /// Remove every value of the header.
     Remove(HeaderName),
     /// Set a context key to a value.
@@ -82,15 +82,25 @@ enum ResponseChange {
     /// The same change on every response.
     Same(ResponseEdit),
     /// Set, add or append a header with a value built per request.
-    Built(BuiltKind, HeaderName, BuiltValue),
+    Built(Write, HeaderName, BuiltValue),
 }
 
-/// Which response write a built value is for.
+/// What a header write does with the values the header has.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum BuiltKind {
+enum Write {
+    /// Replaces them.
     Set,
+    /// Writes only when there are none.
     Add,
+    /// Adds the value after them.
     Append,
+}
+
+/// The value of a request header write: the same on every request, or built per request.
+#[derive(Debug, PartialEq)]
+enum Value {
+    Same(HeaderValue),
+    Built(BuiltValue),
 }
 
 /// A header value the gateway builds on each request from its pieces.
@@ -174,6 +184,15 @@ impl BuiltValue {
         HeaderValue::from_maybe_shared(Bytes::from(out)).map_err(|_| "holds control characters")
     }
 
+    /// The value's bytes when every piece is literal (nothing to build per request).
+    fn literal(&self) -> Option<Vec<u8>> {
+        let literal = |piece: &Piece| match piece {
+            Piece::Literal(text) => Some(text.clone()),
+            _ => None,
+        };
+        self.0.iter().map(literal).collect::<Option<Vec<Bytes>>>().map(|texts| texts.concat())
+    }
+
     /// The bytes of the literal pieces and the names read.
     fn bytes(parts: &[ValuePart]) -> usize {
         parts.iter().map(|p| match p {
@@ -190,6 +209,10 @@ impl Host for HostState {
     }
 
     fn declare_templated(&mut self, edits: Vec<WitFixedEdit>) -> Result<(), String> {
+        self.declare_rules(edits.into_iter().map(WitFixedRule::Edit).collect())
+    }
+
+    fn declare_rules(&mut self, edits: Vec<WitFixedRule>) -> Result<(), String> {
         if !self.configuring {
             plugin_warn!(&self.log, "fixed-edits declaration ignored: it is only heard during configure");
             return Err("fixed edits are declared during `configure` only".to_owned());
@@ -203,11 +226,11 @@ impl Host for HostState {
 impl FixedEdits {
     /// The changes `edits` ask for, each checked; an `Err` names the first refused one (counted
     /// from 1) and why.
-    pub fn checked(edits: Vec<WitFixedEdit>) -> Result<Self, String> {
+    pub fn checked(edits: Vec<WitFixedRule>) -> Result<Self, String> {
         if edits.len() > MAX_EDITS_PER_CALL {
             return Err(format!("{} fixed edits declared: at most {MAX_EDITS_PER_CALL}", edits.len()));
         }
-        let bytes: usize = edits.iter().map(fixed_edit_bytes).sum();
+        let bytes: usize = edits.iter().map(fixed_rule_bytes).sum();
         if bytes > MAX_FIXED_BYTES {
             return Err(format!("the fixed edits hold {bytes} bytes of names and values: at most {MAX_FIXED_BYTES}"));
         }
@@ -221,30 +244,49 @@ impl FixedEdits {
     }
 
     /// Checks one change and keeps it; `Err` is the change's kind and why it is refused.
-    fn check(&mut self, edit: WitFixedEdit, context: &mut Context) -> Result<(), (&'static str, String)> {
-        let built = |what: &'static str, h: TemplatedHeader| -> Result<(HeaderName, BuiltValue), (&'static str, String)> {
-            let name = writable_name(&h.name).map_err(|why| (what, why))?;
-            Ok((name, BuiltValue::checked(h.value).map_err(|why| (what, why))?))
-        };
-        let (kind, what, header) = match edit {
-            WitFixedEdit::Same(edit) => return self.check_same(edit, context),
-            WitFixedEdit::SetHeader(h) => {
-                let (name, value) = built("set-header", h)?;
-                self.request.push(RequestChange::SetBuilt(name, value));
+    fn check(&mut self, rule: WitFixedRule, context: &mut Context) -> Result<(), (&'static str, String)> {
+        let (write, what, header) = match rule {
+            WitFixedRule::Edit(WitFixedEdit::Same(edit)) => return self.check_same(edit, context),
+            WitFixedRule::Edit(WitFixedEdit::SetHeader(h)) => (Write::Set, "set-header", h),
+            WitFixedRule::Edit(WitFixedEdit::AppendHeader(h)) => (Write::Append, "append-header", h),
+            WitFixedRule::AddHeader(h) => (Write::Add, "add-header", h),
+            WitFixedRule::RenameHeader(rename) => {
+                let from = header_name(&rename.old_name).map_err(|why| ("rename-header", why))?;
+                let to = writable_name(&rename.new_name).map_err(|why| ("rename-header", why))?;
+                if from == to {
+                    return Err(("rename-header", format!("renames `{from}` to itself")));
+                }
+                self.request.push(RequestChange::Rename(from, to));
                 return Ok(());
             }
-            WitFixedEdit::AppendHeader(h) => {
-                let (name, value) = built("append-header", h)?;
-                // One `Host`: an append replaces it, as `request.append-header` does.
-                self.request.push(if name == HOST { RequestChange::SetBuilt(name, value) } else { RequestChange::AppendBuilt(name, value) });
-                return Ok(());
+            WitFixedRule::Edit(WitFixedEdit::ResponseSet(h)) => {
+                return self.check_built_response(Write::Set, "response-set", h);
             }
-            WitFixedEdit::ResponseSet(h) => (BuiltKind::Set, "response-set", h),
-            WitFixedEdit::ResponseAdd(h) => (BuiltKind::Add, "response-add", h),
-            WitFixedEdit::ResponseAppend(h) => (BuiltKind::Append, "response-append", h),
+            WitFixedRule::Edit(WitFixedEdit::ResponseAdd(h)) => {
+                return self.check_built_response(Write::Add, "response-add", h);
+            }
+            WitFixedRule::Edit(WitFixedEdit::ResponseAppend(h)) => {
+                return self.check_built_response(Write::Append, "response-append", h);
+            }
         };
-        let (name, value) = built(what, header)?;
-        self.response.push(ResponseChange::Built(kind, name, value));
+        let name = writable_name(&header.name).map_err(|why| (what, why))?;
+        // One `Host`: an append replaces it, as `request.append-header` does.
+        let write = if write == Write::Append && name == HOST { Write::Set } else { write };
+        let built = BuiltValue::checked(header.value).map_err(|why| (what, why))?;
+        let value = match built.literal() {
+            // Nothing to build: checked now as `declare`'s literal value is.
+            Some(literal) => Value::Same(request_header(&header.name, literal).map_err(|why| (what, why))?.1),
+            None => Value::Built(built),
+        };
+        self.request.push(RequestChange::Write(write, name, value));
+        Ok(())
+    }
+
+    /// Checks a response header write with a built value and keeps it.
+    fn check_built_response(&mut self, write: Write, what: &'static str, header: TemplatedHeader) -> Result<(), (&'static str, String)> {
+        let name = writable_name(&header.name).map_err(|why| (what, why))?;
+        let value = BuiltValue::checked(header.value).map_err(|why| (what, why))?;
+        self.response.push(ResponseChange::Built(write, name, value));
         Ok(())
     }
 
@@ -253,12 +295,13 @@ impl FixedEdits {
         match edit {
             WitRequestEdit::SetHeader(h) => {
                 let (name, value) = request_header(&h.name, h.value).map_err(|why| ("set-header", why))?;
-                self.request.push(RequestChange::Set(name, value));
+                self.request.push(RequestChange::Write(Write::Set, name, Value::Same(value)));
             }
             WitRequestEdit::AppendHeader(h) => {
                 let (name, value) = request_header(&h.name, h.value).map_err(|why| ("append-header", why))?;
                 // One `Host`: an append replaces it, as `request.append-header` does.
-                self.request.push(if name == HOST { RequestChange::Set(name, value) } else { RequestChange::Append(name, value) });
+                let write = if name == HOST { Write::Set } else { Write::Append };
+                self.request.push(RequestChange::Write(write, name, Value::Same(value)));
             }
             WitRequestEdit::RemoveHeader(name) => {
                 self.request.push(RequestChange::Remove(header_name(&name).map_err(|why| ("remove-header", why))?));
@@ -301,46 +344,46 @@ impl FixedEdits {
     /// that would take the request past its header limits is not made (logged once), nor a built
     /// value that is not a valid one (logged at most once per interval).
     pub fn apply_to_request(&self, request: &mut RequestState, plugin: &str) {
-        let bound = request.header_limits.request;
         let mut refusals = RefusalLog::default();
         for change in &self.request {
-            let (name, value, replacing) = match change {
-                RequestChange::Set(name, value) => (name, value.clone(), true),
-                RequestChange::Append(name, value) => (name, value.clone(), false),
-                RequestChange::SetBuilt(name, value) | RequestChange::AppendBuilt(name, value) => {
-                    let built = value.build(request).and_then(|v| {
-                        // A `host` is held to host[:port] here as `request.set-header` holds it.
-                        let host_ok = *name != HOST || crate::proxy::headers::valid_plugin_host(v.as_bytes());
-                        if host_ok { Ok(v) } else { Err("is not host[:port]") }
-                    });
-                    match built {
-                        Ok(v) => (name, v, matches!(change, RequestChange::SetBuilt(..))),
-                        Err(why) => {
-                            self.refused_value(plugin, &request.request_id, name, why);
-                            continue;
+            match change {
+                RequestChange::Write(write, name, value) => {
+                    if *write == Write::Add && request.headers.contains_key(name) {
+                        continue;
+                    }
+                    let value = match value {
+                        Value::Same(value) => value.clone(),
+                        Value::Built(value) => match value.build(request).and_then(|v| plugin_value(name, v)) {
+                            Ok(value) => value,
+                            Err(why) => {
+                                self.refused_value(plugin, &request.request_id, name, why);
+                                continue;
+                            }
+                        },
+                    };
+                    write_request_header(request, &mut refusals, plugin, name.clone(), value, *write != Write::Append);
+                }
+                RequestChange::Rename(from, to) => {
+                    let Entry::Occupied(moved) = request.headers.entry(from) else { continue };
+                    let values: Vec<HeaderValue> = moved.remove_entry_mult().1.collect();
+                    request.header_tally.forget();
+                    request.header_tally.remove(&mut request.headers, to);
+                    for value in values {
+                        match plugin_value(to, value) {
+                            // Each as `request.append-header` writes it (a `host` replaced).
+                            Ok(value) => write_request_header(request, &mut refusals, plugin, to.clone(), value, *to == HOST),
+                            Err(why) => self.refused_value(plugin, &request.request_id, to, why),
                         }
                     }
                 }
-                RequestChange::Remove(name) => {
-                    request.header_tally.remove(&mut request.headers, name);
-                    continue;
-                }
+                RequestChange::Remove(name) => request.header_tally.remove(&mut request.headers, name),
                 RequestChange::ContextSet(key, value) => {
                     if request.context.set(key.clone(), value.clone()).is_err() {
                         let request_id = &*request.request_id;
                         tracing::warn!(plugin, request_id, key, "fixed context value ignored: the request's context is full");
                     }
-                    continue;
                 }
-                RequestChange::ContextRemove(key) => {
-                    request.context.remove(key);
-                    continue;
-                }
-            };
-            if !bound.write(&mut request.header_tally, &mut request.headers, name.clone(), value, replacing) {
-                refusals.refused(plugin, &request.request_id, "fixed edit", bound);
-            } else if *name == HOST {
-                request.host_from_plugin = true;
+                RequestChange::ContextRemove(key) => request.context.remove(key),
             }
         }
     }
@@ -353,11 +396,11 @@ impl FixedEdits {
         for change in &self.response {
             let edit = match change {
                 ResponseChange::Same(edit) => edit.clone(),
-                ResponseChange::Built(kind, name, value) => match value.build(request) {
-                    Ok(value) => match kind {
-                        BuiltKind::Set => ResponseEdit::Set(name.clone(), value),
-                        BuiltKind::Add => ResponseEdit::Add(name.clone(), value),
-                        BuiltKind::Append => ResponseEdit::Append(name.clone(), value),
+                ResponseChange::Built(write, name, value) => match value.build(request) {
+                    Ok(value) => match write {
+                        Write::Set => ResponseEdit::Set(name.clone(), value),
+                        Write::Add => ResponseEdit::Add(name.clone(), value),
+                        Write::Append => ResponseEdit::Append(name.clone(), value),
                     },
                     Err(why) => {
                         self.refused_value(plugin, &request.request_id, name, why);
@@ -377,6 +420,34 @@ impl FixedEdits {
         if let Some(count) = self.refused_values.record() {
             tracing::warn!(plugin, request_id, header = %name, count, "fixed edit's built value ignored: it {why} (count: such values since the last line)");
         }
+    }
+}
+
+/// Writes a request header a fixed change makes, held to the request's header limits (a write
+/// past them is not made, logged once per request) as `request.edit` holds one.
+fn write_request_header(request: &mut RequestState, refusals: &mut RefusalLog, plugin: &str, name: HeaderName, value: HeaderValue, replacing: bool) {
+    let bound = request.header_limits.request;
+    let host = name == HOST;
+    if !bound.write(&mut request.header_tally, &mut request.headers, name, value, replacing) {
+        refusals.refused(plugin, &request.request_id, "fixed edit", bound);
+    } else if host {
+        request.host_from_plugin = true;
+    }
+}
+
+/// `value`, unless it is for `host` and not host[:port]: held to the rule
+/// `request.set-header` holds a plugin's `Host` to. For values the gateway did not check when
+/// they were declared (built, or moved by a rename).
+fn plugin_value(name: &HeaderName, value: HeaderValue) -> Result<HeaderValue, &'static str> {
+    if *name != HOST || crate::proxy::headers::valid_plugin_host(value.as_bytes()) { Ok(value) } else { Err("is not host[:port]") }
+}
+
+/// The bytes of the names and values `rule` holds.
+fn fixed_rule_bytes(rule: &WitFixedRule) -> usize {
+    match rule {
+        WitFixedRule::Edit(edit) => fixed_edit_bytes(edit),
+        WitFixedRule::AddHeader(h) => h.name.len() + BuiltValue::bytes(&h.value),
+        WitFixedRule::RenameHeader(rename) => rename.old_name.len() + rename.new_name.len(),
     }
 }
 
@@ -454,6 +525,7 @@ fn response_edit(edit: WitResponseEdit) -> Result<ResponseEdit, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::airlock::plugin::fixed_edits::HeaderRename;
     use super::super::airlock::plugin::types::Header;
     use super::*;
 
@@ -465,9 +537,14 @@ mod tests {
         crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\nhost: example.com\nx-gone: 1\n\n").expect("a request")
     }
 
-    /// `declare`'s changes as `declare-templated` takes them.
-    fn same(edits: Vec<WitRequestEdit>) -> Vec<WitFixedEdit> {
-        edits.into_iter().map(WitFixedEdit::Same).collect()
+    /// `declare`'s changes as `declare-rules` takes them.
+    fn same(edits: Vec<WitRequestEdit>) -> Vec<WitFixedRule> {
+        rules(edits.into_iter().map(WitFixedEdit::Same).collect())
+    }
+
+    /// `declare-templated`'s changes as `declare-rules` takes them.
+    fn rules(edits: Vec<WitFixedEdit>) -> Vec<WitFixedRule> {
+        edits.into_iter().map(WitFixedRule::Edit).collect()
     }
 
     fn values(headers: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
@@ -560,7 +637,7 @@ mod tests {
 
     #[test]
     fn built_values_are_checked_when_declared() {
-        let refused = |edit: WitFixedEdit| FixedEdits::checked(vec![edit]).expect_err("refused");
+        let refused = |edit: WitFixedEdit| FixedEdits::checked(rules(vec![edit])).expect_err("refused");
         let literal = |text: &[u8]| ValuePart::Literal(text.to_vec());
         assert_eq!(
             refused(WitFixedEdit::SetHeader(templated("x-a", vec![literal(b"a\nb"), ValuePart::RequestId]))),
@@ -583,7 +660,7 @@ mod tests {
     #[test]
     fn built_values_are_made_from_each_request_in_order_with_the_same_changes() {
         let literal = |text: &[u8]| ValuePart::Literal(text.to_vec());
-        let fixed = FixedEdits::checked(vec![
+        let fixed = FixedEdits::checked(rules(vec![
             WitFixedEdit::Same(WitRequestEdit::SetHeader(header("x-a", b"1"))),
             WitFixedEdit::AppendHeader(templated("x-a", vec![literal(b"user-"), ValuePart::Param("id".into()), literal(b"@"), ValuePart::RouteId])),
             WitFixedEdit::SetHeader(templated("x-real-ip", vec![ValuePart::ClientIp])),
@@ -597,7 +674,7 @@ mod tests {
             WitFixedEdit::ResponseSet(templated("x-request-id-copy", vec![ValuePart::RequestId])),
             WitFixedEdit::ResponseAdd(templated("x-kept", vec![ValuePart::RouteId])),
             WitFixedEdit::ResponseAppend(templated("x-served-by", vec![ValuePart::Param("id".into())])),
-        ])
+        ]))
         .expect("valid");
         assert_eq!(fixed.len(), 9);
         for id in ["42", "7"] {
@@ -623,12 +700,12 @@ mod tests {
 
     #[test]
     fn a_built_value_that_cannot_be_written_is_skipped_and_the_rest_are_made() {
-        let fixed = FixedEdits::checked(vec![
+        let fixed = FixedEdits::checked(rules(vec![
             WitFixedEdit::SetHeader(templated("x-user", vec![ValuePart::Param("id".into())])),
             WitFixedEdit::SetHeader(templated("host", vec![ValuePart::Param("id".into()), ValuePart::Literal(b".internal".to_vec())])),
             WitFixedEdit::Same(WitRequestEdit::SetHeader(header("x-after", b"1"))),
             WitFixedEdit::ResponseSet(templated("x-user", vec![ValuePart::Param("id".into())])),
-        ])
+        ]))
         .expect("valid");
         // A percent-decoded parameter can hold what no header value may.
         let mut req = request();
@@ -652,5 +729,77 @@ mod tests {
         fixed.apply_to_request(&mut req, "p");
         assert_eq!(values(&req.headers, "host"), [b"api.internal".to_vec()]);
         assert!(req.host_from_plugin);
+    }
+
+    fn rename(from: &str, to: &str) -> WitFixedRule {
+        WitFixedRule::RenameHeader(HeaderRename { old_name: from.into(), new_name: to.into() })
+    }
+
+    #[test]
+    fn request_rules_are_checked_when_declared() {
+        let refused = |rule: WitFixedRule| FixedEdits::checked(vec![rule]).expect_err("refused");
+        assert_eq!(refused(rename("x-a", "X-A")), "fixed edit 1 (`rename-header`): renames `x-a` to itself");
+        assert!(refused(rename("x-a", "content-length")).starts_with("fixed edit 1 (`rename-header`): `content-length` is set by the gateway"));
+        assert_eq!(refused(rename("bad name", "x-a")), "fixed edit 1 (`rename-header`): `bad name` is not a valid header name");
+        let literal = |text: &[u8]| vec![ValuePart::Literal(text.to_vec())];
+        assert_eq!(refused(WitFixedRule::AddHeader(templated("host", literal(b"a@b")))), "fixed edit 1 (`add-header`): a `host` must be host[:port]");
+        assert!(refused(WitFixedRule::AddHeader(templated("upgrade", vec![ValuePart::RequestId]))).starts_with("fixed edit 1 (`add-header`): `upgrade`"));
+        // A value with nothing to build is checked whole now, as `declare`'s literal values are.
+        let halves = vec![ValuePart::Literal(vec![b'v'; 40_000]), ValuePart::Literal(vec![b'v'; 40_000])];
+        assert!(refused(WitFixedRule::AddHeader(templated("x-a", halves))).contains("at most 65536"));
+        // Removing the header renamed from the gateway's own is allowed, as a removal is.
+        assert!(FixedEdits::checked(vec![rename("upgrade", "x-upgrade")]).is_ok());
+    }
+
+    #[test]
+    fn add_and_rename_decide_from_the_request_where_they_are_made() {
+        let literal = |text: &[u8]| ValuePart::Literal(text.to_vec());
+        let fixed = FixedEdits::checked(vec![
+            // Present: kept.
+            WitFixedRule::AddHeader(templated("x-gone", vec![literal(b"default")])),
+            // Set by the change before it: kept as that change left it.
+            WitFixedRule::Edit(WitFixedEdit::Same(WitRequestEdit::SetHeader(header("x-set", b"1")))),
+            WitFixedRule::AddHeader(templated("x-set", vec![literal(b"2")])),
+            // Absent: written, built from the request.
+            WitFixedRule::AddHeader(templated("x-user", vec![literal(b"u-"), ValuePart::Param("id".into())])),
+            rename("x-multi", "x-moved"),
+            rename("x-absent", "x-kept"),
+            rename("x-target", "host"),
+            // Reads the renamed header: the rename came first.
+            WitFixedRule::Edit(WitFixedEdit::SetHeader(templated("x-echo", vec![ValuePart::Header("x-moved".into())]))),
+        ])
+        .expect("valid");
+        assert_eq!(fixed.len(), 8);
+        for id in ["42", "7"] {
+            let mut req = crate::plugin_trial::parse_request(
+                "t.http",
+                b"GET / HTTP/1.1\nhost: example.com\nx-gone: 1\nx-multi: a\nx-moved: old\nx-multi: b\nx-kept: k\nx-target: api.internal:8443\n\n",
+            )
+            .expect("a request");
+            req.params = vec![("id".into(), id.into())];
+            fixed.apply_to_request(&mut req, "p");
+            assert_eq!(values(&req.headers, "x-gone"), [b"1".to_vec()], "an add keeps what is there");
+            assert_eq!(values(&req.headers, "x-set"), [b"1".to_vec()]);
+            assert_eq!(values(&req.headers, "x-user"), [format!("u-{id}").into_bytes()]);
+            assert_eq!(req.headers.get("x-multi"), None);
+            assert_eq!(values(&req.headers, "x-moved"), [b"a".to_vec(), b"b".to_vec()], "every value, in order, replacing the old");
+            assert_eq!(values(&req.headers, "x-kept"), [b"k".to_vec()], "nothing to rename: the new name is untouched");
+            assert_eq!(values(&req.headers, "host"), [b"api.internal:8443".to_vec()]);
+            assert!(req.host_from_plugin);
+            assert_eq!(req.headers.get("x-target"), None);
+            assert_eq!(values(&req.headers, "x-echo"), [b"a".to_vec()]);
+        }
+        // A value renamed to `host` that is not host[:port] is not written, as
+        // `request.append-header` would not write it; the rest are made.
+        let mut req = crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\nhost: example.com\nx-target: a@b\nx-multi: a\n\n").expect("a request");
+        fixed.apply_to_request(&mut req, "p");
+        assert_eq!(req.headers.get("host"), None);
+        assert!(!req.host_from_plugin);
+        assert_eq!(values(&req.headers, "x-moved"), [b"a".to_vec()]);
+        // Each value moved is held to the header limits as an append is.
+        let mut req = crate::plugin_trial::parse_request("t.http", b"GET / HTTP/1.1\nhost: example.com\nx-multi: a\nx-multi: b\n\n").expect("a request");
+        req.header_limits.request = HeaderBound { count: 2, bytes: usize::MAX };
+        FixedEdits::checked(vec![rename("x-multi", "x-moved")]).expect("valid").apply_to_request(&mut req, "p");
+        assert_eq!(values(&req.headers, "x-moved"), [b"a".to_vec()], "a third line would pass the limit");
     }
 }
