@@ -533,7 +533,7 @@ config = { response = { set = { "x-never" = "1" } } }
     for (fixed, why) in [
         (r#"{ "bad name" = "1" }"#, "fixed edit 1 (`append-header`): `bad name` is not a valid header name"),
         (r#"{ "content-length" = "1" }"#, "fixed edit 1 (`append-header`): `content-length` is set by the gateway"),
-        (r#"{ "host" = "a@b" }"#, "fixed edit 1 (`append-header`): a `host` must be host[:port]"),
+        (r#"{ "host" = "a@b" }"#, "fixed edit 1 (`append-header`): a `host` must be host[:port], not `a@b`"),
     ] {
         let config = format!(
             "[[routes]]\nid = \"r\"\npath = \"/x\"\n[[routes.plugins]]\nplugin = \"{{plugin:echo-context}}\"\nconfig = {{ fixed_append = {fixed} }}\n"

@@ -502,11 +502,18 @@ fn header(name: &str, value: Vec<u8>) -> Result<(HeaderName, HeaderValue), Strin
     Ok((name, value))
 }
 
+/// Most bytes of a refused `host` value an error message shows.
+const SHOWN_HOST_BYTES: usize = 80;
+
 /// A header a plugin writes on the request: as [`header`], and a `host` only as `host[:port]`.
 fn request_header(name: &str, value: Vec<u8>) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = header(name, value)?;
     if name == HOST && !crate::proxy::headers::valid_plugin_host(value.as_bytes()) {
-        return Err("a `host` must be host[:port]".to_owned());
+        // The value, so the operator finds the key that wrote it (the first 80 bytes).
+        let bytes = value.as_bytes();
+        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN_HOST_BYTES)]);
+        let more = if bytes.len() > SHOWN_HOST_BYTES { "..." } else { "" };
+        return Err(format!("a `host` must be host[:port], not `{shown}{more}`"));
     }
     Ok((name, value))
 }
@@ -560,7 +567,10 @@ mod tests {
         assert_eq!(refused(WitRequestEdit::SetHeader(header("bad name", b"1"))), "fixed edit 2 (`set-header`): `bad name` is not a valid header name");
         assert!(refused(WitRequestEdit::AppendHeader(header("Content-Length", b"1"))).starts_with("fixed edit 2 (`append-header`): `content-length` is set by the gateway"));
         assert_eq!(refused(WitRequestEdit::SetHeader(header("x-a", b"a\r\nb"))), "fixed edit 2 (`set-header`): the value of `x-a` holds control characters");
-        assert_eq!(refused(WitRequestEdit::SetHeader(header("host", b"a@b"))), "fixed edit 2 (`set-header`): a `host` must be host[:port]");
+        assert_eq!(refused(WitRequestEdit::SetHeader(header("host", b"a@b"))), "fixed edit 2 (`set-header`): a `host` must be host[:port], not `a@b`");
+        assert_eq!(refused(WitRequestEdit::SetHeader(header("host", b""))), "fixed edit 2 (`set-header`): a `host` must be host[:port], not ``");
+        let long = refused(WitRequestEdit::SetHeader(header("host", &[b'@'; 200])));
+        assert!(long.ends_with(&format!("not `{}...`", "@".repeat(SHOWN_HOST_BYTES))), "{long}");
         assert!(refused(WitRequestEdit::SetHeader(header("x-a", &vec![b'a'; MAX_HEADER_VALUE_BYTES + 1]))).contains("at most 65536"));
         assert!(refused(WitRequestEdit::RemoveHeader("a b".into())).starts_with("fixed edit 2 (`remove-header`)"));
         assert!(refused(WitRequestEdit::EditResponse(WitResponseEdit::Rename(("x-a".into(), "upgrade".into())))).starts_with("fixed edit 2 (`edit-response`): `upgrade`"));
@@ -742,7 +752,7 @@ mod tests {
         assert!(refused(rename("x-a", "content-length")).starts_with("fixed edit 1 (`rename-header`): `content-length` is set by the gateway"));
         assert_eq!(refused(rename("bad name", "x-a")), "fixed edit 1 (`rename-header`): `bad name` is not a valid header name");
         let literal = |text: &[u8]| vec![ValuePart::Literal(text.to_vec())];
-        assert_eq!(refused(WitFixedRule::AddHeader(templated("host", literal(b"a@b")))), "fixed edit 1 (`add-header`): a `host` must be host[:port]");
+        assert_eq!(refused(WitFixedRule::AddHeader(templated("host", literal(b"a@b")))), "fixed edit 1 (`add-header`): a `host` must be host[:port], not `a@b`");
         assert!(refused(WitFixedRule::AddHeader(templated("upgrade", vec![ValuePart::RequestId]))).starts_with("fixed edit 1 (`add-header`): `upgrade`"));
         // A value with nothing to build is checked whole now, as `declare`'s literal values are.
         let halves = vec![ValuePart::Literal(vec![b'v'; 40_000]), ValuePart::Literal(vec![b'v'; 40_000])];
