@@ -51,7 +51,8 @@ impl<'a> From<RequestEdit<'a>> for FixedEdit<'a> {
 }
 
 impl<'a> FixedEdit<'a> {
-    /// The header name and template of a built change; `None` for [`FixedEdit::Same`].
+    /// The header name and template of a built change; `None` for [`FixedEdit::Same`] and
+    /// [`FixedEdit::RenameHeader`] (nothing to build).
     fn built(&self) -> Option<(&'a str, &'a Template)> {
         match *self {
             FixedEdit::Same(_) | FixedEdit::RenameHeader(..) => None,

@@ -274,6 +274,7 @@ pub fn guest_plugin_paths() -> Vec<(&'static str, String)> {
         ("fail-configure", plugins::FAIL_CONFIGURE.to_owned()),
         ("from-the-future", plugins::FROM_THE_FUTURE.to_owned()),
         ("contract-0-2-0", plugins::CONTRACT_0_2_0.to_owned()),
+        ("contract-0-2-7", plugins::CONTRACT_0_2_7.to_owned()),
         ("reads-file", plugins::READS_FILE.to_owned()),
         ("sockets", plugins::SOCKETS.to_owned()),
         ("spin", plugins::SPIN.to_owned()),

@@ -443,6 +443,30 @@ async fn a_plugin_built_against_the_released_0_2_0_contract_still_runs() {
     gw.stop().await;
 }
 
+/// A plugin compiled against airlock:plugin@0.2.7 as released declares its fixed edits with
+/// that release's `declare-templated` (0.2.8 added `declare-rules` beside it): the gateway takes
+/// them and makes them, the built values from each request, with no call into the plugin.
+#[tokio::test]
+async fn a_plugin_built_against_the_released_0_2_7_contract_still_declares_its_fixed_edits() {
+    let upstream = Upstream::start().await;
+    let config = "[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\nid = \"r\"\npath_prefix = \"/\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"{plugin:contract-0-2-7}\"\n";
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let inner = gw.inner();
+    let entry = &inner.routes.routes()[0].chain.entries()[0];
+    assert!(!entry.descriptor.on_request && !entry.descriptor.on_response, "{:?}", entry.descriptor);
+    let client = HttpClient::http1();
+    for path in ["/a", "/b"] {
+        let r = client.request("GET", &gw.url(path), &[], b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.upstream_header("x-contract"), vec!["0.2.7"]);
+        assert_eq!(r.upstream_header("x-contract-route"), vec!["route-r"]);
+        assert!(r.upstream_header("x-contract-called").is_empty() && r.header("x-contract-called").is_none());
+        let id = r.header("x-request-id").expect("the gateway's request id");
+        assert_eq!(r.header("x-contract-id"), Some(id), "built from this request");
+    }
+    gw.stop().await;
+}
+
 /// A plugin built with a newer airlock-sdk than the gateway's (a later 0.2.x), calling a method
 /// only that release has: the gateway says which side is older, where wasmtime's own message
 /// ("function implementation is missing") called the plugin broken.
