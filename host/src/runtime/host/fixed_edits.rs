@@ -340,9 +340,11 @@ impl FixedEdits {
         !self.response.is_empty()
     }
 
-    /// Makes the request changes on `request`, in order, for the entry `plugin`: a header write
-    /// that would take the request past its header limits is not made (logged once), nor a built
-    /// value that is not a valid one (logged at most once per interval).
+    /// Makes the request changes on `request`, in order, for the entry `plugin`, each add and
+    /// rename decided on the request as the changes before it left it: a header write that would
+    /// take the request past its header limits is not made (logged once), nor a built value that
+    /// is not a valid one, nor a value renamed to `host` that is not host[:port] (logged at most
+    /// once per interval).
     pub fn apply_to_request(&self, request: &mut RequestState, plugin: &str) {
         let mut refusals = RefusalLog::default();
         for change in &self.request {
