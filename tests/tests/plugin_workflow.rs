@@ -50,7 +50,7 @@ async fn a_new_plugin_builds_tests_and_serves() {
     // It builds as its README says, and its own unit test passes natively.
     run_ok(&mut cargo(&dir, &["build", "--target", "wasm32-wasip2", "--release"]), "cargo build (wasm32-wasip2)").await;
     let tested = run_ok(&mut cargo(&dir, &["test"]), "cargo test (scaffold)").await;
-    assert!(tested.contains("test result: ok. 1 passed"), "{tested}");
+    assert!(tested.contains("test result: ok. 2 passed"), "{tested}");
     // Put the component where the scaffold's own airlock.toml expects it.
     let built = scaffold_target().join("wasm32-wasip2/release/demo_tag.wasm");
     let wasm = dir.join("target/wasm32-wasip2/release/demo_tag.wasm");
@@ -132,8 +132,9 @@ async fn plugin_test_outcome(args: &[&str], request: &str, response: &str) -> se
     serde_json::from_str(&out).expect("JSON outcome")
 }
 
-/// `airlock plugin test` makes the response edits a plugin asked for in its request phase, as the
-/// gateway does: `builtin:headers` hands settled response rules over from `on-request`.
+/// `airlock plugin test` makes the response changes a plugin hands to the gateway rather than
+/// making them in a response phase, as the gateway does: `builtin:headers`' response rules are
+/// fixed edits, made where its response phase would run.
 #[tokio::test]
 async fn plugin_test_makes_the_response_edits_of_the_request_phase() {
     let config = r#"{"response": {"remove": ["server"], "rename": {"x-old": "x-new"}, "set": {"x-item": "${param.id}"}}}"#;
