@@ -195,8 +195,8 @@ mod tests {
 
     #[test]
     fn response_rules_no_later_plugin_can_change_are_made_from_the_request_phase() {
-        // Beside a request rule only a call can make; alone, these would be fixed edits, made
-        // with no call at all.
+        // Beside a request rule past what a gateway builds (so the plugin's phases make the
+        // rules); alone, these would be fixed edits, made with no call at all.
         let big = past_fixed_edits();
         let settled = configure(&format!(
             r#"{{"request": {{{big}}}, "response": {{"remove": ["server"], "set": {{"x-served-by": "airlock", "x-at": "${{route}}/${{param.id}}"}}}}}}"#,
