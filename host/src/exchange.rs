@@ -349,8 +349,9 @@ impl ResponseEdits {
         self.apply_counted(entry, headers, bound, plugin, request_id, &mut HeaderTally::default());
     }
 
-    /// [`ResponseEdits::apply`] as one of a run of writes to `headers`, counted in `tally`
-    /// ([`HeaderBound::admit`]): the edits of several entries made one after another.
+    /// Makes the edits of chain entry `entry` (as the tests' `ResponseEdits::apply` does) as one
+    /// of a run of writes to `headers`, counted in `tally` ([`HeaderBound::admit`]): the edits of
+    /// several entries made one after another.
     pub fn apply_counted(&mut self, entry: usize, headers: &mut HeaderMap, bound: HeaderBound, plugin: &str, request_id: &str, tally: &mut HeaderTally) {
         // Recorded in chain order (the request phases run in it), so an entry's edits are one run.
         let start = self.edits.partition_point(|(e, _)| *e < entry);

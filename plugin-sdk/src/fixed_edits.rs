@@ -1,8 +1,8 @@
 //! The changes a configured plugin makes to every request, told to the gateway once
 //! (`airlock:plugin/fixed-edits`) so that it makes them itself with no call into the plugin:
-//! [`Plugin::fixed_edits`](crate::Plugin::fixed_edits) (the same on every request) and
-//! [`Plugin::templated_fixed_edits`](crate::Plugin::templated_fixed_edits) (with header values
-//! the gateway builds from each request), declared by the export glue right after `new`.
+//! [`Plugin::fixed_edits`] (the same on every request) and [`Plugin::templated_fixed_edits`]
+//! (with header values the gateway builds from each request, and request header rules it decides
+//! there), declared by the export glue right after `new`.
 
 use crate::bindings::airlock::plugin::fixed_edits as raw;
 use crate::template::{Part, Template};

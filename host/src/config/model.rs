@@ -995,7 +995,7 @@ pub struct RouteConfig {
     pub path: Option<Spanned<String>>,
     /// Path prefix on segment boundaries: `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
     pub path_prefix: Option<Spanned<String>>,
-    /// Headers a request must carry for this route: name = value, or name = [values] (any of
+    /// Headers a request must carry for this route: name = value, or name = \[values\] (any of
     /// them, exactly). A route with headers beats one without at the same host, path and method.
     #[serde(default)]
     pub headers: BTreeMap<String, Spanned<HeaderValues>>,

@@ -354,7 +354,7 @@ const HOST_NAME_BYTES: [bool; 256] = {
     table
 };
 
-/// Whether a plugin may send `value` as the request's `Host`: one well-formed host[:port], not
+/// Whether a plugin may send `value` as the request's `Host`: one well-formed `host[:port]`, not
 /// empty (a second, `a@b` or `a,b` would reach the upstream, or a proxy between, as a host).
 pub fn valid_plugin_host(value: &[u8]) -> bool {
     !value.is_empty() && valid_host(value)

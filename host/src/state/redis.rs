@@ -63,7 +63,7 @@ pub const QUIET_CHECK: Duration = Duration::from_millis(20);
 /// short leaves).
 const PROBE_TTL_MS: u64 = 1000;
 
-/// GCRA token bucket: KEYS[1] holds the theoretical arrival time (ms, Redis clock).
+/// GCRA token bucket: `KEYS[1]` holds the theoretical arrival time (ms, Redis clock).
 /// ARGV: emission interval (ms), burst, cost. Returns {allowed, remaining, reset_ms, retry_ms}.
 /// Mirrors `Gcra::step`.
 const ACQUIRE: &str = r"
@@ -87,7 +87,7 @@ local remaining = math.max(0, math.floor((tolerance - used) / emission + 0.00000
 return {0, remaining, math.max(0, math.ceil(used)), math.max(1, math.ceil(used_after - tolerance))}
 ";
 
-/// Fixed window starting at the first hit: KEYS[1] holds the count, expiring with the window.
+/// Fixed window starting at the first hit: `KEYS[1]` holds the count, expiring with the window.
 /// ARGV: limit, window (ms), cost. Returns {allowed, remaining, reset_ms, retry_ms}.
 /// Mirrors `window_step`.
 const WINDOW: &str = r"
@@ -111,7 +111,7 @@ end
 return {0, math.max(0, limit - count), ttl, math.max(1, ttl)}
 ";
 
-/// Sliding window: KEYS[1] is a hash of the current window's index `i` (Redis clock ms divided by
+/// Sliding window: `KEYS[1]` is a hash of the current window's index `i` (Redis clock ms divided by
 /// the window) and the units counted in the previous (`p`) and current (`c`) windows.
 /// ARGV: limit, window (ms), cost. Returns {allowed, remaining, reset_ms, retry_ms}.
 /// Mirrors `sliding_step` and `MemoryStore::sliding_window`.
@@ -164,7 +164,7 @@ return value
 ";
 
 /// Readiness probe: every command the scripts and the plain operations use, through the same
-/// EVALSHA path, on KEYS[1] only, which it leaves deleted (and expiring after ARGV[1] ms should
+/// EVALSHA path, on `KEYS[1]` only, which it leaves deleted (and expiring after `ARGV[1]` ms should
 /// a command fail half-way). A Redis that refuses writes (`maxmemory` reached with `noeviction`),
 /// or a user missing a permission, fails it as it fails the limiters.
 const PROBE: &str = r"

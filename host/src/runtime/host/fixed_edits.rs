@@ -343,7 +343,7 @@ impl FixedEdits {
     /// Makes the request changes on `request`, in order, for the entry `plugin`, each add and
     /// rename decided on the request as the changes before it left it: a header write that would
     /// take the request past its header limits is not made (logged once), nor a built value that
-    /// is not a valid one, nor a value renamed to `host` that is not host[:port] (logged at most
+    /// is not a valid one, nor a value renamed to `host` that is not `host[:port]` (logged at most
     /// once per interval).
     pub fn apply_to_request(&self, request: &mut RequestState, plugin: &str) {
         let mut refusals = RefusalLog::default();
@@ -437,7 +437,7 @@ fn write_request_header(request: &mut RequestState, refusals: &mut RefusalLog, p
     }
 }
 
-/// `value`, unless it is for `host` and not host[:port]: held to the rule
+/// `value`, unless it is for `host` and not `host[:port]`: held to the rule
 /// `request.set-header` holds a plugin's `Host` to. For values the gateway did not check when
 /// they were declared (built, or moved by a rename).
 fn plugin_value(name: &HeaderName, value: HeaderValue) -> Result<HeaderValue, &'static str> {
