@@ -41,7 +41,7 @@ pub struct Binding {
 }
 
 impl Binding {
-    /// A binding of `method`; nothing is checked yet ([`check`] does at configure).
+    /// A binding of `method`; nothing is checked yet (`check` does, at configure).
     pub fn new(verb: String, template: Template, body: Option<String>, response_body: Option<String>, method: MethodDescriptor) -> Self {
         let twins = Twins::of(&method.input());
         Self { verb, template, body, response_body, method, twins }
