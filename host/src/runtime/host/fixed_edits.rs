@@ -22,7 +22,7 @@ use http::HeaderMap;
 use http::header::{Entry, HOST, HeaderName, HeaderValue};
 
 use super::HostState;
-use super::airlock::plugin::fixed_edits::{FixedEdit as WitFixedEdit, FixedRule as WitFixedRule, Host, TemplatedHeader, ValuePart};
+use super::airlock::plugin::fixed_edits::{FixedEdit as WitFixedEdit, FixedRule as WitFixedRule, Host, ValuePart};
 use super::airlock::plugin::types::{RequestEdit as WitRequestEdit, ResponseEdit as WitResponseEdit};
 use super::log::plugin_warn;
 use super::types::{MAX_EDITS_PER_CALL, MAX_HEADER_VALUE_BYTES};
@@ -94,6 +94,17 @@ enum Write {
     Add,
     /// Adds the value after them.
     Append,
+}
+
+impl Write {
+    /// This write of `value` to the response header `name`, as a response edit.
+    fn on_response(self, name: HeaderName, value: HeaderValue) -> ResponseEdit {
+        match self {
+            Write::Set => ResponseEdit::Set(name, value),
+            Write::Add => ResponseEdit::Add(name, value),
+            Write::Append => ResponseEdit::Append(name, value),
+        }
+    }
 }
 
 /// The value of a request header write: the same on every request, or built per request.
@@ -245,11 +256,15 @@ impl FixedEdits {
 
     /// Checks one change and keeps it; `Err` is the change's kind and why it is refused.
     fn check(&mut self, rule: WitFixedRule, context: &mut Context) -> Result<(), (&'static str, String)> {
-        let (write, what, header) = match rule {
+        // The header writes: which, named how in an error, and whether on the request.
+        let (write, what, header, on_request) = match rule {
             WitFixedRule::Edit(WitFixedEdit::Same(edit)) => return self.check_same(edit, context),
-            WitFixedRule::Edit(WitFixedEdit::SetHeader(h)) => (Write::Set, "set-header", h),
-            WitFixedRule::Edit(WitFixedEdit::AppendHeader(h)) => (Write::Append, "append-header", h),
-            WitFixedRule::AddHeader(h) => (Write::Add, "add-header", h),
+            WitFixedRule::Edit(WitFixedEdit::SetHeader(h)) => (Write::Set, "set-header", h, true),
+            WitFixedRule::Edit(WitFixedEdit::AppendHeader(h)) => (Write::Append, "append-header", h, true),
+            WitFixedRule::AddHeader(h) => (Write::Add, "add-header", h, true),
+            WitFixedRule::Edit(WitFixedEdit::ResponseSet(h)) => (Write::Set, "response-set", h, false),
+            WitFixedRule::Edit(WitFixedEdit::ResponseAdd(h)) => (Write::Add, "response-add", h, false),
+            WitFixedRule::Edit(WitFixedEdit::ResponseAppend(h)) => (Write::Append, "response-append", h, false),
             WitFixedRule::RenameHeader(rename) => {
                 let from = header_name(&rename.old_name).map_err(|why| ("rename-header", why))?;
                 let to = writable_name(&rename.new_name).map_err(|why| ("rename-header", why))?;
@@ -259,34 +274,25 @@ impl FixedEdits {
                 self.request.push(RequestChange::Rename(from, to));
                 return Ok(());
             }
-            WitFixedRule::Edit(WitFixedEdit::ResponseSet(h)) => {
-                return self.check_built_response(Write::Set, "response-set", h);
-            }
-            WitFixedRule::Edit(WitFixedEdit::ResponseAdd(h)) => {
-                return self.check_built_response(Write::Add, "response-add", h);
-            }
-            WitFixedRule::Edit(WitFixedEdit::ResponseAppend(h)) => {
-                return self.check_built_response(Write::Append, "response-append", h);
-            }
         };
         let name = writable_name(&header.name).map_err(|why| (what, why))?;
-        // One `Host`: an append replaces it, as `request.append-header` does.
-        let write = if write == Write::Append && name == HOST { Write::Set } else { write };
         let built = BuiltValue::checked(header.value).map_err(|why| (what, why))?;
-        let value = match built.literal() {
-            // Nothing to build: checked now as `declare`'s literal value is.
-            Some(literal) => Value::Same(request_header(&header.name, literal).map_err(|why| (what, why))?.1),
-            None => Value::Built(built),
+        // Nothing to build: the value is checked now, whole, as `declare` checks a literal one.
+        let literal = match built.literal() {
+            Some(bytes) if on_request => Some(request_header(&header.name, bytes).map_err(|why| (what, why))?.1),
+            Some(bytes) => Some(self::header(&header.name, bytes).map_err(|why| (what, why))?.1),
+            None => None,
         };
-        self.request.push(RequestChange::Write(write, name, value));
-        Ok(())
-    }
-
-    /// Checks a response header write with a built value and keeps it.
-    fn check_built_response(&mut self, write: Write, what: &'static str, header: TemplatedHeader) -> Result<(), (&'static str, String)> {
-        let name = writable_name(&header.name).map_err(|why| (what, why))?;
-        let value = BuiltValue::checked(header.value).map_err(|why| (what, why))?;
-        self.response.push(ResponseChange::Built(write, name, value));
+        if on_request {
+            // One `Host`: an append replaces it, as `request.append-header` does.
+            let write = if write == Write::Append && name == HOST { Write::Set } else { write };
+            self.request.push(RequestChange::Write(write, name, literal.map_or(Value::Built(built), Value::Same)));
+        } else {
+            self.response.push(match literal {
+                Some(value) => ResponseChange::Same(write.on_response(name, value)),
+                None => ResponseChange::Built(write, name, built),
+            });
+        }
         Ok(())
     }
 
@@ -399,11 +405,7 @@ impl FixedEdits {
             let edit = match change {
                 ResponseChange::Same(edit) => edit.clone(),
                 ResponseChange::Built(write, name, value) => match value.build(request) {
-                    Ok(value) => match write {
-                        Write::Set => ResponseEdit::Set(name.clone(), value),
-                        Write::Add => ResponseEdit::Add(name.clone(), value),
-                        Write::Append => ResponseEdit::Append(name.clone(), value),
-                    },
+                    Ok(value) => write.on_response(name.clone(), value),
                     Err(why) => {
                         self.refused_value(plugin, &request.request_id, name, why);
                         continue;
@@ -534,7 +536,7 @@ fn response_edit(edit: WitResponseEdit) -> Result<ResponseEdit, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::airlock::plugin::fixed_edits::HeaderRename;
+    use super::super::airlock::plugin::fixed_edits::{HeaderRename, TemplatedHeader};
     use super::super::airlock::plugin::types::Header;
     use super::*;
 
@@ -667,6 +669,9 @@ mod tests {
         );
         let big = vec![b'v'; MAX_FIXED_BYTES];
         assert!(refused(WitFixedEdit::SetHeader(templated("x-a", vec![literal(&big)]))).ends_with("at most 262144"), "literal pieces count toward the bytes");
+        // A value with nothing to build is checked whole now, on the response as on the request.
+        let halves = vec![literal(&[b'v'; 40_000]), literal(&[b'v'; 40_000])];
+        assert!(refused(WitFixedEdit::ResponseAppend(templated("x-a", halves))).starts_with("fixed edit 1 (`response-append`): the value of `x-a` is 80000 bytes"));
     }
 
     #[test]
