@@ -200,6 +200,39 @@ async fn headers_plugin_edits_both_directions() {
     gw.stop().await;
 }
 
+/// A client header renamed to `host` by a fixed edit (`builtin:headers`' request `rename`): a
+/// well-formed value becomes the upstream's `Host`; one that is not `host[:port]` is not
+/// written (as `request.append-header` would not write it) and the request is still served,
+/// with the `Host` the gateway sends when no plugin set one.
+#[tokio::test]
+async fn a_fixed_rename_to_host_takes_only_a_well_formed_value() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path = "/r"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { request = { rename = { "x-target" = "host" } } }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.request("GET", &gw.url("/r"), &[("x-target", "api.internal:8443")], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header("host"), ["api.internal:8443"]);
+    assert!(r.upstream_header("x-target").is_empty());
+    for bad in ["a@b", "a,b", "x:99999"] {
+        let r = client.request("GET", &gw.url("/r"), &[("x-target", bad)], b"").await;
+        assert_eq!(r.status, 200, "{bad}: served");
+        assert_eq!(r.upstream_header("host"), [upstream.addr.to_string()], "{bad}: not sent as the host");
+        assert!(r.upstream_header("x-target").is_empty(), "{bad}: moved, not left behind");
+    }
+    gw.stop().await;
+}
+
 /// One route through the body-upper plugin (uppercases the request body, appends `!` to the
 /// response's); `{limit}` is where a route setting goes.
 const BODY_UPPER: &str = r#"
