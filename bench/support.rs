@@ -87,6 +87,7 @@ pub fn request_with_headers(method: Method, map: HeaderMap, body: Option<Bytes>)
         client_ip: [127, 0, 0, 1].into(),
         scheme: "http",
         request_id: "bench-request".into(),
+        request_id_header: Some(http::HeaderValue::from_static("bench-request")),
         body,
         context: Default::default(),
         response_edits: Default::default(),

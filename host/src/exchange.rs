@@ -452,6 +452,10 @@ pub struct RequestState {
     pub scheme: &'static str,
     /// The request id (also in `x-request-id`).
     pub request_id: Arc<str>,
+    /// The request id as a header value sharing the id's allocation (`None` for an id no
+    /// header can hold): a fixed edit's `${request_id}` value is a reference-counted clone of
+    /// it, not a copy assembled per entry.
+    pub request_id_header: Option<HeaderValue>,
     /// The buffered body, present only when a plugin in the chain declared request-body access.
     pub body: Option<Bytes>,
     /// The per-request context.

@@ -218,6 +218,7 @@ pub fn parse_request(file: &str, message: &[u8]) -> Result<RequestState, TrialEr
         client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
         scheme: "http",
         request_id: "trial-request".into(),
+        request_id_header: Some(HeaderValue::from_static("trial-request")),
         client_body: !body.is_empty(),
         header_tally: Default::default(),
         body: Some(body),
@@ -305,6 +306,7 @@ impl RequestFile {
     /// A request as the file has it, under `request_id`, as if just parsed.
     fn fresh(&self, request_id: &str) -> RequestState {
         let r = &self.request;
+        let request_id: Arc<str> = request_id.into();
         RequestState {
             method: r.method.clone(),
             path: r.path.clone(),
@@ -315,7 +317,8 @@ impl RequestFile {
             client_addr: r.client_addr,
             client_ip: r.client_ip,
             scheme: r.scheme,
-            request_id: request_id.into(),
+            request_id: request_id.clone(),
+            request_id_header: crate::proxy::headers::request_id_header(&request_id),
             body: r.body.clone(),
             context: r.context.clone(),
             response_edits: Default::default(),

@@ -514,8 +514,8 @@ impl Gateway {
         headers::add_forwarded(&mut headers, conn.peer, conn.scheme, client_host.as_ref());
         headers::sanitize_client_cert(&mut headers, conn.via_trusted_proxy);
         headers::add_via(&mut headers, parts.version);
-        if let Some(id) = id_header {
-            headers.insert(headers::X_REQUEST_ID, id);
+        if let Some(id) = &id_header {
+            headers.insert(headers::X_REQUEST_ID, id.clone());
         }
         match client_host {
             Some(host) => {
@@ -579,6 +579,7 @@ impl Gateway {
             client_ip: conn.client,
             scheme: conn.scheme,
             request_id: request_id.clone(),
+            request_id_header: id_header,
             body,
             context,
             response_edits: Default::default(),

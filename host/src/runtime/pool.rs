@@ -630,6 +630,7 @@ fn placeholder_request() -> Box<RequestState> {
         client_ip: std::net::IpAddr::from([0, 0, 0, 0]),
         scheme: "http",
         request_id: "".into(),
+        request_id_header: None,
         body: None,
         context: Default::default(),
         response_edits: Default::default(),

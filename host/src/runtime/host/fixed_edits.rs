@@ -160,6 +160,12 @@ impl BuiltValue {
     /// read through `request` there and written back. `Err` says why none can be written (a
     /// parameter holding a control character).
     fn build(&self, request: &RequestState) -> Result<HeaderValue, &'static str> {
+        // The request id alone is already a header value: shared, not copied.
+        if let [Piece::RequestId] = self.0.as_slice()
+            && let Some(id) = &request.request_id_header
+        {
+            return Ok(id.clone());
+        }
         let mut out = Vec::new();
         for piece in &self.0 {
             match piece {
@@ -701,6 +707,11 @@ mod tests {
             req.client_ip = "2001:db8::7".parse().expect("an address");
             req.query = Some("q=a+b%21&q=second".into());
             req.context.set("consumer".into(), format!("c{id}")).expect("room");
+            if id == "7" {
+                // An id with no header value made for it: `${request_id}` built from its text.
+                req.request_id = "rid-7".into();
+                req.request_id_header = None;
+            }
             fixed.apply_to_request(&mut req, "p");
             assert_eq!(values(&req.headers, "x-echo"), [format!("1|a b!|c{id}").into_bytes()], "header, decoded query, context");
             assert_eq!(values(&req.headers, "x-a"), [b"1".to_vec(), format!("user-{id}@users").into_bytes()], "the literal set, then the built append");
