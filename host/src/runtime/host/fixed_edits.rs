@@ -160,11 +160,18 @@ impl BuiltValue {
     /// read through `request` there and written back. `Err` says why none can be written (a
     /// parameter holding a control character).
     fn build(&self, request: &RequestState) -> Result<HeaderValue, &'static str> {
-        // The request id alone is already a header value: shared, not copied.
-        if let [Piece::RequestId] = self.0.as_slice()
-            && let Some(id) = &request.request_id_header
-        {
-            return Ok(id.clone());
+        // A request header or the request id alone is already a header value: shared, not
+        // copied (an absent header is an empty value, as below).
+        match self.0.as_slice() {
+            [Piece::Header(name)] => {
+                return match request.headers.get(name) {
+                    Some(value) if value.len() > MAX_HEADER_VALUE_BYTES => Err("is longer than 64 KiB"),
+                    Some(value) => Ok(value.clone()),
+                    None => Ok(HeaderValue::from_static("")),
+                };
+            }
+            [Piece::RequestId] if let Some(id) = &request.request_id_header => return Ok(id.clone()),
+            _ => {}
         }
         let mut out = Vec::new();
         for piece in &self.0 {
@@ -757,6 +764,35 @@ mod tests {
         fixed.apply_to_request(&mut req, "p");
         assert_eq!(values(&req.headers, "host"), [b"api.internal".to_vec()]);
         assert!(req.host_from_plugin);
+    }
+
+    /// A value that is one request header is that header's first value as the request has it
+    /// where the entry is, an absent one an empty value, one past 64 KiB none, as when built.
+    #[test]
+    fn a_value_that_is_one_header_is_its_first_value() {
+        let fixed = FixedEdits::checked(rules(vec![
+            WitFixedEdit::Same(WitRequestEdit::AppendHeader(header("x-in", b"second"))),
+            WitFixedEdit::SetHeader(templated("x-copy", vec![ValuePart::Header("x-in".into())])),
+            WitFixedEdit::SetHeader(templated("x-none", vec![ValuePart::Header("x-absent".into())])),
+            WitFixedEdit::ResponseSet(templated("x-echo", vec![ValuePart::Header("x-in".into())])),
+        ]))
+        .expect("valid");
+        let mut req = request();
+        req.headers.insert("x-in", HeaderValue::from_static("first"));
+        fixed.apply_to_request(&mut req, "p");
+        assert_eq!(values(&req.headers, "x-copy"), [b"first".to_vec()]);
+        assert_eq!(values(&req.headers, "x-none"), [Vec::<u8>::new()]);
+        let mut response = HeaderMap::new();
+        fixed.apply_to_response(&mut response, HeaderBound::NONE, &mut HeaderTally::default(), "p", &req);
+        assert_eq!(values(&response, "x-echo"), [b"first".to_vec()]);
+
+        let mut req = request();
+        req.header_limits = crate::exchange::HeaderLimits::NONE;
+        let long = HeaderValue::from_bytes(&vec![b'a'; MAX_HEADER_VALUE_BYTES + 1]).expect("a value");
+        req.headers.insert("x-in", long);
+        fixed.apply_to_request(&mut req, "p");
+        assert_eq!(req.headers.get("x-copy"), None, "past 64 KiB: not written");
+        assert_eq!(values(&req.headers, "x-none"), [Vec::<u8>::new()], "the rest are made");
     }
 
     fn rename(from: &str, to: &str) -> WitFixedRule {
