@@ -1379,6 +1379,59 @@ async fn the_trailer_header_announces_only_the_trailers_passed_on() {
     gw.stop().await;
 }
 
+/// An upstream's response trailers reach the client without the fields no trailer may carry
+/// (RFC 9110 6.5.1) or that are connection-specific (RFC 9113 8.2.2): an HTTP/2 client given a
+/// `connection` trailer must reject the whole answer, which was lost after its body. Streamed and
+/// buffered (a plugin reads the body), to HTTP/2 and HTTP/1.1 clients; the application's own
+/// trailers go on.
+#[tokio::test]
+async fn response_trailers_lose_the_fields_no_trailer_may_carry() {
+    let (addr, _task) = airlock_tests::raw_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum, connection, content-length\r\n\r\n\
+          2\r\nhi\r\n0\r\nx-checksum: c1\r\ngrpc-status: 0\r\nconnection: v1\r\ncontent-length: 2\r\n\
+          transfer-encoding: chunked\r\nkeep-alive: 5\r\nupgrade: h2c\r\nte: trailers\r\nhost: evil.example\r\n\
+          set-cookie: s=1\r\nx-request-id: forged\r\n\r\n",
+    )
+    .await;
+    let toml = format!(
+        r#"
+[upstreams.raw]
+targets = ["{addr}"]
+[[routes]]
+path = "/stream"
+upstream = "raw"
+[[routes]]
+path = "/buffered"
+upstream = "raw"
+[[routes.plugins]]
+plugin = "{{plugin:body-upper}}"
+"#
+    );
+    let gw = Gateway::start(&toml, None).await;
+    let kept = ["x-checksum", "grpc-status"];
+    for (http2, path, body) in [(true, "/stream", "hi"), (false, "/stream", "hi"), (true, "/buffered", "hi!"), (false, "/buffered", "hi!")] {
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http2_only(http2)
+            .build_http::<http_body_util::Empty<Bytes>>();
+        let request = Request::get(gw.url(path)).header("te", "trailers").body(http_body_util::Empty::new()).unwrap();
+        let response = client.request(request).await.unwrap_or_else(|e| panic!("{path} over h2 {http2}: {e}"));
+        assert_eq!(response.status(), 200, "{path} over h2 {http2}");
+        let collected = response.into_body().collect().await.unwrap_or_else(|e| panic!("{path} over h2 {http2}: the answer was lost: {e}"));
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        assert_eq!(collected.to_bytes(), body.as_bytes(), "{path} over h2 {http2}");
+        let names: Vec<&str> = trailers.keys().map(|n| n.as_str()).collect();
+        assert!(names.iter().all(|n| kept.contains(n)), "{path} over h2 {http2}: {names:?}");
+        if http2 {
+            assert_eq!(trailers.get("x-checksum").map(HeaderValue::as_bytes), Some(&b"c1"[..]), "{path}: {trailers:?}");
+            assert_eq!(trailers.get("grpc-status").map(HeaderValue::as_bytes), Some(&b"0"[..]), "{path}: {trailers:?}");
+        } else if path == "/stream" {
+            // HTTP/1.1 sends only the trailers its `Trailer` header announced.
+            assert_eq!(trailers.get("x-checksum").map(HeaderValue::as_bytes), Some(&b"c1"[..]), "{trailers:?}");
+        }
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn trailers_are_carried_both_ways_for_http2_clients() {
     let (addr, _task) = trailer_upstream().await;

@@ -56,7 +56,8 @@ mod projected {
         /// A streamed body that fails once it has waited `limit` for its next frame. The timer
         /// is armed only while the peer is awaited: a client slow to read is not timed. `peer`
         /// says whose body it is in the warning (`an upstream's response body`); for an
-        /// upstream's response body, `origin` is whom to tell when it breaks off or stalls.
+        /// upstream's response body, `origin` is whom to tell when it breaks off or stalls, and
+        /// `response` that its trailers go to a client.
         pub struct IdleWatch {
             #[pin]
             pub(super) body: ProxyBody,
@@ -66,6 +67,7 @@ mod projected {
             pub(super) armed: bool,
             pub(super) peer: &'static str,
             pub(super) origin: Option<crate::proxy::upstream::ResponseOrigin>,
+            pub(super) response: bool,
         }
     }
 }
@@ -140,22 +142,23 @@ impl ProxyBody {
     /// (`timeouts.body_idle_ms`). A body that has already ended is left as it is. `peer` says
     /// whose body it is in the warning (`an upstream's response body`).
     pub fn watched(self, limit: std::time::Duration, peer: &'static str) -> Self {
-        self.watch(limit, peer, None)
+        self.watch(limit, peer, None, false)
     }
 
     /// An upstream's streamed response body, [`ProxyBody::watched`], reported to `origin` if it
-    /// breaks off or stalls ([`crate::proxy::upstream::ResponseOrigin::broke_off`]).
+    /// breaks off or stalls ([`crate::proxy::upstream::ResponseOrigin::broke_off`]), its
+    /// trailers cut to those a client may get ([`crate::proxy::headers::strip_response_trailers`]).
     pub fn watched_from(self, limit: std::time::Duration, origin: Option<crate::proxy::upstream::ResponseOrigin>) -> Self {
-        self.watch(limit, "an upstream's response body", origin)
+        self.watch(limit, "an upstream's response body", origin, true)
     }
 
-    fn watch(self, limit: std::time::Duration, peer: &'static str, origin: Option<crate::proxy::upstream::ResponseOrigin>) -> Self {
+    fn watch(self, limit: std::time::Duration, peer: &'static str, origin: Option<crate::proxy::upstream::ResponseOrigin>, response: bool) -> Self {
         if self.is_end_stream() {
             return self;
         }
         // Set to a real deadline when the body first waits: most end without ever waiting.
         let timer = tokio::time::sleep_until(unarmed());
-        ProxyBody::Watched { body: Box::pin(IdleWatch { body: self, timer, limit, armed: false, peer, origin }) }
+        ProxyBody::Watched { body: Box::pin(IdleWatch { body: self, timer, limit, armed: false, peer, origin, response }) }
     }
 
     /// This body, counting the frames taken from it in `progress` and telling `sent` when it
@@ -295,8 +298,14 @@ impl Body for IdleWatch {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         match this.body.poll_frame(cx) {
-            Poll::Ready(frame) => {
+            Poll::Ready(mut frame) => {
                 *this.armed = false;
+                if *this.response
+                    && let Some(Ok(frame)) = &mut frame
+                    && let Some(trailers) = frame.trailers_mut()
+                {
+                    crate::proxy::headers::strip_response_trailers(trailers);
+                }
                 if let Some(Err(e)) = &frame
                     && let Some(origin) = this.origin.take()
                 {

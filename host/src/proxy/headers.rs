@@ -443,6 +443,34 @@ pub fn strip_client_trailers(trailers: &mut HeaderMap) {
     }
 }
 
+/// Removes from a response's trailers (an upstream's, or a response phase's) the fields no
+/// trailer may carry and a client could act on: RFC 9110 6.5.1's framing (`Content-Length`,
+/// `Transfer-Encoding`), routing, authentication, response control data and how to process the
+/// content, and RFC 9113 8.2.2's connection-specific fields, which make the whole answer
+/// malformed for an HTTP/2 client: passed on, the stream was reset after its body and the
+/// answer lost. Kept: the application's own fields (gRPC's `grpc-status`, a checksum).
+/// Nothing is allocated for trailers that need no change.
+pub fn strip_response_trailers(trailers: &mut HeaderMap) {
+    if !trailers.keys().any(forbidden_response_trailer) {
+        return;
+    }
+    let names: Vec<HeaderName> = trailers.keys().filter(|n| forbidden_response_trailer(n)).cloned().collect();
+    for name in names {
+        trailers.remove(name);
+    }
+}
+
+/// Whether a response trailer may not reach the client ([`strip_response_trailers`]).
+fn forbidden_response_trailer(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "age" | "authentication-info" | "authorization" | "cache-control" | "connection" | "content-encoding" | "content-length"
+            | "content-location" | "content-range" | "content-type" | "date" | "etag" | "expires" | "host" | "keep-alive"
+            | "last-modified" | "location" | "proxy-authenticate" | "proxy-authentication-info" | "proxy-connection" | "retry-after"
+            | "set-cookie" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "vary" | "via" | "www-authenticate" | "x-request-id"
+    )
+}
+
 /// Takes out of a client request's `Trailer` header (RFC 9110 6.6.2: the trailer fields its body
 /// will end with) the names [`strip_client_trailers`] removes from those trailers, so the
 /// upstream is not told of fields that never come; a `Trailer` left naming nothing goes. A

@@ -947,7 +947,15 @@ fn write_response(
             }
             // A plugin's answer to a HEAD may carry the GET's body: its length is said, its
             // bytes not sent (over HTTP/2 they would be a protocol error).
-            if head { ProxyBody::full(Bytes::new()) } else { ProxyBody::with_trailers(bytes, trailers) }
+            if head {
+                ProxyBody::full(Bytes::new())
+            } else {
+                let trailers = trailers.map(|mut trailers| {
+                    headers::strip_response_trailers(&mut trailers);
+                    trailers
+                });
+                ProxyBody::with_trailers(bytes, trailers)
+            }
         }
         (None, Some(stream)) => stream.watched_from(body_idle, origin),
         (None, None) => ProxyBody::full(Bytes::new()),
