@@ -32,6 +32,24 @@ async fn a_response_framed_both_ways_is_read_by_its_chunks_and_loses_its_length(
 }
 
 #[tokio::test]
+async fn a_content_length_repeated_by_the_upstream_goes_on_once() {
+    // RFC 9110 8.6: `2, 2` (or two `2` lines) is the number 2. Sent on as it came, an HTTP/2
+    // client refused the whole answer (a malformed field) and an HTTP/1.1 one got a list.
+    for answer in [&b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nhi"[..], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi"] {
+        let (addr, _task) = airlock_tests::raw_upstream(answer).await;
+        let gw = Gateway::start(&one_route(addr), None).await;
+        for client in [HttpClient::http1(), HttpClient::http2()] {
+            let request = http::Request::get(gw.url("/twice")).body(Default::default()).expect("request");
+            let reply = client.try_send(request).await.unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(answer)));
+            assert_eq!(reply.status, 200);
+            assert_eq!(reply.text(), "hi", "{:?}", reply.version);
+            assert_eq!(reply.header_all("content-length"), ["2"], "{:?}", reply.version);
+        }
+        gw.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn a_response_body_the_upstream_stops_sending_is_cut_off_after_body_idle_ms() {
     // 3 of 10 bytes, then silence with the connection open: the client was held until the
     // upstream closed (here 60 s), however long that took.

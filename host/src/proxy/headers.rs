@@ -443,6 +443,24 @@ pub fn strip_client_trailers(trailers: &mut HeaderMap) {
     }
 }
 
+/// RFC 9110 8.6: an upstream's `Content-Length` that came as a list of one repeated number
+/// (`2, 2`, or on two lines), which its parser took as that number, goes on once as the
+/// number: as sent, an HTTP/2 client refuses the answer (a malformed field) and an HTTP/1.1
+/// one may frame the body differently. One plain value (nearly every response) is one lookup
+/// and a scan of its few bytes.
+pub fn single_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else { return };
+    if values.next().is_none() && !first.as_bytes().contains(&b',') {
+        return;
+    }
+    let number = first.as_bytes().split(|&b| b == b',').next().map(<[u8]>::trim_ascii).filter(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit));
+    match number.and_then(|n| HeaderValue::from_bytes(n).ok()) {
+        Some(value) => drop(headers.insert(header::CONTENT_LENGTH, value)),
+        None => drop(headers.remove(header::CONTENT_LENGTH)),
+    }
+}
+
 /// Removes from a response's trailers (an upstream's, or a response phase's) the fields no
 /// trailer may carry and a client could act on: RFC 9110 6.5.1's framing (`Content-Length`,
 /// `Transfer-Encoding`), routing, authentication, response control data and how to process the

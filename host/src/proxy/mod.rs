@@ -804,6 +804,8 @@ impl Gateway {
             // Framed both ways, the body was read by its Transfer-Encoding: the Content-Length
             // goes (RFC 9112 6.3), or the client would read a body cut or padded to it.
             headers.remove(header::CONTENT_LENGTH);
+        } else {
+            headers::single_content_length(&mut headers);
         }
         hop_by_hop.strip(&mut headers);
         let streamed = |headers: http::HeaderMap, stream: ProxyBody, origin| PendingResponse {
