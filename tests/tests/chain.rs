@@ -200,6 +200,54 @@ async fn headers_plugin_edits_both_directions() {
     gw.stop().await;
 }
 
+/// An entry's response rules read the request and run where its response phase would, whether
+/// the gateway makes them (fixed edits) or the entry's own phases do: a value built from a request
+/// header on a route where nothing else reads the request after the upstream call (its headers
+/// were moved into the upstream request, and the value came out empty), and a gateway's 500 for
+/// an `on-response` failing closed after the entry's response phase ran (its edits were made again
+/// on the answer).
+#[tokio::test]
+async fn response_rules_read_the_request_and_run_once_made_either_way() {
+    let upstream = Upstream::start().await;
+    let past_fixed_edits = format!(r#", request = {{ set = {{ "x-big" = "{}" }} }}"#, "${request_id}-".repeat(65));
+    let mut config = format!("[upstreams.backend]\ntargets = [\"{{upstream}}\"]\n{}", airlock_tests::hostile_plugin("failing"));
+    for (route, extra) in [("fixed", ""), ("called", past_fixed_edits.as_str())] {
+        config += &format!(
+            r#"
+[[routes]]
+path = "/reads/{route}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = {{ response = {{ set = {{ "x-c" = "${{header.x-in}}", "x-q" = "${{query.q}}" }} }}{extra} }}
+
+[[routes]]
+path = "/after-failure/{route}"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "failing"
+config = {{ mode = "response-then-panic" }}
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = {{ response = {{ set = {{ "x-h" = "1" }} }}{extra} }}
+"#
+        );
+    }
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let called: Vec<bool> = gw.inner().routes.routes().iter().map(|r| r.chain.entries().iter().any(|e| e.descriptor.on_request)).collect();
+    assert_eq!(called, [false, false, true, true], "no request phase is called on the fixed routes");
+    let client = HttpClient::http1();
+    for route in ["fixed", "called"] {
+        let r = client.request("GET", &gw.url(&format!("/reads/{route}?q=v")), &[("x-in", "seen")], b"").await;
+        assert_eq!(r.status, 200);
+        assert_eq!((r.header("x-c").as_deref(), r.header("x-q").as_deref()), (Some("seen"), Some("v")), "{route}");
+        let r = client.get(&gw.url(&format!("/after-failure/{route}"))).await;
+        assert_eq!(r.status, 500, "{route}: {}", r.text());
+        assert_eq!(r.header("x-h"), None, "{route}: made on the upstream's answer, which the 500 replaced");
+    }
+    gw.stop().await;
+}
+
 /// A client header renamed to `host` by a fixed edit (`builtin:headers`' request `rename`): a
 /// well-formed value becomes the upstream's `Host`; one that is not `host[:port]` is not
 /// written (as `request.append-header` would not write it) and the request is still served,

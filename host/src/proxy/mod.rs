@@ -288,7 +288,7 @@ impl Gateway {
                 origin: None,
             },
             RequestOutcome::Upstream => {
-                let keep_request = chain.calls_on_response(ran);
+                let keep_request = chain.keeps_request_headers(ran);
                 let started = clock;
                 let span = tracing::debug_span!("upstream", upstream = route.upstream().map(|u| &*u.name));
                 let body = UpstreamBody { stream, trailers: request_trailers };
@@ -335,8 +335,8 @@ impl Gateway {
             match phases {
                 Ok(phases) => phases,
                 // A response phase failed closed: the entries whose phases had not run yet
-                // still make their edits on the gateway's answer.
-                Err((mut state, error)) => return Ok(self.answer_for_chain(error, chain, ran, &mut state, request_id, record, client_target)),
+                // (those before it) still make their edits on the gateway's answer.
+                Err((mut state, error, unran)) => return Ok(self.answer_for_chain(error, chain, unran, &mut state, request_id, record, client_target)),
             }
         } else {
             // Response edits at most: made in place, no call and so no future to box.

@@ -72,6 +72,9 @@ pub struct PluginChain {
     /// The index of the first entry with fixed response edits (the number of entries if none):
     /// a request whose phases ran no further than it has no response edit to make but its own.
     first_fixed_response: usize,
+    /// The first entry whose fixed response edits build a value from a request header
+    /// (`entries.len()` if none).
+    first_header_reading_response: usize,
 }
 
 /// How a request's upstream response body is read before the response phases
@@ -110,7 +113,9 @@ impl PluginChain {
         let response_body = entries.iter().any(|e| e.descriptor.response_body);
         let first_fixed_response =
             entries.iter().position(|e| e.pool.fixed_edits().is_some_and(|f| f.edits_response())).unwrap_or(entries.len());
-        Self { entries, request_body, response_body, first_fixed_response }
+        let first_header_reading_response =
+            entries.iter().position(|e| e.pool.fixed_edits().is_some_and(|f| f.response_reads_request_headers())).unwrap_or(entries.len());
+        Self { entries, request_body, response_body, first_fixed_response, first_header_reading_response }
     }
 
     /// The entries in order.
@@ -127,6 +132,13 @@ impl PluginChain {
     /// which must then be kept intact when sent upstream (else its headers are moved, not copied).
     pub fn calls_on_response(&self, ran: usize) -> bool {
         self.entries[..ran.min(self.entries.len())].iter().any(|e| e.descriptor.on_response)
+    }
+
+    /// Whether the request's headers must outlast the upstream call: a response phase of the
+    /// first `ran` entries reads them, by its `on-response` or a fixed edit's value built from
+    /// a request header (made on the response as that phase would have read it).
+    pub fn keeps_request_headers(&self, ran: usize) -> bool {
+        ran > self.first_header_reading_response || self.calls_on_response(ran)
     }
 
     /// The response phases of the first `ran` entries when none of them has an `on-response`
@@ -255,15 +267,16 @@ impl PluginChain {
     /// Runs the response phases of the first `ran` entries, in reverse order: each entry's
     /// response edits, then its `on-response` (boxed by the caller, like the request phases).
     /// `clock` is moved along as in [`PluginChain::run_request_phases`]. When an entry fails
-    /// closed, the request comes back with the error: the response edits of the entries before
-    /// it, not yet made, are still to be made on the gateway's answer.
+    /// closed, the request comes back with the error and that entry's index: the response edits
+    /// of the entries before it, not yet made, are still to be made on the gateway's answer
+    /// (those after it, and its own, were made on the response it replaces).
     pub async fn run_response_phases(
         &self,
         ran: usize,
         mut request: Box<RequestState>,
         response: ResponseState,
         clock: &mut Instant,
-    ) -> Result<(Box<RequestState>, ResponseState), (Box<RequestState>, GatewayError)> {
+    ) -> Result<(Box<RequestState>, ResponseState), (Box<RequestState>, GatewayError, usize)> {
         // Boxed for the phases, as the request is: each call takes it and gives it back.
         let mut response = Box::new(response);
         for (index, entry) in self.entries[..ran.min(self.entries.len())].iter().enumerate().rev() {
@@ -289,7 +302,7 @@ impl PluginChain {
             response = resp;
             if let Err(failure) = result {
                 if let Err(error) = entry_failed(entry, &request, "on-response", failure) {
-                    return Err((request, error));
+                    return Err((request, error, index));
                 }
                 if let Some((before, context)) = snapshot {
                     (*response, request.context) = (before, context);

@@ -359,6 +359,15 @@ impl FixedEdits {
         !self.response.is_empty()
     }
 
+    /// Whether a response change's value is built from a request header: the request's headers
+    /// must then outlast the upstream call (they are otherwise moved into it).
+    pub fn response_reads_request_headers(&self) -> bool {
+        self.response.iter().any(|change| match change {
+            ResponseChange::Built(_, _, BuiltValue(pieces)) => pieces.iter().any(|p| matches!(p, Piece::Header(_))),
+            ResponseChange::Same(_) => false,
+        })
+    }
+
     /// Makes the request changes on `request`, in order, for the entry `plugin`, each add and
     /// rename decided on the request as the changes before it left it: a header write that would
     /// take the request past its header limits is not made (logged once), nor a built value that
