@@ -384,15 +384,17 @@ impl ResponseEdit {
                 true
             }
             ResponseEdit::Rename(from, to) => {
+                let Entry::Occupied(moved) = headers.entry(&from) else { return true };
+                let values: Vec<HeaderValue> = moved.remove_entry_mult().1.collect();
+                headers.remove(&to);
                 tally.forget();
-                if let Entry::Occupied(moved) = headers.entry(&from) {
-                    let values: Vec<HeaderValue> = moved.remove_entry_mult().1.collect();
-                    headers.remove(&to);
-                    for value in values {
-                        headers.append(&to, value);
-                    }
+                // Each value written as `response.append-header` writes it: one past 64 KiB, or
+                // that would take the headers past `bound`, is not.
+                let mut all = true;
+                for value in values {
+                    all &= value.len() <= crate::runtime::host::types::MAX_HEADER_VALUE_BYTES && bound.write(tally, headers, to.clone(), value, false);
                 }
-                true
+                all
             }
         }
     }
@@ -705,6 +707,30 @@ mod tests {
         assert_eq!(all(&headers, "x-b"), ["7"]);
         assert_eq!(headers.len(), 2);
         assert!(HeaderBound::NONE.admits(&headers, &name("x-z"), &value("1"), false));
+    }
+
+    /// A rename writes each moved value as an append would: one past the bound, or past 64
+    /// KiB, is not written (the old name is gone either way, as after the plugin's own calls).
+    #[test]
+    fn a_rename_holds_each_moved_value_to_the_bound() {
+        // `x-a: value` is 3 + 5 + 4 = 12 bytes; under the longer name it would be 23.
+        let bound = HeaderBound { count: 10, bytes: 12 };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", value("value"));
+        let rename = |to: &'static str| ResponseEdit::Rename(name("x-a"), name(to));
+        assert!(!rename("x-a-much-longer").make(&mut headers, bound, &mut HeaderTally::default()), "refused");
+        assert!(headers.is_empty(), "{headers:?}");
+        headers.insert("x-a", value("value"));
+        assert!(rename("x-b").make(&mut headers, bound, &mut HeaderTally::default()), "the same size fits");
+        assert_eq!(headers.get("x-b"), Some(&value("value")));
+
+        let long = HeaderValue::from_bytes(&vec![b'v'; crate::runtime::host::types::MAX_HEADER_VALUE_BYTES + 1]).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append("x-a", long);
+        headers.append("x-a", value("short"));
+        assert!(!rename("x-b").make(&mut headers, HeaderBound::NONE, &mut HeaderTally::default()));
+        assert_eq!(headers.get_all("x-b").iter().collect::<Vec<_>>(), [&value("short")], "only the value an append takes");
+        assert!(headers.get("x-a").is_none());
     }
 
     /// Counted once for a run of writes, the bound admits what counting the map before each

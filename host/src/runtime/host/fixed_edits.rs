@@ -461,10 +461,13 @@ fn write_request_header(request: &mut RequestState, refusals: &mut RefusalLog, p
     }
 }
 
-/// `value`, unless it is for `host` and not `host[:port]`: held to the rule
-/// `request.set-header` holds a plugin's `Host` to. For values the gateway did not check when
-/// they were declared (built, or moved by a rename).
+/// `value`, unless it is longer than 64 KiB or for `host` and not `host[:port]`: held to the
+/// rules `request.set-header` holds a plugin's value to. For values the gateway did not check
+/// when they were declared (built, or moved by a rename).
 fn plugin_value(name: &HeaderName, value: HeaderValue) -> Result<HeaderValue, &'static str> {
+    if value.len() > MAX_HEADER_VALUE_BYTES {
+        return Err("is longer than 64 KiB");
+    }
     if *name != HOST || crate::proxy::headers::valid_plugin_host(value.as_bytes()) { Ok(value) } else { Err("is not host[:port]") }
 }
 
@@ -802,6 +805,20 @@ mod tests {
         fixed.apply_to_request(&mut req, "p");
         assert_eq!(req.headers.get("x-copy"), None, "past 64 KiB: not written");
         assert_eq!(values(&req.headers, "x-none"), [Vec::<u8>::new()], "the rest are made");
+    }
+
+    /// A request rename moves each value as `request.append-header` writes it: one past 64
+    /// KiB (possible when `limits.max_header_bytes` is raised) is not written.
+    #[test]
+    fn a_request_rename_leaves_a_value_past_64_kib() {
+        let fixed = FixedEdits::checked(vec![rename("x-big", "x-moved")]).expect("valid");
+        let mut req = request();
+        req.header_limits = crate::exchange::HeaderLimits::NONE;
+        req.headers.append("x-big", HeaderValue::from_bytes(&vec![b'b'; MAX_HEADER_VALUE_BYTES + 1]).expect("a value"));
+        req.headers.append("x-big", HeaderValue::from_static("small"));
+        fixed.apply_to_request(&mut req, "p");
+        assert_eq!(values(&req.headers, "x-moved"), [b"small".to_vec()]);
+        assert!(req.headers.get("x-big").is_none());
     }
 
     fn rename(from: &str, to: &str) -> WitFixedRule {
