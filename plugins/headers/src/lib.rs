@@ -34,6 +34,11 @@
 //! response edits (`request.edit-response`), made where `on-response` would run: the same
 //! response, without a second call into the plugin per request. Rules reading headers, the query
 //! or the context stay in `on-response`, where they see what later plugins set.
+//!
+//! Response rules made by the gateway (fixed edits, or response edits from `on-request`) are
+//! made on the gateway's own answers too (a 502 when the upstream is down, the 500 of a later
+//! plugin failing closed), so a browser still reads them; rules left to `on-response` are not,
+//! as no response phase is called for those answers.
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
