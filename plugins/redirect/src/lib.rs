@@ -109,7 +109,8 @@ impl Plugin for Redirect {
         match self.location.for_request(&here, req) {
             Ok(Some(location)) => {
                 let status = self.status.for_method(&req.method());
-                Action::Respond(ResponseInit::new(status).header("location", location).header("content-length", "0"))
+                // No `content-length`: the gateway frames the empty body itself.
+                Action::Respond(ResponseInit::new(status).header("location", location))
             }
             Ok(None) => Action::Continue,
             Err(refusal) => {
