@@ -451,6 +451,15 @@ fn check_path(path: &PathMatch) -> Result<(), String> {
         }
         Err(e) => return Err(format!("`{p}` never matches: {e}, and such a request is refused with a 400")),
     }
+    // A request's path holds no query, fragment, space or raw non-ASCII byte (its URI cannot).
+    if let Some(c) = p.chars().find(|&c| !path_char(c)) {
+        let why = match c {
+            '?' => "a path is matched without the query, which `?` starts".to_owned(),
+            '#' => "a fragment (`#`) is never sent in a request".to_owned(),
+            c => format!("`{}` cannot be in a request's path as it is: write it percent-encoded", c.escape_debug()),
+        };
+        return Err(format!("`{p}` never matches: {why}"));
+    }
     // Two parameters of one name: `${param.x}` could name only one of them.
     let mut names = crate::config::route_rules::path_params(p);
     names.sort_unstable();
@@ -458,6 +467,12 @@ fn check_path(path: &PathMatch) -> Result<(), String> {
         return Err(format!("path `{p}` names the parameter `{{{}}}` twice", pair[0]));
     }
     Ok(())
+}
+
+/// Whether `c` can be in a route's path: what a request's path can hold (RFC 3986 `pchar`,
+/// `/`, `%` of percent-encoding) and the braces of `{params}`.
+fn path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/%{}".contains(c)
 }
 
 fn strip_port(host: &str) -> &str {
@@ -480,6 +495,11 @@ mod tests {
             ("/a/./b/", "reads `/a/b/`"),
             ("/../x", "climbs above the root"),
             ("/a\\b", "raw `\\`"),
+            ("/f/a?b=1", "without the query"),
+            ("/g/a#b", "fragment"),
+            ("/h/a b", "` ` cannot be"),
+            ("/caf\u{e9}", "`\u{e9}` cannot be"),
+            ("/tab\there", "`\\t` cannot be"),
         ] {
             for route in [PathMatch::Exact(path.into()), PathMatch::Prefix(path.into())] {
                 let err = check_path(&route).expect_err(path);

@@ -50,7 +50,8 @@ fn parse_target(target: &str) -> Result<(Scheme, Authority), String> {
             .to_owned());
     }
     match rest.parse::<Authority>() {
-        Ok(a) if a.port_u16().is_some() => Ok((scheme, a)),
+        Ok(a) if a.port_u16() == Some(0) => Err(format!("target `{target}`: port 0 is no port to connect to")),
+        Ok(a) if a.port_u16().is_some() && !a.host().is_empty() => Ok((scheme, a)),
         _ => Err(format!("target `{target}` is not `host:port`, `http://host:port` or `https://host:port`")),
     }
 }
@@ -415,6 +416,13 @@ mod tests {
         assert_eq!(parse_target("http://10.0.0.1:8080").map(|(s, _)| s), Ok(Scheme::Http));
         assert!(parse_target("https://a.example").is_err());
         assert!(parse_target("a.example:80/x").is_err());
+        // Nothing to connect to: no host, or port 0.
+        for target in [":8080", "http://:8080"] {
+            assert!(parse_target(target).unwrap_err().contains("is not `host:port`"), "{target}");
+        }
+        for target in ["127.0.0.1:0", "a.example:0"] {
+            assert!(parse_target(target).unwrap_err().contains("port 0 is no port"), "{target}");
+        }
         // User info is refused, without quoting it back.
         for target in ["http://admin:hunter2@10.0.0.1:8080", "admin:hunter2@a.example:80", "https://token@a.example:443"] {
             let message = parse_target(target).unwrap_err();
