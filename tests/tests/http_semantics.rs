@@ -129,6 +129,45 @@ async fn each_refused_saying(gw: &Gateway, requests: &[&[u8]], statuses: &[&str]
 }
 
 /// Sends `request` (which asks to close the connection after it) and reads the whole answer.
+/// RFC 9113 8.3.1: an http(s) request carries `:authority` or `Host`. One with neither was
+/// routed and proxied (h2 drops the `:scheme` of a request without `:authority`, so it arrived
+/// as a bare `GET /`), where HTTP/1.1 without `Host` is a 400.
+#[tokio::test]
+async fn an_http2_request_naming_no_host_is_a_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(ECHO, Some(&upstream)).await;
+    // No HTTP/2 client library sends it: the frames by hand. The preface, empty SETTINGS, and
+    // HEADERS on stream 1 (END_STREAM | END_HEADERS) of `:method GET`, `:scheme http`, `:path /`
+    // from HPACK's static table (indices 2, 6, 4).
+    let mut sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    sent.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    sent.extend_from_slice(&[0, 0, 3, 0x1, 0x5, 0, 0, 0, 1, 0x82, 0x86, 0x84]);
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
+    tcp.write_all(&sent).await.expect("write");
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut head = [0u8; 9];
+            tcp.read_exact(&mut head).await.expect("a frame");
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            tcp.read_exact(&mut payload).await.expect("its payload");
+            let stream = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+            if stream == 1 && (head[3] == 0x1 || head[3] == 0x3) {
+                return (head[3], payload);
+            }
+        }
+    })
+    .await
+    .expect("an answer to stream 1");
+    // A HEADERS frame whose first field is `:status` from the static table: 0x8c is 400
+    // (0x88 would be 200); not a reset stream (type 3).
+    assert_eq!((answer.0, answer.1.first().copied()), (0x1, Some(0x8c)), "{answer:?}");
+    assert_eq!(upstream.hits(), 0, "not proxied");
+    drop(tcp);
+    gw.stop().await;
+}
+
 async fn exchange(gw: &Gateway, request: &[u8]) -> String {
     airlock_tests::raw_exchange(gw.addr(), request).await
 }

@@ -989,8 +989,14 @@ fn check_host(request: &Request<Incoming>) -> Result<(), GatewayError> {
     }
     let mut hosts = request.headers().get_all(header::HOST).iter();
     let Some(host) = hosts.next() else {
-        if request.version() == Version::HTTP_11 && request.uri().authority().is_none() {
-            return Err(GatewayError::BadRequest("an HTTP/1.1 request needs a Host header".into()));
+        if request.uri().authority().is_none() {
+            match request.version() {
+                Version::HTTP_11 => return Err(GatewayError::BadRequest("an HTTP/1.1 request needs a Host header".into())),
+                // RFC 9113 8.3.1: an http(s) request names its host (h2 drops the `:scheme` of
+                // one that does not, so it arrives as a bare path).
+                Version::HTTP_2 => return Err(GatewayError::BadRequest("an HTTP/2 request needs `:authority` or a Host header".into())),
+                _ => {}
+            }
         }
         return Ok(());
     };
