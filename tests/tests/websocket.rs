@@ -627,6 +627,29 @@ async fn an_upstream_that_switches_unasked_is_refused() {
     server.abort();
 }
 
+/// A 101 to a WebSocket handshake that switches to no protocol, or another, is a 502 (RFC 9110
+/// 7.8: a server switches only to a protocol the client listed; 15.2.2: a 101 says which): the
+/// client's connection is not joined to an upstream speaking who knows what.
+#[tokio::test]
+async fn an_upstream_that_switches_to_another_protocol_is_refused() {
+    for answer in [
+        &b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..],
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n",
+    ] {
+        let (addr, _task) = airlock_tests::raw_upstream_holding(answer, Duration::from_secs(5)).await;
+        let toml = format!("[upstreams.odd]\ntargets = [\"{addr}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"odd\"\n");
+        let gw = Gateway::start(&toml, None).await;
+        match tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr())).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 502, "{}", String::from_utf8_lossy(answer));
+            }
+            other => panic!("expected a 502 for {:?}, got {other:?}", String::from_utf8_lossy(answer)),
+        }
+        assert_eq!(airlock_tests::metric_value(&gw, "airlock_switched_connections", &[]).await, 0.0);
+        gw.stop().await;
+    }
+}
+
 /// An open WebSocket holds its request's places until it closes, over HTTP/1.1 and HTTP/2:
 /// `least_requests` counts it as load on its target, and `max_requests` as a request in flight.
 #[tokio::test]

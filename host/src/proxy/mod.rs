@@ -790,6 +790,11 @@ impl Gateway {
             if !asked_upgrade {
                 return Err(refused(origin, "it switched protocols (101) though the request asked for no upgrade".into()));
             }
+            // RFC 9110 7.8, 15.2.2: a 101 names the protocol switched to, one the client asked
+            // for; the gateway asks for `websocket` alone.
+            if let Some(other) = upgrade::not_websocket(response.headers()) {
+                return Err(refused(origin, other));
+            }
             return Ok(switched(response));
         }
         let (parts, incoming) = response.into_parts();

@@ -86,6 +86,20 @@ pub fn requested(headers: &HeaderMap, version: Version, extended_connect: bool) 
     named.then(|| upgrade.clone())
 }
 
+/// Why an upstream's `101` to a WebSocket handshake is not a switch to `websocket`: it names
+/// no protocol, or another (quoted, at most 64 bytes, in the reason the gateway logs); `None`
+/// when it is.
+pub fn not_websocket(headers: &HeaderMap) -> Option<String> {
+    match headers.get(header::UPGRADE) {
+        Some(protocol) if protocol.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket") => None,
+        Some(protocol) => {
+            let shown = String::from_utf8_lossy(&protocol.as_bytes()[..protocol.len().min(64)]).into_owned();
+            Some(format!("it switched protocols (101) to `{shown}`, not the `websocket` the request asked for"))
+        }
+        None => Some("it switched protocols (101) without an Upgrade header naming the protocol".into()),
+    }
+}
+
 /// Puts the hop-by-hop pair of an upgrade back on a request or response head.
 pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
