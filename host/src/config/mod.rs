@@ -50,8 +50,28 @@ impl ConfigSource {
     /// Every problem is reported, not only the first: serde stops at the first, so a config that
     /// does not read whole is read again part by part ([`ConfigSource::part_issues`]).
     pub fn parse(&self) -> Result<Config, ConfigError> {
-        let (root, syntax) = toml::de::DeTable::parse_recoverable(&self.text);
-        if !syntax.is_empty() {
+        let (root, mut syntax) = toml::de::DeTable::parse_recoverable(&self.text);
+        // In the file's order, so the first to fix comes first. toml reads on past each: after an
+        // unclosed string, array or inline table, what follows reads as a cascade of errors that
+        // are not there, so that one is reported alone.
+        syntax.sort_by_key(|e| e.span().map_or(usize::MAX, |span| span.start));
+        if let Some(first) = syntax.first() {
+            let starts = |e: &toml::de::Error, texts: &[&str]| texts.iter().any(|t| e.message().starts_with(t));
+            let more = syntax.len() - 1;
+            let note = if starts(first, &["invalid basic string", "invalid literal string"]) {
+                Some(format!("{more} more syntax errors after it may follow from this one: fix it and check again"))
+            } else if syntax.iter().any(|e| starts(e, &["unclosed array", "unclosed inline table"])) {
+                Some(format!(
+                    "an array or inline table opened before it is never closed: look above for a missing `]` or `}}`; \
+                     {more} more syntax errors after it may follow from that"
+                ))
+            } else {
+                None
+            };
+            if let Some(note) = note.filter(|_| more > 0) {
+                let message = format!("{} ({note})", self.syntax_message(first));
+                return Err(ConfigError::Invalid(vec![self.issue(first.span(), "", message)]));
+            }
             return Err(ConfigError::Invalid(syntax.iter().map(|e| self.issue(e.span(), "", self.syntax_message(e))).collect()));
         }
         match self.read_part::<Config>(root.clone()) {
@@ -405,6 +425,7 @@ sample_ratio = \"all\"
         let err = src("[limits\nmax_headers = 1\n[[routes]]\npath = \"/\"\nx = = 2\n").parse().unwrap_err();
         assert!(err.issues().len() >= 2, "{err}");
         assert!(err.issues().iter().all(|i| i.key.is_empty()), "{err}");
+        assert!(err.issues().windows(2).all(|pair| pair[0].line <= pair[1].line), "in the file's order: {err}");
     }
 
     #[test]
@@ -418,6 +439,21 @@ sample_ratio = \"all\"
     fn syntax_error_has_position() {
         let err = src("[routes\n").parse().unwrap_err();
         assert_eq!(err.issues()[0].line, Some(1));
+    }
+
+    /// An unclosed string makes toml read the rest of the file as a cascade of errors: the
+    /// first in the file, the one to fix, is the one reported, with how many followed.
+    #[test]
+    fn the_first_syntax_error_is_the_one_reported() {
+        let err = src("[upstreams.b]\ntargets = [\"127.0.0.1:9090]\n\n[[routes]]\npath = \"/x\"\nupstream = \"b\"\n").parse().unwrap_err();
+        let [issue] = err.issues() else { panic!("one issue: {err}") };
+        assert_eq!(issue.line, Some(2), "{err}");
+        assert!(issue.message.starts_with("invalid basic string") && issue.message.contains("more syntax errors after it may follow from this one"), "{err}");
+        // An array left unclosed: the first error, where it reads on into the next table.
+        let err = src("[upstreams.b]\ntargets = [\"127.0.0.1:9090\"\n\n[[routes]]\npath = \"/x\"\n").parse().unwrap_err();
+        let [issue] = err.issues() else { panic!("one issue: {err}") };
+        assert_eq!(issue.line, Some(4), "{err}");
+        assert!(issue.message.contains("never closed: look above for a missing `]` or `}`"), "{err}");
     }
 
     #[test]
