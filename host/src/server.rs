@@ -106,11 +106,10 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
         plan.tls.push(match &listener.tls {
             None => None,
             Some(t) if t.certificates.is_empty() => {
-                issues.push(source.issue(
-                    Some(listener.address.span()),
-                    &format!("listeners[{i}].tls.certificates"),
-                    "a TLS listener needs at least one `{ cert, key }`",
-                ));
+                // At the `certificates` line, or the `tls` table's when it has none.
+                let key = format!("listeners[{i}].tls.certificates");
+                let at = source.key_span(&key).or_else(|| source.key_span(&format!("listeners[{i}].tls"))).or_else(|| Some(listener.address.span()));
+                issues.push(source.issue(at, &key, "a TLS listener needs at least one `{ cert, key }`"));
                 None
             }
             Some(t) if t.client_ca.is_none() && t.client_auth.is_some() => {

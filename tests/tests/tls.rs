@@ -166,6 +166,15 @@ async fn a_key_that_is_not_the_certificates_is_named() {
     assert!(err.contains("admin.key` is not the key of the certificate"), "{err}");
 }
 
+/// A TLS listener without a certificate is refused at its `certificates` line, not at the
+/// listener's `address`.
+#[tokio::test]
+async fn a_tls_listener_without_certificates_is_refused_at_their_line() {
+    let config = "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[listeners.tls]\ncertificates = []\n\n[[routes]]\npath = \"/\"\nplugins = [{ plugin = \"builtin:respond\" }]\n";
+    let err = Gateway::try_start(config, None).await.err().expect("refused").to_string();
+    assert!(err.contains(":5:16: `listeners[0].tls.certificates`: a TLS listener needs at least one"), "{err}");
+}
+
 #[tokio::test]
 async fn https_with_sni_alpn_and_tls_versions() {
     let pki = pki();
