@@ -682,6 +682,14 @@ async fn the_open_admin_listener_refuses_what_a_web_page_could_send() {
     assert!(local.starts_with("HTTP/1.1 200") && local.contains("routes"), "{local}");
     let named = ask("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".into()).await;
     assert!(named.starts_with("HTTP/1.1 200"), "{named}");
+    // RFC 9112 3.2: an HTTP/1.1 request without a host is a 400; an absolute-form target's
+    // authority is the host, whatever `Host` says (3.2.2).
+    let hostless = ask("GET /admin/config HTTP/1.1\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(hostless.starts_with("HTTP/1.1 400") && !hostless.contains("routes"), "{hostless}");
+    let absolute = ask(format!("GET http://{admin}/admin/config HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n")).await;
+    assert!(absolute.starts_with("HTTP/1.1 200") && absolute.contains("routes"), "{absolute}");
+    let absolute = ask("GET http://rebind.attacker.example/admin/config HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(absolute.starts_with("HTTP/1.1 403") && absolute.contains("host_not_allowed"), "{absolute}");
     let cross_site = ask(format!(
         "POST /admin/reload HTTP/1.1\r\nHost: {admin}\r\nOrigin: http://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     ))

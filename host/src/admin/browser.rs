@@ -36,10 +36,10 @@ impl Refusal {
     }
 }
 
-/// Checks one admin request. `open_loopback`: the listener is on a loopback address and has no
-/// token.
-pub fn check(method: &Method, headers: &HeaderMap, open_loopback: bool) -> Result<(), Refusal> {
-    let host = headers.get(header::HOST).map(|h| h.as_bytes());
+/// Checks one admin request whose host is `host` (its absolute-form target's authority, else
+/// its `Host`: RFC 9112 3.2.2). `open_loopback`: the listener is on a loopback address and has
+/// no token.
+pub fn check(method: &Method, host: Option<&[u8]>, headers: &HeaderMap, open_loopback: bool) -> Result<(), Refusal> {
     if open_loopback && host.is_some_and(|h| !is_local_name(h)) {
         return Err(Refusal::HostNotAllowed);
     }
@@ -69,6 +69,11 @@ fn is_local_name(host: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// [`check`] of a request whose host is its `Host` (an origin-form target).
+    fn check_headers(method: &Method, headers: &HeaderMap, open_loopback: bool) -> Result<(), Refusal> {
+        check(method, headers.get(header::HOST).map(|h| h.as_bytes()), headers, open_loopback)
+    }
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap())).collect()
     }
@@ -76,27 +81,31 @@ mod tests {
     #[test]
     fn an_open_loopback_listener_answers_only_local_names() {
         for host in ["localhost:9901", "LOCALHOST", "127.0.0.1:9901", "[::1]:9901", "[::1]", "10.1.2.3"] {
-            assert_eq!(check(&Method::GET, &headers(&[("host", host)]), true), Ok(()), "{host}");
+            assert_eq!(check_headers(&Method::GET, &headers(&[("host", host)]), true), Ok(()), "{host}");
         }
         for host in ["rebind.attacker.example:9901", "localhost.attacker.example", "127.0.0.1.nip.io"] {
-            assert_eq!(check(&Method::GET, &headers(&[("host", host)]), true), Err(Refusal::HostNotAllowed), "{host}");
+            assert_eq!(check_headers(&Method::GET, &headers(&[("host", host)]), true), Err(Refusal::HostNotAllowed), "{host}");
         }
         // No Host (HTTP/1.0): nothing a browser sends.
-        assert_eq!(check(&Method::GET, &HeaderMap::new(), true), Ok(()));
+        assert_eq!(check_headers(&Method::GET, &HeaderMap::new(), true), Ok(()));
+        // An absolute-form target's authority is the host, whatever `Host` says (RFC 9112 3.2.2).
+        let host = headers(&[("host", "rebind.attacker.example")]);
+        assert_eq!(check(&Method::GET, Some(b"127.0.0.1:9901"), &host, true), Ok(()));
+        assert_eq!(check(&Method::GET, Some(b"rebind.attacker.example"), &headers(&[("host", "127.0.0.1")]), true), Err(Refusal::HostNotAllowed));
         // With a token, or on another interface, names are fine.
-        assert_eq!(check(&Method::GET, &headers(&[("host", "admin.internal:9901")]), false), Ok(()));
+        assert_eq!(check_headers(&Method::GET, &headers(&[("host", "admin.internal:9901")]), false), Ok(()));
     }
 
     #[test]
     fn a_post_from_another_origin_is_refused() {
-        let post = |origin: &str| check(&Method::POST, &headers(&[("host", "127.0.0.1:9901"), ("origin", origin)]), false);
+        let post = |origin: &str| check_headers(&Method::POST, &headers(&[("host", "127.0.0.1:9901"), ("origin", origin)]), false);
         assert_eq!(post("http://127.0.0.1:9901"), Ok(()));
         assert_eq!(post("http://evil.example"), Err(Refusal::CrossSite));
         assert_eq!(post("http://127.0.0.1:9902"), Err(Refusal::CrossSite));
         assert_eq!(post("null"), Err(Refusal::CrossSite));
         // curl and scripts send no Origin.
-        assert_eq!(check(&Method::POST, &headers(&[("host", "127.0.0.1:9901")]), false), Ok(()));
+        assert_eq!(check_headers(&Method::POST, &headers(&[("host", "127.0.0.1:9901")]), false), Ok(()));
         // A GET's answer is unreadable cross-origin (no CORS headers): not refused here.
-        assert_eq!(check(&Method::GET, &headers(&[("host", "127.0.0.1:9901"), ("origin", "http://evil.example")]), false), Ok(()));
+        assert_eq!(check_headers(&Method::GET, &headers(&[("host", "127.0.0.1:9901"), ("origin", "http://evil.example")]), false), Ok(()));
     }
 }

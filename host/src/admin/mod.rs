@@ -140,7 +140,13 @@ async fn answer(state: &AdminState, request: Request<Incoming>, loopback: bool) 
     // The token of the config now served: a reload may have rotated it.
     let generation = state.live.current();
     let token = generation.config.admin.token.as_ref().map(|t| t.get_ref().as_str());
-    if let Err(refusal) = browser::check(request.method(), request.headers(), loopback && token.is_none()) {
+    // RFC 9112 3.2: an HTTP/1.1 request names its host, in `Host` or an absolute-form target
+    // (whose authority is the host, whatever `Host` says).
+    let host = request.uri().authority().map(|a| a.as_str().as_bytes()).or_else(|| request.headers().get(http::header::HOST).map(|h| h.as_bytes()));
+    if host.is_none() && request.version() == http::Version::HTTP_11 {
+        return json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "bad_request", "message": "an HTTP/1.1 request needs a Host header" }));
+    }
+    if let Err(refusal) = browser::check(request.method(), host, request.headers(), loopback && token.is_none()) {
         let (error, message) = refusal.answer();
         return json(StatusCode::FORBIDDEN, &serde_json::json!({ "error": error, "message": message }));
     }
