@@ -245,11 +245,15 @@ async fn non_json_bodies_pass_or_are_refused_and_invalid_json_is_a_clear_400() {
     let r = client.request("POST", &gw.url("/pass"), &[], br#"{"password":"x","a":1}"#).await;
     assert_eq!(r.json()["body"], r#"{"a":1}"#);
     assert_eq!(r.upstream_header("content-type"), ["application/json"]);
+    // So is one whose content-type is empty: it cannot slip its fields past the rules.
+    let r = client.request("POST", &gw.url("/pass"), &[("content-type", "")], br#"{"password":"x","a":1}"#).await;
+    assert_eq!(r.json()["body"], r#"{"a":1}"#);
+    assert_eq!(r.upstream_header("content-type"), ["application/json"]);
     // An empty body stays empty.
     let r = client.request("POST", &gw.url("/strict"), &[], b"").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["body"], "");
-    assert_eq!(upstream.hits(), 3, "refused requests never reached the upstream");
+    assert_eq!(upstream.hits(), 4, "refused requests never reached the upstream");
     gw.stop().await;
 }
 

@@ -40,7 +40,7 @@
 //! The gateway buffers a body only for a direction whose `body` has a rule (or `non_json =
 //! "reject"`): `configured_descriptor` asks for nothing else, so routes without body rules keep
 //! streaming. A body is JSON when its `content-type` is `application/json` or `*/*+json`, or when
-//! it has no `content-type`. Invalid JSON is answered 400 on the request side and 502 on the
+//! it has no `content-type` (or an empty one). Invalid JSON is answered 400 on the request side and 502 on the
 //! response side, with a JSON error naming the parser's complaint; an empty body is left empty.
 //! Numbers go through as they were written, digit for digit, however large or long ([`json`]).
 
@@ -266,7 +266,8 @@ impl Plugin for Transform {
 /// Applies the body rules to the request body; `Some` is the answer refusing the request.
 fn transform_request_body(rules: &BodyRules, req: &Request) -> Option<Action> {
     let body = req.body()?;
-    let content_type = req.header_str("content-type");
+    // An empty `content-type` says no more than none: taken as none.
+    let content_type = req.header_str("content-type").filter(|ct| !ct.trim().is_empty());
     let mut warnings = Vec::new();
     let outcome = rules.transform(&body, content_type.as_deref(), req, &mut warnings);
     log_warnings("request", &warnings);
@@ -300,7 +301,7 @@ fn transform_response_body(rules: &BodyRules, req: &Request, resp: &Response) {
         return;
     }
     let Some(body) = resp.body() else { return };
-    let content_type = resp.header_str("content-type");
+    let content_type = resp.header_str("content-type").filter(|ct| !ct.trim().is_empty());
     let mut warnings = Vec::new();
     let outcome = rules.transform(&body, content_type.as_deref(), req, &mut warnings);
     log_warnings("response", &warnings);
