@@ -123,7 +123,7 @@ pub(crate) fn declare<P: Plugin>(plugin: &P) -> Result<(), String> {
             return Ok(());
         }
         let raw: Vec<_> = edits.into_iter().map(RequestEdit::to_raw).collect();
-        return raw::declare(&raw);
+        return raw::declare(&raw).map_err(|e| named_by_key(e, &plugin.fixed_edit_keys()));
     }
     // Each built value's pieces first, then the changes lending them.
     let pieces: Vec<Vec<raw::ValuePart<'_>>> = templated.iter().map(|edit| edit.built().map_or_else(Vec::new, |(_, t)| value_parts(t))).collect();
@@ -145,5 +145,33 @@ pub(crate) fn declare<P: Plugin>(plugin: &P) -> Result<(), String> {
             raw::FixedRule::Edit(edit)
         })
         .collect();
-    raw::declare_rules(&raw)
+    raw::declare_rules(&raw).map_err(|e| named_by_key(e, &plugin.fixed_edit_keys()))
+}
+
+/// The gateway's refusal of a declared change, "fixed edit N (`kind`): why", as "`key`: why"
+/// when [`Plugin::fixed_edit_keys`] names the N-th change; else as it came.
+fn named_by_key(refusal: String, keys: &[String]) -> String {
+    let Some(rest) = refusal.strip_prefix("fixed edit ") else { return refusal };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let key = rest[..digits].parse::<usize>().ok().and_then(|n| n.checked_sub(1)).and_then(|i| keys.get(i));
+    match (key, rest[digits..].split_once("): ")) {
+        (Some(key), Some((_, why))) => format!("`{key}`: {why}"),
+        _ => refusal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named_by_key;
+
+    #[test]
+    fn a_refused_change_is_named_by_its_key() {
+        let keys = ["request.set.x-a".to_owned(), "request.set.host".to_owned()];
+        let refusal = "fixed edit 2 (`set-header`): a `host` must be host[:port], not `a@b`".to_owned();
+        assert_eq!(named_by_key(refusal, &keys), "`request.set.host`: a `host` must be host[:port], not `a@b`");
+        // Past the keys given, or not a change's refusal: as it came.
+        for refusal in ["fixed edit 3 (`set-header`): no", "300 fixed edits declared: at most 256"] {
+            assert_eq!(named_by_key(refusal.to_owned(), &keys), refusal);
+        }
+    }
 }

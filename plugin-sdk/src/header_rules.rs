@@ -343,6 +343,28 @@ pub fn templated_fixed_edits<'a>(request: &'a HeaderRules, response: &'a HeaderR
     within.then_some(fixed)
 }
 
+/// Where each change of [`templated_fixed_edits`] (or [`fixed_edits`]) comes from in the config,
+/// in the same order: `request_key.set.x-a` for `request`'s `set` of `x-a` when `request_key` is
+/// `request`; `request_key.remove` for a removal. For [`Plugin::fixed_edit_keys`](crate::Plugin::fixed_edit_keys),
+/// so a change the gateway refuses is named by the operator's key, at its line.
+pub fn fixed_edit_keys(request: &HeaderRules, request_key: &str, response: &HeaderRules, response_key: &str) -> Vec<String> {
+    let keys = |rules: &HeaderRules, key: &str| -> Vec<String> {
+        rules
+            .in_order()
+            .map(|rule| match rule {
+                Rule::Remove(_) => format!("{key}.remove"),
+                Rule::Rename(from, _) => format!("{key}.rename.{from}"),
+                Rule::Set(name, _) => format!("{key}.set.{name}"),
+                Rule::Add(name, _) => format!("{key}.add.{name}"),
+                Rule::Append(name, _) => format!("{key}.append.{name}"),
+            })
+            .collect()
+    };
+    let mut all = keys(request, request_key);
+    all.extend(keys(response, response_key));
+    all
+}
+
 /// Most changes a gateway takes as one chain entry's fixed edits (`fixed-edits.declare`).
 pub const MAX_FIXED_EDITS: usize = 256;
 /// Most bytes of names and values a gateway takes in one chain entry's fixed edits.

@@ -94,6 +94,15 @@ pub trait Plugin: Sized + 'static {
         Vec::new()
     }
 
+    /// Where each change of [`Plugin::templated_fixed_edits`] (or, without those,
+    /// [`Plugin::fixed_edits`]) comes from in the plugin's config, in the same order, as a key
+    /// path (`request.set.host`): a change the gateway refuses is then named by that key (and the
+    /// gateway points at its line) instead of by its place in the list. The default names none.
+    /// `header_rules::fixed_edit_keys` gives them for header rules.
+    fn fixed_edit_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Request phase: runs for every request on a route whose chain holds this plugin, before the
     /// upstream is called, in chain order (global entries first).
     ///

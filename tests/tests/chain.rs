@@ -511,6 +511,13 @@ config = { status = 42 }
     assert!(err.contains("this plugin refuses every config"), "{err}");
     // Line 4 of the text above, after the 3 lines of listener the harness puts first.
     assert!(err.contains("airlock.toml:7:"), "points at the line of the entry: {err}");
+
+    // A rule the gateway refuses as a fixed edit is named by the operator's key, at its line
+    // (line 8 of the text, 11 of the file), not as "fixed edit 2".
+    let config = "[[routes]]\npath = \"/x\"\n[[routes.plugins]]\nplugin = \"builtin:headers\"\n[routes.plugins.config.request.set]\n\"x-a\" = \"1\"\n# the virtual host\nhost = \"a@b\"\n";
+    let err = Gateway::try_start(config, None).await.err().expect("config must be rejected").to_string();
+    assert!(err.contains("airlock.toml:11:"), "{err}");
+    assert!(err.contains("`request.set.host`: a `host` must be host[:port], not `a@b`") && !err.contains("fixed edit"), "{err}");
 }
 
 #[tokio::test]

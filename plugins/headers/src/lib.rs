@@ -87,6 +87,10 @@ impl Plugin for HeadersPlugin {
         header_rules::templated_fixed_edits(&self.request, &self.response).unwrap_or_default()
     }
 
+    fn fixed_edit_keys(&self) -> Vec<String> {
+        header_rules::fixed_edit_keys(&self.request, "request", &self.response, "response")
+    }
+
     /// A phase with nothing to do is switched off, so the gateway skips that call entirely;
     /// response rules made in `on-request` need no `on-response`, and fixed rules no call at all.
     fn configured_descriptor(&self) -> Descriptor {

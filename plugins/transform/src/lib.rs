@@ -195,6 +195,10 @@ impl Plugin for Transform {
         header_rules::templated_fixed_edits(&self.request.headers, &self.response.headers).unwrap_or_default()
     }
 
+    fn fixed_edit_keys(&self) -> Vec<String> {
+        header_rules::fixed_edit_keys(&self.request.headers, "request.headers", &self.response.headers, "response.headers")
+    }
+
     fn descriptor() -> Descriptor {
         Descriptor::new().with_request_body().with_response_body()
     }
