@@ -1111,6 +1111,37 @@ set = {{ "x-tenant" = "${{context.tenant}}", "x-scopes" = "${{context.scopes}}",
         let r = client.request("GET", &gw.url("/api"), &[("cookie", &format!("theme=dark; session={token}"))], b"").await;
         assert_eq!(r.upstream_header("cookie"), vec!["theme=dark"], "from the cookie too, the other cookies kept");
         gw.stop().await;
+
+        // Without `hide_credentials` too: that upstream reads the tokens it is given, and must
+        // never be given one the gateway refused. A valid one still reaches it.
+        let kept = anonymous_guest_config().replace("anonymous = \"guest\"", "anonymous = \"guest\"\nhide_credentials = false");
+        let gw = Gateway::start(&kept, Some(&upstream)).await;
+        let r = call(&client, &gw, &format!("Bearer {token}")).await;
+        assert_eq!((r.status.as_u16(), r.upstream_header("x-consumer-id")), (200, vec!["guest".to_owned()]));
+        assert!(r.upstream_header("authorization").is_empty(), "the refused token is stripped: {:?}", r.upstream_header("authorization"));
+        let valid = mint(Algorithm::HS256, Some("hs256"), &claims());
+        let r = call(&client, &gw, &format!("Bearer {valid}")).await;
+        assert_eq!(r.upstream_header("authorization"), vec![format!("Bearer {valid}")]);
+        gw.stop().await;
+    }
+
+    /// RFC 6750 3.1: a request with two `Authorization` lines is a 400 `invalid_request`: only
+    /// one could be verified, and the other would reach the upstream unverified.
+    #[tokio::test]
+    async fn two_authorization_lines_are_a_400() {
+        let upstream = Upstream::start().await;
+        let gw = Gateway::start(&config(), Some(&upstream)).await;
+        let client = HttpClient::http1();
+        let valid = mint(Algorithm::HS256, Some("hs256"), &claims());
+        let forged = format!("{}x", &valid[..valid.len() - 1]);
+        for lines in [[format!("Bearer {valid}"), format!("Bearer {forged}")], ["Basic eDp5".to_owned(), format!("Bearer {valid}")]] {
+            let r = client.request("GET", &gw.url("/api"), &[("authorization", &lines[0]), ("authorization", &lines[1])], b"").await;
+            assert_eq!(r.status, 400, "{}", r.text());
+            assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer realm=\"airlock\", error=\"invalid_request\""));
+            assert_eq!(r.json()["message"], "more than one Authorization header");
+        }
+        assert_eq!(upstream.hits(), 0);
+        gw.stop().await;
     }
 
     #[tokio::test]

@@ -62,8 +62,12 @@
 //! failed reload keeps the keys held. A fetched document is shared through `state`.
 //!
 //! Tokens come from `Authorization: Bearer <token>` (scheme case-insensitive), then from the
-//! `cookie` if configured. With `hide_credentials` the upstream receives neither: the header is
-//! removed, and the token's cookie is taken out of `Cookie` while the other cookies stay. Checks: signature, `exp` (required unless removed from
+//! `cookie` if configured; a request with more than one `Authorization` line is refused with a
+//! `400` (`error="invalid_request"`, RFC 6750 3.1): only one could be verified. With
+//! `hide_credentials` the upstream receives neither: the header is removed, and the token's
+//! cookie is taken out of `Cookie` while the other cookies stay. A refused token let through as
+//! `anonymous` is removed even without `hide_credentials`. `claims_to_headers` cannot write the
+//! consumer headers, `host`, `authorization` or `cookie`: a claim is the token holder's to choose. Checks: signature, `exp` (required unless removed from
 //! `required_claims`) and `nbf` against now ± `leeway`, `iat` not in the future, `iss`, `aud`,
 //! `required_claims`. A failure is `401` with `WWW-Authenticate: Bearer realm="<realm>",
 //! error="invalid_token"` and `{"status":401,"error":"unauthorized","message":"invalid token","request_id":...}`; the reason
@@ -81,7 +85,7 @@ use std::collections::BTreeMap;
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, ResponseInit};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
@@ -248,6 +252,15 @@ impl Plugin for Jwt {
             // (and warned about) on every request.
             let header = airlock_sdk::header_rules::settable_header_name(header)
                 .map_err(|e| format!("`claims_to_headers.{claim}`: {e}"))?;
+            // A claim is the token holder's to choose (a consumer's own key signs any `sub`):
+            // it cannot stand in for who the gateway says the caller is, where the request
+            // goes, or a credential.
+            if airlock_sdk::consumer::HEADERS.contains(&header.as_str()) {
+                return Err(format!("`claims_to_headers.{claim}`: `{header}` names the consumer (set from the key or `consumer_claim`, with `upstream_headers`)"));
+            }
+            if matches!(header.as_str(), "host" | "authorization" | "cookie") {
+                return Err(format!("`claims_to_headers.{claim}`: `{header}` cannot carry a claim"));
+            }
             claims_to_headers.push((claim.clone(), header));
         }
         let realm = &config.realm;
@@ -301,8 +314,9 @@ impl Plugin for Jwt {
         }
         airlock_sdk::consumer::remove_forged(req);
         let (token, from_header) = match self.find_token(req) {
-            Some(found) => found,
-            None => return self.fallback(req, None),
+            Ok(Some(found)) => found,
+            Ok(None) => return self.fallback(req, None),
+            Err(refusal) => return refusal,
         };
         let now = now();
         let (claims, owner) = match self.verify(&token, now) {
@@ -346,19 +360,27 @@ impl Plugin for Jwt {
 }
 
 impl Jwt {
-    /// The token and whether it came from the `Authorization` header.
-    fn find_token(&self, req: &Request) -> Option<(String, bool)> {
-        if let Some(value) = req.header("authorization") {
+    /// The token and whether it came from the `Authorization` header. `Err` is the 400 for a
+    /// request with several `Authorization` lines (RFC 6750 3.1 `invalid_request`): only one
+    /// would be verified, and the others would reach the upstream unverified.
+    fn find_token(&self, req: &Request) -> Result<Option<(String, bool)>, Action> {
+        let mut lines = req.header_all("authorization");
+        if lines.len() > 1 {
+            let challenge = format!("{}, error=\"invalid_request\"", self.challenge);
+            let answer = ResponseInit::error(400, "bad_request", "more than one Authorization header", &req.request_id()).header("www-authenticate", challenge);
+            return Err(answer.into());
+        }
+        if let Some(value) = lines.pop() {
             let value = String::from_utf8_lossy(&value);
             let value = value.trim();
             if let Some((scheme, token)) = value.split_once(' ')
                 && scheme.eq_ignore_ascii_case("bearer")
                 && !token.trim().is_empty()
             {
-                return Some((token.trim().to_owned(), true));
+                return Ok(Some((token.trim().to_owned(), true)));
             }
         }
-        let name = self.cookie.as_ref()?;
+        let Some(name) = self.cookie.as_ref() else { return Ok(None) };
         for header in req.header_all("cookie") {
             let header = String::from_utf8_lossy(&header);
             for pair in header.split(';') {
@@ -366,11 +388,11 @@ impl Jwt {
                     && k.trim() == name
                     && !v.trim().is_empty()
                 {
-                    return Some((v.trim().trim_matches('"').to_owned(), false));
+                    return Ok(Some((v.trim().trim_matches('"').to_owned(), false)));
                 }
             }
         }
-        None
+        Ok(None)
     }
 
     /// The verified claims and the consumer owning the key, or why the token is refused.
@@ -469,8 +491,9 @@ impl Jwt {
                 Some(v) => v.as_f64().map(|f| Some(f as i64)).ok_or_else(|| format!("`{name}` is not a number")),
             }
         };
+        // RFC 7519 4.1.4: refused on or after `exp`.
         if let Some(exp) = time("exp")?
-            && now > exp.saturating_add(self.leeway)
+            && now >= exp.saturating_add(self.leeway)
         {
             return Err("expired".into());
         }
@@ -511,6 +534,11 @@ impl Jwt {
         if !self.hide_credentials {
             return None;
         }
+        self.remove_token(req, from_header)
+    }
+
+    /// Removes the token from where it was found, whatever `hide_credentials` says.
+    fn remove_token(&self, req: &Request, from_header: bool) -> Option<RequestEdit<'static>> {
         match (from_header, &self.cookie) {
             (true, _) => Some(RequestEdit::RemoveHeader("authorization")),
             (false, Some(cookie)) => {
@@ -523,10 +551,11 @@ impl Jwt {
 
     /// No valid token (`presented`: one was found, in the header or not): the anonymous
     /// consumer if configured, otherwise 401. A refused token let through as anonymous is
-    /// hidden too: the upstream never gets a token, valid or not.
+    /// removed whatever `hide_credentials` says: an upstream that reads the token it is given
+    /// (why `hide_credentials = false`) must never get one the gateway refused.
     fn fallback(&self, req: &Request, presented: Option<bool>) -> Action {
         if let Some(anonymous) = &self.anonymous {
-            let hidden = presented.and_then(|from_header| self.hide_token(req, from_header));
+            let hidden = presented.and_then(|from_header| self.remove_token(req, from_header));
             let naming = airlock_sdk::consumer::naming(&anonymous.id, &anonymous.groups, true, self.upstream_headers);
             req.edit(hidden.into_iter().chain(naming));
             return Action::Continue;
@@ -717,6 +746,9 @@ mod tests {
         let (claims, _) = jwt.verify(token, 1300819380).unwrap();
         assert_eq!(claims["iss"], "joe");
         assert_eq!(jwt.verify(token, 1300819380 + 31).unwrap_err(), "expired");
+        // RFC 7519 4.1.4: on or after `exp` (with the default 30 s leeway) is too late.
+        assert!(jwt.verify(token, 1300819380 + 29).is_ok());
+        assert_eq!(jwt.verify(token, 1300819380 + 30).unwrap_err(), "expired");
         // Public-key algorithms are verified by the gateway (host crypto): see its unit tests
         // and tests/tests/auth.rs.
     }
@@ -748,5 +780,10 @@ mod tests {
         );
         assert!(err(&format!(r#"{{{key}, "claims_to_headers": {{"sub": "x user"}}}}"#)).starts_with("`claims_to_headers.sub`: invalid header name"));
         assert!(build(&format!(r#"{{{key}, "claims_to_headers": {{"sub": "X-User-Id"}}}}"#)).is_ok());
+        // A claim cannot stand in for the consumer the gateway names, a credential or the host.
+        for header in ["X-Consumer-Id", "x-consumer-groups", "x-anonymous-consumer", "authorization", "host", "cookie"] {
+            let message = err(&format!(r#"{{{key}, "claims_to_headers": {{"sub": "{header}"}}}}"#));
+            assert!(message.starts_with("`claims_to_headers.sub`: `") && message.contains(&header.to_ascii_lowercase()), "{message}");
+        }
     }
 }
