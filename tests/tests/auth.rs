@@ -376,11 +376,22 @@ async fn basic_auth_malformed_headers_are_clean_401s() {
     }
     assert_eq!(upstream.hits(), 0);
 
-    // Anonymous fallback, and hide_credentials = false keeps the header for the upstream.
-    let r = client.request("GET", &gw.url("/anon"), &[("authorization", "Basic !!!!")], b"").await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.upstream_header("x-consumer-id"), vec!["guest"]);
-    assert_eq!(r.upstream_header("x-anonymous-consumer"), vec!["true"]);
+    // Anonymous fallback, and hide_credentials = false keeps the header for the upstream: a
+    // valid one's; refused credentials are removed all the same.
+    for refused in ["Basic !!!!".to_owned(), basic("alice", "wrong")] {
+        let r = client.request("GET", &gw.url("/anon"), &[("authorization", &refused)], b"").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.upstream_header("x-consumer-id"), vec!["guest"]);
+        assert_eq!(r.upstream_header("x-anonymous-consumer"), vec!["true"]);
+        assert!(r.upstream_header("authorization").is_empty(), "{refused}: {:?}", r.upstream_header("authorization"));
+    }
+    // Two `Authorization` lines: one would go upstream unchecked.
+    let two = [("authorization", basic("bob", "battery staple")), ("authorization", basic("alice", "wrong"))];
+    for path in ["/basic", "/anon"] {
+        let r = client.request("GET", &gw.url(path), &[(two[0].0, &two[0].1), (two[1].0, &two[1].1)], b"").await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert_eq!(r.json()["message"], "more than one Authorization header");
+    }
     let auth = basic("bob", "battery staple");
     let r = client.request("GET", &gw.url("/anon"), &[("authorization", &auth)], b"").await;
     assert_eq!(r.upstream_header("x-consumer-id"), vec!["bob"]);

@@ -50,11 +50,12 @@
 //!
 //! The `Authorization` header is parsed strictly: scheme `Basic` (any case), base64 (padding
 //! optional), UTF-8, `user-id:password` split at the first colon. Anything else is a plain 401,
-//! never a 500. On success the request context gets `consumer` and `consumer.groups`
+//! never a 500; more than one `Authorization` line is a 400. On success the request context gets `consumer` and `consumer.groups`
 //! (comma-joined); `X-Consumer-Id`/`X-Consumer-Groups`/`X-Anonymous-Consumer` sent by the client
 //! are always removed, and set by this plugin when `upstream_headers` is on. Without valid
 //! credentials the request goes on as `anonymous` if configured (context
-//! `consumer.anonymous = "true"`, header `X-Anonymous-Consumer: true`), otherwise gets a 401
+//! `consumer.anonymous = "true"`, header `X-Anonymous-Consumer: true`; refused credentials are
+//! removed even without `hide_credentials`), otherwise gets a 401
 //! with the `WWW-Authenticate` challenge and `{"status":401,"error":"unauthorized","message":...,"request_id":...}`, whose
 //! message never says whether the user or the password was wrong. (An unknown user-id is answered
 //! without running a password hash, so response timing can tell a known user-id from an
@@ -68,7 +69,7 @@ use std::collections::HashMap;
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, ResponseInit};
 use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -231,7 +232,14 @@ impl Plugin for BasicAuth {
             return Action::Continue;
         }
         airlock_sdk::consumer::remove_forged(req);
-        let presented = req.header("authorization").and_then(|value| basic_token(&value));
+        // One `Authorization` line: with two, only one could be checked and the other would
+        // reach the upstream unchecked.
+        let mut lines = req.header_all("authorization");
+        if lines.len() > 1 {
+            let answer = ResponseInit::error(400, "bad_request", "more than one Authorization header", &req.request_id());
+            return answer.header("www-authenticate", &self.challenge).into();
+        }
+        let presented = lines.pop().and_then(|value| basic_token(&value));
         let identity = match &presented {
             Some(token) => decode_credentials(token).and_then(|(user, password)| self.verify(&user, &password)),
             None => None,
@@ -241,9 +249,10 @@ impl Plugin for BasicAuth {
             return Action::Continue;
         }
         if let Some(anonymous) = &self.anonymous {
-            // Wrong credentials let through as anonymous are hidden too: the upstream never
-            // gets a password, whether or not it matched.
-            self.admit(req, anonymous, true, presented.is_some() && self.hide_credentials);
+            // Wrong credentials let through as anonymous are removed whatever
+            // `hide_credentials` says: an upstream reading the user name of the credentials it
+            // is given must never get ones the gateway refused.
+            self.admit(req, anonymous, true, presented.is_some());
             return Action::Continue;
         }
         let message = if presented.is_some() {
