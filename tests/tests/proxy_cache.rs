@@ -325,6 +325,15 @@ async fn consumers_never_share_entries() {
     // Without a key, key-auth answers before the cache is reached.
     assert_eq!(get(&client, &gw, "/me", &[]).await.status.as_u16(), 401);
     assert_eq!(upstream.hits(), 2);
+    // An `Authorization` beside the consumer's key (an end user's token the upstream checks)
+    // is part of the key: one user of alice's app never gets another's answer.
+    let user = |token: &'static str| [("x-api-key", "alice-key"), ("authorization", token)];
+    assert_eq!(cache_status(&get(&client, &gw, "/profile", &user("Bearer carol")).await), "Miss");
+    let r = get(&client, &gw, "/profile", &user("Bearer dave")).await;
+    assert_eq!(cache_status(&r), "Miss", "dave does not get carol's answer: {}", r.text());
+    assert_eq!(cache_status(&get(&client, &gw, "/profile", &user("Bearer carol")).await), "Hit");
+    assert_eq!(cache_status(&get(&client, &gw, "/profile", &alice).await), "Miss", "nor does the app itself");
+    assert_eq!(upstream.hits(), 5);
 
     // vary_consumer = false: one entry for everyone (the operator's choice).
     let shared = Gateway::start(&key_auth_config("vary_consumer = false"), Some(&upstream)).await;

@@ -138,14 +138,18 @@ impl Plugin for ProxyCache {
             return Action::Continue;
         }
         // A credential the key does not tell apart (checked upstream, say) must not have its
-        // answers served to anyone else (RFC 9111 3.5, Kong's `cache_control` rule).
-        if req.header("authorization").is_some()
+        // answers served to anyone else (RFC 9111 3.5, Kong's `cache_control` rule). With an
+        // auth plugin's consumer in the key, an `Authorization` still there is in it too: it
+        // may be another credential than the one that named the consumer (an end user's token
+        // the upstream checks, beside the app's API key), whose answers are that user's.
+        let authorization = req.header_all("authorization");
+        if !authorization.is_empty()
             && !self.settings.vary_authorization
             && !(self.settings.vary_consumer && (req.authenticated_before() || req.context_get(consumer::CREDENTIAL).is_some()))
         {
             return bypass(req);
         }
-        let key = self.key(req);
+        let key = self.key(req, &authorization);
         match state::get(&key) {
             Ok(Some(bytes)) => match Entry::decode(&bytes) {
                 Ok(entry) => return Action::Respond(hit(entry, now_ms(), client_conditions(req).as_ref())),
@@ -211,8 +215,9 @@ impl Plugin for ProxyCache {
 impl ProxyCache {
     /// The request's cache key: route, scheme, host, method class (`HEAD` is `GET`), path, query
     /// (parameters in a normalized order), each `vary_headers` header's values, and the consumer
-    /// and the credential an auth plugin let the request on with (with `vary_consumer`).
-    fn key(&self, req: &Request) -> String {
+    /// and the credential an auth plugin let the request on with, and the request's
+    /// `authorization` lines if it still has any (with `vary_consumer`).
+    fn key(&self, req: &Request, authorization: &[Vec<u8>]) -> String {
         let mut k = KeyBuilder::new();
         k.part(req.route_id().as_bytes())
             .part(req.scheme().as_bytes())
@@ -226,6 +231,10 @@ impl ProxyCache {
         if self.settings.vary_consumer {
             k.optional(req.context_get("consumer").as_deref().map(str::as_bytes));
             k.optional(req.context_get(consumer::CREDENTIAL).as_deref().map(str::as_bytes));
+            // Keys of requests without one are as they were.
+            if !authorization.is_empty() && !self.settings.vary_authorization {
+                k.part(b"authorization").values(authorization);
+            }
         }
         k.finish()
     }
