@@ -387,6 +387,12 @@ impl FixedEdits {
                             Ok(value) => value,
                             Err(why) => {
                                 self.refused_value(plugin, &request.request_id, name, why);
+                                // A set replaces every value: the client's do not stay for want
+                                // of the new one (a claim with a control character must not
+                                // leave a forged `x-tenant` in place).
+                                if *write == Write::Set && *name != HOST {
+                                    request.header_tally.remove(&mut request.headers, name);
+                                }
                                 continue;
                             }
                         },
@@ -430,7 +436,11 @@ impl FixedEdits {
                     Ok(value) => write.on_response(name.clone(), value),
                     Err(why) => {
                         self.refused_value(plugin, &request.request_id, name, why);
-                        continue;
+                        // As on the request: a set leaves none of the old values.
+                        if *write != Write::Set {
+                            continue;
+                        }
+                        ResponseEdit::Remove(name.clone())
                     }
                 },
             };
@@ -757,14 +767,16 @@ mod tests {
         // A percent-decoded parameter can hold what no header value may.
         let mut req = request();
         req.params = vec![("id".into(), "a\r\nx-injected: 1".into())];
+        req.headers.append("x-user", HeaderValue::from_static("forged"));
         fixed.apply_to_request(&mut req, "p");
-        assert_eq!(req.headers.get("x-user"), None);
+        assert_eq!(req.headers.get("x-user"), None, "a set replaces: the client's value does not stay");
         assert_eq!(values(&req.headers, "host"), [b"example.com".to_vec()], "the client's host stays");
         assert!(!req.host_from_plugin);
         assert_eq!(values(&req.headers, "x-after"), [b"1".to_vec()]);
         let mut response = HeaderMap::new();
+        response.insert("x-user", HeaderValue::from_static("upstream"));
         fixed.apply_to_response(&mut response, HeaderBound::NONE, &mut HeaderTally::default(), "p", &req);
-        assert!(response.is_empty());
+        assert!(response.is_empty(), "{response:?}");
         // A host built to something that is not host[:port] is not written either.
         let mut req = request();
         req.params = vec![("id".into(), "a@b".into())];

@@ -74,7 +74,14 @@ impl HostState {
             plugin_warn!(&self.log, header = name, "{what} ignored: the request is read-only in on-response");
             return;
         }
-        let Some((name, value)) = parse_header(&self.log, &mut self.header_names, name, value) else { return };
+        let Some((name, value)) = parse_header(&self.log, &mut self.header_names, name, value) else {
+            // A set replaces every value: one whose new value is refused leaves none of the old
+            // ones (a claim with a control character must not leave a client's forged header).
+            if replacing {
+                self.remove_for_refused_set(side, name);
+            }
+            return;
+        };
         let response_bound = self.resp_bound();
         // The request's count is kept through the request phases; a response's is made per write.
         let mut uncounted = HeaderTally::default();
@@ -106,6 +113,32 @@ impl HostState {
         }
         if let (true, Some(req)) = (sets_host, self.request.as_mut()) {
             req.host_from_plugin = true;
+        }
+    }
+
+    /// After a set refused for its value: removes the header's old values on `side` (not a
+    /// request's `Host`, which the gateway needs, nor a header plugins may not write).
+    fn remove_for_refused_set(&mut self, side: Side, name: &str) {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else { return };
+        if name == http::header::HOST || crate::proxy::headers::gateway_managed(&name) {
+            return;
+        }
+        match side {
+            Side::Request => {
+                if let Some(r) = self.request.as_mut() {
+                    r.header_tally.remove(&mut r.headers, &name);
+                }
+            }
+            Side::Response => {
+                if let Some(r) = self.response.as_mut() {
+                    r.headers.remove(&name);
+                }
+            }
+            Side::Trailers => {
+                if let Some(t) = self.response.as_mut().and_then(|r| r.trailers.as_mut()) {
+                    t.remove(&name);
+                }
+            }
         }
     }
 
@@ -641,6 +674,27 @@ mod tests {
             r.client_body = true;
         }
         assert!(state.has_body(Resource::new_borrow(0)));
+    }
+
+    /// A set replaces every value: one refused for its value leaves none of the old ones, on
+    /// the request (not its `Host`) and the response; an append or an invalid name changes
+    /// nothing.
+    #[test]
+    fn a_set_refused_for_its_value_leaves_none_of_the_old_ones() {
+        let mut state = in_call(false, false);
+        if let Some(r) = state.request.as_mut() {
+            for (name, value) in [("x-tenant", "forged"), ("x-kept", "client"), ("host", "example.com")] {
+                r.headers.insert(name, HeaderValue::from_static(value));
+            }
+        }
+        HostRequest::set_header(&mut state, Resource::new_borrow(0), "x-tenant".into(), b"t1\x01".to_vec());
+        HostRequest::append_header(&mut state, Resource::new_borrow(0), "x-kept".into(), b"a\nb".to_vec());
+        HostRequest::set_header(&mut state, Resource::new_borrow(0), "host".into(), b"a\nb".to_vec());
+        HostRequest::set_header(&mut state, Resource::new_borrow(0), "x kept".into(), b"1".to_vec());
+        let headers = &state.request.as_ref().expect("a request").headers;
+        assert_eq!(headers.get("x-tenant"), None);
+        assert_eq!(headers.get("x-kept"), Some(&HeaderValue::from_static("client")));
+        assert_eq!(headers.get("host"), Some(&HeaderValue::from_static("example.com")));
     }
 
     /// `request.edit` makes each change as its own method would: validated, in order, the
