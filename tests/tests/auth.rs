@@ -810,6 +810,35 @@ async fn cors_actual_requests_get_headers_on_the_response() {
     gw.stop().await;
 }
 
+/// The plugin's CORS headers replace the upstream's entirely: an upstream's
+/// `Access-Control-Allow-Credentials: true` beside the plugin's `Allow-Origin` would grant a
+/// credentialed read the operator did not (`credentials` off), and a refused origin gets none.
+#[tokio::test]
+async fn cors_headers_replace_the_upstreams_own() {
+    let (addr, _task) = airlock_tests::raw_upstream(
+        b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nAccess-Control-Allow-Credentials: true\r\n\
+          Access-Control-Expose-Headers: x-secret\r\nAccess-Control-Allow-Methods: DELETE\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let config = format!(
+        "[upstreams.raw]\ntargets = [\"{addr}\"]\n[[routes]]\npath = \"/x\"\nupstream = \"raw\"\n[[routes.plugins]]\nplugin = \"builtin:cors\"\nconfig = {{ origins = [\"https://app.example.com\"] }}\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    let client = HttpClient::http1();
+    let cors = |r: &Reply| {
+        let mut names: Vec<String> = r.headers.keys().map(|n| n.as_str().to_owned()).filter(|n| n.starts_with("access-control-")).collect();
+        names.sort();
+        names
+    };
+    let r = client.request("GET", &gw.url("/x"), &[("origin", "https://app.example.com")], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(cors(&r), ["access-control-allow-origin"], "{:?}", r.headers);
+    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("https://app.example.com"));
+    let r = client.request("GET", &gw.url("/x"), &[("origin", "https://evil.test")], b"").await;
+    assert_eq!(cors(&r), Vec::<String>::new(), "{:?}", r.headers);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn cors_refuses_wildcard_with_credentials() {
     let config = "[upstreams.b]\ntargets = [\"127.0.0.1:9\"]\n\n[[routes]]\nid = \"r\"\npath = \"/\"\nupstream = \"b\"\n[[routes.plugins]]\nplugin = \"builtin:cors\"\nconfig = { origins = [\"*\"], credentials = true }\n";

@@ -24,7 +24,8 @@
 //! header, which the browser reports as a CORS failure. Other requests go on; on their response,
 //! an allowed `Origin` gets `Access-Control-Allow-Origin` (the origin itself, or `*` when
 //! `origins = ["*"]` without credentials), `-Allow-Credentials` and `-Expose-Headers`, replacing
-//! whatever the upstream sent; a disallowed origin gets no CORS headers (the browser then hides
+//! whatever the upstream sent (its own of these, and its preflight-only ones, are removed); a
+//! disallowed origin gets no CORS headers (the browser then hides
 //! the response from the script). Every response whose headers depend on `Origin` (all of them,
 //! unless `origins = ["*"]`) carries `Vary: Origin` so that caches keep them apart. These
 //! response headers are decided in the request phase, from the `Origin` the request has when it
@@ -196,19 +197,35 @@ impl Cors {
         let origin = req.header_str("origin");
         // The answer depends on the origin: caches must keep one per origin.
         let vary = (!self.any_origin).then_some(ResponseEdit::AddToken("vary", "Origin"));
-        // At most three more, asked for with `vary` in one call (from the stack, no allocation).
+        // At most six more, asked for with `vary` in one call (from the stack, no allocation).
+        // The plugin's CORS headers replace the upstream's entirely: an upstream's
+        // `allow-credentials: true` beside the plugin's `allow-origin` would grant what the
+        // operator did not (`credentials = false`), and a refused origin gets none.
+        let preflight_only = ["access-control-allow-methods", "access-control-allow-headers", "access-control-max-age"].map(ResponseEdit::Remove);
         let cors = match origin.as_deref() {
-            None => [None; 3],
+            None => [None; 6],
             Some(origin) if !self.allows(origin) => {
-                ["access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"]
-                    .map(|name| Some(ResponseEdit::Remove(name)))
+                let [a, b, c] = ["access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"].map(ResponseEdit::Remove);
+                let [d, e, f] = preflight_only;
+                [a, b, c, d, e, f].map(Some)
             }
-            Some(origin) => [
-                Some(ResponseEdit::Set("access-control-allow-origin", self.allow_origin_value(origin).as_bytes())),
-                self.credentials.then_some(ResponseEdit::Set("access-control-allow-credentials", b"true")),
-                (!self.expose_headers.is_empty())
-                    .then_some(ResponseEdit::Set("access-control-expose-headers", self.expose_headers.as_bytes())),
-            ],
+            Some(origin) => {
+                let [d, e, f] = preflight_only;
+                [
+                    Some(ResponseEdit::Set("access-control-allow-origin", self.allow_origin_value(origin).as_bytes())),
+                    Some(match self.credentials {
+                        true => ResponseEdit::Set("access-control-allow-credentials", b"true"),
+                        false => ResponseEdit::Remove("access-control-allow-credentials"),
+                    }),
+                    Some(match self.expose_headers.is_empty() {
+                        false => ResponseEdit::Set("access-control-expose-headers", self.expose_headers.as_bytes()),
+                        true => ResponseEdit::Remove("access-control-expose-headers"),
+                    }),
+                    Some(d),
+                    Some(e),
+                    Some(f),
+                ]
+            }
         };
         req.edit(std::iter::once(vary).chain(cors).flatten().map(RequestEdit::Response));
     }
