@@ -1165,6 +1165,27 @@ set = {{ "x-tenant" = "${{context.tenant}}", "x-scopes" = "${{context.scopes}}",
         gw.stop().await;
     }
 
+    /// Either credential (key-auth, then jwt, both with `anonymous`): a bearer token beside a
+    /// valid API key is never checked, so it does not reach the upstream, which could take it
+    /// (`{"sub": "admin"}`, any signature) for one the gateway vouched for.
+    #[tokio::test]
+    async fn an_unchecked_token_beside_another_credential_does_not_go_on() {
+        let upstream = Upstream::start().await;
+        let config = format!(
+            "[upstreams.backend]\ntargets = [\"{{upstream}}\"]\n[[consumers]]\nid = \"guest\"\n[[consumers]]\nid = \"alice\"\ncredentials = {{ keys = [\"alice-key\"] }}\n\
+             [[routes]]\npath = \"/api\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"builtin:key-auth\"\nconfig = {{ anonymous = \"guest\" }}\n\
+             [[routes.plugins]]\nplugin = \"builtin:jwt\"\nconfig = {{ anonymous = \"guest\", keys = [{{ kid = \"hs256\", alg = \"HS256\", secret = \"{HS256}\" }}] }}\n"
+        );
+        let gw = Gateway::start(&config, Some(&upstream)).await;
+        let client = HttpClient::http1();
+        let forged = format!("Bearer {}.{}.AAAA", b64url(br#"{"alg":"HS256"}"#), b64url(br#"{"sub":"admin"}"#));
+        let r = client.request("GET", &gw.url("/api"), &[("x-api-key", "alice-key"), ("authorization", &forged)], b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.upstream_header("x-consumer-id"), vec!["alice"]);
+        assert!(r.upstream_header("authorization").is_empty(), "{:?}", r.upstream_header("authorization"));
+        gw.stop().await;
+    }
+
     /// RFC 6750 3.1: a request with two `Authorization` lines is a 400 `invalid_request`: only
     /// one could be verified, and the other would reach the upstream unverified.
     #[tokio::test]
@@ -1447,6 +1468,10 @@ config = { anonymous = "guest" }
     let r = client.request("GET", &gw.url("/either"), &[("x-api-key", "alice-key")], b"").await;
     assert_eq!(r.upstream_header("x-consumer-id"), vec!["alice"], "basic-auth's anonymous does not replace alice: {}", r.text());
     assert!(r.upstream_header("x-anonymous-consumer").is_empty());
+    // Basic credentials beside alice's key are never checked: they do not go on either.
+    let r = client.request("GET", &gw.url("/either"), &[("x-api-key", "alice-key"), ("authorization", &basic("admin", "anything"))], b"").await;
+    assert_eq!(r.upstream_header("x-consumer-id"), vec!["alice"]);
+    assert!(r.upstream_header("authorization").is_empty(), "{:?}", r.upstream_header("authorization"));
     let r = client.request("GET", &gw.url("/either"), &[("authorization", &basic("bob", "bob-password"))], b"").await;
     assert_eq!(r.upstream_header("x-consumer-id"), vec!["bob"], "{}", r.text());
     assert!(r.upstream_header("x-anonymous-consumer").is_empty());

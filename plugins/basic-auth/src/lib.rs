@@ -55,7 +55,8 @@
 //! are always removed, and set by this plugin when `upstream_headers` is on. Without valid
 //! credentials the request goes on as `anonymous` if configured (context
 //! `consumer.anonymous = "true"`, header `X-Anonymous-Consumer: true`; refused credentials are
-//! removed even without `hide_credentials`), otherwise gets a 401
+//! removed even without `hide_credentials`, as are Basic credentials left unchecked because an
+//! earlier auth plugin authenticated the request), otherwise gets a 401
 //! with the `WWW-Authenticate` challenge and `{"status":401,"error":"unauthorized","message":...,"request_id":...}`, whose
 //! message never says whether the user or the password was wrong. (An unknown user-id is answered
 //! without running a password hash, so response timing can tell a known user-id from an
@@ -227,8 +228,12 @@ impl Plugin for BasicAuth {
     }
 
     fn on_request(&self, req: &Request) -> Action {
-        // Either credential (two auth plugins with `anonymous`): the first one's consumer stands.
+        // Either credential (two auth plugins with `anonymous`): the first one's consumer stands,
+        // and Basic credentials here, never checked, do not go on.
         if self.anonymous.is_some() && req.authenticated_before() {
+            if req.header_all("authorization").iter().any(|value| basic_token(value).is_some()) {
+                req.remove_header("authorization");
+            }
             return Action::Continue;
         }
         airlock_sdk::consumer::remove_forged(req);

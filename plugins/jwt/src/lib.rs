@@ -66,7 +66,8 @@
 //! `400` (`error="invalid_request"`, RFC 6750 3.1): only one could be verified. With
 //! `hide_credentials` the upstream receives neither: the header is removed, and the token's
 //! cookie is taken out of `Cookie` while the other cookies stay. A refused token let through as
-//! `anonymous` is removed even without `hide_credentials`. `claims_to_headers` cannot write the
+//! `anonymous` is removed even without `hide_credentials`, and so is one left unchecked because an
+//! earlier auth plugin authenticated the request (either credential). `claims_to_headers` cannot write the
 //! consumer headers, `host`, `authorization` or `cookie`: a claim is the token holder's to choose. Checks: signature, `exp` (required unless removed from
 //! `required_claims`) and `nbf` against now ± `leeway`, `iat` not in the future, `iss`, `aud`,
 //! `required_claims`. A failure is `401` with `WWW-Authenticate: Bearer realm="<realm>",
@@ -308,8 +309,17 @@ impl Plugin for Jwt {
         // What the upstream reads as verified claims comes only from a verified token: a
         // client's own `x-user-id` must not pass on the anonymous path either.
         req.edit(self.claims_to_headers.iter().map(|(_, header)| RequestEdit::RemoveHeader(header)));
-        // Either credential (two auth plugins with `anonymous`): the first one's consumer stands.
+        // Either credential (two auth plugins with `anonymous`): the first one's consumer stands,
+        // and a token here, never checked, does not go on (an upstream could take it for one).
         if self.anonymous.is_some() && req.authenticated_before() {
+            let unchecked = match self.find_token(req) {
+                Ok(Some((_, from_header))) => self.remove_token(req, from_header),
+                Ok(None) => None,
+                Err(_) => Some(RequestEdit::RemoveHeader("authorization")),
+            };
+            if let Some(edit) = unchecked {
+                req.edit([edit]);
+            }
             return Action::Continue;
         }
         airlock_sdk::consumer::remove_forged(req);
