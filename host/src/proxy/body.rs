@@ -253,6 +253,10 @@ pub struct UploadProgress {
     pub frames: std::sync::atomic::AtomicU64,
     /// Request body data bytes read from the client so far.
     pub bytes: std::sync::atomic::AtomicU64,
+    /// The names of the header fields the request went upstream with, once a plugin chain ran
+    /// on it: its trailers may not repeat them ([`count`]), or a client's trailer could stand
+    /// beside (or, merged, after) a header a plugin set.
+    pub sent_headers: std::sync::OnceLock<Box<[http::HeaderName]>>,
 }
 
 impl UploadProgress {
@@ -264,7 +268,8 @@ impl UploadProgress {
 
 /// A frame polled from a streamed body. A client's request body (one counted in `read`) has its
 /// data bytes added there, and its trailers cut to those an upstream may read as its client's
-/// ([`crate::proxy::headers::strip_client_trailers`]).
+/// ([`crate::proxy::headers::strip_client_trailers`], and none named as a field of the header
+/// section it was sent with: [`UploadProgress::sent_headers`]).
 fn count(
     mut polled: Poll<Option<Result<Frame<Bytes>, BoxError>>>,
     read: Option<&UploadProgress>,
@@ -274,6 +279,9 @@ fn count(
             read.bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         } else if let Some(trailers) = frame.trailers_mut() {
             crate::proxy::headers::strip_client_trailers(trailers);
+            if let Some(sent) = read.sent_headers.get() {
+                crate::proxy::headers::strip_trailers_named(trailers, sent);
+            }
         }
     }
     polled

@@ -489,6 +489,20 @@ fn forbidden_response_trailer(name: &HeaderName) -> bool {
     )
 }
 
+/// Removes from a client's request trailers every field named in `sent`, the header section
+/// the request went upstream with: a trailer repeating a header a plugin set (`x-user`,
+/// `x-role` from a verified token) would stand beside it, and an upstream that merges trailers
+/// into the headers would read the client's after the plugin's. Nothing is allocated for
+/// trailers that need no change.
+pub fn strip_trailers_named(trailers: &mut HeaderMap, sent: &[HeaderName]) {
+    if !trailers.keys().any(|name| sent.contains(name)) {
+        return;
+    }
+    for name in sent {
+        trailers.remove(name);
+    }
+}
+
 /// Takes out of a client request's `Trailer` header (RFC 9110 6.6.2: the trailer fields its body
 /// will end with) the names [`strip_client_trailers`] removes from those trailers, so the
 /// upstream is not told of fields that never come; a `Trailer` left naming nothing goes. A

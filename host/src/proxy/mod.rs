@@ -701,18 +701,24 @@ impl Gateway {
             }
             (Some(bytes), _) => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                ProxyBody::with_trailers(bytes.clone(), body.trailers)
+                ProxyBody::with_trailers(bytes.clone(), not_repeating(body.trailers, &headers))
             }
             // A mirrored request's streamed body is read whole, so that both upstreams get it
             // (boxed: its state is no part of every request's future).
             (None, Some(stream)) if mirrored.is_some() && !stream.is_end_stream() => {
                 let body::Buffered { bytes, trailers } = Box::pin(mirror::read_body(stream, route.max_body_bytes, body_idle)).await?;
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                ProxyBody::with_trailers(bytes, trailers)
+                ProxyBody::with_trailers(bytes, not_repeating(trailers, &headers))
             }
             // A client that stops sending its body mid-way is cut off like a stalled upstream
-            // body (a 408), rather than holding the upstream connection.
-            (None, Some(stream)) => stream.watched(body_idle, "a client's request body"),
+            // body (a 408), rather than holding the upstream connection. Behind plugins, its
+            // trailers will repeat none of the header fields it goes with.
+            (None, Some(stream)) => {
+                if !route.chain.entries().is_empty() && !stream.is_end_stream() {
+                    let _ = stream.upload_progress().sent_headers.set(headers.keys().cloned().collect());
+                }
+                stream.watched(body_idle, "a client's request body")
+            }
             (None, None) => ProxyBody::empty(),
         };
         if upstream.version() != Version::HTTP_2
@@ -879,6 +885,17 @@ impl Gateway {
             Ok(streamed(headers, ProxyBody::streaming(incoming), origin))
         }
     }
+}
+
+/// A client's request trailers without the fields the header section `headers` it goes
+/// upstream with names ([`headers::strip_trailers_named`]: a plugin's header repeated by the
+/// client).
+fn not_repeating(trailers: Option<http::HeaderMap>, headers: &http::HeaderMap) -> Option<http::HeaderMap> {
+    trailers.map(|mut trailers| {
+        let sent: Vec<http::HeaderName> = headers.keys().cloned().collect();
+        headers::strip_trailers_named(&mut trailers, &sent);
+        trailers
+    })
 }
 
 /// Whether a request with `method` is expected to carry content, so that an empty one is said
