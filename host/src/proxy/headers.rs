@@ -466,7 +466,8 @@ pub fn single_content_length(headers: &mut HeaderMap) {
 /// `Transfer-Encoding`), routing, authentication, response control data and how to process the
 /// content, and RFC 9113 8.2.2's connection-specific fields, which make the whole answer
 /// malformed for an HTTP/2 client: passed on, the stream was reset after its body and the
-/// answer lost. Kept: the application's own fields (gRPC's `grpc-status`, a checksum).
+/// answer lost. Kept: the application's own fields (gRPC's `grpc-status`, a checksum, a
+/// validator computed as the body streamed).
 /// Nothing is allocated for trailers that need no change.
 pub fn strip_response_trailers(trailers: &mut HeaderMap) {
     if !trailers.keys().any(forbidden_response_trailer) {
@@ -483,8 +484,8 @@ fn forbidden_response_trailer(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "age" | "authentication-info" | "authorization" | "cache-control" | "connection" | "content-encoding" | "content-length"
-            | "content-location" | "content-range" | "content-type" | "date" | "etag" | "expires" | "host" | "keep-alive"
-            | "last-modified" | "location" | "proxy-authenticate" | "proxy-authentication-info" | "proxy-connection" | "retry-after"
+            | "content-location" | "content-range" | "content-type" | "date" | "expires" | "host" | "keep-alive"
+            | "location" | "proxy-authenticate" | "proxy-authentication-info" | "proxy-connection" | "retry-after"
             | "set-cookie" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "vary" | "via" | "www-authenticate" | "x-request-id"
     )
 }
