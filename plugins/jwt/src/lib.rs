@@ -26,7 +26,7 @@
 //! leeway = 30                                  # seconds of clock skew allowed for exp/nbf/iat
 //! consumer_claim = "sub"                       # consumer id from this claim (for plugin-level keys)
 //! cookie = "session"                           # also read the token from this cookie
-//! claims_to_headers = { sub = "x-user-id" }    # upstream headers from verified claims (a client's own removed)
+//! claims_to_headers = { sub = "x-user-id" }    # upstream headers from verified claims (a client's own removed; a null claim sets none)
 //! claims_to_context = { tenant = "tenant" }    # request context entries from claims
 //! realm = "airlock"                            # WWW-Authenticate: Bearer realm="airlock"
 //! hide_credentials = true                      # remove the token (header or cookie) before the upstream
@@ -621,7 +621,8 @@ fn strip_cookie(req: &Request, name: &str) {
 
 /// The text of each claim of `map` (claim, where it goes) the token carries, beside where it goes.
 fn claim_texts<'a>(claims: &serde_json::Map<String, Value>, map: &'a [(String, String)]) -> Vec<(&'a str, String)> {
-    map.iter().filter_map(|(claim, to)| Some((to.as_str(), claim_text(claims.get(claim)?)))).collect()
+    // A `null` claim is no value: it sets nothing, as an absent one (not the text `null`).
+    map.iter().filter_map(|(claim, to)| Some((to.as_str(), claim_text(claims.get(claim).filter(|v| !v.is_null())?)))).collect()
 }
 
 /// A claim as header or context text: strings as they are, anything else as JSON.
@@ -761,6 +762,18 @@ mod tests {
         assert_eq!(jwt.verify(token, 1300819380 + 30).unwrap_err(), "expired");
         // Public-key algorithms are verified by the gateway (host crypto): see its unit tests
         // and tests/tests/auth.rs.
+    }
+
+    /// Claims become header and context text: a string as it is, anything else as JSON, and
+    /// a `null` or absent claim nothing.
+    #[test]
+    fn claims_become_text_and_null_is_nothing() {
+        let claims = serde_json::json!({"sub": "bob", "n": 7, "roles": ["a", "b"], "gone": null});
+        let claims = claims.as_object().expect("an object");
+        let map: Vec<(String, String)> =
+            ["sub", "n", "roles", "gone", "absent"].iter().map(|c| ((*c).to_owned(), format!("x-{c}"))).collect();
+        let texts: Vec<(&str, String)> = claim_texts(claims, &map);
+        assert_eq!(texts, [("x-sub", "bob".to_owned()), ("x-n", "7".to_owned()), ("x-roles", r#"["a","b"]"#.to_owned())]);
     }
 
     #[test]
