@@ -488,7 +488,9 @@ config = { quotas = { daily = { limit = 2, period = "day" }, monthly = { limit =
             client.request("GET", &url, &headers, b"").await
         }
     };
-    assert_eq!(call(&[]).await.status, 401, "no consumer, anonymous = reject");
+    let r = call(&[]).await;
+    assert_eq!(r.status, 403, "no consumer, anonymous = reject: a 403, as no challenge is configured");
+    assert_eq!(r.json()["error"], "consumer_required");
 
     let r = call(&["consumer=alice"]).await;
     assert_eq!(r.status, 200);
@@ -508,6 +510,15 @@ config = { quotas = { daily = { limit = 2, period = "day" }, monthly = { limit =
     assert_eq!(call(&["consumer=carol", "consumer.groups=staff,gold"]).await.status, 429);
     assert_eq!(upstream.hits(), 6);
     gw.stop().await;
+
+    // With `www_authenticate`, a 401 that carries it (RFC 9110 15.5.2: every 401 does).
+    let challenged = config.replace("plans = { gold = { daily = 4 } } }", "www_authenticate = 'Key realm=\"api\"' }");
+    let gw = Gateway::start(&challenged, Some(&upstream)).await;
+    let r = client.request("GET", &gw.url("/q"), &[], b"").await;
+    assert_eq!((r.status.as_u16(), r.header("www-authenticate").as_deref()), (401, Some("Key realm=\"api\"")));
+    gw.stop().await;
+    let err = Gateway::try_start(&challenged.replace("www_authenticate", "anonymous = \"ip\", www_authenticate"), Some(&upstream)).await.err().expect("refused").to_string();
+    assert!(err.contains("`www_authenticate` goes with `anonymous = \"reject\"`"), "{err}");
 }
 
 /// Sliding windows, on both backends: under concurrency exactly the limit is admitted (the check

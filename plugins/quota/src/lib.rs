@@ -9,7 +9,8 @@
 //! [routes.plugins.config]
 //! quotas = { daily = { limit = 1000, period = "day" }, monthly = { limit = 20000, period = "month" } }
 //! plans = { gold = { daily = 10000, monthly = 200000 } }   # group -> quota name -> limit
-//! anonymous = "reject"             # no consumer: "reject" (401) or "ip" (quota per client IP)
+//! anonymous = "reject"             # no consumer: "reject" (403) or "ip" (quota per client IP)
+//! # www_authenticate = 'Key realm="api"'  # with "reject": a 401 with this challenge instead, as the route's auth plugin sends it
 //! headers = "draft"                # "draft" (RateLimit-Policy / RateLimit) or "off"
 //! on_state_error = "fail-open"     # shared backend down: "fail-open" counts in this gateway's
 //!                                  # memory meanwhile, "fail-closed" answers 503
@@ -44,6 +45,9 @@ struct Config {
     headers: Headers,
     #[serde(default)]
     on_state_error: OnError,
+    /// With `anonymous = "reject"`: the challenge of a 401 (else the refusal is a 403).
+    #[serde(default)]
+    www_authenticate: Option<String>,
     /// Filled in by the gateway from `[[consumers]]` for built-ins; not used here.
     #[serde(default)]
     #[allow(dead_code)]
@@ -115,6 +119,9 @@ struct QuotaPlugin {
     /// (group, limit per quota, in `quotas` order).
     plans: Vec<(String, Vec<u64>)>,
     anonymous: Anonymous,
+    /// The `WWW-Authenticate` challenge a request without a consumer is refused with (a 401);
+    /// `None`: a 403, which carries none.
+    challenge: Option<String>,
     headers: Headers,
     on_error: OnError,
 }
@@ -158,7 +165,15 @@ impl Plugin for QuotaPlugin {
             }
             plans.push((group, per_quota));
         }
-        Ok(Self { quotas, plans, anonymous: c.anonymous, headers: c.headers, on_error: c.on_state_error })
+        let challenge = match c.www_authenticate {
+            None => None,
+            Some(_) if c.anonymous == Anonymous::Ip => {
+                return Err("`www_authenticate` goes with `anonymous = \"reject\"`: with `\"ip\"` no request is refused for want of a consumer".into());
+            }
+            Some(challenge) if !challenge.trim().is_empty() && challenge.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) => Some(challenge),
+            Some(_) => return Err("`www_authenticate`: a challenge is one line of printable ASCII, e.g. 'Bearer realm=\"api\"'".into()),
+        };
+        Ok(Self { quotas, plans, anonymous: c.anonymous, challenge, headers: c.headers, on_error: c.on_state_error })
     }
 
     /// Request phase only: the limit headers of an allowed request are response edits the
@@ -171,7 +186,14 @@ impl Plugin for QuotaPlugin {
         let key = match req.context_get("consumer") {
             Some(c) => format!("c={c}"),
             None if self.anonymous == Anonymous::Ip => format!("ip={}", req.client_ip()),
-            None => return Action::error(401, "consumer_required", "a consumer is required: authenticate first", &req.request_id()),
+            // RFC 9110 15.5.2: a 401 carries a challenge; without one to give, a 403.
+            None => {
+                let message = "a consumer is required: authenticate first";
+                return match &self.challenge {
+                    Some(challenge) => ResponseInit::error(401, "consumer_required", message, &req.request_id()).header("www-authenticate", challenge.as_str()).into(),
+                    None => Action::error(403, "consumer_required", message, &req.request_id()),
+                };
+            }
         };
         let limits = self.limits_for(req.context_get("consumer.groups").as_deref());
         let decisions = match self.check(&key, &limits, false) {
