@@ -518,6 +518,11 @@ config = { status = 42 }
     let err = Gateway::try_start(config, None).await.err().expect("config must be rejected").to_string();
     assert!(err.contains("airlock.toml:11:"), "{err}");
     assert!(err.contains("`request.set.host`: a `host` must be host[:port], not `a@b`") && !err.contains("fixed edit"), "{err}");
+
+    // A quoted key with a space is found at its line too.
+    let config = "[[routes]]\npath = \"/x\"\n[[routes.plugins]]\nplugin = \"builtin:headers\"\n[routes.plugins.config.request.set]\n\"x-a\" = \"1\"\n\"bad header\" = \"b\"\n";
+    let err = Gateway::try_start(config, None).await.err().expect("config must be rejected").to_string();
+    assert!(err.contains("airlock.toml:10:") && err.contains("`request.set.bad header`: invalid header name"), "{err}");
 }
 
 #[tokio::test]

@@ -45,11 +45,12 @@ pub fn key_span(text: &str, path: &str) -> Option<Range<usize>> {
 }
 
 /// The key path a plugin's config error starts with: the SDK writes data errors as
-/// "`limits[0].rate`: message", and plugins name the key they refuse the same way.
+/// "`limits[0].rate`: message", and plugins name the key they refuse the same way (a quoted
+/// TOML key may hold spaces: `request.set.bad header`).
 pub fn leading_key(message: &str) -> Option<&str> {
     let rest = message.strip_prefix('`')?;
     let key = &rest[..rest.find('`')?];
-    let is_key_char = |c: char| c.is_ascii_alphanumeric() || "_-.[]".contains(c);
+    let is_key_char = |c: char| c.is_ascii_alphanumeric() || "_-.[] ".contains(c);
     (!key.is_empty() && key.chars().all(is_key_char)).then_some(key)
 }
 
@@ -103,7 +104,8 @@ limits = [
         assert_eq!(leading_key("`limits[0].rate`: invalid type"), Some("limits[0].rate"));
         assert_eq!(leading_key("`body` and `json` are exclusive"), Some("body"));
         assert_eq!(leading_key("unknown field `x`"), None);
-        assert_eq!(leading_key("`a b`: no"), None);
+        assert_eq!(leading_key("`request.set.bad header`: invalid header name"), Some("request.set.bad header"));
+        assert_eq!(leading_key("`a\tb`: no"), None);
         assert_eq!(leading_key("``: no"), None);
         assert_eq!(leading_key("`unclosed"), None);
     }
