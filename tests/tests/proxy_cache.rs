@@ -448,6 +448,24 @@ async fn requests_with_authorization_bypass_unless_the_key_tells_credentials_apa
     gw.stop().await;
 }
 
+/// Two caches in one chain (a global one and a route's, say): the second stands aside for the
+/// first's miss, in its response phase too. It used to answer the client's conditions there
+/// (a 304) before the first could store the answer, so a conditional miss never filled the cache.
+#[tokio::test]
+async fn a_second_cache_in_the_chain_stands_aside_both_ways() {
+    let upstream = numbered_upstream().await;
+    let toml = config("").replace("config = {  }\n", "config = {  }\n[[routes.plugins]]\nplugin = \"builtin:proxy-cache\"\n");
+    assert_eq!(toml.matches("builtin:proxy-cache").count(), 2, "{toml}");
+    let gw = Gateway::start(&toml, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = get(&client, &gw, "/etag/v1", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!((r.status.as_u16(), cache_status(&r)), (304, "Miss".to_owned()), "{}", r.text());
+    let r = get(&client, &gw, "/etag/v1", &[]).await;
+    assert_eq!((r.status.as_u16(), cache_status(&r)), (200, "Hit".to_owned()), "stored by the first cache: {}", r.text());
+    assert_eq!(upstream.hits(), 1);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_head_is_answered_from_the_gets_entry_and_is_never_stored_itself() {
     let (upstream, gw) = start("").await;

@@ -62,6 +62,11 @@ use key::KeyBuilder;
 /// The request context key under which a miss hands its cache key to the response phase.
 pub const CONTEXT_KEY: &str = "proxy-cache.key";
 
+/// The request context key counting the later proxy-caches in the chain that stood aside for
+/// an earlier one's miss: their response phases, which run first, take one each and do
+/// nothing, so only the cache that missed stores and answers the client's conditions.
+pub const CONTEXT_ASIDE: &str = "proxy-cache.aside";
+
 /// The request context keys under which a miss hands the client's conditions (taken off the
 /// upstream request) to the response phase.
 const CONTEXT_IF_NONE_MATCH: &str = "proxy-cache.if-none-match";
@@ -135,6 +140,8 @@ impl Plugin for ProxyCache {
         // rather than have both store under one context key.
         if req.context_get(CONTEXT_KEY).is_some() {
             req.limit_response_body(0);
+            let aside = req.context_get(CONTEXT_ASIDE).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+            req.context_set(CONTEXT_ASIDE, &(aside + 1).to_string());
             return Action::Continue;
         }
         // A credential the key does not tell apart (checked upstream, say) must not have its
@@ -189,6 +196,14 @@ impl Plugin for ProxyCache {
     /// for hits and bypasses.
     fn on_response(&self, req: &Request, resp: &Response) {
         let Some(key) = req.context_get(CONTEXT_KEY) else { return };
+        // A later cache that stood aside (its response phase runs before the earlier one's).
+        if let Some(aside) = req.context_get(CONTEXT_ASIDE).and_then(|n| n.parse::<u32>().ok()).filter(|n| *n > 0) {
+            match aside - 1 {
+                0 => req.context_remove(CONTEXT_ASIDE),
+                left => req.context_set(CONTEXT_ASIDE, &left.to_string()),
+            }
+            return;
+        }
         match self.storable(resp) {
             Ok((bytes, ttl_ms)) => {
                 if let Err(e) = state::set(&key, &bytes, ttl_ms) {
