@@ -434,12 +434,17 @@ pub fn underscored_names(headers: &mut HeaderMap, policy: crate::config::Undersc
 /// authentication plugin set. Kept: the application's own fields (a checksum, gRPC metadata).
 /// Nothing is allocated for trailers that need no change.
 pub fn strip_client_trailers(trailers: &mut HeaderMap) {
-    if !trailers.keys().any(forbidden_client_trailer) {
+    remove_named(trailers, forbidden_client_trailer);
+}
+
+/// Removes every field whose name is `forbidden`; nothing is allocated when none is.
+fn remove_named(fields: &mut HeaderMap, forbidden: fn(&HeaderName) -> bool) {
+    if !fields.keys().any(forbidden) {
         return;
     }
-    let names: Vec<HeaderName> = trailers.keys().filter(|n| forbidden_client_trailer(n)).cloned().collect();
+    let names: Vec<HeaderName> = fields.keys().filter(|n| forbidden(n)).cloned().collect();
     for name in names {
-        trailers.remove(name);
+        fields.remove(name);
     }
 }
 
@@ -470,13 +475,7 @@ pub fn single_content_length(headers: &mut HeaderMap) {
 /// validator computed as the body streamed).
 /// Nothing is allocated for trailers that need no change.
 pub fn strip_response_trailers(trailers: &mut HeaderMap) {
-    if !trailers.keys().any(forbidden_response_trailer) {
-        return;
-    }
-    let names: Vec<HeaderName> = trailers.keys().filter(|n| forbidden_response_trailer(n)).cloned().collect();
-    for name in names {
-        trailers.remove(name);
-    }
+    remove_named(trailers, forbidden_response_trailer);
 }
 
 /// Whether a response trailer may not reach the client ([`strip_response_trailers`]).
