@@ -66,6 +66,12 @@ pub fn credential(req: &Request, identity: &str) {
     req.context_set(CREDENTIAL, identity);
 }
 
+/// Whether `text` can be a `WWW-Authenticate` challenge an operator configures for a 401 (RFC
+/// 9110 15.5.2: every 401 carries one): one non-blank line of printable ASCII.
+pub fn valid_challenge(text: &str) -> bool {
+    !text.trim().is_empty() && text.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
 /// The 401 an authentication plugin answers `req` with: what to present under `header`
 /// (`www-authenticate`, or `accept-signature` for HTTP message signatures) and the gateway's own
 /// error shape ([`crate::error_json`]: `status`, `error` `unauthorized`, `request_id`), whose
@@ -77,6 +83,16 @@ pub fn unauthorized(req: &Request, header: &str, challenge: &str, message: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_challenge_is_one_non_blank_line_of_printable_ascii() {
+        for good in ["Bearer realm=\"api\"", "Key realm=\"a\",\tcharset=\"UTF-8\""] {
+            assert!(valid_challenge(good), "{good}");
+        }
+        for bad in ["", "  ", "Bearer\nrealm", "Bearer realm=\"caf\u{e9}\""] {
+            assert!(!valid_challenge(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn naming_sets_the_context_and_sets_or_removes_every_consumer_header() {

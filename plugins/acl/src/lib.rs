@@ -115,7 +115,7 @@ impl Plugin for Acl {
             return Err("give `allow` or `deny` (or both): consumer ids or `group:<name>`".into());
         }
         let challenge = match (config.no_consumer_status, config.www_authenticate) {
-            (401, Some(challenge)) if !challenge.trim().is_empty() && challenge.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) => Some(challenge),
+            (401, Some(challenge)) if airlock_sdk::consumer::valid_challenge(&challenge) => Some(challenge),
             (401, Some(_)) => return Err("`www_authenticate`: a challenge is one line of printable ASCII, e.g. 'Bearer realm=\"api\"'".into()),
             (401, None) => {
                 return Err("`no_consumer_status = 401` needs `www_authenticate`: the challenge a 401 must carry (RFC 9110 15.5.2), the one the route's auth plugin sends, e.g. 'Bearer realm=\"airlock\"'".into());

@@ -197,37 +197,31 @@ impl Cors {
         let origin = req.header_str("origin");
         // The answer depends on the origin: caches must keep one per origin.
         let vary = (!self.any_origin).then_some(ResponseEdit::AddToken("vary", "Origin"));
-        // At most six more, asked for with `vary` in one call (from the stack, no allocation).
         // The plugin's CORS headers replace the upstream's entirely: an upstream's
         // `allow-credentials: true` beside the plugin's `allow-origin` would grant what the
         // operator did not (`credentials = false`), and a refused origin gets none.
-        let preflight_only = ["access-control-allow-methods", "access-control-allow-headers", "access-control-max-age"].map(ResponseEdit::Remove);
         let cors = match origin.as_deref() {
-            None => [None; 6],
+            None => None,
             Some(origin) if !self.allows(origin) => {
-                let [a, b, c] = ["access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"].map(ResponseEdit::Remove);
-                let [d, e, f] = preflight_only;
-                [a, b, c, d, e, f].map(Some)
+                Some(["access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"].map(ResponseEdit::Remove))
             }
-            Some(origin) => {
-                let [d, e, f] = preflight_only;
-                [
-                    Some(ResponseEdit::Set("access-control-allow-origin", self.allow_origin_value(origin).as_bytes())),
-                    Some(match self.credentials {
-                        true => ResponseEdit::Set("access-control-allow-credentials", b"true"),
-                        false => ResponseEdit::Remove("access-control-allow-credentials"),
-                    }),
-                    Some(match self.expose_headers.is_empty() {
-                        false => ResponseEdit::Set("access-control-expose-headers", self.expose_headers.as_bytes()),
-                        true => ResponseEdit::Remove("access-control-expose-headers"),
-                    }),
-                    Some(d),
-                    Some(e),
-                    Some(f),
-                ]
-            }
+            Some(origin) => Some([
+                ResponseEdit::Set("access-control-allow-origin", self.allow_origin_value(origin).as_bytes()),
+                match self.credentials {
+                    true => ResponseEdit::Set("access-control-allow-credentials", b"true"),
+                    false => ResponseEdit::Remove("access-control-allow-credentials"),
+                },
+                match self.expose_headers.is_empty() {
+                    false => ResponseEdit::Set("access-control-expose-headers", self.expose_headers.as_bytes()),
+                    true => ResponseEdit::Remove("access-control-expose-headers"),
+                },
+            ]),
         };
-        req.edit(std::iter::once(vary).chain(cors).flatten().map(RequestEdit::Response));
+        // A preflight's own headers have no place on an actual response to a cross-origin request.
+        let preflight_only = cors.is_some().then(|| ["access-control-allow-methods", "access-control-allow-headers", "access-control-max-age"].map(ResponseEdit::Remove));
+        // Asked for with `vary` in one call (from the stack, no allocation).
+        let edits = vary.into_iter().chain(cors.into_iter().flatten()).chain(preflight_only.into_iter().flatten());
+        req.edit(edits.map(RequestEdit::Response));
     }
 
     fn allows(&self, origin: &str) -> bool {

@@ -140,8 +140,7 @@ impl Plugin for ProxyCache {
         // rather than have both store under one context key.
         if req.context_get(CONTEXT_KEY).is_some() {
             req.limit_response_body(0);
-            let aside = req.context_get(CONTEXT_ASIDE).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
-            req.context_set(CONTEXT_ASIDE, &(aside + 1).to_string());
+            req.context_set(CONTEXT_ASIDE, &(aside(req) + 1).to_string());
             return Action::Continue;
         }
         // A credential the key does not tell apart (checked upstream, say) must not have its
@@ -197,12 +196,10 @@ impl Plugin for ProxyCache {
     fn on_response(&self, req: &Request, resp: &Response) {
         let Some(key) = req.context_get(CONTEXT_KEY) else { return };
         // A later cache that stood aside (its response phase runs before the earlier one's).
-        if let Some(aside) = req.context_get(CONTEXT_ASIDE).and_then(|n| n.parse::<u32>().ok()).filter(|n| *n > 0) {
-            match aside - 1 {
-                0 => req.context_remove(CONTEXT_ASIDE),
-                left => req.context_set(CONTEXT_ASIDE, &left.to_string()),
-            }
-            return;
+        match aside(req) {
+            0 => {}
+            1 => return req.context_remove(CONTEXT_ASIDE),
+            more => return req.context_set(CONTEXT_ASIDE, &(more - 1).to_string()),
         }
         match self.storable(resp) {
             Ok((bytes, ttl_ms)) => {
@@ -225,6 +222,11 @@ impl Plugin for ProxyCache {
             }
         }
     }
+}
+
+/// How many later caches in the chain stood aside for this request ([`CONTEXT_ASIDE`]).
+fn aside(req: &Request) -> u32 {
+    req.context_get(CONTEXT_ASIDE).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 impl ProxyCache {

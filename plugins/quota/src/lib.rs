@@ -170,7 +170,7 @@ impl Plugin for QuotaPlugin {
             Some(_) if c.anonymous == Anonymous::Ip => {
                 return Err("`www_authenticate` goes with `anonymous = \"reject\"`: with `\"ip\"` no request is refused for want of a consumer".into());
             }
-            Some(challenge) if !challenge.trim().is_empty() && challenge.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) => Some(challenge),
+            Some(challenge) if airlock_sdk::consumer::valid_challenge(&challenge) => Some(challenge),
             Some(_) => return Err("`www_authenticate`: a challenge is one line of printable ASCII, e.g. 'Bearer realm=\"api\"'".into()),
         };
         Ok(Self { quotas, plans, anonymous: c.anonymous, challenge, headers: c.headers, on_error: c.on_state_error })

@@ -119,26 +119,17 @@ impl HostState {
     /// After a set refused for its value: removes the header's old values on `side` (not a
     /// request's `Host`, which the gateway needs, nor a header plugins may not write).
     fn remove_for_refused_set(&mut self, side: Side, name: &str) {
-        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else { return };
-        if name == http::header::HOST || crate::proxy::headers::gateway_managed(&name) {
+        let Some(parsed) = self.header_names.parse(name) else { return };
+        if parsed == http::header::HOST || crate::proxy::headers::gateway_managed(&parsed) {
             return;
         }
-        match side {
-            Side::Request => {
-                if let Some(r) = self.request.as_mut() {
-                    r.header_tally.remove(&mut r.headers, &name);
-                }
-            }
-            Side::Response => {
-                if let Some(r) = self.response.as_mut() {
-                    r.headers.remove(&name);
-                }
-            }
-            Side::Trailers => {
-                if let Some(t) = self.response.as_mut().and_then(|r| r.trailers.as_mut()) {
-                    t.remove(&name);
-                }
-            }
+        let headers = match side {
+            Side::Request => return self.remove_request_header(name),
+            Side::Response => self.resp_mut().map(|r| &mut r.headers),
+            Side::Trailers => self.resp_mut().and_then(|r| r.trailers.as_mut()),
+        };
+        if let Some(headers) = headers {
+            headers.remove(&parsed);
         }
     }
 
