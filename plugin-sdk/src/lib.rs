@@ -107,6 +107,7 @@ pub mod header_rules;
 mod http;
 pub mod http_client;
 mod json;
+pub mod limit_key;
 pub mod log;
 pub mod metrics;
 mod plugin;

@@ -205,6 +205,13 @@ upstream = "backend"
 [[routes.plugins]]
 plugin = "builtin:rate-limit"
 config = { by = ["header:authorization"], limits = [{ limit = 2, window = "minute" }] }
+
+[[routes]]
+path = "/pair"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = { by = ["header:x-a", "header:x-b"], limits = [{ limit = 1, window = "minute" }] }
 "#;
     let gw = Gateway::start(config, Some(&upstream)).await;
     let client = HttpClient::http1();
@@ -251,6 +258,16 @@ config = { by = ["header:authorization"], limits = [{ limit = 2, window = "minut
     let statuses = [with_token(long("A")).await, with_token(long("A")).await, with_token(long("A")).await];
     assert_eq!(statuses, [200, 200, 429], "a long key is limited like a short one");
     assert_eq!(with_token(long("B")).await, 200, "a long key sharing another's start has its own limit");
+
+    // A value holding the separator cannot land in another client's bucket: unescaped, both
+    // keys were `h=1|h=2|h=` and the second client was refused on the first one's count.
+    let pair = |headers: &'static [(&'static str, &'static str)]| {
+        let (client, url) = (client.clone(), gw.url("/pair"));
+        async move { client.request("GET", &url, headers, b"").await.status.as_u16() }
+    };
+    assert_eq!(pair(&[("x-a", "1|h=2")]).await, 200);
+    assert_eq!(pair(&[("x-a", "1|h=2")]).await, 429, "the same pair shares its bucket");
+    assert_eq!(pair(&[("x-a", "1"), ("x-b", "2|h=")]).await, 200, "another pair has its own bucket");
     gw.stop().await;
 }
 

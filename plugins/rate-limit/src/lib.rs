@@ -53,6 +53,7 @@
 
 use std::borrow::Cow;
 
+use airlock_sdk::limit_key::{self, KeyPart};
 use airlock_sdk::state::{self, Decision, StateError};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, ResponseEdit, ResponseInit, export_plugin};
 use serde::Deserialize;
@@ -196,15 +197,6 @@ impl Limit {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum KeyPart {
-    Consumer,
-    Ip,
-    Route,
-    Header(String),
-    Param(String),
-}
-
 /// The configured plugin.
 #[derive(Debug)]
 struct RateLimit {
@@ -312,26 +304,7 @@ impl Plugin for RateLimit {
         if c.cost == 0 {
             return Err("`cost` must be at least 1".into());
         }
-        let mut by = Vec::new();
-        for part in &c.by {
-            by.push(match part.as_str() {
-                "consumer" => KeyPart::Consumer,
-                "ip" => KeyPart::Ip,
-                "route" => KeyPart::Route,
-                p => match p.split_once(':') {
-                    Some(("header", h)) if !h.is_empty() => KeyPart::Header(h.to_ascii_lowercase()),
-                    Some(("param", n)) if !n.is_empty() => KeyPart::Param(n.to_owned()),
-                    _ => {
-                        return Err(format!(
-                            "`by`: unknown key part `{p}` (use consumer, ip, route, header:<name>, param:<name>)"
-                        ));
-                    }
-                },
-            });
-        }
-        if by.is_empty() {
-            return Err("`by`: give at least one key part".into());
-        }
+        let by = limit_key::parse(&c.by)?;
         let defaults = LimitSet::new("limits", None, c.limits, c.cost)?;
         let mut plans = Vec::with_capacity(c.plans.len());
         for (group, value) in c.plans {
@@ -353,7 +326,7 @@ impl Plugin for RateLimit {
     }
 
     fn on_request(&self, req: &Request) -> Action {
-        let key = self.key(req);
+        let key = limit_key::write(&self.by, req);
         let set = self.set_for(req);
         let decisions = match self.check(set, &key, false) {
             Ok(d) => d,
@@ -409,30 +382,6 @@ fn retry_after_secs(ms: u64) -> u64 {
 }
 
 impl RateLimit {
-    /// The limited key: each `by` part, `|`-separated, written into one string.
-    fn key(&self, req: &Request) -> String {
-        let mut key = String::with_capacity(64);
-        for (i, part) in self.by.iter().enumerate() {
-            if i > 0 {
-                key.push('|');
-            }
-            // Pushed piece by piece: `format!` machinery showed in the guest's profile.
-            let (tag, value) = match part {
-                KeyPart::Consumer => match req.context_get("consumer") {
-                    Some(c) => ("c=", Cow::Owned(c)),
-                    None => ("ip=", Cow::Owned(req.client_ip())),
-                },
-                KeyPart::Ip => ("ip=", Cow::Owned(req.client_ip())),
-                KeyPart::Route => ("r=", Cow::Owned(req.route_id())),
-                KeyPart::Header(h) => ("h=", req.header(h).map(|v| Cow::Owned(String::from_utf8_lossy(&v).into_owned())).unwrap_or_default()),
-                KeyPart::Param(p) => ("p=", req.param(p).map(Cow::Owned).unwrap_or_default()),
-            };
-            key.push_str(tag);
-            key.push_str(&value);
-        }
-        key
-    }
-
     /// The limits for this request's consumer: the first plan (in config order) one of its
     /// groups names, else the defaults. Without plans the context is not read.
     fn set_for(&self, req: &Request) -> &LimitSet {

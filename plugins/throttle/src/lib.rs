@@ -37,6 +37,7 @@
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use airlock_sdk::limit_key::{self, KeyPart};
 use airlock_sdk::state::{self, StateError};
 use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, SlotRequest, export_plugin};
 use serde::Deserialize;
@@ -101,15 +102,6 @@ enum OnError {
     FailClosed,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum KeyPart {
-    Consumer,
-    Ip,
-    Route,
-    Header(String),
-    Param(String),
-}
-
 /// The rate half: a GCRA bucket whose overflow is waited out.
 #[derive(Debug, PartialEq)]
 struct Rate {
@@ -163,19 +155,7 @@ impl Plugin for Throttle {
         if rate.is_none() && concurrency.is_none() {
             return Err("give a `rate` (with `per` or `period_ms`), a `concurrency`, or both".into());
         }
-        let mut by = Vec::new();
-        for part in &c.by {
-            by.push(match part.as_str() {
-                "consumer" => KeyPart::Consumer,
-                "ip" => KeyPart::Ip,
-                "route" => KeyPart::Route,
-                p => match p.split_once(':') {
-                    Some(("header", h)) if !h.is_empty() => KeyPart::Header(h.to_ascii_lowercase()),
-                    Some(("param", n)) if !n.is_empty() => KeyPart::Param(n.to_owned()),
-                    _ => return Err(format!("`by`: unknown key part `{p}` (use consumer, ip, route, header:<name>, param:<name>)")),
-                },
-            });
-        }
+        let by = limit_key::parse(&c.by)?;
         Ok(Self { rate, concurrency, max_wait_ms: c.max_wait_ms, by, status: c.status, on_error: c.on_state_error })
     }
 
@@ -184,7 +164,7 @@ impl Plugin for Throttle {
     }
 
     fn on_request(&self, req: &Request) -> Action {
-        let key = self.key(req);
+        let key = limit_key::write(&self.by, req);
         let request_id = req.request_id();
         let delay_ms = match &self.rate {
             None => 0,
@@ -240,26 +220,6 @@ impl Rate {
 }
 
 impl Throttle {
-    fn key(&self, req: &Request) -> String {
-        let parts: Vec<String> = self
-            .by
-            .iter()
-            .map(|part| match part {
-                KeyPart::Consumer => match req.context_get("consumer") {
-                    Some(c) => format!("c={c}"),
-                    None => format!("ip={}", req.client_ip()),
-                },
-                KeyPart::Ip => format!("ip={}", req.client_ip()),
-                KeyPart::Route => format!("r={}", req.route_id()),
-                KeyPart::Header(h) => {
-                    format!("h={}", req.header(h).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default())
-                }
-                KeyPart::Param(p) => format!("p={}", req.param(p).unwrap_or_default()),
-            })
-            .collect();
-        parts.join("|")
-    }
-
     /// The answer to a request that would wait too long: `status` with `Retry-After`.
     fn refusal(&self, retry_after_ms: u64, request_id: &str) -> ResponseInit {
         let retry_after = retry_after_ms.div_ceil(1000).max(1);
