@@ -20,7 +20,8 @@ fn document() -> String {
 }
 
 /// An upstream answering `/json` with [`document`], `/small` with a few bytes of JSON, `/png`
-/// with an image's bytes, and `/etag` with a strong ETag.
+/// with an image's bytes, each with the strong ETag `"v7"`, and a 304 (no media type, as
+/// upstreams send) to a conditional GET naming it.
 async fn upstream() -> Upstream {
     Upstream::with_handler(|req: Request<Incoming>| async move {
         let (content_type, body) = match req.uri().path() {
@@ -28,6 +29,14 @@ async fn upstream() -> Upstream {
             "/png" => ("image/png", "x".repeat(4096)),
             _ => ("application/json; charset=utf-8", document()),
         };
+        // A conditional GET naming the current tag, weakly compared (RFC 9110 13.1.2).
+        let current = req.headers().get("if-none-match").is_some_and(|v| v.as_bytes().strip_prefix(b"W/").unwrap_or(v.as_bytes()) == b"\"v7\"");
+        if current {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = http::StatusCode::NOT_MODIFIED;
+            r.headers_mut().insert("etag", "\"v7\"".parse().unwrap());
+            return r;
+        }
         let mut r = Response::new(Full::new(Bytes::from(body)));
         r.headers_mut().insert("content-type", content_type.parse().unwrap());
         r.headers_mut().insert("etag", "\"v7\"".parse().unwrap());
@@ -120,6 +129,24 @@ async fn a_head_says_what_the_get_would() {
     let head = client.request("HEAD", &gw.url("/json"), &[], b"").await;
     assert_eq!((head.header("content-encoding"), head.header("content-length")), (None, Some(document().len().to_string())));
     assert_eq!(head.header("vary").as_deref(), Some("Accept-Encoding"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_not_modified_answer_keeps_the_compressed_answers_validator_and_vary() {
+    // A cache revalidating its gzipped copy (tag `W/"v7"`) must not be handed the strong tag
+    // back: it would then take its compressed bytes for the upstream's (If-Range, If-Match).
+    let up = upstream().await;
+    let gw = Gateway::start(CONFIG, Some(&up)).await;
+    let client = HttpClient::http1();
+    let get = client.request("GET", &gw.url("/json"), &[("accept-encoding", "gzip")], b"").await;
+    let tag = get.header("etag").expect("a tag");
+    let again = client.request("GET", &gw.url("/json"), &[("accept-encoding", "gzip"), ("if-none-match", &tag)], b"").await;
+    assert_eq!(again.status, 304);
+    assert_eq!((again.header("etag"), again.header("vary")), (Some(tag), get.header("vary")));
+    let plain = client.request("GET", &gw.url("/json"), &[("if-none-match", "\"v7\"")], b"").await;
+    assert_eq!((plain.status.as_u16(), plain.header("etag").as_deref()), (304, Some("\"v7\"")), "uncompressed, the upstream's tag");
+    assert_eq!(plain.header("vary").as_deref(), Some("Accept-Encoding"));
     gw.stop().await;
 }
 

@@ -4,7 +4,7 @@
 //! A response is compressed when the client's `Accept-Encoding` takes gzip, the response has a
 //! body and no `Content-Encoding` of its own, its media type is listed, its `Content-Length` (if
 //! said) is at least `min_bytes`, and it does not say `Cache-Control: no-transform`; not a HEAD's,
-//! a 204, 206 or 304. It then says `Content-Encoding: gzip` and `Vary: Accept-Encoding`, its
+//! a 204, 206 or 304 (a 304 gets the `Vary` and weak `ETag` of the 200 it stands for). It then says `Content-Encoding: gzip` and `Vary: Accept-Encoding`, its
 //! strong `ETag` becomes weak (the bytes are no longer the upstream's) and `Accept-Ranges` goes
 //! (ranges would be of the uncompressed bytes). A whole body (buffered for a plugin, or a
 //! plugin's) is compressed at once and keeps an exact `Content-Length`; a streamed one is
@@ -53,6 +53,10 @@ impl Compression {
     /// hand it to a client that accepts gzip, or the reverse. The answer to a `head` request
     /// gets the headers the GET's would (RFC 9110 9.3.2), its length left out as unknown.
     pub fn apply(&self, response: &mut Response<ProxyBody>, client_accepts: bool, head: bool) {
+        if response.status() == StatusCode::NOT_MODIFIED {
+            self.not_modified(response.headers_mut(), client_accepts);
+            return;
+        }
         if !self.applies(response.status(), response.headers(), (!head).then(|| response.body())) {
             return;
         }
@@ -89,6 +93,24 @@ impl Compression {
         *response.body_mut() = body;
     }
 
+    /// A 304 says what the 200 it stands for would have (RFC 9110 15.4.5): `Vary` and, to a
+    /// client taking gzip, the weak `ETag` (a cache updating its compressed copy from a strong
+    /// one could then pair it with a range of the uncompressed bytes). It has no body or,
+    /// mostly, media type to judge by: only headers of its own showing the 200 was not to be
+    /// compressed (another encoding, `no-transform`, a type not listed) leave it as it is.
+    fn not_modified(&self, headers: &mut HeaderMap, client_accepts: bool) {
+        if headers.get(header::CONTENT_ENCODING).is_some_and(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"))
+            || no_transform(headers)
+            || headers.get(header::CONTENT_TYPE).is_some_and(|t| !self.compresses(t))
+        {
+            return;
+        }
+        add_vary(headers);
+        if client_accepts {
+            weaken_etag(headers);
+        }
+    }
+
     /// Whether a response of `status` with `headers` and `body` (none for a HEAD's, which has
     /// the GET's headers but no body) is one to compress.
     fn applies(&self, status: StatusCode, headers: &HeaderMap, body: Option<&ProxyBody>) -> bool {
@@ -102,12 +124,7 @@ impl Compression {
         if length.is_some_and(|l| l < self.min_bytes) || body.and_then(|b| b.size_hint().exact()).is_some_and(|l| l < self.min_bytes) {
             return false;
         }
-        let no_transform = headers
-            .get_all(header::CACHE_CONTROL)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-transform"));
-        !no_transform && headers.get(header::CONTENT_TYPE).is_some_and(|t| self.compresses(t))
+        !no_transform(headers) && headers.get(header::CONTENT_TYPE).is_some_and(|t| self.compresses(t))
     }
 
     /// Whether media type `content_type` (its parameters ignored) is listed.
@@ -123,6 +140,15 @@ impl Compression {
         encoder.write_all(data)?;
         encoder.finish().map(Bytes::from)
     }
+}
+
+/// Whether `Cache-Control` says `no-transform`.
+fn no_transform(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
 }
 
 fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
@@ -320,6 +346,34 @@ mod tests {
         policy().apply(&mut r, false, false);
         assert_eq!((r.headers().get(header::CONTENT_ENCODING), r.headers().get(header::VARY)), (None, Some(&HeaderValue::from_static("Accept-Encoding"))));
         assert_eq!(r.body().size_hint().exact(), Some(100));
+    }
+
+    #[test]
+    fn a_not_modified_answer_says_what_the_compressed_200_would() {
+        let not_modified = |extra: &[(header::HeaderName, &'static str)]| {
+            let mut r = Response::new(ProxyBody::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r.headers_mut().insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+            for (name, value) in extra {
+                r.headers_mut().insert(name, HeaderValue::from_static(value));
+            }
+            r
+        };
+        let seen = |r: &Response<ProxyBody>| (r.headers()[header::ETAG].to_str().unwrap().to_owned(), r.headers().get(header::VARY).cloned());
+        let vary = Some(HeaderValue::from_static("Accept-Encoding"));
+        let mut r = not_modified(&[]);
+        policy().apply(&mut r, true, false);
+        assert_eq!(seen(&r), ("W/\"v1\"".into(), vary.clone()), "the 200 was compressed with a weak tag");
+        assert_eq!(r.headers().get(header::CONTENT_ENCODING), None, "a 304 has no body to encode");
+        let mut r = not_modified(&[]);
+        policy().apply(&mut r, false, false);
+        assert_eq!(seen(&r), ("\"v1\"".into(), vary), "sent as it came, varying");
+        // Its own headers show the 200 was not compressed: as it came.
+        for extra in [(header::CONTENT_TYPE, "image/png"), (header::CONTENT_ENCODING, "br"), (header::CACHE_CONTROL, "no-transform")] {
+            let mut r = not_modified(std::slice::from_ref(&extra));
+            policy().apply(&mut r, true, false);
+            assert_eq!(seen(&r), ("\"v1\"".into(), None), "{extra:?}");
+        }
     }
 
     #[test]
