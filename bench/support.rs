@@ -96,5 +96,6 @@ pub fn request_with_headers(method: Method, map: HeaderMap, body: Option<Bytes>)
         host_from_plugin: false,
         client_body: false,
         header_tally: Default::default(),
+        past_limits: false,
     }
 }

@@ -481,6 +481,11 @@ pub struct RequestState {
     /// [`RequestState::restore`]; anything else that changes the headers outside a phase call
     /// must forget it too.
     pub header_tally: HeaderTally,
+    /// A plugin's change to the request's headers or request line was refused for taking them
+    /// past `[limits]`: the chain answers 431 after that entry rather than send the request on
+    /// without the change (an identity header an authentication plugin vouches for, say, which
+    /// a client could crowd out with padding).
+    pub past_limits: bool,
 }
 
 /// What a request phase can change of a request, kept before a call whose failure is skipped
@@ -523,6 +528,7 @@ impl RequestState {
         (self.method, self.path, self.query, self.headers, self.body) = (method, path, query, headers, body);
         (self.context, self.host_from_plugin) = (context, host_from_plugin);
         self.header_tally.forget();
+        self.past_limits = false;
         self.response_edits.drop_running();
         if self.context.get("consumer").is_none() {
             for name in CONSUMER_HEADERS {

@@ -221,6 +221,7 @@ pub fn parse_request(file: &str, message: &[u8]) -> Result<RequestState, TrialEr
         request_id_header: Some(HeaderValue::from_static("trial-request")),
         client_body: !body.is_empty(),
         header_tally: Default::default(),
+        past_limits: false,
         body: Some(body),
         context: Context::default(),
         response_edits: Default::default(),
@@ -327,6 +328,7 @@ impl RequestFile {
             host_from_plugin: r.host_from_plugin,
             client_body: r.client_body,
             header_tally: Default::default(),
+            past_limits: r.past_limits,
         }
     }
 }
@@ -437,6 +439,11 @@ impl<'a> TrialSession<'a> {
                     "respond"
                 }
             };
+        }
+        // As the chain: a request change past the limits is not sent on without it.
+        if request.past_limits && !answered {
+            let reason = "a change would take the request past the gateway's header limits ([limits]): the gateway answers it 431 headers_too_large";
+            return Err(TrialError::Failed { phase: "on-request", reason: reason.into() });
         }
         request.body = request.body.take().or(streamed);
         // Response edits asked for in `on-request` are made where its `on-response` runs, before it.

@@ -106,8 +106,9 @@ impl Request {
     }
 
     /// Replaces every value of a header with this one. Invalid names or values are ignored and
-    /// logged by the gateway, and so is a change past its header limits (`[limits]`: 100 lines
-    /// by default on each side).
+    /// logged by the gateway. A change past its header limits (`[limits]`: 100 lines by
+    /// default) is not made, and the gateway answers the request 431 once the call returns
+    /// (unless the plugin answered it): it never goes upstream without the header.
     pub fn set_header(&self, name: &str, value: impl AsRef<[u8]>) {
         self.0.set_header(name, value.as_ref())
     }

@@ -286,3 +286,22 @@ async fn json_reports_a_failure_too() {
     assert!(report["phase"].is_null(), "no phase ran: {report}");
     assert!(report["error"].as_str().is_some_and(|e| !e.is_empty() && stderr(&out).contains(e)), "{report}\n{}", stderr(&out));
 }
+
+/// A request change past the gateway's default header limits (`[limits]`, here a 40,000-byte
+/// value past `max_header_bytes`) fails the trial as the gateway answers it, a 431, rather
+/// than showing a request the gateway would never send.
+#[tokio::test]
+async fn a_change_past_the_header_limits_fails_as_the_gateway_answers_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let request = write_files(tmp.path(), &[("get.http", "GET /x HTTP/1.1\n\n")]);
+    let config = format!(r#"{{"request": {{"set": {{"x-big": "{}"}}}}}}"#, "a".repeat(40_000));
+    let out = plugin_test("builtin:headers", &request, &["--config", &config, "--json"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let failed = json(&out);
+    assert_eq!((failed["decision"].as_str(), failed["phase"].as_str()), (Some("failed"), Some("on-request")), "{failed}");
+    assert!(failed["error"].as_str().is_some_and(|e| e.contains("431 headers_too_large")), "{failed}");
+    // Within them, the same change is made.
+    let config = format!(r#"{{"request": {{"set": {{"x-big": "{}"}}}}}}"#, "a".repeat(4_000));
+    let out = plugin_test("builtin:headers", &request, &["--config", &config, "--json"]).await;
+    assert_eq!(json(&out)["decision"], "continue", "{}", stderr(&out));
+}

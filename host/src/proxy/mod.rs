@@ -588,6 +588,7 @@ impl Gateway {
             host_from_plugin: false,
             client_body,
             header_tally: Default::default(),
+            past_limits: false,
         });
         Ok((state, stream, trailers))
     }

@@ -210,6 +210,10 @@ impl PluginChain {
         for (index, entry) in self.entries.iter().enumerate() {
             if let Some(fixed) = entry.pool.fixed_edits() {
                 fixed.apply_to_request(&mut request, entry.name());
+                if request.past_limits {
+                    let outcome = past_limits(entry, &request);
+                    return (request, index, outcome);
+                }
             }
             if !entry.descriptor.on_request {
                 continue;
@@ -259,6 +263,11 @@ impl PluginChain {
                         request.restore(snapshot);
                     }
                 }
+            }
+            // Its changes made, except one the limits refused: not sent on without it.
+            if request.past_limits {
+                let outcome = past_limits(entry, &request);
+                return (request, index + 1, outcome);
             }
         }
         (request, self.entries.len(), RequestOutcome::Upstream)
@@ -311,6 +320,15 @@ impl PluginChain {
         }
         Ok((request, *response))
     }
+}
+
+/// The answer to a request a plugin's change could not be made to for `[limits]`
+/// ([`RequestState::past_limits`]): the client's headers left too little room for the route's
+/// own (a 431, as for a client's request past them), logged with the entry's name.
+fn past_limits(entry: &ChainEntry, request: &RequestState) -> RequestOutcome {
+    let request_id = &*request.request_id;
+    tracing::warn!(plugin = entry.name(), request_id, "request answered 431: a change the plugin made would take its headers or request line past [limits]");
+    RequestOutcome::Failed(GatewayError::HeadersTooLarge("with the headers this route adds, the request passes the gateway's header limits".into()))
 }
 
 /// Makes the response edits of chain entry `index` (named `plugin`) on `headers`, as one run of

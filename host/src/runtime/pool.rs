@@ -639,6 +639,7 @@ fn placeholder_request() -> Box<RequestState> {
         host_from_plugin: false,
         client_body: false,
         header_tally: Default::default(),
+        past_limits: false,
     })
 }
 

@@ -465,6 +465,7 @@ fn write_request_header(request: &mut RequestState, refusals: &mut RefusalLog, p
     let bound = request.header_limits.request;
     let host = name == HOST;
     if !bound.write(&mut request.header_tally, &mut request.headers, name, value, replacing) {
+        request.past_limits = true;
         refusals.refused(plugin, &request.request_id, "fixed edit", bound);
     } else if host {
         request.host_from_plugin = true;

@@ -107,6 +107,11 @@ impl HostState {
             return;
         }
         if !bound.write(tally, headers, name, value, replacing || sets_host) {
+            if side == Side::Request
+                && let Some(req) = self.request.as_mut()
+            {
+                req.past_limits = true;
+            }
             let request_id = self.request.as_ref().map_or("", |r| &*r.request_id);
             self.header_refusals.refused(&self.plugin, request_id, what, bound);
             return;
@@ -327,6 +332,7 @@ impl HostRequest for HostState {
                 // TRACE echoes the request, credentials included, to whoever asked.
                 Ok(Method::CONNECT | Method::TRACE) => plugin_warn!(&log, method, "method from plugin ignored: CONNECT and TRACE are not proxied"),
                 Ok(_) if !line_fits(req, &method, &req.path, req.query.as_deref()) => {
+                    req.past_limits = true;
                     plugin_warn!(&log, method_bytes = method.len(), "method from plugin ignored: the request line would pass limits.max_header_bytes");
                 }
                 Ok(m) => req.method = m,
@@ -347,6 +353,7 @@ impl HostRequest for HostState {
                 return;
             }
             if !line_fits(req, req.method.as_str(), &path, req.query.as_deref()) {
+                req.past_limits = true;
                 plugin_warn!(&log, path_bytes = path.len(), "path from plugin ignored: the request line would pass limits.max_header_bytes");
                 return;
             }
@@ -372,6 +379,7 @@ impl HostRequest for HostState {
                     plugin_warn!(&log, query = q, "invalid query from plugin ignored");
                 }
                 Some(q) if !line_fits(req, req.method.as_str(), &req.path, Some(&q)) => {
+                    req.past_limits = true;
                     plugin_warn!(&log, query_bytes = q.len(), "query from plugin ignored: the request line would pass limits.max_header_bytes");
                 }
                 q => req.query = q.filter(|q| !q.is_empty()),
