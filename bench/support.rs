@@ -97,5 +97,6 @@ pub fn request_with_headers(method: Method, map: HeaderMap, body: Option<Bytes>)
         client_body: false,
         header_tally: Default::default(),
         past_limits: false,
+        removed_headers: Default::default(),
     }
 }

@@ -486,6 +486,9 @@ pub struct RequestState {
     /// without the change (an identity header an authentication plugin vouches for, say, which
     /// a client could crowd out with padding).
     pub past_limits: bool,
+    /// The headers the plugins removed ([`RequestState::remove_header`]): the client's trailers
+    /// may not bring one back.
+    pub removed_headers: crate::proxy::headers::RemovedNames,
 }
 
 /// What a request phase can change of a request, kept before a call whose failure is skipped
@@ -514,6 +517,13 @@ impl RequestState {
             context: self.context.clone(),
             host_from_plugin: self.host_from_plugin,
         }
+    }
+
+    /// Removes every value of request header `name`, for a plugin: counted in
+    /// [`RequestState::header_tally`] and recorded in [`RequestState::removed_headers`].
+    pub fn remove_header(&mut self, name: &HeaderName) {
+        self.header_tally.remove(&mut self.headers, name);
+        self.removed_headers.insert(name);
     }
 
     /// Undoes the running call's changes: back to `snapshot`, its response edits dropped.

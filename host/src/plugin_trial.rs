@@ -222,6 +222,7 @@ pub fn parse_request(file: &str, message: &[u8]) -> Result<RequestState, TrialEr
         client_body: !body.is_empty(),
         header_tally: Default::default(),
         past_limits: false,
+        removed_headers: Default::default(),
         body: Some(body),
         context: Context::default(),
         response_edits: Default::default(),
@@ -329,6 +330,7 @@ impl RequestFile {
             client_body: r.client_body,
             header_tally: Default::default(),
             past_limits: r.past_limits,
+            removed_headers: r.removed_headers,
         }
     }
 }

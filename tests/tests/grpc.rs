@@ -1325,12 +1325,13 @@ async fn request_trailers_cannot_pose_as_gateway_headers() {
     gw.stop().await;
 
     // Nor as a header a plugin set: a trailer repeating one of the header fields the request
-    // went upstream with is dropped, streamed and buffered.
-    let set = "[[routes.plugins]]\nplugin = \"builtin:headers\"\nconfig = { request = { set = { \"x-gateway-auth\" = \"gw-secret\" } } }\n";
+    // went upstream with is dropped, streamed and buffered. Nor one a plugin removed (an auth
+    // plugin removes a client's `x-user-id`, and may set none).
+    let set = "[[routes.plugins]]\nplugin = \"builtin:headers\"\nconfig = { request = { set = { \"x-gateway-auth\" = \"gw-secret\" }, remove = [\"x-user-id\"] } }\n";
     let toml = format!("{}[[routes]]\npath = \"/set\"\nupstream = \"h2\"\n{set}[[routes]]\npath = \"/set-buffered\"\nupstream = \"h2\"\n{set}[[routes.plugins]]\nplugin = \"{{plugin:body-upper}}\"\n", h1_and_h2_routes(&h1, &h2));
     let gw = Gateway::start(&toml, None).await;
     for (http2, path) in [(true, "/set"), (false, "/set"), (true, "/set-buffered"), (false, "/set-buffered")] {
-        let sent = [("x-client-trailer", "sum"), ("x-gateway-auth", "forged")];
+        let sent = [("x-client-trailer", "sum"), ("x-gateway-auth", "forged"), ("x-user-id", "root")];
         let (status, _, body, _) = send_these_trailers_over(http2, &gw.url(path), "hello", &sent).await;
         assert_eq!(status, 200, "{path} over h2 {http2}: {body}");
         assert_eq!(body["trailers"], json!({"x-client-trailer": "sum"}), "{path} over h2 {http2}");

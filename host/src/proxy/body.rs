@@ -253,10 +253,19 @@ pub struct UploadProgress {
     pub frames: std::sync::atomic::AtomicU64,
     /// Request body data bytes read from the client so far.
     pub bytes: std::sync::atomic::AtomicU64,
-    /// The names of the header fields the request went upstream with, once a plugin chain ran
-    /// on it: its trailers may not repeat them ([`count`]), or a client's trailer could stand
-    /// beside (or, merged, after) a header a plugin set.
-    pub sent_headers: std::sync::OnceLock<Box<[http::HeaderName]>>,
+    /// Once a plugin chain ran on the request, the names its trailers may not carry ([`count`]).
+    pub barred_trailers: std::sync::OnceLock<BarredTrailers>,
+}
+
+/// The names a client's request trailers may not carry once a plugin chain ran on the request:
+/// a trailer could stand beside (or, merged, after) a header a plugin set, or bring back one a
+/// plugin removed ([`crate::proxy::headers::strip_trailers_named`]).
+#[derive(Debug)]
+pub struct BarredTrailers {
+    /// The header fields the request went upstream with.
+    pub sent: Box<[http::HeaderName]>,
+    /// The headers the plugins removed.
+    pub removed: crate::proxy::headers::RemovedNames,
 }
 
 impl UploadProgress {
@@ -269,7 +278,7 @@ impl UploadProgress {
 /// A frame polled from a streamed body. A client's request body (one counted in `read`) has its
 /// data bytes added there, and its trailers cut to those an upstream may read as its client's
 /// ([`crate::proxy::headers::strip_client_trailers`], and none named as a field of the header
-/// section it was sent with: [`UploadProgress::sent_headers`]).
+/// section it was sent with or the plugins removed: [`UploadProgress::barred_trailers`]).
 fn count(
     mut polled: Poll<Option<Result<Frame<Bytes>, BoxError>>>,
     read: Option<&UploadProgress>,
@@ -279,8 +288,8 @@ fn count(
             read.bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         } else if let Some(trailers) = frame.trailers_mut() {
             crate::proxy::headers::strip_client_trailers(trailers);
-            if let Some(sent) = read.sent_headers.get() {
-                crate::proxy::headers::strip_trailers_named(trailers, sent);
+            if let Some(barred) = read.barred_trailers.get() {
+                crate::proxy::headers::strip_trailers_named(trailers, &barred.sent, barred.removed);
             }
         }
     }

@@ -589,6 +589,7 @@ impl Gateway {
             client_body,
             header_tally: Default::default(),
             past_limits: false,
+            removed_headers: Default::default(),
         });
         Ok((state, stream, trailers))
     }
@@ -702,21 +703,22 @@ impl Gateway {
             }
             (Some(bytes), _) => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                ProxyBody::with_trailers(bytes.clone(), not_repeating(body.trailers, &headers))
+                ProxyBody::with_trailers(bytes.clone(), not_repeating(body.trailers, &headers, state.removed_headers))
             }
             // A mirrored request's streamed body is read whole, so that both upstreams get it
             // (boxed: its state is no part of every request's future).
             (None, Some(stream)) if mirrored.is_some() && !stream.is_end_stream() => {
                 let body::Buffered { bytes, trailers } = Box::pin(mirror::read_body(stream, route.max_body_bytes, body_idle)).await?;
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                ProxyBody::with_trailers(bytes, not_repeating(trailers, &headers))
+                ProxyBody::with_trailers(bytes, not_repeating(trailers, &headers, state.removed_headers))
             }
             // A client that stops sending its body mid-way is cut off like a stalled upstream
             // body (a 408), rather than holding the upstream connection. Behind plugins, its
             // trailers will repeat none of the header fields it goes with.
             (None, Some(stream)) => {
                 if !route.chain.entries().is_empty() && !stream.is_end_stream() {
-                    let _ = stream.upload_progress().sent_headers.set(headers.keys().cloned().collect());
+                    let barred = body::BarredTrailers { sent: headers.keys().cloned().collect(), removed: state.removed_headers };
+                    let _ = stream.upload_progress().barred_trailers.set(barred);
                 }
                 stream.watched(body_idle, "a client's request body")
             }
@@ -889,12 +891,12 @@ impl Gateway {
 }
 
 /// A client's request trailers without the fields the header section `headers` it goes
-/// upstream with names ([`headers::strip_trailers_named`]: a plugin's header repeated by the
-/// client).
-fn not_repeating(trailers: Option<http::HeaderMap>, headers: &http::HeaderMap) -> Option<http::HeaderMap> {
+/// upstream with names, or the plugins `removed` ([`headers::strip_trailers_named`]: a plugin's
+/// header repeated by the client, or one it removed brought back).
+fn not_repeating(trailers: Option<http::HeaderMap>, headers: &http::HeaderMap, removed: headers::RemovedNames) -> Option<http::HeaderMap> {
     trailers.map(|mut trailers| {
         let sent: Vec<http::HeaderName> = headers.keys().cloned().collect();
-        headers::strip_trailers_named(&mut trailers, &sent);
+        headers::strip_trailers_named(&mut trailers, &sent, removed);
         trailers
     })
 }

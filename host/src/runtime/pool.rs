@@ -640,6 +640,7 @@ fn placeholder_request() -> Box<RequestState> {
         client_body: false,
         header_tally: Default::default(),
         past_limits: false,
+        removed_headers: Default::default(),
     })
 }
 

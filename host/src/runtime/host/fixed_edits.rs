@@ -391,7 +391,7 @@ impl FixedEdits {
                                 // of the new one (a claim with a control character must not
                                 // leave a forged `x-tenant` in place).
                                 if *write == Write::Set && *name != HOST {
-                                    request.header_tally.remove(&mut request.headers, name);
+                                    request.remove_header(name);
                                 }
                                 continue;
                             }
@@ -402,6 +402,7 @@ impl FixedEdits {
                 RequestChange::Rename(from, to) => {
                     let Entry::Occupied(moved) = request.headers.entry(from) else { continue };
                     let values: Vec<HeaderValue> = moved.remove_entry_mult().1.collect();
+                    request.removed_headers.insert(from);
                     request.header_tally.forget();
                     request.header_tally.remove(&mut request.headers, to);
                     for value in values {
@@ -412,7 +413,7 @@ impl FixedEdits {
                         }
                     }
                 }
-                RequestChange::Remove(name) => request.header_tally.remove(&mut request.headers, name),
+                RequestChange::Remove(name) => request.remove_header(name),
                 RequestChange::ContextSet(key, value) => {
                     if request.context.set(key.clone(), value.clone()).is_err() {
                         let request_id = &*request.request_id;

@@ -144,7 +144,7 @@ impl HostState {
             return;
         }
         if let (Some(name), Some(req)) = (self.header_names.parse(name), self.request.as_deref_mut()) {
-            req.header_tally.remove(&mut req.headers, &name);
+            req.remove_header(&name);
         }
     }
 
