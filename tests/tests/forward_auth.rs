@@ -192,7 +192,9 @@ async fn an_allowed_request_reaches_the_upstream_with_the_auth_services_headers(
 async fn a_clients_copies_of_the_vouched_headers_never_reach_the_upstream() {
     let upstream = Upstream::start().await;
     let auth = AuthService::start().await;
-    let routes = api_route(&auth, r#"response_headers = ["x-user-id", "X-User-Roles"], consumer_header = "x-user-id""#);
+    let mut routes = api_route(&auth, r#"response_headers = ["x-user-id", "X-User-Roles"], consumer_header = "x-user-id""#);
+    // Without `consumer_header` too: an upstream shared with key-auth routes trusts X-Consumer-Id.
+    routes += &api_route(&auth, r#"response_headers = ["x-user-id"]"#).replace("\"api\"", "\"plain\"").replace("\"/api\"", "\"/plain\"");
     let gw = Gateway::start(&config(&auth, &routes), Some(&upstream)).await;
     let forged = [
         ("x-user-id", "mallory"),
@@ -221,7 +223,14 @@ async fn a_clients_copies_of_the_vouched_headers_never_reach_the_upstream() {
     for (name, _) in forged {
         assert!(r.upstream_header(name).is_empty(), "{name} reached the upstream: {:?}", r.upstream_header(name));
     }
-    assert_eq!(upstream.hits(), 2);
+    let mut headers = vec![("authorization", "Bearer alice")];
+    headers.extend(forged);
+    let r = get(&gw, "/plain/c", &headers).await;
+    assert_eq!((r.status.as_u16(), r.upstream_header("x-user-id")), (200, vec!["alice".to_owned()]), "{}", r.text());
+    for name in ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"] {
+        assert!(r.upstream_header(name).is_empty(), "{name} reached the upstream without consumer_header: {:?}", r.upstream_header(name));
+    }
+    assert_eq!(upstream.hits(), 3);
     gw.stop().await;
 }
 

@@ -185,11 +185,16 @@ fn request_header(name: &str) -> Result<String, String> {
     Ok(name)
 }
 
-/// A header of the auth service's answer that may be set on the upstream request.
+/// A header of the auth service's answer that may be set on the upstream request: not `host`,
+/// nor a header about the hop the answer came over (`te`, `trailer`, `proxy-*`), which would
+/// tell the upstream of trailers that never come or of a proxy's credentials.
 fn response_header(name: &str) -> Result<String, String> {
     let name = settable_header_name(name)?;
     if name == "host" {
         return Err("`host` cannot be copied: the auth service does not choose where the request goes".into());
+    }
+    if name == "te" || name == "trailer" || name.starts_with("proxy-") {
+        return Err(format!("`{name}` is about the hop the answer came over, not the request: it cannot be copied upstream"));
     }
     Ok(name)
 }
@@ -270,6 +275,9 @@ mod tests {
             (r#"{"url": "http://a", "request_headers": ["bad name"]}"#, "`request_headers[0]`: invalid header name"),
             (r#"{"url": "http://a", "response_headers": ["content-length"]}"#, "`response_headers[0]`: `content-length` is set by the gateway"),
             (r#"{"url": "http://a", "response_headers": ["host"]}"#, "`response_headers[0]`: `host` cannot be copied"),
+            (r#"{"url": "http://a", "response_headers": ["x-a", "TE"]}"#, "`response_headers[1]`: `te` is about the hop the answer came over"),
+            (r#"{"url": "http://a", "response_headers": ["trailer"]}"#, "`response_headers[0]`: `trailer` is about the hop"),
+            (r#"{"url": "http://a", "response_headers": ["proxy-authenticate"]}"#, "`response_headers[0]`: `proxy-authenticate` is about the hop"),
             (r#"{"url": "http://a", "consumer_header": ""}"#, "`consumer_header`: empty header name"),
             (r#"{"url": "http://a", "consumer_header": "Host"}"#, "`consumer_header`: `host` cannot name the consumer"),
             (r#"{"url": "http://a", "consumer_header": "content-length"}"#, "`consumer_header`: `content-length` is set by the gateway"),

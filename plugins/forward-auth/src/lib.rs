@@ -29,7 +29,8 @@
 //! gateway determined it: one address, never a chain the client wrote) and `X-Request-Id`
 //! ([`forwarded`]). Before the answer is looked at, every header named in `response_headers`,
 //! `consumer_header` or `groups_header` is removed from the client's request, whatever the
-//! outcome: only the auth service's values reach the upstream. Then ([`verdict`]):
+//! outcome, and so are `X-Consumer-Id`, `X-Consumer-Groups` and `X-Anonymous-Consumer` (unless
+//! an earlier plugin named a consumer): only the auth service's values reach the upstream. Then ([`verdict`]):
 //! - 2xx: the request goes on with the answer's `response_headers` (every value), and the
 //!   client's response gets its `Set-Cookie`s for `response_cookies`; with
 //!   `consumer_header`, the context's `consumer` is that header's value (and `consumer.groups`
@@ -153,17 +154,17 @@ impl ForwardAuth {
 
     /// Removes the client's copies of every header only the auth service may vouch for: the
     /// `response_headers`, `consumer_header` and `groups_header` (an upstream behind the gateway
-    /// may read the service's identity headers, whether or not they are copied), and with
-    /// `consumer_header` the consumer headers. Done before the answer is known, so no outcome
-    /// (allow without them, a failure, `failure = "open"`) lets a client's copy pass.
+    /// may read the service's identity headers, whether or not they are copied), and the
+    /// consumer headers, as every authentication plugin does (an upstream shared with `key-auth`
+    /// or `jwt` routes trusts `X-Consumer-Id`, with `consumer_header` or without). Done before
+    /// the answer is known, so no outcome (allow without them, a failure, `failure = "open"`)
+    /// lets a client's copy pass.
     fn remove_forgeable(&self, req: &Request) {
         let s = &self.settings;
         for name in s.response_headers.iter().chain(&s.consumer_header).chain(&s.groups_header) {
             req.remove_header(name);
         }
-        if s.consumer_header.is_some() {
-            airlock_sdk::consumer::remove_forged(req);
-        }
+        airlock_sdk::consumer::remove_forged(req);
     }
 
     /// Names the consumer an allowing answer gave, in the context and (with `upstream_headers`)
