@@ -3,16 +3,19 @@
 //! ([`parse`]) and written into one state key per request ([`write`]).
 //!
 //! Every part's value is escaped, so two requests share a key only when every part is the same:
-//! a client cannot pick a header value (`a|h=b`) that lands its requests in another client's
-//! bucket, and header bytes that are not UTF-8 are kept apart rather than all read as U+FFFD.
+//! a client cannot pick a value (`a|p=b`) that lands its requests in another client's bucket. A
+//! header's value is kept as its digest (the first 16 bytes of its SHA-256, in hex): headers a
+//! limit keys on are often credentials (`authorization`, `x-api-key`), which must not sit in
+//! Redis, or in the gateway's memory, in plain text; and bytes that are not UTF-8 stay apart. A
+//! request without the header has the part empty: all such requests share one bucket.
 //!
 //! ```
 //! use airlock_sdk::limit_key;
 //! use airlock_sdk::template::MapSource;
 //!
-//! let by = limit_key::parse(&["route".into(), "header:X-Key".into()]).unwrap();
-//! let req = MapSource::default().route("orders").header("x-key", "a|h=b");
-//! assert_eq!(limit_key::write(&by, &req), "r=orders|h=a%7Ch=b");
+//! let by = limit_key::parse(&["route".into(), "param:id".into(), "header:X-Key".into()]).unwrap();
+//! let req = MapSource::default().route("orders").param("id", "a|p=b").header("x-key", "secret");
+//! assert_eq!(limit_key::write(&by, &req), "r=orders|p=a%7Cp=b|h=2bb80d537b1da3e38bd30361aa855686");
 //! ```
 
 use crate::template::Source;
@@ -69,7 +72,12 @@ pub fn write(by: &[KeyPart], req: &impl Source) -> String {
             },
             KeyPart::Ip => push(&mut key, "ip=", req.client_ip().as_bytes()),
             KeyPart::Route => push(&mut key, "r=", req.route().as_bytes()),
-            KeyPart::Header(h) => push(&mut key, "h=", &req.header(h).unwrap_or_default()),
+            KeyPart::Header(h) => {
+                key.push_str("h=");
+                if let Some(value) = req.header(h) {
+                    push_digest(&mut key, &value);
+                }
+            }
             KeyPart::Param(p) => push(&mut key, "p=", req.param(p).unwrap_or_default().as_bytes()),
         }
     }
@@ -79,6 +87,16 @@ pub fn write(by: &[KeyPart], req: &impl Source) -> String {
 fn push(key: &mut String, tag: &str, value: &[u8]) {
     key.push_str(tag);
     escape_into(key, value);
+}
+
+/// Appends the first 16 bytes of `value`'s SHA-256 in lower-case hex.
+fn push_digest(key: &mut String, value: &[u8]) {
+    use sha2::{Digest, Sha256};
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in &Sha256::digest(value)[..16] {
+        key.push(HEX[usize::from(b >> 4)] as char);
+        key.push(HEX[usize::from(b & 0xf)] as char);
+    }
 }
 
 /// Appends `value` with `%`, `|`, control bytes and every byte outside ASCII as `%XX`: the
@@ -122,24 +140,28 @@ mod tests {
 
     #[test]
     fn a_value_cannot_forge_the_next_part() {
-        // Unescaped, both were `h=1|h=2|h=`: the second client counted in the first one's bucket.
-        let parts = by(&["header:x-a", "header:x-b"]);
-        let first = write(&parts, &MapSource::default().header("x-a", "1|h=2").header("x-b", ""));
-        let second = write(&parts, &MapSource::default().header("x-a", "1").header("x-b", "2|h="));
+        // Unescaped, both were `p=1|p=2|p=`: the second client counted in the first one's bucket.
+        let parts = by(&["param:a", "param:b"]);
+        let first = write(&parts, &MapSource::default().param("a", "1|p=2").param("b", ""));
+        let second = write(&parts, &MapSource::default().param("a", "1").param("b", "2|p="));
         assert_ne!(first, second);
-        assert_eq!(first, "h=1%7Ch=2|h=");
-        assert_eq!(second, "h=1|h=2%7Ch=");
+        assert_eq!(first, "p=1%7Cp=2|p=");
+        assert_eq!(second, "p=1|p=2%7Cp=");
         // An escape in the value is escaped in turn.
-        assert_ne!(write(&parts, &MapSource::default().header("x-a", "%7C")), write(&parts, &MapSource::default().header("x-a", "|")));
+        assert_ne!(write(&parts, &MapSource::default().param("a", "%7C")), write(&parts, &MapSource::default().param("a", "|")));
+        assert_eq!(write(&parts, &MapSource::default().param("a", "é\t")), "p=%C3%A9%09|p=");
     }
 
     #[test]
-    fn bytes_outside_ascii_stay_distinct() {
-        let parts = by(&["header:x-key"]);
-        let a = write(&parts, &MapSource::default().header("x-key", [0xff]));
-        let b = write(&parts, &MapSource::default().header("x-key", [0xfe]));
-        assert_eq!((a.as_str(), b.as_str()), ("h=%FF", "h=%FE"));
-        assert_eq!(write(&parts, &MapSource::default().header("x-key", "é\t")), "h=%C3%A9%09");
+    fn header_values_are_kept_as_their_digest() {
+        let parts = by(&["header:authorization"]);
+        let key = write(&parts, &MapSource::default().header("authorization", "Basic YWxpY2U6czNjcmV0"));
+        assert!(!key.contains("YWxp") && key.len() == 2 + 32, "{key}");
+        // Distinct values, bytes outside UTF-8 included, stay distinct; none is not empty.
+        let of = |value: &[u8]| write(&parts, &MapSource::default().header("authorization", value));
+        assert_ne!(of(&[0xff]), of(&[0xfe]));
+        assert_ne!(of(b""), write(&parts, &MapSource::default()));
         assert_eq!(write(&parts, &MapSource::default()), "h=");
+        assert_eq!(of(b""), "h=e3b0c44298fc1c149afbf4c8996fb924", "SHA-256 of nothing");
     }
 }

@@ -345,6 +345,13 @@ upstream = "backend"
 [[routes.plugins]]
 plugin = "limiter"
 config = {{ by = ["route"], on_state_error = "fail-closed", limits = [{{ limit = 1, window = "minute" }}] }}
+
+[[routes]]
+path = "/keyed"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "limiter"
+config = {{ by = ["header:x-api-key"], limits = [{{ limit = 1, window = "minute" }}] }}
 "#
     )
 }
@@ -368,6 +375,12 @@ async fn two_gateways_share_redis_and_survive_it_going_away() {
         assert_eq!(client.get(&a.url(path)).await.status, 200);
         assert_eq!(client.get(&b.url(path)).await.status, 429, "{path}: the other gateway sees the count");
     }
+    // Keyed by a credential: counted in Redis under its digest, never the key itself.
+    let key = [("x-api-key", "sk_live_S3CRET")];
+    let (first, second) = (client.request("GET", &a.url("/keyed"), &key, b"").await, client.request("GET", &b.url("/keyed"), &key, b"").await);
+    assert_eq!((first.status.as_u16(), second.status.as_u16()), (200, 429));
+    let keys = redis.cmd(&["KEYS", "*"]);
+    assert!(keys.contains("h=") && !keys.contains("S3CRET"), "{keys}");
 
     // Redis goes away: each limiter follows its policy, and nothing waits past the timeout
     // (200 ms here, above the plugins' 100 ms CPU deadline: waiting on Redis is not plugin CPU).

@@ -8,7 +8,10 @@
 //! plugin = "builtin:rate-limit"
 //! [routes.plugins.config]
 //! by = ["consumer"]                # key parts: "consumer" (falls back to the client IP),
-//!                                  # "ip", "route", "header:<name>", "param:<name>"; default ["consumer"]
+//!                                  # "ip", "route", "header:<name>", "param:<name>"; default ["consumer"].
+//!                                  # A header's value is counted under its digest (never stored
+//!                                  # as sent: it is often a credential); requests without it
+//!                                  # share one bucket
 //! cost = 1                         # units one request takes (default 1)
 //! headers = "draft"                # "draft" (RateLimit-Policy / RateLimit), "legacy", or "off"
 //! on_state_error = "fail-open"     # if the shared state backend (Redis) is unreachable or slow:

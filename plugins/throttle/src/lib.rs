@@ -22,8 +22,8 @@
 //! concurrency = 4                  # at most 4 in flight at once (optional; give `rate`, this, or both)
 //! queue = 16                       # at most 16 waiting for a slot (default: `concurrency`)
 //! max_wait_ms = 2000               # the longest any request waits (default 1000)
-//! by = ["route"]                   # who shares a queue: consumer, ip, route, header:<name>,
-//!                                  # param:<name>; default ["route"]
+//! by = ["route"]                   # who shares a queue: consumer, ip, route, header:<name>
+//!                                  # (under its value's digest), param:<name>; default ["route"]
 //! status = 503                     # answer beyond the wait: 503 (default) or 429
 //! on_state_error = "fail-open"     # "fail-open" sends requests on undelayed, "fail-closed" answers 503
 //! ```
