@@ -408,3 +408,71 @@ async fn with_the_system_roots_too_and_the_key_is_never_shown() {
     assert!(!log.contains("PRIVATE KEY") && !log.contains(key_body), "key material in the log:\n{log}");
     assert!(!shown.text().contains("PRIVATE KEY") && !shown.text().contains(key_body));
 }
+
+/// A target that takes the connection and never finishes the TLS handshake (a hung process
+/// whose kernel still accepts, an `https` target on a port that waits for plain HTTP) is a
+/// connect timeout at `connect_ms`: the request goes on to the next target, over HTTP/1.1 and
+/// h2, rather than waiting out `request_ms` there (or, with a body, `body_idle_ms`).
+#[tokio::test]
+async fn a_tls_handshake_that_never_finishes_is_a_connect_timeout_and_fails_over() {
+    let pki = Pki::new();
+    pki.issue_client("client", "gateway-a");
+    let good = MtlsUpstream::start(&pki).await;
+    // Accepts, reads the ClientHello, answers nothing; holds every connection open.
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    let held: Arc<Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
+    let holding = held.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = silent.accept().await {
+            holding.lock().expect("lock").push(tcp);
+        }
+    });
+    let client = HttpClient::http1();
+    for protocol in ["http1", "h2"] {
+        let protocol_line = format!("protocol = \"{protocol}\"\n");
+        let toml = config(&good, &pki, protocol, true, "")
+            .replacen("targets = [\"https://", &format!("targets = [\"https://{silent_addr}\", \"https://"), 1)
+            .replacen(&protocol_line, &format!("{protocol_line}connect_timeout_ms = 300\nmax_fails = 1\n"), 1)
+            .replace("[[routes]]", "[timeouts]\nrequest_ms = 20000\nbody_idle_ms = 20000\n\n[[routes]]");
+        let gw = Gateway::start(&toml, None).await;
+        let connects_before = held.lock().expect("lock").len();
+        for (method, body) in [("GET", &b""[..]), ("POST", &b"a body"[..])] {
+            let started = Instant::now();
+            let reply = client.request(method, &gw.url("/orders"), &[], body).await;
+            assert_eq!(reply.status, 200, "{protocol} {method}: {}", reply.text());
+            assert!(started.elapsed() < Duration::from_secs(5), "{protocol} {method}: took {:?}", started.elapsed());
+        }
+        assert!(held.lock().expect("lock").len() > connects_before, "{protocol}: the silent target was never tried");
+        gw.stop().await;
+    }
+    task.abort();
+}
+
+/// A self-signed certificate pinned with `ca_file` but made a CA (`CA:TRUE`, what `openssl req
+/// -x509` writes by default): refused by the handshake, and the logged reason says what to do
+/// about it, not webpki's `CaUsedAsEndEntity`.
+#[tokio::test]
+async fn a_ca_certificate_served_as_the_upstreams_own_is_a_502_that_says_why() {
+    let pki = Pki::new();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["upstream.test".to_owned()]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).expect("self-signed");
+    std::fs::write(pki.path("self.pem"), cert.pem()).expect("write certificate");
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .expect("server certificate");
+    let upstream = MtlsUpstream::with_tls(&pki, Arc::new(tls)).await;
+    let harness = airlock_tests::Upstream::start().await;
+    let toml = config(&upstream, &pki, "http1", false, "").replace("ca.pem", "self.pem");
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&toml, &harness, &[]).await;
+    let reply = HttpClient::http1().get(&gw.url("/orders")).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let log = gw.log();
+    assert!(log.contains("is a CA certificate (basicConstraints CA:TRUE) served as its own") && log.contains("reissue it with CA:FALSE"), "{log}");
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+}

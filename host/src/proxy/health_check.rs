@@ -27,7 +27,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, hea
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use prost::Message;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -230,7 +229,7 @@ pub struct Checks {
 #[derive(Clone)]
 enum Prober {
     Plain(Client<HttpConnector<LastGoodResolver>, Full<Bytes>>, HttpConnector<LastGoodResolver>),
-    Tls(Client<HttpsConnector<HttpConnector<LastGoodResolver>>, Full<Bytes>>, HttpsConnector<HttpConnector<LastGoodResolver>>),
+    Tls(Client<tls::UpstreamTls, Full<Bytes>>, tls::UpstreamTls),
 }
 
 impl Checks {

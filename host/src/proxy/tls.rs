@@ -1,15 +1,22 @@
 //! TLS to upstreams: the rustls client config an `https` upstream connects with (the system's
 //! root certificates, or only the CAs of a configured file; a client certificate for upstreams
-//! that require one), and the HTTPS connector built on it.
+//! that require one), and the HTTPS connector built on it ([`UpstreamTls`]), whose handshake
+//! is held to `connect_ms` as the TCP connect is.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_rustls::HttpsConnector;
+use http::Uri;
+use hyper_rustls::{FixedServerNameResolver, MaybeHttpsStream, ResolveServerName};
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use tokio::net::TcpStream;
 
 use super::dns::LastGoodResolver;
 use crate::tls::KeyPairError;
@@ -105,26 +112,96 @@ pub struct ClientCert {
 
 /// Builds the HTTPS connector for an upstream, resolving target names with `resolver`. Reads
 /// certificate files: call it off the async workers.
-pub fn connector(
-    settings: &TlsSettings,
-    alpn: Alpn,
-    connect_timeout: Duration,
-    resolver: LastGoodResolver,
-) -> Result<HttpsConnector<HttpConnector<LastGoodResolver>>, TlsError> {
-    let mut builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(client_config(settings)?).https_only();
-    if let Some(name) = &settings.server_name {
-        let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name.clone()))?;
-        builder = builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
-    }
-    let mut http = HttpConnector::new_with_resolver(resolver);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let connector = match alpn {
-        Alpn::Http1 => builder.enable_http1().wrap_connector(http),
-        Alpn::H2 => builder.enable_http2().wrap_connector(http),
+pub fn connector(settings: &TlsSettings, alpn: Alpn, connect_timeout: Duration, resolver: LastGoodResolver) -> Result<UpstreamTls, TlsError> {
+    let mut config = client_config(settings)?;
+    config.alpn_protocols = vec![match alpn {
+        Alpn::Http1 => b"http/1.1".to_vec(),
+        Alpn::H2 => b"h2".to_vec(),
+    }];
+    let names: Arc<dyn ResolveServerName + Send + Sync> = match &settings.server_name {
+        Some(name) => {
+            let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name.clone()))?;
+            Arc::new(FixedServerNameResolver::new(name))
+        }
+        None => Arc::new(hyper_rustls::DefaultServerNameResolver::default()),
     };
-    Ok(connector)
+    let mut tcp = HttpConnector::new_with_resolver(resolver);
+    tcp.set_connect_timeout(Some(connect_timeout));
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    Ok(UpstreamTls { tcp, tls: tokio_rustls::TlsConnector::from(Arc::new(config)), names, handshake_timeout: connect_timeout })
+}
+
+/// The connector of an `https` upstream: hyper-rustls's `HttpsConnector` (the same stream type,
+/// server names and ALPN), but with the TLS handshake held to `connect_ms` as the TCP connect
+/// is. A target that takes the connection and never finishes the handshake (a hung process
+/// whose kernel still accepts, an `https` target on a plain-HTTP port) is a connect timeout,
+/// left for the next target, rather than a request held until `request_ms` (or, with a body,
+/// `body_idle_ms`). The name lookup before is not held to it: a lookup that times out falls back
+/// to the name's last good addresses ([`super::dns`]).
+#[derive(Clone)]
+pub struct UpstreamTls {
+    tcp: HttpConnector<LastGoodResolver>,
+    tls: tokio_rustls::TlsConnector,
+    names: Arc<dyn ResolveServerName + Send + Sync>,
+    handshake_timeout: Duration,
+}
+
+/// A TLS handshake with an upstream target did not finish within `connect_ms`.
+#[derive(Debug, thiserror::Error)]
+#[error("the TLS handshake did not finish within {} ms (timeouts.connect_ms)", .0.as_millis())]
+pub struct HandshakeTimedOut(pub Duration);
+
+/// The upstream presented a CA certificate (`CA:TRUE`, as `openssl req -x509` makes by
+/// default) as its own: webpki refuses it, in words (`CaUsedAsEndEntity`) an operator pinning a
+/// self-signed certificate with `ca_file` cannot act on.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the upstream's certificate is a CA certificate (basicConstraints CA:TRUE) served as its own, which TLS refuses: \
+     reissue it with CA:FALSE, or have that CA sign a server certificate and keep the CA as `tls.ca_file`"
+)]
+pub struct CaAsServerCertificate;
+
+/// Whether a handshake failed for webpki's `CaUsedAsEndEntity`.
+fn ca_as_server_certificate(e: &std::io::Error) -> bool {
+    let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+        return false;
+    };
+    other.0.downcast_ref::<webpki::Error>() == Some(&webpki::Error::CaUsedAsEndEntity)
+}
+
+/// An error a connector returns, boxed.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for UpstreamTls {
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, target: Uri) -> Self::Future {
+        if target.scheme() != Some(&http::uri::Scheme::HTTPS) {
+            return Box::pin(async { Err(std::io::Error::other("an https upstream's connector takes only https URIs").into()) });
+        }
+        let name = self.names.resolve(&target);
+        let connecting = self.tcp.call(target);
+        let (tls, limit) = (self.tls.clone(), self.handshake_timeout);
+        Box::pin(async move {
+            let name = name?;
+            let tcp = connecting.await?;
+            let handshake = tls.connect(name, TokioIo::new(tcp));
+            match tokio::time::timeout(limit, handshake).await {
+                Ok(Ok(stream)) => Ok(MaybeHttpsStream::Https(TokioIo::new(stream))),
+                Ok(Err(e)) if ca_as_server_certificate(&e) => Err(std::io::Error::other(CaAsServerCertificate).into()),
+                Ok(Err(e)) => Err(std::io::Error::other(e).into()),
+                // A timed-out IO error: the upstream's classification makes it a connect timeout.
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, HandshakeTimedOut(limit)).into()),
+            }
+        })
+    }
 }
 
 /// The client config of `settings`: trusting the system's roots or exactly the CAs of

@@ -36,7 +36,6 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::affinity::{self, HashCookie, HashOn};
@@ -281,11 +280,11 @@ enum Transport {
     /// HTTP/1.1, over TCP.
     Http1Plain(Arc<Http1Pool<CountingConnector<HttpConnector<LastGoodResolver>>>>),
     /// HTTP/1.1, over TLS.
-    Http1Tls(Arc<Http1Pool<CountingConnector<HttpsConnector<HttpConnector<LastGoodResolver>>>>>),
+    Http1Tls(Arc<Http1Pool<CountingConnector<tls::UpstreamTls>>>),
     /// HTTP/2 with prior knowledge (h2c).
     H2Plain(Arc<Http2Pool<CountingConnector<HttpConnector<LastGoodResolver>>>>),
     /// HTTP/2 over TLS (h2).
-    H2Tls(Arc<Http2Pool<CountingConnector<HttpsConnector<HttpConnector<LastGoodResolver>>>>>),
+    H2Tls(Arc<Http2Pool<CountingConnector<tls::UpstreamTls>>>),
 }
 
 /// Settings an upstream is built with.
@@ -1162,7 +1161,9 @@ pub(super) fn classify(e: &(dyn std::error::Error + 'static)) -> SendError {
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
-                return SendError::Timeout("connect timed out".into());
+                // A TLS handshake past `connect_ms` says so; a TCP connect's is hyper-util's.
+                let handshake = io.get_ref().and_then(|e| e.downcast_ref::<tls::HandshakeTimedOut>());
+                return SendError::Timeout(handshake.map_or_else(|| "connect timed out".into(), |h| format!("connect timed out: {h}")));
             }
             if is_local_shortage(io) {
                 return SendError::LocalResources(crate::error::chain(e));
