@@ -66,6 +66,14 @@ pub fn credential(req: &Request, identity: &str) {
     req.context_set(CREDENTIAL, identity);
 }
 
+/// Whether `name` can be a group name: `consumer.groups` carries a consumer's groups as one
+/// comma-separated list, trimmed, so a name with a `,`, a control character or white space at
+/// either end (or none at all) could never be matched. For a config naming groups (a plan, a
+/// rule) to refuse at load, and an auth plugin to refuse in a credential's claims.
+pub fn is_group_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(',') && name.trim() == name && !name.chars().any(char::is_control)
+}
+
 /// Whether `text` can be a `WWW-Authenticate` challenge an operator configures for a 401 (RFC
 /// 9110 15.5.2: every 401 carries one): one non-blank line of printable ASCII.
 pub fn valid_challenge(text: &str) -> bool {
@@ -83,6 +91,14 @@ pub fn unauthorized(req: &Request, header: &str, challenge: &str, message: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_name_is_one_a_comma_separated_list_can_carry() {
+        assert!(is_group_name("gold") && is_group_name("plan b") && is_group_name("ops:eu"));
+        for bad in ["", "a,b", " gold", "gold ", "a\u{7}b"] {
+            assert!(!is_group_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_challenge_is_one_non_blank_line_of_printable_ascii() {

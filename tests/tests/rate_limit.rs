@@ -539,6 +539,14 @@ config = { quotas = { daily = { limit = 2, period = "day" }, monthly = { limit =
     }
     assert_eq!(call(&["consumer=carol", "consumer.groups=staff,gold"]).await.status, 429);
     assert_eq!(upstream.hits(), 6);
+
+    // A limit changed in config keeps the period's count: raised from 2 to 3, alice has one
+    // request left today, not a fresh three (nor, lowered, would she get a fresh quota).
+    gw.reload(&config.replace("limit = 2, period", "limit = 3, period"), Some(&upstream)).await.expect("reload");
+    let r = call(&["consumer=alice"]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("ratelimit").is_some_and(|v| v.starts_with("\"daily\";r=0;")), "{:?}", r.header("ratelimit"));
+    assert_eq!(call(&["consumer=alice"]).await.status, 429);
     gw.stop().await;
 
     // With `www_authenticate`, a 401 that carries it (RFC 9110 15.5.2: every 401 does).

@@ -235,7 +235,7 @@ pub fn groups(claims: &Claims, name: &str) -> Result<String, String> {
     };
     let mut out: Vec<&str> = Vec::new();
     for group in items.into_iter().filter(|g| !g.is_empty()) {
-        if group.contains(',') || group.trim() != group || group.chars().any(char::is_control) {
+        if !airlock_sdk::consumer::is_group_name(group) {
             return Err(format!("claim `{name}` holds a group name with `,`, control characters or white space at either end"));
         }
         if !out.contains(&group) {

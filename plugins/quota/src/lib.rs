@@ -17,7 +17,8 @@
 //! ```
 //!
 //! A period starts at the consumer's first request in it and lasts `hour`, `day`, `week` or
-//! `month` (30 days). Counting is one atomic step per quota in the gateway's `state` (Redis when
+//! `month` (30 days). A count is the consumer's on its plan: moving to another plan starts a
+//! fresh one; changing a quota's limit in config (and reloading) keeps it. Counting is one atomic step per quota in the gateway's `state` (Redis when
 //! configured, so a quota holds across gateways); a refused request takes nothing from the quota
 //! that refused it. Over quota: 429 with `Retry-After` (whole seconds, at least 1, until the
 //! period ends). Remaining quota is sent on every response in the draft-ietf-httpapi-ratelimit-
@@ -126,6 +127,26 @@ struct QuotaPlugin {
     on_error: OnError,
 }
 
+/// The state key of quota `quota` for the consumer or IP `key` on `plan` (`None`: the
+/// defaults): `quota:plan:key`, the plan's `%` and `:` escaped so no plan name reads as another
+/// plan and a key.
+fn count_key(quota: &str, plan: Option<&str>, key: &str) -> String {
+    let plan = plan.unwrap_or("");
+    let mut k = String::with_capacity(quota.len() + plan.len() + key.len() + 2);
+    k.push_str(quota);
+    k.push(':');
+    for c in plan.chars() {
+        match c {
+            '%' => k.push_str("%25"),
+            ':' => k.push_str("%3A"),
+            c => k.push(c),
+        }
+    }
+    k.push(':');
+    k.push_str(key);
+    k
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
@@ -150,6 +171,9 @@ impl Plugin for QuotaPlugin {
         }
         let mut plans = Vec::new();
         for (group, value) in c.plans {
+            if !airlock_sdk::consumer::is_group_name(&group) {
+                return Err(format!("`plans.{group}`: `{group}` cannot be a group name (no `,`, no control characters, no leading or trailing space)"));
+            }
             let limits: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_value(value).map_err(|e| format!("`plans.{group}`: {e}"))?;
             let mut per_quota: Vec<u64> = quotas.iter().map(|q| q.limit).collect();
@@ -195,10 +219,11 @@ impl Plugin for QuotaPlugin {
                 };
             }
         };
-        let limits = self.limits_for(req.context_get("consumer.groups").as_deref());
-        let decisions = match self.check(&key, &limits, false) {
+        let groups = req.context_get("consumer.groups");
+        let (plan, limits) = self.limits_for(groups.as_deref());
+        let decisions = match self.check(&key, (plan, &limits), false) {
             Ok(d) => d,
-            Err(StateError::Unavailable(_)) if self.on_error == OnError::FailOpen => match self.check(&key, &limits, true) {
+            Err(StateError::Unavailable(_)) if self.on_error == OnError::FailOpen => match self.check(&key, (plan, &limits), true) {
                 Ok(d) => d,
                 Err(_) => return Action::Continue,
             },
@@ -233,21 +258,25 @@ impl Plugin for QuotaPlugin {
 }
 
 impl QuotaPlugin {
-    /// The limits of the consumer's plan: the first plan one of its groups names, else the defaults.
-    fn limits_for(&self, groups: Option<&str>) -> Vec<u64> {
+    /// The consumer's plan (its group, `None` for the defaults) and its limits: the first plan
+    /// one of its groups names, else the defaults.
+    fn limits_for(&self, groups: Option<&str>) -> (Option<&str>, Vec<u64>) {
         let groups: Vec<&str> = groups.unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()).collect();
         self.plans
             .iter()
             .find(|(plan, _)| groups.contains(&plan.as_str()))
-            .map(|(_, limits)| limits.clone())
-            .unwrap_or_else(|| self.quotas.iter().map(|q| q.limit).collect())
+            .map(|(plan, limits)| (Some(plan.as_str()), limits.clone()))
+            .unwrap_or_else(|| (None, self.quotas.iter().map(|q| q.limit).collect()))
     }
 
-    fn check(&self, key: &str, limits: &[u64], local: bool) -> Result<Vec<Decision>, StateError> {
+    /// Counts a request against each quota of `plan`, with `limits`, until one refuses.
+    fn check(&self, key: &str, (plan, limits): (Option<&str>, &[u64]), local: bool) -> Result<Vec<Decision>, StateError> {
         let mut decisions = Vec::with_capacity(self.quotas.len());
         for (q, limit) in self.quotas.iter().zip(limits) {
-            // The limit is part of the key: moving to another plan starts a fresh count.
-            let k = format!("{}:{limit}:{key}", q.name);
+            // The plan, not its limit, is part of the key: moving to another plan starts a fresh
+            // count, and changing a limit in config keeps the period's count (lowered mid-month,
+            // a billing quota does not hand everyone a fresh one).
+            let k = count_key(&q.name, plan, key);
             let d = if local {
                 state::window_local(&k, *limit, q.period_ms, 1)?
             } else {
@@ -301,11 +330,21 @@ mod tests {
     fn plans_pick_limits_by_group() {
         let p = ok(r#"{"quotas": {"daily": {"limit": 10, "period": "day"}, "monthly": {"limit": 100, "period": "month"}},
                        "plans": {"gold": {"daily": 50}, "silver": {"monthly": 70}}}"#);
-        assert_eq!(p.limits_for(None), [10, 100]);
-        assert_eq!(p.limits_for(Some("staff, gold")), [50, 100]);
-        assert_eq!(p.limits_for(Some("silver,gold")), [50, 100], "the first plan in config order wins");
-        assert_eq!(p.limits_for(Some("silver")), [10, 70]);
+        assert_eq!(p.limits_for(None), (None, vec![10, 100]));
+        assert_eq!(p.limits_for(Some("staff, gold")), (Some("gold"), vec![50, 100]));
+        assert_eq!(p.limits_for(Some("silver,gold")), (Some("gold"), vec![50, 100]), "the first plan in config order wins");
+        assert_eq!(p.limits_for(Some("silver")), (Some("silver"), vec![10, 70]));
         assert_eq!(p.quotas[1].period_ms, 30 * 86_400_000);
+    }
+
+    #[test]
+    fn a_count_is_keyed_by_plan_not_by_limit() {
+        // Changing a limit in config keeps the count; another plan has its own.
+        assert_eq!(count_key("daily", None, "c=alice"), "daily::c=alice");
+        assert_eq!(count_key("daily", Some("gold"), "c=alice"), "daily:gold:c=alice");
+        // A plan's `:` cannot make it read as another plan and a key.
+        assert_ne!(count_key("d", Some("a:c=x"), "c=y"), count_key("d", Some("a"), "c=x:c=y"));
+        assert_eq!(count_key("d", Some("a:b%"), "ip=1"), "d:a%3Ab%25:ip=1");
     }
 
     #[test]
@@ -314,6 +353,10 @@ mod tests {
         assert!(err(r#"{"quotas": {"d": {"limit": 1, "period": "year"}}}"#).contains("`quotas.d`: unknown variant"));
         assert!(err(r#"{"quotas": {"d": {"limit": 1, "period": "day"}}, "plans": {"g": {"x": 5}}}"#).contains("no quota named `x`"));
         assert!(err(r#"{"quotas": {"d": {"limit": 0, "period": "day"}}}"#).contains("at least 1"));
+        for group in ["a,b", " gold", "gold "] {
+            let e = err(&format!(r#"{{"quotas": {{"d": {{"limit": 1, "period": "day"}}}}, "plans": {{"{group}": {{"d": 5}}}}}}"#));
+            assert!(e.contains("cannot be a group name"), "{group:?}: {e}");
+        }
     }
 
     #[test]

@@ -313,8 +313,8 @@ impl Plugin for RateLimit {
         for (group, value) in c.plans {
             let key = format!("plans.{group}");
             // Groups travel as one comma-separated `consumer.groups`, trimmed.
-            if group.is_empty() || group.contains(',') || group.trim() != group {
-                return Err(format!("`{key}`: `{group}` cannot be a group name (no `,`, no leading or trailing space)"));
+            if !airlock_sdk::consumer::is_group_name(&group) {
+                return Err(format!("`{key}`: `{group}` cannot be a group name (no `,`, no control characters, no leading or trailing space)"));
             }
             let list: Vec<LimitConfig> = serde_json::from_value(value).map_err(|e| format!("`{key}`: {e} (a plan is a list of limits, as `limits`)"))?;
             plans.push(LimitSet::new(&key, Some(group), list, c.cost)?);
