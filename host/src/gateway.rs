@@ -393,6 +393,11 @@ impl Gateway {
             telemetry: telemetry.clone(),
             trusted: trusted_keys(source, config, &mut issues),
             shares: HashMap::new(),
+            previous_slots: previous_routes
+                .iter()
+                .flat_map(|r| r.chain.entries())
+                .map(|e| (e.slot_scope.clone(), e.slots.clone()))
+                .collect(),
         };
         for (name, def) in &config.plugins {
             if let Some(d) = defs.get(name.as_str()) {
@@ -813,6 +818,9 @@ struct Loader<'a> {
     /// Each plugin's share of the instance places, by name: every chain entry of a plugin holds
     /// the same one, so the plugin on many routes takes no more than on one.
     shares: HashMap<String, Arc<crate::runtime::budget::PluginShare>>,
+    /// The running config's concurrency slots, by [`ChainEntry::slot_scope`]: a reload does
+    /// not free a `concurrency` bound while requests that hold its slots are in flight.
+    previous_slots: HashMap<Box<str>, Arc<crate::runtime::slots::SlotTable>>,
 }
 
 /// The `[trust]` keys, when signatures are required; a malformed key is an issue at its line.
@@ -1026,6 +1034,7 @@ async fn build_entry(
     // State namespace: the definition's name, or for a source written in the chain, the route
     // and the plugin ([`EntryPlace::inline_namespace`]), so two inline entries never share keys.
     let namespace = if defs.contains_key(name.as_str()) { name.clone() } else { place.inline_namespace(name) };
+    let slot_scope: Box<str> = format!("{route}/{namespace}#{}", place.occurrence).into();
     let mut settings = def.settings.clone();
     settings.state = Some(ScopedState::new(loader.state.clone(), &namespace));
     let share = loader.shares.entry(name.clone()).or_insert_with(|| Arc::new(loader.sandbox.budget.plugin_share()));
@@ -1058,7 +1067,8 @@ async fn build_entry(
                 descriptor,
                 metrics,
                 facts,
-                slots: Default::default(),
+                slots: loader.previous_slots.get(&slot_scope).cloned().unwrap_or_default(),
+                slot_scope,
             });
             let weak: std::sync::Weak<dyn crate::telemetry::pools::PoolStats> = Arc::downgrade(&entry) as _;
             loader.telemetry.metrics.pools.register_plugin(weak);

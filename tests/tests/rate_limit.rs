@@ -756,6 +756,50 @@ config = { concurrency = 2, queue = 2, max_wait_ms = 15000 }
     gw.stop().await;
 }
 
+/// A reload does not free a `concurrency` bound: the requests holding slots on the old config
+/// keep counting, on an unchanged config or one with other routes added (which every reload
+/// was: SIGHUP, `POST /admin/reload`, a rotated certificate under `--watch`).
+#[tokio::test]
+async fn a_reload_keeps_the_slots_requests_in_flight_hold() {
+    let gated = GatedUpstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+id = "busy"
+path = "/busy"
+upstream = "backend"
+timeout_ms = 20000
+[[routes.plugins]]
+plugin = "builtin:throttle"
+config = { concurrency = 1, queue = 0, status = 429 }
+"#;
+    let gw = Gateway::start(config, Some(&gated.upstream)).await;
+    let url = gw.url("/busy");
+    let holder = send_seq(&url, 0);
+    gated.wait_arrived(1).await;
+    let refused = |why: &'static str| {
+        let url = url.clone();
+        async move {
+            let r = HttpClient::http1().request("GET", &url, &[("x-seq", "x")], b"").await;
+            assert_eq!(r.status, 429, "{why}: {}", r.text());
+        }
+    };
+    refused("the one slot is held").await;
+    gw.reload(config, Some(&gated.upstream)).await.expect("reload");
+    refused("after reloading the same config").await;
+    let more = format!("{config}\n[[routes]]\npath = \"/other\"\nupstream = \"backend\"\n");
+    gw.reload(&more, Some(&gated.upstream)).await.expect("reload");
+    refused("after a reload that added a route").await;
+    gated.gate.add_permits(1);
+    assert_eq!(holder.await.expect("client task").status, 200);
+    // Given back: the next request takes it.
+    assert_eq!(send_seq(&url, 1).await.expect("client task").status, 200);
+    assert_eq!(gated.most.load(Ordering::SeqCst), 1, "never more than `concurrency` in flight");
+    gw.stop().await;
+}
+
 /// The memory store holds `max_keys`. Past it, a new limiter key takes the place of the one
 /// nearest its expiry, so clients who invent keys (a header, a query parameter, IPv6 addresses)
 /// cannot fill the store and have every later client let through unlimited (fail-open) or
