@@ -801,9 +801,10 @@ config = { concurrency = 1, queue = 0, status = 429 }
 }
 
 /// The memory store holds `max_keys`. Past it, a new limiter key takes the place of the one
-/// nearest its expiry, so clients who invent keys (a header, a query parameter, IPv6 addresses)
-/// cannot fill the store and have every later client let through unlimited (fail-open) or
-/// refused (fail-closed), as when a full store refused new keys.
+/// with the least at stake (the smallest count, then the nearest expiry), so clients who invent
+/// keys (a header, a query parameter, IPv6 addresses) cannot fill the store and have every later
+/// client let through unlimited (fail-open) or refused (fail-closed), as when a full store
+/// refused new keys, nor reset another client's count.
 #[tokio::test]
 async fn a_full_memory_store_keeps_limiting_new_clients() {
     let upstream = Upstream::start().await;
@@ -836,6 +837,9 @@ config = { by = ["header:x-key"], limits = [{ name = "minute", limit = 2, window
     for i in 0..20 {
         assert_eq!(send(format!("junk-{i}")).await, 200);
     }
+    // The keys counted once each made way for one another: the victim's count stands (by
+    // expiry alone, its key, the oldest, went first and its window started over).
+    assert_eq!(send("victim".into()).await, 429, "the flood reset another client's count");
     // A client arriving after the flood is limited as before it.
     let mut newcomer = Vec::new();
     for _ in 0..3 {

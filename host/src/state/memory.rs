@@ -7,12 +7,16 @@
 //! `max_bytes` plus a fixed cost per key (the map's slot and allocation) times `max_keys`.
 //!
 //! At `max_keys` or `max_bytes`, expired keys are swept first (at most once a second: a sweep
-//! visits every key); if that is not enough, the keys nearest their expiry among a few sampled
-//! make way for the new one (Redis's `volatile-ttl`, approximated as Redis does). Every limiter
-//! key expires, so a flood of distinct limiter keys (one per client a client can invent) costs
-//! other clients at most a counter reset near its end, where refusing new keys would have let
-//! every new client through unlimited. An entry stored without a TTL is never displaced: past
-//! the cap, with only those left, new keys are refused.
+//! visits every key); if that is not enough, among a few keys sampled (as Redis samples for its
+//! eviction) the one with the least at stake makes way for the new one: the fewest units a
+//! limiter would forget (a fixed window's count, a sliding window's, a token bucket's lead),
+//! then the nearest expiry; stored values only after limiter keys. Every limiter key expires,
+//! so a flood of distinct limiter keys (one per client a client can invent), each counted a few
+//! times, displaces its own keys first: another client loses a count only as small as what the
+//! flood spends on each key, where displacing by expiry alone reset the oldest counts (a
+//! client's day-long window a minute in), and refusing new keys would have let every new client
+//! through unlimited. An entry stored without a TTL is never displaced: past the cap, with only
+//! those left, new keys are refused.
 //!
 //! No plugin may take the whole store: one plugin's namespace (`airlock:<namespace>:`, see
 //! `ScopedState`) holds at most about half of `max_keys` and half of `max_bytes`, so a plugin
@@ -68,6 +72,21 @@ struct Entry {
 impl Entry {
     fn live(&self, now: Instant) -> bool {
         self.expires.is_none_or(|e| e > now)
+    }
+
+    /// What displacing the entry at `now` would give away, to choose what makes way at a cap:
+    /// the units a limiter would forget (a counter's count, a sliding window's two counts, a
+    /// token bucket's seconds of lead over a full bucket, plus one), so a flood of new keys,
+    /// each counted a few times, displaces its own kind before a client's well-used count; a
+    /// stored value all of it, so limiter keys go first. An expired entry gives away nothing.
+    fn at_stake(&self, now: Instant) -> u64 {
+        match (&self.value, self.expires) {
+            (_, Some(at)) if at <= now => 0,
+            (Value::Counter(n), _) => *n,
+            (Value::Sliding { prev, curr, .. }, _) => prev.saturating_add(*curr),
+            (Value::Tat(_), Some(at)) => at.duration_since(now).as_secs().saturating_add(1),
+            (Value::Tat(_) | Value::Bytes(_), _) => u64::MAX,
+        }
     }
 
     /// What the entry counts against `max_bytes`: its key, and a stored value's bytes. A
@@ -505,20 +524,23 @@ impl MemoryStore {
         true
     }
 
-    /// Frees one key's room at `max_keys` and `max_bytes`: the key nearest its expiry among
-    /// the first [`EVICTION_SAMPLE`] keys that expire, sampled shard by shard from `key`'s.
-    /// `false` if no key in the store expires. Each shard is locked on its own, never two at once.
+    /// Frees one key's room at `max_keys` and `max_bytes`: among the first [`EVICTION_SAMPLE`]
+    /// keys that expire, sampled shard by shard from `key`'s, the one with the least at stake
+    /// ([`Entry::at_stake`]), then nearest its expiry. `false` if no key in the store expires.
+    /// Each shard is locked on its own, never two at once.
     fn displace_one(&self, key: &str) -> bool {
         let start = (self.hasher.hash_one(key) as usize) % SHARDS;
-        let mut nearest: Option<(Instant, usize, String)> = None;
+        let now = Instant::now();
+        let mut nearest: Option<((u64, Instant), usize, String)> = None;
         let mut sampled = 0;
         for offset in 0..SHARDS {
             let shard = (start + offset) % SHARDS;
             let map = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
-            for (at, k) in map.entries.iter().filter_map(|(k, e)| e.expires.map(|at| (at, k))).take(EVICTION_SAMPLE - sampled) {
+            let expiring = map.entries.iter().filter_map(|(k, e)| e.expires.map(|at| ((e.at_stake(now), at), k)));
+            for (rank, k) in expiring.take(EVICTION_SAMPLE - sampled) {
                 sampled += 1;
-                if nearest.as_ref().is_none_or(|(best, ..)| at < *best) {
-                    nearest = Some((at, shard, k.clone()));
+                if nearest.as_ref().is_none_or(|(best, ..)| rank < *best) {
+                    nearest = Some((rank, shard, k.clone()));
                 }
             }
             if sampled == EVICTION_SAMPLE {
@@ -546,18 +568,20 @@ impl MemoryStore {
         }
     }
 
-    /// Frees room for `key` in its own shard (`map`, locked) by removing the key of the same
-    /// namespace nearest its expiry among the first [`EVICTION_SAMPLE`] that expire, `key`
-    /// itself aside; `false` if none does.
+    /// Frees room for `key` in its own shard (`map`, locked) by removing, among the first
+    /// [`EVICTION_SAMPLE`] keys of the same namespace that expire (`key` itself aside), the one
+    /// with the least at stake, then nearest its expiry (as [`Self::displace_one`]); `false` if
+    /// none expires.
     fn displace_own(&self, map: &mut Shard, key: &str) -> bool {
         let Some(ns) = namespace(key) else { return false };
+        let now = Instant::now();
         let nearest = map
             .entries
             .iter()
             .filter(|(k, _)| k.starts_with(ns) && k.as_str() != key)
-            .filter_map(|(k, e)| e.expires.map(|at| (at, k)))
+            .filter_map(|(k, e)| e.expires.map(|at| ((e.at_stake(now), at), k)))
             .take(EVICTION_SAMPLE)
-            .min_by_key(|(at, _)| *at)
+            .min_by_key(|(rank, _)| *rank)
             .map(|(_, k)| k.clone());
         let Some(entry) = nearest.and_then(|k| map.remove(&k).map(|e| (k, e))) else { return false };
         self.len.fetch_sub(1, Ordering::AcqRel);
@@ -781,6 +805,29 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m.stats().evicted.load(Ordering::Relaxed), 4);
         assert_eq!(m.stored_bytes(), "k9".len(), "expired values give their bytes back; the new counter holds its key's");
+    }
+
+    /// A flood of new keys counted once each displaces its own keys, not a client's count: by
+    /// expiry alone, the client's day-long window (the oldest key) was the first to go.
+    #[test]
+    fn at_the_cap_the_key_with_least_at_stake_makes_way() {
+        let m = MemoryStore::new(100);
+        for _ in 0..3 {
+            m.incr("victim", 1, 86_400_000).unwrap();
+        }
+        for i in 0..300 {
+            assert_eq!(m.incr(&format!("junk{i}"), 1, 86_400_000).unwrap(), 1, "junk {i}");
+        }
+        assert_eq!(m.get("victim").unwrap(), Some(b"3".to_vec()), "the client's count survives the flood");
+        assert_eq!(m.len(), 100);
+        // A token bucket well ahead of full outranks a counter counted once; a stored value
+        // outranks both; an expired entry has nothing at stake.
+        let now = Instant::now();
+        let entry = |value, secs: u64| Entry { value, expires: Some(now + Duration::from_secs(secs)) };
+        assert!(entry(Value::Tat(0.0), 600).at_stake(now) > entry(Value::Counter(1), 86_400).at_stake(now));
+        assert_eq!(entry(Value::Bytes(b"v".to_vec()), 1).at_stake(now), u64::MAX);
+        assert_eq!(entry(Value::Sliding { index: 0, prev: 4, curr: 2 }, 60).at_stake(now), 6);
+        assert_eq!(Entry { value: Value::Counter(9), expires: Some(now) }.at_stake(now), 0);
     }
 
     #[test]
