@@ -311,7 +311,7 @@ mod tests {
         }
         let host = problem("host", UnderscoreHeaders::Drop).unwrap_or_default();
         assert!(host.contains("`hosts`") && host.contains(":authority"), "{host}");
-        for name in ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "transfer-encoding", "upgrade"] {
+        for name in ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "transfer-encoding", "upgrade", "http2-settings"] {
             let found = problem(name, UnderscoreHeaders::Allow).unwrap_or_default();
             assert!(found.contains("hop-by-hop"), "{name}: {found}");
         }

@@ -20,12 +20,15 @@ pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwa
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Headers that are always hop-by-hop, whatever `Connection` says. Not `Trailer`: it is
 /// end-to-end (RFC 9110 6.6.2), and hyper sends an HTTP/1.1 message's trailers only when it
 /// declares them, so dropping it dropped every trailer on an HTTP/1.1 hop.
 /// `Upgrade` too: a WebSocket handshake's is put back by the gateway itself (`upgrade::restore`).
-static ALWAYS_HOP_BY_HOP: [HeaderName; 8] = [
+/// `HTTP2-Settings` is the settings of an `Upgrade: h2c` request, for that one connection (RFC
+/// 7540 3.2.1), whether or not `Connection` names it.
+static ALWAYS_HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -34,6 +37,7 @@ static ALWAYS_HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    HTTP2_SETTINGS,
 ];
 
 /// True if the client's `TE` says it accepts trailers (`TE: trailers`, as gRPC clients send).
@@ -86,6 +90,7 @@ fn hop_by_hop_text_index(name: &[u8]) -> Option<usize> {
         b"te" => 5,
         b"transfer-encoding" => 6,
         b"upgrade" => 7,
+        b"http2-settings" => 8,
         _ => return None,
     })
 }
@@ -121,7 +126,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Clone, Copy)]
 pub struct HopByHop {
     /// Bit `i` set: `ALWAYS_HOP_BY_HOP[i]` is present.
-    present: u8,
+    present: u16,
     /// A `Connection` value other than a plain `keep-alive` or `close`: it may name more fields.
     names_others: bool,
 }
@@ -717,6 +722,7 @@ mod tests {
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("http2-settings", HeaderValue::from_static("AAMAAABkAAQAoAAAAAIAAAAA"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
         h.insert("x-keep", HeaderValue::from_static("1"));
