@@ -416,6 +416,16 @@ async fn host_header_can_be_preserved() {
     let gw = Gateway::start(&config, Some(&upstream)).await;
     let r = HttpClient::http1().request("GET", &gw.url("/"), &[("host", "public.example")], b"").await;
     assert_eq!(r.upstream_header("host"), vec!["public.example"]);
+    // An HTTP/1.0 client may send no Host: nothing to preserve, and the HTTP/1.1 request the
+    // upstream gets must carry one (RFC 9112 3.2): the target's.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
+    raw.write_all(b"GET / HTTP/1.0\r\n\r\n").await.expect("write");
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or_default()).expect("JSON echo");
+    assert_eq!(body["headers"]["host"], serde_json::json!([upstream.addr.to_string()]), "{body}");
     gw.stop().await;
 }
 

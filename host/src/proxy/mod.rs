@@ -662,17 +662,14 @@ impl Gateway {
             .map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
 
         let mut headers = if keep_request { state.headers.clone() } else { std::mem::take(&mut state.headers) };
-        // `Host` follows the target when the request fails over to another.
-        let target_host_header = !state.host_from_plugin && route.host_header == crate::config::HostHeader::Upstream;
-        match route.host_header {
-            // A plugin's `Host` is what it meant to send; the client's goes on as it came.
-            _ if state.host_from_plugin => {}
-            crate::config::HostHeader::Preserve => {}
-            crate::config::HostHeader::Upstream => {
-                if let Some(host) = target_host {
-                    headers.insert(header::HOST, host.clone());
-                }
-            }
+        // A plugin's `Host` is what it meant to send; with `preserve`, the client's goes on as it
+        // came. Otherwise the target's, which follows the target when the request fails over;
+        // so for an HTTP/1.0 client that sent no `Host` on a `preserve` route: nothing to
+        // preserve, and an HTTP/1.1 request must carry one (RFC 9112 3.2).
+        let preserved = route.host_header == crate::config::HostHeader::Preserve && headers.contains_key(header::HOST);
+        let target_host_header = !state.host_from_plugin && !preserved;
+        if target_host_header && let Some(host) = target_host {
+            headers.insert(header::HOST, host.clone());
         }
         let body_need = route.chain.response_body_need(state);
         if body_need != ResponseBodyNeed::Stream {
