@@ -434,6 +434,34 @@ async fn every_scalar_and_well_known_type_round_trips() {
     assert_eq!((got.text.as_str(), got.i64, got.numbers.clone(), got.maybe_flag), ("hello world", -3, vec![4, 5], Some(true)));
 }
 
+/// google/api/http.proto: the query sets only fields neither the body nor the path covers.
+/// Before, `?user.display_name=` overrode the body's value, `?user.id=` replaced a body that is
+/// not an object (`[1, 2]`) and the call went on, and `?id=` lost silently to the path.
+#[tokio::test]
+async fn query_parameters_inside_the_body_field_or_the_path_are_400() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let cases: &[(&str, &str, Option<Value>, &str)] = &[
+        ("POST", "/v1/users?user.display_name=q", Some(json!({"displayName": "a"})), "query parameter `user.display_name` is inside the request body's field `user`"),
+        ("POST", "/v1/users?user.id=5", Some(json!([1, 2])), "query parameter `user.id` is inside the request body's field `user`"),
+        ("POST", "/v1/users?user=x", Some(json!({})), "query parameter `user` is the request body's field"),
+        ("GET", "/v1/users/5?id=6", None, "query parameter `id` sets the field of path variable `id`"),
+        ("PATCH", "/v1/users/5?id=6", Some(json!({})), "unknown query parameter `id`: the request body is the whole message"),
+        ("POST", "/v1/echo?text=a", Some(json!({})), "unknown query parameter `text`: the request body is the whole message"),
+    ];
+    for (method, path, body, text) in cases {
+        let (status, reply) = json_call(&gw, method, path, body.clone()).await;
+        assert_eq!(status.as_u16(), 400, "{method} {path}: {reply}");
+        assert!(reply["message"].as_str().unwrap().starts_with(text), "{method} {path}: {reply}");
+    }
+    assert_eq!(server.seen.calls(), 0, "none reached the server");
+    // A field outside the body is a query parameter, as before.
+    let (status, body) = json_call(&gw, "POST", "/v1/users?request_tag=t", Some(json!({"displayName": "a"}))).await;
+    assert_eq!((status.as_u16(), body["displayName"].clone()), (200, json!("a")), "{body}");
+    let got = server.seen.create.lock().unwrap().clone().unwrap();
+    assert_eq!((got.request_tag.as_str(), got.user.map(|u| u.display_name)), ("t", Some("a".to_owned())));
+}
+
 #[tokio::test]
 async fn malformed_requests_are_400_and_unmapped_ones_404_without_reaching_the_server() {
     let server = GrpcServer::start(None).await;

@@ -37,8 +37,13 @@
 //! one (`{field=**}`, `{field=a/*/b/*}`) all but `%2F` / `%2f`, which stay as they are. The
 //! request message is built from the JSON body (`body: "*"`: the whole message; `body: "f"`:
 //! field `f`), then the query parameters (dotted field paths, repeated fields by repeating the
-//! parameter, a singular field given once; not allowed when the body is the whole message), then
-//! the path variables. The proto3 JSON mapping applies, as Go's protojson reads it (int64 as
+//! parameter, a singular field given once), then the path variables. As google/api/http.proto
+//! says, the query sets only the fields neither the body nor the path covers: a query parameter
+//! is a 400 when the body is the whole message, when it is the body's field or inside it
+//! (`?user.id=5` with `body: "user"`), or when it is a path variable's field (`?id=6` on
+//! `/v1/users/{id}`), never merged over what the body or path gave. A path variable inside the
+//! body's field (`{user.id}` with `body: "user"`) sets it, and wins, in a body that gives that
+//! field as an object (or not at all); anything else there (`[1, 2]`) is a 400. The proto3 JSON mapping applies, as Go's protojson reads it (int64 as
 //! strings or numbers, enums by name or number, well-known types); an integer field takes an
 //! integral value in any number form, as a number or a string (`1e3`, `"2.50e1"`, `4.0`), exactly:
 //! worked out on the decimal digits, never through a float (`9007199254740993.0` stays that). An

@@ -141,31 +141,115 @@ fn locate(message: &MessageDescriptor, value: &Value, depth: usize) -> Option<(S
     None
 }
 
-/// Sets `value` at the dotted `path` inside `object`, creating objects on the way; a repeated
-/// field collects values into an array.
-fn insert(object: &mut Map<String, Value>, path: &str, value: Value, repeated: bool) {
+/// Sets `value` at the dotted `path` inside `object`, creating objects on the way (a `null` one
+/// too: proto3 JSON's null is an unset message); a repeated field collects values into an array.
+/// A step the body gave as something else (`"user": [1, 2]` for a message field) is an error,
+/// never replaced: replacing it would drop what the client sent and call the server anyway.
+fn insert(object: &mut Map<String, Value>, path: &str, value: Value, repeated: bool) -> Result<(), Misplaced> {
     let (head, rest) = match path.split_once('.') {
         Some((head, rest)) => (head, Some(rest)),
         None => (path, None),
     };
+    let slot = object.entry(head.to_owned()).or_insert(Value::Null);
     match rest {
         Some(rest) => {
-            let slot = object.entry(head.to_owned()).or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
+            if slot.is_null() {
                 *slot = Value::Object(Map::new());
             }
-            if let Value::Object(inner) = slot {
-                insert(inner, rest, value, repeated);
-            }
+            let Value::Object(inner) = slot else { return Err(Misplaced::at(head, slot)) };
+            insert(inner, rest, value, repeated).map_err(|m| m.within(head))
         }
-        None if repeated => match object.entry(head.to_owned()).or_insert_with(|| Value::Array(Vec::new())) {
-            Value::Array(items) => items.push(value),
-            other => *other = Value::Array(vec![value]),
+        None if repeated => match slot {
+            Value::Null => {
+                *slot = Value::Array(vec![value]);
+                Ok(())
+            }
+            Value::Array(items) => {
+                items.push(value);
+                Ok(())
+            }
+            other => Err(Misplaced::at(head, other)),
         },
         None => {
-            object.insert(head.to_owned(), value);
+            *slot = value;
+            Ok(())
         }
     }
+}
+
+/// Where [`insert`] found a value of the body in the way: its dotted path and what JSON type it
+/// is, for the 400.
+#[derive(Debug)]
+struct Misplaced {
+    path: String,
+    found: &'static str,
+}
+
+impl Misplaced {
+    /// The value `found` under `key`, in the object [`insert`] was setting a field in.
+    fn at(key: &str, found: &Value) -> Self {
+        let found = match found {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        };
+        Self { path: key.to_owned(), found }
+    }
+
+    /// The same, seen from the object holding `key`: its path one step longer.
+    fn within(mut self, key: &str) -> Self {
+        self.path = format!("{key}.{}", self.path);
+        self
+    }
+
+    /// The 400 for `what` (`path variable `user.id``), which could not be set.
+    fn refuse(&self, what: &str) -> BadRequest {
+        BadRequest(format!(
+            "{what} sets a field inside `{}`, which the request body gives as {}: the body must give it as a JSON object (or leave it out)",
+            self.path, self.found
+        ))
+    }
+}
+
+/// Whether the field at dotted proto-name path `outer` holds the one at `inner` (or is it).
+fn covers(outer: &str, inner: &str) -> bool {
+    inner.strip_prefix(outer).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// Why query parameter `name` is not one, if it is not: google/api/http.proto makes query
+/// parameters of the fields that neither the body nor the path covers. With `body: "*"`, none;
+/// with `body: "f"`, none inside `f` (`f.x` would silently override the body's value, or replace
+/// a body that is not an object); a path variable's field, or one holding it or inside it, is
+/// the path's (which would win over it silently). `canonical`: `name` in proto names, `None`
+/// when it names no field (the caller says so).
+fn not_a_query_parameter(binding: &Binding, input: &MessageDescriptor, name: &str, canonical: Option<&str>) -> Option<String> {
+    let body = binding.body.as_deref()?;
+    if body == "*" {
+        return Some(format!("unknown query parameter `{name}`: the request body is the whole message (`body: \"*\"`), so every field the path does not set is given in the body"));
+    }
+    let head = name.split('.').next().unwrap_or(name);
+    let head = input.get_field_by_name(head).or_else(|| input.get_field_by_json_name(head))?;
+    if head.name() != body {
+        return None;
+    }
+    Some(if canonical == Some(body) {
+        format!("query parameter `{name}` is the request body's field: give it in the body")
+    } else {
+        format!("query parameter `{name}` is inside the request body's field `{body}`: give it in the body (only fields outside the body are taken from the query)")
+    })
+}
+
+/// Why query parameter `name` (`canonical` in proto names) is not one, if a path variable sets
+/// its field, one inside it or one holding it: the path's value would silently win.
+fn set_by_path(binding: &Binding, input: &MessageDescriptor, name: &str, canonical: &str) -> Option<String> {
+    binding.template.fields().into_iter().find_map(|variable| {
+        let (_, path) = resolve(input, variable).ok()?;
+        (covers(&path, canonical) || covers(canonical, &path))
+            .then(|| format!("query parameter `{name}` sets the field of path variable `{variable}`: it is taken from the path only"))
+    })
 }
 
 /// What is wrong with the client's request (answered 400).
@@ -224,12 +308,14 @@ pub fn request_json(
                 .ok_or_else(|| BadRequest(format!("query parameter name `{raw_name}` is not valid UTF-8 once percent-decoded")))?;
             let value = decode(&raw_value.replace('+', " "))
                 .ok_or_else(|| BadRequest(format!("query parameter `{name}` is not valid UTF-8 once percent-decoded")))?;
-            if binding.body.as_deref() == Some("*") {
-                return Err(BadRequest(format!("unknown query parameter `{name}`: the request body is the whole message")));
+            let resolved = resolve(&input, &name);
+            let canonical = resolved.as_ref().ok().map(|(_, canonical)| canonical.as_str());
+            if let Some(why) = not_a_query_parameter(binding, &input, &name, canonical) {
+                return Err(BadRequest(why));
             }
-            let (field, canonical) = resolve(&input, &name).map_err(|e| BadRequest(format!("unknown query parameter `{name}`: {e}")))?;
-            if binding.body.as_deref() == Some(name.as_str()) {
-                return Err(BadRequest(format!("query parameter `{name}` is the request body's field")));
+            let (field, canonical) = resolved.map_err(|e| BadRequest(format!("unknown query parameter `{name}`: {e}")))?;
+            if let Some(why) = set_by_path(binding, &input, &name, &canonical) {
+                return Err(BadRequest(why));
             }
             if !field.is_list() && !given.insert(canonical) {
                 return Err(BadRequest(format!(
@@ -243,7 +329,7 @@ pub fn request_json(
             if check_each {
                 check_fits(&field, &value, &what)?;
             }
-            insert(&mut object, &name, value, field.is_list());
+            insert(&mut object, &name, value, field.is_list()).map_err(|m| m.refuse(&what))?;
         }
     }
     for (name, value) in captures {
@@ -255,7 +341,7 @@ pub fn request_json(
         if check_each {
             check_fits(&field, &value, &what)?;
         }
-        insert(&mut object, name, value, field.is_list());
+        insert(&mut object, name, value, field.is_list()).map_err(|m| m.refuse(&what))?;
     }
     Ok(Value::Object(object))
 }
@@ -561,6 +647,54 @@ mod tests {
         assert_eq!(err, "query parameter `filter.limit` does not fit field `limit` (uint32) of `t.v1.Filter`: 0.5 is not an integer (uint32)");
         let err = encoded(&b, "/v1/things/1e19", "", None).unwrap_err();
         assert_eq!(err, "path variable `i64` does not fit field `i64` (int64) of `t.v1.Thing`: 1e19 is out of range for int64");
+    }
+
+    /// google/api/http.proto: the query sets only the fields neither the body nor the path
+    /// covers. Before, `?filter.limit=` was merged into the body (overriding the body's value,
+    /// or replacing a body that is not an object), and `?text=` lost silently to the path.
+    #[test]
+    fn query_parameters_inside_the_body_field_or_the_path_are_refused() {
+        let b = binding("POST", "/v1/things/{text}", Some("filter"));
+        let body = Some(r#"{"limit": 1}"#);
+        let err = request(&b, "/v1/things/x", "filter.limit=5", body).unwrap_err();
+        assert_eq!(
+            err,
+            "query parameter `filter.limit` is inside the request body's field `filter`: give it in the body (only fields outside the body are taken from the query)"
+        );
+        let err = request(&b, "/v1/things/x", "filter.namePrefix=q", Some("[1, 2]")).unwrap_err();
+        assert!(err.starts_with("query parameter `filter.namePrefix` is inside the request body's field `filter`"), "{err}");
+        let err = request(&b, "/v1/things/x", "filter.nope=1", body).unwrap_err();
+        assert!(err.starts_with("query parameter `filter.nope` is inside the request body's field `filter`"), "{err}");
+        assert_eq!(request(&b, "/v1/things/x", "filter=1", body).unwrap_err(), "query parameter `filter` is the request body's field: give it in the body");
+        let err = request(&b, "/v1/things/x", "text=y", body).unwrap_err();
+        assert_eq!(err, "query parameter `text` sets the field of path variable `text`: it is taken from the path only");
+        // The fields outside both are query parameters, as before.
+        assert_eq!(
+            request(&b, "/v1/things/x", "i64=3&tags=a", body).unwrap(),
+            json!({"filter": {"limit": 1}, "i64": "3", "tags": ["a"], "text": "x"})
+        );
+
+        // `body: "*"`: no query parameter at all (http.proto: "there is no URL query parameter").
+        let b = binding("POST", "/v1/things", Some("*"));
+        let err = request(&b, "/v1/things", "i64=3", Some("{}")).unwrap_err();
+        assert!(err.starts_with("unknown query parameter `i64`: the request body is the whole message"), "{err}");
+    }
+
+    /// A path variable inside the body's field sets it (and wins), but never replaces a body
+    /// that is not an object: before, `[1, 2]` became `{"name_prefix": ...}` and the call went on.
+    #[test]
+    fn a_path_variable_inside_a_body_that_is_not_an_object_is_refused() {
+        let b = binding("PATCH", "/v1/things/{filter.name_prefix}", Some("filter"));
+        let err = request(&b, "/v1/things/p", "", Some("[1, 2]")).unwrap_err();
+        assert_eq!(
+            err,
+            "path variable `filter.name_prefix` sets a field inside `filter`, which the request body gives as an array: the body must give it as a JSON object (or leave it out)"
+        );
+        assert_eq!(request(&b, "/v1/things/p", "", Some(r#"{"limit": 2, "name_prefix": "q"}"#)).unwrap(), json!({"filter": {"limit": 2, "name_prefix": "p"}}));
+        assert_eq!(request(&b, "/v1/things/p", "", Some("null")).unwrap(), json!({"filter": {"name_prefix": "p"}}), "null is an unset message");
+        let b = binding("PATCH", "/v1/things/{filter.limit}", Some("*"));
+        let err = request(&b, "/v1/things/3", "", Some(r#"{"filter": "x"}"#)).unwrap_err();
+        assert!(err.starts_with("path variable `filter.limit` sets a field inside `filter`, which the request body gives as a string"), "{err}");
     }
 
     #[test]
