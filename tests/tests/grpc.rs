@@ -979,13 +979,26 @@ async fn streaming_methods_bad_mappings_and_ungranted_descriptors_are_refused_at
         (r#"services = ["demo.v1.Nope"]"#, "no service `demo.v1.Nope`"),
         (
             "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/Nope\"\nhttp = \"GET /x\"",
-            "`mappings[0]`: `method`: service `demo.v1.Users` has no method `Nope`",
+            "`mappings[0].method`: service `demo.v1.Users` has no method `Nope`",
         ),
         (
             "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/GetUser\"\nhttp = \"GET /x/{nope}\"",
             "path variable `nope`",
         ),
         ("annotations = false", "no method is mapped"),
+        // Templates no request can match (before: loaded, and every request a 404).
+        (
+            "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/Echo\"\nhttp = \"GET /v1/x?a=b\"",
+            "`mappings[0].http`: path template `/v1/x?a=b` never matches: a binding matches the request's path, without the query",
+        ),
+        (
+            "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/Echo\"\nhttp = \"GET /v1/x#f\"",
+            "`mappings[0].http`: path template `/v1/x#f` never matches: a fragment (`#`) is never sent",
+        ),
+        (
+            "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/Echo\"\nhttp = \"GET /v1/x:\"",
+            "`mappings[0].http`: path template `/v1/x:` never matches: `:` with no verb after it",
+        ),
         // Bindings that load but could never work: refused at load, naming why.
         (
             "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/GetUser\"\nhttp = \"GET /x/{filter}\"",

@@ -31,7 +31,9 @@
 //! wins, whatever the order they are listed in, as with Envoy's transcoder and grpc-gateway:
 //! segment by segment, a literal before a variable or `*`, before `**` (`GET /v1/users/me` before
 //! `GET /v1/users/{id}`); the bindings are sorted so at load, and two of one HTTP method that
-//! match the same paths (`/v1/users/{id}`, `/v1/{name=users/*}`) are refused there. None
+//! match the same paths (`/v1/users/{id}`, `/v1/{name=users/*}`) are refused there, and so is
+//! a template no request can match (a query `GET /v1/x?a=b`, a fragment `/v1/x#f`, an empty
+//! verb `/v1/x:`), naming `mappings[N].http` (or the annotated method). None
 //! matching is a 404, never a request passed through untranscoded. Path variables are
 //! percent-decoded as google/api/http.proto says: a single-segment one entirely, a multi-segment
 //! one (`{field=**}`, `{field=a/*/b/*}`) all but `%2F` / `%2f`, which stay as they are. The

@@ -83,7 +83,7 @@ pub fn bindings(pool: &DescriptorPool, services: &[String], annotations: bool, m
             }
         }
     for (i, mapping) in mappings.iter().enumerate() {
-        out.push(from_config(pool, mapping).map_err(|e| format!("`mappings[{i}]`: {e}"))?);
+        out.push(from_config(pool, mapping).map_err(|(key, why)| format!("`mappings[{i}].{key}`: {why}"))?);
     }
     // Two bindings of one verb matching the same paths: the first listed would always win, the
     // second never be reached (grpc-gateway and Envoy's transcoder refuse it too).
@@ -139,7 +139,10 @@ fn from_rule(rule: &DynamicMessage, method: &MethodDescriptor, out: &mut Vec<Bin
     if let Some((verb, path)) = pattern {
         let template = Template::parse(&path).map_err(|e| format!("{}: {e}", at()))?;
         let binding = Binding::new(verb, template, string_field(rule, "body"), string_field(rule, "response_body"), method.clone());
-        out.push(check(binding).map_err(|e| format!("{}: {e}", at()))?);
+        out.push(check(binding).map_err(|(key, why)| match key {
+            "body" | "response_body" => format!("{}: `{key}`: {why}", at()),
+            _ => format!("{}: {why}", at()),
+        })?);
     }
     if depth == 0
         && let Some(Value::List(more)) = rule.get_field_by_name("additional_bindings").as_deref() {
@@ -152,65 +155,67 @@ fn from_rule(rule: &DynamicMessage, method: &MethodDescriptor, out: &mut Vec<Bin
     Ok(())
 }
 
-fn from_config(pool: &DescriptorPool, mapping: &MappingConfig) -> Result<Binding, String> {
+/// What is wrong with one binding: the key of its `[[mappings]]` entry (`method`, `http`,
+/// `body`, `response_body`) and why.
+type Refusal = (&'static str, String);
+
+/// The binding of one `[[mappings]]` entry; the error names the entry's key at fault.
+fn from_config(pool: &DescriptorPool, mapping: &MappingConfig) -> Result<Binding, Refusal> {
     let (service, name) = mapping
         .method
         .rsplit_once('/')
         .or_else(|| mapping.method.rsplit_once('.'))
-        .ok_or_else(|| format!("`method`: `{}` is not `package.Service/Method`", mapping.method))?;
+        .ok_or_else(|| ("method", format!("`{}` is not `package.Service/Method`", mapping.method)))?;
     let service = pool
         .get_service_by_name(service)
-        .ok_or_else(|| format!("`method`: no service `{service}` in the descriptor set (it has: {})", service_names(pool)))?;
+        .ok_or_else(|| ("method", format!("no service `{service}` in the descriptor set (it has: {})", service_names(pool))))?;
     let method = service
         .methods()
         .find(|m| m.name() == name)
-        .ok_or_else(|| format!("`method`: service `{}` has no method `{name}`", service.full_name()))?;
-    let (verb, path) = mapping
-        .http
-        .split_once(' ')
-        .ok_or_else(|| format!("`http`: `{}` is not `VERB /path`", mapping.http))?;
+        .ok_or_else(|| ("method", format!("service `{}` has no method `{name}`", service.full_name())))?;
+    let (verb, path) = mapping.http.split_once(' ').ok_or_else(|| ("http", format!("`{}` is not `VERB /path`", mapping.http)))?;
     let verb = verb.trim().to_ascii_uppercase();
     if verb.is_empty() || !verb.chars().all(|c| c.is_ascii_alphabetic()) {
-        return Err(format!("`http`: `{verb}` is not an HTTP method"));
+        return Err(("http", format!("`{verb}` is not an HTTP method")));
     }
-    let template = Template::parse(path.trim()).map_err(|e| format!("`http`: {e}"))?;
+    let template = Template::parse(path.trim()).map_err(|e| ("http", e))?;
     check(Binding::new(verb, template, mapping.body.clone(), mapping.response_body.clone(), method))
 }
 
 /// Refuses streaming methods and fields the messages do not have.
-fn check(binding: Binding) -> Result<Binding, String> {
+fn check(binding: Binding) -> Result<Binding, Refusal> {
     let method = &binding.method;
     if method.is_server_streaming() || method.is_client_streaming() {
-        return Err(format!(
+        return Err(("method", format!(
             "method `{}` is {}-streaming: grpc-transcode calls unary methods only (remove its mapping, or call it with a gRPC client)",
             method.full_name(),
             if method.is_server_streaming() { "server" } else { "client" }
-        ));
+        )));
     }
     let input = method.input();
     let mut seen = std::collections::HashSet::new();
     for field in binding.template.fields() {
-        let descriptor = crate::message::field_path(&input, field).map_err(|e| format!("path variable `{field}`: {e}"))?;
+        let descriptor = crate::message::field_path(&input, field).map_err(|e| ("http", format!("path variable `{field}`: {e}")))?;
         if !seen.insert(field) {
-            return Err(format!("path variable `{field}` is used twice: one field takes one value from the path"));
+            return Err(("http", format!("path variable `{field}` is used twice: one field takes one value from the path")));
         }
         // A path sets scalars, enums and the well-known types' text forms, never a message.
         if let prost_reflect::Kind::Message(m) = descriptor.kind()
             && !m.full_name().starts_with("google.protobuf.")
         {
-            return Err(format!(
+            return Err(("http", format!(
                 "path variable `{field}` names a field of message type `{}`: a path can set only scalar, enum or well-known-type fields",
                 m.full_name()
-            ));
+            )));
         }
     }
     if let Some(body) = binding.body.as_deref().filter(|b| *b != "*")
         && input.get_field_by_name(body).is_none() {
-            return Err(format!("`body`: message `{}` has no field `{body}`", input.full_name()));
+            return Err(("body", format!("message `{}` has no field `{body}`", input.full_name())));
         }
     if let Some(field) = &binding.response_body
         && method.output().get_field_by_name(field).is_none() {
-            return Err(format!("`response_body`: message `{}` has no field `{field}`", method.output().full_name()));
+            return Err(("response_body", format!("message `{}` has no field `{field}`", method.output().full_name())));
         }
     Ok(binding)
 }

@@ -33,11 +33,13 @@ pub struct Template {
 }
 
 impl Template {
-    /// Parses a template; the error says what is wrong with it.
+    /// Parses a template; the error says what is wrong with it, including what makes it match no
+    /// request at all (a query, a fragment, an empty verb).
     pub fn parse(text: &str) -> Result<Self, String> {
         let Some(rest) = text.strip_prefix('/') else {
             return Err(format!("path template `{text}` does not start with `/`"));
         };
+        never_matches(rest).map_err(|why| format!("path template `{text}` never matches: {why}"))?;
         let (body, verb) = split_verb(rest);
         let segments = parse_segments(body, true).map_err(|e| format!("path template `{text}`: {e}"))?;
         Ok(Self { segments, verb: verb.map(str::to_owned) })
@@ -111,6 +113,21 @@ impl Template {
             })
             .collect()
     }
+}
+
+/// Why a template (after its leading `/`) can match no request, if it cannot: a request's path
+/// holds no query or fragment, and a `:` ends in a verb.
+fn never_matches(template: &str) -> Result<(), String> {
+    if template.contains('?') {
+        return Err("a binding matches the request's path, without the query that `?` starts (query parameters set the fields the path does not)".into());
+    }
+    if template.contains('#') {
+        return Err("a fragment (`#`) is never sent in a request".into());
+    }
+    if split_verb(template).1 == Some("") {
+        return Err("`:` with no verb after it (write `:verb`, or leave the `:` out)".into());
+    }
+    Ok(())
 }
 
 /// Splits `a/b:verb` into `a/b` and `verb` (a `:` after the last `/` and outside braces).
@@ -366,5 +383,16 @@ mod tests {
         for bad in ["v1/x", "/v1//x", "/v1/{", "/v1/{a b}", "/v1/**/x", "/v1/x/"] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Templates no request can match: before, they loaded and every request was a 404.
+    #[test]
+    fn templates_that_never_match_are_refused_saying_why() {
+        let why = |t: &str| Template::parse(t).map(|_| ()).unwrap_err();
+        assert!(why("/v1/x?a=b").starts_with("path template `/v1/x?a=b` never matches: a binding matches the request's path, without the query"), "{}", why("/v1/x?a=b"));
+        assert_eq!(why("/v1/x#f"), "path template `/v1/x#f` never matches: a fragment (`#`) is never sent in a request");
+        assert_eq!(why("/v1/x:"), "path template `/v1/x:` never matches: `:` with no verb after it (write `:verb`, or leave the `:` out)");
+        assert!(why("/v1/{id}:").contains("`:` with no verb"));
+        assert!(Template::parse("/v1/{id}:get").is_ok());
     }
 }
