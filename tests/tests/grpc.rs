@@ -941,6 +941,28 @@ async fn integral_numbers_in_exponent_or_decimal_form_are_taken_exactly() {
     assert_eq!(server.seen.calls(), calls, "nothing more reached the gRPC server");
 }
 
+/// A verb follows the last colon of the last segment, and only a bound verb is one (Envoy's
+/// transcoder, grpc-gateway): before, the first colon started the verb, so `/v2/things/a:b:run`
+/// and `/v1/echo/urn:isbn:123` matched nothing (404).
+#[tokio::test]
+async fn the_verb_follows_the_last_colon_and_other_colons_are_part_of_the_segment() {
+    let server = GrpcServer::start(None).await;
+    let extra = r#"[[routes.plugins.config.mappings]]
+method = "demo.v1.Users/Echo"
+http = "POST /v2/things/{text}:run"
+body = "*""#;
+    let gw = gateway(&config(&server, extra)).await.unwrap();
+    let (status, body) = json_call(&gw, "POST", "/v2/things/a:b:run", Some(json!({"i32": 1}))).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"text": "a:b", "i32": 1})));
+    let (status, body) = json_call(&gw, "GET", "/v1/echo/urn:isbn:123", None).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"text": "urn:isbn:123"})), "`123` is no bound verb");
+    // `run` is: a value ending so writes its colon `%3A`.
+    let (status, _) = json_call(&gw, "GET", "/v1/echo/a:run", None).await;
+    assert_eq!(status.as_u16(), 404);
+    let (status, body) = json_call(&gw, "GET", "/v1/echo/a%3Arun", None).await;
+    assert_eq!((status.as_u16(), body), (200, json!({"text": "a:run"})));
+}
+
 /// Envoy's transcoder and grpc-gateway prefer the more specific binding: a literal segment over a
 /// variable, a variable over `**`, whatever the order the bindings are listed in (before: the
 /// first listed that matched, so `/v1/users/{id}` shadowed a later `/v1/users/me`).

@@ -27,7 +27,12 @@
 //! ```
 //!
 //! A request is matched against the bindings (the annotations and `mappings`): method and path
-//! template (`{field}`, `{field=a/*/b/*}`, `**`, `:verb`). The most specific binding matching
+//! template (`{field}`, `{field=a/*/b/*}`, `**`, `:verb`). A request path's verb is what follows
+//! the last colon of its last segment, when that is a verb some binding uses (as Envoy's
+//! transcoder splits): `POST /v2/things/a:b:run` reaches `/v2/things/{text}:run` with `a:b`;
+//! any other colon is part of its segment, so `GET /v1/echo/urn:isbn:123` reaches
+//! `/v1/echo/{text}` with `urn:isbn:123` (a value whose last segment ends in `:run`, `run` being
+//! a bound verb, writes that colon `%3A`). The most specific binding matching
 //! wins, whatever the order they are listed in, as with Envoy's transcoder and grpc-gateway:
 //! segment by segment, a literal before a variable or `*`, before `**` (`GET /v1/users/me` before
 //! `GET /v1/users/{id}`); the bindings are sorted so at load, and two of one HTTP method that
@@ -94,6 +99,7 @@ use prost_reflect::DescriptorPool;
 use serde::Deserialize;
 
 use mapping::{Binding, MappingConfig};
+use template::{Target, Verbs};
 
 /// The plugin's config.
 #[derive(Debug, Deserialize)]
@@ -124,6 +130,8 @@ const BINDING_CONTEXT_KEY: &str = "grpc-transcode.binding";
 /// The configured plugin.
 pub struct GrpcTranscode {
     bindings: Vec<Binding>,
+    /// The bindings' verbs: which colons of a request's path start one.
+    verbs: Verbs,
     pool: DescriptorPool,
 }
 
@@ -138,7 +146,8 @@ impl Plugin for GrpcTranscode {
         let pool = DescriptorPool::decode(bytes.as_slice())
             .map_err(|e| format!("`descriptor`: `{path}` is not a FileDescriptorSet (protoc -o / protox): {e}"))?;
         let bindings = mapping::bindings(&pool, &config.services, config.annotations, &config.mappings)?;
-        Ok(Self { bindings, pool })
+        let verbs = Verbs::of(bindings.iter().map(|b| &b.template));
+        Ok(Self { bindings, verbs, pool })
     }
 
     /// Both bodies: the JSON request becomes a gRPC message, the gRPC answer JSON.
@@ -149,12 +158,16 @@ impl Plugin for GrpcTranscode {
     fn on_request(&self, req: &Request) -> Action {
         let method = req.method();
         let path = req.path();
+        // The gateway hands plugins a path starting with `/`; anything else is bound to nothing.
+        let Some(target) = Target::split(&path, &self.verbs) else {
+            return error(status::NOT_FOUND, 404, &format!("no gRPC method is mapped to {method} {path}"));
+        };
         let bound_to = |verb: &str| {
             self.bindings.iter().enumerate().find_map(|(index, b)| {
                 if b.verb != verb {
                     return None;
                 }
-                b.template.matches(&path).map(|captures| (index, b, captures))
+                b.template.matches_target(&target).map(|captures| (index, b, captures))
             })
         };
         // HEAD is GET without the answer's body (RFC 9110 9.3.2), as for the gateway's routes:
@@ -164,7 +177,7 @@ impl Plugin for GrpcTranscode {
         let Some((index, binding, captures)) = found else {
             // The path is bound, to other methods: 405 with `Allow` (RFC 9110 15.5.6), as
             // grpc-gateway's router refuses it (UNIMPLEMENTED), not a 404 saying nothing is there.
-            let mut allowed: Vec<&str> = self.bindings.iter().filter(|b| b.template.matches(&path).is_some()).map(|b| b.verb.as_str()).collect();
+            let mut allowed: Vec<&str> = self.bindings.iter().filter(|b| b.template.matches_target(&target).is_some()).map(|b| b.verb.as_str()).collect();
             if allowed.contains(&"GET") {
                 allowed.push("HEAD");
             }

@@ -45,18 +45,25 @@ impl Template {
         Ok(Self { segments, verb: verb.map(str::to_owned) })
     }
 
-    /// The fields captured from `path`, or `None` if it does not match. Values are percent-decoded
-    /// as google/api/http.proto says: a single-segment variable (`{f}`, `{f=*}`) entirely, a
-    /// multi-segment one (`{f=**}`, `{f=a/*/b/*}`) all but `%2F` / `%2f`, which stay as they are
-    /// (an encoded slash is not a separator), whatever the value it matched. Either is bytes,
-    /// UTF-8 or not: a value that is not is the client's mistake (a 400), not a path that does not
-    /// match.
+    /// The fields captured from `path`, or `None` if it does not match, with this template's
+    /// verb as the only one known (see [`Target::split`]); the gateway matches a request's
+    /// [`Target`] split with every binding's verbs instead ([`Template::matches_target`]).
     pub fn matches(&self, path: &str) -> Option<Vec<(String, Vec<u8>)>> {
-        let rest = path.strip_prefix('/')?;
-        let (body, verb) = split_verb(rest);
-        if verb != self.verb.as_deref() {
+        let verbs = Verbs::of(std::iter::once(self));
+        self.matches_target(&Target::split(path, &verbs)?)
+    }
+
+    /// The fields captured from a request's `target`, or `None` if it does not match. Values are
+    /// percent-decoded as google/api/http.proto says: a single-segment variable (`{f}`, `{f=*}`)
+    /// entirely, a multi-segment one (`{f=**}`, `{f=a/*/b/*}`) all but `%2F` / `%2f`, which stay
+    /// as they are (an encoded slash is not a separator), whatever the value it matched. Either
+    /// is bytes, UTF-8 or not: a value that is not is the client's mistake (a 400), not a path
+    /// that does not match.
+    pub fn matches_target(&self, target: &Target<'_>) -> Option<Vec<(String, Vec<u8>)>> {
+        if target.verb != self.verb.as_deref() {
             return None;
         }
+        let body = target.body;
         let parts: Vec<&str> = if body.is_empty() { Vec::new() } else { body.split('/').collect() };
         let mut captures = Vec::new();
         let used = match_segments(&self.segments, &parts, &mut captures)?;
@@ -115,6 +122,52 @@ impl Template {
     }
 }
 
+/// The verbs of a set of templates: in a request's path, a colon starts a verb only when what
+/// follows it is one of them ([`Target::split`]).
+#[derive(Debug, Clone, Default)]
+pub struct Verbs(Vec<String>);
+
+impl Verbs {
+    /// The verbs `templates` use, each once.
+    pub fn of<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Self {
+        let mut verbs: Vec<String> = templates.into_iter().filter_map(|t| t.verb.clone()).collect();
+        verbs.sort_unstable();
+        verbs.dedup();
+        Self(verbs)
+    }
+
+    /// Whether a binding uses `verb`.
+    fn contains(&self, verb: &str) -> bool {
+        self.0.iter().any(|v| v == verb)
+    }
+}
+
+/// A request path as the templates see it: the segments' text (without the leading `/`) and
+/// its verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    body: &'a str,
+    verb: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// Splits a request's `path` (`None` when it does not start with `/`). The text after the
+    /// last colon of the last segment is the verb when it is one of `verbs`, as Envoy's
+    /// transcoder splits (and grpc-gateway, for each template's own verb): `/v2/things/a:b:run`
+    /// has the verb `run` and the segment `a:b`; any other colon is part of its segment, so
+    /// `/v1/echo/urn:isbn:123` reaches `/v1/echo/{text}` with `urn:isbn:123`. A value whose last
+    /// segment ends in `:verb` for a bound verb writes that colon `%3A`.
+    pub fn split(path: &'a str, verbs: &Verbs) -> Option<Self> {
+        let rest = path.strip_prefix('/')?;
+        let last = rest.rfind('/').map_or(0, |i| i + 1);
+        let verb_at = rest[last..].rfind(':').map(|i| last + i).filter(|&at| verbs.contains(&rest[at + 1..]));
+        Some(match verb_at {
+            Some(at) => Self { body: &rest[..at], verb: Some(&rest[at + 1..]) },
+            None => Self { body: rest, verb: None },
+        })
+    }
+}
+
 /// Why a template (after its leading `/`) can match no request, if it cannot: a request's path
 /// holds no query or fragment, and a `:` ends in a verb.
 fn never_matches(template: &str) -> Result<(), String> {
@@ -130,11 +183,12 @@ fn never_matches(template: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Splits `a/b:verb` into `a/b` and `verb` (a `:` after the last `/` and outside braces).
+/// Splits a template's `a/b:verb` into `a/b` and `verb`: the last `:` after the last `/` and
+/// outside braces (a verb holds no colon).
 fn split_verb(path: &str) -> (&str, Option<&str>) {
     let last = path.rfind('/').map_or(0, |i| i + 1);
     let close = path.rfind('}').map_or(0, |i| i + 1);
-    match path[last.max(close)..].find(':') {
+    match path[last.max(close)..].rfind(':') {
         Some(i) => {
             let at = last.max(close) + i;
             (&path[..at], Some(&path[at + 1..]))
@@ -394,5 +448,29 @@ mod tests {
         assert_eq!(why("/v1/x:"), "path template `/v1/x:` never matches: `:` with no verb after it (write `:verb`, or leave the `:` out)");
         assert!(why("/v1/{id}:").contains("`:` with no verb"));
         assert!(Template::parse("/v1/{id}:get").is_ok());
+    }
+
+    /// The verb is what follows the last colon, when it is a bound verb (Envoy's transcoder,
+    /// grpc-gateway): before, the first colon of the last segment started it, so
+    /// `/v2/things/a:b:run` had the verb `b:run` and matched nothing.
+    #[test]
+    fn the_verb_follows_the_last_colon_and_other_colons_are_data() {
+        assert_eq!(caps("/v2/things/{text}:run", "/v2/things/a:b:run"), Some(vec![("text".into(), "a:b".into())]));
+        assert_eq!(caps("/v2/things/{text}:run", "/v2/things/:run"), None, "an empty segment before the verb");
+        assert_eq!(caps("/v1/{name=shelves/*}:get", "/v1/shelves/a:b:get"), Some(vec![("name".into(), "shelves/a:b".into())]));
+        let echo = Template::parse("/v1/echo/{text}").unwrap();
+        let run = Template::parse("/v2/things/{text}:run").unwrap();
+        let verbs = Verbs::of([&echo, &run]);
+        let text = |t: &Template, path: &str| {
+            let captures = t.matches_target(&Target::split(path, &verbs)?)?;
+            captures.into_iter().next().map(|(_, v)| String::from_utf8(v).unwrap_or_default())
+        };
+        assert_eq!(text(&echo, "/v1/echo/urn:isbn:123"), Some("urn:isbn:123".into()), "`123` is no bound verb");
+        assert_eq!(text(&echo, "/v1/echo/12:00"), Some("12:00".into()));
+        assert_eq!(text(&echo, "/v1/echo/a:run"), None, "`run` is a bound verb");
+        assert_eq!(text(&run, "/v1/echo/a:run"), None);
+        assert_eq!(text(&echo, "/v1/echo/a%3Arun"), Some("a:run".into()), "an encoded colon is data");
+        assert_eq!(text(&run, "/v2/things/a:b:run"), Some("a:b".into()));
+        assert_eq!(caps("/v1/echo/{text}", "/v1/echo/x:y"), Some(vec![("text".into(), "x:y".into())]));
     }
 }
