@@ -117,8 +117,12 @@ impl Users for Demo {
 
     async fn echo(&self, request: tonic::Request<Everything>) -> Result<tonic::Response<Everything>, Status> {
         self.0.record(&request);
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         *self.0.echo.lock().unwrap() = Some(r.clone());
+        // Answers no proto3 JSON writer may write as it is: a Duration of mixed signs.
+        if r.text == "mixed-signs" {
+            r.took = Some(prost_types::Duration { seconds: 1, nanos: -5 });
+        }
         Ok(tonic::Response::new(r))
     }
 
@@ -891,6 +895,34 @@ async fn durations_and_timestamps_finer_than_nanoseconds_are_a_400_naming_the_fi
     let (status, reply) = raw_call(&gw, "GET", "/v1/echo/x?took=-0.000000001s", "").await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(server.seen.echo.lock().unwrap().as_ref().and_then(|e| e.took), Some(prost_types::Duration { seconds: 0, nanos: -1 }));
+}
+
+/// protojson refuses a Timestamp at second 60 (a 400 naming the field or parameter; before:
+/// made :59 and sent on), and will not write a Duration whose seconds and nanos have different
+/// signs (a 502, as other malformed answers; before: written with a flipped sign).
+#[tokio::test]
+async fn a_leap_second_is_a_400_and_a_duration_of_mixed_signs_a_502() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "POST",
+            "/v1/echo",
+            r#"{"at": "2024-06-30T12:00:60.5Z"}"#,
+            "the request does not fit `demo.v1.Everything`: field `at`: 2024-06-30T12:00:60.5Z is at second 60 (a leap second)",
+        ),
+        ("POST", "/v1/users", r#"{"createdAt": "2016-12-31T23:59:60Z"}"#, "field `user.createdAt`: 2016-12-31T23:59:60Z is at second 60"),
+        ("GET", "/v1/echo/x?at=2024-06-30T12:00:60.5Z", "", "query parameter `at`: field `at`: 2024-06-30T12:00:60.5Z is at second 60"),
+    ];
+    assert_400s(&gw, cases).await;
+    assert_eq!(server.seen.calls(), 0, "nothing reached the gRPC server");
+    let (status, reply) = raw_call(&gw, "POST", "/v1/echo", r#"{"at": "2024-06-30T12:00:59.5Z"}"#).await;
+    assert_eq!((status.as_u16(), reply["at"].clone()), (200, json!("2024-06-30T12:00:59.500Z")));
+
+    let (status, reply) = raw_call(&gw, "POST", "/v1/echo", r#"{"text": "mixed-signs"}"#).await;
+    assert_eq!(status, 502, "{reply}");
+    let message = reply["message"].as_str().unwrap();
+    assert!(message.contains("field `took` is a google.protobuf.Duration of 1 seconds and -5 nanos: their signs differ"), "{reply}");
 }
 
 /// protojson takes an integer field's value in exponent or decimal form when it is integral, as

@@ -2,10 +2,10 @@
 //! and the reader notes, cheaply, what the proto3 JSON reader would get wrong on its own, for the
 //! typed pass ([`crate::walk`]) to check: a number with a fraction or exponent (its exact text is
 //! needed), two keys that may name one field (`userId` and `user_id`), and a string that may be
-//! a `Timestamp` or `Duration` finer than nanoseconds. A body with none of these (the usual one:
-//! no number with a fraction or exponent, each field under one name) is read once and never
-//! walked; the cost on it is a look at each string's last bytes and, for a key that is one of a
-//! field's two names, a lookup.
+//! a `Timestamp` or `Duration` finer than nanoseconds or at a leap second. A body with none of
+//! these (the usual one: no number with a fraction or exponent, each field under one name) is
+//! read once and never walked; the cost on it is a look at each string's last bytes (and four
+//! fixed ones) and, for a key that is one of a field's two names, a lookup.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -14,7 +14,7 @@ use prost_reflect::{Kind, MessageDescriptor};
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use crate::numbers::may_be_too_fine;
+use crate::numbers::may_be_misread_time;
 
 /// The names of the fields reachable from a request message that have two names, the proto
 /// name and another JSON name (`user_id` / `userId`, or a `json_name` option), each mapped to its
@@ -79,7 +79,8 @@ pub struct Signals {
     pub floats: bool,
     /// An object holding two names of one field (or two keys that look so: a map's keys).
     pub twins: bool,
-    /// A string that may be a `Timestamp` or `Duration` with more than nine fractional digits.
+    /// A string that may be a `Timestamp` or `Duration` the proto3 JSON reader would change
+    /// silently: more than nine fractional digits, or a leap second.
     pub fine_times: bool,
 }
 
@@ -153,7 +154,7 @@ impl<'de> Visitor<'de> for Reader<'_> {
     }
 
     fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
-        if may_be_too_fine(&v) {
+        if may_be_misread_time(&v) {
             self.note(|s| s.fine_times = true);
         }
         Ok(Value::String(v))

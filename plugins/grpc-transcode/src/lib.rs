@@ -59,13 +59,14 @@
 //! "user_id": 2}`), a path or query value that is not UTF-8 once percent-decoded (`%E9`), a body
 //! sent to a binding without `body`, or a value that does not fit its field (a float out of
 //! range, an integer that is not integral (`1.5`) or out of range, a `Timestamp` or `Duration`
-//! with more than nine fractional digits), is a 400 naming the path variable, query parameter or
+//! with more than nine fractional digits, a `Timestamp` at second 60, `23:59:60Z`, which protojson
+//! refuses and would otherwise become :59), is a 400 naming the path variable, query parameter or
 //! body field. The checks the proto3 JSON reader does not do cost nothing on the usual request:
 //! the body reader notes what might need them (a number with a fraction or exponent, two keys
-//! that may name one field, a string ending like a too fine time) and only then the body is
-//! walked with its types; an integral string in exponent form is read once the plain reading
-//! failed. Each binding answers with its own `response_body`, whatever other bindings its method
-//! has.
+//! that may name one field, a string ending like a too fine time or a leap second) and only then
+//! the body is walked with its types; an integral string in exponent form is read once the plain
+//! reading failed. Each binding answers with its own `response_body`, whatever other bindings its
+//! method has.
 //!
 //! The upstream gets `POST /package.Service/Method` with `content-type: application/grpc`,
 //! `te: trailers` and the framed message (uncompressed); the client's `grpc-*` headers but
@@ -74,7 +75,10 @@
 //! trailers-only response) `0` gives 200 with the response message as proto3 JSON (64-bit
 //! integers as strings, enums by name, fields with default values left out); any other code
 //! gives the HTTP status of the Envoy / grpc-gateway table with the `google.rpc.Status` JSON body
-//! `{"code", "message", "details"}`; a missing or unparsable `grpc-status` is a 502.
+//! `{"code", "message", "details"}`; a missing or unparsable `grpc-status` is a 502, and so is a
+//! response message that protojson would not write: a `Duration` whose seconds and nanos have
+//! different signs (written with a flipped sign otherwise), a `Timestamp` whose nanos are outside
+//! 0 to 999,999,999.
 //!
 //! A HEAD request is transcoded as the GET bound to its path, whose answer the gateway sends
 //! without its body (RFC 9110 9.3.2); a path bound to GET lists HEAD in a 405's `Allow`.
@@ -89,6 +93,7 @@ pub mod json;
 pub mod mapping;
 pub mod message;
 pub mod numbers;
+pub mod response;
 pub mod status;
 pub mod template;
 pub mod upstream_status;

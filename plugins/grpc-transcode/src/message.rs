@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::json::{self, Floats, Signals};
 use crate::mapping::Binding;
 use crate::numbers;
+use crate::response;
 use crate::template::decode;
 use crate::walk;
 
@@ -65,9 +66,9 @@ fn leaf(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
     if float && text.parse::<f64>().is_ok_and(|v| v.is_finite() && (v as f32).is_infinite()) {
         return Err(format!("{text} is out of range for field `{}` (float)", field.name()));
     }
-    // More than nanoseconds is refused, as in the body, never cut.
+    // More than nanoseconds, or a leap second, is refused, as in the body, never changed.
     if numbers::is_time(&field.kind()) {
-        numbers::check_fraction(text, &type_name(field)).map_err(|e| format!("field `{}`: {e}", field.name()))?;
+        numbers::check_time(text, &type_name(field)).map_err(|e| format!("field `{}`: {e}", field.name()))?;
     }
     match field.kind() {
         Kind::Bool => boolean(text),
@@ -420,8 +421,10 @@ pub fn decode_response(output: &MessageDescriptor, body: &[u8], field: Option<&s
     to_json(&message, field)
 }
 
-/// A message as proto3 JSON (64-bit integers as strings, enums by name, defaults left out).
+/// A message as proto3 JSON (64-bit integers as strings, enums by name, defaults left out). A
+/// value the writer would write wrongly is refused first ([`response::check`]).
 pub fn to_json(message: &DynamicMessage, field: Option<&str>) -> Result<Vec<u8>, String> {
+    response::check(message).map_err(|e| format!("the gRPC answer is not a valid `{}`: {e}", message.descriptor().full_name()))?;
     let options = SerializeOptions::new();
     let mut out = Vec::new();
     let mut serializer = serde_json::Serializer::new(&mut out);

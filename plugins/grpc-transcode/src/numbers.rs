@@ -1,7 +1,7 @@
 //! Number texts as protojson reads them: an integer field takes a JSON number or string in any
 //! form whose value is an integer (`1e3`, `"2.50e1"`, `1.0`), exactly, with no detour through a
-//! float (`9007199254740993.0` stays 9007199254740993); and `Timestamp` / `Duration` strings
-//! carry at most nanoseconds.
+//! float (`9007199254740993.0` stays 9007199254740993); `Timestamp` / `Duration` strings
+//! carry at most nanoseconds, and a `Timestamp` no leap second.
 
 use prost_reflect::Kind;
 
@@ -136,6 +136,31 @@ pub fn check_fraction(text: &str, type_name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a `Timestamp` or `Duration` text (`type_name`) that the proto3 JSON reader would
+/// silently change, as protojson refuses it: more than nine fractional digits (cut to
+/// nanoseconds), or a `Timestamp` at second 60 (a leap second, made :59).
+pub fn check_time(text: &str, type_name: &str) -> Result<(), String> {
+    check_fraction(text, type_name)?;
+    if type_name == "google.protobuf.Timestamp" && is_leap_second(text) {
+        return Err(format!("{text} is at second 60 (a leap second): {type_name} takes seconds 00 to 59"));
+    }
+    Ok(())
+}
+
+/// Whether `text` reads as an RFC 3339 time at second 60 (`2024-06-30T23:59:60Z`): its seconds
+/// at their fixed place after a four-digit year (any other year is out of a `Timestamp`'s range).
+/// A look at four bytes, for every string of the body.
+pub fn is_leap_second(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() >= 19 && b[4] == b'-' && matches!(b[10], b'T' | b't' | b' ') && b[13] == b':' && b[16] == b':' && &b[17..19] == b"60"
+}
+
+/// Whether a string of the body may be a `Timestamp` or `Duration` that [`check_time`] refuses:
+/// finer than nanoseconds ([`may_be_too_fine`]) or at a leap second ([`is_leap_second`]).
+pub fn may_be_misread_time(text: &str) -> bool {
+    may_be_too_fine(text) || is_leap_second(text)
+}
+
 /// Whether a string of the body may be a `Timestamp` or `Duration` with more than nine fractional
 /// digits: ten or more digits after a `.`, right before the final `s` (`1.0000000001s`), `Z`, or
 /// `+hh:mm` / `-hh:mm`. A look at its end only, for every string of the body: a string that
@@ -217,5 +242,23 @@ mod tests {
         for plain in ["", "s", "users", "1.000000001s", "12345678901s", "2024-01-01T00:00:00.123456789Z", "2024-01-01T00:00:00Z", "1234567890Z", "a.12345678901"] {
             assert!(!may_be_too_fine(plain), "{plain}");
         }
+    }
+
+    /// protojson refuses second 60; the proto3 JSON reader made it :59, silently.
+    #[test]
+    fn a_timestamp_at_a_leap_second_is_refused() {
+        let timestamp = "google.protobuf.Timestamp";
+        assert_eq!(
+            check_time("2024-06-30T12:00:60.5Z", timestamp).unwrap_err(),
+            "2024-06-30T12:00:60.5Z is at second 60 (a leap second): google.protobuf.Timestamp takes seconds 00 to 59"
+        );
+        for leap in ["2016-12-31T23:59:60Z", "2016-12-31t23:59:60+01:00", "2016-12-31 23:59:60Z"] {
+            assert!(check_time(leap, timestamp).is_err() && may_be_misread_time(leap), "{leap}");
+        }
+        for fine in ["2024-06-30T12:00:59.5Z", "2024-06-30T12:60:00Z", "60", "1960-01-01T00:00:00Z"] {
+            assert!(check_time(fine, timestamp).is_ok() && !is_leap_second(fine), "{fine}");
+        }
+        assert!(check_time("60s", "google.protobuf.Duration").is_ok());
+        assert!(check_time("1.0000000001s", "google.protobuf.Duration").is_err(), "finer than nanoseconds, as before");
     }
 }

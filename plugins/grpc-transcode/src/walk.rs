@@ -7,7 +7,8 @@
 //!   out of range, where the reader rounds numbers through a float (and saturates past 64 bits)
 //!   and refuses such strings;
 //! - a `Timestamp` or `Duration` with more than nine fractional digits: refused, where the
-//!   reader cuts it to nanoseconds.
+//!   reader cuts it to nanoseconds;
+//! - a `Timestamp` at second 60 (a leap second): refused, where the reader makes it :59.
 //!
 //! It runs on the body alone ([`body`]) only when its reader signalled one of these
 //! ([`crate::json::Signals`]), and on the whole request ([`request`]) only once it failed to
@@ -20,7 +21,7 @@ use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value};
 
 use crate::json::Floats;
-use crate::numbers::{check_fraction, integer_in, integer_range, is_time};
+use crate::numbers::{check_time, integer_in, integer_range, is_time};
 
 /// A value the typed pass refuses: where (a path of keys and indexes, built on the way out) and
 /// why.
@@ -139,7 +140,7 @@ impl Walk<'_> {
             return self.integer(kind, range, value);
         }
         match (kind, value) {
-            (Kind::Message(m), Value::String(text)) if is_time(kind) => check_fraction(text, m.full_name()).map_err(Mistake::new),
+            (Kind::Message(m), Value::String(text)) if is_time(kind) => check_time(text, m.full_name()).map_err(Mistake::new),
             (Kind::Message(m), Value::Object(object)) if !m.full_name().starts_with("google.protobuf.") => self.object(m, object),
             (_, value) => {
                 self.skip(value);
