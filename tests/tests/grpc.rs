@@ -897,6 +897,21 @@ async fn durations_and_timestamps_finer_than_nanoseconds_are_a_400_naming_the_fi
     assert_eq!(server.seen.echo.lock().unwrap().as_ref().and_then(|e| e.took), Some(prost_types::Duration { seconds: 0, nanos: -1 }));
 }
 
+/// proto3 JSON writes a FloatValue or DoubleValue holding NaN or an infinity as it writes a
+/// plain float field (before: `null`, as if unset).
+#[tokio::test]
+async fn non_finite_float_wrappers_are_answered_nan_and_infinity() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    for (flt, dbl) in [("NaN", "-Infinity"), ("Infinity", "NaN")] {
+        let body = json!({"maybeFlt": flt, "maybeDbl": dbl, "flt": flt});
+        let (status, reply) = json_call(&gw, "POST", "/v1/echo", Some(body.clone())).await;
+        assert_eq!((status.as_u16(), reply), (200, body));
+    }
+    let got = server.seen.echo.lock().unwrap().clone().unwrap();
+    assert!(got.maybe_flt == Some(f32::INFINITY) && got.maybe_dbl.is_some_and(f64::is_nan), "{got:?}");
+}
+
 /// protojson refuses a Timestamp at second 60 (a 400 naming the field or parameter; before:
 /// made :59 and sent on), and will not write a Duration whose seconds and nanos have different
 /// signs (a 502, as other malformed answers; before: written with a flipped sign).

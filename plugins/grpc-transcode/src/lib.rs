@@ -73,7 +73,9 @@
 //! `grpc-timeout` are not sent on, and the gateway sends the shorter of that and the route's
 //! timeout as `grpc-timeout`. The answer: `grpc-status` (from the trailers, or the headers of a
 //! trailers-only response) `0` gives 200 with the response message as proto3 JSON (64-bit
-//! integers as strings, enums by name, fields with default values left out); any other code
+//! integers as strings, enums by name, fields with default values left out, NaN and the
+//! infinities of a float field or a `FloatValue` / `DoubleValue` as `"NaN"`, `"Infinity"`,
+//! `"-Infinity"`); any other code
 //! gives the HTTP status of the Envoy / grpc-gateway table with the `google.rpc.Status` JSON body
 //! `{"code", "message", "details"}`; a missing or unparsable `grpc-status` is a 502, and so is a
 //! response message that protojson would not write: a `Duration` whose seconds and nanos have

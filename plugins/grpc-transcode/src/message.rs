@@ -422,18 +422,26 @@ pub fn decode_response(output: &MessageDescriptor, body: &[u8], field: Option<&s
 }
 
 /// A message as proto3 JSON (64-bit integers as strings, enums by name, defaults left out). A
-/// value the writer would write wrongly is refused first ([`response::check`]).
+/// value the writer would write wrongly is refused first, and a non-finite float wrapper it
+/// writes `null` is written as proto3 JSON has it ([`response`]).
 pub fn to_json(message: &DynamicMessage, field: Option<&str>) -> Result<Vec<u8>, String> {
-    response::check(message).map_err(|e| format!("the gRPC answer is not a valid `{}`: {e}", message.descriptor().full_name()))?;
+    let non_finite =
+        response::check(message).map_err(|e| format!("the gRPC answer is not a valid `{}`: {e}", message.descriptor().full_name()))?;
     let options = SerializeOptions::new();
     let mut out = Vec::new();
     let mut serializer = serde_json::Serializer::new(&mut out);
     message
         .serialize_with_options(&mut serializer, &options)
         .map_err(|e| format!("cannot write `{}` as JSON: {e}", message.descriptor().full_name()))?;
-    let Some(field) = field else { return Ok(out) };
-    let json_name = message.descriptor().get_field_by_name(field).map(|f| f.json_name().to_owned()).unwrap_or_else(|| field.to_owned());
+    if !non_finite && field.is_none() {
+        return Ok(out);
+    }
     let mut value: Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
+    if non_finite {
+        response::write_non_finite(message, &mut value);
+    }
+    let Some(field) = field else { return serde_json::to_vec(&value).map_err(|e| e.to_string()) };
+    let json_name = message.descriptor().get_field_by_name(field).map(|f| f.json_name().to_owned()).unwrap_or_else(|| field.to_owned());
     let picked = value.get_mut(&json_name).map(Value::take).unwrap_or(Value::Null);
     serde_json::to_vec(&picked).map_err(|e| e.to_string())
 }

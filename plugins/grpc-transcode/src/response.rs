@@ -4,8 +4,15 @@
 //! `google.protobuf.Timestamp` whose nanos are outside 0 to 999,999,999 (it writes another
 //! instant). protojson refuses to write either: such an answer is not a valid message, and the
 //! client gets a 502 as for any other malformed answer, never a wrong value.
+//!
+//! And a `google.protobuf.FloatValue` or `DoubleValue` holding NaN or an infinity, which the
+//! writer hands serde_json as a float that it writes `null`: proto3 JSON writes these
+//! `"NaN"`, `"Infinity"` and `"-Infinity"`, as it does for plain float fields. The walk says
+//! whether the message holds one; only then the written JSON is walked beside the message and
+//! those values put in ([`write_non_finite`]): the usual answer is written once, as before.
 
 use prost_reflect::{DynamicMessage, MapKey, ReflectMessage, Value};
+use serde_json::Value as Json;
 
 /// How deep the walk follows nested messages (prost's decoder stops at 100 levels too).
 const MAX_DEPTH: usize = 100;
@@ -14,41 +21,128 @@ const MAX_DEPTH: usize = 100;
 /// `byName[a].at`, in JSON names) and why.
 type Wrong = (String, String);
 
-/// Refuses a message holding a value the module lists; the error names the field's path.
-pub fn check(message: &DynamicMessage) -> Result<(), String> {
+/// Refuses a message holding a value the writer would get wrong (the module says which); the
+/// error names the field's path. `Ok(true)`: the message holds a non-finite `FloatValue` or
+/// `DoubleValue`, which [`write_non_finite`] must then put in the written JSON.
+pub fn check(message: &DynamicMessage) -> Result<bool, String> {
     check_message(message, 0).map_err(|(path, why)| format!("field `{path}` {why}"))
 }
 
 /// [`check`] for one message at `depth`: a well-known type by its own rule, any other by its
 /// fields.
-fn check_message(message: &DynamicMessage, depth: usize) -> Result<(), Wrong> {
+fn check_message(message: &DynamicMessage, depth: usize) -> Result<bool, Wrong> {
     match message.descriptor().full_name() {
-        "google.protobuf.Duration" => return duration(message).map_err(|why| (String::new(), why)),
-        "google.protobuf.Timestamp" => return timestamp(message).map_err(|why| (String::new(), why)),
-        "google.protobuf.Any" => return any_payload(message).map_or(Ok(()), |inner| check_message(&inner, depth + 1)),
-        name if name.starts_with("google.protobuf.") => return Ok(()),
+        "google.protobuf.Duration" => return duration(message).map(|()| false).map_err(|why| (String::new(), why)),
+        "google.protobuf.Timestamp" => return timestamp(message).map(|()| false).map_err(|why| (String::new(), why)),
+        "google.protobuf.FloatValue" | "google.protobuf.DoubleValue" => return Ok(non_finite(message).is_some()),
+        "google.protobuf.Any" => return any_payload(message).map_or(Ok(false), |inner| check_message(&inner, depth + 1)),
+        name if name.starts_with("google.protobuf.") => return Ok(false),
         _ => {}
     }
     if depth >= MAX_DEPTH {
-        return Ok(());
+        return Ok(false);
     }
+    let mut found = false;
     for (field, value) in message.fields() {
-        check_value(value, depth).map_err(|(path, why)| (within(field.json_name(), &path), why))?;
+        found |= check_value(value, depth).map_err(|(path, why)| (within(field.json_name(), &path), why))?;
     }
-    Ok(())
+    Ok(found)
 }
 
 /// [`check`] for one field's value: a message, or each item of a list or map.
-fn check_value(value: &Value, depth: usize) -> Result<(), Wrong> {
+fn check_value(value: &Value, depth: usize) -> Result<bool, Wrong> {
+    let mut found = false;
     match value {
-        Value::Message(message) => check_message(message, depth + 1),
-        Value::List(items) => items.iter().enumerate().try_for_each(|(i, item)| {
-            check_value(item, depth).map_err(|(path, why)| (within(&format!("[{i}]"), &path), why))
-        }),
-        Value::Map(entries) => entries.iter().try_for_each(|(key, item)| {
-            check_value(item, depth).map_err(|(path, why)| (within(&format!("[{}]", key_text(key)), &path), why))
-        }),
-        _ => Ok(()),
+        Value::Message(message) => found = check_message(message, depth + 1)?,
+        Value::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                found |= check_value(item, depth).map_err(|(path, why)| (within(&format!("[{i}]"), &path), why))?;
+            }
+        }
+        Value::Map(entries) => {
+            for (key, item) in entries {
+                found |= check_value(item, depth).map_err(|(path, why)| (within(&format!("[{}]", key_text(key)), &path), why))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(found)
+}
+
+/// Puts into `json`, `message` as the writer wrote it, the proto3 JSON text of each non-finite
+/// `FloatValue` and `DoubleValue` (`"NaN"`, `"Infinity"`, `"-Infinity"`) where it wrote `null`:
+/// the message and its JSON walked side by side, each field under its JSON name.
+pub fn write_non_finite(message: &DynamicMessage, json: &mut Json) {
+    patch_message(message, json, 0);
+}
+
+/// [`write_non_finite`] for one message at `depth` and the JSON written for it.
+fn patch_message(message: &DynamicMessage, json: &mut Json, depth: usize) {
+    match message.descriptor().full_name() {
+        "google.protobuf.FloatValue" | "google.protobuf.DoubleValue" => {
+            if let Some(text) = non_finite(message) {
+                *json = Json::String(text.to_owned());
+            }
+            return;
+        }
+        // Written `{"@type", "value": ...}` for a well-known type, `{"@type", fields...}` else.
+        "google.protobuf.Any" => {
+            if let Some(inner) = any_payload(message) {
+                let slot = if inner.descriptor().full_name().starts_with("google.protobuf.") { json.get_mut("value") } else { Some(json) };
+                if let Some(slot) = slot {
+                    patch_message(&inner, slot, depth + 1);
+                }
+            }
+            return;
+        }
+        name if name.starts_with("google.protobuf.") => return,
+        _ => {}
+    }
+    let Json::Object(object) = json else { return };
+    if depth >= MAX_DEPTH {
+        return;
+    }
+    for (field, value) in message.fields() {
+        if let Some(slot) = object.get_mut(field.json_name()) {
+            patch_value(value, slot, depth);
+        }
+    }
+}
+
+/// [`write_non_finite`] for one field's value and its JSON: a message, or each item of a list
+/// or map.
+fn patch_value(value: &Value, json: &mut Json, depth: usize) {
+    match (value, json) {
+        (Value::Message(message), json) => patch_message(message, json, depth + 1),
+        (Value::List(items), Json::Array(slots)) => {
+            for (item, slot) in items.iter().zip(slots.iter_mut()) {
+                patch_value(item, slot, depth);
+            }
+        }
+        (Value::Map(entries), Json::Object(slots)) => {
+            for (key, item) in entries {
+                if let Some(slot) = slots.get_mut(&key_text(key)) {
+                    patch_value(item, slot, depth);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The proto3 JSON text of a `FloatValue` or `DoubleValue` holding NaN or an infinity; `None`
+/// for a finite value, which the writer writes right.
+fn non_finite(wrapper: &DynamicMessage) -> Option<&'static str> {
+    let value = match wrapper.get_field_by_name("value")?.as_ref() {
+        Value::F32(f) => f64::from(*f),
+        Value::F64(f) => *f,
+        _ => return None,
+    };
+    match value {
+        v if v.is_nan() => Some("NaN"),
+        v if v == f64::INFINITY => Some("Infinity"),
+        v if v == f64::NEG_INFINITY => Some("-Infinity"),
+        _ => None,
     }
 }
 
@@ -172,6 +266,37 @@ mod tests {
         framed.extend_from_slice(&(message.encoded_len() as u32).to_be_bytes());
         framed.extend_from_slice(&message.encode_to_vec());
         decode_response(&message.descriptor(), &framed, None).map(|json| String::from_utf8(json).unwrap())
+    }
+
+    /// Proto3 JSON writes a non-finite float wrapper as it writes a plain float field; before,
+    /// serde_json wrote each `null`, as if the field were unset.
+    #[test]
+    fn non_finite_float_wrappers_are_written_nan_and_infinity() {
+        let descriptor = wkt();
+        let pool = descriptor.parent_pool().clone();
+        let float = |f: f32| known(&pool, "google.protobuf.FloatValue", &[("value", Value::F32(f))]);
+        let double = |f: f64| known(&pool, "google.protobuf.DoubleValue", &[("value", Value::F64(f))]);
+        let mut inner = DynamicMessage::new(descriptor.clone());
+        inner.set_field_by_name("big", double(f64::INFINITY));
+        let mut message = DynamicMessage::new(descriptor.clone());
+        message.set_field_by_name("ratio", float(f32::NAN));
+        message.set_field_by_name("big", double(f64::NEG_INFINITY));
+        message.set_field_by_name("ratios", Value::List(vec![float(f32::INFINITY), float(1.5), float(f32::NEG_INFINITY)]));
+        message.set_field_by_name("inner", Value::Message(inner.clone()));
+        message.set_field_by_name("items", Value::List(vec![Value::Message(DynamicMessage::new(descriptor.clone())), Value::Message(inner)]));
+        assert_eq!(
+            answer(&message).unwrap(),
+            r#"{"ratio":"NaN","big":"-Infinity","ratios":["Infinity",1.5,"-Infinity"],"inner":{"big":"Infinity"},"items":[{},{"big":"Infinity"}]}"#
+        );
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(message.encoded_len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message.encode_to_vec());
+        assert_eq!(decode_response(&descriptor, &framed, Some("ratio")).unwrap(), br#""NaN""#, "`response_body` too");
+        // Finite values are written as before.
+        let mut message = DynamicMessage::new(descriptor.clone());
+        message.set_field_by_name("ratio", float(0.25));
+        message.set_field_by_name("big", double(-2.5));
+        assert_eq!(answer(&message).unwrap(), r#"{"ratio":0.25,"big":-2.5}"#);
     }
 
     /// protojson refuses to write these; before, a Duration of 1 s and -5 ns was written
