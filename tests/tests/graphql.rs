@@ -227,6 +227,14 @@ upstream = "graphql"
 plugin = "builtin:graphql"
 config = { query = "query User($id: ID!) { user(id: $id) { id } }", result = "usr", variables = { id = { from = "param.id" } } }
 
+# `param.id` on a route whose path captures `uid`: no request can give it.
+[[routes]]
+path = "/uncaptured/{uid}"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+config = { query = "query User($id: ID!) { user(id: $id) { id } }", result = "user", variables = { id = { from = "param.id", required = true } } }
+
 [[routes]]
 path = "/nobody"
 upstream = "graphql"
@@ -275,6 +283,20 @@ async fn query_string_variables_are_typed_and_defaulted() {
     let r = client.get(&gw.url("/users?first=99999999999")).await;
     assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (400, Some("invalid_variable")), "{}", r.text());
     assert_eq!(upstream.hits(), hits);
+    gw.stop().await;
+}
+
+/// A `param.NAME` the route's path does not capture is the config's mistake: a 500 whose log
+/// names the key (before: a 400 blaming the client on every request). `configure` is not given
+/// the route, so it cannot be refused at load.
+#[tokio::test]
+async fn a_param_the_route_does_not_capture_is_a_500_not_the_clients_400() {
+    let (upstream, _) = graphql_server().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let r = HttpClient::http1().get(&gw.url("/uncaptured/7")).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (500, Some("config_error")), "{}", r.text());
+    assert!(r.json()["message"].as_str().unwrap_or_default().contains("reads a route parameter its path does not capture"), "{}", r.text());
+    assert_eq!(upstream.hits(), 0, "never sent upstream");
     gw.stop().await;
 }
 

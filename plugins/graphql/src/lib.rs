@@ -25,7 +25,10 @@
 //! a missing value (or an empty one, for any type but `string`) takes `default`, is answered
 //! 400 if `required`, and is otherwise left out. A query parameter given more than once
 //! (`?posts=1&posts=2`) is answered 400 naming it: no type takes a list of them, and which one
-//! was meant is ambiguous.
+//! was meant is ambiguous. A `param.NAME` naming a param the route's `path` does not capture
+//! cannot be refused at load (`configure` is not given the route): every request on that route
+//! is then a 500 `config_error`, the log naming the `variables` key, never a 400 blaming the
+//! client.
 //!
 //! The query is parsed once, at configure, and the config is refused for a syntax error (with
 //! its line:column in the query), a document that is not exactly one operation unless
@@ -178,6 +181,11 @@ impl Plugin for GraphQl {
     }
 
     fn on_request(&self, req: &Request) -> Action {
+        if let Some(message) = self.uncaptured_param(req) {
+            airlock_sdk::log::warn(&message);
+            let told = "this route's `builtin:graphql` config reads a route parameter its path does not capture (the gateway's log says which)";
+            return Action::error(500, "config_error", told, &req.request_id());
+        }
         let body = if self.reads_body { req.body().filter(|b| !b.is_empty()) } else { None };
         let body: Option<Value> = match body.map(|b| serde_json::from_slice(&b)) {
             None => None,
@@ -254,6 +262,20 @@ pub enum Answer {
 }
 
 impl GraphQl {
+    /// What is wrong with the config, if a `param.NAME` variable names a param the route's path
+    /// pattern does not capture: every request would lack it, the operator's mistake rather than
+    /// the client's (a 400, or the GraphQL server's error, blamed the client). `configure` cannot
+    /// tell: it is given the plugin's config only, not the route's path.
+    fn uncaptured_param(&self, req: &Request) -> Option<String> {
+        self.variables.iter().find_map(|(name, variable)| match &variable.from {
+            From::Param(param) if req.param(param).is_none() => Some(format!(
+                "`variables.{name}.from` reads route parameter `{param}`, which route `{}` does not capture: give its `path` a `{{{param}}}` segment, or take the value from elsewhere",
+                req.route_id()
+            )),
+            _ => None,
+        })
+    }
+
     /// The answer for the upstream's response `body` with HTTP status `upstream_status`.
     pub fn answer(&self, body: &[u8], upstream_status: u16) -> Answer {
         let upstream_ok = (200..300).contains(&upstream_status);
