@@ -760,6 +760,43 @@ async fn unknown_admin_paths_are_404_whatever_the_method_and_known_ones_405_with
     gw.stop().await;
 }
 
+/// Connections to the admin listener that send nothing (no token needed to open them) are held
+/// to `airlock::admin::MAX_CONNECTIONS` and closed after `timeouts.idle_ms`: they could
+/// otherwise use up the process's file descriptors, the proxy's listeners with them. The proxy
+/// serves throughout.
+#[tokio::test]
+async fn idle_admin_connections_are_capped_and_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = "[admin]\ntoken = \"t0ken\"\n\n[timeouts]\nidle_ms = 1000\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n";
+    let gw = Gateway::start(config, None).await;
+    let mut held = Vec::new();
+    for _ in 0..airlock::admin::MAX_CONNECTIONS {
+        held.push(tokio::net::TcpStream::connect(gw.admin_addr()).await.expect("connect"));
+    }
+    // Let the listener take them all, then one more: closed at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = tokio::net::TcpStream::connect(gw.admin_addr()).await.expect("connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), over.read(&mut byte)).await.expect("closed, not held");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_eq!(HttpClient::http1().get(&gw.url("/")).await.status, 200, "the proxy serves while the admin port is full");
+    // Past `idle_ms` without a request head, each held connection is closed.
+    for (i, stream) in held.iter_mut().enumerate() {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await.expect("closed after idle_ms");
+        assert!(matches!(read, Ok(0) | Err(_)), "connection {i}: {read:?}");
+    }
+    // And a kept-alive one between requests, likewise; a new one is served.
+    let mut kept = tokio::net::TcpStream::connect(gw.admin_addr()).await.expect("connect");
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.expect("write");
+    let mut answer = vec![0u8; 4096];
+    let n = kept.read(&mut answer).await.expect("read");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
+    let read = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut byte)).await.expect("closed after idle_ms");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_eq!(HttpClient::http1().get(&gw.admin_url("/health")).await.status, 200);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn the_admin_listener_can_be_turned_off() {
     let config = "[admin]\nenabled = false\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n";

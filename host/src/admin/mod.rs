@@ -19,6 +19,12 @@
 //! of the operator's browser (a rebound DNS name, a cross-site `POST`) are refused first
 //! ([`browser`]). Then a path not in the table is a 404 whatever the method (behind the token,
 //! if set: a 401 without it), and a path in it asked with another method a 405 with `Allow`.
+//!
+//! The listener holds at most [`MAX_CONNECTIONS`] connections, and closes one that has not sent
+//! a whole request head within `timeouts.idle_ms` (a new connection, or a kept-alive one between
+//! requests), as the proxy's listeners close idle ones: connections that send nothing, no token
+//! needed to open them, cannot use up the process's file descriptors and take the proxy's
+//! listeners down with them.
 
 pub mod browser;
 pub mod dashboard;
@@ -37,13 +43,13 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::{Config, ConfigError, ConfigIssue, ConfigSource};
 use crate::reload::{LiveGateway, ReloadError};
+use crate::telemetry::warn_throttle::WarnThrottle;
 
 /// What the admin endpoints answer from.
 pub struct AdminState {
@@ -101,15 +107,19 @@ pub async fn bind(source: &ConfigSource, config: &Config) -> Result<Option<TcpLi
 
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.
 pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (accept_failures, refusals) = (WarnThrottle::new(WARN_INTERVAL), WarnThrottle::new(WARN_INTERVAL));
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    tracing::warn!("admin accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    if let Some(failures) = accept_failures.record() {
+                        tracing::warn!(failures, "admin accept failed: {e} (logged at most every {} s)", WARN_INTERVAL.as_secs());
+                    }
+                    // EMFILE and friends: back off rather than spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -120,8 +130,18 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: 
                 continue;
             }
         };
+        // At the cap, closed at once: waiting would hold the descriptor all the same.
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            if let Some(refused) = refusals.record() {
+                tracing::warn!(refused, %peer, "admin connection closed: {MAX_CONNECTIONS} are open (logged at most every {} s)", WARN_INTERVAL.as_secs());
+            }
+            continue;
+        };
+        // Held to the idle time of the config served now (a reload may change it).
+        let idle = std::time::Duration::from_millis(state.live.current().config.timeouts.idle_ms);
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(idle);
         let state = state.clone();
-        let builder = builder.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let state = state.clone();
@@ -130,9 +150,17 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: 
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!("admin connection ended with an error: {e}");
             }
+            drop(place);
         });
     }
 }
+
+/// Most connections the admin listener holds at once: probes, a Prometheus scraper, a few
+/// operators and dashboards. Past it a new connection is closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Least time between two warnings of one kind (failed accepts, connections refused at the cap).
+const WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Answers one admin request, on a loopback address or not. On loopback without a token the
 /// API is open and [`browser`]'s DNS rebinding guard applies.
