@@ -483,6 +483,14 @@ pub fn strip_response_trailers(trailers: &mut HeaderMap) {
     remove_named(trailers, forbidden_response_trailer);
 }
 
+/// Whether the gateway may not write a value of its own under `name` on every response (the
+/// trace id `tracing.response_header` names): the fields a response trailer may not carry
+/// ([`strip_response_trailers`]: framing, routing, authentication, control data, content, and
+/// the gateway's `Via` and `X-Request-Id`), and the hop-by-hop ones.
+pub fn reserved_response_field(name: &HeaderName) -> bool {
+    forbidden_response_trailer(name) || always_hop_by_hop(name)
+}
+
 /// Whether a response trailer may not reach the client ([`strip_response_trailers`]).
 fn forbidden_response_trailer(name: &HeaderName) -> bool {
     matches!(

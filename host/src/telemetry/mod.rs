@@ -73,6 +73,22 @@ impl Telemetry {
             |name| HeaderName::from_bytes(name.as_bytes()).ok(),
             issues,
         );
+        // Written on every response, replacing what is there: never over a field the response
+        // needs (a `content-length` of 32 hex digits broke every answer).
+        let response_header = match (response_header, config.tracing.response_header.as_ref()) {
+            (Some(name), Some(value)) if crate::proxy::headers::reserved_response_field(&name) => {
+                issues.push(source.issue(
+                    Some(value.span()),
+                    "tracing.response_header",
+                    format!(
+                        "`{name}` is a field the response needs for itself (framing, hop-by-hop, routing, caching, \
+                         content, `via`, `x-request-id`): name one of its own for the trace id, e.g. `x-trace-id`"
+                    ),
+                ));
+                None
+            }
+            (name, _) => name,
+        };
         let otlp_endpoint = match config.otlp.endpoint.as_ref() {
             // User info would never be sent (the export sends no credentials), and the URL is
             // shown in `/admin/config` and in export warnings: refused, without echoing it.
@@ -89,8 +105,9 @@ impl Telemetry {
                 source,
                 endpoint,
                 "otlp.endpoint",
-                "is not an `http://host:port/path` URL",
-                |url| url.parse::<http::Uri>().ok().filter(|u| u.scheme_str() == Some("http") && u.authority().is_some()),
+                "is not an `http://host:port/path` URL with the collector's traces path (OTLP/HTTP's is \
+                 `/v1/traces`: `http://collector:4318/v1/traces`; a bare base URL would post every span to `/`)",
+                |url| url.parse::<http::Uri>().ok().filter(|u| u.scheme_str() == Some("http") && u.authority().is_some() && u.path() != "/"),
                 issues,
             ),
         };
