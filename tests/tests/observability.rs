@@ -602,6 +602,15 @@ async fn the_admin_token_can_come_from_a_file() {
     let both = config.replace("token_file", "token = \"t\"\ntoken_file");
     let err = Gateway::try_start(&both, None).await.err().expect("refused").to_string();
     assert!(err.contains("not both"), "{err}");
+    // A token no client could present (trimmed, what it sends never matched): refused, from the
+    // file or inline, rather than locking every admin request out, `POST /admin/reload` too.
+    std::fs::write(&file, "sp-tok \n").unwrap();
+    let err = Gateway::try_start(&config, None).await.err().expect("refused").to_string();
+    assert!(err.contains("`admin.token`: may hold only visible ASCII"), "{err}");
+    assert!(!err.contains("sp-tok"), "the token is not shown: {err}");
+    let inline = config.replace(&format!("token_file = \"{}\"", file.display()), "token = \"caf\u{e9}-token\"");
+    let err = Gateway::try_start(&inline, None).await.err().expect("refused").to_string();
+    assert!(err.contains("`admin.token`: may hold only visible ASCII"), "{err}");
 }
 
 /// The admin token rotates without a restart: a `token_file` rewritten (a Kubernetes secret

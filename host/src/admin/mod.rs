@@ -65,7 +65,10 @@ impl AdminState {
     }
 }
 
-/// Checks `[admin]`: the address must be `ip:port` and the token, if set, not empty.
+/// Checks `[admin]`: the address must be `ip:port` and the token, if set, one a client can
+/// present: not empty, visible ASCII only (a space at either end, another white space or a
+/// byte past ASCII could never match what `Authorization: Bearer` carries, and every request,
+/// `POST /admin/reload` included, would be refused).
 pub fn config_issues(source: &ConfigSource, config: &Config) -> Vec<ConfigIssue> {
     let mut issues = Vec::new();
     let admin = &config.admin;
@@ -78,10 +81,17 @@ pub fn config_issues(source: &ConfigSource, config: &Config) -> Vec<ConfigIssue>
             format!("`{}` is not `ip:port`: {e}", admin.address.get_ref()),
         ));
     }
-    if let Some(token) = &admin.token
-        && token.get_ref().trim().is_empty()
-    {
-        issues.push(source.issue(Some(token.span()), "admin.token", "must not be empty (remove it to run without a token)"));
+    if let Some(token) = &admin.token {
+        if token.get_ref().trim().is_empty() {
+            issues.push(source.issue(Some(token.span()), "admin.token", "must not be empty (remove it to run without a token)"));
+        } else if !token.get_ref().bytes().all(|b| b.is_ascii_graphic()) {
+            issues.push(source.issue(
+                Some(token.span()),
+                "admin.token",
+                "may hold only visible ASCII characters: a space, tab or other white space, or a character past ASCII, \
+                 could never match the token a client presents in `Authorization: Bearer`",
+            ));
+        }
     }
     issues
 }
