@@ -81,7 +81,8 @@ pub fn valid_challenge(text: &str) -> bool {
 }
 
 /// The 401 an authentication plugin answers `req` with: what to present under `header`
-/// (`www-authenticate`, or `accept-signature` for HTTP message signatures) and the gateway's own
+/// (`www-authenticate`: RFC 9110 15.5.2 has every 401 carry a challenge; a scheme with more to
+/// say adds a header of its own beside it, as HTTP message signatures add `Accept-Signature`) and the gateway's own
 /// error shape ([`crate::error_json`]: `status`, `error` `unauthorized`, `request_id`), whose
 /// message says only what the client can fix.
 pub fn unauthorized(req: &Request, header: &str, challenge: &str, message: &str) -> Action {

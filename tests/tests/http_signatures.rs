@@ -445,6 +445,8 @@ async fn unknown_keys_and_missing_components_are_refused() {
     let r = client.get(&gw.url("/api/orders")).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.header("accept-signature").as_deref(), Some(ACCEPT_GET));
+    // RFC 9110 15.5.2: every 401 carries a challenge.
+    assert_eq!(r.header("www-authenticate").as_deref(), Some("Signature"));
     assert_eq!(r.json()["message"], "no HTTP message signature (Signature-Input and Signature) in the request");
     // A body asks for content-digest too.
     let r = client.request("POST", &gw.url("/api/orders"), &[], b"{}").await;

@@ -33,6 +33,7 @@
 //! hide_credentials = false                       # true: remove Signature/Signature-Input before the upstream
 //! upstream_headers = true                        # X-Consumer-Id / X-Consumer-Groups when a consumer is known
 //! anonymous = "guest"                            # consumer id used when no valid signature is presented
+//! www_authenticate = 'Signature realm="partners"' # the 401's challenge (default `Signature`)
 //!                                                # (and a request an earlier auth plugin authenticated is left alone)
 //! ```
 //!
@@ -84,10 +85,11 @@
 //! (context `consumer`/`consumer.groups`, upstream `X-Consumer-Id`/`X-Consumer-Groups`, the
 //! client's own copies always removed); a plugin-level key names no consumer. The context also
 //! gets `signature.keyid`. Without a valid signature: the `anonymous` consumer if configured,
-//! otherwise `401` with `Accept-Signature` (RFC 9421 5.1: the label, the components to cover and
+//! otherwise `401` with `WWW-Authenticate` (`www_authenticate`: RFC 9110 has every 401 carry a
+//! challenge) and `Accept-Signature` (RFC 9421 5.1: the label, the components to cover and
 //! `created`) and `{"status":401,"error":"unauthorized","message":...,"request_id":...}`, whose message only says whether a
 //! signature was found. The reason is logged at debug level, never with a signature or secret.
-//! A nonce that cannot be checked (`state` unavailable) is a `503`.
+//! A nonce that cannot be checked (`state` unavailable) is a `503` with `Retry-After: 1`.
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -96,7 +98,7 @@ use std::collections::BTreeMap;
 
 #[cfg(target_arch = "wasm32")]
 use airlock_sdk::export_plugin;
-use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, ResponseInit};
 use serde::Deserialize;
 use sha2::Digest as _;
 
@@ -149,6 +151,8 @@ struct Config {
     upstream_headers: bool,
     /// The consumer a request without a valid signature runs as.
     anonymous: Option<String>,
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 9110 15.5.2: every 401 carries one).
+    www_authenticate: String,
     /// `[[consumers]]`, filled in by the gateway.
     consumers: Vec<Consumer>,
 }
@@ -168,10 +172,16 @@ impl Default for Config {
             hide_credentials: false,
             upstream_headers: true,
             anonymous: None,
+            www_authenticate: DEFAULT_CHALLENGE.to_owned(),
             consumers: Vec::new(),
         }
     }
 }
+
+/// The default 401 challenge: RFC 9421 registers no authentication scheme, and `Signature` is
+/// the one its predecessor (draft-cavage-http-signatures) and its users (ActivityPub servers)
+/// name; `Accept-Signature` beside it says what to sign.
+const DEFAULT_CHALLENGE: &str = "Signature";
 
 /// One `[[consumers]]` entry as the gateway hands it over.
 #[derive(Deserialize)]
@@ -237,6 +247,8 @@ struct HttpSignatures {
     anonymous: Option<Identity>,
     /// `Accept-Signature` for a 401: for a request without a body, and with one.
     accept: [String; 2],
+    /// `www_authenticate`.
+    challenge: String,
 }
 
 /// Why a request was not authenticated.
@@ -347,6 +359,9 @@ impl Plugin for HttpSignatures {
                     .ok_or_else(|| format!("`anonymous`: no consumer with id `{id}` in [[consumers]]"))?,
             ),
         };
+        if !airlock_sdk::consumer::valid_challenge(&config.www_authenticate) {
+            return Err("`www_authenticate`: a challenge is one line of printable ASCII, e.g. 'Signature realm=\"partners\"'".into());
+        }
         let accept = [false, true].map(|body| {
             accept_signature(config.label.as_deref(), &required, body && config.content_digest == ContentDigest::Required, tag.as_deref())
         });
@@ -366,6 +381,7 @@ impl Plugin for HttpSignatures {
             upstream_headers: config.upstream_headers,
             anonymous,
             accept,
+            challenge: config.www_authenticate,
         })
     }
 
@@ -410,7 +426,8 @@ impl Plugin for HttpSignatures {
             }
             Err(Refusal::Unavailable(reason)) => {
                 airlock_sdk::log::warn(format!("signature nonce not checked, request refused: {reason}"));
-                Action::error(503, "unavailable", "the signature's nonce cannot be checked right now", &req.request_id())
+                let message = "the signature's nonce cannot be checked right now";
+                ResponseInit::error(503, "unavailable", message, &req.request_id()).header("retry-after", "1").into()
             }
         }
     }
@@ -528,7 +545,10 @@ impl HttpSignatures {
             "no HTTP message signature (Signature-Input and Signature) in the request"
         };
         let accept = &self.accept[usize::from(req.has_body())];
-        airlock_sdk::consumer::unauthorized(req, "accept-signature", accept, message)
+        ResponseInit::error(401, "unauthorized", message, &req.request_id())
+            .header("www-authenticate", self.challenge.as_str())
+            .header("accept-signature", accept.as_str())
+            .into()
     }
 
     /// Names `identity` in the context and (with `upstream_headers`) to the upstream.

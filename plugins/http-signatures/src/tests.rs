@@ -760,6 +760,8 @@ fn config_errors_name_the_key() {
     assert!(err(&key(r#", "structured_fields": {"X-Dict": "dictionary"}"#)).starts_with("`structured_fields.X-Dict`"));
     assert!(err(&key(r#", "structured_fields": {"x-dict": "map"}"#)).contains("not `item`, `list` or `dictionary`"));
     assert!(err(&key(r#", "anonymous": "guest""#)).starts_with("`anonymous`: no consumer with id `guest`"));
+    assert!(err(&key(r#", "www_authenticate": " ""#)).starts_with("`www_authenticate`: a challenge is one line"));
+    assert!(err(&key(r#", "www_authenticate": "Signature\nrealm""#)).starts_with("`www_authenticate`:"));
     assert!(err(&key(r#", "keys_typo": []"#)).contains("unknown field"));
     // Every default accepted; `[]` lets a route require nothing beyond what signers cover.
     assert!(build(&key(r#", "required_components": []"#)).is_ok());
