@@ -472,7 +472,8 @@ impl Gateway {
                     Err(issue) => issues.extend(issue),
                 }
             }
-            if route.upstream.is_none() && entries.is_empty() {
+            // Not for a route whose plugins were refused: its errors say what is wrong.
+            if route.upstream.is_none() && entries.is_empty() && route.plugins.is_empty() {
                 tracing::warn!(
                     route = &*id,
                     config = %source.name,

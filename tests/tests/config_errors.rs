@@ -188,6 +188,12 @@ fn check_warns_of_an_open_admin_listener_and_a_route_that_can_only_fail() {
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("reachable beyond this machine without admin.token"), "{stderr}");
     assert!(stderr.contains("routes[0] has neither an upstream nor a plugin"), "{stderr}");
+    // A route whose plugin was refused has one: its error says what is wrong, and no warning
+    // says otherwise.
+    let refused = "[[routes]]\npath = \"/x\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\nconfig = { status = 42 }\n";
+    let (status, stderr) = airlock_on(dir.path(), "check", "warn", refused);
+    assert!(!status.success() && stderr.contains("invalid status 42"), "{stderr}");
+    assert!(!stderr.contains("neither an upstream nor a plugin"), "{stderr}");
 }
 
 /// A `trusted_proxies` or `proxy_protocol_from` CIDR with host bits set (`10.1.2.3/8`) is its

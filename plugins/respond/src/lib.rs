@@ -83,9 +83,13 @@ impl<'de> Deserialize<'de> for Headers {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
-                let mut headers = Vec::new();
+                let mut headers: Vec<(String, String)> = Vec::new();
                 while let Some(name) = map.next_key::<String>()? {
-                    let name = settable_header_name(&name).map_err(de::Error::custom)?;
+                    let name = answer_header_name(&name).map_err(de::Error::custom)?;
+                    if headers.iter().any(|(seen, _)| *seen == name) {
+                        // `Content-Type` and `content-type` are one field: both would be sent.
+                        return Err(de::Error::custom(format!("`{name}` is given twice (names are case-insensitive): keep one")));
+                    }
                     let value: HeaderValue = map.next_value()?;
                     headers.push((name, value.0));
                 }
@@ -97,7 +101,23 @@ impl<'de> Deserialize<'de> for Headers {
     }
 }
 
-/// A header value: a string without control characters.
+/// A header name the answer may carry: settable by a plugin ([`settable_header_name`]), and
+/// not one about a hop (`te`, `trailer`, `proxy-*`: the answer has no trailers and no proxy
+/// between) nor `date`, which the gateway sets on every answer as it is sent (a fixed one would
+/// be wrong from the first second).
+fn answer_header_name(name: &str) -> Result<String, String> {
+    let name = settable_header_name(name)?;
+    if name == "te" || name == "trailer" || name.starts_with("proxy-") {
+        return Err(format!("`{name}` is about a hop of the connection, not this answer"));
+    }
+    if name == "date" {
+        return Err("`date` is set by the gateway as each answer is sent".into());
+    }
+    Ok(name)
+}
+
+/// A header value: a string without control characters, nor white space at either end (a
+/// field value is read without it: what was configured would not be what a client reads).
 struct HeaderValue(String);
 
 impl<'de> Deserialize<'de> for HeaderValue {
@@ -111,6 +131,7 @@ impl<'de> Deserialize<'de> for HeaderValue {
 fn header_value(value: &str) -> Result<(), String> {
     match value.chars().find(|&c| (c.is_control() && c != '\t') || c == '\u{7f}') {
         Some(bad) => Err(format!("a header value cannot contain the control character {bad:?}")),
+        None if value.trim_matches([' ', '\t']) != value => Err("a header value cannot start or end with a space or tab".into()),
         None => Ok(()),
     }
 }
@@ -249,6 +270,14 @@ mod tests {
             assert_eq!(response(&format!(r#"{{"status": {status}}}"#)).headers, [], "no content type for no content");
         }
         assert!(error(r#"{"headers": {"bad name": "x"}}"#).starts_with("`headers`: invalid header name `bad name`"));
+        // One field under two spellings would go as two.
+        let twice = error(r#"{"headers": {"Content-Type": "text/html", "content-type": "text/plain"}}"#);
+        assert!(twice.starts_with("`headers`: `content-type` is given twice"), "{twice}");
+        for hop in ["te", "Trailer", "proxy-authenticate"] {
+            assert!(error(&format!(r#"{{"headers": {{"{hop}": "x"}}}}"#)).contains("is about a hop"), "{hop}");
+        }
+        assert!(error(r#"{"headers": {"Date": "yesterday"}}"#).contains("`date` is set by the gateway"));
+        assert!(error(r#"{"headers": {"x-a": "  padded  "}}"#).contains("cannot start or end with a space"));
         assert!(
             error(r#"{"headers": {"Content-Length": "5"}}"#).contains("`content-length` is set by the gateway"),
             "the body's length is the gateway's to state"
