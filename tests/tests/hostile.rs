@@ -265,6 +265,7 @@ upstream = "backend"
     config += &hostile_route("/request-headers", "flood", r#"{ mode = "request-headers", count = 1000000 }"#);
     config += &hostile_route("/request-headers-1000", "flood", r#"{ mode = "request-headers", count = 1000 }"#);
     config += &hostile_route("/host-calls", "calls", r#"{ mode = "host-calls" }"#);
+    config += &hostile_route("/digest-loop", "calls", r#"{ mode = "digest-loop" }"#);
     config += &hostile_route("/env", "flood", r#"{ mode = "env" }"#);
     config += &hostile_route("/response-edits", "flood", r#"{ mode = "response-edits", count = 1000 }"#);
     config += &hostile_route("/context-flood", "flood", r#"{ mode = "context-flood", count = 1000 }"#);
@@ -289,6 +290,11 @@ upstream = "backend"
         for path in ["/recursion", "/host-calls"] {
             assert_fails_closed(&client, &gw.url(path)).await;
         }
+        // Host work with no epoch check in it (a digest of 8 MiB, again and again): charged to
+        // the call, cut at the CPU deadline like guest code.
+        let started = Instant::now();
+        assert_fails_closed(&client, &gw.url("/digest-loop")).await;
+        assert!(started.elapsed() < Duration::from_secs(5), "round {round}: held {:?} by host work", started.elapsed());
         // Waiting on the host again and again: cut at the CPU deadline plus one wait (350 ms).
         let started = Instant::now();
         assert_fails_closed(&client, &gw.url("/wait")).await;
@@ -335,7 +341,7 @@ upstream = "backend"
         async move { metric_value(gw, "airlock_plugin_failures_total", &[("plugin", plugin), ("kind", kind)]).await }
     };
     assert_eq!(failures("recursion", "trap").await, 3.0);
-    assert_eq!(failures("calls", "deadline").await, 3.0);
+    assert_eq!(failures("calls", "deadline").await, 6.0, "host calls and digests, three rounds each");
     assert_eq!(failures("waiter", "deadline").await, 3.0);
     // Memory comes back: discarded instances are freed (a loose bound: allocator slack, not leaks).
     let after = rss_mib();
@@ -540,6 +546,23 @@ async fn lines_written_while_configuring_name_no_request() {
         assert!(line.contains("\"logger\""), "{line}");
         assert!(!line.contains("request_id"), "no request is being served: {line}");
     }
+}
+
+/// A plugin that waits while it is configured (a sleep; outbound calls one after another) is held
+/// to a phase call's wall-clock limit (its CPU deadline plus its longest host wait, here 100 ms +
+/// 1 s): the config is refused, naming the plugin, where start-up (and `airlock check`, and a
+/// reload) hung with nothing logged.
+#[tokio::test]
+async fn a_plugin_waiting_while_it_is_configured_is_refused_in_time() {
+    let config = log_flood_config("/configure", 1).replace("log-flood", "configure-sleep").replace("{upstream}", "127.0.0.1:9");
+    let started = Instant::now();
+    let err = match tokio::time::timeout(Duration::from_secs(30), Gateway::try_start(&config, None)).await {
+        Ok(Ok(_)) => panic!("a plugin sleeping an hour in configure was loaded"),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => panic!("start-up hung on a plugin sleeping in configure"),
+    };
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(err.contains("logger") && err.contains("wall-clock"), "{err}");
 }
 
 /// A plugin that writes the same warning in every call (as auth plugins do while their service

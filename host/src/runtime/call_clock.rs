@@ -18,6 +18,12 @@
 //! call, so each stretch counts for at most [`LONGEST_STRETCH`]. Without that, one 100 ms
 //! stall of the thread fails a ~2 us call at its 100 ms deadline.
 //!
+//! A host function whose work grows with what the plugin hands it (a digest of 50 MB, a key
+//! parsed from a huge PEM) runs with no epoch check: its stretch would count for
+//! [`LONGEST_STRETCH`] at most, and a plugin calling it in a loop held its worker for seconds
+//! under a 100 ms deadline. Such a function times its work and charges it to the call
+//! ([`CallClock::charge`]): counted in full, never taken for a stall.
+//!
 //! The wall-clock limit ([`within_wall_limit`]) bounds what the CPU deadline leaves out, the
 //! waits on the host; the time a call spent yielded to other requests, and stalled beyond
 //! [`LONGEST_STRETCH`], is added back to it. So is a host wait's time past its own bound
@@ -66,6 +72,9 @@ pub struct CallClock {
     yielding: AtomicBool,
     /// Time host waits lasted past their own bounds ([`CallClock::excuse`]).
     overdue: AtomicU64,
+    /// Host work charged in the current stretch ([`CallClock::charge`]): running time, never
+    /// clamped as a stall.
+    charged: AtomicU64,
 }
 
 impl Default for CallClock {
@@ -87,6 +96,7 @@ impl CallClock {
             stalled: AtomicU64::new(0),
             yielding: AtomicBool::new(false),
             overdue: AtomicU64::new(0),
+            charged: AtomicU64::new(0),
         }
     }
 
@@ -104,6 +114,7 @@ impl CallClock {
         self.stalled.store(0, Relaxed);
         self.yielding.store(false, Relaxed);
         self.overdue.store(0, Relaxed);
+        self.charged.store(0, Relaxed);
     }
 
     /// When the current call began.
@@ -116,10 +127,23 @@ impl CallClock {
         Duration::from_nanos(self.ran.load(Relaxed).saturating_add(self.stretch(now)))
     }
 
-    /// Running time of the stretch since the last resumption, as of `now`: at most
-    /// [`LONGEST_STRETCH`].
+    /// Running time of the stretch since the last resumption, as of `now`: the host work charged
+    /// in it, and the rest counted up to [`LONGEST_STRETCH`].
     fn stretch(&self, now: Instant) -> u64 {
-        self.since_resumed(now).min(LONGEST_STRETCH_NANOS)
+        Self::split(self.since_resumed(now), self.charged.load(Relaxed)).0
+    }
+
+    /// A stretch of `stretch` ns with `charged` ns of host work in it: (running, stalled).
+    fn split(stretch: u64, charged: u64) -> (u64, u64) {
+        let rest = stretch.saturating_sub(charged);
+        (rest.min(LONGEST_STRETCH_NANOS).saturating_add(charged), rest.saturating_sub(LONGEST_STRETCH_NANOS))
+    }
+
+    /// Charges `work`, done by a host function for the plugin, to the call's running time in
+    /// full (see the module's doc).
+    pub fn charge(&self, work: Duration) {
+        let work = u64::try_from(work.as_nanos()).unwrap_or(u64::MAX);
+        self.charged.store(self.charged.load(Relaxed).saturating_add(work), Relaxed);
     }
 
     fn since_resumed(&self, now: Instant) -> u64 {
@@ -156,8 +180,7 @@ impl CallClock {
     /// The call returned `Pending`: it stops running.
     fn suspend(&self) {
         let now = Instant::now();
-        let stretch = self.since_resumed(now);
-        let (ran, stalled) = (stretch.min(LONGEST_STRETCH_NANOS), stretch.saturating_sub(LONGEST_STRETCH_NANOS));
+        let (ran, stalled) = Self::split(self.since_resumed(now), self.charged.swap(0, Relaxed));
         self.ran.store(self.ran.load(Relaxed).saturating_add(ran), Relaxed);
         if stalled > 0 {
             self.stalled.store(self.stalled.load(Relaxed).saturating_add(stalled), Relaxed);
@@ -336,6 +359,24 @@ mod tests {
         let running = clock.running(Instant::now());
         assert!(running >= LONGEST_STRETCH + short, "{running:?}");
         assert!(running < LONGEST_STRETCH * 2, "{running:?}");
+    }
+
+    /// Host work a function charges counts in full, a long stretch and all: a plugin digesting
+    /// 50 MB in a loop is not taken for a stalled thread, and meets its deadline.
+    #[test]
+    fn charged_host_work_counts_in_full() {
+        let clock = CallClock::new();
+        clock.begin(Instant::now());
+        let work = LONGEST_STRETCH * 6;
+        std::thread::sleep(work);
+        clock.charge(work);
+        let running = clock.running(Instant::now());
+        assert!(running >= work && running < work + LONGEST_STRETCH * 2, "{running:?}");
+        // Kept when the stretch ends; nothing of it excused from the wall-clock limit.
+        clock.suspend();
+        assert!(clock.excused() < LONGEST_STRETCH, "excused {:?}", clock.excused());
+        clock.resume();
+        assert!(clock.running(Instant::now()) >= work);
     }
 
     #[tokio::test]

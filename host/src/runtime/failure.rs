@@ -47,7 +47,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Deadline(d) => write!(f, "CPU deadline of {} ms exceeded", d.as_millis()),
-            Failure::WallClock(d) => write!(f, "held the request past its limit of {} ms (CPU deadline plus host waits)", d.as_millis()),
+            Failure::WallClock(d) => write!(f, "ran past its wall-clock limit of {} ms (CPU deadline plus host waits)", d.as_millis()),
             Failure::OutOfMemory(cap) => write!(f, "memory cap of {} MiB exceeded", cap / (1024 * 1024)),
             Failure::Trap(msg) => write!(f, "trapped: {msg}"),
             Failure::Busy { limit, waited } => write!(

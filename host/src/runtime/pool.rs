@@ -17,7 +17,7 @@ use wasmtime::component::Resource;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::budget::{PluginShare, IdleInstances, InstanceBudget, InstancePermit};
-use super::call_clock::{CallClock, Metered, within_wall_limit};
+use super::call_clock::{CallClock, within_wall_limit};
 use super::engine::SandboxEngine;
 use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
@@ -361,14 +361,18 @@ impl InstancePool {
         arm_store(&mut store, &self.plugin.sandbox);
         start_call(&mut store, &self.plugin.sandbox, BodyAccess::NONE, false, Instant::now());
         let clock = store.data().clock.clone();
-        let bindings = match Metered::new(&clock, self.plugin.pre.instantiate_async(&mut store)).await {
+        // Held to the wall-clock limit of a phase call, as `configure` below: a plugin waiting
+        // there (a sleep, outbound calls one after another) hung `airlock check`, start-up, a
+        // reload and every request that needed a fresh instance, with nothing logged.
+        let limit = self.settings.wall_limit();
+        let bindings = match within_wall_limit(&clock, limit, self.plugin.pre.instantiate_async(&mut store)).await {
             Ok(b) => b,
             Err(e) => return Err(InstantiateError::Failed(classify(store.data(), e))),
         };
         start_call(&mut store, &self.plugin.sandbox, BodyAccess::NONE, false, Instant::now());
         store.data_mut().configuring = true;
         let configure = bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json);
-        let configured = Metered::new(&clock, configure).await;
+        let configured = within_wall_limit(&clock, limit, configure).await;
         store.data_mut().configuring = false;
         let fixed_edits = store.data_mut().fixed_edits.take();
         match configured {

@@ -147,6 +147,16 @@ impl HostState {
         }
     }
 
+    /// Runs `work` for the plugin, charging the time it takes to the call's CPU deadline
+    /// ([`CallClock::charge`]): for host functions whose work grows with what the plugin hands
+    /// them (a digest, a key parsed), which no epoch check interrupts.
+    pub fn charged<T>(&self, work: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let out = work();
+        self.clock.charge(started.elapsed());
+        out
+    }
+
     /// Resets the per-call bookkeeping before a call into the guest, which begins `now`.
     pub fn begin_call(&mut self, body_access: BodyAccess, request_read_only: bool, now: Instant) {
         self.body_access = body_access;

@@ -33,7 +33,9 @@ macro_rules! scoped {
         let Some(scope) = $self.state.clone() else {
             return Err(WitError::Unavailable("no state store is configured for this plugin".into()));
         };
-        let key = scope.key(&$key).map_err(to_wit)?;
+        // A long key is digested: work that grows with the key, charged to the call.
+        let key = if $key.len() > crate::state::MAX_KEY_BYTES { $self.charged(|| scope.key(&$key)) } else { scope.key(&$key) };
+        let key = key.map_err(to_wit)?;
         (scope, key)
     }};
 }

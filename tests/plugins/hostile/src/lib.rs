@@ -30,7 +30,10 @@
 //!   then 300 context values (past the 256 changes a call makes); the context it finds after
 //!   goes upstream in `x-context`;
 //! - `configure-log`: writes a warning through `log` and a line on stderr while it is configured,
-//!   outside any request.
+//!   outside any request;
+//! - `configure-sleep`: sleeps an hour while it is configured (a wait, not CPU);
+//! - `digest-loop`: asks the host for the SHA-256 of 8 MiB, `count` times (default 1000): host
+//!   work with no epoch check in it, which the call's deadline must count.
 use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, Response, ResponseEdit, ResponseInit, SlotRequest, export_plugin, http_client};
 use serde::Deserialize;
 
@@ -54,6 +57,9 @@ impl Plugin for Hostile {
         if config.mode == "configure-log" {
             airlock_sdk::log::warn("configure-time warning");
             eprintln!("configure-time stderr line");
+        }
+        if config.mode == "configure-sleep" {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
         }
         Ok(Hostile(config))
     }
@@ -105,6 +111,14 @@ impl Plugin for Hostile {
                     req.append_header("x-flood", i.to_string());
                 }
                 Action::Continue
+            }
+            "digest-loop" => {
+                let data = vec![7u8; 8 << 20];
+                let mut first = 0u8;
+                for _ in 0..c.count.unwrap_or(1000) {
+                    first ^= airlock_sdk::crypto::sha256(&data)[0];
+                }
+                Action::text(200, format!("{first}\n"))
             }
             "host-calls" => {
                 let mut seen = 0u64;
