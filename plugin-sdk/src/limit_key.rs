@@ -44,7 +44,8 @@ pub fn parse(by: &[String]) -> Result<Vec<KeyPart>, String> {
             "ip" => KeyPart::Ip,
             "route" => KeyPart::Route,
             p => match p.split_once(':') {
-                Some(("header", h)) if !h.is_empty() => KeyPart::Header(h.to_ascii_lowercase()),
+                // A name no request can carry would put every request in one bucket.
+                Some(("header", h)) => KeyPart::Header(crate::header_rules::header_name(h).map_err(|e| format!("`by`: `{p}`: {e}"))?),
                 Some(("param", n)) if !n.is_empty() => KeyPart::Param(n.to_owned()),
                 _ => return Err(format!("`by`: unknown key part `{p}` (use consumer, ip, route, header:<name>, param:<name>)")),
             },
@@ -127,7 +128,8 @@ mod tests {
     fn parts_parse_and_unknown_ones_are_named() {
         assert_eq!(by(&["route", "header:X-Key", "param:id"]), [KeyPart::Route, KeyPart::Header("x-key".into()), KeyPart::Param("id".into())]);
         assert_eq!(parse(&["cookie".into()]).unwrap_err(), "`by`: unknown key part `cookie` (use consumer, ip, route, header:<name>, param:<name>)");
-        assert_eq!(parse(&["header:".into()]).unwrap_err(), "`by`: unknown key part `header:` (use consumer, ip, route, header:<name>, param:<name>)");
+        assert!(parse(&["header:".into()]).unwrap_err().starts_with("`by`: `header:`: "));
+        assert!(parse(&["header:bad name".into()]).unwrap_err().starts_with("`by`: `header:bad name`: invalid header name"), "{:?}", parse(&["header:bad name".into()]));
         assert_eq!(parse(&[]).unwrap_err(), "`by`: give at least one key part");
     }
 

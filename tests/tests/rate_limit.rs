@@ -158,8 +158,10 @@ config = { by = ["route"], limits = [{ name = "burst", rate = 20, per = "second"
     assert!(!refused.is_empty());
     for r in &refused {
         assert_retry_after(r);
-        let ((_, _), (q, w)) = draft(r);
+        let ((_, t), (q, w)) = draft(r);
         assert_eq!((q, w), (10, 1), "q = burst, w = time to refill the burst");
+        // The draft: with Retry-After beside it, the refusing limit's reset names the same moment.
+        assert_eq!(Some(t.to_string()), r.header("retry-after"), "t of a refused request is Retry-After");
     }
     gw.stop().await;
 }

@@ -252,6 +252,8 @@ fn limit_from(key: &str, i: usize, c: LimitConfig, cost: u64) -> Result<Limit, S
         match (named, ms) {
             (Some(p), None) => Ok((p.ms(), Some(p))),
             (None, Some(0)) => Err(format!("{at}: `{what}_ms` must be at least 1")),
+            // Past it, counts and reset times overflow what Redis and the headers hold.
+            (None, Some(ms)) if ms > MAX_PERIOD_MS => Err(format!("{at}: `{what}_ms` must be at most {MAX_PERIOD_MS} (a year)")),
             (None, Some(ms)) => Ok((ms, None)),
             (Some(_), Some(_)) => Err(format!("{at}: give a named period or milliseconds, not both")),
             (None, None) => Err(format!("{at}: a period is needed")),
@@ -379,6 +381,18 @@ fn push_u64(out: &mut String, mut n: u64) {
     }
 }
 
+/// The longest window or refill period, in ms: a year. Longer ones are mistakes (a `window_ms`
+/// of 9.2e18 made every Redis step fail "out of range" and fall back to memory).
+const MAX_PERIOD_MS: u64 = 366 * 86_400_000;
+
+/// A limit's reset (`t`, `RateLimit-Reset`) in whole seconds. For the limit that refused, the
+/// moment `Retry-After` names (the draft: they SHOULD name the same point in time): a token
+/// bucket's or a sliding window's own reset is when it is whole again, later than the retry
+/// that would be admitted.
+fn reset_secs(d: &Decision) -> u64 {
+    if d.allowed { d.reset_after_ms.div_ceil(1000) } else { retry_after_secs(d.retry_after_ms) }
+}
+
 /// `Retry-After` in whole seconds, rounded up, never 0.
 fn retry_after_secs(ms: u64) -> u64 {
     ms.div_ceil(1000).max(1)
@@ -466,7 +480,7 @@ impl RateLimit {
                     current.push_str("\";r=");
                     push_u64(&mut current, d.remaining);
                     current.push_str(";t=");
-                    push_u64(&mut current, d.reset_after_ms.div_ceil(1000));
+                    push_u64(&mut current, reset_secs(d));
                 }
                 vec![(Cow::Borrowed("ratelimit-policy"), Cow::Borrowed(set.policy.as_str())), (Cow::Borrowed("ratelimit"), Cow::Owned(current))]
             }
@@ -475,7 +489,7 @@ impl RateLimit {
                 if let Some((l, d)) = pairs.iter().min_by_key(|(_, d)| d.remaining) {
                     out.push(("ratelimit-limit".into(), l.quota().to_string().into()));
                     out.push(("ratelimit-remaining".into(), d.remaining.to_string().into()));
-                    out.push(("ratelimit-reset".into(), d.reset_after_ms.div_ceil(1000).to_string().into()));
+                    out.push(("ratelimit-reset".into(), reset_secs(d).to_string().into()));
                 }
                 for (l, d) in &pairs {
                     if let Some(p) = l.period {
@@ -517,6 +531,9 @@ mod tests {
         assert!(err(r#"{"cost": 5, "limits": [{"limit": 2, "window": "minute"}]}"#).contains("no request would ever pass"));
         assert!(err(r#"{"limits": [{"limit": 2, "window": "week"}]}"#).contains("unknown variant"));
         assert!(err(r#"{"limits": [{"limit": 2, "window": "minute"}, {"limit": 3, "window": "minute"}]}"#).contains("used twice"));
+        assert!(err(r#"{"limits": [{"limit": 2, "window_ms": 9200000000000000000}]}"#).contains("`window_ms` must be at most"));
+        assert!(err(r#"{"limits": [{"rate": 2, "period_ms": 9200000000000000000}]}"#).contains("`period_ms` must be at most"));
+        assert!(err(r#"{"by": ["header:bad name"], "limits": [{"limit": 2, "window": "minute"}]}"#).contains("invalid header name"));
         let p = ok(r#"{"by": ["route", "header:X-Key", "param:id"], "limits": [{"rate": 5, "per": "second"}]}"#);
         assert_eq!(p.by, [KeyPart::Route, KeyPart::Header("x-key".into()), KeyPart::Param("id".into())]);
         assert_eq!(p.defaults.limits[0], Limit { name: "second".into(), kind: Kind::Bucket { rate: 5, period_ms: 1000, burst: 5 }, period: Some(Period::Second) });
@@ -528,6 +545,10 @@ mod tests {
         let h = p.header_lines(&p.defaults, &[d(true, 50, 29_001), d(true, 999, 86_400_000)]);
         assert_eq!(h[0], ("ratelimit-policy".into(), "\"burst\";q=100;w=60, \"daily\";q=1000;w=86400".into()));
         assert_eq!(h[1], ("ratelimit".into(), "\"burst\";r=50;t=30, \"daily\";r=999;t=86400".into()));
+        // Refused by the bucket: its `t` is the Retry-After (2 s), not when it is whole again.
+        let refused = Decision { allowed: false, remaining: 0, limit: 100, reset_after_ms: 298_000, retry_after_ms: 1_200 };
+        let h = p.header_lines(&p.defaults, &[refused]);
+        assert_eq!(h[1], ("ratelimit".into(), "\"burst\";r=0;t=2".into()));
     }
 
     #[test]

@@ -205,6 +205,8 @@ impl Rate {
             (Some(Period::Minute), None) => 60_000,
             (Some(Period::Hour), None) => 3_600_000,
             (Some(Period::Day), None) => 86_400_000,
+            // A year at most: longer is a mistake, and overflows what the state backend holds.
+            (None, Some(ms)) if ms > 366 * 86_400_000 => return Err("`period_ms` must be at most 31622400000 (a year)".into()),
             (None, Some(ms)) if ms > 0 => ms,
             (None, Some(_)) => return Err("`period_ms` must be at least 1".into()),
             (Some(_), Some(_)) => return Err("give `per` or `period_ms`, not both".into()),
@@ -267,5 +269,6 @@ mod tests {
         assert!(err(r#"{"rate": 1, "per": "second", "status": 500}"#).contains("503 or 429"));
         assert!(err(r#"{"rate": 1, "per": "second", "max_wait_ms": 100000}"#).contains("at most"));
         assert!(err(r#"{"rate": 1, "per": "second", "by": ["x"]}"#).contains("unknown key part"));
+        assert!(err(r#"{"rate": 1, "period_ms": 9200000000000000000}"#).contains("at most"));
     }
 }
