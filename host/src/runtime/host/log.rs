@@ -84,6 +84,13 @@ pub struct LogBudget {
     stderr_tail: Mutex<String>,
     /// Whether `stderr_tail` holds anything (checked per call without the lock).
     stderr_written: AtomicBool,
+    /// What was written to stdout and stderr after their last newline: Rust's `eprintln!`
+    /// writes its pieces one at a time to the unbuffered stderr, and each write made a log line
+    /// of its own (`stderr ` and `0`). Completed by a later write, or let out as a line of its
+    /// own when the next call begins ([`LogBudget::reset`]).
+    partial: Mutex<[String; 2]>,
+    /// Whether `partial` holds anything (checked per call without the lock).
+    partial_written: AtomicBool,
 }
 
 impl LogBudget {
@@ -95,7 +102,36 @@ impl LogBudget {
             request_id: Mutex::new(None),
             stderr_tail: Mutex::new(String::new()),
             stderr_written: AtomicBool::new(false),
+            partial: Mutex::new([String::new(), String::new()]),
+            partial_written: AtomicBool::new(false),
         })
+    }
+
+    /// Joins `text`, written to stream `index` (0: stdout, 1: stderr), to what the stream wrote
+    /// since its last newline, and returns the lines now complete, to be logged; the rest waits
+    /// for its newline, up to `max` bytes (past them, it is a line all the same).
+    pub fn complete_lines(&self, index: usize, text: &str, max: usize) -> String {
+        let mut partial = self.partial.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(pending) = partial.get_mut(index) else { return String::new() };
+        pending.push_str(text);
+        let done = match pending.rfind('\n') {
+            Some(end) => {
+                let rest = pending.split_off(end + 1);
+                std::mem::replace(pending, rest)
+            }
+            None if pending.len() > max => std::mem::take(pending),
+            None => String::new(),
+        };
+        self.partial_written.store(partial.iter().any(|p| !p.is_empty()), Ordering::Relaxed);
+        done
+    }
+
+    /// What the streams wrote after their last newline, taken: the end of a call's output.
+    fn take_partial(&self) -> [String; 2] {
+        if !self.partial_written.swap(false, Ordering::Relaxed) {
+            return Default::default();
+        }
+        std::mem::take(&mut *self.partial.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The plugin's name, for the lines themselves.
@@ -111,6 +147,19 @@ impl LogBudget {
 
     /// Fills the budget again: a call for the request `request_id` begins.
     pub fn reset(&self, request_id: Option<Arc<str>>) {
+        // The last call's output without a newline at its end, logged as that call's.
+        let [stdout, stderr] = self.take_partial();
+        for (stream, line) in [("stdout", stdout), ("stderr", stderr)] {
+            if !line.trim().is_empty() && self.take() {
+                let line = one_line(line.trim_end());
+                let request_id = self.request_id();
+                if stream == "stdout" {
+                    tracing::info!(target: "airlock::plugin", plugin = &*self.plugin, request_id = request_id.as_deref(), stream, "{line}");
+                } else {
+                    tracing::warn!(target: "airlock::plugin", plugin = &*self.plugin, request_id = request_id.as_deref(), stream, "{line}");
+                }
+            }
+        }
         self.left.store(MAX_LOG_LINES_PER_CALL, Ordering::Relaxed);
         *self.request_id.lock().unwrap_or_else(PoisonError::into_inner) = request_id;
         // A plain load per call: the flag is only ever set during a call of this instance.
@@ -265,7 +314,23 @@ mod tests {
     use std::collections::HashMap;
     use std::time::{Duration, Instant};
 
-    use super::{MAX_REMEMBERED_REPEATS, admit_repeat};
+    use super::{LogBudget, MAX_REMEMBERED_REPEATS, admit_repeat};
+
+    /// `eprintln!("stderr {i}")` writes `stderr `, `0` and a newline one at a time: one line.
+    #[test]
+    fn the_pieces_of_a_line_make_one_line() {
+        let log = LogBudget::new("p".into());
+        assert_eq!(log.complete_lines(1, "stderr ", 4096), "");
+        assert_eq!(log.complete_lines(1, "0", 4096), "");
+        assert_eq!(log.complete_lines(0, "out", 4096), "", "each stream its own");
+        assert_eq!(log.complete_lines(1, "\nnext ", 4096), "stderr 0\n");
+        assert_eq!(log.complete_lines(1, "a\nb\nc", 4096), "next a\nb\n");
+        // Past `max` without a newline: a line all the same.
+        assert_eq!(log.complete_lines(0, "put", 5), "output");
+        // What is left when the next call begins is taken (and logged as the last call's).
+        assert_eq!(log.take_partial(), [String::new(), "c".to_owned()]);
+        assert_eq!(log.take_partial(), [String::new(), String::new()]);
+    }
 
     #[test]
     fn a_repeated_warning_is_logged_once_per_window_with_the_count_dropped() {

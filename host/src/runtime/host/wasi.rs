@@ -119,7 +119,9 @@ struct LogStdio {
 impl LogStdio {
     fn emit(&self, bytes: &[u8]) {
         let bytes = &bytes[..bytes.len().min(MAX_STDIO_WRITE)];
-        let text = String::from_utf8_lossy(bytes);
+        let index = usize::from(self.stream == "stderr");
+        // Whole lines only: the pieces of one `eprintln!` come as separate writes.
+        let text = self.log.complete_lines(index, &String::from_utf8_lossy(bytes), MAX_STDIO_WRITE);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             if self.stream == "stderr" && !self.log.note_stderr(line) {
                 continue;
