@@ -45,8 +45,10 @@ const SECRET_KEY_PARTS: [&str; 22] = [
 ];
 
 /// Names that are secrets whole but too short to look for inside others (`key` in `monkey`):
-/// a query parameter `key` (Google's API keys) or `sig` (Azure SAS), a JWT entry's `key`.
-const SECRET_KEY_NAMES: [&str; 4] = ["key", "sig", "sid", "jwt"];
+/// a query parameter `key` (Google's API keys) or `sig` (Azure SAS), a JWT entry's `key`. Also
+/// secrets as one word of a name split at `-`, `_` and `.` (`x-internal-key`, `x-signing-key`,
+/// `x-service-psk`).
+const SECRET_KEY_NAMES: [&str; 5] = ["key", "sig", "sid", "jwt", "psk"];
 
 /// Keys an error's excerpt of a line never shows the value of, though `/admin/config` (which
 /// redacts the values under them one by one) shows their other parts: a consumer's `keys` (API
@@ -74,7 +76,7 @@ pub fn names_secret(key: &str) -> bool {
     if LOCATION_KEY_ENDINGS.iter().any(|ending| lower.ends_with(ending)) {
         return false;
     }
-    SECRET_KEY_PARTS.iter().any(|part| lower.contains(part)) || SECRET_KEY_NAMES.contains(&lower)
+    SECRET_KEY_PARTS.iter().any(|part| lower.contains(part)) || lower.split(['-', '_', '.']).any(|word| SECRET_KEY_NAMES.contains(&word))
 }
 
 /// A config file's line as an error shows it, with its value redacted when its key, or the
@@ -248,6 +250,7 @@ fn is_credential_value(text: &str) -> bool {
 pub(crate) fn redact_secret_keys(value: &mut Value) {
     match value {
         Value::String(text) if is_credential_value(text) => *value = Value::String(REDACTED.into()),
+        Value::String(text) if text.contains("://") && text.contains('?') => *text = redact_url_query(text),
         Value::Object(map) => {
             let jwk = map.contains_key("kty");
             for (key, inner) in map.iter_mut() {
@@ -261,6 +264,26 @@ pub(crate) fn redact_secret_keys(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(redact_secret_keys),
         _ => {}
     }
+}
+
+/// A URL with the values of its query parameters whose names say they hold a secret redacted
+/// (`https://auth/check?access_token=...&apikey=...`: a forward-auth `url`, an OTLP endpoint).
+fn redact_url_query(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
+    let (query, fragment) = query.split_once('#').map_or((query, None), |(q, f)| (q, Some(f)));
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if names_secret(name) => format!("{name}={REDACTED}"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{base}?{}", pairs.join("&"));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
 }
 
 /// `redis://user:secret@host` becomes `redis://user:[redacted]@host`.
@@ -376,10 +399,14 @@ plugin = "builtin:headers"
             "sig",
             "X-Session-Id",
             "signature",
+            "x-internal-key",
+            "x-signing-key",
+            "x-service-psk",
+            "upstream.key",
         ] {
             assert!(names_secret(name), "{name}");
         }
-        for name in ["x-tenant", "issuer", "monkey", "design", "status", "limits", "path", "auth_failure_threshold"] {
+        for name in ["x-tenant", "issuer", "monkey", "design", "status", "limits", "path", "auth_failure_threshold", "x-keyword", "keys-per-page"] {
             assert!(!names_secret(name), "{name}");
         }
     }
@@ -439,6 +466,16 @@ plugin = "builtin:headers"
             "a key-like text inside a string is not a key"
         );
         assert_eq!(redacted_line("routes[0].plugins[0].config", "config = { \"client_secret\" = \"s\" }"), "config = <value redacted>");
+    }
+
+    #[test]
+    fn secret_query_parameters_of_a_url_are_redacted() {
+        let mut config = serde_json::json!({ "url": "http://auth.internal/check?access_token=qs-secret-1&apikey=qs2&tenant=acme#f" });
+        redact_secret_keys(&mut config);
+        assert_eq!(config["url"], "http://auth.internal/check?access_token=[redacted]&apikey=[redacted]&tenant=acme#f");
+        let mut plain = serde_json::json!({ "url": "http://h/v1/traces?x=1" });
+        redact_secret_keys(&mut plain);
+        assert_eq!(plain["url"], "http://h/v1/traces?x=1");
     }
 
     #[test]
