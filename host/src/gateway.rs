@@ -1035,7 +1035,16 @@ async fn build_entry(
     // State namespace: the definition's name, or for a source written in the chain, the route
     // and the plugin ([`EntryPlace::inline_namespace`]), so two inline entries never share keys.
     let namespace = if defs.contains_key(name.as_str()) { name.clone() } else { place.inline_namespace(name) };
-    let slot_scope: Box<str> = format!("{route}/{namespace}#{}", place.occurrence).into();
+    // Where the entry stands (what its route matches, not its place in the file: the scope its
+    // state namespace is built from) and what it was configured with: a reload that changes
+    // neither hands it the running entry's slots; one that changes the config (a new
+    // `concurrency`) starts afresh, so the new limit applies at once.
+    let slot_scope: Box<str> = {
+        use std::hash::{Hash, Hasher};
+        let mut config_hash = std::collections::hash_map::DefaultHasher::new();
+        json.hash(&mut config_hash);
+        format!("{}/{namespace}#{}/{:016x}", place.scope, place.occurrence, config_hash.finish()).into()
+    };
     let mut settings = def.settings.clone();
     settings.state = Some(ScopedState::new(loader.state.clone(), &namespace));
     let share = loader.shares.entry(name.clone()).or_insert_with(|| Arc::new(loader.sandbox.budget.plugin_share()));

@@ -759,8 +759,10 @@ config = { concurrency = 2, queue = 2, max_wait_ms = 15000 }
 }
 
 /// A reload does not free a `concurrency` bound: the requests holding slots on the old config
-/// keep counting, on an unchanged config or one with other routes added (which every reload
-/// was: SIGHUP, `POST /admin/reload`, a rotated certificate under `--watch`).
+/// keep counting, on an unchanged config or one with other routes added, before the route (an
+/// unnamed route is known by what it matches, not its place) or after (which every reload was:
+/// SIGHUP, `POST /admin/reload`, a rotated certificate under `--watch`). A changed
+/// `concurrency` applies at once.
 #[tokio::test]
 async fn a_reload_keeps_the_slots_requests_in_flight_hold() {
     let gated = GatedUpstream::start().await;
@@ -769,14 +771,14 @@ async fn a_reload_keeps_the_slots_requests_in_flight_hold() {
 targets = ["{upstream}"]
 
 [[routes]]
-id = "busy"
 path = "/busy"
 upstream = "backend"
 timeout_ms = 20000
 [[routes.plugins]]
 plugin = "builtin:throttle"
-config = { concurrency = 1, queue = 0, status = 429 }
+config = { concurrency = 1, queue = 0, status = 429, by = ["ip"] }
 "#;
+    // By IP: an unnamed route's own id (`route` in `by`) is its place in the file.
     let gw = Gateway::start(config, Some(&gated.upstream)).await;
     let url = gw.url("/busy");
     let holder = send_seq(&url, 0);
@@ -794,11 +796,19 @@ config = { concurrency = 1, queue = 0, status = 429 }
     let more = format!("{config}\n[[routes]]\npath = \"/other\"\nupstream = \"backend\"\n");
     gw.reload(&more, Some(&gated.upstream)).await.expect("reload");
     refused("after a reload that added a route").await;
+    let before = config.replacen("[[routes]]", "[[routes]]\npath = \"/first\"\nupstream = \"backend\"\n\n[[routes]]", 1);
+    gw.reload(&before, Some(&gated.upstream)).await.expect("reload");
+    refused("after a reload that added a route before it").await;
+    // Raised to 2: the new limit applies at once, beside the request still in flight.
+    gw.reload(&config.replace("concurrency = 1", "concurrency = 2"), Some(&gated.upstream)).await.expect("reload");
+    let second = send_seq(&url, 2);
+    gated.wait_arrived(2).await;
     gated.gate.add_permits(1);
     assert_eq!(holder.await.expect("client task").status, 200);
+    assert_eq!(second.await.expect("client task").status, 200);
     // Given back: the next request takes it.
     assert_eq!(send_seq(&url, 1).await.expect("client task").status, 200);
-    assert_eq!(gated.most.load(Ordering::SeqCst), 1, "never more than `concurrency` in flight");
+    assert_eq!(gated.most.load(Ordering::SeqCst), 2, "never more than `concurrency` in flight");
     gw.stop().await;
 }
 

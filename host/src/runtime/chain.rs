@@ -40,9 +40,10 @@ pub struct ChainEntry {
     pub facts: PluginFacts,
     /// Concurrency slots its `acquire-slot` actions compete for.
     pub slots: Arc<SlotTable>,
-    /// Names the entry across reloads (its route, state namespace and occurrence): the entry
-    /// that takes its place in a reloaded config gets the same [`ChainEntry::slots`], so the
-    /// requests still in flight on the old config keep counting against `concurrency`.
+    /// Names the entry across reloads (what its route matches, its state namespace, occurrence
+    /// and config): the entry that takes its place in a reloaded config, configured alike, gets
+    /// the same [`ChainEntry::slots`], so the requests still in flight on the old config keep
+    /// counting against `concurrency`.
     pub slot_scope: Box<str>,
 }
 
