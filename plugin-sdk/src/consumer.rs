@@ -77,7 +77,7 @@ pub fn is_group_name(name: &str) -> bool {
 /// Whether `text` can be a `WWW-Authenticate` challenge an operator configures for a 401 (RFC
 /// 9110 15.5.2: every 401 carries one): one non-blank line of printable ASCII.
 pub fn valid_challenge(text: &str) -> bool {
-    !text.trim().is_empty() && text.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    !text.trim().is_empty() && text.trim() == text && text.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// The 401 an authentication plugin answers `req` with: what to present under `header`
@@ -106,7 +106,7 @@ mod tests {
         for good in ["Bearer realm=\"api\"", "Key realm=\"a\",\tcharset=\"UTF-8\""] {
             assert!(valid_challenge(good), "{good}");
         }
-        for bad in ["", "  ", "Bearer\nrealm", "Bearer realm=\"caf\u{e9}\""] {
+        for bad in ["", "  ", "Bearer\nrealm", "Bearer realm=\"caf\u{e9}\"", " Bearer", "Bearer realm=\"a\" "] {
             assert!(!valid_challenge(bad), "{bad:?}");
         }
     }

@@ -447,8 +447,8 @@ impl Response {
     }
 
     /// Replaces every value of a header with this one. Invalid names or values are ignored and
-    /// logged by the gateway, and so is a change past its header limits (`[limits]`: 100 lines
-    /// by default on each side).
+    /// logged by the gateway, and so is a change past its response header limits (`[limits]`:
+    /// 100 lines by default).
     pub fn set_header(&self, name: &str, value: impl AsRef<[u8]>) {
         self.0.set_header(name, value.as_ref())
     }

@@ -549,9 +549,9 @@ async fn lines_written_while_configuring_name_no_request() {
 }
 
 /// A plugin that waits while it is configured (a sleep; outbound calls one after another) is held
-/// to a phase call's wall-clock limit (its CPU deadline plus its longest host wait, here 100 ms +
-/// 1 s): the config is refused, naming the plugin, where start-up (and `airlock check`, and a
-/// reload) hung with nothing logged.
+/// to a wall-clock limit (its CPU deadline plus a wait of each kind it may make, here 100 ms +
+/// 5 s of `http-client`): the config is refused, naming the plugin, where start-up (and
+/// `airlock check`, and a reload) hung with nothing logged.
 #[tokio::test]
 async fn a_plugin_waiting_while_it_is_configured_is_refused_in_time() {
     let config = log_flood_config("/configure", 1).replace("log-flood", "configure-sleep").replace("{upstream}", "127.0.0.1:9");

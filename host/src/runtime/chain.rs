@@ -235,6 +235,12 @@ impl PluginChain {
             entry.metrics.record_call(false, clock.duration_since(started));
             crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::request_phase(entry.name(), started, *clock, &result));
             request = returned;
+            // Its changes made, except one the limits refused: not sent on without it (nor
+            // delayed, nor given a slot first). An answer of its own stands.
+            if request.past_limits && matches!(result, Ok(PhaseAction::Continue | PhaseAction::Delay(_) | PhaseAction::AcquireSlot(_))) {
+                let outcome = past_limits(entry, &request);
+                return (request, index + 1, outcome);
+            }
             match result {
                 Ok(PhaseAction::Continue) => entry.metrics.record_decision(Decision::Continue),
                 Ok(PhaseAction::Delay(wait)) => {
@@ -268,11 +274,6 @@ impl PluginChain {
                         request.restore(snapshot);
                     }
                 }
-            }
-            // Its changes made, except one the limits refused: not sent on without it.
-            if request.past_limits {
-                let outcome = past_limits(entry, &request);
-                return (request, index + 1, outcome);
             }
         }
         (request, self.entries.len(), RequestOutcome::Upstream)

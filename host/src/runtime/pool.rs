@@ -71,6 +71,17 @@ impl InstanceSettings {
         let state = self.state.as_ref().map_or(Duration::ZERO, |s| s.max_wait());
         self.cpu_deadline + http.max(state)
     }
+
+    /// The wall-clock limit of instantiation and `configure`: the CPU deadline plus one wait of
+    /// each kind the plugin may make there, and a second on `state` (what a plugin loading
+    /// what it caches does: `builtin:jwt` reads its JWKS from `state`, fetches it, writes it
+    /// back), so a config that loads with its services slow but within their timeouts is not
+    /// refused.
+    pub fn configure_wall_limit(&self) -> Duration {
+        let http = self.http.as_ref().map_or(Duration::ZERO, |g| g.timeout);
+        let state = self.state.as_ref().map_or(Duration::ZERO, |s| s.max_wait());
+        self.cpu_deadline + http + state * 2
+    }
 }
 
 /// What a request phase asked the host to do.
@@ -361,10 +372,10 @@ impl InstancePool {
         arm_store(&mut store, &self.plugin.sandbox);
         start_call(&mut store, &self.plugin.sandbox, BodyAccess::NONE, false, Instant::now());
         let clock = store.data().clock.clone();
-        // Held to the wall-clock limit of a phase call, as `configure` below: a plugin waiting
+        // Held to a wall-clock limit, as `configure` below: a plugin waiting
         // there (a sleep, outbound calls one after another) hung `airlock check`, start-up, a
         // reload and every request that needed a fresh instance, with nothing logged.
-        let limit = self.settings.wall_limit();
+        let limit = self.settings.configure_wall_limit();
         let bindings = match within_wall_limit(&clock, limit, self.plugin.pre.instantiate_async(&mut store)).await {
             Ok(b) => b,
             Err(e) => return Err(InstantiateError::Failed(classify(store.data(), e))),

@@ -402,7 +402,9 @@ impl FixedEdits {
                 RequestChange::Rename(from, to) => {
                     let Entry::Occupied(moved) = request.headers.entry(from) else { continue };
                     let values: Vec<HeaderValue> = moved.remove_entry_mult().1.collect();
+                    // Both names lose the client's values: neither may come back as a trailer.
                     request.removed_headers.insert(from);
+                    request.removed_headers.insert(to);
                     request.header_tally.forget();
                     request.header_tally.remove(&mut request.headers, to);
                     for value in values {

@@ -101,6 +101,10 @@ pub struct HostState {
     pub fixed_edits: Option<fixed_edits::FixedEdits>,
 }
 
+/// Inputs from this size on have the host's work on them charged to the call
+/// ([`HostState::charged`]): a SHA-256 of 64 KiB takes ~50 us, far inside a stretch.
+pub const CHARGED_INPUT_BYTES: usize = 64 * 1024;
+
 /// The bodies one call may see, each only if the plugin declared it (`request-body`,
 /// `response-body`): a plugin that declared the response's body alone does not read the request's
 /// in `on-response`, though the gateway still holds it for another plugin that buffered it.
@@ -147,10 +151,16 @@ impl HostState {
         }
     }
 
-    /// Runs `work` for the plugin, charging the time it takes to the call's CPU deadline
-    /// ([`CallClock::charge`]): for host functions whose work grows with what the plugin hands
-    /// them (a digest, a key parsed), which no epoch check interrupts.
-    pub fn charged<T>(&self, work: impl FnOnce() -> T) -> T {
+    /// Runs `work` on `input_len` bytes for the plugin, charging the time it takes to the call's
+    /// CPU deadline ([`CallClock::charge`]) when the input is large ([`CHARGED_INPUT_BYTES`]):
+    /// for host functions whose work grows with what the plugin hands them (a digest, a key
+    /// parsed), which no epoch check interrupts. A small input's work is a few microseconds, well
+    /// inside a stretch; timing it would cost two clock readings on every JWT verified, and
+    /// count a stall of the thread under it (descheduled mid-call) against the plugin in full.
+    pub fn charged<T>(&self, input_len: usize, work: impl FnOnce() -> T) -> T {
+        if input_len < CHARGED_INPUT_BYTES {
+            return work();
+        }
         let started = Instant::now();
         let out = work();
         self.clock.charge(started.elapsed());

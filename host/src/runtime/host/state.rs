@@ -34,7 +34,7 @@ macro_rules! scoped {
             return Err(WitError::Unavailable("no state store is configured for this plugin".into()));
         };
         // A long key is digested: work that grows with the key, charged to the call.
-        let key = if $key.len() > crate::state::MAX_KEY_BYTES { $self.charged(|| scope.key(&$key)) } else { scope.key(&$key) };
+        let key = $self.charged($key.len(), || scope.key(&$key));
         let key = key.map_err(to_wit)?;
         (scope, key)
     }};
