@@ -10,7 +10,7 @@
 //! visits every key); if that is not enough, among a few keys sampled (as Redis samples for its
 //! eviction) the one with the least at stake makes way for the new one: the fewest units a
 //! limiter would forget (a fixed window's count, a sliding window's, a token bucket's lead),
-//! then the nearest expiry; stored values only after limiter keys. Every limiter key expires,
+//! then the nearest expiry; a stored value counts as one unit. Every limiter key expires,
 //! so a flood of distinct limiter keys (one per client a client can invent), each counted a few
 //! times, displaces its own keys first: another client loses a count only as small as what the
 //! flood spends on each key, where displacing by expiry alone reset the oldest counts (a
@@ -78,14 +78,17 @@ impl Entry {
     /// the units a limiter would forget (a counter's count, a sliding window's two counts, a
     /// token bucket's seconds of lead over a full bucket, plus one), so a flood of new keys,
     /// each counted a few times, displaces its own kind before a client's well-used count; a
-    /// stored value all of it, so limiter keys go first. An expired entry gives away nothing.
+    /// stored value (a cached answer: fetched again, nothing forgotten) as one unit, so it
+    /// competes by expiry with limiter keys counted once, and a large one at `max_bytes` frees
+    /// its bytes rather than thousands of clients' counts. An expired entry gives away nothing.
     fn at_stake(&self, now: Instant) -> u64 {
         match (&self.value, self.expires) {
             (_, Some(at)) if at <= now => 0,
             (Value::Counter(n), _) => *n,
             (Value::Sliding { prev, curr, .. }, _) => prev.saturating_add(*curr),
             (Value::Tat(_), Some(at)) => at.duration_since(now).as_secs().saturating_add(1),
-            (Value::Tat(_) | Value::Bytes(_), _) => u64::MAX,
+            (Value::Bytes(_), _) => 1,
+            (Value::Tat(_), None) => u64::MAX,
         }
     }
 
@@ -820,12 +823,12 @@ mod tests {
         }
         assert_eq!(m.get("victim").unwrap(), Some(b"3".to_vec()), "the client's count survives the flood");
         assert_eq!(m.len(), 100);
-        // A token bucket well ahead of full outranks a counter counted once; a stored value
-        // outranks both; an expired entry has nothing at stake.
+        // A token bucket well ahead of full outranks a counter counted once; a stored value is
+        // one unit; an expired entry has nothing at stake.
         let now = Instant::now();
         let entry = |value, secs: u64| Entry { value, expires: Some(now + Duration::from_secs(secs)) };
         assert!(entry(Value::Tat(0.0), 600).at_stake(now) > entry(Value::Counter(1), 86_400).at_stake(now));
-        assert_eq!(entry(Value::Bytes(b"v".to_vec()), 1).at_stake(now), u64::MAX);
+        assert_eq!(entry(Value::Bytes(b"v".to_vec()), 1).at_stake(now), 1, "a cached value is fetched again");
         assert_eq!(entry(Value::Sliding { index: 0, prev: 4, curr: 2 }, 60).at_stake(now), 6);
         assert_eq!(Entry { value: Value::Counter(9), expires: Some(now) }.at_stake(now), 0);
     }
