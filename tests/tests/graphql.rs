@@ -235,6 +235,14 @@ upstream = "graphql"
 plugin = "builtin:graphql"
 config = { query = "query User($id: ID!) { user(id: $id) { id } }", result = "user", variables = { id = { from = "param.id", required = true } } }
 
+# The same with a default: the request goes on with it.
+[[routes]]
+path = "/defaulted/{uid}"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+config = { query = "query User($id: ID!) { user(id: $id) { id } }", result = "user", variables = { id = { from = "param.id", default = "1" } } }
+
 [[routes]]
 path = "/nobody"
 upstream = "graphql"
@@ -297,6 +305,10 @@ async fn a_param_the_route_does_not_capture_is_a_500_not_the_clients_400() {
     assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (500, Some("config_error")), "{}", r.text());
     assert!(r.json()["message"].as_str().unwrap_or_default().contains("reads a route parameter its path does not capture"), "{}", r.text());
     assert_eq!(upstream.hits(), 0, "never sent upstream");
+    // With a default (a definition shared by routes with and without the param): as before.
+    let r = HttpClient::http1().get(&gw.url("/defaulted/7")).await;
+    assert_ne!(r.status.as_u16(), 500, "{}", r.text());
+    assert_eq!(upstream.hits(), 1, "sent upstream with the default");
     gw.stop().await;
 }
 

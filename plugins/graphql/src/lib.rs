@@ -25,10 +25,11 @@
 //! a missing value (or an empty one, for any type but `string`) takes `default`, is answered
 //! 400 if `required`, and is otherwise left out. A query parameter given more than once
 //! (`?posts=1&posts=2`) is answered 400 naming it: no type takes a list of them, and which one
-//! was meant is ambiguous. A `param.NAME` naming a param the route's `path` does not capture
-//! cannot be refused at load (`configure` is not given the route): every request on that route
-//! is then a 500 `config_error`, the log naming the `variables` key, never a 400 blaming the
-//! client.
+//! was meant is ambiguous. A `required` `param.NAME` without a `default`, naming a param the
+//! route's `path` does not capture, cannot be refused at load (`configure` is not given the
+//! route): every request on that route is then a 500 `config_error`, the log naming the
+//! `variables` key, never a 400 blaming the client. (An optional or defaulted one takes its
+//! default, or is left out, as for any missing value.)
 //!
 //! The query is parsed once, at configure, and the config is refused for a syntax error (with
 //! its line:column in the query), a document that is not exactly one operation unless
@@ -267,7 +268,9 @@ impl GraphQl {
     /// the client's (a 400, or the GraphQL server's error, blamed the client). `configure` cannot
     /// tell: it is given the plugin's config only, not the route's path.
     fn uncaptured_param(&self, req: &Request) -> Option<String> {
-        self.variables.iter().find_map(|(name, variable)| match &variable.from {
+        // Only a variable the request cannot go without: one with a `default`, or optional, works
+        // without the param (a definition shared by `/users` and `/users/{id}`).
+        self.variables.iter().filter(|(_, v)| v.required && v.default.is_none()).find_map(|(name, variable)| match &variable.from {
             From::Param(param) if req.param(param).is_none() => Some(format!(
                 "`variables.{name}.from` reads route parameter `{param}`, which route `{}` does not capture: give its `path` a `{{{param}}}` segment, or take the value from elsewhere",
                 req.route_id()
