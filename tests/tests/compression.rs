@@ -144,9 +144,10 @@ async fn a_not_modified_answer_keeps_the_compressed_answers_validator_and_vary()
     let again = client.request("GET", &gw.url("/json"), &[("accept-encoding", "gzip"), ("if-none-match", &tag)], b"").await;
     assert_eq!(again.status, 304);
     assert_eq!((again.header("etag"), again.header("vary")), (Some(tag), get.header("vary")));
-    let plain = client.request("GET", &gw.url("/json"), &[("if-none-match", "\"v7\"")], b"").await;
-    assert_eq!((plain.status.as_u16(), plain.header("etag").as_deref()), (304, Some("\"v7\"")), "uncompressed, the upstream's tag");
-    assert_eq!(plain.header("vary").as_deref(), Some("Accept-Encoding"));
+    // A copy revalidated with the strong tag never came through the compression (an image's,
+    // a client's without gzip): as the upstream sent it, strong for If-Range and If-Match.
+    let plain = client.request("GET", &gw.url("/json"), &[("accept-encoding", "gzip"), ("if-none-match", "\"v7\"")], b"").await;
+    assert_eq!((plain.status.as_u16(), plain.header("etag").as_deref()), (304, Some("\"v7\"")), "the upstream's tag");
     gw.stop().await;
 }
 

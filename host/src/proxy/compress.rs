@@ -4,7 +4,8 @@
 //! A response is compressed when the client's `Accept-Encoding` takes gzip, the response has a
 //! body and no `Content-Encoding` of its own, its media type is listed, its `Content-Length` (if
 //! said) is at least `min_bytes`, and it does not say `Cache-Control: no-transform`; not a HEAD's,
-//! a 204, 206 or 304 (a 304 gets the `Vary` and weak `ETag` of the 200 it stands for). It then says `Content-Encoding: gzip` and `Vary: Accept-Encoding`, its
+//! a 204, 206 or 304 (a 304 revalidating a weak tag gets the `Vary` and weak `ETag` of the 200
+//! it stands for). It then says `Content-Encoding: gzip` and `Vary: Accept-Encoding`, its
 //! strong `ETag` becomes weak (the bytes are no longer the upstream's) and `Accept-Ranges` goes
 //! (ranges would be of the uncompressed bytes). A whole body (buffered for a plugin, or a
 //! plugin's) is compressed at once and keeps an exact `Content-Length`; a streamed one is
@@ -52,9 +53,12 @@ impl Compression {
     /// for another client says `Vary: Accept-Encoding` all the same, so a shared cache does not
     /// hand it to a client that accepts gzip, or the reverse. The answer to a `head` request
     /// gets the headers the GET's would (RFC 9110 9.3.2), its length left out as unknown.
-    pub fn apply(&self, response: &mut Response<ProxyBody>, client_accepts: bool, head: bool) {
+    pub fn apply(&self, response: &mut Response<ProxyBody>, client: ClientCoding, head: bool) {
+        let client_accepts = client.accepts_gzip;
         if response.status() == StatusCode::NOT_MODIFIED {
-            self.not_modified(response.headers_mut(), client_accepts);
+            if client.revalidates_weak {
+                self.not_modified(response.headers_mut(), client_accepts);
+            }
             return;
         }
         if !self.applies(response.status(), response.headers(), (!head).then(|| response.body())) {
@@ -96,8 +100,11 @@ impl Compression {
     /// A 304 says what the 200 it stands for would have (RFC 9110 15.4.5): `Vary` and, to a
     /// client taking gzip, the weak `ETag` (a cache updating its compressed copy from a strong
     /// one could then pair it with a range of the uncompressed bytes). It has no body or,
-    /// mostly, media type to judge by: only headers of its own showing the 200 was not to be
-    /// compressed (another encoding, `no-transform`, a type not listed) leave it as it is.
+    /// mostly, media type to judge by: [`Compression::apply`] asks only for a revalidation with
+    /// a weak tag (the copy came through the compression, or its tag was weak already), so an
+    /// image's strong tag stays strong (`If-Range`, `If-Match` compare strongly); and headers of
+    /// its own showing the 200 was not compressed (another encoding, `no-transform`, a type not
+    /// listed) leave it as it is.
     fn not_modified(&self, headers: &mut HeaderMap, client_accepts: bool) {
         if headers.get(header::CONTENT_ENCODING).is_some_and(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"))
             || no_transform(headers)
@@ -153,6 +160,29 @@ fn no_transform(headers: &HeaderMap) -> bool {
 
 fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
     text.len() >= prefix.len() && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// What a compressing route reads of the client's request: whether it takes gzip, and whether
+/// it revalidates with a weak tag (`If-None-Match: W/"..."`), the one a copy that came through
+/// the compression holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientCoding {
+    /// [`accepts_gzip`].
+    pub accepts_gzip: bool,
+    /// `If-None-Match` holds a weak tag.
+    pub revalidates_weak: bool,
+}
+
+impl ClientCoding {
+    /// What `headers`, a request's, say.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let revalidates_weak = headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .any(|tag| tag.trim_ascii().starts_with(b"W/"));
+        Self { accepts_gzip: accepts_gzip(headers), revalidates_weak }
+    }
 }
 
 /// Whether the client's `Accept-Encoding` takes gzip (`gzip`, `x-gzip` or `*`, with a q above 0;
@@ -272,6 +302,11 @@ mod tests {
         Compression::new(&CompressionConfig { enabled: true, min_bytes: 10, ..CompressionConfig::default() })
     }
 
+    /// A client that takes gzip or not, revalidating (for a 304) a copy with a weak tag.
+    fn client(accepts_gzip: bool) -> ClientCoding {
+        ClientCoding { accepts_gzip, revalidates_weak: true }
+    }
+
     fn accepts(value: &str) -> bool {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT_ENCODING, value.parse().unwrap());
@@ -305,7 +340,7 @@ mod tests {
         r.headers_mut().insert(header::ETAG, "\"v1\"".parse().unwrap());
         r.headers_mut().insert(header::ACCEPT_RANGES, "bytes".parse().unwrap());
         r.headers_mut().insert(header::VARY, "Origin".parse().unwrap());
-        policy().apply(&mut r, true, false);
+        policy().apply(&mut r, client(true), false);
         let h = r.headers();
         assert_eq!((h["content-encoding"].as_bytes(), h["etag"].as_bytes()), (&b"gzip"[..], &b"W/\"v1\""[..]));
         assert!(h.get("accept-ranges").is_none());
@@ -334,16 +369,16 @@ mod tests {
             let mut r = response(content_type, big());
             change(&mut r);
             let encoding = r.headers().get(header::CONTENT_ENCODING).cloned();
-            policy().apply(&mut r, true, false);
+            policy().apply(&mut r, client(true), false);
             assert_eq!(r.headers().get(header::CONTENT_ENCODING).cloned(), encoding, "case {i}");
         }
         // `text/*` covers every text type, case-insensitively.
         let mut r = response("Text/CSV", big());
-        policy().apply(&mut r, true, false);
+        policy().apply(&mut r, client(true), false);
         assert_eq!(r.headers()["content-encoding"], "gzip");
         // A client without gzip: the same answer, as it came, but varying on Accept-Encoding.
         let mut r = response("text/plain", big());
-        policy().apply(&mut r, false, false);
+        policy().apply(&mut r, client(false), false);
         assert_eq!((r.headers().get(header::CONTENT_ENCODING), r.headers().get(header::VARY)), (None, Some(&HeaderValue::from_static("Accept-Encoding"))));
         assert_eq!(r.body().size_hint().exact(), Some(100));
     }
@@ -362,16 +397,20 @@ mod tests {
         let seen = |r: &Response<ProxyBody>| (r.headers()[header::ETAG].to_str().unwrap().to_owned(), r.headers().get(header::VARY).cloned());
         let vary = Some(HeaderValue::from_static("Accept-Encoding"));
         let mut r = not_modified(&[]);
-        policy().apply(&mut r, true, false);
+        policy().apply(&mut r, client(true), false);
         assert_eq!(seen(&r), ("W/\"v1\"".into(), vary.clone()), "the 200 was compressed with a weak tag");
         assert_eq!(r.headers().get(header::CONTENT_ENCODING), None, "a 304 has no body to encode");
         let mut r = not_modified(&[]);
-        policy().apply(&mut r, false, false);
+        policy().apply(&mut r, client(false), false);
         assert_eq!(seen(&r), ("\"v1\"".into(), vary), "sent as it came, varying");
+        // A revalidation with a strong tag (an image's, say, never compressed): as it came.
+        let mut r = not_modified(&[]);
+        policy().apply(&mut r, ClientCoding { accepts_gzip: true, revalidates_weak: false }, false);
+        assert_eq!(seen(&r), ("\"v1\"".into(), None), "a strong tag stays strong");
         // Its own headers show the 200 was not compressed: as it came.
         for extra in [(header::CONTENT_TYPE, "image/png"), (header::CONTENT_ENCODING, "br"), (header::CACHE_CONTROL, "no-transform")] {
             let mut r = not_modified(std::slice::from_ref(&extra));
-            policy().apply(&mut r, true, false);
+            policy().apply(&mut r, client(true), false);
             assert_eq!(seen(&r), ("\"v1\"".into(), None), "{extra:?}");
         }
     }
@@ -386,18 +425,18 @@ mod tests {
             r
         };
         let mut r = head("5000");
-        policy().apply(&mut r, true, true);
+        policy().apply(&mut r, client(true), true);
         let h = r.headers();
         assert_eq!((h.get("content-encoding"), h.get("etag"), h.get("vary")), (Some(&HeaderValue::from_static("gzip")), Some(&HeaderValue::from_static("W/\"abc\"")), Some(&HeaderValue::from_static("Accept-Encoding"))));
         assert_eq!(h.get(header::CONTENT_LENGTH), None, "the gzipped length is not known");
         assert!(r.body().is_end_stream());
         let mut r = head("5000");
-        policy().apply(&mut r, false, true);
+        policy().apply(&mut r, client(false), true);
         assert_eq!((r.headers().get("content-encoding"), r.headers()["content-length"].as_bytes()), (None, &b"5000"[..]));
         assert_eq!(r.headers()["vary"], "Accept-Encoding");
         // Under min_bytes the GET is not compressed: neither is its HEAD's answer.
         let mut r = head("5");
-        policy().apply(&mut r, true, true);
+        policy().apply(&mut r, client(true), true);
         assert_eq!((r.headers().get("content-encoding"), r.headers().get("vary")), (None, None));
     }
 

@@ -238,7 +238,7 @@ impl Gateway {
         record.matched(&route.id, &route.metrics);
         let ends_here = request.method() == Method::OPTIONS && headers::max_forwards_ends_here(request.headers_mut());
         // Read from the client's own request, before plugins or the upstream see it.
-        let gzip = route.compression.as_deref().map(|policy| (policy, compress::accepts_gzip(request.headers())));
+        let gzip = route.compression.as_deref().map(|policy| (policy, compress::ClientCoding::of(request.headers())));
         // One header value for the request id, shared by the upstream request and the response.
         let id_header = headers::request_id_header(request_id);
         let (mut state, stream, request_trailers) =
@@ -357,8 +357,8 @@ impl Gateway {
             let holds = (!held.is_empty() || in_flight.is_some())
                 .then(|| Arc::new(upgrade::TunnelHold { slots: std::mem::take(&mut held), in_flight: in_flight.take() }));
             upgrade::keep_switch(&mut response, upgrade, route.tunnel_idle, holds);
-        } else if let Some((policy, client_accepts)) = gzip {
-            policy.apply(&mut response, client_accepts, head);
+        } else if let Some((policy, client)) = gzip {
+            policy.apply(&mut response, client, head);
         }
         if !held.is_empty() || in_flight.is_some() {
             response = response.map(|body| body.holding(held, in_flight));
