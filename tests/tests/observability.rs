@@ -770,16 +770,17 @@ async fn unknown_admin_paths_are_404_whatever_the_method_and_known_ones_405_with
 }
 
 /// Connections to the admin listener that send nothing (no token needed to open them) are held
-/// to `airlock::admin::MAX_CONNECTIONS` and closed after `timeouts.idle_ms`: they could
-/// otherwise use up the process's file descriptors, the proxy's listeners with them. The proxy
-/// serves throughout.
+/// to `airlock::admin::MAX_PER_PEER` from one address (of `MAX_CONNECTIONS` in all) and closed
+/// after `timeouts.idle_ms`: they could otherwise use up the process's file descriptors, the
+/// proxy's listeners with them, or keep probes from another address out. The proxy serves
+/// throughout.
 #[tokio::test]
 async fn idle_admin_connections_are_capped_and_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let config = "[admin]\ntoken = \"t0ken\"\n\n[timeouts]\nidle_ms = 1000\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\n";
     let gw = Gateway::start(config, None).await;
     let mut held = Vec::new();
-    for _ in 0..airlock::admin::MAX_CONNECTIONS {
+    for _ in 0..airlock::admin::MAX_PER_PEER {
         held.push(tokio::net::TcpStream::connect(gw.admin_addr()).await.expect("connect"));
     }
     // Let the listener take them all, then one more: closed at once.
@@ -789,6 +790,14 @@ async fn idle_admin_connections_are_capped_and_closed() {
     let read = tokio::time::timeout(Duration::from_secs(2), over.read(&mut byte)).await.expect("closed, not held");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert_eq!(HttpClient::http1().get(&gw.url("/")).await.status, 200, "the proxy serves while the admin port is full");
+    // Another address (127.0.0.2 is loopback too) still gets its probe answered.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.2:0".parse().expect("addr")).expect("bind 127.0.0.2");
+    let mut probe = socket.connect(gw.admin_addr()).await.expect("connect");
+    probe.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.expect("write");
+    let mut answer = String::new();
+    probe.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "a probe from another address: {answer}");
     // Past `idle_ms` without a request head, each held connection is closed.
     for (i, stream) in held.iter_mut().enumerate() {
         let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await.expect("closed after idle_ms");

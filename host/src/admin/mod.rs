@@ -20,11 +20,12 @@
 //! ([`browser`]). Then a path not in the table is a 404 whatever the method (behind the token,
 //! if set: a 401 without it), and a path in it asked with another method a 405 with `Allow`.
 //!
-//! The listener holds at most [`MAX_CONNECTIONS`] connections, and closes one that has not sent
-//! a whole request head within `timeouts.idle_ms` (a new connection, or a kept-alive one between
-//! requests), as the proxy's listeners close idle ones: connections that send nothing, no token
-//! needed to open them, cannot use up the process's file descriptors and take the proxy's
-//! listeners down with them.
+//! The listener holds at most [`MAX_CONNECTIONS`] connections, at most [`MAX_PER_PEER`] from one
+//! address, and closes one that has not sent a whole request head within `timeouts.idle_ms`,
+//! [`MAX_HEAD_WAIT`] at most (a new connection, or a kept-alive one between requests):
+//! connections that send nothing, no token needed to open them, cannot use up the process's file
+//! descriptors and take the proxy's listeners down with them, and one client holding its share
+//! leaves the rest to probes and scrapers.
 
 pub mod browser;
 pub mod dashboard;
@@ -119,6 +120,7 @@ pub async fn bind(source: &ConfigSource, config: &Config) -> Result<Option<TcpLi
 pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
     let (accept_failures, refusals) = (WarnThrottle::new(WARN_INTERVAL), WarnThrottle::new(WARN_INTERVAL));
     loop {
         let (stream, peer) = tokio::select! {
@@ -140,15 +142,22 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: 
                 continue;
             }
         };
-        // At the cap, closed at once: waiting would hold the descriptor all the same.
-        let Ok(place) = places.clone().try_acquire_owned() else {
+        // At a cap, closed at once: waiting would hold the descriptor all the same.
+        let place = places.clone().try_acquire_owned().ok();
+        let peer_place = place.as_ref().and_then(|_| PeerPlace::take(&peers, peer.ip()));
+        let (Some(place), Some(peer_place)) = (place, peer_place) else {
             if let Some(refused) = refusals.record() {
-                tracing::warn!(refused, %peer, "admin connection closed: {MAX_CONNECTIONS} are open (logged at most every {} s)", WARN_INTERVAL.as_secs());
+                tracing::warn!(
+                    refused,
+                    %peer,
+                    "admin connection closed: {MAX_CONNECTIONS} are open, or {MAX_PER_PEER} from its address (logged at most every {} s)",
+                    WARN_INTERVAL.as_secs()
+                );
             }
             continue;
         };
         // Held to the idle time of the config served now (a reload may change it).
-        let idle = std::time::Duration::from_millis(state.live.current().config.timeouts.idle_ms);
+        let idle = std::time::Duration::from_millis(state.live.current().config.timeouts.idle_ms).min(MAX_HEAD_WAIT);
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(idle);
         let state = state.clone();
@@ -160,7 +169,7 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: 
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!("admin connection ended with an error: {e}");
             }
-            drop(place);
+            drop((place, peer_place));
         });
     }
 }
@@ -168,6 +177,45 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: 
 /// Most connections the admin listener holds at once: probes, a Prometheus scraper, a few
 /// operators and dashboards. Past it a new connection is closed at once.
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// Most connections the admin listener holds from one address: a client holding them leaves
+/// the rest of [`MAX_CONNECTIONS`] to probes and scrapers.
+pub const MAX_PER_PEER: usize = 16;
+
+/// Longest an admin connection waits for a request head (new, or between requests), however
+/// long `timeouts.idle_ms` is: a connection that sends nothing gives its place back soon.
+pub const MAX_HEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One of an address's [`MAX_PER_PEER`] places, given back when dropped.
+struct PeerPlace {
+    peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl PeerPlace {
+    /// A place for `ip`, unless it holds [`MAX_PER_PEER`] already.
+    fn take(peers: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>, ip: std::net::IpAddr) -> Option<Self> {
+        let mut held = peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = held.entry(ip).or_insert(0);
+        if *count >= MAX_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(Self { peers: peers.clone(), ip })
+    }
+}
+
+impl Drop for PeerPlace {
+    fn drop(&mut self) {
+        let mut held = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Least time between two warnings of one kind (failed accepts, connections refused at the cap).
 const WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
