@@ -83,7 +83,7 @@ impl TlsError {
 /// Which ALPN protocol an HTTPS upstream is offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alpn {
-    /// `http/1.1` only.
+    /// HTTP/1.1: no ALPN offered (as hyper-rustls offers none for it).
     Http1,
     /// `h2` only.
     H2,
@@ -114,10 +114,12 @@ pub struct ClientCert {
 /// certificate files: call it off the async workers.
 pub fn connector(settings: &TlsSettings, alpn: Alpn, connect_timeout: Duration, resolver: LastGoodResolver) -> Result<UpstreamTls, TlsError> {
     let mut config = client_config(settings)?;
-    config.alpn_protocols = vec![match alpn {
-        Alpn::Http1 => b"http/1.1".to_vec(),
-        Alpn::H2 => b"h2".to_vec(),
-    }];
+    // As hyper-rustls's builder offers them: `h2` alone for HTTP/2, none for HTTP/1.1 (a
+    // server that lists only `h2` still takes the handshake, as it always did).
+    config.alpn_protocols = match alpn {
+        Alpn::Http1 => Vec::new(),
+        Alpn::H2 => vec![b"h2".to_vec()],
+    };
     let names: Arc<dyn ResolveServerName + Send + Sync> = match &settings.server_name {
         Some(name) => {
             let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name.clone()))?;

@@ -22,7 +22,7 @@
 //! client can send requests. The others are `debug` lines.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -128,6 +128,10 @@ enum ResolveError {
 /// [`refused_by_name`] otherwise lets through as a private one.
 const AWS_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
+/// Alibaba Cloud's instance metadata service: an address in the shared (carrier-grade NAT)
+/// range `100.64.0.0/10`, which [`refused_by_name`] otherwise lets through.
+const ALIBABA_METADATA_V4: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
+
 /// The addresses `name` resolved to that a call may connect to: all of them for `localhost`
 /// (and names under it, which RFC 6761 6.3 reserves for loopback), else those
 /// [`refused_by_name`] leaves. A name resolving to some refused addresses and some others
@@ -159,12 +163,12 @@ fn names_loopback(name: &str) -> bool {
 /// (`169.254.0.0/16`, `fe80::/10`: where clouds serve instance metadata and credentials, at
 /// `169.254.169.254`), the IPv4-mapped IPv6 forms of those (`::ffff:127.0.0.1`) and their NAT64
 /// forms (RFC 6052's well-known prefix, `64:ff9b::a9fe:a9fe`: a NAT64 gateway that does not
-/// filter them would carry the call to the IPv4 address), and AWS's IPv6 metadata address
-/// `fd00:ec2::254`. Private ranges (`10.0.0.0/8`, `192.168.0.0/16`,
+/// filter them would carry the call to the IPv4 address), AWS's IPv6 metadata address
+/// `fd00:ec2::254` and Alibaba Cloud's `100.100.100.200`. Private ranges (`10.0.0.0/8`, `192.168.0.0/16`,
 /// `fc00::/7`) are not refused: the internal services a gateway calls live there.
 fn refused_by_name(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0,
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0 || v4 == ALIBABA_METADATA_V4,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped().or_else(|| nat64_embedded(v6)) {
             Some(v4) => refused_by_name(IpAddr::V4(v4)),
             None => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80 || v6 == AWS_METADATA_V6,
@@ -525,8 +529,8 @@ mod tests {
     fn a_grant_by_name_reaches_neither_loopback_nor_link_local_addresses() {
         for refused in [
             "127.0.0.1", "127.0.1.1", "127.255.255.254", "169.254.169.254", "169.254.0.1", "0.0.0.0", "0.1.2.3", "::1", "::",
-            "fe80::1", "febf:ffff::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:0.0.0.0", "fd00:ec2::254",
-            "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::",
+            "fe80::1", "febf:ffff::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:0.0.0.0", "fd00:ec2::254", "100.100.100.200",
+            "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::", "::ffff:100.100.100.200",
         ] {
             assert!(refused_by_name(refused.parse().unwrap()), "{refused} is refused");
         }
