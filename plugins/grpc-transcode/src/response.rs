@@ -31,6 +31,10 @@ pub fn check(message: &DynamicMessage) -> Result<bool, String> {
 /// [`check`] for one message at `depth`: a well-known type by its own rule, any other by its
 /// fields.
 fn check_message(message: &DynamicMessage, depth: usize) -> Result<bool, Wrong> {
+    // First: an `Any` recurses too (a chain of them nested in an answer).
+    if depth >= MAX_DEPTH {
+        return Ok(false);
+    }
     match message.descriptor().full_name() {
         "google.protobuf.Duration" => return duration(message).map(|()| false).map_err(|why| (String::new(), why)),
         "google.protobuf.Timestamp" => return timestamp(message).map(|()| false).map_err(|why| (String::new(), why)),
@@ -38,9 +42,6 @@ fn check_message(message: &DynamicMessage, depth: usize) -> Result<bool, Wrong> 
         "google.protobuf.Any" => return any_payload(message).map_or(Ok(false), |inner| check_message(&inner, depth + 1)),
         name if name.starts_with("google.protobuf.") => return Ok(false),
         _ => {}
-    }
-    if depth >= MAX_DEPTH {
-        return Ok(false);
     }
     let mut found = false;
     for (field, value) in message.fields() {
@@ -78,6 +79,9 @@ pub fn write_non_finite(message: &DynamicMessage, json: &mut Json) {
 
 /// [`write_non_finite`] for one message at `depth` and the JSON written for it.
 fn patch_message(message: &DynamicMessage, json: &mut Json, depth: usize) {
+    if depth >= MAX_DEPTH {
+        return;
+    }
     match message.descriptor().full_name() {
         "google.protobuf.FloatValue" | "google.protobuf.DoubleValue" => {
             if let Some(text) = non_finite(message) {
@@ -99,9 +103,6 @@ fn patch_message(message: &DynamicMessage, json: &mut Json, depth: usize) {
         _ => {}
     }
     let Json::Object(object) = json else { return };
-    if depth >= MAX_DEPTH {
-        return;
-    }
     for (field, value) in message.fields() {
         if let Some(slot) = object.get_mut(field.json_name()) {
             patch_value(value, slot, depth);
