@@ -12,6 +12,9 @@ pub enum ScaffoldError {
     /// The name is not a crate name the scaffold accepts.
     #[error("`{0}` is not a plugin name: use lower-case letters, digits and `-`, starting with a letter")]
     BadName(String),
+    /// The name is one of the crates the plugin depends on: Cargo would take the two for one.
+    #[error("`{0}` is the name of a crate the plugin depends on (`airlock-sdk`, `serde`, their own dependencies): choose another")]
+    DependencyName(String),
     /// The target directory exists and is not empty.
     #[error("{0} already exists and is not empty; choose another --dir or name")]
     Exists(String),
@@ -78,6 +81,11 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &SdkSource) -> Result<Vec<PathBuf
     if !valid {
         return Err(ScaffoldError::BadName(name.to_owned()));
     }
+    // The crates the generated `Cargo.toml` names, and theirs a plugin links: a package of the
+    // same name collides with one in the lockfile ("package collision"), and the build fails.
+    if matches!(name, "airlock-sdk" | "serde" | "serde-derive" | "serde-json" | "wit-bindgen" | "wit-bindgen-rt" | "serde-path-to-error" | "sha2") {
+        return Err(ScaffoldError::DependencyName(name.to_owned()));
+    }
     if dir.read_dir().is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(ScaffoldError::Exists(dir.display().to_string()));
     }
@@ -119,6 +127,9 @@ mod tests {
         let sdk = SdkSource::Registry("0.1.0".into());
         for bad in ["", "Upper", "9lives", "with space", "trailing-", "under_score", "self", "super", "crate"] {
             assert!(matches!(new_plugin(bad, &dir.path().join("x"), &sdk), Err(ScaffoldError::BadName(_))), "{bad}");
+        }
+        for taken in ["airlock-sdk", "serde", "wit-bindgen"] {
+            assert!(matches!(new_plugin(taken, &dir.path().join("x"), &sdk), Err(ScaffoldError::DependencyName(_))), "{taken}");
         }
         let target = dir.path().join("tag-requests");
         let written = new_plugin("tag-requests", &target, &sdk).unwrap();
