@@ -104,6 +104,14 @@ fn push_digest(key: &mut String, value: &[u8]) {
 /// separator cannot occur inside a part, and distinct values stay distinct.
 pub fn escape_into(out: &mut String, value: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let plain = |b: &u8| *b != b'%' && *b != b'|' && (0x20..0x7f).contains(b);
+    // Most values (a consumer id, an IP, a route) need nothing: copied whole.
+    if value.iter().all(plain)
+        && let Ok(text) = std::str::from_utf8(value)
+    {
+        out.push_str(text);
+        return;
+    }
     for &b in value {
         if b == b'%' || b == b'|' || !(0x20..0x7f).contains(&b) {
             out.push('%');

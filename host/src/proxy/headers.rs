@@ -522,9 +522,17 @@ impl RemovedNames {
         self.0 != 0 && self.0 & Self::bits(name) == Self::bits(name)
     }
 
-    /// The name's two bits: FNV-1a of its bytes (lower-case already), two 7-bit slices of it.
+    /// The name's two bits: a multiply-xorshift hash of its bytes (lower-case already), eight
+    /// at a time, two 7-bit slices of it.
     fn bits(name: &HeaderName) -> u128 {
-        let hash = name.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let bytes = name.as_str().as_bytes();
+        let mut hash = bytes.len() as u64;
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            hash ^= hash >> 29;
+        }
         (1u128 << (hash & 127)) | (1u128 << ((hash >> 7) & 127))
     }
 }

@@ -330,10 +330,12 @@ impl PluginChain {
 
 /// The answer to a request a plugin's change could not be made to for `[limits]`
 /// ([`RequestState::past_limits`]): the client's headers left too little room for the route's
-/// own (a 431, as for a client's request past them), logged with the entry's name.
+/// own (a 431, as for a client's request past them). The refused change was warned about with
+/// the entry's name as it was refused; this says what came of it, at `debug`: a client padding
+/// its requests chooses how often it happens.
 fn past_limits(entry: &ChainEntry, request: &RequestState) -> RequestOutcome {
     let request_id = &*request.request_id;
-    tracing::warn!(plugin = entry.name(), request_id, "request answered 431: a change the plugin made would take its headers or request line past [limits]");
+    tracing::debug!(plugin = entry.name(), request_id, "request answered 431: a change the plugin made would take its headers or request line past [limits]");
     RequestOutcome::Failed(GatewayError::HeadersTooLarge("with the headers this route adds, the request passes the gateway's header limits".into()))
 }
 
