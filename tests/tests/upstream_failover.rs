@@ -571,7 +571,8 @@ plugin = "{{plugin:body-upper}}"
         }
         // (A body not in its `Content-Encoding`, read for a plugin, is a 502 `upstream_bad_encoding`,
         // not counted as the upstream unavailable.)
-        let errors = gw.metric(&client, "airlock_upstream_errors_total", &[("upstream", upstream), ("kind", "unavailable")]).await;
+        // The admin listener speaks HTTP/1.1 (as Prometheus does).
+        let errors = gw.metric(&HttpClient::http1(), "airlock_upstream_errors_total", &[("upstream", upstream), ("kind", "unavailable")]).await;
         assert_eq!(errors, if upstream == "corrupt" { 0.0 } else { 2.0 }, "{upstream}");
     }
     let log = gw.log();
