@@ -1,6 +1,6 @@
 //! What a limiting plugin counts a request against: the `by` list of `builtin:rate-limit` and
 //! `builtin:throttle` (`consumer`, `ip`, `route`, `header:<name>`, `param:<name>`), parsed once
-//! ([`parse`]) and written into one state key per request ([`write`]).
+//! ([`parse`]) and written into one state key per request ([`write()`]).
 //!
 //! Every part's value is escaped, so two requests share a key only when every part is the same:
 //! a client cannot pick a value (`a|p=b`) that lands its requests in another client's bucket. A
