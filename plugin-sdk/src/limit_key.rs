@@ -20,6 +20,10 @@
 
 use crate::template::Source;
 
+/// The longest window or refill period a limiter takes, in ms: a year. Longer ones are mistakes
+/// (a `window_ms` of 9.2e18 made every Redis step fail "out of range" and fall back to memory).
+pub const MAX_PERIOD_MS: u64 = 366 * 86_400_000;
+
 /// One part of a limit key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyPart {

@@ -120,7 +120,7 @@ pub async fn bind(source: &ConfigSource, config: &Config) -> Result<Option<TcpLi
 pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
+    let peers = PeerCounts::default();
     let (accept_failures, refusals) = (WarnThrottle::new(WARN_INTERVAL), WarnThrottle::new(WARN_INTERVAL));
     loop {
         let (stream, peer) = tokio::select! {
@@ -186,15 +186,18 @@ pub const MAX_PER_PEER: usize = 16;
 /// long `timeouts.idle_ms` is: a connection that sends nothing gives its place back soon.
 pub const MAX_HEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Connections held per client address.
+type PeerCounts = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
 /// One of an address's [`MAX_PER_PEER`] places, given back when dropped.
 struct PeerPlace {
-    peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    peers: PeerCounts,
     ip: std::net::IpAddr,
 }
 
 impl PeerPlace {
     /// A place for `ip`, unless it holds [`MAX_PER_PEER`] already.
-    fn take(peers: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>, ip: std::net::IpAddr) -> Option<Self> {
+    fn take(peers: &PeerCounts, ip: std::net::IpAddr) -> Option<Self> {
         let mut held = peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = held.entry(ip).or_insert(0);
         if *count >= MAX_PER_PEER {

@@ -106,7 +106,7 @@ impl Compression {
     /// its own showing the 200 was not compressed (another encoding, `no-transform`, a type not
     /// listed) leave it as it is.
     fn not_modified(&self, headers: &mut HeaderMap, client_accepts: bool) {
-        if headers.get(header::CONTENT_ENCODING).is_some_and(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"))
+        if has_own_coding(headers)
             || no_transform(headers)
             || headers.get(header::CONTENT_TYPE).is_some_and(|t| !self.compresses(t))
         {
@@ -124,7 +124,7 @@ impl Compression {
         if status.as_u16() < 200 || matches!(status.as_u16(), 204 | 206 | 304) || body.is_some_and(|b| b.is_end_stream()) {
             return false;
         }
-        if headers.get(header::CONTENT_ENCODING).is_some_and(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity")) {
+        if has_own_coding(headers) {
             return false;
         }
         let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -147,6 +147,11 @@ impl Compression {
         encoder.write_all(data)?;
         encoder.finish().map(Bytes::from)
     }
+}
+
+/// Whether the response says a `Content-Encoding` of its own (an upstream's gzip or br).
+fn has_own_coding(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_ENCODING).is_some_and(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"))
 }
 
 /// Whether `Cache-Control` says `no-transform`.

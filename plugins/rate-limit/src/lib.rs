@@ -253,7 +253,7 @@ fn limit_from(key: &str, i: usize, c: LimitConfig, cost: u64) -> Result<Limit, S
             (Some(p), None) => Ok((p.ms(), Some(p))),
             (None, Some(0)) => Err(format!("{at}: `{what}_ms` must be at least 1")),
             // Past it, counts and reset times overflow what Redis and the headers hold.
-            (None, Some(ms)) if ms > MAX_PERIOD_MS => Err(format!("{at}: `{what}_ms` must be at most {MAX_PERIOD_MS} (a year)")),
+            (None, Some(ms)) if ms > limit_key::MAX_PERIOD_MS => Err(format!("{at}: `{what}_ms` must be at most {} (a year)", limit_key::MAX_PERIOD_MS)),
             (None, Some(ms)) => Ok((ms, None)),
             (Some(_), Some(_)) => Err(format!("{at}: give a named period or milliseconds, not both")),
             (None, None) => Err(format!("{at}: a period is needed")),
@@ -380,10 +380,6 @@ fn push_u64(out: &mut String, mut n: u64) {
         out.push(d as char);
     }
 }
-
-/// The longest window or refill period, in ms: a year. Longer ones are mistakes (a `window_ms`
-/// of 9.2e18 made every Redis step fail "out of range" and fall back to memory).
-const MAX_PERIOD_MS: u64 = 366 * 86_400_000;
 
 /// A limit's reset (`t`, `RateLimit-Reset`) in whole seconds. For the limit that refused, the
 /// moment `Retry-After` names (the draft: they SHOULD name the same point in time): a token

@@ -205,8 +205,9 @@ impl Rate {
             (Some(Period::Minute), None) => 60_000,
             (Some(Period::Hour), None) => 3_600_000,
             (Some(Period::Day), None) => 86_400_000,
-            // A year at most: longer is a mistake, and overflows what the state backend holds.
-            (None, Some(ms)) if ms > 366 * 86_400_000 => return Err("`period_ms` must be at most 31622400000 (a year)".into()),
+            (None, Some(ms)) if ms > limit_key::MAX_PERIOD_MS => {
+                return Err(format!("`period_ms` must be at most {} (a year)", limit_key::MAX_PERIOD_MS));
+            }
             (None, Some(ms)) if ms > 0 => ms,
             (None, Some(_)) => return Err("`period_ms` must be at least 1".into()),
             (Some(_), Some(_)) => return Err("give `per` or `period_ms`, not both".into()),

@@ -211,13 +211,7 @@ impl HostPublicKey for HostState {
 
     fn verify(&mut self, key: Resource<PublicKey>, message: Vec<u8>, signature: Vec<u8>) -> bool {
         let Ok(key) = self.table.get(&key) else { return false };
-        if message.len() < super::CHARGED_INPUT_BYTES {
-            return key.verify(&message, &signature);
-        }
-        let started = std::time::Instant::now();
-        let verified = key.verify(&message, &signature);
-        self.clock.charge(started.elapsed());
-        verified
+        self.charged(message.len(), || key.verify(&message, &signature))
     }
 
     fn drop(&mut self, key: Resource<PublicKey>) -> wasmtime::Result<()> {

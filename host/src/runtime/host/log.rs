@@ -126,6 +126,18 @@ impl LogBudget {
         done
     }
 
+    /// Logs `line`, written to `stream`, as the current call's: stdout is what a plugin prints
+    /// on purpose (INFO); stderr carries panics and errors (WARN).
+    pub fn stdio_line(&self, stream: &'static str, line: &str) {
+        let request_id = self.request_id();
+        let line = one_line(line);
+        if stream == "stdout" {
+            tracing::info!(target: "airlock::plugin", plugin = &*self.plugin, request_id = request_id.as_deref(), stream, "{line}");
+        } else {
+            tracing::warn!(target: "airlock::plugin", plugin = &*self.plugin, request_id = request_id.as_deref(), stream, "{line}");
+        }
+    }
+
     /// What the streams wrote after their last newline, taken: the end of a call's output.
     fn take_partial(&self) -> [String; 2] {
         if !self.partial_written.swap(false, Ordering::Relaxed) {
@@ -151,13 +163,7 @@ impl LogBudget {
         let [stdout, stderr] = self.take_partial();
         for (stream, line) in [("stdout", stdout), ("stderr", stderr)] {
             if !line.trim().is_empty() && self.take() {
-                let line = one_line(line.trim_end());
-                let request_id = self.request_id();
-                if stream == "stdout" {
-                    tracing::info!(target: "airlock::plugin", plugin = &*self.plugin, request_id = request_id.as_deref(), stream, "{line}");
-                } else {
-                    tracing::warn!(target: "airlock::plugin", plugin = &*self.plugin, request_id = request_id.as_deref(), stream, "{line}");
-                }
+                self.stdio_line(stream, line.trim_end());
             }
         }
         self.left.store(MAX_LOG_LINES_PER_CALL, Ordering::Relaxed);

@@ -129,15 +129,7 @@ impl LogStdio {
             if !self.log.take() {
                 return;
             }
-            let request_id = self.log.request_id();
-            let line = super::log::one_line(line);
-            // stdout is what a plugin prints on purpose (INFO); stderr carries panics and
-            // errors (WARN).
-            if self.stream == "stdout" {
-                tracing::info!(target: "airlock::plugin", plugin = self.log.plugin(), request_id = request_id.as_deref(), stream = self.stream, "{line}");
-            } else {
-                tracing::warn!(target: "airlock::plugin", plugin = self.log.plugin(), request_id = request_id.as_deref(), stream = self.stream, "{line}");
-            }
+            self.log.stdio_line(self.stream, line);
         }
     }
 }
