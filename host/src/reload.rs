@@ -118,7 +118,9 @@ impl LiveGateway {
     pub async fn reload(&self) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let current = self.current();
-        let reloads = &current.gateway.telemetry.metrics.reloads;
+        let metrics = &current.gateway.telemetry.metrics;
+        let reloads = &metrics.reloads;
+        let mark = metrics.series_mark();
         match self.build_next(&current).await {
             Ok(next) => {
                 let number = next.number;
@@ -130,6 +132,7 @@ impl LiveGateway {
             }
             Err(e) => {
                 reloads.failed();
+                metrics.forget_series_since(mark);
                 tracing::error!("config reload failed; still serving generation {}:\n{e}", current.number);
                 Err(e)
             }

@@ -113,6 +113,21 @@ async fn an_invalid_reload_keeps_the_running_config_and_says_where() {
     assert_eq!(found[0].0, "state");
     assert!(found[0].1.is_some() && found[0].2.contains("only on restart"), "{found:?}");
 
+    // A refused reload leaves no series behind for what only it had: a plugin, a route and an
+    // upstream no served config had would sit on /metrics at 0 until the next restart.
+    let phantom = chain("phantom")
+        .replace("path = \"/only-phantom\"", "id = \"only-phantom\"\npath = \"/only-phantom\"")
+        .replace("upstream = \"backend\"\n[[routes.plugins]]", "upstream = \"spare\"\n[[routes.plugins]]")
+        .replace("[upstreams.backend]", "[upstreams.spare]\ntargets = [\"{upstream}\"]\n\n[upstreams.backend]");
+    let phantom = format!("{phantom}\n[state]\nmax_keys = 10\n");
+    gw.reload(&phantom, Some(&upstream)).await.expect_err("a restart-only section");
+    let m = scrape(&client, &gw, None).await;
+    let has = |label: &str, value: &str| m.samples.iter().any(|s| s.labels.get(label) == Some(value));
+    for (label, value) in [("plugin", "phantom"), ("route", "only-phantom"), ("upstream", "spare")] {
+        assert!(!has(label, value), "a refused reload's series stayed: {label}={value}");
+    }
+    assert!(has("plugin", "first"), "the running config's plugin series stay");
+
     // The same through the admin API: 422 with the issues, located.
     std::fs::write(gw.dir.path().join("airlock.toml"), render(&unknown, Some(&upstream))).expect("write");
     let r = client.request("POST", &gw.admin_url("/admin/reload"), &[], b"").await;
@@ -130,7 +145,7 @@ async fn an_invalid_reload_keeps_the_running_config_and_says_where() {
     // Still serving the first config, and the failures are counted.
     assert_eq!(client.get(&gw.url("/")).await.header("x-chain").as_deref(), Some("first"));
     assert_eq!(client.get(&gw.url("/only-first")).await.status, 200);
-    assert_eq!(metric(&gw, "airlock_config_reloads_total", &[("result", "error")]).await, 4.0);
+    assert_eq!(metric(&gw, "airlock_config_reloads_total", &[("result", "error")]).await, 5.0);
     assert_eq!(metric(&gw, "airlock_config_last_reload_successful", &[]).await, 0.0);
     assert_eq!(metric(&gw, "airlock_config_generation", &[]).await, 1.0);
 

@@ -3,9 +3,9 @@
 //! lock and allocates nothing (except the first request of a label set, and requests with a
 //! consumer, whose label is looked up).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -200,6 +200,19 @@ pub struct Metrics {
     /// refuse the certificate.
     certificate_expiry: Family<CertificateLabels, Gauge>,
     consumers: Arc<ConsumerLabels>,
+    /// The names config builds made series for, so a refused reload's can be taken back.
+    built: Mutex<SeriesNames>,
+}
+
+/// The route, upstream, mirror and plugin names config builds have made series for: what
+/// [`Metrics::forget_series_since`] compares with, so series only a refused reload made (a
+/// plugin or route the running config does not have, at 0) do not stay on `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesNames {
+    routes: HashSet<Arc<str>>,
+    upstreams: HashSet<Arc<str>>,
+    mirrors: HashSet<(Arc<str>, Arc<str>)>,
+    plugins: HashSet<Arc<str>>,
 }
 
 impl Metrics {
@@ -396,7 +409,50 @@ impl Metrics {
             reloads,
             certificate_expiry,
             consumers: Arc::new(ConsumerLabels::new(consumer_labels)),
+            built: Mutex::default(),
         }
+    }
+
+    /// The names series have been made for so far: taken before a reload builds its config.
+    pub fn series_mark(&self) -> SeriesNames {
+        self.built_names().clone()
+    }
+
+    /// Removes the series made for names since `mark` (by a reload that was then refused): no
+    /// generation that served requests had them. Names a served config had stay, counts and all.
+    pub fn forget_series_since(&self, mark: SeriesNames) {
+        let made = std::mem::replace(&mut *self.built_names(), mark.clone());
+        for route in made.routes.difference(&mark.routes) {
+            let labels = RouteLabels { route: route.clone() };
+            self.request_duration.remove(&labels);
+            self.upstream_duration.remove(&labels);
+        }
+        for upstream in made.upstreams.difference(&mark.upstreams) {
+            for kind in ["unavailable", "timeout"] {
+                self.upstream_errors.remove(&UpstreamErrorLabels { upstream: upstream.clone(), kind });
+            }
+        }
+        for (route, upstream) in made.mirrors.difference(&mark.mirrors) {
+            for outcome in MIRROR_OUTCOMES {
+                self.mirror_requests.remove(&MirrorLabels { route: route.clone(), upstream: upstream.clone(), outcome });
+            }
+        }
+        for plugin in made.plugins.difference(&mark.plugins) {
+            for phase in ["on-request", "on-response"] {
+                self.plugin_duration.remove(&PhaseLabels { plugin: plugin.clone(), phase });
+            }
+            for kind in FAILURE_KINDS {
+                self.plugin_failures.remove(&FailureLabels { plugin: plugin.clone(), kind });
+            }
+            for decision in DECISIONS {
+                self.plugin_decisions.remove(&DecisionLabels { plugin: plugin.clone(), decision });
+            }
+            self.plugin_metrics.forget(plugin);
+        }
+    }
+
+    fn built_names(&self) -> std::sync::MutexGuard<'_, SeriesNames> {
+        self.built.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The metrics in the Prometheus text format (version 0.0.4), the process's own included.
@@ -427,11 +483,13 @@ impl Metrics {
         let labels = RouteLabels { route: route.clone() };
         let upstream_errors = upstream.map(|name| {
             let name: Arc<str> = name.into();
+            self.built_names().upstreams.insert(name.clone());
             [
                 self.upstream_errors.get_or_create_owned(&UpstreamErrorLabels { upstream: name.clone(), kind: "unavailable" }),
                 self.upstream_errors.get_or_create_owned(&UpstreamErrorLabels { upstream: name, kind: "timeout" }),
             ]
         });
+        self.built_names().routes.insert(route.clone());
         RouteMetrics {
             duration: self.request_duration.get_or_create_owned(&labels),
             upstream_duration: self.upstream_duration.get_or_create_owned(&labels),
@@ -449,6 +507,7 @@ impl Metrics {
     /// The counters of route `route`'s mirror requests to `upstream`, in [`MIRROR_OUTCOMES`]
     /// order: made when the route is built, so each series is there at 0 from the start.
     pub fn mirror(&self, route: Arc<str>, upstream: Arc<str>) -> [Counter; MIRROR_OUTCOMES.len()] {
+        self.built_names().mirrors.insert((route.clone(), upstream.clone()));
         MIRROR_OUTCOMES.map(|outcome| {
             self.mirror_requests.get_or_create_owned(&MirrorLabels { route: route.clone(), upstream: upstream.clone(), outcome })
         })
@@ -456,6 +515,7 @@ impl Metrics {
 
     /// Handles for one chain entry's plugin.
     pub fn plugin(&self, plugin: Arc<str>) -> PluginMetrics {
+        self.built_names().plugins.insert(plugin.clone());
         let phase = |phase| self.plugin_duration.get_or_create_owned(&PhaseLabels { plugin: plugin.clone(), phase });
         let failure = |kind| self.plugin_failures.get_or_create_owned(&FailureLabels { plugin: plugin.clone(), kind });
         let decision = |decision| self.plugin_decisions.get_or_create_owned(&DecisionLabels { plugin: plugin.clone(), decision });

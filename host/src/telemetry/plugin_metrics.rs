@@ -267,6 +267,11 @@ impl PluginMetricStore {
         let mut plugins = self.plugins.lock().unwrap_or_else(PoisonError::into_inner);
         plugins.entry(plugin.to_owned()).or_insert_with(|| Arc::new(PluginMetricSet::new(plugin))).clone()
     }
+
+    /// Drops plugin `plugin`'s series (a refused reload's plugin that no served config had).
+    pub fn forget(&self, plugin: &str) {
+        self.plugins.lock().unwrap_or_else(PoisonError::into_inner).remove(plugin);
+    }
 }
 
 /// Encodes every plugin's metrics at scrape time.
