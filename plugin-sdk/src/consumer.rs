@@ -66,6 +66,15 @@ pub fn credential(req: &Request, identity: &str) {
     req.context_set(CREDENTIAL, identity);
 }
 
+/// Whether context key `key` says who the caller is: `consumer` and every `consumer.*` entry
+/// ([`name`]), and [`CREDENTIAL`]. What `acl`, `quota`, rate-limit plans, the metrics and the
+/// access log decide on, so only an authentication plugin's own verdict may write them: a
+/// plugin copying values it does not vouch for into the context (a token's claims, which its
+/// holder chooses) refuses these keys at configure.
+pub fn is_identity_key(key: &str) -> bool {
+    key == "consumer" || key.starts_with("consumer.") || key == CREDENTIAL
+}
+
 /// Whether `name` can be a group name: `consumer.groups` carries a consumer's groups as one
 /// comma-separated list, trimmed, so a name with a `,`, a control character or white space at
 /// either end (or none at all) could never be matched. For a config naming groups (a plan, a

@@ -68,7 +68,9 @@
 //! cookie is taken out of `Cookie` while the other cookies stay. A refused token let through as
 //! `anonymous` is removed even without `hide_credentials`, and so is one left unchecked because an
 //! earlier auth plugin authenticated the request (either credential). `claims_to_headers` cannot write the
-//! consumer headers, `host`, `authorization` or `cookie`: a claim is the token holder's to choose. Checks: signature, `exp` (required unless removed from
+//! consumer headers, `host`, `authorization` or `cookie`, nor `claims_to_context` the consumer's
+//! entries (`consumer`, `consumer.*`, `credential`) or `jwt.sub`/`jwt.iss`: a claim is the token
+//! holder's to choose, and a consumer's own key signs any claims on every `builtin:jwt` route. Checks: signature, `exp` (required unless removed from
 //! `required_claims`) and `nbf` against now ± `leeway`, `iat` not in the future, `iss`, `aud`,
 //! `required_claims`. A failure is `401` with `WWW-Authenticate: Bearer realm="<realm>",
 //! error="invalid_token"` and `{"status":401,"error":"unauthorized","message":"invalid token","request_id":...}`; the reason
@@ -263,6 +265,18 @@ impl Plugin for Jwt {
                 return Err(format!("`claims_to_headers.{claim}`: `{header}` cannot carry a claim"));
             }
             claims_to_headers.push((claim.clone(), header));
+        }
+        for (claim, key) in &config.claims_to_context {
+            // Any consumer's own key signs any claims, and is good on every `builtin:jwt` route:
+            // a claim copied to `consumer.groups` would choose the holder's own `acl` groups.
+            if airlock_sdk::consumer::is_identity_key(key) {
+                return Err(format!(
+                    "`claims_to_context.{claim}`: `{key}` says who the caller is (set from the key or `consumer_claim`, the consumer's groups from [[consumers]]): a claim is the token holder's to choose"
+                ));
+            }
+            if matches!(key.as_str(), "jwt.sub" | "jwt.iss") {
+                return Err(format!("`claims_to_context.{claim}`: `{key}` is set from the token's own `{}`", &key[4..]));
+            }
         }
         let realm = &config.realm;
         if realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
@@ -808,5 +822,12 @@ mod tests {
             let message = err(&format!(r#"{{{key}, "claims_to_headers": {{"sub": "{header}"}}}}"#));
             assert!(message.starts_with("`claims_to_headers.sub`: `") && message.contains(&header.to_ascii_lowercase()), "{message}");
         }
+        // Nor can it say who the caller is to what reads the context (acl, quota, rate-limit
+        // plans): a consumer's own key signs any claims.
+        for entry in ["consumer", "consumer.groups", "consumer.anonymous", "credential", "jwt.sub", "jwt.iss"] {
+            let message = err(&format!(r#"{{{key}, "claims_to_context": {{"groups": "{entry}"}}}}"#));
+            assert!(message.starts_with(&format!("`claims_to_context.groups`: `{entry}`")), "{message}");
+        }
+        assert!(build(&format!(r#"{{{key}, "claims_to_context": {{"tenant": "tenant", "groups": "jwt.groups", "c": "consumers"}}}}"#)).is_ok());
     }
 }
