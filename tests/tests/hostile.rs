@@ -806,8 +806,9 @@ fn hostile_route_limited(path: &str, plugin: &str, config: &str, max_body_bytes:
 }
 
 /// What a plugin hands the host to keep for the rest of its request lives outside the plugin's
-/// memory cap, so it is bounded too: a `respond` body longer than the route's `max_body_bytes`
-/// is the plugin's failure (`too_large`; one held for each slow client would have no bound), and
+/// memory cap, so it is bounded too: a `respond` body longer than the route's `max_body_bytes`,
+/// or 1 MiB where that is less, is the plugin's failure (`too_large`; one held for each slow
+/// client would have no bound; a route taking no request bodies still answers its 403s), and
 /// an `acquire-slot` key is kept as its digest past 256 bytes (requests held with 8 MiB keys held
 /// two copies of each, 16 MiB a request), still naming the same slots. (And a body on a 204,
 /// dropped, is logged.)
@@ -818,27 +819,34 @@ async fn what_a_plugin_leaves_with_the_host_is_bounded() {
     config += &airlock_tests::hostile_plugin("big");
     config += &airlock_tests::hostile_plugin("big-open").replace("[plugins.big-open]", "[plugins.big-open]\nfailure = \"open\"");
     config += &airlock_tests::hostile_plugin("slots");
-    config += &hostile_route_limited("/fits", "big", r#"{ mode = "big-respond", count = 4096 }"#, 4096);
-    config += &hostile_route_limited("/too-big", "big", r#"{ mode = "big-respond", count = 4097 }"#, 4096);
-    config += &hostile_route_limited("/too-big-open", "big-open", r#"{ mode = "big-respond", count = 4097 }"#, 4096);
+    config += &hostile_route_limited("/fits", "big", r#"{ mode = "big-respond", count = 2097152 }"#, 2097152);
+    config += &hostile_route_limited("/too-big", "big", r#"{ mode = "big-respond", count = 2097153 }"#, 2097152);
+    config += &hostile_route_limited("/too-big-open", "big-open", r#"{ mode = "big-respond", count = 2097153 }"#, 2097152);
+    config += &hostile_route_limited("/no-bodies", "big", r#"{ mode = "big-respond", count = 1048576 }"#, 0);
+    config += &hostile_route_limited("/no-bodies-too-big", "big", r#"{ mode = "big-respond", count = 1048577 }"#, 0);
     config += &hostile_route("/no-content", "big", r#"{ mode = "status", count = 204, body = "not sent" }"#);
     config += "\n[[routes]]\npath_prefix = \"/slow\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"slots\"\nconfig = { mode = \"slot-key\", count = 8388608 }\n";
     let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
     let client = HttpClient::http1();
 
     let fits = client.get(&gw.url("/fits")).await;
-    assert_eq!((fits.status.as_u16(), fits.body.len()), (200, 4096), "a body at the limit is answered");
+    assert_eq!((fits.status.as_u16(), fits.body.len()), (200, 2097152), "a body at the limit is answered");
     let refused = client.get(&gw.url("/too-big")).await;
     assert_eq!((refused.status.as_u16(), refused.body.len().min(200)), (500, refused.body.len()), "the gateway's own 500, not the answer");
     assert_eq!(refused.json()["error"], "plugin_failed", "{}", refused.text());
-    assert_eq!(gw.metric(&client, "airlock_plugin_failures_total", &[("plugin", "big"), ("kind", "too_large")]).await, 1.0);
+    // A route that takes no request bodies still answers with a plugin's body, up to 1 MiB.
+    let no_bodies = client.get(&gw.url("/no-bodies")).await;
+    assert_eq!((no_bodies.status.as_u16(), no_bodies.body.len()), (200, 1048576), "max_body_bytes = 0 is about requests");
+    assert_eq!(client.get(&gw.url("/no-bodies-too-big")).await.status, 500);
+    assert_eq!(gw.metric(&client, "airlock_plugin_failures_total", &[("plugin", "big"), ("kind", "too_large")]).await, 2.0);
     let open = client.get(&gw.url("/too-big-open")).await;
     assert_eq!(open.status, 200, "failing open, the upstream answers: {}", open.text());
     // A body on an answer that has no content is not sent, and not without a word.
     let no_content = client.get(&gw.url("/no-content")).await;
     assert_eq!((no_content.status.as_u16(), no_content.body.len()), (204, 0));
     let log = gw.log();
-    assert!(log.contains("respond body of 4097 bytes is longer than the route's max_body_bytes (4096)"), "{log}");
+    assert!(log.contains("respond body of 2097153 bytes is longer than the 2097152 a plugin's answer may have"), "{log}");
+    assert!(log.contains("respond body of 1048577 bytes is longer than the 1048576 a plugin's answer may have"), "{log}");
     assert!(log.contains("answer body not sent: a 204 has no content"), "{log}");
 
     // Long keys still name slots: one slot per key, no queue.

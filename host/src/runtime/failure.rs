@@ -58,7 +58,7 @@ impl fmt::Display for Failure {
             ),
             Failure::InvalidStatus(status) => write!(f, "answered with status {status}, which is not a final HTTP status (200-599)"),
             Failure::TooLarge { what, bytes, limit } => {
-                write!(f, "its {what} of {bytes} bytes is longer than the route's max_body_bytes ({limit})")
+                write!(f, "its {what} of {bytes} bytes is longer than the {limit} a plugin's answer may have (the route's max_body_bytes, at least 1 MiB)")
             }
         }
     }

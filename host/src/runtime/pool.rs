@@ -488,7 +488,7 @@ impl InstancePool {
         match result {
             Ok(action) => {
                 // An invalid answer is the plugin's failure, but the instance is sound: reused.
-                let bounds = AnswerBounds { headers: request.header_limits.response, body: request.body_limit };
+                let bounds = AnswerBounds { headers: request.header_limits.response, body: request.body_limit.max(MIN_ANSWER_BODY_BYTES) };
                 let action = convert_action(action, &instance.store.data().log, bounds);
                 self.release(instance);
                 (request, action)
@@ -551,9 +551,14 @@ enum InstantiateError {
 /// Longest delay a plugin may ask for in one `delay` action.
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
+/// The body a plugin's own answer may always have, whatever the route's `max_body_bytes`: that
+/// limit is on what clients send, and a route taking no request bodies (`max_body_bytes = 0`)
+/// still answers ip-restrict's 403, a validator's list of errors, or `respond`'s page.
+pub const MIN_ANSWER_BODY_BYTES: u64 = 1 << 20;
+
 /// What a plugin-made answer is held to: the request's response header limits, and the route's
-/// body limit (the answer is kept in host memory until the client has read it, outside the
-/// plugin's memory cap).
+/// body limit or [`MIN_ANSWER_BODY_BYTES`], the larger (the answer is kept in host memory until
+/// the client has read it, outside the plugin's memory cap).
 #[derive(Clone, Copy)]
 struct AnswerBounds {
     headers: HeaderBound,
