@@ -493,6 +493,44 @@ plugins = [{ plugin = "builtin:respond", config = { status = 204 } }]
     gw.stop().await;
 }
 
+/// A request refused by one quota takes nothing from the others: a consumer whose month is
+/// spent keeps its day's quota through refused retries (they spent it, 5 after 2 served), and
+/// each refusal's `RateLimit` names every quota.
+#[tokio::test]
+async fn a_refused_request_takes_nothing_from_any_quota() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path = "/q"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "{plugin:echo-context}"
+config = { tag = "auth" }
+[[routes.plugins]]
+plugin = "builtin:quota"
+config = { quotas = { daily = { limit = 5, period = "day" }, monthly = { limit = 2, period = "month" } } }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let url = gw.url("/q");
+    let call = || client.request("GET", &url, &[("x-set-context", "consumer=bob")], b"");
+    assert_eq!(call().await.header("ratelimit").as_deref(), Some("\"daily\";r=4;t=86400, \"monthly\";r=1;t=2592000"));
+    assert_eq!(call().await.status, 200);
+    for retry in 0..4 {
+        let r = call().await;
+        assert_eq!(r.status, 429, "retry {retry}");
+        let current = r.header("ratelimit").unwrap_or_default();
+        assert!(current.starts_with("\"daily\";r=3;") && current.contains("\"monthly\";r=0;"), "retry {retry}: {current}");
+        let secs: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("integer");
+        assert!(secs > 86_400, "until the month's period ends, not the day's: {secs}");
+    }
+    assert_eq!(upstream.hits(), 2);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn quota_per_consumer_with_plans() {
     let upstream = Upstream::start().await;

@@ -19,8 +19,10 @@
 //! A period starts at the consumer's first request in it and lasts `hour`, `day`, `week` or
 //! `month` (30 days). A count is the consumer's on its plan: moving to another plan starts a
 //! fresh one; changing a quota's limit in config (and reloading) keeps it. Counting is one atomic step per quota in the gateway's `state` (Redis when
-//! configured, so a quota holds across gateways); a refused request takes nothing from the quota
-//! that refused it. Over quota: 429 with `Retry-After` (whole seconds, at least 1, until the
+//! configured, so a quota holds across gateways); a refused request takes nothing from any quota
+//! (those after the first are looked at before any is counted, so retries refused by a spent
+//! monthly quota do not spend the daily one; only requests racing for a quota's last unit can
+//! find the quotas before it counted). Over quota: 429 with `Retry-After` (whole seconds, at least 1, until the
 //! period ends). Remaining quota is sent on every response in the draft-ietf-httpapi-ratelimit-
 //! headers-10 fields: `RateLimit-Policy: "daily";q=1000;w=86400` and `RateLimit: "daily";r=998;t=86020`.
 
@@ -235,9 +237,10 @@ impl Plugin for QuotaPlugin {
             }
         };
         let headers = self.header_lines(&limits, &decisions);
-        match decisions.iter().find(|d| !d.allowed) {
-            Some(refused) => {
-                let retry_after = refused.retry_after_ms.div_ceil(1000).max(1);
+        // With several quotas spent, the request fits again once the last of them has room.
+        match decisions.iter().filter(|d| !d.allowed).map(|d| d.retry_after_ms).max() {
+            Some(retry_after_ms) => {
+                let retry_after = retry_after_ms.div_ceil(1000).max(1);
                 let message = format!("quota exceeded: try again in {retry_after} s");
                 let mut response = ResponseInit::error(429, "quota_exceeded", &message, &req.request_id())
                     .header("retry-after", retry_after.to_string());
@@ -269,19 +272,32 @@ impl QuotaPlugin {
             .unwrap_or_else(|| (None, self.quotas.iter().map(|q| q.limit).collect()))
     }
 
-    /// Counts a request against each quota of `plan`, with `limits`, until one refuses.
+    /// Counts a request against each quota of `plan`, with `limits`, unless one has nothing
+    /// left: those after the first are looked at first (a step that takes nothing), so a
+    /// consumer whose month is spent does not spend its day on refused retries (the first
+    /// quota's own step takes nothing when it refuses). Then each is counted in order, until one
+    /// refuses: only a request racing another for a quota's last unit can find the quotas
+    /// before it counted. A refusal's decisions name every quota, for the `RateLimit` field.
     fn check(&self, key: &str, (plan, limits): (Option<&str>, &[u64]), local: bool) -> Result<Vec<Decision>, StateError> {
-        let mut decisions = Vec::with_capacity(self.quotas.len());
-        for (q, limit) in self.quotas.iter().zip(limits) {
-            // The plan, not its limit, is part of the key: moving to another plan starts a fresh
-            // count, and changing a limit in config keeps the period's count (lowered mid-month,
-            // a billing quota does not hand everyone a fresh one).
+        // The plan, not its limit, is part of the key: moving to another plan starts a fresh
+        // count, and changing a limit in config keeps the period's count (lowered mid-month,
+        // a billing quota does not hand everyone a fresh one).
+        let step = |q: &Quota, limit: u64, cost: u64| {
             let k = count_key(&q.name, plan, key);
-            let d = if local {
-                state::window_local(&k, *limit, q.period_ms, 1)?
-            } else {
-                state::window(&k, *limit, q.period_ms, 1)?
-            };
+            if local { state::window_local(&k, limit, q.period_ms, cost) } else { state::window(&k, limit, q.period_ms, cost) }
+        };
+        let quotas = || self.quotas.iter().zip(limits.iter().copied());
+        let mut looked = Vec::new();
+        for (q, limit) in quotas().skip(1) {
+            looked.push(step(q, limit, 0)?);
+        }
+        if looked.iter().any(|d| d.remaining == 0) {
+            let first = self.quotas.first().zip(limits.first()).map(|(q, &limit)| step(q, limit, 0)).transpose()?;
+            return Ok(first.into_iter().chain(looked).map(|d| if d.remaining == 0 { spent(d) } else { d }).collect());
+        }
+        let mut decisions = Vec::with_capacity(self.quotas.len());
+        for (q, limit) in quotas() {
+            let d = step(q, limit, 1)?;
             let refused = !d.allowed;
             decisions.push(d);
             if refused {
@@ -310,6 +326,12 @@ impl QuotaPlugin {
             .collect();
         vec![("ratelimit-policy".into(), policy.join(", ")), ("ratelimit".into(), current.join(", "))]
     }
+}
+
+/// A quota looked at with nothing left, as the refusal its own step would have been: its units
+/// come back when its period ends.
+fn spent(looked: Decision) -> Decision {
+    Decision { allowed: false, retry_after_ms: looked.reset_after_ms.max(1), ..looked }
 }
 
 export_plugin!(QuotaPlugin);
