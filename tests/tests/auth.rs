@@ -149,6 +149,25 @@ async fn key_auth_header_query_and_stripping() {
     for name in ["x-consumer-id", "x-consumer-groups", "x-anonymous-consumer"] {
         assert!(r.upstream_header(name).is_empty(), "a forged {name} is removed without upstream_headers too");
     }
+
+    // Two different keys: only one could be checked, and without hide_credentials the other
+    // would reach the upstream beside the consumer the first named. A 400, wherever they are.
+    let two_lines = [("x-api-key", "alice-secret-key"), ("x-api-key", "revoked-key")];
+    let header_and_query = [("x-api-key", "bob-secret-key")];
+    for (path, headers) in [
+        ("/keep", &two_lines[..]),
+        ("/keep?apikey=alice-secret-key&apikey=revoked-key", &[][..]),
+        ("/keep?apikey=alice-secret-key", &header_and_query[..]),
+        ("/query", &[("x-api-key", "alice-secret-key"), ("x-other-key", "bob-secret-key")][..]),
+    ] {
+        let before = upstream.hits();
+        let r = client.request("GET", &gw.url(path), headers, b"").await;
+        assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (400, Some("bad_request")), "{path} {headers:?}: {}", r.text());
+        assert_eq!(upstream.hits(), before, "{path}: nothing reached the upstream");
+    }
+    // The same key twice is one key.
+    let r = client.request("GET", &gw.url("/keep?apikey=alice-secret-key"), &[("x-api-key", "alice-secret-key")], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
     gw.stop().await;
 }
 
@@ -1459,11 +1478,14 @@ config = { anonymous = "guest" }
         let r = client.request("GET", &gw.url("/key"), &[("x-api-key", spelled)], b"").await;
         assert_eq!(r.status, 401, "{spelled:?} is not alice's key");
     }
-    let r = client.request("GET", &gw.url("/key?apikey=bob-key&page=2"), &[("x-api-key", "alice-key"), ("apikey", "bob-key")], b"").await;
+    let r = client.request("GET", &gw.url("/key?apikey=alice-key&page=2"), &[("x-api-key", "alice-key"), ("apikey", "alice-key")], b"").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.upstream_header("x-consumer-id"), vec!["alice"]);
     assert!(r.upstream_header("apikey").is_empty() && r.upstream_header("x-api-key").is_empty(), "{}", r.text());
-    assert_eq!(r.json()["query"], "page=2", "bob's key in the query is hidden too");
+    assert_eq!(r.json()["query"], "page=2", "the key in the query is hidden too");
+    // Bob's key beside alice's: which one is the caller? Neither is taken.
+    let r = client.request("GET", &gw.url("/key?apikey=bob-key&page=2"), &[("x-api-key", "alice-key")], b"").await;
+    assert_eq!(r.status, 400, "{}", r.text());
 
     let r = client.request("GET", &gw.url("/either"), &[("x-api-key", "alice-key")], b"").await;
     assert_eq!(r.upstream_header("x-consumer-id"), vec!["alice"], "basic-auth's anonymous does not replace alice: {}", r.text());

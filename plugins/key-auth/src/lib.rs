@@ -41,7 +41,10 @@
 //! counts as no key, as in Kong, and is removed as a valid one is (`hide_credentials`): the
 //! upstream gets no key either way. Otherwise the answer is `401` with
 //! `WWW-Authenticate: Key realm="<realm>"` and `{"status":401,"error":"unauthorized","message":...,"request_id":...}`, whose
-//! message only says whether a key was found, never why it did not match.
+//! message only says whether a key was found, never why it did not match. A request presenting
+//! two different keys (two key header lines, a header and the query parameter, the parameter
+//! twice) is a `400` (`bad_request`): only one could be checked, and the other would reach the
+//! upstream unchecked (without `hide_credentials`).
 
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -192,7 +195,11 @@ impl Plugin for KeyAuth {
         }
         // The consumer headers a client sent are replaced or removed by `admit`, the only way
         // to the upstream; a 401 goes nowhere.
-        let found = self.find_key(req);
+        let Ok(found) = self.find_key(req) else {
+            // Only one could be checked, and with `hide_credentials = false` the others would
+            // reach the upstream unchecked beside the consumer the first named.
+            return Action::error(400, "bad_request", "more than one API key in the request: send one", &req.request_id());
+        };
         let identity = match &found {
             Some(key) => self.lookup(key.as_bytes()),
             None => None,
@@ -225,22 +232,39 @@ impl Plugin for KeyAuth {
 }
 
 impl KeyAuth {
-    /// The first non-empty key in the configured headers, then in the query parameter.
-    fn find_key(&self, req: &Request) -> Option<String> {
+    /// The key the request presents: the non-empty one among the configured headers' lines and
+    /// the query parameter's values. `Err` when there are different ones.
+    fn find_key(&self, req: &Request) -> Result<Option<String>, MoreThanOneKey> {
+        let mut found: Option<String> = None;
+        let mut take = |key: String| match &found {
+            Some(first) if *first != key => Err(MoreThanOneKey),
+            Some(_) => Ok(()),
+            None => {
+                found = Some(key);
+                Ok(())
+            }
+        };
         for name in &self.header_names {
-            if let Some(value) = req.header(name) {
+            for value in req.header_all(name) {
                 // Only the field's own whitespace (SP, HTAB) is not part of the key: trimming
                 // Unicode spaces too would make `key\u{a0}` the same consumer, and a fresh
                 // bucket for a limiter keyed on the header.
                 let key = String::from_utf8_lossy(&value).trim_matches([' ', '\t']).to_owned();
                 if !key.is_empty() {
-                    return Some(key);
+                    take(key)?;
                 }
             }
         }
-        let param = self.query_param.as_ref()?;
-        let key = req.query_param(param)?;
-        (!key.is_empty()).then_some(key)
+        if let Some(param) = &self.query_param
+            && let Some(query) = req.query()
+        {
+            for key in param_values(&query, param) {
+                if !key.is_empty() {
+                    take(key)?;
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The consumer owning `key`. The gateway hashes it (`crypto::sha256`, natively): inside
@@ -307,6 +331,18 @@ fn quoted(text: &str) -> Result<&str, String> {
         return Err(format!("`{text}` cannot contain quotes, backslashes or control characters"));
     }
     Ok(text)
+}
+
+/// A request presenting different keys (two header lines, a header and the query parameter).
+struct MoreThanOneKey;
+
+/// The values of every `param=...` pair of `query`, decoded (names compared after decoding), as
+/// the gateway's `query-param` decodes the first.
+fn param_values<'a>(query: &'a str, param: &'a str) -> impl Iterator<Item = String> + 'a {
+    query.split('&').filter_map(move |pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (!pair.is_empty() && percent_decode(name) == param).then(|| percent_decode(value))
+    })
 }
 
 /// `query` without any `param=...` pair (the name compared after percent-decoding).
