@@ -80,7 +80,8 @@ impl Request {
         self.0.set_query(query)
     }
 
-    /// First value of a query parameter, percent-decoded (`+` is a space).
+    /// First value of a query parameter, percent-decoded (`+` is a space; bytes that are not
+    /// UTF-8 once decoded read as U+FFFD: decode [`Request::query`] to keep them).
     pub fn query_param(&self, name: &str) -> Option<String> {
         self.0.query_param(name)
     }
