@@ -494,6 +494,7 @@ impl Gateway {
             if let Some(issue) = cache_ahead_of_access_control(config, source, route, &key) {
                 issues.push(issue);
             }
+            warn_consumer_read_before_named(config, source, route, (&key, &id));
             for entry in entries.iter().filter(|e| e.failure == FailurePolicy::Open && ACCESS_CONTROL_BUILTINS.contains(&e.facts.source.as_str())) {
                 // Failing open is an authentication bypass whenever the plugin fails: a trap, its
                 // CPU deadline (a costly password hash an attacker can make it check).
@@ -728,6 +729,38 @@ fn cache_ahead_of_access_control(config: &Config, source: &ConfigSource, route: 
             source_of(config, guard_entry)
         ),
     ))
+}
+
+/// Warns of a route whose chain (global entries included) runs a plugin that decides by the
+/// consumer (`acl`, `quota`, `rate-limit` by consumer) before the authentication plugin that
+/// names it ([`chain_order::consumer_read_before_named`]): a warning, not a refusal, as the
+/// gateway cannot tell a mistake from a choice in every case, but what the plugin does there is
+/// rarely what was meant, and nothing else would say so.
+fn warn_consumer_read_before_named(config: &Config, source: &ConfigSource, route: &RouteConfig, (key, id): (&str, &str)) {
+    let global = if route.global_plugins { config.global.plugins.as_slice() } else { &[] };
+    let chain: Vec<(String, &ChainEntryConfig)> = global
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("global.plugins[{i}]"), e))
+        .chain(route.plugins.iter().enumerate().map(|(i, e)| (format!("{key}.plugins[{i}]"), e)))
+        .collect();
+    let source_of = |e: &ChainEntryConfig| config.plugins.get(e.plugin.get_ref()).map_or(e.plugin.get_ref().clone(), |d| d.source.get_ref().clone());
+    let sources: Vec<String> = chain.iter().map(|(_, e)| source_of(e)).collect();
+    let Some((reader, namer, what)) = chain_order::consumer_read_before_named(sources.iter().map(String::as_str).zip(chain.iter().map(|(_, e)| &e.config)))
+    else {
+        return;
+    };
+    let line = source.issue(Some(chain[reader].1.plugin.span()), &chain[reader].0, "").line;
+    tracing::warn!(
+        route = id,
+        config = %source.name,
+        line,
+        "{}: {} runs before {} ({}), which names the consumer: there it {what}; put it after authentication",
+        chain[reader].0,
+        sources[reader],
+        sources[namer],
+        chain[namer].0,
+    );
 }
 
 /// What the global chain's entries name as their route (in state namespaces, logs and

@@ -170,6 +170,30 @@ fn an_auth_plugin_failing_open_is_warned_about() {
     }
 }
 
+/// A plugin that decides by the consumer (acl, quota, rate-limit by consumer) before the
+/// authentication plugin naming it sees none: acl and quota refuse everyone, rate-limit counts
+/// by IP with no plan. `check` says so, at its entry; not for a limit by IP ahead of
+/// authentication (against guessing), nor after it.
+#[test]
+fn a_plugin_deciding_by_consumer_before_authentication_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = "[[consumers]]\nid = \"alice\"\ncredentials = { keys = [\"alice-key\"] }\n\n";
+    for (first, second, warned) in [
+        ("{ plugin = \"builtin:rate-limit\", config = { limits = [{ limit = 10, window = \"minute\" }] } }", "{ plugin = \"builtin:key-auth\" }", Some("builtin:rate-limit runs before builtin:key-auth (routes[0].plugins[1])")),
+        ("{ plugin = \"builtin:acl\", config = { allow = [\"alice\"] } }", "{ plugin = \"builtin:key-auth\" }", Some("builtin:acl runs before")),
+        ("{ plugin = \"builtin:rate-limit\", config = { limits = [{ limit = 10, window = \"minute\" }], by = [\"ip\"] } }", "{ plugin = \"builtin:key-auth\" }", None),
+        ("{ plugin = \"builtin:key-auth\" }", "{ plugin = \"builtin:acl\", config = { allow = [\"alice\"] } }", None),
+    ] {
+        let config = format!("{consumer}[[routes]]\npath = \"/a\"\nplugins = [{first}, {second}, {{ plugin = \"builtin:respond\" }}]\n");
+        let (status, stderr) = airlock_on(dir.path(), "check", "warn", &config);
+        assert!(status.success(), "{first}: {stderr}");
+        match warned {
+            Some(warning) => assert!(stderr.contains(warning) && stderr.contains("routes[0].plugins[0]"), "{first}: {stderr}"),
+            None => assert!(!stderr.contains("which names the consumer"), "{first}: {stderr}"),
+        }
+    }
+}
+
 /// `--watch-interval-ms` without `--watch` would be ignored: the CLI refuses it instead.
 #[test]
 fn a_watch_interval_without_watch_is_refused() {

@@ -1,6 +1,7 @@
 //! Checks on a chain's order that no single entry shows. A cache answers a hit without running
 //! the entries after it: placed before the plugins that decide who may have an answer, it hands
 //! one client's answer to any client (and `vary_consumer` cannot help: no consumer is named yet).
+//! A plugin that decides by the consumer, placed before the plugin that names it, sees none.
 
 /// The built-ins that decide whether a request may be answered at all (authentication, access
 /// control): their failing open is warned about, and a cache may not answer ahead of them.
@@ -32,6 +33,50 @@ pub fn cache_ahead_of_access_control<'a>(sources: impl IntoIterator<Item = &'a s
     None
 }
 
+/// The built-ins that name the request's consumer (`consumer` in the context).
+pub const AUTHENTICATION_BUILTINS: [&str; 6] = [
+    "builtin:key-auth",
+    "builtin:basic-auth",
+    "builtin:jwt",
+    "builtin:http-signatures",
+    "builtin:forward-auth",
+    "builtin:oauth2-introspection",
+];
+
+/// What a built-in that decides by the consumer does with none, if it is one: `acl` and `quota`
+/// refuse every request, `rate-limit` keyed by consumer (its default) counts by client IP and
+/// applies no plan. `config` is the entry's.
+pub fn reads_consumer(source: &str, config: &toml::Table) -> Option<&'static str> {
+    match source {
+        "builtin:acl" => Some("refuses every request (no consumer)"),
+        // With `anonymous = "ip"` a quota per client IP before authentication may be meant.
+        "builtin:quota" if config.get("anonymous").and_then(toml::Value::as_str) != Some("ip") => {
+            Some("refuses every request (no consumer)")
+        }
+        "builtin:rate-limit" => {
+            let by_consumer = config.get("by").and_then(toml::Value::as_array).is_none_or(|by| by.iter().any(|p| p.as_str() == Some("consumer")));
+            (by_consumer || config.contains_key("plans")).then_some("counts by client IP instead of consumer, and no plan applies")
+        }
+        _ => None,
+    }
+}
+
+/// In a chain of (plugin source, config), the first entry that decides by the consumer with no
+/// authentication built-in before it but one after it: (its index, the authenticating entry's
+/// index, what it does there).
+pub fn consumer_read_before_named<'a>(chain: impl IntoIterator<Item = (&'a str, &'a toml::Table)>) -> Option<(usize, usize, &'static str)> {
+    let mut reader = None;
+    for (index, (source, config)) in chain.into_iter().enumerate() {
+        if AUTHENTICATION_BUILTINS.contains(&source) {
+            return reader.map(|(at, what)| (at, index, what));
+        }
+        if reader.is_none() {
+            reader = reads_consumer(source, config).map(|what| (index, what));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +90,22 @@ mod tests {
         assert_eq!(check(&["builtin:proxy-cache", "builtin:proxy-cache", "builtin:ip-restrict"]), Some((0, 2)));
         assert_eq!(check(&["./auth.wasm", "builtin:proxy-cache", "builtin:forward-auth"]), Some((1, 2)));
         assert_eq!(check(&["builtin:proxy-cache", "builtin:oauth2-introspection"]), Some((0, 1)));
+    }
+
+    #[test]
+    fn a_plugin_deciding_by_consumer_before_the_one_naming_it_is_found() {
+        let table = |text: &str| text.parse::<toml::Table>().expect("toml");
+        let (none, by_ip, ip_quota, plans) = (table(""), table("by = [\"ip\"]"), table("anonymous = \"ip\""), table("by = [\"ip\"]\nplans = {}"));
+        let check = |chain: &[(&'static str, &toml::Table)]| consumer_read_before_named(chain.iter().copied());
+        assert_eq!(check(&[("builtin:rate-limit", &none), ("builtin:key-auth", &none)]).map(|f| (f.0, f.1)), Some((0, 1)));
+        assert_eq!(check(&[("builtin:cors", &none), ("builtin:acl", &none), ("builtin:headers", &none), ("builtin:jwt", &none)]).map(|f| (f.0, f.1)), Some((1, 3)));
+        assert_eq!(check(&[("builtin:quota", &none), ("builtin:basic-auth", &none)]).map(|f| f.2), Some("refuses every request (no consumer)"));
+        assert_eq!(check(&[("builtin:rate-limit", &plans), ("builtin:key-auth", &none)]).map(|f| f.0), Some(0));
+        // Meant: a limit by IP ahead of authentication (against guessing), a quota per IP.
+        assert_eq!(check(&[("builtin:rate-limit", &by_ip), ("builtin:key-auth", &none)]), None);
+        assert_eq!(check(&[("builtin:quota", &ip_quota), ("builtin:key-auth", &none)]), None);
+        // After authentication, or with no authentication on the route at all.
+        assert_eq!(check(&[("builtin:key-auth", &none), ("builtin:acl", &none), ("builtin:jwt", &none)]), None);
+        assert_eq!(check(&[("builtin:rate-limit", &none), ("builtin:headers", &none)]), None);
     }
 }
