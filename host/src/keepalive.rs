@@ -13,11 +13,15 @@
 //! bytes hyper had already read are handed to it first. The client sees one ordinary
 //! keep-alive connection.
 //!
-//! Safety of the hand-over: hyper is only asked to stop once it has answered a request, when no
-//! request is being answered (no service call pending) and nothing was read or written for
-//! [`PARK_AFTER`]. A response whose head is already sent finishes first, unchanged; hyper then
-//! returns the socket. A TLS session is kept as it is: it wakes the connection when its socket
-//! is readable, and data it had already decrypted is served at once.
+//! Safety of the hand-over: hyper is only asked to stop between exchanges: once it has answered
+//! a request, when no request is being answered (no service call pending, no response body
+//! still being sent: [`Activity::answering`] lasts as long as the body), no write waits for the
+//! client, the last exchange did not end the connection ([`Activity::last_exchange`]), and
+//! nothing was read or written for [`PARK_AFTER`]. Asked mid-exchange, hyper would finish it
+//! and return the socket just as it does when it means to close it (a client's `Connection:
+//! close`, an ambiguously framed request's close, a body delimited by the close), and the bytes
+//! after it would be served as the next request. A TLS session is kept as it is: it wakes the
+//! connection when its socket is readable, and data it had already decrypted is served at once.
 //!
 //! Limits ride on the same watch, for clients that would otherwise hold a connection (and the
 //! upstream exchange behind it) without end: an HTTP/1.1 client that takes no byte of its
@@ -85,6 +89,20 @@ pub fn too_many_early_resets(resets: u64, requests: u64) -> bool {
     requests >= EARLY_RESET_MIN_REQUESTS && resets > requests / 2
 }
 
+/// Whether a message of `version` with `headers` asks to close its HTTP/1 connection after its
+/// exchange, as hyper reads it: HTTP/1.1 when a `Connection` option is `close`, HTTP/1.0 unless
+/// one is `keep-alive` (and none `close`).
+pub fn asks_to_close(version: http::Version, headers: &http::HeaderMap) -> bool {
+    let (mut close, mut keep_alive) = (false, false);
+    for value in headers.get_all(http::header::CONNECTION) {
+        for option in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            close |= option.eq_ignore_ascii_case(b"close");
+            keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    close || version == http::Version::HTTP_10 && !keep_alive
+}
+
 /// How a client connection ended, when hyper did not end it with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -129,6 +147,8 @@ pub struct Activity {
     switched: std::sync::Mutex<Option<UpstreamUpgrade>>,
     /// HTTP/2 response bodies waiting for their client to make room.
     sends: SendWaits,
+    /// An HTTP/1 exchange that ends the connection has begun ([`Activity::last_exchange`]).
+    last: std::sync::atomic::AtomicBool,
 }
 
 /// HTTP/2 response bodies waiting for their client to make room for what they yielded, counted
@@ -212,7 +232,21 @@ impl Activity {
         SendWatch { activity: self.clone(), waiting: None }
     }
 
-    /// Marks a request as being answered until the returned guard is dropped.
+    /// Marks the exchange being answered as the connection's last: its request or response
+    /// asks to close it (`Connection: close`, an HTTP/1.0 request without keep-alive, a body
+    /// only its close can end). After it the connection is closed, never parked: what the
+    /// client sent after it is not another request.
+    pub fn last_exchange(&self) {
+        self.last.store(true, Ordering::Relaxed);
+    }
+
+    fn ends_after_this(&self) -> bool {
+        self.last.load(Ordering::Relaxed)
+    }
+
+    /// Marks a request as being answered until the returned guard is dropped: with its
+    /// response's body ([`crate::telemetry::observed_body::ObservedBody::answering_until_done`]),
+    /// so a connection is never parked while a response is being sent.
     pub fn answering(self: &Arc<Self>) -> Answering {
         self.answering.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -270,6 +304,11 @@ impl Answering {
     /// Marks the request's response (head) as produced: from now on its drop is the normal end.
     pub fn answered(&mut self) {
         self.answered = true;
+    }
+
+    /// Marks this exchange as its connection's last ([`Activity::last_exchange`]).
+    pub fn last_exchange(&self) {
+        self.activity.last_exchange();
     }
 
     /// Hands the connection's task the upstream side of a switched connection: the response
@@ -383,8 +422,13 @@ where
                     };
                     if !parking && !stopping {
                         let ops = activity.io_ops();
-                        let answered = activity.requests() > requests_before && !activity.is_answering();
-                        if ops == seen && answered {
+                        // Between exchanges: hyper has sent all it was given, and means to read
+                        // the next request (see the module's docs).
+                        let between = activity.requests() > requests_before
+                            && !activity.is_answering()
+                            && activity.write_blocked().is_none()
+                            && !activity.ends_after_this();
+                        if ops == seen && between {
                             parking = true;
                             Pin::new(&mut *conn).graceful_shutdown();
                         }
@@ -411,7 +455,7 @@ where
             return Ok(Ended::Closed);
         }
         (io, service) = (parts.io, parts.service);
-        if !parking || stopping {
+        if !parking || stopping || activity.ends_after_this() {
             // A close the client asked for, or the drain: done. Errors closing are moot.
             let _ = io.io.inner_mut().shutdown().await;
             return Ok(Ended::Closed);

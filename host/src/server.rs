@@ -749,6 +749,10 @@ fn gateway_service(
         // (which the balancer, told by `/ready`, sends elsewhere) instead of finding theirs
         // closed under it when the drain begins (Envoy's drain does the same).
         let closing = request.version() < http::Version::HTTP_2 && live.is_draining();
+        // HTTP/1: an exchange after which hyper closes the connection is its last (never parked).
+        let http1 = request.version() < http::Version::HTTP_2;
+        let asks_to_close = http1 && keepalive::asks_to_close(request.version(), request.headers());
+        let http10 = request.version() == http::Version::HTTP_10;
         // Over HTTP/2 the response body counts its waits for the client (`timeouts.send_ms`).
         let sends = activity.as_ref().filter(|_| request.version() == http::Version::HTTP_2).map(|a| a.send_watch());
         // Boxed: hyper's HTTP/1 connection holds a slot the size of this future for its whole
@@ -762,6 +766,16 @@ fn gateway_service(
             }
             if closing && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            // HTTP/1.0 has no chunks: a body of unknown length ends with the connection, said as
+            // nginx says it (hyper would answer `keep-alive`, then end the body by closing).
+            if http10 && http_body::Body::size_hint(response.body()).exact().is_none() {
+                *response.version_mut() = http::Version::HTTP_10;
+            }
+            if let Some(answering) = answering.as_ref().filter(|_| http1)
+                && (asks_to_close || http10 && response.version() == http::Version::HTTP_10 || keepalive::asks_to_close(http::Version::HTTP_11, response.headers()))
+            {
+                answering.last_exchange();
             }
             // Answered: dropped from here on, the request was not reset early.
             if let Some(answering) = &mut answering {
@@ -778,6 +792,11 @@ fn gateway_service(
                         }
                     }
                 }
+            } else if let Some(answering) = answering.filter(|_| http1) {
+                // Being answered until its body is sent: an HTTP/1 connection is parked only
+                // between exchanges ([`keepalive`]). (An HTTP/2 one goes idle with a response
+                // still streaming: its graceful close lets the stream finish.)
+                response.body_mut().answering_until_done(answering);
             }
             Ok::<_, Infallible>(response)
         })

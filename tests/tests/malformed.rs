@@ -68,6 +68,76 @@ async fn ambiguous_and_malformed_requests_are_refused_and_never_forwarded() {
     gw.stop().await;
 }
 
+/// An upstream whose answers pause mid-body (600 ms after their first bytes), each the request
+/// line it answers: `/nolen` with no length (the body ends with the connection), anything else
+/// with `Content-Length`. Returns its address and the request lines it was sent.
+async fn pausing_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lines = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { continue };
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                let Some(head) = airlock_tests::read_request_head(&mut tcp).await else { return };
+                let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
+                lines.lock().expect("lines").push(line.clone());
+                let body = format!("answer to {line}");
+                let (first, rest) = body.split_at(4);
+                let framing = if line.contains(" /nolen ") { String::new() } else { format!("content-length: {}\r\n", body.len()) };
+                let _ = tcp.write_all(format!("HTTP/1.1 200 OK\r\n{framing}\r\n{first}").as_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                let _ = tcp.write_all(rest.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// An exchange that ends its connection ends it, even when its answer pauses long enough for
+/// the idle connection's parking to look at it: what the client sent after it (here pipelined
+/// right behind it) is never read as another request, nor sent upstream. Parking once stopped
+/// hyper mid-answer and served the bytes after a `Content-Length` + `Transfer-Encoding` request
+/// (a smuggling defence bypassed) or a `Connection: close` one; an HTTP/1.0 keep-alive client
+/// got a body with no length on a connection kept open (the next answer glued to it).
+#[tokio::test]
+async fn a_last_exchange_ends_its_connection_even_when_its_answer_pauses() {
+    let (addr, seen) = pausing_upstream().await;
+    let config = CONFIG.replace("{upstream}", &addr.to_string());
+    let gw = Gateway::start(&config, None).await;
+    let pipelined = "GET /SMUGGLED HTTP/1.1\r\nhost: x\r\n\r\n";
+    let cases = [
+        ("Content-Length and Transfer-Encoding", format!("POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{pipelined}"), "HTTP/1.1 200"),
+        ("Connection: close", format!("GET /slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n{pipelined}"), "HTTP/1.1 200"),
+        ("HTTP/1.0 without keep-alive", format!("GET /slow HTTP/1.0\r\nhost: x\r\n\r\n{pipelined}"), "HTTP/1.0 200"),
+        ("HTTP/1.0 keep-alive, a body of no length", format!("GET /nolen HTTP/1.0\r\nhost: x\r\nconnection: keep-alive\r\n\r\n{pipelined}"), "HTTP/1.0 200"),
+    ];
+    for (what, request, status) in cases {
+        seen.lock().expect("lines").clear();
+        let started = std::time::Instant::now();
+        let text = send_raw_full(&gw, request.as_bytes()).await;
+        assert!(text.starts_with(status), "{what}: {text}");
+        assert_eq!(text.matches(" 200 OK\r\n").count(), 1, "{what}: one answer only: {text}");
+        assert!(!text.contains("SMUGGLED"), "{what}: {text}");
+        assert!(started.elapsed() < Duration::from_secs(4), "{what}: the connection stayed open: {:?}", started.elapsed());
+        let sent = seen.lock().expect("lines").clone();
+        assert_eq!(sent.len(), 1, "{what}: only the request itself went upstream: {sent:?}");
+        if what.contains("no length") {
+            let head = text.split_once("\r\n\r\n").map_or("", |(h, _)| h).to_ascii_lowercase();
+            assert!(!head.contains("keep-alive") && !head.contains("content-length"), "{what}: its end is the close, and it says so: {head}");
+            assert!(text.ends_with("answer to GET /nolen HTTP/1.1"), "{what}: the whole body: {text}");
+        }
+    }
+    // A keep-alive connection is still parked and served between its exchanges.
+    let text = send_raw_full(&gw, b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\nGET /second HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert!(text.contains("answer to GET /second"), "{text}");
+    gw.stop().await;
+}
+
 /// Sends `bytes`, then closes the writing half, and reads the whole answer.
 async fn send_then_half_close(gw: &Gateway, bytes: &[u8]) -> String {
     let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");

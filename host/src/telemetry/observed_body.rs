@@ -13,7 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::access_log::{AccessEntry, AccessLog};
 use super::analytics::{Analytics, Sample};
-use crate::keepalive::SendWatch;
+use crate::keepalive::{Answering, SendWatch};
 use crate::proxy::body::{BoxError, ProxyBody};
 
 /// A line waiting for its body to finish: the log, the entry, and when the request arrived.
@@ -33,12 +33,20 @@ pub struct ObservedBody {
     /// On an HTTP/2 connection: counted as waiting for the client from each frame it yields
     /// until polled again (`timeouts.send_ms`, [`crate::keepalive::SendWaits`]).
     sends: Option<SendWatch>,
+    /// Its request counted as being answered until the body is dropped (sent, or cut).
+    answering: Option<Answering>,
 }
 
 impl ObservedBody {
     /// Wraps `inner`; `pending` is `None` when the access log is off, `sample` when analytics are.
     pub fn new(inner: ProxyBody, pending: Option<PendingLine>, sample: Option<PendingSample>) -> Self {
-        Self { inner, sent: 0, pending, sample, grpc: false, sends: None }
+        Self { inner, sent: 0, pending, sample, grpc: false, sends: None, answering: None }
+    }
+
+    /// Keeps its request counted as being answered ([`crate::keepalive::Activity::answering`])
+    /// until this body is done: a connection is parked only between exchanges.
+    pub fn answering_until_done(&mut self, answering: Answering) {
+        self.answering = Some(answering);
     }
 
     /// Counts this body, sent over HTTP/2, as waiting for its client after each frame it yields.
