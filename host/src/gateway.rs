@@ -319,7 +319,10 @@ impl Gateway {
     /// from take effect only on restart (see [`crate::reload`]).
     pub async fn rebuild(source: &ConfigSource, config: &Config, previous: &Gateway) -> Result<Self, ConfigError> {
         let (sandbox, state, telemetry) = (previous.sandbox.clone(), previous.state.clone(), previous.telemetry.clone());
-        Self::assemble(source, config, sandbox, state, telemetry, (&previous.upstreams, previous.routes.routes()), Vec::new()).await
+        // `[admin]`'s checks as at start-up: a reload rotates the token (a botched secret taken
+        // live would lock everyone out of the admin API, and fail the next start).
+        let issues = crate::admin::config_issues(source, config);
+        Self::assemble(source, config, sandbox, state, telemetry, (&previous.upstreams, previous.routes.routes()), issues).await
     }
 
     /// Everything that one config builds, given the parts that outlive it (and, on a reload, the

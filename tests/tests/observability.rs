@@ -669,6 +669,15 @@ async fn the_admin_token_rotates_on_reload_and_no_reload_removes_it() {
     assert_eq!((status("").await, status("second-token").await), (401, 200));
     std::fs::write(&file, "second-token\n").unwrap();
 
+    // A token no client could present (past ASCII, white space, empty) is refused by a reload
+    // as at start-up: taken live it locked everyone out, and the file then failed to start.
+    for bad in ["t\u{f8}k", "a b", ""] {
+        let config = format!("[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{bad}\"\n\n{routes}");
+        let err = gw.reload(&config, None).await.expect_err("refused").to_string();
+        assert!(err.contains("admin.token"), "{bad:?}: {err}");
+        assert_eq!((status("").await, status("second-token").await), (401, 200), "{bad:?}: the token in force stays");
+    }
+
     // Removing the token by reload would open the API: refused, the token still required.
     let err = gw.reload(&open, None).await.expect_err("refused").to_string();
     assert!(err.contains("admin.token") && err.contains("would open the admin API"), "{err}");
