@@ -285,8 +285,12 @@ pub fn reload_on_sighup(live: Arc<LiveGateway>, mut hangups: tokio::signal::unix
 /// How long the watched file may stay unreadable (an editor's save) before the watch warns.
 const UNREADABLE_WARNING: Duration = Duration::from_secs(2);
 
-/// Checks the config file every `interval` and reloads when its content changes (`airlock run
-/// --watch`). A content that failed to reload is not tried again until the file changes again.
+/// How long a changed config file must read the same before `--watch` reloads it.
+pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// Checks the config file every `interval` and reloads when its content changes and has stayed
+/// the same for [`SETTLE`] (`airlock run --watch`). A content that failed to reload is not tried
+/// again until the file changes again.
 /// A file that stays unreadable is warned about once, and the running config kept.
 pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<(), ReloadError> {
     let path: PathBuf = live.current().source.path.clone().ok_or(ReloadError::NoFile)?;
@@ -342,6 +346,14 @@ pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<()
                 continue;
             }
             if tried.as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            // A file written in place (`envsubst > airlock.toml`, most editors) is read as it is
+            // being written: a prefix that parses (fewer routes) or an empty file would be taken.
+            // Reloaded once it reads the same after a pause.
+            tokio::time::sleep(SETTLE).await;
+            if tokio::fs::read_to_string(&path).await.ok().as_deref() != Some(text.as_str()) {
+                tracing::debug!(path = %path.display(), "config watch: the file is still being written");
                 continue;
             }
             tracing::info!(path = %path.display(), "config file changed: reloading");

@@ -346,6 +346,42 @@ async fn watch_reloads_a_changed_file_and_tries_a_broken_one_once() {
     assert_eq!(client.get(&airlock.url("/steady")).await.header("x-version").as_deref(), Some("3"));
 }
 
+/// A file written in place (`envsubst > airlock.toml`, an editor saving over it) is read by the
+/// watch while it is being written: an empty file, or a prefix that parses (fewer routes), was
+/// reloaded and served (routes answering 404) until the next look. Reloaded once it reads the
+/// same after a pause, only the whole file is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_waits_for_a_file_written_in_place_to_be_whole() {
+    use std::io::Write;
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&version(1), Some(&upstream)).await;
+    airlock::reload::reload_on_change(gw.live().clone(), Duration::from_millis(20)).expect("watch");
+    let whole = render(&version(2), Some(&upstream));
+    let path = gw.dir.path().join("airlock.toml");
+    // Truncated, then empty for a while, then a prefix that is a config of its own (the `/v2`
+    // route, without `/steady`), then the rest: each step longer than the watch's interval.
+    let cut = whole.find("[[routes]]\npath = \"/steady\"").expect("the /steady route");
+    let mut file = std::fs::File::create(&path).expect("truncate");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    file.write_all(&whole.as_bytes()[..cut]).expect("prefix");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    file.write_all(&whole.as_bytes()[cut..]).expect("rest");
+    drop(file);
+    let client = HttpClient::http1();
+    for _ in 0..400 {
+        if gw.live().current().number == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gw.live().current().number, 2, "the whole file was reloaded");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metric(&gw, "airlock_config_reloads_total", &[("result", "ok")]).await, 1.0, "one reload: the whole file's");
+    assert_eq!(metric(&gw, "airlock_config_reloads_total", &[("result", "error")]).await, 0.0, "the empty file was not tried");
+    assert_eq!(client.get(&gw.url("/steady")).await.header("x-version").as_deref(), Some("2"));
+    gw.stop().await;
+}
+
 /// A config file that goes away (deleted, not mid-save) is said, once, by the watch and by a
 /// reload's answer (which names the file), and the running config keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
