@@ -204,7 +204,13 @@ fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Ve
     if old_addresses != new_addresses {
         let at = new.listeners.iter().zip(&old_addresses).find(|(n, o)| n.address.get_ref() != **o).map(|(n, _)| n.address.span());
         let at = at.or_else(|| new.listeners.last().map(|l| l.address.span()));
-        issues.push(source.issue(at, "listeners", format!("listener addresses changed ({old_addresses:?} to {new_addresses:?}): {restart}")));
+        let (mut old_sorted, mut new_sorted) = (old_addresses.clone(), new_addresses.clone());
+        old_sorted.sort_unstable();
+        new_sorted.sort_unstable();
+        // Each listener's settings go with its socket by position: the same addresses in
+        // another order are a change too, said as what it is.
+        let what = if old_sorted == new_sorted { "the listeners are in another order (the same addresses: each listener's settings stay with its socket's place)" } else { "listener addresses changed" };
+        issues.push(source.issue(at, "listeners", format!("{what} ({old_addresses:?} to {new_addresses:?}): {restart}")));
     } else {
         // A port's scheme is what its clients connect with: TLS switched off on reload would
         // serve plaintext where clients (and auditors) expect HTTPS. New certificates reload.
@@ -573,6 +579,11 @@ plugin = "builtin:headers"
         );
         let keys: Vec<(&str, Option<usize>)> = issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
         assert_eq!(keys, [("listeners", Some(2)), ("admin", Some(3))]);
+        // The same addresses in another order: said as such, not as changed addresses.
+        let two = |a: u16, b: u16| format!("[[listeners]]\naddress = \"127.0.0.1:{a}\"\n[[listeners]]\naddress = \"127.0.0.1:{b}\"\n");
+        let issues = changes(&two(1000, 2000), &two(2000, 1000));
+        assert!(issues.len() == 1 && issues[0].message.starts_with("the listeners are in another order"), "{issues:?}");
+        assert!(changes(&two(1000, 2000), &two(1000, 3000))[0].message.starts_with("listener addresses changed"));
     }
 
     #[test]
