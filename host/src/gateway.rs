@@ -364,6 +364,13 @@ impl Gateway {
                     issues.push(source.issue(at, &key, problem));
                 }
             }
+            if only_builtins(config) {
+                for kind in consumer.credentials.keys().filter(|k| !BUILTIN_CREDENTIAL_KINDS.contains(&k.as_str())) {
+                    let key = format!("consumers[{i}].credentials.{kind}");
+                    let at = source.key_span(&key).or_else(|| Some(consumer.id.span()));
+                    issues.push(source.issue(at, &key, unread_credential_kind(kind)));
+                }
+            }
         }
         let outbound = if crate::grants::needs_outbound_client(config.plugins.values()) {
             // Loading the system's root certificates reads files: off the async workers.
@@ -764,6 +771,33 @@ fn warn_consumer_read_before_named(config: &Config, source: &ConfigSource, route
         sources[namer],
         chain[namer].0,
     );
+}
+
+/// The kinds of `[[consumers]]` credentials the built-in plugins read: `keys` (key-auth),
+/// `basic`, `jwt`, `http_signatures`.
+const BUILTIN_CREDENTIAL_KINDS: [&str; 4] = ["keys", "basic", "jwt", "http_signatures"];
+
+/// Whether every plugin the config can run is a built-in: then a credential kind none of them
+/// reads ([`BUILTIN_CREDENTIAL_KINDS`]) is read by nothing (a typo, `key` for `keys`, that left
+/// the consumer unable to log in with no word said). A third-party plugin may read any kind.
+fn only_builtins(config: &Config) -> bool {
+    let builtin = |name: &str| name.starts_with("builtin:");
+    config.plugins.values().all(|d| builtin(d.source.get_ref()))
+        && config
+            .global
+            .plugins
+            .iter()
+            .chain(config.routes.iter().flat_map(|r| &r.plugins))
+            .all(|e| config.plugins.contains_key(e.plugin.get_ref()) || builtin(e.plugin.get_ref()))
+}
+
+/// Why a consumer's credential of `kind` is refused when only built-ins run.
+fn unread_credential_kind(kind: &str) -> String {
+    let near = BUILTIN_CREDENTIAL_KINDS.iter().find(|k| strsim::levenshtein(kind, k) <= 2);
+    let hint = near.map_or_else(String::new, |k| format!(": did you mean `{k}`?"));
+    format!(
+        "no plugin of this config reads credentials of kind `{kind}` (the built-ins read `keys`, `basic`, `jwt` and `http_signatures`; a third-party plugin may read others){hint}"
+    )
 }
 
 /// What the global chain's entries name as their route (in state namespaces, logs and

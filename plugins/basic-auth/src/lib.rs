@@ -121,13 +121,26 @@ struct Credentials {
 }
 
 /// `basic = { ... }` or `basic = [{ ... }, ...]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Default)]
 enum OneOrMany {
     #[default]
     None,
     One(Login),
     Many(Vec<Login>),
+}
+
+/// Read by its shape, so a mistyped field is named (`unknown field `pasword`, expected
+/// `username` or `password``), where an untagged enum only says no variant matched.
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::Null => Ok(Self::None),
+            one @ serde_json::Value::Object(_) => serde_json::from_value(one).map(Self::One).map_err(D::Error::custom),
+            many @ serde_json::Value::Array(_) => serde_json::from_value(many).map(Self::Many).map_err(D::Error::custom),
+            _ => Err(D::Error::custom("expected `{ username, password }` or a list of them")),
+        }
+    }
 }
 
 /// One user-id and its stored password.
@@ -513,6 +526,13 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.contains("argon2 PHC string"), "{err}");
+        // A mistyped field is named, in either shape.
+        for basic in [r#"{"username": "u", "pasword": "x"}"#, r#"[{"username": "u", "pasword": "x"}]"#] {
+            let err = build(&format!(r#"{{"consumers": [{{"id": "a", "credentials": {{"basic": {basic}}}}}]}}"#)).err().unwrap();
+            assert!(err.contains("consumers[0].credentials.basic") && err.contains("unknown field `pasword`"), "{err}");
+        }
+        let err = build(r#"{"consumers": [{"id": "a", "credentials": {"basic": "u:x"}}]}"#).err().unwrap();
+        assert!(err.contains("expected `{ username, password }`"), "{err}");
         assert_eq!(
             build(r#"{"anonymous": "x"}"#).err().unwrap(),
             "`anonymous`: no consumer with id `x` in [[consumers]]"
