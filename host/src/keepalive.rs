@@ -15,9 +15,10 @@
 //!
 //! Safety of the hand-over: hyper is only asked to stop between exchanges: once it has answered
 //! a request, when no request is being answered (no service call pending, no response body
-//! still being sent: [`Activity::answering`] lasts as long as the body), no write waits for the
-//! client, the last exchange did not end the connection ([`Activity::last_exchange`]), and
-//! nothing was read or written for [`PARK_AFTER`]. Asked mid-exchange, hyper would finish it
+//! still being sent: [`Activity::answering`] lasts as long as the body), no request body is
+//! being read or was left unfinished ([`RequestBody`]), no write waits for the client, the last
+//! exchange did not end the connection ([`Activity::last_exchange`]), and nothing was read or
+//! written for [`PARK_AFTER`]. Asked mid-exchange, hyper would finish it
 //! and return the socket just as it does when it means to close it (a client's `Connection:
 //! close`, an ambiguously framed request's close, a body delimited by the close), and the bytes
 //! after it would be served as the next request. A TLS session is kept as it is: it wakes the
@@ -94,7 +95,8 @@ pub fn too_many_early_resets(resets: u64, requests: u64) -> bool {
 /// one is `keep-alive` (and none `close`).
 pub fn asks_to_close(version: http::Version, headers: &http::HeaderMap) -> bool {
     let (mut close, mut keep_alive) = (false, false);
-    for value in headers.get_all(http::header::CONNECTION) {
+    // A value hyper cannot read as text (obs-text) it ignores: so does this.
+    for value in headers.get_all(http::header::CONNECTION).iter().filter(|v| v.to_str().is_ok()) {
         for option in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
             close |= option.eq_ignore_ascii_case(b"close");
             keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
@@ -134,8 +136,15 @@ pub struct Activity {
     /// While a write or flush waits for the client to take bytes: `writes` when it began
     /// waiting, plus one; 0 when none waits. Stale (not `writes + 1`) once a write moves bytes.
     blocked: AtomicU64,
-    /// Requests whose response (head) is not yet produced.
+    /// Requests being answered: over HTTP/1, until their response body is done; over HTTP/2,
+    /// until their response head is produced.
     answering: AtomicU64,
+    /// HTTP/1 request bodies being read ([`RequestBody`]): hyper is mid-request while one is.
+    reading: AtomicU64,
+    /// The last request (by [`Activity::requests`] number) whose body was dropped before its end
+    /// was read: hyper drains it or closes the connection, and until the next request begins it
+    /// is not known which, so the connection is not parked.
+    unfinished_body: AtomicU64,
     /// Requests begun, ever.
     requests: AtomicU64,
     /// Requests dropped before their response head was ready: on HTTP/2, a stream the client reset.
@@ -244,6 +253,13 @@ impl Activity {
         self.last.load(Ordering::Relaxed)
     }
 
+    /// Whether hyper is past every request body: none is being read, and none was left
+    /// unfinished since the last request began (one drained by hyper is known to be once the
+    /// next request has begun).
+    fn request_bodies_done(&self) -> bool {
+        self.reading.load(Ordering::Relaxed) == 0 && self.requests() > self.unfinished_body.load(Ordering::Relaxed)
+    }
+
     /// Marks a request as being answered until the returned guard is dropped: with its
     /// response's body ([`crate::telemetry::observed_body::ObservedBody::answering_until_done`]),
     /// so a connection is never parked while a response is being sent.
@@ -293,7 +309,8 @@ impl Activity {
 }
 
 /// A request being answered ([`Activity::answering`]); dropped with the request's service
-/// future. Dropped before [`Answering::answered`], it counts as reset early.
+/// future, or over HTTP/1 with its response body. Dropped before [`Answering::answered`], it
+/// counts as reset early.
 #[derive(Debug)]
 pub struct Answering {
     activity: Arc<Activity>,
@@ -311,6 +328,14 @@ impl Answering {
         self.activity.last_exchange();
     }
 
+    /// Counts this request's body (HTTP/1, a request that has one) as being read until whoever
+    /// reads it says it has ended ([`RequestBody::ended`]); dropped before that, the body was
+    /// left unfinished.
+    pub fn request_body(&self) -> Arc<RequestBody> {
+        self.activity.reading.fetch_add(1, Ordering::Relaxed);
+        Arc::new(RequestBody { activity: self.activity.clone(), request: self.activity.requests(), ended: std::sync::atomic::AtomicBool::new(false) })
+    }
+
     /// Hands the connection's task the upstream side of a switched connection: the response
     /// being answered is a `101 Switching Protocols`.
     pub fn switch_to(&self, upstream: UpstreamUpgrade) {
@@ -323,6 +348,36 @@ impl Drop for Answering {
         self.activity.answering.fetch_sub(1, Ordering::Relaxed);
         if !self.answered {
             self.activity.reset_early();
+        }
+    }
+}
+
+/// An HTTP/1 request's body as its connection sees it ([`Answering::request_body`]): while it is
+/// being read, hyper is mid-request, and a connection asked to park then would be handed back
+/// with the rest of the body still to come, read as the next request (a request hidden in a
+/// body). Carried with the body's progress ([`crate::proxy::body::UploadProgress`]).
+#[derive(Debug)]
+pub struct RequestBody {
+    activity: Arc<Activity>,
+    /// The request's number on its connection ([`Activity::requests`]).
+    request: u64,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl RequestBody {
+    /// Its end was read: hyper is past it.
+    pub fn ended(&self) {
+        if !self.ended.swap(true, Ordering::Relaxed) {
+            self.activity.reading.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if !*self.ended.get_mut() {
+            self.activity.reading.fetch_sub(1, Ordering::Relaxed);
+            self.activity.unfinished_body.fetch_max(self.request, Ordering::Relaxed);
         }
     }
 }
@@ -427,7 +482,8 @@ where
                         let between = activity.requests() > requests_before
                             && !activity.is_answering()
                             && activity.write_blocked().is_none()
-                            && !activity.ends_after_this();
+                            && !activity.ends_after_this()
+                            && activity.request_bodies_done();
                         if ops == seen && between {
                             parking = true;
                             Pin::new(&mut *conn).graceful_shutdown();

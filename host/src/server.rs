@@ -722,7 +722,8 @@ async fn serve_http2<T>(
 
 /// The service hyper calls for each request on one connection: the gateway current when the
 /// request arrives, told about the connection (and its verified client certificate). With
-/// `activity`, each request is marked as being answered until its response head is ready
+/// `activity`, each request is marked as being answered until its response body is done
+/// (HTTP/1; HTTP/2: its head), and an HTTP/1 request body as being read until its end
 /// ([`keepalive`] parks a connection only while none is). With `tunnels`, a request that
 /// switches protocols (WebSocket over HTTP/2, or over HTTP/1.1 that hyper's protocol detection
 /// serves) is joined to its upstream on a task of its own; without, the connection's task joins it.
@@ -742,6 +743,13 @@ fn gateway_service(
             request.extensions_mut().insert(id.clone());
         }
         let mut answering = activity.as_ref().map(|a| a.answering());
+        // HTTP/1: its body is counted as being read until its end is (proxy::body::UploadProgress).
+        if request.version() < http::Version::HTTP_2
+            && !hyper::body::Body::is_end_stream(request.body())
+            && let Some(answering) = &answering
+        {
+            request.extensions_mut().insert(answering.request_body());
+        }
         // The client's side of a switch, and what its task needs: only for requests asking one.
         let stream_tunnel = tunnels.as_ref().and_then(|t| Some((upgrade::client_side(&mut request)?, t.clone())));
         // Shutting down (`timeouts.shutdown_delay_ms`): each HTTP/1 request that arrives gets an

@@ -69,8 +69,8 @@ async fn ambiguous_and_malformed_requests_are_refused_and_never_forwarded() {
 }
 
 /// An upstream whose answers pause mid-body (600 ms after their first bytes), each the request
-/// line it answers: `/nolen` with no length (the body ends with the connection), anything else
-/// with `Content-Length`. Returns its address and the request lines it was sent.
+/// line it answers: `/nolen` with no length (the body ends with the connection), `/early` at
+/// once and whole, without reading the request's body, anything else with `Content-Length`. Returns its address and the request lines it was sent.
 async fn pausing_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -85,6 +85,14 @@ async fn pausing_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::
                 let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
                 lines.lock().expect("lines").push(line.clone());
                 let body = format!("answer to {line}");
+                if line.contains(" /early ") {
+                    // Answered before the request's body is read, which is left unread while
+                    // the connection stays open (the gateway goes on sending it meanwhile), then
+                    // closed (the gateway drops the rest of the body).
+                    let _ = tcp.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).as_bytes()).await;
+                    tokio::time::sleep(Duration::from_millis(350)).await;
+                    return;
+                }
                 let (first, rest) = body.split_at(4);
                 let framing = if line.contains(" /nolen ") { String::new() } else { format!("content-length: {}\r\n", body.len()) };
                 let _ = tcp.write_all(format!("HTTP/1.1 200 OK\r\n{framing}\r\n{first}").as_bytes()).await;
@@ -131,6 +139,30 @@ async fn a_last_exchange_ends_its_connection_even_when_its_answer_pauses() {
             assert!(text.ends_with("answer to GET /nolen HTTP/1.1"), "{what}: the whole body: {text}");
         }
     }
+    // A request whose answer ends before its body does (the upstream answered without reading
+    // it), the client pausing mid-body: the connection is not handed over mid-request, so the
+    // rest of the body is never read as a request. Chunked with a Content-Length, and a plain
+    // Content-Length body.
+    let halves = [
+        ("POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n", pipelined.to_owned()),
+        ("POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: 64\r\n\r\nhello", format!("{pipelined:<59}")),
+    ];
+    for (first, rest) in halves {
+        seen.lock().expect("lines").clear();
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
+        tcp.write_all(first.as_bytes()).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let _ = tcp.write_all(rest.as_bytes()).await;
+        let mut text = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut text)).await;
+        let text = String::from_utf8_lossy(&text);
+        let answers = text.match_indices("HTTP/1.1 ").filter(|(at, _)| text[at + 9..].starts_with(|c: char| c.is_ascii_digit())).count();
+        assert_eq!(answers, 1, "{first:?}: one answer only: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = seen.lock().expect("lines").clone();
+        assert_eq!(sent, ["POST /early HTTP/1.1"], "{first:?}: nothing from the body went upstream as a request");
+    }
+
     // A keep-alive connection is still parked and served between its exchanges.
     let text = send_raw_full(&gw, b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\nGET /second HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");

@@ -1175,6 +1175,9 @@ async fn an_idle_keep_alive_connection_is_parked_and_serves_on_when_the_client_s
     let third = read_response(&mut tcp).await;
     assert!(third.contains(r#""path":"/third""#) && third.contains(r#""body":"abc""#), "{third}");
     assert!(!third.to_ascii_lowercase().contains("connection: close"), "{third}");
+    // Its body read to the end, the connection is between exchanges again: parked.
+    tokio::time::sleep(park).await;
+    assert_eq!(parked_connections(&gw).await, 1.0, "parked after a request with a body");
 
     // An answer slower than the park delay is not cut short and keeps the connection open.
     tcp.write_all(b"GET /slow/2500 HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();

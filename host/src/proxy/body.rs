@@ -179,8 +179,16 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Streaming { body, read } => count(body.poll_frame(cx).map_err(Into::into), read.as_deref()),
-            ProxyBodyProj::Limited { body, read } => count(body.poll_frame(cx), read.as_deref()),
+            ProxyBodyProj::Streaming { mut body, read } => {
+                let polled = count(body.as_mut().poll_frame(cx).map_err(Into::into), read.as_deref());
+                note_end(&polled, body.is_end_stream(), read.as_deref());
+                polled
+            }
+            ProxyBodyProj::Limited { mut body, read } => {
+                let polled = count(body.as_mut().poll_frame(cx), read.as_deref());
+                note_end(&polled, body.is_end_stream(), read.as_deref());
+                polled
+            }
             ProxyBodyProj::Full { data, trailers } => Poll::Ready(match data.take() {
                 Some(d) => Some(Ok(Frame::data(d))),
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
@@ -255,6 +263,8 @@ pub struct UploadProgress {
     pub bytes: std::sync::atomic::AtomicU64,
     /// Once a plugin chain ran on the request, the names its trailers may not carry ([`count`]).
     pub barred_trailers: std::sync::OnceLock<BarredTrailers>,
+    /// An HTTP/1 client body as its connection counts it: told when its end is read ([`count`]).
+    pub end: std::sync::OnceLock<std::sync::Arc<crate::keepalive::RequestBody>>,
 }
 
 /// The names a client's request trailers may not carry once a plugin chain ran on the request:
@@ -294,6 +304,19 @@ fn count(
         }
     }
     polled
+}
+
+/// Tells a client body's connection that its end was read ([`UploadProgress::end`]): the
+/// stream ended, or the frame just read was its last.
+fn note_end(polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>, at_end: bool, read: Option<&UploadProgress>) {
+    let end = match polled {
+        Poll::Ready(None) => true,
+        Poll::Ready(Some(Ok(_))) => at_end,
+        _ => false,
+    };
+    if end && let Some(body) = read.and_then(|r| r.end.get()) {
+        body.ended();
+    }
 }
 
 /// The deadline of an idle watch not yet armed: far away, and made once, so a watch costs no

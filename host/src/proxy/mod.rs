@@ -475,7 +475,7 @@ impl Gateway {
         {
             return Err(GatewayError::BodyTooLarge { limit });
         }
-        let (parts, incoming) = request.into_parts();
+        let (mut parts, incoming) = request.into_parts();
         let mut headers = parts.headers;
         headers::underscored_names(&mut headers, self.limits.headers_with_underscores).map_err(GatewayError::BadRequest)?;
         if parts.version == Version::HTTP_2 {
@@ -528,8 +528,17 @@ impl Gateway {
 
         // Before the body is read: a body of any length, even an empty chunked one.
         let client_body = !incoming.is_end_stream();
+        // Its connection counts it until its end is read (`keepalive::RequestBody`).
+        let body_end = parts.extensions.remove::<Arc<crate::keepalive::RequestBody>>();
+        let progress = || {
+            let read = body::UploadProgress::default();
+            if let Some(end) = &body_end {
+                let _ = read.end.set(end.clone());
+            }
+            Arc::new(read)
+        };
         let (body, stream, trailers) = if route.chain.needs_request_body() {
-            let read = Arc::new(body::UploadProgress::default());
+            let read = progress();
             let buffered = body::buffer(ProxyBody::streaming(incoming).counted(read.clone()), limit).await;
             // Read whole or not (too large, broken off): the bytes read are counted.
             record.body_read(read.bytes());
@@ -552,9 +561,12 @@ impl Gateway {
             // Its bytes are counted as they are read (an atomic add a frame); a request without a
             // body gets no counter.
             let stream = if stream.is_end_stream() {
+                if let Some(end) = &body_end {
+                    end.ended();
+                }
                 stream
             } else {
-                let read = Arc::new(body::UploadProgress::default());
+                let read = progress();
                 record.body_streaming(read.clone());
                 stream.counted(read)
             };
