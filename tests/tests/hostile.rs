@@ -532,6 +532,41 @@ async fn a_plugin_logging_in_a_loop_gets_a_bounded_number_of_lines() {
     }
 }
 
+/// What a plugin hands the host is the plugin's text: the gateway's warnings about values it
+/// refuses show their first 256 bytes, escaped (a value of megabytes made each line megabytes, a
+/// plugin granted nothing wrote gigabytes of log in seconds, and a line break in it started a
+/// line that read as the gateway's own). One `wasi:random` call is held to 64 KiB (wasmtime's 64
+/// MiB were made in one step no deadline checks, outside the memory cap): past it, a trap.
+#[tokio::test]
+async fn a_plugins_values_are_cut_in_warnings_and_random_calls_are_bounded() {
+    let upstream = Upstream::start().await;
+    let mut config = log_flood_config("/long", 1).replace("mode = \"log-flood\", count = 1", "mode = \"long-values\", count = 4000000");
+    config += &hostile_route("/random-ok", "logger", r#"{ mode = "random-bytes", count = 65536 }"#);
+    config += &hostile_route("/random-big", "logger", r#"{ mode = "random-bytes", count = 65537 }"#);
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
+    let client = HttpClient::http1();
+    let before = gw.log().len();
+    let r = client.get(&gw.url("/long")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = gw.log();
+    let written = &log[before..];
+    assert!(written.len() < 64 * 1024, "{} bytes of log for one request", written.len());
+    let warned = written.lines().filter(|l| l.contains("\"logger\"")).count();
+    assert!(warned >= 5, "each refused value warned about: {written}");
+    assert!(written.contains("outbound call failed"), "the call's URL is quoted too: {written}");
+    for line in written.lines() {
+        assert!(line.len() < 4096, "a line of {} bytes: {}", line.len(), &line[..200]);
+        assert!(!line.starts_with("2026-01-01") && !line.trim_start().starts_with("ERROR airlock: FORGED"), "a forged line: {line}");
+    }
+
+    let ok = client.get(&gw.url("/random-ok")).await;
+    assert_eq!((ok.status.as_u16(), ok.header("x-random-bytes").as_deref()), (200, Some("65536")));
+    assert_fails_closed(&client, &gw.url("/random-big")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(gw.log().contains("exceeds limit 65536"), "the trap says why");
+}
+
 /// Lines a plugin writes while it is configured serve no request: they carry no `request_id`
 /// field at all, rather than an empty one an operator would search for.
 #[tokio::test]

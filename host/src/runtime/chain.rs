@@ -381,18 +381,21 @@ fn entry_failed(entry: &ChainEntry, request: &RequestState, phase: &str, failure
     let request_id = &*request.request_id;
     let route = &*request.route_id;
     entry.metrics.record_failure(failure.kind());
+    // A trap's message can quote the plugin (its panic, its functions' names): on one line.
+    let said = failure.to_string();
+    let said = crate::runtime::host::log::one_line(&said);
     match entry.failure {
         // The sandbox was full: the gateway's capacity, not the plugin's fault, answered 503.
         FailurePolicy::Closed if matches!(failure, Failure::Busy { .. }) => {
-            tracing::warn!(plugin, phase, route, request_id, kind = failure.kind(), "{failure}; answering 503");
+            tracing::warn!(plugin, phase, route, request_id, kind = failure.kind(), "{said}; answering 503");
             Err(GatewayError::PluginBusy(plugin.to_owned()))
         }
         FailurePolicy::Closed => {
-            tracing::error!(plugin, phase, route, request_id, kind = failure.kind(), "plugin failed ({failure}); failing closed");
+            tracing::error!(plugin, phase, route, request_id, kind = failure.kind(), "plugin failed ({said}); failing closed");
             Err(GatewayError::PluginFailed { plugin: plugin.to_owned(), kind: failure.kind() })
         }
         FailurePolicy::Open => {
-            tracing::warn!(plugin, phase, route, request_id, kind = failure.kind(), "plugin failed ({failure}); failing open");
+            tracing::warn!(plugin, phase, route, request_id, kind = failure.kind(), "plugin failed ({said}); failing open");
             Ok(())
         }
     }

@@ -628,7 +628,7 @@ fn convert_response(init: ResponseInit, log: &LogBudget, bounds: AnswerBounds, w
                     refusals.refused(log.plugin(), log.request_id().as_deref().unwrap_or(""), "response header", bound);
                 }
             }
-            _ => plugin_warn!(log, header = h.name, "invalid header in plugin response ignored"),
+            _ => plugin_warn!(log, header = crate::runtime::host::log::shown(&h.name), "invalid header in plugin response ignored"),
         }
     }
     Ok(ResponseState { status, headers, body: Some(init.body.into()), trailers: None })

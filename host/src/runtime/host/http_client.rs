@@ -342,7 +342,12 @@ impl HttpClientGrant {
     /// would lose the count.
     fn log_failure(&self, log: &super::log::LogBudget, url: &str, failure: &CallFailure) {
         let plugin = log.plugin();
-        let error = failure.describe();
+        // The URL and the error (which may quote the plugin's URL or header name) are the
+        // plugin's text: on one line, and cut (a line break in them would start a line that
+        // reads as the gateway's own).
+        let url = super::log::one_line(super::log::shown(url));
+        let described = failure.describe();
+        let error = super::log::one_line(super::log::truncate(&described, 1024));
         match self.failures.record() {
             Some(failed) => tracing::warn!(
                 plugin,

@@ -304,6 +304,18 @@ pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
+/// A plugin's value (a header name, a path, a query it set) as the gateway's warnings about it
+/// show it: its first [`MAX_SHOWN_BYTES`]. The warning is about the value, and a value of
+/// megabytes would make each line megabytes (the host's formatting, which no CPU deadline
+/// charges); in a field, `tracing` escapes its line breaks.
+pub fn shown(value: &str) -> &str {
+    truncate(value, MAX_SHOWN_BYTES)
+}
+
+/// How much of a plugin's value a warning about it shows ([`shown`]).
+pub const MAX_SHOWN_BYTES: usize = 256;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
 pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;

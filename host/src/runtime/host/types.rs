@@ -13,7 +13,7 @@ use http::{HeaderMap, Method};
 use wasmtime::component::Resource;
 
 use super::HostState;
-use super::log::{LogBudget, plugin_warn};
+use super::log::{LogBudget, plugin_warn, shown};
 use super::airlock::plugin::types::{Host, HostRequest, HostResponse, RequestEdit as WitRequestEdit, ResponseEdit as WitResponseEdit};
 use crate::exchange::{HeaderBound, HeaderTally, MAX_RESPONSE_EDITS, RequestState, ResponseEdit, ResponseState};
 
@@ -71,7 +71,7 @@ impl HostState {
     /// always replaced, and only by a valid `host[:port]`.
     fn put_header(&mut self, side: Side, what: &str, name: &str, value: Vec<u8>, replacing: bool) {
         if side == Side::Request && self.request_read_only {
-            plugin_warn!(&self.log, header = name, "{what} ignored: the request is read-only in on-response");
+            plugin_warn!(&self.log, header = shown(name), "{what} ignored: the request is read-only in on-response");
             return;
         }
         let Some((name, value)) = parse_header(&self.log, &mut self.header_names, name, value) else {
@@ -155,7 +155,7 @@ impl HostState {
             && let Err(key) = req.context.set(key, value)
         {
             let (keys, bytes) = (crate::exchange::Context::MAX_KEYS, crate::exchange::Context::MAX_BYTES);
-            plugin_warn!(&self.log, key, keys, bytes, "context value ignored: the request's context is full");
+            plugin_warn!(&self.log, key = shown(&key), keys, bytes, "context value ignored: the request's context is full");
         }
     }
 
@@ -234,7 +234,7 @@ fn header_names(headers: &HeaderMap) -> Vec<String> {
 fn parse_name(log: &LogBudget, names: &mut HeaderNames, name: &str) -> Option<HeaderName> {
     let parsed = names.parse(name);
     if parsed.is_none() {
-        plugin_warn!(log, header = name, "invalid header name from plugin ignored");
+        plugin_warn!(log, header = shown(name), "invalid header name from plugin ignored");
     }
     parsed
 }
@@ -336,7 +336,7 @@ impl HostRequest for HostState {
                     plugin_warn!(&log, method_bytes = method.len(), "method from plugin ignored: the request line would pass limits.max_header_bytes");
                 }
                 Ok(m) => req.method = m,
-                Err(_) => plugin_warn!(&log, method, "invalid method from plugin ignored"),
+                Err(_) => plugin_warn!(&log, method = shown(&method), "invalid method from plugin ignored"),
             }
         }
     }
@@ -349,7 +349,7 @@ impl HostRequest for HostState {
         let log = self.log.clone();
         if let Some(req) = self.req_mut("set-path") {
             if !valid_path(&path) {
-                plugin_warn!(&log, path, "invalid path from plugin ignored");
+                plugin_warn!(&log, path = shown(&path), "invalid path from plugin ignored");
                 return;
             }
             if !line_fits(req, req.method.as_str(), &path, req.query.as_deref()) {
@@ -362,7 +362,7 @@ impl HostRequest for HostState {
             match crate::proxy::path::normalize(&path) {
                 Ok(None) => req.path = path,
                 Ok(Some(normal)) => req.path = normal,
-                Err(e) => plugin_warn!(&log, path, "path from plugin ignored: {e}"),
+                Err(e) => plugin_warn!(&log, path = shown(&path), "path from plugin ignored: {e}"),
             }
         }
     }
@@ -376,7 +376,7 @@ impl HostRequest for HostState {
         if let Some(req) = self.req_mut("set-query") {
             match query {
                 Some(q) if !valid_query(&q) => {
-                    plugin_warn!(&log, query = q, "invalid query from plugin ignored");
+                    plugin_warn!(&log, query = shown(&q), "invalid query from plugin ignored");
                 }
                 Some(q) if !line_fits(req, req.method.as_str(), &req.path, Some(&q)) => {
                     req.past_limits = true;

@@ -49,9 +49,16 @@ pub fn files_ctx(log: &Arc<LogBudget>, dir: &Path) -> Result<WasiCtx, String> {
     Ok(builder.build())
 }
 
+/// Most bytes one `wasi:random` call may ask for (a larger ask traps). wasmtime-wasi allows 64
+/// MiB, made on the host in one step no deadline checks (190 ms of a worker for 50 MB in a
+/// release build, a copy outside the plugin's memory cap); std and `getrandom` ask for a few
+/// bytes at a time.
+pub const MAX_RANDOM_BYTES: u64 = 64 * 1024;
+
 fn builder(log: &Arc<LogBudget>) -> WasiCtxBuilder {
     let mut builder = WasiCtxBuilder::new();
     builder
+        .max_random_size(MAX_RANDOM_BYTES)
         .stdout(LogStdio { log: log.clone(), stream: "stdout" })
         .stderr(LogStdio { log: log.clone(), stream: "stderr" })
         .allow_tcp(false)

@@ -33,7 +33,12 @@
 //!   outside any request;
 //! - `configure-sleep`: sleeps an hour while it is configured (a wait, not CPU);
 //! - `digest-loop`: asks the host for the SHA-256 of 8 MiB, `count` times (default 1000): host
-//!   work with no epoch check in it, which the call's deadline must count.
+//!   work with no epoch check in it, which the call's deadline must count;
+//! - `long-values`: hands the host values it refuses, each `count` bytes long and holding a line
+//!   break followed by `FORGED` (a header name, a query, a path, a method, a response header
+//!   name, an outbound call's URL), which the gateway warns about; answers 200;
+//! - `random-bytes`: asks `wasi:random` for `count` bytes in one call; answers 200 with how many
+//!   came in `x-random-bytes`.
 use airlock_sdk::{Action, Descriptor, Plugin, Request, RequestEdit, Response, ResponseEdit, ResponseInit, SlotRequest, export_plugin, http_client};
 use serde::Deserialize;
 
@@ -157,6 +162,21 @@ impl Plugin for Hostile {
             ),
             "exit" => std::process::exit(c.count.unwrap_or(0) as i32),
             "big-respond" => Action::Respond(ResponseInit::new(200).body(vec![b'x'; c.count.unwrap_or(0) as usize])),
+            "long-values" => {
+                let long = format!("bad value\n2026-01-01T00:00:00Z ERROR airlock: FORGED {}", "x".repeat(c.count.unwrap_or(0) as usize));
+                req.set_header(&long, "v");
+                req.set_query(Some(&long));
+                req.set_path(&long);
+                req.set_method(&long);
+                req.edit_response(ResponseEdit::Set(&long, b"v"));
+                // Not a URL: the gateway's warning about the failed call quotes it.
+                let _ = http_client::get(&format!("http://127.0.0.1:9/{long}"));
+                Action::Respond(ResponseInit::new(200))
+            }
+            "random-bytes" => {
+                let got = wasip2::random::random::get_random_bytes(c.count.unwrap_or(0)).len();
+                Action::Respond(ResponseInit::new(200).header("x-random-bytes", got.to_string()))
+            }
             "slot-key" => {
                 let mut key = req.header_str("x-key").unwrap_or_default();
                 key.push_str(&"k".repeat(c.count.unwrap_or(0) as usize));
