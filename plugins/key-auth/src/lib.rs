@@ -357,26 +357,10 @@ fn without_param(query: &str, param: &str) -> String {
         .join("&")
 }
 
+/// Form-decoding (`+` a space, then percent-decoding, invalid UTF-8 replaced), exactly as the
+/// gateway's `query-param` decodes: a key is read the same way wherever it is compared.
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => match text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                Some(b) => {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-                None => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&text.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
 // Natively (unit tests) there is no component to export: the export symbols are wasm-only.
@@ -406,6 +390,15 @@ mod tests {
         assert_eq!(lookup(b"test").unwrap().groups, "a,b");
         assert!(lookup(b"k2").is_none());
         assert!(lookup(b"").is_none());
+    }
+
+    /// Query values are form-decoded as the gateway's `query-param` decodes them: `+` a space,
+    /// then `%` with two hex digits only (`%+f` is `% f`, not byte 0x0F); every value of the
+    /// parameter.
+    #[test]
+    fn query_keys_are_decoded_as_the_gateway_decodes_them() {
+        assert_eq!(percent_decode("a%2Bb+c%+f%zz%"), "a+b c% f%zz%");
+        assert_eq!(param_values("x=1&api%6Bey=k1&apikey=k%202&apikeyx=3", "apikey").collect::<Vec<_>>(), ["k1", "k 2"]);
     }
 
     /// Found by binary search: among thousands of keys, each finds its own consumer and only

@@ -292,7 +292,8 @@ fn normalized_path(path: &str) -> Vec<u8> {
     let mut i = 0;
     while i < bytes.len() {
         let escape = match bytes.get(i + 1..i + 3) {
-            Some(hex) if bytes[i] == b'%' => std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()),
+            // Two hex digits: `from_str_radix` would also take a sign (`%+f`).
+            Some(hex) if bytes[i] == b'%' && hex.iter().all(u8::is_ascii_hexdigit) => std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()),
             _ => None,
         };
         match escape {
