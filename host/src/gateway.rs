@@ -1120,7 +1120,7 @@ async fn build_entry(
     let share = loader.shares.entry(name.clone()).or_insert_with(|| Arc::new(loader.sandbox.budget.plugin_share()));
     settings.share = Some(share.clone());
     if def.capabilities.iter().any(|c| c == "metrics") {
-        settings.metrics = Some(loader.telemetry.metrics.plugin_metrics.set_for(name));
+        settings.metrics = Some(loader.telemetry.metrics.plugin_set(name));
     }
     let facts = PluginFacts {
         source: def.source.clone(),

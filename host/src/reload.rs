@@ -116,12 +116,18 @@ impl LiveGateway {
     /// Reads the config file again and, if all of it builds, swaps it in. Returns the new
     /// generation's number; on error the running one keeps serving. Logged and counted either way.
     pub async fn reload(&self) -> Result<u64, ReloadError> {
+        self.reload_from(None).await
+    }
+
+    /// [`LiveGateway::reload`], with `text` as the config file's content when given (what
+    /// `--watch` read and saw settle), else the file read now.
+    async fn reload_from(&self, text: Option<Arc<str>>) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let current = self.current();
         let metrics = &current.gateway.telemetry.metrics;
         let reloads = &metrics.reloads;
         let mark = metrics.series_mark();
-        match self.build_next(&current).await {
+        match self.build_next(&current, text).await {
             Ok(next) => {
                 let number = next.number;
                 next.gateway.start_background_tasks();
@@ -139,12 +145,15 @@ impl LiveGateway {
         }
     }
 
-    async fn build_next(&self, current: &Generation) -> Result<Generation, ReloadError> {
+    async fn build_next(&self, current: &Generation, text: Option<Arc<str>>) -> Result<Generation, ReloadError> {
         let path = current.source.path.clone().ok_or(ReloadError::NoFile)?;
         let name = current.source.name.clone();
         // Reading the file and the files it names (`token_file`, `redis_*_file`) is blocking.
         let (source, config) = blocking(move || -> Result<_, ConfigError> {
-            let mut source = ConfigSource::read(&path)?;
+            let mut source = match text {
+                Some(text) => ConfigSource::of_file(&path, text),
+                None => ConfigSource::read(&path)?,
+            };
             // Errors name the file as the operator first gave it.
             source.name = name;
             let config = source.parse()?;
@@ -363,8 +372,10 @@ pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<()
                 continue;
             }
             tracing::info!(path = %path.display(), "config file changed: reloading");
-            tried = Some(text.into());
-            let _ = live.reload().await;
+            let text: Arc<str> = text.into();
+            tried = Some(text.clone());
+            // What settled, not the file read again: it may be mid-write once more by then.
+            let _ = live.reload_from(Some(text)).await;
         }
     });
     Ok(())

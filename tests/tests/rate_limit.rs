@@ -572,6 +572,10 @@ config = { quotas = { daily = { limit = 2, period = "day" }, monthly = { limit =
     assert_retry_after(&r);
     let secs: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("integer");
     assert!((86_399..=86_400).contains(&secs), "until the day's period ends: {secs}");
+    // Refused by the first quota, the refusal names the others too, as they stand.
+    assert_eq!(r.header("ratelimit-policy").as_deref(), Some("\"daily\";q=2;w=86400, \"monthly\";q=10;w=2592000"));
+    let current = r.header("ratelimit").unwrap_or_default();
+    assert!(current.starts_with("\"daily\";r=0;") && current.contains("\"monthly\";r=8;"), "{current}");
 
     // A gold consumer gets the plan's daily quota.
     for _ in 0..4 {

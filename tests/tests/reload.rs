@@ -361,10 +361,11 @@ async fn watch_waits_for_a_file_written_in_place_to_be_whole() {
     // Truncated, then empty for a while, then a prefix that is a config of its own (the `/v2`
     // route, without `/steady`), then the rest: each step longer than the watch's interval.
     let cut = whole.find("[[routes]]\npath = \"/steady\"").expect("the /steady route");
+    // (Each step 60 ms: above the watch's 20 ms, well below the 200 ms a file must hold still.)
     let mut file = std::fs::File::create(&path).expect("truncate");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
     file.write_all(&whole.as_bytes()[..cut]).expect("prefix");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
     file.write_all(&whole.as_bytes()[cut..]).expect("rest");
     drop(file);
     let client = HttpClient::http1();

@@ -37,8 +37,13 @@ impl ConfigSource {
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         let text = String::from_utf8(bytes).map_err(|e| not_utf8(&path.display().to_string(), e.as_bytes(), e.utf8_error()))?;
+        Ok(Self::of_file(path, text.into()))
+    }
+
+    /// The config file at `path` as `text`, already read (`--watch` reloads what it saw settle).
+    pub fn of_file(path: &Path, text: Arc<str>) -> Self {
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(Self { name: path.display().to_string(), base_dir, text: text.into(), path: Some(path.to_path_buf()) })
+        Self { name: path.display().to_string(), base_dir, text, path: Some(path.to_path_buf()) }
     }
 
     /// A config held in memory (the embedded quickstart, tests).

@@ -513,6 +513,13 @@ impl Metrics {
         })
     }
 
+    /// The metric set of plugin `plugin` (capability `metrics`), made with its entry before the
+    /// plugin is instantiated: a reload refused for that plugin takes it back too.
+    pub fn plugin_set(&self, plugin: &str) -> Arc<super::plugin_metrics::PluginMetricSet> {
+        self.built_names().plugins.insert(plugin.into());
+        self.plugin_metrics.set_for(plugin)
+    }
+
     /// Handles for one chain entry's plugin.
     pub fn plugin(&self, plugin: Arc<str>) -> PluginMetrics {
         self.built_names().plugins.insert(plugin.clone());

@@ -296,11 +296,13 @@ impl QuotaPlugin {
             return Ok(first.into_iter().chain(looked).map(|d| if d.remaining == 0 { spent(d) } else { d }).collect());
         }
         let mut decisions = Vec::with_capacity(self.quotas.len());
-        for (q, limit) in quotas() {
+        for (i, (q, limit)) in quotas().enumerate() {
             let d = step(q, limit, 1)?;
             let refused = !d.allowed;
             decisions.push(d);
             if refused {
+                // The quotas after it, as looked at (nothing taken): named in the refusal too.
+                decisions.extend(looked.into_iter().skip(i));
                 break;
             }
         }
