@@ -500,29 +500,38 @@ async fn access_log_lines_match_requests_and_the_file_reopens_on_sigusr1() {
 }
 
 /// A request the client gives up on before the answer (here: it closes the connection while
-/// the upstream is slow) is still logged and counted, with status 499 ("client closed request").
+/// the upstream is slow) is still logged and counted, with status 499 ("client closed request"),
+/// and as its consumer's when an auth plugin had named one (it was counted as no one's).
 #[tokio::test]
 async fn a_request_the_client_abandons_is_logged_and_counted_as_499() {
     use tokio::io::AsyncWriteExt;
     let upstream = Upstream::start().await;
-    let gw = Gateway::start(ACCESS_LOG, Some(&upstream)).await;
+    let config = format!(
+        "{ACCESS_LOG}\n[[routes]]\nid = \"member-files\"\npath_prefix = \"/member-files\"\nstrip_prefix = \"/member-files\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"builtin:key-auth\"\n"
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
     let log = gw.dir.path().join("access.log");
-    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    tcp.write_all(b"GET /files/slow/3000 HTTP/1.1\r\nhost: a\r\nx-request-id: gave-up\r\n\r\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(tcp);
-    let lines = eventually("the abandoned request's line", || {
-        let lines = airlock_tests::access_log_lines(&log);
-        line_for(&lines, "gave-up").is_some().then_some(lines)
-    })
-    .await;
+    for (id, request) in [
+        ("gave-up", "GET /files/slow/3000 HTTP/1.1\r\nhost: a\r\nx-request-id: gave-up\r\n\r\n"),
+        ("carol-gave-up", "GET /member-files/slow/3000 HTTP/1.1\r\nhost: a\r\nx-api-key: carol-key\r\nx-request-id: carol-gave-up\r\n\r\n"),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(tcp);
+        eventually("the abandoned request's line", || line_for(&airlock_tests::access_log_lines(&log), id).map(|_| ())).await;
+    }
+    let lines = airlock_tests::access_log_lines(&log);
     let line = line_for(&lines, "gave-up").unwrap();
     assert_eq!(line["status"], 499, "{line}");
     assert_eq!(line["route"], "files");
     assert_eq!(line["bytes_out"], 0);
+    let carol = line_for(&lines, "carol-gave-up").unwrap();
+    assert_eq!((carol["status"].as_u64(), carol["consumer"].as_str()), (Some(499), Some("carol")), "{carol}");
     let client = HttpClient::http1();
     let m = scrape(&client, &gw, None).await;
     assert_eq!(sample(&m, "airlock_requests_total", &[("route", "files"), ("status", "4xx")]), 1.0);
+    assert_eq!(sample(&m, "airlock_requests_total", &[("route", "member-files"), ("status", "4xx"), ("consumer", "carol")]), 1.0);
     gw.stop().await;
 }
 

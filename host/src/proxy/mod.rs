@@ -264,6 +264,9 @@ impl Gateway {
             let started = clock;
             let phases = crate::boxed::in_place(|| chain.run_request_phases(state, route.timeout, &mut held, &mut clock)).await;
             record.plugins_took(clock.duration_since(started));
+            // Named now: a request its client abandons while the upstream answers is still
+            // logged and counted as its consumer's (a 499).
+            record.consumer(phases.0.context.get("consumer"));
             phases
         };
         // `Via` is for a message the gateway forwarded (RFC 9110 7.6.3), not for an answer a

@@ -242,7 +242,9 @@ impl<'a> RequestRecord<'a> {
 
     /// The consumer an auth plugin identified (request context key `consumer`).
     pub fn consumer(&mut self, consumer: Option<&str>) {
-        if let Some(c) = consumer {
+        if let Some(c) = consumer
+            && self.consumer.as_deref() != Some(c)
+        {
             self.span.record("consumer", c);
             self.consumer = Some(c.to_owned());
         }
