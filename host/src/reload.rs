@@ -131,6 +131,8 @@ impl LiveGateway {
             Ok(next) => {
                 let number = next.number;
                 next.gateway.start_background_tasks();
+                // The cap applies at the next accept; its gauge says so now, not then.
+                metrics.connection_limit(next.connections.max_connections());
                 self.current.store(Arc::new(next));
                 reloads.succeeded(number);
                 tracing::info!(generation = number, config = %current.source.name, "config reloaded");

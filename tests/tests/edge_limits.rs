@@ -270,6 +270,10 @@ async fn at_max_connections_a_further_connection_is_served_only_once_one_closes(
     let answer = served.expect("the waiting connection was not served 10 s after a place freed");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("/waiting"), "{answer}");
+
+    // A reload's new cap is on the gauge at once, not at the next connection accepted.
+    gw.reload(&toml.replace("max_connections = 2", "max_connections = 5"), Some(&echo)).await.expect("reload");
+    assert_eq!(metric_value(&gw, "airlock_connection_limit", &[]).await, 5.0);
     gw.stop().await;
 }
 
