@@ -119,11 +119,19 @@ impl LiveGateway {
         self.reload_from(None).await
     }
 
-    /// [`LiveGateway::reload`], with `text` as the config file's content when given (what
-    /// `--watch` read and saw settle), else the file read now.
-    async fn reload_from(&self, text: Option<Arc<str>>) -> Result<u64, ReloadError> {
+    /// [`LiveGateway::reload`], with `settled` as the config file's content when given (what
+    /// `--watch` read and saw settle, with the generation it then compared it with), else the
+    /// file read now. A settled text is not applied over a generation that came after it (a
+    /// SIGHUP or admin reload queued ahead of the watch's): the watch looks again.
+    async fn reload_from(&self, settled: Option<(Arc<str>, u64)>) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let current = self.current();
+        if let Some((_, seen)) = &settled
+            && current.number != *seen
+        {
+            return Ok(current.number);
+        }
+        let text = settled.map(|(text, _)| text);
         let metrics = &current.gateway.telemetry.metrics;
         let reloads = &metrics.reloads;
         let mark = metrics.series_mark();
@@ -354,7 +362,8 @@ pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<()
                 // one changes, as cert-manager or certbot rewrite them in place.
                 if let Some(changed) = files.changed(&current).await {
                     tracing::info!(path = %changed.display(), "a file the config reads changed: reloading");
-                    if let Ok(number) = live.reload().await {
+                    // The config as just read (the running one's), not read again.
+                    if let Ok(number) = live.reload_from(Some((text.into(), current.number))).await {
                         // Its files as seen before the reload read them: one written again
                         // while it ran, or right after, is still a change at the next look.
                         files.carry_to(number);
@@ -377,7 +386,7 @@ pub fn reload_on_change(live: Arc<LiveGateway>, interval: Duration) -> Result<()
             let text: Arc<str> = text.into();
             tried = Some(text.clone());
             // What settled, not the file read again: it may be mid-write once more by then.
-            let _ = live.reload_from(Some(text)).await;
+            let _ = live.reload_from(Some((text, current.number))).await;
         }
     });
     Ok(())

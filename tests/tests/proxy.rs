@@ -1178,6 +1178,13 @@ async fn an_idle_keep_alive_connection_is_parked_and_serves_on_when_the_client_s
     // Its body read to the end, the connection is between exchanges again: parked.
     tokio::time::sleep(park).await;
     assert_eq!(parked_connections(&gw).await, 1.0, "parked after a request with a body");
+    // A chunked body ending in trailers is read to its end too (its stream's end is never
+    // asked for after them).
+    tcp.write_all(b"POST /trailed HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-sum: 1\r\n\r\n").await.unwrap();
+    let trailed = read_response(&mut tcp).await;
+    assert!(trailed.contains(r#""path":"/trailed""#), "{trailed}");
+    tokio::time::sleep(park).await;
+    assert_eq!(parked_connections(&gw).await, 1.0, "parked after a body with trailers");
 
     // An answer slower than the park delay is not cut short and keeps the connection open.
     tcp.write_all(b"GET /slow/2500 HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();

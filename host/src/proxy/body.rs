@@ -311,7 +311,9 @@ fn count(
 fn note_end(polled: &Poll<Option<Result<Frame<Bytes>, BoxError>>>, at_end: bool, read: Option<&UploadProgress>) {
     let end = match polled {
         Poll::Ready(None) => true,
-        Poll::Ready(Some(Ok(_))) => at_end,
+        // Trailers come after the body's last chunk: hyper has read it whole (its clients
+        // stop asking for frames after them, so the stream's None may never be seen).
+        Poll::Ready(Some(Ok(frame))) => at_end || frame.is_trailers(),
         _ => false,
     };
     if end && let Some(body) = read.and_then(|r| r.end.get()) {

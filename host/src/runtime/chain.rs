@@ -381,9 +381,10 @@ fn entry_failed(entry: &ChainEntry, request: &RequestState, phase: &str, failure
     let request_id = &*request.request_id;
     let route = &*request.route_id;
     entry.metrics.record_failure(failure.kind());
-    // A trap's message can quote the plugin (its panic, its functions' names): on one line.
+    // A trap's message can quote the plugin (its panic, its functions' names, a `configure`
+    // error at runtime): on one line, and cut (logged on every such request, outside any budget).
     let said = failure.to_string();
-    let said = crate::runtime::host::log::one_line(&said);
+    let said = crate::runtime::host::log::one_line(crate::runtime::host::log::truncate(&said, 4096));
     match entry.failure {
         // The sandbox was full: the gateway's capacity, not the plugin's fault, answered 503.
         FailurePolicy::Closed if matches!(failure, Failure::Busy { .. }) => {

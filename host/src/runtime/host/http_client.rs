@@ -467,7 +467,7 @@ impl Host for HostState {
         };
         match outcome {
             Ok(r) => {
-                tracing::debug!(plugin = %self.plugin, %url, status = r.status, "outbound call");
+                tracing::debug!(plugin = %self.plugin, url = %super::log::one_line(super::log::shown(&url)), status = r.status, "outbound call");
                 Ok(r)
             }
             Err(failure) => {

@@ -303,7 +303,6 @@ pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Cuts `s` to at most `max` bytes on a character boundary.
 /// A plugin's value (a header name, a path, a query it set) as the gateway's warnings about it
 /// show it: its first [`MAX_SHOWN_BYTES`]. The warning is about the value, and a value of
 /// megabytes would make each line megabytes (the host's formatting, which no CPU deadline

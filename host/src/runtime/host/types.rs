@@ -255,14 +255,14 @@ fn parse_writable(log: &LogBudget, names: &mut HeaderNames, name: &str) -> Optio
 fn parse_header(log: &LogBudget, names: &mut HeaderNames, name: &str, value: Vec<u8>) -> Option<(HeaderName, HeaderValue)> {
     let name = parse_writable(log, names, name)?;
     if value.len() > MAX_HEADER_VALUE_BYTES {
-        plugin_warn!(log, header = %name, len = value.len(), "oversized header value from plugin ignored");
+        plugin_warn!(log, header = shown(name.as_str()), len = value.len(), "oversized header value from plugin ignored");
         return None;
     }
     // Takes the lifted bytes as they are: validated, not copied.
     match HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         Ok(value) => Some((name, value)),
         Err(_) => {
-            plugin_warn!(log, header = %name, "header value with control characters from plugin ignored");
+            plugin_warn!(log, header = shown(name.as_str()), "header value with control characters from plugin ignored");
             None
         }
     }

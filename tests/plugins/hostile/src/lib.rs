@@ -169,6 +169,8 @@ impl Plugin for Hostile {
                 req.set_path(&long);
                 req.set_method(&long);
                 req.edit_response(ResponseEdit::Set(&long, b"v"));
+                // A valid name that long, with a value the host refuses: warned about too.
+                req.set_header(&"x".repeat(c.count.unwrap_or(0).min(60_000) as usize), "bad\nvalue");
                 // Not a URL: the gateway's warning about the failed call quotes it.
                 let _ = http_client::get(&format!("http://127.0.0.1:9/{long}"));
                 Action::Respond(ResponseInit::new(200))
