@@ -714,20 +714,27 @@ fn metric_names_problem(config: &Config, name: &str, def: &crate::config::Plugin
     ))
 }
 
-/// A route whose chain (global entries included) runs `builtin:proxy-cache` ahead of an
-/// access-control built-in, refused at the cache's entry ([`chain_order`]).
-fn cache_ahead_of_access_control(config: &Config, source: &ConfigSource, route: &RouteConfig, key: &str) -> Option<ConfigIssue> {
+/// Route `route`'s chain as it runs, global entries first (unless it opts out), each with its key
+/// in the file (`global.plugins[0]`, `routes[2].plugins[1]`): what the chain-order checks read.
+fn route_chain<'a>(config: &'a Config, route: &'a RouteConfig, key: &str) -> Vec<(String, &'a ChainEntryConfig)> {
     let global = if route.global_plugins { config.global.plugins.as_slice() } else { &[] };
-    let chain: Vec<(String, &ChainEntryConfig)> = global
+    global
         .iter()
         .enumerate()
         .map(|(i, e)| (format!("global.plugins[{i}]"), e))
         .chain(route.plugins.iter().enumerate().map(|(i, e)| (format!("{key}.plugins[{i}]"), e)))
-        .collect();
-    // An entry names a `[plugins.<name>]` definition or a source directly.
-    fn source_of<'a>(config: &'a Config, e: &'a ChainEntryConfig) -> &'a str {
-        config.plugins.get(e.plugin.get_ref()).map_or(e.plugin.get_ref().as_str(), |d| d.source.get_ref().as_str())
-    }
+        .collect()
+}
+
+/// The source a chain entry runs: it names a `[plugins.<name>]` definition or a source directly.
+fn source_of<'a>(config: &'a Config, e: &'a ChainEntryConfig) -> &'a str {
+    config.plugins.get(e.plugin.get_ref()).map_or(e.plugin.get_ref().as_str(), |d| d.source.get_ref().as_str())
+}
+
+/// A route whose chain (global entries included) runs `builtin:proxy-cache` ahead of an
+/// access-control built-in, refused at the cache's entry ([`chain_order`]).
+fn cache_ahead_of_access_control(config: &Config, source: &ConfigSource, route: &RouteConfig, key: &str) -> Option<ConfigIssue> {
+    let chain = route_chain(config, route, key);
     let (cache, guard) = chain_order::cache_ahead_of_access_control(chain.iter().map(|(_, e)| source_of(config, e)))?;
     let (cache_key, cache_entry) = &chain[cache];
     let (guard_key, guard_entry) = &chain[guard];
@@ -747,16 +754,9 @@ fn cache_ahead_of_access_control(config: &Config, source: &ConfigSource, route: 
 /// gateway cannot tell a mistake from a choice in every case, but what the plugin does there is
 /// rarely what was meant, and nothing else would say so.
 fn warn_consumer_read_before_named(config: &Config, source: &ConfigSource, route: &RouteConfig, (key, id): (&str, &str)) {
-    let global = if route.global_plugins { config.global.plugins.as_slice() } else { &[] };
-    let chain: Vec<(String, &ChainEntryConfig)> = global
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (format!("global.plugins[{i}]"), e))
-        .chain(route.plugins.iter().enumerate().map(|(i, e)| (format!("{key}.plugins[{i}]"), e)))
-        .collect();
-    let source_of = |e: &ChainEntryConfig| config.plugins.get(e.plugin.get_ref()).map_or(e.plugin.get_ref().clone(), |d| d.source.get_ref().clone());
-    let sources: Vec<String> = chain.iter().map(|(_, e)| source_of(e)).collect();
-    let Some((reader, namer, what)) = chain_order::consumer_read_before_named(sources.iter().map(String::as_str).zip(chain.iter().map(|(_, e)| &e.config)))
+    let chain = route_chain(config, route, key);
+    let sources: Vec<&str> = chain.iter().map(|(_, e)| source_of(config, e)).collect();
+    let Some((reader, namer, what)) = chain_order::consumer_read_before_named(sources.iter().copied().zip(chain.iter().map(|(_, e)| &e.config)))
     else {
         return;
     };
