@@ -1103,6 +1103,27 @@ async fn a_down_collector_drops_and_counts_spans_without_slowing_requests() {
     gw.stop().await;
 }
 
+/// The export failure's warning shows the endpoint as `/admin/config` does: a secret in its
+/// query (a collector's API key) redacted, for logs reach more readers than the admin API.
+#[tokio::test]
+async fn the_export_failure_warning_redacts_the_endpoints_secrets() {
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "[otlp]\nendpoint = \"http://127.0.0.1:1/v1/traces?api_key=Collector5ecret&tenant=acme\"\nflush_ms = 20\ntimeout_ms = 500\n\n{}",
+        &TRACING[TRACING.find("[upstreams.backend]").unwrap()..]
+    );
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
+    assert_eq!(HttpClient::http1().get(&gw.url("/x")).await.status, 200);
+    let log = eventually("the export failure's warning", || {
+        let log = gw.log();
+        log.contains("OTLP export failed").then_some(log)
+    })
+    .await;
+    let line = lines_with(&log, "OTLP export failed")[0];
+    assert!(line.contains("api_key=[redacted]&tenant=acme"), "{line}");
+    assert!(!log.contains("Collector5ecret"), "{log}");
+}
+
 /// Scrapes until `done` holds (bounded).
 async fn eventually_scrape(client: &HttpClient, gw: &Gateway, done: impl Fn(&Scrape) -> bool) -> Scrape {
     for _ in 0..250 {

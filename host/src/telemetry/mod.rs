@@ -107,7 +107,13 @@ impl Telemetry {
                 "otlp.endpoint",
                 "is not an `http://host:port/path` URL with the collector's traces path (OTLP/HTTP's is \
                  `/v1/traces`: `http://collector:4318/v1/traces`; a bare base URL would post every span to `/`)",
-                |url| url.parse::<http::Uri>().ok().filter(|u| u.scheme_str() == Some("http") && u.authority().is_some() && u.path() != "/"),
+                |url| {
+                    // A port past 65535 (the URI parses, its `port()` is `None`) or a fragment
+                    // would fail every export.
+                    let port_text = |a: &http::uri::Authority| a.as_str().rsplit(']').next().is_some_and(|host_end| host_end.contains(':'));
+                    let valid = |u: &http::Uri| u.authority().is_some_and(|a| a.port().is_some() || !port_text(a)) && !url.contains('#');
+                    url.parse::<http::Uri>().ok().filter(|u| u.scheme_str() == Some("http") && u.authority().is_some() && u.path() != "/" && valid(u))
+                },
                 issues,
             ),
         };

@@ -92,6 +92,7 @@ impl SpanExporter {
     pub fn start(config: &OtlpConfig, endpoint: Uri, counters: ExportCounters) -> Self {
         let (sender, receiver) = mpsc::channel(config.queue_spans.get_ref().max(&1).to_owned());
         let batcher = Batcher {
+            shown_endpoint: crate::admin::redact::redacted_url(&endpoint.to_string()),
             endpoint,
             client: Client::builder(TokioExecutor::new()).build_http(),
             batch: config.batch_spans.max(1),
@@ -131,6 +132,8 @@ impl SpanExporter {
 /// The export task's state.
 struct Batcher {
     endpoint: Uri,
+    /// `endpoint` as warnings show it: a secret in its query redacted, as `/admin/config` shows it.
+    shown_endpoint: String,
     client: Client<HttpConnector, Full<Bytes>>,
     batch: usize,
     flush: Duration,
@@ -180,7 +183,7 @@ impl Batcher {
                     self.counters.dropped.inc_by(count);
                     if !failures_logged {
                         failures_logged = true;
-                        tracing::warn!(endpoint = %self.endpoint, "OTLP export failed, dropping spans until it recovers: {reason}");
+                        tracing::warn!(endpoint = %self.shown_endpoint, "OTLP export failed, dropping spans until it recovers: {reason}");
                     }
                 }
             }
