@@ -814,31 +814,42 @@ upstream = "trail"
 }
 
 /// M2: the warning for a 502 names the target that failed; marking a target down is warned
-/// once, naming it.
+/// once, naming it. A route's failures are warned about once per interval, with the count
+/// (each is in the access log): any client's request would otherwise be a log line while its
+/// upstream is down. Another route's failure has its own warning.
 #[tokio::test]
 async fn the_warning_for_a_502_names_the_target() {
     let upstream = Upstream::start().await;
     let down = refused_addr();
     let config = format!(
-        "[upstreams.dead]\ntargets = [\"{down}\"]\nmax_fails = 2\n\n[[routes]]\nid = \"down\"\npath_prefix = \"/down\"\nupstream = \"dead\"\n"
+        "[upstreams.dead]\ntargets = [\"{down}\"]\nmax_fails = 2\n\n[[routes]]\nid = \"down\"\npath_prefix = \"/down\"\nupstream = \"dead\"\n\n\
+         [[routes]]\nid = \"other\"\npath_prefix = \"/other\"\nupstream = \"dead\"\n"
     );
     let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
     let client = HttpClient::http1();
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let r = client.get(&gw.url("/down/here")).await;
+        let r = client.get(&gw.url(&format!("/down/{}", "a".repeat(2000)))).await;
         assert_eq!(r.status, 502);
         ids.push(r.header("x-request-id").expect("a request id"));
     }
+    let other = client.get(&gw.url("/other/x")).await;
+    assert_eq!(other.status, 502);
+    let other_id = other.header("x-request-id").expect("a request id");
     let log = eventually("the warnings", || {
         let log = gw.log();
-        ids.iter().all(|id| log.contains(id.as_str())).then_some(log)
+        (log.contains(ids[0].as_str()) && log.contains(other_id.as_str())).then_some(log)
     })
     .await;
-    for id in &ids {
-        let line = log.lines().find(|l| l.contains(id.as_str())).expect("a line naming the request");
-        assert!(line.contains("WARN") && line.contains(&down.to_string()), "the target is named: {line}");
+    let line = log.lines().find(|l| l.contains(ids[0].as_str())).expect("a line naming the request");
+    assert!(line.contains("WARN") && line.contains(&down.to_string()), "the target is named: {line}");
+    assert!(line.contains("failed_since_last_warning=1") && line.contains("route=\"down\""), "{line}");
+    assert!(line.len() < 1200, "the path is cut: {line}");
+    for id in &ids[1..] {
+        assert!(!log.contains(id.as_str()), "within the interval, not warned about: {log}");
     }
+    let line = log.lines().find(|l| l.contains(other_id.as_str())).expect("the other route's warning");
+    assert!(line.contains("route=\"other\"") && line.contains("failed_since_last_warning=1"), "{line}");
     let marked: Vec<_> = log.lines().filter(|l| l.contains("marked down")).collect();
     assert_eq!(marked.len(), 1, "{log}");
     assert!(marked[0].contains(&down.to_string()) && marked[0].contains("dead"), "{}", marked[0]);

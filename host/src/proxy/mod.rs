@@ -197,16 +197,21 @@ impl Gateway {
         let status = error.status();
         if error.is_operator_concern() {
             // The request's span is a debug one (`RequestRecord::begin`): the request
-            // is named here.
-            tracing::warn!(
-                status = status.as_u16(),
-                request_id = &**request_id,
-                method = %record.method(),
-                path = client_target.map_or("", PathAndQuery::path),
-                route = record.route_id().unwrap_or(""),
-                upstream_addr = record.upstream_addr(),
-                "{error}"
-            );
+            // is named here, the first of its route's failures in each interval (each is in
+            // the access log and `airlock_responses_total`), its path cut as plugins' values are.
+            if let Some(failed) = record.failure_warning_due() {
+                tracing::warn!(
+                    status = status.as_u16(),
+                    request_id = &**request_id,
+                    method = %record.method(),
+                    path = crate::runtime::host::log::shown(client_target.map_or("", PathAndQuery::path)),
+                    route = record.route_id().unwrap_or(""),
+                    upstream_addr = record.upstream_addr(),
+                    failed_since_last_warning = failed,
+                    "{error} (at most one such warning per route every {} s)",
+                    crate::telemetry::metrics::FAILURE_WARN_INTERVAL.as_secs()
+                );
+            }
         } else {
             tracing::debug!(status = status.as_u16(), "{error}");
         }

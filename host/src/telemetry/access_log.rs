@@ -3,6 +3,7 @@
 //! wait: when the queue is full the line is dropped and counted (`airlock_access_log_dropped_total`).
 //! A file target is reopened on request (SIGUSR1), for log rotation by rename.
 
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
@@ -149,10 +150,33 @@ impl AccessEntry {
             grpc_status: self.grpc_status,
             aborted: self.aborted,
         };
-        let mut text = serde_json::to_string(&line).unwrap_or_default();
+        let mut text = escaped_invisible(serde_json::to_string(&line).unwrap_or_default());
         text.push('\n');
         text
     }
+}
+
+/// A JSON line with each character that would break or reorder it for a reader escaped as
+/// `\uXXXX` ([`crate::runtime::host::log::breaks_or_reorders`]: serde_json escapes only the C0
+/// controls). A client's `User-Agent` or path could otherwise hold U+2028 or U+0085, which split
+/// the record for tools that read lines as Unicode does, or U+202E, which shows the rest of the
+/// line reversed. Such characters only appear inside strings, where the escape means the same.
+fn escaped_invisible(text: String) -> String {
+    if text.is_ascii() || !text.chars().any(crate::runtime::host::log::breaks_or_reorders) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if crate::runtime::host::log::breaks_or_reorders(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 enum Message {
@@ -396,6 +420,26 @@ mod tests {
         odd.total = Duration::from_nanos(1_224_846_999);
         let v: serde_json::Value = serde_json::from_str(&odd.to_json_line()).unwrap();
         assert_eq!(v["duration_ms"].to_string(), "1224.846");
+    }
+
+    /// What a client sent that would split the record for a reader going by Unicode's line
+    /// breaks (U+0085, U+2028, U+2029), or show it reordered (U+202E), is escaped; the JSON
+    /// still reads back as what was sent, and other text is kept as it is.
+    #[test]
+    fn line_breaks_and_bidi_controls_a_client_sent_are_escaped() {
+        let mut e = entry(1);
+        let sent = "ua\u{85}{\"fake\":1}\u{2028}next\u{2029}\u{202e}gnp.exe é 漢";
+        e.user_agent = Some(sent.into());
+        e.consumer = Some("a\u{2066}b".into());
+        let line = e.to_json_line();
+        assert_eq!(line.lines().count(), 1);
+        assert_eq!(line.trim_end().split(['\u{85}', '\u{2028}', '\u{2029}']).count(), 1, "{line}");
+        assert!(!line.contains('\u{202e}') && !line.contains('\u{2066}'), "{line}");
+        assert!(line.contains(r"ua\u0085{") && line.contains(r"\u2028next\u2029\u202egnp.exe é 漢"), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!((v["user_agent"].as_str(), v["consumer"].as_str()), (Some(sent), Some("a\u{2066}b")));
+        // ASCII, the common case, is left as serde_json wrote it.
+        assert_eq!(escaped_invisible("{\"a\":\"b\"}".into()), "{\"a\":\"b\"}");
     }
 
     /// A writer that blocks until the test lets it go, collecting what it was given.

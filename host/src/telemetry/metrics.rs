@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 
 use super::histogram::LatencyHistogram;
 use super::otlp::ExportCounters;
+use super::warn_throttle::WarnThrottle;
 use crate::state::StateStore;
 
 /// Consumer label of requests no auth plugin identified.
@@ -501,6 +502,7 @@ impl Metrics {
             responses: self.responses.clone(),
             consumers: self.consumers.clone(),
             route,
+            failure_warnings: WarnThrottle::new(FAILURE_WARN_INTERVAL),
         }
     }
 
@@ -760,9 +762,23 @@ pub struct RouteMetrics {
     /// `airlock_responses_total`, for the codes not in [`COMMON_CODES`].
     responses: Family<ResponseLabels, Counter>,
     consumers: Arc<ConsumerLabels>,
+    /// The route's warnings about its failed requests (a 5xx the operator must see to): one
+    /// per [`FAILURE_WARN_INTERVAL`] with the count since, as the access log and
+    /// `airlock_responses_total` count each request; an upstream down would otherwise make any
+    /// client's request a log line (up to a request line's size, with its path).
+    failure_warnings: WarnThrottle,
 }
 
+/// The least time between two warnings about one route's failed requests.
+pub const FAILURE_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
 impl RouteMetrics {
+    /// Counts a failed request the operator is told about; returns how many failed since the
+    /// last warning (this one included) when one is due ([`FAILURE_WARN_INTERVAL`]).
+    pub fn failure_warning_due(&self) -> Option<u64> {
+        self.failure_warnings.record()
+    }
+
     /// Records a request answered with `status` after `elapsed`.
     pub fn record_request(&self, method: &Method, status: StatusCode, consumer: Option<&str>, elapsed: Duration) {
         self.duration.observe(elapsed);

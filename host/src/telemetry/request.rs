@@ -77,6 +77,22 @@ struct AccessStart {
 /// Longest `host` the access log records.
 const MAX_LOGGED_HOST: usize = 256;
 
+/// Longest path the access log and a request's span record: a request line may be tens of KB
+/// (`limits.max_header_bytes`), which every request would then write whole to the log and send
+/// to the collector (many refuse attributes that long). Browsers keep URLs far shorter.
+const MAX_LOGGED_PATH: usize = 4096;
+
+/// The first `max` bytes of `bytes` as text, cut at a character boundary (a cut inside one
+/// would log a U+FFFD that the client never sent); other invalid UTF-8 shown as U+FFFD.
+fn logged_prefix(bytes: &[u8], max: usize) -> String {
+    let mut end = bytes.len().min(max);
+    // Back over the continuation bytes of a character the cut would split.
+    while end < bytes.len() && end > 0 && bytes[end] & 0xC0 == 0x80 {
+        end -= 1;
+    }
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
 impl<'a> RequestRecord<'a> {
     /// Starts the record of a request that just arrived.
     pub fn begin<B>(telemetry: &'a Telemetry, request: &Request<B>, conn: ConnectionInfo, request_id: Arc<str>) -> Self {
@@ -102,20 +118,17 @@ impl<'a> RequestRecord<'a> {
                 .authority()
                 .map(|a| a.as_str().as_bytes())
                 .or_else(|| request.headers().get(header::HOST).map(HeaderValue::as_bytes))
-                .map(|h| String::from_utf8_lossy(&h[..h.len().min(MAX_LOGGED_HOST)]).into_owned()),
+                .map(|h| logged_prefix(h, MAX_LOGGED_HOST)),
             protocol: match request.version() {
                 http::Version::HTTP_10 => "HTTP/1.0",
                 http::Version::HTTP_2 => "HTTP/2",
                 _ => "HTTP/1.1",
             },
-            path: request.uri().path().to_owned(),
-            user_agent: request
-                .headers()
-                .get(header::USER_AGENT)
-                .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(MAX_USER_AGENT)]).into_owned()),
+            path: logged_prefix(request.uri().path().as_bytes(), MAX_LOGGED_PATH),
+            user_agent: request.headers().get(header::USER_AGENT).map(|v| logged_prefix(v.as_bytes(), MAX_USER_AGENT)),
             upstream_failed: Vec::new(),
         });
-        let span_path = (trace.sampled && telemetry.otlp().is_some()).then(|| request.uri().path().to_owned());
+        let span_path = (trace.sampled && telemetry.otlp().is_some()).then(|| logged_prefix(request.uri().path().as_bytes(), MAX_LOGGED_PATH));
         Self {
             telemetry,
             finished: false,
@@ -159,6 +172,13 @@ impl<'a> RequestRecord<'a> {
     /// The id of the route that matched, if one did.
     pub fn route_id(&self) -> Option<&str> {
         self.route_id.as_deref()
+    }
+
+    /// Whether this request's failure is to be warned about, and how many of its route's
+    /// failures that warning tells ([`RouteMetrics::failure_warning_due`]; unrouted requests
+    /// share one throttle).
+    pub fn failure_warning_due(&self) -> Option<u64> {
+        self.route.unwrap_or(&self.telemetry.unrouted).failure_warning_due()
     }
 
     /// The route that matched.
@@ -379,5 +399,22 @@ impl Drop for RequestRecord<'_> {
         let (pending, sample) = self.close(CLIENT_CLOSED);
         // No body will be sent: the line and the sample are complete now.
         drop(ObservedBody::new(ProxyBody::empty(), pending, sample));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logged_prefix;
+
+    /// A cut falls on a character boundary: no U+FFFD the client never sent.
+    #[test]
+    fn a_logged_prefix_never_splits_a_character() {
+        let ua = format!("a{}", "é".repeat(200));
+        let kept = logged_prefix(ua.as_bytes(), 256);
+        assert_eq!(kept, format!("a{}", "é".repeat(127)), "byte 256 is inside the 128th `é`");
+        assert_eq!(logged_prefix(b"short", 256), "short");
+        assert_eq!(logged_prefix("ééé".as_bytes(), 4), "éé");
+        assert_eq!(logged_prefix(b"ab\xffcd", 256), "ab\u{fffd}cd", "invalid bytes as before");
+        assert_eq!(logged_prefix("/p".repeat(5000).as_bytes(), 4096).len(), 4096);
     }
 }

@@ -283,12 +283,21 @@ impl Host for HostState {
     }
 }
 
-/// `s` as one log line: a line break or other control character a plugin writes is shown
-/// escaped (`\n`), so its text cannot start a line of its own that reads as the gateway's; so
-/// are the Unicode bidirectional controls (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C),
-/// which reorder how a terminal or log viewer shows the rest of the line ("Trojan Source").
+/// Whether `c`, shown as it is, could break a log line or change how the rest of it reads: a
+/// control character but tab (C1's U+0085 included), the Unicode line and paragraph separators
+/// (U+2028, U+2029: lines to many viewers and to Python's `splitlines`), and the bidirectional
+/// controls (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C), which reorder how a
+/// terminal or log viewer shows the rest of the line ("Trojan Source").
+pub fn breaks_or_reorders(c: char) -> bool {
+    (c.is_control() && c != '\t')
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+}
+
+/// `s` as one log line: each character that [`breaks_or_reorders`] it a plugin writes is shown
+/// escaped (`\n`, `\u{2028}`), so its text cannot start a line of its own that reads as the
+/// gateway's, nor reorder the line.
 pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
-    let hidden = |c: char| (c.is_control() && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}');
+    let hidden = breaks_or_reorders;
     if !s.chars().any(hidden) {
         return std::borrow::Cow::Borrowed(s);
     }
