@@ -643,7 +643,7 @@ async fn run(path: PathBuf, quickstart: bool, demo_upstream: bool, watch: Option
     }
     if let Some(interval) = watch {
         match airlock::reload::reload_on_change(running.live().clone(), interval) {
-            Ok(()) => tracing::info!(config = %source.name, "watching the config file for changes"),
+            Ok(()) => tracing::info!(config = %source.name, "watching the config file, and the files it reads (plugin components included), for changes"),
             Err(e) => return fail(e),
         }
     }

@@ -836,6 +836,34 @@ plugin = "panic"
 
 /// A route whose chain is the hostile entry `plugin` with `config`, and whose body limit is
 /// `max_body_bytes`.
+/// Response edits past the request's cap are refused with one warning in the call, not one
+/// per edit: 1000 edits wrote ~100 identical lines, used up the call's log budget and dropped
+/// the plugin's own later lines.
+#[tokio::test]
+async fn response_edits_past_the_cap_are_warned_about_once_a_call() {
+    let upstream = Upstream::start().await;
+    let mut config = String::from("[upstreams.backend]\ntargets = [\"{upstream}\"]\n");
+    config += &airlock_tests::hostile_plugin("flood");
+    config += &hostile_route("/response-edits", "flood", r#"{ mode = "response-edits", count = 1000 }"#);
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
+    // Past hyper's client's 100 header lines: read raw.
+    let head = raw_response_head(([127, 0, 0, 1], gw.port()).into(), "/response-edits").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{}", &head[..head.len().min(200)]);
+    let id = head.lines().find_map(|l| l.strip_prefix("x-request-id: ")).expect("a request id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = gw.log();
+        if log.contains("response edit ignored") || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("response edit ignored: too many for one request")).collect();
+    assert_eq!(refused.len(), 1, "{log}");
+    assert!(refused[0].contains(&id) && refused[0].contains("further ones in this call are not logged"), "{}", refused[0]);
+    assert!(!log.contains("log line limit"), "{log}");
+}
+
 fn hostile_route_limited(path: &str, plugin: &str, config: &str, max_body_bytes: u64) -> String {
     hostile_route(path, plugin, config).replacen("upstream = \"backend\"\n", &format!("upstream = \"backend\"\nmax_body_bytes = {max_body_bytes}\n"), 1)
 }

@@ -218,6 +218,11 @@ pub fn check(engine: &Engine, component: &Component, granted: &[String]) -> Resu
     }
 }
 
+/// How a component named by path in a chain gets a grant: it has no definition to add one to.
+const GRANTED_BY_DEFINITION: &str =
+    "; a `.wasm` named directly in a chain is granted nothing: define it as [plugins.<name>] with its `source` and \
+     `capabilities`, and name that in the chain";
+
 /// The error for imports whose capabilities were not granted, `(capability, import)` each: one
 /// message naming them all, with the `capabilities` line that grants them.
 fn missing_grants_problem(missing: &[(&str, String)]) -> Option<String> {
@@ -225,13 +230,13 @@ fn missing_grants_problem(missing: &[(&str, String)]) -> Option<String> {
         [] => return None,
         [(capability, name)] => format!(
             "imports `{name}`, which needs capability `{capability}`; it was not granted \
-             (add `capabilities = [\"{capability}\"]` to its [plugins.<name>] definition)"
+             (add `capabilities = [\"{capability}\"]` to its [plugins.<name>] definition{GRANTED_BY_DEFINITION})"
         ),
         several => {
             let imports: Vec<String> = several.iter().map(|(c, n)| format!("`{n}` (capability `{c}`)")).collect();
             let names: Vec<String> = several.iter().map(|(c, _)| format!("\"{c}\"")).collect();
             format!(
-                "imports {}, which were not granted (add `capabilities = [{}]` to its [plugins.<name>] definition)",
+                "imports {}, which were not granted (add `capabilities = [{}]` to its [plugins.<name>] definition{GRANTED_BY_DEFINITION})",
                 imports.join(", "),
                 names.join(", ")
             )
@@ -255,5 +260,7 @@ mod tests {
         .unwrap();
         assert!(two.contains("`airlock:plugin/state@0.2.0` (capability `state`), `airlock:plugin/http-client@0.2.0`"), "{two}");
         assert!(two.contains(r#"capabilities = ["state", "http-client"]"#), "{two}");
+        // A component named by path in a chain has no definition: the message says to make one.
+        assert!(one.contains("named directly in a chain is granted nothing: define it as [plugins.<name>] with its `source`"), "{one}");
     }
 }

@@ -89,6 +89,9 @@ pub struct HostState {
     pub header_names: types::HeaderNames,
     /// Header changes of the current call refused past the header limits (logged once a call).
     pub header_refusals: crate::exchange::RefusalLog,
+    /// Set when a response edit of the current call was refused past the request's cap
+    /// (logged once a call).
+    pub response_edits_refused: bool,
     /// The chain entry's view of the state store (capability `state`), keys already scoped.
     pub state: Option<crate::state::ScopedState>,
     /// The entry's `http-client` grant, if it has one.
@@ -143,6 +146,7 @@ impl HostState {
             deadline_hit: false,
             header_names: Default::default(),
             header_refusals: Default::default(),
+            response_edits_refused: false,
             state: None,
             http: None,
             metrics: None,
@@ -175,6 +179,7 @@ impl HostState {
         self.deadline_hit = false;
         self.limiter.oom_hit = false;
         self.header_refusals = Default::default();
+        self.response_edits_refused = false;
         self.log.reset(self.request.as_ref().map(|r| r.request_id.clone()));
     }
 }

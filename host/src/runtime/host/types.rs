@@ -174,12 +174,15 @@ impl HostState {
         let Some(edit) = response_edit(&self.log, &mut self.header_names, edit) else { return };
         if let Some(req) = self.request.as_mut()
             && !req.response_edits.record(edit, req.header_limits.response.bytes)
+            // Once a call: a plugin editing in a loop would spend the call's log budget on it.
+            && !std::mem::replace(&mut self.response_edits_refused, true)
         {
             plugin_warn!(
                 &self.log,
                 limit = MAX_RESPONSE_EDITS,
                 max_bytes = req.header_limits.response.bytes,
-                "response edit ignored: too many for one request, or more bytes than limits.max_response_header_bytes"
+                "response edit ignored: too many for one request, or more bytes than limits.max_response_header_bytes \
+                 (further ones in this call are not logged)"
             );
         }
     }
