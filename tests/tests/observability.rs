@@ -847,6 +847,8 @@ async fn the_admin_listener_can_be_turned_off() {
 struct Collector {
     addr: std::net::SocketAddr,
     received: std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+    /// How many spans each export request carried, in arrival order.
+    batches: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -858,19 +860,22 @@ impl Collector {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = received.clone();
+        let batches = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (sink, batch_sink) = (received.clone(), batches.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let sink = sink.clone();
+                let (sink, batch_sink) = (sink.clone(), batch_sink.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let sink = sink.clone();
+                        let (sink, batch_sink) = (sink.clone(), batch_sink.clone());
                         async move {
                             assert_eq!(req.uri().path(), "/v1/traces");
                             assert_eq!(req.headers()["content-type"], "application/x-protobuf");
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             let export = ExportTraceServiceRequest::decode(body).expect("a valid OTLP protobuf body");
+                            let count = export.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+                            batch_sink.lock().unwrap().push(count);
                             for resource in export.resource_spans {
                                 for scope in resource.scope_spans {
                                     sink.lock().unwrap().extend(scope.spans);
@@ -885,7 +890,7 @@ impl Collector {
                 });
             }
         });
-        Self { addr, received, task }
+        Self { addr, received, batches, task }
     }
 
     fn span_of_trace(&self, trace_id: &str) -> Option<opentelemetry_proto::tonic::trace::v1::Span> {
@@ -973,6 +978,68 @@ async fn sampled_requests_are_exported_as_otlp_spans() {
     assert_eq!(sample(&m, "airlock_otlp_spans_dropped_total", &[]), 0.0);
     assert_eq!(collector.received.lock().unwrap().len(), 4, "the collector got what was counted");
     gw.stop().await;
+}
+
+/// `batch_spans` bounds the spans of one export, not the requests (each request here is two
+/// spans, the server's and the upstream call's): 3 sends the requests one at a time, each as
+/// soon as the next would pass it (`flush_ms` is a minute), where it sent 3 requests, 6 spans.
+#[tokio::test]
+async fn an_export_holds_at_most_batch_spans_spans() {
+    let upstream = Upstream::start().await;
+    let collector = Collector::start().await;
+    let config = format!(
+        "[otlp]\nendpoint = \"http://{}/v1/traces\"\nflush_ms = 60000\nbatch_spans = 3\n\n{}",
+        collector.addr,
+        &TRACING[TRACING.find("[upstreams.backend]").unwrap()..]
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    for i in 0..4 {
+        let parent = format!("00-0000000000000000000000000000ba{i:02}-3333333333333333-01");
+        assert_eq!(client.request("GET", &gw.url("/b"), &[("traceparent", &parent)], b"").await.status, 200);
+    }
+    // The first three requests' spans go out as the next one arrives; the fourth's is held.
+    let sent = eventually("three exports", || {
+        let batches = collector.batches.lock().unwrap().clone();
+        (batches.len() >= 3).then_some(batches)
+    })
+    .await;
+    assert_eq!(sent, [2, 2, 2]);
+    gw.stop().await;
+    assert_eq!(*collector.batches.lock().unwrap(), [2, 2, 2, 2], "the last sent on shutdown");
+}
+
+/// `queue_spans` bounds the spans waiting while an export is under way, not the requests: with
+/// the collector holding the first export unanswered, the second request's two spans fill all
+/// but one place of 3 and the third's are dropped and counted (the queue held three requests).
+#[tokio::test]
+async fn the_queue_holds_at_most_queue_spans_spans() {
+    // A collector that takes the connection and never answers: the first export waits out
+    // `timeout_ms`.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut streams = Vec::new();
+        while let Ok((stream, _)) = hole.accept().await {
+            streams.push(stream);
+        }
+    });
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "[otlp]\nendpoint = \"http://{hole_addr}/v1/traces\"\nflush_ms = 20\nbatch_spans = 2\nqueue_spans = 3\ntimeout_ms = 30000\n\n{}",
+        &TRACING[TRACING.find("[upstreams.backend]").unwrap()..]
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    for i in 0..3 {
+        let parent = format!("00-0000000000000000000000000000cc{i:02}-3333333333333333-01");
+        assert_eq!(client.request("GET", &gw.url("/q"), &[("traceparent", &parent)], b"").await.status, 200);
+        // The export task takes the first request's spans and sends them before the next.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let m = eventually_scrape(&client, &gw, |m| sample(m, "airlock_otlp_spans_dropped_total", &[]) >= 2.0).await;
+    assert_eq!(sample(&m, "airlock_otlp_spans_dropped_total", &[]), 2.0, "the third request's two spans");
+    held.abort();
 }
 
 /// Spans still queued when the gateway stops are sent before it exits, not lost with it (here

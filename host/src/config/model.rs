@@ -1153,7 +1153,8 @@ pub struct OtlpConfig {
     /// `service.name` of the exported resource.
     #[serde(deserialize_with = "bounds::service_name")]
     pub service_name: String,
-    /// Most spans sent in one request to the collector.
+    /// Most spans sent in one request to the collector (a request's spans are not split: one
+    /// with more goes alone).
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub batch_spans: usize,
     /// Spans waiting to be sent; past it, new spans are dropped and counted.

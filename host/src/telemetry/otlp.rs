@@ -5,6 +5,7 @@
 //! requests never wait for the collector.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -73,6 +74,11 @@ enum Export {
 /// The request-side handle of the exporter.
 pub struct SpanExporter {
     sender: mpsc::Sender<Export>,
+    /// Spans queued and not yet taken by the export task, held to `queue_spans` (the channel
+    /// counts requests, each one span or more).
+    queued: Arc<AtomicU64>,
+    /// `otlp.queue_spans`.
+    queue_limit: u64,
     dropped: Counter,
     /// How long a flush may take: the collector's timeout, and some.
     flush_limit: Duration,
@@ -90,12 +96,15 @@ pub struct ExportCounters {
 impl SpanExporter {
     /// Starts the export task on the current tokio runtime. `endpoint` must be an `http://` URI.
     pub fn start(config: &OtlpConfig, endpoint: Uri, counters: ExportCounters) -> Self {
-        let (sender, receiver) = mpsc::channel(config.queue_spans.get_ref().max(&1).to_owned());
+        let queue_limit = config.queue_spans.get_ref().max(&1).to_owned();
+        let (sender, receiver) = mpsc::channel(queue_limit);
+        let queued = Arc::new(AtomicU64::new(0));
         let batcher = Batcher {
+            queued: queued.clone(),
             shown_endpoint: crate::admin::redact::redacted_url(&endpoint.to_string()),
             endpoint,
             client: Client::builder(TokioExecutor::new()).build_http(),
-            batch: config.batch_spans.max(1),
+            batch: config.batch_spans.max(1) as u64,
             flush: Duration::from_millis(config.flush_ms.max(1)),
             timeout: Duration::from_millis(config.timeout_ms.max(1)),
             service_name: config.service_name.clone(),
@@ -103,13 +112,20 @@ impl SpanExporter {
         };
         let flush_limit = batcher.timeout + Duration::from_secs(1);
         tokio::spawn(batcher.run(receiver));
-        Self { sender, dropped: counters.dropped, flush_limit }
+        Self { sender, queued, queue_limit: queue_limit as u64, dropped: counters.dropped, flush_limit }
     }
 
-    /// Queues a request's spans; never waits. A full queue drops them and counts them.
+    /// Queues a request's spans; never waits. A full queue (`queue_spans` spans) drops them
+    /// and counts them.
     pub fn submit(&self, span: RequestSpan) {
         let count = span.span_count();
+        if self.queued.fetch_add(count, Ordering::Relaxed).saturating_add(count) > self.queue_limit {
+            self.queued.fetch_sub(count, Ordering::Relaxed);
+            self.dropped.inc_by(count);
+            return;
+        }
         if let Err(TrySendError::Full(_) | TrySendError::Closed(_)) = self.sender.try_send(Export::Span(span)) {
+            self.queued.fetch_sub(count, Ordering::Relaxed);
             self.dropped.inc_by(count);
         }
     }
@@ -131,11 +147,15 @@ impl SpanExporter {
 
 /// The export task's state.
 struct Batcher {
+    /// Spans queued for this task and not yet taken (`SpanExporter::queued`).
+    queued: Arc<AtomicU64>,
     endpoint: Uri,
     /// `endpoint` as warnings show it: a secret in its query redacted, as `/admin/config` shows it.
     shown_endpoint: String,
     client: Client<HttpConnector, Full<Bytes>>,
-    batch: usize,
+    /// `otlp.batch_spans`: most spans in one export (a request's spans are not split, so one
+    /// request with more goes alone).
+    batch: u64,
     flush: Duration,
     timeout: Duration,
     service_name: String,
@@ -146,30 +166,43 @@ impl Batcher {
     /// Collects spans into batches and sends them until every sender is gone.
     async fn run(self, mut receiver: mpsc::Receiver<Export>) {
         let mut failures_logged = false;
+        // A request's spans that would have taken the last batch past `batch`: the next one's first.
+        let mut carried = None;
         loop {
-            let first = match receiver.recv().await {
-                None => return,
-                Some(Export::Flush(done)) => {
-                    let _ = done.send(());
-                    continue;
-                }
-                Some(Export::Span(span)) => span,
+            let first = match carried.take() {
+                Some(span) => span,
+                None => match receiver.recv().await {
+                    None => return,
+                    Some(Export::Flush(done)) => {
+                        let _ = done.send(());
+                        continue;
+                    }
+                    Some(Export::Span(span)) => self.taken(span),
+                },
             };
+            let mut count = first.span_count();
             let mut spans = vec![first];
             let deadline = tokio::time::Instant::now() + self.flush;
             let mut closed = false;
             let mut flushed = None;
-            while spans.len() < self.batch {
+            while count < self.batch {
                 tokio::select! {
                     next = receiver.recv() => match next {
-                        Some(Export::Span(span)) => spans.push(span),
+                        Some(Export::Span(span)) => {
+                            let span = self.taken(span);
+                            if count + span.span_count() > self.batch {
+                                carried = Some(span);
+                                break;
+                            }
+                            count += span.span_count();
+                            spans.push(span);
+                        }
                         Some(Export::Flush(done)) => { flushed = Some(done); break; }
                         None => { closed = true; break; }
                     },
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            let count = spans.iter().map(RequestSpan::span_count).sum();
             let result = self.send(spans).await;
             if let Some(done) = flushed {
                 let _ = done.send(());
@@ -191,6 +224,12 @@ impl Batcher {
                 return;
             }
         }
+    }
+
+    /// A request's spans taken off the queue: no longer counted against `queue_spans`.
+    fn taken(&self, span: RequestSpan) -> RequestSpan {
+        self.queued.fetch_sub(span.span_count(), Ordering::Relaxed);
+        span
     }
 
     async fn send(&self, spans: Vec<RequestSpan>) -> Result<(), String> {
@@ -277,7 +316,12 @@ fn child_to_proto(parent: &RequestSpan, child: &ChildSpan) -> Span {
             if let Some(error) = error {
                 attributes.push(text("error.message", error.clone()));
             }
-            let failed = error.is_some() || status.is_some_and(|s| s >= 500);
+            // OpenTelemetry's HTTP conventions: a client span fails on a 4xx too (the server
+            // span, on a 5xx only); `error.type` is the status, or `_OTHER` for no answer.
+            let failed = error.is_some() || status.is_some_and(|s| s >= 400);
+            if failed {
+                attributes.push(text("error.type", status.map_or_else(|| "_OTHER".to_owned(), |s| s.to_string())));
+            }
             span_id = Some(trace.upstream_span_id.0);
             (format!("upstream {upstream}"), span::SpanKind::Client, failed)
         }
@@ -328,6 +372,9 @@ fn request_to_proto(span: &RequestSpan) -> Span {
     }
     if let Some(consumer) = &span.consumer {
         attributes.push(text("airlock.consumer", consumer.clone()));
+    }
+    if span.status >= 500 {
+        attributes.push(text("error.type", span.status.to_string()));
     }
     let trace = &span.trace;
     Span {
@@ -419,5 +466,39 @@ mod tests {
         assert_eq!(value("server.address"), Some(any_value::Value::StringValue("10.0.0.7".into())));
         assert_eq!(value("server.port"), Some(any_value::Value::IntValue(8080)));
         assert_eq!(value("error.message"), Some(any_value::Value::StringValue("refused".into())));
+        assert_eq!(value("error.type"), Some(any_value::Value::StringValue("_OTHER".into())));
+        assert_eq!(span.status.as_ref().map(|s| s.code), Some(status::StatusCode::Error as i32));
+    }
+
+    /// OpenTelemetry's HTTP conventions: the upstream call's (client) span is an error from a
+    /// 4xx on, with the status as `error.type`; the request's (server) span from a 5xx on.
+    #[test]
+    fn a_client_span_fails_on_a_4xx_and_the_server_span_on_a_5xx() {
+        let now = Instant::now();
+        let request = |status| RequestSpan {
+            trace: TraceContext::from_headers(&http::HeaderMap::new(), 1.0),
+            start: SystemTime::now(),
+            end: SystemTime::now(),
+            method: Method::GET,
+            path: "/".into(),
+            route: None,
+            status,
+            request_id: "id".into(),
+            consumer: None,
+            started: now,
+            children: Vec::new(),
+        };
+        let code = |span: &Span| span.status.as_ref().map(|s| s.code);
+        let error_type = |span: &Span| span.attributes.iter().find(|kv| kv.key == "error.type").and_then(|kv| kv.value.clone()).and_then(|v| v.value);
+        for (upstream_status, failed) in [(200, false), (304, false), (404, true), (503, true)] {
+            let span = child_to_proto(&request(upstream_status), &ChildSpan::upstream("api", None, now, now, Ok(upstream_status)));
+            let expected = if failed { status::StatusCode::Error } else { status::StatusCode::Unset };
+            assert_eq!(code(&span), Some(expected as i32), "{upstream_status}");
+            assert_eq!(error_type(&span), failed.then(|| any_value::Value::StringValue(upstream_status.to_string())), "{upstream_status}");
+            let server = request_to_proto(&request(upstream_status));
+            let expected = if upstream_status >= 500 { status::StatusCode::Error } else { status::StatusCode::Unset };
+            assert_eq!(code(&server), Some(expected as i32), "{upstream_status}");
+            assert_eq!(error_type(&server).is_some(), upstream_status >= 500, "{upstream_status}");
+        }
     }
 }
