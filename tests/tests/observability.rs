@@ -1042,6 +1042,70 @@ async fn the_queue_holds_at_most_queue_spans_spans() {
     held.abort();
 }
 
+/// A request its client abandons while the upstream is being called still exports the upstream
+/// call's span (the upstream was sent its id as `traceparent`: without it, the upstream's own
+/// spans hang from a parent that never arrives), and one abandoned during a slow plugin call
+/// exports that call as `abandoned` and counts its time in the plugin's histogram.
+#[tokio::test]
+async fn an_abandoned_requests_upstream_call_and_plugin_call_are_exported() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let collector = Collector::start().await;
+    let config = format!(
+        r#"[otlp]
+endpoint = "http://{collector}/v1/traces"
+flush_ms = 20
+
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[plugins.auth]
+source = "builtin:forward-auth"
+capabilities = ["http-client"]
+http_client = {{ allow = ["http://{upstream}"], timeout_ms = 5000 }}
+
+[[routes]]
+id = "slow"
+path_prefix = "/slow"
+upstream = "backend"
+
+[[routes]]
+id = "guarded"
+path_prefix = "/guarded"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "auth"
+config = {{ url = "http://{upstream}/slow/3000" }}
+"#,
+        collector = collector.addr,
+        upstream = upstream.addr,
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    for (trace, path) in [("00000000000000000000000000a0a0a0", "/slow/3000"), ("00000000000000000000000000b0b0b0", "/guarded/x")] {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: a\r\ntraceparent: 00-{trace}-1111111111111111-01\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(tcp);
+    }
+    let spans = eventually("the abandoned upstream call's spans", || collector.spans_of_trace("00000000000000000000000000a0a0a0", 2)).await;
+    let server = spans.iter().find(|s| s.name == "GET slow").expect("the request span");
+    assert_eq!(attribute(server, "http.response.status_code").as_deref(), Some("499"));
+    let call = spans.iter().find(|s| s.name == "upstream backend").expect("the upstream call's span");
+    assert_eq!(call.parent_span_id, server.span_id);
+    assert!(attribute(call, "error.message").is_some_and(|m| m.contains("client closed")), "{call:?}");
+    assert!(call.end_time_unix_nano - call.start_time_unix_nano >= 250_000_000, "it ran until the client left");
+
+    let spans = eventually("the abandoned plugin call's spans", || collector.spans_of_trace("00000000000000000000000000b0b0b0", 2)).await;
+    let call = spans.iter().find(|s| s.name == "plugin auth on-request").expect("the plugin call's span");
+    assert_eq!(attribute(call, "airlock.outcome").as_deref(), Some("abandoned"));
+    assert!(call.end_time_unix_nano - call.start_time_unix_nano >= 250_000_000, "it ran until the client left");
+    let m = scrape(&HttpClient::http1(), &gw, None).await;
+    let counted = sample(&m, "airlock_plugin_phase_duration_seconds_count", &[("plugin", "auth"), ("phase", "on-request")]);
+    assert_eq!(counted, 1.0, "the abandoned call's time is in the histogram");
+    gw.stop().await;
+}
+
 /// Spans still queued when the gateway stops are sent before it exits, not lost with it (here
 /// `flush_ms` is a minute: only the shutdown can send them).
 #[tokio::test]

@@ -134,9 +134,11 @@ impl Gateway {
         // await's own slot. So are the other large futures a request awaits on its way.
         let response = match record.child_spans() {
             // An exported request collects its phases' child spans (a task-local scope).
+            // The scope owns the answer's future: one dropped mid-call (its client left) is
+            // dropped inside it, and its phases' abandoned calls are collected too.
             Some(children) => {
-                let answer = std::pin::pin!(self.answer(request, conn, &request_id, &mut record));
-                crate::telemetry::spans::collect(children, answer.instrument(span)).await
+                let answer = self.answer(request, conn, &request_id, &mut record).instrument(span);
+                std::pin::pin!(crate::telemetry::spans::collect(children, answer)).await
             }
             None => std::pin::pin!(self.answer(request, conn, &request_id, &mut record)).instrument(span).await,
         };
@@ -766,7 +768,7 @@ impl Gateway {
             Some(ticket) => ticket.prepare(&request, state.host_from_plugin, body_idle),
             None => None,
         };
-        record.upstream_calling(upstream.addr(first), started);
+        record.upstream_calling(&upstream.name, upstream.addr(first), started);
         let (tried, sent) =
             std::pin::pin!(upstream.send(request, (first, key_hash), in_flight, target_host_header, route.timeout, body_idle)).await;
         if let Some(copy) = mirrored {
@@ -781,7 +783,7 @@ impl Gateway {
         let last = tried.last;
         if last != first {
             record.failed_over(tried.failed_before.iter().map(|&i| upstream.addr(i)));
-            record.upstream_calling(upstream.addr(last), started);
+            record.upstream_calling(&upstream.name, upstream.addr(last), started);
         }
         let mut response = sent.map_err(|e| match e {
             upstream::SendError::BodyTooLarge => GatewayError::BodyTooLarge { limit: route.max_body_bytes },

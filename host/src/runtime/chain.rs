@@ -26,6 +26,32 @@ use crate::telemetry::metrics::{Decision, PluginMetrics};
 use crate::error::GatewayError;
 use crate::exchange::{HeaderTally, RequestState, ResponseState};
 
+/// A phase call under way. Its duration goes to the plugin's histogram when it returns; if the
+/// request's future is dropped first (its client left, during a slow call), it is recorded
+/// then, and exported as a span with outcome `abandoned`: a plugin slow enough for clients to
+/// give up on shows in the histogram and the trace, not only the calls that finished.
+struct PhaseCall<'e> {
+    entry: &'e ChainEntry,
+    phase: &'static str,
+    started: Instant,
+}
+
+impl PhaseCall<'_> {
+    /// The call returned at `now`: its duration recorded (the caller records its span).
+    fn returned(self, now: Instant) {
+        self.entry.metrics.record_call(self.phase == "on-response", now.duration_since(self.started));
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for PhaseCall<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        self.entry.metrics.record_call(self.phase == "on-response", now.duration_since(self.started));
+        crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::abandoned_phase(self.entry.name(), self.phase, self.started, now));
+    }
+}
+
 /// One entry of a chain: a plugin instance pool with its failure policy.
 pub struct ChainEntry {
     /// The pool of the plugin with this entry's config.
@@ -230,9 +256,10 @@ impl PluginChain {
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-request");
             // Pinned where it is made, so the call's ~1 KB future is not copied into the span.
             let call = std::pin::pin!(entry.pool.on_request(request, entry.descriptor.request_body, started));
+            let under_way = PhaseCall { entry, phase: "on-request", started };
             let (returned, result) = call.instrument(span).await;
             *clock = Instant::now();
-            entry.metrics.record_call(false, clock.duration_since(started));
+            under_way.returned(*clock);
             crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::request_phase(entry.name(), started, *clock, &result));
             request = returned;
             // Its changes made, except one the limits refused: not sent on without it (nor
@@ -309,9 +336,10 @@ impl PluginChain {
             let body_access = entry.descriptor.response_body
                 && request.response_edits.body_limit(index).is_none_or(|max| response.body.as_ref().is_some_and(|b| b.len() as u64 <= max));
             let call = std::pin::pin!(entry.pool.on_response(request, response, body_access, started));
+            let under_way = PhaseCall { entry, phase: "on-response", started };
             let (req, resp, result) = call.instrument(span).await;
             *clock = Instant::now();
-            entry.metrics.record_call(true, clock.duration_since(started));
+            under_way.returned(*clock);
             crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::response_phase(entry.name(), started, *clock, &result));
             request = req;
             response = resp;

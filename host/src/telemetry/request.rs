@@ -46,6 +46,8 @@ pub struct RequestRecord<'a> {
     /// When the upstream call began, once the request was sent: the call's time so far when
     /// the client abandons the request during it.
     upstream_started: Option<Instant>,
+    /// The upstream (its name) the request is being sent to, with `upstream_started`.
+    upstream_name: Option<&'a Arc<str>>,
     plugins: Duration,
     /// Request body bytes read from the client: buffered ones, and those a streamed body
     /// counts in `body_read` as it is read.
@@ -144,6 +146,7 @@ impl<'a> RequestRecord<'a> {
             upstream: None,
             upstream_addr: None,
             upstream_started: None,
+            upstream_name: None,
             plugins: Duration::ZERO,
             bytes_in: 0,
             body_read: None,
@@ -227,9 +230,10 @@ impl<'a> RequestRecord<'a> {
     /// The request is being sent to the upstream target `addr` (a failover's next one replaces
     /// it), in a call that began at `started`: the access log's `upstream_addr`, and its
     /// `upstream_ms` so far if the client abandons the request during the call.
-    pub fn upstream_calling(&mut self, addr: &'a Arc<str>, started: Instant) {
+    pub fn upstream_calling(&mut self, upstream: &'a Arc<str>, addr: &'a Arc<str>, started: Instant) {
         self.upstream_addr = Some(addr);
         self.upstream_started = Some(started);
+        self.upstream_name = Some(upstream);
     }
 
     /// The request failed over: it was sent to each of `targets` first, and each failed. The
@@ -311,6 +315,15 @@ impl<'a> RequestRecord<'a> {
         if let Some(path) = self.span_path.take()
             && let Some(exporter) = telemetry.otlp()
         {
+            // Abandoned while the upstream was being called: its span is exported all the same,
+            // for the upstream was told it is its parent (`traceparent`).
+            if status == CLIENT_CLOSED
+                && self.upstream.is_none()
+                && let (Some(children), Some(started), Some(name)) = (&self.children, self.upstream_started, self.upstream_name)
+            {
+                let error = Err("the client closed the request before the upstream answered".to_owned());
+                super::spans::push(children, super::spans::ChildSpan::upstream(name, self.upstream_addr.cloned(), started, Instant::now(), error));
+            }
             let end = SystemTime::now();
             exporter.submit(RequestSpan {
                 trace: self.trace.clone(),

@@ -71,6 +71,12 @@ impl ChildSpan {
         Self::plugin(plugin, "on-response", (start, end), outcome, None)
     }
 
+    /// A phase call from `start` that had not returned at `end`, when its request's future was
+    /// dropped (the client left): outcome `abandoned`.
+    pub fn abandoned_phase(plugin: &str, phase: &'static str, start: Instant, end: Instant) -> Self {
+        Self::plugin(plugin, phase, (start, end), "abandoned".to_owned(), None)
+    }
+
     fn plugin(plugin: &str, phase: &'static str, (start, end): (Instant, Instant), outcome: String, status: Option<u16>) -> Self {
         Self { kind: ChildKind::Plugin { plugin: plugin.to_owned(), phase, outcome, status }, start, end }
     }
@@ -117,6 +123,15 @@ pub fn record(make: impl FnOnce() -> ChildSpan) {
             spans.push(make());
         }
     });
+}
+
+/// Adds `span` to `collector` directly (bounded as [`record`] is), for a span made where the
+/// request's task-local scope is not set: its record closing after the request was abandoned.
+pub fn push(collector: &Collector, span: ChildSpan) {
+    let mut spans = collector.lock().unwrap_or_else(PoisonError::into_inner);
+    if spans.len() < MAX_CHILDREN {
+        spans.push(span);
+    }
 }
 
 /// Takes the collected spans.
