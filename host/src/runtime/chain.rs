@@ -32,14 +32,15 @@ use crate::exchange::{HeaderTally, RequestState, ResponseState};
 /// give up on shows in the histogram and the trace, not only the calls that finished.
 struct PhaseCall<'e> {
     entry: &'e ChainEntry,
-    phase: &'static str,
+    /// The response phase's call (else the request phase's).
+    response: bool,
     started: Instant,
 }
 
 impl PhaseCall<'_> {
     /// The call returned at `now`: its duration recorded (the caller records its span).
     fn returned(self, now: Instant) {
-        self.entry.metrics.record_call(self.phase == "on-response", now.duration_since(self.started));
+        self.entry.metrics.record_call(self.response, now.duration_since(self.started));
         std::mem::forget(self);
     }
 }
@@ -47,8 +48,9 @@ impl PhaseCall<'_> {
 impl Drop for PhaseCall<'_> {
     fn drop(&mut self) {
         let now = Instant::now();
-        self.entry.metrics.record_call(self.phase == "on-response", now.duration_since(self.started));
-        crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::abandoned_phase(self.entry.name(), self.phase, self.started, now));
+        self.entry.metrics.record_call(self.response, now.duration_since(self.started));
+        let phase = if self.response { "on-response" } else { "on-request" };
+        crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::abandoned_phase(self.entry.name(), phase, self.started, now));
     }
 }
 
@@ -256,7 +258,7 @@ impl PluginChain {
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-request");
             // Pinned where it is made, so the call's ~1 KB future is not copied into the span.
             let call = std::pin::pin!(entry.pool.on_request(request, entry.descriptor.request_body, started));
-            let under_way = PhaseCall { entry, phase: "on-request", started };
+            let under_way = PhaseCall { entry, response: false, started };
             let (returned, result) = call.instrument(span).await;
             *clock = Instant::now();
             under_way.returned(*clock);
@@ -336,7 +338,7 @@ impl PluginChain {
             let body_access = entry.descriptor.response_body
                 && request.response_edits.body_limit(index).is_none_or(|max| response.body.as_ref().is_some_and(|b| b.len() as u64 <= max));
             let call = std::pin::pin!(entry.pool.on_response(request, response, body_access, started));
-            let under_way = PhaseCall { entry, phase: "on-response", started };
+            let under_way = PhaseCall { entry, response: true, started };
             let (req, resp, result) = call.instrument(span).await;
             *clock = Instant::now();
             under_way.returned(*clock);
