@@ -183,6 +183,11 @@ pub struct TrialOutcome {
     /// For `delay`: the wait asked for, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u128>,
+    /// The plugin was not called at all: only its fixed edits were made (`continue`). Said in
+    /// the text output, where an author checks that the plugin costs no call; the JSON object
+    /// keeps its keys.
+    #[serde(skip)]
+    pub fixed_edits_only: bool,
     /// The request as the upstream would get it.
     pub request: Message,
     /// The response as the client would get it (after the response phase, if the plugin has one).
@@ -474,6 +479,7 @@ impl<'a> TrialSession<'a> {
         Ok(TrialOutcome {
             decision,
             delay_ms,
+            fixed_edits_only: pool.fixed_edits().is_some() && !descriptor.on_request && !descriptor.on_response,
             request: Message {
                 method: Some(request.method.to_string()),
                 target: Some(target),
@@ -637,6 +643,7 @@ impl std::fmt::Display for NumberedOutcome<'_> {
         match (outcome.delay_ms, outcome.decision, outcome.response.status) {
             (Some(ms), _, _) => writeln!(f, " {ms} ms")?,
             (None, "respond", Some(status)) => writeln!(f, " {status}")?,
+            _ if outcome.fixed_edits_only => writeln!(f, " {NOT_CALLED}")?,
             _ => writeln!(f)?,
         }
         outcome.write_messages(f)
@@ -647,10 +654,14 @@ fn text_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers.iter().map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
 }
 
+/// What the text output adds to the decision of a plugin that was not called.
+const NOT_CALLED: &str = "(fixed edits only: the plugin was not called)";
+
 impl std::fmt::Display for TrialOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.delay_ms {
             Some(ms) => writeln!(f, "decision: delay {ms} ms")?,
+            None if self.fixed_edits_only => writeln!(f, "decision: {} {NOT_CALLED}", self.decision)?,
             None => writeln!(f, "decision: {}", self.decision)?,
         }
         self.write_messages(f)
@@ -728,7 +739,7 @@ mod tests {
 
     fn outcome(decision: &'static str, status: u16) -> TrialOutcome {
         let message = |status| Message { method: None, target: None, status, headers: Vec::new(), body: None, trailers: Vec::new() };
-        TrialOutcome { decision, delay_ms: None, request: message(None), response: message(Some(status)), context: Vec::new() }
+        TrialOutcome { decision, delay_ms: None, fixed_edits_only: false, request: message(None), response: message(Some(status)), context: Vec::new() }
     }
 
     #[test]

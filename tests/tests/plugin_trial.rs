@@ -167,10 +167,15 @@ async fn json_is_one_object_for_one_request_and_an_array_otherwise() {
     let keys: Vec<&str> = array[0].as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["index", "file", "decision", "request", "response", "context"], "{array}");
 
-    // And the text output of one request is as it always was: no number, no summary.
+    // And the text output of one request is as it always was: no number, no summary. Its
+    // decision says that literal rules cost no call (the JSON's keys stay as they were).
     let out = plugin_test("builtin:headers", &request, &["--config", config]).await;
     let text = stdout(&out);
-    assert!(text.starts_with("decision: continue\n") && !text.contains("request 1/") && !text.contains("1 request"), "{text}");
+    assert!(text.starts_with("decision: continue (fixed edits only: the plugin was not called)\n"), "{text}");
+    assert!(!text.contains("request 1/") && !text.contains("1 request"), "{text}");
+    // A plugin that is called: no such note.
+    let out = plugin_test("builtin:rate-limit", &request, &["--config", TWO_A_MINUTE]).await;
+    assert!(stdout(&out).starts_with("decision: continue\n"), "{}", stdout(&out));
 }
 
 /// Bad input is exit status 1 before anything runs: `--repeat` out of 1..=10000 or not a whole
