@@ -382,6 +382,55 @@ async fn trace_context_and_request_id_reach_the_upstream_and_come_back() {
     gw.stop().await;
 }
 
+/// `[tracing] trust_incoming`: a client that is not trusted cannot choose its trace (join one,
+/// or mark itself sampled past `sample_ratio`), its `tracestate` or its request id; one that
+/// came through a listener's `trusted_proxies` can under `"trusted_proxies"`. A `tracestate` of
+/// more than W3C's 32 members is not passed on whoever sent it.
+#[tokio::test]
+async fn untrusted_clients_cannot_choose_their_trace_or_request_id() {
+    let upstream = Upstream::start().await;
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let headers = [("traceparent", parent), ("tracestate", "congo=t61rcWkgMzE"), ("x-request-id", "req-abc.123")];
+    let client = HttpClient::http1();
+    for (trust, proxies, continued) in [
+        ("none", "127.0.0.1", false),
+        ("trusted_proxies", "10.0.0.0/8", false),
+        ("trusted_proxies", "127.0.0.1", true),
+        ("all", "10.0.0.0/8", true),
+    ] {
+        let config = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\ntrusted_proxies = [\"{proxies}\"]\n\n{}",
+            TRACING.replace("response_header = \"x-trace-id\"", &format!("response_header = \"x-trace-id\"\ntrust_incoming = \"{trust}\""))
+        );
+        let gw = Gateway::start(&config, Some(&upstream)).await;
+        let r = client.request("GET", &gw.url("/a"), &headers, b"").await;
+        assert_eq!(r.status, 200);
+        let (trace, _, flags) = traceparent_fields(&r.upstream_header("traceparent")[0]);
+        let id = r.header("x-request-id").expect("a request id");
+        assert_eq!(r.upstream_header("x-request-id"), vec![id.clone()], "{trust} {proxies}");
+        if continued {
+            assert_eq!((trace.as_str(), flags.as_str(), id.as_str()), ("0af7651916cd43dd8448eb211c80319c", "01", "req-abc.123"), "{trust} {proxies}");
+            assert_eq!(r.upstream_header("tracestate"), vec!["congo=t61rcWkgMzE"]);
+        } else {
+            assert_ne!(trace, "0af7651916cd43dd8448eb211c80319c", "{trust} {proxies}");
+            assert_eq!(flags, "00", "{trust} {proxies}: sampled at the ratio (0), not by the client's flag");
+            assert!(id != "req-abc.123" && id.len() == 32, "{trust} {proxies}: {id}");
+            assert!(r.upstream_header("tracestate").is_empty(), "{trust} {proxies}");
+        }
+        gw.stop().await;
+    }
+    let gw = Gateway::start(TRACING, Some(&upstream)).await;
+    let members: Vec<String> = (0..33).map(|i| format!("v{i}=x")).collect();
+    let (thirty_two, thirty_three) = (members[..32].join(","), members.join(","));
+    let r = client.request("GET", &gw.url("/a"), &[("traceparent", parent), ("tracestate", &thirty_two)], b"").await;
+    assert_eq!(r.upstream_header("tracestate"), vec![thirty_two.clone()]);
+    let r = client.request("GET", &gw.url("/a"), &[("traceparent", parent), ("tracestate", &thirty_three)], b"").await;
+    assert!(r.upstream_header("tracestate").is_empty(), "33 members are not passed on");
+    let r = client.request("GET", &gw.url("/a"), &[("traceparent", parent), ("tracestate", &thirty_two), ("tracestate", "v99=y")], b"").await;
+    assert!(r.upstream_header("tracestate").is_empty(), "nor across two lines");
+    gw.stop().await;
+}
+
 fn line_for<'a>(lines: &'a [serde_json::Value], request_id: &str) -> Option<&'a serde_json::Value> {
     lines.iter().find(|l| l["request_id"] == request_id)
 }

@@ -1118,12 +1118,29 @@ pub struct TracingConfig {
     pub sample_ratio: Spanned<f64>,
     /// When set, the trace id is returned to the client in this response header.
     pub response_header: Option<Spanned<String>>,
+    /// Whose `traceparent`, `tracestate` and `X-Request-Id` the gateway continues.
+    pub trust_incoming: TrustIncoming,
 }
 
 impl Default for TracingConfig {
     fn default() -> Self {
-        Self { sample_ratio: Spanned::new(0..0, 1.0), response_header: None }
+        Self { sample_ratio: Spanned::new(0..0, 1.0), response_header: None, trust_incoming: TrustIncoming::All }
     }
+}
+
+/// `[tracing] trust_incoming`: whose trace context and request id a request's own headers may
+/// set. A public listener's clients could otherwise choose to be traced (every request exported,
+/// past `sample_ratio`, crowding out the spans operators need), join another trace, or give
+/// their requests an id already in the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustIncoming {
+    /// Every client's (what a gateway between services wants).
+    All,
+    /// Only those of requests that came through the listener's `trusted_proxies`.
+    TrustedProxies,
+    /// No one's: every request starts a trace (sampled at `sample_ratio`) and gets a new id.
+    None,
 }
 
 /// `[access_log]`: one JSON line per request.

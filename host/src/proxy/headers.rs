@@ -629,6 +629,11 @@ pub fn request_id(headers: &HeaderMap) -> Arc<str> {
     {
         return id.into();
     }
+    new_request_id()
+}
+
+/// A request id of the gateway's own: 32 random hex digits.
+pub fn new_request_id() -> Arc<str> {
     let mut hex = [0u8; 32];
     // 16 random bytes into exactly 32 digits: encoding cannot fail.
     let _ = hex::encode_to_slice(fastrand::u128(..).to_be_bytes(), &mut hex);

@@ -123,7 +123,11 @@ impl Gateway {
                 conn.scheme = scheme;
             }
         }
-        let request_id = headers::request_id(request.headers());
+        // A client's own id, where `[tracing] trust_incoming` lets it choose one.
+        let request_id = match self.telemetry.trusts_incoming(conn.via_trusted_proxy) {
+            true => headers::request_id(request.headers()),
+            false => headers::new_request_id(),
+        };
         let grpc_client = grpc::client_content_type(request.headers());
         let mut record = RequestRecord::begin(&self.telemetry, &request, conn, request_id.clone());
         let span = record.span().clone();

@@ -43,6 +43,8 @@ pub struct Telemetry {
     pub metrics: Metrics,
     /// Share of new traces sampled.
     sample_ratio: f64,
+    /// Whose trace context and request id are continued (`[tracing] trust_incoming`).
+    trust_incoming: crate::config::TrustIncoming,
     /// Response header carrying the trace id, if configured.
     response_header: Option<HeaderName>,
     /// Set when the gateway starts serving with `[access_log] enabled = true`.
@@ -58,6 +60,16 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// Whether a request's own `traceparent`, `tracestate` and `X-Request-Id` are continued:
+    /// `via_trusted_proxy` says it came through one of its listener's `trusted_proxies`.
+    pub fn trusts_incoming(&self, via_trusted_proxy: bool) -> bool {
+        match self.trust_incoming {
+            crate::config::TrustIncoming::All => true,
+            crate::config::TrustIncoming::TrustedProxies => via_trusted_proxy,
+            crate::config::TrustIncoming::None => false,
+        }
+    }
+
     /// Telemetry for `config`, whose `[metrics]` and `[tracing]` sections are checked, problems
     /// added to `issues`.
     pub fn new(source: &ConfigSource, config: &Config, state: Arc<StateStore>, issues: &mut Vec<ConfigIssue>) -> Self {
@@ -135,6 +147,7 @@ impl Telemetry {
         Self {
             metrics,
             sample_ratio: *ratio.get_ref(),
+            trust_incoming: config.tracing.trust_incoming,
             response_header,
             access_log: OnceLock::new(),
             otlp_endpoint,

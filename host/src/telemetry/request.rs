@@ -98,7 +98,8 @@ fn logged_prefix(bytes: &[u8], max: usize) -> String {
 impl<'a> RequestRecord<'a> {
     /// Starts the record of a request that just arrived.
     pub fn begin<B>(telemetry: &'a Telemetry, request: &Request<B>, conn: ConnectionInfo, request_id: Arc<str>) -> Self {
-        let trace = TraceContext::from_headers(request.headers(), telemetry.sample_ratio);
+        let trusted = telemetry.trusts_incoming(conn.via_trusted_proxy);
+        let trace = TraceContext::continuing(request.headers(), telemetry.sample_ratio, trusted);
         // A debug span: at the default `info` level, creating, entering and formatting a span
         // for every request cost ~15% of a proxied request's CPU. Request-path warnings name
         // their request themselves (request id, and plugin or method and path).

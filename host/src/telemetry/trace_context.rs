@@ -62,8 +62,18 @@ impl TraceContext {
     /// Trace Context's test suite: which parent is meant cannot be known); several `tracestate`
     /// lines are one list (W3C Trace Context 3.3.1.1, RFC 9110 5.3).
     pub fn from_headers(headers: &HeaderMap, sample_ratio: f64) -> Self {
+        Self::continuing(headers, sample_ratio, true)
+    }
+
+    /// [`Self::from_headers`], continuing the client's trace only when `trusted`
+    /// (`[tracing] trust_incoming`); otherwise a new trace, its `traceparent` and `tracestate`
+    /// ignored (and replaced upstream).
+    pub fn continuing(headers: &HeaderMap, sample_ratio: f64, trusted: bool) -> Self {
         let span_id = SpanId(nonzero_u64());
         let upstream_span_id = SpanId(nonzero_u64());
+        if !trusted {
+            return Self::new_trace(span_id, upstream_span_id, sample_ratio);
+        }
         let mut parents = headers.get_all(TRACEPARENT).iter();
         let only_parent = match (parents.next(), parents.next()) {
             (Some(value), None) => Some(value),
@@ -79,6 +89,11 @@ impl TraceContext {
                 tracestate: joined_tracestate(headers),
             };
         }
+        Self::new_trace(span_id, upstream_span_id, sample_ratio)
+    }
+
+    /// A trace of the gateway's own, sampled at `sample_ratio`.
+    fn new_trace(span_id: SpanId, upstream_span_id: SpanId, sample_ratio: f64) -> Self {
         Self {
             trace_id: TraceId(nonzero_u128()),
             span_id,
@@ -120,7 +135,15 @@ impl TraceContext {
 
 /// The client's `tracestate` as one value: its lines joined with `,` (copied only when there
 /// are several).
+/// W3C Trace Context: a `tracestate` has at most this many list members; one with more is
+/// not passed on (nor exported).
+const MAX_TRACESTATE_MEMBERS: usize = 32;
+
 fn joined_tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
+    let members: usize = headers.get_all(TRACESTATE).iter().map(|line| line.as_bytes().split(|&b| b == b',').filter(|m| !m.trim_ascii().is_empty()).count()).sum();
+    if members > MAX_TRACESTATE_MEMBERS {
+        return None;
+    }
     let mut lines = headers.get_all(TRACESTATE).iter();
     let first = lines.next()?;
     let Some(second) = lines.next() else {
