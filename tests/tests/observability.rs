@@ -1105,6 +1105,10 @@ async fn an_abandoned_requests_upstream_call_and_plugin_call_are_exported() {
 endpoint = "http://{collector}/v1/traces"
 flush_ms = 20
 
+[access_log]
+enabled = true
+path = "access.log"
+
 [upstreams.backend]
 targets = ["{{upstream}}"]
 
@@ -1132,7 +1136,7 @@ config = {{ url = "http://{upstream}/slow/3000" }}
     let gw = Gateway::start(&config, Some(&upstream)).await;
     for (trace, path) in [("00000000000000000000000000a0a0a0", "/slow/3000"), ("00000000000000000000000000b0b0b0", "/guarded/x")] {
         let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nhost: a\r\ntraceparent: 00-{trace}-1111111111111111-01\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nhost: a\r\nx-request-id: {trace}\r\ntraceparent: 00-{trace}-1111111111111111-01\r\n\r\n");
         tcp.write_all(request.as_bytes()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(tcp);
@@ -1152,6 +1156,11 @@ config = {{ url = "http://{upstream}/slow/3000" }}
     let m = scrape(&HttpClient::http1(), &gw, None).await;
     let counted = sample(&m, "airlock_plugin_phase_duration_seconds_count", &[("plugin", "auth"), ("phase", "on-request")]);
     assert_eq!(counted, 1.0, "the abandoned call's time is in the histogram");
+    // And in the access log's `plugins_ms`.
+    let log = gw.dir.path().join("access.log");
+    let line = eventually("the abandoned request's line", || line_for(&airlock_tests::access_log_lines(&log), "00000000000000000000000000b0b0b0").cloned()).await;
+    assert_eq!(line["status"], 499, "{line}");
+    assert!(line["plugins_ms"].as_f64().is_some_and(|ms| ms >= 250.0), "{line}");
     gw.stop().await;
 }
 

@@ -273,6 +273,7 @@ impl Gateway {
             (state, 0, RequestOutcome::Upstream)
         } else {
             let started = clock;
+            record.plugins_running(started);
             let phases = crate::boxed::in_place(|| chain.run_request_phases(state, route.timeout, &mut held, &mut clock)).await;
             record.plugins_took(clock.duration_since(started));
             // Named now: a request its client abandons while the upstream answers is still
@@ -344,6 +345,7 @@ impl Gateway {
         let PendingResponse { state: mut response, stream, version, upgrade, origin } = pending;
         let (request, response) = if chain.calls_on_response(ran) {
             let started = clock;
+            record.plugins_running(started);
             let phases = crate::boxed::in_place(|| chain.run_response_phases(ran, state, response, &mut clock)).await;
             record.plugins_took(clock.duration_since(started));
             match phases {

@@ -49,6 +49,9 @@ pub struct RequestRecord<'a> {
     /// The upstream (its name) the request is being sent to, with `upstream_started`.
     upstream_name: Option<&'a Arc<str>>,
     plugins: Duration,
+    /// When the plugin phases under way began, until they return (`plugins_took`): a request
+    /// abandoned meanwhile counts their time so far.
+    plugins_since: Option<Instant>,
     /// Request body bytes read from the client: buffered ones, and those a streamed body
     /// counts in `body_read` as it is read.
     bytes_in: u64,
@@ -149,6 +152,7 @@ impl<'a> RequestRecord<'a> {
             upstream_started: None,
             upstream_name: None,
             plugins: Duration::ZERO,
+            plugins_since: None,
             bytes_in: 0,
             body_read: None,
             consumer: None,
@@ -218,6 +222,12 @@ impl<'a> RequestRecord<'a> {
     /// Adds time spent in plugin phases.
     pub fn plugins_took(&mut self, elapsed: Duration) {
         self.plugins += elapsed;
+        self.plugins_since = None;
+    }
+
+    /// Plugin phases begin at `started` (ended by [`Self::plugins_took`]).
+    pub fn plugins_running(&mut self, started: Instant) {
+        self.plugins_since = Some(started);
     }
 
     /// The upstream answered (response head) after `elapsed`.
@@ -311,6 +321,10 @@ impl<'a> RequestRecord<'a> {
     /// and analytics sample are returned, to be completed when the body has been sent.
     fn close(&mut self, status: StatusCode) -> (Option<PendingLine>, Option<PendingSample>) {
         self.finished = true;
+        // Abandoned during plugin phases: their time so far is the plugins' too.
+        if let Some(since) = self.plugins_since.take() {
+            self.plugins += since.elapsed();
+        }
         let telemetry = self.telemetry;
         let elapsed = self.started.elapsed();
         if let Some(path) = self.span_path.take()
