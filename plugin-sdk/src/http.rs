@@ -199,9 +199,10 @@ impl Request {
     /// [`Plugin::configured_descriptor`](crate::Plugin::configured_descriptor) gave it up), or
     /// this is `on_response`, where the request is read-only. Told apart by the SDK itself, at
     /// no cost. One case it cannot see: a body longer than the route's `max_body_bytes`, which
-    /// no call reveals. The gateway ignores such a body (and logs it), but this returns `Ok`
-    /// and the `content-type` is set over the body that stays. Keep a body built from a bounded
-    /// input bounded, or check its length against a limit of the plugin's config.
+    /// no call reveals. The gateway does not set such a body and fails the call once it returns
+    /// (`too_large`, the entry's `failure` policy decides), so the request never goes on with
+    /// the old body; this returns `Ok`. Keep a body built from a bounded input bounded, or check
+    /// its length against a limit of the plugin's config.
     pub fn set_json_body(&self, value: &impl Serialize) -> Result<(), String> {
         body_writable(Body::Request)?;
         let body = serde_json::to_vec(value).map_err(|e| format!("cannot serialize the JSON body: {e}"))?;
@@ -540,10 +541,11 @@ impl Response {
     /// and when the plugin has no response-body access (its
     /// [`Plugin::descriptor`](crate::Plugin::descriptor) did not ask for it, or its
     /// [`Plugin::configured_descriptor`](crate::Plugin::configured_descriptor) gave it up): told
-    /// apart by the SDK itself, at no cost. Two cases it cannot see, where the gateway ignores
-    /// the body (the first logged) but this returns `Ok` and the `content-type` is set over the
-    /// body that stays: a body longer than the route's `max_body_bytes`, which no call reveals,
-    /// and a response longer than this request's [`Request::limit_response_body`] (then
+    /// apart by the SDK itself, at no cost. Two cases it cannot see, where this returns `Ok`: a
+    /// body longer than the route's `max_body_bytes`, which no call reveals (the gateway does
+    /// not set it and fails the call once it returns: `too_large`, the entry's `failure` policy
+    /// decides), and a response longer than this request's [`Request::limit_response_body`]
+    /// (the body is ignored and the `content-type` set over the one that stays; then
     /// [`Response::body`] is `None`: check it first when the plugin narrows).
     pub fn set_json_body(&self, value: &impl Serialize) -> Result<(), String> {
         body_writable(Body::Response)?;

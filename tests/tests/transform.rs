@@ -522,6 +522,43 @@ async fn large_bodies_near_the_limit_are_transformed_and_over_it_refused() {
     gw2.stop().await;
 }
 
+/// A body the rules make longer than the route's `max_body_bytes` is not set, and the call
+/// fails (500 `plugin_failed`, `too_large`): the request did go on with the client's own body
+/// (and the response with the upstream's) while the call's other changes applied. Under
+/// `failure = "open"` the call's changes are all undone instead.
+#[tokio::test]
+async fn a_body_made_past_the_routes_limit_fails_the_call_rather_than_go_on_with_the_old_one() {
+    let padding = "p".repeat(300);
+    let upstream = Upstream::start().await;
+    let rules = format!(r#"{{ request = {{ headers = {{ set = {{ "x-translated" = "yes" }} }}, body = {{ set = {{ "pad" = "{padding}" }} }} }} }}"#);
+    let gw = Gateway::start(&catch_all("max_body_bytes = 200", &rules), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.request("POST", &gw.url("/in"), &[("content-type", "application/json")], br#"{"a": 1}"#).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (500, Some("plugin_failed")), "{}", r.text());
+    assert_eq!(upstream.hits(), 0, "nothing reached the upstream");
+    let m = client.get(&gw.admin_url("/metrics")).await.text();
+    assert!(m.lines().any(|l| l.starts_with("airlock_plugin_failures_total{") && l.contains("kind=\"too_large\"") && l.ends_with(" 1")), "{m}");
+    gw.stop().await;
+
+    // Fail open: the call's changes undone, the request goes on as the client sent it.
+    let open = catch_all("max_body_bytes = 200", &rules).replace("plugin = \"builtin:transform\"\n", "plugin = \"builtin:transform\"\nfailure = \"open\"\n");
+    let gw = Gateway::start(&open, Some(&upstream)).await;
+    let r = client.request("POST", &gw.url("/in"), &[("content-type", "application/json")], br#"{"a": 1}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.upstream_header("x-translated").is_empty(), "undone with the body");
+    assert_eq!(echoed_body(&r), serde_json::json!({"a": 1}));
+    gw.stop().await;
+
+    // The response direction: a 500 rather than the upstream's body with the call's headers.
+    let canned_upstream = Upstream::with_handler(canned).await;
+    let rules = format!(r#"{{ response = {{ headers = {{ set = {{ "x-translated" = "yes" }} }}, body = {{ set = {{ "pad" = "{padding}" }} }} }} }}"#);
+    let gw = Gateway::start(&catch_all("max_body_bytes = 200", &rules), Some(&canned_upstream)).await;
+    let r = client.get(&gw.url("/doc")).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (500, Some("plugin_failed")), "{}", r.text());
+    assert_eq!(r.header("x-translated"), None);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn without_body_rules_bodies_stream_untouched() {
     let upstream = Upstream::with_handler(canned).await;

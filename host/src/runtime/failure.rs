@@ -41,6 +41,18 @@ pub enum Failure {
         /// The route's body limit.
         limit: u64,
     },
+    /// The plugin set a request or response body longer than the route's `max_body_bytes`. Not
+    /// made, and the call fails: the request or response must not go on with the old body and
+    /// the call's other changes (a translated request's new method and path with the client's
+    /// own body, a translated answer's new content type with the upstream's).
+    BodyTooLarge {
+        /// Which body (`request body`, `response body`).
+        what: &'static str,
+        /// Its length.
+        bytes: usize,
+        /// The route's `max_body_bytes`.
+        limit: u64,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -60,6 +72,10 @@ impl fmt::Display for Failure {
             Failure::TooLarge { what, bytes, limit } => {
                 write!(f, "its {what} of {bytes} bytes is longer than the {limit} a plugin's answer may have (the route's max_body_bytes, at least 1 MiB)")
             }
+            Failure::BodyTooLarge { what, bytes, limit } => write!(
+                f,
+                "set a {what} of {bytes} bytes, longer than the route's max_body_bytes ({limit}): not sent on with the old body instead"
+            ),
         }
     }
 }
@@ -74,7 +90,7 @@ impl Failure {
             Failure::Trap(_) => "trap",
             Failure::Busy { .. } => "busy",
             Failure::InvalidStatus(_) => "invalid_status",
-            Failure::TooLarge { .. } => "too_large",
+            Failure::TooLarge { .. } | Failure::BodyTooLarge { .. } => "too_large",
         }
     }
 }

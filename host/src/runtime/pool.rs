@@ -489,7 +489,10 @@ impl InstancePool {
             Ok(action) => {
                 // An invalid answer is the plugin's failure, but the instance is sound: reused.
                 let bounds = AnswerBounds { headers: request.header_limits.response, body: request.body_limit.max(MIN_ANSWER_BODY_BYTES) };
-                let action = convert_action(action, &instance.store.data().log, bounds);
+                let action = match state.body_too_large.take() {
+                    Some(failure) => Err(failure),
+                    None => convert_action(action, &instance.store.data().log, bounds),
+                };
                 self.release(instance);
                 (request, action)
             }
@@ -532,8 +535,9 @@ impl InstancePool {
         };
         match result {
             Ok(()) => {
+                let outcome = state.body_too_large.take().map_or(Ok(()), Err);
                 self.release(instance);
-                (request, response, Ok(()))
+                (request, response, outcome)
             }
             Err(e) => {
                 let failure = classify(instance.store.data(), e);

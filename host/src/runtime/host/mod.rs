@@ -92,6 +92,9 @@ pub struct HostState {
     /// Set when a response edit of the current call was refused past the request's cap
     /// (logged once a call).
     pub response_edits_refused: bool,
+    /// A body the current call set past the route's `max_body_bytes`: the call's failure once
+    /// it returns ([`crate::runtime::failure::Failure::BodyTooLarge`]).
+    pub body_too_large: Option<crate::runtime::failure::Failure>,
     /// The chain entry's view of the state store (capability `state`), keys already scoped.
     pub state: Option<crate::state::ScopedState>,
     /// The entry's `http-client` grant, if it has one.
@@ -147,6 +150,7 @@ impl HostState {
             header_names: Default::default(),
             header_refusals: Default::default(),
             response_edits_refused: false,
+            body_too_large: None,
             state: None,
             http: None,
             metrics: None,
@@ -180,6 +184,7 @@ impl HostState {
         self.limiter.oom_hit = false;
         self.header_refusals = Default::default();
         self.response_edits_refused = false;
+        self.body_too_large = None;
         self.log.reset(self.request.as_ref().map(|r| r.request_id.clone()));
     }
 }

@@ -16,6 +16,7 @@ use super::HostState;
 use super::log::{LogBudget, plugin_warn, shown};
 use super::airlock::plugin::types::{Host, HostRequest, HostResponse, RequestEdit as WitRequestEdit, ResponseEdit as WitResponseEdit};
 use crate::exchange::{HeaderBound, HeaderTally, MAX_RESPONSE_EDITS, RequestState, ResponseEdit, ResponseState};
+use crate::runtime::failure::Failure;
 
 /// Marker type of the `request` resource (its data lives in [`HostState::request`]).
 pub struct RequestHandle;
@@ -459,7 +460,7 @@ impl HostRequest for HostState {
         }
         let limit = self.req().map_or(u64::MAX, |r| r.body_limit);
         if body.len() as u64 > limit {
-            plugin_warn!(&self.log, len = body.len(), limit, "set-body ignored: larger than the route's max_body_bytes");
+            self.body_too_large.get_or_insert(Failure::BodyTooLarge { what: "request body", bytes: body.len(), limit });
             return;
         }
         if let Some(req) = self.req_mut("set-body") {
@@ -579,7 +580,7 @@ impl HostResponse for HostState {
         }
         let limit = self.req().map_or(u64::MAX, |r| r.body_limit);
         if body.len() as u64 > limit {
-            plugin_warn!(&self.log, len = body.len(), limit, "set-body ignored: larger than the route's max_body_bytes");
+            self.body_too_large.get_or_insert(Failure::BodyTooLarge { what: "response body", bytes: body.len(), limit });
             return;
         }
         if let Some(resp) = self.resp_mut() {
