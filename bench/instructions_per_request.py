@@ -41,7 +41,7 @@ def instructions(binary):
     out = Path(tmp) / f"callgrind-{Path(binary).name}-{os.getpid()}"
     cmd = c.floor_command(binary, os.cpu_count()) if kind == "floor" else [binary, "run", "-c", str(path)]
     c.ensure_free(c.AIRLOCK_PORT)
-    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"] + cmd, env=dict(os.environ, RUST_LOG="warn", GLIBC_TUNABLES=REP_MOVSB_OFF), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"] + cmd, env=dict(os.environ, RUST_LOG="warn", GLIBC_TUNABLES=":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), REP_MOVSB_OFF]))), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         c.wait_port(c.AIRLOCK_PORT, timeout=180)
         load(500)

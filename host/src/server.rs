@@ -169,6 +169,15 @@ pub fn plan_listeners(source: &ConfigSource, config: &Config) -> Result<Listener
     {
         tracing::warn!(%addr, config = %source.name, "the admin listener is reachable beyond this machine without admin.token: set one");
     }
+    // Also said by `check` and `run`: trusting the requests of trusted proxies where there are none.
+    if config.tracing.trust_incoming == crate::config::TrustIncoming::TrustedProxies
+        && config.listeners.iter().all(|l| l.trusted_proxies.is_empty())
+    {
+        tracing::warn!(
+            config = %source.name,
+            "tracing.trust_incoming = \"trusted_proxies\" but no listener has trusted_proxies: no request's trace context or request id is continued (as with \"none\")"
+        );
+    }
     // Also said by `check` and `run`: plugin memory the config allows beyond the machine's.
     if let Some(problem) = plugin_memory_beyond(config, machine_memory_mib()) {
         tracing::warn!(config = %source.name, "{problem}");

@@ -202,6 +202,22 @@ fn a_watch_interval_without_watch_is_refused() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--watch"), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
+/// `trust_incoming = "trusted_proxies"` with no listener naming any trusts no one: said at
+/// `check`, and not said when a listener names some.
+#[test]
+fn check_warns_of_trusting_proxies_where_there_are_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = "\n[[routes]]\npath = \"/x\"\n[[routes.plugins]]\nplugin = \"builtin:respond\"\nconfig = { status = 204 }\n";
+    let none = format!("[tracing]\ntrust_incoming = \"trusted_proxies\"\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n{routes}");
+    let (status, stderr) = airlock_on(dir.path(), "check", "warn", &none);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("no listener has trusted_proxies"), "{stderr}");
+    let some = none.replace("address = \"127.0.0.1:0\"\n", "address = \"127.0.0.1:0\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+    let (status, stderr) = airlock_on(dir.path(), "check", "warn", &some);
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("trusted_proxies"), "{stderr}");
+}
+
 /// `check` says what `run` would only show later: an admin listener open beyond loopback
 /// without a token, and a route that can only answer 502 (no upstream, no plugin).
 #[test]

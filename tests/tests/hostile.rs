@@ -834,8 +834,6 @@ plugin = "panic"
     assert!(report.contains("called `exit` (status 1;") && report.contains("returns from its phase"), "{report}");
 }
 
-/// A route whose chain is the hostile entry `plugin` with `config`, and whose body limit is
-/// `max_body_bytes`.
 /// Response edits past the request's cap are refused with one warning in the call, not one
 /// per edit: 1000 edits wrote ~100 identical lines, used up the call's log budget and dropped
 /// the plugin's own later lines.
@@ -864,6 +862,8 @@ async fn response_edits_past_the_cap_are_warned_about_once_a_call() {
     assert!(!log.contains("log line limit"), "{log}");
 }
 
+/// A route whose chain is the hostile entry `plugin` with `config`, and whose body limit is
+/// `max_body_bytes`.
 fn hostile_route_limited(path: &str, plugin: &str, config: &str, max_body_bytes: u64) -> String {
     hostile_route(path, plugin, config).replacen("upstream = \"backend\"\n", &format!("upstream = \"backend\"\nmax_body_bytes = {max_body_bytes}\n"), 1)
 }

@@ -266,14 +266,14 @@ pub(crate) fn redact_secret_keys(value: &mut Value) {
     }
 }
 
-/// A URL with the values of its query parameters whose names say they hold a secret redacted
-/// (`https://auth/check?access_token=...&apikey=...`: a forward-auth `url`, an OTLP endpoint).
 /// A URL as a log line may show it: a password and secret-named query parameters redacted, as
 /// `/admin/config` shows them (logs reach more readers than the token-guarded admin API).
 pub fn redacted_url(url: &str) -> String {
     redact_url_password(&redact_url_query(url))
 }
 
+/// A URL with the values of its query parameters whose names say they hold a secret redacted
+/// (`https://auth/check?access_token=...&apikey=...`: a forward-auth `url`, an OTLP endpoint).
 fn redact_url_query(url: &str) -> String {
     let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
     let (query, fragment) = query.split_once('#').map_or((query, None), |(q, f)| (q, Some(f)));

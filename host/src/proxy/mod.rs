@@ -138,11 +138,9 @@ impl Gateway {
         // await's own slot. So are the other large futures a request awaits on its way.
         let response = match record.child_spans() {
             // An exported request collects its phases' child spans (a task-local scope).
-            // The scope owns the answer's future: one dropped mid-call (its client left) is
-            // dropped inside it, and its phases' abandoned calls are collected too.
             Some(children) => {
-                let answer = self.answer(request, conn, &request_id, &mut record).instrument(span);
-                std::pin::pin!(crate::telemetry::spans::collect(children, answer)).await
+                let answer = std::pin::pin!(self.answer(request, conn, &request_id, &mut record));
+                crate::telemetry::spans::collect(children, answer.instrument(span)).await
             }
             None => std::pin::pin!(self.answer(request, conn, &request_id, &mut record)).instrument(span).await,
         };
@@ -205,7 +203,7 @@ impl Gateway {
             // The request's span is a debug one (`RequestRecord::begin`): the request
             // is named here, the first of its route's failures in each interval (each is in
             // the access log and `airlock_responses_total`), its path cut as plugins' values are.
-            if let Some(failed) = record.failure_warning_due() {
+            if let Some(failed) = record.failure_warning_due(error.code()) {
                 tracing::warn!(
                     status = status.as_u16(),
                     request_id = &**request_id,
@@ -214,7 +212,7 @@ impl Gateway {
                     route = record.route_id().unwrap_or(""),
                     upstream_addr = record.upstream_addr(),
                     failed_since_last_warning = failed,
-                    "{error} (at most one such warning per route every {} s)",
+                    "{error} (at most one such warning per route and error every {} s)",
                     crate::telemetry::metrics::FAILURE_WARN_INTERVAL.as_secs()
                 );
             }
@@ -800,6 +798,7 @@ impl Gateway {
             },
             other => upstream.error(other),
         })?;
+        record.upstream_answered(response.status().as_u16());
         // The answer's body is still to come: the exchange counts for the target's health once
         // its fate is known (dropped unsettled, a success).
         let origin = upstream::ResponseOrigin::new(&response, (answered_by.clone(), last), state.request_id.clone());

@@ -35,22 +35,37 @@ struct PhaseCall<'e> {
     /// The response phase's call (else the request phase's).
     response: bool,
     started: Instant,
+    /// The request's child spans, if it is exported: taken when the call begins, for the
+    /// request's future is dropped outside the scope that names them.
+    spans: Option<crate::telemetry::spans::Collector>,
+    /// Set when the call returned: dropped then, the guard records nothing more.
+    returned: bool,
 }
 
-impl PhaseCall<'_> {
+impl<'e> PhaseCall<'e> {
+    /// A call of `entry`'s phase (`response`: the response phase's) beginning at `started`.
+    fn begin(entry: &'e ChainEntry, response: bool, started: Instant) -> Self {
+        Self { entry, response, started, spans: crate::telemetry::spans::current(), returned: false }
+    }
+
     /// The call returned at `now`: its duration recorded (the caller records its span).
-    fn returned(self, now: Instant) {
+    fn returned(mut self, now: Instant) {
         self.entry.metrics.record_call(self.response, now.duration_since(self.started));
-        std::mem::forget(self);
+        self.returned = true;
     }
 }
 
 impl Drop for PhaseCall<'_> {
     fn drop(&mut self) {
+        if self.returned {
+            return;
+        }
         let now = Instant::now();
         self.entry.metrics.record_call(self.response, now.duration_since(self.started));
-        let phase = if self.response { "on-response" } else { "on-request" };
-        crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::abandoned_phase(self.entry.name(), phase, self.started, now));
+        if let Some(spans) = self.spans.take() {
+            let phase = if self.response { "on-response" } else { "on-request" };
+            crate::telemetry::spans::push(&spans, crate::telemetry::spans::ChildSpan::abandoned_phase(self.entry.name(), phase, self.started, now));
+        }
     }
 }
 
@@ -258,7 +273,7 @@ impl PluginChain {
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-request");
             // Pinned where it is made, so the call's ~1 KB future is not copied into the span.
             let call = std::pin::pin!(entry.pool.on_request(request, entry.descriptor.request_body, started));
-            let under_way = PhaseCall { entry, response: false, started };
+            let under_way = PhaseCall::begin(entry, false, started);
             let (returned, result) = call.instrument(span).await;
             *clock = Instant::now();
             under_way.returned(*clock);
@@ -338,7 +353,7 @@ impl PluginChain {
             let body_access = entry.descriptor.response_body
                 && request.response_edits.body_limit(index).is_none_or(|max| response.body.as_ref().is_some_and(|b| b.len() as u64 <= max));
             let call = std::pin::pin!(entry.pool.on_response(request, response, body_access, started));
-            let under_way = PhaseCall { entry, response: true, started };
+            let under_way = PhaseCall::begin(entry, true, started);
             let (req, resp, result) = call.instrument(span).await;
             *clock = Instant::now();
             under_way.returned(*clock);

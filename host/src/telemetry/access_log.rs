@@ -162,7 +162,8 @@ impl AccessEntry {
 /// the record for tools that read lines as Unicode does, or U+202E, which shows the rest of the
 /// line reversed. Such characters only appear inside strings, where the escape means the same.
 fn escaped_invisible(text: String) -> String {
-    if text.is_ascii() || !text.chars().any(crate::runtime::host::log::breaks_or_reorders) {
+    // ASCII below DEL: serde_json has escaped its controls.
+    if text.bytes().all(|b| b < 0x7f) || !text.chars().any(crate::runtime::host::log::breaks_or_reorders) {
         return text;
     }
     let mut out = String::with_capacity(text.len() + 16);

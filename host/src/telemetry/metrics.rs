@@ -502,7 +502,7 @@ impl Metrics {
             responses: self.responses.clone(),
             consumers: self.consumers.clone(),
             route,
-            failure_warnings: WarnThrottle::new(FAILURE_WARN_INTERVAL),
+            failure_warnings: std::array::from_fn(|_| WarnThrottle::new(FAILURE_WARN_INTERVAL)),
         }
     }
 
@@ -762,21 +762,37 @@ pub struct RouteMetrics {
     /// `airlock_responses_total`, for the codes not in [`COMMON_CODES`].
     responses: Family<ResponseLabels, Counter>,
     consumers: Arc<ConsumerLabels>,
-    /// The route's warnings about its failed requests (a 5xx the operator must see to): one
-    /// per [`FAILURE_WARN_INTERVAL`] with the count since, as the access log and
+    /// The route's warnings about its failed requests (a 5xx the operator must see to), by
+    /// error code ([`WARNED_FAILURES`], then one for any other): one per
+    /// [`FAILURE_WARN_INTERVAL`] and code with the count since, as the access log and
     /// `airlock_responses_total` count each request; an upstream down would otherwise make any
-    /// client's request a log line (up to a request line's size, with its path).
-    failure_warnings: WarnThrottle,
+    /// client's request a log line (up to a request line's size, with its path). By code, so a
+    /// cause that starts while another is being warned about is told too.
+    failure_warnings: [WarnThrottle; WARNED_FAILURES.len() + 1],
 }
 
-/// The least time between two warnings about one route's failed requests.
+/// The least time between two warnings about one route's failed requests of one code.
 pub const FAILURE_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The error codes of the failures a route warns about each on its own throttle.
+const WARNED_FAILURES: [&str; 8] = [
+    "upstream_unavailable",
+    "upstream_timeout",
+    "plugin_failed",
+    "plugin_busy",
+    "no_upstream",
+    "upstream_body_too_large",
+    "upstream_bad_encoding",
+    "not_switched",
+];
+
 impl RouteMetrics {
-    /// Counts a failed request the operator is told about; returns how many failed since the
-    /// last warning (this one included) when one is due ([`FAILURE_WARN_INTERVAL`]).
-    pub fn failure_warning_due(&self) -> Option<u64> {
-        self.failure_warnings.record()
+    /// Counts a failed request of error code `code` the operator is told about; returns how
+    /// many of that code failed since the last such warning (this one included) when one is
+    /// due ([`FAILURE_WARN_INTERVAL`]).
+    pub fn failure_warning_due(&self, code: &str) -> Option<u64> {
+        let i = WARNED_FAILURES.iter().position(|c| *c == code).unwrap_or(WARNED_FAILURES.len());
+        self.failure_warnings.get(i).and_then(WarnThrottle::record)
     }
 
     /// Records a request answered with `status` after `elapsed`.
@@ -1017,6 +1033,22 @@ mod tests {
         assert_eq!(&*labels.label("bob"), "bob");
         assert_eq!(&*labels.label("carol"), OTHER_CONSUMER);
         assert_eq!(&*labels.label("alice"), "alice");
+    }
+
+    /// A route warns about its failures once per interval and error code: a second cause
+    /// starting within the interval of the first is told at once; more of one cause are not.
+    #[test]
+    fn a_routes_failure_warnings_are_throttled_by_error_code() {
+        let metrics = Metrics::new(2, Arc::new(StateStore::Memory(crate::state::memory::MemoryStore::new(10))));
+        let route = metrics.route("r".into(), None);
+        assert_eq!(route.failure_warning_due("upstream_timeout"), Some(1));
+        assert_eq!(route.failure_warning_due("upstream_timeout"), None);
+        assert_eq!(route.failure_warning_due("plugin_failed"), Some(1), "another cause is its own warning");
+        assert_eq!(route.failure_warning_due("upstream_unavailable"), Some(1));
+        assert_eq!(route.failure_warning_due("some_new_code"), Some(1), "codes not listed share one throttle");
+        assert_eq!(route.failure_warning_due("another_new_code"), None);
+        let other = metrics.route("o".into(), None);
+        assert_eq!(other.failure_warning_due("upstream_timeout"), Some(1), "another route's own");
     }
 
     /// A named consumer's requests are counted under its label, method and status class, the

@@ -116,11 +116,13 @@ impl SpanExporter {
     }
 
     /// Queues a request's spans; never waits. A full queue (`queue_spans` spans) drops them
-    /// and counts them.
+    /// and counts them; an empty one takes a request's spans however many (a long chain's may
+    /// pass a small `queue_spans`).
     pub fn submit(&self, span: RequestSpan) {
         let count = span.span_count();
-        if self.queued.fetch_add(count, Ordering::Relaxed).saturating_add(count) > self.queue_limit {
-            self.queued.fetch_sub(count, Ordering::Relaxed);
+        let limit = self.queue_limit;
+        let room = |queued: u64| (queued == 0 || queued.saturating_add(count) <= limit).then(|| queued.saturating_add(count));
+        if self.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, room).is_err() {
             self.dropped.inc_by(count);
             return;
         }

@@ -48,6 +48,8 @@ pub struct RequestRecord<'a> {
     upstream_started: Option<Instant>,
     /// The upstream (its name) the request is being sent to, with `upstream_started`.
     upstream_name: Option<&'a Arc<str>>,
+    /// The status of the upstream's answer once its head came (its body may still be read).
+    upstream_status: Option<u16>,
     plugins: Duration,
     /// When the plugin phases under way began, until they return (`plugins_took`): a request
     /// abandoned meanwhile counts their time so far.
@@ -90,10 +92,15 @@ const MAX_LOGGED_PATH: usize = 4096;
 /// The first `max` bytes of `bytes` as text, cut at a character boundary (a cut inside one
 /// would log a U+FFFD that the client never sent); other invalid UTF-8 shown as U+FFFD.
 fn logged_prefix(bytes: &[u8], max: usize) -> String {
-    let mut end = bytes.len().min(max);
-    // Back over the continuation bytes of a character the cut would split.
-    while end < bytes.len() && end > 0 && bytes[end] & 0xC0 == 0x80 {
+    let cut = bytes.len().min(max);
+    // Back over the continuation bytes (at most 3) of a character the cut would split; bytes
+    // that are no UTF-8 are cut where they are.
+    let mut end = cut;
+    while end < bytes.len() && end > cut.saturating_sub(3) && bytes[end] & 0xC0 == 0x80 {
         end -= 1;
+    }
+    if end < cut && bytes[end] & 0xC0 != 0xC0 {
+        end = cut;
     }
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
@@ -151,6 +158,7 @@ impl<'a> RequestRecord<'a> {
             upstream_addr: None,
             upstream_started: None,
             upstream_name: None,
+            upstream_status: None,
             plugins: Duration::ZERO,
             plugins_since: None,
             bytes_in: 0,
@@ -182,11 +190,11 @@ impl<'a> RequestRecord<'a> {
         self.route_id.as_deref()
     }
 
-    /// Whether this request's failure is to be warned about, and how many of its route's
-    /// failures that warning tells ([`RouteMetrics::failure_warning_due`]; unrouted requests
+    /// Whether this request's failure (error code `code`) is to be warned about, and how many of
+    /// its route's failures of that code the warning tells ([`RouteMetrics::failure_warning_due`]; unrouted requests
     /// share one throttle).
-    pub fn failure_warning_due(&self) -> Option<u64> {
-        self.route.unwrap_or(&self.telemetry.unrouted).failure_warning_due()
+    pub fn failure_warning_due(&self, code: &str) -> Option<u64> {
+        self.route.unwrap_or(&self.telemetry.unrouted).failure_warning_due(code)
     }
 
     /// The route that matched.
@@ -245,6 +253,11 @@ impl<'a> RequestRecord<'a> {
         self.upstream_addr = Some(addr);
         self.upstream_started = Some(started);
         self.upstream_name = Some(upstream);
+    }
+
+    /// The upstream's answer head came, with `status`.
+    pub fn upstream_answered(&mut self, status: u16) {
+        self.upstream_status = Some(status);
     }
 
     /// The request failed over: it was sent to each of `targets` first, and each failed. The
@@ -336,8 +349,9 @@ impl<'a> RequestRecord<'a> {
                 && self.upstream.is_none()
                 && let (Some(children), Some(started), Some(name)) = (&self.children, self.upstream_started, self.upstream_name)
             {
-                let error = Err("the client closed the request before the upstream answered".to_owned());
-                super::spans::push(children, super::spans::ChildSpan::upstream(name, self.upstream_addr.cloned(), started, Instant::now(), error));
+                // Its head may have come, the body being read for the response's plugins.
+                let result = self.upstream_status.ok_or_else(|| "the request ended before the upstream answered".to_owned());
+                super::spans::push(children, super::spans::ChildSpan::upstream(name, self.upstream_addr.cloned(), started, Instant::now(), result));
             }
             let end = SystemTime::now();
             exporter.submit(RequestSpan {
@@ -444,5 +458,7 @@ mod tests {
         assert_eq!(logged_prefix("ééé".as_bytes(), 4), "éé");
         assert_eq!(logged_prefix(b"ab\xffcd", 256), "ab\u{fffd}cd", "invalid bytes as before");
         assert_eq!(logged_prefix("/p".repeat(5000).as_bytes(), 4096).len(), 4096);
+        // Not UTF-8 (obs-text): cut where the limit is, not backed over to nothing.
+        assert_eq!(logged_prefix(&[0x80; 300], 256), "\u{fffd}".repeat(256));
     }
 }

@@ -20,7 +20,8 @@ pub enum ChildKind {
         plugin: String,
         /// `on-request` or `on-response`.
         phase: &'static str,
-        /// `continue`, `respond`, `delay` or `failed: <kind>`.
+        /// `continue`, `respond`, `delay`, `acquire-slot`, `failed: <kind>`, or `abandoned` (the
+        /// request's client left during the call).
         outcome: String,
         /// The status of a plugin's own response (`respond`).
         status: Option<u16>,
@@ -125,8 +126,16 @@ pub fn record(make: impl FnOnce() -> ChildSpan) {
     });
 }
 
+/// Where the running request collects its child spans, if it does: for a span to be made where
+/// the request's task-local scope may no longer be set (a phase call's guard, dropped with the
+/// request's future after the scope's future let go of it).
+pub fn current() -> Option<Collector> {
+    CHILDREN.try_with(Arc::clone).ok()
+}
+
 /// Adds `span` to `collector` directly (bounded as [`record`] is), for a span made where the
-/// request's task-local scope is not set: its record closing after the request was abandoned.
+/// request's task-local scope is not set: its record closing after the request was abandoned,
+/// a phase call's guard ([`current`]).
 pub fn push(collector: &Collector, span: ChildSpan) {
     let mut spans = collector.lock().unwrap_or_else(PoisonError::into_inner);
     if spans.len() < MAX_CHILDREN {

@@ -133,12 +133,12 @@ impl TraceContext {
     }
 }
 
-/// The client's `tracestate` as one value: its lines joined with `,` (copied only when there
-/// are several).
 /// W3C Trace Context: a `tracestate` has at most this many list members; one with more is
 /// not passed on (nor exported).
 const MAX_TRACESTATE_MEMBERS: usize = 32;
 
+/// The client's `tracestate` as one value: its lines joined with `,` (copied only when there
+/// are several); none past [`MAX_TRACESTATE_MEMBERS`].
 fn joined_tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
     let members: usize = headers.get_all(TRACESTATE).iter().map(|line| line.as_bytes().split(|&b| b == b',').filter(|m| !m.trim_ascii().is_empty()).count()).sum();
     if members > MAX_TRACESTATE_MEMBERS {
