@@ -559,6 +559,36 @@ async fn a_body_made_past_the_routes_limit_fails_the_call_rather_than_go_on_with
     gw.stop().await;
 }
 
+/// A response body read whole for a plugin is held to the route's timeout, as its head is: an
+/// upstream that sends a head and then stalls is a 504 once the timeout has passed, not a client
+/// held until `timeouts.body_idle_ms` (5 minutes) with nothing sent.
+#[tokio::test]
+async fn a_body_read_for_a_plugin_is_held_to_the_routes_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stalling = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\"").await;
+            held.push(stream);
+        }
+    });
+    let config = format!(
+        "[upstreams.backend]\ntargets = [\"{addr}\"]\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\ntimeout_ms = 600\n\
+         [[routes.plugins]]\nplugin = \"builtin:transform\"\nconfig = {{ response = {{ body = {{ remove = [\"token\"] }} }} }}\n"
+    );
+    let gw = Gateway::start(&config, None).await;
+    let started = std::time::Instant::now();
+    let r = HttpClient::http1().get(&gw.url("/x")).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (504, Some("upstream_timeout")), "{}", r.text());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "answered at the route's timeout: {:?}", started.elapsed());
+    gw.stop().await;
+    stalling.abort();
+}
+
 #[tokio::test]
 async fn without_body_rules_bodies_stream_untouched() {
     let upstream = Upstream::with_handler(canned).await;

@@ -853,6 +853,16 @@ impl Gateway {
             upgrade: None,
             origin: Some(origin),
         };
+        // A body read whole for the plugins is part of the answer they wait for: held to what is
+        // left of the route's timeout, as its head was. A server that sends a head and stalls
+        // (a gRPC server past the `grpc-timeout` the gateway gave it) would otherwise hold the
+        // client until `timeouts.body_idle_ms`, with nothing sent.
+        let body_deadline = tokio::time::Instant::from_std(started + route.timeout);
+        let stalled = |origin: upstream::ResponseOrigin| {
+            let reason = format!("its response body was not whole within the route's timeout of {} ms (read for the plugins)", route.timeout.as_millis());
+            origin.failed(&reason);
+            GatewayError::UpstreamTimeout { upstream: upstream.name.to_string(), reason }
+        };
         if let ResponseBodyNeed::UpTo(max) = body_need {
             // Read for the plugins only if it fits what they asked for; else it streams as if
             // none read bodies. A HEAD's answer has none to read.
@@ -860,9 +870,10 @@ impl Gateway {
                 return Ok(streamed(headers, ProxyBody::streaming(incoming), origin));
             }
             let limit = max.min(route.max_body_bytes);
-            let read = match body::buffer_up_to(incoming, limit).await {
-                Ok(read) => read,
-                Err(e) => return Err(refused(origin, e.to_string())),
+            let read = match tokio::time::timeout_at(body_deadline, body::buffer_up_to(incoming, limit)).await {
+                Ok(Ok(read)) => read,
+                Ok(Err(e)) => return Err(refused(origin, e.to_string())),
+                Err(_) => return Err(stalled(origin)),
             };
             let body::Buffered { bytes, trailers } = match read {
                 body::UpTo::Whole(buffered) => buffered,
@@ -884,10 +895,11 @@ impl Gateway {
             });
         }
         if body_need == ResponseBodyNeed::Whole {
-            let body::Buffered { bytes, trailers } = match body::buffer(incoming, route.max_body_bytes).await {
-                Ok(buffered) => buffered,
-                Err(body::BufferError::TooLarge(limit)) => return Err(GatewayError::UpstreamBodyTooLarge { limit }),
-                Err(body::BufferError::Read(reason)) => return Err(refused(origin, reason)),
+            let body::Buffered { bytes, trailers } = match tokio::time::timeout_at(body_deadline, body::buffer(incoming, route.max_body_bytes)).await {
+                Ok(Ok(buffered)) => buffered,
+                Ok(Err(body::BufferError::TooLarge(limit))) => return Err(GatewayError::UpstreamBodyTooLarge { limit }),
+                Ok(Err(body::BufferError::Read(reason))) => return Err(refused(origin, reason)),
+                Err(_) => return Err(stalled(origin)),
             };
             let bytes = match encoding::decode_body(&mut headers, bytes, route.max_body_bytes) {
                 Ok(bytes) => bytes,
