@@ -42,7 +42,9 @@ pub fn client_content_type(headers: &HeaderMap) -> Option<HeaderValue> {
 /// The `grpc-status` in `headers` (a gRPC answer's trailers, or a trailers-only head), if it
 /// is a number.
 pub fn status(headers: &HeaderMap) -> Option<u32> {
-    headers.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+    // 1*DIGIT (gRPC over HTTP/2): `parse` alone would take `+5` as 5.
+    let digits = |v: &&str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    headers.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).map(str::trim).filter(digits).and_then(|v| v.parse().ok())
 }
 
 /// `response` as a gRPC client can read it: one the gateway or a plugin made in HTTP's form (a
@@ -144,6 +146,18 @@ fn parse_timeout(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `grpc-status` is 1*DIGIT: a sign or other text is no status.
+    #[test]
+    fn a_status_is_digits_only() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(&GRPC_STATUS, HeaderValue::from_static(v));
+            status(&h)
+        };
+        assert_eq!((with("5"), with(" 13 "), with("0")), (Some(5), Some(13), Some(0)));
+        assert_eq!((with("+5"), with("-1"), with(""), with("5a")), (None, None, None, None));
+    }
 
     #[test]
     fn a_refusal_in_http_form_becomes_a_trailers_only_grpc_answer() {

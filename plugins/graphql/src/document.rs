@@ -4,6 +4,8 @@
 use apollo_parser::Parser;
 use apollo_parser::cst::{self, CstNode};
 
+use crate::variables::Kind;
+
 /// A variable the operation declares (`$id: ID!`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Declared {
@@ -42,12 +44,33 @@ impl Operation {
             })
             .collect();
         let operation = select(&operations, operation_name)?;
+        if operation.operation_type().is_some_and(|t| t.subscription_token().is_some()) {
+            return Err("`query`: a `subscription` is answered as a stream of events, which one POST to the GraphQL endpoint cannot carry: send a `query` or a `mutation`".to_owned());
+        }
         Ok(Self { name: name_of(operation), variables: declared(operation) })
     }
 
-    /// Checks the config's variables (by name) against the declared ones: each configured
-    /// variable is declared, and each required one (`ID!` without a default) is configured.
-    pub fn check_variables(&self, configured: &[&str]) -> Result<(), String> {
+    /// Checks the config's variables against the declared ones: each configured variable is
+    /// declared, with a `type` that can be the declared type's (a `string` for an `Int!` would
+    /// be refused by the server on every request, as the client's fault), and each required one
+    /// (`ID!` without a default) is configured.
+    pub fn check_variables(&self, configured: &[(&str, Kind)]) -> Result<(), String> {
+        for (name, kind) in configured {
+            if let Some(declared) = self.variables.iter().find(|d| d.name == *name)
+                && let Some(wanted) = kind_for(&declared.ty)
+                && !wanted.contains(kind)
+            {
+                let types: Vec<String> = wanted.iter().map(|k| format!("\"{}\"", k.config_name())).collect();
+                return Err(format!(
+                    "`variables.{name}`: `${name}` is declared `{}` but its `type` is \"{}\"{}: set `type = {}`",
+                    declared.ty,
+                    kind.config_name(),
+                    if *kind == Kind::String { " (the default)" } else { "" },
+                    types.join(" or ")
+                ));
+            }
+        }
+        let configured: Vec<&str> = configured.iter().map(|(name, _)| *name).collect();
         let operation = match &self.name {
             Some(name) => format!("the operation `{name}`"),
             None => "the operation".to_owned(),
@@ -64,6 +87,25 @@ impl Operation {
         }
         Ok(())
     }
+}
+
+/// The `type`s a variable declared as `ty` (`Int!`, `[ID!]`, `UserInput`) may be given: for
+/// the built-in scalars and lists; `None` for a type the gateway cannot know (a custom scalar,
+/// an enum, an input object), which any `type` may fill.
+fn kind_for(ty: &str) -> Option<&'static [Kind]> {
+    let ty = ty.trim().trim_end_matches('!').trim();
+    if ty.starts_with('[') {
+        return Some(&[Kind::Json]);
+    }
+    Some(match ty {
+        "Int" => &[Kind::Int, Kind::Json],
+        "Float" => &[Kind::Float, Kind::Int, Kind::Json],
+        "Boolean" => &[Kind::Bool, Kind::Json],
+        "String" => &[Kind::String, Kind::Json],
+        // An `ID` is serialized as a string, and takes an integer too (spec 3.5.5).
+        "ID" => &[Kind::String, Kind::Int, Kind::Json],
+        _ => return None,
+    })
 }
 
 /// The 1-based line and column (in characters) of byte `index` in `text`.
@@ -162,18 +204,43 @@ mod tests {
 
     #[test]
     fn configured_variables_match_the_declared_ones() {
+        use Kind::*;
         let user = op("query User($id: ID!, $posts: Int, $n: Int! = 2) { user(id: $id) { id } }", None).unwrap();
-        assert!(user.check_variables(&["id", "posts"]).is_ok());
-        assert!(user.check_variables(&["id"]).is_ok());
+        assert!(user.check_variables(&[("id", String), ("posts", Int)]).is_ok());
+        assert!(user.check_variables(&[("id", String)]).is_ok());
         assert_eq!(
-            user.check_variables(&["id", "limit"]).unwrap_err(),
+            user.check_variables(&[("id", String), ("limit", String)]).unwrap_err(),
             "`variables.limit`: the operation `User` declares no `$limit` (it declares: `$id`, `$posts`, `$n`)"
         );
         assert_eq!(
-            user.check_variables(&["posts"]).unwrap_err(),
+            user.check_variables(&[("posts", Int)]).unwrap_err(),
             "`variables`: the operation `User` requires `$id: ID!` (non-null, no default in the query): add `id = { from = \"...\" }` to `variables`"
         );
         let anonymous = op("{ a }", None).unwrap();
-        assert_eq!(anonymous.check_variables(&["x"]).unwrap_err(), "`variables.x`: the operation declares no `$x` (it declares: none)");
+        assert_eq!(anonymous.check_variables(&[("x", String)]).unwrap_err(), "`variables.x`: the operation declares no `$x` (it declares: none)");
+    }
+
+    /// A `type` the declared type cannot take is refused at load: the server would refuse every
+    /// request's value (a string for `Int!`), as the client's fault. Types the gateway cannot
+    /// know (custom scalars, enums, input objects) take any.
+    #[test]
+    fn a_variables_type_must_fit_its_declaration() {
+        use Kind::*;
+        let q = op("query Q($id: Int!, $flag: Boolean, $r: Float, $ids: [ID!], $who: ID, $in: UserInput, $s: String) { a }", None).unwrap();
+        assert_eq!(
+            q.check_variables(&[("id", String)]).unwrap_err(),
+            "`variables.id`: `$id` is declared `Int!` but its `type` is \"string\" (the default): set `type = \"int\" or \"json\"`"
+        );
+        assert!(q.check_variables(&[("flag", String), ("id", Int)]).unwrap_err().contains("`$flag` is declared `Boolean`"));
+        assert!(q.check_variables(&[("ids", String), ("id", Int)]).unwrap_err().contains("set `type = \"json\"`"));
+        let fits = [("id", Int), ("flag", Bool), ("r", Int), ("ids", Json), ("who", Int), ("in", String), ("s", String)];
+        assert!(q.check_variables(&fits).is_ok());
+    }
+
+    #[test]
+    fn a_subscription_is_refused() {
+        let err = op("subscription S { events { id } }", None).unwrap_err();
+        assert!(err.starts_with("`query`: a `subscription` is answered as a stream of events"), "{err}");
+        assert!(op("mutation M { a }", None).is_ok() && op("query Q { a }", None).is_ok());
     }
 }

@@ -153,7 +153,7 @@ impl Plugin for GraphQl {
             }
             Some(path) => path.split('.').map(str::to_owned).collect(),
         };
-        operation.check_variables(&config.variables.keys().map(String::as_str).collect::<Vec<_>>())?;
+        operation.check_variables(&config.variables.iter().map(|(name, v)| (name.as_str(), v.kind)).collect::<Vec<_>>())?;
         let mut variables: Vec<(String, Variable)> = config.variables.into_iter().collect();
         for (name, variable) in &mut variables {
             // Checked (and converted: `default = "3"` for an int is 3) once, here: a default of
@@ -541,7 +541,7 @@ mod tests {
             "`variables.ids`: the operation declares no `$ids` (it declares: `$id`)"
         );
         assert!(
-            err(r#"{"query": "query($id: ID!, $n: Int) { a(id: $id) }", "variables": {"n": {"from": "query.n"}}}"#)
+            err(r#"{"query": "query($id: ID!, $n: Int) { a(id: $id) }", "variables": {"n": {"from": "query.n", "type": "int"}}}"#)
                 .starts_with("`variables`: the operation requires `$id: ID!` (non-null, no default in the query)")
         );
         assert!(err(r#"{"query": "{ a }", "path": "graphql"}"#).starts_with("`path`: `graphql` is not a path"));

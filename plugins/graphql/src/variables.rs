@@ -107,6 +107,17 @@ pub enum Raw {
 }
 
 impl Kind {
+    /// As the config spells it (`type = "int"`).
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::Int => "int",
+            Kind::Float => "float",
+            Kind::Bool => "bool",
+            Kind::Json => "json",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Kind::String => "a string",

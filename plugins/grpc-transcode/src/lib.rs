@@ -57,7 +57,8 @@
 //! unknown field or query parameter, a singular field given twice in the query, a key given twice
 //! in one object of the body or one field under both its JSON and proto names (`{"userId": 1,
 //! "user_id": 2}`), a path or query value that is not UTF-8 once percent-decoded (`%E9`), a body
-//! sent to a binding without `body`, or a value that does not fit its field (a float out of
+//! sent to a binding without `body` (but a GET's, which HTTP gives no meaning and is ignored, as
+//! grpc-gateway does), or a value that does not fit its field (a float out of
 //! range, an integer that is not integral (`1.5`) or out of range, a `Timestamp` or `Duration`
 //! with more than nine fractional digits, a `Timestamp` at second 60, `23:59:60Z`, which protojson
 //! refuses and would otherwise become :59), is a 400 naming the path variable, query parameter or

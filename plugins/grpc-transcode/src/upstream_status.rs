@@ -35,8 +35,10 @@ pub fn read(resp: &Response) -> Outcome {
             resp.status()
         ));
     };
-    let code = match raw.trim().parse::<i32>() {
-        Ok(code) if code >= 0 => code,
+    // 1*DIGIT (gRPC over HTTP/2): `parse` alone would take `+5` as 5.
+    let digits = raw.trim();
+    let code = match digits.parse::<i32>() {
+        Ok(code) if code >= 0 && digits.bytes().all(|b| b.is_ascii_digit()) => code,
         _ => return Outcome::Missing(format!("the upstream's grpc-status `{raw}` is not a status code")),
     };
     if code == crate::status::OK {
