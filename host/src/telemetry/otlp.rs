@@ -442,6 +442,23 @@ fn int(key: &str, value: i64) -> KeyValue {
 mod tests {
     use super::*;
 
+    /// A request's span with `status`, begun `started`, without children.
+    fn request_span(status: u16, started: Instant) -> RequestSpan {
+        RequestSpan {
+            trace: TraceContext::from_headers(&http::HeaderMap::new(), 1.0),
+            start: SystemTime::now(),
+            end: SystemTime::now(),
+            method: Method::GET,
+            path: "/".into(),
+            route: None,
+            status,
+            request_id: "id".into(),
+            consumer: None,
+            started,
+            children: Vec::new(),
+        }
+    }
+
     #[test]
     fn an_upstream_span_names_the_target_as_server_address_and_port() {
         assert_eq!(split_address("10.0.0.7:8080"), Some(("10.0.0.7", 8080)));
@@ -449,19 +466,7 @@ mod tests {
         assert_eq!(split_address("backend.internal:443"), Some(("backend.internal", 443)));
         assert_eq!(split_address("no-port"), None);
         let now = Instant::now();
-        let parent = RequestSpan {
-            trace: TraceContext::from_headers(&http::HeaderMap::new(), 1.0),
-            start: SystemTime::now(),
-            end: SystemTime::now(),
-            method: Method::GET,
-            path: "/".into(),
-            route: None,
-            status: 502,
-            request_id: "id".into(),
-            consumer: None,
-            started: now,
-            children: Vec::new(),
-        };
+        let parent = request_span(502, now);
         let child = ChildSpan::upstream("api", Some("10.0.0.7:8080".into()), now, now, Err("refused".into()));
         let span = child_to_proto(&parent, &child);
         let value = |key: &str| span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone()).and_then(|v| v.value);
@@ -477,19 +482,7 @@ mod tests {
     #[test]
     fn a_client_span_fails_on_a_4xx_and_the_server_span_on_a_5xx() {
         let now = Instant::now();
-        let request = |status| RequestSpan {
-            trace: TraceContext::from_headers(&http::HeaderMap::new(), 1.0),
-            start: SystemTime::now(),
-            end: SystemTime::now(),
-            method: Method::GET,
-            path: "/".into(),
-            route: None,
-            status,
-            request_id: "id".into(),
-            consumer: None,
-            started: now,
-            children: Vec::new(),
-        };
+        let request = |status| request_span(status, now);
         let code = |span: &Span| span.status.as_ref().map(|s| s.code);
         let error_type = |span: &Span| span.attributes.iter().find(|kv| kv.key == "error.type").and_then(|kv| kv.value.clone()).and_then(|v| v.value);
         for (upstream_status, failed) in [(200, false), (304, false), (404, true), (503, true)] {
