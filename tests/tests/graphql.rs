@@ -368,6 +368,10 @@ async fn a_post_route_runs_a_mutation_with_body_and_header_variables() {
     let r = client.request("POST", &gw.url("/users"), &[("x-user", "a")], b"{\"user\":").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"], "invalid_json");
+    // A header given twice is as ambiguous as a query parameter (the first was taken silently).
+    let r = client.request("POST", &gw.url("/users"), &[("x-user", "admin"), ("x-user", "eve")], body.to_string().as_bytes()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["message"], "variable `by` from header `x-user`: given more than once; send one value");
     assert_eq!(upstream.hits(), hits);
     gw.stop().await;
 }

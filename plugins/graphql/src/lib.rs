@@ -24,8 +24,8 @@
 //! JSON request body) or `body.PATH` (a dotted path into it) and are converted to their `type`;
 //! a missing value (or an empty one, for any type but `string`) takes `default`, is answered
 //! 400 if `required`, and is otherwise left out. A query parameter given more than once
-//! (`?posts=1&posts=2`) is answered 400 naming it: no type takes a list of them, and which one
-//! was meant is ambiguous. A `required` `param.NAME` without a `default`, naming a param the
+//! (`?posts=1&posts=2`), or a header, is answered 400 naming it: no type takes a list of them,
+//! and which one was meant is ambiguous. A `required` `param.NAME` without a `default`, naming a param the
 //! route's `path` does not capture, cannot be refused at load (`configure` is not given the
 //! route): every request on that route is then a 500 `config_error`, the log naming the
 //! `variables` key, never a 400 blaming the client. (An optional or defaulted one takes its
@@ -204,7 +204,14 @@ impl Plugin for GraphQl {
                 Some(query) => variables::query_value(query, name)?.map(Raw::Text),
                 None => None,
             }),
-            From::Header(name) => Ok(req.header_str(name).map(Raw::Text)),
+            // Two lines are as ambiguous as a query parameter given twice.
+            From::Header(name) => {
+                let mut lines = req.header_all(name).into_iter();
+                match (lines.next(), lines.next()) {
+                    (first, None) => Ok(first.map(|v| Raw::Text(String::from_utf8_lossy(&v).into_owned()))),
+                    (_, Some(_)) => Err("given more than once; send one value".to_owned()),
+                }
+            }
             From::Body(pointer) => Ok(body.as_ref().and_then(|b| variables::body_value(b, pointer)).map(Raw::Json)),
         };
         let variables = match variables::build(&self.variables, read) {
