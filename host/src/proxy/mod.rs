@@ -123,13 +123,11 @@ impl Gateway {
                 conn.scheme = scheme;
             }
         }
-        // A client's own id, where `[tracing] trust_incoming` lets it choose one.
-        let request_id = match self.telemetry.trusts_incoming(conn.via_trusted_proxy) {
-            true => headers::request_id(request.headers()),
-            false => headers::new_request_id(),
-        };
+        // A client's own id and trace, where `[tracing] trust_incoming` lets it choose them.
+        let trusted = self.telemetry.trusts_incoming(conn.via_trusted_proxy);
+        let request_id = if trusted { headers::request_id(request.headers()) } else { headers::new_request_id() };
         let grpc_client = grpc::client_content_type(request.headers());
-        let mut record = RequestRecord::begin(&self.telemetry, &request, conn, request_id.clone());
+        let mut record = RequestRecord::begin(&self.telemetry, &request, (conn, trusted), request_id.clone());
         let span = record.span().clone();
         // Not boxed again here: the server boxes the whole request future once
         // (`server::gateway_service`), so an idle keep-alive connection holds a pointer, not it.

@@ -48,9 +48,13 @@ impl<'e> PhaseCall<'e> {
         Self { entry, response, started, spans: crate::telemetry::spans::current(), returned: false }
     }
 
-    /// The call returned at `now`: its duration recorded (the caller records its span).
-    fn returned(mut self, now: Instant) {
+    /// The call returned at `now`: its duration recorded, and the span `span` makes if the
+    /// request is exported (with the collector taken at the start: no second look-up).
+    fn returned(mut self, now: Instant, span: impl FnOnce() -> crate::telemetry::spans::ChildSpan) {
         self.entry.metrics.record_call(self.response, now.duration_since(self.started));
+        if let Some(spans) = self.spans.take() {
+            crate::telemetry::spans::push(&spans, span());
+        }
         self.returned = true;
     }
 }
@@ -276,8 +280,7 @@ impl PluginChain {
             let under_way = PhaseCall::begin(entry, false, started);
             let (returned, result) = call.instrument(span).await;
             *clock = Instant::now();
-            under_way.returned(*clock);
-            crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::request_phase(entry.name(), started, *clock, &result));
+            under_way.returned(*clock, || crate::telemetry::spans::ChildSpan::request_phase(entry.name(), started, *clock, &result));
             request = returned;
             // Its changes made, except one the limits refused: not sent on without it (nor
             // delayed, nor given a slot first). An answer of its own stands.
@@ -356,8 +359,7 @@ impl PluginChain {
             let under_way = PhaseCall::begin(entry, true, started);
             let (req, resp, result) = call.instrument(span).await;
             *clock = Instant::now();
-            under_way.returned(*clock);
-            crate::telemetry::spans::record(|| crate::telemetry::spans::ChildSpan::response_phase(entry.name(), started, *clock, &result));
+            under_way.returned(*clock, || crate::telemetry::spans::ChildSpan::response_phase(entry.name(), started, *clock, &result));
             request = req;
             response = resp;
             if let Err(failure) = result {

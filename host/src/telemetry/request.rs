@@ -106,9 +106,9 @@ fn logged_prefix(bytes: &[u8], max: usize) -> String {
 }
 
 impl<'a> RequestRecord<'a> {
-    /// Starts the record of a request that just arrived.
-    pub fn begin<B>(telemetry: &'a Telemetry, request: &Request<B>, conn: ConnectionInfo, request_id: Arc<str>) -> Self {
-        let trusted = telemetry.trusts_incoming(conn.via_trusted_proxy);
+    /// Starts the record of a request that just arrived over `conn`; `trusted`: its own trace
+    /// context is continued ([`Telemetry::trusts_incoming`]).
+    pub fn begin<B>(telemetry: &'a Telemetry, request: &Request<B>, (conn, trusted): (ConnectionInfo, bool), request_id: Arc<str>) -> Self {
         let trace = TraceContext::continuing(request.headers(), telemetry.sample_ratio, trusted);
         // A debug span: at the default `info` level, creating, entering and formatting a span
         // for every request cost ~15% of a proxied request's CPU. Request-path warnings name

@@ -118,12 +118,7 @@ pub fn collect<F: Future>(collector: Collector, future: F) -> impl Future<Output
 
 /// Records the span `make` builds, if the running request collects child spans.
 pub fn record(make: impl FnOnce() -> ChildSpan) {
-    let _ = CHILDREN.try_with(|c| {
-        let mut spans = c.lock().unwrap_or_else(PoisonError::into_inner);
-        if spans.len() < MAX_CHILDREN {
-            spans.push(make());
-        }
-    });
+    let _ = CHILDREN.try_with(|c| push(c, make()));
 }
 
 /// Where the running request collects its child spans, if it does: for a span to be made where

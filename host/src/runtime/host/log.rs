@@ -297,13 +297,12 @@ pub fn breaks_or_reorders(c: char) -> bool {
 /// escaped (`\n`, `\u{2028}`), so its text cannot start a line of its own that reads as the
 /// gateway's, nor reorder the line.
 pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
-    let hidden = breaks_or_reorders;
-    if !s.chars().any(hidden) {
+    if !s.chars().any(breaks_or_reorders) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if hidden(c) {
+        if breaks_or_reorders(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
