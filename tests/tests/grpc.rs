@@ -831,6 +831,27 @@ async fn a_clients_reserved_grpc_headers_are_not_sent_to_the_server() {
     assert_eq!(server.seen.header("content-type").as_deref(), Some("application/grpc"));
 }
 
+/// gRPC reads a header ending in `-bin` as base64 binary metadata: a REST client's that is not
+/// base64 is a 400 naming it, not sent (before: sent on, and the server failed the call);
+/// base64 ones, padded or not and listed with commas, go on as metadata.
+#[tokio::test]
+async fn a_bin_header_that_is_not_base64_is_a_400_naming_it() {
+    let server = GrpcServer::start(None).await;
+    let gw = gateway(&config(&server, "")).await.unwrap();
+    let client = HttpClient::http1();
+    let reply = client.request("GET", &gw.url("/v1/users/3"), &[("x-token-bin", "not base64!")], b"").await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(reply.json()["code"], 3, "INVALID_ARGUMENT");
+    let message = reply.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("header `x-token-bin` ends in `-bin`") && message.contains("`not base64!` is not base64"), "{message}");
+    assert_eq!(server.seen.calls(), 0, "the call was not made");
+    for good in ["AQID", "AQ", "AQ==, BAUG"] {
+        let reply = client.request("GET", &gw.url("/v1/users/3"), &[("x-token-bin", good)], b"").await;
+        assert_eq!(reply.status, 200, "{good}: {}", reply.text());
+    }
+    assert_eq!(server.seen.calls(), 3);
+}
+
 /// protojson refuses one field given under both its JSON name and its proto name ("duplicate
 /// field"): a 400 naming it (before: accepted, the last one silently winning).
 #[tokio::test]
@@ -1076,6 +1097,15 @@ async fn streaming_methods_bad_mappings_and_ungranted_descriptors_are_refused_at
         (
             "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/GetUser\"\nhttp = \"GET /x/{view}/{view}\"",
             "path variable `view` is used twice",
+        ),
+        // Two members of one oneof (before: loaded, and every request a 400).
+        (
+            "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/GetUser\"\nhttp = \"GET /x/{email}/{handle}\"",
+            "`mappings[0].http`: path variables `email` and `handle` set two members of oneof `demo.v1.GetUserRequest.lookup`, which holds one",
+        ),
+        (
+            "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/GetUser\"\nhttp = \"POST /x/{email}\"\nbody = \"handle\"",
+            "`mappings[0].body`: `handle` and path variable `email` are two members of oneof `demo.v1.GetUserRequest.lookup`",
         ),
         (
             "annotations = false\n[[routes.plugins.config.mappings]]\nmethod = \"demo.v1.Users/GetUser\"\nhttp = \"GET /x/{view}\"\n\

@@ -67,11 +67,16 @@
 //! that may name one field, a string ending like a too fine time or a leap second) and only then
 //! the body is walked with its types; an integral string in exponent form is read once the plain
 //! reading failed. Each binding answers with its own `response_body`, whatever other bindings its
-//! method has.
+//! method has; a `response_body` field left at its default is answered as that default (`[]`,
+//! `{}`, `0`, `"0"`, `false`, `""`), or `null` when it has presence (a message, an `optional`
+//! scalar, a oneof member) and is unset. A binding whose path variables (or path variable and
+//! `body` field) are two members of one oneof is refused at load: no request could be taken.
 //!
 //! The upstream gets `POST /package.Service/Method` with `content-type: application/grpc`,
-//! `te: trailers` and the framed message (uncompressed); the client's `grpc-*` headers but
-//! `grpc-timeout` are not sent on, and the gateway sends the shorter of that and the route's
+//! `te: trailers` and the framed message (uncompressed); the client's other headers go on as the
+//! call's metadata, but its `grpc-*` headers other than `grpc-timeout`, which are not sent on,
+//! and a header ending in `-bin` (binary metadata, base64) whose value is not base64, which is
+//! a 400 naming it; and the gateway sends the shorter of that and the route's
 //! timeout as `grpc-timeout`. The answer: `grpc-status` (from the trailers, or the headers of a
 //! trailers-only response) `0` gives 200 with the response message as proto3 JSON (64-bit
 //! integers as strings, enums by name, fields with default values left out, NaN and the
@@ -95,6 +100,7 @@
 pub mod json;
 pub mod mapping;
 pub mod message;
+pub mod metadata;
 pub mod numbers;
 pub mod response;
 pub mod status;
@@ -221,6 +227,14 @@ impl Plugin for GrpcTranscode {
         for name in req.header_names() {
             if name.starts_with("grpc-") && name != "grpc-timeout" {
                 req.remove_header(&name);
+            } else if name.ends_with("-bin")
+                && let Some(bad) = req.header_all(&name).into_iter().find(|v| !metadata::is_binary_value(v))
+            {
+                // gRPC reads a `-bin` header as base64 binary metadata: one that is not would
+                // fail the call at the server (an INTERNAL error the client cannot act on).
+                let shown = String::from_utf8_lossy(&bad[..bad.len().min(64)]).into_owned();
+                let message = format!("header `{name}` ends in `-bin`, which gRPC reads as base64 binary metadata, but `{shown}` is not base64");
+                return error(status::INVALID_ARGUMENT, 400, &message);
             }
         }
         req.set_body(framed);

@@ -194,10 +194,23 @@ fn check(binding: Binding) -> Result<Binding, Refusal> {
     }
     let input = method.input();
     let mut seen = std::collections::HashSet::new();
+    // Each oneof a path variable sets a member of, by the message path it is in: a second member
+    // of the same oneof would make every request a 400 ("sets two members of oneof").
+    let mut oneofs: Vec<(&str, String, &str)> = Vec::new();
     for field in binding.template.fields() {
         let descriptor = crate::message::field_path(&input, field).map_err(|e| ("http", format!("path variable `{field}`: {e}")))?;
         if !seen.insert(field) {
             return Err(("http", format!("path variable `{field}` is used twice: one field takes one value from the path")));
+        }
+        if let Some(oneof) = descriptor.containing_oneof().filter(|o| !o.is_synthetic()) {
+            let parent = field.rsplit_once('.').map_or("", |(parent, _)| parent);
+            if let Some((_, _, other)) = oneofs.iter().find(|(p, o, _)| *p == parent && *o == oneof.full_name()) {
+                return Err(("http", format!(
+                    "path variables `{other}` and `{field}` set two members of oneof `{}`, which holds one: every request would be refused",
+                    oneof.full_name()
+                )));
+            }
+            oneofs.push((parent, oneof.full_name().to_owned(), field));
         }
         // A path sets scalars, enums and the well-known types' text forms, never a message.
         if let prost_reflect::Kind::Message(m) = descriptor.kind()
@@ -209,10 +222,19 @@ fn check(binding: Binding) -> Result<Binding, Refusal> {
             )));
         }
     }
-    if let Some(body) = binding.body.as_deref().filter(|b| *b != "*")
-        && input.get_field_by_name(body).is_none() {
+    if let Some(body) = binding.body.as_deref().filter(|b| *b != "*") {
+        let Some(descriptor) = input.get_field_by_name(body) else {
             return Err(("body", format!("message `{}` has no field `{body}`", input.full_name())));
+        };
+        if let Some(oneof) = descriptor.containing_oneof().filter(|o| !o.is_synthetic())
+            && let Some((_, _, other)) = oneofs.iter().find(|(p, o, _)| p.is_empty() && *o == oneof.full_name())
+        {
+            return Err(("body", format!(
+                "`{body}` and path variable `{other}` are two members of oneof `{}`, which holds one: every request would be refused",
+                oneof.full_name()
+            )));
         }
+    }
     if let Some(field) = &binding.response_body
         && method.output().get_field_by_name(field).is_none() {
             return Err(("response_body", format!("message `{}` has no field `{field}`", method.output().full_name())));

@@ -442,8 +442,25 @@ pub fn to_json(message: &DynamicMessage, field: Option<&str>) -> Result<Vec<u8>,
     }
     let Some(field) = field else { return serde_json::to_vec(&value).map_err(|e| e.to_string()) };
     let json_name = message.descriptor().get_field_by_name(field).map(|f| f.json_name().to_owned()).unwrap_or_else(|| field.to_owned());
-    let picked = value.get_mut(&json_name).map(Value::take).unwrap_or(Value::Null);
+    let picked = match value.get_mut(&json_name) {
+        Some(picked) => picked.take(),
+        None => unset_field(&message.descriptor(), &json_name)?,
+    };
     serde_json::to_vec(&picked).map_err(|e| e.to_string())
+}
+
+/// The proto3 JSON of a field the writer left out because it holds its default: `[]` for a list,
+/// `{}` for a map, `0`, `"0"` (64-bit), `false`, `""` or the enum's first value for a scalar, and
+/// `null` for a field that has presence (a message, an `optional` scalar, a oneof member) and is
+/// unset. Asked of prost-reflect itself, by writing an empty message with its defaults in.
+fn unset_field(descriptor: &MessageDescriptor, json_name: &str) -> Result<Value, String> {
+    let empty = DynamicMessage::new(descriptor.clone());
+    let mut out = Vec::new();
+    empty
+        .serialize_with_options(&mut serde_json::Serializer::new(&mut out), &SerializeOptions::new().skip_default_fields(false))
+        .map_err(|e| format!("cannot write `{}` as JSON: {e}", descriptor.full_name()))?;
+    let mut defaults: Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
+    Ok(defaults.get_mut(json_name).map(Value::take).unwrap_or(Value::Null))
 }
 
 #[cfg(test)]
@@ -713,5 +730,31 @@ mod tests {
         let b = binding("DELETE", "/v1/things/{text}", None);
         assert_eq!(request(&b, "/v1/things/a%20b", "", Some("{}")).unwrap_err(), "DELETE /v1/things/a%20b takes no request body");
         assert_eq!(request(&b, "/v1/things/a%20b", "", Some(" \n")).unwrap(), json!({"text": "a b"}), "an empty body is no body");
+    }
+    /// `response_body` naming a field left at its default answers that default as proto3 JSON
+    /// writes it (`[]`, `0`, `"0"`, `false`, `""`), and `null` for an unset message: before, every
+    /// one answered `null`, which a client reading a list or a count cannot take.
+    #[test]
+    fn response_body_naming_a_default_field_answers_its_default() {
+        let output = binding("GET", "/v1/things", None).method.output();
+        let framed = |message: &DynamicMessage| {
+            let payload = message.encode_to_vec();
+            let mut framed = vec![0];
+            framed.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&payload);
+            framed
+        };
+        let empty = framed(&DynamicMessage::new(output.clone()));
+        let answer = |body: &[u8], field: &str| String::from_utf8(decode_response(&output, body, Some(field)).unwrap()).unwrap();
+        assert_eq!(answer(&empty, "tags"), "[]");
+        assert_eq!(answer(&empty, "i64"), r#""0""#);
+        assert_eq!(answer(&empty, "text"), r#""""#);
+        assert_eq!(answer(&empty, "maybe_flag"), "false");
+        assert_eq!(answer(&empty, "filter"), "null");
+        let mut set = DynamicMessage::new(output.clone());
+        set.set_field_by_name("tags", prost_reflect::Value::List(vec![prost_reflect::Value::String("a".into())]));
+        set.set_field_by_name("filter", prost_reflect::Value::Message(DynamicMessage::new(output.parent_pool().get_message_by_name("t.v1.Filter").unwrap())));
+        assert_eq!(answer(&framed(&set), "tags"), r#"["a"]"#);
+        assert_eq!(answer(&framed(&set), "filter"), "{}", "a set message with default fields is an empty object");
     }
 }
