@@ -557,7 +557,10 @@ impl Response {
 
     /// Replaces the whole response with `status` and `value` serialized as a JSON body
     /// (`content-type: application/json`), and removes the upstream's validators (`etag`,
-    /// `last-modified`, `content-md5`), which described the body that is gone. Takes any
+    /// `last-modified`, `content-md5`), which described the body that is gone, and the headers
+    /// only the upstream's status gave meaning to: `location` unless the new status is a
+    /// redirect or a 201 (a 502 for an upstream's 302 must not point anywhere), `content-range`
+    /// unless it is a 206 or 416. Takes any
     /// `Serialize` value, a [`serde_json::Value`] included.
     ///
     /// Needs [`Descriptor::response_body`](crate::Descriptor): without response-body access the
@@ -583,6 +586,12 @@ impl Response {
         self.0.set_header("content-type", content_type.as_bytes());
         for stale in ["etag", "last-modified", "content-md5"] {
             self.0.remove_header(stale);
+        }
+        if status != 201 && !(300..400).contains(&status) {
+            self.0.remove_header("location");
+        }
+        if status != 206 && status != 416 {
+            self.0.remove_header("content-range");
         }
     }
 }

@@ -112,6 +112,7 @@ pub mod log;
 pub mod metrics;
 mod plugin;
 pub mod state;
+pub mod strict_json;
 pub mod template;
 
 pub use action::{Action, ResponseInit, SlotRequest, error_json};

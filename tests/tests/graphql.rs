@@ -88,6 +88,15 @@ impl Mutation {
         }
         Ok(User { id: ID(format!("new-by-{by}")), name: input.name, age: input.age, score, tags: input.tags })
     }
+
+    /// What the server was given for `bio`: `absent`, `null` (clear it) or `set:TEXT`.
+    async fn set_bio(&self, bio: async_graphql::MaybeUndefined<String>) -> String {
+        match bio {
+            async_graphql::MaybeUndefined::Undefined => "absent".to_owned(),
+            async_graphql::MaybeUndefined::Null => "null".to_owned(),
+            async_graphql::MaybeUndefined::Value(text) => format!("set:{text}"),
+        }
+    }
 }
 
 type AppSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -243,6 +252,15 @@ upstream = "graphql"
 plugin = "builtin:graphql"
 config = { query = "query User($id: ID!) { user(id: $id) { id } }", result = "user", variables = { id = { from = "param.id", default = "1" } } }
 
+# A nullable argument: an explicit null clears it, absent leaves it alone.
+[[routes]]
+path = "/bio"
+methods = ["PATCH"]
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+config = { query = "mutation Bio($bio: String) { setBio(bio: $bio) }", result = "setBio", variables = { bio = { from = "body.bio", default = "unchanged" } } }
+
 [[routes]]
 path = "/nobody"
 upstream = "graphql"
@@ -373,6 +391,76 @@ async fn a_post_route_runs_a_mutation_with_body_and_header_variables() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["message"], "variable `by` from header `x-user`: given more than once; send one value");
     assert_eq!(upstream.hits(), hits);
+    gw.stop().await;
+}
+
+/// A body's explicit `null` reaches the server as null, over the variable's default (a mutation
+/// can clear a field); absent takes the default. Before, null was taken for absent.
+#[tokio::test]
+async fn an_explicit_null_in_the_body_is_sent_as_null() {
+    let (upstream, seen) = graphql_server().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    for (body, answer, sent) in [
+        (json!({"bio": null}), "null", json!({"bio": null})),
+        (json!({}), "set:unchanged", json!({"bio": "unchanged"})),
+        (json!({"bio": "hi"}), "set:hi", json!({"bio": "hi"})),
+    ] {
+        let r = client.request("PATCH", &gw.url("/bio"), &[("content-type", "application/json")], body.to_string().as_bytes()).await;
+        assert_eq!((r.status.as_u16(), r.json()), (200, json!(answer)), "{body}");
+        assert_eq!(seen.lock().unwrap().pop().unwrap()["variables"], sent, "{body}");
+    }
+    gw.stop().await;
+}
+
+/// A key given twice in one object of the body is a 400 naming it, never sent (before: the
+/// last one became the variable, and a proxy keeping the first saw another request).
+#[tokio::test]
+async fn a_body_key_given_twice_is_refused() {
+    let (upstream, _) = graphql_server().await;
+    let gw = Gateway::start(ROUTES, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let hits = upstream.hits();
+    let twice = br#"{"user": {"name": "Ada", "age": 36, "age": -1, "tags": []}, "score": 1}"#;
+    let r = client.request("POST", &gw.url("/users"), &[("x-user", "admin")], twice).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"], "invalid_json");
+    assert_eq!(r.json()["message"], "the request body gives key `age` more than once in the object at `/user`: send it once");
+    let r = client.request("POST", &gw.url("/users"), &[("x-user", "admin")], br#"{"score": 1, "score": 2}"#).await;
+    assert_eq!(r.json()["message"], "the request body gives key `score` more than once in the body's object: send it once");
+    assert_eq!(upstream.hits(), hits, "nothing was sent");
+    gw.stop().await;
+}
+
+/// The GraphQL endpoint redirecting the gateway's POST is a 502 saying so, whatever the body
+/// (before: a 3xx with GraphQL data was answered 200).
+#[tokio::test]
+async fn a_redirect_from_the_graphql_upstream_is_a_502() {
+    let upstream = Upstream::with_handler(|_req: Request<Incoming>| async move {
+        let mut r = Response::new(Full::new(Bytes::from_static(br#"{"data": {"boom": 1}}"#)));
+        *r.status_mut() = StatusCode::FOUND;
+        r.headers_mut().insert("location", "/elsewhere".parse().unwrap());
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        r
+    })
+    .await;
+    let config = r#"
+[upstreams.graphql]
+targets = ["{upstream}"]
+[[routes]]
+path = "/x"
+upstream = "graphql"
+[[routes.plugins]]
+plugin = "builtin:graphql"
+config = { query = "{ boom }" }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let r = HttpClient::http1().get(&gw.url("/x")).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_not_graphql");
+    let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.starts_with("the GraphQL upstream answered 302, a redirect the gateway does not follow"), "{message}");
+    assert_eq!(r.headers.get("location"), None, "the redirect is not passed on");
     gw.stop().await;
 }
 

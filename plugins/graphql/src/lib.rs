@@ -23,7 +23,10 @@
 //! replaced. Variables come from `param.NAME`, `query.NAME`, `header.NAME`, `body` (the whole
 //! JSON request body) or `body.PATH` (a dotted path into it) and are converted to their `type`;
 //! a missing value (or an empty one, for any type but `string`) takes `default`, is answered
-//! 400 if `required`, and is otherwise left out. A query parameter given more than once
+//! 400 if `required`, and is otherwise left out. An explicit JSON `null` in the body is sent as
+//! null (over a `default`, as GraphQL's own variable defaults are; a 400 if `required`), so a
+//! mutation can clear a field. A body giving one key twice in an object is a 400: which value
+//! was meant is ambiguous. A query parameter given more than once
 //! (`?posts=1&posts=2`), or a header, is answered 400 naming it: no type takes a list of them,
 //! and which one was meant is ambiguous. A `required` `param.NAME` without a `default`, naming a param the
 //! route's `path` does not capture, cannot be refused at load (`configure` is not given the
@@ -52,7 +55,8 @@
 //! field of that name, or the answer `{"data": result, "<errors_field>": [...]}` otherwise (a
 //! result's own `errors` field is never overwritten); a null result without errors is a 200
 //! with `null`. An upstream answer that is not a GraphQL response is a 502 if its status is 2xx
-//! and passed through as it is otherwise (a 401 from the GraphQL server reaches the client). An
+//! and passed through as it is otherwise (a 401 from the GraphQL server reaches the client); a
+//! redirect (3xx) is a 502 whatever its body, saying the endpoint is not where it is looked for. An
 //! error status (4xx/5xx) with GraphQL `errors` is a GraphQL-over-HTTP request error (Apollo
 //! Router's 401 `{"errors": [...]}`): that status (or the first matching rule's) with the
 //! gateway's error format; without a non-empty `errors` list, it is passed through as it is.
@@ -69,7 +73,7 @@ pub mod variables;
 
 use std::collections::BTreeMap;
 
-use airlock_sdk::{Action, Descriptor, Plugin, Request, Response};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, strict_json};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -188,11 +192,20 @@ impl Plugin for GraphQl {
             return Action::error(500, "config_error", told, &req.request_id());
         }
         let body = if self.reads_body { req.body().filter(|b| !b.is_empty()) } else { None };
-        let body: Option<Value> = match body.map(|b| serde_json::from_slice(&b)) {
+        // Strictly: a key given twice would be read here as its last value, and as its first by
+        // anything between that keeps the first (which value became the variable is ambiguous).
+        let body: Option<Value> = match body.map(|b| strict_json::parse(&b)) {
             None => None,
             Some(Ok(value)) => Some(value),
-            Some(Err(e)) => {
+            Some(Err(strict_json::Refused::Invalid(e))) => {
                 let message = format!("the request body is not valid JSON: {e}");
+                return Action::error(400, "invalid_json", &message, &req.request_id());
+            }
+            Some(Err(strict_json::Refused::Duplicate { pointer, key })) => {
+                // Both are the client's own text, cut so the answer stays short.
+                let (key, pointer): (String, String) = (key.chars().take(100).collect(), pointer.chars().take(200).collect());
+                let at = if pointer.is_empty() { "the body's object".to_owned() } else { format!("the object at `{pointer}`") };
+                let message = format!("the request body gives key `{key}` more than once in {at}: send it once");
                 return Action::error(400, "invalid_json", &message, &req.request_id());
             }
         };
@@ -289,6 +302,15 @@ impl GraphQl {
     /// The answer for the upstream's response `body` with HTTP status `upstream_status`.
     pub fn answer(&self, body: &[u8], upstream_status: u16) -> Answer {
         let upstream_ok = (200..300).contains(&upstream_status);
+        if (300..400).contains(&upstream_status) {
+            // The gateway's POST to the GraphQL endpoint was redirected: not an answer to the
+            // client's REST request, whatever its body (data in it was never the operation's
+            // answer), and a client following it would reach the GraphQL endpoint, not this route.
+            let message = format!(
+                "the GraphQL upstream answered {upstream_status}, a redirect the gateway does not follow: point the route's upstream and `path` at the GraphQL endpoint itself"
+            );
+            return Answer::Error { status: 502, code: "upstream_not_graphql", message, errors: None };
+        }
         let document = serde_json::from_slice::<Value>(body).ok().filter(|d| d.get("data").is_some() || d.get("errors").is_some());
         let Some(mut document) = document else {
             if !upstream_ok {

@@ -164,9 +164,10 @@ pub fn pointer(dotted: &str) -> String {
     dotted.split('.').map(|k| format!("/{}", k.replace('~', "~0").replace('/', "~1"))).collect()
 }
 
-/// Looks up a body value by the pointer kept in [`From::Body`].
+/// Looks up a body value by the pointer kept in [`From::Body`]; an explicit `null` is a value
+/// (GraphQL tells it from an absent one: a mutation's `bio: null` clears the field).
 pub fn body_value(body: &Value, pointer: &str) -> Option<Value> {
-    body.pointer(pointer).filter(|v| !v.is_null()).cloned()
+    body.pointer(pointer).cloned()
 }
 
 /// The one value of query parameter `name` in the raw query string `query`, decoded as
@@ -225,6 +226,14 @@ pub fn build(
         // An empty text value (`?posts=`) is no value for a typed variable: its default applies.
         let raw = raw.filter(|raw| !matches!((raw, variable.kind), (Raw::Text(t), kind) if t.is_empty() && kind != Kind::String));
         match raw {
+            // An explicit JSON `null` is sent as null, whatever the type, over any default (as
+            // GraphQL's own variable defaults are); a required variable needs a value.
+            Some(Raw::Json(Value::Null)) if variable.required => {
+                return Err(format!("variable `{name}` from {} is null, but it is required: send a value", variable.from.describe()));
+            }
+            Some(Raw::Json(Value::Null)) => {
+                variables.insert(name.clone(), Value::Null);
+            }
             Some(raw) => {
                 let value = variable
                     .kind
@@ -338,5 +347,30 @@ mod tests {
         let declared: Vec<(String, Variable)> = serde_json::from_value(json!([["posts", {"from": "query.posts", "type": "json"}]])).unwrap();
         let err = build(&declared, |_| query_value("posts=[1]&posts=[2]", "posts").map(|v| v.map(Raw::Text))).unwrap_err();
         assert_eq!(err, "variable `posts` from query parameter `posts`: given more than once; send one value");
+    }
+
+    /// An explicit `null` in the body is sent as null (over a default, as GraphQL's own defaults
+    /// are); absent is still absent. Before, null was taken for absent: a mutation could not
+    /// clear a field.
+    #[test]
+    fn an_explicit_null_in_the_body_is_sent_as_null() {
+        let declared: Vec<(String, Variable)> = serde_json::from_value(json!([
+            ["bio", {"from": "body.bio"}],
+            ["posts", {"from": "body.posts", "type": "int", "default": 3}],
+            ["name", {"from": "body.name", "required": true}]
+        ]))
+        .unwrap();
+        let body = json!({"bio": null, "posts": null, "name": "ann"});
+        let read = |body: &Value| {
+            let body = body.clone();
+            move |from: &From| Ok(match from {
+                From::Body(pointer) => body_value(&body, pointer).map(Raw::Json),
+                _ => None,
+            })
+        };
+        assert_eq!(Value::Object(build(&declared, read(&body)).unwrap()), json!({"bio": null, "posts": null, "name": "ann"}));
+        assert_eq!(Value::Object(build(&declared, read(&json!({"name": "ann"}))).unwrap()), json!({"posts": 3, "name": "ann"}), "absent is not null");
+        let err = build(&declared, read(&json!({"name": null}))).unwrap_err();
+        assert_eq!(err, "variable `name` from JSON body field `name` is null, but it is required: send a value");
     }
 }

@@ -35,7 +35,6 @@
 // Natively (unit tests) the plugin is only reached through `airlock_sdk::configure`.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-pub mod body;
 pub mod exact;
 pub mod media;
 pub mod params;
@@ -43,7 +42,7 @@ pub mod pattern;
 pub mod report;
 pub mod schema;
 
-use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, ResponseInit, export_plugin, strict_json};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -157,10 +156,10 @@ impl Plugin for RequestValidator {
                 // serde_json's recursion limit (128 levels) turns a deeply nested body into a
                 // parse error here, before anything recursive runs over it. A key twice in an
                 // object is refused before the schema runs: it would see only the last one.
-                match body::parse(&body) {
+                match strict_json::parse(&body) {
                     Ok(value) => rules.schema.check(&value, &mut failures, &Failure::body),
-                    Err(body::Refused::Invalid(e)) => failures.push(Failure::invalid_json(&e)),
-                    Err(body::Refused::Duplicate { pointer, key }) => failures.push(Failure::duplicate_key(pointer, &key)),
+                    Err(strict_json::Refused::Invalid(e)) => failures.push(Failure::invalid_json(&e)),
+                    Err(strict_json::Refused::Duplicate { pointer, key }) => failures.push(Failure::duplicate_key(pointer, &key)),
                 }
             }
         }

@@ -1,6 +1,7 @@
-//! The JSON body, parsed as serde_json parses it, except that a key given twice in one object
-//! is refused: serde_json keeps the last one, and the body goes upstream as it came, so an
-//! upstream that keeps the first would get a value the schema never saw.
+//! A JSON body parsed as serde_json parses it, except that a key given twice in one object is
+//! refused: serde_json keeps the last one, and a body goes upstream as it came, so an upstream
+//! that keeps the first would act on a value the plugin never saw (a validator's schema, a
+//! facade's variables). Use it wherever a plugin decides on a client's JSON.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -8,13 +9,18 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// Why a body is not a JSON value the plugin validates.
+/// Why a body is not a JSON value a plugin can decide on.
 #[derive(Debug)]
 pub enum Refused {
     /// Not JSON (or nested too deep: serde_json's recursion limit, 128 levels, holds here too).
     Invalid(serde_json::Error),
     /// An object at `pointer` has `key` more than once.
-    Duplicate { pointer: String, key: String },
+    Duplicate {
+        /// Where the object is, as a JSON Pointer (`""` for the root, `/a/1/b~1c`).
+        pointer: String,
+        /// The key given twice, unescaped.
+        key: String,
+    },
 }
 
 /// Parses a body: one JSON value, whitespace around it, no object with a key twice.
