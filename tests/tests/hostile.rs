@@ -583,6 +583,26 @@ async fn lines_written_while_configuring_name_no_request() {
     }
 }
 
+/// A plugin's refusal of its config is its own text, shown by `check`, start-up and a reload's
+/// log and answer: on one line (its line breaks, CR and ESC escaped) and cut to 4 KiB, as its
+/// log lines are. Before, a refusal could forge whole lines of the gateway's log, colour the
+/// operator's terminal, and a 1 MB one made a 1 MB log record and a 2 MB reload answer.
+#[tokio::test]
+async fn a_plugins_config_refusal_is_one_line_and_bounded() {
+    let config = log_flood_config("/configure", 1_000_000).replace("log-flood", "configure-refuse").replace("{upstream}", "127.0.0.1:9");
+    let err = match Gateway::try_start(&config, None).await {
+        Ok(_) => panic!("a plugin refusing its config was loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(r"refused\n2026-01-01T00:00:00Z ERROR airlock: FORGED\r\n\u{1b}[31mred"), "escaped: {}", &err[..err.len().min(300)]);
+    // The gateway's own message goes on with the config line it points at; the plugin's part
+    // is all on the first line.
+    assert!(!err.contains(['\r', '\u{1b}']), "raw control characters: {}", &err[..err.len().min(300)]);
+    assert!(err.lines().next().is_some_and(|first| first.contains("FORGED") && first.ends_with("xxxx")), "{}", &err[..err.len().min(300)]);
+    assert!(!err.lines().any(|line| line.starts_with("2026-01-01")), "a forged line");
+    assert!(err.len() < 5000, "cut: {} bytes", err.len());
+}
+
 /// A plugin that waits while it is configured (a sleep; outbound calls one after another) is held
 /// to a wall-clock limit (its CPU deadline plus a wait of each kind it may make, here 100 ms +
 /// 5 s of `http-client`): the config is refused, naming the plugin, where start-up (and

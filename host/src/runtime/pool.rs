@@ -23,7 +23,7 @@ use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
 use super::host::fixed_edits::FixedEdits;
 use super::host::log::{LogBudget, plugin_warn};
-use super::host::{BodyAccess, HostState, Plugin, wasi};
+use super::host::{BodyAccess, HostState, Plugin, log, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
 use crate::config::Isolation;
 use crate::exchange::{HeaderBound, HeaderTally, RefusalLog, RequestState, ResponseState};
@@ -397,7 +397,10 @@ impl InstancePool {
                 },
                 fixed_edits,
             )),
-            Ok(Err(msg)) => Err(InstantiateError::Configure(msg)),
+            // The plugin's own text, shown by `check`, start-up, a reload's log and answer:
+            // one line, cut as its log lines are, so it cannot forge lines of the gateway's or
+            // make each of them megabytes.
+            Ok(Err(msg)) => Err(InstantiateError::Configure(log::one_line(log::truncate(&msg, log::MAX_MESSAGE_BYTES)).into_owned())),
             Err(e) => Err(InstantiateError::Failed(classify(store.data(), e))),
         }
     }

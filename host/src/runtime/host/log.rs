@@ -11,7 +11,8 @@ use super::HostState;
 use super::airlock::plugin::log::{Host, Level};
 
 /// Longest log message kept from a plugin; longer ones are cut (a plugin must not flood the log).
-const MAX_MESSAGE_BYTES: usize = 4096;
+/// Its refusal of a config is cut the same.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
 
 /// Most log lines one phase call may cause: its own (`log.write`, stdout, stderr) and the
 /// gateway's warnings about what it asked for (an invalid header, say). Past it the call's

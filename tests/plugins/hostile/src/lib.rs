@@ -32,6 +32,8 @@
 //! - `configure-log`: writes a warning through `log` and a line on stderr while it is configured,
 //!   outside any request;
 //! - `configure-sleep`: sleeps an hour while it is configured (a wait, not CPU);
+//! - `configure-refuse`: refuses its config with a message holding a line break, a CR, an ESC
+//!   and a forged log line, padded to `count` bytes;
 //! - `digest-loop`: asks the host for the SHA-256 of 8 MiB, `count` times (default 1000): host
 //!   work with no epoch check in it, which the call's deadline must count;
 //! - `long-values`: hands the host values it refuses, each `count` bytes long and holding a line
@@ -62,6 +64,12 @@ impl Plugin for Hostile {
         if config.mode == "configure-log" {
             airlock_sdk::log::warn("configure-time warning");
             eprintln!("configure-time stderr line");
+        }
+        if config.mode == "configure-refuse" {
+            let mut message = "refused\n2026-01-01T00:00:00Z ERROR airlock: FORGED\r\n\u{1b}[31mred".to_owned();
+            let padding = usize::try_from(config.count.unwrap_or(0)).unwrap_or(0).saturating_sub(message.len());
+            message.push_str(&"x".repeat(padding));
+            return Err(message);
         }
         if config.mode == "configure-sleep" {
             std::thread::sleep(std::time::Duration::from_secs(3600));
