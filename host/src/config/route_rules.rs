@@ -209,6 +209,14 @@ pub fn strip_prefix_conflict(has_rewrite: bool, has_prefix_rewrite: bool) -> Opt
 /// Why a route's `strip_prefix` can never apply to the paths it matches, if it cannot:
 /// `pattern` is its `path` (whose `{name}` segments match anything) or its `path_prefix`.
 pub fn strip_prefix_problem(strip: &str, pattern: &str, is_prefix_route: bool) -> Option<String> {
+    // Literal text, unlike the route's pattern: `{id}` would strip only a path holding those
+    // very characters, which a client sends percent-encoded (`%7Bid%7D`), so never. Before,
+    // `strip_prefix = "/users/{id}"` on `path = "/users/{id}"` passed `check` and stripped nothing.
+    if strip.contains(['{', '}']) {
+        return Some(format!(
+            "`{strip}` is literal text, so its `{{...}}` would match only a path holding those characters, never a captured segment: to send another path, write `rewrite` with the params it needs (`rewrite = \"/profile/${{param.id}}\"`)"
+        ));
+    }
     let strip_segments: Vec<&str> = strip.trim_end_matches('/').split('/').collect();
     let pattern_segments: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
     // A longer strip_prefix can still apply under a prefix route (`/api` stripping `/api/v1`
@@ -445,5 +453,8 @@ mod tests {
         assert!(strip_prefix_problem("/other", "/api", true).is_some());
         assert!(strip_prefix_problem("/ap", "/api", true).is_some());
         assert!(strip_prefix_problem("/users/{id}/x", "/users/{id}", false).is_some());
+        let literal = strip_prefix_problem("/users/{id}", "/users/{id}", false).unwrap_or_default();
+        assert!(literal.starts_with("`/users/{id}` is literal text"), "{literal}");
+        assert!(strip_prefix_problem("/users/me", "/users/{id}", false).is_none(), "a literal segment where a param is: applies to that path");
     }
 }
