@@ -1153,6 +1153,37 @@ set = {{ "x-tenant" = "${{context.tenant}}", "x-scopes" = "${{context.scopes}}",
         gw.stop().await;
     }
 
+    /// A token in `Authorization` and another in the cookie (or two cookies of that name) is a
+    /// 400, as two `Authorization` lines are: one would be verified and the other would reach an
+    /// upstream reading its session cookie unverified (before: the header's was verified and a
+    /// forged cookie beside it went on). The same token in both goes on, hidden from both.
+    #[tokio::test]
+    async fn a_second_token_in_the_cookie_is_refused_not_passed_on() {
+        let upstream = Upstream::start().await;
+        let gw = Gateway::start(&config(), Some(&upstream)).await;
+        let client = HttpClient::http1();
+        let valid = mint(Algorithm::HS256, Some("hs256"), &claims());
+        let forged = format!("{}.{}.AAAA", b64url(br#"{"alg":"HS256","kid":"hs256"}"#), b64url(br#"{"sub":"admin"}"#));
+        let hits = upstream.hits();
+        let both = [("authorization", format!("Bearer {valid}")), ("cookie", format!("theme=dark; session={forged}"))];
+        let both: Vec<(&str, &str)> = both.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = client.request("GET", &gw.url("/api"), &both, b"").await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["message"], "one bearer token in Authorization and another in the `session` cookie");
+        let two_cookies = format!("session={valid}; session={forged}");
+        let r = client.request("GET", &gw.url("/api"), &[("cookie", two_cookies.as_str())], b"").await;
+        assert_eq!((r.status.as_u16(), r.json()["message"].as_str()), (400, Some("more than one `session` cookie")));
+        assert_eq!(upstream.hits(), hits, "neither reached the upstream");
+
+        let same = [("authorization", format!("Bearer {valid}")), ("cookie", format!("theme=dark; session={valid}"))];
+        let same: Vec<(&str, &str)> = same.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = client.request("GET", &gw.url("/api"), &same, b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.upstream_header("authorization").is_empty());
+        assert_eq!(r.upstream_header("cookie"), vec!["theme=dark"], "the token is hidden from the cookie too");
+        gw.stop().await;
+    }
+
     /// With `anonymous`, a refused token goes on as the anonymous consumer, and is stripped as a
     /// valid one is: the upstream never gets a token it could take for checked.
     #[tokio::test]

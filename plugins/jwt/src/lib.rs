@@ -62,8 +62,10 @@
 //! failed reload keeps the keys held. A fetched document is shared through `state`.
 //!
 //! Tokens come from `Authorization: Bearer <token>` (scheme case-insensitive), then from the
-//! `cookie` if configured; a request with more than one `Authorization` line is refused with a
-//! `400` (`error="invalid_request"`, RFC 6750 3.1): only one could be verified. With
+//! `cookie` if configured; a request with more than one `Authorization` line, two different
+//! tokens in cookies of that name, or one in `Authorization` and another in the cookie is
+//! refused with a `400` (`error="invalid_request"`, RFC 6750 3.1): only one could be verified,
+//! and the other would reach the upstream unverified. With
 //! `hide_credentials` the upstream receives neither: the header is removed, and the token's
 //! cookie is taken out of `Cookie` while the other cookies stay. A refused token let through as
 //! `anonymous` is removed even without `hide_credentials`, and so is one left unchecked because an
@@ -329,7 +331,7 @@ impl Plugin for Jwt {
             let unchecked = match self.find_token(req) {
                 Ok(Some((_, from_header))) => self.remove_token(req, from_header),
                 Ok(None) => None,
-                Err(_) => Some(RequestEdit::RemoveHeader("authorization")),
+                Err(_) => self.remove_token(req, true),
             };
             if let Some(edit) = unchecked {
                 req.edit([edit]);
@@ -390,10 +392,9 @@ impl Jwt {
     fn find_token(&self, req: &Request) -> Result<Option<(String, bool)>, Action> {
         let mut lines = req.header_all("authorization");
         if lines.len() > 1 {
-            let challenge = format!("{}, error=\"invalid_request\"", self.challenge);
-            let answer = ResponseInit::error(400, "bad_request", "more than one Authorization header", &req.request_id()).header("www-authenticate", challenge);
-            return Err(answer.into());
+            return Err(self.ambiguous(req, "more than one Authorization header"));
         }
+        let mut from_header = None;
         if let Some(value) = lines.pop() {
             let value = String::from_utf8_lossy(&value);
             let value = value.trim();
@@ -401,10 +402,13 @@ impl Jwt {
                 && scheme.eq_ignore_ascii_case("bearer")
                 && !token.trim().is_empty()
             {
-                return Ok(Some((token.trim().to_owned(), true)));
+                from_header = Some(token.trim().to_owned());
             }
         }
-        let Some(name) = self.cookie.as_ref() else { return Ok(None) };
+        let Some(name) = self.cookie.as_ref() else { return Ok(from_header.map(|token| (token, true))) };
+        // Every token the cookie holds: one verified while another goes on unverified beside it
+        // would reach an upstream that reads its session cookie, as two `Authorization` lines.
+        let mut from_cookie: Option<String> = None;
         for header in req.header_all("cookie") {
             let header = String::from_utf8_lossy(&header);
             for pair in header.split(';') {
@@ -412,11 +416,30 @@ impl Jwt {
                     && k.trim() == name
                     && !v.trim().is_empty()
                 {
-                    return Ok(Some((v.trim().trim_matches('"').to_owned(), false)));
+                    let value = v.trim().trim_matches('"');
+                    match &from_cookie {
+                        Some(seen) if seen != value => return Err(self.ambiguous(req, &format!("more than one `{name}` cookie"))),
+                        Some(_) => {}
+                        None => from_cookie = Some(value.to_owned()),
+                    }
                 }
             }
         }
-        Ok(None)
+        match (from_header, from_cookie) {
+            (Some(header), Some(cookie)) if header != cookie => {
+                Err(self.ambiguous(req, &format!("one bearer token in Authorization and another in the `{name}` cookie")))
+            }
+            (Some(header), _) => Ok(Some((header, true))),
+            (None, Some(cookie)) => Ok(Some((cookie, false))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The 400 for a request holding more than one token: only one would be verified, and the
+    /// others would reach the upstream unverified.
+    fn ambiguous(&self, req: &Request, what: &str) -> Action {
+        let challenge = format!("{}, error=\"invalid_request\"", self.challenge);
+        ResponseInit::error(400, "bad_request", what, &req.request_id()).header("www-authenticate", challenge).into()
     }
 
     /// The verified claims and the consumer owning the key, or why the token is refused.
@@ -561,16 +584,16 @@ impl Jwt {
         self.remove_token(req, from_header)
     }
 
-    /// Removes the token from where it was found, whatever `hide_credentials` says.
+    /// Removes the token from where it was found, whatever `hide_credentials` says: from the
+    /// cookie too when it holds the header's token as well (the same one, or the request was
+    /// refused).
     fn remove_token(&self, req: &Request, from_header: bool) -> Option<RequestEdit<'static>> {
-        match (from_header, &self.cookie) {
-            (true, _) => Some(RequestEdit::RemoveHeader("authorization")),
-            (false, Some(cookie)) => {
-                strip_cookie(req, cookie);
-                None
-            }
-            (false, None) => None,
+        if let Some(cookie) = &self.cookie
+            && (!from_header || has_cookie(req, cookie))
+        {
+            strip_cookie(req, cookie);
         }
+        from_header.then_some(RequestEdit::RemoveHeader("authorization"))
     }
 
     /// No valid token (`presented`: one was found, in the header or not): the anonymous
@@ -615,6 +638,13 @@ fn credential_id(token: &str) -> String {
 }
 
 /// Removes the cookie `name` from the request's `Cookie` headers, keeping the others.
+/// Whether the request carries a cookie named `name`.
+fn has_cookie(req: &Request, name: &str) -> bool {
+    req.header_all("cookie").iter().any(|header| {
+        String::from_utf8_lossy(header).split(';').any(|pair| pair.split_once('=').map_or(pair, |(k, _)| k).trim() == name)
+    })
+}
+
 fn strip_cookie(req: &Request, name: &str) {
     let mut kept = Vec::new();
     for header in req.header_all("cookie") {
