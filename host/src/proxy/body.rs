@@ -49,6 +49,9 @@ mod projected {
             /// A request body on its way upstream that tells `Upstream::send` how it goes: each
             /// frame taken, and when it has been sent whole (or dropped).
             Telling { body: Pin<Box<ProxyBody>>, progress: std::sync::Arc<UploadProgress>, sent: Option<tokio::sync::oneshot::Sender<()>> },
+            /// A streamed request body to an HTTP/2 upstream, kept to be sent again if its stream
+            /// is refused unprocessed ([`crate::proxy::replay`]).
+            Replaying { body: crate::proxy::replay::ReplayBody },
         }
     }
 
@@ -128,7 +131,7 @@ impl ProxyBody {
             ProxyBody::Full { .. } | ProxyBody::Resumed { .. } => None,
             ProxyBody::Holding { body, .. } => body.counter(),
             ProxyBody::Watched { body } => body.body.counter(),
-            ProxyBody::Gzip { .. } => None,
+            ProxyBody::Gzip { .. } | ProxyBody::Replaying { .. } => None,
             ProxyBody::Telling { progress, .. } => Some(progress),
         }
     }
@@ -212,6 +215,7 @@ impl Body for ProxyBody {
                 }
                 polled
             }
+            ProxyBodyProj::Replaying { body } => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -225,6 +229,7 @@ impl Body for ProxyBody {
             ProxyBody::Watched { body } => body.body.is_end_stream(),
             ProxyBody::Gzip { body } => body.is_end_stream(),
             ProxyBody::Telling { body, .. } => body.is_end_stream(),
+            ProxyBody::Replaying { body } => body.is_end_stream(),
         }
     }
 
@@ -247,6 +252,7 @@ impl Body for ProxyBody {
             ProxyBody::Watched { body } => body.body.size_hint(),
             ProxyBody::Gzip { body } => body.size_hint(),
             ProxyBody::Telling { body, .. } => body.size_hint(),
+            ProxyBody::Replaying { body } => body.size_hint(),
         }
     }
 }

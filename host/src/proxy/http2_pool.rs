@@ -24,13 +24,16 @@
 //! it came ([`Http2Error::Connect`]: nothing was sent) for the upstream to try another target; and
 //! a request the upstream did not process (its stream refused with `REFUSED_STREAM`, or above the
 //! last stream a graceful `GOAWAY` names: RFC 9113 8.7, "can be safely retried", whatever the
-//! method) is sent again, on a new connection if that one closed (up to [`MAX_RESENDS`] times,
-//! so a server refusing every stream gets each request at most four times), when its body is
-//! empty or whole. The copy that takes is made only once any of the upstream's pools has seen it
-//! close connections (a `GOAWAY`, a kept connection found closed, a refused stream), for 5 s
-//! from then ([`ResendArming`]): a server rotating its connections (nginx's
-//! `keepalive_requests`, a graceful restart) keeps it armed, and a request not processed and not
-//! armed is answered 502 without counting against the target ([`Http2Error::NotProcessed`]).
+//! method) is sent again, on a new connection if that one closed, up to [`MAX_RESENDS`] times (a
+//! server rotating its connections after a few streams each refuses the requests piled past its
+//! budget at each rotation). A body that is empty or
+//! whole is copied; a streamed one is kept as it goes, up to 64 KiB ([`super::replay`]). The copy
+//! is made only once any of the upstream's pools has seen it close connections (a `GOAWAY`, a
+//! kept connection found closed, a refused stream), for [`ARMED_AFTER_CLOSING`] from then
+//! ([`ResendArming`]): a server rotating its connections (nginx's `keepalive_requests`, a
+//! graceful restart) keeps it armed, and a request not processed and not armed (or whose body
+//! was past what is kept) is answered 502 without counting against the target
+//! ([`Http2Error::NotProcessed`]).
 //!
 //! A WebSocket (an RFC 8441 extended CONNECT) to a connection whose server's SETTINGS did not
 //! enable extended CONNECT is not sent ([`Http2Error::NotProcessed`], saying why).
@@ -60,6 +63,7 @@ use tower_service::Service;
 use super::body::ProxyBody;
 use super::http1_pool::{PoolError, spawn_sweeper};
 use super::http2_streams::{OpenStream, StreamCount, WatchedPreface};
+use super::replay::{Replay, ReplayBody};
 use super::resend::{self, ResendArming};
 
 /// Each request stream's flow-control window: what one response not yet read can hold.
@@ -69,9 +73,20 @@ pub const STREAM_WINDOW: u32 = 512 * 1024;
 pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// How many times a request the upstream did not take or process is sent again (each on the
-/// connection made after the last closed): a server rotating its connections quickly can refuse
-/// one on the next connection too.
-const MAX_RESENDS: usize = 3;
+/// connection made after the last closed), within the route's timeout. A server rotating its
+/// connections after a few streams each (nginx's `keepalive_requests`, Envoy's
+/// `max_requests_per_connection`) refuses, at each rotation, the requests piled on the
+/// connection past its budget, and under load a request can lose several rounds before its turn
+/// (three were not enough: 502s at nginx's default). A server refusing every stream gets each
+/// request at most seventeen times, on the connection it keeps open.
+const MAX_RESENDS: usize = 16;
+
+/// How long, after an HTTP/2 upstream last showed it closes connections, its requests keep a copy
+/// to send again: longer than HTTP/1.1's ([`super::http1_pool::ARMED_AFTER_CLOSING`]), because
+/// HTTP/2 says exactly which requests were not processed, and a server rotating by count
+/// (nginx's 1000 streams a connection) shows a sign only every 1000 requests: at a modest rate,
+/// less often than every 5 s, and each rotation would lose the requests then in flight.
+pub const ARMED_AFTER_CLOSING: Duration = Duration::from_secs(60);
 
 /// The largest response head (HPACK-decoded, as RFC 9113 counts it) taken from an upstream,
 /// about what hyper's HTTP/1.1 client reads (hyper's HTTP/2 default is 16 KiB).
@@ -211,7 +226,7 @@ where
         }
         let host = name_host(&mut request);
         // Armed only once the upstream shows it closes connections (see the module's doc).
-        let mut again = if self.arming.armed() { resend::copy(&request) } else { None };
+        let mut again = if self.arming.armed() { Again::prepare(&mut request) } else { None };
         let mut resends = 0;
         loop {
             let failed = match std::pin::pin!(sender.try_send_request(request)).await {
@@ -232,14 +247,15 @@ where
             if untouched {
                 self.upstream_closing();
             }
+            let may_resend = resends < MAX_RESENDS;
             request = match unsent {
                 // Never taken: the connection had closed. Again, on a new one.
-                Some(unsent) if resends < MAX_RESENDS => unsent,
-                None if untouched && resends < MAX_RESENDS => match again.take() {
-                    Some(copy) => {
+                Some(unsent) if may_resend => unsent,
+                None if untouched && may_resend => match again.take().and_then(Again::request) {
+                    // With the next copy, should that connection refuse it too.
+                    Some((copy, next)) => {
                         tracing::debug!(target = %target, error = %error, "the upstream did not process the request; sending it again on a new connection");
-                        // The next copy, should that connection refuse it too.
-                        again = resend::copy(&copy);
+                        again = next;
                         copy
                     }
                     None => return Err(Http2Error::NotProcessed(error.into())),
@@ -261,7 +277,7 @@ where
 
     /// The upstream showed it closes connections: arm the upstream's requests.
     fn upstream_closing(&self) {
-        self.arming.upstream_closing();
+        self.arming.upstream_closing_for(ARMED_AFTER_CLOSING);
     }
 
     /// A stream on a kept connection to `slot`'s target with one to spare, if any (dropping
@@ -348,6 +364,43 @@ where
         for slot in &self.targets {
             let mut open = slot.open.lock().unwrap_or_else(PoisonError::into_inner);
             open.retain(|connection| !connection.sender.is_closed() && now.duration_since(connection.used) < self.idle_timeout);
+        }
+    }
+}
+
+/// What a request is sent again from if the upstream does not process it: a copy, when its body
+/// is empty or whole bytes; its head and its streamed body's [`Replay`] otherwise.
+enum Again {
+    Copy(Request<ProxyBody>),
+    Streamed(http::request::Parts, Replay),
+}
+
+impl Again {
+    /// What `request` can be sent again from, its streamed body (if it has one) made to keep
+    /// what it yields.
+    fn prepare(request: &mut Request<ProxyBody>) -> Option<Self> {
+        if let Some(copy) = resend::copy(request) {
+            return Some(Again::Copy(copy));
+        }
+        let streamed = std::mem::replace(request.body_mut(), ProxyBody::empty());
+        let (body, replay) = ReplayBody::keeping(streamed);
+        *request.body_mut() = body;
+        Some(Again::Streamed(resend::copy_head(request), replay))
+    }
+
+    /// The request to send again, and what to send it again from after that; `None` when its
+    /// body yielded more than the replay keeps.
+    fn request(self) -> Option<(Request<ProxyBody>, Option<Self>)> {
+        match self {
+            Again::Copy(copy) => {
+                let next = resend::copy(&copy).map(Again::Copy);
+                Some((copy, next))
+            }
+            Again::Streamed(head, replay) => {
+                let (body, replay) = replay.take()?;
+                let next = Again::Streamed(head.clone(), replay);
+                Some((Request::from_parts(head, body), Some(next)))
+            }
         }
     }
 }

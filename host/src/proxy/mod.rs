@@ -37,6 +37,7 @@ pub mod http2_pool;
 pub mod http2_streams;
 pub mod mirror;
 pub mod path;
+pub mod replay;
 pub mod resend;
 pub mod target_health;
 pub mod tls;

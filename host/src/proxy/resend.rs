@@ -49,9 +49,16 @@ impl ResendArming {
     /// The upstream showed it closes connections: arms requests for
     /// [`super::http1_pool::ARMED_AFTER_CLOSING`] from now (logged at debug when it was not).
     pub fn upstream_closing(&self) {
+        self.upstream_closing_for(super::http1_pool::ARMED_AFTER_CLOSING);
+    }
+
+    /// [`ResendArming::upstream_closing`], arming requests for `armed` from now (at least: a
+    /// longer arming already set by another of the upstream's pools stands).
+    pub fn upstream_closing_for(&self, armed: std::time::Duration) {
         let now = self.millis(Instant::now());
-        let until = now.saturating_add(u64::try_from(super::http1_pool::ARMED_AFTER_CLOSING.as_millis()).unwrap_or(u64::MAX));
-        if self.until.swap(until, Ordering::Relaxed) <= now {
+        let until = now.saturating_add(u64::try_from(armed.as_millis()).unwrap_or(u64::MAX));
+        let before = self.until.fetch_max(until, Ordering::Relaxed);
+        if before <= now {
             tracing::debug!("the upstream is closing its connections: requests are armed to be sent again");
         }
     }
@@ -82,16 +89,21 @@ fn replayable_body(body: &ProxyBody) -> Option<ProxyBody> {
 /// A copy of `request` to send again, or `None` if its body cannot be sent twice.
 pub fn copy(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
     let body = replayable_body(request.body())?;
-    let mut copy = Request::new(body);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
+    Some(Request::from_parts(copy_head(request), body))
+}
+
+/// A copy of `request`'s head: what it is sent with but its body.
+pub fn copy_head<B>(request: &Request<B>) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = request.method().clone();
+    head.uri = request.uri().clone();
+    head.version = request.version();
+    head.headers = request.headers().clone();
     // An HTTP/2 extended CONNECT (a WebSocket) carries its `:protocol` as an extension.
     if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
-        copy.extensions_mut().insert(protocol.clone());
+        head.extensions.insert(protocol.clone());
     }
-    Some(copy)
+    head
 }
 
 /// A copy of `request` to send again after a reused connection broke under it: idempotent and
