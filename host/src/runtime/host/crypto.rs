@@ -24,6 +24,18 @@ use super::airlock::plugin::crypto::{DigestAlgorithm, Host, HostPublicKey, Signa
 /// Smallest RSA modulus accepted, in bits (RFC 7518 section 3.3).
 const MIN_RSA_BITS: usize = 2048;
 
+/// Largest RSA modulus accepted, in bits: the most ring verifies with. A larger key could never
+/// verify, and a held key is host memory outside the plugin's own (1024 held 3 MiB moduli took
+/// a plugin granted nothing past 800 MB).
+const MAX_RSA_BITS: usize = 8192;
+
+/// Longest RSA public exponent accepted, in bytes: ring takes exponents below 2^33.
+const MAX_RSA_EXPONENT_BYTES: usize = 5;
+
+/// Longest PEM or JWK text a key is read from: an 8192-bit RSA key's is under 2 KiB, a JWK with
+/// an `x5c` certificate chain a few KiB. Longer text is refused before it is parsed.
+const MAX_KEY_TEXT_BYTES: usize = 64 * 1024;
+
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const RSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -167,8 +179,14 @@ fn rsa_key(params: &'static RsaParameters, n: Vec<u8>, e: Vec<u8>) -> Result<Pub
     if bits < MIN_RSA_BITS {
         return Err(format!("the RSA key has {bits} bits; at least {MIN_RSA_BITS} are required"));
     }
+    if bits > MAX_RSA_BITS {
+        return Err(format!("the RSA key has {bits} bits; at most {MAX_RSA_BITS} are taken (no larger key can verify)"));
+    }
     if e.is_empty() {
         return Err("the RSA exponent is zero".into());
+    }
+    if e.len() > MAX_RSA_EXPONENT_BYTES {
+        return Err(format!("the RSA exponent has {} bytes; at most {MAX_RSA_EXPONENT_BYTES} are taken", e.len()));
     }
     Ok(PublicKey { material: Material::Rsa { params, n, e } })
 }
@@ -191,6 +209,14 @@ impl Host for HostState {
     }
 }
 
+/// Refuses key text longer than [`MAX_KEY_TEXT_BYTES`], before it is parsed.
+fn bounded(text: &str, form: &str) -> Result<(), String> {
+    if text.len() > MAX_KEY_TEXT_BYTES {
+        return Err(format!("the {form} is {} bytes; a public key's is at most {MAX_KEY_TEXT_BYTES}", text.len()));
+    }
+    Ok(())
+}
+
 impl HostState {
     fn keep_key(&mut self, key: Result<PublicKey, String>) -> Result<Resource<PublicKey>, String> {
         let key = key?;
@@ -200,11 +226,13 @@ impl HostState {
 
 impl HostPublicKey for HostState {
     fn from_pem(&mut self, alg: SignatureAlgorithm, pem: String) -> Result<Resource<PublicKey>, String> {
+        bounded(&pem, "PEM text")?;
         let key = self.charged(pem.len(), || PublicKey::from_pem(alg, &pem));
         self.keep_key(key)
     }
 
     fn from_jwk(&mut self, alg: SignatureAlgorithm, jwk: String) -> Result<Resource<PublicKey>, String> {
+        bounded(&jwk, "JWK")?;
         let key = self.charged(jwk.len(), || PublicKey::from_jwk(alg, &jwk));
         self.keep_key(key)
     }
@@ -266,6 +294,17 @@ mod tests {
         assert!(err(PublicKey::from_jwk(SignatureAlgorithm::Rs256, RFC8037_JWK)).contains("does not fit"));
         let small_rsa = r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#;
         assert!(err(PublicKey::from_jwk(SignatureAlgorithm::Rs256, small_rsa)).contains("at least 2048"));
+        // Past what ring verifies with: host memory a plugin could hold 1024 of, never a key.
+        let modulus = |bits: usize| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![0xff; bits / 8]);
+        let large_rsa = format!(r#"{{"kty":"RSA","n":"{}","e":"AQAB"}}"#, modulus(8200));
+        assert_eq!(err(PublicKey::from_jwk(SignatureAlgorithm::Rs256, &large_rsa)), "the RSA key has 8200 bits; at most 8192 are taken (no larger key can verify)");
+        let largest = format!(r#"{{"kty":"RSA","n":"{}","e":"AQAB"}}"#, modulus(8192));
+        assert!(PublicKey::from_jwk(SignatureAlgorithm::Rs256, &largest).is_ok());
+        let long_exponent = format!(r#"{{"kty":"RSA","n":"{}","e":"AQAAAAAB"}}"#, modulus(2048));
+        assert!(err(PublicKey::from_jwk(SignatureAlgorithm::Rs256, &long_exponent)).contains("exponent has 6 bytes"));
+        let mut state = HostState::new("p".into(), 1 << 20, std::time::Duration::from_millis(10));
+        let huge = format!(r#"{{"kty":"RSA","n":"{}","e":"AQAB"}}"#, modulus(1 << 20));
+        assert_eq!(state.from_jwk(SignatureAlgorithm::Rs256, huge).err().unwrap_or_default(), "the JWK is 174794 bytes; a public key's is at most 65536");
         let wrong_curve = r#"{"kty":"EC","crv":"P-384","x":"AA","y":"AA"}"#;
         assert!(err(PublicKey::from_jwk(SignatureAlgorithm::Es256, wrong_curve)).contains("P-256"));
         assert!(err(PublicKey::from_pem(SignatureAlgorithm::Es256, "not pem")).contains("not a PEM block"));
