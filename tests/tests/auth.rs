@@ -1534,6 +1534,61 @@ config = { anonymous = "guest" }
     gw.stop().await;
 }
 
+/// An API key key-auth never checks (an earlier plugin of "either credential" named the
+/// consumer) does not go on, in a header or the query: an upstream could take it, someone's real
+/// key included, for the consumer's (before: passed on, `hide_credentials` notwithstanding). And
+/// a wrong key let through as anonymous is removed even with `hide_credentials = false`, as jwt
+/// and basic-auth remove a refused credential; a valid one is kept there.
+#[tokio::test]
+async fn key_auth_passes_on_no_key_it_did_not_check_or_refused() {
+    let upstream = Upstream::start().await;
+    let config = format!(
+        r#"
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[[consumers]]
+id = "guest"
+
+[[consumers]]
+id = "alice"
+credentials = {{ keys = ["alice-key"], basic = {{ username = "alice", password = "sha256:{sha}" }} }}
+
+[[routes]]
+path = "/either"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:basic-auth"
+config = {{ anonymous = "guest" }}
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+config = {{ anonymous = "guest", query_param = "apikey" }}
+
+[[routes]]
+path = "/kept"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+config = {{ anonymous = "guest", query_param = "apikey", hide_credentials = false }}
+"#,
+        sha = sha256_hex("s3cret")
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.request("GET", &gw.url("/either?apikey=other-key&page=2"), &[("authorization", &basic("alice", "s3cret")), ("x-api-key", "alice-key")], b"").await;
+    assert_eq!((r.status.as_u16(), r.upstream_header("x-consumer-id")), (200, vec!["alice".to_owned()]), "{}", r.text());
+    assert!(r.upstream_header("x-api-key").is_empty(), "an unchecked key went on: {:?}", r.upstream_header("x-api-key"));
+    assert_eq!(r.json()["query"], "page=2", "the unchecked key in the query too");
+
+    let r = client.request("GET", &gw.url("/kept?apikey=forged&page=2"), &[("x-api-key", "forged")], b"").await;
+    assert_eq!((r.status.as_u16(), r.upstream_header("x-consumer-id")), (200, vec!["guest".to_owned()]), "{}", r.text());
+    assert!(r.upstream_header("x-api-key").is_empty(), "a refused key went on: {:?}", r.upstream_header("x-api-key"));
+    assert_eq!(r.json()["query"], "page=2");
+    let r = client.request("GET", &gw.url("/kept"), &[("x-api-key", "alice-key")], b"").await;
+    assert_eq!((r.upstream_header("x-consumer-id"), r.upstream_header("x-api-key")), (vec!["alice".to_owned()], vec!["alice-key".to_owned()]), "kept as configured");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_consumer_named_after_an_anonymous_fallback_is_not_anonymous() {
     // "Either credential" with three plugins: the first falls back to `guest`, the second names

@@ -122,6 +122,18 @@ upstream = "backend"
 plugin = "builtin:http-signatures"
 config = {{ anonymous = "guest" }}
 
+# Either credential, the key first: a signature beside a valid key is never checked.
+[[routes]]
+id = "either"
+path_prefix = "/either"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:key-auth"
+config = {{ anonymous = "guest" }}
+[[routes.plugins]]
+plugin = "builtin:http-signatures"
+config = {{ anonymous = "guest", hide_credentials = true }}
+
 [[routes]]
 id = "once"
 path_prefix = "/once"
@@ -503,6 +515,21 @@ async fn anonymous_fallback() {
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_header("x-consumer-id"), vec!["partner"]);
     assert!(r.upstream_header("x-anonymous-consumer").is_empty());
+    gw.stop().await;
+}
+
+/// Either credential (key-auth, then http-signatures, both with `anonymous`): a signature beside
+/// a valid key is never checked, and with `hide_credentials` it does not go on (before: passed
+/// on unchecked, beside the key's consumer).
+#[tokio::test]
+async fn an_unchecked_signature_is_hidden_as_a_checked_one() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(&config(), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let forged = [("x-api-key", "partner-api-key"), ("signature-input", "sig1=(\"@method\");created=1;keyid=\"partner-hmac\""), ("signature", "sig1=:AAAA:")];
+    let r = client.request("GET", &gw.url("/either/x"), &forged, b"").await;
+    assert_eq!((r.status.as_u16(), r.upstream_header("x-consumer-id")), (200, vec!["partner".to_owned()]), "{}", r.text());
+    assert!(r.upstream_header("signature").is_empty() && r.upstream_header("signature-input").is_empty(), "{}", r.text());
     gw.stop().await;
 }
 

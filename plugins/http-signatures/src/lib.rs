@@ -397,8 +397,10 @@ impl Plugin for HttpSignatures {
     }
 
     fn on_request(&self, req: &Request) -> Action {
-        // Either credential (two auth plugins with `anonymous`): the first one's consumer stands.
+        // Either credential (two auth plugins with `anonymous`): the first one's consumer stands;
+        // its signature fields, never checked, go on only as `hide_credentials` says.
         if self.anonymous.is_some() && req.authenticated_before() {
+            self.hide(req);
             return Action::Continue;
         }
         airlock_sdk::consumer::remove_forged(req);

@@ -38,8 +38,10 @@
 //!
 //! Without a valid key: with `anonymous`, the request goes on as that consumer (context
 //! `consumer.anonymous = "true"`, upstream header `X-Anonymous-Consumer: true`); a wrong key
-//! counts as no key, as in Kong, and is removed as a valid one is (`hide_credentials`): the
-//! upstream gets no key either way. Otherwise the answer is `401` with
+//! counts as no key, as in Kong, and is removed whatever `hide_credentials` says (an upstream
+//! reading the key it is given must never get one the gateway refused). When an earlier
+//! authentication plugin named the consumer ("either credential", both with `anonymous`), a key
+//! here is never checked, and removed too. Otherwise the answer is `401` with
 //! `WWW-Authenticate: Key realm="<realm>"` and `{"status":401,"error":"unauthorized","message":...,"request_id":...}`, whose
 //! message only says whether a key was found, never why it did not match. A request presenting
 //! two different keys (two key header lines, a header and the query parameter, the parameter
@@ -189,8 +191,12 @@ impl Plugin for KeyAuth {
     }
 
     fn on_request(&self, req: &Request) -> Action {
-        // Either credential (two auth plugins with `anonymous`): the first one's consumer stands.
+        // Either credential (two auth plugins with `anonymous`): the first one's consumer stands,
+        // and a key here, never checked, does not go on (an upstream could take it, someone's
+        // real key included, for the consumer's), whatever `hide_credentials` says.
         if self.anonymous.is_some() && req.authenticated_before() {
+            req.edit(self.key_headers_removed(true));
+            self.remove_query_key(req);
             return Action::Continue;
         }
         // The consumer headers a client sent are replaced or removed by `admit`, the only way
@@ -210,20 +216,16 @@ impl Plugin for KeyAuth {
             (None, None) => None,
         };
         if let Some((identity, anonymous)) = admitted {
-            // A wrong key let through as anonymous is hidden too: the upstream gets no key,
-            // whether or not it matched, and none from the other places a key is read from
-            // (a second key there is someone's credential as well).
-            // The query is read only when a key may be in it.
-            if self.hide_credentials
-                && let Some(param) = &self.query_param
-                && let Some(query) = req.query()
-            {
-                let kept = without_param(&query, param);
-                if kept.len() != query.len() {
-                    req.set_query(if kept.is_empty() { None } else { Some(&kept) });
-                }
+            // With `hide_credentials` the upstream gets no key, and none from the other places a
+            // key is read from (a second key there is someone's credential as well). A wrong key
+            // let through as anonymous is removed whatever `hide_credentials` says: an upstream
+            // that reads the key it is given must never get one the gateway refused.
+            let hide = self.hide_credentials || (anonymous && found.is_some());
+            if hide {
+                self.remove_query_key(req);
             }
-            self.admit(req, identity, anonymous);
+            let naming = airlock_sdk::consumer::naming(&identity.id, &identity.groups, anonymous, self.upstream_headers);
+            req.edit(self.key_headers_removed(hide).chain(naming));
             return Action::Continue;
         }
         let message = if found.is_some() { "invalid API key" } else { "no API key found in the request" };
@@ -284,10 +286,22 @@ impl KeyAuth {
     /// with `hide_credentials` removes the key headers, all in one call into the gateway. Each
     /// consumer header is set or removed, so whatever the client sent under those names never
     /// reaches the upstream.
-    fn admit(&self, req: &Request, identity: &Identity, anonymous: bool) {
-        let naming = airlock_sdk::consumer::naming(&identity.id, &identity.groups, anonymous, self.upstream_headers);
-        let hidden = self.header_names.iter().filter(|_| self.hide_credentials).map(|name| RequestEdit::RemoveHeader(name));
-        req.edit(hidden.chain(naming));
+    /// The removal of every configured key header, if `hide`: made in one edit with the
+    /// consumer's headers.
+    fn key_headers_removed(&self, hide: bool) -> impl Iterator<Item = RequestEdit<'_>> {
+        self.header_names.iter().filter(move |_| hide).map(|name| RequestEdit::RemoveHeader(name))
+    }
+
+    /// Removes the key's query parameter (the query is read only when a key may be in it).
+    fn remove_query_key(&self, req: &Request) {
+        if let Some(param) = &self.query_param
+            && let Some(query) = req.query()
+        {
+            let kept = without_param(&query, param);
+            if kept.len() != query.len() {
+                req.set_query(if kept.is_empty() { None } else { Some(&kept) });
+            }
+        }
     }
 }
 
