@@ -197,6 +197,34 @@ plugin = "snoop"
     assert!(err.contains("capability `files`"), "{err}");
 }
 
+/// A plugin granted `files` that opens files and never closes them is not kept warm holding
+/// them: past `MAX_IDLE_TABLE_ENTRIES` (64) resources its instance is dropped after the call,
+/// closing them. Before, its warm instances held what they opened while idle (16 of them
+/// ~12,000 files), and three such plugins used up the process's open-file limit.
+#[tokio::test]
+async fn files_a_plugin_leaves_open_are_not_held_while_it_idles() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("data.txt"), "line\n").expect("write");
+    let config = format!(
+        "[upstreams.backend]\ntargets = [\"{{upstream}}\"]\n\n[plugins.leaky]\nsource = \"{{plugin:reads-file}}\"\ncapabilities = [\"files\"]\nfiles = {{ dir = \"{}\" }}\n\n[[routes]]\npath = \"/leak\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"leaky\"\n",
+        dir.path().display()
+    );
+    let gw = airlock_tests::process::GatewayProcess::start(&config, &upstream, &[]).await;
+    let open_fds = || std::fs::read_dir(format!("/proc/{}/fd", gw.pid())).map_or(0, Iterator::count);
+    let client = HttpClient::http1();
+    let r = client.request("GET", &gw.url("/leak"), &[("x-path", "/data.txt")], b"").await;
+    assert_eq!((r.status.as_u16(), r.upstream_header("x-file")), (200, vec!["line".to_owned()]), "{}", r.text());
+    let before = open_fds();
+    for _ in 0..20 {
+        let r = client.request("GET", &gw.url("/leak"), &[("x-path", "/data.txt"), ("x-leak", "200")], b"").await;
+        assert_eq!((r.status.as_u16(), r.upstream_header("x-leaked")), (200, vec!["200".to_owned()]), "{}", r.text());
+    }
+    let after = open_fds();
+    assert!(after < before + 100, "{before} descriptors open before, {after} after 20 calls leaving 200 files each open");
+    drop(gw);
+}
+
 /// Sends `GET path` on a new connection to `addr` and returns the response head as text.
 async fn raw_response_head(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -23,7 +23,7 @@ use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
 use super::host::fixed_edits::FixedEdits;
 use super::host::log::{LogBudget, plugin_warn};
-use super::host::{BodyAccess, HostState, Plugin, log, wasi};
+use super::host::{BodyAccess, HostState, MAX_IDLE_TABLE_ENTRIES, Plugin, log, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
 use crate::config::Isolation;
 use crate::exchange::{HeaderBound, HeaderTally, RefusalLog, RequestState, ResponseState};
@@ -436,14 +436,16 @@ impl InstancePool {
     }
 
     /// Keeps a used instance warm, or drops it: after `max_uses` calls, with strict isolation,
-    /// when it holds no place in the budget, and while other calls wait for a place (its slot
-    /// goes to them).
+    /// when it holds no place in the budget, while other calls wait for a place (its slot goes
+    /// to them), and, for a plugin granted `files`, when it holds more than
+    /// [`MAX_IDLE_TABLE_ENTRIES`] resources (files left open: dropped, they are closed).
     fn release(&self, mut instance: Box<Instance>) {
         instance.uses += 1;
         if self.settings.isolation == Isolation::Pool
             && instance.uses < self.settings.max_uses
             && instance.permit.is_some()
             && !self.budget().has_waiters(&self.share)
+            && (self.settings.files.is_none() || instance.store.data_mut().held_resources() <= MAX_IDLE_TABLE_ENTRIES)
         {
             self.keep(instance);
         }
