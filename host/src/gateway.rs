@@ -388,7 +388,10 @@ impl Gateway {
         } else {
             None
         };
-        let defs = plugin_defs(source, config, outbound.as_ref(), &mut issues);
+        // Reading the granted directories' entries: off the async workers too.
+        let plugins: Vec<&crate::config::PluginConfig> = config.plugins.values().collect();
+        let blocking = tokio::task::spawn_blocking(crate::grants::blocking_files(&source.base_dir, &plugins)).await.unwrap_or_default();
+        let defs = plugin_defs(source, config, (outbound.as_ref(), &blocking), &mut issues);
         for upstream in upstreams.values() {
             telemetry.metrics.pools.register_upstream(upstream.name.clone(), &upstream.open_connections);
             telemetry.metrics.pools.register_targets(upstream);
@@ -649,7 +652,7 @@ fn settings_for(config: &Config, def: Option<&PluginConfig>) -> InstanceSettings
 fn plugin_defs<'a>(
     source: &ConfigSource,
     config: &'a Config,
-    outbound: Option<&crate::runtime::host::http_client::OutboundClient>,
+    grants: (Option<&crate::runtime::host::http_client::OutboundClient>, &crate::grants::BlockingFiles),
     issues: &mut Vec<ConfigIssue>,
 ) -> HashMap<&'a str, PluginDef> {
     let known = crate::runtime::capabilities::known_capabilities();
@@ -674,10 +677,10 @@ fn plugin_defs<'a>(
                 ));
             }
         }
-        let grants = crate::grants::resolve(source, name, def, outbound, issues);
+        let resolved = crate::grants::resolve(source, name, def, grants, issues);
         let mut settings = settings_for(config, Some(def));
-        settings.files = grants.files;
-        settings.http = grants.http;
+        settings.files = resolved.files;
+        settings.http = resolved.http;
         if let Some(problem) = metric_names_problem(config, name, def) {
             issues.push(source.issue(Some(def.source.span()), &format!("plugins.{name:?}"), problem));
         }

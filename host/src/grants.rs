@@ -26,12 +26,65 @@ pub fn needs_outbound_client<'a>(plugins: impl IntoIterator<Item = &'a PluginCon
     plugins.into_iter().any(|p| p.http_client.is_some())
 }
 
-/// Resolves the grants of `[plugins.<name>]`, pushing every problem to `issues`.
+/// Most entries of a granted directory looked at for [`blocking_file_in`]: a directory of
+/// descriptors or templates holds far fewer.
+const MAX_SCANNED_ENTRIES: usize = 10_000;
+
+/// A file under `dir` whose opening can block (a named pipe, a socket, a device), and what it
+/// is, if there is one among the first [`MAX_SCANNED_ENTRIES`] entries. A plugin's `open` runs
+/// on a worker's blocking pool, and one that blocks forever (a FIFO without a writer) holds its
+/// thread after the call has failed: enough of them starved every plugin's file access and
+/// every upstream's name lookup. Symbolic links are not followed (inside the sandbox they only
+/// reach what the directory itself holds).
+fn blocking_file_in(dir: &std::path::Path) -> Option<(PathBuf, &'static str)> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut pending = vec![dir.to_path_buf()];
+    let mut scanned = 0;
+    while let Some(at) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&at) else { continue };
+        for entry in entries.flatten() {
+            scanned += 1;
+            if scanned > MAX_SCANNED_ENTRIES {
+                return None;
+            }
+            let Ok(kind) = entry.file_type() else { continue };
+            let blocking = if kind.is_fifo() {
+                "named pipe (FIFO)"
+            } else if kind.is_socket() {
+                "socket"
+            } else if kind.is_char_device() || kind.is_block_device() {
+                "device"
+            } else {
+                if kind.is_dir() {
+                    pending.push(entry.path());
+                }
+                continue;
+            };
+            let path = entry.path();
+            return Some((path.strip_prefix(dir).map(PathBuf::from).unwrap_or(path), blocking));
+        }
+    }
+    None
+}
+
+/// The directories granted by `files` (as `resolve` names them: `source.base_dir` joined with
+/// each `dir`) that hold a file whose opening can block, and which file ([`blocking_file_in`]).
+pub type BlockingFiles = std::collections::HashMap<PathBuf, (PathBuf, &'static str)>;
+
+/// [`BlockingFiles`] of `plugins`' granted directories: file-system reads, to be run off the
+/// async workers.
+pub fn blocking_files(base_dir: &std::path::Path, plugins: &[&PluginConfig]) -> impl FnOnce() -> BlockingFiles + Send + 'static {
+    let dirs: Vec<PathBuf> = plugins.iter().filter_map(|def| def.files.as_ref().map(|f| base_dir.join(f.dir.get_ref()))).collect();
+    move || dirs.into_iter().filter_map(|dir| blocking_file_in(&dir).map(|found| (dir, found))).collect()
+}
+
+/// Resolves the grants of `[plugins.<name>]`, pushing every problem to `issues`. `blocking`:
+/// the granted directories holding a file whose opening can block, looked for beforehand.
 pub fn resolve(
     source: &ConfigSource,
     name: &str,
     def: &PluginConfig,
-    client: Option<&OutboundClient>,
+    (client, blocking): (Option<&OutboundClient>, &BlockingFiles),
     issues: &mut Vec<ConfigIssue>,
 ) -> ResolvedGrants {
     let granted = |cap: &str| def.capabilities.iter().any(|c| c.get_ref() == cap);
@@ -42,7 +95,18 @@ pub fn resolve(
         (Some(files), true) => {
             let dir = source.base_dir.join(files.dir.get_ref());
             match std::fs::metadata(&dir) {
-                Ok(m) if m.is_dir() => out.files = Some(std::path::absolute(&dir).unwrap_or(dir)),
+                Ok(m) if m.is_dir() => match blocking.get(&dir) {
+                    None => out.files = Some(std::path::absolute(&dir).unwrap_or(dir)),
+                    Some((path, kind)) => issues.push(source.issue(
+                        Some(files.dir.span()),
+                        &format!("plugins.{name}.files.dir"),
+                        format!(
+                            "`{}` holds `{}`, a {kind}: opening it waits for a peer, and a plugin doing so would hold one of the gateway's threads until one came (grant a directory of regular files)",
+                            dir.display(),
+                            path.display()
+                        ),
+                    )),
+                },
                 Ok(_) => issues.push(source.issue(
                     Some(files.dir.span()),
                     &format!("plugins.{name}.files.dir"),

@@ -225,6 +225,27 @@ async fn files_a_plugin_leaves_open_are_not_held_while_it_idles() {
     drop(gw);
 }
 
+/// A granted directory holding a named pipe is refused at load, naming it: a plugin opening the
+/// pipe would wait for a writer on one of the gateway's blocking threads long after its call
+/// failed, and ~1,000 such calls starved every plugin's file access and every upstream's name
+/// lookup (`/ready` still ready). Regular files and subdirectories are fine.
+#[tokio::test]
+async fn a_granted_directory_holding_a_named_pipe_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    std::fs::write(dir.path().join("sub/data.txt"), "line\n").expect("write");
+    let config = format!(
+        "[plugins.reader]\nsource = \"{{plugin:reads-file}}\"\ncapabilities = [\"files\"]\nfiles = {{ dir = \"{}\" }}\n\n[[routes]]\npath = \"/\"\n[[routes.plugins]]\nplugin = \"reader\"\n",
+        dir.path().display()
+    );
+    let gw = Gateway::try_start(&config, None).await.unwrap_or_else(|e| panic!("regular files are fine: {e}"));
+    gw.stop().await;
+    let made = std::process::Command::new("mkfifo").arg(dir.path().join("sub/pipe")).status().expect("mkfifo");
+    assert!(made.success());
+    let err = Gateway::try_start(&config, None).await.err().expect("a named pipe in the grant").to_string();
+    assert!(err.contains("plugins.reader.files.dir") && err.contains("holds `sub/pipe`, a named pipe (FIFO)"), "{err}");
+}
+
 /// Sends `GET path` on a new connection to `addr` and returns the response head as text.
 async fn raw_response_head(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
