@@ -77,10 +77,15 @@ pub fn write(by: &[KeyPart], req: &impl Source) -> String {
             },
             KeyPart::Ip => push(&mut key, "ip=", req.client_ip().as_bytes()),
             KeyPart::Route => push(&mut key, "r=", req.route().as_bytes()),
+            // Every line, as the field's lines combine (RFC 9110 5.3): keyed on the first alone,
+            // a request whose first line was made up and whose second named an over-limit tenant
+            // went on past the limit, both lines reaching the upstream.
             KeyPart::Header(h) => {
                 key.push_str("h=");
-                if let Some(value) = req.header(h) {
-                    push_digest(&mut key, &value);
+                match req.header_lines(h).as_slice() {
+                    [] => {}
+                    [one] => push_digest(&mut key, one),
+                    lines => push_digest(&mut key, &lines.join(&b", "[..])),
                 }
             }
             KeyPart::Param(p) => push(&mut key, "p=", req.param(p).unwrap_or_default().as_bytes()),
@@ -177,5 +182,41 @@ mod tests {
         assert_ne!(of(b""), write(&parts, &MapSource::default()));
         assert_eq!(write(&parts, &MapSource::default()), "h=");
         assert_eq!(of(b""), "h=e3b0c44298fc1c149afbf4c8996fb924", "SHA-256 of nothing");
+    }
+
+    /// A request whose keyed header has two lines: keyed on both (as they combine), not the
+    /// first alone, and one line keys as before.
+    #[test]
+    fn a_header_of_several_lines_is_keyed_on_them_all() {
+        struct Lines(Vec<&'static str>);
+        impl Source for Lines {
+            fn context(&self, _: &str) -> Option<String> {
+                None
+            }
+            fn param(&self, _: &str) -> Option<String> {
+                None
+            }
+            fn header(&self, _: &str) -> Option<Vec<u8>> {
+                self.0.first().map(|l| l.as_bytes().to_vec())
+            }
+            fn header_lines(&self, _: &str) -> Vec<Vec<u8>> {
+                self.0.iter().map(|l| l.as_bytes().to_vec()).collect()
+            }
+            fn query(&self, _: &str) -> Option<String> {
+                None
+            }
+            fn request_id(&self) -> String {
+                String::new()
+            }
+            fn route(&self) -> String {
+                String::new()
+            }
+        }
+        let parts = by(&["header:x-tenant"]);
+        let one = write(&parts, &Lines(vec!["acme"]));
+        assert_eq!(one, write(&parts, &MapSource::default().header("x-tenant", "acme")), "one line keys as before");
+        let two = write(&parts, &Lines(vec!["r123", "acme"]));
+        assert_ne!(two, write(&parts, &Lines(vec!["r123"])), "the second line counts");
+        assert_eq!(two, write(&parts, &Lines(vec!["r123, acme"])), "as the lines combine");
     }
 }

@@ -43,6 +43,11 @@ pub trait Source {
     fn param(&self, name: &str) -> Option<String>;
     /// The first value of a request header.
     fn header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Every line of a request header, in order (by default the first only, for a source that
+    /// holds one).
+    fn header_lines(&self, name: &str) -> Vec<Vec<u8>> {
+        self.header(name).into_iter().collect()
+    }
     /// The first value of a query parameter, decoded.
     fn query(&self, name: &str) -> Option<String>;
     /// The request id.
@@ -306,6 +311,9 @@ impl Source for Request {
     }
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         Request::header(self, name)
+    }
+    fn header_lines(&self, name: &str) -> Vec<Vec<u8>> {
+        self.header_all(name)
     }
     fn query(&self, name: &str) -> Option<String> {
         self.query_param(name)

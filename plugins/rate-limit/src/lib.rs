@@ -10,8 +10,8 @@
 //! by = ["consumer"]                # key parts: "consumer" (falls back to the client IP),
 //!                                  # "ip", "route", "header:<name>", "param:<name>"; default ["consumer"].
 //!                                  # A header's value is counted under its digest (never stored
-//!                                  # as sent: it is often a credential); requests without it
-//!                                  # share one bucket
+//!                                  # as sent: it is often a credential), all its lines as they
+//!                                  # combine ("a, b"); requests without it share one bucket
 //! cost = 1                         # units one request takes (default 1)
 //! headers = "draft"                # "draft" (RateLimit-Policy / RateLimit), "legacy", or "off"
 //! on_state_error = "fail-open"     # if the shared state backend (Redis) is unreachable or slow:
@@ -37,7 +37,9 @@
 //! (same names) or `window_ms`, starting at its first request; with `window_type = "sliding"`
 //! (Kong's sliding windows) windows are aligned to the backend's clock and a request counts the
 //! current window plus the previous one weighted by how much of it the last `window` still
-//! covers, so a client cannot spend two windows' worth across a boundary. The check and the update of each
+//! covers (an estimate that takes the previous window's requests as spread evenly: traffic
+//! bunched at a window's end can pass up to about `2 x limit - 1` within one window's length,
+//! against the fixed window's `2 x limit`; for a strict bound use a bucket). The check and the update of each
 //! limit are one atomic step in the backend, and a refused request takes nothing from the limit
 //! that refused it. With several limits, they are taken in order and the first refusal stops:
 //! the limits before it have been charged (as in Kong); put the tightest limit first.
