@@ -69,7 +69,7 @@ async fn call(client: &HttpClient, gw: &Gateway, token: &str) -> Reply {
 }
 
 /// A real HTTP server standing in for an identity provider's JWKS endpoint: serves whatever
-/// document it holds now, and counts fetches.
+/// document it holds now (a 503 while it holds none), and counts fetches.
 struct JwksServer {
     addr: SocketAddr,
     document: Arc<Mutex<String>>,
@@ -95,7 +95,9 @@ impl JwksServer {
                             let response = if req.uri().path() == "/jwks" {
                                 count.fetch_add(1, Ordering::SeqCst);
                                 let body = doc.lock().unwrap().clone();
-                                hyper::Response::builder().header("content-type", "application/json").body(Full::new(Bytes::from(body)))
+                                // No document: the identity provider is down.
+                                let status = if body.is_empty() { 503 } else { 200 };
+                                hyper::Response::builder().status(status).header("content-type", "application/json").body(Full::new(Bytes::from(body)))
                             } else {
                                 hyper::Response::builder().status(404).body(Full::new(Bytes::new()))
                             };
@@ -180,6 +182,28 @@ async fn jwks_url_keys_verify_rotate_and_refetch_at_a_bounded_rate() {
         assert_eq!(r.status, 401);
     }
     assert!(idp.fetches() - before <= 1, "{} refetches for 10 unknown kids", idp.fetches() - before);
+    gw.stop().await;
+}
+
+/// While the JWKS has never loaded (the identity provider down or serving no document since
+/// the gateway started), a token no key can be had to check is a 503 `auth_unavailable` with
+/// `Retry-After`, as forward-auth and oauth2-introspection answer their outages: before, a 401
+/// `invalid_token`, which tells a client holding a valid token to drop it. Once loaded, a token
+/// no key verifies is a 401 again, and a malformed one is a 401 all along.
+#[tokio::test]
+async fn a_token_while_the_jwks_has_never_loaded_is_a_503_not_invalid() {
+    let upstream = Upstream::start().await;
+    let idp = JwksServer::start(String::new()).await;
+    let gw = Gateway::start(&jwt_url_config(&idp, &format!("http://{}", idp.addr)), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = call(&client, &gw, &token(Algorithm::ES256, "k1")).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (503, Some("auth_unavailable")), "{}", r.text());
+    assert_eq!(r.header("retry-after").as_deref(), Some("5"));
+    assert_eq!(call(&client, &gw, "not.a-token").await.status, 401, "a malformed token is the client's");
+    idp.set(jwks(&[p256_jwk("k1")]));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(call(&client, &gw, &token(Algorithm::ES256, "k1")).await.status, 200);
+    assert_eq!(call(&client, &gw, &token(Algorithm::EdDSA, "other")).await.status, 401, "loaded: a token no key verifies is invalid");
     gw.stop().await;
 }
 

@@ -34,6 +34,9 @@ pub(crate) struct Jwks {
     pub(crate) keys: Vec<Key>,
     /// When `keys` were loaded (ms since the epoch); 0 if never.
     loaded_at: u64,
+    /// Whether a document was ever installed: until then a token may be valid under keys not
+    /// had yet, and its refusal is an outage, not the client's fault.
+    installed: bool,
     /// When a reload was last forced by an unknown `kid` here.
     forced_at: u64,
 }
@@ -43,13 +46,19 @@ impl Jwks {
     /// is a config error; an identity provider that does not answer yet is only logged (the keys
     /// are fetched again on the next request).
     pub(crate) fn load(source: Source, refresh_ms: u64, min_refresh_ms: u64) -> Result<Self, String> {
-        let mut jwks = Self { source, refresh_ms, min_refresh_ms, keys: Vec::new(), loaded_at: 0, forced_at: 0 };
+        let mut jwks = Self { source, refresh_ms, min_refresh_ms, keys: Vec::new(), loaded_at: 0, installed: false, forced_at: 0 };
         match jwks.fetch(false) {
             Ok(text) => jwks.install(&text, now_ms())?,
             Err(Fetch::Config(e)) => return Err(e),
             Err(Fetch::Transient(e)) => log::warn(format!("JWKS not loaded yet, retrying on the next request: {e}")),
         }
         Ok(jwks)
+    }
+
+    /// Whether no document has ever been loaded (the identity provider unreachable since the
+    /// plugin started).
+    pub(crate) fn never_loaded(&self) -> bool {
+        !self.installed
     }
 
     /// Reloads if the keys are older than `jwks_refresh_secs`.
@@ -148,6 +157,7 @@ impl Jwks {
         }
         self.keys = keys;
         self.loaded_at = now;
+        self.installed = true;
         Ok(())
     }
 }

@@ -59,7 +59,11 @@
 //! ES384, OKP EdDSA, RSA RS256); `use = "enc"` and symmetric keys are ignored. The keys are
 //! reloaded every `jwks_refresh_secs` (default 300), and when a token names an unknown `kid`, at
 //! most once per `jwks_min_refresh_secs` (default 10) across all gateways sharing `state`; a
-//! failed reload keeps the keys held. A fetched document is shared through `state`.
+//! failed reload keeps the keys held. A fetched document is shared through `state`. While no
+//! document has ever loaded (the identity provider down since the gateway started), a token no
+//! key verifies is answered `503` (`auth_unavailable`, `Retry-After: 5`), not a `401`
+//! `invalid_token` telling its client to drop a token that may be valid; a malformed or
+//! expired one is still a `401`.
 //!
 //! Tokens come from `Authorization: Bearer <token>` (scheme case-insensitive), then from the
 //! `cookie` if configured; a request with more than one `Authorization` line, two different
@@ -347,6 +351,15 @@ impl Plugin for Jwt {
         let now = now();
         let (claims, owner) = match self.verify(&token, now) {
             Ok(verified) => verified,
+            // No key could be had to check it: the identity provider's outage, not the token's
+            // fault (RFC 6750's `invalid_token` makes a client drop a valid token), answered as
+            // forward-auth and oauth2-introspection answer theirs.
+            Err(reason) if self.jwks.as_ref().is_some_and(|j| j.borrow().never_loaded()) && reason.starts_with(NO_KEY) => {
+                debug(&format!("token not checked: {reason}, and the JWKS has not loaded"));
+                return ResponseInit::error(503, "auth_unavailable", "the request could not be authenticated now; try again later", &req.request_id())
+                    .header("retry-after", JWKS_RETRY_AFTER_SECS.to_string())
+                    .into();
+            }
             Err(reason) => {
                 debug(&format!("token refused: {reason}"));
                 return self.fallback(req, Some(from_header));
@@ -478,8 +491,8 @@ impl Jwt {
             found = self.find_key(kid, alg, message, &signature);
         }
         let (owner, issuer) = found.map_err(|miss| match miss {
-            KeyMiss::UnknownKid => "unknown `kid`",
-            KeyMiss::BadSignature => "bad signature, or no key for this algorithm",
+            KeyMiss::UnknownKid => format!("{NO_KEY}: unknown `kid`"),
+            KeyMiss::BadSignature => format!("{NO_KEY}: bad signature, or no key for this algorithm"),
         })?;
         let claims: serde_json::Map<String, Value> =
             serde_json::from_slice(&b64(payload_b64).ok_or("payload is not base64url")?)
@@ -616,6 +629,13 @@ impl Jwt {
     }
 }
 
+/// How a refusal for want of a key that verifies begins (told from a malformed or expired
+/// token, which no key would make valid).
+const NO_KEY: &str = "no key verifies it";
+
+/// `Retry-After` of the 503 while the JWKS has never loaded, in seconds.
+const JWKS_RETRY_AFTER_SECS: u64 = 5;
+
 /// Why no key verified a token.
 enum KeyMiss {
     /// The token's `kid` names no key held.
@@ -743,7 +763,7 @@ mod tests {
         .unwrap();
         assert!(narrowed.verify(&ok, 1005).unwrap_err().contains("not accepted"), "HS256 is not in `algorithms`");
         let unknown = hs256(secret.as_bytes(), r#"{"alg":"HS256","kid":"zz"}"#, r#"{"exp": 1000}"#);
-        assert_eq!(jwt.verify(&unknown, 0).unwrap_err(), "unknown `kid`");
+        assert_eq!(jwt.verify(&unknown, 0).unwrap_err(), "no key verifies it: unknown `kid`");
         let none = hs256(secret.as_bytes(), r#"{"alg":"none"}"#, r#"{"exp": 1000}"#);
         assert!(jwt.verify(&none, 0).unwrap_err().contains("not accepted"));
         let aud = hs256(secret.as_bytes(), h, r#"{"exp": 1000, "iss": "i", "aud": "b"}"#);
