@@ -213,7 +213,8 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 /// Where `new` changes what only a restart applies: listener addresses, a listener's TLS
-/// switched on or off, `runtime.max_instances` (sizes the sandbox), `runtime.worker_threads` and
+/// switched on or off, `runtime.max_instances` and `runtime.plugin_memory_mb` (size the
+/// sandbox), `runtime.worker_threads` and
 /// the [`RESTART_ONLY`] sections. Each is an issue located in `source`.
 fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Vec<ConfigIssue> {
     let restart = "takes effect only on restart; the running config was kept (restart the gateway to apply it)";
@@ -243,6 +244,7 @@ fn restart_only_changes(source: &ConfigSource, old: &Config, new: &Config) -> Ve
     }
     let runtime = [
         ("runtime.max_instances", old.runtime.max_instances != new.runtime.max_instances, "sizes the plugin sandbox"),
+        ("runtime.plugin_memory_mb", old.runtime.plugin_memory_mb != new.runtime.plugin_memory_mb, "sizes the plugin sandbox's memory budget"),
         ("runtime.worker_threads", old.runtime.worker_threads != new.runtime.worker_threads, "the worker threads run for the process"),
     ];
     for (key, changed, why) in runtime {
@@ -568,9 +570,9 @@ plugin = "builtin:headers"
 
     #[test]
     fn sandbox_size_and_worker_threads_are_restart_only() {
-        let issues = changes("", "[[routes]]\npath = \"/\"\n\n[runtime]\nworker_threads = 3\nmax_instances = 64\n");
+        let issues = changes("", "[[routes]]\npath = \"/\"\n\n[runtime]\nworker_threads = 3\nmax_instances = 64\nplugin_memory_mb = 512\n");
         let keys: Vec<(&str, Option<usize>)> = issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
-        assert_eq!(keys, [("runtime.max_instances", Some(6)), ("runtime.worker_threads", Some(5))]);
+        assert_eq!(keys, [("runtime.max_instances", Some(6)), ("runtime.plugin_memory_mb", Some(7)), ("runtime.worker_threads", Some(5))]);
         // Removed, it is named at the section that no longer has it.
         let issues = changes("[runtime]\nworker_threads = 3\n", "[runtime]\ncpu_ms = 50\n");
         assert_eq!(issues.iter().map(|i| (i.key.as_str(), i.line)).collect::<Vec<_>>(), [("runtime.worker_threads", Some(1))]);

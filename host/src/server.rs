@@ -60,30 +60,27 @@ pub struct ListenerPlan {
     pub certificates: Vec<crate::telemetry::metrics::ServedCertificate>,
 }
 
-/// When every instance place filled to its memory cap would need more than `machine_mib`: the
-/// config's worst case (`runtime.max_instances` x the largest `memory_mb`), said so an operator
-/// sizes them against the machine before a burst of calls finds out. Only once either is raised
-/// past its default: the defaults' worst case (32 GiB) is far from what plugins use (a few MiB
-/// each), and a warning every default start gives would teach operators to ignore warnings.
+/// When the plugin memory the config allows would need more than `machine_mib`: the smaller of
+/// `runtime.plugin_memory_mb` (by default half the machine's memory, so never by default) and
+/// `runtime.max_instances` x the largest `memory_mb`, said so an operator sizes them against
+/// the machine before a burst of calls finds out.
 fn plugin_memory_beyond(config: &Config, machine_mib: Option<u64>) -> Option<String> {
     let machine = machine_mib?;
+    let budget = config.runtime.plugin_memory_mb?;
     let largest = config.plugins.values().filter_map(|p| p.memory_mb).chain([config.runtime.memory_mb]).max().unwrap_or(0);
-    let defaults = crate::config::RuntimeConfig::default();
-    if config.runtime.max_instances <= defaults.max_instances && largest <= defaults.memory_mb {
-        return None;
-    }
-    let worst = u64::from(config.runtime.max_instances) * u64::from(largest);
+    let worst = (u64::from(config.runtime.max_instances) * u64::from(largest)).min(budget);
     (worst > machine).then(|| {
         format!(
-            "runtime.max_instances ({}) x memory_mb ({largest} MiB, the largest) allows {worst} MiB of plugin memory, more than \
-             this machine's {machine} MiB: a burst of plugin calls could exhaust it (lower either)",
+            "runtime.plugin_memory_mb ({budget} MiB), with runtime.max_instances ({}) x memory_mb ({largest} MiB, the largest), allows \
+             {worst} MiB of plugin memory, more than this machine's {machine} MiB: a burst of plugin calls could exhaust it (lower \
+             plugin_memory_mb, or leave it out for half the machine's memory)",
             config.runtime.max_instances
         )
     })
 }
 
 /// This machine's memory in MiB (`MemTotal`), where the system says (Linux).
-fn machine_memory_mib() -> Option<u64> {
+pub(crate) fn machine_memory_mib() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: u64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib / 1024)
@@ -905,16 +902,17 @@ mod tests {
     #[test]
     fn plugin_memory_the_machine_lacks_is_said() {
         let config = |text: &str| ConfigSource::inline("t.toml", text, ".".into()).parse().unwrap();
-        // Raised past the defaults: 10,000 places x 1 GiB against a 16 GiB machine and a large one.
-        let raised = config("[runtime]\nmax_instances = 10000\nmemory_mb = 1024\n");
+        // A budget past a 16 GiB machine, with room for it in the instances' caps.
+        let raised = config("[runtime]\nplugin_memory_mb = 65536\n");
         let said = plugin_memory_beyond(&raised, Some(16 * 1024)).expect("said");
-        assert!(said.contains("10240000 MiB") && said.contains("16384 MiB"), "{said}");
-        assert_eq!(plugin_memory_beyond(&raised, Some(16 * 1024 * 1024)), None);
-        // The defaults (512 x 64 MiB) are not warned about, even on a small machine.
-        assert_eq!(plugin_memory_beyond(&config(""), Some(4 * 1024)), None);
-        // The largest cap counts, a definition's included.
-        let big = config("[runtime]\nmax_instances = 10\n[plugins.p]\nsource = \"p.wasm\"\nmemory_mb = 1024\n");
-        assert!(plugin_memory_beyond(&big, Some(8 * 1024)).expect("said").contains("1024 MiB, the largest"));
+        assert!(said.contains("allows 32768 MiB") && said.contains("16384 MiB"), "{said}");
+        assert_eq!(plugin_memory_beyond(&raised, Some(64 * 1024)), None);
+        // The default budget (half the machine) is not warned about, even with large caps.
+        assert_eq!(plugin_memory_beyond(&config("[runtime]\nmax_instances = 10000\nmemory_mb = 1024\n"), Some(4 * 1024)), None);
+        // The instances' caps bound it too: 10 x 1024 MiB (a definition's cap counts).
+        let big = config("[runtime]\nmax_instances = 10\nplugin_memory_mb = 65536\n[plugins.p]\nsource = \"p.wasm\"\nmemory_mb = 1024\n");
+        assert!(plugin_memory_beyond(&big, Some(8 * 1024)).expect("said").contains("allows 10240 MiB"));
+        assert_eq!(plugin_memory_beyond(&big, Some(16 * 1024)), None);
         assert_eq!(plugin_memory_beyond(&big, None), None, "unknown machine memory: nothing to say");
     }
 

@@ -246,6 +246,28 @@ async fn a_granted_directory_holding_a_named_pipe_is_refused() {
     assert!(err.contains("plugins.reader.files.dir") && err.contains("holds `sub/pipe`, a named pipe (FIFO)"), "{err}");
 }
 
+/// Every instance's memory together is held to `runtime.plugin_memory_mb` (by default half the
+/// machine's): a plugin growing past what is left fails its call (out of memory, the log naming
+/// the budget), though within its own 64 MiB cap, and what its instance held is given back, so
+/// other plugins go on being served. Before, only each instance was capped, and 512 of them at
+/// 64 MiB could take 32 GiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instances_memory_together_is_held_to_the_budget() {
+    let upstream = Upstream::start().await;
+    let config = HOSTILE.replace("memory_mb = 16", "memory_mb = 64\nplugin_memory_mb = 24");
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
+    let client = HttpClient::http1();
+    for _ in 0..3 {
+        assert_fails_closed(&client, &gw.url("/alloc")).await;
+        let r = client.get(&gw.url("/healthy")).await;
+        assert_eq!((r.status.as_u16(), r.upstream_header("x-healthy")), (200, vec!["yes".to_owned()]), "{}", r.text());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = gw.log();
+    assert!(log.contains("the plugins' memory budget of 24 MiB (runtime.plugin_memory_mb) is used up"), "{log}");
+    assert!(!log.contains("memory cap of 64 MiB exceeded"), "the budget, not the instance's cap, stopped it");
+}
+
 /// Sends `GET path` on a new connection to `addr` and returns the response head as text.
 async fn raw_response_head(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

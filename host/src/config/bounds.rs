@@ -135,6 +135,11 @@ pub fn memory_mb<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     within(d, 1, MAX_MEMORY_MB)
 }
 
+/// `runtime.plugin_memory_mb`, if given: 1 MiB to 16 TiB.
+pub fn plugin_memory_mb<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<u64>::deserialize(d)?.map(|v| check(v, 1, 16 * 1024 * 1024)).transpose()
+}
+
 /// [`memory_mb`], for a field that may be left out.
 pub fn memory_mb_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     Option::<u32>::deserialize(d)?.map(|v| check(v, 1, MAX_MEMORY_MB)).transpose()

@@ -568,6 +568,10 @@ pub struct RuntimeConfig {
     /// Default memory cap of one plugin instance, in MiB.
     #[serde(deserialize_with = "bounds::memory_mb")]
     pub memory_mb: u32,
+    /// Most linear memory every plugin instance may hold together, in MiB (default: half the
+    /// machine's memory, where the system says; else no bound beyond the instances').
+    #[serde(deserialize_with = "bounds::plugin_memory_mb")]
+    pub plugin_memory_mb: Option<u64>,
     /// Default CPU deadline of one phase call, in milliseconds (at most a minute).
     #[serde(deserialize_with = "bounds::cpu_ms")]
     pub cpu_ms: u64,
@@ -577,6 +581,13 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// The plugins' memory budget in bytes: `plugin_memory_mb`, or half of `machine_mib`, or
+    /// none (`usize::MAX`) when neither is known.
+    pub fn plugin_memory_bytes(&self, machine_mib: Option<u64>) -> usize {
+        let mib = self.plugin_memory_mb.or(machine_mib.map(|m| (m / 2).max(1)));
+        mib.and_then(|m| usize::try_from(m.saturating_mul(1024 * 1024)).ok()).unwrap_or(usize::MAX)
+    }
+
     /// The number of request worker threads: `worker_threads`, or one per core.
     pub fn worker_count(&self) -> usize {
         self.worker_threads.or_else(|| std::thread::available_parallelism().ok()).map_or(1, std::num::NonZeroUsize::get)
@@ -585,7 +596,7 @@ impl RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { cache_dir: None, compile_cache: true, max_instances: 512, memory_mb: 64, cpu_ms: 100, worker_threads: None }
+        Self { cache_dir: None, compile_cache: true, max_instances: 512, memory_mb: 64, plugin_memory_mb: None, cpu_ms: 100, worker_threads: None }
     }
 }
 

@@ -11,6 +11,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 use super::budget::{InstanceBudget, LOAD_RESERVE};
+use super::limits::PluginMemoryBudget;
 use super::host::{HostState, Plugin, wasi};
 use crate::config::RuntimeConfig;
 
@@ -62,6 +63,8 @@ pub struct SandboxEngine {
     /// How many instances may serve requests at once (`runtime.max_instances`), shared by every
     /// pool of every config this sandbox serves.
     pub budget: Arc<InstanceBudget>,
+    /// The linear memory every instance may hold together (`runtime.plugin_memory_mb`).
+    pub memory: Arc<PluginMemoryBudget>,
     ticker: Arc<EpochTicker>,
 }
 
@@ -112,7 +115,8 @@ impl SandboxEngine {
 
         let ticker = EpochTicker::start(engine.clone());
         let budget = Arc::new(InstanceBudget::new(serving as usize));
-        Ok(Self { engine, linker: Arc::new(linker), budget, ticker })
+        let memory = Arc::new(PluginMemoryBudget::new(config.plugin_memory_bytes(crate::server::machine_memory_mib())));
+        Ok(Self { engine, linker: Arc::new(linker), budget, memory, ticker })
     }
 
     /// Stops the epoch ticker (also done when the last clone is dropped).

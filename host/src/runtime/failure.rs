@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::host::HostState;
-use super::limits::MemoryCapExceeded;
+use super::limits::{MemoryBudgetExhausted, MemoryCapExceeded};
 
 /// A plugin call that did not return normally. The instance is discarded afterwards.
 #[derive(Debug, Clone)]
@@ -16,6 +16,9 @@ pub enum Failure {
     WallClock(Duration),
     /// The plugin tried to grow its memory past its cap.
     OutOfMemory(usize),
+    /// The plugin tried to grow its memory while every instance's together had used up the
+    /// gateway's budget (`runtime.plugin_memory_mb`, in bytes here).
+    BudgetExhausted(usize),
     /// The plugin trapped (a panic, `unreachable`, a bad memory access, a stack overflow, exit).
     Trap(String),
     /// No instance could be made: the sandbox's `limit` instances (`runtime.max_instances`), or
@@ -61,6 +64,11 @@ impl fmt::Display for Failure {
             Failure::Deadline(d) => write!(f, "CPU deadline of {} ms exceeded", d.as_millis()),
             Failure::WallClock(d) => write!(f, "ran past its wall-clock limit of {} ms (CPU deadline plus host waits)", d.as_millis()),
             Failure::OutOfMemory(cap) => write!(f, "memory cap of {} MiB exceeded", cap / (1024 * 1024)),
+            Failure::BudgetExhausted(cap) => write!(
+                f,
+                "could not grow its memory: the plugins' memory budget of {} MiB (runtime.plugin_memory_mb) is used up by every instance together",
+                cap / (1024 * 1024)
+            ),
             Failure::Trap(msg) => write!(f, "trapped: {msg}"),
             Failure::Busy { limit, waited } => write!(
                 f,
@@ -86,7 +94,7 @@ impl Failure {
     pub fn kind(&self) -> &'static str {
         match self {
             Failure::Deadline(_) | Failure::WallClock(_) => "deadline",
-            Failure::OutOfMemory(_) => "out_of_memory",
+            Failure::OutOfMemory(_) | Failure::BudgetExhausted(_) => "out_of_memory",
             Failure::Trap(_) => "trap",
             Failure::Busy { .. } => "busy",
             Failure::InvalidStatus(_) => "invalid_status",
@@ -112,6 +120,9 @@ pub fn classify(state: &HostState, error: wasmtime::Error) -> Failure {
     }
     if state.deadline_hit || error.is::<DeadlineExceeded>() {
         return Failure::Deadline(state.cpu_deadline);
+    }
+    if state.limiter.budget_hit || error.is::<MemoryBudgetExhausted>() {
+        return Failure::BudgetExhausted(state.limiter.shared.as_ref().map_or(0, |b| b.cap()));
     }
     if state.limiter.oom_hit || error.is::<MemoryCapExceeded>() {
         return Failure::OutOfMemory(state.limiter.memory_bytes);

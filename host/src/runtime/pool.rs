@@ -362,6 +362,7 @@ impl InstancePool {
     /// it declared (which only the pool's first instance's count: the rest declare the same).
     async fn instantiate(&self, permit: Option<InstancePermit>) -> Result<(Box<Instance>, Descriptor, Option<FixedEdits>), InstantiateError> {
         let mut state = HostState::new(self.name.clone(), self.settings.memory_bytes, self.settings.cpu_deadline);
+        state.limiter.shared = Some(self.plugin.sandbox.memory.clone());
         state.state = self.settings.state.clone();
         state.http = self.settings.http.clone();
         state.metrics = self.settings.metrics.clone();

@@ -197,6 +197,7 @@ impl HostState {
         self.clock.begin(now);
         self.deadline_hit = false;
         self.limiter.oom_hit = false;
+        self.limiter.budget_hit = false;
         self.header_refusals = Default::default();
         self.response_edits_refused = false;
         self.body_too_large = None;
