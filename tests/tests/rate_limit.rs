@@ -1209,3 +1209,35 @@ plans = { gold = [{ name = "minute", limit = 5, window = "minute" }], silver = [
     assert_eq!(count(&guest), 2);
     gw.stop().await;
 }
+
+/// A limit kept per value of a header: a request giving that header in lines that differ is a
+/// 400, never counted under one line while the others go on (before: keyed on the first, so a
+/// made-up first line beside an over-limit tenant's got past its limit, both reaching the
+/// upstream). The same value twice is one value.
+#[tokio::test]
+async fn a_keyed_header_in_lines_that_differ_is_refused() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path = "/tenant"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = { by = ["header:x-tenant"], limits = [{ limit = 2, window = "minute" }] }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    for expected in [200, 200, 429] {
+        assert_eq!(client.request("GET", &gw.url("/tenant"), &[("x-tenant", "acme")], b"").await.status, expected);
+    }
+    let hits = upstream.hits();
+    let r = client.request("GET", &gw.url("/tenant"), &[("x-tenant", "r123"), ("x-tenant", "acme")], b"").await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (400, Some("bad_request")), "{}", r.text());
+    assert_eq!(upstream.hits(), hits, "not sent on");
+    let r = client.request("GET", &gw.url("/tenant"), &[("x-tenant", "acme"), ("x-tenant", "acme")], b"").await;
+    assert_eq!(r.status, 429, "the same value twice is acme's");
+    gw.stop().await;
+}

@@ -26,7 +26,9 @@
 //! last stream a graceful `GOAWAY` names: RFC 9113 8.7, "can be safely retried", whatever the
 //! method) is sent again, on a new connection if that one closed, up to [`MAX_RESENDS`] times (a
 //! server rotating its connections after a few streams each refuses the requests piled past its
-//! budget at each rotation). A body that is empty or
+//! budget at each rotation), [`MAX_REFUSED_ON_OPEN`] of them after a stream refused by the
+//! connection that refused the try before (a server shedding load gets each request at most
+//! five times). A body that is empty or
 //! whole is copied; a streamed one is kept as it goes, up to 64 KiB ([`super::replay`]). The copy
 //! is made only once any of the upstream's pools has seen it close connections (a `GOAWAY`, a
 //! kept connection found closed, a refused stream), for [`ARMED_AFTER_CLOSING`] from then
@@ -72,14 +74,18 @@ pub const STREAM_WINDOW: u32 = 512 * 1024;
 /// Each connection's flow-control window, shared by its streams: 32 stream windows.
 pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
-/// How many times a request the upstream did not take or process is sent again (each on the
-/// connection made after the last closed), within the route's timeout. A server rotating its
+/// How many times a request the upstream did not take or process is sent again in all (each on
+/// the connection made after the last closed), within the route's timeout. A server rotating its
 /// connections after a few streams each (nginx's `keepalive_requests`, Envoy's
 /// `max_requests_per_connection`) refuses, at each rotation, the requests piled on the
 /// connection past its budget, and under load a request can lose several rounds before its turn
-/// (three were not enough: 502s at nginx's default). A server refusing every stream gets each
-/// request at most seventeen times, on the connection it keeps open.
+/// (three were not enough: 502s at nginx's default).
 const MAX_RESENDS: usize = 16;
+
+/// How many of those may follow a stream refused (`REFUSED_STREAM`) by the connection that
+/// refused the try before: a server shedding load that way is not rotating, and gets each
+/// request at most five times.
+const MAX_REFUSED_ON_OPEN: usize = 3;
 
 /// How long, after an HTTP/2 upstream last showed it closes connections, its requests keep a copy
 /// to send again: longer than HTTP/1.1's ([`super::http1_pool::ARMED_AFTER_CLOSING`]), because
@@ -227,7 +233,8 @@ where
         let host = name_host(&mut request);
         // Armed only once the upstream shows it closes connections (see the module's doc).
         let mut again = if self.arming.armed() { Again::prepare(&mut request) } else { None };
-        let mut resends = 0;
+        let (mut resends, mut refused_on_open) = (0, 0);
+        let mut last_refusing: Option<usize> = None;
         loop {
             let failed = match std::pin::pin!(sender.try_send_request(request)).await {
                 Ok(response) if response.headers().len() > self.max_headers => {
@@ -247,7 +254,16 @@ where
             if untouched {
                 self.upstream_closing();
             }
-            let may_resend = resends < MAX_RESENDS;
+            // A graceful `GOAWAY`, or a connection closed before taking it: the server is
+            // rotating or closing its connections (a connection going away takes no new stream,
+            // so a resend goes to the next). Refused again by the connection that refused the
+            // last try (or by one not kept, which cannot be told apart): it is shedding load.
+            let connection = stream.as_ref().map(OpenStream::connection);
+            let on_open = unsent.is_none()
+                && !h2_error(&error).is_some_and(h2::Error::is_go_away)
+                && (connection.is_none() || connection == last_refusing);
+            last_refusing = connection;
+            let may_resend = resends < MAX_RESENDS && !(on_open && refused_on_open >= MAX_REFUSED_ON_OPEN);
             request = match unsent {
                 // Never taken: the connection had closed. Again, on a new one.
                 Some(unsent) if may_resend => unsent,
@@ -264,6 +280,7 @@ where
                 _ => return Err(Http2Error::Exchange(error.into())),
             };
             resends += 1;
+            refused_on_open += usize::from(on_open);
             self.forget(slot);
             (sender, stream) = match Box::pin(self.connect_once(slot)).await {
                 Ok(made) => made,

@@ -80,6 +80,12 @@ impl OpenStream {
     pub fn refuses_extended_connect(&self) -> bool {
         self.0.extended_connect.load(Ordering::Relaxed) == CONNECT_REFUSED
     }
+
+    /// Which connection the stream is on, to tell two refusals by one connection apart from
+    /// refusals by two (the address of its count: unique while the connection lives).
+    pub fn connection(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
 }
 
 impl Drop for OpenStream {

@@ -20,8 +20,8 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::body::{BoxError, ProxyBody};
 
-/// The most body bytes kept to be sent again; a body that yields more is not sent again (its
-/// refused request is answered 502, as before it could be kept at all).
+/// The most body bytes kept to be sent again: a refused stream that had taken more of its body
+/// is not sent again (answered 502, as before bodies could be kept at all).
 pub const MAX_REPLAYED_BYTES: usize = 64 * 1024;
 
 /// What a [`ReplayBody`] and its [`Replay`] share.
@@ -72,8 +72,21 @@ impl Replay {
         }
         let rest = shared.rest.take()?;
         let again: VecDeque<Frame<Bytes>> = std::mem::take(&mut shared.yielded).into();
+        // The refused stream's body yields no more, not even frames it had still to yield.
+        shared.pending.clear();
         drop(shared);
         Some(ReplayBody::resuming(again, rest))
+    }
+}
+
+impl Drop for Replay {
+    /// The sender is done with the body (answered, failed, or sending it again from a new
+    /// `Replay`): what was kept goes, and nothing more is kept, though the body may stream on
+    /// for long (a gRPC stream).
+    fn drop(&mut self) {
+        let mut shared = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.overflowed = true;
+        shared.yielded = Vec::new();
     }
 }
 
@@ -91,8 +104,6 @@ impl Body for ReplayBody {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        // The sender gone (the request answered or failed for good): nothing to keep for it.
-        let kept = Arc::strong_count(&self.0) > 1;
         let mut shared = self.shared();
         if let Some(frame) = shared.pending.pop_front() {
             return Poll::Ready(Some(Ok(frame)));
@@ -100,7 +111,6 @@ impl Body for ReplayBody {
         let Some(rest) = shared.rest.as_mut() else { return Poll::Ready(None) };
         let polled = rest.as_mut().poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
-            && kept
             && !shared.overflowed
         {
             let bytes = frame.data_ref().map_or(0, Bytes::len);
@@ -170,6 +180,17 @@ mod tests {
         // Taken back a second time: still the whole body.
         let (again, _) = replay.take().expect("kept again");
         assert_eq!(read_all(again).await, b"hello");
+    }
+
+    /// Once the sender is done, nothing is kept, though the body streams on.
+    #[tokio::test]
+    async fn nothing_is_kept_once_the_sender_is_done() {
+        let (mut body, replay) = ReplayBody::keeping(ProxyBody::with_trailers(Bytes::from_static(b"abc"), Some(http::HeaderMap::new())));
+        assert!(body.frame().await.is_some());
+        drop(replay);
+        let ProxyBody::Replaying { body: ReplayBody(shared) } = &body else { panic!("a replaying body") };
+        let shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(shared.yielded.is_empty() && shared.overflowed);
     }
 
     #[tokio::test]

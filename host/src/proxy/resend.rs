@@ -4,7 +4,10 @@
 //! made again (its body empty or whole bytes; a streamed body already taken by the client
 //! connection cannot). A reused keep-alive connection the upstream closed as the request was
 //! written may have delivered it: only an idempotent request (RFC 9110 9.2.2) is sent again,
-//! and only once. Copies are made only where a resend is possible, never on the common path.
+//! and only once. Copies are made only where a resend is possible: where a loss is likely (an
+//! upstream that showed it closes or rotates its connections, see [`ResendArming`]), never on
+//! an upstream that has not. (An HTTP/2 upstream's refused streams are sent again from a copy
+//! of a streamed body too: [`super::replay`].)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -14,8 +17,9 @@ use http::{Method, Request};
 use super::body::ProxyBody;
 
 /// When an upstream's pools keep a copy of a request to send again: for
-/// [`super::http1_pool::ARMED_AFTER_CLOSING`] after the upstream last showed it closes its
-/// connections (a `Connection: close`, a kept connection found closed, an HTTP/2 `GOAWAY` or
+/// [`super::http1_pool::ARMED_AFTER_CLOSING`] (HTTP/2: [`super::http2_pool::ARMED_AFTER_CLOSING`],
+/// so an upstream rotating its connections by count stays armed) after the upstream last showed
+/// it closes its connections (a `Connection: close`, a kept connection found closed, an HTTP/2 `GOAWAY` or
 /// refused stream). One per upstream, shared by every worker's pools, so a sign one worker sees
 /// arms them all: a server rotating its connections loses no request per worker before it.
 #[derive(Debug)]

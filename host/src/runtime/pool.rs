@@ -126,6 +126,9 @@ struct Instance {
     permit: Option<InstancePermit>,
     /// Its place among the instances the pool keeps warm; `None` until it is first kept.
     kept: Option<KeptPlace>,
+    /// Resources it held once configured (its preopened directory, keys from its config):
+    /// what it may hold past that between calls is bounded ([`MAX_IDLE_TABLE_ENTRIES`]).
+    held_configured: usize,
 }
 
 /// Stacks of idle instances a pool keeps, one per request worker (workers past this many share).
@@ -389,7 +392,7 @@ impl InstancePool {
         let fixed_edits = store.data_mut().fixed_edits.take();
         match configured {
             Ok(Ok(d)) => Ok((
-                Box::new(Instance { store, bindings, uses: 0, clock, permit, kept: None }),
+                Box::new(Instance { held_configured: store.data_mut().held_resources(), store, bindings, uses: 0, clock, permit, kept: None }),
                 Descriptor {
                     on_request: d.on_request,
                     on_response: d.on_response,
@@ -401,7 +404,10 @@ impl InstancePool {
             // The plugin's own text, shown by `check`, start-up, a reload's log and answer:
             // one line, cut as its log lines are, so it cannot forge lines of the gateway's or
             // make each of them megabytes.
-            Ok(Err(msg)) => Err(InstantiateError::Configure(log::one_line(log::truncate(&msg, log::MAX_MESSAGE_BYTES)).into_owned())),
+            Ok(Err(msg)) => {
+                let cut = log::one_line(log::truncate(&msg, log::MAX_MESSAGE_BYTES));
+                Err(InstantiateError::Configure(log::truncate(&cut, log::MAX_MESSAGE_BYTES).to_owned()))
+            }
             Err(e) => Err(InstantiateError::Failed(classify(store.data(), e))),
         }
     }
@@ -439,14 +445,15 @@ impl InstancePool {
     /// Keeps a used instance warm, or drops it: after `max_uses` calls, with strict isolation,
     /// when it holds no place in the budget, while other calls wait for a place (its slot goes
     /// to them), and, for a plugin granted `files`, when it holds more than
-    /// [`MAX_IDLE_TABLE_ENTRIES`] resources (files left open: dropped, they are closed).
+    /// [`MAX_IDLE_TABLE_ENTRIES`] resources past what it held once configured (files left open:
+    /// dropped, they are closed).
     fn release(&self, mut instance: Box<Instance>) {
         instance.uses += 1;
         if self.settings.isolation == Isolation::Pool
             && instance.uses < self.settings.max_uses
             && instance.permit.is_some()
             && !self.budget().has_waiters(&self.share)
-            && (self.settings.files.is_none() || instance.store.data_mut().held_resources() <= MAX_IDLE_TABLE_ENTRIES)
+            && (self.settings.files.is_none() || instance.store.data_mut().held_resources() <= instance.held_configured + MAX_IDLE_TABLE_ENTRIES)
         {
             self.keep(instance);
         }

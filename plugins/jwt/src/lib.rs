@@ -61,9 +61,10 @@
 //! most once per `jwks_min_refresh_secs` (default 10) across all gateways sharing `state`; a
 //! failed reload keeps the keys held. A fetched document is shared through `state`. While no
 //! document has ever loaded (the identity provider down since the gateway started), a token no
-//! key verifies is answered `503` (`auth_unavailable`, `Retry-After: 5`), not a `401`
-//! `invalid_token` telling its client to drop a token that may be valid; a malformed or
-//! expired one is still a `401`.
+//! key verifies is answered `503` (`auth_unavailable`, `Retry-After: 5`), with or without
+//! `anonymous`, not a `401` `invalid_token` telling its client to drop a token that may be
+//! valid (its claims, expiry included, cannot be trusted before its signature is checked); a
+//! malformed one (not three base64url parts, an algorithm not accepted) is still a `401`.
 //!
 //! Tokens come from `Authorization: Bearer <token>` (scheme case-insensitive), then from the
 //! `cookie` if configured; a request with more than one `Authorization` line, two different
@@ -657,7 +658,6 @@ fn credential_id(token: &str) -> String {
     id
 }
 
-/// Removes the cookie `name` from the request's `Cookie` headers, keeping the others.
 /// Whether the request carries a cookie named `name`.
 fn has_cookie(req: &Request, name: &str) -> bool {
     req.header_all("cookie").iter().any(|header| {
@@ -665,6 +665,7 @@ fn has_cookie(req: &Request, name: &str) -> bool {
     })
 }
 
+/// Removes the cookie `name` from the request's `Cookie` headers, keeping the others.
 fn strip_cookie(req: &Request, name: &str) {
     let mut kept = Vec::new();
     for header in req.header_all("cookie") {

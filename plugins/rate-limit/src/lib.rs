@@ -10,8 +10,9 @@
 //! by = ["consumer"]                # key parts: "consumer" (falls back to the client IP),
 //!                                  # "ip", "route", "header:<name>", "param:<name>"; default ["consumer"].
 //!                                  # A header's value is counted under its digest (never stored
-//!                                  # as sent: it is often a credential), all its lines as they
-//!                                  # combine ("a, b"); requests without it share one bucket
+//!                                  # as sent: it is often a credential); requests without it
+//!                                  # share one bucket, and one giving it in lines that differ
+//!                                  # is a 400 (which line the upstream reads is its own choice)
 //! cost = 1                         # units one request takes (default 1)
 //! headers = "draft"                # "draft" (RateLimit-Policy / RateLimit), "legacy", or "off"
 //! on_state_error = "fail-open"     # if the shared state backend (Redis) is unreachable or slow:
@@ -333,7 +334,10 @@ impl Plugin for RateLimit {
     }
 
     fn on_request(&self, req: &Request) -> Action {
-        let key = limit_key::write(&self.by, req);
+        let key = match limit_key::key(&self.by, req) {
+            Ok(key) => key,
+            Err(why) => return Action::error(400, "bad_request", &why, &req.request_id()),
+        };
         let set = self.set_for(req);
         let decisions = match self.check(set, &key, false) {
             Ok(d) => d,
@@ -452,8 +456,13 @@ impl RateLimit {
         match self.on_error {
             // Outages were already retried locally; what is left (a memory store full of keys
             // stored without a TTL: limiter keys make way for new ones) lets the request
-            // through. The gateway logs backend trouble once per interval.
-            OnError::FailOpen => Action::Continue,
+            // through, said on this route (the gateway logs a warning repeated within 10 s
+            // once, with how many it dropped): a limiter letting everything through unseen
+            // is the failure an operator must hear of.
+            OnError::FailOpen => {
+                airlock_sdk::log::warn(format!("rate limit on route `{}` not enforced, failing open: {e}", req.route_id()));
+                Action::Continue
+            }
             OnError::FailClosed => {
                 airlock_sdk::log::debug(format!("rate limit not checked, failing closed: {e}"));
                 let message = "the rate limit cannot be checked: its state is unavailable";

@@ -164,7 +164,10 @@ impl Plugin for Throttle {
     }
 
     fn on_request(&self, req: &Request) -> Action {
-        let key = limit_key::write(&self.by, req);
+        let key = match limit_key::key(&self.by, req) {
+            Ok(key) => key,
+            Err(why) => return Action::error(400, "bad_request", &why, &req.request_id()),
+        };
         let request_id = req.request_id();
         let delay_ms = match &self.rate {
             None => 0,

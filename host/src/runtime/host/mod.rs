@@ -53,8 +53,9 @@ pub use bindings::*;
 /// keys): a plugin that leaks handles in a loop hits this instead of growing host memory.
 pub const MAX_TABLE_ENTRIES: usize = 1024;
 
-/// Most resource-table entries an instance may hold between calls and still be kept warm: a
-/// plugin usually holds a few (its preopened directory, streams it keeps). One holding more
+/// Most resource-table entries an instance may hold between calls, past those it held once
+/// configured (its preopened directory, keys its config named), and still be kept warm: a
+/// plugin usually opens and closes its files within a call. One holding more
 /// (open files it never closes, keys) is dropped after its call, so what it holds is let go:
 /// before, 16 warm instances of one plugin granted `files` held ~12,000 open files while idle,
 /// and three such plugins used up the process's open-file limit.
