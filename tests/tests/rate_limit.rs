@@ -1241,3 +1241,66 @@ config = { by = ["header:x-tenant"], limits = [{ limit = 2, window = "minute" }]
     assert_eq!(r.status, 429, "the same value twice is acme's");
     gw.stop().await;
 }
+
+/// Two definitions granted `state` storing keys without a TTL fill the memory store between
+/// them (each its half); a rate limit's new keys are then refused, and failing open (its
+/// default) it lets requests through. That is said now, in a warning naming its route, where
+/// before the limiter stopped limiting with only the store's own "full" line to show for it.
+#[tokio::test]
+async fn a_rate_limit_failing_open_on_a_full_store_says_so_naming_its_route() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[state]
+max_keys = 400
+
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[plugins.flood-a]
+source = "{plugin:state-flood}"
+capabilities = ["state"]
+
+[plugins.flood-b]
+source = "{plugin:state-flood}"
+capabilities = ["state"]
+
+[[routes]]
+path = "/a"
+[[routes.plugins]]
+plugin = "flood-a"
+config = { key_bytes = 8 }
+
+[[routes]]
+path = "/b"
+[[routes.plugins]]
+plugin = "flood-b"
+config = { key_bytes = 8 }
+
+[[routes]]
+id = "limited"
+path = "/limited"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:rate-limit"
+config = { by = ["header:x-client"], limits = [{ limit = 1, window = "minute" }] }
+"#;
+    let gw = airlock_tests::process::GatewayProcess::start_logging(config, &upstream, &[]).await;
+    let client = HttpClient::http1();
+    for path in ["/a", "/b"] {
+        for from in [0, 1000] {
+            let r = client.request("GET", &gw.url(path), &[("x-from", &from.to_string()), ("x-count", "400")], b"").await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    }
+    let r = client.request("GET", &gw.url("/limited"), &[("x-client", "new")], b"").await;
+    assert_eq!(r.status, 200, "failing open: {}", r.text());
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = gw.log();
+        if log.contains("not enforced") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(log.contains("rate limit on route `limited` not enforced, failing open: "), "{log}");
+}
