@@ -508,6 +508,7 @@ impl Gateway {
                 issues.push(issue);
             }
             warn_consumer_read_before_named(config, source, route, (&key, &id));
+            warn_authentication_ahead_of_cors(config, source, route, (&key, &id));
             for entry in entries.iter().filter(|e| e.failure == FailurePolicy::Open && ACCESS_CONTROL_BUILTINS.contains(&e.facts.source.as_str())) {
                 // Failing open is an authentication bypass whenever the plugin fails: a trap, its
                 // CPU deadline (a costly password hash an attacker can make it check).
@@ -773,6 +774,25 @@ fn warn_consumer_read_before_named(config: &Config, source: &ConfigSource, route
         sources[reader],
         sources[namer],
         chain[namer].0,
+    );
+}
+
+/// Warns of a route whose chain runs an authentication built-in before `builtin:cors`
+/// ([`chain_order::authentication_ahead_of_cors`]): preflights carry no credentials, so they are
+/// refused (401, without CORS headers) before cors answers them.
+fn warn_authentication_ahead_of_cors(config: &Config, source: &ConfigSource, route: &RouteConfig, (key, id): (&str, &str)) {
+    let chain = route_chain(config, route, key);
+    let sources: Vec<&str> = chain.iter().map(|(_, e)| source_of(config, e)).collect();
+    let Some((auth, cors)) = chain_order::authentication_ahead_of_cors(sources.iter().copied()) else { return };
+    let line = source.issue(Some(chain[cors].1.plugin.span()), &chain[cors].0, "").line;
+    tracing::warn!(
+        route = id,
+        config = %source.name,
+        line,
+        "{}: builtin:cors runs after {} ({}): a browser's preflight carries no credentials, so it is refused (401, without CORS headers) before cors answers it, and every call from an allowed origin fails in the browser; put cors first",
+        chain[cors].0,
+        sources[auth],
+        chain[auth].0,
     );
 }
 

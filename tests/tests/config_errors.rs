@@ -194,6 +194,24 @@ fn a_plugin_deciding_by_consumer_before_authentication_is_warned_about() {
     }
 }
 
+/// `builtin:cors` after an authentication plugin never answers a preflight (it carries no
+/// credentials: refused 401, without CORS headers, first): `check` says so at the cors entry;
+/// cors first is not warned about.
+#[test]
+fn cors_after_authentication_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let cors = "{ plugin = \"builtin:cors\", config = { origins = [\"https://app.example.com\"] } }";
+    let auth = "{ plugin = \"builtin:key-auth\" }";
+    let consumer = "[[consumers]]\nid = \"alice\"\ncredentials = { keys = [\"alice-key\"] }\n\n";
+    for (chain, warned) in [(format!("{auth}, {cors}"), true), (format!("{cors}, {auth}"), false)] {
+        let config = format!("{consumer}[[routes]]\npath = \"/a\"\nplugins = [{chain}, {{ plugin = \"builtin:respond\" }}]\n");
+        let (status, stderr) = airlock_on(dir.path(), "check", "warn", &config);
+        assert!(status.success(), "{chain}: {stderr}");
+        let said = stderr.contains("routes[0].plugins[1]: builtin:cors runs after builtin:key-auth (routes[0].plugins[0])");
+        assert_eq!(said, warned, "{chain}: {stderr}");
+    }
+}
+
 /// `--watch-interval-ms` without `--watch` would be ignored: the CLI refuses it instead.
 #[test]
 fn a_watch_interval_without_watch_is_refused() {

@@ -77,9 +77,37 @@ pub fn consumer_read_before_named<'a>(chain: impl IntoIterator<Item = (&'a str, 
     None
 }
 
+/// The built-in that answers CORS preflights.
+pub const CORS_BUILTIN: &str = "builtin:cors";
+
+/// In a chain of plugin sources, the first authentication built-in that runs ahead of a CORS
+/// entry: (that plugin's index, the cors entry's index). A browser's preflight carries no
+/// credentials, so the authentication plugin refuses it (401) before cors can answer, and the
+/// refusal has no CORS headers: every call from an allowed origin fails in the browser.
+pub fn authentication_ahead_of_cors<'a>(sources: impl IntoIterator<Item = &'a str>) -> Option<(usize, usize)> {
+    let mut auth = None;
+    for (index, source) in sources.into_iter().enumerate() {
+        match auth {
+            None if AUTHENTICATION_BUILTINS.contains(&source) => auth = Some(index),
+            Some(at) if source == CORS_BUILTIN => return Some((at, index)),
+            _ => {}
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cors_after_authentication_is_found() {
+        let check = |chain: &[&str]| authentication_ahead_of_cors(chain.iter().copied());
+        assert_eq!(check(&["builtin:key-auth", "builtin:headers", "builtin:cors"]), Some((0, 2)));
+        assert_eq!(check(&["builtin:cors", "builtin:jwt", "builtin:cors"]), Some((1, 2)));
+        assert_eq!(check(&["builtin:cors", "builtin:forward-auth"]), None);
+        assert_eq!(check(&["builtin:ip-restrict", "builtin:cors"]), None, "access control without credentials refuses no preflight of an allowed client");
+    }
 
     #[test]
     fn a_cache_may_follow_access_control_but_not_precede_it() {
