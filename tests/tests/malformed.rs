@@ -298,6 +298,8 @@ async fn the_path_routed_on_is_the_path_forwarded() {
         // WHATWG URL parsers (Node, Deno, Bun) and IIS read `\` as `/`.
         ("/admin\\secret", "raw `\\`"),
         ("/public/..\\admin/secret", "raw `\\`"),
+        // C-based servers and file APIs end the path at a NUL (nginx refuses it too).
+        ("/public/report.pdf%00.jpg", "encoded NUL"),
     ] {
         let (status, body) = get_raw(&gw, target).await;
         assert!(status.starts_with("HTTP/1.1 400"), "{target}: {status}");

@@ -16,7 +16,8 @@
 //! - and a raw `\` anywhere: it is no URI character, and WHATWG URL parsers (Node, Deno, Bun)
 //!   and IIS read it as `/`, so `/admin\users` would reach `/admin/users` past an `/admin` route;
 //! - percent-encoded unreserved characters are decoded (section 6.2.2.2): `/%61dmin` is `/admin`
-//!   (not in a segment with a stray `%`, where decoding could make a new `%XX`).
+//!   (not in a segment with a stray `%`, where decoding could make a new `%XX`);
+//! - an encoded NUL (`%00`) is refused, as nginx does: C-based servers end the path there.
 //!
 //! Everything else is kept byte for byte: other percent-encodings, the query, the case. The
 //! upstream, the plugins (`path`) and the route all see the normalized path; the access log keeps
@@ -51,6 +52,11 @@ pub enum PathError {
     /// chosen on.
     #[error("the path holds an encoded slash or backslash (%2F or %5C), which the upstream could read as a path separator")]
     EncodedSlash,
+    /// `%00`: a NUL byte once decoded, where C-based servers and file APIs end the path
+    /// (`/files/report.pdf%00.jpg` read as `/files/report.pdf` past a check on the extension);
+    /// nginx refuses it too.
+    #[error("the path holds an encoded NUL (%00), which many servers read as the end of the path")]
+    EncodedNul,
     /// The normalized path did not make a valid URI again (not expected: it only drops bytes).
     #[error("the normalized path is not a valid request target")]
     Invalid,
@@ -85,6 +91,9 @@ pub fn normalize(path: &str) -> Result<Option<String>, PathError> {
 pub fn normalize_with(path: &str, slashes: EncodedSlashes) -> Result<Option<String>, PathError> {
     if !path.starts_with('/') || is_normal(path.as_bytes()) {
         return Ok(None);
+    }
+    if path.as_bytes().windows(3).any(|w| w == b"%00") {
+        return Err(PathError::EncodedNul);
     }
     match decode_slashes(path, slashes)? {
         Some(decoded) => Ok(Some(resolve(&decoded)?.unwrap_or(decoded))),
@@ -376,6 +385,14 @@ mod tests {
         }
         // Encoded, it is data.
         assert_eq!(normalize("/files/a%5Cb"), Ok(None));
+    }
+
+    #[test]
+    fn an_encoded_nul_is_refused() {
+        for path in ["/files/report.pdf%00.jpg", "/%00", "/a/%00/b"] {
+            assert_eq!(normalize(path), Err(PathError::EncodedNul), "{path}");
+        }
+        assert_eq!(normalize("/a%2000"), Ok(None), "`%20` then `00` is no NUL");
     }
 
     #[test]
