@@ -61,7 +61,7 @@ pub fn parse(by: &[String]) -> Result<Vec<KeyPart>, String> {
     Ok(parts)
 }
 
-/// [`write`], or why the request has no one key: a keyed header given in several lines that
+/// [`write()`], or why the request has no one key: a keyed header given in several lines that
 /// differ. Keyed on one line, a request whose first line was made up and whose second named an
 /// over-limit tenant went on past that tenant's limit with both lines; keyed on them all, any
 /// tenant with a made-up line beside it would. Which line the upstream reads is its own choice,
