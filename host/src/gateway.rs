@@ -507,8 +507,7 @@ impl Gateway {
             if let Some(issue) = cache_ahead_of_access_control(config, source, route, &key) {
                 issues.push(issue);
             }
-            warn_consumer_read_before_named(config, source, route, (&key, &id));
-            warn_authentication_ahead_of_cors(config, source, route, (&key, &id));
+            warn_chain_order(config, source, route, (&key, &id));
             for entry in entries.iter().filter(|e| e.failure == FailurePolicy::Open && ACCESS_CONTROL_BUILTINS.contains(&e.facts.source.as_str())) {
                 // Failing open is an authentication bypass whenever the plugin fails: a trap, its
                 // CPU deadline (a costly password hash an attacker can make it check).
@@ -752,48 +751,42 @@ fn cache_ahead_of_access_control(config: &Config, source: &ConfigSource, route: 
     ))
 }
 
-/// Warns of a route whose chain (global entries included) runs a plugin that decides by the
-/// consumer (`acl`, `quota`, `rate-limit` by consumer) before the authentication plugin that
-/// names it ([`chain_order::consumer_read_before_named`]): a warning, not a refusal, as the
-/// gateway cannot tell a mistake from a choice in every case, but what the plugin does there is
-/// rarely what was meant, and nothing else would say so.
-fn warn_consumer_read_before_named(config: &Config, source: &ConfigSource, route: &RouteConfig, (key, id): (&str, &str)) {
+/// Warns of a route whose chain (global entries included) runs its plugins in an order where
+/// one cannot do its work, a warning rather than a refusal (the gateway cannot tell a mistake
+/// from a choice in every case, but what the plugin does there is rarely what was meant, and
+/// nothing else would say so):
+/// - a plugin that decides by the consumer (`acl`, `quota`, `rate-limit` by consumer) before the
+///   authentication plugin that names it ([`chain_order::consumer_read_before_named`]);
+/// - an authentication built-in before `builtin:cors` ([`chain_order::authentication_ahead_of_cors`]):
+///   preflights carry no credentials, so they are refused (401, without CORS headers) before
+///   cors answers them.
+fn warn_chain_order(config: &Config, source: &ConfigSource, route: &RouteConfig, (key, id): (&str, &str)) {
     let chain = route_chain(config, route, key);
     let sources: Vec<&str> = chain.iter().map(|(_, e)| source_of(config, e)).collect();
-    let Some((reader, namer, what)) = chain_order::consumer_read_before_named(sources.iter().copied().zip(chain.iter().map(|(_, e)| &e.config)))
-    else {
-        return;
-    };
-    let line = source.issue(Some(chain[reader].1.plugin.span()), &chain[reader].0, "").line;
-    tracing::warn!(
-        route = id,
-        config = %source.name,
-        line,
-        "{}: {} runs before {} ({}), which names the consumer: there it {what}; put it after authentication",
-        chain[reader].0,
-        sources[reader],
-        sources[namer],
-        chain[namer].0,
-    );
-}
-
-/// Warns of a route whose chain runs an authentication built-in before `builtin:cors`
-/// ([`chain_order::authentication_ahead_of_cors`]): preflights carry no credentials, so they are
-/// refused (401, without CORS headers) before cors answers them.
-fn warn_authentication_ahead_of_cors(config: &Config, source: &ConfigSource, route: &RouteConfig, (key, id): (&str, &str)) {
-    let chain = route_chain(config, route, key);
-    let sources: Vec<&str> = chain.iter().map(|(_, e)| source_of(config, e)).collect();
-    let Some((auth, cors)) = chain_order::authentication_ahead_of_cors(sources.iter().copied()) else { return };
-    let line = source.issue(Some(chain[cors].1.plugin.span()), &chain[cors].0, "").line;
-    tracing::warn!(
-        route = id,
-        config = %source.name,
-        line,
-        "{}: builtin:cors runs after {} ({}): a browser's preflight carries no credentials, so it is refused (401, without CORS headers) before cors answers it, and every call from an allowed origin fails in the browser; put cors first",
-        chain[cors].0,
-        sources[auth],
-        chain[auth].0,
-    );
+    let line_of = |at: usize| source.issue(Some(chain[at].1.plugin.span()), &chain[at].0, "").line;
+    if let Some((reader, namer, what)) = chain_order::consumer_read_before_named(sources.iter().copied().zip(chain.iter().map(|(_, e)| &e.config))) {
+        tracing::warn!(
+            route = id,
+            config = %source.name,
+            line = line_of(reader),
+            "{}: {} runs before {} ({}), which names the consumer: there it {what}; put it after authentication",
+            chain[reader].0,
+            sources[reader],
+            sources[namer],
+            chain[namer].0,
+        );
+    }
+    if let Some((auth, cors)) = chain_order::authentication_ahead_of_cors(sources.iter().copied()) {
+        tracing::warn!(
+            route = id,
+            config = %source.name,
+            line = line_of(cors),
+            "{}: builtin:cors runs after {} ({}): a browser's preflight carries no credentials, so it is refused (401, without CORS headers) before cors answers it, and every call from an allowed origin fails in the browser; put cors first",
+            chain[cors].0,
+            sources[auth],
+            chain[auth].0,
+        );
+    }
 }
 
 /// The kinds of `[[consumers]]` credentials the built-in plugins read: `keys` (key-auth),

@@ -28,13 +28,12 @@
 //! server rotating its connections after a few streams each refuses the requests piled past its
 //! budget at each rotation), [`MAX_REFUSED_ON_OPEN`] of them after a stream refused by the
 //! connection that refused the try before (a server shedding load gets each request at most
-//! five times). A body that is empty or
-//! whole is copied; a streamed one is kept as it goes, up to 64 KiB ([`super::replay`]). The copy
-//! is made only once any of the upstream's pools has seen it close connections (a `GOAWAY`, a
+//! five times). A body that is empty or whole is copied; a streamed one is kept as it goes, up
+//! to 64 KiB ([`super::replay`]). The copy is made only once any of the upstream's pools has seen it close connections (a `GOAWAY`, a
 //! kept connection found closed, a refused stream), for [`ARMED_AFTER_CLOSING`] from then
 //! ([`ResendArming`]): a server rotating its connections (nginx's `keepalive_requests`, a
-//! graceful restart) keeps it armed, and a request not processed and not armed (or whose body
-//! was past what is kept) is answered 502 without counting against the target
+//! graceful restart) keeps it armed, and a request not processed and not armed (or whose
+//! refused stream had taken more of its body than is kept) is answered 502 without counting against the target
 //! ([`Http2Error::NotProcessed`]).
 //!
 //! A WebSocket (an RFC 8441 extended CONNECT) to a connection whose server's SETTINGS did not
