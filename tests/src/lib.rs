@@ -113,6 +113,11 @@ async fn upstream_answer(req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         return r;
     }
+    if let Some(n) = path.strip_prefix("/header-bytes/").and_then(|s| s.parse::<usize>().ok()) {
+        let mut r = Response::new(Full::new(Bytes::from(format!("{n} bytes of x-large"))));
+        r.headers_mut().insert("x-large", "x".repeat(n).parse().expect("valid"));
+        return r;
+    }
     if let Some(n) = path.strip_prefix("/big/").and_then(|s| s.parse::<usize>().ok()) {
         return Response::new(Full::new(Bytes::from(vec![b'x'; n])));
     }

@@ -640,6 +640,7 @@ max_header_bytes = 2048
 max_headers = 20
 max_body_bytes = 1000
 max_response_headers = 30
+max_response_header_bytes = 4096
 
 [upstreams.backend]
 targets = ["{upstream}"]
@@ -693,6 +694,12 @@ async fn header_and_body_limits() {
     let r = client.get(&gw.url("/headers/40")).await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.json()["error"], "upstream_unavailable");
+    assert_eq!(client.get(&gw.url("/headers/1")).await.status, 200, "the gateway keeps serving");
+    // So is one with more bytes of header lines than `max_response_header_bytes` (4096).
+    let r = client.get(&gw.url("/header-bytes/3000")).await;
+    assert_eq!((r.status.as_u16(), r.header("x-large").map(|v| v.len())), (200, Some(3000)), "{}", r.text());
+    let r = client.get(&gw.url("/header-bytes/5000")).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (502, Some("upstream_unavailable")), "{}", r.text());
     assert_eq!(client.get(&gw.url("/headers/1")).await.status, 200, "the gateway keeps serving");
     gw.stop().await;
 }
@@ -854,14 +861,16 @@ async fn an_http2_upstream_closing_its_connections_is_connected_to_again() {
 }
 
 /// An HTTP/2 upstream's response head is held to what an HTTP/1.1 one's is: up to
-/// `limits.max_response_headers` lines (502 past them), and heads far above hyper's HTTP/2
-/// default of 16 KiB (a 100 KiB one here) pass.
+/// `limits.max_response_headers` lines and `max_response_header_bytes` (502 past them), and
+/// heads far above hyper's HTTP/2 default of 16 KiB (a 100 KiB one here) pass.
 #[tokio::test]
 async fn an_http2_upstream_response_head_is_held_to_the_http1_limits() {
     let upstream = Upstream::with_handler(|req: hyper::Request<hyper::body::Incoming>| async move {
         let mut r = hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from_static(b"ok")));
         if req.uri().path() == "/large" {
             r.headers_mut().insert("x-large", "x".repeat(100 * 1024).parse().expect("value"));
+        } else if req.uri().path() == "/larger" {
+            r.headers_mut().insert("x-large", "x".repeat(130 * 1024).parse().expect("value"));
         } else {
             for i in 0..40 {
                 r.headers_mut().insert(http::HeaderName::from_bytes(format!("x-h-{i}").as_bytes()).expect("name"), http::HeaderValue::from_static("1"));
@@ -870,12 +879,14 @@ async fn an_http2_upstream_response_head_is_held_to_the_http1_limits() {
         r
     })
     .await;
-    let config = "[limits]\nmax_response_headers = 30\n\n[upstreams.backend]\ntargets = [\"{upstream}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n";
+    let config = "[limits]\nmax_response_headers = 30\nmax_response_header_bytes = 131072\n\n[upstreams.backend]\ntargets = [\"{upstream}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n";
     let gw = Gateway::start(config, Some(&upstream)).await;
     let client = HttpClient::http1();
     let r = client.get(&gw.url("/large")).await;
     assert_eq!((r.status.as_u16(), r.header("x-large").map(|v| v.len())), (200, Some(100 * 1024)), "{}", r.text());
     let r = client.get(&gw.url("/many")).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (502, Some("upstream_unavailable")), "{}", r.text());
+    let r = client.get(&gw.url("/larger")).await;
     assert_eq!((r.status.as_u16(), r.json()["error"].as_str()), (502, Some("upstream_unavailable")), "{}", r.text());
     assert_eq!(client.get(&gw.url("/large")).await.status, 200, "the connection serves on");
     gw.stop().await;

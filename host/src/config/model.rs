@@ -408,8 +408,9 @@ pub struct LimitsConfig {
     /// plugin's header changes past it are ignored (and logged), so clients never see more.
     #[serde(deserialize_with = "bounds::header_lines")]
     pub max_response_headers: usize,
-    /// Most bytes of response header lines a plugin's changes may make (each line counted as
-    /// name, value and four bytes): its changes past it are ignored (and logged).
+    /// Most bytes of response header lines (each line counted as name, value and four bytes):
+    /// an upstream response with more is answered 502 (Envoy's default is 60 KiB), and a
+    /// plugin's changes past it are ignored (and logged).
     #[serde(deserialize_with = "bounds::at_least_one")]
     pub max_response_header_bytes: usize,
     /// What becomes of a client's request header whose name has an underscore.

@@ -308,6 +308,9 @@ pub struct UpstreamSettings {
     pub tls: Option<TlsSettings>,
     /// Most header lines an HTTP/1.1 response may carry (`limits.max_response_headers`; 502 past it).
     pub max_response_headers: usize,
+    /// Most bytes of header lines a response may carry (`limits.max_response_header_bytes`;
+    /// 502 past it): what a client is sent is bounded as what a plugin may add is.
+    pub max_response_header_bytes: usize,
     /// When a target is marked down (`max_fails`, `fail_timeout_ms`).
     pub health: HealthPolicy,
     /// How targets are probed (`health_check`), if they are.
@@ -802,6 +805,15 @@ impl Upstream {
                     Some(limit) if again.is_some() => tokio::time::timeout(limit, attempt).await.unwrap_or(Attempt::TimedOut(limit)),
                     _ => attempt.as_mut().await,
                 };
+                // A head over the byte limit is the target's failure, as one over the line limit.
+                let attempt = match attempt {
+                    Attempt::Answered(response, _) if crate::exchange::header_lines_bytes(response.headers()) > settings.max_response_header_bytes => {
+                        let bytes = crate::exchange::header_lines_bytes(response.headers());
+                        let limit = settings.max_response_header_bytes;
+                        Attempt::Failed(SendError::Unavailable(format!("its response head has {bytes} bytes of header lines, over limits.max_response_header_bytes ({limit})")), false)
+                    }
+                    attempt => attempt,
+                };
                 let (error, back) = match attempt {
                     Attempt::Answered(response, stream) if self.retries_on(response.status()) => {
                         // A status the upstream is retried on counts as a failure, as nginx
@@ -1282,6 +1294,7 @@ mod tests {
             protocol: UpstreamProtocol::Http1,
             tls: None,
             max_response_headers: 100,
+            max_response_header_bytes: 64 * 1024,
             health: HealthPolicy::default(),
             health_check: None,
             weights: weights.to_vec(),

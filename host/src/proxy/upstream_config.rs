@@ -241,6 +241,7 @@ fn settings(
         protocol,
         tls: tls_settings,
         max_response_headers: config.limits.max_response_headers,
+        max_response_header_bytes: config.limits.max_response_header_bytes,
         health: HealthPolicy {
             max_fails: up.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
             fail_timeout: up.fail_timeout_ms.map_or(DEFAULT_FAIL_TIMEOUT, Duration::from_millis),
