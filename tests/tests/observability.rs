@@ -1727,3 +1727,76 @@ upstream = "one"
         assert!(line.contains(part), "{part} missing from: {line}");
     }
 }
+
+/// A plugin's outbound call (here `forward-auth` asking a real auth service) continues the
+/// request's trace: the service is sent the request's trace id and flags with the call's own
+/// span as parent, and `tracestate`; exported, that span is a client span of the request span.
+/// Without `[otlp]` the trace is continued all the same.
+#[tokio::test]
+async fn a_plugins_outbound_call_continues_the_requests_trace() {
+    let upstream = Upstream::start().await;
+    let collector = Collector::start().await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Option<String>, Option<String>)>::new()));
+    let record = seen.clone();
+    let auth = Upstream::with_handler(move |req: hyper::Request<hyper::body::Incoming>| {
+        let text = |name: &str| req.headers().get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        record.lock().unwrap().push((text("traceparent"), text("tracestate")));
+        async { hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new())) }
+    })
+    .await;
+    let routes = format!(
+        r#"
+[upstreams.backend]
+targets = ["{{upstream}}"]
+
+[plugins.auth]
+source = "builtin:forward-auth"
+capabilities = ["http-client"]
+http_client = {{ allow = ["http://{auth}"] }}
+
+[[routes]]
+id = "checked"
+path_prefix = "/"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "auth"
+config = {{ url = "http://{auth}/check" }}
+"#,
+        auth = auth.addr
+    );
+    let exported = format!("[otlp]\nendpoint = \"http://{}/v1/traces\"\nflush_ms = 20\n{routes}", collector.addr);
+    let gw = Gateway::start(&exported, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let parent = "00-0000000000000000000000000000a7c1-3333333333333333-01";
+    let r = client.request("GET", &gw.url("/in"), &[("traceparent", parent), ("tracestate", "vendor=1")], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (sent, state) = seen.lock().unwrap().pop().expect("the auth service was called");
+    let sent = sent.expect("the call carries a traceparent");
+    assert!(sent.starts_with("00-0000000000000000000000000000a7c1-") && sent.ends_with("-01"), "{sent}");
+    assert_eq!(state.as_deref(), Some("vendor=1"));
+    let call_span = &sent[36..52];
+    // The upstream was told of another parent: the gateway's span for the upstream call.
+    assert_ne!(r.json()["headers"]["traceparent"][0].as_str().map(|t| &t[36..52]), Some(call_span));
+    let spans = eventually("the request's spans", || collector.spans_of_trace("0000000000000000000000000000a7c1", 4)).await;
+    let server = spans.iter().find(|s| hex(&s.parent_span_id) == "3333333333333333").expect("the request span");
+    let outbound = spans.iter().find(|s| hex(&s.span_id) == call_span).expect("a span for the outbound call, the id the service was told");
+    assert_eq!(outbound.name, format!("outbound GET {}", auth.addr.ip()));
+    assert_eq!(outbound.parent_span_id, server.span_id);
+    assert_eq!(outbound.kind, opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as i32);
+    assert_eq!(attribute(outbound, "airlock.plugin").as_deref(), Some("auth"));
+    assert_eq!(attribute(outbound, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(attribute(outbound, "server.port").as_deref(), Some(auth.addr.port().to_string().as_str()));
+    let call = spans.iter().find(|s| s.name == "plugin auth on-request").expect("the plugin's span");
+    assert!(call.start_time_unix_nano <= outbound.start_time_unix_nano && outbound.end_time_unix_nano <= call.end_time_unix_nano);
+    gw.stop().await;
+
+    // Not exported: the service still joins the client's trace.
+    let gw = Gateway::start(&routes, Some(&upstream)).await;
+    let r = client.request("GET", &gw.url("/in"), &[("traceparent", parent)], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (sent, state) = seen.lock().unwrap().pop().expect("the auth service was called");
+    let sent = sent.expect("the call carries a traceparent");
+    assert!(sent.starts_with("00-0000000000000000000000000000a7c1-") && !sent.contains("3333333333333333"), "{sent}");
+    assert_eq!(state, None);
+    gw.stop().await;
+}

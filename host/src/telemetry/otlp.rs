@@ -327,6 +327,23 @@ fn child_to_proto(parent: &RequestSpan, child: &ChildSpan) -> Span {
             span_id = Some(trace.upstream_span_id.0);
             (format!("upstream {upstream}"), span::SpanKind::Client, failed)
         }
+        ChildKind::Outbound { plugin, method, origin: (scheme, host, port), status, error, span_id: id } => {
+            attributes.push(text("airlock.plugin", plugin.clone()));
+            attributes.push(text("http.request.method", method.clone()));
+            attributes.push(text("url.scheme", (*scheme).to_owned()));
+            attributes.push(text("server.address", host.clone()));
+            attributes.push(int("server.port", i64::from(*port)));
+            if let Some(status) = status {
+                attributes.push(int("http.response.status_code", i64::from(*status)));
+            }
+            let failed = error.is_some() || status.is_some_and(|s| s >= 400);
+            if failed {
+                let kind = status.map_or_else(|| error.unwrap_or("_OTHER").to_owned(), |s| s.to_string());
+                attributes.push(text("error.type", kind));
+            }
+            span_id = Some(*id);
+            (format!("outbound {method} {host}"), span::SpanKind::Client, failed)
+        }
     };
     Span {
         trace_id: trace.trace_id.0.to_be_bytes().to_vec(),

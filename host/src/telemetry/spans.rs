@@ -37,6 +37,21 @@ pub enum ChildKind {
         /// Why it failed, if it did.
         error: Option<String>,
     },
+    /// A plugin's outbound call (`http-client`), from its request sent to its response read.
+    Outbound {
+        /// The chain entry's plugin name.
+        plugin: String,
+        /// The call's method.
+        method: String,
+        /// The origin called: `scheme`, `host` and `port` (one a grant allows).
+        origin: (&'static str, String, u16),
+        /// The status, if it answered.
+        status: Option<u16>,
+        /// The failure's kind (`connect`, `timeout`, ...), if it failed.
+        error: Option<&'static str>,
+        /// The span's id: the parent the called service was told of in `traceparent`.
+        span_id: u64,
+    },
 }
 
 /// One child span.

@@ -107,13 +107,7 @@ impl TraceContext {
     /// The `traceparent` value sent upstream: this trace, the gateway's upstream call as parent
     /// (`00-<trace id>-<span id>-<flags>`, 55 bytes, written in place).
     pub fn traceparent(&self) -> [u8; 55] {
-        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        let flags = if self.sampled { SAMPLED } else { 0 };
-        // Each slice is exactly twice its field's byte length, so encoding cannot fail.
-        let _ = hex::encode_to_slice(self.trace_id.0.to_be_bytes(), &mut out[3..35]);
-        let _ = hex::encode_to_slice(self.upstream_span_id.0.to_be_bytes(), &mut out[36..52]);
-        let _ = hex::encode_to_slice([flags], &mut out[53..55]);
-        out
+        traceparent(self.trace_id, self.upstream_span_id, if self.sampled { SAMPLED } else { 0 })
     }
 
     /// Sets `traceparent` (and `tracestate`, if the client sent one) on the upstream request.
@@ -131,6 +125,22 @@ impl TraceContext {
             }
         }
     }
+}
+
+/// A version-00 `traceparent` value: `trace_id`, `parent` as the caller's span, `flags`
+/// (`00-<trace id>-<span id>-<flags>`, 55 bytes, written in place).
+pub fn traceparent(trace_id: TraceId, parent: SpanId, flags: u8) -> [u8; 55] {
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    // Each slice is exactly twice its field's byte length, so encoding cannot fail.
+    let _ = hex::encode_to_slice(trace_id.0.to_be_bytes(), &mut out[3..35]);
+    let _ = hex::encode_to_slice(parent.0.to_be_bytes(), &mut out[36..52]);
+    let _ = hex::encode_to_slice([flags], &mut out[53..55]);
+    out
+}
+
+/// A new span id: never zero, which `traceparent` forbids.
+pub fn new_span_id() -> SpanId {
+    SpanId(nonzero_u64())
 }
 
 /// W3C Trace Context: a `tracestate` has at most this many list members; one with more is

@@ -37,6 +37,9 @@ use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::TokioExecutor;
 
 use super::HostState;
+use crate::exchange::RequestState;
+use crate::telemetry::spans::{ChildKind, ChildSpan};
+use crate::telemetry::trace_context::{SpanId, TRACEPARENT, TRACESTATE, new_span_id, parse_traceparent, traceparent};
 use super::airlock::plugin::http_client::{Host, HttpError, IncomingResponse, OutgoingRequest};
 
 /// Default bound of one call, request sent to response read (`http_client.timeout_ms`).
@@ -447,6 +450,61 @@ fn refused_resolution<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'
     None
 }
 
+/// Continues the request's trace on an outbound call: unless the plugin set `traceparent`
+/// itself, the call carries the request's trace id and sampled flag with a span of its own as
+/// parent (returned, for the call's exported span), and the request's `tracestate`, so the
+/// called service (an auth server, a JWKS host) joins the request's trace as its upstream does.
+/// Outside a request (a call while configured), or when the request's `traceparent` is not
+/// valid (a plugin before this one changed it), none is added.
+fn continue_trace(request: Option<&RequestState>, headers: &mut http::HeaderMap) -> Option<SpanId> {
+    if headers.contains_key(TRACEPARENT) {
+        return None;
+    }
+    let parent = parse_traceparent(request?.headers.get(TRACEPARENT)?.as_bytes())?;
+    let span_id = new_span_id();
+    let value = HeaderValue::from_bytes(&traceparent(parent.trace_id, span_id, parent.flags)).ok()?;
+    headers.insert(TRACEPARENT, value);
+    if !headers.contains_key(TRACESTATE)
+        && let Some(state) = request?.headers.get(TRACESTATE)
+    {
+        headers.insert(TRACESTATE, state.clone());
+    }
+    Some(span_id)
+}
+
+/// What the exported span of an outbound call names, taken before the request is sent: made
+/// only when the request's spans are collected ([`crate::telemetry::spans::current`]).
+struct OutboundSpan {
+    method: String,
+    origin: (&'static str, String, u16),
+    span_id: u64,
+}
+
+impl OutboundSpan {
+    /// The span of `request`, whose id is `span_id` when the called service was told it.
+    fn of(request: &Request<Full<Bytes>>, span_id: Option<SpanId>) -> Option<Self> {
+        crate::telemetry::spans::current()?;
+        let uri = request.uri();
+        let scheme = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { "https" } else { "http" };
+        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        Some(Self {
+            method: request.method().as_str().to_owned(),
+            origin: (scheme, uri.host().unwrap_or_default().to_owned(), port),
+            span_id: span_id.unwrap_or_else(new_span_id).0,
+        })
+    }
+
+    /// The span of the call `plugin` began at `start`, which got a status or failed.
+    fn finish(self, plugin: &str, start: std::time::Instant, answer: Result<u16, &'static str>) -> ChildSpan {
+        let (status, error) = match answer {
+            Ok(status) => (Some(status), None),
+            Err(kind) => (None, Some(kind)),
+        };
+        let kind = ChildKind::Outbound { plugin: plugin.to_owned(), method: self.method, origin: self.origin, status, error, span_id: self.span_id };
+        ChildSpan { kind, start, end: std::time::Instant::now() }
+    }
+}
+
 impl Host for HostState {
     async fn send(&mut self, request: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
         let Some(grant) = self.http.clone() else {
@@ -454,13 +512,19 @@ impl Host for HostState {
         };
         let url = request.url.clone();
         let outcome = match grant.prepare(request) {
-            Ok((request, timeout)) => {
+            Ok((mut request, timeout)) => {
+                let span_id = continue_trace(self.request.as_deref(), request.headers_mut());
+                let traced = OutboundSpan::of(&request, span_id);
                 let waited = std::time::Instant::now();
                 let call = tokio::time::timeout(timeout, grant.send(request));
                 let outcome = call.await.unwrap_or_else(|_| Err(HttpError::Timeout.into()));
                 // Seen past its timeout, the call waited on a busy worker: the plugin's wall
                 // limit counts the timeout, not the worker's delay.
                 self.clock.excuse(waited.elapsed().saturating_sub(timeout));
+                if let Some(traced) = traced {
+                    let answer = outcome.as_ref().map(|r| r.status).map_err(|f| f.kind);
+                    crate::telemetry::spans::record(|| traced.finish(&self.plugin, waited, answer));
+                }
                 outcome
             }
             Err(e) => Err(e.into()),
