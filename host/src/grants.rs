@@ -45,6 +45,11 @@ fn blocking_file_in(dir: &std::path::Path) -> Option<(PathBuf, &'static str)> {
         for entry in entries.flatten() {
             scanned += 1;
             if scanned > MAX_SCANNED_ENTRIES {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "a granted `files` directory holds more than {MAX_SCANNED_ENTRIES} entries: only those were checked for a named pipe, \
+                     socket or device (a plugin opening one would hold a gateway thread); grant a smaller directory"
+                );
                 return None;
             }
             let Ok(kind) = entry.file_type() else { continue };

@@ -246,6 +246,25 @@ async fn a_granted_directory_holding_a_named_pipe_is_refused() {
     assert!(err.contains("plugins.reader.files.dir") && err.contains("holds `sub/pipe`, a named pipe (FIFO)"), "{err}");
 }
 
+/// A granted directory too large to check whole (past 10,000 entries) is served, with a
+/// warning naming it: a named pipe past what was checked would not be caught.
+#[tokio::test]
+async fn a_granted_directory_too_large_to_check_whole_is_warned_of() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for i in 0..10_001 {
+        std::fs::write(dir.path().join(format!("f{i}")), "").expect("write");
+    }
+    let config = format!(
+        "[plugins.reader]\nsource = \"{{plugin:reads-file}}\"\ncapabilities = [\"files\"]\nfiles = {{ dir = \"{}\" }}\n\n[upstreams.backend]\ntargets = [\"{{upstream}}\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"backend\"\n[[routes.plugins]]\nplugin = \"reader\"\n",
+        dir.path().display()
+    );
+    let gw = airlock_tests::process::GatewayProcess::start_logging(&config, &upstream, &[]).await;
+    let log = gw.log();
+    let warning = log.lines().find(|l| l.contains("holds more than 10000 entries")).unwrap_or_else(|| panic!("no warning in {log}"));
+    assert!(warning.contains(&dir.path().display().to_string()), "{warning}");
+}
+
 /// Every instance's memory together is held to `runtime.plugin_memory_mb` (by default half the
 /// machine's): a plugin growing past what is left fails its call (out of memory, the log naming
 /// the budget), though within its own 64 MiB cap, and what its instance held is given back, so
