@@ -507,6 +507,9 @@ impl Gateway {
             if let Some(issue) = cache_ahead_of_access_control(config, source, route, &key) {
                 issues.push(issue);
             }
+            if let Some(issue) = grpc_over_http1(config, source, route, &key) {
+                issues.push(issue);
+            }
             warn_chain_order(config, source, route, (&key, &id));
             for entry in entries.iter().filter(|e| e.failure == FailurePolicy::Open && ACCESS_CONTROL_BUILTINS.contains(&e.facts.source.as_str())) {
                 // Failing open is an authentication bypass whenever the plugin fails: a trap, its
@@ -732,6 +735,29 @@ fn route_chain<'a>(config: &'a Config, route: &'a RouteConfig, key: &str) -> Vec
 /// The source a chain entry runs: it names a `[plugins.<name>]` definition or a source directly.
 fn source_of<'a>(config: &'a Config, e: &'a ChainEntryConfig) -> &'a str {
     config.plugins.get(e.plugin.get_ref()).map_or(e.plugin.get_ref().as_str(), |d| d.source.get_ref().as_str())
+}
+
+/// The built-ins that send their route's upstream gRPC, which needs HTTP/2.
+const GRPC_BUILTINS: [&str; 2] = ["builtin:grpc-transcode", "builtin:grpc-web"];
+
+/// A route of its own running a built-in that sends gRPC ([`GRPC_BUILTINS`]) to an HTTP/1.1
+/// upstream, refused at that entry: every call it translated would fail (gRPC needs HTTP/2's
+/// trailers). A global entry is not held to it: it translates only the paths it is given.
+fn grpc_over_http1(config: &Config, source: &ConfigSource, route: &RouteConfig, key: &str) -> Option<ConfigIssue> {
+    let name = route.upstream.as_ref()?.get_ref();
+    let upstream = config.upstreams.get(name.as_str())?;
+    if *upstream.protocol.get_ref() != crate::config::UpstreamProtocol::Http1 {
+        return None;
+    }
+    let (index, entry) = route.plugins.iter().enumerate().find(|(_, e)| GRPC_BUILTINS.contains(&source_of(config, e)))?;
+    Some(source.issue(
+        Some(entry.plugin.span()),
+        &format!("{key}.plugins[{index}].plugin"),
+        format!(
+            "`{}` sends the upstream gRPC, which needs HTTP/2, but upstream `{name}` speaks HTTP/1.1: set its `protocol = \"h2c\"` (or `\"h2\"` over TLS)",
+            source_of(config, entry)
+        ),
+    ))
 }
 
 /// A route whose chain (global entries included) runs `builtin:proxy-cache` ahead of an
