@@ -736,6 +736,28 @@ async fn conflicting_content_lengths_are_rejected_not_forwarded() {
     gw.stop().await;
 }
 
+/// A `Content-Length` the gateway reads as a number goes upstream as that number alone: `010`
+/// (which an upstream parsing a leading zero as octal would read as 8, taking the rest as its
+/// next request) and two equal lines go as one `10`, as nginx sends them.
+#[tokio::test]
+async fn a_content_length_goes_upstream_as_the_number_alone() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(PLAIN, Some(&upstream)).await;
+    for head in ["content-length: 010", "content-length: 10\r\ncontent-length: 10", "content-length: 10"] {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        let request = format!("POST / HTTP/1.1\r\nhost: x\r\n{head}\r\nconnection: close\r\n\r\n0123456789");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let echo: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
+        assert_eq!(echo["headers"]["content-length"], serde_json::json!(["10"]), "{head}");
+        assert_eq!(echo["body"], "0123456789");
+    }
+    gw.stop().await;
+}
+
 /// An HTTP/2 upstream gets the host as the `:authority`, whichever it is (the target's, the
 /// client's with `host_header = "preserve"`, one a plugin set), with no `host` header beside it:
 /// one that differs makes the request malformed (RFC 9113 8.3.1), and a server routing by name

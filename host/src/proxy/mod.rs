@@ -483,13 +483,19 @@ impl Gateway {
         record: &mut RequestRecord<'_>,
     ) -> Result<(Box<RequestState>, Option<ProxyBody>, Option<http::HeaderMap>), GatewayError> {
         let limit = route.max_body_bytes;
-        if let Some(length) = content_length(request.headers())?
+        let length = content_length(request.headers())?;
+        if let Some((length, _)) = length
             && length > limit
         {
             return Err(GatewayError::BodyTooLarge { limit });
         }
         let (mut parts, incoming) = request.into_parts();
         let mut headers = parts.headers;
+        // Sent on as the number alone: `010` or `10, 10` (which the gateway reads as 10) could
+        // be read otherwise by the upstream (a leading zero as octal: a desync).
+        if let Some((length, false)) = length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         headers::underscored_names(&mut headers, self.limits.headers_with_underscores).map_err(GatewayError::BadRequest)?;
         if parts.version == Version::HTTP_2 {
             headers::h2_values_trimmed(&headers).map_err(GatewayError::BadRequest)?;
@@ -499,7 +505,7 @@ impl Gateway {
             Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
             None => headers.get(header::HOST).cloned(),
         };
-        let declared_length = headers.contains_key(header::CONTENT_LENGTH);
+        let declared_length = length.is_some();
         // `TE` and `Upgrade` are read only where the request carries them (the scan's one pass
         // over the fields), before they go with the other hop-by-hop fields.
         let hop_by_hop = headers::HopByHop::scan(&headers);
@@ -1080,20 +1086,23 @@ fn check_host(request: &Request<Incoming>) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// The declared `Content-Length`, if any; a malformed or conflicting one is a 400 (a request
+/// The declared `Content-Length`, if any, and whether it is written as the number alone (one
+/// line, decimal digits, no leading zero); a malformed or conflicting one is a 400 (a request
 /// smuggling pattern must never be forwarded ambiguously).
-fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, GatewayError> {
-    let mut found: Option<u64> = None;
+fn content_length(headers: &http::HeaderMap) -> Result<Option<(u64, bool)>, GatewayError> {
+    let mut found: Option<(u64, bool)> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         let parsed = value
             .to_str()
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
             .ok_or_else(|| GatewayError::BadRequest("malformed Content-Length".into()))?;
-        if found.is_some_and(|f| f != parsed) {
+        if found.is_some_and(|(f, _)| f != parsed) {
             return Err(GatewayError::BadRequest("conflicting Content-Length headers".into()));
         }
-        found = Some(parsed);
+        let bytes = value.as_bytes();
+        let plain = found.is_none() && bytes.iter().all(u8::is_ascii_digit) && (bytes.len() == 1 || bytes.first() != Some(&b'0'));
+        found = Some((parsed, plain));
     }
     Ok(found)
 }
