@@ -379,6 +379,41 @@ async fn a_forwarded_client_cert_reaches_the_upstream_only_from_a_trusted_proxy(
     gw.stop().await;
 }
 
+/// The gateway's `Via` and `X-Request-Id` are on the response before its plugins' rules, so a
+/// rule may remove or replace them (an operator hiding the proxy), made by the gateway (a fixed
+/// edit) or by the plugin's `on-response` (a rule reading a request header).
+#[tokio::test]
+async fn response_rules_may_remove_or_replace_via_and_the_request_id() {
+    let upstream = Upstream::start().await;
+    let config = r#"
+[upstreams.backend]
+targets = ["{upstream}"]
+
+[[routes]]
+path_prefix = "/hidden"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { remove = ["via", "x-request-id"] } }
+
+[[routes]]
+path_prefix = "/replaced"
+upstream = "backend"
+[[routes.plugins]]
+plugin = "builtin:headers"
+config = { response = { set = { via = "1.1 edge", "x-request-id" = "${header.x-tenant}" } } }
+"#;
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.get(&gw.url("/hidden")).await;
+    assert_eq!((r.status.as_u16(), r.header("via"), r.header("x-request-id")), (200, None, None));
+    assert_eq!(r.upstream_header("via"), vec!["1.1 airlock"], "the request's are the upstream's to see");
+    let r = client.request("GET", &gw.url("/replaced"), &[("x-tenant", "t-9")], b"").await;
+    assert_eq!(r.header_all("via"), ["1.1 edge"]);
+    assert_eq!(r.header_all("x-request-id"), ["t-9"]);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn forwarded_headers_via_and_request_id() {
     let upstream = Upstream::start().await;

@@ -340,6 +340,15 @@ impl Gateway {
             }
         };
         let PendingResponse { state: mut response, stream, version, upgrade, origin } = pending;
+        // The gateway's own headers go on before the response phases, as they do on the
+        // request before its phases: a plugin may replace or remove them (an operator hiding
+        // `Via`, as Kong's response-transformer can).
+        if forwarded {
+            headers::add_via(&mut response.headers, version);
+        }
+        if let Some(id) = id_header {
+            response.headers.insert(headers::X_REQUEST_ID, id);
+        }
         let (request, response) = if chain.calls_on_response(ran) {
             let started = clock;
             record.plugins_running(started);
@@ -360,7 +369,7 @@ impl Gateway {
         let body_idle = Duration::from_millis(self.timeouts.body_idle_ms);
         // The client's method: a plugin may have sent the upstream another.
         let head = record.method() == Method::HEAD;
-        let mut response = write_response(response, (stream, origin), forwarded.then_some(version), id_header, body_idle, head);
+        let mut response = write_response(response, (stream, origin), body_idle, head);
         if let Some(made) = &made_cookie {
             made.set_on(response.headers_mut(), request.scheme == "https");
         }
@@ -991,15 +1000,12 @@ pub fn frame_no_content(status: http::StatusCode, headers: &mut http::HeaderMap,
 }
 
 /// Phase 7: the response as it leaves for the client, framed (a buffered body's
-/// `Content-Length`, none for no content), with the request id and, when it was forwarded from
-/// an upstream of HTTP version `via`, `Via`. `head`: it answers a HEAD, whose buffered body is
+/// `Content-Length`, none for no content). `head`: it answers a HEAD, whose buffered body is
 /// empty and says nothing of the GET's length. A streamed body is watched for stalls, and told
 /// to its `origin` if it breaks off.
 fn write_response(
     state: ResponseState,
     (stream, origin): (Option<ProxyBody>, Option<upstream::ResponseOrigin>),
-    via: Option<Version>,
-    id_header: Option<HeaderValue>,
     body_idle: Duration,
     head: bool,
 ) -> Response<ProxyBody> {
@@ -1028,12 +1034,6 @@ fn write_response(
         (None, Some(stream)) => stream.watched_from(body_idle, origin),
         (None, None) => ProxyBody::full(Bytes::new()),
     };
-    if let Some(version) = via {
-        headers::add_via(&mut headers, version);
-    }
-    if let Some(id) = id_header {
-        headers.insert(headers::X_REQUEST_ID, id);
-    }
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;

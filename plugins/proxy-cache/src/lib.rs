@@ -77,7 +77,8 @@ const CONTEXT_IF_MODIFIED_SINCE: &str = "proxy-cache.if-modified-since";
 const STATUS_HEADER: &str = "x-cache-status";
 
 /// Response headers never stored: the connection's own (hop-by-hop, RFC 9110 7.6.1), the
-/// framing the gateway sets for each answer, and what this plugin writes per answer.
+/// framing the gateway sets for each answer, what this plugin writes per answer, and the
+/// forwarding path (`via`, the gateway's own included): a hit is the gateway's answer.
 const NOT_STORED: &[&str] = &[
     "connection",
     "keep-alive",
@@ -92,6 +93,7 @@ const NOT_STORED: &[&str] = &[
     "age",
     STATUS_HEADER,
     "x-request-id",
+    "via",
 ];
 
 /// The configured plugin.
