@@ -178,9 +178,10 @@ fn fill_params(template: &str, params: &[(String, String)], escaped: &'static pe
 }
 
 /// Characters escaped when a param value is put back into a path segment: besides what cannot
-/// stand in one, `;` and `\`, so a param cannot end up as Tomcat's `..;` (a path parameter
-/// stripped before normalization, climbing out like `..`) nor a backslash some servers read as
-/// `/`, though the client sent them escaped (`..%3B`, `%5C`) past the gateway's own checks.
+/// stand in one (RFC 3986 `pchar`), `;` and `\`, so a param cannot end up as Tomcat's `..;` (a
+/// path parameter stripped before normalization, climbing out like `..`) nor a backslash some
+/// servers read as `/`, though the client sent them escaped (`..%3B`, `%5C`) past the gateway's
+/// own checks. `builtin:transform`'s path templates escape the same.
 const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
     .add(b'"')
@@ -191,9 +192,13 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'?')
     .add(b'<')
     .add(b'>')
+    .add(b'[')
     .add(b'\\')
+    .add(b']')
+    .add(b'^')
     .add(b'`')
     .add(b'{')
+    .add(b'|')
     .add(b'}');
 
 /// Characters escaped when a param value is put into a `rewrite`'s query: a path segment's, and

@@ -102,9 +102,28 @@ pub struct ResponseRules {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathTemplate(pub Template);
 
-/// Bytes escaped when a variable's value is put into a path segment.
-const PATH_SEGMENT: &AsciiSet =
-    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b'?').add(b'<').add(b'>').add(b'`').add(b'{').add(b'}');
+/// Bytes escaped when a variable's value is put into a path segment: those that cannot stand
+/// in one (RFC 3986 `pchar`), and `;` and `\\`, which some servers read as a path parameter's
+/// start (Tomcat, Spring: `a;b` reaches them as `a`) or as `/`. The route's own `rewrite`
+/// escapes the same (the gateway's `PATH_SEGMENT`).
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b';')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
 
 impl PathTemplate {
     /// The path for one request.
