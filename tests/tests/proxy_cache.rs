@@ -1082,3 +1082,53 @@ async fn the_admin_api_purges_a_routes_cache_and_only_it() {
     assert_eq!(cache_status(&get(&client, &gw, "/a/1", &[]).await), "Miss", "purged");
     gw.stop().await;
 }
+
+/// An event stream (server-sent events) on a cached route, or through a plugin reading every
+/// body whole (`transform` with response body rules), reaches the client event by event: read
+/// for the plugin, the first event waited for the stream's end, or the route's timeout (a 504).
+#[tokio::test]
+async fn an_event_stream_is_not_held_for_a_plugin_reading_bodies() {
+    use http_body_util::{BodyExt, StreamBody};
+    for chain in [
+        r#"plugin = "builtin:proxy-cache""#,
+        r#"plugin = "builtin:transform"
+config = { response = { body = { remove = ["secret"] } } }"#,
+    ] {
+        let (events, receive) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let receive = Arc::new(tokio::sync::Mutex::new(Some(receive)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                let receive = receive.clone();
+                async move {
+                    let rx = receive.lock().await.take().expect("one stream");
+                    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|event| (Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(event)), rx))
+                    });
+                    let mut r = Response::new(StreamBody::new(frames));
+                    r.headers_mut().insert("content-type", "text/event-stream; charset=utf-8".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+        });
+        let config = format!("[upstreams.sse]\ntargets = [\"{addr}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"sse\"\ntimeout_ms = 20000\n[[routes.plugins]]\n{chain}\n");
+        let gw = Gateway::start(&config, None).await;
+        let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        events.send(Bytes::from_static(b"data: first\n\n")).await.unwrap();
+        let request = Request::get(gw.url("/events")).body(Full::default()).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), client.request(request)).await.expect("the head, at once").unwrap();
+        assert_eq!(response.status(), 200, "{chain}");
+        let mut body = response.into_body();
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("the first event, before the stream ends").unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"data: first\n\n"), "{chain}");
+        events.send(Bytes::from_static(b"data: second\n\n")).await.unwrap();
+        drop(events);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), Bytes::from_static(b"data: second\n\n"), "{chain}");
+        gw.stop().await;
+        server.abort();
+    }
+}

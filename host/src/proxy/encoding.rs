@@ -105,6 +105,15 @@ fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, DecodeError> {
     Ok(found)
 }
 
+/// Whether a response is an event stream (`text/event-stream`, any case, with or without
+/// parameters): server-sent events, a body that ends only when the server stops sending.
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|value| {
+        let essence = value.as_bytes().split(|&b| b == b';').next().unwrap_or_default();
+        essence.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
+    })
+}
+
 /// Decodes `body` as its headers say, at most `limit` bytes out, and fixes the headers: no
 /// `Content-Encoding`, no stale `Content-Length`, a strong `ETag` made weak. A body without
 /// `Content-Encoding` (or an empty one, as in a HEAD response) is returned as it is.

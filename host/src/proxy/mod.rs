@@ -877,6 +877,12 @@ impl Gateway {
             origin.failed(&reason);
             GatewayError::UpstreamTimeout { upstream: upstream.name.to_string(), reason }
         };
+        // An event stream (server-sent events) is never whole: read for a plugin, every event
+        // would wait for the route's timeout (a 504) or until the plugin's limit filled. It
+        // streams as if no plugin read bodies (theirs is `none`, as for one too long).
+        if body_need != ResponseBodyNeed::Stream && encoding::is_event_stream(&headers) {
+            return Ok(streamed(headers, ProxyBody::streaming(incoming), origin));
+        }
         if let ResponseBodyNeed::UpTo(max) = body_need {
             // Read for the plugins only if it fits what they asked for; else it streams as if
             // none read bodies. A HEAD's answer has none to read.
