@@ -507,9 +507,10 @@ impl Upstream {
         if self.slots.len() == 1 {
             return 0;
         }
-        let len = self.round.len();
+        let len = self.round.len().max(1);
         let turn = |t: usize| self.round.get(t % len).map_or(0, |&i| i as usize);
-        let first = turn(self.next.fetch_add(1, Ordering::Relaxed));
+        let at = self.next.fetch_add(1, Ordering::Relaxed);
+        let first = turn(at);
         if self.usable(first) {
             return first;
         }
@@ -519,7 +520,7 @@ impl Upstream {
                 return i;
             }
         }
-        first
+        every_target_out(at, len, turn)
     }
 
     /// The target for a request not placed by `hash_on`: the next in the weighted round
@@ -558,12 +559,16 @@ impl Upstream {
         let len = self.round.len().max(1);
         let turn = |t: usize| self.round.get(t % len).map_or(0, |&i| i as usize);
         let up = |i: usize| self.slots[i].in_rotation() && !self.slots[i].health.is_down();
-        let mut start = turn(self.next.fetch_add(1, Ordering::Relaxed));
+        let at = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut start = turn(at);
         for _ in 1..len {
             if up(start) {
                 break;
             }
             start = turn(self.next.fetch_add(1, Ordering::Relaxed));
+        }
+        if !up(start) {
+            start = every_target_out(at, len, turn);
         }
         let load = |i: usize| loads.get(i).map_or(0, |count| count.load(Ordering::Relaxed));
         // Marked down: skipped, read without a side effect (`usable` then claims the one request
@@ -1099,6 +1104,15 @@ where
     }
 }
 
+/// The target of a request that found every target out of rotation (all marked down, or
+/// failing their health checks), whose turn was `at`: still round-robin over them, as Envoy's
+/// panic mode and nginx spread such requests, not one target taking them all. Each such request
+/// moved the turn on by `len` (one per target looked at), so its own first turn names the same
+/// target every time; its turn over `len` moves on by one.
+fn every_target_out(at: usize, len: usize, turn: impl Fn(usize) -> usize) -> usize {
+    turn(at / len)
+}
+
 /// Whether a failed exchange's error is its connection closing or being reset before any
 /// response head ([`resend::closed_before_answer`]), not an answer that is not HTTP.
 fn closed_before_answer(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
@@ -1389,6 +1403,26 @@ mod tests {
             up.slots[1].health.failed(&policy);
         }
         assert_eq!(up.choose(&mut None), 0);
+    }
+
+    /// Every target marked down: requests still go round-robin over them (by weight), not all
+    /// to one, whichever way the upstream balances.
+    #[tokio::test]
+    async fn every_target_out_still_spreads_requests_over_them() {
+        for balance in [Balance::RoundRobin, Balance::LeastRequests] {
+            let up = upstream(&[1, 2, 1], balance);
+            let policy = HealthPolicy::default();
+            for slot in &up.slots {
+                for _ in 0..policy.max_fails {
+                    slot.health.failed(&policy);
+                }
+            }
+            let mut served = [0; 3];
+            for _ in 0..40 {
+                served[up.choose(&mut None)] += 1;
+            }
+            assert_eq!(served, [10, 20, 10], "{balance:?}: by weight, as when they are up");
+        }
     }
 
     #[tokio::test]
