@@ -496,6 +496,33 @@ upstream = "whole"
     gw.stop().await;
 }
 
+/// A client that goes away in the middle of a download: the line says so
+/// (`"aborted": "connection_closed"`, as a shutdown's drain cutting it would), with the bytes
+/// sent before, so a response cut short never reads as a whole 200.
+#[tokio::test]
+async fn a_download_the_client_leaves_is_logged_as_aborted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start().await;
+    let config = "[access_log]\nenabled = true\npath = \"access.log\"\n\n[upstreams.backend]\ntargets = [\"{upstream}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"backend\"\n";
+    let gw = Gateway::start(config, Some(&upstream)).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr()).await.expect("connect");
+    stream.write_all(b"GET /big/50000000 HTTP/1.1\r\nHost: gw\r\nX-Request-Id: left-early\r\n\r\n").await.expect("send");
+    let mut got = vec![0; 64 * 1024];
+    let read = stream.read(&mut got).await.expect("the head and some body");
+    assert!(got[..read].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got[..read]));
+    drop(stream);
+    let line = airlock_tests::access_log_line(&gw.dir.path().join("access.log"), "left-early").await;
+    assert_eq!(line["aborted"], "connection_closed", "{line}");
+    let sent = line["bytes_out"].as_u64().expect("bytes_out");
+    assert!((1..50_000_000).contains(&sent), "{line}");
+    // A whole download's line has none.
+    let r = airlock_tests::HttpClient::http1().request("GET", &gw.url("/big/100000"), &[("x-request-id", "whole-download")], b"").await;
+    assert_eq!(r.body.len(), 100_000);
+    let line = airlock_tests::access_log_line(&gw.dir.path().join("access.log"), "whole-download").await;
+    assert!(line.get("aborted").is_none(), "{line}");
+    gw.stop().await;
+}
+
 /// A target whose response body breaks off after its head (a `Content-Length` it does not
 /// keep, a chunk that is not one) counts as failing too: the head went to the client, whose
 /// response can only be cut short, but the exchange is logged under the request id, counted in

@@ -1,5 +1,5 @@
 //! The response body as sent to the client, counted: when it has been sent (or the client went
-//! away, or the body failed: the line then says `aborted`), the request's access log line is
+//! away, or the body failed: the line then says `aborted`, and why), the request's access log line is
 //! completed with the bytes sent and the total time, and handed to the access log; its analytics
 //! sample gets the bytes sent and is recorded.
 
@@ -35,12 +35,14 @@ pub struct ObservedBody {
     sends: Option<SendWatch>,
     /// Its request counted as being answered until the body is dropped (sent, or cut).
     answering: Option<Answering>,
+    /// The body yielded its end (or failed): dropped without it, it was cut short.
+    ended: bool,
 }
 
 impl ObservedBody {
     /// Wraps `inner`; `pending` is `None` when the access log is off, `sample` when analytics are.
     pub fn new(inner: ProxyBody, pending: Option<PendingLine>, sample: Option<PendingSample>) -> Self {
-        Self { inner, sent: 0, pending, sample, grpc: false, sends: None, answering: None }
+        Self { inner, sent: 0, pending, sample, grpc: false, sends: None, answering: None, ended: false }
     }
 
     /// Keeps its request counted as being answered ([`crate::keepalive::Activity::answering`])
@@ -88,11 +90,13 @@ impl Body for ObservedBody {
             // The body failed after the head was passed on: the client's response is cut short
             // (the cause is logged where it arose, e.g. `ResponseOrigin::broke_off`).
             Poll::Ready(Some(Err(_))) => {
+                self.ended = true;
                 if let Some((_, entry, _)) = &mut self.pending {
                     entry.aborted = Some("response_body");
                 }
             }
-            _ => {}
+            Poll::Ready(None) => self.ended = true,
+            Poll::Pending => {}
         }
         polled
     }
@@ -109,6 +113,11 @@ impl Body for ObservedBody {
 impl Drop for ObservedBody {
     fn drop(&mut self) {
         if let Some((log, mut entry, started)) = self.pending.take() {
+            // Dropped before its end: the client left, or the connection was cut (a shutdown's
+            // drain running out), and the client has a response cut short.
+            if !self.ended && !self.inner.is_end_stream() {
+                entry.aborted = Some("connection_closed");
+            }
             entry.bytes_out = self.sent;
             entry.total = started.elapsed();
             log.submit(entry);
