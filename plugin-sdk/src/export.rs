@@ -111,6 +111,7 @@ fn configure_slot<P: Plugin>(slot: &OnceCell<P>, config: &str) -> Result<raw::De
     }
     let plugin = crate::configure::<P>(config)?;
     crate::fixed_edits::declare(&plugin)?;
+    crate::fixed_edits::declare_response_bodies(&plugin)?;
     let configured = plugin.configured_descriptor();
     IN_EFFECT.set(Some(in_effect(P::descriptor(), configured)));
     // Cannot fail: checked empty above, and an instance runs one call at a time.

@@ -109,6 +109,27 @@ fn value_parts(template: &Template) -> Vec<raw::ValuePart<'_>> {
         .collect()
 }
 
+/// Which upstream responses a plugin reads the body of, for [`Plugin::response_bodies`]: the
+/// others stream to the client unbuffered, and the plugin's `Response::body` is `None` for
+/// them. Its response phase still runs on their head.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseBodies {
+    /// Status ranges, both ends included (`200..=299` for the 2xx class); empty: any status.
+    pub statuses: Vec<std::ops::RangeInclusive<u16>>,
+    /// Media types, `type/subtype`, `type/*` or `*/*+suffix` (`*/*+json`), matched without
+    /// regard to case or parameters; empty: any. A response without `content-type` is read.
+    pub media_types: Vec<String>,
+}
+
+/// Tells the gateway which responses `plugin` reads the body of, if it narrows them
+/// ([`Plugin::response_bodies`]; `fixed-edits.declare-response-bodies`, 0.2.9).
+pub(crate) fn declare_response_bodies<P: Plugin>(plugin: &P) -> Result<(), String> {
+    let Some(bodies) = plugin.response_bodies() else { return Ok(()) };
+    let statuses: Vec<raw::StatusRange> = bodies.statuses.iter().map(|r| raw::StatusRange { first: *r.start(), last: *r.end() }).collect();
+    let media_types: Vec<&str> = bodies.media_types.iter().map(String::as_str).collect();
+    raw::declare_response_bodies(&statuses, &media_types).map_err(|e| format!("the responses whose body this plugin reads: {e}"))
+}
+
 /// Tells the gateway the changes `plugin` makes to every request: its
 /// [`Plugin::templated_fixed_edits`] if it has any (`declare-rules`), else its
 /// [`Plugin::fixed_edits`] (`declare`). In a release build of a plugin that declares none the

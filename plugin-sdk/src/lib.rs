@@ -116,7 +116,7 @@ pub mod strict_json;
 pub mod template;
 
 pub use action::{Action, ResponseInit, SlotRequest, error_json};
-pub use fixed_edits::FixedEdit;
+pub use fixed_edits::{FixedEdit, ResponseBodies};
 pub use http::{Request, RequestEdit, Response, ResponseEdit};
 pub use plugin::{Descriptor, Plugin};
 /// The `serde_json` this crate's API uses ([`error_json`], [`Response::replace_with_json`],

@@ -94,6 +94,19 @@ pub trait Plugin: Sized + 'static {
         Vec::new()
     }
 
+    /// Which upstream responses this plugin reads the body of, when its descriptor reads response
+    /// bodies: by status and media type, as its config says (a rewrite of 2xx JSON answers, a
+    /// cache of the statuses it stores). The gateway then buffers no other response for it (a
+    /// download, an error page past the route's `max_body_bytes`, which would otherwise be a
+    /// 502): they stream as they come, and this plugin's [`Response::body`] is `None` for them
+    /// (its response phase still runs on their head).
+    ///
+    /// The default, `None`, reads every response's body. Declaring one needs a gateway speaking
+    /// `airlock:plugin@0.2.9` or later (`fixed-edits.declare-response-bodies`).
+    fn response_bodies(&self) -> Option<crate::ResponseBodies> {
+        None
+    }
+
     /// Where each change of [`Plugin::templated_fixed_edits`] (or, without those,
     /// [`Plugin::fixed_edits`]) comes from in the plugin's config, in the same order, as a key
     /// path (`request.set.host`): a change the gateway refuses is then named by that key (and the

@@ -119,7 +119,7 @@ async fn inspect_and_audit_report_requests_grants_and_limits() {
     let dir = tempfile::tempdir().expect("tempdir");
     // inspect: a third-party component asking for `files` and `state`... as it declares them.
     let json: serde_json::Value = serde_json::from_str(&stdout(&airlock(&["inspect", plugins::READS_FILE, "--json"], dir.path()))).expect("JSON");
-    assert_eq!(json["wit_version"], "0.2.8");
+    assert_eq!(json["wit_version"], "0.2.9");
     assert_eq!(json["capabilities"], serde_json::json!(["files"]));
     assert_eq!(json["signature"], "unsigned");
     assert_eq!(json["size"].as_u64(), Some(std::fs::metadata(plugins::READS_FILE).expect("meta").len()));

@@ -678,3 +678,36 @@ config = { response = { body = { set = { "items.*.id" = 1 } } } }
         "{err}"
     );
 }
+
+/// Response body rules for 2xx JSON (`statuses`, `non_json = "pass"`) have no other response
+/// buffered for them: a download and an error page, each longer than the route's body limit,
+/// stream to the client whole (before, both were 502s past `max_body_bytes`), while a JSON
+/// answer is still rewritten.
+#[tokio::test]
+async fn responses_the_body_rules_leave_alone_stream_unbuffered() {
+    let upstream = Upstream::with_handler(|req: Request<Incoming>| async move {
+        let (status, content_type, body) = match req.uri().path() {
+            "/download" => (200, "application/octet-stream", vec![b'x'; 5000]),
+            "/missing" => (404, "application/json", vec![b'y'; 5000]),
+            _ => (200, "application/json", br#"{"secret":1,"kept":2}"#.to_vec()),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        response.headers_mut().insert("content-type", content_type.parse().unwrap());
+        response
+    })
+    .await;
+    let config = format!(
+        "[limits]\nmax_body_bytes = 1000\n\n{}",
+        catch_all("", r#"{ response = { body = { remove = ["secret"], statuses = ["2xx"] } } }"#)
+    );
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let r = client.get(&gw.url("/download")).await;
+    assert_eq!((r.status.as_u16(), r.body.len()), (200, 5000), "{}", r.text());
+    let r = client.get(&gw.url("/missing")).await;
+    assert_eq!((r.status.as_u16(), r.body.len()), (404, 5000), "{}", r.text());
+    let r = client.get(&gw.url("/doc")).await;
+    assert_eq!(r.json(), json!({"kept": 2}));
+    gw.stop().await;
+}

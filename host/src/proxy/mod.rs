@@ -877,6 +877,8 @@ impl Gateway {
             origin.failed(&reason);
             GatewayError::UpstreamTimeout { upstream: upstream.name.to_string(), reason }
         };
+        // Entries that declared which responses they read the body of may want none of this one.
+        let body_need = route.chain.response_body_need_for(state, body_need, parts.status.as_u16(), &headers);
         // An event stream (server-sent events) is never whole: read for a plugin, every event
         // would wait for the route's timeout (a 504) or until the plugin's limit filled. It
         // streams as if no plugin read bodies (theirs is `none`, as for one too long).

@@ -10,10 +10,10 @@ use wasmtime::component::Component;
 /// `request.limit-response-body`, `request.context-remove`, `request.has-body`; 0.2.3:
 /// `response.trailer-all`; 0.2.4: `crypto.digest`; 0.2.5: `request.edit`; 0.2.6: the
 /// `fixed-edits` interface; 0.2.7: `fixed-edits.declare-templated`; 0.2.8:
-/// `fixed-edits.declare-rules`): components built against an
-/// earlier 0.2.x link unchanged (wasmtime's linker resolves `@0.2.0` imports to these `@0.2.8`
-/// definitions).
-pub const WIT_VERSION: &str = "0.2.8";
+/// `fixed-edits.declare-rules`; 0.2.9: `fixed-edits.declare-response-bodies`): components built
+/// against an earlier 0.2.x link unchanged (wasmtime's linker resolves `@0.2.0` imports to these
+/// `@0.2.9` definitions).
+pub const WIT_VERSION: &str = "0.2.9";
 /// The versions compatible with [`WIT_VERSION`] (same minor version, before 1.0).
 const WIT_SERIES: &str = "0.2.";
 

@@ -121,6 +121,9 @@ pub struct PluginChain {
     entries: Vec<Arc<ChainEntry>>,
     request_body: bool,
     response_body: bool,
+    /// An entry reading response bodies narrowed which ones (`declare-response-bodies`): the
+    /// need is then settled on each response's head.
+    response_bodies_narrowed: bool,
     /// The index of the first entry with fixed response edits (the number of entries if none):
     /// a request whose phases ran no further than it has no response edit to make but its own.
     first_fixed_response: usize,
@@ -163,11 +166,12 @@ impl PluginChain {
     pub fn new(entries: Vec<Arc<ChainEntry>>) -> Self {
         let request_body = entries.iter().any(|e| e.descriptor.request_body);
         let response_body = entries.iter().any(|e| e.descriptor.response_body);
+        let response_bodies_narrowed = entries.iter().any(|e| e.descriptor.response_body && e.pool.response_bodies().is_some());
         let first_fixed_response =
             entries.iter().position(|e| e.pool.fixed_edits().is_some_and(|f| f.edits_response())).unwrap_or(entries.len());
         let first_header_reading_response =
             entries.iter().position(|e| e.pool.fixed_edits().is_some_and(|f| f.response_reads_request_headers())).unwrap_or(entries.len());
-        Self { entries, request_body, response_body, first_fixed_response, first_header_reading_response }
+        Self { entries, request_body, response_body, response_bodies_narrowed, first_fixed_response, first_header_reading_response }
     }
 
     /// The entries in order.
@@ -228,14 +232,31 @@ impl PluginChain {
         if !self.response_body {
             return ResponseBodyNeed::Stream;
         }
-        let mut longest = 0;
-        for (index, _) in self.entries.iter().enumerate().filter(|(_, e)| e.descriptor.response_body) {
+        self.body_need_of(request, |_| true)
+    }
+
+    /// [`PluginChain::response_body_need`] settled on the response's head (`status`,
+    /// `headers`): the entries that declared which responses they read the body of
+    /// (`declare-response-bodies`) and do not read this one's are left out, and with none left
+    /// it streams. `need` is what was found before the head; unchanged where no entry narrowed.
+    pub fn response_body_need_for(&self, request: &RequestState, need: ResponseBodyNeed, status: u16, headers: &http::HeaderMap) -> ResponseBodyNeed {
+        if need == ResponseBodyNeed::Stream || !self.response_bodies_narrowed {
+            return need;
+        }
+        self.body_need_of(request, |entry| entry.pool.response_bodies().is_none_or(|bodies| bodies.reads(status, headers)))
+    }
+
+    /// The need of the entries reading response bodies for which `reads` holds: whole if one
+    /// of them did not narrow it by size, else the longest size asked for; none reading: stream.
+    fn body_need_of(&self, request: &RequestState, reads: impl Fn(&ChainEntry) -> bool) -> ResponseBodyNeed {
+        let mut longest: Option<u64> = None;
+        for (index, _) in self.entries.iter().enumerate().filter(|(_, e)| e.descriptor.response_body && reads(e)) {
             match request.response_edits.body_limit(index) {
-                Some(max) => longest = longest.max(max),
+                Some(max) => longest = Some(longest.map_or(max, |l| l.max(max))),
                 None => return ResponseBodyNeed::Whole,
             }
         }
-        ResponseBodyNeed::UpTo(longest)
+        longest.map_or(ResponseBodyNeed::Stream, ResponseBodyNeed::UpTo)
     }
 
     /// Runs the request phases: each entry's fixed edits, then its `on-request`. Returns the (possibly changed) request, how many entries ran (the
@@ -352,9 +373,11 @@ impl PluginChain {
             let snapshot = (entry.failure == FailurePolicy::Open).then(|| ((*response).clone(), request.context.clone()));
             let started = *clock;
             let span = tracing::debug_span!("plugin", plugin = entry.name(), phase = "on-response");
-            // A narrowed need sees the body only if it was buffered and fits.
+            // A narrowed need sees the body only if it was buffered, fits, and is of a response
+            // the entry declared it reads.
             let body_access = entry.descriptor.response_body
-                && request.response_edits.body_limit(index).is_none_or(|max| response.body.as_ref().is_some_and(|b| b.len() as u64 <= max));
+                && request.response_edits.body_limit(index).is_none_or(|max| response.body.as_ref().is_some_and(|b| b.len() as u64 <= max))
+                && entry.pool.response_bodies().is_none_or(|bodies| bodies.reads(response.status.as_u16(), &response.headers));
             let call = std::pin::pin!(entry.pool.on_response(request, response, body_access, started));
             let under_way = PhaseCall::begin(entry, true, started);
             let (req, resp, result) = call.instrument(span).await;

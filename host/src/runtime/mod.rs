@@ -20,6 +20,7 @@ pub mod host;
 pub mod limits;
 pub mod plugin;
 pub mod pool;
+pub mod response_bodies;
 pub mod slots;
 
 pub use chain::{ChainEntry, PluginChain, RequestOutcome, ResponseBodyNeed};

@@ -22,6 +22,7 @@ use super::engine::SandboxEngine;
 use super::failure::{DeadlineExceeded, Failure, classify};
 use super::host::airlock::plugin::types::{Action as WitAction, ResponseInit};
 use super::host::fixed_edits::FixedEdits;
+use super::response_bodies::ResponseBodies;
 use super::host::log::{LogBudget, plugin_warn};
 use super::host::{BodyAccess, HostState, MAX_IDLE_TABLE_ENTRIES, Plugin, log, wasi};
 use super::plugin::{Descriptor, LoadedPlugin, PluginError};
@@ -242,7 +243,13 @@ pub struct InstancePool {
     descriptor: Descriptor,
     /// The changes the entry makes to every request, declared by its first `configure`.
     fixed_edits: Option<FixedEdits>,
+    /// The responses the entry reads the body of, if its first `configure` narrowed them.
+    response_bodies: Option<ResponseBodies>,
 }
+
+/// What an instance's `configure` declared through `fixed-edits`: its fixed changes and the
+/// responses it reads the body of.
+type Declared = (Option<FixedEdits>, Option<ResponseBodies>);
 
 /// Makes a store interruptible: each epoch tick past the deadline either yields to the async
 /// runtime (so a long call cannot starve other requests on its thread) or, once the call has run
@@ -291,6 +298,7 @@ impl InstancePool {
             share: settings.share.clone().unwrap_or_else(|| Arc::new(plugin.sandbox.budget.plugin_share())),
             descriptor: plugin.descriptor,
             fixed_edits: None,
+            response_bodies: None,
             plugin,
             name,
             config_json,
@@ -299,7 +307,7 @@ impl InstancePool {
         // The first instance checks the config. It is kept warm only if the budget has a place
         // for it now; else it used one of the slots reserved for loading and is dropped.
         let permit = pool.plugin.sandbox.budget.try_acquire(&pool.share);
-        let (first, configured, fixed_edits) = pool.instantiate(permit).await.map_err(|e| match e {
+        let (first, configured, (fixed_edits, response_bodies)) = pool.instantiate(permit).await.map_err(|e| match e {
             InstantiateError::Configure(msg) => PluginError::Configure(msg),
             InstantiateError::Failed(f) => PluginError::Failed(f),
         })?;
@@ -312,6 +320,7 @@ impl InstancePool {
             response_body: declared.response_body && configured.response_body,
         };
         pool.fixed_edits = fixed_edits;
+        pool.response_bodies = response_bodies;
         if pool.settings.isolation == Isolation::Pool {
             let idle: Arc<dyn IdleInstances> = pool.idle.clone();
             pool.budget().register(Arc::downgrade(&idle));
@@ -347,6 +356,12 @@ impl InstancePool {
         self.fixed_edits.as_ref()
     }
 
+    /// The responses the entry reads the body of (`fixed-edits.declare-response-bodies`), if it
+    /// narrowed them; `None`: every one its descriptor's `response-body` asks for.
+    pub fn response_bodies(&self) -> Option<&ResponseBodies> {
+        self.response_bodies.as_ref()
+    }
+
     /// Number of idle warm instances right now.
     pub fn idle_len(&self) -> usize {
         self.idle.len()
@@ -361,9 +376,10 @@ impl InstancePool {
         &self.plugin.sandbox.budget
     }
 
-    /// A new instance, configured: with the phases its `configure` answered and the fixed edits
-    /// it declared (which only the pool's first instance's count: the rest declare the same).
-    async fn instantiate(&self, permit: Option<InstancePermit>) -> Result<(Box<Instance>, Descriptor, Option<FixedEdits>), InstantiateError> {
+    /// A new instance, configured: with the phases its `configure` answered, and the fixed edits
+    /// and response bodies it declared (which only the pool's first instance's count: the rest
+    /// declare the same).
+    async fn instantiate(&self, permit: Option<InstancePermit>) -> Result<(Box<Instance>, Descriptor, Declared), InstantiateError> {
         let mut state = HostState::new(self.name.clone(), self.settings.memory_bytes, self.settings.cpu_deadline);
         state.limiter.shared = Some(self.plugin.sandbox.memory.clone());
         state.state = self.settings.state.clone();
@@ -389,7 +405,7 @@ impl InstancePool {
         let configure = bindings.airlock_plugin_handler().call_configure(&mut store, &self.config_json);
         let configured = within_wall_limit(&clock, limit, configure).await;
         store.data_mut().configuring = false;
-        let fixed_edits = store.data_mut().fixed_edits.take();
+        let declared = (store.data_mut().fixed_edits.take(), store.data_mut().response_bodies.take());
         match configured {
             Ok(Ok(d)) => Ok((
                 Box::new(Instance { held_configured: store.data_mut().held_resources(), store, bindings, uses: 0, clock, permit, kept: None }),
@@ -399,7 +415,7 @@ impl InstancePool {
                     request_body: d.request_body,
                     response_body: d.response_body,
                 },
-                fixed_edits,
+                declared,
             )),
             // The plugin's own text, shown by `check`, start-up, a reload's log and answer:
             // one line, cut as its log lines are, so it cannot forge lines of the gateway's or

@@ -51,7 +51,7 @@ pub mod entry;
 pub mod key;
 
 use airlock_sdk::state::{self, StateError};
-use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseEdit, ResponseInit, consumer, export_plugin, log};
+use airlock_sdk::{Action, Descriptor, Plugin, Request, Response, ResponseBodies, ResponseEdit, ResponseInit, consumer, export_plugin, log};
 
 use cache_control::Directives;
 use conditional::{Conditions, IF_MODIFIED_SINCE, IF_NONE_MATCH};
@@ -114,6 +114,11 @@ impl Plugin for ProxyCache {
     /// Both phases; the response body, which is what is stored.
     fn descriptor() -> Descriptor {
         Descriptor::new().with_response_body()
+    }
+
+    /// Only the statuses stored: another answer (a 500, a redirect) is never buffered.
+    fn response_bodies(&self) -> Option<ResponseBodies> {
+        Some(ResponseBodies { statuses: self.settings.statuses.iter().map(|&s| s..=s).collect(), media_types: Vec::new() })
     }
 
     /// Looks the request up: a hit answers, a miss goes on (marked for the response phase to

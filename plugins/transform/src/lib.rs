@@ -39,7 +39,8 @@
 //!
 //! The gateway buffers a body only for a direction whose `body` has a rule (or `non_json =
 //! "reject"`): `configured_descriptor` asks for nothing else, so routes without body rules keep
-//! streaming. A body is JSON when its `content-type` is `application/json` or `*/*+json`, or when
+//! streaming; on the response side only those of the `statuses` and (with `non_json = "pass"`)
+//! JSON types the rules apply to (`response_bodies`). A body is JSON when its `content-type` is `application/json` or `*/*+json`, or when
 //! it has no `content-type` (or an empty one). Invalid JSON is answered 400 on the request side and 502 on the
 //! response side, with a JSON error naming the parser's complaint; an empty body is left empty.
 //! Numbers go through as they were written, digit for digit, however large or long ([`json`]).
@@ -56,12 +57,12 @@ pub mod value;
 
 use airlock_sdk::header_rules::{self, HeaderRules};
 use airlock_sdk::template::{Source, Template};
-use airlock_sdk::{Action, Descriptor, FixedEdit, Plugin, Request, Response};
+use airlock_sdk::{Action, Descriptor, FixedEdit, Plugin, Request, Response, ResponseBodies};
 use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-use body::{BodyRules, Outcome};
+use body::{BodyRules, NonJson, Outcome, StatusMatch};
 use query::QueryRules;
 
 /// The plugin's config: rules for each direction.
@@ -216,6 +217,29 @@ impl Plugin for Transform {
 
     fn fixed_edit_keys(&self) -> Vec<String> {
         header_rules::fixed_edit_keys(&self.request.headers, "request.headers", &self.response.headers, "response.headers")
+    }
+
+    /// The response body rules apply to the `statuses` given, and to JSON bodies unless others
+    /// are refused (`non_json = "reject"`): the gateway buffers no other response for them (a
+    /// download, an error page), which streams as it comes.
+    fn response_bodies(&self) -> Option<ResponseBodies> {
+        let rules = &self.response.body;
+        if !rules.needs_body() {
+            return None;
+        }
+        let statuses = rules
+            .statuses
+            .iter()
+            .map(|s| match *s {
+                StatusMatch::Code(code) => code..=code,
+                StatusMatch::Class(class) => class * 100..=class * 100 + 99,
+            })
+            .collect();
+        let media_types = match rules.non_json {
+            NonJson::Pass => vec!["application/json".to_owned(), "*/*+json".to_owned()],
+            NonJson::Reject => Vec::new(),
+        };
+        Some(ResponseBodies { statuses, media_types })
     }
 
     fn descriptor() -> Descriptor {

@@ -22,7 +22,8 @@ use http::HeaderMap;
 use http::header::{Entry, HOST, HeaderName, HeaderValue};
 
 use super::HostState;
-use super::airlock::plugin::fixed_edits::{FixedEdit as WitFixedEdit, FixedRule as WitFixedRule, Host, ValuePart};
+use super::airlock::plugin::fixed_edits::{FixedEdit as WitFixedEdit, FixedRule as WitFixedRule, Host, StatusRange, ValuePart};
+use crate::runtime::response_bodies::ResponseBodies;
 use super::airlock::plugin::types::{RequestEdit as WitRequestEdit, ResponseEdit as WitResponseEdit};
 use super::log::plugin_warn;
 use super::types::{MAX_EDITS_PER_CALL, MAX_HEADER_VALUE_BYTES};
@@ -243,6 +244,16 @@ impl Host for HostState {
         }
         let fixed = FixedEdits::checked(edits)?;
         self.fixed_edits = (!fixed.is_empty()).then_some(fixed);
+        Ok(())
+    }
+
+    fn declare_response_bodies(&mut self, statuses: Vec<StatusRange>, media_types: Vec<String>) -> Result<(), String> {
+        if !self.configuring {
+            plugin_warn!(&self.log, "response-body declaration ignored: it is only heard during configure");
+            return Err("the responses read are declared during `configure` only".to_owned());
+        }
+        let ranges = statuses.into_iter().map(|r| (r.first, r.last)).collect();
+        self.response_bodies = Some(ResponseBodies::checked(ranges, media_types)?);
         Ok(())
     }
 }
@@ -642,6 +653,22 @@ mod tests {
         assert!(state.fixed_edits.is_some(), "a refused declaration keeps the one before");
         assert_eq!(state.declare(vec![]), Ok(()));
         assert!(state.fixed_edits.is_none(), "`[]` declares none");
+    }
+
+    #[test]
+    fn the_responses_read_are_declared_only_during_configure_and_checked() {
+        let mut state = HostState::new("p".into(), 1 << 20, std::time::Duration::from_millis(10));
+        let ok = || (vec![StatusRange { first: 200, last: 299 }], vec!["*/*+json".to_owned()]);
+        let (statuses, media) = ok();
+        assert!(state.declare_response_bodies(statuses, media).is_err(), "outside configure");
+        assert!(state.response_bodies.is_none());
+        state.configuring = true;
+        let (statuses, media) = ok();
+        assert_eq!(state.declare_response_bodies(statuses, media), Ok(()));
+        let json = state.response_bodies.clone().expect("declared");
+        let refused = state.declare_response_bodies(vec![StatusRange { first: 299, last: 200 }], Vec::new());
+        assert!(refused.is_err_and(|e| e.contains("299-200")));
+        assert_eq!(state.response_bodies, Some(json), "a refused declaration keeps the one before");
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub struct HostState {
     pub configuring: bool,
     /// What `fixed-edits.declare` declared in this instance's `configure`, until the pool takes it.
     pub fixed_edits: Option<fixed_edits::FixedEdits>,
+    /// What `fixed-edits.declare-response-bodies` declared in this instance's `configure`, until
+    /// the pool takes it.
+    pub response_bodies: Option<crate::runtime::response_bodies::ResponseBodies>,
 }
 
 /// Inputs from this size on have the host's work on them charged to the call
@@ -172,6 +175,7 @@ impl HostState {
             metrics: None,
             configuring: false,
             fixed_edits: None,
+            response_bodies: None,
         }
     }
 
