@@ -711,3 +711,45 @@ async fn responses_the_body_rules_leave_alone_stream_unbuffered() {
     assert_eq!(r.json(), json!({"kept": 2}));
     gw.stop().await;
 }
+
+/// A body the gateway changed carries no digest of the body it replaced, either way
+/// (`Content-Digest`, `Repr-Digest`, `Digest`, `Content-MD5`): an upstream verifying them (or
+/// HTTP message signatures, which bind the body through `Content-Digest`) would refuse it.
+/// Other headers go on as they came.
+#[tokio::test]
+async fn a_changed_body_carries_no_digest_of_the_old_one() {
+    let upstream = Upstream::with_handler(|req: Request<Incoming>| async move {
+        let digests: Vec<String> = ["content-digest", "repr-digest", "digest", "content-md5"]
+            .into_iter()
+            .filter(|name| req.headers().contains_key(*name))
+            .map(str::to_owned)
+            .collect();
+        let mut response = Response::new(Full::new(Bytes::from(json!({"secret": 1, "digests_seen": digests}).to_string())));
+        let h = response.headers_mut();
+        h.insert("content-type", "application/json".parse().unwrap());
+        h.insert("content-digest", "sha-256=:AAAA:".parse().unwrap());
+        h.insert("digest", "sha-256=AAAA".parse().unwrap());
+        h.insert("content-md5", "AAAA".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        response
+    })
+    .await;
+    let config = catch_all("", r#"{ request = { body = { remove = ["password"] } }, response = { body = { remove = ["secret"] } } }"#);
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let sent = [
+        ("content-type", "application/json"),
+        ("content-digest", "sha-256=:BBBB:"),
+        ("repr-digest", "sha-256=:BBBB:"),
+        ("digest", "sha-256=BBBB"),
+        ("content-md5", "BBBB"),
+        ("x-client", "1"),
+    ];
+    let r = HttpClient::http1().request("POST", &gw.url("/x"), &sent, br#"{"password":"p","name":"n"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"digests_seen": []}), "none reached the upstream");
+    for name in ["content-digest", "repr-digest", "digest", "content-md5"] {
+        assert_eq!(r.header(name), None, "{name} of the upstream's body");
+    }
+    assert_eq!(r.header("x-kept").as_deref(), Some("1"));
+    gw.stop().await;
+}

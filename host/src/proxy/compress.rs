@@ -71,7 +71,7 @@ impl Compression {
         }
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         headers.remove(header::ACCEPT_RANGES);
-        weaken_etag(headers);
+        super::headers::content_changed(headers);
         if head {
             headers.remove(header::CONTENT_LENGTH);
             return;
@@ -114,7 +114,7 @@ impl Compression {
         }
         add_vary(headers);
         if client_accepts {
-            weaken_etag(headers);
+            super::headers::weaken_etag(headers);
         }
     }
 
@@ -221,19 +221,6 @@ fn add_vary(headers: &mut HeaderMap) {
         .any(|name| name.trim_ascii() == b"*" || name.trim_ascii().eq_ignore_ascii_case(b"accept-encoding"));
     if !listed {
         headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    }
-}
-
-/// A strong `ETag` made weak (`W/"..."`): the compressed bytes differ from what it names.
-fn weaken_etag(headers: &mut HeaderMap) {
-    if let Some(etag) = headers.get(header::ETAG)
-        && !etag.as_bytes().starts_with(b"W/")
-    {
-        let mut weak = b"W/".to_vec();
-        weak.extend_from_slice(etag.as_bytes());
-        if let Ok(value) = HeaderValue::from_bytes(&weak) {
-            headers.insert(header::ETAG, value);
-        }
     }
 }
 

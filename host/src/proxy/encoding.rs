@@ -128,7 +128,7 @@ pub fn decode_body(headers: &mut HeaderMap, body: Bytes, limit: u64) -> Result<B
     }
     headers.remove(header::CONTENT_ENCODING);
     headers.remove(header::CONTENT_LENGTH);
-    weaken_etag(headers);
+    super::headers::content_changed(headers);
     Ok(decoded)
 }
 
@@ -180,19 +180,6 @@ fn is_zlib(input: &[u8]) -> bool {
     match input {
         [cmf, flg, ..] => cmf & 0x0f == 8 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0,
         _ => false,
-    }
-}
-
-/// `"x"` becomes `W/"x"`: the decoded bytes are equivalent to the upstream's, not identical.
-fn weaken_etag(headers: &mut HeaderMap) {
-    if let Some(etag) = headers.get(header::ETAG)
-        && etag.as_bytes().starts_with(b"\"")
-    {
-        let mut weak = b"W/".to_vec();
-        weak.extend_from_slice(etag.as_bytes());
-        if let Ok(value) = HeaderValue::from_bytes(&weak) {
-            headers.insert(header::ETAG, value);
-        }
     }
 }
 

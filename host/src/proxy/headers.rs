@@ -692,6 +692,42 @@ pub fn options_answer(route_methods: &[http::Method]) -> crate::exchange::Respon
     crate::exchange::ResponseState { status: http::StatusCode::OK, headers, body: Some(bytes::Bytes::new()), trailers: None }
 }
 
+
+/// Fields that vouch for a message's content bytes as its sender sent them: RFC 9530's
+/// `Content-Digest` and `Repr-Digest`, RFC 3230's `Digest`, RFC 1864's `Content-MD5`. Wrong once
+/// the gateway changes the bytes (decodes them for a plugin, compresses them, or a plugin
+/// replaces them): a recipient checking one (an upstream verifying HTTP message signatures,
+/// which bind the body through `Content-Digest`) would refuse the message.
+pub const CONTENT_DIGESTS: [HeaderName; 4] = [
+    HeaderName::from_static("content-digest"),
+    HeaderName::from_static("repr-digest"),
+    HeaderName::from_static("digest"),
+    HeaderName::from_static("content-md5"),
+];
+
+/// `headers` of a message whose content the gateway changed: its digests go
+/// ([`CONTENT_DIGESTS`]), and a strong `ETag` is made weak (`"x"` becomes `W/"x"`: the bytes
+/// are equivalent to those it named, not identical).
+pub fn content_changed(headers: &mut HeaderMap) {
+    for digest in &CONTENT_DIGESTS {
+        headers.remove(digest);
+    }
+    weaken_etag(headers);
+}
+
+/// A strong `ETag` made weak (`W/"..."`), for content equivalent to what it named.
+pub fn weaken_etag(headers: &mut HeaderMap) {
+    if let Some(etag) = headers.get(header::ETAG)
+        && etag.as_bytes().starts_with(b"\"")
+    {
+        let mut weak = b"W/".to_vec();
+        weak.extend_from_slice(etag.as_bytes());
+        if let Ok(value) = HeaderValue::from_bytes(&weak) {
+            headers.insert(header::ETAG, value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -963,5 +999,18 @@ mod tests {
         assert_ne!(generated, request_id(&h));
         assert_eq!(request_id_header(&generated).unwrap().as_bytes(), generated.as_bytes());
         assert!(request_id_header(&"bad\nid".into()).is_none());
+    }
+
+    #[test]
+    fn changed_content_loses_its_digests_and_its_strong_etag() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [("content-digest", "sha-256=:A:"), ("repr-digest", "sha-256=:A:"), ("digest", "md5=A"), ("content-md5", "A"), ("etag", "\"v1\""), ("x-kept", "1")] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        content_changed(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!((h["etag"].as_bytes(), h["x-kept"].as_bytes()), (&b"W/\"v1\""[..], &b"1"[..]));
+        content_changed(&mut h);
+        assert_eq!(h["etag"], "W/\"v1\"", "weak once");
     }
 }

@@ -465,6 +465,10 @@ impl HostRequest for HostState {
         }
         if let Some(req) = self.req_mut("set-body") {
             req.body = Some(Bytes::from(body));
+            // The client's digests of the body it sent would not match the one that goes on.
+            for digest in &crate::proxy::headers::CONTENT_DIGESTS {
+                req.header_tally.remove(&mut req.headers, digest);
+            }
         }
     }
 
@@ -585,6 +589,9 @@ impl HostResponse for HostState {
         }
         if let Some(resp) = self.resp_mut() {
             resp.body = Some(Bytes::from(body));
+            for digest in &crate::proxy::headers::CONTENT_DIGESTS {
+                resp.headers.remove(digest);
+            }
         }
     }
 
