@@ -786,8 +786,11 @@ fn cache_ahead_of_access_control(config: &Config, source: &ConfigSource, route: 
 /// one cannot do its work, a warning rather than a refusal (the gateway cannot tell a mistake
 /// from a choice in every case, but what the plugin does there is rarely what was meant, and
 /// nothing else would say so):
-/// - a plugin that decides by the consumer (`acl`, `quota`, `rate-limit` by consumer) before the
+/// - a plugin that decides by the consumer (`acl`, `quota`, `rate-limit` by consumer, a header
+///   built from `${context.consumer}`) before the
 ///   authentication plugin that names it ([`chain_order::consumer_read_before_named`]);
+/// - `builtin:proxy-cache` before a limit, quota or validator
+///   ([`chain_order::cache_ahead_of_every_request`]): its hits skip them;
 /// - an authentication built-in before `builtin:cors` ([`chain_order::authentication_ahead_of_cors`]):
 ///   preflights carry no credentials, so they are refused (401, without CORS headers) before
 ///   cors answers them.
@@ -805,6 +808,17 @@ fn warn_chain_order(config: &Config, source: &ConfigSource, route: &RouteConfig,
             sources[reader],
             sources[namer],
             chain[namer].0,
+        );
+    }
+    if let Some((cache, guard)) = chain_order::cache_ahead_of_every_request(sources.iter().copied()) {
+        tracing::warn!(
+            route = id,
+            config = %source.name,
+            line = line_of(cache),
+            "{}: builtin:proxy-cache runs before {} ({}), which must see every request: a cached answer skips it (not counted, not validated); put the cache after it",
+            chain[cache].0,
+            sources[guard],
+            chain[guard].0,
         );
     }
     if let Some((auth, cors)) = chain_order::authentication_ahead_of_cors(sources.iter().copied()) {

@@ -212,6 +212,33 @@ fn cors_after_authentication_is_warned_about() {
     }
 }
 
+/// A cache before a limit or a validator answers hits they never see (not counted, an invalid
+/// request answered 200), and a header built from `${context.consumer}` before authentication
+/// is built empty: `check` says so at the first entry; not with the order the other way round.
+#[test]
+fn a_cache_before_a_limit_and_a_consumer_header_before_authentication_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = "[[consumers]]\nid = \"alice\"\ncredentials = { keys = [\"alice-key\"] }\n\n";
+    let cache = "{ plugin = \"builtin:proxy-cache\" }";
+    let limit = "{ plugin = \"builtin:rate-limit\", config = { limits = [{ limit = 10, window = \"minute\" }], by = [\"ip\"] } }";
+    let header = "{ plugin = \"builtin:headers\", config = { request = { set = { \"x-user\" = \"${context.consumer}\" } } } }";
+    let auth = "{ plugin = \"builtin:key-auth\" }";
+    for (chain, warning) in [
+        (format!("{auth}, {cache}, {limit}"), Some("routes[0].plugins[1]: builtin:proxy-cache runs before builtin:rate-limit (routes[0].plugins[2])")),
+        (format!("{auth}, {limit}, {cache}"), None),
+        (format!("{header}, {auth}"), Some("routes[0].plugins[0]: builtin:headers runs before builtin:key-auth (routes[0].plugins[1])")),
+        (format!("{auth}, {header}"), None),
+    ] {
+        let config = format!("{consumer}[[routes]]\npath = \"/a\"\nplugins = [{chain}, {{ plugin = \"builtin:respond\" }}]\n");
+        let (status, stderr) = airlock_on(dir.path(), "check", "warn", &config);
+        assert!(status.success(), "{chain}: {stderr}");
+        match warning {
+            Some(warning) => assert!(stderr.contains(warning), "{chain}: {stderr}"),
+            None => assert!(!stderr.contains("runs before"), "{chain}: {stderr}"),
+        }
+    }
+}
+
 /// `--watch-interval-ms` without `--watch` would be ignored: the CLI refuses it instead.
 #[test]
 fn a_watch_interval_without_watch_is_refused() {

@@ -57,8 +57,39 @@ pub fn reads_consumer(source: &str, config: &toml::Table) -> Option<&'static str
             let by_consumer = config.get("by").and_then(toml::Value::as_array).is_none_or(|by| by.iter().any(|p| p.as_str() == Some("consumer")));
             (by_consumer || config.contains_key("plans")).then_some("counts by client IP instead of consumer, and no plan applies")
         }
+        "builtin:headers" | "builtin:transform" if config.values().any(|v| mentions(v, "${context.consumer")) => {
+            Some("builds its `${context.consumer...}` values empty (no consumer yet)")
+        }
         _ => None,
     }
+}
+
+/// Whether a string anywhere in `value` holds `text`.
+fn mentions(value: &toml::Value, text: &str) -> bool {
+    match value {
+        toml::Value::String(s) => s.contains(text),
+        toml::Value::Array(items) => items.iter().any(|v| mentions(v, text)),
+        toml::Value::Table(table) => table.iter().any(|(k, v)| k.contains(text) || mentions(v, text)),
+        _ => false,
+    }
+}
+
+/// The built-ins that must see every request, a cache's hits included: a limit or quota
+/// counting them, a validator refusing bad ones (a hit would answer an invalid request 200).
+pub const EVERY_REQUEST_BUILTINS: [&str; 3] = ["builtin:rate-limit", "builtin:quota", "builtin:request-validator"];
+
+/// In a chain of plugin sources, the first cache that runs ahead of a built-in that must see
+/// every request ([`EVERY_REQUEST_BUILTINS`]): (the cache's index, that plugin's index).
+pub fn cache_ahead_of_every_request<'a>(sources: impl IntoIterator<Item = &'a str>) -> Option<(usize, usize)> {
+    let mut cache = None;
+    for (index, source) in sources.into_iter().enumerate() {
+        match cache {
+            None if source == CACHE_BUILTIN => cache = Some(index),
+            Some(at) if EVERY_REQUEST_BUILTINS.contains(&source) => return Some((at, index)),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// In a chain of (plugin source, config), the first entry that decides by the consumer with no
@@ -118,6 +149,25 @@ mod tests {
         assert_eq!(check(&["builtin:proxy-cache", "builtin:proxy-cache", "builtin:ip-restrict"]), Some((0, 2)));
         assert_eq!(check(&["./auth.wasm", "builtin:proxy-cache", "builtin:forward-auth"]), Some((1, 2)));
         assert_eq!(check(&["builtin:proxy-cache", "builtin:oauth2-introspection"]), Some((0, 1)));
+    }
+
+    #[test]
+    fn a_cache_ahead_of_a_limit_or_validator_is_found() {
+        let check = |chain: &[&str]| cache_ahead_of_every_request(chain.iter().copied());
+        assert_eq!(check(&["builtin:proxy-cache", "builtin:headers", "builtin:rate-limit"]), Some((0, 2)));
+        assert_eq!(check(&["builtin:proxy-cache", "builtin:request-validator"]), Some((0, 1)));
+        assert_eq!(check(&["builtin:quota", "builtin:proxy-cache", "builtin:throttle"]), None);
+    }
+
+    #[test]
+    fn a_header_built_from_the_consumer_before_authentication_is_found() {
+        let table = |text: &str| text.parse::<toml::Table>().expect("toml");
+        let (none, reads) = (table(""), table("[request.headers.set]\nx-user = \"id ${context.consumer}\""));
+        let check = |chain: &[(&'static str, &toml::Table)]| consumer_read_before_named(chain.iter().copied());
+        assert_eq!(check(&[("builtin:transform", &reads), ("builtin:key-auth", &none)]).map(|f| (f.0, f.1)), Some((0, 1)));
+        assert_eq!(check(&[("builtin:headers", &reads), ("builtin:jwt", &none)]).map(|f| f.0), Some(0));
+        assert_eq!(check(&[("builtin:headers", &none), ("builtin:jwt", &none)]), None);
+        assert_eq!(check(&[("builtin:jwt", &none), ("builtin:headers", &reads)]), None);
     }
 
     #[test]
