@@ -946,6 +946,46 @@ async fn a_misbehaving_upstream_on_a_cached_route_is_answered_and_nothing_is_sto
     gw.stop().await;
 }
 
+/// An encoded answer marked `Cache-Control: no-transform` (RFC 9110 7.7: a proxy must not change
+/// its content) goes to the client as the upstream sent it, its coding, strong `ETag` and digest
+/// kept, and is not stored (the cache would store it decoded). Without `no-transform` it is
+/// stored, decoded.
+#[tokio::test]
+async fn an_encoded_answer_marked_no_transform_goes_on_as_sent() {
+    use std::io::Write;
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(&b"cached text ".repeat(100)).unwrap();
+    let gzipped = Bytes::from(gzip.finish().unwrap());
+    let body = gzipped.clone();
+    let upstream = Upstream::with_handler(move |req: Request<Incoming>| {
+        let body = body.clone();
+        async move {
+            let mut r = Response::new(Full::new(body));
+            let h = r.headers_mut();
+            h.insert("content-type", "text/plain".parse().unwrap());
+            h.insert("content-encoding", "gzip".parse().unwrap());
+            h.insert("etag", "\"v1\"".parse().unwrap());
+            h.insert("content-md5", "AAAA".parse().unwrap());
+            let cache_control = if req.uri().path() == "/fixed" { "max-age=60, no-transform" } else { "max-age=60" };
+            h.insert("cache-control", cache_control.parse().unwrap());
+            r
+        }
+    })
+    .await;
+    let gw = Gateway::start(&config(""), Some(&upstream)).await;
+    let client = HttpClient::http1();
+    let (a, b) = twice(&client, &gw, "/fixed").await;
+    for r in [&a, &b] {
+        assert_eq!((r.status.as_u16(), cache_status(r).as_str()), (200, "Miss"), "not stored");
+        assert_eq!((r.header("content-encoding").as_deref(), r.header("etag").as_deref()), (Some("gzip"), Some("\"v1\"")));
+        assert_eq!((r.header("content-md5").as_deref(), r.body == gzipped), (Some("AAAA"), true), "the upstream's bytes");
+    }
+    let (a, b) = twice(&client, &gw, "/plain").await;
+    assert_eq!((cache_status(&a).as_str(), cache_status(&b).as_str()), ("Miss", "Hit"));
+    assert_eq!((b.header("content-encoding"), b.body.len()), (None, 1200), "stored decoded");
+    gw.stop().await;
+}
+
 /// A 304, as the gateway sent it: no body, the validators, nothing describing a body.
 fn assert_not_modified(r: &Reply, cache: &str) {
     assert_eq!((r.status.as_u16(), cache_status(r).as_str()), (304, cache), "{}", r.text());

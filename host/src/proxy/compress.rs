@@ -155,7 +155,7 @@ fn has_own_coding(headers: &HeaderMap) -> bool {
 }
 
 /// Whether `Cache-Control` says `no-transform`.
-fn no_transform(headers: &HeaderMap) -> bool {
+pub(super) fn no_transform(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()

@@ -105,6 +105,11 @@ fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, DecodeError> {
     Ok(found)
 }
 
+/// Whether a message's content is encoded (a `Content-Encoding` other than `identity`).
+pub fn is_encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(http::header::CONTENT_ENCODING).iter().any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+}
+
 /// Whether a response is an event stream (`text/event-stream`, any case, with or without
 /// parameters): server-sent events, a body that ends only when the server stops sending.
 pub fn is_event_stream(headers: &HeaderMap) -> bool {

@@ -891,6 +891,12 @@ impl Gateway {
             if state.method == Method::HEAD {
                 return Ok(streamed(headers, ProxyBody::streaming(incoming), origin));
             }
+            // `Cache-Control: no-transform` (RFC 9110 7.7): a proxy must not change the content,
+            // so an encoded body is not decoded for plugins that only may read it (a cache): it
+            // goes on as the upstream sent it, and theirs is `none`.
+            if encoding::is_encoded(&headers) && compress::no_transform(&headers) {
+                return Ok(streamed(headers, ProxyBody::streaming(incoming), origin));
+            }
             let limit = max.min(route.max_body_bytes);
             let read = match tokio::time::timeout_at(body_deadline, body::buffer_up_to(incoming, limit)).await {
                 Ok(Ok(read)) => read,
