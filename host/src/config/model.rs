@@ -115,7 +115,12 @@ fn media_types<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
             d.deserialize_str(Entry)
         }
     }
-    Ok(Vec::<MediaType>::deserialize(d)?.into_iter().map(|t| t.0).collect())
+    let types: Vec<String> = Vec::<MediaType>::deserialize(d)?.into_iter().map(|t| t.0).collect();
+    if types.is_empty() {
+        // Nothing would ever be compressed: a mistake, not a setting (`enabled = false` is one).
+        return Err(serde::de::Error::custom("an empty list compresses nothing: list the media types, leave `types` out for the defaults, or set `enabled = false`"));
+    }
+    Ok(types)
 }
 
 /// Why `entry` of `compression.types` could never match a response (or would match what must not
