@@ -753,3 +753,21 @@ async fn a_changed_body_carries_no_digest_of_the_old_one() {
     assert_eq!(r.header("x-kept").as_deref(), Some("1"));
     gw.stop().await;
 }
+
+/// An event stream is no way past rules that refuse what is not JSON (`non_json = "reject"`):
+/// it is read whole as any body and refused, not streamed past them.
+#[tokio::test]
+async fn an_event_stream_does_not_slip_past_non_json_reject() {
+    let upstream = Upstream::with_handler(|_req: Request<Incoming>| async move {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"data: {\"password\":\"p\"}\n\n")));
+        response.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+        response
+    })
+    .await;
+    let config = catch_all("", r#"{ response = { body = { remove = ["password"], non_json = "reject" } } }"#);
+    let gw = Gateway::start(&config, Some(&upstream)).await;
+    let r = HttpClient::http1().get(&gw.url("/events")).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(!r.text().contains("password"), "{}", r.text());
+    gw.stop().await;
+}

@@ -500,8 +500,8 @@ impl Gateway {
         }
         let (mut parts, incoming) = request.into_parts();
         let mut headers = parts.headers;
-        // Sent on as the number alone: `010` or `10, 10` (which the gateway reads as 10) could
-        // be read otherwise by the upstream (a leading zero as octal: a desync).
+        // Sent on as the number alone: `010`, or two equal lines (which the gateway reads as one
+        // 10), could be read otherwise by the upstream (a leading zero as octal: a desync).
         if let Some((length, false)) = length {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
@@ -879,10 +879,12 @@ impl Gateway {
         };
         // Entries that declared which responses they read the body of may want none of this one.
         let body_need = route.chain.response_body_need_for(state, body_need, parts.status.as_u16(), &headers);
-        // An event stream (server-sent events) is never whole: read for a plugin, every event
-        // would wait for the route's timeout (a 504) or until the plugin's limit filled. It
-        // streams as if no plugin read bodies (theirs is `none`, as for one too long).
-        if body_need != ResponseBodyNeed::Stream && encoding::is_event_stream(&headers) {
+        // An event stream (server-sent events) is never whole: read for a plugin that only may
+        // read bodies (a cache), every event would wait for the route's timeout (a 504) or until
+        // its limit filled. It streams as if no plugin read bodies (theirs is `none`, as for one
+        // too long). A plugin reading every body (a redaction, a check) still gets it whole: an
+        // upstream cannot slip a body past it with a header.
+        if matches!(body_need, ResponseBodyNeed::UpTo(_)) && encoding::is_event_stream(&headers) {
             return Ok(streamed(headers, ProxyBody::streaming(incoming), origin));
         }
         if let ResponseBodyNeed::UpTo(max) = body_need {

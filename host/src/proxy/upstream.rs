@@ -72,6 +72,12 @@ pub struct Upstream {
     /// Connections to its targets open now (pooled idle ones included).
     pub open_connections: OpenConnections,
     next: AtomicUsize,
+    /// The turn of requests that found every target out of rotation (all marked down, or
+    /// failing their health checks): they still go round-robin over them, as Envoy's panic mode
+    /// and nginx spread such requests, not one target taking them all (each such request moved
+    /// `next` on by one per target looked at, so its own first turn named the same target every
+    /// time). Moved on by one per such request, touched only then.
+    out_turn: AtomicUsize,
     /// One round of targets by weight (indices into `targets`, interleaved): `pick` takes the
     /// next entry. `0..n` when every weight is the same.
     round: Box<[u32]>,
@@ -400,6 +406,7 @@ impl Upstream {
             tls: settings.tls.is_some(),
             open_connections,
             next: AtomicUsize::new(0),
+            out_turn: AtomicUsize::new(0),
             round,
             clients,
             in_flight: settings.max_requests.map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
@@ -509,8 +516,7 @@ impl Upstream {
         }
         let len = self.round.len().max(1);
         let turn = |t: usize| self.round.get(t % len).map_or(0, |&i| i as usize);
-        let at = self.next.fetch_add(1, Ordering::Relaxed);
-        let first = turn(at);
+        let first = turn(self.next.fetch_add(1, Ordering::Relaxed));
         if self.usable(first) {
             return first;
         }
@@ -520,7 +526,7 @@ impl Upstream {
                 return i;
             }
         }
-        every_target_out(at, len, turn)
+        turn(self.out_turn.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The target for a request not placed by `hash_on`: the next in the weighted round
@@ -559,8 +565,7 @@ impl Upstream {
         let len = self.round.len().max(1);
         let turn = |t: usize| self.round.get(t % len).map_or(0, |&i| i as usize);
         let up = |i: usize| self.slots[i].in_rotation() && !self.slots[i].health.is_down();
-        let at = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut start = turn(at);
+        let mut start = turn(self.next.fetch_add(1, Ordering::Relaxed));
         for _ in 1..len {
             if up(start) {
                 break;
@@ -568,7 +573,8 @@ impl Upstream {
             start = turn(self.next.fetch_add(1, Ordering::Relaxed));
         }
         if !up(start) {
-            start = every_target_out(at, len, turn);
+            // Every target out: a turn of their own, so they still share such requests.
+            start = turn(self.out_turn.fetch_add(1, Ordering::Relaxed));
         }
         let load = |i: usize| loads.get(i).map_or(0, |count| count.load(Ordering::Relaxed));
         // Marked down: skipped, read without a side effect (`usable` then claims the one request
@@ -1102,15 +1108,6 @@ where
         Err(Http2Error::Exchange(e)) => Attempt::Failed(classify(&*e), closed_before_answer(&*e)),
         Err(Http2Error::NotProcessed(e)) => Attempt::NotProcessed(classify(&*e)),
     }
-}
-
-/// The target of a request that found every target out of rotation (all marked down, or
-/// failing their health checks), whose turn was `at`: still round-robin over them, as Envoy's
-/// panic mode and nginx spread such requests, not one target taking them all. Each such request
-/// moved the turn on by `len` (one per target looked at), so its own first turn names the same
-/// target every time; its turn over `len` moves on by one.
-fn every_target_out(at: usize, len: usize, turn: impl Fn(usize) -> usize) -> usize {
-    turn(at / len)
 }
 
 /// Whether a failed exchange's error is its connection closing or being reset before any

@@ -50,9 +50,8 @@ impl ResponseBodies {
         }
         let Some(content_type) = headers.get(http::header::CONTENT_TYPE) else { return true };
         let essence = content_type.as_bytes().split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
-        let Ok(essence) = std::str::from_utf8(essence) else { return false };
-        let essence = essence.to_ascii_lowercase();
-        self.media.iter().any(|range| range.matches(&essence))
+        // An empty one says no more than none (a plugin reading "JSON or untyped" reads it).
+        essence.is_empty() || self.media.iter().any(|range| range.matches(essence))
     }
 }
 
@@ -74,12 +73,17 @@ impl MediaRange {
         }
     }
 
-    /// Whether `essence` (a lower-case `type/subtype`) is of this range.
-    fn matches(&self, essence: &str) -> bool {
+    /// Whether `essence` (a `type/subtype`, any case) is of this range: compared in place,
+    /// without a lower-cased copy per response.
+    fn matches(&self, essence: &[u8]) -> bool {
+        let starts = |prefix: &str| essence.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()));
+        let ends = |suffix: &str| {
+            essence.len() >= suffix.len() && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+        };
         match self {
-            Self::Exact(exact) => essence == exact,
-            Self::Type(kind) => essence.starts_with(kind.as_str()),
-            Self::Suffix(suffix) => essence.contains('/') && essence.ends_with(suffix.as_str()),
+            Self::Exact(exact) => essence.eq_ignore_ascii_case(exact.as_bytes()),
+            Self::Type(kind) => starts(kind),
+            Self::Suffix(suffix) => essence.contains(&b'/') && ends(suffix),
         }
     }
 }
@@ -102,6 +106,7 @@ mod tests {
         assert!(json_2xx.reads(200, &typed(Some("application/json; charset=utf-8"))));
         assert!(json_2xx.reads(201, &typed(Some("Application/Problem+JSON"))));
         assert!(json_2xx.reads(204, &typed(None)), "no content-type: read");
+        assert!(json_2xx.reads(200, &typed(Some(" ; charset=utf-8"))), "an empty one: read");
         assert!(!json_2xx.reads(404, &typed(Some("application/json"))));
         assert!(!json_2xx.reads(200, &typed(Some("application/octet-stream"))));
         assert!(!json_2xx.reads(200, &typed(Some("+json"))));

@@ -56,6 +56,13 @@ impl ObservedBody {
         self.sends = Some(watch);
     }
 
+    /// With `whole`, the body counts as sent whatever is read of it (a HEAD's answer, which the
+    /// server never sends): dropped, it is not logged as cut short.
+    pub fn sent_whole_if(mut self, whole: bool) -> Self {
+        self.ended |= whole;
+        self
+    }
+
     /// With `grpc`, the `grpc-status` of the trailers the body ends with is logged.
     pub fn reading_grpc_status(mut self, grpc: bool) -> Self {
         self.grpc = grpc;
@@ -79,7 +86,11 @@ impl Body for ObservedBody {
                 }
                 if let Some(data) = frame.data_ref() {
                     self.sent += data.len() as u64;
-                } else if self.grpc
+                } else {
+                    // Trailers end a body: the server sends them and drops it, unpolled again.
+                    self.ended = true;
+                }
+                if self.grpc
                     && let Some(trailers) = frame.trailers_ref()
                     && let Some(status) = crate::proxy::grpc::status(trailers)
                     && let Some((_, entry, _)) = &mut self.pending
@@ -114,8 +125,10 @@ impl Drop for ObservedBody {
     fn drop(&mut self) {
         if let Some((log, mut entry, started)) = self.pending.take() {
             // Dropped before its end: the client left, or the connection was cut (a shutdown's
-            // drain running out), and the client has a response cut short.
-            if !self.ended && !self.inner.is_end_stream() {
+            // drain running out), and the client has a response cut short. Its end is the last
+            // frame polled, the body saying it has no more, or (a length the server frames by,
+            // whose end-of-stream may come in a frame of its own, unpolled) nothing left of it.
+            if !self.ended && !self.inner.is_end_stream() && self.inner.size_hint().upper() != Some(0) {
                 entry.aborted = Some("connection_closed");
             }
             entry.bytes_out = self.sent;

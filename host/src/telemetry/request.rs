@@ -327,7 +327,9 @@ impl<'a> RequestRecord<'a> {
         if grpc && let Some((_, entry, _)) = &mut pending {
             entry.grpc_status = crate::proxy::grpc::status(response.headers());
         }
-        response.map(|body| ObservedBody::new(body, pending, sample).reading_grpc_status(grpc))
+        // A HEAD's answer is never read by the server, whatever body it carries.
+        let head = self.method == http::Method::HEAD;
+        response.map(|body| ObservedBody::new(body, pending, sample).reading_grpc_status(grpc).sent_whole_if(head))
     }
 
     /// Counts the request as answered with `status` and exports its span; the access log line

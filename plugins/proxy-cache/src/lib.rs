@@ -73,6 +73,22 @@ const CONTEXT_IF_NONE_MATCH: &str = "proxy-cache.if-none-match";
 /// See [`CONTEXT_IF_NONE_MATCH`].
 const CONTEXT_IF_MODIFIED_SINCE: &str = "proxy-cache.if-modified-since";
 
+/// Most status ranges a gateway takes in `declare-response-bodies`.
+const MAX_STATUS_RANGES: usize = 64;
+
+/// `statuses` (sorted) as ranges of adjacent ones: `[200, 203, 204, 404]` is `200..=200`,
+/// `203..=204`, `404..=404`.
+fn status_ranges(statuses: &[u16]) -> Vec<std::ops::RangeInclusive<u16>> {
+    let mut ranges: Vec<std::ops::RangeInclusive<u16>> = Vec::new();
+    for &status in statuses {
+        match ranges.last_mut() {
+            Some(last) if *last.end() + 1 >= status => *last = *last.start()..=status.max(*last.end()),
+            _ => ranges.push(status..=status),
+        }
+    }
+    ranges
+}
+
 /// The header telling the client how the cache handled its request.
 const STATUS_HEADER: &str = "x-cache-status";
 
@@ -116,9 +132,11 @@ impl Plugin for ProxyCache {
         Descriptor::new().with_response_body()
     }
 
-    /// Only the statuses stored: another answer (a 500, a redirect) is never buffered.
+    /// Only the statuses stored: another answer (a 500, a redirect) is never buffered. Runs of
+    /// adjacent statuses go as one range; past what a gateway takes (64), every answer is read.
     fn response_bodies(&self) -> Option<ResponseBodies> {
-        Some(ResponseBodies { statuses: self.settings.statuses.iter().map(|&s| s..=s).collect(), media_types: Vec::new() })
+        let statuses = status_ranges(&self.settings.statuses);
+        (statuses.len() <= MAX_STATUS_RANGES).then_some(ResponseBodies { statuses, media_types: Vec::new() })
     }
 
     /// Looks the request up: a hit answers, a miss goes on (marked for the response phase to
@@ -373,6 +391,16 @@ export_plugin!(ProxyCache);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adjacent_statuses_go_as_one_range() {
+        assert_eq!(status_ranges(&[200, 203, 204, 300, 301, 404]), [200..=200, 203..=204, 300..=301, 404..=404]);
+        assert_eq!(status_ranges(&[]), Vec::<std::ops::RangeInclusive<u16>>::new());
+        let every: Vec<u16> = (100..600).collect();
+        assert_eq!(status_ranges(&every), [100..=599]);
+        let odd: Vec<u16> = (100..600).step_by(2).collect();
+        assert_eq!(status_ranges(&odd).len(), 250, "past what a gateway takes: every answer read");
+    }
 
     #[test]
     fn configure_checks_the_config() {

@@ -227,7 +227,7 @@ impl Plugin for Transform {
         if !rules.needs_body() {
             return None;
         }
-        let statuses = rules
+        let mut statuses: Vec<_> = rules
             .statuses
             .iter()
             .map(|s| match *s {
@@ -235,6 +235,10 @@ impl Plugin for Transform {
                 StatusMatch::Class(class) => class * 100..=class * 100 + 99,
             })
             .collect();
+        // Past what a gateway takes (64 ranges): narrowed by media type alone.
+        if statuses.len() > 64 {
+            statuses.clear();
+        }
         let media_types = match rules.non_json {
             NonJson::Pass => vec!["application/json".to_owned(), "*/*+json".to_owned()],
             NonJson::Reject => Vec::new(),
