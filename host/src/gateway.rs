@@ -888,6 +888,10 @@ fn group_name_problem(group: &str) -> Option<String> {
 /// Why a route's `id` cannot be one: it names the route in log lines, metrics labels, state
 /// namespaces and the admin API, so it must be there to read.
 fn route_id_problem(id: &str) -> Option<String> {
+    if id == crate::telemetry::metrics::NO_ROUTE {
+        // Its metrics and analytics would be those of the requests no route matched.
+        return Some(format!("route id `{id}` is the metrics label of requests that matched no route: name the route otherwise"));
+    }
     crate::config::id_text_problem(id, "a route id", ": name the route, or leave `id` out for `route-<index>`", "it goes into log lines and metrics labels")
 }
 
@@ -911,6 +915,12 @@ fn route_id_twice(source: &ConfigSource, config: &Config, index: usize, id: &str
 /// Why a consumer id cannot be one: it goes upstream as `X-Consumer-Id`, into the access log,
 /// metrics labels and rate-limit keys, so it must be a header value an operator can read.
 fn consumer_id_problem(id: &str) -> Option<String> {
+    use crate::telemetry::metrics::{NO_CONSUMER, OTHER_CONSUMER};
+    if id == NO_CONSUMER || id == OTHER_CONSUMER {
+        // Its metrics and analytics would be merged with anonymous requests', or with those of
+        // consumers past `metrics.consumer_labels`.
+        return Some(format!("consumer id `{id}` is a metrics label of the gateway's own (`{NO_CONSUMER}`: no consumer, `{OTHER_CONSUMER}`: consumers past `metrics.consumer_labels`): name the consumer otherwise"));
+    }
     crate::config::id_text_problem(id, "a consumer id", "", "it travels in `X-Consumer-Id` and log lines")
 }
 

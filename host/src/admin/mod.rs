@@ -248,6 +248,12 @@ async fn answer(state: &AdminState, request: Request<Incoming>, loopback: bool) 
         }
         return not_found(path);
     };
+    // Behind the token before the method is looked at: a 405 would tell a client without it
+    // that the path exists, as a 404 for an unknown one does not.
+    let open = matches!(path, "/health" | "/ready" | "/");
+    if !open && !authorized(token, &request) {
+        return unauthorized();
+    }
     let allowed = if allow == POST {
         request.method() == Method::POST
     } else {
@@ -258,10 +264,6 @@ async fn answer(state: &AdminState, request: Request<Incoming>, loopback: bool) 
         let mut response = json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({ "error": "method_not_allowed" }));
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
         return response;
-    }
-    let open = matches!(path, "/health" | "/ready" | "/");
-    if !open && !authorized(token, &request) {
-        return unauthorized();
     }
     let gateway = &generation.gateway;
     match path {
@@ -299,6 +301,15 @@ async fn answer(state: &AdminState, request: Request<Incoming>, loopback: bool) 
             }
         },
         "/admin/config" => json(StatusCode::OK, &redact::redacted_config(&generation.config)),
+        // It takes no parameter: one guessed (`?dry_run=true`, as `nginx -t` is) would be
+        // ignored and the reload made for real. `airlock check` is the dry run.
+        "/admin/reload" if request.uri().query().is_some_and(|q| !q.is_empty()) => json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({
+                "error": "bad_request",
+                "message": "POST /admin/reload takes no parameters (it reloads for real); to check a config without loading it, run `airlock check -c FILE`",
+            }),
+        ),
         "/admin/reload" => reload(&state.live).await,
         "/admin/state/clear" => {
             let (status, body) = state_clear::clear(gateway, &generation.config, request.uri().query()).await;
