@@ -433,8 +433,21 @@ fn conflict(pattern: &str, error: matchit::InsertError) -> String {
 /// Checks a route's path or prefix.
 fn check_path(path: &PathMatch) -> Result<(), String> {
     let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = path;
+    if p.starts_with('~') {
+        return Err(format!(
+            "path `{p}`: there are no regular-expression routes (nginx's `location ~`): match segments with `path = \"/users/{{id}}\"`, or everything under a prefix with `path_prefix`"
+        ));
+    }
     if !p.starts_with('/') {
         return Err(format!("path `{p}` must start with `/`"));
+    }
+    // A glob (Kong's and Traefik's habit) would be matched as a literal `*`, and never match.
+    if p.split('/').any(|segment| segment.ends_with('*')) {
+        let prefix = p.split('*').next().unwrap_or(p).trim_end_matches('/');
+        return Err(format!(
+            "path `{p}`: `*` is no wildcard here (it would match only a literal `*`): for everything under a prefix write `path_prefix = \"{}\"`, for one segment `{{name}}`",
+            if prefix.is_empty() { "/" } else { prefix }
+        ));
     }
     if p.contains("{*") {
         return Err(format!("path `{p}`: use `path_prefix` instead of a catch-all segment"));
@@ -506,6 +519,12 @@ mod tests {
                 assert!(err.contains("never matches") && err.contains(says), "{path}: {err}");
             }
         }
+        for (glob, prefix) in [("/api/*", "`path_prefix = \"/api\"`"), ("/v1/files*", "`path_prefix = \"/v1/files\"`"), ("/**", "`path_prefix = \"/\"`")] {
+            let err = check_path(&PathMatch::Exact(glob.into())).expect_err(glob);
+            assert!(err.contains("no wildcard") && err.contains(prefix), "{glob}: {err}");
+        }
+        let err = check_path(&PathMatch::Prefix("~ ^/v[0-9]+/".into())).expect_err("regex");
+        assert!(err.contains("no regular-expression routes"), "{err}");
         let err = check_path(&PathMatch::Exact("/orders/{id}/items/{id}".into())).expect_err("twice");
         assert!(err.contains("`{id}` twice"), "{err}");
         for fine in ["/", "/api/", "/orders/{id}/items/{item}", "/a%2Fb", "/caf%C3%A9", "/{a}/{b}/{c}"] {
