@@ -1283,6 +1283,13 @@ fn encoded_slash_route(
     Some(source.issue(Some(pattern.span()), &format!("{key}.{name}"), problem))
 }
 
+/// Methods HTTP (RFC 9110, PATCH of RFC 5789), WebDAV (RFC 4918) and caches' `PURGE` define:
+/// any other in a route's `methods` is warned about, as a likely typo.
+const KNOWN_METHODS: [&str; 18] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK",
+    "UNLOCK", "PURGE", "QUERY",
+];
+
 fn route_spec(
     source: &ConfigSource,
     route: &RouteConfig,
@@ -1315,7 +1322,15 @@ fn route_spec(
         match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
             Ok(method) => match route_rules::method_problem(method.as_str()) {
                 Some(problem) => issues.push(source.issue(Some(m.span()), &format!("{key}.methods"), format!("`{method}`: {problem}"))),
-                None => methods.push(method),
+                None => {
+                    if !KNOWN_METHODS.contains(&method.as_str()) {
+                        // An extension method is allowed; a typo (`GETT`) leaves the route
+                        // unreachable by the method meant, with no word said.
+                        let line = source.issue(Some(m.span()), &format!("{key}.methods"), "").line;
+                        tracing::warn!(route = id, config = %source.name, line, "{key}.methods: `{method}` is no method HTTP or WebDAV defines: only requests with exactly it match (a typo?)");
+                    }
+                    methods.push(method)
+                }
             },
             Err(_) => issues.push(source.issue(
                 Some(m.span()),

@@ -239,6 +239,19 @@ fn a_cache_before_a_limit_and_a_consumer_header_before_authentication_are_warned
     }
 }
 
+/// A method no HTTP or WebDAV RFC defines (`GETT`) is allowed, an extension, but warned about:
+/// a typo leaves the route unreachable by the method meant.
+#[test]
+fn an_unknown_method_in_a_route_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    for (methods, warned) in [("[\"GETT\"]", true), ("[\"get\", \"PROPFIND\", \"PURGE\"]", false)] {
+        let config = format!("[[routes]]\npath = \"/a\"\nmethods = {methods}\nplugins = [{{ plugin = \"builtin:respond\" }}]\n");
+        let (status, stderr) = airlock_on(dir.path(), "check", "warn", &config);
+        assert!(status.success(), "{methods}: {stderr}");
+        assert_eq!(stderr.contains("routes[0].methods: `GETT` is no method HTTP or WebDAV defines"), warned, "{methods}: {stderr}");
+    }
+}
+
 /// `--watch-interval-ms` without `--watch` would be ignored: the CLI refuses it instead.
 #[test]
 fn a_watch_interval_without_watch_is_refused() {
