@@ -825,7 +825,10 @@ async fn unknown_admin_paths_are_404_whatever_the_method_and_known_ones_405_with
     let r = client.request("POST", &gw.admin_url("/admin/reload?dry_run=true"), &[("authorization", &bearer)], b"").await;
     assert_eq!(r.status.as_u16(), 400, "{}", r.text());
     assert!(r.json()["message"].as_str().is_some_and(|m| m.contains("airlock check")), "{}", r.text());
-    assert_eq!(sample(&scrape(&client, &gw, Some(TOKEN)).await, "airlock_config_generation", &[]), 1.0, "no reload made");
+    let metrics = scrape(&client, &gw, Some(TOKEN)).await;
+    assert_eq!(sample(&metrics, "airlock_config_generation", &[]), 1.0, "no reload made");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(sample(&metrics, "airlock_build_info", &[("version", version), ("wit", "0.2.9")]), 1.0, "what runs");
     gw.stop().await;
 
     // The open loopback listener (no token): a 404, unless a web page sent it.

@@ -364,6 +364,11 @@ impl Metrics {
             "1 if the last reload succeeded (or none was tried), 0 if the running config was kept",
             reloads.last_successful.clone(),
         );
+        // A constant 1 whose labels say what runs (Prometheus's `*_build_info` convention): a
+        // dashboard shows the version per instance, and an alert sees a rollout half done.
+        let build = Family::<BuildLabels, Gauge>::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION"), wit: crate::runtime::capabilities::WIT_VERSION }).set(1);
+        registry.register("build_info", "1, labelled with the gateway's version and the plugin contract (WIT) it speaks", build);
         let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
         registry.register(
             "tls_certificate_expiry_timestamp_seconds",
@@ -664,6 +669,15 @@ impl TunnelMetrics {
         self.bytes.get_or_create(&TunnelBytesLabels { direction: "client_to_upstream" }).inc_by(to_upstream);
         self.bytes.get_or_create(&TunnelBytesLabels { direction: "upstream_to_client" }).inc_by(to_client);
     }
+}
+
+/// Labels of `airlock_build_info`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The gateway's version (its package's).
+    pub version: &'static str,
+    /// The `airlock:plugin` WIT version it speaks.
+    pub wit: &'static str,
 }
 
 /// Labels of `airlock_config_reloads_total`.
