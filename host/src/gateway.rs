@@ -442,6 +442,10 @@ impl Gateway {
         // The running config's mirrors by route id: a route's bound on copies in flight is kept.
         let previous_mirrors: HashMap<&str, &crate::proxy::mirror::Mirror> =
             previous_routes.iter().filter_map(|r| Some((&*r.id, r.mirror.as_deref()?))).collect();
+        if config.routes.is_empty() {
+            // Valid (the admin listener still serves), but rarely meant: an empty or misnamed file.
+            tracing::warn!(config = %source.name, "the config has no `[[routes]]`: every request is answered 404 `no_route`");
+        }
         for (index, route) in config.routes.iter().enumerate() {
             let id: Arc<str> = route.id_at(index).into();
             let key = format!("routes[{index}]");

@@ -252,6 +252,18 @@ fn an_unknown_method_in_a_route_is_warned_about() {
     }
 }
 
+/// A config with no routes is valid (the admin listener serves) but answers every request 404:
+/// `check` says so, as for an empty file.
+#[test]
+fn a_config_without_routes_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    for (config, warned) in [("", true), ("[limits]\nmax_headers = 50\n", true), ("[[routes]]\npath = \"/\"\nplugins = [{ plugin = \"builtin:respond\" }]\n", false)] {
+        let (status, stderr) = airlock_on(dir.path(), "check", "warn", config);
+        assert!(status.success(), "{config:?}: {stderr}");
+        assert_eq!(stderr.contains("the config has no `[[routes]]`"), warned, "{config:?}: {stderr}");
+    }
+}
+
 /// `--watch-interval-ms` without `--watch` would be ignored: the CLI refuses it instead.
 #[test]
 fn a_watch_interval_without_watch_is_refused() {
