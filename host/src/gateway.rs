@@ -773,7 +773,7 @@ fn grpc_over_http1(config: &Config, source: &ConfigSource, route: &RouteConfig, 
 /// access-control built-in, refused at the cache's entry ([`chain_order`]).
 fn cache_ahead_of_access_control(config: &Config, source: &ConfigSource, route: &RouteConfig, key: &str) -> Option<ConfigIssue> {
     let chain = route_chain(config, route, key);
-    let (cache, guard) = chain_order::cache_ahead_of_access_control(chain.iter().map(|(_, e)| source_of(config, e)))?;
+    let (cache, guard) = chain_order::cache_ahead_of(chain.iter().map(|(_, e)| source_of(config, e)), &ACCESS_CONTROL_BUILTINS)?;
     let (cache_key, cache_entry) = &chain[cache];
     let (guard_key, guard_entry) = &chain[guard];
     Some(source.issue(
@@ -794,7 +794,7 @@ fn cache_ahead_of_access_control(config: &Config, source: &ConfigSource, route: 
 ///   built from `${context.consumer}`) before the
 ///   authentication plugin that names it ([`chain_order::consumer_read_before_named`]);
 /// - `builtin:proxy-cache` before a limit, quota or validator
-///   ([`chain_order::cache_ahead_of_every_request`]): its hits skip them;
+///   ([`chain_order::cache_ahead_of`]): its hits skip them;
 /// - an authentication built-in before `builtin:cors` ([`chain_order::authentication_ahead_of_cors`]):
 ///   preflights carry no credentials, so they are refused (401, without CORS headers) before
 ///   cors answers them.
@@ -814,7 +814,7 @@ fn warn_chain_order(config: &Config, source: &ConfigSource, route: &RouteConfig,
             chain[namer].0,
         );
     }
-    if let Some((cache, guard)) = chain_order::cache_ahead_of_every_request(sources.iter().copied()) {
+    if let Some((cache, guard)) = chain_order::cache_ahead_of(sources.iter().copied(), &chain_order::EVERY_REQUEST_BUILTINS) {
         tracing::warn!(
             route = id,
             config = %source.name,

@@ -349,6 +349,33 @@ pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<Vec
     Some(head)
 }
 
+/// A server-sent events upstream: it takes one HTTP/1.1 connection and answers its request with
+/// `content_type` and a body of the events sent on the returned sender, each as it is sent, the
+/// body ending when the sender is dropped. For what must stream event by event.
+pub async fn event_stream_upstream(content_type: &'static str) -> (SocketAddr, tokio::sync::mpsc::Sender<Bytes>, tokio::task::JoinHandle<()>) {
+    let (events, receive) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let receive = Arc::new(tokio::sync::Mutex::new(Some(receive)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        let service = service_fn(move |_req: Request<Incoming>| {
+            let receive = receive.clone();
+            async move {
+                let rx = receive.lock().await.take().expect("one stream");
+                let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|event| (Ok::<_, Infallible>(hyper::body::Frame::data(event)), rx))
+                });
+                let mut r = Response::new(http_body_util::StreamBody::new(frames));
+                r.headers_mut().insert("content-type", http::HeaderValue::from_static(content_type));
+                Ok::<_, Infallible>(r)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+    });
+    (addr, events, server)
+}
+
 /// An HTTP/1.1 upstream that answers every request with `answer`, byte for byte, then closes:
 /// for answers no real server library would send (not HTTP, broken framing, cut off).
 pub async fn raw_upstream(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use airlock_tests::{Gateway, HttpClient, Upstream};
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -167,26 +167,7 @@ async fn a_body_a_plugin_changed_is_gzipped_whole_with_its_length() {
 async fn a_stream_reaches_the_client_as_it_comes() {
     // Server-sent events: the second event is sent only once the client has decoded the first,
     // which it can only do if the gateway flushed it rather than waiting for more.
-    let (events, receive) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let receive = std::sync::Arc::new(tokio::sync::Mutex::new(Some(receive)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
-            let receive = receive.clone();
-            async move {
-                let rx = receive.lock().await.take().expect("one stream");
-                let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|event| (Ok::<_, std::convert::Infallible>(Frame::data(event)), rx))
-                });
-                let mut r = Response::new(StreamBody::new(frames));
-                r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
-                Ok::<_, std::convert::Infallible>(r)
-            }
-        });
-        let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-    });
+    let (addr, events, server) = airlock_tests::event_stream_upstream("text/event-stream").await;
     let config = format!("[compression]\nenabled = true\n\n[upstreams.sse]\ntargets = [\"{addr}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"sse\"\n");
     let gw = Gateway::start(&config, None).await;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();

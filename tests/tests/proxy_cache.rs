@@ -1127,32 +1127,13 @@ async fn the_admin_api_purges_a_routes_cache_and_only_it() {
 /// for the plugin, the first event waited for the stream's end, or the route's timeout (a 504).
 #[tokio::test]
 async fn an_event_stream_is_not_held_for_a_plugin_reading_bodies() {
-    use http_body_util::{BodyExt, StreamBody};
+    use http_body_util::BodyExt;
     for chain in [
         r#"plugin = "builtin:proxy-cache""#,
         r#"plugin = "builtin:transform"
 config = { response = { body = { remove = ["secret"] } } }"#,
     ] {
-        let (events, receive) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let receive = Arc::new(tokio::sync::Mutex::new(Some(receive)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
-                let receive = receive.clone();
-                async move {
-                    let rx = receive.lock().await.take().expect("one stream");
-                    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-                        rx.recv().await.map(|event| (Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(event)), rx))
-                    });
-                    let mut r = Response::new(StreamBody::new(frames));
-                    r.headers_mut().insert("content-type", "text/event-stream; charset=utf-8".parse().unwrap());
-                    Ok::<_, std::convert::Infallible>(r)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-        });
+        let (addr, events, server) = airlock_tests::event_stream_upstream("text/event-stream; charset=utf-8").await;
         let config = format!("[upstreams.sse]\ntargets = [\"{addr}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"sse\"\ntimeout_ms = 20000\n[[routes.plugins]]\n{chain}\n");
         let gw = Gateway::start(&config, None).await;
         let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =

@@ -20,13 +20,14 @@ pub const ACCESS_CONTROL_BUILTINS: [&str; 8] = [
 pub const CACHE_BUILTIN: &str = "builtin:proxy-cache";
 
 /// In a chain of plugin sources (global entries first, as they run), the first cache that runs
-/// ahead of an access-control built-in: (the cache's index, that plugin's index).
-pub fn cache_ahead_of_access_control<'a>(sources: impl IntoIterator<Item = &'a str>) -> Option<(usize, usize)> {
+/// ahead of one of `skipped` (its hits would skip it: [`ACCESS_CONTROL_BUILTINS`],
+/// [`EVERY_REQUEST_BUILTINS`]): (the cache's index, that plugin's index).
+pub fn cache_ahead_of<'a>(sources: impl IntoIterator<Item = &'a str>, skipped: &[&str]) -> Option<(usize, usize)> {
     let mut cache = None;
     for (index, source) in sources.into_iter().enumerate() {
         match cache {
             None if source == CACHE_BUILTIN => cache = Some(index),
-            Some(at) if ACCESS_CONTROL_BUILTINS.contains(&source) => return Some((at, index)),
+            Some(at) if skipped.contains(&source) => return Some((at, index)),
             _ => {}
         }
     }
@@ -78,20 +79,6 @@ fn mentions(value: &toml::Value, text: &str) -> bool {
 /// counting them, a validator refusing bad ones (a hit would answer an invalid request 200).
 pub const EVERY_REQUEST_BUILTINS: [&str; 3] = ["builtin:rate-limit", "builtin:quota", "builtin:request-validator"];
 
-/// In a chain of plugin sources, the first cache that runs ahead of a built-in that must see
-/// every request ([`EVERY_REQUEST_BUILTINS`]): (the cache's index, that plugin's index).
-pub fn cache_ahead_of_every_request<'a>(sources: impl IntoIterator<Item = &'a str>) -> Option<(usize, usize)> {
-    let mut cache = None;
-    for (index, source) in sources.into_iter().enumerate() {
-        match cache {
-            None if source == CACHE_BUILTIN => cache = Some(index),
-            Some(at) if EVERY_REQUEST_BUILTINS.contains(&source) => return Some((at, index)),
-            _ => {}
-        }
-    }
-    None
-}
-
 /// In a chain of (plugin source, config), the first entry that decides by the consumer with no
 /// authentication built-in before it but one after it: (its index, the authenticating entry's
 /// index, what it does there).
@@ -142,7 +129,7 @@ mod tests {
 
     #[test]
     fn a_cache_may_follow_access_control_but_not_precede_it() {
-        let check = |chain: &[&str]| cache_ahead_of_access_control(chain.iter().copied());
+        let check = |chain: &[&str]| cache_ahead_of(chain.iter().copied(), &ACCESS_CONTROL_BUILTINS);
         assert_eq!(check(&["builtin:key-auth", "builtin:acl", "builtin:proxy-cache", "builtin:headers"]), None);
         assert_eq!(check(&["builtin:proxy-cache", "builtin:headers"]), None);
         assert_eq!(check(&["builtin:cors", "builtin:proxy-cache", "builtin:rate-limit", "builtin:jwt"]), Some((1, 3)));
@@ -153,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_cache_ahead_of_a_limit_or_validator_is_found() {
-        let check = |chain: &[&str]| cache_ahead_of_every_request(chain.iter().copied());
+        let check = |chain: &[&str]| cache_ahead_of(chain.iter().copied(), &EVERY_REQUEST_BUILTINS);
         assert_eq!(check(&["builtin:proxy-cache", "builtin:headers", "builtin:rate-limit"]), Some((0, 2)));
         assert_eq!(check(&["builtin:proxy-cache", "builtin:request-validator"]), Some((0, 1)));
         assert_eq!(check(&["builtin:quota", "builtin:proxy-cache", "builtin:throttle"]), None);

@@ -692,7 +692,6 @@ pub fn options_answer(route_methods: &[http::Method]) -> crate::exchange::Respon
     crate::exchange::ResponseState { status: http::StatusCode::OK, headers, body: Some(bytes::Bytes::new()), trailers: None }
 }
 
-
 /// Fields that vouch for a message's content bytes as its sender sent them: RFC 9530's
 /// `Content-Digest` and `Repr-Digest`, RFC 3230's `Digest`, RFC 1864's `Content-MD5`. Wrong once
 /// the gateway changes the bytes (decodes them for a plugin, compresses them, or a plugin

@@ -818,10 +818,14 @@ impl Upstream {
                 };
                 // A head over the byte limit is the target's failure, as one over the line limit.
                 let attempt = match attempt {
-                    Attempt::Answered(response, _) if crate::exchange::header_lines_bytes(response.headers()) > settings.max_response_header_bytes => {
-                        let bytes = crate::exchange::header_lines_bytes(response.headers());
-                        let limit = settings.max_response_header_bytes;
-                        Attempt::Failed(SendError::Unavailable(format!("its response head has {bytes} bytes of header lines, over limits.max_response_header_bytes ({limit})")), false)
+                    Attempt::Answered(response, stream) => {
+                        let (bytes, limit) = (crate::exchange::header_lines_bytes(response.headers()), settings.max_response_header_bytes);
+                        if bytes > limit {
+                            let why = format!("its response head has {bytes} bytes of header lines, over limits.max_response_header_bytes ({limit})");
+                            Attempt::Failed(SendError::Unavailable(why), false)
+                        } else {
+                            Attempt::Answered(response, stream)
+                        }
                     }
                     attempt => attempt,
                 };

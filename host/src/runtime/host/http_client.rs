@@ -221,6 +221,11 @@ impl Origin {
         let port = authority.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
         Ok(Self { scheme, host, port })
     }
+
+    /// The scheme, host and port, for a span naming the origin called.
+    fn into_parts(self) -> (&'static str, String, u16) {
+        (self.scheme, self.host, self.port)
+    }
 }
 
 /// A URL's host, lower-case, without the brackets of an IPv6 address. Brackets around anything
@@ -484,12 +489,10 @@ impl OutboundSpan {
     /// The span of `request`, whose id is `span_id` when the called service was told it.
     fn of(request: &Request<Full<Bytes>>, span_id: Option<SpanId>) -> Option<Self> {
         crate::telemetry::spans::current()?;
-        let uri = request.uri();
-        let scheme = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { "https" } else { "http" };
-        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
         Some(Self {
             method: request.method().as_str().to_owned(),
-            origin: (scheme, uri.host().unwrap_or_default().to_owned(), port),
+            // Checked against the grant already: parsed as the grant check parses it.
+            origin: Origin::of(request.uri()).ok()?.into_parts(),
             span_id: span_id.unwrap_or_else(new_span_id).0,
         })
     }
